@@ -1,0 +1,227 @@
+//! What travels on a control link between a parent and its child.
+//!
+//! Each packet is one frame. A link opens with [`Packet::Hello`] from the parent and
+//! [`Packet::Ready`] (or [`Packet::Rejected`]) from the child; then both sides exchange
+//! [`Envelope`]s, the parent may send [`Packet::Stop`], and the child sends its logs and,
+//! last, an [`ExitReport`].
+//!
+//! # Ordering
+//!
+//! A link is one byte stream, so packets arrive in the order they were sent. Envelopes
+//! from one process to another follow one path through the tree, so they too arrive in
+//! the order they were sent.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Identity;
+
+/// The version of this protocol. A child refuses a `Hello` of another version.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// One frame on a control link.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Packet {
+    /// Parent → child, first frame: who the child is and what it runs.
+    ///
+    /// The version and build id come first and are checked before `body` is decoded,
+    /// so a child of another version refuses cleanly instead of misreading the rest.
+    Hello {
+        /// The parent's [`PROTOCOL_VERSION`].
+        protocol: u32,
+        /// The parent's build id (same binary, same registered entries).
+        build_id: u64,
+        /// An encoded [`Hello`].
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+    /// Child → parent: the child is set up and about to run its entry point.
+    Ready {
+        /// The child's process id.
+        pid: u32,
+    },
+    /// Child → parent: the child will not run, and why.
+    Rejected(BootstrapError),
+    /// Either way: a message routed along the tree.
+    Envelope(Envelope),
+    /// Parent → child: stop gracefully (and stop your own children).
+    Stop,
+    /// Child → parent: a `tracing` event that happened in a descendant.
+    Log(LogRecord),
+    /// Child → parent, last frame: how the entry point ended.
+    Exiting(ExitReport),
+}
+
+/// What the child needs to know to start: decoded from [`Packet::Hello`]'s body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The child's identity.
+    pub identity: Identity,
+    /// The child's name.
+    pub name: String,
+    /// The parent's name.
+    pub parent_name: String,
+    /// The parent's identity.
+    pub parent_identity: Identity,
+    /// Whether the child is a daemon.
+    pub daemon: bool,
+    /// Kind of entry point.
+    pub kind: EntryKind,
+    /// The registered name of the entry point.
+    pub entry: String,
+    /// The encoded arguments of the entry point.
+    #[serde(with = "serde_bytes")]
+    pub args: Vec<u8>,
+    /// How many file descriptors follow the Hello frame (passed with SCM_RIGHTS).
+    pub fds: u32,
+    /// The most verbose `tracing` level the parent wants forwarded (1 = error … 5 =
+    /// trace), or `None` for no forwarding.
+    pub log_level: Option<u8>,
+}
+
+/// The kind of a registered entry point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// A function run once; the process exits when it returns.
+    Function,
+    /// An actor: the process serves its mailbox until it is stopped.
+    Actor,
+}
+
+/// Why a child refused to start.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum BootstrapError {
+    /// The parent speaks another protocol version.
+    #[error("protocol version mismatch: parent speaks {parent}, child speaks {child}")]
+    ProtocolMismatch {
+        /// The parent's version.
+        parent: u32,
+        /// The child's version.
+        child: u32,
+    },
+    /// The child is not the same build as the parent.
+    #[error("build id mismatch: parent is {parent:#x}, child is {child:#x} (was the binary rebuilt while running?)")]
+    BuildMismatch {
+        /// The parent's build id.
+        parent: u64,
+        /// The child's build id.
+        child: u64,
+    },
+    /// The entry point is not registered in the child.
+    #[error("no {kind:?} entry named `{name}` is registered in this binary")]
+    UnknownEntry {
+        /// Kind of the entry.
+        kind: EntryKind,
+        /// Its name.
+        name: String,
+    },
+    /// The Hello or the arguments did not decode.
+    #[error("bad bootstrap message: {0}")]
+    BadHello(String),
+}
+
+/// A message on its way from one process's address to another's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The destination.
+    pub to: Identity,
+    /// The sender, where replies go.
+    pub from: Identity,
+    /// Correlation number: set by the caller, copied into the reply.
+    pub corr: u64,
+    /// What the envelope carries.
+    pub body: Body,
+}
+
+/// The content of an [`Envelope`]. Payloads stay encoded until they reach their
+/// destination, so routing never needs the user's types and a payload that does not
+/// decode is an error for that one message only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Body {
+    /// A request that expects a reply.
+    Call(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A message that expects none.
+    Cast(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The reply to a `Call`.
+    Reply(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The call failed on the way or at the destination.
+    Fail(RemoteError),
+}
+
+/// Why a call failed somewhere along the tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// No running process has this address.
+    #[error("no running process at {0}")]
+    NoProcess(Identity),
+    /// The process at this address hosts no actor.
+    #[error("the process at {0} hosts no actor")]
+    NoActor(Identity),
+    /// The process ended before it replied.
+    #[error("the process at {0} exited before replying")]
+    Exited(Identity),
+    /// The payload did not decode as the actor's message type.
+    #[error("the message did not decode at its destination: {0}")]
+    Decode(String),
+    /// The reply could not be encoded.
+    #[error("the reply could not be encoded: {0}")]
+    Encode(String),
+    /// The actor's handler panicked; the actor's process ends.
+    #[error("the actor panicked while handling the message: {0}")]
+    Panicked(String),
+}
+
+/// A `tracing` event from a descendant process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    /// Level, 1 = error … 5 = trace.
+    pub level: u8,
+    /// The event's target.
+    pub target: String,
+    /// The name of the process where it happened.
+    pub process: String,
+    /// The message and fields, formatted.
+    pub message: String,
+}
+
+/// How a child's entry point ended, sent just before it exits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitReport {
+    /// It returned.
+    Normal,
+    /// It panicked.
+    Panicked {
+        /// The panic message.
+        message: String,
+        /// `file:line:column`, when known.
+        location: Option<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    #[test]
+    fn packets_round_trip() {
+        let env = Envelope {
+            to: Identity::from_path(vec![1, 2]),
+            from: Identity::root(),
+            corr: 7,
+            body: Body::Call(vec![1, 2, 3]),
+        };
+        for p in [
+            Packet::Ready { pid: 42 },
+            Packet::Stop,
+            Packet::Envelope(env),
+            Packet::Exiting(ExitReport::Panicked { message: "m".into(), location: None }),
+            Packet::Rejected(BootstrapError::ProtocolMismatch { parent: 2, child: 1 }),
+        ] {
+            let bytes = codec::encode(&p).unwrap();
+            assert_eq!(codec::decode::<Packet>(&bytes).unwrap(), p);
+        }
+    }
+}
