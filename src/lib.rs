@@ -1,1 +1,135 @@
-//! placeholder
+//! Python's `multiprocessing`, rebuilt in Rust as an actor-style supervision framework.
+//!
+//! Every OS process hosts one actor with a mailbox. A process tree spawns child
+//! processes, names them exactly as Python does (`Process-1`, `Process-1:2`, …) and
+//! watches them; messages are serde types. Processes are for *isolation*: crash-prone
+//! or untrusted code, hard timeouts (a hung process can be killed, a hung thread
+//! cannot), and leaks that only a restart cures.
+//!
+//! # A first program
+//!
+//! ```no_run
+//! use multiproc::blocking::Process;
+//!
+//! fn greet(name: String) {
+//!     println!("hello {name}");
+//! }
+//! multiproc::register!(greet);
+//!
+//! fn main() -> Result<(), multiproc::Error> {
+//!     multiproc::init(); // first line of main: in a child, this runs the child
+//!     let mut p = Process::new(greet, "bob".to_string());
+//!     p.start()?;
+//!     let reason = p.join()?;
+//!     assert_eq!(reason.exit_code(), 0);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # The tour
+//!
+//! - **`init()`** must be the first line of `main`. Children are this same program,
+//!   started again (the `spawn` start method); `init()` is where they branch off and it
+//!   never returns in a child. It is Python's `if __name__ == '__main__':` guard.
+//! - **Entry points are registered** by name at link time: functions with
+//!   [`register!`], actors with [`register_actor!`]. Starting something unregistered
+//!   is an error that names the macro to add.
+//! - **[`Process`]** runs a function or hosts an actor in a child: `start`, `join`,
+//!   `is_alive`, `pid`, `exit_code` (Python's convention), [`ExitReason`] (the same as
+//!   data), `terminate`, `kill`, `stop`, `close`. [`current_process`],
+//!   [`parent_process`], [`active_children`], [`cpu_count`].
+//! - **Actors**: a child hosting an [`Actor`] serves its mailbox; any process of the
+//!   tree holding an [`ActorRef`] can `call` or `cast` to it.
+//! - **Pipes**: [`pipe`] returns two [`Connection`]s; a connection can be passed to a
+//!   child as an argument of its function.
+//! - **No orphans**: however the root dies, its descendants die with it; SIGINT or
+//!   SIGTERM at the root stops the whole tree gracefully.
+//! - **Async first, blocking too**: every operation is `async`; [`blocking`] mirrors
+//!   the API for scripts and for code written in Python's style.
+#![doc(test(attr(deny(warnings))))]
+
+pub use multiproc_core::{ExitReason, Identity, RemoteError, codec};
+pub use multiproc_supervisor::{
+    Actor, ActorRef, BoxError, CallError, ChildInfo, CurrentProcess, DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_SHUTDOWN_TIMEOUT, Error, Output, ParentProcess, Process, Sentinel, active_children, cpu_count,
+    Target, current_process, init, parent_process, stop_requested, wait_for_stop,
+};
+pub use multiproc_transport::{Connection, FrameError, MAX_FRAME_LEN, pipe, wait};
+
+/// Transport errors (pipes and connections).
+pub mod connection {
+    pub use multiproc_transport::Error;
+}
+
+pub mod blocking;
+
+/// The names most programs need.
+pub mod prelude {
+    pub use crate::{Actor, ActorRef, CallError, Error, ExitReason, Process, current_process, init};
+}
+
+/// Registers functions that child processes can run.
+///
+/// Each function takes serde arguments (one value, a tuple of several, or none) and
+/// returns `()` or `Result<(), E>` with `E: Display`.
+///
+/// ```
+/// fn add(a: i32, b: i32) -> Result<(), String> {
+///     if a + b > 10 { Err("too big".into()) } else { Ok(()) }
+/// }
+/// multiproc::register!(add);
+/// ```
+#[macro_export]
+macro_rules! register {
+    ($($f:path),+ $(,)?) => {
+        $(
+            const _: () = {
+                #[$crate::__private::linkme::distributed_slice($crate::__private::ENTRIES)]
+                #[linkme(crate = $crate::__private::linkme)]
+                static ENTRY: $crate::__private::Entry = $crate::__private::Entry {
+                    name: concat!(module_path!(), "::", stringify!($f)),
+                    kind: $crate::__private::EntryKind::Function,
+                    type_id: || $crate::__private::type_id_of(&$f),
+                    run: |args| $crate::__private::run_function($f, args),
+                };
+            };
+        )+
+    };
+}
+
+/// Registers actor types that child processes can host.
+///
+/// ```
+/// use multiproc::{Actor, BoxError};
+/// struct Echo;
+/// impl Actor for Echo {
+///     type Args = ();
+///     type Msg = String;
+///     type Reply = String;
+///     async fn start((): ()) -> Result<Self, BoxError> { Ok(Echo) }
+///     async fn handle(&mut self, msg: String) -> String { msg }
+/// }
+/// multiproc::register_actor!(Echo);
+/// ```
+#[macro_export]
+macro_rules! register_actor {
+    ($($a:ty),+ $(,)?) => {
+        $(
+            const _: () = {
+                #[$crate::__private::linkme::distributed_slice($crate::__private::ENTRIES)]
+                #[linkme(crate = $crate::__private::linkme)]
+                static ENTRY: $crate::__private::Entry = $crate::__private::Entry {
+                    name: concat!(module_path!(), "::", stringify!($a)),
+                    kind: $crate::__private::EntryKind::Actor,
+                    type_id: || ::std::any::TypeId::of::<$a>(),
+                    run: $crate::__private::run_actor::<$a>,
+                };
+            };
+        )+
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use multiproc_supervisor::__private::*;
+}

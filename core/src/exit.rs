@@ -26,6 +26,11 @@ pub enum ExitReason {
         /// `file:line:column` of the panic, when known.
         location: Option<String>,
     },
+    /// The entry point returned an error (or an actor failed to start); exit status 1.
+    Failed {
+        /// The error, formatted.
+        message: String,
+    },
     /// The process was ended by this signal (and nobody here killed it on purpose).
     Signaled(i32),
     /// The process was killed with SIGKILL after it did not stop within its shutdown
@@ -46,7 +51,7 @@ impl ExitReason {
         match self {
             ExitReason::Normal | ExitReason::Shutdown => 0,
             ExitReason::Exited(code) => *code,
-            ExitReason::Panicked { .. } => 1,
+            ExitReason::Panicked { .. } | ExitReason::Failed { .. } => 1,
             ExitReason::Signaled(sig) => -sig,
             ExitReason::Killed => -9,
         }
@@ -68,6 +73,7 @@ impl fmt::Display for ExitReason {
                 write!(f, "panicked at {loc}: {message}")
             }
             ExitReason::Panicked { message, location: None } => write!(f, "panicked: {message}"),
+            ExitReason::Failed { message } => write!(f, "failed: {message}"),
             ExitReason::Signaled(sig) => write!(f, "signaled({})", signal_name(*sig)),
             ExitReason::Killed => f.write_str("killed"),
         }
@@ -107,6 +113,9 @@ pub fn exit_reason(
     match (status, report) {
         (WaitStatus::Exited(_), Some(ExitReport::Panicked { message, location })) => {
             ExitReason::Panicked { message: message.clone(), location: location.clone() }
+        }
+        (WaitStatus::Exited(_), Some(ExitReport::Failed { message })) => {
+            ExitReason::Failed { message: message.clone() }
         }
         (WaitStatus::Exited(0), _) if stop_requested => ExitReason::Shutdown,
         (WaitStatus::Exited(0), _) => ExitReason::Normal,

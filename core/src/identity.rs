@@ -141,7 +141,7 @@ pub struct Counter {
 
 impl Counter {
     /// A counter whose first number is 1.
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Counter { next: 1 }
     }
 

@@ -198,6 +198,11 @@ pub enum ExitReport {
         /// `file:line:column`, when known.
         location: Option<String>,
     },
+    /// It returned an error, or could not start.
+    Failed {
+        /// The error, formatted.
+        message: String,
+    },
 }
 
 #[cfg(test)]

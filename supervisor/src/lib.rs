@@ -1,1 +1,63 @@
-//! placeholder
+//! Processes and trees: the `spawn` start method, the child bootstrap, `Process`,
+//! and the per-process runtime that hosts each process's actor and routes messages
+//! along the tree.
+//!
+//! Most users reach this crate through the `multiproc` facade, which re-exports it.
+#![doc(test(attr(deny(warnings))))]
+
+mod actor;
+mod bootstrap;
+mod current;
+mod error;
+mod link;
+mod logging;
+mod process;
+mod registry;
+mod router;
+mod runtime;
+mod signals;
+mod spawn;
+mod stop;
+mod target;
+
+pub use actor::{Actor, ActorRef, BoxError};
+pub use bootstrap::{EXIT_BOOTSTRAP_FAILED, EXIT_PARENT_GONE, init};
+pub use current::{CurrentProcess, ParentProcess, cpu_count, current_process, parent_process};
+pub use error::{CallError, Error};
+pub use process::{
+    ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Output, Process, Sentinel, active_children,
+};
+pub use stop::{stop_requested, wait_for_stop};
+pub use target::{Outcome, Target};
+
+/// Runs a future to completion on the calling thread, driven by this process's
+/// multiproc runtime. The facade's `blocking` API is built on it.
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    runtime::block_on(fut)
+}
+
+/// What the facade's registration macros expand to. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::actor::run_actor;
+    pub use crate::bootstrap::EntryOutcome;
+    pub use crate::registry::{ENTRIES, Entry};
+    pub use linkme;
+    pub use multiproc_core::EntryKind;
+
+    /// Runs a registered function from its encoded arguments.
+    pub fn run_function<F: crate::Target<M>, M>(f: F, args: Vec<u8>) -> EntryOutcome {
+        match multiproc_core::codec::decode::<F::Args>(&args) {
+            Ok(args) => match f.call(args) {
+                Ok(()) => EntryOutcome::Returned,
+                Err(message) => EntryOutcome::Failed(message),
+            },
+            Err(e) => EntryOutcome::Failed(format!("bad arguments: {e}")),
+        }
+    }
+
+    /// The `TypeId` of a value's type (a function item's unique type).
+    pub fn type_id_of<T: 'static>(_: &T) -> std::any::TypeId {
+        std::any::TypeId::of::<T>()
+    }
+}

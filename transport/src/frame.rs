@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 pub const MAX_FRAME_LEN: usize = 16 << 20;
 
 /// Frames up to this size are written with their header in one buffer, one syscall.
-const COALESCE_LIMIT: usize = 16 << 10;
+pub(crate) const COALESCE_LIMIT: usize = 16 << 10;
 
 /// A frame could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,14 @@ pub fn header(len: usize, out: &mut [u8; 12]) -> usize {
 ///
 /// [`FrameError::TooLarge`] when `len > max`.
 pub fn check_len(len: usize, max: usize) -> Result<(), FrameError> {
-    if len > max { Err(FrameError::TooLarge { len: len as u64, max }) } else { Ok(()) }
+    if len > max {
+        Err(FrameError::TooLarge {
+            len: len as u64,
+            max,
+        })
+    } else {
+        Ok(())
+    }
 }
 
 /// Writes one frame.
@@ -107,22 +114,338 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Reads frames from a byte stream, enforcing the maximum frame length.
+/// Bytes to make room for when reading with no frame length known yet.
+const READ_CHUNK: usize = 16 << 10;
+
+/// An empty decoder keeps at most this much buffer; bigger ones (left by a big frame)
+/// are shrunk so one large message does not pin its memory for the link's lifetime.
+const KEEP_CAPACITY: usize = 1 << 20;
+
+/// A frame header, as far as the buffered bytes tell.
+enum Head {
+    /// Fewer bytes than a header.
+    Incomplete,
+    /// A negative length other than −1.
+    Bad(i32),
+    /// A header of `header_len` bytes announcing `len` payload bytes.
+    Frame { header_len: usize, len: u64 },
+}
+
+/// Turns a byte stream into frames, with no I/O: push bytes in, pop frames out.
+///
+/// Bytes come in with [`push`](Self::push), or without a copy by reading straight into
+/// [`read_buf`](Self::read_buf) and calling [`commit`](Self::commit). Frames come out
+/// of [`next_frame`](Self::next_frame); when the stream ends, [`finish`](Self::finish)
+/// says whether it ended between frames.
+///
+/// # Invariants
+///
+/// - Buffered bytes are `buf[start..end]`; `buf` is fully initialised, so reading into
+///   its spare part needs no zeroing per read.
+/// - While an oversized frame is being skipped (`skip > 0`) nothing is buffered: its
+///   bytes are dropped as they arrive, and bytes after it are kept.
+/// - After [`FrameError::BadLength`] the decoder is poisoned and reports it again.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc_transport::{FrameDecoder, FrameError};
+///
+/// let mut d = FrameDecoder::new(4);
+/// d.push(&[0, 0, 0, 2, b'h']);
+/// assert_eq!(d.next_frame().unwrap(), None); // half a frame so far
+/// d.push(&[b'i', 0, 0, 0, 9, 1, 2]);
+/// assert_eq!(d.next_frame().unwrap(), Some(&b"hi"[..]));
+/// // 9 bytes is over the limit of 4: reported at once, then skipped as it arrives.
+/// assert!(matches!(d.next_frame(), Err(FrameError::TooLarge { len: 9, max: 4 })));
+/// d.push(&[3, 4, 5, 6, 7, 8, 9, 0, 0, 0, 1, b'!']);
+/// assert_eq!(d.next_frame().unwrap(), Some(&b"!"[..]));
+/// assert!(d.finish().is_ok());
+/// ```
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max: usize,
+    /// Bytes of a refused oversized frame still to be dropped.
+    skip: u64,
+    /// The full length of the frame being skipped, for [`FrameError::Truncated`].
+    skip_total: u64,
+    /// Set by a bad length prefix: the stream cannot be resynchronised.
+    bad: Option<i32>,
+}
+
+impl FrameDecoder {
+    /// Creates a decoder that refuses frames over `max` bytes. It allocates nothing
+    /// until bytes arrive.
+    pub fn new(max: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            max,
+            skip: 0,
+            skip_total: 0,
+            bad: None,
+        }
+    }
+
+    /// The maximum frame length.
+    pub fn max_frame_len(&self) -> usize {
+        self.max
+    }
+
+    /// Changes the maximum frame length; it applies from the next frame header.
+    pub fn set_max_frame_len(&mut self, max: usize) {
+        self.max = max;
+    }
+
+    /// How many bytes are buffered (part of a frame, or frames not yet popped).
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Appends bytes read from the stream. Bytes of a frame being skipped are dropped
+    /// without being stored.
+    pub fn push(&mut self, mut bytes: &[u8]) {
+        if self.skip > 0 {
+            let n = usize::try_from(self.skip)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            self.skip -= n as u64;
+            bytes = &bytes[n..];
+        }
+        if bytes.is_empty() {
+            return;
+        }
+        let spare = self.read_buf_sized(bytes.len().max(READ_CHUNK));
+        spare[..bytes.len()].copy_from_slice(bytes);
+        self.end += bytes.len();
+    }
+
+    /// A writable buffer to read the stream into directly; call [`commit`](Self::commit)
+    /// with the number of bytes read. It is never empty, and is large enough for the rest
+    /// of the current frame when its length is known (and within the limit).
+    pub fn read_buf(&mut self) -> &mut [u8] {
+        let want = match self.head() {
+            Head::Frame { header_len, len } if self.skip == 0 && len <= self.max as u64 => {
+                (header_len + len as usize)
+                    .saturating_sub(self.buffered())
+                    .max(READ_CHUNK)
+            }
+            _ => READ_CHUNK,
+        };
+        self.read_buf_sized(want)
+    }
+
+    /// Records that `n` bytes were written at the start of [`read_buf`](Self::read_buf).
+    ///
+    /// # Panics
+    ///
+    /// If `n` is larger than the buffer last returned by `read_buf`.
+    pub fn commit(&mut self, n: usize) {
+        assert!(
+            self.end + n <= self.buf.len(),
+            "commit({n}) is past the read buffer"
+        );
+        self.end += n;
+        if self.skip > 0 {
+            // Skipping implies nothing else was buffered: drop the skipped prefix.
+            let dropped = usize::try_from(self.skip).unwrap_or(usize::MAX).min(n);
+            self.start += dropped;
+            self.skip -= dropped as u64;
+        }
+    }
+
+    /// Pops the next complete frame, or `Ok(None)` if more bytes are needed.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::TooLarge`] as soon as an oversized frame's header is seen (its bytes
+    /// are then skipped and later frames still come out), [`FrameError::BadLength`]
+    /// for a negative length other than −1 (fatal: it is returned again on every call).
+    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        Ok(self.pop()?.map(|r| &self.buf[r]))
+    }
+
+    /// Whether [`next_frame`](Self::next_frame) would return a frame or an error now.
+    pub fn has_next(&self) -> bool {
+        if self.bad.is_some() {
+            return true;
+        }
+        if self.skip > 0 {
+            return false;
+        }
+        match self.head() {
+            Head::Incomplete => false,
+            Head::Bad(_) => true,
+            Head::Frame { header_len, len } => {
+                len > self.max as u64 || (self.buffered() - header_len) as u64 >= len
+            }
+        }
+    }
+
+    /// Reports how the stream ended. Call it once [`next_frame`](Self::next_frame) has
+    /// returned `Ok(None)` and the stream has no more bytes; it resets the decoder, so
+    /// the next call returns `Ok(())`.
+    ///
+    /// # Errors
+    ///
+    /// [`FrameError::Truncated`] when the stream ended inside a frame (or inside a frame
+    /// being skipped).
+    pub fn finish(&mut self) -> Result<(), FrameError> {
+        if self.bad.is_some() {
+            return Ok(());
+        }
+        if self.skip > 0 {
+            let got = self.skip_total - self.skip;
+            self.skip = 0;
+            return Err(FrameError::Truncated {
+                expected: self.skip_total,
+                got,
+            });
+        }
+        let n = self.buffered();
+        let head = self.head();
+        self.start = 0;
+        self.end = 0;
+        match head {
+            _ if n == 0 => Ok(()),
+            Head::Incomplete if n < 4 => Err(FrameError::Truncated {
+                expected: 4,
+                got: n as u64,
+            }),
+            Head::Incomplete => Err(FrameError::Truncated {
+                expected: 8,
+                got: n as u64 - 4,
+            }),
+            Head::Bad(len) => Err(FrameError::BadLength(len)),
+            Head::Frame { header_len, len } => Err(FrameError::Truncated {
+                expected: len,
+                got: (n - header_len) as u64,
+            }),
+        }
+    }
+
+    /// Pops the next frame as a range of the buffer, valid until the next mutation.
+    pub(crate) fn pop(&mut self) -> Result<Option<std::ops::Range<usize>>, FrameError> {
+        if let Some(len) = self.bad {
+            return Err(FrameError::BadLength(len));
+        }
+        if self.skip > 0 {
+            return Ok(None);
+        }
+        match self.head() {
+            Head::Incomplete => Ok(None),
+            Head::Bad(len) => {
+                self.bad = Some(len);
+                self.start = 0;
+                self.end = 0;
+                Err(FrameError::BadLength(len))
+            }
+            Head::Frame { header_len, len } if len > self.max as u64 => {
+                // Reported now, discarded lazily: the caller hears at once, and a peer that
+                // declared 4 EiB cannot make us wait for (or store) them.
+                self.start += header_len;
+                let dropped = usize::try_from(len)
+                    .unwrap_or(usize::MAX)
+                    .min(self.buffered());
+                self.start += dropped;
+                self.skip = len - dropped as u64;
+                self.skip_total = len;
+                Err(FrameError::TooLarge { len, max: self.max })
+            }
+            Head::Frame { header_len, len } => {
+                if ((self.buffered() - header_len) as u64) < len {
+                    return Ok(None);
+                }
+                let from = self.start + header_len;
+                let to = from + len as usize;
+                self.start = to;
+                Ok(Some(from..to))
+            }
+        }
+    }
+
+    /// A frame popped by [`pop`](Self::pop).
+    pub(crate) fn frame(&self, range: std::ops::Range<usize>) -> &[u8] {
+        &self.buf[range]
+    }
+
+    fn head(&self) -> Head {
+        let b = &self.buf[self.start..self.end];
+        let Some(prefix) = b.first_chunk::<4>() else {
+            return Head::Incomplete;
+        };
+        match i32::from_be_bytes(*prefix) {
+            -1 => match b[4..].first_chunk::<8>() {
+                Some(long) => Head::Frame {
+                    header_len: 12,
+                    len: u64::from_be_bytes(*long),
+                },
+                None => Head::Incomplete,
+            },
+            n if n < 0 => Head::Bad(n),
+            n => Head::Frame {
+                header_len: 4,
+                len: n as u64,
+            },
+        }
+    }
+
+    /// Makes at least `want` bytes of room after the buffered ones and returns it.
+    fn read_buf_sized(&mut self, want: usize) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > KEEP_CAPACITY && want <= KEEP_CAPACITY {
+                self.buf = Vec::new();
+            }
+        }
+        if self.buf.len() - self.end < want {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.buf.len() - self.end < want {
+                self.buf.resize(self.end + want, 0);
+            }
+        }
+        &mut self.buf[self.end..]
+    }
+}
+
+impl std::fmt::Debug for FrameDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameDecoder")
+            .field("buffered", &self.buffered())
+            .field("max", &self.max)
+            .field("skip", &self.skip)
+            .field("bad", &self.bad)
+            .finish()
+    }
+}
+
+/// Reads frames from an async byte stream, enforcing the maximum frame length.
+///
+/// It reads ahead: bytes after the current frame stay buffered in the reader.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,
-    max: usize,
-    /// Bytes of a refused oversized frame still to be discarded.
-    skip: u64,
+    decoder: FrameDecoder,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Wraps a stream; frames over `max` bytes are refused.
     pub fn new(inner: R, max: usize) -> Self {
-        FrameReader { inner, max, skip: 0 }
+        FrameReader {
+            inner,
+            decoder: FrameDecoder::new(max),
+        }
     }
 
-    /// The wrapped stream.
+    /// The wrapped stream. Reading from it directly skips bytes the reader has buffered.
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
     }
@@ -132,76 +455,24 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     ///
     /// # Errors
     ///
-    /// [`FrameError::TooLarge`] after skipping the frame (the next call reads the next
-    /// frame), [`FrameError::BadLength`], [`FrameError::Truncated`] or an I/O error.
+    /// [`FrameError::TooLarge`] as soon as the header is read (the next call skips the
+    /// frame and reads the next one), [`FrameError::BadLength`],
+    /// [`FrameError::Truncated`] or an I/O error.
     pub async fn read_frame(&mut self, buf: &mut Vec<u8>) -> Result<bool, FrameError> {
         buf.clear();
-        if self.skip > 0 {
-            self.skip_pending().await?;
-        }
-        let mut h = [0u8; 4];
-        let got = read_full(&mut self.inner, &mut h).await?;
-        if got == 0 {
-            return Ok(false);
-        }
-        if got < 4 {
-            return Err(FrameError::Truncated { expected: 4, got: got as u64 });
-        }
-        let len = match i32::from_be_bytes(h) {
-            -1 => {
-                let mut l = [0u8; 8];
-                let got = read_full(&mut self.inner, &mut l).await?;
-                if got < 8 {
-                    return Err(FrameError::Truncated { expected: 8, got: got as u64 });
-                }
-                u64::from_be_bytes(l)
+        loop {
+            if let Some(range) = self.decoder.pop()? {
+                buf.extend_from_slice(self.decoder.frame(range));
+                return Ok(true);
             }
-            n if n < 0 => return Err(FrameError::BadLength(n)),
-            n => n as u64,
-        };
-        if len > self.max as u64 {
-            // Reported now, discarded lazily: the caller hears at once, and a peer that
-            // declared 4 EiB cannot make us wait for them.
-            self.skip = len;
-            return Err(FrameError::TooLarge { len, max: self.max });
-        }
-        buf.resize(len as usize, 0);
-        let got = read_full(&mut self.inner, buf).await?;
-        if (got as u64) < len {
-            buf.truncate(got);
-            return Err(FrameError::Truncated { expected: len, got: got as u64 });
-        }
-        Ok(true)
-    }
-
-    async fn skip_pending(&mut self) -> Result<(), FrameError> {
-        let total = self.skip;
-        let mut sink = [0u8; 8192];
-        while self.skip > 0 {
-            let want = self.skip.min(sink.len() as u64) as usize;
-            let n = self.inner.read(&mut sink[..want]).await?;
+            let n = self.inner.read(self.decoder.read_buf()).await?;
             if n == 0 {
-                let got = total - self.skip;
-                self.skip = 0;
-                return Err(FrameError::Truncated { expected: total, got });
+                self.decoder.finish()?;
+                return Ok(false);
             }
-            self.skip -= n as u64;
+            self.decoder.commit(n);
         }
-        Ok(())
     }
-}
-
-/// Reads until `buf` is full or the stream ends; returns how many bytes were read.
-async fn read_full<R: AsyncRead + Unpin>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let n = r.read(&mut buf[filled..]).await?;
-        if n == 0 {
-            break;
-        }
-        filled += n;
-    }
-    Ok(filled)
 }
 
 #[cfg(test)]
@@ -232,7 +503,9 @@ mod tests {
         let mut out = Vec::new();
         let mut scratch = Vec::new();
         for p in payloads {
-            write_frame(&mut out, p, usize::MAX, &mut scratch).await.unwrap();
+            write_frame(&mut out, p, usize::MAX, &mut scratch)
+                .await
+                .unwrap();
         }
         out
     }
@@ -251,7 +524,10 @@ mod tests {
         let got = frames_of(bytes, 10).await;
         assert_eq!(got.len(), 3);
         assert_eq!(got[0], Ok(b"first".to_vec()));
-        assert_eq!(got[1], Err("frame of 100 bytes is over the limit of 10 bytes".into()));
+        assert_eq!(
+            got[1],
+            Err("frame of 100 bytes is over the limit of 10 bytes".into())
+        );
         assert_eq!(got[2], Ok(b"after".to_vec()));
     }
 
@@ -271,7 +547,12 @@ mod tests {
         let mut bytes = encoded(&[b"hello"]).await;
         bytes.truncate(6);
         let got = frames_of(bytes, MAX_FRAME_LEN).await;
-        assert_eq!(got, vec![Err("stream ended in the middle of a frame (2 of 5 bytes)".into())]);
+        assert_eq!(
+            got,
+            vec![Err(
+                "stream ended in the middle of a frame (2 of 5 bytes)".into()
+            )]
+        );
     }
 
     #[tokio::test]
@@ -283,7 +564,9 @@ mod tests {
     #[tokio::test]
     async fn outgoing_oversize_writes_nothing() {
         let mut out = Vec::new();
-        let err = write_frame(&mut out, &[0u8; 11], 10, &mut Vec::new()).await.unwrap_err();
+        let err = write_frame(&mut out, &[0u8; 11], 10, &mut Vec::new())
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::TooLarge { len: 11, max: 10 }));
         assert!(out.is_empty());
     }
@@ -296,6 +579,161 @@ mod tests {
         assert_eq!(u64::from_be_bytes(h[4..12].try_into().unwrap()), 1 << 31);
     }
 
+    /// Feeds `bytes` to a decoder in chunks of `chunk` and collects what comes out.
+    fn decode_chunked(bytes: &[u8], chunk: usize, max: usize) -> Vec<Result<Vec<u8>, String>> {
+        let mut d = FrameDecoder::new(max);
+        let mut out = Vec::new();
+        for piece in bytes.chunks(chunk.max(1)) {
+            d.push(piece);
+            loop {
+                match d.next_frame() {
+                    Ok(Some(f)) => out.push(Ok(f.to_vec())),
+                    Ok(None) => break,
+                    Err(e) => {
+                        let fatal = matches!(e, FrameError::BadLength(_));
+                        out.push(Err(e.to_string()));
+                        if fatal {
+                            return out;
+                        }
+                    }
+                }
+            }
+        }
+        if let Err(e) = d.finish() {
+            out.push(Err(e.to_string()));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn decoder_gives_the_same_frames_for_any_chunking() {
+        let bytes = encoded(&[b"one", &[9u8; 40], b"", b"three"]).await;
+        let want = decode_chunked(&bytes, bytes.len(), 20);
+        assert_eq!(want.len(), 4);
+        assert_eq!(want[0], Ok(b"one".to_vec()));
+        assert!(want[1].as_ref().unwrap_err().contains("over the limit"));
+        assert_eq!(want[2], Ok(vec![]));
+        assert_eq!(want[3], Ok(b"three".to_vec()));
+        for chunk in 1..bytes.len() {
+            assert_eq!(
+                decode_chunked(&bytes, chunk, 20),
+                want,
+                "chunk size {chunk}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn decoder_reading_in_place_skips_without_growing() {
+        let big = vec![1u8; 10 * READ_CHUNK];
+        let bytes = encoded(&[&big, b"next"]).await;
+        let mut d = FrameDecoder::new(100);
+        let mut fed = 0;
+        let mut out = Vec::new();
+        while fed < bytes.len() {
+            let room = d.read_buf();
+            let n = room.len().min(bytes.len() - fed).min(1000);
+            room[..n].copy_from_slice(&bytes[fed..fed + n]);
+            d.commit(n);
+            fed += n;
+            while d.has_next() {
+                out.push(
+                    d.next_frame()
+                        .map(|f| f.map(<[u8]>::to_vec))
+                        .map_err(|e| e.to_string()),
+                );
+            }
+            assert!(d.buf.len() <= 2 * READ_CHUNK, "skipped bytes were stored");
+        }
+        assert_eq!(out.len(), 2);
+        assert!(out[0].as_ref().unwrap_err().contains("over the limit"));
+        assert_eq!(out[1], Ok(Some(b"next".to_vec())));
+    }
+
+    #[test]
+    fn read_buf_has_room_for_the_rest_of_a_known_frame() {
+        let mut d = FrameDecoder::new(MAX_FRAME_LEN);
+        d.push(&(100_000i32).to_be_bytes());
+        d.push(&[0u8; 10]);
+        assert!(d.read_buf().len() >= 100_000 - 10);
+    }
+
+    #[test]
+    fn has_next_matches_next_frame() {
+        let mut d = FrameDecoder::new(8);
+        assert!(!d.has_next());
+        d.push(&[0, 0, 0, 2, 7]);
+        assert!(!d.has_next());
+        d.push(&[8]);
+        assert!(d.has_next());
+        assert_eq!(d.next_frame().unwrap(), Some(&[7u8, 8][..]));
+        d.push(&[0, 0, 0, 9]);
+        assert!(
+            d.has_next(),
+            "an oversized header is reported without its bytes"
+        );
+        assert!(d.next_frame().is_err());
+        assert!(!d.has_next(), "while skipping there is nothing to report");
+    }
+
+    #[test]
+    fn bad_length_poisons_the_decoder() {
+        let mut d = FrameDecoder::new(8);
+        d.push(&(-7i32).to_be_bytes());
+        assert!(matches!(d.next_frame(), Err(FrameError::BadLength(-7))));
+        d.push(&[0, 0, 0, 1, 1]);
+        assert!(matches!(d.next_frame(), Err(FrameError::BadLength(-7))));
+        assert!(d.has_next());
+    }
+
+    #[test]
+    fn finish_reports_where_the_stream_ended() {
+        // (bytes pushed, max, expected finish message or None)
+        let long_header = [0xff, 0xff, 0xff, 0xff, 0, 0];
+        let cases: &[(&[u8], usize, Option<&str>)] = &[
+            (&[], 8, None),
+            (&[0, 0], 8, Some("(2 of 4 bytes)")),
+            (&long_header, 8, Some("(2 of 8 bytes)")),
+            (&[0, 0, 0, 3, 1], 8, Some("(1 of 3 bytes)")),
+            (&[0, 0, 0, 30, 1, 2], 8, Some("(2 of 30 bytes)")),
+        ];
+        for (bytes, max, want) in cases {
+            let mut d = FrameDecoder::new(*max);
+            d.push(bytes);
+            while let Ok(Some(_)) = d.next_frame() {}
+            let got = d.finish().err().map(|e| e.to_string());
+            match want {
+                None => assert_eq!(got, None, "{bytes:?}"),
+                Some(w) => assert!(
+                    got.as_deref().unwrap_or("").contains(w),
+                    "{bytes:?}: {got:?}"
+                ),
+            }
+            assert!(d.finish().is_ok(), "finish resets");
+        }
+    }
+
+    #[test]
+    fn a_big_frame_does_not_pin_its_buffer() {
+        let mut d = FrameDecoder::new(MAX_FRAME_LEN);
+        let len = 2 * KEEP_CAPACITY;
+        d.push(&(len as i32).to_be_bytes());
+        d.push(&vec![5u8; len]);
+        assert_eq!(d.next_frame().unwrap().map(<[u8]>::len), Some(len));
+        d.push(&[0, 0, 0, 0]);
+        assert!(d.buf.len() <= KEEP_CAPACITY);
+        assert_eq!(d.next_frame().unwrap(), Some(&[][..]));
+    }
+
+    #[test]
+    fn debug_does_not_dump_payload() {
+        let mut d = FrameDecoder::new(8);
+        d.push(&[0, 0, 0, 3, 0xAB, 0xCD]);
+        let s = format!("{d:?}");
+        assert!(s.contains("buffered: 6"), "{s}");
+        assert!(!s.contains("171"), "{s}");
+    }
+
     proptest::proptest! {
         #[test]
         fn any_frames_round_trip(payloads in proptest::collection::vec(proptest::collection::vec(0u8.., 0..300), 0..20)) {
@@ -304,6 +742,18 @@ mod tests {
             let got = rt.block_on(async { frames_of(encoded(&refs).await, MAX_FRAME_LEN).await });
             let want: Vec<Result<Vec<u8>, String>> = payloads.into_iter().map(Ok).collect();
             proptest::prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn decoder_round_trips_any_frames_in_any_chunks(
+            payloads in proptest::collection::vec(proptest::collection::vec(0u8.., 0..300), 0..20),
+            chunk in 1usize..64,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let refs: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
+            let bytes = rt.block_on(encoded(&refs));
+            let want: Vec<Result<Vec<u8>, String>> = payloads.into_iter().map(Ok).collect();
+            proptest::prop_assert_eq!(decode_chunked(&bytes, chunk, MAX_FRAME_LEN), want);
         }
     }
 }

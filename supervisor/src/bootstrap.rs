@@ -1,0 +1,345 @@
+//! `init()`: the first line of every `main`, and the whole life of a child process.
+//!
+//! In the root, `init()` returns at once. In a process started by multiproc (seen by
+//! an environment marker), it takes the process over and never returns into user
+//! code: it sets the parent-death signal, takes the control socket off fd 0, reads the
+//! Hello, checks the protocol version and build id, answers Ready, runs the entry
+//! point, joins or stops its own children, reports how the entry ended and exits.
+#![allow(unsafe_code)]
+
+use std::any::Any;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, Once};
+use std::time::Duration;
+
+use multiproc_core::{
+    BootstrapError, ExitReport, Hello, PROTOCOL_VERSION, Packet, codec,
+};
+use multiproc_transport::{FrameReader, MAX_FRAME_LEN};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::current::{self, Me, ParentProcess};
+use crate::router::{self, Outgoing};
+use crate::{Error, link, logging, process, registry, runtime, signals, stop};
+
+/// Set in a child's environment by its parent: "you were started by multiproc".
+pub(crate) const ENV_BOOTSTRAP: &str = "MULTIPROC_BOOTSTRAP";
+/// The parent's pid, to detect a parent that died before the child set PDEATHSIG.
+pub(crate) const ENV_PARENT_PID: &str = "MULTIPROC_PARENT_PID";
+
+/// Exit status of a child whose bootstrap failed (bad Hello, version or build
+/// mismatch, unknown entry): the parent learns the details from the handshake.
+pub const EXIT_BOOTSTRAP_FAILED: i32 = 78;
+/// Exit status of a child whose parent was gone before or while it ran.
+pub const EXIT_PARENT_GONE: i32 = 79;
+
+/// Most file descriptors a Hello may carry.
+const MAX_HELLO_FDS: usize = 64;
+
+static INITIALIZED: AtomicBool = AtomicBool::new(false);
+
+/// How a child's entry point ended.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum EntryOutcome {
+    /// It returned.
+    Returned,
+    /// It returned an error, or could not start.
+    Failed(String),
+    /// It panicked.
+    Panicked {
+        /// The panic message.
+        message: String,
+        /// Where.
+        location: Option<String>,
+    },
+}
+
+/// Makes this program able to start multiproc child processes; call it first in `main`.
+///
+/// Every multiproc child is this same program, started again. In the root process
+/// `init()` returns at once; in a child it runs the child's entry point and exits,
+/// never returning into `main`. Code before `init()` therefore runs again in every
+/// child, which is why it must come first (it is Python's
+/// `if __name__ == '__main__':` guard).
+pub fn init() {
+    if INITIALIZED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    if std::env::var_os(ENV_BOOTSTRAP).is_none() {
+        return;
+    }
+    let code = child_main();
+    exit_now(code);
+}
+
+/// Fails when this process is a multiproc child that reached user code without
+/// `init()`: starting a process from there would start the program again and again.
+pub(crate) fn check_init() -> Result<(), Error> {
+    if !INITIALIZED.load(Ordering::SeqCst) && std::env::var_os(ENV_BOOTSTRAP).is_some() {
+        return Err(Error::InitNotCalled);
+    }
+    Ok(())
+}
+
+/// Ends the process after the exit handlers that matter here.
+pub(crate) fn exit_now(code: i32) -> ! {
+    EXITING.store(true, Ordering::SeqCst);
+    std::process::exit(code)
+}
+
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Joins non-daemon children and stops daemon ones when the process exits normally
+/// (returning from `main` or `std::process::exit`), as Python's exit handler does.
+pub(crate) fn register_exit_handler() {
+    static ONCE: Once = Once::new();
+    extern "C" fn on_exit() {
+        if EXITING.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        if process::children().is_empty() {
+            return;
+        }
+        // The main thread's thread-locals (tokio's context among them) are gone by
+        // now, so wait on a plain channel while the runtime's workers do the work.
+        // Never unwind into libc.
+        let _ = catch_unwind(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            runtime::handle().spawn(async move {
+                process::finish_children().await;
+                let _ = tx.send(());
+            });
+            let _ = rx.recv();
+        });
+    }
+    ONCE.call_once(|| {
+        // SAFETY: `on_exit` is an `extern "C" fn()` that never unwinds (it catches
+        // panics) and only touches process-global state that outlives `exit`.
+        unsafe {
+            libc::atexit(on_exit);
+        }
+    });
+}
+
+static PANIC: Mutex<Option<(String, Option<String>)>> = Mutex::new(None);
+
+/// The message and location of the last panic in this process, if any.
+pub(crate) fn take_panic() -> Option<(String, Option<String>)> {
+    PANIC.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_string()
+    }
+}
+
+fn install_panic_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = panic_message(info.payload());
+        let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        *PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some((message, location));
+        eprintln!("Process {}:", current::me().name);
+        default(info);
+    }));
+}
+
+/// The life of a child process; returns its exit status.
+fn child_main() -> i32 {
+    let expected_parent: Option<u32> = std::env::var(ENV_PARENT_PID).ok().and_then(|p| p.parse().ok());
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let parent_pid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
+    if expected_parent != Some(parent_pid) {
+        // The parent died between spawning us and our prctl: nobody would kill us.
+        return EXIT_PARENT_GONE;
+    }
+    // SAFETY: `init()` is the first line of `main`, so no other thread exists yet that
+    // could read the environment concurrently. The markers must not leak into programs
+    // this child runs.
+    unsafe {
+        std::env::remove_var(ENV_BOOTSTRAP);
+        std::env::remove_var(ENV_PARENT_PID);
+    }
+    let ctl = match take_control_socket() {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("multiproc: cannot take the control socket: {e}");
+            return EXIT_BOOTSTRAP_FAILED;
+        }
+    };
+    let mut sock = StdUnixStream::from(ctl);
+    let (hello, fds) = match read_hello(&mut sock) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = reject(&mut sock, e);
+            return EXIT_BOOTSTRAP_FAILED;
+        }
+    };
+    let Some(entry) = registry::by_name(&hello.entry).filter(|e| e.kind == hello.kind) else {
+        let _ = reject(&mut sock, BootstrapError::UnknownEntry { kind: hello.kind, name: hello.entry.clone() });
+        return EXIT_BOOTSTRAP_FAILED;
+    };
+    current::set_me(Me {
+        identity: hello.identity.clone(),
+        name: hello.name.clone(),
+        daemon: hello.daemon,
+        parent: Some(ParentProcess {
+            name: hello.parent_name.clone(),
+            identity: hello.parent_identity.clone(),
+            pid: parent_pid,
+        }),
+    });
+    install_panic_hook();
+    // Written before the entry runs, synchronously: an entry that calls
+    // `std::process::exit` at once must still have completed the handshake.
+    if let Err(e) = write_packet(&mut sock, &Packet::Ready { pid: std::process::id() }) {
+        eprintln!("multiproc: cannot answer the parent: {e}");
+        return EXIT_PARENT_GONE;
+    }
+
+    let uplink = match start_parent_link(sock, parent_pid) {
+        Ok(tx) => tx,
+        Err(e) => {
+            eprintln!("multiproc: cannot serve the control socket: {e}");
+            return EXIT_BOOTSTRAP_FAILED;
+        }
+    };
+    logging::install_forwarder(uplink.clone(), hello.log_level);
+    signals::ignore_sigint();
+
+    let run = entry.run;
+    let args = hello.args;
+    let outcome = match catch_unwind(AssertUnwindSafe(|| multiproc_transport::provide_fds(fds, || run(args)))) {
+        Ok(outcome) => outcome,
+        Err(payload) => {
+            let (message, location) = take_panic().unwrap_or_else(|| (panic_message(&*payload), None));
+            EntryOutcome::Panicked { message, location }
+        }
+    };
+    runtime::block_on(process::finish_children());
+    let (report, code) = match outcome {
+        EntryOutcome::Returned => (ExitReport::Normal, 0),
+        EntryOutcome::Failed(message) => {
+            tracing::error!(%message, "process failed");
+            eprintln!("Process {}: {message}", current::me().name);
+            (ExitReport::Failed { message }, 1)
+        }
+        EntryOutcome::Panicked { message, location } => (ExitReport::Panicked { message, location }, 1),
+    };
+    let _ = uplink.send(Outgoing::Packet(Packet::Exiting(report)));
+    let (flushed_tx, flushed_rx) = oneshot::channel();
+    let _ = uplink.send(Outgoing::Flush(flushed_tx));
+    runtime::block_on(async {
+        let _ = tokio::time::timeout(Duration::from_secs(5), flushed_rx).await;
+    });
+    code
+}
+
+/// Moves the control socket off fd 0 and puts `/dev/null` there, as Python does for
+/// its children's stdin.
+fn take_control_socket() -> std::io::Result<OwnedFd> {
+    let ctl = rustix::io::fcntl_dupfd_cloexec(rustix::stdio::stdin(), 3)?;
+    let devnull = std::fs::File::open("/dev/null")?;
+    rustix::stdio::dup2_stdin(&devnull)?;
+    Ok(ctl)
+}
+
+/// Reads and checks the Hello frame and the descriptors that ride on it.
+fn read_hello(sock: &mut StdUnixStream) -> Result<(Hello, Vec<OwnedFd>), BootstrapError> {
+    let bad = |e: &dyn std::fmt::Display| BootstrapError::BadHello(e.to_string());
+    let mut header = [0u8; 4];
+    let (n, fds) = multiproc_transport::recv_with_fds(sock.as_fd(), &mut header, MAX_HELLO_FDS).map_err(|e| bad(&e))?;
+    if n == 0 {
+        return Err(BootstrapError::BadHello("the parent closed the link before the Hello".into()));
+    }
+    sock.read_exact(&mut header[n..]).map_err(|e| bad(&e))?;
+    let len = i32::from_be_bytes(header);
+    let len = usize::try_from(len).map_err(|_| bad(&format!("bad frame length {len}")))?;
+    if len > MAX_FRAME_LEN {
+        return Err(bad(&format!("Hello frame of {len} bytes is over the limit")));
+    }
+    let mut body = vec![0u8; len];
+    sock.read_exact(&mut body).map_err(|e| bad(&e))?;
+    let Packet::Hello { protocol, build_id, body } = codec::decode::<Packet>(&body).map_err(|e| bad(&e))? else {
+        return Err(bad(&"the first frame is not a Hello"));
+    };
+    if protocol != PROTOCOL_VERSION {
+        return Err(BootstrapError::ProtocolMismatch { parent: protocol, child: PROTOCOL_VERSION });
+    }
+    let ours = registry::build_id();
+    if build_id != ours {
+        return Err(BootstrapError::BuildMismatch { parent: build_id, child: ours });
+    }
+    let hello: Hello = codec::decode(&body).map_err(|e| bad(&e))?;
+    if hello.fds as usize != fds.len() {
+        return Err(bad(&format!("expected {} descriptors, received {}", hello.fds, fds.len())));
+    }
+    Ok((hello, fds))
+}
+
+fn reject(sock: &mut StdUnixStream, why: BootstrapError) -> std::io::Result<()> {
+    write_packet(sock, &Packet::Rejected(why))
+}
+
+fn write_packet(sock: &mut StdUnixStream, packet: &Packet) -> std::io::Result<()> {
+    let packet = codec::encode(packet).map_err(std::io::Error::other)?;
+    let mut frame = (packet.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&packet);
+    sock.write_all(&frame)
+}
+
+/// Starts the tasks serving the link to the parent; returns the sender of the link.
+fn start_parent_link(sock: StdUnixStream, parent_pid: u32) -> std::io::Result<router::LinkTx> {
+    let handle = runtime::handle();
+    let _enter = handle.enter();
+    sock.set_nonblocking(true)?;
+    let stream = tokio::net::UnixStream::from_std(sock)?;
+    let (rd, wr) = stream.into_split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    handle.spawn(link::write_loop(wr, rx));
+    router::set_parent(tx.clone());
+    register_exit_handler();
+
+    handle.spawn(async move {
+        let mut reader = FrameReader::new(rd, MAX_FRAME_LEN);
+        let end = link::read_loop(&mut reader, "parent", |packet| match packet {
+            Packet::Envelope(env) => router::route(env),
+            Packet::Stop => stop::request(),
+            other => tracing::warn!(packet = ?other, "unexpected packet from the parent"),
+        })
+        .await;
+        tracing::debug!(?end, "the link to the parent ended");
+        parent_gone().await;
+    });
+    if let Some(pid) = rustix::process::Pid::from_raw(parent_pid as i32)
+        && let Ok(pidfd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK)
+        // SAFETY: the pidfd is owned by the AsyncFd, which keeps it open until it is
+        // dropped, after deregistration; nothing else uses this descriptor.
+        && let Ok(watch) = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
+    {
+        handle.spawn(async move {
+            let _ = watch.readable().await;
+            parent_gone().await;
+        });
+    }
+    Ok(tx)
+}
+
+/// The parent is gone: stop what we run and exit, bounded in time.
+async fn parent_gone() {
+    stop::request();
+    let _ = tokio::time::timeout(Duration::from_secs(1), process::finish_children()).await;
+    exit_now(EXIT_PARENT_GONE);
+}
+

@@ -1,0 +1,136 @@
+//! Errors of processes, calls and bootstrap.
+
+use std::time::Duration;
+
+use multiproc_core::{BootstrapError, CodecError, ExitReason, RemoteError};
+
+/// Everything that can go wrong when creating, starting, stopping or calling a process.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// This process is a child started by multiproc, but its `main` did not call
+    /// `multiproc::init()` before using multiproc.
+    #[error(
+        "this process was started by multiproc but `main` did not call `multiproc::init()` first; \
+         add `multiproc::init();` as the first line of `main`"
+    )]
+    InitNotCalled,
+    /// The child exited before it answered the bootstrap handshake.
+    #[error(
+        "child {name} exited ({reason}) before completing the multiproc handshake; \
+         does `main` call `multiproc::init()` as its first line?"
+    )]
+    NoHandshake {
+        /// The child's name.
+        name: String,
+        /// How it ended.
+        reason: ExitReason,
+    },
+    /// The child did not answer the bootstrap handshake in time; it was killed.
+    #[error(
+        "child {name} did not complete the multiproc handshake within {timeout:?} and was killed; \
+         does `main` call `multiproc::init()` as its first line?"
+    )]
+    HandshakeTimeout {
+        /// The child's name.
+        name: String,
+        /// The handshake timeout.
+        timeout: Duration,
+    },
+    /// The child refused to start.
+    #[error("child {name} refused to start: {source}")]
+    Bootstrap {
+        /// The child's name.
+        name: String,
+        /// Why.
+        #[source]
+        source: BootstrapError,
+    },
+    /// The function or actor type was not registered.
+    #[error(
+        "`{type_name}` is not registered as a multiproc entry point; \
+         add `multiproc::{macro_name}!({short});` next to its definition"
+    )]
+    Unregistered {
+        /// The full type name of the function or actor.
+        type_name: &'static str,
+        /// Its short name, for the hint.
+        short: String,
+        /// The macro that registers it.
+        macro_name: &'static str,
+    },
+    /// Two entry points were registered under one name.
+    #[error("two multiproc entry points are registered as `{0}`")]
+    DuplicateEntry(String),
+    /// `start` was called twice.
+    #[error("cannot start a process twice ({0})")]
+    AlreadyStarted(String),
+    /// The operation needs a started process.
+    #[error("process {0} has not been started")]
+    NotStarted(String),
+    /// `close` was called while the process runs.
+    #[error("cannot close process {0} while it is still running; join or kill it first")]
+    StillRunning(String),
+    /// The process object was closed.
+    #[error("process object {0} is closed")]
+    Closed(String),
+    /// A daemon process tried to start a child (Python forbids it too).
+    #[error("daemonic processes are not allowed to have children")]
+    DaemonWithChildren,
+    /// The process's own arguments could not be encoded.
+    #[error("cannot encode the arguments of {name}: {source}")]
+    Args {
+        /// The process's name.
+        name: String,
+        /// The codec's error.
+        #[source]
+        source: CodecError,
+    },
+    /// A call or cast failed.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The operating system refused.
+    #[error("{what}: {source}")]
+    Os {
+        /// What we were doing.
+        what: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn os(what: &'static str, source: impl Into<std::io::Error>) -> Self {
+        Error::Os { what, source: source.into() }
+    }
+}
+
+/// A call or cast to an actor failed. The message is lost only if it says so.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No reply came within the timeout. The message may still be handled.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The message could not be encoded (nothing was sent).
+    #[error("cannot encode the message: {0}")]
+    Encode(CodecError),
+    /// The message is over the maximum frame length (nothing was sent).
+    #[error("message of {len} bytes is over the limit of {max} bytes")]
+    TooLarge {
+        /// Encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The reply did not decode as the expected type.
+    #[error("cannot decode the reply: {0}")]
+    Decode(CodecError),
+    /// The call failed along the tree or at its destination.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// This process is shutting down and cannot route messages any more.
+    #[error("this process is shutting down")]
+    ShuttingDown,
+}

@@ -1,0 +1,601 @@
+//! `Process`: one child OS process, created from a registered function or actor.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use multiproc_core::{EntryKind, ExitReason, ExitReport, Hello, Identity, Packet, codec};
+use multiproc_transport::FrameReader;
+use multiproc_transport::MAX_FRAME_LEN;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::actor::{Actor, ActorRef};
+use crate::registry::{self, Entry};
+use crate::router::{self, LinkTx, Outgoing};
+use crate::target::Target;
+use crate::{Error, bootstrap, current, link, runtime, spawn};
+
+/// How long `start` waits for a new child to answer the handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a child asked to stop gets before it is killed, when stopping a tree.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A child OS process running a registered function or actor.
+///
+/// Created with [`Process::new`] (a function registered with `multiproc::register!`)
+/// or [`Process::actor`] (an actor registered with `multiproc::register_actor!`).
+/// Creating the object takes the next number of this process's counter, exactly as
+/// Python does, so the first process object created in `MainProcess` is
+/// `Process-1` whether or not it is ever started.
+///
+/// Dropping a `Process` does not stop the child: like Python, the child is still
+/// joined (or, if it is a daemon, stopped) when this process exits.
+#[derive(Debug)]
+pub struct Process {
+    identity: Identity,
+    name: String,
+    daemon: bool,
+    plan: Option<Result<Plan, Error>>,
+    env: Vec<(OsString, OsString)>,
+    capture: bool,
+    handshake_timeout: Duration,
+    versions: (u32, u64),
+    state: State,
+}
+
+#[derive(Debug)]
+struct Plan {
+    entry: &'static Entry,
+    args: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+#[derive(Debug)]
+enum State {
+    Created,
+    Started(Arc<Child>),
+    Closed,
+}
+
+/// What the parent keeps about a started child; shared with the tasks serving it.
+#[derive(Debug)]
+pub(crate) struct Child {
+    pub(crate) identity: Identity,
+    pub(crate) name: String,
+    pub(crate) pid: u32,
+    pub(crate) daemon: bool,
+    pidfd: OwnedFd,
+    link: LinkTx,
+    exit: watch::Receiver<Option<ExitReason>>,
+    stop_requested: AtomicBool,
+    killed: AtomicBool,
+    output: Mutex<Option<Output>>,
+}
+
+/// What a child wrote to its stdout and stderr, when the process was created with
+/// [`Process::capture_output`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Everything the child wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything the child wrote to stderr.
+    pub stderr: Vec<u8>,
+}
+
+/// The children started by this process and not yet reaped.
+pub(crate) fn children() -> std::sync::MutexGuard<'static, Vec<Arc<Child>>> {
+    static CHILDREN: OnceLock<Mutex<Vec<Arc<Child>>>> = OnceLock::new();
+    CHILDREN.get_or_init(Mutex::default).lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Process {
+    /// A process that will run the registered function `target` with `args`.
+    ///
+    /// `args` is one value for a one-argument function, a tuple for several, `()` for
+    /// none. It is encoded now; a `Connection` among the arguments is handed to the
+    /// child when it starts.
+    pub fn new<F, M>(target: F, args: F::Args) -> Process
+    where
+        F: Target<M>,
+    {
+        let _ = target;
+        let plan = registry::by_type::<F>(EntryKind::Function);
+        Process::with_plan(plan, &args)
+    }
+
+    /// A process that will host the registered actor `A`, started with `args`.
+    pub fn actor<A: Actor>(args: A::Args) -> Process {
+        let plan = registry::by_type::<A>(EntryKind::Actor);
+        Process::with_plan(plan, &args)
+    }
+
+    fn with_plan<T: Serialize>(entry: Result<&'static Entry, Error>, args: &T) -> Process {
+        let identity = current::me().identity.child(current::next_child_number());
+        let name = identity.default_name("Process");
+        let plan = entry.and_then(|entry| {
+            let (encoded, fds) = multiproc_transport::collect_fds(|| codec::encode(args));
+            match encoded {
+                Ok(args) => Ok(Plan { entry, args, fds }),
+                Err(source) => Err(Error::Args { name: name.clone(), source }),
+            }
+        });
+        Process {
+            identity,
+            name,
+            daemon: current::me().daemon,
+            plan: Some(plan),
+            env: Vec::new(),
+            capture: false,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            versions: (multiproc_core::PROTOCOL_VERSION, registry::build_id()),
+            state: State::Created,
+        }
+    }
+
+    /// Sets the name (names need not be unique). The identity does not change.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Makes the process a daemon: stopped, not joined, when its parent exits; it may
+    /// not start children of its own. The default is the creating process's flag.
+    pub fn daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Sets an environment variable for the child.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Captures the child's stdout and stderr instead of inheriting them; read them
+    /// with [`Process::output`] once it has been joined.
+    pub fn capture_output(mut self) -> Self {
+        self.capture = true;
+        self
+    }
+
+    /// Sets how long [`start`](Process::start) waits for the child's handshake.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// The process's name: `Process-N1:N2:…` unless set.
+    pub fn get_name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process's identity (its address in the tree).
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Whether the process is a daemon.
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// The OS process id, once started.
+    pub fn pid(&self) -> Option<u32> {
+        self.child().map(|c| c.pid)
+    }
+
+    /// Whether the process has been started and has not exited yet.
+    pub fn is_alive(&self) -> bool {
+        self.child().is_some_and(|c| c.exit.borrow().is_none())
+    }
+
+    /// Why the process ended, once it has.
+    pub fn exit_reason(&self) -> Option<ExitReason> {
+        self.child().and_then(|c| c.exit.borrow().clone())
+    }
+
+    /// Python's `exitcode`: `None` while running or not started; 0 after a normal end,
+    /// the code given to `exit`, 1 after a panic, −N after signal N.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit_reason().map(|r| r.exit_code())
+    }
+
+    /// What the child wrote, if created with [`capture_output`](Process::capture_output)
+    /// and joined.
+    pub fn output(&self) -> Option<Output> {
+        self.child().and_then(|c| c.output.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// A handle to the actor this process hosts.
+    ///
+    /// The handle is a plain address: it can be cloned, sent to other processes of the
+    /// tree, and used before or after the process starts (calls fail while it does not
+    /// run).
+    pub fn actor_ref<A: Actor>(&self) -> ActorRef<A> {
+        ActorRef::new(self.identity.clone())
+    }
+
+    fn child(&self) -> Option<&Arc<Child>> {
+        match &self.state {
+            State::Started(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn started(&self) -> Result<&Arc<Child>, Error> {
+        match &self.state {
+            State::Started(c) => Ok(c),
+            State::Created => Err(Error::NotStarted(self.name.clone())),
+            State::Closed => Err(Error::Closed(self.name.clone())),
+        }
+    }
+
+    /// Starts the child and waits until it has answered the handshake.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::AlreadyStarted`], [`Error::Closed`], [`Error::Unregistered`] (with the
+    /// macro to add), [`Error::InitNotCalled`] (in a child whose `main` skipped
+    /// `init()`), [`Error::Bootstrap`] (version or build mismatch),
+    /// [`Error::NoHandshake`] / [`Error::HandshakeTimeout`] (the child never reached
+    /// `init()`), [`Error::DaemonWithChildren`], [`Error::Os`].
+    pub async fn start(&mut self) -> Result<(), Error> {
+        match self.state {
+            State::Created => {}
+            State::Started(_) => return Err(Error::AlreadyStarted(self.name.clone())),
+            State::Closed => return Err(Error::Closed(self.name.clone())),
+        }
+        let Some(plan) = self.plan.take() else {
+            return Err(Error::AlreadyStarted(self.name.clone()));
+        };
+        bootstrap::check_init()?;
+        if current::me().daemon {
+            return Err(Error::DaemonWithChildren);
+        }
+        let plan = plan?;
+        let me = current::me();
+        let hello = Hello {
+            identity: self.identity.clone(),
+            name: self.name.clone(),
+            parent_name: me.name.clone(),
+            parent_identity: me.identity.clone(),
+            daemon: self.daemon,
+            kind: plan.entry.kind,
+            entry: plan.entry.name.to_string(),
+            args: plan.args,
+            fds: plan.fds.len() as u32,
+            log_level: crate::logging::forward_level(),
+        };
+        let request = spawn::Request {
+            name: self.name.clone(),
+            hello,
+            fds: plan.fds,
+            env: std::mem::take(&mut self.env),
+            capture: self.capture,
+            handshake_timeout: self.handshake_timeout,
+            daemon: self.daemon,
+            versions: self.versions,
+        };
+        let child = runtime::run(start_child(request)).await?;
+        self.state = State::Started(child);
+        Ok(())
+    }
+
+    /// Waits for the process to exit and returns why it did.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotStarted`] or [`Error::Closed`].
+    pub async fn join(&self) -> Result<ExitReason, Error> {
+        let child = self.started()?;
+        Ok(child.wait().await)
+    }
+
+    /// Waits at most `timeout` for the process to exit; `Ok(None)` if it still runs.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotStarted`] or [`Error::Closed`].
+    pub async fn join_timeout(&self, timeout: Duration) -> Result<Option<ExitReason>, Error> {
+        let child = Arc::clone(self.started()?);
+        Ok(runtime::run(async move { tokio::time::timeout(timeout, child.wait()).await.ok() }).await)
+    }
+
+    /// A future-like handle that completes when the process exits (Python's
+    /// `sentinel`); it can be moved to another task and awaited there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotStarted`] or [`Error::Closed`].
+    pub fn sentinel(&self) -> Result<Sentinel, Error> {
+        Ok(Sentinel { exit: self.started()?.exit.clone() })
+    }
+
+    /// Sends SIGTERM. No effect on a process that has exited.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotStarted`], [`Error::Closed`] or [`Error::Os`].
+    pub fn terminate(&self) -> Result<(), Error> {
+        self.started()?.signal(rustix::process::Signal::TERM)
+    }
+
+    /// Sends SIGKILL. No effect on a process that has exited.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotStarted`], [`Error::Closed`] or [`Error::Os`].
+    pub fn kill(&self) -> Result<(), Error> {
+        self.started()?.signal(rustix::process::Signal::KILL)
+    }
+
+    /// Asks the process to stop (it and its own children), waits up to `timeout`, then
+    /// kills it. Returns why it ended: `Shutdown` if it stopped in time, `Killed` if not.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotStarted`] or [`Error::Closed`].
+    pub async fn stop(&self, timeout: Duration) -> Result<ExitReason, Error> {
+        let child = Arc::clone(self.started()?);
+        Ok(runtime::run(async move { child.stop(timeout).await }).await)
+    }
+
+    /// Releases the process object. Most methods fail afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StillRunning`] if the process has not exited (or not been started:
+    /// closing an unstarted process is allowed, as in Python).
+    pub fn close(&mut self) -> Result<(), Error> {
+        if self.is_alive() {
+            return Err(Error::StillRunning(self.name.clone()));
+        }
+        self.state = State::Closed;
+        self.plan = None;
+        Ok(())
+    }
+
+    /// Makes the Hello claim another protocol version and build id. Only for tests of
+    /// the child's checks.
+    #[doc(hidden)]
+    pub fn __hello_versions(mut self, protocol: u32, build_id: u64) -> Self {
+        self.versions = (protocol, build_id);
+        self
+    }
+
+    /// Writes `bytes` as one frame on the child's control link, bypassing the codec.
+    /// Only for tests of how a child handles garbage.
+    #[doc(hidden)]
+    pub fn __send_raw_frame(&self, bytes: Vec<u8>) -> Result<(), Error> {
+        let child = self.started()?;
+        let _ = child.link.send(Outgoing::Raw(bytes));
+        Ok(())
+    }
+}
+
+/// Completes when its process exits; see [`Process::sentinel`].
+#[derive(Debug, Clone)]
+pub struct Sentinel {
+    exit: watch::Receiver<Option<ExitReason>>,
+}
+
+impl Sentinel {
+    /// Waits for the process to exit.
+    pub async fn wait(mut self) -> ExitReason {
+        wait_exit(&mut self.exit).await
+    }
+
+    /// Whether the process has exited.
+    pub fn is_ready(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+}
+
+async fn wait_exit(rx: &mut watch::Receiver<Option<ExitReason>>) -> ExitReason {
+    match rx.wait_for(Option::is_some).await {
+        Ok(r) => r.clone().expect("wait_for returned a Some"),
+        // The sender lives until the reason is published, so this cannot happen;
+        // report it as a kill rather than panic.
+        Err(_) => ExitReason::Killed,
+    }
+}
+
+impl Child {
+    pub(crate) async fn wait(&self) -> ExitReason {
+        wait_exit(&mut self.exit.clone()).await
+    }
+
+    pub(crate) fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
+    fn signal(&self, sig: rustix::process::Signal) -> Result<(), Error> {
+        if self.has_exited() {
+            return Ok(());
+        }
+        match rustix::process::pidfd_send_signal(self.pidfd.as_fd(), sig) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(Error::os("cannot signal the child", e)),
+        }
+    }
+
+    /// Asks the child to stop; it forwards the request to its own children.
+    pub(crate) fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+        let _ = self.link.send(Outgoing::Packet(Packet::Stop));
+    }
+
+    /// The shutdown protocol: ask, wait up to `timeout`, then SIGKILL.
+    pub(crate) async fn stop(&self, timeout: Duration) -> ExitReason {
+        self.request_stop();
+        if let Ok(reason) = tokio::time::timeout(timeout, self.wait()).await {
+            return reason;
+        }
+        self.killed.store(true, Ordering::SeqCst);
+        let _ = self.signal(rustix::process::Signal::KILL);
+        self.wait().await
+    }
+}
+
+/// Spawns the child, runs the handshake and sets up the tasks that serve it. Runs on
+/// the process runtime.
+async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
+    let name = req.name.clone();
+    let identity = req.hello.identity.clone();
+    let number = *identity.path().last().expect("a child identity is never empty");
+    let daemon = req.daemon;
+    let timeout = req.handshake_timeout;
+    let spawned = runtime::on_spawner(move || spawn::spawn(req)).await?;
+    let spawn::Spawned { mut os_child, stream, pidfd } = spawned;
+    let pid = os_child.id().unwrap_or(0);
+    let (rd, wr) = stream.into_split();
+    let mut reader = FrameReader::new(rd, MAX_FRAME_LEN);
+
+    let mut buf = Vec::new();
+    let first = match tokio::time::timeout(timeout, reader.read_frame(&mut buf)).await {
+        Err(_) => {
+            let _ = os_child.start_kill();
+            let _ = os_child.wait().await;
+            return Err(Error::HandshakeTimeout { name, timeout });
+        }
+        Ok(Ok(true)) => codec::decode::<Packet>(&buf).ok(),
+        Ok(_) => None,
+    };
+    match first {
+        Some(Packet::Ready { .. }) => {}
+        Some(Packet::Rejected(source)) => {
+            let _ = os_child.wait().await;
+            return Err(Error::Bootstrap { name, source });
+        }
+        _ => {
+            let status = os_child.wait().await.map_err(|e| Error::os("cannot wait for the child", e))?;
+            let reason = multiproc_core::exit_reason(spawn::wait_status(status), None, false, false);
+            return Err(Error::NoHandshake { name, reason });
+        }
+    }
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(link::write_loop(wr, rx));
+    router::add_child(number, tx.clone());
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let child = Arc::new(Child {
+        identity: identity.clone(),
+        name: name.clone(),
+        pid,
+        daemon,
+        pidfd,
+        link: tx,
+        exit: exit_rx,
+        stop_requested: AtomicBool::new(false),
+        killed: AtomicBool::new(false),
+        output: Mutex::new(None),
+    });
+
+    let peer = name.clone();
+    let reader_task = tokio::spawn(async move {
+        let mut report: Option<ExitReport> = None;
+        let end = link::read_loop(&mut reader, &peer, |packet| match packet {
+            Packet::Envelope(env) => router::from_child(number, env),
+            Packet::Log(record) => crate::logging::from_child(record),
+            Packet::Exiting(r) => report = Some(r),
+            other => tracing::warn!(peer, packet = ?other, "unexpected packet from a child"),
+        })
+        .await;
+        if let link::LinkEnd::Broken(e) = end {
+            tracing::warn!(peer, error = %e, "control link to a child broke");
+        }
+        report
+    });
+    let capture = spawn::capture(&mut os_child);
+
+    let watched = Arc::clone(&child);
+    tokio::spawn(async move {
+        let status = os_child.wait().await;
+        let report = reader_task.await.ok().flatten();
+        let output = match capture {
+            Some(task) => task.await.ok(),
+            None => None,
+        };
+        let reason = match status {
+            Ok(status) => multiproc_core::exit_reason(
+                spawn::wait_status(status),
+                report.as_ref(),
+                watched.stop_requested.load(Ordering::SeqCst),
+                watched.killed.load(Ordering::SeqCst),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot wait for a child");
+                ExitReason::Killed
+            }
+        };
+        *watched.output.lock().unwrap_or_else(|e| e.into_inner()) = output;
+        router::remove_child(number, &watched.identity);
+        children().retain(|c| !Arc::ptr_eq(c, &watched));
+        tracing::debug!(child = %watched.name, %reason, "child exited");
+        let _ = exit_tx.send(Some(reason));
+    });
+
+    children().push(Arc::clone(&child));
+    crate::signals::install_root_handlers();
+    crate::bootstrap::register_exit_handler();
+    Ok(child)
+}
+
+/// A live child of this process, as listed by [`active_children`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildInfo {
+    /// Its name.
+    pub name: String,
+    /// Its identity.
+    pub identity: Identity,
+    /// Its OS process id.
+    pub pid: u32,
+    /// Whether it is a daemon.
+    pub daemon: bool,
+}
+
+/// The children of this process that are still running.
+///
+/// ```
+/// assert!(multiproc_supervisor::active_children().is_empty());
+/// ```
+pub fn active_children() -> Vec<ChildInfo> {
+    children()
+        .iter()
+        .filter(|c| !c.has_exited())
+        .map(|c| ChildInfo { name: c.name.clone(), identity: c.identity.clone(), pid: c.pid, daemon: c.daemon })
+        .collect()
+}
+
+/// Stops every child of this process: asks each to stop, waits up to `timeout`, then
+/// kills those still running.
+pub(crate) async fn stop_children(timeout: Duration) {
+    let all: Vec<Arc<Child>> = children().clone();
+    for c in &all {
+        c.request_stop();
+    }
+    let stops = all.iter().map(|c| c.stop(timeout));
+    for s in stops {
+        s.await;
+    }
+}
+
+/// What every process does before it exits, as Python's exit handler: daemon children
+/// are stopped, the others are joined.
+pub(crate) async fn finish_children() {
+    let all: Vec<Arc<Child>> = children().clone();
+    for c in all.iter().filter(|c| c.daemon) {
+        c.request_stop();
+    }
+    for c in &all {
+        if c.daemon {
+            c.stop(DEFAULT_SHUTDOWN_TIMEOUT).await;
+        } else {
+            c.wait().await;
+        }
+    }
+}

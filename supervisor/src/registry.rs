@@ -1,0 +1,97 @@
+//! The table of entry points (functions and actors) a child can be asked to run.
+//!
+//! Entries are registered at link time with `linkme` (no code runs before `main`), by
+//! the facade's `register!` and `register_actor!` macros. The parent finds an entry by
+//! the Rust type of the function item or actor (a `TypeId`), and sends its name; the
+//! child finds it by name.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
+
+use multiproc_core::EntryKind;
+
+use crate::Error;
+
+/// A registered entry point. Built by the facade's macros; not for direct use.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Entry {
+    /// The stable name sent to the child: `module::path::item`.
+    pub name: &'static str,
+    /// Function or actor.
+    pub kind: EntryKind,
+    /// The `TypeId` of the function item or actor type.
+    pub type_id: fn() -> TypeId,
+    /// Runs the entry in the child from its encoded arguments.
+    pub run: fn(Vec<u8>) -> crate::bootstrap::EntryOutcome,
+}
+
+#[doc(hidden)]
+#[linkme::distributed_slice]
+pub static ENTRIES: [Entry];
+
+struct Index {
+    by_type: HashMap<TypeId, &'static Entry>,
+    by_name: HashMap<&'static str, &'static Entry>,
+    duplicate: Option<&'static str>,
+}
+
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut idx = Index { by_type: HashMap::new(), by_name: HashMap::new(), duplicate: None };
+        for e in ENTRIES.iter() {
+            idx.by_type.insert((e.type_id)(), e);
+            if idx.by_name.insert(e.name, e).is_some() {
+                idx.duplicate = Some(e.name);
+            }
+        }
+        idx
+    })
+}
+
+/// Finds the entry registered for the type `T` (a function item or an actor type).
+pub(crate) fn by_type<T: 'static>(kind: EntryKind) -> Result<&'static Entry, Error> {
+    let idx = index();
+    if let Some(dup) = idx.duplicate {
+        return Err(Error::DuplicateEntry(dup.to_string()));
+    }
+    match idx.by_type.get(&TypeId::of::<T>()) {
+        Some(e) if e.kind == kind => Ok(e),
+        _ => {
+            let type_name = std::any::type_name::<T>();
+            let short = type_name.rsplit("::").next().unwrap_or(type_name).to_string();
+            let macro_name = match kind {
+                EntryKind::Function => "register",
+                EntryKind::Actor => "register_actor",
+            };
+            Err(Error::Unregistered { type_name, short, macro_name })
+        }
+    }
+}
+
+/// Finds an entry by its registered name.
+pub(crate) fn by_name(name: &str) -> Option<&'static Entry> {
+    index().by_name.get(name).copied()
+}
+
+/// An id of this build: the executable file and the set of registered entries.
+///
+/// A child re-executes `/proc/self/exe`, so it is the same file unless the parent had
+/// to fall back to its path and the file was replaced meanwhile; the check catches that.
+pub(crate) fn build_id() -> u64 {
+    static ID: OnceLock<u64> = OnceLock::new();
+    *ID.get_or_init(|| {
+        let mut h = std::hash::DefaultHasher::new();
+        if let Ok(meta) = std::fs::metadata("/proc/self/exe") {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec()).hash(&mut h);
+        }
+        let mut names: Vec<&str> = ENTRIES.iter().map(|e| e.name).collect();
+        names.sort_unstable();
+        names.hash(&mut h);
+        h.finish()
+    })
+}

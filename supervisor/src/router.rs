@@ -1,0 +1,188 @@
+//! Moves envelopes along the process tree: to the local actor, down to a child, or up
+//! to the parent, and matches replies with the calls that wait for them.
+//!
+//! # Invariants
+//!
+//! - Every call that enters a child's link is remembered until its reply comes back
+//!   out of that link. When the link ends (the child exited), each call still
+//!   remembered fails with `RemoteError::Exited`, so no caller waits for a reply that
+//!   cannot come.
+//! - A call that cannot be delivered (no such process, no actor there) is answered
+//!   with a `Fail` envelope at once. A cast or reply that cannot be delivered is
+//!   dropped and logged: nobody waits for it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use multiproc_core::{Body, Envelope, Hop, Identity, Packet, RemoteError};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::current::me;
+
+/// What a link's writer task sends.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A packet, encoded by the writer.
+    Packet(Packet),
+    /// Bytes framed as they are; only for tests that feed a link garbage.
+    Raw(Vec<u8>),
+    /// Answered once everything queued before it is written.
+    Flush(oneshot::Sender<()>),
+}
+
+pub(crate) type LinkTx = mpsc::UnboundedSender<Outgoing>;
+
+/// Puts an envelope in the local actor's mailbox; gives it back if the mailbox is
+/// closed (`None` if it was lost on the way).
+pub(crate) type LocalMailbox = Box<dyn Fn(Envelope) -> Result<(), Option<Envelope>> + Send>;
+
+struct ChildLink {
+    tx: LinkTx,
+    /// (caller, corr) of calls sent into this link and not yet answered.
+    inflight: HashSet<(Identity, u64)>,
+}
+
+#[derive(Default)]
+struct Tables {
+    parent: Option<LinkTx>,
+    children: HashMap<u32, ChildLink>,
+    pending: HashMap<u64, oneshot::Sender<Body>>,
+    local: Option<LocalMailbox>,
+}
+
+fn tables() -> MutexGuard<'static, Tables> {
+    static TABLES: OnceLock<Mutex<Tables>> = OnceLock::new();
+    TABLES.get_or_init(Mutex::default).lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A fresh correlation number for a call from this process.
+pub(crate) fn next_corr() -> u64 {
+    static CORR: AtomicU64 = AtomicU64::new(1);
+    CORR.fetch_add(1, Ordering::Relaxed)
+}
+
+pub(crate) fn set_parent(tx: LinkTx) {
+    tables().parent = Some(tx);
+}
+
+pub(crate) fn set_local(mailbox: LocalMailbox) {
+    tables().local = Some(mailbox);
+}
+
+pub(crate) fn clear_local() {
+    tables().local = None;
+}
+
+pub(crate) fn add_child(n: u32, tx: LinkTx) {
+    tables().children.insert(n, ChildLink { tx, inflight: HashSet::new() });
+}
+
+/// Forgets a child's link and fails the calls that were waiting on it.
+pub(crate) fn remove_child(n: u32, identity: &Identity) {
+    let link = tables().children.remove(&n);
+    for (caller, corr) in link.map(|l| l.inflight).unwrap_or_default() {
+        route(Envelope {
+            to: caller,
+            from: identity.clone(),
+            corr,
+            body: Body::Fail(RemoteError::Exited(identity.clone())),
+        });
+    }
+}
+
+/// Registers a call waiting for its reply.
+pub(crate) fn expect_reply(corr: u64) -> oneshot::Receiver<Body> {
+    let (tx, rx) = oneshot::channel();
+    tables().pending.insert(corr, tx);
+    rx
+}
+
+/// Forgets a call that stopped waiting (timed out).
+pub(crate) fn forget_reply(corr: u64) {
+    tables().pending.remove(&corr);
+}
+
+/// Called by a parent-side link reader for each envelope that comes *up* out of child
+/// `n`: a reply leaving the child closes the call that went in.
+pub(crate) fn from_child(n: u32, env: Envelope) {
+    if matches!(env.body, Body::Reply(_) | Body::Fail(_))
+        && let Some(link) = tables().children.get_mut(&n)
+    {
+        link.inflight.remove(&(env.to.clone(), env.corr));
+    }
+    route(env);
+}
+
+/// Sends an envelope one step closer to its destination (or delivers it here).
+pub(crate) fn route(env: Envelope) {
+    let hop = me().identity.next_hop(&env.to);
+    let undeliverable = {
+        let mut t = tables();
+        match hop {
+            Hop::Here => return deliver_here(t, env),
+            Hop::Child(n) => match t.children.get_mut(&n) {
+                Some(link) => {
+                    if matches!(env.body, Body::Call(_)) {
+                        link.inflight.insert((env.from.clone(), env.corr));
+                    }
+                    match link.tx.send(Outgoing::Packet(Packet::Envelope(env))) {
+                        Ok(()) => return,
+                        Err(mpsc::error::SendError(Outgoing::Packet(Packet::Envelope(env)))) => {
+                            link.inflight.remove(&(env.from.clone(), env.corr));
+                            env
+                        }
+                        Err(_) => return,
+                    }
+                }
+                None => env,
+            },
+            Hop::Parent => match &t.parent {
+                Some(tx) => match tx.send(Outgoing::Packet(Packet::Envelope(env))) {
+                    Ok(()) => return,
+                    Err(mpsc::error::SendError(Outgoing::Packet(Packet::Envelope(env)))) => env,
+                    Err(_) => return,
+                },
+                None => env,
+            },
+            Hop::Nowhere => env,
+        }
+    };
+    let to = undeliverable.to.clone();
+    bounce(undeliverable, RemoteError::NoProcess(to));
+}
+
+fn deliver_here(mut t: MutexGuard<'static, Tables>, env: Envelope) {
+    match env.body {
+        Body::Reply(_) | Body::Fail(_) => {
+            if let Some(waiter) = t.pending.remove(&env.corr) {
+                let _ = waiter.send(env.body);
+            }
+        }
+        Body::Call(_) | Body::Cast(_) => {
+            let Some(local) = &t.local else {
+                drop(t);
+                let to = env.to.clone();
+                return bounce(env, RemoteError::NoActor(to));
+            };
+            if let Err(Some(env)) = local(env) {
+                drop(t);
+                let to = env.to.clone();
+                bounce(env, RemoteError::NoActor(to));
+            }
+        }
+    }
+}
+
+/// Answers an undeliverable call with `err`; drops anything else, with a log line.
+pub(crate) fn bounce(env: Envelope, err: RemoteError) {
+    match env.body {
+        Body::Call(_) => route(Envelope {
+            to: env.from,
+            from: me().identity.clone(),
+            corr: env.corr,
+            body: Body::Fail(err),
+        }),
+        _ => tracing::debug!(to = %env.to, error = %err, "dropped an undeliverable message"),
+    }
+}

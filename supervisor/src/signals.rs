@@ -1,0 +1,48 @@
+//! SIGINT and SIGTERM at the root: stop the whole tree gracefully, then exit 0.
+//!
+//! Installed when the root starts its first child, so a program that never starts
+//! one keeps the default behaviour. Children ignore SIGINT (a terminal's ^C reaches
+//! the whole process group; the root owns it) and keep SIGTERM's default, which is
+//! what `Process::terminate` sends.
+
+use std::sync::Once;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::process::{DEFAULT_SHUTDOWN_TIMEOUT, stop_children};
+use crate::{current, runtime};
+
+/// In the root: on SIGINT or SIGTERM, stop every child (ask, wait, kill) and exit 0.
+pub(crate) fn install_root_handlers() {
+    static ONCE: Once = Once::new();
+    if !current::me().identity.is_root() {
+        return;
+    }
+    ONCE.call_once(|| {
+        let _enter = runtime::handle().enter();
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            tracing::warn!("cannot install SIGINT/SIGTERM handlers; the tree will not stop gracefully on signals");
+            return;
+        };
+        runtime::handle().spawn(async move {
+            let which = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            tracing::info!(signal = which, "stopping the process tree");
+            stop_children(DEFAULT_SHUTDOWN_TIMEOUT).await;
+            crate::bootstrap::exit_now(0);
+        });
+    });
+}
+
+/// In a child: SIGINT does nothing (the root decides what ^C means for the tree).
+pub(crate) fn ignore_sigint() {
+    let _enter = runtime::handle().enter();
+    match signal(SignalKind::interrupt()) {
+        Ok(mut int) => {
+            runtime::handle().spawn(async move { while int.recv().await.is_some() {} });
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot ignore SIGINT"),
+    }
+}

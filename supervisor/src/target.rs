@@ -1,0 +1,83 @@
+//! Functions a child process can run: any `fn` of serde arguments, once registered.
+
+use std::fmt::Display;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A function that a [`Process`](crate::Process) can run in a child.
+///
+/// Implemented for every `fn` item of up to six arguments that are serde types, whose
+/// return type is `()` or `Result<(), E>` with `E: Display`. A one-argument function
+/// takes its argument as is; a function of several takes a tuple; one of none takes
+/// `()`. `M` only tells the implementations apart.
+pub trait Target<M>: Copy + Send + 'static {
+    /// The arguments, as one serde value.
+    type Args: Serialize + DeserializeOwned;
+    /// Calls the function.
+    fn call(self, args: Self::Args) -> Result<(), String>;
+}
+
+/// What a target function may return.
+pub trait Outcome {
+    /// `Err` with a message when the function failed.
+    fn into_result(self) -> Result<(), String>;
+}
+
+impl Outcome for () {
+    fn into_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E: Display> Outcome for Result<(), E> {
+    fn into_result(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+impl<F, R> Target<fn() -> R> for F
+where
+    F: Fn() -> R + Copy + Send + 'static,
+    R: Outcome,
+{
+    type Args = ();
+    fn call(self, (): ()) -> Result<(), String> {
+        self().into_result()
+    }
+}
+
+impl<F, R, A> Target<fn(A) -> R> for F
+where
+    F: Fn(A) -> R + Copy + Send + 'static,
+    R: Outcome,
+    A: Serialize + DeserializeOwned,
+{
+    type Args = A;
+    fn call(self, a: A) -> Result<(), String> {
+        self(a).into_result()
+    }
+}
+
+macro_rules! tuple_target {
+    ($($t:ident),+) => {
+        impl<F, R, $($t),+> Target<fn($($t),+) -> R> for F
+        where
+            F: Fn($($t),+) -> R + Copy + Send + 'static,
+            R: Outcome,
+            $($t: Serialize + DeserializeOwned),+
+        {
+            type Args = ($($t,)+);
+            #[allow(non_snake_case)]
+            fn call(self, ($($t,)+): Self::Args) -> Result<(), String> {
+                self($($t),+).into_result()
+            }
+        }
+    };
+}
+
+tuple_target!(A, B);
+tuple_target!(A, B, C);
+tuple_target!(A, B, C, D);
+tuple_target!(A, B, C, D, E);
+tuple_target!(A, B, C, D, G, H);

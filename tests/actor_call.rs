@@ -1,0 +1,248 @@
+//! Actors: calls and casts, routing along the tree, and every way a call can fail,
+//! with real child processes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestResult, trial};
+use multiproc::blocking::{ActorRef, Connection, Process, pipe};
+use multiproc::{Actor, BoxError, CallError, ExitReason, RemoteError};
+use serde::{Deserialize, Serialize};
+
+struct Counter(i64);
+
+#[derive(Debug, Serialize, Deserialize)]
+enum CounterMsg {
+    Add(i64),
+    Get,
+    Hang,
+    Panic,
+}
+
+impl Actor for Counter {
+    type Args = i64;
+    type Msg = CounterMsg;
+    type Reply = i64;
+
+    async fn start(first: i64) -> Result<Self, BoxError> {
+        if first < 0 {
+            return Err(format!("a counter cannot start at {first}").into());
+        }
+        Ok(Counter(first))
+    }
+
+    async fn handle(&mut self, msg: CounterMsg) -> i64 {
+        match msg {
+            CounterMsg::Add(n) => self.0 += n,
+            CounterMsg::Get => {}
+            CounterMsg::Hang => std::future::pending::<()>().await,
+            CounterMsg::Panic => panic!("counter asked to panic"),
+        }
+        self.0
+    }
+}
+
+/// Another actor type, to forge a handle with the wrong message type.
+struct Echo;
+
+impl Actor for Echo {
+    type Args = ();
+    type Msg = String;
+    type Reply = String;
+
+    async fn start((): ()) -> Result<Self, BoxError> {
+        Ok(Echo)
+    }
+
+    async fn handle(&mut self, msg: String) -> String {
+        msg
+    }
+}
+
+multiproc::register_actor!(Counter, Echo);
+
+fn waits_for_stop() {
+    multiproc::blocking::wait_for_stop();
+}
+
+/// Calls a sibling's counter (routed through the root) and reports the reply.
+fn calls_sibling(
+    (counter, mut up): (multiproc::ActorRef<Counter>, Connection),
+) -> Result<(), Box<dyn std::error::Error>> {
+    let reply = ActorRef(counter).call(CounterMsg::Add(1))?;
+    up.send(&reply)?;
+    Ok(())
+}
+
+/// Starts a counter of its own and hands its address up; lives until stopped.
+fn hosts_grandchild(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    let mut counter = Process::actor::<Counter>(100);
+    counter.start()?;
+    up.send(&counter.actor_ref::<Counter>().0)?;
+    multiproc::blocking::wait_for_stop();
+    Ok(())
+}
+
+multiproc::register!(waits_for_stop, calls_sibling, hosts_grandchild);
+
+fn counter(first: i64) -> Result<(Process, ActorRef<Counter>), multiproc::Error> {
+    let mut p = Process::actor::<Counter>(first);
+    p.start()?;
+    let r = p.actor_ref::<Counter>();
+    Ok((p, r))
+}
+
+fn calls_and_casts_arrive_in_order() -> TestResult {
+    let (p, c) = counter(10)?;
+    check_eq!(c.call(CounterMsg::Add(5))?, 15);
+    c.cast(CounterMsg::Add(1))?;
+    c.cast(CounterMsg::Add(1))?;
+    check_eq!(c.call(CounterMsg::Get)?, 17);
+    check_eq!(p.stop(Duration::from_secs(10))?, ExitReason::Shutdown);
+    Ok(())
+}
+
+fn call_to_an_exited_process_fails_at_once() -> TestResult {
+    let (p, c) = counter(0)?;
+    p.stop(Duration::from_secs(10))?;
+    let err = c.call(CounterMsg::Get).unwrap_err();
+    check_eq!(err, CallError::Remote(RemoteError::NoProcess(p.identity().clone())));
+    check!(err.to_string().contains("no running process"), "{err}");
+    Ok(())
+}
+
+fn call_to_a_process_without_an_actor_is_refused() -> TestResult {
+    let mut p = Process::new(waits_for_stop, ());
+    p.start()?;
+    let c: ActorRef<Counter> = ActorRef(p.as_async().actor_ref::<Counter>());
+    let err = c.call(CounterMsg::Get).unwrap_err();
+    check_eq!(err, CallError::Remote(RemoteError::NoActor(p.identity().clone())));
+    p.stop(Duration::from_secs(10))?;
+    Ok(())
+}
+
+fn call_in_flight_when_the_process_dies_fails() -> TestResult {
+    let (p, c) = counter(0)?;
+    let caller = {
+        let c = c.clone();
+        std::thread::spawn(move || c.call(CounterMsg::Hang))
+    };
+    // Mailboxes are FIFO: once a call sent after the hanging one times out, the
+    // hanging one is being handled, so it is in flight when the process dies.
+    while c.call_timeout(CounterMsg::Get, Duration::from_millis(50)) != Err(CallError::Timeout(Duration::from_millis(50))) {}
+    p.kill()?;
+    p.join()?;
+    let err = caller.join().map_err(|_| "caller panicked")?.unwrap_err();
+    check_eq!(err, CallError::Remote(RemoteError::Exited(p.identity().clone())));
+    Ok(())
+}
+
+fn call_timeout_gives_up_without_disturbing_the_actor() -> TestResult {
+    let (p, c) = counter(0)?;
+    let err = c.call_timeout(CounterMsg::Hang, Duration::from_millis(100)).unwrap_err();
+    check_eq!(err, CallError::Timeout(Duration::from_millis(100)));
+    check!(p.is_alive(), "the actor is still there");
+    p.kill()?;
+    p.join()?;
+    Ok(())
+}
+
+fn payload_of_the_wrong_type_fails_that_call_only() -> TestResult {
+    let (p, c) = counter(1)?;
+    // Handles are serde values; decode a counter's handle as an echo's.
+    let bytes = multiproc::codec::encode(&c.0)?;
+    let forged: multiproc::ActorRef<Echo> = multiproc::codec::decode(&bytes)?;
+    let err = ActorRef(forged).call("not a counter message".into()).unwrap_err();
+    check!(matches!(err, CallError::Remote(RemoteError::Decode(_))), "{err:?}");
+    check_eq!(c.call(CounterMsg::Add(1))?, 2);
+    p.stop(Duration::from_secs(10))?;
+    Ok(())
+}
+
+fn garbage_on_the_control_link_costs_nothing_else() -> TestResult {
+    let (p, c) = counter(1)?;
+    // Not msgpack at all, then a frame over the limit, then a valid call.
+    p.as_async().__send_raw_frame(vec![0xc1, 0xff, 0x00, 0x13])?;
+    p.as_async().__send_raw_frame(vec![0u8; multiproc::MAX_FRAME_LEN + 1])?;
+    check_eq!(c.call(CounterMsg::Add(1))?, 2);
+    check!(p.is_alive(), "the child survived");
+    p.stop(Duration::from_secs(10))?;
+    Ok(())
+}
+
+fn oversized_message_is_refused_before_sending() -> TestResult {
+    let (p, c) = counter(1)?;
+    let bytes = multiproc::codec::encode(&c.0)?;
+    let echo: multiproc::ActorRef<Echo> = multiproc::codec::decode(&bytes)?;
+    let err = ActorRef(echo).call("x".repeat(multiproc::MAX_FRAME_LEN)).unwrap_err();
+    check!(matches!(err, CallError::TooLarge { .. }), "{err:?}");
+    check_eq!(c.call(CounterMsg::Get)?, 1);
+    p.stop(Duration::from_secs(10))?;
+    Ok(())
+}
+
+fn panicking_handler_fails_the_call_and_ends_the_process() -> TestResult {
+    let (p, c) = counter(1)?;
+    let err = c.call(CounterMsg::Panic).unwrap_err();
+    check_eq!(err, CallError::Remote(RemoteError::Panicked("counter asked to panic".into())));
+    match p.join()? {
+        ExitReason::Panicked { message, .. } => check_eq!(message, "counter asked to panic"),
+        other => return Err(format!("expected a panic, got {other}").into()),
+    }
+    Ok(())
+}
+
+fn actor_start_failure_is_the_exit_reason() -> TestResult {
+    let (p, _c) = counter(-1)?;
+    check_eq!(p.join()?, ExitReason::Failed { message: "a counter cannot start at -1".into() });
+    check_eq!(p.exit_code(), Some(1));
+    Ok(())
+}
+
+fn handles_route_between_siblings() -> TestResult {
+    let (p, c) = counter(10)?;
+    let (mut ours, theirs) = pipe(true)?;
+    let mut sibling = Process::new(calls_sibling, (c.0.clone(), theirs));
+    sibling.start()?;
+    let reply: i64 = ours.recv()?;
+    check_eq!(reply, 11);
+    check_eq!(sibling.join()?, ExitReason::Normal);
+    check_eq!(c.call(CounterMsg::Get)?, 11);
+    p.stop(Duration::from_secs(10))?;
+    Ok(())
+}
+
+fn handles_route_down_to_grandchildren() -> TestResult {
+    let (mut ours, theirs) = pipe(true)?;
+    let mut host = Process::new(hosts_grandchild, theirs);
+    host.start()?;
+    let grandchild: multiproc::ActorRef<Counter> = ours.recv()?;
+    check_eq!(grandchild.addr().path().len(), 2);
+    check_eq!(ActorRef(grandchild).call(CounterMsg::Add(1))?, 101);
+    check_eq!(host.stop(Duration::from_secs(10))?, ExitReason::Shutdown);
+    Ok(())
+}
+
+fn main() {
+    common::run(vec![
+        trial("calls_and_casts_arrive_in_order", calls_and_casts_arrive_in_order),
+        trial("call_to_an_exited_process_fails_at_once", call_to_an_exited_process_fails_at_once),
+        trial("call_to_a_process_without_an_actor_is_refused", call_to_a_process_without_an_actor_is_refused),
+        trial("call_in_flight_when_the_process_dies_fails", call_in_flight_when_the_process_dies_fails),
+        trial(
+            "call_timeout_gives_up_without_disturbing_the_actor",
+            call_timeout_gives_up_without_disturbing_the_actor,
+        ),
+        trial("payload_of_the_wrong_type_fails_that_call_only", payload_of_the_wrong_type_fails_that_call_only),
+        trial("garbage_on_the_control_link_costs_nothing_else", garbage_on_the_control_link_costs_nothing_else),
+        trial("oversized_message_is_refused_before_sending", oversized_message_is_refused_before_sending),
+        trial(
+            "panicking_handler_fails_the_call_and_ends_the_process",
+            panicking_handler_fails_the_call_and_ends_the_process,
+        ),
+        trial("actor_start_failure_is_the_exit_reason", actor_start_failure_is_the_exit_reason),
+        trial("handles_route_between_siblings", handles_route_between_siblings),
+        trial("handles_route_down_to_grandchildren", handles_route_down_to_grandchildren),
+    ])
+}

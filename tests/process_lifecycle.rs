@@ -1,0 +1,402 @@
+//! `Process`: names, exit codes and reasons, lifecycle errors, the handshake's checks,
+//! stopping, output capture and logging. Every case runs real child processes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestResult, trial};
+use multiproc::blocking::{Connection, Process, pipe};
+use multiproc::{Error, ExitReason};
+
+// ---- entry points used by the tests ----
+
+fn returns() {}
+
+fn exits_with(code: i32) {
+    std::process::exit(code);
+}
+
+fn panics() {
+    panic!("deliberate test panic");
+}
+
+fn aborts() {
+    std::process::abort();
+}
+
+fn fails() -> Result<(), String> {
+    Err("the function said no".into())
+}
+
+fn waits_for_stop() {
+    multiproc::blocking::wait_for_stop();
+}
+
+fn ignores_stop(mut conn: Connection) {
+    // Tell the parent we run, then block on a message that never comes.
+    let _ = conn.send(&"running");
+    let _: Result<String, _> = conn.recv();
+}
+
+fn prints(text: String) {
+    println!("{text}");
+    eprintln!("err:{text}");
+}
+
+fn logs(text: String) {
+    tracing::info!("{text}");
+}
+
+fn report_identity(mut conn: Connection) -> Result<(), multiproc::connection::Error> {
+    let me = multiproc::current_process();
+    let parent = multiproc::parent_process().map(|p| (p.name().to_string(), p.pid()));
+    conn.send(&(me.name().to_string(), me.pid(), parent))
+}
+
+/// Creates three process objects (one never started, one renamed) and starts the
+/// third, which reports its own name: Python's counter rules, in a fresh process.
+fn names_probe(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    let never_started = Process::new(returns, ());
+    let renamed = Process::new(returns, ()).name("custom");
+    let (mut ours, theirs) = pipe(true)?;
+    let mut third = Process::new(report_identity, theirs);
+    third.start()?;
+    let (reported, _pid, parent): (String, u32, Option<(String, u32)>) = ours.recv()?;
+    third.join()?;
+    let names = vec![
+        never_started.get_name().to_string(),
+        renamed.get_name().to_string(),
+        third.get_name().to_string(),
+        reported,
+        parent.map(|p| p.0).unwrap_or_default(),
+    ];
+    up.send(&names)?;
+    Ok(())
+}
+
+/// Starts a non-daemon child that waits for the root's word, and returns at once: its
+/// own exit must wait for that child.
+fn starts_waiting_child(relay: Connection) -> Result<(), multiproc::Error> {
+    let mut child = Process::new(waits_for_word, relay);
+    child.start()
+}
+
+fn waits_for_word(mut conn: Connection) {
+    let _: Result<String, _> = conn.recv();
+}
+
+/// Starts a daemon child that would wait forever, reports its pid, and returns.
+fn starts_daemon(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    let mut d = Process::new(waits_for_stop, ()).daemon(true);
+    d.start()?;
+    up.send(&d.pid())?;
+    Ok(())
+}
+
+fn not_registered() {}
+
+multiproc::register!(
+    returns,
+    exits_with,
+    panics,
+    aborts,
+    fails,
+    waits_for_stop,
+    ignores_stop,
+    prints,
+    logs,
+    report_identity,
+    names_probe,
+    starts_waiting_child,
+    waits_for_word,
+    starts_daemon,
+);
+
+// ---- tests ----
+
+fn names_follow_pythons_counter() -> TestResult {
+    let (mut ours, theirs) = pipe(true)?;
+    let mut probe = Process::new(names_probe, theirs);
+    let k = probe.identity().to_string();
+    check_eq!(probe.get_name(), format!("Process-{k}"));
+    probe.start()?;
+    let names: Vec<String> = ours.recv()?;
+    check_eq!(probe.join()?, ExitReason::Normal);
+    let want = vec![
+        format!("Process-{k}:1"),
+        "custom".to_string(),
+        format!("Process-{k}:3"),
+        format!("Process-{k}:3"),
+        format!("Process-{k}"),
+    ];
+    check_eq!(names, want);
+    Ok(())
+}
+
+fn parent_process_is_the_creator() -> TestResult {
+    let (mut ours, theirs) = pipe(true)?;
+    let mut p = Process::new(report_identity, theirs);
+    p.start()?;
+    let (name, pid, parent): (String, u32, Option<(String, u32)>) = ours.recv()?;
+    p.join()?;
+    check_eq!(name, p.get_name());
+    check_eq!(Some(pid), p.pid());
+    check_eq!(parent, Some(("MainProcess".to_string(), std::process::id())));
+    check!(multiproc::parent_process().is_none(), "the root has no parent");
+    Ok(())
+}
+
+fn exit_codes_and_reasons_follow_python() -> TestResult {
+    let mut ret = Process::new(returns, ());
+    let mut exit3 = Process::new(exits_with, 3);
+    let mut panic = Process::new(panics, ()).capture_output();
+    let mut abort = Process::new(aborts, ());
+    let mut failed = Process::new(fails, ()).capture_output();
+    for p in [&mut ret, &mut exit3, &mut panic, &mut abort, &mut failed] {
+        p.start()?;
+    }
+    check_eq!(ret.join()?, ExitReason::Normal);
+    check_eq!(ret.exit_code(), Some(0));
+    check_eq!(exit3.join()?, ExitReason::Exited(3));
+    check_eq!(exit3.exit_code(), Some(3));
+    match panic.join()? {
+        ExitReason::Panicked { message, location } => {
+            check_eq!(message, "deliberate test panic");
+            check!(location.as_deref().is_some_and(|l| l.contains("process_lifecycle.rs")), "{location:?}");
+        }
+        other => return Err(format!("expected a panic, got {other}").into()),
+    }
+    check_eq!(panic.exit_code(), Some(1));
+    let stderr = String::from_utf8_lossy(&panic.output().unwrap_or_default().stderr).to_string();
+    check!(stderr.contains(&format!("Process {}:", panic.get_name())), "stderr: {stderr}");
+    check_eq!(abort.join()?, ExitReason::Signaled(6));
+    check_eq!(abort.exit_code(), Some(-6));
+    check_eq!(failed.join()?, ExitReason::Failed { message: "the function said no".into() });
+    check_eq!(failed.exit_code(), Some(1));
+    Ok(())
+}
+
+fn terminate_and_kill_give_negative_codes() -> TestResult {
+    let mut t = Process::new(waits_for_stop, ());
+    let mut k = Process::new(waits_for_stop, ());
+    t.start()?;
+    k.start()?;
+    check!(t.is_alive() && k.is_alive(), "both run");
+    t.terminate()?;
+    k.kill()?;
+    check_eq!(t.join()?, ExitReason::Signaled(15));
+    check_eq!(t.exit_code(), Some(-15));
+    check_eq!(k.join()?, ExitReason::Signaled(9));
+    check_eq!(k.exit_code(), Some(-9));
+    check!(!t.is_alive(), "exited");
+    // Signalling a process that has exited is a no-op, as in Python.
+    t.terminate()?;
+    Ok(())
+}
+
+fn join_on_a_never_started_process_is_an_error() -> TestResult {
+    let p = Process::new(returns, ());
+    let err = p.join().unwrap_err();
+    check!(matches!(err, Error::NotStarted(_)), "{err:?}");
+    check!(err.to_string().contains("has not been started"), "{err}");
+    check_eq!(p.exit_code(), None);
+    check_eq!(p.pid(), None);
+    Ok(())
+}
+
+fn starting_twice_is_an_error() -> TestResult {
+    let mut p = Process::new(returns, ());
+    p.start()?;
+    let err = p.start().unwrap_err();
+    check!(matches!(err, Error::AlreadyStarted(_)), "{err:?}");
+    check!(err.to_string().contains("cannot start a process twice"), "{err}");
+    check_eq!(p.join()?, ExitReason::Normal);
+    Ok(())
+}
+
+fn closing_a_running_process_is_an_error() -> TestResult {
+    let mut p = Process::new(waits_for_stop, ());
+    p.start()?;
+    let err = p.close().unwrap_err();
+    check!(matches!(err, Error::StillRunning(_)), "{err:?}");
+    check!(p.is_alive(), "close did not touch the process");
+    p.kill()?;
+    p.join()?;
+    p.close()?;
+    let err = p.join().unwrap_err();
+    check!(matches!(err, Error::Closed(_)), "{err:?}");
+    Ok(())
+}
+
+fn unregistered_function_names_the_macro() -> TestResult {
+    let mut p = Process::new(not_registered, ());
+    let err = p.start().unwrap_err();
+    check!(matches!(err, Error::Unregistered { .. }), "{err:?}");
+    check!(err.to_string().contains("multiproc::register!(not_registered)"), "{err}");
+    Ok(())
+}
+
+fn protocol_mismatch_is_refused_by_the_child() -> TestResult {
+    let mut p = Process::from(multiproc::Process::new(returns, ()).__hello_versions(999, 0));
+    let err = p.start().unwrap_err();
+    match &err {
+        Error::Bootstrap { source, .. } => check!(source.to_string().contains("protocol version mismatch"), "{err}"),
+        other => return Err(format!("expected a bootstrap error, got {other:?}").into()),
+    }
+    Ok(())
+}
+
+fn multiproc_core_protocol() -> u32 {
+    1
+}
+
+fn build_id_mismatch_is_refused_by_the_child() -> TestResult {
+    let mut p = Process::from(multiproc::Process::new(returns, ()).__hello_versions(multiproc_core_protocol(), 0xdead_beef));
+    let err = p.start().unwrap_err();
+    match &err {
+        Error::Bootstrap { source, .. } => check!(source.to_string().contains("build id mismatch"), "{err}"),
+        other => return Err(format!("expected a bootstrap error, got {other:?}").into()),
+    }
+    Ok(())
+}
+
+fn forgotten_init_is_a_clear_error_not_a_fork_bomb() -> TestResult {
+    // The child runs this binary's `main` without `init()` (see `main` below): its
+    // attempt to start a process fails with `InitNotCalled`, and it exits 42 to say so.
+    let mut p = Process::new(returns, ()).env(SKIP_INIT, "1");
+    let err = p.start().unwrap_err();
+    match &err {
+        Error::NoHandshake { reason, .. } => check_eq!(*reason, ExitReason::Exited(42)),
+        other => return Err(format!("expected NoHandshake, got {other:?}").into()),
+    }
+    check!(err.to_string().contains("multiproc::init()"), "{err}");
+    Ok(())
+}
+
+fn stop_shuts_down_a_cooperating_child() -> TestResult {
+    let mut p = Process::new(waits_for_stop, ());
+    p.start()?;
+    check_eq!(p.stop(Duration::from_secs(10))?, ExitReason::Shutdown);
+    check_eq!(p.exit_code(), Some(0));
+    Ok(())
+}
+
+fn stop_kills_a_child_that_ignores_it() -> TestResult {
+    let (mut ours, theirs) = pipe(true)?;
+    let mut p = Process::new(ignores_stop, theirs);
+    p.start()?;
+    let _: String = ours.recv()?;
+    check_eq!(p.stop(Duration::from_millis(200))?, ExitReason::Killed);
+    check_eq!(p.exit_code(), Some(-9));
+    Ok(())
+}
+
+fn output_can_be_captured() -> TestResult {
+    let mut p = Process::new(prints, "captured text".to_string()).capture_output();
+    p.start()?;
+    p.join()?;
+    let out = p.output().ok_or("no output")?;
+    check_eq!(String::from_utf8_lossy(&out.stdout), "captured text\n");
+    check_eq!(String::from_utf8_lossy(&out.stderr), "err:captured text\n");
+    Ok(())
+}
+
+fn child_logs_reach_the_parent_subscriber() -> TestResult {
+    let text = format!("log line from a child {}", std::process::id());
+    let mut p = Process::new(logs, text.clone());
+    p.start()?;
+    p.join()?;
+    let logs = common::child_logs();
+    check!(
+        logs.iter().any(|(process, message)| process == p.get_name() && message == &text),
+        "{logs:?}"
+    );
+    Ok(())
+}
+
+fn active_children_lists_running_children_only() -> TestResult {
+    let mut running = Process::new(waits_for_stop, ());
+    let mut done = Process::new(returns, ());
+    running.start()?;
+    done.start()?;
+    done.join()?;
+    let active = multiproc::active_children();
+    check!(active.iter().any(|c| Some(c.pid) == running.pid()), "{active:?}");
+    check!(!active.iter().any(|c| Some(c.pid) == done.pid()), "{active:?}");
+    running.stop(Duration::from_secs(10))?;
+    check!(!multiproc::active_children().iter().any(|c| Some(c.pid) == running.pid()), "still listed");
+    Ok(())
+}
+
+fn non_daemon_children_are_joined_before_their_parent_exits() -> TestResult {
+    let (mut word, relay) = pipe(true)?;
+    let mut p = Process::new(starts_waiting_child, relay);
+    p.start()?;
+    check_eq!(p.join_timeout(Duration::from_millis(300))?, None);
+    word.send(&"go")?;
+    check_eq!(p.join()?, ExitReason::Normal);
+    Ok(())
+}
+
+fn daemon_children_are_stopped_when_their_parent_exits() -> TestResult {
+    let (mut ours, theirs) = pipe(true)?;
+    let mut p = Process::new(starts_daemon, theirs);
+    p.start()?;
+    let daemon_pid: Option<u32> = ours.recv()?;
+    let daemon_pid = daemon_pid.ok_or("daemon had no pid")?;
+    check_eq!(p.join()?, ExitReason::Normal);
+    check!(common::wait_gone(daemon_pid, Duration::from_secs(5)), "daemon {daemon_pid} outlived its parent");
+    Ok(())
+}
+
+fn sentinel_completes_when_the_process_exits() -> TestResult {
+    let mut p = Process::new(exits_with, 7);
+    p.start()?;
+    let sentinel = p.as_async().sentinel()?;
+    let reason = multiproc_block_on(sentinel.wait());
+    check_eq!(reason, ExitReason::Exited(7));
+    Ok(())
+}
+
+fn multiproc_block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+const SKIP_INIT: &str = "MULTIPROC_TEST_SKIP_INIT";
+
+fn main() {
+    if std::env::var_os(SKIP_INIT).is_some() {
+        // A child whose `main` forgot `multiproc::init()`: it must not be able to
+        // start processes (which would start this program again, and again).
+        let mut p = Process::new(returns, ());
+        match p.start() {
+            Err(Error::InitNotCalled) => std::process::exit(42),
+            _ => std::process::exit(43),
+        }
+    }
+    common::run(vec![
+        trial("names_follow_pythons_counter", names_follow_pythons_counter),
+        trial("parent_process_is_the_creator", parent_process_is_the_creator),
+        trial("exit_codes_and_reasons_follow_python", exit_codes_and_reasons_follow_python),
+        trial("terminate_and_kill_give_negative_codes", terminate_and_kill_give_negative_codes),
+        trial("join_on_a_never_started_process_is_an_error", join_on_a_never_started_process_is_an_error),
+        trial("starting_twice_is_an_error", starting_twice_is_an_error),
+        trial("closing_a_running_process_is_an_error", closing_a_running_process_is_an_error),
+        trial("unregistered_function_names_the_macro", unregistered_function_names_the_macro),
+        trial("protocol_mismatch_is_refused_by_the_child", protocol_mismatch_is_refused_by_the_child),
+        trial("build_id_mismatch_is_refused_by_the_child", build_id_mismatch_is_refused_by_the_child),
+        trial("forgotten_init_is_a_clear_error_not_a_fork_bomb", forgotten_init_is_a_clear_error_not_a_fork_bomb),
+        trial("stop_shuts_down_a_cooperating_child", stop_shuts_down_a_cooperating_child),
+        trial("stop_kills_a_child_that_ignores_it", stop_kills_a_child_that_ignores_it),
+        trial("output_can_be_captured", output_can_be_captured),
+        trial("child_logs_reach_the_parent_subscriber", child_logs_reach_the_parent_subscriber),
+        trial("active_children_lists_running_children_only", active_children_lists_running_children_only),
+        trial(
+            "non_daemon_children_are_joined_before_their_parent_exits",
+            non_daemon_children_are_joined_before_their_parent_exits,
+        ),
+        trial("daemon_children_are_stopped_when_their_parent_exits", daemon_children_are_stopped_when_their_parent_exits),
+        trial("sentinel_completes_when_the_process_exits", sentinel_completes_when_the_process_exits),
+    ])
+}

@@ -1,0 +1,135 @@
+//! No process outlives its root: SIGKILL at the root takes every descendant with it,
+//! SIGINT or SIGTERM stops the tree gracefully and the root exits 0.
+//!
+//! Each case starts this test binary again as a separate root (role `tree_root`),
+//! which builds a tree of seven processes and prints their pids.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{TestResult, trial};
+use multiproc::blocking::{Connection, Process, pipe};
+
+const ROLE: &str = "MULTIPROC_TEST_ROLE";
+
+fn leaf(mut up: Connection) -> Result<(), multiproc::connection::Error> {
+    up.send(&multiproc::current_process().pid())?;
+    multiproc::blocking::wait_for_stop();
+    Ok(())
+}
+
+fn branch(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    let mut pids = vec![multiproc::current_process().pid()];
+    let mut leaves = Vec::new();
+    for _ in 0..2 {
+        let (mut ours, theirs) = pipe(true)?;
+        let mut l = Process::new(leaf, theirs);
+        l.start()?;
+        pids.push(ours.recv()?);
+        leaves.push(l);
+    }
+    up.send(&pids)?;
+    multiproc::blocking::wait_for_stop();
+    Ok(())
+}
+multiproc::register!(leaf, branch);
+
+/// The separate root: builds the tree, prints `pids <all six descendants>`, waits.
+fn tree_root() -> ! {
+    multiproc::init();
+    let mut all: Vec<u32> = Vec::new();
+    let mut branches = Vec::new();
+    for _ in 0..2 {
+        let (mut ours, theirs) = pipe(true).expect("pipe");
+        let mut b = Process::new(branch, theirs);
+        b.start().expect("start branch");
+        let pids: Vec<u32> = ours.recv().expect("branch pids");
+        all.extend(pids);
+        branches.push(b);
+    }
+    let line: Vec<String> = all.iter().map(u32::to_string).collect();
+    println!("pids {}", line.join(" "));
+    multiproc::blocking::wait_for_stop();
+    std::process::exit(3); // never reached: the signal handler exits 0
+}
+
+struct Root {
+    child: std::process::Child,
+    pids: Vec<u32>,
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        // A failing test must not leave the tree behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_root() -> Result<Root, Box<dyn std::error::Error>> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .env(ROLE, "tree_root")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let pids = line
+        .trim()
+        .strip_prefix("pids ")
+        .ok_or_else(|| format!("unexpected line {line:?}"))?
+        .split(' ')
+        .map(str::parse)
+        .collect::<Result<Vec<u32>, _>>()?;
+    Ok(Root { child, pids })
+}
+
+fn signal(pid: u32, sig: rustix::process::Signal) -> Result<(), Box<dyn std::error::Error>> {
+    let pid = rustix::process::Pid::from_raw(pid as i32).ok_or("bad pid")?;
+    rustix::process::kill_process(pid, sig)?;
+    Ok(())
+}
+
+fn sigkill_at_the_root_leaves_no_descendant() -> TestResult {
+    let mut root = start_root()?;
+    check_eq!(root.pids.len(), 6);
+    signal(root.child.id(), rustix::process::Signal::KILL)?;
+    root.child.wait()?;
+    for &pid in &root.pids {
+        check!(common::wait_gone(pid, Duration::from_secs(1)), "descendant {pid} survived SIGKILL of the root");
+    }
+    Ok(())
+}
+
+fn graceful_stop(sig: rustix::process::Signal) -> TestResult {
+    let mut root = start_root()?;
+    signal(root.child.id(), sig)?;
+    let status = root.child.wait()?;
+    check_eq!(status.code(), Some(0));
+    for &pid in &root.pids {
+        check!(common::wait_gone(pid, Duration::from_secs(1)), "descendant {pid} outlived the root");
+    }
+    Ok(())
+}
+
+fn sigterm_at_the_root_stops_the_tree_and_exits_0() -> TestResult {
+    graceful_stop(rustix::process::Signal::TERM)
+}
+
+fn sigint_at_the_root_stops_the_tree_and_exits_0() -> TestResult {
+    graceful_stop(rustix::process::Signal::INT)
+}
+
+fn main() {
+    if std::env::var(ROLE).as_deref() == Ok("tree_root") {
+        tree_root();
+    }
+    common::run(vec![
+        trial("sigkill_at_the_root_leaves_no_descendant", sigkill_at_the_root_leaves_no_descendant),
+        trial("sigterm_at_the_root_stops_the_tree_and_exits_0", sigterm_at_the_root_stops_the_tree_and_exits_0),
+        trial("sigint_at_the_root_stops_the_tree_and_exits_0", sigint_at_the_root_stops_the_tree_and_exits_0),
+    ])
+}
