@@ -27,6 +27,9 @@ use crate::{Error, Result};
 /// window is caught by spinning, which brings a round trip to a few microseconds.
 const SPIN: Duration = Duration::from_micros(50);
 
+/// An empty output buffer keeps at most this much capacity.
+const KEEP_WRITE_CAPACITY: usize = 1 << 20;
+
 /// `spin_loop` hints between two retries of the syscall.
 const SPIN_BATCH: u32 = 32;
 
@@ -324,6 +327,10 @@ impl Endpoint {
         }
         self.wbuf.clear();
         self.wpos = 0;
+        if self.wbuf.capacity() > KEEP_WRITE_CAPACITY {
+            // One big message should not pin its buffer for the link's lifetime.
+            self.wbuf = Vec::new();
+        }
         Ok(true)
     }
 

@@ -7,7 +7,10 @@
 //! collector and writes `{fd: index, readable, writable}` in its place. The creator of
 //! the child sends the collected fds next to the encoded arguments; the child decodes
 //! them inside [`provide_fds`], which hands each index's fd to the connection that
-//! names it. Outside those scopes, (de)serializing a connection is an error.
+//! names it. Outside those scopes, (de)serializing a connection is an error, and so is
+//! serializing one that holds buffered bytes (read ahead, or not yet sent), since they
+//! would not travel with the fd. The rebuilt connection has the default maximum frame
+//! length.
 
 use std::cell::RefCell;
 use std::io::{IoSlice, IoSliceMut};
