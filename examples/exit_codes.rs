@@ -48,7 +48,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     children[5].kill()?;
     for c in &children {
         let reason = c.join()?;
-        println!("{} exitcode={} reason={reason}", c.get_name(), reason.exit_code());
+        println!(
+            "{} exitcode={} reason={reason}",
+            c.get_name(),
+            reason.exit_code()
+        );
     }
     Ok(())
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use crate::{Actor, CallError, Error, ExitReason, Identity, Output, Target};
 
-pub use multiproc_transport::{BlockingConnection as Connection, blocking_pipe as pipe, blocking_wait as wait};
+pub use multiproc_transport::{
+    BlockingConnection as Connection, blocking_pipe as pipe, blocking_wait as wait,
+};
 
 fn block_on<F: std::future::Future>(fut: F) -> F::Output {
     multiproc_supervisor::block_on(fut)

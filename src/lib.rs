@@ -51,8 +51,9 @@
 pub use multiproc_core::{ExitReason, Identity, RemoteError, codec};
 pub use multiproc_supervisor::{
     Actor, ActorRef, BoxError, CallError, ChildInfo, CurrentProcess, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_SHUTDOWN_TIMEOUT, Error, Output, ParentProcess, Process, Sentinel, active_children, cpu_count,
-    Target, current_process, init, parent_process, stop_requested, wait_for_stop,
+    DEFAULT_SHUTDOWN_TIMEOUT, Error, Output, ParentProcess, Process, Sentinel, Target,
+    active_children, cpu_count, current_process, init, parent_process, stop_requested,
+    wait_for_stop,
 };
 pub use multiproc_transport::{Connection, FrameError, MAX_FRAME_LEN, pipe, wait};
 
@@ -65,7 +66,9 @@ pub mod blocking;
 
 /// The names most programs need.
 pub mod prelude {
-    pub use crate::{Actor, ActorRef, CallError, Error, ExitReason, Process, current_process, init};
+    pub use crate::{
+        Actor, ActorRef, CallError, Error, ExitReason, Process, current_process, init,
+    };
 }
 
 /// Registers functions that child processes can run.
@@ -132,4 +135,26 @@ macro_rules! register_actor {
 #[doc(hidden)]
 pub mod __private {
     pub use multiproc_supervisor::__private::*;
+}
+
+/// The README and the book's chapters, doctested: `cargo test --doc` fails on a wrong
+/// snippet. Excerpts of examples are `rust,ignore` here and compiled as examples.
+#[cfg(doctest)]
+mod book {
+    #[doc = include_str!("../README.md")]
+    struct Readme;
+    #[doc = include_str!("../book/src/introduction.md")]
+    struct Introduction;
+    #[doc = include_str!("../book/src/quick-start.md")]
+    struct QuickStart;
+    #[doc = include_str!("../book/src/processes.md")]
+    struct Processes;
+    #[doc = include_str!("../book/src/messages.md")]
+    struct Messages;
+    #[doc = include_str!("../book/src/architecture.md")]
+    struct Architecture;
+    #[doc = include_str!("../book/src/semantics.md")]
+    struct Semantics;
+    #[doc = include_str!("../book/src/glossary.md")]
+    struct Glossary;
 }

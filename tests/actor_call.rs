@@ -1,6 +1,8 @@
 //! Actors: calls and casts, routing along the tree, and every way a call can fail,
 //! with real child processes.
 
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
 mod common;
 
 use std::time::Duration;
@@ -107,7 +109,10 @@ fn call_to_an_exited_process_fails_at_once() -> TestResult {
     let (p, c) = counter(0)?;
     p.stop(Duration::from_secs(10))?;
     let err = c.call(CounterMsg::Get).unwrap_err();
-    check_eq!(err, CallError::Remote(RemoteError::NoProcess(p.identity().clone())));
+    check_eq!(
+        err,
+        CallError::Remote(RemoteError::NoProcess(p.identity().clone()))
+    );
     check!(err.to_string().contains("no running process"), "{err}");
     Ok(())
 }
@@ -117,7 +122,10 @@ fn call_to_a_process_without_an_actor_is_refused() -> TestResult {
     p.start()?;
     let c: ActorRef<Counter> = ActorRef(p.as_async().actor_ref::<Counter>());
     let err = c.call(CounterMsg::Get).unwrap_err();
-    check_eq!(err, CallError::Remote(RemoteError::NoActor(p.identity().clone())));
+    check_eq!(
+        err,
+        CallError::Remote(RemoteError::NoActor(p.identity().clone()))
+    );
     p.stop(Duration::from_secs(10))?;
     Ok(())
 }
@@ -130,17 +138,24 @@ fn call_in_flight_when_the_process_dies_fails() -> TestResult {
     };
     // Mailboxes are FIFO: once a call sent after the hanging one times out, the
     // hanging one is being handled, so it is in flight when the process dies.
-    while c.call_timeout(CounterMsg::Get, Duration::from_millis(50)) != Err(CallError::Timeout(Duration::from_millis(50))) {}
+    while c.call_timeout(CounterMsg::Get, Duration::from_millis(50))
+        != Err(CallError::Timeout(Duration::from_millis(50)))
+    {}
     p.kill()?;
     p.join()?;
     let err = caller.join().map_err(|_| "caller panicked")?.unwrap_err();
-    check_eq!(err, CallError::Remote(RemoteError::Exited(p.identity().clone())));
+    check_eq!(
+        err,
+        CallError::Remote(RemoteError::Exited(p.identity().clone()))
+    );
     Ok(())
 }
 
 fn call_timeout_gives_up_without_disturbing_the_actor() -> TestResult {
     let (p, c) = counter(0)?;
-    let err = c.call_timeout(CounterMsg::Hang, Duration::from_millis(100)).unwrap_err();
+    let err = c
+        .call_timeout(CounterMsg::Hang, Duration::from_millis(100))
+        .unwrap_err();
     check_eq!(err, CallError::Timeout(Duration::from_millis(100)));
     check!(p.is_alive(), "the actor is still there");
     p.kill()?;
@@ -153,8 +168,13 @@ fn payload_of_the_wrong_type_fails_that_call_only() -> TestResult {
     // Handles are serde values; decode a counter's handle as an echo's.
     let bytes = multiproc::codec::encode(&c.0)?;
     let forged: multiproc::ActorRef<Echo> = multiproc::codec::decode(&bytes)?;
-    let err = ActorRef(forged).call("not a counter message".into()).unwrap_err();
-    check!(matches!(err, CallError::Remote(RemoteError::Decode(_))), "{err:?}");
+    let err = ActorRef(forged)
+        .call("not a counter message".into())
+        .unwrap_err();
+    check!(
+        matches!(err, CallError::Remote(RemoteError::Decode(_))),
+        "{err:?}"
+    );
     check_eq!(c.call(CounterMsg::Add(1))?, 2);
     p.stop(Duration::from_secs(10))?;
     Ok(())
@@ -163,8 +183,10 @@ fn payload_of_the_wrong_type_fails_that_call_only() -> TestResult {
 fn garbage_on_the_control_link_costs_nothing_else() -> TestResult {
     let (p, c) = counter(1)?;
     // Not msgpack at all, then a frame over the limit, then a valid call.
-    p.as_async().__send_raw_frame(vec![0xc1, 0xff, 0x00, 0x13])?;
-    p.as_async().__send_raw_frame(vec![0u8; multiproc::MAX_FRAME_LEN + 1])?;
+    p.as_async()
+        .__send_raw_frame(vec![0xc1, 0xff, 0x00, 0x13])?;
+    p.as_async()
+        .__send_raw_frame(vec![0u8; multiproc::MAX_FRAME_LEN + 1])?;
     check_eq!(c.call(CounterMsg::Add(1))?, 2);
     check!(p.is_alive(), "the child survived");
     p.stop(Duration::from_secs(10))?;
@@ -175,7 +197,9 @@ fn oversized_message_is_refused_before_sending() -> TestResult {
     let (p, c) = counter(1)?;
     let bytes = multiproc::codec::encode(&c.0)?;
     let echo: multiproc::ActorRef<Echo> = multiproc::codec::decode(&bytes)?;
-    let err = ActorRef(echo).call("x".repeat(multiproc::MAX_FRAME_LEN)).unwrap_err();
+    let err = ActorRef(echo)
+        .call("x".repeat(multiproc::MAX_FRAME_LEN))
+        .unwrap_err();
     check!(matches!(err, CallError::TooLarge { .. }), "{err:?}");
     check_eq!(c.call(CounterMsg::Get)?, 1);
     p.stop(Duration::from_secs(10))?;
@@ -185,7 +209,10 @@ fn oversized_message_is_refused_before_sending() -> TestResult {
 fn panicking_handler_fails_the_call_and_ends_the_process() -> TestResult {
     let (p, c) = counter(1)?;
     let err = c.call(CounterMsg::Panic).unwrap_err();
-    check_eq!(err, CallError::Remote(RemoteError::Panicked("counter asked to panic".into())));
+    check_eq!(
+        err,
+        CallError::Remote(RemoteError::Panicked("counter asked to panic".into()))
+    );
     match p.join()? {
         ExitReason::Panicked { message, .. } => check_eq!(message, "counter asked to panic"),
         other => return Err(format!("expected a panic, got {other}").into()),
@@ -195,7 +222,12 @@ fn panicking_handler_fails_the_call_and_ends_the_process() -> TestResult {
 
 fn actor_start_failure_is_the_exit_reason() -> TestResult {
     let (p, _c) = counter(-1)?;
-    check_eq!(p.join()?, ExitReason::Failed { message: "a counter cannot start at -1".into() });
+    check_eq!(
+        p.join()?,
+        ExitReason::Failed {
+            message: "a counter cannot start at -1".into()
+        }
+    );
     check_eq!(p.exit_code(), Some(1));
     Ok(())
 }
@@ -226,23 +258,53 @@ fn handles_route_down_to_grandchildren() -> TestResult {
 
 fn main() {
     common::run(vec![
-        trial("calls_and_casts_arrive_in_order", calls_and_casts_arrive_in_order),
-        trial("call_to_an_exited_process_fails_at_once", call_to_an_exited_process_fails_at_once),
-        trial("call_to_a_process_without_an_actor_is_refused", call_to_a_process_without_an_actor_is_refused),
-        trial("call_in_flight_when_the_process_dies_fails", call_in_flight_when_the_process_dies_fails),
+        trial(
+            "calls_and_casts_arrive_in_order",
+            calls_and_casts_arrive_in_order,
+        ),
+        trial(
+            "call_to_an_exited_process_fails_at_once",
+            call_to_an_exited_process_fails_at_once,
+        ),
+        trial(
+            "call_to_a_process_without_an_actor_is_refused",
+            call_to_a_process_without_an_actor_is_refused,
+        ),
+        trial(
+            "call_in_flight_when_the_process_dies_fails",
+            call_in_flight_when_the_process_dies_fails,
+        ),
         trial(
             "call_timeout_gives_up_without_disturbing_the_actor",
             call_timeout_gives_up_without_disturbing_the_actor,
         ),
-        trial("payload_of_the_wrong_type_fails_that_call_only", payload_of_the_wrong_type_fails_that_call_only),
-        trial("garbage_on_the_control_link_costs_nothing_else", garbage_on_the_control_link_costs_nothing_else),
-        trial("oversized_message_is_refused_before_sending", oversized_message_is_refused_before_sending),
+        trial(
+            "payload_of_the_wrong_type_fails_that_call_only",
+            payload_of_the_wrong_type_fails_that_call_only,
+        ),
+        trial(
+            "garbage_on_the_control_link_costs_nothing_else",
+            garbage_on_the_control_link_costs_nothing_else,
+        ),
+        trial(
+            "oversized_message_is_refused_before_sending",
+            oversized_message_is_refused_before_sending,
+        ),
         trial(
             "panicking_handler_fails_the_call_and_ends_the_process",
             panicking_handler_fails_the_call_and_ends_the_process,
         ),
-        trial("actor_start_failure_is_the_exit_reason", actor_start_failure_is_the_exit_reason),
-        trial("handles_route_between_siblings", handles_route_between_siblings),
-        trial("handles_route_down_to_grandchildren", handles_route_down_to_grandchildren),
+        trial(
+            "actor_start_failure_is_the_exit_reason",
+            actor_start_failure_is_the_exit_reason,
+        ),
+        trial(
+            "handles_route_between_siblings",
+            handles_route_between_siblings,
+        ),
+        trial(
+            "handles_route_down_to_grandchildren",
+            handles_route_down_to_grandchildren,
+        ),
     ])
 }

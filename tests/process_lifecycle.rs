@@ -1,6 +1,8 @@
 //! `Process`: names, exit codes and reasons, lifecycle errors, the handshake's checks,
 //! stopping, output capture and logging. Every case runs real child processes.
 
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
 mod common;
 
 use std::time::Duration;
@@ -142,8 +144,14 @@ fn parent_process_is_the_creator() -> TestResult {
     p.join()?;
     check_eq!(name, p.get_name());
     check_eq!(Some(pid), p.pid());
-    check_eq!(parent, Some(("MainProcess".to_string(), std::process::id())));
-    check!(multiproc::parent_process().is_none(), "the root has no parent");
+    check_eq!(
+        parent,
+        Some(("MainProcess".to_string(), std::process::id()))
+    );
+    check!(
+        multiproc::parent_process().is_none(),
+        "the root has no parent"
+    );
     Ok(())
 }
 
@@ -163,16 +171,29 @@ fn exit_codes_and_reasons_follow_python() -> TestResult {
     match panic.join()? {
         ExitReason::Panicked { message, location } => {
             check_eq!(message, "deliberate test panic");
-            check!(location.as_deref().is_some_and(|l| l.contains("process_lifecycle.rs")), "{location:?}");
+            check!(
+                location
+                    .as_deref()
+                    .is_some_and(|l| l.contains("process_lifecycle.rs")),
+                "{location:?}"
+            );
         }
         other => return Err(format!("expected a panic, got {other}").into()),
     }
     check_eq!(panic.exit_code(), Some(1));
     let stderr = String::from_utf8_lossy(&panic.output().unwrap_or_default().stderr).to_string();
-    check!(stderr.contains(&format!("Process {}:", panic.get_name())), "stderr: {stderr}");
+    check!(
+        stderr.contains(&format!("Process {}:", panic.get_name())),
+        "stderr: {stderr}"
+    );
     check_eq!(abort.join()?, ExitReason::Signaled(6));
     check_eq!(abort.exit_code(), Some(-6));
-    check_eq!(failed.join()?, ExitReason::Failed { message: "the function said no".into() });
+    check_eq!(
+        failed.join()?,
+        ExitReason::Failed {
+            message: "the function said no".into()
+        }
+    );
     check_eq!(failed.exit_code(), Some(1));
     Ok(())
 }
@@ -210,7 +231,10 @@ fn starting_twice_is_an_error() -> TestResult {
     p.start()?;
     let err = p.start().unwrap_err();
     check!(matches!(err, Error::AlreadyStarted(_)), "{err:?}");
-    check!(err.to_string().contains("cannot start a process twice"), "{err}");
+    check!(
+        err.to_string().contains("cannot start a process twice"),
+        "{err}"
+    );
     check_eq!(p.join()?, ExitReason::Normal);
     Ok(())
 }
@@ -233,7 +257,11 @@ fn unregistered_function_names_the_macro() -> TestResult {
     let mut p = Process::new(not_registered, ());
     let err = p.start().unwrap_err();
     check!(matches!(err, Error::Unregistered { .. }), "{err:?}");
-    check!(err.to_string().contains("multiproc::register!(not_registered)"), "{err}");
+    check!(
+        err.to_string()
+            .contains("multiproc::register!(not_registered)"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -241,7 +269,10 @@ fn protocol_mismatch_is_refused_by_the_child() -> TestResult {
     let mut p = Process::from(multiproc::Process::new(returns, ()).__hello_versions(999, 0));
     let err = p.start().unwrap_err();
     match &err {
-        Error::Bootstrap { source, .. } => check!(source.to_string().contains("protocol version mismatch"), "{err}"),
+        Error::Bootstrap { source, .. } => check!(
+            source.to_string().contains("protocol version mismatch"),
+            "{err}"
+        ),
         other => return Err(format!("expected a bootstrap error, got {other:?}").into()),
     }
     Ok(())
@@ -252,10 +283,15 @@ fn multiproc_core_protocol() -> u32 {
 }
 
 fn build_id_mismatch_is_refused_by_the_child() -> TestResult {
-    let mut p = Process::from(multiproc::Process::new(returns, ()).__hello_versions(multiproc_core_protocol(), 0xdead_beef));
+    let mut p = Process::from(
+        multiproc::Process::new(returns, ())
+            .__hello_versions(multiproc_core_protocol(), 0xdead_beef),
+    );
     let err = p.start().unwrap_err();
     match &err {
-        Error::Bootstrap { source, .. } => check!(source.to_string().contains("build id mismatch"), "{err}"),
+        Error::Bootstrap { source, .. } => {
+            check!(source.to_string().contains("build id mismatch"), "{err}")
+        }
         other => return Err(format!("expected a bootstrap error, got {other:?}").into()),
     }
     Ok(())
@@ -309,7 +345,8 @@ fn child_logs_reach_the_parent_subscriber() -> TestResult {
     p.join()?;
     let logs = common::child_logs();
     check!(
-        logs.iter().any(|(process, message)| process == p.get_name() && message == &text),
+        logs.iter()
+            .any(|(process, message)| process == p.get_name() && message == &text),
         "{logs:?}"
     );
     Ok(())
@@ -322,10 +359,21 @@ fn active_children_lists_running_children_only() -> TestResult {
     done.start()?;
     done.join()?;
     let active = multiproc::active_children();
-    check!(active.iter().any(|c| Some(c.pid) == running.pid()), "{active:?}");
-    check!(!active.iter().any(|c| Some(c.pid) == done.pid()), "{active:?}");
+    check!(
+        active.iter().any(|c| Some(c.pid) == running.pid()),
+        "{active:?}"
+    );
+    check!(
+        !active.iter().any(|c| Some(c.pid) == done.pid()),
+        "{active:?}"
+    );
     running.stop(Duration::from_secs(10))?;
-    check!(!multiproc::active_children().iter().any(|c| Some(c.pid) == running.pid()), "still listed");
+    check!(
+        !multiproc::active_children()
+            .iter()
+            .any(|c| Some(c.pid) == running.pid()),
+        "still listed"
+    );
     Ok(())
 }
 
@@ -346,7 +394,10 @@ fn daemon_children_are_stopped_when_their_parent_exits() -> TestResult {
     let daemon_pid: Option<u32> = ours.recv()?;
     let daemon_pid = daemon_pid.ok_or("daemon had no pid")?;
     check_eq!(p.join()?, ExitReason::Normal);
-    check!(common::wait_gone(daemon_pid, Duration::from_secs(5)), "daemon {daemon_pid} outlived its parent");
+    check!(
+        common::wait_gone(daemon_pid, Duration::from_secs(5)),
+        "daemon {daemon_pid} outlived its parent"
+    );
     Ok(())
 }
 
@@ -360,7 +411,11 @@ fn sentinel_completes_when_the_process_exits() -> TestResult {
 }
 
 fn multiproc_block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 const SKIP_INIT: &str = "MULTIPROC_TEST_SKIP_INIT";
@@ -377,26 +432,71 @@ fn main() {
     }
     common::run(vec![
         trial("names_follow_pythons_counter", names_follow_pythons_counter),
-        trial("parent_process_is_the_creator", parent_process_is_the_creator),
-        trial("exit_codes_and_reasons_follow_python", exit_codes_and_reasons_follow_python),
-        trial("terminate_and_kill_give_negative_codes", terminate_and_kill_give_negative_codes),
-        trial("join_on_a_never_started_process_is_an_error", join_on_a_never_started_process_is_an_error),
+        trial(
+            "parent_process_is_the_creator",
+            parent_process_is_the_creator,
+        ),
+        trial(
+            "exit_codes_and_reasons_follow_python",
+            exit_codes_and_reasons_follow_python,
+        ),
+        trial(
+            "terminate_and_kill_give_negative_codes",
+            terminate_and_kill_give_negative_codes,
+        ),
+        trial(
+            "join_on_a_never_started_process_is_an_error",
+            join_on_a_never_started_process_is_an_error,
+        ),
         trial("starting_twice_is_an_error", starting_twice_is_an_error),
-        trial("closing_a_running_process_is_an_error", closing_a_running_process_is_an_error),
-        trial("unregistered_function_names_the_macro", unregistered_function_names_the_macro),
-        trial("protocol_mismatch_is_refused_by_the_child", protocol_mismatch_is_refused_by_the_child),
-        trial("build_id_mismatch_is_refused_by_the_child", build_id_mismatch_is_refused_by_the_child),
-        trial("forgotten_init_is_a_clear_error_not_a_fork_bomb", forgotten_init_is_a_clear_error_not_a_fork_bomb),
-        trial("stop_shuts_down_a_cooperating_child", stop_shuts_down_a_cooperating_child),
-        trial("stop_kills_a_child_that_ignores_it", stop_kills_a_child_that_ignores_it),
+        trial(
+            "closing_a_running_process_is_an_error",
+            closing_a_running_process_is_an_error,
+        ),
+        trial(
+            "unregistered_function_names_the_macro",
+            unregistered_function_names_the_macro,
+        ),
+        trial(
+            "protocol_mismatch_is_refused_by_the_child",
+            protocol_mismatch_is_refused_by_the_child,
+        ),
+        trial(
+            "build_id_mismatch_is_refused_by_the_child",
+            build_id_mismatch_is_refused_by_the_child,
+        ),
+        trial(
+            "forgotten_init_is_a_clear_error_not_a_fork_bomb",
+            forgotten_init_is_a_clear_error_not_a_fork_bomb,
+        ),
+        trial(
+            "stop_shuts_down_a_cooperating_child",
+            stop_shuts_down_a_cooperating_child,
+        ),
+        trial(
+            "stop_kills_a_child_that_ignores_it",
+            stop_kills_a_child_that_ignores_it,
+        ),
         trial("output_can_be_captured", output_can_be_captured),
-        trial("child_logs_reach_the_parent_subscriber", child_logs_reach_the_parent_subscriber),
-        trial("active_children_lists_running_children_only", active_children_lists_running_children_only),
+        trial(
+            "child_logs_reach_the_parent_subscriber",
+            child_logs_reach_the_parent_subscriber,
+        ),
+        trial(
+            "active_children_lists_running_children_only",
+            active_children_lists_running_children_only,
+        ),
         trial(
             "non_daemon_children_are_joined_before_their_parent_exits",
             non_daemon_children_are_joined_before_their_parent_exits,
         ),
-        trial("daemon_children_are_stopped_when_their_parent_exits", daemon_children_are_stopped_when_their_parent_exits),
-        trial("sentinel_completes_when_the_process_exits", sentinel_completes_when_the_process_exits),
+        trial(
+            "daemon_children_are_stopped_when_their_parent_exits",
+            daemon_children_are_stopped_when_their_parent_exits,
+        ),
+        trial(
+            "sentinel_completes_when_the_process_exits",
+            sentinel_completes_when_the_process_exits,
+        ),
     ])
 }

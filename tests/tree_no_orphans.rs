@@ -4,6 +4,8 @@
 //! Each case starts this test binary again as a separate root (role `tree_root`),
 //! which builds a tree of seven processes and prints their pids.
 
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
 mod common;
 
 use std::io::{BufRead, BufReader};
@@ -99,7 +101,10 @@ fn sigkill_at_the_root_leaves_no_descendant() -> TestResult {
     signal(root.child.id(), rustix::process::Signal::KILL)?;
     root.child.wait()?;
     for &pid in &root.pids {
-        check!(common::wait_gone(pid, Duration::from_secs(1)), "descendant {pid} survived SIGKILL of the root");
+        check!(
+            common::wait_gone(pid, Duration::from_secs(1)),
+            "descendant {pid} survived SIGKILL of the root"
+        );
     }
     Ok(())
 }
@@ -110,7 +115,10 @@ fn graceful_stop(sig: rustix::process::Signal) -> TestResult {
     let status = root.child.wait()?;
     check_eq!(status.code(), Some(0));
     for &pid in &root.pids {
-        check!(common::wait_gone(pid, Duration::from_secs(1)), "descendant {pid} outlived the root");
+        check!(
+            common::wait_gone(pid, Duration::from_secs(1)),
+            "descendant {pid} outlived the root"
+        );
     }
     Ok(())
 }
@@ -128,8 +136,17 @@ fn main() {
         tree_root();
     }
     common::run(vec![
-        trial("sigkill_at_the_root_leaves_no_descendant", sigkill_at_the_root_leaves_no_descendant),
-        trial("sigterm_at_the_root_stops_the_tree_and_exits_0", sigterm_at_the_root_stops_the_tree_and_exits_0),
-        trial("sigint_at_the_root_stops_the_tree_and_exits_0", sigint_at_the_root_stops_the_tree_and_exits_0),
+        trial(
+            "sigkill_at_the_root_leaves_no_descendant",
+            sigkill_at_the_root_leaves_no_descendant,
+        ),
+        trial(
+            "sigterm_at_the_root_stops_the_tree_and_exits_0",
+            sigterm_at_the_root_stops_the_tree_and_exits_0,
+        ),
+        trial(
+            "sigint_at_the_root_stops_the_tree_and_exits_0",
+            sigint_at_the_root_stops_the_tree_and_exits_0,
+        ),
     ])
 }

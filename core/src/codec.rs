@@ -39,7 +39,10 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resul
     let mut ser = rmp_serde::Serializer::new(&mut *buf).with_struct_map();
     value.serialize(&mut ser).map_err(|e| {
         buf.truncate(start);
-        CodecError::Encode { type_name: std::any::type_name::<T>(), message: e.to_string() }
+        CodecError::Encode {
+            type_name: std::any::type_name::<T>(),
+            message: e.to_string(),
+        }
     })
 }
 
@@ -49,8 +52,10 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) -> Resul
 ///
 /// [`CodecError::Decode`] when the bytes are not a valid encoding of a `T`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    rmp_serde::from_slice(bytes)
-        .map_err(|e| CodecError::Decode { type_name: std::any::type_name::<T>(), message: e.to_string() })
+    rmp_serde::from_slice(bytes).map_err(|e| CodecError::Decode {
+        type_name: std::any::type_name::<T>(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -69,10 +69,16 @@ impl fmt::Display for ExitReason {
             ExitReason::Normal => f.write_str("normal"),
             ExitReason::Shutdown => f.write_str("shutdown"),
             ExitReason::Exited(code) => write!(f, "exited({code})"),
-            ExitReason::Panicked { message, location: Some(loc) } => {
+            ExitReason::Panicked {
+                message,
+                location: Some(loc),
+            } => {
                 write!(f, "panicked at {loc}: {message}")
             }
-            ExitReason::Panicked { message, location: None } => write!(f, "panicked: {message}"),
+            ExitReason::Panicked {
+                message,
+                location: None,
+            } => write!(f, "panicked: {message}"),
             ExitReason::Failed { message } => write!(f, "failed: {message}"),
             ExitReason::Signaled(sig) => write!(f, "signaled({})", signal_name(*sig)),
             ExitReason::Killed => f.write_str("killed"),
@@ -112,11 +118,14 @@ pub fn exit_reason(
     const SIGKILL: i32 = 9;
     match (status, report) {
         (WaitStatus::Exited(_), Some(ExitReport::Panicked { message, location })) => {
-            ExitReason::Panicked { message: message.clone(), location: location.clone() }
+            ExitReason::Panicked {
+                message: message.clone(),
+                location: location.clone(),
+            }
         }
-        (WaitStatus::Exited(_), Some(ExitReport::Failed { message })) => {
-            ExitReason::Failed { message: message.clone() }
-        }
+        (WaitStatus::Exited(_), Some(ExitReport::Failed { message })) => ExitReason::Failed {
+            message: message.clone(),
+        },
         (WaitStatus::Exited(0), _) if stop_requested => ExitReason::Shutdown,
         (WaitStatus::Exited(0), _) => ExitReason::Normal,
         (WaitStatus::Exited(code), _) => ExitReason::Exited(code),
@@ -152,28 +161,94 @@ mod tests {
 
     #[test]
     fn exit_code_table() {
-        let panic = ExitReport::Panicked { message: "boom".into(), location: Some("a.rs:1:2".into()) };
-        let cases: Vec<(WaitStatus, Option<&ExitReport>, bool, bool, ExitReason, i32)> = vec![
-            (WaitStatus::Exited(0), None, false, false, ExitReason::Normal, 0),
-            (WaitStatus::Exited(0), Some(&ExitReport::Normal), true, false, ExitReason::Shutdown, 0),
-            (WaitStatus::Exited(3), None, false, false, ExitReason::Exited(3), 3),
-            (WaitStatus::Exited(3), None, true, false, ExitReason::Exited(3), 3),
+        let panic = ExitReport::Panicked {
+            message: "boom".into(),
+            location: Some("a.rs:1:2".into()),
+        };
+        type Case<'a> = (WaitStatus, Option<&'a ExitReport>, bool, bool, ExitReason, i32);
+        let cases: Vec<Case<'_>> = vec![
+            (
+                WaitStatus::Exited(0),
+                None,
+                false,
+                false,
+                ExitReason::Normal,
+                0,
+            ),
+            (
+                WaitStatus::Exited(0),
+                Some(&ExitReport::Normal),
+                true,
+                false,
+                ExitReason::Shutdown,
+                0,
+            ),
+            (
+                WaitStatus::Exited(3),
+                None,
+                false,
+                false,
+                ExitReason::Exited(3),
+                3,
+            ),
+            (
+                WaitStatus::Exited(3),
+                None,
+                true,
+                false,
+                ExitReason::Exited(3),
+                3,
+            ),
             (
                 WaitStatus::Exited(1),
                 Some(&panic),
                 false,
                 false,
-                ExitReason::Panicked { message: "boom".into(), location: Some("a.rs:1:2".into()) },
+                ExitReason::Panicked {
+                    message: "boom".into(),
+                    location: Some("a.rs:1:2".into()),
+                },
                 1,
             ),
-            (WaitStatus::Signaled(6), None, false, false, ExitReason::Signaled(6), -6),
-            (WaitStatus::Signaled(15), None, true, false, ExitReason::Signaled(15), -15),
-            (WaitStatus::Signaled(9), None, false, false, ExitReason::Signaled(9), -9),
-            (WaitStatus::Signaled(9), None, true, true, ExitReason::Killed, -9),
+            (
+                WaitStatus::Signaled(6),
+                None,
+                false,
+                false,
+                ExitReason::Signaled(6),
+                -6,
+            ),
+            (
+                WaitStatus::Signaled(15),
+                None,
+                true,
+                false,
+                ExitReason::Signaled(15),
+                -15,
+            ),
+            (
+                WaitStatus::Signaled(9),
+                None,
+                false,
+                false,
+                ExitReason::Signaled(9),
+                -9,
+            ),
+            (
+                WaitStatus::Signaled(9),
+                None,
+                true,
+                true,
+                ExitReason::Killed,
+                -9,
+            ),
         ];
         for (status, report, stop, killed, reason, code) in cases {
             let got = exit_reason(status, report, stop, killed);
-            assert_eq!(got, reason, "{status:?} {report:?} stop={stop} killed={killed}");
+            assert_eq!(
+                got, reason,
+                "{status:?} {report:?} stop={stop} killed={killed}"
+            );
             assert_eq!(got.exit_code(), code);
         }
     }
@@ -182,7 +257,10 @@ mod tests {
     fn display_is_readable() {
         assert_eq!(ExitReason::Signaled(15).to_string(), "signaled(SIGTERM)");
         assert_eq!(ExitReason::Exited(3).to_string(), "exited(3)");
-        let p = ExitReason::Panicked { message: "boom".into(), location: Some("f.rs:3:5".into()) };
+        let p = ExitReason::Panicked {
+            message: "boom".into(),
+            location: Some("f.rs:3:5".into()),
+        };
         assert_eq!(p.to_string(), "panicked at f.rs:3:5: boom");
     }
 }

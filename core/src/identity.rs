@@ -63,7 +63,11 @@ impl Identity {
 
     /// `MainProcess` for the root, the default name otherwise.
     pub fn name_or_main(&self, prefix: &str) -> String {
-        if self.is_root() { "MainProcess".to_string() } else { self.default_name(prefix) }
+        if self.is_root() {
+            "MainProcess".to_string()
+        } else {
+            self.default_name(prefix)
+        }
     }
 
     /// Where a message for `to` goes next when it is in the process `self`.
@@ -166,12 +170,21 @@ mod tests {
 
     #[test]
     fn names_follow_python() {
-        let cases: &[(&[u32], &str)] =
-            &[(&[1], "Process-1"), (&[1, 2], "Process-1:2"), (&[2, 1, 1], "Process-2:1:1")];
+        let cases: &[(&[u32], &str)] = &[
+            (&[1], "Process-1"),
+            (&[1, 2], "Process-1:2"),
+            (&[2, 1, 1], "Process-2:1:1"),
+        ];
         for (path, name) in cases {
-            assert_eq!(Identity::from_path(path.to_vec()).default_name("Process"), *name);
+            assert_eq!(
+                Identity::from_path(path.to_vec()).default_name("Process"),
+                *name
+            );
         }
-        assert_eq!(Identity::from_path(vec![3]).default_name("PoolWorker"), "PoolWorker-3");
+        assert_eq!(
+            Identity::from_path(vec![3]).default_name("PoolWorker"),
+            "PoolWorker-3"
+        );
     }
 
     #[test]
@@ -195,6 +208,9 @@ mod tests {
     #[test]
     fn parent_of_root_is_none() {
         assert_eq!(Identity::root().parent(), None);
-        assert_eq!(Identity::from_path(vec![1, 2]).parent(), Some(Identity::from_path(vec![1])));
+        assert_eq!(
+            Identity::from_path(vec![1, 2]).parent(),
+            Some(Identity::from_path(vec![1]))
+        );
     }
 }

@@ -24,6 +24,6 @@ pub use error::CodecError;
 pub use exit::{ExitReason, WaitStatus, exit_reason};
 pub use identity::{Counter, Hop, Identity};
 pub use packet::{
-    Body, BootstrapError, EntryKind, Envelope, ExitReport, Hello, LogRecord, Packet, PROTOCOL_VERSION,
-    RemoteError,
+    Body, BootstrapError, EntryKind, Envelope, ExitReport, Hello, LogRecord, PROTOCOL_VERSION,
+    Packet, RemoteError,
 };

@@ -101,7 +101,9 @@ pub enum BootstrapError {
         child: u32,
     },
     /// The child is not the same build as the parent.
-    #[error("build id mismatch: parent is {parent:#x}, child is {child:#x} (was the binary rebuilt while running?)")]
+    #[error(
+        "build id mismatch: parent is {parent:#x}, child is {child:#x} (was the binary rebuilt while running?)"
+    )]
     BuildMismatch {
         /// The parent's build id.
         parent: u64,
@@ -222,8 +224,14 @@ mod tests {
             Packet::Ready { pid: 42 },
             Packet::Stop,
             Packet::Envelope(env),
-            Packet::Exiting(ExitReport::Panicked { message: "m".into(), location: None }),
-            Packet::Rejected(BootstrapError::ProtocolMismatch { parent: 2, child: 1 }),
+            Packet::Exiting(ExitReport::Panicked {
+                message: "m".into(),
+                location: None,
+            }),
+            Packet::Rejected(BootstrapError::ProtocolMismatch {
+                parent: 2,
+                child: 1,
+            }),
         ] {
             let bytes = codec::encode(&p).unwrap();
             assert_eq!(codec::decode::<Packet>(&bytes).unwrap(), p);

@@ -47,6 +47,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 ///         self.0
 ///     }
 /// }
+///
+/// // Hosted in a child, it serves calls; here, driven directly:
+/// let mut c = multiproc_supervisor::block_on(Counter::start(1)).unwrap();
+/// assert_eq!(multiproc_supervisor::block_on(c.handle(2)), 3);
 /// ```
 pub trait Actor: Sized + Send + 'static {
     /// What the actor is started with.
@@ -83,7 +87,10 @@ pub struct ActorRef<A> {
 
 impl<A> Clone for ActorRef<A> {
     fn clone(&self) -> Self {
-        ActorRef { addr: self.addr.clone(), _actor: PhantomData }
+        ActorRef {
+            addr: self.addr.clone(),
+            _actor: PhantomData,
+        }
     }
 }
 
@@ -97,7 +104,9 @@ impl<A> Eq for ActorRef<A> {}
 
 impl<A> fmt::Debug for ActorRef<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ActorRef").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("ActorRef")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -106,7 +115,10 @@ const ENVELOPE_OVERHEAD: usize = 256;
 
 impl<A: Actor> ActorRef<A> {
     pub(crate) fn new(addr: Identity) -> Self {
-        ActorRef { addr, _actor: PhantomData }
+        ActorRef {
+            addr,
+            _actor: PhantomData,
+        }
     }
 
     /// The address (the identity of the hosting process).
@@ -136,7 +148,11 @@ impl<A: Actor> ActorRef<A> {
     /// # Errors
     ///
     /// As [`call`](ActorRef::call), plus [`CallError::Timeout`].
-    pub async fn call_timeout(&self, msg: A::Msg, timeout: Duration) -> Result<A::Reply, CallError> {
+    pub async fn call_timeout(
+        &self,
+        msg: A::Msg,
+        timeout: Duration,
+    ) -> Result<A::Reply, CallError> {
         let (corr, rx) = self.send_call(&msg)?;
         let waited = runtime::run(async move { tokio::time::timeout(timeout, rx).await }).await;
         match waited {
@@ -157,15 +173,28 @@ impl<A: Actor> ActorRef<A> {
     /// [`CallError::Encode`] / [`CallError::TooLarge`] (nothing sent).
     pub fn cast(&self, msg: A::Msg) -> Result<(), CallError> {
         let payload = encode_payload(&msg)?;
-        router::route(Envelope { to: self.addr.clone(), from: me().identity.clone(), corr: 0, body: Body::Cast(payload) });
+        router::route(Envelope {
+            to: self.addr.clone(),
+            from: me().identity.clone(),
+            corr: 0,
+            body: Body::Cast(payload),
+        });
         Ok(())
     }
 
-    fn send_call(&self, msg: &A::Msg) -> Result<(u64, tokio::sync::oneshot::Receiver<Body>), CallError> {
+    fn send_call(
+        &self,
+        msg: &A::Msg,
+    ) -> Result<(u64, tokio::sync::oneshot::Receiver<Body>), CallError> {
         let payload = encode_payload(msg)?;
         let corr = router::next_corr();
         let rx = router::expect_reply(corr);
-        router::route(Envelope { to: self.addr.clone(), from: me().identity.clone(), corr, body: Body::Call(payload) });
+        router::route(Envelope {
+            to: self.addr.clone(),
+            from: me().identity.clone(),
+            corr,
+            body: Body::Call(payload),
+        });
         Ok((corr, rx))
     }
 }
@@ -174,7 +203,10 @@ fn encode_payload<T: Serialize>(msg: &T) -> Result<Vec<u8>, CallError> {
     let payload = codec::encode(msg).map_err(CallError::Encode)?;
     let max = MAX_FRAME_LEN - ENVELOPE_OVERHEAD;
     if payload.len() > max {
-        return Err(CallError::TooLarge { len: payload.len(), max });
+        return Err(CallError::TooLarge {
+            len: payload.len(),
+            max,
+        });
     }
     Ok(payload)
 }
@@ -183,7 +215,9 @@ fn reply<A: Actor>(body: Body, _corr: u64) -> Result<A::Reply, CallError> {
     match body {
         Body::Reply(bytes) => codec::decode(&bytes).map_err(CallError::Decode),
         Body::Fail(e) => Err(CallError::Remote(e)),
-        Body::Call(_) | Body::Cast(_) => Err(CallError::Remote(RemoteError::Decode("a request came back as a reply".into()))),
+        Body::Call(_) | Body::Cast(_) => Err(CallError::Remote(RemoteError::Decode(
+            "a request came back as a reply".into(),
+        ))),
     }
 }
 
@@ -195,11 +229,20 @@ impl<A: Actor> ractor::Actor for Host<A> {
     type State = A;
     type Arguments = A;
 
-    async fn pre_start(&self, _: ractor::ActorRef<Envelope>, actor: A) -> Result<A, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ractor::ActorRef<Envelope>,
+        actor: A,
+    ) -> Result<A, ActorProcessingErr> {
         Ok(actor)
     }
 
-    async fn handle(&self, _: ractor::ActorRef<Envelope>, env: Envelope, actor: &mut A) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ractor::ActorRef<Envelope>,
+        env: Envelope,
+        actor: &mut A,
+    ) -> Result<(), ActorProcessingErr> {
         let (payload, is_call) = match env.body {
             Body::Call(p) => (p, true),
             Body::Cast(p) => (p, false),
@@ -207,7 +250,12 @@ impl<A: Actor> ractor::Actor for Host<A> {
         };
         let answer = |body| {
             if is_call {
-                router::route(Envelope { to: env.from.clone(), from: env.to.clone(), corr: env.corr, body });
+                router::route(Envelope {
+                    to: env.from.clone(),
+                    from: env.to.clone(),
+                    corr: env.corr,
+                    body,
+                });
             }
         };
         let msg: A::Msg = match codec::decode(&payload) {
@@ -234,7 +282,11 @@ impl<A: Actor> ractor::Actor for Host<A> {
         Ok(())
     }
 
-    async fn post_stop(&self, _: ractor::ActorRef<Envelope>, actor: &mut A) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _: ractor::ActorRef<Envelope>,
+        actor: &mut A,
+    ) -> Result<(), ActorProcessingErr> {
         actor.stopping().await;
         Ok(())
     }

@@ -16,9 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
-use multiproc_core::{
-    BootstrapError, ExitReport, Hello, PROTOCOL_VERSION, Packet, codec,
-};
+use multiproc_core::{BootstrapError, ExitReport, Hello, PROTOCOL_VERSION, Packet, codec};
 use multiproc_transport::{FrameReader, MAX_FRAME_LEN};
 use tokio::sync::{mpsc, oneshot};
 
@@ -148,7 +146,9 @@ fn install_panic_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         let message = panic_message(info.payload());
-        let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
         *PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some((message, location));
         eprintln!("Process {}:", current::me().name);
         default(info);
@@ -157,7 +157,9 @@ fn install_panic_hook() {
 
 /// The life of a child process; returns its exit status.
 fn child_main() -> i32 {
-    let expected_parent: Option<u32> = std::env::var(ENV_PARENT_PID).ok().and_then(|p| p.parse().ok());
+    let expected_parent: Option<u32> = std::env::var(ENV_PARENT_PID)
+        .ok()
+        .and_then(|p| p.parse().ok());
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     let parent_pid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
     if expected_parent != Some(parent_pid) {
@@ -187,7 +189,13 @@ fn child_main() -> i32 {
         }
     };
     let Some(entry) = registry::by_name(&hello.entry).filter(|e| e.kind == hello.kind) else {
-        let _ = reject(&mut sock, BootstrapError::UnknownEntry { kind: hello.kind, name: hello.entry.clone() });
+        let _ = reject(
+            &mut sock,
+            BootstrapError::UnknownEntry {
+                kind: hello.kind,
+                name: hello.entry.clone(),
+            },
+        );
         return EXIT_BOOTSTRAP_FAILED;
     };
     current::set_me(Me {
@@ -203,7 +211,12 @@ fn child_main() -> i32 {
     install_panic_hook();
     // Written before the entry runs, synchronously: an entry that calls
     // `std::process::exit` at once must still have completed the handshake.
-    if let Err(e) = write_packet(&mut sock, &Packet::Ready { pid: std::process::id() }) {
+    if let Err(e) = write_packet(
+        &mut sock,
+        &Packet::Ready {
+            pid: std::process::id(),
+        },
+    ) {
         eprintln!("multiproc: cannot answer the parent: {e}");
         return EXIT_PARENT_GONE;
     }
@@ -220,10 +233,13 @@ fn child_main() -> i32 {
 
     let run = entry.run;
     let args = hello.args;
-    let outcome = match catch_unwind(AssertUnwindSafe(|| multiproc_transport::provide_fds(fds, || run(args)))) {
+    let outcome = match catch_unwind(AssertUnwindSafe(|| {
+        multiproc_transport::provide_fds(fds, || run(args))
+    })) {
         Ok(outcome) => outcome,
         Err(payload) => {
-            let (message, location) = take_panic().unwrap_or_else(|| (panic_message(&*payload), None));
+            let (message, location) =
+                take_panic().unwrap_or_else(|| (panic_message(&*payload), None));
             EntryOutcome::Panicked { message, location }
         }
     };
@@ -235,7 +251,9 @@ fn child_main() -> i32 {
             eprintln!("Process {}: {message}", current::me().name);
             (ExitReport::Failed { message }, 1)
         }
-        EntryOutcome::Panicked { message, location } => (ExitReport::Panicked { message, location }, 1),
+        EntryOutcome::Panicked { message, location } => {
+            (ExitReport::Panicked { message, location }, 1)
+        }
     };
     let _ = uplink.send(Outgoing::Packet(Packet::Exiting(report)));
     let (flushed_tx, flushed_rx) = oneshot::channel();
@@ -259,31 +277,51 @@ fn take_control_socket() -> std::io::Result<OwnedFd> {
 fn read_hello(sock: &mut StdUnixStream) -> Result<(Hello, Vec<OwnedFd>), BootstrapError> {
     let bad = |e: &dyn std::fmt::Display| BootstrapError::BadHello(e.to_string());
     let mut header = [0u8; 4];
-    let (n, fds) = multiproc_transport::recv_with_fds(sock.as_fd(), &mut header, MAX_HELLO_FDS).map_err(|e| bad(&e))?;
+    let (n, fds) = multiproc_transport::recv_with_fds(sock.as_fd(), &mut header, MAX_HELLO_FDS)
+        .map_err(|e| bad(&e))?;
     if n == 0 {
-        return Err(BootstrapError::BadHello("the parent closed the link before the Hello".into()));
+        return Err(BootstrapError::BadHello(
+            "the parent closed the link before the Hello".into(),
+        ));
     }
     sock.read_exact(&mut header[n..]).map_err(|e| bad(&e))?;
     let len = i32::from_be_bytes(header);
     let len = usize::try_from(len).map_err(|_| bad(&format!("bad frame length {len}")))?;
     if len > MAX_FRAME_LEN {
-        return Err(bad(&format!("Hello frame of {len} bytes is over the limit")));
+        return Err(bad(&format!(
+            "Hello frame of {len} bytes is over the limit"
+        )));
     }
     let mut body = vec![0u8; len];
     sock.read_exact(&mut body).map_err(|e| bad(&e))?;
-    let Packet::Hello { protocol, build_id, body } = codec::decode::<Packet>(&body).map_err(|e| bad(&e))? else {
+    let Packet::Hello {
+        protocol,
+        build_id,
+        body,
+    } = codec::decode::<Packet>(&body).map_err(|e| bad(&e))?
+    else {
         return Err(bad(&"the first frame is not a Hello"));
     };
     if protocol != PROTOCOL_VERSION {
-        return Err(BootstrapError::ProtocolMismatch { parent: protocol, child: PROTOCOL_VERSION });
+        return Err(BootstrapError::ProtocolMismatch {
+            parent: protocol,
+            child: PROTOCOL_VERSION,
+        });
     }
     let ours = registry::build_id();
     if build_id != ours {
-        return Err(BootstrapError::BuildMismatch { parent: build_id, child: ours });
+        return Err(BootstrapError::BuildMismatch {
+            parent: build_id,
+            child: ours,
+        });
     }
     let hello: Hello = codec::decode(&body).map_err(|e| bad(&e))?;
     if hello.fds as usize != fds.len() {
-        return Err(bad(&format!("expected {} descriptors, received {}", hello.fds, fds.len())));
+        return Err(bad(&format!(
+            "expected {} descriptors, received {}",
+            hello.fds,
+            fds.len()
+        )));
     }
     Ok((hello, fds))
 }
@@ -342,4 +380,3 @@ async fn parent_gone() {
     let _ = tokio::time::timeout(Duration::from_secs(1), process::finish_children()).await;
     exit_now(EXIT_PARENT_GONE);
 }
-

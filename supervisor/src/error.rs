@@ -102,7 +102,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn os(what: &'static str, source: impl Into<std::io::Error>) -> Self {
-        Error::Os { what, source: source.into() }
+        Error::Os {
+            what,
+            source: source.into(),
+        }
     }
 }
 

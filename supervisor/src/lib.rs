@@ -25,7 +25,8 @@ pub use bootstrap::{EXIT_BOOTSTRAP_FAILED, EXIT_PARENT_GONE, init};
 pub use current::{CurrentProcess, ParentProcess, cpu_count, current_process, parent_process};
 pub use error::{CallError, Error};
 pub use process::{
-    ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Output, Process, Sentinel, active_children,
+    ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Output, Process, Sentinel,
+    active_children,
 };
 pub use stop::{stop_requested, wait_for_stop};
 pub use target::{Outcome, Target};

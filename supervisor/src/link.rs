@@ -6,15 +6,18 @@
 //! ends the link.
 
 use multiproc_core::{Body, Envelope, Packet, RemoteError, codec};
-use multiproc_transport::frame::{self, FrameError, FrameReader};
 use multiproc_transport::MAX_FRAME_LEN;
+use multiproc_transport::frame::{self, FrameError, FrameReader};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use crate::router::{self, Outgoing};
 
 /// Writes everything sent on `rx` to `w`, in order, until `rx` closes or a write fails.
-pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) {
     let mut buf = Vec::with_capacity(256);
     let mut scratch = Vec::with_capacity(256);
     while let Some(out) = rx.recv().await {
@@ -26,7 +29,10 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Un
                         frame::write_frame(&mut w, &buf, MAX_FRAME_LEN, &mut scratch).await
                     }
                     Ok(()) => {
-                        refuse(packet, format!("{} bytes is over the frame limit", buf.len()));
+                        refuse(
+                            packet,
+                            format!("{} bytes is over the frame limit", buf.len()),
+                        );
                         Ok(())
                     }
                     Err(e) => {
@@ -35,7 +41,9 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(mut w: W, mut rx: mpsc::Un
                     }
                 }
             }
-            Outgoing::Raw(bytes) => frame::write_frame(&mut w, &bytes, usize::MAX, &mut scratch).await,
+            Outgoing::Raw(bytes) => {
+                frame::write_frame(&mut w, &bytes, usize::MAX, &mut scratch).await
+            }
             Outgoing::Flush(done) => {
                 let _ = done.send(());
                 Ok(())
@@ -85,7 +93,9 @@ pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
         match reader.read_frame(&mut buf).await {
             Ok(true) => match codec::decode::<Packet>(&buf) {
                 Ok(packet) => on_packet(packet),
-                Err(e) => tracing::warn!(peer, error = %e, "skipped a malformed frame on a control link"),
+                Err(e) => {
+                    tracing::warn!(peer, error = %e, "skipped a malformed frame on a control link")
+                }
             },
             Ok(false) => return LinkEnd::Eof,
             Err(e @ FrameError::TooLarge { .. }) => {

@@ -46,7 +46,10 @@ fn level_of(n: u8) -> LevelFilter {
 pub(crate) fn install_forwarder(uplink: LinkTx, level: Option<u8>) {
     let _ = UPLINK.set(uplink);
     if let Some(level) = level {
-        let sub = Forward { max: level_of(level), next_span: AtomicU64::new(1) };
+        let sub = Forward {
+            max: level_of(level),
+            next_span: AtomicU64::new(1),
+        };
         let _ = tracing::subscriber::set_global_default(sub);
     }
 }
@@ -57,7 +60,12 @@ pub(crate) fn from_child(record: LogRecord) {
         let _ = up.send(Outgoing::Packet(Packet::Log(record)));
         return;
     }
-    let LogRecord { level, target, process, message } = record;
+    let LogRecord {
+        level,
+        target,
+        process,
+        message,
+    } = record;
     macro_rules! emit {
         ($lvl:expr) => {
             tracing::event!(target: "multiproc::child", $lvl, process = %process, source = %target, "{message}")
@@ -106,8 +114,12 @@ impl Subscriber for Forward {
             Level::DEBUG => 4,
             Level::TRACE => 5,
         };
-        let record =
-            LogRecord { level, target: meta.target().to_string(), process: me().name.clone(), message: text.0 };
+        let record = LogRecord {
+            level,
+            target: meta.target().to_string(),
+            process: me().name.clone(),
+            message: text.0,
+        };
         let _ = up.send(Outgoing::Packet(Packet::Log(record)));
     }
 

@@ -89,7 +89,10 @@ pub struct Output {
 /// The children started by this process and not yet reaped.
 pub(crate) fn children() -> std::sync::MutexGuard<'static, Vec<Arc<Child>>> {
     static CHILDREN: OnceLock<Mutex<Vec<Arc<Child>>>> = OnceLock::new();
-    CHILDREN.get_or_init(Mutex::default).lock().unwrap_or_else(|e| e.into_inner())
+    CHILDREN
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 impl Process {
@@ -120,7 +123,10 @@ impl Process {
             let (encoded, fds) = multiproc_transport::collect_fds(|| codec::encode(args));
             match encoded {
                 Ok(args) => Ok(Plan { entry, args, fds }),
-                Err(source) => Err(Error::Args { name: name.clone(), source }),
+                Err(source) => Err(Error::Args {
+                    name: name.clone(),
+                    source,
+                }),
             }
         });
         Process {
@@ -207,7 +213,8 @@ impl Process {
     /// What the child wrote, if created with [`capture_output`](Process::capture_output)
     /// and joined.
     pub fn output(&self) -> Option<Output> {
-        self.child().and_then(|c| c.output.lock().unwrap_or_else(|e| e.into_inner()).clone())
+        self.child()
+            .and_then(|c| c.output.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
     /// A handle to the actor this process hosts.
@@ -302,7 +309,10 @@ impl Process {
     /// [`Error::NotStarted`] or [`Error::Closed`].
     pub async fn join_timeout(&self, timeout: Duration) -> Result<Option<ExitReason>, Error> {
         let child = Arc::clone(self.started()?);
-        Ok(runtime::run(async move { tokio::time::timeout(timeout, child.wait()).await.ok() }).await)
+        Ok(
+            runtime::run(async move { tokio::time::timeout(timeout, child.wait()).await.ok() })
+                .await,
+        )
     }
 
     /// A future-like handle that completes when the process exits (Python's
@@ -312,7 +322,9 @@ impl Process {
     ///
     /// [`Error::NotStarted`] or [`Error::Closed`].
     pub fn sentinel(&self) -> Result<Sentinel, Error> {
-        Ok(Sentinel { exit: self.started()?.exit.clone() })
+        Ok(Sentinel {
+            exit: self.started()?.exit.clone(),
+        })
     }
 
     /// Sends SIGTERM. No effect on a process that has exited.
@@ -446,11 +458,18 @@ impl Child {
 async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
     let name = req.name.clone();
     let identity = req.hello.identity.clone();
-    let number = *identity.path().last().expect("a child identity is never empty");
+    let number = *identity
+        .path()
+        .last()
+        .expect("a child identity is never empty");
     let daemon = req.daemon;
     let timeout = req.handshake_timeout;
     let spawned = runtime::on_spawner(move || spawn::spawn(req)).await?;
-    let spawn::Spawned { mut os_child, stream, pidfd } = spawned;
+    let spawn::Spawned {
+        mut os_child,
+        stream,
+        pidfd,
+    } = spawned;
     let pid = os_child.id().unwrap_or(0);
     let (rd, wr) = stream.into_split();
     let mut reader = FrameReader::new(rd, MAX_FRAME_LEN);
@@ -472,8 +491,12 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
             return Err(Error::Bootstrap { name, source });
         }
         _ => {
-            let status = os_child.wait().await.map_err(|e| Error::os("cannot wait for the child", e))?;
-            let reason = multiproc_core::exit_reason(spawn::wait_status(status), None, false, false);
+            let status = os_child
+                .wait()
+                .await
+                .map_err(|e| Error::os("cannot wait for the child", e))?;
+            let reason =
+                multiproc_core::exit_reason(spawn::wait_status(status), None, false, false);
             return Err(Error::NoHandshake { name, reason });
         }
     }
@@ -567,7 +590,12 @@ pub fn active_children() -> Vec<ChildInfo> {
     children()
         .iter()
         .filter(|c| !c.has_exited())
-        .map(|c| ChildInfo { name: c.name.clone(), identity: c.identity.clone(), pid: c.pid, daemon: c.daemon })
+        .map(|c| ChildInfo {
+            name: c.name.clone(),
+            identity: c.identity.clone(),
+            pid: c.pid,
+            daemon: c.daemon,
+        })
         .collect()
 }
 

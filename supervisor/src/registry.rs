@@ -41,7 +41,11 @@ struct Index {
 fn index() -> &'static Index {
     static INDEX: OnceLock<Index> = OnceLock::new();
     INDEX.get_or_init(|| {
-        let mut idx = Index { by_type: HashMap::new(), by_name: HashMap::new(), duplicate: None };
+        let mut idx = Index {
+            by_type: HashMap::new(),
+            by_name: HashMap::new(),
+            duplicate: None,
+        };
         for e in ENTRIES.iter() {
             idx.by_type.insert((e.type_id)(), e);
             if idx.by_name.insert(e.name, e).is_some() {
@@ -62,12 +66,20 @@ pub(crate) fn by_type<T: 'static>(kind: EntryKind) -> Result<&'static Entry, Err
         Some(e) if e.kind == kind => Ok(e),
         _ => {
             let type_name = std::any::type_name::<T>();
-            let short = type_name.rsplit("::").next().unwrap_or(type_name).to_string();
+            let short = type_name
+                .rsplit("::")
+                .next()
+                .unwrap_or(type_name)
+                .to_string();
             let macro_name = match kind {
                 EntryKind::Function => "register",
                 EntryKind::Actor => "register_actor",
             };
-            Err(Error::Unregistered { type_name, short, macro_name })
+            Err(Error::Unregistered {
+                type_name,
+                short,
+                macro_name,
+            })
         }
     }
 }
@@ -87,7 +99,14 @@ pub(crate) fn build_id() -> u64 {
         let mut h = std::hash::DefaultHasher::new();
         if let Ok(meta) = std::fs::metadata("/proc/self/exe") {
             use std::os::unix::fs::MetadataExt;
-            (meta.dev(), meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec()).hash(&mut h);
+            (
+                meta.dev(),
+                meta.ino(),
+                meta.size(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+            )
+                .hash(&mut h);
         }
         let mut names: Vec<&str> = ENTRIES.iter().map(|e| e.name).collect();
         names.sort_unstable();

@@ -53,7 +53,10 @@ struct Tables {
 
 fn tables() -> MutexGuard<'static, Tables> {
     static TABLES: OnceLock<Mutex<Tables>> = OnceLock::new();
-    TABLES.get_or_init(Mutex::default).lock().unwrap_or_else(|e| e.into_inner())
+    TABLES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 /// A fresh correlation number for a call from this process.
@@ -75,7 +78,13 @@ pub(crate) fn clear_local() {
 }
 
 pub(crate) fn add_child(n: u32, tx: LinkTx) {
-    tables().children.insert(n, ChildLink { tx, inflight: HashSet::new() });
+    tables().children.insert(
+        n,
+        ChildLink {
+            tx,
+            inflight: HashSet::new(),
+        },
+    );
 }
 
 /// Forgets a child's link and fails the calls that were waiting on it.

@@ -81,8 +81,11 @@ pub(crate) async fn on_spawner<R: Send + 'static>(job: impl FnOnce() -> R + Send
     let job: Job = Box::new(move || {
         let _ = done_tx.send(job());
     });
-    tx.send(job).expect("the spawner thread never exits while the process runs");
-    done_rx.await.expect("the spawner thread runs every job it receives")
+    tx.send(job)
+        .expect("the spawner thread never exits while the process runs");
+    done_rx
+        .await
+        .expect("the spawner thread runs every job it receives")
 }
 
 /// Runs `fut` on the process runtime and waits for it from any executor, so timers

@@ -46,13 +46,17 @@ pub(crate) struct Spawned {
 /// Spawns the child and writes its Hello. Runs on the spawner thread, inside the
 /// process runtime's context.
 pub(crate) fn spawn(req: Request) -> Result<Spawned, Error> {
-    let (parent_end, child_end) = StdUnixStream::pair().map_err(|e| Error::os("cannot create a socketpair", e))?;
+    let (parent_end, child_end) =
+        StdUnixStream::pair().map_err(|e| Error::os("cannot create a socketpair", e))?;
     let exe = if std::path::Path::new("/proc/self/exe").exists() {
         std::path::PathBuf::from("/proc/self/exe")
     } else {
-        std::env::current_exe().map_err(|e| Error::os("cannot find this program's executable", e))?
+        std::env::current_exe()
+            .map_err(|e| Error::os("cannot find this program's executable", e))?
     };
-    let argv0 = std::env::args_os().next().unwrap_or_else(|| OsString::from("multiproc"));
+    let argv0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| OsString::from("multiproc"));
     let mut arg0 = argv0;
     arg0.push(format!(" [{}]", req.name));
 
@@ -68,12 +72,17 @@ pub(crate) fn spawn(req: Request) -> Result<Spawned, Error> {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
     let mut cmd = tokio::process::Command::from(cmd);
-    let os_child = cmd.spawn().map_err(|e| Error::os("cannot spawn the child process", e))?;
-    let pid = os_child.id().and_then(|p| rustix::process::Pid::from_raw(p as i32));
+    let os_child = cmd
+        .spawn()
+        .map_err(|e| Error::os("cannot spawn the child process", e))?;
+    let pid = os_child
+        .id()
+        .and_then(|p| rustix::process::Pid::from_raw(p as i32));
     let pidfd = pid
         .ok_or_else(|| std::io::Error::other("the child has no pid"))
         .and_then(|pid| {
-            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).map_err(std::io::Error::from)
+            rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+                .map_err(std::io::Error::from)
         })
         .map_err(|e| Error::os("cannot open a pidfd for the child", e))?;
 
@@ -82,15 +91,32 @@ pub(crate) fn spawn(req: Request) -> Result<Spawned, Error> {
     let _ = send_hello(&parent_end, &req.hello, req.versions, &req.fds);
     drop(req.fds);
 
-    parent_end.set_nonblocking(true).map_err(|e| Error::os("cannot configure the socket", e))?;
-    let stream = UnixStream::from_std(parent_end).map_err(|e| Error::os("cannot register the socket", e))?;
-    Ok(Spawned { os_child, stream, pidfd })
+    parent_end
+        .set_nonblocking(true)
+        .map_err(|e| Error::os("cannot configure the socket", e))?;
+    let stream =
+        UnixStream::from_std(parent_end).map_err(|e| Error::os("cannot register the socket", e))?;
+    Ok(Spawned {
+        os_child,
+        stream,
+        pidfd,
+    })
 }
 
-fn send_hello(sock: &StdUnixStream, hello: &Hello, versions: (u32, u64), fds: &[OwnedFd]) -> std::io::Result<()> {
+fn send_hello(
+    sock: &StdUnixStream,
+    hello: &Hello,
+    versions: (u32, u64),
+    fds: &[OwnedFd],
+) -> std::io::Result<()> {
     let (protocol, build_id) = versions;
     let body = codec::encode(hello).map_err(std::io::Error::other)?;
-    let packet = codec::encode(&Packet::Hello { protocol, build_id, body }).map_err(std::io::Error::other)?;
+    let packet = codec::encode(&Packet::Hello {
+        protocol,
+        build_id,
+        body,
+    })
+    .map_err(std::io::Error::other)?;
     let mut header = [0u8; 12];
     let hl = multiproc_transport::frame::header(packet.len(), &mut header);
     let mut frame = Vec::with_capacity(hl + packet.len());
@@ -118,7 +144,10 @@ pub(crate) fn capture(child: &mut tokio::process::Child) -> Option<JoinHandle<Ou
     let mut stderr = child.stderr.take()?;
     Some(tokio::spawn(async move {
         let mut out = Output::default();
-        let (a, b) = tokio::join!(stdout.read_to_end(&mut out.stdout), stderr.read_to_end(&mut out.stderr));
+        let (a, b) = tokio::join!(
+            stdout.read_to_end(&mut out.stdout),
+            stderr.read_to_end(&mut out.stderr)
+        );
         if let Err(e) = a.and(b) {
             tracing::warn!(error = %e, "cannot read a child's output");
         }

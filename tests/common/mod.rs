@@ -1,7 +1,7 @@
 //! Shared fixtures for the multi-process tests: a test `main`, waiting on pids, and
 //! capturing the logs children forward.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -27,7 +27,14 @@ macro_rules! check_eq {
     ($left:expr, $right:expr $(,)?) => {{
         let (l, r) = (&$left, &$right);
         if l != r {
-            return Err(format!("{} != {}: {:?} != {:?}", stringify!($left), stringify!($right), l, r).into());
+            return Err(format!(
+                "{} != {}: {:?} != {:?}",
+                stringify!($left),
+                stringify!($right),
+                l,
+                r
+            )
+            .into());
         }
     }};
 }
@@ -57,14 +64,22 @@ fn install_log_capture() {
     use tracing_subscriber::layer::SubscriberExt;
     struct Capture;
     impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
-        fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        fn on_event(
+            &self,
+            event: &tracing::Event<'_>,
+            _: tracing_subscriber::layer::Context<'_, S>,
+        ) {
             if event.metadata().target() != "multiproc::child" {
                 return;
             }
             #[derive(Default)]
             struct Fields(String, String);
             impl tracing::field::Visit for Fields {
-                fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                fn record_debug(
+                    &mut self,
+                    field: &tracing::field::Field,
+                    value: &dyn std::fmt::Debug,
+                ) {
                     match field.name() {
                         "process" => self.0 = format!("{value:?}"),
                         "message" => self.1 = format!("{value:?}"),
@@ -86,7 +101,9 @@ fn install_log_capture() {
 /// Waits until the process `pid` has exited (is gone or a zombie), at most `timeout`.
 /// Waits on a pidfd, so it returns as soon as the process ends.
 pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
-    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else { return true };
+    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
+        return true;
+    };
     let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
         Ok(fd) => fd,
         Err(_) => return true, // no such process
@@ -95,7 +112,10 @@ pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let ts = rustix::time::Timespec::try_from(left).unwrap();
-        let mut fds = [rustix::event::PollFd::new(&pidfd, rustix::event::PollFlags::IN)];
+        let mut fds = [rustix::event::PollFd::new(
+            &pidfd,
+            rustix::event::PollFlags::IN,
+        )];
         match rustix::event::poll(&mut fds, Some(&ts)) {
             Ok(n) if n > 0 => return true,
             Ok(_) => return false,

@@ -1,0 +1,139 @@
+//! A tour of what multiproc does today, in one program.
+//!
+//! ```text
+//! cargo run --release --example tour
+//! ```
+//!
+//! It starts processes named as Python names them, shows why each one ended, calls an
+//! actor hosted in a child (also from a sibling process, routed along the tree), sends
+//! a message through a pipe, and shows that a crash in a child costs the parent nothing.
+
+use std::error::Error;
+use std::time::Duration;
+
+use multiproc::blocking::{ActorRef, Connection, Process, pipe};
+use multiproc::{Actor, BoxError};
+use serde::{Deserialize, Serialize};
+
+fn greet(name: String) {
+    let me = multiproc::current_process();
+    println!("  hello {name}, from {} (pid {})", me.name(), me.pid());
+}
+
+fn crash(how: String) {
+    match how.as_str() {
+        "panic" => panic!("a bug in a child"),
+        "abort" => std::process::abort(),
+        _ => std::process::exit(3),
+    }
+}
+
+// ANCHOR: actor
+/// A bank account living in its own process.
+struct Account {
+    balance: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Op {
+    Deposit(i64),
+    Withdraw(i64),
+}
+
+impl Actor for Account {
+    type Args = i64;
+    type Msg = Op;
+    type Reply = Result<i64, String>;
+
+    async fn start(opening: i64) -> Result<Self, BoxError> {
+        Ok(Account { balance: opening })
+    }
+
+    async fn handle(&mut self, op: Op) -> Result<i64, String> {
+        match op {
+            Op::Deposit(n) => self.balance += n,
+            Op::Withdraw(n) if n > self.balance => {
+                return Err(format!("insufficient funds for {n}"));
+            }
+            Op::Withdraw(n) => self.balance -= n,
+        }
+        Ok(self.balance)
+    }
+}
+multiproc::register_actor!(Account);
+// ANCHOR_END: actor
+
+/// Runs in a sibling of the account's process: the call goes up to the root and down.
+fn customer(
+    (account, mut done): (multiproc::ActorRef<Account>, Connection),
+) -> Result<(), Box<dyn Error>> {
+    let balance = ActorRef(account).call(Op::Deposit(25))?;
+    done.send(&balance)?;
+    Ok(())
+}
+
+fn sender(mut conn: Connection) -> Result<(), multiproc::connection::Error> {
+    conn.send(&(42, None::<()>, "hello".to_string()))
+}
+multiproc::register!(greet, crash, customer, sender);
+
+fn main() -> Result<(), Box<dyn Error>> {
+    multiproc::init();
+    println!(
+        "{} (pid {}) on {} CPUs",
+        multiproc::current_process().name(),
+        std::process::id(),
+        multiproc::cpu_count()
+    );
+
+    println!("\n1. Processes, named as Python names them");
+    for who in ["alice", "bob"] {
+        let mut p = Process::new(greet, who.to_string());
+        p.start()?;
+        p.join()?;
+    }
+
+    println!("\n2. Crashes are contained, and exit reasons are data");
+    for how in ["panic", "abort", "exit"] {
+        let mut p = Process::new(crash, how.to_string()).capture_output();
+        p.start()?;
+        let reason = p.join()?;
+        println!(
+            "  {} exitcode={} reason={reason}",
+            p.get_name(),
+            reason.exit_code()
+        );
+    }
+
+    println!("\n3. An actor in its own process");
+    let mut bank = Process::actor::<Account>(100);
+    bank.start()?;
+    let account = bank.actor_ref::<Account>();
+    println!("  deposit 50 -> {:?}", account.call(Op::Deposit(50))?);
+    println!("  withdraw 500 -> {:?}", account.call(Op::Withdraw(500))?);
+
+    println!("\n4. Handles are values: a sibling process calls the same actor");
+    let (mut ours, theirs) = pipe(true)?;
+    let mut c = Process::new(customer, (account.0.clone(), theirs));
+    c.start()?;
+    let seen: Result<i64, String> = ours.recv()?;
+    c.join()?;
+    println!("  {} deposited 25 -> {seen:?}", c.get_name());
+
+    println!("\n5. Pipes");
+    let (mut ours, theirs) = pipe(true)?;
+    let mut s = Process::new(sender, theirs);
+    s.start()?;
+    let got: (i32, Option<()>, String) = ours.recv()?;
+    s.join()?;
+    println!("  received {got:?}");
+
+    println!("\n6. Stopping: ask, wait, then kill");
+    let reason = bank.stop(Duration::from_secs(5))?;
+    println!("  {} stopped: {reason}", bank.get_name());
+    match account.call(Op::Deposit(1)) {
+        Err(err) => println!("  calling it now: {err}"),
+        Ok(balance) => println!("  unexpectedly still running: {balance:?}"),
+    }
+    Ok(())
+}
