@@ -113,7 +113,11 @@ fn call_to_an_exited_process_fails_at_once() -> TestResult {
         err,
         CallError::Remote(RemoteError::NoProcess(p.identity().clone()))
     );
-    check!(err.to_string().contains("no running process"), "{err}");
+    check!(
+        err.to_string()
+            .contains("no running process has the identity"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -256,6 +260,36 @@ fn handles_route_down_to_grandchildren() -> TestResult {
     Ok(())
 }
 
+/// An actor nobody registered.
+struct Unregistered;
+
+impl Actor for Unregistered {
+    type Args = ();
+    type Msg = ();
+    type Reply = ();
+
+    async fn start((): ()) -> Result<Self, BoxError> {
+        Ok(Unregistered)
+    }
+
+    async fn handle(&mut self, (): ()) {}
+}
+
+fn unregistered_actor_names_the_macro() -> TestResult {
+    let mut p = Process::actor::<Unregistered>(());
+    let err = p.start().unwrap_err();
+    check!(
+        matches!(err, multiproc::Error::Unregistered { .. }),
+        "{err:?}"
+    );
+    check!(
+        err.to_string()
+            .contains("multiproc::register_actor!(Unregistered)"),
+        "{err}"
+    );
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
         trial(
@@ -305,6 +339,10 @@ fn main() {
         trial(
             "handles_route_down_to_grandchildren",
             handles_route_down_to_grandchildren,
+        ),
+        trial(
+            "unregistered_actor_names_the_macro",
+            unregistered_actor_names_the_macro,
         ),
     ])
 }

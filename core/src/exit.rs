@@ -165,7 +165,14 @@ mod tests {
             message: "boom".into(),
             location: Some("a.rs:1:2".into()),
         };
-        type Case<'a> = (WaitStatus, Option<&'a ExitReport>, bool, bool, ExitReason, i32);
+        type Case<'a> = (
+            WaitStatus,
+            Option<&'a ExitReport>,
+            bool,
+            bool,
+            ExitReason,
+            i32,
+        );
         let cases: Vec<Case<'_>> = vec![
             (
                 WaitStatus::Exited(0),

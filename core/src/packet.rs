@@ -156,13 +156,13 @@ pub enum Body {
 #[non_exhaustive]
 pub enum RemoteError {
     /// No running process has this address.
-    #[error("no running process at {0}")]
+    #[error("no running process has the identity {0}")]
     NoProcess(Identity),
     /// The process at this address hosts no actor.
-    #[error("the process at {0} hosts no actor")]
+    #[error("the process with the identity {0} hosts no actor")]
     NoActor(Identity),
     /// The process ended before it replied.
-    #[error("the process at {0} exited before replying")]
+    #[error("the process with the identity {0} exited before replying")]
     Exited(Identity),
     /// The payload did not decode as the actor's message type.
     #[error("the message did not decode at its destination: {0}")]

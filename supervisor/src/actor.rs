@@ -315,6 +315,12 @@ pub fn run_actor<A: Actor>(args: Vec<u8>) -> EntryOutcome {
 }
 
 async fn host<A: Actor>(args: Vec<u8>) -> EntryOutcome {
+    let outcome = serve::<A>(args).await;
+    router::clear_local();
+    outcome
+}
+
+async fn serve<A: Actor>(args: Vec<u8>) -> EntryOutcome {
     let args: A::Args = match codec::decode(&args) {
         Ok(a) => a,
         Err(e) => return EntryOutcome::Failed(format!("bad arguments: {e}")),
@@ -335,7 +341,7 @@ async fn host<A: Actor>(args: Vec<u8>) -> EntryOutcome {
         })
     }));
     let mut join = join;
-    let outcome = tokio::select! {
+    tokio::select! {
         () = stop::wait_for_stop() => {
             cell.stop(None);
             let _ = (&mut join).await;
@@ -347,7 +353,5 @@ async fn host<A: Actor>(args: Vec<u8>) -> EntryOutcome {
                 None => EntryOutcome::Failed("the actor stopped".into()),
             }
         }
-    };
-    router::clear_local();
-    outcome
+    }
 }

@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
-use multiproc_core::{BootstrapError, ExitReport, Hello, PROTOCOL_VERSION, Packet, codec};
+use multiproc_core::{
+    BootstrapError, EntryKind, ExitReport, Hello, PROTOCOL_VERSION, Packet, codec,
+};
 use multiproc_transport::{FrameReader, MAX_FRAME_LEN};
 use tokio::sync::{mpsc, oneshot};
 
@@ -209,6 +211,9 @@ fn child_main() -> i32 {
         }),
     });
     install_panic_hook();
+    if entry.kind == EntryKind::Actor {
+        router::expect_local();
+    }
     // Written before the entry runs, synchronously: an entry that calls
     // `std::process::exit` at once must still have completed the handshake.
     if let Err(e) = write_packet(

@@ -43,12 +43,24 @@ struct ChildLink {
     inflight: HashSet<(Identity, u64)>,
 }
 
+/// The actor of this process, as far as routing is concerned.
+#[derive(Default)]
+enum Local {
+    /// This process hosts no actor.
+    #[default]
+    None,
+    /// The actor is starting: messages wait here, in order, until it can take them.
+    Starting(Vec<Envelope>),
+    /// The actor's mailbox.
+    Running(LocalMailbox),
+}
+
 #[derive(Default)]
 struct Tables {
     parent: Option<LinkTx>,
     children: HashMap<u32, ChildLink>,
     pending: HashMap<u64, oneshot::Sender<Body>>,
-    local: Option<LocalMailbox>,
+    local: Local,
 }
 
 fn tables() -> MutexGuard<'static, Tables> {
@@ -69,12 +81,41 @@ pub(crate) fn set_parent(tx: LinkTx) {
     tables().parent = Some(tx);
 }
 
-pub(crate) fn set_local(mailbox: LocalMailbox) {
-    tables().local = Some(mailbox);
+/// This process will host an actor: hold its messages until it runs.
+pub(crate) fn expect_local() {
+    tables().local = Local::Starting(Vec::new());
 }
 
+/// The actor runs: deliver what waited, then everything else as it comes.
+pub(crate) fn set_local(mailbox: LocalMailbox) {
+    let mut t = tables();
+    let waiting = match std::mem::replace(&mut t.local, Local::None) {
+        Local::Starting(waiting) => waiting,
+        _ => Vec::new(),
+    };
+    let mut refused = Vec::new();
+    for env in waiting {
+        if let Err(Some(env)) = mailbox(env) {
+            refused.push(env);
+        }
+    }
+    t.local = Local::Running(mailbox);
+    drop(t);
+    for env in refused {
+        let to = env.to.clone();
+        bounce(env, RemoteError::NoActor(to));
+    }
+}
+
+/// The actor is gone (or never started): refuse what waited and what comes.
 pub(crate) fn clear_local() {
-    tables().local = None;
+    let old = std::mem::replace(&mut tables().local, Local::None);
+    if let Local::Starting(waiting) = old {
+        for env in waiting {
+            let to = env.to.clone();
+            bounce(env, RemoteError::NoActor(to));
+        }
+    }
 }
 
 pub(crate) fn add_child(n: u32, tx: LinkTx) {
@@ -169,16 +210,17 @@ fn deliver_here(mut t: MutexGuard<'static, Tables>, env: Envelope) {
             }
         }
         Body::Call(_) | Body::Cast(_) => {
-            let Some(local) = &t.local else {
-                drop(t);
-                let to = env.to.clone();
-                return bounce(env, RemoteError::NoActor(to));
+            let refused = match &mut t.local {
+                Local::Running(mailbox) => match mailbox(env) {
+                    Err(Some(env)) => env,
+                    _ => return,
+                },
+                Local::Starting(waiting) => return waiting.push(env),
+                Local::None => env,
             };
-            if let Err(Some(env)) = local(env) {
-                drop(t);
-                let to = env.to.clone();
-                bounce(env, RemoteError::NoActor(to));
-            }
+            drop(t);
+            let to = refused.to.clone();
+            bounce(refused, RemoteError::NoActor(to));
         }
     }
 }
