@@ -1,1 +1,1009 @@
-fn main() { multiproc::init(); }
+//! `cargo bench --bench compare`: multiproc side by side with CPython's `multiprocessing`
+//! and with bare syscalls (`raw`), in one run, one line per scenario and reference.
+//!
+//! ```text
+//! cargo bench --bench compare                                   # every scenario
+//! cargo bench --bench compare -- spawn_join call_roundtrip      # filters (substrings)
+//! ```
+//!
+//! Each round takes one sample of every implementation in turn, so multiproc and its
+//! references share the same noise; figures are medians over the rounds, after a
+//! warm-up. What each scenario measures and how to read the lines: benches/README.md.
+
+use std::error::Error;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use multiproc::blocking::{Connection, Process, pipe};
+use multiproc::{Actor, BoxError};
+
+type Res<T = ()> = Result<T, Box<dyn Error>>;
+
+/// Set on the bench binary's own `raw` children: which role `main` plays.
+const ROLE_ENV: &str = "MULTIPROC_BENCH_ROLE";
+/// Restricts the references measured: a comma-separated list (`raw,python`); all by default.
+const REFS_ENV: &str = "MULTIPROC_BENCH_REFS";
+/// Rounds per scenario (each round samples every implementation once).
+const ROUNDS: usize = 9;
+/// Processes started and joined per round, per implementation.
+const SPAWN_BATCH: usize = 20;
+/// Python `spawn` processes per round (about 60 ms each).
+const PY_SPAWN_BATCH: usize = 3;
+/// Round trips per round.
+const CALL_BATCH: usize = 5000;
+/// Round trips before the first round.
+const CALL_WARMUP: usize = 1000;
+/// Messages per round of `stream_1k` (100 MB).
+const STREAM_1K_COUNT: usize = 100_000;
+/// Messages per round of `stream_1m` (1 GB).
+const STREAM_1M_COUNT: usize = 1000;
+/// Idle children started for `idle_rss`.
+const IDLE_CHILDREN: usize = 20;
+/// How long a child gets to stop before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+const SCENARIOS: [&str; 6] = [
+    "spawn_join",
+    "call_roundtrip",
+    "call_roundtrip_async",
+    "stream_1k",
+    "stream_1m",
+    "idle_rss",
+];
+
+// ---------------------------------------------------------------------------------
+// What the multiproc children run.
+
+fn noop() {}
+
+fn idle() {
+    multiproc::blocking::wait_for_stop();
+}
+
+/// Sends `count` messages of `size` bytes after "go", then waits for "done".
+fn stream_source(
+    (mut conn, size, count): (Connection, usize, usize),
+) -> Result<(), multiproc::connection::Error> {
+    let payload = vec![0xA5u8; size];
+    conn.recv::<u8>()?;
+    for _ in 0..count {
+        conn.send_bytes(&payload)?;
+    }
+    conn.recv::<u8>()?;
+    Ok(())
+}
+
+multiproc::register!(noop, idle, stream_source);
+
+/// Answers each number with itself.
+struct Echo;
+
+impl Actor for Echo {
+    type Args = ();
+    type Msg = u64;
+    type Reply = u64;
+
+    async fn start((): ()) -> Result<Self, BoxError> {
+        Ok(Echo)
+    }
+
+    async fn handle(&mut self, n: u64) -> u64 {
+        n
+    }
+}
+
+multiproc::register_actor!(Echo);
+
+// ---------------------------------------------------------------------------------
+// Entry.
+
+fn main() -> Res {
+    multiproc::init();
+    if let Ok(role) = std::env::var(ROLE_ENV) {
+        return raw_role(&role);
+    }
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` and nextest's listing
+    // run this binary without it, and must not start a ten-minute benchmark.
+    if !std::env::args().any(|a| a == "--bench") {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let selected: Vec<&str> = SCENARIOS
+        .iter()
+        .copied()
+        .filter(|s| filters.is_empty() || filters.iter().any(|f| s.contains(f.as_str())))
+        .collect();
+    if selected.is_empty() {
+        return Err(format!(
+            "no scenario matches {filters:?}; scenarios: {}",
+            SCENARIOS.join(" ")
+        )
+        .into());
+    }
+    let py = if wanted("python") || wanted("python-spawn") {
+        Python::detect()
+    } else {
+        None
+    };
+    println!(
+        "# compare: {} CPUs, rounds={ROUNDS}, references={}, python: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        std::env::var(REFS_ENV).unwrap_or_else(|_| "all".into()),
+        py.as_ref().map_or("-", |p| p.version.as_str())
+    );
+    if py.is_none() && (wanted("python") || wanted("python-spawn")) {
+        println!("# python3 not found: skipping python references");
+    }
+    let py = py.as_ref();
+    let has = |s: &str| selected.contains(&s);
+    let timed = |name: &str, run: &dyn Fn() -> Res| -> Res {
+        let t0 = Instant::now();
+        run()?;
+        println!("# {name} took {:.1} s", t0.elapsed().as_secs_f64());
+        Ok(())
+    };
+    if has("spawn_join") {
+        timed("spawn_join", &|| spawn_join(py))?;
+    }
+    if has("call_roundtrip") || has("call_roundtrip_async") {
+        timed("call_roundtrip", &|| {
+            call_roundtrip(py, has("call_roundtrip"), has("call_roundtrip_async"))
+        })?;
+    }
+    if has("stream_1k") {
+        timed("stream_1k", &|| {
+            stream("stream_1k", 1024, STREAM_1K_COUNT, py)
+        })?;
+    }
+    if has("stream_1m") {
+        timed("stream_1m", &|| {
+            stream("stream_1m", 1 << 20, STREAM_1M_COUNT, py)
+        })?;
+    }
+    if has("idle_rss") {
+        timed("idle_rss", &|| idle_rss(py))?;
+    }
+    println!("# total time: {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Whether `reference` is measured: all are, unless [`REFS_ENV`] lists some.
+fn wanted(reference: &str) -> bool {
+    static REFS: OnceLock<Option<Vec<String>>> = OnceLock::new();
+    REFS.get_or_init(|| {
+        std::env::var(REFS_ENV)
+            .ok()
+            .map(|v| v.split(',').map(|r| r.trim().to_string()).collect())
+    })
+    .as_ref()
+    .is_none_or(|refs| refs.iter().any(|r| r == reference))
+}
+
+// ---------------------------------------------------------------------------------
+// Scenarios.
+
+fn spawn_join(py: Option<&Python>) -> Res {
+    let exe = std::env::current_exe()?;
+    let raw_once = || -> Res<f64> {
+        let t0 = Instant::now();
+        let status = Command::new(&exe).env(ROLE_ENV, "raw-spawn").status()?;
+        let dt = ms(t0);
+        if !status.success() {
+            return Err(format!("raw child failed: {status}").into());
+        }
+        Ok(dt)
+    };
+    let mp_once = || -> Res<(f64, f64)> {
+        let t0 = Instant::now();
+        let mut p = Process::new(noop, ());
+        p.start()?;
+        let started = ms(t0);
+        let reason = p.join()?;
+        let total = ms(t0);
+        if reason.exit_code() != 0 {
+            return Err(format!("multiproc child ended with {reason}").into());
+        }
+        Ok((total, started))
+    };
+    let raw_on = wanted("raw");
+    let mut fork = py
+        .filter(|_| wanted("python"))
+        .map(|py| py.serve("spawn_join.py", &["fork"], &[("N", SPAWN_BATCH)]))
+        .transpose()?;
+    let mut spawn = py
+        .filter(|_| wanted("python-spawn"))
+        .map(|py| py.serve("spawn_join.py", &["spawn"], &[("N", PY_SPAWN_BATCH)]))
+        .transpose()?;
+    for _ in 0..3 {
+        mp_once()?;
+        if raw_on {
+            raw_once()?;
+        }
+    }
+    let (mut mp, mut mp_start, mut raw) =
+        (Samples::default(), Samples::default(), Samples::default());
+    let (mut py_fork, mut py_fork_start, mut py_spawn) =
+        (Samples::default(), Samples::default(), Samples::default());
+    for _ in 0..ROUNDS {
+        let (totals, starts): (Vec<f64>, Vec<f64>) = (0..SPAWN_BATCH)
+            .map(|_| mp_once())
+            .collect::<Res<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        mp.push(totals);
+        mp_start.push(starts);
+        if raw_on {
+            raw.push((0..SPAWN_BATCH).map(|_| raw_once()).collect::<Res<_>>()?);
+        }
+        if let Some(s) = fork.as_mut() {
+            let rep = s.rep()?;
+            py_fork.push(rep.numbers("samples")?);
+            py_fork_start.push(rep.numbers("start")?);
+        }
+        if let Some(s) = spawn.as_mut() {
+            py_spawn.push(s.rep()?.numbers("samples")?);
+        }
+    }
+    for s in [fork, spawn].into_iter().flatten() {
+        s.finish()?;
+    }
+    let sc = Scenario {
+        name: "spawn_join",
+        unit: "ms",
+        better: Better::Lower,
+    };
+    detail("spawn_join multiproc start() alone", "ms", &mp_start);
+    detail("spawn_join python start() alone", "ms", &py_fork_start);
+    sc.report("python", &mp, &py_fork);
+    sc.report("python-spawn", &mp, &py_spawn);
+    sc.report("raw", &mp, &raw);
+    Ok(())
+}
+
+fn call_roundtrip(py: Option<&Python>, blocking: bool, asynchronous: bool) -> Res {
+    // A daemon, so that an early error cannot leave it running: at exit, daemon
+    // children are stopped while the others are joined (they never end by themselves).
+    let mut p = Process::actor::<Echo>(()).daemon(true);
+    p.start()?;
+    let echo = p.actor_ref::<Echo>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mp_batch = |n: usize| -> Res<f64> {
+        let t0 = Instant::now();
+        for i in 0..n as u64 {
+            check_echo(i, echo.call(i)?)?;
+        }
+        Ok(us(t0) / n as f64)
+    };
+    let async_batch = |n: usize| -> Res<f64> {
+        rt.block_on(async {
+            let t0 = Instant::now();
+            for i in 0..n as u64 {
+                check_echo(i, echo.0.call(i).await?)?;
+            }
+            Ok(us(t0) / n as f64)
+        })
+    };
+    let mut raw = if wanted("raw") {
+        Some(RawChild::start("raw-echo", &[])?)
+    } else {
+        None
+    };
+    let mut raw_batch = |n: usize| -> Res<Option<f64>> {
+        let Some(raw) = raw.as_mut() else {
+            return Ok(None);
+        };
+        let mut buf = [0u8; 8];
+        let t0 = Instant::now();
+        for i in 0..n as u64 {
+            raw.sock.write_all(&i.to_le_bytes())?;
+            raw.sock.read_exact(&mut buf)?;
+            check_echo(i, u64::from_le_bytes(buf))?;
+        }
+        Ok(Some(us(t0) / n as f64))
+    };
+    let mut server = py
+        .filter(|_| wanted("python"))
+        .map(|py| py.serve("pipe_roundtrip.py", &["fork"], &[("ITERS", CALL_BATCH)]))
+        .transpose()?;
+    if blocking {
+        mp_batch(CALL_WARMUP)?;
+    }
+    if asynchronous {
+        async_batch(CALL_WARMUP)?;
+    }
+    raw_batch(CALL_WARMUP)?;
+    let (mut mp, mut mp_async) = (Samples::default(), Samples::default());
+    let (mut raw_s, mut python) = (Samples::default(), Samples::default());
+    for _ in 0..ROUNDS {
+        if blocking {
+            mp.push(vec![mp_batch(CALL_BATCH)?]);
+        }
+        if asynchronous {
+            mp_async.push(vec![async_batch(CALL_BATCH)?]);
+        }
+        if let Some(v) = raw_batch(CALL_BATCH)? {
+            raw_s.push(vec![v]);
+        }
+        if let Some(s) = server.as_mut() {
+            python.push(s.rep()?.numbers("samples")?);
+        }
+    }
+    if let Some(raw) = raw {
+        raw.finish()?;
+    }
+    if let Some(s) = server {
+        s.finish()?;
+    }
+    p.stop(STOP_TIMEOUT)?;
+    for (on, name, samples) in [
+        (blocking, "call_roundtrip", &mp),
+        (asynchronous, "call_roundtrip_async", &mp_async),
+    ] {
+        if on {
+            let sc = Scenario {
+                name,
+                unit: "us",
+                better: Better::Lower,
+            };
+            sc.report("python", samples, &python);
+            sc.report("raw", samples, &raw_s);
+        }
+    }
+    Ok(())
+}
+
+fn check_echo(sent: u64, got: u64) -> Res {
+    if sent != got {
+        return Err(format!("echo answered {got} to {sent}").into());
+    }
+    Ok(())
+}
+
+fn stream(name: &'static str, size: usize, count: usize, py: Option<&Python>) -> Res {
+    let mp_once = || -> Res<f64> {
+        let (mut conn, theirs) = pipe(true)?;
+        let mut p = Process::new(stream_source, (theirs, size, count));
+        p.start()?;
+        let mut buf = Vec::with_capacity(size);
+        let t0 = Instant::now();
+        conn.send(&1u8)?;
+        for _ in 0..count {
+            conn.recv_bytes_into(&mut buf)?;
+            check_len(buf.len(), size)?;
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        conn.send(&2u8)?;
+        let reason = p.join()?;
+        if reason.exit_code() != 0 {
+            return Err(format!("multiproc stream child ended with {reason}").into());
+        }
+        Ok((size * count) as f64 / dt / 1e6)
+    };
+    let raw_once = || -> Res<f64> {
+        let mut c = RawChild::start(
+            "raw-stream",
+            &[("BENCH_SIZE", size), ("BENCH_COUNT", count)],
+        )?;
+        let mut byte = [0u8; 1];
+        c.sock.read_exact(&mut byte)?; // the child is running
+        let mut buf = vec![0u8; size];
+        let mut header = [0u8; 4];
+        let t0 = Instant::now();
+        c.sock.write_all(b"g")?;
+        for _ in 0..count {
+            c.sock.read_exact(&mut header)?;
+            let len = u32::from_be_bytes(header) as usize;
+            if len > buf.len() {
+                buf.resize(len, 0);
+            }
+            c.sock.read_exact(&mut buf[..len])?;
+            check_len(len, size)?;
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        c.sock.write_all(b"d")?;
+        c.finish()?;
+        Ok((size * count) as f64 / dt / 1e6)
+    };
+    let raw_on = wanted("raw");
+    let mut server = py
+        .filter(|_| wanted("python"))
+        .map(|py| {
+            py.serve(
+                "stream.py",
+                &[&size.to_string(), &count.to_string(), "fork"],
+                &[],
+            )
+        })
+        .transpose()?;
+    mp_once()?;
+    if raw_on {
+        raw_once()?;
+    }
+    let (mut mp, mut raw, mut python) =
+        (Samples::default(), Samples::default(), Samples::default());
+    for _ in 0..ROUNDS {
+        mp.push(vec![mp_once()?]);
+        if raw_on {
+            raw.push(vec![raw_once()?]);
+        }
+        if let Some(s) = server.as_mut() {
+            python.push(s.rep()?.numbers("samples")?);
+        }
+    }
+    if let Some(s) = server {
+        s.finish()?;
+    }
+    let sc = Scenario {
+        name,
+        unit: "MB/s",
+        better: Better::Higher,
+    };
+    sc.report("python", &mp, &python);
+    sc.report("raw", &mp, &raw);
+    Ok(())
+}
+
+fn check_len(got: usize, want: usize) -> Res {
+    if got != want {
+        return Err(format!("received {got} bytes, expected {want}").into());
+    }
+    Ok(())
+}
+
+fn idle_rss(py: Option<&Python>) -> Res {
+    let mut warm = Process::new(idle, ()).daemon(true);
+    warm.start()?;
+    warm.stop(STOP_TIMEOUT)?;
+    let before = proc_status("self", "VmRSS")?;
+    let mut children = Vec::with_capacity(IDLE_CHILDREN);
+    for _ in 0..IDLE_CHILDREN {
+        let mut p = Process::new(idle, ()).daemon(true);
+        p.start()?;
+        children.push(p);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let after = proc_status("self", "VmRSS")?;
+    let mut rss = Vec::new();
+    let mut anon = Vec::new();
+    for p in &children {
+        let pid = p.pid().ok_or("a started child has no pid")?.to_string();
+        rss.push(proc_status(&pid, "VmRSS")?);
+        anon.push(proc_status(&pid, "RssAnon")?);
+    }
+    for p in &children {
+        p.stop(STOP_TIMEOUT)?;
+    }
+    let child = median(&rss);
+    let per_child = (after - before) / IDLE_CHILDREN as f64;
+    println!("# idle_rss: child={child:.0} KiB parent_per_child={per_child:.0} KiB");
+    println!(
+        "# idle_rss multiproc: child RssAnon={:.0} KiB n={IDLE_CHILDREN}",
+        median(&anon)
+    );
+    let Some(py) = py.filter(|_| wanted("python")) else {
+        return Ok(());
+    };
+    let fork = py.once("idle_rss.py", &["fork"], &[("N", IDLE_CHILDREN)])?;
+    let spawn = py.once("idle_rss.py", &["spawn"], &[("N", PY_SPAWN_BATCH)])?;
+    for (method, r) in [("fork", &fork), ("spawn", &spawn)] {
+        println!(
+            "# idle_rss python ({method}): child={:.0} KiB child RssAnon={:.0} KiB parent_per_child={:.0} KiB n={:.0}",
+            r.number("child")?,
+            r.number("child_anon")?,
+            r.number("parent_per_child")?,
+            r.number("n")?
+        );
+    }
+    let reference = fork.number("child")?;
+    println!(
+        "idle_rss vs python: multiproc={child:.0} KiB reference={reference:.0} KiB ratio={:.2}",
+        reference / child
+    );
+    Ok(())
+}
+
+fn proc_status(pid: &str, field: &str) -> Res<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'));
+    let kib = line
+        .and_then(|l| l.split_whitespace().nth(1))
+        .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))?;
+    Ok(kib.parse()?)
+}
+
+// ---------------------------------------------------------------------------------
+// The bench binary's own `raw` children: no multiproc, plain syscalls.
+
+/// A child of this binary in a raw role, with a socketpair on its stdin.
+struct RawChild {
+    child: Child,
+    sock: UnixStream,
+}
+
+impl RawChild {
+    fn start(role: &str, env: &[(&str, usize)]) -> Res<RawChild> {
+        let (sock, theirs) = UnixStream::pair()?;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.env(ROLE_ENV, role)
+            .stdin(Stdio::from(OwnedFd::from(theirs)));
+        for (k, v) in env {
+            cmd.env(k, v.to_string());
+        }
+        Ok(RawChild {
+            child: cmd.spawn()?,
+            sock,
+        })
+    }
+
+    /// Closes the socket (the child ends at EOF) and checks how the child ended.
+    fn finish(mut self) -> Res {
+        self.sock.shutdown(std::net::Shutdown::Both)?;
+        let status = self.child.wait()?;
+        if !status.success() {
+            return Err(format!("raw child failed: {status}").into());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RawChild {
+    fn drop(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        let _ = self.child.wait();
+    }
+}
+
+fn raw_role(role: &str) -> Res {
+    match role {
+        // What every multiproc child costs at least: exec, a tokio runtime, one task.
+        "raw-spawn" => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(rt.spawn(async {}))?;
+            Ok(())
+        }
+        "raw-echo" => {
+            let mut sock = stdin_socket()?;
+            let mut buf = [0u8; 8];
+            loop {
+                match sock.read_exact(&mut buf) {
+                    Ok(()) => sock.write_all(&buf)?,
+                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        "raw-stream" => {
+            let size: usize = std::env::var("BENCH_SIZE")?.parse()?;
+            let count: usize = std::env::var("BENCH_COUNT")?.parse()?;
+            let mut sock = stdin_socket()?;
+            let mut frame = (size as u32).to_be_bytes().to_vec();
+            frame.resize(4 + size, 0xA5);
+            let mut byte = [0u8; 1];
+            sock.write_all(b"r")?;
+            sock.read_exact(&mut byte)?;
+            for _ in 0..count {
+                sock.write_all(&frame)?;
+            }
+            sock.read_exact(&mut byte)?;
+            Ok(())
+        }
+        other => Err(format!("unknown {ROLE_ENV}={other}").into()),
+    }
+}
+
+fn stdin_socket() -> Res<UnixStream> {
+    Ok(UnixStream::from(
+        std::io::stdin().as_fd().try_clone_to_owned()?,
+    ))
+}
+
+// ---------------------------------------------------------------------------------
+// The Python references.
+
+/// The interpreter behind `python3`, called directly (pyenv's shim costs ~50 ms).
+struct Python {
+    exe: PathBuf,
+    version: String,
+    scripts: PathBuf,
+}
+
+impl Python {
+    fn detect() -> Option<Python> {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sys; print(sys.executable); print(sys.version.split()[0])",
+            ])
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        let text = String::from_utf8(out.stdout).ok()?;
+        let mut lines = text.lines();
+        let (exe, version) = (lines.next()?, lines.next()?);
+        (out.status.success() && !exe.is_empty()).then(|| Python {
+            exe: exe.into(),
+            version: format!("{exe} {version}"),
+            scripts: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/python"),
+        })
+    }
+
+    fn command(&self, script: &str, args: &[&str], env: &[(&str, usize)]) -> Command {
+        let mut cmd = Command::new(&self.exe);
+        cmd.arg(self.scripts.join(script))
+            .args(args)
+            .current_dir(&self.scripts);
+        for (k, v) in env {
+            cmd.env(k, v.to_string());
+        }
+        cmd
+    }
+
+    /// Starts `script --serve` and waits until it has set up and warmed up.
+    fn serve(&self, script: &str, args: &[&str], env: &[(&str, usize)]) -> Res<PyServer> {
+        let mut child = self
+            .command(script, args, env)
+            .arg("--serve")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let mut server = PyServer {
+            child,
+            stdin: Some(stdin),
+            stdout,
+            what: format!("{script} {}", args.join(" ")),
+        };
+        match server.line()?.get("ready") {
+            Ok(Json::Bool(true)) => Ok(server),
+            _ => Err(format!("python {script} did not say it was ready").into()),
+        }
+    }
+
+    /// Runs `script` once and parses its one line.
+    fn once(&self, script: &str, args: &[&str], env: &[(&str, usize)]) -> Res<Json> {
+        let out = self
+            .command(script, args, env)
+            .stderr(Stdio::inherit())
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("{script} failed: {}", out.status).into());
+        }
+        Json::parse(String::from_utf8(out.stdout)?.trim())
+    }
+}
+
+/// A reference script run with `--serve`: one `rep` line in, one JSON line out.
+struct PyServer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    what: String,
+}
+
+impl PyServer {
+    fn line(&mut self) -> Res<Json> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            return Err(format!("python {} ended early", self.what).into());
+        }
+        let json = Json::parse(line.trim())?;
+        if let Ok(Json::Str(e)) = json.get("error") {
+            return Err(format!("python {}: {e}", self.what).into());
+        }
+        Ok(json)
+    }
+
+    fn rep(&mut self) -> Res<Json> {
+        let stdin = self.stdin.as_mut().ok_or("stdin closed")?;
+        stdin.write_all(b"rep\n")?;
+        stdin.flush()?;
+        self.line()
+    }
+
+    fn finish(mut self) -> Res {
+        drop(self.stdin.take());
+        let status = self.child.wait()?;
+        if !status.success() {
+            return Err(format!("python {} failed: {status}", self.what).into());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        // End of input makes the script clean up its children and exit.
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// Just enough JSON for the scripts' flat result objects.
+#[derive(Debug)]
+enum Json {
+    Null,
+    Bool(bool),
+    Num(f64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(String, Json)>),
+}
+
+impl Json {
+    fn parse(text: &str) -> Res<Json> {
+        let mut p = JsonParser {
+            s: text.as_bytes(),
+            i: 0,
+        };
+        let v = p.value()?;
+        p.ws();
+        if p.i != p.s.len() {
+            return Err(format!("trailing characters in {text:?}").into());
+        }
+        Ok(v)
+    }
+
+    fn get(&self, key: &str) -> Res<&Json> {
+        match self {
+            Json::Obj(fields) => fields
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .ok_or_else(|| format!("no {key:?}").into()),
+            _ => Err("not an object".into()),
+        }
+    }
+
+    fn number(&self, key: &str) -> Res<f64> {
+        match self.get(key)? {
+            Json::Num(n) => Ok(*n),
+            v => Err(format!("{key:?} is not a number: {v:?}").into()),
+        }
+    }
+
+    fn numbers(&self, key: &str) -> Res<Vec<f64>> {
+        match self.get(key)? {
+            Json::Arr(items) => items
+                .iter()
+                .map(|v| match v {
+                    Json::Num(n) => Ok(*n),
+                    v => Err(format!("{key:?} holds a non-number: {v:?}").into()),
+                })
+                .collect(),
+            v => Err(format!("{key:?} is not an array: {v:?}").into()),
+        }
+    }
+}
+
+struct JsonParser<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl JsonParser<'_> {
+    fn ws(&mut self) {
+        while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        self.ws();
+        let hit = self.s.get(self.i) == Some(&c);
+        self.i += usize::from(hit);
+        hit
+    }
+
+    fn seq<T>(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Res<T>) -> Res<Vec<T>> {
+        let mut out = Vec::new();
+        if self.eat(close) {
+            return Ok(out);
+        }
+        loop {
+            out.push(item(self)?);
+            if self.eat(close) {
+                return Ok(out);
+            }
+            if !self.eat(b',') {
+                return Err(format!("expected ',' at byte {}", self.i).into());
+            }
+        }
+    }
+
+    fn value(&mut self) -> Res<Json> {
+        self.ws();
+        let rest = &self.s[self.i..];
+        for (word, v) in [
+            (&b"null"[..], Json::Null),
+            (b"true", Json::Bool(true)),
+            (b"false", Json::Bool(false)),
+        ] {
+            if rest.starts_with(word) {
+                self.i += word.len();
+                return Ok(v);
+            }
+        }
+        match rest.first() {
+            Some(b'{') => {
+                self.i += 1;
+                let fields = self.seq(b'}', |p| {
+                    let key = p.string()?;
+                    if !p.eat(b':') {
+                        return Err(format!("expected ':' at byte {}", p.i).into());
+                    }
+                    Ok((key, p.value()?))
+                })?;
+                Ok(Json::Obj(fields))
+            }
+            Some(b'[') => {
+                self.i += 1;
+                Ok(Json::Arr(self.seq(b']', Self::value)?))
+            }
+            Some(b'"') => Ok(Json::Str(self.string()?)),
+            _ => {
+                let len = rest
+                    .iter()
+                    .take_while(|c| c.is_ascii_digit() || b"+-.eE".contains(c))
+                    .count();
+                let text = std::str::from_utf8(&rest[..len])?;
+                self.i += len;
+                Ok(Json::Num(text.parse().map_err(|_| {
+                    format!("bad number {text:?} at byte {}", self.i)
+                })?))
+            }
+        }
+    }
+
+    /// A string; escapes other than `\"` and `\\` are kept as written.
+    fn string(&mut self) -> Res<String> {
+        if !self.eat(b'"') {
+            return Err(format!("expected a string at byte {}", self.i).into());
+        }
+        let mut out = Vec::new();
+        while let Some(&c) = self.s.get(self.i) {
+            self.i += 1;
+            match c {
+                b'"' => return Ok(String::from_utf8(out)?),
+                b'\\' if matches!(self.s.get(self.i), Some(b'"' | b'\\')) => {
+                    out.push(self.s[self.i]);
+                    self.i += 1;
+                }
+                c => out.push(c),
+            }
+        }
+        Err("unterminated string".into())
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Statistics and output.
+
+/// Samples of one implementation, grouped by round.
+#[derive(Debug, Default)]
+struct Samples(Vec<Vec<f64>>);
+
+impl Samples {
+    fn push(&mut self, round: Vec<f64>) {
+        self.0.push(round);
+    }
+
+    fn all(&self) -> Vec<f64> {
+        self.0.concat()
+    }
+
+    fn round_medians(&self) -> Vec<f64> {
+        self.0.iter().map(|r| median(r)).collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Better {
+    Lower,
+    Higher,
+}
+
+struct Scenario {
+    name: &'static str,
+    unit: &'static str,
+    better: Better,
+}
+
+impl Scenario {
+    fn ratio(&self, mp: f64, reference: f64) -> f64 {
+        match self.better {
+            Better::Lower => reference / mp,
+            Better::Higher => mp / reference,
+        }
+    }
+
+    /// Prints the scenario's line for `reference`, unless it was not measured.
+    fn report(&self, reference: &str, mp: &Samples, rf: &Samples) {
+        if rf.0.is_empty() {
+            return;
+        }
+        let (name, unit) = (self.name, self.unit);
+        let (m, r) = (median(&mp.all()), median(&rf.all()));
+        println!(
+            "{name} vs {reference}: multiproc={} {unit} reference={} {unit} ratio={:.2}",
+            num(m),
+            num(r),
+            self.ratio(m, r)
+        );
+        let mut per_round: Vec<f64> = mp
+            .round_medians()
+            .iter()
+            .zip(rf.round_medians())
+            .map(|(&m, r)| self.ratio(m, r))
+            .collect();
+        per_round.sort_by(f64::total_cmp);
+        println!(
+            "#   multiproc {}; {reference} {}; ratio per round {}..{}",
+            spread(&mp.all()),
+            spread(&rf.all()),
+            per_round.first().map_or("-".into(), |&v| format!("{v:.2}")),
+            per_round.last().map_or("-".into(), |&v| format!("{v:.2}")),
+        );
+    }
+}
+
+fn detail(label: &str, unit: &str, s: &Samples) {
+    let all = s.all();
+    if !all.is_empty() {
+        println!(
+            "# {label}: median={} {unit} {}",
+            num(median(&all)),
+            spread(&all)
+        );
+    }
+}
+
+fn spread(v: &[f64]) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("min={} max={} n={}", num(min), num(max), v.len())
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// Three significant digits or so, without exponents.
+fn num(v: f64) -> String {
+    match v.abs() {
+        a if a >= 100.0 => format!("{v:.0}"),
+        a if a >= 10.0 => format!("{v:.1}"),
+        a if a >= 1.0 => format!("{v:.2}"),
+        _ => format!("{v:.3}"),
+    }
+}
+
+fn ms(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1e3
+}
+
+fn us(t0: Instant) -> f64 {
+    t0.elapsed().as_secs_f64() * 1e6
+}

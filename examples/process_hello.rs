@@ -4,6 +4,7 @@
 //! cargo run --example process_hello
 //! ```
 
+// ANCHOR: all
 use std::error::Error;
 
 use multiproc::blocking::Process;
@@ -22,3 +23,4 @@ fn main() -> Result<(), Box<dyn Error>> {
     // ANCHOR_END: start
     Ok(())
 }
+// ANCHOR_END: all

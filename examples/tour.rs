@@ -106,11 +106,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
 
     println!("\n3. An actor in its own process");
+    // ANCHOR: calls
     let mut bank = Process::actor::<Account>(100);
     bank.start()?;
     let account = bank.actor_ref::<Account>();
     println!("  deposit 50 -> {:?}", account.call(Op::Deposit(50))?);
     println!("  withdraw 500 -> {:?}", account.call(Op::Withdraw(500))?);
+    // ANCHOR_END: calls
 
     println!("\n4. Handles are values: a sibling process calls the same actor");
     let (mut ours, theirs) = pipe(true)?;

@@ -18,16 +18,23 @@ fn announce() {
     println!("{} pid={}", me.name(), me.pid());
 }
 
-fn leaf() {
+/// Prints its line, then tells its parent it is up (so `ready` comes after every line).
+fn leaf(mut up: Connection) -> Result<(), Box<dyn Error>> {
     announce();
+    up.send(&"up")?;
     multiproc::blocking::wait_for_stop();
+    Ok(())
 }
 
 fn branch(mut up: Connection) -> Result<(), Box<dyn Error>> {
     announce();
-    let mut leaves = [Process::new(leaf, ()), Process::new(leaf, ())];
-    for l in &mut leaves {
+    let mut leaves = Vec::new();
+    for _ in 0..2 {
+        let (mut ours, theirs) = pipe(true)?;
+        let mut l = Process::new(leaf, theirs);
         l.start()?;
+        let _: String = ours.recv()?;
+        leaves.push(l);
     }
     up.send(&"up")?;
     multiproc::blocking::wait_for_stop();
@@ -47,7 +54,8 @@ fn main() -> Result<(), Box<dyn Error>> {
         branches.push(p);
     }
     println!("ready");
-    // Runs until SIGINT or SIGTERM, which stop the tree and exit 0.
+    // Returns on SIGINT or SIGTERM, while the tree stops; returning from `main` then
+    // waits for the children to finish stopping.
     multiproc::blocking::wait_for_stop();
     Ok(())
 }

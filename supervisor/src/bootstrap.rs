@@ -13,18 +13,19 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use multiproc_core::{
     BootstrapError, EntryKind, ExitReport, Hello, PROTOCOL_VERSION, Packet, codec,
 };
-use multiproc_transport::{FrameReader, MAX_FRAME_LEN};
-use tokio::sync::{mpsc, oneshot};
+use multiproc_transport::MAX_FRAME_LEN;
+use tokio::sync::oneshot;
 
 use crate::current::{self, Me, ParentProcess};
-use crate::router::{self, Outgoing};
-use crate::{Error, link, logging, process, registry, runtime, signals, stop};
+use crate::link::{Link, Outgoing};
+use crate::router;
+use crate::{Error, logging, process, registry, runtime, signals, stop};
 
 /// Set in a child's environment by its parent: "you were started by multiproc".
 pub(crate) const ENV_BOOTSTRAP: &str = "MULTIPROC_BOOTSTRAP";
@@ -66,6 +67,10 @@ pub enum EntryOutcome {
 /// never returning into `main`. Code before `init()` therefore runs again in every
 /// child, which is why it must come first (it is Python's
 /// `if __name__ == '__main__':` guard).
+///
+/// With `#[tokio::main]`, the runtime starts before the body of `main` runs; call
+/// `init()` from a plain `fn main` and build the runtime after it instead, so a child
+/// starts with one thread and none of the parent's runtime.
 pub fn init() {
     if INITIALIZED.swap(true, Ordering::SeqCst) {
         return;
@@ -86,13 +91,23 @@ pub(crate) fn check_init() -> Result<(), Error> {
     Ok(())
 }
 
-/// Ends the process after the exit handlers that matter here.
+/// Set once the process has begun to exit; later exit paths stand aside.
+static EXITING: AtomicBool = AtomicBool::new(false);
+/// Taken, and never released, by the thread that ends the process, so two threads
+/// never run `exit` at once (glibc's `exit` is not safe to race).
+static EXIT_LOCK: Mutex<()> = Mutex::new(());
+
+fn take_exit_lock() {
+    std::mem::forget(EXIT_LOCK.lock().unwrap_or_else(|e| e.into_inner()));
+}
+
+/// Ends the process with `code`, unless another thread is already ending it (then
+/// this thread waits for the end).
 pub(crate) fn exit_now(code: i32) -> ! {
+    take_exit_lock();
     EXITING.store(true, Ordering::SeqCst);
     std::process::exit(code)
 }
-
-static EXITING: AtomicBool = AtomicBool::new(false);
 
 /// Joins non-daemon children and stops daemon ones when the process exits normally
 /// (returning from `main` or `std::process::exit`), as Python's exit handler does.
@@ -102,6 +117,7 @@ pub(crate) fn register_exit_handler() {
         if EXITING.swap(true, Ordering::SeqCst) {
             return;
         }
+        take_exit_lock();
         if process::children().is_empty() {
             return;
         }
@@ -348,20 +364,19 @@ fn start_parent_link(sock: StdUnixStream, parent_pid: u32) -> std::io::Result<ro
     let _enter = handle.enter();
     sock.set_nonblocking(true)?;
     let stream = tokio::net::UnixStream::from_std(sock)?;
-    let (rd, wr) = stream.into_split();
-    let (tx, rx) = mpsc::unbounded_channel();
-    handle.spawn(link::write_loop(wr, rx));
-    router::set_parent(tx.clone());
+    let link = Link::new(stream);
+    router::set_parent(Arc::clone(&link));
     register_exit_handler();
 
+    let reader = Arc::clone(&link);
     handle.spawn(async move {
-        let mut reader = FrameReader::new(rd, MAX_FRAME_LEN);
-        let end = link::read_loop(&mut reader, "parent", |packet| match packet {
-            Packet::Envelope(env) => router::route(env),
-            Packet::Stop => stop::request(),
-            other => tracing::warn!(packet = ?other, "unexpected packet from the parent"),
-        })
-        .await;
+        let end = reader
+            .read_loop("parent", |packet| match packet {
+                Packet::Envelope(env) => router::route(env),
+                Packet::Stop => stop::request(),
+                other => tracing::warn!(packet = ?other, "unexpected packet from the parent"),
+            })
+            .await;
         tracing::debug!(?end, "the link to the parent ended");
         parent_gone().await;
     });
@@ -376,7 +391,7 @@ fn start_parent_link(sock: StdUnixStream, parent_pid: u32) -> std::io::Result<ro
             parent_gone().await;
         });
     }
-    Ok(tx)
+    Ok(link)
 }
 
 /// The parent is gone: stop what we run and exit, bounded in time.

@@ -1,63 +1,241 @@
-//! The two tasks that serve a control link: one writes packets, one reads them.
+//! A control link: one Unix stream socket between a parent and a child, shared by
+//! every thread that sends on it and one task that reads it.
 //!
-//! A frame that does not decode as a packet, or one over the frame limit, is logged
-//! and skipped: it costs that one message, never the link. Only a stream that can no
-//! longer be framed (a negative length, an end in the middle of a frame, an I/O error)
-//! ends the link.
+//! # Writing
+//!
+//! A sender encodes its packet and writes it to the socket itself, on its own thread,
+//! when nothing is queued: a message does not wait for a writer task to be scheduled
+//! (on these VMs, waking a thread on the other CPU costs 15–20 µs). When the socket is
+//! full, the rest is queued and a flusher task writes it as the socket drains; later
+//! packets queue behind it, so packets leave in the order they were sent.
+//!
+//! # Reading
+//!
+//! One task reads frames, into one reused buffer, and hands each decoded packet on. It
+//! does not spin before sleeping in epoll: measured on these 2-CPU VMs, a reader that
+//! polled for 20–200 µs after each frame made call round trips slower (50–90 µs
+//! against 35–45 µs), because the spinning thread took the CPU the other end needed.
+//! A frame that does not decode, or one over the frame limit, is logged and skipped: it
+//! costs that one message, never the link. Only a stream that can no longer be framed
+//! (a negative length, an end in the middle of a frame, an I/O error) ends the link.
+
+use std::io::ErrorKind;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use multiproc_core::{Body, Envelope, Packet, RemoteError, codec};
-use multiproc_transport::MAX_FRAME_LEN;
-use multiproc_transport::frame::{self, FrameError, FrameReader};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use multiproc_transport::{FrameDecoder, FrameError, MAX_FRAME_LEN};
+use tokio::net::UnixStream;
+use tokio::sync::{Notify, oneshot};
 
-use crate::router::{self, Outgoing};
+use crate::router;
 
-/// Writes everything sent on `rx` to `w`, in order, until `rx` closes or a write fails.
-pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
-    mut w: W,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-) {
-    let mut buf = Vec::with_capacity(256);
-    let mut scratch = Vec::with_capacity(256);
-    while let Some(out) = rx.recv().await {
-        let result = match out {
+/// What can be sent on a link.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A packet, encoded by the sender.
+    Packet(Packet),
+    /// Bytes framed as they are; only for tests that feed a link garbage.
+    Raw(Vec<u8>),
+    /// Answered once everything sent before it has been written.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Why a send did not happen.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// The link is closed; here is what was to be sent.
+    Closed(Outgoing),
+    /// The packet cannot go on the wire (it does not encode, or it is over the frame
+    /// limit); nothing was written.
+    Refused(Packet, String),
+}
+
+/// One end of a control link.
+#[derive(Debug)]
+pub(crate) struct Link {
+    stream: UnixStream,
+    write: Mutex<WriteState>,
+    queued: Notify,
+    closed: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct WriteState {
+    /// Bytes accepted but not yet written, from `written` on.
+    queue: Vec<u8>,
+    written: usize,
+    /// Reused for encoding, so a send allocates nothing once warm.
+    scratch: Vec<u8>,
+    /// Flush requests waiting for the queue to drain.
+    flushes: Vec<oneshot::Sender<()>>,
+}
+
+impl WriteState {
+    fn is_idle(&self) -> bool {
+        self.written == self.queue.len()
+    }
+}
+
+impl Link {
+    /// Wraps a connected socket (registered with the process runtime) and starts its
+    /// flusher task.
+    pub(crate) fn new(stream: UnixStream) -> Arc<Link> {
+        let link = Arc::new(Link {
+            stream,
+            write: Mutex::new(WriteState::default()),
+            queued: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        crate::runtime::handle().spawn(Arc::clone(&link).flush_loop());
+        link
+    }
+
+    fn state(&self) -> MutexGuard<'_, WriteState> {
+        self.write.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `out`, writing it at once when nothing is queued.
+    pub(crate) fn send(&self, out: Outgoing) -> Result<(), SendError> {
+        let mut st = self.state();
+        if self.closed.load(Ordering::Acquire) {
+            return Err(SendError::Closed(out));
+        }
+        let st = &mut *st;
+        st.scratch.clear();
+        match out {
             Outgoing::Packet(packet) => {
-                buf.clear();
-                match codec::encode_into(&packet, &mut buf) {
-                    Ok(()) if buf.len() <= MAX_FRAME_LEN => {
-                        frame::write_frame(&mut w, &buf, MAX_FRAME_LEN, &mut scratch).await
-                    }
-                    Ok(()) => {
-                        refuse(
-                            packet,
-                            format!("{} bytes is over the frame limit", buf.len()),
-                        );
-                        Ok(())
-                    }
+                st.scratch.extend_from_slice(&[0; 4]);
+                if let Err(e) = codec::encode_into(&packet, &mut st.scratch) {
+                    return Err(SendError::Refused(packet, e.to_string()));
+                }
+                let len = st.scratch.len() - 4;
+                if len > MAX_FRAME_LEN {
+                    let why = format!("{len} bytes is over the frame limit of {MAX_FRAME_LEN}");
+                    return Err(SendError::Refused(packet, why));
+                }
+                st.scratch[..4].copy_from_slice(&(len as u32).to_be_bytes());
+            }
+            Outgoing::Raw(bytes) => {
+                let mut header = [0u8; 12];
+                let n = multiproc_transport::frame::header(bytes.len(), &mut header);
+                st.scratch.extend_from_slice(&header[..n]);
+                st.scratch.extend_from_slice(&bytes);
+            }
+            Outgoing::Flush(done) => {
+                if st.is_idle() {
+                    let _ = done.send(());
+                } else {
+                    st.flushes.push(done);
+                }
+                return Ok(());
+            }
+        }
+        let mut from = 0;
+        if st.is_idle() {
+            while from < st.scratch.len() {
+                match self.stream.try_write(&st.scratch[from..]) {
+                    Ok(n) => from += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) => {
-                        refuse(packet, e.to_string());
-                        Ok(())
+                        tracing::debug!(error = %e, "control link closed for writing");
+                        self.closed.store(true, Ordering::Release);
+                        return Ok(());
                     }
                 }
             }
-            Outgoing::Raw(bytes) => {
-                frame::write_frame(&mut w, &bytes, usize::MAX, &mut scratch).await
+            if from == st.scratch.len() {
+                return Ok(());
             }
-            Outgoing::Flush(done) => {
-                let _ = done.send(());
-                Ok(())
+            st.queue.clear();
+            st.written = 0;
+        }
+        let WriteState { queue, scratch, .. } = st;
+        queue.extend_from_slice(&scratch[from..]);
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// Writes what senders queued, as the socket drains.
+    async fn flush_loop(self: Arc<Link>) {
+        loop {
+            self.queued.notified().await;
+            loop {
+                {
+                    let mut st = self.state();
+                    let st = &mut *st;
+                    while !st.is_idle() {
+                        match self.stream.try_write(&st.queue[st.written..]) {
+                            Ok(n) => st.written += n,
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                            Err(e) => {
+                                tracing::debug!(error = %e, "control link closed for writing");
+                                self.closed.store(true, Ordering::Release);
+                                st.flushes.clear();
+                                return;
+                            }
+                        }
+                    }
+                    if st.is_idle() {
+                        st.queue.clear();
+                        st.written = 0;
+                        for done in st.flushes.drain(..) {
+                            let _ = done.send(());
+                        }
+                        break;
+                    }
+                }
+                if self.stream.writable().await.is_err() {
+                    self.closed.store(true, Ordering::Release);
+                    return;
+                }
             }
-        };
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "control link closed for writing");
-            return;
+        }
+    }
+
+    /// Reads packets and hands each to `on_packet` until the link ends.
+    pub(crate) async fn read_loop(&self, peer: &str, mut on_packet: impl FnMut(Packet)) -> LinkEnd {
+        let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
+        loop {
+            loop {
+                match decoder.next_frame() {
+                    Ok(Some(frame)) => match codec::decode::<Packet>(frame) {
+                        Ok(packet) => on_packet(packet),
+                        Err(e) => {
+                            tracing::warn!(peer, error = %e, "skipped a malformed frame on a control link")
+                        }
+                    },
+                    Ok(None) => break,
+                    Err(e @ FrameError::TooLarge { .. }) => {
+                        tracing::warn!(peer, error = %e, "skipped an oversized frame on a control link");
+                    }
+                    Err(e) => return LinkEnd::Broken(e),
+                }
+            }
+            match self.stream.try_read(decoder.read_buf()) {
+                Ok(0) => {
+                    return match decoder.finish() {
+                        Ok(()) => LinkEnd::Eof,
+                        Err(e) => LinkEnd::Broken(e),
+                    };
+                }
+                Ok(n) => decoder.commit(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if let Err(e) = self.stream.readable().await {
+                        return LinkEnd::Broken(FrameError::Io(e));
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return LinkEnd::Broken(FrameError::Io(e)),
+            }
         }
     }
 }
 
-/// A packet the writer could not put on the wire: its caller learns why, if it waits.
-fn refuse(packet: Packet, why: String) {
+/// A packet that cannot go on the wire: its caller learns why, if it waits.
+pub(crate) fn refuse(packet: Packet, why: String) {
     tracing::warn!(%why, "cannot send a packet on a control link");
     if let Packet::Envelope(env) = packet {
         match env.body {
@@ -80,28 +258,4 @@ pub(crate) enum LinkEnd {
     Eof,
     /// The stream broke and could not be framed any more.
     Broken(FrameError),
-}
-
-/// Reads packets from `reader` and hands each to `on_packet` until the link ends.
-pub(crate) async fn read_loop<R: AsyncRead + Unpin>(
-    reader: &mut FrameReader<R>,
-    peer: &str,
-    mut on_packet: impl FnMut(Packet),
-) -> LinkEnd {
-    let mut buf = Vec::with_capacity(256);
-    loop {
-        match reader.read_frame(&mut buf).await {
-            Ok(true) => match codec::decode::<Packet>(&buf) {
-                Ok(packet) => on_packet(packet),
-                Err(e) => {
-                    tracing::warn!(peer, error = %e, "skipped a malformed frame on a control link")
-                }
-            },
-            Ok(false) => return LinkEnd::Eof,
-            Err(e @ FrameError::TooLarge { .. }) => {
-                tracing::warn!(peer, error = %e, "skipped an oversized frame on a control link");
-            }
-            Err(e) => return LinkEnd::Broken(e),
-        }
-    }
 }

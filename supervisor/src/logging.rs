@@ -16,7 +16,8 @@ use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
 
 use crate::current::me;
-use crate::router::{LinkTx, Outgoing};
+use crate::link::Outgoing;
+use crate::router::LinkTx;
 
 static UPLINK: OnceLock<LinkTx> = OnceLock::new();
 

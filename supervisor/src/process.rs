@@ -7,16 +7,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use multiproc_core::{EntryKind, ExitReason, ExitReport, Hello, Identity, Packet, codec};
-use multiproc_transport::FrameReader;
-use multiproc_transport::MAX_FRAME_LEN;
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{oneshot, watch};
 
 use crate::actor::{Actor, ActorRef};
+use crate::link::{Link, LinkEnd, Outgoing};
 use crate::registry::{self, Entry};
-use crate::router::{self, LinkTx, Outgoing};
+use crate::router::{self, LinkTx};
 use crate::target::Target;
-use crate::{Error, bootstrap, current, link, runtime, spawn};
+use crate::{Error, bootstrap, current, runtime, spawn};
 
 /// How long `start` waits for a new child to answer the handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -471,18 +470,50 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         pidfd,
     } = spawned;
     let pid = os_child.id().unwrap_or(0);
-    let (rd, wr) = stream.into_split();
-    let mut reader = FrameReader::new(rd, MAX_FRAME_LEN);
+    let link = Link::new(stream);
 
-    let mut buf = Vec::new();
-    let first = match tokio::time::timeout(timeout, reader.read_frame(&mut buf)).await {
+    // The reader starts at once; the first packet it reads is the handshake's answer.
+    let (first_tx, first_rx) = oneshot::channel::<Packet>();
+    let reader_link = Arc::clone(&link);
+    let peer = name.clone();
+    let killer = pidfd
+        .try_clone()
+        .map_err(|e| Error::os("cannot duplicate the child's pidfd", e))?;
+    let reader_task = tokio::spawn(async move {
+        let mut first = Some(first_tx);
+        let mut report: Option<ExitReport> = None;
+        let end = reader_link
+            .read_loop(&peer, |packet| {
+                if let Some(first) = first.take() {
+                    let _ = first.send(packet);
+                    return;
+                }
+                match packet {
+                    Packet::Envelope(env) => router::from_child(number, env),
+                    Packet::Log(record) => crate::logging::from_child(record),
+                    Packet::Exiting(r) => report = Some(r),
+                    other => {
+                        tracing::warn!(peer, packet = ?other, "unexpected packet from a child")
+                    }
+                }
+            })
+            .await;
+        if let LinkEnd::Broken(e) = end {
+            // Nothing more can be read from it, so nothing can be asked of it: a child
+            // we cannot talk to is killed rather than left running unreachable.
+            tracing::error!(peer, error = %e, "control link to a child broke; killing the child");
+            let _ = rustix::process::pidfd_send_signal(&killer, rustix::process::Signal::KILL);
+        }
+        report
+    });
+
+    let first = match tokio::time::timeout(timeout, first_rx).await {
         Err(_) => {
             let _ = os_child.start_kill();
             let _ = os_child.wait().await;
             return Err(Error::HandshakeTimeout { name, timeout });
         }
-        Ok(Ok(true)) => codec::decode::<Packet>(&buf).ok(),
-        Ok(_) => None,
+        Ok(first) => first.ok(),
     };
     match first {
         Some(Packet::Ready { .. }) => {}
@@ -501,9 +532,7 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         }
     }
 
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(link::write_loop(wr, rx));
-    router::add_child(number, tx.clone());
+    router::add_child(number, Arc::clone(&link));
     let (exit_tx, exit_rx) = watch::channel(None);
     let child = Arc::new(Child {
         identity: identity.clone(),
@@ -511,28 +540,13 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         pid,
         daemon,
         pidfd,
-        link: tx,
+        link,
         exit: exit_rx,
         stop_requested: AtomicBool::new(false),
         killed: AtomicBool::new(false),
         output: Mutex::new(None),
     });
 
-    let peer = name.clone();
-    let reader_task = tokio::spawn(async move {
-        let mut report: Option<ExitReport> = None;
-        let end = link::read_loop(&mut reader, &peer, |packet| match packet {
-            Packet::Envelope(env) => router::from_child(number, env),
-            Packet::Log(record) => crate::logging::from_child(record),
-            Packet::Exiting(r) => report = Some(r),
-            other => tracing::warn!(peer, packet = ?other, "unexpected packet from a child"),
-        })
-        .await;
-        if let link::LinkEnd::Broken(e) = end {
-            tracing::warn!(peer, error = %e, "control link to a child broke");
-        }
-        report
-    });
     let capture = spawn::capture(&mut os_child);
 
     let watched = Arc::clone(&child);

@@ -15,23 +15,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+use std::sync::Arc;
+
 use multiproc_core::{Body, Envelope, Hop, Identity, Packet, RemoteError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::current::me;
+use crate::link::{self, Link, Outgoing, SendError};
 
-/// What a link's writer task sends.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// A packet, encoded by the writer.
-    Packet(Packet),
-    /// Bytes framed as they are; only for tests that feed a link garbage.
-    Raw(Vec<u8>),
-    /// Answered once everything queued before it is written.
-    Flush(oneshot::Sender<()>),
-}
-
-pub(crate) type LinkTx = mpsc::UnboundedSender<Outgoing>;
+pub(crate) type LinkTx = Arc<Link>;
 
 /// Puts an envelope in the local actor's mailbox; gives it back if the mailbox is
 /// closed (`None` if it was lost on the way).
@@ -167,39 +159,47 @@ pub(crate) fn from_child(n: u32, env: Envelope) {
 /// Sends an envelope one step closer to its destination (or delivers it here).
 pub(crate) fn route(env: Envelope) {
     let hop = me().identity.next_hop(&env.to);
-    let undeliverable = {
+    let failed = {
         let mut t = tables();
         match hop {
             Hop::Here => return deliver_here(t, env),
             Hop::Child(n) => match t.children.get_mut(&n) {
                 Some(link) => {
-                    if matches!(env.body, Body::Call(_)) {
-                        link.inflight.insert((env.from.clone(), env.corr));
+                    let call =
+                        matches!(env.body, Body::Call(_)).then(|| (env.from.clone(), env.corr));
+                    if let Some(key) = &call {
+                        link.inflight.insert(key.clone());
                     }
                     match link.tx.send(Outgoing::Packet(Packet::Envelope(env))) {
                         Ok(()) => return,
-                        Err(mpsc::error::SendError(Outgoing::Packet(Packet::Envelope(env)))) => {
-                            link.inflight.remove(&(env.from.clone(), env.corr));
-                            env
+                        Err(e) => {
+                            if let Some(key) = &call {
+                                link.inflight.remove(key);
+                            }
+                            e
                         }
-                        Err(_) => return,
                     }
                 }
-                None => env,
+                None => SendError::Closed(Outgoing::Packet(Packet::Envelope(env))),
             },
             Hop::Parent => match &t.parent {
                 Some(tx) => match tx.send(Outgoing::Packet(Packet::Envelope(env))) {
                     Ok(()) => return,
-                    Err(mpsc::error::SendError(Outgoing::Packet(Packet::Envelope(env)))) => env,
-                    Err(_) => return,
+                    Err(e) => e,
                 },
-                None => env,
+                None => SendError::Closed(Outgoing::Packet(Packet::Envelope(env))),
             },
-            Hop::Nowhere => env,
+            Hop::Nowhere => SendError::Closed(Outgoing::Packet(Packet::Envelope(env))),
         }
     };
-    let to = undeliverable.to.clone();
-    bounce(undeliverable, RemoteError::NoProcess(to));
+    match failed {
+        SendError::Closed(Outgoing::Packet(Packet::Envelope(env))) => {
+            let to = env.to.clone();
+            bounce(env, RemoteError::NoProcess(to));
+        }
+        SendError::Refused(packet, why) => link::refuse(packet, why),
+        SendError::Closed(_) => {}
+    }
 }
 
 fn deliver_here(mut t: MutexGuard<'static, Tables>, env: Envelope) {

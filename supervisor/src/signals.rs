@@ -1,4 +1,5 @@
-//! SIGINT and SIGTERM at the root: stop the whole tree gracefully, then exit 0.
+//! SIGINT and SIGTERM at the root: stop the whole tree gracefully, then exit 0 (or
+//! with `main`'s own status, if `main` returns first).
 //!
 //! Installed when the root starts its first child, so a program that never starts
 //! one keeps the default behaviour. Children ignore SIGINT (a terminal's ^C reaches
@@ -30,6 +31,10 @@ pub(crate) fn install_root_handlers() {
                 _ = term.recv() => "SIGTERM",
             };
             tracing::info!(signal = which, "stopping the process tree");
+            // `wait_for_stop` returns in the root too, so `main` may finish on its own
+            // (its exit handler joins the stopping children); whichever ends first
+            // ends the process.
+            crate::stop::request();
             stop_children(DEFAULT_SHUTDOWN_TIMEOUT).await;
             crate::bootstrap::exit_now(0);
         });

@@ -29,8 +29,8 @@ pub fn stop_requested() -> bool {
 ///
 /// A function run in a child can wait on this to live until its parent (or the tree's
 /// root, on SIGINT or SIGTERM) stops it; returning then ends the process with reason
-/// `Shutdown`. In the root it waits until the root is signalled, which ends the
-/// process after stopping the tree.
+/// `Shutdown`. In the root it completes on SIGINT or SIGTERM (once the root has started
+/// a child), while the tree is being stopped.
 pub async fn wait_for_stop() {
     let mut rx = flag().subscribe();
     let _ = rx.wait_for(|stopped| *stopped).await;
