@@ -78,9 +78,17 @@ pub fn init() {
     if std::env::var_os(ENV_BOOTSTRAP).is_none() {
         return;
     }
+    IS_CHILD.store(true, Ordering::Relaxed);
     let code = child_main();
     exit_now(code);
 }
+
+/// Whether this process is a child started by multiproc (its bootstrap has begun).
+pub(crate) fn is_child() -> bool {
+    IS_CHILD.load(Ordering::Relaxed)
+}
+
+static IS_CHILD: AtomicBool = AtomicBool::new(false);
 
 /// Fails when this process is a multiproc child that reached user code without
 /// `init()`: starting a process from there would start the program again and again.

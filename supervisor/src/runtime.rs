@@ -23,7 +23,12 @@ use tokio::runtime::{Handle, Runtime};
 pub(crate) fn handle() -> &'static Handle {
     static RT: OnceLock<Runtime> = OnceLock::new();
     RT.get_or_init(|| {
-        let workers = thread::available_parallelism().map_or(1, |n| n.get().min(2));
+        // The affinity mask, not `available_parallelism`: that also reads the cgroup's
+        // CPU quota from /proc and /sys, a dozen syscalls on every child's start.
+        let cpus = rustix::thread::sched_getaffinity(None).map_or(1, |set| set.count() as usize);
+        // A child serves one link and one mailbox; a second worker only costs it a
+        // thread. The root serves all its children's links.
+        let workers = if crate::bootstrap::is_child() { 1 } else { cpus.clamp(1, 2) };
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .thread_name("multiproc-rt")
