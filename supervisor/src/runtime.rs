@@ -28,7 +28,11 @@ pub(crate) fn handle() -> &'static Handle {
         let cpus = rustix::thread::sched_getaffinity(None).map_or(1, |set| set.count() as usize);
         // A child serves one link and one mailbox; a second worker only costs it a
         // thread. The root serves all its children's links.
-        let workers = if crate::bootstrap::is_child() { 1 } else { cpus.clamp(1, 2) };
+        let workers = if crate::bootstrap::is_child() {
+            1
+        } else {
+            cpus.clamp(1, 2)
+        };
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
             .thread_name("multiproc-rt")

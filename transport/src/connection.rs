@@ -83,6 +83,43 @@ pub struct BlockingConnection {
     pub(crate) ep: Endpoint,
 }
 
+/// The methods that only read or set the shared state, the same in both views.
+macro_rules! state_methods {
+    () => {
+        /// Closes this end (idempotent). The peer sees the end of the stream once every
+        /// copy of the fd is closed; output not yet written is dropped.
+        pub fn close(&mut self) {
+            self.ep.close();
+        }
+
+        /// Whether [`close`](Self::close) was called.
+        pub fn is_closed(&self) -> bool {
+            self.ep.is_closed()
+        }
+
+        /// Whether this end can receive (false for the write end of a one-way pipe).
+        pub fn is_readable(&self) -> bool {
+            self.ep.is_readable()
+        }
+
+        /// Whether this end can send (false for the read end of a one-way pipe).
+        pub fn is_writable(&self) -> bool {
+            self.ep.is_writable()
+        }
+
+        /// The maximum frame length, for both directions.
+        pub fn max_frame_len(&self) -> usize {
+            self.ep.max_frame_len()
+        }
+
+        /// Sets the maximum frame length (default [`MAX_FRAME_LEN`](crate::MAX_FRAME_LEN)).
+        /// Longer outgoing messages are refused; longer incoming ones are skipped.
+        pub fn set_max_frame_len(&mut self, max: usize) {
+            self.ep.set_max_frame_len(max);
+        }
+    };
+}
+
 impl Connection {
     /// Wraps a connected stream socket or one end of a pipe, as received from a parent
     /// process. The fd is made non-blocking.
@@ -221,37 +258,7 @@ impl Connection {
         self.ep.poll_async(timeout).await
     }
 
-    /// Closes this end (idempotent). The peer sees the end of the stream once every
-    /// copy of the fd is closed; output not yet written is dropped.
-    pub fn close(&mut self) {
-        self.ep.close();
-    }
-
-    /// Whether [`close`](Self::close) was called.
-    pub fn is_closed(&self) -> bool {
-        self.ep.is_closed()
-    }
-
-    /// Whether this end can receive (false for the write end of a one-way pipe).
-    pub fn is_readable(&self) -> bool {
-        self.ep.is_readable()
-    }
-
-    /// Whether this end can send (false for the read end of a one-way pipe).
-    pub fn is_writable(&self) -> bool {
-        self.ep.is_writable()
-    }
-
-    /// The maximum frame length, for both directions.
-    pub fn max_frame_len(&self) -> usize {
-        self.ep.max_frame_len()
-    }
-
-    /// Sets the maximum frame length (default [`MAX_FRAME_LEN`](crate::MAX_FRAME_LEN)).
-    /// Longer outgoing messages are refused; longer incoming ones are skipped.
-    pub fn set_max_frame_len(&mut self, max: usize) {
-        self.ep.set_max_frame_len(max);
-    }
+    state_methods!();
 }
 
 impl BlockingConnection {
@@ -375,37 +382,7 @@ impl BlockingConnection {
         self.ep.poll_blocking(timeout)
     }
 
-    /// Closes this end (idempotent). The peer sees the end of the stream once every
-    /// copy of the fd is closed; output not yet written is dropped.
-    pub fn close(&mut self) {
-        self.ep.close();
-    }
-
-    /// Whether [`close`](Self::close) was called.
-    pub fn is_closed(&self) -> bool {
-        self.ep.is_closed()
-    }
-
-    /// Whether this end can receive (false for the write end of a one-way pipe).
-    pub fn is_readable(&self) -> bool {
-        self.ep.is_readable()
-    }
-
-    /// Whether this end can send (false for the read end of a one-way pipe).
-    pub fn is_writable(&self) -> bool {
-        self.ep.is_writable()
-    }
-
-    /// The maximum frame length, for both directions.
-    pub fn max_frame_len(&self) -> usize {
-        self.ep.max_frame_len()
-    }
-
-    /// Sets the maximum frame length (default [`MAX_FRAME_LEN`](crate::MAX_FRAME_LEN)).
-    /// Longer outgoing messages are refused; longer incoming ones are skipped.
-    pub fn set_max_frame_len(&mut self, max: usize) {
-        self.ep.set_max_frame_len(max);
-    }
+    state_methods!();
 }
 
 impl From<BlockingConnection> for Connection {
