@@ -50,7 +50,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let reason = c.join()?;
         println!(
             "{} exitcode={} reason={reason}",
-            c.get_name(),
+            c.name(),
             reason.exit_code()
         );
     }

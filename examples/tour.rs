@@ -100,7 +100,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         let reason = p.join()?;
         println!(
             "  {} exitcode={} reason={reason}",
-            p.get_name(),
+            p.name(),
             reason.exit_code()
         );
     }
@@ -120,7 +120,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     c.start()?;
     let seen: Result<i64, String> = ours.recv()?;
     c.join()?;
-    println!("  {} deposited 25 -> {seen:?}", c.get_name());
+    println!("  {} deposited 25 -> {seen:?}", c.name());
 
     println!("\n5. Pipes");
     let (mut ours, theirs) = pipe(true)?;
@@ -132,7 +132,7 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     println!("\n6. Stopping: ask, wait, then kill");
     let reason = bank.stop(Duration::from_secs(5))?;
-    println!("  {} stopped: {reason}", bank.get_name());
+    println!("  {} stopped: {reason}", bank.name());
     match account.call(Op::Deposit(1)) {
         Err(err) => println!("  calling it now: {err}"),
         Ok(balance) => println!("  unexpectedly still running: {balance:?}"),

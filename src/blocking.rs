@@ -35,8 +35,8 @@ impl Process {
     }
 
     /// Sets the name.
-    pub fn name(self, name: impl Into<String>) -> Self {
-        Process(self.0.name(name))
+    pub fn named(self, name: impl Into<String>) -> Self {
+        Process(self.0.named(name))
     }
 
     /// Makes the process a daemon (or not).
@@ -60,8 +60,8 @@ impl Process {
     }
 
     /// The name.
-    pub fn get_name(&self) -> &str {
-        self.0.get_name()
+    pub fn name(&self) -> &str {
+        self.0.name()
     }
 
     /// The identity.

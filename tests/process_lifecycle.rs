@@ -60,16 +60,16 @@ fn report_identity(mut conn: Connection) -> Result<(), multiproc::connection::Er
 /// third, which reports its own name: Python's counter rules, in a fresh process.
 fn names_probe(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
     let never_started = Process::new(returns, ());
-    let renamed = Process::new(returns, ()).name("custom");
+    let renamed = Process::new(returns, ()).named("custom");
     let (mut ours, theirs) = pipe(true)?;
     let mut third = Process::new(report_identity, theirs);
     third.start()?;
     let (reported, _pid, parent): (String, u32, Option<(String, u32)>) = ours.recv()?;
     third.join()?;
     let names = vec![
-        never_started.get_name().to_string(),
-        renamed.get_name().to_string(),
-        third.get_name().to_string(),
+        never_started.name().to_string(),
+        renamed.name().to_string(),
+        third.name().to_string(),
         reported,
         parent.map(|p| p.0).unwrap_or_default(),
     ];
@@ -121,7 +121,7 @@ fn names_follow_pythons_counter() -> TestResult {
     let (mut ours, theirs) = pipe(true)?;
     let mut probe = Process::new(names_probe, theirs);
     let k = probe.identity().to_string();
-    check_eq!(probe.get_name(), format!("Process-{k}"));
+    check_eq!(probe.name(), format!("Process-{k}"));
     probe.start()?;
     let names: Vec<String> = ours.recv()?;
     check_eq!(probe.join()?, ExitReason::Normal);
@@ -142,7 +142,7 @@ fn parent_process_is_the_creator() -> TestResult {
     p.start()?;
     let (name, pid, parent): (String, u32, Option<(String, u32)>) = ours.recv()?;
     p.join()?;
-    check_eq!(name, p.get_name());
+    check_eq!(name, p.name());
     check_eq!(Some(pid), p.pid());
     check_eq!(
         parent,
@@ -183,7 +183,7 @@ fn exit_codes_and_reasons_follow_python() -> TestResult {
     check_eq!(panic.exit_code(), Some(1));
     let stderr = String::from_utf8_lossy(&panic.output().unwrap_or_default().stderr).to_string();
     check!(
-        stderr.contains(&format!("Process {}:", panic.get_name())),
+        stderr.contains(&format!("Process {}:", panic.name())),
         "stderr: {stderr}"
     );
     check_eq!(abort.join()?, ExitReason::Signaled(6));
@@ -346,7 +346,7 @@ fn child_logs_reach_the_parent_subscriber() -> TestResult {
     let logs = common::child_logs();
     check!(
         logs.iter()
-            .any(|(process, message)| process == p.get_name() && message == &text),
+            .any(|(process, message)| process == p.name() && message == &text),
         "{logs:?}"
     );
     Ok(())

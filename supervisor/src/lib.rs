@@ -62,3 +62,18 @@ pub mod __private {
         std::any::TypeId::of::<T>()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// Handles cross threads and tasks: checked at compile time.
+    #[test]
+    fn handles_are_send_sync_and_static() {
+        fn check<T: Send + Sync + 'static>() {}
+        struct Nothing;
+        check::<crate::Process>();
+        check::<crate::Sentinel>();
+        check::<crate::ActorRef<Nothing>>();
+        check::<crate::Error>();
+        check::<crate::CallError>();
+    }
+}

@@ -142,7 +142,7 @@ impl Process {
     }
 
     /// Sets the name (names need not be unique). The identity does not change.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
+    pub fn named(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
     }
@@ -174,7 +174,7 @@ impl Process {
     }
 
     /// The process's name: `Process-N1:N2:…` unless set.
-    pub fn get_name(&self) -> &str {
+    pub fn name(&self) -> &str {
         &self.name
     }
 
