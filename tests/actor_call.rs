@@ -62,7 +62,26 @@ impl Actor for Echo {
     }
 }
 
-multiproc::register_actor!(Counter, Echo);
+/// An actor whose handler uses the blocking API: it starts a process and joins it.
+struct Starter;
+
+impl Actor for Starter {
+    type Args = ();
+    type Msg = ();
+    type Reply = Option<i32>;
+
+    async fn start((): ()) -> Result<Self, BoxError> {
+        Ok(Starter)
+    }
+
+    async fn handle(&mut self, (): ()) -> Option<i32> {
+        let mut p = Process::new(waits_for_stop, ());
+        p.start().ok()?;
+        p.stop(Duration::from_secs(10)).ok().map(|r| r.exit_code())
+    }
+}
+
+multiproc::register_actor!(Counter, Echo, Starter);
 
 fn waits_for_stop() {
     multiproc::blocking::wait_for_stop();
@@ -86,7 +105,21 @@ fn hosts_grandchild(mut up: Connection) -> Result<(), Box<dyn std::error::Error>
     Ok(())
 }
 
-multiproc::register!(waits_for_stop, calls_sibling, hosts_grandchild);
+/// Starts a non-daemon actor, reports its pid, and returns: its exit must stop the
+/// actor (an actor serves until stopped, so joining it would wait forever).
+fn leaves_an_actor(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    let mut counter = Process::actor::<Counter>(0);
+    counter.start()?;
+    up.send(&counter.pid())?;
+    Ok(())
+}
+
+multiproc::register!(
+    waits_for_stop,
+    calls_sibling,
+    hosts_grandchild,
+    leaves_an_actor
+);
 
 fn counter(first: i64) -> Result<(Process, ActorRef<Counter>), multiproc::Error> {
     let mut p = Process::actor::<Counter>(first);
@@ -290,6 +323,29 @@ fn unregistered_actor_names_the_macro() -> TestResult {
     Ok(())
 }
 
+fn a_handler_can_use_the_blocking_api() -> TestResult {
+    let mut p = Process::actor::<Starter>(());
+    p.start()?;
+    let starter = p.actor_ref::<Starter>();
+    check_eq!(starter.call(())?, Some(0));
+    p.stop(Duration::from_secs(10))?;
+    Ok(())
+}
+
+fn actor_children_are_stopped_when_their_parent_exits() -> TestResult {
+    let (mut ours, theirs) = pipe(true)?;
+    let mut p = Process::new(leaves_an_actor, theirs);
+    p.start()?;
+    let actor_pid: Option<u32> = ours.recv()?;
+    let actor_pid = actor_pid.ok_or("no pid")?;
+    check_eq!(p.join()?, ExitReason::Normal);
+    check!(
+        common::wait_gone(actor_pid, Duration::from_secs(5)),
+        "actor {actor_pid} outlived its parent"
+    );
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
         trial(
@@ -343,6 +399,14 @@ fn main() {
         trial(
             "unregistered_actor_names_the_macro",
             unregistered_actor_names_the_macro,
+        ),
+        trial(
+            "a_handler_can_use_the_blocking_api",
+            a_handler_can_use_the_blocking_api,
+        ),
+        trial(
+            "actor_children_are_stopped_when_their_parent_exits",
+            actor_children_are_stopped_when_their_parent_exits,
         ),
     ])
 }

@@ -32,7 +32,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// `Process-1` whether or not it is ever started.
 ///
 /// Dropping a `Process` does not stop the child: like Python, the child is still
-/// joined (or, if it is a daemon, stopped) when this process exits.
+/// joined (or, if it is a daemon or an actor, stopped) when this process exits.
 #[derive(Debug)]
 pub struct Process {
     identity: Identity,
@@ -67,6 +67,8 @@ pub(crate) struct Child {
     pub(crate) name: String,
     pub(crate) pid: u32,
     pub(crate) daemon: bool,
+    /// An actor serves until it is stopped, so at exit it is stopped, not joined.
+    kind: EntryKind,
     pidfd: OwnedFd,
     link: LinkTx,
     exit: watch::Receiver<Option<ExitReason>>,
@@ -462,6 +464,7 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         .last()
         .expect("a child identity is never empty");
     let daemon = req.daemon;
+    let kind = req.hello.kind;
     let timeout = req.handshake_timeout;
     let spawned = runtime::on_spawner(move || spawn::spawn(req)).await?;
     let spawn::Spawned {
@@ -539,6 +542,7 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         name: name.clone(),
         pid,
         daemon,
+        kind,
         pidfd,
         link,
         exit: exit_rx,
@@ -627,14 +631,16 @@ pub(crate) async fn stop_children(timeout: Duration) {
 }
 
 /// What every process does before it exits, as Python's exit handler: daemon children
-/// are stopped, the others are joined.
+/// are stopped, the others are joined, except actors, which serve until they are
+/// stopped and so are stopped too (joining them would wait forever).
 pub(crate) async fn finish_children() {
     let all: Vec<Arc<Child>> = children().clone();
-    for c in all.iter().filter(|c| c.daemon) {
+    let stops = |c: &Child| c.daemon || c.kind == EntryKind::Actor;
+    for c in all.iter().filter(|c| stops(c)) {
         c.request_stop();
     }
     for c in &all {
-        if c.daemon {
+        if stops(c) {
             c.stop(DEFAULT_SHUTDOWN_TIMEOUT).await;
         } else {
             c.wait().await;

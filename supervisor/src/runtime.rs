@@ -35,7 +35,7 @@ pub(crate) fn handle() -> &'static Handle {
         };
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(workers)
-            .thread_name("multiproc-rt")
+            .thread_name(WORKER_NAME)
             .enable_all()
             .build()
             .expect("cannot build the multiproc runtime: the OS refused threads or an epoll fd")
@@ -45,7 +45,20 @@ pub(crate) fn handle() -> &'static Handle {
 
 /// Runs `fut` to completion on the calling thread, in the context of the process
 /// runtime (so timers and sockets created by `fut` are driven by its workers).
+///
+/// On one of the runtime's own workers (an actor's handler that uses the blocking API)
+/// the worker first hands its other tasks to a new thread, so they keep running while
+/// it blocks; without that, a child's only worker would wait for itself.
 pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
+    if thread::current().name() == Some(WORKER_NAME) {
+        return tokio::task::block_in_place(|| park_on(fut));
+    }
+    park_on(fut)
+}
+
+const WORKER_NAME: &str = "multiproc-rt";
+
+fn park_on<F: Future>(fut: F) -> F::Output {
     struct Unpark(Thread);
     impl Wake for Unpark {
         fn wake(self: Arc<Self>) {
