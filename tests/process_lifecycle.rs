@@ -265,6 +265,22 @@ fn unregistered_function_names_the_macro() -> TestResult {
     Ok(())
 }
 
+fn a_closure_is_refused_with_a_hint() -> TestResult {
+    let mut p = Process::new(|x: i32| println!("{x}"), 1);
+    let err = p.start().unwrap_err();
+    check!(matches!(err, Error::Closure { .. }), "{err:?}");
+    check!(err.to_string().contains("define a `fn`"), "{err}");
+    Ok(())
+}
+
+fn arguments_over_the_frame_limit_are_refused_before_spawning() -> TestResult {
+    let mut p = Process::new(prints, "x".repeat(multiproc::MAX_FRAME_LEN));
+    let err = p.start().unwrap_err();
+    check!(matches!(err, Error::ArgsTooLarge { .. }), "{err:?}");
+    check_eq!(p.pid(), None);
+    Ok(())
+}
+
 fn protocol_mismatch_is_refused_by_the_child() -> TestResult {
     let mut p = Process::from(multiproc::Process::new(returns, ()).__hello_versions(999, 0));
     let err = p.start().unwrap_err();
@@ -497,6 +513,14 @@ fn main() {
         trial(
             "sentinel_completes_when_the_process_exits",
             sentinel_completes_when_the_process_exits,
+        ),
+        trial(
+            "a_closure_is_refused_with_a_hint",
+            a_closure_is_refused_with_a_hint,
+        ),
+        trial(
+            "arguments_over_the_frame_limit_are_refused_before_spawning",
+            arguments_over_the_frame_limit_are_refused_before_spawning,
         ),
     ])
 }

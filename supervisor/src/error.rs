@@ -59,6 +59,28 @@ pub enum Error {
         /// The macro that registers it.
         macro_name: &'static str,
     },
+    /// A closure was given where a registered function is needed.
+    #[error(
+        "a closure (`{type_name}`) cannot run in a child process: a child finds its entry \
+         point by name; define a `fn` and add `multiproc::register!(name_of_fn);`"
+    )]
+    Closure {
+        /// The closure's type name.
+        type_name: &'static str,
+    },
+    /// The Hello (which carries the encoded arguments) is over the frame limit.
+    #[error(
+        "the arguments of {name} encode to {len} bytes, over the frame limit of {max}; \
+         pass large data through a pipe or shared memory instead"
+    )]
+    ArgsTooLarge {
+        /// The process's name.
+        name: String,
+        /// The encoded length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Two entry points were registered under one name.
     #[error("two multiproc entry points are registered as `{0}`")]
     DuplicateEntry(String),

@@ -265,6 +265,16 @@ impl Process {
             return Err(Error::DaemonWithChildren);
         }
         let plan = plan?;
+        // Room for the rest of the Hello (names, identities) around the arguments.
+        const HELLO_OVERHEAD: usize = 4096;
+        let max = multiproc_transport::MAX_FRAME_LEN - HELLO_OVERHEAD;
+        if plan.args.len() > max {
+            return Err(Error::ArgsTooLarge {
+                name: self.name.clone(),
+                len: plan.args.len(),
+                max,
+            });
+        }
         let me = current::me();
         let hello = Hello {
             identity: self.identity.clone(),

@@ -66,6 +66,9 @@ pub(crate) fn by_type<T: 'static>(kind: EntryKind) -> Result<&'static Entry, Err
         Some(e) if e.kind == kind => Ok(e),
         _ => {
             let type_name = std::any::type_name::<T>();
+            if type_name.contains("{{closure}}") {
+                return Err(Error::Closure { type_name });
+            }
             let short = type_name
                 .rsplit("::")
                 .next()
