@@ -137,8 +137,21 @@ impl<A: Actor> ActorRef<A> {
     /// [`CallError::Remote`] (no such process, no actor, the message did not decode,
     /// the handler panicked, the process exited), [`CallError::Decode`].
     pub async fn call(&self, msg: A::Msg) -> Result<A::Reply, CallError> {
-        let (corr, rx) = self.send_call(&msg)?;
-        let body = rx.await.map_err(|_| CallError::ShuttingDown)?;
+        let (corr, mut rx) = self.send_call(&msg)?;
+        // Spinning briefly for the reply saves the wake-up of this thread, which costs
+        // more than the round trip itself (see `runtime::spin`). Never on the
+        // runtime's own workers: they are what delivers the reply.
+        let started = std::time::Instant::now();
+        let spun = if runtime::on_worker() {
+            None
+        } else {
+            runtime::spin::wait(started, || rx.try_recv().ok())
+        };
+        let body = match spun {
+            Some(body) => body,
+            None => rx.await.map_err(|_| CallError::ShuttingDown)?,
+        };
+        runtime::spin::record(started.elapsed());
         reply::<A>(body, corr)
     }
 

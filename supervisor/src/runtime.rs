@@ -50,13 +50,77 @@ pub(crate) fn handle() -> &'static Handle {
 /// the worker first hands its other tasks to a new thread, so they keep running while
 /// it blocks; without that, a child's only worker would wait for itself.
 pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
-    if thread::current().name() == Some(WORKER_NAME) {
+    if on_worker() {
         return tokio::task::block_in_place(|| park_on(fut));
     }
     park_on(fut)
 }
 
 const WORKER_NAME: &str = "multiproc-rt";
+
+/// Whether the calling thread is one of the process runtime's workers.
+pub(crate) fn on_worker() -> bool {
+    thread::current().name() == Some(WORKER_NAME)
+}
+
+/// Adaptive spinning: how long a thread polls for a result before it sleeps.
+///
+/// Waking a thread that sleeps on the other CPU costs 15–20 µs on these VMs, more than
+/// a whole round trip to a child takes when nobody sleeps. So a thread that waits for a
+/// result first polls for it for a while. How long adapts, per thread, to how long its
+/// recent waits took: a quarter more than their running average, up to [`SPIN_MAX`],
+/// and nothing once the average is well past that (joins, timeouts, idle links). With
+/// one CPU there is no spinning at all: the other end cannot run while we spin.
+pub(crate) mod spin {
+    use std::cell::Cell;
+    use std::sync::OnceLock;
+    use std::time::{Duration, Instant};
+
+    /// The most a thread spins before it sleeps, in microseconds.
+    const SPIN_MAX: u64 = 60;
+
+    thread_local! {
+        /// Running average of this thread's recent waits, in microseconds.
+        static AVERAGE: Cell<u64> = const { Cell::new(SPIN_MAX / 2) };
+    }
+
+    fn enabled() -> bool {
+        static MULTI_CPU: OnceLock<bool> = OnceLock::new();
+        *MULTI_CPU.get_or_init(|| {
+            rustix::thread::sched_getaffinity(None).is_ok_and(|set| set.count() > 1)
+        })
+    }
+
+    fn budget() -> Duration {
+        let average = AVERAGE.with(Cell::get);
+        if !enabled() || average > 2 * SPIN_MAX {
+            return Duration::ZERO;
+        }
+        Duration::from_micros((average + average / 4).min(SPIN_MAX))
+    }
+
+    /// Records how long a wait took, start to result.
+    pub(crate) fn record(waited: Duration) {
+        let us = u64::try_from(waited.as_micros())
+            .unwrap_or(u64::MAX)
+            .min(1_000_000);
+        AVERAGE.with(|a| a.set((3 * a.get() + us) / 4));
+    }
+
+    /// Polls `ready` until it returns `Some` or this thread's budget runs out.
+    pub(crate) fn wait<T>(started: Instant, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
+        let until = started + budget();
+        while Instant::now() < until {
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+            if let Some(out) = ready() {
+                return Some(out);
+            }
+        }
+        None
+    }
+}
 
 fn park_on<F: Future>(fut: F) -> F::Output {
     struct Unpark(Thread);
@@ -72,11 +136,23 @@ fn park_on<F: Future>(fut: F) -> F::Output {
     let waker = Waker::from(Arc::new(Unpark(thread::current())));
     let mut cx = Context::from_waker(&waker);
     let mut fut = pin!(fut);
+    if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+        return out;
+    }
+    let started = std::time::Instant::now();
+    if let Some(out) = spin::wait(started, || match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => None,
+    }) {
+        spin::record(started.elapsed());
+        return out;
+    }
     loop {
+        thread::park();
         if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            spin::record(started.elapsed());
             return out;
         }
-        thread::park();
     }
 }
 
