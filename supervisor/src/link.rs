@@ -13,8 +13,9 @@
 //!
 //! One task reads frames, into one reused buffer, and hands each decoded packet on. It
 //! does not spin before sleeping in epoll: measured on these 2-CPU VMs, a reader that
-//! polled for 20–200 µs after each frame made call round trips slower (50–90 µs
-//! against 35–45 µs), because the spinning thread took the CPU the other end needed.
+//! polled for 20–200 µs after each frame made call round trips slower, because a
+//! third busy thread takes the CPU one end of the round trip needs. The thread that
+//! waits for a reply spins instead (`runtime::spin`).
 //! A frame that does not decode, or one over the frame limit, is logged and skipped: it
 //! costs that one message, never the link. Only a stream that can no longer be framed
 //! (a negative length, an end in the middle of a frame, an I/O error) ends the link.
