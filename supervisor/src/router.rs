@@ -51,8 +51,17 @@ enum Local {
 struct Tables {
     parent: Option<LinkTx>,
     children: HashMap<u32, ChildLink>,
-    pending: HashMap<u64, oneshot::Sender<Body>>,
     local: Local,
+}
+
+/// Calls from this process waiting for their replies. Apart from the tables, so a
+/// caller registering its call never waits for a reader that is routing.
+fn pending() -> MutexGuard<'static, HashMap<u64, oneshot::Sender<Body>>> {
+    static PENDING: OnceLock<Mutex<HashMap<u64, oneshot::Sender<Body>>>> = OnceLock::new();
+    PENDING
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
 
 fn tables() -> MutexGuard<'static, Tables> {
@@ -136,13 +145,13 @@ pub(crate) fn remove_child(n: u32, identity: &Identity) {
 /// Registers a call waiting for its reply.
 pub(crate) fn expect_reply(corr: u64) -> oneshot::Receiver<Body> {
     let (tx, rx) = oneshot::channel();
-    tables().pending.insert(corr, tx);
+    pending().insert(corr, tx);
     rx
 }
 
 /// Forgets a call that stopped waiting (timed out).
 pub(crate) fn forget_reply(corr: u64) {
-    tables().pending.remove(&corr);
+    pending().remove(&corr);
 }
 
 /// Called by a parent-side link reader for each envelope that comes *up* out of child
@@ -159,39 +168,40 @@ pub(crate) fn from_child(n: u32, env: Envelope) {
 /// Sends an envelope one step closer to its destination (or delivers it here).
 pub(crate) fn route(env: Envelope) {
     let hop = me().identity.next_hop(&env.to);
-    let failed = {
+    // Pick the link under the lock, write outside it: a write is a syscall, and callers
+    // registering replies or other readers routing should not wait for it.
+    let (link, call) = {
         let mut t = tables();
         match hop {
             Hop::Here => return deliver_here(t, env),
             Hop::Child(n) => match t.children.get_mut(&n) {
-                Some(link) => {
+                Some(child) => {
                     let call =
                         matches!(env.body, Body::Call(_)).then(|| (env.from.clone(), env.corr));
                     if let Some(key) = &call {
-                        link.inflight.insert(key.clone());
+                        child.inflight.insert(key.clone());
                     }
-                    match link.tx.send(Outgoing::Packet(Packet::Envelope(env))) {
-                        Ok(()) => return,
-                        Err(e) => {
-                            if let Some(key) = &call {
-                                link.inflight.remove(key);
-                            }
-                            e
-                        }
-                    }
+                    (Some(Arc::clone(&child.tx)), call.map(|key| (n, key)))
                 }
-                None => SendError::Closed(Outgoing::Packet(Packet::Envelope(env))),
+                None => (None, None),
             },
-            Hop::Parent => match &t.parent {
-                Some(tx) => match tx.send(Outgoing::Packet(Packet::Envelope(env))) {
-                    Ok(()) => return,
-                    Err(e) => e,
-                },
-                None => SendError::Closed(Outgoing::Packet(Packet::Envelope(env))),
-            },
-            Hop::Nowhere => SendError::Closed(Outgoing::Packet(Packet::Envelope(env))),
+            Hop::Parent => (t.parent.clone(), None),
+            Hop::Nowhere => (None, None),
         }
     };
+    let packet = Outgoing::Packet(Packet::Envelope(env));
+    let failed = match link {
+        Some(link) => match link.send(packet) {
+            Ok(()) => return,
+            Err(e) => e,
+        },
+        None => SendError::Closed(packet),
+    };
+    if let Some((n, key)) = call
+        && let Some(child) = tables().children.get_mut(&n)
+    {
+        child.inflight.remove(&key);
+    }
     match failed {
         SendError::Closed(Outgoing::Packet(Packet::Envelope(env))) => {
             let to = env.to.clone();
@@ -205,7 +215,8 @@ pub(crate) fn route(env: Envelope) {
 fn deliver_here(mut t: MutexGuard<'static, Tables>, env: Envelope) {
     match env.body {
         Body::Reply(_) | Body::Fail(_) => {
-            if let Some(waiter) = t.pending.remove(&env.corr) {
+            drop(t);
+            if let Some(waiter) = pending().remove(&env.corr) {
                 let _ = waiter.send(env.body);
             }
         }
