@@ -227,3 +227,9 @@ impl<A: Actor> ActorRef<A> {
 pub fn wait_for_stop() {
     block_on(crate::wait_for_stop());
 }
+
+/// Stops every child of this process (ask, wait up to `timeout`, kill); see
+/// [`crate::stop_children`].
+pub fn stop_children(timeout: Duration) {
+    block_on(crate::stop_children(timeout));
+}

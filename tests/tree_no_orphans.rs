@@ -37,7 +37,7 @@ fn branch(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
     multiproc::blocking::wait_for_stop();
     Ok(())
 }
-multiproc::register!(leaf, branch);
+multiproc::register!(leaf, branch, waits);
 
 /// The separate root: builds the tree, prints `pids <all six descendants>`, waits.
 fn tree_root() -> ! {
@@ -57,6 +57,20 @@ fn tree_root() -> ! {
     // Returns on SIGINT/SIGTERM; the exit handler then waits for the stopping tree.
     multiproc::blocking::wait_for_stop();
     std::process::exit(0)
+}
+
+/// A harness whose only test fails while a child of it still runs.
+fn failing_harness() -> ! {
+    common::run(vec![trial("fails_leaving_a_child", || {
+        let mut p = Process::new(waits, ());
+        p.start()?;
+        println!("leftover-pid={}", p.pid().unwrap_or(0));
+        Err("this test fails on purpose".into())
+    })])
+}
+
+fn waits() {
+    multiproc::blocking::wait_for_stop();
 }
 
 struct Root {
@@ -132,9 +146,35 @@ fn sigint_at_the_root_stops_the_tree_and_exits_0() -> TestResult {
     graceful_stop(rustix::process::Signal::INT)
 }
 
+fn a_failing_test_leaves_no_process_behind() -> TestResult {
+    let out = Command::new(std::env::current_exe()?)
+        .env(ROLE, "failing_harness")
+        .arg("--test-threads=1")
+        .output()?;
+    check_eq!(out.status.code(), Some(101));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // libtest prints the test's name on the same line, so find the marker anywhere.
+    let after = stdout
+        .split("leftover-pid=")
+        .nth(1)
+        .ok_or_else(|| format!("no child pid in {stdout:?}"))?;
+    let pid: u32 = after
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()?;
+    check!(
+        common::wait_gone(pid, Duration::from_secs(1)),
+        "child {pid} outlived the failed harness"
+    );
+    Ok(())
+}
+
 fn main() {
-    if std::env::var(ROLE).as_deref() == Ok("tree_root") {
-        tree_root();
+    match std::env::var(ROLE).as_deref() {
+        Ok("tree_root") => tree_root(),
+        Ok("failing_harness") => failing_harness(),
+        _ => {}
     }
     common::run(vec![
         trial(
@@ -148,6 +188,10 @@ fn main() {
         trial(
             "sigint_at_the_root_stops_the_tree_and_exits_0",
             sigint_at_the_root_stops_the_tree_and_exits_0,
+        ),
+        trial(
+            "a_failing_test_leaves_no_process_behind",
+            a_failing_test_leaves_no_process_behind,
         ),
     ])
 }

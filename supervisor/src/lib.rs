@@ -26,7 +26,7 @@ pub use current::{CurrentProcess, ParentProcess, cpu_count, current_process, par
 pub use error::{CallError, Error};
 pub use process::{
     ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Output, Process, Sentinel,
-    active_children,
+    active_children, stop_children,
 };
 pub use stop::{stop_requested, wait_for_stop};
 pub use target::{Outcome, Target};

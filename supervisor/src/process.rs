@@ -627,17 +627,31 @@ pub fn active_children() -> Vec<ChildInfo> {
         .collect()
 }
 
-/// Stops every child of this process: asks each to stop, waits up to `timeout`, then
-/// kills those still running.
-pub(crate) async fn stop_children(timeout: Duration) {
+/// Stops every child of this process: asks each (and, through it, its own children)
+/// to stop, waits up to `timeout`, then kills those still running. Returns once all
+/// have exited.
+///
+/// The shutdown the root performs on SIGINT or SIGTERM, for programs (and test
+/// harnesses) that want it without a signal: a failed test's children, say, which
+/// would otherwise be joined at exit.
+///
+/// ```
+/// # multiproc_supervisor::block_on(async {
+/// multiproc_supervisor::stop_children(std::time::Duration::from_secs(1)).await;
+/// assert!(multiproc_supervisor::active_children().is_empty());
+/// # });
+/// ```
+pub async fn stop_children(timeout: Duration) {
     let all: Vec<Arc<Child>> = children().clone();
-    for c in &all {
-        c.request_stop();
-    }
-    let stops = all.iter().map(|c| c.stop(timeout));
-    for s in stops {
-        s.await;
-    }
+    runtime::run(async move {
+        for c in &all {
+            c.request_stop();
+        }
+        for c in &all {
+            c.stop(timeout).await;
+        }
+    })
+    .await;
 }
 
 /// What every process does before it exits, as Python's exit handler: daemon children

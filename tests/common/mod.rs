@@ -45,7 +45,10 @@ pub fn run(trials: Vec<Trial>) -> ! {
     multiproc::init();
     install_log_capture();
     let args = Arguments::from_args();
-    libtest_mimic::run(&args, trials).exit()
+    let conclusion = libtest_mimic::run(&args, trials);
+    // A failed test may have left children running; they would be joined at exit.
+    multiproc::blocking::stop_children(std::time::Duration::from_secs(5));
+    conclusion.exit()
 }
 
 /// A trial from a test function.
