@@ -68,7 +68,7 @@ pub(crate) fn on_worker() -> bool {
 /// Waking a thread that sleeps on the other CPU costs 15–20 µs on these VMs, more than
 /// a whole round trip to a child takes when nobody sleeps. So a thread that waits for a
 /// result first polls for it for a while. How long adapts, per thread, to how long its
-/// recent waits took: a quarter more than their running average, up to [`SPIN_MAX`],
+/// recent waits took: twice their running average, up to [`SPIN_MAX`],
 /// and nothing once the average is well past that (joins, timeouts, idle links). With
 /// one CPU there is no spinning at all: the other end cannot run while we spin.
 pub(crate) mod spin {
@@ -96,7 +96,7 @@ pub(crate) mod spin {
         if !enabled() || average > 2 * SPIN_MAX {
             return Duration::ZERO;
         }
-        Duration::from_micros((average + average / 4).min(SPIN_MAX))
+        Duration::from_micros((2 * average).min(SPIN_MAX))
     }
 
     /// Records how long a wait took, start to result.
