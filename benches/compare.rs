@@ -472,7 +472,8 @@ fn idle_rss(py: Option<&Python>) -> Res {
         p.start()?;
         children.push(p);
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // Each child answered its handshake before `start` returned: it is set up and
+    // about to wait, so there is nothing to let settle.
     let after = proc_status("self", "VmRSS")?;
     let mut rss = Vec::new();
     let mut anon = Vec::new();
