@@ -10,20 +10,35 @@
 //! - [`Packet`] and [`Envelope`]: what travels on a control link between a parent and
 //!   its child.
 //! - [`codec`]: the rmp-serde encoding used for every packet and payload.
+//! - Supervision decisions: [`ChildSpec`] and [`SupervisorFlags`] with their validation,
+//!   [`should_restart`] and [`plan_restart`] (OTP's restart types and strategies),
+//!   [`RestartWindow`] (restart intensity) and [`Backoff`] (delays between restarts).
+//!   The caller passes the time and the randomness.
 //!
 //! Everything here is deterministic and tested without processes or clocks.
 #![doc(test(attr(deny(warnings))))]
 
+mod backoff;
 pub mod codec;
 mod error;
 mod exit;
 mod identity;
+mod intensity;
 mod packet;
+mod spec;
+mod strategy;
 
+pub use backoff::{Backoff, BackoffState};
 pub use error::CodecError;
 pub use exit::{ExitReason, WaitStatus, exit_reason};
 pub use identity::{Counter, Hop, Identity};
+pub use intensity::{IntensityExceeded, RestartIntensity, RestartWindow};
 pub use packet::{
     Body, BootstrapError, EntryKind, Envelope, ExitReport, Hello, LogRecord, PROTOCOL_VERSION,
     Packet, RemoteError,
 };
+pub use spec::{
+    AutoShutdown, ChildKind, ChildSpec, DEFAULT_WORKER_SHUTDOWN, Restart, Shutdown, SpecError,
+    StartSpec, SupervisorFlags,
+};
+pub use strategy::{RestartPlan, Strategy, plan_restart, should_restart};

@@ -1,0 +1,298 @@
+//! Child specifications and supervisor flags, with OTP's defaults and validation.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Backoff, EntryKind, RestartIntensity, Strategy};
+
+/// How long a worker gets to stop before it is killed, unless its spec says otherwise
+/// (OTP's default for workers: 5000 ms).
+pub const DEFAULT_WORKER_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// When a child is restarted (OTP's `restart`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum Restart {
+    /// Always restarted (the default).
+    #[default]
+    Permanent,
+    /// Restarted only after an abnormal exit (not `Normal`, not `Shutdown`).
+    Transient,
+    /// Never restarted; its spec is dropped when it ends.
+    Temporary,
+}
+
+/// How a child is stopped (OTP's `shutdown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Shutdown {
+    /// SIGKILL at once.
+    BrutalKill,
+    /// Asked to stop, given this long, then killed.
+    Timeout(Duration),
+    /// Asked to stop and waited for without limit (the default for supervisors, whose
+    /// own children need the time).
+    Infinity,
+}
+
+/// What a child is (OTP's `type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum ChildKind {
+    /// A worker process.
+    #[default]
+    Worker,
+    /// A process that supervises children of its own.
+    Supervisor,
+}
+
+/// When a supervisor shuts itself down because significant children ended (OTP's
+/// `auto_shutdown`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum AutoShutdown {
+    /// Never (the default). Significant children are then not allowed.
+    #[default]
+    Never,
+    /// As soon as any significant child ends on its own.
+    AnySignificant,
+    /// Once every significant child has ended on its own.
+    AllSignificant,
+}
+
+/// What a supervisor starts in a child: a registered entry point and its arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartSpec {
+    /// A function or an actor.
+    pub kind: EntryKind,
+    /// Its registered name.
+    pub entry: String,
+    /// Its encoded arguments.
+    #[serde(with = "serde_bytes")]
+    pub args: Vec<u8>,
+}
+
+/// One child of a supervisor, as OTP's `child_spec()`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildSpec {
+    /// The child's id, unique among its siblings.
+    pub id: String,
+    /// What to run.
+    pub start: StartSpec,
+    /// When to restart it.
+    pub restart: Restart,
+    /// How to stop it.
+    pub shutdown: Shutdown,
+    /// Worker or supervisor.
+    pub kind: ChildKind,
+    /// Whether its own end may shut its supervisor down (see [`AutoShutdown`]).
+    pub significant: bool,
+}
+
+impl ChildSpec {
+    /// A permanent worker with the default shutdown timeout.
+    pub fn new(id: impl Into<String>, start: StartSpec) -> ChildSpec {
+        ChildSpec {
+            id: id.into(),
+            start,
+            restart: Restart::Permanent,
+            shutdown: Shutdown::Timeout(DEFAULT_WORKER_SHUTDOWN),
+            kind: ChildKind::Worker,
+            significant: false,
+        }
+    }
+
+    /// Checks this spec on its own, like OTP's `check_childspecs/1`.
+    ///
+    /// # Errors
+    ///
+    /// A [`SpecError`] naming the field and the bad value.
+    ///
+    /// ```
+    /// use multiproc_core::{ChildSpec, EntryKind, Shutdown, SpecError, StartSpec};
+    /// use std::time::Duration;
+    /// let start = StartSpec { kind: EntryKind::Function, entry: "app::work".into(), args: vec![] };
+    /// let mut spec = ChildSpec::new("worker", start);
+    /// assert_eq!(spec.validate(), Ok(()));
+    /// spec.shutdown = Shutdown::Timeout(Duration::ZERO);
+    /// assert!(matches!(spec.validate(), Err(SpecError::InvalidShutdown { .. })));
+    /// ```
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.id.is_empty() {
+            return Err(SpecError::EmptyId);
+        }
+        if self.start.entry.is_empty() {
+            return Err(SpecError::InvalidStart {
+                child: self.id.clone(),
+                value: String::new(),
+            });
+        }
+        if let Shutdown::Timeout(d) = self.shutdown
+            && d.is_zero()
+        {
+            return Err(SpecError::InvalidShutdown {
+                child: self.id.clone(),
+                value: format!(
+                    "{:?} (use Shutdown::BrutalKill to kill at once)",
+                    self.shutdown
+                ),
+            });
+        }
+        if self.significant && self.restart == Restart::Permanent {
+            return Err(SpecError::SignificantPermanent {
+                child: self.id.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A supervisor's flags: OTP's `sup_flags()` plus backoff.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SupervisorFlags {
+    /// Which children restart when one exits.
+    pub strategy: Strategy,
+    /// How many restarts, in how long, before the supervisor gives up.
+    pub intensity: RestartIntensity,
+    /// The delay before each restart.
+    pub backoff: Backoff,
+    /// When significant children end the supervisor.
+    pub auto_shutdown: AutoShutdown,
+}
+
+impl SupervisorFlags {
+    /// Checks the flags and the children together (ids unique, significant children
+    /// only with an auto-shutdown policy).
+    ///
+    /// # Errors
+    ///
+    /// The first [`SpecError`] found, children in order.
+    pub fn validate(&self, children: &[ChildSpec]) -> Result<(), SpecError> {
+        self.intensity.validate()?;
+        self.backoff.validate()?;
+        let mut seen = HashSet::new();
+        for child in children {
+            child.validate()?;
+            if !seen.insert(child.id.as_str()) {
+                return Err(SpecError::DuplicateId(child.id.clone()));
+            }
+            if child.significant && self.auto_shutdown == AutoShutdown::Never {
+                return Err(SpecError::SignificantWithoutAutoShutdown {
+                    child: child.id.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A child spec or supervisor flags are invalid; names the field and the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpecError {
+    /// A child's id is empty.
+    #[error("a child spec has an empty id")]
+    EmptyId,
+    /// Two children share an id.
+    #[error("two children have the id `{0}`")]
+    DuplicateId(String),
+    /// The start entry is missing.
+    #[error("child `{child}`: invalid start `{value}`")]
+    InvalidStart {
+        /// The child's id.
+        child: String,
+        /// The bad value.
+        value: String,
+    },
+    /// The shutdown value is invalid.
+    #[error("child `{child}`: invalid shutdown {value}")]
+    InvalidShutdown {
+        /// The child's id.
+        child: String,
+        /// The bad value.
+        value: String,
+    },
+    /// A permanent child cannot be significant (OTP: it never ends on its own).
+    #[error("child `{child}`: a permanent child cannot be significant")]
+    SignificantPermanent {
+        /// The child's id.
+        child: String,
+    },
+    /// Significant children need an auto-shutdown policy.
+    #[error("child `{child}` is significant but the supervisor's auto_shutdown is Never")]
+    SignificantWithoutAutoShutdown {
+        /// The child's id.
+        child: String,
+    },
+    /// The intensity period is zero.
+    #[error("invalid intensity period {0:?}: it must be more than zero")]
+    ZeroPeriod(Duration),
+    /// The backoff bounds are inverted or its factor is below 1.
+    #[error("invalid backoff: {0}")]
+    InvalidBackoff(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(id: &str) -> ChildSpec {
+        ChildSpec::new(
+            id,
+            StartSpec {
+                kind: EntryKind::Function,
+                entry: "m::f".into(),
+                args: vec![],
+            },
+        )
+    }
+
+    #[test]
+    fn validation_names_the_bad_field() {
+        let flags = SupervisorFlags::default();
+        let mut empty = spec("a");
+        empty.id.clear();
+        let mut zero = spec("a");
+        zero.shutdown = Shutdown::Timeout(Duration::ZERO);
+        let mut sig = spec("a");
+        sig.significant = true;
+        let mut sig_transient = spec("a");
+        sig_transient.significant = true;
+        sig_transient.restart = Restart::Transient;
+        let cases: Vec<(Vec<ChildSpec>, Result<(), SpecError>)> = vec![
+            (vec![spec("a"), spec("b")], Ok(())),
+            (
+                vec![spec("a"), spec("a")],
+                Err(SpecError::DuplicateId("a".into())),
+            ),
+            (vec![empty], Err(SpecError::EmptyId)),
+            (
+                vec![sig],
+                Err(SpecError::SignificantPermanent { child: "a".into() }),
+            ),
+            (
+                vec![sig_transient],
+                Err(SpecError::SignificantWithoutAutoShutdown { child: "a".into() }),
+            ),
+        ];
+        for (children, want) in cases {
+            assert_eq!(flags.validate(&children), want, "{children:?}");
+        }
+        assert!(
+            matches!(flags.validate(&[zero]), Err(SpecError::InvalidShutdown { ref child, .. }) if child == "a")
+        );
+    }
+
+    #[test]
+    fn zero_period_is_refused() {
+        let flags = SupervisorFlags {
+            intensity: RestartIntensity {
+                max_restarts: 3,
+                within: Duration::ZERO,
+            },
+            ..SupervisorFlags::default()
+        };
+        assert_eq!(
+            flags.validate(&[]),
+            Err(SpecError::ZeroPeriod(Duration::ZERO))
+        );
+    }
+}
