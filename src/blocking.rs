@@ -233,3 +233,100 @@ pub fn wait_for_stop() {
 pub fn stop_children(timeout: Duration) {
     block_on(crate::stop_children(timeout));
 }
+
+/// A running supervisor, with blocking methods; see [`crate::SupervisorRef`].
+#[derive(Debug, Clone)]
+pub struct SupervisorRef(pub crate::SupervisorRef);
+
+impl SupervisorRef {
+    /// Validates and starts `supervisor`; see [`crate::Supervisor::start`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Supervisor::start`].
+    pub fn start(supervisor: crate::Supervisor) -> Result<SupervisorRef, crate::AdminError> {
+        block_on(supervisor.start()).map(SupervisorRef)
+    }
+
+    /// The children; see [`crate::SupervisorRef::which_children`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::SupervisorRef::which_children`].
+    pub fn which_children(&self) -> Result<Vec<crate::ChildStatus>, crate::AdminError> {
+        block_on(self.0.which_children())
+    }
+
+    /// Counts; see [`crate::SupervisorRef::count_children`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::SupervisorRef::count_children`].
+    pub fn count_children(&self) -> Result<crate::ChildCounts, crate::AdminError> {
+        block_on(self.0.count_children())
+    }
+
+    /// Adds and starts a child; see [`crate::SupervisorRef::start_child`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::SupervisorRef::start_child`].
+    pub fn start_child(&self, spec: crate::ChildSpec) -> Result<(), crate::AdminError> {
+        block_on(self.0.start_child(spec))
+    }
+
+    /// Stops a child; see [`crate::SupervisorRef::terminate_child`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::SupervisorRef::terminate_child`].
+    pub fn terminate_child(&self, id: &str) -> Result<(), crate::AdminError> {
+        block_on(self.0.terminate_child(id))
+    }
+
+    /// Starts a stopped child again; see [`crate::SupervisorRef::restart_child`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::SupervisorRef::restart_child`].
+    pub fn restart_child(&self, id: &str) -> Result<(), crate::AdminError> {
+        block_on(self.0.restart_child(id))
+    }
+
+    /// Forgets a stopped child; see [`crate::SupervisorRef::delete_child`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::SupervisorRef::delete_child`].
+    pub fn delete_child(&self, id: &str) -> Result<(), crate::AdminError> {
+        block_on(self.0.delete_child(id))
+    }
+
+    /// Stops everything and ends the supervisor.
+    pub fn shutdown(&self) -> crate::SupervisorExit {
+        block_on(self.0.shutdown())
+    }
+
+    /// Waits for the supervisor to end.
+    pub fn join(&self) -> crate::SupervisorExit {
+        block_on(self.0.join())
+    }
+
+    /// A stream of events from now on.
+    pub fn events(&self) -> Events {
+        Events(self.0.events())
+    }
+}
+
+/// A supervisor's events, read by blocking; see [`crate::Events`].
+#[derive(Debug)]
+pub struct Events(pub crate::Events);
+
+impl Iterator for Events {
+    type Item = crate::SupervisorEvent;
+
+    /// Blocks for the next event; `None` once the supervisor has ended.
+    fn next(&mut self) -> Option<crate::SupervisorEvent> {
+        block_on(self.0.next())
+    }
+}

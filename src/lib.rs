@@ -42,18 +42,29 @@
 //!   tree holding an [`ActorRef`] can `call` or `cast` to it.
 //! - **Pipes**: [`pipe`] returns two [`Connection`]s; a connection can be passed to a
 //!   child as an argument of its function.
+//! - **Supervision** (OTP's semantics over OS processes): a [`Supervisor`] starts
+//!   [`ChildSpec`]s in order, restarts them by [`Strategy`] and [`Restart`] type, gives
+//!   up when restarts exceed its [`RestartIntensity`], waits a [`Backoff`] between
+//!   restarts, and reports each step as a [`SupervisorEvent`].
 //! - **No orphans**: however the root dies, its descendants die with it; SIGINT or
 //!   SIGTERM at the root stops the whole tree gracefully.
 //! - **Async first, blocking too**: every operation is `async`; [`blocking`] mirrors
 //!   the API for scripts and for code written in Python's style.
 #![doc(test(attr(deny(warnings))))]
 
-pub use multiproc_core::{ExitReason, Identity, RemoteError, codec};
+pub use multiproc_core::{
+    AutoShutdown, Backoff, ChildKind, ChildSpec, ExitReason, Identity, RemoteError, Restart,
+    RestartIntensity, Shutdown, SpecError, Strategy, SupervisorFlags, codec,
+};
 pub use multiproc_supervisor::{
     Actor, ActorRef, BoxError, CallError, ChildInfo, CurrentProcess, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT, EXIT_BOOTSTRAP_FAILED, EXIT_PARENT_GONE, Error, Output,
     ParentProcess, Process, Sentinel, Target, active_children, cpu_count, current_process, init,
     parent_process, stop_children, stop_requested, wait_for_stop,
+};
+pub use multiproc_supervisor::{
+    AdminError, ChildCounts, ChildState, ChildStatus, Events, Supervisor, SupervisorEvent,
+    SupervisorExit, SupervisorRef, actor_child, function_child,
 };
 pub use multiproc_transport::{Connection, FrameError, MAX_FRAME_LEN, pipe, wait};
 

@@ -81,6 +81,9 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// No entry point of that name and kind is registered in this binary.
+    #[error("no multiproc entry point named `{0}` is registered in this binary")]
+    UnknownEntry(String),
     /// Two entry points were registered under one name.
     #[error("two multiproc entry points are registered as `{0}`")]
     DuplicateEntry(String),

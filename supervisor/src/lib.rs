@@ -18,6 +18,7 @@ mod runtime;
 mod signals;
 mod spawn;
 mod stop;
+mod supervisor;
 mod target;
 
 pub use actor::{Actor, ActorRef, BoxError};
@@ -29,6 +30,10 @@ pub use process::{
     active_children, stop_children,
 };
 pub use stop::{stop_requested, wait_for_stop};
+pub use supervisor::{
+    AdminError, ChildCounts, ChildState, ChildStatus, Events, Supervisor, SupervisorEvent,
+    SupervisorExit, SupervisorRef, actor_child, function_child,
+};
 pub use target::{Outcome, Target};
 
 /// Runs a future to completion on the calling thread, driven by this process's

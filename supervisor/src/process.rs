@@ -43,6 +43,8 @@ pub struct Process {
     capture: bool,
     handshake_timeout: Duration,
     versions: (u32, u64),
+    /// Started by a supervisor: stopped, not joined, when this process exits.
+    supervised: bool,
     state: State,
 }
 
@@ -69,6 +71,8 @@ pub(crate) struct Child {
     pub(crate) daemon: bool,
     /// An actor serves until it is stopped, so at exit it is stopped, not joined.
     kind: EntryKind,
+    /// Started by a supervisor: stopped, not joined, at exit.
+    supervised: bool,
     pidfd: OwnedFd,
     link: LinkTx,
     exit: watch::Receiver<Option<ExitReason>>,
@@ -117,19 +121,40 @@ impl Process {
         Process::with_plan(plan, &args)
     }
 
+    /// A process that runs what a supervisor's child spec names.
+    pub(crate) fn from_start(start: &multiproc_core::StartSpec) -> Process {
+        Process::build(|_| {
+            registry::by_name(&start.entry)
+                .filter(|e| e.kind == start.kind)
+                .map(|entry| Plan {
+                    entry,
+                    args: start.args.clone(),
+                    fds: Vec::new(),
+                })
+                .ok_or_else(|| Error::UnknownEntry(start.entry.clone()))
+        })
+    }
+
     fn with_plan<T: Serialize>(entry: Result<&'static Entry, Error>, args: &T) -> Process {
-        let identity = current::me().identity.child(current::next_child_number());
-        let name = identity.default_name("Process");
-        let plan = entry.and_then(|entry| {
+        Process::build(|name| {
+            let entry = entry?;
             let (encoded, fds) = multiproc_transport::collect_fds(|| codec::encode(args));
             match encoded {
                 Ok(args) => Ok(Plan { entry, args, fds }),
                 Err(source) => Err(Error::Args {
-                    name: name.clone(),
+                    name: name.to_string(),
                     source,
                 }),
             }
-        });
+        })
+    }
+
+    /// Takes the next number of this process's counter (whatever happens next, as
+    /// Python does) and builds the object around the plan.
+    fn build(plan: impl FnOnce(&str) -> Result<Plan, Error>) -> Process {
+        let identity = current::me().identity.child(current::next_child_number());
+        let name = identity.default_name("Process");
+        let plan = plan(&name);
         Process {
             identity,
             name,
@@ -139,8 +164,16 @@ impl Process {
             capture: false,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             versions: (multiproc_core::PROTOCOL_VERSION, registry::build_id()),
+            supervised: false,
             state: State::Created,
         }
+    }
+
+    /// Marks a process its supervisor owns: at exit it is stopped, not joined (a
+    /// permanent child never ends on its own).
+    pub(crate) fn supervised(mut self) -> Self {
+        self.supervised = true;
+        self
     }
 
     /// Sets the name (names need not be unique). The identity does not change.
@@ -297,6 +330,7 @@ impl Process {
             handshake_timeout: self.handshake_timeout,
             daemon: self.daemon,
             versions: self.versions,
+            supervised: self.supervised,
         };
         let child = runtime::run(start_child(request)).await?;
         self.state = State::Started(child);
@@ -475,6 +509,7 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         .expect("a child identity is never empty");
     let daemon = req.daemon;
     let kind = req.hello.kind;
+    let supervised = req.supervised;
     let timeout = req.handshake_timeout;
     let spawned = runtime::on_spawner(move || spawn::spawn(req)).await?;
     let spawn::Spawned {
@@ -553,6 +588,7 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         pid,
         daemon,
         kind,
+        supervised,
         pidfd,
         link,
         exit: exit_rx,
@@ -659,7 +695,7 @@ pub async fn stop_children(timeout: Duration) {
 /// stopped and so are stopped too (joining them would wait forever).
 pub(crate) async fn finish_children() {
     let all: Vec<Arc<Child>> = children().clone();
-    let stops = |c: &Child| c.daemon || c.kind == EntryKind::Actor;
+    let stops = |c: &Child| c.daemon || c.supervised || c.kind == EntryKind::Actor;
     for c in all.iter().filter(|c| stops(c)) {
         c.request_stop();
     }

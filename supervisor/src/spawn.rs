@@ -33,6 +33,8 @@ pub(crate) struct Request {
     pub(crate) daemon: bool,
     /// The protocol version and build id to claim (tests of the checks change them).
     pub(crate) versions: (u32, u64),
+    /// Started by a supervisor.
+    pub(crate) supervised: bool,
 }
 
 /// A child that has been spawned and sent its Hello.

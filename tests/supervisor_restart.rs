@@ -1,0 +1,422 @@
+//! Supervision over real processes: OTP's restart table, strategies, intensity,
+//! backoff, ordered shutdown and the admin API. Tests wait on supervisor events.
+
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestResult, trial};
+use multiproc::blocking::{Events, SupervisorRef};
+use multiproc::{
+    AdminError, Backoff, ChildSpec, ChildState, ExitReason, Restart, RestartIntensity, Shutdown,
+    SpecError, Strategy, Supervisor, SupervisorEvent, SupervisorExit, SupervisorFlags,
+    function_child,
+};
+
+fn waits() {
+    multiproc::blocking::wait_for_stop();
+}
+
+fn returns() {}
+
+fn ignores_stop() {
+    // Never returns by itself and does not look at stop requests.
+    loop {
+        std::thread::park();
+    }
+}
+
+multiproc::register!(waits, returns, ignores_stop);
+
+fn worker(id: &str) -> ChildSpec {
+    function_child(id, waits, ()).unwrap()
+}
+
+fn flags(strategy: Strategy) -> SupervisorFlags {
+    SupervisorFlags {
+        strategy,
+        intensity: RestartIntensity {
+            max_restarts: 10,
+            within: Duration::from_secs(60),
+        },
+        backoff: Backoff::NONE,
+        ..SupervisorFlags::default()
+    }
+}
+
+fn start(
+    flags: SupervisorFlags,
+    children: Vec<ChildSpec>,
+) -> Result<(SupervisorRef, Events), AdminError> {
+    let mut sup = Supervisor::new(flags);
+    for c in children {
+        sup = sup.child(c);
+    }
+    let events = Events(sup.events());
+    Ok((SupervisorRef::start(sup)?, events))
+}
+
+/// Reads events until `stop` matches one; returns them all.
+fn until(events: &mut Events, stop: impl Fn(&SupervisorEvent) -> bool) -> Vec<SupervisorEvent> {
+    let mut seen = Vec::new();
+    while let Some(e) = events.next() {
+        let done = stop(&e);
+        seen.push(e);
+        if done {
+            break;
+        }
+    }
+    seen
+}
+
+fn pid_of(sup: &SupervisorRef, id: &str) -> u32 {
+    sup.which_children()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.id == id)
+        .and_then(|c| c.pid)
+        .unwrap()
+}
+
+fn kill(pid: u32) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+}
+
+fn restarted(id: &'static str) -> impl Fn(&SupervisorEvent) -> bool {
+    move |e| matches!(e, SupervisorEvent::Restarted { id: i, .. } if i == id)
+}
+
+fn exits(seen: &[SupervisorEvent]) -> Vec<(String, ExitReason)> {
+    seen.iter()
+        .filter_map(|e| match e {
+            SupervisorEvent::ChildExited { id, reason } => Some((id.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn one_for_one_restarts_only_the_child_that_died() -> TestResult {
+    let (sup, mut events) = start(flags(Strategy::OneForOne), vec![worker("a"), worker("b")])?;
+    let (a, b) = (pid_of(&sup, "a"), pid_of(&sup, "b"));
+    kill(a);
+    let seen = until(&mut events, restarted("a"));
+    check_eq!(
+        exits(&seen),
+        vec![("a".to_string(), ExitReason::Signaled(9))]
+    );
+    check!(pid_of(&sup, "a") != a, "a has a new process");
+    check_eq!(pid_of(&sup, "b"), b);
+    check_eq!(sup.shutdown(), SupervisorExit::Shutdown);
+    Ok(())
+}
+
+fn one_for_all_restarts_every_child() -> TestResult {
+    let (sup, mut events) = start(
+        flags(Strategy::OneForAll),
+        vec![worker("a"), worker("b"), worker("c")],
+    )?;
+    let (a, c) = (pid_of(&sup, "a"), pid_of(&sup, "c"));
+    kill(pid_of(&sup, "b"));
+    let seen = until(&mut events, restarted("c"));
+    let ex = exits(&seen);
+    check_eq!(ex[0], ("b".to_string(), ExitReason::Signaled(9)));
+    // The others stop in reverse start order, then all start again in start order.
+    check_eq!(
+        ex[1..]
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["c", "a"]
+    );
+    let restarts: Vec<&str> = seen
+        .iter()
+        .filter_map(|e| match e {
+            SupervisorEvent::Restarted { id, .. } => Some(id.as_str()),
+            _ => None,
+        })
+        .collect();
+    check_eq!(restarts, vec!["a", "b", "c"]);
+    check!(
+        pid_of(&sup, "a") != a && pid_of(&sup, "c") != c,
+        "all were replaced"
+    );
+    sup.shutdown();
+    Ok(())
+}
+
+fn rest_for_one_restarts_the_child_and_those_after_it() -> TestResult {
+    let (sup, mut events) = start(
+        flags(Strategy::RestForOne),
+        vec![worker("a"), worker("b"), worker("c")],
+    )?;
+    let a = pid_of(&sup, "a");
+    kill(pid_of(&sup, "b"));
+    let seen = until(&mut events, restarted("c"));
+    let ids: Vec<String> = exits(&seen).into_iter().map(|(id, _)| id).collect();
+    check_eq!(ids, vec!["b", "c"]);
+    check_eq!(pid_of(&sup, "a"), a);
+    sup.shutdown();
+    Ok(())
+}
+
+fn restart_types_follow_otp() -> TestResult {
+    // (restart type, restarted after a normal exit?)
+    for (restart, want_restart) in [
+        (Restart::Transient, false),
+        (Restart::Temporary, false),
+        (Restart::Permanent, true),
+    ] {
+        let mut spec = function_child("x", returns, ())?;
+        spec.restart = restart;
+        let (sup, mut events) = start(flags(Strategy::OneForOne), vec![spec])?;
+        let seen = until(&mut events, |e| {
+            matches!(e, SupervisorEvent::ChildExited { .. })
+        });
+        check_eq!(exits(&seen), vec![("x".to_string(), ExitReason::Normal)]);
+        if want_restart {
+            let next = until(&mut events, |_| true);
+            check!(
+                matches!(next.first(), Some(SupervisorEvent::Restarting { .. })),
+                "{restart:?}: {next:?}"
+            );
+        } else {
+            // The supervisor handles its mailbox in order: this answer comes after it
+            // decided about the exit.
+            let children = sup.which_children()?;
+            match restart {
+                Restart::Temporary => {
+                    check!(children.is_empty(), "temporary spec kept: {children:?}")
+                }
+                _ => check_eq!(children[0].state, ChildState::Stopped),
+            }
+        }
+        sup.shutdown();
+    }
+    Ok(())
+}
+
+fn too_many_restarts_shut_the_supervisor_down() -> TestResult {
+    let strict = SupervisorFlags {
+        intensity: RestartIntensity {
+            max_restarts: 1,
+            within: Duration::from_secs(60),
+        },
+        ..flags(Strategy::OneForOne)
+    };
+    let (sup, mut events) = start(strict, vec![worker("a"), worker("b")])?;
+    let b = pid_of(&sup, "b");
+    kill(pid_of(&sup, "a"));
+    until(&mut events, restarted("a"));
+    kill(pid_of(&sup, "a"));
+    let seen = until(&mut events, |e| {
+        matches!(e, SupervisorEvent::ShutDown { .. })
+    });
+    check!(
+        seen.iter()
+            .any(|e| matches!(e, SupervisorEvent::IntensityExceeded { restarts: 2, .. })),
+        "{seen:?}"
+    );
+    check_eq!(sup.join(), SupervisorExit::IntensityExceeded);
+    check!(
+        common::wait_gone(b, Duration::from_secs(5)),
+        "b was stopped"
+    );
+    Ok(())
+}
+
+fn a_restart_loop_is_stopped_by_intensity() -> TestResult {
+    // A permanent child that returns at once: restarted until intensity gives up.
+    let loop_flags = SupervisorFlags {
+        intensity: RestartIntensity {
+            max_restarts: 3,
+            within: Duration::from_secs(60),
+        },
+        ..flags(Strategy::OneForOne)
+    };
+    let (sup, mut events) = start(loop_flags, vec![function_child("looper", returns, ())?])?;
+    let seen = until(&mut events, |e| {
+        matches!(e, SupervisorEvent::ShutDown { .. })
+    });
+    let restarts = seen
+        .iter()
+        .filter(|e| matches!(e, SupervisorEvent::Restarted { .. }))
+        .count();
+    check_eq!(restarts, 3);
+    check_eq!(sup.join(), SupervisorExit::IntensityExceeded);
+    Ok(())
+}
+
+fn backoff_delays_restarts_visibly() -> TestResult {
+    let slow = SupervisorFlags {
+        backoff: Backoff {
+            min: Duration::from_millis(50),
+            jitter: 0.0,
+            ..Backoff::default()
+        },
+        ..flags(Strategy::OneForOne)
+    };
+    let (sup, mut events) = start(slow, vec![worker("a")])?;
+    kill(pid_of(&sup, "a"));
+    until(&mut events, |e| {
+        matches!(e, SupervisorEvent::Restarting { .. })
+    });
+    check_eq!(sup.which_children()?[0].state, ChildState::Restarting);
+    until(&mut events, restarted("a"));
+    check_eq!(sup.which_children()?[0].state, ChildState::Running);
+    kill(pid_of(&sup, "a"));
+    let seen = until(&mut events, |e| {
+        matches!(e, SupervisorEvent::Restarting { .. })
+    });
+    check!(
+        matches!(seen.last(), Some(SupervisorEvent::Restarting { delay, .. }) if *delay == Duration::from_millis(100)),
+        "the second restart waits twice as long: {seen:?}"
+    );
+    sup.shutdown();
+    Ok(())
+}
+
+fn shutdown_stops_children_in_reverse_order_by_their_policy() -> TestResult {
+    let mut brutal = worker("brutal");
+    brutal.shutdown = Shutdown::BrutalKill;
+    let mut stubborn = function_child("stubborn", ignores_stop, ())?;
+    stubborn.shutdown = Shutdown::Timeout(Duration::from_millis(200));
+    let (sup, mut events) = start(
+        flags(Strategy::OneForOne),
+        vec![worker("polite"), stubborn, brutal],
+    )?;
+    check_eq!(sup.shutdown(), SupervisorExit::Shutdown);
+    let seen = until(&mut events, |e| {
+        matches!(e, SupervisorEvent::ShutDown { .. })
+    });
+    check_eq!(
+        exits(&seen),
+        vec![
+            ("brutal".to_string(), ExitReason::Signaled(9)),
+            ("stubborn".to_string(), ExitReason::Killed),
+            ("polite".to_string(), ExitReason::Shutdown),
+        ]
+    );
+    Ok(())
+}
+
+fn admin_api_follows_otp() -> TestResult {
+    let (sup, _events) = start(flags(Strategy::OneForOne), vec![worker("a")])?;
+    let counts = sup.count_children()?;
+    check_eq!(
+        (
+            counts.specs,
+            counts.active,
+            counts.workers,
+            counts.supervisors
+        ),
+        (1, 1, 1, 0)
+    );
+    check!(
+        matches!(
+            sup.start_child(worker("a")),
+            Err(AdminError::AlreadyStarted(_))
+        ),
+        "duplicate start"
+    );
+    check!(
+        matches!(sup.restart_child("a"), Err(AdminError::Running(_))),
+        "restart while running"
+    );
+    check!(
+        matches!(sup.delete_child("a"), Err(AdminError::Running(_))),
+        "delete while running"
+    );
+    check!(
+        matches!(sup.terminate_child("nope"), Err(AdminError::NotFound(_))),
+        "unknown id"
+    );
+    sup.terminate_child("a")?;
+    check_eq!(sup.which_children()?[0].state, ChildState::Stopped);
+    check!(
+        matches!(
+            sup.start_child(worker("a")),
+            Err(AdminError::AlreadyPresent(_))
+        ),
+        "present but stopped"
+    );
+    sup.restart_child("a")?;
+    check_eq!(sup.which_children()?[0].state, ChildState::Running);
+    sup.start_child(worker("b"))?;
+    check_eq!(sup.count_children()?.active, 2);
+    sup.terminate_child("b")?;
+    sup.delete_child("b")?;
+    check_eq!(sup.which_children()?.len(), 1);
+    sup.shutdown();
+    check!(
+        matches!(sup.which_children(), Err(AdminError::Gone)),
+        "admin after shutdown"
+    );
+    Ok(())
+}
+
+fn invalid_specs_name_the_bad_field() -> TestResult {
+    let err = start(flags(Strategy::OneForOne), vec![worker("a"), worker("a")]).unwrap_err();
+    check!(
+        matches!(&err, AdminError::Invalid(SpecError::DuplicateId(id)) if id == "a"),
+        "{err:?}"
+    );
+    let zero = SupervisorFlags {
+        intensity: RestartIntensity {
+            max_restarts: 1,
+            within: Duration::ZERO,
+        },
+        ..flags(Strategy::OneForOne)
+    };
+    let err = start(zero, vec![worker("a")]).unwrap_err();
+    check!(
+        matches!(err, AdminError::Invalid(SpecError::ZeroPeriod(_))),
+        "{err:?}"
+    );
+    let mut bad = worker("a");
+    bad.shutdown = Shutdown::Timeout(Duration::ZERO);
+    let err = start(flags(Strategy::OneForOne), vec![bad]).unwrap_err();
+    check!(err.to_string().contains("invalid shutdown"), "{err}");
+    Ok(())
+}
+
+fn main() {
+    common::run(vec![
+        trial(
+            "one_for_one_restarts_only_the_child_that_died",
+            one_for_one_restarts_only_the_child_that_died,
+        ),
+        trial(
+            "one_for_all_restarts_every_child",
+            one_for_all_restarts_every_child,
+        ),
+        trial(
+            "rest_for_one_restarts_the_child_and_those_after_it",
+            rest_for_one_restarts_the_child_and_those_after_it,
+        ),
+        trial("restart_types_follow_otp", restart_types_follow_otp),
+        trial(
+            "too_many_restarts_shut_the_supervisor_down",
+            too_many_restarts_shut_the_supervisor_down,
+        ),
+        trial(
+            "a_restart_loop_is_stopped_by_intensity",
+            a_restart_loop_is_stopped_by_intensity,
+        ),
+        trial(
+            "backoff_delays_restarts_visibly",
+            backoff_delays_restarts_visibly,
+        ),
+        trial(
+            "shutdown_stops_children_in_reverse_order_by_their_policy",
+            shutdown_stops_children_in_reverse_order_by_their_policy,
+        ),
+        trial("admin_api_follows_otp", admin_api_follows_otp),
+        trial(
+            "invalid_specs_name_the_bad_field",
+            invalid_specs_name_the_bad_field,
+        ),
+    ])
+}
