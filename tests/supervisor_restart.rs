@@ -61,7 +61,7 @@ fn start(
 /// Reads events until `stop` matches one; returns them all.
 fn until(events: &mut Events, stop: impl Fn(&SupervisorEvent) -> bool) -> Vec<SupervisorEvent> {
     let mut seen = Vec::new();
-    while let Some(e) = events.next() {
+    for e in events.by_ref() {
         let done = stop(&e);
         seen.push(e);
         if done {
