@@ -162,6 +162,8 @@ mod book {
     struct Processes;
     #[doc = include_str!("../book/src/messages.md")]
     struct Messages;
+    #[doc = include_str!("../book/src/supervision.md")]
+    struct Supervision;
     #[doc = include_str!("../book/src/architecture.md")]
     struct Architecture;
     #[doc = include_str!("../book/src/semantics.md")]
