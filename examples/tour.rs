@@ -6,7 +6,8 @@
 //!
 //! It starts processes named as Python names them, shows why each one ended, calls an
 //! actor hosted in a child (also from a sibling process, routed along the tree), sends
-//! a message through a pipe, and shows that a crash in a child costs the parent nothing.
+//! a message through a pipe, shows that a crash in a child costs the parent nothing, and
+//! runs a supervised tree that restarts a crashing worker.
 
 use std::error::Error;
 use std::time::Duration;
@@ -75,7 +76,16 @@ fn customer(
 fn sender(mut conn: Connection) -> Result<(), multiproc::connection::Error> {
     conn.send(&(42, None::<()>, "hello".to_string()))
 }
-multiproc::register!(greet, crash, customer, sender);
+
+fn steady() {
+    multiproc::blocking::wait_for_stop();
+}
+
+fn flaky() {
+    std::thread::sleep(Duration::from_millis(30));
+    panic!("flaky worker crashed");
+}
+multiproc::register!(greet, crash, customer, sender, steady, flaky);
 
 fn main() -> Result<(), Box<dyn Error>> {
     multiproc::init();
@@ -137,5 +147,27 @@ fn main() -> Result<(), Box<dyn Error>> {
         Err(err) => println!("  calling it now: {err}"),
         Ok(balance) => println!("  unexpectedly still running: {balance:?}"),
     }
+
+    println!("\n7. A supervised tree survives its crashes");
+    let supervisor = multiproc::Supervisor::new(multiproc::SupervisorFlags::default())
+        .child(multiproc::function_child("steady", steady, ())?)
+        .child(multiproc::function_child("flaky", flaky, ())?);
+    let events = multiproc::blocking::Events(supervisor.events());
+    let sup = multiproc::blocking::SupervisorRef::start(supervisor)?;
+    for event in events
+        .filter(|e| matches!(e, multiproc::SupervisorEvent::Restarted { .. }))
+        .take(2)
+    {
+        println!("  {event:?}");
+    }
+    for child in sup.which_children()? {
+        println!(
+            "  {} ({}) is {:?}",
+            child.id,
+            child.name.unwrap_or_default(),
+            child.state
+        );
+    }
+    println!("  supervisor ended: {:?}", sup.shutdown());
     Ok(())
 }
