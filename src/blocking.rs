@@ -330,3 +330,13 @@ impl Iterator for Events {
         block_on(self.0.next())
     }
 }
+
+/// Runs `supervisor` as this process's work until the process is asked to stop or the
+/// supervisor gives up; see [`crate::Supervisor::run`].
+///
+/// # Errors
+///
+/// As [`crate::Supervisor::run`].
+pub fn run_supervisor(supervisor: crate::Supervisor) -> Result<(), crate::AdminError> {
+    block_on(supervisor.run())
+}

@@ -10,9 +10,9 @@ use std::time::Duration;
 use common::{TestResult, trial};
 use multiproc::blocking::{Events, SupervisorRef};
 use multiproc::{
-    AdminError, Backoff, ChildSpec, ChildState, ExitReason, Restart, RestartIntensity, Shutdown,
-    SpecError, Strategy, Supervisor, SupervisorEvent, SupervisorExit, SupervisorFlags,
-    function_child,
+    Actor, ActorRef, AdminError, Backoff, BoxError, ChildKind, ChildSpec, ChildState, ExitReason,
+    Restart, RestartIntensity, Shutdown, SpecError, Strategy, Supervisor, SupervisorEvent,
+    SupervisorExit, SupervisorFlags, function_child,
 };
 
 fn waits() {
@@ -28,7 +28,50 @@ fn ignores_stop() {
     }
 }
 
-multiproc::register!(waits, returns, ignores_stop);
+/// A supervisor in a process of its own, hosted by an actor that reports its children.
+struct SubSupervisor(multiproc::SupervisorRef);
+
+impl Actor for SubSupervisor {
+    type Args = ();
+    type Msg = ();
+    type Reply = Vec<(String, u32)>;
+
+    async fn start((): ()) -> Result<Self, BoxError> {
+        let sup = Supervisor::new(flags(Strategy::OneForOne))
+            .child(worker("w1"))
+            .child(worker("w2"));
+        Ok(SubSupervisor(sup.start().await?))
+    }
+
+    async fn handle(&mut self, (): ()) -> Vec<(String, u32)> {
+        let children = self.0.which_children().await.unwrap_or_default();
+        children
+            .into_iter()
+            .map(|c| (c.name.unwrap_or_default(), c.pid.unwrap_or(0)))
+            .collect()
+    }
+
+    async fn stopping(&mut self) {
+        self.0.shutdown().await;
+    }
+}
+multiproc::register_actor!(SubSupervisor);
+
+/// A supervisor in a process of its own that gives up at its first restart.
+fn sub_that_gives_up() -> Result<(), Box<dyn std::error::Error>> {
+    let strict = SupervisorFlags {
+        intensity: RestartIntensity {
+            max_restarts: 0,
+            within: Duration::from_secs(60),
+        },
+        ..flags(Strategy::OneForOne)
+    };
+    Ok(multiproc::blocking::run_supervisor(
+        Supervisor::new(strict).child(function_child("quitter", returns, ())?),
+    )?)
+}
+
+multiproc::register!(waits, returns, ignores_stop, sub_that_gives_up);
 
 fn worker(id: &str) -> ChildSpec {
     function_child(id, waits, ()).unwrap()
@@ -382,6 +425,74 @@ fn invalid_specs_name_the_bad_field() -> TestResult {
     Ok(())
 }
 
+fn sub_children(sup: &SupervisorRef) -> Result<Vec<(String, u32)>, Box<dyn std::error::Error>> {
+    let sub = sup
+        .which_children()?
+        .into_iter()
+        .find(|c| c.id == "sub")
+        .ok_or("no sub")?;
+    let addr = sub.identity.ok_or("sub has no identity")?;
+    Ok(multiproc::blocking::ActorRef(ActorRef::<SubSupervisor>::at(addr)).call(())?)
+}
+
+fn killing_a_middle_supervisor_takes_its_subtree_and_it_is_restarted() -> TestResult {
+    let mut sub = multiproc::actor_child::<SubSupervisor>("sub", ())?;
+    sub.kind = ChildKind::Supervisor;
+    sub.shutdown = Shutdown::Infinity;
+    let (sup, mut events) = start(flags(Strategy::OneForOne), vec![sub])?;
+    let sub_name = sup.which_children()?[0].name.clone().ok_or("no name")?;
+    let before = sub_children(&sup)?;
+    check_eq!(
+        before
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect::<Vec<_>>(),
+        vec![format!("{sub_name}:1"), format!("{sub_name}:2")]
+    );
+    kill(pid_of(&sup, "sub"));
+    for (_, pid) in &before {
+        check!(
+            common::wait_gone(*pid, Duration::from_secs(1)),
+            "worker {pid} outlived its supervisor"
+        );
+    }
+    let seen = until(&mut events, restarted("sub"));
+    check_eq!(
+        exits(&seen),
+        vec![("sub".to_string(), ExitReason::Signaled(9))]
+    );
+    let after = sub_children(&sup)?;
+    check_eq!(after.len(), 2);
+    check!(
+        after
+            .iter()
+            .all(|(_, pid)| before.iter().all(|(_, old)| old != pid)),
+        "{before:?} {after:?}"
+    );
+    check_eq!(sup.shutdown(), SupervisorExit::Shutdown);
+    Ok(())
+}
+
+fn a_supervisor_that_gives_up_escalates_to_its_parent() -> TestResult {
+    let mut sub = function_child("sub", sub_that_gives_up, ())?;
+    sub.kind = ChildKind::Supervisor;
+    sub.shutdown = Shutdown::Infinity;
+    let (sup, mut events) = start(flags(Strategy::OneForOne), vec![sub])?;
+    let seen = until(&mut events, |e| {
+        matches!(e, SupervisorEvent::ChildExited { .. })
+    });
+    match exits(&seen).pop() {
+        Some((id, ExitReason::Failed { message })) => {
+            check_eq!(id, "sub");
+            check!(message.contains("gave up"), "{message}");
+        }
+        other => return Err(format!("expected the sub-supervisor to fail, got {other:?}").into()),
+    }
+    until(&mut events, restarted("sub"));
+    sup.shutdown();
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
         trial(
@@ -417,6 +528,14 @@ fn main() {
         trial(
             "invalid_specs_name_the_bad_field",
             invalid_specs_name_the_bad_field,
+        ),
+        trial(
+            "killing_a_middle_supervisor_takes_its_subtree_and_it_is_restarted",
+            killing_a_middle_supervisor_takes_its_subtree_and_it_is_restarted,
+        ),
+        trial(
+            "a_supervisor_that_gives_up_escalates_to_its_parent",
+            a_supervisor_that_gives_up_escalates_to_its_parent,
         ),
     ])
 }

@@ -121,6 +121,13 @@ impl<A: Actor> ActorRef<A> {
         }
     }
 
+    /// The actor of type `A` hosted by the process with this identity (as
+    /// `ChildStatus::identity` gives it for a supervised child). Nothing is checked
+    /// until a call: a wrong address fails with `NoProcess`, `NoActor` or `Decode`.
+    pub fn at(addr: Identity) -> Self {
+        ActorRef::new(addr)
+    }
+
     /// The address (the identity of the hosting process).
     pub fn addr(&self) -> &Identity {
         &self.addr

@@ -690,10 +690,20 @@ pub async fn stop_children(timeout: Duration) {
     .await;
 }
 
+/// Set once this process has begun to wind its children down for exit: supervisors
+/// then let their children go instead of restarting them.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process is winding its children down for exit.
+pub(crate) fn is_exiting() -> bool {
+    EXITING.load(Ordering::SeqCst)
+}
+
 /// What every process does before it exits, as Python's exit handler: daemon children
 /// are stopped, the others are joined, except actors, which serve until they are
 /// stopped and so are stopped too (joining them would wait forever).
 pub(crate) async fn finish_children() {
+    EXITING.store(true, Ordering::SeqCst);
     let all: Vec<Arc<Child>> = children().clone();
     let stops = |c: &Child| c.daemon || c.supervised || c.kind == EntryKind::Actor;
     for c in all.iter().filter(|c| stops(c)) {

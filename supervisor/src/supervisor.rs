@@ -182,6 +182,9 @@ pub struct ChildStatus {
     pub id: String,
     /// Its current (or last) process name.
     pub name: Option<String>,
+    /// Its current (or last) process identity: with [`ActorRef::at`](crate::ActorRef::at),
+    /// the address of an actor child.
+    pub identity: Option<multiproc_core::Identity>,
     /// Its pid while it runs.
     pub pid: Option<u32>,
     /// Running, restarting or stopped.
@@ -237,6 +240,9 @@ pub enum AdminError {
     /// The supervisor has ended.
     #[error("the supervisor has ended")]
     Gone,
+    /// The supervisor gave up on its own (see [`Supervisor::run`]).
+    #[error("the supervisor gave up: {0:?}")]
+    Escalated(SupervisorExit),
 }
 
 /// A supervisor being set up: flags and children, then [`start`](Supervisor::start).
@@ -268,6 +274,29 @@ impl Supervisor {
     pub fn events(&self) -> Events {
         Events {
             rx: self.events.subscribe(),
+        }
+    }
+
+    /// Runs this supervisor as the work of the current process, for a supervisor that
+    /// is itself the child of another ([`ChildKind::Supervisor`]): starts it, and
+    /// returns when the process is asked to stop (after shutting the children down) or
+    /// when the supervisor ends on its own.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Supervisor::start); [`AdminError::Escalated`] when the supervisor
+    /// gave up (restart intensity): returned from the child's function, it ends the
+    /// process with `ExitReason::Failed`, and the parent supervisor decides, as OTP
+    /// escalates a supervisor's `shutdown` exit.
+    pub async fn run(self) -> Result<(), AdminError> {
+        let sup = self.start().await?;
+        let exit = tokio::select! {
+            () = crate::stop::wait_for_stop() => sup.shutdown().await,
+            exit = sup.join() => exit,
+        };
+        match exit {
+            SupervisorExit::IntensityExceeded => Err(AdminError::Escalated(exit)),
+            SupervisorExit::Shutdown | SupervisorExit::AutoShutdown => Ok(()),
         }
     }
 
@@ -463,6 +492,7 @@ struct Slot {
     spec: ChildSpec,
     process: Option<Process>,
     name: Option<String>,
+    identity: Option<multiproc_core::Identity>,
     state: ChildState,
     incarnation: u64,
     backoff: BackoffState,
@@ -475,6 +505,7 @@ impl Slot {
             spec,
             process: None,
             name: None,
+            identity: None,
             state: ChildState::Stopped,
             incarnation: 0,
             backoff: BackoffState::default(),
@@ -520,6 +551,7 @@ impl State {
         slot.state = ChildState::Running;
         slot.started_at = Instant::now();
         slot.name = Some(process.name().to_string());
+        slot.identity = Some(process.identity().clone());
         let (id, name, pid) = (
             slot.spec.id.clone(),
             process.name().to_string(),
@@ -619,6 +651,10 @@ impl State {
             reason: reason.clone(),
         });
         let spec = &self.slots[i].spec;
+        if crate::process::is_exiting() || crate::stop::stop_requested() {
+            // The process is ending (or asked to): its children are going for good.
+            return;
+        }
         if !should_restart(spec.restart, &reason) {
             let significant = spec.significant;
             if spec.restart == Restart::Temporary {
@@ -718,6 +754,7 @@ impl State {
             .map(|s| ChildStatus {
                 id: s.spec.id.clone(),
                 name: s.name.clone(),
+                identity: s.identity.clone(),
                 pid: s
                     .process
                     .as_ref()
