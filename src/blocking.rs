@@ -54,6 +54,11 @@ impl Process {
         Process(self.0.capture_output())
     }
 
+    /// Sets resource limits; see [`crate::Process::limits`].
+    pub fn limits(self, limits: crate::Limits) -> Self {
+        Process(self.0.limits(limits))
+    }
+
     /// Sets the handshake timeout.
     pub fn handshake_timeout(self, timeout: Duration) -> Self {
         Process(self.0.handshake_timeout(timeout))

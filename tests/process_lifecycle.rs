@@ -96,6 +96,26 @@ fn starts_daemon(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+fn burns_cpu() {
+    let mut x: u64 = 0;
+    loop {
+        x = std::hint::black_box(x.wrapping_add(1));
+    }
+}
+
+fn allocates(bytes: usize) {
+    let v = vec![1u8; bytes];
+    println!("allocated {}", std::hint::black_box(v).len());
+}
+
+fn opens_files(n: usize) -> Result<(), String> {
+    let mut files = Vec::new();
+    for i in 0..n {
+        files.push(std::fs::File::open("/dev/null").map_err(|e| format!("file {i}: {e}"))?);
+    }
+    Ok(())
+}
+
 fn not_registered() {}
 
 multiproc::register!(
@@ -113,6 +133,9 @@ multiproc::register!(
     starts_waiting_child,
     waits_for_word,
     starts_daemon,
+    burns_cpu,
+    allocates,
+    opens_files,
 );
 
 // ---- tests ----
@@ -434,6 +457,65 @@ fn multiproc_block_on<F: std::future::Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
+fn a_cpu_limit_ends_the_child_and_says_so() -> TestResult {
+    let limits = multiproc::Limits {
+        cpu: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let mut p = Process::new(burns_cpu, ()).limits(limits);
+    p.start()?;
+    let reason = p.join()?;
+    check_eq!(
+        reason,
+        ExitReason::LimitExceeded {
+            limit: multiproc::Limit::Cpu,
+            signal: 24
+        }
+    );
+    check_eq!(p.exit_code(), Some(-24));
+    Ok(())
+}
+
+fn a_memory_limit_stops_a_large_allocation() -> TestResult {
+    let limits = multiproc::Limits {
+        memory: Some(512 << 20),
+        ..Default::default()
+    };
+    let mut big = Process::new(allocates, 1 << 30)
+        .limits(limits)
+        .capture_output();
+    let mut small = Process::new(allocates, 1 << 20)
+        .limits(limits)
+        .capture_output();
+    big.start()?;
+    small.start()?;
+    // Rust aborts when an allocation fails: the reason cannot name the limit.
+    check_eq!(big.join()?, ExitReason::Signaled(6));
+    let stderr = String::from_utf8_lossy(&big.output().unwrap_or_default().stderr).to_string();
+    check!(stderr.contains("memory allocation of"), "{stderr}");
+    check_eq!(small.join()?, ExitReason::Normal);
+    Ok(())
+}
+
+fn an_open_files_limit_is_enforced() -> TestResult {
+    let limits = multiproc::Limits {
+        open_files: Some(32),
+        ..Default::default()
+    };
+    let mut p = Process::new(opens_files, 100).limits(limits);
+    p.start()?;
+    match p.join()? {
+        ExitReason::Failed { message } => {
+            check!(message.contains("Too many open files"), "{message}")
+        }
+        other => return Err(format!("expected a failure, got {other}").into()),
+    }
+    let mut ok = Process::new(opens_files, 10).limits(limits);
+    ok.start()?;
+    check_eq!(ok.join()?, ExitReason::Normal);
+    Ok(())
+}
+
 const SKIP_INIT: &str = "MULTIPROC_TEST_SKIP_INIT";
 
 fn main() {
@@ -521,6 +603,18 @@ fn main() {
         trial(
             "arguments_over_the_frame_limit_are_refused_before_spawning",
             arguments_over_the_frame_limit_are_refused_before_spawning,
+        ),
+        trial(
+            "a_cpu_limit_ends_the_child_and_says_so",
+            a_cpu_limit_ends_the_child_and_says_so,
+        ),
+        trial(
+            "a_memory_limit_stops_a_large_allocation",
+            a_memory_limit_stops_a_large_allocation,
+        ),
+        trial(
+            "an_open_files_limit_is_enforced",
+            an_open_files_limit_is_enforced,
         ),
     ])
 }

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ExitReport;
+use crate::{ExitReport, Limit, Limits};
 
 /// Why a process ended.
 ///
@@ -36,6 +36,14 @@ pub enum ExitReason {
     /// The process was killed with SIGKILL after it did not stop within its shutdown
     /// timeout.
     Killed,
+    /// The process went past one of its [`Limits`] and the kernel ended it with
+    /// `signal`.
+    LimitExceeded {
+        /// Which limit.
+        limit: Limit,
+        /// The signal that ended it.
+        signal: i32,
+    },
 }
 
 impl ExitReason {
@@ -54,6 +62,7 @@ impl ExitReason {
             ExitReason::Panicked { .. } | ExitReason::Failed { .. } => 1,
             ExitReason::Signaled(sig) => -sig,
             ExitReason::Killed => -9,
+            ExitReason::LimitExceeded { signal, .. } => -signal,
         }
     }
 
@@ -82,6 +91,9 @@ impl fmt::Display for ExitReason {
             ExitReason::Failed { message } => write!(f, "failed: {message}"),
             ExitReason::Signaled(sig) => write!(f, "signaled({})", signal_name(*sig)),
             ExitReason::Killed => f.write_str("killed"),
+            ExitReason::LimitExceeded { limit, signal } => {
+                write!(f, "{limit:?} limit exceeded ({})", signal_name(*signal))
+            }
         }
     }
 }
@@ -115,7 +127,42 @@ pub fn exit_reason(
     stop_requested: bool,
     killed_after_timeout: bool,
 ) -> ExitReason {
+    exit_reason_with_limits(
+        status,
+        report,
+        stop_requested,
+        killed_after_timeout,
+        &Limits::default(),
+    )
+}
+
+/// [`exit_reason`], knowing the child's [`Limits`]: SIGXCPU from a child with a CPU
+/// limit is that limit.
+///
+/// ```
+/// use multiproc_core::{exit_reason_with_limits, ExitReason, Limit, Limits, WaitStatus};
+/// use std::time::Duration;
+/// let cpu = Limits { cpu: Some(Duration::from_secs(1)), ..Limits::default() };
+/// assert_eq!(
+///     exit_reason_with_limits(WaitStatus::Signaled(24), None, false, false, &cpu),
+///     ExitReason::LimitExceeded { limit: Limit::Cpu, signal: 24 },
+/// );
+/// ```
+pub fn exit_reason_with_limits(
+    status: WaitStatus,
+    report: Option<&ExitReport>,
+    stop_requested: bool,
+    killed_after_timeout: bool,
+    limits: &Limits,
+) -> ExitReason {
     const SIGKILL: i32 = 9;
+    const SIGXCPU: i32 = 24;
+    if status == WaitStatus::Signaled(SIGXCPU) && limits.cpu.is_some() {
+        return ExitReason::LimitExceeded {
+            limit: Limit::Cpu,
+            signal: SIGXCPU,
+        };
+    }
     match (status, report) {
         (WaitStatus::Exited(_), Some(ExitReport::Panicked { message, location })) => {
             ExitReason::Panicked {

@@ -24,15 +24,17 @@ mod error;
 mod exit;
 mod identity;
 mod intensity;
+mod limits;
 mod packet;
 mod spec;
 mod strategy;
 
 pub use backoff::{Backoff, BackoffState};
 pub use error::CodecError;
-pub use exit::{ExitReason, WaitStatus, exit_reason};
+pub use exit::{ExitReason, WaitStatus, exit_reason, exit_reason_with_limits};
 pub use identity::{Counter, Hop, Identity};
 pub use intensity::{IntensityExceeded, RestartIntensity, RestartWindow};
+pub use limits::{Limit, Limits};
 pub use packet::{
     Body, BootstrapError, EntryKind, Envelope, ExitReport, Hello, LogRecord, PROTOCOL_VERSION,
     Packet, RemoteError,

@@ -77,6 +77,9 @@ pub struct Hello {
     /// The most verbose `tracing` level the parent wants forwarded (1 = error … 5 =
     /// trace), or `None` for no forwarding.
     pub log_level: Option<u8>,
+    /// Resource limits the child sets on itself before its entry point runs.
+    #[serde(default)]
+    pub limits: crate::Limits,
 }
 
 /// The kind of a registered entry point.
@@ -121,6 +124,9 @@ pub enum BootstrapError {
     /// The Hello or the arguments did not decode.
     #[error("bad bootstrap message: {0}")]
     BadHello(String),
+    /// A resource limit could not be set.
+    #[error("cannot set a resource limit: {0}")]
+    Limits(String),
 }
 
 /// A message on its way from one process's address to another's.

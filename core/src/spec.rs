@@ -85,6 +85,9 @@ pub struct ChildSpec {
     pub kind: ChildKind,
     /// Whether its own end may shut its supervisor down (see [`AutoShutdown`]).
     pub significant: bool,
+    /// Resource limits for its process.
+    #[serde(default)]
+    pub limits: crate::Limits,
 }
 
 impl ChildSpec {
@@ -97,6 +100,7 @@ impl ChildSpec {
             shutdown: Shutdown::Timeout(DEFAULT_WORKER_SHUTDOWN),
             kind: ChildKind::Worker,
             significant: false,
+            limits: crate::Limits::default(),
         }
     }
 

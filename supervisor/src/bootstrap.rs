@@ -214,6 +214,10 @@ fn child_main() -> i32 {
             return EXIT_BOOTSTRAP_FAILED;
         }
     };
+    if let Err(e) = apply_limits(&hello.limits) {
+        let _ = reject(&mut sock, BootstrapError::Limits(e.to_string()));
+        return EXIT_BOOTSTRAP_FAILED;
+    }
     let Some(entry) = registry::by_name(&hello.entry).filter(|e| e.kind == hello.kind) else {
         let _ = reject(
             &mut sock,
@@ -291,6 +295,42 @@ fn child_main() -> i32 {
         let _ = tokio::time::timeout(Duration::from_secs(5), flushed_rx).await;
     });
     code
+}
+
+/// Sets the child's resource limits on itself. The CPU limit's hard value is one second
+/// above its soft one, so the kernel sends SIGXCPU (which names the cause) before it
+/// sends SIGKILL.
+fn apply_limits(limits: &multiproc_core::Limits) -> std::io::Result<()> {
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    if let Some(bytes) = limits.memory {
+        setrlimit(
+            Resource::As,
+            Rlimit {
+                current: Some(bytes),
+                maximum: Some(bytes),
+            },
+        )?;
+    }
+    if let Some(cpu) = limits.cpu {
+        let secs = cpu.as_secs() + u64::from(cpu.subsec_nanos() > 0);
+        setrlimit(
+            Resource::Cpu,
+            Rlimit {
+                current: Some(secs),
+                maximum: Some(secs + 1),
+            },
+        )?;
+    }
+    if let Some(n) = limits.open_files {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(n),
+                maximum: Some(n),
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// Moves the control socket off fd 0 and puts `/dev/null` there, as Python does for

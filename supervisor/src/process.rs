@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use multiproc_core::{EntryKind, ExitReason, ExitReport, Hello, Identity, Packet, codec};
+use multiproc_core::{EntryKind, ExitReason, ExitReport, Hello, Identity, Limits, Packet, codec};
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 
@@ -45,6 +45,7 @@ pub struct Process {
     versions: (u32, u64),
     /// Started by a supervisor: stopped, not joined, when this process exits.
     supervised: bool,
+    limits: Limits,
     state: State,
 }
 
@@ -73,6 +74,8 @@ pub(crate) struct Child {
     kind: EntryKind,
     /// Started by a supervisor: stopped, not joined, at exit.
     supervised: bool,
+    /// What the child was allowed, to name the limit that ended it.
+    limits: Limits,
     pidfd: OwnedFd,
     link: LinkTx,
     exit: watch::Receiver<Option<ExitReason>>,
@@ -165,6 +168,7 @@ impl Process {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             versions: (multiproc_core::PROTOCOL_VERSION, registry::build_id()),
             supervised: false,
+            limits: Limits::default(),
             state: State::Created,
         }
     }
@@ -199,6 +203,14 @@ impl Process {
     /// with [`Process::output`] once it has been joined.
     pub fn capture_output(mut self) -> Self {
         self.capture = true;
+        self
+    }
+
+    /// Sets resource limits the child applies to itself before its entry point runs
+    /// (address space, CPU time, open files). A CPU limit that ends the child shows
+    /// as `ExitReason::LimitExceeded`.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
         self
     }
 
@@ -320,6 +332,7 @@ impl Process {
             args: plan.args,
             fds: plan.fds.len() as u32,
             log_level: crate::logging::forward_level(),
+            limits: self.limits,
         };
         let request = spawn::Request {
             name: self.name.clone(),
@@ -510,6 +523,7 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
     let daemon = req.daemon;
     let kind = req.hello.kind;
     let supervised = req.supervised;
+    let limits = req.hello.limits;
     let timeout = req.handshake_timeout;
     let spawned = runtime::on_spawner(move || spawn::spawn(req)).await?;
     let spawn::Spawned {
@@ -589,6 +603,7 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         daemon,
         kind,
         supervised,
+        limits,
         pidfd,
         link,
         exit: exit_rx,
@@ -608,11 +623,12 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
             None => None,
         };
         let reason = match status {
-            Ok(status) => multiproc_core::exit_reason(
+            Ok(status) => multiproc_core::exit_reason_with_limits(
                 spawn::wait_status(status),
                 report.as_ref(),
                 watched.stop_requested.load(Ordering::SeqCst),
                 watched.killed.load(Ordering::SeqCst),
+                &watched.limits,
             ),
             Err(e) => {
                 tracing::error!(error = %e, "cannot wait for a child");

@@ -544,7 +544,10 @@ impl State {
 
     /// Starts slot `i`'s process and a task that reports its exit.
     async fn start_slot(&mut self, i: usize, restart: bool) -> Result<(), Error> {
-        let mut process = Process::from_start(&self.slots[i].spec.start).supervised();
+        let spec = &self.slots[i].spec;
+        let mut process = Process::from_start(&spec.start)
+            .supervised()
+            .limits(spec.limits);
         process.start().await?;
         let slot = &mut self.slots[i];
         slot.incarnation = next_incarnation();
