@@ -53,8 +53,9 @@
 #![doc(test(attr(deny(warnings))))]
 
 pub use multiproc_core::{
-    AutoShutdown, Backoff, ChildKind, ChildSpec, ExitReason, Identity, Limit, Limits, RemoteError,
-    Restart, RestartIntensity, Shutdown, SpecError, Strategy, SupervisorFlags, codec,
+    AutoShutdown, Backoff, ChildKind, ChildSpec, Decider, Directive, ExitMatch, ExitReason,
+    Identity, Limit, Limits, RemoteError, Restart, RestartIntensity, Shutdown, SpecError, Strategy,
+    SupervisorFlags, codec,
 };
 pub use multiproc_supervisor::{
     Actor, ActorRef, BoxError, CallError, ChildInfo, CurrentProcess, DEFAULT_HANDSHAKE_TIMEOUT,

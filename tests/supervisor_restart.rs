@@ -10,9 +10,9 @@ use std::time::Duration;
 use common::{TestResult, trial};
 use multiproc::blocking::{Events, SupervisorRef};
 use multiproc::{
-    Actor, ActorRef, AdminError, Backoff, BoxError, ChildKind, ChildSpec, ChildState, ExitReason,
-    Restart, RestartIntensity, Shutdown, SpecError, Strategy, Supervisor, SupervisorEvent,
-    SupervisorExit, SupervisorFlags, function_child,
+    Actor, ActorRef, AdminError, Backoff, BoxError, ChildKind, ChildSpec, ChildState, Decider,
+    Directive, ExitMatch, ExitReason, Restart, RestartIntensity, Shutdown, SpecError, Strategy,
+    Supervisor, SupervisorEvent, SupervisorExit, SupervisorFlags, function_child,
 };
 
 fn waits() {
@@ -71,7 +71,11 @@ fn sub_that_gives_up() -> Result<(), Box<dyn std::error::Error>> {
     )?)
 }
 
-multiproc::register!(waits, returns, ignores_stop, sub_that_gives_up);
+fn exits_with(code: i32) {
+    std::process::exit(code);
+}
+
+multiproc::register!(waits, returns, ignores_stop, sub_that_gives_up, exits_with);
 
 fn worker(id: &str) -> ChildSpec {
     function_child(id, waits, ()).unwrap()
@@ -493,6 +497,32 @@ fn a_supervisor_that_gives_up_escalates_to_its_parent() -> TestResult {
     Ok(())
 }
 
+fn a_decider_overrides_the_restart_type() -> TestResult {
+    let mut config_error = function_child("config", exits_with, 3)?;
+    config_error.decider = Decider::default().on(ExitMatch::Code(3), Directive::Stop);
+    let mut fatal = worker("fatal");
+    fatal.decider = Decider::default().on(ExitMatch::Signal(9), Directive::Escalate);
+    let (sup, mut events) = start(flags(Strategy::OneForOne), vec![config_error, fatal])?;
+    let seen = until(&mut events, |e| {
+        matches!(e, SupervisorEvent::ChildExited { .. })
+    });
+    check_eq!(
+        exits(&seen),
+        vec![("config".to_string(), ExitReason::Exited(3))]
+    );
+    // Permanent, but its decider said stop: it stays stopped.
+    check_eq!(sup.which_children()?[0].state, ChildState::Stopped);
+    kill(pid_of(&sup, "fatal"));
+    check_eq!(
+        sup.join(),
+        SupervisorExit::Escalated {
+            id: "fatal".to_string(),
+            reason: ExitReason::Signaled(9)
+        }
+    );
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
         trial(
@@ -536,6 +566,10 @@ fn main() {
         trial(
             "a_supervisor_that_gives_up_escalates_to_its_parent",
             a_supervisor_that_gives_up_escalates_to_its_parent,
+        ),
+        trial(
+            "a_decider_overrides_the_restart_type",
+            a_decider_overrides_the_restart_type,
         ),
     ])
 }

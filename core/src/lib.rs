@@ -20,6 +20,7 @@
 
 mod backoff;
 pub mod codec;
+mod decider;
 mod error;
 mod exit;
 mod identity;
@@ -30,6 +31,7 @@ mod spec;
 mod strategy;
 
 pub use backoff::{Backoff, BackoffState};
+pub use decider::{Decider, Directive, ExitMatch};
 pub use error::CodecError;
 pub use exit::{ExitReason, WaitStatus, exit_reason, exit_reason_with_limits};
 pub use identity::{Counter, Hop, Identity};

@@ -88,6 +88,9 @@ pub struct ChildSpec {
     /// Resource limits for its process.
     #[serde(default)]
     pub limits: crate::Limits,
+    /// Rules that override the restart type for particular exit reasons.
+    #[serde(default)]
+    pub decider: crate::Decider,
 }
 
 impl ChildSpec {
@@ -101,6 +104,7 @@ impl ChildSpec {
             kind: ChildKind::Worker,
             significant: false,
             limits: crate::Limits::default(),
+            decider: crate::Decider::default(),
         }
     }
 

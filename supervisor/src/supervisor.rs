@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use multiproc_core::{
-    AutoShutdown, BackoffState, ChildKind, ChildSpec, EntryKind, ExitReason, Restart,
+    AutoShutdown, BackoffState, ChildKind, ChildSpec, Directive, EntryKind, ExitReason, Restart,
     RestartWindow, Shutdown, SpecError, StartSpec, SupervisorFlags, codec, plan_restart,
     should_restart,
 };
@@ -162,6 +162,13 @@ pub enum SupervisorExit {
     IntensityExceeded,
     /// A significant child ended and the auto-shutdown policy applied.
     AutoShutdown,
+    /// A child's decider said to escalate its exit.
+    Escalated {
+        /// The child.
+        id: String,
+        /// How it ended.
+        reason: ExitReason,
+    },
 }
 
 /// The state of one child, as `which_children` reports it.
@@ -295,7 +302,9 @@ impl Supervisor {
             exit = sup.join() => exit,
         };
         match exit {
-            SupervisorExit::IntensityExceeded => Err(AdminError::Escalated(exit)),
+            SupervisorExit::IntensityExceeded | SupervisorExit::Escalated { .. } => {
+                Err(AdminError::Escalated(exit))
+            }
             SupervisorExit::Shutdown | SupervisorExit::AutoShutdown => Ok(()),
         }
     }
@@ -658,7 +667,19 @@ impl State {
             // The process is ending (or asked to): its children are going for good.
             return;
         }
-        if !should_restart(spec.restart, &reason) {
+        let directive =
+            spec.decider
+                .decide(&reason)
+                .unwrap_or(if should_restart(spec.restart, &reason) {
+                    Directive::Restart
+                } else {
+                    Directive::Stop
+                });
+        if directive == Directive::Escalate {
+            self.finish(SupervisorExit::Escalated { id, reason }).await;
+            return;
+        }
+        if directive == Directive::Stop {
             let significant = spec.significant;
             if spec.restart == Restart::Temporary {
                 self.slots.remove(i);
