@@ -345,3 +345,50 @@ impl Iterator for Events {
 pub fn run_supervisor(supervisor: crate::Supervisor) -> Result<(), crate::AdminError> {
     block_on(supervisor.run())
 }
+
+/// A dynamic supervisor, with blocking methods; see [`crate::DynamicSupervisor`].
+#[derive(Debug)]
+pub struct DynamicSupervisor(pub crate::DynamicSupervisor);
+
+impl DynamicSupervisor {
+    /// Starts it; see [`crate::DynamicSupervisor::start`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::DynamicSupervisor::start`].
+    pub fn start(
+        flags: crate::SupervisorFlags,
+        template: crate::ChildSpec,
+        max_children: Option<usize>,
+    ) -> Result<DynamicSupervisor, crate::AdminError> {
+        block_on(crate::DynamicSupervisor::start(
+            flags,
+            template,
+            max_children,
+        ))
+        .map(DynamicSupervisor)
+    }
+
+    /// Starts a child with `args`; see [`crate::DynamicSupervisor::start_child`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::DynamicSupervisor::start_child`].
+    pub fn start_child<T: serde::Serialize>(&self, args: &T) -> Result<String, crate::AdminError> {
+        block_on(self.0.start_child(args))
+    }
+
+    /// Stops and forgets a child; see [`crate::DynamicSupervisor::terminate_child`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::DynamicSupervisor::terminate_child`].
+    pub fn terminate_child(&self, id: &str) -> Result<(), crate::AdminError> {
+        block_on(self.0.terminate_child(id))
+    }
+
+    /// The supervisor underneath, with blocking methods.
+    pub fn supervisor(&self) -> SupervisorRef {
+        SupervisorRef(self.0.supervisor().clone())
+    }
+}

@@ -523,6 +523,52 @@ fn a_decider_overrides_the_restart_type() -> TestResult {
     Ok(())
 }
 
+fn a_dynamic_supervisor_starts_children_from_a_template() -> TestResult {
+    let mut template = function_child("job", exits_with, 0)?;
+    template.restart = Restart::Temporary;
+    let dynamic = multiproc::blocking::DynamicSupervisor::start(
+        flags(Strategy::OneForAll),
+        template,
+        Some(2),
+    )?;
+    let sup = dynamic.supervisor();
+    let mut events = sup.events();
+    // Arguments come per child: each exits with the code it was given.
+    let first = dynamic.start_child(&7)?;
+    let seen = until(&mut events, |e| {
+        matches!(e, SupervisorEvent::ChildExited { .. })
+    });
+    check_eq!(exits(&seen), vec![(first.clone(), ExitReason::Exited(7))]);
+    check_eq!(first, "job-1");
+
+    let mut long = function_child("worker", waits, ())?;
+    long.restart = Restart::Permanent;
+    let pool =
+        multiproc::blocking::DynamicSupervisor::start(flags(Strategy::OneForAll), long, Some(2))?;
+    let a = pool.start_child(&())?;
+    let b = pool.start_child(&())?;
+    check!(
+        matches!(pool.start_child(&()), Err(AdminError::MaxChildren(2))),
+        "a third child"
+    );
+    // OneForOne whatever the flags said: killing one leaves the other alone.
+    let inner = pool.supervisor();
+    let mut events = inner.events();
+    let b_pid = pid_of(&inner, &b);
+    kill(pid_of(&inner, &a));
+    until(
+        &mut events,
+        |e| matches!(e, SupervisorEvent::Restarted { id, .. } if *id == a),
+    );
+    check_eq!(pid_of(&inner, &b), b_pid);
+    pool.terminate_child(&a)?;
+    check_eq!(inner.count_children()?.specs, 1);
+    pool.start_child(&())?;
+    inner.shutdown();
+    sup.shutdown();
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
         trial(
@@ -570,6 +616,10 @@ fn main() {
         trial(
             "a_decider_overrides_the_restart_type",
             a_decider_overrides_the_restart_type,
+        ),
+        trial(
+            "a_dynamic_supervisor_starts_children_from_a_template",
+            a_dynamic_supervisor_starts_children_from_a_template,
         ),
     ])
 }

@@ -247,6 +247,9 @@ pub enum AdminError {
     /// The supervisor has ended.
     #[error("the supervisor has ended")]
     Gone,
+    /// The supervisor has as many children as it may.
+    #[error("the supervisor has its maximum of {0} children")]
+    MaxChildren(usize),
     /// The supervisor gave up on its own (see [`Supervisor::run`]).
     #[error("the supervisor gave up: {0:?}")]
     Escalated(SupervisorExit),
@@ -258,6 +261,7 @@ pub struct Supervisor {
     flags: SupervisorFlags,
     children: Vec<ChildSpec>,
     events: broadcast::Sender<SupervisorEvent>,
+    max_children: Option<usize>,
 }
 
 impl Supervisor {
@@ -267,7 +271,14 @@ impl Supervisor {
             flags,
             children: Vec::new(),
             events: broadcast::channel(EVENT_BUFFER).0,
+            max_children: None,
         }
+    }
+
+    /// Refuses `start_child` beyond `max` children (running or restarting).
+    pub fn max_children(mut self, max: usize) -> Supervisor {
+        self.max_children = Some(max);
+        self
     }
 
     /// Adds a child; children start in the order they are added.
@@ -322,6 +333,7 @@ impl Supervisor {
             flags,
             children,
             events,
+            max_children,
         } = self;
         runtime::run(async move {
             let mut state = State {
@@ -332,6 +344,7 @@ impl Supervisor {
                 events: events.clone(),
                 myself: None,
                 done: watch::channel(None).0,
+                max_children,
             };
             for i in 0..state.slots.len() {
                 if let Err(source) = state.start_slot(i, false).await {
@@ -476,6 +489,89 @@ impl SupervisorRef {
     }
 }
 
+/// One child spec, many children started on demand with their own arguments (Elixir's
+/// `DynamicSupervisor`): a `OneForOne` supervisor whose children are made from a
+/// template.
+#[derive(Debug)]
+pub struct DynamicSupervisor {
+    sup: SupervisorRef,
+    template: ChildSpec,
+    next: AtomicU64,
+}
+
+impl DynamicSupervisor {
+    /// Starts a dynamic supervisor with no children. The strategy is `OneForOne`
+    /// whatever `flags` say; `max_children` bounds the children running or restarting.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Invalid`] for an invalid template or flags.
+    pub async fn start(
+        flags: SupervisorFlags,
+        template: ChildSpec,
+        max_children: Option<usize>,
+    ) -> Result<DynamicSupervisor, AdminError> {
+        let flags = SupervisorFlags {
+            strategy: multiproc_core::Strategy::OneForOne,
+            ..flags
+        };
+        flags.validate(std::slice::from_ref(&template))?;
+        let mut sup = Supervisor::new(flags);
+        if let Some(max) = max_children {
+            sup = sup.max_children(max);
+        }
+        Ok(DynamicSupervisor {
+            sup: sup.start().await?,
+            template,
+            next: AtomicU64::new(1),
+        })
+    }
+
+    /// Starts a child from the template with `args` in place of the template's (they
+    /// must be the arguments its function or actor takes); returns its id,
+    /// `<template id>-<n>`.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::MaxChildren`], [`AdminError::Start`], [`AdminError::Gone`], or
+    /// [`AdminError::Start`] with [`Error::Args`] when `args` do not encode.
+    pub async fn start_child<T: serde::Serialize>(&self, args: &T) -> Result<String, AdminError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{n}", self.template.id);
+        let encoded = codec::encode(args).map_err(|source| AdminError::Start {
+            id: id.clone(),
+            source: Error::Args {
+                name: id.clone(),
+                source,
+            },
+        })?;
+        let mut spec = self.template.clone();
+        spec.id = id.clone();
+        spec.start.args = encoded;
+        self.sup.start_child(spec).await?;
+        Ok(id)
+    }
+
+    /// Stops a child and forgets it.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::NotFound`], [`AdminError::Gone`].
+    pub async fn terminate_child(&self, id: &str) -> Result<(), AdminError> {
+        self.sup.terminate_child(id).await?;
+        match self.sup.delete_child(id).await {
+            Ok(()) | Err(AdminError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The supervisor underneath: events, `which_children`, `count_children`,
+    /// `shutdown`, `join`.
+    pub fn supervisor(&self) -> &SupervisorRef {
+        &self.sup
+    }
+}
+
 enum Msg {
     Exited {
         id: String,
@@ -531,6 +627,7 @@ struct State {
     events: broadcast::Sender<SupervisorEvent>,
     myself: Option<CellRef<Msg>>,
     done: watch::Sender<Option<SupervisorExit>>,
+    max_children: Option<usize>,
 }
 
 impl State {
@@ -817,6 +914,16 @@ impl State {
                 ChildState::Running => AdminError::AlreadyStarted(spec.id),
                 _ => AdminError::AlreadyPresent(spec.id),
             });
+        }
+        if let Some(max) = self.max_children {
+            let live = self
+                .slots
+                .iter()
+                .filter(|s| s.state != ChildState::Stopped)
+                .count();
+            if live >= max {
+                return Err(AdminError::MaxChildren(max));
+            }
         }
         let mut all: Vec<ChildSpec> = self.slots.iter().map(|s| s.spec.clone()).collect();
         all.push(spec.clone());
