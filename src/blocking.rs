@@ -59,6 +59,11 @@ impl Process {
         Process(self.0.limits(limits))
     }
 
+    /// Requires heartbeats; see [`crate::Process::heartbeat`].
+    pub fn heartbeat(self, interval: Duration) -> Self {
+        Process(self.0.heartbeat(interval))
+    }
+
     /// Sets the handshake timeout.
     pub fn handshake_timeout(self, timeout: Duration) -> Self {
         Process(self.0.handshake_timeout(timeout))

@@ -346,6 +346,24 @@ fn actor_children_are_stopped_when_their_parent_exits() -> TestResult {
     Ok(())
 }
 
+fn an_actor_beats_between_messages_and_a_stuck_one_is_hung() -> TestResult {
+    let mut p = Process::actor::<Counter>(0).heartbeat(Duration::from_millis(200));
+    p.start()?;
+    let c = p.actor_ref::<Counter>();
+    // Idle for three intervals: the host's own beats keep it alive.
+    check_eq!(p.join_timeout(Duration::from_millis(600))?, None);
+    check_eq!(c.call(CounterMsg::Add(1))?, 1);
+    // A handler stuck on a message stops the beats: killed as hung, and the call in
+    // flight fails instead of waiting forever.
+    let err = c.call(CounterMsg::Hang).unwrap_err();
+    check_eq!(
+        err,
+        CallError::Remote(RemoteError::Exited(p.identity().clone()))
+    );
+    check_eq!(p.join()?, ExitReason::Hung);
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
         trial(
@@ -407,6 +425,10 @@ fn main() {
         trial(
             "actor_children_are_stopped_when_their_parent_exits",
             actor_children_are_stopped_when_their_parent_exits,
+        ),
+        trial(
+            "an_actor_beats_between_messages_and_a_stuck_one_is_hung",
+            an_actor_beats_between_messages_and_a_stuck_one_is_hung,
         ),
     ])
 }

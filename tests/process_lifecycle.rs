@@ -116,6 +116,14 @@ fn opens_files(n: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// Works for a while, saying it is alive between steps.
+fn beats(steps: u32) {
+    for _ in 0..steps {
+        multiproc::heartbeat();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn not_registered() {}
 
 multiproc::register!(
@@ -136,6 +144,7 @@ multiproc::register!(
     burns_cpu,
     allocates,
     opens_files,
+    beats,
 );
 
 // ---- tests ----
@@ -516,6 +525,22 @@ fn an_open_files_limit_is_enforced() -> TestResult {
     Ok(())
 }
 
+fn a_child_that_misses_its_heartbeat_is_killed_as_hung() -> TestResult {
+    let mut silent = Process::new(waits_for_stop, ()).heartbeat(Duration::from_millis(200));
+    silent.start()?;
+    check_eq!(silent.join()?, ExitReason::Hung);
+    check_eq!(silent.exit_code(), Some(-9));
+    Ok(())
+}
+
+fn a_child_that_beats_is_left_alone() -> TestResult {
+    // 15 steps of 20 ms: 300 ms in all, past the 150 ms interval.
+    let mut p = Process::new(beats, 15).heartbeat(Duration::from_millis(150));
+    p.start()?;
+    check_eq!(p.join()?, ExitReason::Normal);
+    Ok(())
+}
+
 const SKIP_INIT: &str = "MULTIPROC_TEST_SKIP_INIT";
 
 fn main() {
@@ -615,6 +640,14 @@ fn main() {
         trial(
             "an_open_files_limit_is_enforced",
             an_open_files_limit_is_enforced,
+        ),
+        trial(
+            "a_child_that_misses_its_heartbeat_is_killed_as_hung",
+            a_child_that_misses_its_heartbeat_is_killed_as_hung,
+        ),
+        trial(
+            "a_child_that_beats_is_left_alone",
+            a_child_that_beats_is_left_alone,
         ),
     ])
 }

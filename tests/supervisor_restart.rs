@@ -569,6 +569,16 @@ fn a_dynamic_supervisor_starts_children_from_a_template() -> TestResult {
     Ok(())
 }
 
+fn a_hung_child_is_killed_and_restarted() -> TestResult {
+    let mut silent = worker("silent");
+    silent.heartbeat = Some(Duration::from_millis(200));
+    let (sup, mut events) = start(flags(Strategy::OneForOne), vec![silent])?;
+    let seen = until(&mut events, restarted("silent"));
+    check_eq!(exits(&seen), vec![("silent".to_string(), ExitReason::Hung)]);
+    sup.shutdown();
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
         trial(
@@ -620,6 +630,10 @@ fn main() {
         trial(
             "a_dynamic_supervisor_starts_children_from_a_template",
             a_dynamic_supervisor_starts_children_from_a_template,
+        ),
+        trial(
+            "a_hung_child_is_killed_and_restarted",
+            a_hung_child_is_killed_and_restarted,
         ),
     ])
 }

@@ -34,6 +34,8 @@ pub enum ExitMatch {
     Failed,
     /// `LimitExceeded`.
     Limit,
+    /// `Hung`.
+    Hung,
     /// Anything.
     Any,
 }
@@ -52,6 +54,7 @@ impl ExitMatch {
             (ExitMatch::Panic, ExitReason::Panicked { .. }) => true,
             (ExitMatch::Failed, ExitReason::Failed { .. }) => true,
             (ExitMatch::Limit, ExitReason::LimitExceeded { .. }) => true,
+            (ExitMatch::Hung, ExitReason::Hung) => true,
             _ => false,
         }
     }
@@ -131,6 +134,8 @@ mod tests {
             (ExitMatch::Limit, limit.clone(), true),
             (ExitMatch::Limit, ExitReason::Signaled(24), false),
             (ExitMatch::Any, ExitReason::Normal, true),
+            (ExitMatch::Hung, ExitReason::Hung, true),
+            (ExitMatch::Hung, ExitReason::Killed, false),
         ];
         for (pattern, reason, want) in cases {
             assert_eq!(pattern.matches(&reason), want, "{pattern:?} {reason:?}");

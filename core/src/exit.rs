@@ -36,6 +36,8 @@ pub enum ExitReason {
     /// The process was killed with SIGKILL after it did not stop within its shutdown
     /// timeout.
     Killed,
+    /// The process missed its heartbeat and was killed (SIGKILL) as hung.
+    Hung,
     /// The process went past one of its [`Limits`] and the kernel ended it with
     /// `signal`.
     LimitExceeded {
@@ -61,7 +63,7 @@ impl ExitReason {
             ExitReason::Exited(code) => *code,
             ExitReason::Panicked { .. } | ExitReason::Failed { .. } => 1,
             ExitReason::Signaled(sig) => -sig,
-            ExitReason::Killed => -9,
+            ExitReason::Killed | ExitReason::Hung => -9,
             ExitReason::LimitExceeded { signal, .. } => -signal,
         }
     }
@@ -91,6 +93,7 @@ impl fmt::Display for ExitReason {
             ExitReason::Failed { message } => write!(f, "failed: {message}"),
             ExitReason::Signaled(sig) => write!(f, "signaled({})", signal_name(*sig)),
             ExitReason::Killed => f.write_str("killed"),
+            ExitReason::Hung => f.write_str("hung (missed its heartbeat)"),
             ExitReason::LimitExceeded { limit, signal } => {
                 write!(f, "{limit:?} limit exceeded ({})", signal_name(*signal))
             }
@@ -127,57 +130,78 @@ pub fn exit_reason(
     stop_requested: bool,
     killed_after_timeout: bool,
 ) -> ExitReason {
-    exit_reason_with_limits(
+    ExitFacts {
         status,
         report,
         stop_requested,
         killed_after_timeout,
-        &Limits::default(),
-    )
+        hung: false,
+        limits: Limits::default(),
+    }
+    .reason()
 }
 
-/// [`exit_reason`], knowing the child's [`Limits`]: SIGXCPU from a child with a CPU
-/// limit is that limit.
-///
-/// ```
-/// use multiproc_core::{exit_reason_with_limits, ExitReason, Limit, Limits, WaitStatus};
-/// use std::time::Duration;
-/// let cpu = Limits { cpu: Some(Duration::from_secs(1)), ..Limits::default() };
-/// assert_eq!(
-///     exit_reason_with_limits(WaitStatus::Signaled(24), None, false, false, &cpu),
-///     ExitReason::LimitExceeded { limit: Limit::Cpu, signal: 24 },
-/// );
-/// ```
-pub fn exit_reason_with_limits(
-    status: WaitStatus,
-    report: Option<&ExitReport>,
-    stop_requested: bool,
-    killed_after_timeout: bool,
-    limits: &Limits,
-) -> ExitReason {
-    const SIGKILL: i32 = 9;
-    const SIGXCPU: i32 = 24;
-    if status == WaitStatus::Signaled(SIGXCPU) && limits.cpu.is_some() {
-        return ExitReason::LimitExceeded {
-            limit: Limit::Cpu,
-            signal: SIGXCPU,
-        };
-    }
-    match (status, report) {
-        (WaitStatus::Exited(_), Some(ExitReport::Panicked { message, location })) => {
-            ExitReason::Panicked {
-                message: message.clone(),
-                location: location.clone(),
+/// Everything the parent knows about how a child ended; [`ExitFacts::reason`] decides.
+#[derive(Debug, Clone, Copy)]
+pub struct ExitFacts<'a> {
+    /// What the kernel said.
+    pub status: WaitStatus,
+    /// What the child reported before it exited.
+    pub report: Option<&'a ExitReport>,
+    /// Whether the parent had asked it to stop.
+    pub stop_requested: bool,
+    /// Whether the parent killed it after its stop timeout.
+    pub killed_after_timeout: bool,
+    /// Whether the parent killed it for missing its heartbeat.
+    pub hung: bool,
+    /// Its resource limits.
+    pub limits: Limits,
+}
+
+impl ExitFacts<'_> {
+    /// The exit reason: [`exit_reason`]'s rules, plus `Hung` for a child killed for
+    /// missing its heartbeat and `LimitExceeded` for SIGXCPU from a child with a CPU
+    /// limit.
+    ///
+    /// ```
+    /// use multiproc_core::{ExitFacts, ExitReason, Limit, Limits, WaitStatus};
+    /// use std::time::Duration;
+    /// let facts = ExitFacts {
+    ///     status: WaitStatus::Signaled(24),
+    ///     report: None,
+    ///     stop_requested: false,
+    ///     killed_after_timeout: false,
+    ///     hung: false,
+    ///     limits: Limits { cpu: Some(Duration::from_secs(1)), ..Limits::default() },
+    /// };
+    /// assert_eq!(facts.reason(), ExitReason::LimitExceeded { limit: Limit::Cpu, signal: 24 });
+    /// ```
+    pub fn reason(&self) -> ExitReason {
+        const SIGKILL: i32 = 9;
+        const SIGXCPU: i32 = 24;
+        match (self.status, self.report) {
+            (WaitStatus::Signaled(SIGKILL), _) if self.hung => ExitReason::Hung,
+            (WaitStatus::Signaled(SIGXCPU), _) if self.limits.cpu.is_some() => {
+                ExitReason::LimitExceeded {
+                    limit: Limit::Cpu,
+                    signal: SIGXCPU,
+                }
             }
+            (WaitStatus::Exited(_), Some(ExitReport::Panicked { message, location })) => {
+                ExitReason::Panicked {
+                    message: message.clone(),
+                    location: location.clone(),
+                }
+            }
+            (WaitStatus::Exited(_), Some(ExitReport::Failed { message })) => ExitReason::Failed {
+                message: message.clone(),
+            },
+            (WaitStatus::Exited(0), _) if self.stop_requested => ExitReason::Shutdown,
+            (WaitStatus::Exited(0), _) => ExitReason::Normal,
+            (WaitStatus::Exited(code), _) => ExitReason::Exited(code),
+            (WaitStatus::Signaled(SIGKILL), _) if self.killed_after_timeout => ExitReason::Killed,
+            (WaitStatus::Signaled(sig), _) => ExitReason::Signaled(sig),
         }
-        (WaitStatus::Exited(_), Some(ExitReport::Failed { message })) => ExitReason::Failed {
-            message: message.clone(),
-        },
-        (WaitStatus::Exited(0), _) if stop_requested => ExitReason::Shutdown,
-        (WaitStatus::Exited(0), _) => ExitReason::Normal,
-        (WaitStatus::Exited(code), _) => ExitReason::Exited(code),
-        (WaitStatus::Signaled(SIGKILL), _) if killed_after_timeout => ExitReason::Killed,
-        (WaitStatus::Signaled(sig), _) => ExitReason::Signaled(sig),
     }
 }
 

@@ -33,7 +33,7 @@ mod strategy;
 pub use backoff::{Backoff, BackoffState};
 pub use decider::{Decider, Directive, ExitMatch};
 pub use error::CodecError;
-pub use exit::{ExitReason, WaitStatus, exit_reason, exit_reason_with_limits};
+pub use exit::{ExitFacts, ExitReason, WaitStatus, exit_reason};
 pub use identity::{Counter, Hop, Identity};
 pub use intensity::{IntensityExceeded, RestartIntensity, RestartWindow};
 pub use limits::{Limit, Limits};

@@ -50,6 +50,8 @@ pub enum Packet {
     Log(LogRecord),
     /// Child → parent, last frame: how the entry point ended.
     Exiting(ExitReport),
+    /// Child → parent: the child is alive (see `Hello::heartbeat`).
+    Heartbeat,
 }
 
 /// What the child needs to know to start: decoded from [`Packet::Hello`]'s body.
@@ -80,6 +82,10 @@ pub struct Hello {
     /// Resource limits the child sets on itself before its entry point runs.
     #[serde(default)]
     pub limits: crate::Limits,
+    /// How often the child must say it is alive; an actor child does so by itself
+    /// between messages.
+    #[serde(default)]
+    pub heartbeat: Option<std::time::Duration>,
 }
 
 /// The kind of a registered entry point.

@@ -91,6 +91,10 @@ pub struct ChildSpec {
     /// Rules that override the restart type for particular exit reasons.
     #[serde(default)]
     pub decider: crate::Decider,
+    /// If set, the child must show it is alive at least this often, or it is killed
+    /// and exits with `ExitReason::Hung`.
+    #[serde(default)]
+    pub heartbeat: Option<Duration>,
 }
 
 impl ChildSpec {
@@ -105,6 +109,7 @@ impl ChildSpec {
             significant: false,
             limits: crate::Limits::default(),
             decider: crate::Decider::default(),
+            heartbeat: None,
         }
     }
 

@@ -241,17 +241,25 @@ fn reply<A: Actor>(body: Body, _corr: u64) -> Result<A::Reply, CallError> {
     }
 }
 
+/// What the process's mailbox holds.
+enum HostMsg {
+    /// A message for the user's actor.
+    Envelope(Envelope),
+    /// Time to tell the parent the mailbox is being served (heartbeat).
+    Beat,
+}
+
 /// The ractor actor that owns the user's actor and serves the process's mailbox.
 struct Host<A>(PhantomData<fn() -> A>);
 
 impl<A: Actor> ractor::Actor for Host<A> {
-    type Msg = Envelope;
+    type Msg = HostMsg;
     type State = A;
     type Arguments = A;
 
     async fn pre_start(
         &self,
-        _: ractor::ActorRef<Envelope>,
+        _: ractor::ActorRef<HostMsg>,
         actor: A,
     ) -> Result<A, ActorProcessingErr> {
         Ok(actor)
@@ -259,10 +267,18 @@ impl<A: Actor> ractor::Actor for Host<A> {
 
     async fn handle(
         &self,
-        _: ractor::ActorRef<Envelope>,
-        env: Envelope,
+        _: ractor::ActorRef<HostMsg>,
+        msg: HostMsg,
         actor: &mut A,
     ) -> Result<(), ActorProcessingErr> {
+        let env = match msg {
+            HostMsg::Envelope(env) => env,
+            // Handled only between messages: a handler stuck on one stops the beats.
+            HostMsg::Beat => {
+                crate::current::heartbeat();
+                return Ok(());
+            }
+        };
         let (payload, is_call) = match env.body {
             Body::Call(p) => (p, true),
             Body::Cast(p) => (p, false),
@@ -304,7 +320,7 @@ impl<A: Actor> ractor::Actor for Host<A> {
 
     async fn post_stop(
         &self,
-        _: ractor::ActorRef<Envelope>,
+        _: ractor::ActorRef<HostMsg>,
         actor: &mut A,
     ) -> Result<(), ActorProcessingErr> {
         actor.stopping().await;
@@ -355,11 +371,24 @@ async fn serve<A: Actor>(args: Vec<u8>) -> EntryOutcome {
     };
     let mailbox = cell.clone();
     router::set_local(Box::new(move |env| {
-        mailbox.cast(env).map_err(|e| match e {
-            ractor::MessagingErr::SendErr(env) => Some(env),
+        mailbox.cast(HostMsg::Envelope(env)).map_err(|e| match e {
+            ractor::MessagingErr::SendErr(HostMsg::Envelope(env)) => Some(env),
             _ => None,
         })
     }));
+    if let Some(interval) = crate::bootstrap::heartbeat_interval() {
+        let beats = cell.clone();
+        tokio::spawn(async move {
+            // Three beats per interval: one late beat is not a hang.
+            let mut tick = tokio::time::interval(interval / 3);
+            loop {
+                tick.tick().await;
+                if beats.cast(HostMsg::Beat).is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let mut join = join;
     tokio::select! {
         () = stop::wait_for_stop() => {

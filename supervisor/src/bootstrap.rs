@@ -43,6 +43,13 @@ const MAX_HELLO_FDS: usize = 64;
 
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
+/// The heartbeat interval this child was given, if any.
+static HEARTBEAT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+pub(crate) fn heartbeat_interval() -> Option<Duration> {
+    HEARTBEAT.get().copied()
+}
+
 /// How a child's entry point ended.
 #[doc(hidden)]
 #[derive(Debug)]
@@ -239,6 +246,9 @@ fn child_main() -> i32 {
         }),
     });
     install_panic_hook();
+    if let Some(interval) = hello.heartbeat {
+        let _ = HEARTBEAT.set(interval);
+    }
     if entry.kind == EntryKind::Actor {
         router::expect_local();
     }

@@ -23,7 +23,9 @@ mod target;
 
 pub use actor::{Actor, ActorRef, BoxError};
 pub use bootstrap::{EXIT_BOOTSTRAP_FAILED, EXIT_PARENT_GONE, init};
-pub use current::{CurrentProcess, ParentProcess, cpu_count, current_process, parent_process};
+pub use current::{
+    CurrentProcess, ParentProcess, cpu_count, current_process, heartbeat, parent_process,
+};
 pub use error::{CallError, Error};
 pub use process::{
     ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Output, Process, Sentinel,

@@ -46,6 +46,7 @@ pub struct Process {
     /// Started by a supervisor: stopped, not joined, when this process exits.
     supervised: bool,
     limits: Limits,
+    heartbeat: Option<Duration>,
     state: State,
 }
 
@@ -76,6 +77,8 @@ pub(crate) struct Child {
     supervised: bool,
     /// What the child was allowed, to name the limit that ended it.
     limits: Limits,
+    /// Killed for missing its heartbeat.
+    hung: AtomicBool,
     pidfd: OwnedFd,
     link: LinkTx,
     exit: watch::Receiver<Option<ExitReason>>,
@@ -169,6 +172,7 @@ impl Process {
             versions: (multiproc_core::PROTOCOL_VERSION, registry::build_id()),
             supervised: false,
             limits: Limits::default(),
+            heartbeat: None,
             state: State::Created,
         }
     }
@@ -211,6 +215,15 @@ impl Process {
     /// as `ExitReason::LimitExceeded`.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Requires the child to show it is alive at least every `interval`, or be killed
+    /// and exit with `ExitReason::Hung`. An actor child beats by itself between
+    /// messages (a handler stuck on one stops the beats); a function child calls
+    /// `multiproc::heartbeat()`.
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = Some(interval);
         self
     }
 
@@ -333,6 +346,7 @@ impl Process {
             fds: plan.fds.len() as u32,
             log_level: crate::logging::forward_level(),
             limits: self.limits,
+            heartbeat: self.heartbeat,
         };
         let request = spawn::Request {
             name: self.name.clone(),
@@ -524,6 +538,7 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
     let kind = req.hello.kind;
     let supervised = req.supervised;
     let limits = req.hello.limits;
+    let heartbeat = req.hello.heartbeat;
     let timeout = req.handshake_timeout;
     let spawned = runtime::on_spawner(move || spawn::spawn(req)).await?;
     let spawn::Spawned {
@@ -541,6 +556,8 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
     let killer = pidfd
         .try_clone()
         .map_err(|e| Error::os("cannot duplicate the child's pidfd", e))?;
+    let last_beat = Arc::new(Mutex::new(tokio::time::Instant::now()));
+    let beat = Arc::clone(&last_beat);
     let reader_task = tokio::spawn(async move {
         let mut first = Some(first_tx);
         let mut report: Option<ExitReport> = None;
@@ -554,6 +571,10 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
                     Packet::Envelope(env) => router::from_child(number, env),
                     Packet::Log(record) => crate::logging::from_child(record),
                     Packet::Exiting(r) => report = Some(r),
+                    Packet::Heartbeat => {
+                        *beat.lock().unwrap_or_else(|e| e.into_inner()) =
+                            tokio::time::Instant::now()
+                    }
                     other => {
                         tracing::warn!(peer, packet = ?other, "unexpected packet from a child")
                     }
@@ -604,6 +625,7 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         kind,
         supervised,
         limits,
+        hung: AtomicBool::new(false),
         pidfd,
         link,
         exit: exit_rx,
@@ -613,6 +635,9 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
     });
 
     let capture = spawn::capture(&mut os_child);
+    if let Some(interval) = heartbeat {
+        tokio::spawn(watchdog(Arc::clone(&child), last_beat, interval));
+    }
 
     let watched = Arc::clone(&child);
     tokio::spawn(async move {
@@ -623,13 +648,15 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
             None => None,
         };
         let reason = match status {
-            Ok(status) => multiproc_core::exit_reason_with_limits(
-                spawn::wait_status(status),
-                report.as_ref(),
-                watched.stop_requested.load(Ordering::SeqCst),
-                watched.killed.load(Ordering::SeqCst),
-                &watched.limits,
-            ),
+            Ok(status) => multiproc_core::ExitFacts {
+                status: spawn::wait_status(status),
+                report: report.as_ref(),
+                stop_requested: watched.stop_requested.load(Ordering::SeqCst),
+                killed_after_timeout: watched.killed.load(Ordering::SeqCst),
+                hung: watched.hung.load(Ordering::SeqCst),
+                limits: watched.limits,
+            }
+            .reason(),
             Err(e) => {
                 tracing::error!(error = %e, "cannot wait for a child");
                 ExitReason::Killed
@@ -646,6 +673,28 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
     crate::signals::install_root_handlers();
     crate::bootstrap::register_exit_handler();
     Ok(child)
+}
+
+/// Kills `child` as hung if it goes `interval` without a heartbeat.
+async fn watchdog(
+    child: Arc<Child>,
+    last_beat: Arc<Mutex<tokio::time::Instant>>,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval / 4);
+    loop {
+        tick.tick().await;
+        if child.has_exited() {
+            return;
+        }
+        let last = *last_beat.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() > interval {
+            tracing::warn!(child = %child.name, ?interval, "child missed its heartbeat; killing it as hung");
+            child.hung.store(true, Ordering::SeqCst);
+            let _ = child.signal(rustix::process::Signal::KILL);
+            return;
+        }
+    }
 }
 
 /// A live child of this process, as listed by [`active_children`].

@@ -78,6 +78,14 @@ pub(crate) fn next_corr() -> u64 {
     CORR.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Sends a packet up to the parent, if this process has one.
+pub(crate) fn to_parent(packet: Packet) {
+    let parent = tables().parent.clone();
+    if let Some(link) = parent {
+        let _ = link.send(Outgoing::Packet(packet));
+    }
+}
+
 pub(crate) fn set_parent(tx: LinkTx) {
     tables().parent = Some(tx);
 }

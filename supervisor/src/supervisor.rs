@@ -654,6 +654,9 @@ impl State {
         let mut process = Process::from_start(&spec.start)
             .supervised()
             .limits(spec.limits);
+        if let Some(interval) = spec.heartbeat {
+            process = process.heartbeat(interval);
+        }
         process.start().await?;
         let slot = &mut self.slots[i];
         slot.incarnation = next_incarnation();
