@@ -55,7 +55,46 @@ impl Actor for SubSupervisor {
         self.0.shutdown().await;
     }
 }
-multiproc::register_actor!(SubSupervisor);
+/// An actor whose `start` fails while a file exists.
+struct Blockable;
+
+impl Actor for Blockable {
+    type Args = String;
+    type Msg = ();
+    type Reply = ();
+
+    async fn start(path: String) -> Result<Self, BoxError> {
+        if std::path::Path::new(&path).exists() {
+            return Err(format!("blocked by {path}").into());
+        }
+        Ok(Blockable)
+    }
+
+    async fn handle(&mut self, (): ()) {}
+}
+
+multiproc::register_actor!(SubSupervisor, Blockable);
+
+/// A path no other test uses; removed when dropped.
+struct Flag(std::path::PathBuf);
+
+impl Flag {
+    fn new(name: &str) -> Flag {
+        Flag(std::env::temp_dir().join(format!("multiproc-test-{}-{name}", std::process::id())))
+    }
+    fn raise(&self) -> std::io::Result<()> {
+        std::fs::write(&self.0, b"")
+    }
+    fn lower(&self) -> std::io::Result<()> {
+        std::fs::remove_file(&self.0)
+    }
+}
+
+impl Drop for Flag {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
 
 /// A supervisor in a process of its own that gives up at its first restart.
 fn sub_that_gives_up() -> Result<(), Box<dyn std::error::Error>> {
@@ -579,6 +618,69 @@ fn a_hung_child_is_killed_and_restarted() -> TestResult {
     Ok(())
 }
 
+fn a_failed_restart_is_retried_without_blocking_the_supervisor() -> TestResult {
+    let flag = Flag::new("retry");
+    let path = flag.0.to_string_lossy().to_string();
+    let retrying = SupervisorFlags {
+        backoff: Backoff {
+            min: Duration::from_millis(20),
+            jitter: 0.0,
+            ..Backoff::default()
+        },
+        ..flags(Strategy::OneForOne)
+    };
+    let (sup, mut events) = start(
+        retrying,
+        vec![multiproc::actor_child::<Blockable>("b", path)?],
+    )?;
+    flag.raise()?;
+    kill(pid_of(&sup, "b"));
+    let seen = until(&mut events, |e| {
+        matches!(e, SupervisorEvent::RestartFailed { .. })
+    });
+    match seen.last() {
+        Some(SupervisorEvent::RestartFailed { id, error }) => {
+            check_eq!(id, "b");
+            check!(error.contains("blocked by"), "{error}");
+        }
+        other => return Err(format!("expected a failed restart, got {other:?}").into()),
+    }
+    // Admin requests are answered while it retries.
+    check_eq!(sup.which_children()?[0].state, ChildState::Restarting);
+    check!(
+        matches!(sup.restart_child("b"), Err(AdminError::Restarting(_))),
+        "restart while restarting"
+    );
+    flag.lower()?;
+    until(&mut events, restarted("b"));
+    check_eq!(sup.which_children()?[0].state, ChildState::Running);
+
+    // A restart that keeps failing does not keep the supervisor from shutting down.
+    flag.raise()?;
+    kill(pid_of(&sup, "b"));
+    until(&mut events, |e| {
+        matches!(e, SupervisorEvent::RestartFailed { .. })
+    });
+    check_eq!(sup.shutdown(), SupervisorExit::Shutdown);
+    Ok(())
+}
+
+fn a_child_that_fails_to_start_is_an_admin_error() -> TestResult {
+    let flag = Flag::new("start");
+    flag.raise()?;
+    let (sup, _events) = start(flags(Strategy::OneForOne), vec![])?;
+    let spec = multiproc::actor_child::<Blockable>("b", flag.0.to_string_lossy().to_string())?;
+    let err = sup.start_child(spec).unwrap_err();
+    check!(
+        matches!(&err, AdminError::Start { id, .. } if id == "b"),
+        "{err:?}"
+    );
+    check!(err.to_string().contains("could not be started"), "{err}");
+    check_eq!(sup.count_children()?.specs, 0);
+    sup.shutdown();
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
         trial(
@@ -634,6 +736,14 @@ fn main() {
         trial(
             "a_hung_child_is_killed_and_restarted",
             a_hung_child_is_killed_and_restarted,
+        ),
+        trial(
+            "a_failed_restart_is_retried_without_blocking_the_supervisor",
+            a_failed_restart_is_retried_without_blocking_the_supervisor,
+        ),
+        trial(
+            "a_child_that_fails_to_start_is_an_admin_error",
+            a_child_that_fails_to_start_is_an_admin_error,
         ),
     ])
 }

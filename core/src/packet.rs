@@ -133,6 +133,9 @@ pub enum BootstrapError {
     /// A resource limit could not be set.
     #[error("cannot set a resource limit: {0}")]
     Limits(String),
+    /// The actor's `start` failed.
+    #[error("the actor failed to start: {0}")]
+    ActorStart(String),
 }
 
 /// A message on its way from one process's address to another's.

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use multiproc_core::{Body, Envelope, Identity, RemoteError, codec};
+use multiproc_core::{Body, BootstrapError, Envelope, Identity, Packet, RemoteError, codec};
 use multiproc_transport::MAX_FRAME_LEN;
 use ractor::ActorProcessingErr;
 use serde::de::DeserializeOwned;
@@ -357,17 +357,23 @@ async fn host<A: Actor>(args: Vec<u8>) -> EntryOutcome {
 }
 
 async fn serve<A: Actor>(args: Vec<u8>) -> EntryOutcome {
+    let failed = |message: String| {
+        router::to_parent(Packet::Rejected(BootstrapError::ActorStart(
+            message.clone(),
+        )));
+        EntryOutcome::Failed(message)
+    };
     let args: A::Args = match codec::decode(&args) {
         Ok(a) => a,
-        Err(e) => return EntryOutcome::Failed(format!("bad arguments: {e}")),
+        Err(e) => return failed(format!("bad arguments: {e}")),
     };
     let actor = match A::start(args).await {
         Ok(a) => a,
-        Err(e) => return EntryOutcome::Failed(e.to_string()),
+        Err(e) => return failed(e.to_string()),
     };
     let (cell, join) = match ractor::Actor::spawn(None, Host::<A>(PhantomData), actor).await {
         Ok(spawned) => spawned,
-        Err(e) => return EntryOutcome::Failed(format!("cannot start the actor: {e}")),
+        Err(e) => return failed(format!("cannot start the actor: {e}")),
     };
     let mailbox = cell.clone();
     router::set_local(Box::new(move |env| {
@@ -376,6 +382,9 @@ async fn serve<A: Actor>(args: Vec<u8>) -> EntryOutcome {
             _ => None,
         })
     }));
+    router::to_parent(Packet::Ready {
+        pid: std::process::id(),
+    });
     if let Some(interval) = crate::bootstrap::heartbeat_interval() {
         let beats = cell.clone();
         tokio::spawn(async move {

@@ -252,14 +252,19 @@ fn child_main() -> i32 {
     if entry.kind == EntryKind::Actor {
         router::expect_local();
     }
-    // Written before the entry runs, synchronously: an entry that calls
-    // `std::process::exit` at once must still have completed the handshake.
-    if let Err(e) = write_packet(
-        &mut sock,
-        &Packet::Ready {
-            pid: std::process::id(),
-        },
-    ) {
+    // A function's Ready is written before it runs, synchronously: a function that
+    // calls `std::process::exit` at once must still have completed the handshake. An
+    // actor's Ready waits for its `start` (see `actor::serve`), so that a started actor
+    // child is one that can take messages, and a failing `start` fails the parent's
+    // `start()`, as OTP's `start_link` waits for `init`.
+    if entry.kind == EntryKind::Function
+        && let Err(e) = write_packet(
+            &mut sock,
+            &Packet::Ready {
+                pid: std::process::id(),
+            },
+        )
+    {
         eprintln!("multiproc: cannot answer the parent: {e}");
         return EXIT_PARENT_GONE;
     }

@@ -300,7 +300,8 @@ impl Process {
         }
     }
 
-    /// Starts the child and waits until it has answered the handshake.
+    /// Starts the child and waits until it has answered the handshake: for an actor,
+    /// until its `start` has succeeded.
     ///
     /// # Errors
     ///
@@ -563,7 +564,10 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         let mut report: Option<ExitReport> = None;
         let end = reader_link
             .read_loop(&peer, |packet| {
-                if let Some(first) = first.take() {
+                // The handshake's answer; an actor's `start` may log or call before it.
+                if matches!(packet, Packet::Ready { .. } | Packet::Rejected(_))
+                    && let Some(first) = first.take()
+                {
                     let _ = first.send(packet);
                     return;
                 }
