@@ -10,9 +10,9 @@ use std::time::Duration;
 use common::{TestResult, trial};
 use multiproc::blocking::{Events, SupervisorRef};
 use multiproc::{
-    Actor, ActorRef, AdminError, Backoff, BoxError, ChildKind, ChildSpec, ChildState, Decider,
-    Directive, ExitMatch, ExitReason, Restart, RestartIntensity, Shutdown, SpecError, Strategy,
-    Supervisor, SupervisorEvent, SupervisorExit, SupervisorFlags, function_child,
+    Actor, ActorRef, AdminError, AutoShutdown, Backoff, BoxError, ChildKind, ChildSpec, ChildState,
+    Decider, Directive, ExitMatch, ExitReason, Restart, RestartIntensity, Shutdown, SpecError,
+    Strategy, Supervisor, SupervisorEvent, SupervisorExit, SupervisorFlags, function_child,
 };
 
 fn waits() {
@@ -681,6 +681,44 @@ fn a_child_that_fails_to_start_is_an_admin_error() -> TestResult {
     Ok(())
 }
 
+fn auto_shutdown_follows_significant_children() -> TestResult {
+    let significant = |id: &str| -> Result<ChildSpec, multiproc::Error> {
+        let mut spec = function_child(id, waits, ())?;
+        spec.restart = Restart::Temporary;
+        spec.significant = true;
+        Ok(spec)
+    };
+    // Any significant child ending ends the supervisor.
+    let any = SupervisorFlags {
+        auto_shutdown: AutoShutdown::AnySignificant,
+        ..flags(Strategy::OneForOne)
+    };
+    let (sup, _events) = start(any, vec![worker("plain"), significant("s1")?])?;
+    let plain = pid_of(&sup, "plain");
+    kill(pid_of(&sup, "s1"));
+    check_eq!(sup.join(), SupervisorExit::AutoShutdown);
+    check!(
+        common::wait_gone(plain, Duration::from_secs(5)),
+        "plain was stopped"
+    );
+
+    // Only the last one does, with AllSignificant.
+    let all = SupervisorFlags {
+        auto_shutdown: AutoShutdown::AllSignificant,
+        ..flags(Strategy::OneForOne)
+    };
+    let (sup, mut events) = start(all, vec![significant("s1")?, significant("s2")?])?;
+    let s2 = pid_of(&sup, "s2");
+    kill(pid_of(&sup, "s1"));
+    until(&mut events, |e| {
+        matches!(e, SupervisorEvent::ChildExited { .. })
+    });
+    check_eq!(sup.count_children()?.active, 1);
+    kill(s2);
+    check_eq!(sup.join(), SupervisorExit::AutoShutdown);
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
         trial(
@@ -744,6 +782,10 @@ fn main() {
         trial(
             "a_child_that_fails_to_start_is_an_admin_error",
             a_child_that_fails_to_start_is_an_admin_error,
+        ),
+        trial(
+            "auto_shutdown_follows_significant_children",
+            auto_shutdown_follows_significant_children,
         ),
     ])
 }
