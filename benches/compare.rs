@@ -19,8 +19,11 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use multiproc::blocking::{Connection, Process, pipe};
-use multiproc::{Actor, BoxError};
+use multiproc::blocking::{self, Connection, Process, pipe};
+use multiproc::{
+    Actor, Backoff, BoxError, RestartIntensity, Supervisor, SupervisorEvent, SupervisorFlags,
+    function_child,
+};
 
 type Res<T = ()> = Result<T, Box<dyn Error>>;
 
@@ -44,11 +47,14 @@ const STREAM_1K_COUNT: usize = 100_000;
 const STREAM_1M_COUNT: usize = 1000;
 /// Idle children started for `idle_rss`.
 const IDLE_CHILDREN: usize = 20;
+/// Kills per round of `restart`.
+const RESTART_BATCH: usize = 20;
 /// How long a child gets to stop before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-const SCENARIOS: [&str; 6] = [
+const SCENARIOS: [&str; 7] = [
     "spawn_join",
+    "restart",
     "call_roundtrip",
     "call_roundtrip_async",
     "stream_1k",
@@ -153,6 +159,9 @@ fn main() -> Res {
     };
     if has("spawn_join") {
         timed("spawn_join", &|| spawn_join(py))?;
+    }
+    if has("restart") {
+        timed("restart", &|| restart(py))?;
     }
     if has("call_roundtrip") || has("call_roundtrip_async") {
         timed("call_roundtrip", &|| {
@@ -266,6 +275,111 @@ fn spawn_join(py: Option<&Python>) -> Res {
     sc.report("python", &mp, &py_fork);
     sc.report("python-spawn", &mp, &py_spawn);
     sc.report("raw", &mp, &raw);
+    Ok(())
+}
+
+/// SIGKILL a supervised child, until its replacement is ready (`Restarted`).
+fn restart(py: Option<&Python>) -> Res {
+    let flags = SupervisorFlags {
+        // Restart as often as the bench kills: this measures the restart, not intensity.
+        intensity: RestartIntensity {
+            max_restarts: u32::MAX,
+            within: Duration::from_secs(1),
+        },
+        backoff: Backoff::NONE,
+        ..SupervisorFlags::default()
+    };
+    let supervisor = Supervisor::new(flags).child(function_child("victim", idle, ())?);
+    let mut events = blocking::Events(supervisor.events());
+    let sup = blocking::SupervisorRef::start(supervisor)?;
+    let mut pid = match events.next() {
+        Some(SupervisorEvent::ChildStarted { pid, .. }) => pid,
+        other => return Err(format!("expected the first start, got {other:?}").into()),
+    };
+    // (kill to replacement ready, kill to the exit seen by the supervisor)
+    let mut mp_once = || -> Res<(f64, f64)> {
+        let t0 = Instant::now();
+        kill(pid)?;
+        let mut seen = 0.0;
+        for event in events.by_ref() {
+            match event {
+                SupervisorEvent::ChildExited { .. } => seen = ms(t0),
+                SupervisorEvent::Restarted { pid: new, .. } => {
+                    pid = new;
+                    return Ok((ms(t0), seen));
+                }
+                _ => {}
+            }
+        }
+        Err("the supervisor ended".into())
+    };
+    let raw_on = wanted("raw");
+    let mut current = if raw_on { Some(ready_raw()?) } else { None };
+    let mut raw_once = || -> Res<Option<f64>> {
+        let Some(child) = current.as_mut() else {
+            return Ok(None);
+        };
+        let t0 = Instant::now();
+        child.child.kill()?;
+        child.child.wait()?;
+        *child = ready_raw()?;
+        Ok(Some(ms(t0)))
+    };
+    let mut python = py
+        .filter(|_| wanted("python"))
+        .map(|py| py.serve("restart.py", &[], &[("N", RESTART_BATCH / 4)]))
+        .transpose()?;
+    for _ in 0..3 {
+        mp_once()?;
+        raw_once()?;
+    }
+    let (mut mp, mut mp_seen) = (Samples::default(), Samples::default());
+    let (mut raw, mut py_s) = (Samples::default(), Samples::default());
+    for _ in 0..ROUNDS {
+        let (ready, seen): (Vec<f64>, Vec<f64>) = (0..RESTART_BATCH)
+            .map(|_| mp_once())
+            .collect::<Res<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        mp.push(ready);
+        mp_seen.push(seen);
+        if raw_on {
+            let samples: Vec<f64> = (0..RESTART_BATCH)
+                .filter_map(|_| raw_once().transpose())
+                .collect::<Res<_>>()?;
+            raw.push(samples);
+        }
+        if let Some(s) = python.as_mut() {
+            py_s.push(s.rep()?.numbers("samples")?);
+        }
+    }
+    if let Some(s) = python {
+        s.finish()?;
+    }
+    sup.shutdown();
+    let sc = Scenario {
+        name: "restart",
+        unit: "ms",
+        better: Better::Lower,
+    };
+    // Python's executor only reports the death; this is multiproc's report of it.
+    detail("restart multiproc kill to ChildExited", "ms", &mp_seen);
+    sc.report("raw", &mp, &raw);
+    sc.report("python", &mp, &py_s);
+    Ok(())
+}
+
+/// A raw replacement worker that has said it is ready.
+fn ready_raw() -> Res<RawChild> {
+    let mut child = RawChild::start("raw-ready", &[])?;
+    let mut byte = [0u8; 1];
+    child.sock.read_exact(&mut byte)?;
+    Ok(child)
+}
+
+fn kill(pid: u32) -> Res {
+    let pid = rustix::process::Pid::from_raw(pid as i32).ok_or("bad pid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL)?;
     Ok(())
 }
 
@@ -576,6 +690,19 @@ fn raw_role(role: &str) -> Res {
                 .enable_all()
                 .build()?;
             rt.block_on(rt.spawn(async {}))?;
+            Ok(())
+        }
+        // A replacement worker: exec, a tokio runtime, then "ready" on the socket.
+        "raw-ready" => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(rt.spawn(async {}))?;
+            let mut sock = stdin_socket()?;
+            sock.write_all(b"r")?;
+            let mut rest = Vec::new();
+            sock.read_to_end(&mut rest)?;
             Ok(())
         }
         "raw-echo" => {

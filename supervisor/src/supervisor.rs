@@ -807,15 +807,31 @@ impl State {
         for j in dropped {
             self.slots.remove(j);
         }
-        self.restart_later(ids, ran_for);
+        // Without a delay, the first attempt runs now rather than through a timer and
+        // the mailbox; a failed attempt is still retried through the mailbox.
+        match self.mark_restarting(ids, ran_for) {
+            Some((due, delay)) if delay.is_zero() => self.on_restart_due(due, ran_for).await,
+            Some((due, delay)) => self.schedule(due, delay, ran_for),
+            None => {}
+        }
     }
 
     /// Marks `ids` as restarting and schedules their start after the first one's
     /// backoff delay.
     fn restart_later(&mut self, ids: Vec<String>, ran_for: Duration) {
-        let Some(first) = ids.first().and_then(|id| self.index(id)) else {
-            return;
-        };
+        if let Some((due, delay)) = self.mark_restarting(ids, ran_for) {
+            self.schedule(due, delay, ran_for);
+        }
+    }
+
+    /// Marks `ids` as restarting; returns them with their incarnations, and the delay
+    /// before their restart.
+    fn mark_restarting(
+        &mut self,
+        ids: Vec<String>,
+        ran_for: Duration,
+    ) -> Option<(Vec<(String, u64)>, Duration)> {
+        let first = ids.first().and_then(|id| self.index(id))?;
         let delay =
             self.slots[first]
                 .backoff
@@ -829,7 +845,7 @@ impl State {
                 self.emit(SupervisorEvent::Restarting { id, delay });
             }
         }
-        self.schedule(due, delay, ran_for);
+        Some((due, delay))
     }
 
     async fn on_restart_due(&mut self, due: Vec<(String, u64)>, ran_for: Duration) {
