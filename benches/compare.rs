@@ -47,14 +47,18 @@ const STREAM_1K_COUNT: usize = 100_000;
 const STREAM_1M_COUNT: usize = 1000;
 /// Idle children started for `idle_rss`.
 const IDLE_CHILDREN: usize = 20;
+/// Children of `tree_1000`, and how many of them are killed.
+const TREE_CHILDREN: usize = 1000;
+const TREE_KILLS: usize = 100;
 /// Kills per round of `restart`.
 const RESTART_BATCH: usize = 20;
 /// How long a child gets to stop before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-const SCENARIOS: [&str; 7] = [
+const SCENARIOS: [&str; 8] = [
     "spawn_join",
     "restart",
+    "tree_1000",
     "call_roundtrip",
     "call_roundtrip_async",
     "stream_1k",
@@ -162,6 +166,9 @@ fn main() -> Res {
     }
     if has("restart") {
         timed("restart", &|| restart(py))?;
+    }
+    if has("tree_1000") {
+        timed("tree_1000", &tree_1000)?;
     }
     if has("call_roundtrip") || has("call_roundtrip_async") {
         timed("call_roundtrip", &|| {
@@ -366,6 +373,96 @@ fn restart(py: Option<&Python>) -> Res {
     detail("restart multiproc kill to ChildExited", "ms", &mp_seen);
     sc.report("raw", &mp, &raw);
     sc.report("python", &mp, &py_s);
+    Ok(())
+}
+
+/// A supervisor of 1000 idle children: start them all, kill 100 of them, wait until
+/// all are back; wall times and memory.
+fn tree_1000() -> Res {
+    let flags = SupervisorFlags {
+        intensity: RestartIntensity {
+            max_restarts: u32::MAX,
+            within: Duration::from_secs(1),
+        },
+        backoff: Backoff::NONE,
+        ..SupervisorFlags::default()
+    };
+    let rss_before = proc_status("self", "VmRSS")?;
+    let mut supervisor = Supervisor::new(flags);
+    for i in 0..TREE_CHILDREN {
+        supervisor = supervisor.child(function_child(format!("w{i}"), idle, ())?);
+    }
+    let mut events = blocking::Events(supervisor.events());
+    let t0 = Instant::now();
+    let sup = blocking::SupervisorRef::start(supervisor)?;
+    let started = ms(t0);
+    let rss_after = proc_status("self", "VmRSS")?;
+    let children = sup.which_children()?;
+    let pids: Vec<u32> = children.iter().filter_map(|c| c.pid).collect();
+    if pids.len() != TREE_CHILDREN {
+        return Err(format!("{} of {TREE_CHILDREN} children run", pids.len()).into());
+    }
+    let rss: Vec<f64> = pids
+        .iter()
+        .step_by(TREE_CHILDREN / 20)
+        .map(|p| proc_status(&p.to_string(), "VmRSS"))
+        .collect::<Res<_>>()?;
+    let anon: Vec<f64> = pids
+        .iter()
+        .step_by(TREE_CHILDREN / 20)
+        .map(|p| proc_status(&p.to_string(), "RssAnon"))
+        .collect::<Res<_>>()?;
+    // Shared pages (the binary, libc) count in each child's RSS; PSS divides them
+    // among the processes that share them: the memory a child really adds.
+    let pss: Vec<f64> = pids
+        .iter()
+        .step_by(TREE_CHILDREN / 20)
+        .map(|p| proc_field(&p.to_string(), "smaps_rollup", "Pss"))
+        .collect::<Res<_>>()?;
+    // A fixed, spread-out choice of victims (every tenth child, shifted).
+    let victims: Vec<u32> = pids
+        .iter()
+        .skip(3)
+        .step_by(TREE_CHILDREN / TREE_KILLS)
+        .copied()
+        .collect();
+    let t1 = Instant::now();
+    for &pid in &victims {
+        kill(pid)?;
+    }
+    let mut back = 0;
+    for event in events.by_ref() {
+        if matches!(event, SupervisorEvent::Restarted { .. }) {
+            back += 1;
+            if back == victims.len() {
+                break;
+            }
+        }
+    }
+    let recovered = ms(t1);
+    let active = sup.count_children()?.active;
+    let t2 = Instant::now();
+    sup.shutdown();
+    let stopped = ms(t2);
+    if active != TREE_CHILDREN {
+        return Err(format!("{active} of {TREE_CHILDREN} children run after the restarts").into());
+    }
+    println!("tree_1000: multiproc={} ms", num(started + recovered));
+    println!(
+        "# tree_1000: start {TREE_CHILDREN}={} ms, kill {} and all back={} ms, shutdown={} ms",
+        num(started),
+        victims.len(),
+        num(recovered),
+        num(stopped)
+    );
+    println!(
+        "# tree_1000: parent RSS {} KiB (+{} KiB per child); idle child RSS median {} KiB (RssAnon {} KiB, PSS {} KiB), target <= 4096 KiB",
+        num(rss_after),
+        num((rss_after - rss_before) / TREE_CHILDREN as f64),
+        num(median(&rss)),
+        num(median(&anon)),
+        num(median(&pss))
+    );
     Ok(())
 }
 
@@ -629,13 +726,18 @@ fn idle_rss(py: Option<&Python>) -> Res {
 }
 
 fn proc_status(pid: &str, field: &str) -> Res<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    proc_field(pid, "status", field)
+}
+
+/// A `Field: <n> kB` line of `/proc/<pid>/<file>`, in KiB.
+fn proc_field(pid: &str, file: &str, field: &str) -> Res<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/{file}"))?;
     let line = status
         .lines()
         .find(|l| l.starts_with(field) && l[field.len()..].starts_with(':'));
     let kib = line
         .and_then(|l| l.split_whitespace().nth(1))
-        .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))?;
+        .ok_or_else(|| format!("no {field} in /proc/{pid}/{file}"))?;
     Ok(kib.parse()?)
 }
 

@@ -82,6 +82,7 @@ pub fn init() {
     if INITIALIZED.swap(true, Ordering::SeqCst) {
         return;
     }
+    raise_open_files_limit();
     if std::env::var_os(ENV_BOOTSTRAP).is_none() {
         return;
     }
@@ -96,6 +97,23 @@ pub(crate) fn is_child() -> bool {
 }
 
 static IS_CHILD: AtomicBool = AtomicBool::new(false);
+
+/// Raises the soft limit on open files to the hard one, as Go's runtime does: every
+/// child costs its parent a few descriptors (socket, pidfd), and the common soft limit
+/// of 1024 would stop a supervisor at a few hundred children.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: limit.maximum,
+                maximum: limit.maximum,
+            },
+        );
+    }
+}
 
 /// Fails when this process is a multiproc child that reached user code without
 /// `init()`: starting a process from there would start the program again and again.
