@@ -965,32 +965,29 @@ impl State {
         Ok(())
     }
 
-    async fn admin_restart(&mut self, id: String) -> Result<(), AdminError> {
+    /// The slot of a stopped child, or OTP's error for one that is not.
+    fn stopped(&self, id: &str) -> Result<usize, AdminError> {
         let i = self
-            .index(&id)
-            .ok_or_else(|| AdminError::NotFound(id.clone()))?;
+            .index(id)
+            .ok_or_else(|| AdminError::NotFound(id.to_string()))?;
         match self.slots[i].state {
-            ChildState::Running => Err(AdminError::Running(id)),
-            ChildState::Restarting => Err(AdminError::Restarting(id)),
-            ChildState::Stopped => self
-                .start_slot(i, true)
-                .await
-                .map_err(|source| AdminError::Start { id, source }),
+            ChildState::Running => Err(AdminError::Running(id.to_string())),
+            ChildState::Restarting => Err(AdminError::Restarting(id.to_string())),
+            ChildState::Stopped => Ok(i),
         }
     }
 
+    async fn admin_restart(&mut self, id: String) -> Result<(), AdminError> {
+        let i = self.stopped(&id)?;
+        self.start_slot(i, true)
+            .await
+            .map_err(|source| AdminError::Start { id, source })
+    }
+
     fn admin_delete(&mut self, id: String) -> Result<(), AdminError> {
-        let i = self
-            .index(&id)
-            .ok_or_else(|| AdminError::NotFound(id.clone()))?;
-        match self.slots[i].state {
-            ChildState::Running => Err(AdminError::Running(id)),
-            ChildState::Restarting => Err(AdminError::Restarting(id)),
-            ChildState::Stopped => {
-                self.slots.remove(i);
-                Ok(())
-            }
-        }
+        let i = self.stopped(&id)?;
+        self.slots.remove(i);
+        Ok(())
     }
 }
 
