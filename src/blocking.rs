@@ -326,6 +326,45 @@ impl SupervisorRef {
     pub fn events(&self) -> Events {
         Events(self.0.events())
     }
+
+    /// A stable handle to the actor child `id`; see [`crate::SupervisedRef`].
+    pub fn child_ref<A: crate::Actor>(&self, id: &str) -> SupervisedRef<A> {
+        SupervisedRef(self.0.child_ref(id))
+    }
+}
+
+/// A stable handle to a supervised actor child, with blocking calls; see
+/// [`crate::SupervisedRef`].
+#[derive(Debug)]
+pub struct SupervisedRef<A>(pub crate::SupervisedRef<A>);
+
+impl<A: crate::Actor> SupervisedRef<A> {
+    /// Calls the child, waiting through a restart.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::SupervisedRef::call`].
+    pub fn call(&self, msg: A::Msg) -> Result<A::Reply, CallError> {
+        block_on(self.0.call(msg))
+    }
+
+    /// Calls within `timeout` in all.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::SupervisedRef::call_timeout`].
+    pub fn call_timeout(&self, msg: A::Msg, timeout: Duration) -> Result<A::Reply, CallError> {
+        block_on(self.0.call_timeout(msg, timeout))
+    }
+
+    /// Calls only if the child runs now.
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::SupervisedRef::try_call`].
+    pub fn try_call(&self, msg: A::Msg) -> Result<A::Reply, CallError> {
+        block_on(self.0.try_call(msg))
+    }
 }
 
 /// A supervisor's events, read by blocking; see [`crate::Events`].

@@ -64,8 +64,8 @@ pub use multiproc_supervisor::{
     heartbeat, init, parent_process, stop_children, stop_requested, wait_for_stop,
 };
 pub use multiproc_supervisor::{
-    AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, Supervisor,
-    SupervisorEvent, SupervisorExit, SupervisorRef, actor_child, function_child,
+    AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,
+    Supervisor, SupervisorEvent, SupervisorExit, SupervisorRef, actor_child, function_child,
 };
 pub use multiproc_transport::{Connection, FrameError, MAX_FRAME_LEN, pipe, wait};
 

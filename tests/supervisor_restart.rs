@@ -73,7 +73,25 @@ impl Actor for Blockable {
     async fn handle(&mut self, (): ()) {}
 }
 
-multiproc::register_actor!(SubSupervisor, Blockable);
+/// Counts the calls it got.
+struct Tally(u32);
+
+impl Actor for Tally {
+    type Args = ();
+    type Msg = ();
+    type Reply = u32;
+
+    async fn start((): ()) -> Result<Self, BoxError> {
+        Ok(Tally(0))
+    }
+
+    async fn handle(&mut self, (): ()) -> u32 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+multiproc::register_actor!(SubSupervisor, Blockable, Tally);
 
 /// A path no other test uses; removed when dropped.
 struct Flag(std::path::PathBuf);
@@ -719,6 +737,42 @@ fn auto_shutdown_follows_significant_children() -> TestResult {
     Ok(())
 }
 
+fn calls_wait_through_a_restart_or_fail_as_the_caller_chooses() -> TestResult {
+    let slow = SupervisorFlags {
+        backoff: Backoff {
+            min: Duration::from_millis(500),
+            jitter: 0.0,
+            ..Backoff::default()
+        },
+        ..flags(Strategy::OneForOne)
+    };
+    let (sup, mut events) = start(slow, vec![multiproc::actor_child::<Tally>("tally", ())?])?;
+    let tally = sup.child_ref::<Tally>("tally");
+    check_eq!(tally.call(())?, 1);
+    check_eq!(tally.call(())?, 2);
+    kill(pid_of(&sup, "tally"));
+    until(&mut events, |e| {
+        matches!(e, SupervisorEvent::Restarting { .. })
+    });
+    check_eq!(
+        tally.try_call(()),
+        Err(multiproc::CallError::Restarting("tally".into()))
+    );
+    check_eq!(
+        tally.call_timeout((), Duration::from_millis(50)),
+        Err(multiproc::CallError::Timeout(Duration::from_millis(50)))
+    );
+    // Waits for the new incarnation (a fresh count), then goes through.
+    check_eq!(tally.call(())?, 1);
+    sup.terminate_child("tally")?;
+    check!(
+        matches!(tally.call(()), Err(multiproc::CallError::NotRunning(..))),
+        "a stopped child is not waited for"
+    );
+    sup.shutdown();
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
         trial(
@@ -786,6 +840,10 @@ fn main() {
         trial(
             "auto_shutdown_follows_significant_children",
             auto_shutdown_follows_significant_children,
+        ),
+        trial(
+            "calls_wait_through_a_restart_or_fail_as_the_caller_chooses",
+            calls_wait_through_a_restart_or_fail_as_the_caller_chooses,
         ),
     ])
 }

@@ -161,4 +161,11 @@ pub enum CallError {
     /// This process is shutting down and cannot route messages any more.
     #[error("this process is shutting down")]
     ShuttingDown,
+    /// The supervised child is being restarted (and the caller chose not to wait).
+    #[error("the child `{0}` is restarting")]
+    Restarting(String),
+    /// The supervised child is not running and will not be restarted (stopped,
+    /// deleted, or its supervisor ended).
+    #[error("the child `{0}` is not running: {1}")]
+    NotRunning(String, String),
 }

@@ -33,8 +33,8 @@ pub use process::{
 };
 pub use stop::{stop_requested, wait_for_stop};
 pub use supervisor::{
-    AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, Supervisor,
-    SupervisorEvent, SupervisorExit, SupervisorRef, actor_child, function_child,
+    AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,
+    Supervisor, SupervisorEvent, SupervisorExit, SupervisorRef, actor_child, function_child,
 };
 pub use target::{Outcome, Target};
 

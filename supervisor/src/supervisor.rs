@@ -31,10 +31,13 @@ use tokio::time::Instant;
 
 use crate::actor::Actor;
 use crate::target::Target;
-use crate::{Error, Process, registry, runtime};
+use crate::{CallError, Error, Process, registry, runtime};
 
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BUFFER: usize = 1024;
+
+/// Calls that may wait for one child's restart before more are refused.
+const MAX_WAITERS: usize = 1024;
 
 /// `Shutdown::Infinity`, as a timeout nobody reaches.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
@@ -414,6 +417,15 @@ impl SupervisorRef {
         }
     }
 
+    /// A stable handle to the actor child `id`, across its restarts.
+    pub fn child_ref<A: Actor>(&self, id: &str) -> SupervisedRef<A> {
+        SupervisedRef {
+            sup: self.clone(),
+            id: id.to_string(),
+            _actor: std::marker::PhantomData,
+        }
+    }
+
     /// The children, in start order.
     ///
     /// # Errors
@@ -572,7 +584,94 @@ impl DynamicSupervisor {
     }
 }
 
+/// A stable handle to a supervised actor child, across its restarts: each call goes to
+/// the child's current process.
+///
+/// A call made while the child is restarting waits for the new incarnation (up to
+/// 1024 callers per child; more get [`CallError::Restarting`]), and fails with
+/// [`CallError::NotRunning`] if the child is stopped instead; [`try_call`]
+/// (SupervisedRef::try_call) does not wait. A call already inside a process that dies
+/// fails with `RemoteError::Exited`, and is not repeated: the message may have had
+/// effects.
+#[derive(Debug)]
+pub struct SupervisedRef<A> {
+    sup: SupervisorRef,
+    id: String,
+    _actor: std::marker::PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for SupervisedRef<A> {
+    fn clone(&self) -> Self {
+        SupervisedRef {
+            sup: self.sup.clone(),
+            id: self.id.clone(),
+            _actor: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<A: Actor> SupervisedRef<A> {
+    async fn current(&self, wait: bool) -> Result<crate::ActorRef<A>, CallError> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || CallError::NotRunning(self.id.clone(), "its supervisor ended".into());
+        self.sup
+            .cell
+            .cast(Msg::Resolve {
+                id: self.id.clone(),
+                wait,
+                reply: tx,
+            })
+            .map_err(|_| gone())?;
+        let identity = rx.await.map_err(|_| gone())??;
+        Ok(crate::ActorRef::at(identity))
+    }
+
+    /// Calls the child, waiting through a restart if there is one.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::NotRunning`], [`CallError::Restarting`] (too many waiting), and
+    /// those of [`ActorRef::call`](crate::ActorRef::call).
+    pub async fn call(&self, msg: A::Msg) -> Result<A::Reply, CallError> {
+        self.current(true).await?.call(msg).await
+    }
+
+    /// Like [`call`](SupervisedRef::call), within `timeout` in all (the wait for a
+    /// restart included).
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](SupervisedRef::call), plus [`CallError::Timeout`].
+    pub async fn call_timeout(
+        &self,
+        msg: A::Msg,
+        timeout: std::time::Duration,
+    ) -> Result<A::Reply, CallError> {
+        let this = self.clone();
+        runtime::run(async move {
+            tokio::time::timeout(timeout, this.call(msg))
+                .await
+                .unwrap_or(Err(CallError::Timeout(timeout)))
+        })
+        .await
+    }
+
+    /// Calls the child only if it runs now.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::Restarting`] while it restarts; as [`call`](SupervisedRef::call).
+    pub async fn try_call(&self, msg: A::Msg) -> Result<A::Reply, CallError> {
+        self.current(false).await?.call(msg).await
+    }
+}
+
 enum Msg {
+    Resolve {
+        id: String,
+        wait: bool,
+        reply: oneshot::Sender<Result<multiproc_core::Identity, CallError>>,
+    },
     Exited {
         id: String,
         incarnation: u64,
@@ -599,6 +698,8 @@ struct Slot {
     name: Option<String>,
     identity: Option<multiproc_core::Identity>,
     state: ChildState,
+    /// Callers waiting for the child to run again (bounded by `MAX_WAITERS`).
+    waiters: Vec<oneshot::Sender<Result<multiproc_core::Identity, CallError>>>,
     incarnation: u64,
     backoff: BackoffState,
     started_at: Instant,
@@ -612,6 +713,7 @@ impl Slot {
             name: None,
             identity: None,
             state: ChildState::Stopped,
+            waiters: Vec::new(),
             incarnation: 0,
             backoff: BackoffState::default(),
             started_at: Instant::now(),
@@ -644,6 +746,52 @@ impl State {
         let _ = self.events.send(event);
     }
 
+    /// Fails the calls waiting for slot `i` to run again.
+    fn release_waiters(&mut self, i: usize, why: &str) {
+        let id = self.slots[i].spec.id.clone();
+        for waiter in self.slots[i].waiters.drain(..) {
+            let _ = waiter.send(Err(CallError::NotRunning(id.clone(), why.to_string())));
+        }
+    }
+
+    /// The identity of a running child; with `wait`, a restarting child's next one.
+    fn resolve(
+        &mut self,
+        id: &str,
+        wait: bool,
+        reply: oneshot::Sender<Result<multiproc_core::Identity, CallError>>,
+    ) {
+        let Some(i) = self.index(id) else {
+            let _ = reply.send(Err(CallError::NotRunning(
+                id.to_string(),
+                "no child has this id".into(),
+            )));
+            return;
+        };
+        let slot = &mut self.slots[i];
+        match slot.state {
+            ChildState::Running => {
+                let _ = reply.send(
+                    slot.identity
+                        .clone()
+                        .ok_or_else(|| CallError::Restarting(id.to_string())),
+                );
+            }
+            ChildState::Restarting if wait && slot.waiters.len() < MAX_WAITERS => {
+                slot.waiters.push(reply)
+            }
+            ChildState::Restarting => {
+                let _ = reply.send(Err(CallError::Restarting(id.to_string())));
+            }
+            ChildState::Stopped => {
+                let _ = reply.send(Err(CallError::NotRunning(
+                    id.to_string(),
+                    "it is stopped".into(),
+                )));
+            }
+        }
+    }
+
     fn index(&self, id: &str) -> Option<usize> {
         self.slots.iter().position(|s| s.spec.id == id)
     }
@@ -673,6 +821,9 @@ impl State {
             watch_exit(me, id.clone(), slot.incarnation, sentinel);
         }
         slot.process = Some(process);
+        for waiter in slot.waiters.drain(..) {
+            let _ = waiter.send(Ok(slot.identity.clone().expect("set just above")));
+        }
         self.emit(if restart {
             SupervisorEvent::Restarted { id, name, pid }
         } else {
@@ -683,6 +834,7 @@ impl State {
 
     /// Stops slot `i` by its shutdown policy and waits for it.
     async fn stop_slot(&mut self, i: usize) {
+        self.release_waiters(i, "it was stopped");
         let slot = &mut self.slots[i];
         slot.incarnation = next_incarnation();
         slot.state = ChildState::Stopped;
@@ -730,6 +882,9 @@ impl State {
     }
 
     async fn finish(&mut self, exit: SupervisorExit) {
+        for i in 0..self.slots.len() {
+            self.release_waiters(i, "its supervisor ended");
+        }
         self.stop_all().await;
         self.emit(SupervisorEvent::ShutDown {
             reason: exit.clone(),
@@ -781,7 +936,8 @@ impl State {
         }
         if directive == Directive::Stop {
             let significant = spec.significant;
-            if spec.restart == Restart::Temporary {
+            self.release_waiters(i, "it ended and is not restarted");
+            if self.slots[i].spec.restart == Restart::Temporary {
                 self.slots.remove(i);
             }
             if significant && self.auto_shutdown_due() {
@@ -1076,6 +1232,7 @@ impl ractor::Actor for SupervisorActor {
                 let _ = tx.send(state.admin_delete(id));
             }
             Msg::Shutdown => state.finish(SupervisorExit::Shutdown).await,
+            Msg::Resolve { id, wait, reply } => state.resolve(&id, wait, reply),
         }
         Ok(())
     }
