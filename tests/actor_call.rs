@@ -352,11 +352,11 @@ fn actor_children_are_stopped_when_their_parent_exits() -> TestResult {
 }
 
 fn an_actor_beats_between_messages_and_a_stuck_one_is_hung() -> TestResult {
-    let mut p = Process::actor::<Counter>(0).heartbeat(Duration::from_millis(200));
+    let mut p = Process::actor::<Counter>(0).heartbeat(Duration::from_millis(500));
     p.start()?;
     let c = p.actor_ref::<Counter>();
     // Idle for three intervals: the host's own beats keep it alive.
-    check_eq!(p.join_timeout(Duration::from_millis(600))?, None);
+    check_eq!(p.join_timeout(Duration::from_millis(1500))?, None);
     check_eq!(c.call(CounterMsg::Add(1))?, 1);
     // A handler stuck on a message stops the beats: killed as hung, and the call in
     // flight fails instead of waiting forever.

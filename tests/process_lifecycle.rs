@@ -534,8 +534,9 @@ fn a_child_that_misses_its_heartbeat_is_killed_as_hung() -> TestResult {
 }
 
 fn a_child_that_beats_is_left_alone() -> TestResult {
-    // 15 steps of 20 ms: 300 ms in all, past the 150 ms interval.
-    let mut p = Process::new(beats, 15).heartbeat(Duration::from_millis(150));
+    // 60 steps of 20 ms: 1.2 s in all, past the 500 ms interval, with room for a
+    // loaded machine between two beats.
+    let mut p = Process::new(beats, 60).heartbeat(Duration::from_millis(500));
     p.start()?;
     check_eq!(p.join()?, ExitReason::Normal);
     Ok(())
