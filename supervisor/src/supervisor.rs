@@ -934,7 +934,8 @@ impl State {
             self.finish(SupervisorExit::Escalated { id, reason }).await;
             return;
         }
-        if directive == Directive::Stop {
+        // A temporary child is never restarted, whatever its decider says.
+        if directive == Directive::Stop || spec.restart == Restart::Temporary {
             let significant = spec.significant;
             self.release_waiters(i, "it ended and is not restarted");
             if self.slots[i].spec.restart == Restart::Temporary {
