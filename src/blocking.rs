@@ -59,6 +59,11 @@ impl Process {
         Process(self.0.limits(limits))
     }
 
+    /// Chooses how the child is made; see [`crate::Process::start_method`].
+    pub fn start_method(self, method: crate::StartMethod) -> Self {
+        Process(self.0.start_method(method))
+    }
+
     /// Requires heartbeats; see [`crate::Process::heartbeat`].
     pub fn heartbeat(self, interval: Duration) -> Self {
         Process(self.0.heartbeat(interval))

@@ -83,12 +83,32 @@ pub fn init() {
         return;
     }
     raise_open_files_limit();
+    if std::env::var_os(crate::forkserver::ENV_FORKSERVER).is_some() {
+        crate::forkserver::serve();
+    }
     if std::env::var_os(ENV_BOOTSTRAP).is_none() {
         return;
     }
     IS_CHILD.store(true, Ordering::Relaxed);
-    let code = child_main();
+    let code = child_main(Origin::Spawned);
     exit_now(code);
+}
+
+/// How a child came to be.
+enum Origin {
+    /// Executed by its parent: its OS parent is its parent in the tree.
+    Spawned,
+    /// Forked by a forkserver for `logical_parent`, which it must watch instead: the
+    /// forkserver may die without its children.
+    Forked { logical_parent: u32 },
+}
+
+/// The life of a child forked by the forkserver (fd 0 is already its socket).
+pub(crate) fn forked_child_main(logical_parent: u32) -> ! {
+    INITIALIZED.store(true, Ordering::SeqCst);
+    IS_CHILD.store(true, Ordering::Relaxed);
+    let code = child_main(Origin::Forked { logical_parent });
+    exit_now(code)
 }
 
 /// Whether this process is a child started by multiproc (its bootstrap has begun).
@@ -207,16 +227,27 @@ fn install_panic_hook() {
 }
 
 /// The life of a child process; returns its exit status.
-fn child_main() -> i32 {
-    let expected_parent: Option<u32> = std::env::var(ENV_PARENT_PID)
-        .ok()
-        .and_then(|p| p.parse().ok());
-    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-    let parent_pid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
-    if expected_parent != Some(parent_pid) {
-        // The parent died between spawning us and our prctl: nobody would kill us.
-        return EXIT_PARENT_GONE;
-    }
+fn child_main(origin: Origin) -> i32 {
+    let parent_pid = match origin {
+        Origin::Spawned => {
+            let expected_parent: Option<u32> = std::env::var(ENV_PARENT_PID)
+                .ok()
+                .and_then(|p| p.parse().ok());
+            let _ = rustix::process::set_parent_process_death_signal(Some(
+                rustix::process::Signal::KILL,
+            ));
+            let parent_pid =
+                rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
+            if expected_parent != Some(parent_pid) {
+                // The parent died between spawning us and our prctl: nobody would kill us.
+                return EXIT_PARENT_GONE;
+            }
+            parent_pid
+        }
+        // No parent-death signal: that would tie this child to the forkserver. The pidfd
+        // watch below and the control link tie it to its logical parent instead.
+        Origin::Forked { logical_parent } => logical_parent,
+    };
     // SAFETY: `init()` is the first line of `main`, so no other thread exists yet that
     // could read the environment concurrently. The markers must not leak into programs
     // this child runs.
@@ -368,7 +399,7 @@ fn apply_limits(limits: &multiproc_core::Limits) -> std::io::Result<()> {
 
 /// Moves the control socket off fd 0 and puts `/dev/null` there, as Python does for
 /// its children's stdin.
-fn take_control_socket() -> std::io::Result<OwnedFd> {
+pub(crate) fn take_control_socket() -> std::io::Result<OwnedFd> {
     let ctl = rustix::io::fcntl_dupfd_cloexec(rustix::stdio::stdin(), 3)?;
     let devnull = std::fs::File::open("/dev/null")?;
     rustix::stdio::dup2_stdin(&devnull)?;

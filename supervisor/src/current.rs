@@ -105,9 +105,10 @@ impl ParentProcess {
     pub fn pid(&self) -> u32 {
         self.pid
     }
-    /// Whether the parent still runs (this process has not been re-parented).
+    /// Whether the parent still runs.
     pub fn is_alive(&self) -> bool {
-        rustix::process::getppid().is_some_and(|p| p.as_raw_nonzero().get() as u32 == self.pid)
+        rustix::process::Pid::from_raw(self.pid as i32)
+            .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok())
     }
 }
 

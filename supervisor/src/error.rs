@@ -81,6 +81,9 @@ pub enum Error {
         /// The limit.
         max: usize,
     },
+    /// The combination of options is not supported.
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     /// No entry point of that name and kind is registered in this binary.
     #[error("no multiproc entry point named `{0}` is registered in this binary")]
     UnknownEntry(String),

@@ -9,6 +9,7 @@ mod actor;
 mod bootstrap;
 mod current;
 mod error;
+mod forkserver;
 mod link;
 mod logging;
 mod process;
@@ -31,6 +32,7 @@ pub use process::{
     ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Output, Process, Sentinel,
     active_children, stop_children,
 };
+pub use spawn::StartMethod;
 pub use stop::{stop_requested, wait_for_stop};
 pub use supervisor::{
     AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,
@@ -49,6 +51,7 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 pub mod __private {
     pub use crate::actor::run_actor;
     pub use crate::bootstrap::EntryOutcome;
+    pub use crate::forkserver::__kill_forkserver;
     pub use crate::registry::{ENTRIES, Entry};
     pub use linkme;
     pub use multiproc_core::EntryKind;

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use multiproc_core::{EntryKind, ExitReason, ExitReport, Hello, Identity, Limits, Packet, codec};
+use multiproc_core::{
+    EntryKind, ExitReason, ExitReport, Hello, Identity, Limits, Packet, WaitStatus, codec,
+};
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 
@@ -14,8 +16,12 @@ use crate::actor::{Actor, ActorRef};
 use crate::link::{Link, LinkEnd, Outgoing};
 use crate::registry::{self, Entry};
 use crate::router::{self, LinkTx};
+use crate::spawn::StartMethod;
 use crate::target::Target;
 use crate::{Error, bootstrap, current, runtime, spawn};
+
+/// The status reported for a child whose status was lost (Python's 255).
+const LOST: WaitStatus = WaitStatus::Exited(255);
 
 /// How long `start` waits for a new child to answer the handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,6 +53,7 @@ pub struct Process {
     supervised: bool,
     limits: Limits,
     heartbeat: Option<Duration>,
+    method: StartMethod,
     state: State,
 }
 
@@ -173,6 +180,7 @@ impl Process {
             supervised: false,
             limits: Limits::default(),
             heartbeat: None,
+            method: StartMethod::Spawn,
             state: State::Created,
         }
     }
@@ -215,6 +223,12 @@ impl Process {
     /// as `ExitReason::LimitExceeded`.
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Chooses how the child process is made (default [`StartMethod::Spawn`]).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = method;
         self
     }
 
@@ -359,6 +373,7 @@ impl Process {
             daemon: self.daemon,
             versions: self.versions,
             supervised: self.supervised,
+            method: self.method,
         };
         let child = runtime::run(start_child(request)).await?;
         self.state = State::Started(child);
@@ -543,11 +558,11 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
     let timeout = req.handshake_timeout;
     let spawned = runtime::on_spawner(move || spawn::spawn(req)).await?;
     let spawn::Spawned {
-        mut os_child,
+        mut waiter,
         stream,
         pidfd,
+        pid,
     } = spawned;
-    let pid = os_child.id().unwrap_or(0);
     let link = Link::new(stream);
 
     // The reader starts at once; the first packet it reads is the handshake's answer.
@@ -596,8 +611,8 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
 
     let first = match tokio::time::timeout(timeout, first_rx).await {
         Err(_) => {
-            let _ = os_child.start_kill();
-            let _ = os_child.wait().await;
+            waiter.start_kill();
+            let _ = waiter.wait().await;
             return Err(Error::HandshakeTimeout { name, timeout });
         }
         Ok(first) => first.ok(),
@@ -605,16 +620,15 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
     match first {
         Some(Packet::Ready { .. }) => {}
         Some(Packet::Rejected(source)) => {
-            let _ = os_child.wait().await;
+            let _ = waiter.wait().await;
             return Err(Error::Bootstrap { name, source });
         }
         _ => {
-            let status = os_child
+            let status = waiter
                 .wait()
                 .await
                 .map_err(|e| Error::os("cannot wait for the child", e))?;
-            let reason =
-                multiproc_core::exit_reason(spawn::wait_status(status), None, false, false);
+            let reason = multiproc_core::exit_reason(status.unwrap_or(LOST), None, false, false);
             return Err(Error::NoHandshake { name, reason });
         }
     }
@@ -638,22 +652,31 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         output: Mutex::new(None),
     });
 
-    let capture = spawn::capture(&mut os_child);
+    let capture = spawn::capture(&mut waiter);
     if let Some(interval) = heartbeat {
         tokio::spawn(watchdog(Arc::clone(&child), last_beat, interval));
     }
 
     let watched = Arc::clone(&child);
     tokio::spawn(async move {
-        let status = os_child.wait().await;
+        let status = waiter.wait().await;
         let report = reader_task.await.ok().flatten();
+        // A status lost with its forkserver: the child's own report, if it sent one,
+        // still says how it ended; without one, 255, as Python reports.
+        let status = status.map(|s| {
+            s.unwrap_or(match report {
+                Some(ExitReport::Normal) => WaitStatus::Exited(0),
+                Some(_) => WaitStatus::Exited(1),
+                None => LOST,
+            })
+        });
         let output = match capture {
             Some(task) => task.await.ok(),
             None => None,
         };
         let reason = match status {
             Ok(status) => multiproc_core::ExitFacts {
-                status: spawn::wait_status(status),
+                status,
                 report: report.as_ref(),
                 stop_requested: watched.stop_requested.load(Ordering::SeqCst),
                 killed_after_timeout: watched.killed.load(Ordering::SeqCst),

@@ -35,14 +35,101 @@ pub(crate) struct Request {
     pub(crate) versions: (u32, u64),
     /// Started by a supervisor.
     pub(crate) supervised: bool,
+    /// How the child process is made.
+    pub(crate) method: StartMethod,
+}
+
+/// How a child process is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartMethod {
+    /// Execute this binary again (the default): about 1.5 ms to a ready child.
+    #[default]
+    Spawn,
+    /// Fork a single-threaded zygote of this binary, started once: a fraction of a
+    /// millisecond to a ready child. The child does not inherit this process's
+    /// environment changes made after the forkserver started (set them with
+    /// `Process::env`), and its output cannot be captured.
+    Forkserver,
 }
 
 /// A child that has been spawned and sent its Hello.
 #[derive(Debug)]
 pub(crate) struct Spawned {
-    pub(crate) os_child: tokio::process::Child,
+    pub(crate) waiter: Waiter,
     pub(crate) stream: UnixStream,
     pub(crate) pidfd: OwnedFd,
+    pub(crate) pid: u32,
+}
+
+/// How the parent learns a child's exit status.
+#[derive(Debug)]
+pub(crate) enum Waiter {
+    /// Its own child: waited for directly.
+    Os(tokio::process::Child),
+    /// A forkserver's child: the forkserver relays the status.
+    Forked {
+        /// The relayed status; dropped if the forkserver died first.
+        exit: tokio::sync::oneshot::Receiver<WaitStatus>,
+        /// To see the exit when the relay is lost.
+        pidfd: OwnedFd,
+    },
+}
+
+impl Waiter {
+    /// Waits for the child to exit; `None` when it exited but its status was lost
+    /// (a forkserver child whose forkserver died first).
+    pub(crate) async fn wait(&mut self) -> std::io::Result<Option<WaitStatus>> {
+        match self {
+            Waiter::Os(child) => child.wait().await.map(|s| Some(wait_status(s))),
+            Waiter::Forked { exit, pidfd } => match exit.await {
+                Ok(status) => Ok(Some(status)),
+                Err(_) => {
+                    wait_pidfd(pidfd).await?;
+                    Ok(None)
+                }
+            },
+        }
+    }
+
+    /// Sends SIGKILL (a child that never answered its handshake).
+    pub(crate) fn start_kill(&mut self) {
+        match self {
+            Waiter::Os(child) => {
+                let _ = child.start_kill();
+            }
+            Waiter::Forked { pidfd, .. } => {
+                let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+/// Waits until a pidfd is readable (its process ended), from a blocking thread.
+async fn wait_pidfd(pidfd: &OwnedFd) -> std::io::Result<()> {
+    let fd = pidfd.try_clone()?;
+    tokio::task::spawn_blocking(move || {
+        let mut set = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        loop {
+            match rustix::event::poll(&mut set, None) {
+                Err(rustix::io::Errno::INTR) => continue,
+                other => return other.map(|_| ()).map_err(std::io::Error::from),
+            }
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// The executable to start again: `/proc/self/exe`, or `current_exe()` without /proc.
+pub(crate) fn executable() -> std::io::Result<std::path::PathBuf> {
+    if std::path::Path::new("/proc/self/exe").exists() {
+        Ok(std::path::PathBuf::from("/proc/self/exe"))
+    } else {
+        std::env::current_exe()
+    }
 }
 
 /// Spawns the child and writes its Hello. Runs on the spawner thread, inside the
@@ -50,12 +137,10 @@ pub(crate) struct Spawned {
 pub(crate) fn spawn(req: Request) -> Result<Spawned, Error> {
     let (parent_end, child_end) =
         StdUnixStream::pair().map_err(|e| Error::os("cannot create a socketpair", e))?;
-    let exe = if std::path::Path::new("/proc/self/exe").exists() {
-        std::path::PathBuf::from("/proc/self/exe")
-    } else {
-        std::env::current_exe()
-            .map_err(|e| Error::os("cannot find this program's executable", e))?
-    };
+    if req.method == StartMethod::Forkserver {
+        return fork(req, parent_end, child_end);
+    }
+    let exe = executable().map_err(|e| Error::os("cannot find this program's executable", e))?;
     let argv0 = std::env::args_os()
         .next()
         .unwrap_or_else(|| OsString::from("multiproc"));
@@ -98,10 +183,57 @@ pub(crate) fn spawn(req: Request) -> Result<Spawned, Error> {
         .map_err(|e| Error::os("cannot configure the socket", e))?;
     let stream =
         UnixStream::from_std(parent_end).map_err(|e| Error::os("cannot register the socket", e))?;
+    let pid = os_child.id().unwrap_or(0);
     Ok(Spawned {
-        os_child,
+        waiter: Waiter::Os(os_child),
         stream,
         pidfd,
+        pid,
+    })
+}
+
+/// The forkserver path of [`spawn`].
+fn fork(
+    req: Request,
+    parent_end: StdUnixStream,
+    child_end: StdUnixStream,
+) -> Result<Spawned, Error> {
+    if req.capture {
+        return Err(Error::Unsupported(
+            "capture_output with the forkserver start method",
+        ));
+    }
+    let env = req
+        .env
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    let forked = crate::forkserver::fork(OwnedFd::from(child_end), env)
+        .map_err(|e| Error::os("the forkserver could not start the child", e))?;
+    let _ = send_hello(&parent_end, &req.hello, req.versions, &req.fds);
+    drop(req.fds);
+    parent_end
+        .set_nonblocking(true)
+        .map_err(|e| Error::os("cannot configure the socket", e))?;
+    let stream =
+        UnixStream::from_std(parent_end).map_err(|e| Error::os("cannot register the socket", e))?;
+    let waiter_pidfd = forked
+        .pidfd
+        .try_clone()
+        .map_err(|e| Error::os("cannot duplicate the child's pidfd", e))?;
+    Ok(Spawned {
+        waiter: Waiter::Forked {
+            exit: forked.exit,
+            pidfd: waiter_pidfd,
+        },
+        stream,
+        pidfd: forked.pidfd,
+        pid: forked.pid,
     })
 }
 
@@ -141,7 +273,10 @@ pub(crate) fn wait_status(status: ExitStatus) -> WaitStatus {
 }
 
 /// Starts reading a capturing child's stdout and stderr to their ends.
-pub(crate) fn capture(child: &mut tokio::process::Child) -> Option<JoinHandle<Output>> {
+pub(crate) fn capture(waiter: &mut Waiter) -> Option<JoinHandle<Output>> {
+    let Waiter::Os(child) = waiter else {
+        return None;
+    };
     let mut stdout = child.stdout.take()?;
     let mut stderr = child.stderr.take()?;
     Some(tokio::spawn(async move {

@@ -1,0 +1,375 @@
+//! The `forkserver` start method: a single-threaded zygote forks children on request.
+//!
+//! The forkserver is this same binary, started once (lazily) by the `spawn` path with
+//! a role marker; `init()` sends it here before anything else runs, so it has no
+//! runtime and no threads, and `fork()` is safe in it. For each request it forks; the
+//! child goes on into the ordinary child bootstrap with the socket the parent sent,
+//! and the forkserver hands back the child's pid and a pidfd, then relays its exit
+//! status when it ends (only the forkserver, its real parent, can read it).
+//!
+//! # Failure
+//!
+//! The forkserver's parent-death signal is tied to its parent's spawner thread, like
+//! any child's. Its own children are *not* tied to it: they watch their logical
+//! parent (the process that asked for them) through their control link and a pidfd,
+//! so if the forkserver dies, they keep running and the next request starts a new
+//! forkserver. Their exit status is then lost with it, and reported as `Exited(255)`,
+//! as Python does for a forkserver child whose status cannot be read.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use multiproc_core::{WaitStatus, codec};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::bootstrap::{self, ENV_PARENT_PID};
+
+/// Set in the forkserver's environment: "you are the forkserver".
+pub(crate) const ENV_FORKSERVER: &str = "MULTIPROC_FORKSERVER";
+
+/// Parent → forkserver, with the child's end of its control socket attached.
+#[derive(Debug, Serialize, Deserialize)]
+struct Fork {
+    /// The process that will be the child's parent in the tree.
+    logical_parent: u32,
+    /// Environment variables to set in the child.
+    env: Vec<(String, String)>,
+}
+
+/// Forkserver → parent, on the request socket.
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    /// Forked; the child's pidfd is attached.
+    Forked { pid: u32 },
+    /// `fork` failed.
+    Failed { error: String },
+}
+
+/// Forkserver → parent, on the events socket: a child ended.
+#[derive(Debug, Serialize, Deserialize)]
+struct Exited {
+    pid: u32,
+    code: Option<i32>,
+    signal: Option<i32>,
+}
+
+// ---- the forkserver process ---------------------------------------------------------
+
+/// The life of the forkserver; never returns.
+pub(crate) fn serve() -> ! {
+    let expected_parent: Option<u32> = std::env::var(ENV_PARENT_PID)
+        .ok()
+        .and_then(|p| p.parse().ok());
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
+    if expected_parent != Some(parent) {
+        std::process::exit(bootstrap::EXIT_PARENT_GONE);
+    }
+    // SAFETY: the forkserver runs no other thread, ever.
+    unsafe {
+        std::env::remove_var(ENV_FORKSERVER);
+        std::env::remove_var(ENV_PARENT_PID);
+        // ^C belongs to the root; the forked children install their own handling.
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+    }
+    let code = match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("multiproc forkserver: {e}");
+            bootstrap::EXIT_BOOTSTRAP_FAILED
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run() -> std::io::Result<()> {
+    let requests = StdUnixStream::from(bootstrap::take_control_socket()?);
+    // The first message carries the socket on which exits are reported.
+    let mut byte = [0u8; 1];
+    let (_, mut fds) = multiproc_transport::recv_with_fds(requests.as_fd(), &mut byte, 1)?;
+    let events = StdUnixStream::from(
+        fds.pop()
+            .ok_or_else(|| std::io::Error::other("no events socket"))?,
+    );
+    let mut children: Vec<(u32, OwnedFd)> = Vec::new();
+    loop {
+        let ready = {
+            use rustix::event::{PollFd, PollFlags, poll};
+            let mut set = vec![PollFd::new(&requests, PollFlags::IN)];
+            set.extend(
+                children
+                    .iter()
+                    .map(|(_, fd)| PollFd::new(fd, PollFlags::IN)),
+            );
+            match poll(&mut set, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            set.iter()
+                .map(|p| !p.revents().is_empty())
+                .collect::<Vec<bool>>()
+        };
+        // Children that ended, by their position in the poll set; removed last first,
+        // so the other positions stay valid.
+        let ended: Vec<usize> = (0..children.len()).filter(|&i| ready[i + 1]).collect();
+        for &i in ended.iter().rev() {
+            let (pid, pidfd) = children.remove(i);
+            let status = rustix::process::waitid(
+                rustix::process::WaitId::PidFd(pidfd.as_fd()),
+                rustix::process::WaitIdOptions::EXITED,
+            )?;
+            let (code, signal) =
+                status.map_or((None, None), |s| (s.exit_status(), s.terminating_signal()));
+            write_frame(&events, &Exited { pid, code, signal }, &[])?;
+        }
+        if ready[0] {
+            let Some((fork, mut fds)) = read_request(&requests)? else {
+                return Ok(()); // the parent is gone
+            };
+            let Some(socket) = fds.pop() else { continue };
+            // SAFETY: this process has one thread (this one), so the child gets a
+            // consistent copy of every lock and allocator state.
+            match unsafe { libc::fork() } {
+                0 => {
+                    drop(requests);
+                    drop(events);
+                    drop(children);
+                    become_child(fork, socket);
+                }
+                -1 => {
+                    let error = std::io::Error::last_os_error().to_string();
+                    write_frame(&requests, &Reply::Failed { error }, &[])?;
+                }
+                pid => {
+                    let pid = pid as u32;
+                    drop(socket);
+                    let pidfd = rustix::process::Pid::from_raw(pid as i32)
+                        .ok_or_else(|| std::io::Error::other("bad pid"))
+                        .and_then(|p| {
+                            Ok(rustix::process::pidfd_open(
+                                p,
+                                rustix::process::PidfdFlags::empty(),
+                            )?)
+                        })?;
+                    write_frame(&requests, &Reply::Forked { pid }, &[pidfd.as_fd()])?;
+                    children.push((pid, pidfd));
+                }
+            }
+        }
+    }
+}
+
+/// In the forked child: take the socket as fd 0 and run the ordinary bootstrap.
+fn become_child(fork: Fork, socket: OwnedFd) -> ! {
+    if rustix::stdio::dup2_stdin(&socket).is_err() {
+        std::process::exit(bootstrap::EXIT_BOOTSTRAP_FAILED);
+    }
+    drop(socket);
+    // SAFETY: the child is single-threaded (a fork of the single-threaded forkserver).
+    unsafe {
+        for (k, v) in &fork.env {
+            std::env::set_var(k, v);
+        }
+    }
+    bootstrap::forked_child_main(fork.logical_parent)
+}
+
+fn read_request(sock: &StdUnixStream) -> std::io::Result<Option<(Fork, Vec<OwnedFd>)>> {
+    let mut header = [0u8; 4];
+    let (n, fds) = match multiproc_transport::recv_with_fds(sock.as_fd(), &mut header, 4) {
+        Ok(got) => got,
+        Err(multiproc_transport::Error::Eof) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    (&*sock).read_exact(&mut header[n..])?;
+    let len = u32::from_be_bytes(header) as usize;
+    let mut body = vec![0u8; len];
+    (&*sock).read_exact(&mut body)?;
+    let fork = codec::decode(&body).map_err(std::io::Error::other)?;
+    Ok(Some((fork, fds)))
+}
+
+fn write_frame<T: Serialize>(
+    sock: &StdUnixStream,
+    value: &T,
+    fds: &[BorrowedFd<'_>],
+) -> std::io::Result<()> {
+    let body = codec::encode(value).map_err(std::io::Error::other)?;
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    if fds.is_empty() {
+        (&*sock).write_all(&frame)
+    } else {
+        let sent = multiproc_transport::send_with_fds(sock.as_fd(), &frame, fds)?;
+        (&*sock).write_all(&frame[sent..])
+    }
+}
+
+fn read_frame<T: for<'de> Deserialize<'de>>(
+    sock: &StdUnixStream,
+    max_fds: usize,
+) -> std::io::Result<(T, Vec<OwnedFd>)> {
+    let mut header = [0u8; 4];
+    let (n, fds) = multiproc_transport::recv_with_fds(sock.as_fd(), &mut header, max_fds)?;
+    if n == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    (&*sock).read_exact(&mut header[n..])?;
+    let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
+    (&*sock).read_exact(&mut body)?;
+    Ok((codec::decode(&body).map_err(std::io::Error::other)?, fds))
+}
+
+// ---- the parent's side ----------------------------------------------------------------
+
+/// Exit statuses relayed by the forkserver, by pid, and waiters for them.
+#[derive(Default)]
+struct Exits {
+    waiting: HashMap<u32, oneshot::Sender<WaitStatus>>,
+    early: HashMap<u32, WaitStatus>,
+}
+
+struct Client {
+    requests: StdUnixStream,
+    exits: Arc<Mutex<Exits>>,
+    process: tokio::process::Child,
+}
+
+fn client() -> MutexGuard<'static, Option<Client>> {
+    static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
+    CLIENT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock(exits: &Mutex<Exits>) -> MutexGuard<'_, Exits> {
+    exits.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A child forked by the forkserver.
+#[derive(Debug)]
+pub(crate) struct Forked {
+    pub(crate) pid: u32,
+    pub(crate) pidfd: OwnedFd,
+    pub(crate) exit: oneshot::Receiver<WaitStatus>,
+}
+
+/// Asks the forkserver (started or restarted as needed) for a child whose control
+/// socket is `socket`. Runs on the spawner thread, inside the runtime's context.
+pub(crate) fn fork(socket: OwnedFd, env: Vec<(String, String)>) -> std::io::Result<Forked> {
+    let mut guard = client();
+    let alive = guard
+        .as_mut()
+        .is_some_and(|c| matches!(c.process.try_wait(), Ok(None)));
+    if !alive {
+        *guard = Some(start()?);
+    }
+    let c = guard.as_mut().expect("started just above");
+    let request = Fork {
+        logical_parent: std::process::id(),
+        env,
+    };
+    let exchange = write_frame(&c.requests, &request, &[socket.as_fd()])
+        .and_then(|()| read_frame::<Reply>(&c.requests, 1));
+    let (reply, mut fds) = match exchange {
+        Ok(got) => got,
+        Err(e) => {
+            // A forkserver that cannot answer is replaced at the next request.
+            let _ = c.process.start_kill();
+            *guard = None;
+            return Err(e);
+        }
+    };
+    match reply {
+        Reply::Forked { pid } => {
+            let pidfd = fds
+                .pop()
+                .ok_or_else(|| std::io::Error::other("the forkserver sent no pidfd"))?;
+            let (tx, rx) = oneshot::channel();
+            let mut exits = lock(&c.exits);
+            match exits.early.remove(&pid) {
+                Some(status) => {
+                    let _ = tx.send(status);
+                }
+                None => {
+                    exits.waiting.insert(pid, tx);
+                }
+            }
+            Ok(Forked {
+                pid,
+                pidfd,
+                exit: rx,
+            })
+        }
+        Reply::Failed { error } => Err(std::io::Error::other(format!(
+            "the forkserver could not fork: {error}"
+        ))),
+    }
+}
+
+/// Starts a forkserver: this binary with the role marker, its request socket as stdin.
+fn start() -> std::io::Result<Client> {
+    let (requests, theirs) = StdUnixStream::pair()?;
+    let (events, their_events) = StdUnixStream::pair()?;
+    let mut cmd = std::process::Command::new(crate::spawn::executable()?);
+    cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
+        .env(ENV_FORKSERVER, "1")
+        .env(ENV_PARENT_PID, std::process::id().to_string());
+    let process = tokio::process::Command::from(cmd).spawn()?;
+    multiproc_transport::send_with_fds(requests.as_fd(), b"e", &[their_events.as_fd()])?;
+    drop(their_events);
+    let exits = Arc::new(Mutex::new(Exits::default()));
+    let relayed = Arc::clone(&exits);
+    events.set_nonblocking(true)?;
+    let events = tokio::net::UnixStream::from_std(events)?;
+    tokio::spawn(async move {
+        let mut reader = multiproc_transport::FrameReader::new(events, 4096);
+        let mut buf = Vec::new();
+        while let Ok(true) = reader.read_frame(&mut buf).await {
+            let Ok(Exited { pid, code, signal }) = codec::decode::<Exited>(&buf) else {
+                continue;
+            };
+            let status = match (code, signal) {
+                (_, Some(sig)) => WaitStatus::Signaled(sig),
+                (Some(code), None) => WaitStatus::Exited(code),
+                (None, None) => WaitStatus::Exited(255),
+            };
+            let mut exits = lock(&relayed);
+            match exits.waiting.remove(&pid) {
+                Some(tx) => {
+                    let _ = tx.send(status);
+                }
+                None => {
+                    exits.early.insert(pid, status);
+                }
+            }
+        }
+        // The forkserver is gone: the statuses it did not relay are lost; dropping the
+        // senders tells each waiter so.
+        lock(&relayed).waiting.clear();
+    });
+    Ok(Client {
+        requests,
+        exits,
+        process,
+    })
+}
+
+/// Kills the running forkserver and returns its pid, if one runs. Only for tests of
+/// what its death does.
+#[doc(hidden)]
+pub fn __kill_forkserver() -> Option<u32> {
+    let mut guard = client();
+    let c = guard.as_mut()?;
+    let pid = c.process.id();
+    let _ = c.process.start_kill();
+    pid
+}

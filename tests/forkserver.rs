@@ -1,0 +1,167 @@
+//! The forkserver start method: children forked from a single-threaded zygote behave
+//! as spawned ones, and outlive the forkserver if it dies.
+
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestResult, trial};
+use multiproc::blocking::{Connection, Process, pipe};
+use multiproc::{Actor, BoxError, ExitReason, StartMethod};
+
+fn returns() {}
+
+fn exits_with(code: i32) {
+    std::process::exit(code);
+}
+
+fn panics() {
+    panic!("forked and panicked");
+}
+
+fn waits() {
+    multiproc::blocking::wait_for_stop();
+}
+
+fn reports(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    let me = multiproc::current_process();
+    let parent = multiproc::parent_process().ok_or("no parent")?;
+    up.send(&(
+        me.name().to_string(),
+        parent.pid(),
+        std::env::var("FORKED_ENV").ok(),
+    ))?;
+    Ok(())
+}
+
+multiproc::register!(returns, exits_with, panics, waits, reports);
+
+struct Double;
+
+impl Actor for Double {
+    type Args = ();
+    type Msg = u32;
+    type Reply = u32;
+
+    async fn start((): ()) -> Result<Self, BoxError> {
+        Ok(Double)
+    }
+
+    async fn handle(&mut self, n: u32) -> u32 {
+        2 * n
+    }
+}
+
+multiproc::register_actor!(Double);
+
+/// Tests share this process's forkserver; the one that kills it runs alone, or the
+/// others' children would lose their exit statuses with it (as documented).
+static FORKSERVER: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    FORKSERVER.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn forked(p: Process) -> Process {
+    p.start_method(StartMethod::Forkserver)
+}
+
+fn forked_children_end_as_spawned_ones_do() -> TestResult {
+    let _shared = shared();
+    let mut ok = forked(Process::new(returns, ()));
+    let mut three = forked(Process::new(exits_with, 3));
+    let mut panic = forked(Process::new(panics, ()));
+    let mut killed = forked(Process::new(waits, ()));
+    for p in [&mut ok, &mut three, &mut panic, &mut killed] {
+        p.start()?;
+    }
+    killed.kill()?;
+    check_eq!(ok.join()?, ExitReason::Normal);
+    check_eq!(three.join()?, ExitReason::Exited(3));
+    check!(
+        matches!(panic.join()?, ExitReason::Panicked { .. }),
+        "{:?}",
+        panic.exit_reason()
+    );
+    check_eq!(killed.join()?, ExitReason::Signaled(9));
+    let mut stopped = forked(Process::new(waits, ()));
+    stopped.start()?;
+    check_eq!(stopped.stop(Duration::from_secs(10))?, ExitReason::Shutdown);
+    Ok(())
+}
+
+fn forked_children_get_their_arguments_names_and_environment() -> TestResult {
+    let _shared = shared();
+    let (mut ours, theirs) = pipe(true)?;
+    let mut p = forked(Process::new(reports, theirs)).env("FORKED_ENV", "yes");
+    p.start()?;
+    let (name, parent, env): (String, u32, Option<String>) = ours.recv()?;
+    check_eq!(name, p.name());
+    check_eq!(parent, std::process::id());
+    check_eq!(env.as_deref(), Some("yes"));
+    p.join()?;
+    Ok(())
+}
+
+fn forked_actors_answer_calls() -> TestResult {
+    let _shared = shared();
+    let mut p = forked(Process::actor::<Double>(()));
+    p.start()?;
+    check_eq!(p.actor_ref::<Double>().call(21)?, 42);
+    check_eq!(p.stop(Duration::from_secs(10))?, ExitReason::Shutdown);
+    Ok(())
+}
+
+fn children_outlive_a_dead_forkserver_which_is_restarted() -> TestResult {
+    let _alone = FORKSERVER.write().unwrap_or_else(|e| e.into_inner());
+    let mut first = forked(Process::actor::<Double>(()));
+    first.start()?;
+    let server = multiproc::__private::__kill_forkserver().ok_or("no forkserver runs")?;
+    check!(
+        common::wait_gone(server, Duration::from_secs(5)),
+        "the forkserver survived"
+    );
+    // The child it forked still runs and answers.
+    check_eq!(first.actor_ref::<Double>().call(5)?, 10);
+    // The next start brings up a new forkserver.
+    let mut second = forked(Process::actor::<Double>(()));
+    second.start()?;
+    check_eq!(second.actor_ref::<Double>().call(1)?, 2);
+    // The first child's status went with the forkserver; its own report still says
+    // how it ended.
+    check_eq!(first.stop(Duration::from_secs(10))?, ExitReason::Shutdown);
+    check_eq!(second.stop(Duration::from_secs(10))?, ExitReason::Shutdown);
+    Ok(())
+}
+
+fn capture_is_refused_with_the_forkserver() -> TestResult {
+    let _shared = shared();
+    let mut p = forked(Process::new(returns, ())).capture_output();
+    let err = p.start().unwrap_err();
+    check!(matches!(err, multiproc::Error::Unsupported(_)), "{err:?}");
+    Ok(())
+}
+
+fn main() {
+    common::run(vec![
+        trial(
+            "forked_children_end_as_spawned_ones_do",
+            forked_children_end_as_spawned_ones_do,
+        ),
+        trial(
+            "forked_children_get_their_arguments_names_and_environment",
+            forked_children_get_their_arguments_names_and_environment,
+        ),
+        trial("forked_actors_answer_calls", forked_actors_answer_calls),
+        trial(
+            "children_outlive_a_dead_forkserver_which_is_restarted",
+            children_outlive_a_dead_forkserver_which_is_restarted,
+        ),
+        trial(
+            "capture_is_refused_with_the_forkserver",
+            capture_is_refused_with_the_forkserver,
+        ),
+    ])
+}
