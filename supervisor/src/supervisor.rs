@@ -589,8 +589,8 @@ impl DynamicSupervisor {
 ///
 /// A call made while the child is restarting waits for the new incarnation (up to
 /// 1024 callers per child; more get [`CallError::Restarting`]), and fails with
-/// [`CallError::NotRunning`] if the child is stopped instead; [`try_call`]
-/// (SupervisedRef::try_call) does not wait. A call already inside a process that dies
+/// [`CallError::NotRunning`] if the child is stopped instead;
+/// [`try_call`](SupervisedRef::try_call) does not wait. A call already inside a process that dies
 /// fails with `RemoteError::Exited`, and is not repeated: the message may have had
 /// effects.
 #[derive(Debug)]
