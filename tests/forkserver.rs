@@ -144,6 +144,39 @@ fn capture_is_refused_with_the_forkserver() -> TestResult {
     Ok(())
 }
 
+fn a_supervisor_can_fork_its_children() -> TestResult {
+    let _shared = shared();
+    let flags = multiproc::SupervisorFlags {
+        start_method: StartMethod::Forkserver,
+        backoff: multiproc::Backoff::NONE,
+        ..multiproc::SupervisorFlags::default()
+    };
+    let supervisor =
+        multiproc::Supervisor::new(flags).child(multiproc::function_child("w", waits, ())?);
+    let mut events = multiproc::blocking::Events(supervisor.events());
+    let sup = multiproc::blocking::SupervisorRef::start(supervisor)?;
+    let pid = sup.which_children()?[0].pid.ok_or("no pid")?;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).ok_or("pid")?,
+        rustix::process::Signal::KILL,
+    )?;
+    let mut exited = None;
+    for event in events.by_ref() {
+        match event {
+            multiproc::SupervisorEvent::ChildExited { reason, .. } => exited = Some(reason),
+            multiproc::SupervisorEvent::Restarted { .. } => break,
+            _ => {}
+        }
+    }
+    check_eq!(exited, Some(ExitReason::Signaled(9)));
+    check!(
+        sup.which_children()?[0].pid.is_some_and(|p| p != pid),
+        "replaced"
+    );
+    sup.shutdown();
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
         trial(
@@ -162,6 +195,10 @@ fn main() {
         trial(
             "capture_is_refused_with_the_forkserver",
             capture_is_refused_with_the_forkserver,
+        ),
+        trial(
+            "a_supervisor_can_fork_its_children",
+            a_supervisor_can_fork_its_children,
         ),
     ])
 }

@@ -43,6 +43,6 @@ pub use packet::{
 };
 pub use spec::{
     AutoShutdown, ChildKind, ChildSpec, DEFAULT_WORKER_SHUTDOWN, Restart, Shutdown, SpecError,
-    StartSpec, SupervisorFlags,
+    StartMethod, StartSpec, SupervisorFlags,
 };
 pub use strategy::{RestartPlan, Strategy, plan_restart, should_restart};

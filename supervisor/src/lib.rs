@@ -28,11 +28,11 @@ pub use current::{
     CurrentProcess, ParentProcess, cpu_count, current_process, heartbeat, parent_process,
 };
 pub use error::{CallError, Error};
+pub use multiproc_core::StartMethod;
 pub use process::{
     ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Output, Process, Sentinel,
     active_children, stop_children,
 };
-pub use spawn::StartMethod;
 pub use stop::{stop_requested, wait_for_stop};
 pub use supervisor::{
     AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,

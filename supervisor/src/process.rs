@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use multiproc_core::{
-    EntryKind, ExitReason, ExitReport, Hello, Identity, Limits, Packet, WaitStatus, codec,
+    EntryKind, ExitReason, ExitReport, Hello, Identity, Limits, Packet, StartMethod, WaitStatus,
+    codec,
 };
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
@@ -16,7 +17,6 @@ use crate::actor::{Actor, ActorRef};
 use crate::link::{Link, LinkEnd, Outgoing};
 use crate::registry::{self, Entry};
 use crate::router::{self, LinkTx};
-use crate::spawn::StartMethod;
 use crate::target::Target;
 use crate::{Error, bootstrap, current, runtime, spawn};
 

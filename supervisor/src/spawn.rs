@@ -13,7 +13,7 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
-use multiproc_core::{Hello, Packet, WaitStatus, codec};
+use multiproc_core::{Hello, Packet, StartMethod, WaitStatus, codec};
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
@@ -37,19 +37,6 @@ pub(crate) struct Request {
     pub(crate) supervised: bool,
     /// How the child process is made.
     pub(crate) method: StartMethod,
-}
-
-/// How a child process is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StartMethod {
-    /// Execute this binary again (the default): about 1.5 ms to a ready child.
-    #[default]
-    Spawn,
-    /// Fork a single-threaded zygote of this binary, started once: a fraction of a
-    /// millisecond to a ready child. The child does not inherit this process's
-    /// environment changes made after the forkserver started (set them with
-    /// `Process::env`), and its output cannot be captured.
-    Forkserver,
 }
 
 /// A child that has been spawned and sent its Hello.

@@ -801,7 +801,8 @@ impl State {
         let spec = &self.slots[i].spec;
         let mut process = Process::from_start(&spec.start)
             .supervised()
-            .limits(spec.limits);
+            .limits(spec.limits)
+            .start_method(self.flags.start_method);
         if let Some(interval) = spec.heartbeat {
             process = process.heartbeat(interval);
         }
