@@ -16,6 +16,15 @@ use common::{TestResult, trial};
 use multiproc::blocking::{Connection, Process, pipe};
 
 const ROLE: &str = "MULTIPROC_TEST_ROLE";
+/// Set to `fork` to build the tree with the forkserver start method.
+const METHOD: &str = "MULTIPROC_TEST_METHOD";
+
+fn method() -> multiproc::StartMethod {
+    match std::env::var(METHOD).as_deref() {
+        Ok("fork") => multiproc::StartMethod::Forkserver,
+        _ => multiproc::StartMethod::Spawn,
+    }
+}
 
 fn leaf(mut up: Connection) -> Result<(), multiproc::connection::Error> {
     up.send(&multiproc::current_process().pid())?;
@@ -28,7 +37,7 @@ fn branch(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
     let mut leaves = Vec::new();
     for _ in 0..2 {
         let (mut ours, theirs) = pipe(true)?;
-        let mut l = Process::new(leaf, theirs);
+        let mut l = Process::new(leaf, theirs).start_method(method());
         l.start()?;
         pids.push(ours.recv()?);
         leaves.push(l);
@@ -46,7 +55,7 @@ fn tree_root() -> ! {
     let mut branches = Vec::new();
     for _ in 0..2 {
         let (mut ours, theirs) = pipe(true).expect("pipe");
-        let mut b = Process::new(branch, theirs);
+        let mut b = Process::new(branch, theirs).start_method(method());
         b.start().expect("start branch");
         let pids: Vec<u32> = ours.recv().expect("branch pids");
         all.extend(pids);
@@ -87,8 +96,13 @@ impl Drop for Root {
 }
 
 fn start_root() -> Result<Root, Box<dyn std::error::Error>> {
+    start_root_with("spawn")
+}
+
+fn start_root_with(method: &str) -> Result<Root, Box<dyn std::error::Error>> {
     let mut child = Command::new(std::env::current_exe()?)
         .env(ROLE, "tree_root")
+        .env(METHOD, method)
         .stdout(Stdio::piped())
         .spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
@@ -119,6 +133,23 @@ fn sigkill_at_the_root_leaves_no_descendant() -> TestResult {
         check!(
             common::wait_gone(pid, Duration::from_secs(1)),
             "descendant {pid} survived SIGKILL of the root"
+        );
+    }
+    Ok(())
+}
+
+fn sigkill_at_the_root_leaves_no_forked_descendant() -> TestResult {
+    // Forked children have no parent-death signal (the forkserver may die without
+    // them): they go by the end of their control link and a pidfd on their parent,
+    // stopping their own children first, within a second.
+    let mut root = start_root_with("fork")?;
+    check_eq!(root.pids.len(), 6);
+    signal(root.child.id(), rustix::process::Signal::KILL)?;
+    root.child.wait()?;
+    for &pid in &root.pids {
+        check!(
+            common::wait_gone(pid, Duration::from_secs(3)),
+            "forked descendant {pid} survived SIGKILL of the root"
         );
     }
     Ok(())
@@ -192,6 +223,10 @@ fn main() {
         trial(
             "a_failing_test_leaves_no_process_behind",
             a_failing_test_leaves_no_process_behind,
+        ),
+        trial(
+            "sigkill_at_the_root_leaves_no_forked_descendant",
+            sigkill_at_the_root_leaves_no_forked_descendant,
         ),
     ])
 }
