@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use multiproc::blocking::{self, Connection, Process, pipe};
 use multiproc::{
-    Actor, Backoff, BoxError, RestartIntensity, Supervisor, SupervisorEvent, SupervisorFlags,
-    function_child,
+    Actor, Backoff, BoxError, RestartIntensity, StartMethod, Supervisor, SupervisorEvent,
+    SupervisorFlags, function_child,
 };
 
 type Res<T = ()> = Result<T, Box<dyn Error>>;
@@ -55,9 +55,11 @@ const RESTART_BATCH: usize = 20;
 /// How long a child gets to stop before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-const SCENARIOS: [&str; 8] = [
+const SCENARIOS: [&str; 10] = [
     "spawn_join",
+    "spawn_join_forkserver",
     "restart",
+    "restart_forkserver",
     "tree_1000",
     "call_roundtrip",
     "call_roundtrip_async",
@@ -164,8 +166,16 @@ fn main() -> Res {
     if has("spawn_join") {
         timed("spawn_join", &|| spawn_join(py))?;
     }
+    if has("spawn_join_forkserver") {
+        timed("spawn_join_forkserver", &|| spawn_join_forkserver(py))?;
+    }
     if has("restart") {
-        timed("restart", &|| restart(py))?;
+        timed("restart", &|| restart(py, StartMethod::Spawn))?;
+    }
+    if has("restart_forkserver") {
+        timed("restart_forkserver", &|| {
+            restart(py, StartMethod::Forkserver)
+        })?;
     }
     if has("tree_1000") {
         timed("tree_1000", &tree_1000)?;
@@ -285,9 +295,54 @@ fn spawn_join(py: Option<&Python>) -> Res {
     Ok(())
 }
 
+/// Start + join with the forkserver start method, against Python's.
+fn spawn_join_forkserver(py: Option<&Python>) -> Res {
+    let mp_once = || -> Res<f64> {
+        let t0 = Instant::now();
+        let mut p = Process::new(noop, ()).start_method(StartMethod::Forkserver);
+        p.start()?;
+        let reason = p.join()?;
+        if reason.exit_code() != 0 {
+            return Err(format!("multiproc child ended with {reason}").into());
+        }
+        Ok(ms(t0))
+    };
+    let mut server = py
+        .filter(|_| wanted("python"))
+        .map(|py| py.serve("spawn_join.py", &["forkserver"], &[("N", SPAWN_BATCH)]))
+        .transpose()?;
+    for _ in 0..3 {
+        mp_once()?;
+    }
+    let (mut mp, mut python) = (Samples::default(), Samples::default());
+    for _ in 0..ROUNDS {
+        mp.push((0..SPAWN_BATCH).map(|_| mp_once()).collect::<Res<_>>()?);
+        if let Some(s) = server.as_mut() {
+            python.push(s.rep()?.numbers("samples")?);
+        }
+    }
+    if let Some(s) = server {
+        s.finish()?;
+    }
+    let sc = Scenario {
+        name: "spawn_join_forkserver",
+        unit: "ms",
+        better: Better::Lower,
+    };
+    sc.report("python", &mp, &python);
+    Ok(())
+}
+
 /// SIGKILL a supervised child, until its replacement is ready (`Restarted`).
-fn restart(py: Option<&Python>) -> Res {
+fn restart(py: Option<&Python>, method: StartMethod) -> Res {
+    let forkserver = method == StartMethod::Forkserver;
+    let name = if forkserver {
+        "restart_forkserver"
+    } else {
+        "restart"
+    };
     let flags = SupervisorFlags {
+        start_method: method,
         // Restart as often as the bench kills: this measures the restart, not intensity.
         intensity: RestartIntensity {
             max_restarts: u32::MAX,
@@ -365,12 +420,16 @@ fn restart(py: Option<&Python>) -> Res {
     }
     sup.shutdown();
     let sc = Scenario {
-        name: "restart",
+        name,
         unit: "ms",
         better: Better::Lower,
     };
     // Python's executor only reports the death; this is multiproc's report of it.
-    detail("restart multiproc kill to ChildExited", "ms", &mp_seen);
+    detail(
+        &format!("{name} multiproc kill to ChildExited"),
+        "ms",
+        &mp_seen,
+    );
     sc.report("raw", &mp, &raw);
     sc.report("python", &mp, &py_s);
     Ok(())
