@@ -543,8 +543,31 @@ fn a_child_that_beats_is_left_alone() -> TestResult {
 }
 
 const SKIP_INIT: &str = "MULTIPROC_TEST_SKIP_INIT";
+/// Makes a child's `main` block forever before `init()`: it never answers its Hello.
+const HANG_BEFORE_INIT: &str = "MULTIPROC_TEST_HANG_BEFORE_INIT";
+
+fn a_child_that_never_answers_is_killed_after_the_handshake_timeout() -> TestResult {
+    let mut p = Process::new(returns, ())
+        .env(HANG_BEFORE_INIT, "1")
+        .handshake_timeout(Duration::from_millis(300));
+    let err = p.start().unwrap_err();
+    check!(matches!(err, Error::HandshakeTimeout { .. }), "{err:?}");
+    check!(err.to_string().contains("multiproc::init()"), "{err}");
+    check!(
+        multiproc::active_children().is_empty() || p.pid().is_none(),
+        "the child was not left running"
+    );
+    Ok(())
+}
 
 fn main() {
+    if std::env::var_os(HANG_BEFORE_INIT).is_some() {
+        // A program that does something long before `init()`, which is not its first
+        // line: its parent must not wait for it forever.
+        loop {
+            std::thread::park();
+        }
+    }
     if std::env::var_os(SKIP_INIT).is_some() {
         // A child whose `main` forgot `multiproc::init()`: it must not be able to
         // start processes (which would start this program again, and again).
@@ -649,6 +672,10 @@ fn main() {
         trial(
             "a_child_that_beats_is_left_alone",
             a_child_that_beats_is_left_alone,
+        ),
+        trial(
+            "a_child_that_never_answers_is_killed_after_the_handshake_timeout",
+            a_child_that_never_answers_is_killed_after_the_handshake_timeout,
         ),
     ])
 }

@@ -34,6 +34,8 @@ pub enum Error {
     HandshakeTimeout {
         /// The child's name.
         name: String,
+        /// Its process id (it has been killed).
+        pid: u32,
         /// The handshake timeout.
         timeout: Duration,
     },

@@ -613,7 +613,7 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         Err(_) => {
             waiter.start_kill();
             let _ = waiter.wait().await;
-            return Err(Error::HandshakeTimeout { name, timeout });
+            return Err(Error::HandshakeTimeout { name, pid, timeout });
         }
         Ok(first) => first.ok(),
     };
