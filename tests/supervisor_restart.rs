@@ -128,11 +128,33 @@ fn sub_that_gives_up() -> Result<(), Box<dyn std::error::Error>> {
     )?)
 }
 
+/// A supervisor in its own process whose only child keeps ending, with a long
+/// backoff: most of its life, that child is restarting.
+fn sub_restarting() -> Result<(), Box<dyn std::error::Error>> {
+    let slow = SupervisorFlags {
+        backoff: Backoff {
+            min: Duration::from_secs(30),
+            ..Backoff::default()
+        },
+        ..flags(Strategy::OneForOne)
+    };
+    Ok(multiproc::blocking::run_supervisor(
+        Supervisor::new(slow).child(function_child("quick", returns, ())?),
+    )?)
+}
+
 fn exits_with(code: i32) {
     std::process::exit(code);
 }
 
-multiproc::register!(waits, returns, ignores_stop, sub_that_gives_up, exits_with);
+multiproc::register!(
+    waits,
+    returns,
+    ignores_stop,
+    sub_that_gives_up,
+    exits_with,
+    sub_restarting
+);
 
 fn worker(id: &str) -> ChildSpec {
     function_child(id, waits, ()).unwrap()
@@ -773,6 +795,24 @@ fn calls_wait_through_a_restart_or_fail_as_the_caller_chooses() -> TestResult {
     Ok(())
 }
 
+fn a_supervisor_killed_mid_restart_is_restarted_by_its_parent() -> TestResult {
+    let mut sub = function_child("sub", sub_restarting, ())?;
+    sub.kind = ChildKind::Supervisor;
+    sub.shutdown = Shutdown::Infinity;
+    let (sup, mut events) = start(flags(Strategy::OneForOne), vec![sub])?;
+    let first = pid_of(&sup, "sub");
+    kill(first);
+    let seen = until(&mut events, restarted("sub"));
+    check_eq!(
+        exits(&seen),
+        vec![("sub".to_string(), ExitReason::Signaled(9))]
+    );
+    check!(pid_of(&sup, "sub") != first, "a new sub-supervisor runs");
+    // Its own pending restart (30 s away) does not hold up the shutdown.
+    check_eq!(sup.shutdown(), SupervisorExit::Shutdown);
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
         trial(
@@ -844,6 +884,10 @@ fn main() {
         trial(
             "calls_wait_through_a_restart_or_fail_as_the_caller_chooses",
             calls_wait_through_a_restart_or_fail_as_the_caller_chooses,
+        ),
+        trial(
+            "a_supervisor_killed_mid_restart_is_restarted_by_its_parent",
+            a_supervisor_killed_mid_restart_is_restarted_by_its_parent,
         ),
     ])
 }
