@@ -134,6 +134,7 @@ fn sub_restarting() -> Result<(), Box<dyn std::error::Error>> {
     let slow = SupervisorFlags {
         backoff: Backoff {
             min: Duration::from_secs(30),
+            max: Duration::from_secs(60),
             ..Backoff::default()
         },
         ..flags(Strategy::OneForOne)
