@@ -160,16 +160,7 @@ pub(crate) fn spawn(req: Request) -> Result<Spawned, Error> {
         })
         .map_err(|e| Error::os("cannot open a pidfd for the child", e))?;
 
-    // A child that died before reading gives EPIPE here; the handshake then reports
-    // how it ended, which says more than the write error would.
-    let _ = send_hello(&parent_end, &req.hello, req.versions, &req.fds);
-    drop(req.fds);
-
-    parent_end
-        .set_nonblocking(true)
-        .map_err(|e| Error::os("cannot configure the socket", e))?;
-    let stream =
-        UnixStream::from_std(parent_end).map_err(|e| Error::os("cannot register the socket", e))?;
+    let stream = hand_over(parent_end, &req)?;
     let pid = os_child.id().unwrap_or(0);
     Ok(Spawned {
         waiter: Waiter::Os(os_child),
@@ -177,6 +168,17 @@ pub(crate) fn spawn(req: Request) -> Result<Spawned, Error> {
         pidfd,
         pid,
     })
+}
+
+/// Sends the child its Hello (and descriptors) and makes our end of the link async.
+fn hand_over(parent_end: StdUnixStream, req: &Request) -> Result<UnixStream, Error> {
+    // A child that died before reading gives EPIPE here; the handshake then reports
+    // how it ended, which says more than the write error would.
+    let _ = send_hello(&parent_end, &req.hello, req.versions, &req.fds);
+    parent_end
+        .set_nonblocking(true)
+        .map_err(|e| Error::os("cannot configure the socket", e))?;
+    UnixStream::from_std(parent_end).map_err(|e| Error::os("cannot register the socket", e))
 }
 
 /// The forkserver path of [`spawn`].
@@ -202,13 +204,7 @@ fn fork(
         .collect();
     let forked = crate::forkserver::fork(OwnedFd::from(child_end), env)
         .map_err(|e| Error::os("the forkserver could not start the child", e))?;
-    let _ = send_hello(&parent_end, &req.hello, req.versions, &req.fds);
-    drop(req.fds);
-    parent_end
-        .set_nonblocking(true)
-        .map_err(|e| Error::os("cannot configure the socket", e))?;
-    let stream =
-        UnixStream::from_std(parent_end).map_err(|e| Error::os("cannot register the socket", e))?;
+    let stream = hand_over(parent_end, &req)?;
     let waiter_pidfd = forked
         .pidfd
         .try_clone()
