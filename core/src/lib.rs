@@ -27,6 +27,7 @@ mod identity;
 mod intensity;
 mod limits;
 mod packet;
+mod pool;
 mod spec;
 mod strategy;
 
@@ -41,6 +42,7 @@ pub use packet::{
     Body, BootstrapError, EntryKind, Envelope, ExitReport, Hello, LogRecord, PROTOCOL_VERSION,
     Packet, RemoteError,
 };
+pub use pool::{AfterDeath, Reorder, RetryPolicy, chunks, default_chunksize};
 pub use spec::{
     AutoShutdown, ChildKind, ChildSpec, DEFAULT_WORKER_SHUTDOWN, Restart, Shutdown, SpecError,
     StartMethod, StartSpec, SupervisorFlags,
