@@ -120,6 +120,9 @@ fn opens_files(n: usize) -> Result<(), String> {
 fn beats(steps: u32) {
     for _ in 0..steps {
         multiproc::heartbeat();
+        // The child's simulated unit of work: what the test checks is that it outlasts
+        // the heartbeat interval, so time must pass here (the test itself waits on
+        // the child's exit, not on time).
         std::thread::sleep(Duration::from_millis(20));
     }
 }

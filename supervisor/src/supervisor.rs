@@ -1150,17 +1150,17 @@ impl State {
 }
 
 /// Incarnation numbers, unique in this process.
-static RESTARTS: AtomicU64 = AtomicU64::new(1);
+static INCARNATIONS: AtomicU64 = AtomicU64::new(1);
 
 fn next_incarnation() -> u64 {
-    RESTARTS.fetch_add(1, Ordering::Relaxed)
+    INCARNATIONS.fetch_add(1, Ordering::Relaxed)
 }
 
 /// A number in `[0, 1)` for backoff jitter; quality matters little, so no RNG crate.
 fn random_unit() -> f64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(RESTARTS.load(Ordering::Relaxed));
+    h.write_u64(INCARNATIONS.load(Ordering::Relaxed));
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
