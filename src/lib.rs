@@ -67,6 +67,10 @@ pub use multiproc_supervisor::{
     AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,
     Supervisor, SupervisorEvent, SupervisorExit, SupervisorRef, actor_child, function_child,
 };
+pub use multiproc_supervisor::{
+    AsyncResult, Imap, Pool, PoolBuilder, PoolError, Task, TaskError, WorkerInfo,
+};
+pub use multiproc_core::RetryPolicy;
 pub use multiproc_transport::{Connection, FrameError, MAX_FRAME_LEN, pipe, wait};
 
 /// Transport errors (pipes and connections).
@@ -105,7 +109,16 @@ macro_rules! register {
                     name: concat!(module_path!(), "::", stringify!($f)),
                     kind: $crate::__private::EntryKind::Function,
                     type_id: || $crate::__private::type_id_of(&$f),
-                    run: |args| $crate::__private::run_function($f, args),
+                    run: |args| {
+                        #[allow(unused_imports)]
+                        use $crate::__private::{NoTarget as _, ViaTarget as _};
+                        (&&$crate::__private::Probe($f)).entry_run(args)
+                    },
+                    task: |args, items, out, failures| {
+                        #[allow(unused_imports)]
+                        use $crate::__private::{NoTask as _, ViaTask as _};
+                        (&&$crate::__private::Probe($f)).entry_task(args, items, out, failures)
+                    },
                 };
             };
         )+
@@ -138,6 +151,7 @@ macro_rules! register_actor {
                     kind: $crate::__private::EntryKind::Actor,
                     type_id: || ::std::any::TypeId::of::<$a>(),
                     run: $crate::__private::run_actor::<$a>,
+                    task: $crate::__private::not_a_task,
                 };
             };
         )+

@@ -192,6 +192,11 @@ impl Scheduler {
         self.tasks.len()
     }
 
+    /// Whether the worker is alive or starting (its exit not yet seen).
+    pub fn has_worker(&self, worker: WorkerId) -> bool {
+        self.workers.contains_key(&worker)
+    }
+
     /// Workers alive or starting.
     pub fn workers(&self) -> usize {
         self.workers.len()

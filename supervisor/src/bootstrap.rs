@@ -198,6 +198,15 @@ pub(crate) fn register_exit_handler() {
 static PANIC: Mutex<Option<(String, Option<String>)>> = Mutex::new(None);
 
 /// The message and location of the last panic in this process, if any.
+static QUIET_PANICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a panic in this process is only recorded, not printed: a pool worker's
+/// task panics are reported to the pool as the task's error, one line each in the
+/// caller's hands rather than a traceback per worker on stderr.
+pub(crate) fn quiet_panics(quiet: bool) {
+    QUIET_PANICS.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub(crate) fn take_panic() -> Option<(String, Option<String>)> {
     PANIC.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
@@ -221,6 +230,9 @@ fn install_panic_hook() {
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
         *PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some((message, location));
+        if QUIET_PANICS.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         eprintln!("Process {}:", current::me().name);
         default(info);
     }));

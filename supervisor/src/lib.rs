@@ -12,6 +12,7 @@ mod error;
 mod forkserver;
 mod link;
 mod logging;
+mod pool;
 mod process;
 mod registry;
 mod router;
@@ -38,7 +39,8 @@ pub use supervisor::{
     AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,
     Supervisor, SupervisorEvent, SupervisorExit, SupervisorRef, actor_child, function_child,
 };
-pub use target::{Outcome, Target};
+pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo};
+pub use target::{Outcome, Target, Task};
 
 /// Runs a future to completion on the calling thread, driven by this process's
 /// multiproc runtime. The facade's `blocking` API is built on it.
@@ -52,6 +54,7 @@ pub mod __private {
     pub use crate::actor::run_actor;
     pub use crate::bootstrap::EntryOutcome;
     pub use crate::forkserver::__kill_forkserver;
+    pub use crate::pool::{ItemFailure, NoTarget, NoTask, Probe, TaskFn, ViaTarget, ViaTask, not_a_task, run_task};
     pub use crate::registry::{ENTRIES, Entry};
     pub use linkme;
     pub use multiproc_core::EntryKind;

@@ -134,6 +134,11 @@ impl Process {
         Process::with_plan(plan, &args)
     }
 
+    /// A process that runs a known entry with `args`.
+    pub(crate) fn with_entry<T: Serialize>(entry: &'static Entry, args: &T) -> Process {
+        Process::with_plan(Ok(entry), args)
+    }
+
     /// A process that runs what a supervisor's child spec names.
     pub(crate) fn from_start(start: &multiproc_core::StartSpec) -> Process {
         Process::build(|_| {

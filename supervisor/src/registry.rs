@@ -26,6 +26,8 @@ pub struct Entry {
     pub type_id: fn() -> TypeId,
     /// Runs the entry in the child from its encoded arguments.
     pub run: fn(Vec<u8>) -> crate::bootstrap::EntryOutcome,
+    /// Runs a chunk of the entry as a pool task, in a pool worker.
+    pub task: crate::pool::TaskFn,
 }
 
 #[doc(hidden)]

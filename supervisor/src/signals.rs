@@ -6,7 +6,10 @@
 //! the whole process group; the root owns it) and keep SIGTERM's default, which is
 //! what `Process::terminate` sends.
 
-use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Once, OnceLock};
+
+use tokio::sync::watch;
 
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -26,9 +29,20 @@ pub(crate) fn install_root_handlers() {
             return;
         };
         runtime::handle().spawn(async move {
-            let which = tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
+            let which = loop {
+                tokio::select! {
+                    _ = int.recv() => {
+                        if TAKERS.load(Ordering::Acquire) > 0 {
+                            // Someone waits on a pool: the interrupt is theirs, as
+                            // Python raises KeyboardInterrupt where the main thread is.
+                            tracing::info!("SIGINT interrupts the pool being waited on");
+                            interrupts().send_modify(|n| *n += 1);
+                            continue;
+                        }
+                        break "SIGINT";
+                    }
+                    _ = term.recv() => break "SIGTERM",
+                }
             };
             tracing::info!(signal = which, "stopping the process tree");
             // `wait_for_stop` returns in the root too, so `main` may finish on its own
@@ -49,5 +63,46 @@ pub(crate) fn ignore_sigint() {
             runtime::handle().spawn(async move { while int.recv().await.is_some() {} });
         }
         Err(e) => tracing::debug!(error = %e, "cannot ignore SIGINT"),
+    }
+}
+
+/// Waits that SIGINT interrupts instead of stopping the tree.
+static TAKERS: AtomicUsize = AtomicUsize::new(0);
+
+fn interrupts() -> &'static watch::Sender<u64> {
+    static TX: OnceLock<watch::Sender<u64>> = OnceLock::new();
+    TX.get_or_init(|| watch::channel(0).0)
+}
+
+/// A claim on SIGINT for as long as it lives: while one exists, SIGINT at the root
+/// completes [`Interrupts::wait`] instead of stopping the tree.
+pub(crate) struct Interrupts {
+    rx: watch::Receiver<u64>,
+}
+
+/// A claim on SIGINT, in the root (`None` in a child, which ignores SIGINT).
+pub(crate) fn take_interrupts() -> Option<Interrupts> {
+    if !current::me().identity.is_root() {
+        return None;
+    }
+    install_root_handlers();
+    TAKERS.fetch_add(1, Ordering::AcqRel);
+    let mut rx = interrupts().subscribe();
+    rx.mark_unchanged();
+    Some(Interrupts { rx })
+}
+
+impl Interrupts {
+    /// Completes on the next SIGINT.
+    pub(crate) async fn wait(&mut self) {
+        if self.rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Drop for Interrupts {
+    fn drop(&mut self) {
+        TAKERS.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -81,3 +81,68 @@ tuple_target!(A, B, C);
 tuple_target!(A, B, C, D);
 tuple_target!(A, B, C, D, E);
 tuple_target!(A, B, C, D, G, H);
+
+/// A function a [`Pool`](crate::Pool) can run in its workers.
+///
+/// Implemented for every `fn` item of up to six serde arguments whose return value is a
+/// serde type. As with [`Target`], a one-argument function takes its argument as is, a
+/// function of several a tuple. A task that returns `Result<T, E>` gets its `Result`
+/// back as a value, with your error type intact; a task that panics fails with
+/// [`TaskError::Panicked`](crate::TaskError::Panicked).
+pub trait Task<M>: Copy + Send + Sync + 'static {
+    /// The arguments, as one serde value.
+    type Args: Serialize + DeserializeOwned + Send + 'static;
+    /// What it returns.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// Calls the function.
+    fn call(self, args: Self::Args) -> Self::Output;
+}
+
+impl<F, R> Task<fn() -> R> for F
+where
+    F: Fn() -> R + Copy + Send + Sync + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Args = ();
+    type Output = R;
+    fn call(self, (): ()) -> R {
+        self()
+    }
+}
+
+impl<F, R, A> Task<fn(A) -> R> for F
+where
+    F: Fn(A) -> R + Copy + Send + Sync + 'static,
+    R: Serialize + DeserializeOwned + Send + 'static,
+    A: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Args = A;
+    type Output = R;
+    fn call(self, a: A) -> R {
+        self(a)
+    }
+}
+
+macro_rules! tuple_task {
+    ($($t:ident),+) => {
+        impl<F, R, $($t),+> Task<fn($($t),+) -> R> for F
+        where
+            F: Fn($($t),+) -> R + Copy + Send + Sync + 'static,
+            R: Serialize + DeserializeOwned + Send + 'static,
+            $($t: Serialize + DeserializeOwned + Send + 'static),+
+        {
+            type Args = ($($t,)+);
+            type Output = R;
+            #[allow(non_snake_case)]
+            fn call(self, ($($t,)+): Self::Args) -> R {
+                self($($t),+)
+            }
+        }
+    };
+}
+
+tuple_task!(A, B);
+tuple_task!(A, B, C);
+tuple_task!(A, B, C, D);
+tuple_task!(A, B, C, D, E);
+tuple_task!(A, B, C, D, G, H);

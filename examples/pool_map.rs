@@ -1,0 +1,19 @@
+//! The seed's first example: a pool of five workers squares three numbers.
+//!
+//! ```text
+//! [1, 4, 9]
+//! ```
+
+use multiproc::blocking::Pool;
+
+fn f(x: u64) -> u64 {
+    x * x
+}
+multiproc::register!(f);
+
+fn main() -> Result<(), multiproc::PoolError> {
+    multiproc::init();
+    let pool = Pool::new(5)?;
+    println!("{:?}", pool.map(f, [1, 2, 3])?);
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! The worker side of the pool: a child process that runs registered tasks, chunk by
+//! chunk, in the order they arrive on its socket.
+//!
+//! The loop reads what is there, runs every complete chunk, and writes all the answers
+//! in one go before it blocks again; a busy pool thus costs one read and one write
+//! per burst of chunks, not per chunk.
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use multiproc_core::{EntryKind, codec};
+use multiproc_transport::{Connection, FrameDecoder, MAX_FRAME_LEN};
+use serde::de::Deserialize;
+use serde::{Deserialize as De, Serialize};
+
+use super::wire::{self, DONE, EXIT, ItemFailure, READY, RUN};
+use crate::bootstrap::{EntryOutcome, panic_message, quiet_panics, take_panic};
+use crate::registry::{self, Entry};
+use crate::{Target, Task, runtime, stop};
+
+/// Runs one chunk of a registered task. Built by `register!`; not for direct use.
+pub type TaskFn = fn(args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>);
+
+/// What a worker is started with.
+#[derive(Debug, Serialize, De)]
+pub(crate) struct Setup {
+    /// The initializer: a registered function's name and its encoded arguments.
+    pub init: Option<(String, Vec<u8>)>,
+}
+
+pub(crate) fn worker_entry() -> &'static Entry {
+    registry::by_name(WORKER_ENTRY).expect("the pool worker is registered")
+}
+
+pub(crate) const WORKER_ENTRY: &str = "multiproc::pool::worker";
+
+// linkme places the entry in a link section; that is all the unsafety there is.
+#[allow(unsafe_code)]
+#[linkme::distributed_slice(crate::registry::ENTRIES)]
+static WORKER: Entry = Entry {
+    name: WORKER_ENTRY,
+    kind: EntryKind::Function,
+    type_id: || std::any::TypeId::of::<Setup>(),
+    run: |args| crate::__private::run_function(worker_main, args),
+    task: not_a_task,
+};
+
+/// The worker's life: initializer, `READY`, then chunks until `EXIT` or end of input.
+fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
+    let fd = conn.into_owned_fd().map_err(|e| e.to_string())?;
+    let mut sock = UnixStream::from(fd);
+    sock.set_nonblocking(false).map_err(|e| e.to_string())?;
+    // Asked to stop (the pool's process is exiting): end the input, so the loop ends
+    // after the chunk it is running, as if the pool had said EXIT.
+    if let Ok(reader) = sock.try_clone() {
+        runtime::handle().spawn(async move {
+            stop::wait_for_stop().await;
+            let _ = reader.shutdown(Shutdown::Read);
+        });
+    }
+    if let Some((name, args)) = setup.init {
+        let entry = registry::by_name(&name).ok_or_else(|| format!("initializer `{name}` is not registered"))?;
+        // A panic goes on up: the process ends as `Panicked`, which the pool reports.
+        match (entry.run)(args) {
+            EntryOutcome::Returned => {}
+            EntryOutcome::Failed(message) => return Err(format!("initializer failed: {message}")),
+            EntryOutcome::Panicked { message, location } => {
+                let at = location.map(|l| format!(" at {l}")).unwrap_or_default();
+                return Err(format!("initializer panicked{at}: {message}"));
+            }
+        }
+    }
+    quiet_panics(true);
+    let ready = wire::finish(wire::start(READY, 0, "", 0)).expect("small");
+    sock.write_all(&ready).map_err(|e| e.to_string())?;
+
+    let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
+    let mut out: Vec<u8> = Vec::new();
+    let mut results = Vec::new();
+    let mut failures = Vec::new();
+    loop {
+        let n = match sock.read(decoder.read_buf()) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("pool socket: {e}")),
+        };
+        decoder.commit(n);
+        loop {
+            let frame = match decoder.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => return Err(format!("pool socket: {e}")),
+            };
+            let (header, args) = wire::split(frame)?;
+            match header.tag {
+                RUN => {
+                    results.clear();
+                    failures.clear();
+                    match registry::by_name(&header.entry) {
+                        Some(entry) => (entry.task)(args, header.items, &mut results, &mut failures),
+                        None => failures.extend((0..header.items).map(|i| {
+                            (
+                                i,
+                                ItemFailure::NotATask {
+                                    name: header.entry.clone(),
+                                },
+                            )
+                        })),
+                    }
+                    let mut frame = wire::start(DONE, header.task, "", header.items);
+                    codec::encode_into(&failures, &mut frame).map_err(|e| e.to_string())?;
+                    frame.extend_from_slice(&results);
+                    let frame = match wire::finish(frame) {
+                        Ok(frame) => frame,
+                        Err(len) => {
+                            let why = ItemFailure::Encode {
+                                message: format!(
+                                    "the chunk's results take {len} bytes, over the limit of {MAX_FRAME_LEN}; \
+                                     use a smaller chunksize"
+                                ),
+                            };
+                            let all: Vec<_> = (0..header.items).map(|i| (i, why.clone())).collect();
+                            let mut frame = wire::start(DONE, header.task, "", header.items);
+                            codec::encode_into(&all, &mut frame).map_err(|e| e.to_string())?;
+                            wire::finish(frame).map_err(|_| "a failure list over the frame limit")?
+                        }
+                    };
+                    out.extend_from_slice(&frame);
+                }
+                EXIT => {
+                    sock.write_all(&out).map_err(|e| e.to_string())?;
+                    return Ok(());
+                }
+                other => return Err(format!("pool socket: unknown tag {other}")),
+            }
+        }
+        if !out.is_empty() {
+            sock.write_all(&out).map_err(|e| e.to_string())?;
+            out.clear();
+        }
+    }
+}
+
+/// Runs the items of one chunk with `f`: each item's result is appended to `out`, or
+/// its failure recorded; a panic fails its item only.
+pub fn run_task<F: Task<M>, M>(f: F, args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>) {
+    let mut de = rmp_serde::Deserializer::from_read_ref(args);
+    for i in 0..items {
+        let a = match F::Args::deserialize(&mut de) {
+            Ok(a) => a,
+            Err(e) => {
+                let message = format!("arguments do not decode as `{}`: {e}", std::any::type_name::<F::Args>());
+                failures.extend((i..items).map(|j| (j, ItemFailure::Args { message: message.clone() })));
+                return;
+            }
+        };
+        match catch_unwind(AssertUnwindSafe(|| f.call(a))) {
+            Ok(r) => {
+                if let Err(e) = codec::encode_into(&r, out) {
+                    failures.push((i, ItemFailure::Encode { message: e.to_string() }));
+                }
+            }
+            Err(payload) => {
+                let (message, location) = take_panic().unwrap_or_else(|| (panic_message(&*payload), None));
+                failures.push((i, ItemFailure::Panicked { message, location }));
+            }
+        }
+    }
+}
+
+/// The task function of an entry that is not a task (an actor, or a function whose
+/// result is not a serde value).
+pub fn not_a_task(_: &[u8], items: u32, _: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>) {
+    failures.extend((0..items).map(|i| {
+        (
+            i,
+            ItemFailure::NotATask {
+                name: "this entry".to_string(),
+            },
+        )
+    }));
+}
+
+/// Sorts a registered function into what it can be: a process entry (`Target`), a pool
+/// task (`Task`), or both. The macro calls `(&&Probe(f)).entry_run()`; method
+/// resolution picks the impl on `&Probe` when the bound holds, else the one on `Probe`.
+#[derive(Debug)]
+pub struct Probe<F>(pub F);
+
+/// `register!`'s choice when the function is a process entry.
+pub trait ViaTarget<M> {
+    /// Runs it as a process's entry point.
+    fn entry_run(&self, args: Vec<u8>) -> EntryOutcome;
+}
+
+impl<F: Target<M>, M> ViaTarget<M> for &Probe<F> {
+    fn entry_run(&self, args: Vec<u8>) -> EntryOutcome {
+        crate::__private::run_function(self.0, args)
+    }
+}
+
+/// `register!`'s choice when the function is not a process entry.
+pub trait NoTarget {
+    /// Refuses to run it as a process's entry point.
+    fn entry_run(&self, args: Vec<u8>) -> EntryOutcome;
+}
+
+impl<F> NoTarget for Probe<F> {
+    fn entry_run(&self, _: Vec<u8>) -> EntryOutcome {
+        EntryOutcome::Failed(format!(
+            "`{}` returns a value, so it runs as a pool task, not as a process's entry point",
+            std::any::type_name::<F>()
+        ))
+    }
+}
+
+/// `register!`'s choice when the function is a pool task.
+pub trait ViaTask<M> {
+    /// Runs a chunk of it.
+    fn entry_task(&self, args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>);
+}
+
+impl<F: Task<M>, M> ViaTask<M> for &Probe<F> {
+    fn entry_task(&self, args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>) {
+        run_task(self.0, args, items, out, failures)
+    }
+}
+
+/// `register!`'s choice when the function is not a pool task.
+pub trait NoTask {
+    /// Fails every item.
+    fn entry_task(&self, args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>);
+}
+
+impl<F> NoTask for Probe<F> {
+    fn entry_task(&self, args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>) {
+        let _ = (args, out);
+        let name = std::any::type_name::<F>().to_string();
+        failures.extend((0..items).map(|i| (i, ItemFailure::NotATask { name: name.clone() })));
+    }
+}
