@@ -552,7 +552,11 @@ impl Pool {
     /// # Errors
     ///
     /// See [`crate::Pool::map`].
-    pub fn map<F: Task<M>, M>(&self, f: F, items: impl IntoIterator<Item = F::Args>) -> Result<Vec<F::Output>, PoolError> {
+    pub fn map<F: Task<M>, M>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = F::Args>,
+    ) -> Result<Vec<F::Output>, PoolError> {
         block_on(self.0.map(f, items))
     }
     /// `map` with an explicit chunksize.
@@ -569,7 +573,11 @@ impl Pool {
         block_on(self.0.map_chunked(f, items, chunksize))
     }
     /// `map`, returning at once.
-    pub fn map_async<F: Task<M>, M>(&self, f: F, items: impl IntoIterator<Item = F::Args>) -> AsyncResult<Vec<F::Output>> {
+    pub fn map_async<F: Task<M>, M>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = F::Args>,
+    ) -> AsyncResult<Vec<F::Output>> {
         AsyncResult(self.0.map_async(f, items))
     }
     /// `map_chunked`, returning at once.
@@ -586,11 +594,19 @@ impl Pool {
     /// # Errors
     ///
     /// See [`crate::Pool::map`].
-    pub fn starmap<F: Task<M>, M>(&self, f: F, items: impl IntoIterator<Item = F::Args>) -> Result<Vec<F::Output>, PoolError> {
+    pub fn starmap<F: Task<M>, M>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = F::Args>,
+    ) -> Result<Vec<F::Output>, PoolError> {
         block_on(self.0.starmap(f, items))
     }
     /// Python's `starmap_async`.
-    pub fn starmap_async<F: Task<M>, M>(&self, f: F, items: impl IntoIterator<Item = F::Args>) -> AsyncResult<Vec<F::Output>> {
+    pub fn starmap_async<F: Task<M>, M>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = F::Args>,
+    ) -> AsyncResult<Vec<F::Output>> {
         AsyncResult(self.0.starmap_async(f, items))
     }
     /// Lazy `map` with results in input order.
@@ -602,7 +618,12 @@ impl Pool {
         Imap(self.0.imap(f, items, chunksize))
     }
     /// Lazy `map` with results in completion order.
-    pub fn imap_unordered<F: Task<M>, M, I>(&self, f: F, items: I, chunksize: usize) -> Imap<F::Output>
+    pub fn imap_unordered<F: Task<M>, M, I>(
+        &self,
+        f: F,
+        items: I,
+        chunksize: usize,
+    ) -> Imap<F::Output>
     where
         I: IntoIterator<Item = F::Args>,
         I::IntoIter: Send + 'static,

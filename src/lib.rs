@@ -52,6 +52,7 @@
 //!   the API for scripts and for code written in Python's style.
 #![doc(test(attr(deny(warnings))))]
 
+pub use multiproc_core::RetryPolicy;
 pub use multiproc_core::{
     AutoShutdown, Backoff, ChildKind, ChildSpec, Decider, Directive, ExitMatch, ExitReason,
     Identity, Limit, Limits, RemoteError, Restart, RestartIntensity, Shutdown, SpecError, Strategy,
@@ -70,7 +71,6 @@ pub use multiproc_supervisor::{
 pub use multiproc_supervisor::{
     AsyncResult, Imap, Pool, PoolBuilder, PoolError, Task, TaskError, WorkerInfo,
 };
-pub use multiproc_core::RetryPolicy;
 pub use multiproc_transport::{Connection, FrameError, MAX_FRAME_LEN, pipe, wait};
 
 /// Transport errors (pipes and connections).

@@ -318,18 +318,18 @@ impl Scheduler {
         if self.mode == Mode::Terminated || self.mode == Mode::Broken {
             return;
         }
-        if w.phase == Phase::Starting {
-            if let Err(exceeded) = self.start_failures.add(self.cfg.start_intensity, now) {
-                self.fail_everything(
-                    Mode::Broken,
-                    Failure::Broken {
-                        reason: reason.clone(),
-                    },
-                    out,
-                );
-                out.push(Action::Broke(exceeded));
-                return;
-            }
+        if w.phase == Phase::Starting
+            && let Err(exceeded) = self.start_failures.add(self.cfg.start_intensity, now)
+        {
+            out.push(Action::Broke(exceeded));
+            self.fail_everything(
+                Mode::Broken,
+                Failure::Broken {
+                    reason: reason.clone(),
+                },
+                out,
+            );
+            return;
         }
         if let Some(head) = w.inflight.pop_front() {
             let timed_out = w.killed_for == Some(head);
@@ -760,7 +760,10 @@ mod tests {
                 })
             )]
         );
-        assert!(matches!(out.last(), Some(Action::Broke(_))));
+        assert!(
+            matches!(out.first(), Some(Action::Broke(_))),
+            "the pool is marked broken before anyone hears of it"
+        );
         assert!(
             !out.iter().any(|a| matches!(a, Action::Spawn(_))),
             "no endless respawn"

@@ -30,6 +30,7 @@ pub use current::{
 };
 pub use error::{CallError, Error};
 pub use multiproc_core::StartMethod;
+pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo};
 pub use process::{
     ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Output, Process, Sentinel,
     active_children, stop_children,
@@ -39,7 +40,6 @@ pub use supervisor::{
     AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,
     Supervisor, SupervisorEvent, SupervisorExit, SupervisorRef, actor_child, function_child,
 };
-pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo};
 pub use target::{Outcome, Target, Task};
 
 /// Runs a future to completion on the calling thread, driven by this process's
@@ -54,7 +54,9 @@ pub mod __private {
     pub use crate::actor::run_actor;
     pub use crate::bootstrap::EntryOutcome;
     pub use crate::forkserver::__kill_forkserver;
-    pub use crate::pool::{ItemFailure, NoTarget, NoTask, Probe, TaskFn, ViaTarget, ViaTask, not_a_task, run_task};
+    pub use crate::pool::{
+        ItemFailure, NoTarget, NoTask, Probe, TaskFn, ViaTarget, ViaTask, not_a_task, run_task,
+    };
     pub use crate::registry::{ENTRIES, Entry};
     pub use linkme;
     pub use multiproc_core::EntryKind;

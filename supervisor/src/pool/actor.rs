@@ -20,7 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::worker::{Setup, worker_entry};
-use super::{BROKEN, ChunkFailure, Done, NewTask, ReplyTo, Shared, TaskError, WorkerInfo, wire};
+use super::{
+    BROKEN, ChunkFailure, Done, NewTask, PoolError, ReplyTo, Shared, TaskError, WorkerInfo, wire,
+};
 use crate::{Process, StartMethod, runtime};
 
 /// What the pool's handles ask.
@@ -79,7 +81,11 @@ struct PoolActor {
 }
 
 /// Starts the actor; returns its request mailbox.
-pub(crate) fn start(cfg: SchedulerConfig, launch: Launch, shared: Arc<Shared>) -> mpsc::UnboundedSender<Request> {
+pub(crate) fn start(
+    cfg: SchedulerConfig,
+    launch: Launch,
+    shared: Arc<Shared>,
+) -> mpsc::UnboundedSender<Request> {
     let (tx, requests) = mpsc::unbounded_channel();
     let (events_tx, events) = mpsc::unbounded_channel();
     let mut actions = Vec::new();
@@ -109,7 +115,11 @@ impl PoolActor {
         self.epoch.elapsed()
     }
 
-    async fn run(&mut self, mut requests: mpsc::UnboundedReceiver<Request>, mut events: mpsc::UnboundedReceiver<Event>) {
+    async fn run(
+        &mut self,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        mut events: mpsc::UnboundedReceiver<Event>,
+    ) {
         let mut handles_open = true;
         while !self.sched.is_finished() {
             let deadline = self.sched.next_deadline().map(|d| self.epoch + d);
@@ -257,7 +267,7 @@ impl PoolActor {
                     let outcome = match how {
                         Finished::Done => match self.answers.remove(&task) {
                             Some(done) => Ok(done),
-                            None => Err(ChunkFailure::Pool),
+                            None => Err(ChunkFailure::Pool(self.shared.ended_error())),
                         },
                         Finished::Failed(f) => Err(self.failure(f)),
                     };
@@ -265,7 +275,8 @@ impl PoolActor {
                 }
                 Action::Broke(exceeded) => {
                     tracing::error!(reason = %self.last_exit, %exceeded, "pool workers keep failing to start; the pool gives up");
-                    *self.shared.broken.lock().unwrap_or_else(|e| e.into_inner()) = Some(self.last_exit.clone());
+                    *self.shared.broken.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(self.last_exit.clone());
                     self.shared.state.store(BROKEN, Ordering::Release);
                 }
             }
@@ -289,15 +300,22 @@ impl PoolActor {
         match f {
             Failure::WorkerDied { worker, reason } => {
                 let (worker, pid) = who(worker);
-                ChunkFailure::Task(TaskError::WorkerDied { worker, pid, reason })
+                ChunkFailure::Task(TaskError::WorkerDied {
+                    worker,
+                    pid,
+                    reason,
+                })
             }
             Failure::Timeout { worker, limit } => {
                 let (worker, pid) = who(worker);
                 ChunkFailure::Task(TaskError::Timeout { worker, pid, limit })
             }
-            Failure::Quarantined { deaths, reason } => ChunkFailure::Task(TaskError::Quarantined { deaths, reason }),
+            Failure::Quarantined { deaths, reason } => {
+                ChunkFailure::Task(TaskError::Quarantined { deaths, reason })
+            }
             Failure::Cancelled => ChunkFailure::Task(TaskError::Cancelled),
-            Failure::Terminated | Failure::Broken { .. } => ChunkFailure::Pool,
+            Failure::Terminated => ChunkFailure::Pool(self.shared.ended_error()),
+            Failure::Broken { reason } => ChunkFailure::Pool(PoolError::Broken { reason }),
         }
     }
 
@@ -341,7 +359,10 @@ impl PoolActor {
         };
         let process = Process::with_entry(worker_entry(), &(theirs, setup));
         let name = process.identity().default_name(&launch.prefix);
-        let mut process = process.named(name.clone()).start_method(launch.method).supervised();
+        let mut process = process
+            .named(name.clone())
+            .start_method(launch.method)
+            .supervised();
         self.workers.insert(
             w,
             WorkerSlot {
@@ -352,7 +373,12 @@ impl PoolActor {
         );
         runtime::handle().spawn(async move {
             if let Err(e) = process.start().await {
-                let _ = events.send(Event::Started(w, Err(ExitReason::Failed { message: e.to_string() })));
+                let _ = events.send(Event::Started(
+                    w,
+                    Err(ExitReason::Failed {
+                        message: e.to_string(),
+                    }),
+                ));
                 return;
             }
             let process = Arc::new(process);
@@ -430,7 +456,12 @@ async fn write_frames(mut wr: OwnedWriteHalf, mut frames: mpsc::UnboundedReceive
 
 /// Reads a worker's frames until it exits; returns how it ended. Whatever it wrote
 /// before it died is read and reported first.
-async fn read_frames(w: WorkerId, rd: OwnedReadHalf, process: &Process, events: &mpsc::UnboundedSender<Event>) -> ExitReason {
+async fn read_frames(
+    w: WorkerId,
+    rd: OwnedReadHalf,
+    process: &Process,
+    events: &mpsc::UnboundedSender<Event>,
+) -> ExitReason {
     let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
     let exit = process.join();
     tokio::pin!(exit);
@@ -458,15 +489,17 @@ async fn read_frames(w: WorkerId, rd: OwnedReadHalf, process: &Process, events: 
             }
             reason = &mut exit => {
                 // Drain what it wrote before it went.
-                while open {
-                    match rd.try_read(decoder.read_buf()) {
-                        Ok(n) if n > 0 => {
-                            decoder.commit(n);
-                            if !forward(w, &mut decoder, events) {
-                                break;
+                if open {
+                    loop {
+                        match rd.try_read(decoder.read_buf()) {
+                            Ok(n) if n > 0 => {
+                                decoder.commit(n);
+                                if !forward(w, &mut decoder, events) {
+                                    break;
+                                }
                             }
+                            _ => break,
                         }
-                        _ => break,
                     }
                 }
                 return reason.unwrap_or(ExitReason::Killed);

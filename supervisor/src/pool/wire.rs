@@ -70,7 +70,8 @@ pub(crate) fn finish(mut frame: Vec<u8>) -> Result<Vec<u8>, usize> {
 /// Splits a frame body into its header and the rest.
 pub(crate) fn split(body: &[u8]) -> Result<(Header, &[u8]), String> {
     let mut rest = body;
-    let header: Header = rmp_serde::from_read(&mut rest).map_err(|e| format!("bad frame header: {e}"))?;
+    let header: Header =
+        rmp_serde::from_read(&mut rest).map_err(|e| format!("bad frame header: {e}"))?;
     Ok((header, rest))
 }
 
@@ -93,7 +94,10 @@ mod tests {
         let len = u32::from_be_bytes(f[..4].try_into().unwrap()) as usize;
         assert_eq!(len, f.len() - 4);
         let (h, mut rest) = split(&f[4..]).unwrap();
-        assert_eq!((h.tag, h.task, h.entry.as_str(), h.items), (RUN, 7, "m::square", 2));
+        assert_eq!(
+            (h.tag, h.task, h.entry.as_str(), h.items),
+            (RUN, 7, "m::square", 2)
+        );
         assert_eq!(take::<u64>(&mut rest).unwrap(), 3);
         assert_eq!(take::<u64>(&mut rest).unwrap(), 4);
         assert!(rest.is_empty());

@@ -21,7 +21,8 @@ use crate::registry::{self, Entry};
 use crate::{Target, Task, runtime, stop};
 
 /// Runs one chunk of a registered task. Built by `register!`; not for direct use.
-pub type TaskFn = fn(args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>);
+pub type TaskFn =
+    fn(args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>);
 
 /// What a worker is started with.
 #[derive(Debug, Serialize, De)]
@@ -61,7 +62,8 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
         });
     }
     if let Some((name, args)) = setup.init {
-        let entry = registry::by_name(&name).ok_or_else(|| format!("initializer `{name}` is not registered"))?;
+        let entry = registry::by_name(&name)
+            .ok_or_else(|| format!("initializer `{name}` is not registered"))?;
         // A panic goes on up: the process ends as `Panicked`, which the pool reports.
         match (entry.run)(args) {
             EntryOutcome::Returned => {}
@@ -100,7 +102,9 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
                     results.clear();
                     failures.clear();
                     match registry::by_name(&header.entry) {
-                        Some(entry) => (entry.task)(args, header.items, &mut results, &mut failures),
+                        Some(entry) => {
+                            (entry.task)(args, header.items, &mut results, &mut failures)
+                        }
                         None => failures.extend((0..header.items).map(|i| {
                             (
                                 i,
@@ -125,7 +129,8 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
                             let all: Vec<_> = (0..header.items).map(|i| (i, why.clone())).collect();
                             let mut frame = wire::start(DONE, header.task, "", header.items);
                             codec::encode_into(&all, &mut frame).map_err(|e| e.to_string())?;
-                            wire::finish(frame).map_err(|_| "a failure list over the frame limit")?
+                            wire::finish(frame)
+                                .map_err(|_| "a failure list over the frame limit")?
                         }
                     };
                     out.extend_from_slice(&frame);
@@ -146,25 +151,47 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
 
 /// Runs the items of one chunk with `f`: each item's result is appended to `out`, or
 /// its failure recorded; a panic fails its item only.
-pub fn run_task<F: Task<M>, M>(f: F, args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>) {
+pub fn run_task<F: Task<M>, M>(
+    f: F,
+    args: &[u8],
+    items: u32,
+    out: &mut Vec<u8>,
+    failures: &mut Vec<(u32, ItemFailure)>,
+) {
     let mut de = rmp_serde::Deserializer::from_read_ref(args);
     for i in 0..items {
         let a = match F::Args::deserialize(&mut de) {
             Ok(a) => a,
             Err(e) => {
-                let message = format!("arguments do not decode as `{}`: {e}", std::any::type_name::<F::Args>());
-                failures.extend((i..items).map(|j| (j, ItemFailure::Args { message: message.clone() })));
+                let message = format!(
+                    "arguments do not decode as `{}`: {e}",
+                    std::any::type_name::<F::Args>()
+                );
+                failures.extend((i..items).map(|j| {
+                    (
+                        j,
+                        ItemFailure::Args {
+                            message: message.clone(),
+                        },
+                    )
+                }));
                 return;
             }
         };
         match catch_unwind(AssertUnwindSafe(|| f.call(a))) {
             Ok(r) => {
                 if let Err(e) = codec::encode_into(&r, out) {
-                    failures.push((i, ItemFailure::Encode { message: e.to_string() }));
+                    failures.push((
+                        i,
+                        ItemFailure::Encode {
+                            message: e.to_string(),
+                        },
+                    ));
                 }
             }
             Err(payload) => {
-                let (message, location) = take_panic().unwrap_or_else(|| (panic_message(&*payload), None));
+                let (message, location) =
+                    take_panic().unwrap_or_else(|| (panic_message(&*payload), None));
                 failures.push((i, ItemFailure::Panicked { message, location }));
             }
         }
@@ -220,11 +247,23 @@ impl<F> NoTarget for Probe<F> {
 /// `register!`'s choice when the function is a pool task.
 pub trait ViaTask<M> {
     /// Runs a chunk of it.
-    fn entry_task(&self, args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>);
+    fn entry_task(
+        &self,
+        args: &[u8],
+        items: u32,
+        out: &mut Vec<u8>,
+        failures: &mut Vec<(u32, ItemFailure)>,
+    );
 }
 
 impl<F: Task<M>, M> ViaTask<M> for &Probe<F> {
-    fn entry_task(&self, args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>) {
+    fn entry_task(
+        &self,
+        args: &[u8],
+        items: u32,
+        out: &mut Vec<u8>,
+        failures: &mut Vec<(u32, ItemFailure)>,
+    ) {
         run_task(self.0, args, items, out, failures)
     }
 }
@@ -232,11 +271,23 @@ impl<F: Task<M>, M> ViaTask<M> for &Probe<F> {
 /// `register!`'s choice when the function is not a pool task.
 pub trait NoTask {
     /// Fails every item.
-    fn entry_task(&self, args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>);
+    fn entry_task(
+        &self,
+        args: &[u8],
+        items: u32,
+        out: &mut Vec<u8>,
+        failures: &mut Vec<(u32, ItemFailure)>,
+    );
 }
 
 impl<F> NoTask for Probe<F> {
-    fn entry_task(&self, args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>) {
+    fn entry_task(
+        &self,
+        args: &[u8],
+        items: u32,
+        out: &mut Vec<u8>,
+        failures: &mut Vec<(u32, ItemFailure)>,
+    ) {
         let _ = (args, out);
         let name = std::any::type_name::<F>().to_string();
         failures.extend((0..items).map(|i| (i, ItemFailure::NotATask { name: name.clone() })));

@@ -29,12 +29,12 @@ use multiproc_core::{
     EntryKind, ExitReason, Reorder, RestartIntensity, RetryPolicy, StartMethod, codec,
     default_chunksize,
 };
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
-pub use worker::{NoTarget, NoTask, Probe, TaskFn, ViaTarget, ViaTask, not_a_task, run_task};
 pub use wire::ItemFailure;
+pub use worker::{NoTarget, NoTask, Probe, TaskFn, ViaTarget, ViaTask, not_a_task, run_task};
 
 use crate::registry::{self, Entry};
 use crate::{Error, Target, Task};
@@ -110,7 +110,10 @@ pub enum TaskError {
 }
 
 fn at(location: &Option<String>) -> String {
-    location.as_ref().map(|l| format!(" at {l}")).unwrap_or_default()
+    location
+        .as_ref()
+        .map(|l| format!(" at {l}"))
+        .unwrap_or_default()
 }
 
 /// Everything that can go wrong with a pool.
@@ -164,7 +167,9 @@ pub enum PoolError {
     #[error("the result is not ready")]
     NotReady,
     /// A chunk's arguments are over the frame limit.
-    #[error("a chunk's arguments take {len} bytes, over the limit of {max}; use a smaller chunksize")]
+    #[error(
+        "a chunk's arguments take {len} bytes, over the limit of {max}; use a smaller chunksize"
+    )]
     TooLarge {
         /// Its encoded size.
         len: usize,
@@ -280,10 +285,15 @@ impl PoolBuilder {
             return Err(PoolError::Invalid("processes must be at least 1".into()));
         }
         if self.max_tasks == Some(0) {
-            return Err(PoolError::Invalid("max_tasks_per_child must be at least 1".into()));
+            return Err(PoolError::Invalid(
+                "max_tasks_per_child must be at least 1".into(),
+            ));
         }
         if self.start_intensity.validate().is_err() {
-            return Err(PoolError::Invalid(format!("start_intensity {:?}", self.start_intensity)));
+            return Err(PoolError::Invalid(format!(
+                "start_intensity {:?}",
+                self.start_intensity
+            )));
         }
         crate::bootstrap::check_init()?;
         if crate::current::me().daemon {
@@ -405,7 +415,7 @@ pub(crate) type Outcome = Result<Done, ChunkFailure>;
 #[derive(Debug, Clone)]
 pub(crate) enum ChunkFailure {
     Task(TaskError),
-    Pool,
+    Pool(PoolError),
 }
 
 /// Where a chunk's outcome goes.
@@ -519,8 +529,10 @@ impl Pool {
                 let shared = Arc::clone(&self.inner.shared);
                 let fut = async move {
                     let outcome = rx.await.map_err(|_| shared.ended_error())?;
-                    let mut one = decode_chunk::<R>(outcome, &shared)?;
-                    one.pop().expect("one item").map_err(|error| PoolError::Task { index: 0, error })
+                    let mut one = decode_chunk::<R>(outcome)?;
+                    one.pop()
+                        .expect("one item")
+                        .map_err(|error| PoolError::Task { index: 0, error })
                 };
                 AsyncResult::new(fut, Some(self.ctl()), Some(ids[0]))
             }
@@ -624,7 +636,12 @@ impl Pool {
         self.map_items(f, items.into_iter().collect(), chunksize)
     }
 
-    fn map_items<F: Task<M>, M>(&self, f: F, items: Vec<F::Args>, chunksize: usize) -> AsyncResult<Vec<F::Output>> {
+    fn map_items<F: Task<M>, M>(
+        &self,
+        f: F,
+        items: Vec<F::Args>,
+        chunksize: usize,
+    ) -> AsyncResult<Vec<F::Output>> {
         let _ = f;
         let entry = match Self::task_entry::<F>() {
             Ok(e) => e,
@@ -632,7 +649,9 @@ impl Pool {
         };
         let len = items.len();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let chunks = match self.submit_chunks(entry.name, &items, chunksize, |seq, _| ReplyTo::Many(tx.clone(), seq)) {
+        let chunks = match self.submit_chunks(entry.name, &items, chunksize, |seq, _| {
+            ReplyTo::Many(tx.clone(), seq)
+        }) {
             Ok(ids) => ids.len(),
             Err(e) => return AsyncResult::failed(e),
         };
@@ -650,7 +669,7 @@ impl Pool {
                     order.insert(seq, outcome);
                     while let Some(outcome) = order.pop() {
                         let start = out.len();
-                        decode_into::<F::Output>(outcome, &shared, &mut out, start)?;
+                        decode_into::<F::Output>(outcome, &mut out, start)?;
                     }
                 }
                 Ok(out)
@@ -696,7 +715,12 @@ impl Pool {
 
     /// As [`imap`](Pool::imap), with results in completion order (Python's
     /// `imap_unordered`).
-    pub fn imap_unordered<F: Task<M>, M, I>(&self, f: F, items: I, chunksize: usize) -> Imap<F::Output>
+    pub fn imap_unordered<F: Task<M>, M, I>(
+        &self,
+        f: F,
+        items: I,
+        chunksize: usize,
+    ) -> Imap<F::Output>
     where
         I: IntoIterator<Item = F::Args>,
         I::IntoIter: Send + 'static,
@@ -704,14 +728,20 @@ impl Pool {
         self.imap_inner(f, items, chunksize, false)
     }
 
-    fn imap_inner<F: Task<M>, M, I>(&self, f: F, items: I, chunksize: usize, ordered: bool) -> Imap<F::Output>
+    fn imap_inner<F: Task<M>, M, I>(
+        &self,
+        f: F,
+        items: I,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Imap<F::Output>
     where
         I: IntoIterator<Item = F::Args>,
         I::IntoIter: Send + 'static,
     {
         let _ = f;
         let (tx, rx) = mpsc::unbounded_channel();
-        let feed: Box<dyn FnMut(&Pool, usize) -> Result<Option<usize>, PoolError> + Send> = {
+        let feed: Feed = {
             let mut input = items.into_iter();
             let mut buf: Vec<F::Args> = Vec::with_capacity(chunksize.max(1));
             Box::new(move |pool: &Pool, seq: usize| {
@@ -721,7 +751,9 @@ impl Pool {
                 if buf.is_empty() {
                     return Ok(None);
                 }
-                pool.submit_chunks(entry.name, &buf, chunksize, |_, _| ReplyTo::Many(tx.clone(), seq))?;
+                pool.submit_chunks(entry.name, &buf, chunksize, |_, _| {
+                    ReplyTo::Many(tx.clone(), seq)
+                })?;
                 Ok(Some(buf.len()))
             })
         };
@@ -730,10 +762,15 @@ impl Pool {
             pool: self.clone(),
             feed: Some(feed),
             rx,
-            order: if ordered { Some(Reorder::default()) } else { None },
+            order: if ordered {
+                Some(Reorder::default())
+            } else {
+                None
+            },
             sizes: std::collections::HashMap::new(),
             sent: 0,
             received: 0,
+            released: 0,
             window,
             chunksize,
             ready: VecDeque::new(),
@@ -744,11 +781,12 @@ impl Pool {
 
     /// Stops taking work; the workers exit once every submitted task has finished.
     pub fn close(&self) {
-        let _ = self
-            .inner
-            .shared
-            .state
-            .compare_exchange(RUNNING, CLOSED, Ordering::AcqRel, Ordering::Acquire);
+        let _ = self.inner.shared.state.compare_exchange(
+            RUNNING,
+            CLOSED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
         let _ = self.inner.tx.send(actor::Request::Close);
     }
 
@@ -801,19 +839,23 @@ impl Pool {
         rx.await.unwrap_or_default()
     }
 
-    async fn interruptible<T>(&self, fut: impl Future<Output = Result<T, PoolError>>) -> Result<T, PoolError> {
-        self.ctl().interruptible(fut, || Err(PoolError::Interrupted)).await
+    async fn interruptible<T>(
+        &self,
+        fut: impl Future<Output = Result<T, PoolError>>,
+    ) -> Result<T, PoolError> {
+        self.ctl()
+            .interruptible(fut, || Err(PoolError::Interrupted))
+            .await
     }
 }
 
 /// Decodes a chunk's answer into one result per item.
 fn decode_chunk<R: DeserializeOwned>(
     outcome: Outcome,
-    shared: &Shared,
 ) -> Result<Vec<Result<R, TaskError>>, PoolError> {
     let done = match outcome {
         Ok(done) => done,
-        Err(ChunkFailure::Pool) => return Err(shared.ended_error()),
+        Err(ChunkFailure::Pool(e)) => return Err(e),
         Err(ChunkFailure::Task(e)) => return Ok(vec![Err(e)]),
     };
     let (items, failures, rest) = split_done(&done)?;
@@ -835,11 +877,20 @@ fn decode_chunk<R: DeserializeOwned>(
 
 /// Decodes a chunk's answer straight into `out` (a `map`): the first failure is the
 /// error, with its index in the input.
-fn decode_into<R: DeserializeOwned>(outcome: Outcome, shared: &Shared, out: &mut Vec<R>, start: usize) -> Result<(), PoolError> {
+fn decode_into<R: DeserializeOwned>(
+    outcome: Outcome,
+    out: &mut Vec<R>,
+    start: usize,
+) -> Result<(), PoolError> {
     let done = match outcome {
         Ok(done) => done,
-        Err(ChunkFailure::Pool) => return Err(shared.ended_error()),
-        Err(ChunkFailure::Task(error)) => return Err(PoolError::Task { index: start, error }),
+        Err(ChunkFailure::Pool(e)) => return Err(e),
+        Err(ChunkFailure::Task(error)) => {
+            return Err(PoolError::Task {
+                index: start,
+                error,
+            });
+        }
     };
     let (items, failures, rest) = split_done(&done)?;
     if let Some((at, f)) = failures.into_iter().next() {
@@ -907,7 +958,9 @@ impl Ctl {
         let _ = self
             .shared
             .state
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| (now == RUNNING || now == CLOSED).then_some(how));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| {
+                (now == RUNNING || now == CLOSED).then_some(how)
+            });
         if let Some(tx) = self.tx.upgrade() {
             let _ = tx.send(actor::Request::Terminate);
         }
@@ -915,7 +968,11 @@ impl Ctl {
 
     /// Runs `fut`; SIGINT (in the root) terminates the pool and fails it with
     /// [`PoolError::Interrupted`] instead.
-    async fn interruptible<T>(&self, fut: impl Future<Output = T>, interrupted: impl FnOnce() -> T) -> T {
+    async fn interruptible<T>(
+        &self,
+        fut: impl Future<Output = T>,
+        interrupted: impl FnOnce() -> T,
+    ) -> T {
         let Some(mut interrupt) = crate::signals::take_interrupts() else {
             return fut.await;
         };
@@ -939,7 +996,11 @@ impl<R> fmt::Debug for AsyncResult<R> {
 }
 
 impl<R: Send + 'static> AsyncResult<R> {
-    fn new(fut: impl Future<Output = Result<R, PoolError>> + Send + 'static, ctl: Option<Ctl>, task: Option<u64>) -> Self {
+    fn new(
+        fut: impl Future<Output = Result<R, PoolError>> + Send + 'static,
+        ctl: Option<Ctl>,
+        task: Option<u64>,
+    ) -> Self {
         AsyncResult {
             fut: Some(Box::pin(fut)),
             out: None,
@@ -1000,7 +1061,13 @@ impl<R: Send + 'static> AsyncResult<R> {
             return std::future::poll_fn(|cx| self.poll_inner(cx)).await;
         };
         let interrupted = ctl
-            .interruptible(async { std::future::poll_fn(|cx| self.poll_inner(cx)).await; false }, || true)
+            .interruptible(
+                async {
+                    std::future::poll_fn(|cx| self.poll_inner(cx)).await;
+                    false
+                },
+                || true,
+            )
             .await;
         if interrupted {
             self.fut = None;
@@ -1081,7 +1148,11 @@ impl<R: Send + 'static> AsyncResult<R> {
             }
             let _ = tx.send(());
         });
-        AsyncResult::new(async move { rx.await.map_err(|_| PoolError::Terminated) }, None, None)
+        AsyncResult::new(
+            async move { rx.await.map_err(|_| PoolError::Terminated) },
+            None,
+            None,
+        )
     }
 }
 
@@ -1098,7 +1169,7 @@ impl<R: Send + Unpin + 'static> Future for AsyncResult<R> {
 }
 
 type Feed = Box<dyn FnMut(&Pool, usize) -> Result<Option<usize>, PoolError> + Send>;
-type DecodeChunk<R> = fn(Outcome, &Shared) -> Result<Vec<Result<R, TaskError>>, PoolError>;
+type DecodeChunk<R> = fn(Outcome) -> Result<Vec<Result<R, TaskError>>, PoolError>;
 
 /// The results of [`Pool::imap`] or [`Pool::imap_unordered`], taken with
 /// [`next`](Imap::next) (an `Iterator` in the blocking API).
@@ -1110,6 +1181,7 @@ pub struct Imap<R> {
     sizes: std::collections::HashMap<usize, usize>,
     sent: usize,
     received: usize,
+    released: usize,
     window: usize,
     chunksize: usize,
     ready: VecDeque<Result<R, PoolError>>,
@@ -1120,7 +1192,7 @@ pub struct Imap<R> {
 impl<R> fmt::Debug for Imap<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Imap")
-            .field("in_flight", &(self.sent - self.received))
+            .field("in_flight", &(self.sent - self.released))
             .finish_non_exhaustive()
     }
 }
@@ -1136,7 +1208,8 @@ impl<R: Send + 'static> Imap<R> {
     /// last item.
     pub async fn next(&mut self) -> Option<Result<R, PoolError>> {
         let ctl = self.pool.ctl();
-        ctl.interruptible(self.next_inner(), || Some(Err(PoolError::Interrupted))).await
+        ctl.interruptible(self.next_inner(), || Some(Err(PoolError::Interrupted)))
+            .await
     }
 
     async fn next_inner(&mut self) -> Option<Result<R, PoolError>> {
@@ -1149,9 +1222,11 @@ impl<R: Send + 'static> Imap<R> {
             }
             if self.chunksize == 0 {
                 self.done = true;
-                return Some(Err(PoolError::Invalid("chunksize must be at least 1".into())));
+                return Some(Err(PoolError::Invalid(
+                    "chunksize must be at least 1".into(),
+                )));
             }
-            while self.sent - self.received < self.window
+            while self.sent - self.released < self.window
                 && let Some(feed) = self.feed.as_mut()
             {
                 match feed(&self.pool, self.sent) {
@@ -1186,20 +1261,28 @@ impl<R: Send + 'static> Imap<R> {
                 }
                 None => vec![(seq, outcome)],
             };
+            self.released += outcomes.len();
             for (seq, outcome) in outcomes {
                 let start = seq * self.chunksize;
-                let task_error = |(i, error): (usize, TaskError)| PoolError::Task { index: start + i, error };
+                let task_error = |(i, error): (usize, TaskError)| PoolError::Task {
+                    index: start + i,
+                    error,
+                };
                 match outcome {
                     Err(ChunkFailure::Task(e)) => {
                         // The whole chunk failed (its worker died): one error per item.
                         let items = self.sizes.remove(&seq).unwrap_or(1);
-                        self.ready.extend((0..items).map(|i| Err(task_error((i, e.clone())))));
+                        self.ready
+                            .extend((0..items).map(|i| Err(task_error((i, e.clone())))));
                     }
                     other => {
                         self.sizes.remove(&seq);
-                        match (self.decode)(other, &self.pool.inner.shared) {
+                        match (self.decode)(other) {
                             Ok(items) => self.ready.extend(
-                                items.into_iter().enumerate().map(|(i, r)| r.map_err(|e| task_error((i, e)))),
+                                items
+                                    .into_iter()
+                                    .enumerate()
+                                    .map(|(i, r)| r.map_err(|e| task_error((i, e)))),
                             ),
                             Err(e) => {
                                 self.ready.push_back(Err(e));
@@ -1213,4 +1296,3 @@ impl<R: Send + 'static> Imap<R> {
         }
     }
 }
-

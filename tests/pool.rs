@@ -1,0 +1,774 @@
+//! The pool: Python's `Pool` API, and every way a task or a worker can fail, with real
+//! worker processes.
+
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{TestResult, trial, wait_gone};
+use multiproc::blocking::Pool;
+use multiproc::{ExitReason, PoolError, RestartIntensity, RetryPolicy, StartMethod, TaskError};
+use serde::{Deserialize, Serialize, Serializer};
+
+fn sq(x: u64) -> u64 {
+    x * x
+}
+
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+fn getpid() -> u32 {
+    std::process::id()
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Sends `sig` to its own worker.
+fn die(sig: i32) -> u32 {
+    raise(sig);
+    std::process::id()
+}
+
+fn raise(sig: i32) {
+    let sig = rustix::process::Signal::from_named_raw(sig).unwrap();
+    rustix::process::kill_process(rustix::process::getpid(), sig).unwrap();
+}
+
+fn abort_now() -> u32 {
+    std::process::abort()
+}
+
+fn exit_zero() -> u32 {
+    std::process::exit(0)
+}
+
+fn panics_on_3(x: u64) -> u64 {
+    assert_ne!(x, 3, "three is not allowed");
+    x
+}
+
+fn fallible(x: i64) -> Result<i64, String> {
+    if x < 0 {
+        Err(format!("{x} is negative"))
+    } else {
+        Ok(x)
+    }
+}
+
+/// A result whose `Serialize` fails.
+#[derive(Debug, Deserialize)]
+struct Unencodable(#[allow(dead_code)] u8);
+
+impl Serialize for Unencodable {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("this value refuses to encode"))
+    }
+}
+
+fn unencodable() -> Unencodable {
+    Unencodable(1)
+}
+
+static INIT_VALUE: AtomicU64 = AtomicU64::new(0);
+
+fn set_init(v: u64) {
+    INIT_VALUE.store(v, Ordering::SeqCst);
+}
+
+fn read_init() -> u64 {
+    INIT_VALUE.load(Ordering::SeqCst)
+}
+
+fn failing_init() {
+    panic!("the database is not there");
+}
+
+/// Kills its worker the first time (when `marker` does not exist yet), then succeeds.
+fn flaky(marker: String) -> u32 {
+    if std::fs::File::create_new(&marker).is_ok() {
+        raise(libc::SIGKILL);
+    }
+    std::process::id()
+}
+
+/// Writes its pid into the FIFO at `fifo` (the test blocks reading it, so it knows the
+/// task runs), then sleeps `ms`.
+fn announce_then_sleep(fifo: String, ms: u64) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+    writeln!(f, "{}", std::process::id()).unwrap();
+    drop(f);
+    sleep_ms(ms)
+}
+
+/// A FIFO in the temp dir, removed when dropped.
+struct Fifo(std::path::PathBuf);
+
+impl Fifo {
+    fn new(tag: &str) -> Fifo {
+        let path =
+            std::env::temp_dir().join(format!("multiproc-pool-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success(), "mkfifo {}", path.display());
+        Fifo(path)
+    }
+
+    fn path(&self) -> String {
+        self.0.to_string_lossy().into_owned()
+    }
+
+    /// Blocks until the task has written its pid.
+    fn read_pid(&self) -> u32 {
+        std::fs::read_to_string(&self.0)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for Fifo {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn unregistered(x: u64) -> u64 {
+    x
+}
+
+multiproc::register!(
+    sq,
+    add,
+    getpid,
+    sleep_ms,
+    die,
+    abort_now,
+    exit_zero,
+    panics_on_3,
+    fallible,
+    unencodable,
+    set_init,
+    read_init,
+    failing_init,
+    flaky,
+    announce_then_sleep
+);
+
+fn pool(n: usize) -> Pool {
+    Pool::new(n).unwrap()
+}
+
+fn map_in_order_with_the_default_chunksize() -> TestResult {
+    let pool = pool(2);
+    check_eq!(
+        pool.map(sq, 0..100).unwrap(),
+        (0..100).map(|x| x * x).collect::<Vec<_>>()
+    );
+    check_eq!(pool.map(sq, Vec::<u64>::new()).unwrap(), Vec::<u64>::new());
+    for chunksize in [1, 3, 7, 1000] {
+        check_eq!(
+            pool.map_chunked(sq, 0..50, chunksize).unwrap(),
+            (0..50).map(|x| x * x).collect::<Vec<_>>()
+        );
+    }
+    check_eq!(pool.starmap(add, [(1, 2), (3, 4)]).unwrap(), vec![3, 7]);
+    check_eq!(
+        pool.starmap_async(add, [(5, 5)]).get(None).unwrap(),
+        vec![10]
+    );
+    check_eq!(pool.map_async(sq, [4]).get(None).unwrap(), vec![16]);
+    Ok(())
+}
+
+fn apply_and_async_results() -> TestResult {
+    let pool = pool(2);
+    check_eq!(pool.apply(add, (2, 3)).unwrap(), 5);
+    let mut r = pool.apply_async(sq, 9);
+    check!(r.wait(None), "wait without a timeout returns once ready");
+    check!(r.ready(), "ready after wait");
+    check_eq!(r.successful().unwrap(), true);
+    check_eq!(r.get(None).unwrap(), 81);
+    check!(matches!(r.get(None), Err(PoolError::Taken)), "a second get");
+    // A task's own `Result` is a value, with its error type intact.
+    check_eq!(
+        pool.apply(fallible, -2).unwrap(),
+        Err("-2 is negative".to_string())
+    );
+    check_eq!(pool.apply(fallible, 2).unwrap(), Ok(2));
+    Ok(())
+}
+
+fn get_with_a_timeout_leaves_the_task_running() -> TestResult {
+    let pool = pool(1);
+    let mut r = pool.apply_async(sleep_ms, 300);
+    check!(!r.ready(), "a 300 ms task is not ready at once");
+    check!(
+        matches!(r.successful(), Err(PoolError::NotReady)),
+        "successful before ready"
+    );
+    let t = Instant::now();
+    check!(
+        matches!(
+            r.get(Some(Duration::from_millis(50))),
+            Err(PoolError::Timeout(_))
+        ),
+        "get(50 ms) times out"
+    );
+    check!(
+        t.elapsed() < Duration::from_millis(250),
+        "the timeout is honoured: {:?}",
+        t.elapsed()
+    );
+    check!(
+        !r.wait(Some(Duration::from_millis(10))),
+        "wait(10 ms) is false"
+    );
+    check_eq!(r.get(None).unwrap(), 300);
+    Ok(())
+}
+
+fn imap_orders_and_imap_unordered_does_not_lose() -> TestResult {
+    let pool = pool(2);
+    let ordered: Vec<u64> = pool.imap(sq, 0..200u64, 3).map(Result::unwrap).collect();
+    check_eq!(ordered, (0..200).map(|x| x * x).collect::<Vec<_>>());
+    let mut unordered: Vec<u64> = pool
+        .imap_unordered(sq, 0..200u64, 1)
+        .map(Result::unwrap)
+        .collect();
+    unordered.sort_unstable();
+    check_eq!(unordered, (0..200).map(|x| x * x).collect::<Vec<_>>());
+    // An error is one item; the others still come, in order.
+    let mixed: Vec<_> = pool.imap(panics_on_3, 0..6u64, 1).collect();
+    check_eq!(mixed.len(), 6);
+    check!(
+        matches!(
+            &mixed[3],
+            Err(PoolError::Task {
+                index: 3,
+                error: TaskError::Panicked { .. }
+            })
+        ),
+        "{:?}",
+        mixed[3]
+    );
+    check_eq!(mixed[5].as_ref().unwrap(), &5);
+    Ok(())
+}
+
+static PULLED: AtomicUsize = AtomicUsize::new(0);
+
+fn imap_over_an_endless_input_reads_a_bounded_window() -> TestResult {
+    let pool = pool(2);
+    let input = (0u64..).inspect(|_| {
+        PULLED.fetch_add(1, Ordering::SeqCst);
+    });
+    let mut results = pool.imap(sq, input, 2);
+    let window = results.0.window();
+    for (i, r) in results.by_ref().take(5000).enumerate() {
+        check_eq!(r.unwrap(), (i as u64) * (i as u64));
+    }
+    let pulled = PULLED.load(Ordering::SeqCst);
+    check!(
+        pulled <= 5000 + window * 2,
+        "read {pulled} items for 5000 results, over the window of {window} chunks of 2"
+    );
+    Ok(())
+}
+
+fn callbacks_run_with_the_result_or_the_error() -> TestResult {
+    let pool = pool(1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx2 = tx.clone();
+    let mut done = pool.apply_async(sq, 7).then(
+        move |v| tx.send(format!("ok {v}")).unwrap(),
+        |e| panic!("{e}"),
+    );
+    let mut failed = pool.apply_async(panics_on_3, 3).then(
+        |v| panic!("{v}"),
+        move |e| tx2.send(format!("err {e}")).unwrap(),
+    );
+    done.get(None).unwrap();
+    failed.get(None).unwrap();
+    let mut got: Vec<String> = rx.try_iter().collect();
+    got.sort();
+    check_eq!(got.len(), 2);
+    check!(
+        got[0].starts_with("err task 0 failed: task panicked"),
+        "{}",
+        got[0]
+    );
+    check_eq!(got[1], "ok 49");
+    Ok(())
+}
+
+fn submit_and_cancel_a_queued_task() -> TestResult {
+    let pool = pool(1);
+    let fifo = Fifo::new("cancel");
+    let mut running = pool.submit(announce_then_sleep, (fifo.path(), 200));
+    let mut queued = pool.submit(sleep_ms, 1);
+    fifo.read_pid();
+    check!(queued.cancel(), "a queued task can be cancelled");
+    check!(
+        matches!(
+            queued.get(None),
+            Err(PoolError::Task {
+                error: TaskError::Cancelled,
+                ..
+            })
+        ),
+        "a cancelled task fails with Cancelled"
+    );
+    check!(!running.cancel(), "a running task cannot");
+    check_eq!(running.get(None).unwrap(), 200);
+    Ok(())
+}
+
+fn workers_are_named_by_pythons_rules() -> TestResult {
+    let pool = pool(2);
+    pool.map(sq, 0..4).unwrap();
+    let workers = pool.workers();
+    check!(!workers.is_empty() && workers.len() <= 2, "{workers:?}");
+    for w in &workers {
+        let n = w.name.strip_prefix("PoolWorker-");
+        check!(n.is_some_and(|n| n.parse::<u32>().is_ok()), "{}", w.name);
+    }
+    let custom = Pool::builder()
+        .processes(1)
+        .name_prefix("Cruncher")
+        .start()
+        .unwrap();
+    custom.apply(sq, 1).unwrap();
+    check!(
+        custom.workers()[0].name.starts_with("Cruncher-"),
+        "{:?}",
+        custom.workers()
+    );
+    Ok(())
+}
+
+fn worker_died(r: Result<u32, PoolError>) -> Option<(u32, ExitReason)> {
+    match r {
+        Err(PoolError::Task {
+            error: TaskError::WorkerDied { pid, reason, .. },
+            ..
+        }) => Some((pid, reason)),
+        _ => None,
+    }
+}
+
+fn a_killed_worker_fails_its_task_and_the_pool_goes_on() -> TestResult {
+    let pool = pool(2);
+    let mut dead = Vec::new();
+    let died = worker_died(pool.apply(die, libc::SIGKILL));
+    check!(
+        matches!(
+            died,
+            Some((_, ExitReason::Signaled(9) | ExitReason::Killed))
+        ),
+        "{died:?}"
+    );
+    dead.extend(died.map(|d| d.0));
+    let died = worker_died(pool.apply(abort_now, ()));
+    check!(
+        matches!(died, Some((_, ExitReason::Signaled(6)))),
+        "{died:?}"
+    );
+    dead.extend(died.map(|d| d.0));
+    let died = worker_died(pool.apply(exit_zero, ()));
+    check!(
+        matches!(died, Some((_, ExitReason::Normal | ExitReason::Exited(0)))),
+        "{died:?}"
+    );
+    dead.extend(died.map(|d| d.0));
+    // Replaced: every task still runs, and no dead worker is listed.
+    check_eq!(pool.map(sq, 0..20).unwrap().len(), 20);
+    let alive: Vec<u32> = pool.workers().iter().map(|w| w.pid).collect();
+    check!(
+        alive.iter().all(|p| !dead.contains(p)),
+        "alive {alive:?}, dead {dead:?}"
+    );
+    for pid in dead {
+        check!(
+            wait_gone(pid, Duration::from_secs(5)),
+            "dead worker {pid} is reaped"
+        );
+    }
+    Ok(())
+}
+
+fn a_worker_killed_from_outside_is_replaced() -> TestResult {
+    let pool = pool(1);
+    let fifo = Fifo::new("killed");
+    let mut busy = pool.apply_async(announce_then_sleep, (fifo.path(), 10_000));
+    let victim = fifo.read_pid();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(victim as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let t = Instant::now();
+    let died = worker_died(busy.get(None).map(|_| 0));
+    check!(matches!(died, Some((pid, _)) if pid == victim), "{died:?}");
+    check!(
+        t.elapsed() < Duration::from_secs(2),
+        "promptly: {:?}",
+        t.elapsed()
+    );
+    check_eq!(pool.apply(sq, 5).unwrap(), 25);
+    check!(
+        wait_gone(victim, Duration::from_secs(5)),
+        "the victim is reaped"
+    );
+    Ok(())
+}
+
+fn panics_and_unencodable_results_fail_only_their_item() -> TestResult {
+    let pool = pool(2);
+    match pool.map_chunked(panics_on_3, 0..10, 4) {
+        Err(PoolError::Task {
+            index: 3,
+            error: TaskError::Panicked { message, location },
+        }) => {
+            check!(message.contains("three is not allowed"), "{message}");
+            check!(
+                location.as_deref().is_some_and(|l| l.contains("pool.rs")),
+                "{location:?}"
+            );
+        }
+        other => return Err(format!("{other:?}").into()),
+    }
+    let r = pool.apply(unencodable, ());
+    check!(
+        matches!(&r, Err(PoolError::Task { error: TaskError::Encode { message }, .. }) if message.contains("refuses")),
+        "{r:?}"
+    );
+    // The same workers go on.
+    check_eq!(pool.map(sq, 0..8).unwrap().len(), 8);
+    Ok(())
+}
+
+fn a_task_past_its_timeout_is_killed_and_fails() -> TestResult {
+    let pool = Pool::builder()
+        .processes(1)
+        .task_timeout(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    let t = Instant::now();
+    let r = pool.apply(sleep_ms, 10_000);
+    check!(
+        matches!(&r, Err(PoolError::Task { error: TaskError::Timeout { limit, .. }, .. }) if *limit == Duration::from_millis(200)),
+        "{r:?}"
+    );
+    check!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // A chunk of 3 quick items is allowed 3 × 200 ms.
+    check_eq!(
+        pool.map_chunked(sleep_ms, [100, 100, 100], 3).unwrap(),
+        vec![100, 100, 100]
+    );
+    check_eq!(pool.apply(sq, 3).unwrap(), 9);
+    Ok(())
+}
+
+fn a_poison_task_is_quarantined_and_a_flaky_one_retried() -> TestResult {
+    let pool = Pool::builder()
+        .processes(2)
+        .retry(RetryPolicy {
+            retries: 5,
+            quarantine_after: 3,
+        })
+        .start()
+        .unwrap();
+    let r = pool.apply(die, libc::SIGKILL);
+    check!(
+        matches!(
+            &r,
+            Err(PoolError::Task {
+                error: TaskError::Quarantined { deaths: 3, .. },
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let marker = std::env::temp_dir().join(format!("multiproc-flaky-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let r = pool.apply(flaky, marker.to_string_lossy().into_owned());
+    let _ = std::fs::remove_file(&marker);
+    check!(r.is_ok(), "retried after one death: {r:?}");
+    check_eq!(pool.apply(sq, 4).unwrap(), 16);
+    Ok(())
+}
+
+fn the_initializer_runs_in_every_worker() -> TestResult {
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(set_init, 42)
+        .start()
+        .unwrap();
+    check_eq!(pool.apply(read_init, ()).unwrap(), 42);
+    Ok(())
+}
+
+fn a_failing_initializer_breaks_the_pool_instead_of_respawning_forever() -> TestResult {
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(failing_init, ())
+        .start_intensity(RestartIntensity {
+            max_restarts: 2,
+            within: Duration::from_secs(60),
+        })
+        .start()
+        .unwrap();
+    let r = pool.apply(sq, 2);
+    match &r {
+        Err(PoolError::Broken {
+            reason: ExitReason::Panicked { message, .. },
+        }) => check!(message.contains("database"), "{message}"),
+        other => return Err(format!("{other:?}").into()),
+    }
+    check!(
+        matches!(pool.apply(sq, 2), Err(PoolError::Broken { .. })),
+        "stays broken"
+    );
+    pool.close();
+    pool.join().unwrap();
+    check!(pool.workers().is_empty(), "no worker left");
+    Ok(())
+}
+
+fn max_tasks_per_child_recycles_workers_and_loses_nothing() -> TestResult {
+    let pool = Pool::builder()
+        .processes(1)
+        .max_tasks_per_child(2)
+        .start()
+        .unwrap();
+    let pids = pool.map_chunked(getpid, vec![(); 8], 1).unwrap();
+    check_eq!(pids.len(), 8);
+    let distinct: HashSet<u32> = pids.iter().copied().collect();
+    check_eq!(distinct.len(), 4);
+    Ok(())
+}
+
+fn bad_input_is_a_clear_error() -> TestResult {
+    let pool = pool(1);
+    let e = pool.apply(unregistered, 1).unwrap_err();
+    check!(
+        e.to_string().contains("multiproc::register!(unregistered)"),
+        "{e}"
+    );
+    // By name, with the wrong argument or result types: checked on the wire.
+    let name = format!("{}::sq", module_path!());
+    let r = pool
+        .apply_by_name::<_, u64>(&name, "not a number")
+        .get(None);
+    check!(
+        matches!(
+            r,
+            Err(PoolError::Task {
+                error: TaskError::Args { .. },
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let r = pool.apply_by_name::<_, String>(&name, 3u64).get(None);
+    check!(
+        matches!(
+            r,
+            Err(PoolError::Task {
+                error: TaskError::Decode { .. },
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let r = pool
+        .apply_by_name::<_, u64>("nowhere::nothing", 3u64)
+        .get(None);
+    check!(matches!(r, Err(PoolError::UnknownTask(_))), "{r:?}");
+    check!(
+        matches!(pool.map_chunked(sq, 0..3, 0), Err(PoolError::Invalid(_))),
+        "chunksize 0"
+    );
+    let r: Vec<_> = pool.imap(sq, 0..3u64, 0).collect();
+    check!(
+        matches!(r.as_slice(), [Err(PoolError::Invalid(_))]),
+        "{r:?}"
+    );
+    check!(
+        matches!(Pool::new(0), Err(PoolError::Invalid(_))),
+        "zero processes"
+    );
+    check!(
+        matches!(
+            Pool::builder().max_tasks_per_child(0).start(),
+            Err(PoolError::Invalid(_))
+        ),
+        "zero tasks per child"
+    );
+    check!(
+        matches!(pool.join(), Err(PoolError::NotClosed)),
+        "join before close"
+    );
+    pool.close();
+    check!(
+        matches!(pool.map(sq, 0..3), Err(PoolError::Closed)),
+        "map after close"
+    );
+    check!(
+        matches!(pool.apply_async(sq, 1).get(None), Err(PoolError::Closed)),
+        "apply after close"
+    );
+    pool.join().unwrap();
+    Ok(())
+}
+
+fn close_lets_work_finish_and_terminate_fails_it() -> TestResult {
+    let pool = pool(1);
+    let mut pending = pool.apply_async(sleep_ms, 100);
+    pool.close();
+    pool.join().unwrap();
+    check_eq!(pending.get(None).unwrap(), 100);
+
+    let pool = self::pool(1);
+    let fifo = Fifo::new("terminate");
+    let mut running = pool.apply_async(announce_then_sleep, (fifo.path(), 10_000));
+    let mut queued = pool.apply_async(sleep_ms, 1);
+    let pids = vec![fifo.read_pid()];
+    let t = Instant::now();
+    pool.terminate();
+    check!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    check!(
+        matches!(running.get(None), Err(PoolError::Terminated)),
+        "running task"
+    );
+    check!(
+        matches!(queued.get(None), Err(PoolError::Terminated)),
+        "queued task"
+    );
+    pool.join().unwrap();
+    for pid in pids {
+        check!(
+            wait_gone(pid, Duration::from_secs(5)),
+            "worker {pid} is gone"
+        );
+    }
+    Ok(())
+}
+
+fn dropping_the_pool_closes_it_and_pending_results_still_arrive() -> TestResult {
+    let pool = pool(1);
+    let fifo = Fifo::new("drop");
+    let mut r = pool.apply_async(announce_then_sleep, (fifo.path(), 50));
+    let pid = fifo.read_pid();
+    drop(pool);
+    check_eq!(r.get(None).unwrap(), 50);
+    check!(
+        wait_gone(pid, Duration::from_secs(5)),
+        "worker {pid} exits once idle"
+    );
+    Ok(())
+}
+
+fn forkserver_workers() -> TestResult {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(StartMethod::Forkserver)
+        .start()
+        .unwrap();
+    check_eq!(pool.map(sq, 0..10).unwrap()[9], 81);
+    check!(
+        worker_died(pool.apply(die, libc::SIGKILL)).is_some(),
+        "a death is reported"
+    );
+    check_eq!(pool.apply(sq, 6).unwrap(), 36);
+    Ok(())
+}
+
+fn main() {
+    common::run(vec![
+        trial(
+            "map_in_order_with_the_default_chunksize",
+            map_in_order_with_the_default_chunksize,
+        ),
+        trial("apply_and_async_results", apply_and_async_results),
+        trial(
+            "get_with_a_timeout_leaves_the_task_running",
+            get_with_a_timeout_leaves_the_task_running,
+        ),
+        trial(
+            "imap_orders_and_imap_unordered_does_not_lose",
+            imap_orders_and_imap_unordered_does_not_lose,
+        ),
+        trial(
+            "imap_over_an_endless_input_reads_a_bounded_window",
+            imap_over_an_endless_input_reads_a_bounded_window,
+        ),
+        trial(
+            "callbacks_run_with_the_result_or_the_error",
+            callbacks_run_with_the_result_or_the_error,
+        ),
+        trial(
+            "submit_and_cancel_a_queued_task",
+            submit_and_cancel_a_queued_task,
+        ),
+        trial(
+            "workers_are_named_by_pythons_rules",
+            workers_are_named_by_pythons_rules,
+        ),
+        trial(
+            "a_killed_worker_fails_its_task_and_the_pool_goes_on",
+            a_killed_worker_fails_its_task_and_the_pool_goes_on,
+        ),
+        trial(
+            "a_worker_killed_from_outside_is_replaced",
+            a_worker_killed_from_outside_is_replaced,
+        ),
+        trial(
+            "panics_and_unencodable_results_fail_only_their_item",
+            panics_and_unencodable_results_fail_only_their_item,
+        ),
+        trial(
+            "a_task_past_its_timeout_is_killed_and_fails",
+            a_task_past_its_timeout_is_killed_and_fails,
+        ),
+        trial(
+            "a_poison_task_is_quarantined_and_a_flaky_one_retried",
+            a_poison_task_is_quarantined_and_a_flaky_one_retried,
+        ),
+        trial(
+            "the_initializer_runs_in_every_worker",
+            the_initializer_runs_in_every_worker,
+        ),
+        trial(
+            "a_failing_initializer_breaks_the_pool_instead_of_respawning_forever",
+            a_failing_initializer_breaks_the_pool_instead_of_respawning_forever,
+        ),
+        trial(
+            "max_tasks_per_child_recycles_workers_and_loses_nothing",
+            max_tasks_per_child_recycles_workers_and_loses_nothing,
+        ),
+        trial("bad_input_is_a_clear_error", bad_input_is_a_clear_error),
+        trial(
+            "close_lets_work_finish_and_terminate_fails_it",
+            close_lets_work_finish_and_terminate_fails_it,
+        ),
+        trial(
+            "dropping_the_pool_closes_it_and_pending_results_still_arrive",
+            dropping_the_pool_closes_it_and_pending_results_still_arrive,
+        ),
+        trial("forkserver_workers", forkserver_workers),
+    ]);
+}
