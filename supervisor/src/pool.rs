@@ -488,7 +488,18 @@ impl Pool {
         if let Some(refused) = self.inner.shared.refusal() {
             return Err(refused);
         }
-        let mut tasks = Vec::with_capacity(items.len().div_ceil(chunksize));
+        // Chunks go to the actor in batches of about this many bytes, so the workers
+        // start on the first while the caller encodes the rest.
+        const BATCH: usize = 256 * 1024;
+        let mut ids = Vec::with_capacity(items.len().div_ceil(chunksize));
+        let mut tasks = Vec::new();
+        let mut batched = 0;
+        let send = |tasks: Vec<NewTask>| {
+            self.inner
+                .tx
+                .send(actor::Request::Submit(tasks))
+                .map_err(|_| self.inner.shared.ended_error())
+        };
         for (seq, chunk) in items.chunks(chunksize).enumerate() {
             let id = self.inner.shared.next_task.fetch_add(1, Ordering::Relaxed);
             let mut frame = wire::start(wire::RUN, id, entry, chunk.len() as u32);
@@ -500,18 +511,22 @@ impl Pool {
                 len,
                 max: multiproc_transport::MAX_FRAME_LEN,
             })?;
+            batched += frame.len();
+            ids.push(id);
             tasks.push(NewTask {
                 id,
                 items: chunk.len() as u32,
                 frame: Arc::new(frame),
                 reply: reply(seq, id),
             });
+            if batched >= BATCH {
+                send(std::mem::take(&mut tasks))?;
+                batched = 0;
+            }
         }
-        let ids = tasks.iter().map(|t| t.id).collect();
-        self.inner
-            .tx
-            .send(actor::Request::Submit(tasks))
-            .map_err(|_| self.inner.shared.ended_error())?;
+        if !tasks.is_empty() {
+            send(tasks)?;
+        }
         Ok(ids)
     }
 

@@ -1,9 +1,8 @@
 //! The worker side of the pool: a child process that runs registered tasks, chunk by
 //! chunk, in the order they arrive on its socket.
 //!
-//! The loop reads what is there, runs every complete chunk, and writes all the answers
-//! in one go before it blocks again; a busy pool thus costs one read and one write
-//! per burst of chunks, not per chunk.
+//! The loop reads whatever has arrived (a busy pool sends many chunks per write) and
+//! answers each chunk as soon as it has run.
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -79,7 +78,6 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
     sock.write_all(&ready).map_err(|e| e.to_string())?;
 
     let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
-    let mut out: Vec<u8> = Vec::new();
     let mut results = Vec::new();
     let mut failures = Vec::new();
     loop {
@@ -133,18 +131,14 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
                                 .map_err(|_| "a failure list over the frame limit")?
                         }
                     };
-                    out.extend_from_slice(&frame);
+                    // At once, not batched with the next chunk's: a result must not
+                    // wait behind a task that turns out to be long (or to hang, and
+                    // have its worker killed with the finished result unsent).
+                    sock.write_all(&frame).map_err(|e| e.to_string())?;
                 }
-                EXIT => {
-                    sock.write_all(&out).map_err(|e| e.to_string())?;
-                    return Ok(());
-                }
+                EXIT => return Ok(()),
                 other => return Err(format!("pool socket: unknown tag {other}")),
             }
-        }
-        if !out.is_empty() {
-            sock.write_all(&out).map_err(|e| e.to_string())?;
-            out.clear();
         }
     }
 }
