@@ -4,13 +4,13 @@
 //!
 //! ```text
 //! task 0: 0
-//! task 1: failed: worker PoolWorker-… (pid …) died running the task: killed by signal 9 (SIGKILL)
-//! task 2: failed: worker PoolWorker-… (pid …) died running the task: killed by signal 6 (SIGABRT)
+//! task 1: failed: worker PoolWorker-… (pid …) died running the task: signaled(SIGKILL)
+//! task 2: failed: worker PoolWorker-… (pid …) died running the task: signaled(SIGABRT)
 //! task 3: failed: task panicked at examples/pool_crash.rs:…: task 3 panicked on purpose
 //! task 4: failed: task ran past its timeout of 500ms; worker PoolWorker-… (pid …) was killed
 //! task 5: Err("task 5 refused its input")
 //! …
-//! 12 tasks: 4 succeeded, 8 failed, none lost
+//! 12 tasks: 2 succeeded, 10 failed, none lost
 //! ```
 
 use std::time::Duration;

@@ -46,6 +46,9 @@
 //!   [`ChildSpec`]s in order, restarts them by [`Strategy`] and [`Restart`] type, gives
 //!   up when restarts exceed its [`RestartIntensity`], waits a [`Backoff`] between
 //!   restarts, and reports each step as a [`SupervisorEvent`].
+//! - **Pools**: a [`Pool`] runs registered [`Task`] functions in worker processes, with
+//!   Python's `map`, `imap`, `apply_async` and `ProcessPoolExecutor`'s `submit`; a dead,
+//!   hung or panicking task is a typed [`TaskError`], never a hang.
 //! - **No orphans**: however the root dies, its descendants die with it; SIGINT or
 //!   SIGTERM at the root stops the whole tree gracefully.
 //! - **Async first, blocking too**: every operation is `async`; [`blocking`] mirrors
@@ -179,6 +182,8 @@ mod book {
     struct Messages;
     #[doc = include_str!("../book/src/supervision.md")]
     struct Supervision;
+    #[doc = include_str!("../book/src/pool.md")]
+    struct Pool;
     #[doc = include_str!("../book/src/architecture.md")]
     struct Architecture;
     #[doc = include_str!("../book/src/semantics.md")]
