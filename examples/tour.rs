@@ -85,7 +85,16 @@ fn flaky() {
     std::thread::sleep(Duration::from_millis(30));
     panic!("flaky worker crashed");
 }
-multiproc::register!(greet, crash, customer, sender, steady, flaky);
+multiproc::register!(
+    square,
+    abort_worker,
+    greet,
+    crash,
+    customer,
+    sender,
+    steady,
+    flaky
+);
 
 fn main() -> Result<(), Box<dyn Error>> {
     multiproc::init();
@@ -169,5 +178,25 @@ fn main() -> Result<(), Box<dyn Error>> {
         );
     }
     println!("  supervisor ended: {:?}", sup.shutdown());
+
+    println!("\n8. A pool: Python's map, and a task that kills its worker");
+    let pool = multiproc::blocking::Pool::new(2)?;
+    println!("  map(square, 0..8) = {:?}", pool.map(square, 0..8)?);
+    match pool.apply(abort_worker, ()) {
+        Err(err) => println!("  a task that aborts its worker: {err}"),
+        Ok(()) => println!("  unexpectedly survived"),
+    }
+    println!(
+        "  and the pool goes on: square(12) = {}",
+        pool.apply(square, 12)?
+    );
     Ok(())
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn abort_worker() {
+    std::process::abort()
 }
