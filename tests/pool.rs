@@ -145,12 +145,38 @@ impl Drop for Fifo {
     }
 }
 
+fn big(len: usize) -> Vec<u8> {
+    vec![7; len]
+}
+
+fn byte_len(bytes: Vec<u8>) -> usize {
+    bytes.len()
+}
+
+/// Runs in a child process: a pool there is named by the child's counter.
+fn nested_pool() -> Result<(), String> {
+    let pool = Pool::new(1).map_err(|e| e.to_string())?;
+    let pid = pool.apply(getpid, ()).map_err(|e| e.to_string())?;
+    let me = multiproc::current_process().name().to_string();
+    let n = me
+        .strip_prefix("Process-")
+        .ok_or(format!("child named {me}"))?;
+    let workers = pool.workers();
+    match workers.as_slice() {
+        [w] if w.pid == pid && w.name == format!("PoolWorker-{n}:1") => Ok(()),
+        other => Err(format!("{me}: {other:?}")),
+    }
+}
+
 fn unregistered(x: u64) -> u64 {
     x
 }
 
 multiproc::register!(
     sq,
+    big,
+    byte_len,
+    nested_pool,
     add,
     getpid,
     sleep_ms,
@@ -635,6 +661,31 @@ fn bad_input_is_a_clear_error() -> TestResult {
     Ok(())
 }
 
+fn frames_over_the_limit_are_errors_not_crashes() -> TestResult {
+    let pool = pool(1);
+    let over = multiproc::MAX_FRAME_LEN + 1024;
+    let r = pool.apply(big, over);
+    check!(
+        matches!(&r, Err(PoolError::Task { error: TaskError::Encode { message }, .. }) if message.contains("smaller chunksize")),
+        "a result over the frame limit: {r:?}"
+    );
+    let r = pool.apply(byte_len, vec![0u8; over]);
+    check!(
+        matches!(r, Err(PoolError::TooLarge { .. })),
+        "arguments over the frame limit: {r:?}"
+    );
+    check_eq!(pool.apply(byte_len, vec![0u8; 1 << 20]).unwrap(), 1 << 20);
+    Ok(())
+}
+
+fn a_pool_in_a_child_is_named_by_its_counter() -> TestResult {
+    let mut p = multiproc::blocking::Process::new(nested_pool, ());
+    p.start().unwrap();
+    let reason = p.join().unwrap();
+    check_eq!(reason, ExitReason::Normal);
+    Ok(())
+}
+
 fn close_lets_work_finish_and_terminate_fails_it() -> TestResult {
     let pool = pool(1);
     let mut pending = pool.apply_async(sleep_ms, 100);
@@ -770,5 +821,13 @@ fn main() {
             dropping_the_pool_closes_it_and_pending_results_still_arrive,
         ),
         trial("forkserver_workers", forkserver_workers),
+        trial(
+            "frames_over_the_limit_are_errors_not_crashes",
+            frames_over_the_limit_are_errors_not_crashes,
+        ),
+        trial(
+            "a_pool_in_a_child_is_named_by_its_counter",
+            a_pool_in_a_child_is_named_by_its_counter,
+        ),
     ]);
 }
