@@ -331,9 +331,17 @@ impl Scheduler {
             );
             return;
         }
-        if let Some(head) = w.inflight.pop_front() {
-            let timed_out = w.killed_for == Some(head);
-            self.after_death(worker, head, timed_out, reason, out);
+        match (w.inflight.pop_front(), w.killed_for) {
+            (Some(head), Some(late)) if late != head => {
+                // The timed-out task answered just before the kill; the one after it
+                // died of our kill, not of itself: it runs again, uncounted.
+                w.inflight.push_front(head);
+            }
+            (Some(head), killed_for) => {
+                let timed_out = killed_for == Some(head);
+                self.after_death(worker, head, timed_out, reason, out);
+            }
+            (None, _) => {}
         }
         // The rest never started: back to the front of the queue, in order.
         while let Some(t) = w.inflight.pop_back() {
@@ -491,7 +499,9 @@ impl Scheduler {
             let Some((&id, _)) = self
                 .workers
                 .iter()
-                .filter(|(_, w)| w.phase == Phase::Ready && w.inflight.len() < window)
+                .filter(|(_, w)| {
+                    w.phase == Phase::Ready && w.killed_for.is_none() && w.inflight.len() < window
+                })
                 .min_by_key(|(_, w)| w.inflight.len())
             else {
                 break;
@@ -715,6 +725,36 @@ mod tests {
                 })
             )]
         );
+    }
+
+    #[test]
+    fn a_task_that_answers_as_its_worker_is_killed_costs_the_next_one_nothing() {
+        let mut c = cfg(1);
+        c.task_timeout = Some(ms(100));
+        let mut s = ready(c);
+        s.per_item_ns = Some(1000.0);
+        let mut out = Vec::new();
+        s.submit(1, 1, ms(0), &mut out);
+        s.submit(2, 1, ms(0), &mut out);
+        s.tick(ms(100), &mut out);
+        assert!(out.contains(&Action::Kill(1)));
+        out.clear();
+        s.done(1, 1, ms(101), &mut out);
+        assert_eq!(finished(&out), vec![(1, Finished::Done)]);
+        s.submit(3, 1, ms(101), &mut out);
+        assert!(
+            dispatched(&out).is_empty(),
+            "nothing more for a worker being killed"
+        );
+        out.clear();
+        s.exited(1, &ExitReason::Killed, ms(102), &mut out);
+        assert!(
+            finished(&out).is_empty(),
+            "task 2 is not failed for our kill"
+        );
+        s.ready(2, ms(103), &mut out);
+        // Task 1 took 101 ms, so the window is back to one task per worker.
+        assert_eq!(dispatched(&out), vec![(2, 2)]);
     }
 
     #[test]
