@@ -686,6 +686,41 @@ fn a_pool_in_a_child_is_named_by_its_counter() -> TestResult {
     Ok(())
 }
 
+fn the_async_api_mirrors_the_blocking_one() -> TestResult {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = multiproc::Pool::new(2).unwrap();
+        check_eq!(pool.map(sq, 0..5).await.unwrap(), vec![0, 1, 4, 9, 16]);
+        check_eq!(pool.apply(add, (1, 1)).await.unwrap(), 2);
+        // An AsyncResult is a future.
+        check_eq!(pool.apply_async(sq, 6).await.unwrap(), 36);
+        check_eq!(pool.submit(sq, 7).await.unwrap(), 49);
+        let mut r = pool.apply_async(sleep_ms, 200);
+        check!(
+            matches!(
+                r.get_timeout(Duration::from_millis(10)).await,
+                Err(PoolError::Timeout(_))
+            ),
+            "async get_timeout"
+        );
+        check_eq!(r.get().await.unwrap(), 200);
+        let mut it = pool.imap(sq, 0..10u64, 2);
+        let mut got = Vec::new();
+        while let Some(r) = it.next().await {
+            got.push(r.unwrap());
+        }
+        check_eq!(got, (0..10).map(|x| x * x).collect::<Vec<_>>());
+        check_eq!(pool.map_async_chunked(sq, [3], 1).await.unwrap(), vec![9]);
+        pool.close();
+        pool.join().await.unwrap();
+        check!(pool.workers().await.is_empty(), "workers gone after join");
+        Ok(())
+    })
+}
+
 fn close_lets_work_finish_and_terminate_fails_it() -> TestResult {
     let pool = pool(1);
     let mut pending = pool.apply_async(sleep_ms, 100);
@@ -821,6 +856,10 @@ fn main() {
             dropping_the_pool_closes_it_and_pending_results_still_arrive,
         ),
         trial("forkserver_workers", forkserver_workers),
+        trial(
+            "the_async_api_mirrors_the_blocking_one",
+            the_async_api_mirrors_the_blocking_one,
+        ),
         trial(
             "frames_over_the_limit_are_errors_not_crashes",
             frames_over_the_limit_are_errors_not_crashes,
