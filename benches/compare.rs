@@ -4,25 +4,27 @@
 //! ```text
 //! cargo bench --bench compare                                   # every scenario
 //! cargo bench --bench compare -- spawn_join call_roundtrip      # filters (substrings)
+//! cargo bench --bench compare -- pool apply_async imap          # the Pool scenarios
 //! ```
 //!
 //! Each round takes one sample of every implementation in turn, so multiproc and its
 //! references share the same noise; figures are medians over the rounds, after a
 //! warm-up. What each scenario measures and how to read the lines: benches/README.md.
 
+use std::cell::Cell;
 use std::error::Error;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use multiproc::blocking::{self, Connection, Process, pipe};
+use multiproc::blocking::{self, Connection, Pool, Process, pipe};
 use multiproc::{
-    Actor, Backoff, BoxError, RestartIntensity, StartMethod, Supervisor, SupervisorEvent,
-    SupervisorFlags, function_child,
+    Actor, Backoff, BoxError, PoolError, RestartIntensity, StartMethod, Supervisor,
+    SupervisorEvent, SupervisorFlags, TaskError, function_child,
 };
 
 type Res<T = ()> = Result<T, Box<dyn Error>>;
@@ -54,8 +56,22 @@ const TREE_KILLS: usize = 100;
 const RESTART_BATCH: usize = 20;
 /// How long a child gets to stop before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Items of `pool_map_1e6` (Python's default chunksize).
+const POOL_MAP_ITEMS: u64 = 1_000_000;
+/// Items of `pool_map_chunk1` and `imap_unordered_chunk1` (chunksize 1).
+const POOL_CHUNK1_ITEMS: u64 = 100_000;
+/// `apply_async(..).get()` calls per round of `apply_async_latency`.
+const APPLY_BATCH: usize = 2000;
+/// Pools started per round of `pool_start` (`python-spawn`: [`PY_SPAWN_BATCH`]).
+const POOL_START_BATCH: usize = 10;
+/// Workers killed per round of `pool_worker_killed`.
+const POOL_KILL_BATCH: usize = 5;
+/// How long the killed task would sleep; it is killed long before.
+const SLEEPER_SECS: u64 = 30;
+/// Bounds every wait of the pool scenarios on something that should come at once.
+const POOL_WAIT: Duration = Duration::from_secs(10);
 
-const SCENARIOS: [&str; 10] = [
+const SCENARIOS: [&str; 17] = [
     "spawn_join",
     "spawn_join_forkserver",
     "restart",
@@ -66,6 +82,13 @@ const SCENARIOS: [&str; 10] = [
     "stream_1k",
     "stream_1m",
     "idle_rss",
+    "pool_map_1e6",
+    "pool_map_chunk1",
+    "imap_unordered_chunk1",
+    "apply_async_latency",
+    "pool_start",
+    "pool_start_forkserver",
+    "pool_worker_killed",
 ];
 
 // ---------------------------------------------------------------------------------
@@ -90,7 +113,24 @@ fn stream_source(
     Ok(())
 }
 
-multiproc::register!(noop, idle, stream_source);
+/// The pool scenarios' task, Python's `f(x) = x*x`.
+fn sq(x: u64) -> u64 {
+    x * x
+}
+
+/// Writes the worker's pid to `path` (a rename, so that it appears whole), then
+/// sleeps; `pool_worker_killed` polls for the file and kills the worker.
+fn pid_then_sleep(path: String) -> u32 {
+    let pid = std::process::id();
+    let tmp = format!("{path}.tmp");
+    if std::fs::write(&tmp, pid.to_string()).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
+    std::thread::sleep(Duration::from_secs(SLEEPER_SECS));
+    pid
+}
+
+multiproc::register!(noop, idle, stream_source, sq, pid_then_sleep);
 
 /// Answers each number with itself.
 struct Echo;
@@ -180,9 +220,16 @@ fn main() -> Res {
     if has("tree_1000") {
         timed("tree_1000", &tree_1000)?;
     }
+    // The blocking round trip's median, which `apply_async_latency` is set against.
+    let roundtrip_us = Cell::new(None);
     if has("call_roundtrip") || has("call_roundtrip_async") {
         timed("call_roundtrip", &|| {
-            call_roundtrip(py, has("call_roundtrip"), has("call_roundtrip_async"))
+            roundtrip_us.set(call_roundtrip(
+                py,
+                has("call_roundtrip"),
+                has("call_roundtrip_async"),
+            )?);
+            Ok(())
         })?;
     }
     if has("stream_1k") {
@@ -197,6 +244,35 @@ fn main() -> Res {
     }
     if has("idle_rss") {
         timed("idle_rss", &|| idle_rss(py))?;
+    }
+    if has("pool_map_1e6") {
+        timed("pool_map_1e6", &|| {
+            pool_map("pool_map_1e6", POOL_MAP_ITEMS, None, py)
+        })?;
+    }
+    if has("pool_map_chunk1") {
+        timed("pool_map_chunk1", &|| {
+            pool_map("pool_map_chunk1", POOL_CHUNK1_ITEMS, Some(1), py)
+        })?;
+    }
+    if has("imap_unordered_chunk1") {
+        timed("imap_unordered_chunk1", &|| imap_unordered_chunk1(py))?;
+    }
+    if has("apply_async_latency") {
+        timed("apply_async_latency", &|| {
+            apply_async_latency(py, roundtrip_us.get())
+        })?;
+    }
+    if has("pool_start") {
+        timed("pool_start", &|| pool_start(py, StartMethod::Spawn))?;
+    }
+    if has("pool_start_forkserver") {
+        timed("pool_start_forkserver", &|| {
+            pool_start(py, StartMethod::Forkserver)
+        })?;
+    }
+    if has("pool_worker_killed") {
+        timed("pool_worker_killed", &|| pool_worker_killed(py))?;
     }
     println!("# total time: {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
@@ -539,7 +615,8 @@ fn kill(pid: u32) -> Res {
     Ok(())
 }
 
-fn call_roundtrip(py: Option<&Python>, blocking: bool, asynchronous: bool) -> Res {
+/// Returns the median blocking round trip (µs), when it was measured.
+fn call_roundtrip(py: Option<&Python>, blocking: bool, asynchronous: bool) -> Res<Option<f64>> {
     // A daemon, so that an early error cannot leave it running: at exit, daemon
     // children are stopped while the others are joined (they never end by themselves).
     let mut p = Process::actor::<Echo>(()).daemon(true);
@@ -630,7 +707,7 @@ fn call_roundtrip(py: Option<&Python>, blocking: bool, asynchronous: bool) -> Re
             sc.report("raw", samples, &raw_s);
         }
     }
-    Ok(())
+    Ok(blocking.then(|| median(&mp.all())))
 }
 
 fn check_echo(sent: u64, got: u64) -> Res {
@@ -781,6 +858,352 @@ fn idle_rss(py: Option<&Python>) -> Res {
         "idle_rss vs python: multiproc={child:.0} KiB reference={reference:.0} KiB ratio={:.2}",
         reference / child
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Pool scenarios: `Pool(2)` with `sq`, Python's `f(x) = x*x`.
+
+/// `Pool(2).map` over `0..items`, in Python's default chunks or in `chunksize`; one
+/// pool for the whole scenario, as the Python script keeps one.
+fn pool_map(name: &'static str, items: u64, chunksize: Option<usize>, py: Option<&Python>) -> Res {
+    let pool = Pool::new(2)?;
+    pool.map(sq, 0..1000u64)?;
+    let mp_once = || -> Res<f64> {
+        let t0 = Instant::now();
+        let out = match chunksize {
+            Some(c) => pool.map_chunked(sq, 0..items, c)?,
+            None => pool.map(sq, 0..items)?,
+        };
+        let dt = t0.elapsed().as_secs_f64();
+        if out.len() as u64 != items || out.iter().zip(0..).any(|(&v, x)| v != x * x) {
+            return Err(format!("{name}: wrong results ({} of {items})", out.len()).into());
+        }
+        Ok(items as f64 / dt)
+    };
+    let env = [("N", items as usize), ("CHUNKSIZE", chunksize.unwrap_or(0))];
+    let mut server = py
+        .filter(|_| wanted("python"))
+        .map(|py| py.serve("pool.py", &["map", "fork"], &env))
+        .transpose()?;
+    mp_once()?;
+    let (mut mp, mut python) = (Samples::default(), Samples::default());
+    for _ in 0..ROUNDS {
+        mp.push(vec![mp_once()?]);
+        if let Some(s) = server.as_mut() {
+            python.push(s.rep()?.numbers("samples")?);
+        }
+    }
+    if let Some(s) = server {
+        s.finish()?;
+    }
+    pool.close();
+    pool.join()?;
+    let sc = Scenario {
+        name,
+        unit: "tasks/s",
+        better: Better::Higher,
+    };
+    sc.report("python", &mp, &python);
+    Ok(())
+}
+
+/// `imap_unordered` over `0..1e5` in chunks of 1, every result consumed (summed).
+fn imap_unordered_chunk1(py: Option<&Python>) -> Res {
+    let n = POOL_CHUNK1_ITEMS;
+    let pool = Pool::new(2)?;
+    pool.map(sq, 0..1000u64)?;
+    let mp_once = || -> Res<f64> {
+        let t0 = Instant::now();
+        let sum = pool
+            .imap_unordered(sq, 0..n, 1)
+            .sum::<Result<u64, PoolError>>()?;
+        let dt = t0.elapsed().as_secs_f64();
+        let want = (n - 1) * n * (2 * n - 1) / 6;
+        if sum != want {
+            return Err(format!("imap_unordered summed to {sum}, not {want}").into());
+        }
+        Ok(n as f64 / dt)
+    };
+    let env = [("N", n as usize), ("CHUNKSIZE", 1)];
+    let mut server = py
+        .filter(|_| wanted("python"))
+        .map(|py| py.serve("pool.py", &["imap_unordered", "fork"], &env))
+        .transpose()?;
+    mp_once()?;
+    let (mut mp, mut python) = (Samples::default(), Samples::default());
+    for _ in 0..ROUNDS {
+        mp.push(vec![mp_once()?]);
+        if let Some(s) = server.as_mut() {
+            python.push(s.rep()?.numbers("samples")?);
+        }
+    }
+    if let Some(s) = server {
+        s.finish()?;
+    }
+    pool.close();
+    pool.join()?;
+    let sc = Scenario {
+        name: "imap_unordered_chunk1",
+        unit: "tasks/s",
+        better: Better::Higher,
+    };
+    sc.report("python", &mp, &python);
+    Ok(())
+}
+
+/// `apply_async(sq, i).get()` one at a time; `roundtrip_us` is this run's
+/// `call_roundtrip`, if it ran.
+fn apply_async_latency(py: Option<&Python>, roundtrip_us: Option<f64>) -> Res {
+    let pool = Pool::new(2)?;
+    pool.map(sq, 0..1000u64)?;
+    let batch = |n: usize| -> Res<f64> {
+        let t0 = Instant::now();
+        for i in 0..n as u64 {
+            check_square(i, pool.apply_async(sq, i).get(None)?)?;
+        }
+        Ok(us(t0) / n as f64)
+    };
+    let mut server = py
+        .filter(|_| wanted("python"))
+        .map(|py| {
+            py.serve(
+                "pool.py",
+                &["apply_async", "fork"],
+                &[("ITERS", APPLY_BATCH)],
+            )
+        })
+        .transpose()?;
+    batch(APPLY_BATCH)?;
+    let (mut mp, mut python) = (Samples::default(), Samples::default());
+    for _ in 0..ROUNDS {
+        mp.push(vec![batch(APPLY_BATCH)?]);
+        if let Some(s) = server.as_mut() {
+            python.push(s.rep()?.numbers("samples")?);
+        }
+    }
+    if let Some(s) = server {
+        s.finish()?;
+    }
+    pool.close();
+    pool.join()?;
+    let sc = Scenario {
+        name: "apply_async_latency",
+        unit: "us",
+        better: Better::Lower,
+    };
+    sc.report("python", &mp, &python);
+    if let Some(rt) = roundtrip_us {
+        let apply = median(&mp.all());
+        println!(
+            "# apply_async_latency vs call_roundtrip (this run): {} us / {} us = {:.2}x, target <= 2x",
+            num(apply),
+            num(rt),
+            apply / rt
+        );
+    }
+    Ok(())
+}
+
+fn check_square(x: u64, got: u64) -> Res {
+    if got != x * x {
+        return Err(format!("sq({x}) answered {got}").into());
+    }
+    Ok(())
+}
+
+/// `Pool(2)` built and its first `apply` answered; then `terminate` + `join`, timed
+/// apart.
+fn pool_start(py: Option<&Python>, method: StartMethod) -> Res {
+    let forkserver = method == StartMethod::Forkserver;
+    let name = if forkserver {
+        "pool_start_forkserver"
+    } else {
+        "pool_start"
+    };
+    // (start to first result, terminate + join)
+    let mp_once = || -> Res<(f64, f64)> {
+        let t0 = Instant::now();
+        let pool = Pool::builder().processes(2).start_method(method).start()?;
+        let got = pool.apply(sq, 3)?;
+        let started = ms(t0);
+        check_square(3, got)?;
+        let t1 = Instant::now();
+        pool.terminate();
+        pool.join()?;
+        Ok((started, ms(t1)))
+    };
+    // `python` is Python's own start method for each: fork, or forkserver.
+    let mut python = py
+        .filter(|_| wanted("python"))
+        .map(|py| {
+            let method = if forkserver { "forkserver" } else { "fork" };
+            py.serve("pool.py", &["start", method], &[("N", POOL_START_BATCH)])
+        })
+        .transpose()?;
+    let mut spawn = py
+        .filter(|_| wanted("python-spawn") && !forkserver)
+        .map(|py| py.serve("pool.py", &["start", "spawn"], &[("N", PY_SPAWN_BATCH)]))
+        .transpose()?;
+    for _ in 0..3 {
+        mp_once()?;
+    }
+    let (mut mp, mut mp_stop) = (Samples::default(), Samples::default());
+    let (mut py_s, mut py_stop, mut py_spawn) =
+        (Samples::default(), Samples::default(), Samples::default());
+    for _ in 0..ROUNDS {
+        let (starts, stops): (Vec<f64>, Vec<f64>) = (0..POOL_START_BATCH)
+            .map(|_| mp_once())
+            .collect::<Res<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        mp.push(starts);
+        mp_stop.push(stops);
+        if let Some(s) = python.as_mut() {
+            let rep = s.rep()?;
+            py_s.push(rep.numbers("samples")?);
+            py_stop.push(rep.numbers("shutdown")?);
+        }
+        if let Some(s) = spawn.as_mut() {
+            py_spawn.push(s.rep()?.numbers("samples")?);
+        }
+    }
+    for s in [python, spawn].into_iter().flatten() {
+        s.finish()?;
+    }
+    let sc = Scenario {
+        name,
+        unit: "ms",
+        better: Better::Lower,
+    };
+    detail(
+        &format!("{name} multiproc terminate()+join()"),
+        "ms",
+        &mp_stop,
+    );
+    detail(&format!("{name} python terminate()+join()"), "ms", &py_stop);
+    sc.report("python", &mp, &py_s);
+    sc.report("python-spawn", &mp, &py_spawn);
+    Ok(())
+}
+
+/// A directory of this run's pid files, removed at the end.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Waits until the task's pid file appears, and reads it.
+fn wait_pid_file(path: &Path) -> Res<u32> {
+    let t0 = Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            return Ok(text.trim().parse()?);
+        }
+        if t0.elapsed() > POOL_WAIT {
+            return Err(format!("no task wrote {} in {POOL_WAIT:?}", path.display()).into());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// SIGKILL a pool worker running a task, until that task's result is `WorkerDied`;
+/// the pool then still serves.
+fn pool_worker_killed(py: Option<&Python>) -> Res {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("multiproc-bench-pool-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0)?;
+    let mut seq = 0u32;
+    // (kill to WorkerDied, kill to the replacement's first result)
+    let mut mp_once = || -> Res<(f64, f64)> {
+        // A fresh pool each time, as Python's executor: its window is one task per
+        // worker until a task has finished, so each sleeper gets a worker of its own.
+        let pool = Pool::new(2)?;
+        let paths: Vec<PathBuf> = (0..2)
+            .map(|i| {
+                seq += 1;
+                dir.0.join(format!("{seq}-{i}"))
+            })
+            .collect();
+        let mut tasks: Vec<_> = paths
+            .iter()
+            .map(|p| pool.apply_async(pid_then_sleep, p.display().to_string()))
+            .collect();
+        // Both workers are inside the task.
+        let pids = paths
+            .iter()
+            .map(|p| wait_pid_file(p))
+            .collect::<Res<Vec<u32>>>()?;
+        let victim = pids[0];
+        let t0 = Instant::now();
+        kill(victim)?;
+        let got = tasks[0].get(Some(POOL_WAIT));
+        let died = ms(t0);
+        match got {
+            Err(PoolError::Task {
+                error: TaskError::WorkerDied { pid, .. },
+                ..
+            }) if pid == victim => {}
+            other => {
+                pool.terminate();
+                return Err(format!("the killed task ended with {other:?}").into());
+            }
+        }
+        // Outside the timed part: the pool still serves, on the replacement (the other
+        // worker is still asleep).
+        check_square(7, pool.apply(sq, 7)?)?;
+        let serves = ms(t0);
+        pool.terminate();
+        match tasks[1].get(Some(POOL_WAIT)) {
+            Err(PoolError::Terminated) => {}
+            other => return Err(format!("the other sleeper ended with {other:?}").into()),
+        }
+        pool.join()?;
+        Ok((died, serves))
+    };
+    let mut python = py
+        .filter(|_| wanted("python"))
+        .map(|py| {
+            py.serve(
+                "pool.py",
+                &["worker_killed", "fork"],
+                &[("N", POOL_KILL_BATCH)],
+            )
+        })
+        .transpose()?;
+    mp_once()?;
+    let (mut mp, mut mp_serves, mut py_s) =
+        (Samples::default(), Samples::default(), Samples::default());
+    for _ in 0..ROUNDS {
+        let (died, serves): (Vec<f64>, Vec<f64>) = (0..POOL_KILL_BATCH)
+            .map(|_| mp_once())
+            .collect::<Res<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        mp.push(died);
+        mp_serves.push(serves);
+        if let Some(s) = python.as_mut() {
+            py_s.push(s.rep()?.numbers("samples")?);
+        }
+    }
+    if let Some(s) = python {
+        s.finish()?;
+    }
+    let sc = Scenario {
+        name: "pool_worker_killed",
+        unit: "ms",
+        better: Better::Lower,
+    };
+    // Python's executor is broken for good; this is the pool going on.
+    detail(
+        "pool_worker_killed multiproc kill to apply(sq, 7) answered by the replacement",
+        "ms",
+        &mp_serves,
+    );
+    sc.report("python", &mp, &py_s);
     Ok(())
 }
 

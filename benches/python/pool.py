@@ -4,13 +4,13 @@ usage: python3 pool.py SCENARIO [fork|spawn|forkserver] [--serve]
 env:   REPS (default 5, without --serve), and per scenario:
   map            N items (default 1e6), CHUNKSIZE (default 0: Python's default, which is
                  ceil(N / (4 * processes))). One pool for the whole run, warmed up with
-                 pool.map(f, range(1000)) and one repetition. Per repetition: {"unit": "tasks/s",
-                 "samples": [N / wall time of pool.map(f, range(N), chunksize)]}.
+                 pool.map(f, range(1000)) and one repetition. Per repetition:
+                 {"unit": "tasks/s", "samples": [N / wall time of pool.map(f, range(N),
+                 chunksize)]}.
   imap_unordered N items (default 1e5), CHUNKSIZE (default 1): sum(pool.imap_unordered(
-                 f, range(N), chunksize)), one pool for the run; tasks/s as for map.
-  apply_async    ITERS calls (default 2000): pool.apply_async(f, (i,)).get() one at a time,
-                 one pool for the run, as map. {"unit": "us", "samples":
-                 [mean per call]}.
+                 f, range(N), chunksize)); one pool, set up as for map; tasks/s as map.
+  apply_async    ITERS calls (default 2000): pool.apply_async(f, (i,)).get() one at a time;
+                 one pool, set up as for map. {"unit": "us", "samples": [mean per call]}.
   start          N pools per repetition (default 5): Pool(2) constructed and its first
                  apply(f, (3,)) result, timed; then terminate() + join(), timed apart.
                  One pool of warm-up (for forkserver: the server's start). {"unit": "ms",
@@ -31,6 +31,7 @@ import sys
 import time
 from concurrent.futures.process import BrokenProcessPool
 
+import common
 from common import emit, env_int, perf, positional, serve, stop_resource_tracker
 
 PIDS = None  # set in each executor worker by the initializer (worker_killed)
@@ -57,7 +58,10 @@ def pool_scenario(ctx, rep):
     try:
         pool.map(f, range(1000))
         rep(pool)
-        serve(lambda: rep(pool))
+        # serve() without its final stop of the resource tracker: with spawn or
+        # forkserver, the live workers hold the tracker's pipe open, and it would wait
+        # for them forever. The pool ends first, then the tracker is stopped.
+        common._serve(lambda: rep(pool))
     finally:
         pool.terminate()
         pool.join()
