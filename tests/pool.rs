@@ -768,10 +768,11 @@ fn dropping_the_pool_closes_it_and_pending_results_still_arrive() -> TestResult 
     Ok(())
 }
 
-fn forkserver_workers() -> TestResult {
+/// Workers start by the forkserver by default; the spawn method works the same.
+fn spawned_workers() -> TestResult {
     let pool = Pool::builder()
         .processes(2)
-        .start_method(StartMethod::Forkserver)
+        .start_method(StartMethod::Spawn)
         .start()
         .unwrap();
     check_eq!(pool.map(sq, 0..10).unwrap()[9], 81);
@@ -855,7 +856,7 @@ fn main() {
             "dropping_the_pool_closes_it_and_pending_results_still_arrive",
             dropping_the_pool_closes_it_and_pending_results_still_arrive,
         ),
-        trial("forkserver_workers", forkserver_workers),
+        trial("spawned_workers", spawned_workers),
         trial(
             "the_async_api_mirrors_the_blocking_one",
             the_async_api_mirrors_the_blocking_one,

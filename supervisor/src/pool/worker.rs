@@ -75,7 +75,9 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
     }
     quiet_panics(true);
     let ready = wire::finish(wire::start(READY, 0, "", 0)).expect("small");
-    sock.write_all(&ready).map_err(|e| e.to_string())?;
+    if let Err(e) = sock.write_all(&ready) {
+        return pool_gone(e);
+    }
 
     let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
     let mut results = Vec::new();
@@ -85,7 +87,7 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(format!("pool socket: {e}")),
+            Err(e) => return pool_gone(e),
         };
         decoder.commit(n);
         loop {
@@ -134,12 +136,24 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
                     // At once, not batched with the next chunk's: a result must not
                     // wait behind a task that turns out to be long (or to hang, and
                     // have its worker killed with the finished result unsent).
-                    sock.write_all(&frame).map_err(|e| e.to_string())?;
+                    if let Err(e) = sock.write_all(&frame) {
+                        return pool_gone(e);
+                    }
                 }
                 EXIT => return Ok(()),
                 other => return Err(format!("pool socket: unknown tag {other}")),
             }
         }
+    }
+}
+
+/// The pool's end of the socket failed: the pool is gone (its process is exiting, or
+/// it terminated), which ends this worker normally; anything else is an error.
+fn pool_gone(e: std::io::Error) -> Result<(), String> {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+    match e.kind() {
+        BrokenPipe | ConnectionReset => Ok(()),
+        _ => Err(format!("pool socket: {e}")),
     }
 }
 
