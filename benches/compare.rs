@@ -71,7 +71,7 @@ const SLEEPER_SECS: u64 = 30;
 /// Bounds every wait of the pool scenarios on something that should come at once.
 const POOL_WAIT: Duration = Duration::from_secs(10);
 
-const SCENARIOS: [&str; 17] = [
+const SCENARIOS: [&str; 18] = [
     "spawn_join",
     "spawn_join_forkserver",
     "restart",
@@ -87,6 +87,7 @@ const SCENARIOS: [&str; 17] = [
     "imap_unordered_chunk1",
     "apply_async_latency",
     "pool_start",
+    "pool_start_spawn",
     "pool_start_forkserver",
     "pool_worker_killed",
 ];
@@ -264,11 +265,16 @@ fn main() -> Res {
         })?;
     }
     if has("pool_start") {
-        timed("pool_start", &|| pool_start(py, StartMethod::Spawn))?;
+        timed("pool_start", &|| pool_start(py, "pool_start", None))?;
+    }
+    if has("pool_start_spawn") {
+        timed("pool_start_spawn", &|| {
+            pool_start(py, "pool_start_spawn", Some(StartMethod::Spawn))
+        })?;
     }
     if has("pool_start_forkserver") {
         timed("pool_start_forkserver", &|| {
-            pool_start(py, StartMethod::Forkserver)
+            pool_start(py, "pool_start_forkserver", Some(StartMethod::Forkserver))
         })?;
     }
     if has("pool_worker_killed") {
@@ -1014,17 +1020,20 @@ fn check_square(x: u64, got: u64) -> Res {
 
 /// `Pool(2)` built and its first `apply` answered; then `terminate` + `join`, timed
 /// apart.
-fn pool_start(py: Option<&Python>, method: StartMethod) -> Res {
-    let forkserver = method == StartMethod::Forkserver;
-    let name = if forkserver {
-        "pool_start_forkserver"
-    } else {
-        "pool_start"
-    };
+/// `pool_start` uses the pool's default start method (the forkserver) against Python's
+/// default (fork) and spawn; `pool_start_spawn` the spawn method against Python's fork;
+/// `pool_start_forkserver` the forkserver against Python's forkserver.
+fn pool_start(py: Option<&Python>, name: &'static str, method: Option<StartMethod>) -> Res {
+    let forkserver = name == "pool_start_forkserver";
     // (start to first result, terminate + join)
     let mp_once = || -> Res<(f64, f64)> {
         let t0 = Instant::now();
-        let pool = Pool::builder().processes(2).start_method(method).start()?;
+        let builder = Pool::builder().processes(2);
+        let builder = match method {
+            Some(method) => builder.start_method(method),
+            None => builder,
+        };
+        let pool = builder.start()?;
         let got = pool.apply(sq, 3)?;
         let started = ms(t0);
         check_square(3, got)?;
@@ -1042,7 +1051,7 @@ fn pool_start(py: Option<&Python>, method: StartMethod) -> Res {
         })
         .transpose()?;
     let mut spawn = py
-        .filter(|_| wanted("python-spawn") && !forkserver)
+        .filter(|_| wanted("python-spawn") && name == "pool_start")
         .map(|py| py.serve("pool.py", &["start", "spawn"], &[("N", PY_SPAWN_BATCH)]))
         .transpose()?;
     for _ in 0..3 {

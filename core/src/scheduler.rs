@@ -208,8 +208,30 @@ impl Scheduler {
         self.mode != Mode::Running && self.workers.is_empty()
     }
 
-    /// How many tasks a ready worker may hold: one, until run times are known; then
-    /// enough for about [`QUEUED_WORK`] of expected work.
+    /// Whether a ready worker may take one more task: always when it has none; else
+    /// while the tasks it holds add up to less than [`QUEUED_WORK`] of expected work
+    /// (by the smoothed run time per item, so a big chunk counts as what it is), up to
+    /// [`MAX_WINDOW`] tasks. Until run times are known, one task each.
+    fn has_room(&self, w: &Worker) -> bool {
+        if w.inflight.is_empty() {
+            return true;
+        }
+        let Some(ns) = self.per_item_ns else {
+            return false;
+        };
+        if w.inflight.len() >= MAX_WINDOW {
+            return false;
+        }
+        let items: u64 = w
+            .inflight
+            .iter()
+            .map(|t| self.tasks.get(t).map_or(1, |t| u64::from(t.items)))
+            .sum();
+        (items as f64) * ns.max(1.0) < QUEUED_WORK.as_nanos() as f64
+    }
+
+    /// How many one-item tasks a ready worker may hold: one, until run times are
+    /// known; then enough for about [`QUEUED_WORK`] of expected work.
     pub fn window(&self) -> usize {
         match self.per_item_ns {
             None => 1,
@@ -494,13 +516,12 @@ impl Scheduler {
 
     /// Hands queued tasks to ready workers, least loaded first, up to the window.
     fn pump(&mut self, now: Duration, out: &mut Vec<Action>) {
-        let window = self.window();
         while !self.queue.is_empty() {
             let Some((&id, _)) = self
                 .workers
                 .iter()
                 .filter(|(_, w)| {
-                    w.phase == Phase::Ready && w.killed_for.is_none() && w.inflight.len() < window
+                    w.phase == Phase::Ready && w.killed_for.is_none() && self.has_room(w)
                 })
                 .min_by_key(|(_, w)| w.inflight.len())
             else {
@@ -611,6 +632,24 @@ mod tests {
         s.done(1, 0, Duration::from_micros(10), &mut out);
         assert_eq!(s.window(), MAX_WINDOW);
         assert_eq!(dispatched(&out).len(), 4);
+    }
+
+    #[test]
+    fn big_chunks_count_as_what_they_are() {
+        let mut s = ready(cfg(1));
+        s.per_item_ns = Some(100.0); // a 100-item chunk: 10 us; a 100 000-item one: 10 ms
+        let mut out = Vec::new();
+        s.submit(1, 100_000, ms(0), &mut out);
+        s.submit(2, 100_000, ms(0), &mut out);
+        s.submit(3, 100, ms(0), &mut out);
+        assert_eq!(
+            dispatched(&out),
+            vec![(1, 1)],
+            "10 ms queued is over the 1 ms window"
+        );
+        out.clear();
+        s.done(1, 1, Duration::from_micros(10_000), &mut out);
+        assert_eq!(dispatched(&out), vec![(1, 2)]);
     }
 
     #[test]

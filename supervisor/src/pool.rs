@@ -480,7 +480,7 @@ impl Pool {
     fn submit_chunks<A: Serialize>(
         &self,
         entry: &'static str,
-        items: &[A],
+        items: impl IntoIterator<Item = A>,
         chunksize: usize,
         mut reply: impl FnMut(usize, u64) -> ReplyTo,
     ) -> Result<Vec<u64>, PoolError> {
@@ -493,7 +493,9 @@ impl Pool {
         // Chunks go to the actor in batches of about this many bytes, so the workers
         // start on the first while the caller encodes the rest.
         const BATCH: usize = 256 * 1024;
-        let mut ids = Vec::with_capacity(items.len().div_ceil(chunksize));
+        let mut items = items.into_iter();
+        let mut ids = Vec::new();
+        let mut chunk: Vec<A> = Vec::with_capacity(chunksize.min(1 << 16));
         let mut tasks = Vec::new();
         let mut batched = 0;
         let send = |tasks: Vec<NewTask>| {
@@ -502,12 +504,22 @@ impl Pool {
                 .send(actor::Request::Submit(tasks))
                 .map_err(|_| self.inner.shared.ended_error())
         };
-        for (seq, chunk) in items.chunks(chunksize).enumerate() {
+        for seq in 0.. {
+            chunk.clear();
+            chunk.extend(items.by_ref().take(chunksize));
+            if chunk.is_empty() {
+                break;
+            }
             let id = self.inner.shared.next_task.fetch_add(1, Ordering::Relaxed);
             let mut frame = wire::start(wire::RUN, id, entry, chunk.len() as u32);
-            for item in chunk {
-                codec::encode_into(item, &mut frame)
-                    .map_err(|e| PoolError::Invalid(format!("arguments do not encode: {e}")))?;
+            let mut ser = rmp_serde::Serializer::new(&mut frame).with_struct_map();
+            for item in &chunk {
+                item.serialize(&mut ser).map_err(|e| {
+                    PoolError::Invalid(format!(
+                        "arguments do not encode as `{}`: {e}",
+                        std::any::type_name::<A>()
+                    ))
+                })?;
             }
             let frame = wire::finish(frame).map_err(|len| PoolError::TooLarge {
                 len,
@@ -539,7 +551,7 @@ impl Pool {
     ) -> AsyncResult<R> {
         let (tx, rx) = oneshot::channel();
         let mut slot = Some(tx);
-        match self.submit_chunks(entry, std::slice::from_ref(&args), 1, |_, _| {
+        match self.submit_chunks(entry, std::iter::once(args), 1, |_, _| {
             ReplyTo::One(slot.take().expect("one chunk"))
         }) {
             Ok(ids) => {
@@ -638,9 +650,21 @@ impl Pool {
         f: F,
         items: impl IntoIterator<Item = F::Args>,
     ) -> AsyncResult<Vec<F::Output>> {
-        let items: Vec<F::Args> = items.into_iter().collect();
-        let chunksize = default_chunksize(items.len(), self.processes()).max(1);
-        self.map_items(f, items, chunksize)
+        let items = items.into_iter();
+        match items.size_hint() {
+            // A known length (a range, a Vec, …): encoded straight from the input, with
+            // no copy of it.
+            (len, Some(max)) if len == max => {
+                let chunksize = default_chunksize(len, self.processes()).max(1);
+                self.map_items(f, items, len, chunksize)
+            }
+            _ => {
+                let items: Vec<F::Args> = items.collect();
+                let chunksize = default_chunksize(items.len(), self.processes()).max(1);
+                let len = items.len();
+                self.map_items(f, items.into_iter(), len, chunksize)
+            }
+        }
     }
 
     /// [`map_chunked`](Pool::map_chunked), returning at once.
@@ -650,13 +674,17 @@ impl Pool {
         items: impl IntoIterator<Item = F::Args>,
         chunksize: usize,
     ) -> AsyncResult<Vec<F::Output>> {
-        self.map_items(f, items.into_iter().collect(), chunksize)
+        let items = items.into_iter();
+        let len = items.size_hint().0;
+        self.map_items(f, items, len, chunksize)
     }
 
+    /// `len` is a capacity hint for the results.
     fn map_items<F: Task<M>, M>(
         &self,
         f: F,
-        items: Vec<F::Args>,
+        items: impl Iterator<Item = F::Args>,
+        len: usize,
         chunksize: usize,
     ) -> AsyncResult<Vec<F::Output>> {
         let _ = f;
@@ -664,16 +692,14 @@ impl Pool {
             Ok(e) => e,
             Err(e) => return AsyncResult::failed(e),
         };
-        let len = items.len();
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let chunks = match self.submit_chunks(entry.name, &items, chunksize, |seq, _| {
+        let chunks = match self.submit_chunks(entry.name, items, chunksize, |seq, _| {
             ReplyTo::Many(tx.clone(), seq)
         }) {
             Ok(ids) => ids.len(),
             Err(e) => return AsyncResult::failed(e),
         };
         drop(tx);
-        drop(items);
         let shared = Arc::clone(&self.inner.shared);
         AsyncResult::new(
             async move {
@@ -768,7 +794,7 @@ impl Pool {
                 if buf.is_empty() {
                     return Ok(None);
                 }
-                pool.submit_chunks(entry.name, &buf, chunksize, |_, _| {
+                pool.submit_chunks(entry.name, buf.drain(..), chunksize, |_, _| {
                     ReplyTo::Many(tx.clone(), seq)
                 })?;
                 Ok(Some(buf.len()))
