@@ -145,6 +145,14 @@ impl Drop for Fifo {
     }
 }
 
+/// Kills its worker on 2.
+fn kill_on_2(x: u64) -> u64 {
+    if x == 2 {
+        raise(libc::SIGKILL);
+    }
+    x
+}
+
 fn big(len: usize) -> Vec<u8> {
     vec![7; len]
 }
@@ -174,6 +182,7 @@ fn unregistered(x: u64) -> u64 {
 
 multiproc::register!(
     sq,
+    kill_on_2,
     big,
     byte_len,
     nested_pool,
@@ -291,6 +300,34 @@ fn imap_orders_and_imap_unordered_does_not_lose() -> TestResult {
         mixed[3]
     );
     check_eq!(mixed[5].as_ref().unwrap(), &5);
+    Ok(())
+}
+
+fn imap_reports_every_item_of_a_chunk_whose_worker_died() -> TestResult {
+    let pool = pool(2);
+    for ordered in [true, false] {
+        let results: Vec<_> = if ordered {
+            pool.imap(kill_on_2, 0..6u64, 2).collect()
+        } else {
+            pool.imap_unordered(kill_on_2, 0..6u64, 2).collect()
+        };
+        check_eq!(results.len(), 6);
+        let mut died: Vec<usize> = results
+            .iter()
+            .filter_map(|r| match r {
+                Err(PoolError::Task {
+                    index,
+                    error: TaskError::WorkerDied { .. },
+                }) => Some(*index),
+                _ => None,
+            })
+            .collect();
+        died.sort_unstable();
+        check_eq!(died, vec![2, 3]);
+        let mut ok: Vec<u64> = results.into_iter().filter_map(Result::ok).collect();
+        ok.sort_unstable();
+        check_eq!(ok, vec![0, 1, 4, 5]);
+    }
     Ok(())
 }
 
@@ -802,6 +839,10 @@ fn main() {
         trial(
             "imap_over_an_endless_input_reads_a_bounded_window",
             imap_over_an_endless_input_reads_a_bounded_window,
+        ),
+        trial(
+            "imap_reports_every_item_of_a_chunk_whose_worker_died",
+            imap_reports_every_item_of_a_chunk_whose_worker_died,
         ),
         trial(
             "callbacks_run_with_the_result_or_the_error",

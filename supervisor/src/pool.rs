@@ -794,10 +794,11 @@ impl Pool {
                 if buf.is_empty() {
                     return Ok(None);
                 }
+                let items = buf.len();
                 pool.submit_chunks(entry.name, buf.drain(..), chunksize, |_, _| {
                     ReplyTo::Many(tx.clone(), seq)
                 })?;
-                Ok(Some(buf.len()))
+                Ok(Some(items))
             })
         };
         let window = (self.processes() * 64).max(128);
