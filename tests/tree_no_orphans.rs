@@ -46,7 +46,75 @@ fn branch(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
     multiproc::blocking::wait_for_stop();
     Ok(())
 }
-multiproc::register!(leaf, branch, waits);
+/// A pool task that says where it runs, then holds its worker until the tree stops.
+fn announce_and_hold() -> u32 {
+    use std::io::Write;
+    let pid = multiproc::current_process().pid();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "worker {pid}");
+    let _ = out.flush();
+    multiproc::blocking::wait_for_stop();
+    pid
+}
+multiproc::register!(leaf, branch, waits, announce_and_hold);
+
+/// A separate root with a pool (forkserver workers, the default) whose two workers
+/// each print `worker <pid>` from inside a task.
+fn pool_root() -> ! {
+    multiproc::init();
+    let pool = multiproc::blocking::Pool::new(2).expect("pool");
+    let held: Vec<_> = (0..2)
+        .map(|_| pool.apply_async(announce_and_hold, ()))
+        .collect();
+    multiproc::blocking::wait_for_stop();
+    drop(held);
+    std::process::exit(0)
+}
+
+/// Starts a `pool_root` and reads its two workers' pids.
+fn start_pool_root() -> Result<Root, Box<dyn std::error::Error>> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .env(ROLE, "pool_root")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut pids = Vec::new();
+    let mut lines = BufReader::new(stdout).lines();
+    while pids.len() < 2 {
+        let line = lines.next().ok_or("the pool root ended early")??;
+        if let Some(pid) = line.strip_prefix("worker ") {
+            pids.push(pid.parse()?);
+        }
+    }
+    Ok(Root { child, pids })
+}
+
+fn sigkill_at_the_root_takes_its_pool_workers() -> TestResult {
+    let mut root = start_pool_root()?;
+    signal(root.child.id(), rustix::process::Signal::KILL)?;
+    root.child.wait()?;
+    for &pid in &root.pids {
+        check!(
+            common::wait_gone(pid, Duration::from_secs(3)),
+            "pool worker {pid} survived SIGKILL of the root"
+        );
+    }
+    Ok(())
+}
+
+fn sigterm_at_the_root_stops_its_pool_workers() -> TestResult {
+    let mut root = start_pool_root()?;
+    signal(root.child.id(), rustix::process::Signal::TERM)?;
+    let status = root.child.wait()?;
+    check_eq!(status.code(), Some(0));
+    for &pid in &root.pids {
+        check!(
+            common::wait_gone(pid, Duration::from_secs(1)),
+            "pool worker {pid} outlived the root"
+        );
+    }
+    Ok(())
+}
 
 /// The separate root: builds the tree, prints `pids <all six descendants>`, waits.
 fn tree_root() -> ! {
@@ -205,6 +273,7 @@ fn main() {
     match std::env::var(ROLE).as_deref() {
         Ok("tree_root") => tree_root(),
         Ok("failing_harness") => failing_harness(),
+        Ok("pool_root") => pool_root(),
         _ => {}
     }
     common::run(vec![
@@ -227,6 +296,14 @@ fn main() {
         trial(
             "sigkill_at_the_root_leaves_no_forked_descendant",
             sigkill_at_the_root_leaves_no_forked_descendant,
+        ),
+        trial(
+            "sigkill_at_the_root_takes_its_pool_workers",
+            sigkill_at_the_root_takes_its_pool_workers,
+        ),
+        trial(
+            "sigterm_at_the_root_stops_its_pool_workers",
+            sigterm_at_the_root_stops_its_pool_workers,
         ),
     ])
 }
