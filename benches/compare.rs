@@ -888,9 +888,22 @@ fn pool_map(name: &'static str, items: u64, chunksize: Option<usize>, py: Option
         Ok(items as f64 / dt)
     };
     let env = [("N", items as usize), ("CHUNKSIZE", chunksize.unwrap_or(0))];
+    pool_rounds(name, &pool, py, "map", &env, &mp_once)
+}
+
+/// The rounds of a pool throughput scenario: `mp_once` against `pool.py MODE fork`,
+/// then the pool is closed and joined.
+fn pool_rounds(
+    name: &'static str,
+    pool: &Pool,
+    py: Option<&Python>,
+    mode: &str,
+    env: &[(&str, usize)],
+    mp_once: &dyn Fn() -> Res<f64>,
+) -> Res {
     let mut server = py
         .filter(|_| wanted("python"))
-        .map(|py| py.serve("pool.py", &["map", "fork"], &env))
+        .map(|py| py.serve("pool.py", &[mode, "fork"], env))
         .transpose()?;
     mp_once()?;
     let (mut mp, mut python) = (Samples::default(), Samples::default());
@@ -932,30 +945,14 @@ fn imap_unordered_chunk1(py: Option<&Python>) -> Res {
         Ok(n as f64 / dt)
     };
     let env = [("N", n as usize), ("CHUNKSIZE", 1)];
-    let mut server = py
-        .filter(|_| wanted("python"))
-        .map(|py| py.serve("pool.py", &["imap_unordered", "fork"], &env))
-        .transpose()?;
-    mp_once()?;
-    let (mut mp, mut python) = (Samples::default(), Samples::default());
-    for _ in 0..ROUNDS {
-        mp.push(vec![mp_once()?]);
-        if let Some(s) = server.as_mut() {
-            python.push(s.rep()?.numbers("samples")?);
-        }
-    }
-    if let Some(s) = server {
-        s.finish()?;
-    }
-    pool.close();
-    pool.join()?;
-    let sc = Scenario {
-        name: "imap_unordered_chunk1",
-        unit: "tasks/s",
-        better: Better::Higher,
-    };
-    sc.report("python", &mp, &python);
-    Ok(())
+    pool_rounds(
+        "imap_unordered_chunk1",
+        &pool,
+        py,
+        "imap_unordered",
+        &env,
+        &mp_once,
+    )
 }
 
 /// `apply_async(sq, i).get()` one at a time; `roundtrip_us` is this run's
