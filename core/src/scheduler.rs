@@ -192,6 +192,11 @@ impl Scheduler {
         self.tasks.len()
     }
 
+    /// How many tasks the worker holds (running and waiting in its pipe).
+    pub fn in_flight(&self, worker: WorkerId) -> usize {
+        self.workers.get(&worker).map_or(0, |w| w.inflight.len())
+    }
+
     /// Whether the worker is alive or starting (its exit not yet seen).
     pub fn has_worker(&self, worker: WorkerId) -> bool {
         self.workers.contains_key(&worker)

@@ -314,8 +314,9 @@ impl PoolBuilder {
             next_task: AtomicU64::new(1),
             processes,
             broken: std::sync::Mutex::new(None),
+            mailed: std::sync::atomic::AtomicUsize::new(0),
         });
-        let tx = actor::start(
+        let (tx, core) = actor::start(
             cfg,
             actor::Launch {
                 init,
@@ -325,7 +326,7 @@ impl PoolBuilder {
             Arc::clone(&shared),
         );
         Ok(Pool {
-            inner: Arc::new(Handle { shared, tx }),
+            inner: Arc::new(Handle { shared, tx, core }),
         })
     }
 }
@@ -342,6 +343,8 @@ pub(crate) struct Shared {
     next_task: AtomicU64,
     processes: usize,
     broken: std::sync::Mutex<Option<ExitReason>>,
+    /// Submissions sent to the actor's mailbox and not yet handled.
+    mailed: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -381,6 +384,7 @@ impl Shared {
 struct Handle {
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<actor::Request>,
+    core: actor::Core,
 }
 
 /// A pool of worker processes.
@@ -498,11 +502,26 @@ impl Pool {
         let mut chunk: Vec<A> = Vec::with_capacity(chunksize.min(1 << 16));
         let mut tasks = Vec::new();
         let mut batched = 0;
-        let send = |tasks: Vec<NewTask>| {
+        // A few tasks are dispatched from this thread, under the actor's lock: an idle
+        // worker then gets its task without a switch to the actor's thread. Big
+        // batches go through the mailbox, so the actor's thread is never kept waiting
+        // on the lock; and once anything is in the mailbox, everything goes there,
+        // which keeps submissions in order.
+        const DIRECT: usize = 16;
+        let send = |tasks: Vec<NewTask>| -> Result<(), PoolError> {
+            let shared = &self.inner.shared;
+            if tasks.len() <= DIRECT && shared.mailed.load(Ordering::Acquire) == 0 {
+                actor::submit(&self.inner.core, tasks);
+                return Ok(());
+            }
+            shared.mailed.fetch_add(1, Ordering::AcqRel);
             self.inner
                 .tx
                 .send(actor::Request::Submit(tasks))
-                .map_err(|_| self.inner.shared.ended_error())
+                .map_err(|_| {
+                    shared.mailed.fetch_sub(1, Ordering::AcqRel);
+                    shared.ended_error()
+                })
         };
         for seq in 0.. {
             chunk.clear();
@@ -786,19 +805,19 @@ impl Pool {
         let (tx, rx) = mpsc::unbounded_channel();
         let feed: Feed = {
             let mut input = items.into_iter();
-            let mut buf: Vec<F::Args> = Vec::with_capacity(chunksize.max(1));
-            Box::new(move |pool: &Pool, seq: usize| {
+            let mut buf: Vec<F::Args> = Vec::new();
+            let chunk = chunksize.max(1);
+            Box::new(move |pool: &Pool, first: usize, chunks: usize| {
                 let entry = Self::task_entry::<F>()?;
                 buf.clear();
-                buf.extend(input.by_ref().take(chunksize.max(1)));
-                if buf.is_empty() {
-                    return Ok(None);
-                }
-                let items = buf.len();
-                pool.submit_chunks(entry.name, buf.drain(..), chunksize, |_, _| {
-                    ReplyTo::Many(tx.clone(), seq)
+                buf.extend(input.by_ref().take(chunk * chunks));
+                let len = buf.len();
+                pool.submit_chunks(entry.name, buf.drain(..), chunk, |seq, _| {
+                    ReplyTo::Many(tx.clone(), first + seq)
                 })?;
-                Ok(Some(items))
+                Ok((0..len.div_ceil(chunk))
+                    .map(|i| chunk.min(len - i * chunk))
+                    .collect())
             })
         };
         let window = (self.processes() * 64).max(128);
@@ -1212,7 +1231,9 @@ impl<R: Send + Unpin + 'static> Future for AsyncResult<R> {
     }
 }
 
-type Feed = Box<dyn FnMut(&Pool, usize) -> Result<Option<usize>, PoolError> + Send>;
+/// Submits up to `chunks` chunks numbered from `first`; returns their sizes (none: the
+/// input is exhausted).
+type Feed = Box<dyn FnMut(&Pool, usize, usize) -> Result<Vec<usize>, PoolError> + Send>;
 type DecodeChunk<R> = fn(Outcome) -> Result<Vec<Result<R, TaskError>>, PoolError>;
 
 /// The results of [`Pool::imap`] or [`Pool::imap_unordered`], taken with
@@ -1270,15 +1291,20 @@ impl<R: Send + 'static> Imap<R> {
                     "chunksize must be at least 1".into(),
                 )));
             }
-            while self.sent - self.released < self.window
+            // Refill in batches, when half the window has come back: one submission
+            // for many chunks.
+            let in_flight = self.sent - self.released;
+            if in_flight <= self.window / 2
                 && let Some(feed) = self.feed.as_mut()
             {
-                match feed(&self.pool, self.sent) {
-                    Ok(Some(items)) => {
-                        self.sizes.insert(self.sent, items);
-                        self.sent += 1;
+                match feed(&self.pool, self.sent, self.window - in_flight) {
+                    Ok(sizes) if sizes.is_empty() => self.feed = None,
+                    Ok(sizes) => {
+                        for items in sizes {
+                            self.sizes.insert(self.sent, items);
+                            self.sent += 1;
+                        }
                     }
-                    Ok(None) => self.feed = None,
                     Err(e) => {
                         self.feed = None;
                         self.done = true;

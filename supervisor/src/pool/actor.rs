@@ -8,14 +8,14 @@
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use multiproc_core::ExitReason;
 use multiproc_core::scheduler::{Action, Failure, Finished, Scheduler, SchedulerConfig, WorkerId};
 use multiproc_transport::{Connection, FrameDecoder, MAX_FRAME_LEN};
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -45,7 +45,33 @@ enum Event {
 struct Started {
     process: Arc<Process>,
     pid: u32,
-    to_worker: mpsc::UnboundedSender<Arc<Vec<u8>>>,
+    to_worker: Outbox,
+}
+
+/// Frames for one worker. A task for an idle worker is written at once by whoever
+/// dispatches it (often the caller's own thread: no task switch on the way); the rest
+/// go to the worker's writer task, which writes many per system call.
+struct Outbox {
+    stream: Arc<UnixStream>,
+    queued: Arc<AtomicUsize>,
+    tx: mpsc::UnboundedSender<Arc<Vec<u8>>>,
+}
+
+impl Outbox {
+    fn send(&self, frame: Arc<Vec<u8>>, direct: bool) {
+        let mut frame = frame;
+        if direct && self.queued.load(Ordering::Acquire) == 0 {
+            match self.stream.try_write(&frame) {
+                Ok(n) if n == frame.len() => return,
+                Ok(n) => frame = Arc::new(frame[n..].to_vec()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // The worker is gone; its exit is on its way to the actor.
+                Err(_) => return,
+            }
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        let _ = self.tx.send(frame);
+    }
 }
 
 /// How workers are launched.
@@ -66,7 +92,7 @@ struct TaskSlot {
     reply: ReplyTo,
 }
 
-struct PoolActor {
+pub(crate) struct PoolActor {
     sched: Scheduler,
     shared: Arc<Shared>,
     launch: Arc<Launch>,
@@ -80,17 +106,34 @@ struct PoolActor {
     exit_frame: Arc<Vec<u8>>,
 }
 
-/// Starts the actor; returns its request mailbox.
+/// The actor's state. Its own task handles the workers' events, timeouts and the
+/// mailbox; a caller submitting work takes the lock and dispatches it itself.
+pub(crate) type Core = Arc<Mutex<PoolActor>>;
+
+fn lock(core: &Core) -> std::sync::MutexGuard<'_, PoolActor> {
+    core.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Submits chunks from the caller's thread.
+pub(crate) fn submit(core: &Core, tasks: Vec<NewTask>) {
+    let mut actor = lock(core);
+    let mut out = Vec::new();
+    let now = actor.now();
+    actor.submit(tasks, now, &mut out);
+    actor.act(out);
+}
+
+/// Starts the actor; returns its request mailbox and its state.
 pub(crate) fn start(
     cfg: SchedulerConfig,
     launch: Launch,
     shared: Arc<Shared>,
-) -> mpsc::UnboundedSender<Request> {
+) -> (mpsc::UnboundedSender<Request>, Core) {
     let (tx, requests) = mpsc::unbounded_channel();
     let (events_tx, events) = mpsc::unbounded_channel();
     let mut actions = Vec::new();
     let sched = Scheduler::new(cfg, &mut actions);
-    let mut actor = PoolActor {
+    let actor = PoolActor {
         sched,
         shared,
         launch: Arc::new(launch),
@@ -103,11 +146,65 @@ pub(crate) fn start(
         last_exit: ExitReason::Normal,
         exit_frame: Arc::new(wire::finish(wire::start(wire::EXIT, 0, "", 0)).expect("small")),
     };
-    runtime::handle().spawn(async move {
-        actor.act(actions);
-        actor.run(requests, events).await;
-    });
-    tx
+    let core = Arc::new(Mutex::new(actor));
+    lock(&core).act(actions);
+    runtime::handle().spawn(run(Arc::clone(&core), requests, events));
+    (tx, core)
+}
+
+async fn run(
+    core: Core,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+) {
+    let mut handles_open = true;
+    loop {
+        let deadline = {
+            let actor = lock(&core);
+            if actor.sched.is_finished() {
+                break;
+            }
+            actor.sched.next_deadline().map(|d| actor.epoch + d)
+        };
+        let mut out = Vec::new();
+        tokio::select! {
+            biased;
+            event = events.recv() => {
+                let Some(event) = event else { break };
+                let mut actor = lock(&core);
+                actor.on_event(event, &mut out);
+                actor.act(out);
+            }
+            request = requests.recv(), if handles_open => {
+                let mut actor = lock(&core);
+                match request {
+                    Some(request) => {
+                        let mailed = matches!(request, Request::Submit(_));
+                        actor.on_request(request, &mut out);
+                        if mailed {
+                            actor.shared.mailed.fetch_sub(1, Ordering::AcqRel);
+                        }
+                    }
+                    None => {
+                        // Every handle is gone: close, so submitted work still finishes.
+                        handles_open = false;
+                        actor.sched.close(&mut out);
+                    }
+                }
+                actor.act(out);
+            }
+            () = sleep_until(deadline) => {
+                let mut actor = lock(&core);
+                let now = actor.now();
+                actor.sched.tick(now, &mut out);
+                actor.act(out);
+            }
+        }
+    }
+    for joiner in lock(&core).joiners.drain(..) {
+        let _ = joiner.send(());
+    }
+    // Late requests (a join after the end) find the mailbox closed and return.
 }
 
 impl PoolActor {
@@ -115,57 +212,25 @@ impl PoolActor {
         self.epoch.elapsed()
     }
 
-    async fn run(
-        &mut self,
-        mut requests: mpsc::UnboundedReceiver<Request>,
-        mut events: mpsc::UnboundedReceiver<Event>,
-    ) {
-        let mut handles_open = true;
-        while !self.sched.is_finished() {
-            let deadline = self.sched.next_deadline().map(|d| self.epoch + d);
-            let mut out = Vec::new();
-            tokio::select! {
-                biased;
-                event = events.recv() => {
-                    let Some(event) = event else { break };
-                    self.on_event(event, &mut out);
-                }
-                request = requests.recv(), if handles_open => match request {
-                    Some(request) => self.on_request(request, &mut out),
-                    None => {
-                        // Every handle is gone: close, so submitted work still finishes.
-                        handles_open = false;
-                        self.sched.close(&mut out);
-                    }
+    fn submit(&mut self, tasks: Vec<NewTask>, now: Duration, out: &mut Vec<Action>) {
+        for t in tasks {
+            let (id, items) = (t.id, t.items);
+            self.tasks.insert(
+                id,
+                TaskSlot {
+                    frame: t.frame,
+                    reply: t.reply,
                 },
-                () = sleep_until(deadline) => {
-                    let now = self.now();
-                    self.sched.tick(now, &mut out);
-                }
-            }
-            self.act(out);
+            );
+            self.sched.submit(id, items, now, out);
         }
-        for joiner in self.joiners.drain(..) {
-            let _ = joiner.send(());
-        }
-        // Late requests (a join after the end) find the mailbox closed and return.
     }
 
     fn on_request(&mut self, request: Request, out: &mut Vec<Action>) {
         let now = self.now();
         match request {
             Request::Submit(tasks) => {
-                for t in tasks {
-                    let (id, items) = (t.id, t.items);
-                    self.tasks.insert(
-                        id,
-                        TaskSlot {
-                            frame: t.frame,
-                            reply: t.reply,
-                        },
-                    );
-                    self.sched.submit(id, items, now, out);
-                }
+                self.submit(tasks, now, out);
             }
             Request::Cancel(id, reply) => {
                 let _ = reply.send(self.sched.cancel(id, out));
@@ -251,12 +316,13 @@ impl PoolActor {
                     let frame = self.tasks.get(&task).map(|t| Arc::clone(&t.frame));
                     let to = self.workers.get(&worker).and_then(|s| s.started.as_ref());
                     if let (Some(frame), Some(to)) = (frame, to) {
-                        let _ = to.to_worker.send(frame);
+                        // Straight to an idle worker; behind others, batched.
+                        to.to_worker.send(frame, self.sched.in_flight(worker) <= 1);
                     }
                 }
                 Action::Retire(w) => {
                     if let Some(to) = self.workers.get(&w).and_then(|s| s.started.as_ref()) {
-                        let _ = to.to_worker.send(Arc::clone(&self.exit_frame));
+                        to.to_worker.send(Arc::clone(&self.exit_frame), false);
                     }
                 }
                 Action::Kill(w) => self.kill(w),
@@ -383,8 +449,8 @@ impl PoolActor {
             }
             let process = Arc::new(process);
             let pid = process.pid().unwrap_or(0);
-            let (rd, wr) = match split(mine) {
-                Ok(halves) => halves,
+            let stream = match into_stream(mine) {
+                Ok(stream) => Arc::new(stream),
                 Err(e) => {
                     tracing::error!(error = %e, "cannot use a pool worker's socket; killing it");
                     let _ = process.kill();
@@ -393,29 +459,38 @@ impl PoolActor {
                     return;
                 }
             };
-            let (to_worker, frames) = mpsc::unbounded_channel();
-            runtime::handle().spawn(write_frames(wr, frames));
+            let (tx, frames) = mpsc::unbounded_channel();
+            let queued = Arc::new(AtomicUsize::new(0));
+            runtime::handle().spawn(write_frames(
+                Arc::clone(&stream),
+                frames,
+                Arc::clone(&queued),
+            ));
             let started = Started {
                 process: Arc::clone(&process),
                 pid,
-                to_worker,
+                to_worker: Outbox {
+                    stream: Arc::clone(&stream),
+                    queued,
+                    tx,
+                },
             };
             if events.send(Event::Started(w, Ok(started))).is_err() {
                 let _ = process.kill();
                 return;
             }
-            let reason = read_frames(w, rd, &process, &events).await;
+            let reason = read_frames(w, &stream, &process, &events).await;
             let _ = events.send(Event::Exited(w, reason));
         });
     }
 }
 
-fn split(conn: Connection) -> std::io::Result<(OwnedReadHalf, OwnedWriteHalf)> {
+fn into_stream(conn: Connection) -> std::io::Result<UnixStream> {
     let fd = conn.into_owned_fd().map_err(std::io::Error::other)?;
     let std = StdUnixStream::from(fd);
     std.set_nonblocking(true)?;
     let _enter = runtime::handle().enter();
-    Ok(tokio::net::UnixStream::from_std(std)?.into_split())
+    UnixStream::from_std(std)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -425,40 +500,51 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Writes the frames the actor sends, many per write when they queue up.
-async fn write_frames(mut wr: OwnedWriteHalf, mut frames: mpsc::UnboundedReceiver<Arc<Vec<u8>>>) {
+/// Writes the frames queued for a worker, many per system call when they queue up.
+async fn write_frames(
+    stream: Arc<UnixStream>,
+    mut frames: mpsc::UnboundedReceiver<Arc<Vec<u8>>>,
+    queued: Arc<AtomicUsize>,
+) {
     const BATCH: usize = 256 * 1024;
     let mut buf: Vec<u8> = Vec::new();
     while let Some(first) = frames.recv().await {
-        let mut next = Some(first);
-        while let Some(frame) = next.take() {
-            if frame.len() >= BATCH / 4 {
-                if !buf.is_empty() && wr.write_all(&buf).await.is_err() {
-                    return;
+        let mut taken = 1;
+        buf.extend_from_slice(&first);
+        while buf.len() < BATCH {
+            match frames.try_recv() {
+                Ok(frame) => {
+                    buf.extend_from_slice(&frame);
+                    taken += 1;
                 }
-                buf.clear();
-                if wr.write_all(&frame).await.is_err() {
-                    return;
-                }
-            } else {
-                buf.extend_from_slice(&frame);
-            }
-            if buf.len() < BATCH {
-                next = frames.try_recv().ok();
+                Err(_) => break,
             }
         }
-        if !buf.is_empty() && wr.write_all(&buf).await.is_err() {
+        if write_all(&stream, &buf).await.is_err() {
             return;
         }
         buf.clear();
+        queued.fetch_sub(taken, Ordering::AcqRel);
     }
+}
+
+async fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Reads a worker's frames until it exits; returns how it ended. Whatever it wrote
 /// before it died is read and reported first.
 async fn read_frames(
     w: WorkerId,
-    rd: OwnedReadHalf,
+    rd: &UnixStream,
     process: &Process,
     events: &mpsc::UnboundedSender<Event>,
 ) -> ExitReason {
