@@ -167,6 +167,7 @@ pub fn run_task<F: Task<M>, M>(
     failures: &mut Vec<(u32, ItemFailure)>,
 ) {
     let mut de = rmp_serde::Deserializer::from_read_ref(args);
+    let mut ser = rmp_serde::Serializer::new(out).with_struct_map();
     for i in 0..items {
         let a = match F::Args::deserialize(&mut de) {
             Ok(a) => a,
@@ -188,11 +189,14 @@ pub fn run_task<F: Task<M>, M>(
         };
         match catch_unwind(AssertUnwindSafe(|| f.call(a))) {
             Ok(r) => {
-                if let Err(e) = codec::encode_into(&r, out) {
+                let mark = ser.get_ref().len();
+                if let Err(e) = r.serialize(&mut ser) {
+                    // Whatever it wrote before it failed is not a value.
+                    ser.get_mut().truncate(mark);
                     failures.push((
                         i,
                         ItemFailure::Encode {
-                            message: e.to_string(),
+                            message: format!("`{}`: {e}", std::any::type_name::<F::Output>()),
                         },
                     ));
                 }
