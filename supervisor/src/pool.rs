@@ -408,10 +408,9 @@ impl fmt::Debug for Pool {
     }
 }
 
-/// A submitted chunk's raw answer: the `DONE` frame body and where its payload starts.
+/// A submitted chunk's raw answer: the body of its `DONE` frame, decoded by the caller.
 pub(crate) struct Done {
     frame: Vec<u8>,
-    at: usize,
 }
 
 /// What a chunk comes to: its answer, or why it has none.
@@ -982,7 +981,7 @@ fn split_done(done: &Done) -> Result<(u32, Failures, &[u8]), PoolError> {
         index: 0,
         error: TaskError::Decode { message },
     };
-    let (header, mut rest) = wire::split(&done.frame[done.at..]).map_err(bad)?;
+    let (header, mut rest) = wire::split(&done.frame).map_err(bad)?;
     let failures: Failures = wire::take(&mut rest).map_err(bad)?;
     Ok((header.items, failures, rest))
 }

@@ -281,7 +281,7 @@ impl PoolActor {
                         Ok((h, _)) if h.tag == wire::DONE => {
                             let task = h.task;
                             if self.tasks.contains_key(&task) {
-                                self.answers.insert(task, Done { frame, at: 0 });
+                                self.answers.insert(task, Done { frame });
                             }
                             self.sched.done(w, task, now, out);
                         }
