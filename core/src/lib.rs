@@ -31,6 +31,7 @@ mod pool;
 pub mod scheduler;
 mod spec;
 mod strategy;
+pub mod sync;
 
 pub use backoff::{Backoff, BackoffState};
 pub use decider::{Decider, Directive, ExitMatch};
