@@ -28,6 +28,7 @@ mod intensity;
 mod limits;
 mod packet;
 mod pool;
+pub mod queue;
 pub mod scheduler;
 mod spec;
 mod strategy;
