@@ -579,6 +579,10 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         .map_err(|e| Error::os("cannot duplicate the child's pidfd", e))?;
     let last_beat = Arc::new(Mutex::new(tokio::time::Instant::now()));
     let beat = Arc::clone(&last_beat);
+    // Routable before the reader starts: a child may call out (a function at once,
+    // an actor from its `start`) before its handshake is processed here, and the
+    // answers must find their way back down.
+    router::add_child(number, Arc::clone(&link));
     let reader_task = tokio::spawn(async move {
         let mut first = Some(first_tx);
         let mut report: Option<ExitReport> = None;
@@ -618,6 +622,7 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         Err(_) => {
             waiter.start_kill();
             let _ = waiter.wait().await;
+            router::remove_child(number, &identity);
             return Err(Error::HandshakeTimeout { name, pid, timeout });
         }
         Ok(first) => first.ok(),
@@ -626,19 +631,18 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         Some(Packet::Ready { .. }) => {}
         Some(Packet::Rejected(source)) => {
             let _ = waiter.wait().await;
+            router::remove_child(number, &identity);
             return Err(Error::Bootstrap { name, source });
         }
         _ => {
-            let status = waiter
-                .wait()
-                .await
-                .map_err(|e| Error::os("cannot wait for the child", e))?;
+            let status = waiter.wait().await;
+            router::remove_child(number, &identity);
+            let status = status.map_err(|e| Error::os("cannot wait for the child", e))?;
             let reason = multiproc_core::exit_reason(status.unwrap_or(LOST), None, false, false);
             return Err(Error::NoHandshake { name, reason });
         }
     }
 
-    router::add_child(number, Arc::clone(&link));
     let (exit_tx, exit_rx) = watch::channel(None);
     let child = Arc::new(Child {
         identity: identity.clone(),
