@@ -708,3 +708,262 @@ impl<R: Send + 'static> Iterator for Imap<R> {
         block_on(self.0.next())
     }
 }
+
+macro_rules! blocking_semaphore {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub crate::$name);
+
+        impl $name {
+            /// Acquires it; see the async type.
+            ///
+            /// # Errors
+            ///
+            /// [`crate::SyncError::OwnerDied`] (acquired, previous holder dead),
+            /// [`crate::SyncError::OwnerGone`], [`crate::SyncError::Forged`].
+            pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool, crate::SyncError> {
+                block_on(self.0.acquire(block, timeout))
+            }
+
+            /// Releases it.
+            ///
+            /// # Errors
+            ///
+            /// [`crate::SyncError::Misuse`], [`crate::SyncError::OwnerGone`].
+            pub fn release(&self) -> Result<(), crate::SyncError> {
+                block_on(self.0.release())
+            }
+
+            /// Holds it until the guard is dropped (Python's `with`).
+            ///
+            /// # Errors
+            ///
+            /// As `acquire`; a dead previous holder is `Guard::owner_died`.
+            pub fn guard(&self) -> Result<crate::Guard<'_, crate::$name>, crate::SyncError> {
+                block_on(self.0.guard())
+            }
+        }
+    };
+}
+
+blocking_semaphore!(
+    /// A lock any process of the tree can use; see [`crate::Lock`].
+    Lock
+);
+blocking_semaphore!(
+    /// A recursive lock; see [`crate::RLock`].
+    RLock
+);
+blocking_semaphore!(
+    /// A semaphore; see [`crate::Semaphore`].
+    Semaphore
+);
+blocking_semaphore!(
+    /// A bounded semaphore; see [`crate::BoundedSemaphore`].
+    BoundedSemaphore
+);
+
+impl Lock {
+    /// A new lock, hosted by this process.
+    pub fn new() -> Lock {
+        Lock(crate::Lock::new())
+    }
+}
+
+impl Default for Lock {
+    fn default() -> Self {
+        Lock::new()
+    }
+}
+
+impl RLock {
+    /// A new recursive lock, hosted by this process.
+    pub fn new() -> RLock {
+        RLock(crate::RLock::new())
+    }
+}
+
+impl Default for RLock {
+    fn default() -> Self {
+        RLock::new()
+    }
+}
+
+impl Semaphore {
+    /// A semaphore starting at `value`.
+    pub fn new(value: usize) -> Semaphore {
+        Semaphore(crate::Semaphore::new(value))
+    }
+
+    /// Its value now.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::SyncError::OwnerGone`], [`crate::SyncError::Forged`].
+    pub fn get_value(&self) -> Result<usize, crate::SyncError> {
+        block_on(self.0.get_value())
+    }
+}
+
+impl BoundedSemaphore {
+    /// A bounded semaphore of `value`.
+    pub fn new(value: usize) -> BoundedSemaphore {
+        BoundedSemaphore(crate::BoundedSemaphore::new(value))
+    }
+}
+
+/// An event; see [`crate::Event`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Event(pub crate::Event);
+
+impl Default for Event {
+    fn default() -> Self {
+        Event::new()
+    }
+}
+
+impl Event {
+    /// A new event, clear.
+    pub fn new() -> Event {
+        Event(crate::Event::new())
+    }
+    /// Sets it.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::SyncError::OwnerGone`], [`crate::SyncError::Forged`].
+    pub fn set(&self) -> Result<(), crate::SyncError> {
+        block_on(self.0.set())
+    }
+    /// Clears it.
+    ///
+    /// # Errors
+    ///
+    /// As `set`.
+    pub fn clear(&self) -> Result<(), crate::SyncError> {
+        block_on(self.0.clear())
+    }
+    /// Whether it is set.
+    ///
+    /// # Errors
+    ///
+    /// As `set`.
+    pub fn is_set(&self) -> Result<bool, crate::SyncError> {
+        block_on(self.0.is_set())
+    }
+    /// Waits until it is set, at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// As `set`.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool, crate::SyncError> {
+        block_on(self.0.wait(timeout))
+    }
+}
+
+/// A queue; see [`crate::Queue`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(transparent, bound = "")]
+pub struct Queue<T>(pub crate::Queue<T>);
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue(self.0.clone())
+    }
+}
+
+/// Python's `JoinableQueue`; see [`crate::JoinableQueue`].
+pub type JoinableQueue<T> = Queue<T>;
+/// Python's `SimpleQueue`; see [`crate::SimpleQueue`].
+pub type SimpleQueue<T> = Queue<T>;
+
+impl<T: serde::Serialize + serde::de::DeserializeOwned> Queue<T> {
+    /// A queue of at most `maxsize` items (0: unbounded).
+    pub fn new(maxsize: usize) -> Queue<T> {
+        Queue(crate::Queue::new(maxsize))
+    }
+    /// Puts an item.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Queue::put`].
+    pub fn put(
+        &self,
+        item: &T,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(), crate::SyncError> {
+        block_on(self.0.put(item, block, timeout))
+    }
+    /// Puts an item without waiting.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Queue::put`].
+    pub fn put_nowait(&self, item: &T) -> Result<(), crate::SyncError> {
+        block_on(self.0.put_nowait(item))
+    }
+    /// Gets an item.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Queue::get`].
+    pub fn get(&self, block: bool, timeout: Option<Duration>) -> Result<T, crate::SyncError> {
+        block_on(self.0.get(block, timeout))
+    }
+    /// Gets an item without waiting.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Queue::get`].
+    pub fn get_nowait(&self) -> Result<T, crate::SyncError> {
+        block_on(self.0.get_nowait())
+    }
+    /// Items in the queue now.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Queue::qsize`].
+    pub fn qsize(&self) -> Result<usize, crate::SyncError> {
+        block_on(self.0.qsize())
+    }
+    /// Whether it is empty now.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Queue::qsize`].
+    pub fn empty(&self) -> Result<bool, crate::SyncError> {
+        block_on(self.0.empty())
+    }
+    /// Whether it is full now.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Queue::qsize`].
+    pub fn full(&self) -> Result<bool, crate::SyncError> {
+        block_on(self.0.full())
+    }
+    /// This handle puts no more.
+    pub fn close(&mut self) {
+        self.0.close()
+    }
+    /// One item is done.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Queue::task_done`].
+    pub fn task_done(&self) -> Result<(), crate::SyncError> {
+        block_on(self.0.task_done())
+    }
+    /// Waits until every item is done.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Queue::join`].
+    pub fn join(&self) -> Result<(), crate::SyncError> {
+        block_on(self.0.join())
+    }
+}

@@ -74,6 +74,10 @@ pub use multiproc_supervisor::{
 pub use multiproc_supervisor::{
     AsyncResult, Imap, Pool, PoolBuilder, PoolError, Task, TaskError, WorkerInfo,
 };
+pub use multiproc_supervisor::{
+    BoundedSemaphore, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release, Semaphore,
+    SimpleQueue, SyncError, timeout_secs,
+};
 pub use multiproc_transport::{Connection, FrameError, MAX_FRAME_LEN, pipe, wait};
 
 /// Transport errors (pipes and connections).

@@ -164,6 +164,9 @@ pub enum Body {
     Reply(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The call failed on the way or at the destination.
     Fail(RemoteError),
+    /// A request to the destination process's own services (the synchronization
+    /// primitives and queues it hosts), not to its actor; answered like a `Call`.
+    Service(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// Why a call failed somewhere along the tree.

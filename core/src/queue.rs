@@ -140,7 +140,13 @@ impl Queue {
 
     /// Puts an item from `producer`; when there is no room, queues the `put` if
     /// `block`.
-    pub fn put(&mut self, producer: &Identity, wait: WaitId, item: Vec<u8>, block: bool) -> (Put, Effects) {
+    pub fn put(
+        &mut self,
+        producer: &Identity,
+        wait: WaitId,
+        item: Vec<u8>,
+        block: bool,
+    ) -> (Put, Effects) {
         let mut fx = Effects::default();
         if self.getters.is_empty() && !self.has_room() {
             if !block {
@@ -166,10 +172,18 @@ impl Queue {
     /// Hands items to waiting `get`s, then lets waiting `put`s in while there is room.
     fn serve(&mut self, fx: &mut Effects) {
         loop {
-            if let Some(item) = (!self.getters.is_empty()).then(|| self.items.pop_front()).flatten() {
+            if let Some(item) = (!self.getters.is_empty())
+                .then(|| self.items.pop_front())
+                .flatten()
+            {
                 let (wait, consumer) = self.getters.pop_front().expect("a getter waits");
                 let id = self.deliver(&consumer, item.clone());
-                fx.deliveries.push(Delivery { wait, consumer, id, item });
+                fx.deliveries.push(Delivery {
+                    wait,
+                    consumer,
+                    id,
+                    item,
+                });
                 continue;
             }
             if self.has_room()
@@ -210,6 +224,17 @@ impl Queue {
     /// The consumer has the item: it will not come back.
     pub fn ack(&mut self, id: DeliveryId) {
         self.delivering.remove(&id);
+    }
+
+    /// The consumer could not use a delivered item (it does not decode as the type
+    /// that consumer expects): it goes back to the front, for another consumer.
+    pub fn give_back(&mut self, id: DeliveryId) -> Effects {
+        if let Some((_, item)) = self.delivering.remove(&id) {
+            self.store(item, true);
+        }
+        let mut fx = Effects::default();
+        self.serve(&mut fx);
+        fx
     }
 
     /// Forgets a waiting `get` or `put` (its caller timed out); whether it was
@@ -327,7 +352,10 @@ mod tests {
         let (put, fx) = q.put(&p(1), 8, item(9), true);
         assert_eq!(put, Put::Stored);
         assert_eq!(fx.deliveries.len(), 1);
-        assert_eq!((fx.deliveries[0].wait, fx.deliveries[0].item.clone()), (7, item(9)));
+        assert_eq!(
+            (fx.deliveries[0].wait, fx.deliveries[0].item.clone()),
+            (7, item(9))
+        );
         assert!(q.empty());
     }
 
@@ -337,23 +365,49 @@ mod tests {
         for n in 1..=3 {
             q.put(&p(1), 0, item(n), true);
         }
-        let (Get::Item(_, _), _) = q.get(&p(2), 0, true) else { panic!() };
-        let (Get::Item(_, _), _) = q.get(&p(2), 0, true) else { panic!() };
+        let (Get::Item(_, _), _) = q.get(&p(2), 0, true) else {
+            panic!()
+        };
+        let (Get::Item(_, _), _) = q.get(&p(2), 0, true) else {
+            panic!()
+        };
         assert_eq!(q.in_delivery(), 2);
         q.get(&p(3), 5, true); // takes item 3
         q.get(&p(3), 6, true); // waits
         let fx = q.process_died(&p(2));
-        assert_eq!(q.in_delivery(), 2, "item 1 went to the waiting consumer, item 2 is stored");
+        assert_eq!(
+            q.in_delivery(),
+            2,
+            "item 1 went to the waiting consumer, item 2 is stored"
+        );
         assert_eq!(fx.deliveries.len(), 1);
-        assert_eq!((fx.deliveries[0].wait, fx.deliveries[0].item.clone()), (6, item(1)));
+        assert_eq!(
+            (fx.deliveries[0].wait, fx.deliveries[0].item.clone()),
+            (6, item(1))
+        );
         assert!(matches!(q.get(&p(3), 7, true).0, Get::Item(_, ref i) if *i == item(2)));
+    }
+
+    #[test]
+    fn an_item_given_back_goes_first() {
+        let mut q = Queue::new(0);
+        q.put(&p(1), 0, item(1), true);
+        q.put(&p(1), 0, item(2), true);
+        let (Get::Item(id, _), _) = q.get(&p(2), 0, true) else {
+            panic!()
+        };
+        q.give_back(id);
+        assert!(matches!(q.get(&p(3), 0, true).0, Get::Item(_, ref i) if *i == item(1)));
+        assert_eq!(q.unfinished(), 2);
     }
 
     #[test]
     fn an_acknowledged_item_is_never_given_back() {
         let mut q = Queue::new(0);
         q.put(&p(1), 0, item(1), true);
-        let (Get::Item(id, _), _) = q.get(&p(2), 0, true) else { panic!() };
+        let (Get::Item(id, _), _) = q.get(&p(2), 0, true) else {
+            panic!()
+        };
         q.ack(id);
         q.process_died(&p(2));
         assert!(q.empty());

@@ -235,9 +235,9 @@ fn reply<A: Actor>(body: Body, _corr: u64) -> Result<A::Reply, CallError> {
     match body {
         Body::Reply(bytes) => codec::decode(&bytes).map_err(CallError::Decode),
         Body::Fail(e) => Err(CallError::Remote(e)),
-        Body::Call(_) | Body::Cast(_) => Err(CallError::Remote(RemoteError::Decode(
-            "a request came back as a reply".into(),
-        ))),
+        Body::Call(_) | Body::Cast(_) | Body::Service(_) => Err(CallError::Remote(
+            RemoteError::Decode("a request came back as a reply".into()),
+        )),
     }
 }
 
@@ -282,7 +282,7 @@ impl<A: Actor> ractor::Actor for Host<A> {
         let (payload, is_call) = match env.body {
             Body::Call(p) => (p, true),
             Body::Cast(p) => (p, false),
-            Body::Reply(_) | Body::Fail(_) => return Ok(()),
+            Body::Reply(_) | Body::Fail(_) | Body::Service(_) => return Ok(()),
         };
         let answer = |body| {
             if is_call {

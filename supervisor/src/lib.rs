@@ -13,6 +13,7 @@ mod forkserver;
 mod link;
 mod logging;
 mod pool;
+mod primitives;
 mod process;
 mod registry;
 mod router;
@@ -31,6 +32,10 @@ pub use current::{
 pub use error::{CallError, Error};
 pub use multiproc_core::StartMethod;
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo};
+pub use primitives::{
+    BoundedSemaphore, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release, Semaphore,
+    SimpleQueue, SyncError, timeout_secs,
+};
 pub use process::{
     ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Output, Process, Sentinel,
     active_children, stop_children,

@@ -240,7 +240,7 @@ pub(crate) fn refuse(packet: Packet, why: String) {
     tracing::warn!(%why, "cannot send a packet on a control link");
     if let Packet::Envelope(env) = packet {
         match env.body {
-            Body::Call(_) => router::bounce(env, RemoteError::Encode(why)),
+            Body::Call(_) | Body::Service(_) => router::bounce(env, RemoteError::Encode(why)),
             Body::Reply(_) => router::route(Envelope {
                 to: env.to,
                 from: env.from,

@@ -184,8 +184,8 @@ pub(crate) fn route(env: Envelope) {
             Hop::Here => return deliver_here(t, env),
             Hop::Child(n) => match t.children.get_mut(&n) {
                 Some(child) => {
-                    let call =
-                        matches!(env.body, Body::Call(_)).then(|| (env.from.clone(), env.corr));
+                    let call = matches!(env.body, Body::Call(_) | Body::Service(_))
+                        .then(|| (env.from.clone(), env.corr));
                     if let Some(key) = &call {
                         child.inflight.insert(key.clone());
                     }
@@ -228,6 +228,10 @@ fn deliver_here(mut t: MutexGuard<'static, Tables>, env: Envelope) {
                 let _ = waiter.send(env.body);
             }
         }
+        Body::Service(_) => {
+            drop(t);
+            crate::primitives::serve(env);
+        }
         Body::Call(_) | Body::Cast(_) => {
             let refused = match &mut t.local {
                 Local::Running(mailbox) => match mailbox(env) {
@@ -247,7 +251,7 @@ fn deliver_here(mut t: MutexGuard<'static, Tables>, env: Envelope) {
 /// Answers an undeliverable call with `err`; drops anything else, with a log line.
 pub(crate) fn bounce(env: Envelope, err: RemoteError) {
     match env.body {
-        Body::Call(_) => route(Envelope {
+        Body::Call(_) | Body::Service(_) => route(Envelope {
             to: env.from,
             from: me().identity.clone(),
             corr: env.corr,

@@ -1,0 +1,631 @@
+//! Locks, semaphores, events and queues that every process of the tree can use, and
+//! that survive the death of whoever holds them.
+//!
+//! A primitive lives in the process that created it, as a pure state machine of
+//! `multiproc_core` served by that process (see `host`). Its handle is a plain serde
+//! value: pass it to a child as an argument, or inside a message, and use it there;
+//! requests travel along the tree as `Service` envelopes. A handle names its
+//! primitive by an id *and* a random secret, so a forged or corrupted handle reaches
+//! nothing (`SyncError::Forged`). When the host process is gone, every request fails
+//! with `SyncError::OwnerGone`: nothing blocks for ever.
+
+mod host;
+mod wire;
+
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use multiproc_core::queue::Queue as QueueState;
+use multiproc_core::sync::{Event as EventState, Sem, SemKind};
+use multiproc_core::{Body, CodecError, Envelope, Identity, RemoteError, codec};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use host::State;
+pub(crate) use host::serve;
+use wire::{Answer, Fault, Op, Request};
+
+use crate::current::me;
+use crate::router;
+
+/// What can go wrong with a lock, semaphore, event or queue.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncError {
+    /// Misuse, with Python's meaning: a release too many, a release by a thread that
+    /// does not own an `RLock`.
+    #[error(transparent)]
+    Misuse(#[from] multiproc_core::sync::SyncError),
+    /// `task_done` called more times than items were put.
+    #[error(transparent)]
+    Queue(#[from] multiproc_core::queue::QueueError),
+    /// Acquired, but the previous holder died holding it: what it protected may be
+    /// half-updated. The caller holds the lock now (as with a robust mutex's
+    /// `EOWNERDEAD`).
+    #[error("acquired, but its previous holder died holding it")]
+    OwnerDied,
+    /// The process that hosted this primitive has exited.
+    #[error("the process {0} that hosted this primitive has exited")]
+    OwnerGone(Identity),
+    /// The handle names no primitive of its host (forged, corrupted, or of another
+    /// kind).
+    #[error("this handle does not name a primitive of its host process")]
+    Forged,
+    /// The queue is full (a put that would not wait, or waited its timeout out).
+    #[error("the queue is full")]
+    Full,
+    /// The queue is empty (a get that would not wait, or waited its timeout out).
+    #[error("the queue is empty")]
+    Empty,
+    /// This handle was closed: it puts no more.
+    #[error("the queue is closed")]
+    Closed,
+    /// The item does not encode.
+    #[error("the item does not encode: {0}")]
+    Encode(CodecError),
+    /// The item does not decode as this queue's type; it was given back, for a
+    /// consumer of the right type.
+    #[error("the item does not decode: {0}")]
+    Decode(CodecError),
+    /// The request failed on the way.
+    #[error(transparent)]
+    Remote(RemoteError),
+}
+
+/// Where a primitive lives, and the secret that proves a handle genuine.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Addr {
+    owner: Identity,
+    id: u64,
+    secret: u64,
+}
+
+impl fmt::Debug for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Addr")
+            .field("owner", &self.owner)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// This thread's number, for owners (`RLock`) and holders.
+fn thread_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static TOKEN: Cell<u64> = const { Cell::new(0) };
+    }
+    TOKEN.with(|t| {
+        if t.get() == 0 {
+            t.set(NEXT.fetch_add(1, Ordering::Relaxed));
+        }
+        t.get()
+    })
+}
+
+impl Addr {
+    fn new(state: State) -> Addr {
+        let (id, secret) = host::create(state);
+        Addr {
+            owner: me().identity.clone(),
+            id,
+            secret,
+        }
+    }
+
+    fn send(&self, op: Op) -> Result<(u64, oneshot::Receiver<Body>), SyncError> {
+        let request = Request {
+            prim: self.id,
+            secret: self.secret,
+            op,
+        };
+        let bytes = codec::encode(&request).map_err(SyncError::Encode)?;
+        let corr = router::next_corr();
+        let rx = router::expect_reply(corr);
+        router::route(Envelope {
+            to: self.owner.clone(),
+            from: me().identity.clone(),
+            corr,
+            body: Body::Service(bytes),
+        });
+        Ok((corr, rx))
+    }
+
+    fn answer(&self, body: Result<Body, oneshot::error::RecvError>) -> Result<Answer, SyncError> {
+        match body {
+            Ok(Body::Reply(bytes)) => {
+                match codec::decode::<Answer>(&bytes).map_err(SyncError::Decode)? {
+                    Answer::Fault(Fault::Sync(e)) => Err(e.into()),
+                    Answer::Fault(Fault::Queue(e)) => Err(e.into()),
+                    Answer::Fault(Fault::Forged | Fault::WrongKind) => Err(SyncError::Forged),
+                    answer => Ok(answer),
+                }
+            }
+            Ok(Body::Fail(RemoteError::Exited(_) | RemoteError::NoProcess(_))) => {
+                Err(SyncError::OwnerGone(self.owner.clone()))
+            }
+            Ok(Body::Fail(e)) => Err(SyncError::Remote(e)),
+            Ok(_) => Err(SyncError::Remote(RemoteError::Decode(
+                "a request came back".into(),
+            ))),
+            Err(_) => Err(SyncError::OwnerGone(self.owner.clone())),
+        }
+    }
+
+    async fn ask(&self, op: Op) -> Result<Answer, SyncError> {
+        let (_, rx) = self.send(op)?;
+        self.answer(rx.await)
+    }
+
+    /// Asks, waiting at most `timeout`; `Ok(None)` when the wait was cancelled.
+    async fn ask_timeout(
+        &self,
+        op: Op,
+        timeout: Option<Duration>,
+    ) -> Result<Option<Answer>, SyncError> {
+        let (corr, mut rx) = self.send(op)?;
+        let Some(timeout) = timeout else {
+            return self.answer(rx.await).map(Some);
+        };
+        if let Ok(body) = tokio::time::timeout(timeout, &mut rx).await {
+            return self.answer(body).map(Some);
+        }
+        // Timed out: take the wait back. If it was granted meanwhile, the grant is
+        // already on its way (it left the host before this answer), so take it.
+        match self.ask(Op::Cancel { corr }).await? {
+            Answer::Cancelled(true) => {
+                router::forget_reply(corr);
+                Ok(None)
+            }
+            _ => self.answer(rx.await).map(Some),
+        }
+    }
+}
+
+/// A wait time as Python takes it: `None` for ever; a negative one means 0.
+pub fn timeout_secs(secs: Option<f64>) -> Option<Duration> {
+    secs.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX))
+}
+
+fn acquired(answer: Option<Answer>) -> Result<bool, SyncError> {
+    match answer {
+        None | Some(Answer::WouldBlock) => Ok(false),
+        Some(Answer::Acquired { owner_died: true }) => Err(SyncError::OwnerDied),
+        Some(Answer::Acquired { owner_died: false }) => Ok(true),
+        Some(other) => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(answer: Answer) -> SyncError {
+    SyncError::Remote(RemoteError::Decode(format!("unexpected answer {answer:?}")))
+}
+
+macro_rules! semaphore_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct $name {
+            addr: Addr,
+        }
+
+        impl $name {
+            /// Acquires it (Python's `acquire(block, timeout)`): `Ok(false)` when it
+            /// would block and `block` is false, or `timeout` ran out (`timeout` is
+            /// ignored when `block` is false).
+            ///
+            /// # Errors
+            ///
+            /// [`SyncError::OwnerDied`] when it *was* acquired but its previous holder
+            /// died holding it; [`SyncError::OwnerGone`] when its host has exited;
+            /// [`SyncError::Forged`].
+            pub async fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
+                let op = Op::Acquire { thread: thread_token(), block };
+                let timeout = if block { timeout } else { None };
+                acquired(self.addr.ask_timeout(op, timeout).await?)
+            }
+
+            /// Releases it.
+            ///
+            /// # Errors
+            ///
+            /// [`SyncError::Misuse`] (see the type), [`SyncError::OwnerGone`].
+            pub async fn release(&self) -> Result<(), SyncError> {
+                match self.addr.ask(Op::Release { thread: thread_token() }).await? {
+                    Answer::Done => Ok(()),
+                    other => Err(unexpected(other)),
+                }
+            }
+
+            /// Acquires it for as long as the guard lives (Python's `with lock:`).
+            ///
+            /// # Errors
+            ///
+            /// As [`acquire`](Self::acquire), except that a dead previous holder is
+            /// [`Guard::owner_died`], not an error.
+            pub async fn guard(&self) -> Result<Guard<'_, Self>, SyncError> {
+                let owner_died = match self.acquire(true, None).await {
+                    Ok(_) => false,
+                    Err(SyncError::OwnerDied) => true,
+                    Err(e) => return Err(e),
+                };
+                Ok(Guard { prim: self, owner_died })
+            }
+        }
+
+        impl Release for $name {
+            fn release_now(&self) {
+                let _ = crate::runtime::block_on(self.release());
+            }
+        }
+    };
+}
+
+semaphore_type!(
+    /// Python's `multiprocessing.Lock`: one holder; any process or thread may release
+    /// it. Releasing an unlocked lock is [`SyncError::Misuse`].
+    Lock
+);
+semaphore_type!(
+    /// Python's `RLock`: recursive, owned by one thread of one process; a release by
+    /// any other is [`SyncError::Misuse`].
+    RLock
+);
+semaphore_type!(
+    /// Python's `Semaphore(value)`: releases may raise the value past its start.
+    Semaphore
+);
+semaphore_type!(
+    /// Python's `BoundedSemaphore(value)`: a release past the start value is
+    /// [`SyncError::Misuse`].
+    BoundedSemaphore
+);
+
+impl Lock {
+    /// A new lock, hosted by this process.
+    pub fn new() -> Lock {
+        Lock {
+            addr: Addr::new(State::Sem(Sem::new(SemKind::Lock, 1))),
+        }
+    }
+}
+
+impl Default for Lock {
+    fn default() -> Self {
+        Lock::new()
+    }
+}
+
+impl RLock {
+    /// A new recursive lock, hosted by this process.
+    pub fn new() -> RLock {
+        RLock {
+            addr: Addr::new(State::Sem(Sem::new(SemKind::RLock, 1))),
+        }
+    }
+}
+
+impl Default for RLock {
+    fn default() -> Self {
+        RLock::new()
+    }
+}
+
+impl Semaphore {
+    /// A semaphore starting at `value`, hosted by this process.
+    pub fn new(value: usize) -> Semaphore {
+        Semaphore {
+            addr: Addr::new(State::Sem(Sem::new(SemKind::Semaphore, value))),
+        }
+    }
+
+    /// Its value now (Python's `get_value`).
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
+    pub async fn get_value(&self) -> Result<usize, SyncError> {
+        match self.addr.ask(Op::Value).await? {
+            Answer::Value(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+impl BoundedSemaphore {
+    /// A bounded semaphore of `value`, hosted by this process.
+    pub fn new(value: usize) -> BoundedSemaphore {
+        BoundedSemaphore {
+            addr: Addr::new(State::Sem(Sem::new(SemKind::Bounded, value))),
+        }
+    }
+}
+
+/// Something a [`Guard`] releases.
+pub trait Release {
+    /// Releases it, blocking, ignoring errors (for `Drop`).
+    fn release_now(&self);
+}
+
+/// Holds a lock or semaphore until dropped.
+#[derive(Debug)]
+pub struct Guard<'a, P: Release> {
+    prim: &'a P,
+    owner_died: bool,
+}
+
+impl<P: Release> Guard<'_, P> {
+    /// Whether the previous holder died holding it.
+    pub fn owner_died(&self) -> bool {
+        self.owner_died
+    }
+}
+
+impl<P: Release> Drop for Guard<'_, P> {
+    fn drop(&mut self) {
+        self.prim.release_now();
+    }
+}
+
+/// Python's `Event`: a flag processes wait for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    addr: Addr,
+}
+
+impl Default for Event {
+    fn default() -> Self {
+        Event::new()
+    }
+}
+
+impl Event {
+    /// A new event, clear, hosted by this process.
+    pub fn new() -> Event {
+        Event {
+            addr: Addr::new(State::Event(EventState::default())),
+        }
+    }
+
+    async fn done(&self, op: Op) -> Result<(), SyncError> {
+        match self.addr.ask(op).await? {
+            Answer::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sets it; every waiter returns `true`.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
+    pub async fn set(&self) -> Result<(), SyncError> {
+        self.done(Op::EventSet).await
+    }
+
+    /// Clears it.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
+    pub async fn clear(&self) -> Result<(), SyncError> {
+        self.done(Op::EventClear).await
+    }
+
+    /// Whether it is set.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
+    pub async fn is_set(&self) -> Result<bool, SyncError> {
+        match self.addr.ask(Op::EventIsSet).await? {
+            Answer::Flag(f) => Ok(f),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Waits until it is set, at most `timeout`; whether it is set.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerGone`] (also while waiting), [`SyncError::Forged`].
+    pub async fn wait(&self, timeout: Option<Duration>) -> Result<bool, SyncError> {
+        match self.addr.ask_timeout(Op::EventWait, timeout).await? {
+            None => Ok(false),
+            Some(Answer::Flag(f)) => Ok(f),
+            Some(other) => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Python's `Queue(maxsize)` of `T`: items are encoded by the producer (an item that
+/// does not encode fails its `put`), held by the host process, and decoded by the
+/// consumer. A `put` is complete when it returns: there is no feeder thread, and a
+/// producer can exit at once. An item is delivered once, even when a consumer dies
+/// in the middle of a `get`.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct Queue<T> {
+    addr: Addr,
+    #[serde(skip)]
+    closed: bool,
+    #[serde(skip)]
+    _item: PhantomData<fn(T) -> T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            addr: self.addr.clone(),
+            closed: self.closed,
+            _item: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Queue")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// A queue of at most `maxsize` items (0: unbounded), hosted by this process.
+    pub fn new(maxsize: usize) -> Queue<T> {
+        Queue {
+            addr: Addr::new(State::Queue(QueueState::new(maxsize))),
+            closed: false,
+            _item: PhantomData,
+        }
+    }
+
+    /// Puts an item (Python's `put(obj, block, timeout)`).
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Full`] when it would block and `block` is false, or `timeout`
+    /// ran out; [`SyncError::Encode`]; [`SyncError::Closed`];
+    /// [`SyncError::OwnerGone`]; [`SyncError::Forged`].
+    pub async fn put(
+        &self,
+        item: &T,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(), SyncError> {
+        if self.closed {
+            return Err(SyncError::Closed);
+        }
+        let bytes = codec::encode(item).map_err(SyncError::Encode)?;
+        let op = Op::Put {
+            item: bytes.into(),
+            block,
+        };
+        let timeout = if block { timeout } else { None };
+        match self.addr.ask_timeout(op, timeout).await? {
+            Some(Answer::Stored) => Ok(()),
+            None | Some(Answer::Full) => Err(SyncError::Full),
+            Some(other) => Err(unexpected(other)),
+        }
+    }
+
+    /// `put(item, false, None)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](Queue::put).
+    pub async fn put_nowait(&self, item: &T) -> Result<(), SyncError> {
+        self.put(item, false, None).await
+    }
+
+    /// Gets an item (Python's `get(block, timeout)`).
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Empty`] when it would block and `block` is false, or `timeout`
+    /// ran out; [`SyncError::Decode`] (the item goes back to the queue);
+    /// [`SyncError::OwnerGone`]; [`SyncError::Forged`].
+    pub async fn get(&self, block: bool, timeout: Option<Duration>) -> Result<T, SyncError> {
+        let timeout = if block { timeout } else { None };
+        match self.addr.ask_timeout(Op::Get { block }, timeout).await? {
+            Some(Answer::Item { delivery, item }) => match codec::decode::<T>(&item) {
+                Ok(value) => {
+                    // Acknowledged before it is returned: from here on, the item is
+                    // this consumer's.
+                    self.addr.ask(Op::Ack { delivery }).await?;
+                    Ok(value)
+                }
+                Err(e) => {
+                    self.addr.ask(Op::GiveBack { delivery }).await?;
+                    Err(SyncError::Decode(e))
+                }
+            },
+            None | Some(Answer::Empty) => Err(SyncError::Empty),
+            Some(other) => Err(unexpected(other)),
+        }
+    }
+
+    /// `get(false, None)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Queue::get).
+    pub async fn get_nowait(&self) -> Result<T, SyncError> {
+        self.get(false, None).await
+    }
+
+    async fn size(&self) -> Result<(usize, bool), SyncError> {
+        match self.addr.ask(Op::QSize).await? {
+            Answer::Size { qsize, full } => Ok((qsize, full)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Items in the queue now.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
+    pub async fn qsize(&self) -> Result<usize, SyncError> {
+        Ok(self.size().await?.0)
+    }
+
+    /// Whether it is empty now.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
+    pub async fn empty(&self) -> Result<bool, SyncError> {
+        Ok(self.size().await?.0 == 0)
+    }
+
+    /// Whether it is full now.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
+    pub async fn full(&self) -> Result<bool, SyncError> {
+        Ok(self.size().await?.1)
+    }
+
+    /// This handle puts no more (Python's `close`); other handles are not affected.
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// One item is done (`JoinableQueue.task_done`).
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Queue`] when called more times than items were put;
+    /// [`SyncError::OwnerGone`].
+    pub async fn task_done(&self) -> Result<(), SyncError> {
+        match self.addr.ask(Op::TaskDone).await? {
+            Answer::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Waits until every item put has been marked done (`JoinableQueue.join`).
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerGone`] (also while waiting).
+    pub async fn join(&self) -> Result<(), SyncError> {
+        match self.addr.ask(Op::Join).await? {
+            Answer::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Python's `JoinableQueue`: a [`Queue`] whose `task_done` and `join` count items
+/// through (every queue here keeps the count; this name says it is used).
+pub type JoinableQueue<T> = Queue<T>;
+
+/// Python's `SimpleQueue`: an unbounded [`Queue`].
+pub type SimpleQueue<T> = Queue<T>;

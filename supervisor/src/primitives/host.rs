@@ -1,0 +1,363 @@
+//! The host side: every process serves the primitives it created, from `Service`
+//! envelopes, with the pure state machines of `multiproc_core::sync` and `queue`.
+//!
+//! Requests are handled where they are delivered (on the link reader, or the caller's
+//! own thread for a primitive of its own process): each is a few map operations. A
+//! process that holds or waits on a primitive here is *watched*: the host sends it a
+//! `Watch` request that is never answered, and the router fails that request with
+//! `Exited` when the process ends, however it ends. That is the host's news of a death.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use multiproc_core::queue::{Get, Put, Queue};
+use multiproc_core::sync::{Acquire, Event, Grant, Holder, Sem, WaitId};
+use multiproc_core::{Body, Envelope, Identity, RemoteError, codec};
+
+use super::wire::{Answer, Fault, Op, Request};
+use crate::current::me;
+use crate::{router, runtime};
+
+pub(crate) enum State {
+    Sem(Sem),
+    Event(Event),
+    Queue(Queue),
+}
+
+struct Slot {
+    secret: u64,
+    state: State,
+}
+
+#[derive(Default)]
+struct Host {
+    prims: HashMap<u64, Slot>,
+    next_id: u64,
+    /// Waits by the call that asked: (caller, corr) → (primitive, wait).
+    waits: HashMap<(Identity, u64), (u64, WaitId)>,
+    /// The call to answer when a wait completes.
+    routes: HashMap<WaitId, (Identity, u64)>,
+    next_wait: WaitId,
+    watched: HashSet<Identity>,
+}
+
+fn host() -> MutexGuard<'static, Host> {
+    static HOST: OnceLock<Mutex<Host>> = OnceLock::new();
+    HOST.get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// A new primitive hosted here; returns its id and secret.
+pub(crate) fn create(state: State) -> (u64, u64) {
+    let secret = secret();
+    let mut h = host();
+    h.next_id += 1;
+    let id = h.next_id;
+    h.prims.insert(id, Slot { secret, state });
+    (id, secret)
+}
+
+/// An unguessable number, so a handle cannot be forged or mistaken for another.
+fn secret() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Answers to send once the host is unlocked.
+type Replies = Vec<(Identity, u64, Answer)>;
+
+/// Handles a `Service` envelope delivered to this process.
+pub(crate) fn serve(env: Envelope) {
+    let Body::Service(bytes) = &env.body else {
+        return;
+    };
+    let request: Request = match codec::decode(bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            return router::bounce(env, RemoteError::Decode(e.to_string()));
+        }
+    };
+    if matches!(request.op, Op::Watch) {
+        // Never answered: the router answers it with `Exited` when this process ends.
+        return;
+    }
+    let mut replies: Replies = Vec::new();
+    let mut watch = None;
+    {
+        let mut h = host();
+        let answer = h.handle(&env.from, env.corr, request, &mut replies, &mut watch);
+        if let Some(answer) = answer {
+            replies.push((env.from.clone(), env.corr, answer));
+        }
+    }
+    if let Some(process) = watch {
+        start_watch(process);
+    }
+    send(replies);
+}
+
+fn send(replies: Replies) {
+    let from = me().identity.clone();
+    for (to, corr, answer) in replies {
+        let body = match codec::encode(&answer) {
+            Ok(bytes) => Body::Reply(bytes),
+            Err(e) => Body::Fail(RemoteError::Encode(e.to_string())),
+        };
+        router::route(Envelope {
+            to,
+            from: from.clone(),
+            corr,
+            body,
+        });
+    }
+}
+
+/// Watches `process` (see the module documentation).
+fn start_watch(process: Identity) {
+    let corr = router::next_corr();
+    let rx = router::expect_reply(corr);
+    let request = Request {
+        prim: 0,
+        secret: 0,
+        op: Op::Watch,
+    };
+    let Ok(bytes) = codec::encode(&request) else {
+        return;
+    };
+    router::route(Envelope {
+        to: process.clone(),
+        from: me().identity.clone(),
+        corr,
+        body: Body::Service(bytes),
+    });
+    runtime::handle().spawn(async move {
+        // Any answer means the process is gone: `Exited`, or `NoProcess` if it was
+        // gone before the watch arrived.
+        let _ = rx.await;
+        process_died(&process);
+    });
+}
+
+/// `process` ended: everything it held is released, its waits forgotten.
+fn process_died(process: &Identity) {
+    let mut replies: Replies = Vec::new();
+    {
+        let mut h = host();
+        h.watched.remove(process);
+        let ids: Vec<u64> = h.prims.keys().copied().collect();
+        for id in ids {
+            let grants = match &mut h.prims.get_mut(&id).expect("listed").state {
+                State::Sem(s) => Outcome::Grants(s.process_died(process)),
+                State::Queue(q) => Outcome::Queue(q.process_died(process)),
+                State::Event(_) => Outcome::Grants(Vec::new()),
+            };
+            h.complete(grants, &mut replies);
+        }
+        h.waits.retain(|(caller, _), _| caller != process);
+        h.routes.retain(|_, (caller, _)| caller != process);
+    }
+    send(replies);
+}
+
+enum Outcome {
+    Grants(Vec<Grant>),
+    Queue(multiproc_core::queue::Effects),
+}
+
+impl Host {
+    fn wait_for(&mut self, prim: u64, caller: &Identity, corr: u64) -> WaitId {
+        self.next_wait += 1;
+        let wait = self.next_wait;
+        self.waits.insert((caller.clone(), corr), (prim, wait));
+        self.routes.insert(wait, (caller.clone(), corr));
+        wait
+    }
+
+    fn done(&mut self, wait: WaitId) -> Option<(Identity, u64)> {
+        let route = self.routes.remove(&wait)?;
+        self.waits.remove(&route);
+        Some(route)
+    }
+
+    fn complete(&mut self, outcome: Outcome, replies: &mut Replies) {
+        match outcome {
+            Outcome::Grants(grants) => {
+                for g in grants {
+                    if let Some((to, corr)) = self.done(g.wait) {
+                        replies.push((
+                            to,
+                            corr,
+                            Answer::Acquired {
+                                owner_died: g.owner_died,
+                            },
+                        ));
+                    }
+                }
+            }
+            Outcome::Queue(fx) => {
+                for d in fx.deliveries {
+                    if let Some((to, corr)) = self.done(d.wait) {
+                        replies.push((
+                            to,
+                            corr,
+                            Answer::Item {
+                                delivery: d.id,
+                                item: d.item.into(),
+                            },
+                        ));
+                    }
+                }
+                for w in fx.stored {
+                    if let Some((to, corr)) = self.done(w) {
+                        replies.push((to, corr, Answer::Stored));
+                    }
+                }
+                for w in fx.joined {
+                    if let Some((to, corr)) = self.done(w) {
+                        replies.push((to, corr, Answer::Done));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one request; `None` when its answer waits.
+    fn handle(
+        &mut self,
+        from: &Identity,
+        corr: u64,
+        request: Request,
+        replies: &mut Replies,
+        watch: &mut Option<Identity>,
+    ) -> Option<Answer> {
+        let id = request.prim;
+        match self.prims.get(&id) {
+            Some(slot) if slot.secret == request.secret => {}
+            _ => return Some(Answer::Fault(Fault::Forged)),
+        }
+        if *from != me().identity && self.watched.insert(from.clone()) {
+            *watch = Some(from.clone());
+        }
+        if let Op::Cancel { corr: asked } = request.op {
+            let cancelled = match self.waits.get(&(from.clone(), asked)).copied() {
+                Some((prim, wait)) if prim == id => {
+                    let state = &mut self.prims.get_mut(&id).expect("checked").state;
+                    let gone = match state {
+                        State::Sem(s) => s.cancel(wait),
+                        State::Event(e) => e.cancel(wait),
+                        State::Queue(q) => q.cancel(wait) || q.cancel_join(wait),
+                    };
+                    if gone {
+                        self.done(wait);
+                    }
+                    gone
+                }
+                _ => false,
+            };
+            return Some(Answer::Cancelled(cancelled));
+        }
+        let holder = |thread| Holder {
+            process: from.clone(),
+            thread,
+        };
+        let wait = self.wait_for(id, from, corr);
+        let state = &mut self.prims.get_mut(&id).expect("checked").state;
+        let (answer, outcome) = match (state, request.op) {
+            (State::Sem(s), Op::Acquire { thread, block }) => {
+                match s.acquire(&holder(thread), wait, block) {
+                    Acquire::Granted { owner_died } => {
+                        (Some(Answer::Acquired { owner_died }), None)
+                    }
+                    Acquire::Queued => (None, None),
+                    Acquire::WouldBlock => (Some(Answer::WouldBlock), None),
+                }
+            }
+            (State::Sem(s), Op::Release { thread }) => match s.release(&holder(thread)) {
+                Ok(grants) => (Some(Answer::Done), Some(Outcome::Grants(grants))),
+                Err(e) => (Some(Answer::Fault(Fault::Sync(e))), None),
+            },
+            (State::Sem(s), Op::Value) => (Some(Answer::Value(s.value())), None),
+            (State::Event(e), Op::EventSet) => {
+                for w in e.set() {
+                    if let Some((to, c)) = self.routes.remove(&w) {
+                        self.waits.remove(&(to.clone(), c));
+                        replies.push((to, c, Answer::Flag(true)));
+                    }
+                }
+                (Some(Answer::Done), None)
+            }
+            (State::Event(e), Op::EventClear) => {
+                e.clear();
+                (Some(Answer::Done), None)
+            }
+            (State::Event(e), Op::EventIsSet) => (Some(Answer::Flag(e.is_set())), None),
+            (State::Event(e), Op::EventWait) => {
+                if e.wait(wait) {
+                    (Some(Answer::Flag(true)), None)
+                } else {
+                    (None, None)
+                }
+            }
+            (State::Queue(q), Op::Put { item, block }) => {
+                match q.put(from, wait, item.into_vec(), block) {
+                    (Put::Stored, fx) => (Some(Answer::Stored), Some(Outcome::Queue(fx))),
+                    (Put::Queued, fx) => (None, Some(Outcome::Queue(fx))),
+                    (Put::Full, fx) => (Some(Answer::Full), Some(Outcome::Queue(fx))),
+                }
+            }
+            (State::Queue(q), Op::Get { block }) => match q.get(from, wait, block) {
+                (Get::Item(delivery, item), fx) => (
+                    Some(Answer::Item {
+                        delivery,
+                        item: item.into(),
+                    }),
+                    Some(Outcome::Queue(fx)),
+                ),
+                (Get::Queued, fx) => (None, Some(Outcome::Queue(fx))),
+                (Get::Empty, fx) => (Some(Answer::Empty), Some(Outcome::Queue(fx))),
+            },
+            (State::Queue(q), Op::Ack { delivery }) => {
+                q.ack(delivery);
+                (Some(Answer::Done), None)
+            }
+            (State::Queue(q), Op::GiveBack { delivery }) => {
+                let fx = q.give_back(delivery);
+                (Some(Answer::Done), Some(Outcome::Queue(fx)))
+            }
+            (State::Queue(q), Op::TaskDone) => match q.task_done() {
+                Ok(fx) => (Some(Answer::Done), Some(Outcome::Queue(fx))),
+                Err(e) => (Some(Answer::Fault(Fault::Queue(e))), None),
+            },
+            (State::Queue(q), Op::Join) => {
+                if q.join(wait) {
+                    (Some(Answer::Done), None)
+                } else {
+                    (None, None)
+                }
+            }
+            (State::Queue(q), Op::QSize) => (
+                Some(Answer::Size {
+                    qsize: q.qsize(),
+                    full: q.full(),
+                }),
+                None,
+            ),
+            _ => (Some(Answer::Fault(Fault::WrongKind)), None),
+        };
+        if answer.is_some() {
+            self.done(wait);
+        }
+        if let Some(outcome) = outcome {
+            self.complete(outcome, replies);
+        }
+        answer
+    }
+}

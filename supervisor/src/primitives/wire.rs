@@ -1,0 +1,85 @@
+//! What a handle asks the process that hosts its primitive, and the answers.
+
+use multiproc_core::queue::QueueError;
+use multiproc_core::sync::SyncError;
+use serde::{Deserialize, Serialize};
+
+/// A request to a hosted primitive.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Request {
+    pub prim: u64,
+    pub secret: u64,
+    pub op: Op,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Op {
+    Acquire {
+        thread: u64,
+        block: bool,
+    },
+    Release {
+        thread: u64,
+    },
+    Value,
+    /// Forgets the wait that the caller's call `corr` asked for (it timed out).
+    Cancel {
+        corr: u64,
+    },
+    EventSet,
+    EventClear,
+    EventIsSet,
+    EventWait,
+    Put {
+        item: serde_bytes::ByteBuf,
+        block: bool,
+    },
+    Get {
+        block: bool,
+    },
+    Ack {
+        delivery: u64,
+    },
+    GiveBack {
+        delivery: u64,
+    },
+    TaskDone,
+    Join,
+    QSize,
+    /// Never answered while the process lives: see `host`.
+    Watch,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Answer {
+    Acquired {
+        owner_died: bool,
+    },
+    WouldBlock,
+    Done,
+    Value(usize),
+    Cancelled(bool),
+    Flag(bool),
+    Stored,
+    Full,
+    Item {
+        delivery: u64,
+        item: serde_bytes::ByteBuf,
+    },
+    Empty,
+    Size {
+        qsize: usize,
+        full: bool,
+    },
+    Fault(Fault),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum Fault {
+    Sync(SyncError),
+    Queue(QueueError),
+    /// No primitive with that id and secret lives in the host.
+    Forged,
+    /// The operation is not one of this primitive's.
+    WrongKind,
+}
