@@ -5,6 +5,7 @@
 //! cargo bench --bench compare                                   # every scenario
 //! cargo bench --bench compare -- spawn_join call_roundtrip      # filters (substrings)
 //! cargo bench --bench compare -- pool apply_async imap          # the Pool scenarios
+//! cargo bench --bench compare -- queue lock                     # Queue and Lock
 //! ```
 //!
 //! Each round takes one sample of every implementation in turn, so multiproc and its
@@ -21,10 +22,10 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use multiproc::blocking::{self, Connection, Pool, Process, pipe};
+use multiproc::blocking::{self, Connection, Event, Lock, Pool, Process, Queue, pipe};
 use multiproc::{
     Actor, Backoff, BoxError, PoolError, RestartIntensity, StartMethod, Supervisor,
-    SupervisorEvent, SupervisorFlags, TaskError, function_child,
+    SupervisorEvent, SupervisorFlags, SyncError, TaskError, function_child,
 };
 
 type Res<T = ()> = Result<T, Box<dyn Error>>;
@@ -70,8 +71,26 @@ const POOL_KILL_BATCH: usize = 5;
 const SLEEPER_SECS: u64 = 30;
 /// Bounds every wait of the pool scenarios on something that should come at once.
 const POOL_WAIT: Duration = Duration::from_secs(10);
+/// Items per round of `queue_1to1` and `joinable_queue_1to1` for multiproc; Python
+/// moves [`PY_QUEUE_ITEMS`]. Both are items/s, from "go" to the end.
+const QUEUE_ITEMS: u64 = 10_000;
+/// Items per round of the Python queue references (shared/bench's figure).
+const PY_QUEUE_ITEMS: usize = 100_000;
+/// Acquire/release pairs per round of `lock_cross_process` (multiproc and
+/// `python-manager`), and per process of `lock_contended_2` (multiproc).
+const LOCK_PAIRS: u64 = 2000;
+/// Untimed pairs a lock child does before "go" (the host's first contact with it).
+const LOCK_WARMUP: u64 = 100;
+/// Pairs per round of `python-mplock` in `lock_cross_process` (shared/bench's figure).
+const PY_MPLOCK_PAIRS: usize = 1_000_000;
+/// Pairs per process of `python-mplock` in `lock_contended_2` (shared/bench's figure).
+const PY_MPLOCK_CONTENDED_PAIRS: usize = 500_000;
+/// Bounds every wait of the queue and lock scenarios for a child's report.
+const SYNC_WAIT: Duration = Duration::from_secs(60);
+/// The references that a Python script measures.
+const PY_REFS: [&str; 4] = ["python", "python-spawn", "python-manager", "python-mplock"];
 
-const SCENARIOS: [&str; 18] = [
+const SCENARIOS: [&str; 22] = [
     "spawn_join",
     "spawn_join_forkserver",
     "restart",
@@ -90,6 +109,10 @@ const SCENARIOS: [&str; 18] = [
     "pool_start_spawn",
     "pool_start_forkserver",
     "pool_worker_killed",
+    "queue_1to1",
+    "joinable_queue_1to1",
+    "lock_cross_process",
+    "lock_contended_2",
 ];
 
 // ---------------------------------------------------------------------------------
@@ -131,7 +154,140 @@ fn pid_then_sleep(path: String) -> u32 {
     pid
 }
 
-multiproc::register!(noop, idle, stream_source, sq, pid_then_sleep);
+/// What a queue or lock child reports when it is done: which child, its first and
+/// last instants (`CLOCK_MONOTONIC`, shared by every process, in ns), and its count.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Stamp {
+    who: Who,
+    first_ns: u64,
+    last_ns: u64,
+    count: u64,
+    /// For the consumer: whether every item came in the order it was put.
+    in_order: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+enum Who {
+    /// The queue's consumer: first and last `get`.
+    Consumer,
+    /// The joinable queue's producer: when its `join` returned.
+    ProducerJoined,
+    /// A lock child: before its first and after its last pair.
+    Locker,
+}
+
+/// The queue's end, Python's `None`: the producer puts it after its items.
+const QUEUE_END: u64 = u64::MAX;
+
+/// `CLOCK_MONOTONIC` in ns: Python's `perf_counter`, comparable between processes.
+fn mono_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// The queue scenarios' producer, `producer` of shared/bench/python/bench_queue.py:
+/// after "go", puts `0..n` and the end; with `joinable`, then waits in `join` and
+/// reports when it returned.
+fn queue_producer(
+    q: Queue<u64>,
+    go: Event,
+    n: u64,
+    joinable: bool,
+    res: Queue<Stamp>,
+) -> Result<(), SyncError> {
+    go.wait(None)?;
+    for i in 0..n {
+        q.put(&i, true, None)?;
+    }
+    q.put(&QUEUE_END, true, None)?;
+    if joinable {
+        q.join()?;
+        let t = mono_ns();
+        let stamp = Stamp {
+            who: Who::ProducerJoined,
+            first_ns: t,
+            last_ns: t,
+            count: n,
+            in_order: true,
+        };
+        res.put(&stamp, true, None)?;
+    }
+    Ok(())
+}
+
+/// The queue scenarios' consumer, `consumer` of bench_queue.py: after "go", gets until
+/// the end (with `joinable`, `task_done` for each, the end included), then reports.
+fn queue_consumer(
+    q: Queue<u64>,
+    go: Event,
+    joinable: bool,
+    res: Queue<Stamp>,
+) -> Result<(), SyncError> {
+    go.wait(None)?;
+    let (mut count, mut in_order, mut first) = (0, true, None);
+    loop {
+        let x = q.get(true, None)?;
+        first.get_or_insert_with(mono_ns);
+        if joinable {
+            q.task_done()?;
+        }
+        if x == QUEUE_END {
+            break;
+        }
+        in_order &= x == count;
+        count += 1;
+    }
+    let last = mono_ns();
+    let stamp = Stamp {
+        who: Who::Consumer,
+        first_ns: first.unwrap_or(last),
+        last_ns: last,
+        count,
+        in_order,
+    };
+    res.put(&stamp, true, None)
+}
+
+/// The lock scenarios' child, `hammer` of shared/bench/python/bench_lock.py: `warmup`
+/// pairs, then after "go" `n` acquire/release pairs on a lock hosted by the bench
+/// process, timed; reports the span.
+fn lock_pairs(
+    lock: Lock,
+    go: Event,
+    warmup: u64,
+    n: u64,
+    res: Queue<Stamp>,
+) -> Result<(), SyncError> {
+    for _ in 0..warmup {
+        lock.acquire(true, None)?;
+        lock.release()?;
+    }
+    go.wait(None)?;
+    let t0 = mono_ns();
+    for _ in 0..n {
+        lock.acquire(true, None)?;
+        lock.release()?;
+    }
+    let stamp = Stamp {
+        who: Who::Locker,
+        first_ns: t0,
+        last_ns: mono_ns(),
+        count: n,
+        in_order: true,
+    };
+    res.put(&stamp, true, None)
+}
+
+multiproc::register!(
+    noop,
+    idle,
+    stream_source,
+    sq,
+    pid_then_sleep,
+    queue_producer,
+    queue_consumer,
+    lock_pairs
+);
 
 /// Answers each number with itself.
 struct Echo;
@@ -182,18 +338,15 @@ fn main() -> Res {
         )
         .into());
     }
-    let py = if wanted("python") || wanted("python-spawn") {
-        Python::detect()
-    } else {
-        None
-    };
+    let any_py = PY_REFS.iter().any(|r| wanted(r));
+    let py = if any_py { Python::detect() } else { None };
     println!(
         "# compare: {} CPUs, rounds={ROUNDS}, references={}, python: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::env::var(REFS_ENV).unwrap_or_else(|_| "all".into()),
         py.as_ref().map_or("-", |p| p.version.as_str())
     );
-    if py.is_none() && (wanted("python") || wanted("python-spawn")) {
+    if py.is_none() && any_py {
         println!("# python3 not found: skipping python references");
     }
     let py = py.as_ref();
@@ -279,6 +432,18 @@ fn main() -> Res {
     }
     if has("pool_worker_killed") {
         timed("pool_worker_killed", &|| pool_worker_killed(py))?;
+    }
+    if has("queue_1to1") {
+        timed("queue_1to1", &|| queue_1to1(py, false))?;
+    }
+    if has("joinable_queue_1to1") {
+        timed("joinable_queue_1to1", &|| queue_1to1(py, true))?;
+    }
+    if has("lock_cross_process") {
+        timed("lock_cross_process", &|| lock_cross_process(py))?;
+    }
+    if has("lock_contended_2") {
+        timed("lock_contended_2", &|| lock_contended_2(py))?;
     }
     println!("# total time: {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
@@ -1213,6 +1378,261 @@ fn pool_worker_killed(py: Option<&Python>) -> Res {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------
+// Queue and Lock scenarios: primitives hosted by the bench process, used by children
+// started for each round (as shared/bench/python/bench_queue.py and bench_lock.py).
+
+/// `queue_1to1` (`joinable`: `joinable_queue_1to1`): a producer child puts
+/// [`QUEUE_ITEMS`] `u64`s into a queue the bench process hosts, a consumer child gets
+/// them; items/s from "go" (set by the bench process) to the consumer's last `get`,
+/// or, with `joinable`, to the later of that and the producer's `join` returning.
+fn queue_1to1(py: Option<&Python>, joinable: bool) -> Res {
+    let name = if joinable {
+        "joinable_queue_1to1"
+    } else {
+        "queue_1to1"
+    };
+    let n = QUEUE_ITEMS;
+    // The consumer's first `get` to its last, a `#` line.
+    let mut first_to_last = Vec::new();
+    let mp_once = || -> Res<f64> {
+        let (q, go, res) = (Queue::<u64>::new(0), Event::new(), Queue::<Stamp>::new(0));
+        let mut procs = [
+            Process::new(
+                queue_producer,
+                (q.clone(), go.clone(), n, joinable, res.clone()),
+            )
+            .daemon(true),
+            Process::new(queue_consumer, (q, go.clone(), joinable, res.clone())).daemon(true),
+        ];
+        for p in &mut procs {
+            p.start()?;
+        }
+        let t0 = mono_ns();
+        go.set()?;
+        let stamps = reports(&res, 1 + usize::from(joinable), &procs)?;
+        finish(&procs)?;
+        let consumer = stamps
+            .iter()
+            .find(|s| s.who == Who::Consumer)
+            .ok_or("no report from the consumer")?;
+        if consumer.count != n || !consumer.in_order {
+            return Err(format!(
+                "{name}: the consumer got {} of {n} items, in order: {}",
+                consumer.count, consumer.in_order
+            )
+            .into());
+        }
+        let end = stamps.iter().map(|s| s.last_ns).max().unwrap_or(t0);
+        first_to_last.push(n as f64 / secs(consumer.first_ns, consumer.last_ns));
+        Ok(n as f64 / secs(t0, end))
+    };
+    let mode = if joinable { "joinable_queue" } else { "queue" };
+    let servers = vec![(
+        "python",
+        serve_if(
+            py,
+            "python",
+            "queue_lock.py",
+            &[mode, "fork"],
+            &[("ITEMS", PY_QUEUE_ITEMS)],
+        )?,
+    )];
+    let sc = Scenario {
+        name,
+        unit: "items/s",
+        better: Better::Higher,
+    };
+    sync_rounds(&sc, mp_once, servers)?;
+    // The warm-up's figure is not one of the samples.
+    let detail_samples = Samples(vec![first_to_last.split_off(1.min(first_to_last.len()))]);
+    detail(
+        &format!("{name} multiproc consumer's first get to last get"),
+        "items/s",
+        &detail_samples,
+    );
+    Ok(())
+}
+
+/// `lock_cross_process`: a child does [`LOCK_PAIRS`] `acquire` + `release` pairs on a
+/// lock the bench process hosts; pairs/s over the child's loop. One lock for the
+/// scenario, a fresh child each round.
+fn lock_cross_process(py: Option<&Python>) -> Res {
+    let lock = Lock::new();
+    let mp_once = || -> Res<f64> {
+        let stamps = run_lockers(&lock, 1, LOCK_WARMUP)?;
+        Ok(stamps[0].count as f64 / secs(stamps[0].first_ns, stamps[0].last_ns))
+    };
+    let servers = vec![
+        (
+            "python-manager",
+            serve_if(
+                py,
+                "python-manager",
+                "queue_lock.py",
+                &["manager_lock", "fork"],
+                &[("N", LOCK_PAIRS as usize)],
+            )?,
+        ),
+        (
+            "python-mplock",
+            serve_if(
+                py,
+                "python-mplock",
+                "queue_lock.py",
+                &["mplock", "fork"],
+                &[("N", PY_MPLOCK_PAIRS)],
+            )?,
+        ),
+    ];
+    let sc = Scenario {
+        name: "lock_cross_process",
+        unit: "pairs/s",
+        better: Better::Higher,
+    };
+    sync_rounds(&sc, mp_once, servers)
+}
+
+/// `lock_contended_2`: two children, each [`LOCK_PAIRS`] pairs on one lock the bench
+/// process hosts; total pairs / (last end - first start).
+fn lock_contended_2(py: Option<&Python>) -> Res {
+    let lock = Lock::new();
+    let mp_once = || -> Res<f64> {
+        let stamps = run_lockers(&lock, 2, 0)?;
+        let start = stamps.iter().map(|s| s.first_ns).min().unwrap_or(0);
+        let end = stamps.iter().map(|s| s.last_ns).max().unwrap_or(0);
+        let total: u64 = stamps.iter().map(|s| s.count).sum();
+        Ok(total as f64 / secs(start, end))
+    };
+    let servers = vec![(
+        "python-mplock",
+        serve_if(
+            py,
+            "python-mplock",
+            "queue_lock.py",
+            &["mplock_contended", "fork"],
+            &[("N", PY_MPLOCK_CONTENDED_PAIRS)],
+        )?,
+    )];
+    let sc = Scenario {
+        name: "lock_contended_2",
+        unit: "pairs/s",
+        better: Better::Higher,
+    };
+    sync_rounds(&sc, mp_once, servers)
+}
+
+/// Starts `k` [`lock_pairs`] children on `lock`, sets "go", and returns their reports.
+fn run_lockers(lock: &Lock, k: usize, warmup: u64) -> Res<Vec<Stamp>> {
+    let (go, res) = (Event::new(), Queue::<Stamp>::new(0));
+    let mut procs: Vec<Process> = (0..k)
+        .map(|_| {
+            Process::new(
+                lock_pairs,
+                (lock.clone(), go.clone(), warmup, LOCK_PAIRS, res.clone()),
+            )
+            .daemon(true)
+        })
+        .collect();
+    for p in &mut procs {
+        p.start()?;
+    }
+    go.set()?;
+    let stamps = reports(&res, k, &procs)?;
+    finish(&procs)?;
+    Ok(stamps)
+}
+
+/// `script` serving `reference`, if that reference is measured.
+fn serve_if(
+    py: Option<&Python>,
+    reference: &str,
+    script: &str,
+    args: &[&str],
+    env: &[(&str, usize)],
+) -> Res<Option<PyServer>> {
+    py.filter(|_| wanted(reference))
+        .map(|py| py.serve(script, args, env))
+        .transpose()
+}
+
+/// The rounds of a queue or lock scenario: one `mp_once` (warm-up), then in each round
+/// `mp_once` and one repetition of each reference's server; a line per reference.
+fn sync_rounds(
+    sc: &Scenario,
+    mut mp_once: impl FnMut() -> Res<f64>,
+    mut servers: Vec<(&str, Option<PyServer>)>,
+) -> Res {
+    mp_once()?;
+    let mut mp = Samples::default();
+    let mut refs: Vec<Samples> = servers.iter().map(|_| Samples::default()).collect();
+    for _ in 0..ROUNDS {
+        mp.push(vec![mp_once()?]);
+        for ((_, server), samples) in servers.iter_mut().zip(&mut refs) {
+            if let Some(s) = server.as_mut() {
+                samples.push(s.rep()?.numbers("samples")?);
+            }
+        }
+    }
+    let names: Vec<&str> = servers.iter().map(|(r, _)| *r).collect();
+    for (_, server) in servers.drain(..) {
+        if let Some(s) = server {
+            s.finish()?;
+        }
+    }
+    for (reference, samples) in names.into_iter().zip(&refs) {
+        sc.report(reference, &mp, samples);
+    }
+    Ok(())
+}
+
+/// Waits for `k` reports on `res`, at most [`SYNC_WAIT`]; fails at once when one of
+/// `procs` has ended badly (a child that cannot report).
+fn reports(res: &Queue<Stamp>, k: usize, procs: &[Process]) -> Res<Vec<Stamp>> {
+    let t0 = Instant::now();
+    let mut out = Vec::with_capacity(k);
+    while out.len() < k {
+        match res.get(true, Some(Duration::from_millis(200))) {
+            Ok(stamp) => out.push(stamp),
+            Err(SyncError::Empty) => {
+                for p in procs {
+                    if let Some(reason) = p.exit_reason().filter(|r| r.exit_code() != 0) {
+                        return Err(format!("a child ended with {reason}").into());
+                    }
+                }
+                if t0.elapsed() > SYNC_WAIT {
+                    let alive = procs.iter().filter(|p| p.is_alive()).count();
+                    return Err(format!(
+                        "{} of {k} reports in {SYNC_WAIT:?} ({alive} of {} children alive)",
+                        out.len(),
+                        procs.len()
+                    )
+                    .into());
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+/// Joins children that have reported, at most [`POOL_WAIT`] each; each must exit 0.
+fn finish(procs: &[Process]) -> Res {
+    for p in procs {
+        match p.join_timeout(POOL_WAIT)? {
+            Some(reason) if reason.exit_code() == 0 => {}
+            Some(reason) => return Err(format!("a child ended with {reason}").into()),
+            None => return Err(format!("a child still runs {POOL_WAIT:?} after its report").into()),
+        }
+    }
+    Ok(())
+}
+
+/// Seconds between two [`mono_ns`] instants.
+fn secs(from_ns: u64, to_ns: u64) -> f64 {
+    to_ns.saturating_sub(from_ns) as f64 / 1e9
+}
+
 fn proc_status(pid: &str, field: &str) -> Res<f64> {
     proc_field(pid, "status", field)
 }
@@ -1659,10 +2079,10 @@ impl Scenario {
         let (name, unit) = (self.name, self.unit);
         let (m, r) = (median(&mp.all()), median(&rf.all()));
         println!(
-            "{name} vs {reference}: multiproc={} {unit} reference={} {unit} ratio={:.2}",
+            "{name} vs {reference}: multiproc={} {unit} reference={} {unit} ratio={}",
             num(m),
             num(r),
-            self.ratio(m, r)
+            ratio(self.ratio(m, r))
         );
         let mut per_round: Vec<f64> = mp
             .round_medians()
@@ -1675,8 +2095,8 @@ impl Scenario {
             "#   multiproc {}; {reference} {}; ratio per round {}..{}",
             spread(&mp.all()),
             spread(&rf.all()),
-            per_round.first().map_or("-".into(), |&v| format!("{v:.2}")),
-            per_round.last().map_or("-".into(), |&v| format!("{v:.2}")),
+            per_round.first().map_or("-".into(), |&v| ratio(v)),
+            per_round.last().map_or("-".into(), |&v| ratio(v)),
         );
     }
 }
@@ -1706,6 +2126,15 @@ fn median(v: &[f64]) -> f64 {
         n if n % 2 == 1 => s[n / 2],
         n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
     }
+}
+
+/// A ratio: two decimals, or two significant digits below 0.1 (0.0011, not 0.00).
+fn ratio(v: f64) -> String {
+    if v.abs() >= 0.1 || v == 0.0 || !v.is_finite() {
+        return format!("{v:.2}");
+    }
+    let decimals = (1.0 - v.abs().log10().floor()) as usize;
+    format!("{v:.decimals$}")
 }
 
 /// Three significant digits or so, without exponents.
