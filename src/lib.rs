@@ -80,6 +80,12 @@ pub use multiproc_supervisor::{
 };
 pub use multiproc_transport::{Connection, FrameError, MAX_FRAME_LEN, pipe, wait};
 
+/// The misuse errors inside [`SyncError`].
+pub mod sync {
+    pub use multiproc_core::queue::QueueError;
+    pub use multiproc_core::sync::SyncError as Misuse;
+}
+
 /// Transport errors (pipes and connections).
 pub mod connection {
     pub use multiproc_transport::Error;

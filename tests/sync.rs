@@ -1,0 +1,392 @@
+//! Locks, semaphores, events and queues across real processes, and every way they
+//! can be misused or lose a party.
+
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestResult, trial};
+use multiproc::blocking::{BoundedSemaphore, Connection, Event, Lock, Process, Queue, RLock, pipe};
+use multiproc::{ExitReason, Identity, SyncError};
+use serde::{Deserialize, Serialize};
+
+/// Acquires the lock, says so on `up`, then holds it until stopped or killed.
+fn hold(lock: Lock, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    lock.acquire(true, None)?;
+    up.send(&multiproc::current_process().pid())?;
+    multiproc::blocking::wait_for_stop();
+    Ok(())
+}
+
+fn release(lock: Lock) -> Result<(), SyncError> {
+    lock.release()
+}
+
+/// Waits for the event, then reports what it saw.
+fn await_event(event: Event, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    up.send(&"waiting")?;
+    let set = event.wait(Some(Duration::from_secs(10)))?;
+    up.send(&set)?;
+    Ok(())
+}
+
+/// Blocks in `get` on an empty queue, after saying so.
+fn blocked_consumer(q: Queue<u64>, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    up.send(&multiproc::current_process().pid())?;
+    let _ = q.get(true, None)?;
+    Ok(())
+}
+
+/// Creates a lock here, hands its handle up, and exits.
+fn lend_a_lock(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    up.send(&Lock::new())?;
+    Ok(())
+}
+
+fn put_three(q: Queue<u64>) -> Result<(), SyncError> {
+    for i in 1..=3 {
+        q.put(&i, true, None)?;
+    }
+    Ok(())
+}
+multiproc::register!(
+    hold,
+    release,
+    await_event,
+    blocked_consumer,
+    lend_a_lock,
+    put_three
+);
+
+fn kill(pid: u32) {
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+}
+
+fn a_lock_may_be_released_by_another_process_but_not_twice() -> TestResult {
+    let lock = Lock::new();
+    check_eq!(lock.acquire(true, None).unwrap(), true);
+    check_eq!(lock.acquire(false, None).unwrap(), false);
+    let t = Instant::now();
+    check_eq!(
+        lock.acquire(true, Some(Duration::from_millis(50))).unwrap(),
+        false
+    );
+    check!(
+        t.elapsed() >= Duration::from_millis(50),
+        "{:?}",
+        t.elapsed()
+    );
+    let mut p = Process::new(release, lock.clone());
+    p.start().unwrap();
+    check_eq!(p.join().unwrap(), ExitReason::Normal);
+    check_eq!(lock.acquire(false, None).unwrap(), true);
+    lock.release().unwrap();
+    check!(
+        matches!(
+            lock.release(),
+            Err(SyncError::Misuse(
+                multiproc::sync::Misuse::ReleasedTooManyTimes
+            ))
+        ),
+        "a second release"
+    );
+    Ok(())
+}
+
+fn an_rlock_is_recursive_and_only_its_owner_releases_it() -> TestResult {
+    let lock = RLock::new();
+    check!(lock.acquire(true, None).unwrap(), "first");
+    check!(lock.acquire(true, None).unwrap(), "recursive");
+    let other = lock.clone();
+    let from_another_thread = std::thread::spawn(move || other.release()).join().unwrap();
+    check!(
+        matches!(
+            from_another_thread,
+            Err(SyncError::Misuse(multiproc::sync::Misuse::NotOwner))
+        ),
+        "{from_another_thread:?}"
+    );
+    lock.release().unwrap();
+    lock.release().unwrap();
+    check!(
+        matches!(lock.release(), Err(SyncError::Misuse(_))),
+        "not held any more"
+    );
+    Ok(())
+}
+
+fn a_bounded_semaphore_refuses_over_release() -> TestResult {
+    let sem = BoundedSemaphore::new(2);
+    check!(sem.acquire(true, None).unwrap(), "one");
+    sem.release().unwrap();
+    check!(
+        matches!(sem.release(), Err(SyncError::Misuse(_))),
+        "over-release"
+    );
+    Ok(())
+}
+
+fn a_dead_holders_lock_goes_to_the_next_acquirer_who_is_told() -> TestResult {
+    let lock = Lock::new();
+    let (mut ours, theirs) = pipe(true).unwrap();
+    let mut p = Process::new(hold, (lock.clone(), theirs));
+    p.start().unwrap();
+    let pid: u32 = ours.recv().unwrap();
+    check_eq!(lock.acquire(false, None).unwrap(), false);
+    // Waiting while the holder dies: the wait ends with the lock, and the news.
+    let waiter = {
+        let lock = lock.clone();
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            (
+                lock.acquire(true, Some(Duration::from_secs(10))),
+                t.elapsed(),
+            )
+        })
+    };
+    kill(pid);
+    let (got, waited) = waiter.join().unwrap();
+    check!(matches!(got, Err(SyncError::OwnerDied)), "{got:?}");
+    check!(waited < Duration::from_secs(3), "promptly: {waited:?}");
+    p.join().unwrap();
+    // The waiter's thread holds it now; released by this one (a Lock allows it).
+    lock.release().unwrap();
+    let guard = lock.guard().unwrap();
+    check!(!guard.owner_died(), "told once");
+    Ok(())
+}
+
+fn an_event_wakes_a_waiting_process() -> TestResult {
+    let event = Event::new();
+    check!(!event.is_set().unwrap(), "starts clear");
+    check!(
+        !event.wait(Some(Duration::from_millis(20))).unwrap(),
+        "times out"
+    );
+    let (mut ours, theirs) = pipe(true).unwrap();
+    let mut p = Process::new(await_event, (event.clone(), theirs));
+    p.start().unwrap();
+    let _: String = ours.recv().unwrap();
+    event.set().unwrap();
+    check_eq!(ours.recv::<bool>().unwrap(), true);
+    check_eq!(p.join().unwrap(), ExitReason::Normal);
+    event.clear().unwrap();
+    check!(!event.is_set().unwrap(), "cleared");
+    Ok(())
+}
+
+fn a_queue_is_fifo_bounded_and_says_full_and_empty() -> TestResult {
+    let mut q = Queue::<u64>::new(2);
+    check!(q.empty().unwrap(), "starts empty");
+    q.put(&1, true, None).unwrap();
+    q.put_nowait(&2).unwrap();
+    check!(q.full().unwrap(), "full at 2");
+    check!(
+        matches!(q.put_nowait(&3), Err(SyncError::Full)),
+        "put_nowait on full"
+    );
+    check!(
+        matches!(
+            q.put(&3, true, Some(Duration::from_millis(20))),
+            Err(SyncError::Full)
+        ),
+        "timed put on full"
+    );
+    check_eq!(q.qsize().unwrap(), 2);
+    check_eq!(q.get(true, None).unwrap(), 1);
+    check_eq!(q.get_nowait().unwrap(), 2);
+    check!(
+        matches!(q.get_nowait(), Err(SyncError::Empty)),
+        "get_nowait on empty"
+    );
+    check!(
+        matches!(
+            q.get(true, Some(Duration::from_millis(20))),
+            Err(SyncError::Empty)
+        ),
+        "timed get on empty"
+    );
+    // A producer in another process exits right after its puts, before anyone reads
+    // them: no feeder thread to flush, so joining it cannot deadlock (Python's can).
+    let unbounded = Queue::<u64>::new(0);
+    let mut p = Process::new(put_three, unbounded.clone());
+    p.start().unwrap();
+    check_eq!(p.join().unwrap(), ExitReason::Normal);
+    let got: Vec<u64> = (0..3).map(|_| unbounded.get(true, None).unwrap()).collect();
+    check_eq!(got, vec![1, 2, 3]);
+    q.close();
+    check!(
+        matches!(q.put(&4, true, None), Err(SyncError::Closed)),
+        "put after close"
+    );
+    Ok(())
+}
+
+fn a_joinable_queue_counts_task_done() -> TestResult {
+    let q = Queue::<u64>::new(0);
+    q.join().unwrap();
+    q.put(&1, true, None).unwrap();
+    q.put(&2, true, None).unwrap();
+    let joiner = {
+        let q = q.clone();
+        std::thread::spawn(move || q.join())
+    };
+    q.get(true, None).unwrap();
+    q.task_done().unwrap();
+    q.get(true, None).unwrap();
+    q.task_done().unwrap();
+    joiner.join().unwrap().unwrap();
+    check!(
+        matches!(q.task_done(), Err(SyncError::Queue(_))),
+        "task_done called too many times"
+    );
+    Ok(())
+}
+
+fn a_consumer_that_dies_waiting_loses_nothing() -> TestResult {
+    let q = Queue::<u64>::new(0);
+    let (mut ours, theirs) = pipe(true).unwrap();
+    let mut p = Process::new(blocked_consumer, (q.clone(), theirs));
+    p.start().unwrap();
+    let pid: u32 = ours.recv().unwrap();
+    kill(pid);
+    p.join().unwrap();
+    q.put(&7, true, None).unwrap();
+    check_eq!(q.get(true, Some(Duration::from_secs(5))).unwrap(), 7);
+    Ok(())
+}
+
+fn an_item_of_the_wrong_type_is_an_error_and_stays_queued() -> TestResult {
+    let q = Queue::<u64>::new(0);
+    q.put(&5, true, None).unwrap();
+    let bytes = multiproc::codec::encode(&q).unwrap();
+    let wrong: Queue<String> = multiproc::codec::decode(&bytes).unwrap();
+    let got = wrong.get(true, None);
+    check!(matches!(got, Err(SyncError::Decode(_))), "{got:?}");
+    check_eq!(q.get(true, None).unwrap(), 5);
+    Ok(())
+}
+
+fn a_handle_whose_owner_has_exited_fails_at_once() -> TestResult {
+    let (mut ours, theirs) = pipe(true).unwrap();
+    let mut p = Process::new(lend_a_lock, theirs);
+    p.start().unwrap();
+    let lock: Lock = ours.recv().unwrap();
+    p.join().unwrap();
+    let t = Instant::now();
+    let got = lock.acquire(true, None);
+    check!(matches!(got, Err(SyncError::OwnerGone(_))), "{got:?}");
+    check!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    Ok(())
+}
+
+/// The shape of a handle on the wire, to forge one.
+#[derive(Serialize, Deserialize)]
+struct Forged {
+    addr: ForgedAddr,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ForgedAddr {
+    owner: Identity,
+    id: u64,
+    secret: u64,
+}
+
+fn a_forged_or_corrupted_handle_reaches_nothing() -> TestResult {
+    let lock = Lock::new();
+    let event = Event::new();
+    let mut forged: Forged =
+        multiproc::codec::decode(&multiproc::codec::encode(&lock).unwrap()).unwrap();
+    forged.addr.secret ^= 1;
+    let bad: Lock = multiproc::codec::decode(&multiproc::codec::encode(&forged).unwrap()).unwrap();
+    check!(
+        matches!(bad.acquire(true, None), Err(SyncError::Forged)),
+        "a wrong secret"
+    );
+    // An event's genuine address, used as a lock: not a lock.
+    let as_lock: Lock =
+        multiproc::codec::decode(&multiproc::codec::encode(&event).unwrap()).unwrap();
+    check!(
+        matches!(as_lock.acquire(true, None), Err(SyncError::Forged)),
+        "another kind"
+    );
+    check!(!event.is_set().unwrap(), "the event is untouched");
+    check!(
+        lock.acquire(false, None).unwrap(),
+        "the real lock is untouched"
+    );
+    Ok(())
+}
+
+fn negative_timeouts_mean_zero_as_in_python() -> TestResult {
+    check_eq!(multiproc::timeout_secs(Some(-1.0)), Some(Duration::ZERO));
+    check_eq!(multiproc::timeout_secs(None), None);
+    let lock = Lock::new();
+    lock.acquire(true, None).unwrap();
+    check_eq!(
+        lock.acquire(true, multiproc::timeout_secs(Some(-5.0)))
+            .unwrap(),
+        false
+    );
+    Ok(())
+}
+
+fn main() {
+    common::run(vec![
+        trial(
+            "a_lock_may_be_released_by_another_process_but_not_twice",
+            a_lock_may_be_released_by_another_process_but_not_twice,
+        ),
+        trial(
+            "an_rlock_is_recursive_and_only_its_owner_releases_it",
+            an_rlock_is_recursive_and_only_its_owner_releases_it,
+        ),
+        trial(
+            "a_bounded_semaphore_refuses_over_release",
+            a_bounded_semaphore_refuses_over_release,
+        ),
+        trial(
+            "a_dead_holders_lock_goes_to_the_next_acquirer_who_is_told",
+            a_dead_holders_lock_goes_to_the_next_acquirer_who_is_told,
+        ),
+        trial(
+            "an_event_wakes_a_waiting_process",
+            an_event_wakes_a_waiting_process,
+        ),
+        trial(
+            "a_queue_is_fifo_bounded_and_says_full_and_empty",
+            a_queue_is_fifo_bounded_and_says_full_and_empty,
+        ),
+        trial(
+            "a_joinable_queue_counts_task_done",
+            a_joinable_queue_counts_task_done,
+        ),
+        trial(
+            "a_consumer_that_dies_waiting_loses_nothing",
+            a_consumer_that_dies_waiting_loses_nothing,
+        ),
+        trial(
+            "an_item_of_the_wrong_type_is_an_error_and_stays_queued",
+            an_item_of_the_wrong_type_is_an_error_and_stays_queued,
+        ),
+        trial(
+            "a_handle_whose_owner_has_exited_fails_at_once",
+            a_handle_whose_owner_has_exited_fails_at_once,
+        ),
+        trial(
+            "a_forged_or_corrupted_handle_reaches_nothing",
+            a_forged_or_corrupted_handle_reaches_nothing,
+        ),
+        trial(
+            "negative_timeouts_mean_zero_as_in_python",
+            negative_timeouts_mean_zero_as_in_python,
+        ),
+    ]);
+}
