@@ -967,3 +967,134 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Queue<T> {
         block_on(self.0.join())
     }
 }
+
+blocking_semaphore!(
+    /// A condition; see [`crate::Condition`]. `acquire`, `release` and `guard` are its
+    /// lock's.
+    Condition
+);
+
+impl Default for Condition {
+    fn default() -> Self {
+        Condition::new()
+    }
+}
+
+impl Condition {
+    /// A condition over a new `RLock` (Python's default).
+    pub fn new() -> Condition {
+        Condition(crate::Condition::new())
+    }
+    /// A condition over a new plain `Lock`.
+    pub fn with_lock() -> Condition {
+        Condition(crate::Condition::with_lock())
+    }
+    /// Sleeps until notified or `timeout` runs out; whether it was notified.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Condition::wait`].
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool, crate::SyncError> {
+        block_on(self.0.wait(timeout))
+    }
+    /// Waits until `predicate` holds.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Condition::wait_for`].
+    pub fn wait_for(
+        &self,
+        predicate: impl FnMut() -> bool,
+        timeout: Option<Duration>,
+    ) -> Result<bool, crate::SyncError> {
+        block_on(self.0.wait_for(predicate, timeout))
+    }
+    /// Wakes up to `n` waiters.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Condition::notify`].
+    pub fn notify(&self, n: usize) -> Result<(), crate::SyncError> {
+        block_on(self.0.notify(n))
+    }
+    /// Wakes every waiter.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Condition::notify`].
+    pub fn notify_all(&self) -> Result<(), crate::SyncError> {
+        block_on(self.0.notify_all())
+    }
+}
+
+/// A barrier; see [`crate::Barrier`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Barrier(pub crate::Barrier);
+
+impl Barrier {
+    /// A barrier for `parties`.
+    pub fn new(parties: usize) -> Barrier {
+        Barrier(crate::Barrier::new(parties))
+    }
+    /// A barrier whose last party runs `f(args)` before all pass.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Barrier::with_action`].
+    pub fn with_action<F: Target<M>, M>(
+        parties: usize,
+        f: F,
+        args: F::Args,
+    ) -> Result<Barrier, Error> {
+        crate::Barrier::with_action(parties, f, args).map(Barrier)
+    }
+    /// Waits for the other parties; this party's index.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Barrier::wait`].
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<usize, crate::SyncError> {
+        block_on(self.0.wait(timeout))
+    }
+    /// Breaks it.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Barrier::abort`].
+    pub fn abort(&self) -> Result<(), crate::SyncError> {
+        block_on(self.0.abort())
+    }
+    /// Makes it whole again.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Barrier::reset`].
+    pub fn reset(&self) -> Result<(), crate::SyncError> {
+        block_on(self.0.reset())
+    }
+    /// Python's `parties`.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Barrier::info`].
+    pub fn parties(&self) -> Result<usize, crate::SyncError> {
+        Ok(block_on(self.0.info())?.0)
+    }
+    /// Python's `n_waiting`.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Barrier::info`].
+    pub fn n_waiting(&self) -> Result<usize, crate::SyncError> {
+        Ok(block_on(self.0.info())?.1)
+    }
+    /// Python's `broken`.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Barrier::info`].
+    pub fn broken(&self) -> Result<bool, crate::SyncError> {
+        Ok(block_on(self.0.info())?.2)
+    }
+}

@@ -75,8 +75,8 @@ pub use multiproc_supervisor::{
     AsyncResult, Imap, Pool, PoolBuilder, PoolError, Task, TaskError, WorkerInfo,
 };
 pub use multiproc_supervisor::{
-    BoundedSemaphore, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release, Semaphore,
-    SimpleQueue, SyncError, timeout_secs,
+    Barrier, BoundedSemaphore, Condition, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release,
+    Semaphore, SimpleQueue, SyncError, timeout_secs,
 };
 pub use multiproc_transport::{Connection, FrameError, MAX_FRAME_LEN, pipe, wait};
 

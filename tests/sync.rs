@@ -8,7 +8,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestResult, trial};
-use multiproc::blocking::{BoundedSemaphore, Connection, Event, Lock, Process, Queue, RLock, pipe};
+use multiproc::blocking::{
+    Barrier, BoundedSemaphore, Condition, Connection, Event, Lock, Process, Queue, RLock, pipe,
+};
 use multiproc::{ExitReason, Identity, SyncError};
 use serde::{Deserialize, Serialize};
 
@@ -51,13 +53,43 @@ fn put_three(q: Queue<u64>) -> Result<(), SyncError> {
     }
     Ok(())
 }
+/// Takes the condition's lock, says so, and waits to be notified.
+fn await_notify(cond: Condition, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    cond.acquire(true, None)?;
+    up.send(&"waiting")?;
+    let notified = cond.wait(Some(Duration::from_secs(10)))?;
+    cond.release()?;
+    up.send(&notified)?;
+    Ok(())
+}
+
+/// Waits at the barrier and reports its index.
+fn barrier_party(barrier: Barrier, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    let index = barrier.wait(Some(Duration::from_secs(10)))?;
+    up.send(&index)?;
+    Ok(())
+}
+
+/// A barrier's action: sets the event.
+fn set_event(event: Event) -> Result<(), SyncError> {
+    event.set()
+}
+
+/// Waits at the barrier until killed.
+fn wait_at(barrier: Barrier) -> Result<(), SyncError> {
+    barrier.wait(None).map(|_| ())
+}
 multiproc::register!(
     hold,
     release,
     await_event,
     blocked_consumer,
     lend_a_lock,
-    put_three
+    put_three,
+    await_notify,
+    barrier_party,
+    set_event,
+    wait_at
 );
 
 fn kill(pid: u32) {
@@ -338,6 +370,87 @@ fn negative_timeouts_mean_zero_as_in_python() -> TestResult {
     Ok(())
 }
 
+fn a_condition_wakes_a_process_waiting_in_another() -> TestResult {
+    let cond = Condition::new();
+    check!(
+        matches!(cond.wait(None), Err(SyncError::Misuse(_))),
+        "wait without the lock"
+    );
+    check!(
+        matches!(cond.notify(1), Err(SyncError::Misuse(_))),
+        "notify without the lock"
+    );
+    cond.acquire(true, None).unwrap();
+    check_eq!(cond.wait(Some(Duration::from_millis(20))).unwrap(), false);
+    cond.release().unwrap();
+    let (mut ours, theirs) = pipe(true).unwrap();
+    let mut p = Process::new(await_notify, (cond.clone(), theirs));
+    p.start().unwrap();
+    let _: String = ours.recv().unwrap();
+    // The child's wait gives the lock up, so this acquire returns once it sleeps.
+    cond.acquire(true, None).unwrap();
+    cond.notify_all().unwrap();
+    cond.release().unwrap();
+    check_eq!(ours.recv::<bool>().unwrap(), true);
+    check_eq!(p.join().unwrap(), ExitReason::Normal);
+    Ok(())
+}
+
+fn a_barrier_lets_all_pass_after_its_action() -> TestResult {
+    let ran = Event::new();
+    let barrier = Barrier::with_action(3, set_event, ran.clone()).unwrap();
+    let mut parties = Vec::new();
+    for _ in 0..2 {
+        let (ours, theirs) = pipe(true).unwrap();
+        let mut p = Process::new(barrier_party, (barrier.clone(), theirs));
+        p.start().unwrap();
+        parties.push((p, ours));
+    }
+    let mut indices = vec![barrier.wait(Some(Duration::from_secs(10))).unwrap()];
+    for (p, mut conn) in parties {
+        indices.push(conn.recv().unwrap());
+        check_eq!(p.join().unwrap(), ExitReason::Normal);
+    }
+    indices.sort_unstable();
+    check_eq!(indices, vec![0, 1, 2]);
+    check!(ran.is_set().unwrap(), "the action ran");
+    Ok(())
+}
+
+fn a_barrier_breaks_when_a_party_dies_or_times_out() -> TestResult {
+    let barrier = Barrier::new(3);
+    let mut p = Process::new(wait_at, barrier.clone());
+    p.start().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while barrier.n_waiting().unwrap() < 1 {
+        check!(Instant::now() < deadline, "the child never arrived");
+    }
+    let waiter = {
+        let b = barrier.clone();
+        std::thread::spawn(move || b.wait(None))
+    };
+    while barrier.n_waiting().unwrap() < 2 {
+        check!(Instant::now() < deadline, "the thread never arrived");
+    }
+    p.kill().unwrap();
+    let got = waiter.join().unwrap();
+    check!(
+        matches!(got, Err(SyncError::Misuse(_))),
+        "broken by the death: {got:?}"
+    );
+    check!(barrier.broken().unwrap(), "broken");
+    barrier.reset().unwrap();
+    check!(!barrier.broken().unwrap(), "whole again");
+    let got = barrier.wait(Some(Duration::from_millis(20)));
+    check!(
+        matches!(got, Err(SyncError::Misuse(_))),
+        "a timeout breaks it: {got:?}"
+    );
+    check!(barrier.broken().unwrap(), "broken by the timeout");
+    check_eq!(barrier.parties().unwrap(), 3);
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
         trial(
@@ -387,6 +500,18 @@ fn main() {
         trial(
             "negative_timeouts_mean_zero_as_in_python",
             negative_timeouts_mean_zero_as_in_python,
+        ),
+        trial(
+            "a_condition_wakes_a_process_waiting_in_another",
+            a_condition_wakes_a_process_waiting_in_another,
+        ),
+        trial(
+            "a_barrier_lets_all_pass_after_its_action",
+            a_barrier_lets_all_pass_after_its_action,
+        ),
+        trial(
+            "a_barrier_breaks_when_a_party_dies_or_times_out",
+            a_barrier_breaks_when_a_party_dies_or_times_out,
         ),
     ]);
 }

@@ -33,8 +33,8 @@ pub use error::{CallError, Error};
 pub use multiproc_core::StartMethod;
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo};
 pub use primitives::{
-    BoundedSemaphore, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release, Semaphore,
-    SimpleQueue, SyncError, timeout_secs,
+    Barrier, BoundedSemaphore, Condition, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release,
+    Semaphore, SimpleQueue, SyncError, timeout_secs,
 };
 pub use process::{
     ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Output, Process, Sentinel,

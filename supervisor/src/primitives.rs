@@ -283,6 +283,246 @@ semaphore_type!(
     /// [`SyncError::Misuse`].
     BoundedSemaphore
 );
+semaphore_type!(
+    /// Python's `Condition`: a lock (an `RLock` unless made with
+    /// [`Condition::with_lock`]) that waiters give up while they sleep. `acquire`,
+    /// `release` and `guard` are the lock's.
+    Condition
+);
+
+impl Default for Condition {
+    fn default() -> Self {
+        Condition::new()
+    }
+}
+
+impl Condition {
+    /// A condition over a new `RLock` (Python's default), hosted by this process.
+    pub fn new() -> Condition {
+        Condition {
+            addr: Addr::new(State::Condition(multiproc_core::sync::Condition::new(
+                SemKind::RLock,
+            ))),
+        }
+    }
+
+    /// A condition over a new plain `Lock`.
+    pub fn with_lock() -> Condition {
+        Condition {
+            addr: Addr::new(State::Condition(multiproc_core::sync::Condition::new(
+                SemKind::Lock,
+            ))),
+        }
+    }
+
+    /// Gives the lock up, sleeps until notified or `timeout` runs out, and takes the
+    /// lock back (at the depth it had); whether it was notified.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Misuse`] without the lock; [`SyncError::OwnerDied`] (notified or
+    /// not, the lock is held again, but a holder died meanwhile);
+    /// [`SyncError::OwnerGone`].
+    pub async fn wait(&self, timeout: Option<Duration>) -> Result<bool, SyncError> {
+        let op = Op::CondWait {
+            thread: thread_token(),
+        };
+        match self.addr.ask_timeout(op, timeout).await? {
+            Some(Answer::Woken {
+                owner_died: true, ..
+            }) => Err(SyncError::OwnerDied),
+            Some(Answer::Woken { notified, .. }) => Ok(notified),
+            Some(other) => Err(unexpected(other)),
+            None => Err(unexpected(Answer::Cancelled(true))),
+        }
+    }
+
+    /// Waits until `predicate` holds, at most `timeout` in all (Python's
+    /// `wait_for`); the predicate's last value.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Condition::wait).
+    pub async fn wait_for(
+        &self,
+        mut predicate: impl FnMut() -> bool,
+        timeout: Option<Duration>,
+    ) -> Result<bool, SyncError> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        loop {
+            if predicate() {
+                return Ok(true);
+            }
+            let left = match deadline {
+                Some(d) => {
+                    let now = tokio::time::Instant::now();
+                    if now >= d {
+                        return Ok(false);
+                    }
+                    Some(d - now)
+                }
+                None => None,
+            };
+            self.wait(left).await?;
+        }
+    }
+
+    /// Wakes up to `n` waiters (they return once they have the lock back).
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Misuse`] without the lock; [`SyncError::OwnerGone`].
+    pub async fn notify(&self, n: usize) -> Result<(), SyncError> {
+        match self
+            .addr
+            .ask(Op::CondNotify {
+                thread: thread_token(),
+                n,
+            })
+            .await?
+        {
+            Answer::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Wakes every waiter.
+    ///
+    /// # Errors
+    ///
+    /// As [`notify`](Condition::notify).
+    pub async fn notify_all(&self) -> Result<(), SyncError> {
+        self.notify(usize::MAX).await
+    }
+}
+
+/// Python's `Barrier(parties, action)`: parties wait until all have come; the last
+/// runs the action (a registered function), then all pass. A timeout, an `abort`, a
+/// failed action or a party that dies while waiting breaks it for everyone
+/// ([`SyncError::Misuse`] with `BrokenBarrier`) until `reset`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Barrier {
+    addr: Addr,
+    action: Option<(String, Vec<u8>)>,
+}
+
+impl Barrier {
+    /// A barrier for `parties` (at least 1), hosted by this process.
+    pub fn new(parties: usize) -> Barrier {
+        Barrier {
+            addr: Addr::new(State::Barrier(multiproc_core::sync::Barrier::new(
+                parties, false,
+            ))),
+            action: None,
+        }
+    }
+
+    /// A barrier whose last party runs the registered function `f(args)` before all
+    /// pass.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::Unregistered`] for an unregistered function; an argument that
+    /// does not encode is [`crate::Error::Args`].
+    pub fn with_action<F: crate::Target<M>, M>(
+        parties: usize,
+        f: F,
+        args: F::Args,
+    ) -> Result<Barrier, crate::Error> {
+        let _ = f;
+        let entry = crate::registry::by_type::<F>(multiproc_core::EntryKind::Function)?;
+        let args = codec::encode(&args).map_err(|source| crate::Error::Args {
+            name: "barrier action".into(),
+            source,
+        })?;
+        Ok(Barrier {
+            addr: Addr::new(State::Barrier(multiproc_core::sync::Barrier::new(
+                parties, true,
+            ))),
+            action: Some((entry.name.to_string(), args)),
+        })
+    }
+
+    /// Waits for the other parties, at most `timeout`; this party's index (0 for the
+    /// first to arrive).
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Misuse`] (`BrokenBarrier`) when it breaks, or is broken;
+    /// [`SyncError::OwnerGone`].
+    pub async fn wait(&self, timeout: Option<Duration>) -> Result<usize, SyncError> {
+        let broken = || SyncError::Misuse(multiproc_core::sync::SyncError::BrokenBarrier);
+        let op = Op::BarrierWait {
+            thread: thread_token(),
+        };
+        match self.addr.ask_timeout(op, timeout).await? {
+            Some(Answer::Passed(i)) => Ok(i),
+            Some(Answer::RunAction(i)) => {
+                let ok = self.run_action();
+                self.addr.ask(Op::BarrierActionDone { ok }).await?;
+                if ok { Ok(i) } else { Err(broken()) }
+            }
+            None => Err(broken()),
+            Some(other) => Err(unexpected(other)),
+        }
+    }
+
+    fn run_action(&self) -> bool {
+        let Some((name, args)) = &self.action else {
+            return true;
+        };
+        let Some(entry) = crate::registry::by_name(name) else {
+            return false;
+        };
+        let run = entry.run;
+        let args = args.clone();
+        matches!(
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || run(args))),
+            Ok(crate::bootstrap::EntryOutcome::Returned)
+        )
+    }
+
+    async fn done(&self, op: Op) -> Result<(), SyncError> {
+        match self.addr.ask(op).await? {
+            Answer::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Breaks it: waiting and future parties fail until `reset`.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerGone`].
+    pub async fn abort(&self) -> Result<(), SyncError> {
+        self.done(Op::BarrierAbort).await
+    }
+
+    /// Makes it whole again; parties waiting now fail.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerGone`].
+    pub async fn reset(&self) -> Result<(), SyncError> {
+        self.done(Op::BarrierReset).await
+    }
+
+    /// `(parties, n_waiting, broken)`.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerGone`].
+    pub async fn info(&self) -> Result<(usize, usize, bool), SyncError> {
+        match self.addr.ask(Op::BarrierInfo).await? {
+            Answer::BarrierInfo {
+                parties,
+                n_waiting,
+                broken,
+            } => Ok((parties, n_waiting, broken)),
+            other => Err(unexpected(other)),
+        }
+    }
+}
 
 impl Lock {
     /// A new lock, hosted by this process.

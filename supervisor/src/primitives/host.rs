@@ -11,8 +11,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use multiproc_core::queue::{Get, Put, Queue};
-use multiproc_core::sync::{Acquire, Event, Grant, Holder, Sem, WaitId};
+use multiproc_core::sync::{
+    Acquire, Arrive, Barrier, BarrierOutcome, Condition, Event, Grant, Holder, Sem, WaitId, Woken,
+};
 use multiproc_core::{Body, Envelope, Identity, RemoteError, codec};
+
+use multiproc_core::sync::SyncError;
 
 use super::wire::{Answer, Fault, Op, Request};
 use crate::current::me;
@@ -22,6 +26,8 @@ pub(crate) enum State {
     Sem(Sem),
     Event(Event),
     Queue(Queue),
+    Condition(Condition),
+    Barrier(Barrier),
 }
 
 struct Slot {
@@ -158,6 +164,8 @@ fn process_died(process: &Identity) {
                 State::Sem(s) => Outcome::Grants(s.process_died(process)),
                 State::Queue(q) => Outcome::Queue(q.process_died(process)),
                 State::Event(_) => Outcome::Grants(Vec::new()),
+                State::Condition(c) => Outcome::Cond(c.process_died(process)),
+                State::Barrier(b) => Outcome::Barrier(b.process_died(process)),
             };
             h.complete(grants, &mut replies);
         }
@@ -170,6 +178,8 @@ fn process_died(process: &Identity) {
 enum Outcome {
     Grants(Vec<Grant>),
     Queue(multiproc_core::queue::Effects),
+    Cond((Vec<Grant>, Vec<Woken>)),
+    Barrier(Vec<(WaitId, BarrierOutcome)>),
 }
 
 impl Host {
@@ -199,6 +209,34 @@ impl Host {
                                 owner_died: g.owner_died,
                             },
                         ));
+                    }
+                }
+            }
+            Outcome::Cond((grants, woken)) => {
+                self.complete(Outcome::Grants(grants), replies);
+                for w in woken {
+                    if let Some((to, corr)) = self.done(w.wait) {
+                        replies.push((
+                            to,
+                            corr,
+                            Answer::Woken {
+                                notified: w.notified,
+                                owner_died: w.owner_died,
+                            },
+                        ));
+                    }
+                }
+            }
+            Outcome::Barrier(outcomes) => {
+                for (wait, outcome) in outcomes {
+                    if let Some((to, corr)) = self.done(wait) {
+                        let answer = match outcome {
+                            BarrierOutcome::Passed(i) => Answer::Passed(i),
+                            BarrierOutcome::Broken => {
+                                Answer::Fault(Fault::Sync(SyncError::BrokenBarrier))
+                            }
+                        };
+                        replies.push((to, corr, answer));
                     }
                 }
             }
@@ -250,13 +288,30 @@ impl Host {
             let cancelled = match self.waits.get(&(from.clone(), asked)).copied() {
                 Some((prim, wait)) if prim == id => {
                     let state = &mut self.prims.get_mut(&id).expect("checked").state;
-                    let gone = match state {
-                        State::Sem(s) => s.cancel(wait),
-                        State::Event(e) => e.cancel(wait),
-                        State::Queue(q) => q.cancel(wait) || q.cancel_join(wait),
+                    let (gone, outcome) = match state {
+                        State::Sem(s) => (s.cancel(wait), None),
+                        State::Event(e) => (e.cancel(wait), None),
+                        State::Queue(q) => (q.cancel(wait) || q.cancel_join(wait), None),
+                        // A condition wait that times out still takes the lock back
+                        // before it returns: it stays, and is answered `Woken`.
+                        State::Condition(c) => (false, Some(Outcome::Cond(c.time_out(wait)))),
+                        // A barrier wait that times out breaks the barrier for all.
+                        State::Barrier(b) => {
+                            let outcomes = b.time_out(wait);
+                            let mine = outcomes.iter().any(|(w, _)| *w == wait);
+                            (
+                                mine,
+                                Some(Outcome::Barrier(
+                                    outcomes.into_iter().filter(|(w, _)| *w != wait).collect(),
+                                )),
+                            )
+                        }
                     };
                     if gone {
                         self.done(wait);
+                    }
+                    if let Some(outcome) = outcome {
+                        self.complete(outcome, replies);
                     }
                     gone
                 }
@@ -347,6 +402,65 @@ impl Host {
                 Some(Answer::Size {
                     qsize: q.qsize(),
                     full: q.full(),
+                }),
+                None,
+            ),
+            (State::Condition(c), Op::Acquire { thread, block }) => {
+                match c.acquire(&holder(thread), wait, block) {
+                    Acquire::Granted { owner_died } => {
+                        (Some(Answer::Acquired { owner_died }), None)
+                    }
+                    Acquire::Queued => (None, None),
+                    Acquire::WouldBlock => (Some(Answer::WouldBlock), None),
+                }
+            }
+            (State::Condition(c), Op::Release { thread }) => match c.release(&holder(thread)) {
+                Ok(out) => (Some(Answer::Done), Some(Outcome::Cond(out))),
+                Err(e) => (Some(Answer::Fault(Fault::Sync(e))), None),
+            },
+            (State::Condition(c), Op::CondWait { thread }) => match c.wait(&holder(thread), wait) {
+                Ok(out) => (None, Some(Outcome::Cond(out))),
+                Err(e) => (Some(Answer::Fault(Fault::Sync(e))), None),
+            },
+            (State::Condition(c), Op::CondNotify { thread, n }) => {
+                match c.notify(&holder(thread), n) {
+                    Ok(()) => (Some(Answer::Done), None),
+                    Err(e) => (Some(Answer::Fault(Fault::Sync(e))), None),
+                }
+            }
+            (State::Barrier(b), Op::BarrierWait { thread }) => {
+                match b.wait(&holder(thread), wait) {
+                    Ok(Arrive::Queued) => (None, None),
+                    Ok(Arrive::RunAction(i)) => (Some(Answer::RunAction(i)), None),
+                    Ok(Arrive::Released(mut outcomes)) => {
+                        let mine = outcomes
+                            .iter()
+                            .position(|(w, _)| *w == wait)
+                            .map(|p| outcomes.remove(p));
+                        let answer = match mine {
+                            Some((_, BarrierOutcome::Passed(i))) => Answer::Passed(i),
+                            _ => Answer::Fault(Fault::Sync(SyncError::BrokenBarrier)),
+                        };
+                        (Some(answer), Some(Outcome::Barrier(outcomes)))
+                    }
+                    Err(e) => (Some(Answer::Fault(Fault::Sync(e))), None),
+                }
+            }
+            (State::Barrier(b), Op::BarrierActionDone { ok }) => (
+                Some(Answer::Done),
+                Some(Outcome::Barrier(b.action_done(ok))),
+            ),
+            (State::Barrier(b), Op::BarrierAbort) => {
+                (Some(Answer::Done), Some(Outcome::Barrier(b.abort())))
+            }
+            (State::Barrier(b), Op::BarrierReset) => {
+                (Some(Answer::Done), Some(Outcome::Barrier(b.reset())))
+            }
+            (State::Barrier(b), Op::BarrierInfo) => (
+                Some(Answer::BarrierInfo {
+                    parties: b.parties(),
+                    n_waiting: b.n_waiting(),
+                    broken: b.broken(),
                 }),
                 None,
             ),

@@ -46,6 +46,22 @@ pub(crate) enum Op {
     TaskDone,
     Join,
     QSize,
+    CondWait {
+        thread: u64,
+    },
+    CondNotify {
+        thread: u64,
+        n: usize,
+    },
+    BarrierWait {
+        thread: u64,
+    },
+    BarrierActionDone {
+        ok: bool,
+    },
+    BarrierAbort,
+    BarrierReset,
+    BarrierInfo,
     /// Never answered while the process lives: see `host`.
     Watch,
 }
@@ -70,6 +86,20 @@ pub(crate) enum Answer {
     Size {
         qsize: usize,
         full: bool,
+    },
+    /// A condition wait returns, holding the lock again.
+    Woken {
+        notified: bool,
+        owner_died: bool,
+    },
+    /// Passed the barrier, with this index.
+    Passed(usize),
+    /// The last party: run the action, then say how it went.
+    RunAction(usize),
+    BarrierInfo {
+        parties: usize,
+        n_waiting: usize,
+        broken: bool,
     },
     Fault(Fault),
 }
