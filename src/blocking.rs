@@ -885,6 +885,10 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Queue<T> {
     pub fn new(maxsize: usize) -> Queue<T> {
         Queue(crate::Queue::new(maxsize))
     }
+    /// Python's `JoinableQueue(maxsize)`; see [`crate::Queue::joinable`].
+    pub fn joinable(maxsize: usize) -> Queue<T> {
+        Queue(crate::Queue::joinable(maxsize))
+    }
     /// Puts an item.
     ///
     /// # Errors

@@ -261,7 +261,7 @@ fn a_queue_is_fifo_bounded_and_says_full_and_empty() -> TestResult {
 }
 
 fn a_joinable_queue_counts_task_done() -> TestResult {
-    let q = Queue::<u64>::new(0);
+    let q = Queue::<u64>::joinable(0);
     q.join().unwrap();
     q.put(&1, true, None).unwrap();
     q.put(&2, true, None).unwrap();

@@ -268,16 +268,27 @@ impl Queue {
         fx
     }
 
-    /// One stored item is done (`JoinableQueue.task_done`).
+    /// One stored item is done (`JoinableQueue.task_done`), by process `by`.
     ///
     /// # Errors
     ///
     /// [`QueueError::TooManyTaskDone`] when every item is already done.
-    pub fn task_done(&mut self) -> Result<Effects, QueueError> {
+    pub fn task_done(&mut self, by: &Identity) -> Result<Effects, QueueError> {
         if self.unfinished == 0 {
             return Err(QueueError::TooManyTaskDone);
         }
         self.unfinished -= 1;
+        // A joinable queue's consumer does not acknowledge its `get`: `task_done` does,
+        // for the oldest item it holds. Until then a consumer that dies gives the item
+        // back, so a `join` never waits for work that died with its worker.
+        let oldest = self
+            .delivering
+            .iter()
+            .find(|(_, (c, _))| c == by)
+            .map(|(id, _)| *id);
+        if let Some(id) = oldest {
+            self.delivering.remove(&id);
+        }
         let mut fx = Effects::default();
         if self.unfinished == 0 {
             fx.joined = std::mem::take(&mut self.joiners);
@@ -434,10 +445,25 @@ mod tests {
         q.put(&p(1), 0, item(1), true);
         q.put(&p(1), 0, item(2), true);
         assert!(!q.join(2));
-        assert!(q.task_done().unwrap().joined.is_empty());
-        assert_eq!(q.task_done().unwrap().joined, vec![2]);
-        assert_eq!(q.task_done(), Err(QueueError::TooManyTaskDone));
+        assert!(q.task_done(&p(1)).unwrap().joined.is_empty());
+        assert_eq!(q.task_done(&p(1)).unwrap().joined, vec![2]);
+        assert_eq!(q.task_done(&p(1)), Err(QueueError::TooManyTaskDone));
         assert_eq!(q.unfinished(), 0);
+    }
+
+    #[test]
+    fn a_joinable_consumer_that_dies_before_task_done_gives_its_item_back() {
+        let mut q = Queue::new(0);
+        q.put(&p(1), 0, item(1), true);
+        q.put(&p(1), 0, item(2), true);
+        q.get(&p(2), 0, true); // not acknowledged: task_done will
+        q.get(&p(2), 0, true);
+        q.task_done(&p(2)).unwrap(); // item 1 is done
+        assert_eq!(q.in_delivery(), 1);
+        q.process_died(&p(2));
+        assert!(matches!(q.get(&p(3), 0, true).0, Get::Item(_, ref i) if *i == item(2)));
+        assert!(!q.join(9), "item 2 is not done yet");
+        assert_eq!(q.task_done(&p(3)).unwrap().joined, vec![9]);
     }
 
     #[test]

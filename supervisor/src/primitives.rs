@@ -690,6 +690,8 @@ impl Event {
 #[serde(bound = "")]
 pub struct Queue<T> {
     addr: Addr,
+    /// A joinable queue's `get` is acknowledged by the `task_done` that follows it.
+    joinable: bool,
     #[serde(skip)]
     closed: bool,
     #[serde(skip)]
@@ -700,6 +702,7 @@ impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {
             addr: self.addr.clone(),
+            joinable: self.joinable,
             closed: self.closed,
             _item: PhantomData,
         }
@@ -719,8 +722,19 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn new(maxsize: usize) -> Queue<T> {
         Queue {
             addr: Addr::new(State::Queue(QueueState::new(maxsize))),
+            joinable: false,
             closed: false,
             _item: PhantomData,
+        }
+    }
+
+    /// Python's `JoinableQueue(maxsize)`: a `get` is not final until its
+    /// `task_done`, so an item whose consumer dies before `task_done` goes back to
+    /// the queue, and `join` never waits for work that died with its worker.
+    pub fn joinable(maxsize: usize) -> Queue<T> {
+        Queue {
+            joinable: true,
+            ..Queue::new(maxsize)
         }
     }
 
@@ -775,8 +789,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Some(Answer::Item { delivery, item }) => match codec::decode::<T>(&item) {
                 Ok(value) => {
                     // Acknowledged before it is returned: from here on, the item is
-                    // this consumer's.
-                    self.addr.ask(Op::Ack { delivery }).await?;
+                    // this consumer's. (A joinable queue's `task_done` acknowledges.)
+                    if !self.joinable {
+                        self.addr.ask(Op::Ack { delivery }).await?;
+                    }
                     Ok(value)
                 }
                 Err(e) => {
@@ -863,8 +879,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 }
 
-/// Python's `JoinableQueue`: a [`Queue`] whose `task_done` and `join` count items
-/// through (every queue here keeps the count; this name says it is used).
+/// Python's `JoinableQueue`: a [`Queue`] made with [`Queue::joinable`].
 pub type JoinableQueue<T> = Queue<T>;
 
 /// Python's `SimpleQueue`: an unbounded [`Queue`].

@@ -387,7 +387,7 @@ impl Host {
                 let fx = q.give_back(delivery);
                 (Some(Answer::Done), Some(Outcome::Queue(fx)))
             }
-            (State::Queue(q), Op::TaskDone) => match q.task_done() {
+            (State::Queue(q), Op::TaskDone) => match q.task_done(from) {
                 Ok(fx) => (Some(Answer::Done), Some(Outcome::Queue(fx))),
                 Err(e) => (Some(Answer::Fault(Fault::Queue(e))), None),
             },
