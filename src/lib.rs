@@ -49,6 +49,10 @@
 //! - **Pools**: a [`Pool`] runs registered [`Task`] functions in worker processes, with
 //!   Python's `map`, `imap`, `apply_async` and `ProcessPoolExecutor`'s `submit`; a dead,
 //!   hung or panicking task is a typed [`TaskError`], never a hang.
+//! - **Queues and locks**: [`Queue`], [`Lock`], [`RLock`], [`Semaphore`],
+//!   [`BoundedSemaphore`], [`Condition`], [`Event`] and [`Barrier`], usable from any
+//!   process of the tree through handles that are plain values; a process that dies
+//!   holding one releases it.
 //! - **No orphans**: however the root dies, its descendants die with it; SIGINT or
 //!   SIGTERM at the root stops the whole tree gracefully.
 //! - **Async first, blocking too**: every operation is `async`; [`blocking`] mirrors
@@ -194,6 +198,8 @@ mod book {
     struct Supervision;
     #[doc = include_str!("../book/src/pool.md")]
     struct Pool;
+    #[doc = include_str!("../book/src/sync.md")]
+    struct Sync;
     #[doc = include_str!("../book/src/architecture.md")]
     struct Architecture;
     #[doc = include_str!("../book/src/semantics.md")]
