@@ -86,6 +86,7 @@ fn flaky() {
     panic!("flaky worker crashed");
 }
 multiproc::register!(
+    hold_lock,
     square,
     abort_worker,
     greet,
@@ -190,6 +191,30 @@ fn main() -> Result<(), Box<dyn Error>> {
         "  and the pool goes on: square(12) = {}",
         pool.apply(square, 12)?
     );
+
+    println!("\n9. A lock whose holder dies is not lost");
+    let lock = multiproc::blocking::Lock::new();
+    let (mut ours, theirs) = pipe(true)?;
+    let mut holder = Process::new(hold_lock, (lock.clone(), theirs));
+    holder.start()?;
+    let _: String = ours.recv()?;
+    println!("  {} holds the lock; killing it", holder.name());
+    holder.kill()?;
+    holder.join()?;
+    match lock.acquire(true, Some(Duration::from_secs(5))) {
+        Err(multiproc::SyncError::OwnerDied) => {
+            println!("  acquired, and told: {}", multiproc::SyncError::OwnerDied)
+        }
+        other => println!("  unexpectedly: {other:?}"),
+    }
+    Ok(())
+}
+
+/// Takes the lock, says so, and keeps it until killed.
+fn hold_lock(lock: multiproc::blocking::Lock, mut up: Connection) -> Result<(), Box<dyn Error>> {
+    lock.acquire(true, None)?;
+    up.send(&"holding")?;
+    multiproc::blocking::wait_for_stop();
     Ok(())
 }
 
