@@ -6,8 +6,9 @@
 //!
 //! It starts processes named as Python names them, shows why each one ended, calls an
 //! actor hosted in a child (also from a sibling process, routed along the tree), sends
-//! a message through a pipe, shows that a crash in a child costs the parent nothing, and
-//! runs a supervised tree that restarts a crashing worker.
+//! a message through a pipe, shows that a crash in a child costs the parent nothing,
+//! runs a supervised tree that restarts a crashing worker, a pool that survives a task
+//! that kills its worker, and a lock that survives its holder's death.
 
 use std::error::Error;
 use std::time::Duration;
