@@ -156,6 +156,25 @@ impl Addr {
         }
     }
 
+    /// Sends a request nobody waits for: correlation 0 asks for no answer. Used for
+    /// acknowledgements, which need no reply: envelopes on one path keep their order,
+    /// so it reaches the host before anything this process asks afterwards.
+    fn tell(&self, op: Op) -> Result<(), SyncError> {
+        let request = Request {
+            prim: self.id,
+            secret: self.secret,
+            op,
+        };
+        let bytes = codec::encode(&request).map_err(SyncError::Encode)?;
+        router::route(Envelope {
+            to: self.owner.clone(),
+            from: me().identity.clone(),
+            corr: 0,
+            body: Body::Service(bytes),
+        });
+        Ok(())
+    }
+
     async fn ask(&self, op: Op) -> Result<Answer, SyncError> {
         let (_, rx) = self.send(op)?;
         self.answer(rx.await)
@@ -791,7 +810,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     // Acknowledged before it is returned: from here on, the item is
                     // this consumer's. (A joinable queue's `task_done` acknowledges.)
                     if !self.joinable {
-                        self.addr.ask(Op::Ack { delivery }).await?;
+                        self.addr.tell(Op::Ack { delivery })?;
                     }
                     Ok(value)
                 }

@@ -184,7 +184,9 @@ pub(crate) fn route(env: Envelope) {
             Hop::Here => return deliver_here(t, env),
             Hop::Child(n) => match t.children.get_mut(&n) {
                 Some(child) => {
-                    let call = matches!(env.body, Body::Call(_) | Body::Service(_))
+                    // A service request with correlation 0 expects no answer.
+                    let call = (matches!(env.body, Body::Call(_))
+                        || matches!(env.body, Body::Service(_)) && env.corr != 0)
                         .then(|| (env.from.clone(), env.corr));
                     if let Some(key) = &call {
                         child.inflight.insert(key.clone());

@@ -100,7 +100,8 @@ pub(crate) fn serve(env: Envelope) {
     {
         let mut h = host();
         let answer = h.handle(&env.from, env.corr, request, &mut replies, &mut watch);
-        if let Some(answer) = answer {
+        // Correlation 0: the sender does not wait for an answer (an acknowledgement).
+        if let Some(answer) = answer.filter(|_| env.corr != 0) {
             replies.push((env.from.clone(), env.corr, answer));
         }
     }
