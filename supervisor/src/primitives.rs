@@ -175,6 +175,14 @@ impl Addr {
         Ok(())
     }
 
+    /// Asks, expecting `Done`.
+    async fn done(&self, op: Op) -> Result<(), SyncError> {
+        match self.ask(op).await? {
+            Answer::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     async fn ask(&self, op: Op) -> Result<Answer, SyncError> {
         let (_, rx) = self.send(op)?;
         self.answer(rx.await)
@@ -253,10 +261,7 @@ macro_rules! semaphore_type {
             ///
             /// [`SyncError::Misuse`] (see the type), [`SyncError::OwnerGone`].
             pub async fn release(&self) -> Result<(), SyncError> {
-                match self.addr.ask(Op::Release { thread: thread_token() }).await? {
-                    Answer::Done => Ok(()),
-                    other => Err(unexpected(other)),
-                }
+                self.addr.done(Op::Release { thread: thread_token() }).await
             }
 
             /// Acquires it for as long as the guard lives (Python's `with lock:`).
@@ -392,17 +397,12 @@ impl Condition {
     ///
     /// [`SyncError::Misuse`] without the lock; [`SyncError::OwnerGone`].
     pub async fn notify(&self, n: usize) -> Result<(), SyncError> {
-        match self
-            .addr
-            .ask(Op::CondNotify {
+        self.addr
+            .done(Op::CondNotify {
                 thread: thread_token(),
                 n,
             })
-            .await?
-        {
-            Answer::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
+            .await
     }
 
     /// Wakes every waiter.
@@ -501,20 +501,13 @@ impl Barrier {
         )
     }
 
-    async fn done(&self, op: Op) -> Result<(), SyncError> {
-        match self.addr.ask(op).await? {
-            Answer::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
-    }
-
     /// Breaks it: waiting and future parties fail until `reset`.
     ///
     /// # Errors
     ///
     /// [`SyncError::OwnerGone`].
     pub async fn abort(&self) -> Result<(), SyncError> {
-        self.done(Op::BarrierAbort).await
+        self.addr.done(Op::BarrierAbort).await
     }
 
     /// Makes it whole again; parties waiting now fail.
@@ -523,7 +516,7 @@ impl Barrier {
     ///
     /// [`SyncError::OwnerGone`].
     pub async fn reset(&self) -> Result<(), SyncError> {
-        self.done(Op::BarrierReset).await
+        self.addr.done(Op::BarrierReset).await
     }
 
     /// `(parties, n_waiting, broken)`.
@@ -649,20 +642,13 @@ impl Event {
         }
     }
 
-    async fn done(&self, op: Op) -> Result<(), SyncError> {
-        match self.addr.ask(op).await? {
-            Answer::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
-    }
-
     /// Sets it; every waiter returns `true`.
     ///
     /// # Errors
     ///
     /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
     pub async fn set(&self) -> Result<(), SyncError> {
-        self.done(Op::EventSet).await
+        self.addr.done(Op::EventSet).await
     }
 
     /// Clears it.
@@ -671,7 +657,7 @@ impl Event {
     ///
     /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
     pub async fn clear(&self) -> Result<(), SyncError> {
-        self.done(Op::EventClear).await
+        self.addr.done(Op::EventClear).await
     }
 
     /// Whether it is set.
@@ -879,10 +865,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// [`SyncError::Queue`] when called more times than items were put;
     /// [`SyncError::OwnerGone`].
     pub async fn task_done(&self) -> Result<(), SyncError> {
-        match self.addr.ask(Op::TaskDone).await? {
-            Answer::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        self.addr.done(Op::TaskDone).await
     }
 
     /// Waits until every item put has been marked done (`JoinableQueue.join`).
@@ -891,10 +874,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// [`SyncError::OwnerGone`] (also while waiting).
     pub async fn join(&self) -> Result<(), SyncError> {
-        match self.addr.ask(Op::Join).await? {
-            Answer::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        self.addr.done(Op::Join).await
     }
 }
 

@@ -176,6 +176,15 @@ fn process_died(process: &Identity) {
     send(replies);
 }
 
+/// The answer to an acquire; `None` while it waits.
+fn acquired(a: Acquire) -> Option<Answer> {
+    match a {
+        Acquire::Granted { owner_died } => Some(Answer::Acquired { owner_died }),
+        Acquire::Queued => None,
+        Acquire::WouldBlock => Some(Answer::WouldBlock),
+    }
+}
+
 enum Outcome {
     Grants(Vec<Grant>),
     Queue(multiproc_core::queue::Effects),
@@ -328,13 +337,7 @@ impl Host {
         let state = &mut self.prims.get_mut(&id).expect("checked").state;
         let (answer, outcome) = match (state, request.op) {
             (State::Sem(s), Op::Acquire { thread, block }) => {
-                match s.acquire(&holder(thread), wait, block) {
-                    Acquire::Granted { owner_died } => {
-                        (Some(Answer::Acquired { owner_died }), None)
-                    }
-                    Acquire::Queued => (None, None),
-                    Acquire::WouldBlock => (Some(Answer::WouldBlock), None),
-                }
+                (acquired(s.acquire(&holder(thread), wait, block)), None)
             }
             (State::Sem(s), Op::Release { thread }) => match s.release(&holder(thread)) {
                 Ok(grants) => (Some(Answer::Done), Some(Outcome::Grants(grants))),
@@ -407,13 +410,7 @@ impl Host {
                 None,
             ),
             (State::Condition(c), Op::Acquire { thread, block }) => {
-                match c.acquire(&holder(thread), wait, block) {
-                    Acquire::Granted { owner_died } => {
-                        (Some(Answer::Acquired { owner_died }), None)
-                    }
-                    Acquire::Queued => (None, None),
-                    Acquire::WouldBlock => (Some(Answer::WouldBlock), None),
-                }
+                (acquired(c.acquire(&holder(thread), wait, block)), None)
             }
             (State::Condition(c), Op::Release { thread }) => match c.release(&holder(thread)) {
                 Ok(out) => (Some(Answer::Done), Some(Outcome::Cond(out))),
