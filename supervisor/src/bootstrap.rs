@@ -326,7 +326,14 @@ fn child_main(origin: Origin) -> i32 {
             },
         )
     {
-        eprintln!("multiproc: cannot answer the parent: {e}");
+        // A parent that closed the link gave up on this child (it was stopped, or its
+        // pool terminated, while it started): nothing to say about that.
+        if !matches!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ) {
+            eprintln!("multiproc: cannot answer the parent: {e}");
+        }
         return EXIT_PARENT_GONE;
     }
 
