@@ -237,6 +237,10 @@ fn apply_and_async_results() -> TestResult {
     check_eq!(r.successful().unwrap(), true);
     check_eq!(r.get(None).unwrap(), 81);
     check!(matches!(r.get(None), Err(PoolError::Taken)), "a second get");
+    check_eq!(r.successful().unwrap(), true);
+    let mut failed = pool.apply_async(panics_on_3, 3);
+    check!(failed.get(None).is_err(), "it panics");
+    check_eq!(failed.successful().unwrap(), false);
     // A task's own `Result` is a value, with its error type intact.
     check_eq!(
         pool.apply(fallible, -2).unwrap(),

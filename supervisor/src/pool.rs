@@ -1002,6 +1002,9 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub struct AsyncResult<R> {
     fut: Option<BoxFuture<Result<R, PoolError>>>,
     out: Option<Result<R, PoolError>>,
+    /// Whether the result was a success, once it arrived (it stays known after `get`
+    /// takes the result).
+    succeeded: Option<bool>,
     taken: bool,
     ctl: Option<Ctl>,
     task: Option<u64>,
@@ -1066,6 +1069,7 @@ impl<R: Send + 'static> AsyncResult<R> {
         AsyncResult {
             fut: Some(Box::pin(fut)),
             out: None,
+            succeeded: None,
             taken: false,
             ctl,
             task,
@@ -1076,6 +1080,7 @@ impl<R: Send + 'static> AsyncResult<R> {
         AsyncResult {
             fut: None,
             out: Some(Err(e)),
+            succeeded: Some(false),
             taken: false,
             ctl: None,
             task: None,
@@ -1089,6 +1094,7 @@ impl<R: Send + 'static> AsyncResult<R> {
         let fut = self.fut.as_mut().expect("pending results have a future");
         match fut.as_mut().poll(cx) {
             Poll::Ready(r) => {
+                self.succeeded = Some(r.is_ok());
                 self.out = Some(r);
                 self.fut = None;
                 Poll::Ready(())
@@ -1113,7 +1119,7 @@ impl<R: Send + 'static> AsyncResult<R> {
         if !self.ready() {
             return Err(PoolError::NotReady);
         }
-        Ok(matches!(self.out, Some(Ok(_))) || (self.taken && self.out.is_none()))
+        Ok(self.succeeded == Some(true))
     }
 
     /// Waits until the result has arrived. SIGINT (in the root) ends the wait: the
@@ -1134,6 +1140,7 @@ impl<R: Send + 'static> AsyncResult<R> {
         if interrupted {
             self.fut = None;
             self.out = Some(Err(PoolError::Interrupted));
+            self.succeeded = Some(false);
         }
     }
 
