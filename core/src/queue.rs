@@ -221,6 +221,24 @@ impl Queue {
         (Get::Queued, fx)
     }
 
+    /// Hands `consumer` up to `max` more items at once, when nobody else waits for
+    /// one: a consumer's prefetch, so that a busy queue costs one request per batch.
+    /// They are deliveries like any other (acknowledged one by one, given back if the
+    /// consumer dies).
+    pub fn take_more(&mut self, consumer: &Identity, max: usize) -> (Vec<(DeliveryId, Vec<u8>)>, Effects) {
+        let mut more = Vec::new();
+        while more.len() < max
+            && self.getters.is_empty()
+            && let Some(item) = self.items.pop_front()
+        {
+            let id = self.deliver(consumer, item.clone());
+            more.push((id, item));
+        }
+        let mut fx = Effects::default();
+        self.serve(&mut fx);
+        (more, fx)
+    }
+
     /// The consumer has the item: it will not come back.
     pub fn ack(&mut self, id: DeliveryId) {
         self.delivering.remove(&id);
@@ -410,6 +428,25 @@ mod tests {
         q.give_back(id);
         assert!(matches!(q.get(&p(3), 0, true).0, Get::Item(_, ref i) if *i == item(1)));
         assert_eq!(q.unfinished(), 2);
+    }
+
+    #[test]
+    fn a_prefetch_takes_what_is_there_but_never_from_a_waiting_consumer() {
+        let mut q = Queue::new(2);
+        q.put(&p(1), 0, item(1), true);
+        q.put(&p(1), 0, item(2), true);
+        q.put(&p(1), 7, item(3), true); // waits for room
+        let (Get::Item(_, _), fx) = q.get(&p(2), 0, true) else { panic!() };
+        assert_eq!(fx.stored, vec![7], "the get made room for the waiting put");
+        let (more, _) = q.take_more(&p(2), 10);
+        assert_eq!(more.iter().map(|(_, i)| i.clone()).collect::<Vec<_>>(), vec![item(2), item(3)]);
+        assert_eq!(q.in_delivery(), 3);
+        q.get(&p(3), 8, true); // waits
+        q.put(&p(1), 0, item(4), true);
+        let (more, _) = q.take_more(&p(2), 10);
+        assert!(more.is_empty(), "item 4 went to the waiting consumer");
+        q.process_died(&p(2));
+        assert_eq!(q.qsize(), 3, "the dead consumer's three come back");
     }
 
     #[test]

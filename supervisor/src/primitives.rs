@@ -13,6 +13,8 @@ mod host;
 mod wire;
 
 use std::cell::Cell;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -699,6 +701,9 @@ pub struct Queue<T> {
     joinable: bool,
     #[serde(skip)]
     closed: bool,
+    /// Items this process took ahead (shared by the handle's clones here).
+    #[serde(skip)]
+    prefetched: Arc<Prefetched>,
     #[serde(skip)]
     _item: PhantomData<fn(T) -> T>,
 }
@@ -709,6 +714,7 @@ impl<T> Clone for Queue<T> {
             addr: self.addr.clone(),
             joinable: self.joinable,
             closed: self.closed,
+            prefetched: Arc::clone(&self.prefetched),
             _item: PhantomData,
         }
     }
@@ -729,6 +735,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             addr: Addr::new(State::Queue(QueueState::new(maxsize))),
             joinable: false,
             closed: false,
+            prefetched: Arc::default(),
             _item: PhantomData,
         }
     }
@@ -789,24 +796,40 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ran out; [`SyncError::Decode`] (the item goes back to the queue);
     /// [`SyncError::OwnerGone`]; [`SyncError::Forged`].
     pub async fn get(&self, block: bool, timeout: Option<Duration>) -> Result<T, SyncError> {
-        let timeout = if block { timeout } else { None };
-        match self.addr.ask_timeout(Op::Get { block }, timeout).await? {
-            Some(Answer::Item { delivery, item }) => match codec::decode::<T>(&item) {
-                Ok(value) => {
-                    // Acknowledged before it is returned: from here on, the item is
-                    // this consumer's. (A joinable queue's `task_done` acknowledges.)
-                    if !self.joinable {
-                        self.addr.tell(Op::Ack { delivery })?;
+        let (delivery, item) = match self.prefetched.pop() {
+            Some(next) => next,
+            None => {
+                let timeout = if block { timeout } else { None };
+                let op = Op::Get {
+                    block,
+                    more: PREFETCH,
+                };
+                match self.addr.ask_timeout(op, timeout).await? {
+                    Some(Answer::Items(items)) => {
+                        let mut items = items.into_iter();
+                        let first = items.next().ok_or_else(|| unexpected(Answer::Empty))?;
+                        self.prefetched.keep(&self.addr, items);
+                        first
                     }
-                    Ok(value)
+                    Some(Answer::Item { delivery, item }) => (delivery, item),
+                    None | Some(Answer::Empty) => return Err(SyncError::Empty),
+                    Some(other) => return Err(unexpected(other)),
                 }
-                Err(e) => {
-                    self.addr.ask(Op::GiveBack { delivery }).await?;
-                    Err(SyncError::Decode(e))
+            }
+        };
+        match codec::decode::<T>(&item) {
+            Ok(value) => {
+                // Acknowledged before it is returned: from here on, the item is this
+                // consumer's. (A joinable queue's `task_done` acknowledges.)
+                if !self.joinable {
+                    self.addr.tell(Op::Ack { delivery })?;
                 }
-            },
-            None | Some(Answer::Empty) => Err(SyncError::Empty),
-            Some(other) => Err(unexpected(other)),
+                Ok(value)
+            }
+            Err(e) => {
+                self.addr.ask(Op::GiveBack { delivery }).await?;
+                Err(SyncError::Decode(e))
+            }
         }
     }
 
@@ -875,6 +898,41 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// [`SyncError::OwnerGone`] (also while waiting).
     pub async fn join(&self) -> Result<(), SyncError> {
         self.addr.done(Op::Join).await
+    }
+}
+
+/// How many items a `get` takes beyond the one it returns, when they are there and
+/// no other consumer waits: a busy queue then costs one request per batch.
+const PREFETCH: u32 = 15;
+
+/// Items a process took ahead of its `get`s. They are deliveries to this process:
+/// if it dies they go back to the queue, and if every handle here is dropped first
+/// they are given back.
+#[derive(Default)]
+struct Prefetched {
+    inner: Mutex<(Option<Addr>, VecDeque<(u64, serde_bytes::ByteBuf)>)>,
+}
+
+impl Prefetched {
+    fn pop(&self) -> Option<(u64, serde_bytes::ByteBuf)> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).1.pop_front()
+    }
+
+    fn keep(&self, addr: &Addr, items: impl Iterator<Item = (u64, serde_bytes::ByteBuf)>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.0.get_or_insert_with(|| addr.clone());
+        inner.1.extend(items);
+    }
+}
+
+impl Drop for Prefetched {
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(addr) = &inner.0 {
+            for (delivery, _) in inner.1.drain(..) {
+                let _ = addr.tell(Op::GiveBack { delivery });
+            }
+        }
     }
 }
 

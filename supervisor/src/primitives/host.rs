@@ -372,14 +372,17 @@ impl Host {
                     (Put::Full, fx) => (Some(Answer::Full), Some(Outcome::Queue(fx))),
                 }
             }
-            (State::Queue(q), Op::Get { block }) => match q.get(from, wait, block) {
-                (Get::Item(delivery, item), fx) => (
-                    Some(Answer::Item {
-                        delivery,
-                        item: item.into(),
-                    }),
-                    Some(Outcome::Queue(fx)),
-                ),
+            (State::Queue(q), Op::Get { block, more }) => match q.get(from, wait, block) {
+                (Get::Item(delivery, item), mut fx) => {
+                    let (rest, more_fx) = q.take_more(from, more as usize);
+                    fx.stored.extend(more_fx.stored);
+                    fx.deliveries.extend(more_fx.deliveries);
+                    let items = std::iter::once((delivery, item))
+                        .chain(rest)
+                        .map(|(d, i)| (d, i.into()))
+                        .collect();
+                    (Some(Answer::Items(items)), Some(Outcome::Queue(fx)))
+                }
                 (Get::Queued, fx) => (None, Some(Outcome::Queue(fx))),
                 (Get::Empty, fx) => (Some(Answer::Empty), Some(Outcome::Queue(fx))),
             },

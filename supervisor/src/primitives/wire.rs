@@ -36,6 +36,9 @@ pub(crate) enum Op {
     },
     Get {
         block: bool,
+        /// How many more items the consumer takes at once if they are there.
+        #[serde(default)]
+        more: u32,
     },
     Ack {
         delivery: u64,
@@ -82,6 +85,8 @@ pub(crate) enum Answer {
         delivery: u64,
         item: serde_bytes::ByteBuf,
     },
+    /// A `get` answered at once, with the prefetched items after the first.
+    Items(Vec<(u64, serde_bytes::ByteBuf)>),
     Empty,
     Size {
         qsize: usize,
