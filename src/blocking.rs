@@ -910,6 +910,14 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Queue<T> {
     pub fn put_nowait(&self, item: &T) -> Result<(), crate::SyncError> {
         block_on(self.0.put_nowait(item))
     }
+    /// Waits until every put made here has been stored.
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Queue::flush`].
+    pub fn flush(&self) -> Result<(), crate::SyncError> {
+        block_on(self.0.flush())
+    }
     /// Gets an item.
     ///
     /// # Errors

@@ -53,6 +53,20 @@ fn put_three(q: Queue<u64>) -> Result<(), SyncError> {
     }
     Ok(())
 }
+
+/// Puts `0..n` and exits at once, without waiting for the puts' answers.
+fn put_many(q: Queue<u64>, n: u64) -> Result<(), SyncError> {
+    for i in 0..n {
+        q.put(&i, true, None)?;
+    }
+    Ok(())
+}
+
+/// Creates a queue here, hands its handle up, and exits.
+fn lend_a_queue(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    up.send(&Queue::<u64>::new(0))?;
+    Ok(())
+}
 /// Takes the condition's lock, says so, and waits to be notified.
 fn await_notify(cond: Condition, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
     cond.acquire(true, None)?;
@@ -86,6 +100,8 @@ multiproc::register!(
     blocked_consumer,
     lend_a_lock,
     put_three,
+    put_many,
+    lend_a_queue,
     await_notify,
     barrier_party,
     set_event,
@@ -252,6 +268,16 @@ fn a_queue_is_fifo_bounded_and_says_full_and_empty() -> TestResult {
     check_eq!(p.join().unwrap(), ExitReason::Normal);
     let got: Vec<u64> = (0..3).map(|_| unbounded.get(true, None).unwrap()).collect();
     check_eq!(got, vec![1, 2, 3]);
+    // Puts to an unbounded queue do not wait for their answers; none is lost when
+    // the producer exits at once, and they arrive in order.
+    let mut p = Process::new(put_many, (unbounded.clone(), 1000));
+    p.start().unwrap();
+    check_eq!(p.join().unwrap(), ExitReason::Normal);
+    let got: Vec<u64> = (0..1000)
+        .map(|_| unbounded.get(true, None).unwrap())
+        .collect();
+    check_eq!(got, (0..1000).collect::<Vec<u64>>());
+    check!(unbounded.empty().unwrap(), "nothing more");
     q.close();
     check!(
         matches!(q.put(&4, true, None), Err(SyncError::Closed)),
@@ -302,6 +328,27 @@ fn an_item_of_the_wrong_type_is_an_error_and_stays_queued() -> TestResult {
     let got = wrong.get(true, None);
     check!(matches!(got, Err(SyncError::Decode(_))), "{got:?}");
     check_eq!(q.get(true, None).unwrap(), 5);
+    Ok(())
+}
+
+fn a_queue_whose_owner_has_exited_fails_puts_and_gets() -> TestResult {
+    let (mut ours, theirs) = pipe(true).unwrap();
+    let mut p = Process::new(lend_a_queue, theirs);
+    p.start().unwrap();
+    let q: Queue<u64> = ours.recv().unwrap();
+    p.join().unwrap();
+    // The put itself may return before its answer; `flush` (or the next put) has it.
+    let first = q.put(&1, true, None);
+    let flushed = q.flush();
+    check!(
+        matches!(first, Err(SyncError::OwnerGone(_)))
+            || matches!(flushed, Err(SyncError::OwnerGone(_))),
+        "{first:?} {flushed:?}"
+    );
+    check!(
+        matches!(q.get(true, None), Err(SyncError::OwnerGone(_))),
+        "get"
+    );
     Ok(())
 }
 
@@ -496,6 +543,10 @@ fn main() {
         trial(
             "a_forged_or_corrupted_handle_reaches_nothing",
             a_forged_or_corrupted_handle_reaches_nothing,
+        ),
+        trial(
+            "a_queue_whose_owner_has_exited_fails_puts_and_gets",
+            a_queue_whose_owner_has_exited_fails_puts_and_gets,
         ),
         trial(
             "negative_timeouts_mean_zero_as_in_python",

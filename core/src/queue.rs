@@ -225,7 +225,11 @@ impl Queue {
     /// one: a consumer's prefetch, so that a busy queue costs one request per batch.
     /// They are deliveries like any other (acknowledged one by one, given back if the
     /// consumer dies).
-    pub fn take_more(&mut self, consumer: &Identity, max: usize) -> (Vec<(DeliveryId, Vec<u8>)>, Effects) {
+    pub fn take_more(
+        &mut self,
+        consumer: &Identity,
+        max: usize,
+    ) -> (Vec<(DeliveryId, Vec<u8>)>, Effects) {
         let mut more = Vec::new();
         while more.len() < max
             && self.getters.is_empty()
@@ -436,10 +440,15 @@ mod tests {
         q.put(&p(1), 0, item(1), true);
         q.put(&p(1), 0, item(2), true);
         q.put(&p(1), 7, item(3), true); // waits for room
-        let (Get::Item(_, _), fx) = q.get(&p(2), 0, true) else { panic!() };
+        let (Get::Item(_, _), fx) = q.get(&p(2), 0, true) else {
+            panic!()
+        };
         assert_eq!(fx.stored, vec![7], "the get made room for the waiting put");
         let (more, _) = q.take_more(&p(2), 10);
-        assert_eq!(more.iter().map(|(_, i)| i.clone()).collect::<Vec<_>>(), vec![item(2), item(3)]);
+        assert_eq!(
+            more.iter().map(|(_, i)| i.clone()).collect::<Vec<_>>(),
+            vec![item(2), item(3)]
+        );
         assert_eq!(q.in_delivery(), 3);
         q.get(&p(3), 8, true); // waits
         q.put(&p(1), 0, item(4), true);

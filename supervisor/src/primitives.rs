@@ -14,10 +14,10 @@ mod wire;
 
 use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use multiproc_core::queue::Queue as QueueState;
@@ -704,6 +704,12 @@ pub struct Queue<T> {
     /// Items this process took ahead (shared by the handle's clones here).
     #[serde(skip)]
     prefetched: Arc<Prefetched>,
+    /// An unbounded queue's puts do not wait for their answers (see `put`).
+    #[serde(default)]
+    unbounded: bool,
+    /// Answers of puts not yet seen, oldest first.
+    #[serde(skip)]
+    unanswered: Arc<Mutex<VecDeque<oneshot::Receiver<Body>>>>,
     #[serde(skip)]
     _item: PhantomData<fn(T) -> T>,
 }
@@ -715,6 +721,8 @@ impl<T> Clone for Queue<T> {
             joinable: self.joinable,
             closed: self.closed,
             prefetched: Arc::clone(&self.prefetched),
+            unbounded: self.unbounded,
+            unanswered: Arc::clone(&self.unanswered),
             _item: PhantomData,
         }
     }
@@ -736,6 +744,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             joinable: false,
             closed: false,
             prefetched: Arc::default(),
+            unbounded: maxsize == 0,
+            unanswered: Arc::default(),
             _item: PhantomData,
         }
     }
@@ -771,11 +781,78 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             item: bytes.into(),
             block,
         };
+        if self.unbounded {
+            // An unbounded queue never makes a put wait, so the put need not wait for
+            // its answer: the item is on its way, in order, behind this process's
+            // earlier requests. Answers are checked as they come; a failure (the host
+            // gone, a forged handle) is this put's error, and `flush` waits for all.
+            self.settle(false).await?;
+            let (_, rx) = self.addr.send(op)?;
+            let backlog = {
+                let mut unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+                unanswered.push_back(rx);
+                unanswered.len()
+            };
+            if backlog > PUT_WINDOW {
+                self.settle_one().await?;
+            }
+            return Ok(());
+        }
         let timeout = if block { timeout } else { None };
         match self.addr.ask_timeout(op, timeout).await? {
             Some(Answer::Stored) => Ok(()),
             None | Some(Answer::Full) => Err(SyncError::Full),
             Some(other) => Err(unexpected(other)),
+        }
+    }
+
+    /// Waits until every put made through this process's handles has been stored.
+    ///
+    /// # Errors
+    ///
+    /// The first put that failed ([`SyncError::OwnerGone`], [`SyncError::Forged`]).
+    pub async fn flush(&self) -> Result<(), SyncError> {
+        self.settle(true).await
+    }
+
+    /// Checks the answers of earlier puts: those that came (all, if `wait`).
+    async fn settle(&self, wait: bool) -> Result<(), SyncError> {
+        loop {
+            let next = {
+                let mut unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+                match unanswered.front_mut() {
+                    None => return Ok(()),
+                    Some(rx) => match rx.try_recv() {
+                        Ok(body) => {
+                            unanswered.pop_front();
+                            Some(body)
+                        }
+                        Err(oneshot::error::TryRecvError::Empty) if !wait => return Ok(()),
+                        Err(oneshot::error::TryRecvError::Empty) => None,
+                        Err(oneshot::error::TryRecvError::Closed) => {
+                            unanswered.pop_front();
+                            return Err(SyncError::OwnerGone(self.addr.owner.clone()));
+                        }
+                    },
+                }
+            };
+            match next {
+                Some(body) => stored(self.addr.answer(Ok(body)))?,
+                None => self.settle_one().await?,
+            }
+        }
+    }
+
+    /// Waits for the oldest unanswered put.
+    async fn settle_one(&self) -> Result<(), SyncError> {
+        let rx = self
+            .unanswered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front();
+        match rx {
+            Some(rx) => stored(self.addr.answer(rx.await)),
+            None => Ok(()),
         }
     }
 
@@ -901,6 +978,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 }
 
+/// How many puts to an unbounded queue may be on their way before a put waits for
+/// the oldest answer.
+const PUT_WINDOW: usize = 64;
+
+fn stored(answer: Result<Answer, SyncError>) -> Result<(), SyncError> {
+    match answer? {
+        Answer::Stored => Ok(()),
+        other => Err(unexpected(other)),
+    }
+}
+
 /// How many items a `get` takes beyond the one it returns, when they are there and
 /// no other consumer waits: a busy queue then costs one request per batch.
 const PREFETCH: u32 = 15;
@@ -910,15 +998,22 @@ const PREFETCH: u32 = 15;
 /// they are given back.
 #[derive(Default)]
 struct Prefetched {
-    inner: Mutex<(Option<Addr>, VecDeque<(u64, serde_bytes::ByteBuf)>)>,
+    inner: Mutex<(Option<Addr>, VecDeque<Delivered>)>,
 }
 
+/// An item handed to this process: its delivery number and its bytes.
+type Delivered = (u64, serde_bytes::ByteBuf);
+
 impl Prefetched {
-    fn pop(&self) -> Option<(u64, serde_bytes::ByteBuf)> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).1.pop_front()
+    fn pop(&self) -> Option<Delivered> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .pop_front()
     }
 
-    fn keep(&self, addr: &Addr, items: impl Iterator<Item = (u64, serde_bytes::ByteBuf)>) {
+    fn keep(&self, addr: &Addr, items: impl Iterator<Item = Delivered>) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.0.get_or_insert_with(|| addr.clone());
         inner.1.extend(items);
