@@ -690,9 +690,14 @@ impl Event {
 
 /// Python's `Queue(maxsize)` of `T`: items are encoded by the producer (an item that
 /// does not encode fails its `put`), held by the host process, and decoded by the
-/// consumer. A `put` is complete when it returns: there is no feeder thread, and a
-/// producer can exit at once. An item is delivered once, even when a consumer dies
-/// in the middle of a `get`.
+/// consumer. There is no feeder thread: a put to a bounded queue returns once the
+/// host holds the item; a put to an unbounded queue (which never has to wait for
+/// room) returns once the item is on its way, in order, with up to 64 answers
+/// outstanding; a failure is then the next put's error, and [`flush`](Queue::flush)
+/// waits for them all. Either way a producer can exit at once: its link is flushed
+/// at exit. An item is delivered once, even when a consumer dies in the middle of a
+/// `get`; a `get` takes up to 15 more items when they are there (see
+/// [`get`](Queue::get)).
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct Queue<T> {
@@ -865,7 +870,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.put(item, false, None).await
     }
 
-    /// Gets an item (Python's `get(block, timeout)`).
+    /// Gets an item (Python's `get(block, timeout)`). When more items are there and
+    /// no other consumer waits, up to 15 more come with it and are kept in this
+    /// process for the next `get`s (they are not counted by `qsize` any more, and go
+    /// back to the queue if this process dies or drops every handle).
     ///
     /// # Errors
     ///
