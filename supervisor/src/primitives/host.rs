@@ -193,14 +193,6 @@ enum Outcome {
 }
 
 impl Host {
-    fn wait_for(&mut self, prim: u64, caller: &Identity, corr: u64) -> WaitId {
-        self.next_wait += 1;
-        let wait = self.next_wait;
-        self.waits.insert((caller.clone(), corr), (prim, wait));
-        self.routes.insert(wait, (caller.clone(), corr));
-        wait
-    }
-
     fn done(&mut self, wait: WaitId) -> Option<(Identity, u64)> {
         let route = self.routes.remove(&wait)?;
         self.waits.remove(&route);
@@ -291,7 +283,8 @@ impl Host {
             Some(slot) if slot.secret == request.secret => {}
             _ => return Some(Answer::Fault(Fault::Forged)),
         }
-        if *from != me().identity && self.watched.insert(from.clone()) {
+        if !self.watched.contains(from) && *from != me().identity {
+            self.watched.insert(from.clone());
             *watch = Some(from.clone());
         }
         if let Op::Cancel { corr: asked } = request.op {
@@ -333,7 +326,10 @@ impl Host {
             process: from.clone(),
             thread,
         };
-        let wait = self.wait_for(id, from, corr);
+        // A wait number for this request; it is registered (to be answered later)
+        // only if the request has to wait, which most do not.
+        self.next_wait += 1;
+        let wait = self.next_wait;
         let state = &mut self.prims.get_mut(&id).expect("checked").state;
         let (answer, outcome) = match (state, request.op) {
             (State::Sem(s), Op::Acquire { thread, block }) => {
@@ -467,8 +463,9 @@ impl Host {
             ),
             _ => (Some(Answer::Fault(Fault::WrongKind)), None),
         };
-        if answer.is_some() {
-            self.done(wait);
+        if answer.is_none() {
+            self.waits.insert((from.clone(), corr), (id, wait));
+            self.routes.insert(wait, (from.clone(), corr));
         }
         if let Some(outcome) = outcome {
             self.complete(outcome, replies);
