@@ -17,7 +17,7 @@ use std::error::Error;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -144,12 +144,10 @@ fn sq(x: u64) -> u64 {
 
 /// Writes the worker's pid to `path` (a rename, so that it appears whole), then
 /// sleeps; `pool_worker_killed` polls for the file and kills the worker.
-fn pid_then_sleep(path: String) -> u32 {
+fn pid_then_sleep(running: Queue<(usize, u32)>, task: usize) -> u32 {
     let pid = std::process::id();
-    let tmp = format!("{path}.tmp");
-    if std::fs::write(&tmp, pid.to_string()).is_ok() {
-        let _ = std::fs::rename(&tmp, &path);
-    }
+    let _ = running.put(&(task, pid), true, None);
+    // The workload: a task that is still running when its worker is killed.
     std::thread::sleep(Duration::from_secs(SLEEPER_SECS));
     pid
 }
@@ -1258,56 +1256,25 @@ fn pool_start(py: Option<&Python>, name: &'static str, method: Option<StartMetho
     Ok(())
 }
 
-/// A directory of this run's pid files, removed at the end.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Waits until the task's pid file appears, and reads it.
-fn wait_pid_file(path: &Path) -> Res<u32> {
-    let t0 = Instant::now();
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            return Ok(text.trim().parse()?);
-        }
-        if t0.elapsed() > POOL_WAIT {
-            return Err(format!("no task wrote {} in {POOL_WAIT:?}", path.display()).into());
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}
-
 /// SIGKILL a pool worker running a task, until that task's result is `WorkerDied`;
 /// the pool then still serves.
 fn pool_worker_killed(py: Option<&Python>) -> Res {
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("multiproc-bench-pool-{}", std::process::id())));
-    std::fs::create_dir_all(&dir.0)?;
-    let mut seq = 0u32;
+    // Each running task puts (its number, its worker's pid) here.
+    let running = Queue::<(usize, u32)>::new(0);
     // (kill to WorkerDied, kill to the replacement's first result)
-    let mut mp_once = || -> Res<(f64, f64)> {
+    let mp_once = || -> Res<(f64, f64)> {
         // A fresh pool each time, as Python's executor: its window is one task per
         // worker until a task has finished, so each sleeper gets a worker of its own.
         let pool = Pool::new(2)?;
-        let paths: Vec<PathBuf> = (0..2)
-            .map(|i| {
-                seq += 1;
-                dir.0.join(format!("{seq}-{i}"))
-            })
+        let mut tasks: Vec<_> = (0..2)
+            .map(|i| pool.apply_async(pid_then_sleep, (running.clone(), i)))
             .collect();
-        let mut tasks: Vec<_> = paths
-            .iter()
-            .map(|p| pool.apply_async(pid_then_sleep, p.display().to_string()))
-            .collect();
-        // Both workers are inside the task.
-        let pids = paths
-            .iter()
-            .map(|p| wait_pid_file(p))
-            .collect::<Res<Vec<u32>>>()?;
+        // Both workers are inside their task.
+        let mut pids = [0u32; 2];
+        for _ in 0..2 {
+            let (task, pid) = running.get(true, Some(POOL_WAIT))?;
+            pids[task] = pid;
+        }
         let victim = pids[0];
         let t0 = Instant::now();
         kill(victim)?;
