@@ -119,21 +119,30 @@ impl Addr {
         }
     }
 
-    fn send(&self, op: Op) -> Result<(u64, oneshot::Receiver<Body>), SyncError> {
+    /// Routes `op` to the host under correlation `corr` (0: no answer wanted).
+    fn route(&self, op: Op, corr: u64) -> Result<(), SyncError> {
         let request = Request {
             prim: self.id,
             secret: self.secret,
             op,
         };
         let bytes = codec::encode(&request).map_err(SyncError::Encode)?;
-        let corr = router::next_corr();
-        let rx = router::expect_reply(corr);
         router::route(Envelope {
             to: self.owner.clone(),
             from: me().identity.clone(),
             corr,
             body: Body::Service(bytes),
         });
+        Ok(())
+    }
+
+    fn send(&self, op: Op) -> Result<(u64, oneshot::Receiver<Body>), SyncError> {
+        let corr = router::next_corr();
+        let rx = router::expect_reply(corr);
+        if let Err(e) = self.route(op, corr) {
+            router::forget_reply(corr);
+            return Err(e);
+        }
         Ok((corr, rx))
     }
 
@@ -162,19 +171,7 @@ impl Addr {
     /// acknowledgements, which need no reply: envelopes on one path keep their order,
     /// so it reaches the host before anything this process asks afterwards.
     fn tell(&self, op: Op) -> Result<(), SyncError> {
-        let request = Request {
-            prim: self.id,
-            secret: self.secret,
-            op,
-        };
-        let bytes = codec::encode(&request).map_err(SyncError::Encode)?;
-        router::route(Envelope {
-            to: self.owner.clone(),
-            from: me().identity.clone(),
-            corr: 0,
-            body: Body::Service(bytes),
-        });
-        Ok(())
+        self.route(op, 0)
     }
 
     /// Asks, expecting `Done`.

@@ -9,7 +9,7 @@
 use std::io::Read;
 
 use multiproc_core::codec;
-use multiproc_transport::MAX_FRAME_LEN;
+use multiproc_transport::{MAX_FRAME_LEN, frame};
 use serde::{Deserialize, Serialize};
 
 /// Pool to worker: run a chunk.
@@ -57,13 +57,16 @@ pub(crate) fn start(tag: u8, task: u64, entry: &str, items: u32) -> Vec<u8> {
     frame
 }
 
-/// Fills in the length of a finished frame; `Err(len)` if it is too long to send.
+/// Fills in the length of a finished frame (the transport's framing: under the frame
+/// limit, the length always takes the 4 bytes reserved for it); `Err(len)` if it is
+/// too long to send.
 pub(crate) fn finish(mut frame: Vec<u8>) -> Result<Vec<u8>, usize> {
     let len = frame.len() - 4;
-    if len > MAX_FRAME_LEN {
-        return Err(len);
-    }
-    frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    frame::check_len(len, MAX_FRAME_LEN).map_err(|_| len)?;
+    let mut header = [0u8; 12];
+    let n = frame::header(len, &mut header);
+    debug_assert_eq!(n, 4, "a frame under the limit has a 4-byte length");
+    frame[..4].copy_from_slice(&header[..4]);
     Ok(frame)
 }
 

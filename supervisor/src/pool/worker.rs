@@ -105,14 +105,7 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
                         Some(entry) => {
                             (entry.task)(args, header.items, &mut results, &mut failures)
                         }
-                        None => failures.extend((0..header.items).map(|i| {
-                            (
-                                i,
-                                ItemFailure::NotATask {
-                                    name: header.entry.clone(),
-                                },
-                            )
-                        })),
+                        None => fail_all(&header.entry, header.items, &mut failures),
                     }
                     let mut frame = wire::start(DONE, header.task, "", header.items);
                     codec::encode_into(&failures, &mut frame).map_err(|e| e.to_string())?;
@@ -213,11 +206,16 @@ pub fn run_task<F: Task<M>, M>(
 /// The task function of an entry that is not a task (an actor, or a function whose
 /// result is not a serde value).
 pub fn not_a_task(_: &[u8], items: u32, _: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>) {
+    fail_all("this entry", items, failures);
+}
+
+/// Fails every item of a chunk: `name` is not a task.
+fn fail_all(name: &str, items: u32, failures: &mut Vec<(u32, ItemFailure)>) {
     failures.extend((0..items).map(|i| {
         (
             i,
             ItemFailure::NotATask {
-                name: "this entry".to_string(),
+                name: name.to_string(),
             },
         )
     }));
@@ -301,7 +299,6 @@ impl<F> NoTask for Probe<F> {
         failures: &mut Vec<(u32, ItemFailure)>,
     ) {
         let _ = (args, out);
-        let name = std::any::type_name::<F>().to_string();
-        failures.extend((0..items).map(|i| (i, ItemFailure::NotATask { name: name.clone() })));
+        fail_all(std::any::type_name::<F>(), items, failures);
     }
 }
