@@ -1278,6 +1278,10 @@ impl<R: Send + 'static> Imap<R> {
     /// After a pool-wide error (terminated, interrupted, broken) that error is the
     /// last item.
     pub async fn next(&mut self) -> Option<Result<R, PoolError>> {
+        // A result already here needs no wait, so nothing to interrupt.
+        if let Some(r) = self.ready.pop_front() {
+            return Some(r);
+        }
         let ctl = self.pool.ctl();
         ctl.interruptible(self.next_inner(), || Some(Err(PoolError::Interrupted)))
             .await
