@@ -369,6 +369,17 @@ fn a_handle_whose_owner_has_exited_fails_at_once() -> TestResult {
 #[derive(Serialize, Deserialize)]
 struct Forged {
     addr: ForgedAddr,
+    /// A lock's shared memory; other handles have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seg: Option<ForgedSeg>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+struct ForgedSeg {
+    pid: u32,
+    fd: i32,
+    ino: u64,
+    len: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -389,12 +400,43 @@ fn a_forged_or_corrupted_handle_reaches_nothing() -> TestResult {
         matches!(bad.acquire(true, None), Err(SyncError::Forged)),
         "a wrong secret"
     );
-    // An event's genuine address, used as a lock: not a lock.
-    let as_lock: Lock =
+    // An event's genuine address, with the lock's memory: not a lock.
+    let mut as_lock: Forged =
         multiproc::codec::decode(&multiproc::codec::encode(&event).unwrap()).unwrap();
+    as_lock.seg = forged.seg.clone();
+    let as_lock: Lock =
+        multiproc::codec::decode(&multiproc::codec::encode(&as_lock).unwrap()).unwrap();
     check!(
         matches!(as_lock.acquire(true, None), Err(SyncError::Forged)),
         "another kind"
+    );
+    // A lock's genuine address with another lock's memory: reaches neither.
+    let other = Lock::new();
+    let mut mixed: Forged =
+        multiproc::codec::decode(&multiproc::codec::encode(&lock).unwrap()).unwrap();
+    let theirs: Forged =
+        multiproc::codec::decode(&multiproc::codec::encode(&other).unwrap()).unwrap();
+    mixed.seg = theirs.seg;
+    let mixed: Lock = multiproc::codec::decode(&multiproc::codec::encode(&mixed).unwrap()).unwrap();
+    check!(
+        matches!(mixed.acquire(true, None), Err(SyncError::Forged)),
+        "another lock's memory"
+    );
+    check!(
+        other.acquire(false, None).unwrap(),
+        "the other lock is untouched"
+    );
+    // A corrupted memory reference maps nothing.
+    let mut corrupt: Forged =
+        multiproc::codec::decode(&multiproc::codec::encode(&lock).unwrap()).unwrap();
+    if let Some(seg) = &mut corrupt.seg {
+        seg.ino ^= 1;
+    }
+    let corrupt: Lock =
+        multiproc::codec::decode(&multiproc::codec::encode(&corrupt).unwrap()).unwrap();
+    check!(
+        corrupt.acquire(true, None).is_err(),
+        "a corrupted memory reference"
     );
     check!(!event.is_set().unwrap(), "the event is untouched");
     check!(

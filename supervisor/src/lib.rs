@@ -18,6 +18,7 @@ mod process;
 mod registry;
 mod router;
 mod runtime;
+mod shm;
 mod signals;
 mod spawn;
 mod stop;

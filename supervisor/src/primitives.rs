@@ -10,6 +10,7 @@
 //! with `SyncError::OwnerGone`: nothing blocks for ever.
 
 mod host;
+mod shared;
 mod wire;
 
 use std::cell::Cell;
@@ -76,6 +77,9 @@ pub enum SyncError {
     /// The request failed on the way.
     #[error(transparent)]
     Remote(RemoteError),
+    /// The system refused shared memory (to create or to map a segment).
+    #[error("shared memory: {0}")]
+    Memory(String),
 }
 
 /// Where a primitive lives, and the secret that proves a handle genuine.
@@ -111,7 +115,11 @@ fn thread_token() -> u64 {
 
 impl Addr {
     fn new(state: State) -> Addr {
-        let (id, secret) = host::create(state);
+        Addr::new_with(state, host::secret())
+    }
+
+    fn new_with(state: State, secret: u64) -> Addr {
+        let id = host::create(state, secret);
         Addr {
             owner: me().identity.clone(),
             id,
@@ -287,11 +295,6 @@ macro_rules! semaphore_type {
     };
 }
 
-semaphore_type!(
-    /// Python's `multiprocessing.Lock`: one holder; any process or thread may release
-    /// it. Releasing an unlocked lock is [`SyncError::Misuse`].
-    Lock
-);
 semaphore_type!(
     /// Python's `RLock`: recursive, owned by one thread of one process; a release by
     /// any other is [`SyncError::Misuse`].
@@ -535,12 +538,223 @@ impl Barrier {
     }
 }
 
+/// Python's `multiprocessing.Lock`: one holder; any process or thread may release
+/// it. Releasing an unlocked lock is [`SyncError::Misuse`].
+///
+/// Its state is one word in shared memory, so taking and releasing it costs no
+/// message and, when nobody waits, no system call: the word holds the holder's pid,
+/// and a waiter sleeps on it (a futex). The process that created it hosts it: it
+/// watches every process that uses the lock, and when the holder dies it frees the
+/// lock and the next acquirer is told ([`SyncError::OwnerDied`]). A waiter that
+/// finds the host gone gets [`SyncError::OwnerGone`].
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Lock {
+    addr: Addr,
+    seg: crate::shm::SegmentRef,
+    /// The word, once this process has mapped it.
+    #[serde(skip)]
+    word: std::sync::OnceLock<shared::LockWord>,
+}
+
+impl fmt::Debug for Lock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lock")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Lock {
+    fn eq(&self, other: &Lock) -> bool {
+        self.addr == other.addr && self.seg == other.seg
+    }
+}
+
+impl Eq for Lock {}
+
 impl Lock {
     /// A new lock, hosted by this process.
+    ///
+    /// # Panics
+    ///
+    /// When the system refuses shared memory (no memory, no file descriptors).
     pub fn new() -> Lock {
-        Lock {
-            addr: Addr::new(State::Sem(Sem::new(SemKind::Lock, 1))),
+        Lock::try_new().expect("a lock's shared memory")
+    }
+
+    /// A new lock, hosted by this process.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Memory`] when the system refuses shared memory.
+    pub fn try_new() -> Result<Lock, SyncError> {
+        let seg = crate::shm::Segment::create("multiproc-lock", shared::LOCK_LEN)
+            .map_err(|e| SyncError::Memory(e.to_string()))?;
+        let seg = crate::shm::host(seg);
+        let secret = host::secret();
+        shared::init(&seg, shared::LOCK_MAGIC, secret);
+        let word = shared::LockWord::new(std::sync::Arc::clone(&seg), shared::LOCK_WORD_AT);
+        let addr = Addr::new_with(State::Lock(word.clone()), secret);
+        Ok(Lock {
+            addr,
+            seg: seg.at(),
+            word: std::sync::OnceLock::from(word),
+        })
+    }
+
+    /// Maps the word (no host involved): the segment must be this lock's.
+    fn open(&self) -> Result<shared::LockWord, SyncError> {
+        let seg = crate::shm::mapped(self.seg).map_err(|e| match e {
+            crate::shm::MapError::Gone => SyncError::OwnerGone(self.addr.owner.clone()),
+            crate::shm::MapError::Io(e) => SyncError::Memory(e.to_string()),
+        })?;
+        if !shared::genuine(&seg, shared::LOCK_MAGIC, self.addr.secret) {
+            return Err(SyncError::Forged);
         }
+        Ok(shared::LockWord::new(seg, shared::LOCK_WORD_AT))
+    }
+
+    /// The word, mapped; the first time in a process, the host is told who uses it
+    /// (so that it can free the lock if this process dies holding it).
+    async fn word(&self) -> Result<&shared::LockWord, SyncError> {
+        if let Some(w) = self.word.get() {
+            return Ok(w);
+        }
+        let w = self.open()?;
+        self.addr
+            .done(Op::Attach {
+                pid: crate::shm::my_pid(),
+            })
+            .await?;
+        Ok(self.word.get_or_init(|| w))
+    }
+
+    /// As `word`, from a thread that may block.
+    fn word_blocking(&self) -> Result<&shared::LockWord, SyncError> {
+        match self.word.get() {
+            Some(w) => Ok(w),
+            None => crate::runtime::block_on(self.word()),
+        }
+    }
+
+    /// Acquires it (Python's `acquire(block, timeout)`): `Ok(false)` when it would
+    /// block and `block` is false, or `timeout` ran out (`timeout` is ignored when
+    /// `block` is false). The wait itself happens on a blocking thread.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerDied`] when it *was* acquired but its previous holder died
+    /// holding it; [`SyncError::OwnerGone`] when its host has exited;
+    /// [`SyncError::Forged`].
+    pub async fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
+        let word = self.word().await?;
+        if let Some(owner_died) = word.try_lock() {
+            return if owner_died {
+                Err(SyncError::OwnerDied)
+            } else {
+                Ok(true)
+            };
+        }
+        if !block {
+            return Ok(false);
+        }
+        let word = word.clone();
+        let owner = self.addr.owner.clone();
+        crate::runtime::handle()
+            .spawn_blocking(move || word.lock(timeout, &owner))
+            .await
+            .unwrap_or_else(|e| Err(SyncError::Memory(format!("the waiting thread failed: {e}"))))
+    }
+
+    /// Acquires it from a thread that may block: the same as
+    /// [`acquire`](Lock::acquire), without a runtime in between.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Lock::acquire).
+    pub fn acquire_blocking(
+        &self,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<bool, SyncError> {
+        let word = self.word_blocking()?;
+        if !block {
+            return match word.try_lock() {
+                Some(true) => Err(SyncError::OwnerDied),
+                Some(false) => Ok(true),
+                None => Ok(false),
+            };
+        }
+        word.lock(timeout, &self.addr.owner)
+    }
+
+    /// Releases it.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Misuse`] when it is not held; [`SyncError::OwnerGone`] when this
+    /// process never used it and its host has exited.
+    pub async fn release(&self) -> Result<(), SyncError> {
+        self.word().await?.unlock()
+    }
+
+    /// Releases it from a thread that may block.
+    ///
+    /// # Errors
+    ///
+    /// As [`release`](Lock::release).
+    pub fn release_blocking(&self) -> Result<(), SyncError> {
+        self.word_blocking()?.unlock()
+    }
+
+    /// Whether it is held now (by anyone).
+    ///
+    /// # Errors
+    ///
+    /// As [`release`](Lock::release).
+    pub async fn locked(&self) -> Result<bool, SyncError> {
+        Ok(self.word().await?.is_locked())
+    }
+
+    /// Acquires it for as long as the guard lives (Python's `with lock:`).
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Lock::acquire), except that a dead previous holder is
+    /// [`Guard::owner_died`], not an error.
+    pub async fn guard(&self) -> Result<Guard<'_, Self>, SyncError> {
+        let owner_died = match self.acquire(true, None).await {
+            Ok(_) => false,
+            Err(SyncError::OwnerDied) => true,
+            Err(e) => return Err(e),
+        };
+        Ok(Guard {
+            prim: self,
+            owner_died,
+        })
+    }
+
+    /// As [`guard`](Lock::guard), from a thread that may block.
+    ///
+    /// # Errors
+    ///
+    /// As [`guard`](Lock::guard).
+    pub fn guard_blocking(&self) -> Result<Guard<'_, Self>, SyncError> {
+        let owner_died = match self.acquire_blocking(true, None) {
+            Ok(_) => false,
+            Err(SyncError::OwnerDied) => true,
+            Err(e) => return Err(e),
+        };
+        Ok(Guard {
+            prim: self,
+            owner_died,
+        })
+    }
+}
+
+impl Release for Lock {
+    fn release_now(&self) {
+        let _ = self.release_blocking();
     }
 }
 

@@ -28,6 +28,8 @@ pub(crate) enum State {
     Queue(Queue),
     Condition(Condition),
     Barrier(Barrier),
+    /// A lock in shared memory: the host only frees it when its holder dies.
+    Lock(super::shared::LockWord),
 }
 
 struct Slot {
@@ -45,6 +47,8 @@ struct Host {
     routes: HashMap<WaitId, (Identity, u64)>,
     next_wait: WaitId,
     watched: HashSet<Identity>,
+    /// The pids of processes that mapped a shared-memory primitive of this host.
+    pids: HashMap<Identity, u32>,
 }
 
 fn host() -> MutexGuard<'static, Host> {
@@ -54,18 +58,17 @@ fn host() -> MutexGuard<'static, Host> {
         .unwrap_or_else(|e| e.into_inner())
 }
 
-/// A new primitive hosted here; returns its id and secret.
-pub(crate) fn create(state: State) -> (u64, u64) {
-    let secret = secret();
+/// A new primitive hosted here, for handles with `secret`; returns its id.
+pub(crate) fn create(state: State, secret: u64) -> u64 {
     let mut h = host();
     h.next_id += 1;
     let id = h.next_id;
     h.prims.insert(id, Slot { secret, state });
-    (id, secret)
+    id
 }
 
 /// An unguessable number, so a handle cannot be forged or mistaken for another.
-fn secret() -> u64 {
+pub(crate) fn secret() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -159,6 +162,7 @@ fn process_died(process: &Identity) {
     {
         let mut h = host();
         h.watched.remove(process);
+        let pid = h.pids.remove(process);
         let ids: Vec<u64> = h.prims.keys().copied().collect();
         for id in ids {
             let grants = match &mut h.prims.get_mut(&id).expect("listed").state {
@@ -167,6 +171,12 @@ fn process_died(process: &Identity) {
                 State::Event(_) => Outcome::Grants(Vec::new()),
                 State::Condition(c) => Outcome::Cond(c.process_died(process)),
                 State::Barrier(b) => Outcome::Barrier(b.process_died(process)),
+                State::Lock(word) => {
+                    if let Some(pid) = pid {
+                        word.holder_died(pid);
+                    }
+                    Outcome::Grants(Vec::new())
+                }
             };
             h.complete(grants, &mut replies);
         }
@@ -295,6 +305,7 @@ impl Host {
                         State::Sem(s) => (s.cancel(wait), None),
                         State::Event(e) => (e.cancel(wait), None),
                         State::Queue(q) => (q.cancel(wait) || q.cancel_join(wait), None),
+                        State::Lock(_) => (false, None),
                         // A condition wait that times out still takes the lock back
                         // before it returns: it stays, and is answered `Woken`.
                         State::Condition(c) => (false, Some(Outcome::Cond(c.time_out(wait)))),
@@ -461,6 +472,10 @@ impl Host {
                 }),
                 None,
             ),
+            (State::Lock(_), Op::Attach { pid }) => {
+                self.pids.insert(from.clone(), pid);
+                (Some(Answer::Done), None)
+            }
             _ => (Some(Answer::Fault(Fault::WrongKind)), None),
         };
         if answer.is_none() {

@@ -67,6 +67,11 @@ pub(crate) enum Op {
     BarrierInfo,
     /// Never answered while the process lives: see `host`.
     Watch,
+    /// The sender maps a shared-memory primitive and may hold it: the host watches
+    /// it, and clears what it holds when it dies.
+    Attach {
+        pid: u32,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
