@@ -31,6 +31,7 @@ mod packet;
 mod pool;
 pub mod queue;
 pub mod ring;
+pub mod ringqueue;
 pub mod scheduler;
 mod spec;
 mod strategy;
