@@ -935,7 +935,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Queue<T> {
         block: bool,
         timeout: Option<Duration>,
     ) -> Result<(), crate::SyncError> {
-        block_on(self.0.put(item, block, timeout))
+        self.0.put_blocking(item, block, timeout)
     }
     /// Puts an item without waiting.
     ///
@@ -943,9 +943,9 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Queue<T> {
     ///
     /// See [`crate::Queue::put`].
     pub fn put_nowait(&self, item: &T) -> Result<(), crate::SyncError> {
-        block_on(self.0.put_nowait(item))
+        self.0.put_blocking(item, false, None)
     }
-    /// Waits until every put made here has been stored.
+    /// Nothing to wait for: a put returns once its item is in the queue.
     ///
     /// # Errors
     ///
@@ -959,7 +959,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Queue<T> {
     ///
     /// See [`crate::Queue::get`].
     pub fn get(&self, block: bool, timeout: Option<Duration>) -> Result<T, crate::SyncError> {
-        block_on(self.0.get(block, timeout))
+        self.0.get_blocking(block, timeout)
     }
     /// Gets an item without waiting.
     ///
@@ -967,7 +967,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Queue<T> {
     ///
     /// See [`crate::Queue::get`].
     pub fn get_nowait(&self) -> Result<T, crate::SyncError> {
-        block_on(self.0.get_nowait())
+        self.0.get_blocking(false, None)
     }
     /// Items in the queue now.
     ///
@@ -1003,7 +1003,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Queue<T> {
     ///
     /// See [`crate::Queue::task_done`].
     pub fn task_done(&self) -> Result<(), crate::SyncError> {
-        block_on(self.0.task_done())
+        self.0.task_done_blocking()
     }
     /// Waits until every item is done.
     ///
@@ -1011,7 +1011,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Queue<T> {
     ///
     /// See [`crate::Queue::join`].
     pub fn join(&self) -> Result<(), crate::SyncError> {
-        block_on(self.0.join())
+        self.0.join_blocking()
     }
 }
 

@@ -14,14 +14,11 @@ mod shared;
 mod wire;
 
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use multiproc_core::queue::Queue as QueueState;
 use multiproc_core::sync::{Event as EventState, Sem, SemKind};
 use multiproc_core::{Body, CodecError, Envelope, Identity, RemoteError, codec};
 use serde::de::DeserializeOwned;
@@ -77,6 +74,14 @@ pub enum SyncError {
     /// The request failed on the way.
     #[error(transparent)]
     Remote(RemoteError),
+    /// The item is larger than the queue can ever hold.
+    #[error("an item of {len} bytes is larger than the queue's {capacity} bytes")]
+    TooLarge {
+        /// The encoded item's length.
+        len: usize,
+        /// The queue's capacity in bytes.
+        capacity: usize,
+    },
     /// The system refused shared memory (to create or to map a segment).
     #[error("shared memory: {0}")]
     Memory(String),
@@ -159,7 +164,6 @@ impl Addr {
             Ok(Body::Reply(bytes)) => {
                 match codec::decode::<Answer>(&bytes).map_err(SyncError::Decode)? {
                     Answer::Fault(Fault::Sync(e)) => Err(e.into()),
-                    Answer::Fault(Fault::Queue(e)) => Err(e.into()),
                     Answer::Fault(Fault::Forged | Fault::WrongKind) => Err(SyncError::Forged),
                     answer => Ok(answer),
                 }
@@ -173,13 +177,6 @@ impl Addr {
             ))),
             Err(_) => Err(SyncError::OwnerGone(self.owner.clone())),
         }
-    }
-
-    /// Sends a request nobody waits for: correlation 0 asks for no answer. Used for
-    /// acknowledgements, which need no reply: envelopes on one path keep their order,
-    /// so it reaches the host before anything this process asks afterwards.
-    fn tell(&self, op: Op) -> Result<(), SyncError> {
-        self.route(op, 0)
     }
 
     /// Asks, expecting `Done`.
@@ -899,33 +896,34 @@ impl Event {
     }
 }
 
-/// Python's `Queue(maxsize)` of `T`: items are encoded by the producer (an item that
-/// does not encode fails its `put`), held by the host process, and decoded by the
-/// consumer. There is no feeder thread: a put to a bounded queue returns once the
-/// host holds the item; a put to an unbounded queue (which never has to wait for
-/// room) returns once the item is on its way, in order, with up to 64 answers
-/// outstanding; a failure is then the next put's error, and [`flush`](Queue::flush)
-/// waits for them all. Either way a producer can exit at once: its link is flushed
-/// at exit. An item is delivered once, even when a consumer dies in the middle of a
-/// `get`; a `get` takes up to 15 more items when they are there (see
-/// [`get`](Queue::get)).
+/// Python's `Queue(maxsize)` of `T`, in shared memory.
+///
+/// Items are encoded by the producer (an item that does not encode fails its
+/// `put`) and copied into a ring in a memfd that every process using the queue
+/// maps; a consumer copies them out and decodes them. A put or a get that need not
+/// wait is a few hundred nanoseconds and no message; a waiter spins briefly, then
+/// sleeps on a futex. There is no feeder thread: when `put` returns the item is in
+/// the queue, so a producer can exit at once.
+///
+/// The process that created the queue hosts it: it watches every process that
+/// uses it, and when one dies, what that process had taken and not yet received
+/// (or, for a joinable queue, not yet marked `task_done`) goes back to the front of
+/// the queue. So an item is delivered once even when a consumer dies in the middle
+/// of a `get`, and a joinable queue's `join` never waits for work that died with a
+/// worker. A waiter that finds the host gone gets [`SyncError::OwnerGone`].
+///
+/// An unbounded queue (`maxsize` 0) holds up to 32 MiB of encoded items; a put
+/// beyond that waits for room, as a bounded queue's does.
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct Queue<T> {
     addr: Addr,
-    /// A joinable queue's `get` is acknowledged by the `task_done` that follows it.
-    joinable: bool,
+    seg: crate::shm::SegmentRef,
     #[serde(skip)]
     closed: bool,
-    /// Items this process took ahead (shared by the handle's clones here).
+    /// The queue's memory, once this process has mapped it.
     #[serde(skip)]
-    prefetched: Arc<Prefetched>,
-    /// An unbounded queue's puts do not wait for their answers (see `put`).
-    #[serde(default)]
-    unbounded: bool,
-    /// Answers of puts not yet seen, oldest first.
-    #[serde(skip)]
-    unanswered: Arc<Mutex<VecDeque<oneshot::Receiver<Body>>>>,
+    mem: std::sync::OnceLock<std::sync::Arc<shared::QueueMem>>,
     #[serde(skip)]
     _item: PhantomData<fn(T) -> T>,
 }
@@ -934,11 +932,9 @@ impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {
             addr: self.addr.clone(),
-            joinable: self.joinable,
+            seg: self.seg,
             closed: self.closed,
-            prefetched: Arc::clone(&self.prefetched),
-            unbounded: self.unbounded,
-            unanswered: Arc::clone(&self.unanswered),
+            mem: self.mem.clone(),
             _item: PhantomData,
         }
     }
@@ -952,28 +948,84 @@ impl<T> fmt::Debug for Queue<T> {
     }
 }
 
+thread_local! {
+    /// Encoding and copying buffers, reused by this thread's puts and gets.
+    static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// A queue of at most `maxsize` items (0: unbounded), hosted by this process.
+    ///
+    /// # Panics
+    ///
+    /// When the system refuses shared memory (see [`try_new`](Queue::try_new)).
     pub fn new(maxsize: usize) -> Queue<T> {
-        Queue {
-            addr: Addr::new(State::Queue(QueueState::new(maxsize))),
-            joinable: false,
-            closed: false,
-            prefetched: Arc::default(),
-            unbounded: maxsize == 0,
-            unanswered: Arc::default(),
-            _item: PhantomData,
-        }
+        Queue::try_new(maxsize, false).expect("a queue's shared memory")
     }
 
     /// Python's `JoinableQueue(maxsize)`: a `get` is not final until its
     /// `task_done`, so an item whose consumer dies before `task_done` goes back to
     /// the queue, and `join` never waits for work that died with its worker.
+    ///
+    /// # Panics
+    ///
+    /// When the system refuses shared memory (see [`try_new`](Queue::try_new)).
     pub fn joinable(maxsize: usize) -> Queue<T> {
-        Queue {
-            joinable: true,
-            ..Queue::new(maxsize)
+        Queue::try_new(maxsize, true).expect("a queue's shared memory")
+    }
+
+    /// A queue (`joinable`: a joinable one), hosted by this process.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Memory`] when the system refuses shared memory.
+    pub fn try_new(maxsize: usize, joinable: bool) -> Result<Queue<T>, SyncError> {
+        let secret = host::secret();
+        let mem = shared::QueueMem::create(
+            maxsize as u64,
+            joinable,
+            shared::QUEUE_CAPACITY,
+            secret,
+        )?;
+        let addr = Addr::new_with(State::SharedQueue(std::sync::Arc::clone(&mem)), secret);
+        Ok(Queue {
+            addr,
+            seg: mem.at(),
+            closed: false,
+            mem: std::sync::OnceLock::from(mem),
+            _item: PhantomData,
+        })
+    }
+
+    /// The queue's memory, mapped; the first time in a process, the host is told
+    /// who uses it (so that it can give back what this process took if it dies).
+    async fn mem(&self) -> Result<&shared::QueueMem, SyncError> {
+        if let Some(m) = self.mem.get() {
+            return Ok(m);
         }
+        let seg = crate::shm::mapped(self.seg).map_err(|e| match e {
+            crate::shm::MapError::Gone => SyncError::OwnerGone(self.addr.owner.clone()),
+            crate::shm::MapError::Io(e) => SyncError::Memory(e.to_string()),
+        })?;
+        let mem = shared::QueueMem::open(seg, self.addr.secret).ok_or(SyncError::Forged)?;
+        self.addr
+            .done(Op::Attach {
+                pid: crate::shm::my_pid(),
+            })
+            .await?;
+        Ok(self.mem.get_or_init(|| mem))
+    }
+
+    /// As `mem`, from a thread that may block.
+    fn mem_blocking(&self) -> Result<&shared::QueueMem, SyncError> {
+        match self.mem.get() {
+            Some(m) => Ok(m),
+            None => crate::runtime::block_on(self.mem()),
+        }
+    }
+
+    fn owner(&self) -> &Identity {
+        &self.addr.owner
     }
 
     /// Puts an item (Python's `put(obj, block, timeout)`).
@@ -981,95 +1033,78 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     ///
     /// [`SyncError::Full`] when it would block and `block` is false, or `timeout`
-    /// ran out; [`SyncError::Encode`]; [`SyncError::Closed`];
-    /// [`SyncError::OwnerGone`]; [`SyncError::Forged`].
+    /// ran out; [`SyncError::Encode`]; [`SyncError::TooLarge`];
+    /// [`SyncError::Closed`]; [`SyncError::OwnerGone`]; [`SyncError::Forged`].
     pub async fn put(
         &self,
         item: &T,
         block: bool,
         timeout: Option<Duration>,
     ) -> Result<(), SyncError> {
+        let mem = self.mem().await?;
+        if self.put_with(mem, item, false, None)? {
+            return Ok(());
+        }
+        if !block {
+            return Err(SyncError::Full);
+        }
+        let bytes = codec::encode(item).map_err(SyncError::Encode)?;
+        let mem = std::sync::Arc::clone(self.mem.get().expect("mapped above"));
+        let owner = self.owner().clone();
+        let stored = crate::runtime::handle()
+            .spawn_blocking(move || mem.put(&bytes, true, timeout, &owner))
+            .await
+            .unwrap_or_else(|e| Err(SyncError::Memory(format!("the waiting thread failed: {e}"))))?;
+        if stored { Ok(()) } else { Err(SyncError::Full) }
+    }
+
+    /// Encodes `item` into this thread's buffer and puts it; whether it went in.
+    fn put_with(
+        &self,
+        mem: &shared::QueueMem,
+        item: &T,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<bool, SyncError> {
         if self.closed {
             return Err(SyncError::Closed);
         }
-        let bytes = codec::encode(item).map_err(SyncError::Encode)?;
-        let op = Op::Put {
-            item: bytes.into(),
-            block,
-        };
-        if self.unbounded {
-            // An unbounded queue never makes a put wait, so the put need not wait for
-            // its answer: the item is on its way, in order, behind this process's
-            // earlier requests. Answers are checked as they come; a failure (the host
-            // gone, a forged handle) is this put's error, and `flush` waits for all.
-            self.settle(false).await?;
-            let (_, rx) = self.addr.send(op)?;
-            let backlog = {
-                let mut unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
-                unanswered.push_back(rx);
-                unanswered.len()
-            };
-            if backlog > PUT_WINDOW {
-                self.settle_one().await?;
-            }
-            return Ok(());
-        }
-        let timeout = if block { timeout } else { None };
-        match self.addr.ask_timeout(op, timeout).await? {
-            Some(Answer::Stored) => Ok(()),
-            None | Some(Answer::Full) => Err(SyncError::Full),
-            Some(other) => Err(unexpected(other)),
-        }
+        BUFFER.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            buf.clear();
+            codec::encode_into(item, &mut buf).map_err(SyncError::Encode)?;
+            mem.put(&buf, block, timeout, self.owner())
+        })
     }
 
-    /// Waits until every put made through this process's handles has been stored.
+    /// Puts an item from a thread that may block: as [`put`](Queue::put), with no
+    /// runtime in between.
     ///
     /// # Errors
     ///
-    /// The first put that failed ([`SyncError::OwnerGone`], [`SyncError::Forged`]).
+    /// As [`put`](Queue::put).
+    pub fn put_blocking(
+        &self,
+        item: &T,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(), SyncError> {
+        let mem = self.mem_blocking()?;
+        if self.put_with(mem, item, block, timeout)? {
+            Ok(())
+        } else {
+            Err(SyncError::Full)
+        }
+    }
+
+    /// Nothing to wait for: a put returns once its item is in the queue. (Kept for
+    /// code written against queues whose puts were sent ahead.)
+    ///
+    /// # Errors
+    ///
+    /// None today.
     pub async fn flush(&self) -> Result<(), SyncError> {
-        self.settle(true).await
-    }
-
-    /// Checks the answers of earlier puts: those that came (all, if `wait`).
-    async fn settle(&self, wait: bool) -> Result<(), SyncError> {
-        loop {
-            let next = {
-                let mut unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
-                match unanswered.front_mut() {
-                    None => return Ok(()),
-                    Some(rx) => match rx.try_recv() {
-                        Ok(body) => {
-                            unanswered.pop_front();
-                            Some(body)
-                        }
-                        Err(oneshot::error::TryRecvError::Empty) if !wait => return Ok(()),
-                        Err(oneshot::error::TryRecvError::Empty) => None,
-                        Err(oneshot::error::TryRecvError::Closed) => {
-                            unanswered.pop_front();
-                            return Err(SyncError::OwnerGone(self.addr.owner.clone()));
-                        }
-                    },
-                }
-            };
-            match next {
-                Some(body) => stored(self.addr.answer(Ok(body)))?,
-                None => self.settle_one().await?,
-            }
-        }
-    }
-
-    /// Waits for the oldest unanswered put.
-    async fn settle_one(&self) -> Result<(), SyncError> {
-        let rx = self
-            .unanswered
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front();
-        match rx {
-            Some(rx) => stored(self.addr.answer(rx.await)),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// `put(item, false, None)`.
@@ -1081,52 +1116,72 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.put(item, false, None).await
     }
 
-    /// Gets an item (Python's `get(block, timeout)`). When more items are there and
-    /// no other consumer waits, up to 15 more come with it and are kept in this
-    /// process for the next `get`s (they are not counted by `qsize` any more, and go
-    /// back to the queue if this process dies or drops every handle).
+    /// Gets an item (Python's `get(block, timeout)`).
     ///
     /// # Errors
     ///
     /// [`SyncError::Empty`] when it would block and `block` is false, or `timeout`
-    /// ran out; [`SyncError::Decode`] (the item goes back to the queue);
-    /// [`SyncError::OwnerGone`]; [`SyncError::Forged`].
+    /// ran out; [`SyncError::Decode`] (the item goes back to the front of the
+    /// queue); [`SyncError::OwnerGone`]; [`SyncError::Forged`].
     pub async fn get(&self, block: bool, timeout: Option<Duration>) -> Result<T, SyncError> {
-        let (delivery, item) = match self.prefetched.pop() {
-            Some(next) => next,
-            None => {
-                let timeout = if block { timeout } else { None };
-                let op = Op::Get {
-                    block,
-                    more: PREFETCH,
-                };
-                match self.addr.ask_timeout(op, timeout).await? {
-                    Some(Answer::Items(items)) => {
-                        let mut items = items.into_iter();
-                        let first = items.next().ok_or_else(|| unexpected(Answer::Empty))?;
-                        self.prefetched.keep(&self.addr, items);
-                        first
-                    }
-                    Some(Answer::Item { delivery, item }) => (delivery, item),
-                    None | Some(Answer::Empty) => return Err(SyncError::Empty),
-                    Some(other) => return Err(unexpected(other)),
-                }
+        let mem = self.mem().await?;
+        let mut bytes = Vec::new();
+        if !mem.get(&mut bytes, false, None, self.owner())? {
+            if !block {
+                return Err(SyncError::Empty);
             }
-        };
-        match codec::decode::<T>(&item) {
+            let mem = std::sync::Arc::clone(self.mem.get().expect("mapped above"));
+            let owner = self.owner().clone();
+            let (got, b) = crate::runtime::handle()
+                .spawn_blocking(move || {
+                    let mut bytes = Vec::new();
+                    mem.get(&mut bytes, true, timeout, &owner).map(|got| (got, bytes))
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(SyncError::Memory(format!("the waiting thread failed: {e}")))
+                })?;
+            if !got {
+                return Err(SyncError::Empty);
+            }
+            bytes = b;
+        }
+        self.decode(mem, &bytes)
+    }
+
+    /// Decodes an item just taken; one that does not decode goes back.
+    fn decode(&self, mem: &shared::QueueMem, bytes: &[u8]) -> Result<T, SyncError> {
+        match codec::decode::<T>(bytes) {
             Ok(value) => {
-                // Acknowledged before it is returned: from here on, the item is this
-                // consumer's. (A joinable queue's `task_done` acknowledges.)
-                if !self.joinable {
-                    self.addr.tell(Op::Ack { delivery })?;
+                // From here on the item is the caller's (a joinable queue's is until
+                // its `task_done`).
+                if !mem.joinable() {
+                    mem.delivered();
                 }
                 Ok(value)
             }
             Err(e) => {
-                self.addr.ask(Op::GiveBack { delivery }).await?;
+                mem.give_back(bytes, self.owner())?;
                 Err(SyncError::Decode(e))
             }
         }
+    }
+
+    /// Gets an item from a thread that may block: as [`get`](Queue::get), with no
+    /// runtime in between.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](Queue::get).
+    pub fn get_blocking(&self, block: bool, timeout: Option<Duration>) -> Result<T, SyncError> {
+        let mem = self.mem_blocking()?;
+        BUFFER.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if !mem.get(&mut buf, block, timeout, self.owner())? {
+                return Err(SyncError::Empty);
+            }
+            self.decode(mem, &buf)
+        })
     }
 
     /// `get(false, None)`.
@@ -1138,38 +1193,31 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.get(false, None).await
     }
 
-    async fn size(&self) -> Result<(usize, bool), SyncError> {
-        match self.addr.ask(Op::QSize).await? {
-            Answer::Size { qsize, full } => Ok((qsize, full)),
-            other => Err(unexpected(other)),
-        }
-    }
-
     /// Items in the queue now.
     ///
     /// # Errors
     ///
-    /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
+    /// [`SyncError::OwnerGone`], [`SyncError::Forged`] (mapping it).
     pub async fn qsize(&self) -> Result<usize, SyncError> {
-        Ok(self.size().await?.0)
+        Ok(self.mem().await?.size().0)
     }
 
     /// Whether it is empty now.
     ///
     /// # Errors
     ///
-    /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
+    /// As [`qsize`](Queue::qsize).
     pub async fn empty(&self) -> Result<bool, SyncError> {
-        Ok(self.size().await?.0 == 0)
+        Ok(self.mem().await?.size().0 == 0)
     }
 
     /// Whether it is full now.
     ///
     /// # Errors
     ///
-    /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
+    /// As [`qsize`](Queue::qsize).
     pub async fn full(&self) -> Result<bool, SyncError> {
-        Ok(self.size().await?.1)
+        Ok(self.mem().await?.size().1)
     }
 
     /// This handle puts no more (Python's `close`); other handles are not affected.
@@ -1184,7 +1232,16 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// [`SyncError::Queue`] when called more times than items were put;
     /// [`SyncError::OwnerGone`].
     pub async fn task_done(&self) -> Result<(), SyncError> {
-        self.addr.done(Op::TaskDone).await
+        self.mem().await?.task_done(self.owner())
+    }
+
+    /// `task_done` from a thread that may block.
+    ///
+    /// # Errors
+    ///
+    /// As [`task_done`](Queue::task_done).
+    pub fn task_done_blocking(&self) -> Result<(), SyncError> {
+        self.mem_blocking()?.task_done(self.owner())
     }
 
     /// Waits until every item put has been marked done (`JoinableQueue.join`).
@@ -1193,60 +1250,26 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// [`SyncError::OwnerGone`] (also while waiting).
     pub async fn join(&self) -> Result<(), SyncError> {
-        self.addr.done(Op::Join).await
-    }
-}
-
-/// How many puts to an unbounded queue may be on their way before a put waits for
-/// the oldest answer.
-const PUT_WINDOW: usize = 64;
-
-fn stored(answer: Result<Answer, SyncError>) -> Result<(), SyncError> {
-    match answer? {
-        Answer::Stored => Ok(()),
-        other => Err(unexpected(other)),
-    }
-}
-
-/// How many items a `get` takes beyond the one it returns, when they are there and
-/// no other consumer waits: a busy queue then costs one request per batch.
-const PREFETCH: u32 = 15;
-
-/// Items a process took ahead of its `get`s. They are deliveries to this process:
-/// if it dies they go back to the queue, and if every handle here is dropped first
-/// they are given back.
-#[derive(Default)]
-struct Prefetched {
-    inner: Mutex<(Option<Addr>, VecDeque<Delivered>)>,
-}
-
-/// An item handed to this process: its delivery number and its bytes.
-type Delivered = (u64, serde_bytes::ByteBuf);
-
-impl Prefetched {
-    fn pop(&self) -> Option<Delivered> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .1
-            .pop_front()
-    }
-
-    fn keep(&self, addr: &Addr, items: impl Iterator<Item = Delivered>) {
-        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        inner.0.get_or_insert_with(|| addr.clone());
-        inner.1.extend(items);
-    }
-}
-
-impl Drop for Prefetched {
-    fn drop(&mut self) {
-        let inner = self.inner.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(addr) = &inner.0 {
-            for (delivery, _) in inner.1.drain(..) {
-                let _ = addr.tell(Op::GiveBack { delivery });
-            }
+        let mem = self.mem().await?;
+        if mem.join(Some(Duration::ZERO), self.owner())? {
+            return Ok(());
         }
+        let mem = std::sync::Arc::clone(self.mem.get().expect("mapped above"));
+        let owner = self.owner().clone();
+        crate::runtime::handle()
+            .spawn_blocking(move || mem.join(None, &owner))
+            .await
+            .unwrap_or_else(|e| Err(SyncError::Memory(format!("the waiting thread failed: {e}"))))
+            .map(|_| ())
+    }
+
+    /// `join` from a thread that may block.
+    ///
+    /// # Errors
+    ///
+    /// As [`join`](Queue::join).
+    pub fn join_blocking(&self) -> Result<(), SyncError> {
+        self.mem_blocking()?.join(None, self.owner()).map(|_| ())
     }
 }
 

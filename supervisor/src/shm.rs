@@ -189,11 +189,6 @@ impl Segment {
         // SAFETY: aligned, in the mapping; exclusive by the caller's lock.
         unsafe { &mut *self.ptr.as_ptr().add(offset).cast::<T>() }
     }
-
-    /// The first byte of the mapping.
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
 }
 
 impl Drop for Segment {

@@ -10,7 +10,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use multiproc_core::queue::{Get, Put, Queue};
 use multiproc_core::sync::{
     Acquire, Arrive, Barrier, BarrierOutcome, Condition, Event, Grant, Holder, Sem, WaitId, Woken,
 };
@@ -25,7 +24,8 @@ use crate::{router, runtime};
 pub(crate) enum State {
     Sem(Sem),
     Event(Event),
-    Queue(Queue),
+    /// A queue in shared memory: the host gives back what a dead consumer took.
+    SharedQueue(std::sync::Arc<super::shared::QueueMem>),
     Condition(Condition),
     Barrier(Barrier),
     /// A lock in shared memory: the host only frees it when its holder dies.
@@ -167,7 +167,24 @@ fn process_died(process: &Identity) {
         for id in ids {
             let grants = match &mut h.prims.get_mut(&id).expect("listed").state {
                 State::Sem(s) => Outcome::Grants(s.process_died(process)),
-                State::Queue(q) => Outcome::Queue(q.process_died(process)),
+                State::SharedQueue(q) => {
+                    if let Some(pid) = pid {
+                        let q = std::sync::Arc::clone(q);
+                        let host = me().identity.clone();
+                        // Taking the queue's lock may wait for another process.
+                        runtime::handle().spawn_blocking(move || {
+                            let died = q.consumer_died(pid, &host);
+                            if died.lost > 0 {
+                                tracing::warn!(
+                                    pid,
+                                    lost = died.lost,
+                                    "a consumer died holding queue items too large to keep; they count as done"
+                                );
+                            }
+                        });
+                    }
+                    Outcome::Grants(Vec::new())
+                }
                 State::Event(_) => Outcome::Grants(Vec::new()),
                 State::Condition(c) => Outcome::Cond(c.process_died(process)),
                 State::Barrier(b) => Outcome::Barrier(b.process_died(process)),
@@ -197,7 +214,6 @@ fn acquired(a: Acquire) -> Option<Answer> {
 
 enum Outcome {
     Grants(Vec<Grant>),
-    Queue(multiproc_core::queue::Effects),
     Cond((Vec<Grant>, Vec<Woken>)),
     Barrier(Vec<(WaitId, BarrierOutcome)>),
 }
@@ -252,30 +268,6 @@ impl Host {
                     }
                 }
             }
-            Outcome::Queue(fx) => {
-                for d in fx.deliveries {
-                    if let Some((to, corr)) = self.done(d.wait) {
-                        replies.push((
-                            to,
-                            corr,
-                            Answer::Item {
-                                delivery: d.id,
-                                item: d.item.into(),
-                            },
-                        ));
-                    }
-                }
-                for w in fx.stored {
-                    if let Some((to, corr)) = self.done(w) {
-                        replies.push((to, corr, Answer::Stored));
-                    }
-                }
-                for w in fx.joined {
-                    if let Some((to, corr)) = self.done(w) {
-                        replies.push((to, corr, Answer::Done));
-                    }
-                }
-            }
         }
     }
 
@@ -304,7 +296,7 @@ impl Host {
                     let (gone, outcome) = match state {
                         State::Sem(s) => (s.cancel(wait), None),
                         State::Event(e) => (e.cancel(wait), None),
-                        State::Queue(q) => (q.cancel(wait) || q.cancel_join(wait), None),
+                        State::SharedQueue(_) => (false, None),
                         State::Lock(_) => (false, None),
                         // A condition wait that times out still takes the lock back
                         // before it returns: it stays, and is answered `Woken`.
@@ -372,53 +364,6 @@ impl Host {
                     (None, None)
                 }
             }
-            (State::Queue(q), Op::Put { item, block }) => {
-                match q.put(from, wait, item.into_vec(), block) {
-                    (Put::Stored, fx) => (Some(Answer::Stored), Some(Outcome::Queue(fx))),
-                    (Put::Queued, fx) => (None, Some(Outcome::Queue(fx))),
-                    (Put::Full, fx) => (Some(Answer::Full), Some(Outcome::Queue(fx))),
-                }
-            }
-            (State::Queue(q), Op::Get { block, more }) => match q.get(from, wait, block) {
-                (Get::Item(delivery, item), mut fx) => {
-                    let (rest, more_fx) = q.take_more(from, more as usize);
-                    fx.stored.extend(more_fx.stored);
-                    fx.deliveries.extend(more_fx.deliveries);
-                    let items = std::iter::once((delivery, item))
-                        .chain(rest)
-                        .map(|(d, i)| (d, i.into()))
-                        .collect();
-                    (Some(Answer::Items(items)), Some(Outcome::Queue(fx)))
-                }
-                (Get::Queued, fx) => (None, Some(Outcome::Queue(fx))),
-                (Get::Empty, fx) => (Some(Answer::Empty), Some(Outcome::Queue(fx))),
-            },
-            (State::Queue(q), Op::Ack { delivery }) => {
-                q.ack(delivery);
-                (Some(Answer::Done), None)
-            }
-            (State::Queue(q), Op::GiveBack { delivery }) => {
-                let fx = q.give_back(delivery);
-                (Some(Answer::Done), Some(Outcome::Queue(fx)))
-            }
-            (State::Queue(q), Op::TaskDone) => match q.task_done(from) {
-                Ok(fx) => (Some(Answer::Done), Some(Outcome::Queue(fx))),
-                Err(e) => (Some(Answer::Fault(Fault::Queue(e))), None),
-            },
-            (State::Queue(q), Op::Join) => {
-                if q.join(wait) {
-                    (Some(Answer::Done), None)
-                } else {
-                    (None, None)
-                }
-            }
-            (State::Queue(q), Op::QSize) => (
-                Some(Answer::Size {
-                    qsize: q.qsize(),
-                    full: q.full(),
-                }),
-                None,
-            ),
             (State::Condition(c), Op::Acquire { thread, block }) => {
                 (acquired(c.acquire(&holder(thread), wait, block)), None)
             }
@@ -472,7 +417,7 @@ impl Host {
                 }),
                 None,
             ),
-            (State::Lock(_), Op::Attach { pid }) => {
+            (State::Lock(_) | State::SharedQueue(_), Op::Attach { pid }) => {
                 self.pids.insert(from.clone(), pid);
                 (Some(Answer::Done), None)
             }

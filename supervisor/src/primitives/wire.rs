@@ -1,6 +1,5 @@
 //! What a handle asks the process that hosts its primitive, and the answers.
 
-use multiproc_core::queue::QueueError;
 use multiproc_core::sync::SyncError;
 use serde::{Deserialize, Serialize};
 
@@ -30,25 +29,6 @@ pub(crate) enum Op {
     EventClear,
     EventIsSet,
     EventWait,
-    Put {
-        item: serde_bytes::ByteBuf,
-        block: bool,
-    },
-    Get {
-        block: bool,
-        /// How many more items the consumer takes at once if they are there.
-        #[serde(default)]
-        more: u32,
-    },
-    Ack {
-        delivery: u64,
-    },
-    GiveBack {
-        delivery: u64,
-    },
-    TaskDone,
-    Join,
-    QSize,
     CondWait {
         thread: u64,
     },
@@ -84,19 +64,6 @@ pub(crate) enum Answer {
     Value(usize),
     Cancelled(bool),
     Flag(bool),
-    Stored,
-    Full,
-    Item {
-        delivery: u64,
-        item: serde_bytes::ByteBuf,
-    },
-    /// A `get` answered at once, with the prefetched items after the first.
-    Items(Vec<(u64, serde_bytes::ByteBuf)>),
-    Empty,
-    Size {
-        qsize: usize,
-        full: bool,
-    },
     /// A condition wait returns, holding the lock again.
     Woken {
         notified: bool,
@@ -117,7 +84,6 @@ pub(crate) enum Answer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Fault {
     Sync(SyncError),
-    Queue(QueueError),
     /// No primitive with that id and secret lives in the host.
     Forged,
     /// The operation is not one of this primitive's.
