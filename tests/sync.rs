@@ -93,6 +93,59 @@ fn set_event(event: Event) -> Result<(), SyncError> {
 fn wait_at(barrier: Barrier) -> Result<(), SyncError> {
     barrier.wait(None).map(|_| ())
 }
+
+/// An item whose decoding, in a process that armed it, says so and never ends: a
+/// consumer caught in the middle of a `get`, after the item left the queue and
+/// before the caller has it.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Stall(u64);
+
+static STALL: std::sync::Mutex<Option<Connection>> = std::sync::Mutex::new(None);
+
+impl Serialize for Stall {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Stall {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = u64::deserialize(d)?;
+        let armed = STALL.lock().unwrap().take();
+        if let Some(mut up) = armed {
+            let _ = up.send(&v);
+            loop {
+                std::thread::park();
+            }
+        }
+        Ok(Stall(v))
+    }
+}
+
+/// Gets an item and is caught decoding it (see `Stall`).
+fn stall_in_get(q: Queue<Stall>, up: Connection) -> Result<(), SyncError> {
+    *STALL.lock().unwrap() = Some(up);
+    q.get(true, None)?;
+    Ok(())
+}
+
+/// Gets an item, says which, and never marks it done.
+fn take_and_hold(q: Queue<u64>, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    let v = q.get(true, None)?;
+    up.send(&v)?;
+    multiproc::blocking::wait_for_stop();
+    Ok(())
+}
+
+/// Hosts a held lock and a queue, hands them up, and exits when told.
+fn host_then_exit(mut chan: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    let lock = Lock::new();
+    lock.acquire(true, None)?;
+    chan.send(&(lock, Queue::<u64>::new(0)))?;
+    let _: String = chan.recv()?;
+    Ok(())
+}
+
 multiproc::register!(
     hold,
     release,
@@ -105,7 +158,10 @@ multiproc::register!(
     await_notify,
     barrier_party,
     set_event,
-    wait_at
+    wait_at,
+    stall_in_get,
+    take_and_hold,
+    host_then_exit
 );
 
 fn kill(pid: u32) {
@@ -540,8 +596,110 @@ fn a_barrier_breaks_when_a_party_dies_or_times_out() -> TestResult {
     Ok(())
 }
 
+fn a_consumer_killed_in_the_middle_of_a_get_loses_nothing() -> TestResult {
+    let q = Queue::<Stall>::new(0);
+    q.put(&Stall(1), true, None).unwrap();
+    q.put(&Stall(2), true, None).unwrap();
+    let (mut ours, theirs) = pipe(true).unwrap();
+    let mut p = Process::new(stall_in_get, (q.clone(), theirs));
+    p.start().unwrap();
+    // The child is decoding item 1: out of the queue, not yet the caller's.
+    check_eq!(ours.recv::<u64>().unwrap(), 1);
+    check_eq!(q.qsize().unwrap(), 1);
+    p.kill().unwrap();
+    p.join().unwrap();
+    let wait = Some(Duration::from_secs(10));
+    let mut got = vec![q.get(true, wait).unwrap(), q.get(true, wait).unwrap()];
+    got.sort();
+    check_eq!(got, vec![Stall(1), Stall(2)]);
+    check!(q.empty().unwrap(), "each item once");
+    Ok(())
+}
+
+fn a_joinable_item_unfinished_by_a_dead_worker_goes_back() -> TestResult {
+    let q = Queue::<u64>::joinable(0);
+    q.put(&1, true, None).unwrap();
+    q.put(&2, true, None).unwrap();
+    let (mut ours, theirs) = pipe(true).unwrap();
+    let mut p = Process::new(take_and_hold, (q.clone(), theirs));
+    p.start().unwrap();
+    check_eq!(ours.recv::<u64>().unwrap(), 1);
+    p.kill().unwrap();
+    p.join().unwrap();
+    let wait = Some(Duration::from_secs(10));
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        got.push(q.get(true, wait).unwrap());
+        q.task_done().unwrap();
+    }
+    got.sort();
+    check_eq!(got, vec![1, 2]);
+    // Every item put is done, the one the dead worker held included.
+    q.join().unwrap();
+    check!(
+        matches!(q.task_done(), Err(SyncError::Queue(_))),
+        "no item is left unfinished"
+    );
+    Ok(())
+}
+
+fn waiters_are_told_when_the_host_exits() -> TestResult {
+    let (mut ours, theirs) = pipe(true).unwrap();
+    let mut p = Process::new(host_then_exit, theirs);
+    p.start().unwrap();
+    let (lock, q): (Lock, Queue<u64>) = ours.recv().unwrap();
+    // Both are mapped here while their host lives.
+    check!(
+        !lock.acquire(false, None).unwrap(),
+        "the host holds the lock"
+    );
+    check!(
+        matches!(q.get(false, None), Err(SyncError::Empty)),
+        "the queue is empty"
+    );
+    ours.send(&"exit".to_string()).unwrap();
+    let t = Instant::now();
+    let got = lock.acquire(true, None);
+    check!(matches!(got, Err(SyncError::OwnerGone(_))), "lock: {got:?}");
+    let got = q.get(true, None);
+    check!(
+        matches!(got, Err(SyncError::OwnerGone(_))),
+        "queue: {got:?}"
+    );
+    check!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    p.join().unwrap();
+    Ok(())
+}
+
+fn an_item_larger_than_the_queue_is_refused_and_nothing_is_lost() -> TestResult {
+    let q = Queue::<Vec<u8>>::new(0);
+    q.put(&vec![1], true, None).unwrap();
+    let got = q.put(&vec![0; 40 << 20], true, None);
+    check!(matches!(got, Err(SyncError::TooLarge { .. })), "{got:?}");
+    q.put(&vec![2], true, None).unwrap();
+    check_eq!(q.get(false, None).unwrap(), vec![1]);
+    check_eq!(q.get(false, None).unwrap(), vec![2]);
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
+        trial(
+            "a_consumer_killed_in_the_middle_of_a_get_loses_nothing",
+            a_consumer_killed_in_the_middle_of_a_get_loses_nothing,
+        ),
+        trial(
+            "a_joinable_item_unfinished_by_a_dead_worker_goes_back",
+            a_joinable_item_unfinished_by_a_dead_worker_goes_back,
+        ),
+        trial(
+            "waiters_are_told_when_the_host_exits",
+            waiters_are_told_when_the_host_exits,
+        ),
+        trial(
+            "an_item_larger_than_the_queue_is_refused_and_nothing_is_lost",
+            an_item_larger_than_the_queue_is_refused_and_nothing_is_lost,
+        ),
         trial(
             "a_lock_may_be_released_by_another_process_but_not_twice",
             a_lock_may_be_released_by_another_process_but_not_twice,

@@ -235,7 +235,9 @@ mod tests {
             Mem {
                 counters: Counters::default(),
                 data: vec![0; cap],
-                slots: (0..2).map(|_| (Taken::default(), vec![0; slot_cap])).collect(),
+                slots: (0..2)
+                    .map(|_| (Taken::default(), vec![0; slot_cap]))
+                    .collect(),
             }
         }
 

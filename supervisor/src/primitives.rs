@@ -981,12 +981,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// [`SyncError::Memory`] when the system refuses shared memory.
     pub fn try_new(maxsize: usize, joinable: bool) -> Result<Queue<T>, SyncError> {
         let secret = host::secret();
-        let mem = shared::QueueMem::create(
-            maxsize as u64,
-            joinable,
-            shared::QUEUE_CAPACITY,
-            secret,
-        )?;
+        let mem =
+            shared::QueueMem::create(maxsize as u64, joinable, shared::QUEUE_CAPACITY, secret)?;
         let addr = Addr::new_with(State::SharedQueue(std::sync::Arc::clone(&mem)), secret);
         Ok(Queue {
             addr,
@@ -1054,7 +1050,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let stored = crate::runtime::handle()
             .spawn_blocking(move || mem.put(&bytes, true, timeout, &owner))
             .await
-            .unwrap_or_else(|e| Err(SyncError::Memory(format!("the waiting thread failed: {e}"))))?;
+            .unwrap_or_else(|e| {
+                Err(SyncError::Memory(format!("the waiting thread failed: {e}")))
+            })?;
         if stored { Ok(()) } else { Err(SyncError::Full) }
     }
 
@@ -1135,7 +1133,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             let (got, b) = crate::runtime::handle()
                 .spawn_blocking(move || {
                     let mut bytes = Vec::new();
-                    mem.get(&mut bytes, true, timeout, &owner).map(|got| (got, bytes))
+                    mem.get(&mut bytes, true, timeout, &owner)
+                        .map(|got| (got, bytes))
                 })
                 .await
                 .unwrap_or_else(|e| {

@@ -142,7 +142,7 @@ impl Segment {
     /// The 32-bit word at `offset` (aligned, in the segment).
     pub(crate) fn u32_at(&self, offset: usize) -> &AtomicU32 {
         assert!(
-            offset % 4 == 0 && offset + 4 <= self.len,
+            offset.is_multiple_of(4) && offset + 4 <= self.len,
             "word in the segment"
         );
         // SAFETY: aligned, in the mapping, which lives as long as `self`; shared
@@ -153,7 +153,7 @@ impl Segment {
     /// The 64-bit word at `offset` (aligned, in the segment).
     pub(crate) fn u64_at(&self, offset: usize) -> &AtomicU64 {
         assert!(
-            offset % 8 == 0 && offset + 8 <= self.len,
+            offset.is_multiple_of(8) && offset + 8 <= self.len,
             "word in the segment"
         );
         // SAFETY: as for `u32_at`.
@@ -182,7 +182,7 @@ impl Segment {
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn pod_mut<T: Copy>(&self, offset: usize) -> &mut T {
         assert!(
-            offset % std::mem::align_of::<T>() == 0
+            offset.is_multiple_of(std::mem::align_of::<T>())
                 && offset + std::mem::size_of::<T>() <= self.len,
             "value in the segment"
         );
@@ -257,8 +257,15 @@ pub(crate) fn wake(word: &AtomicU32, n: u32) {
     let _ = futex::wake(word, futex::Flags::empty(), n);
 }
 
-/// Whether process `pid` exists (a zombie counts until it is reaped).
+/// Whether process `pid` runs (a zombie does not: it is dead, just not reaped).
 pub(crate) fn alive(pid: u32) -> bool {
-    rustix::process::Pid::from_raw(pid as i32)
-        .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok())
+    let exists = rustix::process::Pid::from_raw(pid as i32)
+        .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
+    exists
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            // "pid (comm) S ...": the state follows the last ')'.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next())
+                != Some('Z')
+        })
 }

@@ -349,12 +349,21 @@ impl QueueMem {
                 .store(q.qsize(), Ordering::Relaxed);
             // Sleepers registered under this lock; wake only where some are.
             let seq = |s: Sleep, want: bool| {
-                want && self.seg.u32_at(s.seq_at() + SLEEPERS).load(Ordering::Relaxed) > 0 && {
-                    self.seg.u32_at(s.seq_at()).fetch_add(1, Ordering::Release);
-                    true
-                }
+                want && self
+                    .seg
+                    .u32_at(s.seq_at() + SLEEPERS)
+                    .load(Ordering::Relaxed)
+                    > 0
+                    && {
+                        self.seg.u32_at(s.seq_at()).fetch_add(1, Ordering::Release);
+                        true
+                    }
             };
-            wakes.items = if seq(Sleep::Items, wakes.items > 0) { wakes.items } else { 0 };
+            wakes.items = if seq(Sleep::Items, wakes.items > 0) {
+                wakes.items
+            } else {
+                0
+            };
             wakes.room = seq(Sleep::Room, wakes.room);
             wakes.done = seq(Sleep::Done, wakes.done);
             out
@@ -447,17 +456,22 @@ impl QueueMem {
         host: &multiproc_core::Identity,
     ) -> Result<bool, SyncError> {
         let timeout = if block { timeout } else { Some(Duration::ZERO) };
-        self.waiting(host, timeout, || Ok(false), |q, _, wakes| match q.put(item) {
-            Ok(()) => {
-                wakes.items = 1;
-                Step::Done(Ok(true))
-            }
-            Err(PutError::Full) => Step::Wait(Sleep::Room),
-            Err(PutError::TooLarge(_)) => Step::Done(Err(SyncError::TooLarge {
-                len: item.len(),
-                capacity: self.capacity,
-            })),
-        })?
+        self.waiting(
+            host,
+            timeout,
+            || Ok(false),
+            |q, _, wakes| match q.put(item) {
+                Ok(()) => {
+                    wakes.items = 1;
+                    Step::Done(Ok(true))
+                }
+                Err(PutError::Full) => Step::Wait(Sleep::Room),
+                Err(PutError::TooLarge(_)) => Step::Done(Err(SyncError::TooLarge {
+                    len: item.len(),
+                    capacity: self.capacity,
+                })),
+            },
+        )?
     }
 
     /// Takes an item into `out`: `Ok(false)` when the queue stayed empty. The item
@@ -475,19 +489,24 @@ impl QueueMem {
         host: &multiproc_core::Identity,
     ) -> Result<bool, SyncError> {
         let timeout = if block { timeout } else { Some(Duration::ZERO) };
-        self.waiting(host, timeout, || false, |q, slots, wakes| {
-            let slot = slots.mine(true);
-            let pending = slot.is_some_and(|i| slots.pending(i).load(Ordering::Relaxed) != 0);
-            if q.get(out, slot.map(|i| slots.slot(i)), pending) {
-                if let Some(i) = slot {
-                    slots.pending(i).store(1, Ordering::Relaxed);
+        self.waiting(
+            host,
+            timeout,
+            || false,
+            |q, slots, wakes| {
+                let slot = slots.mine(true);
+                let pending = slot.is_some_and(|i| slots.pending(i).load(Ordering::Relaxed) != 0);
+                if q.get(out, slot.map(|i| slots.slot(i)), pending) {
+                    if let Some(i) = slot {
+                        slots.pending(i).store(1, Ordering::Relaxed);
+                    }
+                    wakes.room = true;
+                    Step::Done(true)
+                } else {
+                    Step::Wait(Sleep::Items)
                 }
-                wakes.room = true;
-                Step::Done(true)
-            } else {
-                Step::Wait(Sleep::Items)
-            }
-        })
+            },
+        )
     }
 
     /// The caller has the item of its last `get` of a plain queue: it is not given
@@ -534,13 +553,18 @@ impl QueueMem {
         timeout: Option<Duration>,
         host: &multiproc_core::Identity,
     ) -> Result<bool, SyncError> {
-        self.waiting(host, timeout, || false, |q, _, _| {
-            if q.counters.unfinished == 0 {
-                Step::Done(true)
-            } else {
-                Step::Wait(Sleep::Done)
-            }
-        })
+        self.waiting(
+            host,
+            timeout,
+            || false,
+            |q, _, _| {
+                if q.counters.unfinished == 0 {
+                    Step::Done(true)
+                } else {
+                    Step::Wait(Sleep::Done)
+                }
+            },
+        )
     }
 
     /// Where its memory is.
@@ -597,7 +621,10 @@ impl Slots<'_> {
         unsafe {
             Slot {
                 taken: &mut *self.taken(i),
-                data: self.mem.seg.bytes_mut(SLOT_DATA_AT + i * SLOT_BYTES, SLOT_BYTES),
+                data: self
+                    .mem
+                    .seg
+                    .bytes_mut(SLOT_DATA_AT + i * SLOT_BYTES, SLOT_BYTES),
             }
         }
     }
@@ -625,7 +652,12 @@ impl Slots<'_> {
         match self.find(0) {
             Some(i) => {
                 // SAFETY: under the queue's lock.
-                unsafe { *self.taken(i) = Taken { pid: me, ..Taken::default() } };
+                unsafe {
+                    *self.taken(i) = Taken {
+                        pid: me,
+                        ..Taken::default()
+                    }
+                };
                 self.pending(i).store(0, Ordering::Relaxed);
                 self.mem.slot.store(i as u32, Ordering::Relaxed);
                 Some(i)
