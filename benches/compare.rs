@@ -71,14 +71,18 @@ const POOL_KILL_BATCH: usize = 5;
 const SLEEPER_SECS: u64 = 30;
 /// Bounds every wait of the pool scenarios on something that should come at once.
 const POOL_WAIT: Duration = Duration::from_secs(10);
-/// Items per round of `queue_1to1` and `joinable_queue_1to1` for multiproc; Python
-/// moves [`PY_QUEUE_ITEMS`]. Both are items/s, from "go" to the end.
-const QUEUE_ITEMS: u64 = 10_000;
+/// Items per round of `queue_1to1` and `joinable_queue_1to1` for multiproc, as many
+/// as Python moves ([`PY_QUEUE_ITEMS`]). Both are items/s, from "go" to the end.
+const QUEUE_ITEMS: u64 = 100_000;
 /// Items per round of the Python queue references (shared/bench's figure).
 const PY_QUEUE_ITEMS: usize = 100_000;
-/// Acquire/release pairs per round of `lock_cross_process` (multiproc and
-/// `python-manager`), and per process of `lock_contended_2` (multiproc).
-const LOCK_PAIRS: u64 = 2000;
+/// Acquire/release pairs per round of `lock_cross_process` for multiproc, as many as
+/// `python-mplock`'s: a lock in shared memory does one in tens of nanoseconds.
+const LOCK_PAIRS: u64 = 1_000_000;
+/// Pairs per process of `lock_contended_2` for multiproc, as `python-mplock`'s.
+const LOCK_CONTENDED_PAIRS: u64 = 500_000;
+/// Pairs per round of `python-manager` (each is two round trips to a server).
+const PY_MANAGER_PAIRS: usize = 2000;
 /// Untimed pairs a lock child does before "go" (the host's first contact with it).
 const LOCK_WARMUP: u64 = 100;
 /// Pairs per round of `python-mplock` in `lock_cross_process` (shared/bench's figure).
@@ -1427,7 +1431,7 @@ fn queue_1to1(py: Option<&Python>, joinable: bool) -> Res {
 fn lock_cross_process(py: Option<&Python>) -> Res {
     let lock = Lock::new();
     let mp_once = || -> Res<f64> {
-        let stamps = run_lockers(&lock, 1, LOCK_WARMUP)?;
+        let stamps = run_lockers(&lock, 1, LOCK_WARMUP, LOCK_PAIRS)?;
         Ok(stamps[0].count as f64 / secs(stamps[0].first_ns, stamps[0].last_ns))
     };
     let servers = vec![
@@ -1438,7 +1442,7 @@ fn lock_cross_process(py: Option<&Python>) -> Res {
                 "python-manager",
                 "queue_lock.py",
                 &["manager_lock", "fork"],
-                &[("N", LOCK_PAIRS as usize)],
+                &[("N", PY_MANAGER_PAIRS)],
             )?,
         ),
         (
@@ -1460,12 +1464,12 @@ fn lock_cross_process(py: Option<&Python>) -> Res {
     sync_rounds(&sc, mp_once, servers)
 }
 
-/// `lock_contended_2`: two children, each [`LOCK_PAIRS`] pairs on one lock the bench
+/// `lock_contended_2`: two children, each [`LOCK_CONTENDED_PAIRS`] pairs on one lock the bench
 /// process hosts; total pairs / (last end - first start).
 fn lock_contended_2(py: Option<&Python>) -> Res {
     let lock = Lock::new();
     let mp_once = || -> Res<f64> {
-        let stamps = run_lockers(&lock, 2, 0)?;
+        let stamps = run_lockers(&lock, 2, 0, LOCK_CONTENDED_PAIRS)?;
         let start = stamps.iter().map(|s| s.first_ns).min().unwrap_or(0);
         let end = stamps.iter().map(|s| s.last_ns).max().unwrap_or(0);
         let total: u64 = stamps.iter().map(|s| s.count).sum();
@@ -1489,14 +1493,15 @@ fn lock_contended_2(py: Option<&Python>) -> Res {
     sync_rounds(&sc, mp_once, servers)
 }
 
-/// Starts `k` [`lock_pairs`] children on `lock`, sets "go", and returns their reports.
-fn run_lockers(lock: &Lock, k: usize, warmup: u64) -> Res<Vec<Stamp>> {
+/// Starts `k` [`lock_pairs`] children on `lock` (`n` pairs each), sets "go", and
+/// returns their reports.
+fn run_lockers(lock: &Lock, k: usize, warmup: u64, n: u64) -> Res<Vec<Stamp>> {
     let (go, res) = (Event::new(), Queue::<Stamp>::new(0));
     let mut procs: Vec<Process> = (0..k)
         .map(|_| {
             Process::new(
                 lock_pairs,
-                (lock.clone(), go.clone(), warmup, LOCK_PAIRS, res.clone()),
+                (lock.clone(), go.clone(), warmup, n, res.clone()),
             )
             .daemon(true)
         })
