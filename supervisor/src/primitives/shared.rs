@@ -273,10 +273,10 @@ struct Wakes {
     done: bool,
 }
 
-/// An outcome of a queue operation that may wait.
-enum Step<R> {
+/// An outcome of a queue operation that may wait: done, or what to wait for.
+enum Step<R, W> {
     Done(R),
-    Wait(Sleep),
+    Wait(W),
 }
 
 impl QueueMem {
@@ -388,7 +388,7 @@ impl QueueMem {
         host: &multiproc_core::Identity,
         timeout: Option<Duration>,
         timed_out: impl Fn() -> R,
-        mut attempt: impl FnMut(&mut RingQueue<'_>, &mut Slots<'_>, &mut Wakes) -> Step<R>,
+        mut attempt: impl FnMut(&mut RingQueue<'_>, &mut Slots<'_>, &mut Wakes) -> Step<R, Sleep>,
     ) -> Result<R, SyncError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut registered: Option<Sleep> = None;
@@ -408,20 +408,20 @@ impl QueueMem {
                         self.seg
                             .u32_at(s.seq_at() + SLEEPERS)
                             .fetch_add(1, Ordering::Relaxed);
-                        // Read under the lock: any change after it bumps the word.
-                        Step::Wait(s)
+                        // Read under the lock, with the sleeper counted: a change
+                        // after this unlock bumps the word, so the sleep below
+                        // returns at once instead of missing it.
+                        let seen = self.seg.u32_at(s.seq_at()).load(Ordering::Acquire);
+                        Step::Wait((s, seen))
                     }
                 }
             })?;
-            let sleep = match step {
+            let (sleep, seen) = match step {
                 Step::Done(r) => return Ok(r),
-                Step::Wait(s) => s,
+                Step::Wait(w) => w,
             };
             registered = Some(sleep);
             let word = self.seg.u32_at(sleep.seq_at());
-            // The value seen when registering is the one before any wake-up: the
-            // sleeper count was raised under the lock, and wakers bump under it.
-            let seen = word.load(Ordering::Acquire);
             let started = Instant::now();
             let spun = crate::runtime::spin::wait(started, || {
                 (word.load(Ordering::Acquire) != seen).then_some(())
