@@ -60,6 +60,12 @@ pub enum Error {
         /// How many the receiver had room for.
         max: usize,
     },
+    /// The authkey handshake failed (CPython's `AuthenticationError`).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    /// An address that names nothing this side can listen on or connect to.
+    #[error("bad address: {0}")]
+    Address(String),
     /// The operating system reported an error.
     #[error("i/o error on the connection")]
     Io(#[from] std::io::Error),

@@ -38,6 +38,13 @@
 //! refused with nothing written, longer incoming ones are reported and skipped.
 //! [`FrameDecoder`] is the pure parser; [`FrameReader`] runs it over any `AsyncRead`.
 //!
+//! # Listeners and clients
+//!
+//! [`Listener`] and [`client`] connect processes that did not start each other, over
+//! TCP or Unix sockets (an [`Address`]), with CPython's authkey handshake
+//! ([`auth`]): a CPython `multiprocessing.connection.Client` can talk to a
+//! [`Listener`], and [`client`] to a CPython `Listener`.
+//!
 //! # Passing file descriptors
 //!
 //! [`send_with_fds`] and [`recv_with_fds`] move fds over a Unix socket. A connection
@@ -46,16 +53,19 @@
 //! an argument of a child process.
 #![doc(test(attr(deny(warnings))))]
 
+pub mod auth;
 mod connection;
 mod endpoint;
 mod error;
 mod fdpass;
+mod listener;
 pub mod frame;
 mod pipe;
 mod wait;
 
 pub use connection::{BlockingConnection, Connection};
 pub use error::{Error, Result};
+pub use listener::{Address, Listener, client, client_with_timeout};
 pub use fdpass::{MAX_FDS_PER_MESSAGE, collect_fds, provide_fds, recv_with_fds, send_with_fds};
 pub use frame::{FrameDecoder, FrameError, FrameReader, MAX_FRAME_LEN};
 pub use pipe::{blocking_pipe, pipe};

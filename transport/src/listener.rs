@@ -1,0 +1,245 @@
+//! `Listener` and `Client`: connections between processes that did not start each
+//! other, over TCP or Unix sockets, with CPython's authkey handshake.
+//!
+//! The frames and the handshake are CPython's `multiprocessing.connection`, so a
+//! CPython `Client(address, authkey=...)` can talk to a [`Listener`] here, and
+//! [`Client`] to a CPython `Listener`, with `send_bytes` and `recv_bytes`.
+
+use std::fmt;
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::OwnedFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::{self, HANDSHAKE_TIMEOUT};
+use crate::{BlockingConnection, Error, Result};
+
+/// Where a listener listens, as Python's address families.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Address {
+    /// `AF_INET`/`AF_INET6`: Python's `("host", port)`.
+    Tcp(SocketAddr),
+    /// `AF_UNIX` with a path: Python's `"/path/to/socket"`.
+    Unix(PathBuf),
+    /// A Linux abstract Unix socket (Python's `"\0name"`): it has no file, so none
+    /// is left behind.
+    Abstract(Vec<u8>),
+}
+
+impl Address {
+    /// The first TCP address `host:port` resolves to.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Address`] when it resolves to nothing.
+    pub fn tcp(addr: impl ToSocketAddrs + fmt::Debug) -> Result<Address> {
+        addr.to_socket_addrs()
+            .map_err(|e| Error::Address(format!("{addr:?}: {e}")))?
+            .next()
+            .map(Address::Tcp)
+            .ok_or_else(|| Error::Address(format!("{addr:?} resolves to no address")))
+    }
+
+    /// A new abstract Unix address, unique to this process (Python's default
+    /// `Listener()` address is a random socket file; an abstract one needs none).
+    pub fn unique_abstract() -> Address {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let mut random = [0u8; 8];
+        let _ = rustix::rand::getrandom(&mut random, rustix::rand::GetRandomFlags::empty());
+        Address::Abstract(
+            format!(
+                "multiproc-{}-{}-{:016x}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed),
+                u64::from_le_bytes(random)
+            )
+            .into_bytes(),
+        )
+    }
+
+    fn unix(&self) -> Result<Option<UnixAddr>> {
+        match self {
+            Address::Tcp(_) => Ok(None),
+            Address::Unix(path) => UnixAddr::from_pathname(path)
+                .map(Some)
+                .map_err(|e| Error::Address(format!("{}: {e}", path.display()))),
+            Address::Abstract(name) => UnixAddr::from_abstract_name(name)
+                .map(Some)
+                .map_err(|e| Error::Address(format!("abstract socket: {e}"))),
+        }
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Tcp(a) => write!(f, "{a}"),
+            Address::Unix(p) => write!(f, "{}", p.display()),
+            Address::Abstract(name) => write!(f, "\\0{}", String::from_utf8_lossy(name)),
+        }
+    }
+}
+
+enum Socket {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+    Closed,
+}
+
+/// Python's `multiprocessing.connection.Listener`: accepts connections, each
+/// authenticated with the authkey when there is one.
+pub struct Listener {
+    socket: Socket,
+    address: Address,
+    authkey: Option<Vec<u8>>,
+    handshake_timeout: Duration,
+    last_accepted: Option<String>,
+}
+
+impl fmt::Debug for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("address", &self.address)
+            .field("authenticated", &self.authkey.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Listener {
+    /// Listens on `address` (a TCP port 0 takes a free port; see
+    /// [`address`](Listener::address)). With an `authkey`, every accepted
+    /// connection must pass the handshake.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] (the address is in use, the path's directory is missing),
+    /// [`Error::Address`].
+    pub fn bind(address: &Address, authkey: Option<&[u8]>) -> Result<Listener> {
+        let (socket, address) = match address {
+            Address::Tcp(a) => {
+                let l = TcpListener::bind(a)?;
+                let bound = Address::Tcp(l.local_addr()?);
+                (Socket::Tcp(l), bound)
+            }
+            other => {
+                let addr = other.unix()?.expect("a Unix address");
+                (Socket::Unix(UnixListener::bind_addr(&addr)?), other.clone())
+            }
+        };
+        Ok(Listener {
+            socket,
+            address,
+            authkey: authkey.map(<[u8]>::to_vec),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            last_accepted: None,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// Where the last accepted connection came from (Python's `last_accepted`).
+    pub fn last_accepted(&self) -> Option<&str> {
+        self.last_accepted.as_deref()
+    }
+
+    /// How long a connecting peer gets to complete the handshake
+    /// ([`HANDSHAKE_TIMEOUT`] by default): one that says nothing is dropped after it.
+    pub fn set_handshake_timeout(&mut self, timeout: Duration) {
+        self.handshake_timeout = timeout;
+    }
+
+    /// Waits for a connection and authenticates it: this side challenges first,
+    /// then answers the peer's challenge.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Auth`] for a peer that fails the handshake (the connection is
+    /// closed, and nothing it sent is delivered); [`Error::Frame`] for a handshake
+    /// message over 256 bytes; [`Error::Closed`] after [`close`](Listener::close).
+    pub fn accept(&mut self) -> Result<BlockingConnection> {
+        let (fd, from): (OwnedFd, String) = match &self.socket {
+            Socket::Tcp(l) => {
+                let (s, from) = l.accept()?;
+                s.set_nodelay(true)?;
+                (s.into(), from.to_string())
+            }
+            Socket::Unix(l) => {
+                let (s, from) = l.accept()?;
+                (s.into(), format!("{from:?}"))
+            }
+            Socket::Closed => return Err(Error::Closed),
+        };
+        self.last_accepted = Some(from);
+        let mut conn = BlockingConnection::from_owned_fd(fd, true, true)?;
+        if let Some(key) = &self.authkey {
+            auth::deliver_challenge(&mut conn, key, self.handshake_timeout)?;
+            auth::answer_challenge(&mut conn, key, self.handshake_timeout)?;
+        }
+        Ok(conn)
+    }
+
+    /// Stops listening (Python's `close`); a Unix socket's file is removed.
+    pub fn close(&mut self) {
+        self.socket = Socket::Closed;
+        if let Address::Unix(path) = &self.address {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if !matches!(self.socket, Socket::Closed) {
+            self.close();
+        }
+    }
+}
+
+/// Python's `multiprocessing.connection.Client`: connects to `address` and, with
+/// an `authkey`, answers the listener's challenge, then challenges it.
+///
+/// # Errors
+///
+/// [`Error::Io`] (nobody listens there), [`Error::Auth`] (a wrong key on either
+/// side: [`AuthError::Rejected`](crate::auth::AuthError::Rejected) when the
+/// listener refused ours).
+pub fn client(address: &Address, authkey: Option<&[u8]>) -> Result<BlockingConnection> {
+    client_with_timeout(address, authkey, HANDSHAKE_TIMEOUT)
+}
+
+/// [`client`], with the time the listener gets to complete the handshake.
+///
+/// # Errors
+///
+/// As [`client`]; [`AuthError::Timeout`](crate::auth::AuthError::Timeout).
+pub fn client_with_timeout(
+    address: &Address,
+    authkey: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<BlockingConnection> {
+    let fd: OwnedFd = match address {
+        Address::Tcp(a) => {
+            let s = TcpStream::connect(a)?;
+            s.set_nodelay(true)?;
+            s.into()
+        }
+        other => {
+            let addr = other.unix()?.expect("a Unix address");
+            UnixStream::connect_addr(&addr)?.into()
+        }
+    };
+    let mut conn = BlockingConnection::from_owned_fd(fd, true, true)?;
+    if let Some(key) = authkey {
+        auth::answer_challenge(&mut conn, key, timeout)?;
+        auth::deliver_challenge(&mut conn, key, timeout)?;
+    }
+    Ok(conn)
+}
