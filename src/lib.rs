@@ -90,9 +90,32 @@ pub mod sync {
     pub use multiproc_core::sync::SyncError as Misuse;
 }
 
-/// Transport errors (pipes and connections).
+/// Python's `multiprocessing.connection`: connections between processes that did
+/// not start each other, wire-compatible with CPython's (frames and the authkey
+/// handshake), and the transport's errors.
+///
+/// ```
+/// use multiproc::connection::{Address, Listener, client};
+///
+/// # fn main() -> Result<(), multiproc::connection::Error> {
+/// let mut listener = Listener::bind(&Address::tcp("127.0.0.1:0")?, Some(b"secret"))?;
+/// let address = listener.address().clone();
+/// let peer = std::thread::spawn(move || -> Result<(), multiproc::connection::Error> {
+///     let mut conn = client(&address, Some(b"secret"))?;
+///     conn.send_bytes(b"hello")
+/// });
+/// let mut conn = listener.accept()?;
+/// assert_eq!(conn.recv_bytes()?, b"hello");
+/// # peer.join().unwrap()?;
+/// # Ok(())
+/// # }
+/// ```
 pub mod connection {
-    pub use multiproc_transport::Error;
+    pub use multiproc_transport::auth::{AuthError, HANDSHAKE_TIMEOUT};
+    pub use multiproc_transport::{
+        Address, BlockingConnection, Connection, Error, Listener, blocking_wait, client,
+        client_with_timeout, wait,
+    };
 }
 
 pub mod blocking;

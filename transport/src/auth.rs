@@ -157,7 +157,11 @@ fn verify(key: &[u8], message: &[u8], response: &[u8]) -> Result<(), AuthError> 
 }
 
 /// Receives one handshake message before `deadline`.
-fn recv(conn: &mut BlockingConnection, deadline: Instant, limit: Duration) -> Result<Vec<u8>, Error> {
+fn recv(
+    conn: &mut BlockingConnection,
+    deadline: Instant,
+    limit: Duration,
+) -> Result<Vec<u8>, Error> {
     let left = deadline.saturating_duration_since(Instant::now());
     if !conn.poll(Some(left))? {
         return Err(Error::Auth(AuthError::Timeout(limit)));
