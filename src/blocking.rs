@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use crate::{Actor, CallError, Error, ExitReason, Identity, Output, Target};
 
+/// Shared memory needs no runtime: these are the same types as at the crate's root.
+pub use crate::{
+    Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, SharedMemoryError, SharedMemoryRef,
+    Value, ValueGuard,
+};
 pub use multiproc_transport::{
     BlockingConnection as Connection, blocking_pipe as pipe, blocking_wait as wait,
 };

@@ -76,6 +76,10 @@ pub use multiproc_supervisor::{
     Supervisor, SupervisorEvent, SupervisorExit, SupervisorRef, actor_child, function_child,
 };
 pub use multiproc_supervisor::{
+    Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, SharedMemoryError, SharedMemoryRef,
+    Value, ValueGuard,
+};
+pub use multiproc_supervisor::{
     AsyncResult, Imap, Pool, PoolBuilder, PoolError, Task, TaskError, WorkerInfo,
 };
 pub use multiproc_supervisor::{

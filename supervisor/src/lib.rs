@@ -18,6 +18,7 @@ mod process;
 mod registry;
 mod router;
 mod runtime;
+mod sharedctypes;
 mod shm;
 mod signals;
 mod spawn;
@@ -40,6 +41,10 @@ pub use primitives::{
 pub use process::{
     ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Output, Process, Sentinel,
     active_children, stop_children,
+};
+pub use sharedctypes::{
+    Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, SharedMemoryError, SharedMemoryRef,
+    Value, ValueGuard,
 };
 pub use stop::{stop_requested, wait_for_stop};
 pub use supervisor::{

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use host::State;
-pub(crate) use host::serve;
+pub(crate) use host::{secret, serve};
 use wire::{Answer, Fault, Op, Request};
 
 use crate::current::me;

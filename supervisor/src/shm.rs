@@ -189,6 +189,11 @@ impl Segment {
         // SAFETY: aligned, in the mapping; exclusive by the caller's lock.
         unsafe { &mut *self.ptr.as_ptr().add(offset).cast::<T>() }
     }
+
+    /// The mapping's first byte.
+    pub(crate) fn as_mut_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
 }
 
 impl Drop for Segment {
