@@ -22,7 +22,9 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use multiproc::blocking::{self, Connection, Event, Lock, Pool, Process, Queue, pipe};
+use multiproc::blocking::{
+    self, Connection, Event, Lock, Pool, Process, Queue, SharedMemory, SharedMemoryRef, Value, pipe,
+};
 use multiproc::{
     Actor, Backoff, BoxError, PoolError, RestartIntensity, StartMethod, Supervisor,
     SupervisorEvent, SupervisorFlags, SyncError, TaskError, function_child,
@@ -81,6 +83,11 @@ const PY_QUEUE_ITEMS: usize = 100_000;
 const LOCK_PAIRS: u64 = 1_000_000;
 /// Pairs per process of `lock_contended_2` for multiproc, as `python-mplock`'s.
 const LOCK_CONTENDED_PAIRS: u64 = 500_000;
+/// Increments per round of `value_locked_2proc` (half in each child), as
+/// `bench_value.py`'s.
+const VALUE_INCS: u64 = 500_000;
+/// Bytes written and read per round of `shm_bandwidth`.
+const SHM_BYTES: usize = 1 << 20;
 /// Pairs per round of `python-manager` (each is two round trips to a server).
 const PY_MANAGER_PAIRS: usize = 2000;
 /// Untimed pairs a lock child does before "go" (the host's first contact with it).
@@ -94,7 +101,7 @@ const SYNC_WAIT: Duration = Duration::from_secs(60);
 /// The references that a Python script measures.
 const PY_REFS: [&str; 4] = ["python", "python-spawn", "python-manager", "python-mplock"];
 
-const SCENARIOS: [&str; 22] = [
+const SCENARIOS: [&str; 24] = [
     "spawn_join",
     "spawn_join_forkserver",
     "restart",
@@ -117,6 +124,8 @@ const SCENARIOS: [&str; 22] = [
     "joinable_queue_1to1",
     "lock_cross_process",
     "lock_contended_2",
+    "value_locked_2proc",
+    "shm_bandwidth",
 ];
 
 // ---------------------------------------------------------------------------------
@@ -176,6 +185,10 @@ enum Who {
     ProducerJoined,
     /// A lock child: before its first and after its last pair.
     Locker,
+    /// A `Value` child: before its first and after its last increment.
+    Incrementer,
+    /// A shared-memory writer: before and after its write.
+    Writer,
 }
 
 /// The queue's end, Python's `None`: the producer puts it after its items.
@@ -280,6 +293,39 @@ fn lock_pairs(
     res.put(&stamp, true, None)
 }
 
+/// After "go", `n` increments of `v` under its lock, timed; reports the span.
+fn value_incs(v: Value<u64>, go: Event, n: u64, res: Queue<Stamp>) -> Result<(), Box<dyn Error>> {
+    go.wait(None)?;
+    let t0 = mono_ns();
+    for _ in 0..n {
+        *v.lock()? += 1;
+    }
+    let stamp = Stamp {
+        who: Who::Incrementer,
+        first_ns: t0,
+        last_ns: mono_ns(),
+        count: n,
+        in_order: true,
+    };
+    Ok(res.put(&stamp, true, None)?)
+}
+
+/// Writes `size` bytes of 7 into the block, timed; reports the span.
+fn shm_write(block: SharedMemoryRef, size: usize, res: Queue<Stamp>) -> Result<(), Box<dyn Error>> {
+    let block = block.open()?;
+    let data = vec![7u8; size];
+    let t0 = mono_ns();
+    block.write(0, &data)?;
+    let stamp = Stamp {
+        who: Who::Writer,
+        first_ns: t0,
+        last_ns: mono_ns(),
+        count: size as u64,
+        in_order: true,
+    };
+    Ok(res.put(&stamp, true, None)?)
+}
+
 multiproc::register!(
     noop,
     idle,
@@ -288,7 +334,9 @@ multiproc::register!(
     pid_then_sleep,
     queue_producer,
     queue_consumer,
-    lock_pairs
+    lock_pairs,
+    value_incs,
+    shm_write
 );
 
 /// Answers each number with itself.
@@ -446,6 +494,12 @@ fn main() -> Res {
     }
     if has("lock_contended_2") {
         timed("lock_contended_2", &|| lock_contended_2(py))?;
+    }
+    if has("value_locked_2proc") {
+        timed("value_locked_2proc", &|| value_locked_2proc(py))?;
+    }
+    if has("shm_bandwidth") {
+        timed("shm_bandwidth", &|| shm_bandwidth(py))?;
     }
     println!("# total time: {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
@@ -1491,6 +1545,114 @@ fn lock_contended_2(py: Option<&Python>) -> Res {
         better: Better::Higher,
     };
     sync_rounds(&sc, mp_once, servers)
+}
+
+/// `value_locked_2proc`: two children, fresh each round, each [`VALUE_INCS`]` / 2`
+/// increments of one `Value<u64>` under its lock; total / (last end - first start).
+/// The value is checked.
+fn value_locked_2proc(py: Option<&Python>) -> Res {
+    let mp_once = || -> Res<f64> {
+        let v = Value::new(0u64);
+        let (go, res) = (Event::new(), Queue::<Stamp>::new(0));
+        let n = VALUE_INCS / 2;
+        let mut procs: Vec<Process> = (0..2)
+            .map(|_| Process::new(value_incs, (v.clone(), go.clone(), n, res.clone())).daemon(true))
+            .collect();
+        for p in &mut procs {
+            p.start()?;
+        }
+        go.set()?;
+        let stamps = reports(&res, 2, &procs)?;
+        finish(&procs)?;
+        if v.get()? != 2 * n {
+            return Err(format!("the value is {}, not {}", v.get()?, 2 * n).into());
+        }
+        let start = stamps.iter().map(|s| s.first_ns).min().unwrap_or(0);
+        let end = stamps.iter().map(|s| s.last_ns).max().unwrap_or(0);
+        Ok((2 * n) as f64 / secs(start, end))
+    };
+    let servers = vec![(
+        "python",
+        serve_if(
+            py,
+            "python",
+            "shared.py",
+            &["value_locked", "fork"],
+            &[("N", VALUE_INCS as usize)],
+        )?,
+    )];
+    let sc = Scenario {
+        name: "value_locked_2proc",
+        unit: "incr/s",
+        better: Better::Higher,
+    };
+    sync_rounds(&sc, mp_once, servers)
+}
+
+/// `shm_bandwidth`: a child, fresh each round, opens a [`SHM_BYTES`] block this
+/// process created and writes it whole; this process then reads it whole; bytes
+/// moved / (write time + read time). The child's write includes its first touch of
+/// each page of a fresh mapping. `raw`: the same two copies between three warm
+/// buffers of this process.
+fn shm_bandwidth(py: Option<&Python>) -> Res {
+    let block = SharedMemory::create(SHM_BYTES)?;
+    let mut buf = vec![0u8; SHM_BYTES];
+    let mut mp_once = || -> Res<f64> {
+        let res = Queue::<Stamp>::new(0);
+        let mut p = Process::new(shm_write, (block.handle(), SHM_BYTES, res.clone())).daemon(true);
+        p.start()?;
+        let procs = [p];
+        let stamp = reports(&res, 1, &procs)?.remove(0);
+        finish(&procs)?;
+        let t0 = Instant::now();
+        block.read(0, &mut buf)?;
+        let read = t0.elapsed().as_secs_f64();
+        if buf.iter().any(|&b| b != 7) {
+            return Err("the block does not hold what the child wrote".into());
+        }
+        buf.fill(0);
+        Ok(2.0 * SHM_BYTES as f64 / 1e9 / (secs(stamp.first_ns, stamp.last_ns) + read))
+    };
+    let (a, mut b, mut c) = (
+        vec![7u8; SHM_BYTES],
+        vec![1u8; SHM_BYTES],
+        vec![1u8; SHM_BYTES],
+    );
+    let mut raw_once = || -> f64 {
+        let t0 = Instant::now();
+        b.copy_from_slice(std::hint::black_box(&a));
+        c.copy_from_slice(std::hint::black_box(&b));
+        let t = t0.elapsed().as_secs_f64();
+        std::hint::black_box(&c);
+        2.0 * SHM_BYTES as f64 / 1e9 / t
+    };
+    let mut server = serve_if(
+        py,
+        "python",
+        "shared.py",
+        &["shm_bandwidth", "fork"],
+        &[("SIZE", SHM_BYTES)],
+    )?;
+    mp_once()?;
+    let (mut mp, mut raw, mut pys) = (Samples::default(), Samples::default(), Samples::default());
+    for _ in 0..ROUNDS {
+        mp.push(vec![mp_once()?]);
+        raw.push(vec![raw_once()]);
+        if let Some(s) = server.as_mut() {
+            pys.push(s.rep()?.numbers("samples")?);
+        }
+    }
+    if let Some(s) = server {
+        s.finish()?;
+    }
+    let sc = Scenario {
+        name: "shm_bandwidth",
+        unit: "GB/s",
+        better: Better::Higher,
+    };
+    sc.report("python", &mp, &pys);
+    sc.report("raw", &mp, &raw);
+    Ok(())
 }
 
 /// Starts `k` [`lock_pairs`] children on `lock` (`n` pairs each), sets "go", and
