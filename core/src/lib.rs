@@ -21,6 +21,7 @@
 mod backoff;
 pub mod codec;
 mod decider;
+mod dynamic;
 mod error;
 mod exit;
 mod identity;
@@ -39,6 +40,7 @@ pub mod sync;
 
 pub use backoff::{Backoff, BackoffState};
 pub use decider::{Decider, Directive, ExitMatch};
+pub use dynamic::Dynamic;
 pub use error::CodecError;
 pub use exit::{ExitFacts, ExitReason, WaitStatus, exit_reason};
 pub use identity::{Counter, Hop, Identity};
