@@ -59,6 +59,7 @@
 //!   the API for scripts and for code written in Python's style.
 #![doc(test(attr(deny(warnings))))]
 
+pub use multiproc_core::Dynamic;
 pub use multiproc_core::RetryPolicy;
 pub use multiproc_core::{
     AutoShutdown, Backoff, ChildKind, ChildSpec, Decider, Directive, ExitMatch, ExitReason,
@@ -85,6 +86,11 @@ pub use multiproc_supervisor::{
 pub use multiproc_supervisor::{
     Barrier, BoundedSemaphore, Condition, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release,
     Semaphore, SimpleQueue, SyncError, timeout_secs,
+};
+pub use multiproc_supervisor::{
+    DictProxy, EventProxy, ListProxy, LockProxy, Manager, ManagerBuilder, ManagerConfig,
+    ManagerError, NamespaceProxy, Proxy, QueueProxy, Registry, TypeRegistration, TypedProxy,
+    ValueProxy, serve_manager,
 };
 pub use multiproc_transport::{Connection, FrameError, MAX_FRAME_LEN, pipe, wait};
 
@@ -163,6 +169,41 @@ macro_rules! register {
                         use $crate::__private::{NoTask as _, ViaTask as _};
                         (&&$crate::__private::Probe($f)).entry_task(args, items, out, failures)
                     },
+                };
+            };
+        )+
+    };
+}
+
+/// Registers functions that add types to a manager's [`Registry`], so that a
+/// manager's server (another process) can run them by name
+/// ([`ManagerBuilder::types`]).
+///
+/// ```
+/// use multiproc::Registry;
+///
+/// struct Counter(i64);
+///
+/// fn counter_types(r: &mut Registry) {
+///     r.register("Counter", |start: i64| Counter(start))
+///         .method("add", |c: &mut Counter, by: i64| {
+///             c.0 += by;
+///             c.0
+///         });
+/// }
+/// multiproc::manager_types!(counter_types);
+/// ```
+#[macro_export]
+macro_rules! manager_types {
+    ($($f:path),+ $(,)?) => {
+        $(
+            const _: () = {
+                #[$crate::__private::linkme::distributed_slice($crate::__private::MANAGER_TYPES)]
+                #[linkme(crate = $crate::__private::linkme)]
+                static TYPES: $crate::__private::TypesEntry = $crate::__private::TypesEntry {
+                    name: concat!(module_path!(), "::", stringify!($f)),
+                    type_id: || $crate::__private::type_id_of(&$f),
+                    register: $f,
                 };
             };
         )+

@@ -12,6 +12,7 @@ mod error;
 mod forkserver;
 mod link;
 mod logging;
+mod manager;
 mod pool;
 mod primitives;
 mod process;
@@ -32,6 +33,11 @@ pub use current::{
     CurrentProcess, ParentProcess, cpu_count, current_process, heartbeat, parent_process,
 };
 pub use error::{CallError, Error};
+pub use manager::{
+    DictProxy, EventProxy, ListProxy, LockProxy, Manager, ManagerBuilder, ManagerConfig,
+    ManagerError, NamespaceProxy, Proxy, QueueProxy, Registry, TypeRegistration, TypedProxy,
+    ValueProxy, serve_manager,
+};
 pub use multiproc_core::StartMethod;
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo};
 pub use primitives::{
@@ -65,6 +71,7 @@ pub mod __private {
     pub use crate::actor::run_actor;
     pub use crate::bootstrap::EntryOutcome;
     pub use crate::forkserver::__kill_forkserver;
+    pub use crate::manager::{MANAGER_TYPES, TypesEntry};
     pub use crate::pool::{
         ItemFailure, NoTarget, NoTask, Probe, TaskFn, ViaTarget, ViaTask, not_a_task, run_task,
     };

@@ -67,6 +67,6 @@ pub use connection::{BlockingConnection, Connection};
 pub use error::{Error, Result};
 pub use fdpass::{MAX_FDS_PER_MESSAGE, collect_fds, provide_fds, recv_with_fds, send_with_fds};
 pub use frame::{FrameDecoder, FrameError, FrameReader, MAX_FRAME_LEN};
-pub use listener::{Address, Listener, client, client_with_timeout};
+pub use listener::{Address, Listener, Pending, client, client_with_timeout};
 pub use pipe::{blocking_pipe, pipe};
 pub use wait::{blocking_wait, wait};

@@ -165,6 +165,17 @@ impl Listener {
     /// closed, and nothing it sent is delivered); [`Error::Frame`] for a handshake
     /// message over 256 bytes; [`Error::Closed`] after [`close`](Listener::close).
     pub fn accept(&mut self) -> Result<BlockingConnection> {
+        self.accept_pending()?.authenticate()
+    }
+
+    /// Waits for a connection and returns it before the handshake, which
+    /// [`Pending::authenticate`] runs: a server authenticates each peer on its own
+    /// thread, so that a peer that says nothing holds up nobody else.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`]; [`Error::Closed`] after [`close`](Listener::close).
+    pub fn accept_pending(&mut self) -> Result<Pending> {
         let (fd, from): (OwnedFd, String) = match &self.socket {
             Socket::Tcp(l) => {
                 let (s, from) = l.accept()?;
@@ -178,12 +189,11 @@ impl Listener {
             Socket::Closed => return Err(Error::Closed),
         };
         self.last_accepted = Some(from);
-        let mut conn = BlockingConnection::from_owned_fd(fd, true, true)?;
-        if let Some(key) = &self.authkey {
-            auth::deliver_challenge(&mut conn, key, self.handshake_timeout)?;
-            auth::answer_challenge(&mut conn, key, self.handshake_timeout)?;
-        }
-        Ok(conn)
+        Ok(Pending {
+            conn: BlockingConnection::from_owned_fd(fd, true, true)?,
+            authkey: self.authkey.clone(),
+            timeout: self.handshake_timeout,
+        })
     }
 
     /// Stops listening (Python's `close`); a Unix socket's file is removed.
@@ -200,6 +210,30 @@ impl Drop for Listener {
         if !matches!(self.socket, Socket::Closed) {
             self.close();
         }
+    }
+}
+
+/// An accepted connection before its handshake.
+#[derive(Debug)]
+pub struct Pending {
+    conn: BlockingConnection,
+    authkey: Option<Vec<u8>>,
+    timeout: Duration,
+}
+
+impl Pending {
+    /// Runs the handshake (when the listener has an authkey): this side challenges
+    /// first, then answers the peer's challenge.
+    ///
+    /// # Errors
+    ///
+    /// As [`Listener::accept`].
+    pub fn authenticate(mut self) -> Result<BlockingConnection> {
+        if let Some(key) = &self.authkey {
+            auth::deliver_challenge(&mut self.conn, key, self.timeout)?;
+            auth::answer_challenge(&mut self.conn, key, self.timeout)?;
+        }
+        Ok(self.conn)
     }
 }
 

@@ -1,0 +1,1452 @@
+//! Managers: a server process holding shared objects, used through typed proxies
+//! from any process, of this tree or of another one (Python's `Manager()`,
+//! `BaseManager`, `BaseProxy`).
+//!
+//! The server listens on an address with an authkey: a fresh abstract Unix socket
+//! and a random key for [`Manager::start`], or the address and key you give (TCP
+//! for another machine's trees). Each connection is authenticated with CPython's
+//! handshake, then carries rmp-serde requests that name a *registered* type or
+//! method; nothing on the wire is code. A proxy is a plain serde value (the
+//! address, the key, the object's number): pass it to a child, store it in another
+//! managed object, send it anywhere. Each thread keeps one connection per manager.
+//!
+//! When the server is gone, every proxy call fails with [`ManagerError::Gone`],
+//! including one that was waiting. When a manager run by a supervisor comes back
+//! at the same address, proxies reconnect on their next call; those found by
+//! name ([`Manager::lookup`]) find their object again if the new server publishes
+//! it, the others fail with [`ManagerError::Restarted`].
+
+mod server;
+mod wire;
+
+use std::any::{Any, TypeId};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use multiproc_core::codec;
+use multiproc_transport::{Address, BlockingConnection, Error as TransportError, Listener};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+use crate::registry::Entry;
+use wire::{Request, Response};
+
+/// What can go wrong with a manager or a proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// The manager's server is gone (exited, killed, or unreachable).
+    #[error("the manager is gone: {0}")]
+    Gone(String),
+    /// Connecting failed (nothing listens there).
+    #[error("cannot connect to the manager: {0}")]
+    Connect(String),
+    /// The authkey handshake failed.
+    #[error("authentication with the manager failed: {0}")]
+    Auth(String),
+    /// No type of that name is registered with the server.
+    #[error("no type `{0}` is registered with this manager")]
+    UnknownType(String),
+    /// The type has no method of that name (Python: `AttributeError`, as a
+    /// `RemoteError`).
+    #[error("`{typeid}` has no registered method `{method}`")]
+    UnknownMethod {
+        /// The type.
+        typeid: String,
+        /// The method asked for.
+        method: String,
+    },
+    /// No object has that number (it was never created here).
+    #[error("the manager has no object {0}")]
+    UnknownObject(u64),
+    /// Nothing was published under that name.
+    #[error("nothing is published as `{0}`")]
+    UnknownName(String),
+    /// A published object of another type than the proxy asked for.
+    #[error("`{name}` is a `{found}`, not a `{expected}`")]
+    WrongType {
+        /// The name.
+        name: String,
+        /// The type the proxy is for.
+        expected: String,
+        /// The object's type.
+        found: String,
+    },
+    /// The arguments did not decode as the method's (wrong types over the wire).
+    #[error("wrong arguments for `{method}`: {message}")]
+    Args {
+        /// The method.
+        method: String,
+        /// What did not decode.
+        message: String,
+    },
+    /// A value did not decode as the proxy's type, or a request as a request.
+    #[error("cannot decode: {0}")]
+    Decode(String),
+    /// A value did not encode.
+    #[error("cannot encode: {0}")]
+    Encode(String),
+    /// The manager restarted since this proxy was made, and its object with it.
+    #[error("the manager restarted; this proxy's object is gone")]
+    Restarted,
+    /// A method of a registered type panicked (Python: `RemoteError`).
+    #[error("`{typeid}.{method}` failed: {message}")]
+    Failed {
+        /// The type.
+        typeid: String,
+        /// The method.
+        method: String,
+        /// The panic's message.
+        message: String,
+    },
+    /// A list index out of range (Python: `IndexError`).
+    #[error("index {index} out of range for a list of {len}")]
+    Index {
+        /// The index.
+        index: i64,
+        /// The list's length.
+        len: usize,
+    },
+    /// The queue is empty (a get that would not wait, or waited its timeout out).
+    #[error("the queue is empty")]
+    Empty,
+    /// The queue is full.
+    #[error("the queue is full")]
+    Full,
+    /// Misuse: a release of an unlocked lock, `task_done` too many times.
+    #[error("{0}")]
+    Misuse(String),
+    /// The manager's process could not be started or did not start listening.
+    #[error("cannot start the manager: {0}")]
+    Start(String),
+}
+
+impl From<TransportError> for ManagerError {
+    fn from(e: TransportError) -> ManagerError {
+        match e {
+            TransportError::Auth(a) => ManagerError::Auth(a.to_string()),
+            TransportError::Decode(d) => ManagerError::Decode(d.to_string()),
+            TransportError::Encode(d) => ManagerError::Encode(d.to_string()),
+            e => ManagerError::Gone(e.to_string()),
+        }
+    }
+}
+
+// --- registered types ---------------------------------------------------------------
+
+type Make = Box<dyn Fn(&[u8]) -> Result<Box<dyn Any + Send>, ManagerError> + Send + Sync>;
+type Method =
+    Box<dyn Fn(&mut (dyn Any + Send), &str, &[u8]) -> Result<Vec<u8>, ManagerError> + Send + Sync>;
+
+/// A registered type: how to make one and its methods.
+pub(crate) struct UserType {
+    make: Make,
+    methods: HashMap<String, Method>,
+}
+
+/// The types a manager's server can create, beside the built-in ones (Python's
+/// `BaseManager.register`). Only these, and only their registered methods, can be
+/// reached from the wire.
+///
+/// ```
+/// use multiproc_supervisor::Registry;
+///
+/// #[derive(Default)]
+/// struct Counter(i64);
+///
+/// fn types(r: &mut Registry) {
+///     r.register("Counter", |start: i64| Counter(start))
+///         .method("add", |c: &mut Counter, by: i64| {
+///             c.0 += by;
+///             c.0
+///         })
+///         .method("get", |c: &mut Counter, (): ()| c.0);
+/// }
+/// # let mut r = Registry::default();
+/// # types(&mut r);
+/// ```
+#[derive(Default)]
+pub struct Registry {
+    types: HashMap<String, Arc<UserType>>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("types", &self.types.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Adds methods to a type being registered.
+pub struct TypeRegistration<'r, T> {
+    ty: &'r mut UserType,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T> fmt::Debug for TypeRegistration<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TypeRegistration").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Registers `typeid`, made by `make` from the creator's arguments.
+    ///
+    /// # Panics
+    ///
+    /// When `typeid` is one of the built-in types (`dict`, `list`, `namespace`,
+    /// `queue`, `lock`, `event`, `value`).
+    pub fn register<T, A>(
+        &mut self,
+        typeid: &str,
+        make: impl Fn(A) -> T + Send + Sync + 'static,
+    ) -> TypeRegistration<'_, T>
+    where
+        T: Send + 'static,
+        A: DeserializeOwned,
+    {
+        assert!(
+            !BUILT_IN.contains(&typeid),
+            "`{typeid}` is a built-in manager type"
+        );
+        let name = typeid.to_string();
+        let ty = UserType {
+            make: Box::new(move |bytes| {
+                let args: A = codec::decode(bytes).map_err(|e| ManagerError::Args {
+                    method: format!("{name}()"),
+                    message: e.to_string(),
+                })?;
+                Ok(Box::new(make(args)) as Box<dyn Any + Send>)
+            }),
+            methods: HashMap::new(),
+        };
+        let slot = self
+            .types
+            .entry(typeid.to_string())
+            .or_insert_with(|| Arc::new(ty));
+        TypeRegistration {
+            ty: Arc::get_mut(slot).expect("registered once, before serving"),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Send + 'static> TypeRegistration<'_, T> {
+    /// Registers a method: `f(object, args)`; `args` is decoded from the caller's
+    /// (a tuple for several), and the result encoded back.
+    pub fn method<A, R>(
+        self,
+        name: &str,
+        f: impl Fn(&mut T, A) -> R + Send + Sync + 'static,
+    ) -> Self
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+    {
+        self.ty.methods.insert(
+            name.to_string(),
+            Box::new(move |object, method, bytes| {
+                let object = object
+                    .downcast_mut::<T>()
+                    .ok_or_else(|| ManagerError::Decode("an object of another type".into()))?;
+                let args: A = codec::decode(bytes).map_err(|e| ManagerError::Args {
+                    method: method.to_string(),
+                    message: e.to_string(),
+                })?;
+                codec::encode(&f(object, args)).map_err(|e| ManagerError::Encode(e.to_string()))
+            }),
+        );
+        self
+    }
+}
+
+const BUILT_IN: [&str; 7] = [
+    "dict",
+    "list",
+    "namespace",
+    "queue",
+    "lock",
+    "event",
+    "value",
+];
+
+/// A function that registers types with a [`Registry`], registered with the
+/// facade's `manager_types!` macro so that a manager's server (another process)
+/// can run it by name. Not for direct use.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct TypesEntry {
+    /// The function's stable name.
+    pub name: &'static str,
+    /// The `TypeId` of the function item.
+    pub type_id: fn() -> TypeId,
+    /// The function.
+    pub register: fn(&mut Registry),
+}
+
+#[doc(hidden)]
+#[linkme::distributed_slice]
+pub static MANAGER_TYPES: [TypesEntry];
+
+fn types_by_type<F: 'static>() -> Result<&'static TypesEntry, ManagerError> {
+    MANAGER_TYPES
+        .iter()
+        .find(|e| (e.type_id)() == TypeId::of::<F>())
+        .ok_or_else(|| {
+            ManagerError::Start(format!(
+                "`{}` is not registered: add `multiproc::manager_types!(...)` for it",
+                std::any::type_name::<F>()
+            ))
+        })
+}
+
+// --- the server ------------------------------------------------------------------
+
+/// How a manager's server is set up: where it listens, its key, and the registered
+/// type functions it runs. Give it to [`serve_manager`] (as a supervised child, with
+/// `function_child`) or let [`Manager::start`] make one.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct ManagerConfig {
+    address: Address,
+    authkey: ByteBuf,
+    types: Vec<String>,
+}
+
+impl fmt::Debug for ManagerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManagerConfig")
+            .field("address", &self.address)
+            .field("types", &self.types)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ManagerConfig {
+    /// A server at `address` with `authkey`.
+    pub fn new(address: Address, authkey: &[u8]) -> ManagerConfig {
+        ManagerConfig {
+            address,
+            authkey: ByteBuf::from(authkey.to_vec()),
+            types: Vec::new(),
+        }
+    }
+
+    /// Adds the types that `f` registers (`f` registered with `manager_types!`).
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Start`] when `f` is not registered.
+    pub fn types<F: Fn(&mut Registry) + 'static>(mut self, f: F) -> Result<Self, ManagerError> {
+        let _ = f;
+        self.types.push(types_by_type::<F>()?.name.to_string());
+        Ok(self)
+    }
+
+    fn registry(&self) -> Result<Registry, String> {
+        let mut registry = Registry::default();
+        for name in &self.types {
+            let entry = MANAGER_TYPES
+                .iter()
+                .find(|e| e.name == name)
+                .ok_or_else(|| format!("manager types `{name}` are not registered here"))?;
+            (entry.register)(&mut registry);
+        }
+        Ok(registry)
+    }
+}
+
+/// Runs a manager's server in this process, until it is shut down or this process
+/// is asked to stop (Python's `get_server().serve_forever()`). Registered, so that
+/// it can be a supervised child: `function_child("manager", serve_manager, config)`.
+///
+/// # Errors
+///
+/// The address cannot be listened on; a types function is not registered.
+pub fn serve_manager(config: ManagerConfig) -> Result<(), String> {
+    run_server(config, None)
+}
+
+/// As [`serve_manager`], telling `ready` once it listens (or why it cannot).
+fn serve_manager_ready(
+    config: ManagerConfig,
+    ready: multiproc_transport::Connection,
+) -> Result<(), String> {
+    run_server(config, Some(BlockingConnection::from(ready)))
+}
+
+fn run_server(config: ManagerConfig, ready: Option<BlockingConnection>) -> Result<(), String> {
+    let started = config.registry().and_then(|registry| {
+        let listener = Listener::bind(&config.address, Some(&config.authkey))
+            .map_err(|e| format!("cannot listen on {}: {e}", config.address))?;
+        Ok((registry, listener))
+    });
+    if let Some(mut ready) = ready {
+        let said: Result<(), String> = started.as_ref().map(|_| ()).map_err(String::clone);
+        ready.send(&said).map_err(|e| e.to_string())?;
+    }
+    let (registry, mut listener) = started?;
+    let server = Arc::new(server::Server::new(registry));
+    // Asked to stop (the owner's tree is stopping): stop at once; every object
+    // goes with the process, as Python's manager's do at shutdown.
+    crate::runtime::handle().spawn(async {
+        crate::stop::wait_for_stop().await;
+        std::process::exit(0);
+    });
+    loop {
+        let pending = listener.accept_pending().map_err(|e| e.to_string())?;
+        let server = Arc::clone(&server);
+        std::thread::Builder::new()
+            .name("multiproc-manager".into())
+            .spawn(move || match pending.authenticate() {
+                Ok(conn) => server.serve(conn),
+                Err(e) => tracing::debug!("a manager client failed the handshake: {e}"),
+            })
+            .map_err(|e| e.to_string())?;
+    }
+}
+
+pub(crate) const SERVE_ENTRY: &str = "multiproc_supervisor::manager::serve_manager";
+const SERVE_READY_ENTRY: &str = "multiproc::manager::serve_ready";
+
+// linkme places the entries in a link section; that is all the unsafety there is.
+#[allow(unsafe_code)]
+#[linkme::distributed_slice(crate::registry::ENTRIES)]
+static SERVE: Entry = Entry {
+    name: SERVE_ENTRY,
+    kind: multiproc_core::EntryKind::Function,
+    type_id: || crate::__private::type_id_of(&serve_manager),
+    run: |args| crate::__private::run_function(serve_manager, args),
+    task: crate::pool::not_a_task,
+};
+
+#[allow(unsafe_code)]
+#[linkme::distributed_slice(crate::registry::ENTRIES)]
+static SERVE_READY: Entry = Entry {
+    name: SERVE_READY_ENTRY,
+    kind: multiproc_core::EntryKind::Function,
+    type_id: || crate::__private::type_id_of(&serve_manager_ready),
+    run: |args| crate::__private::run_function(serve_manager_ready, args),
+    task: crate::pool::not_a_task,
+};
+
+// --- the client ------------------------------------------------------------------
+
+/// Where a manager is and the key to it: what every proxy carries.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct Target {
+    address: Address,
+    authkey: ByteBuf,
+}
+
+impl fmt::Debug for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Target")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A connection of this thread to a manager, and which server incarnation it
+/// reached.
+struct Link {
+    conn: BlockingConnection,
+    incarnation: u64,
+}
+
+thread_local! {
+    static LINKS: RefCell<HashMap<Target, Link>> = RefCell::new(HashMap::new());
+}
+
+impl Target {
+    fn connect(&self) -> Result<Link, ManagerError> {
+        let mut conn = multiproc_transport::client(&self.address, Some(&self.authkey)).map_err(
+            |e| match e {
+                TransportError::Auth(a) => ManagerError::Auth(a.to_string()),
+                e => ManagerError::Connect(format!("{}: {e}", self.address)),
+            },
+        )?;
+        conn.send(&Request::Hello)?;
+        match conn.recv::<Response>()? {
+            Response::Hello { incarnation } => Ok(Link { conn, incarnation }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Sends `request` on this thread's link (made, or made again, as needed) and
+    /// returns the answer and the server's incarnation. A link that breaks is
+    /// dropped, so the next request connects afresh.
+    fn ask(&self, request: &Request) -> Result<(Response, u64), ManagerError> {
+        LINKS.with(|links| {
+            let mut links = links.borrow_mut();
+            if !links.contains_key(self) {
+                let link = self.connect()?;
+                links.insert(self.clone(), link);
+            }
+            let link = links.get_mut(self).expect("inserted");
+            let out = link
+                .conn
+                .send(request)
+                .and_then(|()| link.conn.recv::<Response>());
+            match out {
+                Ok(Response::Fault(e)) => Err(e),
+                Ok(r) => Ok((r, link.incarnation)),
+                Err(TransportError::Decode(e)) => Err(ManagerError::Decode(e.to_string())),
+                Err(e) => {
+                    links.remove(self);
+                    Err(ManagerError::Gone(e.to_string()))
+                }
+            }
+        })
+    }
+}
+
+fn unexpected(r: &Response) -> ManagerError {
+    ManagerError::Decode(format!("unexpected answer {r:?}"))
+}
+
+/// Which object a proxy names, in which incarnation of its server.
+#[derive(Debug, Clone, Copy)]
+struct Resolved {
+    id: u64,
+    incarnation: u64,
+}
+
+/// A proxy to an object of any type (Python's `BaseProxy`): [`call`](Proxy::call)
+/// runs one of its registered methods. The typed proxies are built on it.
+#[derive(Clone)]
+pub struct Proxy {
+    target: Target,
+    typeid: String,
+    /// The name it was looked up by, to find its object again after a restart.
+    name: Option<String>,
+    resolved: Arc<Mutex<Resolved>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ProxyWire {
+    target: Target,
+    typeid: String,
+    name: Option<String>,
+    id: u64,
+    incarnation: u64,
+}
+
+impl Serialize for Proxy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = *self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        ProxyWire {
+            target: self.target.clone(),
+            typeid: self.typeid.clone(),
+            name: self.name.clone(),
+            id: r.id,
+            incarnation: r.incarnation,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Proxy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Proxy, D::Error> {
+        let w = ProxyWire::deserialize(d)?;
+        Ok(Proxy {
+            target: w.target,
+            typeid: w.typeid,
+            name: w.name,
+            resolved: Arc::new(Mutex::new(Resolved {
+                id: w.id,
+                incarnation: w.incarnation,
+            })),
+        })
+    }
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = *self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        f.debug_struct("Proxy")
+            .field("typeid", &self.typeid)
+            .field("id", &r.id)
+            .field("address", &self.target.address)
+            .finish()
+    }
+}
+
+impl Proxy {
+    /// Its type's name.
+    pub fn typeid(&self) -> &str {
+        &self.typeid
+    }
+
+    /// Runs `method` with `args` (a tuple for several) on the object; its result.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::UnknownMethod`], [`ManagerError::Args`] (the server could not
+    /// decode `args` as the method's), [`ManagerError::Decode`] (the result is not
+    /// an `R`), [`ManagerError::Gone`], [`ManagerError::Restarted`], and the
+    /// method's own errors.
+    pub fn call<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<R, ManagerError> {
+        let bytes = self.call_raw(method, args)?;
+        codec::decode(&bytes).map_err(|e| ManagerError::Decode(e.to_string()))
+    }
+
+    fn call_raw<A: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<Vec<u8>, ManagerError> {
+        let args =
+            ByteBuf::from(codec::encode(args).map_err(|e| ManagerError::Encode(e.to_string()))?);
+        let r = *self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        let request = Request::Call {
+            id: r.id,
+            method: method.to_string(),
+            args,
+        };
+        let (response, incarnation) = self.target.ask(&request)?;
+        if incarnation != r.incarnation {
+            // The server restarted: its objects went with it. One found by name may be
+            // there again.
+            let Some(name) = &self.name else {
+                return Err(ManagerError::Restarted);
+            };
+            let (id, incarnation) = lookup(&self.target, name, &self.typeid)?;
+            *self.resolved.lock().unwrap_or_else(|e| e.into_inner()) = Resolved { id, incarnation };
+            return self.call_raw_resolved(method, request, id);
+        }
+        match response {
+            Response::Value(v) => Ok(v.into_vec()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn call_raw_resolved(
+        &self,
+        method: &str,
+        request: Request,
+        id: u64,
+    ) -> Result<Vec<u8>, ManagerError> {
+        let Request::Call { args, .. } = request else {
+            return Err(ManagerError::Decode("not a call".into()));
+        };
+        let request = Request::Call {
+            id,
+            method: method.to_string(),
+            args,
+        };
+        match self.target.ask(&request)?.0 {
+            Response::Value(v) => Ok(v.into_vec()),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn lookup(target: &Target, name: &str, expected: &str) -> Result<(u64, u64), ManagerError> {
+    let (response, incarnation) = target.ask(&Request::Lookup {
+        name: name.to_string(),
+    })?;
+    match response {
+        Response::Object { id, typeid } if typeid == expected || expected.is_empty() => {
+            Ok((id, incarnation))
+        }
+        Response::Object { typeid, .. } => Err(ManagerError::WrongType {
+            name: name.to_string(),
+            expected: expected.to_string(),
+            found: typeid,
+        }),
+        other => Err(unexpected(&other)),
+    }
+}
+
+/// A typed proxy: a [`Proxy`] to an object of one type.
+pub trait TypedProxy: Sized {
+    /// The manager type it is for (`dict`, `queue`, or a registered name).
+    const TYPEID: &'static str;
+    /// Wraps a proxy of that type.
+    fn from_proxy(proxy: Proxy) -> Self;
+    /// The proxy inside.
+    fn proxy(&self) -> &Proxy;
+}
+
+impl TypedProxy for Proxy {
+    const TYPEID: &'static str = "";
+    fn from_proxy(proxy: Proxy) -> Self {
+        proxy
+    }
+    fn proxy(&self) -> &Proxy {
+        self
+    }
+}
+
+fn enc<T: Serialize + ?Sized>(v: &T) -> Result<ByteBuf, ManagerError> {
+    codec::encode(v)
+        .map(ByteBuf::from)
+        .map_err(|e| ManagerError::Encode(e.to_string()))
+}
+
+fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, ManagerError> {
+    codec::decode(b).map_err(|e| ManagerError::Decode(e.to_string()))
+}
+
+macro_rules! typed_proxy {
+    ($(#[$doc:meta])* $name:ident<$($t:ident),*>, $typeid:literal) => {
+        $(#[$doc])*
+        #[derive(Serialize, Deserialize)]
+        #[serde(transparent, bound = "")]
+        pub struct $name<$($t),*> {
+            proxy: Proxy,
+            #[serde(skip)]
+            _t: PhantomData<fn($($t),*)>,
+        }
+
+        impl<$($t),*> Clone for $name<$($t),*> {
+            fn clone(&self) -> Self {
+                $name { proxy: self.proxy.clone(), _t: PhantomData }
+            }
+        }
+
+        impl<$($t),*> fmt::Debug for $name<$($t),*> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_tuple(stringify!($name)).field(&self.proxy).finish()
+            }
+        }
+
+        impl<$($t),*> TypedProxy for $name<$($t),*> {
+            const TYPEID: &'static str = $typeid;
+            fn from_proxy(proxy: Proxy) -> Self {
+                $name { proxy, _t: PhantomData }
+            }
+            fn proxy(&self) -> &Proxy {
+                &self.proxy
+            }
+        }
+    };
+}
+
+typed_proxy!(
+    /// A proxy to a manager's dict (Python's `DictProxy`), keys `K` and values `V`.
+    /// Keys are the same key when they encode the same. Use
+    /// [`Dynamic`](multiproc_core::Dynamic) for Python's mixed dicts.
+    DictProxy<K, V>,
+    "dict"
+);
+typed_proxy!(
+    /// A proxy to a manager's list (Python's `ListProxy`).
+    ListProxy<T>,
+    "list"
+);
+typed_proxy!(
+    /// A proxy to a manager's namespace (Python's `Namespace`): attributes by name,
+    /// each of its own type.
+    NamespaceProxy<>,
+    "namespace"
+);
+typed_proxy!(
+    /// A proxy to a manager's queue (Python's `Manager().Queue()`, a `queue.Queue`).
+    QueueProxy<T>,
+    "queue"
+);
+typed_proxy!(
+    /// A proxy to a manager's lock (Python's `Manager().Lock()`). It is released when
+    /// the connection of the thread that holds it closes, and the next holder is told.
+    LockProxy<>,
+    "lock"
+);
+typed_proxy!(
+    /// A proxy to a manager's event.
+    EventProxy<>,
+    "event"
+);
+typed_proxy!(
+    /// A proxy to a manager's value (Python's `Manager().Value()`).
+    ValueProxy<T>,
+    "value"
+);
+
+fn millis(timeout: Option<Duration>) -> Option<u64> {
+    timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
+    /// `d[k] = v`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`], [`ManagerError::Encode`].
+    pub fn set(&self, k: &K, v: &V) -> Result<(), ManagerError> {
+        self.proxy.call("set", &(enc(k)?, enc(v)?))
+    }
+
+    /// `d.get(k)`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`], [`ManagerError::Decode`] (a value of another type).
+    pub fn get(&self, k: &K) -> Result<Option<V>, ManagerError> {
+        let v: Option<ByteBuf> = self.proxy.call("get", &(enc(k)?,))?;
+        v.map(|b| dec(&b)).transpose()
+    }
+
+    /// `d.pop(k, None)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](DictProxy::get).
+    pub fn remove(&self, k: &K) -> Result<Option<V>, ManagerError> {
+        let v: Option<ByteBuf> = self.proxy.call("remove", &(enc(k)?,))?;
+        v.map(|b| dec(&b)).transpose()
+    }
+
+    /// `k in d`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn contains(&self, k: &K) -> Result<bool, ManagerError> {
+        self.proxy.call("contains", &(enc(k)?,))
+    }
+
+    /// `len(d)`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn len(&self) -> Result<usize, ManagerError> {
+        Ok(self.proxy.call::<_, u64>("len", &())? as usize)
+    }
+
+    /// Whether it is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn is_empty(&self) -> Result<bool, ManagerError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// A copy of its items, in insertion order (Python's `d.copy()`, `_getvalue()`).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](DictProxy::get).
+    pub fn items(&self) -> Result<Vec<(K, V)>, ManagerError> {
+        let items: Vec<(ByteBuf, ByteBuf)> = self.proxy.call("items", &())?;
+        items
+            .into_iter()
+            .map(|(k, v)| Ok((dec(&k)?, dec(&v)?)))
+            .collect()
+    }
+
+    /// Its keys, in insertion order.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](DictProxy::get).
+    pub fn keys(&self) -> Result<Vec<K>, ManagerError> {
+        let keys: Vec<ByteBuf> = self.proxy.call("keys", &())?;
+        keys.iter().map(|k| dec(k)).collect()
+    }
+
+    /// Adds every pair (Python's `update`).
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`], [`ManagerError::Encode`].
+    pub fn update(&self, items: &[(K, V)]) -> Result<(), ManagerError> {
+        let items = items
+            .iter()
+            .map(|(k, v)| Ok((enc(k)?, enc(v)?)))
+            .collect::<Result<Vec<_>, ManagerError>>()?;
+        self.proxy.call("update", &(items,))
+    }
+
+    /// Removes everything.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn clear(&self) -> Result<(), ManagerError> {
+        self.proxy.call("clear", &())
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> ListProxy<T> {
+    /// `l.append(v)`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`], [`ManagerError::Encode`].
+    pub fn append(&self, v: &T) -> Result<(), ManagerError> {
+        self.proxy.call("append", &(enc(v)?,))
+    }
+
+    /// `l.extend(vs)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](ListProxy::append).
+    pub fn extend(&self, vs: &[T]) -> Result<(), ManagerError> {
+        let vs = vs.iter().map(enc).collect::<Result<Vec<_>, _>>()?;
+        self.proxy.call("extend", &(vs,))
+    }
+
+    /// `l[i]` (negative from the end).
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Index`], [`ManagerError::Gone`], [`ManagerError::Decode`].
+    pub fn get(&self, i: i64) -> Result<T, ManagerError> {
+        let v: ByteBuf = self.proxy.call("get", &(i,))?;
+        dec(&v)
+    }
+
+    /// `l[i] = v`.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](ListProxy::get).
+    pub fn set(&self, i: i64, v: &T) -> Result<(), ManagerError> {
+        self.proxy.call("set", &(i, enc(v)?))
+    }
+
+    /// `l.insert(i, v)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`append`](ListProxy::append).
+    pub fn insert(&self, i: i64, v: &T) -> Result<(), ManagerError> {
+        self.proxy.call("insert", &(i, enc(v)?))
+    }
+
+    /// `l.pop(i)` (the last without an index).
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](ListProxy::get).
+    pub fn pop(&self, i: Option<i64>) -> Result<T, ManagerError> {
+        let v: ByteBuf = self.proxy.call("pop", &(i,))?;
+        dec(&v)
+    }
+
+    /// `len(l)`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn len(&self) -> Result<usize, ManagerError> {
+        Ok(self.proxy.call::<_, u64>("len", &())? as usize)
+    }
+
+    /// Whether it is empty.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn is_empty(&self) -> Result<bool, ManagerError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// A copy of its items (Python's `l[:]`).
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`], [`ManagerError::Decode`].
+    pub fn to_vec(&self) -> Result<Vec<T>, ManagerError> {
+        let items: Vec<ByteBuf> = self.proxy.call("items", &())?;
+        items.iter().map(|b| dec(b)).collect()
+    }
+
+    /// `l.reverse()`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn reverse(&self) -> Result<(), ManagerError> {
+        self.proxy.call("reverse", &())
+    }
+}
+
+impl NamespaceProxy {
+    /// `ns.name = v`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`], [`ManagerError::Encode`].
+    pub fn set<T: Serialize>(&self, name: &str, v: &T) -> Result<(), ManagerError> {
+        self.proxy.call("set", &(name, enc(v)?))
+    }
+
+    /// `getattr(ns, name, None)`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`], [`ManagerError::Decode`].
+    pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ManagerError> {
+        let v: Option<ByteBuf> = self.proxy.call("get", &(name,))?;
+        v.map(|b| dec(&b)).transpose()
+    }
+
+    /// `del ns.name`; whether it was there.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn del(&self, name: &str) -> Result<bool, ManagerError> {
+        self.proxy.call("del", &(name,))
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
+    /// `q.put(item, block, timeout)`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Full`], [`ManagerError::Gone`], [`ManagerError::Encode`].
+    pub fn put(
+        &self,
+        item: &T,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(), ManagerError> {
+        self.proxy
+            .call("put", &(enc(item)?, block, millis(timeout)))
+    }
+
+    /// `q.get(block, timeout)`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Empty`], [`ManagerError::Gone`] (also while waiting),
+    /// [`ManagerError::Decode`].
+    pub fn get(&self, block: bool, timeout: Option<Duration>) -> Result<T, ManagerError> {
+        let v: ByteBuf = self.proxy.call("get", &(block, millis(timeout)))?;
+        dec(&v)
+    }
+
+    /// `q.qsize()`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn qsize(&self) -> Result<usize, ManagerError> {
+        Ok(self.proxy.call::<_, u64>("qsize", &())? as usize)
+    }
+
+    /// `q.task_done()`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Misuse`] for one too many; [`ManagerError::Gone`].
+    pub fn task_done(&self) -> Result<(), ManagerError> {
+        self.proxy.call("task_done", &())
+    }
+
+    /// `q.join()`, at most `timeout`: whether every item was done.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn join(&self, timeout: Option<Duration>) -> Result<bool, ManagerError> {
+        self.proxy.call("join", &(millis(timeout),))
+    }
+}
+
+impl LockProxy {
+    /// `lock.acquire(block, timeout)`: whether it was acquired.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Misuse`] with "owner died" when acquired after its holder's
+    /// process died holding it (acquired all the same); [`ManagerError::Gone`].
+    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool, ManagerError> {
+        let (got, died): (bool, bool) = self.proxy.call("acquire", &(block, millis(timeout)))?;
+        if died {
+            return Err(ManagerError::Misuse(
+                "acquired, but its previous holder died holding it".into(),
+            ));
+        }
+        Ok(got)
+    }
+
+    /// `lock.release()`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Misuse`] when it is not held; [`ManagerError::Gone`].
+    pub fn release(&self) -> Result<(), ManagerError> {
+        self.proxy.call("release", &())
+    }
+}
+
+impl EventProxy {
+    /// `e.set()`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn set(&self) -> Result<(), ManagerError> {
+        self.proxy.call("set", &())
+    }
+
+    /// `e.clear()`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn clear(&self) -> Result<(), ManagerError> {
+        self.proxy.call("clear", &())
+    }
+
+    /// `e.is_set()`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn is_set(&self) -> Result<bool, ManagerError> {
+        self.proxy.call("is_set", &())
+    }
+
+    /// `e.wait(timeout)`: whether it is set.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`] (also while waiting).
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool, ManagerError> {
+        self.proxy.call("wait", &(millis(timeout),))
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
+    /// `v.value`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`], [`ManagerError::Decode`].
+    pub fn get(&self) -> Result<T, ManagerError> {
+        let v: ByteBuf = self.proxy.call("get", &())?;
+        dec(&v)
+    }
+
+    /// `v.value = x`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`], [`ManagerError::Encode`].
+    pub fn set(&self, v: &T) -> Result<(), ManagerError> {
+        self.proxy.call("set", &(enc(v)?,))
+    }
+}
+
+// --- the manager -------------------------------------------------------------------
+
+/// Python's `Manager()` / `BaseManager`: a server process (named `Manager-N`)
+/// holding shared objects, or a connection to one elsewhere
+/// ([`connect`](Manager::connect)). Dropping a manager that started its server
+/// shuts the server down.
+#[derive(Debug)]
+pub struct Manager {
+    target: Target,
+    process: Option<crate::Process>,
+}
+
+/// How to start a manager.
+#[derive(Debug, Clone)]
+pub struct ManagerBuilder {
+    config: ManagerConfig,
+}
+
+impl Manager {
+    /// Starts a manager's server as a child process, on a fresh abstract Unix
+    /// socket with a random authkey (Python's `Manager()`).
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Start`].
+    pub fn start() -> Result<Manager, ManagerError> {
+        Manager::builder().start()
+    }
+
+    /// A builder, for an address, a key and registered types.
+    pub fn builder() -> ManagerBuilder {
+        let mut key = [0u8; 32];
+        let _ = rustix::rand::getrandom(&mut key, rustix::rand::GetRandomFlags::empty());
+        ManagerBuilder {
+            config: ManagerConfig::new(Address::unique_abstract(), &key),
+        }
+    }
+
+    /// Connects to a manager elsewhere (Python's `BaseManager.connect`), perhaps of
+    /// another process tree or machine.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Connect`], [`ManagerError::Auth`] (a wrong key).
+    pub fn connect(address: &Address, authkey: &[u8]) -> Result<Manager, ManagerError> {
+        let target = Target {
+            address: address.clone(),
+            authkey: ByteBuf::from(authkey.to_vec()),
+        };
+        target.ask(&Request::Hello)?;
+        Ok(Manager {
+            target,
+            process: None,
+        })
+    }
+
+    /// Where its server listens.
+    pub fn address(&self) -> &Address {
+        &self.target.address
+    }
+
+    /// Its authkey.
+    pub fn authkey(&self) -> &[u8] {
+        &self.target.authkey
+    }
+
+    /// The server's process, when this manager started it.
+    pub fn process(&self) -> Option<&crate::Process> {
+        self.process.as_ref()
+    }
+
+    /// Creates an object of `typeid` (built-in or registered) from `args`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::UnknownType`], [`ManagerError::Args`], [`ManagerError::Gone`].
+    pub fn create<P: TypedProxy, A: Serialize + ?Sized>(
+        &self,
+        typeid: &str,
+        args: &A,
+    ) -> Result<P, ManagerError> {
+        let args = enc(args)?;
+        let (response, incarnation) = self.target.ask(&Request::Create {
+            typeid: typeid.to_string(),
+            args,
+        })?;
+        match response {
+            Response::Created { id } => Ok(P::from_proxy(Proxy {
+                target: self.target.clone(),
+                typeid: typeid.to_string(),
+                name: None,
+                resolved: Arc::new(Mutex::new(Resolved { id, incarnation })),
+            })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// A new dict (Python's `manager.dict()`).
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn dict<K: Serialize, V: Serialize>(&self) -> Result<DictProxy<K, V>, ManagerError> {
+        self.create("dict", &(Vec::<(ByteBuf, ByteBuf)>::new(),))
+    }
+
+    /// A new list holding `items` (Python's `manager.list(items)`).
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`], [`ManagerError::Encode`].
+    pub fn list<T: Serialize>(&self, items: &[T]) -> Result<ListProxy<T>, ManagerError> {
+        let items = items.iter().map(enc).collect::<Result<Vec<_>, _>>()?;
+        self.create("list", &(items,))
+    }
+
+    /// A new namespace.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn namespace(&self) -> Result<NamespaceProxy, ManagerError> {
+        self.create("namespace", &())
+    }
+
+    /// A new queue of at most `maxsize` items (0: unbounded).
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn queue<T: Serialize>(&self, maxsize: usize) -> Result<QueueProxy<T>, ManagerError> {
+        self.create("queue", &(maxsize as u64,))
+    }
+
+    /// A new lock.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn lock(&self) -> Result<LockProxy, ManagerError> {
+        self.create("lock", &())
+    }
+
+    /// A new event.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn event(&self) -> Result<EventProxy, ManagerError> {
+        self.create("event", &())
+    }
+
+    /// A new value.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`], [`ManagerError::Encode`].
+    pub fn value<T: Serialize>(&self, v: &T) -> Result<ValueProxy<T>, ManagerError> {
+        self.create("value", &(enc(v)?,))
+    }
+
+    /// Publishes `proxy`'s object as `name`, for [`lookup`](Manager::lookup) from
+    /// other processes and trees (Python's `register('get_queue', callable=...)`).
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::UnknownObject`], [`ManagerError::Gone`].
+    pub fn publish<P: TypedProxy>(&self, name: &str, proxy: &P) -> Result<(), ManagerError> {
+        let id = proxy
+            .proxy()
+            .resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .id;
+        match self
+            .target
+            .ask(&Request::Publish {
+                name: name.to_string(),
+                id,
+            })?
+            .0
+        {
+            Response::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// The object published as `name`, as a `P` (its type is checked).
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::UnknownName`], [`ManagerError::WrongType`],
+    /// [`ManagerError::Gone`].
+    pub fn lookup<P: TypedProxy>(&self, name: &str) -> Result<P, ManagerError> {
+        let (response, incarnation) = self.target.ask(&Request::Lookup {
+            name: name.to_string(),
+        })?;
+        match response {
+            Response::Object { id, typeid } if P::TYPEID.is_empty() || typeid == P::TYPEID => {
+                Ok(P::from_proxy(Proxy {
+                    target: self.target.clone(),
+                    typeid,
+                    name: Some(name.to_string()),
+                    resolved: Arc::new(Mutex::new(Resolved { id, incarnation })),
+                }))
+            }
+            Response::Object { typeid, .. } => Err(ManagerError::WrongType {
+                name: name.to_string(),
+                expected: P::TYPEID.to_string(),
+                found: typeid,
+            }),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Stops the server this manager started and waits for its process (Python's
+    /// `shutdown`); for a connected manager, only forgets it.
+    ///
+    /// # Errors
+    ///
+    /// None that matter: a server already gone is shut down.
+    pub fn shutdown(mut self) -> Result<(), ManagerError> {
+        self.stop();
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        let Some(process) = self.process.take() else {
+            return;
+        };
+        let _ = self.target.ask(&Request::Shutdown);
+        LINKS.with(|links| links.borrow_mut().remove(&self.target));
+        let _ = crate::runtime::block_on(process.stop(crate::DEFAULT_SHUTDOWN_TIMEOUT));
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl ManagerBuilder {
+    /// Listens on `address` (a TCP address serves other machines' trees).
+    pub fn address(mut self, address: Address) -> Self {
+        self.config.address = address;
+        self
+    }
+
+    /// Uses `authkey` (Python's `authkey=`).
+    pub fn authkey(mut self, authkey: &[u8]) -> Self {
+        self.config.authkey = ByteBuf::from(authkey.to_vec());
+        self
+    }
+
+    /// Adds the types `f` registers (`f` registered with `manager_types!`).
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Start`] when `f` is not registered.
+    pub fn types<F: Fn(&mut Registry) + 'static>(mut self, f: F) -> Result<Self, ManagerError> {
+        self.config = self.config.types(f)?;
+        Ok(self)
+    }
+
+    /// The configuration, for [`serve_manager`] in a process of your own (a
+    /// supervised child, or this process).
+    pub fn config(&self) -> &ManagerConfig {
+        &self.config
+    }
+
+    /// Starts the server as a child process named `Manager-N`, and waits until it
+    /// listens.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Start`]: the process did not start, or cannot listen.
+    pub fn start(self) -> Result<Manager, ManagerError> {
+        let start = |e: &dyn fmt::Display| ManagerError::Start(e.to_string());
+        let (ours, theirs) = multiproc_transport::pipe(true).map_err(|e| start(&e))?;
+        let entry = crate::registry::by_name(SERVE_READY_ENTRY)
+            .ok_or_else(|| start(&"the manager entry is not registered"))?;
+        let process = crate::Process::with_entry(entry, &(self.config.clone(), theirs));
+        let name = process.identity().default_name("Manager");
+        let mut process = process.named(name);
+        crate::runtime::block_on(process.start()).map_err(|e| start(&e))?;
+        let mut ours = BlockingConnection::from(ours);
+        match ours.recv::<Result<(), String>>() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(ManagerError::Start(e)),
+            Err(e) => return Err(start(&format!("the server ended before it listened: {e}"))),
+        }
+        let target = Target {
+            address: self.config.address.clone(),
+            authkey: self.config.authkey.clone(),
+        };
+        target.ask(&Request::Hello)?;
+        Ok(Manager {
+            target,
+            process: Some(process),
+        })
+    }
+}

@@ -1,0 +1,727 @@
+//! The manager's server: objects by number, served one thread per connection (as
+//! Python's), each request a registered method of a registered type.
+//!
+//! Built-in objects keep their contents as encoded bytes: the server never decodes
+//! a key or a value, so it needs none of the proxies' types, and two keys are the
+//! same key when they encode the same. A request that waits (a queue's `get`, a
+//! lock's `acquire`) waits on its own connection's thread, and gives up when that
+//! connection's process goes away, so a dead waiter takes nothing. A lock held
+//! through a connection that closes is released, and its next holder is told.
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use multiproc_core::codec;
+use multiproc_transport::{BlockingConnection, Error as TransportError};
+use rustix::event::{PollFd, PollFlags};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
+
+use super::wire::{Request, Response};
+use super::{ManagerError, Registry, UserType};
+
+/// A connection's number, to know who holds a lock.
+pub(crate) type ConnId = u64;
+
+/// How often a waiting request looks whether its caller is still there.
+const WATCH: Duration = Duration::from_millis(50);
+
+/// Who made a request, to watch while it waits.
+pub(crate) struct Caller<'a> {
+    pub(crate) conn: ConnId,
+    pub(crate) link: &'a BlockingConnection,
+}
+
+impl Caller<'_> {
+    /// Whether the caller's end is closed (its process died, or it hung up).
+    fn gone(&self) -> bool {
+        let Ok(fd) = self.link.as_fd() else {
+            return true;
+        };
+        let mut fds = [PollFd::new(&fd, PollFlags::RDHUP)];
+        matches!(rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default())), Ok(n) if n > 0)
+            && fds[0]
+                .revents()
+                .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR)
+    }
+}
+
+/// A served object.
+pub(crate) trait Object: Send + Sync {
+    fn typeid(&self) -> &str;
+    fn call(&self, caller: &Caller<'_>, method: &str, args: &[u8])
+    -> Result<Vec<u8>, ManagerError>;
+    /// The connection `conn` closed: what it held is released.
+    fn disconnected(&self, _conn: ConnId) {}
+}
+
+fn args<A: DeserializeOwned>(method: &str, bytes: &[u8]) -> Result<A, ManagerError> {
+    codec::decode(bytes).map_err(|e| ManagerError::Args {
+        method: method.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn ret<R: Serialize>(r: &R) -> Result<Vec<u8>, ManagerError> {
+    codec::encode(r).map_err(|e| ManagerError::Encode(e.to_string()))
+}
+
+fn unknown(typeid: &str, method: &str) -> ManagerError {
+    ManagerError::UnknownMethod {
+        typeid: typeid.to_string(),
+        method: method.to_string(),
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits on `cv` until `ready` gives a value, `deadline` passes (`None`), or the
+/// caller goes away (an error).
+fn wait_until<'m, S, T>(
+    caller: &Caller<'_>,
+    mut guard: MutexGuard<'m, S>,
+    cv: &Condvar,
+    deadline: Option<Instant>,
+    mut ready: impl FnMut(&mut S) -> Option<T>,
+) -> Result<(MutexGuard<'m, S>, Option<T>), ManagerError> {
+    loop {
+        if let Some(t) = ready(&mut guard) {
+            return Ok((guard, Some(t)));
+        }
+        let slice = match deadline {
+            None => WATCH,
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Ok((guard, None));
+                }
+                (d - now).min(WATCH)
+            }
+        };
+        guard = cv
+            .wait_timeout(guard, slice)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+        if caller.gone() {
+            return Err(ManagerError::Gone("the caller hung up".into()));
+        }
+    }
+}
+
+/// `block` and a timeout in milliseconds, as a deadline (`None`: for ever).
+fn deadline(block: bool, timeout_ms: Option<u64>) -> Option<Instant> {
+    if !block {
+        return Some(Instant::now());
+    }
+    timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms))
+}
+
+/// A dict that keeps insertion order, keyed by encoded keys.
+#[derive(Default)]
+struct Dict {
+    map: Mutex<OrderedMap>,
+}
+
+#[derive(Default)]
+struct OrderedMap {
+    index: HashMap<ByteBuf, usize>,
+    entries: Vec<Option<(ByteBuf, ByteBuf)>>,
+}
+
+impl OrderedMap {
+    fn set(&mut self, k: ByteBuf, v: ByteBuf) {
+        match self.index.get(&k) {
+            Some(&i) => self.entries[i] = Some((k, v)),
+            None => {
+                self.index.insert(k.clone(), self.entries.len());
+                self.entries.push(Some((k, v)));
+            }
+        }
+    }
+
+    fn get(&self, k: &ByteBuf) -> Option<&ByteBuf> {
+        let i = *self.index.get(k)?;
+        self.entries[i].as_ref().map(|(_, v)| v)
+    }
+
+    fn remove(&mut self, k: &ByteBuf) -> Option<ByteBuf> {
+        let i = self.index.remove(k)?;
+        let out = self.entries[i].take().map(|(_, v)| v);
+        // Compact when most slots are holes.
+        if self.entries.len() > 32 && self.index.len() * 2 < self.entries.len() {
+            let live: Vec<(ByteBuf, ByteBuf)> = self.entries.drain(..).flatten().collect();
+            self.index.clear();
+            for (k, v) in live {
+                self.set(k, v);
+            }
+        }
+        out
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(ByteBuf, ByteBuf)> {
+        self.entries.iter().flatten()
+    }
+}
+
+impl Object for Dict {
+    fn typeid(&self) -> &str {
+        "dict"
+    }
+
+    fn call(&self, _: &Caller<'_>, method: &str, a: &[u8]) -> Result<Vec<u8>, ManagerError> {
+        let mut m = lock(&self.map);
+        match method {
+            "set" => {
+                let (k, v): (ByteBuf, ByteBuf) = args(method, a)?;
+                m.set(k, v);
+                ret(&())
+            }
+            "get" => {
+                let (k,): (ByteBuf,) = args(method, a)?;
+                ret(&m.get(&k))
+            }
+            "remove" => {
+                let (k,): (ByteBuf,) = args(method, a)?;
+                ret(&m.remove(&k))
+            }
+            "contains" => {
+                let (k,): (ByteBuf,) = args(method, a)?;
+                ret(&m.index.contains_key(&k))
+            }
+            "len" => ret(&(m.index.len() as u64)),
+            "keys" => ret(&m.iter().map(|(k, _)| k).collect::<Vec<_>>()),
+            "values" => ret(&m.iter().map(|(_, v)| v).collect::<Vec<_>>()),
+            "items" => ret(&m.iter().collect::<Vec<_>>()),
+            "clear" => {
+                *m = OrderedMap::default();
+                ret(&())
+            }
+            "update" => {
+                let (items,): (Vec<(ByteBuf, ByteBuf)>,) = args(method, a)?;
+                for (k, v) in items {
+                    m.set(k, v);
+                }
+                ret(&())
+            }
+            _ => Err(unknown("dict", method)),
+        }
+    }
+}
+
+/// A list of encoded items.
+#[derive(Default)]
+struct List {
+    items: Mutex<Vec<ByteBuf>>,
+}
+
+/// Python's index rules: negative from the end; out of range is an error.
+fn index(i: i64, len: usize) -> Result<usize, ManagerError> {
+    let j = if i < 0 { i + len as i64 } else { i };
+    if j < 0 || j as usize >= len {
+        return Err(ManagerError::Index { index: i, len });
+    }
+    Ok(j as usize)
+}
+
+impl Object for List {
+    fn typeid(&self) -> &str {
+        "list"
+    }
+
+    fn call(&self, _: &Caller<'_>, method: &str, a: &[u8]) -> Result<Vec<u8>, ManagerError> {
+        let mut items = lock(&self.items);
+        match method {
+            "append" => {
+                let (v,): (ByteBuf,) = args(method, a)?;
+                items.push(v);
+                ret(&())
+            }
+            "extend" => {
+                let (vs,): (Vec<ByteBuf>,) = args(method, a)?;
+                items.extend(vs);
+                ret(&())
+            }
+            "get" => {
+                let (i,): (i64,) = args(method, a)?;
+                let j = index(i, items.len())?;
+                ret(&items[j])
+            }
+            "set" => {
+                let (i, v): (i64, ByteBuf) = args(method, a)?;
+                let j = index(i, items.len())?;
+                items[j] = v;
+                ret(&())
+            }
+            "insert" => {
+                let (i, v): (i64, ByteBuf) = args(method, a)?;
+                let len = items.len() as i64;
+                // Python clamps an insert position.
+                let j = if i < 0 { (i + len).max(0) } else { i.min(len) };
+                items.insert(j as usize, v);
+                ret(&())
+            }
+            "pop" => {
+                let (i,): (Option<i64>,) = args(method, a)?;
+                let j = index(i.unwrap_or(-1), items.len())?;
+                ret(&items.remove(j))
+            }
+            "len" => ret(&(items.len() as u64)),
+            "items" => ret(&*items),
+            "reverse" => {
+                items.reverse();
+                ret(&())
+            }
+            "clear" => {
+                items.clear();
+                ret(&())
+            }
+            _ => Err(unknown("list", method)),
+        }
+    }
+}
+
+/// Attributes by name.
+#[derive(Default)]
+struct Namespace {
+    attrs: Mutex<Vec<(String, ByteBuf)>>,
+}
+
+impl Object for Namespace {
+    fn typeid(&self) -> &str {
+        "namespace"
+    }
+
+    fn call(&self, _: &Caller<'_>, method: &str, a: &[u8]) -> Result<Vec<u8>, ManagerError> {
+        let mut attrs = lock(&self.attrs);
+        match method {
+            "set" => {
+                let (name, v): (String, ByteBuf) = args(method, a)?;
+                match attrs.iter_mut().find(|(n, _)| *n == name) {
+                    Some(slot) => slot.1 = v,
+                    None => attrs.push((name, v)),
+                }
+                ret(&())
+            }
+            "get" => {
+                let (name,): (String,) = args(method, a)?;
+                ret(&attrs.iter().find(|(n, _)| *n == name).map(|(_, v)| v))
+            }
+            "del" => {
+                let (name,): (String,) = args(method, a)?;
+                let before = attrs.len();
+                attrs.retain(|(n, _)| *n != name);
+                ret(&(attrs.len() != before))
+            }
+            "items" => ret(&*attrs),
+            _ => Err(unknown("namespace", method)),
+        }
+    }
+}
+
+/// Python's `queue.Queue`, which a manager's `Queue()` is.
+struct Queue {
+    state: Mutex<QueueState>,
+    maxsize: usize,
+    not_empty: Condvar,
+    not_full: Condvar,
+    all_done: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<ByteBuf>,
+    unfinished: u64,
+}
+
+impl Object for Queue {
+    fn typeid(&self) -> &str {
+        "queue"
+    }
+
+    fn call(&self, caller: &Caller<'_>, method: &str, a: &[u8]) -> Result<Vec<u8>, ManagerError> {
+        let state = lock(&self.state);
+        match method {
+            "put" => {
+                let (item, block, timeout_ms): (ByteBuf, bool, Option<u64>) = args(method, a)?;
+                let full = |s: &mut QueueState| self.maxsize != 0 && s.items.len() >= self.maxsize;
+                let (mut state, room) = wait_until(
+                    caller,
+                    state,
+                    &self.not_full,
+                    deadline(block, timeout_ms),
+                    |s| (!full(s)).then_some(()),
+                )?;
+                if room.is_none() {
+                    return Err(ManagerError::Full);
+                }
+                state.items.push_back(item);
+                state.unfinished += 1;
+                self.not_empty.notify_one();
+                ret(&())
+            }
+            "get" => {
+                let (block, timeout_ms): (bool, Option<u64>) = args(method, a)?;
+                let (_state, item) = wait_until(
+                    caller,
+                    state,
+                    &self.not_empty,
+                    deadline(block, timeout_ms),
+                    |s| s.items.pop_front(),
+                )?;
+                let item = item.ok_or(ManagerError::Empty)?;
+                self.not_full.notify_one();
+                ret(&item)
+            }
+            "qsize" => ret(&(state.items.len() as u64)),
+            "task_done" => {
+                let mut state = state;
+                if state.unfinished == 0 {
+                    return Err(ManagerError::Misuse(
+                        "task_done() called too many times".into(),
+                    ));
+                }
+                state.unfinished -= 1;
+                if state.unfinished == 0 {
+                    self.all_done.notify_all();
+                }
+                ret(&())
+            }
+            "join" => {
+                let (timeout_ms,): (Option<u64>,) = args(method, a)?;
+                let (_state, done) = wait_until(
+                    caller,
+                    state,
+                    &self.all_done,
+                    deadline(true, timeout_ms),
+                    |s| (s.unfinished == 0).then_some(()),
+                )?;
+                ret(&done.is_some())
+            }
+            _ => Err(unknown("queue", method)),
+        }
+    }
+}
+
+/// Python's `threading.Lock`, which a manager's `Lock()` is; released when the
+/// connection that holds it closes.
+#[derive(Default)]
+struct Lock {
+    state: Mutex<LockState>,
+    free: Condvar,
+}
+
+#[derive(Default)]
+struct LockState {
+    holder: Option<ConnId>,
+    /// The last holder's connection closed while it held the lock.
+    died: bool,
+}
+
+impl Object for Lock {
+    fn typeid(&self) -> &str {
+        "lock"
+    }
+
+    fn call(&self, caller: &Caller<'_>, method: &str, a: &[u8]) -> Result<Vec<u8>, ManagerError> {
+        let state = lock(&self.state);
+        match method {
+            "acquire" => {
+                let (block, timeout_ms): (bool, Option<u64>) = args(method, a)?;
+                let (mut state, got) = wait_until(
+                    caller,
+                    state,
+                    &self.free,
+                    deadline(block, timeout_ms),
+                    |s| s.holder.is_none().then_some(()),
+                )?;
+                if got.is_none() {
+                    return ret(&(false, false));
+                }
+                state.holder = Some(caller.conn);
+                let died = std::mem::take(&mut state.died);
+                ret(&(true, died))
+            }
+            "release" => {
+                let mut state = state;
+                if state.holder.take().is_none() {
+                    return Err(ManagerError::Misuse("release unlocked lock".into()));
+                }
+                self.free.notify_one();
+                ret(&())
+            }
+            "locked" => ret(&state.holder.is_some()),
+            _ => Err(unknown("lock", method)),
+        }
+    }
+
+    fn disconnected(&self, conn: ConnId) {
+        let mut state = lock(&self.state);
+        if state.holder == Some(conn) {
+            state.holder = None;
+            state.died = true;
+            self.free.notify_one();
+        }
+    }
+}
+
+/// Python's `threading.Event`.
+#[derive(Default)]
+struct Event {
+    flag: Mutex<bool>,
+    set: Condvar,
+}
+
+impl Object for Event {
+    fn typeid(&self) -> &str {
+        "event"
+    }
+
+    fn call(&self, caller: &Caller<'_>, method: &str, a: &[u8]) -> Result<Vec<u8>, ManagerError> {
+        let mut flag = lock(&self.flag);
+        match method {
+            "set" => {
+                *flag = true;
+                self.set.notify_all();
+                ret(&())
+            }
+            "clear" => {
+                *flag = false;
+                ret(&())
+            }
+            "is_set" => ret(&*flag),
+            "wait" => {
+                let (timeout_ms,): (Option<u64>,) = args(method, a)?;
+                let (_flag, set) =
+                    wait_until(caller, flag, &self.set, deadline(true, timeout_ms), |f| {
+                        f.then_some(())
+                    })?;
+                ret(&set.is_some())
+            }
+            _ => Err(unknown("event", method)),
+        }
+    }
+}
+
+/// One encoded value.
+struct Value {
+    value: Mutex<ByteBuf>,
+}
+
+impl Object for Value {
+    fn typeid(&self) -> &str {
+        "value"
+    }
+
+    fn call(&self, _: &Caller<'_>, method: &str, a: &[u8]) -> Result<Vec<u8>, ManagerError> {
+        let mut value = lock(&self.value);
+        match method {
+            "get" => ret(&*value),
+            "set" => {
+                let (v,): (ByteBuf,) = args(method, a)?;
+                *value = v;
+                ret(&())
+            }
+            _ => Err(unknown("value", method)),
+        }
+    }
+}
+
+/// An object of a user-registered type.
+struct User {
+    typeid: String,
+    ty: Arc<UserType>,
+    value: Mutex<Box<dyn Any + Send>>,
+}
+
+impl Object for User {
+    fn typeid(&self) -> &str {
+        &self.typeid
+    }
+
+    fn call(&self, _: &Caller<'_>, method: &str, a: &[u8]) -> Result<Vec<u8>, ManagerError> {
+        let m = self
+            .ty
+            .methods
+            .get(method)
+            .ok_or_else(|| unknown(&self.typeid, method))?;
+        let mut value = lock(&self.value);
+        let out =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m(&mut **value, method, a)));
+        out.unwrap_or_else(|panic| {
+            Err(ManagerError::Failed {
+                typeid: self.typeid.clone(),
+                method: method.to_string(),
+                message: crate::bootstrap::panic_message(&*panic),
+            })
+        })
+    }
+}
+
+/// The server's state, shared by its connections' threads.
+pub(crate) struct Server {
+    objects: Mutex<HashMap<u64, Arc<dyn Object>>>,
+    names: Mutex<HashMap<String, u64>>,
+    next_id: AtomicU64,
+    next_conn: AtomicU64,
+    registry: Registry,
+    incarnation: u64,
+}
+
+impl Server {
+    pub(crate) fn new(registry: Registry) -> Server {
+        Server {
+            objects: Mutex::default(),
+            names: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            next_conn: AtomicU64::new(1),
+            registry,
+            incarnation: crate::primitives::secret(),
+        }
+    }
+
+    fn create(&self, typeid: &str, a: &[u8]) -> Result<u64, ManagerError> {
+        let object: Arc<dyn Object> = match typeid {
+            "dict" => {
+                let (items,): (Vec<(ByteBuf, ByteBuf)>,) = args("dict", a)?;
+                let d = Dict::default();
+                {
+                    let mut m = lock(&d.map);
+                    for (k, v) in items {
+                        m.set(k, v);
+                    }
+                }
+                Arc::new(d)
+            }
+            "list" => {
+                let (items,): (Vec<ByteBuf>,) = args("list", a)?;
+                Arc::new(List {
+                    items: Mutex::new(items),
+                })
+            }
+            "namespace" => Arc::new(Namespace::default()),
+            "queue" => {
+                let (maxsize,): (u64,) = args("queue", a)?;
+                Arc::new(Queue {
+                    state: Mutex::default(),
+                    maxsize: maxsize as usize,
+                    not_empty: Condvar::new(),
+                    not_full: Condvar::new(),
+                    all_done: Condvar::new(),
+                })
+            }
+            "lock" => Arc::new(Lock::default()),
+            "event" => Arc::new(Event::default()),
+            "value" => {
+                let (v,): (ByteBuf,) = args("value", a)?;
+                Arc::new(Value {
+                    value: Mutex::new(v),
+                })
+            }
+            other => {
+                let ty = self
+                    .registry
+                    .types
+                    .get(other)
+                    .ok_or_else(|| ManagerError::UnknownType(other.to_string()))?;
+                let value = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (ty.make)(a)))
+                    .unwrap_or_else(|panic| {
+                        Err(ManagerError::Failed {
+                            typeid: other.to_string(),
+                            method: "new".into(),
+                            message: crate::bootstrap::panic_message(&*panic),
+                        })
+                    })?;
+                Arc::new(User {
+                    typeid: other.to_string(),
+                    ty: Arc::clone(ty),
+                    value: Mutex::new(value),
+                })
+            }
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.objects).insert(id, object);
+        Ok(id)
+    }
+
+    fn object(&self, id: u64) -> Result<Arc<dyn Object>, ManagerError> {
+        lock(&self.objects)
+            .get(&id)
+            .cloned()
+            .ok_or(ManagerError::UnknownObject(id))
+    }
+
+    fn handle(&self, caller: &Caller<'_>, request: Request) -> Response {
+        let out = match request {
+            Request::Hello => Ok(Response::Hello {
+                incarnation: self.incarnation,
+            }),
+            Request::Create { typeid, args } => self
+                .create(&typeid, &args)
+                .map(|id| Response::Created { id }),
+            Request::Call { id, method, args } => self
+                .object(id)
+                .and_then(|o| o.call(caller, &method, &args))
+                .map(|v| Response::Value(ByteBuf::from(v))),
+            Request::Publish { name, id } => self.object(id).map(|_| {
+                lock(&self.names).insert(name, id);
+                Response::Done
+            }),
+            Request::Lookup { name } => {
+                let id = lock(&self.names).get(&name).copied();
+                match id {
+                    None => Err(ManagerError::UnknownName(name)),
+                    Some(id) => self.object(id).map(|o| Response::Object {
+                        id,
+                        typeid: o.typeid().to_string(),
+                    }),
+                }
+            }
+            Request::Shutdown => Ok(Response::Done),
+        };
+        out.unwrap_or_else(Response::Fault)
+    }
+
+    /// Serves one authenticated connection until it closes.
+    pub(crate) fn serve(self: Arc<Self>, mut conn: BlockingConnection) {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let request = match conn.recv::<Request>() {
+                Ok(r) => r,
+                Err(TransportError::Decode(e)) => {
+                    // A request of another shape: an error for it, the link goes on.
+                    let fault = Response::Fault(ManagerError::Decode(e.to_string()));
+                    if conn.send(&fault).is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                Err(_) => break,
+            };
+            let shutdown = matches!(request, Request::Shutdown);
+            let response = self.handle(
+                &Caller {
+                    conn: id,
+                    link: &conn,
+                },
+                request,
+            );
+            if conn.send(&response).is_err() {
+                break;
+            }
+            if shutdown {
+                tracing::debug!("manager shut down by its owner");
+                std::process::exit(0);
+            }
+        }
+        let objects: Vec<Arc<dyn Object>> = lock(&self.objects).values().cloned().collect();
+        for o in objects {
+            o.disconnected(id);
+        }
+    }
+}
