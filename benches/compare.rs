@@ -26,7 +26,7 @@ use multiproc::blocking::{
     self, Connection, Event, Lock, Pool, Process, Queue, SharedMemory, SharedMemoryRef, Value, pipe,
 };
 use multiproc::{
-    Actor, Backoff, BoxError, PoolError, RestartIntensity, StartMethod, Supervisor,
+    Actor, Backoff, BoxError, Manager, PoolError, RestartIntensity, StartMethod, Supervisor,
     SupervisorEvent, SupervisorFlags, SyncError, TaskError, function_child,
 };
 
@@ -88,6 +88,8 @@ const LOCK_CONTENDED_PAIRS: u64 = 500_000;
 const VALUE_INCS: u64 = 500_000;
 /// Bytes written and read per round of `shm_bandwidth`.
 const SHM_BYTES: usize = 1 << 20;
+/// Operations per round of `manager_dict`, as `bench_lock.py`'s.
+const MANAGER_OPS: u64 = 10_000;
 /// Pairs per round of `python-manager` (each is two round trips to a server).
 const PY_MANAGER_PAIRS: usize = 2000;
 /// Untimed pairs a lock child does before "go" (the host's first contact with it).
@@ -101,7 +103,7 @@ const SYNC_WAIT: Duration = Duration::from_secs(60);
 /// The references that a Python script measures.
 const PY_REFS: [&str; 4] = ["python", "python-spawn", "python-manager", "python-mplock"];
 
-const SCENARIOS: [&str; 24] = [
+const SCENARIOS: [&str; 25] = [
     "spawn_join",
     "spawn_join_forkserver",
     "restart",
@@ -126,6 +128,7 @@ const SCENARIOS: [&str; 24] = [
     "lock_contended_2",
     "value_locked_2proc",
     "shm_bandwidth",
+    "manager_dict",
 ];
 
 // ---------------------------------------------------------------------------------
@@ -500,6 +503,9 @@ fn main() -> Res {
     }
     if has("shm_bandwidth") {
         timed("shm_bandwidth", &|| shm_bandwidth(py))?;
+    }
+    if has("manager_dict") {
+        timed("manager_dict", &|| manager_dict(py))?;
     }
     println!("# total time: {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
@@ -1652,6 +1658,43 @@ fn shm_bandwidth(py: Option<&Python>) -> Res {
     };
     sc.report("python", &mp, &pys);
     sc.report("raw", &mp, &raw);
+    Ok(())
+}
+
+/// `manager_dict`: [`MANAGER_OPS`] operations through a dict proxy from this
+/// process, `d[k] = v` then `d[k]` alternating on 100 keys; one manager for the
+/// scenario, warmed up with 500 operations. ops/s.
+fn manager_dict(py: Option<&Python>) -> Res {
+    let manager = Manager::start()?;
+    let d = manager.dict::<u64, u64>()?;
+    let ops = |n: u64| -> Res<f64> {
+        let t0 = Instant::now();
+        for i in 0..n / 2 {
+            d.set(&(i % 100), &i)?;
+            if d.get(&(i % 100))? != Some(i) {
+                return Err("the dict lost a value".into());
+            }
+        }
+        Ok((n / 2 * 2) as f64 / t0.elapsed().as_secs_f64())
+    };
+    ops(500)?;
+    let servers = vec![(
+        "python",
+        serve_if(
+            py,
+            "python",
+            "shared.py",
+            &["manager_dict", "fork"],
+            &[("N", MANAGER_OPS as usize)],
+        )?,
+    )];
+    let sc = Scenario {
+        name: "manager_dict",
+        unit: "ops/s",
+        better: Better::Higher,
+    };
+    sync_rounds(&sc, || ops(MANAGER_OPS), servers)?;
+    manager.shutdown()?;
     Ok(())
 }
 

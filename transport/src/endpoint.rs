@@ -30,8 +30,10 @@ const SPIN: Duration = Duration::from_micros(50);
 /// An empty output buffer keeps at most this much capacity.
 const KEEP_WRITE_CAPACITY: usize = 1 << 20;
 
-/// `spin_loop` hints between two retries of the syscall.
-const SPIN_BATCH: u32 = 32;
+/// `spin_loop` hints between two retries of the syscall. Each hint is tens of
+/// nanoseconds; retrying after 4 rather than 32 took a ping-pong of small frames
+/// between two spinning processes from 4.8 to 3.7 µs.
+const SPIN_BATCH: u32 = 4;
 
 /// The file descriptor, and whether it is registered with a tokio runtime.
 enum Fd {
@@ -450,7 +452,7 @@ impl Endpoint {
                 std::hint::spin_loop();
             }
             round += 1;
-            if round.is_multiple_of(4) {
+            if round.is_multiple_of(32) {
                 // On a machine with few CPUs the peer may be waiting for ours.
                 std::thread::yield_now();
             }
