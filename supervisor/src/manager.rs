@@ -173,6 +173,8 @@ pub(crate) struct UserType {
 #[derive(Default)]
 pub struct Registry {
     types: HashMap<String, Arc<UserType>>,
+    /// Objects made when the server starts, and published under names.
+    objects: Vec<(String, String, Vec<u8>)>,
 }
 
 impl fmt::Debug for Registry {
@@ -234,6 +236,28 @@ impl Registry {
             ty: Arc::get_mut(slot).expect("registered once, before serving"),
             _t: PhantomData,
         }
+    }
+}
+
+impl Registry {
+    /// Creates an object of `typeid` from `args` each time the server starts, and
+    /// publishes it as `name` (Python's `register('get_queue', callable=...)`): a
+    /// manager restarted by its supervisor has it again, and proxies found by that
+    /// name reach the new one.
+    ///
+    /// # Panics
+    ///
+    /// When `args` does not encode.
+    pub fn object<A: Serialize + ?Sized>(
+        &mut self,
+        name: &str,
+        typeid: &str,
+        args: &A,
+    ) -> &mut Self {
+        let args = codec::encode(args).expect("the arguments of a published object encode");
+        self.objects
+            .push((name.to_string(), typeid.to_string(), args));
+        self
     }
 }
 
@@ -387,11 +411,24 @@ fn run_server(config: ManagerConfig, ready: Option<BlockingConnection>) -> Resul
         Ok((registry, listener))
     });
     if let Some(mut ready) = ready {
-        let said: Result<(), String> = started.as_ref().map(|_| ()).map_err(String::clone);
+        // The address it listens on: a TCP port 0 became a port.
+        let said: Result<Address, String> = started
+            .as_ref()
+            .map(|(_, l)| l.address().clone())
+            .map_err(String::clone);
         ready.send(&said).map_err(|e| e.to_string())?;
     }
-    let (registry, mut listener) = started?;
+    let (mut registry, mut listener) = started?;
+    let objects = std::mem::take(&mut registry.objects);
+    // A registered method's panic is its caller's error (`Failed`), not the
+    // server's: it is not printed here.
+    crate::bootstrap::quiet_panics(true);
     let server = Arc::new(server::Server::new(registry));
+    for (name, typeid, args) in objects {
+        server
+            .publish_new(&name, &typeid, &args)
+            .map_err(|e| format!("cannot create `{name}`: {e}"))?;
+    }
     // Asked to stop (the owner's tree is stopping): stop at once; every object
     // goes with the process, as Python's manager's do at shutdown.
     crate::runtime::handle().spawn(async {
@@ -482,13 +519,25 @@ impl Target {
     /// returns the answer and the server's incarnation. A link that breaks is
     /// dropped, so the next request connects afresh.
     fn ask(&self, request: &Request) -> Result<(Response, u64), ManagerError> {
+        self.ask_checked(request, |_| Ok(None))
+    }
+
+    /// As [`ask`](Target::ask), after `check` has seen the incarnation of the
+    /// server the link reaches: it may replace the request (an object found again
+    /// by name) or refuse to send it at all.
+    fn ask_checked(
+        &self,
+        request: &Request,
+        check: impl FnOnce(u64) -> Result<Option<Request>, ManagerError>,
+    ) -> Result<(Response, u64), ManagerError> {
+        let incarnation = self.link_incarnation()?;
+        let replaced = check(incarnation)?;
+        let request = replaced.as_ref().unwrap_or(request);
         LINKS.with(|links| {
             let mut links = links.borrow_mut();
-            if !links.contains_key(self) {
-                let link = self.connect()?;
-                links.insert(self.clone(), link);
-            }
-            let link = links.get_mut(self).expect("inserted");
+            let link = links
+                .get_mut(self)
+                .ok_or_else(|| ManagerError::Gone("the link broke".into()))?;
             let out = link
                 .conn
                 .send(request)
@@ -502,6 +551,20 @@ impl Target {
                     Err(ManagerError::Gone(e.to_string()))
                 }
             }
+        })
+    }
+
+    /// This thread's link to the server (made if needed): the server's incarnation.
+    fn link_incarnation(&self) -> Result<u64, ManagerError> {
+        LINKS.with(|links| {
+            let mut links = links.borrow_mut();
+            if let Some(link) = links.get(self) {
+                return Ok(link.incarnation);
+            }
+            let link = self.connect()?;
+            let incarnation = link.incarnation;
+            links.insert(self.clone(), link);
+            Ok(incarnation)
         })
     }
 }
@@ -613,38 +676,28 @@ impl Proxy {
             method: method.to_string(),
             args,
         };
-        let (response, incarnation) = self.target.ask(&request)?;
-        if incarnation != r.incarnation {
-            // The server restarted: its objects went with it. One found by name may be
-            // there again.
+        let (response, _) = self.target.ask_checked(&request, |incarnation| {
+            if incarnation == r.incarnation {
+                return Ok(None);
+            }
+            // Another server than the one that made the object (restarted): its
+            // objects went with the old one, and an object number here may name
+            // another object. One found by name may be there again.
             let Some(name) = &self.name else {
                 return Err(ManagerError::Restarted);
             };
             let (id, incarnation) = lookup(&self.target, name, &self.typeid)?;
             *self.resolved.lock().unwrap_or_else(|e| e.into_inner()) = Resolved { id, incarnation };
-            return self.call_raw_resolved(method, request, id);
-        }
+            let Request::Call { method, args, .. } = &request else {
+                unreachable!("built above")
+            };
+            Ok(Some(Request::Call {
+                id,
+                method: method.clone(),
+                args: args.clone(),
+            }))
+        })?;
         match response {
-            Response::Value(v) => Ok(v.into_vec()),
-            other => Err(unexpected(&other)),
-        }
-    }
-
-    fn call_raw_resolved(
-        &self,
-        method: &str,
-        request: Request,
-        id: u64,
-    ) -> Result<Vec<u8>, ManagerError> {
-        let Request::Call { args, .. } = request else {
-            return Err(ManagerError::Decode("not a call".into()));
-        };
-        let request = Request::Call {
-            id,
-            method: method.to_string(),
-            args,
-        };
-        match self.target.ask(&request)?.0 {
             Response::Value(v) => Ok(v.into_vec()),
             other => Err(unexpected(&other)),
         }
@@ -1203,6 +1256,32 @@ impl Manager {
         })
     }
 
+    /// As [`connect`](Manager::connect), waiting up to `timeout` for a server that
+    /// is not listening yet (one its supervisor is starting or restarting).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Manager::connect), once `timeout` has run out.
+    pub fn connect_timeout(
+        address: &Address,
+        authkey: &[u8],
+        timeout: Duration,
+    ) -> Result<Manager, ManagerError> {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match Manager::connect(address, authkey) {
+                Err(ManagerError::Connect(_) | ManagerError::Gone(_))
+                    if std::time::Instant::now() + pause < deadline =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                out => return out,
+            }
+        }
+    }
+
     /// Where its server listens.
     pub fn address(&self) -> &Address {
         &self.target.address
@@ -1434,13 +1513,13 @@ impl ManagerBuilder {
         let mut process = process.named(name);
         crate::runtime::block_on(process.start()).map_err(|e| start(&e))?;
         let mut ours = BlockingConnection::from(ours);
-        match ours.recv::<Result<(), String>>() {
-            Ok(Ok(())) => {}
+        let address = match ours.recv::<Result<Address, String>>() {
+            Ok(Ok(address)) => address,
             Ok(Err(e)) => return Err(ManagerError::Start(e)),
             Err(e) => return Err(start(&format!("the server ended before it listened: {e}"))),
-        }
+        };
         let target = Target {
-            address: self.config.address.clone(),
+            address,
             authkey: self.config.authkey.clone(),
         };
         target.ask(&Request::Hello)?;

@@ -649,6 +649,18 @@ impl Server {
         Ok(id)
     }
 
+    /// Creates an object and publishes it as `name`.
+    pub(crate) fn publish_new(
+        &self,
+        name: &str,
+        typeid: &str,
+        a: &[u8],
+    ) -> Result<(), ManagerError> {
+        let id = self.create(typeid, a)?;
+        lock(&self.names).insert(name.to_string(), id);
+        Ok(())
+    }
+
     fn object(&self, id: u64) -> Result<Arc<dyn Object>, ManagerError> {
         lock(&self.objects)
             .get(&id)

@@ -1,0 +1,320 @@
+//! Managers across real processes: every built-in type through proxies in a child,
+//! nested proxies, registered types and what is not registered, a manager that
+//! dies (typed errors, never a hang), a lock whose holder dies, a manager restarted
+//! by its supervisor, and a wrong authkey.
+
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestResult, trial};
+use multiproc::blocking::{Connection, Events, Process, SupervisorRef, pipe};
+use multiproc::connection::Address;
+use multiproc::{
+    Backoff, DictProxy, EventProxy, ListProxy, LockProxy, Manager, ManagerConfig, ManagerError,
+    NamespaceProxy, Proxy, QueueProxy, Registry, RestartIntensity, Strategy, Supervisor,
+    SupervisorEvent, SupervisorFlags, TypedProxy, ValueProxy, function_child, serve_manager,
+};
+
+/// A registered server-side type.
+struct Counter(i64);
+
+fn counter_types(r: &mut Registry) {
+    r.register("Counter", |start: i64| Counter(start))
+        .method("add", |c: &mut Counter, by: i64| {
+            c.0 += by;
+            c.0
+        })
+        .method("explode", |_: &mut Counter, (): ()| -> i64 {
+            panic!("exploded on purpose")
+        });
+    r.object("jobs", "queue", &(0u64,));
+}
+multiproc::manager_types!(counter_types);
+
+type Kit = (
+    DictProxy<String, i64>,
+    ListProxy<i64>,
+    NamespaceProxy,
+    QueueProxy<String>,
+    EventProxy,
+    ValueProxy<f64>,
+);
+
+/// Uses every built-in type, then says so.
+fn use_them(kit: Kit) -> Result<(), ManagerError> {
+    let (d, l, ns, q, e, v) = kit;
+    d.set(&"a".to_string(), &1)?;
+    l.append(&4)?;
+    l.set(0, &-1)?;
+    ns.set("name", &"child".to_string())?;
+    q.put(&"from the child".to_string(), true, None)?;
+    v.set(&2.5)?;
+    e.set()?;
+    Ok(())
+}
+
+/// Appends to the list it finds in the dict under "inner".
+fn use_nested(d: DictProxy<String, ListProxy<i64>>) -> Result<(), ManagerError> {
+    let inner = d
+        .get(&"inner".to_string())?
+        .ok_or(ManagerError::UnknownName("inner".into()))?;
+    inner.append(&42)
+}
+
+/// Takes the lock, says so, and holds it until killed.
+fn hold(lock: LockProxy, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    lock.acquire(true, None)?;
+    up.send(&"holding")?;
+    multiproc::blocking::wait_for_stop();
+    Ok(())
+}
+
+multiproc::register!(use_them, use_nested, hold);
+
+fn every_built_in_type_works_from_a_child() -> TestResult {
+    let m = Manager::start().unwrap();
+    let name = m.process().unwrap().name().to_string();
+    check!(
+        name.starts_with("Manager-") && name[8..].parse::<u32>().is_ok(),
+        "named {name}"
+    );
+    let kit: Kit = (
+        m.dict().unwrap(),
+        m.list(&[0i64, 1, 2]).unwrap(),
+        m.namespace().unwrap(),
+        m.queue(0).unwrap(),
+        m.event().unwrap(),
+        m.value(&0.0).unwrap(),
+    );
+    let mut p = Process::new(use_them, kit.clone());
+    p.start().unwrap();
+    check!(p.join().unwrap().is_normal(), "the child failed");
+    let (d, l, ns, q, e, v) = kit;
+    check_eq!(d.get(&"a".to_string()).unwrap(), Some(1));
+    check_eq!(d.get(&"b".to_string()).unwrap(), None);
+    check_eq!(l.to_vec().unwrap(), vec![-1, 1, 2, 4]);
+    check!(
+        matches!(l.get(10), Err(ManagerError::Index { index: 10, len: 4 })),
+        "index past the end"
+    );
+    check_eq!(ns.get::<String>("name").unwrap(), Some("child".to_string()));
+    check_eq!(
+        q.get(true, Some(Duration::from_secs(5))).unwrap(),
+        "from the child"
+    );
+    check!(
+        matches!(q.get(false, None), Err(ManagerError::Empty)),
+        "the queue is empty"
+    );
+    check!(
+        e.wait(Some(Duration::from_secs(5))).unwrap(),
+        "the event is set"
+    );
+    check_eq!(v.get().unwrap(), 2.5);
+    m.shutdown().unwrap();
+    Ok(())
+}
+
+fn proxies_nest() -> TestResult {
+    let m = Manager::start().unwrap();
+    let d = m.dict::<String, ListProxy<i64>>().unwrap();
+    let inner = m.list::<i64>(&[]).unwrap();
+    d.set(&"inner".to_string(), &inner).unwrap();
+    let mut p = Process::new(use_nested, d.clone());
+    p.start().unwrap();
+    check!(p.join().unwrap().is_normal(), "the child failed");
+    check_eq!(inner.to_vec().unwrap(), vec![42]);
+    Ok(())
+}
+
+fn only_registered_types_and_methods_are_reachable() -> TestResult {
+    let m = Manager::builder()
+        .types(counter_types)
+        .unwrap()
+        .start()
+        .unwrap();
+    let c: Proxy = m.create("Counter", &10i64).unwrap();
+    check_eq!(c.call::<_, i64>("add", &5i64).unwrap(), 15);
+    let got = c.call::<_, i64>("system", &"rm -rf /");
+    check!(
+        matches!(&got, Err(ManagerError::UnknownMethod { method, .. }) if method == "system"),
+        "{got:?}"
+    );
+    let got = c.call::<_, i64>("add", &"five");
+    check!(matches!(got, Err(ManagerError::Args { .. })), "{got:?}");
+    let got = c.call::<_, i64>("explode", &());
+    check!(matches!(got, Err(ManagerError::Failed { .. })), "{got:?}");
+    check_eq!(c.call::<_, i64>("add", &1i64).unwrap(), 16);
+    let got = m.create::<Proxy, _>("os.system", &());
+    check!(matches!(got, Err(ManagerError::UnknownType(_))), "{got:?}");
+    // A built-in's method with arguments of the wrong shape.
+    let d = m.dict::<String, i64>().unwrap();
+    let got = d.proxy().call::<_, ()>("set", &5u8);
+    check!(matches!(got, Err(ManagerError::Args { .. })), "{got:?}");
+    // A published object, by name, of the type asked for.
+    let jobs: QueueProxy<u32> = m.lookup("jobs").unwrap();
+    jobs.put(&7, true, None).unwrap();
+    let got = m.lookup::<DictProxy<u32, u32>>("jobs");
+    check!(
+        matches!(got, Err(ManagerError::WrongType { .. })),
+        "{got:?}"
+    );
+    check!(
+        matches!(
+            m.lookup::<Proxy>("nothing"),
+            Err(ManagerError::UnknownName(_))
+        ),
+        "an unknown name"
+    );
+    Ok(())
+}
+
+fn a_dead_manager_is_a_typed_error_never_a_hang() -> TestResult {
+    let m = Manager::start().unwrap();
+    let q = m.queue::<u32>(0).unwrap();
+    let d = m.dict::<u32, u32>().unwrap();
+    d.set(&1, &1).unwrap();
+    let (connected, is_connected) = std::sync::mpsc::channel();
+    let waiter = {
+        let q = q.clone();
+        std::thread::spawn(move || {
+            // Connected (this thread's link made) before the manager dies.
+            q.qsize()?;
+            connected.send(()).unwrap();
+            q.get(true, None)
+        })
+    };
+    is_connected.recv().unwrap();
+    // The waiter's get is on its way or waiting; either way it must end.
+    m.process().unwrap().kill().unwrap();
+    let t0 = Instant::now();
+    let got = waiter.join().unwrap();
+    check!(
+        matches!(got, Err(ManagerError::Gone(_))),
+        "the waiting get: {got:?}"
+    );
+    let got = d.get(&1);
+    check!(
+        matches!(got, Err(ManagerError::Gone(_) | ManagerError::Connect(_))),
+        "a call: {got:?}"
+    );
+    check!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    Ok(())
+}
+
+fn a_lock_whose_holder_dies_is_released_and_the_next_is_told() -> TestResult {
+    let m = Manager::start().unwrap();
+    let lock = m.lock().unwrap();
+    let (mut ours, theirs) = pipe(true).unwrap();
+    let mut p = Process::new(hold, (lock.clone(), theirs));
+    p.start().unwrap();
+    let _: String = ours.recv().unwrap();
+    check!(!lock.acquire(false, None).unwrap(), "held by the child");
+    p.kill().unwrap();
+    p.join().unwrap();
+    let got = lock.acquire(true, Some(Duration::from_secs(5)));
+    check!(
+        matches!(&got, Err(ManagerError::Misuse(m)) if m.contains("died")),
+        "{got:?}"
+    );
+    lock.release().unwrap();
+    check!(
+        matches!(lock.release(), Err(ManagerError::Misuse(_))),
+        "release of an unlocked lock"
+    );
+    Ok(())
+}
+
+fn a_supervised_manager_comes_back_and_named_proxies_reconnect() -> TestResult {
+    let address = Address::unique_abstract();
+    let config = ManagerConfig::new(address.clone(), b"supervised")
+        .types(counter_types)
+        .unwrap();
+    let flags = SupervisorFlags {
+        strategy: Strategy::OneForOne,
+        intensity: RestartIntensity {
+            max_restarts: 5,
+            within: Duration::from_secs(60),
+        },
+        backoff: Backoff::NONE,
+        ..SupervisorFlags::default()
+    };
+    let sup =
+        Supervisor::new(flags).child(function_child("manager", serve_manager, config).unwrap());
+    let events = Events(sup.events());
+    let sup = SupervisorRef::start(sup).unwrap();
+    let m = Manager::connect_timeout(&address, b"supervised", Duration::from_secs(10)).unwrap();
+    let jobs: QueueProxy<u32> = m.lookup("jobs").unwrap();
+    let scratch = m.dict::<u32, u32>().unwrap();
+    jobs.put(&1, true, None).unwrap();
+    let pid = sup.which_children().unwrap()[0].pid.unwrap();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    for e in events {
+        if matches!(e, SupervisorEvent::Restarted { .. }) {
+            break;
+        }
+    }
+    // Once the new server listens, the proxy found by name reaches the new "jobs".
+    let _m = Manager::connect_timeout(&address, b"supervised", Duration::from_secs(10)).unwrap();
+    jobs.put(&2, true, None).unwrap();
+    check_eq!(jobs.get(false, None).unwrap(), 2);
+    check!(
+        matches!(scratch.get(&1), Err(ManagerError::Restarted)),
+        "an object not found by name went with the old server"
+    );
+    sup.shutdown();
+    Ok(())
+}
+
+fn a_wrong_authkey_is_refused() -> TestResult {
+    // Port 0: the server takes a free port and tells its owner which.
+    let m = Manager::builder()
+        .address(Address::tcp("127.0.0.1:0").unwrap())
+        .authkey(b"right")
+        .start()
+        .unwrap();
+    check!(
+        matches!(m.address(), Address::Tcp(a) if a.port() != 0),
+        "{:?}",
+        m.address()
+    );
+    let ok = Manager::connect(m.address(), b"right").unwrap();
+    check_eq!(ok.value(&1u8).unwrap().get().unwrap(), 1);
+    let got = Manager::connect(m.address(), b"wrong");
+    check!(matches!(got, Err(ManagerError::Auth(_))), "{got:?}");
+    Ok(())
+}
+
+fn main() {
+    common::run(vec![
+        trial(
+            "every_built_in_type_works_from_a_child",
+            every_built_in_type_works_from_a_child,
+        ),
+        trial("proxies_nest", proxies_nest),
+        trial(
+            "only_registered_types_and_methods_are_reachable",
+            only_registered_types_and_methods_are_reachable,
+        ),
+        trial(
+            "a_dead_manager_is_a_typed_error_never_a_hang",
+            a_dead_manager_is_a_typed_error_never_a_hang,
+        ),
+        trial(
+            "a_lock_whose_holder_dies_is_released_and_the_next_is_told",
+            a_lock_whose_holder_dies_is_released_and_the_next_is_told,
+        ),
+        trial(
+            "a_supervised_manager_comes_back_and_named_proxies_reconnect",
+            a_supervised_manager_comes_back_and_named_proxies_reconnect,
+        ),
+        trial("a_wrong_authkey_is_refused", a_wrong_authkey_is_refused),
+    ]);
+}
