@@ -118,6 +118,20 @@ fn every_built_in_type_works_from_a_child() -> TestResult {
     Ok(())
 }
 
+fn values_larger_than_the_rings_go_by_the_socket() -> TestResult {
+    let m = Manager::start().unwrap();
+    let v = m.value(&Vec::<u8>::new()).unwrap();
+    for size in [0usize, 100, 300 << 10, 3 << 20] {
+        let big: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        v.set(&big).unwrap();
+        check!(
+            v.get().unwrap() == big,
+            "a value of {size} bytes came back changed"
+        );
+    }
+    Ok(())
+}
+
 fn proxies_nest() -> TestResult {
     let m = Manager::start().unwrap();
     let d = m.dict::<String, ListProxy<i64>>().unwrap();
@@ -299,6 +313,10 @@ fn main() {
             every_built_in_type_works_from_a_child,
         ),
         trial("proxies_nest", proxies_nest),
+        trial(
+            "values_larger_than_the_rings_go_by_the_socket",
+            values_larger_than_the_rings_go_by_the_socket,
+        ),
         trial(
             "only_registered_types_and_methods_are_reachable",
             only_registered_types_and_methods_are_reachable,

@@ -16,6 +16,7 @@
 //! name ([`Manager::lookup`]) find their object again if the new server publishes
 //! it, the others fail with [`ManagerError::Restarted`].
 
+mod channel;
 mod server;
 mod wire;
 
@@ -494,6 +495,25 @@ impl fmt::Debug for Target {
 struct Link {
     conn: BlockingConnection,
     incarnation: u64,
+    /// The rings in shared memory, for a server on this machine.
+    fast: Option<channel::Channel>,
+    /// Encoding and receiving buffers, reused.
+    buf: Vec<u8>,
+}
+
+impl Link {
+    fn exchange(&mut self, request: &Request) -> Result<Response, ManagerError> {
+        let Some(fast) = &self.fast else {
+            self.conn.send(request)?;
+            return Ok(self.conn.recv::<Response>()?);
+        };
+        self.buf.clear();
+        codec::encode_into(request, &mut self.buf)
+            .map_err(|e| ManagerError::Encode(e.to_string()))?;
+        fast.send(&self.buf, &mut self.conn)?;
+        fast.recv(&mut self.buf, &mut self.conn)?;
+        codec::decode(&self.buf).map_err(|e| ManagerError::Decode(e.to_string()))
+    }
 }
 
 thread_local! {
@@ -509,10 +529,26 @@ impl Target {
             },
         )?;
         conn.send(&Request::Hello)?;
-        match conn.recv::<Response>()? {
-            Response::Hello { incarnation } => Ok(Link { conn, incarnation }),
-            other => Err(unexpected(&other)),
+        let incarnation = match conn.recv::<Response>()? {
+            Response::Hello { incarnation } => incarnation,
+            other => return Err(unexpected(&other)),
+        };
+        let mut link = Link {
+            conn,
+            incarnation,
+            fast: None,
+            buf: Vec::new(),
+        };
+        // A server on this machine (a Unix socket) maps rings of ours; if it cannot
+        // (another pid namespace), the socket carries everything.
+        if !matches!(self.address, Address::Tcp(_)) {
+            let (fast, rings) = channel::Channel::create()?;
+            link.conn.send(&Request::Upgrade { rings })?;
+            if let Response::Done = link.conn.recv::<Response>()? {
+                link.fast = Some(fast);
+            }
         }
+        Ok(link)
     }
 
     /// Sends `request` on this thread's link (made, or made again, as needed) and
@@ -538,17 +574,16 @@ impl Target {
             let link = links
                 .get_mut(self)
                 .ok_or_else(|| ManagerError::Gone("the link broke".into()))?;
-            let out = link
-                .conn
-                .send(request)
-                .and_then(|()| link.conn.recv::<Response>());
-            match out {
+            match link.exchange(request) {
                 Ok(Response::Fault(e)) => Err(e),
                 Ok(r) => Ok((r, link.incarnation)),
-                Err(TransportError::Decode(e)) => Err(ManagerError::Decode(e.to_string())),
+                Err(e @ (ManagerError::Decode(_) | ManagerError::Encode(_))) => Err(e),
                 Err(e) => {
                     links.remove(self);
-                    Err(ManagerError::Gone(e.to_string()))
+                    Err(match e {
+                        ManagerError::Gone(_) => e,
+                        other => ManagerError::Gone(other.to_string()),
+                    })
                 }
             }
         })

@@ -84,6 +84,11 @@ pub(crate) mod spin {
         static AVERAGE: Cell<u64> = const { Cell::new(SPIN_MAX / 2) };
     }
 
+    /// Whether this process may run on more than one CPU (spinning helps only then).
+    pub(crate) fn multi_cpu() -> bool {
+        enabled()
+    }
+
     fn enabled() -> bool {
         static MULTI_CPU: OnceLock<bool> = OnceLock::new();
         *MULTI_CPU.get_or_init(|| {

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use multiproc_core::codec;
 use multiproc_transport::{BlockingConnection, Error as TransportError};
-use rustix::event::{PollFd, PollFlags};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
+use super::channel::Channel;
 use super::wire::{Request, Response};
 use super::{ManagerError, Registry, UserType};
 
@@ -39,14 +39,7 @@ pub(crate) struct Caller<'a> {
 impl Caller<'_> {
     /// Whether the caller's end is closed (its process died, or it hung up).
     fn gone(&self) -> bool {
-        let Ok(fd) = self.link.as_fd() else {
-            return true;
-        };
-        let mut fds = [PollFd::new(&fd, PollFlags::RDHUP)];
-        matches!(rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default())), Ok(n) if n > 0)
-            && fds[0]
-                .revents()
-                .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR)
+        super::channel::peer_gone(self.link)
     }
 }
 
@@ -695,6 +688,9 @@ impl Server {
                 }
             }
             Request::Shutdown => Ok(Response::Done),
+            Request::Upgrade { .. } => {
+                Err(ManagerError::Decode("the link is upgraded already".into()))
+            }
         };
         out.unwrap_or_else(Response::Fault)
     }
@@ -702,28 +698,60 @@ impl Server {
     /// Serves one authenticated connection until it closes.
     pub(crate) fn serve(self: Arc<Self>, mut conn: BlockingConnection) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let mut fast: Option<Channel> = None;
+        let mut buf = Vec::new();
         loop {
-            let request = match conn.recv::<Request>() {
-                Ok(r) => r,
-                Err(TransportError::Decode(e)) => {
-                    // A request of another shape: an error for it, the link goes on.
-                    let fault = Response::Fault(ManagerError::Decode(e.to_string()));
-                    if conn.send(&fault).is_err() {
+            let request = match &fast {
+                None => match conn.recv::<Request>() {
+                    Ok(r) => Ok(r),
+                    Err(TransportError::Decode(e)) => Err(ManagerError::Decode(e.to_string())),
+                    Err(_) => break,
+                },
+                Some(ch) => {
+                    if ch.recv(&mut buf, &mut conn).is_err() {
                         break;
                     }
-                    continue;
+                    codec::decode::<Request>(&buf).map_err(|e| ManagerError::Decode(e.to_string()))
                 }
-                Err(_) => break,
             };
-            let shutdown = matches!(request, Request::Shutdown);
-            let response = self.handle(
-                &Caller {
-                    conn: id,
-                    link: &conn,
+            let (response, shutdown) = match request {
+                // A request of another shape: an error for it, the link goes on.
+                Err(e) => (Response::Fault(e), false),
+                Ok(Request::Upgrade { rings }) if fast.is_none() => match Channel::open(rings) {
+                    Ok(ch) => {
+                        // Answered on the socket; what follows is in the rings.
+                        if conn.send(&Response::Done).is_err() {
+                            break;
+                        }
+                        fast = Some(ch);
+                        continue;
+                    }
+                    Err(e) => (Response::Fault(e), false),
                 },
-                request,
-            );
-            if conn.send(&response).is_err() {
+                Ok(request) => {
+                    let shutdown = matches!(request, Request::Shutdown);
+                    (
+                        self.handle(
+                            &Caller {
+                                conn: id,
+                                link: &conn,
+                            },
+                            request,
+                        ),
+                        shutdown,
+                    )
+                }
+            };
+            let sent = match &fast {
+                None => conn.send(&response).map_err(ManagerError::from),
+                Some(ch) => {
+                    buf.clear();
+                    codec::encode_into(&response, &mut buf)
+                        .map_err(|e| ManagerError::Encode(e.to_string()))
+                        .and_then(|()| ch.send(&buf, &mut conn))
+                }
+            };
+            if sent.is_err() {
                 break;
             }
             if shutdown {

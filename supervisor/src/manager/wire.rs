@@ -26,6 +26,9 @@ pub(crate) enum Request {
     Lookup { name: String },
     /// Stops the server (its owner asks, at `shutdown`).
     Shutdown,
+    /// From here on, requests and answers go through the rings in this shared
+    /// memory (the client's, on the same machine); the socket stays as the life line.
+    Upgrade { rings: crate::shm::SegmentRef },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
