@@ -268,6 +268,8 @@ mod book {
     struct Pool;
     #[doc = include_str!("../book/src/sync.md")]
     struct Sync;
+    #[doc = include_str!("../book/src/sharing.md")]
+    struct Sharing;
     #[doc = include_str!("../book/src/architecture.md")]
     struct Architecture;
     #[doc = include_str!("../book/src/semantics.md")]
