@@ -8,7 +8,8 @@
 //! actor hosted in a child (also from a sibling process, routed along the tree), sends
 //! a message through a pipe, shows that a crash in a child costs the parent nothing,
 //! runs a supervised tree that restarts a crashing worker, a pool that survives a task
-//! that kills its worker, and a lock that survives its holder's death.
+//! that kills its worker, a lock that survives its holder's death, a value in shared
+//! memory, and a manager whose death is an error rather than a hang.
 
 use std::error::Error;
 use std::time::Duration;
@@ -87,6 +88,7 @@ fn flaky() {
     panic!("flaky worker crashed");
 }
 multiproc::register!(
+    add_to,
     hold_lock,
     square,
     abort_worker,
@@ -207,6 +209,42 @@ fn main() -> Result<(), Box<dyn Error>> {
             println!("  acquired, and told: {}", multiproc::SyncError::OwnerDied)
         }
         other => println!("  unexpectedly: {other:?}"),
+    }
+
+    println!("\n10. Shared memory, and a manager whose server dies");
+    let counter = multiproc::Value::new(0u64);
+    let mut adders: Vec<Process> = (0..2)
+        .map(|_| Process::new(add_to, counter.clone()))
+        .collect();
+    for p in &mut adders {
+        p.start()?;
+    }
+    for p in &adders {
+        p.join()?;
+    }
+    println!(
+        "  two processes added 1000 each under its lock: {}",
+        counter.get()?
+    );
+    let manager = multiproc::Manager::start()?;
+    let inbox = manager.queue::<String>(0)?;
+    inbox.qsize()?; // this thread's link to the server is made
+    let server = manager
+        .process()
+        .map(|p| p.name().to_string())
+        .unwrap_or_default();
+    manager.process().map(|p| p.kill()).transpose()?;
+    match inbox.get(true, None) {
+        Err(e) => println!("  {server} killed; a waiting get is told: {e}"),
+        Ok(item) => println!("  unexpectedly got {item}"),
+    }
+    Ok(())
+}
+
+/// Adds 1 to the value, 1000 times, each under its lock.
+fn add_to(v: multiproc::Value<u64>) -> Result<(), multiproc::SharedMemoryError> {
+    for _ in 0..1000 {
+        *v.lock()? += 1;
     }
     Ok(())
 }
