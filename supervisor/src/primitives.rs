@@ -179,6 +179,26 @@ impl Addr {
         }
     }
 
+    /// Maps the shared memory of a primitive of this host (a `Lock`, a queue).
+    fn map(
+        &self,
+        seg: crate::shm::SegmentRef,
+    ) -> Result<std::sync::Arc<crate::shm::Segment>, SyncError> {
+        crate::shm::mapped(seg).map_err(|e| match e {
+            crate::shm::MapError::Gone => SyncError::OwnerGone(self.owner.clone()),
+            crate::shm::MapError::Io(e) => SyncError::Memory(e.to_string()),
+        })
+    }
+
+    /// Tells the host that this process uses its primitive's shared memory, so that
+    /// it watches this process and clears what it holds if it dies.
+    async fn attach(&self) -> Result<(), SyncError> {
+        self.done(Op::Attach {
+            pid: crate::shm::my_pid(),
+        })
+        .await
+    }
+
     /// Asks, expecting `Done`.
     async fn done(&self, op: Op) -> Result<(), SyncError> {
         match self.ask(op).await? {
@@ -601,10 +621,7 @@ impl Lock {
 
     /// Maps the word (no host involved): the segment must be this lock's.
     fn open(&self) -> Result<shared::LockWord, SyncError> {
-        let seg = crate::shm::mapped(self.seg).map_err(|e| match e {
-            crate::shm::MapError::Gone => SyncError::OwnerGone(self.addr.owner.clone()),
-            crate::shm::MapError::Io(e) => SyncError::Memory(e.to_string()),
-        })?;
+        let seg = self.addr.map(self.seg)?;
         if !shared::genuine(&seg, shared::LOCK_MAGIC, self.addr.secret) {
             return Err(SyncError::Forged);
         }
@@ -618,11 +635,7 @@ impl Lock {
             return Ok(w);
         }
         let w = self.open()?;
-        self.addr
-            .done(Op::Attach {
-                pid: crate::shm::my_pid(),
-            })
-            .await?;
+        self.addr.attach().await?;
         Ok(self.word.get_or_init(|| w))
     }
 
@@ -999,16 +1012,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if let Some(m) = self.mem.get() {
             return Ok(m);
         }
-        let seg = crate::shm::mapped(self.seg).map_err(|e| match e {
-            crate::shm::MapError::Gone => SyncError::OwnerGone(self.addr.owner.clone()),
-            crate::shm::MapError::Io(e) => SyncError::Memory(e.to_string()),
-        })?;
+        let seg = self.addr.map(self.seg)?;
         let mem = shared::QueueMem::open(seg, self.addr.secret).ok_or(SyncError::Forged)?;
-        self.addr
-            .done(Op::Attach {
-                pid: crate::shm::my_pid(),
-            })
-            .await?;
+        self.addr.attach().await?;
         Ok(self.mem.get_or_init(|| mem))
     }
 
