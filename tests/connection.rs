@@ -305,3 +305,26 @@ fn a_peer_that_says_nothing_is_dropped_after_the_handshake_timeout() {
     );
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
+
+#[test]
+fn a_unix_path_listener_removes_its_file_when_closed() {
+    let dir = std::env::temp_dir().join(format!("multiproc-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("listener.sock");
+    let address = Address::Unix(path.clone());
+    let mut listener = Listener::bind(&address, Some(b"k")).unwrap();
+    let peer = {
+        let address = address.clone();
+        std::thread::spawn(move || {
+            let mut conn = client(&address, Some(b"k")).unwrap();
+            conn.send_bytes(b"over a path").unwrap();
+        })
+    };
+    let mut conn = listener.accept().unwrap();
+    assert_eq!(conn.recv_bytes().unwrap(), b"over a path");
+    peer.join().unwrap();
+    assert!(path.exists());
+    drop(listener);
+    assert!(!path.exists(), "the socket file is removed");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
