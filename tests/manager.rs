@@ -129,6 +129,10 @@ fn values_larger_than_the_rings_go_by_the_socket() -> TestResult {
             "a value of {size} bytes came back changed"
         );
     }
+    // Over the frame limit: an error for this call, and the link goes on.
+    let got = v.set(&vec![1u8; 17 << 20]);
+    check!(matches!(got, Err(ManagerError::Encode(_))), "{got:?}");
+    check!(v.get().unwrap().len() == 3 << 20, "the last value stays");
     Ok(())
 }
 

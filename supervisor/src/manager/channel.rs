@@ -89,6 +89,13 @@ impl Channel {
         msg: &[u8],
         socket: &mut BlockingConnection,
     ) -> Result<(), ManagerError> {
+        if msg.len() > socket.max_frame_len() {
+            return Err(ManagerError::Encode(format!(
+                "a message of {} bytes is over the link's limit of {}",
+                msg.len(),
+                socket.max_frame_len()
+            )));
+        }
         let tail = self.seg.u64_at(self.tx + TAIL).load(Ordering::Relaxed);
         let head = self.seg.u64_at(self.tx + HEAD).load(Ordering::Acquire);
         // One message at a time: the reader has taken the last one.
