@@ -133,6 +133,10 @@ impl From<TransportError> for ManagerError {
             TransportError::Auth(a) => ManagerError::Auth(a.to_string()),
             TransportError::Decode(d) => ManagerError::Decode(d.to_string()),
             TransportError::Encode(d) => ManagerError::Encode(d.to_string()),
+            // Nothing was written (or the oversized frame was skipped): the link goes on.
+            TransportError::Frame(f @ multiproc_transport::FrameError::TooLarge { .. }) => {
+                ManagerError::Encode(f.to_string())
+            }
             e => ManagerError::Gone(e.to_string()),
         }
     }
