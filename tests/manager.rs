@@ -307,6 +307,9 @@ fn a_wrong_authkey_is_refused() -> TestResult {
     check_eq!(ok.value(&1u8).unwrap().get().unwrap(), 1);
     let got = Manager::connect(m.address(), b"wrong");
     check!(matches!(got, Err(ManagerError::Auth(_))), "{got:?}");
+    // The refused client cost the server nothing.
+    let again = Manager::connect(m.address(), b"right").unwrap();
+    check_eq!(again.value(&2u8).unwrap().get().unwrap(), 2);
     Ok(())
 }
 

@@ -441,16 +441,50 @@ fn run_server(config: ManagerConfig, ready: Option<BlockingConnection>) -> Resul
         std::process::exit(0);
     });
     loop {
-        let pending = listener.accept_pending().map_err(|e| e.to_string())?;
+        let pending = match listener.accept_pending() {
+            Ok(p) => p,
+            // One client's trouble (it went away before we accepted, a signal, no
+            // file descriptors left for now) is not the server's end.
+            Err(TransportError::Io(e)) if accept_can_go_on(&e) => {
+                tracing::debug!("a manager's accept failed, and it goes on: {e}");
+                if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE)
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            Err(e) => return Err(format!("the manager cannot accept: {e}")),
+        };
         let server = Arc::clone(&server);
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("multiproc-manager".into())
             .spawn(move || match pending.authenticate() {
                 Ok(conn) => server.serve(conn),
                 Err(e) => tracing::debug!("a manager client failed the handshake: {e}"),
-            })
-            .map_err(|e| e.to_string())?;
+            });
+        if let Err(e) = spawned {
+            // No thread for this client now: it sees its connection closed.
+            tracing::warn!("a manager cannot start a thread for a client: {e}");
+        }
     }
+}
+
+/// Whether an `accept` error concerns one client, not the listening socket.
+fn accept_can_go_on(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc::ECONNABORTED
+                | libc::EINTR
+                | libc::EAGAIN
+                | libc::EMFILE
+                | libc::ENFILE
+                | libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::EPROTO
+                | libc::EPERM
+        )
+    )
 }
 
 pub(crate) const SERVE_ENTRY: &str = "multiproc_supervisor::manager::serve_manager";
