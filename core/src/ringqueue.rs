@@ -3,8 +3,11 @@
 //! dies loses nothing.
 //!
 //! Every function here runs under the queue's lock (held by whoever calls it), on
-//! plain memory: [`Counters`] and the rings' bytes. A consumer process gets a
-//! [`Taken`] record (its *slot*) the first time it takes an item. What a slot keeps:
+//! plain memory: [`Counters`] and the rings' bytes. A consumer gets a [`Taken`]
+//! record (its *slot*) the first time it takes an item: each thread of a process
+//! its own for a plain queue (whose slot's flag says whether that thread's last
+//! `get` has returned), the whole process one for a joinable queue (whose
+//! `task_done` may come from any of its threads). What a slot keeps:
 //!
 //! - for a plain queue, the item of a `get` until the caller has it (the caller
 //!   says so by clearing its slot's `pending` flag, a word outside this memory,
@@ -29,14 +32,15 @@ pub struct Counters {
     pub unfinished: u64,
 }
 
-/// What one consumer process took and has not finished (under the queue's lock).
+/// What one consumer took and has not finished (under the queue's lock): a
+/// process, or one thread of it.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Taken {
     /// The process, 0 for a free slot.
     pub pid: u32,
-    /// Padding, kept zero.
-    pub _pad: u32,
+    /// The thread of that process, or 0 for all of its threads.
+    pub thread: u32,
     /// Items taken that did not fit the slot's ring.
     pub unrecorded: u64,
     /// Copies of the items taken.

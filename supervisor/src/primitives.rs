@@ -105,7 +105,7 @@ impl fmt::Debug for Addr {
 }
 
 /// This thread's number, for owners (`RLock`) and holders.
-fn thread_token() -> u64 {
+pub(crate) fn thread_token() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local! {
         static TOKEN: Cell<u64> = const { Cell::new(0) };

@@ -207,8 +207,6 @@ pub(crate) struct QueueMem {
     maxsize: u64,
     joinable: bool,
     capacity: usize,
-    /// This process's slot: `NO_SLOT` until it took an item, `FULL` if none was free.
-    slot: AtomicU32,
 }
 
 /// "mp-queue".
@@ -313,7 +311,6 @@ impl QueueMem {
             maxsize: seg.u64_at(MAXSIZE_AT).load(Ordering::Relaxed),
             joinable: seg.u32_at(JOINABLE_AT).load(Ordering::Relaxed) != 0,
             capacity,
-            slot: AtomicU32::new(NO_SLOT),
             seg,
         }))
     }
@@ -512,7 +509,9 @@ impl QueueMem {
     /// The caller has the item of its last `get` of a plain queue: it is not given
     /// back if this process dies now.
     pub(crate) fn delivered(&self) {
-        let i = self.slot.load(Ordering::Relaxed);
+        // The slot is this thread's own (a plain queue's are per thread), so no other
+        // `get` is changing it now.
+        let i = cached_slot(self);
         if (i as usize) < SLOTS {
             self.seg
                 .u32_at(PENDING_AT + 4 * i as usize)
@@ -588,14 +587,17 @@ impl QueueMem {
     pub(crate) fn consumer_died(&self, pid: u32, host: &multiproc_core::Identity) -> Died {
         self.lock.holder_died(pid);
         self.locked(host, |q, slots, wakes| {
-            let Some(i) = slots.find(pid) else {
-                return Died::default();
-            };
-            let pending = slots.pending(i).swap(0, Ordering::Relaxed) != 0;
-            let died = q.consumer_died(slots.slot(i), pending);
-            wakes.items = if died.returned > 0 { u32::MAX } else { 0 };
-            wakes.done = died.joined;
-            died
+            let mut all = Died::default();
+            for i in slots.of_process(pid) {
+                let pending = slots.pending(i).swap(0, Ordering::Relaxed) != 0;
+                let died = q.consumer_died(slots.slot(i), pending);
+                all.returned += died.returned;
+                all.lost += died.lost;
+                all.joined |= died.joined;
+            }
+            wakes.items = if all.returned > 0 { u32::MAX } else { 0 };
+            wakes.done = all.joined;
+            all
         })
         .unwrap_or_default()
     }
@@ -629,43 +631,80 @@ impl Slots<'_> {
         }
     }
 
-    fn find(&self, pid: u32) -> Option<usize> {
-        // SAFETY: under the queue's lock.
-        (0..SLOTS).find(|&i| unsafe { (*self.taken(i)).pid } == pid)
+    fn find(&self, pid: u32, thread: u32) -> Option<usize> {
+        (0..SLOTS).find(|&i| {
+            // SAFETY: under the queue's lock.
+            let t = unsafe { *self.taken(i) };
+            t.pid == pid && t.thread == thread
+        })
     }
 
-    /// This process's slot; with `claim`, a free one is made its own.
+    /// Every slot of process `pid`.
+    fn of_process(&self, pid: u32) -> Vec<usize> {
+        // SAFETY: under the queue's lock.
+        (0..SLOTS)
+            .filter(|&i| unsafe { (*self.taken(i)).pid } == pid)
+            .collect()
+    }
+
+    /// The calling consumer's slot; with `claim`, a free one is made its own. A
+    /// plain queue's consumer is a thread (its flag is its last `get`'s); a joinable
+    /// queue's is the process (its threads share their `task_done`s).
     fn mine(&mut self, claim: bool) -> Option<usize> {
-        match self.mem.slot.load(Ordering::Relaxed) {
+        match cached_slot(self.mem) {
             FULL => return None,
             NO_SLOT => {}
             i => return Some(i as usize),
         }
         let me = shm::my_pid();
-        if let Some(i) = self.find(me) {
-            self.mem.slot.store(i as u32, Ordering::Relaxed);
+        let thread = if self.mem.joinable {
+            0
+        } else {
+            // Never 0: 0 is "every thread".
+            (super::thread_token() as u32).max(1)
+        };
+        if let Some(i) = self.find(me, thread) {
+            cache_slot(self.mem, i as u32);
             return Some(i);
         }
         if !claim {
             return None;
         }
-        match self.find(0) {
+        match self.find(0, 0) {
             Some(i) => {
                 // SAFETY: under the queue's lock.
                 unsafe {
                     *self.taken(i) = Taken {
                         pid: me,
+                        thread,
                         ..Taken::default()
                     }
                 };
                 self.pending(i).store(0, Ordering::Relaxed);
-                self.mem.slot.store(i as u32, Ordering::Relaxed);
+                cache_slot(self.mem, i as u32);
                 Some(i)
             }
             None => {
-                self.mem.slot.store(FULL, Ordering::Relaxed);
+                cache_slot(self.mem, FULL);
                 None
             }
         }
     }
+}
+
+thread_local! {
+    /// This thread's slot in each queue it took from, by the queue's memory (its
+    /// host's pid, fd and inode: no two queues share it).
+    static SLOT: std::cell::RefCell<std::collections::HashMap<crate::shm::SegmentRef, u32>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+fn cached_slot(mem: &QueueMem) -> u32 {
+    SLOT.with(|s| s.borrow().get(&mem.at()).copied().unwrap_or(NO_SLOT))
+}
+
+fn cache_slot(mem: &QueueMem, slot: u32) {
+    SLOT.with(|s| {
+        s.borrow_mut().insert(mem.at(), slot);
+    });
 }
