@@ -71,6 +71,63 @@ fn pool_root() -> ! {
     std::process::exit(0)
 }
 
+/// A separate root with a manager, which prints `manager <pid>` once it serves.
+fn manager_root() -> ! {
+    multiproc::init();
+    let manager = multiproc::Manager::start().expect("manager");
+    let pid = manager.process().and_then(|p| p.pid()).expect("a pid");
+    println!("manager {pid}");
+    multiproc::blocking::wait_for_stop();
+    drop(manager);
+    std::process::exit(0)
+}
+
+/// Starts a `manager_root` and reads its manager's pid.
+fn start_manager_root() -> Result<Root, Box<dyn std::error::Error>> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .env(ROLE, "manager_root")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let line = BufReader::new(stdout)
+        .lines()
+        .next()
+        .ok_or("the manager root ended early")??;
+    let pid = line
+        .strip_prefix("manager ")
+        .ok_or_else(|| format!("unexpected line {line:?}"))?
+        .parse()?;
+    Ok(Root {
+        child,
+        pids: vec![pid],
+    })
+}
+
+fn sigkill_at_the_root_takes_its_manager() -> TestResult {
+    let mut root = start_manager_root()?;
+    signal(root.child.id(), rustix::process::Signal::KILL)?;
+    root.child.wait()?;
+    let pid = root.pids[0];
+    check!(
+        common::wait_gone(pid, Duration::from_secs(3)),
+        "manager {pid} survived SIGKILL of the root"
+    );
+    Ok(())
+}
+
+fn sigterm_at_the_root_stops_its_manager() -> TestResult {
+    let mut root = start_manager_root()?;
+    signal(root.child.id(), rustix::process::Signal::TERM)?;
+    let status = root.child.wait()?;
+    check_eq!(status.code(), Some(0));
+    let pid = root.pids[0];
+    check!(
+        common::wait_gone(pid, Duration::from_secs(1)),
+        "manager {pid} outlived the root"
+    );
+    Ok(())
+}
+
 /// Starts a `pool_root` and reads its two workers' pids.
 fn start_pool_root() -> Result<Root, Box<dyn std::error::Error>> {
     let mut child = Command::new(std::env::current_exe()?)
@@ -274,9 +331,18 @@ fn main() {
         Ok("tree_root") => tree_root(),
         Ok("failing_harness") => failing_harness(),
         Ok("pool_root") => pool_root(),
+        Ok("manager_root") => manager_root(),
         _ => {}
     }
     common::run(vec![
+        trial(
+            "sigkill_at_the_root_takes_its_manager",
+            sigkill_at_the_root_takes_its_manager,
+        ),
+        trial(
+            "sigterm_at_the_root_stops_its_manager",
+            sigterm_at_the_root_stops_its_manager,
+        ),
         trial(
             "sigkill_at_the_root_leaves_no_descendant",
             sigkill_at_the_root_leaves_no_descendant,
