@@ -876,7 +876,7 @@ impl Event {
     ///
     /// [`crate::SyncError::OwnerGone`], [`crate::SyncError::Forged`].
     pub fn set(&self) -> Result<(), crate::SyncError> {
-        block_on(self.0.set())
+        self.0.set_blocking()
     }
     /// Clears it.
     ///
@@ -884,7 +884,7 @@ impl Event {
     ///
     /// As `set`.
     pub fn clear(&self) -> Result<(), crate::SyncError> {
-        block_on(self.0.clear())
+        self.0.clear_blocking()
     }
     /// Whether it is set.
     ///
@@ -892,7 +892,7 @@ impl Event {
     ///
     /// As `set`.
     pub fn is_set(&self) -> Result<bool, crate::SyncError> {
-        block_on(self.0.is_set())
+        self.0.is_set_blocking()
     }
     /// Waits until it is set, at most `timeout`.
     ///
@@ -900,7 +900,7 @@ impl Event {
     ///
     /// As `set`.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool, crate::SyncError> {
-        block_on(self.0.wait(timeout))
+        self.0.wait_blocking(timeout)
     }
 }
 

@@ -141,7 +141,7 @@ fn take_and_hold(q: Queue<u64>, mut up: Connection) -> Result<(), Box<dyn std::e
 fn host_then_exit(mut chan: Connection) -> Result<(), Box<dyn std::error::Error>> {
     let lock = Lock::new();
     lock.acquire(true, None)?;
-    chan.send(&(lock, Queue::<u64>::new(0)))?;
+    chan.send(&(lock, Queue::<u64>::new(0), Event::new()))?;
     let _: String = chan.recv()?;
     Ok(())
 }
@@ -647,8 +647,8 @@ fn waiters_are_told_when_the_host_exits() -> TestResult {
     let (mut ours, theirs) = pipe(true).unwrap();
     let mut p = Process::new(host_then_exit, theirs);
     p.start().unwrap();
-    let (lock, q): (Lock, Queue<u64>) = ours.recv().unwrap();
-    // Both are mapped here while their host lives.
+    let (lock, q, event): (Lock, Queue<u64>, Event) = ours.recv().unwrap();
+    // All are mapped here while their host lives.
     check!(
         !lock.acquire(false, None).unwrap(),
         "the host holds the lock"
@@ -657,6 +657,7 @@ fn waiters_are_told_when_the_host_exits() -> TestResult {
         matches!(q.get(false, None), Err(SyncError::Empty)),
         "the queue is empty"
     );
+    check!(!event.is_set().unwrap(), "the event is clear");
     ours.send(&"exit".to_string()).unwrap();
     let t = Instant::now();
     let got = lock.acquire(true, None);
@@ -665,6 +666,11 @@ fn waiters_are_told_when_the_host_exits() -> TestResult {
     check!(
         matches!(got, Err(SyncError::OwnerGone(_))),
         "queue: {got:?}"
+    );
+    let got = event.wait(None);
+    check!(
+        matches!(got, Err(SyncError::OwnerGone(_))),
+        "event: {got:?}"
     );
     check!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     p.join().unwrap();

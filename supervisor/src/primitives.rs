@@ -19,7 +19,7 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use multiproc_core::sync::{Event as EventState, Sem, SemKind};
+use multiproc_core::sync::{Sem, SemKind};
 use multiproc_core::{Body, CodecError, Envelope, Identity, RemoteError, codec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -845,11 +845,33 @@ impl<P: Release> Drop for Guard<'_, P> {
     }
 }
 
-/// Python's `Event`: a flag processes wait for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Python's `Event`: a flag processes wait for. It is a word in shared memory:
+/// `set`, `clear` and `is_set` are one atomic operation each, and a waiter sleeps on
+/// the word (a futex). A waiter that finds the process that created it gone gets
+/// [`SyncError::OwnerGone`].
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Event {
     addr: Addr,
+    seg: crate::shm::SegmentRef,
+    #[serde(skip)]
+    word: std::sync::OnceLock<shared::EventWord>,
 }
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Event")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Event) -> bool {
+        self.addr == other.addr && self.seg == other.seg
+    }
+}
+
+impl Eq for Event {}
 
 impl Default for Event {
     fn default() -> Self {
@@ -859,53 +881,129 @@ impl Default for Event {
 
 impl Event {
     /// A new event, clear, hosted by this process.
+    ///
+    /// # Panics
+    ///
+    /// When the system refuses shared memory.
     pub fn new() -> Event {
-        Event {
-            addr: Addr::new(State::Event(EventState::default())),
+        Event::try_new().expect("an event's shared memory")
+    }
+
+    /// A new event, clear, hosted by this process.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Memory`] when the system refuses shared memory.
+    pub fn try_new() -> Result<Event, SyncError> {
+        let seg = crate::shm::Segment::create("multiproc-event", shared::EVENT_LEN)
+            .map_err(|e| SyncError::Memory(e.to_string()))?;
+        let seg = crate::shm::host(seg);
+        let secret = host::secret();
+        shared::init(&seg, shared::EVENT_MAGIC, secret);
+        let addr = Addr::new_with(State::Mapped, secret);
+        Ok(Event {
+            addr,
+            seg: seg.at(),
+            word: std::sync::OnceLock::from(shared::EventWord::new(seg)),
+        })
+    }
+
+    /// The word, mapped (an event needs no watching: nobody holds it).
+    fn word(&self) -> Result<&shared::EventWord, SyncError> {
+        if let Some(w) = self.word.get() {
+            return Ok(w);
         }
+        let seg = self.addr.map(self.seg)?;
+        if !shared::genuine(&seg, shared::EVENT_MAGIC, self.addr.secret) {
+            return Err(SyncError::Forged);
+        }
+        Ok(self.word.get_or_init(|| shared::EventWord::new(seg)))
     }
 
     /// Sets it; every waiter returns `true`.
     ///
     /// # Errors
     ///
-    /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
+    /// [`SyncError::OwnerGone`] (mapping it after its host exited),
+    /// [`SyncError::Forged`].
     pub async fn set(&self) -> Result<(), SyncError> {
-        self.addr.done(Op::EventSet).await
+        self.set_blocking()
+    }
+
+    /// As [`set`](Event::set), without a runtime (it never waits).
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Event::set).
+    pub fn set_blocking(&self) -> Result<(), SyncError> {
+        self.word()?.set();
+        Ok(())
     }
 
     /// Clears it.
     ///
     /// # Errors
     ///
-    /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
+    /// As [`set`](Event::set).
     pub async fn clear(&self) -> Result<(), SyncError> {
-        self.addr.done(Op::EventClear).await
+        self.clear_blocking()
+    }
+
+    /// As [`clear`](Event::clear), without a runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Event::set).
+    pub fn clear_blocking(&self) -> Result<(), SyncError> {
+        self.word()?.clear();
+        Ok(())
     }
 
     /// Whether it is set.
     ///
     /// # Errors
     ///
-    /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
+    /// As [`set`](Event::set).
     pub async fn is_set(&self) -> Result<bool, SyncError> {
-        match self.addr.ask(Op::EventIsSet).await? {
-            Answer::Flag(f) => Ok(f),
-            other => Err(unexpected(other)),
-        }
+        self.is_set_blocking()
     }
 
-    /// Waits until it is set, at most `timeout`; whether it is set.
+    /// As [`is_set`](Event::is_set), without a runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Event::set).
+    pub fn is_set_blocking(&self) -> Result<bool, SyncError> {
+        Ok(self.word()?.is_set())
+    }
+
+    /// Waits until it is set, at most `timeout`: whether it was set (Python's
+    /// `wait`, which is `true` also when a `clear` followed the `set`). The wait
+    /// itself happens on a blocking thread.
     ///
     /// # Errors
     ///
     /// [`SyncError::OwnerGone`] (also while waiting), [`SyncError::Forged`].
     pub async fn wait(&self, timeout: Option<Duration>) -> Result<bool, SyncError> {
-        match self.addr.ask_timeout(Op::EventWait, timeout).await? {
-            None => Ok(false),
-            Some(Answer::Flag(f)) => Ok(f),
-            Some(other) => Err(unexpected(other)),
+        let word = self.word()?;
+        if word.is_set() {
+            return Ok(true);
         }
+        let word = word.clone();
+        let owner = self.addr.owner.clone();
+        crate::runtime::handle()
+            .spawn_blocking(move || word.wait(timeout, &owner))
+            .await
+            .unwrap_or_else(|e| Err(SyncError::Memory(format!("the waiting thread failed: {e}"))))
+    }
+
+    /// As [`wait`](Event::wait), from a thread that may block.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](Event::wait).
+    pub fn wait_blocking(&self, timeout: Option<Duration>) -> Result<bool, SyncError> {
+        self.word()?.wait(timeout, &self.addr.owner)
     }
 }
 

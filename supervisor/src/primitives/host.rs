@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use multiproc_core::sync::{
-    Acquire, Arrive, Barrier, BarrierOutcome, Condition, Event, Grant, Holder, Sem, WaitId, Woken,
+    Acquire, Arrive, Barrier, BarrierOutcome, Condition, Grant, Holder, Sem, WaitId, Woken,
 };
 use multiproc_core::{Body, Envelope, Identity, RemoteError, codec};
 
@@ -23,7 +23,9 @@ use crate::{router, runtime};
 
 pub(crate) enum State {
     Sem(Sem),
-    Event(Event),
+    /// A primitive whose state is all in shared memory, with no holder to watch
+    /// (an `Event`): the host keeps its memory, and answers nothing.
+    Mapped,
     /// A queue in shared memory: the host gives back what a dead consumer took.
     SharedQueue(std::sync::Arc<super::shared::QueueMem>),
     Condition(Condition),
@@ -185,7 +187,7 @@ fn process_died(process: &Identity) {
                     }
                     Outcome::Grants(Vec::new())
                 }
-                State::Event(_) => Outcome::Grants(Vec::new()),
+                State::Mapped => Outcome::Grants(Vec::new()),
                 State::Condition(c) => Outcome::Cond(c.process_died(process)),
                 State::Barrier(b) => Outcome::Barrier(b.process_died(process)),
                 State::Lock(word) => {
@@ -295,7 +297,7 @@ impl Host {
                     let state = &mut self.prims.get_mut(&id).expect("checked").state;
                     let (gone, outcome) = match state {
                         State::Sem(s) => (s.cancel(wait), None),
-                        State::Event(e) => (e.cancel(wait), None),
+                        State::Mapped => (false, None),
                         State::SharedQueue(_) => (false, None),
                         State::Lock(_) => (false, None),
                         // A condition wait that times out still takes the lock back
@@ -343,27 +345,6 @@ impl Host {
                 Err(e) => (Some(Answer::Fault(Fault::Sync(e))), None),
             },
             (State::Sem(s), Op::Value) => (Some(Answer::Value(s.value())), None),
-            (State::Event(e), Op::EventSet) => {
-                for w in e.set() {
-                    if let Some((to, c)) = self.routes.remove(&w) {
-                        self.waits.remove(&(to.clone(), c));
-                        replies.push((to, c, Answer::Flag(true)));
-                    }
-                }
-                (Some(Answer::Done), None)
-            }
-            (State::Event(e), Op::EventClear) => {
-                e.clear();
-                (Some(Answer::Done), None)
-            }
-            (State::Event(e), Op::EventIsSet) => (Some(Answer::Flag(e.is_set())), None),
-            (State::Event(e), Op::EventWait) => {
-                if e.wait(wait) {
-                    (Some(Answer::Flag(true)), None)
-                } else {
-                    (None, None)
-                }
-            }
             (State::Condition(c), Op::Acquire { thread, block }) => {
                 (acquired(c.acquire(&holder(thread), wait, block)), None)
             }

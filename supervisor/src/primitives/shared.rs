@@ -708,3 +708,98 @@ fn cache_slot(mem: &QueueMem, slot: u32) {
         s.borrow_mut().insert(mem.at(), slot);
     });
 }
+
+/// "mp-event".
+pub(crate) const EVENT_MAGIC: u64 = u64::from_le_bytes(*b"mp-event");
+/// Bytes of an event's segment: its header and its word.
+pub(crate) const EVENT_LEN: usize = 128;
+const EVENT_WORD_AT: usize = 64;
+
+/// An event's word in shared memory: the flag in bit 0, and above it a count of
+/// the times it was set, so that a waiter woken by a `set` returns `true` even if a
+/// `clear` came before it looked (as Python's `wait` does).
+#[derive(Debug, Clone)]
+pub(crate) struct EventWord {
+    seg: Arc<Segment>,
+}
+
+impl EventWord {
+    pub(crate) fn new(seg: Arc<Segment>) -> EventWord {
+        EventWord { seg }
+    }
+
+    fn word(&self) -> &AtomicU32 {
+        self.seg.u32_at(EVENT_WORD_AT)
+    }
+
+    /// Sets it and wakes every waiter.
+    pub(crate) fn set(&self) {
+        let word = self.word();
+        let mut v = word.load(Ordering::Relaxed);
+        while v & 1 == 0 {
+            // A new set: the next count, flag up.
+            let new = (v & !1).wrapping_add(2) | 1;
+            match word.compare_exchange(v, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => {
+                    shm::wake(word, u32::MAX);
+                    return;
+                }
+                Err(now) => v = now,
+            }
+        }
+    }
+
+    /// Clears it.
+    pub(crate) fn clear(&self) {
+        self.word().fetch_and(!1, Ordering::Release);
+    }
+
+    /// Whether it is set.
+    pub(crate) fn is_set(&self) -> bool {
+        self.word().load(Ordering::Acquire) & 1 == 1
+    }
+
+    /// Waits until it is set (or was set meanwhile), at most `timeout`: whether
+    /// it was.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerGone`] when its host is found gone while waiting.
+    pub(crate) fn wait(
+        &self,
+        timeout: Option<Duration>,
+        host: &multiproc_core::Identity,
+    ) -> Result<bool, SyncError> {
+        let word = self.word();
+        let seen = word.load(Ordering::Acquire);
+        if seen & 1 == 1 {
+            return Ok(true);
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let now = word.load(Ordering::Acquire);
+            if now != seen {
+                // Set since (perhaps cleared again): the wait is over.
+                return Ok(true);
+            }
+            let slice = match deadline {
+                None => HOST_CHECK,
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok(false);
+                    }
+                    left.min(HOST_CHECK)
+                }
+            };
+            let t0 = Instant::now();
+            shm::wait(word, seen, Some(slice));
+            if word.load(Ordering::Acquire) == seen
+                && t0.elapsed() >= slice
+                && !shm::alive(self.seg.at().pid)
+            {
+                return Err(SyncError::OwnerGone(host.clone()));
+            }
+        }
+    }
+}

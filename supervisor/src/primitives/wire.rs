@@ -25,10 +25,6 @@ pub(crate) enum Op {
     Cancel {
         corr: u64,
     },
-    EventSet,
-    EventClear,
-    EventIsSet,
-    EventWait,
     CondWait {
         thread: u64,
     },
@@ -63,7 +59,6 @@ pub(crate) enum Answer {
     Done,
     Value(usize),
     Cancelled(bool),
-    Flag(bool),
     /// A condition wait returns, holding the lock again.
     Woken {
         notified: bool,
