@@ -424,10 +424,14 @@ fn a_handle_whose_owner_has_exited_fails_at_once() -> TestResult {
 /// The shape of a handle on the wire, to forge one.
 #[derive(Serialize, Deserialize)]
 struct Forged {
+    mem: ForgedMem,
+}
+
+/// A primitive in shared memory: its host's address and its memory.
+#[derive(Serialize, Deserialize)]
+struct ForgedMem {
     addr: ForgedAddr,
-    /// A lock's shared memory; other handles have none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    seg: Option<ForgedSeg>,
+    seg: ForgedSeg,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -450,21 +454,33 @@ fn a_forged_or_corrupted_handle_reaches_nothing() -> TestResult {
     let event = Event::new();
     let mut forged: Forged =
         multiproc::codec::decode(&multiproc::codec::encode(&lock).unwrap()).unwrap();
-    forged.addr.secret ^= 1;
+    forged.mem.addr.secret ^= 1;
     let bad: Lock = multiproc::codec::decode(&multiproc::codec::encode(&forged).unwrap()).unwrap();
     check!(
         matches!(bad.acquire(true, None), Err(SyncError::Forged)),
         "a wrong secret"
     );
-    // An event's genuine address, with the lock's memory: not a lock.
+    // An event's genuine address, with the lock's memory: not a lock (nor the event).
     let mut as_lock: Forged =
         multiproc::codec::decode(&multiproc::codec::encode(&event).unwrap()).unwrap();
-    as_lock.seg = forged.seg.clone();
+    as_lock.mem.seg = forged.mem.seg.clone();
     let as_lock: Lock =
         multiproc::codec::decode(&multiproc::codec::encode(&as_lock).unwrap()).unwrap();
     check!(
         matches!(as_lock.acquire(true, None), Err(SyncError::Forged)),
         "another kind"
+    );
+    // An event's genuine address with a lock's genuine memory: not an event.
+    let mut as_event: Forged =
+        multiproc::codec::decode(&multiproc::codec::encode(&event).unwrap()).unwrap();
+    let lock_wire: Forged =
+        multiproc::codec::decode(&multiproc::codec::encode(&lock).unwrap()).unwrap();
+    as_event.mem.seg = lock_wire.mem.seg;
+    let as_event: Event =
+        multiproc::codec::decode(&multiproc::codec::encode(&as_event).unwrap()).unwrap();
+    check!(
+        matches!(as_event.set(), Err(SyncError::Forged)),
+        "a lock's memory as an event"
     );
     // A lock's genuine address with another lock's memory: reaches neither.
     let other = Lock::new();
@@ -472,7 +488,7 @@ fn a_forged_or_corrupted_handle_reaches_nothing() -> TestResult {
         multiproc::codec::decode(&multiproc::codec::encode(&lock).unwrap()).unwrap();
     let theirs: Forged =
         multiproc::codec::decode(&multiproc::codec::encode(&other).unwrap()).unwrap();
-    mixed.seg = theirs.seg;
+    mixed.mem.seg = theirs.mem.seg;
     let mixed: Lock = multiproc::codec::decode(&multiproc::codec::encode(&mixed).unwrap()).unwrap();
     check!(
         matches!(mixed.acquire(true, None), Err(SyncError::Forged)),
@@ -485,9 +501,7 @@ fn a_forged_or_corrupted_handle_reaches_nothing() -> TestResult {
     // A corrupted memory reference maps nothing.
     let mut corrupt: Forged =
         multiproc::codec::decode(&multiproc::codec::encode(&lock).unwrap()).unwrap();
-    if let Some(seg) = &mut corrupt.seg {
-        seg.ino ^= 1;
-    }
+    corrupt.mem.seg.ino ^= 1;
     let corrupt: Lock =
         multiproc::codec::decode(&multiproc::codec::encode(&corrupt).unwrap()).unwrap();
     check!(

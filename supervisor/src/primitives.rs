@@ -564,30 +564,81 @@ impl Barrier {
 /// watches every process that uses the lock, and when the holder dies it frees the
 /// lock and the next acquirer is told ([`SyncError::OwnerDied`]). A waiter that
 /// finds the host gone gets [`SyncError::OwnerGone`].
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lock {
-    addr: Addr,
-    seg: crate::shm::SegmentRef,
-    /// The word, once this process has mapped it.
-    #[serde(skip)]
-    word: std::sync::OnceLock<shared::LockWord>,
+    mem: Mapped<shared::LockWord>,
 }
 
-impl fmt::Debug for Lock {
+/// A primitive whose state is in a segment of shared memory: its address at its
+/// host, where its memory is, and (once this process has mapped it) its word.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(bound = "")]
+struct Mapped<W> {
+    addr: Addr,
+    seg: crate::shm::SegmentRef,
+    #[serde(skip)]
+    word: std::sync::OnceLock<W>,
+}
+
+impl<W> fmt::Debug for Mapped<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Lock")
+        f.debug_struct("Mapped")
             .field("addr", &self.addr)
             .finish_non_exhaustive()
     }
 }
 
-impl PartialEq for Lock {
-    fn eq(&self, other: &Lock) -> bool {
+impl<W> PartialEq for Mapped<W> {
+    fn eq(&self, other: &Mapped<W>) -> bool {
         self.addr == other.addr && self.seg == other.seg
     }
 }
 
-impl Eq for Lock {}
+impl<W> Eq for Mapped<W> {}
+
+impl<W> Mapped<W> {
+    /// A new segment of `len` bytes of kind `magic`, hosted here; `word` makes the
+    /// word on it and `state` what the host keeps.
+    fn create(
+        name: &str,
+        len: usize,
+        magic: u64,
+        word: impl FnOnce(std::sync::Arc<crate::shm::Segment>) -> W,
+        state: impl FnOnce(&W) -> State,
+    ) -> Result<Mapped<W>, SyncError> {
+        let seg =
+            crate::shm::Segment::create(name, len).map_err(|e| SyncError::Memory(e.to_string()))?;
+        let seg = crate::shm::host(seg);
+        let secret = host::secret();
+        shared::init(&seg, magic, secret);
+        let at = seg.at();
+        let word = word(seg);
+        Ok(Mapped {
+            addr: Addr::new_with(state(&word), secret),
+            seg: at,
+            word: std::sync::OnceLock::from(word),
+        })
+    }
+
+    /// Maps the segment, which must be of kind `magic` and for this handle's
+    /// secret, and makes its word (not kept: see `keep`).
+    fn open(
+        &self,
+        magic: u64,
+        word: impl FnOnce(std::sync::Arc<crate::shm::Segment>) -> W,
+    ) -> Result<W, SyncError> {
+        let seg = self.addr.map(self.seg)?;
+        if !shared::genuine(&seg, magic, self.addr.secret) {
+            return Err(SyncError::Forged);
+        }
+        Ok(word(seg))
+    }
+
+    /// Keeps the word mapped for this handle.
+    fn keep(&self, word: W) -> &W {
+        self.word.get_or_init(|| word)
+    }
+}
 
 impl Lock {
     /// A new lock, hosted by this process.
@@ -605,43 +656,33 @@ impl Lock {
     ///
     /// [`SyncError::Memory`] when the system refuses shared memory.
     pub fn try_new() -> Result<Lock, SyncError> {
-        let seg = crate::shm::Segment::create("multiproc-lock", shared::LOCK_LEN)
-            .map_err(|e| SyncError::Memory(e.to_string()))?;
-        let seg = crate::shm::host(seg);
-        let secret = host::secret();
-        shared::init(&seg, shared::LOCK_MAGIC, secret);
-        let word = shared::LockWord::new(std::sync::Arc::clone(&seg), shared::LOCK_WORD_AT);
-        let addr = Addr::new_with(State::Lock(word.clone()), secret);
         Ok(Lock {
-            addr,
-            seg: seg.at(),
-            word: std::sync::OnceLock::from(word),
+            mem: Mapped::create(
+                "multiproc-lock",
+                shared::LOCK_LEN,
+                shared::LOCK_MAGIC,
+                |seg| shared::LockWord::new(seg, shared::LOCK_WORD_AT),
+                |word| State::Lock(word.clone()),
+            )?,
         })
-    }
-
-    /// Maps the word (no host involved): the segment must be this lock's.
-    fn open(&self) -> Result<shared::LockWord, SyncError> {
-        let seg = self.addr.map(self.seg)?;
-        if !shared::genuine(&seg, shared::LOCK_MAGIC, self.addr.secret) {
-            return Err(SyncError::Forged);
-        }
-        Ok(shared::LockWord::new(seg, shared::LOCK_WORD_AT))
     }
 
     /// The word, mapped; the first time in a process, the host is told who uses it
     /// (so that it can free the lock if this process dies holding it).
     async fn word(&self) -> Result<&shared::LockWord, SyncError> {
-        if let Some(w) = self.word.get() {
+        if let Some(w) = self.mem.word.get() {
             return Ok(w);
         }
-        let w = self.open()?;
-        self.addr.attach().await?;
-        Ok(self.word.get_or_init(|| w))
+        let w = self.mem.open(shared::LOCK_MAGIC, |seg| {
+            shared::LockWord::new(seg, shared::LOCK_WORD_AT)
+        })?;
+        self.mem.addr.attach().await?;
+        Ok(self.mem.keep(w))
     }
 
     /// As `word`, from a thread that may block.
     fn word_blocking(&self) -> Result<&shared::LockWord, SyncError> {
-        match self.word.get() {
+        match self.mem.word.get() {
             Some(w) => Ok(w),
             None => crate::runtime::block_on(self.word()),
         }
@@ -669,7 +710,7 @@ impl Lock {
             return Ok(false);
         }
         let word = word.clone();
-        let owner = self.addr.owner.clone();
+        let owner = self.mem.addr.owner.clone();
         crate::runtime::handle()
             .spawn_blocking(move || word.lock(timeout, &owner))
             .await
@@ -695,7 +736,7 @@ impl Lock {
                 None => Ok(false),
             };
         }
-        word.lock(timeout, &self.addr.owner)
+        word.lock(timeout, &self.mem.addr.owner)
     }
 
     /// Releases it.
@@ -849,29 +890,10 @@ impl<P: Release> Drop for Guard<'_, P> {
 /// `set`, `clear` and `is_set` are one atomic operation each, and a waiter sleeps on
 /// the word (a futex). A waiter that finds the process that created it gone gets
 /// [`SyncError::OwnerGone`].
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
-    addr: Addr,
-    seg: crate::shm::SegmentRef,
-    #[serde(skip)]
-    word: std::sync::OnceLock<shared::EventWord>,
+    mem: Mapped<shared::EventWord>,
 }
-
-impl fmt::Debug for Event {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Event")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PartialEq for Event {
-    fn eq(&self, other: &Event) -> bool {
-        self.addr == other.addr && self.seg == other.seg
-    }
-}
-
-impl Eq for Event {}
 
 impl Default for Event {
     fn default() -> Self {
@@ -895,29 +917,24 @@ impl Event {
     ///
     /// [`SyncError::Memory`] when the system refuses shared memory.
     pub fn try_new() -> Result<Event, SyncError> {
-        let seg = crate::shm::Segment::create("multiproc-event", shared::EVENT_LEN)
-            .map_err(|e| SyncError::Memory(e.to_string()))?;
-        let seg = crate::shm::host(seg);
-        let secret = host::secret();
-        shared::init(&seg, shared::EVENT_MAGIC, secret);
-        let addr = Addr::new_with(State::Mapped, secret);
         Ok(Event {
-            addr,
-            seg: seg.at(),
-            word: std::sync::OnceLock::from(shared::EventWord::new(seg)),
+            mem: Mapped::create(
+                "multiproc-event",
+                shared::EVENT_LEN,
+                shared::EVENT_MAGIC,
+                shared::EventWord::new,
+                |_| State::Mapped,
+            )?,
         })
     }
 
     /// The word, mapped (an event needs no watching: nobody holds it).
     fn word(&self) -> Result<&shared::EventWord, SyncError> {
-        if let Some(w) = self.word.get() {
+        if let Some(w) = self.mem.word.get() {
             return Ok(w);
         }
-        let seg = self.addr.map(self.seg)?;
-        if !shared::genuine(&seg, shared::EVENT_MAGIC, self.addr.secret) {
-            return Err(SyncError::Forged);
-        }
-        Ok(self.word.get_or_init(|| shared::EventWord::new(seg)))
+        let w = self.mem.open(shared::EVENT_MAGIC, shared::EventWord::new)?;
+        Ok(self.mem.keep(w))
     }
 
     /// Sets it; every waiter returns `true`.
@@ -990,7 +1007,7 @@ impl Event {
             return Ok(true);
         }
         let word = word.clone();
-        let owner = self.addr.owner.clone();
+        let owner = self.mem.addr.owner.clone();
         crate::runtime::handle()
             .spawn_blocking(move || word.wait(timeout, &owner))
             .await
@@ -1003,7 +1020,7 @@ impl Event {
     ///
     /// As [`wait`](Event::wait).
     pub fn wait_blocking(&self, timeout: Option<Duration>) -> Result<bool, SyncError> {
-        self.word()?.wait(timeout, &self.addr.owner)
+        self.word()?.wait(timeout, &self.mem.addr.owner)
     }
 }
 
