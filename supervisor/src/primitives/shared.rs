@@ -198,8 +198,8 @@ impl LockWord {
 }
 
 /// A queue in shared memory: a [`RingQueue`] under a [`LockWord`], and three words
-/// to sleep on (items came, room came, all done), each with a count of sleepers so
-/// that nobody makes a system call to wake nobody.
+/// to sleep on (items came, room came, all done), each with a mark that someone
+/// may sleep on it, so that nobody makes a system call to wake nobody.
 #[derive(Debug)]
 pub(crate) struct QueueMem {
     seg: Arc<Segment>,
@@ -215,7 +215,8 @@ const MAXSIZE_AT: usize = 16;
 const JOINABLE_AT: usize = 24;
 const CAPACITY_AT: usize = 32;
 const QUEUE_LOCK_AT: usize = 64;
-/// Sleep words, and how many sleep on each, a cache line apart.
+/// Sleep words, and beside each a mark that someone may sleep on it, a cache line
+/// apart.
 const ITEMS_SEQ_AT: usize = 128;
 const ROOM_SEQ_AT: usize = 192;
 const DONE_SEQ_AT: usize = 256;
@@ -344,20 +345,22 @@ impl QueueMem {
             self.seg
                 .u64_at(QSIZE_AT)
                 .store(q.qsize(), Ordering::Relaxed);
-            // Sleepers registered under this lock; wake only where some are.
+            // Sleepers say so under this lock; wake only where some may sleep, and
+            // then all of them (the mark is cleared here, and each that must wait
+            // again sets it again), so a sleeper that died leaves no mark behind.
             let seq = |s: Sleep, want: bool| {
                 want && self
                     .seg
                     .u32_at(s.seq_at() + SLEEPERS)
-                    .load(Ordering::Relaxed)
-                    > 0
+                    .swap(0, Ordering::Relaxed)
+                    != 0
                     && {
                         self.seg.u32_at(s.seq_at()).fetch_add(1, Ordering::Release);
                         true
                     }
             };
             wakes.items = if seq(Sleep::Items, wakes.items > 0) {
-                wakes.items
+                u32::MAX
             } else {
                 0
             };
@@ -388,14 +391,8 @@ impl QueueMem {
         mut attempt: impl FnMut(&mut RingQueue<'_>, &mut Slots<'_>, &mut Wakes) -> Step<R, Sleep>,
     ) -> Result<R, SyncError> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut registered: Option<Sleep> = None;
         loop {
             let step = self.locked(host, |q, slots, wakes| {
-                if let Some(s) = registered.take() {
-                    self.seg
-                        .u32_at(s.seq_at() + SLEEPERS)
-                        .fetch_sub(1, Ordering::Relaxed);
-                }
                 match attempt(q, slots, wakes) {
                     Step::Done(r) => Step::Done(r),
                     Step::Wait(s) => {
@@ -404,10 +401,10 @@ impl QueueMem {
                         }
                         self.seg
                             .u32_at(s.seq_at() + SLEEPERS)
-                            .fetch_add(1, Ordering::Relaxed);
-                        // Read under the lock, with the sleeper counted: a change
-                        // after this unlock bumps the word, so the sleep below
-                        // returns at once instead of missing it.
+                            .store(1, Ordering::Relaxed);
+                        // Read under the lock, with the mark set: a change after
+                        // this unlock bumps the word, so the sleep below returns at
+                        // once instead of missing it.
                         let seen = self.seg.u32_at(s.seq_at()).load(Ordering::Acquire);
                         Step::Wait((s, seen))
                     }
@@ -417,7 +414,6 @@ impl QueueMem {
                 Step::Done(r) => return Ok(r),
                 Step::Wait(w) => w,
             };
-            registered = Some(sleep);
             let word = self.seg.u32_at(sleep.seq_at());
             let started = Instant::now();
             let spun = crate::runtime::spin::wait(started, || {
