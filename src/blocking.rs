@@ -796,11 +796,52 @@ blocking_semaphore!(
     /// A recursive lock; see [`crate::RLock`].
     RLock
 );
-blocking_semaphore!(
+/// A mirror of a semaphore in shared memory: acquire and release work on the
+/// memory directly, with no runtime in between.
+macro_rules! blocking_shared_semaphore {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub crate::$name);
+
+        impl $name {
+            /// Acquires a permit; see the async type.
+            ///
+            /// # Errors
+            ///
+            /// [`crate::SyncError::OwnerDied`] (acquired, a holder died),
+            /// [`crate::SyncError::OwnerGone`], [`crate::SyncError::Forged`].
+            pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool, crate::SyncError> {
+                self.0.acquire_blocking(block, timeout)
+            }
+
+            /// Releases a permit.
+            ///
+            /// # Errors
+            ///
+            /// [`crate::SyncError::Misuse`], [`crate::SyncError::OwnerGone`].
+            pub fn release(&self) -> Result<(), crate::SyncError> {
+                self.0.release_blocking()
+            }
+
+            /// Holds a permit until the guard is dropped (Python's `with`).
+            ///
+            /// # Errors
+            ///
+            /// As `acquire`; a dead holder is `Guard::owner_died`.
+            pub fn guard(&self) -> Result<crate::Guard<'_, crate::$name>, crate::SyncError> {
+                self.0.guard_blocking()
+            }
+        }
+    };
+}
+
+blocking_shared_semaphore!(
     /// A semaphore; see [`crate::Semaphore`].
     Semaphore
 );
-blocking_semaphore!(
+blocking_shared_semaphore!(
     /// A bounded semaphore; see [`crate::BoundedSemaphore`].
     BoundedSemaphore
 );
@@ -843,7 +884,7 @@ impl Semaphore {
     ///
     /// [`crate::SyncError::OwnerGone`], [`crate::SyncError::Forged`].
     pub fn get_value(&self) -> Result<usize, crate::SyncError> {
-        block_on(self.0.get_value())
+        self.0.get_value_blocking()
     }
 }
 

@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::{TestResult, trial};
 use multiproc::blocking::{
-    Barrier, BoundedSemaphore, Condition, Connection, Event, Lock, Process, Queue, RLock, pipe,
+    Barrier, BoundedSemaphore, Condition, Connection, Event, Lock, Process, Queue, RLock,
+    Semaphore, pipe,
 };
 use multiproc::{ExitReason, Identity, SyncError};
 use serde::{Deserialize, Serialize};
@@ -146,6 +147,14 @@ fn host_then_exit(mut chan: Connection) -> Result<(), Box<dyn std::error::Error>
     Ok(())
 }
 
+/// Takes a permit, says so, and holds it until killed.
+fn hold_permit(sem: Semaphore, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    sem.acquire(true, None)?;
+    up.send(&multiproc::current_process().pid())?;
+    multiproc::blocking::wait_for_stop();
+    Ok(())
+}
+
 multiproc::register!(
     hold,
     release,
@@ -161,7 +170,8 @@ multiproc::register!(
     wait_at,
     stall_in_get,
     take_and_hold,
-    host_then_exit
+    host_then_exit,
+    hold_permit
 );
 
 fn kill(pid: u32) {
@@ -702,8 +712,31 @@ fn an_item_larger_than_the_queue_is_refused_and_nothing_is_lost() -> TestResult 
     Ok(())
 }
 
+fn a_dead_holders_permits_come_back_and_the_next_is_told() -> TestResult {
+    let sem = Semaphore::new(2);
+    let (mut ours, theirs) = pipe(true).unwrap();
+    let mut p = Process::new(hold_permit, (sem.clone(), theirs));
+    p.start().unwrap();
+    let pid: u32 = ours.recv().unwrap();
+    check!(sem.acquire(false, None).unwrap(), "one permit left");
+    check!(!sem.acquire(false, None).unwrap(), "none left");
+    kill(pid);
+    p.join().unwrap();
+    let got = sem.acquire(true, Some(Duration::from_secs(5)));
+    check!(matches!(got, Err(SyncError::OwnerDied)), "{got:?}");
+    check_eq!(sem.get_value().unwrap(), 0);
+    sem.release().unwrap();
+    sem.release().unwrap();
+    check_eq!(sem.get_value().unwrap(), 2);
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
+        trial(
+            "a_dead_holders_permits_come_back_and_the_next_is_told",
+            a_dead_holders_permits_come_back_and_the_next_is_told,
+        ),
         trial(
             "a_consumer_killed_in_the_middle_of_a_get_loses_nothing",
             a_consumer_killed_in_the_middle_of_a_get_loses_nothing,

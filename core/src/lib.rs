@@ -34,6 +34,7 @@ pub mod queue;
 pub mod ring;
 pub mod ringqueue;
 pub mod scheduler;
+pub mod semstate;
 mod spec;
 mod strategy;
 pub mod sync;

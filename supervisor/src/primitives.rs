@@ -312,19 +312,192 @@ macro_rules! semaphore_type {
     };
 }
 
+/// A semaphore whose state is in shared memory (see `shared::SemMem`): a permit
+/// that is free is taken with no message; its host watches every process that
+/// uses it and gives back the permits of one that dies.
+macro_rules! shared_semaphore {
+    ($(#[$doc:meta])* $name:ident, $bounded:expr) => {
+        $(#[$doc])*
+        ///
+        /// Its state is in shared memory: a free permit costs no message. The process
+        /// that created it hosts it: when a process dies holding permits they come
+        /// back, and the next acquirer is told ([`SyncError::OwnerDied`]).
+        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct $name {
+            mem: Mapped<shared::SemMem>,
+        }
+
+        impl $name {
+            /// A new one of `value` permits, hosted by this process.
+            ///
+            /// # Panics
+            ///
+            /// When the system refuses shared memory.
+            pub fn new(value: usize) -> $name {
+                $name::try_new(value).expect("a semaphore's shared memory")
+            }
+
+            /// A new one of `value` permits, hosted by this process.
+            ///
+            /// # Errors
+            ///
+            /// [`SyncError::Memory`] when the system refuses shared memory.
+            pub fn try_new(value: usize) -> Result<$name, SyncError> {
+                Ok($name {
+                    mem: Mapped::create(
+                        "multiproc-semaphore",
+                        shared::SEM_LEN,
+                        shared::SEM_MAGIC,
+                        |seg| shared::SemMem::init(seg, value as u64, $bounded),
+                        |sem| State::Semaphore(sem.clone()),
+                    )?,
+                })
+            }
+
+            /// Its memory, mapped; the first time in a process, the host is told
+            /// who uses it (so that it can give back this process's permits).
+            async fn sem(&self) -> Result<&shared::SemMem, SyncError> {
+                if let Some(s) = self.mem.word.get() {
+                    return Ok(s);
+                }
+                let s = self.mem.open(shared::SEM_MAGIC, shared::SemMem::new)?;
+                self.mem.addr.attach().await?;
+                Ok(self.mem.keep(s))
+            }
+
+            fn sem_blocking(&self) -> Result<&shared::SemMem, SyncError> {
+                match self.mem.word.get() {
+                    Some(s) => Ok(s),
+                    None => crate::runtime::block_on(self.sem()),
+                }
+            }
+
+            /// Acquires a permit (Python's `acquire(block, timeout)`): `Ok(false)`
+            /// when it would block and `block` is false, or `timeout` ran out. The
+            /// wait itself happens on a blocking thread.
+            ///
+            /// # Errors
+            ///
+            /// [`SyncError::OwnerDied`] when it *was* acquired but a holder died
+            /// holding permits since the last acquire; [`SyncError::OwnerGone`];
+            /// [`SyncError::Forged`].
+            pub async fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
+                let sem = self.sem().await?;
+                let owner = &self.mem.addr.owner;
+                if sem.acquire(Some(Duration::ZERO), owner)? {
+                    return Ok(true);
+                }
+                if !block {
+                    return Ok(false);
+                }
+                let sem = sem.clone();
+                let owner = owner.clone();
+                crate::runtime::handle()
+                    .spawn_blocking(move || sem.acquire(timeout, &owner))
+                    .await
+                    .unwrap_or_else(|e| Err(SyncError::Memory(format!("the waiting thread failed: {e}"))))
+            }
+
+            /// As [`acquire`](Self::acquire), from a thread that may block.
+            ///
+            /// # Errors
+            ///
+            /// As [`acquire`](Self::acquire).
+            pub fn acquire_blocking(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
+                let timeout = if block { timeout } else { Some(Duration::ZERO) };
+                self.sem_blocking()?.acquire(timeout, &self.mem.addr.owner)
+            }
+
+            /// Releases a permit (any process may).
+            ///
+            /// # Errors
+            ///
+            /// [`SyncError::Misuse`] past a bounded semaphore's value;
+            /// [`SyncError::OwnerGone`].
+            pub async fn release(&self) -> Result<(), SyncError> {
+                self.sem().await?.release(&self.mem.addr.owner)
+            }
+
+            /// As [`release`](Self::release), from a thread that may block.
+            ///
+            /// # Errors
+            ///
+            /// As [`release`](Self::release).
+            pub fn release_blocking(&self) -> Result<(), SyncError> {
+                self.sem_blocking()?.release(&self.mem.addr.owner)
+            }
+
+            /// Its value now (Python's `get_value`).
+            ///
+            /// # Errors
+            ///
+            /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
+            pub async fn get_value(&self) -> Result<usize, SyncError> {
+                Ok(self.sem().await?.value(&self.mem.addr.owner)? as usize)
+            }
+
+            /// As [`get_value`](Self::get_value), from a thread that may block.
+            ///
+            /// # Errors
+            ///
+            /// As [`get_value`](Self::get_value).
+            pub fn get_value_blocking(&self) -> Result<usize, SyncError> {
+                Ok(self.sem_blocking()?.value(&self.mem.addr.owner)? as usize)
+            }
+
+            /// Acquires a permit for as long as the guard lives.
+            ///
+            /// # Errors
+            ///
+            /// As [`acquire`](Self::acquire), except that a dead holder is
+            /// [`Guard::owner_died`], not an error.
+            pub async fn guard(&self) -> Result<Guard<'_, Self>, SyncError> {
+                let owner_died = match self.acquire(true, None).await {
+                    Ok(_) => false,
+                    Err(SyncError::OwnerDied) => true,
+                    Err(e) => return Err(e),
+                };
+                Ok(Guard { prim: self, owner_died })
+            }
+
+            /// As [`guard`](Self::guard), from a thread that may block.
+            ///
+            /// # Errors
+            ///
+            /// As [`guard`](Self::guard).
+            pub fn guard_blocking(&self) -> Result<Guard<'_, Self>, SyncError> {
+                let owner_died = match self.acquire_blocking(true, None) {
+                    Ok(_) => false,
+                    Err(SyncError::OwnerDied) => true,
+                    Err(e) => return Err(e),
+                };
+                Ok(Guard { prim: self, owner_died })
+            }
+        }
+
+        impl Release for $name {
+            fn release_now(&self) {
+                let _ = self.release_blocking();
+            }
+        }
+    };
+}
+
 semaphore_type!(
     /// Python's `RLock`: recursive, owned by one thread of one process; a release by
     /// any other is [`SyncError::Misuse`].
     RLock
 );
-semaphore_type!(
+shared_semaphore!(
     /// Python's `Semaphore(value)`: releases may raise the value past its start.
-    Semaphore
+    Semaphore,
+    false
 );
-semaphore_type!(
+shared_semaphore!(
     /// Python's `BoundedSemaphore(value)`: a release past the start value is
     /// [`SyncError::Misuse`].
-    BoundedSemaphore
+    BoundedSemaphore,
+    true
 );
 semaphore_type!(
     /// Python's `Condition`: a lock (an `RLock` unless made with
@@ -827,36 +1000,6 @@ impl RLock {
 impl Default for RLock {
     fn default() -> Self {
         RLock::new()
-    }
-}
-
-impl Semaphore {
-    /// A semaphore starting at `value`, hosted by this process.
-    pub fn new(value: usize) -> Semaphore {
-        Semaphore {
-            addr: Addr::new(State::Sem(Sem::new(SemKind::Semaphore, value))),
-        }
-    }
-
-    /// Its value now (Python's `get_value`).
-    ///
-    /// # Errors
-    ///
-    /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
-    pub async fn get_value(&self) -> Result<usize, SyncError> {
-        match self.addr.ask(Op::Value).await? {
-            Answer::Value(v) => Ok(v),
-            other => Err(unexpected(other)),
-        }
-    }
-}
-
-impl BoundedSemaphore {
-    /// A bounded semaphore of `value`, hosted by this process.
-    pub fn new(value: usize) -> BoundedSemaphore {
-        BoundedSemaphore {
-            addr: Addr::new(State::Sem(Sem::new(SemKind::Bounded, value))),
-        }
     }
 }
 

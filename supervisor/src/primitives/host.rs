@@ -32,6 +32,8 @@ pub(crate) enum State {
     Barrier(Barrier),
     /// A lock in shared memory: the host only frees it when its holder dies.
     Lock(super::shared::LockWord),
+    /// A semaphore in shared memory: the host gives back a dead holder's permits.
+    Semaphore(super::shared::SemMem),
 }
 
 struct Slot {
@@ -190,6 +192,15 @@ fn process_died(process: &Identity) {
                 State::Mapped => Outcome::Grants(Vec::new()),
                 State::Condition(c) => Outcome::Cond(c.process_died(process)),
                 State::Barrier(b) => Outcome::Barrier(b.process_died(process)),
+                State::Semaphore(sem) => {
+                    if let Some(pid) = pid {
+                        let sem = sem.clone();
+                        let host = me().identity.clone();
+                        // Taking the semaphore's lock may wait for another process.
+                        runtime::handle().spawn_blocking(move || sem.holder_died(pid, &host));
+                    }
+                    Outcome::Grants(Vec::new())
+                }
                 State::Lock(word) => {
                     if let Some(pid) = pid {
                         word.holder_died(pid);
@@ -297,7 +308,7 @@ impl Host {
                     let state = &mut self.prims.get_mut(&id).expect("checked").state;
                     let (gone, outcome) = match state {
                         State::Sem(s) => (s.cancel(wait), None),
-                        State::Mapped => (false, None),
+                        State::Mapped | State::Semaphore(_) => (false, None),
                         State::SharedQueue(_) => (false, None),
                         State::Lock(_) => (false, None),
                         // A condition wait that times out still takes the lock back
@@ -398,7 +409,7 @@ impl Host {
                 }),
                 None,
             ),
-            (State::Lock(_) | State::SharedQueue(_), Op::Attach { pid }) => {
+            (State::Lock(_) | State::SharedQueue(_) | State::Semaphore(_), Op::Attach { pid }) => {
                 self.pids.insert(from.clone(), pid);
                 (Some(Answer::Done), None)
             }

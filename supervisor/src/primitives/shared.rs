@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use multiproc_core::lockword::{self, Try};
 use multiproc_core::ringqueue::{Counters, Died, PutError, RingQueue, Slot, Taken};
+use multiproc_core::semstate::SemState;
 
 use super::SyncError;
 use crate::shm::{self, Segment};
@@ -797,5 +798,138 @@ impl EventWord {
                 return Err(SyncError::OwnerGone(host.clone()));
             }
         }
+    }
+}
+
+/// "mp-semaf".
+pub(crate) const SEM_MAGIC: u64 = u64::from_le_bytes(*b"mp-semaf");
+const SEM_LOCK_AT: usize = 64;
+/// The word waiters sleep on, and the mark that some may.
+const SEM_SEQ_AT: usize = 128;
+const SEM_ASLEEP_AT: usize = 132;
+const SEM_STATE_AT: usize = 192;
+/// Bytes of a semaphore's segment.
+pub(crate) const SEM_LEN: usize = SEM_STATE_AT + std::mem::size_of::<SemState>();
+
+/// A semaphore in shared memory: a [`SemState`] under a [`LockWord`], and a word
+/// to sleep on until a permit is given back.
+#[derive(Debug, Clone)]
+pub(crate) struct SemMem {
+    seg: Arc<Segment>,
+    lock: LockWord,
+}
+
+impl SemMem {
+    /// A new semaphore's memory (in a segment just made), with `value` permits.
+    pub(crate) fn init(seg: Arc<Segment>, value: u64, bounded: bool) -> SemMem {
+        let mem = SemMem::new(seg);
+        // SAFETY: a new segment: no other process has it yet.
+        unsafe { *mem.seg.pod_mut::<SemState>(SEM_STATE_AT) = SemState::new(value, bounded) };
+        mem
+    }
+
+    pub(crate) fn new(seg: Arc<Segment>) -> SemMem {
+        SemMem {
+            lock: LockWord::new(Arc::clone(&seg), SEM_LOCK_AT),
+            seg,
+        }
+    }
+
+    /// Runs `f` on the state under the lock; wakes the sleepers when it says so.
+    fn locked<R>(
+        &self,
+        host: &multiproc_core::Identity,
+        f: impl FnOnce(&mut SemState) -> (R, bool),
+    ) -> Result<R, SyncError> {
+        match self.lock.lock(None, host) {
+            Ok(_) | Err(SyncError::OwnerDied) => {}
+            Err(e) => return Err(e),
+        }
+        // SAFETY: under the semaphore's lock, in every process that touches it.
+        let (out, wake) = f(unsafe { self.seg.pod_mut::<SemState>(SEM_STATE_AT) });
+        let wake = wake && self.seg.u32_at(SEM_ASLEEP_AT).swap(0, Ordering::Relaxed) != 0;
+        if wake {
+            self.seg.u32_at(SEM_SEQ_AT).fetch_add(1, Ordering::Release);
+        }
+        self.lock.unlock()?;
+        if wake {
+            shm::wake(self.seg.u32_at(SEM_SEQ_AT), u32::MAX);
+        }
+        Ok(out)
+    }
+
+    /// Takes a permit, waiting at most `timeout`: whether it did.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerDied`] (taken; a holder died holding permits since the
+    /// last acquire); [`SyncError::OwnerGone`] (found while waiting).
+    pub(crate) fn acquire(
+        &self,
+        timeout: Option<Duration>,
+        host: &multiproc_core::Identity,
+    ) -> Result<bool, SyncError> {
+        let me = shm::my_pid();
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let seq = self.seg.u32_at(SEM_SEQ_AT);
+        loop {
+            let step = self.locked(host, |s| match s.try_acquire(me) {
+                Some(died) => (Ok(Some(died)), false),
+                None if deadline.is_some_and(|d| Instant::now() >= d) => (Ok(None), false),
+                None => {
+                    self.seg.u32_at(SEM_ASLEEP_AT).store(1, Ordering::Relaxed);
+                    (Err(seq.load(Ordering::Acquire)), false)
+                }
+            })?;
+            let seen = match step {
+                Ok(Some(true)) => return Err(SyncError::OwnerDied),
+                Ok(Some(false)) => return Ok(true),
+                Ok(None) => return Ok(false),
+                Err(seen) => seen,
+            };
+            let started = Instant::now();
+            if crate::runtime::spin::wait(started, || {
+                (seq.load(Ordering::Acquire) != seen).then_some(())
+            })
+            .is_some()
+            {
+                continue;
+            }
+            let slice = match deadline {
+                None => HOST_CHECK,
+                Some(d) => d.saturating_duration_since(Instant::now()).min(HOST_CHECK),
+            };
+            shm::wait(seq, seen, Some(slice));
+            if seq.load(Ordering::Acquire) == seen && !shm::alive(self.seg.at().pid) {
+                return Err(SyncError::OwnerGone(host.clone()));
+            }
+        }
+    }
+
+    /// Gives a permit back.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Misuse`] past a bounded semaphore's value.
+    pub(crate) fn release(&self, host: &multiproc_core::Identity) -> Result<(), SyncError> {
+        let me = shm::my_pid();
+        self.locked(host, |s| match s.release(me) {
+            Ok(()) => (Ok(()), true),
+            Err(e) => (Err(SyncError::Misuse(e)), false),
+        })?
+    }
+
+    /// Permits free now.
+    pub(crate) fn value(&self, host: &multiproc_core::Identity) -> Result<u64, SyncError> {
+        self.locked(host, |s| (s.value, false))
+    }
+
+    /// Process `pid` died (the host's news): its permits come back.
+    pub(crate) fn holder_died(&self, pid: u32, host: &multiproc_core::Identity) {
+        self.lock.holder_died(pid);
+        let _ = self.locked(host, |s| {
+            let back = s.process_died(pid);
+            ((), back > 0)
+        });
     }
 }

@@ -1,0 +1,185 @@
+//! A semaphore kept in shared memory: its value, and which processes hold how many
+//! of its permits, so that a process's death gives its permits back.
+//!
+//! Plain data changed under the semaphore's lock word by whoever calls; the host
+//! calls [`SemState::process_died`] on a death. A process that takes a permit when
+//! the table of holders is full holds it untracked: its death does not give it back.
+//!
+//! ```
+//! use multiproc_core::semstate::SemState;
+//!
+//! let mut s = SemState::new(1, true);
+//! assert_eq!(s.try_acquire(41), Some(false));
+//! assert_eq!(s.try_acquire(42), None);
+//! // Process 41 dies holding the permit: it comes back, and the next is told.
+//! assert_eq!(s.process_died(41), 1);
+//! assert_eq!(s.try_acquire(42), Some(true));
+//! ```
+
+use crate::sync::SyncError;
+
+/// Processes whose permits are tracked.
+pub const HOLDERS: usize = 32;
+
+/// How many permits one process holds.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Holding {
+    /// The process; 0 for a free entry.
+    pub pid: u32,
+    /// Its permits.
+    pub count: u32,
+}
+
+/// A semaphore's state.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SemState {
+    /// Permits free now.
+    pub value: u64,
+    /// The value it was made with (a bounded semaphore's ceiling).
+    pub initial: u64,
+    /// Whether a release past `initial` is an error (`BoundedSemaphore`).
+    pub bounded: u32,
+    /// A holder died holding permits since the last acquire: the next is told.
+    pub died: u32,
+    /// Who holds permits.
+    pub holders: [Holding; HOLDERS],
+}
+
+impl SemState {
+    /// A semaphore of `value` permits.
+    pub fn new(value: u64, bounded: bool) -> SemState {
+        SemState {
+            value,
+            initial: value,
+            bounded: u32::from(bounded),
+            died: 0,
+            holders: [Holding::default(); HOLDERS],
+        }
+    }
+
+    /// Takes a permit for process `pid` if one is free: `Some(owner_died)`, where
+    /// `owner_died` says a holder died holding permits since the last acquire.
+    pub fn try_acquire(&mut self, pid: u32) -> Option<bool> {
+        if self.value == 0 {
+            return None;
+        }
+        self.value -= 1;
+        let at = self
+            .holders
+            .iter()
+            .position(|h| h.pid == pid)
+            .or_else(|| self.holders.iter().position(|h| h.pid == 0));
+        if let Some(i) = at {
+            self.holders[i].pid = pid;
+            self.holders[i].count += 1;
+        }
+        Some(std::mem::take(&mut self.died) != 0)
+    }
+
+    /// Gives a permit back, on behalf of process `pid` (any process may release, as
+    /// in Python).
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::ReleasedTooManyTimes`] when a bounded semaphore would go past its
+    /// value.
+    pub fn release(&mut self, pid: u32) -> Result<(), SyncError> {
+        if self.bounded != 0 && self.value >= self.initial {
+            return Err(SyncError::ReleasedTooManyTimes);
+        }
+        self.value += 1;
+        if let Some(h) = self.holding(pid) {
+            h.count -= 1;
+            if h.count == 0 {
+                *h = Holding::default();
+            }
+        }
+        Ok(())
+    }
+
+    /// Process `pid` died: its permits come back (a bounded semaphore's only up to
+    /// its value); how many came back.
+    pub fn process_died(&mut self, pid: u32) -> u64 {
+        let Some(h) = self.holding(pid) else {
+            return 0;
+        };
+        let mut back = u64::from(h.count);
+        *h = Holding::default();
+        if self.bounded != 0 {
+            back = back.min(self.initial.saturating_sub(self.value));
+        }
+        self.value += back;
+        if back > 0 {
+            self.died = 1;
+        }
+        back
+    }
+
+    fn holding(&mut self, pid: u32) -> Option<&mut Holding> {
+        self.holders
+            .iter_mut()
+            .find(|h| h.pid == pid && (pid != 0 || h.count == 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permits_are_counted_per_process() {
+        let mut s = SemState::new(2, false);
+        assert_eq!(s.try_acquire(7), Some(false));
+        assert_eq!(s.try_acquire(7), Some(false));
+        assert_eq!(s.try_acquire(8), None);
+        s.release(7).unwrap();
+        assert_eq!(s.value, 1);
+        assert_eq!(s.process_died(7), 1, "the one it still held");
+        assert_eq!(s.value, 2);
+    }
+
+    #[test]
+    fn a_plain_semaphore_may_go_past_its_value() {
+        let mut s = SemState::new(0, false);
+        s.release(9).unwrap();
+        s.release(9).unwrap();
+        assert_eq!(s.value, 2);
+    }
+
+    #[test]
+    fn a_bounded_semaphore_refuses_over_release() {
+        let mut s = SemState::new(1, true);
+        assert_eq!(s.release(9), Err(SyncError::ReleasedTooManyTimes));
+        assert_eq!(s.try_acquire(9), Some(false));
+        s.release(9).unwrap();
+        assert_eq!(s.release(9), Err(SyncError::ReleasedTooManyTimes));
+    }
+
+    #[test]
+    fn a_death_is_told_once_and_a_release_by_another_counts() {
+        let mut s = SemState::new(1, true);
+        assert_eq!(s.try_acquire(5), Some(false));
+        // Released by process 6, which did not take it: allowed.
+        s.release(6).unwrap();
+        // 5 dies "holding" it: the bounded value caps what comes back.
+        assert_eq!(s.process_died(5), 0);
+        assert_eq!(s.try_acquire(6), Some(false));
+        assert_eq!(s.process_died(6), 1);
+        assert_eq!(s.try_acquire(7), Some(true));
+        s.release(7).unwrap();
+        assert_eq!(s.try_acquire(7), Some(false), "told once");
+    }
+
+    #[test]
+    fn a_full_table_leaves_the_permit_untracked() {
+        let mut s = SemState::new(HOLDERS as u64 + 1, false);
+        for pid in 1..=HOLDERS as u32 + 1 {
+            assert_eq!(s.try_acquire(pid), Some(false));
+        }
+        let last = HOLDERS as u32 + 1;
+        assert_eq!(s.process_died(last), 0, "not tracked");
+        assert_eq!(s.process_died(1), 1);
+    }
+}
