@@ -354,22 +354,14 @@ macro_rules! shared_semaphore {
                 })
             }
 
-            /// Its memory, mapped; the first time in a process, the host is told
-            /// who uses it (so that it can give back this process's permits).
+            /// Its memory, mapped (the host told, so that it can give back this
+            /// process's permits).
             async fn sem(&self) -> Result<&shared::SemMem, SyncError> {
-                if let Some(s) = self.mem.word.get() {
-                    return Ok(s);
-                }
-                let s = self.mem.open(shared::SEM_MAGIC, shared::SemMem::new)?;
-                self.mem.addr.attach().await?;
-                Ok(self.mem.keep(s))
+                self.mem.attached(shared::SEM_MAGIC, shared::SemMem::new).await
             }
 
             fn sem_blocking(&self) -> Result<&shared::SemMem, SyncError> {
-                match self.mem.word.get() {
-                    Some(s) => Ok(s),
-                    None => crate::runtime::block_on(self.sem()),
-                }
+                self.mem.attached_blocking(shared::SEM_MAGIC, shared::SemMem::new)
             }
 
             /// Acquires a permit (Python's `acquire(block, timeout)`): `Ok(false)`
@@ -811,6 +803,33 @@ impl<W> Mapped<W> {
     fn keep(&self, word: W) -> &W {
         self.word.get_or_init(|| word)
     }
+
+    /// The word, mapped; the first time in a process, the host is told who uses it,
+    /// so that it watches this process and clears what it holds if it dies.
+    async fn attached(
+        &self,
+        magic: u64,
+        word: impl FnOnce(std::sync::Arc<crate::shm::Segment>) -> W,
+    ) -> Result<&W, SyncError> {
+        if let Some(w) = self.word.get() {
+            return Ok(w);
+        }
+        let w = self.open(magic, word)?;
+        self.addr.attach().await?;
+        Ok(self.keep(w))
+    }
+
+    /// As `attached`, from a thread that may block.
+    fn attached_blocking(
+        &self,
+        magic: u64,
+        word: impl FnOnce(std::sync::Arc<crate::shm::Segment>) -> W,
+    ) -> Result<&W, SyncError> {
+        match self.word.get() {
+            Some(w) => Ok(w),
+            None => crate::runtime::block_on(self.attached(magic, word)),
+        }
+    }
 }
 
 impl Lock {
@@ -834,7 +853,7 @@ impl Lock {
                 "multiproc-lock",
                 shared::LOCK_LEN,
                 shared::LOCK_MAGIC,
-                |seg| shared::LockWord::new(seg, shared::LOCK_WORD_AT),
+                lock_word,
                 |word| State::Lock(word.clone()),
             )?,
         })
@@ -843,22 +862,12 @@ impl Lock {
     /// The word, mapped; the first time in a process, the host is told who uses it
     /// (so that it can free the lock if this process dies holding it).
     async fn word(&self) -> Result<&shared::LockWord, SyncError> {
-        if let Some(w) = self.mem.word.get() {
-            return Ok(w);
-        }
-        let w = self.mem.open(shared::LOCK_MAGIC, |seg| {
-            shared::LockWord::new(seg, shared::LOCK_WORD_AT)
-        })?;
-        self.mem.addr.attach().await?;
-        Ok(self.mem.keep(w))
+        self.mem.attached(shared::LOCK_MAGIC, lock_word).await
     }
 
     /// As `word`, from a thread that may block.
     fn word_blocking(&self) -> Result<&shared::LockWord, SyncError> {
-        match self.mem.word.get() {
-            Some(w) => Ok(w),
-            None => crate::runtime::block_on(self.word()),
-        }
+        self.mem.attached_blocking(shared::LOCK_MAGIC, lock_word)
     }
 
     /// Acquires it (Python's `acquire(block, timeout)`): `Ok(false)` when it would
@@ -974,6 +983,11 @@ impl Lock {
             owner_died,
         })
     }
+}
+
+/// A lock's word in its segment.
+fn lock_word(seg: std::sync::Arc<crate::shm::Segment>) -> shared::LockWord {
+    shared::LockWord::new(seg, shared::LOCK_WORD_AT)
 }
 
 impl Release for Lock {
