@@ -792,10 +792,6 @@ impl Lock {
         self.0.guard_blocking()
     }
 }
-blocking_semaphore!(
-    /// A recursive lock; see [`crate::RLock`].
-    RLock
-);
 /// A mirror of a semaphore in shared memory: acquire and release work on the
 /// memory directly, with no runtime in between.
 macro_rules! blocking_shared_semaphore {
@@ -836,6 +832,11 @@ macro_rules! blocking_shared_semaphore {
         }
     };
 }
+
+blocking_shared_semaphore!(
+    /// A recursive lock; see [`crate::RLock`].
+    RLock
+);
 
 blocking_shared_semaphore!(
     /// A semaphore; see [`crate::Semaphore`].

@@ -155,6 +155,15 @@ fn hold_permit(sem: Semaphore, mut up: Connection) -> Result<(), Box<dyn std::er
     Ok(())
 }
 
+/// Takes the recursive lock twice, says so, and holds it until killed.
+fn hold_rlock(lock: RLock, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    lock.acquire(true, None)?;
+    lock.acquire(true, None)?;
+    up.send(&multiproc::current_process().pid())?;
+    multiproc::blocking::wait_for_stop();
+    Ok(())
+}
+
 multiproc::register!(
     hold,
     release,
@@ -171,7 +180,8 @@ multiproc::register!(
     stall_in_get,
     take_and_hold,
     host_then_exit,
-    hold_permit
+    hold_permit,
+    hold_rlock
 );
 
 fn kill(pid: u32) {
@@ -731,8 +741,36 @@ fn a_dead_holders_permits_come_back_and_the_next_is_told() -> TestResult {
     Ok(())
 }
 
+fn a_dead_owners_rlock_goes_to_the_next_who_is_told() -> TestResult {
+    let lock = RLock::new();
+    let (mut ours, theirs) = pipe(true).unwrap();
+    let mut p = Process::new(hold_rlock, (lock.clone(), theirs));
+    p.start().unwrap();
+    let pid: u32 = ours.recv().unwrap();
+    check!(!lock.acquire(false, None).unwrap(), "owned by the child");
+    check!(
+        matches!(lock.release(), Err(SyncError::Misuse(_))),
+        "not the owner"
+    );
+    kill(pid);
+    p.join().unwrap();
+    let got = lock.acquire(true, Some(Duration::from_secs(5)));
+    check!(matches!(got, Err(SyncError::OwnerDied)), "{got:?}");
+    // Held once here, whatever depth the dead owner had.
+    lock.release().unwrap();
+    check!(
+        matches!(lock.release(), Err(SyncError::Misuse(_))),
+        "free again"
+    );
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
+        trial(
+            "a_dead_owners_rlock_goes_to_the_next_who_is_told",
+            a_dead_owners_rlock_goes_to_the_next_who_is_told,
+        ),
         trial(
             "a_dead_holders_permits_come_back_and_the_next_is_told",
             a_dead_holders_permits_come_back_and_the_next_is_told,

@@ -183,3 +183,108 @@ mod tests {
         assert_eq!(s.process_died(1), 1);
     }
 }
+
+/// A recursive lock kept in shared memory: its owner (a thread of a process) and
+/// how many times it holds it.
+///
+/// ```
+/// use multiproc_core::semstate::RLockState;
+///
+/// let mut r = RLockState::default();
+/// assert_eq!(r.try_acquire(7, 1), Some(false));
+/// assert_eq!(r.try_acquire(7, 1), Some(false)); // recursive
+/// assert_eq!(r.try_acquire(8, 1), None);
+/// assert!(r.process_died(7));
+/// assert_eq!(r.try_acquire(8, 1), Some(true)); // told: its holder died
+/// ```
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RLockState {
+    /// The owner's process, 0 when free.
+    pub pid: u32,
+    /// The owner's thread in that process.
+    pub thread: u32,
+    /// How many times the owner holds it.
+    pub depth: u32,
+    /// Its last owner died holding it: the next acquirer is told.
+    pub died: u32,
+}
+
+impl RLockState {
+    /// Takes it for thread `thread` of process `pid` if it is free or already
+    /// theirs: `Some(owner_died)`.
+    pub fn try_acquire(&mut self, pid: u32, thread: u32) -> Option<bool> {
+        if self.pid == 0 {
+            self.pid = pid;
+            self.thread = thread;
+            self.depth = 1;
+            return Some(std::mem::take(&mut self.died) != 0);
+        }
+        if self.pid == pid && self.thread == thread {
+            self.depth += 1;
+            return Some(false);
+        }
+        None
+    }
+
+    /// Releases it once, for its owner: whether it is free now.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::NotOwner`] when the caller does not own it (Python's
+    /// `AssertionError`), free or not.
+    pub fn release(&mut self, pid: u32, thread: u32) -> Result<bool, SyncError> {
+        if self.pid != pid || self.thread != thread || self.depth == 0 {
+            return Err(SyncError::NotOwner);
+        }
+        self.depth -= 1;
+        if self.depth == 0 {
+            self.pid = 0;
+            self.thread = 0;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Process `pid` died: if it owned the lock, it is free, and the next is told.
+    pub fn process_died(&mut self, pid: u32) -> bool {
+        if self.pid != pid || pid == 0 {
+            return false;
+        }
+        *self = RLockState {
+            died: 1,
+            ..RLockState::default()
+        };
+        true
+    }
+}
+
+#[cfg(test)]
+mod rlock_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_owning_thread_releases_and_depth_counts() {
+        let mut r = RLockState::default();
+        assert_eq!(r.release(1, 1), Err(SyncError::NotOwner), "free");
+        assert_eq!(r.try_acquire(1, 1), Some(false));
+        assert_eq!(r.try_acquire(1, 1), Some(false));
+        assert_eq!(r.try_acquire(1, 2), None, "another thread");
+        assert_eq!(r.release(1, 2), Err(SyncError::NotOwner));
+        assert_eq!(r.release(1, 1), Ok(false));
+        assert_eq!(r.release(1, 1), Ok(true));
+        assert_eq!(r.try_acquire(2, 1), Some(false));
+    }
+
+    #[test]
+    fn a_death_of_a_non_owner_changes_nothing() {
+        let mut r = RLockState::default();
+        assert_eq!(r.try_acquire(1, 1), Some(false));
+        assert!(!r.process_died(2));
+        assert_eq!(r.try_acquire(2, 1), None);
+        assert!(r.process_died(1));
+        assert_eq!(r.try_acquire(2, 1), Some(true));
+        assert_eq!(r.release(2, 1), Ok(true));
+        assert_eq!(r.try_acquire(3, 1), Some(false), "told once");
+    }
+}

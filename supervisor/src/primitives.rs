@@ -19,7 +19,8 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use multiproc_core::sync::{Sem, SemKind};
+use multiproc_core::semstate::{RLockState, SemState};
+use multiproc_core::sync::SemKind;
 use multiproc_core::{Body, CodecError, Envelope, Identity, RemoteError, codec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -346,9 +347,9 @@ macro_rules! shared_semaphore {
                 Ok($name {
                     mem: Mapped::create(
                         "multiproc-semaphore",
-                        shared::SEM_LEN,
+                        shared::guarded_len::<SemState>(),
                         shared::SEM_MAGIC,
-                        |seg| shared::SemMem::init(seg, value as u64, $bounded),
+                        |seg| shared::SemMem::init(seg, SemState::new(value as u64, $bounded)),
                         |sem| State::Semaphore(sem.clone()),
                     )?,
                 })
@@ -475,11 +476,6 @@ macro_rules! shared_semaphore {
     };
 }
 
-semaphore_type!(
-    /// Python's `RLock`: recursive, owned by one thread of one process; a release by
-    /// any other is [`SyncError::Misuse`].
-    RLock
-);
 shared_semaphore!(
     /// Python's `Semaphore(value)`: releases may raise the value past its start.
     Semaphore,
@@ -1002,12 +998,163 @@ impl Default for Lock {
     }
 }
 
+/// Python's `RLock`: recursive, owned by one thread of one process; a release by
+/// any other is [`SyncError::Misuse`].
+///
+/// Its state (owner and depth) is in shared memory under a lock word: taking it
+/// free, or again, costs no message. The process that created it hosts it: when
+/// its owner's process dies, the host frees it and the next acquirer is told
+/// ([`SyncError::OwnerDied`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RLock {
+    mem: Mapped<shared::RLockMem>,
+}
+
 impl RLock {
     /// A new recursive lock, hosted by this process.
+    ///
+    /// # Panics
+    ///
+    /// When the system refuses shared memory.
     pub fn new() -> RLock {
-        RLock {
-            addr: Addr::new(State::Sem(Sem::new(SemKind::RLock, 1))),
+        RLock::try_new().expect("a lock's shared memory")
+    }
+
+    /// A new recursive lock, hosted by this process.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Memory`] when the system refuses shared memory.
+    pub fn try_new() -> Result<RLock, SyncError> {
+        Ok(RLock {
+            mem: Mapped::create(
+                "multiproc-rlock",
+                shared::guarded_len::<RLockState>(),
+                shared::RLOCK_MAGIC,
+                |seg| shared::RLockMem::init(seg, RLockState::default()),
+                |r| State::RLock(r.clone()),
+            )?,
+        })
+    }
+
+    async fn state(&self) -> Result<&shared::RLockMem, SyncError> {
+        self.mem
+            .attached(shared::RLOCK_MAGIC, shared::RLockMem::new)
+            .await
+    }
+
+    fn state_blocking(&self) -> Result<&shared::RLockMem, SyncError> {
+        self.mem
+            .attached_blocking(shared::RLOCK_MAGIC, shared::RLockMem::new)
+    }
+
+    /// This thread, as an owner (never 0).
+    fn me() -> u32 {
+        (thread_token() as u32).max(1)
+    }
+
+    /// Acquires it (Python's `acquire(block, timeout)`): `Ok(false)` when it would
+    /// block and `block` is false, or `timeout` ran out. The wait itself happens on
+    /// a blocking thread, which must not change the owner: an async task's owner
+    /// is the thread that polls it when it calls `acquire`.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerDied`] when it *was* acquired but its previous owner died
+    /// holding it; [`SyncError::OwnerGone`]; [`SyncError::Forged`].
+    pub async fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
+        let state = self.state().await?;
+        let me = RLock::me();
+        let owner = &self.mem.addr.owner;
+        if state.acquire(me, Some(Duration::ZERO), owner)? {
+            return Ok(true);
         }
+        if !block {
+            return Ok(false);
+        }
+        let state = state.clone();
+        let owner = owner.clone();
+        crate::runtime::handle()
+            .spawn_blocking(move || state.acquire(me, timeout, &owner))
+            .await
+            .unwrap_or_else(|e| Err(SyncError::Memory(format!("the waiting thread failed: {e}"))))
+    }
+
+    /// As [`acquire`](RLock::acquire), from a thread that may block.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](RLock::acquire).
+    pub fn acquire_blocking(
+        &self,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<bool, SyncError> {
+        let timeout = if block { timeout } else { Some(Duration::ZERO) };
+        self.state_blocking()?
+            .acquire(RLock::me(), timeout, &self.mem.addr.owner)
+    }
+
+    /// Releases it once.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Misuse`] when this thread does not own it; [`SyncError::OwnerGone`].
+    pub async fn release(&self) -> Result<(), SyncError> {
+        self.state()
+            .await?
+            .release(RLock::me(), &self.mem.addr.owner)
+    }
+
+    /// As [`release`](RLock::release), from a thread that may block.
+    ///
+    /// # Errors
+    ///
+    /// As [`release`](RLock::release).
+    pub fn release_blocking(&self) -> Result<(), SyncError> {
+        self.state_blocking()?
+            .release(RLock::me(), &self.mem.addr.owner)
+    }
+
+    /// Acquires it for as long as the guard lives (Python's `with rlock:`).
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](RLock::acquire), except that a dead previous owner is
+    /// [`Guard::owner_died`], not an error.
+    pub async fn guard(&self) -> Result<Guard<'_, Self>, SyncError> {
+        let owner_died = match self.acquire(true, None).await {
+            Ok(_) => false,
+            Err(SyncError::OwnerDied) => true,
+            Err(e) => return Err(e),
+        };
+        Ok(Guard {
+            prim: self,
+            owner_died,
+        })
+    }
+
+    /// As [`guard`](RLock::guard), from a thread that may block.
+    ///
+    /// # Errors
+    ///
+    /// As [`guard`](RLock::guard).
+    pub fn guard_blocking(&self) -> Result<Guard<'_, Self>, SyncError> {
+        let owner_died = match self.acquire_blocking(true, None) {
+            Ok(_) => false,
+            Err(SyncError::OwnerDied) => true,
+            Err(e) => return Err(e),
+        };
+        Ok(Guard {
+            prim: self,
+            owner_died,
+        })
+    }
+}
+
+impl Release for RLock {
+    fn release_now(&self) {
+        let _ = self.release_blocking();
     }
 }
 

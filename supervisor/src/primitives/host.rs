@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use multiproc_core::sync::{
-    Acquire, Arrive, Barrier, BarrierOutcome, Condition, Grant, Holder, Sem, WaitId, Woken,
+    Acquire, Arrive, Barrier, BarrierOutcome, Condition, Grant, Holder, WaitId, Woken,
 };
 use multiproc_core::{Body, Envelope, Identity, RemoteError, codec};
 
@@ -22,7 +22,6 @@ use crate::current::me;
 use crate::{router, runtime};
 
 pub(crate) enum State {
-    Sem(Sem),
     /// A primitive whose state is all in shared memory, with no holder to watch
     /// (an `Event`): the host keeps its memory, and answers nothing.
     Mapped,
@@ -34,6 +33,8 @@ pub(crate) enum State {
     Lock(super::shared::LockWord),
     /// A semaphore in shared memory: the host gives back a dead holder's permits.
     Semaphore(super::shared::SemMem),
+    /// A recursive lock in shared memory: the host frees it when its owner dies.
+    RLock(super::shared::RLockMem),
 }
 
 struct Slot {
@@ -170,7 +171,6 @@ fn process_died(process: &Identity) {
         let ids: Vec<u64> = h.prims.keys().copied().collect();
         for id in ids {
             let grants = match &mut h.prims.get_mut(&id).expect("listed").state {
-                State::Sem(s) => Outcome::Grants(s.process_died(process)),
                 State::SharedQueue(q) => {
                     if let Some(pid) = pid {
                         let q = std::sync::Arc::clone(q);
@@ -192,6 +192,14 @@ fn process_died(process: &Identity) {
                 State::Mapped => Outcome::Grants(Vec::new()),
                 State::Condition(c) => Outcome::Cond(c.process_died(process)),
                 State::Barrier(b) => Outcome::Barrier(b.process_died(process)),
+                State::RLock(r) => {
+                    if let Some(pid) = pid {
+                        let r = r.clone();
+                        let host = me().identity.clone();
+                        runtime::handle().spawn_blocking(move || r.holder_died(pid, &host));
+                    }
+                    Outcome::Grants(Vec::new())
+                }
                 State::Semaphore(sem) => {
                     if let Some(pid) = pid {
                         let sem = sem.clone();
@@ -307,8 +315,7 @@ impl Host {
                 Some((prim, wait)) if prim == id => {
                     let state = &mut self.prims.get_mut(&id).expect("checked").state;
                     let (gone, outcome) = match state {
-                        State::Sem(s) => (s.cancel(wait), None),
-                        State::Mapped | State::Semaphore(_) => (false, None),
+                        State::Mapped | State::Semaphore(_) | State::RLock(_) => (false, None),
                         State::SharedQueue(_) => (false, None),
                         State::Lock(_) => (false, None),
                         // A condition wait that times out still takes the lock back
@@ -348,14 +355,6 @@ impl Host {
         let wait = self.next_wait;
         let state = &mut self.prims.get_mut(&id).expect("checked").state;
         let (answer, outcome) = match (state, request.op) {
-            (State::Sem(s), Op::Acquire { thread, block }) => {
-                (acquired(s.acquire(&holder(thread), wait, block)), None)
-            }
-            (State::Sem(s), Op::Release { thread }) => match s.release(&holder(thread)) {
-                Ok(grants) => (Some(Answer::Done), Some(Outcome::Grants(grants))),
-                Err(e) => (Some(Answer::Fault(Fault::Sync(e))), None),
-            },
-            (State::Sem(s), Op::Value) => (Some(Answer::Value(s.value())), None),
             (State::Condition(c), Op::Acquire { thread, block }) => {
                 (acquired(c.acquire(&holder(thread), wait, block)), None)
             }
@@ -409,7 +408,10 @@ impl Host {
                 }),
                 None,
             ),
-            (State::Lock(_) | State::SharedQueue(_) | State::Semaphore(_), Op::Attach { pid }) => {
+            (
+                State::Lock(_) | State::SharedQueue(_) | State::Semaphore(_) | State::RLock(_),
+                Op::Attach { pid },
+            ) => {
                 self.pids.insert(from.clone(), pid);
                 (Some(Answer::Done), None)
             }

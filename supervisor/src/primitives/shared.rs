@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use multiproc_core::lockword::{self, Try};
 use multiproc_core::ringqueue::{Counters, Died, PutError, RingQueue, Slot, Taken};
-use multiproc_core::semstate::SemState;
+use multiproc_core::semstate::{RLockState, SemState};
 
 use super::SyncError;
 use crate::shm::{self, Segment};
@@ -803,88 +803,136 @@ impl EventWord {
 
 /// "mp-semaf".
 pub(crate) const SEM_MAGIC: u64 = u64::from_le_bytes(*b"mp-semaf");
-const SEM_LOCK_AT: usize = 64;
+/// "mp-rlock".
+pub(crate) const RLOCK_MAGIC: u64 = u64::from_le_bytes(*b"mp-rlock");
+const GUARDED_LOCK_AT: usize = 64;
 /// The word waiters sleep on, and the mark that some may.
-const SEM_SEQ_AT: usize = 128;
-const SEM_ASLEEP_AT: usize = 132;
-const SEM_STATE_AT: usize = 192;
-/// Bytes of a semaphore's segment.
-pub(crate) const SEM_LEN: usize = SEM_STATE_AT + std::mem::size_of::<SemState>();
-
-/// A semaphore in shared memory: a [`SemState`] under a [`LockWord`], and a word
-/// to sleep on until a permit is given back.
-#[derive(Debug, Clone)]
-pub(crate) struct SemMem {
-    seg: Arc<Segment>,
-    lock: LockWord,
+const GUARDED_SEQ_AT: usize = 128;
+const GUARDED_ASLEEP_AT: usize = 132;
+const GUARDED_STATE_AT: usize = 192;
+/// Bytes of a guarded primitive's segment.
+pub(crate) const fn guarded_len<S>() -> usize {
+    GUARDED_STATE_AT + std::mem::size_of::<S>()
 }
 
-impl SemMem {
-    /// A new semaphore's memory (in a segment just made), with `value` permits.
-    pub(crate) fn init(seg: Arc<Segment>, value: u64, bounded: bool) -> SemMem {
-        let mem = SemMem::new(seg);
+/// A state that a process's death changes (it held something).
+pub(crate) trait Held: Copy + Send + 'static {
+    /// Process `pid` died: whether that freed something (wake the waiters).
+    fn process_died(&mut self, pid: u32) -> bool;
+}
+
+impl Held for SemState {
+    fn process_died(&mut self, pid: u32) -> bool {
+        SemState::process_died(self, pid) > 0
+    }
+}
+
+impl Held for RLockState {
+    fn process_died(&mut self, pid: u32) -> bool {
+        RLockState::process_died(self, pid)
+    }
+}
+
+/// A primitive in shared memory whose state is plain data under a [`LockWord`]
+/// (a semaphore, a recursive lock), with a word to sleep on until it changes.
+#[derive(Debug)]
+pub(crate) struct Guarded<S> {
+    seg: Arc<Segment>,
+    lock: LockWord,
+    _s: std::marker::PhantomData<fn(S) -> S>,
+}
+
+impl<S> Clone for Guarded<S> {
+    fn clone(&self) -> Self {
+        Guarded {
+            seg: Arc::clone(&self.seg),
+            lock: self.lock.clone(),
+            _s: std::marker::PhantomData,
+        }
+    }
+}
+
+/// A semaphore in shared memory.
+pub(crate) type SemMem = Guarded<SemState>;
+/// A recursive lock in shared memory.
+pub(crate) type RLockMem = Guarded<RLockState>;
+
+impl<S: Held> Guarded<S> {
+    /// A new primitive's memory (in a segment just made), holding `state`.
+    pub(crate) fn init(seg: Arc<Segment>, state: S) -> Guarded<S> {
+        let mem = Guarded::new(seg);
         // SAFETY: a new segment: no other process has it yet.
-        unsafe { *mem.seg.pod_mut::<SemState>(SEM_STATE_AT) = SemState::new(value, bounded) };
+        unsafe { *mem.seg.pod_mut::<S>(GUARDED_STATE_AT) = state };
         mem
     }
 
-    pub(crate) fn new(seg: Arc<Segment>) -> SemMem {
-        SemMem {
-            lock: LockWord::new(Arc::clone(&seg), SEM_LOCK_AT),
+    pub(crate) fn new(seg: Arc<Segment>) -> Guarded<S> {
+        Guarded {
+            lock: LockWord::new(Arc::clone(&seg), GUARDED_LOCK_AT),
             seg,
+            _s: std::marker::PhantomData,
         }
     }
 
     /// Runs `f` on the state under the lock; wakes the sleepers when it says so.
-    fn locked<R>(
+    pub(crate) fn locked<R>(
         &self,
         host: &multiproc_core::Identity,
-        f: impl FnOnce(&mut SemState) -> (R, bool),
+        f: impl FnOnce(&mut S) -> (R, bool),
     ) -> Result<R, SyncError> {
         match self.lock.lock(None, host) {
             Ok(_) | Err(SyncError::OwnerDied) => {}
             Err(e) => return Err(e),
         }
-        // SAFETY: under the semaphore's lock, in every process that touches it.
-        let (out, wake) = f(unsafe { self.seg.pod_mut::<SemState>(SEM_STATE_AT) });
-        let wake = wake && self.seg.u32_at(SEM_ASLEEP_AT).swap(0, Ordering::Relaxed) != 0;
+        // SAFETY: under the primitive's lock, in every process that touches it.
+        let (out, wake) = f(unsafe { self.seg.pod_mut::<S>(GUARDED_STATE_AT) });
+        let wake = wake
+            && self
+                .seg
+                .u32_at(GUARDED_ASLEEP_AT)
+                .swap(0, Ordering::Relaxed)
+                != 0;
         if wake {
-            self.seg.u32_at(SEM_SEQ_AT).fetch_add(1, Ordering::Release);
+            self.seg
+                .u32_at(GUARDED_SEQ_AT)
+                .fetch_add(1, Ordering::Release);
         }
         self.lock.unlock()?;
         if wake {
-            shm::wake(self.seg.u32_at(SEM_SEQ_AT), u32::MAX);
+            shm::wake(self.seg.u32_at(GUARDED_SEQ_AT), u32::MAX);
         }
         Ok(out)
     }
 
-    /// Takes a permit, waiting at most `timeout`: whether it did.
+    /// Tries `attempt` under the lock until it gives a value, sleeping between
+    /// tries, at most `timeout` (then `None`).
     ///
     /// # Errors
     ///
-    /// [`SyncError::OwnerDied`] (taken; a holder died holding permits since the
-    /// last acquire); [`SyncError::OwnerGone`] (found while waiting).
-    pub(crate) fn acquire(
+    /// [`SyncError::OwnerGone`] when the host is found gone while waiting.
+    pub(crate) fn wait_for<R>(
         &self,
         timeout: Option<Duration>,
         host: &multiproc_core::Identity,
-    ) -> Result<bool, SyncError> {
-        let me = shm::my_pid();
+        mut attempt: impl FnMut(&mut S) -> Option<R>,
+    ) -> Result<Option<R>, SyncError> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let seq = self.seg.u32_at(SEM_SEQ_AT);
+        let seq = self.seg.u32_at(GUARDED_SEQ_AT);
         loop {
-            let step = self.locked(host, |s| match s.try_acquire(me) {
-                Some(died) => (Ok(Some(died)), false),
+            let step = self.locked(host, |s| match attempt(s) {
+                Some(r) => (Ok(Some(r)), false),
                 None if deadline.is_some_and(|d| Instant::now() >= d) => (Ok(None), false),
                 None => {
-                    self.seg.u32_at(SEM_ASLEEP_AT).store(1, Ordering::Relaxed);
+                    // Marked and read under the lock: a change after it bumps the
+                    // word, and the sleep below returns at once.
+                    self.seg
+                        .u32_at(GUARDED_ASLEEP_AT)
+                        .store(1, Ordering::Relaxed);
                     (Err(seq.load(Ordering::Acquire)), false)
                 }
             })?;
             let seen = match step {
-                Ok(Some(true)) => return Err(SyncError::OwnerDied),
-                Ok(Some(false)) => return Ok(true),
-                Ok(None) => return Ok(false),
+                Ok(out) => return Ok(out),
                 Err(seen) => seen,
             };
             let started = Instant::now();
@@ -906,6 +954,34 @@ impl SemMem {
         }
     }
 
+    /// Process `pid` died (the host's news): frees its lock word if it held it, and
+    /// what it held of the state.
+    pub(crate) fn holder_died(&self, pid: u32, host: &multiproc_core::Identity) {
+        self.lock.holder_died(pid);
+        let _ = self.locked(host, |s| ((), s.process_died(pid)));
+    }
+}
+
+impl SemMem {
+    /// Takes a permit, waiting at most `timeout`: whether it did.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerDied`] (taken; a holder died holding permits since the
+    /// last acquire); [`SyncError::OwnerGone`] (found while waiting).
+    pub(crate) fn acquire(
+        &self,
+        timeout: Option<Duration>,
+        host: &multiproc_core::Identity,
+    ) -> Result<bool, SyncError> {
+        let me = shm::my_pid();
+        match self.wait_for(timeout, host, |s| s.try_acquire(me))? {
+            Some(true) => Err(SyncError::OwnerDied),
+            Some(false) => Ok(true),
+            None => Ok(false),
+        }
+    }
+
     /// Gives a permit back.
     ///
     /// # Errors
@@ -923,13 +999,43 @@ impl SemMem {
     pub(crate) fn value(&self, host: &multiproc_core::Identity) -> Result<u64, SyncError> {
         self.locked(host, |s| (s.value, false))
     }
+}
 
-    /// Process `pid` died (the host's news): its permits come back.
-    pub(crate) fn holder_died(&self, pid: u32, host: &multiproc_core::Identity) {
-        self.lock.holder_died(pid);
-        let _ = self.locked(host, |s| {
-            let back = s.process_died(pid);
-            ((), back > 0)
-        });
+impl RLockMem {
+    /// Takes it for this thread, waiting at most `timeout`: whether it did.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerDied`] (taken; its last owner died holding it);
+    /// [`SyncError::OwnerGone`] (found while waiting).
+    pub(crate) fn acquire(
+        &self,
+        thread: u32,
+        timeout: Option<Duration>,
+        host: &multiproc_core::Identity,
+    ) -> Result<bool, SyncError> {
+        let me = shm::my_pid();
+        match self.wait_for(timeout, host, |s| s.try_acquire(me, thread))? {
+            Some(true) => Err(SyncError::OwnerDied),
+            Some(false) => Ok(true),
+            None => Ok(false),
+        }
+    }
+
+    /// Releases it once, for this thread.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Misuse`] when this thread does not own it.
+    pub(crate) fn release(
+        &self,
+        thread: u32,
+        host: &multiproc_core::Identity,
+    ) -> Result<(), SyncError> {
+        let me = shm::my_pid();
+        self.locked(host, |s| match s.release(me, thread) {
+            Ok(free) => (Ok(()), free),
+            Err(e) => (Err(SyncError::Misuse(e)), false),
+        })?
     }
 }

@@ -20,7 +20,6 @@ pub(crate) enum Op {
     Release {
         thread: u64,
     },
-    Value,
     /// Forgets the wait that the caller's call `corr` asked for (it timed out).
     Cancel {
         corr: u64,
@@ -57,7 +56,6 @@ pub(crate) enum Answer {
     },
     WouldBlock,
     Done,
-    Value(usize),
     Cancelled(bool),
     /// A condition wait returns, holding the lock again.
     Woken {
