@@ -296,12 +296,7 @@ macro_rules! semaphore_type {
             /// As [`acquire`](Self::acquire), except that a dead previous holder is
             /// [`Guard::owner_died`], not an error.
             pub async fn guard(&self) -> Result<Guard<'_, Self>, SyncError> {
-                let owner_died = match self.acquire(true, None).await {
-                    Ok(_) => false,
-                    Err(SyncError::OwnerDied) => true,
-                    Err(e) => return Err(e),
-                };
-                Ok(Guard { prim: self, owner_died })
+                Guard::acquired(self, self.acquire(true, None).await)
             }
         }
 
@@ -445,12 +440,7 @@ macro_rules! shared_semaphore {
             /// As [`acquire`](Self::acquire), except that a dead holder is
             /// [`Guard::owner_died`], not an error.
             pub async fn guard(&self) -> Result<Guard<'_, Self>, SyncError> {
-                let owner_died = match self.acquire(true, None).await {
-                    Ok(_) => false,
-                    Err(SyncError::OwnerDied) => true,
-                    Err(e) => return Err(e),
-                };
-                Ok(Guard { prim: self, owner_died })
+                Guard::acquired(self, self.acquire(true, None).await)
             }
 
             /// As [`guard`](Self::guard), from a thread that may block.
@@ -459,12 +449,7 @@ macro_rules! shared_semaphore {
             ///
             /// As [`guard`](Self::guard).
             pub fn guard_blocking(&self) -> Result<Guard<'_, Self>, SyncError> {
-                let owner_died = match self.acquire_blocking(true, None) {
-                    Ok(_) => false,
-                    Err(SyncError::OwnerDied) => true,
-                    Err(e) => return Err(e),
-                };
-                Ok(Guard { prim: self, owner_died })
+                Guard::acquired(self, self.acquire_blocking(true, None))
             }
         }
 
@@ -952,15 +937,7 @@ impl Lock {
     /// As [`acquire`](Lock::acquire), except that a dead previous holder is
     /// [`Guard::owner_died`], not an error.
     pub async fn guard(&self) -> Result<Guard<'_, Self>, SyncError> {
-        let owner_died = match self.acquire(true, None).await {
-            Ok(_) => false,
-            Err(SyncError::OwnerDied) => true,
-            Err(e) => return Err(e),
-        };
-        Ok(Guard {
-            prim: self,
-            owner_died,
-        })
+        Guard::acquired(self, self.acquire(true, None).await)
     }
 
     /// As [`guard`](Lock::guard), from a thread that may block.
@@ -969,15 +946,7 @@ impl Lock {
     ///
     /// As [`guard`](Lock::guard).
     pub fn guard_blocking(&self) -> Result<Guard<'_, Self>, SyncError> {
-        let owner_died = match self.acquire_blocking(true, None) {
-            Ok(_) => false,
-            Err(SyncError::OwnerDied) => true,
-            Err(e) => return Err(e),
-        };
-        Ok(Guard {
-            prim: self,
-            owner_died,
-        })
+        Guard::acquired(self, self.acquire_blocking(true, None))
     }
 }
 
@@ -1123,15 +1092,7 @@ impl RLock {
     /// As [`acquire`](RLock::acquire), except that a dead previous owner is
     /// [`Guard::owner_died`], not an error.
     pub async fn guard(&self) -> Result<Guard<'_, Self>, SyncError> {
-        let owner_died = match self.acquire(true, None).await {
-            Ok(_) => false,
-            Err(SyncError::OwnerDied) => true,
-            Err(e) => return Err(e),
-        };
-        Ok(Guard {
-            prim: self,
-            owner_died,
-        })
+        Guard::acquired(self, self.acquire(true, None).await)
     }
 
     /// As [`guard`](RLock::guard), from a thread that may block.
@@ -1140,15 +1101,7 @@ impl RLock {
     ///
     /// As [`guard`](RLock::guard).
     pub fn guard_blocking(&self) -> Result<Guard<'_, Self>, SyncError> {
-        let owner_died = match self.acquire_blocking(true, None) {
-            Ok(_) => false,
-            Err(SyncError::OwnerDied) => true,
-            Err(e) => return Err(e),
-        };
-        Ok(Guard {
-            prim: self,
-            owner_died,
-        })
+        Guard::acquired(self, self.acquire_blocking(true, None))
     }
 }
 
@@ -1177,7 +1130,18 @@ pub struct Guard<'a, P: Release> {
     owner_died: bool,
 }
 
-impl<P: Release> Guard<'_, P> {
+impl<'a, P: Release> Guard<'a, P> {
+    /// The guard of an acquire that blocked until it had `prim`: a dead previous
+    /// holder is `owner_died`, not an error.
+    fn acquired(prim: &'a P, acquire: Result<bool, SyncError>) -> Result<Guard<'a, P>, SyncError> {
+        let owner_died = match acquire {
+            Ok(_) => false,
+            Err(SyncError::OwnerDied) => true,
+            Err(e) => return Err(e),
+        };
+        Ok(Guard { prim, owner_died })
+    }
+
     /// Whether the previous holder died holding it.
     pub fn owner_died(&self) -> bool {
         self.owner_died
