@@ -753,47 +753,8 @@ macro_rules! blocking_semaphore {
     };
 }
 
-/// A lock any process of the tree can use; see [`crate::Lock`]. Its acquire and
-/// release work on shared memory directly, with no runtime in between.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
-pub struct Lock(pub crate::Lock);
-
-impl Lock {
-    /// Acquires it; see the async type.
-    ///
-    /// # Errors
-    ///
-    /// [`crate::SyncError::OwnerDied`] (acquired, previous holder dead),
-    /// [`crate::SyncError::OwnerGone`], [`crate::SyncError::Forged`].
-    pub fn acquire(
-        &self,
-        block: bool,
-        timeout: Option<Duration>,
-    ) -> Result<bool, crate::SyncError> {
-        self.0.acquire_blocking(block, timeout)
-    }
-
-    /// Releases it.
-    ///
-    /// # Errors
-    ///
-    /// [`crate::SyncError::Misuse`] when it is not held, [`crate::SyncError::OwnerGone`].
-    pub fn release(&self) -> Result<(), crate::SyncError> {
-        self.0.release_blocking()
-    }
-
-    /// Holds it until the guard is dropped (Python's `with`).
-    ///
-    /// # Errors
-    ///
-    /// As `acquire`; a dead previous holder is `Guard::owner_died`.
-    pub fn guard(&self) -> Result<crate::Guard<'_, crate::Lock>, crate::SyncError> {
-        self.0.guard_blocking()
-    }
-}
-/// A mirror of a semaphore in shared memory: acquire and release work on the
-/// memory directly, with no runtime in between.
+/// A mirror of a lock or semaphore in shared memory: acquire and release work on
+/// the memory directly, with no runtime in between.
 macro_rules! blocking_shared_semaphore {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -833,6 +794,10 @@ macro_rules! blocking_shared_semaphore {
     };
 }
 
+blocking_shared_semaphore!(
+    /// A lock any process of the tree can use; see [`crate::Lock`].
+    Lock
+);
 blocking_shared_semaphore!(
     /// A recursive lock; see [`crate::RLock`].
     RLock

@@ -172,21 +172,32 @@ impl<'a> Ring<'a> {
     }
 
     fn write(&mut self, at: u64, bytes: &[u8]) {
-        let cap = self.capacity();
-        let start = (at % cap as u64) as usize;
-        let first = bytes.len().min(cap - start);
-        self.data[start..start + first].copy_from_slice(&bytes[..first]);
-        self.data[..bytes.len() - first].copy_from_slice(&bytes[first..]);
+        copy_in(self.data, at, bytes);
     }
 
     fn read(&self, at: u64, out: &mut [u8]) {
-        let cap = self.capacity();
-        let start = (at % cap as u64) as usize;
-        let first = out.len().min(cap - start);
-        out[..first].copy_from_slice(&self.data[start..start + first]);
-        let rest = out.len() - first;
-        out[first..].copy_from_slice(&self.data[..rest]);
+        copy_out(self.data, at, out);
     }
+}
+
+/// Copies `bytes` into the circular buffer `data` from position `at` (modulo its
+/// length), around its end when they do not fit before it.
+pub fn copy_in(data: &mut [u8], at: u64, bytes: &[u8]) {
+    let cap = data.len();
+    let start = (at % cap as u64) as usize;
+    let first = bytes.len().min(cap - start);
+    data[start..start + first].copy_from_slice(&bytes[..first]);
+    data[..bytes.len() - first].copy_from_slice(&bytes[first..]);
+}
+
+/// Copies `out.len()` bytes out of the circular buffer `data` from position `at`.
+pub fn copy_out(data: &[u8], at: u64, out: &mut [u8]) {
+    let cap = data.len();
+    let start = (at % cap as u64) as usize;
+    let first = out.len().min(cap - start);
+    out[..first].copy_from_slice(&data[start..start + first]);
+    let rest = out.len() - first;
+    out[first..].copy_from_slice(&data[..rest]);
 }
 
 #[cfg(test)]

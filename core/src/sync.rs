@@ -1,8 +1,10 @@
-//! Synchronization primitives as pure state machines: `Lock`, `RLock`, `Semaphore`,
-//! `BoundedSemaphore`, `Condition`, `Event` and `Barrier`, with Python's semantics and
-//! one thing Python does not have: a holder's death is an event. The actor hosting a
-//! primitive feeds it requests and deaths and sends the answers it returns; waiting
-//! and timeouts belong to the caller (a timed-out wait is cancelled).
+//! Synchronization primitives served by their host, as pure state machines:
+//! `Condition` (over a [`Sem`] lock of any kind) and `Barrier`, with Python's
+//! semantics and one thing Python does not have: a holder's death is an event. The
+//! process hosting a primitive feeds it requests and deaths and sends the answers it
+//! returns; waiting and timeouts belong to the caller (a timed-out wait is
+//! cancelled). `Lock`, `RLock`, the semaphores and `Event` live in shared memory
+//! instead: see [`crate::lockword`] and [`crate::semstate`].
 //!
 //! # Invariants
 //!
@@ -263,46 +265,6 @@ impl Sem {
             self.owner_died = true;
         }
         self.serve()
-    }
-}
-
-/// `Event`: a flag, and the waits for it to be set.
-#[derive(Debug, Clone, Default)]
-pub struct Event {
-    set: bool,
-    waiting: Vec<WaitId>,
-}
-
-impl Event {
-    /// Whether it is set.
-    pub fn is_set(&self) -> bool {
-        self.set
-    }
-
-    /// Sets it; returns every wait, now answered `true`.
-    pub fn set(&mut self) -> Vec<WaitId> {
-        self.set = true;
-        std::mem::take(&mut self.waiting)
-    }
-
-    /// Clears it.
-    pub fn clear(&mut self) {
-        self.set = false;
-    }
-
-    /// `true` at once when set; else `false`, and `wait` is queued.
-    pub fn wait(&mut self, wait: WaitId) -> bool {
-        if !self.set {
-            self.waiting.push(wait);
-        }
-        self.set
-    }
-
-    /// Forgets a wait (timed out); whether it was queued.
-    pub fn cancel(&mut self, wait: WaitId) -> bool {
-        let before = self.waiting.len();
-        self.waiting.retain(|w| *w != wait);
-        before != self.waiting.len()
     }
 }
 
@@ -706,18 +668,6 @@ mod tests {
         }
         assert!(s.process_died(&Identity::from_path(vec![1])).is_empty());
         assert_eq!(s.value(), 3);
-    }
-
-    #[test]
-    fn an_event_wakes_every_waiter() {
-        let mut e = Event::default();
-        assert!(!e.wait(1));
-        assert!(!e.wait(2));
-        assert!(e.cancel(2));
-        assert_eq!(e.set(), vec![1]);
-        assert!(e.wait(3));
-        e.clear();
-        assert!(!e.is_set());
     }
 
     #[test]

@@ -238,6 +238,17 @@ impl Addr {
     }
 }
 
+/// Runs a wait that blocks its thread (a futex sleep in shared memory) on a
+/// blocking thread, so that an async caller's runtime goes on meanwhile.
+async fn wait_on_blocking_thread<T: Send + 'static>(
+    wait: impl FnOnce() -> Result<T, SyncError> + Send + 'static,
+) -> Result<T, SyncError> {
+    crate::runtime::handle()
+        .spawn_blocking(wait)
+        .await
+        .unwrap_or_else(|e| Err(SyncError::Memory(format!("the waiting thread failed: {e}"))))
+}
+
 /// A wait time as Python takes it: `None` for ever; a negative one means 0.
 pub fn timeout_secs(secs: Option<f64>) -> Option<Duration> {
     secs.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX))
@@ -380,10 +391,7 @@ macro_rules! shared_semaphore {
                 }
                 let sem = sem.clone();
                 let owner = owner.clone();
-                crate::runtime::handle()
-                    .spawn_blocking(move || sem.acquire(timeout, &owner))
-                    .await
-                    .unwrap_or_else(|e| Err(SyncError::Memory(format!("the waiting thread failed: {e}"))))
+                wait_on_blocking_thread(move || sem.acquire(timeout, &owner)).await
             }
 
             /// As [`acquire`](Self::acquire), from a thread that may block.
@@ -874,10 +882,7 @@ impl Lock {
         }
         let word = word.clone();
         let owner = self.mem.addr.owner.clone();
-        crate::runtime::handle()
-            .spawn_blocking(move || word.lock(timeout, &owner))
-            .await
-            .unwrap_or_else(|e| Err(SyncError::Memory(format!("the waiting thread failed: {e}"))))
+        wait_on_blocking_thread(move || word.lock(timeout, &owner)).await
     }
 
     /// Acquires it from a thread that may block: the same as
@@ -1043,10 +1048,7 @@ impl RLock {
         }
         let state = state.clone();
         let owner = owner.clone();
-        crate::runtime::handle()
-            .spawn_blocking(move || state.acquire(me, timeout, &owner))
-            .await
-            .unwrap_or_else(|e| Err(SyncError::Memory(format!("the waiting thread failed: {e}"))))
+        wait_on_blocking_thread(move || state.acquire(me, timeout, &owner)).await
     }
 
     /// As [`acquire`](RLock::acquire), from a thread that may block.
@@ -1276,10 +1278,7 @@ impl Event {
         }
         let word = word.clone();
         let owner = self.mem.addr.owner.clone();
-        crate::runtime::handle()
-            .spawn_blocking(move || word.wait(timeout, &owner))
-            .await
-            .unwrap_or_else(|e| Err(SyncError::Memory(format!("the waiting thread failed: {e}"))))
+        wait_on_blocking_thread(move || word.wait(timeout, &owner)).await
     }
 
     /// As [`wait`](Event::wait), from a thread that may block.
@@ -1436,12 +1435,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let bytes = codec::encode(item).map_err(SyncError::Encode)?;
         let mem = std::sync::Arc::clone(self.mem.get().expect("mapped above"));
         let owner = self.owner().clone();
-        let stored = crate::runtime::handle()
-            .spawn_blocking(move || mem.put(&bytes, true, timeout, &owner))
-            .await
-            .unwrap_or_else(|e| {
-                Err(SyncError::Memory(format!("the waiting thread failed: {e}")))
-            })?;
+        let stored =
+            wait_on_blocking_thread(move || mem.put(&bytes, true, timeout, &owner)).await?;
         if stored { Ok(()) } else { Err(SyncError::Full) }
     }
 
@@ -1519,16 +1514,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             }
             let mem = std::sync::Arc::clone(self.mem.get().expect("mapped above"));
             let owner = self.owner().clone();
-            let (got, b) = crate::runtime::handle()
-                .spawn_blocking(move || {
-                    let mut bytes = Vec::new();
-                    mem.get(&mut bytes, true, timeout, &owner)
-                        .map(|got| (got, bytes))
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    Err(SyncError::Memory(format!("the waiting thread failed: {e}")))
-                })?;
+            let (got, b) = wait_on_blocking_thread(move || {
+                let mut bytes = Vec::new();
+                mem.get(&mut bytes, true, timeout, &owner)
+                    .map(|got| (got, bytes))
+            })
+            .await?;
             if !got {
                 return Err(SyncError::Empty);
             }
@@ -1644,10 +1635,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
         let mem = std::sync::Arc::clone(self.mem.get().expect("mapped above"));
         let owner = self.owner().clone();
-        crate::runtime::handle()
-            .spawn_blocking(move || mem.join(None, &owner))
+        wait_on_blocking_thread(move || mem.join(None, &owner))
             .await
-            .unwrap_or_else(|e| Err(SyncError::Memory(format!("the waiting thread failed: {e}"))))
             .map(|_| ())
     }
 

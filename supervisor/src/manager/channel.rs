@@ -193,25 +193,18 @@ impl Channel {
     }
 
     fn write(&self, at: u64, bytes: &[u8]) {
-        let start = (at as usize) % RING;
-        let first = bytes.len().min(RING - start);
         // SAFETY: this end is the ring's only writer, and the reader does not read
         // past the tail, which is stored after these bytes.
         let data = unsafe { self.seg.bytes_mut(self.tx + DATA, RING) };
-        data[start..start + first].copy_from_slice(&bytes[..first]);
-        data[..bytes.len() - first].copy_from_slice(&bytes[first..]);
+        multiproc_core::ring::copy_in(data, at, bytes);
     }
 
     fn read(&self, at: u64, out: &mut [u8]) {
-        let start = (at as usize) % RING;
-        let first = out.len().min(RING - start);
         // SAFETY: this end is the ring's only reader; the writer wrote these bytes
         // before the tail it stored (read with `Acquire`), and writes no more until
         // this message is taken.
         let data = unsafe { self.seg.bytes_mut(self.rx + DATA, RING) };
-        out[..first].copy_from_slice(&data[start..start + first]);
-        let rest = out.len() - first;
-        out[first..].copy_from_slice(&data[..rest]);
+        multiproc_core::ring::copy_out(data, at, out);
     }
 }
 
