@@ -158,10 +158,27 @@ impl Link {
         Ok(())
     }
 
-    /// Writes what senders queued, as the socket drains.
+    /// Ends the link for writing: later sends fail with [`SendError::Closed`], and the
+    /// flusher task lets go of the link, so the socket is closed once its last owner
+    /// drops it. Called when the link's reader has ended: nothing written after that
+    /// could be answered.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        // A stored permit, if the flusher is not waiting yet: it cannot miss this.
+        self.queued.notify_one();
+    }
+
+    /// Writes what senders queued, as the socket drains, until the link is closed.
+    ///
+    /// The task owns a reference to the link, so it must end for the socket to be
+    /// closed: without [`Link::close`], every child ever started would keep one fd.
     async fn flush_loop(self: Arc<Link>) {
         loop {
             self.queued.notified().await;
+            if self.closed.load(Ordering::Acquire) {
+                self.state().flushes.clear();
+                return;
+            }
             loop {
                 {
                     let mut st = self.state();

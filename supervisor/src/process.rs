@@ -609,6 +609,7 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
                 }
             })
             .await;
+        reader_link.close();
         if let LinkEnd::Broken(e) = end {
             // Nothing more can be read from it, so nothing can be asked of it: a child
             // we cannot talk to is killed rather than left running unreachable.
@@ -663,7 +664,12 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
 
     let capture = spawn::capture(&mut waiter);
     if let Some(interval) = heartbeat {
-        tokio::spawn(watchdog(Arc::clone(&child), last_beat, interval));
+        tokio::spawn(watchdog(
+            Arc::downgrade(&child),
+            child.exit.clone(),
+            last_beat,
+            interval,
+        ));
     }
 
     let watched = Arc::clone(&child);
@@ -702,6 +708,10 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         router::remove_child(number, &watched.identity);
         children().retain(|c| !Arc::ptr_eq(c, &watched));
         tracing::debug!(child = %watched.name, %reason, "child exited");
+        // Let go of the child (its pidfd, its link) before anyone learns it exited: a
+        // joiner that then drops its `Process` frees them at once, not whenever this
+        // task gets round to it.
+        drop(watched);
         let _ = exit_tx.send(Some(reason));
     });
 
@@ -712,14 +722,22 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
 }
 
 /// Kills `child` as hung if it goes `interval` without a heartbeat.
+///
+/// Holds the child weakly, so its pidfd and link are freed with its `Process`, not
+/// with this task's next tick.
 async fn watchdog(
-    child: Arc<Child>,
+    child: std::sync::Weak<Child>,
+    mut exit: watch::Receiver<Option<ExitReason>>,
     last_beat: Arc<Mutex<tokio::time::Instant>>,
     interval: Duration,
 ) {
     let mut tick = tokio::time::interval(interval / 4);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = exit.wait_for(Option::is_some) => return,
+        }
+        let Some(child) = child.upgrade() else { return };
         if child.has_exited() {
             return;
         }
