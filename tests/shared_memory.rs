@@ -132,6 +132,15 @@ struct WireBlock {
 struct WireInner {
     seg: WireSeg,
     secret: u64,
+    addr: WireAddr,
+}
+
+/// The counted address a block's handle carries (see the book's handle lifetimes).
+#[derive(Serialize, Deserialize)]
+struct WireAddr {
+    owner: multiproc::Identity,
+    id: u64,
+    secret: u64,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -9,7 +9,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestResult, trial};
-use multiproc::blocking::{Lock, Pool, Process};
+use multiproc::blocking::{
+    Barrier, BoundedSemaphore, Condition, Connection, Event, Lock, Pool, Process, Queue, RLock,
+    Semaphore, pipe,
+};
+use multiproc::{Array, Value};
 
 fn noop() {}
 multiproc::register!(noop);
@@ -98,20 +102,121 @@ fn pool_loop() -> TestResult {
     })
 }
 
-#[allow(dead_code)]
-fn lock_loop() -> TestResult {
-    soak("lock", iterations(), |_| {
+/// Primitives hosted and handles alive in this process.
+fn counts() -> (usize, usize) {
+    multiproc::__private::__primitive_counts()
+}
+
+/// Creates, uses and drops one primitive of every kind per iteration: each must give
+/// back its memory, its fd and its host's record.
+fn primitive_loop() -> TestResult {
+    let before = counts();
+    soak("primitives", iterations(), |i| {
         let l = Lock::new();
-        check!(l.acquire(true, None)?, "acquire failed");
+        check!(l.acquire(true, None)?, "lock not acquired");
         l.release()?;
+        let r = RLock::new();
+        check!(r.acquire(true, None)?, "rlock not acquired");
+        r.release()?;
+        let s = Semaphore::new(1);
+        check!(s.acquire(true, None)?, "semaphore not acquired");
+        s.release()?;
+        let b = BoundedSemaphore::new(1);
+        check!(b.acquire(false, None)?, "bounded semaphore not acquired");
+        b.release()?;
+        let e = Event::new();
+        e.set()?;
+        check!(e.wait(None)?, "event not set");
+        let q = Queue::<u64>::new(0);
+        q.put(&(i as u64), true, None)?;
+        check_eq!(q.get(true, None)?, i as u64);
+        let c = Condition::new();
+        check!(c.acquire(true, None)?, "condition not acquired");
+        c.notify(1)?;
+        c.release()?;
+        let bar = Barrier::new(1);
+        bar.wait(None)?;
+        let v = Value::new(i as u64);
+        check_eq!(v.get()?, i as u64);
+        let a = Array::from_slice(&[1u32, 2, 3])?;
+        check_eq!(a.get(2)?, 3);
         Ok(())
-    })
+    })?;
+    check_eq!(counts(), before);
+    Ok(())
+}
+
+fn use_lock_later(lock: Lock, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    // Wait until the parent has dropped its own handle.
+    let _: String = up.recv()?;
+    let held = lock.acquire(true, Some(Duration::from_secs(10)))?;
+    lock.release()?;
+    up.send(&held)?;
+    Ok(())
+}
+multiproc::register!(use_lock_later);
+
+/// A handle sent to a child keeps the primitive alive after the parent dropped its
+/// own; the child's drop frees it.
+fn a_handle_in_a_child_outlives_the_parents() -> TestResult {
+    let before = counts();
+    let lock = Lock::new();
+    check_eq!(counts().0, before.0 + 1);
+    let (mut mine, theirs) = pipe(true)?;
+    let mut p = Process::new(use_lock_later, (lock, theirs));
+    p.start()?;
+    // The parent's only handle went with the child's arguments.
+    check_eq!(counts().1, before.1);
+    check_eq!(counts().0, before.0 + 1);
+    mine.send(&"go")?;
+    let held: bool = mine.recv()?;
+    check!(held, "the child could not take the lock");
+    p.join()?;
+    // The child's `Detach` travelled up its link before its exit report.
+    check_eq!(counts(), before);
+    Ok(())
+}
+
+fn hold_forever(lock: Lock, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    up.send(&"holding")?;
+    let _: String = up.recv()?;
+    drop(lock);
+    Ok(())
+}
+multiproc::register!(hold_forever);
+
+/// A process killed while it holds a handle counts as having dropped it.
+fn a_killed_holder_lets_go_of_its_handles() -> TestResult {
+    let before = counts();
+    let (mut mine, theirs) = pipe(true)?;
+    let mut p = Process::new(hold_forever, (Lock::new(), theirs));
+    p.start()?;
+    let _: String = mine.recv()?;
+    check_eq!(counts().0, before.0 + 1);
+    p.kill()?;
+    p.join()?;
+    // The host hears of the death from its watch, on the runtime's own time: there
+    // is no event to wait on from here, so poll, bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counts() != before && Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    check_eq!(counts(), before);
+    Ok(())
 }
 
 fn main() {
-    let _ = Duration::ZERO;
     common::run(vec![
         trial("process_loop", process_loop),
         trial("pool_loop", pool_loop),
+        trial("primitive_loop", primitive_loop),
+        trial(
+            "a_handle_in_a_child_outlives_the_parents",
+            a_handle_in_a_child_outlives_the_parents,
+        ),
+        trial(
+            "a_killed_holder_lets_go_of_its_handles",
+            a_killed_holder_lets_go_of_its_handles,
+        ),
     ]);
 }

@@ -75,6 +75,7 @@ pub mod __private {
     pub use crate::pool::{
         ItemFailure, NoTarget, NoTask, Probe, TaskFn, ViaTarget, ViaTask, not_a_task, run_task,
     };
+    pub use crate::primitives::__primitive_counts;
     pub use crate::registry::{ENTRIES, Entry};
     pub use linkme;
     pub use multiproc_core::EntryKind;

@@ -10,6 +10,7 @@
 //! with `SyncError::OwnerGone`: nothing blocks for ever.
 
 mod host;
+mod refs;
 mod shared;
 mod wire;
 
@@ -26,8 +27,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use host::State;
-pub(crate) use host::{secret, serve};
+pub(crate) use host::{State, secret, serve};
+pub(crate) use refs::Addr;
 use wire::{Answer, Fault, Op, Request};
 
 use crate::current::me;
@@ -88,21 +89,11 @@ pub enum SyncError {
     Memory(String),
 }
 
-/// Where a primitive lives, and the secret that proves a handle genuine.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Addr {
-    owner: Identity,
-    id: u64,
-    secret: u64,
-}
-
-impl fmt::Debug for Addr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Addr")
-            .field("owner", &self.owner)
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
+/// How many primitives this process hosts, and how many handles of primitives (its
+/// own or others') are alive in it. For tests of their lifetime.
+#[doc(hidden)]
+pub fn __primitive_counts() -> (usize, usize) {
+    (host::hosted(), refs::live_handles())
 }
 
 /// This thread's number, for owners (`RLock`) and holders.
@@ -121,16 +112,14 @@ pub(crate) fn thread_token() -> u64 {
 
 impl Addr {
     fn new(state: State) -> Addr {
-        Addr::new_with(state, host::secret())
+        Addr::new_with(state, host::secret(), None)
     }
 
-    fn new_with(state: State, secret: u64) -> Addr {
-        let id = host::create(state, secret);
-        Addr {
-            owner: me().identity.clone(),
-            id,
-            secret,
-        }
+    /// A new primitive hosted here, with its first handle; `seg` is its shared
+    /// memory, freed with it.
+    pub(crate) fn new_with(state: State, secret: u64, seg: Option<crate::shm::SegmentRef>) -> Addr {
+        let id = host::create(state, secret, seg);
+        Addr::created(me().identity.clone(), id, secret)
     }
 
     /// Routes `op` to the host under correlation `corr` (0: no answer wanted).
@@ -185,6 +174,7 @@ impl Addr {
         &self,
         seg: crate::shm::SegmentRef,
     ) -> Result<std::sync::Arc<crate::shm::Segment>, SyncError> {
+        self.mapped_here(seg);
         crate::shm::mapped(seg).map_err(|e| match e {
             crate::shm::MapError::Gone => SyncError::OwnerGone(self.owner.clone()),
             crate::shm::MapError::Io(e) => SyncError::Memory(e.to_string()),
@@ -768,7 +758,7 @@ impl<W> Mapped<W> {
         let at = seg.at();
         let word = word(seg);
         Ok(Mapped {
-            addr: Addr::new_with(state(&word), secret),
+            addr: Addr::new_with(state(&word), secret, Some(at)),
             seg: at,
             word: std::sync::OnceLock::from(word),
         })
@@ -1378,7 +1368,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let secret = host::secret();
         let mem =
             shared::QueueMem::create(maxsize as u64, joinable, shared::QUEUE_CAPACITY, secret)?;
-        let addr = Addr::new_with(State::SharedQueue(std::sync::Arc::clone(&mem)), secret);
+        let addr = Addr::new_with(
+            State::SharedQueue(std::sync::Arc::clone(&mem)),
+            secret,
+            Some(mem.at()),
+        );
         Ok(Queue {
             addr,
             seg: mem.at(),

@@ -109,6 +109,8 @@ const ARRAY: &[u8; 8] = b"mp-array";
 struct Block {
     seg: SegmentRef,
     secret: u64,
+    /// Counts this handle, so that the block is freed with the last one in the tree.
+    addr: crate::primitives::Addr,
     #[serde(skip)]
     mapped: OnceLock<Arc<Segment>>,
 }
@@ -128,8 +130,8 @@ impl PartialEq for Block {
 }
 
 impl Block {
-    /// A new zeroed block of `len` elements of `elem` bytes, kept by this process
-    /// for as long as it lives.
+    /// A new zeroed block of `len` elements of `elem` bytes, hosted by this process
+    /// until the last handle in the tree is gone.
     fn create(name: &str, kind: u64, len: usize, elem: usize) -> Result<Block, SharedMemoryError> {
         let bytes = len
             .checked_mul(elem)
@@ -144,6 +146,11 @@ impl Block {
         Ok(Block {
             seg: seg.at(),
             secret,
+            addr: crate::primitives::Addr::new_with(
+                crate::primitives::State::Mapped,
+                secret,
+                Some(seg.at()),
+            ),
             mapped: OnceLock::from(seg),
         })
     }
@@ -154,6 +161,7 @@ impl Block {
         if let Some(seg) = self.mapped.get() {
             return Ok(seg);
         }
+        self.addr.mapped_here(self.seg);
         let seg = shm::mapped(self.seg)?;
         let genuine = seg.len() >= DATA_AT
             && seg.u64_at(MAGIC_AT).load(Ordering::Acquire) == kind

@@ -241,6 +241,14 @@ pub(crate) fn mapped(at: SegmentRef) -> Result<Arc<Segment>, MapError> {
 }
 
 /// Keeps a segment this process hosts for as long as the process lives.
+/// Forgets this process's mapping of `at` (and, in its host, the segment's fd):
+/// freed once the last user in this process lets go of it.
+pub(crate) fn forget(at: SegmentRef) {
+    let seg = segments().remove(&at);
+    // Unmapped outside the table's lock.
+    drop(seg);
+}
+
 pub(crate) fn host(seg: Segment) -> Arc<Segment> {
     let seg = Arc::new(seg);
     segments().insert(seg.at(), Arc::clone(&seg));

@@ -40,6 +40,12 @@ pub(crate) enum State {
 struct Slot {
     secret: u64,
     state: State,
+    /// The processes that hold a handle of it (see `refs`).
+    holders: HashSet<Identity>,
+    /// Handles encoded and not yet decoded; may go below zero (see `refs`).
+    lent: i64,
+    /// Its shared memory, if any, kept open here until it is freed.
+    seg: Option<crate::shm::SegmentRef>,
 }
 
 #[derive(Default)]
@@ -63,13 +69,29 @@ fn host() -> MutexGuard<'static, Host> {
         .unwrap_or_else(|e| e.into_inner())
 }
 
-/// A new primitive hosted here, for handles with `secret`; returns its id.
-pub(crate) fn create(state: State, secret: u64) -> u64 {
+/// A new primitive hosted here, for handles with `secret`, held by this process
+/// (which makes its first handle); returns its id. `seg` is its shared memory, freed
+/// with it.
+pub(crate) fn create(state: State, secret: u64, seg: Option<crate::shm::SegmentRef>) -> u64 {
     let mut h = host();
     h.next_id += 1;
     let id = h.next_id;
-    h.prims.insert(id, Slot { secret, state });
+    h.prims.insert(
+        id,
+        Slot {
+            secret,
+            state,
+            holders: HashSet::from([me().identity.clone()]),
+            lent: 0,
+            seg,
+        },
+    );
     id
+}
+
+/// Primitives hosted here and not yet freed: for tests of the counting.
+pub(crate) fn hosted() -> usize {
+    host().prims.len()
 }
 
 /// An unguessable number, so a handle cannot be forged or mistaken for another.
@@ -220,6 +242,15 @@ fn process_died(process: &Identity) {
         }
         h.waits.retain(|(caller, _), _| caller != process);
         h.routes.retain(|_, (caller, _)| caller != process);
+        // A dead process holds no handle any more.
+        let held: Vec<u64> = h
+            .prims
+            .iter_mut()
+            .filter_map(|(id, slot)| slot.holders.remove(process).then_some(*id))
+            .collect();
+        for id in held {
+            h.free_if_unused(id);
+        }
     }
     send(replies);
 }
@@ -240,6 +271,33 @@ enum Outcome {
 }
 
 impl Host {
+    /// Frees primitive `id` if no process holds a handle of it and none is in flight:
+    /// its state, and its shared memory (the segment's fd here, its mapping).
+    fn free_if_unused(&mut self, id: u64) {
+        let unused = self
+            .prims
+            .get(&id)
+            .is_some_and(|s| s.holders.is_empty() && s.lent <= 0);
+        if !unused {
+            return;
+        }
+        let Some(slot) = self.prims.remove(&id) else {
+            return;
+        };
+        let waits: Vec<WaitId> = self
+            .waits
+            .iter()
+            .filter(|(_, (prim, _))| *prim == id)
+            .map(|(_, (_, wait))| *wait)
+            .collect();
+        for wait in waits {
+            self.done(wait);
+        }
+        if let Some(seg) = slot.seg {
+            crate::shm::forget(seg);
+        }
+    }
+
     fn done(&mut self, wait: WaitId) -> Option<(Identity, u64)> {
         let route = self.routes.remove(&wait)?;
         self.waits.remove(&route);
@@ -309,6 +367,24 @@ impl Host {
         if !self.watched.contains(from) && *from != me().identity {
             self.watched.insert(from.clone());
             *watch = Some(from.clone());
+        }
+        match request.op {
+            Op::Lend | Op::Claim | Op::Detach => {
+                let slot = self.prims.get_mut(&id).expect("checked");
+                match request.op {
+                    Op::Lend => slot.lent += 1,
+                    Op::Claim => {
+                        slot.lent -= 1;
+                        slot.holders.insert(from.clone());
+                    }
+                    _ => {
+                        slot.holders.remove(from);
+                    }
+                }
+                self.free_if_unused(id);
+                return Some(Answer::Done);
+            }
+            _ => {}
         }
         if let Op::Cancel { corr: asked } = request.op {
             let cancelled = match self.waits.get(&(from.clone(), asked)).copied() {

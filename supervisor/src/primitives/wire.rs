@@ -47,6 +47,13 @@ pub(crate) enum Op {
     Attach {
         pid: u32,
     },
+    /// A handle was encoded: one more is in flight (see `refs`).
+    Lend,
+    /// The sender decoded a handle: it holds the primitive, and one handle in flight
+    /// has landed.
+    Claim,
+    /// The sender's last handle is gone.
+    Detach,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
