@@ -162,7 +162,7 @@ pub(crate) fn exit_now(code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// Joins non-daemon children and stops daemon ones when the process exits normally
+/// Joins non-daemon children and terminates daemon ones when the process exits normally
 /// (returning from `main` or `std::process::exit`), as Python's exit handler does.
 pub(crate) fn register_exit_handler() {
     static ONCE: Once = Once::new();

@@ -90,6 +90,12 @@ pub mod __private {
         }
     }
 
+    /// Winds this process's children down as its exit does (daemons terminated, the
+    /// others joined or stopped), now. Only for tests of what an exit does to them.
+    pub fn finish_children() {
+        crate::runtime::block_on(crate::process::finish_children());
+    }
+
     /// The `TypeId` of a value's type (a function item's unique type).
     pub fn type_id_of<T: 'static>(_: &T) -> std::any::TypeId {
         std::any::TypeId::of::<T>()
