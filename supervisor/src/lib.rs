@@ -28,7 +28,7 @@ mod supervisor;
 mod target;
 
 pub use actor::{Actor, ActorRef, BoxError};
-pub use bootstrap::{EXIT_BOOTSTRAP_FAILED, EXIT_PARENT_GONE, init};
+pub use bootstrap::{EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, init};
 pub use current::{
     CurrentProcess, ParentProcess, cpu_count, current_process, heartbeat, parent_process,
 };

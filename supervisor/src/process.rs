@@ -327,8 +327,8 @@ impl Process {
     /// # Errors
     ///
     /// [`Error::AlreadyStarted`], [`Error::Closed`], [`Error::Unregistered`] (with the
-    /// macro to add), [`Error::InitNotCalled`] (in a child whose `main` skipped
-    /// `init()`), [`Error::Bootstrap`] (version or build mismatch),
+    /// macro to add), [`Error::InitNotCalled`] (the child's `main`, or the
+    /// forkserver's, skipped `init()`), [`Error::Bootstrap`] (version or build mismatch),
     /// [`Error::NoHandshake`] / [`Error::HandshakeTimeout`] (the child never reached
     /// `init()`), [`Error::DaemonWithChildren`], [`Error::Os`].
     pub async fn start(&mut self) -> Result<(), Error> {
@@ -340,7 +340,7 @@ impl Process {
         let Some(plan) = self.plan.take() else {
             return Err(Error::AlreadyStarted(self.name.clone()));
         };
-        bootstrap::check_init()?;
+        bootstrap::check_init();
         if current::me().daemon {
             return Err(Error::DaemonWithChildren);
         }
@@ -645,6 +645,9 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
             let status = waiter.wait().await;
             router::remove_child(number, &identity);
             let status = status.map_err(|e| Error::os("cannot wait for the child", e))?;
+            if status == Some(WaitStatus::Exited(bootstrap::EXIT_INIT_NOT_CALLED)) {
+                return Err(Error::InitNotCalled);
+            }
             let reason = multiproc_core::exit_reason(status.unwrap_or(LOST), None, false, false);
             return Err(Error::NoHandshake { name, reason });
         }
