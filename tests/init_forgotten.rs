@@ -59,6 +59,29 @@ fn forgetful_main(case: &str) -> ! {
         );
         std::process::exit(2);
     }
+    if let Some(method) = case.strip_suffix("_orphan") {
+        // The names of multiproc's role markers: set in a process it started.
+        let started = ["MULTIPROC_BOOTSTRAP", "MULTIPROC_FORKSERVER"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some());
+        if started {
+            // A copy that does something long before any library call (here: for ever)
+            // after its root has died: only what multiproc did before `main` ends it.
+            if let Some(parent) = rustix::process::getppid() {
+                let _ = rustix::process::kill_process(parent, rustix::process::Signal::KILL);
+            }
+            loop {
+                std::thread::park();
+            }
+        }
+        let method = match method {
+            "spawn" => StartMethod::Spawn,
+            _ => StartMethod::Forkserver,
+        };
+        let _ = start_one(method);
+        eprintln!("forgetful root: outlived its own SIGKILL");
+        std::process::exit(3);
+    }
     let result: Result<(), Box<dyn std::error::Error>> = match case {
         "spawn" => start_one(StartMethod::Spawn),
         "forkserver" => start_one(StartMethod::Forkserver),
@@ -90,9 +113,7 @@ fn start_one(method: StartMethod) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn use_pool(
-    pool: Result<Pool, multiproc::PoolError>,
-) -> Result<(), Box<dyn std::error::Error>> {
+fn use_pool(pool: Result<Pool, multiproc::PoolError>) -> Result<(), Box<dyn std::error::Error>> {
     let pool = pool?;
     pool.apply(square, 3)?;
     Ok(())
@@ -105,7 +126,8 @@ fn in_test_cgroup() -> bool {
         s.lines().any(|l| {
             let mut f = l.splitn(3, ':');
             let (_, controllers, path) = (f.next(), f.next(), f.next());
-            let pids = matches!(controllers, Some("")) || controllers.is_some_and(|c| c.split(',').any(|c| c == "pids"));
+            let pids = matches!(controllers, Some(""))
+                || controllers.is_some_and(|c| c.split(',').any(|c| c == "pids"));
             pids && path.is_some_and(|p| p.contains(CGROUP_PREFIX))
         })
     })
@@ -223,13 +245,17 @@ impl Drop for Cgroup {
 fn pids_hierarchy() -> Result<(PathBuf, bool), String> {
     for v2 in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
         let v2 = Path::new(v2);
-        let controllers = std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
+        let controllers =
+            std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
         if controllers.split_whitespace().any(|c| c == "pids") {
             let control = v2.join("cgroup.subtree_control");
             let enabled = std::fs::read_to_string(&control).unwrap_or_default();
             if !enabled.split_whitespace().any(|c| c == "pids") {
                 std::fs::write(&control, "+pids").map_err(|e| {
-                    format!("cannot enable the pids controller in {}: {e}", control.display())
+                    format!(
+                        "cannot enable the pids controller in {}: {e}",
+                        control.display()
+                    )
                 })?;
             }
             return Ok((v2.to_path_buf(), true));
@@ -239,10 +265,12 @@ fn pids_hierarchy() -> Result<(PathBuf, bool), String> {
     if v1.join("cgroup.procs").exists() {
         return Ok((v1.to_path_buf(), false));
     }
-    Err("no pids cgroup controller is available (neither cgroup v2 with `pids` in \
+    Err(
+        "no pids cgroup controller is available (neither cgroup v2 with `pids` in \
          cgroup.controllers nor a v1 pids hierarchy at /sys/fs/cgroup/pids); refusing to \
          run a program that forgets init() without one"
-        .into())
+            .into(),
+    )
 }
 
 fn pidfd(pid: i32) -> Option<OwnedFd> {
@@ -265,9 +293,15 @@ fn wait_any(fds: &[OwnedFd], timeout: Duration) {
 
 // ---- the cases ------------------------------------------------------------------------
 
-/// Runs the forgetful program for `case` in a fresh cgroup and checks it ends with an
-/// error naming `multiproc::init()`, made few processes and left none behind.
-fn forgetful_root_fails_cleanly(case: &'static str) -> TestResult {
+/// How a run of the forgetful program went.
+struct Run {
+    status: std::process::ExitStatus,
+    stderr: String,
+}
+
+/// Runs the forgetful program for `case` in a fresh cgroup and checks it made few
+/// processes and left none behind.
+fn run_forgetful(case: &'static str) -> Result<Run, Box<dyn std::error::Error>> {
     let cgroup = Cgroup::create(case, PIDS_MAX)?;
     let exe = std::env::current_exe()?;
     // The shell joins the cgroup, then becomes the program: nothing of it runs outside.
@@ -324,18 +358,48 @@ fn forgetful_root_fails_cleanly(case: &'static str) -> TestResult {
         at_exit.len(),
         stderr.trim()
     );
-    check!(left.is_empty(), "processes {left:?} outlived the root");
-    check_eq!(hit_limit, 0);
-    check!(
-        peak.is_none_or(|p| p <= PEAK_BOUND),
-        "the cgroup held {peak:?} tasks at once"
-    );
+    if !left.is_empty() {
+        return Err(format!("processes {left:?} outlived the root").into());
+    }
+    if hit_limit != 0 {
+        return Err(format!("forks failed {hit_limit} times at the cgroup's limit").into());
+    }
+    if peak.is_some_and(|p| p > PEAK_BOUND) {
+        return Err(format!("the cgroup held {peak:?} tasks at once").into());
+    }
+    Ok(Run { status, stderr })
+}
+
+/// The forgetful root ends with an error naming `multiproc::init()`, having made few
+/// processes and left none behind.
+fn forgetful_root_fails_cleanly(case: &'static str) -> TestResult {
+    let Run { status, stderr } = run_forgetful(case)?;
     check_eq!(status.code(), Some(1));
     check!(
         stderr.contains("forgetful root:") && stderr.contains("multiproc::init()"),
         "the root's error does not name multiproc::init(): {stderr}"
     );
     Ok(())
+}
+
+/// A copy of the forgetful program that kills its root and then never reaches a
+/// library call still ends with the root: it was tied to it before `main`.
+fn forgetful_copy_dies_with_its_root(case: &'static str) -> TestResult {
+    use std::os::unix::process::ExitStatusExt;
+    let Run { status, stderr } = run_forgetful(case)?;
+    check!(
+        status.signal() == Some(9),
+        "the root was not killed by its copy: {status}; {stderr}"
+    );
+    Ok(())
+}
+
+fn spawn_child_of_a_forgetful_root_dies_with_it() -> TestResult {
+    forgetful_copy_dies_with_its_root("spawn_orphan")
+}
+
+fn forkserver_of_a_forgetful_root_dies_with_it() -> TestResult {
+    forgetful_copy_dies_with_its_root("forkserver_orphan")
 }
 
 fn spawn_child_of_a_forgetful_root() -> TestResult {
@@ -370,6 +434,14 @@ fn main() {
             forkserver_child_of_a_forgetful_root,
         ),
         trial("pool_of_a_forgetful_root", pool_of_a_forgetful_root),
+        trial(
+            "spawn_child_of_a_forgetful_root_dies_with_it",
+            spawn_child_of_a_forgetful_root_dies_with_it,
+        ),
+        trial(
+            "forkserver_of_a_forgetful_root_dies_with_it",
+            forkserver_of_a_forgetful_root_dies_with_it,
+        ),
         trial(
             "spawn_pool_of_a_forgetful_root",
             spawn_pool_of_a_forgetful_root,
