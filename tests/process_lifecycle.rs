@@ -348,19 +348,6 @@ fn build_id_mismatch_is_refused_by_the_child() -> TestResult {
     Ok(())
 }
 
-fn forgotten_init_is_a_clear_error_not_a_fork_bomb() -> TestResult {
-    // The child runs this binary's `main` without `init()` (see `main` below): its
-    // attempt to start a process fails with `InitNotCalled`, and it exits 42 to say so.
-    let mut p = Process::new(returns, ()).env(SKIP_INIT, "1");
-    let err = p.start().unwrap_err();
-    match &err {
-        Error::NoHandshake { reason, .. } => check_eq!(*reason, ExitReason::Exited(42)),
-        other => return Err(format!("expected NoHandshake, got {other:?}").into()),
-    }
-    check!(err.to_string().contains("multiproc::init()"), "{err}");
-    Ok(())
-}
-
 fn stop_shuts_down_a_cooperating_child() -> TestResult {
     let mut p = Process::new(waits_for_stop, ());
     p.start()?;
@@ -545,7 +532,6 @@ fn a_child_that_beats_is_left_alone() -> TestResult {
     Ok(())
 }
 
-const SKIP_INIT: &str = "MULTIPROC_TEST_SKIP_INIT";
 /// Makes a child's `main` block forever before `init()`: it never answers its Hello.
 const HANG_BEFORE_INIT: &str = "MULTIPROC_TEST_HANG_BEFORE_INIT";
 
@@ -569,15 +555,6 @@ fn main() {
         // line: its parent must not wait for it forever.
         loop {
             std::thread::park();
-        }
-    }
-    if std::env::var_os(SKIP_INIT).is_some() {
-        // A child whose `main` forgot `multiproc::init()`: it must not be able to
-        // start processes (which would start this program again, and again).
-        let mut p = Process::new(returns, ());
-        match p.start() {
-            Err(Error::InitNotCalled) => std::process::exit(42),
-            _ => std::process::exit(43),
         }
     }
     common::run(vec![
@@ -614,10 +591,6 @@ fn main() {
         trial(
             "build_id_mismatch_is_refused_by_the_child",
             build_id_mismatch_is_refused_by_the_child,
-        ),
-        trial(
-            "forgotten_init_is_a_clear_error_not_a_fork_bomb",
-            forgotten_init_is_a_clear_error_not_a_fork_bomb,
         ),
         trial(
             "stop_shuts_down_a_cooperating_child",

@@ -37,6 +37,11 @@ pub(crate) const ENV_PARENT_PID: &str = "MULTIPROC_PARENT_PID";
 pub const EXIT_BOOTSTRAP_FAILED: i32 = 78;
 /// Exit status of a child whose parent was gone before or while it ran.
 pub const EXIT_PARENT_GONE: i32 = 79;
+/// Exit status of a process started by multiproc (a child or the forkserver) whose
+/// `main` reached a library call that starts processes without calling `init()`: it
+/// ends there rather than start the program again as a new root. Its parent reports
+/// [`Error::InitNotCalled`].
+pub const EXIT_INIT_NOT_CALLED: i32 = 77;
 
 /// Most file descriptors a Hello may carry.
 const MAX_HELLO_FDS: usize = 64;
@@ -135,13 +140,72 @@ fn raise_open_files_limit() {
     }
 }
 
-/// Fails when this process is a multiproc child that reached user code without
-/// `init()`: starting a process from there would start the program again and again.
-pub(crate) fn check_init() -> Result<(), Error> {
-    if !INITIALIZED.load(Ordering::SeqCst) && std::env::var_os(ENV_BOOTSTRAP).is_some() {
-        return Err(Error::InitNotCalled);
+/// Ends this process when it was started by multiproc (a child or the forkserver) and
+/// reached a call that starts processes without `init()`: going on would run the
+/// program again as a new root in every generation, a fork bomb. The parent sees the
+/// distinctive status and reports [`Error::InitNotCalled`].
+pub(crate) fn check_init() {
+    if INITIALIZED.load(Ordering::SeqCst) || !started_by_multiproc() {
+        return;
     }
-    Ok(())
+    eprintln!("multiproc: {}", Error::InitNotCalled);
+    exit_now(EXIT_INIT_NOT_CALLED);
+}
+
+/// Whether this process was started by multiproc, whatever its `main` has done since.
+fn started_by_multiproc() -> bool {
+    // Named here, so that the linker keeps the object holding the `.init_array` entry
+    // in every program that can start processes.
+    let _ = std::hint::black_box(&TIE_TO_PARENT);
+    STARTED_BY_MULTIPROC.load(Ordering::Relaxed)
+        || std::env::var_os(ENV_BOOTSTRAP).is_some()
+        || std::env::var_os(crate::forkserver::ENV_FORKSERVER).is_some()
+}
+
+/// Set before `main` in a process started by multiproc.
+static STARTED_BY_MULTIPROC: AtomicBool = AtomicBool::new(false);
+
+/// Runs before `main` (and so before any user code) in every process of a program that
+/// links multiproc: a child or forkserver is tied to its parent's life here, whether or
+/// not `main` ever calls `init()`. A `main` that forgets `init()` then cannot outlive
+/// its parent, whatever it does before it reaches a library call that ends it.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static TIE_TO_PARENT: extern "C" fn() = tie_to_parent;
+
+extern "C" fn tie_to_parent() {
+    // Only libc here: the Rust runtime has not started yet. The names are those of
+    // ENV_BOOTSTRAP, ENV_FORKSERVER and ENV_PARENT_PID.
+    // SAFETY: getenv, prctl, getppid and _exit are safe to call before `main`; the
+    // environment is not written concurrently, as no other thread exists yet.
+    unsafe {
+        let marked = !libc::getenv(c"MULTIPROC_BOOTSTRAP".as_ptr()).is_null()
+            || !libc::getenv(c"MULTIPROC_FORKSERVER".as_ptr()).is_null();
+        if !marked {
+            return;
+        }
+        STARTED_BY_MULTIPROC.store(true, Ordering::Relaxed);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+        let expected = libc::getenv(c"MULTIPROC_PARENT_PID".as_ptr());
+        let expected = if expected.is_null() {
+            None
+        } else {
+            std::ffi::CStr::from_ptr(expected)
+                .to_str()
+                .ok()
+                .and_then(|p| p.parse::<libc::pid_t>().ok())
+        };
+        // The parent died between starting us and our prctl: nobody would kill us.
+        if expected != Some(libc::getppid()) {
+            libc::_exit(EXIT_PARENT_GONE);
+        }
+    }
 }
 
 /// Set once the process has begun to exit; later exit paths stand aside.
@@ -162,7 +226,7 @@ pub(crate) fn exit_now(code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// Joins non-daemon children and stops daemon ones when the process exits normally
+/// Joins non-daemon children and terminates daemon ones when the process exits normally
 /// (returning from `main` or `std::process::exit`), as Python's exit handler does.
 pub(crate) fn register_exit_handler() {
     static ONCE: Once = Once::new();

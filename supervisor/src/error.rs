@@ -8,11 +8,12 @@ use multiproc_core::{BootstrapError, CodecError, ExitReason, RemoteError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// This process is a child started by multiproc, but its `main` did not call
-    /// `multiproc::init()` before using multiproc.
+    /// `main` does not call `multiproc::init()` first: a process started by multiproc
+    /// (a child, or the forkserver) ran it as a new program and reached a call that
+    /// starts processes, where it ended instead of starting the program again.
     #[error(
-        "this process was started by multiproc but `main` did not call `multiproc::init()` first; \
-         add `multiproc::init();` as the first line of `main`"
+        "`main` did not call `multiproc::init()` first, so a process started by multiproc ran \
+         it as a new program; add `multiproc::init();` as the first line of `main`"
     )]
     InitNotCalled,
     /// The child exited before it answered the bootstrap handshake.

@@ -23,15 +23,20 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use multiproc_core::{WaitStatus, codec};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use crate::Error;
 use crate::bootstrap::{self, ENV_PARENT_PID};
 
 /// Set in the forkserver's environment: "you are the forkserver".
 pub(crate) const ENV_FORKSERVER: &str = "MULTIPROC_FORKSERVER";
+
+/// The forkserver's first byte to its parent: it serves.
+const READY: u8 = b'r';
 
 /// Parent → forkserver, with the child's end of its control socket attached.
 #[derive(Debug, Serialize, Deserialize)]
@@ -97,6 +102,9 @@ fn run() -> std::io::Result<()> {
         fds.pop()
             .ok_or_else(|| std::io::Error::other("no events socket"))?,
     );
+    // The handshake: this byte tells the parent that `init()` brought us here, and not
+    // a `main` that forgot it and runs as a new root.
+    (&requests).write_all(&[READY])?;
     let mut children: Vec<(u32, OwnedFd)> = Vec::new();
     loop {
         let ready = {
@@ -262,17 +270,31 @@ pub(crate) struct Forked {
     pub(crate) exit: oneshot::Receiver<WaitStatus>,
 }
 
-/// Asks the forkserver (started or restarted as needed) for a child whose control
-/// socket is `socket`. Runs on the spawner thread, inside the runtime's context.
-pub(crate) fn fork(socket: OwnedFd, env: Vec<(String, String)>) -> std::io::Result<Forked> {
+/// Asks the forkserver (started or restarted as needed, waiting up to
+/// `handshake_timeout` for a new one to answer) for a child whose control socket is
+/// `socket`. Runs on the spawner thread, inside the runtime's context.
+pub(crate) fn fork(
+    socket: OwnedFd,
+    env: Vec<(String, String)>,
+    handshake_timeout: Duration,
+) -> Result<Forked, Error> {
     let mut guard = client();
     let alive = guard
         .as_mut()
         .is_some_and(|c| matches!(c.process.try_wait(), Ok(None)));
     if !alive {
-        *guard = Some(start()?);
+        *guard = Some(start(handshake_timeout)?);
     }
-    let c = guard.as_mut().expect("started just above");
+    request(&mut guard, socket, env)
+        .map_err(|e| Error::os("the forkserver could not start the child", e))
+}
+
+fn request(
+    guard: &mut MutexGuard<'static, Option<Client>>,
+    socket: OwnedFd,
+    env: Vec<(String, String)>,
+) -> std::io::Result<Forked> {
+    let c = guard.as_mut().expect("started by the caller");
     let request = Fork {
         logical_parent: std::process::id(),
         env,
@@ -284,7 +306,7 @@ pub(crate) fn fork(socket: OwnedFd, env: Vec<(String, String)>) -> std::io::Resu
         Err(e) => {
             // A forkserver that cannot answer is replaced at the next request.
             let _ = c.process.start_kill();
-            *guard = None;
+            **guard = None;
             return Err(e);
         }
     };
@@ -315,21 +337,31 @@ pub(crate) fn fork(socket: OwnedFd, env: Vec<(String, String)>) -> std::io::Resu
     }
 }
 
-/// Starts a forkserver: this binary with the role marker, its request socket as stdin.
-fn start() -> std::io::Result<Client> {
-    let (requests, theirs) = StdUnixStream::pair()?;
-    let (events, their_events) = StdUnixStream::pair()?;
-    let mut cmd = std::process::Command::new(crate::spawn::executable()?);
+/// Starts a forkserver: this binary with the role marker, its request socket as stdin,
+/// and waits up to `timeout` for its handshake.
+fn start(timeout: Duration) -> Result<Client, Error> {
+    let os = |what| move |e| Error::os(what, e);
+    let (requests, theirs) = StdUnixStream::pair().map_err(os("cannot create a socketpair"))?;
+    let (events, their_events) = StdUnixStream::pair().map_err(os("cannot create a socketpair"))?;
+    let exe = crate::spawn::executable().map_err(os("cannot find this program's executable"))?;
+    let mut cmd = std::process::Command::new(exe);
     cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
         .env(ENV_FORKSERVER, "1")
         .env(ENV_PARENT_PID, std::process::id().to_string());
-    let process = tokio::process::Command::from(cmd).spawn()?;
-    multiproc_transport::send_with_fds(requests.as_fd(), b"e", &[their_events.as_fd()])?;
+    let process = tokio::process::Command::from(cmd)
+        .spawn()
+        .map_err(os("cannot start the forkserver"))?;
+    if let Err(e) = handshake(&requests, &their_events, timeout) {
+        return Err(failed_start(process, e, timeout));
+    }
     drop(their_events);
     let exits = Arc::new(Mutex::new(Exits::default()));
     let relayed = Arc::clone(&exits);
-    events.set_nonblocking(true)?;
-    let events = tokio::net::UnixStream::from_std(events)?;
+    events
+        .set_nonblocking(true)
+        .map_err(os("cannot configure the socket"))?;
+    let events =
+        tokio::net::UnixStream::from_std(events).map_err(os("cannot register the socket"))?;
     tokio::spawn(async move {
         let mut reader = multiproc_transport::FrameReader::new(events, 4096);
         let mut buf = Vec::new();
@@ -361,6 +393,61 @@ fn start() -> std::io::Result<Client> {
         exits,
         process,
     })
+}
+
+/// Hands the forkserver its events socket and reads its answer.
+fn handshake(
+    requests: &StdUnixStream,
+    events: &StdUnixStream,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    multiproc_transport::send_with_fds(requests.as_fd(), b"e", &[events.as_fd()])?;
+    requests.set_read_timeout(Some(timeout))?;
+    let mut answer = [0u8; 1];
+    (&*requests).read_exact(&mut answer)?;
+    requests.set_read_timeout(None)?;
+    if answer[0] != READY {
+        return Err(std::io::Error::other(
+            "the forkserver's handshake is garbage",
+        ));
+    }
+    Ok(())
+}
+
+/// The error for a forkserver that did not answer its handshake, once it has ended
+/// (killed first if it still runs): a program whose `main` skipped `init()` ran it as
+/// a new root, and either reached a call that refused to go on, or did not.
+fn failed_start(
+    mut process: tokio::process::Child,
+    error: std::io::Error,
+    timeout: Duration,
+) -> Error {
+    let pid = process.id().unwrap_or(0);
+    let timed_out = matches!(
+        error.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    );
+    // Whatever it does, it must not go on: it is not serving.
+    let _ = process.start_kill();
+    // Waited for here, on the spawner thread: the ended forkserver is reaped before its
+    // parent reports, so no process of it remains when the error is seen.
+    let status = rustix::process::Pid::from_raw(pid as i32).and_then(|p| {
+        let _ = rustix::process::waitid(
+            rustix::process::WaitId::Pid(p),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
+        );
+        process.try_wait().ok().flatten()
+    });
+    let name = "the forkserver".to_string();
+    match status.map(crate::spawn::wait_status) {
+        Some(WaitStatus::Exited(bootstrap::EXIT_INIT_NOT_CALLED)) => Error::InitNotCalled,
+        _ if timed_out => Error::HandshakeTimeout { name, pid, timeout },
+        Some(status) => Error::NoHandshake {
+            name,
+            reason: multiproc_core::exit_reason(status, None, false, false),
+        },
+        None => Error::os("the forkserver did not answer its handshake", error),
+    }
 }
 
 /// Kills the running forkserver and returns its pid, if one runs. Only for tests of

@@ -28,7 +28,7 @@ mod supervisor;
 mod target;
 
 pub use actor::{Actor, ActorRef, BoxError};
-pub use bootstrap::{EXIT_BOOTSTRAP_FAILED, EXIT_PARENT_GONE, init};
+pub use bootstrap::{EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, init};
 pub use current::{
     CurrentProcess, ParentProcess, cpu_count, current_process, heartbeat, parent_process,
 };
@@ -89,6 +89,12 @@ pub mod __private {
             },
             Err(e) => EntryOutcome::Failed(format!("bad arguments: {e}")),
         }
+    }
+
+    /// Winds this process's children down as its exit does (daemons terminated, the
+    /// others joined or stopped), now. Only for tests of what an exit does to them.
+    pub fn finish_children() {
+        crate::runtime::block_on(crate::process::finish_children());
     }
 
     /// The `TypeId` of a value's type (a function item's unique type).

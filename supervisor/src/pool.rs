@@ -297,7 +297,7 @@ impl PoolBuilder {
                 self.start_intensity
             )));
         }
-        crate::bootstrap::check_init()?;
+        crate::bootstrap::check_init();
         if crate::current::me().daemon {
             return Err(Error::DaemonWithChildren.into());
         }

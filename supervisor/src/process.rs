@@ -38,7 +38,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// `Process-1` whether or not it is ever started.
 ///
 /// Dropping a `Process` does not stop the child: like Python, the child is still
-/// joined (or, if it is a daemon or an actor, stopped) when this process exits.
+/// joined when this process exits (a daemon is terminated instead, and an actor
+/// stopped).
 #[derive(Debug)]
 pub struct Process {
     identity: Identity,
@@ -203,8 +204,9 @@ impl Process {
         self
     }
 
-    /// Makes the process a daemon: stopped, not joined, when its parent exits; it may
-    /// not start children of its own. The default is the creating process's flag.
+    /// Makes the process a daemon: terminated (SIGTERM, then SIGKILL after
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`]), not joined, when its parent exits, as Python does;
+    /// it may not start children of its own. The default is the creating process's flag.
     pub fn daemon(mut self, daemon: bool) -> Self {
         self.daemon = daemon;
         self
@@ -325,8 +327,8 @@ impl Process {
     /// # Errors
     ///
     /// [`Error::AlreadyStarted`], [`Error::Closed`], [`Error::Unregistered`] (with the
-    /// macro to add), [`Error::InitNotCalled`] (in a child whose `main` skipped
-    /// `init()`), [`Error::Bootstrap`] (version or build mismatch),
+    /// macro to add), [`Error::InitNotCalled`] (the child's `main`, or the
+    /// forkserver's, skipped `init()`), [`Error::Bootstrap`] (version or build mismatch),
     /// [`Error::NoHandshake`] / [`Error::HandshakeTimeout`] (the child never reached
     /// `init()`), [`Error::DaemonWithChildren`], [`Error::Os`].
     pub async fn start(&mut self) -> Result<(), Error> {
@@ -338,7 +340,7 @@ impl Process {
         let Some(plan) = self.plan.take() else {
             return Err(Error::AlreadyStarted(self.name.clone()));
         };
-        bootstrap::check_init()?;
+        bootstrap::check_init();
         if current::me().daemon {
             return Err(Error::DaemonWithChildren);
         }
@@ -537,6 +539,11 @@ impl Child {
     /// The shutdown protocol: ask, wait up to `timeout`, then SIGKILL.
     pub(crate) async fn stop(&self, timeout: Duration) -> ExitReason {
         self.request_stop();
+        self.kill_after(timeout).await
+    }
+
+    /// Waits up to `timeout` for a child that was asked or told to end, then SIGKILL.
+    async fn kill_after(&self, timeout: Duration) -> ExitReason {
         if let Ok(reason) = tokio::time::timeout(timeout, self.wait()).await {
             return reason;
         }
@@ -639,6 +646,9 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
             let status = waiter.wait().await;
             router::remove_child(number, &identity);
             let status = status.map_err(|e| Error::os("cannot wait for the child", e))?;
+            if status == Some(WaitStatus::Exited(bootstrap::EXIT_INIT_NOT_CALLED)) {
+                return Err(Error::InitNotCalled);
+            }
             let reason = multiproc_core::exit_reason(status.unwrap_or(LOST), None, false, false);
             return Err(Error::NoHandshake { name, reason });
         }
@@ -819,18 +829,26 @@ pub(crate) fn is_exiting() -> bool {
 }
 
 /// What every process does before it exits, as Python's exit handler: daemon children
-/// are stopped, the others are joined, except actors, which serve until they are
-/// stopped and so are stopped too (joining them would wait forever).
+/// are terminated (SIGTERM, then SIGKILL after [`DEFAULT_SHUTDOWN_TIMEOUT`]), the others
+/// are joined, except supervised children and actors, which serve until they are
+/// stopped and so are stopped (joining them would wait forever).
 pub(crate) async fn finish_children() {
     EXITING.store(true, Ordering::SeqCst);
     let all: Vec<Arc<Child>> = children().clone();
-    let stops = |c: &Child| c.daemon || c.supervised || c.kind == EntryKind::Actor;
-    for c in all.iter().filter(|c| stops(c)) {
-        c.request_stop();
+    let stops = |c: &Child| !c.daemon && (c.supervised || c.kind == EntryKind::Actor);
+    // Every signal and request goes out before the first wait, so the children wind
+    // down together and the exit takes the slowest one's time, not the sum. A daemon
+    // is not asked: it need not look at `wait_for_stop`, and Python does not ask.
+    for c in &all {
+        if c.daemon {
+            let _ = c.signal(rustix::process::Signal::TERM);
+        } else if stops(c) {
+            c.request_stop();
+        }
     }
     for c in &all {
-        if stops(c) {
-            c.stop(DEFAULT_SHUTDOWN_TIMEOUT).await;
+        if c.daemon || stops(c) {
+            c.kill_after(DEFAULT_SHUTDOWN_TIMEOUT).await;
         } else {
             c.wait().await;
         }

@@ -202,8 +202,7 @@ fn fork(
             )
         })
         .collect();
-    let forked = crate::forkserver::fork(OwnedFd::from(child_end), env)
-        .map_err(|e| Error::os("the forkserver could not start the child", e))?;
+    let forked = crate::forkserver::fork(OwnedFd::from(child_end), env, req.handshake_timeout)?;
     let stream = hand_over(parent_end, &req)?;
     let waiter_pidfd = forked
         .pidfd
