@@ -10,6 +10,7 @@
 //! with `SyncError::OwnerGone`: nothing blocks for ever.
 
 mod host;
+mod park;
 mod refs;
 mod shared;
 mod wire;
@@ -204,39 +205,80 @@ impl Addr {
     }
 
     /// Asks, waiting at most `timeout`; `Ok(None)` when the wait was cancelled.
+    ///
+    /// Cancel-safe: if the future is dropped while the host still has the wait, a
+    /// task takes the wait back, and gives back the lock if it was granted meanwhile
+    /// (see [`Abandoned`]).
     async fn ask_timeout(
         &self,
         op: Op,
         timeout: Option<Duration>,
     ) -> Result<Option<Answer>, SyncError> {
-        let (corr, mut rx) = self.send(op)?;
-        let Some(timeout) = timeout else {
-            return self.answer(rx.await).map(Some);
+        let thread = op.thread();
+        let (corr, rx) = self.send(op)?;
+        // The receiver lives in the guard, so that an answer already on its way when
+        // the future is dropped is still received, by the guard's task.
+        let mut pending = Abandoned {
+            wait: Some((self.clone(), rx)),
+            corr,
+            thread,
         };
-        if let Ok(body) = tokio::time::timeout(timeout, &mut rx).await {
-            return self.answer(body).map(Some);
-        }
-        // Timed out: take the wait back. If it was granted meanwhile, the grant is
-        // already on its way (it left the host before this answer), so take it.
-        match self.ask(Op::Cancel { corr }).await? {
-            Answer::Cancelled(true) => {
-                router::forget_reply(corr);
-                Ok(None)
-            }
-            _ => self.answer(rx.await).map(Some),
-        }
+        let rx = &mut pending.wait.as_mut().expect("set above").1;
+        let answer = match timeout {
+            None => self.answer(rx.await),
+            Some(timeout) => match tokio::time::timeout(timeout, &mut *rx).await {
+                Ok(body) => self.answer(body),
+                // Timed out: take the wait back. If it was granted meanwhile, the
+                // grant is already on its way (it left the host before this answer),
+                // so take it.
+                Err(_) => match self.ask(Op::Cancel { corr }).await? {
+                    Answer::Cancelled(true) => {
+                        router::forget_reply(corr);
+                        pending.wait = None;
+                        return Ok(None);
+                    }
+                    _ => self.answer(rx.await),
+                },
+            },
+        };
+        pending.wait = None;
+        answer.map(Some)
     }
 }
 
-/// Runs a wait that blocks its thread (a futex sleep in shared memory) on a
-/// blocking thread, so that an async caller's runtime goes on meanwhile.
-async fn wait_on_blocking_thread<T: Send + 'static>(
-    wait: impl FnOnce() -> Result<T, SyncError> + Send + 'static,
-) -> Result<T, SyncError> {
-    crate::runtime::handle()
-        .spawn_blocking(wait)
-        .await
-        .unwrap_or_else(|e| Err(SyncError::Memory(format!("the waiting thread failed: {e}"))))
+/// A host-served wait whose future was dropped before its answer came: on drop, a
+/// task on the process runtime asks the host to forget it, and if the host had
+/// already answered with the lock (an acquire granted, a condition wait woken),
+/// releases it, so that an abandoned wait never leaves a lock held by nobody.
+struct Abandoned {
+    wait: Option<(Addr, oneshot::Receiver<Body>)>,
+    corr: u64,
+    thread: Option<u64>,
+}
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        let Some((addr, rx)) = self.wait.take() else {
+            return;
+        };
+        let (corr, thread) = (self.corr, self.thread);
+        crate::runtime::handle().spawn(async move {
+            match addr.ask(Op::Cancel { corr }).await {
+                Ok(Answer::Cancelled(true)) | Err(_) => {
+                    router::forget_reply(corr);
+                    return;
+                }
+                Ok(_) => {}
+            }
+            let granted = matches!(
+                addr.answer(rx.await),
+                Ok(Answer::Acquired { .. } | Answer::Woken { .. }) | Err(SyncError::OwnerDied)
+            );
+            if granted && let Some(thread) = thread {
+                let _ = addr.ask(Op::Release { thread }).await;
+            }
+        });
+    }
 }
 
 /// A wait time as Python takes it: `None` for ever; a negative one means 0.
@@ -362,8 +404,8 @@ macro_rules! shared_semaphore {
             }
 
             /// Acquires a permit (Python's `acquire(block, timeout)`): `Ok(false)`
-            /// when it would block and `block` is false, or `timeout` ran out. The
-            /// wait itself happens on a blocking thread.
+            /// when it would block and `block` is false, or `timeout` ran out.
+            /// Cancel-safe: a future dropped before it completes holds no permit.
             ///
             /// # Errors
             ///
@@ -379,9 +421,7 @@ macro_rules! shared_semaphore {
                 if !block {
                     return Ok(false);
                 }
-                let sem = sem.clone();
-                let owner = owner.clone();
-                wait_on_blocking_thread(move || sem.acquire(timeout, &owner)).await
+                sem.acquire_async(timeout, owner).await
             }
 
             /// As [`acquire`](Self::acquire), from a thread that may block.
@@ -851,7 +891,8 @@ impl Lock {
 
     /// Acquires it (Python's `acquire(block, timeout)`): `Ok(false)` when it would
     /// block and `block` is false, or `timeout` ran out (`timeout` is ignored when
-    /// `block` is false). The wait itself happens on a blocking thread.
+    /// `block` is false). Cancel-safe: a future dropped before it completes has not
+    /// taken the lock.
     ///
     /// # Errors
     ///
@@ -870,9 +911,7 @@ impl Lock {
         if !block {
             return Ok(false);
         }
-        let word = word.clone();
-        let owner = self.mem.addr.owner.clone();
-        wait_on_blocking_thread(move || word.lock(timeout, &owner)).await
+        word.lock_async(timeout, &self.mem.addr.owner).await
     }
 
     /// Acquires it from a thread that may block: the same as
@@ -1018,9 +1057,9 @@ impl RLock {
     }
 
     /// Acquires it (Python's `acquire(block, timeout)`): `Ok(false)` when it would
-    /// block and `block` is false, or `timeout` ran out. The wait itself happens on
-    /// a blocking thread, which must not change the owner: an async task's owner
-    /// is the thread that polls it when it calls `acquire`.
+    /// block and `block` is false, or `timeout` ran out. An async task's owner is
+    /// the thread that polls it when it calls `acquire`. Cancel-safe: a future
+    /// dropped before it completes has not taken the lock.
     ///
     /// # Errors
     ///
@@ -1036,9 +1075,7 @@ impl RLock {
         if !block {
             return Ok(false);
         }
-        let state = state.clone();
-        let owner = owner.clone();
-        wait_on_blocking_thread(move || state.acquire(me, timeout, &owner)).await
+        state.acquire_async(me, timeout, owner).await
     }
 
     /// As [`acquire`](RLock::acquire), from a thread that may block.
@@ -1255,8 +1292,8 @@ impl Event {
     }
 
     /// Waits until it is set, at most `timeout`: whether it was set (Python's
-    /// `wait`, which is `true` also when a `clear` followed the `set`). The wait
-    /// itself happens on a blocking thread.
+    /// `wait`, which is `true` also when a `clear` followed the `set`).
+    /// Cancel-safe.
     ///
     /// # Errors
     ///
@@ -1266,9 +1303,7 @@ impl Event {
         if word.is_set() {
             return Ok(true);
         }
-        let word = word.clone();
-        let owner = self.mem.addr.owner.clone();
-        wait_on_blocking_thread(move || word.wait(timeout, &owner)).await
+        word.wait_async(timeout, &self.mem.addr.owner).await
     }
 
     /// As [`wait`](Event::wait), from a thread that may block.
@@ -1427,11 +1462,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             return Err(SyncError::Full);
         }
         let bytes = codec::encode(item).map_err(SyncError::Encode)?;
-        let mem = std::sync::Arc::clone(self.mem.get().expect("mapped above"));
-        let owner = self.owner().clone();
-        let stored =
-            wait_on_blocking_thread(move || mem.put(&bytes, true, timeout, &owner)).await?;
-        if stored { Ok(()) } else { Err(SyncError::Full) }
+        if mem.put_async(&bytes, timeout, self.owner()).await? {
+            Ok(())
+        } else {
+            Err(SyncError::Full)
+        }
     }
 
     /// Encodes `item` into this thread's buffer and puts it; whether it went in.
@@ -1506,19 +1541,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             if !block {
                 return Err(SyncError::Empty);
             }
-            let mem = std::sync::Arc::clone(self.mem.get().expect("mapped above"));
-            let owner = self.owner().clone();
-            let (got, b) = wait_on_blocking_thread(move || {
-                let mut bytes = Vec::new();
-                mem.get(&mut bytes, true, timeout, &owner)
-                    .map(|got| (got, bytes))
-            })
-            .await?;
-            if !got {
+            if !mem.get_async(&mut bytes, timeout, self.owner()).await? {
                 return Err(SyncError::Empty);
             }
-            bytes = b;
         }
+        // Decoded (and marked delivered) in the same poll as the take, on the same
+        // thread, whose slot kept the item.
         self.decode(mem, &bytes)
     }
 
@@ -1627,11 +1655,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if mem.join(Some(Duration::ZERO), self.owner())? {
             return Ok(());
         }
-        let mem = std::sync::Arc::clone(self.mem.get().expect("mapped above"));
-        let owner = self.owner().clone();
-        wait_on_blocking_thread(move || mem.join(None, &owner))
-            .await
-            .map(|_| ())
+        mem.join_async(None, self.owner()).await.map(|_| ())
     }
 
     /// `join` from a thread that may block.

@@ -10,13 +10,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use multiproc_core::lockword::{self, Try};
 use multiproc_core::ringqueue::{Counters, Died, PutError, RingQueue, Slot, Taken};
 use multiproc_core::semstate::{RLockState, SemState};
 
 use super::SyncError;
+use super::park::{self, Attempt, Park};
 use crate::shm::{self, Segment};
 
 /// Bytes of a lock's segment: its header and its word, each on a cache line.
@@ -29,11 +30,19 @@ pub(crate) const LOCK_WORD_AT: usize = 64;
 /// "mp-lock\0".
 pub(crate) const LOCK_MAGIC: u64 = u64::from_le_bytes(*b"mp-lock\0");
 
-/// How long a waiter sleeps before it looks whether the host is still there.
-const HOST_CHECK: Duration = Duration::from_millis(100);
 /// Turns a contended acquire spins before it sleeps: a holder on the other CPU
 /// usually lets go sooner than a sleep and a wake-up take.
 const SPINS: u32 = 200;
+
+/// The outcome of taking a lock: a previous holder that died is an error, with the
+/// lock held.
+fn taken(owner_died: bool) -> Result<bool, SyncError> {
+    if owner_died {
+        Err(SyncError::OwnerDied)
+    } else {
+        Ok(true)
+    }
+}
 
 /// Writes a new segment's header.
 pub(crate) fn init(seg: &Segment, magic: u64, secret: u64) {
@@ -92,26 +101,38 @@ impl LockWord {
         timeout: Option<Duration>,
         host: &multiproc_core::Identity,
     ) -> Result<bool, SyncError> {
-        let taken = |owner_died| {
-            if owner_died {
-                Err(SyncError::OwnerDied)
-            } else {
-                Ok(true)
-            }
-        };
         for _ in 0..SPINS {
             if let Some(owner_died) = self.try_lock() {
                 return taken(owner_died);
             }
             std::hint::spin_loop();
         }
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut waited = false;
+        park::block_until(park::deadline(timeout), host, |expired| {
+            self.attempt(&mut waited, expired)
+        })
+    }
+
+    /// As [`lock`](LockWord::lock), from an async task; cancel-safe (see `park`).
+    pub(crate) async fn lock_async(
+        &self,
+        timeout: Option<Duration>,
+        host: &multiproc_core::Identity,
+    ) -> Result<bool, SyncError> {
+        let mut waited = false;
+        park::wait_until(park::deadline(timeout), host, |expired| {
+            self.attempt(&mut waited, expired)
+        })
+        .await
+    }
+
+    /// One attempt to take the lock; else, marked as waited for, where to sleep.
+    fn attempt(&self, waited: &mut bool, expired: bool) -> Result<Attempt<bool>, SyncError> {
         let word = self.word();
         let me = shm::my_pid();
-        let mut waited = false;
         loop {
             let v = word.load(Ordering::Relaxed);
-            match lockword::try_acquire(v, me, waited) {
+            match lockword::try_acquire(v, me, *waited) {
                 Try::Acquired {
                     word: new,
                     owner_died,
@@ -120,11 +141,14 @@ impl LockWord {
                         .compare_exchange(v, new, Ordering::Acquire, Ordering::Relaxed)
                         .is_ok()
                     {
-                        return taken(owner_died);
+                        return taken(owner_died).map(Attempt::Ready);
                     }
                     continue;
                 }
                 Try::Held => {}
+            }
+            if expired {
+                return Ok(Attempt::Ready(false));
             }
             let marked = lockword::mark_waiting(v);
             if marked != v
@@ -134,22 +158,14 @@ impl LockWord {
             {
                 continue;
             }
-            let slice = match deadline {
-                None => HOST_CHECK,
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        return Ok(false);
-                    }
-                    (d - now).min(HOST_CHECK)
-                }
-            };
-            let t0 = Instant::now();
-            shm::wait(word, marked, Some(slice));
-            waited = true;
-            if t0.elapsed() >= slice && !shm::alive(self.seg.at().pid) {
-                return Err(SyncError::OwnerGone(host.clone()));
-            }
+            // Whoever sleeps here keeps the mark on when it takes the lock: others
+            // may sleep on it too.
+            *waited = true;
+            return Ok(Attempt::Park(Park {
+                seg: Arc::clone(&self.seg),
+                at: self.at,
+                seen: marked,
+            }));
         }
     }
 
@@ -382,58 +398,31 @@ impl QueueMem {
         Ok(out)
     }
 
-    /// Repeats `attempt` under the lock until it is done, sleeping between tries
-    /// (at most `timeout`; then `timed_out`).
-    fn waiting<R>(
+    /// One attempt under the lock: done, or (marked as a sleeper, with the word's
+    /// value read under the lock) where to sleep; once `expired`, `timed_out`.
+    fn attempt<R>(
         &self,
         host: &multiproc_core::Identity,
-        timeout: Option<Duration>,
+        expired: bool,
         timed_out: impl Fn() -> R,
-        mut attempt: impl FnMut(&mut RingQueue<'_>, &mut Slots<'_>, &mut Wakes) -> Step<R, Sleep>,
-    ) -> Result<R, SyncError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            let step = self.locked(host, |q, slots, wakes| {
-                match attempt(q, slots, wakes) {
-                    Step::Done(r) => Step::Done(r),
-                    Step::Wait(s) => {
-                        if deadline.is_some_and(|d| Instant::now() >= d) {
-                            return Step::Done(timed_out());
-                        }
-                        self.seg
-                            .u32_at(s.seq_at() + SLEEPERS)
-                            .store(1, Ordering::Relaxed);
-                        // Read under the lock, with the mark set: a change after
-                        // this unlock bumps the word, so the sleep below returns at
-                        // once instead of missing it.
-                        let seen = self.seg.u32_at(s.seq_at()).load(Ordering::Acquire);
-                        Step::Wait((s, seen))
-                    }
-                }
-            })?;
-            let (sleep, seen) = match step {
-                Step::Done(r) => return Ok(r),
-                Step::Wait(w) => w,
-            };
-            let word = self.seg.u32_at(sleep.seq_at());
-            let started = Instant::now();
-            let spun = crate::runtime::spin::wait(started, || {
-                (word.load(Ordering::Acquire) != seen).then_some(())
-            });
-            if spun.is_some() {
-                crate::runtime::spin::record(started.elapsed());
-                continue;
+        attempt: impl FnOnce(&mut RingQueue<'_>, &mut Slots<'_>, &mut Wakes) -> Step<R, Sleep>,
+    ) -> Result<Attempt<R>, SyncError> {
+        self.locked(host, |q, slots, wakes| match attempt(q, slots, wakes) {
+            Step::Done(r) => Attempt::Ready(r),
+            Step::Wait(_) if expired => Attempt::Ready(timed_out()),
+            Step::Wait(s) => {
+                self.seg
+                    .u32_at(s.seq_at() + SLEEPERS)
+                    .store(1, Ordering::Relaxed);
+                // Read under the lock, with the mark set: a change after this unlock
+                // bumps the word, so the sleep returns at once instead of missing it.
+                Attempt::Park(Park {
+                    seg: Arc::clone(&self.seg),
+                    at: s.seq_at(),
+                    seen: self.seg.u32_at(s.seq_at()).load(Ordering::Acquire),
+                })
             }
-            let slice = match deadline {
-                None => HOST_CHECK,
-                Some(d) => d.saturating_duration_since(Instant::now()).min(HOST_CHECK),
-            };
-            shm::wait(word, seen, Some(slice));
-            crate::runtime::spin::record(started.elapsed());
-            if word.load(Ordering::Acquire) == seen && !shm::alive(self.seg.at().pid) {
-                return Err(SyncError::OwnerGone(host.clone()));
-            }
-        }
+        })
     }
 
     /// Puts an encoded item: `Ok(false)` when the queue stayed full (`block` false,
@@ -450,9 +439,34 @@ impl QueueMem {
         host: &multiproc_core::Identity,
     ) -> Result<bool, SyncError> {
         let timeout = if block { timeout } else { Some(Duration::ZERO) };
-        self.waiting(
+        park::block_until(park::deadline(timeout), host, |expired| {
+            self.put_once(item, expired, host)
+        })?
+    }
+
+    /// As a blocking [`put`](QueueMem::put), from an async task; cancel-safe: the
+    /// item is in the queue only if the future completed with `Ok(true)`.
+    pub(crate) async fn put_async(
+        &self,
+        item: &[u8],
+        timeout: Option<Duration>,
+        host: &multiproc_core::Identity,
+    ) -> Result<bool, SyncError> {
+        park::wait_until(park::deadline(timeout), host, |expired| {
+            self.put_once(item, expired, host)
+        })
+        .await?
+    }
+
+    fn put_once(
+        &self,
+        item: &[u8],
+        expired: bool,
+        host: &multiproc_core::Identity,
+    ) -> Result<Attempt<Result<bool, SyncError>>, SyncError> {
+        self.attempt(
             host,
-            timeout,
+            expired,
             || Ok(false),
             |q, _, wakes| match q.put(item) {
                 Ok(()) => {
@@ -465,7 +479,7 @@ impl QueueMem {
                     capacity: self.capacity,
                 })),
             },
-        )?
+        )
     }
 
     /// Takes an item into `out`: `Ok(false)` when the queue stayed empty. The item
@@ -483,9 +497,35 @@ impl QueueMem {
         host: &multiproc_core::Identity,
     ) -> Result<bool, SyncError> {
         let timeout = if block { timeout } else { Some(Duration::ZERO) };
-        self.waiting(
+        park::block_until(park::deadline(timeout), host, |expired| {
+            self.get_once(out, expired, host)
+        })
+    }
+
+    /// As a blocking [`get`](QueueMem::get), from an async task; cancel-safe: an
+    /// item is taken only by the attempt that returns it, on the caller's task, so a
+    /// dropped future takes none.
+    pub(crate) async fn get_async(
+        &self,
+        out: &mut Vec<u8>,
+        timeout: Option<Duration>,
+        host: &multiproc_core::Identity,
+    ) -> Result<bool, SyncError> {
+        park::wait_until(park::deadline(timeout), host, |expired| {
+            self.get_once(out, expired, host)
+        })
+        .await
+    }
+
+    fn get_once(
+        &self,
+        out: &mut Vec<u8>,
+        expired: bool,
+        host: &multiproc_core::Identity,
+    ) -> Result<Attempt<bool>, SyncError> {
+        self.attempt(
             host,
-            timeout,
+            expired,
             || false,
             |q, slots, wakes| {
                 let slot = slots.mine(true);
@@ -549,9 +589,31 @@ impl QueueMem {
         timeout: Option<Duration>,
         host: &multiproc_core::Identity,
     ) -> Result<bool, SyncError> {
-        self.waiting(
+        park::block_until(park::deadline(timeout), host, |expired| {
+            self.join_once(expired, host)
+        })
+    }
+
+    /// As [`join`](QueueMem::join), from an async task.
+    pub(crate) async fn join_async(
+        &self,
+        timeout: Option<Duration>,
+        host: &multiproc_core::Identity,
+    ) -> Result<bool, SyncError> {
+        park::wait_until(park::deadline(timeout), host, |expired| {
+            self.join_once(expired, host)
+        })
+        .await
+    }
+
+    fn join_once(
+        &self,
+        expired: bool,
+        host: &multiproc_core::Identity,
+    ) -> Result<Attempt<bool>, SyncError> {
+        self.attempt(
             host,
-            timeout,
+            expired,
             || false,
             |q, _, _| {
                 if q.counters.unfinished == 0 {
@@ -767,36 +829,37 @@ impl EventWord {
         timeout: Option<Duration>,
         host: &multiproc_core::Identity,
     ) -> Result<bool, SyncError> {
-        let word = self.word();
-        let seen = word.load(Ordering::Acquire);
-        if seen & 1 == 1 {
-            return Ok(true);
-        }
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            let now = word.load(Ordering::Acquire);
-            if now != seen {
-                // Set since (perhaps cleared again): the wait is over.
-                return Ok(true);
-            }
-            let slice = match deadline {
-                None => HOST_CHECK,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Ok(false);
-                    }
-                    left.min(HOST_CHECK)
-                }
-            };
-            let t0 = Instant::now();
-            shm::wait(word, seen, Some(slice));
-            if word.load(Ordering::Acquire) == seen
-                && t0.elapsed() >= slice
-                && !shm::alive(self.seg.at().pid)
-            {
-                return Err(SyncError::OwnerGone(host.clone()));
-            }
+        let seen = self.word().load(Ordering::Acquire);
+        park::block_until(park::deadline(timeout), host, |expired| {
+            Ok(self.wait_once(seen, expired))
+        })
+    }
+
+    /// As [`wait`](EventWord::wait), from an async task.
+    pub(crate) async fn wait_async(
+        &self,
+        timeout: Option<Duration>,
+        host: &multiproc_core::Identity,
+    ) -> Result<bool, SyncError> {
+        let seen = self.word().load(Ordering::Acquire);
+        park::wait_until(park::deadline(timeout), host, |expired| {
+            Ok(self.wait_once(seen, expired))
+        })
+        .await
+    }
+
+    /// Set when the wait began, or set since (perhaps cleared again): over.
+    fn wait_once(&self, seen: u32, expired: bool) -> Attempt<bool> {
+        if seen & 1 == 1 || self.word().load(Ordering::Acquire) != seen {
+            Attempt::Ready(true)
+        } else if expired {
+            Attempt::Ready(false)
+        } else {
+            Attempt::Park(Park {
+                seg: Arc::clone(&self.seg),
+                at: EVENT_WORD_AT,
+                seen,
+            })
         }
     }
 }
@@ -904,54 +967,34 @@ impl<S: Held> Guarded<S> {
         Ok(out)
     }
 
-    /// Tries `attempt` under the lock until it gives a value, sleeping between
-    /// tries, at most `timeout` (then `None`).
-    ///
-    /// # Errors
-    ///
-    /// [`SyncError::OwnerGone`] when the host is found gone while waiting.
-    pub(crate) fn wait_for<R>(
+    /// One try of `attempt` under the lock: its value, or (marked as a sleeper)
+    /// where to sleep; once `expired`, `None`.
+    fn attempt<R>(
         &self,
-        timeout: Option<Duration>,
         host: &multiproc_core::Identity,
-        mut attempt: impl FnMut(&mut S) -> Option<R>,
-    ) -> Result<Option<R>, SyncError> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let seq = self.seg.u32_at(GUARDED_SEQ_AT);
-        loop {
-            let step = self.locked(host, |s| match attempt(s) {
-                Some(r) => (Ok(Some(r)), false),
-                None if deadline.is_some_and(|d| Instant::now() >= d) => (Ok(None), false),
-                None => {
-                    // Marked and read under the lock: a change after it bumps the
-                    // word, and the sleep below returns at once.
-                    self.seg
-                        .u32_at(GUARDED_ASLEEP_AT)
-                        .store(1, Ordering::Relaxed);
-                    (Err(seq.load(Ordering::Acquire)), false)
-                }
-            })?;
-            let seen = match step {
-                Ok(out) => return Ok(out),
-                Err(seen) => seen,
-            };
-            let started = Instant::now();
-            if crate::runtime::spin::wait(started, || {
-                (seq.load(Ordering::Acquire) != seen).then_some(())
-            })
-            .is_some()
-            {
-                continue;
+        expired: bool,
+        attempt: impl FnOnce(&mut S) -> Option<R>,
+    ) -> Result<Attempt<Option<R>>, SyncError> {
+        self.locked(host, |s| match attempt(s) {
+            Some(r) => (Attempt::Ready(Some(r)), false),
+            None if expired => (Attempt::Ready(None), false),
+            None => {
+                // Marked and read under the lock: a change after it bumps the word,
+                // and the sleep returns at once.
+                self.seg
+                    .u32_at(GUARDED_ASLEEP_AT)
+                    .store(1, Ordering::Relaxed);
+                let seen = self.seg.u32_at(GUARDED_SEQ_AT).load(Ordering::Acquire);
+                (
+                    Attempt::Park(Park {
+                        seg: Arc::clone(&self.seg),
+                        at: GUARDED_SEQ_AT,
+                        seen,
+                    }),
+                    false,
+                )
             }
-            let slice = match deadline {
-                None => HOST_CHECK,
-                Some(d) => d.saturating_duration_since(Instant::now()).min(HOST_CHECK),
-            };
-            shm::wait(seq, seen, Some(slice));
-            if seq.load(Ordering::Acquire) == seen && !shm::alive(self.seg.at().pid) {
-                return Err(SyncError::OwnerGone(host.clone()));
-            }
-        }
+        })
     }
 
     /// Process `pid` died (the host's news): frees its lock word if it held it, and
@@ -959,6 +1002,16 @@ impl<S: Held> Guarded<S> {
     pub(crate) fn holder_died(&self, pid: u32, host: &multiproc_core::Identity) {
         self.lock.holder_died(pid);
         let _ = self.locked(host, |s| ((), s.process_died(pid)));
+    }
+}
+
+/// An acquire's outcome from whether one was taken (`Some`) and whether a holder
+/// died since the last (`Some(true)`, taken: an error that holds it).
+fn took(outcome: Option<bool>) -> Result<bool, SyncError> {
+    match outcome {
+        Some(true) => Err(SyncError::OwnerDied),
+        Some(false) => Ok(true),
+        None => Ok(false),
     }
 }
 
@@ -975,11 +1028,27 @@ impl SemMem {
         host: &multiproc_core::Identity,
     ) -> Result<bool, SyncError> {
         let me = shm::my_pid();
-        match self.wait_for(timeout, host, |s| s.try_acquire(me))? {
-            Some(true) => Err(SyncError::OwnerDied),
-            Some(false) => Ok(true),
-            None => Ok(false),
-        }
+        took(park::block_until(
+            park::deadline(timeout),
+            host,
+            |expired| self.attempt(host, expired, |s| s.try_acquire(me)),
+        )?)
+    }
+
+    /// As [`acquire`](SemMem::acquire), from an async task; cancel-safe (see
+    /// `park`).
+    pub(crate) async fn acquire_async(
+        &self,
+        timeout: Option<Duration>,
+        host: &multiproc_core::Identity,
+    ) -> Result<bool, SyncError> {
+        let me = shm::my_pid();
+        took(
+            park::wait_until(park::deadline(timeout), host, |expired| {
+                self.attempt(host, expired, |s| s.try_acquire(me))
+            })
+            .await?,
+        )
     }
 
     /// Gives a permit back.
@@ -1015,11 +1084,28 @@ impl RLockMem {
         host: &multiproc_core::Identity,
     ) -> Result<bool, SyncError> {
         let me = shm::my_pid();
-        match self.wait_for(timeout, host, |s| s.try_acquire(me, thread))? {
-            Some(true) => Err(SyncError::OwnerDied),
-            Some(false) => Ok(true),
-            None => Ok(false),
-        }
+        took(park::block_until(
+            park::deadline(timeout),
+            host,
+            |expired| self.attempt(host, expired, |s| s.try_acquire(me, thread)),
+        )?)
+    }
+
+    /// As [`acquire`](RLockMem::acquire), from an async task; cancel-safe (see
+    /// `park`).
+    pub(crate) async fn acquire_async(
+        &self,
+        thread: u32,
+        timeout: Option<Duration>,
+        host: &multiproc_core::Identity,
+    ) -> Result<bool, SyncError> {
+        let me = shm::my_pid();
+        took(
+            park::wait_until(park::deadline(timeout), host, |expired| {
+                self.attempt(host, expired, |s| s.try_acquire(me, thread))
+            })
+            .await?,
+        )
     }
 
     /// Releases it once, for this thread.

@@ -56,6 +56,16 @@ pub(crate) enum Op {
     Detach,
 }
 
+impl Op {
+    /// The thread that asks, for operations that may leave it holding a lock.
+    pub(crate) fn thread(&self) -> Option<u64> {
+        match self {
+            Op::Acquire { thread, .. } | Op::CondWait { thread } => Some(*thread),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Answer {
     Acquired {
