@@ -762,7 +762,8 @@ fn a_map_whose_default_chunks_pass_16_mib_gets_every_result() -> TestResult {
     // Results: 2 per chunk of 9 MiB each, 18 MiB in one answer.
     let got = pool.map(big, vec![9 << 20; 4]).unwrap();
     check!(
-        got.iter().all(|r| r.len() == 9 << 20 && r.iter().all(|&b| b == 7)),
+        got.iter()
+            .all(|r| r.len() == 9 << 20 && r.iter().all(|&b| b == 7)),
         "results of {:?} bytes",
         got.iter().map(Vec::len).collect::<Vec<_>>()
     );
@@ -779,7 +780,8 @@ fn chunks_cut_by_size_keep_every_items_index() -> TestResult {
         let results: Vec<_> = if ordered {
             pool.imap(first_and_len, items.clone(), 8).collect()
         } else {
-            pool.imap_unordered(first_and_len, items.clone(), 8).collect()
+            pool.imap_unordered(first_and_len, items.clone(), 8)
+                .collect()
         };
         check_eq!(results.len(), 6);
         let failed: Vec<usize> = results
@@ -801,10 +803,7 @@ fn chunks_cut_by_size_keep_every_items_index() -> TestResult {
         check_eq!(ok, vec![128, 129, 130, 132, 133]);
     }
     let r = pool.map_chunked(first_and_len, items, 8);
-    check!(
-        matches!(r, Err(PoolError::Task { index: 3, .. })),
-        "{r:?}"
-    );
+    check!(matches!(r, Err(PoolError::Task { index: 3, .. })), "{r:?}");
     Ok(())
 }
 

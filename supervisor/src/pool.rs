@@ -620,7 +620,6 @@ impl Pool {
         if count > 0 {
             close(&body, count, &mut tasks);
         }
-        drop(close);
         if !tasks.is_empty() {
             send(tasks)?;
         }
@@ -1422,21 +1421,19 @@ impl<R: Send + 'static> Imap<R> {
                         self.ready
                             .extend((0..items).map(|i| Err(task_error((i, e.clone())))));
                     }
-                    other => {
-                        match (self.decode)(other) {
-                            Ok(items) => self.ready.extend(
-                                items
-                                    .into_iter()
-                                    .enumerate()
-                                    .map(|(i, r)| r.map_err(|e| task_error((i, e)))),
-                            ),
-                            Err(e) => {
-                                self.ready.push_back(Err(e));
-                                self.done = true;
-                                self.feed = None;
-                            }
+                    other => match (self.decode)(other) {
+                        Ok(items) => self.ready.extend(
+                            items
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, r)| r.map_err(|e| task_error((i, e)))),
+                        ),
+                        Err(e) => {
+                            self.ready.push_back(Err(e));
+                            self.done = true;
+                            self.feed = None;
                         }
-                    }
+                    },
                 }
             }
         }
