@@ -497,6 +497,10 @@ impl PoolBuilder {
     pub fn name_prefix(self, prefix: impl Into<String>) -> Self {
         PoolBuilder(self.0.name_prefix(prefix))
     }
+    /// The largest frame between the pool and a worker.
+    pub fn max_frame_len(self, max: usize) -> Self {
+        PoolBuilder(self.0.max_frame_len(max))
+    }
     /// How many failed worker starts are too many.
     pub fn start_intensity(self, limit: crate::RestartIntensity) -> Self {
         PoolBuilder(self.0.start_intensity(limit))

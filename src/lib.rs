@@ -92,7 +92,9 @@ pub use multiproc_supervisor::{
     ManagerError, NamespaceProxy, Proxy, QueueProxy, Registry, TypeRegistration, TypedProxy,
     ValueProxy, serve_manager,
 };
-pub use multiproc_transport::{Connection, FrameError, MAX_FRAME_LEN, pipe, wait};
+pub use multiproc_transport::{
+    Connection, DEFAULT_MAX_FRAME_LEN, FrameError, MAX_FRAME_LEN, pipe, wait,
+};
 
 /// The misuse errors inside [`SyncError`].
 pub mod sync {

@@ -80,6 +80,20 @@ impl Peer {
         )
     }
 
+    /// Runs `code` (a Python program) with `args` as its `sys.argv[1:]`.
+    fn inline(python: &Path, code: &str, args: &[&str]) -> Peer {
+        Peer(
+            Command::new(python)
+                .arg("-c")
+                .arg(code)
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
     /// Its first line of output.
     fn line(&mut self) -> String {
         let mut line = String::new();
@@ -327,4 +341,173 @@ fn a_unix_path_listener_removes_its_file_when_closed() {
     drop(listener);
     assert!(!path.exists(), "the socket file is removed");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// 20 MiB: over the 16 MiB that used to be every connection's limit.
+const BIG: usize = 20 << 20;
+
+/// The bytes of a big test message: not all one value, so a misplaced chunk shows.
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// A CPython client that sends `BIG` bytes, expects them back reversed, and says so.
+const SEND_BIG_AND_CHECK_ECHO: &str = r#"
+import sys
+from multiprocessing.connection import Client
+host, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+big = (bytes(range(251)) * (size // 251 + 1))[:size]
+with Client((host, port), authkey=b"big") as c:
+    c.send_bytes(big)
+    back = c.recv_bytes()
+    print("echo", len(back), back == big[::-1])
+"#;
+
+#[test]
+fn cpython_sends_and_receives_20_mib_through_a_multiproc_listener() {
+    for (version, python) in pythons() {
+        let mut listener = tcp_listener(b"big");
+        let Address::Tcp(addr) = listener.address().clone() else {
+            unreachable!()
+        };
+        let peer = Peer::inline(
+            &python,
+            SEND_BIG_AND_CHECK_ECHO,
+            &["127.0.0.1", &addr.port().to_string(), &BIG.to_string()],
+        );
+        let mut conn = listener.accept().unwrap();
+        let mut got = conn.recv_bytes().unwrap();
+        assert_eq!(got.len(), BIG, "CPython {version}");
+        assert!(got == pattern(BIG), "CPython {version}: the bytes differ");
+        got.reverse();
+        conn.send_bytes(&got).unwrap();
+        let (code, out) = peer.finish();
+        assert_eq!(code, 0, "CPython {version}: {out}");
+        assert!(out.contains(&format!("echo {BIG} True")), "{out}");
+    }
+}
+
+/// A CPython client that sends an oversized message, then a small one, then waits for
+/// the listener's word.
+const SEND_OVERSIZED_THEN_SMALL: &str = r#"
+import sys
+from multiprocessing.connection import Client
+host, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with Client((host, port), authkey=b"big") as c:
+    c.send_bytes(b"x" * size)
+    c.send_bytes(b"small")
+    print("reply", c.recv_bytes().decode())
+"#;
+
+#[test]
+fn a_listener_limit_refuses_an_oversized_cpython_message_and_keeps_the_next() {
+    let (_, python) = pythons().remove(0);
+    let mut listener = tcp_listener(b"big");
+    listener.set_max_frame_len(1 << 20);
+    assert_eq!(listener.max_frame_len(), 1 << 20);
+    let Address::Tcp(addr) = listener.address().clone() else {
+        unreachable!()
+    };
+    let over = (2 << 20).to_string();
+    let peer = Peer::inline(
+        &python,
+        SEND_OVERSIZED_THEN_SMALL,
+        &["127.0.0.1", &addr.port().to_string(), &over],
+    );
+    let mut conn = listener.accept().unwrap();
+    assert_eq!(conn.max_frame_len(), 1 << 20);
+    let got = conn.recv_bytes();
+    assert!(
+        matches!(
+            got,
+            Err(Error::Frame(multiproc::FrameError::TooLarge {
+                len: 2097152,
+                max: 1048576
+            }))
+        ),
+        "{got:?}"
+    );
+    assert_eq!(conn.recv_bytes().unwrap(), b"small");
+    // Sending is held to the same limit, with nothing written.
+    let sent = conn.send_bytes(&vec![0u8; (1 << 20) + 1]);
+    assert!(
+        matches!(
+            sent,
+            Err(Error::Frame(multiproc::FrameError::TooLarge { .. }))
+        ),
+        "{sent:?}"
+    );
+    conn.send_bytes(b"refused one, kept the other").unwrap();
+    let (code, out) = peer.finish();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("reply refused one, kept the other"), "{out}");
+}
+
+/// This process's resident set, in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+#[test]
+fn an_absurd_length_prefix_costs_no_memory_with_or_without_a_limit() {
+    // The largest 4-byte length, and -1 then 2^62 (4 EiB) in the long form.
+    let long: Vec<u8> = (-1i32)
+        .to_be_bytes()
+        .into_iter()
+        .chain((1u64 << 62).to_be_bytes())
+        .collect();
+    for (header, len) in [
+        (0x7fff_ffffu32.to_be_bytes().to_vec(), 0x7fff_ffffu64),
+        (long, 1 << 62),
+    ] {
+        let before = rss();
+        // With a limit: refused as soon as the header is in.
+        let mut listener = Listener::bind(&Address::tcp("127.0.0.1:0").unwrap(), None).unwrap();
+        listener.set_max_frame_len(1 << 20);
+        let Address::Tcp(addr) = listener.address().clone() else {
+            unreachable!()
+        };
+        let mut raw = TcpStream::connect(addr).unwrap();
+        let mut conn = listener.accept().unwrap();
+        raw.write_all(&header).unwrap();
+        let got = conn.recv_bytes();
+        assert!(
+            matches!(
+                got,
+                Err(Error::Frame(multiproc::FrameError::TooLarge { len: l, max: 1048576 })) if l == len
+            ),
+            "{got:?}"
+        );
+
+        // Without one (the default): the frame is waited for, with memory for the
+        // bytes that came (1 MiB here), not for the length announced.
+        let mut listener = Listener::bind(&Address::tcp("127.0.0.1:0").unwrap(), None).unwrap();
+        assert_eq!(listener.max_frame_len(), multiproc::DEFAULT_MAX_FRAME_LEN);
+        let Address::Tcp(addr) = listener.address().clone() else {
+            unreachable!()
+        };
+        let mut raw = TcpStream::connect(addr).unwrap();
+        let mut conn = listener.accept().unwrap();
+        raw.write_all(&header).unwrap();
+        raw.write_all(&vec![0u8; 1 << 20]).unwrap();
+        drop(raw);
+        let got = conn.recv_bytes();
+        assert!(
+            matches!(
+                got,
+                Err(Error::Frame(multiproc::FrameError::Truncated { expected, got: 1048576 })) if expected == len
+            ),
+            "{got:?}"
+        );
+        let grew = rss().saturating_sub(before);
+        // Other tests run beside this one and move 20 MiB messages; a prefix taken on
+        // trust would be 2 GiB or more.
+        assert!(grew < 512 << 20, "RSS grew by {grew} bytes");
+    }
 }

@@ -161,6 +161,18 @@ fn byte_len(bytes: Vec<u8>) -> usize {
     bytes.len()
 }
 
+/// The first byte and the length, which tell the test's big items apart; an empty item
+/// panics.
+fn first_and_len(bytes: Vec<u8>) -> (u8, usize) {
+    (*bytes.first().expect("an empty item"), bytes.len())
+}
+
+/// Big test items: `n` of `len` bytes, each all one value of 128 or more (which
+/// msgpack encodes in 2 bytes), different for each item.
+fn big_items(n: usize, len: usize) -> Vec<Vec<u8>> {
+    (0..n).map(|i| vec![128 + (i % 128) as u8; len]).collect()
+}
+
 /// Runs in a child process: a pool there is named by the child's counter.
 fn nested_pool() -> Result<(), String> {
     let pool = Pool::new(1).map_err(|e| e.to_string())?;
@@ -185,6 +197,7 @@ multiproc::register!(
     kill_on_2,
     big,
     byte_len,
+    first_and_len,
     nested_pool,
     add,
     getpid,
@@ -702,20 +715,95 @@ fn bad_input_is_a_clear_error() -> TestResult {
     Ok(())
 }
 
-fn frames_over_the_limit_are_errors_not_crashes() -> TestResult {
+fn frames_over_a_configured_limit_fail_only_their_task() -> TestResult {
+    const LIMIT: usize = 1 << 20;
+    let pool = Pool::builder()
+        .processes(1)
+        .max_frame_len(LIMIT)
+        .start()
+        .unwrap();
+    let r = pool.apply(big, 2 * LIMIT);
+    check!(
+        matches!(&r, Err(PoolError::Task { error: TaskError::Encode { message }, .. }) if message.contains("max_frame_len of 1048576")),
+        "a result over the limit: {r:?}"
+    );
+    let r = pool.apply(byte_len, vec![0u8; 2 * LIMIT]);
+    check!(
+        matches!(r, Err(PoolError::TooLarge { len, max: LIMIT }) if len > 2 * LIMIT),
+        "arguments over the limit: {r:?}"
+    );
+    // Items that fit one at a time, not two by two as the default chunksize would have
+    // them (2 x 800 KiB encoded): cut to fit, every result comes back.
+    let items = big_items(8, 400 << 10);
+    let want: Vec<(u8, usize)> = items.iter().map(|i| (i[0], i.len())).collect();
+    check_eq!(pool.map(first_and_len, items).unwrap(), want);
+    check_eq!(pool.apply(byte_len, vec![0u8; 1 << 10]).unwrap(), 1 << 10);
+    let r = Pool::builder().processes(1).max_frame_len(1000).start();
+    check!(matches!(r, Err(PoolError::Invalid(_))), "{r:?}");
+    Ok(())
+}
+
+fn a_map_whose_default_chunks_pass_16_mib_gets_every_result() -> TestResult {
     let pool = pool(1);
-    let over = multiproc::MAX_FRAME_LEN + 1024;
-    let r = pool.apply(big, over);
+    // 16 items with one process: Python's default chunksize is 4, and 4 items of
+    // 3 MiB take 24 MiB encoded, past the 16 MiB that used to fail the whole map.
+    let items = big_items(16, 3 << 20);
+    let chunk = multiproc::codec::encode(&items[..4]).unwrap().len();
+    check!(chunk > 16 << 20, "a default chunk takes {chunk} bytes");
+    let want: Vec<(u8, usize)> = items.iter().map(|i| (i[0], i.len())).collect();
+    check_eq!(pool.map(first_and_len, items.clone()).unwrap(), want);
+    check_eq!(pool.starmap(first_and_len, items.clone()).unwrap(), want);
+    let got: Vec<(u8, usize)> = pool
+        .imap(first_and_len, items, 4)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    check_eq!(got, want);
+
+    // Results: 2 per chunk of 9 MiB each, 18 MiB in one answer.
+    let got = pool.map(big, vec![9 << 20; 4]).unwrap();
     check!(
-        matches!(&r, Err(PoolError::Task { error: TaskError::Encode { message }, .. }) if message.contains("smaller chunksize")),
-        "a result over the frame limit: {r:?}"
+        got.iter()
+            .all(|r| r.len() == 9 << 20 && r.iter().all(|&b| b == 7)),
+        "results of {:?} bytes",
+        got.iter().map(Vec::len).collect::<Vec<_>>()
     );
-    let r = pool.apply(byte_len, vec![0u8; over]);
-    check!(
-        matches!(r, Err(PoolError::TooLarge { .. })),
-        "arguments over the frame limit: {r:?}"
-    );
-    check_eq!(pool.apply(byte_len, vec![0u8; 1 << 20]).unwrap(), 1 << 20);
+    Ok(())
+}
+
+fn chunks_cut_by_size_keep_every_items_index() -> TestResult {
+    let pool = pool(2);
+    // Items of 3 MiB (6 MiB encoded) with a chunksize of 8: every chunk is cut at one
+    // item by size, so an index that followed from the chunksize would be wrong.
+    let mut items = big_items(6, 3 << 20);
+    items[3].clear();
+    for ordered in [true, false] {
+        let results: Vec<_> = if ordered {
+            pool.imap(first_and_len, items.clone(), 8).collect()
+        } else {
+            pool.imap_unordered(first_and_len, items.clone(), 8)
+                .collect()
+        };
+        check_eq!(results.len(), 6);
+        let failed: Vec<usize> = results
+            .iter()
+            .filter_map(|r| match r {
+                Err(PoolError::Task {
+                    index,
+                    error: TaskError::Panicked { .. },
+                }) => Some(*index),
+                _ => None,
+            })
+            .collect();
+        check_eq!(failed, vec![3]);
+        let mut ok: Vec<u8> = results
+            .into_iter()
+            .filter_map(|r| r.ok().map(|(first, _)| first))
+            .collect();
+        ok.sort_unstable();
+        check_eq!(ok, vec![128, 129, 130, 132, 133]);
+    }
+    let r = pool.map_chunked(first_and_len, items, 8);
+    check!(matches!(r, Err(PoolError::Task { index: 3, .. })), "{r:?}");
     Ok(())
 }
 
@@ -907,8 +995,16 @@ fn main() {
             the_async_api_mirrors_the_blocking_one,
         ),
         trial(
-            "frames_over_the_limit_are_errors_not_crashes",
-            frames_over_the_limit_are_errors_not_crashes,
+            "frames_over_a_configured_limit_fail_only_their_task",
+            frames_over_a_configured_limit_fail_only_their_task,
+        ),
+        trial(
+            "a_map_whose_default_chunks_pass_16_mib_gets_every_result",
+            a_map_whose_default_chunks_pass_16_mib_gets_every_result,
+        ),
+        trial(
+            "chunks_cut_by_size_keep_every_items_index",
+            chunks_cut_by_size_keep_every_items_index,
         ),
         trial(
             "a_pool_in_a_child_is_named_by_its_counter",

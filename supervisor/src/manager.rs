@@ -29,7 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use multiproc_core::codec;
-use multiproc_transport::{Address, BlockingConnection, Error as TransportError, Listener};
+use multiproc_transport::{
+    Address, BlockingConnection, Error as TransportError, Listener, MAX_FRAME_LEN,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -411,8 +413,11 @@ fn serve_manager_ready(
 
 fn run_server(config: ManagerConfig, ready: Option<BlockingConnection>) -> Result<(), String> {
     let started = config.registry().and_then(|registry| {
-        let listener = Listener::bind(&config.address, Some(&config.authkey))
+        let mut listener = Listener::bind(&config.address, Some(&config.authkey))
             .map_err(|e| format!("cannot listen on {}: {e}", config.address))?;
+        // A manager link carries requests between multiproc processes: the control
+        // links' limit, not a user connection's "no limit but memory".
+        listener.set_max_frame_len(MAX_FRAME_LEN);
         Ok((registry, listener))
     });
     if let Some(mut ready) = ready {
@@ -566,6 +571,7 @@ impl Target {
                 e => ManagerError::Connect(format!("{}: {e}", self.address)),
             },
         )?;
+        conn.set_max_frame_len(MAX_FRAME_LEN);
         conn.send(&Request::Hello)?;
         let incarnation = match conn.recv::<Response>()? {
             Response::Hello { incarnation } => incarnation,

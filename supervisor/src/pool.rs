@@ -166,12 +166,13 @@ pub enum PoolError {
     /// `successful` before the result is ready.
     #[error("the result is not ready")]
     NotReady,
-    /// A chunk's arguments are over the frame limit.
+    /// One item's arguments are over the pool's frame limit
+    /// ([`PoolBuilder::max_frame_len`]): no chunk can carry it.
     #[error(
-        "a chunk's arguments take {len} bytes, over the limit of {max}; use a smaller chunksize"
+        "an item's arguments take {len} bytes in their frame, over the pool's max_frame_len of {max}"
     )]
     TooLarge {
-        /// Its encoded size.
+        /// The size of a frame carrying that item alone.
         len: usize,
         /// The limit.
         max: usize,
@@ -204,6 +205,7 @@ pub struct PoolBuilder {
     retry: RetryPolicy,
     prefix: String,
     start_intensity: RestartIntensity,
+    max_frame_len: usize,
 }
 
 impl PoolBuilder {
@@ -273,6 +275,16 @@ impl PoolBuilder {
         self
     }
 
+    /// The largest frame between the pool and a worker, either way (default
+    /// [`DEFAULT_MAX_FRAME_LEN`](multiproc_transport::DEFAULT_MAX_FRAME_LEN): no limit
+    /// but memory, as CPython's pool; at least 64 KiB). Chunks are cut
+    /// to fit it; an item whose arguments alone pass it is [`PoolError::TooLarge`],
+    /// and a chunk whose results pass it fails with [`TaskError::Encode`].
+    pub fn max_frame_len(mut self, max: usize) -> Self {
+        self.max_frame_len = max;
+        self
+    }
+
     /// Starts the pool: its workers start in the background, and work can be submitted
     /// at once.
     ///
@@ -290,6 +302,12 @@ impl PoolBuilder {
             return Err(PoolError::Invalid(
                 "max_tasks_per_child must be at least 1".into(),
             ));
+        }
+        if self.max_frame_len < MIN_POOL_FRAME_LEN {
+            return Err(PoolError::Invalid(format!(
+                "max_frame_len {} is under the least a pool works with, {MIN_POOL_FRAME_LEN}",
+                self.max_frame_len
+            )));
         }
         if self.start_intensity.validate().is_err() {
             return Err(PoolError::Invalid(format!(
@@ -315,6 +333,7 @@ impl PoolBuilder {
             processes,
             broken: std::sync::Mutex::new(None),
             mailed: std::sync::atomic::AtomicUsize::new(0),
+            max_frame_len: self.max_frame_len,
         });
         let (tx, core) = actor::start(
             cfg,
@@ -322,6 +341,7 @@ impl PoolBuilder {
                 init,
                 method: self.method,
                 prefix: self.prefix,
+                max_frame_len: self.max_frame_len,
             },
             Arc::clone(&shared),
         );
@@ -334,6 +354,10 @@ impl PoolBuilder {
 const RUNNING: u8 = 0;
 const CLOSED: u8 = 1;
 const TERMINATED: u8 = 2;
+
+/// The least [`PoolBuilder::max_frame_len`] takes: a worker's failure report for a
+/// chunk, the headers and the task names must always fit.
+pub(crate) const MIN_POOL_FRAME_LEN: usize = 64 << 10;
 const INTERRUPTED: u8 = 3;
 const BROKEN: u8 = 4;
 
@@ -345,6 +369,8 @@ pub(crate) struct Shared {
     broken: std::sync::Mutex<Option<ExitReason>>,
     /// Submissions sent to the actor's mailbox and not yet handled.
     mailed: std::sync::atomic::AtomicUsize,
+    /// The pool link's frame limit.
+    max_frame_len: usize,
 }
 
 impl Shared {
@@ -471,6 +497,7 @@ impl Pool {
             retry: RetryPolicy::default(),
             prefix: "PoolWorker".into(),
             start_intensity: RestartIntensity::default(),
+            max_frame_len: multiproc_transport::DEFAULT_MAX_FRAME_LEN,
         }
     }
 
@@ -479,14 +506,20 @@ impl Pool {
         self.inner.shared.processes
     }
 
-    /// Encodes chunks of `items` into frames and hands them to the actor.
+    /// Encodes chunks of `items` into frames and hands them to the actor; returns each
+    /// chunk's task id and item count, in input order.
+    ///
+    /// A chunk ends at `chunksize` items, or once its arguments take
+    /// [`wire::CHUNK_BYTES`], or before an item that would take it past the pool's
+    /// frame limit: Python's chunksize is a most, so big items never make a frame too
+    /// large to send.
     fn submit_chunks<A: Serialize>(
         &self,
         entry: &'static str,
         items: impl IntoIterator<Item = A>,
         chunksize: usize,
         mut reply: impl FnMut(usize, u64) -> ReplyTo,
-    ) -> Result<Vec<u64>, PoolError> {
+    ) -> Result<Vec<(u64, u32)>, PoolError> {
         if chunksize == 0 {
             return Err(PoolError::Invalid("chunksize must be at least 1".into()));
         }
@@ -496,9 +529,14 @@ impl Pool {
         // Chunks go to the actor in batches of about this many bytes, so the workers
         // start on the first while the caller encodes the rest.
         const BATCH: usize = 256 * 1024;
-        let mut items = items.into_iter();
-        let mut ids = Vec::new();
-        let mut chunk: Vec<A> = Vec::with_capacity(chunksize.min(1 << 16));
+        let max = self.inner.shared.max_frame_len;
+        // The largest header this entry can have, so a chunk is cut before its frame
+        // could pass the limit, whatever its id and count turn out to be.
+        let header_max = wire::start(wire::RUN, u64::MAX, entry, u32::MAX).len() - 4;
+        let room = max.saturating_sub(header_max);
+        let target = wire::CHUNK_BYTES.min(room);
+        let chunksize = u32::try_from(chunksize).unwrap_or(u32::MAX);
+        let mut done = Vec::new();
         let mut tasks = Vec::new();
         let mut batched = 0;
         // A few tasks are dispatched from this thread, under the actor's lock: an idle
@@ -522,44 +560,70 @@ impl Pool {
                     shared.ended_error()
                 })
         };
-        for seq in 0.. {
-            chunk.clear();
-            chunk.extend(items.by_ref().take(chunksize));
-            if chunk.is_empty() {
-                break;
-            }
+        // Turns the encoded arguments of `count` items into a task.
+        let mut close = |body: &[u8], count: u32, tasks: &mut Vec<NewTask>| {
             let id = self.inner.shared.next_task.fetch_add(1, Ordering::Relaxed);
-            let mut frame = wire::start(wire::RUN, id, entry, chunk.len() as u32);
-            let mut ser = rmp_serde::Serializer::new(&mut frame).with_struct_map();
-            for item in &chunk {
-                item.serialize(&mut ser).map_err(|e| {
+            let mut frame = wire::start(wire::RUN, id, entry, count);
+            frame.extend_from_slice(body);
+            let frame = wire::finish(frame, max).expect("cut to fit the limit");
+            let seq = done.len();
+            let len = frame.len();
+            done.push((id, count));
+            tasks.push(NewTask {
+                id,
+                items: count,
+                frame: Arc::new(frame),
+                reply: reply(seq, id),
+            });
+            len
+        };
+        let too_large = |body_len: usize| PoolError::TooLarge {
+            len: body_len + header_max,
+            max,
+        };
+        // The arguments of the chunk being filled, encoded one after the other.
+        let mut body = Vec::new();
+        let mut count = 0u32;
+        for item in items {
+            let mark = body.len();
+            item.serialize(&mut rmp_serde::Serializer::new(&mut body).with_struct_map())
+                .map_err(|e| {
                     PoolError::Invalid(format!(
                         "arguments do not encode as `{}`: {e}",
                         std::any::type_name::<A>()
                     ))
                 })?;
+            count += 1;
+            if body.len() > room {
+                if count == 1 {
+                    return Err(too_large(body.len()));
+                }
+                // It does not fit beside the others: it starts the next chunk.
+                let carried = body.split_off(mark);
+                batched += close(&body, count - 1, &mut tasks);
+                body = carried;
+                count = 1;
+                if body.len() > room {
+                    return Err(too_large(body.len()));
+                }
             }
-            let frame = wire::finish(frame).map_err(|len| PoolError::TooLarge {
-                len,
-                max: multiproc_transport::MAX_FRAME_LEN,
-            })?;
-            batched += frame.len();
-            ids.push(id);
-            tasks.push(NewTask {
-                id,
-                items: chunk.len() as u32,
-                frame: Arc::new(frame),
-                reply: reply(seq, id),
-            });
+            if count >= chunksize || body.len() >= target {
+                batched += close(&body, count, &mut tasks);
+                body.clear();
+                count = 0;
+            }
             if batched >= BATCH {
                 send(std::mem::take(&mut tasks))?;
                 batched = 0;
             }
         }
+        if count > 0 {
+            close(&body, count, &mut tasks);
+        }
         if !tasks.is_empty() {
             send(tasks)?;
         }
-        Ok(ids)
+        Ok(done)
     }
 
     fn submit_one<A: Serialize, R: DeserializeOwned + Send + 'static>(
@@ -581,7 +645,7 @@ impl Pool {
                         .expect("one item")
                         .map_err(|error| PoolError::Task { index: 0, error })
                 };
-                AsyncResult::new(fut, Some(self.ctl()), Some(ids[0]))
+                AsyncResult::new(fut, Some(self.ctl()), Some(ids[0].0))
             }
             Err(e) => AsyncResult::failed(e),
         }
@@ -810,13 +874,10 @@ impl Pool {
                 let entry = Self::task_entry::<F>()?;
                 buf.clear();
                 buf.extend(input.by_ref().take(chunk * chunks));
-                let len = buf.len();
-                pool.submit_chunks(entry.name, buf.drain(..), chunk, |seq, _| {
+                let chunks = pool.submit_chunks(entry.name, buf.drain(..), chunk, |seq, _| {
                     ReplyTo::Many(tx.clone(), first + seq)
                 })?;
-                Ok((0..len.div_ceil(chunk))
-                    .map(|i| chunk.min(len - i * chunk))
-                    .collect())
+                Ok(chunks.into_iter().map(|(_, n)| n as usize).collect())
             })
         };
         let window = (self.processes() * 64).max(128);
@@ -830,6 +891,7 @@ impl Pool {
                 None
             },
             sizes: std::collections::HashMap::new(),
+            next_index: 0,
             sent: 0,
             received: 0,
             released: 0,
@@ -1249,7 +1311,11 @@ pub struct Imap<R> {
     feed: Option<Feed>,
     rx: mpsc::UnboundedReceiver<(usize, Outcome)>,
     order: Option<Reorder<(usize, Outcome)>>,
-    sizes: std::collections::HashMap<usize, usize>,
+    /// Each chunk in flight: the input index of its first item, and how many it has
+    /// (chunks are cut by size too, so neither follows from the chunksize).
+    sizes: std::collections::HashMap<usize, (usize, usize)>,
+    /// The input index of the next chunk's first item.
+    next_index: usize,
     sent: usize,
     received: usize,
     released: usize,
@@ -1311,7 +1377,8 @@ impl<R: Send + 'static> Imap<R> {
                     Ok(sizes) if sizes.is_empty() => self.feed = None,
                     Ok(sizes) => {
                         for items in sizes {
-                            self.sizes.insert(self.sent, items);
+                            self.sizes.insert(self.sent, (self.next_index, items));
+                            self.next_index += items;
                             self.sent += 1;
                         }
                     }
@@ -1343,7 +1410,7 @@ impl<R: Send + 'static> Imap<R> {
             };
             self.released += outcomes.len();
             for (seq, outcome) in outcomes {
-                let start = seq * self.chunksize;
+                let (start, items) = self.sizes.remove(&seq).unwrap_or((0, 1));
                 let task_error = |(i, error): (usize, TaskError)| PoolError::Task {
                     index: start + i,
                     error,
@@ -1351,26 +1418,22 @@ impl<R: Send + 'static> Imap<R> {
                 match outcome {
                     Err(ChunkFailure::Task(e)) => {
                         // The whole chunk failed (its worker died): one error per item.
-                        let items = self.sizes.remove(&seq).unwrap_or(1);
                         self.ready
                             .extend((0..items).map(|i| Err(task_error((i, e.clone())))));
                     }
-                    other => {
-                        self.sizes.remove(&seq);
-                        match (self.decode)(other) {
-                            Ok(items) => self.ready.extend(
-                                items
-                                    .into_iter()
-                                    .enumerate()
-                                    .map(|(i, r)| r.map_err(|e| task_error((i, e)))),
-                            ),
-                            Err(e) => {
-                                self.ready.push_back(Err(e));
-                                self.done = true;
-                                self.feed = None;
-                            }
+                    other => match (self.decode)(other) {
+                        Ok(items) => self.ready.extend(
+                            items
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, r)| r.map_err(|e| task_error((i, e)))),
+                        ),
+                        Err(e) => {
+                            self.ready.push_back(Err(e));
+                            self.done = true;
+                            self.feed = None;
                         }
-                    }
+                    },
                 }
             }
         }

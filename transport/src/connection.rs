@@ -112,10 +112,24 @@ macro_rules! state_methods {
             self.ep.max_frame_len()
         }
 
-        /// Sets the maximum frame length (default [`MAX_FRAME_LEN`](crate::MAX_FRAME_LEN)).
-        /// Longer outgoing messages are refused; longer incoming ones are skipped.
+        /// Sets the maximum frame length, for both directions (default
+        /// [`DEFAULT_MAX_FRAME_LEN`](crate::DEFAULT_MAX_FRAME_LEN): no limit but
+        /// memory, as CPython). A longer outgoing message is refused with
+        /// [`FrameError::TooLarge`](crate::FrameError::TooLarge) and nothing written; a
+        /// longer incoming one is reported with the same error as soon as its header
+        /// arrives, and its bytes are then dropped unread as they come, so the messages
+        /// after it still arrive. It applies from the next frame received, so setting
+        /// it before the first `recv` covers everything the peer sends.
         pub fn set_max_frame_len(&mut self, max: usize) {
             self.ep.set_max_frame_len(max);
+        }
+
+        /// This connection with a maximum frame length of `max`; see
+        /// [`set_max_frame_len`](Self::set_max_frame_len).
+        #[must_use]
+        pub fn with_max_frame_len(mut self, max: usize) -> Self {
+            self.set_max_frame_len(max);
+            self
         }
     };
 }

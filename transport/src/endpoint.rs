@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use crate::frame::{self, COALESCE_LIMIT, FrameDecoder, MAX_FRAME_LEN};
+use crate::frame::{self, COALESCE_LIMIT, DEFAULT_MAX_FRAME_LEN, FrameDecoder};
 use crate::{Error, Result};
 
 /// How long a blocking operation retries before sleeping in `poll(2)`. Waking a thread
@@ -108,7 +108,7 @@ impl Endpoint {
             kind,
             readable,
             writable,
-            decoder: FrameDecoder::new(MAX_FRAME_LEN),
+            decoder: FrameDecoder::new(DEFAULT_MAX_FRAME_LEN),
             eof: false,
             wbuf: Vec::new(),
             wpos: 0,

@@ -531,7 +531,7 @@ mod tests {
         a.set_max_frame_len(1);
         let (bytes, fds) = collect_fds(|| codec::encode(&a));
         let a2: BlockingConnection = provide_fds(fds, || codec::decode(&bytes.unwrap())).unwrap();
-        assert_eq!(a2.max_frame_len(), crate::MAX_FRAME_LEN);
+        assert_eq!(a2.max_frame_len(), crate::DEFAULT_MAX_FRAME_LEN);
         assert!(matches!(
             a.send(&"long"),
             Err(Error::Frame(FrameError::TooLarge { .. }))

@@ -5,6 +5,13 @@
 //! messages over 2 GiB − 1). Every link has a maximum frame length; multiproc never
 //! writes a frame over it and never buffers an incoming one over it.
 //!
+//! # Memory follows the bytes, not the header
+//!
+//! A length prefix is a claim, not a fact: the decoder grows its buffer with the bytes
+//! that have arrived (at most doubling what the frame has so far), never to the length
+//! announced. A peer that announces 4 EiB and sends nothing costs a few KiB, which is
+//! what lets user connections default to [`DEFAULT_MAX_FRAME_LEN`], no limit but memory.
+//!
 //! # Errors that do not break the stream
 //!
 //! An incoming frame whose length prefix is over the limit is reported as
@@ -15,8 +22,22 @@
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// The default maximum frame length: 16 MiB.
+/// The maximum frame length of multiproc's own control links (a child's link to its
+/// parent, actor calls, manager requests): 16 MiB. Their peers are multiproc processes
+/// exchanging small control messages, so a frame over this is a bug worth reporting.
 pub const MAX_FRAME_LEN: usize = 16 << 20;
+
+/// The default maximum frame length of a [`Connection`](crate::Connection) (from
+/// [`pipe`](crate::pipe), [`Listener`](crate::Listener), [`client`](crate::client) or
+/// an fd): `isize::MAX`, the largest buffer Rust can allocate, so no limit but memory.
+///
+/// This is CPython's behaviour: its `Connection.send_bytes` has no maximum (frames over
+/// 2 GiB − 1 use the −1 escape and an 8-byte length) and `recv_bytes()` without
+/// `maxlength` takes any length. Set a lower limit with
+/// [`Connection::set_max_frame_len`](crate::Connection::set_max_frame_len) or
+/// [`Listener::set_max_frame_len`](crate::Listener::set_max_frame_len) for peers you do
+/// not trust with your memory; an announced length costs nothing until its bytes come.
+pub const DEFAULT_MAX_FRAME_LEN: usize = isize::MAX as usize;
 
 /// Frames up to this size are written with their header in one buffer, one syscall.
 pub(crate) const COALESCE_LIMIT: usize = 16 << 10;
@@ -116,6 +137,11 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
 
 /// Bytes to make room for when reading with no frame length known yet.
 const READ_CHUNK: usize = 16 << 10;
+
+/// The least a buffer grows by for a frame whose length is known: bigger steps than
+/// [`READ_CHUNK`] cut the number of reads for a big frame, and still cost nothing much
+/// when the announced length is a lie.
+const GROW_MIN: usize = 256 << 10;
 
 /// An empty decoder keeps at most this much buffer; bigger ones (left by a big frame)
 /// are shrunk so one large message does not pin its memory for the link's lifetime.
@@ -224,18 +250,27 @@ impl FrameDecoder {
     }
 
     /// A writable buffer to read the stream into directly; call [`commit`](Self::commit)
-    /// with the number of bytes read. It is never empty, and is large enough for the rest
-    /// of the current frame when its length is known (and within the limit).
+    /// with the number of bytes read. It is never empty. For a frame whose length is
+    /// known it grows geometrically with the bytes received (up to the rest of the
+    /// frame), never straight to the announced length: the buffer stays within about
+    /// twice what has arrived, however large the header says the frame is.
     pub fn read_buf(&mut self) -> &mut [u8] {
         let want = match self.head() {
             Head::Frame { header_len, len } if self.skip == 0 && len <= self.max as u64 => {
-                (header_len + len as usize)
-                    .saturating_sub(self.buffered())
-                    .max(READ_CHUNK)
+                let rest = (header_len as u64 + len).saturating_sub(self.buffered() as u64);
+                let step = self.buffered().max(GROW_MIN) as u64;
+                // `rest.min(step)` fits in a usize: `step` came from one.
+                (rest.min(step) as usize).max(READ_CHUNK)
             }
             _ => READ_CHUNK,
         };
         self.read_buf_sized(want)
+    }
+
+    /// The decoder's buffer size in bytes, initialised or not: what it holds in memory
+    /// now, for checking that an announced length was not taken on trust.
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// Records that `n` bytes were written at the start of [`read_buf`](Self::read_buf).
@@ -656,6 +691,61 @@ mod tests {
         d.push(&(100_000i32).to_be_bytes());
         d.push(&[0u8; 10]);
         assert!(d.read_buf().len() >= 100_000 - 10);
+    }
+
+    #[test]
+    fn an_announced_length_is_not_allocated_before_its_bytes_arrive() {
+        // (header, announced length): the largest 4-byte length and the long form's 2^62,
+        // both within the default limit, so the decoder waits for them.
+        let mut long = (-1i32).to_be_bytes().to_vec();
+        long.extend_from_slice(&(1u64 << 62).to_be_bytes());
+        let cases: [(Vec<u8>, u64); 2] = [
+            (0x7fff_fffei32.to_be_bytes().to_vec(), 0x7fff_fffe),
+            (long, 1 << 62),
+        ];
+        for (header, len) in cases {
+            let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
+            d.push(&header);
+            let mut fed = 0usize;
+            // Feed 8 MiB in read-sized pieces, as a socket would.
+            while fed < 8 << 20 {
+                let room = d.read_buf();
+                let n = room.len().min(64 << 10);
+                room[..n].fill(0xAB);
+                d.commit(n);
+                fed += n;
+                assert!(matches!(d.next_frame(), Ok(None)));
+                assert!(
+                    d.capacity() <= 4 * fed + 4 * GROW_MIN,
+                    "{len}: {} bytes held for {fed} received",
+                    d.capacity()
+                );
+            }
+            assert!(matches!(
+                d.finish(),
+                Err(FrameError::Truncated { expected, got }) if expected == len && got == fed as u64
+            ));
+        }
+    }
+
+    #[test]
+    fn a_frame_bigger_than_the_grow_steps_arrives_whole() {
+        let len = 5 * GROW_MIN + 123;
+        let mut bytes = (len as i32).to_be_bytes().to_vec();
+        bytes.extend((0..len).map(|i| (i % 251) as u8));
+        let mut d = FrameDecoder::new(DEFAULT_MAX_FRAME_LEN);
+        let mut fed = 0;
+        let mut reads = 0;
+        while fed < bytes.len() {
+            let room = d.read_buf();
+            let n = room.len().min(bytes.len() - fed);
+            room[..n].copy_from_slice(&bytes[fed..fed + n]);
+            d.commit(n);
+            fed += n;
+            reads += 1;
+        }
+        assert!(reads < 10, "the buffer grows geometrically: {reads} reads");
+        assert_eq!(d.next_frame().unwrap(), Some(&bytes[4..]));
     }
 
     #[test]

@@ -34,8 +34,10 @@
 //!
 //! On the wire every message is a [`frame`] in CPython's format: a 4-byte
 //! big-endian length (or −1 and an 8-byte length), then the payload. Each link has a
-//! maximum frame length ([`MAX_FRAME_LEN`] by default): longer outgoing messages are
-//! refused with nothing written, longer incoming ones are reported and skipped.
+//! maximum frame length: longer outgoing messages are refused with nothing written,
+//! longer incoming ones are reported and skipped. A [`Connection`] takes any length by
+//! default ([`DEFAULT_MAX_FRAME_LEN`], as CPython), multiproc's control links
+//! [`MAX_FRAME_LEN`]; memory is spent as bytes arrive, never on a length prefix.
 //! [`FrameDecoder`] is the pure parser; [`FrameReader`] runs it over any `AsyncRead`.
 //!
 //! # Listeners and clients
@@ -66,7 +68,7 @@ mod wait;
 pub use connection::{BlockingConnection, Connection};
 pub use error::{Error, Result};
 pub use fdpass::{MAX_FDS_PER_MESSAGE, collect_fds, provide_fds, recv_with_fds, send_with_fds};
-pub use frame::{FrameDecoder, FrameError, FrameReader, MAX_FRAME_LEN};
+pub use frame::{DEFAULT_MAX_FRAME_LEN, FrameDecoder, FrameError, FrameReader, MAX_FRAME_LEN};
 pub use listener::{Address, Listener, Pending, client, client_with_timeout};
 pub use pipe::{blocking_pipe, pipe};
 pub use wait::{blocking_wait, wait};

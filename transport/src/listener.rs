@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{self, HANDSHAKE_TIMEOUT};
-use crate::{BlockingConnection, Error, Result};
+use crate::{BlockingConnection, DEFAULT_MAX_FRAME_LEN, Error, Result};
 
 /// Where a listener listens, as Python's address families.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -98,6 +98,7 @@ pub struct Listener {
     address: Address,
     authkey: Option<Vec<u8>>,
     handshake_timeout: Duration,
+    max_frame_len: usize,
     last_accepted: Option<String>,
 }
 
@@ -106,6 +107,7 @@ impl fmt::Debug for Listener {
         f.debug_struct("Listener")
             .field("address", &self.address)
             .field("authenticated", &self.authkey.is_some())
+            .field("max_frame_len", &self.max_frame_len)
             .finish_non_exhaustive()
     }
 }
@@ -136,6 +138,7 @@ impl Listener {
             address,
             authkey: authkey.map(<[u8]>::to_vec),
             handshake_timeout: HANDSHAKE_TIMEOUT,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
             last_accepted: None,
         })
     }
@@ -154,6 +157,22 @@ impl Listener {
     /// ([`HANDSHAKE_TIMEOUT`] by default): one that says nothing is dropped after it.
     pub fn set_handshake_timeout(&mut self, timeout: Duration) {
         self.handshake_timeout = timeout;
+    }
+
+    /// The maximum frame length of the connections it accepts.
+    pub fn max_frame_len(&self) -> usize {
+        self.max_frame_len
+    }
+
+    /// Sets the maximum frame length of the connections it accepts from now on
+    /// (default [`DEFAULT_MAX_FRAME_LEN`]: no limit but memory, as CPython's
+    /// `Listener`). A peer's frame over it is refused with
+    /// [`FrameError::TooLarge`](crate::FrameError::TooLarge) as soon as its header
+    /// arrives, before any of its bytes are stored; see
+    /// [`BlockingConnection::set_max_frame_len`]. The handshake has its own limit of
+    /// 256 bytes whatever this is.
+    pub fn set_max_frame_len(&mut self, max: usize) {
+        self.max_frame_len = max;
     }
 
     /// Waits for a connection and authenticates it: this side challenges first,
@@ -190,7 +209,8 @@ impl Listener {
         };
         self.last_accepted = Some(from);
         Ok(Pending {
-            conn: BlockingConnection::from_owned_fd(fd, true, true)?,
+            conn: BlockingConnection::from_owned_fd(fd, true, true)?
+                .with_max_frame_len(self.max_frame_len),
             authkey: self.authkey.clone(),
             timeout: self.handshake_timeout,
         })
@@ -239,6 +259,10 @@ impl Pending {
 
 /// Python's `multiprocessing.connection.Client`: connects to `address` and, with
 /// an `authkey`, answers the listener's challenge, then challenges it.
+///
+/// The connection takes frames of any length ([`DEFAULT_MAX_FRAME_LEN`]), as
+/// CPython's; chain [`with_max_frame_len`](BlockingConnection::with_max_frame_len) to
+/// set a limit, which covers every message since none is read before the first `recv`.
 ///
 /// # Errors
 ///

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use multiproc_core::ExitReason;
 use multiproc_core::scheduler::{Action, Failure, Finished, Scheduler, SchedulerConfig, WorkerId};
-use multiproc_transport::{Connection, FrameDecoder, MAX_FRAME_LEN};
+use multiproc_transport::{Connection, FrameDecoder};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -79,6 +79,8 @@ pub(crate) struct Launch {
     pub init: Option<(String, Vec<u8>)>,
     pub method: StartMethod,
     pub prefix: String,
+    /// The pool link's frame limit, both ways.
+    pub max_frame_len: usize,
 }
 
 struct WorkerSlot {
@@ -144,7 +146,9 @@ pub(crate) fn start(
         answers: HashMap::new(),
         joiners: Vec::new(),
         last_exit: ExitReason::Normal,
-        exit_frame: Arc::new(wire::finish(wire::start(wire::EXIT, 0, "", 0)).expect("small")),
+        exit_frame: Arc::new(
+            wire::finish(wire::start(wire::EXIT, 0, "", 0), usize::MAX).expect("no limit"),
+        ),
     };
     let core = Arc::new(Mutex::new(actor));
     lock(&core).act(actions);
@@ -422,6 +426,7 @@ impl PoolActor {
         };
         let setup = Setup {
             init: launch.init.clone(),
+            max_frame_len: launch.max_frame_len,
         };
         let process = Process::with_entry(worker_entry(), &(theirs, setup));
         let name = process.identity().default_name(&launch.prefix);
@@ -479,7 +484,7 @@ impl PoolActor {
                 let _ = process.kill();
                 return;
             }
-            let reason = read_frames(w, &stream, &process, &events).await;
+            let reason = read_frames(w, &stream, &process, &events, launch.max_frame_len).await;
             let _ = events.send(Event::Exited(w, reason));
         });
     }
@@ -547,8 +552,9 @@ async fn read_frames(
     rd: &UnixStream,
     process: &Process,
     events: &mpsc::UnboundedSender<Event>,
+    max_frame_len: usize,
 ) -> ExitReason {
-    let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
+    let mut decoder = FrameDecoder::new(max_frame_len);
     let exit = process.join();
     tokio::pin!(exit);
     let mut open = true;

@@ -5,12 +5,24 @@
 //! after the other: the arguments of a `RUN`, or for a `DONE` the list of items that
 //! failed and then the results of the others. Values are appended, not wrapped, so a
 //! chunk of a million integers is encoded and decoded once, in place.
+//!
+//! # Sizes
+//!
+//! The link takes frames up to the pool's `max_frame_len`, by default no limit but
+//! memory, as CPython's pool. The pool cuts argument chunks at [`CHUNK_BYTES`] (or at
+//! the limit, if lower) as well as at the chunksize; a worker answers a chunk with one
+//! frame, whatever its results take, unless that passes the limit.
 
 use std::io::Read;
 
 use multiproc_core::codec;
-use multiproc_transport::{MAX_FRAME_LEN, frame};
+use multiproc_transport::frame;
 use serde::{Deserialize, Serialize};
+
+/// A chunk takes no more items once its arguments' encoding reaches this: big items
+/// travel a few to a frame, so the workers share them out and the first starts while
+/// the rest are encoded, and a dead worker takes few of them with it.
+pub(crate) const CHUNK_BYTES: usize = 4 << 20;
 
 /// Pool to worker: run a chunk.
 pub(crate) const RUN: u8 = 0;
@@ -57,16 +69,17 @@ pub(crate) fn start(tag: u8, task: u64, entry: &str, items: u32) -> Vec<u8> {
     frame
 }
 
-/// Fills in the length of a finished frame (the transport's framing: under the frame
-/// limit, the length always takes the 4 bytes reserved for it); `Err(len)` if it is
-/// too long to send.
-pub(crate) fn finish(mut frame: Vec<u8>) -> Result<Vec<u8>, usize> {
+/// Fills in the length of a finished frame (the transport's framing); `Err(len)` if it
+/// is over `max`. A frame of 2 GiB or more needs CPython's 12-byte long header, which
+/// costs one move of the frame: rare enough not to reserve 12 bytes in every frame.
+pub(crate) fn finish(mut frame: Vec<u8>, max: usize) -> Result<Vec<u8>, usize> {
     let len = frame.len() - 4;
-    frame::check_len(len, MAX_FRAME_LEN).map_err(|_| len)?;
+    frame::check_len(len, max).map_err(|_| len)?;
     let mut header = [0u8; 12];
-    let n = frame::header(len, &mut header);
-    debug_assert_eq!(n, 4, "a frame under the limit has a 4-byte length");
-    frame[..4].copy_from_slice(&header[..4]);
+    match frame::header(len, &mut header) {
+        4 => frame[..4].copy_from_slice(&header[..4]),
+        n => drop(frame.splice(..4, header[..n].iter().copied())),
+    }
     Ok(frame)
 }
 
@@ -93,7 +106,7 @@ mod tests {
         let mut f = start(RUN, 7, "m::square", 2);
         codec::encode_into(&3u64, &mut f).unwrap();
         codec::encode_into(&4u64, &mut f).unwrap();
-        let f = finish(f).unwrap();
+        let f = finish(f, usize::MAX).unwrap();
         let len = u32::from_be_bytes(f[..4].try_into().unwrap()) as usize;
         assert_eq!(len, f.len() - 4);
         let (h, mut rest) = split(&f[4..]).unwrap();
@@ -109,8 +122,8 @@ mod tests {
     #[test]
     fn a_frame_over_the_limit_is_refused_with_its_length() {
         let mut f = start(RUN, 1, "x", 1);
-        f.resize(MAX_FRAME_LEN + 100, 0);
-        assert!(finish(f).is_err());
+        f.resize(1000, 0);
+        assert_eq!(finish(f, 900), Err(996));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use multiproc_core::{EntryKind, codec};
-use multiproc_transport::{Connection, FrameDecoder, MAX_FRAME_LEN};
+use multiproc_transport::{Connection, FrameDecoder};
 use serde::de::Deserialize;
 use serde::{Deserialize as De, Serialize};
 
@@ -28,6 +28,8 @@ pub type TaskFn =
 pub(crate) struct Setup {
     /// The initializer: a registered function's name and its encoded arguments.
     pub init: Option<(String, Vec<u8>)>,
+    /// The pool link's frame limit, both ways.
+    pub max_frame_len: usize,
 }
 
 pub(crate) fn worker_entry() -> &'static Entry {
@@ -74,12 +76,13 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
         }
     }
     quiet_panics(true);
-    let ready = wire::finish(wire::start(READY, 0, "", 0)).expect("small");
+    let max = setup.max_frame_len;
+    let ready = wire::finish(wire::start(READY, 0, "", 0), usize::MAX).expect("no limit");
     if let Err(e) = sock.write_all(&ready) {
         return pool_gone(e);
     }
 
-    let mut decoder = FrameDecoder::new(MAX_FRAME_LEN);
+    let mut decoder = FrameDecoder::new(max);
     let mut results = Vec::new();
     let mut failures = Vec::new();
     loop {
@@ -110,19 +113,22 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
                     let mut frame = wire::start(DONE, header.task, "", header.items);
                     codec::encode_into(&failures, &mut frame).map_err(|e| e.to_string())?;
                     frame.extend_from_slice(&results);
-                    let frame = match wire::finish(frame) {
+                    let frame = match wire::finish(frame, max) {
                         Ok(frame) => frame,
                         Err(len) => {
                             let why = ItemFailure::Encode {
                                 message: format!(
-                                    "the chunk's results take {len} bytes, over the limit of {MAX_FRAME_LEN}; \
-                                     use a smaller chunksize"
+                                    "the chunk's results take {len} bytes, over the pool's \
+                                     max_frame_len of {max}; use a smaller chunksize or a \
+                                     higher limit"
                                 ),
                             };
                             let all: Vec<_> = (0..header.items).map(|i| (i, why.clone())).collect();
                             let mut frame = wire::start(DONE, header.task, "", header.items);
                             codec::encode_into(&all, &mut frame).map_err(|e| e.to_string())?;
-                            wire::finish(frame)
+                            // Past any limit small enough to refuse it, the pool's own
+                            // limit is a misconfiguration: the worker ends with it.
+                            wire::finish(frame, max)
                                 .map_err(|_| "a failure list over the frame limit")?
                         }
                     };
