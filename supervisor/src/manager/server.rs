@@ -112,9 +112,7 @@ fn deadline(block: bool, timeout_ms: Option<u64>) -> Option<Instant> {
     if !block {
         return Some(Instant::now());
     }
-    // A timeout past the end of the clock is no deadline: a wait still ends when its
-    // caller goes.
-    timeout_ms.and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)))
+    timeout_ms.map(|ms| Instant::now() + Duration::from_millis(ms))
 }
 
 /// A dict that keeps insertion order, keyed by encoded keys.
