@@ -39,7 +39,10 @@ pub fn decode_frames(stream: &[u8], max: usize, chunk: usize) -> Vec<Result<Vec<
     let read = decode(stream, max, chunk, true);
     let text = |v: &[Result<Vec<u8>, FrameError>]| -> Vec<Result<Vec<u8>, String>> {
         v.iter()
-            .map(|r| r.as_ref().map(Clone::clone).map_err(ToString::to_string))
+            .map(|r| match r {
+                Ok(f) => Ok(f.clone()),
+                Err(e) => Err(e.to_string()),
+            })
             .collect()
     };
     assert_eq!(
