@@ -24,6 +24,8 @@ mod decider;
 mod dynamic;
 mod error;
 mod exit;
+#[doc(hidden)]
+pub mod fuzz;
 mod identity;
 mod intensity;
 mod limits;

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use multiproc_core::{WaitStatus, codec};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -39,7 +40,7 @@ pub(crate) const ENV_FORKSERVER: &str = "MULTIPROC_FORKSERVER";
 const READY: u8 = b'r';
 
 /// Parent → forkserver, with the child's end of its control socket attached.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct Fork {
     /// The process that will be the child's parent in the tree.
     logical_parent: u32,
@@ -199,12 +200,79 @@ fn read_request(sock: &StdUnixStream) -> std::io::Result<Option<(Fork, Vec<Owned
     if n == 0 {
         return Ok(None);
     }
-    (&*sock).read_exact(&mut header[n..])?;
-    let len = u32::from_be_bytes(header) as usize;
-    let mut body = vec![0u8; len];
-    (&*sock).read_exact(&mut body)?;
-    let fork = codec::decode(&body).map_err(std::io::Error::other)?;
+    let fork = read_body(&header[..n], &mut &*sock)?;
     Ok(Some((fork, fds)))
+}
+
+/// The longest request or reply body: a child's environment fits in it many times.
+const MAX_MESSAGE_LEN: usize = multiproc_transport::MAX_FRAME_LEN;
+
+/// Reads the rest of a frame whose first `got` header bytes (1 to 4) have arrived,
+/// with the descriptors, and decodes its body. The body is read into a buffer that
+/// grows as bytes arrive, so a header that claims more than is sent costs nothing.
+///
+/// # Errors
+///
+/// [`InvalidData`](std::io::ErrorKind::InvalidData) carrying a
+/// [`FrameError::TooLarge`](multiproc_transport::FrameError::TooLarge) for a length
+/// over [`MAX_MESSAGE_LEN`], or a [`CodecError`](multiproc_core::CodecError) for a
+/// body that does not decode; [`UnexpectedEof`](std::io::ErrorKind::UnexpectedEof),
+/// with a [`FrameError::Truncated`](multiproc_transport::FrameError::Truncated) when
+/// the body is cut short; or the reader's error.
+fn read_body<T: DeserializeOwned>(got: &[u8], r: &mut impl Read) -> std::io::Result<T> {
+    use multiproc_transport::FrameError;
+    use std::io::{Error, ErrorKind};
+    let mut header = [0u8; 4];
+    let got = &got[..got.len().min(4)];
+    header[..got.len()].copy_from_slice(got);
+    r.read_exact(&mut header[got.len()..])?;
+    let len = u64::from(u32::from_be_bytes(header));
+    if len > MAX_MESSAGE_LEN as u64 {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            FrameError::TooLarge {
+                len,
+                max: MAX_MESSAGE_LEN,
+            },
+        ));
+    }
+    let mut body = Vec::new();
+    r.take(len).read_to_end(&mut body)?;
+    if (body.len() as u64) < len {
+        return Err(Error::new(
+            ErrorKind::UnexpectedEof,
+            FrameError::Truncated {
+                expected: len,
+                got: body.len() as u64,
+            },
+        ));
+    }
+    codec::decode(&body).map_err(|e| Error::new(ErrorKind::InvalidData, e))
+}
+
+/// The forkserver fuzz target's body: what [`read_request`] makes of a request socket
+/// on which `data[0] % 4 + 1` header bytes arrive with the descriptors and then the
+/// rest of `data`.
+///
+/// # Errors
+///
+/// As [`read_body`].
+///
+/// # Panics
+///
+/// If a request decodes but does not survive a round trip.
+pub(crate) fn fuzz_request(data: &[u8]) -> std::io::Result<()> {
+    let (first, rest) = data.split_first().unwrap_or((&0, &[]));
+    let (got, mut rest) = rest.split_at(usize::from(first % 4 + 1).min(rest.len()));
+    if got.is_empty() {
+        // What `read_request` sees as the parent hanging up.
+        return Ok(());
+    }
+    let fork: Fork = read_body(got, &mut rest)?;
+    let again: Fork = codec::decode(&codec::encode(&fork).map_err(std::io::Error::other)?)
+        .map_err(std::io::Error::other)?;
+    assert_eq!(fork, again, "a request changed in a round trip");
+    Ok(())
 }
 
 fn write_frame<T: Serialize>(
@@ -232,10 +300,7 @@ fn read_frame<T: for<'de> Deserialize<'de>>(
     if n == 0 {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
-    (&*sock).read_exact(&mut header[n..])?;
-    let mut body = vec![0u8; u32::from_be_bytes(header) as usize];
-    (&*sock).read_exact(&mut body)?;
-    Ok((codec::decode(&body).map_err(std::io::Error::other)?, fds))
+    Ok((read_body(&header[..n], &mut &*sock)?, fds))
 }
 
 // ---- the parent's side ----------------------------------------------------------------

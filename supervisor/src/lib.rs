@@ -10,6 +10,8 @@ mod bootstrap;
 mod current;
 mod error;
 mod forkserver;
+#[doc(hidden)]
+pub mod fuzz;
 mod link;
 mod logging;
 mod manager;

@@ -20,6 +20,8 @@ mod channel;
 mod server;
 mod wire;
 
+pub(crate) use server::fuzz_request;
+
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -61,6 +61,8 @@ mod endpoint;
 mod error;
 mod fdpass;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzz;
 mod listener;
 mod pipe;
 mod wait;

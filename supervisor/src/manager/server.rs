@@ -765,3 +765,45 @@ impl Server {
         }
     }
 }
+
+/// The manager fuzz target's body: decodes `bytes` as [`Server::serve`] decodes a
+/// request, and serves it on a new server holding one object of each built-in type
+/// (numbered 1 to 7: dict, list, namespace, queue, lock, event, value; the queue holds
+/// one item and is full), for a caller that has hung up, so that a request that
+/// waits gives up within [`WATCH`].
+///
+/// # Errors
+///
+/// [`ManagerError::Decode`] for bytes that are not a request, else the fault the
+/// server answered with.
+pub(crate) fn fuzz_request(bytes: &[u8]) -> Result<(), ManagerError> {
+    let request =
+        codec::decode::<Request>(bytes).map_err(|e| ManagerError::Decode(e.to_string()))?;
+    let item = || ByteBuf::from(vec![0x2a]);
+    let seed: [(&str, Result<Vec<u8>, _>); 7] = [
+        ("dict", codec::encode(&(vec![(item(), item())],))),
+        ("list", codec::encode(&(vec![item()],))),
+        ("namespace", codec::encode(&())),
+        ("queue", codec::encode(&(1u64,))),
+        ("lock", codec::encode(&())),
+        ("event", codec::encode(&())),
+        ("value", codec::encode(&(item(),))),
+    ];
+    let server = Server::new(Registry::default());
+    for (typeid, a) in seed {
+        server.create(typeid, &a.map_err(|e| ManagerError::Encode(e.to_string()))?)?;
+    }
+    let (ours, theirs) = multiproc_transport::blocking_pipe(true)?;
+    drop(theirs);
+    let caller = Caller {
+        conn: 1,
+        link: &ours,
+    };
+    let put = codec::encode(&(item(), false, None::<u64>))
+        .map_err(|e| ManagerError::Encode(e.to_string()))?;
+    server.object(4)?.call(&caller, "put", &put)?;
+    match server.handle(&caller, request) {
+        Response::Fault(e) => Err(e),
+        _ => Ok(()),
+    }
+}
