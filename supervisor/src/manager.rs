@@ -17,6 +17,7 @@
 //! it, the others fail with [`ManagerError::Restarted`].
 
 mod channel;
+mod refs;
 mod server;
 mod wire;
 
@@ -559,13 +560,21 @@ thread_local! {
 }
 
 impl Target {
+    /// A new authenticated connection to the server.
+    fn open(&self) -> Result<BlockingConnection, ManagerError> {
+        multiproc_transport::client(&self.address, Some(&self.authkey)).map_err(|e| match e {
+            TransportError::Auth(a) => ManagerError::Auth(a.to_string()),
+            e => ManagerError::Connect(format!("{}: {e}", self.address)),
+        })
+    }
+
+    /// Drops this thread's link, so that the next request connects afresh.
+    fn drop_link(&self) {
+        let _ = LINKS.try_with(|links| links.borrow_mut().remove(self));
+    }
+
     fn connect(&self) -> Result<Link, ManagerError> {
-        let mut conn = multiproc_transport::client(&self.address, Some(&self.authkey)).map_err(
-            |e| match e {
-                TransportError::Auth(a) => ManagerError::Auth(a.to_string()),
-                e => ManagerError::Connect(format!("{}: {e}", self.address)),
-            },
-        )?;
+        let mut conn = self.open()?;
         conn.send(&Request::Hello)?;
         let incarnation = match conn.recv::<Response>()? {
             Response::Hello { incarnation } => incarnation,
@@ -660,8 +669,35 @@ pub struct Proxy {
     target: Target,
     typeid: String,
     /// The name it was looked up by, to find its object again after a restart.
+    /// Such a proxy holds no reference: a published object lives as long as its
+    /// server.
     name: Option<String>,
     resolved: Arc<Mutex<Resolved>>,
+    /// The reference this proxy and its clones hold at the server, given back when
+    /// the last of them is dropped (`None`: found by name, or its server was gone).
+    #[expect(dead_code, reason = "a guard: its drop gives the reference back")]
+    held: Option<Arc<Held>>,
+}
+
+/// One reference of this process to an object.
+struct Held {
+    tx: std::sync::mpsc::Sender<refs::Msg>,
+    id: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Queued, never waited for; an error is a server gone, with its objects.
+        let _ = self.tx.send(refs::Msg::Op(wire::RefOp::Release(self.id)));
+    }
+}
+
+/// The reference a proxy decoded here takes for object `id` of `target`'s server
+/// incarnation `incarnation` (`None` when that server is not there).
+fn hold(target: &Target, id: u64, incarnation: u64) -> Option<Arc<Held>> {
+    let link = refs::link(target, Some(incarnation)).ok()?;
+    link.tx.send(refs::Msg::Op(refs::decode_op(id))).ok()?;
+    Some(Arc::new(Held { tx: link.tx, id }))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -676,6 +712,9 @@ struct ProxyWire {
 impl Serialize for Proxy {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = *self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        if self.name.is_none() {
+            self.lend(r);
+        }
         ProxyWire {
             target: self.target.clone(),
             typeid: self.typeid.clone(),
@@ -690,6 +729,10 @@ impl Serialize for Proxy {
 impl<'de> Deserialize<'de> for Proxy {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Proxy, D::Error> {
         let w = ProxyWire::deserialize(d)?;
+        let held = match w.name {
+            None => hold(&w.target, w.id, w.incarnation),
+            Some(_) => None,
+        };
         Ok(Proxy {
             target: w.target,
             typeid: w.typeid,
@@ -698,6 +741,7 @@ impl<'de> Deserialize<'de> for Proxy {
                 id: w.id,
                 incarnation: w.incarnation,
             })),
+            held,
         })
     }
 }
@@ -714,6 +758,25 @@ impl fmt::Debug for Proxy {
 }
 
 impl Proxy {
+    /// Lends the object one reference for this encoding, taken by whoever decodes
+    /// it: the object then outlives this proxy until the copy in flight is
+    /// decoded. Waited for, so that the credit is there before the bytes are.
+    fn lend(&self, r: Resolved) {
+        let lent = self
+            .target
+            .ask_checked(&Request::Lend { id: r.id }, |incarnation| {
+                if incarnation == r.incarnation {
+                    Ok(None)
+                } else {
+                    Err(ManagerError::Restarted)
+                }
+            });
+        if let Err(e) = lent {
+            // The copy still encodes: its calls will fail as this proxy's would.
+            tracing::debug!("a manager proxy encoded without a lent reference: {e}");
+        }
+    }
+
     /// Its type's name.
     pub fn typeid(&self) -> &str {
         &self.typeid
@@ -824,6 +887,11 @@ fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, ManagerError> {
     codec::decode(b).map_err(|e| ManagerError::Decode(e.to_string()))
 }
 
+/// As [`dec`], for a copy of a value that stays in its managed object.
+fn peek<T: DeserializeOwned>(b: &[u8]) -> Result<T, ManagerError> {
+    refs::sharing(|| dec(b))
+}
+
 macro_rules! typed_proxy {
     ($(#[$doc:meta])* $name:ident<$($t:ident),*>, $typeid:literal) => {
         $(#[$doc])*
@@ -920,7 +988,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     /// [`ManagerError::Gone`], [`ManagerError::Decode`] (a value of another type).
     pub fn get(&self, k: &K) -> Result<Option<V>, ManagerError> {
         let v: Option<ByteBuf> = self.proxy.call("get", &(enc(k)?,))?;
-        v.map(|b| dec(&b)).transpose()
+        v.map(|b| peek(&b)).transpose()
     }
 
     /// `d.pop(k, None)`.
@@ -969,7 +1037,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
         let items: Vec<(ByteBuf, ByteBuf)> = self.proxy.call("items", &())?;
         items
             .into_iter()
-            .map(|(k, v)| Ok((dec(&k)?, dec(&v)?)))
+            .map(|(k, v)| Ok((peek(&k)?, peek(&v)?)))
             .collect()
     }
 
@@ -980,7 +1048,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     /// As [`get`](DictProxy::get).
     pub fn keys(&self) -> Result<Vec<K>, ManagerError> {
         let keys: Vec<ByteBuf> = self.proxy.call("keys", &())?;
-        keys.iter().map(|k| dec(k)).collect()
+        keys.iter().map(|k| peek(k)).collect()
     }
 
     /// Adds every pair (Python's `update`).
@@ -1033,7 +1101,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// [`ManagerError::Index`], [`ManagerError::Gone`], [`ManagerError::Decode`].
     pub fn get(&self, i: i64) -> Result<T, ManagerError> {
         let v: ByteBuf = self.proxy.call("get", &(i,))?;
-        dec(&v)
+        peek(&v)
     }
 
     /// `l[i] = v`.
@@ -1089,7 +1157,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// [`ManagerError::Gone`], [`ManagerError::Decode`].
     pub fn to_vec(&self) -> Result<Vec<T>, ManagerError> {
         let items: Vec<ByteBuf> = self.proxy.call("items", &())?;
-        items.iter().map(|b| dec(b)).collect()
+        items.iter().map(|b| peek(b)).collect()
     }
 
     /// `l.reverse()`.
@@ -1119,7 +1187,7 @@ impl NamespaceProxy {
     /// [`ManagerError::Gone`], [`ManagerError::Decode`].
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ManagerError> {
         let v: Option<ByteBuf> = self.proxy.call("get", &(name,))?;
-        v.map(|b| dec(&b)).transpose()
+        v.map(|b| peek(&b)).transpose()
     }
 
     /// `del ns.name`; whether it was there.
@@ -1260,7 +1328,7 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// [`ManagerError::Gone`], [`ManagerError::Decode`].
     pub fn get(&self) -> Result<T, ManagerError> {
         let v: ByteBuf = self.proxy.call("get", &())?;
-        dec(&v)
+        peek(&v)
     }
 
     /// `v.value = x`.
@@ -1381,17 +1449,61 @@ impl Manager {
         args: &A,
     ) -> Result<P, ManagerError> {
         let args = enc(args)?;
-        let (response, incarnation) = self.target.ask(&Request::Create {
-            typeid: typeid.to_string(),
-            args,
-        })?;
+        let mut tries = 0;
+        let (response, link) = loop {
+            let link = refs::link(&self.target, None)?;
+            let request = Request::Create {
+                typeid: typeid.to_string(),
+                args: args.clone(),
+                owner: link.owner,
+            };
+            let asked = self.target.ask_checked(&request, |incarnation| {
+                if incarnation == link.incarnation {
+                    Ok(None)
+                } else {
+                    Err(ManagerError::Restarted)
+                }
+            });
+            match asked {
+                // This thread's link and the reference link reach different
+                // incarnations of the server (it restarted): both connect afresh.
+                Err(ManagerError::Restarted) if tries == 0 => {
+                    tries += 1;
+                    self.target.drop_link();
+                    refs::forget(&self.target);
+                }
+                Err(ManagerError::Restarted) => {
+                    return Err(ManagerError::Gone("the manager keeps restarting".into()));
+                }
+                other => break (other?.0, link),
+            }
+        };
         match response {
             Response::Created { id } => Ok(P::from_proxy(Proxy {
                 target: self.target.clone(),
                 typeid: typeid.to_string(),
                 name: None,
-                resolved: Arc::new(Mutex::new(Resolved { id, incarnation })),
+                resolved: Arc::new(Mutex::new(Resolved {
+                    id,
+                    incarnation: link.incarnation,
+                })),
+                held: Some(Arc::new(Held { tx: link.tx, id })),
             })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// How many objects the server holds (Python's `_number_of_objects`), once it
+    /// has applied every reference this process gave back before the call: a
+    /// proxy's drop is otherwise sent in the background.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn object_count(&self) -> Result<usize, ManagerError> {
+        refs::flush(&self.target);
+        match self.target.ask(&Request::Count)?.0 {
+            Response::Count { objects } => Ok(usize::try_from(objects).unwrap_or(usize::MAX)),
             other => Err(unexpected(&other)),
         }
     }
@@ -1503,6 +1615,7 @@ impl Manager {
                     typeid,
                     name: Some(name.to_string()),
                     resolved: Arc::new(Mutex::new(Resolved { id, incarnation })),
+                    held: None,
                 }))
             }
             Response::Object { typeid, .. } => Err(ManagerError::WrongType {
