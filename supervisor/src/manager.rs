@@ -10,6 +10,14 @@
 //! address, the key, the object's number): pass it to a child, store it in another
 //! managed object, send it anywhere. Each thread keeps one connection per manager.
 //!
+//! Objects are reference-counted, as Python's (`incref`/`decref`), per process: a
+//! created or decoded proxy holds one reference (its clones share it), given back
+//! when the last clone is dropped, and all of a process's references go when it
+//! dies. Encoding a proxy lends its object one reference that the decoding side
+//! takes over, so a proxy in flight keeps its object alive. Objects published under
+//! a name live as long as the server. `book/src/sharing.md` has the protocol and
+//! its failure cases.
+//!
 //! When the server is gone, every proxy call fails with [`ManagerError::Gone`],
 //! including one that was waiting. When a manager run by a supervisor comes back
 //! at the same address, proxies reconnect on their next call; those found by

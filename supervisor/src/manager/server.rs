@@ -7,6 +7,11 @@
 //! lock's `acquire`) waits on its own connection's thread, and gives up when that
 //! connection's process goes away, so a dead waiter takes nothing. A lock held
 //! through a connection that closes is released, and its next holder is told.
+//!
+//! Each object has a count of references, written down by holder: each process's
+//! reference link holds its own, and an object is dropped when no link holds it, no
+//! lent credit (a proxy encoded, not yet decoded) is left, and no name pins it. A
+//! link that closes gives back all it held (Python's server keeps them for ever).
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
