@@ -169,7 +169,9 @@ multiproc::register!(
 
 /// Open file descriptors of `pid`.
 fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 /// Resident memory of `pid`, in KiB.

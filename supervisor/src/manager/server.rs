@@ -724,19 +724,14 @@ impl Server {
             lent: 0,
             pinned: owner.is_none(),
         };
-        match owner {
-            Some(owner) => match table.held.get_mut(&owner) {
-                Some(mine) => {
-                    mine.insert(id, 1);
-                }
+        if let Some(owner) = owner {
+            let Some(mine) = table.held.get_mut(&owner) else {
                 // It closed while the object was being made.
-                None => {
-                    return Err(ManagerError::Gone(
-                        "the creating process's reference link is closed".into(),
-                    ));
-                }
-            },
-            None => {}
+                return Err(ManagerError::Gone(
+                    "the creating process's reference link is closed".into(),
+                ));
+            };
+            mine.insert(id, 1);
         }
         table.slots.insert(id, slot);
         Ok(id)
