@@ -1,7 +1,8 @@
 //! Managers across real processes: every built-in type through proxies in a child,
 //! nested proxies, registered types and what is not registered, a manager that
 //! dies (typed errors, never a hang), a lock whose holder dies, a manager restarted
-//! by its supervisor, and a wrong authkey.
+//! by its supervisor, a wrong authkey, and objects freed when their last proxy in
+//! the tree is dropped or its process dies.
 
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
@@ -10,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestResult, trial};
-use multiproc::blocking::{Connection, Events, Process, SupervisorRef, pipe};
+use multiproc::blocking::{Connection, Events, Process, Queue, SupervisorRef, pipe};
 use multiproc::connection::Address;
 use multiproc::{
     Backoff, DictProxy, EventProxy, ListProxy, LockProxy, Manager, ManagerConfig, ManagerError,
@@ -72,7 +73,142 @@ fn hold(lock: LockProxy, mut up: Connection) -> Result<(), Box<dyn std::error::E
     Ok(())
 }
 
-multiproc::register!(use_them, use_nested, hold);
+/// Makes `n` rounds of objects of every kind through proxies (a registered type's
+/// too), clones them, nests one in another and takes it out again, and drops them.
+fn churn(m: &Manager, n: u32) -> Result<(), ManagerError> {
+    for i in 0..n {
+        let d = m.dict::<u32, ListProxy<u32>>()?;
+        let l = m.list(&[i])?;
+        let v = m.value(&i)?;
+        let c: Proxy = m.create("Counter", &i64::from(i))?;
+        c.call::<_, i64>("add", &1i64)?;
+        let l2 = l.clone();
+        l2.append(&i)?;
+        v.set(&(i + 1))?;
+        if i % 8 == 0 {
+            // In flight inside a managed object: read (a copy stays), then taken out.
+            d.set(&0, &l)?;
+            let read = d.get(&0)?.ok_or(ManagerError::UnknownName("0".into()))?;
+            read.len()?;
+            d.remove(&0)?;
+        }
+    }
+    Ok(())
+}
+
+/// `churn` in a child, connected by address; sends the object count it then sees.
+fn churn_in_child(
+    address: Address,
+    authkey: Vec<u8>,
+    n: u32,
+    mut up: Connection,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let m = Manager::connect(&address, &authkey)?;
+    churn(&m, n)?;
+    up.send(&m.object_count()?)?;
+    Ok(())
+}
+
+/// Reads the value, says what it read, waits to be told, drops the proxy, and says
+/// how many objects the server then holds.
+fn keep_then_drop(
+    v: ValueProxy<i64>,
+    address: Address,
+    authkey: Vec<u8>,
+    mut up: Connection,
+) -> Result<(), Box<dyn std::error::Error>> {
+    up.send(&v.get()?)?;
+    let _: String = up.recv()?;
+    drop(v);
+    let m = Manager::connect(&address, &authkey)?;
+    up.send(&m.object_count()?)?;
+    Ok(())
+}
+
+/// Holds the proxy, once the server has its reference (the count flushes it), until
+/// killed.
+fn hold_proxy(
+    v: ValueProxy<i64>,
+    address: Address,
+    authkey: Vec<u8>,
+    mut up: Connection,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let m = Manager::connect(&address, &authkey)?;
+    m.object_count()?;
+    up.send(&v.get()?)?;
+    multiproc::blocking::wait_for_stop();
+    Ok(())
+}
+
+/// Takes a proxy out of the queue, uses it, drops it, and says what it read and how
+/// many objects the server then holds.
+fn take_from_queue(
+    q: Queue<ValueProxy<i64>>,
+    address: Address,
+    authkey: Vec<u8>,
+    mut up: Connection,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let v = q.get(true, Some(Duration::from_secs(10)))?;
+    let read = v.get()?;
+    v.set(&(read + 1))?;
+    drop(v);
+    let m = Manager::connect(&address, &authkey)?;
+    up.send(&(read, m.object_count()?))?;
+    Ok(())
+}
+
+multiproc::register!(
+    use_them,
+    use_nested,
+    hold,
+    churn_in_child,
+    keep_then_drop,
+    hold_proxy,
+    take_from_queue
+);
+
+/// Open file descriptors of `pid`.
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Resident memory of `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Polls `f` until it holds or 10 s pass; whether it held. Only for what the server
+/// does on its own when a client's connection closes: nothing tells a client that.
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    f()
+}
+
+/// Runs `churn` in a child of this manager; the count it saw.
+fn churn_child(m: &Manager, n: u32) -> Result<usize, Box<dyn std::error::Error>> {
+    let (mut ours, theirs) = pipe(true)?;
+    let mut p = Process::new(
+        churn_in_child,
+        (m.address().clone(), m.authkey().to_vec(), n, theirs),
+    );
+    p.start()?;
+    let count: usize = ours.recv()?;
+    check!(p.join()?.is_normal(), "the churning child failed");
+    Ok(count)
+}
 
 fn every_built_in_type_works_from_a_child() -> TestResult {
     let m = Manager::start().unwrap();
@@ -313,8 +449,128 @@ fn a_wrong_authkey_is_refused() -> TestResult {
     Ok(())
 }
 
+fn dropped_proxies_free_their_objects() -> TestResult {
+    let m = Manager::builder()
+        .types(counter_types)
+        .unwrap()
+        .start()
+        .unwrap();
+    let server = m.process().unwrap().pid().unwrap();
+    // Warm up first, in this process and in a child: the allocator's arenas, the
+    // server's thread stacks and its links' rings are made once.
+    churn(&m, 200).unwrap();
+    let without_child = fd_count(server);
+    churn_child(&m, 200).unwrap();
+    // The server closes a dead child's sockets on its own time: polled.
+    check!(
+        eventually(|| fd_count(server) <= without_child),
+        "the warm-up child's fds stayed open in the server"
+    );
+    let start = m.object_count().unwrap();
+    let (fds, rss) = (fd_count(server), rss_kib(server));
+
+    churn(&m, 2000).unwrap();
+    check_eq!(m.object_count().unwrap(), start);
+    // The child flushed its drops before it counted, so its count is exact.
+    check_eq!(churn_child(&m, 2000).unwrap(), start);
+    check_eq!(m.object_count().unwrap(), start);
+
+    check!(
+        eventually(|| fd_count(server) <= fds),
+        "the server's fds grew from {fds} to {}",
+        fd_count(server)
+    );
+    let grown = rss_kib(server).saturating_sub(rss);
+    check!(grown < 1024, "the server's RSS grew by {grown} KiB");
+    Ok(())
+}
+
+fn a_proxy_sent_to_a_child_lives_until_the_child_drops_it() -> TestResult {
+    let m = Manager::start().unwrap();
+    let start = m.object_count().unwrap();
+    let v = m.value(&7i64).unwrap();
+    let (mut ours, theirs) = pipe(true).unwrap();
+    // Encoded now, decoded when the child starts.
+    let mut p = Process::new(
+        keep_then_drop,
+        (v.clone(), m.address().clone(), m.authkey().to_vec(), theirs),
+    );
+    drop(v);
+    check_eq!(m.object_count().unwrap(), start + 1);
+    p.start().unwrap();
+    check_eq!(ours.recv::<i64>().unwrap(), 7);
+    check_eq!(m.object_count().unwrap(), start + 1);
+    ours.send(&"drop").unwrap();
+    check_eq!(ours.recv::<usize>().unwrap(), start);
+    check_eq!(m.object_count().unwrap(), start);
+    check!(p.join().unwrap().is_normal(), "the child failed");
+    Ok(())
+}
+
+fn a_killed_childs_references_are_released() -> TestResult {
+    let m = Manager::start().unwrap();
+    let start = m.object_count().unwrap();
+    let v = m.value(&3i64).unwrap();
+    let (mut ours, theirs) = pipe(true).unwrap();
+    let mut p = Process::new(
+        hold_proxy,
+        (v.clone(), m.address().clone(), m.authkey().to_vec(), theirs),
+    );
+    p.start().unwrap();
+    check_eq!(ours.recv::<i64>().unwrap(), 3);
+    drop(v);
+    check_eq!(m.object_count().unwrap(), start + 1);
+    p.kill().unwrap();
+    p.join().unwrap();
+    // Freed when the server sees the dead child's link close: nothing tells us when.
+    check!(
+        eventually(|| m.object_count().unwrap() == start),
+        "the killed child's object is still there: {} objects, {start} before",
+        m.object_count().unwrap()
+    );
+    Ok(())
+}
+
+fn a_proxy_through_a_queue_outlives_its_sender() -> TestResult {
+    let m = Manager::start().unwrap();
+    let start = m.object_count().unwrap();
+    let q: Queue<ValueProxy<i64>> = Queue::new(0);
+    let v = m.value(&41i64).unwrap();
+    q.put(&v, true, None).unwrap();
+    drop(v);
+    check_eq!(m.object_count().unwrap(), start + 1);
+    let (mut ours, theirs) = pipe(true).unwrap();
+    let mut p = Process::new(
+        take_from_queue,
+        (q.clone(), m.address().clone(), m.authkey().to_vec(), theirs),
+    );
+    p.start().unwrap();
+    let (read, count): (i64, usize) = ours.recv().unwrap();
+    check_eq!(read, 41);
+    check_eq!(count, start);
+    check!(p.join().unwrap().is_normal(), "the child failed");
+    check_eq!(m.object_count().unwrap(), start);
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
+        trial(
+            "dropped_proxies_free_their_objects",
+            dropped_proxies_free_their_objects,
+        ),
+        trial(
+            "a_proxy_sent_to_a_child_lives_until_the_child_drops_it",
+            a_proxy_sent_to_a_child_lives_until_the_child_drops_it,
+        ),
+        trial(
+            "a_killed_childs_references_are_released",
+            a_killed_childs_references_are_released,
+        ),
+        trial(
+            "a_proxy_through_a_queue_outlives_its_sender",
+            a_proxy_through_a_queue_outlives_its_sender,
+        ),
         trial(
             "every_built_in_type_works_from_a_child",
             every_built_in_type_works_from_a_child,

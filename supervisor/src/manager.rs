@@ -10,6 +10,14 @@
 //! address, the key, the object's number): pass it to a child, store it in another
 //! managed object, send it anywhere. Each thread keeps one connection per manager.
 //!
+//! Objects are reference-counted, as Python's (`incref`/`decref`), per process: a
+//! created or decoded proxy holds one reference (its clones share it), given back
+//! when the last clone is dropped, and all of a process's references go when it
+//! dies. Encoding a proxy lends its object one reference that the decoding side
+//! takes over, so a proxy in flight keeps its object alive. Objects published under
+//! a name live as long as the server. `book/src/sharing.md` has the protocol and
+//! its failure cases.
+//!
 //! When the server is gone, every proxy call fails with [`ManagerError::Gone`],
 //! including one that was waiting. When a manager run by a supervisor comes back
 //! at the same address, proxies reconnect on their next call; those found by
@@ -17,6 +25,7 @@
 //! it, the others fail with [`ManagerError::Restarted`].
 
 mod channel;
+mod refs;
 mod server;
 mod wire;
 
@@ -566,14 +575,26 @@ thread_local! {
 }
 
 impl Target {
-    fn connect(&self) -> Result<Link, ManagerError> {
-        let mut conn = multiproc_transport::client(&self.address, Some(&self.authkey)).map_err(
-            |e| match e {
+    /// A new authenticated connection to the server.
+    fn open(&self) -> Result<BlockingConnection, ManagerError> {
+        let mut conn = multiproc_transport::client(&self.address, Some(&self.authkey))
+            .map_err(|e| match e {
                 TransportError::Auth(a) => ManagerError::Auth(a.to_string()),
                 e => ManagerError::Connect(format!("{}: {e}", self.address)),
-            },
-        )?;
+            })?;
+        // The manager's own links keep the control links' limit: its server buffers
+        // each request whole.
         conn.set_max_frame_len(MAX_FRAME_LEN);
+        Ok(conn)
+    }
+
+    /// Drops this thread's link, so that the next request connects afresh.
+    fn drop_link(&self) {
+        let _ = LINKS.try_with(|links| links.borrow_mut().remove(self));
+    }
+
+    fn connect(&self) -> Result<Link, ManagerError> {
+        let mut conn = self.open()?;
         conn.send(&Request::Hello)?;
         let incarnation = match conn.recv::<Response>()? {
             Response::Hello { incarnation } => incarnation,
@@ -668,8 +689,35 @@ pub struct Proxy {
     target: Target,
     typeid: String,
     /// The name it was looked up by, to find its object again after a restart.
+    /// Such a proxy holds no reference: a published object lives as long as its
+    /// server.
     name: Option<String>,
     resolved: Arc<Mutex<Resolved>>,
+    /// The reference this proxy and its clones hold at the server, given back when
+    /// the last of them is dropped (`None`: found by name, or its server was gone).
+    #[expect(dead_code, reason = "a guard: its drop gives the reference back")]
+    held: Option<Arc<Held>>,
+}
+
+/// One reference of this process to an object.
+struct Held {
+    tx: std::sync::mpsc::Sender<refs::Msg>,
+    id: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Queued, never waited for; an error is a server gone, with its objects.
+        let _ = self.tx.send(refs::Msg::Op(wire::RefOp::Release(self.id)));
+    }
+}
+
+/// The reference a proxy decoded here takes for object `id` of `target`'s server
+/// incarnation `incarnation` (`None` when that server is not there).
+fn hold(target: &Target, id: u64, incarnation: u64) -> Option<Arc<Held>> {
+    let link = refs::link(target, Some(incarnation)).ok()?;
+    link.tx.send(refs::Msg::Op(refs::decode_op(id))).ok()?;
+    Some(Arc::new(Held { tx: link.tx, id }))
 }
 
 #[derive(Serialize, Deserialize)]
@@ -684,6 +732,9 @@ struct ProxyWire {
 impl Serialize for Proxy {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let r = *self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        if self.name.is_none() {
+            self.lend(r);
+        }
         ProxyWire {
             target: self.target.clone(),
             typeid: self.typeid.clone(),
@@ -698,6 +749,10 @@ impl Serialize for Proxy {
 impl<'de> Deserialize<'de> for Proxy {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Proxy, D::Error> {
         let w = ProxyWire::deserialize(d)?;
+        let held = match w.name {
+            None => hold(&w.target, w.id, w.incarnation),
+            Some(_) => None,
+        };
         Ok(Proxy {
             target: w.target,
             typeid: w.typeid,
@@ -706,6 +761,7 @@ impl<'de> Deserialize<'de> for Proxy {
                 id: w.id,
                 incarnation: w.incarnation,
             })),
+            held,
         })
     }
 }
@@ -722,6 +778,25 @@ impl fmt::Debug for Proxy {
 }
 
 impl Proxy {
+    /// Lends the object one reference for this encoding, taken by whoever decodes
+    /// it: the object then outlives this proxy until the copy in flight is
+    /// decoded. Waited for, so that the credit is there before the bytes are.
+    fn lend(&self, r: Resolved) {
+        let lent = self
+            .target
+            .ask_checked(&Request::Lend { id: r.id }, |incarnation| {
+                if incarnation == r.incarnation {
+                    Ok(None)
+                } else {
+                    Err(ManagerError::Restarted)
+                }
+            });
+        if let Err(e) = lent {
+            // The copy still encodes: its calls will fail as this proxy's would.
+            tracing::debug!("a manager proxy encoded without a lent reference: {e}");
+        }
+    }
+
     /// Its type's name.
     pub fn typeid(&self) -> &str {
         &self.typeid
@@ -832,6 +907,11 @@ fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T, ManagerError> {
     codec::decode(b).map_err(|e| ManagerError::Decode(e.to_string()))
 }
 
+/// As [`dec`], for a copy of a value that stays in its managed object.
+fn peek<T: DeserializeOwned>(b: &[u8]) -> Result<T, ManagerError> {
+    refs::sharing(|| dec(b))
+}
+
 macro_rules! typed_proxy {
     ($(#[$doc:meta])* $name:ident<$($t:ident),*>, $typeid:literal) => {
         $(#[$doc])*
@@ -928,7 +1008,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     /// [`ManagerError::Gone`], [`ManagerError::Decode`] (a value of another type).
     pub fn get(&self, k: &K) -> Result<Option<V>, ManagerError> {
         let v: Option<ByteBuf> = self.proxy.call("get", &(enc(k)?,))?;
-        v.map(|b| dec(&b)).transpose()
+        v.map(|b| peek(&b)).transpose()
     }
 
     /// `d.pop(k, None)`.
@@ -977,7 +1057,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
         let items: Vec<(ByteBuf, ByteBuf)> = self.proxy.call("items", &())?;
         items
             .into_iter()
-            .map(|(k, v)| Ok((dec(&k)?, dec(&v)?)))
+            .map(|(k, v)| Ok((peek(&k)?, peek(&v)?)))
             .collect()
     }
 
@@ -988,7 +1068,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     /// As [`get`](DictProxy::get).
     pub fn keys(&self) -> Result<Vec<K>, ManagerError> {
         let keys: Vec<ByteBuf> = self.proxy.call("keys", &())?;
-        keys.iter().map(|k| dec(k)).collect()
+        keys.iter().map(|k| peek(k)).collect()
     }
 
     /// Adds every pair (Python's `update`).
@@ -1041,7 +1121,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// [`ManagerError::Index`], [`ManagerError::Gone`], [`ManagerError::Decode`].
     pub fn get(&self, i: i64) -> Result<T, ManagerError> {
         let v: ByteBuf = self.proxy.call("get", &(i,))?;
-        dec(&v)
+        peek(&v)
     }
 
     /// `l[i] = v`.
@@ -1097,7 +1177,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// [`ManagerError::Gone`], [`ManagerError::Decode`].
     pub fn to_vec(&self) -> Result<Vec<T>, ManagerError> {
         let items: Vec<ByteBuf> = self.proxy.call("items", &())?;
-        items.iter().map(|b| dec(b)).collect()
+        items.iter().map(|b| peek(b)).collect()
     }
 
     /// `l.reverse()`.
@@ -1127,7 +1207,7 @@ impl NamespaceProxy {
     /// [`ManagerError::Gone`], [`ManagerError::Decode`].
     pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ManagerError> {
         let v: Option<ByteBuf> = self.proxy.call("get", &(name,))?;
-        v.map(|b| dec(&b)).transpose()
+        v.map(|b| peek(&b)).transpose()
     }
 
     /// `del ns.name`; whether it was there.
@@ -1268,7 +1348,7 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// [`ManagerError::Gone`], [`ManagerError::Decode`].
     pub fn get(&self) -> Result<T, ManagerError> {
         let v: ByteBuf = self.proxy.call("get", &())?;
-        dec(&v)
+        peek(&v)
     }
 
     /// `v.value = x`.
@@ -1389,17 +1469,61 @@ impl Manager {
         args: &A,
     ) -> Result<P, ManagerError> {
         let args = enc(args)?;
-        let (response, incarnation) = self.target.ask(&Request::Create {
-            typeid: typeid.to_string(),
-            args,
-        })?;
+        let mut tries = 0;
+        let (response, link) = loop {
+            let link = refs::link(&self.target, None)?;
+            let request = Request::Create {
+                typeid: typeid.to_string(),
+                args: args.clone(),
+                owner: link.owner,
+            };
+            let asked = self.target.ask_checked(&request, |incarnation| {
+                if incarnation == link.incarnation {
+                    Ok(None)
+                } else {
+                    Err(ManagerError::Restarted)
+                }
+            });
+            match asked {
+                // This thread's link and the reference link reach different
+                // incarnations of the server (it restarted): both connect afresh.
+                Err(ManagerError::Restarted) if tries == 0 => {
+                    tries += 1;
+                    self.target.drop_link();
+                    refs::forget(&self.target);
+                }
+                Err(ManagerError::Restarted) => {
+                    return Err(ManagerError::Gone("the manager keeps restarting".into()));
+                }
+                other => break (other?.0, link),
+            }
+        };
         match response {
             Response::Created { id } => Ok(P::from_proxy(Proxy {
                 target: self.target.clone(),
                 typeid: typeid.to_string(),
                 name: None,
-                resolved: Arc::new(Mutex::new(Resolved { id, incarnation })),
+                resolved: Arc::new(Mutex::new(Resolved {
+                    id,
+                    incarnation: link.incarnation,
+                })),
+                held: Some(Arc::new(Held { tx: link.tx, id })),
             })),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// How many objects the server holds (Python's `_number_of_objects`), once it
+    /// has applied every reference this process gave back before the call: a
+    /// proxy's drop is otherwise sent in the background.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn object_count(&self) -> Result<usize, ManagerError> {
+        refs::flush(&self.target);
+        match self.target.ask(&Request::Count)?.0 {
+            Response::Count { objects } => Ok(usize::try_from(objects).unwrap_or(usize::MAX)),
             other => Err(unexpected(&other)),
         }
     }
@@ -1511,6 +1635,7 @@ impl Manager {
                     typeid,
                     name: Some(name.to_string()),
                     resolved: Arc::new(Mutex::new(Resolved { id, incarnation })),
+                    held: None,
                 }))
             }
             Response::Object { typeid, .. } => Err(ManagerError::WrongType {

@@ -7,6 +7,11 @@
 //! lock's `acquire`) waits on its own connection's thread, and gives up when that
 //! connection's process goes away, so a dead waiter takes nothing. A lock held
 //! through a connection that closes is released, and its next holder is told.
+//!
+//! Each object has a count of references, written down by holder: each process's
+//! reference link holds its own, and an object is dropped when no link holds it, no
+//! lent credit (a proxy encoded, not yet decoded) is left, and no name pins it. A
+//! link that closes gives back all it held (Python's server keeps them for ever).
 
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
@@ -21,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
 use super::channel::Channel;
-use super::wire::{Request, Response};
+use super::wire::{RefOp, Request, Response};
 use super::{ManagerError, Registry, UserType};
 
 /// A connection's number, to know who holds a lock.
@@ -556,9 +561,72 @@ impl Object for User {
     }
 }
 
+/// One served object and who keeps it.
+struct Slot {
+    object: Arc<dyn Object>,
+    /// References held by live connections (the sum of their counts in `held`).
+    held: u64,
+    /// Credits of encoded proxies not decoded yet.
+    lent: u64,
+    /// Published under a name: kept until the server stops.
+    pinned: bool,
+}
+
+impl Slot {
+    fn is_free(&self) -> bool {
+        self.held == 0 && self.lent == 0 && !self.pinned
+    }
+}
+
+/// The objects, and each reference link's references (Python's `id_to_obj` and
+/// `id_to_refcount`, with the holders written down so that a dead process's
+/// references go with it).
+#[derive(Default)]
+struct Table {
+    slots: HashMap<u64, Slot>,
+    /// Reference links (by connection) and how many references each holds, by object.
+    held: HashMap<ConnId, HashMap<u64, u64>>,
+}
+
+impl Table {
+    /// Takes one of `conn`'s references to `id`; the object when it was the last.
+    fn release(&mut self, conn: ConnId, id: u64) -> Option<Arc<dyn Object>> {
+        let mine = self.held.get_mut(&conn)?;
+        let n = mine.get_mut(&id)?;
+        *n -= 1;
+        if *n == 0 {
+            mine.remove(&id);
+        }
+        let slot = self.slots.get_mut(&id)?;
+        slot.held -= 1;
+        if slot.is_free() {
+            return self.slots.remove(&id).map(|s| s.object);
+        }
+        None
+    }
+
+    /// Gives `conn` a reference to `id`, paid with a lent credit if `credit` and
+    /// there is one. An object already freed is not brought back.
+    fn take(&mut self, conn: ConnId, id: u64, credit: bool) {
+        let Some(mine) = self.held.get_mut(&conn) else {
+            return;
+        };
+        let Some(slot) = self.slots.get_mut(&id) else {
+            return;
+        };
+        // More decodes than encodes (bytes decoded twice) find no credit: the extra
+        // copies hold references of their own, as Python's unpickling increfs.
+        if credit && slot.lent > 0 {
+            slot.lent -= 1;
+        }
+        slot.held += 1;
+        *mine.entry(id).or_insert(0) += 1;
+    }
+}
+
 /// The server's state, shared by its connections' threads.
 pub(crate) struct Server {
-    objects: Mutex<HashMap<u64, Arc<dyn Object>>>,
+    table: Mutex<Table>,
     names: Mutex<HashMap<String, u64>>,
     next_id: AtomicU64,
     next_conn: AtomicU64,
@@ -569,7 +637,7 @@ pub(crate) struct Server {
 impl Server {
     pub(crate) fn new(registry: Registry) -> Server {
         Server {
-            objects: Mutex::default(),
+            table: Mutex::default(),
             names: Mutex::default(),
             next_id: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
@@ -578,7 +646,18 @@ impl Server {
         }
     }
 
-    fn create(&self, typeid: &str, a: &[u8]) -> Result<u64, ManagerError> {
+    /// Creates an object whose first reference is `owner`'s (`None`: pinned, for
+    /// one published at start).
+    fn create(&self, typeid: &str, a: &[u8], owner: Option<ConnId>) -> Result<u64, ManagerError> {
+        if let Some(owner) = owner
+            && !lock(&self.table).held.contains_key(&owner)
+        {
+            // Its process's reference link closed (the process is going away): an
+            // object made now would have nobody to free it.
+            return Err(ManagerError::Gone(
+                "the creating process's reference link is closed".into(),
+            ));
+        }
         let object: Arc<dyn Object> = match typeid {
             "dict" => {
                 let (items,): (Vec<(ByteBuf, ByteBuf)>,) = args("dict", a)?;
@@ -638,7 +717,23 @@ impl Server {
             }
         };
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        lock(&self.objects).insert(id, object);
+        let mut table = lock(&self.table);
+        let slot = Slot {
+            object,
+            held: u64::from(owner.is_some()),
+            lent: 0,
+            pinned: owner.is_none(),
+        };
+        if let Some(owner) = owner {
+            let Some(mine) = table.held.get_mut(&owner) else {
+                // It closed while the object was being made.
+                return Err(ManagerError::Gone(
+                    "the creating process's reference link is closed".into(),
+                ));
+            };
+            mine.insert(id, 1);
+        }
+        table.slots.insert(id, slot);
         Ok(id)
     }
 
@@ -649,16 +744,61 @@ impl Server {
         typeid: &str,
         a: &[u8],
     ) -> Result<(), ManagerError> {
-        let id = self.create(typeid, a)?;
+        let id = self.create(typeid, a, None)?;
         lock(&self.names).insert(name.to_string(), id);
         Ok(())
     }
 
     fn object(&self, id: u64) -> Result<Arc<dyn Object>, ManagerError> {
-        lock(&self.objects)
+        lock(&self.table)
+            .slots
             .get(&id)
-            .cloned()
+            .map(|s| Arc::clone(&s.object))
             .ok_or(ManagerError::UnknownObject(id))
+    }
+
+    /// Applies a reference link's changes, in order.
+    fn refs(&self, conn: ConnId, ops: &[RefOp]) -> Result<(), ManagerError> {
+        let mut freed = Vec::new();
+        {
+            let mut table = lock(&self.table);
+            if !table.held.contains_key(&conn) {
+                return Err(ManagerError::Misuse(
+                    "reference changes on a connection that is not a reference link".into(),
+                ));
+            }
+            for op in ops {
+                match *op {
+                    RefOp::Accept(id) => table.take(conn, id, true),
+                    RefOp::Share(id) => table.take(conn, id, false),
+                    RefOp::Release(id) => freed.extend(table.release(conn, id)),
+                }
+            }
+        }
+        // Dropped outside the table's lock: a user type's drop may take long, or
+        // drop proxies of its own.
+        drop(freed);
+        Ok(())
+    }
+
+    /// `conn` closed: the references it held go, as its process dropping them.
+    fn forget(&self, conn: ConnId) {
+        let mut freed = Vec::new();
+        {
+            let mut table = lock(&self.table);
+            let Some(mine) = table.held.remove(&conn) else {
+                return;
+            };
+            for (id, n) in mine {
+                if let Some(slot) = table.slots.get_mut(&id) {
+                    slot.held -= n;
+                    if slot.is_free() {
+                        freed.extend(table.slots.remove(&id).map(|s| s.object));
+                    }
+                }
+            }
+        }
+        drop(freed);
     }
 
     fn handle(&self, caller: &Caller<'_>, request: Request) -> Response {
@@ -666,17 +806,41 @@ impl Server {
             Request::Hello => Ok(Response::Hello {
                 incarnation: self.incarnation,
             }),
-            Request::Create { typeid, args } => self
-                .create(&typeid, &args)
+            Request::Create {
+                typeid,
+                args,
+                owner,
+            } => self
+                .create(&typeid, &args, Some(owner))
                 .map(|id| Response::Created { id }),
+            Request::Owner => {
+                lock(&self.table).held.entry(caller.conn).or_default();
+                Ok(Response::Owner { conn: caller.conn })
+            }
+            Request::Lend { id } => match lock(&self.table).slots.get_mut(&id) {
+                Some(slot) => {
+                    slot.lent += 1;
+                    Ok(Response::Done)
+                }
+                None => Err(ManagerError::UnknownObject(id)),
+            },
+            Request::Refs { ops } => self.refs(caller.conn, &ops).map(|()| Response::Done),
+            Request::Count => Ok(Response::Count {
+                objects: lock(&self.table).slots.len() as u64,
+            }),
             Request::Call { id, method, args } => self
                 .object(id)
                 .and_then(|o| o.call(caller, &method, &args))
                 .map(|v| Response::Value(ByteBuf::from(v))),
-            Request::Publish { name, id } => self.object(id).map(|_| {
-                lock(&self.names).insert(name, id);
-                Response::Done
-            }),
+            Request::Publish { name, id } => match lock(&self.table).slots.get_mut(&id) {
+                Some(slot) => {
+                    // A name is for ever (names are never taken back).
+                    slot.pinned = true;
+                    lock(&self.names).insert(name, id);
+                    Ok(Response::Done)
+                }
+                None => Err(ManagerError::UnknownObject(id)),
+            },
             Request::Lookup { name } => {
                 let id = lock(&self.names).get(&name).copied();
                 match id {
@@ -759,7 +923,12 @@ impl Server {
                 std::process::exit(0);
             }
         }
-        let objects: Vec<Arc<dyn Object>> = lock(&self.objects).values().cloned().collect();
+        self.forget(id);
+        let objects: Vec<Arc<dyn Object>> = lock(&self.table)
+            .slots
+            .values()
+            .map(|s| Arc::clone(&s.object))
+            .collect();
         for o in objects {
             o.disconnected(id);
         }
