@@ -960,7 +960,12 @@ pub(crate) fn fuzz_request(bytes: &[u8]) -> Result<(), ManagerError> {
     ];
     let server = Server::new(Registry::default());
     for (typeid, a) in seed {
-        server.create(typeid, &a.map_err(|e| ManagerError::Encode(e.to_string()))?)?;
+        // Pinned: nothing in the fuzzed request may free the seed objects.
+        server.create(
+            typeid,
+            &a.map_err(|e| ManagerError::Encode(e.to_string()))?,
+            None,
+        )?;
     }
     let (ours, theirs) = multiproc_transport::blocking_pipe(true)?;
     drop(theirs);
