@@ -202,10 +202,7 @@ impl<A: Actor> ActorRef<A> {
         Ok(())
     }
 
-    fn send_call(
-        &self,
-        msg: &A::Msg,
-    ) -> Result<(u64, tokio::sync::oneshot::Receiver<Body>), CallError> {
+    fn send_call(&self, msg: &A::Msg) -> Result<(u64, router::PendingReply), CallError> {
         let payload = encode_payload(msg)?;
         let corr = router::next_corr();
         let rx = router::expect_reply(corr);

@@ -577,11 +577,12 @@ thread_local! {
 impl Target {
     /// A new authenticated connection to the server.
     fn open(&self) -> Result<BlockingConnection, ManagerError> {
-        let mut conn = multiproc_transport::client(&self.address, Some(&self.authkey))
-            .map_err(|e| match e {
+        let mut conn = multiproc_transport::client(&self.address, Some(&self.authkey)).map_err(
+            |e| match e {
                 TransportError::Auth(a) => ManagerError::Auth(a.to_string()),
                 e => ManagerError::Connect(format!("{}: {e}", self.address)),
-            })?;
+            },
+        )?;
         // The manager's own links keep the control links' limit: its server buffers
         // each request whole.
         conn.set_max_frame_len(MAX_FRAME_LEN);

@@ -140,7 +140,7 @@ impl Addr {
         Ok(())
     }
 
-    fn send(&self, op: Op) -> Result<(u64, oneshot::Receiver<Body>), SyncError> {
+    fn send(&self, op: Op) -> Result<(u64, router::PendingReply), SyncError> {
         let corr = router::next_corr();
         let rx = router::expect_reply(corr);
         if let Err(e) = self.route(op, corr) {
@@ -251,7 +251,7 @@ impl Addr {
 /// already answered with the lock (an acquire granted, a condition wait woken),
 /// releases it, so that an abandoned wait never leaves a lock held by nobody.
 struct Abandoned {
-    wait: Option<(Addr, oneshot::Receiver<Body>)>,
+    wait: Option<(Addr, router::PendingReply)>,
     corr: u64,
     thread: Option<u64>,
 }

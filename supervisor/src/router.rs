@@ -151,10 +151,43 @@ pub(crate) fn remove_child(n: u32, identity: &Identity) {
 }
 
 /// Registers a call waiting for its reply.
-pub(crate) fn expect_reply(corr: u64) -> oneshot::Receiver<Body> {
+pub(crate) fn expect_reply(corr: u64) -> PendingReply {
     let (tx, rx) = oneshot::channel();
     pending().insert(corr, tx);
-    rx
+    PendingReply { corr, rx }
+}
+
+/// The reply a call waits for. Dropping it (a call's future dropped before its reply
+/// came) forgets the call, so that a reply that never comes leaves no entry behind.
+#[derive(Debug)]
+pub(crate) struct PendingReply {
+    corr: u64,
+    rx: oneshot::Receiver<Body>,
+}
+
+impl PendingReply {
+    /// The reply, if it has come.
+    pub(crate) fn try_recv(&mut self) -> Result<Body, oneshot::error::TryRecvError> {
+        self.rx.try_recv()
+    }
+}
+
+impl std::future::Future for PendingReply {
+    type Output = Result<Body, oneshot::error::RecvError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx).poll(cx)
+    }
+}
+
+impl Drop for PendingReply {
+    fn drop(&mut self) {
+        // Already gone once the reply was delivered; correlations are never reused.
+        forget_reply(self.corr);
+    }
 }
 
 /// Forgets a call that stopped waiting (timed out).

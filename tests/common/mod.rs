@@ -6,7 +6,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Arguments, Failed, Trial};
+pub use libtest_mimic::Failed;
+use libtest_mimic::{Arguments, Trial};
 
 /// The result of one test.
 pub type TestResult = Result<(), Failed>;
