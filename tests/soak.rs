@@ -206,7 +206,7 @@ fn a_killed_holder_lets_go_of_its_handles() -> TestResult {
 }
 
 fn main() {
-    common::run(vec![
+    common::run_serial(vec![
         trial("process_loop", process_loop),
         trial("pool_loop", pool_loop),
         trial("primitive_loop", primitive_loop),

@@ -52,6 +52,18 @@ pub fn run(trials: Vec<Trial>) -> ! {
     conclusion.exit()
 }
 
+/// As [`run`], one trial at a time: for tests that measure the whole process (its
+/// fds, threads, memory), which other trials running beside them would disturb.
+pub fn run_serial(trials: Vec<Trial>) -> ! {
+    multiproc::init();
+    install_log_capture();
+    let mut args = Arguments::from_args();
+    args.test_threads = Some(1);
+    let conclusion = libtest_mimic::run(&args, trials);
+    multiproc::blocking::stop_children(std::time::Duration::from_secs(5));
+    conclusion.exit()
+}
+
 /// A trial from a test function.
 pub fn trial(name: &'static str, f: fn() -> TestResult) -> Trial {
     Trial::test(name, f)
