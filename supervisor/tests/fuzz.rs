@@ -35,6 +35,7 @@ enum Request {
     Create {
         typeid: String,
         args: ByteBuf,
+        owner: u64,
     },
     Call {
         id: u64,
@@ -134,9 +135,10 @@ fn request() -> impl Strategy<Value = Request> {
     ];
     prop_oneof![
         Just(Request::Hello),
-        (typeid, args()).prop_map(|(typeid, a)| Request::Create {
+        (typeid, args(), 0u64..4).prop_map(|(typeid, a, owner)| Request::Create {
             typeid,
-            args: ByteBuf::from(a)
+            args: ByteBuf::from(a),
+            owner,
         }),
         (0u64..9, method, args()).prop_map(|(id, method, a)| Request::Call {
             id,
