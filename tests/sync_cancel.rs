@@ -160,6 +160,18 @@ fn joinable_join() -> TestResult {
     })
 }
 
+/// Whether another thread takes the condition's lock (and gives it back) in time.
+fn free_elsewhere(c: &Condition) -> bool {
+    let other = multiproc::blocking::Condition(c.clone());
+    std::thread::spawn(move || {
+        let got = other.acquire(true, Some(SOON)).unwrap();
+        other.release().unwrap();
+        got
+    })
+    .join()
+    .unwrap()
+}
+
 fn condition() -> TestResult {
     let c = Condition::new();
     runtime().block_on(async {
@@ -172,15 +184,7 @@ fn condition() -> TestResult {
         Ok::<_, common::Failed>(())
     })?;
     // The condition's lock is taken by nobody for long: another thread gets it.
-    let other = c.clone();
-    let got = std::thread::spawn(move || {
-        let other = multiproc::blocking::Condition(other);
-        let got = other.acquire(true, Some(SOON)).unwrap();
-        other.release().unwrap();
-        got
-    })
-    .join()
-    .unwrap();
+    let got = free_elsewhere(&c);
     check!(got, "an abandoned wait left the condition's lock held");
 
     // An abandoned acquire, while another thread holds the lock.
@@ -201,15 +205,7 @@ fn condition() -> TestResult {
         t.join().unwrap();
         Ok::<_, common::Failed>(())
     })?;
-    let other = c.clone();
-    let got = std::thread::spawn(move || {
-        let other = multiproc::blocking::Condition(other);
-        let got = other.acquire(true, Some(SOON)).unwrap();
-        other.release().unwrap();
-        got
-    })
-    .join()
-    .unwrap();
+    let got = free_elsewhere(&c);
     check!(got, "an abandoned acquire left the condition's lock held");
     Ok(())
 }
