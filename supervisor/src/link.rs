@@ -7,7 +7,9 @@
 //! when nothing is queued: a message does not wait for a writer task to be scheduled
 //! (on these VMs, waking a thread on the other CPU costs 15–20 µs). When the socket is
 //! full, the rest is queued and a flusher task writes it as the socket drains; later
-//! packets queue behind it, so packets leave in the order they were sent.
+//! packets queue behind it, so packets leave in the order they were sent. A packet
+//! that did not have to queue is in the kernel when `send` returns, so it reaches the
+//! peer even if this process is killed the next instant.
 //!
 //! # Reading
 //!
@@ -26,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use multiproc_core::{Body, Envelope, Packet, RemoteError, codec};
 use multiproc_transport::{FrameDecoder, FrameError, MAX_FRAME_LEN};
+use rustix::net::SendFlags;
 use tokio::net::UnixStream;
 use tokio::sync::{Notify, oneshot};
 
@@ -135,7 +138,14 @@ impl Link {
         let mut from = 0;
         if st.is_idle() {
             while from < st.scratch.len() {
-                match self.stream.try_write(&st.scratch[from..]) {
+                // Straight to the socket, not through `try_write`: tokio's readiness of
+                // a fresh link is empty until its reactor has polled, and a packet queued
+                // then waits for the flusher. A process killed meanwhile loses it, even
+                // though it went on to do things its peer saw (a `Claim` lost that way
+                // kept a primitive alive for ever).
+                match rustix::net::send(&self.stream, &st.scratch[from..], SendFlags::NOSIGNAL)
+                    .map_err(std::io::Error::from)
+                {
                     Ok(n) => from += n,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
