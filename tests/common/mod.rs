@@ -6,6 +6,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub mod cgroup;
+
 pub use libtest_mimic::Failed;
 use libtest_mimic::{Arguments, Trial};
 

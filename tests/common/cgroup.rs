@@ -1,0 +1,309 @@
+//! Running a program that could multiply processes inside a pids cgroup the test makes.
+//!
+//! We run as root, so `RLIMIT_NPROC` does not hold: a regression in a test of a
+//! forgotten `init()`, a restart loop or a chaos test could fill the machine's pid
+//! table. Such a test runs its program as this test binary again, in a cgroup whose
+//! `pids.max` bounds it, and sees every process it made: how many ran at once, whether
+//! a fork hit the limit, whether one outlived the program. The program checks
+//! [`inside`] and refuses to run bare.
+
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Every cgroup the tests make is named with this prefix.
+pub const PREFIX: &str = "multiproc-test-";
+
+/// A pids cgroup of its own, killed and removed when dropped (also when a test fails).
+pub struct Cgroup {
+    dir: PathBuf,
+    /// cgroup v2 has `cgroup.kill`; v1 is emptied by signalling each process.
+    v2: bool,
+}
+
+impl Cgroup {
+    /// Makes a cgroup limited to `max` tasks, or says why none can be made.
+    pub fn create(case: &str, max: u32) -> Result<Cgroup, String> {
+        let (root, v2) = pids_hierarchy()?;
+        let dir = root.join(format!("{PREFIX}{case}-{}", std::process::id()));
+        std::fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let cg = Cgroup { dir, v2 };
+        cg.write("pids.max", &max.to_string())?;
+        Ok(cg)
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    pub fn write(&self, file: &str, value: &str) -> Result<(), String> {
+        std::fs::write(self.path(file), value)
+            .map_err(|e| format!("cannot write {value} to {}: {e}", self.path(file).display()))
+    }
+
+    fn read(&self, file: &str) -> Option<String> {
+        std::fs::read_to_string(self.path(file)).ok()
+    }
+
+    /// The processes in the cgroup now.
+    pub fn procs(&self) -> Vec<i32> {
+        self.read("cgroup.procs")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Most tasks the cgroup held at once, where the kernel keeps it.
+    pub fn peak(&self) -> Option<u32> {
+        self.read("pids.peak").and_then(|s| s.trim().parse().ok())
+    }
+
+    /// How many times a fork or clone failed at the limit.
+    pub fn hit_limit(&self) -> u64 {
+        self.read("pids.events")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("max ").and_then(|n| n.trim().parse().ok()))
+            .unwrap_or(0)
+    }
+
+    /// Waits up to `grace` for every process of the cgroup to end, following the ones
+    /// that appear meanwhile; returns those still there.
+    pub fn wait_empty(&self, grace: Duration) -> Vec<i32> {
+        let deadline = Instant::now() + grace;
+        loop {
+            let procs = self.procs();
+            if procs.is_empty() {
+                return procs;
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return procs;
+            };
+            let fds: Vec<OwnedFd> = procs.iter().filter_map(|&p| pidfd(p)).collect();
+            if fds.is_empty() {
+                // They ended between the read and the pidfd_open: read again.
+                continue;
+            }
+            wait_any(&fds, left);
+        }
+    }
+
+    /// Kills every process in the cgroup and waits for them to end.
+    pub fn kill_all(&self) {
+        if self.v2 && self.write("cgroup.kill", "1").is_ok() {
+            self.wait_empty(Duration::from_secs(10));
+            return;
+        }
+        // v1: a process may fork while we go through the list; a forked one appears in
+        // the next read, and the limit bounds how many there can be.
+        for _ in 0..1000 {
+            let procs = self.procs();
+            if procs.is_empty() {
+                return;
+            }
+            for p in procs.into_iter().filter_map(rustix::process::Pid::from_raw) {
+                let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+            }
+            self.wait_empty(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        self.kill_all();
+        if let Err(e) = std::fs::remove_dir(&self.dir) {
+            eprintln!("cannot remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
+/// Where a pids cgroup can be made: the v2 hierarchy if it has the pids controller,
+/// else the v1 pids hierarchy. An error says why neither can be used.
+fn pids_hierarchy() -> Result<(PathBuf, bool), String> {
+    for v2 in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+        let v2 = Path::new(v2);
+        let controllers =
+            std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
+        if controllers.split_whitespace().any(|c| c == "pids") {
+            let control = v2.join("cgroup.subtree_control");
+            let enabled = std::fs::read_to_string(&control).unwrap_or_default();
+            if !enabled.split_whitespace().any(|c| c == "pids") {
+                std::fs::write(&control, "+pids").map_err(|e| {
+                    format!(
+                        "cannot enable the pids controller in {}: {e}",
+                        control.display()
+                    )
+                })?;
+            }
+            return Ok((v2.to_path_buf(), true));
+        }
+    }
+    let v1 = Path::new("/sys/fs/cgroup/pids");
+    if v1.join("cgroup.procs").exists() {
+        return Ok((v1.to_path_buf(), false));
+    }
+    Err(
+        "no pids cgroup controller is available (neither cgroup v2 with `pids` in \
+         cgroup.controllers nor a v1 pids hierarchy at /sys/fs/cgroup/pids); refusing to \
+         run a program that could multiply processes without one"
+            .into(),
+    )
+}
+
+/// Whether this process is in a pids cgroup a test made (v1 `N:pids:/path` or v2
+/// `0::/path`).
+pub fn inside() -> bool {
+    std::fs::read_to_string("/proc/self/cgroup").is_ok_and(|s| {
+        s.lines().any(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) = (f.next(), f.next(), f.next());
+            let pids = matches!(controllers, Some(""))
+                || controllers.is_some_and(|c| c.split(',').any(|c| c == "pids"));
+            pids && path.is_some_and(|p| p.contains(PREFIX))
+        })
+    })
+}
+
+/// Exits with status 2 unless this process is inside a test's pids cgroup: for the
+/// program under test, before it does anything that could multiply processes.
+pub fn refuse_to_run_bare(what: &str) {
+    if !inside() {
+        eprintln!(
+            "{what} runs only inside a pids cgroup named {PREFIX}*: it could multiply \
+             processes if multiproc regresses"
+        );
+        std::process::exit(2);
+    }
+}
+
+pub fn pidfd(pid: i32) -> Option<OwnedFd> {
+    let pid = rustix::process::Pid::from_raw(pid)?;
+    rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+}
+
+/// Waits until one of the processes behind `fds` ends, or `timeout` passes.
+pub fn wait_any(fds: &[OwnedFd], timeout: Duration) {
+    let mut set: Vec<_> = fds
+        .iter()
+        .map(|fd| rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN))
+        .collect();
+    let timeout = rustix::event::Timespec {
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    let _ = rustix::event::poll(&mut set, Some(&timeout));
+}
+
+/// How a program run in a cgroup went.
+pub struct Run {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// Most tasks (threads count) the cgroup held at once, where the kernel keeps it.
+    pub peak: Option<u32>,
+    /// Forks or clones that failed at the cgroup's limit.
+    pub hit_limit: u64,
+    /// Processes of the cgroup at the program's exit.
+    pub at_exit: usize,
+    /// Processes still there `grace` after the program's exit (killed since).
+    pub left: Vec<i32>,
+    pub took: Duration,
+}
+
+/// What to run in a cgroup: this test binary again, with `env` set.
+pub struct Program<'a> {
+    /// Names the cgroup (with [`PREFIX`] and this process's pid).
+    pub case: &'a str,
+    /// The cgroup's `pids.max`.
+    pub pids_max: u32,
+    pub env: &'a [(&'a str, &'a str)],
+    /// How long the program may run before the test gives up on it.
+    pub deadline: Duration,
+    /// How long a process of the cgroup may outlive the program.
+    pub grace: Duration,
+}
+
+impl Program<'_> {
+    /// Runs the program in a fresh cgroup, then kills whatever is left of it and
+    /// removes the cgroup. An error if no cgroup can be made or the program outlives
+    /// its deadline.
+    pub fn run(&self) -> Result<Run, Box<dyn std::error::Error>> {
+        let cgroup = Cgroup::create(self.case, self.pids_max)?;
+        let exe = std::env::current_exe()?;
+        // The shell joins the cgroup, then becomes the program: nothing of it runs
+        // outside.
+        let mut root = Command::new("sh");
+        root.arg("-c")
+            .arg(r#"echo $$ > "$1" && exec "$2""#)
+            .arg("sh")
+            .arg(cgroup.path("cgroup.procs"))
+            .arg(&exe)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in self.env {
+            root.env(k, v);
+        }
+        let mut root = root.spawn()?;
+        // Read on threads: a leftover process would hold the pipes open after the
+        // program ends.
+        let stdout = drain(root.stdout.take().ok_or("no stdout")?);
+        let stderr = drain(root.stderr.take().ok_or("no stderr")?);
+        let started = Instant::now();
+        let status = {
+            let (tx, rx) = mpsc::channel();
+            let pid = root.id();
+            std::thread::spawn(move || {
+                let _ = tx.send(root.wait());
+            });
+            match rx.recv_timeout(self.deadline) {
+                Ok(status) => status?,
+                Err(_) => {
+                    let procs = cgroup.procs();
+                    drop(cgroup);
+                    let err = stderr
+                        .recv_timeout(Duration::from_secs(5))
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "{} (pid {pid}) still ran after {:?}; its cgroup held {procs:?}; \
+                         stderr: {err}",
+                        self.case, self.deadline
+                    )
+                    .into());
+                }
+            }
+        };
+        let took = started.elapsed();
+        let at_exit = cgroup.procs().len();
+        let left = cgroup.wait_empty(self.grace);
+        let peak = cgroup.peak();
+        let hit_limit = cgroup.hit_limit();
+        drop(cgroup);
+        let wait = Duration::from_secs(10);
+        Ok(Run {
+            status,
+            stdout: stdout.recv_timeout(wait).unwrap_or_default(),
+            stderr: stderr.recv_timeout(wait).unwrap_or_default(),
+            peak,
+            hit_limit,
+            at_exit,
+            left,
+            took,
+        })
+    }
+}
+
+fn drain(mut from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = from.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    rx
+}
