@@ -178,6 +178,8 @@ fn a_supervisor_can_fork_its_children() -> TestResult {
 }
 
 fn main() {
+    // Restarts and respawns in loops: bounded, whatever a regression does.
+    common::cgroup::confine("forkserver");
     common::run(vec![
         trial(
             "forked_children_end_as_spawned_ones_do",

@@ -914,6 +914,8 @@ fn spawned_workers() -> TestResult {
 }
 
 fn main() {
+    // Restarts and respawns in loops: bounded, whatever a regression does.
+    common::cgroup::confine("pool");
     common::run(vec![
         trial(
             "map_in_order_with_the_default_chunksize",

@@ -206,6 +206,8 @@ fn a_killed_holder_lets_go_of_its_handles() -> TestResult {
 }
 
 fn main() {
+    // Restarts and respawns in loops: bounded, whatever a regression does.
+    common::cgroup::confine("soak");
     common::run_serial(vec![
         trial("process_loop", process_loop),
         trial("pool_loop", pool_loop),

@@ -815,6 +815,8 @@ fn a_supervisor_killed_mid_restart_is_restarted_by_its_parent() -> TestResult {
 }
 
 fn main() {
+    // Restarts and respawns in loops: bounded, whatever a regression does.
+    common::cgroup::confine("supervisor_restart");
     common::run(vec![
         trial(
             "one_for_one_restarts_only_the_child_that_died",

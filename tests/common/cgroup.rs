@@ -307,3 +307,73 @@ fn drain(mut from: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     });
     rx
 }
+
+/// Tasks a confined test binary may hold at once (threads count): libtest's threads,
+/// a runtime per process, pools of a few workers, with room to spare; a regression
+/// that multiplies processes meets it long before the machine's pid table.
+pub const CONFINED_PIDS_MAX: u32 = 1024;
+
+/// Runs this whole test binary inside a pids cgroup of its own, for a binary whose
+/// tests restart or respawn processes in loops: called first in `main`, it re-runs the
+/// binary with the same arguments in a fresh cgroup and exits with its status, after
+/// killing whatever the run left behind (which fails the run). Inside the cgroup (and
+/// in every process multiproc starts from there) it returns at once.
+pub fn confine(case: &str) {
+    if inside() {
+        return;
+    }
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    // Listing the tests starts nothing.
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let code = match run_confined(case, &args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cannot run {case} in a pids cgroup: {e}");
+            101
+        }
+    };
+    std::process::exit(code);
+}
+
+#[allow(unsafe_code, reason = "pre_exec, to tie the binary to the test run")]
+fn run_confined(case: &str, args: &[std::ffi::OsString]) -> Result<i32, String> {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let cgroup = Cgroup::create(case, CONFINED_PIDS_MAX)?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"echo $$ > "$1" && shift && exec "$@""#)
+        .arg("sh")
+        .arg(cgroup.path("cgroup.procs"))
+        .arg(&exe)
+        .args(args);
+    // SAFETY: only a system call between fork and exec. The binary dies with this
+    // process (the setting survives `exec`), so a killed test run leaves no copy.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+                .map_err(std::io::Error::from)
+        });
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+    let left = cgroup.wait_empty(Duration::from_secs(1));
+    let hit_limit = cgroup.hit_limit();
+    drop(cgroup);
+    if !left.is_empty() {
+        eprintln!("processes {left:?} outlived the test binary {case} (killed)");
+        return Ok(101);
+    }
+    if hit_limit != 0 {
+        eprintln!(
+            "{case}: forks failed {hit_limit} times at the cgroup's limit of {CONFINED_PIDS_MAX} tasks"
+        );
+        return Ok(101);
+    }
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
