@@ -71,7 +71,9 @@ pub use multiproc_core::{
     Identity, Limit, Limits, RemoteError, Restart, RestartIntensity, Shutdown, SpecError, Strategy,
     SupervisorFlags, codec,
 };
-pub use multiproc_core::{Exhausted, MemoryLimit, PidsCgroup, ProcessFacts, ProcessLimit};
+pub use multiproc_core::{
+    BootstrapError, Exhausted, MemoryLimit, PidsCgroup, ProcessFacts, ProcessLimit,
+};
 pub use multiproc_supervisor::{
     Actor, ActorRef, BoxError, CallError, ChildInfo, CurrentProcess, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT, EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, Error,
