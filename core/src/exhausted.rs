@@ -110,8 +110,9 @@ pub enum ProcessLimit {
         /// The hard limit; `None`: unlimited.
         hard: Option<u64>,
     },
-    /// None was seen at its value: it may have been freed since. Every limit, as read.
-    Unknown(ProcessFacts),
+    /// None was seen at its value: it may have been freed since. Every limit, as read
+    /// (boxed: errors that carry this stay small).
+    Unknown(Box<ProcessFacts>),
 }
 
 /// One cgroup's pids controller.
@@ -188,7 +189,7 @@ impl ProcessFacts {
                 hard: self.nproc_hard,
             };
         }
-        ProcessLimit::Unknown(self)
+        ProcessLimit::Unknown(Box::new(self))
     }
 }
 
@@ -441,21 +442,21 @@ mod tests {
                     root: true,
                     ..system.clone()
                 },
-                ProcessLimit::Unknown(ProcessFacts {
+                ProcessLimit::Unknown(Box::new(ProcessFacts {
                     nproc: Some(100),
                     root: true,
                     ..system.clone()
-                }),
+                })),
             ),
             (
                 ProcessFacts {
                     cgroups: vec![cgroup("/in", Some(16), 15)],
                     ..system.clone()
                 },
-                ProcessLimit::Unknown(ProcessFacts {
+                ProcessLimit::Unknown(Box::new(ProcessFacts {
                     cgroups: vec![cgroup("/in", Some(16), 15)],
                     ..system.clone()
-                }),
+                })),
             ),
         ];
         for (facts, limit) in table {
@@ -583,11 +584,11 @@ mod tests {
             ),
             (
                 Exhausted::Processes {
-                    limit: ProcessLimit::Unknown(ProcessFacts {
+                    limit: ProcessLimit::Unknown(Box::new(ProcessFacts {
                         cgroups: vec![cgroup("/c", Some(8), 2)],
                         pid_max: Some(32_768),
                         ..ProcessFacts::default()
-                    }),
+                    })),
                 },
                 ["/c/pids.max is 8 with 2 tasks", "kernel.pid_max is 32768"],
             ),
