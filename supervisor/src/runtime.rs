@@ -27,10 +27,10 @@ static RT: OnceLock<Runtime> = OnceLock::new();
 ///
 /// # Panics
 ///
-/// When it cannot be built. Every entry point that can report an error (`init()` in a
-/// child, the primitives' constructors, `Process::start`, `Pool::new`,
-/// `Supervisor::start`) calls [`ensure`] first, so this only happens to a root whose
-/// first use of multiproc is one that has no error to return.
+/// When it cannot be built. The entry points that need it and can report an error
+/// (`init()` in a child, `Process::start`, `Pool::new`, `Supervisor::start`,
+/// `Condition::new`, `Barrier::new`) call [`ensure`] first, so this only happens to a
+/// root whose first use of the runtime has no error to return.
 pub(crate) fn handle() -> &'static Handle {
     match ensure() {
         Ok(handle) => handle,
@@ -71,7 +71,8 @@ fn build() -> Result<Runtime, Error> {
         .thread_name(WORKER_NAME)
         .enable_all();
     // tokio panics, rather than returning an error, when the OS refuses its first
-    // worker thread; the panic's message is all that is left of the error.
+    // worker thread; the panic's message (which the panic hook has printed) is all
+    // that is left of the error.
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.build())) {
         Ok(built) => built.map_err(|e| Error::spawning(WHAT, e)),
         Err(panic) => Err(Error::spawning(
