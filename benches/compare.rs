@@ -1324,7 +1324,7 @@ fn pool_start(py: Option<&Python>, name: &'static str, method: Option<StartMetho
 /// the pool then still serves.
 fn pool_worker_killed(py: Option<&Python>) -> Res {
     // Each running task puts (its number, its worker's pid) here.
-    let running = Queue::<(usize, u32)>::new(0);
+    let running = Queue::<(usize, u32)>::new(0)?;
     // (kill to WorkerDied, kill to the replacement's first result)
     let mp_once = || -> Res<(f64, f64)> {
         // A fresh pool each time, as Python's executor: its window is one task per
@@ -1427,7 +1427,11 @@ fn queue_1to1(py: Option<&Python>, joinable: bool) -> Res {
     // The consumer's first `get` to its last, a `#` line.
     let mut first_to_last = Vec::new();
     let mp_once = || -> Res<f64> {
-        let (q, go, res) = (Queue::<u64>::new(0), Event::new(), Queue::<Stamp>::new(0));
+        let (q, go, res) = (
+            Queue::<u64>::new(0)?,
+            Event::new()?,
+            Queue::<Stamp>::new(0)?,
+        );
         let mut procs = [
             Process::new(
                 queue_producer,
@@ -1489,7 +1493,7 @@ fn queue_1to1(py: Option<&Python>, joinable: bool) -> Res {
 /// lock the bench process hosts; pairs/s over the child's loop. One lock for the
 /// scenario, a fresh child each round.
 fn lock_cross_process(py: Option<&Python>) -> Res {
-    let lock = Lock::new();
+    let lock = Lock::new()?;
     let mp_once = || -> Res<f64> {
         let stamps = run_lockers(&lock, 1, LOCK_WARMUP, LOCK_PAIRS)?;
         Ok(stamps[0].count as f64 / secs(stamps[0].first_ns, stamps[0].last_ns))
@@ -1527,7 +1531,7 @@ fn lock_cross_process(py: Option<&Python>) -> Res {
 /// `lock_contended_2`: two children, each [`LOCK_CONTENDED_PAIRS`] pairs on one lock the bench
 /// process hosts; total pairs / (last end - first start).
 fn lock_contended_2(py: Option<&Python>) -> Res {
-    let lock = Lock::new();
+    let lock = Lock::new()?;
     let mp_once = || -> Res<f64> {
         let stamps = run_lockers(&lock, 2, 0, LOCK_CONTENDED_PAIRS)?;
         let start = stamps.iter().map(|s| s.first_ns).min().unwrap_or(0);
@@ -1558,8 +1562,8 @@ fn lock_contended_2(py: Option<&Python>) -> Res {
 /// The value is checked.
 fn value_locked_2proc(py: Option<&Python>) -> Res {
     let mp_once = || -> Res<f64> {
-        let v = Value::new(0u64);
-        let (go, res) = (Event::new(), Queue::<Stamp>::new(0));
+        let v = Value::new(0u64)?;
+        let (go, res) = (Event::new()?, Queue::<Stamp>::new(0)?);
         let n = VALUE_INCS / 2;
         let mut procs: Vec<Process> = (0..2)
             .map(|_| Process::new(value_incs, (v.clone(), go.clone(), n, res.clone())).daemon(true))
@@ -1604,7 +1608,7 @@ fn shm_bandwidth(py: Option<&Python>) -> Res {
     let block = SharedMemory::create(SHM_BYTES)?;
     let mut buf = vec![0u8; SHM_BYTES];
     let mut mp_once = || -> Res<f64> {
-        let res = Queue::<Stamp>::new(0);
+        let res = Queue::<Stamp>::new(0)?;
         let mut p = Process::new(shm_write, (block.handle(), SHM_BYTES, res.clone())).daemon(true);
         p.start()?;
         let procs = [p];
@@ -1701,7 +1705,7 @@ fn manager_dict(py: Option<&Python>) -> Res {
 /// Starts `k` [`lock_pairs`] children on `lock` (`n` pairs each), sets "go", and
 /// returns their reports.
 fn run_lockers(lock: &Lock, k: usize, warmup: u64, n: u64) -> Res<Vec<Stamp>> {
-    let (go, res) = (Event::new(), Queue::<Stamp>::new(0));
+    let (go, res) = (Event::new()?, Queue::<Stamp>::new(0)?);
     let mut procs: Vec<Process> = (0..k)
         .map(|_| {
             Process::new(

@@ -21,7 +21,7 @@ multiproc::register!(f);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     multiproc::init();
-    let lock = Lock::new();
+    let lock = Lock::new()?;
     let mut procs = Vec::new();
     for num in 0..10 {
         let mut p = Process::new(f, (lock.clone(), num));

@@ -40,8 +40,8 @@ multiproc::register!(producer, consumer);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     multiproc::init();
-    let q = Queue::<u64>::joinable(0);
-    let done = Queue::<u64>::new(0);
+    let q = Queue::<u64>::joinable(0)?;
+    let done = Queue::<u64>::new(0)?;
     let mut producers = Vec::new();
     for p in 0..3 {
         let mut proc = Process::new(producer, (q.clone(), p * 100, 100));

@@ -15,7 +15,7 @@ multiproc::register!(f);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     multiproc::init();
-    let q = Queue::<Item>::new(0);
+    let q = Queue::<Item>::new(0)?;
     let mut p = Process::new(f, q.clone());
     p.start()?;
     println!("{:?}", q.get(true, None)?); // prints "(42, None, "hello")"

@@ -21,7 +21,7 @@ multiproc::register!(f);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     multiproc::init();
-    let num = Value::new(0.0);
+    let num = Value::new(0.0)?;
     let arr = Array::from_slice(&(0..10).collect::<Vec<i32>>())?;
     let mut p = Process::new(f, (num.clone(), arr.clone()));
     p.start()?;

@@ -196,7 +196,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     );
 
     println!("\n9. A lock whose holder dies is not lost");
-    let lock = multiproc::blocking::Lock::new();
+    let lock = multiproc::blocking::Lock::new()?;
     let (mut ours, theirs) = pipe(true)?;
     let mut holder = Process::new(hold_lock, (lock.clone(), theirs));
     holder.start()?;
@@ -212,7 +212,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
 
     println!("\n10. Shared memory, and a manager whose server dies");
-    let counter = multiproc::Value::new(0u64);
+    let counter = multiproc::Value::new(0u64)?;
     let mut adders: Vec<Process> = (0..2)
         .map(|_| Process::new(add_to, counter.clone()))
         .collect();

@@ -818,34 +818,35 @@ blocking_shared_semaphore!(
 
 impl Lock {
     /// A new lock, hosted by this process.
-    pub fn new() -> Lock {
-        Lock(crate::Lock::new())
-    }
-}
-
-impl Default for Lock {
-    fn default() -> Self {
-        Lock::new()
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Lock::new`]: [`crate::SyncError::Exhausted`] names the limit
+    /// when the system has no room for it.
+    pub fn new() -> Result<Lock, crate::SyncError> {
+        crate::Lock::new().map(Lock)
     }
 }
 
 impl RLock {
     /// A new recursive lock, hosted by this process.
-    pub fn new() -> RLock {
-        RLock(crate::RLock::new())
-    }
-}
-
-impl Default for RLock {
-    fn default() -> Self {
-        RLock::new()
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::RLock::new`].
+    pub fn new() -> Result<RLock, crate::SyncError> {
+        crate::RLock::new().map(RLock)
     }
 }
 
 impl Semaphore {
     /// A semaphore starting at `value`.
-    pub fn new(value: usize) -> Semaphore {
-        Semaphore(crate::Semaphore::new(value))
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Semaphore::new`].
+    pub fn new(value: usize) -> Result<Semaphore, crate::SyncError> {
+        crate::Semaphore::new(value).map(Semaphore)
     }
 
     /// Its value now.
@@ -860,8 +861,12 @@ impl Semaphore {
 
 impl BoundedSemaphore {
     /// A bounded semaphore of `value`.
-    pub fn new(value: usize) -> BoundedSemaphore {
-        BoundedSemaphore(crate::BoundedSemaphore::new(value))
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::BoundedSemaphore::new`].
+    pub fn new(value: usize) -> Result<BoundedSemaphore, crate::SyncError> {
+        crate::BoundedSemaphore::new(value).map(BoundedSemaphore)
     }
 }
 
@@ -870,16 +875,14 @@ impl BoundedSemaphore {
 #[serde(transparent)]
 pub struct Event(pub crate::Event);
 
-impl Default for Event {
-    fn default() -> Self {
-        Event::new()
-    }
-}
-
 impl Event {
     /// A new event, clear.
-    pub fn new() -> Event {
-        Event(crate::Event::new())
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Event::new`].
+    pub fn new() -> Result<Event, crate::SyncError> {
+        crate::Event::new().map(Event)
     }
     /// Sets it.
     ///
@@ -933,12 +936,20 @@ pub type SimpleQueue<T> = Queue<T>;
 
 impl<T: serde::Serialize + serde::de::DeserializeOwned> Queue<T> {
     /// A queue of at most `maxsize` items (0: unbounded).
-    pub fn new(maxsize: usize) -> Queue<T> {
-        Queue(crate::Queue::new(maxsize))
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Queue::new`].
+    pub fn new(maxsize: usize) -> Result<Queue<T>, crate::SyncError> {
+        crate::Queue::new(maxsize).map(Queue)
     }
     /// Python's `JoinableQueue(maxsize)`; see [`crate::Queue::joinable`].
-    pub fn joinable(maxsize: usize) -> Queue<T> {
-        Queue(crate::Queue::joinable(maxsize))
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Queue::new`].
+    pub fn joinable(maxsize: usize) -> Result<Queue<T>, crate::SyncError> {
+        crate::Queue::joinable(maxsize).map(Queue)
     }
     /// Puts an item.
     ///
@@ -1037,20 +1048,22 @@ blocking_semaphore!(
     Condition
 );
 
-impl Default for Condition {
-    fn default() -> Self {
-        Condition::new()
-    }
-}
-
 impl Condition {
     /// A condition over a new `RLock` (Python's default).
-    pub fn new() -> Condition {
-        Condition(crate::Condition::new())
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Condition::new`].
+    pub fn new() -> Result<Condition, crate::SyncError> {
+        crate::Condition::new().map(Condition)
     }
     /// A condition over a new plain `Lock`.
-    pub fn with_lock() -> Condition {
-        Condition(crate::Condition::with_lock())
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Condition::new`].
+    pub fn with_lock() -> Result<Condition, crate::SyncError> {
+        crate::Condition::with_lock().map(Condition)
     }
     /// Sleeps until notified or `timeout` runs out; whether it was notified.
     ///
@@ -1097,8 +1110,12 @@ pub struct Barrier(pub crate::Barrier);
 
 impl Barrier {
     /// A barrier for `parties`.
-    pub fn new(parties: usize) -> Barrier {
-        Barrier(crate::Barrier::new(parties))
+    ///
+    /// # Errors
+    ///
+    /// See [`crate::Barrier::new`].
+    pub fn new(parties: usize) -> Result<Barrier, crate::SyncError> {
+        crate::Barrier::new(parties).map(Barrier)
     }
     /// A barrier whose last party runs `f(args)` before all pass.
     ///

@@ -52,7 +52,12 @@
 //! - **Queues and locks**: [`Queue`], [`Lock`], [`RLock`], [`Semaphore`],
 //!   [`BoundedSemaphore`], [`Condition`], [`Event`] and [`Barrier`], usable from any
 //!   process of the tree through handles that are plain values; a process that dies
-//!   holding one releases it.
+//!   holding one releases it. Their constructors return `Result`.
+//! - **Running out is an error, not a panic**: a descriptor, a mapping, a process or a
+//!   thread the system has no room for is an [`Exhausted`] inside the area's error
+//!   ([`SyncError::Exhausted`], [`Error::Exhausted`], …), naming the limit that was
+//!   reached (`RLIMIT_NOFILE`, a cgroup's `pids.max`, …), its value and how to raise
+//!   it.
 //! - **No orphans**: however the root dies, its descendants die with it; SIGINT or
 //!   SIGTERM at the root stops the whole tree gracefully.
 //! - **Async first, blocking too**: every operation is `async`; [`blocking`] mirrors
@@ -65,6 +70,9 @@ pub use multiproc_core::{
     AutoShutdown, Backoff, ChildKind, ChildSpec, Decider, Directive, ExitMatch, ExitReason,
     Identity, Limit, Limits, RemoteError, Restart, RestartIntensity, Shutdown, SpecError, Strategy,
     SupervisorFlags, codec,
+};
+pub use multiproc_core::{
+    BootstrapError, Exhausted, MemoryLimit, PidsCgroup, ProcessFacts, ProcessLimit,
 };
 pub use multiproc_supervisor::{
     Actor, ActorRef, BoxError, CallError, ChildInfo, CurrentProcess, DEFAULT_HANDSHAKE_TIMEOUT,

@@ -534,7 +534,7 @@ fn a_killed_childs_references_are_released() -> TestResult {
 fn a_proxy_through_a_queue_outlives_its_sender() -> TestResult {
     let m = Manager::start().unwrap();
     let start = m.object_count().unwrap();
-    let q: Queue<ValueProxy<i64>> = Queue::new(0);
+    let q: Queue<ValueProxy<i64>> = Queue::new(0)?;
     let v = m.value(&41i64).unwrap();
     q.put(&v, true, None).unwrap();
     drop(v);

@@ -60,7 +60,7 @@ fn shm_entries() -> Vec<String> {
 }
 
 fn two_processes_add_under_the_lock() -> TestResult {
-    let v = Value::new(0u64);
+    let v = Value::new(0u64)?;
     let mut ps: Vec<Process> = (0..2)
         .map(|_| Process::new(add, (v.clone(), 20_000)))
         .collect();
@@ -152,7 +152,7 @@ struct WireSeg {
 }
 
 fn a_forged_or_mistyped_handle_maps_nothing() -> TestResult {
-    let v = RawValue::new(5u64);
+    let v = RawValue::new(5u64)?;
     // Decoded as a value of another type: another element size.
     let as_u32: RawValue<u32> =
         multiproc::codec::decode(&multiproc::codec::encode(&v).unwrap()).unwrap();
@@ -190,7 +190,7 @@ fn a_forged_or_mistyped_handle_maps_nothing() -> TestResult {
 }
 
 fn a_dead_holder_of_a_values_lock_is_reported() -> TestResult {
-    let v = Value::new(0u64);
+    let v = Value::new(0u64)?;
     let (mut ours, theirs) = pipe(true).unwrap();
     let mut p = Process::new(hold_value, (v.clone(), theirs));
     p.start().unwrap();
@@ -206,11 +206,11 @@ fn a_dead_holder_of_a_values_lock_is_reported() -> TestResult {
 fn nothing_is_left_in_dev_shm() -> TestResult {
     let before = shm_entries();
     {
-        let v = Value::new(1u32);
+        let v = Value::new(1u32)?;
         let a = Array::<u8>::zeroed(4096).unwrap();
         let block = SharedMemory::create(4096).unwrap();
         let (mut ours, theirs) = pipe(true).unwrap();
-        let mut p = Process::new(hold_value, (Value::new(0u64), theirs));
+        let mut p = Process::new(hold_value, (Value::new(0u64)?, theirs));
         p.start().unwrap();
         let _: String = ours.recv().unwrap();
         p.kill().unwrap();

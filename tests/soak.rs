@@ -112,31 +112,31 @@ fn counts() -> (usize, usize) {
 fn primitive_loop() -> TestResult {
     let before = counts();
     soak("primitives", iterations(), |i| {
-        let l = Lock::new();
+        let l = Lock::new()?;
         check!(l.acquire(true, None)?, "lock not acquired");
         l.release()?;
-        let r = RLock::new();
+        let r = RLock::new()?;
         check!(r.acquire(true, None)?, "rlock not acquired");
         r.release()?;
-        let s = Semaphore::new(1);
+        let s = Semaphore::new(1)?;
         check!(s.acquire(true, None)?, "semaphore not acquired");
         s.release()?;
-        let b = BoundedSemaphore::new(1);
+        let b = BoundedSemaphore::new(1)?;
         check!(b.acquire(false, None)?, "bounded semaphore not acquired");
         b.release()?;
-        let e = Event::new();
+        let e = Event::new()?;
         e.set()?;
         check!(e.wait(None)?, "event not set");
-        let q = Queue::<u64>::new(0);
+        let q = Queue::<u64>::new(0)?;
         q.put(&(i as u64), true, None)?;
         check_eq!(q.get(true, None)?, i as u64);
-        let c = Condition::new();
+        let c = Condition::new()?;
         check!(c.acquire(true, None)?, "condition not acquired");
         c.notify(1)?;
         c.release()?;
-        let bar = Barrier::new(1);
+        let bar = Barrier::new(1)?;
         bar.wait(None)?;
-        let v = Value::new(i as u64);
+        let v = Value::new(i as u64)?;
         check_eq!(v.get()?, i as u64);
         let a = Array::from_slice(&[1u32, 2, 3])?;
         check_eq!(a.get(2)?, 3);
@@ -160,7 +160,7 @@ multiproc::register!(use_lock_later);
 /// own; the child's drop frees it.
 fn a_handle_in_a_child_outlives_the_parents() -> TestResult {
     let before = counts();
-    let lock = Lock::new();
+    let lock = Lock::new()?;
     check_eq!(counts().0, before.0 + 1);
     let (mut mine, theirs) = pipe(true)?;
     let mut p = Process::new(use_lock_later, (lock, theirs));
@@ -189,7 +189,7 @@ multiproc::register!(hold_forever);
 fn a_killed_holder_lets_go_of_its_handles() -> TestResult {
     let before = counts();
     let (mut mine, theirs) = pipe(true)?;
-    let mut p = Process::new(hold_forever, (Lock::new(), theirs));
+    let mut p = Process::new(hold_forever, (Lock::new()?, theirs));
     p.start()?;
     let _: String = mine.recv()?;
     check_eq!(counts().0, before.0 + 1);

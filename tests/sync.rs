@@ -44,7 +44,7 @@ fn blocked_consumer(q: Queue<u64>, mut up: Connection) -> Result<(), Box<dyn std
 
 /// Creates a lock here, hands its handle up, and exits.
 fn lend_a_lock(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
-    up.send(&Lock::new())?;
+    up.send(&Lock::new()?)?;
     Ok(())
 }
 
@@ -65,7 +65,7 @@ fn put_many(q: Queue<u64>, n: u64) -> Result<(), SyncError> {
 
 /// Creates a queue here, hands its handle up, and exits.
 fn lend_a_queue(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
-    up.send(&Queue::<u64>::new(0))?;
+    up.send(&Queue::<u64>::new(0)?)?;
     Ok(())
 }
 /// Takes the condition's lock, says so, and waits to be notified.
@@ -140,9 +140,9 @@ fn take_and_hold(q: Queue<u64>, mut up: Connection) -> Result<(), Box<dyn std::e
 
 /// Hosts a held lock and a queue, hands them up, and exits when told.
 fn host_then_exit(mut chan: Connection) -> Result<(), Box<dyn std::error::Error>> {
-    let lock = Lock::new();
+    let lock = Lock::new()?;
     lock.acquire(true, None)?;
-    chan.send(&(lock, Queue::<u64>::new(0), Event::new()))?;
+    chan.send(&(lock, Queue::<u64>::new(0)?, Event::new()?))?;
     let _: String = chan.recv()?;
     Ok(())
 }
@@ -193,7 +193,7 @@ fn kill(pid: u32) {
 }
 
 fn a_lock_may_be_released_by_another_process_but_not_twice() -> TestResult {
-    let lock = Lock::new();
+    let lock = Lock::new()?;
     check_eq!(lock.acquire(true, None).unwrap(), true);
     check_eq!(lock.acquire(false, None).unwrap(), false);
     let t = Instant::now();
@@ -224,7 +224,7 @@ fn a_lock_may_be_released_by_another_process_but_not_twice() -> TestResult {
 }
 
 fn an_rlock_is_recursive_and_only_its_owner_releases_it() -> TestResult {
-    let lock = RLock::new();
+    let lock = RLock::new()?;
     check!(lock.acquire(true, None).unwrap(), "first");
     check!(lock.acquire(true, None).unwrap(), "recursive");
     let other = lock.clone();
@@ -246,7 +246,7 @@ fn an_rlock_is_recursive_and_only_its_owner_releases_it() -> TestResult {
 }
 
 fn a_bounded_semaphore_refuses_over_release() -> TestResult {
-    let sem = BoundedSemaphore::new(2);
+    let sem = BoundedSemaphore::new(2)?;
     check!(sem.acquire(true, None).unwrap(), "one");
     sem.release().unwrap();
     check!(
@@ -257,7 +257,7 @@ fn a_bounded_semaphore_refuses_over_release() -> TestResult {
 }
 
 fn a_dead_holders_lock_goes_to_the_next_acquirer_who_is_told() -> TestResult {
-    let lock = Lock::new();
+    let lock = Lock::new()?;
     let (mut ours, theirs) = pipe(true).unwrap();
     let mut p = Process::new(hold, (lock.clone(), theirs));
     p.start().unwrap();
@@ -287,7 +287,7 @@ fn a_dead_holders_lock_goes_to_the_next_acquirer_who_is_told() -> TestResult {
 }
 
 fn an_event_wakes_a_waiting_process() -> TestResult {
-    let event = Event::new();
+    let event = Event::new()?;
     check!(!event.is_set().unwrap(), "starts clear");
     check!(
         !event.wait(Some(Duration::from_millis(20))).unwrap(),
@@ -306,7 +306,7 @@ fn an_event_wakes_a_waiting_process() -> TestResult {
 }
 
 fn a_queue_is_fifo_bounded_and_says_full_and_empty() -> TestResult {
-    let mut q = Queue::<u64>::new(2);
+    let mut q = Queue::<u64>::new(2)?;
     check!(q.empty().unwrap(), "starts empty");
     q.put(&1, true, None).unwrap();
     q.put_nowait(&2).unwrap();
@@ -338,7 +338,7 @@ fn a_queue_is_fifo_bounded_and_says_full_and_empty() -> TestResult {
     );
     // A producer in another process exits right after its puts, before anyone reads
     // them: no feeder thread to flush, so joining it cannot deadlock (Python's can).
-    let unbounded = Queue::<u64>::new(0);
+    let unbounded = Queue::<u64>::new(0)?;
     let mut p = Process::new(put_three, unbounded.clone());
     p.start().unwrap();
     check_eq!(p.join().unwrap(), ExitReason::Normal);
@@ -363,7 +363,7 @@ fn a_queue_is_fifo_bounded_and_says_full_and_empty() -> TestResult {
 }
 
 fn a_joinable_queue_counts_task_done() -> TestResult {
-    let q = Queue::<u64>::joinable(0);
+    let q = Queue::<u64>::joinable(0)?;
     q.join().unwrap();
     q.put(&1, true, None).unwrap();
     q.put(&2, true, None).unwrap();
@@ -384,7 +384,7 @@ fn a_joinable_queue_counts_task_done() -> TestResult {
 }
 
 fn a_consumer_that_dies_waiting_loses_nothing() -> TestResult {
-    let q = Queue::<u64>::new(0);
+    let q = Queue::<u64>::new(0)?;
     let (mut ours, theirs) = pipe(true).unwrap();
     let mut p = Process::new(blocked_consumer, (q.clone(), theirs));
     p.start().unwrap();
@@ -397,7 +397,7 @@ fn a_consumer_that_dies_waiting_loses_nothing() -> TestResult {
 }
 
 fn an_item_of_the_wrong_type_is_an_error_and_stays_queued() -> TestResult {
-    let q = Queue::<u64>::new(0);
+    let q = Queue::<u64>::new(0)?;
     q.put(&5, true, None).unwrap();
     let bytes = multiproc::codec::encode(&q).unwrap();
     let wrong: Queue<String> = multiproc::codec::decode(&bytes).unwrap();
@@ -470,8 +470,8 @@ struct ForgedAddr {
 }
 
 fn a_forged_or_corrupted_handle_reaches_nothing() -> TestResult {
-    let lock = Lock::new();
-    let event = Event::new();
+    let lock = Lock::new()?;
+    let event = Event::new()?;
     let mut forged: Forged =
         multiproc::codec::decode(&multiproc::codec::encode(&lock).unwrap()).unwrap();
     forged.mem.addr.secret ^= 1;
@@ -503,7 +503,7 @@ fn a_forged_or_corrupted_handle_reaches_nothing() -> TestResult {
         "a lock's memory as an event"
     );
     // A lock's genuine address with another lock's memory: reaches neither.
-    let other = Lock::new();
+    let other = Lock::new()?;
     let mut mixed: Forged =
         multiproc::codec::decode(&multiproc::codec::encode(&lock).unwrap()).unwrap();
     let theirs: Forged =
@@ -539,7 +539,7 @@ fn a_forged_or_corrupted_handle_reaches_nothing() -> TestResult {
 fn negative_timeouts_mean_zero_as_in_python() -> TestResult {
     check_eq!(multiproc::timeout_secs(Some(-1.0)), Some(Duration::ZERO));
     check_eq!(multiproc::timeout_secs(None), None);
-    let lock = Lock::new();
+    let lock = Lock::new()?;
     lock.acquire(true, None).unwrap();
     check_eq!(
         lock.acquire(true, multiproc::timeout_secs(Some(-5.0)))
@@ -550,7 +550,7 @@ fn negative_timeouts_mean_zero_as_in_python() -> TestResult {
 }
 
 fn a_condition_wakes_a_process_waiting_in_another() -> TestResult {
-    let cond = Condition::new();
+    let cond = Condition::new()?;
     check!(
         matches!(cond.wait(None), Err(SyncError::Misuse(_))),
         "wait without the lock"
@@ -576,7 +576,7 @@ fn a_condition_wakes_a_process_waiting_in_another() -> TestResult {
 }
 
 fn a_barrier_lets_all_pass_after_its_action() -> TestResult {
-    let ran = Event::new();
+    let ran = Event::new()?;
     let barrier = Barrier::with_action(3, set_event, ran.clone()).unwrap();
     let mut parties = Vec::new();
     for _ in 0..2 {
@@ -597,7 +597,7 @@ fn a_barrier_lets_all_pass_after_its_action() -> TestResult {
 }
 
 fn a_barrier_breaks_when_a_party_dies_or_times_out() -> TestResult {
-    let barrier = Barrier::new(3);
+    let barrier = Barrier::new(3)?;
     let mut p = Process::new(wait_at, barrier.clone());
     p.start().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -631,7 +631,7 @@ fn a_barrier_breaks_when_a_party_dies_or_times_out() -> TestResult {
 }
 
 fn a_consumer_killed_in_the_middle_of_a_get_loses_nothing() -> TestResult {
-    let q = Queue::<Stall>::new(0);
+    let q = Queue::<Stall>::new(0)?;
     q.put(&Stall(1), true, None).unwrap();
     q.put(&Stall(2), true, None).unwrap();
     let (mut ours, theirs) = pipe(true).unwrap();
@@ -651,7 +651,7 @@ fn a_consumer_killed_in_the_middle_of_a_get_loses_nothing() -> TestResult {
 }
 
 fn a_joinable_item_unfinished_by_a_dead_worker_goes_back() -> TestResult {
-    let q = Queue::<u64>::joinable(0);
+    let q = Queue::<u64>::joinable(0)?;
     q.put(&1, true, None).unwrap();
     q.put(&2, true, None).unwrap();
     let (mut ours, theirs) = pipe(true).unwrap();
@@ -712,7 +712,7 @@ fn waiters_are_told_when_the_host_exits() -> TestResult {
 }
 
 fn an_item_larger_than_the_queue_is_refused_and_nothing_is_lost() -> TestResult {
-    let q = Queue::<Vec<u8>>::new(0);
+    let q = Queue::<Vec<u8>>::new(0)?;
     q.put(&vec![1], true, None).unwrap();
     let got = q.put(&vec![0; 40 << 20], true, None);
     check!(matches!(got, Err(SyncError::TooLarge { .. })), "{got:?}");
@@ -723,7 +723,7 @@ fn an_item_larger_than_the_queue_is_refused_and_nothing_is_lost() -> TestResult 
 }
 
 fn a_dead_holders_permits_come_back_and_the_next_is_told() -> TestResult {
-    let sem = Semaphore::new(2);
+    let sem = Semaphore::new(2)?;
     let (mut ours, theirs) = pipe(true).unwrap();
     let mut p = Process::new(hold_permit, (sem.clone(), theirs));
     p.start().unwrap();
@@ -742,7 +742,7 @@ fn a_dead_holders_permits_come_back_and_the_next_is_told() -> TestResult {
 }
 
 fn a_dead_owners_rlock_goes_to_the_next_who_is_told() -> TestResult {
-    let lock = RLock::new();
+    let lock = RLock::new()?;
     let (mut ours, theirs) = pipe(true).unwrap();
     let mut p = Process::new(hold_rlock, (lock.clone(), theirs));
     p.start().unwrap();

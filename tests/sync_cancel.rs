@@ -50,7 +50,7 @@ async fn abandon<F: Future>(make: impl Fn() -> F) -> TestResult {
 
 fn lock() -> TestResult {
     runtime().block_on(async {
-        let l = Lock::new();
+        let l = Lock::new()?;
         check!(l.acquire(true, None).await?, "first acquire");
         abandon(|| l.acquire(true, None)).await?;
         l.release().await?;
@@ -69,7 +69,7 @@ fn lock() -> TestResult {
 }
 
 fn rlock() -> TestResult {
-    let r = RLock::new();
+    let r = RLock::new()?;
     // Held by another thread, so that this one must wait.
     let holder = r.clone();
     let (held_tx, held_rx) = std::sync::mpsc::channel();
@@ -103,7 +103,7 @@ fn rlock() -> TestResult {
 
 fn semaphore() -> TestResult {
     runtime().block_on(async {
-        let s = BoundedSemaphore::new(1);
+        let s = BoundedSemaphore::new(1)?;
         check!(s.acquire(true, None).await?, "first permit");
         abandon(|| s.acquire(true, None)).await?;
         s.release().await?;
@@ -114,7 +114,7 @@ fn semaphore() -> TestResult {
 
 fn event() -> TestResult {
     runtime().block_on(async {
-        let e = Event::new();
+        let e = Event::new()?;
         abandon(|| e.wait(None)).await?;
         check!(!e.is_set().await?, "clear still");
         e.set().await?;
@@ -125,7 +125,7 @@ fn event() -> TestResult {
 
 fn queue_get() -> TestResult {
     runtime().block_on(async {
-        let q = Queue::<u64>::new(0);
+        let q = Queue::<u64>::new(0)?;
         abandon(|| q.get(true, None)).await?;
         q.put(&7, true, None).await?;
         check_eq!(q.get(true, Some(SOON)).await?, 7);
@@ -135,7 +135,7 @@ fn queue_get() -> TestResult {
 
 fn queue_put() -> TestResult {
     runtime().block_on(async {
-        let q = Queue::<u64>::new(1);
+        let q = Queue::<u64>::new(1)?;
         q.put(&1, true, None).await?;
         abandon(|| q.put(&2, true, None)).await?;
         check_eq!(q.get(true, Some(SOON)).await?, 1);
@@ -150,7 +150,7 @@ fn queue_put() -> TestResult {
 
 fn joinable_join() -> TestResult {
     runtime().block_on(async {
-        let q = JoinableQueue::<u64>::joinable(0);
+        let q = JoinableQueue::<u64>::joinable(0)?;
         q.put(&1, true, None).await?;
         abandon(|| q.join()).await?;
         check_eq!(q.get(true, None).await?, 1);
@@ -173,7 +173,7 @@ fn free_elsewhere(c: &Condition) -> bool {
 }
 
 fn condition() -> TestResult {
-    let c = Condition::new();
+    let c = Condition::new()?;
     runtime().block_on(async {
         // An abandoned wait takes the lock back and must give it up again.
         check!(c.acquire(true, None).await?, "acquire");
@@ -212,7 +212,7 @@ fn condition() -> TestResult {
 
 fn barrier() -> TestResult {
     runtime().block_on(async {
-        let b = Barrier::new(2);
+        let b = Barrier::new(2)?;
         check!(
             tokio::time::timeout(PATIENCE, b.wait(None)).await.is_err(),
             "the wait completed"

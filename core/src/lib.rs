@@ -14,6 +14,9 @@
 //!   [`should_restart`] and [`plan_restart`] (OTP's restart types and strategies),
 //!   [`RestartWindow`] (restart intensity) and [`Backoff`] (delays between restarts).
 //!   The caller passes the time and the randomness.
+//! - [`Exhausted`]: the limit behind a refused file descriptor, mapping or process
+//!   ([`ProcessFacts::limit`] and [`MemoryFacts::limit`] decide which, from what the
+//!   kernel said).
 //!
 //! Everything here is deterministic and tested without processes or clocks.
 #![doc(test(attr(deny(warnings))))]
@@ -23,6 +26,7 @@ pub mod codec;
 mod decider;
 mod dynamic;
 mod error;
+mod exhausted;
 mod exit;
 #[doc(hidden)]
 pub mod fuzz;
@@ -45,6 +49,7 @@ pub use backoff::{Backoff, BackoffState};
 pub use decider::{Decider, Directive, ExitMatch};
 pub use dynamic::Dynamic;
 pub use error::CodecError;
+pub use exhausted::{Exhausted, MemoryFacts, MemoryLimit, PidsCgroup, ProcessFacts, ProcessLimit};
 pub use exit::{ExitFacts, ExitReason, WaitStatus, exit_reason};
 pub use identity::{Counter, Hop, Identity};
 pub use intensity::{IntensityExceeded, RestartIntensity, RestartWindow};

@@ -136,6 +136,9 @@ pub enum BootstrapError {
     /// The actor's `start` failed.
     #[error("the actor failed to start: {0}")]
     ActorStart(String),
+    /// The child could not have its runtime's threads or descriptors.
+    #[error(transparent)]
+    Exhausted(crate::Exhausted),
 }
 
 /// A message on its way from one process's address to another's.

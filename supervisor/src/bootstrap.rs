@@ -350,6 +350,19 @@ fn child_main(origin: Origin) -> i32 {
         let _ = reject(&mut sock, BootstrapError::Limits(e.to_string()));
         return EXIT_BOOTSTRAP_FAILED;
     }
+    // Built before Ready, under the limits just set: a child that cannot have its
+    // threads says why, rather than starting and dying at its first message.
+    match runtime::ensure() {
+        Ok(_) => {}
+        Err(Error::Exhausted { source, .. }) => {
+            let _ = reject(&mut sock, BootstrapError::Exhausted(source));
+            return EXIT_BOOTSTRAP_FAILED;
+        }
+        Err(e) => {
+            eprintln!("multiproc: {e}");
+            return EXIT_BOOTSTRAP_FAILED;
+        }
+    }
     let Some(entry) = registry::by_name(&hello.entry).filter(|e| e.kind == hello.kind) else {
         let _ = reject(
             &mut sock,

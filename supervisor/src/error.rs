@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use multiproc_core::{BootstrapError, CodecError, ExitReason, RemoteError};
+use multiproc_core::{BootstrapError, CodecError, Exhausted, ExitReason, RemoteError};
+use multiproc_transport::Resource;
 
 /// Everything that can go wrong when creating, starting, stopping or calling a process.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +121,16 @@ pub enum Error {
     /// A call or cast failed.
     #[error(transparent)]
     Call(#[from] CallError),
+    /// The system refused a descriptor, memory, a process or a thread for want of
+    /// room; the source names the limit that was reached and how to raise it.
+    #[error("{what}: {source}")]
+    Exhausted {
+        /// What we were doing.
+        what: &'static str,
+        /// The limit.
+        #[source]
+        source: Exhausted,
+    },
     /// The operating system refused.
     #[error("{what}: {source}")]
     Os {
@@ -132,10 +143,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error of a call that may create descriptors or memory: [`Error::Exhausted`]
+    /// when the system is out of them, else [`Error::Os`].
     pub(crate) fn os(what: &'static str, source: impl Into<std::io::Error>) -> Self {
-        Error::Os {
-            what,
-            source: source.into(),
+        Error::refused(what, source.into(), Resource::Fd)
+    }
+
+    /// As [`os`](Error::os), for a call that creates a process or a thread, where
+    /// `EAGAIN` means no room for another task.
+    pub(crate) fn spawning(what: &'static str, source: impl Into<std::io::Error>) -> Self {
+        Error::refused(what, source.into(), Resource::Task)
+    }
+
+    fn refused(what: &'static str, source: std::io::Error, creating: Resource) -> Self {
+        match multiproc_transport::exhausted(&source, creating) {
+            Some(source) => Error::Exhausted { what, source },
+            None => Error::Os { what, source },
         }
     }
 }

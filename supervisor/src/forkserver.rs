@@ -53,8 +53,8 @@ struct Fork {
 enum Reply {
     /// Forked; the child's pidfd is attached.
     Forked { pid: u32 },
-    /// `fork` failed.
-    Failed { error: String },
+    /// `fork` (or the pidfd of its child) failed with this errno.
+    Failed { errno: i32 },
 }
 
 /// Forkserver → parent, on the events socket: a child ended.
@@ -153,22 +153,38 @@ fn run() -> std::io::Result<()> {
                     become_child(fork, socket);
                 }
                 -1 => {
-                    let error = std::io::Error::last_os_error().to_string();
-                    write_frame(&requests, &Reply::Failed { error }, &[])?;
+                    // The parent reads the limit behind it: the errno is all that travels.
+                    let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+                    write_frame(&requests, &Reply::Failed { errno }, &[])?;
                 }
                 pid => {
                     let pid = pid as u32;
                     drop(socket);
                     let pidfd = rustix::process::Pid::from_raw(pid as i32)
-                        .ok_or_else(|| std::io::Error::other("bad pid"))
+                        .ok_or(rustix::io::Errno::SRCH)
                         .and_then(|p| {
-                            Ok(rustix::process::pidfd_open(
-                                p,
-                                rustix::process::PidfdFlags::empty(),
-                            )?)
-                        })?;
-                    write_frame(&requests, &Reply::Forked { pid }, &[pidfd.as_fd()])?;
-                    children.push((pid, pidfd));
+                            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())
+                        });
+                    match pidfd {
+                        Ok(pidfd) => {
+                            write_frame(&requests, &Reply::Forked { pid }, &[pidfd.as_fd()])?;
+                            children.push((pid, pidfd));
+                        }
+                        Err(e) => {
+                            // Out of descriptors: a child nobody can watch is not kept,
+                            // and the forkserver serves on.
+                            if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                                let _ =
+                                    rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                                let _ = rustix::process::waitpid(
+                                    Some(p),
+                                    rustix::process::WaitOptions::empty(),
+                                );
+                            }
+                            let errno = e.raw_os_error();
+                            write_frame(&requests, &Reply::Failed { errno }, &[])?;
+                        }
+                    }
                 }
             }
         }
@@ -351,14 +367,14 @@ pub(crate) fn fork(
         *guard = Some(start(handshake_timeout)?);
     }
     request(&mut guard, socket, env)
-        .map_err(|e| Error::os("the forkserver could not start the child", e))
 }
 
 fn request(
     guard: &mut MutexGuard<'static, Option<Client>>,
     socket: OwnedFd,
     env: Vec<(String, String)>,
-) -> std::io::Result<Forked> {
+) -> Result<Forked, Error> {
+    const WHAT: &str = "the forkserver could not start the child";
     let c = guard.as_mut().expect("started by the caller");
     let request = Fork {
         logical_parent: std::process::id(),
@@ -372,14 +388,14 @@ fn request(
             // A forkserver that cannot answer is replaced at the next request.
             let _ = c.process.start_kill();
             **guard = None;
-            return Err(e);
+            return Err(Error::os(WHAT, e));
         }
     };
     match reply {
         Reply::Forked { pid } => {
-            let pidfd = fds
-                .pop()
-                .ok_or_else(|| std::io::Error::other("the forkserver sent no pidfd"))?;
+            let pidfd = fds.pop().ok_or_else(|| {
+                Error::os(WHAT, std::io::Error::other("the forkserver sent no pidfd"))
+            })?;
             let (tx, rx) = oneshot::channel();
             let mut exits = lock(&c.exits);
             match exits.early.remove(&pid) {
@@ -396,9 +412,10 @@ fn request(
                 exit: rx,
             })
         }
-        Reply::Failed { error } => Err(std::io::Error::other(format!(
-            "the forkserver could not fork: {error}"
-        ))),
+        Reply::Failed { errno } => Err(Error::spawning(
+            "the forkserver could not fork the child",
+            std::io::Error::from_raw_os_error(errno),
+        )),
     }
 }
 
@@ -415,7 +432,7 @@ fn start(timeout: Duration) -> Result<Client, Error> {
         .env(ENV_PARENT_PID, std::process::id().to_string());
     let process = tokio::process::Command::from(cmd)
         .spawn()
-        .map_err(os("cannot start the forkserver"))?;
+        .map_err(|e| Error::spawning("cannot start the forkserver", e))?;
     if let Err(e) = handshake(&requests, &their_events, timeout) {
         return Err(failed_start(process, e, timeout));
     }

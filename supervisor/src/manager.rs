@@ -39,7 +39,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use multiproc_core::codec;
+use multiproc_core::{Exhausted, codec};
 use multiproc_transport::{
     Address, BlockingConnection, Error as TransportError, Listener, MAX_FRAME_LEN,
 };
@@ -138,6 +138,26 @@ pub enum ManagerError {
     /// The manager's process could not be started or did not start listening.
     #[error("cannot start the manager: {0}")]
     Start(String),
+    /// The system had no room for what the manager or a proxy needed (its process, a
+    /// connection, a thread, shared memory); the source names the limit and how to
+    /// raise it.
+    #[error("{what}: {source}")]
+    Exhausted {
+        /// What was being done.
+        what: String,
+        /// The limit.
+        #[source]
+        source: Exhausted,
+    },
+}
+
+impl ManagerError {
+    fn exhausted(what: &str, source: Exhausted) -> ManagerError {
+        ManagerError::Exhausted {
+            what: what.to_string(),
+            source,
+        }
+    }
 }
 
 impl From<TransportError> for ManagerError {
@@ -149,6 +169,9 @@ impl From<TransportError> for ManagerError {
             // Nothing was written (or the oversized frame was skipped): the link goes on.
             TransportError::Frame(f @ multiproc_transport::FrameError::TooLarge { .. }) => {
                 ManagerError::Encode(f.to_string())
+            }
+            TransportError::Exhausted(x) => {
+                ManagerError::exhausted("cannot open a connection to the manager", x)
             }
             e => ManagerError::Gone(e.to_string()),
         }
@@ -463,10 +486,13 @@ fn run_server(config: ManagerConfig, ready: Option<BlockingConnection>) -> Resul
             // file descriptors left for now) is not the server's end.
             Err(TransportError::Io(e)) if accept_can_go_on(&e) => {
                 tracing::debug!("a manager's accept failed, and it goes on: {e}");
-                if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE)
-                {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
+                continue;
+            }
+            // The connection stays queued until a descriptor is free: wait a little
+            // rather than spin on it.
+            Err(TransportError::Exhausted(e)) => {
+                tracing::debug!("a manager's accept failed, and it goes on: {e}");
+                std::thread::sleep(Duration::from_millis(10));
                 continue;
             }
             Err(e) => return Err(format!("the manager cannot accept: {e}")),
@@ -480,7 +506,10 @@ fn run_server(config: ManagerConfig, ready: Option<BlockingConnection>) -> Resul
             });
         if let Err(e) = spawned {
             // No thread for this client now: it sees its connection closed.
-            tracing::warn!("a manager cannot start a thread for a client: {e}");
+            match multiproc_transport::exhausted(&e, multiproc_transport::Resource::Task) {
+                Some(x) => tracing::warn!("a manager cannot start a thread for a client: {x}"),
+                None => tracing::warn!("a manager cannot start a thread for a client: {e}"),
+            }
         }
     }
 }
@@ -493,10 +522,7 @@ fn accept_can_go_on(e: &std::io::Error) -> bool {
             libc::ECONNABORTED
                 | libc::EINTR
                 | libc::EAGAIN
-                | libc::EMFILE
-                | libc::ENFILE
                 | libc::ENOBUFS
-                | libc::ENOMEM
                 | libc::EPROTO
                 | libc::EPERM
         )
@@ -580,6 +606,9 @@ impl Target {
         let mut conn = multiproc_transport::client(&self.address, Some(&self.authkey)).map_err(
             |e| match e {
                 TransportError::Auth(a) => ManagerError::Auth(a.to_string()),
+                TransportError::Exhausted(x) => {
+                    ManagerError::exhausted("cannot connect to the manager", x)
+                }
                 e => ManagerError::Connect(format!("{}: {e}", self.address)),
             },
         )?;
@@ -1709,16 +1738,25 @@ impl ManagerBuilder {
     ///
     /// # Errors
     ///
-    /// [`ManagerError::Start`]: the process did not start, or cannot listen.
+    /// [`ManagerError::Start`]: the process did not start, or cannot listen;
+    /// [`ManagerError::Exhausted`] when the system has no room for its process or
+    /// its socket (the message names the limit).
     pub fn start(self) -> Result<Manager, ManagerError> {
+        const WHAT: &str = "cannot start the manager";
         let start = |e: &dyn fmt::Display| ManagerError::Start(e.to_string());
-        let (ours, theirs) = multiproc_transport::pipe(true).map_err(|e| start(&e))?;
+        let (ours, theirs) = multiproc_transport::pipe(true).map_err(|e| match e {
+            TransportError::Exhausted(x) => ManagerError::exhausted(WHAT, x),
+            e => start(&e),
+        })?;
         let entry = crate::registry::by_name(SERVE_READY_ENTRY)
             .ok_or_else(|| start(&"the manager entry is not registered"))?;
         let process = crate::Process::with_entry(entry, &(self.config.clone(), theirs));
         let name = process.identity().default_name("Manager");
         let mut process = process.named(name);
-        crate::runtime::block_on(process.start()).map_err(|e| start(&e))?;
+        crate::runtime::block_on(process.start()).map_err(|e| match e {
+            crate::Error::Exhausted { source, .. } => ManagerError::exhausted(WHAT, source),
+            e => start(&e),
+        })?;
         let mut ours = BlockingConnection::from(ours);
         let address = match ours.recv::<Result<Address, String>>() {
             Ok(Ok(address)) => address,

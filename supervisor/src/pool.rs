@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use multiproc_core::scheduler::SchedulerConfig;
 use multiproc_core::{
-    EntryKind, ExitReason, Reorder, RestartIntensity, RetryPolicy, StartMethod, codec,
+    EntryKind, Exhausted, ExitReason, Reorder, RestartIntensity, RetryPolicy, StartMethod, codec,
     default_chunksize,
 };
 use serde::Serialize;
@@ -157,6 +157,11 @@ pub enum PoolError {
         /// error).
         reason: ExitReason,
     },
+    /// Workers could not be started because the system had no room for them (a
+    /// cgroup's `pids.max`, `RLIMIT_NOFILE`, …): the pool gave up, as for
+    /// [`Broken`](PoolError::Broken). The source names the limit and how to raise it.
+    #[error("the pool's workers cannot be started: {0}")]
+    Exhausted(#[source] Exhausted),
     /// `get` or `wait` timed out; the task goes on.
     #[error("timed out after {0:?} waiting for the result; the task goes on")]
     Timeout(Duration),
@@ -181,7 +186,10 @@ pub enum PoolError {
 
 impl From<Error> for PoolError {
     fn from(e: Error) -> Self {
-        PoolError::Entry(Arc::new(e))
+        match e {
+            Error::Exhausted { source, .. } => PoolError::Exhausted(source),
+            e => PoolError::Entry(Arc::new(e)),
+        }
     }
 }
 
@@ -292,7 +300,11 @@ impl PoolBuilder {
     ///
     /// [`PoolError::Invalid`] for zero processes or zero `max_tasks_per_child`;
     /// [`PoolError::Entry`] for an unregistered initializer, or when this process
-    /// cannot start children (see [`Process::start`](crate::Process::start)).
+    /// cannot start children (see [`Process::start`](crate::Process::start));
+    /// [`PoolError::Exhausted`] when it has no room for its own runtime's threads.
+    /// Workers start in the background: one the system has no room for fails the
+    /// pool's work later, with [`PoolError::Exhausted`] once the start intensity is
+    /// spent.
     pub fn start(self) -> Result<Pool, PoolError> {
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
         if processes == 0 {
@@ -319,6 +331,7 @@ impl PoolBuilder {
         if crate::current::me().daemon {
             return Err(Error::DaemonWithChildren.into());
         }
+        crate::runtime::ensure()?;
         let init = self.initializer.transpose()?;
         let cfg = SchedulerConfig {
             processes,
@@ -366,7 +379,8 @@ pub(crate) struct Shared {
     state: AtomicU8,
     next_task: AtomicU64,
     processes: usize,
-    broken: std::sync::Mutex<Option<ExitReason>>,
+    /// Why the pool gave up, once it has.
+    broken: std::sync::Mutex<Option<PoolError>>,
     /// Submissions sent to the actor's mailbox and not yet handled.
     mailed: std::sync::atomic::AtomicUsize,
     /// The pool link's frame limit.
@@ -395,13 +409,13 @@ impl Shared {
     }
 
     fn broken_error(&self) -> PoolError {
-        let reason = self
-            .broken
+        self.broken
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-            .unwrap_or(ExitReason::Normal);
-        PoolError::Broken { reason }
+            .unwrap_or(PoolError::Broken {
+                reason: ExitReason::Normal,
+            })
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use multiproc_core::semstate::{RLockState, SemState};
 use multiproc_core::sync::SemKind;
-use multiproc_core::{Body, CodecError, Envelope, Identity, RemoteError, codec};
+use multiproc_core::{Body, CodecError, Envelope, Exhausted, Identity, RemoteError, codec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -85,9 +85,34 @@ pub enum SyncError {
         /// The queue's capacity in bytes.
         capacity: usize,
     },
-    /// The system refused shared memory (to create or to map a segment).
+    /// The system has no room for the primitive: no descriptor for its shared memory,
+    /// no memory, no thread. The limit's message says which limit, its value, and how
+    /// to raise it.
+    #[error(transparent)]
+    Exhausted(Exhausted),
+    /// The system refused shared memory otherwise (to create or to map a segment).
     #[error("shared memory: {0}")]
     Memory(String),
+}
+
+impl From<crate::shm::MapError> for SyncError {
+    /// A segment that is gone is the caller's to name; this is for creating one.
+    fn from(e: crate::shm::MapError) -> SyncError {
+        match e {
+            crate::shm::MapError::Exhausted(x) => SyncError::Exhausted(x),
+            e => SyncError::Memory(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::Error> for SyncError {
+    /// For a primitive that needs this process's runtime: it may not get its threads.
+    fn from(e: crate::Error) -> SyncError {
+        match e {
+            crate::Error::Exhausted { source, .. } => SyncError::Exhausted(source),
+            e => SyncError::Memory(e.to_string()),
+        }
+    }
 }
 
 /// How many primitives this process hosts, and how many handles of primitives (its
@@ -178,7 +203,7 @@ impl Addr {
         self.mapped_here(seg);
         crate::shm::mapped(seg).map_err(|e| match e {
             crate::shm::MapError::Gone => SyncError::OwnerGone(self.owner.clone()),
-            crate::shm::MapError::Io(e) => SyncError::Memory(e.to_string()),
+            e => SyncError::from(e),
         })
     }
 
@@ -369,19 +394,12 @@ macro_rules! shared_semaphore {
         impl $name {
             /// A new one of `value` permits, hosted by this process.
             ///
-            /// # Panics
-            ///
-            /// When the system refuses shared memory.
-            pub fn new(value: usize) -> $name {
-                $name::try_new(value).expect("a semaphore's shared memory")
-            }
-
-            /// A new one of `value` permits, hosted by this process.
-            ///
             /// # Errors
             ///
-            /// [`SyncError::Memory`] when the system refuses shared memory.
-            pub fn try_new(value: usize) -> Result<$name, SyncError> {
+            /// [`SyncError::Exhausted`] when the system has no descriptor or memory
+            /// left for its shared memory (the message names the limit);
+            /// [`SyncError::Memory`] when it refuses otherwise.
+            pub fn new(value: usize) -> Result<$name, SyncError> {
                 Ok($name {
                     mem: Mapped::create(
                         "multiproc-semaphore",
@@ -517,29 +535,31 @@ semaphore_type!(
     Condition
 );
 
-impl Default for Condition {
-    fn default() -> Self {
-        Condition::new()
-    }
-}
-
 impl Condition {
     /// A condition over a new `RLock` (Python's default), hosted by this process.
-    pub fn new() -> Condition {
-        Condition {
-            addr: Addr::new(State::Condition(multiproc_core::sync::Condition::new(
-                SemKind::RLock,
-            ))),
-        }
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Exhausted`] when this process's runtime, which serves its
+    /// waiters, cannot have its threads or descriptors (the message names the limit).
+    pub fn new() -> Result<Condition, SyncError> {
+        Condition::over(SemKind::RLock)
     }
 
     /// A condition over a new plain `Lock`.
-    pub fn with_lock() -> Condition {
-        Condition {
-            addr: Addr::new(State::Condition(multiproc_core::sync::Condition::new(
-                SemKind::Lock,
-            ))),
-        }
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Condition::new).
+    pub fn with_lock() -> Result<Condition, SyncError> {
+        Condition::over(SemKind::Lock)
+    }
+
+    fn over(kind: SemKind) -> Result<Condition, SyncError> {
+        crate::runtime::ensure()?;
+        Ok(Condition {
+            addr: Addr::new(State::Condition(multiproc_core::sync::Condition::new(kind))),
+        })
     }
 
     /// Gives the lock up, sleeps until notified or `timeout` runs out, and takes the
@@ -630,13 +650,19 @@ pub struct Barrier {
 
 impl Barrier {
     /// A barrier for `parties` (at least 1), hosted by this process.
-    pub fn new(parties: usize) -> Barrier {
-        Barrier {
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Exhausted`] when this process's runtime, which serves its
+    /// parties, cannot have its threads or descriptors (the message names the limit).
+    pub fn new(parties: usize) -> Result<Barrier, SyncError> {
+        crate::runtime::ensure()?;
+        Ok(Barrier {
             addr: Addr::new(State::Barrier(multiproc_core::sync::Barrier::new(
                 parties, false,
             ))),
             action: None,
-        }
+        })
     }
 
     /// A barrier whose last party runs the registered function `f(args)` before all
@@ -645,13 +671,15 @@ impl Barrier {
     /// # Errors
     ///
     /// [`crate::Error::Unregistered`] for an unregistered function; an argument that
-    /// does not encode is [`crate::Error::Args`].
+    /// does not encode is [`crate::Error::Args`]; [`crate::Error::Exhausted`] as for
+    /// [`new`](Barrier::new).
     pub fn with_action<F: crate::Target<M>, M>(
         parties: usize,
         f: F,
         args: F::Args,
     ) -> Result<Barrier, crate::Error> {
         let _ = f;
+        crate::runtime::ensure()?;
         let entry = crate::registry::by_type::<F>(multiproc_core::EntryKind::Function)?;
         let args = codec::encode(&args).map_err(|source| crate::Error::Args {
             name: "barrier action".into(),
@@ -790,8 +818,7 @@ impl<W> Mapped<W> {
         word: impl FnOnce(std::sync::Arc<crate::shm::Segment>) -> W,
         state: impl FnOnce(&W) -> State,
     ) -> Result<Mapped<W>, SyncError> {
-        let seg =
-            crate::shm::Segment::create(name, len).map_err(|e| SyncError::Memory(e.to_string()))?;
+        let seg = crate::shm::Segment::create(name, len)?;
         let seg = crate::shm::host(seg);
         let secret = host::secret();
         shared::init(&seg, magic, secret);
@@ -854,19 +881,20 @@ impl<W> Mapped<W> {
 impl Lock {
     /// A new lock, hosted by this process.
     ///
-    /// # Panics
-    ///
-    /// When the system refuses shared memory (no memory, no file descriptors).
-    pub fn new() -> Lock {
-        Lock::try_new().expect("a lock's shared memory")
-    }
-
-    /// A new lock, hosted by this process.
-    ///
     /// # Errors
     ///
-    /// [`SyncError::Memory`] when the system refuses shared memory.
-    pub fn try_new() -> Result<Lock, SyncError> {
+    /// [`SyncError::Exhausted`] when the system has no descriptor or memory left for
+    /// its shared memory (the message names the limit: `RLIMIT_NOFILE`,
+    /// `vm.max_map_count`, …); [`SyncError::Memory`] when it refuses otherwise.
+    ///
+    /// ```
+    /// multiproc_supervisor::init();
+    /// let lock = multiproc_supervisor::Lock::new()?;
+    /// assert!(lock.acquire_blocking(false, None)?);
+    /// lock.release_blocking()?;
+    /// # Ok::<(), multiproc_supervisor::SyncError>(())
+    /// ```
+    pub fn new() -> Result<Lock, SyncError> {
         Ok(Lock {
             mem: Mapped::create(
                 "multiproc-lock",
@@ -995,12 +1023,6 @@ impl Release for Lock {
     }
 }
 
-impl Default for Lock {
-    fn default() -> Self {
-        Lock::new()
-    }
-}
-
 /// Python's `RLock`: recursive, owned by one thread of one process; a release by
 /// any other is [`SyncError::Misuse`].
 ///
@@ -1016,19 +1038,10 @@ pub struct RLock {
 impl RLock {
     /// A new recursive lock, hosted by this process.
     ///
-    /// # Panics
-    ///
-    /// When the system refuses shared memory.
-    pub fn new() -> RLock {
-        RLock::try_new().expect("a lock's shared memory")
-    }
-
-    /// A new recursive lock, hosted by this process.
-    ///
     /// # Errors
     ///
-    /// [`SyncError::Memory`] when the system refuses shared memory.
-    pub fn try_new() -> Result<RLock, SyncError> {
+    /// As [`Lock::new`].
+    pub fn new() -> Result<RLock, SyncError> {
         Ok(RLock {
             mem: Mapped::create(
                 "multiproc-rlock",
@@ -1140,12 +1153,6 @@ impl Release for RLock {
     }
 }
 
-impl Default for RLock {
-    fn default() -> Self {
-        RLock::new()
-    }
-}
-
 /// Something a [`Guard`] releases.
 pub trait Release {
     /// Releases it, blocking, ignoring errors (for `Drop`).
@@ -1192,28 +1199,13 @@ pub struct Event {
     mem: Mapped<shared::EventWord>,
 }
 
-impl Default for Event {
-    fn default() -> Self {
-        Event::new()
-    }
-}
-
 impl Event {
-    /// A new event, clear, hosted by this process.
-    ///
-    /// # Panics
-    ///
-    /// When the system refuses shared memory.
-    pub fn new() -> Event {
-        Event::try_new().expect("an event's shared memory")
-    }
-
     /// A new event, clear, hosted by this process.
     ///
     /// # Errors
     ///
-    /// [`SyncError::Memory`] when the system refuses shared memory.
-    pub fn try_new() -> Result<Event, SyncError> {
+    /// As [`Lock::new`].
+    pub fn new() -> Result<Event, SyncError> {
         Ok(Event {
             mem: Mapped::create(
                 "multiproc-event",
@@ -1376,30 +1368,27 @@ thread_local! {
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// A queue of at most `maxsize` items (0: unbounded), hosted by this process.
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// When the system refuses shared memory (see [`try_new`](Queue::try_new)).
-    pub fn new(maxsize: usize) -> Queue<T> {
-        Queue::try_new(maxsize, false).expect("a queue's shared memory")
+    /// [`SyncError::Exhausted`] when the system has no descriptor or memory left for
+    /// its shared memory (the message names the limit); [`SyncError::Memory`] when it
+    /// refuses otherwise.
+    pub fn new(maxsize: usize) -> Result<Queue<T>, SyncError> {
+        Queue::create(maxsize, false)
     }
 
     /// Python's `JoinableQueue(maxsize)`: a `get` is not final until its
     /// `task_done`, so an item whose consumer dies before `task_done` goes back to
     /// the queue, and `join` never waits for work that died with its worker.
     ///
-    /// # Panics
-    ///
-    /// When the system refuses shared memory (see [`try_new`](Queue::try_new)).
-    pub fn joinable(maxsize: usize) -> Queue<T> {
-        Queue::try_new(maxsize, true).expect("a queue's shared memory")
-    }
-
-    /// A queue (`joinable`: a joinable one), hosted by this process.
-    ///
     /// # Errors
     ///
-    /// [`SyncError::Memory`] when the system refuses shared memory.
-    pub fn try_new(maxsize: usize, joinable: bool) -> Result<Queue<T>, SyncError> {
+    /// As [`new`](Queue::new).
+    pub fn joinable(maxsize: usize) -> Result<Queue<T>, SyncError> {
+        Queue::create(maxsize, true)
+    }
+
+    fn create(maxsize: usize, joinable: bool) -> Result<Queue<T>, SyncError> {
         let secret = host::secret();
         let mem =
             shared::QueueMem::create(maxsize as u64, joinable, shared::QUEUE_CAPACITY, secret)?;

@@ -330,7 +330,9 @@ impl Process {
     /// macro to add), [`Error::InitNotCalled`] (the child's `main`, or the
     /// forkserver's, skipped `init()`), [`Error::Bootstrap`] (version or build mismatch),
     /// [`Error::NoHandshake`] / [`Error::HandshakeTimeout`] (the child never reached
-    /// `init()`), [`Error::DaemonWithChildren`], [`Error::Os`].
+    /// `init()`), [`Error::DaemonWithChildren`], [`Error::Exhausted`] when the system
+    /// has no room for the process, its socket or a thread (the error names the limit:
+    /// a cgroup's `pids.max`, `RLIMIT_NOFILE`, …), [`Error::Os`].
     pub async fn start(&mut self) -> Result<(), Error> {
         match self.state {
             State::Created => {}
@@ -382,6 +384,7 @@ impl Process {
             supervised: self.supervised,
             method: self.method,
         };
+        runtime::ensure()?;
         let child = runtime::run(start_child(request)).await?;
         self.state = State::Started(child);
         Ok(())
@@ -568,7 +571,7 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
     let limits = req.hello.limits;
     let heartbeat = req.hello.heartbeat;
     let timeout = req.handshake_timeout;
-    let spawned = runtime::on_spawner(move || spawn::spawn(req)).await?;
+    let spawned = runtime::on_spawner(move || spawn::spawn(req)).await??;
     let spawn::Spawned {
         mut waiter,
         stream,

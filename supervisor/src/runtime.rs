@@ -13,34 +13,84 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::{Arc, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 
 use tokio::runtime::{Handle, Runtime};
 
+use crate::Error;
+
+static RT: OnceLock<Runtime> = OnceLock::new();
+
 /// The runtime of this process.
+///
+/// # Panics
+///
+/// When it cannot be built. The entry points that need it and can report an error
+/// (`init()` in a child, `Process::start`, `Pool::new`, `Supervisor::start`,
+/// `Condition::new`, `Barrier::new`) call [`ensure`] first, so this only happens to a
+/// root whose first use of the runtime has no error to return.
 pub(crate) fn handle() -> &'static Handle {
-    static RT: OnceLock<Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        // The affinity mask, not `available_parallelism`: that also reads the cgroup's
-        // CPU quota from /proc and /sys, a dozen syscalls on every child's start.
-        let cpus = rustix::thread::sched_getaffinity(None).map_or(1, |set| set.count() as usize);
-        // A child serves one link and one mailbox; a second worker only costs it a
-        // thread. The root serves all its children's links.
-        let workers = if crate::bootstrap::is_child() {
-            1
-        } else {
-            cpus.clamp(1, 2)
-        };
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .thread_name(WORKER_NAME)
-            .enable_all()
-            .build()
-            .expect("cannot build the multiproc runtime: the OS refused threads or an epoll fd")
-    })
-    .handle()
+    match ensure() {
+        Ok(handle) => handle,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The runtime of this process, built on first use; an error names the limit that
+/// refused its threads or descriptors, and the next call tries again.
+pub(crate) fn ensure() -> Result<&'static Handle, Error> {
+    if let Some(rt) = RT.get() {
+        return Ok(rt.handle());
+    }
+    static BUILDING: Mutex<()> = Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(rt) = RT.get() {
+        return Ok(rt.handle());
+    }
+    let rt = build()?;
+    Ok(RT.get_or_init(|| rt).handle())
+}
+
+fn build() -> Result<Runtime, Error> {
+    const WHAT: &str = "cannot build this process's multiproc runtime";
+    // The affinity mask, not `available_parallelism`: that also reads the cgroup's
+    // CPU quota from /proc and /sys, a dozen syscalls on every child's start.
+    let cpus = rustix::thread::sched_getaffinity(None).map_or(1, |set| set.count() as usize);
+    // A child serves one link and one mailbox; a second worker only costs it a
+    // thread. The root serves all its children's links.
+    let workers = if crate::bootstrap::is_child() {
+        1
+    } else {
+        cpus.clamp(1, 2)
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
+        .worker_threads(workers)
+        .thread_name(WORKER_NAME)
+        .enable_all();
+    // tokio panics, rather than returning an error, when the OS refuses its first
+    // worker thread; the panic's message (which the panic hook has printed) is all
+    // that is left of the error.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.build())) {
+        Ok(built) => built.map_err(|e| Error::spawning(WHAT, e)),
+        Err(panic) => Err(Error::spawning(
+            WHAT,
+            thread_error(&crate::bootstrap::panic_message(&*panic)),
+        )),
+    }
+}
+
+/// The OS error in a panic message that ends with `(os error N)`.
+fn thread_error(message: &str) -> std::io::Error {
+    message
+        .rsplit_once("(os error ")
+        .and_then(|(_, n)| n.trim_end_matches(')').parse().ok())
+        .map_or_else(
+            || std::io::Error::other(message.to_string()),
+            std::io::Error::from_raw_os_error,
+        )
 }
 
 /// Runs `fut` to completion on the calling thread, in the context of the process
@@ -164,31 +214,47 @@ fn park_on<F: Future>(fut: F) -> F::Output {
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Runs `job` on the spawner thread and waits for its result.
-pub(crate) async fn on_spawner<R: Send + 'static>(job: impl FnOnce() -> R + Send + 'static) -> R {
-    static SPAWNER: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
-    let tx = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<Job>();
-        thread::Builder::new()
-            .name("multiproc-spawner".into())
-            .spawn(move || {
-                let _enter = handle().enter();
-                // Lives as long as the process: the sender is in a static.
-                for job in rx {
-                    job();
-                }
-            })
-            .expect("cannot start the multiproc spawner thread");
-        tx
-    });
+///
+/// # Errors
+///
+/// [`Error::Exhausted`] (or [`Error::Os`]) when the spawner thread cannot be
+/// started; the next call tries again.
+pub(crate) async fn on_spawner<R: Send + 'static>(
+    job: impl FnOnce() -> R + Send + 'static,
+) -> Result<R, Error> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
         let _ = done_tx.send(job());
     });
-    tx.send(job)
+    spawner()?
+        .send(job)
         .expect("the spawner thread never exits while the process runs");
-    done_rx
+    Ok(done_rx
         .await
-        .expect("the spawner thread runs every job it receives")
+        .expect("the spawner thread runs every job it receives"))
+}
+
+/// The spawner thread's queue, the thread started on first use.
+fn spawner() -> Result<mpsc::Sender<Job>, Error> {
+    static SPAWNER: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+    let mut spawner = SPAWNER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(tx) = &*spawner {
+        return Ok(tx.clone());
+    }
+    let handle = ensure()?;
+    let (tx, rx) = mpsc::channel::<Job>();
+    thread::Builder::new()
+        .name("multiproc-spawner".into())
+        .spawn(move || {
+            let _enter = handle.enter();
+            // Lives as long as the process: the sender is in a static.
+            for job in rx {
+                job();
+            }
+        })
+        .map_err(|e| Error::spawning("cannot start the multiproc spawner thread", e))?;
+    *spawner = Some(tx.clone());
+    Ok(tx)
 }
 
 /// Runs `fut` on the process runtime and waits for it from any executor, so timers

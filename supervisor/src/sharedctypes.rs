@@ -15,6 +15,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 
+use multiproc_core::Exhausted;
 use serde::{Deserialize, Serialize};
 
 use crate::primitives::{Guard, Lock, SyncError};
@@ -71,19 +72,35 @@ pub enum SharedMemoryError {
     /// A size of 0 (Python: `ValueError`), or one that does not fit in memory.
     #[error("invalid size: {0}")]
     Size(String),
-    /// The system refused the memory.
+    /// The system has no room for the block (or its lock): no descriptor, no
+    /// memory, no mapping left. The message names the limit, its value, and how to
+    /// raise it.
+    #[error(transparent)]
+    Exhausted(Exhausted),
+    /// The system refused the memory otherwise.
     #[error("shared memory: {0}")]
     Memory(String),
     /// The lock failed (its host is gone).
     #[error(transparent)]
-    Lock(#[from] SyncError),
+    Lock(SyncError),
 }
 
 impl From<MapError> for SharedMemoryError {
     fn from(e: MapError) -> SharedMemoryError {
         match e {
             MapError::Gone => SharedMemoryError::Gone,
+            MapError::Exhausted(x) => SharedMemoryError::Exhausted(x),
             MapError::Io(e) => SharedMemoryError::Memory(e.to_string()),
+        }
+    }
+}
+
+impl From<SyncError> for SharedMemoryError {
+    fn from(e: SyncError) -> SharedMemoryError {
+        match e {
+            // A lock that could not be made, for want of the same room as the block.
+            SyncError::Exhausted(x) => SharedMemoryError::Exhausted(x),
+            e => SharedMemoryError::Lock(e),
         }
     }
 }
@@ -235,19 +252,12 @@ impl<T: Pod> PartialEq for RawValue<T> {
 impl<T: Pod> RawValue<T> {
     /// A new value in shared memory, created by this process.
     ///
-    /// # Panics
-    ///
-    /// When the system refuses shared memory.
-    pub fn new(value: T) -> RawValue<T> {
-        RawValue::try_new(value).expect("a value's shared memory")
-    }
-
-    /// A new value in shared memory.
-    ///
     /// # Errors
     ///
-    /// [`SharedMemoryError::Memory`].
-    pub fn try_new(value: T) -> Result<RawValue<T>, SharedMemoryError> {
+    /// [`SharedMemoryError::Exhausted`] when the system has no descriptor or memory
+    /// left for it (the message names the limit); [`SharedMemoryError::Memory`] when
+    /// it refuses otherwise.
+    pub fn new(value: T) -> Result<RawValue<T>, SharedMemoryError> {
         let block = Block::create("multiproc-value", magic(VALUE), 1, std::mem::size_of::<T>())?;
         let v = RawValue {
             block,
@@ -288,9 +298,10 @@ impl<T: Pod> RawValue<T> {
 ///
 /// ```
 /// multiproc_supervisor::init();
-/// let v = multiproc_supervisor::Value::new(0u64);
-/// *v.lock().unwrap() += 1;
-/// assert_eq!(v.get().unwrap(), 1);
+/// let v = multiproc_supervisor::Value::new(0u64)?;
+/// *v.lock()? += 1;
+/// assert_eq!(v.get()?, 1);
+/// # Ok::<(), multiproc_supervisor::SharedMemoryError>(())
 /// ```
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
@@ -317,21 +328,21 @@ impl<T: Pod> fmt::Debug for Value<T> {
 impl<T: Pod> Value<T> {
     /// A new value with a new lock.
     ///
-    /// # Panics
+    /// # Errors
     ///
-    /// When the system refuses shared memory.
-    pub fn new(value: T) -> Value<T> {
-        Value::with_lock(value, Lock::new()).expect("a value's shared memory")
+    /// As [`RawValue::new`], for the value or its lock.
+    pub fn new(value: T) -> Result<Value<T>, SharedMemoryError> {
+        Value::with_lock(value, Lock::new()?)
     }
 
     /// A new value guarded by `lock` (Python's `Value(..., lock=lock)`).
     ///
     /// # Errors
     ///
-    /// [`SharedMemoryError::Memory`].
+    /// As [`RawValue::new`].
     pub fn with_lock(value: T, lock: Lock) -> Result<Value<T>, SharedMemoryError> {
         Ok(Value {
-            raw: RawValue::try_new(value)?,
+            raw: RawValue::new(value)?,
             lock,
         })
     }
@@ -445,7 +456,7 @@ impl<T: Pod> RawArray<T> {
     ///
     /// # Errors
     ///
-    /// [`SharedMemoryError::Size`] for an empty one; [`SharedMemoryError::Memory`].
+    /// [`SharedMemoryError::Size`] for an empty one; as [`RawValue::new`].
     pub fn from_slice(items: &[T]) -> Result<RawArray<T>, SharedMemoryError> {
         let a = RawArray::<T>::zeroed_uninit(items.len())?;
         a.write(0, items)?;
@@ -598,7 +609,7 @@ impl<T: Pod> Array<T> {
     pub fn from_slice(items: &[T]) -> Result<Array<T>, SharedMemoryError> {
         Ok(Array {
             raw: RawArray::from_slice(items)?,
-            lock: Lock::try_new()?,
+            lock: Lock::new()?,
         })
     }
 
@@ -610,7 +621,7 @@ impl<T: Pod> Array<T> {
     pub fn zeroed(len: usize) -> Result<Array<T>, SharedMemoryError> {
         Ok(Array {
             raw: RawArray::zeroed(len)?,
-            lock: Lock::try_new()?,
+            lock: Lock::new()?,
         })
     }
 
@@ -762,7 +773,9 @@ impl SharedMemory {
     /// # Errors
     ///
     /// [`SharedMemoryError::Size`] for 0 bytes (Python's `ValueError`);
-    /// [`SharedMemoryError::Memory`].
+    /// [`SharedMemoryError::Exhausted`] when the system has no descriptor or memory
+    /// left for the block (the message names the limit and the size asked);
+    /// [`SharedMemoryError::Memory`] when it refuses otherwise.
     pub fn create(size: usize) -> Result<SharedMemory, SharedMemoryError> {
         if size == 0 {
             return Err(SharedMemoryError::Size(

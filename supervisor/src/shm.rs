@@ -21,6 +21,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use multiproc_core::Exhausted;
+use multiproc_transport::Resource;
 use rustix::fs::{MemfdFlags, Mode, OFlags};
 use rustix::mm::{MapFlags, ProtFlags};
 use rustix::thread::futex;
@@ -59,20 +61,28 @@ pub(crate) struct SegmentRef {
     pub(crate) len: u64,
 }
 
-/// Why a segment could not be mapped.
+/// Why a segment could not be made or mapped.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum MapError {
     /// Its host is gone, or its fd there names another file now.
     #[error("the shared memory segment no longer exists")]
     Gone,
-    /// The system refused (out of memory, out of file descriptors).
+    /// The system has no room for it: no descriptor, no memory, no mapping left.
+    #[error(transparent)]
+    Exhausted(Exhausted),
+    /// The system refused it otherwise.
     #[error("shared memory: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
 }
 
-impl From<rustix::io::Errno> for MapError {
-    fn from(e: rustix::io::Errno) -> MapError {
-        MapError::Io(e.into())
+impl MapError {
+    /// The error of a call that makes a descriptor or memory (`creating`).
+    fn refused(e: impl Into<io::Error>, creating: Resource) -> MapError {
+        let e = e.into();
+        match multiproc_transport::exhausted(&e, creating) {
+            Some(x) => MapError::Exhausted(x),
+            None => MapError::Io(e),
+        }
     }
 }
 
@@ -86,9 +96,13 @@ impl Segment {
     /// A new zeroed segment of `len` bytes, hosted by this process. Its pages are
     /// only allocated when first touched.
     pub(crate) fn create(name: &str, len: usize) -> Result<Segment, MapError> {
-        let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC)?;
-        rustix::fs::ftruncate(&fd, len as u64)?;
-        let ino = rustix::fs::fstat(&fd)?.st_ino;
+        let bytes = Resource::Memory { bytes: len as u64 };
+        let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC)
+            .map_err(|e| MapError::refused(e, Resource::Fd))?;
+        rustix::fs::ftruncate(&fd, len as u64).map_err(|e| MapError::refused(e, bytes))?;
+        let ino = rustix::fs::fstat(&fd)
+            .map_err(|e| MapError::Io(e.into()))?
+            .st_ino;
         let at = SegmentRef {
             pid: my_pid(),
             fd: fd.as_raw_fd(),
@@ -111,10 +125,10 @@ impl Segment {
             rustix::fs::open(path, OFlags::RDWR | OFlags::CLOEXEC, Mode::empty()).map_err(|e| {
                 match e {
                     rustix::io::Errno::NOENT | rustix::io::Errno::SRCH => MapError::Gone,
-                    e => MapError::Io(e.into()),
+                    e => MapError::refused(e, Resource::Fd),
                 }
             })?;
-        let stat = rustix::fs::fstat(&fd)?;
+        let stat = rustix::fs::fstat(&fd).map_err(|e| MapError::Io(e.into()))?;
         if stat.st_ino != at.ino || (stat.st_size as u64) < at.len {
             return Err(MapError::Gone);
         }
@@ -213,8 +227,9 @@ fn map(fd: &OwnedFd, len: usize) -> Result<NonNull<u8>, MapError> {
             MapFlags::SHARED,
             fd,
             0,
-        )?
-    };
+        )
+    }
+    .map_err(|e| MapError::refused(e, Resource::Memory { bytes: len as u64 }))?;
     NonNull::new(ptr.cast()).ok_or(MapError::Io(io::Error::other("mmap returned null")))
 }
 

@@ -148,7 +148,7 @@ pub(crate) fn spawn(req: Request) -> Result<Spawned, Error> {
     let mut cmd = tokio::process::Command::from(cmd);
     let os_child = cmd
         .spawn()
-        .map_err(|e| Error::os("cannot spawn the child process", e))?;
+        .map_err(|e| Error::spawning("cannot spawn the child process", e))?;
     let pid = os_child
         .id()
         .and_then(|p| rustix::process::Pid::from_raw(p as i32));

@@ -329,9 +329,21 @@ impl Supervisor {
     /// # Errors
     ///
     /// [`AdminError::Invalid`] for a bad spec; [`AdminError::Start`] when a child
-    /// fails to start, after the ones already started were stopped in reverse order.
+    /// fails to start, after the ones already started were stopped in reverse order
+    /// (with [`Error::Exhausted`] as its source when the system had no room for it,
+    /// naming the limit).
     pub async fn start(self) -> Result<SupervisorRef, AdminError> {
         self.flags.validate(&self.children)?;
+        // The runtime is where every child would start: without it, the first one
+        // cannot.
+        runtime::ensure().map_err(|source| AdminError::Start {
+            id: self
+                .children
+                .first()
+                .map(|c| c.id.clone())
+                .unwrap_or_default(),
+            source,
+        })?;
         let Supervisor {
             flags,
             children,

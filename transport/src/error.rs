@@ -1,6 +1,6 @@
 //! The error type of the transport.
 
-use multiproc_core::CodecError;
+use multiproc_core::{CodecError, Exhausted};
 
 use crate::FrameError;
 
@@ -66,9 +66,25 @@ pub enum Error {
     /// An address that names nothing this side can listen on or connect to.
     #[error("bad address: {0}")]
     Address(String),
+    /// The system refused a descriptor for want of room (`EMFILE`, `ENFILE`,
+    /// `ENOMEM`): the message names the limit and how to raise it.
+    #[error(transparent)]
+    Exhausted(#[from] Exhausted),
     /// The operating system reported an error.
     #[error("i/o error on the connection")]
     Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The error for a call that creates a descriptor: [`Error::Exhausted`] when the
+    /// system is out of them (or of memory), else [`Error::Io`].
+    pub(crate) fn creating(e: impl Into<std::io::Error>) -> Error {
+        let e = e.into();
+        match crate::exhausted(&e, crate::Resource::Fd) {
+            Some(x) => Error::Exhausted(x),
+            None => Error::Io(e),
+        }
+    }
 }
 
 /// The result type of the transport.
@@ -114,6 +130,7 @@ mod tests {
             },
             Error::FdsWithoutData,
             Error::FdsTruncated { max: 1 },
+            Error::Exhausted(Exhausted::SystemFiles { max: None }),
             Error::Io(std::io::ErrorKind::Other.into()),
         ];
         for e in all {
@@ -139,6 +156,18 @@ mod tests {
         assert_eq!(io.kind(), std::io::ErrorKind::UnexpectedEof);
         let io = std::io::Error::from(Error::ReadOnly);
         assert_eq!(io.to_string(), Error::ReadOnly.to_string());
+    }
+
+    #[test]
+    fn a_descriptor_the_system_has_no_room_for_is_exhaustion() {
+        let e = Error::creating(rustix::io::Errno::MFILE);
+        assert!(
+            matches!(e, Error::Exhausted(Exhausted::OpenFiles { .. })),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("RLIMIT_NOFILE"), "{e}");
+        let e = Error::creating(rustix::io::Errno::ACCESS);
+        assert!(matches!(e, Error::Io(_)), "{e:?}");
     }
 
     #[test]

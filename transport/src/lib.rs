@@ -47,6 +47,13 @@
 //! ([`auth`]): a CPython `multiprocessing.connection.Client` can talk to a
 //! [`Listener`], and [`client`] to a CPython `Listener`.
 //!
+//! # Exhaustion
+//!
+//! A descriptor, a mapping or a process that the system refuses for want of room is
+//! [`Error::Exhausted`], never a bare errno: [`exhausted`] reads the limit that was
+//! reached (`RLIMIT_NOFILE`, `fs.file-max`, `vm.max_map_count`, `RLIMIT_AS`, a cgroup's
+//! `pids.max`, …) so that the message names it and says how to raise it.
+//!
 //! # Passing file descriptors
 //!
 //! [`send_with_fds`] and [`recv_with_fds`] move fds over a Unix socket. A connection
@@ -59,6 +66,7 @@ pub mod auth;
 mod connection;
 mod endpoint;
 mod error;
+mod exhaustion;
 mod fdpass;
 pub mod frame;
 #[doc(hidden)]
@@ -69,6 +77,7 @@ mod wait;
 
 pub use connection::{BlockingConnection, Connection};
 pub use error::{Error, Result};
+pub use exhaustion::{Resource, exhausted};
 pub use fdpass::{MAX_FDS_PER_MESSAGE, collect_fds, provide_fds, recv_with_fds, send_with_fds};
 pub use frame::{DEFAULT_MAX_FRAME_LEN, FrameDecoder, FrameError, FrameReader, MAX_FRAME_LEN};
 pub use listener::{Address, Listener, Pending, client, client_with_timeout};

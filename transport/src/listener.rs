@@ -120,17 +120,20 @@ impl Listener {
     /// # Errors
     ///
     /// [`Error::Io`] (the address is in use, the path's directory is missing),
-    /// [`Error::Address`].
+    /// [`Error::Address`], [`Error::Exhausted`] (no descriptor left for the socket).
     pub fn bind(address: &Address, authkey: Option<&[u8]>) -> Result<Listener> {
         let (socket, address) = match address {
             Address::Tcp(a) => {
-                let l = TcpListener::bind(a)?;
+                let l = TcpListener::bind(a).map_err(Error::creating)?;
                 let bound = Address::Tcp(l.local_addr()?);
                 (Socket::Tcp(l), bound)
             }
             other => {
                 let addr = other.unix()?.expect("a Unix address");
-                (Socket::Unix(UnixListener::bind_addr(&addr)?), other.clone())
+                (
+                    Socket::Unix(UnixListener::bind_addr(&addr).map_err(Error::creating)?),
+                    other.clone(),
+                )
             }
         };
         Ok(Listener {
@@ -193,16 +196,18 @@ impl Listener {
     ///
     /// # Errors
     ///
-    /// [`Error::Io`]; [`Error::Closed`] after [`close`](Listener::close).
+    /// [`Error::Io`]; [`Error::Exhausted`] when no descriptor is left for the
+    /// connection (the listener goes on); [`Error::Closed`] after
+    /// [`close`](Listener::close).
     pub fn accept_pending(&mut self) -> Result<Pending> {
         let (fd, from): (OwnedFd, String) = match &self.socket {
             Socket::Tcp(l) => {
-                let (s, from) = l.accept()?;
+                let (s, from) = l.accept().map_err(Error::creating)?;
                 s.set_nodelay(true)?;
                 (s.into(), from.to_string())
             }
             Socket::Unix(l) => {
-                let (s, from) = l.accept()?;
+                let (s, from) = l.accept().map_err(Error::creating)?;
                 (s.into(), format!("{from:?}"))
             }
             Socket::Closed => return Err(Error::Closed),
@@ -266,9 +271,10 @@ impl Pending {
 ///
 /// # Errors
 ///
-/// [`Error::Io`] (nobody listens there), [`Error::Auth`] (a wrong key on either
-/// side: [`AuthError::Rejected`](crate::auth::AuthError::Rejected) when the
-/// listener refused ours).
+/// [`Error::Io`] (nobody listens there), [`Error::Exhausted`] (no descriptor left
+/// for the socket), [`Error::Auth`] (a wrong key on either side:
+/// [`AuthError::Rejected`](crate::auth::AuthError::Rejected) when the listener
+/// refused ours).
 pub fn client(address: &Address, authkey: Option<&[u8]>) -> Result<BlockingConnection> {
     client_with_timeout(address, authkey, HANDSHAKE_TIMEOUT)
 }
@@ -285,13 +291,15 @@ pub fn client_with_timeout(
 ) -> Result<BlockingConnection> {
     let fd: OwnedFd = match address {
         Address::Tcp(a) => {
-            let s = TcpStream::connect(a)?;
+            let s = TcpStream::connect(a).map_err(Error::creating)?;
             s.set_nodelay(true)?;
             s.into()
         }
         other => {
             let addr = other.unix()?.expect("a Unix address");
-            UnixStream::connect_addr(&addr)?.into()
+            UnixStream::connect_addr(&addr)
+                .map_err(Error::creating)?
+                .into()
         }
     };
     let mut conn = BlockingConnection::from_owned_fd(fd, true, true)?;

@@ -7,7 +7,7 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use rustix::pipe::PipeFlags;
 
 use crate::endpoint::{Endpoint, Kind};
-use crate::{BlockingConnection, Connection, Result};
+use crate::{BlockingConnection, Connection, Error, Result};
 
 /// Creates a pair of connected async connections, like Python's `Pipe(duplex)`.
 ///
@@ -17,7 +17,8 @@ use crate::{BlockingConnection, Connection, Result};
 ///
 /// # Errors
 ///
-/// An I/O error when the OS cannot create the pair (for example, out of fds).
+/// [`Error::Exhausted`] when the system has no descriptors left for the pair (the
+/// message names the limit); [`Error::Io`] for any other refusal.
 ///
 /// # Examples
 ///
@@ -42,7 +43,8 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
 ///
 /// # Errors
 ///
-/// An I/O error when the OS cannot create the pair (for example, out of fds).
+/// [`Error::Exhausted`] when the system has no descriptors left for the pair (the
+/// message names the limit); [`Error::Io`] for any other refusal.
 ///
 /// # Examples
 ///
@@ -66,13 +68,15 @@ fn raw_pair(duplex: bool) -> Result<(Endpoint, Endpoint)> {
             SocketType::STREAM,
             SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
             None,
-        )?;
+        )
+        .map_err(Error::creating)?;
         Ok((
             Endpoint::with_kind(a, Kind::Socket, true, true),
             Endpoint::with_kind(b, Kind::Socket, true, true),
         ))
     } else {
-        let (r, w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
+        let (r, w) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)
+            .map_err(Error::creating)?;
         Ok((
             Endpoint::with_kind(r, Kind::Pipe, true, false),
             Endpoint::with_kind(w, Kind::Pipe, false, true),

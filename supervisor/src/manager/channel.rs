@@ -47,6 +47,17 @@ pub(crate) enum Side {
     Server,
 }
 
+/// The error of rings that could not be made or mapped.
+fn rings(e: crate::shm::MapError) -> ManagerError {
+    match e {
+        crate::shm::MapError::Exhausted(source) => ManagerError::Exhausted {
+            what: "no shared memory for a manager link".into(),
+            source,
+        },
+        e => ManagerError::Connect(e.to_string()),
+    }
+}
+
 /// One end of a link's rings.
 pub(crate) struct Channel {
     seg: Arc<Segment>,
@@ -58,15 +69,14 @@ pub(crate) struct Channel {
 impl Channel {
     /// New rings, made by the client: their place, for the server.
     pub(crate) fn create() -> Result<(Channel, SegmentRef), ManagerError> {
-        let seg = Segment::create("multiproc-manager-link", 2 * SIDE)
-            .map_err(|e| ManagerError::Connect(e.to_string()))?;
+        let seg = Segment::create("multiproc-manager-link", 2 * SIDE).map_err(rings)?;
         let at = seg.at();
         Ok((Channel::new(Arc::new(seg), Side::Client), at))
     }
 
     /// The server's end of the rings at `at`.
     pub(crate) fn open(at: SegmentRef) -> Result<Channel, ManagerError> {
-        let seg = Segment::open(at).map_err(|e| ManagerError::Connect(e.to_string()))?;
+        let seg = Segment::open(at).map_err(rings)?;
         if seg.len() != 2 * SIDE {
             return Err(ManagerError::Decode(
                 "a link's rings of another size".into(),

@@ -153,7 +153,15 @@ fn connect(target: &Target) -> Result<(RefLink, Arc<AtomicBool>), ManagerError> 
     std::thread::Builder::new()
         .name("multiproc-manager-refs".into())
         .spawn(move || run(conn, &rx, &flag))
-        .map_err(|e| ManagerError::Connect(format!("no thread for the reference link: {e}")))?;
+        .map_err(|e| {
+            match multiproc_transport::exhausted(&e, multiproc_transport::Resource::Task) {
+                Some(source) => ManagerError::Exhausted {
+                    what: "no thread for the manager's reference link".into(),
+                    source,
+                },
+                None => ManagerError::Connect(format!("no thread for the reference link: {e}")),
+            }
+        })?;
     Ok((
         RefLink {
             tx,

@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use multiproc_core::ExitReason;
 use multiproc_core::scheduler::{Action, Failure, Finished, Scheduler, SchedulerConfig, WorkerId};
+use multiproc_core::{Exhausted, ExitReason};
 use multiproc_transport::{Connection, FrameDecoder};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
@@ -37,7 +37,9 @@ pub(crate) enum Request {
 
 /// What the workers' tasks report.
 enum Event {
-    Started(WorkerId, Result<Started, ExitReason>),
+    /// A worker started, or did not: how it ended, and the limit that refused it
+    /// when the system had no room for it.
+    Started(WorkerId, Result<Started, (ExitReason, Option<Exhausted>)>),
     Frames(WorkerId, Vec<Vec<u8>>),
     Exited(WorkerId, ExitReason),
 }
@@ -105,6 +107,8 @@ pub(crate) struct PoolActor {
     answers: HashMap<u64, Done>,
     joiners: Vec<oneshot::Sender<()>>,
     last_exit: ExitReason,
+    /// The limit that refused the last worker that failed to start, if one did.
+    last_exhausted: Option<Exhausted>,
     exit_frame: Arc<Vec<u8>>,
 }
 
@@ -146,6 +150,7 @@ pub(crate) fn start(
         answers: HashMap::new(),
         joiners: Vec::new(),
         last_exit: ExitReason::Normal,
+        last_exhausted: None,
         exit_frame: Arc::new(
             wire::finish(wire::start(wire::EXIT, 0, "", 0), usize::MAX).expect("no limit"),
         ),
@@ -273,9 +278,10 @@ impl PoolActor {
                     let _ = started.process.kill();
                 }
             },
-            Event::Started(w, Err(reason)) => {
+            Event::Started(w, Err((reason, exhausted))) => {
                 tracing::warn!(%reason, "a pool worker failed to start");
                 self.last_exit = reason.clone();
+                self.last_exhausted = exhausted;
                 self.sched.exited(w, &reason, now, out);
             }
             Event::Frames(w, frames) => {
@@ -306,6 +312,7 @@ impl PoolActor {
                     tracing::debug!(worker = w, %reason, "pool worker exited");
                 }
                 self.last_exit = reason.clone();
+                self.last_exhausted = None;
                 self.sched.exited(w, &reason, now, out);
             }
         }
@@ -346,7 +353,7 @@ impl PoolActor {
                 Action::Broke(exceeded) => {
                     tracing::error!(reason = %self.last_exit, %exceeded, "pool workers keep failing to start; the pool gives up");
                     *self.shared.broken.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(self.last_exit.clone());
+                        Some(self.broken(self.last_exit.clone()));
                     self.shared.state.store(BROKEN, Ordering::Release);
                 }
             }
@@ -385,7 +392,16 @@ impl PoolActor {
             }
             Failure::Cancelled => ChunkFailure::Task(TaskError::Cancelled),
             Failure::Terminated => ChunkFailure::Pool(self.shared.ended_error()),
-            Failure::Broken { reason } => ChunkFailure::Pool(PoolError::Broken { reason }),
+            Failure::Broken { reason } => ChunkFailure::Pool(self.broken(reason)),
+        }
+    }
+
+    /// Why the pool gave up: the limit that refused its workers, if that is why they
+    /// failed to start, else how the last one ended.
+    fn broken(&self, reason: ExitReason) -> PoolError {
+        match &self.last_exhausted {
+            Some(x) => PoolError::Exhausted(x.clone()),
+            None => PoolError::Broken { reason },
         }
     }
 
@@ -407,12 +423,14 @@ impl PoolActor {
         let (mine, theirs) = match pair {
             Ok(pair) => pair,
             Err(e) => {
-                let _ = events.send(Event::Started(
-                    w,
-                    Err(ExitReason::Failed {
-                        message: format!("cannot make the worker's socket: {e}"),
-                    }),
-                ));
+                let exhausted = match &e {
+                    multiproc_transport::Error::Exhausted(x) => Some(x.clone()),
+                    _ => None,
+                };
+                let reason = ExitReason::Failed {
+                    message: format!("cannot make the worker's socket: {e}"),
+                };
+                let _ = events.send(Event::Started(w, Err((reason, exhausted))));
                 self.workers.insert(
                     w,
                     WorkerSlot {
@@ -444,12 +462,14 @@ impl PoolActor {
         );
         runtime::handle().spawn(async move {
             if let Err(e) = process.start().await {
-                let _ = events.send(Event::Started(
-                    w,
-                    Err(ExitReason::Failed {
-                        message: e.to_string(),
-                    }),
-                ));
+                let exhausted = match &e {
+                    crate::Error::Exhausted { source, .. } => Some(source.clone()),
+                    _ => None,
+                };
+                let reason = ExitReason::Failed {
+                    message: e.to_string(),
+                };
+                let _ = events.send(Event::Started(w, Err((reason, exhausted))));
                 return;
             }
             let process = Arc::new(process);
@@ -460,7 +480,7 @@ impl PoolActor {
                     tracing::error!(error = %e, "cannot use a pool worker's socket; killing it");
                     let _ = process.kill();
                     let reason = process.join().await.unwrap_or(ExitReason::Killed);
-                    let _ = events.send(Event::Started(w, Err(reason)));
+                    let _ = events.send(Event::Started(w, Err((reason, None))));
                     return;
                 }
             };

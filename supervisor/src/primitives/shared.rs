@@ -303,8 +303,7 @@ impl QueueMem {
         capacity: usize,
         secret: u64,
     ) -> Result<Arc<QueueMem>, SyncError> {
-        let seg = Segment::create("multiproc-queue", DATA_AT + capacity)
-            .map_err(|e| SyncError::Memory(e.to_string()))?;
+        let seg = Segment::create("multiproc-queue", DATA_AT + capacity)?;
         let seg = shm::host(seg);
         seg.u64_at(MAXSIZE_AT).store(maxsize, Ordering::Relaxed);
         seg.u32_at(JOINABLE_AT)
