@@ -33,18 +33,18 @@ const RAN_LOG: &str = "MULTIPROC_TEST_CHAOS_LOG";
 
 const WORKERS: usize = 3;
 /// Calls of `map`, and items in each.
-const MAPS: usize = 10;
-const MAP_ITEMS: usize = 60;
+const MAPS: usize = 30;
+const MAP_ITEMS: usize = 20;
 /// Items of each `imap_unordered`, one per chunksize.
-const IMAP_ITEMS: usize = 300;
+const IMAP_ITEMS: usize = 400;
 const IMAP_CHUNKSIZES: [usize; 2] = [1, 4];
-const APPLIES: usize = 400;
+const APPLIES: usize = 500;
 /// Items mapped once the kills have stopped, which must all come back as values.
 const RECOVERY_ITEMS: usize = 30;
 /// The pause before each kill is drawn from this range of milliseconds.
-const KILL_PAUSE_MS: std::ops::Range<u64> = 5..40;
+const KILL_PAUSE_MS: std::ops::Range<u64> = 2..30;
 /// One kill in this many aims at the forkserver, when the pool has one.
-const FORKSERVER_ODDS: u64 = 4;
+const FORKSERVER_ODDS: u64 = 3;
 /// How long one result may take, kills and restarts included, before the program
 /// calls it a hang.
 const WAIT: Duration = Duration::from_secs(30);
@@ -112,9 +112,10 @@ impl Rng {
 
 // ---- the kills ----------------------------------------------------------------------
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default)]
 struct Kills {
-    workers: usize,
+    /// The pids of the workers killed.
+    workers: Vec<u32>,
     forkservers: usize,
 }
 
@@ -148,7 +149,7 @@ impl Chaos {
                 }
                 let victim = &workers[rng.below(workers.len() as u64) as usize];
                 if cgroup::pidfd(victim.pid as i32).is_some_and(|fd| sigkill(&fd)) {
-                    kills.workers += 1;
+                    kills.workers.push(victim.pid);
                 }
             }
         });
@@ -339,6 +340,33 @@ fn apply_stage(pool: &Pool, items: &mut Items, ledger: &mut Ledger) -> Result<()
     Ok(())
 }
 
+/// Waits until the pool has seen the death of every worker the chaos killed: a task
+/// dispatched to one of them in the moment between its kill and the pool hearing of
+/// it fails, as it should, but the kills are over and the recovery must not see them.
+fn settle(pool: &Pool, kills: &Kills) -> Result<(), String> {
+    for &pid in &kills.workers {
+        if !common::wait_gone(pid, WAIT) {
+            return Err(format!("worker {pid} outlived its SIGKILL by {WAIT:?}"));
+        }
+    }
+    // The pool hears of a death from its own wait for the worker; there is no event to
+    // wait on from here, so poll, bounded.
+    let deadline = Instant::now() + WAIT;
+    while pool
+        .workers()
+        .iter()
+        .any(|w| kills.workers.contains(&w.pid))
+    {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "the pool still lists killed workers after {WAIT:?}"
+            ));
+        }
+        std::thread::yield_now();
+    }
+    Ok(())
+}
+
 /// How many times each item noted that it ran.
 fn runs(log: &str) -> Result<HashMap<u64, usize>, String> {
     let text = std::fs::read_to_string(log).map_err(|e| format!("cannot read {log}: {e}"))?;
@@ -387,6 +415,7 @@ fn chaos_program(case: &str) -> Result<String, String> {
     apply_stage(&pool, &mut items, &mut ledger)?;
     let kills = chaos.stop();
     let chaos_took = t0.elapsed();
+    settle(&pool, &kills)?;
 
     eprintln!("recovery");
     let input = items.take(RECOVERY_ITEMS);
@@ -431,7 +460,7 @@ fn chaos_program(case: &str) -> Result<String, String> {
     let died = ledger.count("imap_unordered", Outcome::Died)
         + ledger.count("apply_async", Outcome::Died)
         + ledger.maps_failed;
-    if kills.workers == 0 || died == 0 {
+    if kills.workers.is_empty() || died == 0 {
         return Err(format!("the chaos did not bite: {kills:?}, {died} deaths"));
     }
     if method == StartMethod::Forkserver && kills.forkservers == 0 {
@@ -442,7 +471,7 @@ fn chaos_program(case: &str) -> Result<String, String> {
          calls whole, {} failed on a death; imap_unordered: {} values, {} deaths; \
          apply_async: {} values, {} deaths; {} tasks ran, none twice; {} recovery items \
          whole; joined after {:?}",
-        kills.workers,
+        kills.workers.len(),
         kills.forkservers,
         ledger.maps_whole,
         ledger.maps_failed,
