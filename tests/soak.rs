@@ -1,6 +1,7 @@
-//! Long-running loops: processes, supervisor restarts, pools and primitives, each
-//! repeated thousands of times, with the loop process's fds, threads and RSS compared
-//! against their starting values.
+//! Long-running loops: processes, pools and primitives, each repeated thousands of
+//! times, with the loop process's fds, threads and RSS compared against their starting
+//! values. A supervisor's restart loop runs in a pids cgroup of its own, in
+//! `supervisor_soak.rs`.
 
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
@@ -8,6 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::usage::{Usage, iterations};
 use common::{TestResult, trial};
 use multiproc::blocking::{
     Barrier, BoundedSemaphore, Condition, Connection, Event, Lock, Pool, Process, Queue, RLock,
@@ -23,46 +25,18 @@ fn square(x: u64) -> u64 {
 }
 multiproc::register!(square);
 
-/// How many times each loop runs: enough to show a leak of one fd per iteration a
-/// thousand times over, small enough for CI.
-fn iterations() -> usize {
-    std::env::var("MULTIPROC_SOAK_ITERATIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2000)
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Usage {
-    fds: usize,
-    threads: usize,
-    rss_kib: u64,
-}
-
-fn usage() -> Usage {
-    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
-    let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    Usage {
-        fds,
-        threads,
-        rss_kib: pages * 4,
-    }
-}
-
 fn soak(name: &str, n: usize, mut body: impl FnMut(usize) -> TestResult) -> TestResult {
     // Warm up: lazily built runtimes, spawner thread, forkserver, caches.
     for i in 0..20 {
         body(i)?;
     }
-    let start = usage();
+    let start = Usage::now();
     let t0 = Instant::now();
     for i in 0..n {
         body(i)?;
     }
     let elapsed = t0.elapsed();
-    let end = usage();
+    let end = Usage::now();
     eprintln!(
         "{name}: {n} iterations in {elapsed:?} ({:.0}/s): fds {} -> {}, threads {} -> {}, rss {} -> {} KiB",
         n as f64 / elapsed.as_secs_f64(),
