@@ -1,12 +1,12 @@
-//! A `OneForOne` supervisor restarting a child that exits at once, thousands of times:
-//! the supervising process's fds and threads come back to where they were, and its
-//! memory hardly grows.
+//! A `OneForOne` supervisor restarting a child that exits at once, thousands of times,
+//! on quiet CPUs and on busy ones: the supervising process's fds and threads come back
+//! to where they were, and its memory hardly grows.
 //!
 //! A restart loop is what could multiply processes if multiproc regressed, so the
-//! program under test is this binary again (`MULTIPROC_TEST_SUPERVISOR_SOAK` set),
-//! run inside a pids cgroup the test makes. It measures itself after a warm-up and
-//! after the loop, each time with the child stopped, and prints both; the test checks
-//! them, the cgroup's peak, and that no process outlived the program.
+//! program under test is this binary again (`MULTIPROC_TEST_SUPERVISOR_SOAK` names the
+//! case), run inside a pids cgroup the test makes. It measures itself after a warm-up
+//! and after the loop, each time with the child stopped, and prints both; the test
+//! checks them, the cgroup's peak, and that no process outlived the program.
 //! `MULTIPROC_SOAK_ITERATIONS` sets the number of restarts, as in `soak.rs`.
 
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
@@ -16,7 +16,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cgroup::{self, Program};
-use common::usage::{Usage, iterations};
+use common::usage::{BusyCpus, Usage, iterations};
 use common::{TestResult, trial};
 use multiproc::blocking::{Events, SupervisorRef};
 use multiproc::{
@@ -24,7 +24,7 @@ use multiproc::{
     SupervisorFlags, function_child,
 };
 
-/// Set in the program under test.
+/// Set to the case's name in the program under test.
 const SOAK: &str = "MULTIPROC_TEST_SUPERVISOR_SOAK";
 /// Restarts before the first measurement: the runtime's threads, the spawner and the
 /// allocator's arenas are all made by then.
@@ -65,8 +65,13 @@ fn restarts(events: &mut Events, n: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn soak_program() -> Result<String, String> {
-    let n = iterations();
+fn soak_program(case: &str) -> Result<String, String> {
+    let (n, busy) = match case {
+        "quiet" => (iterations(), false),
+        // Half as many: each takes longer, and a leak shows within a few hundred.
+        "busy" => (iterations() / 2, true),
+        other => return Err(format!("unknown case {other}")),
+    };
     let flags = SupervisorFlags {
         strategy: Strategy::OneForOne,
         // The loop is the point: no intensity ends it, no backoff slows it.
@@ -88,12 +93,14 @@ fn soak_program() -> Result<String, String> {
     sup.terminate_child("quick").map_err(|e| e.to_string())?;
     let before = Usage::now();
     let mut events = sup.events();
+    let busy = busy.then(BusyCpus::start);
     let t0 = Instant::now();
     sup.restart_child("quick").map_err(|e| e.to_string())?;
     eprintln!("loop");
     restarts(&mut events, n)?;
     sup.terminate_child("quick").map_err(|e| e.to_string())?;
     let took = t0.elapsed();
+    drop(busy);
     let after = Usage::now();
     let exit = sup.shutdown();
     if exit != SupervisorExit::Shutdown {
@@ -115,12 +122,12 @@ fn reported<'a>(stdout: &'a str, name: &str) -> Result<&'a str, String> {
         .ok_or_else(|| format!("no {name} in the program's report: {stdout:?}"))
 }
 
-fn a_restart_loop_leaks_nothing() -> TestResult {
+fn a_restart_loop_leaks_nothing(case: &'static str) -> TestResult {
     let iterations = iterations().to_string();
     let run = Program {
-        case: "supervisor-soak",
+        case: &format!("supervisor-soak-{case}"),
         pids_max: PIDS_MAX,
-        env: &[(SOAK, "1"), ("MULTIPROC_SOAK_ITERATIONS", &iterations)],
+        env: &[(SOAK, case), ("MULTIPROC_SOAK_ITERATIONS", &iterations)],
         deadline: PROGRAM_DEADLINE,
         grace: ORPHAN_GRACE,
     }
@@ -134,8 +141,8 @@ fn a_restart_loop_leaks_nothing() -> TestResult {
     let before: Usage = reported(&run.stdout, "before")?.parse()?;
     let after: Usage = reported(&run.stdout, "after")?.parse()?;
     eprintln!(
-        "supervisor restarts: {}; fds {} -> {}, threads {} -> {}, rss {} -> {} KiB; \
-         peak {:?} tasks",
+        "supervisor restarts, {case} CPUs: {}; fds {} -> {}, threads {} -> {}, rss {} -> {} \
+         KiB; peak {:?} tasks",
         reported(&run.stdout, "restarts")?,
         before.fds,
         after.fds,
@@ -181,13 +188,21 @@ fn a_restart_loop_leaks_nothing() -> TestResult {
     Ok(())
 }
 
+fn a_restart_loop_on_quiet_cpus_leaks_nothing() -> TestResult {
+    a_restart_loop_leaks_nothing("quiet")
+}
+
+fn a_restart_loop_on_busy_cpus_leaks_nothing() -> TestResult {
+    a_restart_loop_leaks_nothing("busy")
+}
+
 fn main() {
     // The program under test refuses to run outside its cgroup before anything else;
     // its children pass through here too, on their way into `init()`.
-    if std::env::var_os(SOAK).is_some() {
+    if let Ok(case) = std::env::var(SOAK) {
         cgroup::refuse_to_run_bare("the supervisor soak program");
         multiproc::init();
-        let code = match soak_program() {
+        let code = match soak_program(&case) {
             Ok(report) => {
                 println!("{report}");
                 0
@@ -199,8 +214,15 @@ fn main() {
         };
         std::process::exit(code);
     }
-    common::run(vec![trial(
-        "a_restart_loop_leaks_nothing",
-        a_restart_loop_leaks_nothing,
-    )]);
+    // One at a time: each measures a program that the other's load would disturb.
+    common::run_serial(vec![
+        trial(
+            "a_restart_loop_on_quiet_cpus_leaks_nothing",
+            a_restart_loop_on_quiet_cpus_leaks_nothing,
+        ),
+        trial(
+            "a_restart_loop_on_busy_cpus_leaks_nothing",
+            a_restart_loop_on_busy_cpus_leaks_nothing,
+        ),
+    ]);
 }

@@ -682,6 +682,10 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         ));
     }
 
+    // Listed before the task that unlists it at its exit starts: a child that exits at
+    // once could otherwise be unlisted first and listed after, and stay listed, with
+    // its pidfd and its link, for as long as this process lives.
+    children().push(Arc::clone(&child));
     let watched = Arc::clone(&child);
     tokio::spawn(async move {
         let status = waiter.wait().await;
@@ -725,7 +729,6 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         let _ = exit_tx.send(Some(reason));
     });
 
-    children().push(Arc::clone(&child));
     crate::signals::install_root_handlers();
     crate::bootstrap::register_exit_handler();
     Ok(child)

@@ -1,8 +1,10 @@
 //! What a process holds, as the soak tests measure it: open fds, threads, resident
-//! memory; and how many iterations a soak runs.
+//! memory; how many iterations a soak runs; and busy CPUs to run it beside.
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// How many times each soak loop runs: enough to show a leak of one fd per iteration
 /// a thousand times over, small enough for CI. `MULTIPROC_SOAK_ITERATIONS` sets it.
@@ -70,5 +72,40 @@ impl FromStr for Usage {
             threads: field("threads")? as usize,
             rss_kib: field("rss_kib")?,
         })
+    }
+}
+
+/// Threads that keep all CPUs but one busy, as other programs on a loaded machine do,
+/// until dropped: some leaks show only when the process is preempted at the wrong
+/// moment (a supervisor once kept the fds of a child that exited as it was started).
+pub struct BusyCpus {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BusyCpus {
+    pub fn start() -> BusyCpus {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..cpus.saturating_sub(1).max(1))
+            .map(|_| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        BusyCpus { stop, threads }
+    }
+}
+
+impl Drop for BusyCpus {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }
