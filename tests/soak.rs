@@ -9,13 +9,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::usage::{Usage, iterations};
+use common::usage::{BusyCpus, Usage, iterations};
 use common::{TestResult, trial};
 use multiproc::blocking::{
     Barrier, BoundedSemaphore, Condition, Connection, Event, Lock, Pool, Process, Queue, RLock,
     Semaphore, pipe,
 };
-use multiproc::{Array, Value};
+use multiproc::{Array, StartMethod, Value};
 
 fn noop() {}
 multiproc::register!(noop);
@@ -64,6 +64,34 @@ fn process_loop() -> TestResult {
         p.close()?;
         Ok(())
     })
+}
+
+/// Each child's fds are gone once its join has returned and its `Process` is dropped,
+/// not a moment later, even beside busy CPUs, whatever the start method: its link's
+/// flusher task once let go of the socket on the runtime's time, after the exit was
+/// published.
+fn a_joined_child_leaves_no_fd_behind() -> TestResult {
+    let child = |method| -> TestResult {
+        let mut p = Process::new(noop, ()).start_method(method);
+        p.start()?;
+        p.join()?;
+        Ok(())
+    };
+    for method in [StartMethod::Spawn, StartMethod::Forkserver] {
+        // The first child of a method makes what lasts (the forkserver, its sockets).
+        child(method)?;
+        let start = Usage::now().fds;
+        let _busy = BusyCpus::start();
+        for i in 0..iterations() / 4 {
+            child(method)?;
+            let now = Usage::now().fds;
+            check!(
+                now == start,
+                "{method:?}: {now} fds once child {i} was joined, not {start}"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn pool_loop() -> TestResult {
@@ -182,6 +210,10 @@ fn a_killed_holder_lets_go_of_its_handles() -> TestResult {
 fn main() {
     common::run_serial(vec![
         trial("process_loop", process_loop),
+        trial(
+            "a_joined_child_leaves_no_fd_behind",
+            a_joined_child_leaves_no_fd_behind,
+        ),
         trial("pool_loop", pool_loop),
         trial("primitive_loop", primitive_loop),
         trial(

@@ -616,7 +616,7 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
                 }
             })
             .await;
-        reader_link.close();
+        reader_link.shut().await;
         if let LinkEnd::Broken(e) = end {
             // Nothing more can be read from it, so nothing can be asked of it: a child
             // we cannot talk to is killed rather than left running unreachable.
@@ -689,6 +689,8 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
     let watched = Arc::clone(&child);
     tokio::spawn(async move {
         let status = waiter.wait().await;
+        // Its pidfd too is let go of before anyone learns the child exited (below).
+        drop(waiter);
         let report = reader_task.await.ok().flatten();
         // A status lost with its forkserver: the child's own report, if it sent one,
         // still says how it ended; without one, 255, as Python reports.
