@@ -89,19 +89,20 @@ fn soak_program(case: &str) -> Result<String, String> {
     // Where it hung, should it: the test prints this on its deadline.
     eprintln!("warm-up");
     restarts(&mut events, WARM_UP)?;
-    // Measured with the child stopped, so no restart is half done.
+    // Measured with the child stopped, so no restart is half done, and with the busy
+    // threads (and what the allocator made for them) both times.
     sup.terminate_child("quick").map_err(|e| e.to_string())?;
+    let busy = busy.then(BusyCpus::start);
     let before = Usage::now();
     let mut events = sup.events();
-    let busy = busy.then(BusyCpus::start);
     let t0 = Instant::now();
     sup.restart_child("quick").map_err(|e| e.to_string())?;
     eprintln!("loop");
     restarts(&mut events, n)?;
     sup.terminate_child("quick").map_err(|e| e.to_string())?;
     let took = t0.elapsed();
-    drop(busy);
     let after = Usage::now();
+    drop(busy);
     let exit = sup.shutdown();
     if exit != SupervisorExit::Shutdown {
         return Err(format!("the supervisor ended with {exit:?}"));
