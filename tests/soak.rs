@@ -1,6 +1,7 @@
-//! Long-running loops: processes, supervisor restarts, pools and primitives, each
-//! repeated thousands of times, with the loop process's fds, threads and RSS compared
-//! against their starting values.
+//! Long-running loops: processes, pools and primitives, each repeated thousands of
+//! times, with the loop process's fds, threads and RSS compared against their starting
+//! values. A supervisor's restart loop runs in a pids cgroup of its own, in
+//! `supervisor_soak.rs`.
 
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
@@ -8,12 +9,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::usage::{BusyCpus, Usage, iterations};
 use common::{TestResult, trial};
 use multiproc::blocking::{
     Barrier, BoundedSemaphore, Condition, Connection, Event, Lock, Pool, Process, Queue, RLock,
     Semaphore, pipe,
 };
-use multiproc::{Array, Value};
+use multiproc::{Array, StartMethod, Value};
 
 fn noop() {}
 multiproc::register!(noop);
@@ -23,46 +25,18 @@ fn square(x: u64) -> u64 {
 }
 multiproc::register!(square);
 
-/// How many times each loop runs: enough to show a leak of one fd per iteration a
-/// thousand times over, small enough for CI.
-fn iterations() -> usize {
-    std::env::var("MULTIPROC_SOAK_ITERATIONS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2000)
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Usage {
-    fds: usize,
-    threads: usize,
-    rss_kib: u64,
-}
-
-fn usage() -> Usage {
-    let fds = std::fs::read_dir("/proc/self/fd").unwrap().count();
-    let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    Usage {
-        fds,
-        threads,
-        rss_kib: pages * 4,
-    }
-}
-
 fn soak(name: &str, n: usize, mut body: impl FnMut(usize) -> TestResult) -> TestResult {
     // Warm up: lazily built runtimes, spawner thread, forkserver, caches.
     for i in 0..20 {
         body(i)?;
     }
-    let start = usage();
+    let start = Usage::now();
     let t0 = Instant::now();
     for i in 0..n {
         body(i)?;
     }
     let elapsed = t0.elapsed();
-    let end = usage();
+    let end = Usage::now();
     eprintln!(
         "{name}: {n} iterations in {elapsed:?} ({:.0}/s): fds {} -> {}, threads {} -> {}, rss {} -> {} KiB",
         n as f64 / elapsed.as_secs_f64(),
@@ -90,6 +64,34 @@ fn process_loop() -> TestResult {
         p.close()?;
         Ok(())
     })
+}
+
+/// Each child's fds are gone once its join has returned and its `Process` is dropped,
+/// not a moment later, even beside busy CPUs, whatever the start method: its link's
+/// flusher task once let go of the socket on the runtime's time, after the exit was
+/// published.
+fn a_joined_child_leaves_no_fd_behind() -> TestResult {
+    let child = |method| -> TestResult {
+        let mut p = Process::new(noop, ()).start_method(method);
+        p.start()?;
+        p.join()?;
+        Ok(())
+    };
+    for method in [StartMethod::Spawn, StartMethod::Forkserver] {
+        // The first child of a method makes what lasts (the forkserver, its sockets).
+        child(method)?;
+        let start = Usage::now().fds;
+        let _busy = BusyCpus::start();
+        for i in 0..iterations() / 4 {
+            child(method)?;
+            let now = Usage::now().fds;
+            check!(
+                now == start,
+                "{method:?}: {now} fds once child {i} was joined, not {start}"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn pool_loop() -> TestResult {
@@ -210,6 +212,10 @@ fn main() {
     common::cgroup::confine("soak");
     common::run_serial(vec![
         trial("process_loop", process_loop),
+        trial(
+            "a_joined_child_leaves_no_fd_behind",
+            a_joined_child_leaves_no_fd_behind,
+        ),
         trial("pool_loop", pool_loop),
         trial("primitive_loop", primitive_loop),
         trial(

@@ -62,6 +62,8 @@ pub(crate) struct Link {
     write: Mutex<WriteState>,
     queued: Notify,
     closed: AtomicBool,
+    /// The flusher task, until [`Link::shut`] waits for it.
+    flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Debug, Default)]
@@ -90,8 +92,10 @@ impl Link {
             write: Mutex::new(WriteState::default()),
             queued: Notify::new(),
             closed: AtomicBool::new(false),
+            flusher: Mutex::new(None),
         });
-        crate::runtime::handle().spawn(Arc::clone(&link).flush_loop());
+        let flusher = crate::runtime::handle().spawn(Arc::clone(&link).flush_loop());
+        *link.flusher.lock().unwrap_or_else(|e| e.into_inner()) = Some(flusher);
         link
     }
 
@@ -178,6 +182,21 @@ impl Link {
         self.queued.notify_one();
     }
 
+    /// Closes the link and waits until its flusher task has let go of it, so the
+    /// socket is closed with the link's last owner, not whenever the flusher gets
+    /// round to it: a child's link is gone by the time its exit is published.
+    pub(crate) async fn shut(&self) {
+        self.close();
+        let flusher = self
+            .flusher
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(flusher) = flusher {
+            let _ = flusher.await;
+        }
+    }
+
     /// Writes what senders queued, as the socket drains, until the link is closed.
     ///
     /// The task owns a reference to the link, so it must end for the socket to be
@@ -193,6 +212,13 @@ impl Link {
                 {
                     let mut st = self.state();
                     let st = &mut *st;
+                    // Closed while bytes wait for room: nothing written now could be
+                    // answered, and a peer that no longer reads must not keep the
+                    // flusher (and the socket) for ever.
+                    if self.closed.load(Ordering::Acquire) {
+                        st.flushes.clear();
+                        return;
+                    }
                     while !st.is_idle() {
                         match self.stream.try_write(&st.queue[st.written..]) {
                             Ok(n) => st.written += n,
@@ -215,9 +241,15 @@ impl Link {
                         break;
                     }
                 }
-                if self.stream.writable().await.is_err() {
-                    self.closed.store(true, Ordering::Release);
-                    return;
+                tokio::select! {
+                    writable = self.stream.writable() => {
+                        if writable.is_err() {
+                            self.closed.store(true, Ordering::Release);
+                            return;
+                        }
+                    }
+                    // A close (or more bytes queued): look again.
+                    () = self.queued.notified() => {}
                 }
             }
         }

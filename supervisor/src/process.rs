@@ -619,7 +619,7 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
                 }
             })
             .await;
-        reader_link.close();
+        reader_link.shut().await;
         if let LinkEnd::Broken(e) = end {
             // Nothing more can be read from it, so nothing can be asked of it: a child
             // we cannot talk to is killed rather than left running unreachable.
@@ -685,9 +685,15 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         ));
     }
 
+    // Listed before the task that unlists it at its exit starts: a child that exits at
+    // once could otherwise be unlisted first and listed after, and stay listed, with
+    // its pidfd and its link, for as long as this process lives.
+    children().push(Arc::clone(&child));
     let watched = Arc::clone(&child);
     tokio::spawn(async move {
         let status = waiter.wait().await;
+        // Its pidfd too is let go of before anyone learns the child exited (below).
+        drop(waiter);
         let report = reader_task.await.ok().flatten();
         // A status lost with its forkserver: the child's own report, if it sent one,
         // still says how it ended; without one, 255, as Python reports.
@@ -728,7 +734,6 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         let _ = exit_tx.send(Some(reason));
     });
 
-    children().push(Arc::clone(&child));
     crate::signals::install_root_handlers();
     crate::bootstrap::register_exit_handler();
     Ok(child)

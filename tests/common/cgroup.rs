@@ -74,22 +74,7 @@ impl Cgroup {
     /// Waits up to `grace` for every process of the cgroup to end, following the ones
     /// that appear meanwhile; returns those still there.
     pub fn wait_empty(&self, grace: Duration) -> Vec<i32> {
-        let deadline = Instant::now() + grace;
-        loop {
-            let procs = self.procs();
-            if procs.is_empty() {
-                return procs;
-            }
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return procs;
-            };
-            let fds: Vec<OwnedFd> = procs.iter().filter_map(|&p| pidfd(p)).collect();
-            if fds.is_empty() {
-                // They ended between the read and the pidfd_open: read again.
-                continue;
-            }
-            wait_any(&fds, left);
-        }
+        wait_gone(|| self.procs(), grace)
     }
 
     /// Kills every process in the cgroup and waits for them to end.
@@ -155,18 +140,71 @@ fn pids_hierarchy() -> Result<(PathBuf, bool), String> {
     )
 }
 
-/// Whether this process is in a pids cgroup a test made (v1 `N:pids:/path` or v2
-/// `0::/path`).
-pub fn inside() -> bool {
-    std::fs::read_to_string("/proc/self/cgroup").is_ok_and(|s| {
-        s.lines().any(|l| {
-            let mut f = l.splitn(3, ':');
-            let (_, controllers, path) = (f.next(), f.next(), f.next());
-            let pids = matches!(controllers, Some(""))
-                || controllers.is_some_and(|c| c.split(',').any(|c| c == "pids"));
-            pids && path.is_some_and(|p| p.contains(PREFIX))
-        })
+/// Waits up to `grace` until `read` (a cgroup's processes, or some of them) is empty,
+/// following the processes that appear meanwhile; returns those still there.
+fn wait_gone(read: impl Fn() -> Vec<i32>, grace: Duration) -> Vec<i32> {
+    let deadline = Instant::now() + grace;
+    loop {
+        let procs = read();
+        if procs.is_empty() {
+            return procs;
+        }
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return procs;
+        };
+        let fds: Vec<OwnedFd> = procs.iter().filter_map(|&p| pidfd(p)).collect();
+        if fds.is_empty() {
+            // They ended between the read and the pidfd_open: read again.
+            continue;
+        }
+        wait_any(&fds, left);
+    }
+}
+
+/// The path, below its hierarchy's root, of the pids cgroup a test made that this
+/// process is in (from v1 `N:pids:/path` or v2 `0::/path`).
+fn own_path() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.splitn(3, ':');
+        let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+        let pids = controllers.is_empty() || controllers.split(',').any(|c| c == "pids");
+        (pids && path.contains(PREFIX)).then(|| path.to_string())
     })
+}
+
+/// Whether this process is in a pids cgroup a test made.
+pub fn inside() -> bool {
+    own_path().is_some()
+}
+
+/// The processes of the test's cgroup this process is in: for the program under test,
+/// to see every process it made, wherever the kernel reparented them.
+pub fn own_procs() -> Vec<i32> {
+    let Some(dir) = own_path().and_then(|path| {
+        let (root, _) = pids_hierarchy().ok()?;
+        Some(root.join(path.trim_start_matches('/')))
+    }) else {
+        return Vec::new();
+    };
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Waits up to `grace` until the test's cgroup this process is in holds no process
+/// but `keep`; returns the others still there.
+pub fn wait_own_only(keep: &[i32], grace: Duration) -> Vec<i32> {
+    wait_gone(
+        || {
+            let mut procs = own_procs();
+            procs.retain(|p| !keep.contains(p));
+            procs
+        },
+        grace,
+    )
 }
 
 /// Exits with status 2 unless this process is inside a test's pids cgroup: for the

@@ -1,5 +1,5 @@
-//! Shared fixtures for the multi-process tests: a test `main`, waiting on pids, and
-//! capturing the logs children forward.
+//! Shared fixtures for the multi-process tests: a test `main`, waiting on pids,
+//! capturing the logs children forward, pids cgroups and usage measurements.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub mod cgroup;
+pub mod usage;
 
 pub use libtest_mimic::Failed;
 use libtest_mimic::{Arguments, Trial};
