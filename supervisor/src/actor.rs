@@ -15,9 +15,10 @@ use ractor::ActorProcessingErr;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::bootstrap::EntryOutcome;
-use crate::current::me;
-use crate::{CallError, router, runtime, stop};
+use crate::runtime::bootstrap::EntryOutcome;
+use crate::runtime::current::me;
+use crate::runtime::{router, stop};
+use crate::{CallError, runtime};
 
 /// An error type for actors' fallible start.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -272,7 +273,7 @@ impl<A: Actor> ractor::Actor for Host<A> {
             HostMsg::Envelope(env) => env,
             // Handled only between messages: a handler stuck on one stops the beats.
             HostMsg::Beat => {
-                crate::current::heartbeat();
+                crate::runtime::current::heartbeat();
                 return Ok(());
             }
         };
@@ -307,7 +308,7 @@ impl<A: Actor> ractor::Actor for Host<A> {
                 Err(e) => answer(Body::Fail(RemoteError::Encode(e.to_string()))),
             },
             Err(panic) => {
-                let message = crate::bootstrap::panic_message(&*panic);
+                let message = crate::runtime::bootstrap::panic_message(&*panic);
                 answer(Body::Fail(RemoteError::Panicked(message.clone())));
                 return Err(message.into());
             }
@@ -382,7 +383,7 @@ async fn serve<A: Actor>(args: Vec<u8>) -> EntryOutcome {
     router::to_parent(Packet::Ready {
         pid: std::process::id(),
     });
-    if let Some(interval) = crate::bootstrap::heartbeat_interval() {
+    if let Some(interval) = crate::runtime::bootstrap::heartbeat_interval() {
         let beats = cell.clone();
         tokio::spawn(async move {
             // Three beats per interval: one late beat is not a hang.
@@ -403,7 +404,7 @@ async fn serve<A: Actor>(args: Vec<u8>) -> EntryOutcome {
             EntryOutcome::Returned
         }
         _ = &mut join => {
-            match crate::bootstrap::take_panic() {
+            match crate::runtime::bootstrap::take_panic() {
                 Some((message, location)) => EntryOutcome::Panicked { message, location },
                 None => EntryOutcome::Failed("the actor stopped".into()),
             }

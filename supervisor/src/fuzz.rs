@@ -26,5 +26,5 @@ pub fn manager_request(data: &[u8]) -> Result<(), ManagerError> {
 /// over the limit) or a `CodecError` (a body that is not a request), or of kind
 /// `UnexpectedEof`, carrying a `FrameError::Truncated` when the body is cut short.
 pub fn forkserver_request(data: &[u8]) -> std::io::Result<()> {
-    crate::forkserver::fuzz_request(data)
+    crate::runtime::forkserver::fuzz_request(data)
 }

@@ -6,34 +6,19 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod actor;
-mod bootstrap;
-mod current;
 mod error;
-mod forkserver;
 #[doc(hidden)]
 pub mod fuzz;
-mod link;
-mod logging;
 mod manager;
 mod pool;
 mod primitives;
 mod process;
-mod registry;
-mod router;
 mod runtime;
 mod sharedctypes;
-mod shm;
-mod signals;
-mod spawn;
-mod stop;
 mod supervisor;
 mod target;
 
 pub use actor::{Actor, ActorRef, BoxError};
-pub use bootstrap::{EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, init};
-pub use current::{
-    CurrentProcess, ParentProcess, cpu_count, current_process, heartbeat, parent_process,
-};
 pub use error::{CallError, Error};
 pub use manager::{
     DictProxy, EventProxy, ListProxy, LockProxy, Manager, ManagerBuilder, ManagerConfig,
@@ -50,11 +35,15 @@ pub use process::{
     ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Output, Process, Sentinel,
     active_children, stop_children,
 };
+pub use runtime::bootstrap::{EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, init};
+pub use runtime::current::{
+    CurrentProcess, ParentProcess, cpu_count, current_process, heartbeat, parent_process,
+};
+pub use runtime::stop::{stop_requested, wait_for_stop};
 pub use sharedctypes::{
     Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, SharedMemoryError, SharedMemoryRef,
     Value, ValueGuard,
 };
-pub use stop::{stop_requested, wait_for_stop};
 pub use supervisor::{
     AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,
     Supervisor, SupervisorEvent, SupervisorExit, SupervisorRef, actor_child, function_child,
@@ -71,14 +60,14 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::actor::run_actor;
-    pub use crate::bootstrap::EntryOutcome;
-    pub use crate::forkserver::__kill_forkserver;
     pub use crate::manager::{MANAGER_TYPES, TypesEntry};
     pub use crate::pool::{
         ItemFailure, NoTarget, NoTask, Probe, TaskFn, ViaTarget, ViaTask, not_a_task, run_task,
     };
     pub use crate::primitives::__primitive_counts;
-    pub use crate::registry::{ENTRIES, Entry};
+    pub use crate::runtime::bootstrap::EntryOutcome;
+    pub use crate::runtime::forkserver::__kill_forkserver;
+    pub use crate::runtime::registry::{ENTRIES, Entry};
     pub use linkme;
     pub use multiproc_core::EntryKind;
 

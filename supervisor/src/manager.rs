@@ -47,7 +47,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::registry::Entry;
+use crate::runtime::registry::Entry;
 use wire::{Request, Response};
 
 /// What can go wrong with a manager or a proxy.
@@ -466,7 +466,7 @@ fn run_server(config: ManagerConfig, ready: Option<BlockingConnection>) -> Resul
     let objects = std::mem::take(&mut registry.objects);
     // A registered method's panic is its caller's error (`Failed`), not the
     // server's: it is not printed here.
-    crate::bootstrap::quiet_panics(true);
+    crate::runtime::bootstrap::quiet_panics(true);
     let server = Arc::new(server::Server::new(registry));
     for (name, typeid, args) in objects {
         server
@@ -476,7 +476,7 @@ fn run_server(config: ManagerConfig, ready: Option<BlockingConnection>) -> Resul
     // Asked to stop (the owner's tree is stopping): stop at once; every object
     // goes with the process, as Python's manager's do at shutdown.
     crate::runtime::handle().spawn(async {
-        crate::stop::wait_for_stop().await;
+        crate::runtime::stop::wait_for_stop().await;
         std::process::exit(0);
     });
     loop {
@@ -534,7 +534,7 @@ const SERVE_READY_ENTRY: &str = "multiproc::manager::serve_ready";
 
 // linkme places the entries in a link section; that is all the unsafety there is.
 #[allow(unsafe_code)]
-#[linkme::distributed_slice(crate::registry::ENTRIES)]
+#[linkme::distributed_slice(crate::runtime::registry::ENTRIES)]
 static SERVE: Entry = Entry {
     name: SERVE_ENTRY,
     kind: multiproc_core::EntryKind::Function,
@@ -544,7 +544,7 @@ static SERVE: Entry = Entry {
 };
 
 #[allow(unsafe_code)]
-#[linkme::distributed_slice(crate::registry::ENTRIES)]
+#[linkme::distributed_slice(crate::runtime::registry::ENTRIES)]
 static SERVE_READY: Entry = Entry {
     name: SERVE_READY_ENTRY,
     kind: multiproc_core::EntryKind::Function,
@@ -1748,7 +1748,7 @@ impl ManagerBuilder {
             TransportError::Exhausted(x) => ManagerError::exhausted(WHAT, x),
             e => start(&e),
         })?;
-        let entry = crate::registry::by_name(SERVE_READY_ENTRY)
+        let entry = crate::runtime::registry::by_name(SERVE_READY_ENTRY)
             .ok_or_else(|| start(&"the manager entry is not registered"))?;
         let process = crate::Process::with_entry(entry, &(self.config.clone(), theirs));
         let name = process.identity().default_name("Manager");

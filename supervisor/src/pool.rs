@@ -36,7 +36,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use wire::ItemFailure;
 pub use worker::{NoTarget, NoTask, Probe, TaskFn, ViaTarget, ViaTask, not_a_task, run_task};
 
-use crate::registry::{self, Entry};
+use crate::runtime::registry::{self, Entry};
 use crate::{Error, Target, Task};
 
 /// Why one task (one item) has no result.
@@ -327,8 +327,8 @@ impl PoolBuilder {
                 self.start_intensity
             )));
         }
-        crate::bootstrap::check_init();
-        if crate::current::me().daemon {
+        crate::runtime::bootstrap::check_init();
+        if crate::runtime::current::me().daemon {
             return Err(Error::DaemonWithChildren.into());
         }
         crate::runtime::ensure()?;
@@ -1114,7 +1114,7 @@ impl Ctl {
         fut: impl Future<Output = T>,
         interrupted: impl FnOnce() -> T,
     ) -> T {
-        let Some(mut interrupt) = crate::signals::take_interrupts() else {
+        let Some(mut interrupt) = crate::runtime::signals::take_interrupts() else {
             return fut.await;
         };
         tokio::select! {

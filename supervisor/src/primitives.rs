@@ -32,8 +32,8 @@ pub(crate) use host::{State, secret, serve};
 pub(crate) use refs::Addr;
 use wire::{Answer, Fault, Op, Request};
 
-use crate::current::me;
-use crate::router;
+use crate::runtime::current::me;
+use crate::runtime::router;
 
 /// What can go wrong with a lock, semaphore, event or queue.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -95,11 +95,11 @@ pub enum SyncError {
     Memory(String),
 }
 
-impl From<crate::shm::MapError> for SyncError {
+impl From<crate::runtime::shm::MapError> for SyncError {
     /// A segment that is gone is the caller's to name; this is for creating one.
-    fn from(e: crate::shm::MapError) -> SyncError {
+    fn from(e: crate::runtime::shm::MapError) -> SyncError {
         match e {
-            crate::shm::MapError::Exhausted(x) => SyncError::Exhausted(x),
+            crate::runtime::shm::MapError::Exhausted(x) => SyncError::Exhausted(x),
             e => SyncError::Memory(e.to_string()),
         }
     }
@@ -143,7 +143,11 @@ impl Addr {
 
     /// A new primitive hosted here, with its first handle; `seg` is its shared
     /// memory, freed with it.
-    pub(crate) fn new_with(state: State, secret: u64, seg: Option<crate::shm::SegmentRef>) -> Addr {
+    pub(crate) fn new_with(
+        state: State,
+        secret: u64,
+        seg: Option<crate::runtime::shm::SegmentRef>,
+    ) -> Addr {
         let id = host::create(state, secret, seg);
         Addr::created(me().identity.clone(), id, secret)
     }
@@ -198,11 +202,11 @@ impl Addr {
     /// Maps the shared memory of a primitive of this host (a `Lock`, a queue).
     fn map(
         &self,
-        seg: crate::shm::SegmentRef,
-    ) -> Result<std::sync::Arc<crate::shm::Segment>, SyncError> {
+        seg: crate::runtime::shm::SegmentRef,
+    ) -> Result<std::sync::Arc<crate::runtime::shm::Segment>, SyncError> {
         self.mapped_here(seg);
-        crate::shm::mapped(seg).map_err(|e| match e {
-            crate::shm::MapError::Gone => SyncError::OwnerGone(self.owner.clone()),
+        crate::runtime::shm::mapped(seg).map_err(|e| match e {
+            crate::runtime::shm::MapError::Gone => SyncError::OwnerGone(self.owner.clone()),
             e => SyncError::from(e),
         })
     }
@@ -211,7 +215,7 @@ impl Addr {
     /// it watches this process and clears what it holds if it dies.
     async fn attach(&self) -> Result<(), SyncError> {
         self.done(Op::Attach {
-            pid: crate::shm::my_pid(),
+            pid: crate::runtime::shm::my_pid(),
         })
         .await
     }
@@ -680,7 +684,7 @@ impl Barrier {
     ) -> Result<Barrier, crate::Error> {
         let _ = f;
         crate::runtime::ensure()?;
-        let entry = crate::registry::by_type::<F>(multiproc_core::EntryKind::Function)?;
+        let entry = crate::runtime::registry::by_type::<F>(multiproc_core::EntryKind::Function)?;
         let args = codec::encode(&args).map_err(|source| crate::Error::Args {
             name: "barrier action".into(),
             source,
@@ -721,14 +725,14 @@ impl Barrier {
         let Some((name, args)) = &self.action else {
             return true;
         };
-        let Some(entry) = crate::registry::by_name(name) else {
+        let Some(entry) = crate::runtime::registry::by_name(name) else {
             return false;
         };
         let run = entry.run;
         let args = args.clone();
         matches!(
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || run(args))),
-            Ok(crate::bootstrap::EntryOutcome::Returned)
+            Ok(crate::runtime::bootstrap::EntryOutcome::Returned)
         )
     }
 
@@ -787,7 +791,7 @@ pub struct Lock {
 #[serde(bound = "")]
 struct Mapped<W> {
     addr: Addr,
-    seg: crate::shm::SegmentRef,
+    seg: crate::runtime::shm::SegmentRef,
     #[serde(skip)]
     word: std::sync::OnceLock<W>,
 }
@@ -815,11 +819,11 @@ impl<W> Mapped<W> {
         name: &str,
         len: usize,
         magic: u64,
-        word: impl FnOnce(std::sync::Arc<crate::shm::Segment>) -> W,
+        word: impl FnOnce(std::sync::Arc<crate::runtime::shm::Segment>) -> W,
         state: impl FnOnce(&W) -> State,
     ) -> Result<Mapped<W>, SyncError> {
-        let seg = crate::shm::Segment::create(name, len)?;
-        let seg = crate::shm::host(seg);
+        let seg = crate::runtime::shm::Segment::create(name, len)?;
+        let seg = crate::runtime::shm::host(seg);
         let secret = host::secret();
         shared::init(&seg, magic, secret);
         let at = seg.at();
@@ -836,7 +840,7 @@ impl<W> Mapped<W> {
     fn open(
         &self,
         magic: u64,
-        word: impl FnOnce(std::sync::Arc<crate::shm::Segment>) -> W,
+        word: impl FnOnce(std::sync::Arc<crate::runtime::shm::Segment>) -> W,
     ) -> Result<W, SyncError> {
         let seg = self.addr.map(self.seg)?;
         if !shared::genuine(&seg, magic, self.addr.secret) {
@@ -855,7 +859,7 @@ impl<W> Mapped<W> {
     async fn attached(
         &self,
         magic: u64,
-        word: impl FnOnce(std::sync::Arc<crate::shm::Segment>) -> W,
+        word: impl FnOnce(std::sync::Arc<crate::runtime::shm::Segment>) -> W,
     ) -> Result<&W, SyncError> {
         if let Some(w) = self.word.get() {
             return Ok(w);
@@ -869,7 +873,7 @@ impl<W> Mapped<W> {
     fn attached_blocking(
         &self,
         magic: u64,
-        word: impl FnOnce(std::sync::Arc<crate::shm::Segment>) -> W,
+        word: impl FnOnce(std::sync::Arc<crate::runtime::shm::Segment>) -> W,
     ) -> Result<&W, SyncError> {
         match self.word.get() {
             Some(w) => Ok(w),
@@ -1013,7 +1017,7 @@ impl Lock {
 }
 
 /// A lock's word in its segment.
-fn lock_word(seg: std::sync::Arc<crate::shm::Segment>) -> shared::LockWord {
+fn lock_word(seg: std::sync::Arc<crate::runtime::shm::Segment>) -> shared::LockWord {
     shared::LockWord::new(seg, shared::LOCK_WORD_AT)
 }
 
@@ -1330,7 +1334,7 @@ impl Event {
 #[serde(bound = "")]
 pub struct Queue<T> {
     addr: Addr,
-    seg: crate::shm::SegmentRef,
+    seg: crate::runtime::shm::SegmentRef,
     #[serde(skip)]
     closed: bool,
     /// The queue's memory, once this process has mapped it.

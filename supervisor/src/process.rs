@@ -14,11 +14,12 @@ use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 
 use crate::actor::{Actor, ActorRef};
-use crate::link::{Link, LinkEnd, Outgoing};
-use crate::registry::{self, Entry};
-use crate::router::{self, LinkTx};
+use crate::runtime::link::{Link, LinkEnd, Outgoing};
+use crate::runtime::registry::{self, Entry};
+use crate::runtime::router::{self, LinkTx};
+use crate::runtime::{bootstrap, current, spawn};
 use crate::target::Target;
-use crate::{Error, bootstrap, current, runtime, spawn};
+use crate::{Error, runtime};
 
 /// The status reported for a child whose status was lost (Python's 255).
 const LOST: WaitStatus = WaitStatus::Exited(255);
@@ -368,7 +369,7 @@ impl Process {
             entry: plan.entry.name.to_string(),
             args: plan.args,
             fds: plan.fds.len() as u32,
-            log_level: crate::logging::forward_level(),
+            log_level: crate::runtime::logging::forward_level(),
             limits: self.limits,
             heartbeat: self.heartbeat,
         };
@@ -607,7 +608,7 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
                 }
                 match packet {
                     Packet::Envelope(env) => router::from_child(number, env),
-                    Packet::Log(record) => crate::logging::from_child(record),
+                    Packet::Log(record) => crate::runtime::logging::from_child(record),
                     Packet::Exiting(r) => report = Some(r),
                     Packet::Heartbeat => {
                         *beat.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -734,8 +735,8 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         let _ = exit_tx.send(Some(reason));
     });
 
-    crate::signals::install_root_handlers();
-    crate::bootstrap::register_exit_handler();
+    crate::runtime::signals::install_root_handlers();
+    crate::runtime::bootstrap::register_exit_handler();
     Ok(child)
 }
 

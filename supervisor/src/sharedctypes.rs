@@ -19,7 +19,7 @@ use multiproc_core::Exhausted;
 use serde::{Deserialize, Serialize};
 
 use crate::primitives::{Guard, Lock, SyncError};
-use crate::shm::{self, MapError, Segment, SegmentRef};
+use crate::runtime::shm::{self, MapError, Segment, SegmentRef};
 
 /// Plain old data: a `Copy` type without pointers, for which every byte pattern
 /// of its size is a valid value, so that it can live in memory that other

@@ -30,8 +30,9 @@ use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::actor::Actor;
+use crate::runtime::registry;
 use crate::target::Target;
-use crate::{CallError, Error, Process, registry, runtime};
+use crate::{CallError, Error, Process, runtime};
 
 /// How many events a slow subscriber may fall behind before it misses some.
 const EVENT_BUFFER: usize = 1024;
@@ -312,7 +313,7 @@ impl Supervisor {
     pub async fn run(self) -> Result<(), AdminError> {
         let sup = self.start().await?;
         let exit = tokio::select! {
-            () = crate::stop::wait_for_stop() => sup.shutdown().await,
+            () = crate::runtime::stop::wait_for_stop() => sup.shutdown().await,
             exit = sup.join() => exit,
         };
         match exit {
@@ -931,7 +932,7 @@ impl State {
             reason: reason.clone(),
         });
         let spec = &self.slots[i].spec;
-        if crate::process::is_exiting() || crate::stop::stop_requested() {
+        if crate::process::is_exiting() || crate::runtime::stop::stop_requested() {
             // The process is ending (or asked to): its children are going for good.
             return;
         }

@@ -18,7 +18,7 @@ use multiproc_transport::BlockingConnection;
 use rustix::event::{PollFd, PollFlags};
 
 use super::ManagerError;
-use crate::shm::{self, Segment, SegmentRef};
+use crate::runtime::shm::{self, Segment, SegmentRef};
 
 /// Bytes of each ring.
 const RING: usize = 256 << 10;
@@ -48,9 +48,9 @@ pub(crate) enum Side {
 }
 
 /// The error of rings that could not be made or mapped.
-fn rings(e: crate::shm::MapError) -> ManagerError {
+fn rings(e: crate::runtime::shm::MapError) -> ManagerError {
     match e {
-        crate::shm::MapError::Exhausted(source) => ManagerError::Exhausted {
+        crate::runtime::shm::MapError::Exhausted(source) => ManagerError::Exhausted {
             what: "no shared memory for a manager link".into(),
             source,
         },

@@ -555,7 +555,7 @@ impl Object for User {
             Err(ManagerError::Failed {
                 typeid: self.typeid.clone(),
                 method: method.to_string(),
-                message: crate::bootstrap::panic_message(&*panic),
+                message: crate::runtime::bootstrap::panic_message(&*panic),
             })
         })
     }
@@ -706,7 +706,7 @@ impl Server {
                         Err(ManagerError::Failed {
                             typeid: other.to_string(),
                             method: "new".into(),
-                            message: crate::bootstrap::panic_message(&*panic),
+                            message: crate::runtime::bootstrap::panic_message(&*panic),
                         })
                     })?;
                 Arc::new(User {

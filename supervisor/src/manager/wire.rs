@@ -43,7 +43,9 @@ pub(crate) enum Request {
     Shutdown,
     /// From here on, requests and answers go through the rings in this shared
     /// memory (the client's, on the same machine); the socket stays as the life line.
-    Upgrade { rings: crate::shm::SegmentRef },
+    Upgrade {
+        rings: crate::runtime::shm::SegmentRef,
+    },
 }
 
 /// One change to a process's references, sent on its reference link.

@@ -15,9 +15,10 @@ use serde::de::Deserialize;
 use serde::{Deserialize as De, Serialize};
 
 use super::wire::{self, DONE, EXIT, ItemFailure, READY, RUN};
-use crate::bootstrap::{EntryOutcome, panic_message, quiet_panics, take_panic};
-use crate::registry::{self, Entry};
-use crate::{Target, Task, runtime, stop};
+use crate::runtime::bootstrap::{EntryOutcome, panic_message, quiet_panics, take_panic};
+use crate::runtime::registry::{self, Entry};
+use crate::runtime::stop;
+use crate::{Target, Task, runtime};
 
 /// Runs one chunk of a registered task. Built by `register!`; not for direct use.
 pub type TaskFn =
@@ -40,7 +41,7 @@ pub(crate) const WORKER_ENTRY: &str = "multiproc::pool::worker";
 
 // linkme places the entry in a link section; that is all the unsafety there is.
 #[allow(unsafe_code)]
-#[linkme::distributed_slice(crate::registry::ENTRIES)]
+#[linkme::distributed_slice(crate::runtime::registry::ENTRIES)]
 static WORKER: Entry = Entry {
     name: WORKER_ENTRY,
     kind: EntryKind::Function,

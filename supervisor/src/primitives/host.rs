@@ -18,8 +18,9 @@ use multiproc_core::{Body, Envelope, Identity, RemoteError, codec};
 use multiproc_core::sync::SyncError;
 
 use super::wire::{Answer, Fault, Op, Request};
-use crate::current::me;
-use crate::{router, runtime};
+use crate::runtime;
+use crate::runtime::current::me;
+use crate::runtime::router;
 
 pub(crate) enum State {
     /// A primitive whose state is all in shared memory, with no holder to watch
@@ -45,7 +46,7 @@ struct Slot {
     /// Handles encoded and not yet decoded; may go below zero (see `refs`).
     lent: i64,
     /// Its shared memory, if any, kept open here until it is freed.
-    seg: Option<crate::shm::SegmentRef>,
+    seg: Option<crate::runtime::shm::SegmentRef>,
 }
 
 #[derive(Default)]
@@ -72,7 +73,11 @@ fn host() -> MutexGuard<'static, Host> {
 /// A new primitive hosted here, for handles with `secret`, held by this process
 /// (which makes its first handle); returns its id. `seg` is its shared memory, freed
 /// with it.
-pub(crate) fn create(state: State, secret: u64, seg: Option<crate::shm::SegmentRef>) -> u64 {
+pub(crate) fn create(
+    state: State,
+    secret: u64,
+    seg: Option<crate::runtime::shm::SegmentRef>,
+) -> u64 {
     let mut h = host();
     h.next_id += 1;
     let id = h.next_id;
@@ -294,7 +299,7 @@ impl Host {
             self.done(wait);
         }
         if let Some(seg) = slot.seg {
-            crate::shm::forget(seg);
+            crate::runtime::shm::forget(seg);
         }
     }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use multiproc_core::Identity;
 
 use super::SyncError;
-use crate::shm::{self, Segment};
+use crate::runtime::shm::{self, Segment};
 
 /// How long a waiter sleeps before it looks whether the host is still there.
 pub(crate) const HOST_CHECK: Duration = Duration::from_millis(100);

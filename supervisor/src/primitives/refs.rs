@@ -34,9 +34,9 @@ use multiproc_core::{Body, Envelope, Identity, codec};
 use serde::{Deserialize, Serialize};
 
 use super::wire::{Op, Request};
-use crate::current::me;
-use crate::router;
-use crate::shm::SegmentRef;
+use crate::runtime::current::me;
+use crate::runtime::router;
+use crate::runtime::shm::SegmentRef;
 
 /// Where a primitive lives, and the secret that proves a handle genuine. Counted:
 /// creating, cloning or decoding one counts a handle in this process; dropping one
@@ -146,7 +146,7 @@ impl Drop for Addr {
         };
         if let Some(l) = last {
             for seg in l.segs {
-                crate::shm::forget(seg);
+                crate::runtime::shm::forget(seg);
             }
             self.tell(Op::Detach);
         }

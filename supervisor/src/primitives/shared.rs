@@ -18,7 +18,7 @@ use multiproc_core::semstate::{RLockState, SemState};
 
 use super::SyncError;
 use super::park::{self, Attempt, Park};
-use crate::shm::{self, Segment};
+use crate::runtime::shm::{self, Segment};
 
 /// Bytes of a lock's segment: its header and its word, each on a cache line.
 pub(crate) const LOCK_LEN: usize = 128;
@@ -625,7 +625,7 @@ impl QueueMem {
     }
 
     /// Where its memory is.
-    pub(crate) fn at(&self) -> crate::shm::SegmentRef {
+    pub(crate) fn at(&self) -> crate::runtime::shm::SegmentRef {
         self.seg.at()
     }
 
@@ -753,7 +753,7 @@ impl Slots<'_> {
 thread_local! {
     /// This thread's slot in each queue it took from, by the queue's memory (its
     /// host's pid, fd and inode: no two queues share it).
-    static SLOT: std::cell::RefCell<std::collections::HashMap<crate::shm::SegmentRef, u32>> =
+    static SLOT: std::cell::RefCell<std::collections::HashMap<crate::runtime::shm::SegmentRef, u32>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 

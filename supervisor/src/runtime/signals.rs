@@ -14,7 +14,8 @@ use tokio::sync::watch;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::process::{DEFAULT_SHUTDOWN_TIMEOUT, stop_children};
-use crate::{current, runtime};
+use crate::runtime;
+use crate::runtime::current;
 
 /// In the root: on SIGINT or SIGTERM, stop every child (ask, wait, kill) and exit 0.
 pub(crate) fn install_root_handlers() {
@@ -48,9 +49,9 @@ pub(crate) fn install_root_handlers() {
             // `wait_for_stop` returns in the root too, so `main` may finish on its own
             // (its exit handler joins the stopping children); whichever ends first
             // ends the process.
-            crate::stop::request();
+            crate::runtime::stop::request();
             stop_children(DEFAULT_SHUTDOWN_TIMEOUT).await;
-            crate::bootstrap::exit_now(0);
+            crate::runtime::bootstrap::exit_now(0);
         });
     });
 }

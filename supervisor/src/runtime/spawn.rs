@@ -18,8 +18,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
+use crate::Error;
 use crate::process::Output;
-use crate::{Error, bootstrap};
+use crate::runtime::bootstrap;
 
 /// Everything needed to start one child.
 #[derive(Debug)]
@@ -202,7 +203,8 @@ fn fork(
             )
         })
         .collect();
-    let forked = crate::forkserver::fork(OwnedFd::from(child_end), env, req.handshake_timeout)?;
+    let forked =
+        crate::runtime::forkserver::fork(OwnedFd::from(child_end), env, req.handshake_timeout)?;
     let stream = hand_over(parent_end, &req)?;
     let waiter_pidfd = forked
         .pidfd

@@ -32,7 +32,7 @@ use rustix::net::SendFlags;
 use tokio::net::UnixStream;
 use tokio::sync::{Notify, oneshot};
 
-use crate::router;
+use crate::runtime::router;
 
 /// What can be sent on a link.
 #[derive(Debug)]

@@ -15,9 +15,9 @@ use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
 
-use crate::current::me;
-use crate::link::Outgoing;
-use crate::router::LinkTx;
+use crate::runtime::current::me;
+use crate::runtime::link::Outgoing;
+use crate::runtime::router::LinkTx;
 
 static UPLINK: OnceLock<LinkTx> = OnceLock::new();
 

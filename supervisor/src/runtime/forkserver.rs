@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::Error;
-use crate::bootstrap::{self, ENV_PARENT_PID};
+use crate::runtime::bootstrap::{self, ENV_PARENT_PID};
 
 /// Set in the forkserver's environment: "you are the forkserver".
 pub(crate) const ENV_FORKSERVER: &str = "MULTIPROC_FORKSERVER";
@@ -425,7 +425,8 @@ fn start(timeout: Duration) -> Result<Client, Error> {
     let os = |what| move |e| Error::os(what, e);
     let (requests, theirs) = StdUnixStream::pair().map_err(os("cannot create a socketpair"))?;
     let (events, their_events) = StdUnixStream::pair().map_err(os("cannot create a socketpair"))?;
-    let exe = crate::spawn::executable().map_err(os("cannot find this program's executable"))?;
+    let exe =
+        crate::runtime::spawn::executable().map_err(os("cannot find this program's executable"))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
         .env(ENV_FORKSERVER, "1")
@@ -521,7 +522,7 @@ fn failed_start(
         process.try_wait().ok().flatten()
     });
     let name = "the forkserver".to_string();
-    match status.map(crate::spawn::wait_status) {
+    match status.map(crate::runtime::spawn::wait_status) {
         Some(WaitStatus::Exited(bootstrap::EXIT_INIT_NOT_CALLED)) => Error::InitNotCalled,
         _ if timed_out => Error::HandshakeTimeout { name, pid, timeout },
         Some(status) => Error::NoHandshake {

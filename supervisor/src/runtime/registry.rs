@@ -25,7 +25,7 @@ pub struct Entry {
     /// The `TypeId` of the function item or actor type.
     pub type_id: fn() -> TypeId,
     /// Runs the entry in the child from its encoded arguments.
-    pub run: fn(Vec<u8>) -> crate::bootstrap::EntryOutcome,
+    pub run: fn(Vec<u8>) -> crate::runtime::bootstrap::EntryOutcome,
     /// Runs a chunk of the entry as a pool task, in a pool worker.
     pub task: crate::pool::TaskFn,
 }

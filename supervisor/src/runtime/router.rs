@@ -20,8 +20,8 @@ use std::sync::Arc;
 use multiproc_core::{Body, Envelope, Hop, Identity, Packet, RemoteError};
 use tokio::sync::oneshot;
 
-use crate::current::me;
-use crate::link::{self, Link, Outgoing, SendError};
+use crate::runtime::current::me;
+use crate::runtime::link::{self, Link, Outgoing, SendError};
 
 pub(crate) type LinkTx = Arc<Link>;
 

@@ -139,6 +139,6 @@ pub fn cpu_count() -> usize {
 /// messages. In the root, or in a child without an interval, this does nothing.
 pub fn heartbeat() {
     if me().parent.is_some() {
-        crate::router::to_parent(multiproc_core::Packet::Heartbeat);
+        crate::runtime::router::to_parent(multiproc_core::Packet::Heartbeat);
     }
 }

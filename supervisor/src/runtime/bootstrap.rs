@@ -22,10 +22,11 @@ use multiproc_core::{
 use multiproc_transport::MAX_FRAME_LEN;
 use tokio::sync::oneshot;
 
-use crate::current::{self, Me, ParentProcess};
-use crate::link::{Link, Outgoing};
-use crate::router;
-use crate::{Error, logging, process, registry, runtime, signals, stop};
+use crate::runtime::current::{self, Me, ParentProcess};
+use crate::runtime::link::{Link, Outgoing};
+use crate::runtime::router;
+use crate::runtime::{logging, registry, signals, stop};
+use crate::{Error, process, runtime};
 
 /// Set in a child's environment by its parent: "you were started by multiproc".
 pub(crate) const ENV_BOOTSTRAP: &str = "MULTIPROC_BOOTSTRAP";
@@ -88,8 +89,8 @@ pub fn init() {
         return;
     }
     raise_open_files_limit();
-    if std::env::var_os(crate::forkserver::ENV_FORKSERVER).is_some() {
-        crate::forkserver::serve();
+    if std::env::var_os(crate::runtime::forkserver::ENV_FORKSERVER).is_some() {
+        crate::runtime::forkserver::serve();
     }
     if std::env::var_os(ENV_BOOTSTRAP).is_none() {
         return;
@@ -159,7 +160,7 @@ fn started_by_multiproc() -> bool {
     let _ = std::hint::black_box(&TIE_TO_PARENT);
     STARTED_BY_MULTIPROC.load(Ordering::Relaxed)
         || std::env::var_os(ENV_BOOTSTRAP).is_some()
-        || std::env::var_os(crate::forkserver::ENV_FORKSERVER).is_some()
+        || std::env::var_os(crate::runtime::forkserver::ENV_FORKSERVER).is_some()
 }
 
 /// Set before `main` in a process started by multiproc.
