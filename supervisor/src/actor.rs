@@ -15,8 +15,8 @@ use ractor::ActorProcessingErr;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::bootstrap::EntryOutcome;
 use crate::runtime::current::me;
+use crate::runtime::registry::EntryOutcome;
 use crate::runtime::{router, stop};
 use crate::{CallError, runtime};
 
@@ -273,7 +273,7 @@ impl<A: Actor> ractor::Actor for Host<A> {
             HostMsg::Envelope(env) => env,
             // Handled only between messages: a handler stuck on one stops the beats.
             HostMsg::Beat => {
-                crate::runtime::current::heartbeat();
+                crate::runtime::heartbeat::heartbeat();
                 return Ok(());
             }
         };
@@ -308,7 +308,7 @@ impl<A: Actor> ractor::Actor for Host<A> {
                 Err(e) => answer(Body::Fail(RemoteError::Encode(e.to_string()))),
             },
             Err(panic) => {
-                let message = crate::runtime::bootstrap::panic_message(&*panic);
+                let message = crate::runtime::panic::panic_message(&*panic);
                 answer(Body::Fail(RemoteError::Panicked(message.clone())));
                 return Err(message.into());
             }
@@ -383,7 +383,7 @@ async fn serve<A: Actor>(args: Vec<u8>) -> EntryOutcome {
     router::to_parent(Packet::Ready {
         pid: std::process::id(),
     });
-    if let Some(interval) = crate::runtime::bootstrap::heartbeat_interval() {
+    if let Some(interval) = crate::runtime::heartbeat::heartbeat_interval() {
         let beats = cell.clone();
         tokio::spawn(async move {
             // Three beats per interval: one late beat is not a hang.
@@ -404,7 +404,7 @@ async fn serve<A: Actor>(args: Vec<u8>) -> EntryOutcome {
             EntryOutcome::Returned
         }
         _ = &mut join => {
-            match crate::runtime::bootstrap::take_panic() {
+            match crate::runtime::panic::take_panic() {
                 Some((message, location)) => EntryOutcome::Panicked { message, location },
                 None => EntryOutcome::Failed("the actor stopped".into()),
             }

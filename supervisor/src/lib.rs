@@ -31,14 +31,14 @@ pub use primitives::{
     Barrier, BoundedSemaphore, Condition, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release,
     Semaphore, SimpleQueue, SyncError, timeout_secs,
 };
-pub use process::{
-    ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Output, Process, Sentinel,
-    active_children, stop_children,
-};
+pub use process::{DEFAULT_HANDSHAKE_TIMEOUT, Process, Sentinel};
 pub use runtime::bootstrap::{EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, init};
+pub use runtime::children::{ChildInfo, DEFAULT_SHUTDOWN_TIMEOUT, active_children, stop_children};
 pub use runtime::current::{
-    CurrentProcess, ParentProcess, cpu_count, current_process, heartbeat, parent_process,
+    CurrentProcess, ParentProcess, cpu_count, current_process, parent_process,
 };
+pub use runtime::heartbeat::heartbeat;
+pub use runtime::spawn::Output;
 pub use runtime::stop::{stop_requested, wait_for_stop};
 pub use sharedctypes::{
     Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, SharedMemoryError, SharedMemoryRef,
@@ -65,8 +65,8 @@ pub mod __private {
         ItemFailure, NoTarget, NoTask, Probe, TaskFn, ViaTarget, ViaTask, not_a_task, run_task,
     };
     pub use crate::primitives::__primitive_counts;
-    pub use crate::runtime::bootstrap::EntryOutcome;
     pub use crate::runtime::forkserver::__kill_forkserver;
+    pub use crate::runtime::registry::EntryOutcome;
     pub use crate::runtime::registry::{ENTRIES, Entry};
     pub use linkme;
     pub use multiproc_core::EntryKind;
@@ -85,7 +85,7 @@ pub mod __private {
     /// Winds this process's children down as its exit does (daemons terminated, the
     /// others joined or stopped), now. Only for tests of what an exit does to them.
     pub fn finish_children() {
-        crate::runtime::block_on(crate::process::finish_children());
+        crate::runtime::block_on(crate::runtime::children::finish_children());
     }
 
     /// The `TypeId` of a value's type (a function item's unique type).

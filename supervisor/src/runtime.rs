@@ -13,11 +13,15 @@
 //!   processes.
 
 pub(crate) mod bootstrap;
+pub(crate) mod children;
 pub(crate) mod current;
 mod executor;
+pub(crate) mod exit;
 pub(crate) mod forkserver;
+pub(crate) mod heartbeat;
 pub(crate) mod link;
 pub(crate) mod logging;
+pub(crate) mod panic;
 pub(crate) mod registry;
 pub(crate) mod router;
 pub(crate) mod shm;

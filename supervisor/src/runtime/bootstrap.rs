@@ -7,13 +7,12 @@
 //! point, joins or stops its own children, reports how the entry ended and exits.
 #![allow(unsafe_code)]
 
-use std::any::Any;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
 use multiproc_core::{
@@ -22,11 +21,19 @@ use multiproc_core::{
 use multiproc_transport::MAX_FRAME_LEN;
 use tokio::sync::oneshot;
 
+use crate::runtime::children;
 use crate::runtime::current::{self, Me, ParentProcess};
+use crate::runtime::exit::{exit_now, register_exit_handler};
 use crate::runtime::link::{Link, Outgoing};
+use crate::runtime::panic::install_panic_hook;
 use crate::runtime::router;
-use crate::runtime::{logging, registry, signals, stop};
-use crate::{Error, process, runtime};
+use crate::runtime::{heartbeat, logging, registry, signals, stop};
+use crate::{Error, runtime};
+
+// The paths services used before the runtime was split; gone once they name the new
+// homes.
+pub(crate) use crate::runtime::panic::{panic_message, quiet_panics, take_panic};
+pub(crate) use crate::runtime::registry::EntryOutcome;
 
 /// Set in a child's environment by its parent: "you were started by multiproc".
 pub(crate) const ENV_BOOTSTRAP: &str = "MULTIPROC_BOOTSTRAP";
@@ -48,30 +55,6 @@ pub const EXIT_INIT_NOT_CALLED: i32 = 77;
 const MAX_HELLO_FDS: usize = 64;
 
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
-
-/// The heartbeat interval this child was given, if any.
-static HEARTBEAT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-
-pub(crate) fn heartbeat_interval() -> Option<Duration> {
-    HEARTBEAT.get().copied()
-}
-
-/// How a child's entry point ended.
-#[doc(hidden)]
-#[derive(Debug)]
-pub enum EntryOutcome {
-    /// It returned.
-    Returned,
-    /// It returned an error, or could not start.
-    Failed(String),
-    /// It panicked.
-    Panicked {
-        /// The panic message.
-        message: String,
-        /// Where.
-        location: Option<String>,
-    },
-}
 
 /// Makes this program able to start multiproc child processes; call it first in `main`.
 ///
@@ -209,100 +192,6 @@ extern "C" fn tie_to_parent() {
     }
 }
 
-/// Set once the process has begun to exit; later exit paths stand aside.
-static EXITING: AtomicBool = AtomicBool::new(false);
-/// Taken, and never released, by the thread that ends the process, so two threads
-/// never run `exit` at once (glibc's `exit` is not safe to race).
-static EXIT_LOCK: Mutex<()> = Mutex::new(());
-
-fn take_exit_lock() {
-    std::mem::forget(EXIT_LOCK.lock().unwrap_or_else(|e| e.into_inner()));
-}
-
-/// Ends the process with `code`, unless another thread is already ending it (then
-/// this thread waits for the end).
-pub(crate) fn exit_now(code: i32) -> ! {
-    take_exit_lock();
-    EXITING.store(true, Ordering::SeqCst);
-    std::process::exit(code)
-}
-
-/// Joins non-daemon children and terminates daemon ones when the process exits normally
-/// (returning from `main` or `std::process::exit`), as Python's exit handler does.
-pub(crate) fn register_exit_handler() {
-    static ONCE: Once = Once::new();
-    extern "C" fn on_exit() {
-        if EXITING.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        take_exit_lock();
-        if process::children().is_empty() {
-            return;
-        }
-        // The main thread's thread-locals (tokio's context among them) are gone by
-        // now, so wait on a plain channel while the runtime's workers do the work.
-        // Never unwind into libc.
-        let _ = catch_unwind(|| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            runtime::handle().spawn(async move {
-                process::finish_children().await;
-                let _ = tx.send(());
-            });
-            let _ = rx.recv();
-        });
-    }
-    ONCE.call_once(|| {
-        // SAFETY: `on_exit` is an `extern "C" fn()` that never unwinds (it catches
-        // panics) and only touches process-global state that outlives `exit`.
-        unsafe {
-            libc::atexit(on_exit);
-        }
-    });
-}
-
-static PANIC: Mutex<Option<(String, Option<String>)>> = Mutex::new(None);
-
-/// The message and location of the last panic in this process, if any.
-static QUIET_PANICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Whether a panic in this process is only recorded, not printed: a pool worker's
-/// task panics are reported to the pool as the task's error, one line each in the
-/// caller's hands rather than a traceback per worker on stderr.
-pub(crate) fn quiet_panics(quiet: bool) {
-    QUIET_PANICS.store(quiet, std::sync::atomic::Ordering::Relaxed);
-}
-
-pub(crate) fn take_panic() -> Option<(String, Option<String>)> {
-    PANIC.lock().unwrap_or_else(|e| e.into_inner()).take()
-}
-
-/// The text of a panic payload.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "Box<dyn Any>".to_string()
-    }
-}
-
-fn install_panic_hook() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let message = panic_message(info.payload());
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-        *PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some((message, location));
-        if QUIET_PANICS.load(std::sync::atomic::Ordering::Relaxed) {
-            return;
-        }
-        eprintln!("Process {}:", current::me().name);
-        default(info);
-    }));
-}
-
 /// The life of a child process; returns its exit status.
 fn child_main(origin: Origin) -> i32 {
     let parent_pid = match origin {
@@ -386,7 +275,7 @@ fn child_main(origin: Origin) -> i32 {
     });
     install_panic_hook();
     if let Some(interval) = hello.heartbeat {
-        let _ = HEARTBEAT.set(interval);
+        heartbeat::set_interval(interval);
     }
     if entry.kind == EntryKind::Actor {
         router::expect_local();
@@ -437,7 +326,7 @@ fn child_main(origin: Origin) -> i32 {
             EntryOutcome::Panicked { message, location }
         }
     };
-    runtime::block_on(process::finish_children());
+    runtime::block_on(children::finish_children());
     let (report, code) = match outcome {
         EntryOutcome::Returned => (ExitReport::Normal, 0),
         EntryOutcome::Failed(message) => {
@@ -606,6 +495,6 @@ fn start_parent_link(sock: StdUnixStream, parent_pid: u32) -> std::io::Result<ro
 /// The parent is gone: stop what we run and exit, bounded in time.
 async fn parent_gone() {
     stop::request();
-    let _ = tokio::time::timeout(Duration::from_secs(1), process::finish_children()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), children::finish_children()).await;
     exit_now(EXIT_PARENT_GONE);
 }

@@ -130,15 +130,3 @@ pub fn parent_process() -> Option<ParentProcess> {
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
-
-/// Tells this process's parent that it is alive.
-///
-/// A child started with a heartbeat interval (`Process::heartbeat`,
-/// `ChildSpec::heartbeat`) that runs a function must call this at least that often, or
-/// it is killed as hung (`ExitReason::Hung`). An actor child beats by itself between
-/// messages. In the root, or in a child without an interval, this does nothing.
-pub fn heartbeat() {
-    if me().parent.is_some() {
-        crate::runtime::router::to_parent(multiproc_core::Packet::Heartbeat);
-    }
-}

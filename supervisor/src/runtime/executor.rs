@@ -77,7 +77,7 @@ fn build() -> Result<Runtime, Error> {
         Ok(built) => built.map_err(|e| Error::spawning(WHAT, e)),
         Err(panic) => Err(Error::spawning(
             WHAT,
-            thread_error(&crate::runtime::bootstrap::panic_message(&*panic)),
+            thread_error(&crate::runtime::panic::panic_message(&*panic)),
         )),
     }
 }

@@ -25,7 +25,7 @@ pub struct Entry {
     /// The `TypeId` of the function item or actor type.
     pub type_id: fn() -> TypeId,
     /// Runs the entry in the child from its encoded arguments.
-    pub run: fn(Vec<u8>) -> crate::runtime::bootstrap::EntryOutcome,
+    pub run: fn(Vec<u8>) -> EntryOutcome,
     /// Runs a chunk of the entry as a pool task, in a pool worker.
     pub task: crate::pool::TaskFn,
 }
@@ -118,4 +118,21 @@ pub(crate) fn build_id() -> u64 {
         names.hash(&mut h);
         h.finish()
     })
+}
+
+/// How a child's entry point ended.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum EntryOutcome {
+    /// It returned.
+    Returned,
+    /// It returned an error, or could not start.
+    Failed(String),
+    /// It panicked.
+    Panicked {
+        /// The panic message.
+        message: String,
+        /// Where.
+        location: Option<String>,
+    },
 }

@@ -13,8 +13,8 @@ use tokio::sync::watch;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::process::{DEFAULT_SHUTDOWN_TIMEOUT, stop_children};
 use crate::runtime;
+use crate::runtime::children::{DEFAULT_SHUTDOWN_TIMEOUT, stop_children};
 use crate::runtime::current;
 
 /// In the root: on SIGINT or SIGTERM, stop every child (ask, wait, kill) and exit 0.
@@ -51,7 +51,7 @@ pub(crate) fn install_root_handlers() {
             // ends the process.
             crate::runtime::stop::request();
             stop_children(DEFAULT_SHUTDOWN_TIMEOUT).await;
-            crate::runtime::bootstrap::exit_now(0);
+            crate::runtime::exit::exit_now(0);
         });
     });
 }

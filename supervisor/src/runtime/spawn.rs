@@ -19,7 +19,6 @@ use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
 use crate::Error;
-use crate::process::Output;
 use crate::runtime::bootstrap;
 
 /// Everything needed to start one child.
@@ -274,4 +273,14 @@ pub(crate) fn capture(waiter: &mut Waiter) -> Option<JoinHandle<Output>> {
         }
         out
     }))
+}
+
+/// What a child wrote to its stdout and stderr, when the process was created with
+/// [`Process::capture_output`](crate::Process::capture_output).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    /// Everything the child wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything the child wrote to stderr.
+    pub stderr: Vec<u8>,
 }

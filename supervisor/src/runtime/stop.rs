@@ -12,7 +12,7 @@ fn flag() -> &'static watch::Sender<bool> {
 /// Marks this process as asked to stop and asks its children to stop too.
 pub(crate) fn request() {
     flag().send_replace(true);
-    for child in crate::process::children().iter() {
+    for child in crate::runtime::children::children().iter() {
         child.request_stop();
     }
 }

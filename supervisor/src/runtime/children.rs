@@ -1,0 +1,383 @@
+//! The children of this process: starting one (spawn, handshake, the tasks that
+//! serve its link and reap it), the table of those alive, and what becomes of them
+//! when this process exits.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use multiproc_core::{EntryKind, ExitReason, ExitReport, Identity, Limits, Packet, WaitStatus};
+use tokio::sync::{oneshot, watch};
+
+use crate::Error;
+use crate::runtime::link::{Link, LinkEnd, Outgoing};
+use crate::runtime::router::{self, LinkTx};
+use crate::runtime::spawn::{self, Output};
+use crate::runtime::{self, bootstrap, heartbeat};
+
+/// The status reported for a child whose status was lost (Python's 255).
+const LOST: WaitStatus = WaitStatus::Exited(255);
+
+/// How long a child asked to stop gets before it is killed, when stopping a tree.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the parent keeps about a started child; shared with the tasks serving it.
+#[derive(Debug)]
+pub(crate) struct Child {
+    pub(crate) identity: Identity,
+    pub(crate) name: String,
+    pub(crate) pid: u32,
+    pub(crate) daemon: bool,
+    /// An actor serves until it is stopped, so at exit it is stopped, not joined.
+    kind: EntryKind,
+    /// Started by a supervisor: stopped, not joined, at exit.
+    supervised: bool,
+    /// What the child was allowed, to name the limit that ended it.
+    limits: Limits,
+    /// Killed for missing its heartbeat.
+    pub(crate) hung: AtomicBool,
+    pidfd: OwnedFd,
+    pub(crate) link: LinkTx,
+    pub(crate) exit: watch::Receiver<Option<ExitReason>>,
+    stop_requested: AtomicBool,
+    killed: AtomicBool,
+    pub(crate) output: Mutex<Option<Output>>,
+}
+
+/// The children started by this process and not yet reaped.
+pub(crate) fn children() -> std::sync::MutexGuard<'static, Vec<Arc<Child>>> {
+    static CHILDREN: OnceLock<Mutex<Vec<Arc<Child>>>> = OnceLock::new();
+    CHILDREN
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) async fn wait_exit(rx: &mut watch::Receiver<Option<ExitReason>>) -> ExitReason {
+    match rx.wait_for(Option::is_some).await {
+        Ok(r) => r.clone().expect("wait_for returned a Some"),
+        // The sender lives until the reason is published, so this cannot happen;
+        // report it as a kill rather than panic.
+        Err(_) => ExitReason::Killed,
+    }
+}
+
+impl Child {
+    pub(crate) async fn wait(&self) -> ExitReason {
+        wait_exit(&mut self.exit.clone()).await
+    }
+
+    pub(crate) fn has_exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
+    pub(crate) fn signal(&self, sig: rustix::process::Signal) -> Result<(), Error> {
+        if self.has_exited() {
+            return Ok(());
+        }
+        match rustix::process::pidfd_send_signal(self.pidfd.as_fd(), sig) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+            Err(e) => Err(Error::os("cannot signal the child", e)),
+        }
+    }
+
+    /// Asks the child to stop; it forwards the request to its own children.
+    pub(crate) fn request_stop(&self) {
+        self.stop_requested.store(true, Ordering::SeqCst);
+        let _ = self.link.send(Outgoing::Packet(Packet::Stop));
+    }
+
+    /// The shutdown protocol: ask, wait up to `timeout`, then SIGKILL.
+    pub(crate) async fn stop(&self, timeout: Duration) -> ExitReason {
+        self.request_stop();
+        self.kill_after(timeout).await
+    }
+
+    /// Waits up to `timeout` for a child that was asked or told to end, then SIGKILL.
+    async fn kill_after(&self, timeout: Duration) -> ExitReason {
+        if let Ok(reason) = tokio::time::timeout(timeout, self.wait()).await {
+            return reason;
+        }
+        self.killed.store(true, Ordering::SeqCst);
+        let _ = self.signal(rustix::process::Signal::KILL);
+        self.wait().await
+    }
+}
+
+/// Spawns the child, runs the handshake and sets up the tasks that serve it. Runs on
+/// the process runtime.
+pub(crate) async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
+    let name = req.name.clone();
+    let identity = req.hello.identity.clone();
+    let number = *identity
+        .path()
+        .last()
+        .expect("a child identity is never empty");
+    let daemon = req.daemon;
+    let kind = req.hello.kind;
+    let supervised = req.supervised;
+    let limits = req.hello.limits;
+    let heartbeat = req.hello.heartbeat;
+    let timeout = req.handshake_timeout;
+    let spawned = runtime::on_spawner(move || spawn::spawn(req)).await??;
+    let spawn::Spawned {
+        mut waiter,
+        stream,
+        pidfd,
+        pid,
+    } = spawned;
+    let link = Link::new(stream);
+
+    // The reader starts at once; the first packet it reads is the handshake's answer.
+    let (first_tx, first_rx) = oneshot::channel::<Packet>();
+    let reader_link = Arc::clone(&link);
+    let peer = name.clone();
+    let killer = pidfd
+        .try_clone()
+        .map_err(|e| Error::os("cannot duplicate the child's pidfd", e))?;
+    let last_beat = Arc::new(Mutex::new(tokio::time::Instant::now()));
+    let beat = Arc::clone(&last_beat);
+    // Routable before the reader starts: a child may call out (a function at once,
+    // an actor from its `start`) before its handshake is processed here, and the
+    // answers must find their way back down.
+    router::add_child(number, Arc::clone(&link));
+    let reader_task = tokio::spawn(async move {
+        let mut first = Some(first_tx);
+        let mut report: Option<ExitReport> = None;
+        let end = reader_link
+            .read_loop(&peer, |packet| {
+                // The handshake's answer; an actor's `start` may log or call before it.
+                if matches!(packet, Packet::Ready { .. } | Packet::Rejected(_))
+                    && let Some(first) = first.take()
+                {
+                    let _ = first.send(packet);
+                    return;
+                }
+                match packet {
+                    Packet::Envelope(env) => router::from_child(number, env),
+                    Packet::Log(record) => crate::runtime::logging::from_child(record),
+                    Packet::Exiting(r) => report = Some(r),
+                    Packet::Heartbeat => {
+                        *beat.lock().unwrap_or_else(|e| e.into_inner()) =
+                            tokio::time::Instant::now()
+                    }
+                    other => {
+                        tracing::warn!(peer, packet = ?other, "unexpected packet from a child")
+                    }
+                }
+            })
+            .await;
+        reader_link.shut().await;
+        if let LinkEnd::Broken(e) = end {
+            // Nothing more can be read from it, so nothing can be asked of it: a child
+            // we cannot talk to is killed rather than left running unreachable.
+            tracing::error!(peer, error = %e, "control link to a child broke; killing the child");
+            let _ = rustix::process::pidfd_send_signal(&killer, rustix::process::Signal::KILL);
+        }
+        report
+    });
+
+    let first = match tokio::time::timeout(timeout, first_rx).await {
+        Err(_) => {
+            waiter.start_kill();
+            let _ = waiter.wait().await;
+            router::remove_child(number, &identity);
+            return Err(Error::HandshakeTimeout { name, pid, timeout });
+        }
+        Ok(first) => first.ok(),
+    };
+    match first {
+        Some(Packet::Ready { .. }) => {}
+        Some(Packet::Rejected(source)) => {
+            let _ = waiter.wait().await;
+            router::remove_child(number, &identity);
+            return Err(Error::Bootstrap { name, source });
+        }
+        _ => {
+            let status = waiter.wait().await;
+            router::remove_child(number, &identity);
+            let status = status.map_err(|e| Error::os("cannot wait for the child", e))?;
+            if status == Some(WaitStatus::Exited(bootstrap::EXIT_INIT_NOT_CALLED)) {
+                return Err(Error::InitNotCalled);
+            }
+            let reason = multiproc_core::exit_reason(status.unwrap_or(LOST), None, false, false);
+            return Err(Error::NoHandshake { name, reason });
+        }
+    }
+
+    let (exit_tx, exit_rx) = watch::channel(None);
+    let child = Arc::new(Child {
+        identity: identity.clone(),
+        name: name.clone(),
+        pid,
+        daemon,
+        kind,
+        supervised,
+        limits,
+        hung: AtomicBool::new(false),
+        pidfd,
+        link,
+        exit: exit_rx,
+        stop_requested: AtomicBool::new(false),
+        killed: AtomicBool::new(false),
+        output: Mutex::new(None),
+    });
+
+    let capture = spawn::capture(&mut waiter);
+    if let Some(interval) = heartbeat {
+        tokio::spawn(heartbeat::watchdog(
+            Arc::downgrade(&child),
+            child.exit.clone(),
+            last_beat,
+            interval,
+        ));
+    }
+
+    // Listed before the task that unlists it at its exit starts: a child that exits at
+    // once could otherwise be unlisted first and listed after, and stay listed, with
+    // its pidfd and its link, for as long as this process lives.
+    children().push(Arc::clone(&child));
+    let watched = Arc::clone(&child);
+    tokio::spawn(async move {
+        let status = waiter.wait().await;
+        // Its pidfd too is let go of before anyone learns the child exited (below).
+        drop(waiter);
+        let report = reader_task.await.ok().flatten();
+        // A status lost with its forkserver: the child's own report, if it sent one,
+        // still says how it ended; without one, 255, as Python reports.
+        let status = status.map(|s| {
+            s.unwrap_or(match report {
+                Some(ExitReport::Normal) => WaitStatus::Exited(0),
+                Some(_) => WaitStatus::Exited(1),
+                None => LOST,
+            })
+        });
+        let output = match capture {
+            Some(task) => task.await.ok(),
+            None => None,
+        };
+        let reason = match status {
+            Ok(status) => multiproc_core::ExitFacts {
+                status,
+                report: report.as_ref(),
+                stop_requested: watched.stop_requested.load(Ordering::SeqCst),
+                killed_after_timeout: watched.killed.load(Ordering::SeqCst),
+                hung: watched.hung.load(Ordering::SeqCst),
+                limits: watched.limits,
+            }
+            .reason(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot wait for a child");
+                ExitReason::Killed
+            }
+        };
+        *watched.output.lock().unwrap_or_else(|e| e.into_inner()) = output;
+        router::remove_child(number, &watched.identity);
+        children().retain(|c| !Arc::ptr_eq(c, &watched));
+        tracing::debug!(child = %watched.name, %reason, "child exited");
+        // Let go of the child (its pidfd, its link) before anyone learns it exited: a
+        // joiner that then drops its `Process` frees them at once, not whenever this
+        // task gets round to it.
+        drop(watched);
+        let _ = exit_tx.send(Some(reason));
+    });
+
+    crate::runtime::signals::install_root_handlers();
+    crate::runtime::exit::register_exit_handler();
+    Ok(child)
+}
+
+/// A live child of this process, as listed by [`active_children`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildInfo {
+    /// Its name.
+    pub name: String,
+    /// Its identity.
+    pub identity: Identity,
+    /// Its OS process id.
+    pub pid: u32,
+    /// Whether it is a daemon.
+    pub daemon: bool,
+}
+
+/// The children of this process that are still running.
+///
+/// ```
+/// assert!(multiproc_supervisor::active_children().is_empty());
+/// ```
+pub fn active_children() -> Vec<ChildInfo> {
+    children()
+        .iter()
+        .filter(|c| !c.has_exited())
+        .map(|c| ChildInfo {
+            name: c.name.clone(),
+            identity: c.identity.clone(),
+            pid: c.pid,
+            daemon: c.daemon,
+        })
+        .collect()
+}
+
+/// Stops every child of this process: asks each (and, through it, its own children)
+/// to stop, waits up to `timeout`, then kills those still running. Returns once all
+/// have exited.
+///
+/// The shutdown the root performs on SIGINT or SIGTERM, for programs (and test
+/// harnesses) that want it without a signal: a failed test's children, say, which
+/// would otherwise be joined at exit.
+///
+/// ```
+/// # multiproc_supervisor::block_on(async {
+/// multiproc_supervisor::stop_children(std::time::Duration::from_secs(1)).await;
+/// assert!(multiproc_supervisor::active_children().is_empty());
+/// # });
+/// ```
+pub async fn stop_children(timeout: Duration) {
+    let all: Vec<Arc<Child>> = children().clone();
+    runtime::run(async move {
+        for c in &all {
+            c.request_stop();
+        }
+        for c in &all {
+            c.stop(timeout).await;
+        }
+    })
+    .await;
+}
+
+/// Set once this process has begun to wind its children down for exit: supervisors
+/// then let their children go instead of restarting them.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process is winding its children down for exit.
+pub(crate) fn is_exiting() -> bool {
+    EXITING.load(Ordering::SeqCst)
+}
+
+/// What every process does before it exits, as Python's exit handler: daemon children
+/// are terminated (SIGTERM, then SIGKILL after [`DEFAULT_SHUTDOWN_TIMEOUT`]), the others
+/// are joined, except supervised children and actors, which serve until they are
+/// stopped and so are stopped (joining them would wait forever).
+pub(crate) async fn finish_children() {
+    EXITING.store(true, Ordering::SeqCst);
+    let all: Vec<Arc<Child>> = children().clone();
+    let stops = |c: &Child| !c.daemon && (c.supervised || c.kind == EntryKind::Actor);
+    // Every signal and request goes out before the first wait, so the children wind
+    // down together and the exit takes the slowest one's time, not the sum. A daemon
+    // is not asked: it need not look at `wait_for_stop`, and Python does not ask.
+    for c in &all {
+        if c.daemon {
+            let _ = c.signal(rustix::process::Signal::TERM);
+        } else if stops(c) {
+            c.request_stop();
+        }
+    }
+    for c in &all {
+        if c.daemon || stops(c) {
+            c.kill_after(DEFAULT_SHUTDOWN_TIMEOUT).await;
+        } else {
+            c.wait().await;
+        }
+    }
+}
