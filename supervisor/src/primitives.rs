@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-pub(crate) use host::{State, secret, serve};
+pub(crate) use host::{State, secret};
 pub(crate) use refs::Addr;
 use wire::{Answer, Fault, Op, Request};
 

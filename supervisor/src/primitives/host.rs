@@ -115,8 +115,12 @@ pub(crate) fn secret() -> u64 {
 /// Answers to send once the host is unlocked.
 type Replies = Vec<(Identity, u64, Answer)>;
 
+#[allow(unsafe_code, reason = "linkme places the registration in its link section")]
+#[linkme::distributed_slice(router::SERVICES)]
+static PRIMITIVES: router::Service = router::Service { serve };
+
 /// Handles a `Service` envelope delivered to this process.
-pub(crate) fn serve(env: Envelope) {
+fn serve(env: Envelope) {
     let Body::Service(bytes) = &env.body else {
         return;
     };

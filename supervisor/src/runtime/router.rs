@@ -25,6 +25,18 @@ use crate::runtime::link::{self, Link, Outgoing, SendError};
 
 pub(crate) type LinkTx = Arc<Link>;
 
+/// The service that takes the `Service` envelopes delivered to this process (the
+/// synchronization primitives' requests and the hosts' watches). Services register
+/// themselves at link time, so the router, below them, names none of them.
+pub(crate) struct Service {
+    /// Handles one envelope, on the thread that delivered it: it must not block.
+    pub(crate) serve: fn(Envelope),
+}
+
+/// The registered services; one takes every `Service` envelope (there is one today).
+#[linkme::distributed_slice]
+pub(crate) static SERVICES: [Service];
+
 /// Puts an envelope in the local actor's mailbox; gives it back if the mailbox is
 /// closed (`None` if it was lost on the way).
 pub(crate) type LocalMailbox = Box<dyn Fn(Envelope) -> Result<(), Option<Envelope>> + Send>;
@@ -265,7 +277,10 @@ fn deliver_here(mut t: MutexGuard<'static, Tables>, env: Envelope) {
         }
         Body::Service(_) => {
             drop(t);
-            crate::primitives::serve(env);
+            match SERVICES.first() {
+                Some(service) => (service.serve)(env),
+                None => bounce(env, RemoteError::NoActor(me().identity.clone())),
+            }
         }
         Body::Call(_) | Body::Cast(_) => {
             let refused = match &mut t.local {
