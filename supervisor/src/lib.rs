@@ -6,7 +6,6 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod actor;
-mod error;
 #[doc(hidden)]
 pub mod fuzz;
 mod manager;
@@ -19,7 +18,6 @@ mod supervisor;
 mod target;
 
 pub use actor::{Actor, ActorRef, BoxError};
-pub use error::{CallError, Error};
 pub use manager::{
     DictProxy, EventProxy, ListProxy, LockProxy, Manager, ManagerBuilder, ManagerConfig,
     ManagerError, NamespaceProxy, Proxy, QueueProxy, Registry, TypeRegistration, TypedProxy,
@@ -37,6 +35,7 @@ pub use runtime::children::{ChildInfo, DEFAULT_SHUTDOWN_TIMEOUT, active_children
 pub use runtime::current::{
     CurrentProcess, ParentProcess, cpu_count, current_process, parent_process,
 };
+pub use runtime::error::{CallError, Error};
 pub use runtime::heartbeat::heartbeat;
 pub use runtime::spawn::Output;
 pub use runtime::stop::{stop_requested, wait_for_stop};

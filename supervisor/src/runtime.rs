@@ -5,6 +5,7 @@
 //! - [`bootstrap`]: `init()`, and a child's life from its handshake to its exit;
 //!   [`spawn`] and [`forkserver`], the start methods; [`registry`], the entry points a
 //!   child can run by name.
+//! - [`error`]: what can go wrong starting, stopping or calling a process.
 //! - [`current`]: who this process is; [`signals`] and [`stop`]: how it is asked to end.
 //! - [`link`] and [`router`]: the control links to the parent and children, and the
 //!   routing of envelopes along the tree.
@@ -15,6 +16,7 @@
 pub(crate) mod bootstrap;
 pub(crate) mod children;
 pub(crate) mod current;
+pub(crate) mod error;
 mod executor;
 pub(crate) mod exit;
 pub(crate) mod forkserver;

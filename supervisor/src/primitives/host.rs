@@ -115,7 +115,10 @@ pub(crate) fn secret() -> u64 {
 /// Answers to send once the host is unlocked.
 type Replies = Vec<(Identity, u64, Answer)>;
 
-#[allow(unsafe_code, reason = "linkme places the registration in its link section")]
+#[allow(
+    unsafe_code,
+    reason = "linkme places the registration in its link section"
+)]
 #[linkme::distributed_slice(router::SERVICES)]
 static PRIMITIVES: router::Service = router::Service { serve };
 

@@ -21,14 +21,15 @@ use multiproc_core::{
 use multiproc_transport::MAX_FRAME_LEN;
 use tokio::sync::oneshot;
 
+use crate::runtime;
 use crate::runtime::children;
 use crate::runtime::current::{self, Me, ParentProcess};
+use crate::runtime::error::Error;
 use crate::runtime::exit::{exit_now, register_exit_handler};
 use crate::runtime::link::{Link, Outgoing};
 use crate::runtime::panic::install_panic_hook;
 use crate::runtime::router;
 use crate::runtime::{heartbeat, logging, registry, signals, stop};
-use crate::{Error, runtime};
 
 // The paths services used before the runtime was split; gone once they name the new
 // homes.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use multiproc_core::{EntryKind, ExitReason, ExitReport, Identity, Limits, Packet, WaitStatus};
 use tokio::sync::{oneshot, watch};
 
-use crate::Error;
+use crate::runtime::error::Error;
 use crate::runtime::link::{Link, LinkEnd, Outgoing};
 use crate::runtime::router::{self, LinkTx};
 use crate::runtime::spawn::{self, Output};

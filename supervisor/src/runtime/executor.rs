@@ -19,7 +19,7 @@ use std::thread::{self, Thread};
 
 use tokio::runtime::{Handle, Runtime};
 
-use crate::Error;
+use crate::runtime::error::Error;
 
 static RT: OnceLock<Runtime> = OnceLock::new();
 

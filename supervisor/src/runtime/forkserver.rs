@@ -30,8 +30,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::Error;
 use crate::runtime::bootstrap::{self, ENV_PARENT_PID};
+use crate::runtime::error::Error;
 
 /// Set in the forkserver's environment: "you are the forkserver".
 pub(crate) const ENV_FORKSERVER: &str = "MULTIPROC_FORKSERVER";

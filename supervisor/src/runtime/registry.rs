@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use multiproc_core::EntryKind;
 
-use crate::Error;
+use crate::runtime::error::Error;
 
 /// A registered entry point. Built by the facade's macros; not for direct use.
 #[doc(hidden)]

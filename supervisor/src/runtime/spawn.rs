@@ -18,8 +18,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
-use crate::Error;
 use crate::runtime::bootstrap;
+use crate::runtime::error::Error;
 
 /// Everything needed to start one child.
 #[derive(Debug)]
