@@ -30,12 +30,13 @@ pub use primitives::{
     Semaphore, SimpleQueue, SyncError, timeout_secs,
 };
 pub use process::{DEFAULT_HANDSHAKE_TIMEOUT, Process, Sentinel};
-pub use runtime::bootstrap::{EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, init};
+pub use runtime::bootstrap::init;
 pub use runtime::children::{ChildInfo, DEFAULT_SHUTDOWN_TIMEOUT, active_children, stop_children};
 pub use runtime::current::{
     CurrentProcess, ParentProcess, cpu_count, current_process, parent_process,
 };
 pub use runtime::error::{CallError, Error};
+pub use runtime::exit::{EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE};
 pub use runtime::heartbeat::heartbeat;
 pub use runtime::spawn::Output;
 pub use runtime::stop::{stop_requested, wait_for_stop};

@@ -338,7 +338,16 @@ impl Process {
             method: self.method,
         };
         runtime::ensure()?;
-        let child = runtime::run(start_child(request)).await?;
+        let child = runtime::run(async move {
+            let child = start_child(request).await?;
+            // Once a child exists, the root stops its tree on a signal and this process
+            // finishes its children at exit; in the same task, so a dropped `start` does
+            // not leave a child without them.
+            crate::runtime::signals::install_root_handlers();
+            crate::runtime::children::register_exit_handler();
+            Ok::<_, Error>(child)
+        })
+        .await?;
         self.state = State::Started(child);
         Ok(())
     }

@@ -20,6 +20,7 @@ pub(crate) mod error;
 mod executor;
 pub(crate) mod exit;
 pub(crate) mod forkserver;
+pub(crate) mod handoff;
 pub(crate) mod heartbeat;
 pub(crate) mod link;
 pub(crate) mod logging;

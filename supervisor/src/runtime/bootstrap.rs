@@ -23,9 +23,13 @@ use tokio::sync::oneshot;
 
 use crate::runtime;
 use crate::runtime::children;
+use crate::runtime::children::register_exit_handler;
 use crate::runtime::current::{self, Me, ParentProcess};
 use crate::runtime::error::Error;
-use crate::runtime::exit::{exit_now, register_exit_handler};
+use crate::runtime::exit::{
+    EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, exit_now,
+};
+use crate::runtime::handoff::{ENV_BOOTSTRAP, ENV_PARENT_PID, take_control_socket};
 use crate::runtime::link::{Link, Outgoing};
 use crate::runtime::panic::install_panic_hook;
 use crate::runtime::router;
@@ -35,22 +39,6 @@ use crate::runtime::{heartbeat, logging, registry, signals, stop};
 // homes.
 pub(crate) use crate::runtime::panic::{panic_message, quiet_panics, take_panic};
 pub(crate) use crate::runtime::registry::EntryOutcome;
-
-/// Set in a child's environment by its parent: "you were started by multiproc".
-pub(crate) const ENV_BOOTSTRAP: &str = "MULTIPROC_BOOTSTRAP";
-/// The parent's pid, to detect a parent that died before the child set PDEATHSIG.
-pub(crate) const ENV_PARENT_PID: &str = "MULTIPROC_PARENT_PID";
-
-/// Exit status of a child whose bootstrap failed (bad Hello, version or build
-/// mismatch, unknown entry): the parent learns the details from the handshake.
-pub const EXIT_BOOTSTRAP_FAILED: i32 = 78;
-/// Exit status of a child whose parent was gone before or while it ran.
-pub const EXIT_PARENT_GONE: i32 = 79;
-/// Exit status of a process started by multiproc (a child or the forkserver) whose
-/// `main` reached a library call that starts processes without calling `init()`: it
-/// ends there rather than start the program again as a new root. Its parent reports
-/// [`Error::InitNotCalled`].
-pub const EXIT_INIT_NOT_CALLED: i32 = 77;
 
 /// Most file descriptors a Hello may carry.
 const MAX_HELLO_FDS: usize = 64;
@@ -73,13 +61,13 @@ pub fn init() {
         return;
     }
     raise_open_files_limit();
-    if std::env::var_os(crate::runtime::forkserver::ENV_FORKSERVER).is_some() {
-        crate::runtime::forkserver::serve();
+    if std::env::var_os(crate::runtime::handoff::ENV_FORKSERVER).is_some() {
+        crate::runtime::forkserver::serve(forked_child_main);
     }
     if std::env::var_os(ENV_BOOTSTRAP).is_none() {
         return;
     }
-    IS_CHILD.store(true, Ordering::Relaxed);
+    current::IS_CHILD.store(true, Ordering::Relaxed);
     let code = child_main(Origin::Spawned);
     exit_now(code);
 }
@@ -96,17 +84,10 @@ enum Origin {
 /// The life of a child forked by the forkserver (fd 0 is already its socket).
 pub(crate) fn forked_child_main(logical_parent: u32) -> ! {
     INITIALIZED.store(true, Ordering::SeqCst);
-    IS_CHILD.store(true, Ordering::Relaxed);
+    current::IS_CHILD.store(true, Ordering::Relaxed);
     let code = child_main(Origin::Forked { logical_parent });
     exit_now(code)
 }
-
-/// Whether this process is a child started by multiproc (its bootstrap has begun).
-pub(crate) fn is_child() -> bool {
-    IS_CHILD.load(Ordering::Relaxed)
-}
-
-static IS_CHILD: AtomicBool = AtomicBool::new(false);
 
 /// Raises the soft limit on open files to the hard one, as Go's runtime does: every
 /// child costs its parent a few descriptors (socket, pidfd), and the common soft limit
@@ -144,7 +125,7 @@ fn started_by_multiproc() -> bool {
     let _ = std::hint::black_box(&TIE_TO_PARENT);
     STARTED_BY_MULTIPROC.load(Ordering::Relaxed)
         || std::env::var_os(ENV_BOOTSTRAP).is_some()
-        || std::env::var_os(crate::runtime::forkserver::ENV_FORKSERVER).is_some()
+        || std::env::var_os(crate::runtime::handoff::ENV_FORKSERVER).is_some()
 }
 
 /// Set before `main` in a process started by multiproc.
@@ -382,15 +363,6 @@ fn apply_limits(limits: &multiproc_core::Limits) -> std::io::Result<()> {
         )?;
     }
     Ok(())
-}
-
-/// Moves the control socket off fd 0 and puts `/dev/null` there, as Python does for
-/// its children's stdin.
-pub(crate) fn take_control_socket() -> std::io::Result<OwnedFd> {
-    let ctl = rustix::io::fcntl_dupfd_cloexec(rustix::stdio::stdin(), 3)?;
-    let devnull = std::fs::File::open("/dev/null")?;
-    rustix::stdio::dup2_stdin(&devnull)?;
-    Ok(ctl)
 }
 
 /// Reads and checks the Hello frame and the descriptors that ride on it.

@@ -3,8 +3,9 @@
 //! when this process exits.
 
 use std::os::fd::{AsFd, OwnedFd};
+use std::panic::catch_unwind;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, Once, OnceLock};
 use std::time::Duration;
 
 use multiproc_core::{EntryKind, ExitReason, ExitReport, Identity, Limits, Packet, WaitStatus};
@@ -14,7 +15,7 @@ use crate::runtime::error::Error;
 use crate::runtime::link::{Link, LinkEnd, Outgoing};
 use crate::runtime::router::{self, LinkTx};
 use crate::runtime::spawn::{self, Output};
-use crate::runtime::{self, bootstrap, heartbeat};
+use crate::runtime::{self, exit};
 
 /// The status reported for a child whose status was lost (Python's 255).
 const LOST: WaitStatus = WaitStatus::Exited(255);
@@ -106,7 +107,8 @@ impl Child {
 }
 
 /// Spawns the child, runs the handshake and sets up the tasks that serve it. Runs on
-/// the process runtime.
+/// the process runtime. The caller then installs the root's signal handlers and the
+/// exit handler, once a child exists to be stopped or finished.
 pub(crate) async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
     let name = req.name.clone();
     let identity = req.hello.identity.clone();
@@ -198,7 +200,7 @@ pub(crate) async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error
             let status = waiter.wait().await;
             router::remove_child(number, &identity);
             let status = status.map_err(|e| Error::os("cannot wait for the child", e))?;
-            if status == Some(WaitStatus::Exited(bootstrap::EXIT_INIT_NOT_CALLED)) {
+            if status == Some(WaitStatus::Exited(exit::EXIT_INIT_NOT_CALLED)) {
                 return Err(Error::InitNotCalled);
             }
             let reason = multiproc_core::exit_reason(status.unwrap_or(LOST), None, false, false);
@@ -226,7 +228,7 @@ pub(crate) async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error
 
     let capture = spawn::capture(&mut waiter);
     if let Some(interval) = heartbeat {
-        tokio::spawn(heartbeat::watchdog(
+        tokio::spawn(watchdog(
             Arc::downgrade(&child),
             child.exit.clone(),
             last_beat,
@@ -283,8 +285,6 @@ pub(crate) async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error
         let _ = exit_tx.send(Some(reason));
     });
 
-    crate::runtime::signals::install_root_handlers();
-    crate::runtime::exit::register_exit_handler();
     Ok(child)
 }
 
@@ -380,4 +380,71 @@ pub(crate) async fn finish_children() {
             c.wait().await;
         }
     }
+}
+
+/// Kills `child` as hung if it goes `interval` without a heartbeat.
+///
+/// Holds the child weakly, so its pidfd and link are freed with its `Process`, not
+/// with this task's next tick.
+pub(crate) async fn watchdog(
+    child: std::sync::Weak<Child>,
+    mut exit: watch::Receiver<Option<ExitReason>>,
+    last_beat: Arc<Mutex<tokio::time::Instant>>,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval / 4);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = exit.wait_for(Option::is_some) => return,
+        }
+        let Some(child) = child.upgrade() else { return };
+        if child.has_exited() {
+            return;
+        }
+        let last = *last_beat.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() > interval {
+            tracing::warn!(child = %child.name, ?interval, "child missed its heartbeat; killing it as hung");
+            child.hung.store(true, Ordering::SeqCst);
+            let _ = child.signal(rustix::process::Signal::KILL);
+            return;
+        }
+    }
+}
+
+#[allow(
+    unsafe_code,
+    reason = "atexit, to finish the children as Python's exit handler does"
+)]
+/// Joins non-daemon children and terminates daemon ones when the process exits normally
+/// (returning from `main` or `std::process::exit`), as Python's exit handler does.
+pub(crate) fn register_exit_handler() {
+    static ONCE: Once = Once::new();
+    extern "C" fn on_exit() {
+        if exit::EXITING.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        exit::take_exit_lock();
+        if children().is_empty() {
+            return;
+        }
+        // The main thread's thread-locals (tokio's context among them) are gone by
+        // now, so wait on a plain channel while the runtime's workers do the work.
+        // Never unwind into libc.
+        let _ = catch_unwind(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            runtime::handle().spawn(async move {
+                finish_children().await;
+                let _ = tx.send(());
+            });
+            let _ = rx.recv();
+        });
+    }
+    ONCE.call_once(|| {
+        // SAFETY: `on_exit` is an `extern "C" fn()` that never unwinds (it catches
+        // panics) and only touches process-global state that outlives `exit`.
+        unsafe {
+            libc::atexit(on_exit);
+        }
+    });
 }

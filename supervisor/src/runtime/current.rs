@@ -130,3 +130,11 @@ pub fn parent_process() -> Option<ParentProcess> {
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// Whether this process is a child started by multiproc (its bootstrap has begun).
+pub(crate) fn is_child() -> bool {
+    IS_CHILD.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub(crate) static IS_CHILD: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);

@@ -60,7 +60,7 @@ fn build() -> Result<Runtime, Error> {
     let cpus = rustix::thread::sched_getaffinity(None).map_or(1, |set| set.count() as usize);
     // A child serves one link and one mailbox; a second worker only costs it a
     // thread. The root serves all its children's links.
-    let workers = if crate::runtime::bootstrap::is_child() {
+    let workers = if crate::runtime::current::is_child() {
         1
     } else {
         cpus.clamp(1, 2)

@@ -30,11 +30,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::runtime::bootstrap::{self, ENV_PARENT_PID};
 use crate::runtime::error::Error;
-
-/// Set in the forkserver's environment: "you are the forkserver".
-pub(crate) const ENV_FORKSERVER: &str = "MULTIPROC_FORKSERVER";
+use crate::runtime::exit::{EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE};
+use crate::runtime::handoff::{self, ENV_FORKSERVER, ENV_PARENT_PID};
 
 /// The forkserver's first byte to its parent: it serves.
 const READY: u8 = b'r';
@@ -68,14 +66,17 @@ struct Exited {
 // ---- the forkserver process ---------------------------------------------------------
 
 /// The life of the forkserver; never returns.
-pub(crate) fn serve() -> ! {
+///
+/// A forked child runs `child_main` with its logical parent's pid: the bootstrap,
+/// handed in so that this module, below it, does not name it.
+pub(crate) fn serve(child_main: fn(u32) -> !) -> ! {
     let expected_parent: Option<u32> = std::env::var(ENV_PARENT_PID)
         .ok()
         .and_then(|p| p.parse().ok());
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
     if expected_parent != Some(parent) {
-        std::process::exit(bootstrap::EXIT_PARENT_GONE);
+        std::process::exit(EXIT_PARENT_GONE);
     }
     // SAFETY: the forkserver runs no other thread, ever.
     unsafe {
@@ -84,18 +85,18 @@ pub(crate) fn serve() -> ! {
         // ^C belongs to the root; the forked children install their own handling.
         libc::signal(libc::SIGINT, libc::SIG_IGN);
     }
-    let code = match run() {
+    let code = match run(child_main) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("multiproc forkserver: {e}");
-            bootstrap::EXIT_BOOTSTRAP_FAILED
+            EXIT_BOOTSTRAP_FAILED
         }
     };
     std::process::exit(code)
 }
 
-fn run() -> std::io::Result<()> {
-    let requests = StdUnixStream::from(bootstrap::take_control_socket()?);
+fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
+    let requests = StdUnixStream::from(handoff::take_control_socket()?);
     // The first message carries the socket on which exits are reported.
     let mut byte = [0u8; 1];
     let (_, mut fds) = multiproc_transport::recv_with_fds(requests.as_fd(), &mut byte, 1)?;
@@ -150,7 +151,7 @@ fn run() -> std::io::Result<()> {
                     drop(requests);
                     drop(events);
                     drop(children);
-                    become_child(fork, socket);
+                    become_child(fork, socket, child_main);
                 }
                 -1 => {
                     // The parent reads the limit behind it: the errno is all that travels.
@@ -192,9 +193,9 @@ fn run() -> std::io::Result<()> {
 }
 
 /// In the forked child: take the socket as fd 0 and run the ordinary bootstrap.
-fn become_child(fork: Fork, socket: OwnedFd) -> ! {
+fn become_child(fork: Fork, socket: OwnedFd, child_main: fn(u32) -> !) -> ! {
     if rustix::stdio::dup2_stdin(&socket).is_err() {
-        std::process::exit(bootstrap::EXIT_BOOTSTRAP_FAILED);
+        std::process::exit(EXIT_BOOTSTRAP_FAILED);
     }
     drop(socket);
     // SAFETY: the child is single-threaded (a fork of the single-threaded forkserver).
@@ -203,7 +204,7 @@ fn become_child(fork: Fork, socket: OwnedFd) -> ! {
             std::env::set_var(k, v);
         }
     }
-    bootstrap::forked_child_main(fork.logical_parent)
+    child_main(fork.logical_parent)
 }
 
 fn read_request(sock: &StdUnixStream) -> std::io::Result<Option<(Fork, Vec<OwnedFd>)>> {
@@ -425,8 +426,7 @@ fn start(timeout: Duration) -> Result<Client, Error> {
     let os = |what| move |e| Error::os(what, e);
     let (requests, theirs) = StdUnixStream::pair().map_err(os("cannot create a socketpair"))?;
     let (events, their_events) = StdUnixStream::pair().map_err(os("cannot create a socketpair"))?;
-    let exe =
-        crate::runtime::spawn::executable().map_err(os("cannot find this program's executable"))?;
+    let exe = handoff::executable().map_err(os("cannot find this program's executable"))?;
     let mut cmd = std::process::Command::new(exe);
     cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
         .env(ENV_FORKSERVER, "1")
@@ -522,8 +522,8 @@ fn failed_start(
         process.try_wait().ok().flatten()
     });
     let name = "the forkserver".to_string();
-    match status.map(crate::runtime::spawn::wait_status) {
-        Some(WaitStatus::Exited(bootstrap::EXIT_INIT_NOT_CALLED)) => Error::InitNotCalled,
+    match status.map(handoff::wait_status) {
+        Some(WaitStatus::Exited(EXIT_INIT_NOT_CALLED)) => Error::InitNotCalled,
         _ if timed_out => Error::HandshakeTimeout { name, pid, timeout },
         Some(status) => Error::NoHandshake {
             name,

@@ -26,13 +26,11 @@ use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use multiproc_core::{Body, Envelope, Packet, RemoteError, codec};
+use multiproc_core::{Packet, codec};
 use multiproc_transport::{FrameDecoder, FrameError, MAX_FRAME_LEN};
 use rustix::net::SendFlags;
 use tokio::net::UnixStream;
 use tokio::sync::{Notify, oneshot};
-
-use crate::runtime::router;
 
 /// What can be sent on a link.
 #[derive(Debug)]
@@ -290,23 +288,6 @@ impl Link {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return LinkEnd::Broken(FrameError::Io(e)),
             }
-        }
-    }
-}
-
-/// A packet that cannot go on the wire: its caller learns why, if it waits.
-pub(crate) fn refuse(packet: Packet, why: String) {
-    tracing::warn!(%why, "cannot send a packet on a control link");
-    if let Packet::Envelope(env) = packet {
-        match env.body {
-            Body::Call(_) | Body::Service(_) => router::bounce(env, RemoteError::Encode(why)),
-            Body::Reply(_) => router::route(Envelope {
-                to: env.to,
-                from: env.from,
-                corr: env.corr,
-                body: Body::Fail(RemoteError::Encode(why)),
-            }),
-            _ => {}
         }
     }
 }

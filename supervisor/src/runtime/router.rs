@@ -21,7 +21,7 @@ use multiproc_core::{Body, Envelope, Hop, Identity, Packet, RemoteError};
 use tokio::sync::oneshot;
 
 use crate::runtime::current::me;
-use crate::runtime::link::{self, Link, Outgoing, SendError};
+use crate::runtime::link::{Link, Outgoing, SendError};
 
 pub(crate) type LinkTx = Arc<Link>;
 
@@ -262,7 +262,7 @@ pub(crate) fn route(env: Envelope) {
             let to = env.to.clone();
             bounce(env, RemoteError::NoProcess(to));
         }
-        SendError::Refused(packet, why) => link::refuse(packet, why),
+        SendError::Refused(packet, why) => refuse(packet, why),
         SendError::Closed(_) => {}
     }
 }
@@ -308,5 +308,22 @@ pub(crate) fn bounce(env: Envelope, err: RemoteError) {
             body: Body::Fail(err),
         }),
         _ => tracing::debug!(to = %env.to, error = %err, "dropped an undeliverable message"),
+    }
+}
+
+/// A packet that cannot go on the wire: its caller learns why, if it waits.
+pub(crate) fn refuse(packet: Packet, why: String) {
+    tracing::warn!(%why, "cannot send a packet on a control link");
+    if let Packet::Envelope(env) = packet {
+        match env.body {
+            Body::Call(_) | Body::Service(_) => bounce(env, RemoteError::Encode(why)),
+            Body::Reply(_) => route(Envelope {
+                to: env.to,
+                from: env.from,
+                corr: env.corr,
+                body: Body::Fail(RemoteError::Encode(why)),
+            }),
+            _ => {}
+        }
     }
 }

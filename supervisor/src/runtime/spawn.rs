@@ -9,8 +9,8 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{ExitStatus, Stdio};
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
 use std::time::Duration;
 
 use multiproc_core::{Hello, Packet, StartMethod, WaitStatus, codec};
@@ -18,8 +18,8 @@ use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
-use crate::runtime::bootstrap;
 use crate::runtime::error::Error;
+use crate::runtime::handoff::{self, executable, wait_status};
 
 /// Everything needed to start one child.
 #[derive(Debug)]
@@ -110,15 +110,6 @@ async fn wait_pidfd(pidfd: &OwnedFd) -> std::io::Result<()> {
     .map_err(std::io::Error::other)?
 }
 
-/// The executable to start again: `/proc/self/exe`, or `current_exe()` without /proc.
-pub(crate) fn executable() -> std::io::Result<std::path::PathBuf> {
-    if std::path::Path::new("/proc/self/exe").exists() {
-        Ok(std::path::PathBuf::from("/proc/self/exe"))
-    } else {
-        std::env::current_exe()
-    }
-}
-
 /// Spawns the child and writes its Hello. Runs on the spawner thread, inside the
 /// process runtime's context.
 pub(crate) fn spawn(req: Request) -> Result<Spawned, Error> {
@@ -137,8 +128,8 @@ pub(crate) fn spawn(req: Request) -> Result<Spawned, Error> {
     let mut cmd = std::process::Command::new(exe);
     cmd.arg0(arg0)
         .stdin(Stdio::from(OwnedFd::from(child_end)))
-        .env(bootstrap::ENV_BOOTSTRAP, "1")
-        .env(bootstrap::ENV_PARENT_PID, std::process::id().to_string());
+        .env(handoff::ENV_BOOTSTRAP, "1")
+        .env(handoff::ENV_PARENT_PID, std::process::id().to_string());
     for (k, v) in &req.env {
         cmd.env(k, v);
     }
@@ -244,15 +235,6 @@ fn send_hello(
     let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
     let first = multiproc_transport::send_with_fds(sock.as_fd(), &frame, &borrowed)?;
     (&*sock).write_all(&frame[first..])
-}
-
-/// Decodes a child's exit status.
-pub(crate) fn wait_status(status: ExitStatus) -> WaitStatus {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => WaitStatus::Exited(code),
-        (None, Some(sig)) => WaitStatus::Signaled(sig),
-        (None, None) => WaitStatus::Exited(-1),
-    }
 }
 
 /// Starts reading a capturing child's stdout and stderr to their ends.
