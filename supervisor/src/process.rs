@@ -1,4 +1,8 @@
-//! `Process`: one child OS process, created from a registered function or actor.
+//! `Process`: one child OS process, created from a registered function or actor; the
+//! actor a child can host ([`actor`]) and the functions it can run ([`target`]).
+
+pub(crate) mod actor;
+pub(crate) mod target;
 
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
