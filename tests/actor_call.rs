@@ -5,6 +5,7 @@
 
 mod common;
 
+use multiproc::__private::test_hooks;
 use std::time::Duration;
 
 use common::{TestResult, trial};
@@ -220,10 +221,8 @@ fn payload_of_the_wrong_type_fails_that_call_only() -> TestResult {
 fn garbage_on_the_control_link_costs_nothing_else() -> TestResult {
     let (p, c) = counter(1)?;
     // Not msgpack at all, then a frame over the limit, then a valid call.
-    p.as_async()
-        .__send_raw_frame(vec![0xc1, 0xff, 0x00, 0x13])?;
-    p.as_async()
-        .__send_raw_frame(vec![0u8; multiproc::MAX_FRAME_LEN + 1])?;
+    test_hooks::send_raw_frame(p.as_async(), vec![0xc1, 0xff, 0x00, 0x13])?;
+    test_hooks::send_raw_frame(p.as_async(), vec![0u8; multiproc::MAX_FRAME_LEN + 1])?;
     check_eq!(c.call(CounterMsg::Add(1))?, 2);
     check!(p.is_alive(), "the child survived");
     p.stop(Duration::from_secs(10))?;

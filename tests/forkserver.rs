@@ -118,7 +118,7 @@ fn children_outlive_a_dead_forkserver_which_is_restarted() -> TestResult {
     let _alone = FORKSERVER.write().unwrap_or_else(|e| e.into_inner());
     let mut first = forked(Process::actor::<Double>(()));
     first.start()?;
-    let server = multiproc::__private::__kill_forkserver().ok_or("no forkserver runs")?;
+    let server = multiproc::__private::test_hooks::kill_forkserver().ok_or("no forkserver runs")?;
     check!(
         common::wait_gone(server, Duration::from_secs(5)),
         "the forkserver survived"

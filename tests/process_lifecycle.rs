@@ -5,6 +5,7 @@
 
 mod common;
 
+use multiproc::__private::test_hooks;
 use std::time::Duration;
 
 use common::{TestResult, trial};
@@ -317,7 +318,11 @@ fn arguments_over_the_frame_limit_are_refused_before_spawning() -> TestResult {
 }
 
 fn protocol_mismatch_is_refused_by_the_child() -> TestResult {
-    let mut p = Process::from(multiproc::Process::new(returns, ()).__hello_versions(999, 0));
+    let mut p = Process::from(test_hooks::hello_versions(
+        multiproc::Process::new(returns, ()),
+        999,
+        0,
+    ));
     let err = p.start().unwrap_err();
     match &err {
         Error::Bootstrap { source, .. } => check!(
@@ -334,10 +339,11 @@ fn multiproc_core_protocol() -> u32 {
 }
 
 fn build_id_mismatch_is_refused_by_the_child() -> TestResult {
-    let mut p = Process::from(
-        multiproc::Process::new(returns, ())
-            .__hello_versions(multiproc_core_protocol(), 0xdead_beef),
-    );
+    let mut p = Process::from(test_hooks::hello_versions(
+        multiproc::Process::new(returns, ()),
+        multiproc_core_protocol(),
+        0xdead_beef,
+    ));
     let err = p.start().unwrap_err();
     match &err {
         Error::Bootstrap { source, .. } => {

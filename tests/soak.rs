@@ -106,7 +106,7 @@ fn pool_loop() -> TestResult {
 
 /// Primitives hosted and handles alive in this process.
 fn counts() -> (usize, usize) {
-    multiproc::__private::__primitive_counts()
+    multiproc::__private::test_hooks::primitive_counts()
 }
 
 /// Creates, uses and drops one primitive of every kind per iteration: each must give

@@ -65,8 +65,6 @@ pub mod __private {
     pub use crate::pool::{
         ItemFailure, NoTarget, NoTask, Probe, TaskFn, ViaTarget, ViaTask, not_a_task, run_task,
     };
-    pub use crate::primitives::__primitive_counts;
-    pub use crate::runtime::forkserver::__kill_forkserver;
     pub use crate::runtime::registry::EntryOutcome;
     pub use crate::runtime::registry::{ENTRIES, Entry};
     pub use linkme;
@@ -87,6 +85,35 @@ pub mod __private {
     /// others joined or stopped), now. Only for tests of what an exit does to them.
     pub fn finish_children() {
         crate::runtime::block_on(crate::runtime::children::finish_children());
+    }
+
+    /// Hooks for multiproc's own tests, which reach inside to break things on purpose.
+    pub mod test_hooks {
+        use crate::{Error, Process};
+
+        /// `p` with a Hello that claims another protocol version and build id.
+        pub fn hello_versions(p: Process, protocol: u32, build_id: u64) -> Process {
+            p.hello_versions(protocol, build_id)
+        }
+
+        /// Writes `bytes` as one frame on `p`'s control link, bypassing the codec.
+        ///
+        /// # Errors
+        ///
+        /// `p` was not started, or was closed.
+        pub fn send_raw_frame(p: &Process, bytes: Vec<u8>) -> Result<(), Error> {
+            p.send_raw_frame(bytes)
+        }
+
+        /// Kills this process's forkserver; its pid, if one ran.
+        pub fn kill_forkserver() -> Option<u32> {
+            crate::runtime::forkserver::kill_forkserver()
+        }
+
+        /// (primitives hosted here, live handles here): for tests of the counting.
+        pub fn primitive_counts() -> (usize, usize) {
+            crate::primitives::__primitive_counts()
+        }
     }
 
     /// The `TypeId` of a value's type (a function item's unique type).

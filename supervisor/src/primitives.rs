@@ -117,8 +117,7 @@ impl From<crate::Error> for SyncError {
 
 /// How many primitives this process hosts, and how many handles of primitives (its
 /// own or others') are alive in it. For tests of their lifetime.
-#[doc(hidden)]
-pub fn __primitive_counts() -> (usize, usize) {
+pub(crate) fn __primitive_counts() -> (usize, usize) {
     (host::hosted(), refs::live_handles())
 }
 

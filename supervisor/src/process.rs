@@ -436,17 +436,15 @@ impl Process {
     }
 
     /// Makes the Hello claim another protocol version and build id. Only for tests of
-    /// the child's checks.
-    #[doc(hidden)]
-    pub fn __hello_versions(mut self, protocol: u32, build_id: u64) -> Self {
+    /// the child's checks (see `__private::test_hooks`).
+    pub(crate) fn hello_versions(mut self, protocol: u32, build_id: u64) -> Self {
         self.versions = (protocol, build_id);
         self
     }
 
     /// Writes `bytes` as one frame on the child's control link, bypassing the codec.
-    /// Only for tests of how a child handles garbage.
-    #[doc(hidden)]
-    pub fn __send_raw_frame(&self, bytes: Vec<u8>) -> Result<(), Error> {
+    /// Only for tests of how a child handles garbage (see `__private::test_hooks`).
+    pub(crate) fn send_raw_frame(&self, bytes: Vec<u8>) -> Result<(), Error> {
         let child = self.started()?;
         let _ = child.link.send(Outgoing::Raw(bytes));
         Ok(())

@@ -535,8 +535,7 @@ fn failed_start(
 
 /// Kills the running forkserver and returns its pid, if one runs. Only for tests of
 /// what its death does.
-#[doc(hidden)]
-pub fn __kill_forkserver() -> Option<u32> {
+pub(crate) fn kill_forkserver() -> Option<u32> {
     let mut guard = client();
     let c = guard.as_mut()?;
     let pid = c.process.id();
