@@ -1,6 +1,9 @@
 //! Long-running loops: processes, supervisor restarts, pools and primitives, each
 //! repeated thousands of times, with the loop process's fds, threads and RSS compared
 //! against their starting values.
+//!
+//! The restart loop could multiply processes if multiproc regressed, so it runs as
+//! this binary again inside a pids cgroup the test makes (`tests/common/cgroup.rs`).
 
 #![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
 
@@ -8,12 +11,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cgroup::{self, Program};
 use common::{TestResult, trial};
 use multiproc::blocking::{
-    Barrier, BoundedSemaphore, Condition, Connection, Event, Lock, Pool, Process, Queue, RLock,
-    Semaphore, pipe,
+    Barrier, BoundedSemaphore, Condition, Connection, Event, Events, Lock, Pool, Process, Queue,
+    RLock, Semaphore, SupervisorRef, pipe,
 };
-use multiproc::{Array, Value};
+use multiproc::{
+    Array, Backoff, RestartIntensity, Supervisor, SupervisorEvent, SupervisorFlags, Value,
+    function_child,
+};
 
 fn noop() {}
 multiproc::register!(noop);
@@ -205,9 +212,137 @@ fn a_killed_holder_lets_go_of_its_handles() -> TestResult {
     Ok(())
 }
 
+/// Set in the program the restart loop runs in, inside its cgroup.
+const RESTART_LOOP: &str = "MULTIPROC_TEST_SOAK_RESTART";
+/// The restart loop's child.
+const FLAPPER: &str = "flapper";
+
+/// The program in the cgroup: a `OneForOne` supervisor restarting a child that exits
+/// at once, without backoff and without ever giving up; the fds at rest (the child
+/// stopped through the admin API) before and after the restarts must be the same.
+fn restart_loop_program() -> ! {
+    cgroup::refuse_to_run_bare("the restart loop");
+    match restart_loop_body() {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("restart loop: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+type BoxResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn restart_loop_body() -> BoxResult<()> {
+    let flags = SupervisorFlags {
+        intensity: RestartIntensity {
+            max_restarts: u32::MAX,
+            within: Duration::from_secs(1),
+        },
+        backoff: Backoff::NONE,
+        ..SupervisorFlags::default()
+    };
+    let supervisor = Supervisor::new(flags).child(function_child(FLAPPER, noop, ())?);
+    let mut events = Events(supervisor.events());
+    let sup = SupervisorRef::start(supervisor)?;
+    restarts(&mut events, 20)?;
+    let start = at_rest(&sup, &mut events)?;
+    let n = iterations();
+    let t0 = Instant::now();
+    restarts(&mut events, n)?;
+    let elapsed = t0.elapsed();
+    let end = at_rest(&sup, &mut events)?;
+    sup.shutdown();
+    eprintln!(
+        "restart: {n} restarts in {elapsed:?} ({:.0}/s): fds {} -> {}, threads {} -> {}, rss {} -> {} KiB",
+        n as f64 / elapsed.as_secs_f64(),
+        start.fds,
+        end.fds,
+        start.threads,
+        end.threads,
+        start.rss_kib,
+        end.rss_kib
+    );
+    if end.fds > start.fds {
+        return Err(format!(
+            "fds grew from {} to {} over {n} restarts",
+            start.fds, end.fds
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Waits for `n` more restarts.
+fn restarts(events: &mut Events, n: usize) -> BoxResult<()> {
+    let mut seen = 0;
+    while seen < n {
+        match events.next() {
+            Some(SupervisorEvent::Restarted { .. }) => seen += 1,
+            Some(e @ SupervisorEvent::IntensityExceeded { .. }) => {
+                return Err(format!("the supervisor gave up: {e:?}").into());
+            }
+            Some(_) => {}
+            None => return Err("the supervisor ended".into()),
+        }
+    }
+    Ok(())
+}
+
+/// The least of four readings, each one restart apart with the child stopped: a task
+/// serving the last child may still be closing its fds as the terminate returns,
+/// which is no leak; a leak shows in every reading.
+fn at_rest(sup: &SupervisorRef, events: &mut Events) -> BoxResult<Usage> {
+    let mut least: Option<Usage> = None;
+    for _ in 0..4 {
+        restarts(events, 1)?;
+        sup.terminate_child(FLAPPER)?;
+        let u = usage();
+        least = Some(least.map_or(u, |l| Usage {
+            fds: l.fds.min(u.fds),
+            threads: l.threads.min(u.threads),
+            rss_kib: l.rss_kib.min(u.rss_kib),
+        }));
+        sup.restart_child(FLAPPER)?;
+    }
+    Ok(least.expect("four readings"))
+}
+
+/// A supervisor restarting a child that exits at once gives back each incarnation's
+/// pidfd and link: a child that exited before its start was done was once kept in
+/// the list of live children for good.
+fn restart_loop() -> TestResult {
+    let run = Program {
+        case: "soak_restart",
+        pids_max: 128,
+        env: &[(RESTART_LOOP, "1")],
+        deadline: Duration::from_secs(300),
+        grace: Duration::from_secs(1),
+    }
+    .run()?;
+    eprint!("{}", run.stderr);
+    check!(
+        run.status.success(),
+        "the restart loop failed: {}",
+        run.status
+    );
+    check!(
+        run.left.is_empty(),
+        "processes {:?} outlived the loop",
+        run.left
+    );
+    check_eq!(run.hit_limit, 0);
+    Ok(())
+}
+
 fn main() {
+    multiproc::init();
+    if std::env::var_os(RESTART_LOOP).is_some() {
+        restart_loop_program();
+    }
     common::run_serial(vec![
         trial("process_loop", process_loop),
+        trial("restart_loop", restart_loop),
         trial("pool_loop", pool_loop),
         trial("primitive_loop", primitive_loop),
         trial(

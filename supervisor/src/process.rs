@@ -672,6 +672,10 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         output: Mutex::new(None),
     });
 
+    // Listed before the task that unlists it at the child's exit is spawned: a child
+    // that exits at once could otherwise be unlisted first and then listed for good,
+    // keeping its pidfd and link open for the life of this process.
+    children().push(Arc::clone(&child));
     let capture = spawn::capture(&mut waiter);
     if let Some(interval) = heartbeat {
         tokio::spawn(watchdog(
@@ -725,7 +729,6 @@ async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
         let _ = exit_tx.send(Some(reason));
     });
 
-    children().push(Arc::clone(&child));
     crate::signals::install_root_handlers();
     crate::bootstrap::register_exit_handler();
     Ok(child)
