@@ -6,6 +6,7 @@
 //! cargo bench --bench compare -- spawn_join call_roundtrip      # filters (substrings)
 //! cargo bench --bench compare -- pool apply_async imap          # the Pool scenarios
 //! cargo bench --bench compare -- queue lock                     # Queue and Lock
+//! cargo bench --bench compare -- soak                           # the soak loops
 //! ```
 //!
 //! Each round takes one sample of every implementation in turn, so multiproc and its
@@ -29,6 +30,12 @@ use multiproc::{
     Actor, Backoff, BoxError, Manager, PoolError, RestartIntensity, StartMethod, Supervisor,
     SupervisorEvent, SupervisorFlags, SyncError, TaskError, function_child,
 };
+
+// Cargo would take a `benches/<name>.rs` for a bench target of its own.
+#[path = "compare/cgroup.rs"]
+mod cgroup;
+#[path = "compare/soak.rs"]
+mod soak;
 
 type Res<T = ()> = Result<T, Box<dyn Error>>;
 
@@ -367,6 +374,9 @@ multiproc::register_actor!(Echo);
 fn main() -> Res {
     multiproc::init();
     if let Ok(role) = std::env::var(ROLE_ENV) {
+        if let Some(loop_name) = role.strip_prefix("soak-") {
+            return soak::child(loop_name);
+        }
         return raw_role(&role);
     }
     // `cargo bench` passes `--bench`; `cargo test --all-targets` and nextest's listing
@@ -379,15 +389,21 @@ fn main() -> Res {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
+    // A soak scenario takes minutes: only a filter that names `soak` selects one, so
+    // that `pool` or `restart` still selects the quick scenarios alone.
+    let matches =
+        |s: &str, f: &str| s.contains(f) && (!s.starts_with("soak") || f.contains("soak"));
     let selected: Vec<&str> = SCENARIOS
         .iter()
+        .chain(&soak::SCENARIOS)
         .copied()
-        .filter(|s| filters.is_empty() || filters.iter().any(|f| s.contains(f.as_str())))
+        .filter(|s| filters.is_empty() || filters.iter().any(|f| matches(s, f)))
         .collect();
     if selected.is_empty() {
         return Err(format!(
-            "no scenario matches {filters:?}; scenarios: {}",
-            SCENARIOS.join(" ")
+            "no scenario matches {filters:?}; scenarios: {} {}",
+            SCENARIOS.join(" "),
+            soak::SCENARIOS.join(" ")
         )
         .into());
     }
@@ -506,6 +522,9 @@ fn main() -> Res {
     }
     if has("manager_dict") {
         timed("manager_dict", &|| manager_dict(py))?;
+    }
+    for scenario in soak::SCENARIOS.into_iter().filter(|s| has(s)) {
+        soak::run(scenario)?;
     }
     println!("# total time: {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
