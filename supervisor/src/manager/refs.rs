@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use multiproc_transport::BlockingConnection;
 
+use super::ManagerError;
+use super::client::{Target, unexpected};
 use super::wire::{RefOp, Request, Response};
-use super::{ManagerError, Target, unexpected};
 
 /// At most this many changes go in one request, so that one request stays far
 /// below the frame limit.

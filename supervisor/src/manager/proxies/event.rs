@@ -1,0 +1,58 @@
+//! [`EventProxy`]: a manager's event.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manager::{Proxy, TypedProxy};
+use std::time::Duration;
+
+use crate::manager::ManagerError;
+use crate::manager::proxy::millis;
+
+use super::typed_proxy;
+
+typed_proxy!(
+    /// A proxy to a manager's event.
+    EventProxy<>,
+    "event"
+);
+
+impl EventProxy {
+    /// `e.set()`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn set(&self) -> Result<(), ManagerError> {
+        self.proxy.call("set", &())
+    }
+
+    /// `e.clear()`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn clear(&self) -> Result<(), ManagerError> {
+        self.proxy.call("clear", &())
+    }
+
+    /// `e.is_set()`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn is_set(&self) -> Result<bool, ManagerError> {
+        self.proxy.call("is_set", &())
+    }
+
+    /// `e.wait(timeout)`: whether it is set.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`] (also while waiting).
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool, ManagerError> {
+        self.proxy.call("wait", &(millis(timeout),))
+    }
+}

@@ -1,0 +1,52 @@
+//! [`NamespaceProxy`]: a manager's namespace, attributes by name.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manager::{Proxy, TypedProxy};
+use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
+
+use crate::manager::ManagerError;
+use crate::manager::proxy::{enc, peek};
+
+use super::typed_proxy;
+
+typed_proxy!(
+    /// A proxy to a manager's namespace (Python's `Namespace`): attributes by name,
+    /// each of its own type.
+    NamespaceProxy<>,
+    "namespace"
+);
+
+impl NamespaceProxy {
+    /// `ns.name = v`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`], [`ManagerError::Encode`].
+    pub fn set<T: Serialize>(&self, name: &str, v: &T) -> Result<(), ManagerError> {
+        self.proxy.call("set", &(name, enc(v)?))
+    }
+
+    /// `getattr(ns, name, None)`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`], [`ManagerError::Decode`].
+    pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, ManagerError> {
+        let v: Option<ByteBuf> = self.proxy.call("get", &(name,))?;
+        v.map(|b| peek(&b)).transpose()
+    }
+
+    /// `del ns.name`; whether it was there.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn del(&self, name: &str) -> Result<bool, ManagerError> {
+        self.proxy.call("del", &(name,))
+    }
+}

@@ -1,0 +1,78 @@
+//! [`QueueProxy`]: a manager's queue (Python's `queue.Queue`).
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manager::{Proxy, TypedProxy};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_bytes::ByteBuf;
+
+use crate::manager::ManagerError;
+use crate::manager::proxy::{dec, enc, millis};
+
+use super::typed_proxy;
+
+typed_proxy!(
+    /// A proxy to a manager's queue (Python's `Manager().Queue()`, a `queue.Queue`).
+    QueueProxy<T>,
+    "queue"
+);
+
+impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
+    /// `q.put(item, block, timeout)`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Full`], [`ManagerError::Gone`], [`ManagerError::Encode`].
+    pub fn put(
+        &self,
+        item: &T,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(), ManagerError> {
+        self.proxy
+            .call("put", &(enc(item)?, block, millis(timeout)))
+    }
+
+    /// `q.get(block, timeout)`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Empty`], [`ManagerError::Gone`] (also while waiting),
+    /// [`ManagerError::Decode`].
+    pub fn get(&self, block: bool, timeout: Option<Duration>) -> Result<T, ManagerError> {
+        let v: ByteBuf = self.proxy.call("get", &(block, millis(timeout)))?;
+        dec(&v)
+    }
+
+    /// `q.qsize()`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn qsize(&self) -> Result<usize, ManagerError> {
+        Ok(self.proxy.call::<_, u64>("qsize", &())? as usize)
+    }
+
+    /// `q.task_done()`.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Misuse`] for one too many; [`ManagerError::Gone`].
+    pub fn task_done(&self) -> Result<(), ManagerError> {
+        self.proxy.call("task_done", &())
+    }
+
+    /// `q.join()`, at most `timeout`: whether every item was done.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Gone`].
+    pub fn join(&self, timeout: Option<Duration>) -> Result<bool, ManagerError> {
+        self.proxy.call("join", &(millis(timeout),))
+    }
+}
