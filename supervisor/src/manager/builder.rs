@@ -5,7 +5,7 @@ use std::fmt;
 use multiproc_transport::{Address, BlockingConnection, Error as TransportError};
 use serde_bytes::ByteBuf;
 
-use super::client::Target;
+use super::client::ServerAddr;
 use super::server::SERVE_READY_ENTRY;
 use super::wire::Request;
 use super::{Manager, ManagerConfig, ManagerError, Registry};
@@ -82,7 +82,7 @@ impl ManagerBuilder {
             Ok(Err(e)) => return Err(ManagerError::Start(e)),
             Err(e) => return Err(start(&format!("the server ended before it listened: {e}"))),
         };
-        let target = Target {
+        let target = ServerAddr {
             address,
             authkey: self.config.authkey.clone(),
         };

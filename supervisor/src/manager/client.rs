@@ -1,4 +1,4 @@
-//! A thread's links to managers: where a manager is ([`Target`]), the connection
+//! A thread's links to managers: where a manager is ([`ServerAddr`]), the connection
 //! each thread keeps to it (as Python's proxies keep one per thread), and the
 //! request and answer that go on it, reconnecting after a broken link.
 
@@ -17,14 +17,14 @@ use super::wire::{Request, Response};
 
 /// Where a manager is and the key to it: what every proxy carries.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub(super) struct Target {
+pub(super) struct ServerAddr {
     pub(super) address: Address,
     pub(super) authkey: ByteBuf,
 }
 
-impl fmt::Debug for Target {
+impl fmt::Debug for ServerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Target")
+        f.debug_struct("ServerAddr")
             .field("address", &self.address)
             .finish_non_exhaustive()
     }
@@ -32,7 +32,7 @@ impl fmt::Debug for Target {
 
 /// A connection of this thread to a manager, and which server incarnation it
 /// reached.
-pub(super) struct Link {
+pub(super) struct CallLink {
     conn: BlockingConnection,
     incarnation: u64,
     /// The rings in shared memory, for a server on this machine.
@@ -41,7 +41,7 @@ pub(super) struct Link {
     buf: Vec<u8>,
 }
 
-impl Link {
+impl CallLink {
     fn exchange(&mut self, request: &Request) -> Result<Response, ManagerError> {
         let Some(fast) = &self.fast else {
             self.conn.send(request)?;
@@ -57,10 +57,10 @@ impl Link {
 }
 
 thread_local! {
-    pub(super) static LINKS: RefCell<HashMap<Target, Link>> = RefCell::new(HashMap::new());
+    pub(super) static LINKS: RefCell<HashMap<ServerAddr, CallLink>> = RefCell::new(HashMap::new());
 }
 
-impl Target {
+impl ServerAddr {
     /// A new authenticated connection to the server.
     pub(super) fn open(&self) -> Result<BlockingConnection, ManagerError> {
         let mut conn = multiproc_transport::client(&self.address, Some(&self.authkey)).map_err(
@@ -83,14 +83,14 @@ impl Target {
         let _ = LINKS.try_with(|links| links.borrow_mut().remove(self));
     }
 
-    fn connect(&self) -> Result<Link, ManagerError> {
+    fn connect(&self) -> Result<CallLink, ManagerError> {
         let mut conn = self.open()?;
         conn.send(&Request::Hello)?;
         let incarnation = match conn.recv::<Response>()? {
             Response::Hello { incarnation } => incarnation,
             other => return Err(unexpected(&other)),
         };
-        let mut link = Link {
+        let mut link = CallLink {
             conn,
             incarnation,
             fast: None,
@@ -115,7 +115,7 @@ impl Target {
         self.ask_checked(request, |_| Ok(None))
     }
 
-    /// As [`ask`](Target::ask), after `check` has seen the incarnation of the
+    /// As [`ask`](ServerAddr::ask), after `check` has seen the incarnation of the
     /// server the link reaches: it may replace the request (an object found again
     /// by name) or refuse to send it at all.
     pub(super) fn ask_checked(

@@ -9,7 +9,7 @@ use multiproc_transport::Address;
 use serde::Serialize;
 use serde_bytes::ByteBuf;
 
-use super::client::{LINKS, Target, unexpected};
+use super::client::{LINKS, ServerAddr, unexpected};
 use super::config::ManagerConfig;
 use super::proxy::{Held, Resolved, enc};
 use super::wire::{Request, Response};
@@ -24,7 +24,7 @@ use super::{
 /// shuts the server down.
 #[derive(Debug)]
 pub struct Manager {
-    pub(super) target: Target,
+    pub(super) target: ServerAddr,
     pub(super) process: Option<crate::Process>,
 }
 
@@ -53,7 +53,7 @@ impl Manager {
     ///
     /// [`ManagerError::Connect`], [`ManagerError::Auth`] (a wrong key).
     pub fn connect(address: &Address, authkey: &[u8]) -> Result<Manager, ManagerError> {
-        let target = Target {
+        let target = ServerAddr {
             address: address.clone(),
             authkey: ByteBuf::from(authkey.to_vec()),
         };

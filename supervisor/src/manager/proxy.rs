@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use super::client::{Target, unexpected};
+use super::client::{ServerAddr, unexpected};
 use super::wire::{self, Request, Response};
 use super::{ManagerError, refs};
 
@@ -26,7 +26,7 @@ pub(super) struct Resolved {
 /// runs one of its registered methods. The typed proxies are built on it.
 #[derive(Clone)]
 pub struct Proxy {
-    pub(super) target: Target,
+    pub(super) target: ServerAddr,
     pub(super) typeid: String,
     /// The name it was looked up by, to find its object again after a restart.
     /// Such a proxy holds no reference: a published object lives as long as its
@@ -54,7 +54,7 @@ impl Drop for Held {
 
 /// The reference a proxy decoded here takes for object `id` of `target`'s server
 /// incarnation `incarnation` (`None` when that server is not there).
-fn hold(target: &Target, id: u64, incarnation: u64) -> Option<Arc<Held>> {
+fn hold(target: &ServerAddr, id: u64, incarnation: u64) -> Option<Arc<Held>> {
     let link = refs::link(target, Some(incarnation)).ok()?;
     link.tx.send(refs::Msg::Op(refs::decode_op(id))).ok()?;
     Some(Arc::new(Held { tx: link.tx, id }))
@@ -62,7 +62,7 @@ fn hold(target: &Target, id: u64, incarnation: u64) -> Option<Arc<Held>> {
 
 #[derive(Serialize, Deserialize)]
 struct ProxyWire {
-    target: Target,
+    target: ServerAddr,
     typeid: String,
     name: Option<String>,
     id: u64,
@@ -200,7 +200,7 @@ impl Proxy {
     }
 }
 
-fn lookup(target: &Target, name: &str, expected: &str) -> Result<(u64, u64), ManagerError> {
+fn lookup(target: &ServerAddr, name: &str, expected: &str) -> Result<(u64, u64), ManagerError> {
     let (response, incarnation) = target.ask(&Request::Lookup {
         name: name.to_string(),
     })?;
