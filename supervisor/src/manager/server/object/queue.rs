@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex};
 
+use multiproc_core::queue::QueueError;
 use serde_bytes::ByteBuf;
 
 use super::{Caller, Object, args, deadline, lock, ret, unknown, wait_until};
@@ -67,7 +68,7 @@ impl Object for Queue {
                 let mut state = state;
                 if state.unfinished == 0 {
                     return Err(ManagerError::Misuse(
-                        "task_done() called too many times".into(),
+                        QueueError::TooManyTaskDone.to_string(),
                     ));
                 }
                 state.unfinished -= 1;
