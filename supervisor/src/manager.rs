@@ -24,6 +24,8 @@
 //! name ([`Manager::lookup`]) find their object again if the new server publishes
 //! it, the others fail with [`ManagerError::Restarted`].
 
+mod async_handle;
+mod async_link;
 mod builder;
 mod channel;
 mod client;

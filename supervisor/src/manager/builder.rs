@@ -1,10 +1,9 @@
 //! [`ManagerBuilder`]: how a manager's server is started as a child process.
 
-use std::fmt;
-
-use multiproc_transport::{Address, BlockingConnection, Error as TransportError};
+use multiproc_transport::{Address, BlockingConnection, Connection, Error as TransportError};
 use serde_bytes::ByteBuf;
 
+use super::async_link::AsyncLink;
 use super::client::ServerAddr;
 use super::server::SERVE_READY_ENTRY;
 use super::wire::Request;
@@ -61,27 +60,10 @@ impl ManagerBuilder {
     /// [`ManagerError::Exhausted`] when the system has no room for its process or
     /// its socket (the message names the limit).
     pub fn start(self) -> Result<Manager, ManagerError> {
-        const WHAT: &str = "cannot start the manager";
-        let start = |e: &dyn fmt::Display| ManagerError::Start(e.to_string());
-        let (ours, theirs) = multiproc_transport::pipe(true).map_err(|e| match e {
-            TransportError::Exhausted(x) => ManagerError::exhausted(WHAT, x),
-            e => start(&e),
-        })?;
-        let entry = crate::runtime::registry::by_name(SERVE_READY_ENTRY)
-            .ok_or_else(|| start(&"the manager entry is not registered"))?;
-        let process = crate::Process::with_entry(entry, &(self.config.clone(), theirs));
-        let name = process.identity().default_name("Manager");
-        let mut process = process.named(name);
-        crate::runtime::block_on(process.start()).map_err(|e| match e {
-            crate::Error::Exhausted { source, .. } => ManagerError::exhausted(WHAT, source),
-            e => start(&e),
-        })?;
+        let (mut process, ours) = self.process()?;
+        crate::runtime::block_on(process.start()).map_err(not_started)?;
         let mut ours = BlockingConnection::from(ours);
-        let address = match ours.recv::<Result<Address, String>>() {
-            Ok(Ok(address)) => address,
-            Ok(Err(e)) => return Err(ManagerError::Start(e)),
-            Err(e) => return Err(start(&format!("the server ended before it listened: {e}"))),
-        };
+        let address = listening(ours.recv::<Result<Address, String>>())?;
         let target = ServerAddr {
             address,
             authkey: self.config.authkey.clone(),
@@ -91,5 +73,63 @@ impl ManagerBuilder {
             target,
             process: Some(process),
         })
+    }
+
+    /// As [`start`](ManagerBuilder::start), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](ManagerBuilder::start).
+    pub async fn start_async(self) -> Result<Manager, ManagerError> {
+        let (mut process, mut ours) = self.process()?;
+        process.start().await.map_err(not_started)?;
+        let address = listening(ours.recv::<Result<Address, String>>().await)?;
+        let target = ServerAddr {
+            address,
+            authkey: self.config.authkey.clone(),
+        };
+        // The Hello of a connect: the server answers, with the key given.
+        AsyncLink::take(&target).await?.give_back(&target);
+        Ok(Manager {
+            target,
+            process: Some(process),
+        })
+    }
+
+    /// The server's process, not started, and our end of the pipe on which it says
+    /// where it listens.
+    fn process(&self) -> Result<(crate::Process, Connection), ManagerError> {
+        let (ours, theirs) = multiproc_transport::pipe(true).map_err(|e| match e {
+            TransportError::Exhausted(x) => ManagerError::exhausted(NOT_STARTED, x),
+            e => ManagerError::Start(e.to_string()),
+        })?;
+        let entry = crate::runtime::registry::by_name(SERVE_READY_ENTRY)
+            .ok_or_else(|| ManagerError::Start("the manager entry is not registered".into()))?;
+        let process = crate::Process::with_entry(entry, &(self.config.clone(), theirs));
+        let name = process.identity().default_name("Manager");
+        Ok((process.named(name), ours))
+    }
+}
+
+const NOT_STARTED: &str = "cannot start the manager";
+
+/// The error of a server process that did not start.
+fn not_started(e: crate::Error) -> ManagerError {
+    match e {
+        crate::Error::Exhausted { source, .. } => ManagerError::exhausted(NOT_STARTED, source),
+        e => ManagerError::Start(e.to_string()),
+    }
+}
+
+/// Where the server said it listens, or why it cannot.
+fn listening(
+    said: Result<Result<Address, String>, TransportError>,
+) -> Result<Address, ManagerError> {
+    match said {
+        Ok(Ok(address)) => Ok(address),
+        Ok(Err(e)) => Err(ManagerError::Start(e)),
+        Err(e) => Err(ManagerError::Start(format!(
+            "the server ended before it listened: {e}"
+        ))),
     }
 }

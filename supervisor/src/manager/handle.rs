@@ -2,7 +2,7 @@
 //! `BaseManager`), which creates, publishes and looks up its objects, and shuts down
 //! the server it started.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use multiproc_transport::Address;
@@ -146,16 +146,16 @@ impl Manager {
             }
         };
         match response {
-            Response::Created { id } => Ok(P::from_proxy(Proxy {
-                target: self.target.clone(),
-                typeid: typeid.to_string(),
-                name: None,
-                resolved: Arc::new(Mutex::new(Resolved {
+            Response::Created { id } => Ok(P::from_proxy(Proxy::new(
+                self.target.clone(),
+                typeid.to_string(),
+                None,
+                Resolved {
                     id,
                     incarnation: link.incarnation,
-                })),
-                held: Some(Arc::new(Held { tx: link.tx, id })),
-            })),
+                },
+                Some(Arc::new(Held { tx: link.tx, id })),
+            ))),
             other => Err(unexpected(&other)),
         }
     }
@@ -275,15 +275,25 @@ impl Manager {
         let (response, incarnation) = self.target.ask(&Request::Lookup {
             name: name.to_string(),
         })?;
+        self.found(name, response, incarnation)
+    }
+
+    /// A proxy to what a lookup of `name` found, when it is a `P`.
+    pub(super) fn found<P: TypedProxy>(
+        &self,
+        name: &str,
+        response: Response,
+        incarnation: u64,
+    ) -> Result<P, ManagerError> {
         match response {
             Response::Object { id, typeid } if P::TYPEID.is_empty() || typeid == P::TYPEID => {
-                Ok(P::from_proxy(Proxy {
-                    target: self.target.clone(),
+                Ok(P::from_proxy(Proxy::new(
+                    self.target.clone(),
                     typeid,
-                    name: Some(name.to_string()),
-                    resolved: Arc::new(Mutex::new(Resolved { id, incarnation })),
-                    held: None,
-                }))
+                    Some(name.to_string()),
+                    Resolved { id, incarnation },
+                    None,
+                )))
             }
             Response::Object { typeid, .. } => Err(ManagerError::WrongType {
                 name: name.to_string(),
@@ -310,8 +320,14 @@ impl Manager {
             return;
         };
         let _ = self.target.ask(&Request::Shutdown);
-        LINKS.with(|links| links.borrow_mut().remove(&self.target));
+        self.forget_links();
         let _ = crate::runtime::block_on(process.stop(crate::DEFAULT_SHUTDOWN_TIMEOUT));
+    }
+
+    /// Closes this thread's link and this process's idle async links to the server.
+    pub(super) fn forget_links(&self) {
+        LINKS.with(|links| links.borrow_mut().remove(&self.target));
+        super::async_link::forget(&self.target);
     }
 }
 

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use super::async_link::AsyncLink;
 use super::client::{ServerAddr, unexpected};
 use super::wire::{self, Request, Response};
 use super::{ManagerError, refs};
@@ -37,6 +38,10 @@ pub struct Proxy {
     /// the last of them is dropped (`None`: found by name, or its server was gone).
     #[expect(dead_code, reason = "a guard: its drop gives the reference back")]
     pub(super) held: Option<Arc<Held>>,
+    /// The async link through which this proxy's lock was acquired, kept out of the
+    /// idle ones until the release: a lock is its connection's, and an idle link may
+    /// be closed by another task's cancelled call.
+    pub(super) holding: Arc<Mutex<Option<AsyncLink>>>,
 }
 
 /// One reference of this process to an object.
@@ -93,16 +98,16 @@ impl<'de> Deserialize<'de> for Proxy {
             None => hold(&w.target, w.id, w.incarnation),
             Some(_) => None,
         };
-        Ok(Proxy {
-            target: w.target,
-            typeid: w.typeid,
-            name: w.name,
-            resolved: Arc::new(Mutex::new(Resolved {
+        Ok(Proxy::new(
+            w.target,
+            w.typeid,
+            w.name,
+            Resolved {
                 id: w.id,
                 incarnation: w.incarnation,
-            })),
+            },
             held,
-        })
+        ))
     }
 }
 
@@ -118,6 +123,24 @@ impl fmt::Debug for Proxy {
 }
 
 impl Proxy {
+    /// A proxy to `resolved` at `target`, holding `held`.
+    pub(super) fn new(
+        target: ServerAddr,
+        typeid: String,
+        name: Option<String>,
+        resolved: Resolved,
+        held: Option<Arc<Held>>,
+    ) -> Proxy {
+        Proxy {
+            target,
+            typeid,
+            name,
+            resolved: Arc::new(Mutex::new(resolved)),
+            held,
+            holding: Arc::default(),
+        }
+    }
+
     /// Lends the object one reference for this encoding, taken by whoever decodes
     /// it: the object then outlives this proxy until the copy in flight is
     /// decoded. Waited for, so that the credit is there before the bytes are.
@@ -200,10 +223,77 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// As [`call`](Proxy::call), from async code: the call has a connection of its
+    /// own while it runs, and a future dropped before the answer closes it (a
+    /// waiting request then gives up at the server, and takes nothing).
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Proxy::call).
+    pub async fn call_async<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+    ) -> Result<R, ManagerError> {
+        let args = enc(args)?;
+        let mut link = AsyncLink::take(&self.target).await?;
+        let out = self.call_on(&mut link, method, args).await;
+        link.give_back(&self.target);
+        dec(&out?)
+    }
+
+    /// Runs `method` on `link`; an object found by name is found again first when
+    /// the link reaches another incarnation of its server.
+    pub(super) async fn call_on(
+        &self,
+        link: &mut AsyncLink,
+        method: &str,
+        args: ByteBuf,
+    ) -> Result<Vec<u8>, ManagerError> {
+        let mut r = *self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        if link.incarnation != r.incarnation {
+            // As in `call_raw`: the object went with the old server, unless found
+            // by name and published again.
+            let Some(name) = &self.name else {
+                return Err(ManagerError::Restarted);
+            };
+            let response = link
+                .ask(&Request::Lookup {
+                    name: name.to_string(),
+                })
+                .await?;
+            let (id, incarnation) = found(name, &self.typeid, response, link.incarnation)?;
+            r = Resolved { id, incarnation };
+            *self.resolved.lock().unwrap_or_else(|e| e.into_inner()) = r;
+        }
+        let request = Request::Call {
+            id: r.id,
+            method: method.to_string(),
+            args,
+        };
+        match link.ask(&request).await? {
+            Response::Value(v) => Ok(v.into_vec()),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
 fn lookup(target: &ServerAddr, name: &str, expected: &str) -> Result<(u64, u64), ManagerError> {
     let (response, incarnation) = target.ask(&Request::Lookup {
         name: name.to_string(),
     })?;
+    found(name, expected, response, incarnation)
+}
+
+/// The object a lookup of `name` found, when it is an `expected` (any, when empty):
+/// its number and its server's incarnation.
+fn found(
+    name: &str,
+    expected: &str,
+    response: Response,
+    incarnation: u64,
+) -> Result<(u64, u64), ManagerError> {
     match response {
         Response::Object { id, typeid } if typeid == expected || expected.is_empty() => {
             Ok((id, incarnation))

@@ -124,3 +124,101 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
         self.proxy.call("clear", &())
     }
 }
+
+impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
+    /// As [`set`](DictProxy::set), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](DictProxy::set).
+    pub async fn set_async(&self, k: &K, v: &V) -> Result<(), ManagerError> {
+        let args = (enc(k)?, enc(v)?);
+        self.proxy.call_async("set", &args).await
+    }
+
+    /// As [`get`](DictProxy::get), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](DictProxy::get).
+    pub async fn get_async(&self, k: &K) -> Result<Option<V>, ManagerError> {
+        let args = (enc(k)?,);
+        let v: Option<ByteBuf> = self.proxy.call_async("get", &args).await?;
+        v.map(|b| peek(&b)).transpose()
+    }
+
+    /// As [`remove`](DictProxy::remove), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`remove`](DictProxy::remove).
+    pub async fn remove_async(&self, k: &K) -> Result<Option<V>, ManagerError> {
+        let args = (enc(k)?,);
+        let v: Option<ByteBuf> = self.proxy.call_async("remove", &args).await?;
+        v.map(|b| dec(&b)).transpose()
+    }
+
+    /// As [`contains`](DictProxy::contains), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`contains`](DictProxy::contains).
+    pub async fn contains_async(&self, k: &K) -> Result<bool, ManagerError> {
+        let args = (enc(k)?,);
+        self.proxy.call_async("contains", &args).await
+    }
+
+    /// As [`len`](DictProxy::len), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`len`](DictProxy::len).
+    pub async fn len_async(&self) -> Result<usize, ManagerError> {
+        Ok(self.proxy.call_async::<_, u64>("len", &()).await? as usize)
+    }
+
+    /// As [`items`](DictProxy::items), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`items`](DictProxy::items).
+    pub async fn items_async(&self) -> Result<Vec<(K, V)>, ManagerError> {
+        let items: Vec<(ByteBuf, ByteBuf)> = self.proxy.call_async("items", &()).await?;
+        items
+            .into_iter()
+            .map(|(k, v)| Ok((peek(&k)?, peek(&v)?)))
+            .collect()
+    }
+
+    /// As [`keys`](DictProxy::keys), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`keys`](DictProxy::keys).
+    pub async fn keys_async(&self) -> Result<Vec<K>, ManagerError> {
+        let keys: Vec<ByteBuf> = self.proxy.call_async("keys", &()).await?;
+        keys.iter().map(|k| peek(k)).collect()
+    }
+
+    /// As [`update`](DictProxy::update), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`update`](DictProxy::update).
+    pub async fn update_async(&self, items: &[(K, V)]) -> Result<(), ManagerError> {
+        let items = items
+            .iter()
+            .map(|(k, v)| Ok((enc(k)?, enc(v)?)))
+            .collect::<Result<Vec<_>, ManagerError>>()?;
+        self.proxy.call_async("update", &(items,)).await
+    }
+
+    /// As [`clear`](DictProxy::clear), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`clear`](DictProxy::clear).
+    pub async fn clear_async(&self) -> Result<(), ManagerError> {
+        self.proxy.call_async("clear", &()).await
+    }
+}

@@ -56,3 +56,42 @@ impl EventProxy {
         self.proxy.call("wait", &(millis(timeout),))
     }
 }
+
+impl EventProxy {
+    /// As [`set`](EventProxy::set), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](EventProxy::set).
+    pub async fn set_async(&self) -> Result<(), ManagerError> {
+        self.proxy.call_async("set", &()).await
+    }
+
+    /// As [`clear`](EventProxy::clear), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`clear`](EventProxy::clear).
+    pub async fn clear_async(&self) -> Result<(), ManagerError> {
+        self.proxy.call_async("clear", &()).await
+    }
+
+    /// As [`is_set`](EventProxy::is_set), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`is_set`](EventProxy::is_set).
+    pub async fn is_set_async(&self) -> Result<bool, ManagerError> {
+        self.proxy.call_async("is_set", &()).await
+    }
+
+    /// As [`wait`](EventProxy::wait), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`wait`](EventProxy::wait).
+    pub async fn wait_async(&self, timeout: Option<Duration>) -> Result<bool, ManagerError> {
+        let args = (millis(timeout),);
+        self.proxy.call_async("wait", &args).await
+    }
+}

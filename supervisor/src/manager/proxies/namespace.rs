@@ -50,3 +50,37 @@ impl NamespaceProxy {
         self.proxy.call("del", &(name,))
     }
 }
+
+impl NamespaceProxy {
+    /// As [`set`](NamespaceProxy::set), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](NamespaceProxy::set).
+    pub async fn set_async<T: Serialize>(&self, name: &str, v: &T) -> Result<(), ManagerError> {
+        let args = (name, enc(v)?);
+        self.proxy.call_async("set", &args).await
+    }
+
+    /// As [`get`](NamespaceProxy::get), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](NamespaceProxy::get).
+    pub async fn get_async<T: DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, ManagerError> {
+        let v: Option<ByteBuf> = self.proxy.call_async("get", &(name,)).await?;
+        v.map(|b| peek(&b)).transpose()
+    }
+
+    /// As [`del`](NamespaceProxy::del), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`del`](NamespaceProxy::del).
+    pub async fn del_async(&self, name: &str) -> Result<bool, ManagerError> {
+        self.proxy.call_async("del", &(name,)).await
+    }
+}

@@ -76,3 +76,63 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
         self.proxy.call("join", &(millis(timeout),))
     }
 }
+
+impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
+    /// As [`put`](QueueProxy::put), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`put`](QueueProxy::put).
+    pub async fn put_async(
+        &self,
+        item: &T,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(), ManagerError> {
+        let args = (enc(item)?, block, millis(timeout));
+        self.proxy.call_async("put", &args).await
+    }
+
+    /// As [`get`](QueueProxy::get), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](QueueProxy::get).
+    pub async fn get_async(
+        &self,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<T, ManagerError> {
+        let args = (block, millis(timeout));
+        let v: ByteBuf = self.proxy.call_async("get", &args).await?;
+        dec(&v)
+    }
+
+    /// As [`qsize`](QueueProxy::qsize), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`qsize`](QueueProxy::qsize).
+    pub async fn qsize_async(&self) -> Result<usize, ManagerError> {
+        Ok(self.proxy.call_async::<_, u64>("qsize", &()).await? as usize)
+    }
+
+    /// As [`task_done`](QueueProxy::task_done), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`task_done`](QueueProxy::task_done).
+    pub async fn task_done_async(&self) -> Result<(), ManagerError> {
+        self.proxy.call_async("task_done", &()).await
+    }
+
+    /// As [`join`](QueueProxy::join), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`join`](QueueProxy::join).
+    pub async fn join_async(&self, timeout: Option<Duration>) -> Result<bool, ManagerError> {
+        let args = (millis(timeout),);
+        self.proxy.call_async("join", &args).await
+    }
+}

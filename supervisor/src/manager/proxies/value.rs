@@ -40,3 +40,25 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
         self.proxy.call("set", &(enc(v)?,))
     }
 }
+
+impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
+    /// As [`get`](ValueProxy::get), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`get`](ValueProxy::get).
+    pub async fn get_async(&self) -> Result<T, ManagerError> {
+        let v: ByteBuf = self.proxy.call_async("get", &()).await?;
+        peek(&v)
+    }
+
+    /// As [`set`](ValueProxy::set), from async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](ValueProxy::set).
+    pub async fn set_async(&self, v: &T) -> Result<(), ManagerError> {
+        let args = (enc(v)?,);
+        self.proxy.call_async("set", &args).await
+    }
+}
