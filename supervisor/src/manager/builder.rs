@@ -45,7 +45,7 @@ impl ManagerBuilder {
         Ok(self)
     }
 
-    /// The configuration, for [`serve_manager`] in a process of your own (a
+    /// The configuration, for [`serve_manager`](crate::serve_manager) in a process of your own (a
     /// supervised child, or this process).
     pub fn config(&self) -> &ManagerConfig {
         &self.config

@@ -11,8 +11,8 @@ use super::type_registry::{MANAGER_TYPES, types_by_type};
 use super::{ManagerError, Registry};
 
 /// How a manager's server is set up: where it listens, its key, and the registered
-/// type functions it runs. Give it to [`serve_manager`] (as a supervised child, with
-/// `function_child`) or let [`Manager::start`] make one.
+/// type functions it runs. Give it to [`serve_manager`](crate::serve_manager) (as a supervised child, with
+/// `function_child`) or let [`Manager::start`](crate::Manager::start) make one.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct ManagerConfig {
     pub(super) address: Address,
