@@ -23,6 +23,11 @@
 //! at the same address, proxies reconnect on their next call; those found by
 //! name ([`Manager::lookup`]) find their object again if the new server publishes
 //! it, the others fail with [`ManagerError::Restarted`].
+//!
+//! Every blocking method has an `_async` twin for async code
+//! ([`Manager::start_async`], [`DictProxy::get_async`], …), on the same proxies:
+//! each async call has a connection of its own while it runs, and a future dropped
+//! before its answer takes nothing at the server.
 
 mod async_handle;
 mod async_link;

@@ -11,13 +11,15 @@ use serde_bytes::ByteBuf;
 
 use super::async_link::{self, AsyncLink};
 use super::client::{ServerAddr, unexpected};
-use super::proxy::{Held, Resolved, enc};
-use super::wire::{Request, Response};
-use super::{
-    DictProxy, EventProxy, ListProxy, LockProxy, ManagerError, NamespaceProxy, Proxy, QueueProxy,
-    TypedProxy, ValueProxy, refs,
+use super::error::ManagerError;
+use super::handle::Manager;
+use super::proxies::{
+    DictProxy, EventProxy, ListProxy, LockProxy, NamespaceProxy, QueueProxy, ValueProxy,
 };
-use crate::manager::Manager;
+use super::proxy::{Held, Resolved, enc};
+use super::proxy::{Proxy, TypedProxy};
+use super::refs;
+use super::wire::{Request, Response};
 
 impl Manager {
     /// As [`start`](Manager::start), from async code.

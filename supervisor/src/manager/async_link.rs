@@ -17,8 +17,8 @@ use std::sync::{LazyLock, Mutex};
 
 use multiproc_transport::Connection;
 
-use super::ManagerError;
 use super::client::{ServerAddr, unexpected};
+use super::error::ManagerError;
 use super::wire::{Request, Response};
 
 /// At most this many idle links are kept per server and process; more are closed.

@@ -1,13 +1,17 @@
-//! [`ManagerBuilder`]: how a manager's server is started as a child process.
+//! [`ManagerBuilder`]: how a manager's server is started as a child process, and
+//! [`Manager::start`], which starts one with a fresh address and key.
 
 use multiproc_transport::{Address, BlockingConnection, Connection, Error as TransportError};
 use serde_bytes::ByteBuf;
 
 use super::async_link::AsyncLink;
 use super::client::ServerAddr;
+use super::config::ManagerConfig;
+use super::error::ManagerError;
+use super::handle::Manager;
 use super::server::SERVE_READY_ENTRY;
+use super::type_registry::Registry;
 use super::wire::Request;
-use super::{Manager, ManagerConfig, ManagerError, Registry};
 
 /// How to start a manager.
 #[derive(Debug, Clone)]
@@ -15,10 +19,24 @@ pub struct ManagerBuilder {
     config: ManagerConfig,
 }
 
-impl ManagerBuilder {
-    /// A builder of a server set up as `config`.
-    pub(super) fn new(config: ManagerConfig) -> ManagerBuilder {
-        ManagerBuilder { config }
+impl Manager {
+    /// Starts a manager's server as a child process, on a fresh abstract Unix
+    /// socket with a random authkey (Python's `Manager()`).
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Start`].
+    pub fn start() -> Result<Manager, ManagerError> {
+        Manager::builder().start()
+    }
+
+    /// A builder, for an address, a key and registered types.
+    pub fn builder() -> ManagerBuilder {
+        let mut key = [0u8; 32];
+        let _ = rustix::rand::getrandom(&mut key, rustix::rand::GetRandomFlags::empty());
+        ManagerBuilder {
+            config: ManagerConfig::new(Address::unique_abstract(), &key),
+        }
     }
 }
 

@@ -11,8 +11,8 @@ use multiproc_transport::{Address, BlockingConnection, Error as TransportError, 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use super::ManagerError;
 use super::channel;
+use super::error::ManagerError;
 use super::wire::{Request, Response};
 
 /// Where a manager is and the key to it: what every proxy carries.

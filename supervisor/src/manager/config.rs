@@ -7,8 +7,9 @@ use multiproc_transport::Address;
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use super::error::ManagerError;
+use super::type_registry::Registry;
 use super::type_registry::{MANAGER_TYPES, types_by_type};
-use super::{ManagerError, Registry};
 
 /// How a manager's server is set up: where it listens, its key, and the registered
 /// type functions it runs. Give it to [`serve_manager`](crate::serve_manager) (as a supervised child, with

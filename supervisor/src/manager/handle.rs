@@ -10,13 +10,14 @@ use serde::Serialize;
 use serde_bytes::ByteBuf;
 
 use super::client::{LINKS, ServerAddr, unexpected};
-use super::config::ManagerConfig;
-use super::proxy::{Held, Resolved, enc};
-use super::wire::{Request, Response};
-use super::{
-    DictProxy, EventProxy, ListProxy, LockProxy, ManagerBuilder, ManagerError, NamespaceProxy,
-    Proxy, QueueProxy, TypedProxy, ValueProxy, refs,
+use super::error::ManagerError;
+use super::proxies::{
+    DictProxy, EventProxy, ListProxy, LockProxy, NamespaceProxy, QueueProxy, ValueProxy,
 };
+use super::proxy::{Held, Resolved, enc};
+use super::proxy::{Proxy, TypedProxy};
+use super::refs;
+use super::wire::{Request, Response};
 
 /// Python's `Manager()` / `BaseManager`: a server process (named `Manager-N`)
 /// holding shared objects, or a connection to one elsewhere
@@ -29,23 +30,6 @@ pub struct Manager {
 }
 
 impl Manager {
-    /// Starts a manager's server as a child process, on a fresh abstract Unix
-    /// socket with a random authkey (Python's `Manager()`).
-    ///
-    /// # Errors
-    ///
-    /// [`ManagerError::Start`].
-    pub fn start() -> Result<Manager, ManagerError> {
-        Manager::builder().start()
-    }
-
-    /// A builder, for an address, a key and registered types.
-    pub fn builder() -> ManagerBuilder {
-        let mut key = [0u8; 32];
-        let _ = rustix::rand::getrandom(&mut key, rustix::rand::GetRandomFlags::empty());
-        ManagerBuilder::new(ManagerConfig::new(Address::unique_abstract(), &key))
-    }
-
     /// Connects to a manager elsewhere (Python's `BaseManager.connect`), perhaps of
     /// another process tree or machine.
     ///

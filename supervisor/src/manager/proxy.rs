@@ -13,8 +13,9 @@ use serde_bytes::ByteBuf;
 
 use super::async_link::AsyncLink;
 use super::client::{ServerAddr, unexpected};
+use super::error::ManagerError;
+use super::refs;
 use super::wire::{self, Request, Response};
-use super::{ManagerError, refs};
 
 /// Which object a proxy names, in which incarnation of its server.
 #[derive(Debug, Clone, Copy)]

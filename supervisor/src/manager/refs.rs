@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use multiproc_transport::BlockingConnection;
 
-use super::ManagerError;
 use super::client::{ServerAddr, unexpected};
+use super::error::ManagerError;
 use super::wire::{RefOp, Request, Response};
 
 /// At most this many changes go in one request, so that one request stays far

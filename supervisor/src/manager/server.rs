@@ -28,8 +28,9 @@ use std::sync::{Arc, Mutex};
 use multiproc_core::codec;
 use serde_bytes::ByteBuf;
 
+use super::error::ManagerError;
+use super::type_registry::Registry;
 use super::wire::{RefOp, Request, Response};
-use super::{ManagerError, Registry};
 use object::{
     Caller, ConnId, Dict, Event, List, Lock, Namespace, Object, Queue, User, Value, args, lock,
 };

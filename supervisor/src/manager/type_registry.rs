@@ -13,7 +13,7 @@ use multiproc_core::codec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::ManagerError;
+use super::error::ManagerError;
 
 type Make = Box<dyn Fn(&[u8]) -> Result<Box<dyn Any + Send>, ManagerError> + Send + Sync>;
 type Method =

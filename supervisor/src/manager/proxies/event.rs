@@ -5,10 +5,10 @@ use std::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
 
-use crate::manager::{Proxy, TypedProxy};
+use crate::manager::proxy::{Proxy, TypedProxy};
 use std::time::Duration;
 
-use crate::manager::ManagerError;
+use crate::manager::error::ManagerError;
 use crate::manager::proxy::millis;
 
 use super::typed_proxy;

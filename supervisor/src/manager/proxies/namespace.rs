@@ -5,11 +5,11 @@ use std::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
 
-use crate::manager::{Proxy, TypedProxy};
+use crate::manager::proxy::{Proxy, TypedProxy};
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
-use crate::manager::ManagerError;
+use crate::manager::error::ManagerError;
 use crate::manager::proxy::{enc, peek};
 
 use super::typed_proxy;

@@ -5,13 +5,13 @@ use std::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
 
-use crate::manager::{Proxy, TypedProxy};
+use crate::manager::proxy::{Proxy, TypedProxy};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde_bytes::ByteBuf;
 
-use crate::manager::ManagerError;
+use crate::manager::error::ManagerError;
 use crate::manager::proxy::{dec, enc, millis};
 
 use super::typed_proxy;

@@ -11,7 +11,7 @@ use multiproc_transport::{
 };
 
 use super::Server;
-use crate::manager::ManagerConfig;
+use crate::manager::config::ManagerConfig;
 use crate::runtime::registry::Entry;
 
 /// Runs a manager's server in this process, until it is shut down or this process

@@ -9,8 +9,9 @@ use multiproc_transport::{BlockingConnection, Error as TransportError};
 use serde_bytes::ByteBuf;
 
 use super::object::{Caller, Object, lock};
-use super::{ManagerError, Request, Response, Server};
+use super::{Request, Response, Server};
 use crate::manager::channel::Channel;
+use crate::manager::error::ManagerError;
 
 impl Server {
     pub(super) fn handle(&self, caller: &Caller<'_>, request: Request) -> Response {

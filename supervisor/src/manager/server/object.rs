@@ -28,7 +28,7 @@ use multiproc_transport::BlockingConnection;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::manager::ManagerError;
+use crate::manager::error::ManagerError;
 
 /// A connection's number, to know who holds a lock.
 pub(crate) type ConnId = u64;

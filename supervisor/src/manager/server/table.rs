@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::object::{ConnId, Object, lock};
-use super::{ManagerError, RefOp, Server};
+use super::{RefOp, Server};
+use crate::manager::error::ManagerError;
 
 /// One served object and who keeps it.
 pub(super) struct Slot {

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use serde_bytes::ByteBuf;
 
 use super::{Caller, Object, args, lock, ret, unknown};
-use crate::manager::ManagerError;
+use crate::manager::error::ManagerError;
 
 /// A dict that keeps insertion order, keyed by encoded keys.
 #[derive(Default)]

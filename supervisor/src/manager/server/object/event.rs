@@ -3,7 +3,7 @@
 use std::sync::{Condvar, Mutex};
 
 use super::{Caller, Object, args, deadline, lock, ret, unknown, wait_until};
-use crate::manager::ManagerError;
+use crate::manager::error::ManagerError;
 
 /// Python's `threading.Event`.
 #[derive(Default)]

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use serde_bytes::ByteBuf;
 
 use super::{Caller, Object, args, lock, ret, unknown};
-use crate::manager::ManagerError;
+use crate::manager::error::ManagerError;
 
 /// A list of encoded items.
 #[derive(Default)]

@@ -22,7 +22,7 @@ use multiproc_core::Identity;
 use multiproc_core::sync::{Acquire, Grant, Holder, Sem, SemKind, WaitId};
 
 use super::{Caller, ConnId, Object, args, deadline, lock, ret, unknown, wait_until};
-use crate::manager::ManagerError;
+use crate::manager::error::ManagerError;
 
 /// Python's `threading.Lock`, which a manager's `Lock()` is; released when the
 /// connection that holds it closes.

@@ -7,7 +7,7 @@ use multiproc_core::queue::QueueError;
 use serde_bytes::ByteBuf;
 
 use super::{Caller, Object, args, deadline, lock, ret, unknown, wait_until};
-use crate::manager::ManagerError;
+use crate::manager::error::ManagerError;
 
 /// Python's `queue.Queue`, which a manager's `Queue()` is.
 pub(crate) struct Queue {

@@ -5,7 +5,7 @@ use std::any::Any;
 use std::sync::{Arc, Mutex};
 
 use super::{Caller, Object, lock, unknown};
-use crate::manager::ManagerError;
+use crate::manager::error::ManagerError;
 use crate::manager::type_registry::UserType;
 
 /// An object of a user-registered type.
