@@ -553,6 +553,162 @@ fn a_proxy_through_a_queue_outlives_its_sender() -> TestResult {
     Ok(())
 }
 
+/// A runtime of the test's own, as async code that uses a manager has.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// The async API's futures can go to a multi-threaded runtime's tasks.
+fn assert_send<T: Send>(_: &T) {}
+
+fn every_built_in_type_works_from_async_code() -> TestResult {
+    runtime().block_on(async {
+        let m = Manager::start_async().await.unwrap();
+        let d = m.dict_async::<String, i64>().await.unwrap();
+        let l = m.list_async(&[1i64, 2, 3]).await.unwrap();
+        let ns = m.namespace_async().await.unwrap();
+        let q = m.queue_async::<String>(0).await.unwrap();
+        let e = m.event_async().await.unwrap();
+        let v = m.value_async(&1.5f64).await.unwrap();
+        assert_send(&d.get_async(&"a".to_string()));
+        assert_send(&q.get_async(true, None));
+        // A child changes them with the blocking API; this task sees it.
+        let mut p = Process::new(
+            use_them,
+            (
+                d.clone(),
+                l.clone(),
+                ns.clone(),
+                q.clone(),
+                e.clone(),
+                v.clone(),
+            ),
+        );
+        p.start().unwrap();
+        check!(
+            e.wait_async(Some(Duration::from_secs(10))).await.unwrap(),
+            "the child set the event"
+        );
+        p.join().unwrap();
+        check_eq!(d.get_async(&"a".to_string()).await.unwrap(), Some(1));
+        d.update_async(&[("b".to_string(), 2)]).await.unwrap();
+        check_eq!(
+            d.items_async().await.unwrap(),
+            vec![("a".to_string(), 1), ("b".to_string(), 2)]
+        );
+        check_eq!(d.remove_async(&"a".to_string()).await.unwrap(), Some(1));
+        check_eq!(l.to_vec_async().await.unwrap(), vec![-1, 2, 3, 4]);
+        check_eq!(l.pop_async(None).await.unwrap(), 4);
+        let name = ns.get_async::<String>("name").await.unwrap();
+        check_eq!(name.as_deref(), Some("child"));
+        check_eq!(
+            q.get_async(true, Some(Duration::from_secs(5)))
+                .await
+                .unwrap(),
+            "from the child"
+        );
+        check!(
+            matches!(q.get_async(false, None).await, Err(ManagerError::Empty)),
+            "an empty queue"
+        );
+        check_eq!(v.get_async().await.unwrap(), 2.5);
+        // Published and found again, by async calls.
+        m.publish_async("totals", &d).await.unwrap();
+        let found: DictProxy<String, i64> = m.lookup_async("totals").await.unwrap();
+        check_eq!(found.get_async(&"b".to_string()).await.unwrap(), Some(2));
+        check!(
+            matches!(
+                m.lookup_async::<ListProxy<i64>>("totals").await,
+                Err(ManagerError::WrongType { .. })
+            ),
+            "a published object of another type"
+        );
+        // The child's references go when its reference link closes, soon after it
+        // exits; this process's with the drops.
+        drop((l, ns, q, e, v));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while m.object_count_async().await.unwrap() != 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        check_eq!(m.object_count_async().await.unwrap(), 1);
+        m.shutdown_async().await.unwrap();
+        Ok(())
+    })
+}
+
+fn a_dropped_async_call_takes_nothing() -> TestResult {
+    runtime().block_on(async {
+        let m = Manager::start_async().await.unwrap();
+        let q = m.queue_async::<u32>(0).await.unwrap();
+        // A get that waits, given up by its caller: its connection closes.
+        let waited =
+            tokio::time::timeout(Duration::from_millis(100), q.get_async(true, None)).await;
+        check!(waited.is_err(), "the get waited");
+        q.put_async(&7, true, None).await.unwrap();
+        check_eq!(q.get_async(false, None).await.unwrap(), 7);
+        // The same for a lock's acquire: held here (blocking), waited for, given up.
+        let lock = m.lock_async().await.unwrap();
+        check!(lock.acquire(false, None).unwrap(), "free");
+        let waited =
+            tokio::time::timeout(Duration::from_millis(100), lock.acquire_async(true, None)).await;
+        check!(waited.is_err(), "the acquire waited");
+        lock.release().unwrap();
+        check!(
+            lock.acquire_async(false, None).await.unwrap(),
+            "free again, and nobody died"
+        );
+        lock.release_async().await.unwrap();
+        m.shutdown_async().await.unwrap();
+        Ok(())
+    })
+}
+
+fn an_async_lock_is_its_connections_until_released() -> TestResult {
+    runtime().block_on(async {
+        let m = Manager::start_async().await.unwrap();
+        let lock = m.lock_async().await.unwrap();
+        check!(lock.acquire_async(true, None).await.unwrap(), "acquired");
+        // Other calls of this process go on other connections meanwhile.
+        let d = m.dict_async::<u32, u32>().await.unwrap();
+        d.set_async(&1, &1).await.unwrap();
+        check!(!lock.acquire(false, None).unwrap(), "held");
+        let other = m.lookup_async::<Proxy>("nothing").await;
+        check!(
+            matches!(other, Err(ManagerError::UnknownName(_))),
+            "{other:?}"
+        );
+        check!(
+            !lock
+                .acquire_async(true, Some(Duration::from_millis(50)))
+                .await
+                .unwrap(),
+            "still held"
+        );
+        lock.release_async().await.unwrap();
+        check!(
+            matches!(lock.release_async().await, Err(ManagerError::Misuse(_))),
+            "release of an unlocked lock"
+        );
+        // Held through another proxy to it, which is then dropped: the connection
+        // it kept closes, as a holder's death.
+        m.publish_async("the lock", &lock).await.unwrap();
+        let again: LockProxy = m.lookup_async("the lock").await.unwrap();
+        check!(again.acquire_async(true, None).await.unwrap(), "acquired");
+        drop(again);
+        let got = lock.acquire(true, Some(Duration::from_secs(5)));
+        check!(
+            matches!(&got, Err(ManagerError::Misuse(m)) if m.contains("died")),
+            "{got:?}"
+        );
+        lock.release().unwrap();
+        m.shutdown_async().await.unwrap();
+        Ok(())
+    })
+}
+
 fn main() {
     common::run(vec![
         trial(
@@ -597,5 +753,17 @@ fn main() {
             a_supervised_manager_comes_back_and_named_proxies_reconnect,
         ),
         trial("a_wrong_authkey_is_refused", a_wrong_authkey_is_refused),
+        trial(
+            "every_built_in_type_works_from_async_code",
+            every_built_in_type_works_from_async_code,
+        ),
+        trial(
+            "a_dropped_async_call_takes_nothing",
+            a_dropped_async_call_takes_nothing,
+        ),
+        trial(
+            "an_async_lock_is_its_connections_until_released",
+            an_async_lock_is_its_connections_until_released,
+        ),
     ]);
 }

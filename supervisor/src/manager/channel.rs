@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use multiproc_transport::BlockingConnection;
 use rustix::event::{PollFd, PollFlags};
 
-use super::ManagerError;
+use super::error::ManagerError;
 use crate::runtime::shm::{self, Segment, SegmentRef};
 
 /// Bytes of each ring.

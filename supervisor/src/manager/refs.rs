@@ -16,8 +16,9 @@ use std::time::Duration;
 
 use multiproc_transport::BlockingConnection;
 
+use super::client::{ServerAddr, unexpected};
+use super::error::ManagerError;
 use super::wire::{RefOp, Request, Response};
-use super::{ManagerError, Target, unexpected};
 
 /// At most this many changes go in one request, so that one request stays far
 /// below the frame limit.
@@ -50,7 +51,7 @@ struct Entry {
     alive: Arc<AtomicBool>,
 }
 
-static LINKS: LazyLock<Mutex<HashMap<Target, Entry>>> = LazyLock::new(Mutex::default);
+static LINKS: LazyLock<Mutex<HashMap<ServerAddr, Entry>>> = LazyLock::new(Mutex::default);
 
 thread_local! {
     /// Decoding a copy that stays in a managed object (see [`sharing`]).
@@ -79,7 +80,7 @@ pub(super) fn decode_op(id: u64) -> RefOp {
 /// This process's reference link to the server at `target` (made if needed). With
 /// `incarnation`, a link to another incarnation of the server is
 /// [`ManagerError::Restarted`] (the object is not in the server there now).
-pub(super) fn link(target: &Target, incarnation: Option<u64>) -> Result<RefLink, ManagerError> {
+pub(super) fn link(target: &ServerAddr, incarnation: Option<u64>) -> Result<RefLink, ManagerError> {
     let mut links = LINKS.lock().unwrap_or_else(|e| e.into_inner());
     let pid = rustix::process::getpid();
     let current = links.get(target).filter(|e| {
@@ -110,7 +111,7 @@ pub(super) fn link(target: &Target, incarnation: Option<u64>) -> Result<RefLink,
 
 /// Forgets this process's link to `target` (it reached another incarnation than a
 /// request did): the next [`link`] connects again.
-pub(super) fn forget(target: &Target) {
+pub(super) fn forget(target: &ServerAddr) {
     LINKS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -119,7 +120,7 @@ pub(super) fn forget(target: &Target) {
 
 /// Waits until the server has applied every change this process queued for
 /// `target` before the call (none when it has no link there).
-pub(super) fn flush(target: &Target) {
+pub(super) fn flush(target: &ServerAddr) {
     let tx = {
         let links = LINKS.lock().unwrap_or_else(|e| e.into_inner());
         match links.get(target) {
@@ -134,7 +135,7 @@ pub(super) fn flush(target: &Target) {
     }
 }
 
-fn connect(target: &Target) -> Result<(RefLink, Arc<AtomicBool>), ManagerError> {
+fn connect(target: &ServerAddr) -> Result<(RefLink, Arc<AtomicBool>), ManagerError> {
     let mut conn = target.open()?;
     conn.send(&Request::Hello)?;
     let incarnation = match conn.recv::<Response>()? {

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use super::ManagerError;
+use super::error::ManagerError;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
