@@ -11,11 +11,11 @@ mod error;
 pub mod fuzz;
 mod manager;
 mod pool;
-mod primitives;
 mod process;
 mod runtime;
-mod sharedctypes;
+mod shared;
 mod supervisor;
+mod sync;
 mod target;
 
 pub use actor::{Actor, ActorRef, BoxError};
@@ -27,10 +27,6 @@ pub use manager::{
 };
 pub use multiproc_core::StartMethod;
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo};
-pub use primitives::{
-    Barrier, BoundedSemaphore, Condition, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release,
-    Semaphore, SimpleQueue, SyncError, timeout_secs,
-};
 pub use process::{
     ChildInfo, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_SHUTDOWN_TIMEOUT, Output, Process, Sentinel,
     active_children, stop_children,
@@ -40,13 +36,17 @@ pub use runtime::current::{
     CurrentProcess, ParentProcess, cpu_count, current_process, heartbeat, parent_process,
 };
 pub use runtime::stop::{stop_requested, wait_for_stop};
-pub use sharedctypes::{
+pub use shared::{
     Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, SharedMemoryError, SharedMemoryRef,
     Value, ValueGuard,
 };
 pub use supervisor::{
     AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,
     Supervisor, SupervisorEvent, SupervisorExit, SupervisorRef, actor_child, function_child,
+};
+pub use sync::{
+    Barrier, BoundedSemaphore, Condition, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release,
+    Semaphore, SimpleQueue, SyncError, timeout_secs,
 };
 pub use target::{Outcome, Target, Task};
 
@@ -64,10 +64,10 @@ pub mod __private {
     pub use crate::pool::{
         ItemFailure, NoTarget, NoTask, Probe, TaskFn, ViaTarget, ViaTask, not_a_task, run_task,
     };
-    pub use crate::primitives::__primitive_counts;
     pub use crate::runtime::bootstrap::EntryOutcome;
     pub use crate::runtime::forkserver::__kill_forkserver;
     pub use crate::runtime::registry::{ENTRIES, Entry};
+    pub use crate::sync::__primitive_counts;
     pub use linkme;
     pub use multiproc_core::EntryKind;
 

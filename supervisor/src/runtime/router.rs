@@ -265,7 +265,7 @@ fn deliver_here(mut t: MutexGuard<'static, Tables>, env: Envelope) {
         }
         Body::Service(_) => {
             drop(t);
-            crate::primitives::serve(env);
+            crate::sync::serve(env);
         }
         Body::Call(_) | Body::Cast(_) => {
             let refused = match &mut t.local {

@@ -18,8 +18,8 @@ use std::sync::{Arc, OnceLock};
 use multiproc_core::Exhausted;
 use serde::{Deserialize, Serialize};
 
-use crate::primitives::{Guard, Lock, SyncError};
 use crate::runtime::shm::{self, MapError, Segment, SegmentRef};
+use crate::sync::{Guard, Lock, SyncError};
 
 /// Plain old data: a `Copy` type without pointers, for which every byte pattern
 /// of its size is a valid value, so that it can live in memory that other
@@ -127,7 +127,7 @@ struct Block {
     seg: SegmentRef,
     secret: u64,
     /// Counts this handle, so that the block is freed with the last one in the tree.
-    addr: crate::primitives::Addr,
+    addr: crate::sync::Addr,
     #[serde(skip)]
     mapped: OnceLock<Arc<Segment>>,
 }
@@ -155,7 +155,7 @@ impl Block {
             .and_then(|b| b.checked_add(DATA_AT))
             .ok_or_else(|| SharedMemoryError::Size(format!("{len} elements of {elem} bytes")))?;
         let seg = shm::host(Segment::create(name, bytes)?);
-        let secret = crate::primitives::secret();
+        let secret = crate::sync::secret();
         seg.u64_at(SECRET_AT).store(secret, Ordering::Relaxed);
         seg.u64_at(LEN_AT).store(len as u64, Ordering::Relaxed);
         seg.u64_at(ELEM_AT).store(elem as u64, Ordering::Relaxed);
@@ -163,11 +163,7 @@ impl Block {
         Ok(Block {
             seg: seg.at(),
             secret,
-            addr: crate::primitives::Addr::new_with(
-                crate::primitives::State::Mapped,
-                secret,
-                Some(seg.at()),
-            ),
+            addr: crate::sync::Addr::new_with(crate::sync::State::Mapped, secret, Some(seg.at())),
             mapped: OnceLock::from(seg),
         })
     }
@@ -786,7 +782,7 @@ impl SharedMemory {
             .checked_add(DATA_AT)
             .ok_or_else(|| SharedMemoryError::Size(format!("{size} bytes")))?;
         let seg = Segment::create("multiproc-shm", bytes)?;
-        let secret = crate::primitives::secret();
+        let secret = crate::sync::secret();
         seg.u64_at(SECRET_AT).store(secret, Ordering::Relaxed);
         seg.u64_at(LEN_AT).store(size as u64, Ordering::Relaxed);
         seg.u64_at(MAGIC_AT)
