@@ -27,15 +27,15 @@ pub(crate) enum State {
     /// (an `Event`): the host keeps its memory, and answers nothing.
     Mapped,
     /// A queue in shared memory: the host gives back what a dead consumer took.
-    SharedQueue(std::sync::Arc<super::shared::QueueMem>),
+    SharedQueue(std::sync::Arc<super::queue::QueueMem>),
     Condition(Condition),
     Barrier(Barrier),
     /// A lock in shared memory: the host only frees it when its holder dies.
-    Lock(super::shared::LockWord),
+    Lock(super::lock::LockWord),
     /// A semaphore in shared memory: the host gives back a dead holder's permits.
-    Semaphore(super::shared::SemMem),
+    Semaphore(super::semaphore::SemMem),
     /// A recursive lock in shared memory: the host frees it when its owner dies.
-    RLock(super::shared::RLockMem),
+    RLock(super::rlock::RLockMem),
 }
 
 struct Slot {
