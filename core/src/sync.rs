@@ -4,7 +4,7 @@
 //! process hosting a primitive feeds it requests and deaths and sends the answers it
 //! returns; waiting and timeouts belong to the caller (a timed-out wait is
 //! cancelled). `Lock`, `RLock`, the semaphores and `Event` live in shared memory
-//! instead: see [`crate::lockword`] and [`crate::semstate`].
+//! instead: see [`crate::lock_word`] and [`crate::sem_state`].
 //!
 //! # Invariants
 //!
@@ -34,7 +34,7 @@ pub struct Holder {
 
 /// Misuse of a primitive, with Python's meaning.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum SyncError {
+pub enum Misuse {
     /// `release` of a lock that is not held, or a bounded semaphore over its value
     /// (Python's `ValueError: semaphore or lock released too many times`).
     #[error("semaphore or lock released too many times")]
@@ -172,13 +172,13 @@ impl Sem {
     ///
     /// # Errors
     ///
-    /// [`SyncError::NotOwner`] for an `RLock` `holder` does not own;
-    /// [`SyncError::ReleasedTooManyTimes`] for a free lock or a bounded semaphore at
+    /// [`Misuse::NotOwner`] for an `RLock` `holder` does not own;
+    /// [`Misuse::ReleasedTooManyTimes`] for a free lock or a bounded semaphore at
     /// its limit.
-    pub fn release(&mut self, holder: &Holder) -> Result<Vec<Grant>, SyncError> {
+    pub fn release(&mut self, holder: &Holder) -> Result<Vec<Grant>, Misuse> {
         match self.kind {
             SemKind::RLock => {
-                let depth = self.held.get_mut(holder).ok_or(SyncError::NotOwner)?;
+                let depth = self.held.get_mut(holder).ok_or(Misuse::NotOwner)?;
                 *depth -= 1;
                 if *depth > 0 {
                     return Ok(Vec::new());
@@ -187,7 +187,7 @@ impl Sem {
                 self.value = 1;
             }
             SemKind::Lock | SemKind::Bounded if self.value >= self.initial => {
-                return Err(SyncError::ReleasedTooManyTimes);
+                return Err(Misuse::ReleasedTooManyTimes);
             }
             _ => {
                 // Anyone may release: the releaser's own permit if it has one, else the
@@ -213,10 +213,10 @@ impl Sem {
 
     /// Fully releases an `RLock` (or one permit) held by `holder`, returning the depth
     /// it had: what a `Condition` wait does before it sleeps.
-    fn release_all(&mut self, holder: &Holder) -> Result<(usize, Vec<Grant>), SyncError> {
+    fn release_all(&mut self, holder: &Holder) -> Result<(usize, Vec<Grant>), Misuse> {
         let depth = self.held_by(holder);
         if depth == 0 {
-            return Err(SyncError::NotHeld);
+            return Err(Misuse::NotHeld);
         }
         if self.kind == SemKind::RLock {
             self.held.remove(holder);
@@ -270,7 +270,7 @@ impl Sem {
 
 /// `Condition` over a [`Sem`] lock.
 #[derive(Debug, Clone)]
-pub struct Condition {
+pub struct ConditionState {
     lock: Sem,
     /// Waits asleep on the condition, with the lock depth each must get back.
     sleeping: VecDeque<(WaitId, Holder, usize)>,
@@ -292,10 +292,10 @@ pub struct Woken {
     pub owner_died: bool,
 }
 
-impl Condition {
+impl ConditionState {
     /// A condition over a fresh lock of this kind (Python's default is an `RLock`).
-    pub fn new(kind: SemKind) -> Condition {
-        Condition {
+    pub fn new(kind: SemKind) -> ConditionState {
+        ConditionState {
             lock: Sem::new(kind, 1),
             sleeping: VecDeque::new(),
             depth: BTreeMap::new(),
@@ -308,7 +308,7 @@ impl Condition {
     }
 
     /// Acquires the lock, as [`Sem::acquire`]. (Releases go through
-    /// [`Condition::release`], which also hands the lock back to woken waits.)
+    /// [`ConditionState::release`], which also hands the lock back to woken waits.)
     pub fn acquire(&mut self, holder: &Holder, wait: WaitId, block: bool) -> Acquire {
         self.lock.acquire(holder, wait, block)
     }
@@ -345,12 +345,12 @@ impl Condition {
     ///
     /// # Errors
     ///
-    /// [`SyncError::NotHeld`] without the lock.
+    /// [`Misuse::NotHeld`] without the lock.
     pub fn wait(
         &mut self,
         holder: &Holder,
         wait: WaitId,
-    ) -> Result<(Vec<Grant>, Vec<Woken>), SyncError> {
+    ) -> Result<(Vec<Grant>, Vec<Woken>), Misuse> {
         let (depth, grants) = self.lock.release_all(holder)?;
         self.sleeping.push_back((wait, holder.clone(), depth));
         Ok(self.sort(grants))
@@ -361,10 +361,10 @@ impl Condition {
     ///
     /// # Errors
     ///
-    /// [`SyncError::NotHeld`] without the lock.
-    pub fn notify(&mut self, holder: &Holder, n: usize) -> Result<(), SyncError> {
+    /// [`Misuse::NotHeld`] without the lock.
+    pub fn notify(&mut self, holder: &Holder, n: usize) -> Result<(), Misuse> {
         if self.lock.held_by(holder) == 0 {
-            return Err(SyncError::NotHeld);
+            return Err(Misuse::NotHeld);
         }
         for _ in 0..n {
             let Some((wait, h, depth)) = self.sleeping.pop_front() else {
@@ -396,7 +396,7 @@ impl Condition {
     /// # Errors
     ///
     /// As [`Sem::release`].
-    pub fn release(&mut self, holder: &Holder) -> Result<(Vec<Grant>, Vec<Woken>), SyncError> {
+    pub fn release(&mut self, holder: &Holder) -> Result<(Vec<Grant>, Vec<Woken>), Misuse> {
         let grants = self.lock.release(holder)?;
         Ok(self.sort(grants))
     }
@@ -435,7 +435,7 @@ pub enum Arrive {
     /// Queued until the others come.
     Queued,
     /// The last party: run the action, then report it with
-    /// [`Barrier::action_done`].
+    /// [`BarrierState::action_done`].
     RunAction(usize),
     /// Everyone passes (this wait included), with these outcomes.
     Released(Vec<(WaitId, BarrierOutcome)>),
@@ -443,7 +443,7 @@ pub enum Arrive {
 
 /// `Barrier(parties, action)`.
 #[derive(Debug, Clone)]
-pub struct Barrier {
+pub struct BarrierState {
     parties: usize,
     has_action: bool,
     arrived: Vec<(WaitId, Holder)>,
@@ -451,10 +451,10 @@ pub struct Barrier {
     draining: bool,
 }
 
-impl Barrier {
+impl BarrierState {
     /// A barrier for `parties` (at least 1), with an action run by the last to arrive.
-    pub fn new(parties: usize, has_action: bool) -> Barrier {
-        Barrier {
+    pub fn new(parties: usize, has_action: bool) -> BarrierState {
+        BarrierState {
             parties: parties.max(1),
             has_action,
             arrived: Vec::new(),
@@ -482,10 +482,10 @@ impl Barrier {
     ///
     /// # Errors
     ///
-    /// [`SyncError::BrokenBarrier`] when the barrier is broken.
-    pub fn wait(&mut self, holder: &Holder, wait: WaitId) -> Result<Arrive, SyncError> {
+    /// [`Misuse::BrokenBarrier`] when the barrier is broken.
+    pub fn wait(&mut self, holder: &Holder, wait: WaitId) -> Result<Arrive, Misuse> {
         if self.broken || self.draining {
-            return Err(SyncError::BrokenBarrier);
+            return Err(Misuse::BrokenBarrier);
         }
         self.arrived.push((wait, holder.clone()));
         let index = self.arrived.len() - 1;
@@ -582,7 +582,7 @@ mod tests {
         assert_eq!(g.len(), 1);
         assert_eq!((g[0].wait, g[0].holder.clone()), (3, h(2, 0)));
         l.release(&h(2, 0)).unwrap();
-        assert_eq!(l.release(&h(2, 0)), Err(SyncError::ReleasedTooManyTimes));
+        assert_eq!(l.release(&h(2, 0)), Err(Misuse::ReleasedTooManyTimes));
     }
 
     #[test]
@@ -597,7 +597,7 @@ mod tests {
             Acquire::Queued,
             "another thread of the same process waits"
         );
-        assert_eq!(l.release(&b), Err(SyncError::NotOwner));
+        assert_eq!(l.release(&b), Err(Misuse::NotOwner));
         assert!(l.release(&a).unwrap().is_empty(), "one level left");
         let g = l.release(&a).unwrap();
         assert_eq!(g[0].holder, b);
@@ -618,7 +618,7 @@ mod tests {
             "a plain semaphore grows past its initial value"
         );
         let mut b = Sem::new(SemKind::Bounded, 1);
-        assert_eq!(b.release(&h(1, 0)), Err(SyncError::ReleasedTooManyTimes));
+        assert_eq!(b.release(&h(1, 0)), Err(Misuse::ReleasedTooManyTimes));
     }
 
     #[test]
@@ -672,7 +672,7 @@ mod tests {
 
     #[test]
     fn a_condition_wait_gives_up_the_lock_and_gets_it_back_at_its_depth() {
-        let mut c = Condition::new(SemKind::RLock);
+        let mut c = ConditionState::new(SemKind::RLock);
         let (a, b) = (h(1, 0), h(2, 0));
         assert_eq!(c.acquire(&a, 1, true), GOT);
         assert_eq!(c.acquire(&a, 2, true), GOT);
@@ -680,7 +680,7 @@ mod tests {
         assert!(grants.is_empty() && woken.is_empty());
         assert!(!c.lock().locked(), "the waiter gave the lock up");
         assert_eq!(c.acquire(&b, 3, true), GOT);
-        assert_eq!(c.notify(&a, 1), Err(SyncError::NotHeld));
+        assert_eq!(c.notify(&a, 1), Err(Misuse::NotHeld));
         c.notify(&b, 1).unwrap();
         let (grants, woken) = c.release(&b).unwrap();
         assert!(grants.is_empty());
@@ -691,7 +691,7 @@ mod tests {
 
     #[test]
     fn a_timed_out_condition_wait_returns_false_once_it_has_the_lock() {
-        let mut c = Condition::new(SemKind::Lock);
+        let mut c = ConditionState::new(SemKind::Lock);
         let (a, b) = (h(1, 0), h(2, 0));
         c.acquire(&a, 1, true);
         c.wait(&a, 10).unwrap();
@@ -701,12 +701,12 @@ mod tests {
         let (_, woken) = c.release(&b).unwrap();
         assert_eq!(woken[0].wait, 10);
         assert!(!woken[0].notified);
-        assert_eq!(c.wait(&b, 11), Err(SyncError::NotHeld));
+        assert_eq!(c.wait(&b, 11), Err(Misuse::NotHeld));
     }
 
     #[test]
     fn a_barrier_releases_everyone_with_their_index() {
-        let mut b = Barrier::new(3, false);
+        let mut b = BarrierState::new(3, false);
         assert_eq!(b.wait(&h(1, 0), 1).unwrap(), Arrive::Queued);
         assert_eq!(b.wait(&h(2, 0), 2).unwrap(), Arrive::Queued);
         assert_eq!(b.n_waiting(), 2);
@@ -723,7 +723,7 @@ mod tests {
 
     #[test]
     fn a_barrier_action_runs_before_the_release_and_its_failure_breaks_it() {
-        let mut b = Barrier::new(2, true);
+        let mut b = BarrierState::new(2, true);
         b.wait(&h(1, 0), 1).unwrap();
         assert_eq!(b.wait(&h(2, 0), 2).unwrap(), Arrive::RunAction(1));
         assert_eq!(b.action_done(true).len(), 2);
@@ -735,14 +735,14 @@ mod tests {
                 .all(|(_, o)| *o == BarrierOutcome::Broken)
         );
         assert!(b.broken());
-        assert_eq!(b.wait(&h(1, 0), 5), Err(SyncError::BrokenBarrier));
+        assert_eq!(b.wait(&h(1, 0), 5), Err(Misuse::BrokenBarrier));
         assert!(b.reset().is_empty());
         assert!(!b.broken());
     }
 
     #[test]
     fn a_party_that_dies_or_times_out_breaks_the_barrier_for_the_others() {
-        let mut b = Barrier::new(3, false);
+        let mut b = BarrierState::new(3, false);
         b.wait(&h(1, 0), 1).unwrap();
         b.wait(&h(2, 0), 2).unwrap();
         let out = b.process_died(&Identity::from_path(vec![2]));

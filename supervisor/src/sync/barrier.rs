@@ -32,7 +32,7 @@ impl Barrier {
     pub fn new(parties: usize) -> Result<Barrier, SyncError> {
         crate::runtime::ensure()?;
         Ok(Barrier {
-            addr: Addr::new(State::Barrier(multiproc_core::sync::Barrier::new(
+            addr: Addr::new(State::Barrier(multiproc_core::sync::BarrierState::new(
                 parties, false,
             ))),
             action: None,
@@ -60,7 +60,7 @@ impl Barrier {
             source,
         })?;
         Ok(Barrier {
-            addr: Addr::new(State::Barrier(multiproc_core::sync::Barrier::new(
+            addr: Addr::new(State::Barrier(multiproc_core::sync::BarrierState::new(
                 parties, true,
             ))),
             action: Some((entry.name.to_string(), args)),
@@ -75,7 +75,7 @@ impl Barrier {
     /// [`SyncError::Misuse`] (`BrokenBarrier`) when it breaks, or is broken;
     /// [`SyncError::OwnerGone`].
     pub async fn wait(&self, timeout: Option<Duration>) -> Result<usize, SyncError> {
-        let broken = || SyncError::Misuse(multiproc_core::sync::SyncError::BrokenBarrier);
+        let broken = || SyncError::Misuse(multiproc_core::sync::Misuse::BrokenBarrier);
         let op = Op::BarrierWait {
             thread: thread_token(),
         };

@@ -94,7 +94,9 @@ impl Condition {
     fn over(kind: SemKind) -> Result<Condition, SyncError> {
         crate::runtime::ensure()?;
         Ok(Condition {
-            addr: Addr::new(State::Condition(multiproc_core::sync::Condition::new(kind))),
+            addr: Addr::new(State::Condition(multiproc_core::sync::ConditionState::new(
+                kind,
+            ))),
         })
     }
 

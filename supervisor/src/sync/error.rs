@@ -10,7 +10,7 @@ pub enum SyncError {
     /// Misuse, with Python's meaning: a release too many, a release by a thread that
     /// does not own an `RLock`.
     #[error(transparent)]
-    Misuse(#[from] multiproc_core::sync::SyncError),
+    Misuse(#[from] multiproc_core::sync::Misuse),
     /// `task_done` called more times than items were put.
     #[error(transparent)]
     Queue(#[from] multiproc_core::queue::QueueError),

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use multiproc_core::semstate::{RLockState, SemState};
+use multiproc_core::sem_state::{RLockState, SemState};
 
 use super::SyncError;
 use super::lock::LockWord;

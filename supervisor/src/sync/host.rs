@@ -11,11 +11,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use multiproc_core::sync::{
-    Acquire, Arrive, Barrier, BarrierOutcome, Condition, Grant, Holder, WaitId, Woken,
+    Acquire, Arrive, BarrierOutcome, BarrierState, ConditionState, Grant, Holder, WaitId, Woken,
 };
 use multiproc_core::{Body, Envelope, Identity, RemoteError, codec};
 
-use multiproc_core::sync::SyncError;
+use multiproc_core::sync::Misuse;
 
 use super::wire::{Answer, Fault, Op, Request};
 use crate::runtime;
@@ -28,8 +28,8 @@ pub(crate) enum State {
     Mapped,
     /// A queue in shared memory: the host gives back what a dead consumer took.
     SharedQueue(std::sync::Arc<super::queue::QueueMem>),
-    Condition(Condition),
-    Barrier(Barrier),
+    Condition(ConditionState),
+    Barrier(BarrierState),
     /// A lock in shared memory: the host only frees it when its holder dies.
     Lock(super::lock::LockWord),
     /// A semaphore in shared memory: the host gives back a dead holder's permits.
@@ -214,18 +214,18 @@ fn process_died(process: &Identity) {
                             }
                         });
                     }
-                    Outcome::Grants(Vec::new())
+                    Wakeups::Grants(Vec::new())
                 }
-                State::Mapped => Outcome::Grants(Vec::new()),
-                State::Condition(c) => Outcome::Cond(c.process_died(process)),
-                State::Barrier(b) => Outcome::Barrier(b.process_died(process)),
+                State::Mapped => Wakeups::Grants(Vec::new()),
+                State::Condition(c) => Wakeups::Cond(c.process_died(process)),
+                State::Barrier(b) => Wakeups::Barrier(b.process_died(process)),
                 State::RLock(r) => {
                     if let Some(pid) = pid {
                         let r = r.clone();
                         let host = me().identity.clone();
                         runtime::handle().spawn_blocking(move || r.holder_died(pid, &host));
                     }
-                    Outcome::Grants(Vec::new())
+                    Wakeups::Grants(Vec::new())
                 }
                 State::Semaphore(sem) => {
                     if let Some(pid) = pid {
@@ -234,13 +234,13 @@ fn process_died(process: &Identity) {
                         // Taking the semaphore's lock may wait for another process.
                         runtime::handle().spawn_blocking(move || sem.holder_died(pid, &host));
                     }
-                    Outcome::Grants(Vec::new())
+                    Wakeups::Grants(Vec::new())
                 }
                 State::Lock(word) => {
                     if let Some(pid) = pid {
                         word.holder_died(pid);
                     }
-                    Outcome::Grants(Vec::new())
+                    Wakeups::Grants(Vec::new())
                 }
             };
             h.complete(grants, &mut replies);
@@ -269,7 +269,8 @@ fn acquired(a: Acquire) -> Option<Answer> {
     }
 }
 
-enum Outcome {
+/// The waits that a change of state completed, to be answered (see `Host::complete`).
+enum Wakeups {
     Grants(Vec<Grant>),
     Cond((Vec<Grant>, Vec<Woken>)),
     Barrier(Vec<(WaitId, BarrierOutcome)>),
@@ -309,9 +310,9 @@ impl Host {
         Some(route)
     }
 
-    fn complete(&mut self, outcome: Outcome, replies: &mut Replies) {
+    fn complete(&mut self, outcome: Wakeups, replies: &mut Replies) {
         match outcome {
-            Outcome::Grants(grants) => {
+            Wakeups::Grants(grants) => {
                 for g in grants {
                     if let Some((to, corr)) = self.done(g.wait) {
                         replies.push((
@@ -324,8 +325,8 @@ impl Host {
                     }
                 }
             }
-            Outcome::Cond((grants, woken)) => {
-                self.complete(Outcome::Grants(grants), replies);
+            Wakeups::Cond((grants, woken)) => {
+                self.complete(Wakeups::Grants(grants), replies);
                 for w in woken {
                     if let Some((to, corr)) = self.done(w.wait) {
                         replies.push((
@@ -339,13 +340,13 @@ impl Host {
                     }
                 }
             }
-            Outcome::Barrier(outcomes) => {
+            Wakeups::Barrier(outcomes) => {
                 for (wait, outcome) in outcomes {
                     if let Some((to, corr)) = self.done(wait) {
                         let answer = match outcome {
                             BarrierOutcome::Passed(i) => Answer::Passed(i),
                             BarrierOutcome::Broken => {
-                                Answer::Fault(Fault::Sync(SyncError::BrokenBarrier))
+                                Answer::Fault(Fault::Sync(Misuse::BrokenBarrier))
                             }
                         };
                         replies.push((to, corr, answer));
@@ -401,14 +402,14 @@ impl Host {
                         State::Lock(_) => (false, None),
                         // A condition wait that times out still takes the lock back
                         // before it returns: it stays, and is answered `Woken`.
-                        State::Condition(c) => (false, Some(Outcome::Cond(c.time_out(wait)))),
+                        State::Condition(c) => (false, Some(Wakeups::Cond(c.time_out(wait)))),
                         // A barrier wait that times out breaks the barrier for all.
                         State::Barrier(b) => {
                             let outcomes = b.time_out(wait);
                             let mine = outcomes.iter().any(|(w, _)| *w == wait);
                             (
                                 mine,
-                                Some(Outcome::Barrier(
+                                Some(Wakeups::Barrier(
                                     outcomes.into_iter().filter(|(w, _)| *w != wait).collect(),
                                 )),
                             )
@@ -440,11 +441,11 @@ impl Host {
                 (acquired(c.acquire(&holder(thread), wait, block)), None)
             }
             (State::Condition(c), Op::Release { thread }) => match c.release(&holder(thread)) {
-                Ok(out) => (Some(Answer::Done), Some(Outcome::Cond(out))),
+                Ok(out) => (Some(Answer::Done), Some(Wakeups::Cond(out))),
                 Err(e) => (Some(Answer::Fault(Fault::Sync(e))), None),
             },
             (State::Condition(c), Op::CondWait { thread }) => match c.wait(&holder(thread), wait) {
-                Ok(out) => (None, Some(Outcome::Cond(out))),
+                Ok(out) => (None, Some(Wakeups::Cond(out))),
                 Err(e) => (Some(Answer::Fault(Fault::Sync(e))), None),
             },
             (State::Condition(c), Op::CondNotify { thread, n }) => {
@@ -464,22 +465,22 @@ impl Host {
                             .map(|p| outcomes.remove(p));
                         let answer = match mine {
                             Some((_, BarrierOutcome::Passed(i))) => Answer::Passed(i),
-                            _ => Answer::Fault(Fault::Sync(SyncError::BrokenBarrier)),
+                            _ => Answer::Fault(Fault::Sync(Misuse::BrokenBarrier)),
                         };
-                        (Some(answer), Some(Outcome::Barrier(outcomes)))
+                        (Some(answer), Some(Wakeups::Barrier(outcomes)))
                     }
                     Err(e) => (Some(Answer::Fault(Fault::Sync(e))), None),
                 }
             }
             (State::Barrier(b), Op::BarrierActionDone { ok }) => (
                 Some(Answer::Done),
-                Some(Outcome::Barrier(b.action_done(ok))),
+                Some(Wakeups::Barrier(b.action_done(ok))),
             ),
             (State::Barrier(b), Op::BarrierAbort) => {
-                (Some(Answer::Done), Some(Outcome::Barrier(b.abort())))
+                (Some(Answer::Done), Some(Wakeups::Barrier(b.abort())))
             }
             (State::Barrier(b), Op::BarrierReset) => {
-                (Some(Answer::Done), Some(Outcome::Barrier(b.reset())))
+                (Some(Answer::Done), Some(Wakeups::Barrier(b.reset())))
             }
             (State::Barrier(b), Op::BarrierInfo) => (
                 Some(Answer::BarrierInfo {

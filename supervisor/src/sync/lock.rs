@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use multiproc_core::lockword::{self, Try};
+use multiproc_core::lock_word::{self, Try};
 use serde::{Deserialize, Serialize};
 
 use super::host::State;
@@ -45,7 +45,7 @@ impl Lock {
     /// ```
     pub fn new() -> Result<Lock, SyncError> {
         Ok(Lock {
-            mem: Mapped::create("multiproc-lock", LOCK_LEN, LOCK_MAGIC, lock_word, |word| {
+            mem: Mapped::create("multiproc-lock", LOCK_LEN, LOCK_MAGIC, word_of, |word| {
                 State::Lock(word.clone())
             })?,
         })
@@ -54,12 +54,12 @@ impl Lock {
     /// The word, mapped; the first time in a process, the host is told who uses it
     /// (so that it can free the lock if this process dies holding it).
     async fn word(&self) -> Result<&LockWord, SyncError> {
-        self.mem.attached(LOCK_MAGIC, lock_word).await
+        self.mem.attached(LOCK_MAGIC, word_of).await
     }
 
     /// As `word`, from a thread that may block.
     fn word_blocking(&self) -> Result<&LockWord, SyncError> {
-        self.mem.attached_blocking(LOCK_MAGIC, lock_word)
+        self.mem.attached_blocking(LOCK_MAGIC, word_of)
     }
 
     /// Acquires it (Python's `acquire(block, timeout)`): `Ok(false)` when it would
@@ -158,7 +158,7 @@ impl Lock {
 }
 
 /// A lock's word in its segment.
-fn lock_word(seg: std::sync::Arc<crate::runtime::shm::Segment>) -> LockWord {
+fn word_of(seg: std::sync::Arc<crate::runtime::shm::Segment>) -> LockWord {
     LockWord::new(seg, LOCK_WORD_AT)
 }
 
@@ -209,7 +209,7 @@ impl LockWord {
     pub(crate) fn try_lock(&self) -> Option<bool> {
         let word = self.word();
         let v = word.load(Ordering::Relaxed);
-        match lockword::try_acquire(v, shm::my_pid(), false) {
+        match lock_word::try_acquire(v, shm::my_pid(), false) {
             Try::Acquired {
                 word: new,
                 owner_died,
@@ -264,7 +264,7 @@ impl LockWord {
         let me = shm::my_pid();
         loop {
             let v = word.load(Ordering::Relaxed);
-            match lockword::try_acquire(v, me, *waited) {
+            match lock_word::try_acquire(v, me, *waited) {
                 Try::Acquired {
                     word: new,
                     owner_died,
@@ -282,7 +282,7 @@ impl LockWord {
             if expired {
                 return Ok(Attempt::Ready(false));
             }
-            let marked = lockword::mark_waiting(v);
+            let marked = lock_word::mark_waiting(v);
             if marked != v
                 && word
                     .compare_exchange(v, marked, Ordering::Relaxed, Ordering::Relaxed)
@@ -310,7 +310,7 @@ impl LockWord {
         let word = self.word();
         let mut v = word.load(Ordering::Relaxed);
         loop {
-            let (new, wake) = lockword::release(v)?;
+            let (new, wake) = lock_word::release(v)?;
             match word.compare_exchange(v, new, Ordering::Release, Ordering::Relaxed) {
                 Ok(_) => {
                     if wake {
@@ -327,7 +327,7 @@ impl LockWord {
     pub(crate) fn holder_died(&self, pid: u32) {
         let word = self.word();
         let mut v = word.load(Ordering::Relaxed);
-        while let Some((new, wake)) = lockword::holder_died(v, pid) {
+        while let Some((new, wake)) = lock_word::holder_died(v, pid) {
             match word.compare_exchange(v, new, Ordering::AcqRel, Ordering::Relaxed) {
                 Ok(_) => {
                     if wake {
@@ -342,6 +342,6 @@ impl LockWord {
 
     /// Whether it is held now.
     pub(crate) fn is_locked(&self) -> bool {
-        lockword::holder(self.word().load(Ordering::Relaxed)).is_some()
+        lock_word::holder(self.word().load(Ordering::Relaxed)).is_some()
     }
 }

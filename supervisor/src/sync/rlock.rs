@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use multiproc_core::semstate::RLockState;
+use multiproc_core::sem_state::RLockState;
 use serde::{Deserialize, Serialize};
 
 use super::guarded::{self, Guarded, took};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use multiproc_core::semstate::SemState;
+use multiproc_core::sem_state::SemState;
 use serde::{Deserialize, Serialize};
 
 use super::guarded::{self, Guarded, took};

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use multiproc_core::ringqueue::{Counters, Died, PutError, RingQueue, Slot, Taken};
+use multiproc_core::ring_queue::{Counters, Died, PutError, RingQueue, Slot, Taken};
 
 use crate::runtime::shm::{self, Segment};
 use crate::sync::lock::LockWord;
