@@ -144,13 +144,3 @@ impl<S: Held> Guarded<S> {
         let _ = self.locked(host, |s| ((), s.process_died(pid)));
     }
 }
-
-/// An acquire's outcome from whether one was taken (`Some`) and whether a holder
-/// died since the last (`Some(true)`, taken: an error that holds it).
-pub(super) fn took(outcome: Option<bool>) -> Result<bool, SyncError> {
-    match outcome {
-        Some(true) => Err(SyncError::OwnerDied),
-        Some(false) => Ok(true),
-        None => Ok(false),
-    }
-}

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::host::State;
 use super::mapped::Mapped;
-use super::park::{self, Attempt, Park};
+use super::park::{self, Attempt, Park, took};
 use super::{Guard, Release, SyncError};
 use crate::runtime::shm::{self, Segment};
 
@@ -74,17 +74,12 @@ impl Lock {
     /// [`SyncError::Forged`].
     pub async fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
         let word = self.word().await?;
-        if let Some(owner_died) = word.try_lock() {
-            return if owner_died {
-                Err(SyncError::OwnerDied)
-            } else {
-                Ok(true)
-            };
-        }
-        if !block {
-            return Ok(false);
-        }
-        word.lock_async(timeout, &self.mem.addr.owner).await
+        park::acquire(
+            block,
+            || took(word.try_lock()),
+            || word.lock_async(timeout, &self.mem.addr.owner),
+        )
+        .await
     }
 
     /// Acquires it from a thread that may block: the same as
@@ -99,14 +94,11 @@ impl Lock {
         timeout: Option<Duration>,
     ) -> Result<bool, SyncError> {
         let word = self.word_blocking()?;
-        if !block {
-            return match word.try_lock() {
-                Some(true) => Err(SyncError::OwnerDied),
-                Some(false) => Ok(true),
-                None => Ok(false),
-            };
-        }
-        word.lock(timeout, &self.mem.addr.owner)
+        park::acquire_blocking(
+            block,
+            || took(word.try_lock()),
+            || word.lock(timeout, &self.mem.addr.owner),
+        )
     }
 
     /// Releases it.
@@ -179,16 +171,6 @@ pub(crate) const LOCK_MAGIC: u64 = u64::from_le_bytes(*b"mp-lock\0");
 /// usually lets go sooner than a sleep and a wake-up take.
 const SPINS: u32 = 200;
 
-/// The outcome of taking a lock: a previous holder that died is an error, with the
-/// lock held.
-fn taken(owner_died: bool) -> Result<bool, SyncError> {
-    if owner_died {
-        Err(SyncError::OwnerDied)
-    } else {
-        Ok(true)
-    }
-}
-
 /// A lock word in a mapped segment.
 #[derive(Debug, Clone)]
 pub(crate) struct LockWord {
@@ -235,7 +217,7 @@ impl LockWord {
     ) -> Result<bool, SyncError> {
         for _ in 0..SPINS {
             if let Some(owner_died) = self.try_lock() {
-                return taken(owner_died);
+                return took(Some(owner_died));
             }
             std::hint::spin_loop();
         }
@@ -273,7 +255,7 @@ impl LockWord {
                         .compare_exchange(v, new, Ordering::Acquire, Ordering::Relaxed)
                         .is_ok()
                     {
-                        return taken(owner_died).map(Attempt::Ready);
+                        return took(Some(owner_died)).map(Attempt::Ready);
                     }
                     continue;
                 }

@@ -5,10 +5,10 @@ use std::time::Duration;
 use multiproc_core::sem_state::RLockState;
 use serde::{Deserialize, Serialize};
 
-use super::guarded::{self, Guarded, took};
+use super::guarded::{self, Guarded};
 use super::host::State;
 use super::mapped::Mapped;
-use super::park;
+use super::park::{self, took};
 use super::{Guard, Release, SyncError, thread_token};
 use crate::runtime::shm;
 
@@ -73,13 +73,12 @@ impl RLock {
         let state = self.state().await?;
         let me = RLock::me();
         let owner = &self.mem.addr.owner;
-        if state.acquire(me, Some(Duration::ZERO), owner)? {
-            return Ok(true);
-        }
-        if !block {
-            return Ok(false);
-        }
-        state.acquire_async(me, timeout, owner).await
+        park::acquire(
+            block,
+            || state.acquire(me, Some(Duration::ZERO), owner),
+            || state.acquire_async(me, timeout, owner),
+        )
+        .await
     }
 
     /// As [`acquire`](RLock::acquire), from a thread that may block.
@@ -92,9 +91,14 @@ impl RLock {
         block: bool,
         timeout: Option<Duration>,
     ) -> Result<bool, SyncError> {
-        let timeout = if block { timeout } else { Some(Duration::ZERO) };
-        self.state_blocking()?
-            .acquire(RLock::me(), timeout, &self.mem.addr.owner)
+        let state = self.state_blocking()?;
+        let me = RLock::me();
+        let owner = &self.mem.addr.owner;
+        park::acquire_blocking(
+            block,
+            || state.acquire(me, Some(Duration::ZERO), owner),
+            || state.acquire(me, timeout, owner),
+        )
     }
 
     /// Releases it once.

@@ -6,10 +6,10 @@ use std::time::Duration;
 use multiproc_core::sem_state::SemState;
 use serde::{Deserialize, Serialize};
 
-use super::guarded::{self, Guarded, took};
+use super::guarded::{self, Guarded};
 use super::host::State;
 use super::mapped::Mapped;
-use super::park;
+use super::park::{self, took};
 use super::{Guard, Release, SyncError};
 use crate::runtime::shm;
 
@@ -75,13 +75,12 @@ macro_rules! shared_semaphore {
             pub async fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
                 let sem = self.sem().await?;
                 let owner = &self.mem.addr.owner;
-                if sem.acquire(Some(Duration::ZERO), owner)? {
-                    return Ok(true);
-                }
-                if !block {
-                    return Ok(false);
-                }
-                sem.acquire_async(timeout, owner).await
+                park::acquire(
+                    block,
+                    || sem.acquire(Some(Duration::ZERO), owner),
+                    || sem.acquire_async(timeout, owner),
+                )
+                .await
             }
 
             /// As [`acquire`](Self::acquire), from a thread that may block.
@@ -90,8 +89,13 @@ macro_rules! shared_semaphore {
             ///
             /// As [`acquire`](Self::acquire).
             pub fn acquire_blocking(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
-                let timeout = if block { timeout } else { Some(Duration::ZERO) };
-                self.sem_blocking()?.acquire(timeout, &self.mem.addr.owner)
+                let sem = self.sem_blocking()?;
+                let owner = &self.mem.addr.owner;
+                park::acquire_blocking(
+                    block,
+                    || sem.acquire(Some(Duration::ZERO), owner),
+                    || sem.acquire(timeout, owner),
+                )
             }
 
             /// Releases a permit (any process may).
