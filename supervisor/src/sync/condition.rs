@@ -12,64 +12,62 @@ use super::refs::Addr;
 use super::wire::{Answer, Op};
 use super::{Guard, Release, SyncError, thread_token};
 
-macro_rules! semaphore_type {
-    ($(#[$doc:meta])* $name:ident) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-        pub struct $name {
-            addr: Addr,
-        }
-
-        impl $name {
-            /// Acquires it (Python's `acquire(block, timeout)`): `Ok(false)` when it
-            /// would block and `block` is false, or `timeout` ran out (`timeout` is
-            /// ignored when `block` is false).
-            ///
-            /// # Errors
-            ///
-            /// [`SyncError::OwnerDied`] when it *was* acquired but its previous holder
-            /// died holding it; [`SyncError::OwnerGone`] when its host has exited;
-            /// [`SyncError::Forged`].
-            pub async fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
-                let op = Op::Acquire { thread: thread_token(), block };
-                let timeout = if block { timeout } else { None };
-                acquired(self.addr.ask_timeout(op, timeout).await?)
-            }
-
-            /// Releases it.
-            ///
-            /// # Errors
-            ///
-            /// [`SyncError::Misuse`] (see the type), [`SyncError::OwnerGone`].
-            pub async fn release(&self) -> Result<(), SyncError> {
-                self.addr.done(Op::Release { thread: thread_token() }).await
-            }
-
-            /// Acquires it for as long as the guard lives (Python's `with lock:`).
-            ///
-            /// # Errors
-            ///
-            /// As [`acquire`](Self::acquire), except that a dead previous holder is
-            /// [`Guard::owner_died`], not an error.
-            pub async fn guard(&self) -> Result<Guard<'_, Self>, SyncError> {
-                Guard::acquired(self, self.acquire(true, None).await)
-            }
-        }
-
-        impl Release for $name {
-            fn release_now(&self) {
-                let _ = crate::runtime::block_on(self.release());
-            }
-        }
-    };
+/// Python's `Condition`: a lock (an `RLock` unless made with
+/// [`Condition::with_lock`]) that waiters give up while they sleep. `acquire`,
+/// `release` and `guard` are the lock's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Condition {
+    addr: Addr,
 }
 
-semaphore_type!(
-    /// Python's `Condition`: a lock (an `RLock` unless made with
-    /// [`Condition::with_lock`]) that waiters give up while they sleep. `acquire`,
-    /// `release` and `guard` are the lock's.
-    Condition
-);
+impl Condition {
+    /// Acquires it (Python's `acquire(block, timeout)`): `Ok(false)` when it
+    /// would block and `block` is false, or `timeout` ran out (`timeout` is
+    /// ignored when `block` is false).
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerDied`] when it *was* acquired but its previous holder
+    /// died holding it; [`SyncError::OwnerGone`] when its host has exited;
+    /// [`SyncError::Forged`].
+    pub async fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
+        let op = Op::Acquire {
+            thread: thread_token(),
+            block,
+        };
+        let timeout = if block { timeout } else { None };
+        acquired(self.addr.ask_timeout(op, timeout).await?)
+    }
+
+    /// Releases it.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Misuse`] (see the type), [`SyncError::OwnerGone`].
+    pub async fn release(&self) -> Result<(), SyncError> {
+        self.addr
+            .done(Op::Release {
+                thread: thread_token(),
+            })
+            .await
+    }
+
+    /// Acquires it for as long as the guard lives (Python's `with lock:`).
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](Self::acquire), except that a dead previous holder is
+    /// [`Guard::owner_died`], not an error.
+    pub async fn guard(&self) -> Result<Guard<'_, Self>, SyncError> {
+        Guard::acquired(self, self.acquire(true, None).await)
+    }
+}
+
+impl Release for Condition {
+    fn release_now(&self) {
+        let _ = crate::runtime::block_on(self.release());
+    }
+}
 
 impl Condition {
     /// A condition over a new `RLock` (Python's default), hosted by this process.
