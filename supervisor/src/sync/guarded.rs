@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use multiproc_core::sem_state::{RLockState, SemState};
 
 use super::SyncError;
+use super::host::Watched;
 use super::lock::LockWord;
 use super::park::{Attempt, Park};
 use crate::runtime::shm::{self, Segment};
@@ -142,5 +143,15 @@ impl<S: Held> Guarded<S> {
     pub(crate) fn holder_died(&self, pid: u32, host: &multiproc_core::Identity) {
         self.lock.holder_died(pid);
         let _ = self.locked(host, |s| ((), s.process_died(pid)));
+    }
+}
+
+/// The host gives back what a dead process held (a semaphore's permits, a
+/// recursive lock).
+impl<S: Held> Watched for Guarded<S> {
+    fn process_died(&self, pid: u32, host: &multiproc_core::Identity) {
+        let (mem, host) = (self.clone(), host.clone());
+        // Taking the primitive's lock may wait for another process.
+        crate::runtime::handle().spawn_blocking(move || mem.holder_died(pid, &host));
     }
 }

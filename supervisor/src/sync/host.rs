@@ -26,16 +26,22 @@ pub(crate) enum State {
     /// A primitive whose state is all in shared memory, with no holder to watch
     /// (an `Event`): the host keeps its memory, and answers nothing.
     Mapped,
-    /// A queue in shared memory: the host gives back what a dead consumer took.
-    SharedQueue(std::sync::Arc<super::queue::QueueMem>),
+    /// A primitive in shared memory that processes hold parts of (a lock, a
+    /// semaphore's permits, a queue's items taken): the host clears what a dead
+    /// one held.
+    Watched(Box<dyn Watched>),
     Condition(ConditionState),
     Barrier(BarrierState),
-    /// A lock in shared memory: the host only frees it when its holder dies.
-    Lock(super::lock::LockWord),
-    /// A semaphore in shared memory: the host gives back a dead holder's permits.
-    Semaphore(super::semaphore::SemMem),
-    /// A recursive lock in shared memory: the host frees it when its owner dies.
-    RLock(super::rlock::RLockMem),
+}
+
+/// A primitive in shared memory, as its host sees it: the host knows no layout, it
+/// only passes on the news that a process that mapped it died. So the host depends
+/// on no primitive, and each primitive's file says what a death does to it.
+pub(crate) trait Watched: Send {
+    /// Process `pid`, which mapped the primitive, died: clear what it held. Called
+    /// with the host locked: what may wait for another process (taking a lock in
+    /// shared memory) must go to a blocking task.
+    fn process_died(&self, pid: u32, host: &Identity);
 }
 
 struct Slot {
@@ -198,50 +204,15 @@ fn process_died(process: &Identity) {
         let ids: Vec<u64> = h.prims.keys().copied().collect();
         for id in ids {
             let grants = match &mut h.prims.get_mut(&id).expect("listed").state {
-                State::SharedQueue(q) => {
+                State::Watched(w) => {
                     if let Some(pid) = pid {
-                        let q = std::sync::Arc::clone(q);
-                        let host = me().identity.clone();
-                        // Taking the queue's lock may wait for another process.
-                        runtime::handle().spawn_blocking(move || {
-                            let died = q.consumer_died(pid, &host);
-                            if died.lost > 0 {
-                                tracing::warn!(
-                                    pid,
-                                    lost = died.lost,
-                                    "a consumer died holding queue items too large to keep; they count as done"
-                                );
-                            }
-                        });
+                        w.process_died(pid, &me().identity);
                     }
                     Wakeups::Grants(Vec::new())
                 }
                 State::Mapped => Wakeups::Grants(Vec::new()),
                 State::Condition(c) => Wakeups::Cond(c.process_died(process)),
                 State::Barrier(b) => Wakeups::Barrier(b.process_died(process)),
-                State::RLock(r) => {
-                    if let Some(pid) = pid {
-                        let r = r.clone();
-                        let host = me().identity.clone();
-                        runtime::handle().spawn_blocking(move || r.holder_died(pid, &host));
-                    }
-                    Wakeups::Grants(Vec::new())
-                }
-                State::Semaphore(sem) => {
-                    if let Some(pid) = pid {
-                        let sem = sem.clone();
-                        let host = me().identity.clone();
-                        // Taking the semaphore's lock may wait for another process.
-                        runtime::handle().spawn_blocking(move || sem.holder_died(pid, &host));
-                    }
-                    Wakeups::Grants(Vec::new())
-                }
-                State::Lock(word) => {
-                    if let Some(pid) = pid {
-                        word.holder_died(pid);
-                    }
-                    Wakeups::Grants(Vec::new())
-                }
             };
             h.complete(grants, &mut replies);
         }
@@ -418,9 +389,7 @@ impl Host {
         }
         let state = &mut self.prims.get_mut(&id).expect("checked").state;
         let (gone, wakeups) = match state {
-            State::Mapped | State::Semaphore(_) | State::RLock(_) => (false, None),
-            State::SharedQueue(_) => (false, None),
-            State::Lock(_) => (false, None),
+            State::Mapped | State::Watched(_) => (false, None),
             // A condition wait that times out still takes the lock back before it
             // returns: it stays, and is answered `Woken`.
             State::Condition(c) => (false, Some(Wakeups::Cond(c.time_out(wait)))),
@@ -463,15 +432,13 @@ impl Host {
         let (answer, wakeups) = match state {
             State::Condition(c) => condition_op(c, from, wait, op),
             State::Barrier(b) => barrier_op(b, from, wait, op),
-            State::Lock(_) | State::SharedQueue(_) | State::Semaphore(_) | State::RLock(_) => {
-                match op {
-                    Op::Attach { pid } => {
-                        self.pids.insert(from.clone(), pid);
-                        (Some(Answer::Done), None)
-                    }
-                    _ => wrong_kind(),
+            State::Watched(_) => match op {
+                Op::Attach { pid } => {
+                    self.pids.insert(from.clone(), pid);
+                    (Some(Answer::Done), None)
                 }
-            }
+                _ => wrong_kind(),
+            },
             State::Mapped => wrong_kind(),
         };
         if answer.is_none() {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use multiproc_core::lock_word::{self, Try};
 use serde::{Deserialize, Serialize};
 
-use super::host::State;
+use super::host::{State, Watched};
 use super::mapped::Mapped;
 use super::park::{self, Attempt, Park, took};
 use super::{Guard, Release, SyncError};
@@ -46,7 +46,7 @@ impl Lock {
     pub fn new() -> Result<Lock, SyncError> {
         Ok(Lock {
             mem: Mapped::create("multiproc-lock", LOCK_LEN, LOCK_MAGIC, word_of, |word| {
-                State::Lock(word.clone())
+                State::Watched(Box::new(word.clone()))
             })?,
         })
     }
@@ -161,7 +161,7 @@ impl Release for Lock {
 }
 
 /// Bytes of a lock's segment: its header and its word, each on a cache line.
-pub(crate) const LOCK_LEN: usize = 128;
+pub(crate) const LOCK_LEN: usize = super::mapped::MIN_LEN;
 /// Where a lock keeps its word.
 pub(crate) const LOCK_WORD_AT: usize = 64;
 /// "mp-lock\0".
@@ -325,5 +325,13 @@ impl LockWord {
     /// Whether it is held now.
     pub(crate) fn is_locked(&self) -> bool {
         lock_word::holder(self.word().load(Ordering::Relaxed)).is_some()
+    }
+}
+
+/// The host frees the lock when its holder dies; a word changes at once, without
+/// waiting for anyone.
+impl Watched for LockWord {
+    fn process_died(&self, pid: u32, _host: &multiproc_core::Identity) {
+        self.holder_died(pid);
     }
 }

@@ -15,6 +15,9 @@ use crate::runtime::shm::Segment;
 /// Where a segment keeps its magic number and the secret of its handles.
 const MAGIC_AT: usize = 0;
 const SECRET_AT: usize = 8;
+/// Bytes of the smallest segment (a lock's or an event's): its header and one word,
+/// each on a cache line.
+pub(super) const MIN_LEN: usize = 128;
 
 /// Writes a new segment's header.
 pub(crate) fn init(seg: &Segment, magic: u64, secret: u64) {
@@ -24,7 +27,7 @@ pub(crate) fn init(seg: &Segment, magic: u64, secret: u64) {
 
 /// Whether `seg` is a segment of kind `magic` for handles with `secret`.
 pub(crate) fn genuine(seg: &Segment, magic: u64, secret: u64) -> bool {
-    seg.len() >= super::lock::LOCK_LEN
+    seg.len() >= MIN_LEN
         && seg.u64_at(MAGIC_AT).load(Ordering::Acquire) == magic
         && seg.u64_at(SECRET_AT).load(Ordering::Relaxed) == secret
 }

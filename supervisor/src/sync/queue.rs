@@ -102,7 +102,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let secret = host::secret();
         let mem = QueueMem::create(maxsize as u64, joinable, QUEUE_CAPACITY, secret)?;
         let addr = Addr::new_with(
-            State::SharedQueue(std::sync::Arc::clone(&mem)),
+            State::Watched(Box::new(std::sync::Arc::clone(&mem))),
             secret,
             Some(mem.at()),
         );

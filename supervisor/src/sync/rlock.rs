@@ -42,7 +42,7 @@ impl RLock {
                 guarded::guarded_len::<RLockState>(),
                 RLOCK_MAGIC,
                 |seg| RLockMem::init(seg, RLockState::default()),
-                |r| State::RLock(r.clone()),
+                |r| State::Watched(Box::new(r.clone())),
             )?,
         })
     }

@@ -48,7 +48,7 @@ macro_rules! shared_semaphore {
                         guarded::guarded_len::<SemState>(),
                         SEM_MAGIC,
                         |seg| SemMem::init(seg, SemState::new(value as u64, $bounded)),
-                        |sem| State::Semaphore(sem.clone()),
+                        |sem| State::Watched(Box::new(sem.clone())),
                     )?,
                 })
             }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use multiproc_core::ring_queue::{Counters, Died, PutError, RingQueue, Slot, Taken};
 
 use crate::runtime::shm::{self, Segment};
+use crate::sync::host::Watched;
 use crate::sync::lock::LockWord;
 use crate::sync::mapped::{genuine, init};
 use crate::sync::park::{self, Attempt, Park};
@@ -464,6 +465,24 @@ impl QueueMem {
             all
         })
         .unwrap_or_default()
+    }
+}
+
+/// The host gives back what a dead consumer had taken.
+impl Watched for Arc<QueueMem> {
+    fn process_died(&self, pid: u32, host: &multiproc_core::Identity) {
+        let (q, host) = (Arc::clone(self), host.clone());
+        // Taking the queue's lock may wait for another process.
+        crate::runtime::handle().spawn_blocking(move || {
+            let died = q.consumer_died(pid, &host);
+            if died.lost > 0 {
+                tracing::warn!(
+                    pid,
+                    lost = died.lost,
+                    "a consumer died holding queue items too large to keep; they count as done"
+                );
+            }
+        });
     }
 }
 
