@@ -1,13 +1,23 @@
 //! Locks, semaphores, events and queues that every process of the tree can use, and
 //! that survive the death of whoever holds them.
 //!
-//! A primitive lives in the process that created it, as a pure state machine of
-//! `multiproc_core` served by that process (see `host`). Its handle is a plain serde
-//! value: pass it to a child as an argument, or inside a message, and use it there;
-//! requests travel along the tree as `Service` envelopes. A handle names its
-//! primitive by an id *and* a random secret, so a forged or corrupted handle reaches
-//! nothing (`SyncError::Forged`). When the host process is gone, every request fails
-//! with `SyncError::OwnerGone`: nothing blocks for ever.
+//! A primitive lives in the process that created it, its *host*. Two kinds:
+//!
+//! - **In shared memory** (`Lock`, `RLock`, the semaphores, `Event`, `Queue`): every
+//!   process that uses one maps its segment and works on it directly, with no
+//!   message when nobody waits; waiters sleep on a word (`park`). The host only
+//!   watches the processes that use it, and clears what a dead one held
+//!   (`host::Watched`).
+//! - **Served by the host** (`Condition`, `Barrier`): a pure state machine of
+//!   `multiproc_core::sync`, fed requests that travel along the tree as `Service`
+//!   envelopes (`client` asks, `host` answers, `wire` is what travels).
+//!
+//! Either way a handle is a plain serde value: pass it to a child as an argument,
+//! or inside a message, and use it there (`refs` counts handles, so that the host
+//! frees a primitive with its last one). A handle names its primitive by an id
+//! *and* a random secret, so a forged or corrupted handle reaches nothing
+//! (`SyncError::Forged`). When the host process is gone, every request fails with
+//! `SyncError::OwnerGone`: nothing blocks for ever.
 
 mod barrier;
 mod client;

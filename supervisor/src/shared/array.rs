@@ -43,7 +43,7 @@ impl<T: Pod> RawArray<T> {
     ///
     /// # Errors
     ///
-    /// [`SharedMemoryError::Size`] for an empty one; as [`RawValue::new`].
+    /// [`SharedMemoryError::Size`] for an empty one; as [`RawValue::new`](super::RawValue::new).
     pub fn from_slice(items: &[T]) -> Result<RawArray<T>, SharedMemoryError> {
         let a = RawArray::<T>::zeroed_uninit(items.len())?;
         a.write(0, items)?;

@@ -26,7 +26,7 @@ impl Event {
     ///
     /// # Errors
     ///
-    /// As [`Lock::new`].
+    /// As [`Lock::new`](super::Lock::new).
     pub fn new() -> Result<Event, SyncError> {
         Ok(Event {
             mem: Mapped::create(

@@ -34,7 +34,7 @@ impl RLock {
     ///
     /// # Errors
     ///
-    /// As [`Lock::new`].
+    /// As [`Lock::new`](super::Lock::new).
     pub fn new() -> Result<RLock, SyncError> {
         Ok(RLock {
             mem: Mapped::create(
