@@ -107,7 +107,7 @@ pub use multiproc_transport::{
 /// The misuse errors inside [`SyncError`].
 pub mod sync {
     pub use multiproc_core::queue::QueueError;
-    pub use multiproc_core::sync::SyncError as Misuse;
+    pub use multiproc_core::sync::Misuse;
 }
 
 /// Python's `multiprocessing.connection`: connections between processes that did

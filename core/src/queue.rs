@@ -1,6 +1,6 @@
 //! Misuse of a queue. The queue itself is a ring in shared memory: its layout is
 //! [`crate::ring`], its rules (delivery once, `task_done`, what a dead consumer
-//! gives back) are [`crate::ringqueue`].
+//! gives back) are [`crate::ring_queue`].
 
 use serde::{Deserialize, Serialize};
 

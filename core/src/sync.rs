@@ -4,7 +4,7 @@
 //! process hosting a primitive feeds it requests and deaths and sends the answers it
 //! returns; waiting and timeouts belong to the caller (a timed-out wait is
 //! cancelled). `Lock`, `RLock`, the semaphores and `Event` live in shared memory
-//! instead: see [`crate::lockword`] and [`crate::semstate`].
+//! instead: see [`crate::lock_word`] and [`crate::sem_state`].
 //!
 //! # Invariants
 //!
@@ -20,6 +20,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::Identity;
 
+mod barrier;
+mod condition;
+
+pub use barrier::{Arrive, BarrierOutcome, BarrierState};
+pub use condition::{ConditionState, Woken};
+
 /// One wait request, numbered by the hosting actor.
 pub type WaitId = u64;
 
@@ -34,7 +40,7 @@ pub struct Holder {
 
 /// Misuse of a primitive, with Python's meaning.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum SyncError {
+pub enum Misuse {
     /// `release` of a lock that is not held, or a bounded semaphore over its value
     /// (Python's `ValueError: semaphore or lock released too many times`).
     #[error("semaphore or lock released too many times")]
@@ -172,13 +178,13 @@ impl Sem {
     ///
     /// # Errors
     ///
-    /// [`SyncError::NotOwner`] for an `RLock` `holder` does not own;
-    /// [`SyncError::ReleasedTooManyTimes`] for a free lock or a bounded semaphore at
+    /// [`Misuse::NotOwner`] for an `RLock` `holder` does not own;
+    /// [`Misuse::ReleasedTooManyTimes`] for a free lock or a bounded semaphore at
     /// its limit.
-    pub fn release(&mut self, holder: &Holder) -> Result<Vec<Grant>, SyncError> {
+    pub fn release(&mut self, holder: &Holder) -> Result<Vec<Grant>, Misuse> {
         match self.kind {
             SemKind::RLock => {
-                let depth = self.held.get_mut(holder).ok_or(SyncError::NotOwner)?;
+                let depth = self.held.get_mut(holder).ok_or(Misuse::NotOwner)?;
                 *depth -= 1;
                 if *depth > 0 {
                     return Ok(Vec::new());
@@ -187,7 +193,7 @@ impl Sem {
                 self.value = 1;
             }
             SemKind::Lock | SemKind::Bounded if self.value >= self.initial => {
-                return Err(SyncError::ReleasedTooManyTimes);
+                return Err(Misuse::ReleasedTooManyTimes);
             }
             _ => {
                 // Anyone may release: the releaser's own permit if it has one, else the
@@ -213,10 +219,10 @@ impl Sem {
 
     /// Fully releases an `RLock` (or one permit) held by `holder`, returning the depth
     /// it had: what a `Condition` wait does before it sleeps.
-    fn release_all(&mut self, holder: &Holder) -> Result<(usize, Vec<Grant>), SyncError> {
+    fn release_all(&mut self, holder: &Holder) -> Result<(usize, Vec<Grant>), Misuse> {
         let depth = self.held_by(holder);
         if depth == 0 {
-            return Err(SyncError::NotHeld);
+            return Err(Misuse::NotHeld);
         }
         if self.kind == SemKind::RLock {
             self.held.remove(holder);
@@ -268,309 +274,18 @@ impl Sem {
     }
 }
 
-/// `Condition` over a [`Sem`] lock.
-#[derive(Debug, Clone)]
-pub struct Condition {
-    lock: Sem,
-    /// Waits asleep on the condition, with the lock depth each must get back.
-    sleeping: VecDeque<(WaitId, Holder, usize)>,
-    /// Waits woken (or timed out) and queued for the lock, with their depth and
-    /// whether they were notified.
-    depth: BTreeMap<WaitId, (usize, bool)>,
-}
-
-/// A condition wait whose lock is granted again: it returns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Woken {
-    /// The wait.
-    pub wait: WaitId,
-    /// Whom it was for.
-    pub holder: Holder,
-    /// `true` if notified, `false` if it timed out (Python's `wait` result).
-    pub notified: bool,
-    /// Whether a holder of the lock died meanwhile.
-    pub owner_died: bool,
-}
-
-impl Condition {
-    /// A condition over a fresh lock of this kind (Python's default is an `RLock`).
-    pub fn new(kind: SemKind) -> Condition {
-        Condition {
-            lock: Sem::new(kind, 1),
-            sleeping: VecDeque::new(),
-            depth: BTreeMap::new(),
-        }
-    }
-
-    /// The lock's state.
-    pub fn lock(&self) -> &Sem {
-        &self.lock
-    }
-
-    /// Acquires the lock, as [`Sem::acquire`]. (Releases go through
-    /// [`Condition::release`], which also hands the lock back to woken waits.)
-    pub fn acquire(&mut self, holder: &Holder, wait: WaitId, block: bool) -> Acquire {
-        self.lock.acquire(holder, wait, block)
-    }
-
-    /// Waits asleep.
-    pub fn sleeping(&self) -> usize {
-        self.sleeping.len()
-    }
-
-    /// Grants of the lock: to plain acquirers, or to woken waits (which then return).
-    fn sort(&mut self, grants: Vec<Grant>) -> (Vec<Grant>, Vec<Woken>) {
-        let mut plain = Vec::new();
-        let mut woken = Vec::new();
-        for g in grants {
-            match self.depth.remove(&g.wait) {
-                Some((depth, notified)) => {
-                    if let Some(d) = self.lock.held.get_mut(&g.holder) {
-                        *d = depth;
-                    }
-                    woken.push(Woken {
-                        wait: g.wait,
-                        holder: g.holder,
-                        notified,
-                        owner_died: g.owner_died,
-                    });
-                }
-                None => plain.push(g),
-            }
-        }
-        (plain, woken)
-    }
-
-    /// Releases the lock `holder` holds (all levels) and sleeps until notified.
-    ///
-    /// # Errors
-    ///
-    /// [`SyncError::NotHeld`] without the lock.
-    pub fn wait(
-        &mut self,
-        holder: &Holder,
-        wait: WaitId,
-    ) -> Result<(Vec<Grant>, Vec<Woken>), SyncError> {
-        let (depth, grants) = self.lock.release_all(holder)?;
-        self.sleeping.push_back((wait, holder.clone(), depth));
-        Ok(self.sort(grants))
-    }
-
-    /// Wakes up to `n` sleeping waits: they queue for the lock, which they get back
-    /// when `holder` (and those before them) release it.
-    ///
-    /// # Errors
-    ///
-    /// [`SyncError::NotHeld`] without the lock.
-    pub fn notify(&mut self, holder: &Holder, n: usize) -> Result<(), SyncError> {
-        if self.lock.held_by(holder) == 0 {
-            return Err(SyncError::NotHeld);
-        }
-        for _ in 0..n {
-            let Some((wait, h, depth)) = self.sleeping.pop_front() else {
-                break;
-            };
-            self.requeue(wait, h, depth, true);
-        }
-        Ok(())
-    }
-
-    fn requeue(&mut self, wait: WaitId, holder: Holder, depth: usize, notified: bool) {
-        self.depth.insert(wait, (depth, notified));
-        self.lock.waiting.push_back((wait, holder));
-    }
-
-    /// A sleeping wait timed out: it still gets the lock back before it returns
-    /// (`notified: false`). Returns what that grants now.
-    pub fn time_out(&mut self, wait: WaitId) -> (Vec<Grant>, Vec<Woken>) {
-        if let Some(pos) = self.sleeping.iter().position(|(w, _, _)| *w == wait) {
-            let (wait, h, depth) = self.sleeping.remove(pos).expect("position is valid");
-            self.requeue(wait, h, depth, false);
-        }
-        let grants = self.lock.serve();
-        self.sort(grants)
-    }
-
-    /// Releases one level of the lock (as [`Sem::release`]), waking whoever gets it.
-    ///
-    /// # Errors
-    ///
-    /// As [`Sem::release`].
-    pub fn release(&mut self, holder: &Holder) -> Result<(Vec<Grant>, Vec<Woken>), SyncError> {
-        let grants = self.lock.release(holder)?;
-        Ok(self.sort(grants))
-    }
-
-    /// `process` died: its lock levels and waits are gone.
-    pub fn process_died(&mut self, process: &Identity) -> (Vec<Grant>, Vec<Woken>) {
-        self.sleeping.retain(|(_, h, _)| h.process != *process);
-        let gone: Vec<WaitId> = self
-            .lock
-            .waiting
-            .iter()
-            .filter(|(_, h)| h.process == *process)
-            .map(|(w, _)| *w)
-            .collect();
-        for w in gone {
-            self.depth.remove(&w);
-        }
-        let grants = self.lock.process_died(process);
-        self.sort(grants)
-    }
-}
-
-/// How a barrier wait ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BarrierOutcome {
-    /// Passed, with this index (0 for the first to arrive).
-    Passed(usize),
-    /// The barrier broke (a timeout, an abort, a reset, a party that died, a failed
-    /// action).
-    Broken,
-}
-
-/// The answer to a barrier wait.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Arrive {
-    /// Queued until the others come.
-    Queued,
-    /// The last party: run the action, then report it with
-    /// [`Barrier::action_done`].
-    RunAction(usize),
-    /// Everyone passes (this wait included), with these outcomes.
-    Released(Vec<(WaitId, BarrierOutcome)>),
-}
-
-/// `Barrier(parties, action)`.
-#[derive(Debug, Clone)]
-pub struct Barrier {
-    parties: usize,
-    has_action: bool,
-    arrived: Vec<(WaitId, Holder)>,
-    broken: bool,
-    draining: bool,
-}
-
-impl Barrier {
-    /// A barrier for `parties` (at least 1), with an action run by the last to arrive.
-    pub fn new(parties: usize, has_action: bool) -> Barrier {
-        Barrier {
-            parties: parties.max(1),
-            has_action,
-            arrived: Vec::new(),
-            broken: false,
-            draining: false,
-        }
-    }
-
-    /// Python's `parties`.
-    pub fn parties(&self) -> usize {
-        self.parties
-    }
-
-    /// Python's `n_waiting`.
-    pub fn n_waiting(&self) -> usize {
-        self.arrived.len()
-    }
-
-    /// Python's `broken`.
-    pub fn broken(&self) -> bool {
-        self.broken
-    }
-
-    /// A party arrives.
-    ///
-    /// # Errors
-    ///
-    /// [`SyncError::BrokenBarrier`] when the barrier is broken.
-    pub fn wait(&mut self, holder: &Holder, wait: WaitId) -> Result<Arrive, SyncError> {
-        if self.broken || self.draining {
-            return Err(SyncError::BrokenBarrier);
-        }
-        self.arrived.push((wait, holder.clone()));
-        let index = self.arrived.len() - 1;
-        if self.arrived.len() < self.parties {
-            return Ok(Arrive::Queued);
-        }
-        if self.has_action {
-            self.draining = true;
-            return Ok(Arrive::RunAction(index));
-        }
-        Ok(Arrive::Released(self.release()))
-    }
-
-    fn release(&mut self) -> Vec<(WaitId, BarrierOutcome)> {
-        self.draining = false;
-        self.arrived
-            .drain(..)
-            .enumerate()
-            .map(|(i, (w, _))| (w, BarrierOutcome::Passed(i)))
-            .collect()
-    }
-
-    /// The last party ran the action; `ok` if it succeeded. Returns every waiter's
-    /// outcome (a failed action breaks the barrier).
-    pub fn action_done(&mut self, ok: bool) -> Vec<(WaitId, BarrierOutcome)> {
-        if ok && self.draining {
-            self.release()
-        } else {
-            self.break_all()
-        }
-    }
-
-    fn break_all(&mut self) -> Vec<(WaitId, BarrierOutcome)> {
-        self.broken = true;
-        self.draining = false;
-        self.arrived
-            .drain(..)
-            .map(|(w, _)| (w, BarrierOutcome::Broken))
-            .collect()
-    }
-
-    /// A wait timed out: the barrier breaks, for everyone (as in Python).
-    pub fn time_out(&mut self, wait: WaitId) -> Vec<(WaitId, BarrierOutcome)> {
-        if self.arrived.iter().any(|(w, _)| *w == wait) {
-            self.break_all()
-        } else {
-            Vec::new()
-        }
-    }
-
-    /// Python's `abort`: broken until `reset`.
-    pub fn abort(&mut self) -> Vec<(WaitId, BarrierOutcome)> {
-        self.break_all()
-    }
-
-    /// Python's `reset`: waiting parties get `Broken`; the barrier is whole again.
-    pub fn reset(&mut self) -> Vec<(WaitId, BarrierOutcome)> {
-        let out = self.break_all();
-        self.broken = false;
-        out
-    }
-
-    /// `process` died: if one of its parties was waiting, the barrier breaks (Python's
-    /// barrier would leave the others waiting for ever).
-    pub fn process_died(&mut self, process: &Identity) -> Vec<(WaitId, BarrierOutcome)> {
-        if self.arrived.iter().any(|(_, h)| h.process == *process) {
-            self.break_all()
-        } else {
-            Vec::new()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn h(p: u32, t: u64) -> Holder {
+    pub(super) fn h(p: u32, t: u64) -> Holder {
         Holder {
             process: Identity::from_path(vec![p]),
             thread: t,
         }
     }
 
-    const GOT: Acquire = Acquire::Granted { owner_died: false };
+    pub(super) const GOT: Acquire = Acquire::Granted { owner_died: false };
 
     #[test]
     fn a_lock_may_be_released_by_anyone_but_not_twice() {
@@ -582,7 +297,7 @@ mod tests {
         assert_eq!(g.len(), 1);
         assert_eq!((g[0].wait, g[0].holder.clone()), (3, h(2, 0)));
         l.release(&h(2, 0)).unwrap();
-        assert_eq!(l.release(&h(2, 0)), Err(SyncError::ReleasedTooManyTimes));
+        assert_eq!(l.release(&h(2, 0)), Err(Misuse::ReleasedTooManyTimes));
     }
 
     #[test]
@@ -597,7 +312,7 @@ mod tests {
             Acquire::Queued,
             "another thread of the same process waits"
         );
-        assert_eq!(l.release(&b), Err(SyncError::NotOwner));
+        assert_eq!(l.release(&b), Err(Misuse::NotOwner));
         assert!(l.release(&a).unwrap().is_empty(), "one level left");
         let g = l.release(&a).unwrap();
         assert_eq!(g[0].holder, b);
@@ -618,7 +333,7 @@ mod tests {
             "a plain semaphore grows past its initial value"
         );
         let mut b = Sem::new(SemKind::Bounded, 1);
-        assert_eq!(b.release(&h(1, 0)), Err(SyncError::ReleasedTooManyTimes));
+        assert_eq!(b.release(&h(1, 0)), Err(Misuse::ReleasedTooManyTimes));
     }
 
     #[test]
@@ -668,92 +383,5 @@ mod tests {
         }
         assert!(s.process_died(&Identity::from_path(vec![1])).is_empty());
         assert_eq!(s.value(), 3);
-    }
-
-    #[test]
-    fn a_condition_wait_gives_up_the_lock_and_gets_it_back_at_its_depth() {
-        let mut c = Condition::new(SemKind::RLock);
-        let (a, b) = (h(1, 0), h(2, 0));
-        assert_eq!(c.acquire(&a, 1, true), GOT);
-        assert_eq!(c.acquire(&a, 2, true), GOT);
-        let (grants, woken) = c.wait(&a, 10).unwrap();
-        assert!(grants.is_empty() && woken.is_empty());
-        assert!(!c.lock().locked(), "the waiter gave the lock up");
-        assert_eq!(c.acquire(&b, 3, true), GOT);
-        assert_eq!(c.notify(&a, 1), Err(SyncError::NotHeld));
-        c.notify(&b, 1).unwrap();
-        let (grants, woken) = c.release(&b).unwrap();
-        assert!(grants.is_empty());
-        assert_eq!(woken.len(), 1);
-        assert!(woken[0].notified);
-        assert_eq!(c.lock().held_by(&a), 2, "its recursion depth is restored");
-    }
-
-    #[test]
-    fn a_timed_out_condition_wait_returns_false_once_it_has_the_lock() {
-        let mut c = Condition::new(SemKind::Lock);
-        let (a, b) = (h(1, 0), h(2, 0));
-        c.acquire(&a, 1, true);
-        c.wait(&a, 10).unwrap();
-        c.acquire(&b, 2, true);
-        let (_, woken) = c.time_out(10);
-        assert!(woken.is_empty(), "b holds the lock");
-        let (_, woken) = c.release(&b).unwrap();
-        assert_eq!(woken[0].wait, 10);
-        assert!(!woken[0].notified);
-        assert_eq!(c.wait(&b, 11), Err(SyncError::NotHeld));
-    }
-
-    #[test]
-    fn a_barrier_releases_everyone_with_their_index() {
-        let mut b = Barrier::new(3, false);
-        assert_eq!(b.wait(&h(1, 0), 1).unwrap(), Arrive::Queued);
-        assert_eq!(b.wait(&h(2, 0), 2).unwrap(), Arrive::Queued);
-        assert_eq!(b.n_waiting(), 2);
-        assert_eq!(
-            b.wait(&h(3, 0), 3).unwrap(),
-            Arrive::Released(vec![
-                (1, BarrierOutcome::Passed(0)),
-                (2, BarrierOutcome::Passed(1)),
-                (3, BarrierOutcome::Passed(2))
-            ])
-        );
-        assert_eq!(b.n_waiting(), 0, "and it can be used again");
-    }
-
-    #[test]
-    fn a_barrier_action_runs_before_the_release_and_its_failure_breaks_it() {
-        let mut b = Barrier::new(2, true);
-        b.wait(&h(1, 0), 1).unwrap();
-        assert_eq!(b.wait(&h(2, 0), 2).unwrap(), Arrive::RunAction(1));
-        assert_eq!(b.action_done(true).len(), 2);
-        b.wait(&h(1, 0), 3).unwrap();
-        b.wait(&h(2, 0), 4).unwrap();
-        assert!(
-            b.action_done(false)
-                .iter()
-                .all(|(_, o)| *o == BarrierOutcome::Broken)
-        );
-        assert!(b.broken());
-        assert_eq!(b.wait(&h(1, 0), 5), Err(SyncError::BrokenBarrier));
-        assert!(b.reset().is_empty());
-        assert!(!b.broken());
-    }
-
-    #[test]
-    fn a_party_that_dies_or_times_out_breaks_the_barrier_for_the_others() {
-        let mut b = Barrier::new(3, false);
-        b.wait(&h(1, 0), 1).unwrap();
-        b.wait(&h(2, 0), 2).unwrap();
-        let out = b.process_died(&Identity::from_path(vec![2]));
-        assert_eq!(
-            out,
-            vec![(1, BarrierOutcome::Broken), (2, BarrierOutcome::Broken)]
-        );
-        b.reset();
-        b.wait(&h(1, 0), 3).unwrap();
-        assert_eq!(b.time_out(3), vec![(3, BarrierOutcome::Broken)]);
-        assert!(b.broken());
-        assert_eq!(b.abort(), vec![]);
     }
 }

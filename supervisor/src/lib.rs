@@ -9,14 +9,14 @@
 pub mod fuzz;
 mod manager;
 mod pool;
-mod primitives;
 mod process;
 // The services' paths before the process service had a folder; gone once they name
 // the new ones.
 use process::{actor, target};
 mod runtime;
-mod sharedctypes;
+mod shared;
 mod supervisor;
+mod sync;
 
 pub use actor::{Actor, ActorRef, BoxError};
 pub use manager::{
@@ -26,10 +26,6 @@ pub use manager::{
 };
 pub use multiproc_core::StartMethod;
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo};
-pub use primitives::{
-    Barrier, BoundedSemaphore, Condition, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release,
-    Semaphore, SimpleQueue, SyncError, timeout_secs,
-};
 pub use process::{DEFAULT_HANDSHAKE_TIMEOUT, Process, Sentinel};
 pub use runtime::bootstrap::init;
 pub use runtime::children::{ChildInfo, DEFAULT_SHUTDOWN_TIMEOUT, active_children, stop_children};
@@ -41,13 +37,17 @@ pub use runtime::exit::{EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT
 pub use runtime::heartbeat::heartbeat;
 pub use runtime::spawn::Output;
 pub use runtime::stop::{stop_requested, wait_for_stop};
-pub use sharedctypes::{
+pub use shared::{
     Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, SharedMemoryError, SharedMemoryRef,
     Value, ValueGuard,
 };
 pub use supervisor::{
     AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,
     Supervisor, SupervisorEvent, SupervisorExit, SupervisorRef, actor_child, function_child,
+};
+pub use sync::{
+    Barrier, BoundedSemaphore, Condition, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release,
+    Semaphore, SimpleQueue, SyncError, timeout_secs,
 };
 pub use target::{Outcome, Target, Task};
 
@@ -112,7 +112,7 @@ pub mod __private {
 
         /// (primitives hosted here, live handles here): for tests of the counting.
         pub fn primitive_counts() -> (usize, usize) {
-            crate::primitives::__primitive_counts()
+            crate::sync::__primitive_counts()
         }
     }
 

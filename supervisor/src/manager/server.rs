@@ -54,7 +54,7 @@ impl Server {
             next_id: AtomicU64::new(1),
             next_conn: AtomicU64::new(1),
             registry,
-            incarnation: crate::primitives::secret(),
+            incarnation: crate::sync::secret(),
         }
     }
 

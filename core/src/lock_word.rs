@@ -10,23 +10,23 @@
 //! compare-and-swap, and the host applies [`holder_died`] on a death.
 //!
 //! ```
-//! use multiproc_core::lockword::{self, Try};
+//! use multiproc_core::lock_word::{self, Try};
 //!
-//! let w = lockword::FREE;
-//! let Try::Acquired { word: w, owner_died } = lockword::try_acquire(w, 41, false) else {
+//! let w = lock_word::FREE;
+//! let Try::Acquired { word: w, owner_died } = lock_word::try_acquire(w, 41, false) else {
 //!     unreachable!()
 //! };
 //! assert!(!owner_died);
-//! assert_eq!(lockword::holder(w), Some(41));
+//! assert_eq!(lock_word::holder(w), Some(41));
 //! // Process 41 dies holding it: the next acquirer is told.
-//! let (w, _wake) = lockword::holder_died(w, 41).unwrap();
+//! let (w, _wake) = lock_word::holder_died(w, 41).unwrap();
 //! assert!(matches!(
-//!     lockword::try_acquire(w, 42, false),
+//!     lock_word::try_acquire(w, 42, false),
 //!     Try::Acquired { owner_died: true, .. }
 //! ));
 //! ```
 
-use crate::sync::SyncError;
+use crate::sync::Misuse;
 
 /// Nobody holds it.
 pub const FREE: u32 = 0;
@@ -84,10 +84,10 @@ pub fn mark_waiting(word: u32) -> u32 {
 ///
 /// # Errors
 ///
-/// [`SyncError::ReleasedTooManyTimes`] when nobody holds it.
-pub fn release(word: u32) -> Result<(u32, bool), SyncError> {
+/// [`Misuse::ReleasedTooManyTimes`] when nobody holds it.
+pub fn release(word: u32) -> Result<(u32, bool), Misuse> {
     match holder(word) {
-        None => Err(SyncError::ReleasedTooManyTimes),
+        None => Err(Misuse::ReleasedTooManyTimes),
         Some(_) => Ok((FREE, word & WAITERS != 0)),
     }
 }
@@ -136,9 +136,9 @@ mod tests {
 
     #[test]
     fn releasing_a_free_lock_is_misuse() {
-        assert_eq!(release(FREE), Err(SyncError::ReleasedTooManyTimes));
-        assert_eq!(release(DIED), Err(SyncError::ReleasedTooManyTimes));
-        assert_eq!(release(WAITERS), Err(SyncError::ReleasedTooManyTimes));
+        assert_eq!(release(FREE), Err(Misuse::ReleasedTooManyTimes));
+        assert_eq!(release(DIED), Err(Misuse::ReleasedTooManyTimes));
+        assert_eq!(release(WAITERS), Err(Misuse::ReleasedTooManyTimes));
     }
 
     #[test]

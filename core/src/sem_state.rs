@@ -6,7 +6,7 @@
 //! the table of holders is full holds it untracked: its death does not give it back.
 //!
 //! ```
-//! use multiproc_core::semstate::SemState;
+//! use multiproc_core::sem_state::SemState;
 //!
 //! let mut s = SemState::new(1, true);
 //! assert_eq!(s.try_acquire(41), Some(false));
@@ -16,7 +16,7 @@
 //! assert_eq!(s.try_acquire(42), Some(true));
 //! ```
 
-use crate::sync::SyncError;
+use crate::sync::Misuse;
 
 /// Processes whose permits are tracked.
 pub const HOLDERS: usize = 32;
@@ -83,11 +83,11 @@ impl SemState {
     ///
     /// # Errors
     ///
-    /// [`SyncError::ReleasedTooManyTimes`] when a bounded semaphore would go past its
+    /// [`Misuse::ReleasedTooManyTimes`] when a bounded semaphore would go past its
     /// value.
-    pub fn release(&mut self, pid: u32) -> Result<(), SyncError> {
+    pub fn release(&mut self, pid: u32) -> Result<(), Misuse> {
         if self.bounded != 0 && self.value >= self.initial {
-            return Err(SyncError::ReleasedTooManyTimes);
+            return Err(Misuse::ReleasedTooManyTimes);
         }
         self.value += 1;
         if let Some(h) = self.holding(pid) {
@@ -151,10 +151,10 @@ mod tests {
     #[test]
     fn a_bounded_semaphore_refuses_over_release() {
         let mut s = SemState::new(1, true);
-        assert_eq!(s.release(9), Err(SyncError::ReleasedTooManyTimes));
+        assert_eq!(s.release(9), Err(Misuse::ReleasedTooManyTimes));
         assert_eq!(s.try_acquire(9), Some(false));
         s.release(9).unwrap();
-        assert_eq!(s.release(9), Err(SyncError::ReleasedTooManyTimes));
+        assert_eq!(s.release(9), Err(Misuse::ReleasedTooManyTimes));
     }
 
     #[test]
@@ -188,7 +188,7 @@ mod tests {
 /// how many times it holds it.
 ///
 /// ```
-/// use multiproc_core::semstate::RLockState;
+/// use multiproc_core::sem_state::RLockState;
 ///
 /// let mut r = RLockState::default();
 /// assert_eq!(r.try_acquire(7, 1), Some(false));
@@ -231,11 +231,11 @@ impl RLockState {
     ///
     /// # Errors
     ///
-    /// [`SyncError::NotOwner`] when the caller does not own it (Python's
+    /// [`Misuse::NotOwner`] when the caller does not own it (Python's
     /// `AssertionError`), free or not.
-    pub fn release(&mut self, pid: u32, thread: u32) -> Result<bool, SyncError> {
+    pub fn release(&mut self, pid: u32, thread: u32) -> Result<bool, Misuse> {
         if self.pid != pid || self.thread != thread || self.depth == 0 {
-            return Err(SyncError::NotOwner);
+            return Err(Misuse::NotOwner);
         }
         self.depth -= 1;
         if self.depth == 0 {
@@ -266,11 +266,11 @@ mod rlock_tests {
     #[test]
     fn only_the_owning_thread_releases_and_depth_counts() {
         let mut r = RLockState::default();
-        assert_eq!(r.release(1, 1), Err(SyncError::NotOwner), "free");
+        assert_eq!(r.release(1, 1), Err(Misuse::NotOwner), "free");
         assert_eq!(r.try_acquire(1, 1), Some(false));
         assert_eq!(r.try_acquire(1, 1), Some(false));
         assert_eq!(r.try_acquire(1, 2), None, "another thread");
-        assert_eq!(r.release(1, 2), Err(SyncError::NotOwner));
+        assert_eq!(r.release(1, 2), Err(Misuse::NotOwner));
         assert_eq!(r.release(1, 1), Ok(false));
         assert_eq!(r.release(1, 1), Ok(true));
         assert_eq!(r.try_acquire(2, 1), Some(false));

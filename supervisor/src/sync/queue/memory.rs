@@ -1,9 +1,9 @@
-//! Primitives whose state is in shared memory: every process that uses one maps its
-//! segment and works on it directly, with no message when nobody has to wait. The
-//! host keeps what memory cannot: it watches the processes that mapped the segment
-//! and clears what a dead one held (see `host::process_died`).
+//! A queue's memory: every process that uses the queue maps its segment and puts and
+//! gets there directly, with no message when nobody has to wait. The host keeps what
+//! memory cannot: it watches the processes that mapped the segment and gives back
+//! what a dead consumer had taken (see `host::process_died`).
 //!
-//! A queue's ring is plain memory changed under the queue's lock: borrowing it is
+//! The ring is plain memory changed under the queue's lock: borrowing it is
 //! `unsafe`, and each borrow says which lock makes it exclusive.
 
 #![allow(unsafe_code)]
@@ -12,207 +12,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use multiproc_core::lockword::{self, Try};
-use multiproc_core::ringqueue::{Counters, Died, PutError, RingQueue, Slot, Taken};
-use multiproc_core::semstate::{RLockState, SemState};
+use multiproc_core::ring_queue::{Counters, Died, PutError, RingQueue, Slot, Taken};
 
-use super::SyncError;
-use super::park::{self, Attempt, Park};
 use crate::runtime::shm::{self, Segment};
-
-/// Bytes of a lock's segment: its header and its word, each on a cache line.
-pub(crate) const LOCK_LEN: usize = 128;
-/// Where a segment keeps its magic number and the secret of its handles.
-const MAGIC_AT: usize = 0;
-const SECRET_AT: usize = 8;
-/// Where a lock keeps its word.
-pub(crate) const LOCK_WORD_AT: usize = 64;
-/// "mp-lock\0".
-pub(crate) const LOCK_MAGIC: u64 = u64::from_le_bytes(*b"mp-lock\0");
-
-/// Turns a contended acquire spins before it sleeps: a holder on the other CPU
-/// usually lets go sooner than a sleep and a wake-up take.
-const SPINS: u32 = 200;
-
-/// The outcome of taking a lock: a previous holder that died is an error, with the
-/// lock held.
-fn taken(owner_died: bool) -> Result<bool, SyncError> {
-    if owner_died {
-        Err(SyncError::OwnerDied)
-    } else {
-        Ok(true)
-    }
-}
-
-/// Writes a new segment's header.
-pub(crate) fn init(seg: &Segment, magic: u64, secret: u64) {
-    seg.u64_at(SECRET_AT).store(secret, Ordering::Relaxed);
-    seg.u64_at(MAGIC_AT).store(magic, Ordering::Release);
-}
-
-/// Whether `seg` is a segment of kind `magic` for handles with `secret`.
-pub(crate) fn genuine(seg: &Segment, magic: u64, secret: u64) -> bool {
-    seg.len() >= LOCK_LEN
-        && seg.u64_at(MAGIC_AT).load(Ordering::Acquire) == magic
-        && seg.u64_at(SECRET_AT).load(Ordering::Relaxed) == secret
-}
-
-/// A lock word in a mapped segment.
-#[derive(Debug, Clone)]
-pub(crate) struct LockWord {
-    seg: Arc<Segment>,
-    at: usize,
-}
-
-impl LockWord {
-    pub(crate) fn new(seg: Arc<Segment>, at: usize) -> LockWord {
-        LockWord { seg, at }
-    }
-
-    fn word(&self) -> &AtomicU32 {
-        self.seg.u32_at(self.at)
-    }
-
-    /// Takes the lock at once if it is free: `Some(owner_died)`.
-    pub(crate) fn try_lock(&self) -> Option<bool> {
-        let word = self.word();
-        let v = word.load(Ordering::Relaxed);
-        match lockword::try_acquire(v, shm::my_pid(), false) {
-            Try::Acquired {
-                word: new,
-                owner_died,
-            } => word
-                .compare_exchange(v, new, Ordering::Acquire, Ordering::Relaxed)
-                .ok()
-                .map(|_| owner_died),
-            Try::Held => None,
-        }
-    }
-
-    /// Takes the lock, waiting at most `timeout` (for ever: `None`): whether it was
-    /// taken.
-    ///
-    /// # Errors
-    ///
-    /// [`SyncError::OwnerDied`] (taken, the previous holder died holding it);
-    /// [`SyncError::OwnerGone`] when the host is found gone while waiting.
-    pub(crate) fn lock(
-        &self,
-        timeout: Option<Duration>,
-        host: &multiproc_core::Identity,
-    ) -> Result<bool, SyncError> {
-        for _ in 0..SPINS {
-            if let Some(owner_died) = self.try_lock() {
-                return taken(owner_died);
-            }
-            std::hint::spin_loop();
-        }
-        let mut waited = false;
-        park::block_until(park::deadline(timeout), host, |expired| {
-            self.attempt(&mut waited, expired)
-        })
-    }
-
-    /// As [`lock`](LockWord::lock), from an async task; cancel-safe (see `park`).
-    pub(crate) async fn lock_async(
-        &self,
-        timeout: Option<Duration>,
-        host: &multiproc_core::Identity,
-    ) -> Result<bool, SyncError> {
-        let mut waited = false;
-        park::wait_until(park::deadline(timeout), host, |expired| {
-            self.attempt(&mut waited, expired)
-        })
-        .await
-    }
-
-    /// One attempt to take the lock; else, marked as waited for, where to sleep.
-    fn attempt(&self, waited: &mut bool, expired: bool) -> Result<Attempt<bool>, SyncError> {
-        let word = self.word();
-        let me = shm::my_pid();
-        loop {
-            let v = word.load(Ordering::Relaxed);
-            match lockword::try_acquire(v, me, *waited) {
-                Try::Acquired {
-                    word: new,
-                    owner_died,
-                } => {
-                    if word
-                        .compare_exchange(v, new, Ordering::Acquire, Ordering::Relaxed)
-                        .is_ok()
-                    {
-                        return taken(owner_died).map(Attempt::Ready);
-                    }
-                    continue;
-                }
-                Try::Held => {}
-            }
-            if expired {
-                return Ok(Attempt::Ready(false));
-            }
-            let marked = lockword::mark_waiting(v);
-            if marked != v
-                && word
-                    .compare_exchange(v, marked, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
-                continue;
-            }
-            // Whoever sleeps here keeps the mark on when it takes the lock: others
-            // may sleep on it too.
-            *waited = true;
-            return Ok(Attempt::Park(Park {
-                seg: Arc::clone(&self.seg),
-                at: self.at,
-                seen: marked,
-            }));
-        }
-    }
-
-    /// Releases the lock (whoever holds it).
-    ///
-    /// # Errors
-    ///
-    /// [`SyncError::Misuse`] when it is not held.
-    pub(crate) fn unlock(&self) -> Result<(), SyncError> {
-        let word = self.word();
-        let mut v = word.load(Ordering::Relaxed);
-        loop {
-            let (new, wake) = lockword::release(v)?;
-            match word.compare_exchange(v, new, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => {
-                    if wake {
-                        shm::wake(word, 1);
-                    }
-                    return Ok(());
-                }
-                Err(now) => v = now,
-            }
-        }
-    }
-
-    /// Process `pid` died: if it held the lock, frees it for the next, who is told.
-    pub(crate) fn holder_died(&self, pid: u32) {
-        let word = self.word();
-        let mut v = word.load(Ordering::Relaxed);
-        while let Some((new, wake)) = lockword::holder_died(v, pid) {
-            match word.compare_exchange(v, new, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => {
-                    if wake {
-                        shm::wake(word, 1);
-                    }
-                    return;
-                }
-                Err(now) => v = now,
-            }
-        }
-    }
-
-    /// Whether it is held now.
-    pub(crate) fn is_locked(&self) -> bool {
-        lockword::holder(self.word().load(Ordering::Relaxed)).is_some()
-    }
-}
+use crate::sync::host::Watched;
+use crate::sync::lock::LockWord;
+use crate::sync::mapped::{genuine, init};
+use crate::sync::park::{self, Attempt, Park};
+use crate::sync::{SyncError, thread_token};
 
 /// A queue in shared memory: a [`RingQueue`] under a [`LockWord`], and three words
 /// to sleep on (items came, room came, all done), each with a mark that someone
@@ -661,6 +468,24 @@ impl QueueMem {
     }
 }
 
+/// The host gives back what a dead consumer had taken.
+impl Watched for Arc<QueueMem> {
+    fn process_died(&self, pid: u32, host: &multiproc_core::Identity) {
+        let (q, host) = (Arc::clone(self), host.clone());
+        // Taking the queue's lock may wait for another process.
+        crate::runtime::handle().spawn_blocking(move || {
+            let died = q.consumer_died(pid, &host);
+            if died.lost > 0 {
+                tracing::warn!(
+                    pid,
+                    lost = died.lost,
+                    "a consumer died holding queue items too large to keep; they count as done"
+                );
+            }
+        });
+    }
+}
+
 /// The slots of a queue, under its lock.
 struct Slots<'a> {
     mem: &'a QueueMem,
@@ -719,7 +544,7 @@ impl Slots<'_> {
             0
         } else {
             // Never 0: 0 is "every thread".
-            (super::thread_token() as u32).max(1)
+            (thread_token() as u32).max(1)
         };
         if let Some(i) = self.find(me, thread) {
             cache_slot(self.mem, i as u32);
@@ -791,362 +616,4 @@ fn cache_slot(mem: &QueueMem, slot: u32) {
             cache.prune_at = (2 * cache.slots.len()).max(SLOT_CACHE_PRUNE_MIN);
         }
     });
-}
-
-/// "mp-event".
-pub(crate) const EVENT_MAGIC: u64 = u64::from_le_bytes(*b"mp-event");
-/// Bytes of an event's segment: its header and its word.
-pub(crate) const EVENT_LEN: usize = 128;
-const EVENT_WORD_AT: usize = 64;
-
-/// An event's word in shared memory: the flag in bit 0, and above it a count of
-/// the times it was set, so that a waiter woken by a `set` returns `true` even if a
-/// `clear` came before it looked (as Python's `wait` does).
-#[derive(Debug, Clone)]
-pub(crate) struct EventWord {
-    seg: Arc<Segment>,
-}
-
-impl EventWord {
-    pub(crate) fn new(seg: Arc<Segment>) -> EventWord {
-        EventWord { seg }
-    }
-
-    fn word(&self) -> &AtomicU32 {
-        self.seg.u32_at(EVENT_WORD_AT)
-    }
-
-    /// Sets it and wakes every waiter.
-    pub(crate) fn set(&self) {
-        let word = self.word();
-        let mut v = word.load(Ordering::Relaxed);
-        while v & 1 == 0 {
-            // A new set: the next count, flag up.
-            let new = (v & !1).wrapping_add(2) | 1;
-            match word.compare_exchange(v, new, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => {
-                    shm::wake(word, u32::MAX);
-                    return;
-                }
-                Err(now) => v = now,
-            }
-        }
-    }
-
-    /// Clears it.
-    pub(crate) fn clear(&self) {
-        self.word().fetch_and(!1, Ordering::Release);
-    }
-
-    /// Whether it is set.
-    pub(crate) fn is_set(&self) -> bool {
-        self.word().load(Ordering::Acquire) & 1 == 1
-    }
-
-    /// Waits until it is set (or was set meanwhile), at most `timeout`: whether
-    /// it was.
-    ///
-    /// # Errors
-    ///
-    /// [`SyncError::OwnerGone`] when its host is found gone while waiting.
-    pub(crate) fn wait(
-        &self,
-        timeout: Option<Duration>,
-        host: &multiproc_core::Identity,
-    ) -> Result<bool, SyncError> {
-        let seen = self.word().load(Ordering::Acquire);
-        park::block_until(park::deadline(timeout), host, |expired| {
-            Ok(self.wait_once(seen, expired))
-        })
-    }
-
-    /// As [`wait`](EventWord::wait), from an async task.
-    pub(crate) async fn wait_async(
-        &self,
-        timeout: Option<Duration>,
-        host: &multiproc_core::Identity,
-    ) -> Result<bool, SyncError> {
-        let seen = self.word().load(Ordering::Acquire);
-        park::wait_until(park::deadline(timeout), host, |expired| {
-            Ok(self.wait_once(seen, expired))
-        })
-        .await
-    }
-
-    /// Set when the wait began, or set since (perhaps cleared again): over.
-    fn wait_once(&self, seen: u32, expired: bool) -> Attempt<bool> {
-        if seen & 1 == 1 || self.word().load(Ordering::Acquire) != seen {
-            Attempt::Ready(true)
-        } else if expired {
-            Attempt::Ready(false)
-        } else {
-            Attempt::Park(Park {
-                seg: Arc::clone(&self.seg),
-                at: EVENT_WORD_AT,
-                seen,
-            })
-        }
-    }
-}
-
-/// "mp-semaf".
-pub(crate) const SEM_MAGIC: u64 = u64::from_le_bytes(*b"mp-semaf");
-/// "mp-rlock".
-pub(crate) const RLOCK_MAGIC: u64 = u64::from_le_bytes(*b"mp-rlock");
-const GUARDED_LOCK_AT: usize = 64;
-/// The word waiters sleep on, and the mark that some may.
-const GUARDED_SEQ_AT: usize = 128;
-const GUARDED_ASLEEP_AT: usize = 132;
-const GUARDED_STATE_AT: usize = 192;
-/// Bytes of a guarded primitive's segment.
-pub(crate) const fn guarded_len<S>() -> usize {
-    GUARDED_STATE_AT + std::mem::size_of::<S>()
-}
-
-/// A state that a process's death changes (it held something).
-pub(crate) trait Held: Copy + Send + 'static {
-    /// Process `pid` died: whether that freed something (wake the waiters).
-    fn process_died(&mut self, pid: u32) -> bool;
-}
-
-impl Held for SemState {
-    fn process_died(&mut self, pid: u32) -> bool {
-        SemState::process_died(self, pid) > 0
-    }
-}
-
-impl Held for RLockState {
-    fn process_died(&mut self, pid: u32) -> bool {
-        RLockState::process_died(self, pid)
-    }
-}
-
-/// A primitive in shared memory whose state is plain data under a [`LockWord`]
-/// (a semaphore, a recursive lock), with a word to sleep on until it changes.
-#[derive(Debug)]
-pub(crate) struct Guarded<S> {
-    seg: Arc<Segment>,
-    lock: LockWord,
-    _s: std::marker::PhantomData<fn(S) -> S>,
-}
-
-impl<S> Clone for Guarded<S> {
-    fn clone(&self) -> Self {
-        Guarded {
-            seg: Arc::clone(&self.seg),
-            lock: self.lock.clone(),
-            _s: std::marker::PhantomData,
-        }
-    }
-}
-
-/// A semaphore in shared memory.
-pub(crate) type SemMem = Guarded<SemState>;
-/// A recursive lock in shared memory.
-pub(crate) type RLockMem = Guarded<RLockState>;
-
-impl<S: Held> Guarded<S> {
-    /// A new primitive's memory (in a segment just made), holding `state`.
-    pub(crate) fn init(seg: Arc<Segment>, state: S) -> Guarded<S> {
-        let mem = Guarded::new(seg);
-        // SAFETY: a new segment: no other process has it yet.
-        unsafe { *mem.seg.pod_mut::<S>(GUARDED_STATE_AT) = state };
-        mem
-    }
-
-    pub(crate) fn new(seg: Arc<Segment>) -> Guarded<S> {
-        Guarded {
-            lock: LockWord::new(Arc::clone(&seg), GUARDED_LOCK_AT),
-            seg,
-            _s: std::marker::PhantomData,
-        }
-    }
-
-    /// Runs `f` on the state under the lock; wakes the sleepers when it says so.
-    pub(crate) fn locked<R>(
-        &self,
-        host: &multiproc_core::Identity,
-        f: impl FnOnce(&mut S) -> (R, bool),
-    ) -> Result<R, SyncError> {
-        match self.lock.lock(None, host) {
-            Ok(_) | Err(SyncError::OwnerDied) => {}
-            Err(e) => return Err(e),
-        }
-        // SAFETY: under the primitive's lock, in every process that touches it.
-        let (out, wake) = f(unsafe { self.seg.pod_mut::<S>(GUARDED_STATE_AT) });
-        let wake = wake
-            && self
-                .seg
-                .u32_at(GUARDED_ASLEEP_AT)
-                .swap(0, Ordering::Relaxed)
-                != 0;
-        if wake {
-            self.seg
-                .u32_at(GUARDED_SEQ_AT)
-                .fetch_add(1, Ordering::Release);
-        }
-        self.lock.unlock()?;
-        if wake {
-            shm::wake(self.seg.u32_at(GUARDED_SEQ_AT), u32::MAX);
-        }
-        Ok(out)
-    }
-
-    /// One try of `attempt` under the lock: its value, or (marked as a sleeper)
-    /// where to sleep; once `expired`, `None`.
-    fn attempt<R>(
-        &self,
-        host: &multiproc_core::Identity,
-        expired: bool,
-        attempt: impl FnOnce(&mut S) -> Option<R>,
-    ) -> Result<Attempt<Option<R>>, SyncError> {
-        self.locked(host, |s| match attempt(s) {
-            Some(r) => (Attempt::Ready(Some(r)), false),
-            None if expired => (Attempt::Ready(None), false),
-            None => {
-                // Marked and read under the lock: a change after it bumps the word,
-                // and the sleep returns at once.
-                self.seg
-                    .u32_at(GUARDED_ASLEEP_AT)
-                    .store(1, Ordering::Relaxed);
-                let seen = self.seg.u32_at(GUARDED_SEQ_AT).load(Ordering::Acquire);
-                (
-                    Attempt::Park(Park {
-                        seg: Arc::clone(&self.seg),
-                        at: GUARDED_SEQ_AT,
-                        seen,
-                    }),
-                    false,
-                )
-            }
-        })
-    }
-
-    /// Process `pid` died (the host's news): frees its lock word if it held it, and
-    /// what it held of the state.
-    pub(crate) fn holder_died(&self, pid: u32, host: &multiproc_core::Identity) {
-        self.lock.holder_died(pid);
-        let _ = self.locked(host, |s| ((), s.process_died(pid)));
-    }
-}
-
-/// An acquire's outcome from whether one was taken (`Some`) and whether a holder
-/// died since the last (`Some(true)`, taken: an error that holds it).
-fn took(outcome: Option<bool>) -> Result<bool, SyncError> {
-    match outcome {
-        Some(true) => Err(SyncError::OwnerDied),
-        Some(false) => Ok(true),
-        None => Ok(false),
-    }
-}
-
-impl SemMem {
-    /// Takes a permit, waiting at most `timeout`: whether it did.
-    ///
-    /// # Errors
-    ///
-    /// [`SyncError::OwnerDied`] (taken; a holder died holding permits since the
-    /// last acquire); [`SyncError::OwnerGone`] (found while waiting).
-    pub(crate) fn acquire(
-        &self,
-        timeout: Option<Duration>,
-        host: &multiproc_core::Identity,
-    ) -> Result<bool, SyncError> {
-        let me = shm::my_pid();
-        took(park::block_until(
-            park::deadline(timeout),
-            host,
-            |expired| self.attempt(host, expired, |s| s.try_acquire(me)),
-        )?)
-    }
-
-    /// As [`acquire`](SemMem::acquire), from an async task; cancel-safe (see
-    /// `park`).
-    pub(crate) async fn acquire_async(
-        &self,
-        timeout: Option<Duration>,
-        host: &multiproc_core::Identity,
-    ) -> Result<bool, SyncError> {
-        let me = shm::my_pid();
-        took(
-            park::wait_until(park::deadline(timeout), host, |expired| {
-                self.attempt(host, expired, |s| s.try_acquire(me))
-            })
-            .await?,
-        )
-    }
-
-    /// Gives a permit back.
-    ///
-    /// # Errors
-    ///
-    /// [`SyncError::Misuse`] past a bounded semaphore's value.
-    pub(crate) fn release(&self, host: &multiproc_core::Identity) -> Result<(), SyncError> {
-        let me = shm::my_pid();
-        self.locked(host, |s| match s.release(me) {
-            Ok(()) => (Ok(()), true),
-            Err(e) => (Err(SyncError::Misuse(e)), false),
-        })?
-    }
-
-    /// Permits free now.
-    pub(crate) fn value(&self, host: &multiproc_core::Identity) -> Result<u64, SyncError> {
-        self.locked(host, |s| (s.value, false))
-    }
-}
-
-impl RLockMem {
-    /// Takes it for this thread, waiting at most `timeout`: whether it did.
-    ///
-    /// # Errors
-    ///
-    /// [`SyncError::OwnerDied`] (taken; its last owner died holding it);
-    /// [`SyncError::OwnerGone`] (found while waiting).
-    pub(crate) fn acquire(
-        &self,
-        thread: u32,
-        timeout: Option<Duration>,
-        host: &multiproc_core::Identity,
-    ) -> Result<bool, SyncError> {
-        let me = shm::my_pid();
-        took(park::block_until(
-            park::deadline(timeout),
-            host,
-            |expired| self.attempt(host, expired, |s| s.try_acquire(me, thread)),
-        )?)
-    }
-
-    /// As [`acquire`](RLockMem::acquire), from an async task; cancel-safe (see
-    /// `park`).
-    pub(crate) async fn acquire_async(
-        &self,
-        thread: u32,
-        timeout: Option<Duration>,
-        host: &multiproc_core::Identity,
-    ) -> Result<bool, SyncError> {
-        let me = shm::my_pid();
-        took(
-            park::wait_until(park::deadline(timeout), host, |expired| {
-                self.attempt(host, expired, |s| s.try_acquire(me, thread))
-            })
-            .await?,
-        )
-    }
-
-    /// Releases it once, for this thread.
-    ///
-    /// # Errors
-    ///
-    /// [`SyncError::Misuse`] when this thread does not own it.
-    pub(crate) fn release(
-        &self,
-        thread: u32,
-        host: &multiproc_core::Identity,
-    ) -> Result<(), SyncError> {
-        let me = shm::my_pid();
-        self.locked(host, |s| match s.release(me, thread) {
-            Ok(free) => (Ok(()), free),
-            Err(e) => (Err(SyncError::Misuse(e)), false),
-        })?
-    }
 }

@@ -15,6 +15,7 @@
 //! word, so the abandoned one returns at once, and a wake-up it may have consumed
 //! (a lock's release wakes one sleeper) is passed on to the others, who look again.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -151,4 +152,54 @@ impl Drop for WakeOnDrop {
             shm::wake(seg.u32_at(self.1), u32::MAX);
         }
     }
+}
+
+/// An acquire's outcome from whether one was taken (`Some`) and whether a holder
+/// died since the last (`Some(true)`, taken: an error that holds it).
+pub(crate) fn took(outcome: Option<bool>) -> Result<bool, SyncError> {
+    match outcome {
+        Some(true) => Err(SyncError::OwnerDied),
+        Some(false) => Ok(true),
+        None => Ok(false),
+    }
+}
+
+/// The acquire of a lock or semaphore in shared memory, from an async task, written
+/// once for all of them: a try that never waits (`try_now`, the fast path: no
+/// message, no system call, no blocking thread), then, if the caller blocks, the
+/// wait (`wait`, cancel-safe). `Ok(false)` when it would block and `block` is false.
+///
+/// # Errors
+///
+/// [`SyncError::OwnerDied`] (taken, from either step), and whatever the wait fails
+/// with.
+pub(crate) async fn acquire<W>(
+    block: bool,
+    try_now: impl FnOnce() -> Result<bool, SyncError>,
+    wait: impl FnOnce() -> W,
+) -> Result<bool, SyncError>
+where
+    W: Future<Output = Result<bool, SyncError>>,
+{
+    if try_now()? {
+        return Ok(true);
+    }
+    if !block {
+        return Ok(false);
+    }
+    wait().await
+}
+
+/// As [`acquire`], from a thread that may block: the wait tries first itself, so
+/// a caller that blocks goes straight to it, and one that does not only tries.
+///
+/// # Errors
+///
+/// As [`acquire`].
+pub(crate) fn acquire_blocking(
+    block: bool,
+    try_now: impl FnOnce() -> Result<bool, SyncError>,
+    wait: impl FnOnce() -> Result<bool, SyncError>,
+) -> Result<bool, SyncError> {
+    if block { wait() } else { try_now() }
 }

@@ -11,11 +11,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use multiproc_core::sync::{
-    Acquire, Arrive, Barrier, BarrierOutcome, Condition, Grant, Holder, WaitId, Woken,
+    Acquire, Arrive, BarrierOutcome, BarrierState, ConditionState, Grant, Holder, WaitId, Woken,
 };
 use multiproc_core::{Body, Envelope, Identity, RemoteError, codec};
 
-use multiproc_core::sync::SyncError;
+use multiproc_core::sync::Misuse;
 
 use super::wire::{Answer, Fault, Op, Request};
 use crate::runtime;
@@ -26,16 +26,22 @@ pub(crate) enum State {
     /// A primitive whose state is all in shared memory, with no holder to watch
     /// (an `Event`): the host keeps its memory, and answers nothing.
     Mapped,
-    /// A queue in shared memory: the host gives back what a dead consumer took.
-    SharedQueue(std::sync::Arc<super::shared::QueueMem>),
-    Condition(Condition),
-    Barrier(Barrier),
-    /// A lock in shared memory: the host only frees it when its holder dies.
-    Lock(super::shared::LockWord),
-    /// A semaphore in shared memory: the host gives back a dead holder's permits.
-    Semaphore(super::shared::SemMem),
-    /// A recursive lock in shared memory: the host frees it when its owner dies.
-    RLock(super::shared::RLockMem),
+    /// A primitive in shared memory that processes hold parts of (a lock, a
+    /// semaphore's permits, a queue's items taken): the host clears what a dead
+    /// one held.
+    Watched(Box<dyn Watched>),
+    Condition(ConditionState),
+    Barrier(BarrierState),
+}
+
+/// A primitive in shared memory, as its host sees it: the host knows no layout, it
+/// only passes on the news that a process that mapped it died. So the host depends
+/// on no primitive, and each primitive's file says what a death does to it.
+pub(crate) trait Watched: Send {
+    /// Process `pid`, which mapped the primitive, died: clear what it held. Called
+    /// with the host locked: what may wait for another process (taking a lock in
+    /// shared memory) must go to a blocking task.
+    fn process_died(&self, pid: u32, host: &Identity);
 }
 
 struct Slot {
@@ -205,50 +211,15 @@ fn process_died(process: &Identity) {
         let ids: Vec<u64> = h.prims.keys().copied().collect();
         for id in ids {
             let grants = match &mut h.prims.get_mut(&id).expect("listed").state {
-                State::SharedQueue(q) => {
+                State::Watched(w) => {
                     if let Some(pid) = pid {
-                        let q = std::sync::Arc::clone(q);
-                        let host = me().identity.clone();
-                        // Taking the queue's lock may wait for another process.
-                        runtime::handle().spawn_blocking(move || {
-                            let died = q.consumer_died(pid, &host);
-                            if died.lost > 0 {
-                                tracing::warn!(
-                                    pid,
-                                    lost = died.lost,
-                                    "a consumer died holding queue items too large to keep; they count as done"
-                                );
-                            }
-                        });
+                        w.process_died(pid, &me().identity);
                     }
-                    Outcome::Grants(Vec::new())
+                    Wakeups::Grants(Vec::new())
                 }
-                State::Mapped => Outcome::Grants(Vec::new()),
-                State::Condition(c) => Outcome::Cond(c.process_died(process)),
-                State::Barrier(b) => Outcome::Barrier(b.process_died(process)),
-                State::RLock(r) => {
-                    if let Some(pid) = pid {
-                        let r = r.clone();
-                        let host = me().identity.clone();
-                        runtime::handle().spawn_blocking(move || r.holder_died(pid, &host));
-                    }
-                    Outcome::Grants(Vec::new())
-                }
-                State::Semaphore(sem) => {
-                    if let Some(pid) = pid {
-                        let sem = sem.clone();
-                        let host = me().identity.clone();
-                        // Taking the semaphore's lock may wait for another process.
-                        runtime::handle().spawn_blocking(move || sem.holder_died(pid, &host));
-                    }
-                    Outcome::Grants(Vec::new())
-                }
-                State::Lock(word) => {
-                    if let Some(pid) = pid {
-                        word.holder_died(pid);
-                    }
-                    Outcome::Grants(Vec::new())
-                }
+                State::Mapped => Wakeups::Grants(Vec::new()),
+                State::Condition(c) => Wakeups::Cond(c.process_died(process)),
+                State::Barrier(b) => Wakeups::Barrier(b.process_died(process)),
             };
             h.complete(grants, &mut replies);
         }
@@ -276,7 +247,8 @@ fn acquired(a: Acquire) -> Option<Answer> {
     }
 }
 
-enum Outcome {
+/// The waits that a change of state completed, to be answered (see `Host::complete`).
+enum Wakeups {
     Grants(Vec<Grant>),
     Cond((Vec<Grant>, Vec<Woken>)),
     Barrier(Vec<(WaitId, BarrierOutcome)>),
@@ -316,9 +288,9 @@ impl Host {
         Some(route)
     }
 
-    fn complete(&mut self, outcome: Outcome, replies: &mut Replies) {
+    fn complete(&mut self, outcome: Wakeups, replies: &mut Replies) {
         match outcome {
-            Outcome::Grants(grants) => {
+            Wakeups::Grants(grants) => {
                 for g in grants {
                     if let Some((to, corr)) = self.done(g.wait) {
                         replies.push((
@@ -331,8 +303,8 @@ impl Host {
                     }
                 }
             }
-            Outcome::Cond((grants, woken)) => {
-                self.complete(Outcome::Grants(grants), replies);
+            Wakeups::Cond((grants, woken)) => {
+                self.complete(Wakeups::Grants(grants), replies);
                 for w in woken {
                     if let Some((to, corr)) = self.done(w.wait) {
                         replies.push((
@@ -346,13 +318,13 @@ impl Host {
                     }
                 }
             }
-            Outcome::Barrier(outcomes) => {
+            Wakeups::Barrier(outcomes) => {
                 for (wait, outcome) in outcomes {
                     if let Some((to, corr)) = self.done(wait) {
                         let answer = match outcome {
                             BarrierOutcome::Passed(i) => Answer::Passed(i),
                             BarrierOutcome::Broken => {
-                                Answer::Fault(Fault::Sync(SyncError::BrokenBarrier))
+                                Answer::Fault(Fault::Sync(Misuse::BrokenBarrier))
                             }
                         };
                         replies.push((to, corr, answer));
@@ -363,6 +335,13 @@ impl Host {
     }
 
     /// Handles one request; `None` when its answer waits.
+    ///
+    /// # Protocol
+    ///
+    /// A request names its primitive by id *and* secret, or is `Forged`. Its sender
+    /// is watched from its first request on (see the module documentation). Then:
+    /// handle counting (`Lend`, `Claim`, `Detach`, see `refs`), the cancel of a wait
+    /// that timed out, or an operation of the primitive's own kind.
     fn handle(
         &mut self,
         from: &Identity,
@@ -381,137 +360,182 @@ impl Host {
             *watch = Some(from.clone());
         }
         match request.op {
-            Op::Lend | Op::Claim | Op::Detach => {
-                let slot = self.prims.get_mut(&id).expect("checked");
-                match request.op {
-                    Op::Lend => slot.lent += 1,
-                    Op::Claim => {
-                        slot.lent -= 1;
-                        slot.holders.insert(from.clone());
-                    }
-                    _ => {
-                        slot.holders.remove(from);
-                    }
-                }
-                self.free_if_unused(id);
-                return Some(Answer::Done);
+            op @ (Op::Lend | Op::Claim | Op::Detach) => Some(self.count(id, from, op)),
+            Op::Cancel { corr: asked } => {
+                Some(Answer::Cancelled(self.cancel(id, from, asked, replies)))
             }
-            _ => {}
+            op => self.operate(id, from, corr, op, replies),
         }
-        if let Op::Cancel { corr: asked } = request.op {
-            let cancelled = match self.waits.get(&(from.clone(), asked)).copied() {
-                Some((prim, wait)) if prim == id => {
-                    let state = &mut self.prims.get_mut(&id).expect("checked").state;
-                    let (gone, outcome) = match state {
-                        State::Mapped | State::Semaphore(_) | State::RLock(_) => (false, None),
-                        State::SharedQueue(_) => (false, None),
-                        State::Lock(_) => (false, None),
-                        // A condition wait that times out still takes the lock back
-                        // before it returns: it stays, and is answered `Woken`.
-                        State::Condition(c) => (false, Some(Outcome::Cond(c.time_out(wait)))),
-                        // A barrier wait that times out breaks the barrier for all.
-                        State::Barrier(b) => {
-                            let outcomes = b.time_out(wait);
-                            let mine = outcomes.iter().any(|(w, _)| *w == wait);
-                            (
-                                mine,
-                                Some(Outcome::Barrier(
-                                    outcomes.into_iter().filter(|(w, _)| *w != wait).collect(),
-                                )),
-                            )
-                        }
-                    };
-                    if gone {
-                        self.done(wait);
-                    }
-                    if let Some(outcome) = outcome {
-                        self.complete(outcome, replies);
-                    }
-                    gone
-                }
-                _ => false,
-            };
-            return Some(Answer::Cancelled(cancelled));
+    }
+
+    /// A handle of primitive `id` was lent, claimed or dropped by `from` (see `refs`).
+    fn count(&mut self, id: u64, from: &Identity, op: Op) -> Answer {
+        let slot = self.prims.get_mut(&id).expect("checked");
+        match op {
+            Op::Lend => slot.lent += 1,
+            Op::Claim => {
+                slot.lent -= 1;
+                slot.holders.insert(from.clone());
+            }
+            _ => {
+                slot.holders.remove(from);
+            }
         }
-        let holder = |thread| Holder {
-            process: from.clone(),
-            thread,
+        self.free_if_unused(id);
+        Answer::Done
+    }
+
+    /// Forgets the wait that `from`'s call `asked` made on primitive `id`: whether it
+    /// was still waiting (else its answer is already on its way).
+    fn cancel(&mut self, id: u64, from: &Identity, asked: u64, replies: &mut Replies) -> bool {
+        let Some((prim, wait)) = self.waits.get(&(from.clone(), asked)).copied() else {
+            return false;
         };
+        if prim != id {
+            return false;
+        }
+        let state = &mut self.prims.get_mut(&id).expect("checked").state;
+        let (gone, wakeups) = match state {
+            State::Mapped | State::Watched(_) => (false, None),
+            // A condition wait that times out still takes the lock back before it
+            // returns: it stays, and is answered `Woken`.
+            State::Condition(c) => (false, Some(Wakeups::Cond(c.time_out(wait)))),
+            // A barrier wait that times out breaks the barrier for all.
+            State::Barrier(b) => {
+                let outcomes = b.time_out(wait);
+                let mine = outcomes.iter().any(|(w, _)| *w == wait);
+                (
+                    mine,
+                    Some(Wakeups::Barrier(
+                        outcomes.into_iter().filter(|(w, _)| *w != wait).collect(),
+                    )),
+                )
+            }
+        };
+        if gone {
+            self.done(wait);
+        }
+        if let Some(wakeups) = wakeups {
+            self.complete(wakeups, replies);
+        }
+        gone
+    }
+
+    /// An operation of primitive `id`'s own kind; `None` when its answer waits, and
+    /// then the wait is registered, to be answered when a change completes it.
+    fn operate(
+        &mut self,
+        id: u64,
+        from: &Identity,
+        corr: u64,
+        op: Op,
+        replies: &mut Replies,
+    ) -> Option<Answer> {
         // A wait number for this request; it is registered (to be answered later)
         // only if the request has to wait, which most do not.
         self.next_wait += 1;
         let wait = self.next_wait;
         let state = &mut self.prims.get_mut(&id).expect("checked").state;
-        let (answer, outcome) = match (state, request.op) {
-            (State::Condition(c), Op::Acquire { thread, block }) => {
-                (acquired(c.acquire(&holder(thread), wait, block)), None)
-            }
-            (State::Condition(c), Op::Release { thread }) => match c.release(&holder(thread)) {
-                Ok(out) => (Some(Answer::Done), Some(Outcome::Cond(out))),
-                Err(e) => (Some(Answer::Fault(Fault::Sync(e))), None),
-            },
-            (State::Condition(c), Op::CondWait { thread }) => match c.wait(&holder(thread), wait) {
-                Ok(out) => (None, Some(Outcome::Cond(out))),
-                Err(e) => (Some(Answer::Fault(Fault::Sync(e))), None),
-            },
-            (State::Condition(c), Op::CondNotify { thread, n }) => {
-                match c.notify(&holder(thread), n) {
-                    Ok(()) => (Some(Answer::Done), None),
-                    Err(e) => (Some(Answer::Fault(Fault::Sync(e))), None),
+        let (answer, wakeups) = match state {
+            State::Condition(c) => condition_op(c, from, wait, op),
+            State::Barrier(b) => barrier_op(b, from, wait, op),
+            State::Watched(_) => match op {
+                Op::Attach { pid } => {
+                    self.pids.insert(from.clone(), pid);
+                    (Some(Answer::Done), None)
                 }
-            }
-            (State::Barrier(b), Op::BarrierWait { thread }) => {
-                match b.wait(&holder(thread), wait) {
-                    Ok(Arrive::Queued) => (None, None),
-                    Ok(Arrive::RunAction(i)) => (Some(Answer::RunAction(i)), None),
-                    Ok(Arrive::Released(mut outcomes)) => {
-                        let mine = outcomes
-                            .iter()
-                            .position(|(w, _)| *w == wait)
-                            .map(|p| outcomes.remove(p));
-                        let answer = match mine {
-                            Some((_, BarrierOutcome::Passed(i))) => Answer::Passed(i),
-                            _ => Answer::Fault(Fault::Sync(SyncError::BrokenBarrier)),
-                        };
-                        (Some(answer), Some(Outcome::Barrier(outcomes)))
-                    }
-                    Err(e) => (Some(Answer::Fault(Fault::Sync(e))), None),
-                }
-            }
-            (State::Barrier(b), Op::BarrierActionDone { ok }) => (
-                Some(Answer::Done),
-                Some(Outcome::Barrier(b.action_done(ok))),
-            ),
-            (State::Barrier(b), Op::BarrierAbort) => {
-                (Some(Answer::Done), Some(Outcome::Barrier(b.abort())))
-            }
-            (State::Barrier(b), Op::BarrierReset) => {
-                (Some(Answer::Done), Some(Outcome::Barrier(b.reset())))
-            }
-            (State::Barrier(b), Op::BarrierInfo) => (
-                Some(Answer::BarrierInfo {
-                    parties: b.parties(),
-                    n_waiting: b.n_waiting(),
-                    broken: b.broken(),
-                }),
-                None,
-            ),
-            (
-                State::Lock(_) | State::SharedQueue(_) | State::Semaphore(_) | State::RLock(_),
-                Op::Attach { pid },
-            ) => {
-                self.pids.insert(from.clone(), pid);
-                (Some(Answer::Done), None)
-            }
-            _ => (Some(Answer::Fault(Fault::WrongKind)), None),
+                _ => wrong_kind(),
+            },
+            State::Mapped => wrong_kind(),
         };
         if answer.is_none() {
             self.waits.insert((from.clone(), corr), (id, wait));
             self.routes.insert(wait, (from.clone(), corr));
         }
-        if let Some(outcome) = outcome {
-            self.complete(outcome, replies);
+        if let Some(wakeups) = wakeups {
+            self.complete(wakeups, replies);
         }
         answer
+    }
+}
+
+/// What an operation came to: its answer (`None` while it waits), and the waits of
+/// others that it completed.
+type Handled = (Option<Answer>, Option<Wakeups>);
+
+fn wrong_kind() -> Handled {
+    (Some(Answer::Fault(Fault::WrongKind)), None)
+}
+
+fn misuse(e: Misuse) -> Handled {
+    (Some(Answer::Fault(Fault::Sync(e))), None)
+}
+
+/// The caller's thread `thread`, as a holder.
+fn holder(from: &Identity, thread: u64) -> Holder {
+    Holder {
+        process: from.clone(),
+        thread,
+    }
+}
+
+/// A condition's operations: its lock's, `wait` and `notify`.
+fn condition_op(c: &mut ConditionState, from: &Identity, wait: WaitId, op: Op) -> Handled {
+    match op {
+        Op::Acquire { thread, block } => (
+            acquired(c.acquire(&holder(from, thread), wait, block)),
+            None,
+        ),
+        Op::Release { thread } => match c.release(&holder(from, thread)) {
+            Ok(out) => (Some(Answer::Done), Some(Wakeups::Cond(out))),
+            Err(e) => misuse(e),
+        },
+        Op::CondWait { thread } => match c.wait(&holder(from, thread), wait) {
+            Ok(out) => (None, Some(Wakeups::Cond(out))),
+            Err(e) => misuse(e),
+        },
+        Op::CondNotify { thread, n } => match c.notify(&holder(from, thread), n) {
+            Ok(()) => (Some(Answer::Done), None),
+            Err(e) => misuse(e),
+        },
+        _ => wrong_kind(),
+    }
+}
+
+/// A barrier's operations: `wait` (and the action's end), `abort`, `reset`, and
+/// what it is now.
+fn barrier_op(b: &mut BarrierState, from: &Identity, wait: WaitId, op: Op) -> Handled {
+    match op {
+        Op::BarrierWait { thread } => match b.wait(&holder(from, thread), wait) {
+            Ok(Arrive::Queued) => (None, None),
+            Ok(Arrive::RunAction(i)) => (Some(Answer::RunAction(i)), None),
+            Ok(Arrive::Released(mut outcomes)) => {
+                let mine = outcomes
+                    .iter()
+                    .position(|(w, _)| *w == wait)
+                    .map(|p| outcomes.remove(p));
+                let answer = match mine {
+                    Some((_, BarrierOutcome::Passed(i))) => Answer::Passed(i),
+                    _ => Answer::Fault(Fault::Sync(Misuse::BrokenBarrier)),
+                };
+                (Some(answer), Some(Wakeups::Barrier(outcomes)))
+            }
+            Err(e) => misuse(e),
+        },
+        Op::BarrierActionDone { ok } => (
+            Some(Answer::Done),
+            Some(Wakeups::Barrier(b.action_done(ok))),
+        ),
+        Op::BarrierAbort => (Some(Answer::Done), Some(Wakeups::Barrier(b.abort()))),
+        Op::BarrierReset => (Some(Answer::Done), Some(Wakeups::Barrier(b.reset()))),
+        Op::BarrierInfo => (
+            Some(Answer::BarrierInfo {
+                parties: b.parties(),
+                n_waiting: b.n_waiting(),
+                broken: b.broken(),
+            }),
+            None,
+        ),
+        _ => wrong_kind(),
     }
 }

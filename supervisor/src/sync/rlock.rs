@@ -1,0 +1,205 @@
+//! `RLock`: its handle, and its owner and depth in shared memory.
+
+use std::time::Duration;
+
+use multiproc_core::sem_state::RLockState;
+use serde::{Deserialize, Serialize};
+
+use super::guarded::{self, Guarded};
+use super::host::State;
+use super::mapped::Mapped;
+use super::park::{self, took};
+use super::{Guard, Release, SyncError, thread_token};
+use crate::runtime::shm;
+
+/// "mp-rlock".
+pub(crate) const RLOCK_MAGIC: u64 = u64::from_le_bytes(*b"mp-rlock");
+/// A recursive lock in shared memory.
+pub(crate) type RLockMem = Guarded<RLockState>;
+
+/// Python's `RLock`: recursive, owned by one thread of one process; a release by
+/// any other is [`SyncError::Misuse`].
+///
+/// Its state (owner and depth) is in shared memory under a lock word: taking it
+/// free, or again, costs no message. The process that created it hosts it: when
+/// its owner's process dies, the host frees it and the next acquirer is told
+/// ([`SyncError::OwnerDied`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RLock {
+    mem: Mapped<RLockMem>,
+}
+
+impl RLock {
+    /// A new recursive lock, hosted by this process.
+    ///
+    /// # Errors
+    ///
+    /// As [`Lock::new`](super::Lock::new).
+    pub fn new() -> Result<RLock, SyncError> {
+        Ok(RLock {
+            mem: Mapped::create(
+                "multiproc-rlock",
+                guarded::guarded_len::<RLockState>(),
+                RLOCK_MAGIC,
+                |seg| RLockMem::init(seg, RLockState::default()),
+                |r| State::Watched(Box::new(r.clone())),
+            )?,
+        })
+    }
+
+    async fn state(&self) -> Result<&RLockMem, SyncError> {
+        self.mem.attached(RLOCK_MAGIC, RLockMem::new).await
+    }
+
+    fn state_blocking(&self) -> Result<&RLockMem, SyncError> {
+        self.mem.attached_blocking(RLOCK_MAGIC, RLockMem::new)
+    }
+
+    /// This thread, as an owner (never 0).
+    fn me() -> u32 {
+        (thread_token() as u32).max(1)
+    }
+
+    /// Acquires it (Python's `acquire(block, timeout)`): `Ok(false)` when it would
+    /// block and `block` is false, or `timeout` ran out. An async task's owner is
+    /// the thread that polls it when it calls `acquire`. Cancel-safe: a future
+    /// dropped before it completes has not taken the lock.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerDied`] when it *was* acquired but its previous owner died
+    /// holding it; [`SyncError::OwnerGone`]; [`SyncError::Forged`].
+    pub async fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
+        let state = self.state().await?;
+        let me = RLock::me();
+        let owner = &self.mem.addr.owner;
+        park::acquire(
+            block,
+            || state.acquire(me, Some(Duration::ZERO), owner),
+            || state.acquire_async(me, timeout, owner),
+        )
+        .await
+    }
+
+    /// As [`acquire`](RLock::acquire), from a thread that may block.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](RLock::acquire).
+    pub fn acquire_blocking(
+        &self,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<bool, SyncError> {
+        let state = self.state_blocking()?;
+        let me = RLock::me();
+        let owner = &self.mem.addr.owner;
+        park::acquire_blocking(
+            block,
+            || state.acquire(me, Some(Duration::ZERO), owner),
+            || state.acquire(me, timeout, owner),
+        )
+    }
+
+    /// Releases it once.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Misuse`] when this thread does not own it; [`SyncError::OwnerGone`].
+    pub async fn release(&self) -> Result<(), SyncError> {
+        self.state()
+            .await?
+            .release(RLock::me(), &self.mem.addr.owner)
+    }
+
+    /// As [`release`](RLock::release), from a thread that may block.
+    ///
+    /// # Errors
+    ///
+    /// As [`release`](RLock::release).
+    pub fn release_blocking(&self) -> Result<(), SyncError> {
+        self.state_blocking()?
+            .release(RLock::me(), &self.mem.addr.owner)
+    }
+
+    /// Acquires it for as long as the guard lives (Python's `with rlock:`).
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](RLock::acquire), except that a dead previous owner is
+    /// [`Guard::owner_died`], not an error.
+    pub async fn guard(&self) -> Result<Guard<'_, Self>, SyncError> {
+        Guard::acquired(self, self.acquire(true, None).await)
+    }
+
+    /// As [`guard`](RLock::guard), from a thread that may block.
+    ///
+    /// # Errors
+    ///
+    /// As [`guard`](RLock::guard).
+    pub fn guard_blocking(&self) -> Result<Guard<'_, Self>, SyncError> {
+        Guard::acquired(self, self.acquire_blocking(true, None))
+    }
+}
+
+impl Release for RLock {
+    fn release_now(&self) {
+        let _ = self.release_blocking();
+    }
+}
+
+impl RLockMem {
+    /// Takes it for this thread, waiting at most `timeout`: whether it did.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerDied`] (taken; its last owner died holding it);
+    /// [`SyncError::OwnerGone`] (found while waiting).
+    pub(crate) fn acquire(
+        &self,
+        thread: u32,
+        timeout: Option<Duration>,
+        host: &multiproc_core::Identity,
+    ) -> Result<bool, SyncError> {
+        let me = shm::my_pid();
+        took(park::block_until(
+            park::deadline(timeout),
+            host,
+            |expired| self.attempt(host, expired, |s| s.try_acquire(me, thread)),
+        )?)
+    }
+
+    /// As [`acquire`](RLockMem::acquire), from an async task; cancel-safe (see
+    /// `park`).
+    pub(crate) async fn acquire_async(
+        &self,
+        thread: u32,
+        timeout: Option<Duration>,
+        host: &multiproc_core::Identity,
+    ) -> Result<bool, SyncError> {
+        let me = shm::my_pid();
+        took(
+            park::wait_until(park::deadline(timeout), host, |expired| {
+                self.attempt(host, expired, |s| s.try_acquire(me, thread))
+            })
+            .await?,
+        )
+    }
+
+    /// Releases it once, for this thread.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Misuse`] when this thread does not own it.
+    pub(crate) fn release(
+        &self,
+        thread: u32,
+        host: &multiproc_core::Identity,
+    ) -> Result<(), SyncError> {
+        let me = shm::my_pid();
+        self.locked(host, |s| match s.release(me, thread) {
+            Ok(free) => (Ok(()), free),
+            Err(e) => (Err(SyncError::Misuse(e)), false),
+        })?
+    }
+}
