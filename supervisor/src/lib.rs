@@ -15,7 +15,7 @@ mod primitives;
 mod process;
 mod runtime;
 mod sharedctypes;
-mod supervisor;
+mod supervision;
 mod target;
 
 pub use actor::{Actor, ActorRef, BoxError};
@@ -44,7 +44,7 @@ pub use sharedctypes::{
     Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, SharedMemoryError, SharedMemoryRef,
     Value, ValueGuard,
 };
-pub use supervisor::{
+pub use supervision::{
     AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,
     Supervisor, SupervisorEvent, SupervisorExit, SupervisorRef, actor_child, function_child,
 };
