@@ -74,7 +74,7 @@ pub use worker::{TaskFn, not_a_task, run_task};
 use crate::Task;
 use crate::runtime::registry::{self, Entry};
 use chunk::{ReplyTo, decode_chunk, decode_into};
-use control::Ctl;
+use control::Control;
 use imap::Feed;
 use shared::{CLOSED, RUNNING, Shared, TERMINATED};
 
@@ -445,8 +445,8 @@ impl Pool {
         self.ctl().end(how);
     }
 
-    fn ctl(&self) -> Ctl {
-        Ctl {
+    fn ctl(&self) -> Control {
+        Control {
             shared: Arc::clone(&self.inner.shared),
             tx: self.inner.tx.downgrade(),
         }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use super::control::Ctl;
+use super::control::Control;
 use super::{PoolError, actor};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -23,7 +23,7 @@ pub struct AsyncResult<R> {
     /// takes the result).
     succeeded: Option<bool>,
     taken: bool,
-    ctl: Option<Ctl>,
+    ctl: Option<Control>,
     task: Option<u64>,
 }
 
@@ -38,7 +38,7 @@ impl<R> fmt::Debug for AsyncResult<R> {
 impl<R: Send + 'static> AsyncResult<R> {
     pub(super) fn new(
         fut: impl Future<Output = Result<R, PoolError>> + Send + 'static,
-        ctl: Option<Ctl>,
+        ctl: Option<Control>,
         task: Option<u64>,
     ) -> Self {
         AsyncResult {

@@ -17,7 +17,7 @@ pub(crate) struct Done {
 }
 
 /// What a chunk comes to: its answer, or why it has none.
-pub(crate) type Outcome = Result<Done, ChunkFailure>;
+pub(crate) type ChunkOutcome = Result<Done, ChunkFailure>;
 
 /// Why a whole chunk failed.
 #[derive(Debug, Clone)]
@@ -28,12 +28,12 @@ pub(crate) enum ChunkFailure {
 
 /// Where a chunk's outcome goes.
 pub(crate) enum ReplyTo {
-    One(oneshot::Sender<Outcome>),
-    Many(mpsc::UnboundedSender<(usize, Outcome)>, usize),
+    One(oneshot::Sender<ChunkOutcome>),
+    Many(mpsc::UnboundedSender<(usize, ChunkOutcome)>, usize),
 }
 
 impl ReplyTo {
-    pub(crate) fn send(self, outcome: Outcome) {
+    pub(crate) fn send(self, outcome: ChunkOutcome) {
         match self {
             ReplyTo::One(tx) => {
                 let _ = tx.send(outcome);
@@ -177,7 +177,7 @@ impl Pool {
 
 /// Decodes a chunk's answer into one result per item.
 pub(super) fn decode_chunk<R: DeserializeOwned>(
-    outcome: Outcome,
+    outcome: ChunkOutcome,
 ) -> Result<Vec<Result<R, TaskError>>, PoolError> {
     let done = match outcome {
         Ok(done) => done,
@@ -204,7 +204,7 @@ pub(super) fn decode_chunk<R: DeserializeOwned>(
 /// Decodes a chunk's answer straight into `out` (a `map`): the first failure is the
 /// error, with its index in the input.
 pub(super) fn decode_into<R: DeserializeOwned>(
-    outcome: Outcome,
+    outcome: ChunkOutcome,
     out: &mut Vec<R>,
     start: usize,
 ) -> Result<(), PoolError> {

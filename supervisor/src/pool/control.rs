@@ -1,4 +1,4 @@
-//! `Ctl`: a weak line to the pool actor, which results and `imap` hold to cancel a
+//! `Control`: a weak line to the pool actor, which results and `imap` hold to cancel a
 //! task or end the pool on SIGINT.
 
 use std::sync::Arc;
@@ -12,12 +12,12 @@ use super::shared::{CLOSED, INTERRUPTED, RUNNING, Shared};
 /// A weak line to the pool actor: enough to cancel a task or terminate the pool on
 /// SIGINT, without keeping a dropped pool open.
 #[derive(Clone)]
-pub(super) struct Ctl {
+pub(super) struct Control {
     pub(super) shared: Arc<Shared>,
     pub(super) tx: mpsc::WeakUnboundedSender<actor::Request>,
 }
 
-impl Ctl {
+impl Control {
     pub(super) fn end(&self, how: u8) {
         let _ = self
             .shared

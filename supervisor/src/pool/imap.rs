@@ -7,21 +7,21 @@ use std::fmt;
 use multiproc_core::Reorder;
 use tokio::sync::mpsc;
 
-use super::chunk::{ChunkFailure, Outcome};
+use super::chunk::{ChunkFailure, ChunkOutcome};
 use super::{Pool, PoolError, TaskError};
 
 /// Submits up to `chunks` chunks numbered from `first`; returns their sizes (none: the
 /// input is exhausted).
 pub(super) type Feed = Box<dyn FnMut(&Pool, usize, usize) -> Result<Vec<usize>, PoolError> + Send>;
-pub(super) type DecodeChunk<R> = fn(Outcome) -> Result<Vec<Result<R, TaskError>>, PoolError>;
+pub(super) type DecodeChunk<R> = fn(ChunkOutcome) -> Result<Vec<Result<R, TaskError>>, PoolError>;
 
 /// The results of [`Pool::imap`] or [`Pool::imap_unordered`], taken with
 /// [`next`](Imap::next) (an `Iterator` in the blocking API).
 pub struct Imap<R> {
     pub(super) pool: Pool,
     pub(super) feed: Option<Feed>,
-    pub(super) rx: mpsc::UnboundedReceiver<(usize, Outcome)>,
-    pub(super) order: Option<Reorder<(usize, Outcome)>>,
+    pub(super) rx: mpsc::UnboundedReceiver<(usize, ChunkOutcome)>,
+    pub(super) order: Option<Reorder<(usize, ChunkOutcome)>>,
     /// Each chunk in flight: the input index of its first item, and how many it has
     /// (chunks are cut by size too, so neither follows from the chunksize).
     pub(super) sizes: std::collections::HashMap<usize, (usize, usize)>,
