@@ -15,7 +15,7 @@ mod process;
 use process::{actor, target};
 mod runtime;
 mod shared;
-mod supervisor;
+mod supervision;
 mod sync;
 
 pub use actor::{Actor, ActorRef, BoxError};
@@ -41,7 +41,7 @@ pub use shared::{
     Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, SharedMemoryError, SharedMemoryRef,
     Value, ValueGuard,
 };
-pub use supervisor::{
+pub use supervision::{
     AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,
     Supervisor, SupervisorEvent, SupervisorExit, SupervisorRef, actor_child, function_child,
 };

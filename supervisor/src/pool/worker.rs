@@ -18,7 +18,7 @@ use super::wire::{self, DONE, EXIT, ItemFailure, READY, RUN};
 use crate::runtime::bootstrap::{EntryOutcome, panic_message, quiet_panics, take_panic};
 use crate::runtime::registry::{self, Entry};
 use crate::runtime::stop;
-use crate::{Target, Task, runtime};
+use crate::{Task, runtime};
 
 /// Runs one chunk of a registered task. Built by `register!`; not for direct use.
 pub type TaskFn =
@@ -217,7 +217,7 @@ pub fn not_a_task(_: &[u8], items: u32, _: &mut Vec<u8>, failures: &mut Vec<(u32
 }
 
 /// Fails every item of a chunk: `name` is not a task.
-fn fail_all(name: &str, items: u32, failures: &mut Vec<(u32, ItemFailure)>) {
+pub(super) fn fail_all(name: &str, items: u32, failures: &mut Vec<(u32, ItemFailure)>) {
     failures.extend((0..items).map(|i| {
         (
             i,
@@ -226,86 +226,4 @@ fn fail_all(name: &str, items: u32, failures: &mut Vec<(u32, ItemFailure)>) {
             },
         )
     }));
-}
-
-/// Sorts a registered function into what it can be: a process entry (`Target`), a pool
-/// task (`Task`), or both. The macro calls `(&&Probe(f)).entry_run()`; method
-/// resolution picks the impl on `&Probe` when the bound holds, else the one on `Probe`.
-#[derive(Debug)]
-pub struct Probe<F>(pub F);
-
-/// `register!`'s choice when the function is a process entry.
-pub trait ViaTarget<M> {
-    /// Runs it as a process's entry point.
-    fn entry_run(&self, args: Vec<u8>) -> EntryOutcome;
-}
-
-impl<F: Target<M>, M> ViaTarget<M> for &Probe<F> {
-    fn entry_run(&self, args: Vec<u8>) -> EntryOutcome {
-        crate::__private::run_function(self.0, args)
-    }
-}
-
-/// `register!`'s choice when the function is not a process entry.
-pub trait NoTarget {
-    /// Refuses to run it as a process's entry point.
-    fn entry_run(&self, args: Vec<u8>) -> EntryOutcome;
-}
-
-impl<F> NoTarget for Probe<F> {
-    fn entry_run(&self, _: Vec<u8>) -> EntryOutcome {
-        EntryOutcome::Failed(format!(
-            "`{}` returns a value, so it runs as a pool task, not as a process's entry point",
-            std::any::type_name::<F>()
-        ))
-    }
-}
-
-/// `register!`'s choice when the function is a pool task.
-pub trait ViaTask<M> {
-    /// Runs a chunk of it.
-    fn entry_task(
-        &self,
-        args: &[u8],
-        items: u32,
-        out: &mut Vec<u8>,
-        failures: &mut Vec<(u32, ItemFailure)>,
-    );
-}
-
-impl<F: Task<M>, M> ViaTask<M> for &Probe<F> {
-    fn entry_task(
-        &self,
-        args: &[u8],
-        items: u32,
-        out: &mut Vec<u8>,
-        failures: &mut Vec<(u32, ItemFailure)>,
-    ) {
-        run_task(self.0, args, items, out, failures)
-    }
-}
-
-/// `register!`'s choice when the function is not a pool task.
-pub trait NoTask {
-    /// Fails every item.
-    fn entry_task(
-        &self,
-        args: &[u8],
-        items: u32,
-        out: &mut Vec<u8>,
-        failures: &mut Vec<(u32, ItemFailure)>,
-    );
-}
-
-impl<F> NoTask for Probe<F> {
-    fn entry_task(
-        &self,
-        args: &[u8],
-        items: u32,
-        out: &mut Vec<u8>,
-        failures: &mut Vec<(u32, ItemFailure)>,
-    ) {
-        let _ = (args, out);
-        fail_all(std::any::type_name::<F>(), items, failures);
-    }
 }

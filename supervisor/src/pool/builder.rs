@@ -1,0 +1,179 @@
+//! `PoolBuilder`: a pool's settings, checked, and its start.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64};
+use std::time::Duration;
+
+use multiproc_core::scheduler::SchedulerConfig;
+use multiproc_core::{EntryKind, RestartIntensity, RetryPolicy, StartMethod, codec};
+
+use super::shared::{RUNNING, Shared};
+use super::{Handle, Pool, PoolError, actor, launch};
+use crate::runtime::registry;
+use crate::{Error, Target};
+
+/// How a pool is set up; [`Pool::builder`] starts one.
+#[derive(Debug)]
+pub struct PoolBuilder {
+    pub(super) processes: Option<usize>,
+    pub(super) initializer: Option<Result<(String, Vec<u8>), PoolError>>,
+    pub(super) max_tasks: Option<u32>,
+    pub(super) method: StartMethod,
+    pub(super) timeout: Option<Duration>,
+    pub(super) retry: RetryPolicy,
+    pub(super) prefix: String,
+    pub(super) start_intensity: RestartIntensity,
+    pub(super) max_frame_len: usize,
+}
+
+impl PoolBuilder {
+    /// The number of worker processes (default: [`cpu_count`](crate::cpu_count)).
+    pub fn processes(mut self, n: usize) -> Self {
+        self.processes = Some(n);
+        self
+    }
+
+    /// A registered function each worker runs once before it takes work (Python's
+    /// `initializer` and `initargs`). If it fails, the worker exits; when workers keep
+    /// failing to start, the pool fails with [`PoolError::Broken`].
+    pub fn initializer<F: Target<M>, M>(mut self, f: F, args: F::Args) -> Self {
+        let _ = f;
+        self.initializer = Some(
+            registry::by_type::<F>(EntryKind::Function)
+                .map_err(PoolError::from)
+                .and_then(|e| {
+                    codec::encode(&args)
+                        .map(|a| (e.name.to_string(), a))
+                        .map_err(|e| PoolError::Invalid(format!("initializer arguments: {e}")))
+                }),
+        );
+        self
+    }
+
+    /// Replaces a worker after it has run this many tasks (chunks), as Python's
+    /// `maxtasksperchild`; the replacement starts while the old one finishes.
+    pub fn max_tasks_per_child(mut self, n: u32) -> Self {
+        self.max_tasks = Some(n);
+        self
+    }
+
+    /// How workers are started (default: `Forkserver`, as Python 3.14 chose on Linux:
+    /// a pool replaces workers, after deaths, timeouts and `max_tasks_per_child`, and a
+    /// forked replacement is ready in about half the time of a spawned one).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// How long one item may run; a chunk of `n` items may run `n` times this. A task
+    /// past it fails with [`TaskError::Timeout`](crate::TaskError::Timeout), its worker is killed and replaced.
+    pub fn task_timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// What happens to a task whose worker dies (default: it fails with
+    /// [`TaskError::WorkerDied`](crate::TaskError::WorkerDied); a task that kills 3 workers in a row is quarantined).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// The workers' name prefix (default `PoolWorker`, giving `PoolWorker-3`,
+    /// `PoolWorker-1:2`, … by the process counter, as Python names them).
+    pub fn name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How many workers may fail to start (exit before their initializer finished)
+    /// within a window before the pool gives up (default: 3 in 5 s).
+    pub fn start_intensity(mut self, limit: RestartIntensity) -> Self {
+        self.start_intensity = limit;
+        self
+    }
+
+    /// The largest frame between the pool and a worker, either way (default
+    /// [`DEFAULT_MAX_FRAME_LEN`](multiproc_transport::DEFAULT_MAX_FRAME_LEN): no limit
+    /// but memory, as CPython's pool; at least 64 KiB). Chunks are cut
+    /// to fit it; an item whose arguments alone pass it is [`PoolError::TooLarge`],
+    /// and a chunk whose results pass it fails with [`TaskError::Encode`](crate::TaskError::Encode).
+    pub fn max_frame_len(mut self, max: usize) -> Self {
+        self.max_frame_len = max;
+        self
+    }
+
+    /// Starts the pool: its workers start in the background, and work can be submitted
+    /// at once.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Invalid`] for zero processes or zero `max_tasks_per_child`;
+    /// [`PoolError::Entry`] for an unregistered initializer, or when this process
+    /// cannot start children (see [`Process::start`](crate::Process::start));
+    /// [`PoolError::Exhausted`] when it has no room for its own runtime's threads.
+    /// Workers start in the background: one the system has no room for fails the
+    /// pool's work later, with [`PoolError::Exhausted`] once the start intensity is
+    /// spent.
+    pub fn start(self) -> Result<Pool, PoolError> {
+        let processes = self.processes.unwrap_or_else(crate::cpu_count);
+        if processes == 0 {
+            return Err(PoolError::Invalid("processes must be at least 1".into()));
+        }
+        if self.max_tasks == Some(0) {
+            return Err(PoolError::Invalid(
+                "max_tasks_per_child must be at least 1".into(),
+            ));
+        }
+        if self.max_frame_len < MIN_POOL_FRAME_LEN {
+            return Err(PoolError::Invalid(format!(
+                "max_frame_len {} is under the least a pool works with, {MIN_POOL_FRAME_LEN}",
+                self.max_frame_len
+            )));
+        }
+        if self.start_intensity.validate().is_err() {
+            return Err(PoolError::Invalid(format!(
+                "start_intensity {:?}",
+                self.start_intensity
+            )));
+        }
+        crate::runtime::bootstrap::check_init();
+        if crate::runtime::current::me().daemon {
+            return Err(Error::DaemonWithChildren.into());
+        }
+        crate::runtime::ensure()?;
+        let init = self.initializer.transpose()?;
+        let cfg = SchedulerConfig {
+            processes,
+            max_tasks_per_worker: self.max_tasks,
+            task_timeout: self.timeout,
+            retry: self.retry,
+            start_intensity: self.start_intensity,
+        };
+        let shared = Arc::new(Shared {
+            state: AtomicU8::new(RUNNING),
+            next_task: AtomicU64::new(1),
+            processes,
+            broken: std::sync::Mutex::new(None),
+            mailed: std::sync::atomic::AtomicUsize::new(0),
+            max_frame_len: self.max_frame_len,
+        });
+        let (tx, core) = actor::start(
+            cfg,
+            launch::Launch {
+                init,
+                method: self.method,
+                prefix: self.prefix,
+                max_frame_len: self.max_frame_len,
+            },
+            Arc::clone(&shared),
+        );
+        Ok(Pool {
+            inner: Arc::new(Handle { shared, tx, core }),
+        })
+    }
+}
+
+/// The least [`PoolBuilder::max_frame_len`] takes: a worker's failure report for a
+/// chunk, the headers and the task names must always fit.
+pub(crate) const MIN_POOL_FRAME_LEN: usize = 64 << 10;

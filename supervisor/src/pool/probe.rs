@@ -1,0 +1,89 @@
+//! `Probe`: how `register!` sorts a registered function into a process entry, a pool
+//! task, or both, by autoref specialization.
+
+use super::wire::ItemFailure;
+use super::worker::{fail_all, run_task};
+use crate::runtime::bootstrap::EntryOutcome;
+use crate::{Target, Task};
+
+/// Sorts a registered function into what it can be: a process entry (`Target`), a pool
+/// task (`Task`), or both. The macro calls `(&&Probe(f)).entry_run()`; method
+/// resolution picks the impl on `&Probe` when the bound holds, else the one on `Probe`.
+#[derive(Debug)]
+pub struct Probe<F>(pub F);
+
+/// `register!`'s choice when the function is a process entry.
+pub trait ViaTarget<M> {
+    /// Runs it as a process's entry point.
+    fn entry_run(&self, args: Vec<u8>) -> EntryOutcome;
+}
+
+impl<F: Target<M>, M> ViaTarget<M> for &Probe<F> {
+    fn entry_run(&self, args: Vec<u8>) -> EntryOutcome {
+        crate::__private::run_function(self.0, args)
+    }
+}
+
+/// `register!`'s choice when the function is not a process entry.
+pub trait NoTarget {
+    /// Refuses to run it as a process's entry point.
+    fn entry_run(&self, args: Vec<u8>) -> EntryOutcome;
+}
+
+impl<F> NoTarget for Probe<F> {
+    fn entry_run(&self, _: Vec<u8>) -> EntryOutcome {
+        EntryOutcome::Failed(format!(
+            "`{}` returns a value, so it runs as a pool task, not as a process's entry point",
+            std::any::type_name::<F>()
+        ))
+    }
+}
+
+/// `register!`'s choice when the function is a pool task.
+pub trait ViaTask<M> {
+    /// Runs a chunk of it.
+    fn entry_task(
+        &self,
+        args: &[u8],
+        items: u32,
+        out: &mut Vec<u8>,
+        failures: &mut Vec<(u32, ItemFailure)>,
+    );
+}
+
+impl<F: Task<M>, M> ViaTask<M> for &Probe<F> {
+    fn entry_task(
+        &self,
+        args: &[u8],
+        items: u32,
+        out: &mut Vec<u8>,
+        failures: &mut Vec<(u32, ItemFailure)>,
+    ) {
+        run_task(self.0, args, items, out, failures)
+    }
+}
+
+/// `register!`'s choice when the function is not a pool task.
+pub trait NoTask {
+    /// Fails every item.
+    fn entry_task(
+        &self,
+        args: &[u8],
+        items: u32,
+        out: &mut Vec<u8>,
+        failures: &mut Vec<(u32, ItemFailure)>,
+    );
+}
+
+impl<F> NoTask for Probe<F> {
+    fn entry_task(
+        &self,
+        args: &[u8],
+        items: u32,
+        out: &mut Vec<u8>,
+        failures: &mut Vec<(u32, ItemFailure)>,
+    ) {
+        let _ = (args, out);
+        fail_all(std::any::type_name::<F>(), items, failures);
+    }
+}

@@ -1,0 +1,91 @@
+//! `DynamicSupervisor`: one child spec, many children started on demand.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use multiproc_core::{ChildSpec, SupervisorFlags, codec};
+
+use super::{AdminError, Supervisor, SupervisorRef};
+use crate::Error;
+
+/// One child spec, many children started on demand with their own arguments (Elixir's
+/// `DynamicSupervisor`): a `OneForOne` supervisor whose children are made from a
+/// template.
+#[derive(Debug)]
+pub struct DynamicSupervisor {
+    sup: SupervisorRef,
+    template: ChildSpec,
+    next: AtomicU64,
+}
+
+impl DynamicSupervisor {
+    /// Starts a dynamic supervisor with no children. The strategy is `OneForOne`
+    /// whatever `flags` say; `max_children` bounds the children running or restarting.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Invalid`] for an invalid template or flags.
+    pub async fn start(
+        flags: SupervisorFlags,
+        template: ChildSpec,
+        max_children: Option<usize>,
+    ) -> Result<DynamicSupervisor, AdminError> {
+        let flags = SupervisorFlags {
+            strategy: multiproc_core::Strategy::OneForOne,
+            ..flags
+        };
+        flags.validate(std::slice::from_ref(&template))?;
+        let mut sup = Supervisor::new(flags);
+        if let Some(max) = max_children {
+            sup = sup.max_children(max);
+        }
+        Ok(DynamicSupervisor {
+            sup: sup.start().await?,
+            template,
+            next: AtomicU64::new(1),
+        })
+    }
+
+    /// Starts a child from the template with `args` in place of the template's (they
+    /// must be the arguments its function or actor takes); returns its id,
+    /// `<template id>-<n>`.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::MaxChildren`], [`AdminError::Start`], [`AdminError::Gone`], or
+    /// [`AdminError::Start`] with [`Error::Args`] when `args` do not encode.
+    pub async fn start_child<T: serde::Serialize>(&self, args: &T) -> Result<String, AdminError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}-{n}", self.template.id);
+        let encoded = codec::encode(args).map_err(|source| AdminError::Start {
+            id: id.clone(),
+            source: Error::Args {
+                name: id.clone(),
+                source,
+            },
+        })?;
+        let mut spec = self.template.clone();
+        spec.id = id.clone();
+        spec.start.args = encoded;
+        self.sup.start_child(spec).await?;
+        Ok(id)
+    }
+
+    /// Stops a child and forgets it.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::NotFound`], [`AdminError::Gone`].
+    pub async fn terminate_child(&self, id: &str) -> Result<(), AdminError> {
+        self.sup.terminate_child(id).await?;
+        match self.sup.delete_child(id).await {
+            Ok(()) | Err(AdminError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The supervisor underneath: events, `which_children`, `count_children`,
+    /// `shutdown`, `join`.
+    pub fn supervisor(&self) -> &SupervisorRef {
+        &self.sup
+    }
+}

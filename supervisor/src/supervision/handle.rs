@@ -1,0 +1,121 @@
+//! `SupervisorRef`: a running supervisor's admin API, its events and its end. Each
+//! method sends the actor a message and awaits its reply.
+
+use multiproc_core::ChildSpec;
+use ractor::ActorRef as CellRef;
+use tokio::sync::{broadcast, oneshot, watch};
+
+use super::message::Msg;
+use super::{
+    AdminError, ChildCounts, ChildStatus, Events, SupervisedRef, SupervisorEvent, SupervisorExit,
+};
+use crate::actor::Actor;
+
+/// A running supervisor: its admin API, its events and its end.
+#[derive(Debug, Clone)]
+pub struct SupervisorRef {
+    pub(super) cell: CellRef<Msg>,
+    pub(super) events: broadcast::Sender<SupervisorEvent>,
+    pub(super) done: watch::Receiver<Option<SupervisorExit>>,
+}
+
+impl SupervisorRef {
+    async fn ask<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Msg,
+    ) -> Result<T, AdminError> {
+        let (tx, rx) = oneshot::channel();
+        self.cell.cast(make(tx)).map_err(|_| AdminError::Gone)?;
+        rx.await.map_err(|_| AdminError::Gone)
+    }
+
+    /// A stream of the supervisor's events from now on.
+    pub fn events(&self) -> Events {
+        Events {
+            rx: self.events.subscribe(),
+        }
+    }
+
+    /// A stable handle to the actor child `id`, across its restarts.
+    pub fn child_ref<A: Actor>(&self, id: &str) -> SupervisedRef<A> {
+        SupervisedRef {
+            sup: self.clone(),
+            id: id.to_string(),
+            _actor: std::marker::PhantomData,
+        }
+    }
+
+    /// The children, in start order.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Gone`] once the supervisor has ended.
+    pub async fn which_children(&self) -> Result<Vec<ChildStatus>, AdminError> {
+        self.ask(Msg::Which).await
+    }
+
+    /// Counts of specs, running children, supervisors and workers.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Gone`] once the supervisor has ended.
+    pub async fn count_children(&self) -> Result<ChildCounts, AdminError> {
+        self.ask(Msg::Count).await
+    }
+
+    /// Adds a child and starts it.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::AlreadyStarted`], [`AdminError::AlreadyPresent`],
+    /// [`AdminError::Invalid`], [`AdminError::Start`], [`AdminError::Gone`].
+    pub async fn start_child(&self, spec: ChildSpec) -> Result<(), AdminError> {
+        self.ask(|tx| Msg::StartChild(spec, tx)).await?
+    }
+
+    /// Stops a child by its shutdown policy; its spec is kept (unless temporary).
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::NotFound`], [`AdminError::Gone`].
+    pub async fn terminate_child(&self, id: &str) -> Result<(), AdminError> {
+        self.ask(|tx| Msg::Terminate(id.to_string(), tx)).await?
+    }
+
+    /// Starts a stopped child again.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Running`], [`AdminError::Restarting`], [`AdminError::NotFound`],
+    /// [`AdminError::Start`], [`AdminError::Gone`].
+    pub async fn restart_child(&self, id: &str) -> Result<(), AdminError> {
+        self.ask(|tx| Msg::Restart(id.to_string(), tx)).await?
+    }
+
+    /// Forgets a stopped child's spec.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Running`], [`AdminError::Restarting`], [`AdminError::NotFound`],
+    /// [`AdminError::Gone`].
+    pub async fn delete_child(&self, id: &str) -> Result<(), AdminError> {
+        self.ask(|tx| Msg::Delete(id.to_string(), tx)).await?
+    }
+
+    /// Stops every child in reverse start order and ends the supervisor.
+    pub async fn shutdown(&self) -> SupervisorExit {
+        if self.cell.cast(Msg::Shutdown).is_err() {
+            return self.join().await;
+        }
+        self.join().await
+    }
+
+    /// Waits for the supervisor to end and returns why it did.
+    pub async fn join(&self) -> SupervisorExit {
+        let mut done = self.done.clone();
+        match done.wait_for(Option::is_some).await {
+            Ok(exit) => exit.clone().unwrap_or(SupervisorExit::Shutdown),
+            Err(_) => SupervisorExit::Shutdown,
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `Supervisor`: the flags and children of a supervisor being set up, and its start.
+
+use multiproc_core::{ChildSpec, RestartWindow, SupervisorFlags};
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+
+use super::actor::SupervisorActor;
+use super::event::EVENT_BUFFER;
+use super::slot::Slot;
+use super::state::State;
+use super::{AdminError, Events, SupervisorEvent, SupervisorExit, SupervisorRef};
+use crate::{Error, runtime};
+
+/// A supervisor being set up: flags and children, then [`start`](Supervisor::start).
+#[derive(Debug)]
+pub struct Supervisor {
+    flags: SupervisorFlags,
+    children: Vec<ChildSpec>,
+    events: broadcast::Sender<SupervisorEvent>,
+    max_children: Option<usize>,
+}
+
+impl Supervisor {
+    /// A supervisor with these flags and no children yet.
+    pub fn new(flags: SupervisorFlags) -> Supervisor {
+        Supervisor {
+            flags,
+            children: Vec::new(),
+            events: broadcast::channel(EVENT_BUFFER).0,
+            max_children: None,
+        }
+    }
+
+    /// Refuses `start_child` beyond `max` children (running or restarting).
+    pub fn max_children(mut self, max: usize) -> Supervisor {
+        self.max_children = Some(max);
+        self
+    }
+
+    /// Adds a child; children start in the order they are added.
+    pub fn child(mut self, spec: ChildSpec) -> Supervisor {
+        self.children.push(spec);
+        self
+    }
+
+    /// A stream of the supervisor's events from now on (the first children's starts
+    /// included, if taken before [`start`](Supervisor::start)).
+    pub fn events(&self) -> Events {
+        Events {
+            rx: self.events.subscribe(),
+        }
+    }
+
+    /// Runs this supervisor as the work of the current process, for a supervisor that
+    /// is itself the child of another ([`ChildKind::Supervisor`](multiproc_core::ChildKind::Supervisor)): starts it, and
+    /// returns when the process is asked to stop (after shutting the children down) or
+    /// when the supervisor ends on its own.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](Supervisor::start); [`AdminError::Escalated`] when the supervisor
+    /// gave up (restart intensity): returned from the child's function, it ends the
+    /// process with `ExitReason::Failed`, and the parent supervisor decides, as OTP
+    /// escalates a supervisor's `shutdown` exit.
+    pub async fn run(self) -> Result<(), AdminError> {
+        let sup = self.start().await?;
+        let exit = tokio::select! {
+            () = crate::runtime::stop::wait_for_stop() => sup.shutdown().await,
+            exit = sup.join() => exit,
+        };
+        match exit {
+            SupervisorExit::IntensityExceeded | SupervisorExit::Escalated { .. } => {
+                Err(AdminError::Escalated(exit))
+            }
+            SupervisorExit::Shutdown | SupervisorExit::AutoShutdown => Ok(()),
+        }
+    }
+
+    /// Validates the specs, starts the children in order and returns the running
+    /// supervisor.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Invalid`] for a bad spec; [`AdminError::Start`] when a child
+    /// fails to start, after the ones already started were stopped in reverse order
+    /// (with [`Error::Exhausted`] as its source when the system had no room for it,
+    /// naming the limit).
+    pub async fn start(self) -> Result<SupervisorRef, AdminError> {
+        self.flags.validate(&self.children)?;
+        // The runtime is where every child would start: without it, the first one
+        // cannot.
+        runtime::ensure().map_err(|source| AdminError::Start {
+            id: self
+                .children
+                .first()
+                .map(|c| c.id.clone())
+                .unwrap_or_default(),
+            source,
+        })?;
+        let Supervisor {
+            flags,
+            children,
+            events,
+            max_children,
+        } = self;
+        runtime::run(async move {
+            let mut state = State {
+                flags,
+                slots: children.into_iter().map(Slot::new).collect(),
+                window: RestartWindow::default(),
+                epoch: Instant::now(),
+                events: events.clone(),
+                myself: None,
+                done: watch::channel(None).0,
+                max_children,
+            };
+            for i in 0..state.slots.len() {
+                if let Err(source) = state.start_slot(i, false).await {
+                    let id = state.slots[i].spec.id.clone();
+                    state.stop_all().await;
+                    return Err(AdminError::Start { id, source });
+                }
+            }
+            let done = state.done.subscribe();
+            let (cell, _) = ractor::Actor::spawn(None, SupervisorActor, state)
+                .await
+                .map_err(|e| AdminError::Start {
+                    id: String::new(),
+                    source: Error::os(
+                        "cannot start the supervisor actor",
+                        std::io::Error::other(e.to_string()),
+                    ),
+                })?;
+            Ok(SupervisorRef { cell, events, done })
+        })
+        .await
+    }
+}
