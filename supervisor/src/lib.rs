@@ -10,15 +10,11 @@ pub mod fuzz;
 mod manager;
 mod pool;
 mod process;
-// The services' paths before the process service had a folder; gone once they name
-// the new ones.
-use process::{actor, target};
 mod runtime;
 mod shared;
 mod supervision;
 mod sync;
 
-pub use actor::{Actor, ActorRef, BoxError};
 pub use manager::{
     DictProxy, EventProxy, ListProxy, LockProxy, Manager, ManagerBuilder, ManagerConfig,
     ManagerError, NamespaceProxy, Proxy, QueueProxy, Registry, TypeRegistration, TypedProxy,
@@ -26,6 +22,8 @@ pub use manager::{
 };
 pub use multiproc_core::StartMethod;
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo};
+pub use process::actor::{Actor, ActorRef, BoxError};
+pub use process::target::{Outcome, Target, Task};
 pub use process::{DEFAULT_HANDSHAKE_TIMEOUT, Process, Sentinel};
 pub use runtime::bootstrap::init;
 pub use runtime::children::{ChildInfo, DEFAULT_SHUTDOWN_TIMEOUT, active_children, stop_children};
@@ -49,7 +47,6 @@ pub use sync::{
     Barrier, BoundedSemaphore, Condition, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release,
     Semaphore, SimpleQueue, SyncError, timeout_secs,
 };
-pub use target::{Outcome, Target, Task};
 
 /// Runs a future to completion on the calling thread, driven by this process's
 /// multiproc runtime. The facade's `blocking` API is built on it.
@@ -60,11 +57,11 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 /// What the facade's registration macros expand to. Not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::actor::run_actor;
     pub use crate::manager::{MANAGER_TYPES, TypesEntry};
     pub use crate::pool::{
         ItemFailure, NoTarget, NoTask, Probe, TaskFn, ViaTarget, ViaTask, not_a_task, run_task,
     };
+    pub use crate::process::actor::run_actor;
     pub use crate::runtime::registry::EntryOutcome;
     pub use crate::runtime::registry::{ENTRIES, Entry};
     pub use linkme;

@@ -13,16 +13,13 @@ use multiproc_core::{EntryKind, ExitReason, Hello, Identity, Limits, StartMethod
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::actor::{Actor, ActorRef};
+use crate::process::actor::{Actor, ActorRef};
+use crate::process::target::Target;
 use crate::runtime::children::{Child, start_child, wait_exit};
 use crate::runtime::link::Outgoing;
 use crate::runtime::registry::{self, Entry};
 use crate::runtime::spawn::Output;
 use crate::runtime::{bootstrap, current, spawn};
-
-// The path the supervisor used before the children table moved to the runtime.
-pub(crate) use crate::runtime::children::is_exiting;
-use crate::target::Target;
 use crate::{Error, runtime};
 
 /// How long `start` waits for a new child to answer the handshake.

@@ -105,7 +105,7 @@ impl Server {
                         Err(ManagerError::Failed {
                             typeid: other.to_string(),
                             method: "new".into(),
-                            message: crate::runtime::bootstrap::panic_message(&*panic),
+                            message: crate::runtime::panic::panic_message(&*panic),
                         })
                     })?;
                 Arc::new(User {

@@ -3,7 +3,7 @@
 
 use super::wire::ItemFailure;
 use super::worker::{fail_all, run_task};
-use crate::runtime::bootstrap::EntryOutcome;
+use crate::runtime::registry::EntryOutcome;
 use crate::{Target, Task};
 
 /// Sorts a registered function into what it can be: a process entry (`Target`), a pool

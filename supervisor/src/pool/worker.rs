@@ -15,7 +15,8 @@ use serde::de::Deserialize;
 use serde::{Deserialize as De, Serialize};
 
 use super::wire::{self, DONE, EXIT, ItemFailure, READY, RUN};
-use crate::runtime::bootstrap::{EntryOutcome, panic_message, quiet_panics, take_panic};
+use crate::runtime::panic::{panic_message, quiet_panics, take_panic};
+use crate::runtime::registry::EntryOutcome;
 use crate::runtime::registry::{self, Entry};
 use crate::runtime::stop;
 use crate::{Task, runtime};

@@ -31,14 +31,10 @@ use crate::runtime::exit::{
 };
 use crate::runtime::handoff::{ENV_BOOTSTRAP, ENV_PARENT_PID, take_control_socket};
 use crate::runtime::link::{Link, Outgoing};
-use crate::runtime::panic::install_panic_hook;
+use crate::runtime::panic::{install_panic_hook, panic_message, take_panic};
+use crate::runtime::registry::EntryOutcome;
 use crate::runtime::router;
 use crate::runtime::{heartbeat, logging, registry, signals, stop};
-
-// The paths services used before the runtime was split; gone once they name the new
-// homes.
-pub(crate) use crate::runtime::panic::{panic_message, quiet_panics, take_panic};
-pub(crate) use crate::runtime::registry::EntryOutcome;
 
 /// Most file descriptors a Hello may carry.
 const MAX_HELLO_FDS: usize = 64;

@@ -5,7 +5,7 @@ use tokio::sync::oneshot;
 
 use super::SupervisorRef;
 use super::message::Msg;
-use crate::actor::Actor;
+use crate::process::actor::Actor;
 use crate::{CallError, runtime};
 
 /// A stable handle to a supervised actor child, across its restarts: each call goes to

@@ -9,7 +9,7 @@ use super::message::Msg;
 use super::{
     AdminError, ChildCounts, ChildStatus, Events, SupervisedRef, SupervisorEvent, SupervisorExit,
 };
-use crate::actor::Actor;
+use crate::process::actor::Actor;
 
 /// A running supervisor: its admin API, its events and its end.
 #[derive(Debug, Clone)]

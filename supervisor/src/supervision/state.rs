@@ -221,7 +221,7 @@ impl State {
             reason: reason.clone(),
         });
         let spec = &self.slots[i].spec;
-        if crate::process::is_exiting() || crate::runtime::stop::stop_requested() {
+        if crate::runtime::children::is_exiting() || crate::runtime::stop::stop_requested() {
             // The process is ending (or asked to): its children are going for good.
             return;
         }

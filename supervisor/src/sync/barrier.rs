@@ -102,7 +102,7 @@ impl Barrier {
         let args = args.clone();
         matches!(
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || run(args))),
-            Ok(crate::runtime::bootstrap::EntryOutcome::Returned)
+            Ok(crate::runtime::registry::EntryOutcome::Returned)
         )
     }
 

@@ -54,7 +54,7 @@ fn run_server(config: ManagerConfig, ready: Option<BlockingConnection>) -> Resul
     let objects = std::mem::take(&mut registry.objects);
     // A registered method's panic is its caller's error (`Failed`), not the
     // server's: it is not printed here.
-    crate::runtime::bootstrap::quiet_panics(true);
+    crate::runtime::panic::quiet_panics(true);
     let server = Arc::new(Server::new(registry));
     for (name, typeid, args) in objects {
         server

@@ -33,7 +33,7 @@ impl Object for User {
             Err(ManagerError::Failed {
                 typeid: self.typeid.clone(),
                 method: method.to_string(),
-                message: crate::runtime::bootstrap::panic_message(&*panic),
+                message: crate::runtime::panic::panic_message(&*panic),
             })
         })
     }
