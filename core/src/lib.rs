@@ -58,7 +58,7 @@ pub use packet::{
     Body, BootstrapError, EntryKind, Envelope, ExitReport, Hello, LogRecord, PROTOCOL_VERSION,
     Packet, RemoteError,
 };
-pub use pool::{AfterDeath, Reorder, RetryPolicy, chunks, default_chunksize};
+pub use pool::{AfterDeath, ItemFailure, Reorder, RetryPolicy, chunks, default_chunksize};
 pub use spec::{
     AutoShutdown, ChildKind, ChildSpec, DEFAULT_WORKER_SHUTDOWN, Restart, Shutdown, SpecError,
     StartMethod, StartSpec, SupervisorFlags,

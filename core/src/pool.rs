@@ -214,3 +214,30 @@ mod tests {
         assert_eq!(never.after_death(10), AfterDeath::Retry);
     }
 }
+
+/// Why one item of a chunk has no result, as the worker reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ItemFailure {
+    /// The task panicked on it.
+    Panicked {
+        /// The panic message.
+        message: String,
+        /// Where, as `file:line:column`.
+        location: Option<String>,
+    },
+    /// Its arguments did not decode.
+    Args {
+        /// Why.
+        message: String,
+    },
+    /// Its result did not encode.
+    Encode {
+        /// Why.
+        message: String,
+    },
+    /// The entry is not a pool task.
+    NotATask {
+        /// The entry's name.
+        name: String,
+    },
+}

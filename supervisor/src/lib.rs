@@ -59,11 +59,11 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 pub mod __private {
     pub use crate::manager::{MANAGER_TYPES, TypesEntry};
     pub use crate::pool::{
-        ItemFailure, NoTarget, NoTask, Probe, TaskFn, ViaTarget, ViaTask, not_a_task, run_task,
+        ItemFailure, NoTarget, NoTask, Probe, ViaTarget, ViaTask, not_a_task, run_task,
     };
     pub use crate::process::actor::run_actor;
     pub use crate::runtime::registry::EntryOutcome;
-    pub use crate::runtime::registry::{ENTRIES, Entry};
+    pub use crate::runtime::registry::{ENTRIES, Entry, TaskFn};
     pub use linkme;
     pub use multiproc_core::EntryKind;
 

@@ -69,7 +69,7 @@ pub use error::{PoolError, TaskError};
 pub use imap::Imap;
 pub use probe::{NoTarget, NoTask, Probe, ViaTarget, ViaTask};
 pub use wire::ItemFailure;
-pub use worker::{TaskFn, not_a_task, run_task};
+pub use worker::{not_a_task, run_task};
 
 use crate::Task;
 use crate::runtime::registry::{self, Entry};

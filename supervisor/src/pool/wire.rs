@@ -42,24 +42,7 @@ pub(crate) struct Header {
     pub items: u32,
 }
 
-/// Why one item of a chunk has no result, as the worker reports it.
-#[doc(hidden)]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum ItemFailure {
-    Panicked {
-        message: String,
-        location: Option<String>,
-    },
-    Args {
-        message: String,
-    },
-    Encode {
-        message: String,
-    },
-    NotATask {
-        name: String,
-    },
-}
+pub use multiproc_core::ItemFailure;
 
 /// A frame under construction: room for the length, then the header.
 pub(crate) fn start(tag: u8, task: u64, entry: &str, items: u32) -> Vec<u8> {

@@ -21,10 +21,6 @@ use crate::runtime::registry::{self, Entry};
 use crate::runtime::stop;
 use crate::{Task, runtime};
 
-/// Runs one chunk of a registered task. Built by `register!`; not for direct use.
-pub type TaskFn =
-    fn(args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>);
-
 /// What a worker is started with.
 #[derive(Debug, Serialize, De)]
 pub(crate) struct Setup {

@@ -11,6 +11,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 
 use multiproc_core::EntryKind;
+use multiproc_core::ItemFailure;
 
 use crate::runtime::error::Error;
 
@@ -27,7 +28,7 @@ pub struct Entry {
     /// Runs the entry in the child from its encoded arguments.
     pub run: fn(Vec<u8>) -> EntryOutcome,
     /// Runs a chunk of the entry as a pool task, in a pool worker.
-    pub task: crate::pool::TaskFn,
+    pub task: TaskFn,
 }
 
 #[doc(hidden)]
@@ -136,3 +137,7 @@ pub enum EntryOutcome {
         location: Option<String>,
     },
 }
+
+/// Runs one chunk of a registered task. Built by `register!`; not for direct use.
+pub type TaskFn =
+    fn(args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>);
