@@ -562,6 +562,33 @@ fn a_task_past_its_timeout_is_killed_and_fails() -> TestResult {
     Ok(())
 }
 
+/// A task that a caller hands straight to an idle worker brings the pool's next
+/// deadline forward: the pool's task, asleep until the deadline it read before (none,
+/// here), must wake for it.
+fn a_task_given_to_an_idle_worker_still_times_out() -> TestResult {
+    let pool = Pool::builder()
+        .processes(1)
+        .task_timeout(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    // The worker is up and idle once its first task is answered.
+    check_eq!(pool.apply(sq, 3).unwrap(), 9);
+    let t = Instant::now();
+    let r = pool.apply(sleep_ms, 10_000);
+    check!(
+        matches!(
+            &r,
+            Err(PoolError::Task {
+                error: TaskError::Timeout { .. },
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    check!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    Ok(())
+}
+
 fn a_poison_task_is_quarantined_and_a_flaky_one_retried() -> TestResult {
     let pool = Pool::builder()
         .processes(2)
@@ -965,6 +992,10 @@ fn main() {
         trial(
             "a_task_past_its_timeout_is_killed_and_fails",
             a_task_past_its_timeout_is_killed_and_fails,
+        ),
+        trial(
+            "a_task_given_to_an_idle_worker_still_times_out",
+            a_task_given_to_an_idle_worker_still_times_out,
         ),
         trial(
             "a_poison_task_is_quarantined_and_a_flaky_one_retried",

@@ -57,6 +57,9 @@ pub(crate) struct PoolActor {
     /// The limit that refused the last worker that failed to start, if one did.
     last_exhausted: Option<Exhausted>,
     exit_frame: Arc<Vec<u8>>,
+    /// Wakes the pool's task when a caller's submission brought the next task deadline
+    /// forward: the task sleeps until the deadline it read before.
+    deadline_moved: Arc<tokio::sync::Notify>,
 }
 
 /// The actor's state. Its own task handles the workers' events, timeouts and the
@@ -72,8 +75,13 @@ pub(crate) fn submit(core: &Core, tasks: Vec<NewTask>) {
     let mut actor = lock(core);
     let mut out = Vec::new();
     let now = actor.now();
+    let before = actor.sched.next_deadline();
     actor.submit(tasks, now, &mut out);
     actor.act(out);
+    let after = actor.sched.next_deadline();
+    if after.is_some_and(|a| before.is_none_or(|b| a < b)) {
+        actor.deadline_moved.notify_one();
+    }
 }
 
 /// Starts the actor; returns its request mailbox and its state.
@@ -98,6 +106,7 @@ pub(crate) fn start(
         joiners: Vec::new(),
         last_exit: ExitReason::Normal,
         last_exhausted: None,
+        deadline_moved: Arc::new(tokio::sync::Notify::new()),
         exit_frame: Arc::new(
             wire::finish(wire::start(wire::EXIT, 0, "", 0), usize::MAX).expect("no limit"),
         ),
@@ -114,6 +123,7 @@ async fn run(
     mut events: mpsc::UnboundedReceiver<Event>,
 ) {
     let mut handles_open = true;
+    let deadline_moved = Arc::clone(&lock(&core).deadline_moved);
     loop {
         let deadline = {
             let actor = lock(&core);
@@ -149,6 +159,7 @@ async fn run(
                 }
                 actor.act(out);
             }
+            () = deadline_moved.notified() => {}
             () = sleep_until(deadline) => {
                 let mut actor = lock(&core);
                 let now = actor.now();
