@@ -109,6 +109,11 @@ impl Child {
 /// Spawns the child, runs the handshake and sets up the tasks that serve it. Runs on
 /// the process runtime. The caller then installs the root's signal handlers and the
 /// exit handler, once a child exists to be stopped or finished.
+///
+/// The protocol, step by step: spawn (on the spawner thread); make the child routable
+/// and start reading its link ([`serve_link`]), whose first packet answers the
+/// handshake ([`await_handshake`]); record the child, with a watchdog if it must
+/// beat; list it; and start the task that reaps it ([`reap`]).
 pub(crate) async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
     let name = req.name.clone();
     let identity = req.hello.identity.clone();
@@ -130,82 +135,17 @@ pub(crate) async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error
         pid,
     } = spawned;
     let link = Link::new(stream);
-
-    // The reader starts at once; the first packet it reads is the handshake's answer.
-    let (first_tx, first_rx) = oneshot::channel::<Packet>();
-    let reader_link = Arc::clone(&link);
-    let peer = name.clone();
     let killer = pidfd
         .try_clone()
         .map_err(|e| Error::os("cannot duplicate the child's pidfd", e))?;
-    let last_beat = Arc::new(Mutex::new(tokio::time::Instant::now()));
-    let beat = Arc::clone(&last_beat);
     // Routable before the reader starts: a child may call out (a function at once,
     // an actor from its `start`) before its handshake is processed here, and the
     // answers must find their way back down.
     router::add_child(number, Arc::clone(&link));
-    let reader_task = tokio::spawn(async move {
-        let mut first = Some(first_tx);
-        let mut report: Option<ExitReport> = None;
-        let end = reader_link
-            .read_loop(&peer, |packet| {
-                // The handshake's answer; an actor's `start` may log or call before it.
-                if matches!(packet, Packet::Ready { .. } | Packet::Rejected(_))
-                    && let Some(first) = first.take()
-                {
-                    let _ = first.send(packet);
-                    return;
-                }
-                match packet {
-                    Packet::Envelope(env) => router::from_child(number, env),
-                    Packet::Log(record) => crate::runtime::logging::from_child(record),
-                    Packet::Exiting(r) => report = Some(r),
-                    Packet::Heartbeat => {
-                        *beat.lock().unwrap_or_else(|e| e.into_inner()) =
-                            tokio::time::Instant::now()
-                    }
-                    other => {
-                        tracing::warn!(peer, packet = ?other, "unexpected packet from a child")
-                    }
-                }
-            })
-            .await;
-        reader_link.shut().await;
-        if let LinkEnd::Broken(e) = end {
-            // Nothing more can be read from it, so nothing can be asked of it: a child
-            // we cannot talk to is killed rather than left running unreachable.
-            tracing::error!(peer, error = %e, "control link to a child broke; killing the child");
-            let _ = rustix::process::pidfd_send_signal(&killer, rustix::process::Signal::KILL);
-        }
-        report
-    });
-
-    let first = match tokio::time::timeout(timeout, first_rx).await {
-        Err(_) => {
-            waiter.start_kill();
-            let _ = waiter.wait().await;
-            router::remove_child(number, &identity);
-            return Err(Error::HandshakeTimeout { name, pid, timeout });
-        }
-        Ok(first) => first.ok(),
-    };
-    match first {
-        Some(Packet::Ready { .. }) => {}
-        Some(Packet::Rejected(source)) => {
-            let _ = waiter.wait().await;
-            router::remove_child(number, &identity);
-            return Err(Error::Bootstrap { name, source });
-        }
-        _ => {
-            let status = waiter.wait().await;
-            router::remove_child(number, &identity);
-            let status = status.map_err(|e| Error::os("cannot wait for the child", e))?;
-            if status == Some(WaitStatus::Exited(exit::EXIT_INIT_NOT_CALLED)) {
-                return Err(Error::InitNotCalled);
-            }
-            let reason = multiproc_core::exit_reason(status.unwrap_or(LOST), None, false, false);
-            return Err(Error::NoHandshake { name, reason });
-        }
+    let served = serve_link(number, name.clone(), Arc::clone(&link), killer);
+    if let Err(e) = await_handshake(&mut waiter, served.first, timeout, &name, pid).await {
+        router::remove_child(number, &identity);
+        return Err(e);
     }
 
     let (exit_tx, exit_rx) = watch::channel(None);
@@ -231,7 +171,7 @@ pub(crate) async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error
         tokio::spawn(watchdog(
             Arc::downgrade(&child),
             child.exit.clone(),
-            last_beat,
+            served.last_beat,
             interval,
         ));
     }
@@ -240,52 +180,166 @@ pub(crate) async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error
     // once could otherwise be unlisted first and listed after, and stay listed, with
     // its pidfd and its link, for as long as this process lives.
     children().push(Arc::clone(&child));
-    let watched = Arc::clone(&child);
-    tokio::spawn(async move {
-        let status = waiter.wait().await;
-        // Its pidfd too is let go of before anyone learns the child exited (below).
-        drop(waiter);
-        let report = reader_task.await.ok().flatten();
-        // A status lost with its forkserver: the child's own report, if it sent one,
-        // still says how it ended; without one, 255, as Python reports.
-        let status = status.map(|s| {
-            s.unwrap_or(match report {
-                Some(ExitReport::Normal) => WaitStatus::Exited(0),
-                Some(_) => WaitStatus::Exited(1),
-                None => LOST,
-            })
-        });
-        let output = match capture {
-            Some(task) => task.await.ok(),
-            None => None,
-        };
-        let reason = match status {
-            Ok(status) => multiproc_core::ExitFacts {
-                status,
-                report: report.as_ref(),
-                stop_requested: watched.stop_requested.load(Ordering::SeqCst),
-                killed_after_timeout: watched.killed.load(Ordering::SeqCst),
-                hung: watched.hung.load(Ordering::SeqCst),
-                limits: watched.limits,
-            }
-            .reason(),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot wait for a child");
-                ExitReason::Killed
-            }
-        };
-        *watched.output.lock().unwrap_or_else(|e| e.into_inner()) = output;
-        router::remove_child(number, &watched.identity);
-        children().retain(|c| !Arc::ptr_eq(c, &watched));
-        tracing::debug!(child = %watched.name, %reason, "child exited");
-        // Let go of the child (its pidfd, its link) before anyone learns it exited: a
-        // joiner that then drops its `Process` frees them at once, not whenever this
-        // task gets round to it.
-        drop(watched);
-        let _ = exit_tx.send(Some(reason));
-    });
-
+    tokio::spawn(reap(
+        Arc::clone(&child),
+        number,
+        waiter,
+        served.reader,
+        capture,
+        exit_tx,
+    ));
     Ok(child)
+}
+
+/// What [`serve_link`] hands back: the handshake's answer to come, the time of the
+/// last heartbeat, and the reader task, which ends with the child's exit report.
+struct Served {
+    first: oneshot::Receiver<Packet>,
+    last_beat: Arc<Mutex<tokio::time::Instant>>,
+    reader: tokio::task::JoinHandle<Option<ExitReport>>,
+}
+
+/// Starts the task that reads child `number`'s link until it ends: the first `Ready`
+/// or `Rejected` answers the handshake; envelopes are routed, logs re-emitted,
+/// heartbeats timed and the exit report kept. A link that breaks gets its child
+/// killed through `killer`: a child that cannot be talked to is not left running.
+fn serve_link(number: u32, peer: String, link: Arc<Link>, killer: OwnedFd) -> Served {
+    let (first_tx, first) = oneshot::channel::<Packet>();
+    let last_beat = Arc::new(Mutex::new(tokio::time::Instant::now()));
+    let beat = Arc::clone(&last_beat);
+    let reader = tokio::spawn(async move {
+        let mut first = Some(first_tx);
+        let mut report: Option<ExitReport> = None;
+        let end = link
+            .read_loop(&peer, |packet| {
+                // The handshake's answer; an actor's `start` may log or call before it.
+                if matches!(packet, Packet::Ready { .. } | Packet::Rejected(_))
+                    && let Some(first) = first.take()
+                {
+                    let _ = first.send(packet);
+                    return;
+                }
+                match packet {
+                    Packet::Envelope(env) => router::from_child(number, env),
+                    Packet::Log(record) => crate::runtime::logging::from_child(record),
+                    Packet::Exiting(r) => report = Some(r),
+                    Packet::Heartbeat => {
+                        *beat.lock().unwrap_or_else(|e| e.into_inner()) =
+                            tokio::time::Instant::now()
+                    }
+                    other => {
+                        tracing::warn!(peer, packet = ?other, "unexpected packet from a child")
+                    }
+                }
+            })
+            .await;
+        link.shut().await;
+        if let LinkEnd::Broken(e) = end {
+            // Nothing more can be read from it, so nothing can be asked of it: a child
+            // we cannot talk to is killed rather than left running unreachable.
+            tracing::error!(peer, error = %e, "control link to a child broke; killing the child");
+            let _ = rustix::process::pidfd_send_signal(&killer, rustix::process::Signal::KILL);
+        }
+        report
+    });
+    Served {
+        first,
+        last_beat,
+        reader,
+    }
+}
+
+/// Waits up to `timeout` for the child's answer to its Hello. A child that does not
+/// answer is killed; one that refuses, or ends first, is reaped; each is the error
+/// that says so. The caller unroutes the child on an error.
+async fn await_handshake(
+    waiter: &mut spawn::Waiter,
+    first: oneshot::Receiver<Packet>,
+    timeout: Duration,
+    name: &str,
+    pid: u32,
+) -> Result<(), Error> {
+    let name = name.to_string();
+    let first = match tokio::time::timeout(timeout, first).await {
+        Err(_) => {
+            waiter.start_kill();
+            let _ = waiter.wait().await;
+            return Err(Error::HandshakeTimeout { name, pid, timeout });
+        }
+        Ok(first) => first.ok(),
+    };
+    match first {
+        Some(Packet::Ready { .. }) => Ok(()),
+        Some(Packet::Rejected(source)) => {
+            let _ = waiter.wait().await;
+            Err(Error::Bootstrap { name, source })
+        }
+        _ => {
+            let status = waiter
+                .wait()
+                .await
+                .map_err(|e| Error::os("cannot wait for the child", e))?;
+            if status == Some(WaitStatus::Exited(exit::EXIT_INIT_NOT_CALLED)) {
+                return Err(Error::InitNotCalled);
+            }
+            let reason = multiproc_core::exit_reason(status.unwrap_or(LOST), None, false, false);
+            Err(Error::NoHandshake { name, reason })
+        }
+    }
+}
+
+/// Reaps `child`: waits for its exit, then for its reader's report and its captured
+/// output, decides its exit reason, unroutes and unlists it, and only then publishes
+/// the reason, having let go of the child's pidfd and link.
+async fn reap(
+    child: Arc<Child>,
+    number: u32,
+    mut waiter: spawn::Waiter,
+    reader: tokio::task::JoinHandle<Option<ExitReport>>,
+    capture: Option<tokio::task::JoinHandle<Output>>,
+    exit_tx: watch::Sender<Option<ExitReason>>,
+) {
+    let status = waiter.wait().await;
+    // Its pidfd too is let go of before anyone learns the child exited (below).
+    drop(waiter);
+    let report = reader.await.ok().flatten();
+    // A status lost with its forkserver: the child's own report, if it sent one,
+    // still says how it ended; without one, 255, as Python reports.
+    let status = status.map(|s| {
+        s.unwrap_or(match report {
+            Some(ExitReport::Normal) => WaitStatus::Exited(0),
+            Some(_) => WaitStatus::Exited(1),
+            None => LOST,
+        })
+    });
+    let output = match capture {
+        Some(task) => task.await.ok(),
+        None => None,
+    };
+    let reason = match status {
+        Ok(status) => multiproc_core::ExitFacts {
+            status,
+            report: report.as_ref(),
+            stop_requested: child.stop_requested.load(Ordering::SeqCst),
+            killed_after_timeout: child.killed.load(Ordering::SeqCst),
+            hung: child.hung.load(Ordering::SeqCst),
+            limits: child.limits,
+        }
+        .reason(),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot wait for a child");
+            ExitReason::Killed
+        }
+    };
+    *child.output.lock().unwrap_or_else(|e| e.into_inner()) = output;
+    router::remove_child(number, &child.identity);
+    children().retain(|c| !Arc::ptr_eq(c, &child));
+    tracing::debug!(child = %child.name, %reason, "child exited");
+    // Let go of the child (its pidfd, its link) before anyone learns it exited: a
+    // joiner that then drops its `Process` frees them at once, not whenever this
+    // task gets round to it.
+    drop(child);
+    let _ = exit_tx.send(Some(reason));
 }
 
 /// A live child of this process, as listed by [`active_children`].
