@@ -170,9 +170,39 @@ extern "C" fn tie_to_parent() {
     }
 }
 
-/// The life of a child process; returns its exit status.
+/// The life of a child process; returns its exit status: tied to its parent, the
+/// handshake, becoming the process the Hello names, the link to the parent, the entry,
+/// and the report of how it ended.
 fn child_main(origin: Origin) -> i32 {
-    let parent_pid = match origin {
+    let parent_pid = match parent_of(origin) {
+        Ok(pid) => pid,
+        Err(code) => return code,
+    };
+    let (mut sock, hello, fds, entry) = match handshake() {
+        Ok(h) => h,
+        Err(code) => return code,
+    };
+    if let Err(code) = become_child(&mut sock, &hello, entry, parent_pid) {
+        return code;
+    }
+    let uplink = match start_parent_link(sock, parent_pid) {
+        Ok(tx) => tx,
+        Err(e) => {
+            eprintln!("multiproc: cannot serve the control socket: {e}");
+            return EXIT_BOOTSTRAP_FAILED;
+        }
+    };
+    logging::install_forwarder(uplink.clone(), hello.log_level);
+    signals::ignore_sigint();
+
+    let outcome = run_entry(entry, hello.args, fds);
+    report_exit(outcome, &uplink)
+}
+
+/// Ties this child to its parent's life and returns the parent's pid, or the status
+/// to exit with when the parent is already gone.
+fn parent_of(origin: Origin) -> Result<u32, i32> {
+    match origin {
         Origin::Spawned => {
             let expected_parent: Option<u32> = std::env::var(ENV_PARENT_PID)
                 .ok()
@@ -184,14 +214,21 @@ fn child_main(origin: Origin) -> i32 {
                 rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
             if expected_parent != Some(parent_pid) {
                 // The parent died between spawning us and our prctl: nobody would kill us.
-                return EXIT_PARENT_GONE;
+                return Err(EXIT_PARENT_GONE);
             }
-            parent_pid
+            Ok(parent_pid)
         }
         // No parent-death signal: that would tie this child to the forkserver. The pidfd
         // watch below and the control link tie it to its logical parent instead.
-        Origin::Forked { logical_parent } => logical_parent,
-    };
+        Origin::Forked { logical_parent } => Ok(logical_parent),
+    }
+}
+
+/// The child's side of the handshake, up to (not including) its Ready: takes the
+/// control socket off fd 0, reads and checks the Hello, sets the limits, builds the
+/// runtime under them and finds the entry. A failure is answered `Rejected` where the
+/// parent can still hear it, and is the status to exit with.
+fn handshake() -> Result<(StdUnixStream, Hello, Vec<OwnedFd>, &'static registry::Entry), i32> {
     // SAFETY: `init()` is the first line of `main`, so no other thread exists yet that
     // could read the environment concurrently. The markers must not leak into programs
     // this child runs.
@@ -203,7 +240,7 @@ fn child_main(origin: Origin) -> i32 {
         Ok(fd) => fd,
         Err(e) => {
             eprintln!("multiproc: cannot take the control socket: {e}");
-            return EXIT_BOOTSTRAP_FAILED;
+            return Err(EXIT_BOOTSTRAP_FAILED);
         }
     };
     let mut sock = StdUnixStream::from(ctl);
@@ -211,12 +248,12 @@ fn child_main(origin: Origin) -> i32 {
         Ok(h) => h,
         Err(e) => {
             let _ = reject(&mut sock, e);
-            return EXIT_BOOTSTRAP_FAILED;
+            return Err(EXIT_BOOTSTRAP_FAILED);
         }
     };
     if let Err(e) = apply_limits(&hello.limits) {
         let _ = reject(&mut sock, BootstrapError::Limits(e.to_string()));
-        return EXIT_BOOTSTRAP_FAILED;
+        return Err(EXIT_BOOTSTRAP_FAILED);
     }
     // Built before Ready, under the limits just set: a child that cannot have its
     // threads says why, rather than starting and dying at its first message.
@@ -224,11 +261,11 @@ fn child_main(origin: Origin) -> i32 {
         Ok(_) => {}
         Err(Error::Exhausted { source, .. }) => {
             let _ = reject(&mut sock, BootstrapError::Exhausted(source));
-            return EXIT_BOOTSTRAP_FAILED;
+            return Err(EXIT_BOOTSTRAP_FAILED);
         }
         Err(e) => {
             eprintln!("multiproc: {e}");
-            return EXIT_BOOTSTRAP_FAILED;
+            return Err(EXIT_BOOTSTRAP_FAILED);
         }
     }
     let Some(entry) = registry::by_name(&hello.entry).filter(|e| e.kind == hello.kind) else {
@@ -239,8 +276,19 @@ fn child_main(origin: Origin) -> i32 {
                 name: hello.entry.clone(),
             },
         );
-        return EXIT_BOOTSTRAP_FAILED;
+        return Err(EXIT_BOOTSTRAP_FAILED);
     };
+    Ok((sock, hello, fds, entry))
+}
+
+/// Becomes the process the Hello names: who it is, its panic hook and heartbeat; and,
+/// for a function, answers Ready now (an actor answers once its `start` has run).
+fn become_child(
+    sock: &mut StdUnixStream,
+    hello: &Hello,
+    entry: &registry::Entry,
+    parent_pid: u32,
+) -> Result<(), i32> {
     current::set_me(Me {
         identity: hello.identity.clone(),
         name: hello.name.clone(),
@@ -265,7 +313,7 @@ fn child_main(origin: Origin) -> i32 {
     // `start()`, as OTP's `start_link` waits for `init`.
     if entry.kind == EntryKind::Function
         && let Err(e) = write_packet(
-            &mut sock,
+            sock,
             &Packet::Ready {
                 pid: std::process::id(),
             },
@@ -279,22 +327,16 @@ fn child_main(origin: Origin) -> i32 {
         ) {
             eprintln!("multiproc: cannot answer the parent: {e}");
         }
-        return EXIT_PARENT_GONE;
+        return Err(EXIT_PARENT_GONE);
     }
 
-    let uplink = match start_parent_link(sock, parent_pid) {
-        Ok(tx) => tx,
-        Err(e) => {
-            eprintln!("multiproc: cannot serve the control socket: {e}");
-            return EXIT_BOOTSTRAP_FAILED;
-        }
-    };
-    logging::install_forwarder(uplink.clone(), hello.log_level);
-    signals::ignore_sigint();
+    Ok(())
+}
 
+/// Runs the entry with its arguments, catching a panic as its outcome.
+fn run_entry(entry: &registry::Entry, args: Vec<u8>, fds: Vec<OwnedFd>) -> EntryOutcome {
     let run = entry.run;
-    let args = hello.args;
-    let outcome = match catch_unwind(AssertUnwindSafe(|| {
+    match catch_unwind(AssertUnwindSafe(|| {
         multiproc_transport::provide_fds(fds, || run(args))
     })) {
         Ok(outcome) => outcome,
@@ -303,7 +345,12 @@ fn child_main(origin: Origin) -> i32 {
                 take_panic().unwrap_or_else(|| (panic_message(&*payload), None));
             EntryOutcome::Panicked { message, location }
         }
-    };
+    }
+}
+
+/// Finishes this child's own children, reports how its entry ended to the parent, and
+/// returns the status to exit with.
+fn report_exit(outcome: EntryOutcome, uplink: &router::LinkTx) -> i32 {
     runtime::block_on(children::finish_children());
     let (report, code) = match outcome {
         EntryOutcome::Returned => (ExitReport::Normal, 0),
