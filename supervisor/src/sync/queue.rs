@@ -2,6 +2,7 @@
 //! memory is `queue/memory.rs`).
 
 mod memory;
+mod slot_cache;
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use multiproc_core::ring_queue::{Counters, Died, PutError, RingQueue, Slot, Taken};
 
+use super::slot_cache;
 use crate::runtime::shm::{self, Segment};
 use crate::sync::host::Watched;
 use crate::sync::lock::LockWord;
@@ -575,45 +576,10 @@ impl Slots<'_> {
     }
 }
 
-thread_local! {
-    /// This thread's slot in each queue it took from.
-    static SLOT: std::cell::RefCell<SlotCache> = std::cell::RefCell::new(SlotCache::default());
-}
-
-/// Fewest entries of a [`SlotCache`] at which it is pruned.
-const SLOT_CACHE_PRUNE_MIN: usize = 64;
-
-/// A thread's slots, by the address of the queue's mapping in this process. Each
-/// entry's `Weak` keeps that address from being reused by another mapping while the
-/// entry exists, and tells a dropped queue's entry from a live one: a thread that
-/// takes from many short-lived queues would otherwise keep an entry for each of them
-/// for ever.
-#[derive(Default)]
-struct SlotCache {
-    slots: std::collections::HashMap<usize, (std::sync::Weak<Segment>, u32)>,
-    /// Dropped queues' entries are pruned when the cache grows to this size, which then
-    /// doubles the live entries: amortized, an insert stays O(1).
-    prune_at: usize,
-}
-
 fn cached_slot(mem: &QueueMem) -> u32 {
-    let key = Arc::as_ptr(&mem.seg).addr();
-    SLOT.with(|s| {
-        s.borrow()
-            .slots
-            .get(&key)
-            .map_or(NO_SLOT, |&(_, slot)| slot)
-    })
+    slot_cache::get(&mem.seg).unwrap_or(NO_SLOT)
 }
 
 fn cache_slot(mem: &QueueMem, slot: u32) {
-    SLOT.with(|s| {
-        let mut cache = s.borrow_mut();
-        let key = Arc::as_ptr(&mem.seg).addr();
-        cache.slots.insert(key, (Arc::downgrade(&mem.seg), slot));
-        if cache.slots.len() >= cache.prune_at {
-            cache.slots.retain(|_, (seg, _)| seg.strong_count() > 0);
-            cache.prune_at = (2 * cache.slots.len()).max(SLOT_CACHE_PRUNE_MIN);
-        }
-    });
+    slot_cache::put(&mem.seg, slot);
 }
