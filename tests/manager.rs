@@ -157,7 +157,14 @@ fn take_from_queue(
     Ok(())
 }
 
+/// Decodes its proxy, then exits at once: the `Accept` that takes the proxy's lent
+/// credit is still queued on the reference link's thread.
+fn exit_at_once(_v: ValueProxy<i64>) {
+    std::process::exit(0);
+}
+
 multiproc::register!(
+    exit_at_once,
     use_them,
     use_nested,
     hold,
@@ -531,6 +538,28 @@ fn a_killed_childs_references_are_released() -> TestResult {
     Ok(())
 }
 
+/// A child that exits right after decoding its proxies has its references released
+/// like any other: its exit waits for its reference link to send what it queued.
+fn a_child_that_exits_at_once_leaves_no_object_behind() -> TestResult {
+    let m = Manager::start().unwrap();
+    let start = m.object_count().unwrap();
+    let v = m.value(&3i64).unwrap();
+    for _ in 0..20 {
+        let mut p = Process::new(exit_at_once, v.clone());
+        p.start().unwrap();
+        p.join().unwrap();
+        check_eq!(p.exit_code(), Some(0));
+    }
+    drop(v);
+    // Freed when the server has seen every child's link close and our release.
+    check!(
+        eventually(|| m.object_count().unwrap() == start),
+        "{} objects left, {start} before",
+        m.object_count().unwrap()
+    );
+    Ok(())
+}
+
 fn a_proxy_through_a_queue_outlives_its_sender() -> TestResult {
     let m = Manager::start().unwrap();
     let start = m.object_count().unwrap();
@@ -718,6 +747,10 @@ fn main() {
         trial(
             "a_proxy_sent_to_a_child_lives_until_the_child_drops_it",
             a_proxy_sent_to_a_child_lives_until_the_child_drops_it,
+        ),
+        trial(
+            "a_child_that_exits_at_once_leaves_no_object_behind",
+            a_child_that_exits_at_once_leaves_no_object_behind,
         ),
         trial(
             "a_killed_childs_references_are_released",

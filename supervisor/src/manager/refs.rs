@@ -25,6 +25,8 @@ use super::wire::{RefOp, Request, Response};
 const BATCH: usize = 4096;
 /// How long [`flush`] waits for the server to take this process's changes.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a process that exits waits for its links to send what they queued.
+const EXIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) enum Msg {
     Op(RefOp),
@@ -148,6 +150,7 @@ fn connect(target: &ServerAddr) -> Result<(RefLink, Arc<AtomicBool>), ManagerErr
         Response::Fault(e) => return Err(e),
         other => return Err(unexpected(&other)),
     };
+    flush_at_exit();
     let (tx, rx) = mpsc::channel();
     let alive = Arc::new(AtomicBool::new(true));
     let flag = Arc::clone(&alive);
@@ -171,6 +174,46 @@ fn connect(target: &ServerAddr) -> Result<(RefLink, Arc<AtomicBool>), ManagerErr
         },
         alive,
     ))
+}
+
+/// Makes this process's exit wait (bounded) for its reference links to send what they
+/// queued. A proxy decoded here (a child's arguments, say) queues the `Accept` that
+/// takes its lent credit; a process that exited before its link sent it would leave
+/// that credit, and the object, at the server for ever.
+#[allow(
+    unsafe_code,
+    reason = "atexit, to flush the links when the process exits"
+)]
+fn flush_at_exit() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    extern "C" fn on_exit() {
+        // Never unwind into libc.
+        let _ = std::panic::catch_unwind(|| {
+            let pid = rustix::process::getpid();
+            let links: Vec<Sender<Msg>> = LINKS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .filter(|e| e.pid == pid && e.alive.load(Ordering::Relaxed))
+                .map(|e| e.link.tx.clone())
+                .collect();
+            let deadline = std::time::Instant::now() + EXIT_FLUSH_TIMEOUT;
+            for tx in links {
+                let (done, wait) = mpsc::channel();
+                if tx.send(Msg::Flush(done)).is_ok() {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    let _ = wait.recv_timeout(left);
+                }
+            }
+        });
+    }
+    ONCE.call_once(|| {
+        // SAFETY: `on_exit` is an `extern "C" fn()` that never unwinds (it catches
+        // panics) and only touches process-global state that outlives `exit`.
+        unsafe {
+            libc::atexit(on_exit);
+        }
+    });
 }
 
 /// The link's thread: sends the queued changes in batches, in order, for as long
