@@ -600,11 +600,11 @@ fn spawn_join(py: Option<&Python>) -> Res {
         }
         if let Some(s) = fork.as_mut() {
             let rep = s.rep()?;
-            py_fork.push(rep.numbers("samples")?);
-            py_fork_start.push(rep.numbers("start")?);
+            py_fork.push(rep.samples.clone());
+            py_fork_start.push(rep.series("start")?);
         }
         if let Some(s) = spawn.as_mut() {
-            py_spawn.push(s.rep()?.numbers("samples")?);
+            py_spawn.push(s.rep()?.samples);
         }
     }
     for s in [fork, spawn].into_iter().flatten() {
@@ -646,7 +646,7 @@ fn spawn_join_forkserver(py: Option<&Python>) -> Res {
     for _ in 0..ROUNDS {
         mp.push((0..SPAWN_BATCH).map(|_| mp_once()).collect::<Res<_>>()?);
         if let Some(s) = server.as_mut() {
-            python.push(s.rep()?.numbers("samples")?);
+            python.push(s.rep()?.samples);
         }
     }
     if let Some(s) = server {
@@ -740,7 +740,7 @@ fn restart(py: Option<&Python>, method: StartMethod) -> Res {
             raw.push(samples);
         }
         if let Some(s) = python.as_mut() {
-            py_s.push(s.rep()?.numbers("samples")?);
+            py_s.push(s.rep()?.samples);
         }
     }
     if let Some(s) = python {
@@ -935,7 +935,7 @@ fn call_roundtrip(py: Option<&Python>, blocking: bool, asynchronous: bool) -> Re
             raw_s.push(vec![v]);
         }
         if let Some(s) = server.as_mut() {
-            python.push(s.rep()?.numbers("samples")?);
+            python.push(s.rep()?.samples);
         }
     }
     if let Some(raw) = raw {
@@ -1037,7 +1037,7 @@ fn stream(name: &'static str, size: usize, count: usize, py: Option<&Python>) ->
             raw.push(vec![raw_once()?]);
         }
         if let Some(s) = server.as_mut() {
-            python.push(s.rep()?.numbers("samples")?);
+            python.push(s.rep()?.samples);
         }
     }
     if let Some(s) = server {
@@ -1099,13 +1099,13 @@ fn idle_rss(py: Option<&Python>) -> Res {
     for (method, r) in [("fork", &fork), ("spawn", &spawn)] {
         println!(
             "# idle_rss python ({method}): child={:.0} KiB child RssAnon={:.0} KiB parent_per_child={:.0} KiB n={:.0}",
-            r.number("child")?,
+            r.sample()?,
             r.number("child_anon")?,
             r.number("parent_per_child")?,
             r.number("n")?
         );
     }
-    let reference = fork.number("child")?;
+    let reference = fork.sample()?;
     println!(
         "idle_rss vs python: multiproc={child:.0} KiB reference={reference:.0} KiB ratio={:.2}",
         reference / child
@@ -1156,7 +1156,7 @@ fn pool_rounds(
     for _ in 0..ROUNDS {
         mp.push(vec![mp_once()?]);
         if let Some(s) = server.as_mut() {
-            python.push(s.rep()?.numbers("samples")?);
+            python.push(s.rep()?.samples);
         }
     }
     if let Some(s) = server {
@@ -1228,7 +1228,7 @@ fn apply_async_latency(py: Option<&Python>, roundtrip_us: Option<f64>) -> Res {
     for _ in 0..ROUNDS {
         mp.push(vec![batch(APPLY_BATCH)?]);
         if let Some(s) = server.as_mut() {
-            python.push(s.rep()?.numbers("samples")?);
+            python.push(s.rep()?.samples);
         }
     }
     if let Some(s) = server {
@@ -1313,11 +1313,11 @@ fn pool_start(py: Option<&Python>, name: &'static str, method: Option<StartMetho
         mp_stop.push(stops);
         if let Some(s) = python.as_mut() {
             let rep = s.rep()?;
-            py_s.push(rep.numbers("samples")?);
-            py_stop.push(rep.numbers("shutdown")?);
+            py_s.push(rep.samples.clone());
+            py_stop.push(rep.series("shutdown")?);
         }
         if let Some(s) = spawn.as_mut() {
-            py_spawn.push(s.rep()?.numbers("samples")?);
+            py_spawn.push(s.rep()?.samples);
         }
     }
     for s in [python, spawn].into_iter().flatten() {
@@ -1407,7 +1407,7 @@ fn pool_worker_killed(py: Option<&Python>) -> Res {
         mp.push(died);
         mp_serves.push(serves);
         if let Some(s) = python.as_mut() {
-            py_s.push(s.rep()?.numbers("samples")?);
+            py_s.push(s.rep()?.samples);
         }
     }
     if let Some(s) = python {
@@ -1668,7 +1668,7 @@ fn shm_bandwidth(py: Option<&Python>) -> Res {
         mp.push(vec![mp_once()?]);
         raw.push(vec![raw_once()]);
         if let Some(s) = server.as_mut() {
-            pys.push(s.rep()?.numbers("samples")?);
+            pys.push(s.rep()?.samples);
         }
     }
     if let Some(s) = server {
@@ -1770,7 +1770,7 @@ fn sync_rounds(
         mp.push(vec![mp_once()?]);
         for ((_, server), samples) in servers.iter_mut().zip(&mut refs) {
             if let Some(s) = server.as_mut() {
-                samples.push(s.rep()?.numbers("samples")?);
+                samples.push(s.rep()?.samples);
             }
         }
     }
@@ -2008,14 +2008,14 @@ impl Python {
             stdout,
             what: format!("{script} {}", args.join(" ")),
         };
-        match server.line()?.get("ready") {
-            Ok(Json::Bool(true)) => Ok(server),
-            _ => Err(format!("python {script} did not say it was ready").into()),
+        match server.line()?.as_deref().map(str::trim) {
+            Some("ready") => Ok(server),
+            other => Err(format!("python {script} did not say it was ready: {other:?}").into()),
         }
     }
 
-    /// Runs `script` once and parses its one line.
-    fn once(&self, script: &str, args: &[&str], env: &[(&str, usize)]) -> Res<Json> {
+    /// Runs `script` once and reads its one result.
+    fn once(&self, script: &str, args: &[&str], env: &[(&str, usize)]) -> Res<PyReply> {
         let out = self
             .command(script, args, env)
             .stderr(Stdio::inherit())
@@ -2023,11 +2023,13 @@ impl Python {
         if !out.status.success() {
             return Err(format!("{script} failed: {}", out.status).into());
         }
-        Json::parse(String::from_utf8(out.stdout)?.trim())
+        let text = String::from_utf8(out.stdout)?;
+        let mut lines = text.lines().map(str::to_string);
+        PyReply::read(script, &mut || Ok(lines.next()))
     }
 }
 
-/// A reference script run with `--serve`: one `rep` line in, one JSON line out.
+/// A reference script run with `--serve`: one `rep` line in, one result out.
 struct PyServer {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -2036,23 +2038,21 @@ struct PyServer {
 }
 
 impl PyServer {
-    fn line(&mut self) -> Res<Json> {
+    /// The next line of output, without its end; `None` at the end of the output.
+    fn line(&mut self) -> Res<Option<String>> {
         let mut line = String::new();
         if self.stdout.read_line(&mut line)? == 0 {
-            return Err(format!("python {} ended early", self.what).into());
+            return Ok(None);
         }
-        let json = Json::parse(line.trim())?;
-        if let Ok(Json::Str(e)) = json.get("error") {
-            return Err(format!("python {}: {e}", self.what).into());
-        }
-        Ok(json)
+        Ok(Some(line.trim_end().to_string()))
     }
 
-    fn rep(&mut self) -> Res<Json> {
+    fn rep(&mut self) -> Res<PyReply> {
         let stdin = self.stdin.as_mut().ok_or("stdin closed")?;
         stdin.write_all(b"rep\n")?;
         stdin.flush()?;
-        self.line()
+        let what = self.what.clone();
+        PyReply::read(&what, &mut || self.line())
     }
 
     fn finish(mut self) -> Res {
@@ -2073,161 +2073,73 @@ impl Drop for PyServer {
     }
 }
 
-/// Just enough JSON for the scripts' flat result objects.
-#[derive(Debug)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
+/// One result of a reference script (benches/python/common.py): zero or more
+/// `NAME V1 V2 ...` lines of extra series, ended by one `samples UNIT V1 V2 ...` line.
+#[derive(Debug, Default)]
+struct PyReply {
+    samples: Vec<f64>,
+    series: Vec<(String, Vec<f64>)>,
 }
 
-impl Json {
-    fn parse(text: &str) -> Res<Json> {
-        let mut p = JsonParser {
-            s: text.as_bytes(),
-            i: 0,
-        };
-        let v = p.value()?;
-        p.ws();
-        if p.i != p.s.len() {
-            return Err(format!("trailing characters in {text:?}").into());
-        }
-        Ok(v)
-    }
-
-    fn get(&self, key: &str) -> Res<&Json> {
-        match self {
-            Json::Obj(fields) => fields
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v)
-                .ok_or_else(|| format!("no {key:?}").into()),
-            _ => Err("not an object".into()),
-        }
-    }
-
-    fn number(&self, key: &str) -> Res<f64> {
-        match self.get(key)? {
-            Json::Num(n) => Ok(*n),
-            v => Err(format!("{key:?} is not a number: {v:?}").into()),
-        }
-    }
-
-    fn numbers(&self, key: &str) -> Res<Vec<f64>> {
-        match self.get(key)? {
-            Json::Arr(items) => items
-                .iter()
-                .map(|v| match v {
-                    Json::Num(n) => Ok(*n),
-                    v => Err(format!("{key:?} holds a non-number: {v:?}").into()),
-                })
-                .collect(),
-            v => Err(format!("{key:?} is not an array: {v:?}").into()),
-        }
-    }
-}
-
-struct JsonParser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl JsonParser<'_> {
-    fn ws(&mut self) {
-        while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) -> bool {
-        self.ws();
-        let hit = self.s.get(self.i) == Some(&c);
-        self.i += usize::from(hit);
-        hit
-    }
-
-    fn seq<T>(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Res<T>) -> Res<Vec<T>> {
-        let mut out = Vec::new();
-        if self.eat(close) {
-            return Ok(out);
-        }
+impl PyReply {
+    /// Reads one result from `lines` (each without its end); `what` names the script.
+    fn read(what: &str, lines: &mut dyn FnMut() -> Res<Option<String>>) -> Res<PyReply> {
+        let mut reply = PyReply::default();
         loop {
-            out.push(item(self)?);
-            if self.eat(close) {
-                return Ok(out);
-            }
-            if !self.eat(b',') {
-                return Err(format!("expected ',' at byte {}", self.i).into());
-            }
-        }
-    }
-
-    fn value(&mut self) -> Res<Json> {
-        self.ws();
-        let rest = &self.s[self.i..];
-        for (word, v) in [
-            (&b"null"[..], Json::Null),
-            (b"true", Json::Bool(true)),
-            (b"false", Json::Bool(false)),
-        ] {
-            if rest.starts_with(word) {
-                self.i += word.len();
-                return Ok(v);
-            }
-        }
-        match rest.first() {
-            Some(b'{') => {
-                self.i += 1;
-                let fields = self.seq(b'}', |p| {
-                    let key = p.string()?;
-                    if !p.eat(b':') {
-                        return Err(format!("expected ':' at byte {}", p.i).into());
-                    }
-                    Ok((key, p.value()?))
-                })?;
-                Ok(Json::Obj(fields))
-            }
-            Some(b'[') => {
-                self.i += 1;
-                Ok(Json::Arr(self.seq(b']', Self::value)?))
-            }
-            Some(b'"') => Ok(Json::Str(self.string()?)),
-            _ => {
-                let len = rest
-                    .iter()
-                    .take_while(|c| c.is_ascii_digit() || b"+-.eE".contains(c))
-                    .count();
-                let text = std::str::from_utf8(&rest[..len])?;
-                self.i += len;
-                Ok(Json::Num(text.parse().map_err(|_| {
-                    format!("bad number {text:?} at byte {}", self.i)
-                })?))
-            }
-        }
-    }
-
-    /// A string; escapes other than `\"` and `\\` are kept as written.
-    fn string(&mut self) -> Res<String> {
-        if !self.eat(b'"') {
-            return Err(format!("expected a string at byte {}", self.i).into());
-        }
-        let mut out = Vec::new();
-        while let Some(&c) = self.s.get(self.i) {
-            self.i += 1;
-            match c {
-                b'"' => return Ok(String::from_utf8(out)?),
-                b'\\' if matches!(self.s.get(self.i), Some(b'"' | b'\\')) => {
-                    out.push(self.s[self.i]);
-                    self.i += 1;
+            let line = lines()?.ok_or_else(|| format!("python {what} ended early"))?;
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("error") => {
+                    let why = line.trim_start().trim_start_matches("error").trim();
+                    return Err(format!("python {what}: {why}").into());
                 }
-                c => out.push(c),
+                Some("samples") => {
+                    words
+                        .next()
+                        .ok_or_else(|| format!("python {what}: no unit in {line:?}"))?;
+                    reply.samples = numbers(what, words)?;
+                    return Ok(reply);
+                }
+                Some(name) => reply.series.push((name.to_string(), numbers(what, words)?)),
+                None => return Err(format!("python {what}: an empty line").into()),
             }
         }
-        Err("unterminated string".into())
     }
+
+    /// The values of the series `name`.
+    fn series(&self, name: &str) -> Res<Vec<f64>> {
+        self.series
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| format!("no {name:?} in a python result").into())
+    }
+
+    /// The one value of the series `name`.
+    fn number(&self, name: &str) -> Res<f64> {
+        match self.series(name)?.as_slice() {
+            &[v] => Ok(v),
+            other => Err(format!("{name:?} is not one number: {other:?}").into()),
+        }
+    }
+
+    /// The one sample.
+    fn sample(&self) -> Res<f64> {
+        match self.samples.as_slice() {
+            &[v] => Ok(v),
+            other => Err(format!("not one sample: {other:?}").into()),
+        }
+    }
+}
+
+/// The numbers of a result line, as Python's `str` writes them.
+fn numbers<'a>(what: &str, words: impl Iterator<Item = &'a str>) -> Res<Vec<f64>> {
+    words
+        .map(|w| {
+            w.parse()
+                .map_err(|_| format!("python {what}: {w:?} is not a number").into())
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------

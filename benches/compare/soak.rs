@@ -3,8 +3,9 @@
 //! cgroup, with that child's fds, threads and RSS before and after.
 //!
 //! The bench starts itself again with `MULTIPROC_BENCH_ROLE=soak-<loop>` inside a
-//! cgroup ([`crate::cgroup`]); the child runs the loop and prints one JSON line per
-//! measurement on stdout; the bench prints them as result lines. A fresh process per
+//! cgroup ([`crate::cgroup`]); the child runs the loop and prints one line per
+//! measurement on stdout, `soak NAME KEY=V KEY=START,END ...` (words, no JSON); the
+//! bench prints them as result lines. A fresh process per
 //! loop keeps the figures free of what the bench itself (or an earlier loop) holds.
 
 use std::io::Read;
@@ -20,7 +21,7 @@ use multiproc::{
 };
 
 use crate::cgroup::{self, Cgroup};
-use crate::{Json, ROLE_ENV, Res, noop, num, proc_status, sq};
+use crate::{ROLE_ENV, Res, noop, num, proc_status, sq};
 
 /// Iterations of each loop (a tenth of them for pools); the figure by default.
 const ITERATIONS_ENV: &str = "MULTIPROC_SOAK_ITERATIONS";
@@ -140,8 +141,8 @@ pub(crate) fn run(scenario: &str) -> Res {
         return Err(format!("{scenario}: the soak child failed: {status}").into());
     }
     let mut reported = 0;
-    for line in text.lines().filter(|l| l.starts_with('{')) {
-        report(&Json::parse(line)?)?;
+    for line in text.lines().filter(|l| l.starts_with("soak ")) {
+        report(&Measurement::parse(line)?)?;
         reported += 1;
     }
     if reported == 0 {
@@ -163,9 +164,57 @@ pub(crate) fn run(scenario: &str) -> Res {
     Ok(())
 }
 
-/// A pair `[start, end]` from the child's report.
-fn pair(m: &Json, key: &str) -> Res<(f64, f64)> {
-    match m.numbers(key)?.as_slice() {
+/// One line of a soak child, `soak NAME KEY=V KEY=START,END ...`: its loop's name and
+/// its figures, in their order.
+struct Measurement {
+    name: String,
+    fields: Vec<(String, Vec<f64>)>,
+}
+
+impl Measurement {
+    fn parse(line: &str) -> Res<Measurement> {
+        let mut words = line.split_whitespace().skip(1);
+        let name = words
+            .next()
+            .ok_or("a soak report without a name")?
+            .to_string();
+        let fields = words
+            .map(|w| {
+                let (key, values) = w
+                    .split_once('=')
+                    .ok_or_else(|| format!("a soak report's {w:?} is not KEY=V"))?;
+                let values = values
+                    .split(',')
+                    .map(|v| {
+                        v.parse()
+                            .map_err(|_| format!("{key}: {v:?} is not a number"))
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok((key.to_string(), values))
+            })
+            .collect::<Res<_>>()?;
+        Ok(Measurement { name, fields })
+    }
+
+    fn numbers(&self, key: &str) -> Res<&[f64]> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+            .ok_or_else(|| format!("no {key:?} in a soak report").into())
+    }
+
+    fn number(&self, key: &str) -> Res<f64> {
+        match self.numbers(key)? {
+            &[v] => Ok(v),
+            other => Err(format!("{key:?} is not one number: {other:?}").into()),
+        }
+    }
+}
+
+/// A pair `START,END` from the child's report.
+fn pair(m: &Measurement, key: &str) -> Res<(f64, f64)> {
+    match m.numbers(key)? {
         &[a, b] => Ok((a, b)),
         other => Err(format!("{key:?} is not a pair: {other:?}").into()),
     }
@@ -195,20 +244,15 @@ fn show(key: &str, (a, b): (f64, f64)) -> String {
 
 /// Prints one measurement: a result line with the loop's own figures, and a `#` line
 /// with the rest.
-fn report(m: &Json) -> Res {
-    let name = match m.get("name")? {
-        Json::Str(s) => s.as_str(),
-        other => return Err(format!("a soak report's name is {other:?}").into()),
-    };
+fn report(m: &Measurement) -> Res {
+    let name = m.name.as_str();
     let (n, secs, warmup) = (m.number("n")?, m.number("secs")?, m.number("warmup")?);
     let own = ["fds", "threads", "rss"];
-    let Json::Obj(fields) = m else {
-        return Err("a soak report is not an object".into());
-    };
-    let extra: Vec<&str> = fields
+    let extra: Vec<&str> = m
+        .fields
         .iter()
         .map(|(k, _)| k.as_str())
-        .filter(|k| !["name", "n", "secs", "warmup", "missed_events"].contains(k))
+        .filter(|k| !["n", "secs", "warmup", "missed_events"].contains(k))
         .filter(|k| !own.contains(k))
         .collect();
     // The loop's own targets decide the result line. Another process's figures (the
@@ -329,7 +373,7 @@ impl Default for Hooks<'_> {
     }
 }
 
-/// One loop's figures, printed as one JSON line.
+/// One loop's figures, printed as one line: `soak NAME KEY=V KEY=START,END ...`.
 struct Figures {
     name: String,
     n: usize,
@@ -342,25 +386,18 @@ struct Figures {
 
 impl Figures {
     fn print(&self, more: &[(&str, f64)]) {
+        let (start, end) = (self.start, self.end);
         let mut fields = vec![
-            format!("\"name\": \"{}\"", self.name),
-            format!("\"n\": {}", self.n),
-            format!("\"warmup\": {}", self.warmup),
-            format!("\"secs\": {}", self.secs),
-            format!("\"fds\": [{}, {}]", self.start.fds, self.end.fds),
-            format!(
-                "\"threads\": [{}, {}]",
-                self.start.threads, self.end.threads
-            ),
-            format!("\"rss\": [{}, {}]", self.start.rss, self.end.rss),
+            format!("n={}", self.n),
+            format!("warmup={}", self.warmup),
+            format!("secs={}", self.secs),
+            format!("fds={},{}", start.fds, end.fds),
+            format!("threads={},{}", start.threads, end.threads),
+            format!("rss={},{}", start.rss, end.rss),
         ];
-        fields.extend(
-            self.extra
-                .iter()
-                .map(|(k, a, b)| format!("\"{k}\": [{a}, {b}]")),
-        );
-        fields.extend(more.iter().map(|(k, v)| format!("\"{k}\": {v}")));
-        println!("{{{}}}", fields.join(", "));
+        fields.extend(self.extra.iter().map(|(k, a, b)| format!("{k}={a},{b}")));
+        fields.extend(more.iter().map(|(k, v)| format!("{k}={v}")));
+        println!("soak {} {}", self.name, fields.join(" "));
     }
 }
 
