@@ -29,8 +29,8 @@ pub(crate) fn sq(x: u64) -> u64 {
     x * x
 }
 
-/// Writes the worker's pid to `path` (a rename, so that it appears whole), then
-/// sleeps; `pool_worker_killed` polls for the file and kills the worker.
+/// Puts its task number and its worker's pid on `running`, then sleeps;
+/// `pool_worker_killed` waits for both tasks' reports and kills a worker.
 fn pid_then_sleep(running: Queue<(usize, u32)>, task: usize) -> u32 {
     let pid = std::process::id();
     let _ = running.put(&(task, pid), true, None);
