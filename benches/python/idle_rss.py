@@ -4,9 +4,11 @@ usage: python3 idle_rss.py [fork|spawn|forkserver]
 env:   N idle children (default 20)
 Starts one child and stops it (warm-up), reads the parent's VmRSS, starts N children
 that each say "ready" and block on a Pipe, then reads VmRSS/RssAnon of the children
-(/proc/<pid>/status) and of the parent. Prints one line:
-{"unit": "KiB", "child": median child VmRSS, "child_anon": median child RssAnon,
- "parent_per_child": parent VmRSS growth / N, "n": N}.
+(/proc/<pid>/status) and of the parent. Prints one result (common.py):
+child_anon <median child RssAnon>
+parent_per_child <parent VmRSS growth / N>
+n <N>
+samples KiB <median child VmRSS>
 """
 import multiprocessing as mp
 import statistics
@@ -46,8 +48,11 @@ def main():
     anon = [proc_status(p.pid, "RssAnon") for p, _ in children]
     for p, conn in children:
         stop(p, conn)
-    emit(unit="KiB", child=statistics.median(rss), child_anon=statistics.median(anon),
-         parent_per_child=(after - before) / n, n=n)
+    emit("KiB", [statistics.median(rss)], {
+        "child_anon": [statistics.median(anon)],
+        "parent_per_child": [(after - before) / n],
+        "n": [n],
+    })
     stop_resource_tracker()
 
 

@@ -3,7 +3,7 @@
 usage: python3 pipe_roundtrip.py [fork|spawn|forkserver] [--serve]
 env:   ITERS round trips per repetition (default 2000), REPS (default 5, without --serve)
 One child for the whole run, warmed up with 1000 round trips. Prints per repetition:
-{"unit": "us", "samples": [mean round trip]}.
+`samples us <mean round trip>` (common.py).
 """
 import multiprocessing as mp
 
@@ -37,7 +37,7 @@ def main():
             a.send(MSG)
             a.recv()
         dt = perf() - t0
-        return {"unit": "us", "samples": [dt / iters * 1e6]}
+        return "us", [dt / iters * 1e6]
 
     try:
         serve(rep)

@@ -5,23 +5,23 @@ env:   REPS (default 5, without --serve), and per scenario:
   map            N items (default 1e6), CHUNKSIZE (default 0: Python's default, which is
                  ceil(N / (4 * processes))). One pool for the whole run, warmed up with
                  pool.map(f, range(1000)) and one repetition. Per repetition:
-                 {"unit": "tasks/s", "samples": [N / wall time of pool.map(f, range(N),
-                 chunksize)]}.
+                 `samples tasks/s <N / wall time of pool.map(f, range(N), chunksize)>`.
   imap_unordered N items (default 1e5), CHUNKSIZE (default 1): sum(pool.imap_unordered(
                  f, range(N), chunksize)); one pool, set up as for map; tasks/s as map.
   apply_async    ITERS calls (default 2000): pool.apply_async(f, (i,)).get() one at a time;
-                 one pool, set up as for map. {"unit": "us", "samples": [mean per call]}.
+                 one pool, set up as for map. `samples us <mean per call>`.
   start          N pools per repetition (default 5): Pool(2) constructed and its first
                  apply(f, (3,)) result, timed; then terminate() + join(), timed apart.
-                 One pool of warm-up (for forkserver: the server's start). {"unit": "ms",
-                 "samples": [...], "shutdown": [terminate + join per pool]}.
+                 One pool of warm-up (for forkserver: the server's start).
+                 `shutdown <terminate + join per pool>...`, then `samples ms <...>`.
   worker_killed  N kills per repetition (default 5). A fresh ProcessPoolExecutor(2) per
                  kill (a killed worker breaks it); both workers run sleeper(30) and say so
                  with their pid on a queue; SIGKILL the first to report, time from
                  os.kill until future.exception() returns BrokenProcessPool (as
                  shared/bench/python/bench_restart.py ppe_inflight, with the pids on a
-                 queue instead of a fixed 0.2 s wait). {"unit": "ms", "samples": [...]}.
-The start method (second argument, default fork) applies to every scenario.
+                 queue instead of a fixed 0.2 s wait). `samples ms <one per kill>...`.
+The start method (second argument, default fork) applies to every scenario. Result
+lines as common.py describes.
 """
 import concurrent.futures as cf
 import multiprocessing as mp
@@ -32,7 +32,7 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 
 import common
-from common import emit, env_int, perf, positional, serve, stop_resource_tracker
+from common import env_int, perf, positional, say, serve, stop_resource_tracker
 
 PIDS = None  # set in each executor worker by the initializer (worker_killed)
 
@@ -76,7 +76,7 @@ def map_rep(pool, n, chunksize):
     out = pool.map(f, range(n), chunksize=chunksize)
     dt = perf() - t0
     assert len(out) == n and out[-1] == (n - 1) ** 2, out[-1]
-    return {"unit": "tasks/s", "samples": [n / dt]}
+    return "tasks/s", [n / dt]
 
 
 def imap_rep(pool, n, chunksize):
@@ -84,7 +84,7 @@ def imap_rep(pool, n, chunksize):
     s = sum(pool.imap_unordered(f, range(n), chunksize=chunksize))
     dt = perf() - t0
     assert s == (n - 1) * n * (2 * n - 1) // 6, s
-    return {"unit": "tasks/s", "samples": [n / dt]}
+    return "tasks/s", [n / dt]
 
 
 def apply_rep(pool, iters):
@@ -92,7 +92,7 @@ def apply_rep(pool, iters):
     for i in range(iters):
         assert pool.apply_async(f, (i,)).get() == i * i
     dt = perf() - t0
-    return {"unit": "us", "samples": [dt / iters * 1e6]}
+    return "us", [dt / iters * 1e6]
 
 
 def start_once(ctx):
@@ -108,7 +108,7 @@ def start_once(ctx):
 
 def start_rep(ctx, n):
     starts, shutdowns = zip(*(start_once(ctx) for _ in range(n)))
-    return {"unit": "ms", "samples": list(starts), "shutdown": list(shutdowns)}
+    return "ms", starts, {"shutdown": shutdowns}
 
 
 def kill_once(ctx):
@@ -158,9 +158,9 @@ def main():
         elif scenario == "worker_killed":
             n = env_int("N", 5)
             kill_once(ctx)  # warm-up
-            serve(lambda: {"unit": "ms", "samples": [kill_once(ctx) for _ in range(n)]})
+            serve(lambda: ("ms", [kill_once(ctx) for _ in range(n)]))
         else:
-            emit(error=f"unknown scenario {scenario!r}")
+            say("error", f"unknown scenario {scenario!r}")
             sys.exit(2)
     finally:
         if ctx.get_start_method() == "forkserver":

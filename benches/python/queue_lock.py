@@ -7,7 +7,7 @@ env:   REPS (default 5, without --serve), and per scenario:
                    parent sets it and stops at the consumer's perf_counter() after the
                    last item (CLOCK_MONOTONIC, shared by the processes). The producer
                    ends with a None. One repetition of warm-up.
-                   {"unit": "items/s", "samples": [ITEMS / that time]}.
+                   `samples items/s <ITEMS / that time>`.
   joinable_queue   ITEMS: the same with a JoinableQueue: the consumer calls task_done()
                    per item (the None included), the producer ends with q.join(); the
                    clock stops at the later of the consumer's last item and the
@@ -15,7 +15,7 @@ env:   REPS (default 5, without --serve), and per scenario:
   manager_lock     N pairs (default 10000): acquire() + release() of a Manager().Lock()
                    from the main process (the lock lives in the manager's server process:
                    two proxy round trips per pair). One manager for the run, warmed up
-                   with 500 pairs. {"unit": "pairs/s", "samples": [N / time]}.
+                   with 500 pairs. `samples pairs/s <N / time>`.
   mplock           N pairs (default 1e6): acquire() + release() of an mp.Lock() (a POSIX
                    semaphore in shared memory), uncontended, in the main process; a fresh
                    lock each repetition. pairs/s.
@@ -23,12 +23,13 @@ env:   REPS (default 5, without --serve), and per scenario:
                    repetition, wait on an Event, then each does N pairs on one mp.Lock()
                    and reports its perf_counter() before the first and after the last;
                    pairs/s = 2N / (last end - first start).
-The start method (second argument, default fork) applies to every scenario.
+The start method (second argument, default fork) applies to every scenario. Result
+lines as common.py describes.
 """
 import multiprocessing as mp
 import sys
 
-from common import emit, env_int, perf, positional, serve
+from common import env_int, perf, positional, say, serve
 
 
 # --- Queue (bench_queue.py, int items) ----------------------------------------------
@@ -71,7 +72,7 @@ def queue_rep(ctx, n, joinable):
     cons = [g for g in got if g[0] == "consumer_done"][0]
     assert cons[2] == n, cons
     t_end = max(g[1] for g in got)
-    return {"unit": "items/s", "samples": [n / (t_end - t0)]}
+    return "items/s", [n / (t_end - t0)]
 
 
 # --- Lock (bench_lock.py) -------------------------------------------------------------
@@ -104,7 +105,7 @@ def contended_rep(ctx, n):
     for p in ps:
         p.join()
     wall = max(e for _, e in spans) - min(s for s, _ in spans)
-    return {"unit": "pairs/s", "samples": [2 * n / wall]}
+    return "pairs/s", [2 * n / wall]
 
 
 def main():
@@ -120,17 +121,17 @@ def main():
         with ctx.Manager() as m:
             ml = m.Lock()
             local_pairs(ml, 500)  # warm-up
-            serve(lambda: {"unit": "pairs/s", "samples": [local_pairs(ml, n)]})
+            serve(lambda: ("pairs/s", [local_pairs(ml, n)]))
     elif scenario == "mplock":
         n = env_int("N", 1_000_000)
         local_pairs(ctx.Lock(), n)  # warm-up
-        serve(lambda: {"unit": "pairs/s", "samples": [local_pairs(ctx.Lock(), n)]})
+        serve(lambda: ("pairs/s", [local_pairs(ctx.Lock(), n)]))
     elif scenario == "mplock_contended":
         n = env_int("N", 500_000)
         contended_rep(ctx, n)  # warm-up
         serve(lambda: contended_rep(ctx, n))
     else:
-        emit(error=f"unknown scenario {scenario!r}")
+        say("error", f"unknown scenario {scenario!r}")
         sys.exit(2)
 
 

@@ -5,7 +5,7 @@ env:   N kills per repetition (default 5), REPS (default 5, without --serve)
 Python's executor does not replace the worker: the future fails with BrokenProcessPool
 and the executor is unusable. That failure reaching the caller is what is timed, from
 os.kill to future.exception() returning; a fresh executor per kill is set up untimed.
-Prints per repetition: {"unit": "ms", "samples": [...]}.
+Prints per repetition: `samples ms <one per kill>...` (common.py).
 """
 import concurrent.futures as cf
 import multiprocessing as mp
@@ -49,7 +49,7 @@ def main():
     ctx = mp.get_context("fork")
     n = env_int("N", 5)
     once(ctx)  # warm-up
-    serve(lambda: {"unit": "ms", "samples": [once(ctx) for _ in range(n)]})
+    serve(lambda: ("ms", [once(ctx) for _ in range(n)]))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import multiprocessing as mp
 import sys
 from multiprocessing import shared_memory
 
-from common import emit, env_int, perf, positional, serve
+from common import env_int, perf, positional, say, serve
 
 
 def inc(v, n, go, res):
@@ -43,7 +43,7 @@ def value_rep(ctx, n):
         p.join()
     assert v.value == (n // 2) * 2, v.value
     wall = max(e for _, e in spans) - min(s for s, _ in spans)
-    return {"unit": "incr/s", "samples": [(n // 2) * 2 / wall]}
+    return "incr/s", [(n // 2) * 2 / wall]
 
 
 def dict_ops(d, n):
@@ -75,7 +75,7 @@ def shm_rep(ctx, size):
         data = bytes(block.buf[:size])
         read = perf() - t0
         assert data[-1] == 7
-        return {"unit": "GB/s", "samples": [2 * size / 1e9 / (write + read)]}
+        return "GB/s", [2 * size / 1e9 / (write + read)]
     finally:
         block.close()
         block.unlink()
@@ -93,13 +93,13 @@ def main():
         with ctx.Manager() as m:
             d = m.dict()
             dict_ops(d, 500)  # warm-up
-            serve(lambda: {"unit": "ops/s", "samples": [dict_ops(d, n)]})
+            serve(lambda: ("ops/s", [dict_ops(d, n)]))
     elif scenario == "shm_bandwidth":
         size = env_int("SIZE", 1 << 20)
         shm_rep(ctx, size)  # warm-up
         serve(lambda: shm_rep(ctx, size))
     else:
-        emit(error=f"unknown scenario {scenario!r}")
+        say("error", f"unknown scenario {scenario!r}")
         sys.exit(2)
 
 

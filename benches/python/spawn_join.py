@@ -2,8 +2,8 @@
 
 usage: python3 spawn_join.py [fork|spawn|forkserver] [--serve]
 env:   N processes per repetition (default 20), REPS (default 5, without --serve)
-Prints per repetition: {"unit": "ms", "samples": [start+join per process],
-"start": [start() alone per process]}.
+Prints per repetition (common.py): `start <start() alone per process>...`, then
+`samples ms <start+join per process>...`.
 """
 import multiprocessing as mp
 
@@ -35,7 +35,7 @@ def main():
             assert p.exitcode == 0, p.exitcode
             starts.append((t1 - t0) * 1e3)
             totals.append((t2 - t0) * 1e3)
-        return {"unit": "ms", "samples": totals, "start": starts}
+        return "ms", totals, {"start": starts}
 
     serve(rep)
 

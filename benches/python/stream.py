@@ -4,7 +4,7 @@ usage: python3 stream.py SIZE COUNT [fork|spawn|forkserver] [--serve]
 env:   REPS (default 5, without --serve)
 Each repetition starts a child over a fresh multiprocessing.Pipe(); the clock runs from
 the parent's "go" to the last message received. Prints per repetition:
-{"unit": "MB/s", "samples": [1e6 bytes per second]}.
+`samples MB/s <1e6 bytes per second>` (common.py).
 """
 import multiprocessing as mp
 import os
@@ -43,7 +43,7 @@ def main():
     once()  # warm-up
 
     def rep():
-        return {"unit": "MB/s", "samples": [once()]}
+        return "MB/s", [once()]
 
     serve(rep)
 

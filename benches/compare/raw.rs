@@ -1,0 +1,110 @@
+//! The bench binary's own `raw` children: this same binary started with
+//! `MULTIPROC_BENCH_ROLE=raw-<role>` and a socketpair on its stdin, playing the role
+//! without multiproc (plain blocking `read`/`write`): the syscall floor of the
+//! scenarios.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, Command, Stdio};
+
+use crate::{ROLE_ENV, Res};
+
+/// A child of this binary in a raw role, with a socketpair on its stdin.
+pub(crate) struct RawChild {
+    pub(crate) child: Child,
+    pub(crate) sock: UnixStream,
+}
+
+impl RawChild {
+    pub(crate) fn start(role: &str, env: &[(&str, usize)]) -> Res<RawChild> {
+        let (sock, theirs) = UnixStream::pair()?;
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.env(ROLE_ENV, role)
+            .stdin(Stdio::from(OwnedFd::from(theirs)));
+        for (k, v) in env {
+            cmd.env(k, v.to_string());
+        }
+        Ok(RawChild {
+            child: cmd.spawn()?,
+            sock,
+        })
+    }
+
+    /// Closes the socket (the child ends at EOF) and checks how the child ended.
+    pub(crate) fn finish(mut self) -> Res {
+        self.sock.shutdown(std::net::Shutdown::Both)?;
+        let status = self.child.wait()?;
+        if !status.success() {
+            return Err(format!("raw child failed: {status}").into());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RawChild {
+    fn drop(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        let _ = self.child.wait();
+    }
+}
+
+pub(crate) fn raw_role(role: &str) -> Res {
+    match role {
+        // What every multiproc child costs at least: exec, a tokio runtime, one task.
+        "raw-spawn" => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(rt.spawn(async {}))?;
+            Ok(())
+        }
+        // A replacement worker: exec, a tokio runtime, then "ready" on the socket.
+        "raw-ready" => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            rt.block_on(rt.spawn(async {}))?;
+            let mut sock = stdin_socket()?;
+            sock.write_all(b"r")?;
+            let mut rest = Vec::new();
+            sock.read_to_end(&mut rest)?;
+            Ok(())
+        }
+        "raw-echo" => {
+            let mut sock = stdin_socket()?;
+            let mut buf = [0u8; 8];
+            loop {
+                match sock.read_exact(&mut buf) {
+                    Ok(()) => sock.write_all(&buf)?,
+                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        "raw-stream" => {
+            let size: usize = std::env::var("BENCH_SIZE")?.parse()?;
+            let count: usize = std::env::var("BENCH_COUNT")?.parse()?;
+            let mut sock = stdin_socket()?;
+            let mut frame = (size as u32).to_be_bytes().to_vec();
+            frame.resize(4 + size, 0xA5);
+            let mut byte = [0u8; 1];
+            sock.write_all(b"r")?;
+            sock.read_exact(&mut byte)?;
+            for _ in 0..count {
+                sock.write_all(&frame)?;
+            }
+            sock.read_exact(&mut byte)?;
+            Ok(())
+        }
+        other => Err(format!("unknown {ROLE_ENV}={other}").into()),
+    }
+}
+
+fn stdin_socket() -> Res<UnixStream> {
+    Ok(UnixStream::from(
+        std::io::stdin().as_fd().try_clone_to_owned()?,
+    ))
+}
