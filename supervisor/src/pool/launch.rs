@@ -124,7 +124,7 @@ pub(super) fn launch(
         };
         let (tx, frames) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        runtime::handle().spawn(write_frames(
+        let writer = runtime::handle().spawn(write_frames(
             Arc::clone(&stream),
             frames,
             Arc::clone(&queued),
@@ -143,6 +143,13 @@ pub(super) fn launch(
             return;
         }
         let reason = read_frames(w, &stream, &process, &events, launch.max_frame_len).await;
+        // Let go of the worker's socket and process before the pool hears that it
+        // exited: a `join` that returns then finds them closed, not closing. Nothing
+        // more can be written to a worker that has exited.
+        writer.abort();
+        let _ = writer.await;
+        drop(stream);
+        drop(process);
         let _ = events.send(Event::Exited(w, reason));
     });
     name
