@@ -22,7 +22,9 @@ use multiproc::StartMethod;
 
 // Cargo would take a `benches/<name>.rs` for a bench target of its own: the scenario
 // families live in benches/compare/ and are pulled in by path.
-#[path = "compare/cgroup.rs"]
+// The tests' pids cgroups, shared: a bench cannot import the tests' module.
+#[path = "../tests/common/cgroup.rs"]
+#[allow(dead_code, unreachable_pub)]
 mod cgroup;
 #[path = "compare/ipc.rs"]
 mod ipc;

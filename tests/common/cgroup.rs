@@ -14,8 +14,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Every cgroup the tests make is named with this prefix.
-pub const PREFIX: &str = "multiproc-test-";
+/// Every cgroup the tests and the bench make is named with this prefix.
+pub const PREFIX: &str = "multiproc-pids-";
 
 /// A pids cgroup of its own, killed and removed when dropped (also when a test fails).
 pub struct Cgroup {
@@ -33,6 +33,19 @@ impl Cgroup {
         let cg = Cgroup { dir, v2 };
         cg.write("pids.max", &max.to_string())?;
         Ok(cg)
+    }
+
+    /// `exe` as a command whose process joins this cgroup before it runs: a shell
+    /// writes its own pid into `cgroup.procs`, then becomes `exe` (with the arguments
+    /// the caller adds), so nothing of the program runs outside.
+    pub fn command(&self, exe: &Path) -> Command {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#"echo $$ > "$1" && shift && exec "$@""#)
+            .arg("sh")
+            .arg(self.path("cgroup.procs"))
+            .arg(exe);
+        cmd
     }
 
     pub fn path(&self, file: &str) -> PathBuf {
@@ -273,15 +286,8 @@ impl Program<'_> {
     pub fn run(&self) -> Result<Run, Box<dyn std::error::Error>> {
         let cgroup = Cgroup::create(self.case, self.pids_max)?;
         let exe = std::env::current_exe()?;
-        // The shell joins the cgroup, then becomes the program: nothing of it runs
-        // outside.
-        let mut root = Command::new("sh");
-        root.arg("-c")
-            .arg(r#"echo $$ > "$1" && exec "$2""#)
-            .arg("sh")
-            .arg(cgroup.path("cgroup.procs"))
-            .arg(&exe)
-            .stdin(Stdio::null())
+        let mut root = cgroup.command(&exe);
+        root.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in self.env {
@@ -380,13 +386,8 @@ fn run_confined(case: &str, args: &[std::ffi::OsString]) -> Result<i32, String> 
     use std::os::unix::process::{CommandExt, ExitStatusExt};
     let cgroup = Cgroup::create(case, CONFINED_PIDS_MAX)?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(r#"echo $$ > "$1" && shift && exec "$@""#)
-        .arg("sh")
-        .arg(cgroup.path("cgroup.procs"))
-        .arg(&exe)
-        .args(args);
+    let mut cmd = cgroup.command(&exe);
+    cmd.args(args);
     // SAFETY: only a system call between fork and exec. The binary dies with this
     // process (the setting survives `exec`), so a killed test run leaves no copy.
     unsafe {
