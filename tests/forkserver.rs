@@ -136,6 +136,22 @@ fn children_outlive_a_dead_forkserver_which_is_restarted() -> TestResult {
     Ok(())
 }
 
+fn a_child_forked_just_before_its_forkserver_died_is_still_joined() -> TestResult {
+    let _alone = FORKSERVER.write().unwrap_or_else(|e| e.into_inner());
+    // The forkserver dies after it answered, before the answer is handled: the exit it
+    // will never relay must not be waited for.
+    multiproc::__private::test_hooks::kill_forkserver_after_next_fork();
+    let mut p = forked(Process::new(returns, ()));
+    p.start()?;
+    let reason = p.join_timeout(Duration::from_secs(30))?;
+    check_eq!(reason, Some(ExitReason::Normal));
+    // The next start brings up a new forkserver.
+    let mut again = forked(Process::new(returns, ()));
+    again.start()?;
+    check_eq!(again.join()?, ExitReason::Normal);
+    Ok(())
+}
+
 fn capture_is_refused_with_the_forkserver() -> TestResult {
     let _shared = shared();
     let mut p = forked(Process::new(returns, ())).capture_output();
@@ -190,6 +206,10 @@ fn main() {
             forked_children_get_their_arguments_names_and_environment,
         ),
         trial("forked_actors_answer_calls", forked_actors_answer_calls),
+        trial(
+            "a_child_forked_just_before_its_forkserver_died_is_still_joined",
+            a_child_forked_just_before_its_forkserver_died_is_still_joined,
+        ),
         trial(
             "children_outlive_a_dead_forkserver_which_is_restarted",
             children_outlive_a_dead_forkserver_which_is_restarted,

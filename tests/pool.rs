@@ -292,6 +292,35 @@ fn get_with_a_timeout_leaves_the_task_running() -> TestResult {
     Ok(())
 }
 
+fn imap_next_with_a_timeout_loses_nothing() -> TestResult {
+    let pool = pool(1);
+    let mut it = pool.imap(sleep_ms, [300u64, 1], 1);
+    let t = Instant::now();
+    check!(
+        matches!(
+            it.next_timeout(Duration::from_millis(50)),
+            Some(Err(PoolError::Timeout(_)))
+        ),
+        "next_timeout(50 ms) times out on a 300 ms task"
+    );
+    check!(
+        t.elapsed() < Duration::from_millis(250),
+        "the timeout is honoured: {:?}",
+        t.elapsed()
+    );
+    // The result that was late is the next one, then the rest, then the end.
+    check_eq!(
+        it.next_timeout(Duration::from_secs(30)).map(Result::unwrap),
+        Some(300)
+    );
+    check_eq!(it.next().map(Result::unwrap), Some(1));
+    check!(
+        it.next_timeout(Duration::from_secs(30)).is_none(),
+        "the end"
+    );
+    Ok(())
+}
+
 fn imap_orders_and_imap_unordered_does_not_lose() -> TestResult {
     let pool = pool(2);
     let ordered: Vec<u64> = pool.imap(sq, 0..200u64, 3).map(Result::unwrap).collect();
@@ -952,6 +981,10 @@ fn main() {
         trial(
             "get_with_a_timeout_leaves_the_task_running",
             get_with_a_timeout_leaves_the_task_running,
+        ),
+        trial(
+            "imap_next_with_a_timeout_loses_nothing",
+            imap_next_with_a_timeout_loses_nothing,
         ),
         trial(
             "imap_orders_and_imap_unordered_does_not_lose",

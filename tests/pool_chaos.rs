@@ -289,7 +289,8 @@ fn imap_stage(pool: &Pool, items: &mut Items, ledger: &mut Ledger) -> Result<(),
         let input = items.take(IMAP_ITEMS);
         let range = input[0]..input[0] + input.len() as u64;
         let mut ended = 0;
-        for r in pool.imap_unordered(work, input.clone(), chunksize) {
+        let mut results = pool.imap_unordered(work, input.clone(), chunksize);
+        while let Some(r) = results.next_timeout(WAIT) {
             let (item, got) = match r {
                 Ok(value) => (value ^ MARK, Outcome::Value),
                 Err(e) => {

@@ -268,6 +268,14 @@ impl<R: Send + 'static> AsyncResult<R> {
     }
 }
 
+impl<R: Send + 'static> Imap<R> {
+    /// The next result, waiting at most `timeout` (Python's `next(timeout)`):
+    /// `Some(Err(PoolError::Timeout))` when none came in time; the iterator goes on.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R, PoolError>> {
+        block_on(self.0.next_timeout(timeout))
+    }
+}
+
 impl<R: Send + 'static> Iterator for Imap<R> {
     type Item = Result<R, PoolError>;
 

@@ -107,6 +107,12 @@ pub mod __private {
             crate::runtime::forkserver::kill_forkserver()
         }
 
+        /// Kills this process's forkserver right after it answers its next fork
+        /// request, before the answer is handled.
+        pub fn kill_forkserver_after_next_fork() {
+            crate::runtime::forkserver::die_after_next_reply()
+        }
+
         /// (primitives hosted here, live handles here): for tests of the counting.
         pub fn primitive_counts() -> (usize, usize) {
             crate::sync::__primitive_counts()

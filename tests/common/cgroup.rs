@@ -309,13 +309,14 @@ impl Program<'_> {
                 Ok(status) => status?,
                 Err(_) => {
                     let procs = cgroup.procs();
+                    let stacks: String = procs.iter().map(|&p| stacks_of(p)).collect();
                     drop(cgroup);
                     let err = stderr
                         .recv_timeout(Duration::from_secs(5))
                         .unwrap_or_default();
                     return Err(format!(
                         "{} (pid {pid}) still ran after {:?}; its cgroup held {procs:?}; \
-                         stderr: {err}",
+                         stderr: {err}{stacks}",
                         self.case, self.deadline
                     )
                     .into());
@@ -415,4 +416,26 @@ fn run_confined(case: &str, args: &[std::ffi::OsString]) -> Result<i32, String> 
     Ok(status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// The threads' stacks of a process that hung, where gdb is installed (the diagnosis
+/// of a hang seen once in CI), else nothing.
+fn stacks_of(pid: i32) -> String {
+    let out = Command::new("timeout")
+        .args(["60", "gdb", "-batch", "-p", &pid.to_string()])
+        .args(["-ex", "thread apply all bt 30"])
+        .stdin(Stdio::null())
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let frames: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("Thread ") || l.starts_with('#'))
+                .take(400)
+                .collect();
+            format!("\n--- stacks of {pid} ---\n{}", frames.join("\n"))
+        }
+        _ => String::new(),
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::time::Duration;
 
 use multiproc_core::Reorder;
 use tokio::sync::mpsc;
@@ -62,6 +63,17 @@ impl<R: Send + 'static> Imap<R> {
         let ctl = self.pool.ctl();
         ctl.interruptible(self.next_inner(), || Some(Err(PoolError::Interrupted)))
             .await
+    }
+
+    /// As [`next`](Imap::next), waiting at most `timeout` (Python's
+    /// `IMapIterator.next(timeout)`): `Some(Err(PoolError::Timeout))` when no result
+    /// came in time. The wait is cancel-safe: nothing is lost, and the result that
+    /// did not come in time is the next one taken.
+    pub async fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R, PoolError>> {
+        match tokio::time::timeout(timeout, self.next()).await {
+            Ok(next) => next,
+            Err(_) => Some(Err(PoolError::Timeout(timeout))),
+        }
     }
 
     async fn next_inner(&mut self) -> Option<Result<R, PoolError>> {

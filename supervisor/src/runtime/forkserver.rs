@@ -22,6 +22,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -327,6 +328,9 @@ fn read_frame<T: for<'de> Deserialize<'de>>(
 struct Exits {
     waiting: HashMap<u32, oneshot::Sender<WaitStatus>>,
     early: HashMap<u32, WaitStatus>,
+    /// The forkserver is gone and nothing more will be relayed: a child it forked just
+    /// before it died gets no sender to wait on, and watches its pidfd at once.
+    relay_lost: bool,
 }
 
 struct Client {
@@ -397,12 +401,17 @@ fn request(
             let pidfd = fds.pop().ok_or_else(|| {
                 Error::os(WHAT, std::io::Error::other("the forkserver sent no pidfd"))
             })?;
+            if DIE_AFTER_REPLY.swap(false, Ordering::SeqCst) {
+                die_after_reply(c);
+            }
             let (tx, rx) = oneshot::channel();
             let mut exits = lock(&c.exits);
             match exits.early.remove(&pid) {
                 Some(status) => {
                     let _ = tx.send(status);
                 }
+                // Dropping the sender tells the waiter the status is lost.
+                None if exits.relay_lost => drop(tx),
                 None => {
                     exits.waiting.insert(pid, tx);
                 }
@@ -468,8 +477,11 @@ fn start(timeout: Duration) -> Result<Client, Error> {
             }
         }
         // The forkserver is gone: the statuses it did not relay are lost; dropping the
-        // senders tells each waiter so.
-        lock(&relayed).waiting.clear();
+        // senders tells each waiter so, and a reply still being read names a child
+        // whose status is lost too.
+        let mut exits = lock(&relayed);
+        exits.relay_lost = true;
+        exits.waiting.clear();
     });
     Ok(Client {
         requests,
@@ -531,6 +543,24 @@ fn failed_start(
         },
         None => Error::os("the forkserver did not answer its handshake", error),
     }
+}
+
+/// Set by a test: the forkserver is killed right after its next `Forked` reply, and the
+/// reply is handled only once the relay has seen it go.
+static DIE_AFTER_REPLY: AtomicBool = AtomicBool::new(false);
+
+fn die_after_reply(c: &mut Client) {
+    let _ = c.process.start_kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !lock(&c.exits).relay_lost && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+}
+
+/// Kills the forkserver right after its next `Forked` reply, before the reply is
+/// handled. Only for tests of a forkserver that dies in that window.
+pub(crate) fn die_after_next_reply() {
+    DIE_AFTER_REPLY.store(true, Ordering::SeqCst);
 }
 
 /// Kills the running forkserver and returns its pid, if one runs. Only for tests of
