@@ -15,6 +15,7 @@
 //!
 //! - The caller's side: [`Pool`] (here) and its [`PoolBuilder`] (`builder.rs`);
 //!   `chunk.rs` cuts items into chunks, encodes them and decodes the answers;
+//!   `submit.rs` hands the chunks to the actor;
 //!   [`AsyncResult`] (`async_result.rs`) and [`Imap`] (`imap.rs`) are the results;
 //!   `control.rs` is the weak line they keep to the actor; `error.rs` the errors.
 //! - Shared by both sides: `shared.rs`, the pool's lifecycle state (atomics).
@@ -47,6 +48,7 @@ mod imap;
 mod launch;
 mod probe;
 mod shared;
+mod submit;
 pub(crate) mod wire;
 mod worker;
 

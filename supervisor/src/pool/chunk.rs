@@ -1,15 +1,16 @@
 //! A chunk: how items are cut into chunks and encoded into frames, where a chunk's
-//! outcome goes, and how its answer decodes into results.
+//! outcome goes, and how its answer decodes into results. Handing chunks to the
+//! pool's actor is `submit.rs`.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
 use super::wire::{self, ItemFailure};
-use super::{Pool, PoolError, TaskError, actor};
+use super::{PoolError, TaskError};
 
 /// A submitted chunk's raw answer: the body of its `DONE` frame, decoded by the caller.
 pub(crate) struct Done {
@@ -53,125 +54,129 @@ pub(crate) struct NewTask {
     pub reply: ReplyTo,
 }
 
-impl Pool {
-    /// Encodes chunks of `items` into frames and hands them to the actor; returns each
-    /// chunk's task id and item count, in input order.
-    ///
-    /// A chunk ends at `chunksize` items, or once its arguments take
-    /// [`wire::CHUNK_BYTES`], or before an item that would take it past the pool's
-    /// frame limit: Python's chunksize is a most, so big items never make a frame too
-    /// large to send.
-    pub(super) fn submit_chunks<A: Serialize>(
-        &self,
-        entry: &'static str,
-        items: impl IntoIterator<Item = A>,
+/// Cuts items into chunks and encodes each into its `RUN` frame.
+///
+/// A chunk ends at `chunksize` items, or once its arguments take
+/// [`wire::CHUNK_BYTES`], or before an item that would take it past the pool's frame
+/// limit: Python's chunksize is an upper bound, so big items never make a frame too large to
+/// send.
+pub(super) struct Chunker<'a, R> {
+    entry: &'a str,
+    next_task: &'a AtomicU64,
+    reply: R,
+    max: usize,
+    /// The largest header this entry can have, so a chunk is cut before its frame
+    /// could pass the limit, whatever its id and count turn out to be.
+    header_max: usize,
+    /// What a chunk's arguments may take.
+    room: usize,
+    /// What a chunk's arguments take before it is cut.
+    target: usize,
+    chunksize: u32,
+    /// The arguments of the chunk being filled, encoded one after the other.
+    body: Vec<u8>,
+    count: u32,
+    /// Each chunk closed: its task id and item count, in input order.
+    closed: Vec<(u64, u32)>,
+}
+
+impl<'a, R: FnMut(usize, u64) -> ReplyTo> Chunker<'a, R> {
+    /// `reply(seq, id)` says where the outcome of the `seq`th chunk, task `id`, goes.
+    pub(super) fn new(
+        entry: &'a str,
         chunksize: usize,
-        mut reply: impl FnMut(usize, u64) -> ReplyTo,
-    ) -> Result<Vec<(u64, u32)>, PoolError> {
-        if chunksize == 0 {
-            return Err(PoolError::Invalid("chunksize must be at least 1".into()));
-        }
-        if let Some(refused) = self.inner.shared.refusal() {
-            return Err(refused);
-        }
-        // Chunks go to the actor in batches of about this many bytes, so the workers
-        // start on the first while the caller encodes the rest.
-        const BATCH: usize = 256 * 1024;
-        let max = self.inner.shared.max_frame_len;
-        // The largest header this entry can have, so a chunk is cut before its frame
-        // could pass the limit, whatever its id and count turn out to be.
+        max_frame_len: usize,
+        next_task: &'a AtomicU64,
+        reply: R,
+    ) -> Self {
         let header_max = wire::start(wire::RUN, u64::MAX, entry, u32::MAX).len() - 4;
-        let room = max.saturating_sub(header_max);
-        let target = wire::CHUNK_BYTES.min(room);
-        let chunksize = u32::try_from(chunksize).unwrap_or(u32::MAX);
-        let mut done = Vec::new();
-        let mut tasks = Vec::new();
-        let mut batched = 0;
-        // A few tasks are dispatched from this thread, under the actor's lock: an idle
-        // worker then gets its task without a switch to the actor's thread. Big
-        // batches go through the mailbox, so the actor's thread is never kept waiting
-        // on the lock; and once anything is in the mailbox, everything goes there,
-        // which keeps submissions in order.
-        const DIRECT: usize = 16;
-        let send = |tasks: Vec<NewTask>| -> Result<(), PoolError> {
-            let shared = &self.inner.shared;
-            if tasks.len() <= DIRECT && shared.mailed.load(Ordering::Acquire) == 0 {
-                actor::submit(&self.inner.core, tasks);
-                return Ok(());
+        let room = max_frame_len.saturating_sub(header_max);
+        Chunker {
+            entry,
+            next_task,
+            reply,
+            max: max_frame_len,
+            header_max,
+            room,
+            target: wire::CHUNK_BYTES.min(room),
+            chunksize: u32::try_from(chunksize).unwrap_or(u32::MAX),
+            body: Vec::new(),
+            count: 0,
+            closed: Vec::new(),
+        }
+    }
+
+    /// Adds an item; pushes onto `tasks` the chunk it completed, or the one it did not
+    /// fit beside, and returns the bytes of the frames pushed.
+    pub(super) fn push<A: Serialize>(
+        &mut self,
+        item: A,
+        tasks: &mut Vec<NewTask>,
+    ) -> Result<usize, PoolError> {
+        let mark = self.body.len();
+        item.serialize(&mut rmp_serde::Serializer::new(&mut self.body).with_struct_map())
+            .map_err(|e| {
+                PoolError::Invalid(format!(
+                    "arguments do not encode as `{}`: {e}",
+                    std::any::type_name::<A>()
+                ))
+            })?;
+        self.count += 1;
+        let mut pushed = 0;
+        if self.body.len() > self.room {
+            if self.count == 1 {
+                return Err(self.too_large(self.body.len()));
             }
-            shared.mailed.fetch_add(1, Ordering::AcqRel);
-            self.inner
-                .tx
-                .send(actor::Request::Submit(tasks))
-                .map_err(|_| {
-                    shared.mailed.fetch_sub(1, Ordering::AcqRel);
-                    shared.ended_error()
-                })
-        };
-        // Turns the encoded arguments of `count` items into a task.
-        let mut close = |body: &[u8], count: u32, tasks: &mut Vec<NewTask>| {
-            let id = self.inner.shared.next_task.fetch_add(1, Ordering::Relaxed);
-            let mut frame = wire::start(wire::RUN, id, entry, count);
-            frame.extend_from_slice(body);
-            let frame = wire::finish(frame, max).expect("cut to fit the limit");
-            let seq = done.len();
-            let len = frame.len();
-            done.push((id, count));
-            tasks.push(NewTask {
-                id,
-                items: count,
-                frame: Arc::new(frame),
-                reply: reply(seq, id),
-            });
-            len
-        };
-        let too_large = |body_len: usize| PoolError::TooLarge {
-            len: body_len + header_max,
-            max,
-        };
-        // The arguments of the chunk being filled, encoded one after the other.
-        let mut body = Vec::new();
-        let mut count = 0u32;
-        for item in items {
-            let mark = body.len();
-            item.serialize(&mut rmp_serde::Serializer::new(&mut body).with_struct_map())
-                .map_err(|e| {
-                    PoolError::Invalid(format!(
-                        "arguments do not encode as `{}`: {e}",
-                        std::any::type_name::<A>()
-                    ))
-                })?;
-            count += 1;
-            if body.len() > room {
-                if count == 1 {
-                    return Err(too_large(body.len()));
-                }
-                // It does not fit beside the others: it starts the next chunk.
-                let carried = body.split_off(mark);
-                batched += close(&body, count - 1, &mut tasks);
-                body = carried;
-                count = 1;
-                if body.len() > room {
-                    return Err(too_large(body.len()));
-                }
-            }
-            if count >= chunksize || body.len() >= target {
-                batched += close(&body, count, &mut tasks);
-                body.clear();
-                count = 0;
-            }
-            if batched >= BATCH {
-                send(std::mem::take(&mut tasks))?;
-                batched = 0;
+            // It does not fit beside the others: it starts the next chunk.
+            let carried = self.body.split_off(mark);
+            self.count -= 1;
+            pushed += self.close(tasks);
+            self.body = carried;
+            self.count = 1;
+            if self.body.len() > self.room {
+                return Err(self.too_large(self.body.len()));
             }
         }
-        if count > 0 {
-            close(&body, count, &mut tasks);
+        if self.count >= self.chunksize || self.body.len() >= self.target {
+            pushed += self.close(tasks);
         }
-        if !tasks.is_empty() {
-            send(tasks)?;
+        Ok(pushed)
+    }
+
+    /// Closes the last chunk, if it has items; returns every chunk's task id and item
+    /// count, in input order.
+    pub(super) fn finish(mut self, tasks: &mut Vec<NewTask>) -> Vec<(u64, u32)> {
+        if self.count > 0 {
+            self.close(tasks);
         }
-        Ok(done)
+        self.closed
+    }
+
+    /// Turns the chunk being filled into a task; returns its frame's length.
+    fn close(&mut self, tasks: &mut Vec<NewTask>) -> usize {
+        let id = self.next_task.fetch_add(1, Ordering::Relaxed);
+        let mut frame = wire::start(wire::RUN, id, self.entry, self.count);
+        frame.extend_from_slice(&self.body);
+        let frame = wire::finish(frame, self.max).expect("cut to fit the limit");
+        let len = frame.len();
+        let seq = self.closed.len();
+        self.closed.push((id, self.count));
+        tasks.push(NewTask {
+            id,
+            items: self.count,
+            frame: Arc::new(frame),
+            reply: (self.reply)(seq, id),
+        });
+        self.body.clear();
+        self.count = 0;
+        len
+    }
+
+    fn too_large(&self, body_len: usize) -> PoolError {
+        PoolError::TooLarge {
+            len: body_len + self.header_max,
+            max: self.max,
+        }
     }
 }
 

@@ -61,25 +61,34 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
         });
     }
     if let Some((name, args)) = setup.init {
-        let entry = registry::by_name(&name)
-            .ok_or_else(|| format!("initializer `{name}` is not registered"))?;
-        // A panic goes on up: the process ends as `Panicked`, which the pool reports.
-        match (entry.run)(args) {
-            EntryOutcome::Returned => {}
-            EntryOutcome::Failed(message) => return Err(format!("initializer failed: {message}")),
-            EntryOutcome::Panicked { message, location } => {
-                let at = location.map(|l| format!(" at {l}")).unwrap_or_default();
-                return Err(format!("initializer panicked{at}: {message}"));
-            }
-        }
+        run_initializer(&name, args)?;
     }
     quiet_panics(true);
-    let max = setup.max_frame_len;
     let ready = wire::finish(wire::start(READY, 0, "", 0), usize::MAX).expect("no limit");
     if let Err(e) = sock.write_all(&ready) {
         return pool_gone(e);
     }
+    serve(&mut sock, setup.max_frame_len)
+}
 
+/// Runs the pool's initializer. A panic goes on up: the process ends as `Panicked`,
+/// which the pool reports.
+fn run_initializer(name: &str, args: Vec<u8>) -> Result<(), String> {
+    let entry =
+        registry::by_name(name).ok_or_else(|| format!("initializer `{name}` is not registered"))?;
+    match (entry.run)(args) {
+        EntryOutcome::Returned => Ok(()),
+        EntryOutcome::Failed(message) => Err(format!("initializer failed: {message}")),
+        EntryOutcome::Panicked { message, location } => {
+            let at = location.map(|l| format!(" at {l}")).unwrap_or_default();
+            Err(format!("initializer panicked{at}: {message}"))
+        }
+    }
+}
+
+/// Reads chunks and answers each as soon as it has run, until `EXIT` or the end of
+/// input. Whatever has arrived is read at once: a busy pool sends many chunks per write.
+fn serve(sock: &mut UnixStream, max: usize) -> Result<(), String> {
     let mut decoder = FrameDecoder::new(max);
     let mut results = Vec::new();
     let mut failures = Vec::new();
@@ -91,12 +100,10 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
             Err(e) => return pool_gone(e),
         };
         decoder.commit(n);
-        loop {
-            let frame = match decoder.next_frame() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(e) => return Err(format!("pool socket: {e}")),
-            };
+        while let Some(frame) = decoder
+            .next_frame()
+            .map_err(|e| format!("pool socket: {e}"))?
+        {
             let (header, args) = wire::split(frame)?;
             match header.tag {
                 RUN => {
@@ -108,28 +115,7 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
                         }
                         None => fail_all(&header.entry, header.items, &mut failures),
                     }
-                    let mut frame = wire::start(DONE, header.task, "", header.items);
-                    codec::encode_into(&failures, &mut frame).map_err(|e| e.to_string())?;
-                    frame.extend_from_slice(&results);
-                    let frame = match wire::finish(frame, max) {
-                        Ok(frame) => frame,
-                        Err(len) => {
-                            let why = ItemFailure::Encode {
-                                message: format!(
-                                    "the chunk's results take {len} bytes, over the pool's \
-                                     max_frame_len of {max}; use a smaller chunksize or a \
-                                     higher limit"
-                                ),
-                            };
-                            let all: Vec<_> = (0..header.items).map(|i| (i, why.clone())).collect();
-                            let mut frame = wire::start(DONE, header.task, "", header.items);
-                            codec::encode_into(&all, &mut frame).map_err(|e| e.to_string())?;
-                            // Past any limit small enough to refuse it, the pool's own
-                            // limit is a misconfiguration: the worker ends with it.
-                            wire::finish(frame, max)
-                                .map_err(|_| "a failure list over the frame limit")?
-                        }
-                    };
+                    let frame = done_frame(&header, &failures, &results, max)?;
                     // At once, not batched with the next chunk's: a result must not
                     // wait behind a task that turns out to be long (or to hang, and
                     // have its worker killed with the finished result unsent).
@@ -142,6 +128,35 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
             }
         }
     }
+}
+
+/// A chunk's `DONE` frame: its failures, then its results. Results over the frame
+/// limit fail every item of the chunk with an error that says so.
+fn done_frame(
+    header: &wire::Header,
+    failures: &[(u32, ItemFailure)],
+    results: &[u8],
+    max: usize,
+) -> Result<Vec<u8>, String> {
+    let mut frame = wire::start(DONE, header.task, "", header.items);
+    codec::encode_into(&failures, &mut frame).map_err(|e| e.to_string())?;
+    frame.extend_from_slice(results);
+    let len = match wire::finish(frame, max) {
+        Ok(frame) => return Ok(frame),
+        Err(len) => len,
+    };
+    let why = ItemFailure::Encode {
+        message: format!(
+            "the chunk's results take {len} bytes, over the pool's max_frame_len of {max}; \
+             use a smaller chunksize or a higher limit"
+        ),
+    };
+    let all: Vec<_> = (0..header.items).map(|i| (i, why.clone())).collect();
+    let mut frame = wire::start(DONE, header.task, "", header.items);
+    codec::encode_into(&all, &mut frame).map_err(|e| e.to_string())?;
+    // Past any limit small enough to refuse it, the pool's own limit is a
+    // misconfiguration: the worker ends with it.
+    wire::finish(frame, max).map_err(|_| "a failure list over the frame limit".into())
 }
 
 /// The pool's end of the socket failed: the pool is gone (its process is exiting, or
