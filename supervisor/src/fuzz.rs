@@ -3,7 +3,7 @@
 //! A panic here is a bug for the fuzzer to report: arbitrary bytes must give a typed
 //! error or a value.
 
-use crate::ManagerError;
+use crate::manager::ManagerError;
 
 /// Decodes `data` as a manager's server decodes a request and serves it on a fresh
 /// server (holding one object of each built-in type, numbered 1 to 7: dict, list,

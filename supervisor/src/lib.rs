@@ -62,21 +62,11 @@ pub mod __private {
         ItemFailure, NoTarget, NoTask, Probe, ViaTarget, ViaTask, not_a_task, run_task,
     };
     pub use crate::process::actor::run_actor;
+    pub use crate::process::target::run_function;
     pub use crate::runtime::registry::EntryOutcome;
-    pub use crate::runtime::registry::{ENTRIES, Entry, TaskFn};
+    pub use crate::runtime::registry::{ENTRIES, Entry, TaskFn, type_id_of};
     pub use linkme;
     pub use multiproc_core::EntryKind;
-
-    /// Runs a registered function from its encoded arguments.
-    pub fn run_function<F: crate::Target<M>, M>(f: F, args: Vec<u8>) -> EntryOutcome {
-        match multiproc_core::codec::decode::<F::Args>(&args) {
-            Ok(args) => match f.call(args) {
-                Ok(()) => EntryOutcome::Returned,
-                Err(message) => EntryOutcome::Failed(message),
-            },
-            Err(e) => EntryOutcome::Failed(format!("bad arguments: {e}")),
-        }
-    }
 
     /// Winds this process's children down as its exit does (daemons terminated, the
     /// others joined or stopped), now. Only for tests of what an exit does to them.
@@ -117,11 +107,6 @@ pub mod __private {
         pub fn primitive_counts() -> (usize, usize) {
             crate::sync::__primitive_counts()
         }
-    }
-
-    /// The `TypeId` of a value's type (a function item's unique type).
-    pub fn type_id_of<T: 'static>(_: &T) -> std::any::TypeId {
-        std::any::TypeId::of::<T>()
     }
 }
 

@@ -73,7 +73,7 @@ pub use probe::{NoTarget, NoTask, Probe, ViaTarget, ViaTask};
 pub use wire::ItemFailure;
 pub use worker::{not_a_task, run_task};
 
-use crate::Task;
+use crate::process::target::Task;
 use crate::runtime::registry::{self, Entry};
 use chunk::{ReplyTo, decode_chunk, decode_into};
 use control::Control;

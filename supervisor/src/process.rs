@@ -15,12 +15,13 @@ use tokio::sync::watch;
 
 use crate::process::actor::{Actor, ActorRef};
 use crate::process::target::Target;
+use crate::runtime;
 use crate::runtime::children::{Child, start_child, wait_exit};
+use crate::runtime::error::Error;
 use crate::runtime::link::Outgoing;
 use crate::runtime::registry::{self, Entry};
 use crate::runtime::spawn::Output;
 use crate::runtime::{bootstrap, current, spawn};
-use crate::{Error, runtime};
 
 /// How long `start` waits for a new child to answer the handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -266,7 +266,9 @@ impl Manager {
         };
         let _ = self.ask_async(&Request::Shutdown).await;
         self.forget_links();
-        let _ = process.stop(crate::DEFAULT_SHUTDOWN_TIMEOUT).await;
+        let _ = process
+            .stop(crate::runtime::children::DEFAULT_SHUTDOWN_TIMEOUT)
+            .await;
         Ok(())
     }
 

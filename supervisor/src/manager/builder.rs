@@ -116,14 +116,14 @@ impl ManagerBuilder {
 
     /// The server's process, not started, and our end of the pipe on which it says
     /// where it listens.
-    fn process(&self) -> Result<(crate::Process, Connection), ManagerError> {
+    fn process(&self) -> Result<(crate::process::Process, Connection), ManagerError> {
         let (ours, theirs) = multiproc_transport::pipe(true).map_err(|e| match e {
             TransportError::Exhausted(x) => ManagerError::exhausted(NOT_STARTED, x),
             e => ManagerError::Start(e.to_string()),
         })?;
         let entry = crate::runtime::registry::by_name(SERVE_READY_ENTRY)
             .ok_or_else(|| ManagerError::Start("the manager entry is not registered".into()))?;
-        let process = crate::Process::with_entry(entry, &(self.config.clone(), theirs));
+        let process = crate::process::Process::with_entry(entry, &(self.config.clone(), theirs));
         let name = process.identity().default_name("Manager");
         Ok((process.named(name), ours))
     }
@@ -132,9 +132,11 @@ impl ManagerBuilder {
 const NOT_STARTED: &str = "cannot start the manager";
 
 /// The error of a server process that did not start.
-fn not_started(e: crate::Error) -> ManagerError {
+fn not_started(e: crate::runtime::error::Error) -> ManagerError {
     match e {
-        crate::Error::Exhausted { source, .. } => ManagerError::exhausted(NOT_STARTED, source),
+        crate::runtime::error::Error::Exhausted { source, .. } => {
+            ManagerError::exhausted(NOT_STARTED, source)
+        }
         e => ManagerError::Start(e.to_string()),
     }
 }

@@ -26,7 +26,7 @@ use super::wire::{Request, Response};
 #[derive(Debug)]
 pub struct Manager {
     pub(super) target: ServerAddr,
-    pub(super) process: Option<crate::Process>,
+    pub(super) process: Option<crate::process::Process>,
 }
 
 impl Manager {
@@ -85,7 +85,7 @@ impl Manager {
     }
 
     /// The server's process, when this manager started it.
-    pub fn process(&self) -> Option<&crate::Process> {
+    pub fn process(&self) -> Option<&crate::process::Process> {
         self.process.as_ref()
     }
 
@@ -305,7 +305,9 @@ impl Manager {
         };
         let _ = self.target.ask(&Request::Shutdown);
         self.forget_links();
-        let _ = crate::runtime::block_on(process.stop(crate::DEFAULT_SHUTDOWN_TIMEOUT));
+        let _ = crate::runtime::block_on(
+            process.stop(crate::runtime::children::DEFAULT_SHUTDOWN_TIMEOUT),
+        );
     }
 
     /// Closes this thread's link and this process's idle async links to the server.

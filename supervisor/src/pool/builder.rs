@@ -9,8 +9,9 @@ use multiproc_core::{EntryKind, RestartIntensity, RetryPolicy, StartMethod, code
 
 use super::shared::{RUNNING, Shared};
 use super::{Handle, Pool, PoolError, actor, launch};
+use crate::process::target::Target;
+use crate::runtime::error::Error;
 use crate::runtime::registry;
-use crate::{Error, Target};
 
 /// How a pool is set up; [`Pool::builder`] starts one.
 #[derive(Debug)]
@@ -116,7 +117,9 @@ impl PoolBuilder {
     /// pool's work later, with [`PoolError::Exhausted`] once the start intensity is
     /// spent.
     pub fn start(self) -> Result<Pool, PoolError> {
-        let processes = self.processes.unwrap_or_else(crate::cpu_count);
+        let processes = self
+            .processes
+            .unwrap_or_else(crate::runtime::current::cpu_count);
         if processes == 0 {
             return Err(PoolError::Invalid("processes must be at least 1".into()));
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use multiproc_core::{Exhausted, ExitReason};
 use serde::Serialize;
 
-use crate::Error;
+use crate::runtime::error::Error;
 
 /// Why one task (one item) has no result.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, thiserror::Error)]

@@ -12,7 +12,9 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use super::worker::{Setup, worker_entry};
-use crate::{Process, StartMethod, runtime};
+use crate::process::Process;
+use crate::runtime;
+use multiproc_core::StartMethod;
 
 /// What the workers' tasks report.
 pub(super) enum Event {
@@ -101,7 +103,7 @@ pub(super) fn launch(
     runtime::handle().spawn(async move {
         if let Err(e) = process.start().await {
             let exhausted = match &e {
-                crate::Error::Exhausted { source, .. } => Some(source.clone()),
+                crate::runtime::error::Error::Exhausted { source, .. } => Some(source.clone()),
                 _ => None,
             };
             let reason = ExitReason::Failed {

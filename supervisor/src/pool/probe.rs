@@ -3,8 +3,9 @@
 
 use super::wire::ItemFailure;
 use super::worker::{fail_all, run_task};
+use crate::process::target::Target;
+use crate::process::target::Task;
 use crate::runtime::registry::EntryOutcome;
-use crate::{Target, Task};
 
 /// Sorts a registered function into what it can be: a process entry (`Target`), a pool
 /// task (`Task`), or both. The macro calls `(&&Probe(f)).entry_run()`; method
@@ -20,7 +21,7 @@ pub trait ViaTarget<M> {
 
 impl<F: Target<M>, M> ViaTarget<M> for &Probe<F> {
     fn entry_run(&self, args: Vec<u8>) -> EntryOutcome {
-        crate::__private::run_function(self.0, args)
+        crate::process::target::run_function(self.0, args)
     }
 }
 

@@ -15,11 +15,12 @@ use serde::de::Deserialize;
 use serde::{Deserialize as De, Serialize};
 
 use super::wire::{self, DONE, EXIT, ItemFailure, READY, RUN};
+use crate::process::target::Task;
+use crate::runtime;
 use crate::runtime::panic::{panic_message, quiet_panics, take_panic};
 use crate::runtime::registry::EntryOutcome;
 use crate::runtime::registry::{self, Entry};
 use crate::runtime::stop;
-use crate::{Task, runtime};
 
 /// What a worker is started with.
 #[derive(Debug, Serialize, De)]
@@ -43,7 +44,7 @@ static WORKER: Entry = Entry {
     name: WORKER_ENTRY,
     kind: EntryKind::Function,
     type_id: || std::any::TypeId::of::<Setup>(),
-    run: |args| crate::__private::run_function(worker_main, args),
+    run: |args| crate::process::target::run_function(worker_main, args),
     task: not_a_task,
 };
 

@@ -15,10 +15,11 @@ use ractor::ActorProcessingErr;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::runtime;
 use crate::runtime::current::me;
+use crate::runtime::error::CallError;
 use crate::runtime::registry::EntryOutcome;
 use crate::runtime::{router, stop};
-use crate::{CallError, runtime};
 
 /// An error type for actors' fallible start.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

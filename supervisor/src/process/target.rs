@@ -5,6 +5,8 @@ use std::fmt::Display;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::runtime::registry::EntryOutcome;
+
 /// A function that a [`Process`](crate::Process) can run in a child.
 ///
 /// Implemented for every `fn` item of up to six arguments that are serde types, whose
@@ -146,3 +148,14 @@ tuple_task!(A, B, C);
 tuple_task!(A, B, C, D);
 tuple_task!(A, B, C, D, E);
 tuple_task!(A, B, C, D, G, H);
+
+/// Runs a registered function from its encoded arguments.
+pub fn run_function<F: Target<M>, M>(f: F, args: Vec<u8>) -> EntryOutcome {
+    match multiproc_core::codec::decode::<F::Args>(&args) {
+        Ok(args) => match f.call(args) {
+            Ok(()) => EntryOutcome::Returned,
+            Err(message) => EntryOutcome::Failed(message),
+        },
+        Err(e) => EntryOutcome::Failed(format!("bad arguments: {e}")),
+    }
+}

@@ -141,3 +141,8 @@ pub enum EntryOutcome {
 /// Runs one chunk of a registered task. Built by `register!`; not for direct use.
 pub type TaskFn =
     fn(args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>);
+
+/// The `TypeId` of a value's type (a function item's unique type).
+pub fn type_id_of<T: 'static>(_: &T) -> std::any::TypeId {
+    std::any::TypeId::of::<T>()
+}

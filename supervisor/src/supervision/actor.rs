@@ -6,7 +6,7 @@ use ractor::{ActorProcessingErr, ActorRef as CellRef};
 use super::SupervisorExit;
 use super::message::Msg;
 use super::state::{State, watch_exit};
-use crate::Process;
+use crate::process::Process;
 
 pub(super) struct SupervisorActor;
 

@@ -3,9 +3,9 @@
 
 use multiproc_core::{ChildSpec, EntryKind, StartSpec, codec};
 
-use crate::Error;
 use crate::process::actor::Actor;
 use crate::process::target::Target;
+use crate::runtime::error::Error;
 use crate::runtime::registry;
 
 /// A child spec for the registered function `f` with `args`.

@@ -6,7 +6,8 @@ use tokio::sync::oneshot;
 use super::SupervisorRef;
 use super::message::Msg;
 use crate::process::actor::Actor;
-use crate::{CallError, runtime};
+use crate::runtime;
+use crate::runtime::error::CallError;
 
 /// A stable handle to a supervised actor child, across its restarts: each call goes to
 /// the child's current process.
@@ -35,7 +36,7 @@ impl<A> Clone for SupervisedRef<A> {
 }
 
 impl<A: Actor> SupervisedRef<A> {
-    async fn current(&self, wait: bool) -> Result<crate::ActorRef<A>, CallError> {
+    async fn current(&self, wait: bool) -> Result<crate::process::actor::ActorRef<A>, CallError> {
         let (tx, rx) = oneshot::channel();
         let gone = || CallError::NotRunning(self.id.clone(), "its supervisor ended".into());
         self.sup
@@ -47,7 +48,7 @@ impl<A: Actor> SupervisedRef<A> {
             })
             .map_err(|_| gone())?;
         let identity = rx.await.map_err(|_| gone())??;
-        Ok(crate::ActorRef::at(identity))
+        Ok(crate::process::actor::ActorRef::at(identity))
     }
 
     /// Calls the child, waiting through a restart if there is one.

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use multiproc_core::{ChildSpec, SupervisorFlags, codec};
 
 use super::{AdminError, Supervisor, SupervisorRef};
-use crate::Error;
+use crate::runtime::error::Error;
 
 /// One child spec, many children started on demand with their own arguments (Elixir's
 /// `DynamicSupervisor`): a `OneForOne` supervisor whose children are made from a

@@ -3,7 +3,7 @@
 use multiproc_core::SpecError;
 
 use super::SupervisorExit;
-use crate::Error;
+use crate::runtime::error::Error;
 
 /// Why an admin request was refused (OTP's errors).
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use multiproc_core::{ChildSpec, ExitReason};
 use tokio::sync::oneshot;
 
 use super::{AdminError, ChildCounts, ChildStatus};
-use crate::CallError;
+use crate::runtime::error::CallError;
 
 /// A message to the supervisor's actor.
 pub(super) enum Msg {

@@ -8,7 +8,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::ChildState;
-use crate::{CallError, Process};
+use crate::process::Process;
+use crate::runtime::error::CallError;
 
 /// A child's slot.
 pub(super) struct Slot {

@@ -15,7 +15,9 @@ use tokio::time::Instant;
 use super::message::Msg;
 use super::slot::{Slot, next_incarnation, random_unit};
 use super::{AdminError, ChildCounts, ChildState, ChildStatus, SupervisorEvent, SupervisorExit};
-use crate::{CallError, Error, Process};
+use crate::process::Process;
+use crate::runtime::error::CallError;
+use crate::runtime::error::Error;
 
 /// Calls that may wait for one child's restart before more are refused.
 const MAX_WAITERS: usize = 1024;
@@ -455,7 +457,7 @@ pub(super) fn watch_exit(
     me: CellRef<Msg>,
     id: String,
     incarnation: u64,
-    sentinel: crate::Sentinel,
+    sentinel: crate::process::Sentinel,
 ) {
     tokio::spawn(async move {
         let reason = sentinel.wait().await;

@@ -9,7 +9,8 @@ use super::event::EVENT_BUFFER;
 use super::slot::Slot;
 use super::state::State;
 use super::{AdminError, Events, SupervisorEvent, SupervisorExit, SupervisorRef};
-use crate::{Error, runtime};
+use crate::runtime;
+use crate::runtime::error::Error;
 
 /// A supervisor being set up: flags and children, then [`start`](Supervisor::start).
 #[derive(Debug)]

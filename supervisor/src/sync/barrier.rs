@@ -47,15 +47,15 @@ impl Barrier {
     /// [`crate::Error::Unregistered`] for an unregistered function; an argument that
     /// does not encode is [`crate::Error::Args`]; [`crate::Error::Exhausted`] as for
     /// [`new`](Barrier::new).
-    pub fn with_action<F: crate::Target<M>, M>(
+    pub fn with_action<F: crate::process::target::Target<M>, M>(
         parties: usize,
         f: F,
         args: F::Args,
-    ) -> Result<Barrier, crate::Error> {
+    ) -> Result<Barrier, crate::runtime::error::Error> {
         let _ = f;
         crate::runtime::ensure()?;
         let entry = crate::runtime::registry::by_type::<F>(multiproc_core::EntryKind::Function)?;
-        let args = codec::encode(&args).map_err(|source| crate::Error::Args {
+        let args = codec::encode(&args).map_err(|source| crate::runtime::error::Error::Args {
             name: "barrier action".into(),
             source,
         })?;

@@ -73,11 +73,11 @@ impl From<crate::runtime::shm::MapError> for SyncError {
     }
 }
 
-impl From<crate::Error> for SyncError {
+impl From<crate::runtime::error::Error> for SyncError {
     /// For a primitive that needs this process's runtime: it may not get its threads.
-    fn from(e: crate::Error) -> SyncError {
+    fn from(e: crate::runtime::error::Error) -> SyncError {
         match e {
-            crate::Error::Exhausted { source, .. } => SyncError::Exhausted(source),
+            crate::runtime::error::Error::Exhausted { source, .. } => SyncError::Exhausted(source),
             e => SyncError::Memory(e.to_string()),
         }
     }

@@ -126,8 +126,8 @@ pub(crate) const SERVE_READY_ENTRY: &str = "multiproc::manager::serve_ready";
 static SERVE: Entry = Entry {
     name: SERVE_ENTRY,
     kind: multiproc_core::EntryKind::Function,
-    type_id: || crate::__private::type_id_of(&serve_manager),
-    run: |args| crate::__private::run_function(serve_manager, args),
+    type_id: || crate::runtime::registry::type_id_of(&serve_manager),
+    run: |args| crate::process::target::run_function(serve_manager, args),
     task: crate::pool::not_a_task,
 };
 
@@ -136,7 +136,7 @@ static SERVE: Entry = Entry {
 static SERVE_READY: Entry = Entry {
     name: SERVE_READY_ENTRY,
     kind: multiproc_core::EntryKind::Function,
-    type_id: || crate::__private::type_id_of(&serve_manager_ready),
-    run: |args| crate::__private::run_function(serve_manager_ready, args),
+    type_id: || crate::runtime::registry::type_id_of(&serve_manager_ready),
+    run: |args| crate::process::target::run_function(serve_manager_ready, args),
     task: crate::pool::not_a_task,
 };
