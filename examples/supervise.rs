@@ -63,7 +63,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let supervisor = Supervisor::new(flags)
         .child(function_child("steady", steady, ())?)
         .child(function_child("crash_prone", crash_prone, ())?);
-    let mut events = Events(supervisor.events());
+    let mut events = Events::from(supervisor.events());
     let sup = SupervisorRef::start(supervisor)?;
     // ANCHOR_END: supervisor
 

@@ -70,7 +70,7 @@ multiproc::register_actor!(Account);
 fn customer(
     (account, mut done): (multiproc::ActorRef<Account>, Connection),
 ) -> Result<(), Box<dyn Error>> {
-    let balance = ActorRef(account).call(Op::Deposit(25))?;
+    let balance = ActorRef::from(account).call(Op::Deposit(25))?;
     done.send(&balance)?;
     Ok(())
 }
@@ -139,7 +139,7 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     println!("\n4. Handles are values: a sibling process calls the same actor");
     let (mut ours, theirs) = pipe(true)?;
-    let mut c = Process::new(customer, (account.0.clone(), theirs));
+    let mut c = Process::new(customer, (account.as_async().clone(), theirs));
     c.start()?;
     let seen: Result<i64, String> = ours.recv()?;
     c.join()?;
@@ -165,7 +165,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let supervisor = multiproc::Supervisor::new(multiproc::SupervisorFlags::default())
         .child(multiproc::function_child("steady", steady, ())?)
         .child(multiproc::function_child("flaky", flaky, ())?);
-    let events = multiproc::blocking::Events(supervisor.events());
+    let events = multiproc::blocking::Events::from(supervisor.events());
     let sup = multiproc::blocking::SupervisorRef::start(supervisor)?;
     for event in events
         .filter(|e| matches!(e, multiproc::SupervisorEvent::Restarted { .. }))

@@ -138,7 +138,8 @@ pub mod connection {
     };
 }
 
-pub mod blocking;
+#[doc(inline)]
+pub use multiproc_supervisor::blocking;
 
 /// The names most programs need.
 pub mod prelude {

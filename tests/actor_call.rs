@@ -92,7 +92,7 @@ fn waits_for_stop() {
 fn calls_sibling(
     (counter, mut up): (multiproc::ActorRef<Counter>, Connection),
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let reply = ActorRef(counter).call(CounterMsg::Add(1))?;
+    let reply = ActorRef::from(counter).call(CounterMsg::Add(1))?;
     up.send(&reply)?;
     Ok(())
 }
@@ -101,7 +101,7 @@ fn calls_sibling(
 fn hosts_grandchild(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
     let mut counter = Process::actor::<Counter>(100);
     counter.start()?;
-    up.send(&counter.actor_ref::<Counter>().0)?;
+    up.send(counter.actor_ref::<Counter>().as_async())?;
     multiproc::blocking::wait_for_stop();
     Ok(())
 }
@@ -158,7 +158,7 @@ fn call_to_an_exited_process_fails_at_once() -> TestResult {
 fn call_to_a_process_without_an_actor_is_refused() -> TestResult {
     let mut p = Process::new(waits_for_stop, ());
     p.start()?;
-    let c: ActorRef<Counter> = ActorRef(p.as_async().actor_ref::<Counter>());
+    let c: ActorRef<Counter> = ActorRef::from(p.as_async().actor_ref::<Counter>());
     let err = c.call(CounterMsg::Get).unwrap_err();
     check_eq!(
         err,
@@ -204,9 +204,9 @@ fn call_timeout_gives_up_without_disturbing_the_actor() -> TestResult {
 fn payload_of_the_wrong_type_fails_that_call_only() -> TestResult {
     let (p, c) = counter(1)?;
     // Handles are serde values; decode a counter's handle as an echo's.
-    let bytes = multiproc::codec::encode(&c.0)?;
+    let bytes = multiproc::codec::encode(c.as_async())?;
     let forged: multiproc::ActorRef<Echo> = multiproc::codec::decode(&bytes)?;
-    let err = ActorRef(forged)
+    let err = ActorRef::from(forged)
         .call("not a counter message".into())
         .unwrap_err();
     check!(
@@ -231,9 +231,9 @@ fn garbage_on_the_control_link_costs_nothing_else() -> TestResult {
 
 fn oversized_message_is_refused_before_sending() -> TestResult {
     let (p, c) = counter(1)?;
-    let bytes = multiproc::codec::encode(&c.0)?;
+    let bytes = multiproc::codec::encode(c.as_async())?;
     let echo: multiproc::ActorRef<Echo> = multiproc::codec::decode(&bytes)?;
-    let err = ActorRef(echo)
+    let err = ActorRef::from(echo)
         .call("x".repeat(multiproc::MAX_FRAME_LEN))
         .unwrap_err();
     check!(matches!(err, CallError::TooLarge { .. }), "{err:?}");
@@ -276,7 +276,7 @@ fn actor_start_failure_fails_start() -> TestResult {
 fn handles_route_between_siblings() -> TestResult {
     let (p, c) = counter(10)?;
     let (mut ours, theirs) = pipe(true)?;
-    let mut sibling = Process::new(calls_sibling, (c.0.clone(), theirs));
+    let mut sibling = Process::new(calls_sibling, (c.as_async().clone(), theirs));
     sibling.start()?;
     let reply: i64 = ours.recv()?;
     check_eq!(reply, 11);
@@ -292,7 +292,7 @@ fn handles_route_down_to_grandchildren() -> TestResult {
     host.start()?;
     let grandchild: multiproc::ActorRef<Counter> = ours.recv()?;
     check_eq!(grandchild.addr().path().len(), 2);
-    check_eq!(ActorRef(grandchild).call(CounterMsg::Add(1))?, 101);
+    check_eq!(ActorRef::from(grandchild).call(CounterMsg::Add(1))?, 101);
     check_eq!(host.stop(Duration::from_secs(10))?, ExitReason::Shutdown);
     Ok(())
 }

@@ -169,7 +169,7 @@ fn a_supervisor_can_fork_its_children() -> TestResult {
     };
     let supervisor =
         multiproc::Supervisor::new(flags).child(multiproc::function_child("w", waits, ())?);
-    let mut events = multiproc::blocking::Events(supervisor.events());
+    let mut events = multiproc::blocking::Events::from(supervisor.events());
     let sup = multiproc::blocking::SupervisorRef::start(supervisor)?;
     let pid = sup.which_children()?[0].pid.ok_or("no pid")?;
     rustix::process::kill_process(

@@ -405,7 +405,7 @@ fn a_supervised_manager_comes_back_and_named_proxies_reconnect() -> TestResult {
     };
     let sup =
         Supervisor::new(flags).child(function_child("manager", serve_manager, config).unwrap());
-    let events = Events(sup.events());
+    let events = Events::from(sup.events());
     let sup = SupervisorRef::start(sup).unwrap();
     let m = Manager::connect_timeout(&address, b"supervised", Duration::from_secs(10)).unwrap();
     let jobs: QueueProxy<u32> = m.lookup("jobs").unwrap();

@@ -385,7 +385,7 @@ fn imap_over_an_endless_input_reads_a_bounded_window() -> TestResult {
         PULLED.fetch_add(1, Ordering::SeqCst);
     });
     let mut results = pool.imap(sq, input, 2);
-    let window = results.0.window();
+    let window = results.as_async().window();
     for (i, r) in results.by_ref().take(5000).enumerate() {
         check_eq!(r.unwrap(), (i as u64) * (i as u64));
     }

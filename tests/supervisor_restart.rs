@@ -181,7 +181,7 @@ fn start(
     for c in children {
         sup = sup.child(c);
     }
-    let events = Events(sup.events());
+    let events = Events::from(sup.events());
     Ok((SupervisorRef::start(sup)?, events))
 }
 
@@ -516,7 +516,7 @@ fn sub_children(sup: &SupervisorRef) -> Result<Vec<(String, u32)>, Box<dyn std::
         .find(|c| c.id == "sub")
         .ok_or("no sub")?;
     let addr = sub.identity.ok_or("sub has no identity")?;
-    Ok(multiproc::blocking::ActorRef(ActorRef::<SubSupervisor>::at(addr)).call(())?)
+    Ok(multiproc::blocking::ActorRef::from(ActorRef::<SubSupervisor>::at(addr)).call(())?)
 }
 
 fn killing_a_middle_supervisor_takes_its_subtree_and_it_is_restarted() -> TestResult {

@@ -84,7 +84,7 @@ fn soak_program(case: &str) -> Result<String, String> {
     };
     let child = function_child("quick", exits_at_once, ()).map_err(|e| e.to_string())?;
     let supervisor = Supervisor::new(flags).child(child);
-    let mut events = Events(supervisor.events());
+    let mut events = Events::from(supervisor.events());
     let sup = SupervisorRef::start(supervisor).map_err(|e| e.to_string())?;
     // Where it hung, should it: the test prints this on its deadline.
     eprintln!("warm-up");

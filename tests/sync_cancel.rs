@@ -162,7 +162,7 @@ fn joinable_join() -> TestResult {
 
 /// Whether another thread takes the condition's lock (and gives it back) in time.
 fn free_elsewhere(c: &Condition) -> bool {
-    let other = multiproc::blocking::Condition(c.clone());
+    let other = multiproc::blocking::Condition::from(c.clone());
     std::thread::spawn(move || {
         let got = other.acquire(true, Some(SOON)).unwrap();
         other.release().unwrap();
@@ -192,7 +192,7 @@ fn condition() -> TestResult {
     let (held_tx, held_rx) = std::sync::mpsc::channel();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let t = std::thread::spawn(move || {
-        let holder = multiproc::blocking::Condition(holder);
+        let holder = multiproc::blocking::Condition::from(holder);
         assert!(holder.acquire(true, None).unwrap());
         held_tx.send(()).unwrap();
         go_rx.recv().unwrap();

@@ -76,7 +76,7 @@ pub(crate) fn call_roundtrip(
         rt.block_on(async {
             let t0 = Instant::now();
             for i in 0..n as u64 {
-                check_echo(i, echo.0.call(i).await?)?;
+                check_echo(i, echo.as_async().call(i).await?)?;
             }
             Ok(us(t0) / n as f64)
         })

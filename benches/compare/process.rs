@@ -173,7 +173,7 @@ pub(crate) fn restart(py: Option<&Python>, method: StartMethod) -> Res {
         ..SupervisorFlags::default()
     };
     let supervisor = Supervisor::new(flags).child(function_child("victim", idle, ())?);
-    let mut events = blocking::Events(supervisor.events());
+    let mut events = blocking::Events::from(supervisor.events());
     let sup = blocking::SupervisorRef::start(supervisor)?;
     let mut pid = match events.next() {
         Some(SupervisorEvent::ChildStarted { pid, .. }) => pid,
@@ -272,7 +272,7 @@ pub(crate) fn tree_1000() -> Res {
     for i in 0..TREE_CHILDREN {
         supervisor = supervisor.child(function_child(format!("w{i}"), idle, ())?);
     }
-    let mut events = blocking::Events(supervisor.events());
+    let mut events = blocking::Events::from(supervisor.events());
     let t0 = Instant::now();
     let sup = blocking::SupervisorRef::start(supervisor)?;
     let started = ms(t0);

@@ -213,7 +213,7 @@ fn restart_loop(n: usize) -> Res {
         ..SupervisorFlags::default()
     };
     let supervisor = Supervisor::new(flags).child(function_child(FLAPPER, noop, ())?);
-    let mut events = blocking::Events(supervisor.events());
+    let mut events = blocking::Events::from(supervisor.events());
     let sup = blocking::SupervisorRef::start(supervisor)?;
     // Each start names the child `Process-N`, N counting every process object made
     // here: the starts seen as events are checked against it, since a reader more than

@@ -5,6 +5,7 @@
 //! Most users reach this crate through the `multiproc` facade, which re-exports it.
 #![doc(test(attr(deny(warnings))))]
 
+pub mod blocking;
 #[doc(hidden)]
 pub mod fuzz;
 mod manager;
@@ -49,7 +50,7 @@ pub use sync::{
 };
 
 /// Runs a future to completion on the calling thread, driven by this process's
-/// multiproc runtime. The facade's `blocking` API is built on it.
+/// multiproc runtime; the [`blocking`] faces wait on their futures this way.
 pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
     runtime::block_on(fut)
 }

@@ -1,0 +1,127 @@
+//! The blocking API: one blocking face per async type, for scripts and Python-style code.
+//!
+//! Each call blocks the calling thread while the process's multiproc runtime does the
+//! work, so it can be used from plain threads and `main` without any async runtime.
+//!
+//! Every face is built the same way: a newtype over the async value, which is
+//! private, with `From` both ways, `as_async` and `into_async`. So a value moves
+//! between the two APIs without copying, and the async type's own methods never
+//! show through the face:
+//!
+//! ```
+//! use multiproc_supervisor::blocking::Event;
+//!
+//! multiproc_supervisor::init();
+//! let event = Event::new()?;
+//! event.set()?;
+//! let shared: multiproc_supervisor::Event = event.into_async();
+//! let event = Event::from(shared);
+//! assert!(event.is_set()?);
+//! # Ok::<(), multiproc_supervisor::SyncError>(())
+//! ```
+
+/// Declares the blocking face `$name` of the async type `$inner`: a newtype whose
+/// field stays private, so that the face is the one blocking way in, whatever the
+/// async type grows; `From` both ways and `as_async` / `into_async` cross over.
+macro_rules! face {
+    ($(#[$attr:meta])* $name:ident $(<$g:ident>)? ($inner:ty)) => {
+        $(#[$attr])*
+        pub struct $name$(<$g>)?($inner);
+
+        impl$(<$g>)? From<$inner> for $name$(<$g>)? {
+            fn from(inner: $inner) -> Self {
+                $name(inner)
+            }
+        }
+
+        impl$(<$g>)? From<$name$(<$g>)?> for $inner {
+            fn from(face: $name$(<$g>)?) -> Self {
+                face.0
+            }
+        }
+
+        impl$(<$g>)? $name$(<$g>)? {
+            /// Borrows the async value underneath.
+            pub fn as_async(&self) -> &$inner {
+                &self.0
+            }
+
+            /// The async value underneath.
+            pub fn into_async(self) -> $inner {
+                self.0
+            }
+        }
+    };
+}
+
+/// Mirrors methods of the async value onto its face, one line each, generics in
+/// `[]`. How the face calls the method of the same name (or the one in parentheses):
+/// `block` waits for its future on the calling thread, `now` returns what it returns
+/// (it does not wait, or it is already the thread-blocking path), and `wrap` returns
+/// the blocking face of what it returns.
+macro_rules! mirror {
+    () => {};
+    // A receiver is forwarded with a `self` written next to it, so that the body's
+    // `self` comes from the same expansion as the signature's (`self` is hygienic).
+    ($(#[$doc:meta])* pub fn $name:ident $([$($g:tt)*])? (&self $(, $arg:ident: $ty:ty)* $(,)?)
+        $(-> $ret:ty)? => $how:ident $(($inner:ident))?; $($rest:tt)*) => {
+        mirror!(@fn [$(#[$doc])*] $name [$($($g)*)?] [&self] self [$($arg: $ty),*] [$($ret)?]
+            $how $($inner)? ($name));
+        mirror!($($rest)*);
+    };
+    ($(#[$doc:meta])* pub fn $name:ident $([$($g:tt)*])? (&mut self $(, $arg:ident: $ty:ty)* $(,)?)
+        $(-> $ret:ty)? => $how:ident $(($inner:ident))?; $($rest:tt)*) => {
+        mirror!(@fn [$(#[$doc])*] $name [$($($g)*)?] [&mut self] self [$($arg: $ty),*] [$($ret)?]
+            $how $($inner)? ($name));
+        mirror!($($rest)*);
+    };
+    ($(#[$doc:meta])* pub fn $name:ident $([$($g:tt)*])? (self $(, $arg:ident: $ty:ty)* $(,)?)
+        $(-> $ret:ty)? => $how:ident $(($inner:ident))?; $($rest:tt)*) => {
+        mirror!(@fn [$(#[$doc])*] $name [$($($g)*)?] [self] self [$($arg: $ty),*] [$($ret)?]
+            $how $($inner)? ($name));
+        mirror!($($rest)*);
+    };
+    // The inner method: the one named in parentheses, else the face's own name.
+    (@fn [$($doc:tt)*] $name:ident [$($g:tt)*] [$($recv:tt)*] $s:ident [$($arg:ident: $ty:ty),*]
+        [$($ret:ty)?] $how:ident $inner:ident ($_same:ident)) => {
+        mirror!(@fn [$($doc)*] $name [$($g)*] [$($recv)*] $s [$($arg: $ty),*] [$($ret)?] $how ($inner));
+    };
+    (@fn [$($doc:tt)*] $name:ident [$($g:tt)*] [$($recv:tt)*] $s:ident [$($arg:ident: $ty:ty),*]
+        [$($ret:ty)?] $how:ident ($inner:ident)) => {
+        $($doc)*
+        pub fn $name<$($g)*>($($recv)* $(, $arg: $ty)*) $(-> $ret)? {
+            mirror!(@$how $s.0.$inner($($arg),*))
+        }
+    };
+    (@block $call:expr) => {
+        $crate::runtime::block_on($call)
+    };
+    (@now $call:expr) => {
+        $call
+    };
+    (@wrap $call:expr) => {
+        From::from($call)
+    };
+}
+
+mod pool;
+mod process;
+mod supervision;
+mod sync;
+
+pub use pool::{AsyncResult, Imap, Pool, PoolBuilder};
+pub use process::{ActorRef, Process, stop_children, wait_for_stop};
+pub use supervision::{DynamicSupervisor, Events, SupervisedRef, SupervisorRef, run_supervisor};
+pub use sync::{
+    Barrier, BoundedSemaphore, Condition, Event, JoinableQueue, Lock, Queue, RLock, Semaphore,
+    SimpleQueue,
+};
+
+/// Shared memory needs no runtime: these are the same types as at the crate's root.
+pub use crate::{
+    Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, SharedMemoryError, SharedMemoryRef,
+    Value, ValueGuard,
+};
+pub use multiproc_transport::{
+    BlockingConnection as Connection, blocking_pipe as pipe, blocking_wait as wait,
+};

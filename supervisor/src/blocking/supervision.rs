@@ -1,0 +1,191 @@
+//! Supervisors, blocking: `SupervisorRef`, `SupervisedRef`, `DynamicSupervisor` and the
+//! event stream.
+
+use std::time::Duration;
+
+use multiproc_core::{ChildSpec, SupervisorFlags};
+
+use crate::runtime::block_on;
+use crate::{
+    Actor, AdminError, CallError, ChildCounts, ChildStatus, Supervisor, SupervisorEvent,
+    SupervisorExit,
+};
+
+face!(
+    /// A running supervisor, with blocking methods; see [`crate::SupervisorRef`].
+    #[derive(Debug, Clone)]
+    SupervisorRef(crate::SupervisorRef)
+);
+
+impl SupervisorRef {
+    /// Validates and starts `supervisor`; see [`crate::Supervisor::start`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Supervisor::start`].
+    pub fn start(supervisor: Supervisor) -> Result<SupervisorRef, AdminError> {
+        block_on(supervisor.start()).map(SupervisorRef)
+    }
+
+    mirror! {
+        /// The children; see [`crate::SupervisorRef::which_children`].
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::SupervisorRef::which_children`].
+        pub fn which_children(&self) -> Result<Vec<ChildStatus>, AdminError> => block;
+
+        /// Counts; see [`crate::SupervisorRef::count_children`].
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::SupervisorRef::count_children`].
+        pub fn count_children(&self) -> Result<ChildCounts, AdminError> => block;
+
+        /// Adds and starts a child; see [`crate::SupervisorRef::start_child`].
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::SupervisorRef::start_child`].
+        pub fn start_child(&self, spec: ChildSpec) -> Result<(), AdminError> => block;
+
+        /// Stops a child; see [`crate::SupervisorRef::terminate_child`].
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::SupervisorRef::terminate_child`].
+        pub fn terminate_child(&self, id: &str) -> Result<(), AdminError> => block;
+
+        /// Starts a stopped child again; see [`crate::SupervisorRef::restart_child`].
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::SupervisorRef::restart_child`].
+        pub fn restart_child(&self, id: &str) -> Result<(), AdminError> => block;
+
+        /// Forgets a stopped child; see [`crate::SupervisorRef::delete_child`].
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::SupervisorRef::delete_child`].
+        pub fn delete_child(&self, id: &str) -> Result<(), AdminError> => block;
+
+        /// Stops everything and ends the supervisor.
+        pub fn shutdown(&self) -> SupervisorExit => block;
+
+        /// Waits for the supervisor to end.
+        pub fn join(&self) -> SupervisorExit => block;
+
+        /// A stream of events from now on.
+        pub fn events(&self) -> Events => wrap;
+
+        /// A stable handle to the actor child `id`; see [`crate::SupervisedRef`].
+        pub fn child_ref[A: Actor](&self, id: &str) -> SupervisedRef<A> => wrap;
+    }
+}
+
+face!(
+    /// A stable handle to a supervised actor child, with blocking calls; see
+    /// [`crate::SupervisedRef`].
+    #[derive(Debug)]
+    SupervisedRef<A>(crate::SupervisedRef<A>)
+);
+
+impl<A: Actor> SupervisedRef<A> {
+    mirror! {
+        /// Calls the child, waiting through a restart.
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::SupervisedRef::call`].
+        pub fn call(&self, msg: A::Msg) -> Result<A::Reply, CallError> => block;
+
+        /// Calls within `timeout` in all.
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::SupervisedRef::call_timeout`].
+        pub fn call_timeout(&self, msg: A::Msg, timeout: Duration) -> Result<A::Reply, CallError> => block;
+
+        /// Calls only if the child runs now.
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::SupervisedRef::try_call`].
+        pub fn try_call(&self, msg: A::Msg) -> Result<A::Reply, CallError> => block;
+    }
+}
+
+face!(
+    /// A supervisor's events, read by blocking; see [`crate::Events`].
+    ///
+    /// `Events::from(supervisor.events())` reads an async supervisor's events.
+    #[derive(Debug)]
+    Events(crate::Events)
+);
+
+impl Iterator for Events {
+    type Item = SupervisorEvent;
+
+    /// Blocks for the next event; `None` once the supervisor has ended.
+    fn next(&mut self) -> Option<SupervisorEvent> {
+        block_on(self.0.next())
+    }
+}
+
+/// Runs `supervisor` as this process's work until the process is asked to stop or the
+/// supervisor gives up; see [`crate::Supervisor::run`].
+///
+/// # Errors
+///
+/// As [`crate::Supervisor::run`].
+pub fn run_supervisor(supervisor: Supervisor) -> Result<(), AdminError> {
+    block_on(supervisor.run())
+}
+
+face!(
+    /// A dynamic supervisor, with blocking methods; see [`crate::DynamicSupervisor`].
+    #[derive(Debug)]
+    DynamicSupervisor(crate::DynamicSupervisor)
+);
+
+impl DynamicSupervisor {
+    /// Starts it; see [`crate::DynamicSupervisor::start`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::DynamicSupervisor::start`].
+    pub fn start(
+        flags: SupervisorFlags,
+        template: ChildSpec,
+        max_children: Option<usize>,
+    ) -> Result<DynamicSupervisor, AdminError> {
+        block_on(crate::DynamicSupervisor::start(
+            flags,
+            template,
+            max_children,
+        ))
+        .map(DynamicSupervisor)
+    }
+
+    mirror! {
+        /// Starts a child with `args`; see [`crate::DynamicSupervisor::start_child`].
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::DynamicSupervisor::start_child`].
+        pub fn start_child[T: serde::Serialize](&self, args: &T) -> Result<String, AdminError> => block;
+
+        /// Stops and forgets a child; see [`crate::DynamicSupervisor::terminate_child`].
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::DynamicSupervisor::terminate_child`].
+        pub fn terminate_child(&self, id: &str) -> Result<(), AdminError> => block;
+    }
+
+    /// The supervisor underneath, with blocking methods.
+    pub fn supervisor(&self) -> SupervisorRef {
+        SupervisorRef(self.0.supervisor().clone())
+    }
+}
