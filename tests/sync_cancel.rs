@@ -71,14 +71,14 @@ fn lock() -> TestResult {
 fn rlock() -> TestResult {
     let r = RLock::new()?;
     // Held by another thread, so that this one must wait.
-    let holder = r.clone();
+    let holder = multiproc::blocking::RLock::from(r.clone());
     let (held_tx, held_rx) = std::sync::mpsc::channel();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let t = std::thread::spawn(move || {
-        assert!(holder.acquire_blocking(true, None).unwrap());
+        assert!(holder.acquire(true, None).unwrap());
         held_tx.send(()).unwrap();
         go_rx.recv().unwrap();
-        holder.release_blocking().unwrap();
+        holder.release().unwrap();
     });
     held_rx.recv().unwrap();
     runtime().block_on(async {
@@ -93,8 +93,8 @@ fn rlock() -> TestResult {
         Ok::<_, common::Failed>(())
     })?;
     // No abandoned acquire owns it: another thread takes it at once.
-    let other = r.clone();
-    let free = std::thread::spawn(move || other.acquire_blocking(false, None).unwrap())
+    let other = multiproc::blocking::RLock::from(r.clone());
+    let free = std::thread::spawn(move || other.acquire(false, None).unwrap())
         .join()
         .unwrap();
     check!(free, "an abandoned acquire left the rlock owned");

@@ -118,6 +118,16 @@ impl BoundedSemaphore {
     pub fn new(value: usize) -> Result<BoundedSemaphore, SyncError> {
         crate::BoundedSemaphore::new(value).map(BoundedSemaphore)
     }
+
+    mirror! {
+        /// Its value now.
+        ///
+        /// # Errors
+        ///
+        /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
+        pub fn get_value(&self) -> Result<usize, SyncError>
+            => now(get_value_blocking);
+    }
 }
 
 face!(

@@ -63,7 +63,7 @@ impl Event {
     /// # Errors
     ///
     /// As [`set`](Event::set).
-    pub fn set_blocking(&self) -> Result<(), SyncError> {
+    pub(crate) fn set_blocking(&self) -> Result<(), SyncError> {
         self.word()?.set();
         Ok(())
     }
@@ -82,7 +82,7 @@ impl Event {
     /// # Errors
     ///
     /// As [`set`](Event::set).
-    pub fn clear_blocking(&self) -> Result<(), SyncError> {
+    pub(crate) fn clear_blocking(&self) -> Result<(), SyncError> {
         self.word()?.clear();
         Ok(())
     }
@@ -101,7 +101,7 @@ impl Event {
     /// # Errors
     ///
     /// As [`set`](Event::set).
-    pub fn is_set_blocking(&self) -> Result<bool, SyncError> {
+    pub(crate) fn is_set_blocking(&self) -> Result<bool, SyncError> {
         Ok(self.word()?.is_set())
     }
 
@@ -125,7 +125,7 @@ impl Event {
     /// # Errors
     ///
     /// As [`wait`](Event::wait).
-    pub fn wait_blocking(&self, timeout: Option<Duration>) -> Result<bool, SyncError> {
+    pub(crate) fn wait_blocking(&self, timeout: Option<Duration>) -> Result<bool, SyncError> {
         self.word()?.wait(timeout, &self.mem.addr.owner)
     }
 }

@@ -39,8 +39,9 @@ impl Lock {
     /// ```
     /// multiproc_supervisor::init();
     /// let lock = multiproc_supervisor::Lock::new()?;
-    /// assert!(lock.acquire_blocking(false, None)?);
-    /// lock.release_blocking()?;
+    /// let lock = multiproc_supervisor::blocking::Lock::from(lock);
+    /// assert!(lock.acquire(false, None)?);
+    /// lock.release()?;
     /// # Ok::<(), multiproc_supervisor::SyncError>(())
     /// ```
     pub fn new() -> Result<Lock, SyncError> {
@@ -88,7 +89,7 @@ impl Lock {
     /// # Errors
     ///
     /// As [`acquire`](Lock::acquire).
-    pub fn acquire_blocking(
+    pub(crate) fn acquire_blocking(
         &self,
         block: bool,
         timeout: Option<Duration>,
@@ -116,7 +117,7 @@ impl Lock {
     /// # Errors
     ///
     /// As [`release`](Lock::release).
-    pub fn release_blocking(&self) -> Result<(), SyncError> {
+    pub(crate) fn release_blocking(&self) -> Result<(), SyncError> {
         self.word_blocking()?.unlock()
     }
 
@@ -144,7 +145,7 @@ impl Lock {
     /// # Errors
     ///
     /// As [`guard`](Lock::guard).
-    pub fn guard_blocking(&self) -> Result<Guard<'_, Self>, SyncError> {
+    pub(crate) fn guard_blocking(&self) -> Result<Guard<'_, Self>, SyncError> {
         Guard::acquired(self, self.acquire_blocking(true, None))
     }
 }

@@ -193,7 +193,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     ///
     /// As [`put`](Queue::put).
-    pub fn put_blocking(
+    pub(crate) fn put_blocking(
         &self,
         item: &T,
         block: bool,
@@ -273,7 +273,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     ///
     /// As [`get`](Queue::get).
-    pub fn get_blocking(&self, block: bool, timeout: Option<Duration>) -> Result<T, SyncError> {
+    pub(crate) fn get_blocking(
+        &self,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<T, SyncError> {
         let mem = self.mem_blocking()?;
         BUFFER.with(|buf| {
             let mut buf = buf.borrow_mut();
@@ -340,7 +344,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     ///
     /// As [`task_done`](Queue::task_done).
-    pub fn task_done_blocking(&self) -> Result<(), SyncError> {
+    pub(crate) fn task_done_blocking(&self) -> Result<(), SyncError> {
         self.mem_blocking()?.task_done(self.owner())
     }
 
@@ -362,7 +366,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     ///
     /// As [`join`](Queue::join).
-    pub fn join_blocking(&self) -> Result<(), SyncError> {
+    pub(crate) fn join_blocking(&self) -> Result<(), SyncError> {
         self.mem_blocking()?.join(None, self.owner()).map(|_| ())
     }
 }

@@ -86,7 +86,7 @@ impl RLock {
     /// # Errors
     ///
     /// As [`acquire`](RLock::acquire).
-    pub fn acquire_blocking(
+    pub(crate) fn acquire_blocking(
         &self,
         block: bool,
         timeout: Option<Duration>,
@@ -117,7 +117,7 @@ impl RLock {
     /// # Errors
     ///
     /// As [`release`](RLock::release).
-    pub fn release_blocking(&self) -> Result<(), SyncError> {
+    pub(crate) fn release_blocking(&self) -> Result<(), SyncError> {
         self.state_blocking()?
             .release(RLock::me(), &self.mem.addr.owner)
     }
@@ -137,7 +137,7 @@ impl RLock {
     /// # Errors
     ///
     /// As [`guard`](RLock::guard).
-    pub fn guard_blocking(&self) -> Result<Guard<'_, Self>, SyncError> {
+    pub(crate) fn guard_blocking(&self) -> Result<Guard<'_, Self>, SyncError> {
         Guard::acquired(self, self.acquire_blocking(true, None))
     }
 }

@@ -88,7 +88,7 @@ macro_rules! shared_semaphore {
             /// # Errors
             ///
             /// As [`acquire`](Self::acquire).
-            pub fn acquire_blocking(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
+            pub(crate) fn acquire_blocking(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
                 let sem = self.sem_blocking()?;
                 let owner = &self.mem.addr.owner;
                 park::acquire_blocking(
@@ -113,7 +113,7 @@ macro_rules! shared_semaphore {
             /// # Errors
             ///
             /// As [`release`](Self::release).
-            pub fn release_blocking(&self) -> Result<(), SyncError> {
+            pub(crate) fn release_blocking(&self) -> Result<(), SyncError> {
                 self.sem_blocking()?.release(&self.mem.addr.owner)
             }
 
@@ -131,7 +131,7 @@ macro_rules! shared_semaphore {
             /// # Errors
             ///
             /// As [`get_value`](Self::get_value).
-            pub fn get_value_blocking(&self) -> Result<usize, SyncError> {
+            pub(crate) fn get_value_blocking(&self) -> Result<usize, SyncError> {
                 Ok(self.sem_blocking()?.value(&self.mem.addr.owner)? as usize)
             }
 
@@ -150,7 +150,7 @@ macro_rules! shared_semaphore {
             /// # Errors
             ///
             /// As [`guard`](Self::guard).
-            pub fn guard_blocking(&self) -> Result<Guard<'_, Self>, SyncError> {
+            pub(crate) fn guard_blocking(&self) -> Result<Guard<'_, Self>, SyncError> {
                 Guard::acquired(self, self.acquire_blocking(true, None))
             }
         }
