@@ -118,7 +118,7 @@ pub use sync::{
 };
 
 /// Shared memory needs no runtime: these are the same types as at the crate's root.
-pub use crate::{
+pub use crate::shared::{
     Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, SharedMemoryError, SharedMemoryRef,
     Value, ValueGuard,
 };

@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
-use multiproc_core::{RestartIntensity, RetryPolicy};
+use multiproc_core::{RestartIntensity, RetryPolicy, StartMethod};
 
+use crate::pool::{PoolError, WorkerInfo};
+use crate::process::target::{Target, Task};
 use crate::runtime::block_on;
-use crate::{PoolError, StartMethod, Target, Task, WorkerInfo};
 
 face!(
     /// A pool of worker processes, with blocking methods; see [`crate::Pool`].
@@ -13,25 +14,25 @@ face!(
     /// Every wait here is interrupted by SIGINT (Ctrl-C) in the root: the pool is
     /// terminated and the call returns [`PoolError::Interrupted`].
     #[derive(Debug, Clone)]
-    Pool(crate::Pool)
+    Pool(crate::pool::Pool)
 );
 
 face!(
     /// Result of work submitted without waiting; see [`crate::AsyncResult`].
     #[derive(Debug)]
-    AsyncResult<R>(crate::AsyncResult<R>)
+    AsyncResult<R>(crate::pool::AsyncResult<R>)
 );
 
 face!(
     /// Results of `imap` and `imap_unordered`, as an iterator; see [`crate::Imap`].
     #[derive(Debug)]
-    Imap<R>(crate::Imap<R>)
+    Imap<R>(crate::pool::Imap<R>)
 );
 
 face!(
     /// A pool's settings; see [`crate::PoolBuilder`].
     #[derive(Debug)]
-    PoolBuilder(crate::PoolBuilder)
+    PoolBuilder(crate::pool::PoolBuilder)
 );
 
 impl PoolBuilder {
@@ -72,11 +73,11 @@ impl Pool {
     ///
     /// See [`crate::PoolBuilder::start`].
     pub fn new(processes: usize) -> Result<Pool, PoolError> {
-        crate::Pool::new(processes).map(Pool)
+        crate::pool::Pool::new(processes).map(Pool)
     }
     /// A builder for the pool's settings.
     pub fn builder() -> PoolBuilder {
-        PoolBuilder(crate::Pool::builder())
+        PoolBuilder(crate::pool::Pool::builder())
     }
     mirror! {
         /// The number of worker processes.

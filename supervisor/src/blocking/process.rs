@@ -3,15 +3,18 @@
 use std::ffi::OsString;
 use std::time::Duration;
 
-use multiproc_core::{ExitReason, Identity, Limits};
+use multiproc_core::{ExitReason, Identity, Limits, StartMethod};
 
+use crate::process::actor::Actor;
+use crate::process::target::Target;
 use crate::runtime::block_on;
-use crate::{Actor, CallError, Error, Output, StartMethod, Target};
+use crate::runtime::error::{CallError, Error};
+use crate::runtime::spawn::Output;
 
 face!(
     /// A child process, with blocking methods; see [`crate::Process`].
     #[derive(Debug)]
-    Process(crate::Process)
+    Process(crate::process::Process)
 );
 
 impl Process {
@@ -20,12 +23,12 @@ impl Process {
     where
         F: Target<M>,
     {
-        Process(crate::Process::new(target, args))
+        Process(crate::process::Process::new(target, args))
     }
 
     /// A process that will host the registered actor `A`.
     pub fn actor<A: Actor>(args: A::Args) -> Process {
-        Process(crate::Process::actor::<A>(args))
+        Process(crate::process::Process::actor::<A>(args))
     }
 
     mirror! {
@@ -137,7 +140,7 @@ face!(
     /// The async handle is what travels between processes: `ActorRef::from(handle)`
     /// turns a received one into a blocking one.
     #[derive(Debug)]
-    ActorRef<A>(crate::ActorRef<A>)
+    ActorRef<A>(crate::process::actor::ActorRef<A>)
 );
 
 impl<A> Clone for ActorRef<A> {
@@ -173,11 +176,11 @@ impl<A: Actor> ActorRef<A> {
 
 /// Blocks until this process is asked to stop; see [`crate::wait_for_stop`].
 pub fn wait_for_stop() {
-    block_on(crate::wait_for_stop());
+    block_on(crate::runtime::stop::wait_for_stop());
 }
 
 /// Stops every child of this process (ask, wait up to `timeout`, kill); see
 /// [`crate::stop_children`].
 pub fn stop_children(timeout: Duration) {
-    block_on(crate::stop_children(timeout));
+    block_on(crate::runtime::children::stop_children(timeout));
 }

@@ -5,16 +5,17 @@ use std::time::Duration;
 
 use multiproc_core::{ChildSpec, SupervisorFlags};
 
+use crate::process::actor::Actor;
 use crate::runtime::block_on;
-use crate::{
-    Actor, AdminError, CallError, ChildCounts, ChildStatus, Supervisor, SupervisorEvent,
-    SupervisorExit,
+use crate::runtime::error::CallError;
+use crate::supervision::{
+    AdminError, ChildCounts, ChildStatus, Supervisor, SupervisorEvent, SupervisorExit,
 };
 
 face!(
     /// A running supervisor, with blocking methods; see [`crate::SupervisorRef`].
     #[derive(Debug, Clone)]
-    SupervisorRef(crate::SupervisorRef)
+    SupervisorRef(crate::supervision::SupervisorRef)
 );
 
 impl SupervisorRef {
@@ -88,7 +89,7 @@ face!(
     /// A stable handle to a supervised actor child, with blocking calls; see
     /// [`crate::SupervisedRef`].
     #[derive(Debug)]
-    SupervisedRef<A>(crate::SupervisedRef<A>)
+    SupervisedRef<A>(crate::supervision::SupervisedRef<A>)
 );
 
 impl<A: Actor> SupervisedRef<A> {
@@ -121,7 +122,7 @@ face!(
     ///
     /// `Events::from(supervisor.events())` reads an async supervisor's events.
     #[derive(Debug)]
-    Events(crate::Events)
+    Events(crate::supervision::Events)
 );
 
 impl Iterator for Events {
@@ -146,7 +147,7 @@ pub fn run_supervisor(supervisor: Supervisor) -> Result<(), AdminError> {
 face!(
     /// A dynamic supervisor, with blocking methods; see [`crate::DynamicSupervisor`].
     #[derive(Debug)]
-    DynamicSupervisor(crate::DynamicSupervisor)
+    DynamicSupervisor(crate::supervision::DynamicSupervisor)
 );
 
 impl DynamicSupervisor {
@@ -160,7 +161,7 @@ impl DynamicSupervisor {
         template: ChildSpec,
         max_children: Option<usize>,
     ) -> Result<DynamicSupervisor, AdminError> {
-        block_on(crate::DynamicSupervisor::start(
+        block_on(crate::supervision::DynamicSupervisor::start(
             flags,
             template,
             max_children,

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use crate::process::target::Target;
 use crate::runtime::block_on;
-use crate::{Error, Guard, SyncError, Target};
+use crate::runtime::error::Error;
+use crate::sync::{Guard, SyncError};
 
 /// The face of a lock or semaphore in shared memory: acquire and release work on the
 /// memory directly, with no runtime in between.
@@ -14,7 +16,7 @@ macro_rules! shared_semaphore_face {
             $(#[$doc])*
             #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
             #[serde(transparent)]
-            $name(crate::$name)
+            $name(crate::sync::$name)
         );
 
         impl $name {
@@ -41,7 +43,7 @@ macro_rules! shared_semaphore_face {
                 /// # Errors
                 ///
                 /// As `acquire`; a dead holder is `Guard::owner_died`.
-                pub fn guard(&self) -> Result<Guard<'_, crate::$name>, SyncError>
+                pub fn guard(&self) -> Result<Guard<'_, crate::sync::$name>, SyncError>
                     => now(guard_blocking);
             }
         }
@@ -73,7 +75,7 @@ impl Lock {
     /// See [`crate::Lock::new`]: [`SyncError::Exhausted`] names the limit when the
     /// system has no room for it.
     pub fn new() -> Result<Lock, SyncError> {
-        crate::Lock::new().map(Lock)
+        crate::sync::Lock::new().map(Lock)
     }
 }
 
@@ -84,7 +86,7 @@ impl RLock {
     ///
     /// See [`crate::RLock::new`].
     pub fn new() -> Result<RLock, SyncError> {
-        crate::RLock::new().map(RLock)
+        crate::sync::RLock::new().map(RLock)
     }
 }
 
@@ -95,7 +97,7 @@ impl Semaphore {
     ///
     /// See [`crate::Semaphore::new`].
     pub fn new(value: usize) -> Result<Semaphore, SyncError> {
-        crate::Semaphore::new(value).map(Semaphore)
+        crate::sync::Semaphore::new(value).map(Semaphore)
     }
 
     mirror! {
@@ -116,7 +118,7 @@ impl BoundedSemaphore {
     ///
     /// See [`crate::BoundedSemaphore::new`].
     pub fn new(value: usize) -> Result<BoundedSemaphore, SyncError> {
-        crate::BoundedSemaphore::new(value).map(BoundedSemaphore)
+        crate::sync::BoundedSemaphore::new(value).map(BoundedSemaphore)
     }
 
     mirror! {
@@ -134,7 +136,7 @@ face!(
     /// An event; see [`crate::Event`].
     #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
     #[serde(transparent)]
-    Event(crate::Event)
+    Event(crate::sync::Event)
 );
 
 impl Event {
@@ -144,7 +146,7 @@ impl Event {
     ///
     /// See [`crate::Event::new`].
     pub fn new() -> Result<Event, SyncError> {
-        crate::Event::new().map(Event)
+        crate::sync::Event::new().map(Event)
     }
     mirror! {
         /// Sets it.
@@ -182,7 +184,7 @@ face!(
     /// A queue; see [`crate::Queue`].
     #[derive(Debug, serde::Serialize, serde::Deserialize)]
     #[serde(transparent, bound = "")]
-    Queue<T>(crate::Queue<T>)
+    Queue<T>(crate::sync::Queue<T>)
 );
 
 impl<T> Clone for Queue<T> {
@@ -203,7 +205,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Queue<T> {
     ///
     /// See [`crate::Queue::new`].
     pub fn new(maxsize: usize) -> Result<Queue<T>, SyncError> {
-        crate::Queue::new(maxsize).map(Queue)
+        crate::sync::Queue::new(maxsize).map(Queue)
     }
     /// Python's `JoinableQueue(maxsize)`; see [`crate::Queue::joinable`].
     ///
@@ -211,7 +213,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Queue<T> {
     ///
     /// See [`crate::Queue::new`].
     pub fn joinable(maxsize: usize) -> Result<Queue<T>, SyncError> {
-        crate::Queue::joinable(maxsize).map(Queue)
+        crate::sync::Queue::joinable(maxsize).map(Queue)
     }
     mirror! {
         /// Puts an item.
@@ -296,7 +298,7 @@ face!(
     /// lock's.
     #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
     #[serde(transparent)]
-    Condition(crate::Condition)
+    Condition(crate::sync::Condition)
 );
 
 impl Condition {
@@ -306,7 +308,7 @@ impl Condition {
     ///
     /// See [`crate::Condition::new`].
     pub fn new() -> Result<Condition, SyncError> {
-        crate::Condition::new().map(Condition)
+        crate::sync::Condition::new().map(Condition)
     }
     /// A condition over a new plain `Lock`.
     ///
@@ -314,7 +316,7 @@ impl Condition {
     ///
     /// See [`crate::Condition::new`].
     pub fn with_lock() -> Result<Condition, SyncError> {
-        crate::Condition::with_lock().map(Condition)
+        crate::sync::Condition::with_lock().map(Condition)
     }
     mirror! {
         /// Acquires it; see the async type.
@@ -335,7 +337,7 @@ impl Condition {
         /// # Errors
         ///
         /// As `acquire`; a dead previous holder is `Guard::owner_died`.
-        pub fn guard(&self) -> Result<Guard<'_, crate::Condition>, SyncError> => block;
+        pub fn guard(&self) -> Result<Guard<'_, crate::sync::Condition>, SyncError> => block;
         /// Sleeps until notified or `timeout` runs out; whether it was notified.
         ///
         /// # Errors
@@ -368,7 +370,7 @@ face!(
     /// A barrier; see [`crate::Barrier`].
     #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
     #[serde(transparent)]
-    Barrier(crate::Barrier)
+    Barrier(crate::sync::Barrier)
 );
 
 impl Barrier {
@@ -378,7 +380,7 @@ impl Barrier {
     ///
     /// See [`crate::Barrier::new`].
     pub fn new(parties: usize) -> Result<Barrier, SyncError> {
-        crate::Barrier::new(parties).map(Barrier)
+        crate::sync::Barrier::new(parties).map(Barrier)
     }
     /// A barrier whose last party runs `f(args)` before all pass.
     ///
@@ -390,7 +392,7 @@ impl Barrier {
         f: F,
         args: F::Args,
     ) -> Result<Barrier, Error> {
-        crate::Barrier::with_action(parties, f, args).map(Barrier)
+        crate::sync::Barrier::with_action(parties, f, args).map(Barrier)
     }
     mirror! {
         /// Waits for the other parties; this party's index.
