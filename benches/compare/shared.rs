@@ -100,8 +100,9 @@ pub(crate) fn value_locked_2proc(py: Option<&Python>) -> Res {
 
 /// `shm_bandwidth`: a child, fresh each round, opens a [`SHM_BYTES`] block this
 /// process created and writes it whole; this process then reads it whole; bytes
-/// moved / (write time + read time). The child's write includes its first touch of
-/// each page of a fresh mapping. `raw`: the same two copies between three warm
+/// moved / (write time + read time). The block's pages are in place from its
+/// creation and the child's open (`MADV_POPULATE_WRITE`, outside the timing, as Python's
+/// open is), so neither copy takes page faults. `raw`: the same two copies between three warm
 /// buffers of this process.
 pub(crate) fn shm_bandwidth(py: Option<&Python>) -> Res {
     let block = SharedMemory::create(SHM_BYTES)?;

@@ -94,7 +94,7 @@ pub(crate) fn my_pid() -> u32 {
 
 impl Segment {
     /// A new zeroed segment of `len` bytes, hosted by this process. Its pages are
-    /// only allocated when first touched.
+    /// only allocated when first touched (or by [`populate`](Segment::populate)).
     pub(crate) fn create(name: &str, len: usize) -> Result<Segment, MapError> {
         let bytes = Resource::Memory { bytes: len as u64 };
         let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC)
@@ -141,6 +141,28 @@ impl Segment {
             _fd: None,
             at,
         })
+    }
+
+    /// Puts the pages of a segment up to [`POPULATE_MAX`] in place in this mapping,
+    /// allocating the memory if no process has yet: the first write to a fresh data
+    /// block then runs at memory speed instead of taking a page fault every 4 KiB
+    /// (`shm_bandwidth`: about 2x). Bigger segments stay lazy, so a block larger than
+    /// what is used of it costs only what is touched. The primitives' and links'
+    /// segments are not populated: most of a queue's slots are never used.
+    pub(crate) fn populate(&self) {
+        if self.len > POPULATE_MAX {
+            return;
+        }
+        // SAFETY: the range is this segment's own mapping; populating changes no
+        // byte of it. A kernel without MADV_POPULATE_WRITE (before 5.14) refuses,
+        // and the pages are then faulted in on first touch, as before.
+        let _ = unsafe {
+            rustix::mm::madvise(
+                self.ptr.as_ptr().cast(),
+                self.len,
+                rustix::mm::Advice::LinuxPopulateWrite,
+            )
+        };
     }
 
     /// Where it is.
@@ -233,6 +255,10 @@ fn map(fd: &OwnedFd, len: usize) -> Result<NonNull<u8>, MapError> {
     NonNull::new(ptr.cast()).ok_or(MapError::Io(io::Error::other("mmap returned null")))
 }
 
+/// Data blocks up to this size have their pages put in place when they are made or
+/// mapped (see [`Segment::populate`]).
+pub(crate) const POPULATE_MAX: usize = 64 << 20;
+
 /// The segments this process has mapped or hosts: every handle to one shares one
 /// mapping, and a hosted one (with its fd, which others open) lives as long as the
 /// process.
@@ -296,4 +322,45 @@ pub(crate) fn alive(pid: u32) -> bool {
                 .and_then(|(_, rest)| rest.trim_start().chars().next())
                 != Some('Z')
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{POPULATE_MAX, Segment};
+
+    fn page_size() -> usize {
+        // SAFETY: sysconf has no preconditions.
+        usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap()
+    }
+
+    /// How many of the segment's pages are in memory.
+    fn resident_pages(seg: &Segment) -> usize {
+        let page = page_size();
+        let pages = seg.len.div_ceil(page);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: the range is the segment's own mapping, page-aligned by mmap, and
+        // `vec` has one byte per page of it.
+        let r = unsafe { libc::mincore(seg.ptr.as_ptr().cast(), seg.len, vec.as_mut_ptr()) };
+        assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
+        vec.iter().filter(|&&b| b & 1 == 1).count()
+    }
+
+    #[test]
+    fn data_blocks_up_to_the_limit_get_their_pages_in_place() {
+        let small = Segment::create("populated", 1 << 20).unwrap();
+        assert_eq!(
+            resident_pages(&small),
+            0,
+            "a segment is lazy until populated"
+        );
+        small.populate();
+        assert_eq!(resident_pages(&small), (1 << 20) / page_size());
+        let opened = Segment::open(small.at()).unwrap();
+        opened.populate();
+        assert_eq!(resident_pages(&opened), (1 << 20) / page_size());
+
+        let big = Segment::create("lazy", POPULATE_MAX + (1 << 20)).unwrap();
+        big.populate();
+        assert_eq!(resident_pages(&big), 0, "a block past the limit stays lazy");
+    }
 }

@@ -66,7 +66,9 @@ impl Block {
             .checked_mul(elem)
             .and_then(|b| b.checked_add(DATA_AT))
             .ok_or_else(|| SharedMemoryError::Size(format!("{len} elements of {elem} bytes")))?;
-        let seg = shm::host(Segment::create(name, bytes)?);
+        let seg = Segment::create(name, bytes)?;
+        seg.populate();
+        let seg = shm::host(seg);
         let secret = crate::sync::secret();
         seg.u64_at(SECRET_AT).store(secret, Ordering::Relaxed);
         seg.u64_at(LEN_AT).store(len as u64, Ordering::Relaxed);
@@ -104,6 +106,7 @@ impl Block {
         if !genuine {
             return Err(SharedMemoryError::Forged);
         }
+        seg.populate();
         Ok(self.mapped.get_or_init(|| seg))
     }
 

@@ -61,6 +61,7 @@ impl SharedMemory {
             .checked_add(DATA_AT)
             .ok_or_else(|| SharedMemoryError::Size(format!("{size} bytes")))?;
         let seg = Segment::create("multiproc-shm", bytes)?;
+        seg.populate();
         let secret = crate::sync::secret();
         seg.u64_at(SECRET_AT).store(secret, Ordering::Relaxed);
         seg.u64_at(LEN_AT).store(size as u64, Ordering::Relaxed);
@@ -156,6 +157,7 @@ impl SharedMemoryRef {
         if !genuine {
             return Err(SharedMemoryError::Forged);
         }
+        seg.populate();
         Ok(SharedMemory {
             seg,
             secret: self.secret,
