@@ -180,6 +180,16 @@ macro_rules! register {
                         use $crate::__private::{NoTask as _, ViaTask as _};
                         (&&$crate::__private::Probe($f)).entry_task(args, items, out, failures)
                     },
+                    slab: |args, items, out, failures| {
+                        #[allow(unused_imports)]
+                        use $crate::__private::{NoPod as _, ViaPod as _};
+                        (&&$crate::__private::Probe($f)).entry_slab(args, items, out, failures)
+                    },
+                    pod: || {
+                        #[allow(unused_imports)]
+                        use $crate::__private::{NoPod as _, ViaPod as _};
+                        (&&$crate::__private::Probe($f)).entry_pod()
+                    },
                 };
             };
         )+
@@ -248,6 +258,8 @@ macro_rules! register_actor {
                     type_id: || ::std::any::TypeId::of::<$a>(),
                     run: $crate::__private::run_actor::<$a>,
                     task: $crate::__private::not_a_task,
+                    slab: $crate::__private::not_a_task,
+                    pod: $crate::__private::no_pod,
                 };
             };
         )+

@@ -48,6 +48,7 @@ mod imap;
 mod launch;
 mod probe;
 mod shared;
+mod slab;
 mod submit;
 pub(crate) mod wire;
 mod worker;
@@ -69,7 +70,9 @@ pub use async_result::AsyncResult;
 pub use builder::PoolBuilder;
 pub use error::{PoolError, TaskError};
 pub use imap::Imap;
-pub use probe::{NoTarget, NoTask, Probe, ViaTarget, ViaTask};
+pub use probe::{NoPod, NoTarget, NoTask, Probe, ViaPod, ViaTarget, ViaTask};
+pub use slab::{PodTask, run_slab};
+
 pub use wire::ItemFailure;
 pub use worker::{not_a_task, run_task};
 
@@ -148,6 +151,7 @@ impl Pool {
         self.inner.shared.processes
     }
 
+    /// One item, as one rmp-serde value: a slab would save nothing on one item.
     fn submit_one<A: Serialize, R: DeserializeOwned + Send + 'static>(
         &self,
         entry: &'static str,
@@ -155,14 +159,14 @@ impl Pool {
     ) -> AsyncResult<R> {
         let (tx, rx) = oneshot::channel();
         let mut slot = Some(tx);
-        match self.submit_chunks(entry, std::iter::once(args), 1, |_, _| {
+        match self.submit_chunks(entry, std::iter::once(args), 1, None, |_, _| {
             ReplyTo::One(slot.take().expect("one chunk"))
         }) {
             Ok(ids) => {
                 let shared = Arc::clone(&self.inner.shared);
                 let fut = async move {
                     let outcome = rx.await.map_err(|_| shared.ended_error())?;
-                    let mut one = decode_chunk::<R>(outcome)?;
+                    let mut one = decode_chunk::<R>(outcome, None)?;
                     one.pop()
                         .expect("one item")
                         .map_err(|error| PoolError::Task { index: 0, error })
@@ -215,6 +219,12 @@ impl Pool {
 
     fn task_entry<F: 'static>() -> Result<&'static Entry, PoolError> {
         Ok(registry::by_type::<F>(EntryKind::Function)?)
+    }
+
+    /// The bulk path's witness for `F`, if its argument and result are plain data:
+    /// its chunks then go as slabs.
+    fn slab<F: Task<M>, M>(entry: &Entry) -> Option<PodTask> {
+        (entry.pod)().and_then(PodTask::check::<F::Args, F::Output>)
     }
 
     /// `f` over every item, results in input order (Python's `map`), in chunks of
@@ -296,8 +306,10 @@ impl Pool {
             Ok(e) => e,
             Err(e) => return AsyncResult::failed(e),
         };
+        let slab = Self::slab::<F, M>(entry);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let chunks = match self.submit_chunks(entry.name, items, chunksize, |seq, _| {
+        let plain = slab.map(PodTask::plain);
+        let chunks = match self.submit_chunks(entry.name, items, chunksize, plain, |seq, _| {
             ReplyTo::Many(tx.clone(), seq)
         }) {
             Ok(ids) => ids.len(),
@@ -316,7 +328,7 @@ impl Pool {
                     order.insert(seq, outcome);
                     while let Some(outcome) = order.pop() {
                         let start = out.len();
-                        decode_into::<F::Output>(outcome, &mut out, start)?;
+                        decode_into::<F::Output>(outcome, &mut out, start, slab)?;
                     }
                 }
                 Ok(out)
@@ -387,6 +399,9 @@ impl Pool {
         I::IntoIter: Send + 'static,
     {
         let _ = f;
+        let slab = Self::task_entry::<F>()
+            .ok()
+            .and_then(|entry| Self::slab::<F, M>(entry));
         let (tx, rx) = mpsc::unbounded_channel();
         let feed: Feed = {
             let mut input = items.into_iter();
@@ -396,9 +411,11 @@ impl Pool {
                 let entry = Self::task_entry::<F>()?;
                 buf.clear();
                 buf.extend(input.by_ref().take(chunk * chunks));
-                let chunks = pool.submit_chunks(entry.name, buf.drain(..), chunk, |seq, _| {
-                    ReplyTo::Many(tx.clone(), first + seq)
-                })?;
+                let plain = slab.map(PodTask::plain);
+                let chunks =
+                    pool.submit_chunks(entry.name, buf.drain(..), chunk, plain, |seq, _| {
+                        ReplyTo::Many(tx.clone(), first + seq)
+                    })?;
                 Ok(chunks.into_iter().map(|(_, n)| n as usize).collect())
             })
         };
@@ -421,6 +438,7 @@ impl Pool {
             chunksize,
             ready: VecDeque::new(),
             decode: decode_chunk::<F::Output>,
+            slab,
             done: false,
         }
     }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use serde::Serialize;
 
 use super::chunk::{Chunker, NewTask, ReplyTo};
+use super::slab::Plain;
 use super::{Pool, PoolError, actor};
 
 /// Chunks go to the actor in batches of about this many bytes, so the workers start on
@@ -19,13 +20,15 @@ const BATCH: usize = 256 * 1024;
 const DIRECT: usize = 16;
 
 impl Pool {
-    /// Encodes chunks of `items` into frames (see [`Chunker`]) and hands them to the
-    /// actor; returns each chunk's task id and item count, in input order.
+    /// Encodes chunks of `items` into frames (see [`Chunker`]; as slabs with `slab`)
+    /// and hands them to the actor; returns each chunk's task id and item count, in
+    /// input order.
     pub(super) fn submit_chunks<A: Serialize>(
         &self,
         entry: &'static str,
         items: impl IntoIterator<Item = A>,
         chunksize: usize,
+        slab: Option<Plain<A>>,
         reply: impl FnMut(usize, u64) -> ReplyTo,
     ) -> Result<Vec<(u64, u32)>, PoolError> {
         if chunksize == 0 {
@@ -40,6 +43,7 @@ impl Pool {
             chunksize,
             shared.max_frame_len,
             &shared.next_task,
+            slab,
             reply,
         );
         let mut tasks = Vec::new();

@@ -14,7 +14,8 @@ use multiproc_transport::{Connection, FrameDecoder};
 use serde::de::Deserialize;
 use serde::{Deserialize as De, Serialize};
 
-use super::wire::{self, DONE, EXIT, ItemFailure, READY, RUN};
+use super::slab::fail_args;
+use super::wire::{self, DONE, EXIT, ItemFailure, READY, RUN, SERDE, SLAB};
 use crate::process::target::Task;
 use crate::runtime;
 use crate::runtime::panic::{panic_message, quiet_panics, take_panic};
@@ -46,6 +47,8 @@ static WORKER: Entry = Entry {
     type_id: || std::any::TypeId::of::<Setup>(),
     run: |args| crate::process::target::run_function(worker_main, args),
     task: not_a_task,
+    slab: not_a_task,
+    pod: registry::no_pod,
 };
 
 /// The worker's life: initializer, `READY`, then chunks until `EXIT` or end of input.
@@ -65,7 +68,7 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
         run_initializer(&name, args)?;
     }
     quiet_panics(true);
-    let ready = wire::finish(wire::start(READY, 0, "", 0), usize::MAX).expect("no limit");
+    let ready = wire::finish(wire::start(READY, 0, "", 0, SERDE), usize::MAX).expect("no limit");
     if let Err(e) = sock.write_all(&ready) {
         return pool_gone(e);
     }
@@ -110,11 +113,19 @@ fn serve(sock: &mut UnixStream, max: usize) -> Result<(), String> {
                 RUN => {
                     results.clear();
                     failures.clear();
-                    match registry::by_name(&header.entry) {
-                        Some(entry) => {
+                    match (registry::by_name(&header.entry), header.codec) {
+                        (None, _) => fail_all(&header.entry, header.items, &mut failures),
+                        (Some(entry), SERDE) => {
                             (entry.task)(args, header.items, &mut results, &mut failures)
                         }
-                        None => fail_all(&header.entry, header.items, &mut failures),
+                        (Some(entry), SLAB) => {
+                            (entry.slab)(args, header.items, &mut results, &mut failures)
+                        }
+                        (Some(_), other) => fail_args(
+                            &format!("unknown codec {other}"),
+                            header.items,
+                            &mut failures,
+                        ),
                     }
                     let frame = done_frame(&header, &failures, &results, max)?;
                     // At once, not batched with the next chunk's: a result must not
@@ -131,15 +142,16 @@ fn serve(sock: &mut UnixStream, max: usize) -> Result<(), String> {
     }
 }
 
-/// A chunk's `DONE` frame: its failures, then its results. Results over the frame
-/// limit fail every item of the chunk with an error that says so.
+/// A chunk's `DONE` frame: its failures, then its results, in the chunk's codec.
+/// Results over the frame limit fail every item of the chunk with an error that says
+/// so.
 fn done_frame(
     header: &wire::Header,
     failures: &[(u32, ItemFailure)],
     results: &[u8],
     max: usize,
 ) -> Result<Vec<u8>, String> {
-    let mut frame = wire::start(DONE, header.task, "", header.items);
+    let mut frame = wire::start(DONE, header.task, "", header.items, header.codec);
     codec::encode_into(&failures, &mut frame).map_err(|e| e.to_string())?;
     frame.extend_from_slice(results);
     let len = match wire::finish(frame, max) {
@@ -153,7 +165,7 @@ fn done_frame(
         ),
     };
     let all: Vec<_> = (0..header.items).map(|i| (i, why.clone())).collect();
-    let mut frame = wire::start(DONE, header.task, "", header.items);
+    let mut frame = wire::start(DONE, header.task, "", header.items, header.codec);
     codec::encode_into(&all, &mut frame).map_err(|e| e.to_string())?;
     // Past any limit small enough to refuse it, the pool's own limit is a
     // misconfiguration: the worker ends with it.

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use multiproc_core::EntryKind;
 use multiproc_core::ItemFailure;
 
+use crate::pool::PodTask;
 use crate::runtime::error::Error;
 
 /// A registered entry point. Built by the facade's macros; not for direct use.
@@ -29,6 +30,11 @@ pub struct Entry {
     pub run: fn(Vec<u8>) -> EntryOutcome,
     /// Runs a chunk of the entry as a pool task, in a pool worker.
     pub task: TaskFn,
+    /// Runs a chunk of the entry sent as a slab of plain data (the pool's bulk path).
+    pub slab: TaskFn,
+    /// The witness that the entry is a task whose argument and result are plain data
+    /// ([`Pod`](crate::Pod)), which lets a caller send it slabs; `None` otherwise.
+    pub pod: fn() -> Option<PodTask>,
 }
 
 #[doc(hidden)]
@@ -141,6 +147,11 @@ pub enum EntryOutcome {
 /// Runs one chunk of a registered task. Built by `register!`; not for direct use.
 pub type TaskFn =
     fn(args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>);
+
+/// The `pod` of an entry that is not a task of plain data.
+pub fn no_pod() -> Option<PodTask> {
+    None
+}
 
 /// The `TypeId` of a value's type (a function item's unique type).
 pub fn type_id_of<T: 'static>(_: &T) -> std::any::TypeId {
