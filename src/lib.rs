@@ -74,6 +74,9 @@ pub use multiproc_core::{
 pub use multiproc_core::{
     BootstrapError, Exhausted, MemoryLimit, PidsCgroup, ProcessFacts, ProcessLimit,
 };
+/// bytemuck, which [`Pod`] is built on: its derives make a `#[repr(C)]` struct `Pod`,
+/// with `#[bytemuck(crate = "multiproc::bytemuck")]` so that they find it here.
+pub use multiproc_supervisor::bytemuck;
 pub use multiproc_supervisor::{
     Actor, ActorRef, BoxError, CallError, ChildInfo, CurrentProcess, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT, EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, Error,

@@ -80,7 +80,7 @@ pub mod __private {
 
     /// Hooks for multiproc's own tests, which reach inside to break things on purpose.
     pub mod test_hooks {
-        use crate::{Error, Process};
+        use crate::{Error, PoolError, Process, Task, TaskError};
 
         /// `p` with a Hello that claims another protocol version and build id.
         pub fn hello_versions(p: Process, protocol: u32, build_id: u64) -> Process {
@@ -105,6 +105,32 @@ pub mod __private {
         /// request, before the answer is handled.
         pub fn kill_forkserver_after_next_fork() {
             crate::runtime::forkserver::die_after_next_reply()
+        }
+
+        /// Whether `f`'s chunks cross as slabs of plain data (the pool's bulk path): its
+        /// registered witness says its argument and result are `Pod`.
+        pub fn takes_slabs<F: Task<M>, M>(f: F) -> bool {
+            let _ = f;
+            crate::pool::Pool::task_entry::<F>()
+                .ok()
+                .and_then(crate::pool::Pool::slab::<F, M>)
+                .is_some()
+        }
+
+        /// Sends `f`'s worker in `pool` a chunk of `items` items whose slab is `slab`,
+        /// whatever it holds, and waits for the chunk's results.
+        ///
+        /// # Errors
+        ///
+        /// `f` is not registered, or the pool's own errors.
+        pub fn run_raw_slab<F: Task<M>, M>(
+            pool: &crate::blocking::Pool,
+            f: F,
+            slab: &[u8],
+            items: u32,
+        ) -> Result<Vec<Result<F::Output, TaskError>>, PoolError> {
+            let _ = f;
+            crate::block_on(pool.as_async().run_raw_slab::<F, M>(slab, items))
         }
 
         /// (primitives hosted here, live handles here): for tests of the counting.

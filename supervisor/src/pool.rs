@@ -217,13 +217,13 @@ impl Pool {
         }
     }
 
-    fn task_entry<F: 'static>() -> Result<&'static Entry, PoolError> {
+    pub(crate) fn task_entry<F: 'static>() -> Result<&'static Entry, PoolError> {
         Ok(registry::by_type::<F>(EntryKind::Function)?)
     }
 
     /// The bulk path's witness for `F`, if its argument and result are plain data:
     /// its chunks then go as slabs.
-    fn slab<F: Task<M>, M>(entry: &Entry) -> Option<PodTask> {
+    pub(crate) fn slab<F: Task<M>, M>(entry: &Entry) -> Option<PodTask> {
         (entry.pod)().and_then(PodTask::check::<F::Args, F::Output>)
     }
 

@@ -287,7 +287,6 @@ fn read_slab<R: 'static>(
     failures: &Failures,
     bytes: &[u8],
 ) -> Result<Vec<R>, String> {
-    let w = slab.ok_or("a slab answer to a chunk sent as rmp-serde values")?;
     let mut next = 0;
     for (at, _) in failures {
         if *at < next || *at >= items {
@@ -298,6 +297,12 @@ fn read_slab<R: 'static>(
         next = at + 1;
     }
     let count = items as usize - failures.len();
+    if count == 0 && bytes.is_empty() {
+        // Every item failed: there is nothing to read, even without a witness (a slab
+        // sent to a task that takes none is answered so).
+        return Ok(Vec::new());
+    }
+    let w = slab.ok_or("a slab answer to a chunk sent as rmp-serde values")?;
     let mut oks = Vec::with_capacity(count);
     w.decode(bytes, count, &mut oks)?;
     Ok(oks)
@@ -370,5 +375,100 @@ fn item_error(f: ItemFailure) -> TaskError {
         ItemFailure::Args { message } => TaskError::Args { message },
         ItemFailure::Encode { message } => TaskError::Encode { message },
         ItemFailure::NotATask { name } => TaskError::NotATask { name },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use multiproc_core::codec;
+
+    use super::*;
+
+    /// A chunk's `DONE` body, sent as a slab.
+    fn done(items: u32, failures: &[u32], slab: &[u64]) -> ChunkOutcome {
+        let failures: Failures = failures.iter().map(|&at| (at, panicked())).collect();
+        let mut frame = wire::start(wire::DONE, 1, "", items, wire::SLAB);
+        codec::encode_into(&failures, &mut frame).unwrap();
+        frame.extend_from_slice(bytemuck::cast_slice(slab));
+        Ok(Done {
+            frame: frame[4..].to_vec(),
+        })
+    }
+
+    fn panicked() -> ItemFailure {
+        ItemFailure::Panicked {
+            message: "no".into(),
+            location: None,
+        }
+    }
+
+    fn witness() -> Option<PodTask> {
+        PodTask::of::<u64, u64>()
+    }
+
+    #[test]
+    fn a_slab_answer_decodes_around_its_failures() {
+        let r = decode_chunk::<u64>(done(3, &[1], &[10, 30]), witness()).unwrap();
+        assert!(
+            matches!(r[..], [Ok(10), Err(TaskError::Panicked { .. }), Ok(30)]),
+            "{r:?}"
+        );
+        let mut out = vec![1];
+        decode_into::<u64>(done(2, &[], &[5, 6]), &mut out, 1, witness()).unwrap();
+        assert_eq!(out, [1, 5, 6]);
+        let e = decode_into::<u64>(done(3, &[1], &[10, 30]), &mut out, 100, witness());
+        assert!(
+            matches!(
+                e,
+                Err(PoolError::Task {
+                    index: 101,
+                    error: TaskError::Panicked { .. }
+                })
+            ),
+            "{e:?}"
+        );
+        // Every item failed: nothing to read, witness or not.
+        let r = decode_chunk::<u64>(done(2, &[0, 1], &[]), None).unwrap();
+        assert!(r.iter().all(Result::is_err), "{r:?}");
+    }
+
+    #[test]
+    fn a_malformed_slab_answer_is_a_decode_error_for_its_chunk() {
+        let cases: [(u32, &[u32], &[u64], Option<PodTask>); 6] = [
+            (3, &[], &[1, 2], witness()),              // one result short
+            (1, &[], &[1, 2], witness()),              // one too many
+            (2, &[1, 0], &[], witness()),              // failures out of order
+            (2, &[5], &[1], witness()),                // a failure out of range
+            (1, &[], &[1], None),                      // no witness to read it
+            (1, &[], &[1], PodTask::of::<u32, u32>()), // another type's witness
+        ];
+        for (items, failures, slab, w) in cases {
+            let r = decode_chunk::<u64>(done(items, failures, slab), w).unwrap();
+            assert_eq!(r.len(), items as usize);
+            assert!(
+                r.iter().all(|e| matches!(e, Err(TaskError::Decode { .. }))),
+                "{items} {failures:?} {slab:?}: {r:?}"
+            );
+            if failures.is_empty() {
+                let mut out = Vec::new();
+                let e = decode_into::<u64>(done(items, failures, slab), &mut out, 7, w);
+                assert!(
+                    matches!(
+                        e,
+                        Err(PoolError::Task {
+                            index: 7,
+                            error: TaskError::Decode { .. }
+                        })
+                    ),
+                    "{e:?}"
+                );
+                assert!(out.is_empty());
+            }
+        }
+        // A slab cut inside a value.
+        let mut outcome = done(1, &[], &[1]).unwrap();
+        outcome.frame.pop();
+        let r = decode_chunk::<u64>(Ok(outcome), witness()).unwrap();
+        assert!(matches!(r[..], [Err(TaskError::Decode { .. })]), "{r:?}");
     }
 }
