@@ -434,7 +434,9 @@ mod tests {
 
     #[test]
     fn a_malformed_slab_answer_is_a_decode_error_for_its_chunk() {
-        let cases: [(u32, &[u32], &[u64], Option<PodTask>); 6] = [
+        // (items, failed items, slab, witness)
+        type Case = (u32, &'static [u32], &'static [u64], Option<PodTask>);
+        let cases: [Case; 6] = [
             (3, &[], &[1, 2], witness()),              // one result short
             (1, &[], &[1, 2], witness()),              // one too many
             (2, &[1, 0], &[], witness()),              // failures out of order
