@@ -47,7 +47,17 @@
 /// ```
 ///
 /// Shared memory aligns its data to 64 bytes, so a `Value` or `Array` of a type
-/// aligned to more (`#[repr(align(128))]`) does not compile.
+/// aligned to more does not build (a pool takes it, since it copies slabs):
+///
+/// ```compile_fail
+/// #[derive(Clone, Copy, multiproc_supervisor::bytemuck::Pod,
+///          multiproc_supervisor::bytemuck::Zeroable)]
+/// #[bytemuck(crate = "multiproc_supervisor::bytemuck")]
+/// #[repr(C, align(128))]
+/// struct Wide([u8; 128]);
+///
+/// let v = multiproc_supervisor::RawValue::new(Wide([0; 128]));
+/// ```
 pub trait Pod: bytemuck::Pod + Send + Sync {}
 
 impl<T: bytemuck::Pod + Send + Sync> Pod for T {}
