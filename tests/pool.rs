@@ -231,6 +231,18 @@ fn particles(n: u64) -> Vec<Particle> {
         .collect()
 }
 
+/// 8 KiB of plain data.
+type Block = [[u64; 32]; 32];
+
+fn block_sum(b: Block) -> u64 {
+    b.iter().flatten().sum()
+}
+
+/// 72 KiB of plain data, more than a frame of 64 KiB holds.
+fn huge_first(h: [Block; 9]) -> u64 {
+    h[0][0][0]
+}
+
 /// Not plain data: a `String` points into its process's heap.
 fn shout(s: String) -> String {
     s.to_uppercase()
@@ -259,7 +271,9 @@ multiproc::register!(
     announce_then_sleep,
     halve,
     step,
-    shout
+    shout,
+    block_sum,
+    huge_first
 );
 
 fn pool(n: usize) -> Pool {
@@ -731,6 +745,31 @@ fn plain_and_serde_tasks_share_a_pool() -> TestResult {
             .collect::<Vec<_>>()
     );
     check_eq!(one.get(None).unwrap(), 144);
+    Ok(())
+}
+
+fn a_slab_is_cut_to_fit_the_frame_limit() -> TestResult {
+    const LIMIT: usize = 64 << 10;
+    let pool = Pool::builder()
+        .processes(1)
+        .max_frame_len(LIMIT)
+        .start()
+        .unwrap();
+    check!(
+        takes_slabs(block_sum) && takes_slabs(huge_first),
+        "arrays are Pod"
+    );
+    // Twenty 8 KiB items asked for in one chunk go seven to a frame.
+    let blocks: Vec<Block> = (0..20).map(|i| [[i; 32]; 32]).collect();
+    check_eq!(
+        pool.map_chunked(block_sum, blocks, 20).unwrap(),
+        (0..20).map(|i| i * 1024).collect::<Vec<u64>>()
+    );
+    let r = pool.map(huge_first, [[[[1; 32]; 32]; 9]]);
+    check!(
+        matches!(r, Err(PoolError::TooLarge { len, max: LIMIT }) if len > LIMIT),
+        "an item over the limit: {r:?}"
+    );
     Ok(())
 }
 
@@ -1240,6 +1279,10 @@ fn main() {
         trial(
             "plain_and_serde_tasks_share_a_pool",
             plain_and_serde_tasks_share_a_pool,
+        ),
+        trial(
+            "a_slab_is_cut_to_fit_the_frame_limit",
+            a_slab_is_cut_to_fit_the_frame_limit,
         ),
         trial(
             "a_malformed_slab_is_a_typed_error_for_its_chunk",

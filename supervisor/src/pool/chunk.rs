@@ -118,38 +118,45 @@ impl<'a, A: Serialize, R: FnMut(usize, u64) -> ReplyTo> Chunker<'a, A, R> {
         }
     }
 
-    /// Adds an item; pushes onto `tasks` the chunk it completed, or the one it did not
-    /// fit beside, and returns the bytes of the frames pushed.
-    pub(super) fn push(&mut self, item: A, tasks: &mut Vec<NewTask>) -> Result<usize, PoolError> {
-        match &self.slab {
-            Some(plain) => self.push_plain(item, plain.size, tasks),
-            None => self.push_serde(item, tasks),
-        }
-    }
-
-    /// A slab's length follows from its count, so an item is placed before it is added.
-    fn push_plain(
+    /// Takes items from `items` until a chunk is complete, and pushes it onto
+    /// `tasks` (with, for serde values, the chunk that an item did not fit beside);
+    /// returns the bytes of the frames pushed, or `None` once the input is exhausted,
+    /// the chunk being filled left for [`finish`](Chunker::finish).
+    pub(super) fn fill(
         &mut self,
-        item: A,
-        size: usize,
+        items: &mut impl Iterator<Item = A>,
         tasks: &mut Vec<NewTask>,
-    ) -> Result<usize, PoolError> {
-        let mut pushed = 0;
-        if (self.plain.len() + 1) * size > self.room {
-            if self.plain.is_empty() {
-                return Err(self.too_large(size));
+    ) -> Result<Option<usize>, PoolError> {
+        let Some(size) = self.slab.as_ref().map(|plain| plain.size) else {
+            for item in items {
+                let pushed = self.push_serde(item, tasks)?;
+                if pushed > 0 {
+                    return Ok(Some(pushed));
+                }
             }
-            // It does not fit beside the others: it starts the next chunk.
-            pushed += self.close(tasks);
+            return Ok(None);
+        };
+        // A slab's length follows from its count, so a whole chunk is taken at once:
+        // one `extend`, which for a range or a `Vec` is a tight loop, not a check per
+        // item.
+        let fit = self.room / size;
+        let per = (self.chunksize as usize)
+            .min(self.target.div_ceil(size))
+            .min(fit)
+            .max(1);
+        self.plain.extend(items.take(per - self.plain.len()));
+        if fit == 0 && !self.plain.is_empty() {
+            return Err(self.too_large(size));
         }
-        self.plain.push(item);
-        self.count += 1;
-        if self.count >= self.chunksize || self.plain.len() * size >= self.target {
-            pushed += self.close(tasks);
+        self.count = u32::try_from(self.plain.len()).expect("at most the chunksize");
+        if self.plain.len() < per {
+            return Ok(None);
         }
-        Ok(pushed)
+        Ok(Some(self.close(tasks)))
     }
 
+    /// Adds a serde item; pushes onto `tasks` the chunk it completed, or the one it did
+    /// not fit beside, and returns the bytes of the frames pushed.
     fn push_serde(&mut self, item: A, tasks: &mut Vec<NewTask>) -> Result<usize, PoolError> {
         let mark = self.body.len();
         item.serialize(&mut rmp_serde::Serializer::new(&mut self.body).with_struct_map())

@@ -51,8 +51,9 @@ impl Pool {
         );
         let mut tasks = Vec::new();
         let mut batched = 0;
-        for item in items {
-            batched += chunker.push(item, &mut tasks)?;
+        let mut items = items.into_iter();
+        while let Some(pushed) = chunker.fill(&mut items, &mut tasks)? {
+            batched += pushed;
             if batched >= BATCH {
                 self.hand_over(std::mem::take(&mut tasks))?;
                 batched = 0;
