@@ -64,8 +64,14 @@ pub(crate) fn start(tag: u8, task: u64, entry: &str, items: u32, codec: u8) -> V
 /// Fills in the length of a finished frame (the transport's framing); `Err(len)` if it
 /// is over `max`. A frame of 2 GiB or more needs CPython's 12-byte long header, which
 /// costs one move of the frame: rare enough not to reserve 12 bytes in every frame.
-pub(crate) fn finish(mut frame: Vec<u8>, max: usize) -> Result<Vec<u8>, usize> {
-    let len = frame.len() - 4;
+pub(crate) fn finish(frame: Vec<u8>, max: usize) -> Result<Vec<u8>, usize> {
+    finish_with(frame, 0, max)
+}
+
+/// As [`finish`], for a frame whose last `tail` bytes are written after `frame` from
+/// where they are (a worker's results), instead of being copied into it.
+pub(crate) fn finish_with(mut frame: Vec<u8>, tail: usize, max: usize) -> Result<Vec<u8>, usize> {
+    let len = frame.len() - 4 + tail;
     frame::check_len(len, max).map_err(|_| len)?;
     let mut header = [0u8; 12];
     match frame::header(len, &mut header) {
@@ -116,6 +122,19 @@ mod tests {
         let mut f = start(RUN, 1, "x", 1, SLAB);
         f.resize(1000, 0);
         assert_eq!(finish(f, 900), Err(996));
+    }
+
+    #[test]
+    fn a_frame_written_in_two_parts_counts_both_in_its_length() {
+        let head = start(DONE, 3, "", 2, SLAB);
+        let head_len = head.len();
+        let f = finish_with(head, 16, usize::MAX).unwrap();
+        let len = u32::from_be_bytes(f[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, head_len - 4 + 16);
+        assert_eq!(
+            finish_with(start(DONE, 3, "", 2, SLAB), 900, 900),
+            Err(head_len - 4 + 900)
+        );
     }
 
     #[test]

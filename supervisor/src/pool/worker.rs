@@ -4,7 +4,7 @@
 //! The loop reads whatever has arrived (a busy pool sends many chunks per write) and
 //! answers each chunk as soon as it has run.
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -127,11 +127,12 @@ fn serve(sock: &mut UnixStream, max: usize) -> Result<(), String> {
                             &mut failures,
                         ),
                     }
-                    let frame = done_frame(&header, &failures, &results, max)?;
+                    let (head, with_results) = done_frame(&header, &failures, &results, max)?;
+                    let tail: &[u8] = if with_results { &results } else { &[] };
                     // At once, not batched with the next chunk's: a result must not
                     // wait behind a task that turns out to be long (or to hang, and
                     // have its worker killed with the finished result unsent).
-                    if let Err(e) = sock.write_all(&frame) {
+                    if let Err(e) = write_both(sock, &head, tail) {
                         return pool_gone(e);
                     }
                 }
@@ -142,20 +143,20 @@ fn serve(sock: &mut UnixStream, max: usize) -> Result<(), String> {
     }
 }
 
-/// A chunk's `DONE` frame: its failures, then its results, in the chunk's codec.
-/// Results over the frame limit fail every item of the chunk with an error that says
-/// so.
+/// A chunk's `DONE` frame: its failures, then its results, in the chunk's codec. The
+/// frame's head is returned, with whether `results` follow it: they are written from
+/// where they are, not copied in. Results over the frame limit fail every item of the
+/// chunk with an error that says so.
 fn done_frame(
     header: &wire::Header,
     failures: &[(u32, ItemFailure)],
     results: &[u8],
     max: usize,
-) -> Result<Vec<u8>, String> {
-    let mut frame = wire::start(DONE, header.task, "", header.items, header.codec);
-    codec::encode_into(&failures, &mut frame).map_err(|e| e.to_string())?;
-    frame.extend_from_slice(results);
-    let len = match wire::finish(frame, max) {
-        Ok(frame) => return Ok(frame),
+) -> Result<(Vec<u8>, bool), String> {
+    let mut head = wire::start(DONE, header.task, "", header.items, header.codec);
+    codec::encode_into(&failures, &mut head).map_err(|e| e.to_string())?;
+    let len = match wire::finish_with(head, results.len(), max) {
+        Ok(head) => return Ok((head, true)),
         Err(len) => len,
     };
     let why = ItemFailure::Encode {
@@ -169,7 +170,26 @@ fn done_frame(
     codec::encode_into(&all, &mut frame).map_err(|e| e.to_string())?;
     // Past any limit small enough to refuse it, the pool's own limit is a
     // misconfiguration: the worker ends with it.
-    wire::finish(frame, max).map_err(|_| "a failure list over the frame limit".into())
+    let frame =
+        wire::finish(frame, max).map_err(|_| "a failure list over the frame limit".to_string())?;
+    Ok((frame, false))
+}
+
+/// Writes `head` then `tail`, in as few system calls as the socket takes.
+fn write_both(sock: &mut UnixStream, mut head: &[u8], mut tail: &[u8]) -> std::io::Result<()> {
+    while !head.is_empty() {
+        match sock.write_vectored(&[IoSlice::new(head), IoSlice::new(tail)]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) if n < head.len() => head = &head[n..],
+            Ok(n) => {
+                tail = &tail[n - head.len()..];
+                head = &[];
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    sock.write_all(tail)
 }
 
 /// The pool's end of the socket failed: the pool is gone (its process is exiting, or
