@@ -62,13 +62,13 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 pub mod __private {
     pub use crate::manager::{MANAGER_TYPES, TypesEntry};
     pub use crate::pool::{
-        ItemFailure, NoPod, NoTarget, NoTask, PodTask, Probe, ViaPod, ViaTarget, ViaTask,
-        not_a_task, run_slab, run_task,
+        ItemFailure, NoPod, NoTarget, NoTask, Probe, ViaPod, ViaTarget, ViaTask, not_a_task,
+        run_slab, run_task,
     };
     pub use crate::process::actor::run_actor;
     pub use crate::process::target::run_function;
     pub use crate::runtime::registry::EntryOutcome;
-    pub use crate::runtime::registry::{ENTRIES, Entry, TaskFn, no_pod, type_id_of};
+    pub use crate::runtime::registry::{ENTRIES, Entry, PodTask, TaskFn, no_pod, type_id_of};
     pub use linkme;
     pub use multiproc_core::EntryKind;
 

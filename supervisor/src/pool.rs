@@ -71,13 +71,13 @@ pub use builder::PoolBuilder;
 pub use error::{PoolError, TaskError};
 pub use imap::Imap;
 pub use probe::{NoPod, NoTarget, NoTask, Probe, ViaPod, ViaTarget, ViaTask};
-pub use slab::{PodTask, run_slab};
+pub use slab::run_slab;
 
 pub use wire::ItemFailure;
 pub use worker::{not_a_task, run_task};
 
 use crate::process::target::Task;
-use crate::runtime::registry::{self, Entry};
+use crate::runtime::registry::{self, Entry, PodTask};
 use chunk::{ReplyTo, decode_chunk, decode_into};
 use control::Control;
 use imap::Feed;

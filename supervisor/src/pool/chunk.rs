@@ -10,9 +10,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
-use super::slab::{Plain, PodTask};
+use super::slab::Plain;
 use super::wire::{self, ItemFailure};
 use super::{PoolError, TaskError};
+use crate::runtime::registry::PodTask;
 
 /// A submitted chunk's raw answer: the body of its `DONE` frame, decoded by the caller.
 pub(crate) struct Done {

@@ -9,8 +9,8 @@ use multiproc_core::Reorder;
 use tokio::sync::mpsc;
 
 use super::chunk::{ChunkFailure, ChunkOutcome};
-use super::slab::PodTask;
 use super::{Pool, PoolError, TaskError};
+use crate::runtime::registry::PodTask;
 
 /// Submits up to `chunks` chunks numbered from `first`; returns their sizes (none: the
 /// input is exhausted).

@@ -1,13 +1,13 @@
 //! `Probe`: how `register!` sorts a registered function into a process entry, a pool
 //! task, or both, and a task into one of plain data or not, by autoref specialization.
 
-use super::slab::{PodTask, fail_args, run_slab};
+use super::slab::{fail_args, run_slab};
 use super::wire::ItemFailure;
 use super::worker::{fail_all, run_task};
-use crate::Pod;
 use crate::process::target::Target;
 use crate::process::target::Task;
-use crate::runtime::registry::EntryOutcome;
+use crate::runtime::registry::{EntryOutcome, PodTask};
+use crate::shared::Pod;
 
 /// Sorts a registered function into what it can be: a process entry (`Target`), a pool
 /// task (`Task`), or both. The macro calls `(&&Probe(f)).entry_run()`; method

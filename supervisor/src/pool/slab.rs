@@ -4,9 +4,9 @@
 //!
 //! Rust has no specialization, so a generic `map` cannot ask whether its argument type
 //! is `Pod`. `register!` can, for the concrete function it registers (autoref
-//! specialization, `probe.rs`): it records a [`PodTask`], a witness that the task's
-//! argument and result types are `Pod`, with their `TypeId`s and the functions that
-//! cast a `Vec` of them to bytes and back. The caller's `map` takes the bulk path only
+//! specialization, `probe.rs`): it records a [`PodTask`] (the registry's type, made
+//! here), a witness that the task's argument and result types are `Pod`, with their
+//! `TypeId`s and the functions that cast a `Vec` of them to bytes and back. The caller's `map` takes the bulk path only
 //! when the witness names its own types; a `Vec` of them then crosses the generic
 //! boundary as `dyn Any`, downcast by the witness, so nothing here is `unsafe`.
 
@@ -14,24 +14,10 @@ use std::any::{Any, TypeId};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::wire::ItemFailure;
-use crate::Pod;
 use crate::process::target::Task;
 use crate::runtime::panic::{panic_message, take_panic};
-
-/// A witness that a registered task's argument and result are [`Pod`], so its chunks
-/// can cross as slabs. Built by `register!`; not for direct use.
-#[doc(hidden)]
-#[derive(Debug, Clone, Copy)]
-pub struct PodTask {
-    args: TypeId,
-    output: TypeId,
-    args_size: usize,
-    output_size: usize,
-    /// Appends the bytes of a `Vec` of the arguments to a slab.
-    encode: fn(&dyn Any, &mut Vec<u8>) -> Result<(), String>,
-    /// Appends the values of a slab of results to a `Vec` of them.
-    decode: fn(&[u8], &mut dyn Any) -> Result<(), String>,
-}
+use crate::runtime::registry::PodTask;
+use crate::shared::Pod;
 
 impl PodTask {
     /// The witness for tasks from `A` to `R`; none when either is zero-sized (a slab
