@@ -14,7 +14,8 @@
 //! # Layout
 //!
 //! - The caller's side: [`Pool`] (here) and its [`PoolBuilder`] (`builder.rs`);
-//!   `chunk.rs` cuts items into chunks, encodes them and decodes the answers;
+//!   `chunk.rs` cuts items into chunks, encodes them and decodes the answers, as
+//!   rmp-serde values or, for plain data, as slabs of bytes (`slab.rs`, the bulk path);
 //!   `submit.rs` hands the chunks to the actor;
 //!   [`AsyncResult`] (`async_result.rs`) and [`Imap`] (`imap.rs`) are the results;
 //!   `control.rs` is the weak line they keep to the actor; `error.rs` the errors.
