@@ -158,7 +158,7 @@ impl<F> NoPod for Probe<F> {
 }
 
 /// Fails every item of a slab sent to `name`, which does not take plain data.
-pub(super) fn not_plain(name: &str, items: u32, failures: &mut Vec<(u32, ItemFailure)>) {
+fn not_plain(name: &str, items: u32, failures: &mut Vec<(u32, ItemFailure)>) {
     let message = format!("`{name}` does not take a slab of plain data");
     fail_args(&message, items, failures);
 }

@@ -6,9 +6,10 @@
 //! is `Pod`. `register!` can, for the concrete function it registers (autoref
 //! specialization, `probe.rs`): it records a [`PodTask`] (the registry's type, made
 //! here), a witness that the task's argument and result types are `Pod`, with their
-//! `TypeId`s and the functions that cast a `Vec` of them to bytes and back. The caller's `map` takes the bulk path only
-//! when the witness names its own types; a `Vec` of them then crosses the generic
-//! boundary as `dyn Any`, downcast by the witness, so nothing here is `unsafe`.
+//! `TypeId`s and the functions that cast a `Vec` of them to bytes and back. The
+//! caller's `map` takes the bulk path only when the witness names its own types; a
+//! `Vec` of them then crosses the generic boundary as `dyn Any`, downcast by the
+//! witness, so nothing here is `unsafe`.
 
 use std::any::{Any, TypeId};
 use std::panic::{AssertUnwindSafe, catch_unwind};
