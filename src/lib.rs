@@ -48,7 +48,9 @@
 //!   restarts, and reports each step as a [`SupervisorEvent`].
 //! - **Pools**: a [`Pool`] runs registered [`Task`] functions in worker processes, with
 //!   Python's `map`, `imap`, `apply_async` and `ProcessPoolExecutor`'s `submit`; a dead,
-//!   hung or panicking task is a typed [`TaskError`], never a hang.
+//!   hung or panicking task is a typed [`TaskError`], never a hang. A task of plain data
+//!   ([`Pod`]: numbers, arrays, `#[repr(C)]` structs deriving [`bytemuck`]'s `Pod`) gets
+//!   its chunks as slabs of bytes, not one serde value per item.
 //! - **Queues and locks**: [`Queue`], [`Lock`], [`RLock`], [`Semaphore`],
 //!   [`BoundedSemaphore`], [`Condition`], [`Event`] and [`Barrier`], usable from any
 //!   process of the tree through handles that are plain values; a process that dies
@@ -154,7 +156,10 @@ pub mod prelude {
 /// Registers functions that child processes can run.
 ///
 /// Each function takes serde arguments (one value, a tuple of several, or none) and
-/// returns `()` or `Result<(), E>` with `E: Display`.
+/// returns `()` or `Result<(), E>` with `E: Display`, to be a process's entry point, or
+/// a serde value, to be a pool [`Task`]; the macro records what the function can be,
+/// including whether its argument and result are [`Pod`], which lets a pool send its
+/// chunks as slabs of bytes.
 ///
 /// ```
 /// fn add(a: i32, b: i32) -> Result<(), String> {
