@@ -48,7 +48,9 @@
 //!   restarts, and reports each step as a [`SupervisorEvent`].
 //! - **Pools**: a [`Pool`] runs registered [`Task`] functions in worker processes, with
 //!   Python's `map`, `imap`, `apply_async` and `ProcessPoolExecutor`'s `submit`; a dead,
-//!   hung or panicking task is a typed [`TaskError`], never a hang.
+//!   hung or panicking task is a typed [`TaskError`], never a hang. A task of plain data
+//!   ([`Pod`]: numbers, arrays, `#[repr(C)]` structs deriving [`bytemuck`]'s `Pod`) gets
+//!   its chunks as slabs of bytes, not one serde value per item.
 //! - **Queues and locks**: [`Queue`], [`Lock`], [`RLock`], [`Semaphore`],
 //!   [`BoundedSemaphore`], [`Condition`], [`Event`] and [`Barrier`], usable from any
 //!   process of the tree through handles that are plain values; a process that dies
@@ -74,6 +76,9 @@ pub use multiproc_core::{
 pub use multiproc_core::{
     BootstrapError, Exhausted, MemoryLimit, PidsCgroup, ProcessFacts, ProcessLimit,
 };
+/// bytemuck, which [`Pod`] is built on: its derives make a `#[repr(C)]` struct `Pod`,
+/// with `#[bytemuck(crate = "multiproc::bytemuck")]` so that they find it here.
+pub use multiproc_supervisor::bytemuck;
 pub use multiproc_supervisor::{
     Actor, ActorRef, BoxError, CallError, ChildInfo, CurrentProcess, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT, EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, Error,
@@ -151,7 +156,10 @@ pub mod prelude {
 /// Registers functions that child processes can run.
 ///
 /// Each function takes serde arguments (one value, a tuple of several, or none) and
-/// returns `()` or `Result<(), E>` with `E: Display`.
+/// returns `()` or `Result<(), E>` with `E: Display`, to be a process's entry point, or
+/// a serde value, to be a pool [`Task`]; the macro records what the function can be,
+/// including whether its argument and result are [`Pod`], which lets a pool send its
+/// chunks as slabs of bytes.
 ///
 /// ```
 /// fn add(a: i32, b: i32) -> Result<(), String> {
@@ -179,6 +187,16 @@ macro_rules! register {
                         #[allow(unused_imports)]
                         use $crate::__private::{NoTask as _, ViaTask as _};
                         (&&$crate::__private::Probe($f)).entry_task(args, items, out, failures)
+                    },
+                    slab: |args, items, out, failures| {
+                        #[allow(unused_imports)]
+                        use $crate::__private::{NoPod as _, ViaPod as _};
+                        (&&$crate::__private::Probe($f)).entry_slab(args, items, out, failures)
+                    },
+                    pod: || {
+                        #[allow(unused_imports)]
+                        use $crate::__private::{NoPod as _, ViaPod as _};
+                        (&&$crate::__private::Probe($f)).entry_pod()
                     },
                 };
             };
@@ -248,6 +266,8 @@ macro_rules! register_actor {
                     type_id: || ::std::any::TypeId::of::<$a>(),
                     run: $crate::__private::run_actor::<$a>,
                     task: $crate::__private::not_a_task,
+                    slab: $crate::__private::not_a_task,
+                    pod: $crate::__private::no_pod,
                 };
             };
         )+

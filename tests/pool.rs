@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{TestResult, trial, wait_gone};
+use multiproc::__private::test_hooks::{run_raw_slab, takes_slabs};
 use multiproc::blocking::Pool;
+use multiproc::bytemuck;
 use multiproc::{ExitReason, PoolError, RestartIntensity, RetryPolicy, StartMethod, TaskError};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -192,6 +194,60 @@ fn unregistered(x: u64) -> u64 {
     x
 }
 
+fn halve(x: f64) -> f64 {
+    x / 2.0
+}
+
+/// Plain data of the caller's own: `#[repr(C)]` with no padding, which bytemuck's
+/// derive checks.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Serialize, Deserialize, bytemuck::Pod, bytemuck::Zeroable,
+)]
+#[bytemuck(crate = "multiproc::bytemuck")]
+#[repr(C)]
+struct Particle {
+    pos: [f32; 3],
+    mass: f32,
+    id: u64,
+}
+
+/// Moves a particle by its id; panics on id 3.
+fn step(p: Particle) -> Particle {
+    assert_ne!(p.id, 3, "particle three is lost");
+    Particle {
+        pos: p.pos.map(|c| c + p.id as f32),
+        mass: p.mass * 2.0,
+        id: p.id,
+    }
+}
+
+fn particles(n: u64) -> Vec<Particle> {
+    (0..n)
+        .map(|id| Particle {
+            pos: [id as f32, -(id as f32), 0.5],
+            mass: 1.0 + id as f32,
+            id,
+        })
+        .collect()
+}
+
+/// 8 KiB of plain data.
+type Block = [[u64; 32]; 32];
+
+fn block_sum(b: Block) -> u64 {
+    b.iter().flatten().sum()
+}
+
+/// 72 KiB of plain data, more than a frame of 64 KiB holds.
+fn huge_first(h: [Block; 9]) -> u64 {
+    h[0][0][0]
+}
+
+/// Not plain data: a `String` points into its process's heap.
+fn shout(s: String) -> String {
+    s.to_uppercase()
+}
+
 multiproc::register!(
     sq,
     kill_on_2,
@@ -212,7 +268,12 @@ multiproc::register!(
     read_init,
     failing_init,
     flaky,
-    announce_then_sleep
+    announce_then_sleep,
+    halve,
+    step,
+    shout,
+    block_sum,
+    huge_first
 );
 
 fn pool(n: usize) -> Pool {
@@ -566,6 +627,191 @@ fn panics_and_unencodable_results_fail_only_their_item() -> TestResult {
     );
     // The same workers go on.
     check_eq!(pool.map(sq, 0..8).unwrap().len(), 8);
+    Ok(())
+}
+
+fn plain_data_crosses_as_slabs_with_the_same_results_in_order() -> TestResult {
+    check!(
+        takes_slabs(sq) && takes_slabs(halve) && takes_slabs(step) && takes_slabs(panics_on_3),
+        "numbers and Pod structs take the bulk path"
+    );
+    check!(
+        !takes_slabs(shout) && !takes_slabs(add) && !takes_slabs(big) && !takes_slabs(getpid),
+        "strings, tuples, vectors and `()` take rmp-serde"
+    );
+    let pool = pool(2);
+    let squares = |n: u64| (0..n).map(|x| x * x).collect::<Vec<_>>();
+    check_eq!(pool.map(sq, 0..10_000).unwrap(), squares(10_000));
+    for chunksize in [1, 7, 4096] {
+        check_eq!(
+            pool.map_chunked(sq, 0..1000, chunksize).unwrap(),
+            squares(1000)
+        );
+    }
+    // Floats cross bit for bit, NaN and -0.0 included.
+    let xs = [
+        1.5,
+        -0.0,
+        f64::NAN,
+        f64::INFINITY,
+        f64::MIN_POSITIVE,
+        -3.25e300,
+    ];
+    let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let halves: Vec<f64> = xs.iter().map(|&x| halve(x)).collect();
+    check_eq!(
+        bits(&pool.map_chunked(halve, xs, 4).unwrap()),
+        bits(&halves)
+    );
+    check_eq!(bits(&pool.starmap(halve, xs).unwrap()), bits(&halves));
+    // A struct of the caller's, by map and imap.
+    let ps: Vec<Particle> = particles(1000).into_iter().filter(|p| p.id != 3).collect();
+    let moved: Vec<Particle> = ps.iter().map(|&p| step(p)).collect();
+    check_eq!(pool.map(step, ps.clone()).unwrap(), moved);
+    let imapped: Result<Vec<_>, _> = pool.imap(step, ps.clone(), 13).collect();
+    check_eq!(imapped.unwrap(), moved);
+    let mut unordered: Vec<u64> = pool
+        .imap_unordered(sq, 0..1000, 10)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    unordered.sort_unstable();
+    check_eq!(unordered, squares(1000));
+    // Not plain data: rmp-serde, as before.
+    let words = ["plain", "old", "data"].map(String::from);
+    check_eq!(
+        pool.map(shout, words.clone()).unwrap(),
+        ["PLAIN", "OLD", "DATA"]
+    );
+    let shouted: Result<Vec<_>, _> = pool.imap(shout, words, 1).collect();
+    check_eq!(shouted.unwrap(), ["PLAIN", "OLD", "DATA"]);
+    Ok(())
+}
+
+fn a_panic_in_a_slab_fails_only_its_item_with_its_index() -> TestResult {
+    let pool = pool(2);
+    let r = pool.map_chunked(step, particles(10), 4);
+    check!(
+        matches!(&r, Err(PoolError::Task { index: 3, error: TaskError::Panicked { message, .. } }) if message.contains("particle three")),
+        "{r:?}"
+    );
+    for (chunksize, ordered) in [(4, true), (1, true), (4, false)] {
+        let results: Vec<_> = if ordered {
+            pool.imap(panics_on_3, 0..10, chunksize).collect()
+        } else {
+            pool.imap_unordered(panics_on_3, 0..10, chunksize).collect()
+        };
+        check_eq!(results.len(), 10);
+        let mut oks = Vec::new();
+        for r in results {
+            match r {
+                Ok(x) => oks.push(x),
+                Err(PoolError::Task {
+                    index: 3,
+                    error: TaskError::Panicked { .. },
+                }) => {}
+                other => return Err(format!("{other:?}").into()),
+            }
+        }
+        oks.sort_unstable();
+        check_eq!(oks, vec![0, 1, 2, 4, 5, 6, 7, 8, 9]);
+    }
+    Ok(())
+}
+
+fn plain_and_serde_tasks_share_a_pool() -> TestResult {
+    let pool = pool(2);
+    let mut squares = pool.map_async_chunked(sq, 0..5000, 100);
+    let mut words = pool.map_async(shout, (0..500).map(|i| format!("w{i}")));
+    let mut sums = pool.starmap_async(add, (0..500).map(|i| (i, -2 * i)));
+    let mut moved = pool.map_async_chunked(step, particles(600).split_off(4), 7);
+    let mut one = pool.apply_async(sq, 12);
+    check_eq!(
+        squares.get(None).unwrap(),
+        (0..5000).map(|x| x * x).collect::<Vec<u64>>()
+    );
+    check_eq!(
+        words.get(None).unwrap(),
+        (0..500).map(|i| format!("W{i}")).collect::<Vec<_>>()
+    );
+    check_eq!(
+        sums.get(None).unwrap(),
+        (0..500).map(|i| -i).collect::<Vec<i64>>()
+    );
+    check_eq!(
+        moved.get(None).unwrap(),
+        particles(600)[4..]
+            .iter()
+            .map(|&p| step(p))
+            .collect::<Vec<_>>()
+    );
+    check_eq!(one.get(None).unwrap(), 144);
+    Ok(())
+}
+
+fn a_slab_is_cut_to_fit_the_frame_limit() -> TestResult {
+    const LIMIT: usize = 64 << 10;
+    let pool = Pool::builder()
+        .processes(1)
+        .max_frame_len(LIMIT)
+        .start()
+        .unwrap();
+    check!(
+        takes_slabs(block_sum) && takes_slabs(huge_first),
+        "arrays are Pod"
+    );
+    // Twenty 8 KiB items asked for in one chunk go seven to a frame.
+    let blocks: Vec<Block> = (0..20).map(|i| [[i; 32]; 32]).collect();
+    check_eq!(
+        pool.map_chunked(block_sum, blocks, 20).unwrap(),
+        (0..20).map(|i| i * 1024).collect::<Vec<u64>>()
+    );
+    let r = pool.map(huge_first, [[[[1; 32]; 32]; 9]]);
+    check!(
+        matches!(r, Err(PoolError::TooLarge { len, max: LIMIT }) if len > LIMIT),
+        "an item over the limit: {r:?}"
+    );
+    Ok(())
+}
+
+fn a_malformed_slab_is_a_typed_error_for_its_chunk() -> TestResult {
+    let pool = pool(1);
+    let args_errors = |r: Vec<Result<u64, TaskError>>, n: usize, says: &str| -> TestResult {
+        check_eq!(r.len(), n);
+        for e in r {
+            check!(
+                matches!(&e, Err(TaskError::Args { message }) if message.contains(says)),
+                "{e:?}, not an Args error saying {says:?}"
+            );
+        }
+        Ok(())
+    };
+    // Seven bytes are no u64.
+    args_errors(
+        run_raw_slab(&pool, sq, &[0; 7], 1).unwrap(),
+        1,
+        "not a multiple of their size, 8",
+    )?;
+    // Two u64 where three were announced, and one where none were.
+    args_errors(
+        run_raw_slab(&pool, sq, &[0; 16], 3).unwrap(),
+        3,
+        "holds 2 of them where 3",
+    )?;
+    check_eq!(run_raw_slab(&pool, sq, &[0; 8], 0).unwrap(), vec![]);
+    // A slab for a task that does not take plain data.
+    let r = run_raw_slab(&pool, shout, &[1, 2, 3], 2).unwrap();
+    check!(
+        r.len() == 2
+            && r.iter().all(|e| matches!(e, Err(TaskError::Args { message }) if message.contains("does not take a slab"))),
+        "{r:?}"
+    );
+    // The worker goes on, and a well-formed slab from the same hook works.
+    let slab = bytemuck::cast_slice::<u64, u8>(&[3, 4]).to_vec();
+    check_eq!(
+        run_raw_slab(&pool, sq, &slab, 2).unwrap(),
+        vec![Ok(9), Ok(16)]
+    );
+    check_eq!(pool.map(sq, 0..4).unwrap(), vec![0, 1, 4, 9]);
     Ok(())
 }
 
@@ -1021,6 +1267,26 @@ fn main() {
         trial(
             "panics_and_unencodable_results_fail_only_their_item",
             panics_and_unencodable_results_fail_only_their_item,
+        ),
+        trial(
+            "plain_data_crosses_as_slabs_with_the_same_results_in_order",
+            plain_data_crosses_as_slabs_with_the_same_results_in_order,
+        ),
+        trial(
+            "a_panic_in_a_slab_fails_only_its_item_with_its_index",
+            a_panic_in_a_slab_fails_only_its_item_with_its_index,
+        ),
+        trial(
+            "plain_and_serde_tasks_share_a_pool",
+            plain_and_serde_tasks_share_a_pool,
+        ),
+        trial(
+            "a_slab_is_cut_to_fit_the_frame_limit",
+            a_slab_is_cut_to_fit_the_frame_limit,
+        ),
+        trial(
+            "a_malformed_slab_is_a_typed_error_for_its_chunk",
+            a_malformed_slab_is_a_typed_error_for_its_chunk,
         ),
         trial(
             "a_task_past_its_timeout_is_killed_and_fails",

@@ -16,6 +16,8 @@ mod shared;
 mod supervision;
 mod sync;
 
+/// bytemuck, which [`Pod`] is built on: its derives make a `#[repr(C)]` struct `Pod`.
+pub use bytemuck;
 pub use manager::{
     DictProxy, EventProxy, ListProxy, LockProxy, Manager, ManagerBuilder, ManagerConfig,
     ManagerError, NamespaceProxy, Proxy, QueueProxy, Registry, TypeRegistration, TypedProxy,
@@ -60,12 +62,13 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 pub mod __private {
     pub use crate::manager::{MANAGER_TYPES, TypesEntry};
     pub use crate::pool::{
-        ItemFailure, NoTarget, NoTask, Probe, ViaTarget, ViaTask, not_a_task, run_task,
+        ItemFailure, NoPod, NoTarget, NoTask, Probe, ViaPod, ViaTarget, ViaTask, not_a_task,
+        run_slab, run_task,
     };
     pub use crate::process::actor::run_actor;
     pub use crate::process::target::run_function;
     pub use crate::runtime::registry::EntryOutcome;
-    pub use crate::runtime::registry::{ENTRIES, Entry, TaskFn, type_id_of};
+    pub use crate::runtime::registry::{ENTRIES, Entry, PodTask, TaskFn, no_pod, type_id_of};
     pub use linkme;
     pub use multiproc_core::EntryKind;
 
@@ -77,7 +80,7 @@ pub mod __private {
 
     /// Hooks for multiproc's own tests, which reach inside to break things on purpose.
     pub mod test_hooks {
-        use crate::{Error, Process};
+        use crate::{Error, PoolError, Process, Task, TaskError};
 
         /// `p` with a Hello that claims another protocol version and build id.
         pub fn hello_versions(p: Process, protocol: u32, build_id: u64) -> Process {
@@ -102,6 +105,32 @@ pub mod __private {
         /// request, before the answer is handled.
         pub fn kill_forkserver_after_next_fork() {
             crate::runtime::forkserver::die_after_next_reply()
+        }
+
+        /// Whether `f`'s chunks cross as slabs of plain data (the pool's bulk path): its
+        /// registered witness says its argument and result are `Pod`.
+        pub fn takes_slabs<F: Task<M>, M>(f: F) -> bool {
+            let _ = f;
+            crate::pool::Pool::task_entry::<F>()
+                .ok()
+                .and_then(crate::pool::Pool::slab::<F, M>)
+                .is_some()
+        }
+
+        /// Sends `f`'s worker in `pool` a chunk of `items` items whose slab is `slab`,
+        /// whatever it holds, and waits for the chunk's results.
+        ///
+        /// # Errors
+        ///
+        /// `f` is not registered, or the pool's own errors.
+        pub fn run_raw_slab<F: Task<M>, M>(
+            pool: &crate::blocking::Pool,
+            f: F,
+            slab: &[u8],
+            items: u32,
+        ) -> Result<Vec<Result<F::Output, TaskError>>, PoolError> {
+            let _ = f;
+            crate::block_on(pool.as_async().run_raw_slab::<F, M>(slab, items))
         }
 
         /// (primitives hosted here, live handles here): for tests of the counting.

@@ -14,7 +14,8 @@
 //! # Layout
 //!
 //! - The caller's side: [`Pool`] (here) and its [`PoolBuilder`] (`builder.rs`);
-//!   `chunk.rs` cuts items into chunks, encodes them and decodes the answers;
+//!   `chunk.rs` cuts items into chunks, encodes them and decodes the answers, as
+//!   rmp-serde values or, for plain data, as slabs of bytes (`slab.rs`, the bulk path);
 //!   `submit.rs` hands the chunks to the actor;
 //!   [`AsyncResult`] (`async_result.rs`) and [`Imap`] (`imap.rs`) are the results;
 //!   `control.rs` is the weak line they keep to the actor; `error.rs` the errors.
@@ -48,6 +49,7 @@ mod imap;
 mod launch;
 mod probe;
 mod shared;
+mod slab;
 mod submit;
 pub(crate) mod wire;
 mod worker;
@@ -69,12 +71,14 @@ pub use async_result::AsyncResult;
 pub use builder::PoolBuilder;
 pub use error::{PoolError, TaskError};
 pub use imap::Imap;
-pub use probe::{NoTarget, NoTask, Probe, ViaTarget, ViaTask};
+pub use probe::{NoPod, NoTarget, NoTask, Probe, ViaPod, ViaTarget, ViaTask};
+pub use slab::run_slab;
+
 pub use wire::ItemFailure;
 pub use worker::{not_a_task, run_task};
 
 use crate::process::target::Task;
-use crate::runtime::registry::{self, Entry};
+use crate::runtime::registry::{self, Entry, PodTask};
 use chunk::{ReplyTo, decode_chunk, decode_into};
 use control::Control;
 use imap::Feed;
@@ -148,6 +152,7 @@ impl Pool {
         self.inner.shared.processes
     }
 
+    /// One item, as one rmp-serde value: a slab would save nothing on one item.
     fn submit_one<A: Serialize, R: DeserializeOwned + Send + 'static>(
         &self,
         entry: &'static str,
@@ -155,14 +160,14 @@ impl Pool {
     ) -> AsyncResult<R> {
         let (tx, rx) = oneshot::channel();
         let mut slot = Some(tx);
-        match self.submit_chunks(entry, std::iter::once(args), 1, |_, _| {
+        match self.submit_chunks(entry, std::iter::once(args), 1, None, |_, _| {
             ReplyTo::One(slot.take().expect("one chunk"))
         }) {
             Ok(ids) => {
                 let shared = Arc::clone(&self.inner.shared);
                 let fut = async move {
                     let outcome = rx.await.map_err(|_| shared.ended_error())?;
-                    let mut one = decode_chunk::<R>(outcome)?;
+                    let mut one = decode_chunk::<R>(outcome, None)?;
                     one.pop()
                         .expect("one item")
                         .map_err(|error| PoolError::Task { index: 0, error })
@@ -213,8 +218,14 @@ impl Pool {
         }
     }
 
-    fn task_entry<F: 'static>() -> Result<&'static Entry, PoolError> {
+    pub(crate) fn task_entry<F: 'static>() -> Result<&'static Entry, PoolError> {
         Ok(registry::by_type::<F>(EntryKind::Function)?)
+    }
+
+    /// The bulk path's witness for `F`, if its argument and result are plain data:
+    /// its chunks then go as slabs.
+    pub(crate) fn slab<F: Task<M>, M>(entry: &Entry) -> Option<PodTask> {
+        (entry.pod)().and_then(PodTask::check::<F::Args, F::Output>)
     }
 
     /// `f` over every item, results in input order (Python's `map`), in chunks of
@@ -296,8 +307,10 @@ impl Pool {
             Ok(e) => e,
             Err(e) => return AsyncResult::failed(e),
         };
+        let slab = Self::slab::<F, M>(entry);
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let chunks = match self.submit_chunks(entry.name, items, chunksize, |seq, _| {
+        let plain = slab.map(PodTask::plain);
+        let chunks = match self.submit_chunks(entry.name, items, chunksize, plain, |seq, _| {
             ReplyTo::Many(tx.clone(), seq)
         }) {
             Ok(ids) => ids.len(),
@@ -316,7 +329,7 @@ impl Pool {
                     order.insert(seq, outcome);
                     while let Some(outcome) = order.pop() {
                         let start = out.len();
-                        decode_into::<F::Output>(outcome, &mut out, start)?;
+                        decode_into::<F::Output>(outcome, &mut out, start, slab)?;
                     }
                 }
                 Ok(out)
@@ -387,6 +400,9 @@ impl Pool {
         I::IntoIter: Send + 'static,
     {
         let _ = f;
+        let slab = Self::task_entry::<F>()
+            .ok()
+            .and_then(|entry| Self::slab::<F, M>(entry));
         let (tx, rx) = mpsc::unbounded_channel();
         let feed: Feed = {
             let mut input = items.into_iter();
@@ -396,9 +412,11 @@ impl Pool {
                 let entry = Self::task_entry::<F>()?;
                 buf.clear();
                 buf.extend(input.by_ref().take(chunk * chunks));
-                let chunks = pool.submit_chunks(entry.name, buf.drain(..), chunk, |seq, _| {
-                    ReplyTo::Many(tx.clone(), first + seq)
-                })?;
+                let plain = slab.map(PodTask::plain);
+                let chunks =
+                    pool.submit_chunks(entry.name, buf.drain(..), chunk, plain, |seq, _| {
+                        ReplyTo::Many(tx.clone(), first + seq)
+                    })?;
                 Ok(chunks.into_iter().map(|(_, n)| n as usize).collect())
             })
         };
@@ -421,6 +439,7 @@ impl Pool {
             chunksize,
             ready: VecDeque::new(),
             decode: decode_chunk::<F::Output>,
+            slab,
             done: false,
         }
     }

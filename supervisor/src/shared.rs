@@ -10,7 +10,7 @@
 mod array;
 mod block;
 mod error;
-mod pod;
+pub(crate) mod pod;
 mod shared_memory;
 mod value;
 

@@ -108,7 +108,8 @@ pub(crate) fn start(
         last_exhausted: None,
         deadline_moved: Arc::new(tokio::sync::Notify::new()),
         exit_frame: Arc::new(
-            wire::finish(wire::start(wire::EXIT, 0, "", 0), usize::MAX).expect("no limit"),
+            wire::finish(wire::start(wire::EXIT, 0, "", 0, wire::SERDE), usize::MAX)
+                .expect("no limit"),
         ),
     };
     let core = Arc::new(Mutex::new(actor));

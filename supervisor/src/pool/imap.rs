@@ -10,11 +10,13 @@ use tokio::sync::mpsc;
 
 use super::chunk::{ChunkFailure, ChunkOutcome};
 use super::{Pool, PoolError, TaskError};
+use crate::runtime::registry::PodTask;
 
 /// Submits up to `chunks` chunks numbered from `first`; returns their sizes (none: the
 /// input is exhausted).
 pub(super) type Feed = Box<dyn FnMut(&Pool, usize, usize) -> Result<Vec<usize>, PoolError> + Send>;
-pub(super) type DecodeChunk<R> = fn(ChunkOutcome) -> Result<Vec<Result<R, TaskError>>, PoolError>;
+pub(super) type DecodeChunk<R> =
+    fn(ChunkOutcome, Option<PodTask>) -> Result<Vec<Result<R, TaskError>>, PoolError>;
 
 /// The results of [`Pool::imap`] or [`Pool::imap_unordered`], taken with
 /// [`next`](Imap::next) (an `Iterator` in the blocking API).
@@ -35,6 +37,8 @@ pub struct Imap<R> {
     pub(super) chunksize: usize,
     pub(super) ready: VecDeque<Result<R, PoolError>>,
     pub(super) decode: DecodeChunk<R>,
+    /// The bulk path's witness, which reads answers sent as slabs.
+    pub(super) slab: Option<PodTask>,
     pub(super) done: bool,
 }
 
@@ -144,7 +148,7 @@ impl<R: Send + 'static> Imap<R> {
                         self.ready
                             .extend((0..items).map(|i| Err(task_error((i, e.clone())))));
                     }
-                    other => match (self.decode)(other) {
+                    other => match (self.decode)(other, self.slab) {
                         Ok(items) => self.ready.extend(
                             items
                                 .into_iter()

@@ -37,23 +37,27 @@ pub(super) struct Started {
 pub(super) struct Outbox {
     stream: Arc<UnixStream>,
     queued: Arc<AtomicUsize>,
-    tx: mpsc::UnboundedSender<Arc<Vec<u8>>>,
+    tx: mpsc::UnboundedSender<Unsent>,
 }
+
+/// A frame for the writer task, and how much of it was written already.
+type Unsent = (Arc<Vec<u8>>, usize);
 
 impl Outbox {
     pub(super) fn send(&self, frame: Arc<Vec<u8>>, direct: bool) {
-        let mut frame = frame;
+        let mut sent = 0;
         if direct && self.queued.load(Ordering::Acquire) == 0 {
             match self.stream.try_write(&frame) {
                 Ok(n) if n == frame.len() => return,
-                Ok(n) => frame = Arc::new(frame[n..].to_vec()),
+                // The rest goes by its offset: a big chunk's frame is not copied.
+                Ok(n) => sent = n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 // The worker is gone; its exit is on its way to the actor.
                 Err(_) => return,
             }
         }
         self.queued.fetch_add(1, Ordering::AcqRel);
-        let _ = self.tx.send(frame);
+        let _ = self.tx.send((frame, sent));
     }
 }
 
@@ -168,18 +172,28 @@ fn into_stream(conn: Connection) -> std::io::Result<UnixStream> {
 /// Writes the frames queued for a worker, many per system call when they queue up.
 async fn write_frames(
     stream: Arc<UnixStream>,
-    mut frames: mpsc::UnboundedReceiver<Arc<Vec<u8>>>,
+    mut frames: mpsc::UnboundedReceiver<Unsent>,
     queued: Arc<AtomicUsize>,
 ) {
     const BATCH: usize = 256 * 1024;
     let mut buf: Vec<u8> = Vec::new();
-    while let Some(first) = frames.recv().await {
+    while let Some((first, sent)) = frames.recv().await {
+        let first = &first[sent..];
+        if first.len() >= BATCH {
+            // Big enough to fill the socket on its own: written from where it is, not
+            // copied to be batched.
+            if write_all(&stream, first).await.is_err() {
+                return;
+            }
+            queued.fetch_sub(1, Ordering::AcqRel);
+            continue;
+        }
         let mut taken = 1;
-        buf.extend_from_slice(&first);
+        buf.extend_from_slice(first);
         while buf.len() < BATCH {
             match frames.try_recv() {
-                Ok(frame) => {
-                    buf.extend_from_slice(&frame);
+                Ok((frame, sent)) => {
+                    buf.extend_from_slice(&frame[sent..]);
                     taken += 1;
                 }
                 Err(_) => break,

@@ -1,10 +1,12 @@
 //! What the pool and its workers say to each other, on a socket of their own.
 //!
 //! Every frame is CPython's framing (a 4-byte big-endian length) around a header, a
-//! rmp-serde tuple `(tag, task, entry, items)`, followed by the payload values one
-//! after the other: the arguments of a `RUN`, or for a `DONE` the list of items that
-//! failed and then the results of the others. Values are appended, not wrapped, so a
-//! chunk of a million integers is encoded and decoded once, in place.
+//! rmp-serde tuple `(tag, task, entry, items, codec)`, followed by the payload: the
+//! arguments of a `RUN`, or for a `DONE` the list of items that failed and then the
+//! results of the others. The codec says how the arguments and results are encoded:
+//! [`SERDE`], one rmp-serde value after the other (appended, not wrapped, so a chunk of
+//! a million strings is encoded and decoded once, in place), or [`SLAB`], the items'
+//! bytes side by side, for plain data (`slab.rs`).
 //!
 //! # Sizes
 //!
@@ -33,6 +35,11 @@ pub(crate) const READY: u8 = 2;
 /// Worker to pool: a chunk's results.
 pub(crate) const DONE: u8 = 3;
 
+/// Codec: each item is one rmp-serde value, appended after the one before.
+pub(crate) const SERDE: u8 = 0;
+/// Codec: the items are plain data, their bytes side by side in one slab.
+pub(crate) const SLAB: u8 = 1;
+
 /// A frame header.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Header {
@@ -40,14 +47,16 @@ pub(crate) struct Header {
     pub task: u64,
     pub entry: String,
     pub items: u32,
+    /// [`SERDE`] or [`SLAB`]: how the payload's values are encoded.
+    pub codec: u8,
 }
 
 pub use multiproc_core::ItemFailure;
 
 /// A frame under construction: room for the length, then the header.
-pub(crate) fn start(tag: u8, task: u64, entry: &str, items: u32) -> Vec<u8> {
+pub(crate) fn start(tag: u8, task: u64, entry: &str, items: u32, codec: u8) -> Vec<u8> {
     let mut frame = vec![0u8; 4];
-    let header = (tag, task, entry, items);
+    let header = (tag, task, entry, items, codec);
     codec::encode_into(&header, &mut frame).expect("a header always encodes");
     frame
 }
@@ -55,8 +64,14 @@ pub(crate) fn start(tag: u8, task: u64, entry: &str, items: u32) -> Vec<u8> {
 /// Fills in the length of a finished frame (the transport's framing); `Err(len)` if it
 /// is over `max`. A frame of 2 GiB or more needs CPython's 12-byte long header, which
 /// costs one move of the frame: rare enough not to reserve 12 bytes in every frame.
-pub(crate) fn finish(mut frame: Vec<u8>, max: usize) -> Result<Vec<u8>, usize> {
-    let len = frame.len() - 4;
+pub(crate) fn finish(frame: Vec<u8>, max: usize) -> Result<Vec<u8>, usize> {
+    finish_with(frame, 0, max)
+}
+
+/// As [`finish`], for a frame whose last `tail` bytes are written after `frame` from
+/// where they are (a worker's results), instead of being copied into it.
+pub(crate) fn finish_with(mut frame: Vec<u8>, tail: usize, max: usize) -> Result<Vec<u8>, usize> {
+    let len = frame.len() - 4 + tail;
     frame::check_len(len, max).map_err(|_| len)?;
     let mut header = [0u8; 12];
     match frame::header(len, &mut header) {
@@ -86,7 +101,7 @@ mod tests {
 
     #[test]
     fn a_frame_round_trips_its_header_and_payload() {
-        let mut f = start(RUN, 7, "m::square", 2);
+        let mut f = start(RUN, 7, "m::square", 2, SERDE);
         codec::encode_into(&3u64, &mut f).unwrap();
         codec::encode_into(&4u64, &mut f).unwrap();
         let f = finish(f, usize::MAX).unwrap();
@@ -94,8 +109,8 @@ mod tests {
         assert_eq!(len, f.len() - 4);
         let (h, mut rest) = split(&f[4..]).unwrap();
         assert_eq!(
-            (h.tag, h.task, h.entry.as_str(), h.items),
-            (RUN, 7, "m::square", 2)
+            (h.tag, h.task, h.entry.as_str(), h.items, h.codec),
+            (RUN, 7, "m::square", 2, SERDE)
         );
         assert_eq!(take::<u64>(&mut rest).unwrap(), 3);
         assert_eq!(take::<u64>(&mut rest).unwrap(), 4);
@@ -104,9 +119,22 @@ mod tests {
 
     #[test]
     fn a_frame_over_the_limit_is_refused_with_its_length() {
-        let mut f = start(RUN, 1, "x", 1);
+        let mut f = start(RUN, 1, "x", 1, SLAB);
         f.resize(1000, 0);
         assert_eq!(finish(f, 900), Err(996));
+    }
+
+    #[test]
+    fn a_frame_written_in_two_parts_counts_both_in_its_length() {
+        let head = start(DONE, 3, "", 2, SLAB);
+        let head_len = head.len();
+        let f = finish_with(head, 16, usize::MAX).unwrap();
+        let len = u32::from_be_bytes(f[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, head_len - 4 + 16);
+        assert_eq!(
+            finish_with(start(DONE, 3, "", 2, SLAB), 900, 900),
+            Err(head_len - 4 + 900)
+        );
     }
 
     #[test]

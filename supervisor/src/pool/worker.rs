@@ -4,7 +4,7 @@
 //! The loop reads whatever has arrived (a busy pool sends many chunks per write) and
 //! answers each chunk as soon as it has run.
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -14,7 +14,8 @@ use multiproc_transport::{Connection, FrameDecoder};
 use serde::de::Deserialize;
 use serde::{Deserialize as De, Serialize};
 
-use super::wire::{self, DONE, EXIT, ItemFailure, READY, RUN};
+use super::slab::fail_args;
+use super::wire::{self, DONE, EXIT, ItemFailure, READY, RUN, SERDE, SLAB};
 use crate::process::target::Task;
 use crate::runtime;
 use crate::runtime::panic::{panic_message, quiet_panics, take_panic};
@@ -46,6 +47,8 @@ static WORKER: Entry = Entry {
     type_id: || std::any::TypeId::of::<Setup>(),
     run: |args| crate::process::target::run_function(worker_main, args),
     task: not_a_task,
+    slab: not_a_task,
+    pod: registry::no_pod,
 };
 
 /// The worker's life: initializer, `READY`, then chunks until `EXIT` or end of input.
@@ -65,7 +68,7 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
         run_initializer(&name, args)?;
     }
     quiet_panics(true);
-    let ready = wire::finish(wire::start(READY, 0, "", 0), usize::MAX).expect("no limit");
+    let ready = wire::finish(wire::start(READY, 0, "", 0, SERDE), usize::MAX).expect("no limit");
     if let Err(e) = sock.write_all(&ready) {
         return pool_gone(e);
     }
@@ -110,17 +113,26 @@ fn serve(sock: &mut UnixStream, max: usize) -> Result<(), String> {
                 RUN => {
                     results.clear();
                     failures.clear();
-                    match registry::by_name(&header.entry) {
-                        Some(entry) => {
+                    match (registry::by_name(&header.entry), header.codec) {
+                        (None, _) => fail_all(&header.entry, header.items, &mut failures),
+                        (Some(entry), SERDE) => {
                             (entry.task)(args, header.items, &mut results, &mut failures)
                         }
-                        None => fail_all(&header.entry, header.items, &mut failures),
+                        (Some(entry), SLAB) => {
+                            (entry.slab)(args, header.items, &mut results, &mut failures)
+                        }
+                        (Some(_), other) => fail_args(
+                            &format!("unknown codec {other}"),
+                            header.items,
+                            &mut failures,
+                        ),
                     }
-                    let frame = done_frame(&header, &failures, &results, max)?;
+                    let (head, with_results) = done_frame(&header, &failures, &results, max)?;
+                    let tail: &[u8] = if with_results { &results } else { &[] };
                     // At once, not batched with the next chunk's: a result must not
                     // wait behind a task that turns out to be long (or to hang, and
                     // have its worker killed with the finished result unsent).
-                    if let Err(e) = sock.write_all(&frame) {
+                    if let Err(e) = write_both(sock, &head, tail) {
                         return pool_gone(e);
                     }
                 }
@@ -131,19 +143,20 @@ fn serve(sock: &mut UnixStream, max: usize) -> Result<(), String> {
     }
 }
 
-/// A chunk's `DONE` frame: its failures, then its results. Results over the frame
-/// limit fail every item of the chunk with an error that says so.
+/// A chunk's `DONE` frame: its failures, then its results, in the chunk's codec. The
+/// frame's head is returned, with whether `results` follow it: they are written from
+/// where they are, not copied in. Results over the frame limit fail every item of the
+/// chunk with an error that says so.
 fn done_frame(
     header: &wire::Header,
     failures: &[(u32, ItemFailure)],
     results: &[u8],
     max: usize,
-) -> Result<Vec<u8>, String> {
-    let mut frame = wire::start(DONE, header.task, "", header.items);
-    codec::encode_into(&failures, &mut frame).map_err(|e| e.to_string())?;
-    frame.extend_from_slice(results);
-    let len = match wire::finish(frame, max) {
-        Ok(frame) => return Ok(frame),
+) -> Result<(Vec<u8>, bool), String> {
+    let mut head = wire::start(DONE, header.task, "", header.items, header.codec);
+    codec::encode_into(&failures, &mut head).map_err(|e| e.to_string())?;
+    let len = match wire::finish_with(head, results.len(), max) {
+        Ok(head) => return Ok((head, true)),
         Err(len) => len,
     };
     let why = ItemFailure::Encode {
@@ -153,11 +166,30 @@ fn done_frame(
         ),
     };
     let all: Vec<_> = (0..header.items).map(|i| (i, why.clone())).collect();
-    let mut frame = wire::start(DONE, header.task, "", header.items);
+    let mut frame = wire::start(DONE, header.task, "", header.items, header.codec);
     codec::encode_into(&all, &mut frame).map_err(|e| e.to_string())?;
     // Past any limit small enough to refuse it, the pool's own limit is a
     // misconfiguration: the worker ends with it.
-    wire::finish(frame, max).map_err(|_| "a failure list over the frame limit".into())
+    let frame =
+        wire::finish(frame, max).map_err(|_| "a failure list over the frame limit".to_string())?;
+    Ok((frame, false))
+}
+
+/// Writes `head` then `tail`, in as few system calls as the socket takes.
+fn write_both(sock: &mut UnixStream, mut head: &[u8], mut tail: &[u8]) -> std::io::Result<()> {
+    while !head.is_empty() {
+        match sock.write_vectored(&[IoSlice::new(head), IoSlice::new(tail)]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) if n < head.len() => head = &head[n..],
+            Ok(n) => {
+                tail = &tail[n - head.len()..];
+                head = &[];
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    sock.write_all(tail)
 }
 
 /// The pool's end of the socket failed: the pool is gone (its process is exiting, or

@@ -5,7 +5,7 @@
 //! the Rust type of the function item or actor (a `TypeId`), and sends its name; the
 //! child finds it by name.
 
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
@@ -29,6 +29,11 @@ pub struct Entry {
     pub run: fn(Vec<u8>) -> EntryOutcome,
     /// Runs a chunk of the entry as a pool task, in a pool worker.
     pub task: TaskFn,
+    /// Runs a chunk of the entry sent as a slab of plain data (the pool's bulk path).
+    pub slab: TaskFn,
+    /// The witness that the entry is a task whose argument and result are plain data
+    /// ([`Pod`](crate::Pod)), which lets a caller send it slabs; `None` otherwise.
+    pub pod: fn() -> Option<PodTask>,
 }
 
 #[doc(hidden)]
@@ -141,6 +146,28 @@ pub enum EntryOutcome {
 /// Runs one chunk of a registered task. Built by `register!`; not for direct use.
 pub type TaskFn =
     fn(args: &[u8], items: u32, out: &mut Vec<u8>, failures: &mut Vec<(u32, ItemFailure)>);
+
+/// A witness that a registered task's argument and result are plain data
+/// ([`Pod`](crate::Pod)), so a pool can send its chunks as slabs of bytes. Made by the
+/// pool (`PodTask::of`, in `pool/slab.rs`, which reads it too) for `register!`; not
+/// for direct use.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct PodTask {
+    pub(crate) args: TypeId,
+    pub(crate) output: TypeId,
+    pub(crate) args_size: usize,
+    pub(crate) output_size: usize,
+    /// Appends the bytes of a `Vec` of the arguments to a slab.
+    pub(crate) encode: fn(&dyn Any, &mut Vec<u8>) -> Result<(), String>,
+    /// Appends the values of a slab of results to a `Vec` of them.
+    pub(crate) decode: fn(&[u8], &mut dyn Any) -> Result<(), String>,
+}
+
+/// The `pod` of an entry that is not a task of plain data.
+pub fn no_pod() -> Option<PodTask> {
+    None
+}
 
 /// The `TypeId` of a value's type (a function item's unique type).
 pub fn type_id_of<T: 'static>(_: &T) -> std::any::TypeId {

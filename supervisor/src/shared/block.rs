@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Pod, SharedMemoryError};
+use super::{Pod, SharedMemoryError, pod};
 use crate::runtime::shm::{self, Segment, SegmentRef};
 
 /// Where a block's data starts: after its header, a cache line.
@@ -117,6 +117,7 @@ impl Block {
 
     /// A pointer to element `i` of `T`s.
     pub(super) fn at<T: Pod>(&self, kind: u64, i: usize) -> Result<*mut T, SharedMemoryError> {
+        const { pod::check_align::<T>() };
         let elem = std::mem::size_of::<T>();
         let len = self.len(kind, elem)?;
         if i >= len {
@@ -124,8 +125,8 @@ impl Block {
         }
         let seg = self.segment(kind, elem)?;
         // SAFETY: in bounds (checked against the block's length, which the mapping
-        // covers); aligned, since the data starts on a 64-byte boundary and `Pod`
-        // types are aligned to at most 64.
+        // covers); aligned, since the data starts on a 64-byte boundary and the
+        // `const` above refused any `T` aligned to more.
         Ok(unsafe { seg.as_mut_ptr().add(DATA_AT).cast::<T>().add(i) })
     }
 }

@@ -129,6 +129,8 @@ static SERVE: Entry = Entry {
     type_id: || crate::runtime::registry::type_id_of(&serve_manager),
     run: |args| crate::process::target::run_function(serve_manager, args),
     task: crate::pool::not_a_task,
+    slab: crate::pool::not_a_task,
+    pod: crate::runtime::registry::no_pod,
 };
 
 #[allow(unsafe_code)]
@@ -139,4 +141,6 @@ static SERVE_READY: Entry = Entry {
     type_id: || crate::runtime::registry::type_id_of(&serve_manager_ready),
     run: |args| crate::process::target::run_function(serve_manager_ready, args),
     task: crate::pool::not_a_task,
+    slab: crate::pool::not_a_task,
+    pod: crate::runtime::registry::no_pod,
 };
