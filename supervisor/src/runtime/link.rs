@@ -47,7 +47,7 @@ use rustix::net::SendFlags;
 use tokio::net::UnixStream;
 use tokio::sync::{Notify, oneshot};
 
-use crate::runtime::ring::{Rings, Tx};
+use crate::runtime::ring::{Rings, Scribble, Tx};
 
 mod read;
 
@@ -525,9 +525,29 @@ impl Link {
         *self.corrupt.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// This end's reader, for tests that break the link's memory on purpose.
-    pub(crate) fn with_tx_for_test<R>(&self, f: impl FnOnce(&mut Tx) -> R) -> R {
-        f(&mut self.state().tx)
+    /// Damages the ring this end writes, then rings the peer's doorbell so that it
+    /// looks: for tests of what a reader does with corrupt shared memory.
+    pub(crate) fn damage_for_test(&self, damage: crate::__private::test_hooks::RingDamage) {
+        use crate::__private::test_hooks::RingDamage;
+        let mut st = self.state();
+        match damage {
+            RingDamage::TailBehindHead => st.tx.scribble_for_test(Scribble::TailBehindHead),
+            RingDamage::TailPastRing => st.tx.scribble_for_test(Scribble::TailPastRing),
+            RingDamage::LengthPastRing => st.tx.publish_bad_length_for_test(u32::MAX),
+        }
+        let _ = rustix::net::send(&self.stream, &[0; 4], SendFlags::NOSIGNAL);
+    }
+
+    /// Writes a whole message into the ring, then SIGKILLs this process before the
+    /// message's tail is published: what a writer killed in the middle of a write
+    /// leaves behind.
+    pub(crate) fn die_mid_write_for_test(&self) {
+        let mut st = self.state();
+        st.tx.write_unpublished_for_test(&[wire::PACKET, 0xc0]);
+        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        loop {
+            std::thread::park();
+        }
     }
 }
 

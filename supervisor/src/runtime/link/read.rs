@@ -170,6 +170,12 @@ impl Link {
             // can come, and no marker waits for a frame that could.
             return Turn::End(LinkEnd::Eof);
         }
+        if !rd.rx.is_empty() {
+            // Stopped at a marker whose message is still on its way through the
+            // socket: nothing behind it can be taken before it comes, and its bytes
+            // wake us.
+            return Turn::Sleep;
+        }
         rd.note(took);
         if self.spin
             && let Some(since) = rd.idle_since
