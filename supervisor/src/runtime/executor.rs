@@ -187,8 +187,14 @@ fn park_on<F: Future>(fut: F) -> F::Output {
             self.0.unpark();
         }
     }
+    thread_local! {
+        /// This thread's waker, made once: a blocking call allocates nothing.
+        static WAKER: Waker = Waker::from(Arc::new(Unpark(thread::current())));
+    }
     let _enter = handle().enter();
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let waker = WAKER
+        .try_with(Waker::clone)
+        .unwrap_or_else(|_| Waker::from(Arc::new(Unpark(thread::current()))));
     let mut cx = Context::from_waker(&waker);
     let mut fut = pin!(fut);
     if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
