@@ -206,7 +206,7 @@ impl<A: Actor> ActorRef<A> {
     ///
     /// As [`crate::ActorRef::call`].
     pub fn call(&self, msg: A::Msg) -> Result<A::Reply, CallError> {
-        block_on(self.0.call(msg))
+        self.0.call_blocking(msg)
     }
 
     /// Sends `msg` and waits at most `timeout` for the reply.

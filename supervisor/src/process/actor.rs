@@ -117,6 +117,10 @@ impl<A> fmt::Debug for ActorRef<A> {
     }
 }
 
+/// How long a blocking caller sleeps on its link's futex before it looks whether
+/// the link's reader task wants the ring (it also wakes the caller when it does).
+const SLEEP_SLICE: Duration = Duration::from_millis(50);
+
 /// Room for the envelope around a payload.
 const ENVELOPE_OVERHEAD: usize = 256;
 
@@ -151,26 +155,45 @@ impl<A: Actor> ActorRef<A> {
     /// [`CallError::Remote`] (no such process, no actor, the message did not decode,
     /// the handler panicked, the process exited), [`CallError::Decode`].
     pub async fn call(&self, msg: A::Msg) -> Result<A::Reply, CallError> {
+        self.call_with(msg, false).await
+    }
+
+    /// [`call`](ActorRef::call) from a plain thread that may sleep until the reply
+    /// comes: the blocking API's call.
+    #[doc(hidden)]
+    pub fn call_blocking(&self, msg: A::Msg) -> Result<A::Reply, CallError> {
+        runtime::block_on(self.call_with(msg, true))
+    }
+
+    /// With `may_sleep`, the calling thread is all this future runs on: after its
+    /// spin, it sleeps on the link's futex rather than waiting for the link's reader
+    /// task to wake it, one thread wake-up less per call.
+    async fn call_with(&self, msg: A::Msg, may_sleep: bool) -> Result<A::Reply, CallError> {
         // Spinning briefly for the reply saves the wake-up of this thread, which costs
         // more than the round trip itself (see `runtime::spin`); reading the link's
         // ring meanwhile saves the wake-up of its reader task. Never on the runtime's
         // own workers: they are what delivers the reply.
-        let spins = !runtime::on_worker();
-        let (pending, link) = self.send(&msg, BodyKind::Call, spins)?;
+        let polls = !runtime::on_worker();
+        let (pending, link) = self.send(&msg, BodyKind::Call, polls)?;
         let pending = pending.expect("a call has a reply to wait for");
         let started = std::time::Instant::now();
-        let spun = if spins {
+        let mut answer = None;
+        if polls {
             let mut claim = link.as_ref().and_then(|l| l.claim());
-            runtime::spin::wait(started, || {
+            answer = runtime::spin::wait(started, || {
                 if let Some(claim) = claim.as_mut() {
                     claim.poll();
                 }
                 pending.take(reply::<A>)
-            })
-        } else {
-            None
-        };
-        let out = match spun {
+            });
+            if let Some(claim) = claim.as_mut().filter(|_| may_sleep) {
+                while answer.is_none() && claim.sleep(SLEEP_SLICE) {
+                    answer = pending.take(reply::<A>);
+                }
+                answer = answer.or_else(|| pending.take(reply::<A>));
+            }
+        }
+        let out = match answer {
             Some(out) => out,
             None => pending.wait(reply::<A>).await,
         };

@@ -47,7 +47,7 @@ use rustix::net::SendFlags;
 use tokio::net::UnixStream;
 use tokio::sync::{Notify, oneshot};
 
-use crate::runtime::ring::{Rings, Scribble, Tx};
+use crate::runtime::ring::{Bell, Rings, Scribble, Tx, Wake};
 
 mod read;
 
@@ -108,6 +108,8 @@ pub(crate) struct Link {
     spin: bool,
     write: Mutex<WriteState>,
     read: Mutex<read::ReadState>,
+    /// The sleep words of the ring this end reads.
+    bell: Bell,
     /// Wakes the flusher.
     queued: Notify,
     /// Wakes the reader task, when a caller that read for it lets go.
@@ -150,6 +152,7 @@ impl Link {
     /// of the link's rings, and starts its flusher task.
     pub(crate) fn new(stream: UnixStream, rings: Rings, peer: Peer, spin: bool) -> Arc<Link> {
         let (tx, rx) = rings.split();
+        let bell = rx.bell();
         let link = Arc::new(Link {
             stream,
             peer,
@@ -164,6 +167,7 @@ impl Link {
                 flushes: Vec::new(),
             }),
             read: Mutex::new(read::ReadState::new(rx)),
+            bell,
             queued: Notify::new(),
             kick: Notify::new(),
             reader_waiting: AtomicBool::new(false),
@@ -255,13 +259,19 @@ impl Link {
         let room = if len <= st.tx.max_message() {
             st.tx.reserve(len).map(Some)
         } else {
-            st.tx.mark_on_socket().map(|_| None)
+            st.tx.mark_on_socket().map(|wake| {
+                // A thread on the futex is not woken by the frame: it must hand the
+                // ring to the reader task, which takes the frame.
+                if wake == Wake::Futex {
+                    st.tx.wake_futex();
+                }
+                None
+            })
         };
         match room {
             Ok(Some(room)) => {
-                if st.tx.commit(room, fill) {
-                    self.doorbell(st);
-                }
+                let wake = st.tx.commit(room, fill);
+                self.wake(st, wake);
                 Ok(())
             }
             // No doorbell for a marker: the frame itself wakes a reader sleeping on
@@ -304,6 +314,15 @@ impl Link {
         *self.corrupt.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
         self.close();
         self.kick.notify_one();
+    }
+
+    /// Wakes the reader as it asked to be.
+    fn wake(&self, st: &mut WriteState, wake: Wake) {
+        match wake {
+            Wake::No => {}
+            Wake::Doorbell => self.doorbell(st),
+            Wake::Futex => st.tx.wake_futex(),
+        }
     }
 
     /// Rings the peer's doorbell: an empty frame on the socket. Not when bytes wait
@@ -474,14 +493,15 @@ impl Link {
                     let WriteState { sock, backlog, .. } = &mut *st;
                     frame_into(sock, len, |out| out.copy_from_slice(&backlog[msg.clone()]));
                 }
-                marked.map(|_| false)
+                marked.map(|wake| match wake {
+                    Wake::Futex => Wake::Futex,
+                    _ => Wake::No,
+                })
             };
             match written {
                 Ok(wake) => {
                     st.backlog_at = msg.end;
-                    if wake {
-                        self.doorbell(st);
-                    }
+                    self.wake(st, wake);
                 }
                 Err(WriteError::Corrupt(c)) => {
                     self.broke(c);

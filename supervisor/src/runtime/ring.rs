@@ -169,9 +169,23 @@ pub(crate) struct Reserved {
     len: usize,
 }
 
-/// Whether a writer must wake its reader (the reader had announced it sleeps, and
-/// this writer took the announcement back).
-pub(crate) type Wake = bool;
+/// Whether, and how, a writer must wake its reader: the reader had announced that it
+/// sleeps, and this writer took the announcement back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum Wake {
+    /// The reader is awake.
+    No,
+    /// It sleeps on something else (a task in epoll: a byte on its socket wakes it).
+    Doorbell,
+    /// A thread sleeps on the ring's futex: [`Tx::wake_futex`].
+    Futex,
+}
+
+/// The values of `asleep`: how the reader sleeps.
+const AWAKE: u32 = 0;
+const ON_DOORBELL: u32 = 1;
+const ON_FUTEX: u32 = 2;
 
 /// The writing end of a ring. Not shared: its owner serializes the writes.
 #[derive(Debug)]
@@ -248,11 +262,19 @@ impl Tx {
         // The tail's store before the look at `asleep`; the reader does the reverse.
         fence(Ordering::SeqCst);
         let asleep = self.ring.asleep();
-        if asleep.load(Ordering::Relaxed) != 0 && asleep.swap(0, Ordering::AcqRel) != 0 {
-            self.ring.seq().fetch_add(1, Ordering::Release);
-            return true;
+        if asleep.load(Ordering::Relaxed) == AWAKE {
+            return Wake::No;
         }
-        false
+        match asleep.swap(AWAKE, Ordering::AcqRel) {
+            AWAKE => Wake::No,
+            ON_FUTEX => {
+                self.ring.seq().fetch_add(1, Ordering::Release);
+                Wake::Futex
+            }
+            // A doorbell for anything else: a bad value written by the peer costs a
+            // byte, never a lost wake-up.
+            _ => Wake::Doorbell,
+        }
     }
 
     fn put_header(&self, pos: u64, header: [u8; HEADER]) {
@@ -387,32 +409,63 @@ impl Rx {
         self.ring.tail().load(Ordering::Acquire) == self.head
     }
 
-    /// Announces that this reader is about to sleep and wants to be woken; `false`
-    /// (announcement taken back) when something has arrived after all.
+    /// Announces that this reader is about to sleep (a task in epoll, to be woken by
+    /// a doorbell) and wants to be woken; `false` (announcement taken back) when
+    /// something has arrived after all.
     pub(crate) fn announce_sleep(&self) -> bool {
-        self.ring.asleep().store(1, Ordering::Relaxed);
+        self.announce(ON_DOORBELL)
+    }
+
+    fn announce(&self, how: u32) -> bool {
+        self.ring.asleep().store(how, Ordering::Relaxed);
         fence(Ordering::SeqCst);
         if self.is_empty() {
             return true;
         }
-        self.ring.asleep().store(0, Ordering::Relaxed);
+        self.ring.asleep().store(AWAKE, Ordering::Relaxed);
         false
     }
 
     /// Takes back an announcement of sleep: the reader is awake and looks by itself.
     pub(crate) fn awake(&self) {
-        self.ring.asleep().store(0, Ordering::Relaxed);
+        self.ring.asleep().store(AWAKE, Ordering::Relaxed);
     }
 
-    /// Sleeps on the ring's futex until a writer wakes it, or `timeout` passes
-    /// (spurious wake-ups happen): for readers on plain threads.
+    /// Sleeps on the ring's futex until a writer wakes it, [`Rx::nudge`] does, or
+    /// `timeout` passes (spurious wake-ups happen): for readers on plain threads.
     pub(crate) fn sleep_futex(&self, timeout: Duration) {
         let seq = self.ring.seq();
         let seen = seq.load(Ordering::Acquire);
-        if self.announce_sleep() {
+        if self.announce(ON_FUTEX) {
             shm::wait(seq, seen, Some(timeout));
         }
         self.awake();
+    }
+
+    /// A handle on this ring's sleep words, usable without the reader.
+    pub(crate) fn bell(&self) -> Bell {
+        Bell {
+            seg: Arc::clone(&self.ring.seg),
+            seq: self.ring.at.seq,
+        }
+    }
+}
+
+/// The futex word of a ring's reader, for the threads of the reading process that
+/// do not hold the reader.
+#[derive(Debug)]
+pub(crate) struct Bell {
+    seg: Arc<Segment>,
+    seq: usize,
+}
+
+impl Bell {
+    /// Wakes a thread of this process sleeping in [`Rx::sleep_futex`] (another
+    /// reader wants the ring).
+    pub(crate) fn nudge(&self) {
+        let seq = self.seg.u32_at(self.seq);
+        seq.fetch_add(1, Ordering::Release);
+        shm::wake(seq, 1);
     }
 }
 

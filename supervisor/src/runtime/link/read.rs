@@ -142,10 +142,12 @@ impl Link {
     fn turn(&self, peer: &str, on_packet: &mut impl FnMut(Packet)) -> Turn {
         let Some(mut rd) = self.try_read() else {
             // A caller reads for us; it kicks us when it lets go. Said before looking
-            // once more, so its look after letting go sees it.
+            // once more, so its look after letting go sees it; and a caller asleep on
+            // the ring's futex is woken to let go.
             self.reader_waiting.store(true, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             if self.try_read().is_none() {
+                self.bell.nudge();
                 return Turn::Kick;
             }
             self.reader_waiting.store(false, Ordering::SeqCst);
@@ -158,8 +160,8 @@ impl Link {
         if let Err(e) = self.read_socket(&mut rd, peer, on_packet) {
             return Turn::End(LinkEnd::Broken(e));
         }
-        let took = match self.read_ring(&mut rd, peer, &mut Some(on_packet)) {
-            Ok(took) => took,
+        let (took, blocked) = match self.read_ring(&mut rd, peer, &mut Some(on_packet)) {
+            Ok(read) => read,
             Err(c) => {
                 tracing::error!(peer, error = %c, "a control link's ring is corrupt");
                 return Turn::End(LinkEnd::Corrupt(c));
@@ -170,7 +172,7 @@ impl Link {
             // can come, and no marker waits for a frame that could.
             return Turn::End(LinkEnd::Eof);
         }
-        if !rd.rx.is_empty() {
+        if blocked {
             // Stopped at a marker whose message is still on its way through the
             // socket: nothing behind it can be taken before it comes, and its bytes
             // wake us.
@@ -240,13 +242,14 @@ impl Link {
 
     /// Hands on what the ring holds, in order, as far as it can: to a marker whose
     /// message has not arrived, or (without `on_packet`, for a caller) to the first
-    /// message that is not an envelope. Returns how many it took.
+    /// message that is not an envelope. Returns how many it took, and whether it
+    /// stopped at something it declined (rather than at the ring's end).
     fn read_ring(
         &self,
         rd: &mut ReadState,
         peer: &str,
         on_packet: &mut Option<&mut dyn FnMut(Packet)>,
-    ) -> Result<usize, Corruption> {
+    ) -> Result<(usize, bool), Corruption> {
         let mut took = 0;
         loop {
             let ReadState {
@@ -266,7 +269,8 @@ impl Link {
                 self.ring_for_room();
             }
             match next {
-                Next::Empty | Next::Declined => return Ok(took),
+                Next::Empty => return Ok((took, false)),
+                Next::Declined => return Ok((took, true)),
                 Next::Message => self.dispatch(msg, peer, on_packet),
                 Next::OnSocket => match announced.pop_front() {
                     Some(m) => self.dispatch(&m, peer, on_packet),
@@ -306,13 +310,10 @@ impl Link {
     /// and read the ring for its reply: the peer need not ring for it. Whoever holds
     /// the read lock next announces sleep again before it lets go.
     pub(crate) fn expect_reply(&self) {
-        self.rx_asleep_clear();
-    }
-
-    fn rx_asleep_clear(&self) {
-        // The reader task, or the caller that holds the lock, announces sleep again
-        // with a fresh look at the ring before it lets go: clearing it here can only
-        // save a doorbell, never lose a message.
+        // Only while holding the reader: whoever holds it next announces sleep again
+        // with a fresh look at the ring before it lets go, so clearing it here can only
+        // save a doorbell, never lose a message. Without the reader, this could
+        // clear the announcement the reader task has just made on its way to sleep.
         if let Some(rd) = self.try_read() {
             rd.rx.awake();
         }
@@ -342,6 +343,20 @@ pub(crate) struct Claim<'a> {
 }
 
 impl Claim<'_> {
+    /// Sleeps on the ring's futex until a message comes, the reader task wants the
+    /// ring, or `timeout` passes; `false` when the caller must let go of the ring (it
+    /// holds something for the reader task, or the task wants it).
+    pub(crate) fn sleep(&mut self, timeout: std::time::Duration) -> bool {
+        if self.left || self.link.reader_waiting.load(Ordering::SeqCst) {
+            return false;
+        }
+        if let Some(rd) = self.rd.as_ref() {
+            rd.rx.sleep_futex(timeout);
+        }
+        self.poll();
+        !self.left && !self.link.reader_waiting.load(Ordering::SeqCst)
+    }
+
     /// Hands on the envelopes that have arrived.
     pub(crate) fn poll(&mut self) {
         if self.left {
@@ -349,11 +364,7 @@ impl Claim<'_> {
         }
         let Some(rd) = self.rd.as_mut() else { return };
         match self.link.read_ring(rd, "a caller's peer", &mut None) {
-            Ok(_) => {
-                if !rd.rx.is_empty() {
-                    self.left = true;
-                }
-            }
+            Ok((_, declined)) => self.left = declined,
             Err(c) => {
                 *self.link.corrupt.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
                 self.left = true;
