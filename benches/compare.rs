@@ -358,9 +358,22 @@ impl Scenario {
         }
     }
 
-    /// Prints the scenario's line for `reference`, unless it was not measured.
+    /// Prints the scenario's line for `reference`, unless it was not measured; with
+    /// no reference at all (`MULTIPROC_BENCH_REFS=none`), multiproc's own line, once.
     fn report(&self, reference: &str, mp: &Samples, rf: &Samples) {
         if rf.0.is_empty() {
+            if std::env::var(REFS_ENV).is_ok_and(|r| r == "none") && reference == "python" {
+                let mut rounds = mp.round_medians();
+                rounds.sort_by(f64::total_cmp);
+                println!(
+                    "{}: multiproc={} {} {}; rounds {:?}",
+                    self.name,
+                    num(median(&mp.all())),
+                    self.unit,
+                    spread(&mp.all()),
+                    rounds.iter().map(|&v| num(v)).collect::<Vec<_>>()
+                );
+            }
             return;
         }
         let (name, unit) = (self.name, self.unit);

@@ -52,7 +52,9 @@ multiproc::register_actor!(Echo);
 
 /// Runs `calls` through `call`, and returns the allocations made meanwhile here and
 /// in the actor's process.
-fn count(calls: &mut dyn FnMut(u64) -> Result<u64, multiproc::CallError>) -> Result<(u64, u64), common::Failed> {
+fn count(
+    calls: &mut dyn FnMut(u64) -> Result<u64, multiproc::CallError>,
+) -> Result<(u64, u64), common::Failed> {
     for i in 0..WARMUP {
         check_eq!(calls(i)?, i);
     }
@@ -67,7 +69,11 @@ fn count(calls: &mut dyn FnMut(u64) -> Result<u64, multiproc::CallError>) -> Res
 }
 
 fn msg(i: u64) -> Msg {
-    if i == u64::MAX { Msg::Allocations } else { Msg::Echo(i) }
+    if i == u64::MAX {
+        Msg::Allocations
+    } else {
+        Msg::Echo(i)
+    }
 }
 
 fn blocking_calls_allocate_nothing_once_warm() -> TestResult {
@@ -87,7 +93,9 @@ fn async_calls_allocate_nothing_once_warm() -> TestResult {
     let mut p = Process::actor::<Echo>(());
     p.start()?;
     let echo = p.actor_ref::<Echo>().0;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let (here, child) = count(&mut |i| rt.block_on(echo.call(msg(i))))?;
     p.stop(std::time::Duration::from_secs(10))?;
     check!(

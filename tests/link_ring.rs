@@ -72,7 +72,8 @@ impl Actor for Breaker {
 
 multiproc::register_actor!(Breaker);
 
-fn breaker() -> Result<(Process, multiproc::blocking::ActorRef<Breaker>), Box<dyn std::error::Error>> {
+fn breaker() -> Result<(Process, multiproc::blocking::ActorRef<Breaker>), Box<dyn std::error::Error>>
+{
     let mut p = Process::actor::<Breaker>(());
     p.start()?;
     let r = p.actor_ref::<Breaker>();
@@ -132,7 +133,11 @@ fn a_ring_nobody_reads_keeps_order_and_leaves_the_runtime_free() -> TestResult {
     // some go on the socket behind markers; every cast returns at once.
     const N: u64 = 20_000;
     for n in 0..N {
-        let pad = if n % 1000 == 500 { vec![7; LARGE] } else { Vec::new() };
+        let pad = if n % 1000 == 500 {
+            vec![7; LARGE]
+        } else {
+            Vec::new()
+        };
         r.cast(Msg::Seq(n, pad))?;
     }
     // The parent's runtime is not held up by the full ring: another child answers.

@@ -333,7 +333,11 @@ impl Link {
         }
         // Four bytes go whole or not at all into a Unix stream socket; a full socket
         // has unread bytes that wake the peer anyway.
-        match rustix::net::send(&self.stream, &[0; 4], SendFlags::NOSIGNAL | SendFlags::DONTWAIT) {
+        match rustix::net::send(
+            &self.stream,
+            &[0; 4],
+            SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+        ) {
             Ok(_) => {}
             Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
             Err(e) => {
@@ -564,7 +568,8 @@ impl Link {
     pub(crate) fn die_mid_write_for_test(&self) {
         let mut st = self.state();
         st.tx.write_unpublished_for_test(&[wire::PACKET, 0xc0]);
-        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
         loop {
             std::thread::park();
         }

@@ -92,10 +92,9 @@ pub(crate) fn deliver(corr: u64, kind: BodyKind, payload: &[u8]) {
                 inner.buf.extend_from_slice(payload);
                 Outcome::Reply
             }
-            BodyKind::Fail => Outcome::Fail(
-                codec::decode(payload)
-                    .unwrap_or_else(|e| RemoteError::Decode(format!("a failure that does not decode: {e}"))),
-            ),
+            BodyKind::Fail => Outcome::Fail(codec::decode(payload).unwrap_or_else(|e| {
+                RemoteError::Decode(format!("a failure that does not decode: {e}"))
+            })),
             other => Outcome::Fail(RemoteError::Decode(format!(
                 "a {other:?} came back as an answer"
             ))),
@@ -182,7 +181,9 @@ impl Drop for PendingReply {
     fn drop(&mut self) {
         {
             let mut t = table();
-            if t.get(&self.corr).is_some_and(|s| Arc::ptr_eq(s, &self.slot)) {
+            if t.get(&self.corr)
+                .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
+            {
                 t.remove(&self.corr);
             }
         }

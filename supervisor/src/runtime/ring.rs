@@ -500,7 +500,9 @@ impl Tx {
     /// Writes a whole record of `msg` but does not publish its tail: what a writer
     /// killed in the middle of its write leaves behind.
     pub(crate) fn write_unpublished_for_test(&mut self, msg: &[u8]) {
-        let Ok(plan) = self.plan(msg.len()) else { return };
+        let Ok(plan) = self.plan(msg.len()) else {
+            return;
+        };
         let at = self.ring.ptr(plan.at, HEADER + msg.len());
         let header = spsc::header(msg.len() as u32, Kind::Message);
         // SAFETY: as in `write_with`: unpublished bytes of ours.

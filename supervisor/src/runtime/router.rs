@@ -86,7 +86,10 @@ enum Local {
     #[default]
     None,
     /// Its mailbox; `running` once the actor took it.
-    Mailbox { mailbox: Arc<Mailbox>, running: bool },
+    Mailbox {
+        mailbox: Arc<Mailbox>,
+        running: bool,
+    },
 }
 
 #[derive(Default)]
@@ -297,7 +300,9 @@ fn deliver_here(env: &EnvelopeRef<'_>) {
         BodyKind::Service => match (SERVICES.first(), env.to_envelope()) {
             (Some(service), Ok(env)) => (service.serve)(env),
             (None, _) => bounce(env, RemoteError::NoActor(me().identity.clone())),
-            (_, Err(e)) => tracing::warn!(error = %e, "dropped a service request that does not decode"),
+            (_, Err(e)) => {
+                tracing::warn!(error = %e, "dropped a service request that does not decode")
+            }
         },
         BodyKind::Call | BodyKind::Cast => {
             let mailbox = match &tables().local {
@@ -349,7 +354,12 @@ fn refuse(env: &EnvelopeRef<'_>, why: String) {
     match env.kind {
         BodyKind::Call | BodyKind::Service => bounce(env, RemoteError::Encode(why)),
         // The reply's caller waits: it learns why from the replier's place.
-        BodyKind::Reply => fail(env.to, &env.from.iter().collect::<Vec<_>>(), env.corr, &RemoteError::Encode(why)),
+        BodyKind::Reply => fail(
+            env.to,
+            &env.from.iter().collect::<Vec<_>>(),
+            env.corr,
+            &RemoteError::Encode(why),
+        ),
         _ => {}
     }
 }

@@ -36,6 +36,8 @@ use crate::runtime::router;
 
 /// The most a child's reader spins before it sleeps, in microseconds.
 const SPIN_MAX_US: u64 = 50;
+/// The least it spins, while messages come often.
+const SPIN_FLOOR_US: u64 = 20;
 
 /// How a link's reader ended.
 #[derive(Debug)]
@@ -89,12 +91,14 @@ impl ReadState {
         }
     }
 
-    /// How long the reader spins after the ring empties.
+    /// How long the reader spins after the ring empties: twice the recent gap, at
+    /// least [`SPIN_FLOOR_US`] (a caller a few microseconds late must not cost a
+    /// doorbell and a wake-up), nothing once the gaps are long.
     fn spin_budget_us(&self) -> u64 {
         if self.gap_us > 2 * SPIN_MAX_US {
             0
         } else {
-            (2 * self.gap_us).min(SPIN_MAX_US)
+            (2 * self.gap_us).clamp(SPIN_FLOOR_US, SPIN_MAX_US)
         }
     }
 
@@ -275,7 +279,10 @@ impl Link {
                 Next::OnSocket => match announced.pop_front() {
                     Some(m) => self.dispatch(&m, peer, on_packet),
                     None => {
-                        tracing::warn!(peer, "a message announced on a control link was lost with its sender");
+                        tracing::warn!(
+                            peer,
+                            "a message announced on a control link was lost with its sender"
+                        );
                     }
                 },
             }
