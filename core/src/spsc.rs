@@ -365,7 +365,8 @@ mod tests {
     fn plans() {
         let q = (CAP / 4) as u64;
         // (head, tail, payload) -> plan or error
-        let table: [((u64, u64, usize), Result<Plan, WriteError>); 9] = [
+        type Row = ((u64, u64, usize), Result<Plan, WriteError>);
+        let table: [Row; 9] = [
             // Empty at 0: in place.
             (
                 (0, 0, 0),
@@ -438,7 +439,8 @@ mod tests {
     #[test]
     fn corrupt_headers_and_positions_are_named() {
         let msg = |len: u32| header(len, Kind::Message);
-        let table: [((u64, u64, [u8; 8]), Result<Seen, Corruption>); 7] = [
+        type Row = ((u64, u64, [u8; 8]), Result<Seen, Corruption>);
+        let table: [Row; 7] = [
             (
                 (0, 16, msg(5)),
                 Ok(Seen::Message {
