@@ -1,6 +1,6 @@
-//! What a control link's messages look like: a type byte, then a [`Packet`] in the
-//! codec, or an [`Envelope`] in a fixed little-endian layout that routing reads in
-//! place, with no decoding and no allocation.
+//! What a control link's messages look like: a type byte, then a
+//! [`Packet`](crate::Packet) in the codec, or an [`Envelope`] in a fixed little-endian
+//! layout that routing reads in place, with no decoding and no allocation.
 //!
 //! An envelope message is laid out as
 //!
