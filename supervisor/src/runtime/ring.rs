@@ -1,5 +1,6 @@
 //! A link's rings: two single-producer, single-consumer byte rings in one memfd that
-//! both ends map, with the flags that tell a writer whether its reader sleeps and a
+//! both ends map (a control link's, handed to the child with its Hello; a manager
+//! link's, opened by the server through `/proc`), with the flags that tell a writer whether its reader sleeps and a
 //! reader whether its writer waits for room. Where records go, and what a reader may
 //! believe of them, is core's `spsc`; how a sleeper is woken is the user's choice (a
 //! futex on `seq`, or a byte on a socket).
@@ -31,7 +32,7 @@ use multiproc_core::spsc::{
     self, Corruption, HEADER, Kind, Layout, RingAt, Seen, Side, WriteError,
 };
 
-use crate::runtime::shm::{self, MapError, Segment};
+use crate::runtime::shm::{self, MapError, Segment, SegmentRef};
 
 /// Bytes of each of a control link's rings. Messages over a quarter of it go on the
 /// socket; an idle link touches a page or two of it.
@@ -61,18 +62,51 @@ impl Rings {
     pub(crate) fn create(cap: usize) -> Result<(Rings, OwnedFd), MapError> {
         let layout = Layout::new(cap).expect("a valid ring capacity");
         let (seg, fd) = Segment::create_for_peer("multiproc-link", layout.len())?;
+        Ok((Rings::init(seg, layout), fd))
+    }
+
+    /// New rings of `cap` bytes each that another process opens by their place
+    /// (through `/proc`, while this process keeps them): for links whose peer is not
+    /// a child, and gets no descriptor from us.
+    pub(crate) fn create_hosted(cap: usize) -> Result<(Rings, SegmentRef), MapError> {
+        let layout = Layout::new(cap).expect("a valid ring capacity");
+        let seg = Segment::create("multiproc-rings", layout.len())?;
+        let at = seg.at();
+        Ok((Rings::init(seg, layout), at))
+    }
+
+    /// The other end of hosted rings of `cap` bytes each, at `at`.
+    pub(crate) fn open_hosted(at: SegmentRef, cap: usize) -> Result<Rings, AdoptError> {
+        let layout = Layout::new(cap).ok_or(AdoptError::NotRings(cap))?;
+        if at.len != layout.len() as u64 {
+            return Err(AdoptError::NotRings(cap));
+        }
+        Rings::opened(Segment::open(at)?, layout)
+    }
+
+    fn init(seg: Segment, layout: Layout) -> Rings {
         seg.u64_at(0).store(Layout::MAGIC, Ordering::Relaxed);
         // Neither reader listens yet: each end's first message wakes the other.
         for side in [Side::Creator, Side::Opener] {
             seg.u32_at(layout.ring(side).asleep)
-                .store(1, Ordering::Relaxed);
+                .store(ON_DOORBELL, Ordering::Relaxed);
         }
-        let rings = Rings {
+        Rings {
             seg: Arc::new(seg),
             layout,
             side: Side::Creator,
-        };
-        Ok((rings, fd))
+        }
+    }
+
+    fn opened(seg: Segment, layout: Layout) -> Result<Rings, AdoptError> {
+        if seg.u64_at(0).load(Ordering::Relaxed) != Layout::MAGIC {
+            return Err(AdoptError::NotRings(layout.capacity()));
+        }
+        Ok(Rings {
+            seg: Arc::new(seg),
+            layout,
+            side: Side::Opener,
+        })
     }
 
     /// The other end of rings of `cap` bytes each, handed over as `fd`.
@@ -82,14 +116,7 @@ impl Rings {
             MapError::Gone => AdoptError::NotRings(cap),
             e => AdoptError::Map(e),
         })?;
-        if seg.u64_at(0).load(Ordering::Relaxed) != Layout::MAGIC {
-            return Err(AdoptError::NotRings(cap));
-        }
-        Ok(Rings {
-            seg: Arc::new(seg),
-            layout,
-            side: Side::Opener,
-        })
+        Rings::opened(seg, layout)
     }
 
     /// This end's writer (of the ring it writes) and reader (of the other).
