@@ -47,7 +47,7 @@ mod soak_child;
 #[path = "compare/stamp.rs"]
 mod stamp;
 
-use ipc::{call_roundtrip, stream};
+use ipc::{call_roundtrip, call_roundtrip_1k, call_throughput, stream};
 use pool::{apply_async_latency, imap_unordered_chunk1, pool_map, pool_start, pool_worker_killed};
 use process::{idle_rss, restart, spawn_join, spawn_join_forkserver, tree_1000};
 use python::Python;
@@ -80,7 +80,7 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 /// The references that a Python script measures.
 const PY_REFS: [&str; 4] = ["python", "python-spawn", "python-manager", "python-mplock"];
 
-const SCENARIOS: [&str; 25] = [
+const SCENARIOS: [&str; 27] = [
     "spawn_join",
     "spawn_join_forkserver",
     "restart",
@@ -88,6 +88,8 @@ const SCENARIOS: [&str; 25] = [
     "tree_1000",
     "call_roundtrip",
     "call_roundtrip_async",
+    "call_roundtrip_1k",
+    "call_throughput",
     "stream_1k",
     "stream_1m",
     "idle_rss",
@@ -194,6 +196,12 @@ fn main() -> Res {
             )?);
             Ok(())
         })?;
+    }
+    if has("call_roundtrip_1k") {
+        timed("call_roundtrip_1k", &|| call_roundtrip_1k(py))?;
+    }
+    if has("call_throughput") {
+        timed("call_throughput", &|| call_throughput(py))?;
     }
     if has("stream_1k") {
         timed("stream_1k", &|| {
@@ -350,9 +358,22 @@ impl Scenario {
         }
     }
 
-    /// Prints the scenario's line for `reference`, unless it was not measured.
+    /// Prints the scenario's line for `reference`, unless it was not measured; with
+    /// no reference at all (`MULTIPROC_BENCH_REFS=none`), multiproc's own line, once.
     fn report(&self, reference: &str, mp: &Samples, rf: &Samples) {
         if rf.0.is_empty() {
+            if std::env::var(REFS_ENV).is_ok_and(|r| r == "none") && reference == "python" {
+                let mut rounds = mp.round_medians();
+                rounds.sort_by(f64::total_cmp);
+                println!(
+                    "{}: multiproc={} {} {}; rounds {:?}",
+                    self.name,
+                    num(median(&mp.all())),
+                    self.unit,
+                    spread(&mp.all()),
+                    rounds.iter().map(|&v| num(v)).collect::<Vec<_>>()
+                );
+            }
             return;
         }
         let (name, unit) = (self.name, self.unit);

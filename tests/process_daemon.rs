@@ -45,17 +45,20 @@ fn finishes_a_daemon(mut up: Connection) -> Result<(), Box<dyn std::error::Error
 
 multiproc::register!(blocks_forever, starts_a_daemon, finishes_a_daemon);
 
-/// A pidfd for `pid`, to see its end even though it is not our child.
-fn pidfd(pid: u32) -> Result<OwnedFd, Box<dyn std::error::Error>> {
+/// A pidfd for `pid`, to see its end even though it is not our child; `None` when
+/// it has ended (and been reaped) already.
+fn pidfd(pid: u32) -> Result<Option<OwnedFd>, Box<dyn std::error::Error>> {
     let pid = rustix::process::Pid::from_raw(pid as i32).ok_or("bad pid")?;
-    Ok(rustix::process::pidfd_open(
-        pid,
-        rustix::process::PidfdFlags::empty(),
-    )?)
+    match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(rustix::io::Errno::SRCH) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether the process behind `pidfd` has ended (a pidfd is readable once it has).
-fn has_ended(pidfd: &OwnedFd) -> bool {
+fn has_ended(pidfd: &Option<OwnedFd>) -> bool {
+    let Some(pidfd) = pidfd else { return true };
     let mut set = [rustix::event::PollFd::new(
         pidfd,
         rustix::event::PollFlags::IN,

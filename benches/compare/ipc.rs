@@ -1,6 +1,7 @@
 //! Message scenarios: `call_roundtrip` (an actor call to an echo actor in a child,
-//! blocking and async) and `stream_1k` / `stream_1m` (one-way `send_bytes` from a
-//! child), against Python's `Pipe` and a raw socketpair.
+//! blocking and async), `call_roundtrip_1k` (the same with 1 KiB payloads),
+//! `call_throughput` (pipelined casts, then a call) and `stream_1k` / `stream_1m`
+//! (one-way `send_bytes` from a child), against Python's `Pipe` and a raw socketpair.
 
 use std::io::{Read, Write};
 use std::time::Instant;
@@ -16,6 +17,12 @@ use crate::{Better, ROUNDS, Res, STOP_TIMEOUT, Samples, Scenario, median, us, wa
 const CALL_BATCH: usize = 5000;
 /// Round trips before the first round.
 const CALL_WARMUP: usize = 1000;
+/// Round trips per round of `call_roundtrip_1k`.
+const CALL_1K_BATCH: usize = 2000;
+/// Payload bytes of `call_roundtrip_1k`.
+const CALL_1K_SIZE: usize = 1024;
+/// Messages per round of `call_throughput`: casts, then one call.
+const PIPELINE: usize = 10_000;
 
 /// Sends `count` messages of `size` bytes after "go", then waits for "done".
 fn stream_source(
@@ -48,6 +55,49 @@ impl Actor for Echo {
 }
 
 multiproc::register_actor!(Echo);
+
+/// Bytes, encoded as a msgpack `bin` (one length and the bytes), not a list of numbers.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Bytes(#[serde(with = "serde_bytes")] Vec<u8>);
+
+/// Answers each payload with itself.
+struct EchoBytes;
+
+impl Actor for EchoBytes {
+    type Args = ();
+    type Msg = Bytes;
+    type Reply = Bytes;
+
+    async fn start((): ()) -> Result<Self, BoxError> {
+        Ok(EchoBytes)
+    }
+
+    async fn handle(&mut self, b: Bytes) -> Bytes {
+        b
+    }
+}
+
+multiproc::register_actor!(EchoBytes);
+
+/// Counts the messages it gets, casts and calls alike, and answers with the count.
+struct Sink(u64);
+
+impl Actor for Sink {
+    type Args = ();
+    type Msg = u64;
+    type Reply = u64;
+
+    async fn start((): ()) -> Result<Self, BoxError> {
+        Ok(Sink(0))
+    }
+
+    async fn handle(&mut self, _: u64) -> u64 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+multiproc::register_actor!(Sink);
 
 multiproc::register!(stream_source);
 
@@ -148,6 +198,154 @@ pub(crate) fn call_roundtrip(
         }
     }
     Ok(blocking.then(|| median(&mp.all())))
+}
+
+/// `call_roundtrip_1k`: blocking calls with 1 KiB payloads, echoed.
+pub(crate) fn call_roundtrip_1k(py: Option<&Python>) -> Res {
+    let mut p = Process::actor::<EchoBytes>(()).daemon(true);
+    p.start()?;
+    let echo = p.actor_ref::<EchoBytes>();
+    let payload = vec![0xA5u8; CALL_1K_SIZE];
+    let mp_batch = |n: usize| -> Res<f64> {
+        let t0 = Instant::now();
+        for _ in 0..n {
+            let back = echo.call(Bytes(payload.clone()))?;
+            check_len(back.0.len(), CALL_1K_SIZE)?;
+        }
+        Ok(us(t0) / n as f64)
+    };
+    let mut raw = if wanted("raw") {
+        Some(RawChild::start(
+            "raw-echo",
+            &[("BENCH_SIZE", CALL_1K_SIZE)],
+        )?)
+    } else {
+        None
+    };
+    let mut raw_batch = |n: usize| -> Res<Option<f64>> {
+        let Some(raw) = raw.as_mut() else {
+            return Ok(None);
+        };
+        let mut buf = vec![0u8; CALL_1K_SIZE];
+        let t0 = Instant::now();
+        for _ in 0..n {
+            raw.sock.write_all(&payload)?;
+            raw.sock.read_exact(&mut buf)?;
+        }
+        Ok(Some(us(t0) / n as f64))
+    };
+    let mut server = py
+        .filter(|_| wanted("python"))
+        .map(|py| {
+            py.serve(
+                "pipe_roundtrip.py",
+                &["fork"],
+                &[("ITERS", CALL_1K_BATCH), ("SIZE", CALL_1K_SIZE)],
+            )
+        })
+        .transpose()?;
+    mp_batch(CALL_WARMUP)?;
+    raw_batch(CALL_WARMUP)?;
+    let (mut mp, mut raw_s, mut python) =
+        (Samples::default(), Samples::default(), Samples::default());
+    for _ in 0..ROUNDS {
+        mp.push(vec![mp_batch(CALL_1K_BATCH)?]);
+        if let Some(v) = raw_batch(CALL_1K_BATCH)? {
+            raw_s.push(vec![v]);
+        }
+        if let Some(s) = server.as_mut() {
+            python.push(s.rep()?.samples);
+        }
+    }
+    if let Some(raw) = raw {
+        raw.finish()?;
+    }
+    if let Some(s) = server {
+        s.finish()?;
+    }
+    p.stop(STOP_TIMEOUT)?;
+    let sc = Scenario {
+        name: "call_roundtrip_1k",
+        unit: "us",
+        better: Better::Lower,
+    };
+    sc.report("python", &mp, &python);
+    sc.report("raw", &mp, &raw_s);
+    Ok(())
+}
+
+/// `call_throughput`: [`PIPELINE`] messages per round to a counting actor, all casts
+/// but the last, a call whose answer (the count) ends the round; messages per second.
+pub(crate) fn call_throughput(py: Option<&Python>) -> Res {
+    let mut p = Process::actor::<Sink>(()).daemon(true);
+    p.start()?;
+    let sink = p.actor_ref::<Sink>();
+    let mut total = 0u64;
+    let mut mp_batch = || -> Res<f64> {
+        let t0 = Instant::now();
+        for i in 0..PIPELINE as u64 - 1 {
+            sink.cast(i)?;
+        }
+        let got = sink.call(0)?;
+        let dt = t0.elapsed().as_secs_f64();
+        total += PIPELINE as u64;
+        check_echo(total, got)?;
+        Ok(PIPELINE as f64 / dt)
+    };
+    let mut raw = if wanted("raw") {
+        Some(RawChild::start("raw-sink", &[])?)
+    } else {
+        None
+    };
+    let mut raw_total = 0u64;
+    let mut raw_batch = || -> Res<Option<f64>> {
+        let Some(raw) = raw.as_mut() else {
+            return Ok(None);
+        };
+        let mut buf = [0u8; 8];
+        let t0 = Instant::now();
+        for i in 0..PIPELINE as u64 - 1 {
+            raw.sock.write_all(&i.to_le_bytes())?;
+        }
+        raw.sock.write_all(&(1u64 << 63).to_le_bytes())?;
+        raw.sock.read_exact(&mut buf)?;
+        let dt = t0.elapsed().as_secs_f64();
+        raw_total += PIPELINE as u64;
+        check_echo(raw_total, u64::from_le_bytes(buf))?;
+        Ok(Some(PIPELINE as f64 / dt))
+    };
+    let mut server = py
+        .filter(|_| wanted("python"))
+        .map(|py| py.serve("pipe_throughput.py", &["fork"], &[("COUNT", PIPELINE)]))
+        .transpose()?;
+    mp_batch()?;
+    raw_batch()?;
+    let (mut mp, mut raw_s, mut python) =
+        (Samples::default(), Samples::default(), Samples::default());
+    for _ in 0..ROUNDS {
+        mp.push(vec![mp_batch()?]);
+        if let Some(v) = raw_batch()? {
+            raw_s.push(vec![v]);
+        }
+        if let Some(s) = server.as_mut() {
+            python.push(s.rep()?.samples);
+        }
+    }
+    if let Some(raw) = raw {
+        raw.finish()?;
+    }
+    if let Some(s) = server {
+        s.finish()?;
+    }
+    p.stop(STOP_TIMEOUT)?;
+    let sc = Scenario {
+        name: "call_throughput",
+        unit: "msg/s",
+        better: Better::Higher,
+    };
+    sc.report("python", &mp, &python);
+    sc.report("raw", &mp, &raw_s);
+    Ok(())
 }
 
 fn check_echo(sent: u64, got: u64) -> Res {

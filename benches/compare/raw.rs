@@ -73,12 +73,32 @@ pub(crate) fn raw_role(role: &str) -> Res {
             sock.read_to_end(&mut rest)?;
             Ok(())
         }
+        // Messages of BENCH_SIZE bytes (8 by default), each written back as it is.
         "raw-echo" => {
+            let size: usize = std::env::var("BENCH_SIZE").map_or(Ok(8), |s| s.parse())?;
             let mut sock = stdin_socket()?;
-            let mut buf = [0u8; 8];
+            let mut buf = vec![0u8; size];
             loop {
                 match sock.read_exact(&mut buf) {
                     Ok(()) => sock.write_all(&buf)?,
+                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        // 8-byte messages, counted; one with its top bit set is answered with the count.
+        "raw-sink" => {
+            let mut sock = stdin_socket()?;
+            let mut buf = [0u8; 8];
+            let mut count = 0u64;
+            loop {
+                match sock.read_exact(&mut buf) {
+                    Ok(()) => {
+                        count += 1;
+                        if u64::from_le_bytes(buf) >> 63 == 1 {
+                            sock.write_all(&count.to_le_bytes())?;
+                        }
+                    }
                     Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(()),
                     Err(e) => return Err(e.into()),
                 }

@@ -1,7 +1,8 @@
-"""call_roundtrip: Pipe send/recv round trip of a small int with a child that echoes.
+"""call_roundtrip, call_roundtrip_1k: Pipe send/recv round trip with a child that echoes.
 
 usage: python3 pipe_roundtrip.py [fork|spawn|forkserver] [--serve]
-env:   ITERS round trips per repetition (default 2000), REPS (default 5, without --serve)
+env:   ITERS round trips per repetition (default 2000), REPS (default 5, without --serve),
+       SIZE bytes of payload (default 0: a small int; otherwise a bytes object of SIZE)
 One child for the whole run, warmed up with 1000 round trips. Prints per repetition:
 `samples us <mean round trip>` (common.py).
 """
@@ -23,18 +24,20 @@ def echo(conn):
 def main():
     ctx = mp.get_context(positional(0, "fork"))
     iters = env_int("ITERS", 2000)
+    size = env_int("SIZE", 0)
+    msg = bytes(size) if size else MSG
     a, b = ctx.Pipe()
     p = ctx.Process(target=echo, args=(b,))
     p.start()
     b.close()
     for _ in range(1000):
-        a.send(MSG)
+        a.send(msg)
         a.recv()
 
     def rep():
         t0 = perf()
         for _ in range(iters):
-            a.send(MSG)
+            a.send(msg)
             a.recv()
         dt = perf() - t0
         return "us", [dt / iters * 1e6]

@@ -81,16 +81,7 @@ impl Identity {
     /// assert_eq!(Identity::root().next_hop(&Identity::from_path(vec![2])), Hop::Child(2));
     /// ```
     pub fn next_hop(&self, to: &Identity) -> Hop {
-        if to.0.len() > self.0.len() && to.0.starts_with(&self.0) {
-            Hop::Child(to.0[self.0.len()])
-        } else if to == self {
-            Hop::Here
-        } else if self.is_root() {
-            // The root is everyone's ancestor, so nothing can be above it.
-            Hop::Nowhere
-        } else {
-            Hop::Parent
-        }
+        crate::wire::next_hop(&self.0, to.into())
     }
 }
 

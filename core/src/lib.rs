@@ -9,7 +9,10 @@
 //! - [`ExitReason`]: why a process ended, as data, and Python's `exitcode` for it.
 //! - [`Packet`] and [`Envelope`]: what travels on a control link between a parent and
 //!   its child.
-//! - [`codec`]: the rmp-serde encoding used for every packet and payload.
+//! - [`codec`]: the rmp-serde encoding used for every packet and payload; [`wire`]:
+//!   how a control link lays out its messages, envelopes in a fixed layout that
+//!   routing reads in place; [`spsc`]: where the records of a link's shared-memory
+//!   rings go, and what a reader may believe of them.
 //! - Supervision decisions: [`ChildSpec`] and [`SupervisorFlags`] with their validation,
 //!   [`should_restart`] and [`plan_restart`] (OTP's restart types and strategies),
 //!   [`RestartWindow`] (restart intensity) and [`Backoff`] (delays between restarts).
@@ -42,8 +45,10 @@ pub mod ring_queue;
 pub mod scheduler;
 pub mod sem_state;
 mod spec;
+pub mod spsc;
 mod strategy;
 pub mod sync;
+pub mod wire;
 
 pub use backoff::{Backoff, BackoffState};
 pub use decider::{Decider, Directive, ExitMatch};

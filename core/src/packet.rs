@@ -86,6 +86,10 @@ pub struct Hello {
     /// between messages.
     #[serde(default)]
     pub heartbeat: Option<std::time::Duration>,
+    /// The capacity of each of the link's rings, whose memory is the last of the
+    /// descriptors that follow the Hello (not counted in `fds`); `None`: no rings.
+    #[serde(default)]
+    pub rings: Option<u32>,
 }
 
 /// The kind of a registered entry point.

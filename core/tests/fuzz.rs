@@ -75,6 +75,7 @@ fn hello() -> impl Strategy<Value = Hello> {
                 log_level,
                 limits: Limits::default(),
                 heartbeat: secs.map(Duration::from_secs),
+                rings: log_level.map(u32::from),
             },
         )
 }

@@ -137,6 +137,35 @@ pub mod __private {
         pub fn primitive_counts() -> (usize, usize) {
             crate::sync::__primitive_counts()
         }
+
+        /// What [`damage_uplink`] does to this child's ring to its parent.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+        pub enum RingDamage {
+            /// The ring's tail behind its head.
+            TailBehindHead,
+            /// The ring's tail more than a ring ahead of its head.
+            TailPastRing,
+            /// A record whose length runs past the ring.
+            LengthPastRing,
+        }
+
+        /// In a child: damages the ring it writes to its parent as `damage` says and
+        /// wakes the parent's reader to look; `false` in the root.
+        pub fn damage_uplink(damage: RingDamage) -> bool {
+            crate::runtime::router::parent().is_some_and(|link| {
+                link.damage_for_test(damage);
+                true
+            })
+        }
+
+        /// In a child: writes a whole record into the ring to its parent but is
+        /// killed (SIGKILL) before it publishes the record's tail. Never returns in
+        /// a child; returns in the root.
+        pub fn die_mid_ring_write() {
+            if let Some(link) = crate::runtime::router::parent() {
+                link.die_mid_write_for_test();
+            }
+        }
     }
 }
 

@@ -326,6 +326,8 @@ impl Process {
             log_level: crate::runtime::logging::forward_level(),
             limits: self.limits,
             heartbeat: self.heartbeat,
+            // The spawn makes the link's rings.
+            rings: None,
         };
         let request = spawn::Request {
             name: self.name.clone(),

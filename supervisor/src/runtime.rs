@@ -8,7 +8,9 @@
 //! - [`error`]: what can go wrong starting, stopping or calling a process.
 //! - [`current`]: who this process is; [`signals`] and [`stop`]: how it is asked to end.
 //! - [`link`] and [`router`]: the control links to the parent and children, and the
-//!   routing of envelopes along the tree.
+//!   routing of envelopes along the tree; [`ring`]: the shared-memory rings a link
+//!   carries its messages in; [`reply`]: calls waiting for their replies;
+//!   [`mailbox`]: the hosted actor's mailbox.
 //! - [`executor`]: the tokio runtime and the spawner thread; [`logging`]: forwarding
 //!   a child's logs to its parent; [`shm`]: shared memory segments passed between
 //!   processes.
@@ -24,8 +26,11 @@ pub(crate) mod handoff;
 pub(crate) mod heartbeat;
 pub(crate) mod link;
 pub(crate) mod logging;
+pub(crate) mod mailbox;
 pub(crate) mod panic;
 pub(crate) mod registry;
+pub(crate) mod reply;
+pub(crate) mod ring;
 pub(crate) mod router;
 pub(crate) mod shm;
 pub(crate) mod signals;

@@ -156,7 +156,7 @@ impl<A: Actor> ActorRef<A> {
         /// # Errors
         ///
         /// As [`crate::ActorRef::call`].
-        pub fn call(&self, msg: A::Msg) -> Result<A::Reply, CallError> => block;
+        pub fn call(&self, msg: A::Msg) -> Result<A::Reply, CallError> => now(call_blocking);
 
         /// Sends `msg` and waits at most `timeout` for the reply.
         ///

@@ -43,7 +43,7 @@ pub(super) struct CallLink {
 
 impl CallLink {
     fn exchange(&mut self, request: &Request) -> Result<Response, ManagerError> {
-        let Some(fast) = &self.fast else {
+        let Some(fast) = &mut self.fast else {
             self.conn.send(request)?;
             return Ok(self.conn.recv::<Response>()?);
         };

@@ -1,6 +1,11 @@
 //! Actors: the one mailbox a child process serves, and typed handles to call it.
+//!
+//! The actor is hosted by one task that takes the runtime's mailbox of recycled
+//! buffers, not by a ractor actor: ractor boxes every message, and the path from
+//! `ActorRef::call` to the handler and back allocates nothing once warm.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -9,15 +14,16 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use multiproc_core::{Body, BootstrapError, Envelope, Identity, Packet, RemoteError, codec};
+use multiproc_core::wire::{BodyKind, EnvelopeRef, PathRef};
+use multiproc_core::{BootstrapError, Identity, Packet, RemoteError, codec};
 use multiproc_transport::MAX_FRAME_LEN;
-use ractor::ActorProcessingErr;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::runtime;
 use crate::runtime::current::me;
 use crate::runtime::error::CallError;
+use crate::runtime::mailbox::Mail;
 use crate::runtime::registry::EntryOutcome;
 use crate::runtime::{router, stop};
 
@@ -112,6 +118,15 @@ impl<A> fmt::Debug for ActorRef<A> {
     }
 }
 
+/// The least a caller spins for its reply (unless its calls are long): a round trip
+/// takes about 1.5 µs when both ends run, and a sleep and a wake-up 20–50 µs on these
+/// VMs, so a hiccup of a few microseconds on the other side must not cost one.
+const SPIN_FLOOR_US: u64 = 20;
+
+/// How long a blocking caller sleeps on its link's futex before it looks whether
+/// the link's reader task wants the ring (it also wakes the caller when it does).
+const SLEEP_SLICE: Duration = Duration::from_millis(50);
+
 /// Room for the envelope around a payload.
 const ENVELOPE_OVERHEAD: usize = 256;
 
@@ -146,22 +161,49 @@ impl<A: Actor> ActorRef<A> {
     /// [`CallError::Remote`] (no such process, no actor, the message did not decode,
     /// the handler panicked, the process exited), [`CallError::Decode`].
     pub async fn call(&self, msg: A::Msg) -> Result<A::Reply, CallError> {
-        let (corr, mut rx) = self.send_call(&msg)?;
+        self.call_with(msg, false).await
+    }
+
+    /// [`call`](ActorRef::call) from a plain thread that may sleep until the reply
+    /// comes: the blocking API's call.
+    pub(crate) fn call_blocking(&self, msg: A::Msg) -> Result<A::Reply, CallError> {
+        runtime::block_on(self.call_with(msg, true))
+    }
+
+    /// With `may_sleep`, the calling thread is all this future runs on: after its
+    /// spin, it sleeps on the link's futex rather than waiting for the link's reader
+    /// task to wake it, one thread wake-up less per call.
+    async fn call_with(&self, msg: A::Msg, may_sleep: bool) -> Result<A::Reply, CallError> {
         // Spinning briefly for the reply saves the wake-up of this thread, which costs
-        // more than the round trip itself (see `runtime::spin`). Never on the
-        // runtime's own workers: they are what delivers the reply.
+        // more than the round trip itself (see `runtime::spin`); reading the link's
+        // ring meanwhile saves the wake-up of its reader task. Never on the runtime's
+        // own workers: they are what delivers the reply.
+        let polls = !runtime::on_worker();
+        let (pending, link) = self.send(&msg, BodyKind::Call, polls)?;
+        let pending = pending.expect("a call has a reply to wait for");
         let started = std::time::Instant::now();
-        let spun = if runtime::on_worker() {
-            None
-        } else {
-            runtime::spin::wait(started, || rx.try_recv().ok())
-        };
-        let body = match spun {
-            Some(body) => body,
-            None => rx.await.map_err(|_| CallError::ShuttingDown)?,
+        let mut answer = None;
+        if polls {
+            let mut claim = link.as_ref().and_then(|l| l.claim());
+            answer = runtime::spin::wait_at_least(started, SPIN_FLOOR_US, || {
+                if let Some(claim) = claim.as_mut() {
+                    claim.poll();
+                }
+                pending.take(reply::<A>)
+            });
+            if let Some(claim) = claim.as_mut().filter(|_| may_sleep) {
+                while answer.is_none() && claim.sleep(SLEEP_SLICE) {
+                    answer = pending.take(reply::<A>);
+                }
+                answer = answer.or_else(|| pending.take(reply::<A>));
+            }
+        }
+        let out = match answer {
+            Some(out) => out,
+            None => pending.wait(reply::<A>).await,
         };
         runtime::spin::record(started.elapsed());
-        reply::<A>(body, corr)
+        out
     }
 
     /// Like [`call`](ActorRef::call), but gives up after `timeout` with
@@ -175,16 +217,15 @@ impl<A: Actor> ActorRef<A> {
         msg: A::Msg,
         timeout: Duration,
     ) -> Result<A::Reply, CallError> {
-        let (corr, rx) = self.send_call(&msg)?;
-        let waited = runtime::run(async move { tokio::time::timeout(timeout, rx).await }).await;
-        match waited {
-            Ok(Ok(body)) => reply::<A>(body, corr),
-            Ok(Err(_)) => Err(CallError::ShuttingDown),
-            Err(_) => {
-                router::forget_reply(corr);
-                Err(CallError::Timeout(timeout))
+        let (pending, _) = self.send(&msg, BodyKind::Call, false)?;
+        let pending = pending.expect("a call has a reply to wait for");
+        runtime::run(async move {
+            match tokio::time::timeout(timeout, pending.wait(reply::<A>)).await {
+                Ok(out) => out,
+                Err(_) => Err(CallError::Timeout(timeout)),
             }
-        }
+        })
+        .await
     }
 
     /// Sends `msg` without waiting for anything. Delivery is not confirmed: a cast to
@@ -194,150 +235,131 @@ impl<A: Actor> ActorRef<A> {
     ///
     /// [`CallError::Encode`] / [`CallError::TooLarge`] (nothing sent).
     pub fn cast(&self, msg: A::Msg) -> Result<(), CallError> {
-        let payload = encode_payload(&msg)?;
-        router::route(Envelope {
-            to: self.addr.clone(),
-            from: me().identity.clone(),
-            corr: 0,
-            body: Body::Cast(payload),
-        });
-        Ok(())
+        self.send(&msg, BodyKind::Cast, false).map(|_| ())
     }
 
-    fn send_call(&self, msg: &A::Msg) -> Result<(u64, router::PendingReply), CallError> {
-        let payload = encode_payload(msg)?;
-        let corr = router::next_corr();
-        let rx = router::expect_reply(corr);
-        router::route(Envelope {
-            to: self.addr.clone(),
-            from: me().identity.clone(),
-            corr,
-            body: Body::Call(payload),
-        });
-        Ok((corr, rx))
-    }
-}
-
-fn encode_payload<T: Serialize>(msg: &T) -> Result<Vec<u8>, CallError> {
-    let payload = codec::encode(msg).map_err(CallError::Encode)?;
-    let max = MAX_FRAME_LEN - ENVELOPE_OVERHEAD;
-    if payload.len() > max {
-        return Err(CallError::TooLarge {
-            len: payload.len(),
-            max,
-        });
-    }
-    Ok(payload)
-}
-
-fn reply<A: Actor>(body: Body, _corr: u64) -> Result<A::Reply, CallError> {
-    match body {
-        Body::Reply(bytes) => codec::decode(&bytes).map_err(CallError::Decode),
-        Body::Fail(e) => Err(CallError::Remote(e)),
-        Body::Call(_) | Body::Cast(_) | Body::Service(_) => Err(CallError::Remote(
-            RemoteError::Decode("a request came back as a reply".into()),
-        )),
-    }
-}
-
-/// What the process's mailbox holds.
-enum HostMsg {
-    /// A message for the user's actor.
-    Envelope(Envelope),
-    /// Time to tell the parent the mailbox is being served (heartbeat).
-    Beat,
-}
-
-/// The ractor actor that owns the user's actor and serves the process's mailbox.
-struct Host<A>(PhantomData<fn() -> A>);
-
-impl<A: Actor> ractor::Actor for Host<A> {
-    type Msg = HostMsg;
-    type State = A;
-    type Arguments = A;
-
-    async fn pre_start(
+    /// Encodes `msg` into this thread's buffer and routes it; a call's reply to wait
+    /// for, and the link it went out on.
+    fn send(
         &self,
-        _: ractor::ActorRef<HostMsg>,
-        actor: A,
-    ) -> Result<A, ActorProcessingErr> {
-        Ok(actor)
-    }
-
-    async fn handle(
-        &self,
-        _: ractor::ActorRef<HostMsg>,
-        msg: HostMsg,
-        actor: &mut A,
-    ) -> Result<(), ActorProcessingErr> {
-        let env = match msg {
-            HostMsg::Envelope(env) => env,
-            // Handled only between messages: a handler stuck on one stops the beats.
-            HostMsg::Beat => {
-                crate::runtime::heartbeat::heartbeat();
-                return Ok(());
+        msg: &A::Msg,
+        kind: BodyKind,
+        polls: bool,
+    ) -> Result<(Option<router::PendingReply>, Option<router::LinkTx>), CallError> {
+        ENCODED.with_borrow_mut(|payload| {
+            payload.clear();
+            codec::encode_into(msg, payload).map_err(CallError::Encode)?;
+            let max = MAX_FRAME_LEN - ENVELOPE_OVERHEAD;
+            if payload.len() > max {
+                let len = payload.len();
+                shrink(payload);
+                return Err(CallError::TooLarge { len, max });
             }
-        };
-        let (payload, is_call) = match env.body {
-            Body::Call(p) => (p, true),
-            Body::Cast(p) => (p, false),
-            Body::Reply(_) | Body::Fail(_) | Body::Service(_) => return Ok(()),
-        };
-        let answer = |body| {
-            if is_call {
-                router::route(Envelope {
-                    to: env.from.clone(),
-                    from: env.to.clone(),
-                    corr: env.corr,
-                    body,
-                });
-            }
-        };
-        let msg: A::Msg = match codec::decode(&payload) {
-            Ok(m) => m,
-            Err(e) => {
-                if !is_call {
-                    tracing::warn!(error = %e, "dropped a cast that did not decode");
+            let (corr, pending) = match kind {
+                BodyKind::Call => {
+                    let corr = router::next_corr();
+                    (corr, Some(router::expect_reply(corr)))
                 }
-                answer(Body::Fail(RemoteError::Decode(e.to_string())));
-                return Ok(());
-            }
-        };
-        match CatchUnwind(Box::pin(actor.handle(msg))).await {
-            Ok(r) => match codec::encode(&r) {
-                Ok(bytes) => answer(Body::Reply(bytes)),
-                Err(e) => answer(Body::Fail(RemoteError::Encode(e.to_string()))),
-            },
-            Err(panic) => {
-                let message = crate::runtime::panic::panic_message(&*panic);
-                answer(Body::Fail(RemoteError::Panicked(message.clone())));
-                return Err(message.into());
-            }
-        }
-        Ok(())
+                _ => (0, None),
+            };
+            let link = router::route_ref(
+                &EnvelopeRef {
+                    to: (&self.addr).into(),
+                    from: (&me().identity).into(),
+                    corr,
+                    kind,
+                    payload,
+                },
+                polls,
+            );
+            shrink(payload);
+            Ok((pending, link))
+        })
     }
+}
 
-    async fn post_stop(
-        &self,
-        _: ractor::ActorRef<HostMsg>,
-        actor: &mut A,
-    ) -> Result<(), ActorProcessingErr> {
-        actor.stopping().await;
-        Ok(())
+thread_local! {
+    /// Where this thread encodes the messages it sends, reused.
+    static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Lets go of a buffer grown for a large message.
+fn shrink(buf: &mut Vec<u8>) {
+    if buf.capacity() > 1 << 20 {
+        *buf = Vec::new();
+    }
+}
+
+fn reply<A: Actor>(answer: Result<&[u8], RemoteError>) -> Result<A::Reply, CallError> {
+    match answer {
+        Ok(bytes) => codec::decode(bytes).map_err(CallError::Decode),
+        Err(e) => Err(CallError::Remote(e)),
     }
 }
 
 /// Polls a future inside `catch_unwind`, so a panicking handler fails its one call.
-struct CatchUnwind<F>(Pin<Box<F>>);
+struct CatchUnwind<F>(F);
 
-impl<F: Future> Future for CatchUnwind<F> {
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
     type Output = Result<F::Output, Box<dyn Any + Send>>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let fut = self.0.as_mut();
-        match std::panic::catch_unwind(AssertUnwindSafe(move || fut.poll(cx))) {
+        let fut = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(move || Pin::new(fut).poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
             Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// Handles one message: decodes it, runs the handler, answers a call. `Err` with the
+/// panic's message when the handler panicked (its call is answered first).
+async fn handle_one<A: Actor>(actor: &mut A, mail: &Mail, out: &mut Vec<u8>) -> Result<(), String> {
+    let is_call = mail.kind == Some(BodyKind::Call);
+    let answer = |kind: BodyKind, payload: &[u8]| {
+        if is_call {
+            router::route_ref(
+                &EnvelopeRef {
+                    to: PathRef::Words(&mail.from),
+                    from: (&me().identity).into(),
+                    corr: mail.corr,
+                    kind,
+                    payload,
+                },
+                false,
+            );
+        }
+    };
+    let fail = |e: RemoteError| {
+        if let Ok(bytes) = codec::encode(&e) {
+            answer(BodyKind::Fail, &bytes);
+        }
+    };
+    let msg: A::Msg = match codec::decode(&mail.payload) {
+        Ok(m) => m,
+        Err(e) => {
+            if !is_call {
+                tracing::warn!(error = %e, "dropped a cast that did not decode");
+            }
+            fail(RemoteError::Decode(e.to_string()));
+            return Ok(());
+        }
+    };
+    let handling = std::pin::pin!(actor.handle(msg));
+    match CatchUnwind(handling).await {
+        Ok(r) => {
+            out.clear();
+            match codec::encode_into(&r, out) {
+                Ok(()) => answer(BodyKind::Reply, out),
+                Err(e) => fail(RemoteError::Encode(e.to_string())),
+            }
+            shrink(out);
+            Ok(())
+        }
+        Err(panic) => {
+            let message = crate::runtime::panic::panic_message(&*panic);
+            fail(RemoteError::Panicked(message.clone()));
+            Err(message)
         }
     }
 }
@@ -346,7 +368,9 @@ impl<F: Future> Future for CatchUnwind<F> {
 /// the registry) by the bootstrap.
 #[doc(hidden)]
 pub fn run_actor<A: Actor>(args: Vec<u8>) -> EntryOutcome {
-    runtime::block_on(host::<A>(args))
+    // A task on the runtime's worker, beside the link's reader: a message goes from
+    // one to the other without waking a thread.
+    runtime::block_on(runtime::run(host::<A>(args)))
 }
 
 async fn host<A: Actor>(args: Vec<u8>) -> EntryOutcome {
@@ -366,49 +390,55 @@ async fn serve<A: Actor>(args: Vec<u8>) -> EntryOutcome {
         Ok(a) => a,
         Err(e) => return failed(format!("bad arguments: {e}")),
     };
-    let actor = match A::start(args).await {
+    let mut actor = match A::start(args).await {
         Ok(a) => a,
         Err(e) => return failed(e.to_string()),
     };
-    let (cell, join) = match ractor::Actor::spawn(None, Host::<A>(PhantomData), actor).await {
-        Ok(spawned) => spawned,
-        Err(e) => return failed(format!("cannot start the actor: {e}")),
+    let Some(mailbox) = router::take_local() else {
+        return failed("this process has no mailbox for an actor".into());
     };
-    let mailbox = cell.clone();
-    router::set_local(Box::new(move |env| {
-        mailbox.cast(HostMsg::Envelope(env)).map_err(|e| match e {
-            ractor::MessagingErr::SendErr(HostMsg::Envelope(env)) => Some(env),
-            _ => None,
-        })
-    }));
     router::to_parent(Packet::Ready {
         pid: std::process::id(),
     });
-    if let Some(interval) = crate::runtime::heartbeat::heartbeat_interval() {
-        let beats = cell.clone();
-        tokio::spawn(async move {
-            // Three beats per interval: one late beat is not a hang.
-            let mut tick = tokio::time::interval(interval / 3);
-            loop {
-                tick.tick().await;
-                if beats.cast(HostMsg::Beat).is_err() {
-                    return;
-                }
+    // Three beats per interval: one late beat is not a hang. Beats are sent only
+    // between messages: a handler stuck on one stops them.
+    let mut beats = crate::runtime::heartbeat::heartbeat_interval()
+        .map(|interval| tokio::time::interval(interval / 3));
+    let mut stop = std::pin::pin!(stop::wait_for_stop());
+    let mut out = Vec::new();
+    loop {
+        let mail = tokio::select! {
+            biased;
+            () = &mut stop => {
+                actor.stopping().await;
+                return EntryOutcome::Returned;
             }
-        });
+            () = beat(&mut beats) => {
+                crate::runtime::heartbeat::heartbeat();
+                continue;
+            }
+            mail = mailbox.recv() => match mail {
+                Some(mail) => mail,
+                None => return EntryOutcome::Failed("the actor's mailbox closed".into()),
+            },
+        };
+        let handled = handle_one(&mut actor, &mail, &mut out).await;
+        mailbox.recycle(mail);
+        if let Err(message) = handled {
+            // As OTP's `handle_call` crashing: the process ends; `stopping` does not run.
+            let (message, location) =
+                crate::runtime::panic::take_panic().unwrap_or((message, None));
+            return EntryOutcome::Panicked { message, location };
+        }
     }
-    let mut join = join;
-    tokio::select! {
-        () = stop::wait_for_stop() => {
-            cell.stop(None);
-            let _ = (&mut join).await;
-            EntryOutcome::Returned
+}
+
+/// The next heartbeat, or never.
+async fn beat(beats: &mut Option<tokio::time::Interval>) {
+    match beats {
+        Some(beats) => {
+            beats.tick().await;
         }
-        _ = &mut join => {
-            match crate::runtime::panic::take_panic() {
-                Some((message, location)) => EntryOutcome::Panicked { message, location },
-                None => EntryOutcome::Failed("the actor stopped".into()),
-            }
-        }
+        None => std::future::pending().await,
     }
 }

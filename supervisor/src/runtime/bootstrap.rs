@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use multiproc_core::{
-    BootstrapError, EntryKind, ExitReport, Hello, PROTOCOL_VERSION, Packet, codec,
+    BootstrapError, EntryKind, ExitReport, Hello, PROTOCOL_VERSION, Packet, codec, wire,
 };
 use multiproc_transport::MAX_FRAME_LEN;
 use tokio::sync::oneshot;
@@ -30,14 +30,15 @@ use crate::runtime::exit::{
     EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, exit_now,
 };
 use crate::runtime::handoff::{ENV_BOOTSTRAP, ENV_PARENT_PID, take_control_socket};
-use crate::runtime::link::{Link, Outgoing};
+use crate::runtime::link::{Link, Outgoing, Peer};
 use crate::runtime::panic::{install_panic_hook, panic_message, take_panic};
 use crate::runtime::registry::EntryOutcome;
+use crate::runtime::ring::Rings;
 use crate::runtime::router;
 use crate::runtime::{heartbeat, logging, registry, signals, stop};
 
 /// Most file descriptors a Hello may carry.
-const MAX_HELLO_FDS: usize = 64;
+const MAX_HELLO_FDS: usize = 65;
 
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
@@ -178,20 +179,34 @@ fn child_main(origin: Origin) -> i32 {
         Ok(pid) => pid,
         Err(code) => return code,
     };
-    let (mut sock, hello, fds, entry) = match handshake() {
+    let (sock, rings, hello, fds, entry) = match handshake() {
         Ok(h) => h,
         Err(code) => return code,
     };
-    if let Err(code) = become_child(&mut sock, &hello, entry, parent_pid) {
-        return code;
-    }
-    let uplink = match start_parent_link(sock, parent_pid) {
+    become_child(&hello, entry, parent_pid);
+    let uplink = match start_parent_link(sock, rings, parent_pid) {
         Ok(tx) => tx,
         Err(e) => {
             eprintln!("multiproc: cannot serve the control socket: {e}");
             return EXIT_BOOTSTRAP_FAILED;
         }
     };
+    // A function's Ready is written before it runs: a function that calls
+    // `std::process::exit` at once must still have completed the handshake (it is in
+    // the ring when `send` returns). An actor's Ready waits for its `start` (see
+    // `actor::serve`), so that a started actor child is one that can take messages,
+    // and a failing `start` fails the parent's `start()`, as OTP's `start_link` waits
+    // for `init`.
+    if entry.kind == EntryKind::Function {
+        let _ = uplink.send(Outgoing::Packet(Packet::Ready {
+            pid: std::process::id(),
+        }));
+        // A parent that closed the link gave up on this child (it was stopped, or its
+        // pool terminated, while it started): nothing to run for.
+        if uplink.is_closed() || uplink.peer_hung_up() {
+            return EXIT_PARENT_GONE;
+        }
+    }
     logging::install_forwarder(uplink.clone(), hello.log_level);
     signals::ignore_sigint();
 
@@ -225,10 +240,11 @@ fn parent_of(origin: Origin) -> Result<u32, i32> {
 }
 
 /// The child's side of the handshake, up to (not including) its Ready: takes the
-/// control socket off fd 0, reads and checks the Hello, sets the limits, builds the
-/// runtime under them and finds the entry. A failure is answered `Rejected` where the
-/// parent can still hear it, and is the status to exit with.
-fn handshake() -> Result<(StdUnixStream, Hello, Vec<OwnedFd>, &'static registry::Entry), i32> {
+/// control socket off fd 0, reads and checks the Hello, maps the link's rings, sets
+/// the limits, builds the runtime under them and finds the entry. A failure is
+/// answered `Rejected` where the parent can still hear it, and is the status to exit
+/// with.
+fn handshake() -> Result<Handshake, i32> {
     // SAFETY: `init()` is the first line of `main`, so no other thread exists yet that
     // could read the environment concurrently. The markers must not leak into programs
     // this child runs.
@@ -244,24 +260,33 @@ fn handshake() -> Result<(StdUnixStream, Hello, Vec<OwnedFd>, &'static registry:
         }
     };
     let mut sock = StdUnixStream::from(ctl);
-    let (hello, fds) = match read_hello(&mut sock) {
+    let refuse = |sock: &mut StdUnixStream, e| {
+        let _ = reject(sock, e);
+        Err(EXIT_BOOTSTRAP_FAILED)
+    };
+    let (hello, mut fds) = match read_hello(&mut sock) {
         Ok(h) => h,
-        Err(e) => {
-            let _ = reject(&mut sock, e);
-            return Err(EXIT_BOOTSTRAP_FAILED);
+        Err(e) => return refuse(&mut sock, e),
+    };
+    let rings = match (hello.rings, fds.pop()) {
+        (Some(cap), Some(fd)) => match Rings::adopt(&fd, cap as usize) {
+            Ok(rings) => rings,
+            Err(e) => return refuse(&mut sock, BootstrapError::BadHello(e.to_string())),
+        },
+        _ => {
+            let why = "the Hello came without the link's shared memory".into();
+            return refuse(&mut sock, BootstrapError::BadHello(why));
         }
     };
     if let Err(e) = apply_limits(&hello.limits) {
-        let _ = reject(&mut sock, BootstrapError::Limits(e.to_string()));
-        return Err(EXIT_BOOTSTRAP_FAILED);
+        return refuse(&mut sock, BootstrapError::Limits(e.to_string()));
     }
     // Built before Ready, under the limits just set: a child that cannot have its
     // threads says why, rather than starting and dying at its first message.
     match runtime::ensure() {
         Ok(_) => {}
         Err(Error::Exhausted { source, .. }) => {
-            let _ = reject(&mut sock, BootstrapError::Exhausted(source));
-            return Err(EXIT_BOOTSTRAP_FAILED);
+            return refuse(&mut sock, BootstrapError::Exhausted(source));
         }
         Err(e) => {
             eprintln!("multiproc: {e}");
@@ -269,26 +294,27 @@ fn handshake() -> Result<(StdUnixStream, Hello, Vec<OwnedFd>, &'static registry:
         }
     }
     let Some(entry) = registry::by_name(&hello.entry).filter(|e| e.kind == hello.kind) else {
-        let _ = reject(
-            &mut sock,
-            BootstrapError::UnknownEntry {
-                kind: hello.kind,
-                name: hello.entry.clone(),
-            },
-        );
-        return Err(EXIT_BOOTSTRAP_FAILED);
+        let unknown = BootstrapError::UnknownEntry {
+            kind: hello.kind,
+            name: hello.entry.clone(),
+        };
+        return refuse(&mut sock, unknown);
     };
-    Ok((sock, hello, fds, entry))
+    Ok((sock, rings, hello, fds, entry))
 }
 
-/// Becomes the process the Hello names: who it is, its panic hook and heartbeat; and,
-/// for a function, answers Ready now (an actor answers once its `start` has run).
-fn become_child(
-    sock: &mut StdUnixStream,
-    hello: &Hello,
-    entry: &registry::Entry,
-    parent_pid: u32,
-) -> Result<(), i32> {
+/// What a completed handshake hands on: the socket, the rings, the Hello, the
+/// descriptors for the entry, and the entry.
+type Handshake = (
+    StdUnixStream,
+    Rings,
+    Hello,
+    Vec<OwnedFd>,
+    &'static registry::Entry,
+);
+
+/// Becomes the process the Hello names: who it is, its panic hook and heartbeat.
+fn become_child(hello: &Hello, entry: &registry::Entry, parent_pid: u32) {
     current::set_me(Me {
         identity: hello.identity.clone(),
         name: hello.name.clone(),
@@ -306,31 +332,6 @@ fn become_child(
     if entry.kind == EntryKind::Actor {
         router::expect_local();
     }
-    // A function's Ready is written before it runs, synchronously: a function that
-    // calls `std::process::exit` at once must still have completed the handshake. An
-    // actor's Ready waits for its `start` (see `actor::serve`), so that a started actor
-    // child is one that can take messages, and a failing `start` fails the parent's
-    // `start()`, as OTP's `start_link` waits for `init`.
-    if entry.kind == EntryKind::Function
-        && let Err(e) = write_packet(
-            sock,
-            &Packet::Ready {
-                pid: std::process::id(),
-            },
-        )
-    {
-        // A parent that closed the link gave up on this child (it was stopped, or its
-        // pool terminated, while it started): nothing to say about that.
-        if !matches!(
-            e.kind(),
-            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-        ) {
-            eprintln!("multiproc: cannot answer the parent: {e}");
-        }
-        return Err(EXIT_PARENT_GONE);
-    }
-
-    Ok(())
 }
 
 /// Runs the entry with its arguments, catching a panic as its outcome.
@@ -451,10 +452,10 @@ fn read_hello(sock: &mut StdUnixStream) -> Result<(Hello, Vec<OwnedFd>), Bootstr
         });
     }
     let hello: Hello = codec::decode(&body).map_err(|e| bad(&e))?;
-    if hello.fds as usize != fds.len() {
+    let expected = hello.fds as usize + usize::from(hello.rings.is_some());
+    if expected != fds.len() {
         return Err(bad(&format!(
-            "expected {} descriptors, received {}",
-            hello.fds,
+            "expected {expected} descriptors, received {}",
             fds.len()
         )));
     }
@@ -465,20 +466,28 @@ fn reject(sock: &mut StdUnixStream, why: BootstrapError) -> std::io::Result<()> 
     write_packet(sock, &Packet::Rejected(why))
 }
 
+/// Writes a packet straight on the socket, before the link's rings are in use: a
+/// message marked as written without a marker in the ring.
 fn write_packet(sock: &mut StdUnixStream, packet: &Packet) -> std::io::Result<()> {
-    let packet = codec::encode(packet).map_err(std::io::Error::other)?;
-    let mut frame = (packet.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&packet);
+    let mut msg = vec![wire::PACKET | wire::DIRECT];
+    codec::encode_into(packet, &mut msg).map_err(std::io::Error::other)?;
+    let mut frame = (msg.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&msg);
     sock.write_all(&frame)
 }
 
 /// Starts the tasks serving the link to the parent; returns the sender of the link.
-fn start_parent_link(sock: StdUnixStream, parent_pid: u32) -> std::io::Result<router::LinkTx> {
+fn start_parent_link(
+    sock: StdUnixStream,
+    rings: Rings,
+    parent_pid: u32,
+) -> std::io::Result<router::LinkTx> {
     let handle = runtime::handle();
     let _enter = handle.enter();
     sock.set_nonblocking(true)?;
     let stream = tokio::net::UnixStream::from_std(sock)?;
-    let link = Link::new(stream);
+    // This end's reader spins a little: calls to a child come back to back.
+    let link = Link::new(stream, rings, Peer::Parent, true);
     router::set_parent(Arc::clone(&link));
     register_exit_handler();
 

@@ -12,7 +12,7 @@ use multiproc_core::{EntryKind, ExitReason, ExitReport, Identity, Limits, Packet
 use tokio::sync::{oneshot, watch};
 
 use crate::runtime::error::Error;
-use crate::runtime::link::{Link, LinkEnd, Outgoing};
+use crate::runtime::link::{Link, LinkEnd, Outgoing, Peer};
 use crate::runtime::router::{self, LinkTx};
 use crate::runtime::spawn::{self, Output};
 use crate::runtime::{self, exit};
@@ -131,10 +131,12 @@ pub(crate) async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error
     let spawn::Spawned {
         mut waiter,
         stream,
+        rings,
         pidfd,
         pid,
     } = spawned;
-    let link = Link::new(stream);
+    // A parent's readers never spin: its callers read their own replies.
+    let link = Link::new(stream, rings, Peer::Child(number), false);
     let killer = pidfd
         .try_clone()
         .map_err(|e| Error::os("cannot duplicate the child's pidfd", e))?;
@@ -142,7 +144,7 @@ pub(crate) async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error
     // an actor from its `start`) before its handshake is processed here, and the
     // answers must find their way back down.
     router::add_child(number, Arc::clone(&link));
-    let served = serve_link(number, name.clone(), Arc::clone(&link), killer);
+    let served = serve_link(name.clone(), Arc::clone(&link), killer);
     if let Err(e) = await_handshake(&mut waiter, served.first, timeout, &name, pid).await {
         router::remove_child(number, &identity);
         return Err(e);
@@ -203,7 +205,7 @@ struct Served {
 /// or `Rejected` answers the handshake; envelopes are routed, logs re-emitted,
 /// heartbeats timed and the exit report kept. A link that breaks gets its child
 /// killed through `killer`: a child that cannot be talked to is not left running.
-fn serve_link(number: u32, peer: String, link: Arc<Link>, killer: OwnedFd) -> Served {
+fn serve_link(peer: String, link: Arc<Link>, killer: OwnedFd) -> Served {
     let (first_tx, first) = oneshot::channel::<Packet>();
     let last_beat = Arc::new(Mutex::new(tokio::time::Instant::now()));
     let beat = Arc::clone(&last_beat);
@@ -220,7 +222,6 @@ fn serve_link(number: u32, peer: String, link: Arc<Link>, killer: OwnedFd) -> Se
                     return;
                 }
                 match packet {
-                    Packet::Envelope(env) => router::from_child(number, env),
                     Packet::Log(record) => crate::runtime::logging::from_child(record),
                     Packet::Exiting(r) => report = Some(r),
                     Packet::Heartbeat => {
@@ -234,10 +235,15 @@ fn serve_link(number: u32, peer: String, link: Arc<Link>, killer: OwnedFd) -> Se
             })
             .await;
         link.shut().await;
-        if let LinkEnd::Broken(e) = end {
+        let broke = match end {
+            LinkEnd::Eof => None,
+            LinkEnd::Broken(e) => Some(e.to_string()),
+            LinkEnd::Corrupt(c) => Some(c.to_string()),
+        };
+        if let Some(error) = broke {
             // Nothing more can be read from it, so nothing can be asked of it: a child
             // we cannot talk to is killed rather than left running unreachable.
-            tracing::error!(peer, error = %e, "control link to a child broke; killing the child");
+            tracing::error!(peer, %error, "control link to a child broke; killing the child");
             let _ = rustix::process::pidfd_send_signal(&killer, rustix::process::Signal::KILL);
         }
         report

@@ -146,12 +146,12 @@ pub(crate) mod spin {
         })
     }
 
-    fn budget() -> Duration {
+    fn budget(floor: u64) -> Duration {
         let average = AVERAGE.with(Cell::get);
         if !enabled() || average > 2 * SPIN_MAX {
             return Duration::ZERO;
         }
-        Duration::from_micros((2 * average).min(SPIN_MAX))
+        Duration::from_micros((2 * average).clamp(floor.min(SPIN_MAX), SPIN_MAX))
     }
 
     /// Records how long a wait took, start to result.
@@ -163,8 +163,20 @@ pub(crate) mod spin {
     }
 
     /// Polls `ready` until it returns `Some` or this thread's budget runs out.
-    pub(crate) fn wait<T>(started: Instant, mut ready: impl FnMut() -> Option<T>) -> Option<T> {
-        let until = started + budget();
+    pub(crate) fn wait<T>(started: Instant, ready: impl FnMut() -> Option<T>) -> Option<T> {
+        wait_at_least(started, 0, ready)
+    }
+
+    /// As [`wait`], with a budget of at least `floor_us` microseconds unless this
+    /// thread's waits are long: for waits whose result usually comes within a few
+    /// microseconds, where a short hiccup on the other side must not cost a sleep
+    /// and a wake-up (tens of microseconds here).
+    pub(crate) fn wait_at_least<T>(
+        started: Instant,
+        floor_us: u64,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let until = started + budget(floor_us);
         while Instant::now() < until {
             for _ in 0..32 {
                 std::hint::spin_loop();
@@ -187,8 +199,14 @@ fn park_on<F: Future>(fut: F) -> F::Output {
             self.0.unpark();
         }
     }
+    thread_local! {
+        /// This thread's waker, made once: a blocking call allocates nothing.
+        static WAKER: Waker = Waker::from(Arc::new(Unpark(thread::current())));
+    }
     let _enter = handle().enter();
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
+    let waker = WAKER
+        .try_with(Waker::clone)
+        .unwrap_or_else(|_| Waker::from(Arc::new(Unpark(thread::current()))));
     let mut cx = Context::from_waker(&waker);
     let mut fut = pin!(fut);
     if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {

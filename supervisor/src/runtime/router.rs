@@ -1,6 +1,9 @@
 //! Moves envelopes along the process tree: to the local actor, down to a child, or up
 //! to the parent, and matches replies with the calls that wait for them.
 //!
+//! Envelopes travel as [`EnvelopeRef`]s, borrowed from the caller or from a link's
+//! buffer: routing one allocates nothing (paths up to [`INLINE`] levels deep).
+//!
 //! # Invariants
 //!
 //! - Every call that enters a child's link is remembered until its reply comes back
@@ -13,15 +16,17 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use std::sync::Arc;
-
-use multiproc_core::{Body, Envelope, Hop, Identity, Packet, RemoteError};
-use tokio::sync::oneshot;
+use multiproc_core::wire::{self, BodyKind, EnvelopeRef, PathRef};
+use multiproc_core::{Envelope, Hop, Identity, Packet, RemoteError, codec};
 
 use crate::runtime::current::me;
-use crate::runtime::link::{Link, Outgoing, SendError};
+use crate::runtime::link::{EnvelopeError, Link, Outgoing, Peer, SendError};
+use crate::runtime::mailbox::Mailbox;
+use crate::runtime::reply;
+
+pub(crate) use crate::runtime::reply::PendingReply;
 
 pub(crate) type LinkTx = Arc<Link>;
 
@@ -37,14 +42,41 @@ pub(crate) struct Service {
 #[linkme::distributed_slice]
 pub(crate) static SERVICES: [Service];
 
-/// Puts an envelope in the local actor's mailbox; gives it back if the mailbox is
-/// closed (`None` if it was lost on the way).
-pub(crate) type LocalMailbox = Box<dyn Fn(Envelope) -> Result<(), Option<Envelope>> + Send>;
+/// Levels of a caller's identity kept inline in the table of calls in flight.
+const INLINE: usize = 8;
+
+/// A caller's identity, inline when it is short (every tree in practice).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Caller {
+    Inline(u8, [u32; INLINE]),
+    Deep(Box<[u32]>),
+}
+
+impl Caller {
+    fn new(path: PathRef<'_>) -> Caller {
+        if path.len() <= INLINE {
+            let mut words = [0; INLINE];
+            for (w, n) in words.iter_mut().zip(path.iter()) {
+                *w = n;
+            }
+            Caller::Inline(path.len() as u8, words)
+        } else {
+            Caller::Deep(path.iter().collect())
+        }
+    }
+
+    fn identity(&self) -> Identity {
+        match self {
+            Caller::Inline(len, words) => Identity::from_path(words[..*len as usize].to_vec()),
+            Caller::Deep(path) => Identity::from_path(path.to_vec()),
+        }
+    }
+}
 
 struct ChildLink {
     tx: LinkTx,
     /// (caller, corr) of calls sent into this link and not yet answered.
-    inflight: HashSet<(Identity, u64)>,
+    inflight: HashSet<(Caller, u64)>,
 }
 
 /// The actor of this process, as far as routing is concerned.
@@ -53,10 +85,11 @@ enum Local {
     /// This process hosts no actor.
     #[default]
     None,
-    /// The actor is starting: messages wait here, in order, until it can take them.
-    Starting(Vec<Envelope>),
-    /// The actor's mailbox.
-    Running(LocalMailbox),
+    /// Its mailbox; `running` once the actor took it.
+    Mailbox {
+        mailbox: Arc<Mailbox>,
+        running: bool,
+    },
 }
 
 #[derive(Default)]
@@ -64,16 +97,6 @@ struct Tables {
     parent: Option<LinkTx>,
     children: HashMap<u32, ChildLink>,
     local: Local,
-}
-
-/// Calls from this process waiting for their replies. Apart from the tables, so a
-/// caller registering its call never waits for a reader that is routing.
-fn pending() -> MutexGuard<'static, HashMap<u64, oneshot::Sender<Body>>> {
-    static PENDING: OnceLock<Mutex<HashMap<u64, oneshot::Sender<Body>>>> = OnceLock::new();
-    PENDING
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
 }
 
 fn tables() -> MutexGuard<'static, Tables> {
@@ -93,8 +116,10 @@ pub(crate) fn next_corr() -> u64 {
 /// Sends a packet up to the parent, if this process has one.
 pub(crate) fn to_parent(packet: Packet) {
     let parent = tables().parent.clone();
-    if let Some(link) = parent {
-        let _ = link.send(Outgoing::Packet(packet));
+    if let Some(link) = parent
+        && let Err(SendError::Refused(packet, why)) = link.send(Outgoing::Packet(packet))
+    {
+        refuse_packet(packet, why);
     }
 }
 
@@ -102,39 +127,45 @@ pub(crate) fn set_parent(tx: LinkTx) {
     tables().parent = Some(tx);
 }
 
-/// This process will host an actor: hold its messages until it runs.
+/// The link to the parent, if this process has one.
+pub(crate) fn parent() -> Option<LinkTx> {
+    tables().parent.clone()
+}
+
+/// This process will host an actor: its mailbox holds messages until it runs.
 pub(crate) fn expect_local() {
-    tables().local = Local::Starting(Vec::new());
-}
-
-/// The actor runs: deliver what waited, then everything else as it comes.
-pub(crate) fn set_local(mailbox: LocalMailbox) {
-    let mut t = tables();
-    let waiting = match std::mem::replace(&mut t.local, Local::None) {
-        Local::Starting(waiting) => waiting,
-        _ => Vec::new(),
+    tables().local = Local::Mailbox {
+        mailbox: Arc::default(),
+        running: false,
     };
-    let mut refused = Vec::new();
-    for env in waiting {
-        if let Err(Some(env)) = mailbox(env) {
-            refused.push(env);
+}
+
+/// The actor runs: its mailbox, with what waited in it.
+pub(crate) fn take_local() -> Option<Arc<Mailbox>> {
+    match &mut tables().local {
+        Local::Mailbox { mailbox, running } => {
+            *running = true;
+            Some(Arc::clone(mailbox))
         }
-    }
-    t.local = Local::Running(mailbox);
-    drop(t);
-    for env in refused {
-        let to = env.to.clone();
-        bounce(env, RemoteError::NoActor(to));
+        Local::None => None,
     }
 }
 
-/// The actor is gone (or never started): refuse what waited and what comes.
+/// The actor is gone (or never started): later messages are refused. Calls that
+/// waited for an actor that never ran are refused now; those queued for one that ran
+/// fail as its process exits, as they would have in its mailbox.
 pub(crate) fn clear_local() {
-    let old = std::mem::replace(&mut tables().local, Local::None);
-    if let Local::Starting(waiting) = old {
-        for env in waiting {
-            let to = env.to.clone();
-            bounce(env, RemoteError::NoActor(to));
+    let old = std::mem::take(&mut tables().local);
+    if let Local::Mailbox { mailbox, running } = old {
+        let waiting = mailbox.close();
+        if !running {
+            let here = &me().identity;
+            for mail in waiting {
+                if mail.kind == Some(BodyKind::Call) {
+                    let err = RemoteError::NoActor(here.clone());
+                    fail(PathRef::Words(&mail.from), here.path(), mail.corr, &err);
+                }
+            }
         }
     }
 }
@@ -154,85 +185,80 @@ pub(crate) fn remove_child(n: u32, identity: &Identity) {
     let link = tables().children.remove(&n);
     for (caller, corr) in link.map(|l| l.inflight).unwrap_or_default() {
         route(Envelope {
-            to: caller,
+            to: caller.identity(),
             from: identity.clone(),
             corr,
-            body: Body::Fail(RemoteError::Exited(identity.clone())),
+            body: multiproc_core::Body::Fail(RemoteError::Exited(identity.clone())),
         });
     }
 }
 
 /// Registers a call waiting for its reply.
 pub(crate) fn expect_reply(corr: u64) -> PendingReply {
-    let (tx, rx) = oneshot::channel();
-    pending().insert(corr, tx);
-    PendingReply { corr, rx }
-}
-
-/// The reply a call waits for. Dropping it (a call's future dropped before its reply
-/// came) forgets the call, so that a reply that never comes leaves no entry behind.
-#[derive(Debug)]
-pub(crate) struct PendingReply {
-    corr: u64,
-    rx: oneshot::Receiver<Body>,
-}
-
-impl PendingReply {
-    /// The reply, if it has come.
-    pub(crate) fn try_recv(&mut self) -> Result<Body, oneshot::error::TryRecvError> {
-        self.rx.try_recv()
-    }
-}
-
-impl std::future::Future for PendingReply {
-    type Output = Result<Body, oneshot::error::RecvError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.rx).poll(cx)
-    }
-}
-
-impl Drop for PendingReply {
-    fn drop(&mut self) {
-        // Already gone once the reply was delivered; correlations are never reused.
-        forget_reply(self.corr);
-    }
+    reply::expect(corr)
 }
 
 /// Forgets a call that stopped waiting (timed out).
 pub(crate) fn forget_reply(corr: u64) {
-    pending().remove(&corr);
+    reply::forget(corr);
 }
 
-/// Called by a parent-side link reader for each envelope that comes *up* out of child
-/// `n`: a reply leaving the child closes the call that went in.
-pub(crate) fn from_child(n: u32, env: Envelope) {
-    if matches!(env.body, Body::Reply(_) | Body::Fail(_))
+/// An envelope read from a link to `peer`: one that comes *up* out of a child, if it
+/// is an answer, closes the call that went in.
+pub(crate) fn incoming(peer: Peer, env: &EnvelopeRef<'_>) {
+    if let Peer::Child(n) = peer
+        && matches!(env.kind, BodyKind::Reply | BodyKind::Fail)
         && let Some(link) = tables().children.get_mut(&n)
     {
-        link.inflight.remove(&(env.to.clone(), env.corr));
+        link.inflight.remove(&(Caller::new(env.to), env.corr));
     }
-    route(env);
+    route_ref(env, false);
+}
+
+/// As [`incoming`], for an envelope that came as a packet.
+pub(crate) fn incoming_owned(peer: Peer, env: Envelope) {
+    with_ref(&env, |r| incoming(peer, r));
 }
 
 /// Sends an envelope one step closer to its destination (or delivers it here).
 pub(crate) fn route(env: Envelope) {
-    let hop = me().identity.next_hop(&env.to);
-    // Pick the link under the lock, write outside it: a write is a syscall, and callers
-    // registering replies or other readers routing should not wait for it.
+    with_ref(&env, |r| {
+        route_ref(r, false);
+    });
+}
+
+fn with_ref(env: &Envelope, f: impl FnOnce(&EnvelopeRef<'_>)) {
+    let mut bytes = Vec::new();
+    match wire::write_envelope(env, &mut bytes) {
+        Ok(()) => match EnvelopeRef::parse(&bytes) {
+            Ok(r) => f(&r),
+            Err(e) => tracing::error!(error = %e, "an envelope that does not read back"),
+        },
+        Err(e) => tracing::error!(error = %e, "an envelope that does not encode"),
+    }
+}
+
+/// Sends an envelope one step closer to its destination (or delivers it here), and
+/// returns the link it went out on. With `polls`, the sender will read that link's
+/// ring for the answer itself.
+pub(crate) fn route_ref(env: &EnvelopeRef<'_>, polls: bool) -> Option<LinkTx> {
+    let hop = env.next_hop(me().identity.path());
+    // Pick the link under the lock, write outside it: a write may be a syscall, and
+    // callers or other readers routing should not wait for it.
     let (link, call) = {
         let mut t = tables();
         match hop {
-            Hop::Here => return deliver_here(t, env),
+            Hop::Here => {
+                drop(t);
+                deliver_here(env);
+                return None;
+            }
             Hop::Child(n) => match t.children.get_mut(&n) {
                 Some(child) => {
-                    // A service request with correlation 0 expects no answer.
-                    let call = (matches!(env.body, Body::Call(_))
-                        || matches!(env.body, Body::Service(_)) && env.corr != 0)
-                        .then(|| (env.from.clone(), env.corr));
+                    let call = env
+                        .kind
+                        .expects_answer(env.corr)
+                        .then(|| (Caller::new(env.from), env.corr));
                     if let Some(key) = &call {
                         child.inflight.insert(key.clone());
                     }
@@ -244,13 +270,17 @@ pub(crate) fn route(env: Envelope) {
             Hop::Nowhere => (None, None),
         }
     };
-    let packet = Outgoing::Packet(Packet::Envelope(env));
-    let failed = match link {
-        Some(link) => match link.send(packet) {
-            Ok(()) => return,
-            Err(e) => e,
-        },
-        None => SendError::Closed(packet),
+    let failed = match &link {
+        Some(link) => {
+            if polls {
+                link.expect_reply();
+            }
+            match link.send_envelope(env) {
+                Ok(()) => return Some(Arc::clone(link)),
+                Err(e) => e,
+            }
+        }
+        None => EnvelopeError::Closed,
     };
     if let Some((n, key)) = call
         && let Some(child) = tables().children.get_mut(&n)
@@ -258,72 +288,86 @@ pub(crate) fn route(env: Envelope) {
         child.inflight.remove(&key);
     }
     match failed {
-        SendError::Closed(Outgoing::Packet(Packet::Envelope(env))) => {
-            let to = env.to.clone();
-            bounce(env, RemoteError::NoProcess(to));
-        }
-        SendError::Refused(packet, why) => refuse(packet, why),
-        SendError::Closed(_) => {}
+        EnvelopeError::Closed => bounce(env, RemoteError::NoProcess(env.to.to_identity())),
+        EnvelopeError::Refused(why) => refuse(env, why),
     }
+    None
 }
 
-fn deliver_here(mut t: MutexGuard<'static, Tables>, env: Envelope) {
-    match env.body {
-        Body::Reply(_) | Body::Fail(_) => {
-            drop(t);
-            if let Some(waiter) = pending().remove(&env.corr) {
-                let _ = waiter.send(env.body);
+fn deliver_here(env: &EnvelopeRef<'_>) {
+    match env.kind {
+        BodyKind::Reply | BodyKind::Fail => reply::deliver(env.corr, env.kind, env.payload),
+        BodyKind::Service => match (SERVICES.first(), env.to_envelope()) {
+            (Some(service), Ok(env)) => (service.serve)(env),
+            (None, _) => bounce(env, RemoteError::NoActor(me().identity.clone())),
+            (_, Err(e)) => {
+                tracing::warn!(error = %e, "dropped a service request that does not decode")
             }
-        }
-        Body::Service(_) => {
-            drop(t);
-            match SERVICES.first() {
-                Some(service) => (service.serve)(env),
-                None => bounce(env, RemoteError::NoActor(me().identity.clone())),
-            }
-        }
-        Body::Call(_) | Body::Cast(_) => {
-            let refused = match &mut t.local {
-                Local::Running(mailbox) => match mailbox(env) {
-                    Err(Some(env)) => env,
-                    _ => return,
-                },
-                Local::Starting(waiting) => return waiting.push(env),
-                Local::None => env,
+        },
+        BodyKind::Call | BodyKind::Cast => {
+            let mailbox = match &tables().local {
+                Local::Mailbox { mailbox, .. } => Some(Arc::clone(mailbox)),
+                Local::None => None,
             };
-            drop(t);
-            let to = refused.to.clone();
-            bounce(refused, RemoteError::NoActor(to));
+            if !mailbox.is_some_and(|m| m.push(env)) {
+                bounce(env, RemoteError::NoActor(me().identity.clone()));
+            }
         }
     }
 }
 
 /// Answers an undeliverable call with `err`; drops anything else, with a log line.
-pub(crate) fn bounce(env: Envelope, err: RemoteError) {
-    match env.body {
-        Body::Call(_) | Body::Service(_) => route(Envelope {
-            to: env.from,
-            from: me().identity.clone(),
-            corr: env.corr,
-            body: Body::Fail(err),
-        }),
-        _ => tracing::debug!(to = %env.to, error = %err, "dropped an undeliverable message"),
+pub(crate) fn bounce(env: &EnvelopeRef<'_>, err: RemoteError) {
+    if env.kind.expects_answer(env.corr) || env.kind == BodyKind::Service {
+        fail(env.from, me().identity.path(), env.corr, &err);
+    } else {
+        tracing::debug!(to = %env.to.to_identity(), error = %err, "dropped an undeliverable message");
+    }
+}
+
+/// As [`bounce`], for an owned envelope.
+pub(crate) fn bounce_envelope(env: Envelope, err: RemoteError) {
+    with_ref(&env, |r| bounce(r, err));
+}
+
+/// Sends `err` as the answer to call `corr` of `to`.
+fn fail(to: PathRef<'_>, from: &[u32], corr: u64, err: &RemoteError) {
+    let payload = match codec::encode(err) {
+        Ok(p) => p,
+        Err(e) => return tracing::error!(error = %e, "a failure that does not encode"),
+    };
+    route_ref(
+        &EnvelopeRef {
+            to,
+            from: PathRef::Words(from),
+            corr,
+            kind: BodyKind::Fail,
+            payload: &payload,
+        },
+        false,
+    );
+}
+
+/// An envelope that cannot go on the wire: its caller learns why, if it waits.
+fn refuse(env: &EnvelopeRef<'_>, why: String) {
+    tracing::warn!(%why, "cannot send an envelope on a control link");
+    match env.kind {
+        BodyKind::Call | BodyKind::Service => bounce(env, RemoteError::Encode(why)),
+        // The reply's caller waits: it learns why from the replier's place.
+        BodyKind::Reply => fail(
+            env.to,
+            &env.from.iter().collect::<Vec<_>>(),
+            env.corr,
+            &RemoteError::Encode(why),
+        ),
+        _ => {}
     }
 }
 
 /// A packet that cannot go on the wire: its caller learns why, if it waits.
-pub(crate) fn refuse(packet: Packet, why: String) {
+pub(crate) fn refuse_packet(packet: Packet, why: String) {
     tracing::warn!(%why, "cannot send a packet on a control link");
     if let Packet::Envelope(env) = packet {
-        match env.body {
-            Body::Call(_) | Body::Service(_) => bounce(env, RemoteError::Encode(why)),
-            Body::Reply(_) => route(Envelope {
-                to: env.to,
-                from: env.from,
-                corr: env.corr,
-                body: Body::Fail(RemoteError::Encode(why)),
-            }),
-            _ => {}
-        }
+        with_ref(&env, |r| refuse(r, why));
     }
 }

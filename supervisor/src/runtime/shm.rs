@@ -118,6 +118,38 @@ impl Segment {
         })
     }
 
+    /// A new zeroed segment of `len` bytes for one peer, which is handed the returned
+    /// fd (with `SCM_RIGHTS`): nothing opens it through `/proc`, so this process keeps
+    /// no descriptor of it, only its mapping.
+    pub(crate) fn create_for_peer(name: &str, len: usize) -> Result<(Segment, OwnedFd), MapError> {
+        let bytes = Resource::Memory { bytes: len as u64 };
+        let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC)
+            .map_err(|e| MapError::refused(e, Resource::Fd))?;
+        rustix::fs::ftruncate(&fd, len as u64).map_err(|e| MapError::refused(e, bytes))?;
+        let seg = Segment::adopt(&fd, len)?;
+        Ok((seg, fd))
+    }
+
+    /// Maps the segment a peer handed over as `fd`, which must be `len` bytes long.
+    pub(crate) fn adopt(fd: &OwnedFd, len: usize) -> Result<Segment, MapError> {
+        let stat = rustix::fs::fstat(fd).map_err(|e| MapError::Io(e.into()))?;
+        if stat.st_size as u64 != len as u64 {
+            return Err(MapError::Gone);
+        }
+        let ptr = map(fd, len)?;
+        Ok(Segment {
+            ptr,
+            len,
+            _fd: None,
+            at: SegmentRef {
+                pid: my_pid(),
+                fd: -1,
+                ino: stat.st_ino,
+                len: len as u64,
+            },
+        })
+    }
+
     /// Maps the segment `at` names.
     pub(crate) fn open(at: SegmentRef) -> Result<Segment, MapError> {
         let path = format!("/proc/{}/fd/{}", at.pid, at.fd);

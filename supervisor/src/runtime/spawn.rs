@@ -20,6 +20,8 @@ use tokio::task::JoinHandle;
 
 use crate::runtime::error::Error;
 use crate::runtime::handoff::{self, executable, wait_status};
+use crate::runtime::ring::{self, Rings};
+use crate::runtime::shm::MapError;
 
 /// Everything needed to start one child.
 #[derive(Debug)]
@@ -44,6 +46,8 @@ pub(crate) struct Request {
 pub(crate) struct Spawned {
     pub(crate) waiter: Waiter,
     pub(crate) stream: UnixStream,
+    /// The parent's end of the link's rings.
+    pub(crate) rings: Rings,
     pub(crate) pidfd: OwnedFd,
     pub(crate) pid: u32,
 }
@@ -112,11 +116,21 @@ async fn wait_pidfd(pidfd: &OwnedFd) -> std::io::Result<()> {
 
 /// Spawns the child and writes its Hello. Runs on the spawner thread, inside the
 /// process runtime's context.
-pub(crate) fn spawn(req: Request) -> Result<Spawned, Error> {
+pub(crate) fn spawn(mut req: Request) -> Result<Spawned, Error> {
     let (parent_end, child_end) =
         StdUnixStream::pair().map_err(|e| Error::os("cannot create a socketpair", e))?;
+    let (rings, rings_fd) = Rings::create(ring::CAPACITY).map_err(|e| {
+        const WHAT: &str = "cannot make the shared memory of a child's link";
+        match e {
+            MapError::Exhausted(source) => Error::Exhausted { what: WHAT, source },
+            MapError::Io(e) => Error::os(WHAT, e),
+            MapError::Gone => Error::os(WHAT, std::io::Error::other("the memfd vanished")),
+        }
+    })?;
+    req.hello.rings = Some(ring::CAPACITY as u32);
+    req.fds.push(rings_fd);
     if req.method == StartMethod::Forkserver {
-        return fork(req, parent_end, child_end);
+        return fork(req, parent_end, child_end, rings);
     }
     let exe = executable().map_err(|e| Error::os("cannot find this program's executable", e))?;
     let argv0 = std::env::args_os()
@@ -156,6 +170,7 @@ pub(crate) fn spawn(req: Request) -> Result<Spawned, Error> {
     Ok(Spawned {
         waiter: Waiter::Os(os_child),
         stream,
+        rings,
         pidfd,
         pid,
     })
@@ -177,6 +192,7 @@ fn fork(
     req: Request,
     parent_end: StdUnixStream,
     child_end: StdUnixStream,
+    rings: Rings,
 ) -> Result<Spawned, Error> {
     if req.capture {
         return Err(Error::Unsupported(
@@ -206,6 +222,7 @@ fn fork(
             pidfd: waiter_pidfd,
         },
         stream,
+        rings,
         pidfd: forked.pidfd,
         pid: forked.pid,
     })

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use multiproc_core::{Body, Envelope, RemoteError, codec};
-use tokio::sync::oneshot;
 
 use super::SyncError;
 use super::host::{self, State};
@@ -56,26 +55,22 @@ impl Addr {
         Ok((corr, rx))
     }
 
-    pub(super) fn answer(
-        &self,
-        body: Result<Body, oneshot::error::RecvError>,
-    ) -> Result<Answer, SyncError> {
+    pub(super) fn answer(&self, body: Body) -> Result<Answer, SyncError> {
         match body {
-            Ok(Body::Reply(bytes)) => {
+            Body::Reply(bytes) => {
                 match codec::decode::<Answer>(&bytes).map_err(SyncError::Decode)? {
                     Answer::Fault(Fault::Sync(e)) => Err(e.into()),
                     Answer::Fault(Fault::Forged | Fault::WrongKind) => Err(SyncError::Forged),
                     answer => Ok(answer),
                 }
             }
-            Ok(Body::Fail(RemoteError::Exited(_) | RemoteError::NoProcess(_))) => {
+            Body::Fail(RemoteError::Exited(_) | RemoteError::NoProcess(_)) => {
                 Err(SyncError::OwnerGone(self.owner.clone()))
             }
-            Ok(Body::Fail(e)) => Err(SyncError::Remote(e)),
-            Ok(_) => Err(SyncError::Remote(RemoteError::Decode(
+            Body::Fail(e) => Err(SyncError::Remote(e)),
+            _ => Err(SyncError::Remote(RemoteError::Decode(
                 "a request came back".into(),
             ))),
-            Err(_) => Err(SyncError::OwnerGone(self.owner.clone())),
         }
     }
 

@@ -136,7 +136,7 @@ fn serve(env: Envelope) {
     let request: Request = match codec::decode(bytes) {
         Ok(r) => r,
         Err(e) => {
-            return router::bounce(env, RemoteError::Decode(e.to_string()));
+            return router::bounce_envelope(env, RemoteError::Decode(e.to_string()));
         }
     };
     if matches!(request.op, Op::Watch) {

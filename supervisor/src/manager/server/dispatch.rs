@@ -78,7 +78,7 @@ impl Server {
         let mut fast: Option<Channel> = None;
         let mut buf = Vec::new();
         loop {
-            let request = match &fast {
+            let request = match &mut fast {
                 None => match conn.recv::<Request>() {
                     Ok(r) => Ok(r),
                     Err(TransportError::Decode(e)) => Err(ManagerError::Decode(e.to_string())),
@@ -119,7 +119,7 @@ impl Server {
                     )
                 }
             };
-            let sent = match &fast {
+            let sent = match &mut fast {
                 None => conn.send(&response).map_err(ManagerError::from),
                 Some(ch) => {
                     buf.clear();
