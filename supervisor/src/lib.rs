@@ -158,6 +158,26 @@ pub mod __private {
             })
         }
 
+        /// What [`damage_pool_ring`] makes a pool worker do at its next answer.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum PoolRingDamage {
+            /// Write the answer's record whole, then be killed (SIGKILL) before
+            /// publishing it.
+            DieMidWrite,
+            /// Put its answer ring's tail behind its head instead of answering.
+            TailBehindHead,
+        }
+
+        /// In a pool worker's task: damages the worker's answer ring at the chunk's
+        /// answer as `damage` says.
+        pub fn damage_pool_ring(damage: PoolRingDamage) {
+            use crate::pool::port::Damage;
+            crate::pool::port::damage_next_answer(match damage {
+                PoolRingDamage::DieMidWrite => Damage::DieMidWrite,
+                PoolRingDamage::TailBehindHead => Damage::TailBehindHead,
+            });
+        }
+
         /// In a child: writes a whole record into the ring to its parent but is
         /// killed (SIGKILL) before it publishes the record's tail. Never returns in
         /// a child; returns in the root.

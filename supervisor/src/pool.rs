@@ -42,12 +42,15 @@
 mod actor;
 mod async_result;
 mod builder;
+mod channel;
 mod chunk;
 mod control;
 mod error;
 mod imap;
 mod launch;
+pub(crate) mod port;
 mod probe;
+mod reader;
 mod shared;
 mod slab;
 mod submit;

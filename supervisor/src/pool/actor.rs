@@ -7,8 +7,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::Ordering;
+use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use multiproc_core::scheduler::{Action, Failure, Finished, Scheduler, SchedulerConfig, WorkerId};
@@ -44,6 +44,8 @@ struct TaskSlot {
 }
 
 pub(crate) struct PoolActor {
+    /// Handed to the workers' tasks.
+    me: WeakCore,
     sched: Scheduler,
     shared: Arc<Shared>,
     launch: Arc<Launch>,
@@ -66,6 +68,9 @@ pub(crate) struct PoolActor {
 /// mailbox; a caller submitting work takes the lock and dispatches it itself.
 pub(crate) type Core = Arc<Mutex<PoolActor>>;
 
+/// The actor's state as the workers' tasks hold it: they must not keep it alive.
+pub(super) type WeakCore = Weak<Mutex<PoolActor>>;
+
 fn lock(core: &Core) -> std::sync::MutexGuard<'_, PoolActor> {
     core.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -84,6 +89,27 @@ pub(crate) fn submit(core: &Core, tasks: Vec<NewTask>) {
     }
 }
 
+/// Hands a worker's event to the actor at once, on the calling task, under the lock:
+/// the workers' tasks deliver their starts and answers this way, so an answer reaches
+/// its caller without a switch to the actor's task. `Err` when the pool is gone.
+pub(super) fn deliver(core: &WeakCore, event: Event) -> Result<(), Event> {
+    let Some(core) = core.upgrade() else {
+        return Err(event);
+    };
+    let mut actor = lock(&core);
+    let mut out = Vec::new();
+    let before = actor.sched.next_deadline();
+    actor.on_event(event, &mut out);
+    actor.act(out);
+    let after = actor.sched.next_deadline();
+    // The actor's task sleeps until the deadline it read before, and ends only when
+    // it looks and finds the pool finished.
+    if after.is_some_and(|a| before.is_none_or(|b| a < b)) || actor.sched.is_finished() {
+        actor.deadline_moved.notify_one();
+    }
+    Ok(())
+}
+
 /// Starts the actor; returns its request mailbox and its state.
 pub(crate) fn start(
     cfg: SchedulerConfig,
@@ -94,25 +120,27 @@ pub(crate) fn start(
     let (events_tx, events) = mpsc::unbounded_channel();
     let mut actions = Vec::new();
     let sched = Scheduler::new(cfg, &mut actions);
-    let actor = PoolActor {
-        sched,
-        shared,
-        launch: Arc::new(launch),
-        events: events_tx,
-        epoch: Instant::now(),
-        tasks: HashMap::new(),
-        workers: HashMap::new(),
-        answers: HashMap::new(),
-        joiners: Vec::new(),
-        last_exit: ExitReason::Normal,
-        last_exhausted: None,
-        deadline_moved: Arc::new(tokio::sync::Notify::new()),
-        exit_frame: Arc::new(
-            wire::finish(wire::start(wire::EXIT, 0, "", 0, wire::SERDE), usize::MAX)
-                .expect("no limit"),
-        ),
-    };
-    let core = Arc::new(Mutex::new(actor));
+    let core = Arc::new_cyclic(|me| {
+        Mutex::new(PoolActor {
+            me: me.clone(),
+            sched,
+            shared,
+            launch: Arc::new(launch),
+            events: events_tx,
+            epoch: Instant::now(),
+            tasks: HashMap::new(),
+            workers: HashMap::new(),
+            answers: HashMap::new(),
+            joiners: Vec::new(),
+            last_exit: ExitReason::Normal,
+            last_exhausted: None,
+            deadline_moved: Arc::new(tokio::sync::Notify::new()),
+            exit_frame: Arc::new(
+                wire::finish(wire::start(wire::EXIT, 0, "", 0, wire::SERDE), usize::MAX)
+                    .expect("no limit"),
+            ),
+        })
+    });
     lock(&core).act(actions);
     runtime::handle().spawn(run(Arc::clone(&core), requests, events));
     (tx, core)
@@ -286,13 +314,12 @@ impl PoolActor {
                     let frame = self.tasks.get(&task).map(|t| Arc::clone(&t.frame));
                     let to = self.workers.get(&worker).and_then(|s| s.started.as_ref());
                     if let (Some(frame), Some(to)) = (frame, to) {
-                        // Straight to an idle worker; behind others, batched.
-                        to.to_worker.send(frame, self.sched.in_flight(worker) <= 1);
+                        to.to_worker.send(frame);
                     }
                 }
                 Action::Retire(w) => {
                     if let Some(to) = self.workers.get(&w).and_then(|s| s.started.as_ref()) {
-                        to.to_worker.send(Arc::clone(&self.exit_frame), false);
+                        to.to_worker.send(Arc::clone(&self.exit_frame));
                     }
                 }
                 Action::Kill(w) => self.kill(w),
@@ -376,7 +403,12 @@ impl PoolActor {
     }
 
     fn spawn(&mut self, w: WorkerId) {
-        let name = launch(w, Arc::clone(&self.launch), self.events.clone());
+        let name = launch(
+            w,
+            Arc::clone(&self.launch),
+            self.events.clone(),
+            self.me.clone(),
+        );
         self.workers.insert(
             w,
             WorkerSlot {

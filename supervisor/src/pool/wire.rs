@@ -1,4 +1,5 @@
-//! What the pool and its workers say to each other, on a socket of their own.
+//! What the pool and its workers say to each other, on a link of their own (its rings,
+//! or its socket for what they cannot take: `channel.rs`).
 //!
 //! Every frame is CPython's framing (a 4-byte big-endian length) around a header, a
 //! rmp-serde tuple `(tag, task, entry, items, codec)`, followed by the payload: the
@@ -61,6 +62,33 @@ pub(crate) fn start(tag: u8, task: u64, entry: &str, items: u32, codec: u8) -> V
     frame
 }
 
+/// As [`start`], into `frame`, whose allocation is reused.
+pub(crate) fn start_in(
+    frame: &mut Vec<u8>,
+    tag: u8,
+    task: u64,
+    entry: &str,
+    items: u32,
+    codec: u8,
+) {
+    frame.clear();
+    frame.extend_from_slice(&[0; 4]);
+    let header = (tag, task, entry, items, codec);
+    codec::encode_into(&header, frame).expect("a header always encodes");
+}
+
+/// As [`finish_with`], in place.
+pub(crate) fn finish_in(frame: &mut Vec<u8>, tail: usize, max: usize) -> Result<(), usize> {
+    let len = frame.len() - 4 + tail;
+    frame::check_len(len, max).map_err(|_| len)?;
+    let mut header = [0u8; 12];
+    match frame::header(len, &mut header) {
+        4 => frame[..4].copy_from_slice(&header[..4]),
+        n => drop(frame.splice(..4, header[..n].iter().copied())),
+    }
+    Ok(())
+}
+
 /// Fills in the length of a finished frame (the transport's framing); `Err(len)` if it
 /// is over `max`. A frame of 2 GiB or more needs CPython's 12-byte long header, which
 /// costs one move of the frame: rare enough not to reserve 12 bytes in every frame.
@@ -71,13 +99,7 @@ pub(crate) fn finish(frame: Vec<u8>, max: usize) -> Result<Vec<u8>, usize> {
 /// As [`finish`], for a frame whose last `tail` bytes are written after `frame` from
 /// where they are (a worker's results), instead of being copied into it.
 pub(crate) fn finish_with(mut frame: Vec<u8>, tail: usize, max: usize) -> Result<Vec<u8>, usize> {
-    let len = frame.len() - 4 + tail;
-    frame::check_len(len, max).map_err(|_| len)?;
-    let mut header = [0u8; 12];
-    match frame::header(len, &mut header) {
-        4 => frame[..4].copy_from_slice(&header[..4]),
-        n => drop(frame.splice(..4, header[..n].iter().copied())),
-    }
+    finish_in(&mut frame, tail, max)?;
     Ok(frame)
 }
 

@@ -1,19 +1,20 @@
 //! The worker side of the pool: a child process that runs registered tasks, chunk by
-//! chunk, in the order they arrive on its socket.
-//!
-//! The loop reads whatever has arrived (a busy pool sends many chunks per write) and
-//! answers each chunk as soon as it has run.
+//! chunk, in the order they arrive on its link (`port.rs`), and answers each chunk as
+//! soon as it has run.
 
-use std::io::{IoSlice, Read, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use multiproc_core::{EntryKind, codec};
-use multiproc_transport::{Connection, FrameDecoder};
+use multiproc_transport::Connection;
 use serde::de::Deserialize;
 use serde::{Deserialize as De, Serialize};
 
+use super::channel;
+use super::port::Port;
 use super::slab::fail_args;
 use super::wire::{self, DONE, EXIT, ItemFailure, READY, RUN, SERDE, SLAB};
 use crate::process::target::Task;
@@ -21,6 +22,8 @@ use crate::runtime;
 use crate::runtime::panic::{panic_message, quiet_panics, take_panic};
 use crate::runtime::registry::EntryOutcome;
 use crate::runtime::registry::{self, Entry};
+use crate::runtime::ring::Rings;
+use crate::runtime::shm::SegmentRef;
 use crate::runtime::stop;
 
 /// What a worker is started with.
@@ -30,6 +33,8 @@ pub(crate) struct Setup {
     pub init: Option<(String, Vec<u8>)>,
     /// The pool link's frame limit, both ways.
     pub max_frame_len: usize,
+    /// The link's rings, hosted by the pool's process.
+    pub rings: SegmentRef,
 }
 
 pub(crate) fn worker_entry() -> &'static Entry {
@@ -54,13 +59,19 @@ static WORKER: Entry = Entry {
 /// The worker's life: initializer, `READY`, then chunks until `EXIT` or end of input.
 fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
     let fd = conn.into_owned_fd().map_err(|e| e.to_string())?;
-    let mut sock = UnixStream::from(fd);
+    let sock = UnixStream::from(fd);
     sock.set_nonblocking(false).map_err(|e| e.to_string())?;
+    let rings = Rings::open_hosted(setup.rings, channel::CAPACITY)
+        .map_err(|e| format!("cannot map the pool's rings: {e}"))?;
+    let (tx, rx) = rings.split();
     // Asked to stop (the pool's process is exiting): end the input, so the loop ends
     // after the chunk it is running, as if the pool had said EXIT.
+    let stopping = Arc::new(AtomicBool::new(false));
     if let Ok(reader) = sock.try_clone() {
+        let stopping = Arc::clone(&stopping);
         runtime::handle().spawn(async move {
             stop::wait_for_stop().await;
+            stopping.store(true, Ordering::Release);
             let _ = reader.shutdown(Shutdown::Read);
         });
     }
@@ -68,11 +79,14 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
         run_initializer(&name, args)?;
     }
     quiet_panics(true);
-    let ready = wire::finish(wire::start(READY, 0, "", 0, SERDE), usize::MAX).expect("no limit");
-    if let Err(e) = sock.write_all(&ready) {
+    let mut port = Port::new(sock, tx, rx, setup.max_frame_len, stopping);
+    let mut head = Vec::new();
+    wire::start_in(&mut head, READY, 0, "", 0, SERDE);
+    let head = wire::finish(head, usize::MAX).expect("no limit");
+    if let Err(e) = port.send(&head, &[]) {
         return pool_gone(e);
     }
-    serve(&mut sock, setup.max_frame_len)
+    serve(&mut port, setup.max_frame_len)
 }
 
 /// Runs the pool's initializer. A panic goes on up: the process ends as `Panicked`,
@@ -90,73 +104,65 @@ fn run_initializer(name: &str, args: Vec<u8>) -> Result<(), String> {
     }
 }
 
-/// Reads chunks and answers each as soon as it has run, until `EXIT` or the end of
-/// input. Whatever has arrived is read at once: a busy pool sends many chunks per write.
-fn serve(sock: &mut UnixStream, max: usize) -> Result<(), String> {
-    let mut decoder = FrameDecoder::new(max);
+/// Takes chunks and answers each as soon as it has run, until `EXIT` or the end of
+/// input. Every buffer is reused: a chunk's answer is laid out in the ring from the
+/// worker's head and results buffers.
+fn serve(port: &mut Port, max: usize) -> Result<(), String> {
+    let mut frame = Vec::new();
+    let mut head = Vec::new();
     let mut results = Vec::new();
     let mut failures = Vec::new();
-    loop {
-        let n = match sock.read(decoder.read_buf()) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return pool_gone(e),
-        };
-        decoder.commit(n);
-        while let Some(frame) = decoder
-            .next_frame()
-            .map_err(|e| format!("pool socket: {e}"))?
-        {
-            let (header, args) = wire::split(frame)?;
-            match header.tag {
-                RUN => {
-                    results.clear();
-                    failures.clear();
-                    match (registry::by_name(&header.entry), header.codec) {
-                        (None, _) => fail_all(&header.entry, header.items, &mut failures),
-                        (Some(entry), SERDE) => {
-                            (entry.task)(args, header.items, &mut results, &mut failures)
-                        }
-                        (Some(entry), SLAB) => {
-                            (entry.slab)(args, header.items, &mut results, &mut failures)
-                        }
-                        (Some(_), other) => fail_args(
-                            &format!("unknown codec {other}"),
-                            header.items,
-                            &mut failures,
-                        ),
+    while port.recv(&mut frame)? {
+        let (header, args) = wire::split(&frame)?;
+        match header.tag {
+            RUN => {
+                results.clear();
+                failures.clear();
+                match (registry::by_name(&header.entry), header.codec) {
+                    (None, _) => fail_all(&header.entry, header.items, &mut failures),
+                    (Some(entry), SERDE) => {
+                        (entry.task)(args, header.items, &mut results, &mut failures)
                     }
-                    let (head, with_results) = done_frame(&header, &failures, &results, max)?;
-                    let tail: &[u8] = if with_results { &results } else { &[] };
-                    // At once, not batched with the next chunk's: a result must not
-                    // wait behind a task that turns out to be long (or to hang, and
-                    // have its worker killed with the finished result unsent).
-                    if let Err(e) = write_both(sock, &head, tail) {
-                        return pool_gone(e);
+                    (Some(entry), SLAB) => {
+                        (entry.slab)(args, header.items, &mut results, &mut failures)
                     }
+                    (Some(_), other) => fail_args(
+                        &format!("unknown codec {other}"),
+                        header.items,
+                        &mut failures,
+                    ),
                 }
-                EXIT => return Ok(()),
-                other => return Err(format!("pool socket: unknown tag {other}")),
+                let with_results = done_head(&mut head, &header, &failures, &results, max)?;
+                let tail: &[u8] = if with_results { &results } else { &[] };
+                // At once, not batched with the next chunk's: a result must not
+                // wait behind a task that turns out to be long (or to hang, and
+                // have its worker killed with the finished result unsent).
+                if let Err(e) = port.send(&head, tail) {
+                    return pool_gone(e);
+                }
             }
+            EXIT => return Ok(()),
+            other => return Err(format!("pool link: unknown tag {other}")),
         }
     }
+    Ok(())
 }
 
-/// A chunk's `DONE` frame: its failures, then its results, in the chunk's codec. The
-/// frame's head is returned, with whether `results` follow it: they are written from
-/// where they are, not copied in. Results over the frame limit fail every item of the
-/// chunk with an error that says so.
-fn done_frame(
+/// Lays out a chunk's `DONE` head in `head`: its failures, to be followed by its
+/// results in the chunk's codec; returns whether `results` follow (they are sent from
+/// where they are, not copied in). Results over the frame limit fail every item of
+/// the chunk with an error that says so.
+fn done_head(
+    head: &mut Vec<u8>,
     header: &wire::Header,
     failures: &[(u32, ItemFailure)],
     results: &[u8],
     max: usize,
-) -> Result<(Vec<u8>, bool), String> {
-    let mut head = wire::start(DONE, header.task, "", header.items, header.codec);
-    codec::encode_into(&failures, &mut head).map_err(|e| e.to_string())?;
-    let len = match wire::finish_with(head, results.len(), max) {
-        Ok(head) => return Ok((head, true)),
+) -> Result<bool, String> {
+    wire::start_in(head, DONE, header.task, "", header.items, header.codec);
+    codec::encode_into(&failures, head).map_err(|e| e.to_string())?;
+    let len = match wire::finish_in(head, results.len(), max) {
+        Ok(()) => return Ok(true),
         Err(len) => len,
     };
     let why = ItemFailure::Encode {
@@ -166,39 +172,21 @@ fn done_frame(
         ),
     };
     let all: Vec<_> = (0..header.items).map(|i| (i, why.clone())).collect();
-    let mut frame = wire::start(DONE, header.task, "", header.items, header.codec);
-    codec::encode_into(&all, &mut frame).map_err(|e| e.to_string())?;
+    wire::start_in(head, DONE, header.task, "", header.items, header.codec);
+    codec::encode_into(&all, head).map_err(|e| e.to_string())?;
     // Past any limit small enough to refuse it, the pool's own limit is a
     // misconfiguration: the worker ends with it.
-    let frame =
-        wire::finish(frame, max).map_err(|_| "a failure list over the frame limit".to_string())?;
-    Ok((frame, false))
+    wire::finish_in(head, 0, max).map_err(|_| "a failure list over the frame limit".to_string())?;
+    Ok(false)
 }
 
-/// Writes `head` then `tail`, in as few system calls as the socket takes.
-fn write_both(sock: &mut UnixStream, mut head: &[u8], mut tail: &[u8]) -> std::io::Result<()> {
-    while !head.is_empty() {
-        match sock.write_vectored(&[IoSlice::new(head), IoSlice::new(tail)]) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) if n < head.len() => head = &head[n..],
-            Ok(n) => {
-                tail = &tail[n - head.len()..];
-                head = &[];
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    sock.write_all(tail)
-}
-
-/// The pool's end of the socket failed: the pool is gone (its process is exiting, or
+/// The pool's end of the link failed: the pool is gone (its process is exiting, or
 /// it terminated), which ends this worker normally; anything else is an error.
 fn pool_gone(e: std::io::Error) -> Result<(), String> {
     use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
     match e.kind() {
         BrokenPipe | ConnectionReset => Ok(()),
-        _ => Err(format!("pool socket: {e}")),
+        _ => Err(format!("pool link: {e}")),
     }
 }
 
