@@ -202,6 +202,7 @@ impl<R: Send + 'static> AsyncResult<R> {
         match timeout {
             Some(t) => block_on(self.0.wait_timeout(t)),
             None => {
+                self.0.spin_for_answer();
                 block_on(self.0.wait());
                 true
             }
@@ -216,7 +217,10 @@ impl<R: Send + 'static> AsyncResult<R> {
     pub fn get(&mut self, timeout: Option<Duration>) -> Result<R, PoolError> {
         match timeout {
             Some(t) => block_on(self.0.get_timeout(t)),
-            None => block_on(self.0.get()),
+            None => {
+                self.0.spin_for_answer();
+                block_on(self.0.get())
+            }
         }
     }
     mirror! {

@@ -11,7 +11,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
-use multiproc_core::scheduler::{Action, Failure, Finished, Scheduler, SchedulerConfig, WorkerId};
+use multiproc_core::scheduler::{
+    Action, Failure, Finished, IdHash, Scheduler, SchedulerConfig, WorkerId,
+};
 use multiproc_core::{Exhausted, ExitReason};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -51,9 +53,9 @@ pub(crate) struct PoolActor {
     launch: Arc<Launch>,
     events: mpsc::UnboundedSender<Event>,
     epoch: Instant,
-    tasks: HashMap<u64, TaskSlot>,
+    tasks: HashMap<u64, TaskSlot, IdHash>,
     workers: HashMap<WorkerId, WorkerSlot>,
-    answers: HashMap<u64, Done>,
+    answers: HashMap<u64, Done, IdHash>,
     joiners: Vec<oneshot::Sender<()>>,
     last_exit: ExitReason,
     /// The limit that refused the last worker that failed to start, if one did.
@@ -128,9 +130,9 @@ pub(crate) fn start(
             launch: Arc::new(launch),
             events: events_tx,
             epoch: Instant::now(),
-            tasks: HashMap::new(),
+            tasks: HashMap::default(),
             workers: HashMap::new(),
-            answers: HashMap::new(),
+            answers: HashMap::default(),
             joiners: Vec::new(),
             last_exit: ExitReason::Normal,
             last_exhausted: None,
@@ -408,6 +410,7 @@ impl PoolActor {
             Arc::clone(&self.launch),
             self.events.clone(),
             self.me.clone(),
+            Arc::clone(&self.shared),
         );
         self.workers.insert(
             w,

@@ -160,6 +160,7 @@ impl PoolBuilder {
             broken: std::sync::Mutex::new(None),
             mailed: std::sync::atomic::AtomicUsize::new(0),
             max_frame_len: self.max_frame_len,
+            readers: std::sync::Mutex::new(Vec::new()),
         });
         let (tx, core) = actor::start(
             cfg,

@@ -120,7 +120,16 @@ impl<R: Send + 'static> Imap<R> {
                 self.done = true;
                 return None;
             }
-            let (seq, outcome) = match self.rx.recv().await {
+            let shared = &self.pool.inner.shared;
+            let rx = &mut self.rx;
+            let next = std::future::poll_fn(|cx| match rx.poll_recv(cx) {
+                std::task::Poll::Pending => {
+                    shared.help();
+                    rx.poll_recv(cx)
+                }
+                ready => ready,
+            });
+            let (seq, outcome) = match next.await {
                 Some(x) => x,
                 None => {
                     self.done = true;

@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 
 use super::actor::{self, WeakCore};
 use super::channel::{self, Chan};
-use super::reader;
+use super::reader::WorkerReader;
+use super::shared::Shared;
 use super::worker::{Setup, worker_entry};
 use crate::process::Process;
 use crate::runtime;
@@ -65,6 +66,7 @@ pub(super) fn launch(
     launch: Arc<Launch>,
     events: mpsc::UnboundedSender<Event>,
     core: WeakCore,
+    shared: Arc<Shared>,
 ) -> String {
     let fail = |message: String, exhausted: Option<Exhausted>| {
         let reason = ExitReason::Failed { message };
@@ -133,8 +135,18 @@ pub(super) fn launch(
         if actor::deliver(&core, Event::Started(w, Ok(started))).is_err() {
             let _ = process.kill();
         }
-        let reason =
-            reader::read(w, &chan, rx, &stream, &process, &core, launch.max_frame_len).await;
+        let reader = WorkerReader::new(
+            w,
+            Arc::clone(&chan),
+            Arc::clone(&process),
+            core,
+            rx,
+            launch.max_frame_len,
+        );
+        shared.readers_add(&reader);
+        let reason = reader.run(&stream).await;
+        shared.readers_remove(&reader);
+        drop(reader);
         // Let go of the worker's socket and process before the pool hears that it
         // exited: a `join` that returns then finds them closed, not closing. Nothing
         // more can be written to a worker that has exited.

@@ -30,6 +30,12 @@ use crate::runtime::ring::{Next, Rx, Scribble, Tx, Wake};
 const SPIN_MAX_US: u64 = 50;
 /// The least it spins while tasks come often.
 const SPIN_FLOOR_US: u64 = 20;
+/// Past this average gap between tasks, in microseconds, the worker does not spin:
+/// it is idle. Far above the spin itself: while a caller's wait for its answer ends
+/// in a sleep (its own adaptive spin, a wake-up of 50–100 µs on a busy machine), the
+/// gaps are that long, and a worker that stopped spinning then would add a wake-up
+/// of its own to every task, which keeps the gaps long: both ends would stay slow.
+const IDLE_US: u64 = 500;
 /// How often a worker waiting for room in its answer ring looks again, whatever the
 /// pool does.
 const ROOM_POLL: Duration = Duration::from_millis(10);
@@ -135,18 +141,19 @@ impl Port {
 
     /// Spins until something is in the ring or the budget from `since` runs out.
     fn spin_for(&self, since: Instant) -> bool {
-        if !self.spin || self.gap_us > 2 * SPIN_MAX_US {
+        if !self.spin || self.gap_us > IDLE_US {
             return false;
         }
         let until =
             since + Duration::from_micros((2 * self.gap_us).clamp(SPIN_FLOOR_US, SPIN_MAX_US));
         while Instant::now() < until {
-            for _ in 0..32 {
-                std::hint::spin_loop();
-            }
             if !self.rx.is_empty() {
                 return true;
             }
+            // Yield, not pause: the caller this worker answers is often put on the
+            // same CPU by the scheduler's wake-up path, and a spin that kept it off
+            // the CPU would cost the whole budget per task.
+            std::thread::yield_now();
         }
         false
     }

@@ -8,6 +8,7 @@
 //! the socket, and the worker rings its doorbell when it finds it asleep.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use multiproc_core::ExitReason;
 use multiproc_core::scheduler::WorkerId;
@@ -20,10 +21,21 @@ use super::launch::Event;
 use crate::process::Process;
 use crate::runtime::ring::{Next, Peek, Rx};
 
-/// What the reader keeps between looks.
-struct Reader<'a> {
+/// A worker's reading end, shared by its reader task and by the callers that wait
+/// for answers: a caller spinning for its answer takes it out of the ring itself
+/// (see [`WorkerReader::help`]), so the answer does not wait for the reader task to
+/// be scheduled (15–50 µs on these VMs when both CPUs are busy).
+pub(super) struct WorkerReader {
     w: WorkerId,
-    chan: &'a Chan,
+    chan: Arc<Chan>,
+    process: Arc<Process>,
+    core: WeakCore,
+    state: Mutex<ReadState>,
+}
+
+/// What the reader keeps between looks, behind its lock: whoever holds it hands the
+/// worker's answers on, in the ring's order.
+struct ReadState {
     rx: Rx,
     /// The ring can no longer be read (its positions cannot be true).
     ring_broken: bool,
@@ -34,82 +46,133 @@ struct Reader<'a> {
     open: bool,
 }
 
-/// Reads worker `w`'s answers until it exits; returns how it ended. Whatever it
-/// wrote before it died is read and handed on first.
-pub(super) async fn read(
-    w: WorkerId,
-    chan: &Chan,
-    rx: Rx,
-    stream: &UnixStream,
-    process: &Process,
-    core: &WeakCore,
-    max_frame_len: usize,
-) -> ExitReason {
-    let mut r = Reader {
-        w,
-        chan,
-        rx,
-        ring_broken: false,
-        decoder: FrameDecoder::new(max_frame_len),
-        announced: VecDeque::new(),
-        open: true,
-    };
-    let exit = process.join();
-    tokio::pin!(exit);
-    loop {
-        let waits_for_socket = r.drain(process, core);
-        // Asleep only once the ring is seen empty after saying so: the worker's next
-        // record then rings the doorbell.
-        if !r.ring_broken && !waits_for_socket && !r.rx.announce_sleep() {
-            continue;
+impl WorkerReader {
+    pub(super) fn new(
+        w: WorkerId,
+        chan: Arc<Chan>,
+        process: Arc<Process>,
+        core: WeakCore,
+        rx: Rx,
+        max_frame_len: usize,
+    ) -> Arc<WorkerReader> {
+        Arc::new(WorkerReader {
+            w,
+            chan,
+            process,
+            core,
+            state: Mutex::new(ReadState {
+                rx,
+                ring_broken: false,
+                decoder: FrameDecoder::new(max_frame_len),
+                announced: VecDeque::new(),
+                open: true,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ReadState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands on whatever answers the ring holds, unless another thread is at it: for
+    /// callers waiting for an answer. It leaves the reader task's sleep alone: the
+    /// worker rings for the first record after the task said it sleeps, and the task
+    /// then finds the ring empty and sleeps again.
+    pub(super) fn help(&self) {
+        if let Ok(mut st) = self.state.try_lock() {
+            self.drain(&mut st);
         }
-        tokio::select! {
-            biased;
-            readable = stream.readable(), if r.open => {
-                r.rx.awake();
-                if readable.is_err() {
-                    r.open = false;
-                    continue;
-                }
-                match stream.try_read(r.decoder.read_buf()) {
-                    Ok(0) => r.open = false,
-                    Ok(n) => {
-                        r.decoder.commit(n);
-                        r.take_frames(process);
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => r.open = false,
-                }
-            }
-            reason = &mut exit => {
-                r.rx.awake();
-                // Take what it wrote before it went: the socket's bytes, then the ring.
-                while r.open {
-                    match stream.try_read(r.decoder.read_buf()) {
-                        Ok(n) if n > 0 => {
-                            r.decoder.commit(n);
-                            r.take_frames(process);
-                        }
-                        _ => break,
-                    }
-                }
-                r.drain(process, core);
-                return reason.unwrap_or(ExitReason::Killed);
+    }
+
+    /// Takes the ring over from the reader task for a while: the worker stops ringing
+    /// the task's doorbell (a system call in the worker, and a third thread woken on
+    /// two CPUs, for every answer), since a caller spinning in [`help`] reads for
+    /// it. Ended by [`release`](WorkerReader::release), which must follow.
+    ///
+    /// [`help`]: WorkerReader::help
+    pub(super) fn hold(&self) {
+        if let Ok(st) = self.state.try_lock() {
+            st.rx.awake();
+        }
+    }
+
+    /// Gives the ring back to the reader task: what is in it is handed on, and the
+    /// task's sleep announced again, so the worker's next answer wakes it.
+    pub(super) fn release(&self) {
+        let mut st = self.lock();
+        loop {
+            let waits_for_socket = self.drain(&mut st);
+            if st.ring_broken || waits_for_socket || st.rx.announce_sleep() {
+                return;
             }
         }
     }
-}
 
-impl Reader<'_> {
+    /// Reads the worker's answers until it exits; returns how it ended. Whatever it
+    /// wrote before it died is read and handed on first.
+    pub(super) async fn run(&self, stream: &UnixStream) -> ExitReason {
+        let exit = self.process.join();
+        tokio::pin!(exit);
+        loop {
+            let open = {
+                let mut st = self.lock();
+                let waits_for_socket = self.drain(&mut st);
+                // Asleep only once the ring is seen empty after saying so: the
+                // worker's next record then rings the doorbell.
+                if !st.ring_broken && !waits_for_socket && !st.rx.announce_sleep() {
+                    continue;
+                }
+                st.open
+            };
+            tokio::select! {
+                biased;
+                readable = stream.readable(), if open => {
+                    let mut st = self.lock();
+                    st.rx.awake();
+                    if readable.is_err() {
+                        st.open = false;
+                        continue;
+                    }
+                    match stream.try_read(st.decoder.read_buf()) {
+                        Ok(0) => st.open = false,
+                        Ok(n) => {
+                            st.decoder.commit(n);
+                            self.take_frames(&mut st);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => st.open = false,
+                    }
+                }
+                reason = &mut exit => {
+                    let mut st = self.lock();
+                    st.rx.awake();
+                    // Take what it wrote before it went: the socket's bytes, then the
+                    // ring.
+                    while st.open {
+                        match stream.try_read(st.decoder.read_buf()) {
+                            Ok(n) if n > 0 => {
+                                st.decoder.commit(n);
+                                self.take_frames(&mut st);
+                            }
+                            _ => break,
+                        }
+                    }
+                    self.drain(&mut st);
+                    return reason.unwrap_or(ExitReason::Killed);
+                }
+            }
+        }
+    }
+
     /// Hands on what the ring holds, in order; `true` when it stopped at a marker
     /// whose frame has not arrived on the socket yet.
-    fn drain(&mut self, process: &Process, core: &WeakCore) -> bool {
+    fn drain(&self, st: &mut ReadState) -> bool {
         let mut frames = Vec::new();
         let mut waits = false;
-        while !self.ring_broken {
+        while !st.ring_broken {
             let mut msg = Vec::new();
-            let have_frame = !self.announced.is_empty();
-            let next = self.rx.next(&mut msg, |peek| match peek {
+            let have_frame = !st.announced.is_empty();
+            let next = st.rx.next(&mut msg, |peek| match peek {
                 Peek::OnSocket => have_frame,
                 Peek::Message(_) => true,
             });
@@ -120,7 +183,7 @@ impl Reader<'_> {
                 }
                 Ok((Next::OnSocket, room)) => {
                     self.room(room);
-                    frames.extend(self.announced.pop_front());
+                    frames.extend(st.announced.pop_front());
                 }
                 Ok((Next::Declined, _)) => {
                     waits = true;
@@ -129,14 +192,15 @@ impl Reader<'_> {
                 Ok((Next::Empty, _)) => break,
                 Err(c) => {
                     tracing::error!(worker = self.w, error = %c, "a pool worker's ring is corrupt; killing it");
-                    self.ring_broken = true;
-                    let _ = process.kill();
+                    st.ring_broken = true;
+                    let _ = self.process.kill();
                 }
             }
         }
-        if !frames.is_empty() && actor::deliver(core, Event::Frames(self.w, frames)).is_err() {
+        if !frames.is_empty() && actor::deliver(&self.core, Event::Frames(self.w, frames)).is_err()
+        {
             // The pool is gone: so is what the worker was doing for it.
-            let _ = process.kill();
+            let _ = self.process.kill();
         }
         waits
     }
@@ -149,16 +213,19 @@ impl Reader<'_> {
 
     /// Takes the socket's complete frames: doorbells (the worker made room, or wrote
     /// into a ring we slept on) and frames announced by markers.
-    fn take_frames(&mut self, process: &Process) {
+    fn take_frames(&self, st: &mut ReadState) {
         loop {
-            match self.decoder.next_frame() {
+            match st.decoder.next_frame() {
                 Ok(Some([])) => self.chan.on_doorbell(),
-                Ok(Some(frame)) => self.announced.push_back(frame.to_vec()),
+                Ok(Some(frame)) => {
+                    let frame = frame.to_vec();
+                    st.announced.push_back(frame);
+                }
                 Ok(None) => return,
                 Err(e) => {
                     tracing::error!(worker = self.w, error = %e, "bad frame from a pool worker; killing it");
-                    let _ = process.kill();
-                    self.open = false;
+                    let _ = self.process.kill();
+                    st.open = false;
                     return;
                 }
             }
