@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use multiproc_core::spsc::{Corruption, WriteError};
 use rustix::net::SendFlags;
+use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::sync::Notify;
 
@@ -97,7 +98,14 @@ impl Chan {
         }
         if st.unsent.is_empty() {
             match self.put(&mut st, &frame) {
-                Ok(true) => return,
+                Ok(true) => {
+                    // The socket did not take all of a big frame: the rest is the
+                    // flusher's.
+                    if !st.sock.is_empty() {
+                        self.queued.notify_one();
+                    }
+                    return;
+                }
                 Ok(false) => {}
                 Err(c) => return self.broke(c),
             }
@@ -185,10 +193,7 @@ impl Chan {
                         st.sock.pop_front();
                     }
                 }
-                Err(rustix::io::Errno::AGAIN) => {
-                    self.queued.notify_one();
-                    return;
-                }
+                Err(rustix::io::Errno::AGAIN) => return,
                 Err(rustix::io::Errno::INTR) => {}
                 // The worker is gone; its exit is on its way to the actor.
                 Err(_) => {
@@ -196,6 +201,17 @@ impl Chan {
                     return;
                 }
             }
+        }
+    }
+
+    /// Writes what waits for the socket; `WouldBlock` while some is left.
+    fn write_pending(&self) -> std::io::Result<()> {
+        let mut st = self.state();
+        self.write_socket(&mut st);
+        if self.is_closed() || st.sock.is_empty() {
+            Ok(())
+        } else {
+            Err(std::io::ErrorKind::WouldBlock.into())
         }
     }
 
@@ -223,9 +239,12 @@ impl Chan {
                     }
                 };
                 match waits {
+                    // Through tokio's `async_io`, which clears the socket's readiness
+                    // when a write finds it full: the writes are not tokio's own, and
+                    // `writable()` alone would stay ready and spin on EAGAIN.
                     Waits::Socket => tokio::select! {
-                        writable = self.stream.writable() => {
-                            if writable.is_err() {
+                        wrote = self.stream.async_io(Interest::WRITABLE, || self.write_pending()) => {
+                            if wrote.is_err() {
                                 self.close();
                                 return;
                             }
