@@ -5,8 +5,9 @@
 //! it what happens (work submitted, a worker ready, a chunk answered, a worker exited,
 //! a timeout due) and carries out what it returns (spawn, dispatch, retire, kill,
 //! finish). Workers are child processes running a built-in entry; each has its own
-//! socket to the pool, so no worker waits on another's lock and a dead worker takes
-//! nothing down with it but the chunk it was running.
+//! link to the pool (two rings in shared memory and a socket), so no worker waits on
+//! another's lock and a dead worker takes nothing down with it but the chunk it was
+//! running.
 //!
 //! Callers encode their arguments and decode their results themselves: the actor only
 //! moves bytes, so a large `map` costs the actor a few messages, not a million.
@@ -20,17 +21,21 @@
 //!   [`AsyncResult`] (`async_result.rs`) and [`Imap`] (`imap.rs`) are the results;
 //!   `control.rs` is the weak line they keep to the actor; `error.rs` the errors.
 //! - Shared by both sides: `shared.rs`, the pool's lifecycle state (atomics).
-//! - The pool's side: `actor.rs`, the scheduler's driver; `launch.rs`, a worker's start
-//!   and the pool's end of its socket.
-//! - The worker's side: `worker.rs`, the loop in the worker process; `wire.rs`, what
-//!   the two ends say; `probe.rs`, how `register!` tells tasks from entries.
+//! - The pool's side: `actor.rs`, the scheduler's driver; `launch.rs`, a worker's
+//!   start; `channel.rs` and `reader.rs`, the pool's end of a worker's link (writing
+//!   tasks, reading answers, by the reader task or by a waiting caller).
+//! - The worker's side: `worker.rs`, the loop in the worker process; `port.rs`, its end
+//!   of the link; `wire.rs`, what the two ends say; `probe.rs`, how `register!` tells
+//!   tasks from entries.
 //!
 //! # Concurrency
 //!
 //! One state machine, under one lock: the actor's state (`actor::Core`, the scheduler
 //! and the tables of tasks and workers) sits behind a `std::sync::Mutex`, and every
 //! input is fed to it under that lock, which is never held across an `.await` or a
-//! blocking write (frames go out with `try_write`, or to the worker's writer task).
+//! blocking write (frames go into the worker's ring, or the socket as far as it takes
+//! them, the rest to the link's flusher task). A worker's answers are fed to it by
+//! whoever reads them: the worker's reader task, or a caller waiting for an answer.
 //! The pool's task takes the lock for the inputs that arrive asynchronously (worker
 //! events, the mailbox, the next task deadline); a caller submitting a few chunks while
 //! the mailbox holds none takes it itself, so an idle worker gets its task without a
