@@ -303,6 +303,12 @@ impl FrameDecoder {
         Ok(self.pop()?.map(|r| &self.buf[r]))
     }
 
+    /// Whether the next frame is complete and empty (a doorbell, to a link that uses
+    /// them), so that a reader can drop it and keep the frame after it where it is.
+    pub fn next_is_empty(&self) -> bool {
+        self.bad.is_none() && self.skip == 0 && matches!(self.head(), Head::Frame { len: 0, .. })
+    }
+
     /// Whether [`next_frame`](Self::next_frame) would return a frame or an error now.
     pub fn has_next(&self) -> bool {
         if self.bad.is_some() {

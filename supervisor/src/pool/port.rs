@@ -12,7 +12,6 @@
 //! socket's end, or `shutdown` when the worker is asked to stop).
 
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::io::{IoSlice, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -59,13 +58,21 @@ pub(crate) fn damage_next_answer(damage: Damage) {
     DAMAGE.with(|d| d.set(Some(damage)));
 }
 
+/// What [`Port::recv`] found.
+pub(super) enum Got {
+    /// A frame, from the ring.
+    Ring,
+    /// A frame behind a marker, for [`Port::take_frame`].
+    Socket,
+    /// The end of input: the pool is gone, or the worker was asked to stop.
+    End,
+}
+
 pub(super) struct Port {
     sock: UnixStream,
     tx: Tx,
     rx: Rx,
     decoder: FrameDecoder,
-    /// Frames read from the socket whose markers the ring has not reached yet.
-    announced: VecDeque<Vec<u8>>,
     eof: bool,
     /// Set when the worker is asked to stop: it ends after the task it runs.
     stopping: Arc<AtomicBool>,
@@ -87,7 +94,6 @@ impl Port {
             tx,
             rx,
             decoder: FrameDecoder::new(max),
-            announced: VecDeque::new(),
             eof: false,
             stopping,
             spin: crate::runtime::spin::multi_cpu(),
@@ -95,13 +101,16 @@ impl Port {
         }
     }
 
-    /// The next frame's body from the pool, into `out`; `false` at the end of input
-    /// (the pool is gone, or the worker was asked to stop).
-    pub(super) fn recv(&mut self, out: &mut Vec<u8>) -> Result<bool, String> {
+    /// Waits for the pool's next frame: a frame from the ring is copied into `out`; a
+    /// frame behind a marker stays in the socket's decoder, for [`take_frame`]
+    /// (a big chunk is not copied once more).
+    ///
+    /// [`take_frame`]: Port::take_frame
+    pub(super) fn recv(&mut self, out: &mut Vec<u8>) -> Result<Got, String> {
         let mut idle_since = None;
         loop {
             if self.stopping.load(Ordering::Acquire) {
-                return Ok(false);
+                return Ok(Got::End);
             }
             let (next, room) = self
                 .rx
@@ -110,12 +119,14 @@ impl Port {
             if room {
                 self.doorbell();
             }
-            match next {
-                Next::Message => {}
-                Next::OnSocket => match self.socket_frame()? {
-                    Some(frame) => *out = frame,
-                    None => return Ok(false),
-                },
+            let got = match next {
+                Next::Message => Got::Ring,
+                Next::OnSocket => {
+                    if !self.wait_socket_frame()? {
+                        return Ok(Got::End);
+                    }
+                    Got::Socket
+                }
                 Next::Empty | Next::Declined => {
                     let since = *idle_since.get_or_insert_with(Instant::now);
                     if self.spin_for(since) {
@@ -125,18 +136,27 @@ impl Port {
                         let awake = self.sleep(None);
                         self.rx.awake();
                         if !awake? {
-                            return Ok(false);
+                            return Ok(Got::End);
                         }
                     }
                     continue;
                 }
-            }
+            };
             if let Some(since) = idle_since {
                 let gap = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
                 self.gap_us = (3 * self.gap_us + gap.min(1_000_000)) / 4;
             }
-            return Ok(true);
+            return Ok(got);
         }
+    }
+
+    /// The frame behind the marker [`recv`](Port::recv) reached, out of the socket's
+    /// decoder.
+    pub(super) fn take_frame(&mut self) -> Result<&[u8], String> {
+        self.decoder
+            .next_frame()
+            .map_err(|e| format!("pool socket: {e}"))?
+            .ok_or_else(|| "pool socket: no frame behind the marker".to_string())
     }
 
     /// Spins until something is in the ring or the budget from `since` runs out.
@@ -174,8 +194,8 @@ impl Port {
         Ok(!self.eof)
     }
 
-    /// Reads what the socket has now: doorbells are dropped, frames kept for their
-    /// markers.
+    /// Reads what the socket has now; the doorbells at the decoder's front are
+    /// dropped, frames kept in it for their markers.
     fn take_socket(&mut self) -> Result<(), String> {
         while !self.eof {
             match rustix::net::recv(&self.sock, self.decoder.read_buf(), RecvFlags::DONTWAIT) {
@@ -187,26 +207,28 @@ impl Port {
                 Err(e) => return Err(format!("pool socket: {e}")),
             }
         }
-        while let Some(frame) = self
-            .decoder
-            .next_frame()
-            .map_err(|e| format!("pool socket: {e}"))?
-        {
-            if !frame.is_empty() {
-                self.announced.push_back(frame.to_vec());
-            }
+        self.skip_doorbells()
+    }
+
+    fn skip_doorbells(&mut self) -> Result<(), String> {
+        while self.decoder.next_is_empty() {
+            self.decoder
+                .next_frame()
+                .map_err(|e| format!("pool socket: {e}"))?;
         }
         Ok(())
     }
 
-    /// The frame behind a marker: waits for it on the socket; `None` at its end.
-    fn socket_frame(&mut self) -> Result<Option<Vec<u8>>, String> {
+    /// Waits until the frame behind a marker is whole in the decoder; `false` at the
+    /// socket's end.
+    fn wait_socket_frame(&mut self) -> Result<bool, String> {
         loop {
-            if let Some(frame) = self.announced.pop_front() {
-                return Ok(Some(frame));
+            self.skip_doorbells()?;
+            if self.decoder.has_next() {
+                return Ok(true);
             }
             if !self.sleep(None)? {
-                return Ok(None);
+                return Ok(false);
             }
         }
     }

@@ -14,7 +14,7 @@ use serde::de::Deserialize;
 use serde::{Deserialize as De, Serialize};
 
 use super::channel;
-use super::port::Port;
+use super::port::{Got, Port};
 use super::slab::fail_args;
 use super::wire::{self, DONE, EXIT, ItemFailure, READY, RUN, SERDE, SLAB};
 use crate::process::target::Task;
@@ -112,8 +112,13 @@ fn serve(port: &mut Port, max: usize) -> Result<(), String> {
     let mut head = Vec::new();
     let mut results = Vec::new();
     let mut failures = Vec::new();
-    while port.recv(&mut frame)? {
-        let (header, args) = wire::split(&frame)?;
+    loop {
+        let body: &[u8] = match port.recv(&mut frame)? {
+            Got::End => return Ok(()),
+            Got::Ring => &frame,
+            Got::Socket => port.take_frame()?,
+        };
+        let (header, args) = wire::split(body)?;
         match header.tag {
             RUN => {
                 results.clear();
@@ -145,7 +150,6 @@ fn serve(port: &mut Port, max: usize) -> Result<(), String> {
             other => return Err(format!("pool link: unknown tag {other}")),
         }
     }
-    Ok(())
 }
 
 /// Lays out a chunk's `DONE` head in `head`: its failures, to be followed by its
