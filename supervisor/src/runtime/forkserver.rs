@@ -108,6 +108,7 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
     // The handshake: this byte tells the parent that `init()` brought us here, and not
     // a `main` that forgot it and runs as a new root.
     (&requests).write_all(&[READY])?;
+    crate::runtime::registry::warm();
     let mut children: Vec<(u32, OwnedFd)> = Vec::new();
     loop {
         let ready = {
