@@ -40,6 +40,6 @@ pub(crate) mod stop;
 pub(crate) mod uplink;
 
 pub(crate) use executor::{
-    block_on, cancel_deferred_start, defer_start, ensure, handle, on_spawner, on_worker, run, spin,
-    start_deferred,
+    block_on, cancel_deferred_start, defer_start, ensure, handle, on_spawner, on_spawner_thread,
+    on_worker, run, spin, start_deferred,
 };

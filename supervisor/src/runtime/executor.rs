@@ -285,6 +285,13 @@ fn park_on<F: Future>(fut: F) -> F::Output {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+const SPAWNER_NAME: &str = "multiproc-spawner";
+
+/// Whether the calling thread is the spawner thread.
+pub(crate) fn on_spawner_thread() -> bool {
+    thread::current().name() == Some(SPAWNER_NAME)
+}
+
 /// Runs `job` on the spawner thread and waits for its result.
 ///
 /// # Errors
@@ -316,7 +323,7 @@ fn spawner() -> Result<mpsc::Sender<Job>, Error> {
     let handle = ensure()?;
     let (tx, rx) = mpsc::channel::<Job>();
     thread::Builder::new()
-        .name("multiproc-spawner".into())
+        .name(SPAWNER_NAME.into())
         .spawn(move || {
             let _enter = handle.enter();
             // Lives as long as the process: the sender is in a static.
