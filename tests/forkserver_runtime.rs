@@ -39,7 +39,16 @@ fn grows(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
     let mut own = Process::new(returns, ()).start_method(StartMethod::Forkserver);
     own.start()?;
     let joined = own.join()?;
-    up.send(&(before, threads(), event.is_set()?, joined.to_string()))?;
+    let after = threads();
+    up.send(&(before, after, event.is_set()?, joined.to_string()))?;
+    // Served from this thread, the link leaves the watcher nothing to watch: it ends.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while threads().iter().any(|t| t == "multiproc-watch") {
+        if std::time::Instant::now() > deadline {
+            return Err("the watcher outlived the link's start".into());
+        }
+        std::thread::yield_now();
+    }
     Ok(())
 }
 

@@ -46,6 +46,16 @@ struct Early {
 
 static EARLY: Mutex<Option<Early>> = Mutex::new(None);
 
+/// Wakes the watcher when something else served the link first, so that it ends
+/// rather than linger in `poll` until the link's first message. Closed by the watcher
+/// only, once it has woken: closed by the ringer, its number could be reused before
+/// a watcher that was slow to start polls it.
+static WATCHER_BELL: Mutex<Option<OwnedFd>> = Mutex::new(None);
+
+fn watcher_bell() -> MutexGuard<'static, Option<OwnedFd>> {
+    WATCHER_BELL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn early() -> MutexGuard<'static, Option<Early>> {
     EARLY.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -70,13 +80,18 @@ pub(crate) fn defer(sock: StdUnixStream, rings: Rings) -> Result<(), (StdUnixStr
     // Held until the state is in place: a watcher woken at once waits for it.
     let mut state = early();
     runtime::defer_start(Box::new(serve_deferred));
-    let fds = (sock.as_raw_fd(), parent_pidfd.as_raw_fd());
+    let Ok(bell) = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC) else {
+        return Err((sock, rings));
+    };
+    let fds = (sock.as_raw_fd(), parent_pidfd.as_raw_fd(), bell.as_raw_fd());
+    *watcher_bell() = Some(bell);
     let watcher = std::thread::Builder::new()
         .name("multiproc-watch".into())
         .stack_size(WATCHER_STACK)
         .spawn(move || watch(fds));
     if watcher.is_err() {
         runtime::cancel_deferred_start();
+        watcher_bell().take();
         return Err((sock, rings));
     }
     let (mut tx, rx) = rings.split();
@@ -159,23 +174,33 @@ fn serve_now() {
 
 /// The watcher: sleeps until the parent says something, hangs up or exits, then
 /// serves the link (unless something else did first).
-fn watch((sock, pidfd): (RawFd, RawFd)) {
+fn watch((sock, pidfd, bell): (RawFd, RawFd, RawFd)) {
     use rustix::event::{PollFd, PollFlags};
-    // SAFETY: both descriptors live as long as the process once the link is served
-    // (its socket until the link ends, which ends the process; the pidfd in its
-    // watch task), and until then in `EARLY`; the watcher polls them only while no
-    // runtime serves the link, and returns once one does.
-    let (sock, pidfd) = unsafe { (BorrowedFd::borrow_raw(sock), BorrowedFd::borrow_raw(pidfd)) };
+    // SAFETY: the socket and the pidfd live as long as the process once the link is
+    // served (the socket until the link ends, which ends the process; the pidfd in its
+    // watch task), and until then in `EARLY`; the bell lives in `WATCHER_BELL` until
+    // the watcher itself takes it, after its last poll.
+    let (sock, pidfd, bell) = unsafe {
+        (
+            BorrowedFd::borrow_raw(sock),
+            BorrowedFd::borrow_raw(pidfd),
+            BorrowedFd::borrow_raw(bell),
+        )
+    };
+    // One wake-up is enough (a signal's aside): whatever woke the watcher, it serves
+    // the link or finds it served, and ends.
     while runtime::start_deferred() {
         let mut set = [
             PollFd::new(&sock, PollFlags::IN | PollFlags::RDHUP),
             PollFd::new(&pidfd, PollFlags::IN),
+            PollFd::new(&bell, PollFlags::IN),
         ];
         match rustix::event::poll(&mut set, None) {
             Err(rustix::io::Errno::INTR) => continue,
             _ => break,
         }
     }
+    watcher_bell().take();
     if runtime::start_deferred() && runtime::ensure().is_err() {
         // The parent speaks, and this child cannot listen: it cannot be stopped or
         // told its parent is gone, so it ends as one whose parent is gone.
@@ -195,7 +220,13 @@ fn serve_deferred(handle: &'static Handle) {
         return;
     };
     match serve(handle, sock, tx, rx, Some(parent_pidfd)) {
-        Ok(link) => logging::set_uplink(link),
+        Ok(link) => {
+            logging::set_uplink(link);
+            // Served from another thread: the watcher has nothing left to watch.
+            if let Some(bell) = watcher_bell().as_ref() {
+                let _ = rustix::io::write(bell, &1u64.to_ne_bytes());
+            }
+        }
         Err(e) => {
             eprintln!("multiproc: cannot serve the control socket: {e}");
             exit_now(EXIT_BOOTSTRAP_FAILED);
