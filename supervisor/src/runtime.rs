@@ -11,6 +11,7 @@
 //!   routing of envelopes along the tree; [`ring`]: the shared-memory rings a link
 //!   carries its messages in; [`reply`]: calls waiting for their replies;
 //!   [`mailbox`]: the hosted actor's mailbox.
+//! - [`uplink`]: a child's link to its parent, served at once or once first needed.
 //! - [`executor`]: the tokio runtime and the spawner thread; [`logging`]: forwarding
 //!   a child's logs to its parent; [`shm`]: shared memory segments passed between
 //!   processes.
@@ -36,5 +37,9 @@ pub(crate) mod shm;
 pub(crate) mod signals;
 pub(crate) mod spawn;
 pub(crate) mod stop;
+pub(crate) mod uplink;
 
-pub(crate) use executor::{block_on, ensure, handle, on_spawner, on_worker, run, spin};
+pub(crate) use executor::{
+    block_on, cancel_deferred_start, defer_start, ensure, handle, on_spawner, on_spawner_thread,
+    on_worker, run, spin, start_deferred,
+};

@@ -11,7 +11,6 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -23,19 +22,18 @@ use tokio::sync::oneshot;
 
 use crate::runtime;
 use crate::runtime::children;
-use crate::runtime::children::register_exit_handler;
 use crate::runtime::current::{self, Me, ParentProcess};
 use crate::runtime::error::Error;
 use crate::runtime::exit::{
     EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, exit_now,
 };
 use crate::runtime::handoff::{ENV_BOOTSTRAP, ENV_PARENT_PID, take_control_socket};
-use crate::runtime::link::{Link, Outgoing, Peer};
+use crate::runtime::link::Outgoing;
 use crate::runtime::panic::{install_panic_hook, panic_message, take_panic};
 use crate::runtime::registry::EntryOutcome;
 use crate::runtime::ring::Rings;
 use crate::runtime::router;
-use crate::runtime::{heartbeat, logging, registry, signals, stop};
+use crate::runtime::{heartbeat, logging, registry, signals, uplink};
 
 /// Most file descriptors a Hello may carry.
 const MAX_HELLO_FDS: usize = 65;
@@ -184,34 +182,67 @@ fn child_main(origin: Origin) -> i32 {
         Err(code) => return code,
     };
     become_child(&hello, entry, parent_pid);
-    let uplink = match start_parent_link(sock, rings, parent_pid) {
-        Ok(tx) => tx,
-        Err(e) => {
-            eprintln!("multiproc: cannot serve the control socket: {e}");
-            return EXIT_BOOTSTRAP_FAILED;
-        }
+    let function = entry.kind == EntryKind::Function;
+    // A function child builds its runtime only when its work needs one (see
+    // `uplink`); an actor's host runs on it from the start. So does a child limited in
+    // memory or descriptors: built now, under its limits, a runtime that does not fit
+    // is a refusal of the Hello, not a panic in the first call that needs it.
+    let limited = hello.limits.memory.is_some() || hello.limits.open_files.is_some();
+    let eager = if function && !limited {
+        uplink::defer(sock, rings).err()
+    } else {
+        Some((sock, rings))
     };
-    // A function's Ready is written before it runs: a function that calls
-    // `std::process::exit` at once must still have completed the handshake (it is in
-    // the ring when `send` returns). An actor's Ready waits for its `start` (see
-    // `actor::serve`), so that a started actor child is one that can take messages,
-    // and a failing `start` fails the parent's `start()`, as OTP's `start_link` waits
-    // for `init`.
-    if entry.kind == EntryKind::Function {
-        let _ = uplink.send(Outgoing::Packet(Packet::Ready {
-            pid: std::process::id(),
-        }));
-        // A parent that closed the link gave up on this child (it was stopped, or its
-        // pool terminated, while it started): nothing to run for.
-        if uplink.is_closed() || uplink.peer_hung_up() {
-            return EXIT_PARENT_GONE;
+    if let Some((mut sock, rings)) = eager {
+        if let Err(code) = build_runtime(&mut sock) {
+            return code;
+        }
+        let link = match uplink::start(sock, rings) {
+            Ok(link) => link,
+            Err(e) => {
+                eprintln!("multiproc: cannot serve the control socket: {e}");
+                return EXIT_BOOTSTRAP_FAILED;
+            }
+        };
+        // A function's Ready is written before it runs: a function that calls
+        // `std::process::exit` at once must still have completed the handshake (it is
+        // in the ring when `send` returns). An actor's Ready waits for its `start` (see
+        // `actor::serve`), so that a started actor child is one that can take
+        // messages, and a failing `start` fails the parent's `start()`, as OTP's
+        // `start_link` waits for `init`.
+        if function {
+            let _ = link.send(Outgoing::Packet(Packet::Ready {
+                pid: std::process::id(),
+            }));
         }
     }
-    logging::install_forwarder(uplink.clone(), hello.log_level);
+    // A parent that closed the link gave up on this child (it was stopped, or its
+    // pool terminated, while it started): nothing to run for.
+    if function && uplink::parent_hung_up() {
+        return EXIT_PARENT_GONE;
+    }
+    logging::install_forwarder(hello.log_level);
     signals::ignore_sigint();
 
     let outcome = run_entry(entry, hello.args, fds);
-    report_exit(outcome, &uplink)
+    report_exit(outcome)
+}
+
+/// Builds the runtime, under the limits just set: a child that cannot have its
+/// threads or descriptors says why (`Rejected`), rather than starting and dying at
+/// its first message. `Err` is the status to exit with.
+fn build_runtime(sock: &mut StdUnixStream) -> Result<(), i32> {
+    match runtime::ensure() {
+        Ok(_) => Ok(()),
+        Err(Error::Exhausted { source, .. }) => {
+            let _ = reject(sock, BootstrapError::Exhausted(source));
+            Err(EXIT_BOOTSTRAP_FAILED)
+        }
+        Err(e) => {
+            eprintln!("multiproc: {e}");
+            Err(EXIT_BOOTSTRAP_FAILED)
+        }
+    }
 }
 
 /// Ties this child to its parent's life and returns the parent's pid, or the status
@@ -241,7 +272,7 @@ fn parent_of(origin: Origin) -> Result<u32, i32> {
 
 /// The child's side of the handshake, up to (not including) its Ready: takes the
 /// control socket off fd 0, reads and checks the Hello, maps the link's rings, sets
-/// the limits, builds the runtime under them and finds the entry. A failure is
+/// the limits and finds the entry. A failure is
 /// answered `Rejected` where the parent can still hear it, and is the status to exit
 /// with.
 fn handshake() -> Result<Handshake, i32> {
@@ -280,18 +311,6 @@ fn handshake() -> Result<Handshake, i32> {
     };
     if let Err(e) = apply_limits(&hello.limits) {
         return refuse(&mut sock, BootstrapError::Limits(e.to_string()));
-    }
-    // Built before Ready, under the limits just set: a child that cannot have its
-    // threads says why, rather than starting and dying at its first message.
-    match runtime::ensure() {
-        Ok(_) => {}
-        Err(Error::Exhausted { source, .. }) => {
-            return refuse(&mut sock, BootstrapError::Exhausted(source));
-        }
-        Err(e) => {
-            eprintln!("multiproc: {e}");
-            return Err(EXIT_BOOTSTRAP_FAILED);
-        }
     }
     let Some(entry) = registry::by_name(&hello.entry).filter(|e| e.kind == hello.kind) else {
         let unknown = BootstrapError::UnknownEntry {
@@ -349,10 +368,9 @@ fn run_entry(entry: &registry::Entry, args: Vec<u8>, fds: Vec<OwnedFd>) -> Entry
     }
 }
 
-/// Finishes this child's own children, reports how its entry ended to the parent, and
-/// returns the status to exit with.
-fn report_exit(outcome: EntryOutcome, uplink: &router::LinkTx) -> i32 {
-    runtime::block_on(children::finish_children());
+/// Reports how its entry ended to the parent, after finishing this child's own
+/// children, and returns the status to exit with.
+fn report_exit(outcome: EntryOutcome) -> i32 {
     let (report, code) = match outcome {
         EntryOutcome::Returned => (ExitReport::Normal, 0),
         EntryOutcome::Failed(message) => {
@@ -364,9 +382,18 @@ fn report_exit(outcome: EntryOutcome, uplink: &router::LinkTx) -> i32 {
             (ExitReport::Panicked { message, location }, 1)
         }
     };
-    let _ = uplink.send(Outgoing::Packet(Packet::Exiting(report)));
+    let report = Packet::Exiting(report);
+    // Without a runtime this child started no children: nothing to finish.
+    if uplink::report_early(&report) {
+        return code;
+    }
+    runtime::block_on(children::finish_children());
+    let Some(link) = router::parent() else {
+        return code;
+    };
+    let _ = link.send(Outgoing::Packet(report));
     let (flushed_tx, flushed_rx) = oneshot::channel();
-    let _ = uplink.send(Outgoing::Flush(flushed_tx));
+    let _ = link.send(Outgoing::Flush(flushed_tx));
     runtime::block_on(async {
         let _ = tokio::time::timeout(Duration::from_secs(5), flushed_rx).await;
     });
@@ -474,52 +501,4 @@ fn write_packet(sock: &mut StdUnixStream, packet: &Packet) -> std::io::Result<()
     let mut frame = (msg.len() as i32).to_be_bytes().to_vec();
     frame.extend_from_slice(&msg);
     sock.write_all(&frame)
-}
-
-/// Starts the tasks serving the link to the parent; returns the sender of the link.
-fn start_parent_link(
-    sock: StdUnixStream,
-    rings: Rings,
-    parent_pid: u32,
-) -> std::io::Result<router::LinkTx> {
-    let handle = runtime::handle();
-    let _enter = handle.enter();
-    sock.set_nonblocking(true)?;
-    let stream = tokio::net::UnixStream::from_std(sock)?;
-    // This end's reader spins a little: calls to a child come back to back.
-    let link = Link::new(stream, rings, Peer::Parent, true);
-    router::set_parent(Arc::clone(&link));
-    register_exit_handler();
-
-    let reader = Arc::clone(&link);
-    handle.spawn(async move {
-        let end = reader
-            .read_loop("parent", |packet| match packet {
-                Packet::Envelope(env) => router::route(env),
-                Packet::Stop => stop::request(),
-                other => tracing::warn!(packet = ?other, "unexpected packet from the parent"),
-            })
-            .await;
-        tracing::debug!(?end, "the link to the parent ended");
-        parent_gone().await;
-    });
-    if let Some(pid) = rustix::process::Pid::from_raw(parent_pid as i32)
-        && let Ok(pidfd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::NONBLOCK)
-        // SAFETY: the pidfd is owned by the AsyncFd, which keeps it open until it is
-        // dropped, after deregistration; nothing else uses this descriptor.
-        && let Ok(watch) = unsafe { tokio::io::unix::AsyncFd::register(pidfd) }
-    {
-        handle.spawn(async move {
-            let _ = watch.readable().await;
-            parent_gone().await;
-        });
-    }
-    Ok(link)
-}
-
-/// The parent is gone: stop what we run and exit, bounded in time.
-async fn parent_gone() {
-    stop::request();
-    let _ = tokio::time::timeout(Duration::from_secs(1), children::finish_children()).await;
-    exit_now(EXIT_PARENT_GONE);
 }

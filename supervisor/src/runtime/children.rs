@@ -127,7 +127,11 @@ pub(crate) async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error
     let limits = req.hello.limits;
     let heartbeat = req.hello.heartbeat;
     let timeout = req.handshake_timeout;
-    let spawned = runtime::on_spawner(move || spawn::spawn(req)).await??;
+    let spawned = if spawn::may_spawn_here(&req) {
+        spawn::spawn(req)?
+    } else {
+        runtime::on_spawner(move || spawn::spawn(req)).await??
+    };
     let spawn::Spawned {
         mut waiter,
         stream,

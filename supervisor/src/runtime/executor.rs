@@ -11,8 +11,10 @@
 //! when the *thread* that spawned a child exits, and tokio's blocking-pool threads exit
 //! when idle, which would kill children seconds after a quiet spell.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
@@ -40,17 +42,69 @@ pub(crate) fn handle() -> &'static Handle {
 
 /// The runtime of this process, built on first use; an error names the limit that
 /// refused its threads or descriptors, and the next call tries again.
+///
+/// A start deferred with [`defer_start`] runs once, right after the build, before any
+/// caller (but the deferred start itself) gets the runtime.
 pub(crate) fn ensure() -> Result<&'static Handle, Error> {
-    if let Some(rt) = RT.get() {
+    if let Some(rt) = RT.get()
+        && (!DEFERRED.load(Ordering::Acquire) || IN_DEFERRED.with(Cell::get))
+    {
         return Ok(rt.handle());
     }
     static BUILDING: Mutex<()> = Mutex::new(());
     let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(rt) = RT.get() {
-        return Ok(rt.handle());
+    let handle = match RT.get() {
+        Some(rt) => rt.handle(),
+        None => {
+            let rt = build()?;
+            RT.get_or_init(|| rt).handle()
+        }
+    };
+    let start = DEFERRED_START
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(start) = start {
+        IN_DEFERRED.with(|d| d.set(true));
+        start(handle);
+        IN_DEFERRED.with(|d| d.set(false));
+        DEFERRED.store(false, Ordering::Release);
     }
-    let rt = build()?;
-    Ok(RT.get_or_init(|| rt).handle())
+    Ok(handle)
+}
+
+/// What must start with the runtime, given it once it is built.
+type DeferredStart = Box<dyn FnOnce(&'static Handle) + Send>;
+
+static DEFERRED_START: Mutex<Option<DeferredStart>> = Mutex::new(None);
+/// A start waits for the runtime: callers of [`ensure`] wait for it too.
+static DEFERRED: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// This thread runs the deferred start, which may itself ask for the runtime.
+    static IN_DEFERRED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `start` when the runtime is first needed, before anyone else uses it: a
+/// child whose work never needs a runtime never pays for one (its threads, its
+/// epoll, its exit with a second thread to kill).
+pub(crate) fn defer_start(start: DeferredStart) {
+    *DEFERRED_START.lock().unwrap_or_else(|e| e.into_inner()) = Some(start);
+    DEFERRED.store(true, Ordering::Release);
+}
+
+/// Whether a start waits for the runtime to be built.
+pub(crate) fn start_deferred() -> bool {
+    DEFERRED.load(Ordering::Acquire)
+}
+
+/// Drops a deferred start that has not run, so a later build does not run it.
+pub(crate) fn cancel_deferred_start() {
+    DEFERRED_START
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    DEFERRED.store(false, Ordering::Release);
 }
 
 fn build() -> Result<Runtime, Error> {
@@ -231,6 +285,13 @@ fn park_on<F: Future>(fut: F) -> F::Output {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+const SPAWNER_NAME: &str = "multiproc-spawner";
+
+/// Whether the calling thread is the spawner thread.
+pub(crate) fn on_spawner_thread() -> bool {
+    thread::current().name() == Some(SPAWNER_NAME)
+}
+
 /// Runs `job` on the spawner thread and waits for its result.
 ///
 /// # Errors
@@ -262,7 +323,7 @@ fn spawner() -> Result<mpsc::Sender<Job>, Error> {
     let handle = ensure()?;
     let (tx, rx) = mpsc::channel::<Job>();
     thread::Builder::new()
-        .name("multiproc-spawner".into())
+        .name(SPAWNER_NAME.into())
         .spawn(move || {
             let _enter = handle.enter();
             // Lives as long as the process: the sender is in a static.

@@ -108,6 +108,7 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
     // The handshake: this byte tells the parent that `init()` brought us here, and not
     // a `main` that forgot it and runs as a new root.
     (&requests).write_all(&[READY])?;
+    crate::runtime::registry::warm();
     let mut children: Vec<(u32, OwnedFd)> = Vec::new();
     loop {
         let ready = {
@@ -356,19 +357,37 @@ pub(crate) struct Forked {
     pub(crate) exit: oneshot::Receiver<WaitStatus>,
 }
 
-/// Asks the forkserver (started or restarted as needed, waiting up to
-/// `handshake_timeout` for a new one to answer) for a child whose control socket is
-/// `socket`. Runs on the spawner thread, inside the runtime's context.
+/// Whether a request may be made from any thread: a forkserver serves (so the request
+/// needs no new one), and no test waits, after its reply, for the relay task, which
+/// the thread might be the one to run.
+pub(crate) fn serves() -> bool {
+    !DIE_AFTER_REPLY.load(Ordering::SeqCst)
+        && client()
+            .as_mut()
+            .is_some_and(|c| matches!(c.process.try_wait(), Ok(None)))
+}
+
+/// Asks the forkserver (started or restarted as needed when `may_start`, waiting up
+/// to `handshake_timeout` for a new one to answer) for a child whose control socket
+/// is `socket`. Runs inside the runtime's context; `may_start` only on the spawner
+/// thread, to which a new forkserver's parent-death signal is tied.
 pub(crate) fn fork(
     socket: OwnedFd,
     env: Vec<(String, String)>,
     handshake_timeout: Duration,
+    may_start: bool,
 ) -> Result<Forked, Error> {
     let mut guard = client();
     let alive = guard
         .as_mut()
         .is_some_and(|c| matches!(c.process.try_wait(), Ok(None)));
     if !alive {
+        if !may_start {
+            return Err(Error::os(
+                "the forkserver could not start the child",
+                std::io::Error::other("the forkserver ended"),
+            ));
+        }
         *guard = Some(start(handshake_timeout)?);
     }
     request(&mut guard, socket, env)

@@ -47,7 +47,7 @@ use rustix::net::SendFlags;
 use tokio::net::UnixStream;
 use tokio::sync::{Notify, oneshot};
 
-use crate::runtime::ring::{Bell, Rings, Scribble, Tx, Wake};
+use crate::runtime::ring::{Bell, Rings, Rx, Scribble, Tx, Wake};
 
 mod read;
 
@@ -152,6 +152,18 @@ impl Link {
     /// of the link's rings, and starts its flusher task.
     pub(crate) fn new(stream: UnixStream, rings: Rings, peer: Peer, spin: bool) -> Arc<Link> {
         let (tx, rx) = rings.split();
+        Link::from_parts(stream, tx, rx, peer, spin)
+    }
+
+    /// As [`Link::new`], with rings already split (and written to, or read from, before
+    /// the link was served: a child's early messages to its parent).
+    pub(crate) fn from_parts(
+        stream: UnixStream,
+        tx: Tx,
+        rx: Rx,
+        peer: Peer,
+        spin: bool,
+    ) -> Arc<Link> {
         let bell = rx.bell();
         let link = Arc::new(Link {
             stream,

@@ -43,9 +43,25 @@ fn level_of(n: u8) -> LevelFilter {
     }
 }
 
-/// In a child: forward events up `uplink` at `level` and below.
-pub(crate) fn install_forwarder(uplink: LinkTx, level: Option<u8>) {
+/// In a child: the link that events are forwarded up, once it is served.
+pub(crate) fn set_uplink(uplink: LinkTx) {
     let _ = UPLINK.set(uplink);
+}
+
+/// The link to forward up; in a child whose link to its parent waits for the
+/// runtime, the first event starts both.
+fn uplink() -> Option<&'static LinkTx> {
+    if let Some(up) = UPLINK.get() {
+        return Some(up);
+    }
+    if crate::runtime::start_deferred() {
+        let _ = crate::runtime::ensure();
+    }
+    UPLINK.get()
+}
+
+/// In a child: forward events up its link at `level` and below.
+pub(crate) fn install_forwarder(level: Option<u8>) {
     if let Some(level) = level {
         let sub = Forward {
             max: level_of(level),
@@ -104,7 +120,7 @@ impl Subscriber for Forward {
     fn record_follows_from(&self, _: &Id, _: &Id) {}
 
     fn event(&self, event: &Event<'_>) {
-        let Some(up) = UPLINK.get() else { return };
+        let Some(up) = uplink() else { return };
         let meta = event.metadata();
         let mut text = Text::default();
         event.record(&mut text);

@@ -95,6 +95,14 @@ pub(crate) fn by_type<T: 'static>(kind: EntryKind) -> Result<&'static Entry, Err
     }
 }
 
+/// Works out, once, what every child looks up at its start (the table by name, the
+/// build id, which reads the executable's metadata): called in the forkserver, whose
+/// children inherit it instead of each doing it again.
+pub(crate) fn warm() {
+    let _ = index();
+    let _ = build_id();
+}
+
 /// Finds an entry by its registered name.
 pub(crate) fn by_name(name: &str) -> Option<&'static Entry> {
     index().by_name.get(name).copied()

@@ -115,11 +115,19 @@ pub(crate) fn next_corr() -> u64 {
 
 /// Sends a packet up to the parent, if this process has one.
 pub(crate) fn to_parent(packet: Packet) {
-    let parent = tables().parent.clone();
+    let parent = parent();
     if let Some(link) = parent
         && let Err(SendError::Refused(packet, why)) = link.send(Outgoing::Packet(packet))
     {
         refuse_packet(packet, why);
+    }
+}
+
+/// A child whose link to its parent waits for the runtime starts both before it
+/// sends anything up: the link is in the tables once this returns.
+fn serve_parent() {
+    if crate::runtime::start_deferred() {
+        let _ = crate::runtime::ensure();
     }
 }
 
@@ -129,6 +137,7 @@ pub(crate) fn set_parent(tx: LinkTx) {
 
 /// The link to the parent, if this process has one.
 pub(crate) fn parent() -> Option<LinkTx> {
+    serve_parent();
     tables().parent.clone()
 }
 
@@ -243,6 +252,9 @@ fn with_ref(env: &Envelope, f: impl FnOnce(&EnvelopeRef<'_>)) {
 /// ring for the answer itself.
 pub(crate) fn route_ref(env: &EnvelopeRef<'_>, polls: bool) -> Option<LinkTx> {
     let hop = env.next_hop(me().identity.path());
+    if hop == Hop::Parent {
+        serve_parent();
+    }
     // Pick the link under the lock, write outside it: a write may be a syscall, and
     // callers or other readers routing should not wait for it.
     let (link, call) = {

@@ -57,13 +57,23 @@ pub(crate) fn install_root_handlers() {
 }
 
 /// In a child: SIGINT does nothing (the root decides what ^C means for the tree).
+///
+/// A handler that does nothing, not `SIG_IGN`: a program the child executes gets
+/// SIGINT's default back, as a handler is reset by `exec` and `SIG_IGN` is not. A plain
+/// `sigaction`, not the runtime's signal driver, so a child needs no runtime for it.
+#[allow(unsafe_code, reason = "sigaction, with a handler that does nothing")]
 pub(crate) fn ignore_sigint() {
-    let _enter = runtime::handle().enter();
-    match signal(SignalKind::interrupt()) {
-        Ok(mut int) => {
-            runtime::handle().spawn(async move { while int.recv().await.is_some() {} });
+    extern "C" fn nothing(_: libc::c_int) {}
+    // SAFETY: the handler is async-signal-safe (it does nothing), and the struct is
+    // zeroed (an empty mask) before its fields are set.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut()) != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "cannot ignore SIGINT");
         }
-        Err(e) => tracing::debug!(error = %e, "cannot ignore SIGINT"),
     }
 }
 
