@@ -104,6 +104,74 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) 
     Ok(sent)
 }
 
+/// Sends as much of `data` as the socket takes at once, without waiting, with `fds`
+/// attached to its first bytes; returns how many bytes went, `0` when the socket had
+/// no room (the fds did not go either, and must ride with the first bytes sent later).
+///
+/// For a message written before its reader exists: a reader that is still to be made
+/// cannot drain the socket, so a blocking send there could wait for ever.
+///
+/// # Errors
+///
+/// As [`send_with_fds`], except that a full socket is `Ok(0)`, not a wait.
+///
+/// # Examples
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// use multiproc_transport::{recv_with_fds, try_send_with_fds};
+///
+/// let (a, b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+/// let (r, w) = std::io::pipe().expect("pipe");
+/// assert_eq!(try_send_with_fds(a.as_fd(), b"here", &[w.as_fd()])?, 4);
+/// let mut buf = [0u8; 16];
+/// let (n, fds) = recv_with_fds(b.as_fd(), &mut buf, 4)?;
+/// assert_eq!((&buf[..n], fds.len()), (&b"here"[..], 1));
+/// # drop(r);
+/// # Ok::<(), multiproc_transport::Error>(())
+/// ```
+pub fn try_send_with_fds(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> Result<usize> {
+    if fds.len() > MAX_FDS_PER_MESSAGE {
+        return Err(Error::TooManyFds {
+            count: fds.len(),
+            max: MAX_FDS_PER_MESSAGE,
+        });
+    }
+    if data.is_empty() {
+        return if fds.is_empty() {
+            Ok(0)
+        } else {
+            Err(Error::FdsWithoutData)
+        };
+    }
+    let mut space = [MaybeUninit::<u8>::uninit(); CMSG_SPACE];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(Error::TooManyFds {
+            count: fds.len(),
+            max: MAX_FDS_PER_MESSAGE,
+        });
+    }
+    loop {
+        match rustix::net::sendmsg(
+            sock,
+            &[IoSlice::new(data)],
+            &mut control,
+            SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+        ) {
+            Ok(n) => return Ok(n),
+            Err(Errno::INTR) => continue,
+            Err(Errno::AGAIN) => return Ok(0),
+            Err(Errno::PIPE | Errno::CONNRESET) => return Err(Error::Eof),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// Receives bytes into `buf` from the Unix stream socket `sock`, with up to `max_fds`
 /// file descriptors (capped at [`MAX_FDS_PER_MESSAGE`]) sent alongside them; returns
 /// the byte count and the fds, which are close-on-exec. Waits for data even on a

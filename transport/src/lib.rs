@@ -78,7 +78,9 @@ mod wait;
 pub use connection::{BlockingConnection, Connection};
 pub use error::{Error, Result};
 pub use exhaustion::{Resource, exhausted};
-pub use fdpass::{MAX_FDS_PER_MESSAGE, collect_fds, provide_fds, recv_with_fds, send_with_fds};
+pub use fdpass::{
+    MAX_FDS_PER_MESSAGE, collect_fds, provide_fds, recv_with_fds, send_with_fds, try_send_with_fds,
+};
 pub use frame::{DEFAULT_MAX_FRAME_LEN, FrameDecoder, FrameError, FrameReader, MAX_FRAME_LEN};
 pub use listener::{Address, Listener, Pending, client, client_with_timeout};
 pub use pipe::{blocking_pipe, pipe};

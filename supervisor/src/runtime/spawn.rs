@@ -192,6 +192,11 @@ fn hand_over(parent_end: StdUnixStream, req: &Request) -> Result<UnixStream, Err
     // A child that died before reading gives EPIPE here; the handshake then reports
     // how it ended, which says more than the write error would.
     let _ = send_hello(&parent_end, &req.hello, req.versions, &req.fds);
+    into_async(parent_end)
+}
+
+/// Our end of the link, made async.
+fn into_async(parent_end: StdUnixStream) -> Result<UnixStream, Error> {
     parent_end
         .set_nonblocking(true)
         .map_err(|e| Error::os("cannot configure the socket", e))?;
@@ -220,13 +225,34 @@ fn fork(
             )
         })
         .collect();
+    // The Hello goes first, into the socket, so that the child reads it the moment it
+    // is forked instead of waiting for the forkserver's reply to reach us and our
+    // write to reach it: a wake-up of each process off the start. What the socket
+    // cannot take before the child exists follows once it does.
+    let frame = hello_frame(&req.hello, req.versions);
+    let early = match &frame {
+        Ok(frame) => {
+            let borrowed: Vec<_> = req.fds.iter().map(|f| f.as_fd()).collect();
+            multiproc_transport::try_send_with_fds(parent_end.as_fd(), frame, &borrowed)
+                .unwrap_or(0)
+        }
+        Err(_) => 0,
+    };
     let forked = crate::runtime::forkserver::fork(
         OwnedFd::from(child_end),
         env,
         req.handshake_timeout,
         crate::runtime::on_spawner_thread(),
     )?;
-    let stream = hand_over(parent_end, &req)?;
+    let stream = match frame {
+        Ok(frame) if early > 0 => {
+            // As in `hand_over`: a child that died before reading is reported by the
+            // handshake, which says more than this write's error would.
+            let _ = (&parent_end).write_all(&frame[early..]);
+            into_async(parent_end)?
+        }
+        _ => hand_over(parent_end, &req)?,
+    };
     let waiter_pidfd = forked
         .pidfd
         .try_clone()
@@ -243,12 +269,8 @@ fn fork(
     })
 }
 
-fn send_hello(
-    sock: &StdUnixStream,
-    hello: &Hello,
-    versions: (u32, u64),
-    fds: &[OwnedFd],
-) -> std::io::Result<()> {
+/// The Hello as a whole frame, header included.
+fn hello_frame(hello: &Hello, versions: (u32, u64)) -> std::io::Result<Vec<u8>> {
     let (protocol, build_id) = versions;
     let body = codec::encode(hello).map_err(std::io::Error::other)?;
     let packet = codec::encode(&Packet::Hello {
@@ -262,6 +284,16 @@ fn send_hello(
     let mut frame = Vec::with_capacity(hl + packet.len());
     frame.extend_from_slice(&header[..hl]);
     frame.extend_from_slice(&packet);
+    Ok(frame)
+}
+
+fn send_hello(
+    sock: &StdUnixStream,
+    hello: &Hello,
+    versions: (u32, u64),
+    fds: &[OwnedFd],
+) -> std::io::Result<()> {
+    let frame = hello_frame(hello, versions)?;
     // The fds ride on the first bytes of the frame, so the child receives them with
     // the header and no byte can be read without them.
     let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
