@@ -47,6 +47,17 @@ fn prints(text: String) {
     eprintln!("err:{text}");
 }
 
+/// Leaves text in Rust's and C's stdout buffers: no newline, no flush.
+#[allow(unsafe_code, reason = "printf, to leave text in C's stdio buffer")]
+fn prints_unflushed(text: String) {
+    print!("rust:{text};");
+    let c = std::ffi::CString::new(format!("c:{text}")).unwrap();
+    // SAFETY: a valid format string and a valid C string for its `%s`.
+    unsafe {
+        libc::printf(c"%s".as_ptr(), c.as_ptr());
+    }
+}
+
 fn logs(text: String) {
     tracing::info!("{text}");
 }
@@ -139,6 +150,7 @@ multiproc::register!(
     waits_for_stop,
     ignores_stop,
     prints,
+    prints_unflushed,
     logs,
     report_identity,
     names_probe,
@@ -382,6 +394,17 @@ fn output_can_be_captured() -> TestResult {
     Ok(())
 }
 
+/// A child ends as Python's do (`os._exit` after flushing), and what it left in the
+/// buffers of Rust's and C's stdout still reaches its parent.
+fn a_childs_unflushed_output_is_flushed_at_its_end() -> TestResult {
+    let mut p = Process::new(prints_unflushed, "left".to_string()).capture_output();
+    p.start()?;
+    check_eq!(p.join()?, ExitReason::Normal);
+    let out = p.output().ok_or("no output")?;
+    check_eq!(String::from_utf8_lossy(&out.stdout), "rust:left;c:left");
+    Ok(())
+}
+
 fn child_logs_reach_the_parent_subscriber() -> TestResult {
     let text = format!("log line from a child {}", std::process::id());
     let mut p = Process::new(logs, text.clone());
@@ -607,6 +630,10 @@ fn main() {
             stop_kills_a_child_that_ignores_it,
         ),
         trial("output_can_be_captured", output_can_be_captured),
+        trial(
+            "a_childs_unflushed_output_is_flushed_at_its_end",
+            a_childs_unflushed_output_is_flushed_at_its_end,
+        ),
         trial(
             "child_logs_reach_the_parent_subscriber",
             child_logs_reach_the_parent_subscriber,

@@ -25,7 +25,7 @@ use crate::runtime::children;
 use crate::runtime::current::{self, Me, ParentProcess};
 use crate::runtime::error::Error;
 use crate::runtime::exit::{
-    EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, exit_now,
+    EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, exit_child, exit_now,
 };
 use crate::runtime::handoff::{ENV_BOOTSTRAP, ENV_PARENT_PID, take_control_socket};
 use crate::runtime::link::Outgoing;
@@ -64,7 +64,7 @@ pub fn init() {
     }
     current::IS_CHILD.store(true, Ordering::Relaxed);
     let code = child_main(Origin::Spawned);
-    exit_now(code);
+    exit_child(code);
 }
 
 /// How a child came to be.
@@ -81,7 +81,7 @@ pub(crate) fn forked_child_main(logical_parent: u32) -> ! {
     INITIALIZED.store(true, Ordering::SeqCst);
     current::IS_CHILD.store(true, Ordering::Relaxed);
     let code = child_main(Origin::Forked { logical_parent });
-    exit_now(code)
+    exit_child(code)
 }
 
 /// Raises the soft limit on open files to the hard one, as Go's runtime does: every

@@ -32,3 +32,25 @@ pub(crate) fn exit_now(code: i32) -> ! {
     EXITING.store(true, Ordering::SeqCst);
     std::process::exit(code)
 }
+
+/// Ends a child whose entry has finished and been reported, as Python ends its
+/// children (`os._exit` after flushing the standard streams): its own children are
+/// finished by then, and the program's `atexit` handlers and library destructors
+/// belong to the root, not to every copy of it. They would also cost the child's
+/// exit: each page they write is a copy-on-write fault of the forked image.
+#[allow(
+    unsafe_code,
+    reason = "fflush and _exit, to end without the exit handlers"
+)]
+pub(crate) fn exit_child(code: i32) -> ! {
+    use std::io::Write;
+    take_exit_lock();
+    EXITING.store(true, Ordering::SeqCst);
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: fflush(NULL) flushes every C stream; _exit ends the process at once.
+    unsafe {
+        libc::fflush(std::ptr::null_mut());
+        libc::_exit(code)
+    }
+}
