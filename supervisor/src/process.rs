@@ -289,6 +289,17 @@ impl Process {
     /// has no room for the process, its socket or a thread (the error names the limit:
     /// a cgroup's `pids.max`, `RLIMIT_NOFILE`, …), [`Error::Os`].
     pub async fn start(&mut self) -> Result<(), Error> {
+        self.start_with(Place::Task).await
+    }
+
+    /// As [`start`](Self::start), run where it is polled: for a caller that polls it
+    /// to its end, as the blocking API does. Spawned as a task, the start costs a
+    /// wake-up of a runtime worker and one back, a tenth of a forkserver start.
+    pub(crate) async fn start_in_place(&mut self) -> Result<(), Error> {
+        self.start_with(Place::Here).await
+    }
+
+    async fn start_with(&mut self, place: Place) -> Result<(), Error> {
         match self.state {
             State::Created => {}
             State::Started(_) => return Err(Error::AlreadyStarted(self.name.clone())),
@@ -342,7 +353,7 @@ impl Process {
             method: self.method,
         };
         runtime::ensure()?;
-        let child = runtime::run(async move {
+        let started = async move {
             let child = start_child(request).await?;
             // Once a child exists, the root stops its tree on a signal and this process
             // finishes its children at exit; in the same task, so a dropped `start` does
@@ -350,8 +361,11 @@ impl Process {
             crate::runtime::signals::install_root_handlers();
             crate::runtime::children::register_exit_handler();
             Ok::<_, Error>(child)
-        })
-        .await?;
+        };
+        let child = match place {
+            Place::Here => started.await?,
+            Place::Task => runtime::run(started).await?,
+        };
         self.state = State::Started(child);
         Ok(())
     }
@@ -467,4 +481,13 @@ impl Sentinel {
     pub fn is_ready(&self) -> bool {
         self.exit.borrow().is_some()
     }
+}
+
+/// Where a start runs.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    /// In a task of its own, which a dropped caller cannot cut short.
+    Task,
+    /// Where it is polled, by a caller that polls it to its end.
+    Here,
 }

@@ -88,7 +88,7 @@ impl Process {
         /// # Errors
         ///
         /// As [`crate::Process::start`].
-        pub fn start(&mut self) -> Result<(), Error> => block;
+        pub fn start(&mut self) -> Result<(), Error> => block(start_in_place);
 
         /// Waits for it to exit.
         ///
