@@ -152,6 +152,68 @@ fn a_child_forked_just_before_its_forkserver_died_is_still_joined() -> TestResul
     Ok(())
 }
 
+/// The forkserver's children that no start asked for: its spare (see the book's
+/// architecture chapter), once the children of `ours` are left out.
+fn spares(server: u32, ours: &[u32]) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{server}/task/{server}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(|p| !ours.contains(p))
+        .collect()
+}
+
+fn the_spare_is_used_replaced_and_dies_with_its_forkserver() -> TestResult {
+    let _alone = FORKSERVER.write().unwrap_or_else(|e| e.into_inner());
+    let mut p = forked(Process::new(waits, ()));
+    p.start()?;
+    let server = multiproc::__private::test_hooks::forkserver_pid().ok_or("no forkserver")?;
+    let ours = [p.pid().ok_or("no pid")?];
+    let first = spares(server, &ours);
+    check_eq!(first.len(), 1);
+    // The next start takes the spare, and the forkserver forks another.
+    let mut q = forked(Process::new(returns, ()));
+    q.start()?;
+    check_eq!(q.pid(), Some(first[0]));
+    check_eq!(q.join()?, ExitReason::Normal);
+    let second = spares(server, &ours);
+    check!(
+        second.len() == 1 && second != first,
+        "{first:?} then {second:?}"
+    );
+    // A spare killed from outside is reaped, not used, and replaced.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(second[0] as i32).ok_or("pid")?,
+        rustix::process::Signal::KILL,
+    )?;
+    check!(
+        common::wait_gone(second[0], Duration::from_secs(5)),
+        "the spare survived SIGKILL"
+    );
+    let mut r = forked(Process::new(exits_with, 3));
+    r.start()?;
+    check!(r.pid() != Some(second[0]), "a dead spare was used");
+    check_eq!(r.join()?, ExitReason::Exited(3));
+    check!(
+        !std::path::Path::new(&format!("/proc/{}", second[0])).exists(),
+        "the killed spare was not reaped"
+    );
+    let third = spares(server, &ours);
+    check!(
+        third.len() == 1 && third != second,
+        "{second:?} then {third:?}"
+    );
+    // With its forkserver, the spare ends; the child it had forked runs on.
+    multiproc::__private::test_hooks::kill_forkserver();
+    check!(
+        common::wait_gone(third[0], Duration::from_secs(5)),
+        "the spare outlived its forkserver"
+    );
+    check!(p.is_alive(), "a forked child died with its forkserver");
+    p.stop(Duration::from_secs(10))?;
+    Ok(())
+}
+
 fn capture_is_refused_with_the_forkserver() -> TestResult {
     let _shared = shared();
     let mut p = forked(Process::new(returns, ())).capture_output();
@@ -213,6 +275,10 @@ fn main() {
         trial(
             "children_outlive_a_dead_forkserver_which_is_restarted",
             children_outlive_a_dead_forkserver_which_is_restarted,
+        ),
+        trial(
+            "the_spare_is_used_replaced_and_dies_with_its_forkserver",
+            the_spare_is_used_replaced_and_dies_with_its_forkserver,
         ),
         trial(
             "capture_is_refused_with_the_forkserver",

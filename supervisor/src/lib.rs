@@ -96,6 +96,11 @@ pub mod __private {
             p.send_raw_frame(bytes)
         }
 
+        /// The pid of this process's forkserver, if one runs.
+        pub fn forkserver_pid() -> Option<u32> {
+            crate::runtime::forkserver::pid()
+        }
+
         /// Kills this process's forkserver; its pid, if one ran.
         pub fn kill_forkserver() -> Option<u32> {
             crate::runtime::forkserver::kill_forkserver()

@@ -19,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -110,10 +110,14 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
     (&requests).write_all(&[READY])?;
     crate::runtime::registry::warm();
     let mut children: Vec<(u32, OwnedFd)> = Vec::new();
+    let mut spare = prefork(&requests, &events, &children, child_main);
     loop {
         let ready = {
             use rustix::event::{PollFd, PollFlags, poll};
             let mut set = vec![PollFd::new(&requests, PollFlags::IN)];
+            if let Some(s) = &spare {
+                set.push(PollFd::new(&s.pidfd, PollFlags::IN));
+            }
             set.extend(
                 children
                     .iter()
@@ -128,9 +132,18 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
                 .map(|p| !p.revents().is_empty())
                 .collect::<Vec<bool>>()
         };
+        let first_child = 1 + usize::from(spare.is_some());
+        if spare.is_some() && ready[1] {
+            // A spare that died unasked (killed from outside): nobody waits for it.
+            if let Some(dead) = spare.take() {
+                dead.reap();
+            }
+        }
         // Children that ended, by their position in the poll set; removed last first,
         // so the other positions stay valid.
-        let ended: Vec<usize> = (0..children.len()).filter(|&i| ready[i + 1]).collect();
+        let ended: Vec<usize> = (0..children.len())
+            .filter(|&i| ready[i + first_child])
+            .collect();
         for &i in ended.iter().rev() {
             let (pid, pidfd) = children.remove(i);
             let status = rustix::process::waitid(
@@ -146,6 +159,19 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
                 return Ok(()); // the parent is gone
             };
             let Some(socket) = fds.pop() else { continue };
+            if let Some(s) = spare.take() {
+                match s.assign(&fork, &socket) {
+                    Ok((pid, pidfd)) => {
+                        drop(socket);
+                        write_frame(&requests, &Reply::Forked { pid }, &[pidfd.as_fd()])?;
+                        children.push((pid, pidfd));
+                        spare = prefork(&requests, &events, &children, child_main);
+                        continue;
+                    }
+                    // It died in the meantime: fork this child as if it never was.
+                    Err(dead) => dead.reap(),
+                }
+            }
             // SAFETY: this process has one thread (this one), so the child gets a
             // consistent copy of every lock and allocator state.
             match unsafe { libc::fork() } {
@@ -153,6 +179,7 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
                     drop(requests);
                     drop(events);
                     drop(children);
+                    drop(spare);
                     become_child(fork, socket, child_main);
                 }
                 -1 => {
@@ -172,6 +199,7 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
                         Ok(pidfd) => {
                             write_frame(&requests, &Reply::Forked { pid }, &[pidfd.as_fd()])?;
                             children.push((pid, pidfd));
+                            spare = prefork(&requests, &events, &children, child_main);
                         }
                         Err(e) => {
                             // Out of descriptors: a child nobody can watch is not kept,
@@ -188,6 +216,105 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
                             write_frame(&requests, &Reply::Failed { errno }, &[])?;
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// A child forked ahead of its request, waiting for it: the next request costs the
+/// forkserver a message to it instead of a fork, and the fork (a tenth of a start and
+/// join, most of it copying the forkserver's page tables) happens while nobody waits.
+/// The spare is the forkserver's copy from before the request, as a child forked at the
+/// request would be: the forkserver's state does not change between requests.
+struct Spare {
+    pid: u32,
+    pidfd: OwnedFd,
+    /// Our end of the socket on which the spare waits for its request.
+    orders: StdUnixStream,
+}
+
+impl Spare {
+    /// Hands the spare its request and its control socket; `Err` gives it back when
+    /// it is gone.
+    fn assign(self, fork: &Fork, socket: &OwnedFd) -> Result<(u32, OwnedFd), Spare> {
+        match write_frame(&self.orders, fork, &[socket.as_fd()]) {
+            Ok(()) => Ok((self.pid, self.pidfd)),
+            Err(_) => Err(self),
+        }
+    }
+
+    /// Ends a spare that will not be used, and reaps it.
+    fn reap(self) {
+        let _ = rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL);
+        let _ = rustix::process::waitid(
+            rustix::process::WaitId::PidFd(self.pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED,
+        );
+    }
+}
+
+/// Forks a spare; `None` when the system has no room for it now (the next request
+/// then forks, and says why if it cannot).
+fn prefork(
+    requests: &StdUnixStream,
+    events: &StdUnixStream,
+    children: &[(u32, OwnedFd)],
+    child_main: fn(u32) -> !,
+) -> Option<Spare> {
+    let (orders, theirs) = StdUnixStream::pair().ok()?;
+    // SAFETY: this process has one thread (this one), so the child gets a consistent
+    // copy of every lock and allocator state.
+    match unsafe { libc::fork() } {
+        0 => {
+            // The forkserver's descriptors are not the spare's to keep: close them by
+            // number, since the owners live on in the forkserver's frames.
+            // SAFETY: these descriptors are open, and no one in this process uses
+            // them after this point.
+            unsafe {
+                libc::close(requests.as_raw_fd());
+                libc::close(events.as_raw_fd());
+                libc::close(orders.as_raw_fd());
+                for (_, pidfd) in children {
+                    libc::close(pidfd.as_raw_fd());
+                }
+            }
+            std::mem::forget(orders);
+            // A forkserver that ends (its parent gone) closes its end: nothing to wait for.
+            match read_request(&theirs) {
+                Ok(Some((fork, mut fds))) => match fds.pop() {
+                    Some(socket) => {
+                        drop(theirs);
+                        become_child(fork, socket, child_main)
+                    }
+                    // SAFETY: _exit ends this copy without the forkserver's exit path.
+                    None => unsafe { libc::_exit(EXIT_BOOTSTRAP_FAILED) },
+                },
+                _ => {
+                    // SAFETY: _exit ends this copy without the forkserver's exit path.
+                    unsafe { libc::_exit(EXIT_PARENT_GONE) }
+                }
+            }
+        }
+        -1 => None,
+        pid => {
+            drop(theirs);
+            let pid = pid as u32;
+            let pidfd = rustix::process::Pid::from_raw(pid as i32)
+                .ok_or(rustix::io::Errno::SRCH)
+                .and_then(|p| rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()));
+            match pidfd {
+                Ok(pidfd) => Some(Spare { pid, pidfd, orders }),
+                Err(_) => {
+                    // A spare nobody can watch is not kept.
+                    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                        let _ = rustix::process::waitpid(
+                            Some(p),
+                            rustix::process::WaitOptions::empty(),
+                        );
+                    }
+                    None
                 }
             }
         }
@@ -580,6 +707,16 @@ fn die_after_reply(c: &mut Client) {
 /// handled. Only for tests of a forkserver that dies in that window.
 pub(crate) fn die_after_next_reply() {
     DIE_AFTER_REPLY.store(true, Ordering::SeqCst);
+}
+
+/// The running forkserver's pid, if one runs. Only for tests.
+pub(crate) fn pid() -> Option<u32> {
+    let mut guard = client();
+    let c = guard.as_mut()?;
+    match c.process.try_wait() {
+        Ok(None) => c.process.id(),
+        _ => None,
+    }
 }
 
 /// Kills the running forkserver and returns its pid, if one runs. Only for tests of
