@@ -118,15 +118,17 @@ pub(crate) fn spawn_join(py: Option<&Python>) -> Res {
 
 /// Start + join with the forkserver start method, against Python's.
 pub(crate) fn spawn_join_forkserver(py: Option<&Python>) -> Res {
-    let mp_once = || -> Res<f64> {
+    // (start + join, start alone)
+    let mp_once = || -> Res<(f64, f64)> {
         let t0 = Instant::now();
         let mut p = Process::new(noop, ()).start_method(StartMethod::Forkserver);
         p.start()?;
+        let started = ms(t0);
         let reason = p.join()?;
         if reason.exit_code() != 0 {
             return Err(format!("multiproc child ended with {reason}").into());
         }
-        Ok(ms(t0))
+        Ok((ms(t0), started))
     };
     let mut server = py
         .filter(|_| wanted("python"))
@@ -135,9 +137,16 @@ pub(crate) fn spawn_join_forkserver(py: Option<&Python>) -> Res {
     for _ in 0..3 {
         mp_once()?;
     }
-    let (mut mp, mut python) = (Samples::default(), Samples::default());
+    let (mut mp, mut mp_start, mut python) =
+        (Samples::default(), Samples::default(), Samples::default());
     for _ in 0..ROUNDS {
-        mp.push((0..SPAWN_BATCH).map(|_| mp_once()).collect::<Res<_>>()?);
+        let (totals, starts): (Vec<f64>, Vec<f64>) = (0..SPAWN_BATCH)
+            .map(|_| mp_once())
+            .collect::<Res<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        mp.push(totals);
+        mp_start.push(starts);
         if let Some(s) = server.as_mut() {
             python.push(s.rep()?.samples);
         }
@@ -150,6 +159,11 @@ pub(crate) fn spawn_join_forkserver(py: Option<&Python>) -> Res {
         unit: "ms",
         better: Better::Lower,
     };
+    detail(
+        "spawn_join_forkserver multiproc start() alone",
+        "ms",
+        &mp_start,
+    );
     sc.report("python", &mp, &python);
     Ok(())
 }
