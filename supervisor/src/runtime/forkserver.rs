@@ -2,10 +2,12 @@
 //!
 //! The forkserver is this same binary, started once (lazily) by the `spawn` path with
 //! a role marker; `init()` sends it here before anything else runs, so it has no
-//! runtime and no threads, and `fork()` is safe in it. For each request it forks; the
-//! child goes on into the ordinary child bootstrap with the socket the parent sent,
-//! and the forkserver hands back the child's pid and a pidfd, then relays its exit
-//! status when it ends (only the forkserver, its real parent, can read it).
+//! runtime and no threads, and `fork()` is safe in it. It keeps one child forked ahead,
+//! its spare, waiting for a request; each request goes to the spare (or, without one,
+//! to a child forked there and then), which goes on into the ordinary child bootstrap
+//! with the socket the parent sent, and the forkserver hands back the child's pid and
+//! a pidfd, forks the next spare, and relays the child's exit status when it ends (only
+//! the forkserver, its real parent, can read it).
 //!
 //! # Failure
 //!
@@ -14,7 +16,9 @@
 //! parent (the process that asked for them) through their control link and a pidfd,
 //! so if the forkserver dies, they keep running and the next request starts a new
 //! forkserver. Their exit status is then lost with it, and reported as `Exited(255)`,
-//! as Python does for a forkserver child whose status cannot be read.
+//! as Python does for a forkserver child whose status cannot be read. A spare that has
+//! no request yet ends when the forkserver's end of its socket closes, so it never
+//! outlives the forkserver.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
