@@ -149,6 +149,48 @@ fn a_ring_nobody_reads_keeps_order_and_leaves_the_runtime_free() -> TestResult {
     Ok(())
 }
 
+/// CPU time this process has used (user and system).
+#[allow(unsafe_code, reason = "getrusage")]
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let t = |tv: libc::timeval| {
+        Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64)
+    };
+    t(usage.ru_utime) + t(usage.ru_stime)
+}
+
+/// Frames waiting for a socket that a stopped child does not drain are flushed when it
+/// drains, not by a loop that tries again and again meanwhile.
+fn frames_waiting_for_a_full_socket_cost_no_cpu() -> TestResult {
+    let (p, r) = breaker()?;
+    check_eq!(r.call(Msg::Count)?, 0);
+    signal(&p, Signal::STOP)?;
+    // Each too large for the ring: together, several times what the socket holds.
+    const N: u64 = 64;
+    for n in 0..N {
+        r.cast(Msg::Seq(n, vec![7; LARGE]))?;
+    }
+    // A window of wall time in which the parent has nothing to do: a flusher that
+    // spins on the full socket would spend all of it on a CPU.
+    const WINDOW: Duration = Duration::from_millis(300);
+    let before = cpu_time();
+    std::thread::sleep(WINDOW);
+    let used = cpu_time() - before;
+    check!(
+        used < WINDOW / 4,
+        "{used:?} of CPU in {WINDOW:?} of waiting"
+    );
+    signal(&p, Signal::CONT)?;
+    check_eq!(r.call(Msg::Count)?, N);
+    p.stop(STOP)?;
+    Ok(())
+}
+
 fn a_stopped_child_with_a_full_ring_can_still_be_killed() -> TestResult {
     let (p, r) = breaker()?;
     check_eq!(r.call(Msg::Count)?, 0);
@@ -174,6 +216,10 @@ fn main() {
         trial(
             "a_ring_nobody_reads_keeps_order_and_leaves_the_runtime_free",
             a_ring_nobody_reads_keeps_order_and_leaves_the_runtime_free,
+        ),
+        trial(
+            "frames_waiting_for_a_full_socket_cost_no_cpu",
+            frames_waiting_for_a_full_socket_cost_no_cpu,
         ),
         trial(
             "a_stopped_child_with_a_full_ring_can_still_be_killed",

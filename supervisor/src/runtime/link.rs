@@ -374,8 +374,17 @@ impl Link {
     }
 
     /// Writes what waits for the socket, as far as it takes it now; the flusher
-    /// writes the rest as it drains.
+    /// writes the rest as it drains, woken here when a sender's bytes had to stay.
     fn write_socket(&self, st: &mut WriteState) {
+        if !self.write_socket_now(st) {
+            self.queued.notify_one();
+        }
+    }
+
+    /// Writes what waits for the socket, as far as it takes it now; `false` when some
+    /// had to stay. Wakes nobody: the flusher calls it too, and a flusher that woke
+    /// itself for the bytes it could not write would spin until the peer read them.
+    fn write_socket_now(&self, st: &mut WriteState) -> bool {
         while st.sock_at < st.sock.len() {
             // Straight to the socket, not through `try_write`: tokio's readiness of
             // a fresh link is empty until its reactor has polled.
@@ -385,19 +394,19 @@ impl Link {
                 Ok(n) => st.sock_at += n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.backlogged.store(true, Ordering::Release);
-                    self.queued.notify_one();
-                    return;
+                    return false;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "control link closed for writing");
                     self.closed.store(true, Ordering::Release);
-                    return;
+                    return true;
                 }
             }
         }
         st.sock.clear();
         st.sock_at = 0;
+        true
     }
 
     /// Ends the link for writing: later sends fail with [`SendError::Closed`], and the
@@ -460,7 +469,7 @@ impl Link {
                 };
                 match waits {
                     Waits::Socket => tokio::select! {
-                        writable = self.stream.writable() => {
+                        writable = self.writable() => {
                             if writable.is_err() {
                                 self.closed.store(true, Ordering::Release);
                                 return;
@@ -479,9 +488,28 @@ impl Link {
 
     /// Writes what it can of the socket bytes and the backlog: `None` when all is
     /// written, else what it waits for.
+    /// Waits until the socket takes bytes again. The bytes it refused were refused to
+    /// our own `send`, not tokio's, which leaves tokio's readiness set: without
+    /// clearing it, `writable` would return at once for as long as the peer does not
+    /// drain the socket, and the flusher would spin on it. Cleared inside `try_io` by a
+    /// probe of the socket, so a readiness that comes after the probe is kept.
+    async fn writable(&self) -> std::io::Result<()> {
+        let _ = self.stream.try_io(tokio::io::Interest::WRITABLE, || {
+            let mut fds = [rustix::event::PollFd::new(
+                &self.stream,
+                rustix::event::PollFlags::OUT,
+            )];
+            match rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default())) {
+                Ok(n) if n > 0 => Ok(()),
+                _ => Err(ErrorKind::WouldBlock.into()),
+            }
+        });
+        self.stream.writable().await
+    }
+
     fn drain(&self, st: &mut WriteState) -> Result<Option<Waits>, ()> {
         loop {
-            self.write_socket(st);
+            self.write_socket_now(st);
             if self.is_closed() {
                 return Err(());
             }
