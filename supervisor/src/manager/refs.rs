@@ -180,10 +180,6 @@ fn connect(target: &ServerAddr) -> Result<(RefLink, Arc<AtomicBool>), ManagerErr
 /// queued. A proxy decoded here (a child's arguments, say) queues the `Accept` that
 /// takes its lent credit; a process that exited before its link sent it would leave
 /// that credit, and the object, at the server for ever.
-#[allow(
-    unsafe_code,
-    reason = "atexit, to flush the links when the process exits"
-)]
 fn flush_at_exit() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     extern "C" fn on_exit() {
@@ -207,13 +203,8 @@ fn flush_at_exit() {
             }
         });
     }
-    ONCE.call_once(|| {
-        // SAFETY: `on_exit` is an `extern "C" fn()` that never unwinds (it catches
-        // panics) and only touches process-global state that outlives `exit`.
-        unsafe {
-            libc::atexit(on_exit);
-        }
-    });
+    // `on_exit` never unwinds (it catches panics).
+    ONCE.call_once(|| crate::runtime::exit::at_exit(on_exit));
 }
 
 /// The link's thread: sends the queued changes in batches, in order, for as long

@@ -476,10 +476,6 @@ pub(crate) async fn watchdog(
     }
 }
 
-#[allow(
-    unsafe_code,
-    reason = "atexit, to finish the children as Python's exit handler does"
-)]
 /// Joins non-daemon children and terminates daemon ones when the process exits normally
 /// (returning from `main` or `std::process::exit`), as Python's exit handler does.
 pub(crate) fn register_exit_handler() {
@@ -504,11 +500,6 @@ pub(crate) fn register_exit_handler() {
             let _ = rx.recv();
         });
     }
-    ONCE.call_once(|| {
-        // SAFETY: `on_exit` is an `extern "C" fn()` that never unwinds (it catches
-        // panics) and only touches process-global state that outlives `exit`.
-        unsafe {
-            libc::atexit(on_exit);
-        }
-    });
+    // `on_exit` never unwinds (it catches panics).
+    ONCE.call_once(|| exit::at_exit(on_exit));
 }

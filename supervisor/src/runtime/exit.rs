@@ -33,11 +33,28 @@ pub(crate) fn exit_now(code: i32) -> ! {
     std::process::exit(code)
 }
 
+/// The library's own work for the end of a process, in the order registered.
+static HOOKS: Mutex<Vec<extern "C" fn()>> = Mutex::new(Vec::new());
+
+/// Registers work of the library's own that must run when the process ends: by
+/// `atexit` when it ends through `exit`, and by [`exit_child`], which ends a child
+/// without the program's `atexit` handlers. A hook must never unwind.
+#[allow(unsafe_code, reason = "atexit")]
+pub(crate) fn at_exit(hook: extern "C" fn()) {
+    HOOKS.lock().unwrap_or_else(|e| e.into_inner()).push(hook);
+    // SAFETY: `hook` is an `extern "C" fn()` that never unwinds (a requirement of
+    // this function) and touches only process-global state that outlives `exit`.
+    unsafe {
+        libc::atexit(hook);
+    }
+}
+
 /// Ends a child whose entry has finished and been reported, as Python ends its
-/// children (`os._exit` after flushing the standard streams): its own children are
-/// finished by then, and the program's `atexit` handlers and library destructors
-/// belong to the root, not to every copy of it. They would also cost the child's
-/// exit: each page they write is a copy-on-write fault of the forked image.
+/// children (`os._exit` after its own exit functions and a flush of the standard
+/// streams): its own children are finished by then, the library's exit work
+/// ([`at_exit`]) is run here, and the program's `atexit` handlers and library
+/// destructors belong to the root, not to every copy of it. They would also cost the
+/// child's exit: each page they write is a copy-on-write fault of the forked image.
 #[allow(
     unsafe_code,
     reason = "fflush and _exit, to end without the exit handlers"
@@ -46,6 +63,11 @@ pub(crate) fn exit_child(code: i32) -> ! {
     use std::io::Write;
     take_exit_lock();
     EXITING.store(true, Ordering::SeqCst);
+    let hooks: Vec<_> = HOOKS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    // Last registered first, as `exit` runs them.
+    for hook in hooks.into_iter().rev() {
+        hook();
+    }
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     // SAFETY: fflush(NULL) flushes every C stream; _exit ends the process at once.
