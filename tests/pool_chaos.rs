@@ -187,6 +187,20 @@ fn forkserver() -> Option<(i32, OwnedFd)> {
         })
 }
 
+fn children_of(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+fn threads_of(pid: i32) -> Option<usize> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()
+        .map(|tasks| tasks.count())
+}
+
 fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // `pid (comm) state ppid ...`, where comm may hold spaces and parentheses.
@@ -440,7 +454,23 @@ fn chaos_program(case: &str) -> Result<String, String> {
     // Every worker has exited; whatever else is in the cgroup but this process and
     // its forkserver (which serves the whole program) was left by the pool.
     let mut keep = vec![std::process::id() as i32];
-    keep.extend(forkserver().map(|(pid, _)| pid));
+    if let Some((server, _)) = forkserver() {
+        keep.push(server);
+        // And its spare, the one child it forks ahead of a request: a fork of the
+        // single-threaded forkserver that has not started (a worker that did has a
+        // thread more, and none is left after the join).
+        let spares: Vec<i32> = children_of(server)
+            .into_iter()
+            .filter(|&pid| threads_of(pid) == Some(1))
+            .collect();
+        if spares.len() > 1 {
+            return Err(format!(
+                "the forkserver has {} spares: {spares:?}",
+                spares.len()
+            ));
+        }
+        keep.extend(spares);
+    }
     let left = cgroup::wait_own_only(&keep, JOIN_GRACE);
     if !left.is_empty() {
         return Err(format!("processes {left:?} outlived the pool's join"));
