@@ -45,8 +45,8 @@ fn crash_prone() {
 }
 multiproc::register!(steady, crash_prone);
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn Error>> {
-    multiproc::init();
     // ANCHOR: supervisor
     let flags = SupervisorFlags {
         strategy: Strategy::OneForOne,

@@ -100,8 +100,8 @@ multiproc::register!(
     flaky
 );
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn Error>> {
-    multiproc::init();
     println!(
         "{} (pid {}) on {} CPUs",
         multiproc::current_process().name(),

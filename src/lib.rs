@@ -16,8 +16,8 @@
 //! }
 //! multiproc::register!(greet);
 //!
+//! #[multiproc::main] // calls multiproc::init() first: in a child, it runs the child
 //! fn main() -> Result<(), multiproc::Error> {
-//!     multiproc::init(); // first line of main: in a child, this runs the child
 //!     let mut p = Process::new(greet, "bob".to_string());
 //!     p.start()?;
 //!     let reason = p.join()?;
@@ -28,9 +28,10 @@
 //!
 //! # The tour
 //!
-//! - **`init()`** must be the first line of `main`. Children are this same program,
-//!   started again (the `spawn` start method); `init()` is where they branch off and it
-//!   never returns in a child. It is Python's `if __name__ == '__main__':` guard.
+//! - **`init()`** must be the first line of `main`; [`#[multiproc::main]`](main) puts
+//!   it there (and, on an `async fn main`, builds the tokio runtime after it). Children
+//!   are this same program, started again (the `spawn` start method); `init()` is where
+//!   they branch off and it never returns in a child. It is Python's `if __name__ == '__main__':` guard.
 //! - **Entry points are registered** by name at link time: functions with
 //!   [`register!`], actors with [`register_actor!`]. Starting something unregistered
 //!   is an error that names the macro to add.
@@ -274,9 +275,42 @@ macro_rules! register_actor {
     };
 }
 
+/// Makes `main` a multiproc program's `main`: it calls [`init()`] first and, for an
+/// `async fn main`, then runs the body on a tokio runtime built for it.
+///
+/// `#[tokio::main]` cannot be used: its runtime's threads would start before `init()`
+/// runs, and in a child `init()` must come first (it runs the child there and never
+/// returns). This attribute builds the runtime only once `init()` has returned, that
+/// is, in the root. A child started from such a program runs its function, never
+/// `main`'s body.
+///
+/// ```no_run
+/// use multiproc::Process;
+///
+/// fn greet(name: String) {
+///     println!("hello {name}");
+/// }
+/// multiproc::register!(greet);
+///
+/// #[multiproc::main]
+/// async fn main() -> Result<(), multiproc::Error> {
+///     let mut p = Process::new(greet, "bob".to_string());
+///     p.start().await?;
+///     p.join().await?;
+///     Ok(())
+/// }
+/// ```
+///
+/// An `async fn main` gets a multi-threaded runtime (every driver enabled); options
+/// choose another: `#[multiproc::main(flavor = "current_thread")]`,
+/// `#[multiproc::main(worker_threads = 2)]`. On a plain `fn main` the attribute only
+/// adds the `init()` call, and options are an error.
+pub use multiproc_macros::main;
+
 #[doc(hidden)]
 pub mod __private {
     pub use multiproc_supervisor::__private::*;
+    pub use tokio;
 }
 
 /// The README and the book's chapters, doctested: `cargo test --doc` fails on a wrong
@@ -307,4 +341,6 @@ mod book {
     struct Semantics;
     #[doc = include_str!("../book/src/glossary.md")]
     struct Glossary;
+    #[doc = include_str!("../book/src/changelog.md")]
+    struct Changelog;
 }
