@@ -110,11 +110,16 @@ pub use multiproc_transport::{
     Connection, DEFAULT_MAX_FRAME_LEN, FrameError, MAX_FRAME_LEN, pipe, wait,
 };
 
-/// The misuse errors inside [`SyncError`].
+/// The errors inside [`SyncError`] (also at the crate's root).
 pub mod sync {
     pub use multiproc_core::queue::QueueError;
-    pub use multiproc_core::sync::Misuse;
+    pub use multiproc_core::sync::{BarrierBroken, Misuse};
 }
+
+/// What [`SyncError::Misuse`], [`SyncError::BrokenBarrier`] and [`SyncError::Queue`]
+/// hold, here for the everyday `match`: `Err(SyncError::Misuse(Misuse::NotOwner))`.
+pub use multiproc_core::queue::QueueError;
+pub use multiproc_core::sync::{BarrierBroken, Misuse};
 
 /// Python's `multiprocessing.connection`: connections between processes that did
 /// not start each other, wire-compatible with CPython's (frames and the authkey

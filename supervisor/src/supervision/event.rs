@@ -52,10 +52,15 @@ pub enum SupervisorEvent {
         /// Why.
         error: String,
     },
-    /// Restarts came too often: the supervisor stops everything and exits.
+    /// Restarts came too often: the restart an exit asked for was refused, and the
+    /// supervisor stops everything and exits.
     IntensityExceeded {
-        /// Restarts counted in the window.
+        /// Restarts made within the window, failed attempts included; the refused one
+        /// is not counted (OTP's semantics: with `max_restarts: 1`, this is 1 when the
+        /// second crash is refused).
         restarts: usize,
+        /// The most allowed within the window (`intensity.max_restarts`).
+        max: u32,
         /// The window.
         within: Duration,
     },

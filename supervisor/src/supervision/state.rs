@@ -178,6 +178,7 @@ impl State {
             Err(e) => {
                 self.emit(SupervisorEvent::IntensityExceeded {
                     restarts: e.restarts,
+                    max: e.max,
                     within: e.within,
                 });
                 self.finish(SupervisorExit::IntensityExceeded).await;
