@@ -1215,6 +1215,76 @@ fn spawned_workers() -> TestResult {
     Ok(())
 }
 
+/// The items that failed with `WorkerDied`, and the values of the others.
+fn split_died(results: &[Result<u64, TaskError>]) -> (Vec<usize>, Vec<u64>) {
+    let died = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r, Err(TaskError::WorkerDied { .. })))
+        .map(|(i, _)| i)
+        .collect();
+    let ok = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    (died, ok)
+}
+
+fn map_results_keeps_every_result_when_a_worker_dies_mid_map() -> TestResult {
+    let pool = pool(2);
+    // Python's map fails as a whole at the item whose worker died.
+    let whole = pool.map_chunked(kill_on_2, 0..6u64, 1);
+    check!(
+        matches!(
+            whole,
+            Err(PoolError::Task {
+                index: 2,
+                error: TaskError::WorkerDied { .. }
+            })
+        ),
+        "{whole:?}"
+    );
+    // One task per chunk: only the task whose worker died fails.
+    let results = pool.map_results_chunked(kill_on_2, 0..6u64, 1).unwrap();
+    check_eq!(results.len(), 6);
+    check_eq!(split_died(&results), (vec![2], vec![0, 1, 3, 4, 5]));
+    // Chunks of two: the dead worker's chunk fails item by item, in place.
+    let results = pool.map_results_chunked(kill_on_2, 0..6u64, 2).unwrap();
+    check_eq!(split_died(&results), (vec![2, 3], vec![0, 1, 4, 5]));
+    // The default chunksize, and a panic: each failure is its own item's.
+    let results = pool.map_results(panics_on_3, 0..40u64).unwrap();
+    check_eq!(results.len(), 40);
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Ok(v) => check_eq!(*v, i as u64),
+            Err(TaskError::Panicked { .. }) => check_eq!(i, 3),
+            Err(e) => return Err(format!("item {i}: {e}").into()),
+        }
+    }
+    check!(results[3].is_err(), "item 3 panicked");
+    check_eq!(
+        pool.map_results(sq, Vec::<u64>::new()).unwrap(),
+        Vec::<Result<u64, TaskError>>::new()
+    );
+    check!(
+        matches!(
+            pool.map_results_chunked(sq, 0..3u64, 0),
+            Err(PoolError::Invalid(_))
+        ),
+        "a chunksize of 0"
+    );
+    // The async face gives the same.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt
+        .block_on(pool.as_async().map_results_chunked(kill_on_2, 0..6u64, 1))
+        .unwrap();
+    check_eq!(split_died(&results), (vec![2], vec![0, 1, 3, 4, 5]));
+    Ok(())
+}
+
 fn main() {
     // Restarts and respawns in loops: bounded, whatever a regression does.
     common::cgroup::confine("pool");
@@ -1259,6 +1329,10 @@ fn main() {
         trial(
             "a_killed_worker_fails_its_task_and_the_pool_goes_on",
             a_killed_worker_fails_its_task_and_the_pool_goes_on,
+        ),
+        trial(
+            "map_results_keeps_every_result_when_a_worker_dies_mid_map",
+            map_results_keeps_every_result_when_a_worker_dies_mid_map,
         ),
         trial(
             "a_worker_killed_from_outside_is_replaced",

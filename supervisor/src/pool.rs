@@ -347,6 +347,106 @@ impl Pool {
         )
     }
 
+    /// `f` over every item, each item's own result in input order: unlike
+    /// [`map`](Pool::map) (Python's, which fails as a whole at the first failed item),
+    /// a task that fails, panics or loses its worker is an `Err` at its place, and
+    /// every other result is kept. Chunks are of Python's default size; the items of a
+    /// chunk whose worker died all fail with [`TaskError::WorkerDied`] (a chunksize of
+    /// 1 loses no more than the task that was running).
+    ///
+    /// # Errors
+    ///
+    /// The pool's own errors only ([`PoolError::Terminated`], an unregistered task,
+    /// [`PoolError::Interrupted`], …): a task's failure is its item's `Err`.
+    pub async fn map_results<F: Task<M>, M>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = F::Args>,
+    ) -> Result<Vec<Result<F::Output, TaskError>>, PoolError> {
+        let items: Vec<F::Args> = items.into_iter().collect();
+        let chunksize = default_chunksize(items.len(), self.processes()).max(1);
+        self.map_results_chunked(f, items, chunksize).await
+    }
+
+    /// [`map_results`](Pool::map_results) with an explicit chunksize (at least 1).
+    ///
+    /// # Errors
+    ///
+    /// As [`map_results`](Pool::map_results), and [`PoolError::Invalid`] for a
+    /// chunksize of 0.
+    pub async fn map_results_chunked<F: Task<M>, M>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = F::Args>,
+        chunksize: usize,
+    ) -> Result<Vec<Result<F::Output, TaskError>>, PoolError> {
+        let mut r = self.map_results_async(f, items, chunksize);
+        self.interruptible(r.get()).await
+    }
+
+    fn map_results_async<F: Task<M>, M>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = F::Args>,
+        chunksize: usize,
+    ) -> AsyncResult<Vec<Result<F::Output, TaskError>>> {
+        let _ = f;
+        let entry = match Self::task_entry::<F>() {
+            Ok(e) => e,
+            Err(e) => return AsyncResult::failed(e),
+        };
+        let items = items.into_iter();
+        let len = items.size_hint().0;
+        let slab = Self::slab::<F, M>(entry);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let plain = slab.map(PodTask::plain);
+        let sizes: Vec<usize> =
+            match self.submit_chunks(entry.name, items, chunksize, plain, |seq, _| {
+                ReplyTo::Many(tx.clone(), seq)
+            }) {
+                Ok(ids) => ids.into_iter().map(|(_, n)| n as usize).collect(),
+                Err(e) => return AsyncResult::failed(e),
+            };
+        drop(tx);
+        let shared = Arc::clone(&self.inner.shared);
+        AsyncResult::new(
+            async move {
+                let mut out = Vec::with_capacity(len);
+                let mut order = Reorder::default();
+                let mut seen = 0;
+                let mut next_chunk = 0;
+                while seen < sizes.len() {
+                    let (seq, outcome) = rx.recv().await.ok_or_else(|| shared.ended_error())?;
+                    seen += 1;
+                    order.insert(seq, outcome);
+                    while let Some(outcome) = order.pop() {
+                        let n = sizes[next_chunk];
+                        next_chunk += 1;
+                        let mut results = decode_chunk::<F::Output>(outcome, slab)?;
+                        // A chunk that failed as a whole (its worker died, it timed
+                        // out) is one error: each of its items gets it.
+                        if results.len() != n {
+                            let error = match results.pop() {
+                                Some(Err(e)) => e,
+                                _ => TaskError::Decode {
+                                    message: format!(
+                                        "a chunk of {n} items answered with {} results",
+                                        results.len() + 1
+                                    ),
+                                },
+                            };
+                            results = (0..n).map(|_| Err(error.clone())).collect();
+                        }
+                        out.extend(results);
+                    }
+                }
+                Ok(out)
+            },
+            Some(self.ctl()),
+            None,
+        )
+    }
+
     /// Python's `starmap`: in Rust a function of several arguments already takes them
     /// as one tuple, so this is [`map`](Pool::map) under Python's name.
     ///
