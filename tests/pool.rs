@@ -93,6 +93,11 @@ fn failing_init() {
     panic!("the database is not there");
 }
 
+/// An initializer that never ends by itself: its worker is never ready.
+fn init_hangs() {
+    multiproc::blocking::wait_for_stop();
+}
+
 /// Kills its worker the first time (when `marker` does not exist yet), then succeeds.
 fn flaky(marker: String) -> u32 {
     if std::fs::File::create_new(&marker).is_ok() {
@@ -267,6 +272,7 @@ multiproc::register!(
     set_init,
     read_init,
     failing_init,
+    init_hangs,
     flaky,
     announce_then_sleep,
     halve,
@@ -1285,6 +1291,61 @@ fn map_results_keeps_every_result_when_a_worker_dies_mid_map() -> TestResult {
     Ok(())
 }
 
+fn wait_ready_returns_once_every_worker_is_up() -> TestResult {
+    for method in [StartMethod::Forkserver, StartMethod::Spawn] {
+        let pool = Pool::builder()
+            .processes(3)
+            .start_method(method)
+            .initializer(set_init, 7)
+            .start()
+            .unwrap();
+        pool.wait_ready(Some(Duration::from_secs(30)))?;
+        let workers = pool.workers();
+        check_eq!(workers.len(), 3);
+        let pids: HashSet<u32> = workers.iter().map(|w| w.pid).collect();
+        check_eq!(pids.len(), 3);
+        // Ready means the initializer has run.
+        check_eq!(pool.apply(read_init, ()).unwrap(), 7);
+        pool.close();
+        check!(
+            matches!(pool.wait_ready(None), Err(PoolError::Closed)),
+            "a closed pool is never ready again"
+        );
+        pool.join().unwrap();
+    }
+    // Workers that never get ready: the wait ends at its timeout, and the pool goes on.
+    let pool = Pool::builder()
+        .processes(1)
+        .initializer(init_hangs, ())
+        .start()
+        .unwrap();
+    let limit = Duration::from_millis(50);
+    let got = pool.wait_ready(Some(limit));
+    check!(
+        matches!(got, Err(PoolError::Timeout(d)) if d == limit),
+        "{got:?}"
+    );
+    pool.terminate();
+    check!(
+        matches!(pool.wait_ready(None), Err(PoolError::Terminated)),
+        "a terminated pool"
+    );
+    // Workers that cannot start: the wait is the pool's breakage, not a hang.
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(failing_init, ())
+        .start_intensity(RestartIntensity {
+            max_restarts: 2,
+            within: Duration::from_secs(60),
+        })
+        .start()
+        .unwrap();
+    let got = pool.wait_ready(None);
+    check!(matches!(got, Err(PoolError::Broken { .. })), "{got:?}");
+    pool.terminate();
+    Ok(())
+}
+
 fn main() {
     // Restarts and respawns in loops: bounded, whatever a regression does.
     common::cgroup::confine("pool");
@@ -1333,6 +1394,10 @@ fn main() {
         trial(
             "map_results_keeps_every_result_when_a_worker_dies_mid_map",
             map_results_keeps_every_result_when_a_worker_dies_mid_map,
+        ),
+        trial(
+            "wait_ready_returns_once_every_worker_is_up",
+            wait_ready_returns_once_every_worker_is_up,
         ),
         trial(
             "a_worker_killed_from_outside_is_replaced",

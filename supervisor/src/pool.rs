@@ -67,6 +67,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use multiproc_core::{
     EntryKind, Reorder, RestartIntensity, RetryPolicy, StartMethod, default_chunksize,
@@ -603,7 +604,51 @@ impl Pool {
         Ok(())
     }
 
-    /// The workers alive now, with their names and pids.
+    /// Waits until every worker is up: started, its initializer run, ready for a task.
+    ///
+    /// A pool is usable as soon as it is made: `Pool::new` returns before any worker
+    /// exists, and work submitted meanwhile waits for the first worker, so `map`,
+    /// `apply` and the others need no `wait_ready`. It is for what looks at the
+    /// workers themselves ([`workers`](Pool::workers), which lists only the ones up
+    /// now) or for a program that wants its start-up cost paid before its first task.
+    /// A pool whose workers died since is waited for again, until their replacements
+    /// are up.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Timeout`] when `timeout` passed first (the pool goes on);
+    /// [`PoolError::Broken`] when its workers cannot start (the initializer keeps
+    /// failing, or the system has no room: then [`PoolError::Exhausted`]);
+    /// [`PoolError::Closed`] or [`PoolError::Terminated`] for a pool that no longer
+    /// runs; [`PoolError::Interrupted`] on SIGINT.
+    pub async fn wait_ready(&self, timeout: Option<Duration>) -> Result<(), PoolError> {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.send(actor::Request::WaitReady(tx)).is_err() {
+            return Err(self.inner.shared.ended_error());
+        }
+        let shared = Arc::clone(&self.inner.shared);
+        let ready = async move { rx.await.unwrap_or_else(|_| Err(shared.ended_error())) };
+        self.interruptible(async move {
+            match timeout {
+                None => ready.await,
+                Some(limit) => {
+                    // The process runtime's timer, so that any executor can await this.
+                    let sleep = {
+                        let _runtime = crate::runtime::handle().enter();
+                        tokio::time::sleep(limit)
+                    };
+                    tokio::select! {
+                        got = ready => got,
+                        () = sleep => Err(PoolError::Timeout(limit)),
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// The workers alive now, with their names and pids. Right after `Pool::new` there
+    /// may be none yet: [`wait_ready`](Pool::wait_ready) first to see them all.
     pub async fn workers(&self) -> Vec<WorkerInfo> {
         let (tx, rx) = oneshot::channel();
         if self.inner.tx.send(actor::Request::Workers(tx)).is_err() {

@@ -202,8 +202,15 @@ impl Pool {
         ///
         /// See [`crate::Pool::join`].
         pub fn join(&self) -> Result<(), PoolError> => block;
-        /// The workers alive now.
+        /// The workers alive now (maybe none yet right after `Pool::new`; see
+        /// [`wait_ready`](Pool::wait_ready)).
         pub fn workers(&self) -> Vec<WorkerInfo> => block;
+        /// Waits until every worker is up; `map`, `apply` and the others need not.
+        ///
+        /// # Errors
+        ///
+        /// See [`crate::Pool::wait_ready`].
+        pub fn wait_ready(&self, timeout: Option<Duration>) -> Result<(), PoolError> => block;
     }
 }
 
