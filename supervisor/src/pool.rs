@@ -200,7 +200,7 @@ impl Pool {
     /// Submits `f(args)` and returns at once (Python's `apply_async`).
     pub fn apply_async<F: Task<M>, M>(&self, f: F, args: F::Args) -> AsyncResult<F::Output> {
         let _ = f;
-        match registry::by_type::<F>(EntryKind::Function) {
+        match registry::function_by_type::<F>() {
             Ok(entry) => self.submit_one(entry.name, args),
             Err(e) => AsyncResult::failed(e.into()),
         }
@@ -228,7 +228,7 @@ impl Pool {
     }
 
     pub(crate) fn task_entry<F: 'static>() -> Result<&'static Entry, PoolError> {
-        Ok(registry::by_type::<F>(EntryKind::Function)?)
+        Ok(registry::function_by_type::<F>()?)
     }
 
     /// The bulk path's witness for `F`, if its argument and result are plain data:

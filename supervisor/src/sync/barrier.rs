@@ -54,7 +54,7 @@ impl Barrier {
     ) -> Result<Barrier, crate::runtime::error::Error> {
         let _ = f;
         crate::runtime::ensure()?;
-        let entry = crate::runtime::registry::by_type::<F>(multiproc_core::EntryKind::Function)?;
+        let entry = crate::runtime::registry::function_by_type::<F>()?;
         let args = codec::encode(&args).map_err(|source| crate::runtime::error::Error::Args {
             name: "barrier action".into(),
             source,
