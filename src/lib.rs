@@ -152,10 +152,34 @@ pub mod connection {
 #[doc(inline)]
 pub use multiproc_supervisor::blocking;
 
-/// The names most programs need.
+/// The names most programs need, async: processes, actors, pools, pipes and the
+/// errors a program matches.
+///
+/// ```no_run
+/// use multiproc::prelude::*;
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// multiproc::register!(square);
+///
+/// #[multiproc::main]
+/// async fn main() -> Result<(), PoolError> {
+///     let pool = Pool::new(2)?;
+///     for (i, r) in pool.map_results(square, 0..4).await?.into_iter().enumerate() {
+///         match r {
+///             Ok(v) => println!("{i}: {v}"),
+///             Err(TaskError::WorkerDied { reason, .. }) => println!("{i}: died, {reason}"),
+///             Err(e) => println!("{i}: {e}"),
+///         }
+///     }
+///     Ok(())
+/// }
+/// ```
 pub mod prelude {
     pub use crate::{
-        Actor, ActorRef, CallError, Error, ExitReason, Process, current_process, init,
+        Actor, ActorRef, CallError, Connection, Error, ExitReason, Misuse, Pool, PoolError,
+        Process, SyncError, TaskError, current_process, init, pipe,
     };
 }
 
