@@ -334,6 +334,34 @@ macro_rules! register_actor {
 /// choose another: `#[multiproc::main(flavor = "current_thread")]`,
 /// `#[multiproc::main(worker_threads = 2)]`. On a plain `fn main` the attribute only
 /// adds the `init()` call, and options are an error.
+///
+/// What it refuses, each with a message that says why: an unknown option or flavor,
+/// ```compile_fail
+/// #[multiproc::main(flavor = "single")] // expected "multi_thread" or "current_thread"
+/// async fn main() {}
+/// ```
+/// ```compile_fail
+/// #[multiproc::main(threads = 2)] // unknown option
+/// async fn main() {}
+/// ```
+/// no worker threads, or worker threads on a runtime that has none,
+/// ```compile_fail
+/// #[multiproc::main(worker_threads = 0)] // must be at least 1
+/// async fn main() {}
+/// ```
+/// ```compile_fail
+/// #[multiproc::main(flavor = "current_thread", worker_threads = 2)]
+/// async fn main() {}
+/// ```
+/// options on a `main` that builds no runtime, and a `main` with arguments.
+/// ```compile_fail
+/// #[multiproc::main(flavor = "current_thread")] // `flavor` is for an `async fn main`
+/// fn main() {}
+/// ```
+/// ```compile_fail
+/// #[multiproc::main] // `main` takes no arguments
+/// fn main(args: Vec<String>) {}
+/// ```
 pub use multiproc_macros::main;
 
 #[doc(hidden)]

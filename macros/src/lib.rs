@@ -67,14 +67,21 @@ impl Options {
 /// its body on a tokio runtime built for it. Documented in the `multiproc` crate.
 #[proc_macro_attribute]
 pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
+    // On an error, the function is kept as written, so that the error is the only
+    // one (not also "`main` function not found").
+    let original = proc_macro2::TokenStream::from(item.clone());
+    let refused = |e: Error| {
+        let error = e.to_compile_error();
+        quote! { #error #original }.into()
+    };
     let options = match Options::parse(args) {
         Ok(options) => options,
-        Err(e) => return e.to_compile_error().into(),
+        Err(e) => return refused(e),
     };
     let function = parse_macro_input!(item as ItemFn);
     match expand(options, function) {
         Ok(tokens) => tokens.into(),
-        Err(e) => e.to_compile_error().into(),
+        Err(e) => refused(e),
     }
 }
 
