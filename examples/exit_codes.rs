@@ -31,8 +31,8 @@ fn waits() {
 }
 multiproc::register!(returns, exits, panics, aborts, waits);
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn Error>> {
-    multiproc::init();
     let mut children = vec![
         Process::new(returns, ()),
         Process::new(exits, ()),

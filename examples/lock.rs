@@ -19,8 +19,8 @@ fn f(l: Lock, i: u32) -> Result<(), multiproc::SyncError> {
 }
 multiproc::register!(f);
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    multiproc::init();
     let lock = Lock::new()?;
     let mut procs = Vec::new();
     for num in 0..10 {

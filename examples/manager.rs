@@ -20,8 +20,8 @@ fn f(d: DictProxy<Dynamic, Dynamic>, l: ListProxy<i64>) -> Result<(), ManagerErr
 }
 multiproc::register!(f);
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    multiproc::init();
     let manager = Manager::start()?;
     let d = manager.dict::<Dynamic, Dynamic>()?;
     let l = manager.list(&(0..10).collect::<Vec<i64>>())?;

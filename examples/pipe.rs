@@ -19,8 +19,8 @@ fn f(mut conn: Connection) -> Result<(), multiproc::connection::Error> {
 multiproc::register!(f);
 // ANCHOR_END: child
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn Error>> {
-    multiproc::init();
     // ANCHOR: parent
     let (mut parent_conn, child_conn) = pipe(true)?;
     let mut p = Process::new(f, child_conn);

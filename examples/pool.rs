@@ -27,8 +27,8 @@ fn sleep(secs: u64) {
 }
 multiproc::register!(f, getpid, sleep);
 
+#[multiproc::main]
 fn main() -> Result<(), PoolError> {
-    multiproc::init();
     let pool = Pool::new(4)?; // start 4 worker processes
 
     // prints "[0, 1, 4,..., 81]"

@@ -49,9 +49,9 @@ fn median_ms(
     Ok(ms[CALLS / 2])
 }
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn Error>> {
     tracing_subscriber::fmt::init();
-    multiproc::init();
     let pool = Pool::new(1)?;
     // Every byte value, so the plain encoding pays its two-byte integers (128..=255).
     let bytes: Vec<u8> = (0..PAYLOAD).map(|i| (i % 256) as u8).collect();

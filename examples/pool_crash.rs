@@ -38,8 +38,8 @@ fn risky(i: u64) -> Result<u64, String> {
 }
 multiproc::register!(risky);
 
+#[multiproc::main]
 fn main() -> Result<(), PoolError> {
-    multiproc::init();
     let pool = Pool::builder()
         .processes(2)
         .task_timeout(Duration::from_millis(500))

@@ -11,8 +11,8 @@ fn f(x: u64) -> u64 {
 }
 multiproc::register!(f);
 
+#[multiproc::main]
 fn main() -> Result<(), multiproc::PoolError> {
-    multiproc::init();
     let pool = Pool::new(5)?;
     println!("{:?}", pool.map(f, [1, 2, 3])?);
     Ok(())

@@ -14,8 +14,8 @@ fn f(name: String) {
 }
 multiproc::register!(f);
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn Error>> {
-    multiproc::init();
     // ANCHOR: start
     let mut p = Process::new(f, "bob".to_string());
     p.start()?;

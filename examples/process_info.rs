@@ -26,8 +26,8 @@ fn f(name: String) {
 }
 multiproc::register!(f);
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn Error>> {
-    multiproc::init();
     info("main line");
     let mut p = Process::new(f, "bob".to_string());
     p.start()?;

@@ -25,8 +25,8 @@ fn parent_of_two() -> Result<(), multiproc::Error> {
 }
 multiproc::register!(leaf, parent_of_two);
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn Error>> {
-    multiproc::init();
     let mut first = Process::new(parent_of_two, ());
     let mut second = Process::new(leaf, ());
     first.start()?;

@@ -38,8 +38,8 @@ fn consumer(q: Queue<u64>, done: Queue<u64>, pace: Duration) -> Result<(), SyncE
 }
 multiproc::register!(producer, consumer);
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    multiproc::init();
     let q = Queue::<u64>::joinable(0)?;
     let done = Queue::<u64>::new(0)?;
     let mut producers = Vec::new();

@@ -14,8 +14,8 @@ use multiproc::connection::{Address, Listener, client};
 
 const AUTHKEY: &[u8] = b"abracadabra";
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    multiproc::init();
     let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python_interop.py");
     let key = std::str::from_utf8(AUTHKEY)?;

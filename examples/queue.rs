@@ -13,8 +13,8 @@ fn f(q: Queue<Item>) -> Result<(), multiproc::SyncError> {
 }
 multiproc::register!(f);
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    multiproc::init();
     let q = Queue::<Item>::new(0)?;
     let mut p = Process::new(f, q.clone());
     p.start()?;

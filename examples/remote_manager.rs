@@ -58,8 +58,8 @@ fn client(address: &str) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    multiproc::init();
     let args: Vec<String> = std::env::args().collect();
     if let [_, mode, address] = &args[..]
         && mode == "client"

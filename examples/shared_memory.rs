@@ -19,8 +19,8 @@ fn f(n: Value<f64>, a: Array<i32>) -> Result<(), multiproc::SharedMemoryError> {
 }
 multiproc::register!(f);
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    multiproc::init();
     let num = Value::new(0.0)?;
     let arr = Array::from_slice(&(0..10).collect::<Vec<i32>>())?;
     let mut p = Process::new(f, (num.clone(), arr.clone()));

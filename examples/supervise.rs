@@ -12,7 +12,7 @@
 use std::error::Error;
 use std::time::Duration;
 
-use multiproc::blocking::{Events, SupervisorRef};
+use multiproc::blocking::SupervisorRef;
 use multiproc::{
     Backoff, RestartIntensity, Strategy, Supervisor, SupervisorEvent, SupervisorFlags,
     function_child,
@@ -45,8 +45,8 @@ fn crash_prone() {
 }
 multiproc::register!(steady, crash_prone);
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn Error>> {
-    multiproc::init();
     // ANCHOR: supervisor
     let flags = SupervisorFlags {
         strategy: Strategy::OneForOne,
@@ -63,8 +63,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     let supervisor = Supervisor::new(flags)
         .child(function_child("steady", steady, ())?)
         .child(function_child("crash_prone", crash_prone, ())?);
-    let mut events = Events::from(supervisor.events());
     let sup = SupervisorRef::start(supervisor)?;
+    // Every event since the start (the children's first starts included), then the
+    // new ones.
+    let mut events = sup.events_from_start();
     // ANCHOR_END: supervisor
 
     let (mut restarts, mut escalations) = (0, 0);

@@ -100,8 +100,8 @@ multiproc::register!(
     flaky
 );
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn Error>> {
-    multiproc::init();
     println!(
         "{} (pid {}) on {} CPUs",
         multiproc::current_process().name(),
@@ -165,9 +165,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     let supervisor = multiproc::Supervisor::new(multiproc::SupervisorFlags::default())
         .child(multiproc::function_child("steady", steady, ())?)
         .child(multiproc::function_child("flaky", flaky, ())?);
-    let events = multiproc::blocking::Events::from(supervisor.events());
     let sup = multiproc::blocking::SupervisorRef::start(supervisor)?;
-    for event in events
+    for event in sup
+        .events_from_start()
         .filter(|e| matches!(e, multiproc::SupervisorEvent::Restarted { .. }))
         .take(2)
     {

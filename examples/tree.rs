@@ -42,8 +42,8 @@ fn branch(mut up: Connection) -> Result<(), Box<dyn Error>> {
 }
 multiproc::register!(leaf, branch);
 
+#[multiproc::main]
 fn main() -> Result<(), Box<dyn Error>> {
-    multiproc::init();
     announce();
     let mut branches = Vec::new();
     for _ in 0..2 {

@@ -16,8 +16,8 @@
 //! }
 //! multiproc::register!(greet);
 //!
+//! #[multiproc::main] // calls multiproc::init() first: in a child, it runs the child
 //! fn main() -> Result<(), multiproc::Error> {
-//!     multiproc::init(); // first line of main: in a child, this runs the child
 //!     let mut p = Process::new(greet, "bob".to_string());
 //!     p.start()?;
 //!     let reason = p.join()?;
@@ -28,9 +28,10 @@
 //!
 //! # The tour
 //!
-//! - **`init()`** must be the first line of `main`. Children are this same program,
-//!   started again (the `spawn` start method); `init()` is where they branch off and it
-//!   never returns in a child. It is Python's `if __name__ == '__main__':` guard.
+//! - **`init()`** must be the first line of `main`; [`#[multiproc::main]`](main) puts
+//!   it there (and, on an `async fn main`, builds the tokio runtime after it). Children
+//!   are this same program, started again (the `spawn` start method); `init()` is where
+//!   they branch off and it never returns in a child. It is Python's `if __name__ == '__main__':` guard.
 //! - **Entry points are registered** by name at link time: functions with
 //!   [`register!`], actors with [`register_actor!`]. Starting something unregistered
 //!   is an error that names the macro to add.
@@ -109,11 +110,16 @@ pub use multiproc_transport::{
     Connection, DEFAULT_MAX_FRAME_LEN, FrameError, MAX_FRAME_LEN, pipe, wait,
 };
 
-/// The misuse errors inside [`SyncError`].
+/// The errors inside [`SyncError`] (also at the crate's root).
 pub mod sync {
     pub use multiproc_core::queue::QueueError;
-    pub use multiproc_core::sync::Misuse;
+    pub use multiproc_core::sync::{BarrierBroken, Misuse};
 }
+
+/// What [`SyncError::Misuse`], [`SyncError::BrokenBarrier`] and [`SyncError::Queue`]
+/// hold, here for the everyday `match`: `Err(SyncError::Misuse(Misuse::NotOwner))`.
+pub use multiproc_core::queue::QueueError;
+pub use multiproc_core::sync::{BarrierBroken, Misuse};
 
 /// Python's `multiprocessing.connection`: connections between processes that did
 /// not start each other, wire-compatible with CPython's (frames and the authkey
@@ -146,10 +152,34 @@ pub mod connection {
 #[doc(inline)]
 pub use multiproc_supervisor::blocking;
 
-/// The names most programs need.
+/// The names most programs need, async: processes, actors, pools, pipes and the
+/// errors a program matches.
+///
+/// ```no_run
+/// use multiproc::prelude::*;
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+/// multiproc::register!(square);
+///
+/// #[multiproc::main]
+/// async fn main() -> Result<(), PoolError> {
+///     let pool = Pool::new(2)?;
+///     for (i, r) in pool.map_results(square, 0..4).await?.into_iter().enumerate() {
+///         match r {
+///             Ok(v) => println!("{i}: {v}"),
+///             Err(TaskError::WorkerDied { reason, .. }) => println!("{i}: died, {reason}"),
+///             Err(e) => println!("{i}: {e}"),
+///         }
+///     }
+///     Ok(())
+/// }
+/// ```
 pub mod prelude {
     pub use crate::{
-        Actor, ActorRef, CallError, Error, ExitReason, Process, current_process, init,
+        Actor, ActorRef, CallError, Connection, Error, ExitReason, Misuse, Pool, PoolError,
+        Process, SyncError, TaskError, current_process, init, pipe,
     };
 }
 
@@ -274,9 +304,70 @@ macro_rules! register_actor {
     };
 }
 
+/// Makes `main` a multiproc program's `main`: it calls [`init()`] first and, for an
+/// `async fn main`, then runs the body on a tokio runtime built for it.
+///
+/// `#[tokio::main]` cannot be used: its runtime's threads would start before `init()`
+/// runs, and in a child `init()` must come first (it runs the child there and never
+/// returns). This attribute builds the runtime only once `init()` has returned, that
+/// is, in the root. A child started from such a program runs its function, never
+/// `main`'s body.
+///
+/// ```no_run
+/// use multiproc::Process;
+///
+/// fn greet(name: String) {
+///     println!("hello {name}");
+/// }
+/// multiproc::register!(greet);
+///
+/// #[multiproc::main]
+/// async fn main() -> Result<(), multiproc::Error> {
+///     let mut p = Process::new(greet, "bob".to_string());
+///     p.start().await?;
+///     p.join().await?;
+///     Ok(())
+/// }
+/// ```
+///
+/// An `async fn main` gets a multi-threaded runtime (every driver enabled); options
+/// choose another: `#[multiproc::main(flavor = "current_thread")]`,
+/// `#[multiproc::main(worker_threads = 2)]`. On a plain `fn main` the attribute only
+/// adds the `init()` call, and options are an error.
+///
+/// What it refuses, each with a message that says why: an unknown option or flavor,
+/// ```compile_fail
+/// #[multiproc::main(flavor = "single")] // expected "multi_thread" or "current_thread"
+/// async fn main() {}
+/// ```
+/// ```compile_fail
+/// #[multiproc::main(threads = 2)] // unknown option
+/// async fn main() {}
+/// ```
+/// no worker threads, or worker threads on a runtime that has none,
+/// ```compile_fail
+/// #[multiproc::main(worker_threads = 0)] // must be at least 1
+/// async fn main() {}
+/// ```
+/// ```compile_fail
+/// #[multiproc::main(flavor = "current_thread", worker_threads = 2)]
+/// async fn main() {}
+/// ```
+/// options on a `main` that builds no runtime, and a `main` with arguments.
+/// ```compile_fail
+/// #[multiproc::main(flavor = "current_thread")] // `flavor` is for an `async fn main`
+/// fn main() {}
+/// ```
+/// ```compile_fail
+/// #[multiproc::main] // `main` takes no arguments
+/// fn main(args: Vec<String>) {}
+/// ```
+pub use multiproc_macros::main;
+
 #[doc(hidden)]
 pub mod __private {
     pub use multiproc_supervisor::__private::*;
+    pub use tokio;
 }
 
 /// The README and the book's chapters, doctested: `cargo test --doc` fails on a wrong
@@ -307,4 +398,6 @@ mod book {
     struct Semantics;
     #[doc = include_str!("../book/src/glossary.md")]
     struct Glossary;
+    #[doc = include_str!("../book/src/changelog.md")]
+    struct Changelog;
 }

@@ -36,7 +36,20 @@ fn reports(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-multiproc::register!(returns, exits_with, panics, waits, reports);
+/// Waits to be asked to stop, then exits with `code` (no report: `exit` skips it).
+fn waits_then_exits(code: i32) {
+    multiproc::blocking::wait_for_stop();
+    std::process::exit(code);
+}
+
+multiproc::register!(
+    returns,
+    exits_with,
+    panics,
+    waits,
+    waits_then_exits,
+    reports
+);
 
 struct Double;
 
@@ -255,6 +268,38 @@ fn a_supervisor_can_fork_its_children() -> TestResult {
     Ok(())
 }
 
+fn a_dead_forkservers_children_end_with_their_reason_not_255() -> TestResult {
+    let _alone = FORKSERVER.write().unwrap_or_else(|e| e.into_inner());
+    let mut killed = forked(Process::new(waits, ()));
+    killed.start()?;
+    let mut exits = forked(Process::new(waits_then_exits, 3));
+    exits.start()?;
+    let server = multiproc::__private::test_hooks::kill_forkserver().ok_or("no forkserver runs")?;
+    check!(
+        common::wait_gone(server, Duration::from_secs(5)),
+        "the forkserver survived"
+    );
+    // Killed from outside, with no report of its own: the kernel's status, read
+    // through its pidfd once its new parent has reaped it, or `ForkserverLost` where
+    // that cannot be read; never the `Exited(255)` it used to be.
+    let pid = rustix::process::Pid::from_raw(killed.pid().ok_or("no pid")? as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL)?;
+    let reason = killed.join()?;
+    eprintln!("a forked child SIGKILLed after its forkserver died: {reason}");
+    check!(
+        matches!(reason, ExitReason::Signaled(9) | ExitReason::ForkserverLost),
+        "{reason:?}"
+    );
+    check!(!reason.to_string().contains("255"), "{reason}");
+    let reason = exits.stop(Duration::from_secs(10))?;
+    eprintln!("a forked child that exited 3 after its forkserver died: {reason}");
+    check!(
+        matches!(reason, ExitReason::Exited(3) | ExitReason::ForkserverLost),
+        "{reason:?}"
+    );
+    Ok(())
+}
+
 fn main() {
     // Restarts and respawns in loops: bounded, whatever a regression does.
     common::cgroup::confine("forkserver");
@@ -279,6 +324,10 @@ fn main() {
         trial(
             "the_spare_is_used_replaced_and_dies_with_its_forkserver",
             the_spare_is_used_replaced_and_dies_with_its_forkserver,
+        ),
+        trial(
+            "a_dead_forkservers_children_end_with_their_reason_not_255",
+            a_dead_forkservers_children_end_with_their_reason_not_255,
         ),
         trial(
             "capture_is_refused_with_the_forkserver",

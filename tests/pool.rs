@@ -93,6 +93,11 @@ fn failing_init() {
     panic!("the database is not there");
 }
 
+/// An initializer that never ends by itself: its worker is never ready.
+fn init_hangs() {
+    multiproc::blocking::wait_for_stop();
+}
+
 /// Kills its worker the first time (when `marker` does not exist yet), then succeeds.
 fn flaky(marker: String) -> u32 {
     if std::fs::File::create_new(&marker).is_ok() {
@@ -267,6 +272,7 @@ multiproc::register!(
     set_init,
     read_init,
     failing_init,
+    init_hangs,
     flaky,
     announce_then_sleep,
     halve,
@@ -1215,6 +1221,131 @@ fn spawned_workers() -> TestResult {
     Ok(())
 }
 
+/// The items that failed with `WorkerDied`, and the values of the others.
+fn split_died(results: &[Result<u64, TaskError>]) -> (Vec<usize>, Vec<u64>) {
+    let died = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| matches!(r, Err(TaskError::WorkerDied { .. })))
+        .map(|(i, _)| i)
+        .collect();
+    let ok = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    (died, ok)
+}
+
+fn map_results_keeps_every_result_when_a_worker_dies_mid_map() -> TestResult {
+    let pool = pool(2);
+    // Python's map fails as a whole at the item whose worker died.
+    let whole = pool.map_chunked(kill_on_2, 0..6u64, 1);
+    check!(
+        matches!(
+            whole,
+            Err(PoolError::Task {
+                index: 2,
+                error: TaskError::WorkerDied { .. }
+            })
+        ),
+        "{whole:?}"
+    );
+    // One task per chunk: only the task whose worker died fails.
+    let results = pool.map_results_chunked(kill_on_2, 0..6u64, 1).unwrap();
+    check_eq!(results.len(), 6);
+    check_eq!(split_died(&results), (vec![2], vec![0, 1, 3, 4, 5]));
+    // Chunks of two: the dead worker's chunk fails item by item, in place.
+    let results = pool.map_results_chunked(kill_on_2, 0..6u64, 2).unwrap();
+    check_eq!(split_died(&results), (vec![2, 3], vec![0, 1, 4, 5]));
+    // The default chunksize, and a panic: each failure is its own item's.
+    let results = pool.map_results(panics_on_3, 0..40u64).unwrap();
+    check_eq!(results.len(), 40);
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Ok(v) => check_eq!(*v, i as u64),
+            Err(TaskError::Panicked { .. }) => check_eq!(i, 3),
+            Err(e) => return Err(format!("item {i}: {e}").into()),
+        }
+    }
+    check!(results[3].is_err(), "item 3 panicked");
+    check_eq!(
+        pool.map_results(sq, Vec::<u64>::new()).unwrap(),
+        Vec::<Result<u64, TaskError>>::new()
+    );
+    check!(
+        matches!(
+            pool.map_results_chunked(sq, 0..3u64, 0),
+            Err(PoolError::Invalid(_))
+        ),
+        "a chunksize of 0"
+    );
+    // The async face gives the same.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt
+        .block_on(pool.as_async().map_results_chunked(kill_on_2, 0..6u64, 1))
+        .unwrap();
+    check_eq!(split_died(&results), (vec![2], vec![0, 1, 3, 4, 5]));
+    Ok(())
+}
+
+fn wait_ready_returns_once_every_worker_is_up() -> TestResult {
+    for method in [StartMethod::Forkserver, StartMethod::Spawn] {
+        let pool = Pool::builder()
+            .processes(3)
+            .start_method(method)
+            .initializer(set_init, 7)
+            .start()
+            .unwrap();
+        pool.wait_ready(Some(Duration::from_secs(30)))?;
+        let workers = pool.workers();
+        check_eq!(workers.len(), 3);
+        let pids: HashSet<u32> = workers.iter().map(|w| w.pid).collect();
+        check_eq!(pids.len(), 3);
+        // Ready means the initializer has run.
+        check_eq!(pool.apply(read_init, ()).unwrap(), 7);
+        pool.close();
+        check!(
+            matches!(pool.wait_ready(None), Err(PoolError::Closed)),
+            "a closed pool is never ready again"
+        );
+        pool.join().unwrap();
+    }
+    // Workers that never get ready: the wait ends at its timeout, and the pool goes on.
+    let pool = Pool::builder()
+        .processes(1)
+        .initializer(init_hangs, ())
+        .start()
+        .unwrap();
+    let limit = Duration::from_millis(50);
+    let got = pool.wait_ready(Some(limit));
+    check!(
+        matches!(got, Err(PoolError::Timeout(d)) if d == limit),
+        "{got:?}"
+    );
+    pool.terminate();
+    check!(
+        matches!(pool.wait_ready(None), Err(PoolError::Terminated)),
+        "a terminated pool"
+    );
+    // Workers that cannot start: the wait is the pool's breakage, not a hang.
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(failing_init, ())
+        .start_intensity(RestartIntensity {
+            max_restarts: 2,
+            within: Duration::from_secs(60),
+        })
+        .start()
+        .unwrap();
+    let got = pool.wait_ready(None);
+    check!(matches!(got, Err(PoolError::Broken { .. })), "{got:?}");
+    pool.terminate();
+    Ok(())
+}
+
 fn main() {
     // Restarts and respawns in loops: bounded, whatever a regression does.
     common::cgroup::confine("pool");
@@ -1259,6 +1390,14 @@ fn main() {
         trial(
             "a_killed_worker_fails_its_task_and_the_pool_goes_on",
             a_killed_worker_fails_its_task_and_the_pool_goes_on,
+        ),
+        trial(
+            "map_results_keeps_every_result_when_a_worker_dies_mid_map",
+            map_results_keeps_every_result_when_a_worker_dies_mid_map,
+        ),
+        trial(
+            "wait_ready_returns_once_every_worker_is_up",
+            wait_ready_returns_once_every_worker_is_up,
         ),
         trial(
             "a_worker_killed_from_outside_is_replaced",

@@ -251,7 +251,7 @@ fn death(op: &str, e: &PoolError) -> Result<usize, String> {
         } => match reason {
             // Killed, as the forkserver relays it, or with the status lost with a
             // forkserver killed first.
-            ExitReason::Signaled(9) | ExitReason::Exited(255) => Ok(*index),
+            ExitReason::Signaled(9) | ExitReason::ForkserverLost => Ok(*index),
             other => Err(format!(
                 "{op}: item {index}'s worker died of {other}, not of a SIGKILL"
             )),

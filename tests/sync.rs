@@ -12,7 +12,7 @@ use multiproc::blocking::{
     Barrier, BoundedSemaphore, Condition, Connection, Event, Lock, Process, Queue, RLock,
     Semaphore, pipe,
 };
-use multiproc::{ExitReason, Identity, SyncError};
+use multiproc::{BarrierBroken, ExitReason, Identity, Misuse, SyncError};
 use serde::{Deserialize, Serialize};
 
 /// Acquires the lock, says so on `up`, then holds it until stopped or killed.
@@ -214,9 +214,7 @@ fn a_lock_may_be_released_by_another_process_but_not_twice() -> TestResult {
     check!(
         matches!(
             lock.release(),
-            Err(SyncError::Misuse(
-                multiproc::sync::Misuse::ReleasedTooManyTimes
-            ))
+            Err(SyncError::Misuse(Misuse::ReleasedTooManyTimes))
         ),
         "a second release"
     );
@@ -232,7 +230,7 @@ fn an_rlock_is_recursive_and_only_its_owner_releases_it() -> TestResult {
     check!(
         matches!(
             from_another_thread,
-            Err(SyncError::Misuse(multiproc::sync::Misuse::NotOwner))
+            Err(SyncError::Misuse(Misuse::NotOwner))
         ),
         "{from_another_thread:?}"
     );
@@ -613,19 +611,16 @@ fn a_barrier_breaks_when_a_party_dies_or_times_out() -> TestResult {
     }
     p.kill().unwrap();
     let got = waiter.join().unwrap();
-    check!(
-        matches!(got, Err(SyncError::Misuse(_))),
-        "broken by the death: {got:?}"
-    );
+    check_eq!(got, Err(SyncError::BrokenBarrier(BarrierBroken::PartyDied)));
     check!(barrier.broken().unwrap(), "broken");
     barrier.reset().unwrap();
     check!(!barrier.broken().unwrap(), "whole again");
     let got = barrier.wait(Some(Duration::from_millis(20)));
-    check!(
-        matches!(got, Err(SyncError::Misuse(_))),
-        "a timeout breaks it: {got:?}"
-    );
+    check_eq!(got, Err(SyncError::BrokenBarrier(BarrierBroken::TimedOut)));
     check!(barrier.broken().unwrap(), "broken by the timeout");
+    let got = barrier.wait(None);
+    // A later wait is told what broke it.
+    check_eq!(got, Err(SyncError::BrokenBarrier(BarrierBroken::TimedOut)));
     check_eq!(barrier.parties().unwrap(), 3);
     Ok(())
 }

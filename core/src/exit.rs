@@ -46,6 +46,12 @@ pub enum ExitReason {
         /// The signal that ended it.
         signal: i32,
     },
+    /// The process ended, but how was lost: it was forked by a forkserver that died
+    /// before it, and only its parent (the forkserver) could read its status, and the
+    /// process sent no report of its own (it was killed by a signal, or called
+    /// `exit`). Python reports such an end as `exitcode` 255, and so does
+    /// [`exit_code`](ExitReason::exit_code); the reason says what happened.
+    ForkserverLost,
 }
 
 impl ExitReason {
@@ -65,6 +71,7 @@ impl ExitReason {
             ExitReason::Signaled(sig) => -sig,
             ExitReason::Killed | ExitReason::Hung => -9,
             ExitReason::LimitExceeded { signal, .. } => -signal,
+            ExitReason::ForkserverLost => 255,
         }
     }
 
@@ -96,6 +103,9 @@ impl fmt::Display for ExitReason {
             ExitReason::Hung => f.write_str("hung (missed its heartbeat)"),
             ExitReason::LimitExceeded { limit, signal } => {
                 write!(f, "{limit:?} limit exceeded ({})", signal_name(*signal))
+            }
+            ExitReason::ForkserverLost => {
+                f.write_str("ended, its status lost with the forkserver that forked it")
             }
         }
     }

@@ -45,11 +45,16 @@ impl RestartIntensity {
     }
 }
 
-/// Restarts were more frequent than the supervisor's intensity allows.
+/// Restarts were more frequent than the supervisor's intensity allows: the exit that
+/// asked for one more was refused (OTP's `reached_max_restart_intensity`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{restarts} restarts within {within:?}, more than the {max} allowed")]
+#[error(
+    "{restarts} restarts within {within:?} already, the most allowed ({max}); one more was refused"
+)]
 pub struct IntensityExceeded {
-    /// Restarts counted in the window, this one included.
+    /// Restarts made within the window (attempts that failed included), not counting
+    /// the one refused: with OTP's `intensity => 1`, the second crash within the
+    /// period is refused after one restart, and this is 1.
     pub restarts: usize,
     /// The most allowed.
     pub max: u32,
@@ -92,7 +97,7 @@ impl RestartWindow {
         }
         if self.stamps.len() > limit.max_restarts as usize {
             return Err(IntensityExceeded {
-                restarts: self.stamps.len(),
+                restarts: self.stamps.len() - 1,
                 max: limit.max_restarts,
                 within: limit.within,
             });
@@ -141,6 +146,25 @@ mod tests {
     }
 
     #[test]
+    fn an_exceeded_intensity_counts_the_restarts_made_not_the_one_refused() {
+        // OTP's default, `intensity => 1, period => 5`: the first crash restarts the
+        // child; the second within the period is refused, after one restart.
+        let limit = RestartIntensity {
+            max_restarts: 1,
+            within: Duration::from_secs(5),
+        };
+        let mut w = RestartWindow::default();
+        assert!(w.add(limit, ms(0)).is_ok());
+        let refused = w.add(limit, ms(100)).unwrap_err();
+        assert_eq!(refused.restarts, 1);
+        assert_eq!(refused.max, 1);
+        assert_eq!(
+            refused.to_string(),
+            "1 restarts within 5s already, the most allowed (1); one more was refused"
+        );
+    }
+
+    #[test]
     fn zero_intensity_refuses_every_restart() {
         let limit = RestartIntensity {
             max_restarts: 0,
@@ -150,7 +174,7 @@ mod tests {
         assert_eq!(
             w.add(limit, ms(0)),
             Err(IntensityExceeded {
-                restarts: 1,
+                restarts: 0,
                 max: 0,
                 within: Duration::from_secs(1)
             })

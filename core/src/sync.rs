@@ -52,9 +52,32 @@ pub enum Misuse {
     /// `wait` or `notify` on a `Condition` without holding its lock.
     #[error("cannot wait on or notify a condition without holding its lock")]
     NotHeld,
-    /// The barrier is broken (Python's `BrokenBarrierError`).
-    #[error("the barrier is broken")]
-    BrokenBarrier,
+}
+
+/// Why a barrier is broken (Python's `BrokenBarrierError`, with its cause): a wait on
+/// it fails until `reset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum BarrierBroken {
+    /// A process died while one of its parties waited: the others would wait for
+    /// ever.
+    #[error("a party's process died while it waited")]
+    PartyDied,
+    /// A party's wait timed out, which breaks the barrier for everyone (as in Python).
+    #[error("a party's wait timed out")]
+    TimedOut,
+    /// `abort` was called.
+    #[error("it was aborted")]
+    Aborted,
+    /// `reset` was called while this party waited.
+    #[error("it was reset while this party waited")]
+    Reset,
+    /// The action run by the last party failed or panicked.
+    #[error("its action failed")]
+    ActionFailed,
+    /// This party came while the last one ran the action.
+    #[error("a party came while the action ran")]
+    ActionRunning,
 }
 
 /// Which kind of semaphore.

@@ -67,6 +67,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use multiproc_core::{
     EntryKind, Reorder, RestartIntensity, RetryPolicy, StartMethod, default_chunksize,
@@ -199,7 +200,7 @@ impl Pool {
     /// Submits `f(args)` and returns at once (Python's `apply_async`).
     pub fn apply_async<F: Task<M>, M>(&self, f: F, args: F::Args) -> AsyncResult<F::Output> {
         let _ = f;
-        match registry::by_type::<F>(EntryKind::Function) {
+        match registry::function_by_type::<F>() {
             Ok(entry) => self.submit_one(entry.name, args),
             Err(e) => AsyncResult::failed(e.into()),
         }
@@ -227,7 +228,7 @@ impl Pool {
     }
 
     pub(crate) fn task_entry<F: 'static>() -> Result<&'static Entry, PoolError> {
-        Ok(registry::by_type::<F>(EntryKind::Function)?)
+        Ok(registry::function_by_type::<F>()?)
     }
 
     /// The bulk path's witness for `F`, if its argument and result are plain data:
@@ -338,6 +339,106 @@ impl Pool {
                     while let Some(outcome) = order.pop() {
                         let start = out.len();
                         decode_into::<F::Output>(outcome, &mut out, start, slab)?;
+                    }
+                }
+                Ok(out)
+            },
+            Some(self.ctl()),
+            None,
+        )
+    }
+
+    /// `f` over every item, each item's own result in input order: unlike
+    /// [`map`](Pool::map) (Python's, which fails as a whole at the first failed item),
+    /// a task that fails, panics or loses its worker is an `Err` at its place, and
+    /// every other result is kept. Chunks are of Python's default size; the items of a
+    /// chunk whose worker died all fail with [`TaskError::WorkerDied`] (a chunksize of
+    /// 1 loses no more than the task that was running).
+    ///
+    /// # Errors
+    ///
+    /// The pool's own errors only ([`PoolError::Terminated`], an unregistered task,
+    /// [`PoolError::Interrupted`], …): a task's failure is its item's `Err`.
+    pub async fn map_results<F: Task<M>, M>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = F::Args>,
+    ) -> Result<Vec<Result<F::Output, TaskError>>, PoolError> {
+        let items: Vec<F::Args> = items.into_iter().collect();
+        let chunksize = default_chunksize(items.len(), self.processes()).max(1);
+        self.map_results_chunked(f, items, chunksize).await
+    }
+
+    /// [`map_results`](Pool::map_results) with an explicit chunksize (at least 1).
+    ///
+    /// # Errors
+    ///
+    /// As [`map_results`](Pool::map_results), and [`PoolError::Invalid`] for a
+    /// chunksize of 0.
+    pub async fn map_results_chunked<F: Task<M>, M>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = F::Args>,
+        chunksize: usize,
+    ) -> Result<Vec<Result<F::Output, TaskError>>, PoolError> {
+        let mut r = self.map_results_async(f, items, chunksize);
+        self.interruptible(r.get()).await
+    }
+
+    fn map_results_async<F: Task<M>, M>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = F::Args>,
+        chunksize: usize,
+    ) -> AsyncResult<Vec<Result<F::Output, TaskError>>> {
+        let _ = f;
+        let entry = match Self::task_entry::<F>() {
+            Ok(e) => e,
+            Err(e) => return AsyncResult::failed(e),
+        };
+        let items = items.into_iter();
+        let len = items.size_hint().0;
+        let slab = Self::slab::<F, M>(entry);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let plain = slab.map(PodTask::plain);
+        let sizes: Vec<usize> =
+            match self.submit_chunks(entry.name, items, chunksize, plain, |seq, _| {
+                ReplyTo::Many(tx.clone(), seq)
+            }) {
+                Ok(ids) => ids.into_iter().map(|(_, n)| n as usize).collect(),
+                Err(e) => return AsyncResult::failed(e),
+            };
+        drop(tx);
+        let shared = Arc::clone(&self.inner.shared);
+        AsyncResult::new(
+            async move {
+                let mut out = Vec::with_capacity(len);
+                let mut order = Reorder::default();
+                let mut seen = 0;
+                let mut next_chunk = 0;
+                while seen < sizes.len() {
+                    let (seq, outcome) = rx.recv().await.ok_or_else(|| shared.ended_error())?;
+                    seen += 1;
+                    order.insert(seq, outcome);
+                    while let Some(outcome) = order.pop() {
+                        let n = sizes[next_chunk];
+                        next_chunk += 1;
+                        let mut results = decode_chunk::<F::Output>(outcome, slab)?;
+                        // A chunk that failed as a whole (its worker died, it timed
+                        // out) is one error: each of its items gets it.
+                        if results.len() != n {
+                            let error = match results.pop() {
+                                Some(Err(e)) => e,
+                                _ => TaskError::Decode {
+                                    message: format!(
+                                        "a chunk of {n} items answered with {} results",
+                                        results.len() + 1
+                                    ),
+                                },
+                            };
+                            results = (0..n).map(|_| Err(error.clone())).collect();
+                        }
+                        out.extend(results);
                     }
                 }
                 Ok(out)
@@ -503,7 +604,51 @@ impl Pool {
         Ok(())
     }
 
-    /// The workers alive now, with their names and pids.
+    /// Waits until every worker is up: started, its initializer run, ready for a task.
+    ///
+    /// A pool is usable as soon as it is made: `Pool::new` returns before any worker
+    /// exists, and work submitted meanwhile waits for the first worker, so `map`,
+    /// `apply` and the others need no `wait_ready`. It is for what looks at the
+    /// workers themselves ([`workers`](Pool::workers), which lists only the ones up
+    /// now) or for a program that wants its start-up cost paid before its first task.
+    /// A pool whose workers died since is waited for again, until their replacements
+    /// are up.
+    ///
+    /// # Errors
+    ///
+    /// [`PoolError::Timeout`] when `timeout` passed first (the pool goes on);
+    /// [`PoolError::Broken`] when its workers cannot start (the initializer keeps
+    /// failing, or the system has no room: then [`PoolError::Exhausted`]);
+    /// [`PoolError::Closed`] or [`PoolError::Terminated`] for a pool that no longer
+    /// runs; [`PoolError::Interrupted`] on SIGINT.
+    pub async fn wait_ready(&self, timeout: Option<Duration>) -> Result<(), PoolError> {
+        let (tx, rx) = oneshot::channel();
+        if self.inner.tx.send(actor::Request::WaitReady(tx)).is_err() {
+            return Err(self.inner.shared.ended_error());
+        }
+        let shared = Arc::clone(&self.inner.shared);
+        let ready = async move { rx.await.unwrap_or_else(|_| Err(shared.ended_error())) };
+        self.interruptible(async move {
+            match timeout {
+                None => ready.await,
+                Some(limit) => {
+                    // The process runtime's timer, so that any executor can await this.
+                    let sleep = {
+                        let _runtime = crate::runtime::handle().enter();
+                        tokio::time::sleep(limit)
+                    };
+                    tokio::select! {
+                        got = ready => got,
+                        () = sleep => Err(PoolError::Timeout(limit)),
+                    }
+                }
+            }
+        })
+        .await
+    }
+
+    /// The workers alive now, with their names and pids. Right after `Pool::new` there
+    /// may be none yet: [`wait_ready`](Pool::wait_ready) first to see them all.
     pub async fn workers(&self) -> Vec<WorkerInfo> {
         let (tx, rx) = oneshot::channel();
         if self.inner.tx.send(actor::Request::Workers(tx)).is_err() {

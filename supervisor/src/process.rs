@@ -80,7 +80,7 @@ impl Process {
         F: Target<M>,
     {
         let _ = target;
-        let plan = registry::by_type::<F>(EntryKind::Function);
+        let plan = registry::function_by_type::<F>();
         Process::with_plan(plan, &args)
     }
 

@@ -1,6 +1,6 @@
 //! `BarrierState`: Python's `Barrier(parties, action)`, as a pure state machine.
 
-use super::{Holder, Misuse, WaitId};
+use super::{BarrierBroken, Holder, WaitId};
 use crate::Identity;
 
 /// How a barrier wait ends.
@@ -8,9 +8,8 @@ use crate::Identity;
 pub enum BarrierOutcome {
     /// Passed, with this index (0 for the first to arrive).
     Passed(usize),
-    /// The barrier broke (a timeout, an abort, a reset, a party that died, a failed
-    /// action).
-    Broken,
+    /// The barrier broke, for this reason.
+    Broken(BarrierBroken),
 }
 
 /// The answer to a barrier wait.
@@ -31,7 +30,7 @@ pub struct BarrierState {
     parties: usize,
     has_action: bool,
     arrived: Vec<(WaitId, Holder)>,
-    broken: bool,
+    broken: Option<BarrierBroken>,
     draining: bool,
 }
 
@@ -42,7 +41,7 @@ impl BarrierState {
             parties: parties.max(1),
             has_action,
             arrived: Vec::new(),
-            broken: false,
+            broken: None,
             draining: false,
         }
     }
@@ -59,17 +58,21 @@ impl BarrierState {
 
     /// Python's `broken`.
     pub fn broken(&self) -> bool {
-        self.broken
+        self.broken.is_some()
     }
 
     /// A party arrives.
     ///
     /// # Errors
     ///
-    /// [`Misuse::BrokenBarrier`] when the barrier is broken.
-    pub fn wait(&mut self, holder: &Holder, wait: WaitId) -> Result<Arrive, Misuse> {
-        if self.broken || self.draining {
-            return Err(Misuse::BrokenBarrier);
+    /// The [`BarrierBroken`] reason when the barrier is broken (what broke it), or
+    /// while the last party runs the action.
+    pub fn wait(&mut self, holder: &Holder, wait: WaitId) -> Result<Arrive, BarrierBroken> {
+        if let Some(why) = self.broken {
+            return Err(why);
+        }
+        if self.draining {
+            return Err(BarrierBroken::ActionRunning);
         }
         self.arrived.push((wait, holder.clone()));
         let index = self.arrived.len() - 1;
@@ -98,23 +101,23 @@ impl BarrierState {
         if ok && self.draining {
             self.release()
         } else {
-            self.break_all()
+            self.break_all(BarrierBroken::ActionFailed)
         }
     }
 
-    fn break_all(&mut self) -> Vec<(WaitId, BarrierOutcome)> {
-        self.broken = true;
+    fn break_all(&mut self, why: BarrierBroken) -> Vec<(WaitId, BarrierOutcome)> {
+        self.broken = Some(why);
         self.draining = false;
         self.arrived
             .drain(..)
-            .map(|(w, _)| (w, BarrierOutcome::Broken))
+            .map(|(w, _)| (w, BarrierOutcome::Broken(why)))
             .collect()
     }
 
     /// A wait timed out: the barrier breaks, for everyone (as in Python).
     pub fn time_out(&mut self, wait: WaitId) -> Vec<(WaitId, BarrierOutcome)> {
         if self.arrived.iter().any(|(w, _)| *w == wait) {
-            self.break_all()
+            self.break_all(BarrierBroken::TimedOut)
         } else {
             Vec::new()
         }
@@ -122,13 +125,13 @@ impl BarrierState {
 
     /// Python's `abort`: broken until `reset`.
     pub fn abort(&mut self) -> Vec<(WaitId, BarrierOutcome)> {
-        self.break_all()
+        self.break_all(BarrierBroken::Aborted)
     }
 
     /// Python's `reset`: waiting parties get `Broken`; the barrier is whole again.
     pub fn reset(&mut self) -> Vec<(WaitId, BarrierOutcome)> {
-        let out = self.break_all();
-        self.broken = false;
+        let out = self.break_all(BarrierBroken::Reset);
+        self.broken = None;
         out
     }
 
@@ -136,7 +139,7 @@ impl BarrierState {
     /// barrier would leave the others waiting for ever).
     pub fn process_died(&mut self, process: &Identity) -> Vec<(WaitId, BarrierOutcome)> {
         if self.arrived.iter().any(|(_, h)| h.process == *process) {
-            self.break_all()
+            self.break_all(BarrierBroken::PartyDied)
         } else {
             Vec::new()
         }
@@ -176,10 +179,10 @@ mod tests {
         assert!(
             b.action_done(false)
                 .iter()
-                .all(|(_, o)| *o == BarrierOutcome::Broken)
+                .all(|(_, o)| *o == BarrierOutcome::Broken(BarrierBroken::ActionFailed))
         );
         assert!(b.broken());
-        assert_eq!(b.wait(&h(1, 0), 5), Err(Misuse::BrokenBarrier));
+        assert_eq!(b.wait(&h(1, 0), 5), Err(BarrierBroken::ActionFailed));
         assert!(b.reset().is_empty());
         assert!(!b.broken());
     }
@@ -192,11 +195,18 @@ mod tests {
         let out = b.process_died(&Identity::from_path(vec![2]));
         assert_eq!(
             out,
-            vec![(1, BarrierOutcome::Broken), (2, BarrierOutcome::Broken)]
+            vec![
+                (1, BarrierOutcome::Broken(BarrierBroken::PartyDied)),
+                (2, BarrierOutcome::Broken(BarrierBroken::PartyDied))
+            ]
         );
         b.reset();
         b.wait(&h(1, 0), 3).unwrap();
-        assert_eq!(b.time_out(3), vec![(3, BarrierOutcome::Broken)]);
+        assert_eq!(
+            b.time_out(3),
+            vec![(3, BarrierOutcome::Broken(BarrierBroken::TimedOut))]
+        );
+        assert_eq!(b.wait(&h(1, 0), 4), Err(BarrierBroken::TimedOut));
         assert!(b.broken());
         assert_eq!(b.abort(), vec![]);
     }

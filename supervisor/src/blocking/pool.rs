@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use multiproc_core::{RestartIntensity, RetryPolicy, StartMethod};
 
-use crate::pool::{PoolError, WorkerInfo};
+use crate::pool::{PoolError, TaskError, WorkerInfo};
 use crate::process::target::{Target, Task};
 use crate::runtime::block_on;
 
@@ -132,6 +132,27 @@ impl Pool {
             items: impl IntoIterator<Item = F::Args>,
             chunksize: usize
         ) -> AsyncResult<Vec<F::Output>> => wrap;
+        /// `f` over every item, each item's own `Result` in input order.
+        ///
+        /// # Errors
+        ///
+        /// See [`crate::Pool::map_results`].
+        pub fn map_results[F: Task<M>, M](
+            &self,
+            f: F,
+            items: impl IntoIterator<Item = F::Args>
+        ) -> Result<Vec<Result<F::Output, TaskError>>, PoolError> => block;
+        /// `map_results` with an explicit chunksize.
+        ///
+        /// # Errors
+        ///
+        /// See [`crate::Pool::map_results_chunked`].
+        pub fn map_results_chunked[F: Task<M>, M](
+            &self,
+            f: F,
+            items: impl IntoIterator<Item = F::Args>,
+            chunksize: usize
+        ) -> Result<Vec<Result<F::Output, TaskError>>, PoolError> => block;
         /// Python's `starmap`: `map` over argument tuples.
         ///
         /// # Errors
@@ -181,8 +202,15 @@ impl Pool {
         ///
         /// See [`crate::Pool::join`].
         pub fn join(&self) -> Result<(), PoolError> => block;
-        /// The workers alive now.
+        /// The workers alive now (maybe none yet right after `Pool::new`; see
+        /// [`wait_ready`](Pool::wait_ready)).
         pub fn workers(&self) -> Vec<WorkerInfo> => block;
+        /// Waits until every worker is up; `map`, `apply` and the others need not.
+        ///
+        /// # Errors
+        ///
+        /// See [`crate::Pool::wait_ready`].
+        pub fn wait_ready(&self, timeout: Option<Duration>) -> Result<(), PoolError> => block;
     }
 }
 

@@ -80,6 +80,10 @@ impl SupervisorRef {
         /// A stream of events from now on.
         pub fn events(&self) -> Events => wrap;
 
+        /// A stream of the events since the start (the last 1024), then the new ones;
+        /// see [`crate::SupervisorRef::events_from_start`].
+        pub fn events_from_start(&self) -> Events => wrap;
+
         /// A stable handle to the actor child `id`; see [`crate::SupervisedRef`].
         pub fn child_ref[A: Actor](&self, id: &str) -> SupervisedRef<A> => wrap;
     }
@@ -118,19 +122,50 @@ impl<A: Actor> SupervisedRef<A> {
 }
 
 face!(
-    /// A supervisor's events, read by blocking; see [`crate::Events`].
+    /// A supervisor's events, read by blocking; the same subscription as
+    /// [`crate::Events`], which `Events::from` converts either way.
     ///
-    /// `Events::from(supervisor.events())` reads an async supervisor's events.
+    /// From a running supervisor: [`SupervisorRef::events`] (from now on) or
+    /// [`SupervisorRef::events_from_start`]; before the start,
+    /// `Events::from(supervisor.events())`. As an iterator it ends after the
+    /// supervisor's last event (`ShutDown`); [`recv_timeout`](Events::recv_timeout)
+    /// and [`try_recv`](Events::try_recv) never wait longer than asked.
     #[derive(Debug)]
     Events(crate::supervision::Events)
 );
+
+impl Events {
+    /// Blocks for the next event; `None` once the supervisor has ended and every event
+    /// was read.
+    pub fn recv(&mut self) -> Option<SupervisorEvent> {
+        block_on(self.0.next())
+    }
+
+    mirror! {
+        /// The next event, waiting at most `timeout`.
+        ///
+        /// # Errors
+        ///
+        /// `Timeout` when none came in time; `Disconnected` once the supervisor has
+        /// ended and every event was read.
+        pub fn recv_timeout(&mut self, timeout: Duration) -> Result<SupervisorEvent, std::sync::mpsc::RecvTimeoutError> => block;
+
+        /// The next event already sent, without waiting.
+        ///
+        /// # Errors
+        ///
+        /// `Empty` when none is there yet; `Disconnected` once the supervisor has ended
+        /// and every event was read.
+        pub fn try_recv(&mut self) -> Result<SupervisorEvent, std::sync::mpsc::TryRecvError> => now;
+    }
+}
 
 impl Iterator for Events {
     type Item = SupervisorEvent;
 
     /// Blocks for the next event; `None` once the supervisor has ended.
     fn next(&mut self) -> Option<SupervisorEvent> {
-        block_on(self.0.next())
+        self.recv()
     }
 }
 

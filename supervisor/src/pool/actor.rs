@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use super::chunk::{ChunkFailure, Done, NewTask, ReplyTo};
 use super::launch::{Event, Launch, Started, launch};
-use super::shared::{BROKEN, Shared};
+use super::shared::{BROKEN, CLOSED, RUNNING, Shared};
 use super::{PoolError, TaskError, WorkerInfo, wire};
 use crate::runtime;
 
@@ -32,11 +32,16 @@ pub(crate) enum Request {
     Terminate,
     Join(oneshot::Sender<()>),
     Workers(oneshot::Sender<Vec<WorkerInfo>>),
+    /// Answered once every worker is up (started and ready for a task), or with the
+    /// reason none will be.
+    WaitReady(oneshot::Sender<Result<(), PoolError>>),
 }
 
 struct WorkerSlot {
     name: String,
     started: Option<Started>,
+    /// It said it is ready for a task (its initializer, if any, has run).
+    ready: bool,
     kill_on_start: bool,
 }
 
@@ -57,6 +62,7 @@ pub(crate) struct PoolActor {
     workers: HashMap<WorkerId, WorkerSlot>,
     answers: HashMap<u64, Done, IdHash>,
     joiners: Vec<oneshot::Sender<()>>,
+    ready_waiters: Vec<oneshot::Sender<Result<(), PoolError>>>,
     last_exit: ExitReason,
     /// The limit that refused the last worker that failed to start, if one did.
     last_exhausted: Option<Exhausted>,
@@ -134,6 +140,7 @@ pub(crate) fn start(
             workers: HashMap::new(),
             answers: HashMap::default(),
             joiners: Vec::new(),
+            ready_waiters: Vec::new(),
             last_exit: ExitReason::Normal,
             last_exhausted: None,
             deadline_moved: Arc::new(tokio::sync::Notify::new()),
@@ -236,6 +243,7 @@ impl PoolActor {
             Request::Close => self.sched.close(out),
             Request::Terminate => self.sched.terminate(out),
             Request::Join(tx) => self.joiners.push(tx),
+            Request::WaitReady(tx) => self.ready_waiters.push(tx),
             Request::Workers(tx) => {
                 let mut list: Vec<WorkerInfo> = self
                     .workers
@@ -276,7 +284,12 @@ impl PoolActor {
             Event::Frames(w, frames) => {
                 for frame in frames {
                     match wire::split(&frame) {
-                        Ok((h, _)) if h.tag == wire::READY => self.sched.ready(w, now, out),
+                        Ok((h, _)) if h.tag == wire::READY => {
+                            if let Some(slot) = self.workers.get_mut(&w) {
+                                slot.ready = true;
+                            }
+                            self.sched.ready(w, now, out)
+                        }
                         Ok((h, _)) if h.tag == wire::DONE => {
                             let task = h.task;
                             if self.tasks.contains_key(&task) {
@@ -353,6 +366,33 @@ impl PoolActor {
                 self.workers.remove(&w);
             }
         }
+        self.answer_ready_waiters();
+    }
+
+    /// Answers the `wait_ready` calls once every worker is up, or once none will be
+    /// (the pool was closed, terminated or broke).
+    fn answer_ready_waiters(&mut self) {
+        if self.ready_waiters.is_empty() {
+            return;
+        }
+        let answer = match self.shared.state.load(Ordering::Acquire) {
+            RUNNING => {
+                let up = self
+                    .workers
+                    .values()
+                    .filter(|w| w.ready && w.started.is_some())
+                    .count();
+                if up < self.shared.processes {
+                    return;
+                }
+                Ok(())
+            }
+            CLOSED => Err(PoolError::Closed),
+            _ => Err(self.shared.ended_error()),
+        };
+        for waiter in self.ready_waiters.drain(..) {
+            let _ = waiter.send(answer.clone());
+        }
     }
 
     fn failure(&self, f: Failure) -> ChunkFailure {
@@ -417,6 +457,7 @@ impl PoolActor {
             WorkerSlot {
                 name,
                 started: None,
+                ready: false,
                 kill_on_start: false,
             },
         );

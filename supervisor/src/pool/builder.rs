@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64};
 use std::time::Duration;
 
 use multiproc_core::scheduler::SchedulerConfig;
-use multiproc_core::{EntryKind, RestartIntensity, RetryPolicy, StartMethod, codec};
+use multiproc_core::{RestartIntensity, RetryPolicy, StartMethod, codec};
 
 use super::shared::{RUNNING, Shared};
 use super::{Handle, Pool, PoolError, actor, launch};
@@ -40,7 +40,7 @@ impl PoolBuilder {
     pub fn initializer<F: Target<M>, M>(mut self, f: F, args: F::Args) -> Self {
         let _ = f;
         self.initializer = Some(
-            registry::by_type::<F>(EntryKind::Function)
+            registry::function_by_type::<F>()
                 .map_err(PoolError::from)
                 .and_then(|e| {
                     codec::encode(&args)

@@ -21,7 +21,7 @@ pub trait ViaTarget<M> {
     fn entry_run(&self, args: Vec<u8>) -> EntryOutcome;
 }
 
-impl<F: Target<M>, M> ViaTarget<M> for &Probe<F> {
+impl<F: Target<M> + Copy, M> ViaTarget<M> for &Probe<F> {
     fn entry_run(&self, args: Vec<u8>) -> EntryOutcome {
         crate::process::target::run_function(self.0, args)
     }
@@ -54,7 +54,7 @@ pub trait ViaTask<M> {
     );
 }
 
-impl<F: Task<M>, M> ViaTask<M> for &Probe<F> {
+impl<F: Task<M> + Copy, M> ViaTask<M> for &Probe<F> {
     fn entry_task(
         &self,
         args: &[u8],
@@ -106,7 +106,7 @@ pub trait ViaPod<M> {
     );
 }
 
-impl<F: Task<M>, M> ViaPod<M> for &Probe<F>
+impl<F: Task<M> + Copy, M> ViaPod<M> for &Probe<F>
 where
     F::Args: Pod,
     F::Output: Pod,

@@ -137,7 +137,7 @@ fn decode<R: Pod>(slab: &[u8], out: &mut dyn Any) -> Result<(), String> {
 /// Runs a chunk sent as a slab with `f`: each result's bytes are appended to `out`, or
 /// its failure recorded; a panic fails its item only. A slab that does not hold
 /// `items` arguments fails every item with [`ItemFailure::Args`].
-pub fn run_slab<F: Task<M>, M>(
+pub fn run_slab<F: Task<M> + Copy, M>(
     f: F,
     args: &[u8],
     items: u32,

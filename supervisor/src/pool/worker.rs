@@ -196,7 +196,7 @@ fn pool_gone(e: std::io::Error) -> Result<(), String> {
 
 /// Runs the items of one chunk with `f`: each item's result is appended to `out`, or
 /// its failure recorded; a panic fails its item only.
-pub fn run_task<F: Task<M>, M>(
+pub fn run_task<F: Task<M> + Copy, M>(
     f: F,
     args: &[u8],
     items: u32,

@@ -13,7 +13,19 @@ use crate::runtime::registry::EntryOutcome;
 /// return type is `()` or `Result<(), E>` with `E: Display`. A one-argument function
 /// takes its argument as is; a function of several takes a tuple; one of none takes
 /// `()`. `M` only tells the implementations apart.
-pub trait Target<M>: Copy + Send + 'static {
+///
+/// A closure cannot be a target: the child is this program started again, and finds
+/// its function by the name `multiproc::register!` gave it;
+/// what a closure captured lives only in the parent's memory. A capturing closure is a
+/// compile error that says so (when the program is built: it is found when the call is
+/// compiled, so `cargo check` does not report it).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a function a child process can run",
+    label = "not a registered `fn` of serde arguments",
+    note = "a child process runs a `fn` item registered with `multiproc::register!(name)`, found by name in the child (this program, started again); its argument is one serde value, a tuple of several, or `()`, and it returns `()` or `Result<(), E: Display>`",
+    note = "a closure cannot cross a process boundary: what it captured lives only in this process's memory; pass it as an argument instead"
+)]
+pub trait Target<M>: Send + 'static {
     /// The arguments, as one serde value.
     type Args: Serialize + DeserializeOwned;
     /// Calls the function.
@@ -40,7 +52,7 @@ impl<E: Display> Outcome for Result<(), E> {
 
 impl<F, R> Target<fn() -> R> for F
 where
-    F: Fn() -> R + Copy + Send + 'static,
+    F: Fn() -> R + Send + 'static,
     R: Outcome,
 {
     type Args = ();
@@ -51,7 +63,7 @@ where
 
 impl<F, R, A> Target<fn(A) -> R> for F
 where
-    F: Fn(A) -> R + Copy + Send + 'static,
+    F: Fn(A) -> R + Send + 'static,
     R: Outcome,
     A: Serialize + DeserializeOwned,
 {
@@ -65,7 +77,7 @@ macro_rules! tuple_target {
     ($($t:ident),+) => {
         impl<F, R, $($t),+> Target<fn($($t),+) -> R> for F
         where
-            F: Fn($($t),+) -> R + Copy + Send + 'static,
+            F: Fn($($t),+) -> R + Send + 'static,
             R: Outcome,
             $($t: Serialize + DeserializeOwned),+
         {
@@ -91,7 +103,15 @@ tuple_target!(A, B, C, D, G, H);
 /// function of several a tuple. A task that returns `Result<T, E>` gets its `Result`
 /// back as a value, with your error type intact; a task that panics fails with
 /// [`TaskError::Panicked`](crate::TaskError::Panicked).
-pub trait Task<M>: Copy + Send + Sync + 'static {
+///
+/// As with [`Target`], a closure cannot be a task.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a function a pool can run",
+    label = "not a registered `fn` of serde arguments and result",
+    note = "a pool's worker runs a `fn` item registered with `multiproc::register!(name)`, found by name in the worker (another process); its argument is one serde value, a tuple of several, or `()`, and its result a serde value",
+    note = "a closure cannot cross a process boundary: what it captured lives only in this process's memory; pass it as an argument instead"
+)]
+pub trait Task<M>: Send + Sync + 'static {
     /// The arguments, as one serde value.
     type Args: Serialize + DeserializeOwned + Send + 'static;
     /// What it returns.
@@ -102,7 +122,7 @@ pub trait Task<M>: Copy + Send + Sync + 'static {
 
 impl<F, R> Task<fn() -> R> for F
 where
-    F: Fn() -> R + Copy + Send + Sync + 'static,
+    F: Fn() -> R + Send + Sync + 'static,
     R: Serialize + DeserializeOwned + Send + 'static,
 {
     type Args = ();
@@ -114,7 +134,7 @@ where
 
 impl<F, R, A> Task<fn(A) -> R> for F
 where
-    F: Fn(A) -> R + Copy + Send + Sync + 'static,
+    F: Fn(A) -> R + Send + Sync + 'static,
     R: Serialize + DeserializeOwned + Send + 'static,
     A: Serialize + DeserializeOwned + Send + 'static,
 {
@@ -129,7 +149,7 @@ macro_rules! tuple_task {
     ($($t:ident),+) => {
         impl<F, R, $($t),+> Task<fn($($t),+) -> R> for F
         where
-            F: Fn($($t),+) -> R + Copy + Send + Sync + 'static,
+            F: Fn($($t),+) -> R + Send + Sync + 'static,
             R: Serialize + DeserializeOwned + Send + 'static,
             $($t: Serialize + DeserializeOwned + Send + 'static),+
         {

@@ -17,9 +17,6 @@ use crate::runtime::router::{self, LinkTx};
 use crate::runtime::spawn::{self, Output};
 use crate::runtime::{self, exit};
 
-/// The status reported for a child whose status was lost (Python's 255).
-const LOST: WaitStatus = WaitStatus::Exited(255);
-
 /// How long a child asked to stop gets before it is killed, when stopping a tree.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -292,7 +289,10 @@ async fn await_handshake(
             if status == Some(WaitStatus::Exited(exit::EXIT_INIT_NOT_CALLED)) {
                 return Err(Error::InitNotCalled);
             }
-            let reason = multiproc_core::exit_reason(status.unwrap_or(LOST), None, false, false);
+            let reason = match status {
+                Some(status) => multiproc_core::exit_reason(status, None, false, false),
+                None => ExitReason::ForkserverLost,
+            };
             Err(Error::NoHandshake { name, reason })
         }
     }
@@ -314,12 +314,12 @@ async fn reap(
     drop(waiter);
     let report = reader.await.ok().flatten();
     // A status lost with its forkserver: the child's own report, if it sent one,
-    // still says how it ended; without one, 255, as Python reports.
+    // still says how it ended; without one, `ForkserverLost`.
     let status = status.map(|s| {
-        s.unwrap_or(match report {
-            Some(ExitReport::Normal) => WaitStatus::Exited(0),
-            Some(_) => WaitStatus::Exited(1),
-            None => LOST,
+        s.or(match report {
+            Some(ExitReport::Normal) => Some(WaitStatus::Exited(0)),
+            Some(_) => Some(WaitStatus::Exited(1)),
+            None => None,
         })
     });
     let output = match capture {
@@ -327,7 +327,8 @@ async fn reap(
         None => None,
     };
     let reason = match status {
-        Ok(status) => multiproc_core::ExitFacts {
+        Ok(None) => ExitReason::ForkserverLost,
+        Ok(Some(status)) => multiproc_core::ExitFacts {
             status,
             report: report.as_ref(),
             stop_requested: child.stop_requested.load(Ordering::SeqCst),

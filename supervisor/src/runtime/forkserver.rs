@@ -15,10 +15,13 @@
 //! any child's. Its own children are *not* tied to it: they watch their logical
 //! parent (the process that asked for them) through their control link and a pidfd,
 //! so if the forkserver dies, they keep running and the next request starts a new
-//! forkserver. Their exit status is then lost with it, and reported as `Exited(255)`,
-//! as Python does for a forkserver child whose status cannot be read. A spare that has
-//! no request yet ends when the forkserver's end of its socket closes, so it never
-//! outlives the forkserver.
+//! forkserver. Their exit status is then no longer relayed: once such a child ends and
+//! whoever inherited it has reaped it, the kernel tells it through the child's pidfd
+//! (`PIDFD_GET_INFO`, Linux 6.15 and later); where it cannot, the child's own report
+//! says how it ended, and without one the reason is `ExitReason::ForkserverLost`
+//! (Python reports `exitcode` 255 for such a child, and so does its exit code). A
+//! spare that has no request yet ends when the forkserver's end of its socket closes,
+//! so it never outlives the forkserver.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -451,6 +454,51 @@ fn read_frame<T: for<'de> Deserialize<'de>>(
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
     Ok((read_body(&header[..n], &mut &*sock)?, fds))
+}
+
+/// How a child that is not ours ended, read through its pidfd (`PIDFD_GET_INFO` with
+/// `PIDFD_INFO_EXIT`, Linux 6.15 and later): known once whoever inherited it reaped
+/// it. `None` before that, or on an older kernel.
+pub(crate) fn exit_status_by_pidfd(pidfd: BorrowedFd<'_>) -> Option<WaitStatus> {
+    use std::os::fd::AsRawFd;
+    /// `struct pidfd_info` up to `exit_code` (`PIDFD_INFO_SIZE_VER0`, 64 bytes); the
+    /// kernel copies what fits the size the request names.
+    #[repr(C)]
+    #[derive(Default)]
+    struct PidfdInfo {
+        mask: u64,
+        cgroupid: u64,
+        ids: [u32; 11],
+        exit_code: i32,
+    }
+    const PIDFD_INFO_EXIT: u64 = 1 << 3;
+    // _IOWR(PIDFS_IOCTL_MAGIC = 0xFF, 11, struct pidfd_info)
+    const PIDFD_GET_INFO: u64 =
+        (3 << 30) | ((std::mem::size_of::<PidfdInfo>() as u64) << 16) | (0xFF << 8) | 11;
+    let mut info = PidfdInfo {
+        mask: PIDFD_INFO_EXIT,
+        ..PidfdInfo::default()
+    };
+    // SAFETY: `info` is a live, writable `pidfd_info` prefix whose size the request
+    // encodes; the kernel writes at most that many bytes into it.
+    let rc = unsafe {
+        libc::ioctl(
+            pidfd.as_raw_fd(),
+            PIDFD_GET_INFO as _,
+            &mut info as *mut PidfdInfo,
+        )
+    };
+    if rc != 0 || info.mask & PIDFD_INFO_EXIT == 0 {
+        return None;
+    }
+    let status = info.exit_code;
+    if libc::WIFEXITED(status) {
+        Some(WaitStatus::Exited(libc::WEXITSTATUS(status)))
+    } else if libc::WIFSIGNALED(status) {
+        Some(WaitStatus::Signaled(libc::WTERMSIG(status)))
+    } else {
+        None
+    }
 }
 
 // ---- the parent's side ----------------------------------------------------------------

@@ -64,6 +64,22 @@ fn index() -> &'static Index {
     })
 }
 
+/// Finds the entry registered for the function `F`, which must be a `fn` item (or a
+/// closure that captures nothing): what a closure captured cannot go to another
+/// process, so capturing is refused when the call is compiled.
+pub(crate) fn function_by_type<F: 'static>() -> Result<&'static Entry, Error> {
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "a closure that captures variables cannot run in another process: the child \
+             is this program started again and finds its function by name, so it must be \
+             a `fn` item registered with `multiproc::register!(name)`, taking what the \
+             closure captured as its arguments"
+        )
+    };
+    by_type::<F>(EntryKind::Function)
+}
+
 /// Finds the entry registered for the type `T` (a function item or an actor type).
 pub(crate) fn by_type<T: 'static>(kind: EntryKind) -> Result<&'static Entry, Error> {
     let idx = index();

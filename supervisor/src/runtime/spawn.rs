@@ -76,7 +76,7 @@ impl Waiter {
                 Ok(status) => Ok(Some(status)),
                 Err(_) => {
                     wait_pidfd(pidfd).await?;
-                    Ok(None)
+                    Ok(status_after_reap(pidfd).await)
                 }
             },
         }
@@ -92,6 +92,30 @@ impl Waiter {
                 let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
             }
         }
+    }
+}
+
+/// How long an orphaned forked child's new parent may take to reap it before its
+/// status counts as lost: an init reaps at once, but some container inits take a
+/// second or two.
+const REAP_GRACE: Duration = Duration::from_secs(2);
+
+/// The status of an ended child whose forkserver died, as the kernel keeps it once the
+/// child's new parent (an init or a subreaper) has reaped it; `None` if that does not
+/// happen within [`REAP_GRACE`] or the kernel cannot say.
+async fn status_after_reap(pidfd: &OwnedFd) -> Option<WaitStatus> {
+    let deadline = tokio::time::Instant::now() + REAP_GRACE;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = crate::runtime::forkserver::exit_status_by_pidfd(pidfd.as_fd()) {
+            return Some(status);
+        }
+        // The reap is another process's doing, with no event of ours to wait on.
+        if tokio::time::Instant::now() + pause > deadline {
+            return None;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

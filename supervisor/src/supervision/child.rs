@@ -20,7 +20,7 @@ where
     F: Target<M>,
 {
     let _ = f;
-    let entry = registry::by_type::<F>(EntryKind::Function)?;
+    let entry = registry::function_by_type::<F>()?;
     child_spec(id.into(), entry, &args)
 }
 

@@ -1,10 +1,13 @@
 //! What a supervisor reports: its events, why it ended, and the subscription that
 //! reads them.
 
+use std::collections::VecDeque;
+use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use multiproc_core::ExitReason;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// How many events a slow subscriber may fall behind before it misses some.
 pub(super) const EVENT_BUFFER: usize = 1024;
@@ -52,10 +55,15 @@ pub enum SupervisorEvent {
         /// Why.
         error: String,
     },
-    /// Restarts came too often: the supervisor stops everything and exits.
+    /// Restarts came too often: the restart an exit asked for was refused, and the
+    /// supervisor stops everything and exits.
     IntensityExceeded {
-        /// Restarts counted in the window.
+        /// Restarts made within the window, failed attempts included; the refused one
+        /// is not counted (OTP's semantics: with `max_restarts: 1`, this is 1 when the
+        /// second crash is refused).
         restarts: usize,
+        /// The most allowed within the window (`intensity.max_restarts`).
+        max: u32,
         /// The window.
         within: Duration,
     },
@@ -86,22 +94,146 @@ pub enum SupervisorExit {
     },
 }
 
-/// A subscription to a supervisor's events.
+/// Where a supervisor's events go: the live stream, the last [`EVENT_BUFFER`] events
+/// for a subscriber that comes late, and the supervisor's end, which tells a
+/// subscriber that no event will follow (the stream itself never closes while a
+/// `SupervisorRef` exists).
+#[derive(Debug, Clone)]
+pub(super) struct Hub {
+    tx: broadcast::Sender<SupervisorEvent>,
+    history: Arc<Mutex<VecDeque<SupervisorEvent>>>,
+    done: watch::Receiver<Option<SupervisorExit>>,
+}
+
+impl Hub {
+    /// A hub for the supervisor whose end `done` reports.
+    pub(super) fn new(done: watch::Receiver<Option<SupervisorExit>>) -> Hub {
+        Hub {
+            tx: broadcast::channel(EVENT_BUFFER).0,
+            history: Arc::new(Mutex::new(VecDeque::new())),
+            done,
+        }
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, VecDeque<SupervisorEvent>> {
+        self.history.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends `event` to every subscriber and keeps it for the late ones.
+    pub(super) fn send(&self, event: SupervisorEvent) {
+        // Under the history's lock, so that a late subscriber's copy and its live
+        // stream neither miss nor repeat an event.
+        let mut history = self.history();
+        if history.len() == EVENT_BUFFER {
+            history.pop_front();
+        }
+        history.push_back(event.clone());
+        let _ = self.tx.send(event);
+    }
+
+    /// A subscription to the events from now on.
+    pub(super) fn subscribe(&self) -> Events {
+        Events {
+            backlog: VecDeque::new(),
+            rx: self.tx.subscribe(),
+            done: self.done.clone(),
+        }
+    }
+
+    /// A subscription to every event kept (the last [`EVENT_BUFFER`]), then the live
+    /// ones.
+    pub(super) fn replay(&self) -> Events {
+        let history = self.history();
+        Events {
+            backlog: history.clone(),
+            rx: self.tx.subscribe(),
+            done: self.done.clone(),
+        }
+    }
+}
+
+/// A subscription to a supervisor's events, in order.
+///
+/// Taken from a [`Supervisor`](crate::Supervisor) before it starts, or from a running
+/// [`SupervisorRef`](crate::SupervisorRef) (`events()` from now on,
+/// `events_from_start()` with what happened before). Once the supervisor has ended and
+/// its last event (`ShutDown`) was read, every read returns at once: `None`, or
+/// `Disconnected`. `multiproc::blocking::Events` is the same subscription, read by
+/// blocking (`Events::from` converts either way).
 #[derive(Debug)]
 pub struct Events {
-    pub(super) rx: broadcast::Receiver<SupervisorEvent>,
+    backlog: VecDeque<SupervisorEvent>,
+    rx: broadcast::Receiver<SupervisorEvent>,
+    done: watch::Receiver<Option<SupervisorExit>>,
 }
 
 impl Events {
+    /// Whether the supervisor has ended (or never will start): after its end, no
+    /// event is sent.
+    fn ended(&self) -> bool {
+        self.done.borrow().is_some() || self.done.has_changed().is_err()
+    }
+
+    /// The next event already sent, if any; `Err(Disconnected)` once none will come.
+    pub fn try_recv(&mut self) -> Result<SupervisorEvent, TryRecvError> {
+        if let Some(event) = self.backlog.pop_front() {
+            return Ok(event);
+        }
+        // Every event is sent before the end is: read the end first, then the stream,
+        // and an ended supervisor's last events are still read.
+        let ended = self.ended();
+        loop {
+            return match self.rx.try_recv() {
+                Ok(event) => Ok(event),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(broadcast::error::TryRecvError::Closed) => Err(TryRecvError::Disconnected),
+                Err(broadcast::error::TryRecvError::Empty) if ended => {
+                    Err(TryRecvError::Disconnected)
+                }
+                Err(broadcast::error::TryRecvError::Empty) => Err(TryRecvError::Empty),
+            };
+        }
+    }
+
     /// The next event, or `None` once the supervisor has ended and every event was
     /// read. A subscriber that fell more than 1024 events behind skips the oldest.
     pub async fn next(&mut self) -> Option<SupervisorEvent> {
         loop {
-            match self.rx.recv().await {
+            match self.try_recv() {
                 Ok(event) => return Some(event),
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
             }
+            tokio::select! {
+                got = self.rx.recv() => match got {
+                    Ok(event) => return Some(event),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                // The end (or the supervisor's state dropped unstarted): look again.
+                _ = self.done.changed() => {}
+            }
+        }
+    }
+
+    /// The next event, waiting at most `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// `Timeout` when none came in time; `Disconnected` once the supervisor has ended
+    /// and every event was read.
+    pub async fn recv_timeout(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<SupervisorEvent, RecvTimeoutError> {
+        // The timer is the process runtime's, so that any executor can await this.
+        let sleep = {
+            let _runtime = crate::runtime::handle().enter();
+            tokio::time::sleep(timeout)
+        };
+        tokio::select! {
+            got = self.next() => got.ok_or(RecvTimeoutError::Disconnected),
+            () = sleep => Err(RecvTimeoutError::Timeout),
         }
     }
 }

@@ -3,19 +3,18 @@
 
 use multiproc_core::ChildSpec;
 use ractor::ActorRef as CellRef;
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 
+use super::event::Hub;
 use super::message::Msg;
-use super::{
-    AdminError, ChildCounts, ChildStatus, Events, SupervisedRef, SupervisorEvent, SupervisorExit,
-};
+use super::{AdminError, ChildCounts, ChildStatus, Events, SupervisedRef, SupervisorExit};
 use crate::process::actor::Actor;
 
 /// A running supervisor: its admin API, its events and its end.
 #[derive(Debug, Clone)]
 pub struct SupervisorRef {
     pub(super) cell: CellRef<Msg>,
-    pub(super) events: broadcast::Sender<SupervisorEvent>,
+    pub(super) events: Hub,
     pub(super) done: watch::Receiver<Option<SupervisorExit>>,
 }
 
@@ -31,9 +30,14 @@ impl SupervisorRef {
 
     /// A stream of the supervisor's events from now on.
     pub fn events(&self) -> Events {
-        Events {
-            rx: self.events.subscribe(),
-        }
+        self.events.subscribe()
+    }
+
+    /// A stream of the supervisor's events since it started (the last 1024 of them,
+    /// the children's first starts included), then the new ones: for a subscriber
+    /// that comes after [`Supervisor::start`](crate::Supervisor::start).
+    pub fn events_from_start(&self) -> Events {
+        self.events.replay()
     }
 
     /// A stable handle to the actor child `id`, across its restarts.

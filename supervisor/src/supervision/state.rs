@@ -9,7 +9,7 @@ use multiproc_core::{
     SupervisorFlags, plan_restart, should_restart,
 };
 use ractor::ActorRef as CellRef;
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::message::Msg;
@@ -30,7 +30,7 @@ pub(super) struct State {
     pub(super) slots: Vec<Slot>,
     pub(super) window: RestartWindow,
     pub(super) epoch: Instant,
-    pub(super) events: broadcast::Sender<SupervisorEvent>,
+    pub(super) events: super::event::Hub,
     pub(super) myself: Option<CellRef<Msg>>,
     pub(super) done: watch::Sender<Option<SupervisorExit>>,
     pub(super) max_children: Option<usize>,
@@ -47,7 +47,7 @@ impl State {
             }
             _ => tracing::info!(?event, "supervisor"),
         }
-        let _ = self.events.send(event);
+        self.events.send(event);
     }
 
     /// Fails the calls waiting for slot `i` to run again.
@@ -178,6 +178,7 @@ impl State {
             Err(e) => {
                 self.emit(SupervisorEvent::IntensityExceeded {
                     restarts: e.restarts,
+                    max: e.max,
                     within: e.within,
                 });
                 self.finish(SupervisorExit::IntensityExceeded).await;

@@ -1,14 +1,14 @@
 //! `Supervisor`: the flags and children of a supervisor being set up, and its start.
 
 use multiproc_core::{ChildSpec, RestartWindow, SupervisorFlags};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::actor::SupervisorActor;
-use super::event::EVENT_BUFFER;
+use super::event::Hub;
 use super::slot::Slot;
 use super::state::State;
-use super::{AdminError, Events, SupervisorEvent, SupervisorExit, SupervisorRef};
+use super::{AdminError, Events, SupervisorExit, SupervisorRef};
 use crate::runtime;
 use crate::runtime::error::Error;
 
@@ -17,17 +17,20 @@ use crate::runtime::error::Error;
 pub struct Supervisor {
     flags: SupervisorFlags,
     children: Vec<ChildSpec>,
-    events: broadcast::Sender<SupervisorEvent>,
+    events: Hub,
+    done: watch::Sender<Option<SupervisorExit>>,
     max_children: Option<usize>,
 }
 
 impl Supervisor {
     /// A supervisor with these flags and no children yet.
     pub fn new(flags: SupervisorFlags) -> Supervisor {
+        let done = watch::channel(None).0;
         Supervisor {
             flags,
             children: Vec::new(),
-            events: broadcast::channel(EVENT_BUFFER).0,
+            events: Hub::new(done.subscribe()),
+            done,
             max_children: None,
         }
     }
@@ -44,12 +47,11 @@ impl Supervisor {
         self
     }
 
-    /// A stream of the supervisor's events from now on (the first children's starts
-    /// included, if taken before [`start`](Supervisor::start)).
+    /// A stream of the supervisor's events, the first children's starts included
+    /// (the same as [`SupervisorRef::events_from_start`] once it runs). If the
+    /// supervisor is dropped unstarted, or fails to start, the stream ends.
     pub fn events(&self) -> Events {
-        Events {
-            rx: self.events.subscribe(),
-        }
+        self.events.subscribe()
     }
 
     /// Runs this supervisor as the work of the current process, for a supervisor that
@@ -102,6 +104,7 @@ impl Supervisor {
             flags,
             children,
             events,
+            done,
             max_children,
         } = self;
         runtime::run(async move {
@@ -112,7 +115,7 @@ impl Supervisor {
                 epoch: Instant::now(),
                 events: events.clone(),
                 myself: None,
-                done: watch::channel(None).0,
+                done,
                 max_children,
             };
             for i in 0..state.slots.len() {

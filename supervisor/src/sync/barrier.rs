@@ -15,7 +15,7 @@ use super::{SyncError, thread_token};
 /// Python's `Barrier(parties, action)`: parties wait until all have come; the last
 /// runs the action (a registered function), then all pass. A timeout, an `abort`, a
 /// failed action or a party that dies while waiting breaks it for everyone
-/// ([`SyncError::Misuse`] with `BrokenBarrier`) until `reset`.
+/// ([`SyncError::BrokenBarrier`], with the reason) until `reset`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Barrier {
     addr: Addr,
@@ -54,7 +54,7 @@ impl Barrier {
     ) -> Result<Barrier, crate::runtime::error::Error> {
         let _ = f;
         crate::runtime::ensure()?;
-        let entry = crate::runtime::registry::by_type::<F>(multiproc_core::EntryKind::Function)?;
+        let entry = crate::runtime::registry::function_by_type::<F>()?;
         let args = codec::encode(&args).map_err(|source| crate::runtime::error::Error::Args {
             name: "barrier action".into(),
             source,
@@ -72,10 +72,10 @@ impl Barrier {
     ///
     /// # Errors
     ///
-    /// [`SyncError::Misuse`] (`BrokenBarrier`) when it breaks, or is broken;
+    /// [`SyncError::BrokenBarrier`] when it breaks, or is broken, with the reason;
     /// [`SyncError::OwnerGone`].
     pub async fn wait(&self, timeout: Option<Duration>) -> Result<usize, SyncError> {
-        let broken = || SyncError::Misuse(multiproc_core::sync::Misuse::BrokenBarrier);
+        use multiproc_core::sync::BarrierBroken;
         let op = Op::BarrierWait {
             thread: thread_token(),
         };
@@ -84,9 +84,13 @@ impl Barrier {
             Some(Answer::RunAction(i)) => {
                 let ok = self.run_action();
                 self.addr.ask(Op::BarrierActionDone { ok }).await?;
-                if ok { Ok(i) } else { Err(broken()) }
+                if ok {
+                    Ok(i)
+                } else {
+                    Err(SyncError::BrokenBarrier(BarrierBroken::ActionFailed))
+                }
             }
-            None => Err(broken()),
+            None => Err(SyncError::BrokenBarrier(BarrierBroken::TimedOut)),
             Some(other) => Err(unexpected(other)),
         }
     }

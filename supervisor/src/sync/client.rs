@@ -60,6 +60,7 @@ impl Addr {
             Body::Reply(bytes) => {
                 match codec::decode::<Answer>(&bytes).map_err(SyncError::Decode)? {
                     Answer::Fault(Fault::Sync(e)) => Err(e.into()),
+                    Answer::Fault(Fault::Broken(why)) => Err(SyncError::BrokenBarrier(why)),
                     Answer::Fault(Fault::Forged | Fault::WrongKind) => Err(SyncError::Forged),
                     answer => Ok(answer),
                 }

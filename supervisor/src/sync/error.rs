@@ -11,6 +11,11 @@ pub enum SyncError {
     /// does not own an `RLock`.
     #[error(transparent)]
     Misuse(#[from] multiproc_core::sync::Misuse),
+    /// The barrier is broken (Python's `BrokenBarrierError`), and why: a party's
+    /// process died while it waited, a wait timed out, an `abort`, a `reset`, a failed
+    /// action. It stays broken until `reset`.
+    #[error("the barrier is broken: {0}")]
+    BrokenBarrier(multiproc_core::sync::BarrierBroken),
     /// `task_done` called more times than items were put.
     #[error(transparent)]
     Queue(#[from] multiproc_core::queue::QueueError),

@@ -323,9 +323,7 @@ impl Host {
                     if let Some((to, corr)) = self.done(wait) {
                         let answer = match outcome {
                             BarrierOutcome::Passed(i) => Answer::Passed(i),
-                            BarrierOutcome::Broken => {
-                                Answer::Fault(Fault::Sync(Misuse::BrokenBarrier))
-                            }
+                            BarrierOutcome::Broken(why) => Answer::Fault(Fault::Broken(why)),
                         };
                         replies.push((to, corr, answer));
                     }
@@ -516,11 +514,12 @@ fn barrier_op(b: &mut BarrierState, from: &Identity, wait: WaitId, op: Op) -> Ha
                     .map(|p| outcomes.remove(p));
                 let answer = match mine {
                     Some((_, BarrierOutcome::Passed(i))) => Answer::Passed(i),
-                    _ => Answer::Fault(Fault::Sync(Misuse::BrokenBarrier)),
+                    Some((_, BarrierOutcome::Broken(why))) => Answer::Fault(Fault::Broken(why)),
+                    None => Answer::Fault(Fault::WrongKind),
                 };
                 (Some(answer), Some(Wakeups::Barrier(outcomes)))
             }
-            Err(e) => misuse(e),
+            Err(why) => (Some(Answer::Fault(Fault::Broken(why))), None),
         },
         Op::BarrierActionDone { ok } => (
             Some(Answer::Done),

@@ -1,6 +1,6 @@
 //! What a handle asks the process that hosts its primitive, and the answers.
 
-use multiproc_core::sync::Misuse;
+use multiproc_core::sync::{BarrierBroken, Misuse};
 use serde::{Deserialize, Serialize};
 
 /// A request to a hosted primitive.
@@ -94,6 +94,8 @@ pub(crate) enum Answer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Fault {
     Sync(Misuse),
+    /// The barrier is broken, for this reason.
+    Broken(BarrierBroken),
     /// No primitive with that id and secret lives in the host.
     Forged,
     /// The operation is not one of this primitive's.
