@@ -146,6 +146,9 @@ pub mod connection {
 #[doc(inline)]
 pub use multiproc_supervisor::blocking;
 
+#[doc(inline)]
+pub use multiproc_supervisor::node;
+
 /// The names most programs need.
 pub mod prelude {
     pub use crate::{

@@ -9,6 +9,7 @@ pub mod blocking;
 #[doc(hidden)]
 pub mod fuzz;
 mod manager;
+pub mod node;
 mod pool;
 mod process;
 mod runtime;
@@ -94,6 +95,12 @@ pub mod __private {
         /// `p` was not started, or was closed.
         pub fn send_raw_frame(p: &Process, bytes: Vec<u8>) -> Result<(), Error> {
             p.send_raw_frame(bytes)
+        }
+
+        /// Makes this process claim `id` as its build id in node sessions, as a
+        /// different build of the program would.
+        pub fn claim_build_id(id: u64) {
+            crate::node::agent::claim_build_id(id)
         }
 
         /// Kills this process's forkserver; its pid, if one ran.

@@ -9,6 +9,10 @@ use multiproc_transport::Resource;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// Something about the node a process was placed on (see [`crate::node`]): it is
+    /// down, it refused, or what was asked cannot cross hosts.
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
     /// `main` does not call `multiproc::init()` first: a process started by multiproc
     /// (a child, or the forkserver) ran it as a new program and reached a call that
     /// starts processes, where it ended instead of starting the program again.

@@ -1,0 +1,135 @@
+//! A process placed on a node: started by the node's agent, watched from here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use multiproc_core::{ExitReason, StartSpec};
+use tokio::sync::watch;
+
+use super::client::Node;
+use super::error::NodeError;
+use super::wire::{Reply, Request};
+use crate::runtime;
+
+/// The root's record of a process running on a node.
+#[derive(Debug)]
+pub(crate) struct RemoteChild {
+    pub(crate) node: Node,
+    pub(crate) id: u64,
+    pub(crate) pid: u32,
+    pub(crate) exit: watch::Receiver<Option<ExitReason>>,
+}
+
+fn unexpected(node: &Node, reply: Reply) -> NodeError {
+    NodeError::Remote {
+        node: node.name().to_string(),
+        message: format!("unexpected answer: {reply:?}"),
+    }
+}
+
+/// Asks `node` to start `start` under `name`, then watches it: its exit reason is
+/// the node's answer, or `NodeDown` if the node goes first.
+pub(crate) async fn start(
+    node: &Node,
+    name: String,
+    start: StartSpec,
+    daemon: bool,
+) -> Result<Arc<RemoteChild>, NodeError> {
+    let node = node.clone();
+    runtime::run(async move {
+        if let Some(e) = node.down_error() {
+            return Err(e);
+        }
+        let request = Request::Spawn {
+            token: node.inner.token,
+            name,
+            start,
+            daemon,
+        };
+        let (id, pid) = match node.call(&request).await? {
+            Reply::Spawned { id, pid } => (id, pid),
+            Reply::Failed(message) => {
+                return Err(NodeError::Remote {
+                    node: node.name().to_string(),
+                    message,
+                });
+            }
+            other => return Err(unexpected(&node, other)),
+        };
+        let (tx, rx) = watch::channel(None);
+        let watcher = node.clone();
+        tokio::spawn(async move {
+            let reason = match watcher
+                .call(&Request::Watch {
+                    token: watcher.inner.token,
+                    id,
+                })
+                .await
+            {
+                Ok(Reply::Exited(reason)) => reason,
+                // The node answered something else: it no longer knows the process.
+                Ok(_) | Err(_) => ExitReason::NodeDown {
+                    node: watcher.name().to_string(),
+                },
+            };
+            let _ = tx.send(Some(reason));
+        });
+        Ok(Arc::new(RemoteChild {
+            node,
+            id,
+            pid,
+            exit: rx,
+        }))
+    })
+    .await
+}
+
+impl RemoteChild {
+    /// Sends `signal` without waiting for the node's answer (a signal to a local
+    /// process does not wait either); a node that is down has nothing to signal.
+    pub(crate) fn send_signal(self: &Arc<Self>, signal: i32) {
+        let me = Arc::clone(self);
+        runtime::handle().spawn(async move {
+            if let Err(e) = me.signal(signal).await {
+                tracing::debug!("signal to a process on a node: {e}");
+            }
+        });
+    }
+
+    /// Sends `signal` (SIGTERM or SIGKILL) to the process, on its node.
+    async fn signal(self: &Arc<Self>, signal: i32) -> Result<(), NodeError> {
+        let me = Arc::clone(self);
+        {
+            let request = Request::Signal {
+                token: me.node.inner.token,
+                id: me.id,
+                signal,
+            };
+            match me.node.call(&request).await? {
+                Reply::Done => Ok(()),
+                // It had exited already: no effect, as for a local process.
+                Reply::Failed(_) if me.exit.borrow().is_some() => Ok(()),
+                Reply::Failed(message) => Err(NodeError::Remote {
+                    node: me.node.name().to_string(),
+                    message,
+                }),
+                other => Err(unexpected(&me.node, other)),
+            }
+        }
+    }
+
+    /// Stops the process on its node (SIGKILL after `timeout`) and returns its exit.
+    pub(crate) async fn stop(self: &Arc<Self>, timeout: Duration) -> ExitReason {
+        let me = Arc::clone(self);
+        runtime::run(async move {
+            let request = Request::Stop {
+                token: me.node.inner.token,
+                id: me.id,
+                timeout_ms: timeout.as_millis() as u64,
+            };
+            let _ = me.node.call(&request).await;
+            crate::runtime::children::wait_exit(&mut me.exit.clone()).await
+        })
+        .await
+    }
+}

@@ -1,0 +1,323 @@
+//! Nodes on loopback: real node processes (this test program started in node mode,
+//! as children of the test, so they die with it), real TCP sessions through
+//! `ractor_cluster`, real signals.
+
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestResult, trial};
+use multiproc::ExitReason;
+use multiproc::blocking::node::{self, NodeConfig, NodeError, Refusal};
+use multiproc::blocking::{Connection, Process, pipe};
+use serde::{Deserialize, Serialize};
+
+const COOKIE: &str = "test-cookie";
+
+// ---- entry points ----
+
+#[derive(Debug, Serialize, Deserialize)]
+struct NodeArgs {
+    name: String,
+    cookie: String,
+    /// A build id to claim instead of ours: a different build of the program.
+    claim: Option<u64>,
+    grace_ms: u64,
+}
+
+/// Node mode: serves on a free loopback port, sends the address up, then each node
+/// event as text, until asked to stop.
+fn node_main(args: NodeArgs, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(id) = args.claim {
+        multiproc::__private::test_hooks::claim_build_id(id);
+    }
+    let config = NodeConfig::new(args.name, "127.0.0.1:0".parse()?, args.cookie)
+        .grace(Duration::from_millis(args.grace_ms));
+    let serving = node::serve(config)?;
+    let mut events = serving.events();
+    up.send(&serving.addr().to_string())?;
+    std::thread::spawn(move || {
+        while let Some(event) = node::next_event(&mut events) {
+            if up.send(&event.to_string()).is_err() {
+                return;
+            }
+        }
+    });
+    multiproc::blocking::wait_for_stop();
+    node::shutdown(serving);
+    Ok(())
+}
+
+fn exits_with(code: i32) {
+    std::process::exit(code);
+}
+
+fn returns() {}
+
+fn waits_for_stop() {
+    multiproc::blocking::wait_for_stop();
+}
+
+fn takes_connection(_conn: Connection) {}
+
+/// A root of its own: connects to the node at `addr`, starts a process there that
+/// runs until stopped, sends its pid up, and waits to be killed.
+fn root_main(addr: String, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    let node = node::connect(&addr, COOKIE)?;
+    let mut p = Process::new(waits_for_stop, ()).on(&node);
+    p.start()?;
+    up.send(&p.pid())?;
+    loop {
+        std::thread::park();
+    }
+}
+
+multiproc::register!(node_main);
+multiproc::register!(exits_with);
+multiproc::register!(returns);
+multiproc::register!(waits_for_stop);
+multiproc::register!(takes_connection);
+multiproc::register!(root_main);
+
+// ---- fixtures ----
+
+/// A node process, child of the test; killed when dropped, so a failing test leaves
+/// none behind (and the parent-death signal covers a test process that dies).
+struct TestNode {
+    process: Process,
+    addr: String,
+    events: Connection,
+}
+
+impl TestNode {
+    fn start(name: &str, cookie: &str, claim: Option<u64>, grace: Duration) -> TestNode {
+        let (events, theirs) = pipe(true).unwrap();
+        let args = NodeArgs {
+            name: name.to_string(),
+            cookie: cookie.to_string(),
+            claim,
+            grace_ms: grace.as_millis() as u64,
+        };
+        let mut process = Process::new(node_main, (args, theirs)).named(format!("node-{name}"));
+        process.start().unwrap();
+        let mut node = TestNode {
+            process,
+            addr: String::new(),
+            events,
+        };
+        node.addr = node.recv(Duration::from_secs(10)).unwrap();
+        node
+    }
+
+    fn recv(&mut self, timeout: Duration) -> Result<String, String> {
+        match self.events.poll(Some(timeout)) {
+            Ok(true) => self.events.recv().map_err(|e| e.to_string()),
+            Ok(false) => Err(format!("no node event within {timeout:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The node's next event that starts with `prefix`, skipping others.
+    fn event(&mut self, prefix: &str) -> Result<String, String> {
+        loop {
+            let e = self.recv(Duration::from_secs(10))?;
+            if e.starts_with(prefix) {
+                return Ok(e);
+            }
+        }
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.join();
+    }
+}
+
+// ---- tests ----
+
+fn remote_spawn_and_join() -> TestResult {
+    let mut n = TestNode::start("alpha", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    check_eq!(node.name(), "alpha");
+    check!(node.is_up(), "a node just connected is up");
+    n.event("root ")?;
+
+    let mut p = Process::new(exits_with, 7).on(&node);
+    let name = p.name().to_string();
+    check!(
+        name.starts_with("Process-") && !name.contains(':'),
+        "the name is this tree's: {name}"
+    );
+    check_eq!(
+        p.node().map(|n| n.name().to_string()),
+        Some("alpha".to_string())
+    );
+    p.start()?;
+    check!(p.pid().is_some(), "a remote process has its node's pid");
+    check_eq!(p.join()?, ExitReason::Exited(7));
+    check_eq!(p.exit_code(), Some(7));
+
+    let mut q = Process::new(returns, ()).on(&node);
+    q.start()?;
+    check_eq!(q.join()?, ExitReason::Normal);
+
+    // terminate reaches the process on its node.
+    let mut r = Process::new(waits_for_stop, ()).on(&node);
+    r.start()?;
+    check!(r.is_alive(), "a started remote process is alive");
+    r.terminate()?;
+    let reason = r.join()?;
+    check!(
+        matches!(reason, ExitReason::Shutdown | ExitReason::Signaled(15)),
+        "terminate ended it: {reason:?}"
+    );
+    Ok(())
+}
+
+fn wrong_cookie_is_refused_on_both_sides() -> TestResult {
+    let mut n = TestNode::start("beta", "the-right-cookie", None, Duration::from_secs(5));
+    match node::connect(&n.addr, "a-wrong-cookie") {
+        Err(NodeError::Refused {
+            reason: Refusal::Cookie,
+            ..
+        }) => {}
+        other => return Err(format!("expected a cookie refusal, got {other:?}").into()),
+    }
+    let seen = n.event("refused ")?;
+    check!(seen.contains("cookies differ"), "the node says why: {seen}");
+    Ok(())
+}
+
+fn different_build_is_refused_on_both_sides() -> TestResult {
+    let mut n = TestNode::start("gamma", COOKIE, Some(42), Duration::from_secs(5));
+    match node::connect(&n.addr, COOKIE) {
+        Err(NodeError::Refused {
+            reason: Refusal::Build { node, root },
+            ..
+        }) => {
+            check_eq!(node, 42);
+            check!(root != 42, "the root presented its own build");
+        }
+        other => return Err(format!("expected a build refusal, got {other:?}").into()),
+    }
+    let seen = n.event("refused ")?;
+    check!(
+        seen.contains("different builds"),
+        "the node says why: {seen}"
+    );
+    Ok(())
+}
+
+fn unreachable_address_is_a_typed_error() -> TestResult {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    match node::connect(&format!("127.0.0.1:{port}"), COOKIE) {
+        Err(NodeError::Unreachable { .. }) => {}
+        other => return Err(format!("expected Unreachable, got {other:?}").into()),
+    }
+    match node::connect("not an address", COOKIE) {
+        Err(NodeError::BadAddress { .. }) => {}
+        other => return Err(format!("expected BadAddress, got {other:?}").into()),
+    }
+    Ok(())
+}
+
+fn a_connection_argument_cannot_cross() -> TestResult {
+    let n = TestNode::start("delta", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let (_ours, theirs) = pipe(true)?;
+    let mut p = Process::new(takes_connection, theirs).on(&node);
+    match p.start() {
+        Err(multiproc::Error::Node(NodeError::NotAcrossNodes { .. })) => {}
+        other => return Err(format!("expected NotAcrossNodes, got {other:?}").into()),
+    }
+    Ok(())
+}
+
+fn a_killed_node_is_node_down() -> TestResult {
+    let n = TestNode::start("epsilon", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let mut p = Process::new(waits_for_stop, ()).on(&node);
+    p.start()?;
+    let killed = Instant::now();
+    n.process.kill()?;
+    let reason = p.join()?;
+    let seen = killed.elapsed();
+    check_eq!(
+        reason,
+        ExitReason::NodeDown {
+            node: "epsilon".to_string()
+        }
+    );
+    check!(!node.is_up(), "the node is known to be down");
+    // Not a benchmark (`node_down_detect` is): a bound that only a missed detection
+    // (no session loss, no heartbeat) would pass.
+    check!(seen < Duration::from_secs(5), "NodeDown took {seen:?}");
+    // A process placed on a down node fails to start, typed.
+    let mut q = Process::new(returns, ()).on(&node);
+    match q.start() {
+        Err(multiproc::Error::Node(NodeError::NodeDown { .. })) => {}
+        other => return Err(format!("expected NodeDown, got {other:?}").into()),
+    }
+    Ok(())
+}
+
+fn a_lost_roots_processes_are_stopped_after_grace() -> TestResult {
+    let mut n = TestNode::start("zeta", COOKIE, None, Duration::from_millis(300));
+    let (mut ours, theirs) = pipe(true)?;
+    let mut root = Process::new(root_main, (n.addr.clone(), theirs));
+    root.start()?;
+    check!(
+        ours.poll(Some(Duration::from_secs(10)))?,
+        "the root reports its process"
+    );
+    let pid: Option<u32> = ours.recv()?;
+    let pid = pid.ok_or("the remote process has a pid")?;
+    check!(
+        !common::wait_gone(pid, Duration::ZERO),
+        "the remote process runs while its root lives"
+    );
+    root.kill()?;
+    root.join()?;
+    let lost = n.event("lost root ")?;
+    check!(lost.contains("(1 running)"), "{lost}");
+    let released = n.event("released root ")?;
+    check!(released.contains("(1 stopped)"), "{released}");
+    check!(
+        common::wait_gone(pid, Duration::from_secs(10)),
+        "the remote process of a dead root is gone"
+    );
+    Ok(())
+}
+
+fn main() {
+    common::run(vec![
+        trial("remote_spawn_and_join", remote_spawn_and_join),
+        trial(
+            "wrong_cookie_is_refused_on_both_sides",
+            wrong_cookie_is_refused_on_both_sides,
+        ),
+        trial(
+            "different_build_is_refused_on_both_sides",
+            different_build_is_refused_on_both_sides,
+        ),
+        trial(
+            "unreachable_address_is_a_typed_error",
+            unreachable_address_is_a_typed_error,
+        ),
+        trial(
+            "a_connection_argument_cannot_cross",
+            a_connection_argument_cannot_cross,
+        ),
+        trial("a_killed_node_is_node_down", a_killed_node_is_node_down),
+        trial(
+            "a_lost_roots_processes_are_stopped_after_grace",
+            a_lost_roots_processes_are_stopped_after_grace,
+        ),
+    ]);
+}
