@@ -9,9 +9,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestResult, trial};
-use multiproc::ExitReason;
 use multiproc::blocking::node::{self, NodeConfig, NodeError, Refusal};
 use multiproc::blocking::{Connection, Process, pipe};
+use multiproc::{Actor, BoxError, CallError, ExitReason, RemoteError};
 use serde::{Deserialize, Serialize};
 
 const COOKIE: &str = "test-cookie";
@@ -74,6 +74,43 @@ fn root_main(addr: String, mut up: Connection) -> Result<(), Box<dyn std::error:
     }
 }
 
+/// An actor placed on nodes.
+struct Counter(i64);
+
+#[derive(Debug, Serialize, Deserialize)]
+enum CounterMsg {
+    Add(i64),
+    Get,
+    /// Connects to this address (so the test knows the call arrived), then never
+    /// answers.
+    HangAfterConnecting(String),
+    Panic,
+}
+
+impl Actor for Counter {
+    type Args = i64;
+    type Msg = CounterMsg;
+    type Reply = i64;
+
+    async fn start(first: i64) -> Result<Self, BoxError> {
+        Ok(Counter(first))
+    }
+
+    async fn handle(&mut self, msg: CounterMsg) -> i64 {
+        match msg {
+            CounterMsg::Add(n) => self.0 += n,
+            CounterMsg::Get => {}
+            CounterMsg::HangAfterConnecting(addr) => {
+                let _conn = std::net::TcpStream::connect(addr);
+                std::future::pending::<()>().await
+            }
+            CounterMsg::Panic => panic!("counter asked to panic"),
+        }
+        self.0
+    }
+}
+
+multiproc::register_actor!(Counter);
 multiproc::register!(node_main);
 multiproc::register!(exits_with);
 multiproc::register!(returns);
@@ -295,8 +332,70 @@ fn a_lost_roots_processes_are_stopped_after_grace() -> TestResult {
     Ok(())
 }
 
+fn remote_actor_call() -> TestResult {
+    let n = TestNode::start("eta", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let mut p = Process::actor::<Counter>(10).on(&node);
+    p.start()?;
+    let counter = p.actor_ref::<Counter>();
+    check_eq!(counter.as_async().node(), Some("eta"));
+    check_eq!(counter.call(CounterMsg::Add(5))?, 15);
+    counter.cast(CounterMsg::Add(1))?;
+    check_eq!(counter.call(CounterMsg::Get)?, 16);
+    check_eq!(
+        counter.call_timeout(CounterMsg::Add(4), Duration::from_secs(10))?,
+        20
+    );
+    // A handler that panics fails its call, typed, as it does on one host.
+    match counter.call(CounterMsg::Panic) {
+        Err(CallError::Remote(_)) => {}
+        other => return Err(format!("expected a remote error, got {other:?}").into()),
+    }
+    let reason = p.join()?;
+    check!(
+        matches!(reason, ExitReason::Panicked { .. }),
+        "the actor's process ended with its panic: {reason:?}"
+    );
+    // The process is gone: a call says so.
+    match counter.call(CounterMsg::Get) {
+        Err(CallError::Remote(RemoteError::NoProcess(_))) => {}
+        other => return Err(format!("expected NoProcess, got {other:?}").into()),
+    }
+    Ok(())
+}
+
+fn a_call_in_flight_fails_when_its_node_dies() -> TestResult {
+    let n = TestNode::start("theta", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let mut p = Process::actor::<Counter>(0).on(&node);
+    p.start()?;
+    let counter = p.actor_ref::<Counter>();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?.to_string();
+    let caller = std::thread::spawn(move || counter.call(CounterMsg::HangAfterConnecting(addr)));
+    // The handler connected: the call is in flight, and will never be answered.
+    let _arrived = listener.accept()?;
+    n.process.kill()?;
+    match caller.join().unwrap() {
+        Err(CallError::Node(NodeError::NodeDown { node, .. })) => check_eq!(node, "theta"),
+        other => return Err(format!("expected NodeDown, got {other:?}").into()),
+    }
+    check_eq!(
+        p.join()?,
+        ExitReason::NodeDown {
+            node: "theta".to_string()
+        }
+    );
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
+        trial("remote_actor_call", remote_actor_call),
+        trial(
+            "a_call_in_flight_fails_when_its_node_dies",
+            a_call_in_flight_fails_when_its_node_dies,
+        ),
         trial("remote_spawn_and_join", remote_spawn_and_join),
         trial(
             "wrong_cookie_is_refused_on_both_sides",

@@ -294,8 +294,18 @@ impl Process {
     /// The handle is a plain address: it can be cloned, sent to other processes of the
     /// tree, and used before or after the process starts (calls fail while it does not
     /// run).
+    ///
+    /// For a process on another node, calls go through this process's session with
+    /// that node (a handle passed to another process needs its own session there).
     pub fn actor_ref<A: Actor>(&self) -> ActorRef<A> {
-        ActorRef::new(self.identity.clone())
+        match (&self.state, &self.node) {
+            (State::Remote(r), _) => {
+                ActorRef::on_node(self.identity.clone(), r.node.name().to_string(), r.id)
+            }
+            // Not started there yet: no number, so calls fail with `NoProcess`.
+            (_, Some(node)) => ActorRef::on_node(self.identity.clone(), node.name().to_string(), 0),
+            _ => ActorRef::new(self.identity.clone()),
+        }
     }
 
     fn child(&self) -> Option<&Arc<Child>> {

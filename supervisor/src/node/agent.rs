@@ -157,6 +157,8 @@ impl Shared {
                 }
                 Err(reply) => reply,
             },
+            // Routed as it arrives, in `handle`.
+            Request::Actor { .. } => Reply::Failed("an actor message out of order".into()),
             Request::Stop {
                 token,
                 id,
@@ -341,12 +343,39 @@ impl ractor::Actor for Agent {
         message: AgentMsg,
         shared: &mut Arc<Shared>,
     ) -> Result<(), ActorProcessingErr> {
-        let AgentMsg::Call(bytes, reply) = message;
+        let (bytes, reply) = match message {
+            AgentMsg::Call(bytes, reply) => (bytes, Some(reply)),
+            AgentMsg::Cast(bytes) => (bytes, None),
+        };
+        let request = codec::decode::<Request>(&bytes);
+        // An actor's message is routed here, in arrival order: a cast and the call
+        // after it reach the actor in that order, as on one host.
+        let routed = match &request {
+            Ok(Request::Actor {
+                token,
+                id,
+                payload,
+                call,
+            }) => Some(shared.process(*token, *id).map(|p| {
+                crate::process::actor::raw_send(p.identity(), payload, *call && reply.is_some())
+            })),
+            _ => None,
+        };
+        let Some(reply) = reply else {
+            return Ok(());
+        };
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
-            let answer = match codec::decode::<Request>(&bytes) {
-                Ok(request) => shared.answer(request).await,
-                Err(e) => Reply::Failed(format!("undecodable request: {e}")),
+            let answer = match (routed, request) {
+                (Some(Ok(Some(pending))), _) => Reply::Answer(
+                    pending
+                        .wait(|a| a.map(|b| Some(serde_bytes::ByteBuf::from(b.to_vec()))))
+                        .await,
+                ),
+                (Some(Ok(None)), _) => Reply::Answer(Ok(None)),
+                (Some(Err(failed)), _) => failed,
+                (None, Ok(request)) => shared.answer(request).await,
+                (None, Err(e)) => Reply::Failed(format!("undecodable request: {e}")),
             };
             if let Ok(bytes) = codec::encode(&answer) {
                 let _ = reply.send(bytes);

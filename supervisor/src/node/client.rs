@@ -16,6 +16,27 @@ use super::error::{NodeError, Refusal};
 use super::wire::{AGENT_GROUP, AGENT_SCOPE, AgentMsg, NODE_PROTOCOL, Reply, Request};
 use crate::runtime;
 
+/// The nodes this process is connected to, by name, for handles (an actor's
+/// address) that name their node.
+fn registry()
+-> std::sync::MutexGuard<'static, std::collections::HashMap<String, std::sync::Weak<Inner>>> {
+    static NODES: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<Inner>>>,
+    > = std::sync::OnceLock::new();
+    NODES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// The node named `name` this process is connected to, if any.
+pub(crate) fn connected(name: &str) -> Option<Node> {
+    registry()
+        .get(name)
+        .and_then(std::sync::Weak::upgrade)
+        .map(|inner| Node { inner })
+}
+
 /// How a root connects to a node and watches it.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectOptions {
@@ -108,6 +129,18 @@ impl Node {
             .map(|why| NodeError::NodeDown {
                 node: self.inner.name.clone(),
                 why,
+            })
+    }
+
+    /// Sends `request` to the node's agent now, expecting no answer.
+    pub(crate) fn cast(&self, request: &Request) -> Result<(), NodeError> {
+        let bytes = codec::encode(request).map_err(|e| NodeError::Codec(e.to_string()))?;
+        self.inner
+            .agent
+            .cast(AgentMsg::Cast(bytes))
+            .map_err(|_| NodeError::NodeDown {
+                node: self.inner.name.clone(),
+                why: "session lost".into(),
             })
     }
 
@@ -269,7 +302,7 @@ pub async fn connect_with(
             options,
             down_tx.clone(),
         ));
-        Ok(Node {
+        let node = Node {
             inner: Arc::new(Inner {
                 name,
                 addr,
@@ -281,7 +314,12 @@ pub async fn connect_with(
                 session: session.actor.get_cell(),
                 _engine: engine,
             }),
-        })
+        };
+        let mut nodes = registry();
+        nodes.retain(|_, n| n.strong_count() > 0);
+        nodes.insert(node.inner.name.clone(), Arc::downgrade(&node.inner));
+        drop(nodes);
+        Ok(node)
     })
     .await
 }

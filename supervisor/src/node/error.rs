@@ -32,7 +32,7 @@ pub enum Refusal {
 }
 
 /// Everything that can go wrong with a node.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
     /// The node's address could not be reached (nothing listens there, no route).

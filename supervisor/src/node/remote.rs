@@ -84,6 +84,66 @@ pub(crate) async fn start(
     .await
 }
 
+fn node_of(on: &crate::process::actor::OnNode) -> Result<Node, NodeError> {
+    let node = super::client::connected(&on.node).ok_or_else(|| NodeError::NodeDown {
+        node: on.node.clone(),
+        why: "not connected from this process".into(),
+    })?;
+    match node.down_error() {
+        Some(e) => Err(e),
+        None => Ok(node),
+    }
+}
+
+/// Casts an encoded message to the actor at `on`: sent now, on the node's session,
+/// so it keeps its order with the calls sent after it.
+pub(crate) fn actor_cast(
+    on: &crate::process::actor::OnNode,
+    payload: Vec<u8>,
+) -> Result<(), crate::runtime::error::CallError> {
+    let node = node_of(on)?;
+    let request = Request::Actor {
+        token: node.inner.token,
+        id: on.id,
+        payload,
+        call: false,
+    };
+    Ok(node.cast(&request)?)
+}
+
+/// Relays a call to the actor `addr` (known here) at `on`; its encoded reply.
+pub(crate) async fn actor_call(
+    addr: &multiproc_core::Identity,
+    on: &crate::process::actor::OnNode,
+    payload: Vec<u8>,
+) -> Result<Vec<u8>, crate::runtime::error::CallError> {
+    use crate::runtime::error::CallError;
+    let node = node_of(on)?;
+    let (addr, id) = (addr.clone(), on.id);
+    runtime::run(async move {
+        if let Some(e) = node.down_error() {
+            return Err(e.into());
+        }
+        let request = Request::Actor {
+            token: node.inner.token,
+            id,
+            payload,
+            call: true,
+        };
+        match node.call(&request).await? {
+            Reply::Answer(Ok(Some(bytes))) => Ok(bytes.into_vec()),
+            Reply::Answer(Ok(None)) => Err(unexpected(&node, Reply::Answer(Ok(None))).into()),
+            Reply::Answer(Err(e)) => Err(CallError::Remote(e)),
+            // The node does not know the process (not started, or joined and gone).
+            Reply::Failed(_) => Err(CallError::Remote(multiproc_core::RemoteError::NoProcess(
+                addr,
+            ))),
+            other => Err(unexpected(&node, other).into()),
+        }
+    })
+    .await
+}
+
 impl RemoteChild {
     /// Sends `signal` without waiting for the node's answer (a signal to a local
     /// process does not wait either); a node that is down has nothing to signal.

@@ -1,7 +1,7 @@
 //! What a root and a node's agent say to each other: serde values, encoded with the
 //! project's codec, inside `ractor_cluster`'s serialized casts and calls.
 
-use multiproc_core::{ExitReason, StartSpec};
+use multiproc_core::{ExitReason, RemoteError, StartSpec};
 use ractor::RpcReplyPort;
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use serde::{Deserialize, Serialize};
@@ -18,6 +18,7 @@ pub(crate) const AGENT_GROUP: &str = "multiproc.node.agent";
 /// A message to an agent: encoded bytes, one way or with a reply port the engine
 /// carries across.
 pub(crate) enum AgentMsg {
+    Cast(Vec<u8>),
     Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
 }
 
@@ -28,6 +29,11 @@ impl ractor::Message for AgentMsg {
 
     fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
         match self {
+            AgentMsg::Cast(args) => Ok(SerializedMessage::Cast {
+                variant: "cast".to_string(),
+                args,
+                metadata: None,
+            }),
             AgentMsg::Call(args, reply) => Ok(SerializedMessage::Call {
                 variant: "call".to_string(),
                 args,
@@ -40,9 +46,8 @@ impl ractor::Message for AgentMsg {
     fn deserialize(message: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
         match message {
             SerializedMessage::Call { args, reply, .. } => Ok(AgentMsg::Call(args, reply)),
-            SerializedMessage::Cast { .. } | SerializedMessage::CallReply(..) => {
-                Err(BoxedDowncastErr)
-            }
+            SerializedMessage::Cast { args, .. } => Ok(AgentMsg::Cast(args)),
+            SerializedMessage::CallReply(..) => Err(BoxedDowncastErr),
         }
     }
 }
@@ -78,6 +83,15 @@ pub(crate) enum Request {
         id: u64,
         timeout_ms: u64,
     },
+    /// A message to the actor process `id` hosts: a call (answered with its reply)
+    /// or a cast.
+    Actor {
+        token: u64,
+        id: u64,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+        call: bool,
+    },
 }
 
 /// An agent's answer.
@@ -95,6 +109,8 @@ pub(crate) enum Reply {
         pid: u32,
     },
     Exited(ExitReason),
+    /// An actor's reply (`None` for a cast), or why the call failed there.
+    Answer(Result<Option<serde_bytes::ByteBuf>, RemoteError>),
     Done,
     /// What was asked failed there; the node's error, formatted.
     Failed(String),

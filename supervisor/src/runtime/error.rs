@@ -171,6 +171,11 @@ impl Error {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CallError {
+    /// The actor runs on another node, which is down or not connected here, or
+    /// failed to relay the call. A call in flight when its node dies fails with
+    /// [`NodeError::NodeDown`](crate::node::NodeError::NodeDown).
+    #[error(transparent)]
+    Node(#[from] crate::node::NodeError),
     /// No reply came within the timeout. The message may still be handled.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
