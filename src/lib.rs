@@ -70,8 +70,8 @@ pub use multiproc_core::Dynamic;
 pub use multiproc_core::RetryPolicy;
 pub use multiproc_core::{
     AutoShutdown, Backoff, ChildKind, ChildSpec, Decider, Directive, ExitMatch, ExitReason,
-    Identity, Limit, Limits, RemoteError, Restart, RestartIntensity, Shutdown, SpecError, Strategy,
-    SupervisorFlags, codec,
+    Identity, Limit, Limits, NodeName, Placement, RemoteError, Restart, RestartIntensity,
+    RestartPlacement, Shutdown, SpecError, Strategy, SupervisorFlags, codec,
 };
 pub use multiproc_core::{
     BootstrapError, Exhausted, MemoryLimit, PidsCgroup, ProcessFacts, ProcessLimit,

@@ -11,7 +11,12 @@ use std::time::{Duration, Instant};
 use common::{TestResult, trial};
 use multiproc::blocking::node::{self, NodeConfig, NodeError, Refusal};
 use multiproc::blocking::{Connection, Process, pipe};
-use multiproc::{Actor, BoxError, CallError, ExitReason, RemoteError};
+use multiproc::blocking::{Events, SupervisorRef};
+use multiproc::{
+    Actor, BoxError, CallError, ChildSpec, ExitReason, RemoteError, RestartIntensity,
+    RestartPlacement, Strategy, Supervisor, SupervisorEvent, SupervisorExit, SupervisorFlags,
+    function_child,
+};
 use serde::{Deserialize, Serialize};
 
 const COOKIE: &str = "test-cookie";
@@ -389,8 +394,127 @@ fn a_call_in_flight_fails_when_its_node_dies() -> TestResult {
     Ok(())
 }
 
+fn supervisor(
+    children: Vec<ChildSpec>,
+) -> Result<(SupervisorRef, Events), Box<dyn std::error::Error>> {
+    let flags = SupervisorFlags {
+        strategy: Strategy::OneForOne,
+        intensity: RestartIntensity {
+            max_restarts: 5,
+            within: Duration::from_secs(60),
+        },
+        backoff: multiproc::Backoff::NONE,
+        ..SupervisorFlags::default()
+    };
+    let mut sup = Supervisor::new(flags);
+    for c in children {
+        sup = sup.child(c);
+    }
+    let events = Events::from(sup.events());
+    Ok((SupervisorRef::start(sup)?, events))
+}
+
+/// (node, pid) of child `id`.
+fn placed(sup: &SupervisorRef, id: &str) -> Result<(Option<String>, Option<u32>), String> {
+    let children = sup.which_children().map_err(|e| e.to_string())?;
+    let c = children
+        .into_iter()
+        .find(|c| c.id == id)
+        .ok_or(format!("no child {id}"))?;
+    Ok((c.node, c.pid))
+}
+
+fn a_supervisor_restarts_the_children_of_a_dead_node_elsewhere() -> TestResult {
+    let a = TestNode::start("iota", COOKIE, None, Duration::from_secs(5));
+    let b = TestNode::start("kappa", COOKIE, None, Duration::from_secs(5));
+    let (node_a, node_b) = (
+        node::connect(&a.addr, COOKIE)?,
+        node::connect(&b.addr, COOKIE)?,
+    );
+    let (sup, mut events) = supervisor(vec![
+        function_child("on_a", waits_for_stop, ())?
+            .on(&node_a)
+            .restart_on(RestartPlacement::AnyLiveNode),
+        function_child("on_b", waits_for_stop, ())?.on("kappa"),
+    ])?;
+    check_eq!(placed(&sup, "on_a")?.0, Some("iota".to_string()));
+    let (where_b, pid_b) = placed(&sup, "on_b")?;
+    check_eq!(where_b, Some("kappa".to_string()));
+    a.process.kill()?;
+    let mut exits = Vec::new();
+    for e in events.by_ref() {
+        match e {
+            SupervisorEvent::ChildExited { id, reason } => exits.push((id, reason)),
+            SupervisorEvent::Restarted { id, .. } if id == "on_a" => break,
+            _ => {}
+        }
+    }
+    check_eq!(
+        exits,
+        vec![(
+            "on_a".to_string(),
+            ExitReason::NodeDown {
+                node: "iota".to_string()
+            }
+        )]
+    );
+    // Restarted on the live node; its sibling, one for one, untouched.
+    let (where_a, pid_a) = placed(&sup, "on_a")?;
+    check_eq!(where_a, Some("kappa".to_string()));
+    check!(pid_a.is_some(), "on_a runs again");
+    check_eq!(placed(&sup, "on_b")?, (Some("kappa".to_string()), pid_b));
+    drop(node_b);
+    check_eq!(sup.shutdown(), SupervisorExit::Shutdown);
+    Ok(())
+}
+
+fn a_same_node_restart_fails_while_its_node_is_down() -> TestResult {
+    let a = TestNode::start("lambda", COOKIE, None, Duration::from_secs(5));
+    let node_a = node::connect(&a.addr, COOKIE)?;
+    let (sup, mut events) = supervisor(vec![
+        function_child("pinned", waits_for_stop, ())?.on(&node_a),
+    ])?;
+    a.process.kill()?;
+    let mut seen = Vec::new();
+    for e in events.by_ref() {
+        let end = matches!(e, SupervisorEvent::RestartFailed { .. });
+        seen.push(e);
+        if end {
+            break;
+        }
+    }
+    check!(
+        seen.iter().any(|e| matches!(
+            e,
+            SupervisorEvent::ChildExited {
+                reason: ExitReason::NodeDown { .. },
+                ..
+            }
+        )),
+        "the child exited NodeDown: {seen:?}"
+    );
+    check!(
+        matches!(seen.last(), Some(SupervisorEvent::RestartFailed { .. })),
+        "its restart on the down node failed: {seen:?}"
+    );
+    let _ = sup.shutdown();
+    Ok(())
+}
+
 fn main() {
-    common::run(vec![
+    // Supervisors restart processes: bounded, whatever a regression does.
+    common::cgroup::confine("cluster");
+    // One at a time: a process's connections to nodes are shared (a restart "on any
+    // live node" picks among all of them), so a test must not see another's nodes.
+    common::run_serial(vec![
+        trial(
+            "a_supervisor_restarts_the_children_of_a_dead_node_elsewhere",
+            a_supervisor_restarts_the_children_of_a_dead_node_elsewhere,
+        ),
+        trial(
+            "a_same_node_restart_fails_while_its_node_is_down",
+            a_same_node_restart_fails_while_its_node_is_down,
+        ),
         trial("remote_actor_call", remote_actor_call),
         trial(
             "a_call_in_flight_fails_when_its_node_dies",

@@ -16,25 +16,28 @@ use super::error::{NodeError, Refusal};
 use super::wire::{AGENT_GROUP, AGENT_SCOPE, AgentMsg, NODE_PROTOCOL, Reply, Request};
 use crate::runtime;
 
-/// The nodes this process is connected to, by name, for handles (an actor's
-/// address) that name their node.
-fn registry()
--> std::sync::MutexGuard<'static, std::collections::HashMap<String, std::sync::Weak<Inner>>> {
-    static NODES: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<Inner>>>,
-    > = std::sync::OnceLock::new();
+/// The nodes this process is connected to, by name: a connection lasts until
+/// [`Node::disconnect`], as in Erlang, so handles and child specs that name a node
+/// (an actor's address, `ChildSpec::on`) find it without holding it.
+fn registry() -> std::sync::MutexGuard<'static, std::collections::HashMap<String, Node>> {
+    static NODES: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Node>>> =
+        std::sync::OnceLock::new();
     NODES
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
 }
 
-/// The node named `name` this process is connected to, if any.
+/// The node named `name` this process is connected to, if any (it may be down).
 pub(crate) fn connected(name: &str) -> Option<Node> {
-    registry()
-        .get(name)
-        .and_then(std::sync::Weak::upgrade)
-        .map(|inner| Node { inner })
+    registry().get(name).cloned()
+}
+
+/// The live nodes this process is connected to, by name.
+pub(crate) fn live_nodes() -> Vec<Node> {
+    let mut nodes: Vec<Node> = registry().values().filter(|n| n.is_up()).cloned().collect();
+    nodes.sort_by(|a, b| a.name().cmp(b.name()));
+    nodes
 }
 
 /// How a root connects to a node and watches it.
@@ -61,7 +64,9 @@ impl Default for ConnectOptions {
 }
 
 /// A node this root is connected to: where [`Process::on`](crate::Process::on) places
-/// processes. Cloning it is cheap; every clone is the same session.
+/// processes. Cloning it is cheap; every clone is the same session, which lasts
+/// until [`disconnect`](Node::disconnect) or the node is down (dropping the handles
+/// does not close it).
 #[derive(Debug, Clone)]
 pub struct Node {
     pub(crate) inner: Arc<Inner>,
@@ -118,6 +123,14 @@ impl Node {
     /// Closes this root's session with the node; the node stops what it runs for this
     /// root after its grace period.
     pub fn disconnect(&self) {
+        let mut nodes = registry();
+        if nodes
+            .get(&self.inner.name)
+            .is_some_and(|n| Arc::ptr_eq(&n.inner, &self.inner))
+        {
+            nodes.remove(&self.inner.name);
+        }
+        drop(nodes);
         self.inner.session.stop(Some("disconnect".to_string()));
     }
 
@@ -315,10 +328,7 @@ pub async fn connect_with(
                 _engine: engine,
             }),
         };
-        let mut nodes = registry();
-        nodes.retain(|_, n| n.strong_count() > 0);
-        nodes.insert(node.inner.name.clone(), Arc::downgrade(&node.inner));
-        drop(nodes);
+        registry().insert(node.inner.name.clone(), node.clone());
         Ok(node)
     })
     .await
