@@ -67,6 +67,8 @@ fn waits_for_stop() {
 
 fn takes_connection(_conn: Connection) {}
 
+fn takes_value(_v: multiproc::Value<u64>) {}
+
 /// A root of its own: connects to the node at `addr`, starts a process there that
 /// runs until stopped, sends its pid up, and waits to be killed.
 fn root_main(addr: String, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
@@ -121,6 +123,7 @@ multiproc::register!(exits_with);
 multiproc::register!(returns);
 multiproc::register!(waits_for_stop);
 multiproc::register!(takes_connection);
+multiproc::register!(takes_value);
 multiproc::register!(root_main);
 
 // ---- fixtures ----
@@ -278,8 +281,41 @@ fn a_connection_argument_cannot_cross() -> TestResult {
         Err(multiproc::Error::Node(NodeError::NotAcrossNodes { .. })) => {}
         other => return Err(format!("expected NotAcrossNodes, got {other:?}").into()),
     }
+    // A one-machine object: refused, typed, before anything is sent.
+    let value = multiproc::Value::new(7u64)?;
+    let mut q = Process::new(takes_value, value.clone()).on(&node);
+    match q.start() {
+        Err(multiproc::Error::Node(NodeError::NotAcrossNodes { what, .. })) => {
+            check!(what.contains("Value"), "{what}");
+        }
+        other => return Err(format!("expected NotAcrossNodes, got {other:?}").into()),
+    }
+    // The same object in a message to an actor on the node.
+    let mut a = Process::actor::<Carrier>(()).on(&node);
+    a.start()?;
+    match a.actor_ref::<Carrier>().call(value.clone()) {
+        Err(CallError::Node(NodeError::NotAcrossNodes { .. })) => {}
+        other => return Err(format!("expected NotAcrossNodes, got {other:?}").into()),
+    }
     Ok(())
 }
+
+/// An actor whose messages carry a `Value`.
+struct Carrier;
+
+impl Actor for Carrier {
+    type Args = ();
+    type Msg = multiproc::Value<u64>;
+    type Reply = ();
+
+    async fn start((): ()) -> Result<Self, BoxError> {
+        Ok(Carrier)
+    }
+
+    async fn handle(&mut self, _: multiproc::Value<u64>) {}
+}
+
+multiproc::register_actor!(Carrier);
 
 fn a_killed_node_is_node_down() -> TestResult {
     let n = TestNode::start("epsilon", COOKIE, None, Duration::from_secs(5));

@@ -65,6 +65,8 @@ struct Plan {
     entry: &'static Entry,
     args: Vec<u8>,
     fds: Vec<OwnedFd>,
+    /// The arguments hold a handle to a one-machine object.
+    one_machine: bool,
 }
 
 #[derive(Debug)]
@@ -111,6 +113,7 @@ impl Process {
                     entry,
                     args: start.args.clone(),
                     fds: Vec::new(),
+                    one_machine: false,
                 })
                 .ok_or_else(|| Error::UnknownEntry(start.entry.clone()))
         })
@@ -119,9 +122,16 @@ impl Process {
     fn with_plan<T: Serialize>(entry: Result<&'static Entry, Error>, args: &T) -> Process {
         Process::build(|name| {
             let entry = entry?;
-            let (encoded, fds) = multiproc_transport::collect_fds(|| codec::encode(args));
+            let ((encoded, fds), one_machine) = crate::sync::handles_in(|| {
+                multiproc_transport::collect_fds(|| codec::encode(args))
+            });
             match encoded {
-                Ok(args) => Ok(Plan { entry, args, fds }),
+                Ok(args) => Ok(Plan {
+                    entry,
+                    args,
+                    fds,
+                    one_machine,
+                }),
                 Err(source) => Err(Error::Args {
                     name: name.to_string(),
                     source,
@@ -413,6 +423,17 @@ impl Process {
         if !plan.fds.is_empty() {
             return Err(NodeError::NotAcrossNodes {
                 what: format!("a Connection or fd among the arguments of {}", self.name),
+                node: node.name().to_string(),
+            }
+            .into());
+        }
+        if plan.one_machine {
+            return Err(NodeError::NotAcrossNodes {
+                what: format!(
+                    "a Queue, Lock, Event, Value, Array or SharedMemory handle among the \
+                     arguments of {}",
+                    self.name
+                ),
                 node: node.name().to_string(),
             }
             .into());

@@ -210,7 +210,7 @@ impl<A: Actor> ActorRef<A> {
     /// task to wake it, one thread wake-up less per call.
     async fn call_with(&self, msg: A::Msg, may_sleep: bool) -> Result<A::Reply, CallError> {
         if let Some(on) = &self.on {
-            let payload = codec::encode(&msg).map_err(CallError::Encode)?;
+            let payload = remote_payload(&msg, on)?;
             drop(msg);
             return self.remote(on, payload).await;
         }
@@ -258,7 +258,7 @@ impl<A: Actor> ActorRef<A> {
         timeout: Duration,
     ) -> Result<A::Reply, CallError> {
         if let Some(on) = &self.on {
-            let payload = codec::encode(&msg).map_err(CallError::Encode)?;
+            let payload = remote_payload(&msg, on)?;
             drop(msg);
             let (me, on) = (self.clone(), on.clone());
             return runtime::run(async move {
@@ -290,7 +290,7 @@ impl<A: Actor> ActorRef<A> {
         if let Some(on) = &self.on {
             // As a local cast: sent now, in order with the calls that follow, not
             // confirmed.
-            let payload = codec::encode(&msg).map_err(CallError::Encode)?;
+            let payload = remote_payload(&msg, on)?;
             return crate::node::remote::actor_cast(on, payload);
         }
         self.send(&msg, BodyKind::Cast, false).map(|_| ())
@@ -334,6 +334,21 @@ impl<A: Actor> ActorRef<A> {
             Ok((pending, link))
         })
     }
+}
+
+/// Encodes a message for an actor on another node, refusing one that holds a handle
+/// to a one-machine object.
+fn remote_payload<M: Serialize>(msg: &M, on: &OnNode) -> Result<Vec<u8>, CallError> {
+    let (payload, handles) = crate::sync::handles_in(|| codec::encode(msg));
+    if handles {
+        return Err(crate::node::NodeError::NotAcrossNodes {
+            what: "a Queue, Lock, Event, Value, Array or SharedMemory handle in a message"
+                .to_string(),
+            node: on.node.clone(),
+        }
+        .into());
+    }
+    payload.map_err(CallError::Encode)
 }
 
 /// Sends `payload` (an encoded message) to the actor of the process `to`, here, now
