@@ -3,7 +3,7 @@
 //!
 //! The engine is `ractor_cluster`: its node servers own the TCP sessions, the cookie
 //! authentication and the transport; multiproc's requests ride inside its remote
-//! actor messages. A node runs one agent actor ([`agent`]), which a connected root
+//! actor messages. A node runs one agent actor (`agent`), which a connected root
 //! finds through `ractor`'s process groups once the session is ready. Nothing here
 //! speaks a protocol of its own on a socket.
 //!

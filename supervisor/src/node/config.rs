@@ -9,7 +9,7 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
 /// A node's settings, for [`serve`](crate::node::serve).
 ///
 /// ```
-/// use multiproc::node::NodeConfig;
+/// use multiproc_supervisor::node::NodeConfig;
 /// let config = NodeConfig::new("worker-a", "127.0.0.1:7070".parse().unwrap(), "s3cret")
 ///     .grace(std::time::Duration::from_secs(2));
 /// assert_eq!(config.name(), "worker-a");
