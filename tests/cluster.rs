@@ -189,6 +189,8 @@ fn remote_spawn_and_join() -> TestResult {
     let node = node::connect(&n.addr, COOKIE)?;
     check_eq!(node.name(), "alpha");
     check!(node.is_up(), "a node just connected is up");
+    let again = node::connect(&n.addr, COOKIE)?;
+    check_eq!(again.name(), "alpha");
     n.event("root ")?;
 
     let mut p = Process::new(exits_with, 7).on(&node);

@@ -247,6 +247,15 @@ pub async fn connect_with(
                 addr: addr_text.clone(),
                 message: "does not resolve".into(),
             })?;
+        // One session per node, as the engine keeps: a second connect to a node this
+        // process is connected to is the same connection.
+        let same = registry()
+            .values()
+            .find(|n| n.addr() == addr && n.is_up())
+            .cloned();
+        if let Some(node) = same {
+            return Ok(node);
+        }
         let engine = engine::for_cookie(&cookie).await?;
         let events = engine.events.subscribe();
         ractor_cluster::client_connect(&engine.server, addr)
