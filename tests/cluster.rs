@@ -539,6 +539,59 @@ fn a_same_node_restart_fails_while_its_node_is_down() -> TestResult {
     Ok(())
 }
 
+fn signal(pid: u32, signal: rustix::process::Signal) -> TestResult {
+    let pid = rustix::process::Pid::from_raw(pid as i32).ok_or("a pid")?;
+    rustix::process::kill_process(pid, signal)?;
+    Ok(())
+}
+
+/// A partition, made by freezing the node (SIGSTOP): its TCP session stays open, so
+/// only the heartbeat can tell. Then the partition heals (SIGCONT): the node finds the
+/// root's session closed, releases what it ran after the grace period, and the root
+/// connects again.
+fn a_silent_node_is_node_down_by_heartbeat_and_heals() -> TestResult {
+    let mut n = TestNode::start("mu", COOKIE, None, Duration::from_millis(300));
+    let node = node::connect(&n.addr, COOKIE)?;
+    n.event("root ")?;
+    let mut p = Process::new(waits_for_stop, ()).on(&node);
+    p.start()?;
+    let remote_pid = p.pid().ok_or("a placed process has a pid")?;
+    let node_pid = n.process.pid().ok_or("the node runs")?;
+    signal(node_pid, rustix::process::Signal::STOP)?;
+    let frozen = Instant::now();
+    let reason = p.join();
+    let seen = frozen.elapsed();
+    signal(node_pid, rustix::process::Signal::CONT)?;
+    check_eq!(
+        reason?,
+        ExitReason::NodeDown {
+            node: "mu".to_string()
+        }
+    );
+    match node::wait_down(&node) {
+        NodeError::NodeDown { why, .. } => check!(why.contains("heartbeat"), "{why}"),
+        other => return Err(format!("expected NodeDown, got {other:?}").into()),
+    }
+    // Default heartbeat: a ping every 200 ms, down after 800 ms without an answer.
+    check!(seen < Duration::from_secs(5), "NodeDown took {seen:?}");
+    // Healed: the node lets go of what it ran for the lost session...
+    let lost = n.event("lost root ")?;
+    check!(lost.contains("(1 running)"), "{lost}");
+    let released = n.event("released root ")?;
+    check!(released.contains("(1 stopped)"), "{released}");
+    check!(
+        common::wait_gone(remote_pid, Duration::from_secs(10)),
+        "the process of the lost session is gone"
+    );
+    // ...and the root connects again and places a process.
+    let again = node::connect(&n.addr, COOKIE)?;
+    check!(again.is_up(), "a new connection is up");
+    let mut q = Process::new(exits_with, 3).on(&again);
+    q.start()?;
+    check_eq!(q.join()?, ExitReason::Exited(3));
+    Ok(())
+}
+
 fn main() {
     // Supervisors restart processes: bounded, whatever a regression does.
     common::cgroup::confine("cluster");
@@ -554,6 +607,10 @@ fn main() {
             a_same_node_restart_fails_while_its_node_is_down,
         ),
         trial("remote_actor_call", remote_actor_call),
+        trial(
+            "a_silent_node_is_node_down_by_heartbeat_and_heals",
+            a_silent_node_is_node_down_by_heartbeat_and_heals,
+        ),
         trial(
             "a_call_in_flight_fails_when_its_node_dies",
             a_call_in_flight_fails_when_its_node_dies,

@@ -149,6 +149,11 @@ pub mod node {
         block_on(crate::node::connect_with(addr, cookie, options))
     }
 
+    /// Waits until `node` is down; what showed it. See [`Node::down`].
+    pub fn wait_down(node: &Node) -> NodeError {
+        block_on(node.down())
+    }
+
     /// The next event of a node; `None` once it has shut down.
     pub fn next_event(events: &mut NodeEvents) -> Option<NodeEvent> {
         block_on(events.next())

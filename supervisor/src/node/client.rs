@@ -392,9 +392,14 @@ async fn watch_node(
             },
             _ = tick.tick() => {
                 let ping = Request::Ping { token };
-                match call(&agent, &name, &ping, Some(options.heartbeat_timeout), &down).await {
-                    Ok(Reply::Pong) => {}
-                    Ok(other) => break format!("heartbeat refused: {other:?}"),
+                let pong = tokio::time::timeout(
+                    options.heartbeat_timeout,
+                    call(&agent, &name, &ping, None, &down),
+                );
+                match pong.await {
+                    Ok(Ok(Reply::Pong)) => {}
+                    Ok(Ok(other)) => break format!("heartbeat refused: {other:?}"),
+                    Ok(Err(e)) => break format!("heartbeat failed: {e}"),
                     Err(_) => break format!("missed its heartbeat ({:?})", options.heartbeat_timeout),
                 }
             }
