@@ -57,11 +57,22 @@ impl Actor for NodeEcho {
 multiproc::register!(bench_node, runs_until_stopped);
 multiproc::register_actor!(NodeEcho);
 
-/// A node process (a daemon child of the bench) and this process's connection to it.
-fn start_node() -> Res<(Process, Node)> {
+/// A node process, child of the bench (not a daemon: a node starts children), killed
+/// when dropped, so that an early error does not leave the bench waiting for it.
+struct NodeProcess(Process);
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.join();
+    }
+}
+
+/// A node process and this process's connection to it.
+fn start_node() -> Res<(NodeProcess, Node)> {
     let (mut ours, theirs) = pipe(true)?;
-    let mut p = Process::new(bench_node, theirs).daemon(true);
-    p.start()?;
+    let mut p = NodeProcess(Process::new(bench_node, theirs));
+    p.0.start()?;
     if !ours.poll(Some(Duration::from_secs(10)))? {
         return Err("the bench node did not report its address".into());
     }
@@ -78,7 +89,7 @@ fn check(i: u64, got: u64) -> Res {
 
 /// `remote_call_roundtrip`.
 pub(crate) fn remote_call_roundtrip(py: Option<&Python>) -> Res {
-    let (mut node_process, node) = start_node()?;
+    let (node_process, node) = start_node()?;
     let mut remote = Process::actor::<NodeEcho>(()).on(&node);
     remote.start()?;
     let mut local = Process::actor::<NodeEcho>(()).daemon(true);
@@ -114,8 +125,7 @@ pub(crate) fn remote_call_roundtrip(py: Option<&Python>) -> Res {
     }
     remote.stop(STOP_TIMEOUT)?;
     local.stop(STOP_TIMEOUT)?;
-    node_process.stop(STOP_TIMEOUT)?;
-    node_process.close()?;
+    node_process.0.stop(STOP_TIMEOUT)?;
     let sc = Scenario {
         name: "remote_call_roundtrip",
         unit: "us",
@@ -136,13 +146,13 @@ pub(crate) fn node_down_detect() -> Res {
         let mut p = Process::new(runs_until_stopped, ()).on(&node);
         p.start()?;
         let t0 = Instant::now();
-        node_process.kill()?;
+        node_process.0.kill()?;
         let reason = p.join()?;
         let ms = us(t0) / 1000.0;
         if !matches!(reason, ExitReason::NodeDown { .. }) {
             return Err(format!("a killed node's process ended {reason:?}").into());
         }
-        node_process.join()?;
+        node_process.0.join()?;
         seen.push(vec![ms]);
     }
     let all = seen.all();
