@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{TestResult, trial};
 use multiproc::blocking::node::{self, NodeConfig, NodeError, Refusal};
 use multiproc::blocking::{Connection, Process, pipe};
-use multiproc::blocking::{Events, SupervisorRef};
+use multiproc::blocking::{DynamicSupervisor, Events, SupervisorRef};
 use multiproc::{
     Actor, BoxError, CallError, ChildSpec, ExitReason, RemoteError, RestartIntensity,
     RestartPlacement, Strategy, Supervisor, SupervisorEvent, SupervisorExit, SupervisorFlags,
@@ -592,6 +592,68 @@ fn a_silent_node_is_node_down_by_heartbeat_and_heals() -> TestResult {
     Ok(())
 }
 
+fn takes_value_and_waits(_v: multiproc::Value<u64>) {
+    multiproc::blocking::wait_for_stop();
+}
+
+multiproc::register!(takes_value_and_waits);
+
+/// A dynamic supervisor whose template is placed on a node: its children run there,
+/// the node's death is their exit, and this host's objects may not go there.
+fn a_dynamic_supervisor_places_its_children_on_a_node() -> TestResult {
+    let a = TestNode::start("nu", COOKIE, None, Duration::from_secs(5));
+    let node_a = node::connect(&a.addr, COOKIE)?;
+    let flags = SupervisorFlags {
+        intensity: RestartIntensity {
+            max_restarts: 5,
+            within: Duration::from_secs(60),
+        },
+        backoff: multiproc::Backoff::NONE,
+        ..SupervisorFlags::default()
+    };
+    let mut template = function_child("job", waits_for_stop, ())?.on(&node_a);
+    template.restart = multiproc::Restart::Temporary;
+    let dynamic = DynamicSupervisor::start(flags, template, None)?;
+    let sup = dynamic.supervisor();
+    let mut events = sup.events();
+    let first = dynamic.start_child(&())?;
+    check_eq!(placed(&sup, &first)?.0, Some("nu".to_string()));
+    a.process.kill()?;
+    let mut exits = Vec::new();
+    for e in events.by_ref() {
+        if let SupervisorEvent::ChildExited { id, reason } = e {
+            exits.push((id, reason));
+            break;
+        }
+    }
+    check_eq!(
+        exits,
+        vec![(
+            first.clone(),
+            ExitReason::NodeDown {
+                node: "nu".to_string()
+            }
+        )]
+    );
+    // A one-machine object may not go to the template's node.
+    let value = multiproc::Value::new(1u64)?;
+    let placed_value = DynamicSupervisor::start(
+        SupervisorFlags::default(),
+        function_child("holder", takes_value_and_waits, value.clone())?.on(&node_a),
+        None,
+    )?;
+    match placed_value.start_child(&value) {
+        Err(multiproc::AdminError::Start {
+            source: multiproc::Error::Node(NodeError::NotAcrossNodes { .. }),
+            ..
+        }) => {}
+        other => return Err(format!("expected NotAcrossNodes, got {other:?}").into()),
+    }
+    let _ = placed_value.supervisor().shutdown();
+    check_eq!(sup.shutdown(), SupervisorExit::Shutdown);
+    Ok(())
+}
+
 fn main() {
     // Supervisors restart processes: bounded, whatever a regression does.
     common::cgroup::confine("cluster");
@@ -607,6 +669,10 @@ fn main() {
             a_same_node_restart_fails_while_its_node_is_down,
         ),
         trial("remote_actor_call", remote_actor_call),
+        trial(
+            "a_dynamic_supervisor_places_its_children_on_a_node",
+            a_dynamic_supervisor_places_its_children_on_a_node,
+        ),
         trial(
             "a_silent_node_is_node_down_by_heartbeat_and_heals",
             a_silent_node_is_node_down_by_heartbeat_and_heals,
