@@ -654,6 +654,113 @@ fn a_dynamic_supervisor_places_its_children_on_a_node() -> TestResult {
     Ok(())
 }
 
+/// This test program started afresh with `env`: node mode by the environment if the
+/// environment says so. Killed when dropped, and by the parent-death signal when the
+/// thread that started it (the test's) ends.
+struct EnvNode(std::process::Child);
+
+impl EnvNode {
+    #[allow(unsafe_code, reason = "pre_exec, to tie the node to the test's thread")]
+    fn start(env: &[(&str, &str)]) -> std::io::Result<EnvNode> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        cmd.envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        // SAFETY: only an async-signal-safe prctl between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
+                Ok(())
+            });
+        }
+        cmd.spawn().map(EnvNode)
+    }
+
+    /// The first line it prints, within 10 s.
+    fn first_line(&mut self) -> Result<String, String> {
+        use std::io::BufRead;
+        let stdout = self.0.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .map_err(|_| "no line within 10 s".to_string())
+    }
+}
+
+impl Drop for EnvNode {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn node_mode_by_the_environment() -> TestResult {
+    let mut n = EnvNode::start(&[
+        ("MULTIPROC_NODE_LISTEN", "127.0.0.1:0"),
+        ("MULTIPROC_NODE_NAME", "xi"),
+        ("MULTIPROC_NODE_COOKIE", COOKIE),
+    ])?;
+    let line = n.first_line()?;
+    let addr = line
+        .trim()
+        .strip_prefix("multiproc node xi listening on ")
+        .ok_or(format!("unexpected first line: {line:?}"))?
+        .to_string();
+    let node = node::connect(&addr, COOKIE)?;
+    check_eq!(node.name(), "xi");
+    let mut p = Process::new(exits_with, 5).on(&node);
+    p.start()?;
+    check_eq!(p.join()?, ExitReason::Exited(5));
+    // SIGTERM stops it, with status 0.
+    signal(n.0.id(), rustix::process::Signal::TERM)?;
+    let status = n.0.wait()?;
+    check_eq!(status.code(), Some(0));
+    Ok(())
+}
+
+fn node_mode_with_bad_settings_says_why() -> TestResult {
+    for (env, says) in [
+        (
+            vec![
+                ("MULTIPROC_NODE_LISTEN", "not-an-address"),
+                ("MULTIPROC_NODE_COOKIE", COOKIE),
+            ],
+            "not a node address",
+        ),
+        (
+            vec![("MULTIPROC_NODE_LISTEN", "127.0.0.1:0")],
+            "MULTIPROC_NODE_COOKIE must be set",
+        ),
+    ] {
+        let n = EnvNode::start(&env)?;
+        let out = n.wait_with_output_taken()?;
+        check_eq!(out.0, Some(2));
+        check!(out.1.contains(says), "stderr says {says:?}: {:?}", out.1);
+    }
+    Ok(())
+}
+
+impl EnvNode {
+    /// Waits for it to exit: its status code and its stderr.
+    fn wait_with_output_taken(mut self) -> std::io::Result<(Option<i32>, String)> {
+        use std::io::Read;
+        let mut err = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            e.read_to_string(&mut err)?;
+        }
+        let status = self.0.wait()?;
+        Ok((status.code(), err))
+    }
+}
+
 fn main() {
     // Supervisors restart processes: bounded, whatever a regression does.
     common::cgroup::confine("cluster");
@@ -669,6 +776,11 @@ fn main() {
             a_same_node_restart_fails_while_its_node_is_down,
         ),
         trial("remote_actor_call", remote_actor_call),
+        trial("node_mode_by_the_environment", node_mode_by_the_environment),
+        trial(
+            "node_mode_with_bad_settings_says_why",
+            node_mode_with_bad_settings_says_why,
+        ),
         trial(
             "a_dynamic_supervisor_places_its_children_on_a_node",
             a_dynamic_supervisor_places_its_children_on_a_node,

@@ -27,6 +27,54 @@ pub use config::{DEFAULT_GRACE, NodeConfig};
 pub use error::{NodeError, Refusal};
 pub use serve::{NodeEvent, NodeEvents, Serving, serve};
 
+/// With this variable set to `host:port`, `init()` makes the program a node: it serves
+/// there until SIGTERM or SIGINT, then exits; it never returns into `main`.
+pub const ENV_NODE_LISTEN: &str = "MULTIPROC_NODE_LISTEN";
+/// The node's name in node mode by the environment (default: the host's name).
+pub const ENV_NODE_NAME: &str = "MULTIPROC_NODE_NAME";
+/// The cookie in node mode by the environment; required with [`ENV_NODE_LISTEN`].
+pub const ENV_NODE_COOKIE: &str = "MULTIPROC_NODE_COOKIE";
+
+/// Node mode by the environment, for `init()`: returns at once unless
+/// [`ENV_NODE_LISTEN`] is set; otherwise serves, then exits (status 0 after a stop,
+/// 2 when the settings are wrong or the node cannot start, with the error on stderr).
+pub(crate) fn serve_from_env() {
+    let Some(listen) = std::env::var_os(ENV_NODE_LISTEN) else {
+        return;
+    };
+    let code = match serve_until_stopped(&listen.to_string_lossy()) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("multiproc node mode: {e}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn serve_until_stopped(listen: &str) -> Result<(), NodeError> {
+    let addr = listen.parse().map_err(|e| NodeError::BadAddress {
+        addr: listen.to_string(),
+        message: format!("{ENV_NODE_LISTEN}: {e}"),
+    })?;
+    let cookie = std::env::var(ENV_NODE_COOKIE).map_err(|_| NodeError::Config {
+        message: format!("{ENV_NODE_COOKIE} must be set with {ENV_NODE_LISTEN}"),
+    })?;
+    let name = std::env::var(ENV_NODE_NAME).unwrap_or_else(|_| engine::hostname());
+    // SIGTERM and SIGINT end the node as they end a root's tree.
+    crate::runtime::signals::install_root_handlers();
+    let serving = crate::runtime::block_on(serve(NodeConfig::new(name, addr, cookie)))?;
+    println!(
+        "multiproc node {} listening on {}",
+        serving.name(),
+        serving.addr()
+    );
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    crate::runtime::block_on(crate::runtime::stop::wait_for_stop());
+    crate::runtime::block_on(serving.shutdown());
+    Ok(())
+}
+
 /// Where a supervised child with `placement` starts: its node at the first start;
 /// at a restart, by its restart placement (`last` is where it ran).
 pub(crate) fn place(

@@ -94,6 +94,12 @@ pub enum NodeError {
         /// The node.
         node: String,
     },
+    /// A node's settings are incomplete or wrong.
+    #[error("node settings: {message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
     /// A node could not listen on its address.
     #[error("cannot listen on {addr}: {message}")]
     Listen {

@@ -60,6 +60,8 @@ pub fn init() {
         crate::runtime::forkserver::serve(forked_child_main);
     }
     if std::env::var_os(ENV_BOOTSTRAP).is_none() {
+        // A program started fresh: node mode, if the environment asks for it.
+        crate::node::serve_from_env();
         return;
     }
     current::IS_CHILD.store(true, Ordering::Relaxed);
