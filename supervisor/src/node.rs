@@ -17,14 +17,13 @@ pub(crate) mod agent;
 mod client;
 mod config;
 mod engine;
-mod error;
 pub(crate) mod remote;
 mod serve;
 mod wire;
 
 pub use client::{ConnectOptions, Node, connect, connect_with};
 pub use config::{DEFAULT_GRACE, NodeConfig};
-pub use error::{NodeError, Refusal};
+pub use multiproc_core::{NodeError, Refusal};
 pub use serve::{NodeEvent, NodeEvents, Serving, serve};
 
 /// With this variable set to `host:port`, `init()` makes the program a node: it serves
@@ -34,6 +33,12 @@ pub const ENV_NODE_LISTEN: &str = "MULTIPROC_NODE_LISTEN";
 pub const ENV_NODE_NAME: &str = "MULTIPROC_NODE_NAME";
 /// The cookie in node mode by the environment; required with [`ENV_NODE_LISTEN`].
 pub const ENV_NODE_COOKIE: &str = "MULTIPROC_NODE_COOKIE";
+
+// `init()` runs it in a program started fresh, without the runtime naming this
+// layer. linkme places the entry in a link section; that is all the unsafety there is.
+#[allow(unsafe_code)]
+#[linkme::distributed_slice(crate::runtime::bootstrap::FRESH_START)]
+static NODE_MODE: fn() = serve_from_env;
 
 /// Node mode by the environment, for `init()`: returns at once unless
 /// [`ENV_NODE_LISTEN`] is set; otherwise serves, then exits (status 0 after a stop,

@@ -13,10 +13,10 @@ use ractor_cluster::NodeId;
 use tokio::sync::broadcast;
 
 use super::engine::{Engine, SessionEvent};
-use super::error::Refusal;
 use super::serve::NodeEvent;
 use super::wire::{AGENT_GROUP, AGENT_SCOPE, AgentMsg, NODE_PROTOCOL, Reply, Request};
 use crate::process::Process;
+use multiproc_core::Refusal;
 
 static CLAIMED_BUILD: Mutex<Option<u64>> = Mutex::new(None);
 

@@ -12,9 +12,9 @@ use ractor_cluster::NodeId;
 use tokio::sync::{broadcast, watch};
 
 use super::engine::{self, Engine, SessionEvent};
-use super::error::{NodeError, Refusal};
 use super::wire::{AGENT_GROUP, AGENT_SCOPE, AgentMsg, NODE_PROTOCOL, Reply, Request};
 use crate::runtime;
+use multiproc_core::{NodeError, Refusal};
 
 /// The nodes this process is connected to, by name: a connection lasts until
 /// [`Node::disconnect`], as in Erlang, so handles and child specs that name a node

@@ -15,7 +15,7 @@ use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
 use ractor_cluster::{NodeEventSubscription, NodeId, NodeServer, NodeServerMessage};
 use tokio::sync::broadcast;
 
-use super::error::NodeError;
+use multiproc_core::NodeError;
 
 /// A session's state change, as the engine reports it.
 #[derive(Debug, Clone)]

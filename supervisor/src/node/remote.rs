@@ -7,9 +7,9 @@ use multiproc_core::{ExitReason, StartSpec};
 use tokio::sync::watch;
 
 use super::client::Node;
-use super::error::NodeError;
 use super::wire::{Reply, Request};
 use crate::runtime;
+use multiproc_core::NodeError;
 
 /// The root's record of a process running on a node.
 #[derive(Debug)]

@@ -11,9 +11,9 @@ use tokio::sync::broadcast;
 use super::agent::{Agent, Shared};
 use super::config::NodeConfig;
 use super::engine::Engine;
-use super::error::{NodeError, Refusal};
 use super::wire::AgentMsg;
 use crate::runtime;
+use multiproc_core::{NodeError, Refusal};
 
 /// What happened on a node, in order; see [`Serving::events`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use ractor::RpcReplyPort;
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use serde::{Deserialize, Serialize};
 
-use super::error::Refusal;
+use multiproc_core::Refusal;
 
 /// The version of [`Request`] and [`Reply`]; a Hello with another one is refused.
 pub(crate) const NODE_PROTOCOL: u32 = 1;

@@ -1,11 +1,12 @@
-//! What can go wrong between a root and a node, on either side.
+//! What can go wrong between a root and a node, on either side: vocabulary, here so
+//! that the runtime's errors can carry it without knowing the node layer.
 
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
 /// Why a node turned a root away (the root sees it in [`NodeError::Refused`], the node
-/// in [`NodeEvent::Refused`](crate::node::NodeEvent::Refused)).
+/// in `multiproc::node::NodeEvent::Refused`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
 pub enum Refusal {
