@@ -28,6 +28,8 @@ use multiproc::StartMethod;
 mod cgroup;
 #[path = "compare/ipc.rs"]
 mod ipc;
+#[path = "compare/node.rs"]
+mod node;
 #[path = "compare/pool.rs"]
 mod pool;
 #[path = "compare/process.rs"]
@@ -48,6 +50,7 @@ mod soak_child;
 mod stamp;
 
 use ipc::{call_roundtrip, call_roundtrip_1k, call_throughput, stream};
+use node::{node_down_detect, remote_call_roundtrip};
 use pool::{apply_async_latency, imap_unordered_chunk1, pool_map, pool_start, pool_worker_killed};
 use process::{idle_rss, restart, spawn_join, spawn_join_forkserver, tree_1000};
 use python::Python;
@@ -80,7 +83,7 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 /// The references that a Python script measures.
 const PY_REFS: [&str; 4] = ["python", "python-spawn", "python-manager", "python-mplock"];
 
-const SCENARIOS: [&str; 27] = [
+const SCENARIOS: [&str; 29] = [
     "spawn_join",
     "spawn_join_forkserver",
     "restart",
@@ -108,6 +111,8 @@ const SCENARIOS: [&str; 27] = [
     "value_locked_2proc",
     "shm_bandwidth",
     "manager_dict",
+    "remote_call_roundtrip",
+    "node_down_detect",
 ];
 
 // ---------------------------------------------------------------------------------
@@ -270,6 +275,12 @@ fn main() -> Res {
     }
     if has("manager_dict") {
         timed("manager_dict", &|| manager_dict(py))?;
+    }
+    if has("remote_call_roundtrip") {
+        timed("remote_call_roundtrip", &|| remote_call_roundtrip(py))?;
+    }
+    if has("node_down_detect") {
+        timed("node_down_detect", &node_down_detect)?;
     }
     for scenario in soak::SCENARIOS.into_iter().filter(|s| has(s)) {
         soak::run(scenario)?;

@@ -71,8 +71,8 @@ pub use multiproc_core::Dynamic;
 pub use multiproc_core::RetryPolicy;
 pub use multiproc_core::{
     AutoShutdown, Backoff, ChildKind, ChildSpec, Decider, Directive, ExitMatch, ExitReason,
-    Identity, Limit, Limits, RemoteError, Restart, RestartIntensity, Shutdown, SpecError, Strategy,
-    SupervisorFlags, codec,
+    Identity, Limit, Limits, NodeName, Placement, RemoteError, Restart, RestartIntensity,
+    RestartPlacement, Shutdown, SpecError, Strategy, SupervisorFlags, codec,
 };
 pub use multiproc_core::{
     BootstrapError, Exhausted, MemoryLimit, PidsCgroup, ProcessFacts, ProcessLimit,
@@ -151,6 +151,9 @@ pub mod connection {
 
 #[doc(inline)]
 pub use multiproc_supervisor::blocking;
+
+#[doc(inline)]
+pub use multiproc_supervisor::node;
 
 /// The names most programs need, async: processes, actors, pools, pipes and the
 /// errors a program matches.

@@ -36,6 +36,8 @@ pub enum ExitMatch {
     Limit,
     /// `Hung`.
     Hung,
+    /// `NodeDown`: the node it ran on was lost.
+    NodeDown,
     /// Anything.
     Any,
 }
@@ -55,6 +57,7 @@ impl ExitMatch {
             (ExitMatch::Failed, ExitReason::Failed { .. }) => true,
             (ExitMatch::Limit, ExitReason::LimitExceeded { .. }) => true,
             (ExitMatch::Hung, ExitReason::Hung) => true,
+            (ExitMatch::NodeDown, ExitReason::NodeDown { .. }) => true,
             _ => false,
         }
     }

@@ -52,6 +52,13 @@ pub enum ExitReason {
     /// `exit`). Python reports such an end as `exitcode` 255, and so does
     /// [`exit_code`](ExitReason::exit_code); the reason says what happened.
     ForkserverLost,
+    /// The process ran on another node, and that node died or became unreachable (its
+    /// session was lost or it missed its heartbeats): what became of the process
+    /// itself is unknown here. The node stops it once it finds its root gone.
+    NodeDown {
+        /// The node's name.
+        node: String,
+    },
 }
 
 impl ExitReason {
@@ -69,7 +76,7 @@ impl ExitReason {
             ExitReason::Exited(code) => *code,
             ExitReason::Panicked { .. } | ExitReason::Failed { .. } => 1,
             ExitReason::Signaled(sig) => -sig,
-            ExitReason::Killed | ExitReason::Hung => -9,
+            ExitReason::Killed | ExitReason::Hung | ExitReason::NodeDown { .. } => -9,
             ExitReason::LimitExceeded { signal, .. } => -signal,
             ExitReason::ForkserverLost => 255,
         }
@@ -101,6 +108,7 @@ impl fmt::Display for ExitReason {
             ExitReason::Signaled(sig) => write!(f, "signaled({})", signal_name(*sig)),
             ExitReason::Killed => f.write_str("killed"),
             ExitReason::Hung => f.write_str("hung (missed its heartbeat)"),
+            ExitReason::NodeDown { node } => write!(f, "node {node} down"),
             ExitReason::LimitExceeded { limit, signal } => {
                 write!(f, "{limit:?} limit exceeded ({})", signal_name(*signal))
             }

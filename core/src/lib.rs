@@ -37,6 +37,7 @@ mod identity;
 mod intensity;
 mod limits;
 pub mod lock_word;
+mod node_error;
 mod packet;
 mod pool;
 pub mod queue;
@@ -59,13 +60,14 @@ pub use exit::{ExitFacts, ExitReason, WaitStatus, exit_reason};
 pub use identity::{Counter, Hop, Identity};
 pub use intensity::{IntensityExceeded, RestartIntensity, RestartWindow};
 pub use limits::{Limit, Limits};
+pub use node_error::{NodeError, Refusal};
 pub use packet::{
     Body, BootstrapError, EntryKind, Envelope, ExitReport, Hello, LogRecord, PROTOCOL_VERSION,
     Packet, RemoteError,
 };
 pub use pool::{AfterDeath, ItemFailure, Reorder, RetryPolicy, chunks, default_chunksize};
 pub use spec::{
-    AutoShutdown, ChildKind, ChildSpec, DEFAULT_WORKER_SHUTDOWN, Restart, Shutdown, SpecError,
-    StartMethod, StartSpec, SupervisorFlags,
+    AutoShutdown, ChildKind, ChildSpec, DEFAULT_WORKER_SHUTDOWN, NodeName, Placement, Restart,
+    RestartPlacement, Shutdown, SpecError, StartMethod, StartSpec, SupervisorFlags,
 };
 pub use strategy::{RestartPlan, Strategy, plan_restart, should_restart};

@@ -108,6 +108,49 @@ pub struct ChildSpec {
     /// and exits with `ExitReason::Hung`.
     #[serde(default)]
     pub heartbeat: Option<Duration>,
+    /// Where the child runs: on this host (`None`), or on a node, and where its
+    /// restarts go.
+    #[serde(default)]
+    pub placement: Option<Placement>,
+}
+
+/// Where a supervised child runs when it is placed on a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The node's name, as it announces itself.
+    pub node: String,
+    /// Where a restart goes.
+    pub restart: RestartPlacement,
+}
+
+/// Where a restarted child goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RestartPlacement {
+    /// The same node; while it is down, the restart fails (and counts, and is retried
+    /// by the supervisor's backoff), as a local restart that fails does.
+    #[default]
+    SameNode,
+    /// The node it last ran on if it is up, else the first live node (by name) that
+    /// the supervisor's process is connected to.
+    AnyLiveNode,
+}
+
+/// What names a node: its name, or (in `multiproc`) a connected node's handle.
+pub trait NodeName {
+    /// The node's name.
+    fn node_name(&self) -> String;
+}
+
+impl NodeName for &str {
+    fn node_name(&self) -> String {
+        (*self).to_string()
+    }
+}
+
+impl NodeName for String {
+    fn node_name(&self) -> String {
+        self.clone()
+    }
 }
 
 impl ChildSpec {
@@ -123,7 +166,28 @@ impl ChildSpec {
             limits: crate::Limits::default(),
             decider: crate::Decider::default(),
             heartbeat: None,
+            placement: None,
         }
+    }
+
+    /// Places the child on `node` (a connected node's handle, or its name); its
+    /// restarts go to the same node unless [`restart_on`](ChildSpec::restart_on)
+    /// says otherwise.
+    pub fn on(mut self, node: impl NodeName) -> ChildSpec {
+        let restart = self.placement.map(|p| p.restart).unwrap_or_default();
+        self.placement = Some(Placement {
+            node: node.node_name(),
+            restart,
+        });
+        self
+    }
+
+    /// Where the restarts of a placed child go (no effect on a child of this host).
+    pub fn restart_on(mut self, restart: RestartPlacement) -> ChildSpec {
+        if let Some(p) = &mut self.placement {
+            p.restart = restart;
+        }
+        self
     }
 
     /// Checks this spec on its own, like OTP's `check_childspecs/1`.

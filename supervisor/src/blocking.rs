@@ -110,6 +110,60 @@ mod supervision;
 mod sync;
 
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder};
+
+/// Nodes, blocking; see [`crate::node`].
+pub mod node {
+    pub use crate::node::{
+        ConnectOptions, Node, NodeConfig, NodeError, NodeEvent, NodeEvents, Refusal, Serving,
+    };
+    use crate::runtime::block_on;
+
+    /// Starts node mode; see [`crate::node::serve`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::node::serve`].
+    pub fn serve(config: NodeConfig) -> Result<Serving, NodeError> {
+        block_on(crate::node::serve(config))
+    }
+
+    /// Connects to a node; see [`crate::node::connect`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::node::connect`].
+    pub fn connect(addr: &str, cookie: &str) -> Result<Node, NodeError> {
+        block_on(crate::node::connect(addr, cookie))
+    }
+
+    /// Connects to a node with `options`; see [`crate::node::connect_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::node::connect`].
+    pub fn connect_with(
+        addr: &str,
+        cookie: &str,
+        options: ConnectOptions,
+    ) -> Result<Node, NodeError> {
+        block_on(crate::node::connect_with(addr, cookie, options))
+    }
+
+    /// Waits until `node` is down; what showed it. See [`Node::down`].
+    pub fn wait_down(node: &Node) -> NodeError {
+        block_on(node.down())
+    }
+
+    /// The next event of a node; `None` once it has shut down.
+    pub fn next_event(events: &mut NodeEvents) -> Option<NodeEvent> {
+        block_on(events.next())
+    }
+
+    /// Shuts a node down; see [`Serving::shutdown`].
+    pub fn shutdown(serving: Serving) {
+        block_on(serving.shutdown())
+    }
+}
 pub use process::{ActorRef, Process, stop_children, wait_for_stop};
 pub use supervision::{DynamicSupervisor, Events, SupervisedRef, SupervisorRef, run_supervisor};
 pub use sync::{

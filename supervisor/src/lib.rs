@@ -9,6 +9,7 @@ pub mod blocking;
 #[doc(hidden)]
 pub mod fuzz;
 mod manager;
+pub mod node;
 mod pool;
 mod process;
 mod runtime;
@@ -99,6 +100,12 @@ pub mod __private {
         /// The pid of this process's forkserver, if one runs.
         pub fn forkserver_pid() -> Option<u32> {
             crate::runtime::forkserver::pid()
+        }
+
+        /// Makes this process claim `id` as its build id in node sessions, as a
+        /// different build of the program would.
+        pub fn claim_build_id(id: u64) {
+            crate::node::agent::claim_build_id(id)
         }
 
         /// Kills this process's forkserver; its pid, if one ran.

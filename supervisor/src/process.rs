@@ -13,6 +13,9 @@ use multiproc_core::{EntryKind, ExitReason, Hello, Identity, Limits, StartMethod
 use serde::Serialize;
 use tokio::sync::watch;
 
+use crate::node::Node;
+use crate::node::NodeError;
+use crate::node::remote::{self, RemoteChild};
 use crate::process::actor::{Actor, ActorRef};
 use crate::process::target::Target;
 use crate::runtime;
@@ -52,6 +55,8 @@ pub struct Process {
     limits: Limits,
     heartbeat: Option<Duration>,
     method: StartMethod,
+    /// The node to start on; `None` for this host.
+    node: Option<Node>,
     state: State,
 }
 
@@ -60,12 +65,16 @@ struct Plan {
     entry: &'static Entry,
     args: Vec<u8>,
     fds: Vec<OwnedFd>,
+    /// The arguments hold a handle to a one-machine object.
+    one_machine: bool,
 }
 
 #[derive(Debug)]
 enum State {
     Created,
     Started(Arc<Child>),
+    /// Started on another node.
+    Remote(Arc<RemoteChild>),
     Closed,
 }
 
@@ -104,6 +113,7 @@ impl Process {
                     entry,
                     args: start.args.clone(),
                     fds: Vec::new(),
+                    one_machine: false,
                 })
                 .ok_or_else(|| Error::UnknownEntry(start.entry.clone()))
         })
@@ -112,9 +122,16 @@ impl Process {
     fn with_plan<T: Serialize>(entry: Result<&'static Entry, Error>, args: &T) -> Process {
         Process::build(|name| {
             let entry = entry?;
-            let (encoded, fds) = multiproc_transport::collect_fds(|| codec::encode(args));
+            let ((encoded, fds), one_machine) = crate::sync::handles_in(|| {
+                multiproc_transport::collect_fds(|| codec::encode(args))
+            });
             match encoded {
-                Ok(args) => Ok(Plan { entry, args, fds }),
+                Ok(args) => Ok(Plan {
+                    entry,
+                    args,
+                    fds,
+                    one_machine,
+                }),
                 Err(source) => Err(Error::Args {
                     name: name.to_string(),
                     source,
@@ -142,6 +159,7 @@ impl Process {
             limits: Limits::default(),
             heartbeat: None,
             method: StartMethod::Spawn,
+            node: None,
             state: State::Created,
         }
     }
@@ -203,6 +221,22 @@ impl Process {
         self
     }
 
+    /// Places the process on `node` (see [`crate::node`]): [`start`](Process::start)
+    /// asks the node to run the registered entry there, as a child of the node
+    /// program; the name stays this tree's (`Process-N`). Only registered entries
+    /// cross, by name, with their encoded arguments; no code travels.
+    /// Settings that only make sense on this host (environment, captured output,
+    /// limits, start method, heartbeat) apply to local processes only.
+    pub fn on(mut self, node: &Node) -> Self {
+        self.node = Some(node.clone());
+        self
+    }
+
+    /// The node the process is placed on; `None` for this host.
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_ref()
+    }
+
     /// Sets how long [`start`](Process::start) waits for the child's handshake.
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
@@ -225,18 +259,31 @@ impl Process {
     }
 
     /// The OS process id, once started.
+    ///
+    /// For a process on another node, its id on that node's host.
     pub fn pid(&self) -> Option<u32> {
-        self.child().map(|c| c.pid)
+        match &self.state {
+            State::Remote(r) => Some(r.pid),
+            _ => self.child().map(|c| c.pid),
+        }
+    }
+
+    fn exit_watch(&self) -> Option<&watch::Receiver<Option<ExitReason>>> {
+        match &self.state {
+            State::Started(c) => Some(&c.exit),
+            State::Remote(r) => Some(&r.exit),
+            _ => None,
+        }
     }
 
     /// Whether the process has been started and has not exited yet.
     pub fn is_alive(&self) -> bool {
-        self.child().is_some_and(|c| c.exit.borrow().is_none())
+        self.exit_watch().is_some_and(|e| e.borrow().is_none())
     }
 
     /// Why the process ended, once it has.
     pub fn exit_reason(&self) -> Option<ExitReason> {
-        self.child().and_then(|c| c.exit.borrow().clone())
+        self.exit_watch().and_then(|e| e.borrow().clone())
     }
 
     /// Python's `exitcode`: `None` while running or not started; 0 after a normal end,
@@ -257,8 +304,18 @@ impl Process {
     /// The handle is a plain address: it can be cloned, sent to other processes of the
     /// tree, and used before or after the process starts (calls fail while it does not
     /// run).
+    ///
+    /// For a process on another node, calls go through this process's session with
+    /// that node (a handle passed to another process needs its own session there).
     pub fn actor_ref<A: Actor>(&self) -> ActorRef<A> {
-        ActorRef::new(self.identity.clone())
+        match (&self.state, &self.node) {
+            (State::Remote(r), _) => {
+                ActorRef::on_node(self.identity.clone(), r.node.name().to_string(), r.id)
+            }
+            // Not started there yet: no number, so calls fail with `NoProcess`.
+            (_, Some(node)) => ActorRef::on_node(self.identity.clone(), node.name().to_string(), 0),
+            _ => ActorRef::new(self.identity.clone()),
+        }
     }
 
     fn child(&self) -> Option<&Arc<Child>> {
@@ -268,9 +325,10 @@ impl Process {
         }
     }
 
-    fn started(&self) -> Result<&Arc<Child>, Error> {
+    fn started(&self) -> Result<Started<'_>, Error> {
         match &self.state {
-            State::Started(c) => Ok(c),
+            State::Started(c) => Ok(Started::Local(c)),
+            State::Remote(r) => Ok(Started::Remote(r)),
             State::Created => Err(Error::NotStarted(self.name.clone())),
             State::Closed => Err(Error::Closed(self.name.clone())),
         }
@@ -302,12 +360,17 @@ impl Process {
     async fn start_with(&mut self, place: Place) -> Result<(), Error> {
         match self.state {
             State::Created => {}
-            State::Started(_) => return Err(Error::AlreadyStarted(self.name.clone())),
+            State::Started(_) | State::Remote(_) => {
+                return Err(Error::AlreadyStarted(self.name.clone()));
+            }
             State::Closed => return Err(Error::Closed(self.name.clone())),
         }
         let Some(plan) = self.plan.take() else {
             return Err(Error::AlreadyStarted(self.name.clone()));
         };
+        if let Some(node) = self.node.clone() {
+            return self.start_on(&node, plan?).await;
+        }
         bootstrap::check_init();
         if current::me().daemon {
             return Err(Error::DaemonWithChildren);
@@ -370,14 +433,48 @@ impl Process {
         Ok(())
     }
 
+    async fn start_on(&mut self, node: &Node, plan: Plan) -> Result<(), Error> {
+        if !plan.fds.is_empty() {
+            return Err(NodeError::NotAcrossNodes {
+                what: format!("a Connection or fd among the arguments of {}", self.name),
+                node: node.name().to_string(),
+            }
+            .into());
+        }
+        if plan.one_machine {
+            return Err(NodeError::NotAcrossNodes {
+                what: format!(
+                    "a Queue, Lock, Event, Value, Array or SharedMemory handle among the \
+                     arguments of {}",
+                    self.name
+                ),
+                node: node.name().to_string(),
+            }
+            .into());
+        }
+        let start = multiproc_core::StartSpec {
+            kind: plan.entry.kind,
+            entry: plan.entry.name.to_string(),
+            args: plan.args,
+        };
+        let child = remote::start(node, self.name.clone(), start, self.daemon).await?;
+        self.state = State::Remote(child);
+        Ok(())
+    }
+
     /// Waits for the process to exit and returns why it did.
+    ///
+    /// For a process on another node: its exit there, or `ExitReason::NodeDown` when
+    /// the node died or became unreachable first.
     ///
     /// # Errors
     ///
     /// [`Error::NotStarted`] or [`Error::Closed`].
     pub async fn join(&self) -> Result<ExitReason, Error> {
-        let child = self.started()?;
-        Ok(child.wait().await)
+        match self.started()? {
+            Started::Local(child) => Ok(child.wait().await),
+            Started::Remote(r) => Ok(wait_exit(&mut r.exit.clone()).await),
+        }
     }
 
     /// Waits at most `timeout` for the process to exit; `Ok(None)` if it still runs.
@@ -386,11 +483,13 @@ impl Process {
     ///
     /// [`Error::NotStarted`] or [`Error::Closed`].
     pub async fn join_timeout(&self, timeout: Duration) -> Result<Option<ExitReason>, Error> {
-        let child = Arc::clone(self.started()?);
-        Ok(
-            runtime::run(async move { tokio::time::timeout(timeout, child.wait()).await.ok() })
-                .await,
-        )
+        let mut exit = self.started()?.exit();
+        Ok(runtime::run(async move {
+            tokio::time::timeout(timeout, wait_exit(&mut exit))
+                .await
+                .ok()
+        })
+        .await)
     }
 
     /// A future-like handle that completes when the process exits (Python's
@@ -401,7 +500,7 @@ impl Process {
     /// [`Error::NotStarted`] or [`Error::Closed`].
     pub fn sentinel(&self) -> Result<Sentinel, Error> {
         Ok(Sentinel {
-            exit: self.started()?.exit.clone(),
+            exit: self.started()?.exit(),
         })
     }
 
@@ -411,7 +510,13 @@ impl Process {
     ///
     /// [`Error::NotStarted`], [`Error::Closed`] or [`Error::Os`].
     pub fn terminate(&self) -> Result<(), Error> {
-        self.started()?.signal(rustix::process::Signal::TERM)
+        match self.started()? {
+            Started::Local(c) => c.signal(rustix::process::Signal::TERM),
+            Started::Remote(r) => {
+                r.send_signal(libc::SIGTERM);
+                Ok(())
+            }
+        }
     }
 
     /// Sends SIGKILL. No effect on a process that has exited.
@@ -420,7 +525,13 @@ impl Process {
     ///
     /// [`Error::NotStarted`], [`Error::Closed`] or [`Error::Os`].
     pub fn kill(&self) -> Result<(), Error> {
-        self.started()?.signal(rustix::process::Signal::KILL)
+        match self.started()? {
+            Started::Local(c) => c.signal(rustix::process::Signal::KILL),
+            Started::Remote(r) => {
+                r.send_signal(libc::SIGKILL);
+                Ok(())
+            }
+        }
     }
 
     /// Asks the process to stop (it and its own children), waits up to `timeout`, then
@@ -430,8 +541,13 @@ impl Process {
     ///
     /// [`Error::NotStarted`] or [`Error::Closed`].
     pub async fn stop(&self, timeout: Duration) -> Result<ExitReason, Error> {
-        let child = Arc::clone(self.started()?);
-        Ok(runtime::run(async move { child.stop(timeout).await }).await)
+        match self.started()? {
+            Started::Local(child) => {
+                let child = Arc::clone(child);
+                Ok(runtime::run(async move { child.stop(timeout).await }).await)
+            }
+            Started::Remote(r) => Ok(r.stop(timeout).await),
+        }
     }
 
     /// Releases the process object. Most methods fail afterwards.
@@ -459,9 +575,25 @@ impl Process {
     /// Writes `bytes` as one frame on the child's control link, bypassing the codec.
     /// Only for tests of how a child handles garbage (see `__private::test_hooks`).
     pub(crate) fn send_raw_frame(&self, bytes: Vec<u8>) -> Result<(), Error> {
-        let child = self.started()?;
-        let _ = child.link.send(Outgoing::Raw(bytes));
+        if let Started::Local(child) = self.started()? {
+            let _ = child.link.send(Outgoing::Raw(bytes));
+        }
         Ok(())
+    }
+}
+
+/// A started process: a child of this one, or a process on another node.
+enum Started<'a> {
+    Local(&'a Arc<Child>),
+    Remote(&'a Arc<RemoteChild>),
+}
+
+impl Started<'_> {
+    fn exit(&self) -> watch::Receiver<Option<ExitReason>> {
+        match self {
+            Started::Local(c) => c.exit.clone(),
+            Started::Remote(r) => r.exit.clone(),
+        }
     }
 }
 

@@ -48,7 +48,7 @@ pub use guard::{Guard, Release};
 pub(crate) use host::{State, secret};
 pub use lock::Lock;
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
-pub(crate) use refs::Addr;
+pub(crate) use refs::{Addr, handles_in};
 pub use rlock::RLock;
 pub use semaphore::{BoundedSemaphore, Semaphore};
 

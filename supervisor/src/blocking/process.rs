@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use multiproc_core::{ExitReason, Identity, Limits, StartMethod};
 
+use crate::node::Node;
 use crate::process::actor::Actor;
 use crate::process::target::Target;
 use crate::runtime::block_on;
@@ -55,6 +56,12 @@ impl Process {
 
         /// Sets the handshake timeout.
         pub fn handshake_timeout(self, timeout: Duration) -> Self => wrap;
+
+        /// Places it on a node; see [`crate::Process::on`].
+        pub fn on(self, node: &Node) -> Self => wrap;
+
+        /// The node it is placed on; `None` for this host.
+        pub fn node(&self) -> Option<&Node> => now;
 
         /// The name.
         pub fn name(&self) -> &str => now;

@@ -89,6 +89,9 @@ pub trait Actor: Sized + Send + 'static {
 #[serde(bound = "")]
 pub struct ActorRef<A> {
     addr: Identity,
+    /// Where the actor runs when it is on another node.
+    #[serde(default)]
+    on: Option<OnNode>,
     #[serde(skip)]
     _actor: PhantomData<fn() -> A>,
 }
@@ -97,14 +100,23 @@ impl<A> Clone for ActorRef<A> {
     fn clone(&self) -> Self {
         ActorRef {
             addr: self.addr.clone(),
+            on: self.on.clone(),
             _actor: PhantomData,
         }
     }
 }
 
+/// An actor's place on another node: the node's name and the agent's number for
+/// the process there. A call goes through this process's session with that node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OnNode {
+    pub(crate) node: String,
+    pub(crate) id: u64,
+}
+
 impl<A> PartialEq for ActorRef<A> {
     fn eq(&self, other: &Self) -> bool {
-        self.addr == other.addr
+        self.addr == other.addr && self.on == other.on
     }
 }
 
@@ -134,8 +146,31 @@ impl<A: Actor> ActorRef<A> {
     pub(crate) fn new(addr: Identity) -> Self {
         ActorRef {
             addr,
+            on: None,
             _actor: PhantomData,
         }
+    }
+
+    /// The actor hosted by the process number `id` of the node `node`, known here
+    /// as `addr`.
+    pub(crate) fn on_node(addr: Identity, node: String, id: u64) -> Self {
+        ActorRef {
+            addr,
+            on: Some(OnNode { node, id }),
+            _actor: PhantomData,
+        }
+    }
+
+    /// The name of the node the actor runs on; `None` for this host.
+    pub fn node(&self) -> Option<&str> {
+        self.on.as_ref().map(|o| o.node.as_str())
+    }
+
+    /// A call to the actor on another node; the message is encoded before anything
+    /// waits, so no reference to it is held across the wait.
+    async fn remote(&self, on: &OnNode, payload: Vec<u8>) -> Result<A::Reply, CallError> {
+        let bytes = crate::node::remote::actor_call(&self.addr, on, payload).await?;
+        codec::decode(&bytes).map_err(CallError::Decode)
     }
 
     /// The actor of type `A` hosted by the process with this identity (as
@@ -174,6 +209,11 @@ impl<A: Actor> ActorRef<A> {
     /// spin, it sleeps on the link's futex rather than waiting for the link's reader
     /// task to wake it, one thread wake-up less per call.
     async fn call_with(&self, msg: A::Msg, may_sleep: bool) -> Result<A::Reply, CallError> {
+        if let Some(on) = &self.on {
+            let payload = remote_payload(&msg, on)?;
+            drop(msg);
+            return self.remote(on, payload).await;
+        }
         // Spinning briefly for the reply saves the wake-up of this thread, which costs
         // more than the round trip itself (see `runtime::spin`); reading the link's
         // ring meanwhile saves the wake-up of its reader task. Never on the runtime's
@@ -217,6 +257,18 @@ impl<A: Actor> ActorRef<A> {
         msg: A::Msg,
         timeout: Duration,
     ) -> Result<A::Reply, CallError> {
+        if let Some(on) = &self.on {
+            let payload = remote_payload(&msg, on)?;
+            drop(msg);
+            let (me, on) = (self.clone(), on.clone());
+            return runtime::run(async move {
+                match tokio::time::timeout(timeout, me.remote(&on, payload)).await {
+                    Ok(reply) => reply,
+                    Err(_) => Err(CallError::Timeout(timeout)),
+                }
+            })
+            .await;
+        }
         let (pending, _) = self.send(&msg, BodyKind::Call, false)?;
         let pending = pending.expect("a call has a reply to wait for");
         runtime::run(async move {
@@ -235,6 +287,12 @@ impl<A: Actor> ActorRef<A> {
     ///
     /// [`CallError::Encode`] / [`CallError::TooLarge`] (nothing sent).
     pub fn cast(&self, msg: A::Msg) -> Result<(), CallError> {
+        if let Some(on) = &self.on {
+            // As a local cast: sent now, in order with the calls that follow, not
+            // confirmed.
+            let payload = remote_payload(&msg, on)?;
+            return crate::node::remote::actor_cast(on, payload);
+        }
         self.send(&msg, BodyKind::Cast, false).map(|_| ())
     }
 
@@ -276,6 +334,44 @@ impl<A: Actor> ActorRef<A> {
             Ok((pending, link))
         })
     }
+}
+
+/// Encodes a message for an actor on another node, refusing one that holds a handle
+/// to a one-machine object.
+fn remote_payload<M: Serialize>(msg: &M, on: &OnNode) -> Result<Vec<u8>, CallError> {
+    let (payload, handles) = crate::sync::handles_in(|| codec::encode(msg));
+    if handles {
+        return Err(crate::node::NodeError::NotAcrossNodes {
+            what: "a Queue, Lock, Event, Value, Array or SharedMemory handle in a message"
+                .to_string(),
+            node: on.node.clone(),
+        }
+        .into());
+    }
+    payload.map_err(CallError::Encode)
+}
+
+/// Sends `payload` (an encoded message) to the actor of the process `to`, here, now
+/// (so messages keep the order they came in); for a call, the reply to wait for.
+/// What a node's agent does for a root's call or cast.
+pub(crate) fn raw_send(to: &Identity, payload: &[u8], call: bool) -> Option<router::PendingReply> {
+    let (corr, pending, kind) = if call {
+        let corr = router::next_corr();
+        (corr, Some(router::expect_reply(corr)), BodyKind::Call)
+    } else {
+        (0, None, BodyKind::Cast)
+    };
+    router::route_ref(
+        &EnvelopeRef {
+            to: to.into(),
+            from: (&me().identity).into(),
+            corr,
+            kind,
+            payload,
+        },
+        false,
+    );
+    pending
 }
 
 thread_local! {

@@ -40,6 +40,11 @@ const MAX_HELLO_FDS: usize = 65;
 
 static INITIALIZED: AtomicBool = AtomicBool::new(false);
 
+/// What a service runs in `init()` of a program started fresh (not a child), before
+/// `main` goes on; a hook may take the process over and never return.
+#[linkme::distributed_slice]
+pub(crate) static FRESH_START: [fn()];
+
 /// Makes this program able to start multiproc child processes; call it first in `main`.
 ///
 /// Every multiproc child is this same program, started again. In the root process
@@ -60,6 +65,11 @@ pub fn init() {
         crate::runtime::forkserver::serve(forked_child_main);
     }
     if std::env::var_os(ENV_BOOTSTRAP).is_none() {
+        // A program started fresh: a service may take it over (node mode, when the
+        // environment asks for it), registered without the runtime naming it.
+        for hook in FRESH_START {
+            hook();
+        }
         return;
     }
     current::IS_CHILD.store(true, Ordering::Relaxed);

@@ -9,6 +9,10 @@ use multiproc_transport::Resource;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// Something about the node a process was placed on (see `multiproc::node`): it
+    /// is down, it refused, or what was asked cannot cross hosts.
+    #[error(transparent)]
+    Node(#[from] multiproc_core::NodeError),
     /// `main` does not call `multiproc::init()` first: a process started by multiproc
     /// (a child, or the forkserver) ran it as a new program and reached a call that
     /// starts processes, where it ended instead of starting the program again.
@@ -167,6 +171,11 @@ impl Error {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum CallError {
+    /// The actor runs on another node, which is down or not connected here, or
+    /// failed to relay the call. A call in flight when its node dies fails with
+    /// [`NodeError::NodeDown`](multiproc_core::NodeError::NodeDown).
+    #[error(transparent)]
+    Node(#[from] multiproc_core::NodeError),
     /// No reply came within the timeout. The message may still be handled.
     #[error("no reply within {0:?}")]
     Timeout(Duration),

@@ -56,13 +56,28 @@ impl DynamicSupervisor {
     pub async fn start_child<T: serde::Serialize>(&self, args: &T) -> Result<String, AdminError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{n}", self.template.id);
-        let encoded = codec::encode(args).map_err(|source| AdminError::Start {
+        let (encoded, handles) = crate::sync::handles_in(|| codec::encode(args));
+        let encoded = encoded.map_err(|source| AdminError::Start {
             id: id.clone(),
             source: Error::Args {
                 name: id.clone(),
                 source,
             },
         })?;
+        // A template placed on a node: its children may not take this host's objects.
+        if let (Some(placement), true) = (&self.template.placement, handles) {
+            return Err(AdminError::Start {
+                id: id.clone(),
+                source: crate::node::NodeError::NotAcrossNodes {
+                    what: format!(
+                        "a Queue, Lock, Event, Value, Array or SharedMemory handle among \
+                         the arguments of {id}"
+                    ),
+                    node: placement.node.clone(),
+                }
+                .into(),
+            });
+        }
         let mut spec = self.template.clone();
         spec.id = id.clone();
         spec.start.args = encoded;

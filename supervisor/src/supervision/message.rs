@@ -35,3 +35,7 @@ pub(super) enum Msg {
     Delete(String, oneshot::Sender<Result<(), AdminError>>),
     Shutdown,
 }
+
+// Never crosses nodes: a local message (ractor's `cluster` feature asks every message
+// type to say so).
+impl ractor::Message for Msg {}

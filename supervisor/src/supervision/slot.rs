@@ -23,6 +23,8 @@ pub(super) struct Slot {
     pub(super) incarnation: u64,
     pub(super) backoff: BackoffState,
     pub(super) started_at: Instant,
+    /// The node its process runs (or last ran) on; `None` for this host.
+    pub(super) node: Option<String>,
 }
 
 impl Slot {
@@ -37,6 +39,7 @@ impl Slot {
             incarnation: 0,
             backoff: BackoffState::default(),
             started_at: Instant::now(),
+            node: None,
         }
     }
 }

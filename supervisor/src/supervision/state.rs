@@ -110,8 +110,17 @@ impl State {
         if let Some(interval) = spec.heartbeat {
             process = process.heartbeat(interval);
         }
+        let node = match &spec.placement {
+            Some(placement) => {
+                let node = crate::node::place(placement, self.slots[i].node.as_deref(), restart)?;
+                process = process.on(&node);
+                Some(node.name().to_string())
+            }
+            None => None,
+        };
         process.start().await?;
         let slot = &mut self.slots[i];
+        slot.node = node;
         slot.incarnation = next_incarnation();
         slot.state = ChildState::Running;
         slot.started_at = Instant::now();
@@ -365,6 +374,7 @@ impl State {
                     .filter(|_| s.state == ChildState::Running),
                 state: s.state,
                 kind: s.spec.kind,
+                node: s.node.clone(),
             })
             .collect()
     }

@@ -29,6 +29,8 @@ pub struct ChildStatus {
     pub state: ChildState,
     /// Worker or supervisor.
     pub kind: ChildKind,
+    /// The node its process runs (or last ran) on; `None` for this host.
+    pub node: Option<String>,
 }
 
 /// Counts of children, as OTP's `count_children`.

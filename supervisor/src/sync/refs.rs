@@ -170,8 +170,23 @@ impl fmt::Debug for Addr {
     }
 }
 
+thread_local! {
+    /// How many handles this thread has serialized: what [`handles_in`] compares.
+    static SERIALIZED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` (an encoding) and says whether it serialized a handle to a one-machine
+/// object (a primitive, a `Value`, an `Array`, a `SharedMemory`): what may not cross
+/// to another node, whose processes do not share this host's memory or tree.
+pub(crate) fn handles_in<R>(f: impl FnOnce() -> R) -> (R, bool) {
+    let before = SERIALIZED.get();
+    let out = f();
+    (out, SERIALIZED.get() != before)
+}
+
 impl Serialize for Addr {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SERIALIZED.set(SERIALIZED.get() + 1);
         // Before the bytes exist: the credit must reach the host ahead of any
         // `Detach` of ours that could otherwise free the primitive under them.
         self.tell(Op::Lend);

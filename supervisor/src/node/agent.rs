@@ -1,0 +1,386 @@
+//! A node's agent: the actor roots talk to. It starts the registered entries a root
+//! asks for as this node's own children, and stops them once their root has been
+//! unreachable longer than the grace period: no orphans across hosts.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use multiproc_core::{ExitReason, codec};
+use ractor::{ActorProcessingErr, ActorRef};
+use ractor_cluster::NodeId;
+use tokio::sync::broadcast;
+
+use super::engine::{Engine, SessionEvent};
+use super::serve::NodeEvent;
+use super::wire::{AGENT_GROUP, AGENT_SCOPE, AgentMsg, NODE_PROTOCOL, Reply, Request};
+use crate::process::Process;
+use multiproc_core::Refusal;
+
+static CLAIMED_BUILD: Mutex<Option<u64>> = Mutex::new(None);
+
+/// The build id this process claims instead of its own, if a test set one.
+pub(crate) fn claimed_build_id() -> Option<u64> {
+    *CLAIMED_BUILD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Makes this process claim `id` as its build id in node sessions (tests of the
+/// build check).
+pub(crate) fn claim_build_id(id: u64) {
+    *CLAIMED_BUILD.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+}
+
+/// What the agent shares with the tasks that answer its requests.
+pub(crate) struct Shared {
+    pub(crate) name: String,
+    pub(crate) grace: Duration,
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) events: broadcast::Sender<NodeEvent>,
+    roots: Mutex<HashMap<u64, Root>>,
+    next: AtomicU64,
+}
+
+struct Root {
+    /// The root's engine name (its session's peer name).
+    engine_name: String,
+    /// The root's process name, for events and logs.
+    process: String,
+    session: NodeId,
+    lost: bool,
+    procs: HashMap<u64, Arc<Process>>,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        name: String,
+        grace: Duration,
+        engine: Arc<Engine>,
+        events: broadcast::Sender<NodeEvent>,
+    ) -> Arc<Shared> {
+        // Tokens only tell roots apart (the cookie is what admits them); starting from
+        // the clock keeps a restarted node from honouring a token of its previous life.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Arc::new(Shared {
+            name,
+            grace,
+            engine,
+            events,
+            roots: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(seed | 1),
+        })
+    }
+
+    fn roots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Root>> {
+        self.roots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn process(&self, token: u64, id: u64) -> Result<Arc<Process>, Reply> {
+        let roots = self.roots();
+        let root = roots
+            .get(&token)
+            .ok_or_else(|| Reply::Failed("unknown root (no Hello, or released)".into()))?;
+        root.procs
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Reply::Failed(format!("no process {id} here")))
+    }
+
+    async fn answer(self: &Arc<Self>, request: Request) -> Reply {
+        match request {
+            Request::Hello {
+                protocol,
+                build_id,
+                root,
+                process,
+            } => self.hello(protocol, build_id, root, process).await,
+            Request::Ping { token } => match self.roots().contains_key(&token) {
+                true => Reply::Pong,
+                false => Reply::Failed("unknown root (no Hello, or released)".into()),
+            },
+            Request::Spawn {
+                token,
+                name,
+                start,
+                daemon,
+            } => {
+                if !self.roots().contains_key(&token) {
+                    return Reply::Failed("unknown root (no Hello, or released)".into());
+                }
+                let mut p = Process::from_start(&start)
+                    .named(name)
+                    .daemon(daemon)
+                    .supervised();
+                if let Err(e) = p.start().await {
+                    return Reply::Failed(e.to_string());
+                }
+                let pid = p.pid().unwrap_or(0);
+                let id = self.next.fetch_add(1, Ordering::Relaxed);
+                let p = Arc::new(p);
+                let mut roots = self.roots();
+                match roots.get_mut(&token) {
+                    Some(root) => {
+                        root.procs.insert(id, p);
+                        Reply::Spawned { id, pid }
+                    }
+                    None => {
+                        // Released while it started: it has no root left to serve.
+                        drop(roots);
+                        let _ = p.kill();
+                        Reply::Failed("root released".into())
+                    }
+                }
+            }
+            Request::Watch { token, id } => match self.process(token, id) {
+                Ok(p) => {
+                    let reason = p.join().await.unwrap_or(ExitReason::Killed);
+                    if let Some(root) = self.roots().get_mut(&token) {
+                        root.procs.remove(&id);
+                    }
+                    Reply::Exited(reason)
+                }
+                Err(reply) => reply,
+            },
+            Request::Signal { token, id, signal } => match self.process(token, id) {
+                Ok(p) => {
+                    let sent = if signal == libc::SIGKILL {
+                        p.kill()
+                    } else {
+                        p.terminate()
+                    };
+                    match sent {
+                        Ok(()) => Reply::Done,
+                        Err(e) => Reply::Failed(e.to_string()),
+                    }
+                }
+                Err(reply) => reply,
+            },
+            // Routed as it arrives, in `handle`.
+            Request::Actor { .. } => Reply::Failed("an actor message out of order".into()),
+            Request::Stop {
+                token,
+                id,
+                timeout_ms,
+            } => match self.process(token, id) {
+                Ok(p) => match p.stop(Duration::from_millis(timeout_ms)).await {
+                    Ok(r) => Reply::Exited(r),
+                    Err(e) => Reply::Failed(e.to_string()),
+                },
+                Err(reply) => reply,
+            },
+        }
+    }
+
+    async fn hello(
+        self: &Arc<Self>,
+        protocol: u32,
+        build_id: u64,
+        root: String,
+        process: String,
+    ) -> Reply {
+        let refusal = if protocol != NODE_PROTOCOL {
+            Some(Refusal::Protocol {
+                node: NODE_PROTOCOL,
+                root: protocol,
+            })
+        } else if build_id != super::build_id() {
+            Some(Refusal::Build {
+                node: super::build_id(),
+                root: build_id,
+            })
+        } else {
+            None
+        };
+        if let Some(reason) = refusal {
+            tracing::warn!(root = %process, "refused a root: {reason}");
+            let _ = self.events.send(NodeEvent::Refused {
+                peer: process,
+                reason: reason.clone(),
+            });
+            return Reply::Refused(reason);
+        }
+        let session = match self.engine.sessions().await {
+            // The engine announces a node's name as `name@host`.
+            Ok(sessions) => sessions.into_iter().find_map(|(id, s)| {
+                s.peer_name
+                    .as_ref()
+                    .and_then(|n| n.name.strip_prefix(root.as_str()))
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('@'))
+                    .then_some(id)
+            }),
+            Err(e) => return Reply::Failed(e.to_string()),
+        };
+        let Some(session) = session else {
+            return Reply::Failed(format!("no session from {root}"));
+        };
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        self.roots().insert(
+            token,
+            Root {
+                engine_name: root,
+                process: process.clone(),
+                session,
+                lost: false,
+                procs: HashMap::new(),
+            },
+        );
+        tracing::info!(root = %process, "a root connected");
+        let _ = self.events.send(NodeEvent::RootConnected { root: process });
+        Reply::Welcome {
+            node: self.name.clone(),
+            token,
+            pid: std::process::id(),
+        }
+    }
+
+    /// Follows the engine's sessions: a session that closes before authenticating is
+    /// a refused cookie; a root's session that closes starts its grace period.
+    async fn follow_sessions(self: Arc<Self>, mut events: broadcast::Receiver<SessionEvent>) {
+        let mut authenticated = HashSet::new();
+        loop {
+            let event = match events.recv().await {
+                Ok(e) => e,
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            match event {
+                SessionEvent::Authenticated(s) => {
+                    authenticated.insert(s.node_id);
+                }
+                SessionEvent::Ready(_) => {}
+                SessionEvent::Disconnected(s) => {
+                    if !authenticated.remove(&s.node_id) {
+                        if s.is_server {
+                            tracing::warn!(peer = %s.peer_addr, "refused a peer: wrong cookie");
+                            let _ = self.events.send(NodeEvent::Refused {
+                                peer: s.peer_addr.clone(),
+                                reason: Refusal::Cookie,
+                            });
+                        }
+                        continue;
+                    }
+                    self.session_lost(s.node_id);
+                }
+            }
+        }
+    }
+
+    fn session_lost(self: &Arc<Self>, session: NodeId) {
+        let mut roots = self.roots();
+        for (&token, root) in roots.iter_mut().filter(|(_, r)| r.session == session) {
+            root.lost = true;
+            tracing::warn!(
+                root = %root.process,
+                running = root.procs.len(),
+                "lost a root's session; its processes stop after {:?}",
+                self.grace
+            );
+            let _ = self.events.send(NodeEvent::RootLost {
+                root: root.process.clone(),
+                running: root.procs.len(),
+            });
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(me.grace).await;
+                me.release(token).await;
+            });
+        }
+    }
+
+    /// Stops everything the root `token` still runs here and forgets the root.
+    async fn release(&self, token: u64) {
+        let Some(root) = self.roots().remove(&token) else {
+            return;
+        };
+        let stopped = root.procs.len();
+        for p in root.procs.values() {
+            let _ = p.stop(Duration::from_secs(1)).await;
+        }
+        tracing::warn!(root = %root.process, engine = %root.engine_name, stopped, "released a lost root");
+        let _ = self.events.send(NodeEvent::Released {
+            root: root.process,
+            stopped,
+        });
+    }
+
+    /// Stops everything every root runs here (the node is shutting down).
+    pub(crate) async fn release_all(&self) {
+        let tokens: Vec<u64> = self.roots().keys().copied().collect();
+        for token in tokens {
+            self.release(token).await;
+        }
+    }
+}
+
+/// The agent's actor: decodes each request and answers it in its own task, so a
+/// long `Watch` never holds up the next request.
+pub(crate) struct Agent;
+
+impl ractor::Actor for Agent {
+    type Msg = AgentMsg;
+    type State = Arc<Shared>;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        shared: Arc<Shared>,
+    ) -> Result<Arc<Shared>, ActorProcessingErr> {
+        tokio::spawn(Arc::clone(&shared).follow_sessions(shared.engine.events.subscribe()));
+        ractor::pg::join_scoped(
+            AGENT_SCOPE.to_string(),
+            AGENT_GROUP.to_string(),
+            vec![myself.get_cell()],
+        );
+        Ok(shared)
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<AgentMsg>,
+        message: AgentMsg,
+        shared: &mut Arc<Shared>,
+    ) -> Result<(), ActorProcessingErr> {
+        let (bytes, reply) = match message {
+            AgentMsg::Call(bytes, reply) => (bytes, Some(reply)),
+            AgentMsg::Cast(bytes) => (bytes, None),
+        };
+        let request = codec::decode::<Request>(&bytes);
+        // An actor's message is routed here, in arrival order: a cast and the call
+        // after it reach the actor in that order, as on one host.
+        let routed = match &request {
+            Ok(Request::Actor {
+                token,
+                id,
+                payload,
+                call,
+            }) => Some(shared.process(*token, *id).map(|p| {
+                crate::process::actor::raw_send(p.identity(), payload, *call && reply.is_some())
+            })),
+            _ => None,
+        };
+        let Some(reply) = reply else {
+            return Ok(());
+        };
+        let shared = Arc::clone(shared);
+        tokio::spawn(async move {
+            let answer = match (routed, request) {
+                (Some(Ok(Some(pending))), _) => Reply::Answer(
+                    pending
+                        .wait(|a| a.map(|b| Some(serde_bytes::ByteBuf::from(b.to_vec()))))
+                        .await,
+                ),
+                (Some(Ok(None)), _) => Reply::Answer(Ok(None)),
+                (Some(Err(failed)), _) => failed,
+                (None, Ok(request)) => shared.answer(request).await,
+                (None, Err(e)) => Reply::Failed(format!("undecodable request: {e}")),
+            };
+            if let Ok(bytes) = codec::encode(&answer) {
+                let _ = reply.send(bytes);
+            }
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,195 @@
+//! A process placed on a node: started by the node's agent, watched from here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use multiproc_core::{ExitReason, StartSpec};
+use tokio::sync::watch;
+
+use super::client::Node;
+use super::wire::{Reply, Request};
+use crate::runtime;
+use multiproc_core::NodeError;
+
+/// The root's record of a process running on a node.
+#[derive(Debug)]
+pub(crate) struct RemoteChild {
+    pub(crate) node: Node,
+    pub(crate) id: u64,
+    pub(crate) pid: u32,
+    pub(crate) exit: watch::Receiver<Option<ExitReason>>,
+}
+
+fn unexpected(node: &Node, reply: Reply) -> NodeError {
+    NodeError::Remote {
+        node: node.name().to_string(),
+        message: format!("unexpected answer: {reply:?}"),
+    }
+}
+
+/// Asks `node` to start `start` under `name`, then watches it: its exit reason is
+/// the node's answer, or `NodeDown` if the node goes first.
+pub(crate) async fn start(
+    node: &Node,
+    name: String,
+    start: StartSpec,
+    daemon: bool,
+) -> Result<Arc<RemoteChild>, NodeError> {
+    let node = node.clone();
+    runtime::run(async move {
+        if let Some(e) = node.down_error() {
+            return Err(e);
+        }
+        let request = Request::Spawn {
+            token: node.inner.token,
+            name,
+            start,
+            daemon,
+        };
+        let (id, pid) = match node.call(&request).await? {
+            Reply::Spawned { id, pid } => (id, pid),
+            Reply::Failed(message) => {
+                return Err(NodeError::Remote {
+                    node: node.name().to_string(),
+                    message,
+                });
+            }
+            other => return Err(unexpected(&node, other)),
+        };
+        let (tx, rx) = watch::channel(None);
+        let watcher = node.clone();
+        tokio::spawn(async move {
+            let reason = match watcher
+                .call(&Request::Watch {
+                    token: watcher.inner.token,
+                    id,
+                })
+                .await
+            {
+                Ok(Reply::Exited(reason)) => reason,
+                // The node answered something else: it no longer knows the process.
+                Ok(_) | Err(_) => ExitReason::NodeDown {
+                    node: watcher.name().to_string(),
+                },
+            };
+            let _ = tx.send(Some(reason));
+        });
+        Ok(Arc::new(RemoteChild {
+            node,
+            id,
+            pid,
+            exit: rx,
+        }))
+    })
+    .await
+}
+
+fn node_of(on: &crate::process::actor::OnNode) -> Result<Node, NodeError> {
+    let node = super::client::connected(&on.node).ok_or_else(|| NodeError::NodeDown {
+        node: on.node.clone(),
+        why: "not connected from this process".into(),
+    })?;
+    match node.down_error() {
+        Some(e) => Err(e),
+        None => Ok(node),
+    }
+}
+
+/// Casts an encoded message to the actor at `on`: sent now, on the node's session,
+/// so it keeps its order with the calls sent after it.
+pub(crate) fn actor_cast(
+    on: &crate::process::actor::OnNode,
+    payload: Vec<u8>,
+) -> Result<(), crate::runtime::error::CallError> {
+    let node = node_of(on)?;
+    let request = Request::Actor {
+        token: node.inner.token,
+        id: on.id,
+        payload,
+        call: false,
+    };
+    Ok(node.cast(&request)?)
+}
+
+/// Relays a call to the actor `addr` (known here) at `on`; its encoded reply.
+pub(crate) async fn actor_call(
+    addr: &multiproc_core::Identity,
+    on: &crate::process::actor::OnNode,
+    payload: Vec<u8>,
+) -> Result<Vec<u8>, crate::runtime::error::CallError> {
+    use crate::runtime::error::CallError;
+    let node = node_of(on)?;
+    let (addr, id) = (addr.clone(), on.id);
+    runtime::run(async move {
+        if let Some(e) = node.down_error() {
+            return Err(e.into());
+        }
+        let request = Request::Actor {
+            token: node.inner.token,
+            id,
+            payload,
+            call: true,
+        };
+        match node.call(&request).await? {
+            Reply::Answer(Ok(Some(bytes))) => Ok(bytes.into_vec()),
+            Reply::Answer(Ok(None)) => Err(unexpected(&node, Reply::Answer(Ok(None))).into()),
+            Reply::Answer(Err(e)) => Err(CallError::Remote(e)),
+            // The node does not know the process (not started, or joined and gone).
+            Reply::Failed(_) => Err(CallError::Remote(multiproc_core::RemoteError::NoProcess(
+                addr,
+            ))),
+            other => Err(unexpected(&node, other).into()),
+        }
+    })
+    .await
+}
+
+impl RemoteChild {
+    /// Sends `signal` without waiting for the node's answer (a signal to a local
+    /// process does not wait either); a node that is down has nothing to signal.
+    pub(crate) fn send_signal(self: &Arc<Self>, signal: i32) {
+        let me = Arc::clone(self);
+        runtime::handle().spawn(async move {
+            if let Err(e) = me.signal(signal).await {
+                tracing::debug!("signal to a process on a node: {e}");
+            }
+        });
+    }
+
+    /// Sends `signal` (SIGTERM or SIGKILL) to the process, on its node.
+    async fn signal(self: &Arc<Self>, signal: i32) -> Result<(), NodeError> {
+        let me = Arc::clone(self);
+        {
+            let request = Request::Signal {
+                token: me.node.inner.token,
+                id: me.id,
+                signal,
+            };
+            match me.node.call(&request).await? {
+                Reply::Done => Ok(()),
+                // It had exited already: no effect, as for a local process.
+                Reply::Failed(_) if me.exit.borrow().is_some() => Ok(()),
+                Reply::Failed(message) => Err(NodeError::Remote {
+                    node: me.node.name().to_string(),
+                    message,
+                }),
+                other => Err(unexpected(&me.node, other)),
+            }
+        }
+    }
+
+    /// Stops the process on its node (SIGKILL after `timeout`) and returns its exit.
+    pub(crate) async fn stop(self: &Arc<Self>, timeout: Duration) -> ExitReason {
+        let me = Arc::clone(self);
+        runtime::run(async move {
+            let request = Request::Stop {
+                token: me.node.inner.token,
+                id: me.id,
+                timeout_ms: timeout.as_millis() as u64,
+            };
+            let _ = me.node.call(&request).await;
+            crate::runtime::children::wait_exit(&mut me.exit.clone()).await
+        })
+        .await
+    }
+}

@@ -1,0 +1,203 @@
+//! Node mode: this program serving roots.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ractor::ActorRef;
+use ractor_cluster::{NetworkStream, NodeServerMessage};
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+
+use super::agent::{Agent, Shared};
+use super::config::NodeConfig;
+use super::engine::Engine;
+use super::wire::AgentMsg;
+use crate::runtime;
+use multiproc_core::{NodeError, Refusal};
+
+/// What happened on a node, in order; see [`Serving::events`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// A root passed the checks (cookie, build, protocol).
+    RootConnected {
+        /// The root process's name.
+        root: String,
+    },
+    /// A peer was turned away.
+    Refused {
+        /// The root's name, or the peer's address when it never said its name.
+        peer: String,
+        /// Why.
+        reason: Refusal,
+    },
+    /// A root's session was lost; what it runs here stops after the grace period.
+    RootLost {
+        /// The root process's name.
+        root: String,
+        /// How many of its processes ran here.
+        running: usize,
+    },
+    /// The grace period of a lost root ended: what it ran here was stopped.
+    Released {
+        /// The root process's name.
+        root: String,
+        /// How many processes were stopped.
+        stopped: usize,
+    },
+}
+
+impl std::fmt::Display for NodeEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodeEvent::RootConnected { root } => write!(f, "root {root} connected"),
+            NodeEvent::Refused { peer, reason } => write!(f, "refused {peer}: {reason}"),
+            NodeEvent::RootLost { root, running } => {
+                write!(f, "lost root {root} ({running} running)")
+            }
+            NodeEvent::Released { root, stopped } => {
+                write!(f, "released root {root} ({stopped} stopped)")
+            }
+        }
+    }
+}
+
+/// A running node: its address, its events, and its end.
+#[derive(Debug, Clone)]
+pub struct Serving {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: String,
+    addr: SocketAddr,
+    events: broadcast::Sender<NodeEvent>,
+    shared: Arc<Shared>,
+    agent: ActorRef<AgentMsg>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("name", &self.name).finish()
+    }
+}
+
+/// Starts node mode: listens on the config's address, admits roots that present its
+/// cookie and run the same build, and starts the registered entries they ask for.
+/// Runs until [`Serving::shutdown`] or the end of this process.
+///
+/// # Errors
+///
+/// [`NodeError::Listen`] when the address cannot be bound, [`NodeError::Engine`]
+/// when the cluster engine does not start.
+pub async fn serve(config: NodeConfig) -> Result<Serving, NodeError> {
+    runtime::ensure().map_err(|e| NodeError::Engine(e.to_string()))?;
+    runtime::run(async move {
+        let listen_error = |e: std::io::Error| NodeError::Listen {
+            addr: config.listen,
+            message: e.to_string(),
+        };
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(listen_error)?;
+        let addr = listener.local_addr().map_err(listen_error)?;
+        let engine = Engine::start(config.name.clone(), config.cookie.clone()).await?;
+        let (events, _) = broadcast::channel(1024);
+        let shared = Shared::new(
+            config.name.clone(),
+            config.grace,
+            Arc::clone(&engine),
+            events.clone(),
+        );
+        let (agent, _) = ractor::Actor::spawn(None, Agent, Arc::clone(&shared))
+            .await
+            .map_err(|e| NodeError::Engine(e.to_string()))?;
+        let accept = tokio::spawn(accept(listener, engine.server.clone()));
+        tracing::info!(node = %config.name, %addr, "serving as a node");
+        Ok(Serving {
+            inner: Arc::new(Inner {
+                name: config.name,
+                addr,
+                events,
+                shared,
+                agent,
+                accept,
+            }),
+        })
+    })
+    .await
+}
+
+/// Hands each accepted connection to the engine, which runs its session (the
+/// authentication first).
+async fn accept(listener: TcpListener, server: ActorRef<NodeServerMessage>) {
+    loop {
+        let Ok((stream, peer_addr)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let Ok(local_addr) = stream.local_addr() else {
+            continue;
+        };
+        let opened = NodeServerMessage::ConnectionOpened {
+            stream: Box::new(NetworkStream::Raw {
+                peer_addr,
+                local_addr,
+                stream,
+            }),
+            is_server: true,
+        };
+        if server.cast(opened).is_err() {
+            return;
+        }
+    }
+}
+
+/// A node's events, from the moment [`Serving::events`] was called.
+#[derive(Debug)]
+pub struct NodeEvents(broadcast::Receiver<NodeEvent>);
+
+impl NodeEvents {
+    /// The next event; `None` once the node has shut down.
+    pub async fn next(&mut self) -> Option<NodeEvent> {
+        loop {
+            match self.0.recv().await {
+                Ok(e) => return Some(e),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+impl Serving {
+    /// The node's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The address the node listens on (with the port chosen, if 0 was asked).
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// The node's events from now on.
+    pub fn events(&self) -> NodeEvents {
+        NodeEvents(self.inner.events.subscribe())
+    }
+
+    /// Stops accepting roots, stops everything run here for them, and ends the
+    /// node's sessions.
+    pub async fn shutdown(self) {
+        let inner = Arc::clone(&self.inner);
+        runtime::run(async move {
+            inner.accept.abort();
+            inner.shared.release_all().await;
+            inner.agent.stop(None);
+            inner.shared.engine.server.stop(None);
+        })
+        .await;
+    }
+}

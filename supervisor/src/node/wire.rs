@@ -1,0 +1,117 @@
+//! What a root and a node's agent say to each other: serde values, encoded with the
+//! project's codec, inside `ractor_cluster`'s serialized casts and calls.
+
+use multiproc_core::{ExitReason, RemoteError, StartSpec};
+use ractor::RpcReplyPort;
+use ractor::message::{BoxedDowncastErr, SerializedMessage};
+use serde::{Deserialize, Serialize};
+
+use multiproc_core::Refusal;
+
+/// The version of [`Request`] and [`Reply`]; a Hello with another one is refused.
+pub(crate) const NODE_PROTOCOL: u32 = 1;
+
+/// The process group (in its own scope) a node's agent joins, where a root finds it.
+pub(crate) const AGENT_SCOPE: &str = "multiproc";
+pub(crate) const AGENT_GROUP: &str = "multiproc.node.agent";
+
+/// A message to an agent: encoded bytes, one way or with a reply port the engine
+/// carries across.
+pub(crate) enum AgentMsg {
+    Cast(Vec<u8>),
+    Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
+}
+
+impl ractor::Message for AgentMsg {
+    fn serializable() -> bool {
+        true
+    }
+
+    fn serialize(self) -> Result<SerializedMessage, BoxedDowncastErr> {
+        match self {
+            AgentMsg::Cast(args) => Ok(SerializedMessage::Cast {
+                variant: "cast".to_string(),
+                args,
+                metadata: None,
+            }),
+            AgentMsg::Call(args, reply) => Ok(SerializedMessage::Call {
+                variant: "call".to_string(),
+                args,
+                reply,
+                metadata: None,
+            }),
+        }
+    }
+
+    fn deserialize(message: SerializedMessage) -> Result<Self, BoxedDowncastErr> {
+        match message {
+            SerializedMessage::Call { args, reply, .. } => Ok(AgentMsg::Call(args, reply)),
+            SerializedMessage::Cast { args, .. } => Ok(AgentMsg::Cast(args)),
+            SerializedMessage::CallReply(..) => Err(BoxedDowncastErr),
+        }
+    }
+}
+
+/// A root's request. Every request but `Hello` carries the token `Hello` returned.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Request {
+    /// Opens a root's use of the node.
+    Hello {
+        protocol: u32,
+        build_id: u64,
+        /// The root's engine name, which the node finds among its sessions.
+        root: String,
+        /// The root process's own name, for the node's logs.
+        process: String,
+    },
+    /// Heartbeat.
+    Ping { token: u64 },
+    /// Start a registered entry.
+    Spawn {
+        token: u64,
+        name: String,
+        start: StartSpec,
+        daemon: bool,
+    },
+    /// Answer when process `id` exits.
+    Watch { token: u64, id: u64 },
+    /// Send a signal to process `id`.
+    Signal { token: u64, id: u64, signal: i32 },
+    /// Stop process `id`, killing it after `timeout_ms`; answer with its exit.
+    Stop {
+        token: u64,
+        id: u64,
+        timeout_ms: u64,
+    },
+    /// A message to the actor process `id` hosts: a call (answered with its reply)
+    /// or a cast.
+    Actor {
+        token: u64,
+        id: u64,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+        call: bool,
+    },
+}
+
+/// An agent's answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Reply {
+    Welcome {
+        node: String,
+        token: u64,
+        pid: u32,
+    },
+    Refused(Refusal),
+    Pong,
+    Spawned {
+        id: u64,
+        pid: u32,
+    },
+    Exited(ExitReason),
+    /// An actor's reply (`None` for a cast), or why the call failed there.
+    Answer(Result<Option<serde_bytes::ByteBuf>, RemoteError>),
+    Done,
+    /// What was asked failed there; the node's error, formatted.
+    Failed(String),
+}
