@@ -62,39 +62,7 @@ const CMSG_SPACE: usize = rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE));
 /// # Ok::<(), multiproc_transport::Error>(())
 /// ```
 pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<usize> {
-    if fds.len() > MAX_FDS_PER_MESSAGE {
-        return Err(Error::TooManyFds {
-            count: fds.len(),
-            max: MAX_FDS_PER_MESSAGE,
-        });
-    }
-    if data.is_empty() {
-        // A stream socket sends nothing for zero bytes, so the fds would not travel.
-        return if fds.is_empty() {
-            Ok(0)
-        } else {
-            Err(Error::FdsWithoutData)
-        };
-    }
-    let mut space = [MaybeUninit::<u8>::uninit(); CMSG_SPACE];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
-        return Err(Error::TooManyFds {
-            count: fds.len(),
-            max: MAX_FDS_PER_MESSAGE,
-        });
-    }
-    let mut sent = loop {
-        match rustix::net::sendmsg(
-            sock,
-            &[IoSlice::new(data)],
-            &mut control,
-            SendFlags::NOSIGNAL,
-        ) {
-            Ok(n) => break n,
-            Err(e) => retry_or_fail(sock, PollFlags::OUT, e)?,
-        }
-    };
+    let mut sent = send_first(sock, data, fds, true)?;
     while sent < data.len() {
         match rustix::net::send(sock, &data[sent..], SendFlags::NOSIGNAL) {
             Ok(n) => sent += n,
@@ -135,6 +103,17 @@ pub fn try_send_with_fds(
     data: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> Result<usize> {
+    send_first(sock, data, fds, false)
+}
+
+/// The first `sendmsg` of `data`, with `fds` attached: what it sent, or, when the
+/// socket has no room and `wait` is false, `0`.
+fn send_first(
+    sock: BorrowedFd<'_>,
+    data: &[u8],
+    fds: &[BorrowedFd<'_>],
+    wait: bool,
+) -> Result<usize> {
     if fds.len() > MAX_FDS_PER_MESSAGE {
         return Err(Error::TooManyFds {
             count: fds.len(),
@@ -142,6 +121,7 @@ pub fn try_send_with_fds(
         });
     }
     if data.is_empty() {
+        // A stream socket sends nothing for zero bytes, so the fds would not travel.
         return if fds.is_empty() {
             Ok(0)
         } else {
@@ -156,18 +136,16 @@ pub fn try_send_with_fds(
             max: MAX_FDS_PER_MESSAGE,
         });
     }
+    let flags = if wait {
+        SendFlags::NOSIGNAL
+    } else {
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT
+    };
     loop {
-        match rustix::net::sendmsg(
-            sock,
-            &[IoSlice::new(data)],
-            &mut control,
-            SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
-        ) {
+        match rustix::net::sendmsg(sock, &[IoSlice::new(data)], &mut control, flags) {
             Ok(n) => return Ok(n),
-            Err(Errno::INTR) => continue,
-            Err(Errno::AGAIN) => return Ok(0),
-            Err(Errno::PIPE | Errno::CONNRESET) => return Err(Error::Eof),
-            Err(e) => return Err(e.into()),
+            Err(Errno::AGAIN) if !wait => return Ok(0),
+            Err(e) => retry_or_fail(sock, PollFlags::OUT, e)?,
         }
     }
 }

@@ -1,0 +1,298 @@
+//! The parent's side of the forkserver: starting it, asking it for children, and the
+//! exit statuses it relays.
+#![allow(unsafe_code)]
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use multiproc_core::{WaitStatus, codec};
+use tokio::sync::oneshot;
+
+use super::{Exited, Fork, READY, Reply, read_frame, write_frame};
+use crate::runtime::error::Error;
+use crate::runtime::exit::EXIT_INIT_NOT_CALLED;
+use crate::runtime::handoff::{self, ENV_FORKSERVER, ENV_PARENT_PID};
+
+/// Exit statuses relayed by the forkserver, by pid, and waiters for them.
+#[derive(Default)]
+struct Exits {
+    waiting: HashMap<u32, oneshot::Sender<WaitStatus>>,
+    early: HashMap<u32, WaitStatus>,
+    /// The forkserver is gone and nothing more will be relayed: a child it forked just
+    /// before it died gets no sender to wait on, and watches its pidfd at once.
+    relay_lost: bool,
+}
+
+struct Client {
+    requests: StdUnixStream,
+    exits: Arc<Mutex<Exits>>,
+    process: tokio::process::Child,
+}
+
+fn client() -> MutexGuard<'static, Option<Client>> {
+    static CLIENT: Mutex<Option<Client>> = Mutex::new(None);
+    CLIENT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock(exits: &Mutex<Exits>) -> MutexGuard<'_, Exits> {
+    exits.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A child forked by the forkserver.
+#[derive(Debug)]
+pub(crate) struct Forked {
+    pub(crate) pid: u32,
+    pub(crate) pidfd: OwnedFd,
+    pub(crate) exit: oneshot::Receiver<WaitStatus>,
+}
+
+/// Whether a request may be made from any thread: a forkserver serves (so the request
+/// needs no new one), and no test waits, after its reply, for the relay task, which
+/// the thread might be the one to run.
+pub(crate) fn serves() -> bool {
+    !DIE_AFTER_REPLY.load(Ordering::SeqCst)
+        && client()
+            .as_mut()
+            .is_some_and(|c| matches!(c.process.try_wait(), Ok(None)))
+}
+
+/// Asks the forkserver (started or restarted as needed when `may_start`, waiting up
+/// to `handshake_timeout` for a new one to answer) for a child whose control socket
+/// is `socket`. Runs inside the runtime's context; `may_start` only on the spawner
+/// thread, to which a new forkserver's parent-death signal is tied.
+pub(crate) fn fork(
+    socket: OwnedFd,
+    env: Vec<(String, String)>,
+    handshake_timeout: Duration,
+    may_start: bool,
+) -> Result<Forked, Error> {
+    let mut guard = client();
+    let alive = guard
+        .as_mut()
+        .is_some_and(|c| matches!(c.process.try_wait(), Ok(None)));
+    if !alive {
+        if !may_start {
+            return Err(Error::os(
+                "the forkserver could not start the child",
+                std::io::Error::other("the forkserver ended"),
+            ));
+        }
+        *guard = Some(start(handshake_timeout)?);
+    }
+    request(&mut guard, socket, env)
+}
+
+fn request(
+    guard: &mut MutexGuard<'static, Option<Client>>,
+    socket: OwnedFd,
+    env: Vec<(String, String)>,
+) -> Result<Forked, Error> {
+    const WHAT: &str = "the forkserver could not start the child";
+    let c = guard.as_mut().expect("started by the caller");
+    let request = Fork {
+        logical_parent: std::process::id(),
+        env,
+    };
+    let exchange = write_frame(&c.requests, &request, &[socket.as_fd()])
+        .and_then(|()| read_frame::<Reply>(&c.requests, 1));
+    let (reply, mut fds) = match exchange {
+        Ok(got) => got,
+        Err(e) => {
+            // A forkserver that cannot answer is replaced at the next request.
+            let _ = c.process.start_kill();
+            **guard = None;
+            return Err(Error::os(WHAT, e));
+        }
+    };
+    match reply {
+        Reply::Forked { pid } => {
+            let pidfd = fds.pop().ok_or_else(|| {
+                Error::os(WHAT, std::io::Error::other("the forkserver sent no pidfd"))
+            })?;
+            if DIE_AFTER_REPLY.swap(false, Ordering::SeqCst) {
+                die_after_reply(c);
+            }
+            let (tx, rx) = oneshot::channel();
+            let mut exits = lock(&c.exits);
+            match exits.early.remove(&pid) {
+                Some(status) => {
+                    let _ = tx.send(status);
+                }
+                // Dropping the sender tells the waiter the status is lost.
+                None if exits.relay_lost => drop(tx),
+                None => {
+                    exits.waiting.insert(pid, tx);
+                }
+            }
+            Ok(Forked {
+                pid,
+                pidfd,
+                exit: rx,
+            })
+        }
+        Reply::Failed { errno } => Err(Error::spawning(
+            "the forkserver could not fork the child",
+            std::io::Error::from_raw_os_error(errno),
+        )),
+    }
+}
+
+/// Starts a forkserver: this binary with the role marker, its request socket as stdin,
+/// and waits up to `timeout` for its handshake.
+fn start(timeout: Duration) -> Result<Client, Error> {
+    let os = |what| move |e| Error::os(what, e);
+    let (requests, theirs) = StdUnixStream::pair().map_err(os("cannot create a socketpair"))?;
+    let (events, their_events) = StdUnixStream::pair().map_err(os("cannot create a socketpair"))?;
+    let exe = handoff::executable().map_err(os("cannot find this program's executable"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
+        .env(ENV_FORKSERVER, "1")
+        .env(ENV_PARENT_PID, std::process::id().to_string());
+    let process = tokio::process::Command::from(cmd)
+        .spawn()
+        .map_err(|e| Error::spawning("cannot start the forkserver", e))?;
+    if let Err(e) = handshake(&requests, &their_events, timeout) {
+        return Err(failed_start(process, e, timeout));
+    }
+    drop(their_events);
+    let exits = Arc::new(Mutex::new(Exits::default()));
+    let relayed = Arc::clone(&exits);
+    events
+        .set_nonblocking(true)
+        .map_err(os("cannot configure the socket"))?;
+    let events =
+        tokio::net::UnixStream::from_std(events).map_err(os("cannot register the socket"))?;
+    tokio::spawn(async move {
+        let mut reader = multiproc_transport::FrameReader::new(events, 4096);
+        let mut buf = Vec::new();
+        while let Ok(true) = reader.read_frame(&mut buf).await {
+            let Ok(Exited { pid, code, signal }) = codec::decode::<Exited>(&buf) else {
+                continue;
+            };
+            let status = match (code, signal) {
+                (_, Some(sig)) => WaitStatus::Signaled(sig),
+                (Some(code), None) => WaitStatus::Exited(code),
+                (None, None) => WaitStatus::Exited(255),
+            };
+            let mut exits = lock(&relayed);
+            match exits.waiting.remove(&pid) {
+                Some(tx) => {
+                    let _ = tx.send(status);
+                }
+                None => {
+                    exits.early.insert(pid, status);
+                }
+            }
+        }
+        // The forkserver is gone: the statuses it did not relay are lost; dropping the
+        // senders tells each waiter so, and a reply still being read names a child
+        // whose status is lost too.
+        let mut exits = lock(&relayed);
+        exits.relay_lost = true;
+        exits.waiting.clear();
+    });
+    Ok(Client {
+        requests,
+        exits,
+        process,
+    })
+}
+
+/// Hands the forkserver its events socket and reads its answer.
+fn handshake(
+    requests: &StdUnixStream,
+    events: &StdUnixStream,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    multiproc_transport::send_with_fds(requests.as_fd(), b"e", &[events.as_fd()])?;
+    requests.set_read_timeout(Some(timeout))?;
+    let mut answer = [0u8; 1];
+    (&*requests).read_exact(&mut answer)?;
+    requests.set_read_timeout(None)?;
+    if answer[0] != READY {
+        return Err(std::io::Error::other(
+            "the forkserver's handshake is garbage",
+        ));
+    }
+    Ok(())
+}
+
+/// The error for a forkserver that did not answer its handshake, once it has ended
+/// (killed first if it still runs): a program whose `main` skipped `init()` ran it as
+/// a new root, and either reached a call that refused to go on, or did not.
+fn failed_start(
+    mut process: tokio::process::Child,
+    error: std::io::Error,
+    timeout: Duration,
+) -> Error {
+    let pid = process.id().unwrap_or(0);
+    let timed_out = matches!(
+        error.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    );
+    // Whatever it does, it must not go on: it is not serving.
+    let _ = process.start_kill();
+    // Waited for here, on the spawner thread: the ended forkserver is reaped before its
+    // parent reports, so no process of it remains when the error is seen.
+    let status = rustix::process::Pid::from_raw(pid as i32).and_then(|p| {
+        let _ = rustix::process::waitid(
+            rustix::process::WaitId::Pid(p),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOWAIT,
+        );
+        process.try_wait().ok().flatten()
+    });
+    let name = "the forkserver".to_string();
+    match status.map(handoff::wait_status) {
+        Some(WaitStatus::Exited(EXIT_INIT_NOT_CALLED)) => Error::InitNotCalled,
+        _ if timed_out => Error::HandshakeTimeout { name, pid, timeout },
+        Some(status) => Error::NoHandshake {
+            name,
+            reason: multiproc_core::exit_reason(status, None, false, false),
+        },
+        None => Error::os("the forkserver did not answer its handshake", error),
+    }
+}
+
+/// Set by a test: the forkserver is killed right after its next `Forked` reply, and the
+/// reply is handled only once the relay has seen it go.
+static DIE_AFTER_REPLY: AtomicBool = AtomicBool::new(false);
+
+fn die_after_reply(c: &mut Client) {
+    let _ = c.process.start_kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !lock(&c.exits).relay_lost && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+}
+
+/// Kills the forkserver right after its next `Forked` reply, before the reply is
+/// handled. Only for tests of a forkserver that dies in that window.
+pub(crate) fn die_after_next_reply() {
+    DIE_AFTER_REPLY.store(true, Ordering::SeqCst);
+}
+
+/// The running forkserver's pid, if one runs. Only for tests.
+pub(crate) fn pid() -> Option<u32> {
+    let mut guard = client();
+    let c = guard.as_mut()?;
+    match c.process.try_wait() {
+        Ok(None) => c.process.id(),
+        _ => None,
+    }
+}
+
+/// Kills the running forkserver and returns its pid, if one runs. Only for tests of
+/// what its death does.
+pub(crate) fn kill_forkserver() -> Option<u32> {
+    let mut guard = client();
+    let c = guard.as_mut()?;
+    let pid = c.process.id();
+    let _ = c.process.start_kill();
+    pid
+}
