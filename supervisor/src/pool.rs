@@ -623,11 +623,14 @@ impl Pool {
     /// runs; [`PoolError::Interrupted`] on SIGINT.
     pub async fn wait_ready(&self, timeout: Option<Duration>) -> Result<(), PoolError> {
         let (tx, rx) = oneshot::channel();
+        // A closed pool that has finished its work ends: it is still closed, not
+        // terminated, when the request finds it gone.
+        let gone = |shared: &Shared| shared.refusal().unwrap_or_else(|| shared.ended_error());
         if self.inner.tx.send(actor::Request::WaitReady(tx)).is_err() {
-            return Err(self.inner.shared.ended_error());
+            return Err(gone(&self.inner.shared));
         }
         let shared = Arc::clone(&self.inner.shared);
-        let ready = async move { rx.await.unwrap_or_else(|_| Err(shared.ended_error())) };
+        let ready = async move { rx.await.unwrap_or_else(|_| Err(gone(&shared))) };
         self.interruptible(async move {
             match timeout {
                 None => ready.await,
