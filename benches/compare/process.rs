@@ -81,13 +81,7 @@ pub(crate) fn spawn_join(py: Option<&Python>) -> Res {
     let (mut py_fork, mut py_fork_start, mut py_spawn) =
         (Samples::default(), Samples::default(), Samples::default());
     for _ in 0..ROUNDS {
-        let (totals, starts): (Vec<f64>, Vec<f64>) = (0..SPAWN_BATCH)
-            .map(|_| mp_once())
-            .collect::<Res<Vec<_>>>()?
-            .into_iter()
-            .unzip();
-        mp.push(totals);
-        mp_start.push(starts);
+        batch_with_starts(&mut mp, &mut mp_start, &mp_once)?;
         if raw_on {
             raw.push((0..SPAWN_BATCH).map(|_| raw_once()).collect::<Res<_>>()?);
         }
@@ -116,6 +110,23 @@ pub(crate) fn spawn_join(py: Option<&Python>) -> Res {
     Ok(())
 }
 
+/// One round of `SPAWN_BATCH` starts and joins: the whole times into `totals`, the
+/// starts alone into `starts`.
+fn batch_with_starts(
+    totals: &mut Samples,
+    starts: &mut Samples,
+    once: &impl Fn() -> Res<(f64, f64)>,
+) -> Res {
+    let (t, s): (Vec<f64>, Vec<f64>) = (0..SPAWN_BATCH)
+        .map(|_| once())
+        .collect::<Res<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    totals.push(t);
+    starts.push(s);
+    Ok(())
+}
+
 /// Start + join with the forkserver start method, against Python's.
 pub(crate) fn spawn_join_forkserver(py: Option<&Python>) -> Res {
     // (start + join, start alone)
@@ -140,13 +151,7 @@ pub(crate) fn spawn_join_forkserver(py: Option<&Python>) -> Res {
     let (mut mp, mut mp_start, mut python) =
         (Samples::default(), Samples::default(), Samples::default());
     for _ in 0..ROUNDS {
-        let (totals, starts): (Vec<f64>, Vec<f64>) = (0..SPAWN_BATCH)
-            .map(|_| mp_once())
-            .collect::<Res<Vec<_>>>()?
-            .into_iter()
-            .unzip();
-        mp.push(totals);
-        mp_start.push(starts);
+        batch_with_starts(&mut mp, &mut mp_start, &mp_once)?;
         if let Some(s) = server.as_mut() {
             python.push(s.rep()?.samples);
         }
