@@ -147,6 +147,7 @@ impl Pool {
             processes: None,
             initializer: None,
             max_tasks: None,
+            max_rss: None,
             method: StartMethod::Forkserver,
             timeout: None,
             retry: RetryPolicy::default(),

@@ -43,6 +43,9 @@ impl PoolBuilder {
         pub fn initializer[F: Target<M>, M](self, f: F, args: F::Args) -> Self => wrap;
         /// Replace a worker after this many tasks.
         pub fn max_tasks_per_child(self, n: u32) -> Self => wrap;
+        /// Replaces a worker whose resident memory passed `bytes`; see
+        /// [`crate::PoolBuilder::max_rss_per_child`].
+        pub fn max_rss_per_child(self, bytes: u64) -> Self => wrap;
         /// How workers are started.
         pub fn start_method(self, method: StartMethod) -> Self => wrap;
         /// How long one item may run.

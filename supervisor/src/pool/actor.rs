@@ -290,6 +290,13 @@ impl PoolActor {
                             }
                             self.sched.ready(w, now, out)
                         }
+                        Ok((h, _)) if h.tag == wire::HEAVY => {
+                            tracing::debug!(
+                                worker = w,
+                                "a pool worker passed max_rss_per_child; retiring it"
+                            );
+                            self.sched.retire(w, out);
+                        }
                         Ok((h, _)) if h.tag == wire::DONE => {
                             let task = h.task;
                             if self.tasks.contains_key(&task) {

@@ -19,6 +19,7 @@ pub struct PoolBuilder {
     pub(super) processes: Option<usize>,
     pub(super) initializer: Option<Result<(String, Vec<u8>), PoolError>>,
     pub(super) max_tasks: Option<u32>,
+    pub(super) max_rss: Option<u64>,
     pub(super) method: StartMethod,
     pub(super) timeout: Option<Duration>,
     pub(super) retry: RetryPolicy,
@@ -55,6 +56,21 @@ impl PoolBuilder {
     /// `maxtasksperchild`; the replacement starts while the old one finishes.
     pub fn max_tasks_per_child(mut self, n: u32) -> Self {
         self.max_tasks = Some(n);
+        self
+    }
+
+    /// Replaces a worker whose resident memory (RSS) has passed `bytes` once its
+    /// current task (chunk) is done, as Dask's and loky's memory limits do: a task
+    /// that leaks, or fragments the heap, costs one worker's restart, not the machine.
+    /// The worker measures itself after each chunk (one read of `/proc/self/statm`)
+    /// and the pool retires it as it does at `max_tasks_per_child`: its result is
+    /// delivered, tasks already sent to it run, and a replacement starts at once.
+    /// A task that needs more memory than the machine has is another matter: the
+    /// kernel's OOM killer ends its worker mid-task, and the task fails with
+    /// [`ExitReason::OutOfMemory`](crate::ExitReason::OutOfMemory) where the
+    /// kernel says so.
+    pub fn max_rss_per_child(mut self, bytes: u64) -> Self {
+        self.max_rss = Some(bytes);
         self
     }
 
@@ -109,7 +125,8 @@ impl PoolBuilder {
     ///
     /// # Errors
     ///
-    /// [`PoolError::Invalid`] for zero processes or zero `max_tasks_per_child`;
+    /// [`PoolError::Invalid`] for zero processes, zero `max_tasks_per_child` or zero
+    /// `max_rss_per_child`;
     /// [`PoolError::Entry`] for an unregistered initializer, or when this process
     /// cannot start children (see [`Process::start`](crate::Process::start));
     /// [`PoolError::Exhausted`] when it has no room for its own runtime's threads.
@@ -126,6 +143,11 @@ impl PoolBuilder {
         if self.max_tasks == Some(0) {
             return Err(PoolError::Invalid(
                 "max_tasks_per_child must be at least 1".into(),
+            ));
+        }
+        if self.max_rss == Some(0) {
+            return Err(PoolError::Invalid(
+                "max_rss_per_child must be at least 1 byte".into(),
             ));
         }
         if self.max_frame_len < MIN_POOL_FRAME_LEN {
@@ -166,6 +188,7 @@ impl PoolBuilder {
             cfg,
             launch::Launch {
                 init,
+                max_rss: self.max_rss,
                 method: self.method,
                 prefix: self.prefix,
                 max_frame_len: self.max_frame_len,

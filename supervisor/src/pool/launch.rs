@@ -49,6 +49,8 @@ impl Outbox {
 /// How workers are launched.
 pub(crate) struct Launch {
     pub init: Option<(String, Vec<u8>)>,
+    /// `max_rss_per_child`, in bytes.
+    pub max_rss: Option<u64>,
     pub method: StartMethod,
     pub prefix: String,
     /// The pool link's frame limit, both ways.
@@ -89,6 +91,7 @@ pub(super) fn launch(
     };
     let setup = Setup {
         init: launch.init.clone(),
+        max_rss: launch.max_rss,
         max_frame_len: launch.max_frame_len,
         rings: at,
     };

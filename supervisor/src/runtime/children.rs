@@ -309,6 +309,7 @@ async fn reap(
     capture: Option<tokio::task::JoinHandle<Output>>,
     exit_tx: watch::Sender<Option<ExitReason>>,
 ) {
+    crate::runtime::oom::baseline();
     let status = waiter.wait().await;
     // Its pidfd too is let go of before anyone learns the child exited (below).
     drop(waiter);
@@ -328,15 +329,25 @@ async fn reap(
     };
     let reason = match status {
         Ok(None) => ExitReason::ForkserverLost,
-        Ok(Some(status)) => multiproc_core::ExitFacts {
-            status,
-            report: report.as_ref(),
-            stop_requested: child.stop_requested.load(Ordering::SeqCst),
-            killed_after_timeout: child.killed.load(Ordering::SeqCst),
-            hung: child.hung.load(Ordering::SeqCst),
-            limits: child.limits,
+        Ok(Some(status)) => {
+            let killed_after_timeout = child.killed.load(Ordering::SeqCst);
+            let hung = child.hung.load(Ordering::SeqCst);
+            // Only a SIGKILL nobody here sent asks the cgroup.
+            let oom_killed = status == WaitStatus::Signaled(libc::SIGKILL)
+                && !killed_after_timeout
+                && !hung
+                && crate::runtime::oom::killed_since_last_look();
+            multiproc_core::ExitFacts {
+                status,
+                report: report.as_ref(),
+                stop_requested: child.stop_requested.load(Ordering::SeqCst),
+                killed_after_timeout,
+                hung,
+                oom_killed,
+                limits: child.limits,
+            }
+            .reason()
         }
-        .reason(),
         Err(e) => {
             tracing::error!(error = %e, "cannot wait for a child");
             ExitReason::Killed
