@@ -38,6 +38,8 @@ enum Msg {
     Hang(multiproc::Event),
     /// Damages the ring to `to` over their direct link, then answers.
     Damage(Identity, RingDamage),
+    /// Damages the ring to `to` over their direct link, then calls it with `Add(1)`.
+    DamageThenCall(multiproc::ActorRef<Peer>, RingDamage),
     /// Calls `to` with the message, and answers with what came back.
     Call(multiproc::ActorRef<Peer>, Box<Msg>),
     /// Calls `to` `n` times with `Add`, and answers how many replies were right.
@@ -99,6 +101,17 @@ impl Actor for Peer {
                     "a direct link to damage"
                 );
                 Out::Done
+            }
+            Msg::DamageThenCall(to, damage) => {
+                assert!(
+                    test_hooks::damage_direct_link(to.addr(), damage),
+                    "a direct link to damage"
+                );
+                match to.call(Msg::Add(1)).await {
+                    Ok(out) => out,
+                    Err(CallError::Remote(e)) => Out::Remote(e),
+                    Err(e) => Out::Other(e.to_string()),
+                }
             }
             Msg::Call(to, msg) => match to.call(*msg).await {
                 Ok(out) => out,
@@ -326,6 +339,12 @@ fn a_corrupt_direct_ring_fails_the_call_and_drops_the_link() -> TestResult {
         Out::Remote(RemoteError::LinkBroken(b_id))
     );
     check_eq!(link_to(&ra, &b)?, None);
+    // `b` drops its end once it sees `a`'s closed.
+    let deadline = Instant::now() + LINKED;
+    while link_to(&rb, &a)?.is_some() {
+        check!(Instant::now() < deadline, "b kept the link for {LINKED:?}");
+        std::thread::yield_now();
+    }
     // Both live on, and talk through the root now.
     let routed = test_hooks::routed_between_children();
     check_eq!(
@@ -338,6 +357,27 @@ fn a_corrupt_direct_ring_fails_the_call_and_drops_the_link() -> TestResult {
     );
     a.stop(STOP)?;
     b.stop(STOP)?;
+
+    // The other way round: the reader of the damaged ring is the callee, which says
+    // so before it drops the link, so the caller's call fails for the link too.
+    let (c, rc) = peer()?;
+    let (d, rd) = peer()?;
+    linked(&rc, &d, &rd)?;
+    let d_id = d.identity().clone();
+    check_eq!(
+        rc.call(Msg::DamageThenCall(
+            rd.as_async().clone(),
+            RingDamage::LengthPastRing
+        ))?,
+        Out::Remote(RemoteError::LinkBroken(d_id))
+    );
+    check_eq!(link_to(&rc, &d)?, None);
+    check_eq!(
+        rc.call(Msg::Call(rd.as_async().clone(), Box::new(Msg::Add(1))))?,
+        Out::Value(2)
+    );
+    c.stop(STOP)?;
+    d.stop(STOP)?;
     Ok(())
 }
 

@@ -79,6 +79,10 @@ pub enum Packet {
         /// The sibling.
         peer: crate::Identity,
     },
+    /// Sibling → sibling, on their direct link's socket: this end found the ring it
+    /// reads corrupt and drops the link; the calls in flight on it failed for that,
+    /// not because this process exited.
+    SiblingBroken,
 }
 
 /// What the child needs to know to start: decoded from [`Packet::Hello`]'s body.

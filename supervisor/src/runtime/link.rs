@@ -277,8 +277,10 @@ impl Link {
         if self.is_closed() {
             return Err(SendError::Closed);
         }
-        let at = st.sock.len();
-        st.sock_fds.push_back((at, fds));
+        if !fds.is_empty() {
+            let at = st.sock.len();
+            st.sock_fds.push_back((at, fds));
+        }
         self.put_socket_frame(&mut st, &msg);
         Ok(())
     }

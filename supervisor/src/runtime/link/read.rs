@@ -337,6 +337,10 @@ impl Link {
     /// and read the ring for its reply: the peer need not ring for it. Whoever holds
     /// the read lock next announces sleep again before it lets go.
     pub(crate) fn expect_reply(&self) {
+        // A held ring is read by nobody yet: whoever reads it first looks at it anyway.
+        if !self.readable.load(Ordering::Acquire) {
+            return;
+        }
         // Only while holding the reader: whoever holds it next announces sleep again
         // with a fresh look at the ring before it lets go, so clearing it here can only
         // save a doorbell, never lose a message. Without the reader, this could

@@ -37,11 +37,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use multiproc_core::wire::{BodyKind, EnvelopeRef, PathRef};
 use multiproc_core::{Body, Envelope, Identity, Packet, RemoteError};
+use multiproc_transport::FrameError;
 use tokio::sync::Notify;
 
 use super::{EnvelopeError, Link, LinkEnd, Peer};
@@ -98,6 +99,8 @@ struct Direct {
     received: AtomicU64,
     /// Given once the sibling's routed messages are all in: the reader may start.
     opened: Notify,
+    /// The sibling said it found the link corrupt: its end is not its exit.
+    broken_there: AtomicBool,
 }
 
 #[derive(Default)]
@@ -225,6 +228,7 @@ pub(crate) fn install(peer: Identity, rings: u32, creator: bool, fds: Vec<OwnedF
             sent: AtomicU64::new(0),
             received: AtomicU64::new(0),
             opened: Notify::new(),
+            broken_there: AtomicBool::new(false),
         }),
         Err(e) => {
             // Its far end is read by nobody then: the sibling reads ours to its end
@@ -235,7 +239,10 @@ pub(crate) fn install(peer: Identity, rings: u32, creator: bool, fds: Vec<OwnedF
     };
     let mut t = table();
     if let Some(old) = t.links.insert(n, Arc::clone(&direct)) {
+        // Read to its end, so its calls in flight are answered.
         old.link.close();
+        old.link.release();
+        old.opened.notify_one();
     }
     if t.opened_early.remove(&n) {
         direct.link.release();
@@ -250,8 +257,11 @@ pub(crate) fn install(peer: Identity, rings: u32, creator: bool, fds: Vec<OwnedF
         direct.opened.notified().await;
         let end = direct
             .link
-            .read_loop(&name, |packet| {
-                tracing::warn!(peer = %name, ?packet, "unexpected packet on a direct link")
+            .read_loop(&name, |packet| match packet {
+                Packet::SiblingBroken => direct.broken_there.store(true, Ordering::Release),
+                packet => {
+                    tracing::warn!(peer = %name, ?packet, "unexpected packet on a direct link")
+                }
             })
             .await;
         ended(n, direct, end).await;
@@ -313,14 +323,27 @@ fn forget(direct: &Arc<Direct>) {
 /// The link to sibling `n` ended: drop it, and fail the calls still waiting on it.
 async fn ended(n: u32, direct: Arc<Direct>, end: LinkEnd) {
     forget(&direct);
-    direct.link.shut().await;
     let err = match &end {
-        LinkEnd::Eof => RemoteError::Exited(direct.peer.clone()),
+        // The socket's end, or its reset by a peer killed with bytes unread: it exited.
+        LinkEnd::Eof | LinkEnd::Broken(FrameError::Io(_))
+            if !direct.broken_there.load(Ordering::Acquire) =>
+        {
+            RemoteError::Exited(direct.peer.clone())
+        }
+        LinkEnd::Eof | LinkEnd::Broken(FrameError::Io(_)) => {
+            RemoteError::LinkBroken(direct.peer.clone())
+        }
         LinkEnd::Broken(_) | LinkEnd::Corrupt(_) => {
             tracing::error!(sibling = %direct.peer, ?end, "a direct link broke; calls to the sibling go through the parent");
+            // Its calls in flight fail for the link, not for an exit: say so before
+            // the socket's end says the rest.
+            let _ = direct
+                .link
+                .send_with_fds(&Packet::SiblingBroken, Vec::new());
             RemoteError::LinkBroken(direct.peer.clone())
         }
     };
+    direct.link.shut().await;
     tracing::debug!(sibling = n, ?end, "a direct link ended");
     let waiting: Vec<_> = lock(&direct.inflight).drain().collect();
     for (caller, corr) in waiting {
