@@ -9,7 +9,9 @@
 //!
 //! A link is one byte stream, so packets arrive in the order they were sent. Envelopes
 //! from one process to another follow one path through the tree, so they too arrive in
-//! the order they were sent.
+//! the order they were sent. Two siblings switch from the path through their parent to
+//! a direct link ([`Packet::Sibling`]) behind a fence ([`Packet::SiblingFence`],
+//! [`Packet::SiblingOpen`]) that keeps that order.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,5 @@
-//! A control link: two rings in shared memory between a parent and a child, for the
+//! A control link: two rings in shared memory between a parent and a child (or two
+//! siblings, over a link their parent brokered: `link/sibling.rs`), for the
 //! messages, beside one Unix stream socket, the link's life line (its end is how
 //! either side learns the other is gone) and the path of what the rings cannot take.
 //! Every thread that sends writes, one task reads, and a caller waiting for a reply

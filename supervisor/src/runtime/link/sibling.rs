@@ -231,9 +231,12 @@ pub(crate) fn install(peer: Identity, rings: u32, creator: bool, fds: Vec<OwnedF
             broken_there: AtomicBool::new(false),
         }),
         Err(e) => {
-            // Its far end is read by nobody then: the sibling reads ours to its end
-            // once the parent lets it, and finds our end closed.
+            // Fenced all the same, or the sibling would never read its end: it then
+            // finds ours closed, and its calls in flight on it fail as if this
+            // process had exited (they went nowhere). Ours stay routed.
             tracing::warn!(%peer, error = %e, "cannot take a direct link; calls stay routed");
+            let _t = table();
+            router::to_parent(Packet::SiblingFence { peer });
             return;
         }
     };
