@@ -42,6 +42,8 @@ mod queue_lock;
 mod raw;
 #[path = "compare/shared.rs"]
 mod shared;
+#[path = "compare/sibling.rs"]
+mod sibling;
 #[path = "compare/soak.rs"]
 mod soak;
 #[path = "compare/soak_child.rs"]
@@ -57,6 +59,7 @@ use python::Python;
 use queue_lock::{lock_contended_2, lock_cross_process, queue_1to1};
 use raw::raw_role;
 use shared::{manager_dict, shm_bandwidth, value_locked_2proc};
+use sibling::sibling_call_roundtrip;
 
 type Res<T = ()> = Result<T, Box<dyn Error>>;
 
@@ -83,7 +86,7 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 /// The references that a Python script measures.
 const PY_REFS: [&str; 4] = ["python", "python-spawn", "python-manager", "python-mplock"];
 
-const SCENARIOS: [&str; 29] = [
+const SCENARIOS: [&str; 30] = [
     "spawn_join",
     "spawn_join_forkserver",
     "restart",
@@ -93,6 +96,7 @@ const SCENARIOS: [&str; 29] = [
     "call_roundtrip_async",
     "call_roundtrip_1k",
     "call_throughput",
+    "sibling_call_roundtrip",
     "stream_1k",
     "stream_1m",
     "idle_rss",
@@ -207,6 +211,9 @@ fn main() -> Res {
     }
     if has("call_throughput") {
         timed("call_throughput", &|| call_throughput(py))?;
+    }
+    if has("sibling_call_roundtrip") {
+        timed("sibling_call_roundtrip", &sibling_call_roundtrip)?;
     }
     if has("stream_1k") {
         timed("stream_1k", &|| {
