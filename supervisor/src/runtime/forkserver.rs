@@ -35,14 +35,26 @@ use serde::{Deserialize, Serialize};
 use crate::runtime::exit::{EXIT_BOOTSTRAP_FAILED, EXIT_PARENT_GONE};
 use crate::runtime::handoff::{self, ENV_FORKSERVER, ENV_PARENT_PID};
 
+mod autoreap;
 mod client;
 mod spare;
 
-pub(crate) use client::{die_after_next_reply, fork, kill_forkserver, pid, serves};
+pub(crate) use client::{
+    autoreaps, die_after_next_reply, fork, kill_forkserver, pid, relay_exits, serves,
+};
 use spare::prefork;
 
-/// The forkserver's first byte to its parent: it serves.
-const READY: u8 = b'r';
+/// The forkserver's first byte to its parent: it serves, and relays its children's
+/// exits on the events socket.
+const READY_RELAYING: u8 = b'r';
+/// It serves, and the kernel reaps its children: their parents read their exits
+/// through their pidfds (see `autoreap`).
+const READY_AUTOREAPING: u8 = b'a';
+/// The parent's first byte (with the events socket): the forkserver may let the
+/// kernel reap its children if the kernel keeps their statuses for their pidfds.
+const MAY_AUTOREAP: u8 = b'e';
+/// The parent's first byte: the forkserver relays every exit (a test of that path).
+const MUST_RELAY: u8 = b'E';
 
 /// Parent → forkserver, with the child's end of its control socket attached.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -111,10 +123,18 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
         fds.pop()
             .ok_or_else(|| std::io::Error::other("no events socket"))?,
     );
+    // Before the first fork: the probe's child must be the only one.
+    let autoreaping = byte[0] == MAY_AUTOREAP && autoreap::probe();
     // The handshake: this byte tells the parent that `init()` brought us here, and not
-    // a `main` that forgot it and runs as a new root.
-    (&requests).write_all(&[READY])?;
+    // a `main` that forgot it and runs as a new root, and who reads the exits.
+    let ready = if autoreaping {
+        READY_AUTOREAPING
+    } else {
+        READY_RELAYING
+    };
+    (&requests).write_all(&[ready])?;
     crate::runtime::registry::warm();
+    // The children whose exits this forkserver relays: none when the kernel reaps them.
     let mut children: Vec<(u32, OwnedFd)> = Vec::new();
     let mut spare = prefork(&requests, &events, &children, child_main);
     loop {
@@ -170,7 +190,9 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
                     Ok((pid, pidfd)) => {
                         drop(socket);
                         write_frame(&requests, &Reply::Forked { pid }, &[pidfd.as_fd()])?;
-                        children.push((pid, pidfd));
+                        if !autoreaping {
+                            children.push((pid, pidfd));
+                        }
                         spare = prefork(&requests, &events, &children, child_main);
                         continue;
                     }
@@ -204,7 +226,9 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
                     match pidfd {
                         Ok(pidfd) => {
                             write_frame(&requests, &Reply::Forked { pid }, &[pidfd.as_fd()])?;
-                            children.push((pid, pidfd));
+                            if !autoreaping {
+                                children.push((pid, pidfd));
+                            }
                             spare = prefork(&requests, &events, &children, child_main);
                         }
                         Err(e) => {
@@ -230,6 +254,7 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
 
 /// In the forked child: take the socket as fd 0 and run the ordinary bootstrap.
 fn become_child(fork: Fork, socket: OwnedFd, child_main: fn(u32) -> !) -> ! {
+    autoreap::restore_sigchld();
     if rustix::stdio::dup2_stdin(&socket).is_err() {
         std::process::exit(EXIT_BOOTSTRAP_FAILED);
     }
