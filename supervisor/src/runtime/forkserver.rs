@@ -6,8 +6,11 @@
 //! its spare, waiting for a request; each request goes to the spare (or, without one,
 //! to a child forked there and then), which goes on into the ordinary child bootstrap
 //! with the socket the parent sent, and the forkserver hands back the child's pid and
-//! a pidfd, forks the next spare, and relays the child's exit status when it ends (only
-//! the forkserver, its real parent, can read it).
+//! a pidfd and forks the next spare. Where the kernel keeps a reaped child's status for
+//! its pidfd, the forkserver ignores `SIGCHLD`, the kernel reaps its children, and each
+//! parent reads its child's status through the pidfd (see `autoreap`); elsewhere the
+//! forkserver, the child's real parent and so the only one that can reap it, relays the
+//! status when the child ends.
 //!
 //! # Failure
 //!
@@ -15,7 +18,7 @@
 //! any child's. Its own children are *not* tied to it: they watch their logical
 //! parent (the process that asked for them) through their control link and a pidfd,
 //! so if the forkserver dies, they keep running and the next request starts a new
-//! forkserver. Their exit status is then no longer relayed: once such a child ends and
+//! forkserver. A relayed exit status is then lost: once such a child ends and
 //! whoever inherited it has reaped it, the kernel tells it through the child's pidfd
 //! (`PIDFD_GET_INFO`, Linux 6.15 and later); where it cannot, the child's own report
 //! says how it ended, and without one the reason is `ExitReason::ForkserverLost`
@@ -134,6 +137,14 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
     };
     (&requests).write_all(&[ready])?;
     crate::runtime::registry::warm();
+    // Every child flushes `stdout` as it ends (`exit_child`); made here once, its
+    // buffer and lock are the children's copies, not an allocation (and its page
+    // faults) in each of them.
+    {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+    }
     // The children whose exits this forkserver relays: none when the kernel reaps them.
     let mut children: Vec<(u32, OwnedFd)> = Vec::new();
     let mut spare = prefork(&requests, &events, &children, child_main);
