@@ -152,30 +152,43 @@ pub(crate) async fn start_child(req: spawn::Request, here: bool) -> Result<Arc<C
     // actor from its `start`) before its handshake is processed here, and the answers
     // must find their way back down.
     router::add_child(number, Arc::clone(&link));
-    let mut reading = Reading::new();
-    let last_beat = Arc::clone(&reading.last_beat);
+    let reading = Arc::new(Mutex::new(Reading::new()));
+    let last_beat = Arc::clone(&lock(&reading).last_beat);
     let (reaping_tx, reaping_rx) = oneshot::channel();
-    let served = |reading| {
-        tokio::spawn(serve(
-            name.clone(),
-            Arc::clone(&link),
-            killer,
-            reading,
-            number,
-            reaping_rx,
-        ))
-    };
-    let answer = if here && reading.answer_here(&link, started + timeout) {
-        let answer = reading.answer.take();
-        served(reading);
-        Ok(answer)
+    // Started now, with the link's flusher, so that one wake-up of a runtime worker
+    // starts both. A start reading the answer here leaves the link to the task once
+    // it has let go of the ring (see `Link::news`).
+    tokio::spawn(serve(
+        name.clone(),
+        Arc::clone(&link),
+        killer,
+        Arc::clone(&reading),
+        number,
+        reaping_rx,
+        here,
+    ));
+    let answer = if here && answer_here(&reading, &link, started + timeout) {
+        Ok(lock(&reading).answer.take())
     } else {
-        // The task reads the link from now on, and hands the answer over.
+        // The task reads the link from now on, and hands the answer over (or has
+        // read it already).
         let (first_tx, first) = oneshot::channel();
-        reading.answer_to = Some(first_tx);
-        served(reading);
-        let left = timeout.saturating_sub(started.elapsed());
-        tokio::time::timeout(left, first).await.map(Result::ok)
+        let read = {
+            let mut r = lock(&reading);
+            let read = r.answer.take();
+            if read.is_none() && !r.ended {
+                r.answer_to = Some(first_tx);
+            }
+            (read, r.ended)
+        };
+        match read {
+            (Some(answer), _) => Ok(Some(answer)),
+            (None, true) => Ok(None),
+            (None, false) => {
+                let left = timeout.saturating_sub(started.elapsed());
+                tokio::time::timeout(left, first).await.map(Result::ok)
+            }
+        }
     };
     if let Err(e) = judge_answer(&mut waiter, answer, timeout, &name, pid).await {
         router::remove_child(number, &identity);
@@ -231,6 +244,8 @@ struct Reading {
     /// The handshake's answer, read by a start on its own thread.
     answer: Option<Packet>,
     answered: bool,
+    /// The link has ended: nothing more will be read.
+    ended: bool,
     last_beat: Arc<Mutex<tokio::time::Instant>>,
     report: Option<ExitReport>,
 }
@@ -245,6 +260,7 @@ impl Reading {
             answer_to: None,
             answer: None,
             answered: false,
+            ended: false,
             last_beat: Arc::new(Mutex::new(tokio::time::Instant::now())),
             report: None,
         }
@@ -276,28 +292,35 @@ impl Reading {
             }
         }
     }
+}
 
-    /// Reads the child's first messages on this thread until its answer, asleep on
-    /// the ring's futex between looks; `false` when the link's reader task must take
-    /// over instead: something came on the socket (a refusal, the child's end), a
-    /// message waits there, or `deadline` passed.
-    fn answer_here(&mut self, link: &Link, deadline: std::time::Instant) -> bool {
-        let Some(mut claim) = link.claim() else {
-            return false;
-        };
-        let mut slice = Duration::from_millis(1);
-        loop {
-            let whole = claim.take_all(&mut |packet| self.on_packet("a child", packet));
-            if self.answered || !whole {
-                return self.answered;
-            }
-            let now = std::time::Instant::now();
-            if now >= deadline || claim.socket_stirred() {
-                return false;
-            }
-            claim.sleep(slice.min(deadline - now));
-            slice = (slice * 2).min(ANSWER_SLICE_MAX);
+fn lock(reading: &Mutex<Reading>) -> std::sync::MutexGuard<'_, Reading> {
+    reading.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads the child's first messages on this thread until its answer, asleep on the
+/// ring's futex between looks; `false` when the link's reader task must take over
+/// instead: something came on the socket (a refusal, the child's end), a message
+/// waits there, or `deadline` passed.
+fn answer_here(reading: &Mutex<Reading>, link: &Link, deadline: std::time::Instant) -> bool {
+    let Some(mut claim) = link.claim() else {
+        return false;
+    };
+    let mut slice = Duration::from_millis(1);
+    loop {
+        let whole = claim.take_all(&mut |packet| lock(reading).on_packet("a child", packet));
+        let answered = lock(reading).answered;
+        if answered || !whole {
+            return answered;
         }
+        let now = std::time::Instant::now();
+        if now >= deadline || claim.socket_stirred() {
+            return false;
+        }
+        // Woken early by a packet, it is taken at the next turn. The reader task
+        // waits for news meanwhile, and never asks for the ring.
+        claim.sleep(slice.min(deadline - now));
+        slice = (slice * 2).min(ANSWER_SLICE_MAX);
     }
 }
 
@@ -319,13 +342,23 @@ async fn serve(
     peer: String,
     link: Arc<Link>,
     killer: OwnedFd,
-    mut reading: Reading,
+    reading: Arc<Mutex<Reading>>,
     number: u32,
     reaping: oneshot::Receiver<Reaping>,
+    read_elsewhere: bool,
 ) {
+    if read_elsewhere {
+        link.news().await;
+    }
     let end = link
-        .read_loop(&peer, |packet| reading.on_packet(&peer, packet))
+        .read_loop(&peer, |packet| lock(&reading).on_packet(&peer, packet))
         .await;
+    {
+        // No answer can come any more: a start still waiting for one learns so.
+        let mut r = lock(&reading);
+        r.ended = true;
+        r.answer_to = None;
+    }
     link.shut().await;
     let broke = match end {
         LinkEnd::Eof => None,
@@ -341,15 +374,8 @@ async fn serve(
     drop(killer);
     // Dropped by a start that failed: it has waited for the child itself.
     if let Ok(r) = reaping.await {
-        reap(
-            r.child,
-            number,
-            r.waiter,
-            reading.report,
-            r.capture,
-            r.exit_tx,
-        )
-        .await;
+        let report = lock(&reading).report.take();
+        reap(r.child, number, r.waiter, report, r.capture, r.exit_tx).await;
     }
 }
 

@@ -108,6 +108,7 @@ fn request(
         env,
     };
     let exchange = write_frame(&c.requests, &request, &[socket.as_fd()])
+        .and_then(|()| wait_readable(&c.requests))
         .and_then(|()| read_frame::<Reply>(&c.requests, 1));
     let (reply, mut fds) = match exchange {
         Ok(got) => got,
@@ -155,6 +156,23 @@ fn request(
             "the forkserver could not fork the child",
             std::io::Error::from_raw_os_error(errno),
         )),
+    }
+}
+
+/// Waits until the forkserver's reply can be read. In `poll`, not in `recvmsg`: a
+/// thread asleep in a Unix socket's `recvmsg` is also woken when the peer reads what
+/// this end wrote (the room freed for writing wakes every sleeper on the socket), so
+/// it would wake once for the forkserver's read of the request and sleep again before
+/// the reply; `poll` wakes for what it asked for only.
+fn wait_readable(sock: &StdUnixStream) -> std::io::Result<()> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut set = [PollFd::new(sock, PollFlags::IN)];
+    loop {
+        match poll(&mut set, None) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

@@ -142,6 +142,17 @@ impl Link {
         }
     }
 
+    /// Waits, without reading, until the socket is readable (a doorbell, a frame, its
+    /// end) or a caller that read the ring for the reader task lets go of it with
+    /// something left: for a reader task started while its link is read elsewhere
+    /// (a start reading its child's answer on its own thread).
+    pub(crate) async fn news(&self) {
+        tokio::select! {
+            _ = self.stream.readable() => {}
+            () = self.kick.notified() => {}
+        }
+    }
+
     /// Reads what has come, and says what to wait for next.
     fn turn(&self, peer: &str, on_packet: &mut impl FnMut(Packet)) -> Turn {
         let Some(mut rd) = self.try_read() else {
