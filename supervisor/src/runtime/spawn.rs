@@ -80,6 +80,13 @@ impl Waiter {
                 {
                     return Ok(Some(status));
                 }
+                // Asked for by the task that saw the child's link end, the status is
+                // usually there already: no watch on the pidfd then.
+                if let Some(status) =
+                    crate::runtime::forkserver::exit_status_by_pidfd(pidfd.as_fd())
+                {
+                    return Ok(Some(status));
+                }
                 wait_pidfd(pidfd).await?;
                 Ok(status_after_reap(pidfd).await)
             }
