@@ -80,12 +80,21 @@ impl Waiter {
                 {
                     return Ok(Some(status));
                 }
-                // Asked for by the task that saw the child's link end, the status is
-                // usually there already: no watch on the pidfd then.
-                if let Some(status) =
-                    crate::runtime::forkserver::exit_status_by_pidfd(pidfd.as_fd())
-                {
-                    return Ok(Some(status));
+                // Asked for by the task that saw the child's link end: the child closed
+                // its files, and the rest of its exit takes microseconds. Looking for
+                // that long costs less than a watch on the pidfd and the worker's sleep
+                // and wake-up.
+                let until = std::time::Instant::now() + EXIT_SPIN;
+                loop {
+                    if let Some(status) =
+                        crate::runtime::forkserver::exit_status_by_pidfd(pidfd.as_fd())
+                    {
+                        return Ok(Some(status));
+                    }
+                    if std::time::Instant::now() >= until {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
                 }
                 wait_pidfd(pidfd).await?;
                 Ok(status_after_reap(pidfd).await)
@@ -105,6 +114,9 @@ impl Waiter {
         }
     }
 }
+
+/// How long a forked child's reaper looks for its status before it watches its pidfd.
+const EXIT_SPIN: Duration = Duration::from_micros(50);
 
 /// How long an orphaned forked child's new parent may take to reap it before its
 /// status counts as lost: an init reaps at once, but some container inits take a
