@@ -115,6 +115,19 @@ pub mod __private {
             crate::runtime::forkserver::kill_forkserver()
         }
 
+        /// Makes the forkservers started from now on relay their children's exits
+        /// (`true`), or let the kernel reap their children where it keeps the
+        /// statuses for their pidfds (`false`, the default), so tests run both paths.
+        pub fn forkserver_relays_exits(relay: bool) {
+            crate::runtime::forkserver::relay_exits(relay)
+        }
+
+        /// Whether the running forkserver lets the kernel reap its children; `None`
+        /// if none runs.
+        pub fn forkserver_autoreaps() -> Option<bool> {
+            crate::runtime::forkserver::autoreaps()
+        }
+
         /// Kills this process's forkserver right after it answers its next fork
         /// request, before the answer is handled.
         pub fn kill_forkserver_after_next_fork() {

@@ -142,6 +142,17 @@ impl Link {
         }
     }
 
+    /// Waits, without reading, until the socket is readable (a doorbell, a frame, its
+    /// end) or a caller that read the ring for the reader task lets go of it with
+    /// something left: for a reader task started while its link is read elsewhere
+    /// (a start reading its child's answer on its own thread).
+    pub(crate) async fn news(&self) {
+        tokio::select! {
+            _ = self.stream.readable() => {}
+            () = self.kick.notified() => {}
+        }
+    }
+
     /// Reads what has come, and says what to wait for next.
     fn turn(&self, peer: &str, on_packet: &mut impl FnMut(Packet)) -> Turn {
         let Some(mut rd) = self.try_read() else {
@@ -404,6 +415,37 @@ impl Claim<'_> {
                 self.left = true;
             }
         }
+    }
+}
+
+impl Claim<'_> {
+    /// Hands on everything the ring holds, packets to `on_packet`: for a start that
+    /// reads its child's first messages on its own thread, before the link has a
+    /// reader task. `false` when it stopped at a message announced on the socket,
+    /// which is left to the reader task.
+    pub(crate) fn take_all(&mut self, on_packet: &mut dyn FnMut(Packet)) -> bool {
+        let Some(rd) = self.rd.as_mut() else {
+            return false;
+        };
+        match self.link.read_ring(rd, "a child", &mut Some(on_packet)) {
+            Ok((_, declined)) => self.left = declined,
+            Err(c) => {
+                *self.link.corrupt.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+                self.left = true;
+            }
+        }
+        !self.left
+    }
+
+    /// Whether the link's socket has something to read or has ended (a frame written
+    /// without a marker, a doorbell, the peer gone), without reading it.
+    pub(crate) fn socket_stirred(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let mut set = [PollFd::new(&self.link.stream, PollFlags::IN)];
+        !matches!(
+            poll(&mut set, Some(&rustix::event::Timespec::default())),
+            Ok(0)
+        )
     }
 }
 
