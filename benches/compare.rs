@@ -50,7 +50,7 @@ mod soak_child;
 mod stamp;
 
 use ipc::{call_roundtrip, call_roundtrip_1k, call_throughput, stream};
-use node::{node_down_detect, remote_call_roundtrip};
+use node::{node_down_detect, pool_map_2nodes, remote_call_roundtrip};
 use pool::{apply_async_latency, imap_unordered_chunk1, pool_map, pool_start, pool_worker_killed};
 use process::{idle_rss, restart, spawn_join, spawn_join_forkserver, tree_1000};
 use python::Python;
@@ -83,7 +83,7 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 /// The references that a Python script measures.
 const PY_REFS: [&str; 4] = ["python", "python-spawn", "python-manager", "python-mplock"];
 
-const SCENARIOS: [&str; 29] = [
+const SCENARIOS: [&str; 30] = [
     "spawn_join",
     "spawn_join_forkserver",
     "restart",
@@ -113,6 +113,7 @@ const SCENARIOS: [&str; 29] = [
     "manager_dict",
     "remote_call_roundtrip",
     "node_down_detect",
+    "pool_map_2nodes",
 ];
 
 // ---------------------------------------------------------------------------------
@@ -281,6 +282,9 @@ fn main() -> Res {
     }
     if has("node_down_detect") {
         timed("node_down_detect", &node_down_detect)?;
+    }
+    if has("pool_map_2nodes") {
+        timed("pool_map_2nodes", &pool_map_2nodes)?;
     }
     for scenario in soak::SCENARIOS.into_iter().filter(|s| has(s)) {
         soak::run(scenario)?;
