@@ -305,6 +305,27 @@ fn a_node_the_pool_cannot_use_is_a_typed_error_at_build() -> TestResult {
     Ok(())
 }
 
+fn a_pool_whose_only_node_died_is_broken_not_hung() -> TestResult {
+    let n = TestNode::start("pl", COOKIE, None, GRACE);
+    let a = node::connect(&n.addr, COOKIE)?;
+    let pool = Pool::builder().nodes([(&a, 1)]).start()?;
+    pool.wait_ready(READY)?;
+    n.process.kill()?;
+    node::wait_down(&a);
+    // No place is left for a replacement: its starts fail, and past the start
+    // intensity the pool gives up, naming why.
+    match pool.apply(square_where, 3) {
+        Err(PoolError::Broken { reason }) => check_eq!(
+            reason,
+            ExitReason::NodeDown {
+                node: "pl".to_string()
+            }
+        ),
+        other => return Err(format!("expected Broken(NodeDown), got {other:?}").into()),
+    }
+    Ok(())
+}
+
 fn main() {
     // Pools replace workers: bounded, whatever a regression does.
     common::cgroup::confine("cluster_pool");
@@ -329,6 +350,10 @@ fn main() {
         trial(
             "a_chunk_over_the_node_frame_cap_is_split_and_an_item_over_it_refused",
             a_chunk_over_the_node_frame_cap_is_split_and_an_item_over_it_refused,
+        ),
+        trial(
+            "a_pool_whose_only_node_died_is_broken_not_hung",
+            a_pool_whose_only_node_died_is_broken_not_hung,
         ),
         trial(
             "a_node_the_pool_cannot_use_is_a_typed_error_at_build",
