@@ -117,19 +117,21 @@ impl PoolBuilder {
     ///
     /// A node that dies takes its workers' tasks with it: they fail with
     /// [`TaskError::WorkerDied`](crate::TaskError::WorkerDied) and reason
-    /// [`ExitReason::NodeDown`](crate::ExitReason::NodeDown), or are run again
+    /// [`ExitReason::NodeDown`](multiproc_core::ExitReason::NodeDown), or are run again
     /// elsewhere by the [`retry`](Self::retry) policy, and the workers are replaced
     /// on the live places, in proportion to their counts. Chunks travel in the
     /// nodes' sessions, which take frames up to 16 MiB: a pool with nodes cuts its
     /// chunks to [`MAX_NODE_FRAME_LEN`](crate::MAX_NODE_FRAME_LEN) (15 MiB) at most.
     ///
     /// ```no_run
-    /// # use multiproc_supervisor::{Pool, node};
-    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use multiproc_supervisor::{Pool, node};
+    /// # multiproc_supervisor::block_on(async {
     /// let a = node::connect("10.0.0.2:4369", "cookie").await?;
     /// let b = node::connect("10.0.0.3:4369", "cookie").await?;
     /// let pool = Pool::builder().nodes([(&a, 2), (&b, 2)]).start()?;
-    /// # Ok(()) }
+    /// assert_eq!(pool.processes(), 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
     /// ```
     pub fn nodes<N: multiproc_core::NodeName>(
         mut self,
