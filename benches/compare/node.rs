@@ -138,8 +138,10 @@ pub(crate) fn remote_call_roundtrip(py: Option<&Python>) -> Res {
             raw.push(vec![t.batch(CALL_BATCH)?]);
         }
     }
-    if let Some(t) = tcp {
-        t.child.finish()?;
+    if let Some(TcpEcho { child, conn }) = tcp {
+        // The child serves the connection until its end.
+        drop(conn);
+        child.finish()?;
     }
     if let Some(s) = server {
         s.finish()?;
