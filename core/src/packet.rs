@@ -47,7 +47,7 @@ pub enum Packet {
     /// Parent → child: stop gracefully (and stop your own children).
     Stop,
     /// Child → parent: a `tracing` event that happened in a descendant.
-    Log(LogRecord),
+    Log(Box<LogRecord>),
     /// Child → parent, last frame: how the entry point ended.
     Exiting(ExitReport),
     /// Child → parent: the child is alive (see `Hello::heartbeat`).
@@ -200,17 +200,68 @@ pub enum RemoteError {
     Panicked(String),
 }
 
-/// A `tracing` event from a descendant process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A `tracing` event from a descendant process, with what the root needs to emit it
+/// again as it happened: its callsite's metadata, its fields with their types, and the
+/// spans it happened in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogRecord {
     /// Level, 1 = error … 5 = trace.
     pub level: u8,
     /// The event's target.
     pub target: String,
+    /// The callsite's name (`event src/lib.rs:12` for an event).
+    pub name: String,
+    /// The module, file and line of the callsite, when known.
+    pub module_path: Option<String>,
+    /// The source file of the callsite.
+    pub file: Option<String>,
+    /// The line of the callsite.
+    pub line: Option<u32>,
     /// The name of the process where it happened.
     pub process: String,
-    /// The message and fields, formatted.
-    pub message: String,
+    /// The event's fields, `message` among them, in the callsite's order.
+    pub fields: Vec<LogField>,
+    /// The spans the event happened in, outermost first.
+    pub spans: Vec<LogSpan>,
+}
+
+/// A span of a descendant process, as an event there saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogSpan {
+    /// The span's name.
+    pub name: String,
+    /// The span's target.
+    pub target: String,
+    /// Level, 1 = error … 5 = trace.
+    pub level: u8,
+    /// Its fields, as recorded so far.
+    pub fields: Vec<LogField>,
+}
+
+/// One field of an event or span.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogField {
+    /// The field's name.
+    pub name: String,
+    /// Its value.
+    pub value: LogValue,
+}
+
+/// A field's value, with the type `tracing` recorded it as.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LogValue {
+    /// A string (`record_str`).
+    Str(String),
+    /// A signed integer.
+    I64(i64),
+    /// An unsigned integer.
+    U64(u64),
+    /// A float.
+    F64(f64),
+    /// A boolean.
+    Bool(bool),
+    /// Anything else, formatted as it was recorded (`Debug`, `Display`, errors).
+    Text(String),
 }
 
 /// How a child's entry point ended, sent just before it exits.
