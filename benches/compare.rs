@@ -52,7 +52,7 @@ mod soak_child;
 mod stamp;
 
 use ipc::{call_roundtrip, call_roundtrip_1k, call_throughput, stream};
-use node::{node_down_detect, remote_call_roundtrip};
+use node::{node_down_detect, pool_map_2nodes, remote_call_roundtrip};
 use pool::{apply_async_latency, imap_unordered_chunk1, pool_map, pool_start, pool_worker_killed};
 use process::{idle_rss, restart, spawn_join, spawn_join_forkserver, tree_1000};
 use python::Python;
@@ -117,6 +117,7 @@ const SCENARIOS: [&str; 30] = [
     "manager_dict",
     "remote_call_roundtrip",
     "node_down_detect",
+    "pool_map_2nodes",
 ];
 
 // ---------------------------------------------------------------------------------
@@ -288,6 +289,9 @@ fn main() -> Res {
     }
     if has("node_down_detect") {
         timed("node_down_detect", &node_down_detect)?;
+    }
+    if has("pool_map_2nodes") {
+        timed("pool_map_2nodes", &pool_map_2nodes)?;
     }
     for scenario in soak::SCENARIOS.into_iter().filter(|s| has(s)) {
         soak::run(scenario)?;

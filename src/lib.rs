@@ -96,7 +96,8 @@ pub use multiproc_supervisor::{
     Value, ValueGuard,
 };
 pub use multiproc_supervisor::{
-    AsyncResult, Imap, Pool, PoolBuilder, PoolError, Task, TaskError, WorkerInfo,
+    AsyncResult, Imap, MAX_NODE_FRAME_LEN, Pool, PoolBuilder, PoolError, Task, TaskError,
+    WorkerInfo,
 };
 pub use multiproc_supervisor::{
     Barrier, BoundedSemaphore, Condition, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release,

@@ -25,7 +25,9 @@ pub use manager::{
     ValueProxy, serve_manager,
 };
 pub use multiproc_core::StartMethod;
-pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo};
+pub use pool::{
+    AsyncResult, Imap, MAX_NODE_FRAME_LEN, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo,
+};
 pub use process::actor::{Actor, ActorRef, BoxError};
 pub use process::target::{Outcome, Target, Task};
 pub use process::{DEFAULT_HANDSHAKE_TIMEOUT, Process, Sentinel};

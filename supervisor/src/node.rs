@@ -21,6 +21,7 @@ pub(crate) mod remote;
 mod serve;
 mod wire;
 
+pub(crate) use client::connected;
 pub use client::{ConnectOptions, Node, connect, connect_with};
 pub use config::{DEFAULT_GRACE, NodeConfig};
 pub use multiproc_core::{NodeError, Refusal};

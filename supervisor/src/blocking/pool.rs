@@ -58,6 +58,8 @@ impl PoolBuilder {
         pub fn max_frame_len(self, max: usize) -> Self => wrap;
         /// How many failed worker starts are too many.
         pub fn start_intensity(self, limit: RestartIntensity) -> Self => wrap;
+        /// Workers on nodes: `count` on each.
+        pub fn nodes[N: multiproc_core::NodeName](self, nodes: impl IntoIterator<Item = (N, usize)>) -> Self => wrap;
     }
     /// Starts the pool.
     ///

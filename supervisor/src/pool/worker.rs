@@ -93,7 +93,7 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
 
 /// Runs the pool's initializer. A panic goes on up: the process ends as `Panicked`,
 /// which the pool reports.
-fn run_initializer(name: &str, args: Vec<u8>) -> Result<(), String> {
+pub(super) fn run_initializer(name: &str, args: Vec<u8>) -> Result<(), String> {
     let entry =
         registry::by_name(name).ok_or_else(|| format!("initializer `{name}` is not registered"))?;
     match (entry.run)(args) {
@@ -129,22 +129,7 @@ fn serve(port: &mut Port, max: usize, max_rss: Option<u64>) -> Result<(), String
         let (header, args) = wire::split(body)?;
         match header.tag {
             RUN => {
-                results.clear();
-                failures.clear();
-                match (registry::by_name(&header.entry), header.codec) {
-                    (None, _) => fail_all(&header.entry, header.items, &mut failures),
-                    (Some(entry), SERDE) => {
-                        (entry.task)(args, header.items, &mut results, &mut failures)
-                    }
-                    (Some(entry), SLAB) => {
-                        (entry.slab)(args, header.items, &mut results, &mut failures)
-                    }
-                    (Some(_), other) => fail_args(
-                        &format!("unknown codec {other}"),
-                        header.items,
-                        &mut failures,
-                    ),
-                }
+                run_chunk(&header, args, &mut results, &mut failures);
                 // Before the result: the pool then retires this worker before its
                 // caller can send the next task, which goes to another.
                 if let (Some(limit), Some(heavy)) = (max_rss, &heavy)
@@ -179,11 +164,29 @@ fn resident_bytes() -> Option<u64> {
     Some(pages * rustix::param::page_size() as u64)
 }
 
+/// Runs one chunk's items by its header's entry and codec, into `results` and
+/// `failures` (cleared first).
+pub(super) fn run_chunk(
+    header: &wire::Header,
+    args: &[u8],
+    results: &mut Vec<u8>,
+    failures: &mut Vec<(u32, ItemFailure)>,
+) {
+    results.clear();
+    failures.clear();
+    match (registry::by_name(&header.entry), header.codec) {
+        (None, _) => fail_all(&header.entry, header.items, failures),
+        (Some(entry), SERDE) => (entry.task)(args, header.items, results, failures),
+        (Some(entry), SLAB) => (entry.slab)(args, header.items, results, failures),
+        (Some(_), other) => fail_args(&format!("unknown codec {other}"), header.items, failures),
+    }
+}
+
 /// Lays out a chunk's `DONE` head in `head`: its failures, to be followed by its
 /// results in the chunk's codec; returns whether `results` follow (they are sent from
 /// where they are, not copied in). Results over the frame limit fail every item of
 /// the chunk with an error that says so.
-fn done_head(
+pub(super) fn done_head(
     head: &mut Vec<u8>,
     header: &wire::Header,
     failures: &[(u32, ItemFailure)],
