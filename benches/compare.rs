@@ -26,6 +26,8 @@ use multiproc::StartMethod;
 #[path = "../tests/common/cgroup.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod cgroup;
+#[path = "compare/far.rs"]
+mod far;
 #[path = "compare/ipc.rs"]
 mod ipc;
 #[path = "compare/node.rs"]
@@ -49,6 +51,7 @@ mod soak_child;
 #[path = "compare/stamp.rs"]
 mod stamp;
 
+use far::remote_lock_roundtrip;
 use ipc::{call_roundtrip, call_roundtrip_1k, call_throughput, stream};
 use node::{node_down_detect, remote_call_roundtrip};
 use pool::{apply_async_latency, imap_unordered_chunk1, pool_map, pool_start, pool_worker_killed};
@@ -113,6 +116,7 @@ const SCENARIOS: [&str; 29] = [
     "manager_dict",
     "remote_call_roundtrip",
     "node_down_detect",
+    "remote_lock_roundtrip",
 ];
 
 // ---------------------------------------------------------------------------------
@@ -281,6 +285,9 @@ fn main() -> Res {
     }
     if has("node_down_detect") {
         timed("node_down_detect", &node_down_detect)?;
+    }
+    if has("remote_lock_roundtrip") {
+        timed("remote_lock_roundtrip", &remote_lock_roundtrip)?;
     }
     for scenario in soak::SCENARIOS.into_iter().filter(|s| has(s)) {
         soak::run(scenario)?;

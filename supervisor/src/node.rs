@@ -17,6 +17,7 @@ pub(crate) mod agent;
 mod client;
 mod config;
 mod engine;
+pub(crate) mod relay;
 pub(crate) mod remote;
 mod serve;
 mod wire;

@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) engine: Arc<Engine>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     roots: Mutex<HashMap<u64, Root>>,
+    /// Processes being started, by identity, with their root's token.
+    placing: Mutex<HashMap<multiproc_core::Identity, u64>>,
     next: AtomicU64,
 }
 
@@ -48,6 +50,8 @@ struct Root {
     process: String,
     session: NodeId,
     lost: bool,
+    /// Turns true when the root is lost: far operations relayed to it fail then.
+    lost_tx: tokio::sync::watch::Sender<bool>,
     procs: HashMap<u64, Arc<Process>>,
 }
 
@@ -69,8 +73,13 @@ impl Shared {
             engine,
             events,
             roots: Mutex::new(HashMap::new()),
+            placing: Mutex::new(HashMap::new()),
             next: AtomicU64::new(seed | 1),
         })
+    }
+
+    fn placing(&self) -> std::sync::MutexGuard<'_, HashMap<multiproc_core::Identity, u64>> {
+        self.placing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn roots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Root>> {
@@ -86,6 +95,28 @@ impl Shared {
             .get(&id)
             .cloned()
             .ok_or_else(|| Reply::Failed(format!("no process {id} here")))
+    }
+
+    /// The root whose placed process `from` is (or descends from): its token, its
+    /// session, and a watch that turns true when it is lost.
+    pub(crate) fn root_of(
+        &self,
+        from: &multiproc_core::Identity,
+    ) -> Option<(u64, NodeId, tokio::sync::watch::Receiver<bool>)> {
+        let placing = self
+            .placing()
+            .iter()
+            .find(|(id, _)| from.path().starts_with(id.path()))
+            .map(|(_, &token)| token);
+        let roots = self.roots();
+        roots.iter().find_map(|(&token, root)| {
+            (placing == Some(token)
+                || root
+                    .procs
+                    .values()
+                    .any(|p| from.path().starts_with(p.identity().path())))
+            .then(|| (token, root.session, root.lost_tx.subscribe()))
+        })
     }
 
     async fn answer(self: &Arc<Self>, request: Request) -> Reply {
@@ -113,14 +144,21 @@ impl Shared {
                     .named(name)
                     .daemon(daemon)
                     .supervised();
-                if let Err(e) = p.start().await {
+                // It may use a far handle before `start` returns: its root is known
+                // by its identity from now on.
+                let identity = p.identity().clone();
+                self.placing().insert(identity.clone(), token);
+                let started = p.start().await;
+                let placing = || self.placing().remove(&identity);
+                if let Err(e) = started {
+                    placing();
                     return Reply::Failed(e.to_string());
                 }
                 let pid = p.pid().unwrap_or(0);
                 let id = self.next.fetch_add(1, Ordering::Relaxed);
                 let p = Arc::new(p);
                 let mut roots = self.roots();
-                match roots.get_mut(&token) {
+                let reply = match roots.get_mut(&token) {
                     Some(root) => {
                         root.procs.insert(id, p);
                         Reply::Spawned { id, pid }
@@ -131,7 +169,9 @@ impl Shared {
                         let _ = p.kill();
                         Reply::Failed("root released".into())
                     }
-                }
+                };
+                placing();
+                reply
             }
             Request::Watch { token, id } => match self.process(token, id) {
                 Ok(p) => {
@@ -223,6 +263,7 @@ impl Shared {
                 process: process.clone(),
                 session,
                 lost: false,
+                lost_tx: tokio::sync::watch::channel(false).0,
                 procs: HashMap::new(),
             },
         );
@@ -270,7 +311,11 @@ impl Shared {
     fn session_lost(self: &Arc<Self>, session: NodeId) {
         let mut roots = self.roots();
         for (&token, root) in roots.iter_mut().filter(|(_, r)| r.session == session) {
+            if root.lost {
+                continue;
+            }
             root.lost = true;
+            let _ = root.lost_tx.send(true);
             tracing::warn!(
                 root = %root.process,
                 running = root.procs.len(),

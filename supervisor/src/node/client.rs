@@ -257,6 +257,8 @@ pub async fn connect_with(
             return Ok(node);
         }
         let engine = engine::for_cookie(&cookie).await?;
+        // Before the session: its first exchange of groups names the gateway.
+        super::relay::ensure_gateway().await?;
         let events = engine.events.subscribe();
         ractor_cluster::client_connect(&engine.server, addr)
             .await

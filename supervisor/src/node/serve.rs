@@ -111,6 +111,7 @@ pub async fn serve(config: NodeConfig) -> Result<Serving, NodeError> {
             Arc::clone(&engine),
             events.clone(),
         );
+        super::relay::set_node(&shared);
         let (agent, _) = ractor::Actor::spawn(None, Agent, Arc::clone(&shared))
             .await
             .map_err(|e| NodeError::Engine(e.to_string()))?;

@@ -1,0 +1,216 @@
+//! Queues, locks and events across nodes: real node processes on loopback (this test
+//! program in node mode, children of the test), whose placed processes use handles
+//! they got among their arguments through the root that placed them.
+
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::node::{COOKIE, TestNode};
+use common::{TestResult, trial};
+use multiproc::ExitReason;
+use multiproc::SyncError;
+use multiproc::blocking::node::{self, NodeError};
+use multiproc::blocking::{Event, Lock, Process, Queue};
+
+type BoxResult = Result<(), Box<dyn std::error::Error>>;
+
+/// How long a test waits for what should come at once.
+const SOON: Duration = Duration::from_secs(10);
+
+// ---- entry points, run on a node ----
+
+/// Doubles `n` numbers from `input` into `output`, marking each done.
+fn doubles(input: Queue<u64>, output: Queue<u64>, n: u64) -> BoxResult {
+    for _ in 0..n {
+        let x = input.get(true, Some(SOON))?;
+        output.put(&(x * 2), true, Some(SOON))?;
+        input.task_done()?;
+    }
+    Ok(())
+}
+
+/// Takes the lock, says so, holds it until `go`, releases it.
+fn holds_until(lock: Lock, holding: Event, go: Event) -> BoxResult {
+    check_acquired(lock.acquire(true, Some(SOON))?)?;
+    holding.set()?;
+    if !go.wait(Some(SOON))? {
+        return Err("never told to go".into());
+    }
+    lock.release()?;
+    Ok(())
+}
+
+/// Takes the lock, says so, and holds it until killed.
+fn holds_for_ever(lock: Lock, holding: Event) -> BoxResult {
+    check_acquired(lock.acquire(true, Some(SOON))?)?;
+    holding.set()?;
+    multiproc::blocking::wait_for_stop();
+    Ok(())
+}
+
+/// Waits for `ping`, then sets `pong`; checks `is_set` and `clear` on the way.
+fn answers(ping: Event, pong: Event) -> BoxResult {
+    if !ping.wait(Some(SOON))? {
+        return Err("no ping".into());
+    }
+    if !ping.is_set()? {
+        return Err("ping set but not is_set".into());
+    }
+    ping.clear()?;
+    pong.set()?;
+    Ok(())
+}
+
+fn check_acquired(took: bool) -> BoxResult {
+    if took {
+        Ok(())
+    } else {
+        Err("a blocking acquire did not take the lock".into())
+    }
+}
+
+fn takes_lock_and_value(_lock: Lock, _v: multiproc::Value<u64>) {}
+
+multiproc::register!(doubles);
+multiproc::register!(holds_until);
+multiproc::register!(holds_for_ever);
+multiproc::register!(answers);
+multiproc::register!(takes_lock_and_value);
+
+// ---- tests ----
+
+fn queue_put_and_get_both_ways() -> TestResult {
+    let n = TestNode::start("qa", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let input = Queue::<u64>::joinable(0)?;
+    let output = Queue::<u64>::new(0)?;
+    let mut p = Process::new(doubles, (input.clone(), output.clone(), 5)).on(&node);
+    p.start()?;
+    for x in 1..=5u64 {
+        input.put(&x, true, None)?;
+    }
+    let mut got: Vec<u64> = (0..5)
+        .map(|_| output.get(true, Some(SOON)))
+        .collect::<Result<_, _>>()?;
+    got.sort_unstable();
+    check_eq!(got, vec![2, 4, 6, 8, 10]);
+    // Every item the node took was marked done from there.
+    input.join()?;
+    check_eq!(p.join()?, ExitReason::Normal);
+    check!(output.empty()?, "nothing more came");
+    Ok(())
+}
+
+fn a_lock_excludes_across_a_node_and_the_root() -> TestResult {
+    let n = TestNode::start("la", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let lock = Lock::new()?;
+    let (holding, go) = (Event::new()?, Event::new()?);
+    // The root holds it: the node's acquire waits.
+    check!(lock.acquire(false, None)?, "a new lock is free");
+    let mut p = Process::new(holds_until, (lock.clone(), holding.clone(), go.clone())).on(&node);
+    p.start()?;
+    check!(
+        !holding.wait(Some(Duration::from_millis(300)))?,
+        "the node took a lock the root holds"
+    );
+    lock.release()?;
+    check!(
+        holding.wait(Some(SOON))?,
+        "the node never took the freed lock"
+    );
+    // The node holds it: the root's acquire fails until the node lets go.
+    check!(
+        !lock.acquire(false, None)?,
+        "the root took a lock the node holds"
+    );
+    go.set()?;
+    check!(
+        lock.acquire(true, Some(SOON))?,
+        "the root never took it back"
+    );
+    check_eq!(p.join()?, ExitReason::Normal);
+    lock.release()?;
+    Ok(())
+}
+
+fn an_event_is_set_and_waited_across_a_node() -> TestResult {
+    let n = TestNode::start("ea", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let (ping, pong) = (Event::new()?, Event::new()?);
+    let mut p = Process::new(answers, (ping.clone(), pong.clone())).on(&node);
+    p.start()?;
+    ping.set()?;
+    check!(pong.wait(Some(SOON))?, "no pong from the node");
+    check_eq!(p.join()?, ExitReason::Normal);
+    check!(!ping.is_set()?, "the node cleared it");
+    Ok(())
+}
+
+fn a_node_killed_holding_a_lock_leaves_it_owner_died() -> TestResult {
+    let n = TestNode::start("ka", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let lock = Lock::new()?;
+    let holding = Event::new()?;
+    let mut p = Process::new(holds_for_ever, (lock.clone(), holding.clone())).on(&node);
+    p.start()?;
+    check!(holding.wait(Some(SOON))?, "the node never took the lock");
+    n.process.kill()?;
+    match lock.acquire(true, Some(SOON)) {
+        Err(SyncError::OwnerDied) => {}
+        other => return Err(format!("expected OwnerDied, got {other:?}").into()),
+    }
+    // Taken now, by the root: an ordinary lock again.
+    check!(
+        !lock.acquire(false, None)?,
+        "OwnerDied leaves the caller holding it"
+    );
+    lock.release()?;
+    check!(lock.acquire(false, None)?, "free after the release");
+    lock.release()?;
+    check!(
+        matches!(p.join()?, ExitReason::NodeDown { .. }),
+        "the placed process died with its node"
+    );
+    Ok(())
+}
+
+fn a_value_is_refused_naming_it() -> TestResult {
+    let n = TestNode::start("va", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let value = multiproc::Value::new(7u64)?;
+    let mut p = Process::new(takes_lock_and_value, (Lock::new()?, value)).on(&node);
+    match p.start() {
+        Err(multiproc::Error::Node(NodeError::NotAcrossNodes { what, node })) => {
+            check!(what.contains("Value"), "{what}");
+            check_eq!(node, "va");
+        }
+        other => return Err(format!("expected NotAcrossNodes, got {other:?}").into()),
+    }
+    Ok(())
+}
+
+fn main() {
+    // Nodes and their processes come and go: bounded, whatever a regression does.
+    common::cgroup::confine("cluster_sync");
+    // One at a time: a process's connections to nodes are shared.
+    common::run_serial(vec![
+        trial("queue_put_and_get_both_ways", queue_put_and_get_both_ways),
+        trial(
+            "a_lock_excludes_across_a_node_and_the_root",
+            a_lock_excludes_across_a_node_and_the_root,
+        ),
+        trial(
+            "an_event_is_set_and_waited_across_a_node",
+            an_event_is_set_and_waited_across_a_node,
+        ),
+        trial(
+            "a_node_killed_holding_a_lock_leaves_it_owner_died",
+            a_node_killed_holding_a_lock_leaves_it_owner_died,
+        ),
+        trial("a_value_is_refused_naming_it", a_value_is_refused_naming_it),
+    ]);
+}
