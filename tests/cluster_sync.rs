@@ -12,8 +12,10 @@ use common::node::{COOKIE, TestNode};
 use common::{TestResult, trial};
 use multiproc::ExitReason;
 use multiproc::SyncError;
-use multiproc::blocking::node::{self, NodeError};
-use multiproc::blocking::{Event, Lock, Process, Queue};
+use multiproc::blocking::node::{self, NodeConfig, NodeError, Refusal, rustls};
+use multiproc::blocking::{Connection, Event, Lock, Process, Queue, pipe};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::sync::Arc;
 
 type BoxResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -74,6 +76,39 @@ fn check_acquired(took: bool) -> BoxResult {
 
 fn takes_lock_and_value(_lock: Lock, _v: multiproc::Value<u64>) {}
 
+/// A node over TLS with this certificate chain and key (DER): serves on a free
+/// loopback port, sends its address up, then each node event as text.
+fn tls_node(chain: Vec<Vec<u8>>, key: Vec<u8>, mut up: Connection) -> BoxResult {
+    let chain = chain.into_iter().map(CertificateDer::from).collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    let config = NodeConfig::new("tls", "127.0.0.1:0".parse()?, COOKIE)
+        .tls(Arc::new(config))
+        .grace(Duration::from_secs(5));
+    let serving = node::serve(config)?;
+    let mut events = serving.events();
+    up.send(&serving.addr().to_string())?;
+    std::thread::spawn(move || {
+        while let Some(event) = node::next_event(&mut events) {
+            if up.send(&event.to_string()).is_err() {
+                return;
+            }
+        }
+    });
+    multiproc::blocking::wait_for_stop();
+    node::shutdown(serving);
+    Ok(())
+}
+
+/// Exits with `code`: something to place.
+fn exits_with(code: i32) {
+    std::process::exit(code);
+}
+
+multiproc::register!(tls_node);
+multiproc::register!(exits_with);
 multiproc::register!(doubles);
 multiproc::register!(holds_until);
 multiproc::register!(holds_for_ever);
@@ -193,6 +228,162 @@ fn a_value_is_refused_naming_it() -> TestResult {
     Ok(())
 }
 
+/// A certificate authority and a node's certificate it signed for `name`.
+struct Pki {
+    ca: CertificateDer<'static>,
+    chain: Vec<Vec<u8>>,
+    key: Vec<u8>,
+}
+
+fn pki(name: &str) -> Result<Pki, rcgen::Error> {
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(vec![name.to_string()])?.signed_by(&key, &ca)?;
+    Ok(Pki {
+        ca: ca.der().clone(),
+        chain: vec![cert.der().to_vec()],
+        key: key.serialize_der(),
+    })
+}
+
+/// A root's TLS settings that trust `ca`.
+fn trusting(ca: &CertificateDer<'static>) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.clone())?;
+    Ok(Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    ))
+}
+
+/// A TLS node process, child of the test, killed when dropped.
+struct TlsNode {
+    process: Process,
+    addr: String,
+    events: Connection,
+}
+
+impl TlsNode {
+    fn start(pki: &Pki) -> Result<TlsNode, Box<dyn std::error::Error>> {
+        let (mut events, theirs) = pipe(true)?;
+        let mut process = Process::new(tls_node, (pki.chain.clone(), pki.key.clone(), theirs));
+        process.start()?;
+        if !events.poll(Some(SOON))? {
+            return Err("the TLS node did not report its address".into());
+        }
+        let addr: String = events.recv()?;
+        Ok(TlsNode {
+            process,
+            addr,
+            events,
+        })
+    }
+
+    /// The node's next event that starts with `prefix`, skipping others.
+    fn event(&mut self, prefix: &str) -> Result<String, Box<dyn std::error::Error>> {
+        loop {
+            if !self.events.poll(Some(SOON))? {
+                return Err(format!("no node event {prefix:?} in time").into());
+            }
+            let e: String = self.events.recv()?;
+            if e.starts_with(prefix) {
+                return Ok(e);
+            }
+        }
+    }
+}
+
+impl Drop for TlsNode {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.join();
+    }
+}
+
+fn a_tls_root_places_a_process_on_a_tls_node() -> TestResult {
+    let pki = pki("node.test")?;
+    let mut n = TlsNode::start(&pki)?;
+    let node = node::connect_tls(&n.addr, COOKIE, trusting(&pki.ca)?, "node.test")?;
+    check_eq!(node.name(), "tls");
+    n.event("root ")?;
+    let mut p = Process::new(exits_with, 3).on(&node);
+    p.start()?;
+    check_eq!(p.join()?, ExitReason::Exited(3));
+    // Far handles ride the encrypted session as well.
+    let lock = Lock::new()?;
+    let holding = Event::new()?;
+    let mut q = Process::new(holds_for_ever, (lock.clone(), holding.clone())).on(&node);
+    q.start()?;
+    check!(
+        holding.wait(Some(SOON))?,
+        "the TLS node never took the lock"
+    );
+    q.kill()?;
+    match lock.acquire(true, Some(SOON)) {
+        Err(SyncError::OwnerDied) => {}
+        other => return Err(format!("expected OwnerDied, got {other:?}").into()),
+    }
+    lock.release()?;
+    node.disconnect();
+    Ok(())
+}
+
+fn a_plain_root_is_refused_by_a_tls_node_typed() -> TestResult {
+    let pki = pki("node.test")?;
+    let mut n = TlsNode::start(&pki)?;
+    match node::connect(&n.addr, COOKIE) {
+        Err(NodeError::Refused {
+            reason: Refusal::Tls { message },
+            ..
+        }) => check!(message.contains("TLS"), "{message}"),
+        other => return Err(format!("expected a TLS refusal, got {other:?}").into()),
+    }
+    let seen = n.event("refused ")?;
+    check!(seen.contains("TLS"), "the node says why: {seen}");
+    Ok(())
+}
+
+fn a_certificate_that_does_not_verify_is_refused_typed() -> TestResult {
+    let pki_node = pki("node.test")?;
+    let other = pki("node.test")?;
+    let mut n = TlsNode::start(&pki_node)?;
+    // Signed by an authority this root does not trust.
+    match node::connect_tls(&n.addr, COOKIE, trusting(&other.ca)?, "node.test") {
+        Err(NodeError::Refused {
+            reason: Refusal::Tls { message },
+            ..
+        }) => check!(message.contains("certificate"), "{message}"),
+        other => return Err(format!("expected a TLS refusal, got {other:?}").into()),
+    }
+    n.event("refused ")?;
+    // Trusted, but for another name.
+    match node::connect_tls(&n.addr, COOKIE, trusting(&pki_node.ca)?, "other.test") {
+        Err(NodeError::Refused {
+            reason: Refusal::Tls { message },
+            ..
+        }) => check!(message.contains("certificate"), "{message}"),
+        other => return Err(format!("expected a TLS refusal, got {other:?}").into()),
+    }
+    // A TLS root meets a plain node.
+    let plain = TestNode::start("plain", COOKIE, None, Duration::from_secs(5));
+    match node::connect_tls(&plain.addr, COOKIE, trusting(&pki_node.ca)?, "node.test") {
+        Err(NodeError::Refused {
+            reason: Refusal::Tls { .. },
+            ..
+        }) => {}
+        other => return Err(format!("expected a TLS refusal, got {other:?}").into()),
+    }
+    match node::connect_tls(&n.addr, COOKIE, trusting(&pki_node.ca)?, "not a name!") {
+        Err(NodeError::Config { .. }) => {}
+        other => return Err(format!("expected a Config error, got {other:?}").into()),
+    }
+    Ok(())
+}
+
 fn main() {
     // Nodes and their processes come and go: bounded, whatever a regression does.
     common::cgroup::confine("cluster_sync");
@@ -212,5 +403,17 @@ fn main() {
             a_node_killed_holding_a_lock_leaves_it_owner_died,
         ),
         trial("a_value_is_refused_naming_it", a_value_is_refused_naming_it),
+        trial(
+            "a_tls_root_places_a_process_on_a_tls_node",
+            a_tls_root_places_a_process_on_a_tls_node,
+        ),
+        trial(
+            "a_plain_root_is_refused_by_a_tls_node_typed",
+            a_plain_root_is_refused_by_a_tls_node_typed,
+        ),
+        trial(
+            "a_certificate_that_does_not_verify_is_refused_typed",
+            a_certificate_that_does_not_verify_is_refused_typed,
+        ),
     ]);
 }
