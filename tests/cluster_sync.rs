@@ -384,6 +384,182 @@ fn a_certificate_that_does_not_verify_is_refused_typed() -> TestResult {
     Ok(())
 }
 
+/// A network namespace of the test's own, joined to this one by a veth pair on a
+/// private subnet; removed (with the pair) when dropped.
+struct Netns {
+    name: String,
+    host_if: String,
+    node_ip: String,
+}
+
+impl Netns {
+    /// `Ok(None)` when this machine cannot make one (no `ip`, no permission).
+    fn create() -> Result<Option<Netns>, String> {
+        let pid = std::process::id();
+        let subnet = pid % 250 + 1;
+        let ns = Netns {
+            name: format!("mpns{pid}"),
+            host_if: format!("mph{pid}"),
+            node_ip: format!("10.213.{subnet}.2"),
+        };
+        let node_if = format!("mpn{pid}");
+        if let Err(e) = ip(&["netns", "add", &ns.name]) {
+            println!("skipping the partition test: cannot make a network namespace: {e}");
+            return Ok(None);
+        }
+        let host_addr = format!("10.213.{subnet}.1/24");
+        let node_addr = format!("{}/24", ns.node_ip);
+        for args in [
+            vec![
+                "link",
+                "add",
+                &ns.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &node_if,
+            ],
+            vec!["link", "set", &node_if, "netns", &ns.name],
+            vec!["addr", "add", &host_addr, "dev", &ns.host_if],
+            vec!["link", "set", &ns.host_if, "up"],
+            vec!["-n", &ns.name, "addr", "add", &node_addr, "dev", &node_if],
+            vec!["-n", &ns.name, "link", "set", &node_if, "up"],
+            vec!["-n", &ns.name, "link", "set", "lo", "up"],
+        ] {
+            ip(&args)?;
+        }
+        Ok(Some(ns))
+    }
+
+    fn link(&self, up: bool) -> Result<(), String> {
+        ip(&["link", "set", &self.host_if, if up { "up" } else { "down" }])
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["link", "del", &self.host_if]);
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
+
+/// Runs `ip` with `args`; its stderr when it fails.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// This test program in node mode by the environment, in the namespace `ns`; killed
+/// when dropped, and by the parent-death signal if the test dies.
+struct NsNode(std::process::Child);
+
+impl NsNode {
+    #[allow(unsafe_code, reason = "pre_exec, to tie the node to the test")]
+    fn start(ns: &Netns, name: &str) -> Result<(NsNode, String), Box<dyn std::error::Error>> {
+        use std::io::BufRead;
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", &ns.name])
+            .arg(std::env::current_exe()?)
+            .env("MULTIPROC_NODE_LISTEN", format!("{}:0", ns.node_ip))
+            .env("MULTIPROC_NODE_NAME", name)
+            .env("MULTIPROC_NODE_COOKIE", COOKIE)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped());
+        // SAFETY: only an async-signal-safe prctl between fork and exec (`ip netns
+        // exec` execs the node in the same process, so the setting stays).
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
+                Ok(())
+            });
+        }
+        let mut child = NsNode(cmd.spawn()?);
+        let stdout = child.0.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(SOON)?;
+        let addr = line
+            .trim()
+            .strip_prefix(&format!("multiproc node {name} listening on "))
+            .ok_or(format!("unexpected first line: {line:?}"))?
+            .to_string();
+        Ok((child, addr))
+    }
+}
+
+impl Drop for NsNode {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn waits() {
+    multiproc::blocking::wait_for_stop();
+}
+
+multiproc::register!(waits);
+
+fn a_partition_is_node_down_the_node_lets_go_and_it_heals() -> TestResult {
+    let Some(ns) = Netns::create()? else {
+        return Ok(());
+    };
+    let (_node_process, addr) = NsNode::start(&ns, "far")?;
+    let node = node::connect(&addr, COOKIE)?;
+    let mut p = Process::new(waits, ()).on(&node);
+    p.start()?;
+    let remote_pid = p.pid().ok_or("a placed process has a pid")?;
+    // The link goes down: no reset, no FIN, only silence, on both sides.
+    ns.link(false)?;
+    let cut = std::time::Instant::now();
+    match node::wait_down(&node) {
+        NodeError::NodeDown { why, .. } => check!(why.contains("heartbeat"), "{why}"),
+        other => return Err(format!("expected NodeDown, got {other:?}").into()),
+    }
+    let seen = cut.elapsed();
+    println!("partition seen as NodeDown after {seen:?}");
+    // Default heartbeat: a ping every 200 ms, down after 800 ms without an answer.
+    check!(seen < Duration::from_secs(2), "NodeDown took {seen:?}");
+    check!(
+        matches!(p.join()?, ExitReason::NodeDown { .. }),
+        "the placed process's exit is NodeDown"
+    );
+    // The node, whose session still looks open, counts the root lost by its silence
+    // and stops its process after the grace period (5 s in node mode).
+    check!(
+        common::wait_gone(remote_pid, Duration::from_secs(20)),
+        "the node stopped the lost root's process"
+    );
+    // Healed: the root connects again and places a process.
+    ns.link(true)?;
+    let again = node::connect(&addr, COOKIE)?;
+    check!(again.is_up(), "a new connection is up");
+    let mut q = Process::new(exits_with, 4).on(&again);
+    q.start()?;
+    check_eq!(q.join()?, ExitReason::Exited(4));
+    again.disconnect();
+    Ok(())
+}
+
 fn main() {
     // Nodes and their processes come and go: bounded, whatever a regression does.
     common::cgroup::confine("cluster_sync");
@@ -403,6 +579,10 @@ fn main() {
             a_node_killed_holding_a_lock_leaves_it_owner_died,
         ),
         trial("a_value_is_refused_naming_it", a_value_is_refused_naming_it),
+        trial(
+            "a_partition_is_node_down_the_node_lets_go_and_it_heals",
+            a_partition_is_node_down_the_node_lets_go_and_it_heals,
+        ),
         trial(
             "a_tls_root_places_a_process_on_a_tls_node",
             a_tls_root_places_a_process_on_a_tls_node,

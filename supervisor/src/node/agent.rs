@@ -52,6 +52,8 @@ struct Root {
     lost: bool,
     /// Turns true when the root is lost: far operations relayed to it fail then.
     lost_tx: tokio::sync::watch::Sender<bool>,
+    /// When the root last pinged.
+    pinged: tokio::time::Instant,
     procs: HashMap<u64, Arc<Process>>,
 }
 
@@ -126,10 +128,20 @@ impl Shared {
                 build_id,
                 root,
                 process,
-            } => self.hello(protocol, build_id, root, process).await,
-            Request::Ping { token } => match self.roots().contains_key(&token) {
-                true => Reply::Pong,
-                false => Reply::Failed("unknown root (no Hello, or released)".into()),
+                heartbeat_timeout_ms,
+            } => {
+                let silence = Duration::from_millis(heartbeat_timeout_ms.max(1)) * 2;
+                self.hello(protocol, build_id, root, process, silence).await
+            }
+            Request::Ping { token } => match self.roots().get_mut(&token) {
+                // A root this node gave up on is told so: both sides agree it is
+                // gone, and it connects again.
+                Some(root) if root.lost => Reply::Failed("this node lost the root".into()),
+                Some(root) => {
+                    root.pinged = tokio::time::Instant::now();
+                    Reply::Pong
+                }
+                None => Reply::Failed("unknown root (no Hello, or released)".into()),
             },
             Request::Spawn {
                 token,
@@ -219,6 +231,7 @@ impl Shared {
         build_id: u64,
         root: String,
         process: String,
+        silence: Duration,
     ) -> Reply {
         let refusal = if protocol != NODE_PROTOCOL {
             Some(Refusal::Protocol {
@@ -242,14 +255,18 @@ impl Shared {
             return Reply::Refused(reason);
         }
         let session = match self.engine.sessions().await {
-            // The engine announces a node's name as `name@host`.
-            Ok(sessions) => sessions.into_iter().find_map(|(id, s)| {
-                s.peer_name
-                    .as_ref()
-                    .and_then(|n| n.name.strip_prefix(root.as_str()))
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('@'))
-                    .then_some(id)
-            }),
+            // The engine announces a node's name as `name@host`. The newest session of
+            // that name: an older one may linger from before a partition.
+            Ok(sessions) => sessions
+                .into_iter()
+                .filter_map(|(id, s)| {
+                    s.peer_name
+                        .as_ref()
+                        .and_then(|n| n.name.strip_prefix(root.as_str()))
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('@'))
+                        .then_some(id)
+                })
+                .max(),
             Err(e) => return Reply::Failed(e.to_string()),
         };
         let Some(session) = session else {
@@ -264,9 +281,11 @@ impl Shared {
                 session,
                 lost: false,
                 lost_tx: tokio::sync::watch::channel(false).0,
+                pinged: tokio::time::Instant::now(),
                 procs: HashMap::new(),
             },
         );
+        tokio::spawn(Arc::clone(self).watch_silence(token, silence));
         tracing::info!(root = %process, "a root connected");
         let _ = self.events.send(NodeEvent::RootConnected { root: process });
         Reply::Welcome {
@@ -308,9 +327,42 @@ impl Shared {
         }
     }
 
+    /// Counts the root `token` lost once it has not pinged for `silence`: a
+    /// partition leaves its TCP session open here for as long as TCP keeps trying,
+    /// and the node must not wait for that to stop what it runs for the root.
+    async fn watch_silence(self: Arc<Self>, token: u64, silence: Duration) {
+        loop {
+            let deadline = match self.roots().get(&token) {
+                Some(root) if !root.lost => root.pinged + silence,
+                _ => return,
+            };
+            if tokio::time::Instant::now() < deadline {
+                tokio::time::sleep_until(deadline).await;
+                continue;
+            }
+            let session = self.roots().get(&token).map(|r| r.session);
+            tracing::warn!("a root sent no heartbeat for {silence:?}: counted lost");
+            self.lose(|t, _| t == token);
+            // Closes the stale session, so that a root that comes back opens a fresh
+            // one.
+            if let (Some(session), Ok(sessions)) = (session, self.engine.sessions().await)
+                && let Some(info) = sessions.get(&session)
+            {
+                info.actor.stop(Some("root silent".to_string()));
+            }
+            return;
+        }
+    }
+
     fn session_lost(self: &Arc<Self>, session: NodeId) {
+        self.lose(|_, root| root.session == session);
+    }
+
+    /// Counts the roots that `which` picks lost: what they run here stops after the
+    /// grace period.
+    fn lose(self: &Arc<Self>, which: impl Fn(u64, &Root) -> bool) {
         let mut roots = self.roots();
-        for (&token, root) in roots.iter_mut().filter(|(_, r)| r.session == session) {
+        for (&token, root) in roots.iter_mut().filter(|(t, r)| which(**t, r)) {
             if root.lost {
                 continue;
             }

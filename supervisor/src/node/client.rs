@@ -374,6 +374,7 @@ async fn connect_over(
             build_id: super::build_id(),
             root: engine.name.clone(),
             process: me.name.clone(),
+            heartbeat_timeout_ms: options.heartbeat_timeout.as_millis() as u64,
         };
         let reply = call(&agent, &addr_text, &hello, Some(options.timeout), &down_tx).await?;
         let (name, token, pid) = match reply {
