@@ -79,6 +79,8 @@ struct FarPlan {
     objs: Vec<(crate::sync::far::FarKey, crate::sync::far::Obj)>,
     /// The far encoding still holds a handle to a one-machine object.
     one_machine: bool,
+    /// Which, as far as the arguments' type tells.
+    named: String,
 }
 
 #[derive(Debug)]
@@ -152,6 +154,7 @@ impl Process {
                         args,
                         objs,
                         one_machine,
+                        named: crate::sync::far::one_machine_types(std::any::type_name::<T>()),
                     })
                 })
                 .flatten();
@@ -472,20 +475,25 @@ impl Process {
             }
             .into());
         }
-        let (args, objs, one_machine) = match plan.far {
+        let (args, objs, one_machine, named) = match plan.far {
             Some(far) => {
                 // The handles' local encoding lent one credit each to their hosts
                 // (see `sync::refs`); those bytes never leave, so take them back.
                 crate::sync::far::reclaim(&far.objs);
-                (far.args, far.objs, far.one_machine)
+                (far.args, far.objs, far.one_machine, far.named)
             }
-            None => (plan.args, Vec::new(), plan.one_machine),
+            None => (plan.args, Vec::new(), plan.one_machine, String::new()),
         };
         if one_machine {
+            let what = if named.is_empty() {
+                "a Value, Array, SharedMemory, RLock, Semaphore, Condition or Barrier".into()
+            } else {
+                named
+            };
             return Err(NodeError::NotAcrossNodes {
                 what: format!(
-                    "a Value, Array, SharedMemory, RLock, Semaphore, Condition or Barrier \
-                     handle among the arguments of {} (a Queue, Lock or Event would work)",
+                    "{what} handle among the arguments of {} (a Queue, Lock or Event would \
+                     work)",
                     self.name
                 ),
                 node: node.name().to_string(),

@@ -118,6 +118,41 @@ pub(crate) fn farable_in<R>(f: impl FnOnce() -> R) -> (R, bool) {
     (out, FARABLE.get() != before)
 }
 
+/// The one-machine types named in `type_name` (the arguments' type), for the error
+/// that refuses them: "a Value or RLock". Empty when the type does not tell (a
+/// handle inside a struct of the caller's).
+pub(crate) fn one_machine_types(type_name: &str) -> String {
+    const ONE_MACHINE: [&str; 8] = [
+        "Value",
+        "Array",
+        "SharedMemory",
+        "RLock",
+        "BoundedSemaphore",
+        "Semaphore",
+        "Condition",
+        "Barrier",
+    ];
+    // Path segments of the type's name: `multiproc_supervisor::shared::value::Value<u64>`.
+    let words: Vec<&str> = type_name
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .collect();
+    let found: Vec<&str> = ONE_MACHINE
+        .into_iter()
+        .filter(|t| words.contains(t))
+        .collect();
+    let list = match found.as_slice() {
+        [] => return String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    };
+    let article = if list.starts_with(['A', 'E', 'I', 'O', 'U']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {list}")
+}
+
 /// Runs `f` (an encoding) in the far encoding: the handles it meets are encoded as
 /// keys, and their clones are returned, to export.
 pub(crate) fn encode_far<R>(f: impl FnOnce() -> R) -> (R, Vec<(FarKey, Obj)>) {
@@ -616,5 +651,31 @@ async fn run(obj: &Obj, op: FarOp) -> Result<Took, SyncError> {
         }
         (Obj::Queue(q), FarOp::Join) => q.join().await.map(|()| Took::Value(FarValue::Done)),
         _ => Err(SyncError::Forged),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_machine_types;
+
+    #[test]
+    fn the_refusal_names_the_one_machine_types_of_the_arguments() {
+        for (type_name, named) in [
+            (
+                "(multiproc_supervisor::sync::lock::Lock, multiproc_supervisor::shared::value::Value<u64>)",
+                "a Value",
+            ),
+            (
+                "(multiproc_supervisor::shared::array::Array<u8>, multiproc_supervisor::sync::rlock::RLock)",
+                "an Array or RLock",
+            ),
+            (
+                "multiproc_supervisor::sync::semaphore::BoundedSemaphore",
+                "a BoundedSemaphore",
+            ),
+            ("my_crate::Job", ""),
+        ] {
+            assert_eq!(one_machine_types(type_name), named, "{type_name}");
+        }
     }
 }
