@@ -26,6 +26,8 @@ use multiproc::StartMethod;
 #[path = "../tests/common/cgroup.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod cgroup;
+#[path = "compare/far.rs"]
+mod far;
 #[path = "compare/ipc.rs"]
 mod ipc;
 #[path = "compare/node.rs"]
@@ -51,6 +53,7 @@ mod soak_child;
 #[path = "compare/stamp.rs"]
 mod stamp;
 
+use far::remote_lock_roundtrip;
 use ipc::{call_roundtrip, call_roundtrip_1k, call_throughput, stream};
 use node::{node_down_detect, pool_map_2nodes, remote_call_roundtrip};
 use pool::{apply_async_latency, imap_unordered_chunk1, pool_map, pool_start, pool_worker_killed};
@@ -118,6 +121,7 @@ const SCENARIOS: [&str; 30] = [
     "remote_call_roundtrip",
     "node_down_detect",
     "pool_map_2nodes",
+    "remote_lock_roundtrip",
 ];
 
 // ---------------------------------------------------------------------------------
@@ -292,6 +296,9 @@ fn main() -> Res {
     }
     if has("pool_map_2nodes") {
         timed("pool_map_2nodes", &pool_map_2nodes)?;
+    }
+    if has("remote_lock_roundtrip") {
+        timed("remote_lock_roundtrip", &remote_lock_roundtrip)?;
     }
     for scenario in soak::SCENARIOS.into_iter().filter(|s| has(s)) {
         soak::run(scenario)?;
