@@ -41,6 +41,9 @@ mod spare;
 pub(crate) use client::{die_after_next_reply, fork, kill_forkserver, pid, serves};
 use spare::prefork;
 
+/// The forkserver's name in `ps` and `top`.
+const FORKSERVER_NAME: &str = "forkserver";
+
 /// The forkserver's first byte to its parent: it serves.
 const READY: u8 = b'r';
 
@@ -92,6 +95,7 @@ pub(crate) fn serve(child_main: fn(u32) -> !) -> ! {
         // ^C belongs to the root; the forked children install their own handling.
         libc::signal(libc::SIGINT, libc::SIG_IGN);
     }
+    crate::runtime::title::set(FORKSERVER_NAME);
     let code = match run(child_main) {
         Ok(()) => 0,
         Err(e) => {
