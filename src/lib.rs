@@ -155,6 +155,9 @@ pub use multiproc_supervisor::blocking;
 #[doc(inline)]
 pub use multiproc_supervisor::node;
 
+#[doc(inline)]
+pub use multiproc_supervisor::observe;
+
 /// The names most programs need, async: processes, actors, pools, pipes and the
 /// errors a program matches.
 ///
@@ -395,6 +398,8 @@ mod book {
     struct Sync;
     #[doc = include_str!("../book/src/sharing.md")]
     struct Sharing;
+    #[doc = include_str!("../book/src/observe.md")]
+    struct Observe;
     #[doc = include_str!("../book/src/architecture.md")]
     struct Architecture;
     #[doc = include_str!("../book/src/semantics.md")]

@@ -10,6 +10,7 @@ pub mod blocking;
 pub mod fuzz;
 mod manager;
 pub mod node;
+pub mod observe;
 mod pool;
 mod process;
 mod runtime;
