@@ -67,6 +67,12 @@
 //!   the API for scripts and for code written in Python's style.
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "multiproc runs on Linux only: it is built on pidfds, PR_SET_PDEATHSIG, memfds, futexes \
+     and /proc (see the README)"
+);
+
 pub use multiproc_core::Dynamic;
 pub use multiproc_core::RetryPolicy;
 pub use multiproc_core::{

@@ -5,6 +5,12 @@
 //! Most users reach this crate through the `multiproc` facade, which re-exports it.
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "multiproc runs on Linux only: it is built on pidfds, PR_SET_PDEATHSIG, memfds, futexes \
+     and /proc (see the README)"
+);
+
 pub mod blocking;
 #[doc(hidden)]
 pub mod fuzz;
