@@ -8,8 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::node::{COOKIE, TestNode};
 use common::{TestResult, trial};
-use multiproc::blocking::node::{self, NodeConfig, NodeError, Refusal};
+use multiproc::blocking::node::{self, NodeError, Refusal};
 use multiproc::blocking::{Connection, Process, pipe};
 use multiproc::blocking::{DynamicSupervisor, Events, SupervisorRef};
 use multiproc::{
@@ -19,41 +20,7 @@ use multiproc::{
 };
 use serde::{Deserialize, Serialize};
 
-const COOKIE: &str = "test-cookie";
-
 // ---- entry points ----
-
-#[derive(Debug, Serialize, Deserialize)]
-struct NodeArgs {
-    name: String,
-    cookie: String,
-    /// A build id to claim instead of ours: a different build of the program.
-    claim: Option<u64>,
-    grace_ms: u64,
-}
-
-/// Node mode: serves on a free loopback port, sends the address up, then each node
-/// event as text, until asked to stop.
-fn node_main(args: NodeArgs, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
-    if let Some(id) = args.claim {
-        multiproc::__private::test_hooks::claim_build_id(id);
-    }
-    let config = NodeConfig::new(args.name, "127.0.0.1:0".parse()?, args.cookie)
-        .grace(Duration::from_millis(args.grace_ms));
-    let serving = node::serve(config)?;
-    let mut events = serving.events();
-    up.send(&serving.addr().to_string())?;
-    std::thread::spawn(move || {
-        while let Some(event) = node::next_event(&mut events) {
-            if up.send(&event.to_string()).is_err() {
-                return;
-            }
-        }
-    });
-    multiproc::blocking::wait_for_stop();
-    node::shutdown(serving);
-    Ok(())
-}
 
 fn exits_with(code: i32) {
     std::process::exit(code);
@@ -118,69 +85,12 @@ impl Actor for Counter {
 }
 
 multiproc::register_actor!(Counter);
-multiproc::register!(node_main);
 multiproc::register!(exits_with);
 multiproc::register!(returns);
 multiproc::register!(waits_for_stop);
 multiproc::register!(takes_connection);
 multiproc::register!(takes_value);
 multiproc::register!(root_main);
-
-// ---- fixtures ----
-
-/// A node process, child of the test; killed when dropped, so a failing test leaves
-/// none behind (and the parent-death signal covers a test process that dies).
-struct TestNode {
-    process: Process,
-    addr: String,
-    events: Connection,
-}
-
-impl TestNode {
-    fn start(name: &str, cookie: &str, claim: Option<u64>, grace: Duration) -> TestNode {
-        let (events, theirs) = pipe(true).unwrap();
-        let args = NodeArgs {
-            name: name.to_string(),
-            cookie: cookie.to_string(),
-            claim,
-            grace_ms: grace.as_millis() as u64,
-        };
-        let mut process = Process::new(node_main, (args, theirs)).named(format!("node-{name}"));
-        process.start().unwrap();
-        let mut node = TestNode {
-            process,
-            addr: String::new(),
-            events,
-        };
-        node.addr = node.recv(Duration::from_secs(10)).unwrap();
-        node
-    }
-
-    fn recv(&mut self, timeout: Duration) -> Result<String, String> {
-        match self.events.poll(Some(timeout)) {
-            Ok(true) => self.events.recv().map_err(|e| e.to_string()),
-            Ok(false) => Err(format!("no node event within {timeout:?}")),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    /// The node's next event that starts with `prefix`, skipping others.
-    fn event(&mut self, prefix: &str) -> Result<String, String> {
-        loop {
-            let e = self.recv(Duration::from_secs(10))?;
-            if e.starts_with(prefix) {
-                return Ok(e);
-            }
-        }
-    }
-}
-
-impl Drop for TestNode {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.join();
-    }
-}
 
 // ---- tests ----
 

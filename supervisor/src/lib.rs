@@ -75,6 +75,7 @@ pub mod __private {
     };
     pub use crate::process::actor::run_actor;
     pub use crate::process::target::run_function;
+    pub use crate::runtime::bootstrap::init_for_tests;
     pub use crate::runtime::registry::EntryOutcome;
     pub use crate::runtime::registry::{ENTRIES, Entry, PodTask, TaskFn, no_pod, type_id_of};
     pub use linkme;

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub mod cgroup;
+pub mod node;
 pub mod usage;
 
 pub use libtest_mimic::Failed;

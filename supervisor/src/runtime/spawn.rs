@@ -173,6 +173,7 @@ pub(crate) fn spawn(mut req: Request) -> Result<Spawned, Error> {
         .stdin(Stdio::from(OwnedFd::from(child_end)))
         .env(handoff::ENV_BOOTSTRAP, "1")
         .env(handoff::ENV_PARENT_PID, std::process::id().to_string());
+    handoff::mark_early(&mut cmd);
     for (k, v) in &req.env {
         cmd.env(k, v);
     }

@@ -158,6 +158,7 @@ fn start(timeout: Duration) -> Result<Client, Error> {
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .env(ENV_FORKSERVER, "1")
         .env(ENV_PARENT_PID, std::process::id().to_string());
+    handoff::mark_early(&mut cmd);
     let process = tokio::process::Command::from(cmd)
         .spawn()
         .map_err(|e| Error::spawning("cannot start the forkserver", e))?;
