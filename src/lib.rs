@@ -67,6 +67,12 @@
 //!   the API for scripts and for code written in Python's style.
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "multiproc runs on Linux only: it is built on pidfds, PR_SET_PDEATHSIG, memfds, futexes \
+     and /proc (see the README)"
+);
+
 pub use multiproc_core::Dynamic;
 pub use multiproc_core::RetryPolicy;
 pub use multiproc_core::{
@@ -156,6 +162,9 @@ pub use multiproc_supervisor::blocking;
 
 #[doc(inline)]
 pub use multiproc_supervisor::node;
+
+#[doc(inline)]
+pub use multiproc_supervisor::observe;
 
 /// The names most programs need, async: processes, actors, pools, pipes and the
 /// errors a program matches.
@@ -444,6 +453,8 @@ mod book {
     struct Sync;
     #[doc = include_str!("../book/src/sharing.md")]
     struct Sharing;
+    #[doc = include_str!("../book/src/observe.md")]
+    struct Observe;
     #[doc = include_str!("../book/src/testing.md")]
     struct Testing;
     #[doc = include_str!("../book/src/architecture.md")]

@@ -5,11 +5,18 @@
 //! Most users reach this crate through the `multiproc` facade, which re-exports it.
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "multiproc runs on Linux only: it is built on pidfds, PR_SET_PDEATHSIG, memfds, futexes \
+     and /proc (see the README)"
+);
+
 pub mod blocking;
 #[doc(hidden)]
 pub mod fuzz;
 mod manager;
 pub mod node;
+pub mod observe;
 mod pool;
 mod process;
 mod runtime;

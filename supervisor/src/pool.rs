@@ -45,6 +45,7 @@
 //! lifecycle state is an atomic beside the lock, so refusing work costs no lock.
 
 mod actor;
+pub(crate) use actor::all_workers;
 mod async_result;
 mod builder;
 mod channel;
@@ -105,6 +106,8 @@ pub struct WorkerInfo {
     pub pid: u32,
     /// The node it runs on ([`PoolBuilder::nodes`]); `None` for this host.
     pub node: Option<String>,
+    /// The tasks it has answered (a chunk of a `map` counts once).
+    pub tasks_done: u64,
 }
 
 /// The handle's side: the actor's mailbox, closed (and the pool closed with it) when

@@ -517,6 +517,32 @@ pub fn active_children() -> Vec<ChildInfo> {
         .collect()
 }
 
+/// A live child as a snapshot of the tree sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Observed {
+    pub(crate) name: String,
+    pub(crate) identity: Identity,
+    pub(crate) pid: u32,
+    pub(crate) kind: EntryKind,
+    /// Asked to stop, and not yet gone.
+    pub(crate) stopping: bool,
+}
+
+/// The children of this process that are still running, with what a snapshot shows.
+pub(crate) fn observed() -> Vec<Observed> {
+    children()
+        .iter()
+        .filter(|c| !c.has_exited())
+        .map(|c| Observed {
+            name: c.name.clone(),
+            identity: c.identity.clone(),
+            pid: c.pid,
+            kind: c.kind,
+            stopping: c.stop_requested.load(Ordering::Relaxed),
+        })
+        .collect()
+}
+
 /// Stops every child of this process: asks each (and, through it, its own children)
 /// to stop, waits up to `timeout`, then kills those still running. Returns once all
 /// have exited.
