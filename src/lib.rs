@@ -67,6 +67,12 @@
 //!   the API for scripts and for code written in Python's style.
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "multiproc runs on Linux only: it is built on pidfds, PR_SET_PDEATHSIG, memfds, futexes \
+     and /proc (see the README)"
+);
+
 pub use multiproc_core::Dynamic;
 pub use multiproc_core::RetryPolicy;
 pub use multiproc_core::{
@@ -82,9 +88,10 @@ pub use multiproc_core::{
 pub use multiproc_supervisor::bytemuck;
 pub use multiproc_supervisor::{
     Actor, ActorRef, BoxError, CallError, ChildInfo, CurrentProcess, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_SHUTDOWN_TIMEOUT, EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, Error,
-    Output, ParentProcess, Process, Sentinel, StartMethod, Target, active_children, cpu_count,
-    current_process, heartbeat, init, parent_process, stop_children, stop_requested, wait_for_stop,
+    DEFAULT_SHUTDOWN_TIMEOUT, DirectLink, EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED,
+    EXIT_PARENT_GONE, Error, MAX_DIRECT_LINKS, Output, ParentProcess, Process, Sentinel,
+    StartMethod, Target, active_children, cpu_count, current_process, direct_links, heartbeat,
+    init, parent_process, stop_children, stop_requested, wait_for_stop,
 };
 pub use multiproc_supervisor::{
     AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,
@@ -95,7 +102,8 @@ pub use multiproc_supervisor::{
     Value, ValueGuard,
 };
 pub use multiproc_supervisor::{
-    AsyncResult, Imap, Pool, PoolBuilder, PoolError, Task, TaskError, WorkerInfo,
+    AsyncResult, Imap, MAX_NODE_FRAME_LEN, Pool, PoolBuilder, PoolError, Task, TaskError,
+    WorkerInfo,
 };
 pub use multiproc_supervisor::{
     Barrier, BoundedSemaphore, Condition, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release,
@@ -154,6 +162,9 @@ pub use multiproc_supervisor::blocking;
 
 #[doc(inline)]
 pub use multiproc_supervisor::node;
+
+#[doc(inline)]
+pub use multiproc_supervisor::observe;
 
 /// The names most programs need, async: processes, actors, pools, pipes and the
 /// errors a program matches.
@@ -442,6 +453,8 @@ mod book {
     struct Sync;
     #[doc = include_str!("../book/src/sharing.md")]
     struct Sharing;
+    #[doc = include_str!("../book/src/observe.md")]
+    struct Observe;
     #[doc = include_str!("../book/src/testing.md")]
     struct Testing;
     #[doc = include_str!("../book/src/architecture.md")]

@@ -111,10 +111,28 @@ mod sync;
 
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder};
 
+/// A snapshot of the running tree, blocking; see [`crate::observe`].
+pub mod observe {
+    pub use crate::observe::{ProcessInfo, ProcessKind, ProcessState, Snapshot};
+
+    /// A snapshot of the tree below (and including) this process; see
+    /// [`crate::observe::snapshot`].
+    ///
+    /// ```
+    /// let snap = multiproc_supervisor::blocking::observe::snapshot();
+    /// assert_eq!(snap.processes[0].pid, Some(std::process::id()));
+    /// ```
+    pub fn snapshot() -> Snapshot {
+        crate::runtime::block_on(crate::observe::snapshot())
+    }
+}
+pub use observe::snapshot;
+
 /// Nodes, blocking; see [`crate::node`].
 pub mod node {
     pub use crate::node::{
         ConnectOptions, Node, NodeConfig, NodeError, NodeEvent, NodeEvents, Refusal, Serving,
+        rustls,
     };
     use crate::runtime::block_on;
 
@@ -147,6 +165,20 @@ pub mod node {
         options: ConnectOptions,
     ) -> Result<Node, NodeError> {
         block_on(crate::node::connect_with(addr, cookie, options))
+    }
+
+    /// Connects to a node over TLS; see [`crate::node::connect_tls`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::node::connect_tls`].
+    pub fn connect_tls(
+        addr: &str,
+        cookie: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> Result<Node, NodeError> {
+        block_on(crate::node::connect_tls(addr, cookie, config, server_name))
     }
 
     /// Waits until `node` is down; what showed it. See [`Node::down`].

@@ -5,11 +5,18 @@
 //! Most users reach this crate through the `multiproc` facade, which re-exports it.
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "multiproc runs on Linux only: it is built on pidfds, PR_SET_PDEATHSIG, memfds, futexes \
+     and /proc (see the README)"
+);
+
 pub mod blocking;
 #[doc(hidden)]
 pub mod fuzz;
 mod manager;
 pub mod node;
+pub mod observe;
 mod pool;
 mod process;
 mod runtime;
@@ -25,7 +32,9 @@ pub use manager::{
     ValueProxy, serve_manager,
 };
 pub use multiproc_core::StartMethod;
-pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo};
+pub use pool::{
+    AsyncResult, Imap, MAX_NODE_FRAME_LEN, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo,
+};
 pub use process::actor::{Actor, ActorRef, BoxError};
 pub use process::target::{Outcome, Target, Task};
 pub use process::{DEFAULT_HANDSHAKE_TIMEOUT, Process, Sentinel};
@@ -37,6 +46,7 @@ pub use runtime::current::{
 pub use runtime::error::{CallError, Error};
 pub use runtime::exit::{EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE};
 pub use runtime::heartbeat::heartbeat;
+pub use runtime::link::sibling::{DirectLink, MAX_DIRECT_LINKS, direct_links};
 pub use runtime::spawn::Output;
 pub use runtime::stop::{stop_requested, wait_for_stop};
 pub use shared::{
@@ -202,6 +212,25 @@ pub mod __private {
                 PoolRingDamage::DieMidWrite => Damage::DieMidWrite,
                 PoolRingDamage::TailBehindHead => Damage::TailBehindHead,
             });
+        }
+
+        /// Whether this process brokers direct links between its children: `false`
+        /// keeps calls between siblings routed through it (to measure that path).
+        pub fn set_sibling_brokering(on: bool) {
+            crate::runtime::router::set_brokering(on);
+        }
+
+        /// How many envelopes this process has passed from one of its children to
+        /// another: constant while siblings talk over direct links.
+        pub fn routed_between_children() -> u64 {
+            crate::runtime::router::routed_between_children()
+        }
+
+        /// In a child: damages the ring it writes to `sibling` over their direct
+        /// link, as `damage` says, and wakes the sibling's reader to look; `false`
+        /// when it has no direct link to `sibling`.
+        pub fn damage_direct_link(sibling: &multiproc_core::Identity, damage: RingDamage) -> bool {
+            crate::runtime::link::sibling::damage_for_test(sibling, damage)
         }
 
         /// In a child: writes a whole record into the ring to its parent but is

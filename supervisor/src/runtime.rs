@@ -12,6 +12,7 @@
 //!   carries its messages in; [`reply`]: calls waiting for their replies;
 //!   [`mailbox`]: the hosted actor's mailbox.
 //! - [`uplink`]: a child's link to its parent, served at once or once first needed.
+//! - [`title`]: a child's name in `ps` and `top`.
 //! - [`executor`]: the tokio runtime and the spawner thread; [`logging`]: forwarding
 //!   a child's logs to its parent; [`shm`]: shared memory segments passed between
 //!   processes.
@@ -28,6 +29,7 @@ pub(crate) mod heartbeat;
 pub(crate) mod link;
 pub(crate) mod logging;
 pub(crate) mod mailbox;
+pub(crate) mod oom;
 pub(crate) mod panic;
 pub(crate) mod registry;
 pub(crate) mod reply;
@@ -37,6 +39,7 @@ pub(crate) mod shm;
 pub(crate) mod signals;
 pub(crate) mod spawn;
 pub(crate) mod stop;
+pub(crate) mod title;
 pub(crate) mod uplink;
 
 pub(crate) use executor::{

@@ -20,8 +20,11 @@ use tokio::time::Instant;
 
 use super::chunk::{ChunkFailure, Done, NewTask, ReplyTo};
 use super::launch::{Event, Launch, Started, launch};
+use super::place::{self, Place};
+use super::remote;
 use super::shared::{BROKEN, CLOSED, RUNNING, Shared};
 use super::{PoolError, TaskError, WorkerInfo, wire};
+use crate::node::Node;
 use crate::runtime;
 
 /// What the pool's handles ask.
@@ -39,10 +42,14 @@ pub(crate) enum Request {
 
 struct WorkerSlot {
     name: String,
+    /// Where it was placed: `None` for this host.
+    node: Option<String>,
     started: Option<Started>,
     /// It said it is ready for a task (its initializer, if any, has run).
     ready: bool,
     kill_on_start: bool,
+    /// Tasks it answered.
+    tasks_done: u64,
 }
 
 struct TaskSlot {
@@ -67,6 +74,9 @@ pub(crate) struct PoolActor {
     /// The limit that refused the last worker that failed to start, if one did.
     last_exhausted: Option<Exhausted>,
     exit_frame: Arc<Vec<u8>>,
+    /// The nodes seen down: a node does not come back under the same session, so no
+    /// worker is placed there again, even before the node's handle has noticed.
+    lost_nodes: std::collections::HashSet<String>,
     /// Wakes the pool's task when a caller's submission brought the next task deadline
     /// forward: the task sleeps until the deadline it read before.
     deadline_moved: Arc<tokio::sync::Notify>,
@@ -75,6 +85,25 @@ pub(crate) struct PoolActor {
 /// The actor's state. Its own task handles the workers' events, timeouts and the
 /// mailbox; a caller submitting work takes the lock and dispatches it itself.
 pub(crate) type Core = Arc<Mutex<PoolActor>>;
+
+/// The pools of this process whose actor lives, for a snapshot of the tree: weak, so
+/// that the list keeps none alive; the gone are dropped at each look.
+fn registry() -> std::sync::MutexGuard<'static, Vec<WeakCore>> {
+    static RUNNING: std::sync::Mutex<Vec<WeakCore>> = std::sync::Mutex::new(Vec::new());
+    let mut list = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    list.retain(|p| p.strong_count() > 0);
+    list
+}
+
+fn note_running(core: &Core) {
+    registry().push(Arc::downgrade(core));
+}
+
+/// The workers of every pool of this process.
+pub(crate) fn all_workers() -> Vec<WorkerInfo> {
+    let pools: Vec<Core> = registry().iter().filter_map(Weak::upgrade).collect();
+    pools.iter().flat_map(|p| lock(p).worker_list()).collect()
+}
 
 /// The actor's state as the workers' tasks hold it: they must not keep it alive.
 pub(super) type WeakCore = Weak<Mutex<PoolActor>>;
@@ -144,6 +173,7 @@ pub(crate) fn start(
             last_exit: ExitReason::Normal,
             last_exhausted: None,
             deadline_moved: Arc::new(tokio::sync::Notify::new()),
+            lost_nodes: Default::default(),
             exit_frame: Arc::new(
                 wire::finish(wire::start(wire::EXIT, 0, "", 0, wire::SERDE), usize::MAX)
                     .expect("no limit"),
@@ -151,6 +181,7 @@ pub(crate) fn start(
         })
     });
     lock(&core).act(actions);
+    note_running(&core);
     runtime::handle().spawn(run(Arc::clone(&core), requests, events));
     (tx, core)
 }
@@ -245,20 +276,27 @@ impl PoolActor {
             Request::Join(tx) => self.joiners.push(tx),
             Request::WaitReady(tx) => self.ready_waiters.push(tx),
             Request::Workers(tx) => {
-                let mut list: Vec<WorkerInfo> = self
-                    .workers
-                    .values()
-                    .filter_map(|w| {
-                        w.started.as_ref().map(|s| WorkerInfo {
-                            name: w.name.clone(),
-                            pid: s.pid,
-                        })
-                    })
-                    .collect();
-                list.sort_by_key(|w| w.pid);
-                let _ = tx.send(list);
+                let _ = tx.send(self.worker_list());
             }
         }
+    }
+
+    /// The workers that started, by pid.
+    pub(crate) fn worker_list(&self) -> Vec<WorkerInfo> {
+        let mut list: Vec<WorkerInfo> = self
+            .workers
+            .values()
+            .filter_map(|w| {
+                w.started.as_ref().map(|s| WorkerInfo {
+                    name: w.name.clone(),
+                    pid: s.pid,
+                    node: s.node.clone(),
+                    tasks_done: w.tasks_done,
+                })
+            })
+            .collect();
+        list.sort_by(|a, b| (&a.node, a.pid).cmp(&(&b.node, b.pid)));
+        list
     }
 
     fn on_event(&mut self, event: Event, out: &mut Vec<Action>) {
@@ -277,6 +315,7 @@ impl PoolActor {
             },
             Event::Started(w, Err((reason, exhausted))) => {
                 tracing::warn!(%reason, "a pool worker failed to start");
+                self.note_lost(&reason);
                 self.last_exit = reason.clone();
                 self.last_exhausted = exhausted;
                 self.sched.exited(w, &reason, now, out);
@@ -290,10 +329,20 @@ impl PoolActor {
                             }
                             self.sched.ready(w, now, out)
                         }
+                        Ok((h, _)) if h.tag == wire::HEAVY => {
+                            tracing::debug!(
+                                worker = w,
+                                "a pool worker passed max_rss_per_child; retiring it"
+                            );
+                            self.sched.retire(w, out);
+                        }
                         Ok((h, _)) if h.tag == wire::DONE => {
                             let task = h.task;
                             if self.tasks.contains_key(&task) {
                                 self.answers.insert(task, Done { frame });
+                            }
+                            if let Some(slot) = self.workers.get_mut(&w) {
+                                slot.tasks_done += 1;
                             }
                             self.sched.done(w, task, now, out);
                         }
@@ -313,6 +362,7 @@ impl PoolActor {
                 if !matches!(reason, ExitReason::Normal | ExitReason::Shutdown) {
                     tracing::debug!(worker = w, %reason, "pool worker exited");
                 }
+                self.note_lost(&reason);
                 self.last_exit = reason.clone();
                 self.last_exhausted = None;
                 self.sched.exited(w, &reason, now, out);
@@ -444,23 +494,104 @@ impl PoolActor {
         }
     }
 
+    fn note_lost(&mut self, reason: &ExitReason) {
+        if let ExitReason::NodeDown { node } = reason {
+            self.lost_nodes.insert(node.clone());
+        }
+    }
+
     fn spawn(&mut self, w: WorkerId) {
-        let name = launch(
-            w,
-            Arc::clone(&self.launch),
-            self.events.clone(),
-            self.me.clone(),
-            Arc::clone(&self.shared),
-        );
+        let node = match self.place() {
+            Ok(node) => Some(node),
+            Err(e) => {
+                let reason = match e {
+                    multiproc_core::NodeError::NodeDown { node, .. } => {
+                        ExitReason::NodeDown { node }
+                    }
+                    e => ExitReason::Failed {
+                        message: e.to_string(),
+                    },
+                };
+                let _ = self.events.send(Event::Started(w, Err((reason, None))));
+                None
+            }
+        };
+        let name = match &node {
+            Some(Some(n)) => remote::launch_on(
+                w,
+                n.clone(),
+                Arc::clone(&self.launch),
+                self.events.clone(),
+                self.me.clone(),
+            ),
+            Some(None) => launch(
+                w,
+                Arc::clone(&self.launch),
+                self.events.clone(),
+                self.me.clone(),
+                Arc::clone(&self.shared),
+            ),
+            None => format!("worker {w}"),
+        };
         self.workers.insert(
             w,
             WorkerSlot {
                 name,
+                node: node.flatten().map(|n| n.name().to_string()),
                 started: None,
                 ready: false,
                 kill_on_start: false,
+                tasks_done: 0,
             },
         );
+    }
+}
+
+impl PoolActor {
+    /// Where the next worker goes: `Some(node)`, or `None` for this host (see
+    /// `place.rs`); an error when every place is a node that is down.
+    fn place(&self) -> Result<Option<Node>, multiproc_core::NodeError> {
+        let places = &self.launch.places;
+        if let [only] = places.as_slice()
+            && only.node.is_none()
+        {
+            return Ok(None);
+        }
+        let mut live = vec![0; places.len()];
+        for (w, slot) in &self.workers {
+            if !self.sched.has_worker(*w) {
+                continue;
+            }
+            if let Some(i) = places.iter().position(|p| p.node == slot.node) {
+                live[i] += 1;
+            }
+        }
+        let up = |p: &Place| match &p.node {
+            None => true,
+            Some(name) => {
+                !self.lost_nodes.contains(name)
+                    && crate::node::connected(name).is_some_and(|n| n.is_up())
+            }
+        };
+        match place::choose(places, &live, up) {
+            Some(i) => match &places[i].node {
+                None => Ok(None),
+                Some(name) => crate::node::connected(name).map(Some).ok_or_else(|| {
+                    multiproc_core::NodeError::NodeDown {
+                        node: name.clone(),
+                        why: "not connected from this process".into(),
+                    }
+                }),
+            },
+            None => Err(multiproc_core::NodeError::NodeDown {
+                node: places
+                    .iter()
+                    .filter_map(|p| p.node.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                why: "no live node and no local workers to place a worker on".into(),
+            }),
+        }
     }
 }
 

@@ -435,6 +435,7 @@ async fn reap(
     capture: Option<tokio::task::JoinHandle<Output>>,
     exit_tx: watch::Sender<Option<ExitReason>>,
 ) {
+    crate::runtime::oom::baseline();
     let status = waiter.wait().await;
     // Its pidfd too is let go of before anyone learns the child exited (below).
     drop(waiter);
@@ -453,15 +454,25 @@ async fn reap(
     };
     let reason = match status {
         Ok(None) => ExitReason::ForkserverLost,
-        Ok(Some(status)) => multiproc_core::ExitFacts {
-            status,
-            report: report.as_ref(),
-            stop_requested: child.stop_requested.load(Ordering::SeqCst),
-            killed_after_timeout: child.killed.load(Ordering::SeqCst),
-            hung: child.hung.load(Ordering::SeqCst),
-            limits: child.limits,
+        Ok(Some(status)) => {
+            let killed_after_timeout = child.killed.load(Ordering::SeqCst);
+            let hung = child.hung.load(Ordering::SeqCst);
+            // Only a SIGKILL nobody here sent asks the cgroup.
+            let oom_killed = status == WaitStatus::Signaled(libc::SIGKILL)
+                && !killed_after_timeout
+                && !hung
+                && crate::runtime::oom::killed_since_last_look();
+            multiproc_core::ExitFacts {
+                status,
+                report: report.as_ref(),
+                stop_requested: child.stop_requested.load(Ordering::SeqCst),
+                killed_after_timeout,
+                hung,
+                oom_killed,
+                limits: child.limits,
+            }
+            .reason()
         }
-        .reason(),
         Err(e) => {
             tracing::error!(error = %e, "cannot wait for a child");
             ExitReason::Killed
@@ -505,6 +516,32 @@ pub fn active_children() -> Vec<ChildInfo> {
             identity: c.identity.clone(),
             pid: c.pid,
             daemon: c.daemon,
+        })
+        .collect()
+}
+
+/// A live child as a snapshot of the tree sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Observed {
+    pub(crate) name: String,
+    pub(crate) identity: Identity,
+    pub(crate) pid: u32,
+    pub(crate) kind: EntryKind,
+    /// Asked to stop, and not yet gone.
+    pub(crate) stopping: bool,
+}
+
+/// The children of this process that are still running, with what a snapshot shows.
+pub(crate) fn observed() -> Vec<Observed> {
+    children()
+        .iter()
+        .filter(|c| !c.has_exited())
+        .map(|c| Observed {
+            name: c.name.clone(),
+            identity: c.identity.clone(),
+            pid: c.pid,
+            kind: c.kind,
+            stopping: c.stop_requested.load(Ordering::Relaxed),
         })
         .collect()
 }
