@@ -347,6 +347,8 @@ async fn serve(
     reaping: oneshot::Receiver<Reaping>,
     read_elsewhere: bool,
 ) {
+    // Before the child can be killed: a kill counted earlier is not put down to it.
+    crate::runtime::oom::baseline();
     if read_elsewhere {
         link.news().await;
     }
@@ -435,7 +437,6 @@ async fn reap(
     capture: Option<tokio::task::JoinHandle<Output>>,
     exit_tx: watch::Sender<Option<ExitReason>>,
 ) {
-    crate::runtime::oom::baseline();
     let status = waiter.wait().await;
     // Its pidfd too is let go of before anyone learns the child exited (below).
     drop(waiter);
