@@ -373,6 +373,9 @@ async fn serve(
         tracing::error!(peer, %error, "control link to a child broke; killing the child");
         let _ = rustix::process::pidfd_send_signal(&killer, rustix::process::Signal::KILL);
     }
+    // Let go of the link and the pidfd before the child is reaped: the reap publishes
+    // its exit, and a joiner then finds none of the child's descriptors left.
+    drop(link);
     drop(killer);
     // Dropped by a start that failed: it has waited for the child itself.
     if let Ok(r) = reaping.await {
