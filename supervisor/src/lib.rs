@@ -32,7 +32,9 @@ pub use manager::{
     ValueProxy, serve_manager,
 };
 pub use multiproc_core::StartMethod;
-pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo};
+#[cfg(feature = "indicatif")]
+pub use pool::progress_bar;
+pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, PoolError, Progress, TaskError, WorkerInfo};
 pub use process::actor::{Actor, ActorRef, BoxError};
 pub use process::target::{Outcome, Target, Task};
 pub use process::{DEFAULT_HANDSHAKE_TIMEOUT, Process, Sentinel};
