@@ -86,7 +86,7 @@ pub use multiproc_core::{
 /// bytemuck, which [`Pod`] is built on: its derives make a `#[repr(C)]` struct `Pod`,
 /// with `#[bytemuck(crate = "multiproc::bytemuck")]` so that they find it here.
 pub use multiproc_supervisor::bytemuck;
-/// A progress callback that moves an [`indicatif`] bar (feature `indicatif`).
+/// A progress callback that moves an `indicatif` bar (feature `indicatif`).
 #[cfg(feature = "indicatif")]
 pub use multiproc_supervisor::progress_bar;
 pub use multiproc_supervisor::{
