@@ -26,6 +26,8 @@ use multiproc::StartMethod;
 #[path = "../tests/common/cgroup.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod cgroup;
+#[path = "compare/far.rs"]
+mod far;
 #[path = "compare/ipc.rs"]
 mod ipc;
 #[path = "compare/node.rs"]
@@ -42,6 +44,8 @@ mod queue_lock;
 mod raw;
 #[path = "compare/shared.rs"]
 mod shared;
+#[path = "compare/sibling.rs"]
+mod sibling;
 #[path = "compare/soak.rs"]
 mod soak;
 #[path = "compare/soak_child.rs"]
@@ -49,14 +53,16 @@ mod soak_child;
 #[path = "compare/stamp.rs"]
 mod stamp;
 
+use far::remote_lock_roundtrip;
 use ipc::{call_roundtrip, call_roundtrip_1k, call_throughput, stream};
-use node::{node_down_detect, remote_call_roundtrip};
+use node::{node_down_detect, pool_map_2nodes, remote_call_roundtrip};
 use pool::{apply_async_latency, imap_unordered_chunk1, pool_map, pool_start, pool_worker_killed};
 use process::{idle_rss, restart, spawn_join, spawn_join_forkserver, tree_1000};
 use python::Python;
 use queue_lock::{lock_contended_2, lock_cross_process, queue_1to1};
 use raw::raw_role;
 use shared::{manager_dict, shm_bandwidth, value_locked_2proc};
+use sibling::sibling_call_roundtrip;
 
 type Res<T = ()> = Result<T, Box<dyn Error>>;
 
@@ -83,7 +89,7 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 /// The references that a Python script measures.
 const PY_REFS: [&str; 4] = ["python", "python-spawn", "python-manager", "python-mplock"];
 
-const SCENARIOS: [&str; 29] = [
+const SCENARIOS: &[&str] = &[
     "spawn_join",
     "spawn_join_forkserver",
     "restart",
@@ -93,6 +99,7 @@ const SCENARIOS: [&str; 29] = [
     "call_roundtrip_async",
     "call_roundtrip_1k",
     "call_throughput",
+    "sibling_call_roundtrip",
     "stream_1k",
     "stream_1m",
     "idle_rss",
@@ -113,6 +120,8 @@ const SCENARIOS: [&str; 29] = [
     "manager_dict",
     "remote_call_roundtrip",
     "node_down_detect",
+    "pool_map_2nodes",
+    "remote_lock_roundtrip",
 ];
 
 // ---------------------------------------------------------------------------------
@@ -208,6 +217,9 @@ fn main() -> Res {
     if has("call_throughput") {
         timed("call_throughput", &|| call_throughput(py))?;
     }
+    if has("sibling_call_roundtrip") {
+        timed("sibling_call_roundtrip", &sibling_call_roundtrip)?;
+    }
     if has("stream_1k") {
         timed("stream_1k", &|| {
             stream("stream_1k", 1024, STREAM_1K_COUNT, py)
@@ -281,6 +293,12 @@ fn main() -> Res {
     }
     if has("node_down_detect") {
         timed("node_down_detect", &node_down_detect)?;
+    }
+    if has("pool_map_2nodes") {
+        timed("pool_map_2nodes", &pool_map_2nodes)?;
+    }
+    if has("remote_lock_roundtrip") {
+        timed("remote_lock_roundtrip", &remote_lock_roundtrip)?;
     }
     for scenario in soak::SCENARIOS.into_iter().filter(|s| has(s)) {
         soak::run(scenario)?;

@@ -91,9 +91,10 @@ pub use multiproc_supervisor::bytemuck;
 pub use multiproc_supervisor::progress_bar;
 pub use multiproc_supervisor::{
     Actor, ActorRef, BoxError, CallError, ChildInfo, CurrentProcess, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_SHUTDOWN_TIMEOUT, EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, Error,
-    Output, ParentProcess, Process, Sentinel, StartMethod, Target, active_children, cpu_count,
-    current_process, heartbeat, init, parent_process, stop_children, stop_requested, wait_for_stop,
+    DEFAULT_SHUTDOWN_TIMEOUT, DirectLink, EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED,
+    EXIT_PARENT_GONE, Error, MAX_DIRECT_LINKS, Output, ParentProcess, Process, Sentinel,
+    StartMethod, Target, active_children, cpu_count, current_process, direct_links, heartbeat,
+    init, parent_process, stop_children, stop_requested, wait_for_stop,
 };
 pub use multiproc_supervisor::{
     AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,
@@ -104,7 +105,8 @@ pub use multiproc_supervisor::{
     Value, ValueGuard,
 };
 pub use multiproc_supervisor::{
-    AsyncResult, Imap, Pool, PoolBuilder, PoolError, Progress, Task, TaskError, WorkerInfo,
+    AsyncResult, Imap, MAX_NODE_FRAME_LEN, Pool, PoolBuilder, PoolError, Progress, Task, TaskError,
+    WorkerInfo,
 };
 pub use multiproc_supervisor::{
     Barrier, BoundedSemaphore, Condition, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release,

@@ -440,13 +440,32 @@ fn a_handle_whose_owner_has_exited_fails_at_once() -> TestResult {
 }
 
 /// The shape of a handle on the wire, to forge one.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(from = "ForgedWire", into = "ForgedWire")]
 struct Forged {
     mem: ForgedMem,
 }
 
-/// A primitive in shared memory: its host's address and its memory.
+/// A handle here (not one used from another node).
 #[derive(Serialize, Deserialize)]
+enum ForgedWire {
+    Here(ForgedMem),
+}
+
+impl From<ForgedWire> for Forged {
+    fn from(ForgedWire::Here(mem): ForgedWire) -> Forged {
+        Forged { mem }
+    }
+}
+
+impl From<Forged> for ForgedWire {
+    fn from(f: Forged) -> ForgedWire {
+        ForgedWire::Here(f.mem)
+    }
+}
+
+/// A primitive in shared memory: its host's address and its memory.
+#[derive(Clone, Serialize, Deserialize)]
 struct ForgedMem {
     addr: ForgedAddr,
     seg: ForgedSeg,
@@ -460,7 +479,7 @@ struct ForgedSeg {
     len: u64,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 struct ForgedAddr {
     owner: Identity,
     id: u64,

@@ -22,6 +22,13 @@ pub enum Refusal {
         /// The root's build id.
         root: u64,
     },
+    /// The TLS handshake failed: one side speaks TLS and the other does not, or a
+    /// certificate did not verify (its issuer, its name, its dates).
+    #[error("TLS: {message}")]
+    Tls {
+        /// What failed, as rustls says it.
+        message: String,
+    },
     /// The two sides speak different versions of multiproc's node requests.
     #[error("different protocol versions: the node speaks {node}, the root {root}")]
     Protocol {

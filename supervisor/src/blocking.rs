@@ -132,6 +132,7 @@ pub use observe::snapshot;
 pub mod node {
     pub use crate::node::{
         ConnectOptions, Node, NodeConfig, NodeError, NodeEvent, NodeEvents, Refusal, Serving,
+        rustls,
     };
     use crate::runtime::block_on;
 
@@ -164,6 +165,20 @@ pub mod node {
         options: ConnectOptions,
     ) -> Result<Node, NodeError> {
         block_on(crate::node::connect_with(addr, cookie, options))
+    }
+
+    /// Connects to a node over TLS; see [`crate::node::connect_tls`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::node::connect_tls`].
+    pub fn connect_tls(
+        addr: &str,
+        cookie: &str,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        server_name: &str,
+    ) -> Result<Node, NodeError> {
+        block_on(crate::node::connect_tls(addr, cookie, config, server_name))
     }
 
     /// Waits until `node` is down; what showed it. See [`Node::down`].

@@ -17,14 +17,19 @@ pub(crate) mod agent;
 mod client;
 mod config;
 mod engine;
+pub(crate) mod relay;
 pub(crate) mod remote;
 mod serve;
 mod wire;
 
-pub use client::{ConnectOptions, Node, connect, connect_with};
+pub(crate) use client::connected;
+pub use client::{ConnectOptions, Node, connect, connect_tls, connect_with};
 pub use config::{DEFAULT_GRACE, NodeConfig};
 pub use multiproc_core::{NodeError, Refusal};
 pub use serve::{NodeEvent, NodeEvents, Serving, serve};
+/// The TLS library nodes use (rustls), for [`NodeConfig::tls`] and [`connect_tls`]:
+/// its `ServerConfig` and `ClientConfig`, certificates and keys.
+pub use tokio_rustls::rustls;
 
 /// With this variable set to `host:port`, `init()` makes the program a node: it serves
 /// there until SIGTERM or SIGINT, then exits; it never returns into `main`.

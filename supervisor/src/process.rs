@@ -67,6 +67,20 @@ struct Plan {
     fds: Vec<OwnedFd>,
     /// The arguments hold a handle to a one-machine object.
     one_machine: bool,
+    /// The arguments encoded for a node, when they hold handles that work there
+    /// through the gateway (`sync::far`).
+    far: Option<FarPlan>,
+}
+
+#[derive(Debug)]
+struct FarPlan {
+    args: Vec<u8>,
+    /// The handles to export, in the order the far encoding met them.
+    objs: Vec<(crate::sync::far::FarKey, crate::sync::far::Obj)>,
+    /// The far encoding still holds a handle to a one-machine object.
+    one_machine: bool,
+    /// Which, as far as the arguments' type tells.
+    named: String,
 }
 
 #[derive(Debug)]
@@ -114,6 +128,7 @@ impl Process {
                     args: start.args.clone(),
                     fds: Vec::new(),
                     one_machine: false,
+                    far: None,
                 })
                 .ok_or_else(|| Error::UnknownEntry(start.entry.clone()))
         })
@@ -122,15 +137,34 @@ impl Process {
     fn with_plan<T: Serialize>(entry: Result<&'static Entry, Error>, args: &T) -> Process {
         Process::build(|name| {
             let entry = entry?;
-            let ((encoded, fds), one_machine) = crate::sync::handles_in(|| {
-                multiproc_transport::collect_fds(|| codec::encode(args))
+            let (((encoded, fds), one_machine), farable) = crate::sync::far::farable_in(|| {
+                crate::sync::handles_in(|| multiproc_transport::collect_fds(|| codec::encode(args)))
             });
+            // Handles that work from a node are encoded for one as well: which
+            // encoding goes is known at `start`, after `on`.
+            let far = farable
+                .then(|| {
+                    let (((far_args, _fds), one_machine), objs) =
+                        crate::sync::far::encode_far(|| {
+                            crate::sync::handles_in(|| {
+                                multiproc_transport::collect_fds(|| codec::encode(args))
+                            })
+                        });
+                    far_args.ok().map(|args| FarPlan {
+                        args,
+                        objs,
+                        one_machine,
+                        named: crate::sync::far::one_machine_types(std::any::type_name::<T>()),
+                    })
+                })
+                .flatten();
             match encoded {
                 Ok(args) => Ok(Plan {
                     entry,
                     args,
                     fds,
                     one_machine,
+                    far,
                 }),
                 Err(source) => Err(Error::Args {
                     name: name.to_string(),
@@ -416,8 +450,11 @@ impl Process {
             method: self.method,
         };
         runtime::ensure()?;
+        // Polled where it runs, the start has this thread to itself: it reads the
+        // child's answer itself (see `start_child`).
+        let here = place == Place::Here;
         let started = async move {
-            let child = start_child(request).await?;
+            let child = start_child(request, here).await?;
             // Once a child exists, the root stops its tree on a signal and this process
             // finishes its children at exit; in the same task, so a dropped `start` does
             // not leave a child without them.
@@ -441,11 +478,25 @@ impl Process {
             }
             .into());
         }
-        if plan.one_machine {
+        let (args, objs, one_machine, named) = match plan.far {
+            Some(far) => {
+                // The handles' local encoding lent one credit each to their hosts
+                // (see `sync::refs`); those bytes never leave, so take them back.
+                crate::sync::far::reclaim(&far.objs);
+                (far.args, far.objs, far.one_machine, far.named)
+            }
+            None => (plan.args, Vec::new(), plan.one_machine, String::new()),
+        };
+        if one_machine {
+            let what = if named.is_empty() {
+                "a Value, Array, SharedMemory, RLock, Semaphore, Condition or Barrier".into()
+            } else {
+                named
+            };
             return Err(NodeError::NotAcrossNodes {
                 what: format!(
-                    "a Queue, Lock, Event, Value, Array or SharedMemory handle among the \
-                     arguments of {}",
+                    "{what} handle among the arguments of {} (a Queue, Lock or Event would \
+                     work)",
                     self.name
                 ),
                 node: node.name().to_string(),
@@ -455,9 +506,11 @@ impl Process {
         let start = multiproc_core::StartSpec {
             kind: plan.entry.kind,
             entry: plan.entry.name.to_string(),
-            args: plan.args,
+            args,
         };
+        let exported = crate::sync::far::export(objs, node.inner.token);
         let child = remote::start(node, self.name.clone(), start, self.daemon).await?;
+        exported.bind(child.pid, child.exit.clone());
         self.state = State::Remote(child);
         Ok(())
     }
@@ -616,7 +669,7 @@ impl Sentinel {
 }
 
 /// Where a start runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
     /// In a task of its own, which a dropped caller cannot cut short.
     Task,

@@ -24,6 +24,7 @@ mod client;
 mod condition;
 mod error;
 mod event;
+pub(crate) mod far;
 mod guard;
 mod guarded;
 mod host;

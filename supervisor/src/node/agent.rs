@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) engine: Arc<Engine>,
     pub(crate) events: broadcast::Sender<NodeEvent>,
     roots: Mutex<HashMap<u64, Root>>,
+    /// Processes being started, by identity, with their root's token.
+    placing: Mutex<HashMap<multiproc_core::Identity, u64>>,
     next: AtomicU64,
 }
 
@@ -48,6 +50,10 @@ struct Root {
     process: String,
     session: NodeId,
     lost: bool,
+    /// Turns true when the root is lost: far operations relayed to it fail then.
+    lost_tx: tokio::sync::watch::Sender<bool>,
+    /// When the root last pinged.
+    pinged: tokio::time::Instant,
     procs: HashMap<u64, Arc<Process>>,
 }
 
@@ -69,8 +75,13 @@ impl Shared {
             engine,
             events,
             roots: Mutex::new(HashMap::new()),
+            placing: Mutex::new(HashMap::new()),
             next: AtomicU64::new(seed | 1),
         })
+    }
+
+    fn placing(&self) -> std::sync::MutexGuard<'_, HashMap<multiproc_core::Identity, u64>> {
+        self.placing.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn roots(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Root>> {
@@ -88,6 +99,28 @@ impl Shared {
             .ok_or_else(|| Reply::Failed(format!("no process {id} here")))
     }
 
+    /// The root whose placed process `from` is (or descends from): its token, its
+    /// session, and a watch that turns true when it is lost.
+    pub(crate) fn root_of(
+        &self,
+        from: &multiproc_core::Identity,
+    ) -> Option<(u64, NodeId, tokio::sync::watch::Receiver<bool>)> {
+        let placing = self
+            .placing()
+            .iter()
+            .find(|(id, _)| from.path().starts_with(id.path()))
+            .map(|(_, &token)| token);
+        let roots = self.roots();
+        roots.iter().find_map(|(&token, root)| {
+            (placing == Some(token)
+                || root
+                    .procs
+                    .values()
+                    .any(|p| from.path().starts_with(p.identity().path())))
+            .then(|| (token, root.session, root.lost_tx.subscribe()))
+        })
+    }
+
     async fn answer(self: &Arc<Self>, request: Request) -> Reply {
         match request {
             Request::Hello {
@@ -95,10 +128,20 @@ impl Shared {
                 build_id,
                 root,
                 process,
-            } => self.hello(protocol, build_id, root, process).await,
-            Request::Ping { token } => match self.roots().contains_key(&token) {
-                true => Reply::Pong,
-                false => Reply::Failed("unknown root (no Hello, or released)".into()),
+                heartbeat_timeout_ms,
+            } => {
+                let silence = Duration::from_millis(heartbeat_timeout_ms.max(1)) * 2;
+                self.hello(protocol, build_id, root, process, silence).await
+            }
+            Request::Ping { token } => match self.roots().get_mut(&token) {
+                // A root this node gave up on is told so: both sides agree it is
+                // gone, and it connects again.
+                Some(root) if root.lost => Reply::Failed("this node lost the root".into()),
+                Some(root) => {
+                    root.pinged = tokio::time::Instant::now();
+                    Reply::Pong
+                }
+                None => Reply::Failed("unknown root (no Hello, or released)".into()),
             },
             Request::Spawn {
                 token,
@@ -113,14 +156,21 @@ impl Shared {
                     .named(name)
                     .daemon(daemon)
                     .supervised();
-                if let Err(e) = p.start().await {
+                // It may use a far handle before `start` returns: its root is known
+                // by its identity from now on.
+                let identity = p.identity().clone();
+                self.placing().insert(identity.clone(), token);
+                let started = p.start().await;
+                let placing = || self.placing().remove(&identity);
+                if let Err(e) = started {
+                    placing();
                     return Reply::Failed(e.to_string());
                 }
                 let pid = p.pid().unwrap_or(0);
                 let id = self.next.fetch_add(1, Ordering::Relaxed);
                 let p = Arc::new(p);
                 let mut roots = self.roots();
-                match roots.get_mut(&token) {
+                let reply = match roots.get_mut(&token) {
                     Some(root) => {
                         root.procs.insert(id, p);
                         Reply::Spawned { id, pid }
@@ -131,7 +181,9 @@ impl Shared {
                         let _ = p.kill();
                         Reply::Failed("root released".into())
                     }
-                }
+                };
+                placing();
+                reply
             }
             Request::Watch { token, id } => match self.process(token, id) {
                 Ok(p) => {
@@ -179,6 +231,7 @@ impl Shared {
         build_id: u64,
         root: String,
         process: String,
+        silence: Duration,
     ) -> Reply {
         let refusal = if protocol != NODE_PROTOCOL {
             Some(Refusal::Protocol {
@@ -202,14 +255,18 @@ impl Shared {
             return Reply::Refused(reason);
         }
         let session = match self.engine.sessions().await {
-            // The engine announces a node's name as `name@host`.
-            Ok(sessions) => sessions.into_iter().find_map(|(id, s)| {
-                s.peer_name
-                    .as_ref()
-                    .and_then(|n| n.name.strip_prefix(root.as_str()))
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('@'))
-                    .then_some(id)
-            }),
+            // The engine announces a node's name as `name@host`. The newest session of
+            // that name: an older one may linger from before a partition.
+            Ok(sessions) => sessions
+                .into_iter()
+                .filter_map(|(id, s)| {
+                    s.peer_name
+                        .as_ref()
+                        .and_then(|n| n.name.strip_prefix(root.as_str()))
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('@'))
+                        .then_some(id)
+                })
+                .max(),
             Err(e) => return Reply::Failed(e.to_string()),
         };
         let Some(session) = session else {
@@ -223,9 +280,12 @@ impl Shared {
                 process: process.clone(),
                 session,
                 lost: false,
+                lost_tx: tokio::sync::watch::channel(false).0,
+                pinged: tokio::time::Instant::now(),
                 procs: HashMap::new(),
             },
         );
+        tokio::spawn(Arc::clone(self).watch_silence(token, silence));
         tracing::info!(root = %process, "a root connected");
         let _ = self.events.send(NodeEvent::RootConnected { root: process });
         Reply::Welcome {
@@ -267,10 +327,47 @@ impl Shared {
         }
     }
 
+    /// Counts the root `token` lost once it has not pinged for `silence`: a
+    /// partition leaves its TCP session open here for as long as TCP keeps trying,
+    /// and the node must not wait for that to stop what it runs for the root.
+    async fn watch_silence(self: Arc<Self>, token: u64, silence: Duration) {
+        loop {
+            let deadline = match self.roots().get(&token) {
+                Some(root) if !root.lost => root.pinged + silence,
+                _ => return,
+            };
+            if tokio::time::Instant::now() < deadline {
+                tokio::time::sleep_until(deadline).await;
+                continue;
+            }
+            let session = self.roots().get(&token).map(|r| r.session);
+            tracing::warn!("a root sent no heartbeat for {silence:?}: counted lost");
+            self.lose(|t, _| t == token);
+            // Closes the stale session, so that a root that comes back opens a fresh
+            // one.
+            if let (Some(session), Ok(sessions)) = (session, self.engine.sessions().await)
+                && let Some(info) = sessions.get(&session)
+            {
+                info.actor.stop(Some("root silent".to_string()));
+            }
+            return;
+        }
+    }
+
     fn session_lost(self: &Arc<Self>, session: NodeId) {
+        self.lose(|_, root| root.session == session);
+    }
+
+    /// Counts the roots that `which` picks lost: what they run here stops after the
+    /// grace period.
+    fn lose(self: &Arc<Self>, which: impl Fn(u64, &Root) -> bool) {
         let mut roots = self.roots();
-        for (&token, root) in roots.iter_mut().filter(|(_, r)| r.session == session) {
+        for (&token, root) in roots.iter_mut().filter(|(t, r)| which(**t, r)) {
+            if root.lost {
+                continue;
+            }
             root.lost = true;
+            let _ = root.lost_tx.send(true);
             tracing::warn!(
                 root = %root.process,
                 running = root.procs.len(),

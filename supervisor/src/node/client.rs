@@ -236,6 +236,53 @@ pub async fn connect_with(
     cookie: &str,
     options: ConnectOptions,
 ) -> Result<Node, NodeError> {
+    connect_over(addr, cookie, options, None).await
+}
+
+/// Connects to the node at `addr` over TLS: `config` says which certificates this
+/// root trusts (and which it presents, if the node asks for one), `server_name` the
+/// name the node's certificate must carry. The cookie is checked as with
+/// [`connect`], inside the encrypted session.
+///
+/// ```no_run
+/// # async fn run(config: std::sync::Arc<multiproc_supervisor::node::rustls::ClientConfig>)
+/// # -> Result<(), multiproc_supervisor::node::NodeError> {
+/// let node = multiproc_supervisor::node::connect_tls(
+///     "10.0.0.7:7070", "s3cret", config, "worker-a.example",
+/// ).await?;
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+///
+/// As [`connect`]; [`NodeError::Refused`] with [`Refusal::Tls`] when the handshake
+/// fails (a plain node, a certificate that does not verify);
+/// [`NodeError::Config`] when `server_name` is not a DNS name or an IP address.
+pub async fn connect_tls(
+    addr: &str,
+    cookie: &str,
+    config: Arc<tokio_rustls::rustls::ClientConfig>,
+    server_name: &str,
+) -> Result<Node, NodeError> {
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| NodeError::Config {
+            message: format!("`{server_name}` is not a TLS server name: {e}"),
+        })?;
+    let tls = tokio_rustls::TlsConnector::from(config);
+    connect_over(addr, cookie, ConnectOptions::default(), Some((tls, name))).await
+}
+
+type Tls = (
+    tokio_rustls::TlsConnector,
+    tokio_rustls::rustls::pki_types::ServerName<'static>,
+);
+
+async fn connect_over(
+    addr: &str,
+    cookie: &str,
+    options: ConnectOptions,
+    tls: Option<Tls>,
+) -> Result<Node, NodeError> {
     runtime::ensure().map_err(|e| NodeError::Engine(e.to_string()))?;
     let (addr_text, cookie) = (addr.to_string(), cookie.to_string());
     runtime::run(async move {
@@ -257,26 +304,57 @@ pub async fn connect_with(
             return Ok(node);
         }
         let engine = engine::for_cookie(&cookie).await?;
+        // Before the session: its first exchange of groups names the gateway.
+        super::relay::ensure_gateway().await?;
         let events = engine.events.subscribe();
-        ractor_cluster::client_connect(&engine.server, addr)
-            .await
-            .map_err(|e| NodeError::Unreachable {
+        let plain = tls.is_none();
+        let opened = match tls {
+            None => ractor_cluster::client_connect(&engine.server, addr).await,
+            Some((connector, name)) => {
+                ractor_cluster::client_connect_enc(&engine.server, addr, connector, name).await
+            }
+        };
+        opened.map_err(|e| match e {
+            ractor_cluster::ClientConnectErr::Encryption(io) => NodeError::Refused {
                 addr: addr_text.clone(),
-                message: match e {
-                    ractor_cluster::ClientConnectErr::Socket(io) => io.to_string(),
-                    other => other.to_string(),
+                reason: Refusal::Tls {
+                    message: io.to_string(),
                 },
-            })?;
+            },
+            ractor_cluster::ClientConnectErr::Socket(io) => NodeError::Unreachable {
+                addr: addr_text.clone(),
+                message: io.to_string(),
+            },
+            other => NodeError::Unreachable {
+                addr: addr_text.clone(),
+                message: other.to_string(),
+            },
+        })?;
         let session = tokio::time::timeout(options.timeout, ready(events, addr))
             .await
             .map_err(|_| NodeError::ConnectTimeout {
                 addr: addr_text.clone(),
                 timeout: options.timeout,
-            })?
-            .map_err(|reason| NodeError::Refused {
-                addr: addr_text.clone(),
-                reason,
             })?;
+        let session = match session {
+            Ok(session) => session,
+            // A session that closes before it authenticates: the cookies differ, or
+            // the node speaks TLS to a plain root; ask which.
+            Err(Refusal::Cookie) if plain && speaks_tls(addr).await => {
+                return Err(NodeError::Refused {
+                    addr: addr_text,
+                    reason: Refusal::Tls {
+                        message: "the node requires TLS (connect with connect_tls)".into(),
+                    },
+                });
+            }
+            Err(reason) => {
+                return Err(NodeError::Refused {
+                    addr: addr_text,
+                    reason,
+                });
+            }
+        };
         let agent =
             ractor::pg::get_scoped_members(&AGENT_SCOPE.to_string(), &AGENT_GROUP.to_string())
                 .into_iter()
@@ -296,6 +374,7 @@ pub async fn connect_with(
             build_id: super::build_id(),
             root: engine.name.clone(),
             process: me.name.clone(),
+            heartbeat_timeout_ms: options.heartbeat_timeout.as_millis() as u64,
         };
         let reply = call(&agent, &addr_text, &hello, Some(options.timeout), &down_tx).await?;
         let (name, token, pid) = match reply {
@@ -341,6 +420,30 @@ pub async fn connect_with(
         Ok(node)
     })
     .await
+}
+
+/// Whether the server at `addr` answers a malformed TLS record with a TLS alert: a
+/// node that serves TLS does, a plain node never sends those bytes.
+async fn speaks_tls(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        // A handshake record with nothing in it.
+        stream
+            .write_all(&[0x16, 0x03, 0x01, 0x00, 0x00])
+            .await
+            .ok()?;
+        let mut head = [0u8; 2];
+        stream.read_exact(&mut head).await.ok()?;
+        // An alert record, TLS 1.x.
+        Some(head == [0x15, 0x03])
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, probe)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
 }
 
 /// Waits for the session to `addr` to be ready; a session that closes before it

@@ -1,6 +1,7 @@
 //! How a node is started.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a node keeps running what it started for a root it can no longer reach.
@@ -20,6 +21,7 @@ pub struct NodeConfig {
     pub(crate) listen: SocketAddr,
     pub(crate) cookie: String,
     pub(crate) grace: Duration,
+    pub(crate) tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for NodeConfig {
@@ -29,6 +31,7 @@ impl std::fmt::Debug for NodeConfig {
             .field("name", &self.name)
             .field("listen", &self.listen)
             .field("grace", &self.grace)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -43,7 +46,18 @@ impl NodeConfig {
             listen,
             cookie: cookie.into(),
             grace: DEFAULT_GRACE,
+            tls: None,
         }
+    }
+
+    /// Serves over TLS with `config` (its certificate chain and key; with a client
+    /// certificate verifier, roots must present a certificate too). Roots connect
+    /// with [`connect_tls`](crate::node::connect_tls); a plain root is refused
+    /// ([`Refusal::Tls`](crate::node::Refusal::Tls)). The cookie is still checked,
+    /// inside the encrypted session.
+    pub fn tls(mut self, config: Arc<tokio_rustls::rustls::ServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
     }
 
     /// How long the node keeps what it runs for a root after losing that root's

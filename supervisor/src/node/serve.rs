@@ -111,10 +111,12 @@ pub async fn serve(config: NodeConfig) -> Result<Serving, NodeError> {
             Arc::clone(&engine),
             events.clone(),
         );
+        super::relay::set_node(&shared);
         let (agent, _) = ractor::Actor::spawn(None, Agent, Arc::clone(&shared))
             .await
             .map_err(|e| NodeError::Engine(e.to_string()))?;
-        let accept = tokio::spawn(accept(listener, engine.server.clone()));
+        let tls = config.tls.map(tokio_rustls::TlsAcceptor::from);
+        let accept = tokio::spawn(accept(listener, engine.server.clone(), tls, events.clone()));
         tracing::info!(node = %config.name, %addr, "serving as a node");
         Ok(Serving {
             inner: Arc::new(Inner {
@@ -131,8 +133,14 @@ pub async fn serve(config: NodeConfig) -> Result<Serving, NodeError> {
 }
 
 /// Hands each accepted connection to the engine, which runs its session (the
-/// authentication first).
-async fn accept(listener: TcpListener, server: ActorRef<NodeServerMessage>) {
+/// authentication first); with TLS, once its handshake has passed, in a task of its
+/// own so that a slow peer holds up no other.
+async fn accept(
+    listener: TcpListener,
+    server: ActorRef<NodeServerMessage>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    events: broadcast::Sender<NodeEvent>,
+) {
     loop {
         let Ok((stream, peer_addr)) = listener.accept().await else {
             continue;
@@ -141,18 +149,55 @@ async fn accept(listener: TcpListener, server: ActorRef<NodeServerMessage>) {
         let Ok(local_addr) = stream.local_addr() else {
             continue;
         };
-        let opened = NodeServerMessage::ConnectionOpened {
-            stream: Box::new(NetworkStream::Raw {
-                peer_addr,
-                local_addr,
-                stream,
-            }),
-            is_server: true,
+        let Some(tls) = tls.clone() else {
+            let opened = NodeServerMessage::ConnectionOpened {
+                stream: Box::new(NetworkStream::Raw {
+                    peer_addr,
+                    local_addr,
+                    stream,
+                }),
+                is_server: true,
+            };
+            if server.cast(opened).is_err() {
+                return;
+            }
+            continue;
         };
-        if server.cast(opened).is_err() {
-            return;
-        }
+        let (server, events) = (server.clone(), events.clone());
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await;
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return refused_tls(&events, peer_addr, e.to_string()),
+                Err(_) => {
+                    return refused_tls(
+                        &events,
+                        peer_addr,
+                        format!("no handshake within {TLS_HANDSHAKE_TIMEOUT:?}"),
+                    );
+                }
+            };
+            let _ = server.cast(NodeServerMessage::ConnectionOpened {
+                stream: Box::new(NetworkStream::TlsServer {
+                    peer_addr,
+                    local_addr,
+                    stream,
+                }),
+                is_server: true,
+            });
+        });
     }
+}
+
+/// How long a peer has to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn refused_tls(events: &broadcast::Sender<NodeEvent>, peer: SocketAddr, message: String) {
+    tracing::warn!(%peer, "refused a peer: TLS: {message}");
+    let _ = events.send(NodeEvent::Refused {
+        peer: peer.to_string(),
+        reason: Refusal::Tls { message },
+    });
 }
 
 /// A node's events, from the moment [`Serving::events`] was called.

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use multiproc_core::Refusal;
 
 /// The version of [`Request`] and [`Reply`]; a Hello with another one is refused.
-pub(crate) const NODE_PROTOCOL: u32 = 1;
+pub(crate) const NODE_PROTOCOL: u32 = 2;
 
 /// The process group (in its own scope) a node's agent joins, where a root finds it.
 pub(crate) const AGENT_SCOPE: &str = "multiproc";
@@ -63,6 +63,9 @@ pub(crate) enum Request {
         root: String,
         /// The root process's own name, for the node's logs.
         process: String,
+        /// How long the root lets a ping go unanswered (ms); the node counts the root
+        /// lost after twice that without a ping, even while the session looks open.
+        heartbeat_timeout_ms: u64,
     },
     /// Heartbeat.
     Ping { token: u64 },

@@ -63,6 +63,11 @@ pub enum SyncError {
     /// to raise it.
     #[error(transparent)]
     Exhausted(Exhausted),
+    /// A handle used on another node lost its way to the primitive: the root or the
+    /// node went down (`NodeError::NodeDown`) while the operation was in flight, or
+    /// the root failed it.
+    #[error(transparent)]
+    Node(multiproc_core::NodeError),
     /// The system refused shared memory otherwise (to create or to map a segment).
     #[error("shared memory: {0}")]
     Memory(String),

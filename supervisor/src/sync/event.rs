@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::SyncError;
+use super::far::{self, FarOp, Side};
 use super::host::State;
 use super::mapped::Mapped;
 use super::park::{self, Attempt, Park};
@@ -16,9 +17,34 @@ use crate::runtime::shm::{self, Segment};
 /// `set`, `clear` and `is_set` are one atomic operation each, and a waiter sleeps on
 /// the word (a futex). A waiter that finds the process that created it gone gets
 /// [`SyncError::OwnerGone`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On another node (a process placed with [`Process::on`](crate::Process::on) that
+/// got it among its arguments) every operation travels to the process that placed
+/// it, which runs it here.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
-    mem: Mapped<EventWord>,
+    side: Side<Mapped<EventWord>>,
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        far::serialize(
+            &self.side,
+            || match &self.side {
+                Side::Here(mem) => (far::FarKey::of(&mem.addr), far::Obj::Event(self.clone())),
+                Side::Far(_) => unreachable!("a far handle is not exported again"),
+            },
+            s,
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Event, D::Error> {
+        Ok(Event {
+            side: far::deserialize(d)?,
+        })
+    }
 }
 
 impl Event {
@@ -29,23 +55,31 @@ impl Event {
     /// As [`Lock::new`](super::Lock::new).
     pub fn new() -> Result<Event, SyncError> {
         Ok(Event {
-            mem: Mapped::create(
+            side: Side::Here(Mapped::create(
                 "multiproc-event",
                 EVENT_LEN,
                 EVENT_MAGIC,
                 EventWord::new,
                 |_| State::Mapped,
-            )?,
+            )?),
         })
     }
 
+    /// Its address at its host; `None` for a far handle.
+    pub(super) fn addr(&self) -> Option<&super::Addr> {
+        match &self.side {
+            Side::Here(mem) => Some(&mem.addr),
+            Side::Far(_) => None,
+        }
+    }
+
     /// The word, mapped (an event needs no watching: nobody holds it).
-    fn word(&self) -> Result<&EventWord, SyncError> {
-        if let Some(w) = self.mem.word.get() {
+    fn word(mem: &Mapped<EventWord>) -> Result<&EventWord, SyncError> {
+        if let Some(w) = mem.word.get() {
             return Ok(w);
         }
-        let w = self.mem.open(EVENT_MAGIC, EventWord::new)?;
-        Ok(self.mem.keep(w))
+        let w = mem.open(EVENT_MAGIC, EventWord::new)?;
+        Ok(mem.keep(w))
     }
 
     /// Sets it; every waiter returns `true`.
@@ -55,7 +89,10 @@ impl Event {
     /// [`SyncError::OwnerGone`] (mapping it after its host exited),
     /// [`SyncError::Forged`].
     pub async fn set(&self) -> Result<(), SyncError> {
-        self.set_blocking()
+        match &self.side {
+            Side::Here(_) => self.set_blocking(),
+            Side::Far(far) => far.done(FarOp::Set).await,
+        }
     }
 
     /// As [`set`](Event::set), without a runtime (it never waits).
@@ -64,8 +101,13 @@ impl Event {
     ///
     /// As [`set`](Event::set).
     pub(crate) fn set_blocking(&self) -> Result<(), SyncError> {
-        self.word()?.set();
-        Ok(())
+        match &self.side {
+            Side::Here(mem) => {
+                Event::word(mem)?.set();
+                Ok(())
+            }
+            Side::Far(_) => crate::runtime::block_on(self.set()),
+        }
     }
 
     /// Clears it.
@@ -74,7 +116,10 @@ impl Event {
     ///
     /// As [`set`](Event::set).
     pub async fn clear(&self) -> Result<(), SyncError> {
-        self.clear_blocking()
+        match &self.side {
+            Side::Here(_) => self.clear_blocking(),
+            Side::Far(far) => far.done(FarOp::Clear).await,
+        }
     }
 
     /// As [`clear`](Event::clear), without a runtime.
@@ -83,8 +128,13 @@ impl Event {
     ///
     /// As [`set`](Event::set).
     pub(crate) fn clear_blocking(&self) -> Result<(), SyncError> {
-        self.word()?.clear();
-        Ok(())
+        match &self.side {
+            Side::Here(mem) => {
+                Event::word(mem)?.clear();
+                Ok(())
+            }
+            Side::Far(_) => crate::runtime::block_on(self.clear()),
+        }
     }
 
     /// Whether it is set.
@@ -93,7 +143,10 @@ impl Event {
     ///
     /// As [`set`](Event::set).
     pub async fn is_set(&self) -> Result<bool, SyncError> {
-        self.is_set_blocking()
+        match &self.side {
+            Side::Here(_) => self.is_set_blocking(),
+            Side::Far(far) => far.bool(FarOp::IsSet).await,
+        }
     }
 
     /// As [`is_set`](Event::is_set), without a runtime.
@@ -102,7 +155,10 @@ impl Event {
     ///
     /// As [`set`](Event::set).
     pub(crate) fn is_set_blocking(&self) -> Result<bool, SyncError> {
-        Ok(self.word()?.is_set())
+        match &self.side {
+            Side::Here(mem) => Ok(Event::word(mem)?.is_set()),
+            Side::Far(_) => crate::runtime::block_on(self.is_set()),
+        }
     }
 
     /// Waits until it is set, at most `timeout`: whether it was set (Python's
@@ -113,11 +169,15 @@ impl Event {
     ///
     /// [`SyncError::OwnerGone`] (also while waiting), [`SyncError::Forged`].
     pub async fn wait(&self, timeout: Option<Duration>) -> Result<bool, SyncError> {
-        let word = self.word()?;
+        let mem = match &self.side {
+            Side::Here(mem) => mem,
+            Side::Far(far) => return far.bool(FarOp::Wait { timeout }).await,
+        };
+        let word = Event::word(mem)?;
         if word.is_set() {
             return Ok(true);
         }
-        word.wait_async(timeout, &self.mem.addr.owner).await
+        word.wait_async(timeout, &mem.addr.owner).await
     }
 
     /// As [`wait`](Event::wait), from a thread that may block.
@@ -126,7 +186,10 @@ impl Event {
     ///
     /// As [`wait`](Event::wait).
     pub(crate) fn wait_blocking(&self, timeout: Option<Duration>) -> Result<bool, SyncError> {
-        self.word()?.wait(timeout, &self.mem.addr.owner)
+        match &self.side {
+            Side::Here(mem) => Event::word(mem)?.wait(timeout, &mem.addr.owner),
+            Side::Far(_) => crate::runtime::block_on(self.wait(timeout)),
+        }
     }
 }
 

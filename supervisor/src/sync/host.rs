@@ -143,6 +143,9 @@ fn serve(env: Envelope) {
         // Never answered: the router answers it with `Exited` when this process ends.
         return;
     }
+    if let Op::Far(call) = request.op {
+        return super::far::forward(env, call);
+    }
     let mut replies: Replies = Vec::new();
     let mut watch = None;
     {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use multiproc_core::lock_word::{self, Try};
 use serde::{Deserialize, Serialize};
 
+use super::far::{self, FarOp, Side};
 use super::host::{State, Watched};
 use super::mapped::Mapped;
 use super::park::{self, Attempt, Park, took};
@@ -22,9 +23,34 @@ use crate::runtime::shm::{self, Segment};
 /// watches every process that uses the lock, and when the holder dies it frees the
 /// lock and the next acquirer is told ([`SyncError::OwnerDied`]). A waiter that
 /// finds the host gone gets [`SyncError::OwnerGone`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On another node (a process placed with [`Process::on`](crate::Process::on) that
+/// got it among its arguments) every operation travels to the process that placed
+/// it, which runs it here: the same semantics, a round trip slower.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lock {
-    mem: Mapped<LockWord>,
+    side: Side<Mapped<LockWord>>,
+}
+
+impl Serialize for Lock {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        far::serialize(
+            &self.side,
+            || match &self.side {
+                Side::Here(mem) => (far::FarKey::of(&mem.addr), far::Obj::Lock(self.clone())),
+                Side::Far(_) => unreachable!("a far handle is not exported again"),
+            },
+            s,
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for Lock {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Lock, D::Error> {
+        Ok(Lock {
+            side: far::deserialize(d)?,
+        })
+    }
 }
 
 impl Lock {
@@ -46,21 +72,43 @@ impl Lock {
     /// ```
     pub fn new() -> Result<Lock, SyncError> {
         Ok(Lock {
-            mem: Mapped::create("multiproc-lock", LOCK_LEN, LOCK_MAGIC, word_of, |word| {
-                State::Watched(Box::new(word.clone()))
-            })?,
+            side: Side::Here(Mapped::create(
+                "multiproc-lock",
+                LOCK_LEN,
+                LOCK_MAGIC,
+                word_of,
+                |word| State::Watched(Box::new(word.clone())),
+            )?),
         })
     }
 
     /// The word, mapped; the first time in a process, the host is told who uses it
     /// (so that it can free the lock if this process dies holding it).
-    async fn word(&self) -> Result<&LockWord, SyncError> {
-        self.mem.attached(LOCK_MAGIC, word_of).await
+    async fn word<'a>(&self, mem: &'a Mapped<LockWord>) -> Result<&'a LockWord, SyncError> {
+        mem.attached(LOCK_MAGIC, word_of).await
     }
 
     /// As `word`, from a thread that may block.
-    fn word_blocking(&self) -> Result<&LockWord, SyncError> {
-        self.mem.attached_blocking(LOCK_MAGIC, word_of)
+    fn word_blocking<'a>(&self, mem: &'a Mapped<LockWord>) -> Result<&'a LockWord, SyncError> {
+        mem.attached_blocking(LOCK_MAGIC, word_of)
+    }
+
+    /// Its address at its host; `None` for a far handle.
+    pub(super) fn addr(&self) -> Option<&super::Addr> {
+        match &self.side {
+            Side::Here(mem) => Some(&mem.addr),
+            Side::Far(_) => None,
+        }
+    }
+
+    /// Frees it as a dead holder's if the gateway holds it for a far process (which
+    /// exited, or whose node went down): the next acquirer is told `OwnerDied`.
+    pub(super) async fn holder_gone(&self) {
+        if let Side::Here(mem) = &self.side
+            && let Ok(word) = mem.attached(LOCK_MAGIC, word_of).await
+        {
+            word.holder_died(shm::my_pid());
+        }
     }
 
     /// Acquires it (Python's `acquire(block, timeout)`): `Ok(false)` when it would
@@ -74,11 +122,15 @@ impl Lock {
     /// holding it; [`SyncError::OwnerGone`] when its host has exited;
     /// [`SyncError::Forged`].
     pub async fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
-        let word = self.word().await?;
+        let mem = match &self.side {
+            Side::Here(mem) => mem,
+            Side::Far(far) => return far.bool(FarOp::Acquire { block, timeout }).await,
+        };
+        let word = self.word(mem).await?;
         park::acquire(
             block,
             || took(word.try_lock()),
-            || word.lock_async(timeout, &self.mem.addr.owner),
+            || word.lock_async(timeout, &mem.addr.owner),
         )
         .await
     }
@@ -94,11 +146,15 @@ impl Lock {
         block: bool,
         timeout: Option<Duration>,
     ) -> Result<bool, SyncError> {
-        let word = self.word_blocking()?;
+        let mem = match &self.side {
+            Side::Here(mem) => mem,
+            Side::Far(_) => return crate::runtime::block_on(self.acquire(block, timeout)),
+        };
+        let word = self.word_blocking(mem)?;
         park::acquire_blocking(
             block,
             || took(word.try_lock()),
-            || word.lock(timeout, &self.mem.addr.owner),
+            || word.lock(timeout, &mem.addr.owner),
         )
     }
 
@@ -109,7 +165,10 @@ impl Lock {
     /// [`SyncError::Misuse`] when it is not held; [`SyncError::OwnerGone`] when this
     /// process never used it and its host has exited.
     pub async fn release(&self) -> Result<(), SyncError> {
-        self.word().await?.unlock()
+        match &self.side {
+            Side::Here(mem) => self.word(mem).await?.unlock(),
+            Side::Far(far) => far.done(FarOp::Release).await,
+        }
     }
 
     /// Releases it from a thread that may block.
@@ -118,7 +177,10 @@ impl Lock {
     ///
     /// As [`release`](Lock::release).
     pub(crate) fn release_blocking(&self) -> Result<(), SyncError> {
-        self.word_blocking()?.unlock()
+        match &self.side {
+            Side::Here(mem) => self.word_blocking(mem)?.unlock(),
+            Side::Far(_) => crate::runtime::block_on(self.release()),
+        }
     }
 
     /// Whether it is held now (by anyone).
@@ -127,7 +189,10 @@ impl Lock {
     ///
     /// As [`release`](Lock::release).
     pub async fn locked(&self) -> Result<bool, SyncError> {
-        Ok(self.word().await?.is_locked())
+        match &self.side {
+            Side::Here(mem) => Ok(self.word(mem).await?.is_locked()),
+            Side::Far(far) => far.bool(FarOp::Locked).await,
+        }
     }
 
     /// Acquires it for as long as the guard lives (Python's `with lock:`).

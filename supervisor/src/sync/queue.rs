@@ -16,6 +16,7 @@ use memory::QUEUE_CAPACITY;
 pub(crate) use memory::QueueMem;
 
 use super::SyncError;
+use super::far::{self, FarOp, Side};
 use super::host::{self, State};
 use super::refs::Addr;
 
@@ -37,27 +38,58 @@ use super::refs::Addr;
 ///
 /// An unbounded queue (`maxsize` 0) holds up to 32 MiB of encoded items; a put
 /// beyond that waits for room, as a bounded queue's does.
-#[derive(Serialize, Deserialize)]
-#[serde(bound = "")]
+///
+/// On another node (a process placed with [`Process::on`](crate::Process::on) that
+/// got it among its arguments) every operation travels to the process that placed
+/// it, which runs it here. An item taken by a far `get` counts as delivered once it
+/// leaves for the node: a far consumer that dies after that loses it.
 pub struct Queue<T> {
+    side: Side<Local>,
+    closed: bool,
+    _item: PhantomData<fn(T) -> T>,
+}
+
+/// A queue's handle in a process that maps it.
+#[derive(Serialize, Deserialize)]
+struct Local {
     addr: Addr,
     seg: crate::runtime::shm::SegmentRef,
-    #[serde(skip)]
-    closed: bool,
     /// The queue's memory, once this process has mapped it.
     #[serde(skip)]
     mem: std::sync::OnceLock<std::sync::Arc<QueueMem>>,
-    #[serde(skip)]
-    _item: PhantomData<fn(T) -> T>,
+}
+
+impl Clone for Local {
+    fn clone(&self) -> Self {
+        Local {
+            addr: self.addr.clone(),
+            seg: self.seg,
+            mem: self.mem.clone(),
+        }
+    }
+}
+
+impl PartialEq for Local {
+    fn eq(&self, other: &Local) -> bool {
+        self.addr == other.addr
+    }
+}
+
+impl Eq for Local {}
+
+impl fmt::Debug for Local {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Local")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T> Clone for Queue<T> {
     fn clone(&self) -> Self {
         Queue {
-            addr: self.addr.clone(),
-            seg: self.seg,
+            side: self.side.clone(),
             closed: self.closed,
-            mem: self.mem.clone(),
             _item: PhantomData,
         }
     }
@@ -66,8 +98,178 @@ impl<T> Clone for Queue<T> {
 impl<T> fmt::Debug for Queue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Queue")
-            .field("addr", &self.addr)
+            .field("side", &self.side)
             .finish_non_exhaustive()
+    }
+}
+
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        far::serialize(
+            &self.side,
+            || match &self.side {
+                Side::Here(l) => (
+                    far::FarKey::of(&l.addr),
+                    far::Obj::Queue(Queue {
+                        side: Side::Here(l.clone()),
+                        closed: false,
+                        _item: PhantomData,
+                    }),
+                ),
+                Side::Far(_) => unreachable!("a far handle is not exported again"),
+            },
+            s,
+        )
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Queue<T>, D::Error> {
+        Ok(Queue {
+            side: far::deserialize(d)?,
+            closed: false,
+            _item: PhantomData,
+        })
+    }
+}
+
+impl Local {
+    /// The queue's memory, mapped; the first time in a process, the host is told
+    /// who uses it (so that it can give back what this process took if it dies).
+    async fn mem(&self) -> Result<&QueueMem, SyncError> {
+        if let Some(m) = self.mem.get() {
+            return Ok(m);
+        }
+        let seg = self.addr.map(self.seg)?;
+        let mem = QueueMem::open(seg, self.addr.secret).ok_or(SyncError::Forged)?;
+        self.addr.attach().await?;
+        Ok(self.mem.get_or_init(|| mem))
+    }
+
+    /// As `mem`, from a thread that may block.
+    fn mem_blocking(&self) -> Result<&QueueMem, SyncError> {
+        match self.mem.get() {
+            Some(m) => Ok(m),
+            None => crate::runtime::block_on(self.mem()),
+        }
+    }
+
+    fn owner(&self) -> &Identity {
+        &self.addr.owner
+    }
+}
+
+/// Encoded items, as the gateway moves them for a far handle.
+impl<T> Queue<T> {
+    /// Its address at its host; `None` for a far handle.
+    pub(super) fn addr(&self) -> Option<&Addr> {
+        match &self.side {
+            Side::Here(l) => Some(&l.addr),
+            Side::Far(_) => None,
+        }
+    }
+
+    pub(super) async fn put_raw(
+        &self,
+        bytes: &[u8],
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<(), SyncError> {
+        let Side::Here(l) = &self.side else {
+            return Err(SyncError::Forged);
+        };
+        let mem = l.mem().await?;
+        if mem.put(bytes, false, None, l.owner())? {
+            return Ok(());
+        }
+        if block && mem.put_async(bytes, timeout, l.owner()).await? {
+            return Ok(());
+        }
+        Err(SyncError::Full)
+    }
+
+    pub(super) async fn get_raw(
+        &self,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<u8>, SyncError> {
+        let Side::Here(l) = &self.side else {
+            return Err(SyncError::Forged);
+        };
+        let mem = l.mem().await?;
+        let mut bytes = Vec::new();
+        if !mem.get(&mut bytes, false, None, l.owner())?
+            && (!block || !mem.get_async(&mut bytes, timeout, l.owner()).await?)
+        {
+            return Err(SyncError::Empty);
+        }
+        // It leaves for the far consumer: delivered (a joinable queue's is until
+        // its `task_done`).
+        if !mem.joinable() {
+            mem.delivered();
+        }
+        Ok(bytes)
+    }
+
+    pub(super) async fn size_raw(&self) -> Result<(usize, bool), SyncError> {
+        match &self.side {
+            Side::Here(l) => Ok(l.mem().await?.size()),
+            Side::Far(far) => far.size().await,
+        }
+    }
+
+    /// One item is done (`JoinableQueue.task_done`).
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Queue`] when called more times than items were put;
+    /// [`SyncError::OwnerGone`].
+    pub async fn task_done(&self) -> Result<(), SyncError> {
+        match &self.side {
+            Side::Here(l) => l.mem().await?.task_done(l.owner()),
+            Side::Far(far) => far.done(FarOp::TaskDone).await,
+        }
+    }
+
+    /// `task_done` from a thread that may block.
+    ///
+    /// # Errors
+    ///
+    /// As [`task_done`](Queue::task_done).
+    pub(crate) fn task_done_blocking(&self) -> Result<(), SyncError> {
+        match &self.side {
+            Side::Here(l) => l.mem_blocking()?.task_done(l.owner()),
+            Side::Far(_) => crate::runtime::block_on(self.task_done()),
+        }
+    }
+
+    /// Waits until every item put has been marked done (`JoinableQueue.join`).
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::OwnerGone`] (also while waiting).
+    pub async fn join(&self) -> Result<(), SyncError> {
+        let l = match &self.side {
+            Side::Here(l) => l,
+            Side::Far(far) => return far.done(FarOp::Join).await,
+        };
+        let mem = l.mem().await?;
+        if mem.join(Some(Duration::ZERO), l.owner())? {
+            return Ok(());
+        }
+        mem.join_async(None, l.owner()).await.map(|_| ())
+    }
+
+    /// `join` from a thread that may block.
+    ///
+    /// # Errors
+    ///
+    /// As [`join`](Queue::join).
+    pub(crate) fn join_blocking(&self) -> Result<(), SyncError> {
+        match &self.side {
+            Side::Here(l) => l.mem_blocking()?.join(None, l.owner()).map(|_| ()),
+            Side::Far(_) => crate::runtime::block_on(self.join()),
+        }
     }
 }
 
@@ -108,36 +310,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Some(mem.at()),
         );
         Ok(Queue {
-            addr,
-            seg: mem.at(),
+            side: Side::Here(Local {
+                addr,
+                seg: mem.at(),
+                mem: std::sync::OnceLock::from(mem),
+            }),
             closed: false,
-            mem: std::sync::OnceLock::from(mem),
             _item: PhantomData,
         })
-    }
-
-    /// The queue's memory, mapped; the first time in a process, the host is told
-    /// who uses it (so that it can give back what this process took if it dies).
-    async fn mem(&self) -> Result<&QueueMem, SyncError> {
-        if let Some(m) = self.mem.get() {
-            return Ok(m);
-        }
-        let seg = self.addr.map(self.seg)?;
-        let mem = QueueMem::open(seg, self.addr.secret).ok_or(SyncError::Forged)?;
-        self.addr.attach().await?;
-        Ok(self.mem.get_or_init(|| mem))
-    }
-
-    /// As `mem`, from a thread that may block.
-    fn mem_blocking(&self) -> Result<&QueueMem, SyncError> {
-        match self.mem.get() {
-            Some(m) => Ok(m),
-            None => crate::runtime::block_on(self.mem()),
-        }
-    }
-
-    fn owner(&self) -> &Identity {
-        &self.addr.owner
     }
 
     /// Puts an item (Python's `put(obj, block, timeout)`).
@@ -153,15 +333,31 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         block: bool,
         timeout: Option<Duration>,
     ) -> Result<(), SyncError> {
-        let mem = self.mem().await?;
-        if self.put_with(mem, item, false, None)? {
+        let l = match &self.side {
+            Side::Here(l) => l,
+            Side::Far(far) => {
+                if self.closed {
+                    return Err(SyncError::Closed);
+                }
+                let item = codec::encode(item).map_err(SyncError::Encode)?;
+                return far
+                    .done(FarOp::Put {
+                        item,
+                        block,
+                        timeout,
+                    })
+                    .await;
+            }
+        };
+        let mem = l.mem().await?;
+        if self.put_with(l, mem, item, false, None)? {
             return Ok(());
         }
         if !block {
             return Err(SyncError::Full);
         }
         let bytes = codec::encode(item).map_err(SyncError::Encode)?;
-        if mem.put_async(&bytes, timeout, self.owner()).await? {
+        if mem.put_async(&bytes, timeout, l.owner()).await? {
             Ok(())
         } else {
             Err(SyncError::Full)
@@ -171,6 +367,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Encodes `item` into this thread's buffer and puts it; whether it went in.
     fn put_with(
         &self,
+        l: &Local,
         mem: &QueueMem,
         item: &T,
         block: bool,
@@ -183,7 +380,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             let mut buf = buf.borrow_mut();
             buf.clear();
             codec::encode_into(item, &mut buf).map_err(SyncError::Encode)?;
-            mem.put(&buf, block, timeout, self.owner())
+            mem.put(&buf, block, timeout, l.owner())
         })
     }
 
@@ -199,8 +396,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         block: bool,
         timeout: Option<Duration>,
     ) -> Result<(), SyncError> {
-        let mem = self.mem_blocking()?;
-        if self.put_with(mem, item, block, timeout)? {
+        let l = match &self.side {
+            Side::Here(l) => l,
+            Side::Far(_) => return crate::runtime::block_on(self.put(item, block, timeout)),
+        };
+        let mem = l.mem_blocking()?;
+        if self.put_with(l, mem, item, block, timeout)? {
             Ok(())
         } else {
             Err(SyncError::Full)
@@ -234,23 +435,30 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ran out; [`SyncError::Decode`] (the item goes back to the front of the
     /// queue); [`SyncError::OwnerGone`]; [`SyncError::Forged`].
     pub async fn get(&self, block: bool, timeout: Option<Duration>) -> Result<T, SyncError> {
-        let mem = self.mem().await?;
+        let l = match &self.side {
+            Side::Here(l) => l,
+            Side::Far(far) => {
+                let bytes = far.item(FarOp::Get { block, timeout }).await?;
+                return codec::decode::<T>(&bytes).map_err(SyncError::Decode);
+            }
+        };
+        let mem = l.mem().await?;
         let mut bytes = Vec::new();
-        if !mem.get(&mut bytes, false, None, self.owner())? {
+        if !mem.get(&mut bytes, false, None, l.owner())? {
             if !block {
                 return Err(SyncError::Empty);
             }
-            if !mem.get_async(&mut bytes, timeout, self.owner()).await? {
+            if !mem.get_async(&mut bytes, timeout, l.owner()).await? {
                 return Err(SyncError::Empty);
             }
         }
         // Decoded (and marked delivered) in the same poll as the take, on the same
         // thread, whose slot kept the item.
-        self.decode(mem, &bytes)
+        self.decode(l, mem, &bytes)
     }
 
     /// Decodes an item just taken; one that does not decode goes back.
-    fn decode(&self, mem: &QueueMem, bytes: &[u8]) -> Result<T, SyncError> {
+    fn decode(&self, l: &Local, mem: &QueueMem, bytes: &[u8]) -> Result<T, SyncError> {
         match codec::decode::<T>(bytes) {
             Ok(value) => {
                 // From here on the item is the caller's (a joinable queue's is until
@@ -261,7 +469,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 Ok(value)
             }
             Err(e) => {
-                mem.give_back(bytes, self.owner())?;
+                mem.give_back(bytes, l.owner())?;
                 Err(SyncError::Decode(e))
             }
         }
@@ -278,13 +486,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         block: bool,
         timeout: Option<Duration>,
     ) -> Result<T, SyncError> {
-        let mem = self.mem_blocking()?;
+        let l = match &self.side {
+            Side::Here(l) => l,
+            Side::Far(_) => return crate::runtime::block_on(self.get(block, timeout)),
+        };
+        let mem = l.mem_blocking()?;
         BUFFER.with(|buf| {
             let mut buf = buf.borrow_mut();
-            if !mem.get(&mut buf, block, timeout, self.owner())? {
+            if !mem.get(&mut buf, block, timeout, l.owner())? {
                 return Err(SyncError::Empty);
             }
-            self.decode(mem, &buf)
+            self.decode(l, mem, &buf)
         })
     }
 
@@ -303,7 +515,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// [`SyncError::OwnerGone`], [`SyncError::Forged`] (mapping it).
     pub async fn qsize(&self) -> Result<usize, SyncError> {
-        Ok(self.mem().await?.size().0)
+        Ok(self.size_raw().await?.0)
     }
 
     /// Whether it is empty now.
@@ -312,7 +524,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// As [`qsize`](Queue::qsize).
     pub async fn empty(&self) -> Result<bool, SyncError> {
-        Ok(self.mem().await?.size().0 == 0)
+        Ok(self.size_raw().await?.0 == 0)
     }
 
     /// Whether it is full now.
@@ -321,53 +533,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// As [`qsize`](Queue::qsize).
     pub async fn full(&self) -> Result<bool, SyncError> {
-        Ok(self.mem().await?.size().1)
+        Ok(self.size_raw().await?.1)
     }
 
     /// This handle puts no more (Python's `close`); other handles are not affected.
     pub fn close(&mut self) {
         self.closed = true;
-    }
-
-    /// One item is done (`JoinableQueue.task_done`).
-    ///
-    /// # Errors
-    ///
-    /// [`SyncError::Queue`] when called more times than items were put;
-    /// [`SyncError::OwnerGone`].
-    pub async fn task_done(&self) -> Result<(), SyncError> {
-        self.mem().await?.task_done(self.owner())
-    }
-
-    /// `task_done` from a thread that may block.
-    ///
-    /// # Errors
-    ///
-    /// As [`task_done`](Queue::task_done).
-    pub(crate) fn task_done_blocking(&self) -> Result<(), SyncError> {
-        self.mem_blocking()?.task_done(self.owner())
-    }
-
-    /// Waits until every item put has been marked done (`JoinableQueue.join`).
-    ///
-    /// # Errors
-    ///
-    /// [`SyncError::OwnerGone`] (also while waiting).
-    pub async fn join(&self) -> Result<(), SyncError> {
-        let mem = self.mem().await?;
-        if mem.join(Some(Duration::ZERO), self.owner())? {
-            return Ok(());
-        }
-        mem.join_async(None, self.owner()).await.map(|_| ())
-    }
-
-    /// `join` from a thread that may block.
-    ///
-    /// # Errors
-    ///
-    /// As [`join`](Queue::join).
-    pub(crate) fn join_blocking(&self) -> Result<(), SyncError> {
-        self.mem_blocking()?.join(None, self.owner()).map(|_| ())
     }
 }
 

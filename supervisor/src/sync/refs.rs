@@ -97,7 +97,7 @@ impl Addr {
     }
 
     /// Tells the host, expecting no answer.
-    fn tell(&self, op: Op) {
+    pub(super) fn tell(&self, op: Op) {
         let request = Request {
             prim: self.id,
             secret: self.secret,
@@ -188,8 +188,11 @@ impl Serialize for Addr {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         SERIALIZED.set(SERIALIZED.get() + 1);
         // Before the bytes exist: the credit must reach the host ahead of any
-        // `Detach` of ours that could otherwise free the primitive under them.
-        self.tell(Op::Lend);
+        // `Detach` of ours that could otherwise free the primitive under them. Bytes
+        // for a node are refused before they leave: they lend nothing.
+        if !super::far::encoding_far() {
+            self.tell(Op::Lend);
+        }
         Wire {
             owner: self.owner.clone(),
             id: self.id,

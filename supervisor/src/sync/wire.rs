@@ -54,6 +54,9 @@ pub(crate) enum Op {
     Claim,
     /// The sender's last handle is gone.
     Detach,
+    /// A far handle's operation (`far::FarCall`), on its way up to the node program
+    /// that relays it to the root (`prim` and `secret` are 0).
+    Far(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 impl Op {
