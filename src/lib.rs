@@ -86,6 +86,9 @@ pub use multiproc_core::{
 /// bytemuck, which [`Pod`] is built on: its derives make a `#[repr(C)]` struct `Pod`,
 /// with `#[bytemuck(crate = "multiproc::bytemuck")]` so that they find it here.
 pub use multiproc_supervisor::bytemuck;
+/// A progress callback that moves an `indicatif` bar (feature `indicatif`).
+#[cfg(feature = "indicatif")]
+pub use multiproc_supervisor::progress_bar;
 pub use multiproc_supervisor::{
     Actor, ActorRef, BoxError, CallError, ChildInfo, CurrentProcess, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT, DirectLink, EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED,
@@ -102,7 +105,7 @@ pub use multiproc_supervisor::{
     Value, ValueGuard,
 };
 pub use multiproc_supervisor::{
-    AsyncResult, Imap, MAX_NODE_FRAME_LEN, Pool, PoolBuilder, PoolError, Task, TaskError,
+    AsyncResult, Imap, MAX_NODE_FRAME_LEN, Pool, PoolBuilder, PoolError, Progress, Task, TaskError,
     WorkerInfo,
 };
 pub use multiproc_supervisor::{

@@ -32,8 +32,11 @@ pub use manager::{
     ValueProxy, serve_manager,
 };
 pub use multiproc_core::StartMethod;
+#[cfg(feature = "indicatif")]
+pub use pool::progress_bar;
 pub use pool::{
-    AsyncResult, Imap, MAX_NODE_FRAME_LEN, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo,
+    AsyncResult, Imap, MAX_NODE_FRAME_LEN, Pool, PoolBuilder, PoolError, Progress, TaskError,
+    WorkerInfo,
 };
 pub use process::actor::{Actor, ActorRef, BoxError};
 pub use process::target::{Outcome, Target, Task};

@@ -233,10 +233,12 @@ fn take(supervised: Vec<crate::supervision::ChildStatus>) -> Snapshot {
     let children = crate::runtime::children::observed();
     let identities: Vec<Identity> = children.iter().map(|c| c.identity.clone()).collect();
     let managers = crate::manager::servers_among(&identities);
-    let workers: HashMap<u32, crate::pool::WorkerInfo> = crate::pool::all_workers()
+    // A worker on another node has a pid of that host's: it is listed apart.
+    let (workers, remote_workers): (Vec<_>, Vec<_>) = crate::pool::all_workers()
         .into_iter()
-        .map(|w| (w.pid, w))
-        .collect();
+        .partition(|w| w.node.is_none());
+    let workers: HashMap<u32, crate::pool::WorkerInfo> =
+        workers.into_iter().map(|w| (w.pid, w)).collect();
     let by_identity: HashMap<&Identity, &crate::supervision::ChildStatus> = supervised
         .iter()
         .filter_map(|s| s.identity.as_ref().map(|i| (i, s)))
@@ -277,6 +279,12 @@ fn take(supervised: Vec<crate::supervision::ChildStatus>) -> Snapshot {
         let mut p = ProcessInfo::new(name, s.pid, Some(me), ProcessKind::Function);
         p.identity = s.identity.clone();
         supervise(&mut p, s);
+        list.push(p);
+    }
+    for w in remote_workers {
+        let mut p = ProcessInfo::new(w.name, Some(w.pid), Some(me), ProcessKind::PoolWorker);
+        p.node = w.node;
+        p.calls_served = Some(w.tasks_done);
         list.push(p);
     }
     if let Some(server) = crate::runtime::forkserver::pid() {
