@@ -198,10 +198,10 @@ impl<T> Queue<T> {
         };
         let mem = l.mem().await?;
         let mut bytes = Vec::new();
-        if !mem.get(&mut bytes, false, None, l.owner())? {
-            if !block || !mem.get_async(&mut bytes, timeout, l.owner()).await? {
-                return Err(SyncError::Empty);
-            }
+        if !mem.get(&mut bytes, false, None, l.owner())?
+            && (!block || !mem.get_async(&mut bytes, timeout, l.owner()).await?)
+        {
+            return Err(SyncError::Empty);
         }
         // It leaves for the far consumer: delivered (a joinable queue's is until
         // its `task_done`).
