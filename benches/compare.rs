@@ -44,6 +44,8 @@ mod queue_lock;
 mod raw;
 #[path = "compare/shared.rs"]
 mod shared;
+#[path = "compare/sibling.rs"]
+mod sibling;
 #[path = "compare/soak.rs"]
 mod soak;
 #[path = "compare/soak_child.rs"]
@@ -53,13 +55,14 @@ mod stamp;
 
 use far::remote_lock_roundtrip;
 use ipc::{call_roundtrip, call_roundtrip_1k, call_throughput, stream};
-use node::{node_down_detect, remote_call_roundtrip};
+use node::{node_down_detect, pool_map_2nodes, remote_call_roundtrip};
 use pool::{apply_async_latency, imap_unordered_chunk1, pool_map, pool_start, pool_worker_killed};
 use process::{idle_rss, restart, spawn_join, spawn_join_forkserver, tree_1000};
 use python::Python;
 use queue_lock::{lock_contended_2, lock_cross_process, queue_1to1};
 use raw::raw_role;
 use shared::{manager_dict, shm_bandwidth, value_locked_2proc};
+use sibling::sibling_call_roundtrip;
 
 type Res<T = ()> = Result<T, Box<dyn Error>>;
 
@@ -96,6 +99,7 @@ const SCENARIOS: [&str; 30] = [
     "call_roundtrip_async",
     "call_roundtrip_1k",
     "call_throughput",
+    "sibling_call_roundtrip",
     "stream_1k",
     "stream_1m",
     "idle_rss",
@@ -116,6 +120,7 @@ const SCENARIOS: [&str; 30] = [
     "manager_dict",
     "remote_call_roundtrip",
     "node_down_detect",
+    "pool_map_2nodes",
     "remote_lock_roundtrip",
 ];
 
@@ -212,6 +217,9 @@ fn main() -> Res {
     if has("call_throughput") {
         timed("call_throughput", &|| call_throughput(py))?;
     }
+    if has("sibling_call_roundtrip") {
+        timed("sibling_call_roundtrip", &sibling_call_roundtrip)?;
+    }
     if has("stream_1k") {
         timed("stream_1k", &|| {
             stream("stream_1k", 1024, STREAM_1K_COUNT, py)
@@ -285,6 +293,9 @@ fn main() -> Res {
     }
     if has("node_down_detect") {
         timed("node_down_detect", &node_down_detect)?;
+    }
+    if has("pool_map_2nodes") {
+        timed("pool_map_2nodes", &pool_map_2nodes)?;
     }
     if has("remote_lock_roundtrip") {
         timed("remote_lock_roundtrip", &remote_lock_roundtrip)?;

@@ -11,6 +11,8 @@
 //!   live node), and prints where each runs;
 //! - calls an actor placed on `node-2`;
 //! - runs a function on each node and prints its exit;
+//! - runs a pool with one worker on each node, and prints where its workers run and
+//!   which node ran each task;
 //! - kills `node-1` with SIGKILL, and prints its child's `NodeDown` exit and where the
 //!   supervisor restarted it.
 
@@ -18,13 +20,15 @@ use std::error::Error;
 use std::time::Duration;
 
 use multiproc::blocking::node::{self, Node, NodeConfig};
-use multiproc::blocking::{Connection, Events, Process, SupervisorRef, pipe};
+use multiproc::blocking::{Connection, Events, Pool, Process, SupervisorRef, pipe};
 use multiproc::{
     Actor, Backoff, BoxError, RestartIntensity, RestartPlacement, Strategy, Supervisor,
     SupervisorEvent, SupervisorFlags, function_child,
 };
 
 const COOKIE: &str = "cluster-example-cookie";
+/// Tasks in the pool's map: one per chunk, so that every node's worker takes some.
+const POOL_TASKS: u64 = 9;
 
 /// A node: serves on a free loopback port and sends its address up.
 fn node_main(name: String, mut up: Connection) -> Result<(), Box<dyn Error>> {
@@ -45,6 +49,12 @@ fn square(n: i32) {
     std::process::exit(n * n);
 }
 
+/// A pool task: `n` cubed, and the pid of the program that started its worker (its
+/// node), so that the root can say where it ran.
+fn cube(n: u64) -> (u64, u32) {
+    (n * n * n, std::os::unix::process::parent_id())
+}
+
 /// An actor placed on a node.
 struct Adder(i64);
 
@@ -63,7 +73,7 @@ impl Actor for Adder {
     }
 }
 
-multiproc::register!(node_main, worker, square);
+multiproc::register!(node_main, worker, square, cube);
 multiproc::register_actor!(Adder);
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -130,6 +140,33 @@ fn main() -> Result<(), Box<dyn Error>> {
         let reason = p.join()?;
         println!("{} on {} exited: {reason}", p.name(), node.name());
     }
+
+    // ANCHOR: pool
+    // A pool with a worker on each node: chunks go out over the nodes' sessions.
+    let pool = Pool::builder()
+        .nodes(nodes.iter().map(|n| (n, 1)))
+        .start()?;
+    pool.wait_ready(Some(Duration::from_secs(10)))?;
+    for w in pool.workers() {
+        println!(
+            "pool worker {} runs on {}",
+            w.name,
+            w.node.unwrap_or_default()
+        );
+    }
+    let results = pool.map_chunked(cube, 0..POOL_TASKS, 1)?;
+    let node_of = |pid: u32| nodes.iter().find(|n| n.pid() == pid).map(Node::name);
+    let mut ran_on = std::collections::BTreeSet::new();
+    for (i, (value, pid)) in results.iter().enumerate() {
+        let node = node_of(*pid).unwrap_or("?");
+        println!("task {i} -> {value} on {node}");
+        ran_on.insert(node);
+    }
+    let ran_on: Vec<&str> = ran_on.into_iter().collect();
+    println!("pool tasks ran on {}", ran_on.join(", "));
+    pool.close();
+    pool.join()?;
+    // ANCHOR_END: pool
 
     // node-1 dies: its child's exit is NodeDown, and it is restarted elsewhere.
     node_processes[0].kill()?;

@@ -82,9 +82,10 @@ pub use multiproc_core::{
 pub use multiproc_supervisor::bytemuck;
 pub use multiproc_supervisor::{
     Actor, ActorRef, BoxError, CallError, ChildInfo, CurrentProcess, DEFAULT_HANDSHAKE_TIMEOUT,
-    DEFAULT_SHUTDOWN_TIMEOUT, EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE, Error,
-    Output, ParentProcess, Process, Sentinel, StartMethod, Target, active_children, cpu_count,
-    current_process, heartbeat, init, parent_process, stop_children, stop_requested, wait_for_stop,
+    DEFAULT_SHUTDOWN_TIMEOUT, DirectLink, EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED,
+    EXIT_PARENT_GONE, Error, MAX_DIRECT_LINKS, Output, ParentProcess, Process, Sentinel,
+    StartMethod, Target, active_children, cpu_count, current_process, direct_links, heartbeat,
+    init, parent_process, stop_children, stop_requested, wait_for_stop,
 };
 pub use multiproc_supervisor::{
     AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,
@@ -95,7 +96,8 @@ pub use multiproc_supervisor::{
     Value, ValueGuard,
 };
 pub use multiproc_supervisor::{
-    AsyncResult, Imap, Pool, PoolBuilder, PoolError, Task, TaskError, WorkerInfo,
+    AsyncResult, Imap, MAX_NODE_FRAME_LEN, Pool, PoolBuilder, PoolError, Task, TaskError,
+    WorkerInfo,
 };
 pub use multiproc_supervisor::{
     Barrier, BoundedSemaphore, Condition, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release,
@@ -367,6 +369,53 @@ macro_rules! register_actor {
 /// ```
 pub use multiproc_macros::main;
 
+/// A `#[test]` that may start processes, in a crate's ordinary tests (the standard
+/// harness, `cargo test`).
+///
+/// A child is this same test program started again, and a test harness's `main` is
+/// not yours: it never calls [`init()`], and would run your tests again in every child.
+/// Under this attribute the test first makes its children become themselves before
+/// the harness's `main` runs (from the program's constructors, where multiproc already
+/// ties a child to its parent), so a child runs its function and nothing else.
+///
+/// ```no_run
+/// # #![allow(unused_imports)] // a doctest is built without its #[test] functions
+/// use multiproc::blocking::Process;
+///
+/// fn exit_with(code: i32) {
+///     std::process::exit(code);
+/// }
+/// multiproc::register!(exit_with);
+///
+/// #[multiproc::test]
+/// fn a_child_exits_with_its_code() {
+///     let mut p = Process::new(exit_with, 3);
+///     p.start().unwrap();
+///     p.join().unwrap();
+///     assert_eq!(p.exit_code(), Some(3));
+/// }
+/// ```
+///
+/// An `async fn` test runs on a runtime built for it, with the options of
+/// [`macro@main`] (`flavor`, `worker_threads`); the default is multi-threaded, unlike
+/// `#[tokio::test]`, so that a blocking call inside it does not stall the children's
+/// links. The test may return a `Result`, as any test.
+///
+/// Every test of a program that starts processes must carry the attribute, or call
+/// `multiproc::init()` first in a harness of its own (`harness = false`, as
+/// multiproc's own tests do); the book's "Testing" chapter shows both.
+///
+/// It refuses what `#[multiproc::main]` refuses, and a test with arguments:
+/// ```compile_fail
+/// #[multiproc::test] // a test takes no arguments
+/// fn t(n: u32) {}
+/// ```
+/// ```compile_fail
+/// #[multiproc::test(flavor = "current_thread")] // `flavor` is for an `async fn`
+/// fn t() {}
+/// ```
+pub use multiproc_macros::test;
+
 #[doc(hidden)]
 pub mod __private {
     pub use multiproc_supervisor::__private::*;
@@ -395,6 +444,8 @@ mod book {
     struct Sync;
     #[doc = include_str!("../book/src/sharing.md")]
     struct Sharing;
+    #[doc = include_str!("../book/src/testing.md")]
+    struct Testing;
     #[doc = include_str!("../book/src/architecture.md")]
     struct Architecture;
     #[doc = include_str!("../book/src/semantics.md")]

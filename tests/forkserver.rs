@@ -21,6 +21,21 @@ fn panics() {
     panic!("forked and panicked");
 }
 
+fn aborts() {
+    std::process::abort();
+}
+
+/// Starts a spawned child that exits 4, and exits with 10 more than its exit code:
+/// a forked child reaps its own children.
+fn spawns_and_joins() {
+    let mut p = Process::new(exits_with, 4).start_method(StartMethod::Spawn);
+    let code = p
+        .start()
+        .and_then(|()| p.join())
+        .map_or(99, |r| r.exit_code());
+    std::process::exit(10 + code);
+}
+
 fn waits() {
     multiproc::blocking::wait_for_stop();
 }
@@ -48,7 +63,9 @@ multiproc::register!(
     panics,
     waits,
     waits_then_exits,
-    reports
+    reports,
+    aborts,
+    spawns_and_joins
 );
 
 struct Double;
@@ -227,6 +244,96 @@ fn the_spare_is_used_replaced_and_dies_with_its_forkserver() -> TestResult {
     Ok(())
 }
 
+/// Whether this kernel keeps a reaped child's status for its pidfd (Linux 6.15+), so a
+/// forkserver may let the kernel reap its children.
+fn kernel_keeps_exits_for_pidfds() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (6, 15)
+}
+
+/// Every way a child ends, as its reason, with a forkserver that relays the exits
+/// and with one whose children the kernel reaps (their statuses then read through
+/// their pidfds): the same reasons both ways.
+fn exits_end_the_same_relayed_or_read_through_pidfds() -> TestResult {
+    use multiproc::__private::test_hooks;
+    let _alone = FORKSERVER.write().unwrap_or_else(|e| e.into_inner());
+    let mut by_path = Vec::new();
+    for relay in [true, false] {
+        // A forkserver of the path under test: the running one (of either) goes.
+        if let Some(server) = test_hooks::kill_forkserver() {
+            check!(
+                common::wait_gone(server, Duration::from_secs(5)),
+                "the forkserver survived"
+            );
+        }
+        test_hooks::forkserver_relays_exits(relay);
+        let mut ok = forked(Process::new(returns, ()));
+        ok.start()?;
+        let autoreaps = test_hooks::forkserver_autoreaps();
+        test_hooks::forkserver_relays_exits(false);
+        let expected = !relay && kernel_keeps_exits_for_pidfds();
+        check_eq!(autoreaps, Some(expected));
+        let mut zero = forked(Process::new(exits_with, 0));
+        let mut three = forked(Process::new(exits_with, 3));
+        let mut panic = forked(Process::new(panics, ()));
+        let mut abort = forked(Process::new(aborts, ()));
+        let mut killed = forked(Process::new(waits, ()));
+        let mut terminated = forked(Process::new(waits, ()));
+        let mut stopped = forked(Process::new(waits_then_exits, 5));
+        let mut shut = forked(Process::new(waits, ()));
+        for p in [
+            &mut zero,
+            &mut three,
+            &mut panic,
+            &mut abort,
+            &mut killed,
+            &mut terminated,
+            &mut stopped,
+            &mut shut,
+        ] {
+            p.start()?;
+        }
+        killed.kill()?;
+        terminated.terminate()?;
+        let reasons = vec![
+            ok.join()?,
+            zero.join()?,
+            three.join()?,
+            panic.join()?,
+            abort.join()?,
+            killed.join()?,
+            terminated.join()?,
+            stopped.stop(Duration::from_secs(10))?,
+            shut.stop(Duration::from_secs(10))?,
+        ];
+        let codes: Vec<i32> = reasons.iter().map(ExitReason::exit_code).collect();
+        eprintln!("relayed {relay}: {reasons:?}, exit codes {codes:?}");
+        check_eq!(reasons[0], ExitReason::Normal);
+        check_eq!(reasons[2], ExitReason::Exited(3));
+        check!(
+            matches!(reasons[3], ExitReason::Panicked { .. }),
+            "{:?}",
+            reasons[3]
+        );
+        check_eq!(reasons[5], ExitReason::Signaled(9));
+        check_eq!(reasons[8], ExitReason::Shutdown);
+        by_path.push((reasons, codes));
+    }
+    check_eq!(by_path[0], by_path[1]);
+    Ok(())
+}
+
+fn forked_children_wait_for_their_own_children() -> TestResult {
+    let _shared = shared();
+    let mut p = forked(Process::new(spawns_and_joins, ()));
+    p.start()?;
+    check_eq!(p.join()?, ExitReason::Exited(14));
+    Ok(())
+}
+
 fn capture_is_refused_with_the_forkserver() -> TestResult {
     let _shared = shared();
     let mut p = forked(Process::new(returns, ())).capture_output();
@@ -328,6 +435,14 @@ fn main() {
         trial(
             "a_dead_forkservers_children_end_with_their_reason_not_255",
             a_dead_forkservers_children_end_with_their_reason_not_255,
+        ),
+        trial(
+            "exits_end_the_same_relayed_or_read_through_pidfds",
+            exits_end_the_same_relayed_or_read_through_pidfds,
+        ),
+        trial(
+            "forked_children_wait_for_their_own_children",
+            forked_children_wait_for_their_own_children,
         ),
         trial(
             "capture_is_refused_with_the_forkserver",

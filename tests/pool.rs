@@ -253,8 +253,16 @@ fn shout(s: String) -> String {
     s.to_uppercase()
 }
 
+/// Grows this worker's heap by `mib` MiB, written so that it is resident, and keeps
+/// it; returns the worker's pid.
+fn hog(mib: usize) -> u32 {
+    std::mem::forget(vec![1u8; mib << 20]);
+    std::process::id()
+}
+
 multiproc::register!(
     sq,
+    hog,
     kill_on_2,
     big,
     byte_len,
@@ -936,6 +944,41 @@ fn a_failing_initializer_breaks_the_pool_instead_of_respawning_forever() -> Test
     Ok(())
 }
 
+fn max_rss_per_child_replaces_a_heavy_worker_after_its_task() -> TestResult {
+    for method in [StartMethod::Forkserver, StartMethod::Spawn] {
+        let pool = Pool::builder()
+            .processes(1)
+            .start_method(method)
+            .max_rss_per_child(96 << 20)
+            .start()?;
+        let first = pool.apply(hog, 1)?;
+        check_eq!(pool.apply(hog, 1)?, first);
+        // Its result comes back from the worker that passed the limit ...
+        check_eq!(pool.apply(hog, 160)?, first);
+        // ... which takes no more work, and is gone.
+        let next = pool.apply(hog, 1)?;
+        check!(
+            next != first,
+            "{method:?}: worker {first} kept past max_rss_per_child"
+        );
+        check!(
+            wait_gone(first, Duration::from_secs(10)),
+            "{method:?}: {first} still runs"
+        );
+        check_eq!(pool.apply(hog, 1)?, next);
+        pool.close();
+        pool.join()?;
+    }
+    check!(
+        matches!(
+            Pool::builder().max_rss_per_child(0).start(),
+            Err(PoolError::Invalid(_))
+        ),
+        "zero bytes is refused"
+    );
+    Ok(())
+}
+
 fn max_tasks_per_child_recycles_workers_and_loses_nothing() -> TestResult {
     let pool = Pool::builder()
         .processes(1)
@@ -1353,6 +1396,10 @@ fn main() {
         trial(
             "map_in_order_with_the_default_chunksize",
             map_in_order_with_the_default_chunksize,
+        ),
+        trial(
+            "max_rss_per_child_replaces_a_heavy_worker_after_its_task",
+            max_rss_per_child_replaces_a_heavy_worker_after_its_task,
         ),
         trial("apply_and_async_results", apply_and_async_results),
         trial(

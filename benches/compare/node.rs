@@ -1,15 +1,18 @@
 //! Node scenarios: `remote_call_roundtrip` (an actor call to an actor placed on a node
-//! on loopback, against the same call to a local child and Python's `BaseManager`
-//! proxy call over TCP) and `node_down_detect` (SIGKILL of a node to the `NodeDown`
-//! exit of a process placed there).
+//! on loopback, against the same call to a local child, Python's `BaseManager` proxy
+//! call over TCP and a bare TCP ping-pong), `node_down_detect` (SIGKILL of a node to
+//! the `NodeDown` exit of a process placed there) and `pool_map_2nodes` (a pool's map
+//! with its workers on two nodes against the same workers on one node).
 
 use std::time::{Duration, Instant};
 
 use multiproc::blocking::node::{self, Node, NodeConfig};
-use multiproc::blocking::{Connection, Process, pipe};
+use multiproc::blocking::{Connection, Pool, Process, pipe};
 use multiproc::{Actor, BoxError, ExitReason};
 
+use crate::pool::sq;
 use crate::python::Python;
+use crate::raw::RawChild;
 use crate::{
     Better, ROUNDS, Res, STOP_TIMEOUT, Samples, Scenario, median, num, spread, us, wanted,
 };
@@ -19,6 +22,10 @@ const COOKIE: &str = "bench-cookie";
 const CALL_BATCH: usize = 2000;
 /// Round trips before the first round.
 const CALL_WARMUP: usize = 500;
+/// Items per map of `pool_map_2nodes`, and their chunksize: a chunk a round trip to
+/// a node, so that the map measures the path to the nodes, not the task.
+const NODE_MAP_ITEMS: u64 = 20_000;
+const NODE_MAP_CHUNK: usize = 10;
 
 /// A node: serves on a free loopback port and sends its address up.
 fn bench_node(mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
@@ -109,16 +116,32 @@ pub(crate) fn remote_call_roundtrip(py: Option<&Python>) -> Res {
         .filter(|_| wanted("python-manager"))
         .map(|py| py.serve("remote_manager.py", &[], &[("ITERS", CALL_BATCH)]))
         .transpose()?;
+    let mut tcp = wanted("raw").then(TcpEcho::start).transpose()?;
     batch(&remote_ref, CALL_WARMUP)?;
     batch(&local_ref, CALL_WARMUP)?;
-    let (mut mp, mut loc, mut python) =
-        (Samples::default(), Samples::default(), Samples::default());
+    if let Some(t) = tcp.as_mut() {
+        t.batch(CALL_WARMUP)?;
+    }
+    let (mut mp, mut loc, mut python, mut raw) = (
+        Samples::default(),
+        Samples::default(),
+        Samples::default(),
+        Samples::default(),
+    );
     for _ in 0..ROUNDS {
         mp.push(vec![batch(&remote_ref, CALL_BATCH)?]);
         loc.push(vec![batch(&local_ref, CALL_BATCH)?]);
         if let Some(s) = server.as_mut() {
             python.push(s.rep()?.samples);
         }
+        if let Some(t) = tcp.as_mut() {
+            raw.push(vec![t.batch(CALL_BATCH)?]);
+        }
+    }
+    if let Some(TcpEcho { child, conn }) = tcp {
+        // The child serves the connection until its end.
+        drop(conn);
+        child.finish()?;
     }
     if let Some(s) = server {
         s.finish()?;
@@ -134,6 +157,85 @@ pub(crate) fn remote_call_roundtrip(py: Option<&Python>) -> Res {
     sc.report("python-manager", &mp, &python);
     // The local call as the reference: the ratio is what crossing a node costs.
     sc.report("local-call", &mp, &loc);
+    // The floor: 8 bytes there and back over loopback TCP between two processes, no
+    // framing, no session, no actor.
+    sc.report("raw-tcp", &mp, &raw);
+    Ok(())
+}
+
+/// A raw child echoing 8-byte messages over loopback TCP, and this end's connection.
+struct TcpEcho {
+    child: RawChild,
+    conn: std::net::TcpStream,
+}
+
+impl TcpEcho {
+    fn start() -> Res<TcpEcho> {
+        use std::io::Read;
+        let mut child = RawChild::start("raw-tcp-echo", &[])?;
+        let mut port = [0u8; 2];
+        child.sock.read_exact(&mut port)?;
+        let conn = std::net::TcpStream::connect(("127.0.0.1", u16::from_be_bytes(port)))?;
+        conn.set_nodelay(true)?;
+        Ok(TcpEcho { child, conn })
+    }
+
+    /// µs per round trip over `n`.
+    fn batch(&mut self, n: usize) -> Res<f64> {
+        use std::io::{Read, Write};
+        let t0 = Instant::now();
+        let mut back = [0u8; 8];
+        for i in 0..n as u64 {
+            self.conn.write_all(&i.to_le_bytes())?;
+            self.conn.read_exact(&mut back)?;
+            check(i, u64::from_le_bytes(back))?;
+        }
+        Ok(us(t0) / n as f64)
+    }
+}
+
+/// `pool_map_2nodes`: tasks/s of `map_chunked(sq, ..)` on a pool with one worker on
+/// each of two nodes, against two workers on one node (same total), and two local
+/// workers, in the same rounds.
+pub(crate) fn pool_map_2nodes() -> Res {
+    let (p1, n1) = start_node()?;
+    let (p2, n2) = start_node()?;
+    let two = Pool::builder().nodes([(&n1, 1), (&n2, 1)]).start()?;
+    let one = Pool::builder().nodes([(&n1, 2)]).start()?;
+    let local = Pool::builder().processes(2).start()?;
+    let expected: Vec<u64> = (0..NODE_MAP_ITEMS).map(|i| i * i).collect();
+    let map = |pool: &Pool| -> Res<f64> {
+        let t0 = Instant::now();
+        let out = pool.map_chunked(sq, 0..NODE_MAP_ITEMS, NODE_MAP_CHUNK)?;
+        let secs = us(t0) / 1e6;
+        if out != expected {
+            return Err("pool_map_2nodes: wrong results".into());
+        }
+        Ok(NODE_MAP_ITEMS as f64 / secs)
+    };
+    for pool in [&two, &one, &local] {
+        pool.wait_ready(Some(Duration::from_secs(30)))?;
+        map(pool)?;
+    }
+    let (mut s2, mut s1, mut sl) = (Samples::default(), Samples::default(), Samples::default());
+    for _ in 0..ROUNDS {
+        s2.push(vec![map(&two)?]);
+        s1.push(vec![map(&one)?]);
+        sl.push(vec![map(&local)?]);
+    }
+    for pool in [two, one, local] {
+        pool.close();
+        pool.join()?;
+    }
+    p1.0.stop(STOP_TIMEOUT)?;
+    p2.0.stop(STOP_TIMEOUT)?;
+    let sc = Scenario {
+        name: "pool_map_2nodes",
+        unit: "tasks/s",
+        better: Better::Higher,
+    };
+    sc.report("1-node", &s2, &s1);
+    sc.report("local", &s2, &sl);
     Ok(())
 }
 

@@ -86,6 +86,24 @@ pub(crate) fn raw_role(role: &str) -> Res {
                 }
             }
         }
+        // The same echo over loopback TCP: the floor of a call to a node on this
+        // host. It listens on a free port, says which on its socket, and serves one
+        // connection.
+        "raw-tcp-echo" => {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            let mut sock = stdin_socket()?;
+            sock.write_all(&listener.local_addr()?.port().to_be_bytes())?;
+            let (mut conn, _) = listener.accept()?;
+            conn.set_nodelay(true)?;
+            let mut buf = [0u8; 8];
+            loop {
+                match conn.read_exact(&mut buf) {
+                    Ok(()) => conn.write_all(&buf)?,
+                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
         // 8-byte messages, counted; one with its top bit set is answered with the count.
         "raw-sink" => {
             let mut sock = stdin_socket()?;

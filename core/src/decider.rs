@@ -36,6 +36,8 @@ pub enum ExitMatch {
     Limit,
     /// `Hung`.
     Hung,
+    /// `OutOfMemory`: the kernel's OOM killer ended it.
+    OutOfMemory,
     /// `NodeDown`: the node it ran on was lost.
     NodeDown,
     /// Anything.
@@ -51,8 +53,12 @@ impl ExitMatch {
             (ExitMatch::Code(c), ExitReason::Exited(code)) => c == *code,
             (ExitMatch::AnyCode, ExitReason::Exited(_)) => true,
             (ExitMatch::Signal(s), ExitReason::Signaled(sig)) => s == *sig,
-            (ExitMatch::Signal(9), ExitReason::Killed) => true,
-            (ExitMatch::AnySignal, ExitReason::Signaled(_) | ExitReason::Killed) => true,
+            (ExitMatch::Signal(9), ExitReason::Killed | ExitReason::OutOfMemory) => true,
+            (
+                ExitMatch::AnySignal,
+                ExitReason::Signaled(_) | ExitReason::Killed | ExitReason::OutOfMemory,
+            ) => true,
+            (ExitMatch::OutOfMemory, ExitReason::OutOfMemory) => true,
             (ExitMatch::Panic, ExitReason::Panicked { .. }) => true,
             (ExitMatch::Failed, ExitReason::Failed { .. }) => true,
             (ExitMatch::Limit, ExitReason::LimitExceeded { .. }) => true,
@@ -139,6 +145,9 @@ mod tests {
             (ExitMatch::Any, ExitReason::Normal, true),
             (ExitMatch::Hung, ExitReason::Hung, true),
             (ExitMatch::Hung, ExitReason::Killed, false),
+            (ExitMatch::OutOfMemory, ExitReason::OutOfMemory, true),
+            (ExitMatch::OutOfMemory, ExitReason::Killed, false),
+            (ExitMatch::AnySignal, ExitReason::OutOfMemory, true),
         ];
         for (pattern, reason, want) in cases {
             assert_eq!(pattern.matches(&reason), want, "{pattern:?} {reason:?}");

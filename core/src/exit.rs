@@ -38,6 +38,10 @@ pub enum ExitReason {
     Killed,
     /// The process missed its heartbeat and was killed (SIGKILL) as hung.
     Hung,
+    /// The kernel's OOM killer ended the process (SIGKILL): its memory cgroup counted
+    /// an OOM kill when it died. Python reports it as `exitcode` -9, and so does
+    /// [`exit_code`](ExitReason::exit_code).
+    OutOfMemory,
     /// The process went past one of its [`Limits`] and the kernel ended it with
     /// `signal`.
     LimitExceeded {
@@ -76,7 +80,10 @@ impl ExitReason {
             ExitReason::Exited(code) => *code,
             ExitReason::Panicked { .. } | ExitReason::Failed { .. } => 1,
             ExitReason::Signaled(sig) => -sig,
-            ExitReason::Killed | ExitReason::Hung | ExitReason::NodeDown { .. } => -9,
+            ExitReason::Killed
+            | ExitReason::Hung
+            | ExitReason::OutOfMemory
+            | ExitReason::NodeDown { .. } => -9,
             ExitReason::LimitExceeded { signal, .. } => -signal,
             ExitReason::ForkserverLost => 255,
         }
@@ -108,6 +115,9 @@ impl fmt::Display for ExitReason {
             ExitReason::Signaled(sig) => write!(f, "signaled({})", signal_name(*sig)),
             ExitReason::Killed => f.write_str("killed"),
             ExitReason::Hung => f.write_str("hung (missed its heartbeat)"),
+            ExitReason::OutOfMemory => {
+                f.write_str("out of memory (killed by the kernel's OOM killer)")
+            }
             ExitReason::NodeDown { node } => write!(f, "node {node} down"),
             ExitReason::LimitExceeded { limit, signal } => {
                 write!(f, "{limit:?} limit exceeded ({})", signal_name(*signal))
@@ -154,6 +164,7 @@ pub fn exit_reason(
         stop_requested,
         killed_after_timeout,
         hung: false,
+        oom_killed: false,
         limits: Limits::default(),
     }
     .reason()
@@ -172,6 +183,9 @@ pub struct ExitFacts<'a> {
     pub killed_after_timeout: bool,
     /// Whether the parent killed it for missing its heartbeat.
     pub hung: bool,
+    /// Whether it died of a SIGKILL the parent did not send while its memory cgroup
+    /// counted an OOM kill.
+    pub oom_killed: bool,
     /// Its resource limits.
     pub limits: Limits,
 }
@@ -190,6 +204,7 @@ impl ExitFacts<'_> {
     ///     stop_requested: false,
     ///     killed_after_timeout: false,
     ///     hung: false,
+    ///     oom_killed: false,
     ///     limits: Limits { cpu: Some(Duration::from_secs(1)), ..Limits::default() },
     /// };
     /// assert_eq!(facts.reason(), ExitReason::LimitExceeded { limit: Limit::Cpu, signal: 24 });
@@ -218,6 +233,7 @@ impl ExitFacts<'_> {
             (WaitStatus::Exited(0), _) => ExitReason::Normal,
             (WaitStatus::Exited(code), _) => ExitReason::Exited(code),
             (WaitStatus::Signaled(SIGKILL), _) if self.killed_after_timeout => ExitReason::Killed,
+            (WaitStatus::Signaled(SIGKILL), _) if self.oom_killed => ExitReason::OutOfMemory,
             (WaitStatus::Signaled(sig), _) => ExitReason::Signaled(sig),
         }
     }

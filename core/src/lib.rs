@@ -62,8 +62,8 @@ pub use intensity::{IntensityExceeded, RestartIntensity, RestartWindow};
 pub use limits::{Limit, Limits};
 pub use node_error::{NodeError, Refusal};
 pub use packet::{
-    Body, BootstrapError, EntryKind, Envelope, ExitReport, Hello, LogRecord, PROTOCOL_VERSION,
-    Packet, RemoteError,
+    Body, BootstrapError, EntryKind, Envelope, ExitReport, Hello, LogField, LogRecord, LogSpan,
+    LogValue, PROTOCOL_VERSION, Packet, RemoteError,
 };
 pub use pool::{AfterDeath, ItemFailure, Reorder, RetryPolicy, chunks, default_chunksize};
 pub use spec::{

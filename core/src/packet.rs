@@ -9,7 +9,9 @@
 //!
 //! A link is one byte stream, so packets arrive in the order they were sent. Envelopes
 //! from one process to another follow one path through the tree, so they too arrive in
-//! the order they were sent.
+//! the order they were sent. Two siblings switch from the path through their parent to
+//! a direct link ([`Packet::Sibling`]) behind a fence ([`Packet::SiblingFence`],
+//! [`Packet::SiblingOpen`]) that keeps that order.
 
 use serde::{Deserialize, Serialize};
 
@@ -47,11 +49,42 @@ pub enum Packet {
     /// Parent → child: stop gracefully (and stop your own children).
     Stop,
     /// Child → parent: a `tracing` event that happened in a descendant.
-    Log(LogRecord),
+    Log(Box<LogRecord>),
     /// Child → parent, last frame: how the entry point ended.
     Exiting(ExitReport),
     /// Child → parent: the child is alive (see `Hello::heartbeat`).
     Heartbeat,
+    /// Parent → child: a direct link to a sibling, brokered by the parent. Two
+    /// descriptors ride with the frame (`SCM_RIGHTS`): the link's socket end, then the
+    /// memory of its rings. The child writes to the sibling through it at once, and
+    /// reads from it once [`Packet::SiblingOpen`] says that everything the sibling
+    /// routed through the parent has arrived.
+    Sibling {
+        /// The sibling's identity.
+        peer: crate::Identity,
+        /// The capacity of each of the link's rings.
+        rings: u32,
+        /// Which of the two ends of the rings this child is (one child creates, in
+        /// the rings' terms, the other opens).
+        creator: bool,
+    },
+    /// Child → parent: from now on this child sends to `peer` over their direct link;
+    /// everything it routed to `peer` through the parent was sent before this.
+    SiblingFence {
+        /// The sibling.
+        peer: crate::Identity,
+    },
+    /// Parent → child: everything `peer` routed to this child through the parent has
+    /// been passed on before this, so the direct link from `peer` may be read (sent
+    /// also when `peer` has exited, so its last messages are read and its end seen).
+    SiblingOpen {
+        /// The sibling.
+        peer: crate::Identity,
+    },
+    /// Sibling → sibling, on their direct link's socket: this end found the ring it
+    /// reads corrupt and drops the link; the calls in flight on it failed for that,
+    /// not because this process exited.
+    SiblingBroken,
 }
 
 /// What the child needs to know to start: decoded from [`Packet::Hello`]'s body.
@@ -198,19 +231,75 @@ pub enum RemoteError {
     /// The actor's handler panicked; the actor's process ends.
     #[error("the actor panicked while handling the message: {0}")]
     Panicked(String),
+    /// The direct link to the process (a sibling) broke before it replied: its ring
+    /// was found corrupt. The process may still run; later calls go through the
+    /// parent.
+    #[error("the direct link to the process with the identity {0} broke before it replied")]
+    LinkBroken(Identity),
 }
 
-/// A `tracing` event from a descendant process.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A `tracing` event from a descendant process, with what the root needs to emit it
+/// again as it happened: its callsite's metadata, its fields with their types, and the
+/// spans it happened in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogRecord {
     /// Level, 1 = error … 5 = trace.
     pub level: u8,
     /// The event's target.
     pub target: String,
+    /// The callsite's name (`event src/lib.rs:12` for an event).
+    pub name: String,
+    /// The module, file and line of the callsite, when known.
+    pub module_path: Option<String>,
+    /// The source file of the callsite.
+    pub file: Option<String>,
+    /// The line of the callsite.
+    pub line: Option<u32>,
     /// The name of the process where it happened.
     pub process: String,
-    /// The message and fields, formatted.
-    pub message: String,
+    /// The event's fields, `message` among them, in the callsite's order.
+    pub fields: Vec<LogField>,
+    /// The spans the event happened in, outermost first.
+    pub spans: Vec<LogSpan>,
+}
+
+/// A span of a descendant process, as an event there saw it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogSpan {
+    /// The span's name.
+    pub name: String,
+    /// The span's target.
+    pub target: String,
+    /// Level, 1 = error … 5 = trace.
+    pub level: u8,
+    /// Its fields, as recorded so far.
+    pub fields: Vec<LogField>,
+}
+
+/// One field of an event or span.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogField {
+    /// The field's name.
+    pub name: String,
+    /// Its value.
+    pub value: LogValue,
+}
+
+/// A field's value, with the type `tracing` recorded it as.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LogValue {
+    /// A string (`record_str`).
+    Str(String),
+    /// A signed integer.
+    I64(i64),
+    /// An unsigned integer.
+    U64(u64),
+    /// A float.
+    F64(f64),
+    /// A boolean.
+    Bool(bool),
+    /// Anything else, formatted as it was recorded (`Debug`, `Display`, errors).
+    Text(String),
 }
 
 /// How a child's entry point ended, sent just before it exits.

@@ -358,6 +358,23 @@ impl Scheduler {
         self.maybe_retire_idle(out);
     }
 
+    /// The worker asked to be replaced (its memory passed the pool's limit): it is
+    /// retired as at `max_tasks_per_worker`, taking no more tasks, finishing those it
+    /// holds, and a replacement starts while there is work or the pool runs.
+    pub fn retire(&mut self, worker: WorkerId, out: &mut Vec<Action>) {
+        let Some(w) = self.workers.get_mut(&worker) else {
+            return;
+        };
+        if w.phase != Phase::Ready {
+            return;
+        }
+        w.phase = Phase::Retiring;
+        out.push(Action::Retire(worker));
+        if self.mode == Mode::Running || !self.queue.is_empty() {
+            self.spawn(out);
+        }
+    }
+
     /// The worker exited (for whatever reason, including being told to).
     pub fn exited(
         &mut self,
@@ -910,6 +927,31 @@ mod tests {
         assert!(
             !out.iter().any(|a| matches!(a, Action::Spawn(_))),
             "its replacement already runs"
+        );
+    }
+
+    #[test]
+    fn a_worker_over_its_memory_is_retired_after_what_it_holds() {
+        let mut s = ready(cfg(1));
+        s.per_item_ns = Some(1000.0);
+        let mut out = Vec::new();
+        for t in 0..2 {
+            s.submit(t, 1, ms(0), &mut out);
+        }
+        let held = dispatched(&out);
+        out.clear();
+        s.retire(1, &mut out);
+        assert_eq!(out, vec![Action::Retire(1), Action::Spawn(2)]);
+        out.clear();
+        s.retire(1, &mut out);
+        assert!(out.is_empty(), "retired once");
+        for (_, t) in &held {
+            s.done(1, *t, ms(1), &mut out);
+        }
+        s.submit(9, 1, ms(2), &mut out);
+        assert!(
+            !dispatched(&out).iter().any(|&(w, _)| w == 1),
+            "a retiring worker takes no more tasks"
         );
     }
 

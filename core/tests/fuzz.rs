@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use multiproc_core::CodecError;
 use multiproc_core::fuzz::{self, Decoded};
 use multiproc_core::{
-    Body, EntryKind, Envelope, ExitReport, Hello, Identity, Limits, LogRecord, PROTOCOL_VERSION,
-    Packet, codec,
+    Body, EntryKind, Envelope, ExitReport, Hello, Identity, Limits, LogField, LogRecord, LogSpan,
+    LogValue, PROTOCOL_VERSION, Packet, codec,
 };
 use proptest::prelude::*;
 
@@ -91,12 +91,36 @@ fn packet() -> impl Strategy<Value = Packet> {
         envelope().prop_map(Packet::Envelope),
         Just(Packet::Stop),
         Just(Packet::Heartbeat),
-        (any::<u8>(), ".{0,12}").prop_map(|(level, message)| Packet::Log(LogRecord {
-            level,
-            target: "t".into(),
-            process: "p".into(),
-            message,
-        })),
+        (any::<u8>(), ".{0,12}", any::<i64>(), any::<Option<u32>>()).prop_map(
+            |(level, message, n, line)| Packet::Log(Box::new(LogRecord {
+                level,
+                target: "t".into(),
+                name: "event".into(),
+                module_path: None,
+                file: Some("f.rs".into()),
+                line,
+                process: "p".into(),
+                fields: vec![
+                    LogField {
+                        name: "message".into(),
+                        value: LogValue::Text(message),
+                    },
+                    LogField {
+                        name: "n".into(),
+                        value: LogValue::I64(n),
+                    },
+                ],
+                spans: vec![LogSpan {
+                    name: "s".into(),
+                    target: "t".into(),
+                    level: 3,
+                    fields: vec![LogField {
+                        name: "ok".into(),
+                        value: LogValue::Bool(true),
+                    }],
+                }],
+            }))
+        ),
         ".{0,12}".prop_map(|message| Packet::Exiting(ExitReport::Failed { message })),
     ]
 }

@@ -13,14 +13,30 @@ enum Flavor {
     CurrentThread,
 }
 
-/// What `#[multiproc::main(...)]` was given.
+/// What the attribute is on.
+#[derive(Clone, Copy)]
+enum Kind {
+    Main,
+    Test,
+}
+
+impl Kind {
+    fn attribute(self) -> &'static str {
+        match self {
+            Kind::Main => "#[multiproc::main]",
+            Kind::Test => "#[multiproc::test]",
+        }
+    }
+}
+
+/// What `#[multiproc::main(...)]` or `#[multiproc::test(...)]` was given.
 struct Options {
     flavor: Option<(Flavor, Span)>,
     worker_threads: Option<LitInt>,
 }
 
 impl Options {
-    fn parse(args: TokenStream) -> Result<Options, Error> {
+    fn parse(args: TokenStream, kind: Kind) -> Result<Options, Error> {
         let mut options = Options {
             flavor: None,
             worker_threads: None,
@@ -53,9 +69,10 @@ impl Options {
                 options.worker_threads = Some(value);
                 Ok(())
             } else {
-                Err(meta.error(
-                    "unknown option: #[multiproc::main] takes `flavor = \"multi_thread\" | \"current_thread\"` and `worker_threads = N`",
-                ))
+                Err(meta.error(format!(
+                    "unknown option: {} takes `flavor = \"multi_thread\" | \"current_thread\"` and `worker_threads = N`",
+                    kind.attribute()
+                )))
             }
         });
         syn::parse::Parser::parse(parser, args)?;
@@ -67,6 +84,17 @@ impl Options {
 /// its body on a tokio runtime built for it. Documented in the `multiproc` crate.
 #[proc_macro_attribute]
 pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
+    attribute(args, item, Kind::Main)
+}
+
+/// A `#[test]` that may start processes: its children become themselves before the
+/// harness's `main`. Documented in the `multiproc` crate.
+#[proc_macro_attribute]
+pub fn test(args: TokenStream, item: TokenStream) -> TokenStream {
+    attribute(args, item, Kind::Test)
+}
+
+fn attribute(args: TokenStream, item: TokenStream, kind: Kind) -> TokenStream {
     // On an error, the function is kept as written, so that the error is the only
     // one (not also "`main` function not found").
     let original = proc_macro2::TokenStream::from(item.clone());
@@ -74,51 +102,70 @@ pub fn main(args: TokenStream, item: TokenStream) -> TokenStream {
         let error = e.to_compile_error();
         quote! { #error #original }.into()
     };
-    let options = match Options::parse(args) {
+    let options = match Options::parse(args, kind) {
         Ok(options) => options,
         Err(e) => return refused(e),
     };
     let function = parse_macro_input!(item as ItemFn);
-    match expand(options, function) {
+    match expand(options, function, kind) {
         Ok(tokens) => tokens.into(),
         Err(e) => refused(e),
     }
 }
 
-fn expand(options: Options, function: ItemFn) -> Result<proc_macro2::TokenStream, Error> {
+fn expand(
+    options: Options,
+    function: ItemFn,
+    kind: Kind,
+) -> Result<proc_macro2::TokenStream, Error> {
     let ItemFn {
         attrs,
         vis,
         mut sig,
         block,
     } = function;
+    let what = match kind {
+        Kind::Main => "`main`",
+        Kind::Test => "a test",
+    };
+    let (attr, name) = (kind.attribute(), &sig.ident);
     if !sig.inputs.is_empty() {
         return Err(Error::new(
             sig.inputs.span(),
-            "#[multiproc::main] goes on `main`, which takes no arguments",
+            format!("{attr} goes on {what}, which takes no arguments"),
         ));
     }
     if !sig.generics.params.is_empty() {
         return Err(Error::new(
             sig.generics.span(),
-            "#[multiproc::main] goes on `main`, which has no generic parameters",
+            format!("{attr} goes on {what}, which has no generic parameters"),
         ));
     }
-    let init = quote_spanned! {sig.ident.span()=> ::multiproc::init(); };
+    let (init, test) = match kind {
+        Kind::Main => (
+            quote_spanned! {sig.ident.span()=> ::multiproc::init(); },
+            quote! {},
+        ),
+        Kind::Test => (
+            quote_spanned! {sig.ident.span()=> ::multiproc::__private::init_for_tests(); },
+            quote! { #[::core::prelude::v1::test] },
+        ),
+    };
     if sig.asyncness.is_none() {
         if let Some((_, span)) = options.flavor {
             return Err(Error::new(
                 span,
-                "`flavor` is for an `async fn main`: this `main` builds no runtime",
+                format!("`flavor` is for an `async fn {name}`: this one builds no runtime"),
             ));
         }
         if let Some(n) = options.worker_threads {
             return Err(Error::new(
                 n.span(),
-                "`worker_threads` is for an `async fn main`: this `main` builds no runtime",
+                format!("`worker_threads` is for an `async fn {name}`: this one builds no runtime"),
             ));
         }
         return Ok(quote! {
+            #test
             #(#attrs)*
             #vis #sig {
                 #init
@@ -150,6 +197,7 @@ fn expand(options: Options, function: ItemFn) -> Result<proc_macro2::TokenStream
         builder = quote! { #builder.worker_threads(#n) };
     }
     Ok(quote! {
+        #test
         #(#attrs)*
         #vis #sig {
             // In a child, `init()` runs the child and never returns: no runtime thread
@@ -160,7 +208,7 @@ fn expand(options: Options, function: ItemFn) -> Result<proc_macro2::TokenStream
             let runtime = #builder
                 .enable_all()
                 .build()
-                .expect("#[multiproc::main]: building the tokio runtime failed");
+                .expect(concat!(#attr, ": building the tokio runtime failed"));
             runtime.block_on(__multiproc_main())
         }
     })

@@ -25,7 +25,9 @@ pub use manager::{
     ValueProxy, serve_manager,
 };
 pub use multiproc_core::StartMethod;
-pub use pool::{AsyncResult, Imap, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo};
+pub use pool::{
+    AsyncResult, Imap, MAX_NODE_FRAME_LEN, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo,
+};
 pub use process::actor::{Actor, ActorRef, BoxError};
 pub use process::target::{Outcome, Target, Task};
 pub use process::{DEFAULT_HANDSHAKE_TIMEOUT, Process, Sentinel};
@@ -37,6 +39,7 @@ pub use runtime::current::{
 pub use runtime::error::{CallError, Error};
 pub use runtime::exit::{EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE};
 pub use runtime::heartbeat::heartbeat;
+pub use runtime::link::sibling::{DirectLink, MAX_DIRECT_LINKS, direct_links};
 pub use runtime::spawn::Output;
 pub use runtime::stop::{stop_requested, wait_for_stop};
 pub use shared::{
@@ -68,6 +71,7 @@ pub mod __private {
     };
     pub use crate::process::actor::run_actor;
     pub use crate::process::target::run_function;
+    pub use crate::runtime::bootstrap::init_for_tests;
     pub use crate::runtime::registry::EntryOutcome;
     pub use crate::runtime::registry::{ENTRIES, Entry, PodTask, TaskFn, no_pod, type_id_of};
     pub use linkme;
@@ -111,6 +115,19 @@ pub mod __private {
         /// Kills this process's forkserver; its pid, if one ran.
         pub fn kill_forkserver() -> Option<u32> {
             crate::runtime::forkserver::kill_forkserver()
+        }
+
+        /// Makes the forkservers started from now on relay their children's exits
+        /// (`true`), or let the kernel reap their children where it keeps the
+        /// statuses for their pidfds (`false`, the default), so tests run both paths.
+        pub fn forkserver_relays_exits(relay: bool) {
+            crate::runtime::forkserver::relay_exits(relay)
+        }
+
+        /// Whether the running forkserver lets the kernel reap its children; `None`
+        /// if none runs.
+        pub fn forkserver_autoreaps() -> Option<bool> {
+            crate::runtime::forkserver::autoreaps()
         }
 
         /// Kills this process's forkserver right after it answers its next fork
@@ -188,6 +205,25 @@ pub mod __private {
                 PoolRingDamage::DieMidWrite => Damage::DieMidWrite,
                 PoolRingDamage::TailBehindHead => Damage::TailBehindHead,
             });
+        }
+
+        /// Whether this process brokers direct links between its children: `false`
+        /// keeps calls between siblings routed through it (to measure that path).
+        pub fn set_sibling_brokering(on: bool) {
+            crate::runtime::router::set_brokering(on);
+        }
+
+        /// How many envelopes this process has passed from one of its children to
+        /// another: constant while siblings talk over direct links.
+        pub fn routed_between_children() -> u64 {
+            crate::runtime::router::routed_between_children()
+        }
+
+        /// In a child: damages the ring it writes to `sibling` over their direct
+        /// link, as `damage` says, and wakes the sibling's reader to look; `false`
+        /// when it has no direct link to `sibling`.
+        pub fn damage_direct_link(sibling: &multiproc_core::Identity, damage: RingDamage) -> bool {
+            crate::runtime::link::sibling::damage_for_test(sibling, damage)
         }
 
         /// In a child: writes a whole record into the ring to its parent but is

@@ -22,6 +22,7 @@ pub(crate) mod remote;
 mod serve;
 mod wire;
 
+pub(crate) use client::connected;
 pub use client::{ConnectOptions, Node, connect, connect_tls, connect_with};
 pub use config::{DEFAULT_GRACE, NodeConfig};
 pub use multiproc_core::{NodeError, Refusal};

@@ -53,9 +53,11 @@ mod control;
 mod error;
 mod imap;
 mod launch;
+mod place;
 pub(crate) mod port;
 mod probe;
 mod reader;
+mod remote;
 mod shared;
 mod slab;
 mod submit;
@@ -81,6 +83,7 @@ pub use builder::PoolBuilder;
 pub use error::{PoolError, TaskError};
 pub use imap::Imap;
 pub use probe::{NoPod, NoTarget, NoTask, Probe, ViaPod, ViaTarget, ViaTask};
+pub use remote::MAX_NODE_FRAME_LEN;
 pub use slab::run_slab;
 
 pub use wire::ItemFailure;
@@ -93,13 +96,15 @@ use control::Control;
 use imap::Feed;
 use shared::{CLOSED, RUNNING, Shared, TERMINATED};
 
-/// A worker's name and process id.
+/// A worker's name, process id and node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerInfo {
-    /// `PoolWorker-N` (or your prefix), by Python's identity rules.
+    /// `PoolWorker-N` (or your prefix), by Python's identity rules, wherever it runs.
     pub name: String,
-    /// Its process id.
+    /// Its process id, on its host.
     pub pid: u32,
+    /// The node it runs on ([`PoolBuilder::nodes`]); `None` for this host.
+    pub node: Option<String>,
 }
 
 /// The handle's side: the actor's mailbox, closed (and the pool closed with it) when
@@ -147,12 +152,14 @@ impl Pool {
             processes: None,
             initializer: None,
             max_tasks: None,
+            max_rss: None,
             method: StartMethod::Forkserver,
             timeout: None,
             retry: RetryPolicy::default(),
             prefix: "PoolWorker".into(),
             start_intensity: RestartIntensity::default(),
             max_frame_len: multiproc_transport::DEFAULT_MAX_FRAME_LEN,
+            nodes: Vec::new(),
         }
     }
 

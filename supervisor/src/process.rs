@@ -450,8 +450,11 @@ impl Process {
             method: self.method,
         };
         runtime::ensure()?;
+        // Polled where it runs, the start has this thread to itself: it reads the
+        // child's answer itself (see `start_child`).
+        let here = place == Place::Here;
         let started = async move {
-            let child = start_child(request).await?;
+            let child = start_child(request, here).await?;
             // Once a child exists, the root stops its tree on a signal and this process
             // finishes its children at exit; in the same task, so a dropped `start` does
             // not leave a child without them.
@@ -666,7 +669,7 @@ impl Sentinel {
 }
 
 /// Where a start runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Place {
     /// In a task of its own, which a dropped caller cannot cut short.
     Task,

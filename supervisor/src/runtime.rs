@@ -28,6 +28,7 @@ pub(crate) mod heartbeat;
 pub(crate) mod link;
 pub(crate) mod logging;
 pub(crate) mod mailbox;
+pub(crate) mod oom;
 pub(crate) mod panic;
 pub(crate) mod registry;
 pub(crate) mod reply;

@@ -47,8 +47,14 @@ macro_rules! check_eq {
 /// Runs the trials after `multiproc::init()`; in a child, `init()` never returns, so
 /// no test runs twice.
 pub fn run(trials: Vec<Trial>) -> ! {
+    run_with_filter(trials, "info")
+}
+
+/// As [`run`], with the root's subscriber filtered by `directives` (`RUST_LOG`'s
+/// syntax) instead of `info`.
+pub fn run_with_filter(trials: Vec<Trial>, directives: &str) -> ! {
     multiproc::init();
-    install_log_capture();
+    install_log_capture(directives);
     let args = Arguments::from_args();
     let conclusion = libtest_mimic::run(&args, trials);
     // A failed test may have left children running; they would be joined at exit.
@@ -60,7 +66,7 @@ pub fn run(trials: Vec<Trial>) -> ! {
 /// fds, threads, memory), which other trials running beside them would disturb.
 pub fn run_serial(trials: Vec<Trial>) -> ! {
     multiproc::init();
-    install_log_capture();
+    install_log_capture("info");
     let mut args = Arguments::from_args();
     args.test_threads = Some(1);
     let conclusion = libtest_mimic::run(&args, trials);
@@ -73,47 +79,110 @@ pub fn trial(name: &'static str, f: fn() -> TestResult) -> Trial {
     Trial::test(name, f)
 }
 
-static LOGS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+static LOGS: Mutex<Vec<ChildEvent>> = Mutex::new(Vec::new());
+
+/// An event a child forwarded, as the root's subscriber saw it.
+#[derive(Debug, Clone)]
+pub struct ChildEvent {
+    pub target: String,
+    pub level: tracing::Level,
+    pub process: String,
+    pub message: String,
+    /// Every field but `message` and `process`, as `name=value` (`Debug`).
+    pub fields: Vec<String>,
+    /// The spans it was in, outermost first, as `name{a=1 b=2}`.
+    pub spans: Vec<String>,
+}
 
 /// (process, message) of every event forwarded from a child so far.
 pub fn child_logs() -> Vec<(String, String)> {
+    child_events()
+        .into_iter()
+        .map(|e| (e.process, e.message))
+        .collect()
+}
+
+/// Every event forwarded from a child so far.
+pub fn child_events() -> Vec<ChildEvent> {
     LOGS.lock().unwrap().clone()
 }
 
-fn install_log_capture() {
+/// Fields as `name=value`, `message` and `process` apart.
+#[derive(Default)]
+struct Fields {
+    process: Option<String>,
+    message: String,
+    rest: Vec<String>,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "process" => self.process = Some(format!("{value:?}")),
+            "message" => self.message = format!("{value:?}"),
+            name => self.rest.push(format!("{name}={value:?}")),
+        }
+    }
+}
+
+fn install_log_capture(directives: &str) {
     use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::registry::LookupSpan;
     struct Capture;
-    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+    /// A span's fields, formatted, kept in its extensions.
+    struct SpanFields(String);
+    impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Capture {
+        fn on_new_span(
+            &self,
+            attrs: &tracing::span::Attributes<'_>,
+            id: &tracing::span::Id,
+            ctx: tracing_subscriber::layer::Context<'_, S>,
+        ) {
+            let mut f = Fields::default();
+            attrs.record(&mut f);
+            let mut all = f.rest;
+            if let Some(p) = f.process {
+                all.insert(0, format!("process={p}"));
+            }
+            if let Some(span) = ctx.span(id) {
+                span.extensions_mut().insert(SpanFields(all.join(" ")));
+            }
+        }
+
         fn on_event(
             &self,
             event: &tracing::Event<'_>,
-            _: tracing_subscriber::layer::Context<'_, S>,
+            ctx: tracing_subscriber::layer::Context<'_, S>,
         ) {
-            if event.metadata().target() != "multiproc::child" {
-                return;
-            }
-            #[derive(Default)]
-            struct Fields(String, String);
-            impl tracing::field::Visit for Fields {
-                fn record_debug(
-                    &mut self,
-                    field: &tracing::field::Field,
-                    value: &dyn std::fmt::Debug,
-                ) {
-                    match field.name() {
-                        "process" => self.0 = format!("{value:?}"),
-                        "message" => self.1 = format!("{value:?}"),
-                        _ => {}
-                    }
-                }
-            }
             let mut f = Fields::default();
             event.record(&mut f);
-            LOGS.lock().unwrap().push((f.0, f.1));
+            // A child's events are those the root emits with the `process` field.
+            let Some(process) = f.process else { return };
+            let spans = ctx
+                .event_scope(event)
+                .map(|scope| {
+                    scope
+                        .from_root()
+                        .map(|span| {
+                            let ext = span.extensions();
+                            let fields = ext.get::<SpanFields>().map_or("", |f| f.0.as_str());
+                            format!("{}{{{fields}}}", span.name())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            LOGS.lock().unwrap().push(ChildEvent {
+                target: event.metadata().target().to_string(),
+                level: *event.metadata().level(),
+                process,
+                message: f.message,
+                fields: f.rest,
+                spans,
+            });
         }
     }
     let subscriber = tracing_subscriber::registry()
-        .with(tracing_subscriber::filter::LevelFilter::INFO)
+        .with(tracing_subscriber::EnvFilter::new(directives))
         .with(Capture);
     let _ = tracing::subscriber::set_global_default(subscriber);
 }

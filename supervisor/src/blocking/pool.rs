@@ -43,6 +43,9 @@ impl PoolBuilder {
         pub fn initializer[F: Target<M>, M](self, f: F, args: F::Args) -> Self => wrap;
         /// Replace a worker after this many tasks.
         pub fn max_tasks_per_child(self, n: u32) -> Self => wrap;
+        /// Replaces a worker whose resident memory passed `bytes`; see
+        /// [`crate::PoolBuilder::max_rss_per_child`].
+        pub fn max_rss_per_child(self, bytes: u64) -> Self => wrap;
         /// How workers are started.
         pub fn start_method(self, method: StartMethod) -> Self => wrap;
         /// How long one item may run.
@@ -55,6 +58,8 @@ impl PoolBuilder {
         pub fn max_frame_len(self, max: usize) -> Self => wrap;
         /// How many failed worker starts are too many.
         pub fn start_intensity(self, limit: RestartIntensity) -> Self => wrap;
+        /// Workers on nodes: `count` on each.
+        pub fn nodes[N: multiproc_core::NodeName](self, nodes: impl IntoIterator<Item = (N, usize)>) -> Self => wrap;
     }
     /// Starts the pool.
     ///

@@ -20,8 +20,11 @@ use tokio::time::Instant;
 
 use super::chunk::{ChunkFailure, Done, NewTask, ReplyTo};
 use super::launch::{Event, Launch, Started, launch};
+use super::place::{self, Place};
+use super::remote;
 use super::shared::{BROKEN, CLOSED, RUNNING, Shared};
 use super::{PoolError, TaskError, WorkerInfo, wire};
+use crate::node::Node;
 use crate::runtime;
 
 /// What the pool's handles ask.
@@ -39,6 +42,8 @@ pub(crate) enum Request {
 
 struct WorkerSlot {
     name: String,
+    /// Where it was placed: `None` for this host.
+    node: Option<String>,
     started: Option<Started>,
     /// It said it is ready for a task (its initializer, if any, has run).
     ready: bool,
@@ -67,6 +72,9 @@ pub(crate) struct PoolActor {
     /// The limit that refused the last worker that failed to start, if one did.
     last_exhausted: Option<Exhausted>,
     exit_frame: Arc<Vec<u8>>,
+    /// The nodes seen down: a node does not come back under the same session, so no
+    /// worker is placed there again, even before the node's handle has noticed.
+    lost_nodes: std::collections::HashSet<String>,
     /// Wakes the pool's task when a caller's submission brought the next task deadline
     /// forward: the task sleeps until the deadline it read before.
     deadline_moved: Arc<tokio::sync::Notify>,
@@ -144,6 +152,7 @@ pub(crate) fn start(
             last_exit: ExitReason::Normal,
             last_exhausted: None,
             deadline_moved: Arc::new(tokio::sync::Notify::new()),
+            lost_nodes: Default::default(),
             exit_frame: Arc::new(
                 wire::finish(wire::start(wire::EXIT, 0, "", 0, wire::SERDE), usize::MAX)
                     .expect("no limit"),
@@ -252,10 +261,11 @@ impl PoolActor {
                         w.started.as_ref().map(|s| WorkerInfo {
                             name: w.name.clone(),
                             pid: s.pid,
+                            node: s.node.clone(),
                         })
                     })
                     .collect();
-                list.sort_by_key(|w| w.pid);
+                list.sort_by(|a, b| (&a.node, a.pid).cmp(&(&b.node, b.pid)));
                 let _ = tx.send(list);
             }
         }
@@ -277,6 +287,7 @@ impl PoolActor {
             },
             Event::Started(w, Err((reason, exhausted))) => {
                 tracing::warn!(%reason, "a pool worker failed to start");
+                self.note_lost(&reason);
                 self.last_exit = reason.clone();
                 self.last_exhausted = exhausted;
                 self.sched.exited(w, &reason, now, out);
@@ -289,6 +300,13 @@ impl PoolActor {
                                 slot.ready = true;
                             }
                             self.sched.ready(w, now, out)
+                        }
+                        Ok((h, _)) if h.tag == wire::HEAVY => {
+                            tracing::debug!(
+                                worker = w,
+                                "a pool worker passed max_rss_per_child; retiring it"
+                            );
+                            self.sched.retire(w, out);
                         }
                         Ok((h, _)) if h.tag == wire::DONE => {
                             let task = h.task;
@@ -313,6 +331,7 @@ impl PoolActor {
                 if !matches!(reason, ExitReason::Normal | ExitReason::Shutdown) {
                     tracing::debug!(worker = w, %reason, "pool worker exited");
                 }
+                self.note_lost(&reason);
                 self.last_exit = reason.clone();
                 self.last_exhausted = None;
                 self.sched.exited(w, &reason, now, out);
@@ -444,23 +463,103 @@ impl PoolActor {
         }
     }
 
+    fn note_lost(&mut self, reason: &ExitReason) {
+        if let ExitReason::NodeDown { node } = reason {
+            self.lost_nodes.insert(node.clone());
+        }
+    }
+
     fn spawn(&mut self, w: WorkerId) {
-        let name = launch(
-            w,
-            Arc::clone(&self.launch),
-            self.events.clone(),
-            self.me.clone(),
-            Arc::clone(&self.shared),
-        );
+        let node = match self.place() {
+            Ok(node) => Some(node),
+            Err(e) => {
+                let reason = match e {
+                    multiproc_core::NodeError::NodeDown { node, .. } => {
+                        ExitReason::NodeDown { node }
+                    }
+                    e => ExitReason::Failed {
+                        message: e.to_string(),
+                    },
+                };
+                let _ = self.events.send(Event::Started(w, Err((reason, None))));
+                None
+            }
+        };
+        let name = match &node {
+            Some(Some(n)) => remote::launch_on(
+                w,
+                n.clone(),
+                Arc::clone(&self.launch),
+                self.events.clone(),
+                self.me.clone(),
+            ),
+            Some(None) => launch(
+                w,
+                Arc::clone(&self.launch),
+                self.events.clone(),
+                self.me.clone(),
+                Arc::clone(&self.shared),
+            ),
+            None => format!("worker {w}"),
+        };
         self.workers.insert(
             w,
             WorkerSlot {
                 name,
+                node: node.flatten().map(|n| n.name().to_string()),
                 started: None,
                 ready: false,
                 kill_on_start: false,
             },
         );
+    }
+}
+
+impl PoolActor {
+    /// Where the next worker goes: `Some(node)`, or `None` for this host (see
+    /// `place.rs`); an error when every place is a node that is down.
+    fn place(&self) -> Result<Option<Node>, multiproc_core::NodeError> {
+        let places = &self.launch.places;
+        if let [only] = places.as_slice()
+            && only.node.is_none()
+        {
+            return Ok(None);
+        }
+        let mut live = vec![0; places.len()];
+        for (w, slot) in &self.workers {
+            if !self.sched.has_worker(*w) {
+                continue;
+            }
+            if let Some(i) = places.iter().position(|p| p.node == slot.node) {
+                live[i] += 1;
+            }
+        }
+        let up = |p: &Place| match &p.node {
+            None => true,
+            Some(name) => {
+                !self.lost_nodes.contains(name)
+                    && crate::node::connected(name).is_some_and(|n| n.is_up())
+            }
+        };
+        match place::choose(places, &live, up) {
+            Some(i) => match &places[i].node {
+                None => Ok(None),
+                Some(name) => crate::node::connected(name).map(Some).ok_or_else(|| {
+                    multiproc_core::NodeError::NodeDown {
+                        node: name.clone(),
+                        why: "not connected from this process".into(),
+                    }
+                }),
+            },
+            None => Err(multiproc_core::NodeError::NodeDown {
+                node: places
+                    .iter()
+                    .filter_map(|p| p.node.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                why: "no live node and no local workers to place a worker on".into(),
+            }),
+        }
     }
 }
 

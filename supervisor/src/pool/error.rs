@@ -142,9 +142,12 @@ pub enum PoolError {
     #[error("the result is not ready")]
     NotReady,
     /// One item's arguments are over the pool's frame limit
-    /// ([`PoolBuilder::max_frame_len`](crate::PoolBuilder::max_frame_len)): no chunk can carry it.
+    /// ([`PoolBuilder::max_frame_len`](crate::PoolBuilder::max_frame_len), and at most
+    /// [`MAX_NODE_FRAME_LEN`](crate::MAX_NODE_FRAME_LEN) for a pool with nodes,
+    /// the cluster engine's session frame limit): no chunk can carry it.
     #[error(
-        "an item's arguments take {len} bytes in their frame, over the pool's max_frame_len of {max}"
+        "an item's arguments take {len} bytes in their frame, over the pool's frame limit of {max} \
+         (max_frame_len; for a pool with nodes, at most 15 MiB: the cluster session's frame limit)"
     )]
     TooLarge {
         /// The size of a frame carrying that item alone.
@@ -152,12 +155,18 @@ pub enum PoolError {
         /// The limit.
         max: usize,
     },
+    /// A node of [`PoolBuilder::nodes`](crate::PoolBuilder::nodes) cannot take workers:
+    /// not connected from this process (its connection was refused, or never made),
+    /// or down.
+    #[error("pool node: {0}")]
+    Node(#[source] multiproc_core::NodeError),
 }
 
 impl From<Error> for PoolError {
     fn from(e: Error) -> Self {
         match e {
             Error::Exhausted { source, .. } => PoolError::Exhausted(source),
+            Error::Node(e) => PoolError::Node(e),
             e => PoolError::Entry(Arc::new(e)),
         }
     }

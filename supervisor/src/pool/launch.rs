@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::actor::{self, WeakCore};
 use super::channel::{self, Chan};
+use super::place::Place;
 use super::reader::WorkerReader;
 use super::shared::Shared;
 use super::worker::{Setup, worker_entry};
@@ -32,27 +33,40 @@ pub(super) enum Event {
 pub(super) struct Started {
     pub(super) process: Arc<Process>,
     pub(super) pid: u32,
+    /// The node it runs on; `None` for this host.
+    pub(super) node: Option<String>,
     pub(super) to_worker: Outbox,
 }
 
-/// Frames for one worker: its link's writing end.
-pub(super) struct Outbox {
-    chan: Arc<Chan>,
+/// Frames for one worker: its link's writing end, or for a worker on a node, the
+/// queue of the task that calls it (`remote.rs`).
+pub(super) enum Outbox {
+    Local(Arc<Chan>),
+    Node(mpsc::UnboundedSender<Arc<Vec<u8>>>),
 }
 
 impl Outbox {
     pub(super) fn send(&self, frame: Arc<Vec<u8>>) {
-        self.chan.send(frame);
+        match self {
+            Outbox::Local(chan) => chan.send(frame),
+            Outbox::Node(tx) => {
+                let _ = tx.send(frame);
+            }
+        }
     }
 }
 
 /// How workers are launched.
 pub(crate) struct Launch {
     pub init: Option<(String, Vec<u8>)>,
+    /// `max_rss_per_child`, in bytes.
+    pub max_rss: Option<u64>,
     pub method: StartMethod,
     pub prefix: String,
     /// The pool link's frame limit, both ways.
     pub max_frame_len: usize,
+    /// Where workers run, and how many in each place.
+    pub places: Vec<Place>,
 }
 
 /// Starts worker `w` in the background and returns its name. Its task starts it,
@@ -89,6 +103,7 @@ pub(super) fn launch(
     };
     let setup = Setup {
         init: launch.init.clone(),
+        max_rss: launch.max_rss,
         max_frame_len: launch.max_frame_len,
         rings: at,
     };
@@ -128,9 +143,8 @@ pub(super) fn launch(
         let started = Started {
             process: Arc::clone(&process),
             pid,
-            to_worker: Outbox {
-                chan: Arc::clone(&chan),
-            },
+            node: None,
+            to_worker: Outbox::Local(Arc::clone(&chan)),
         };
         if actor::deliver(&core, Event::Started(w, Ok(started))).is_err() {
             let _ = process.kill();

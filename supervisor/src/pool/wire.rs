@@ -35,6 +35,9 @@ pub(crate) const EXIT: u8 = 1;
 pub(crate) const READY: u8 = 2;
 /// Worker to pool: a chunk's results.
 pub(crate) const DONE: u8 = 3;
+/// Worker to pool, just before a chunk's `DONE`: my resident memory passed the
+/// pool's `max_rss_per_child`; retire me.
+pub(crate) const HEAVY: u8 = 4;
 
 /// Codec: each item is one rmp-serde value, appended after the one before.
 pub(crate) const SERDE: u8 = 0;

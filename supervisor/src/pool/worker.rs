@@ -16,7 +16,7 @@ use serde::{Deserialize as De, Serialize};
 use super::channel;
 use super::port::{Got, Port};
 use super::slab::fail_args;
-use super::wire::{self, DONE, EXIT, ItemFailure, READY, RUN, SERDE, SLAB};
+use super::wire::{self, DONE, EXIT, HEAVY, ItemFailure, READY, RUN, SERDE, SLAB};
 use crate::process::target::Task;
 use crate::runtime;
 use crate::runtime::panic::{panic_message, quiet_panics, take_panic};
@@ -31,6 +31,8 @@ use crate::runtime::stop;
 pub(crate) struct Setup {
     /// The initializer: a registered function's name and its encoded arguments.
     pub init: Option<(String, Vec<u8>)>,
+    /// `max_rss_per_child`, in bytes.
+    pub max_rss: Option<u64>,
     /// The pool link's frame limit, both ways.
     pub max_frame_len: usize,
     /// The link's rings, hosted by the pool's process.
@@ -86,12 +88,12 @@ fn worker_main(conn: Connection, setup: Setup) -> Result<(), String> {
     if let Err(e) = port.send(&head, &[]) {
         return pool_gone(e);
     }
-    serve(&mut port, setup.max_frame_len)
+    serve(&mut port, setup.max_frame_len, setup.max_rss)
 }
 
 /// Runs the pool's initializer. A panic goes on up: the process ends as `Panicked`,
 /// which the pool reports.
-fn run_initializer(name: &str, args: Vec<u8>) -> Result<(), String> {
+pub(super) fn run_initializer(name: &str, args: Vec<u8>) -> Result<(), String> {
     let entry =
         registry::by_name(name).ok_or_else(|| format!("initializer `{name}` is not registered"))?;
     match (entry.run)(args) {
@@ -107,9 +109,15 @@ fn run_initializer(name: &str, args: Vec<u8>) -> Result<(), String> {
 /// Takes chunks and answers each as soon as it has run, until `EXIT` or the end of
 /// input. Every buffer is reused: a chunk's answer is laid out in the ring from the
 /// worker's head and results buffers.
-fn serve(port: &mut Port, max: usize) -> Result<(), String> {
+fn serve(port: &mut Port, max: usize, max_rss: Option<u64>) -> Result<(), String> {
     let mut frame = Vec::new();
     let mut head = Vec::new();
+    let heavy = max_rss.map(|_| {
+        let mut h = Vec::new();
+        wire::start_in(&mut h, HEAVY, 0, "", 0, SERDE);
+        wire::finish(h, usize::MAX).expect("no limit")
+    });
+    let mut said_heavy = false;
     let mut results = Vec::new();
     let mut failures = Vec::new();
     loop {
@@ -121,21 +129,17 @@ fn serve(port: &mut Port, max: usize) -> Result<(), String> {
         let (header, args) = wire::split(body)?;
         match header.tag {
             RUN => {
-                results.clear();
-                failures.clear();
-                match (registry::by_name(&header.entry), header.codec) {
-                    (None, _) => fail_all(&header.entry, header.items, &mut failures),
-                    (Some(entry), SERDE) => {
-                        (entry.task)(args, header.items, &mut results, &mut failures)
+                run_chunk(&header, args, &mut results, &mut failures);
+                // Before the result: the pool then retires this worker before its
+                // caller can send the next task, which goes to another.
+                if let (Some(limit), Some(heavy)) = (max_rss, &heavy)
+                    && !said_heavy
+                    && resident_bytes().is_some_and(|rss| rss > limit)
+                {
+                    said_heavy = true;
+                    if let Err(e) = port.send(heavy, &[]) {
+                        return pool_gone(e);
                     }
-                    (Some(entry), SLAB) => {
-                        (entry.slab)(args, header.items, &mut results, &mut failures)
-                    }
-                    (Some(_), other) => fail_args(
-                        &format!("unknown codec {other}"),
-                        header.items,
-                        &mut failures,
-                    ),
                 }
                 let with_results = done_head(&mut head, &header, &failures, &results, max)?;
                 let tail: &[u8] = if with_results { &results } else { &[] };
@@ -152,11 +156,37 @@ fn serve(port: &mut Port, max: usize) -> Result<(), String> {
     }
 }
 
+/// This process's resident memory, from `/proc/self/statm` (its second field, in
+/// pages).
+fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * rustix::param::page_size() as u64)
+}
+
+/// Runs one chunk's items by its header's entry and codec, into `results` and
+/// `failures` (cleared first).
+pub(super) fn run_chunk(
+    header: &wire::Header,
+    args: &[u8],
+    results: &mut Vec<u8>,
+    failures: &mut Vec<(u32, ItemFailure)>,
+) {
+    results.clear();
+    failures.clear();
+    match (registry::by_name(&header.entry), header.codec) {
+        (None, _) => fail_all(&header.entry, header.items, failures),
+        (Some(entry), SERDE) => (entry.task)(args, header.items, results, failures),
+        (Some(entry), SLAB) => (entry.slab)(args, header.items, results, failures),
+        (Some(_), other) => fail_args(&format!("unknown codec {other}"), header.items, failures),
+    }
+}
+
 /// Lays out a chunk's `DONE` head in `head`: its failures, to be followed by its
 /// results in the chunk's codec; returns whether `results` follow (they are sent from
 /// where they are, not copied in). Results over the frame limit fail every item of
 /// the chunk with an error that says so.
-fn done_head(
+pub(super) fn done_head(
     head: &mut Vec<u8>,
     header: &wire::Header,
     failures: &[(u32, ItemFailure)],

@@ -176,7 +176,34 @@ extern "C" fn tie_to_parent() {
         if expected != Some(libc::getppid()) {
             libc::_exit(EXIT_PARENT_GONE);
         }
+        if !libc::getenv(c"MULTIPROC_EARLY".as_ptr()).is_null() {
+            become_child_before_main();
+        }
     }
+}
+
+/// The child's whole life, run from `.init_array` where `main` is a test harness's
+/// (`#[multiproc::test]`). The Rust runtime's own constructor (arguments, environment)
+/// has run by now: it sorts before ours. What its start would still have done before
+/// `main` is done here: SIGPIPE ignored, so a write to a closed socket is an error, not
+/// a death.
+fn become_child_before_main() -> ! {
+    // SAFETY: no other thread exists yet.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    crate::runtime::handoff::start_children_early();
+    // In a marked process `init()` never returns; a panic must not unwind into the C
+    // start code.
+    let _ = catch_unwind(init);
+    exit_now(EXIT_BOOTSTRAP_FAILED)
+}
+
+/// Makes this process's children become themselves before `main`, then `init()`:
+/// what `#[multiproc::test]` does first in every test, whose `main` is the harness's.
+pub fn init_for_tests() {
+    crate::runtime::handoff::start_children_early();
+    init();
 }
 
 /// The life of a child process; returns its exit status: tied to its parent, the

@@ -103,15 +103,21 @@ impl Child {
     }
 }
 
-/// Spawns the child, runs the handshake and sets up the tasks that serve it. Runs on
+/// Spawns the child, runs the handshake and sets up the task that serves it. Runs on
 /// the process runtime. The caller then installs the root's signal handlers and the
 /// exit handler, once a child exists to be stopped or finished.
 ///
-/// The protocol, step by step: spawn (on the spawner thread); make the child routable
-/// and start reading its link ([`serve_link`]), whose first packet answers the
-/// handshake ([`await_handshake`]); record the child, with a watchdog if it must
-/// beat; list it; and start the task that reaps it ([`reap`]).
-pub(crate) async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error> {
+/// With `here`, the caller's thread is all this future runs on (the blocking API), and
+/// it reads the child's answer itself, asleep on the link's futex: the child's write
+/// then wakes this thread and no other, where a reader task would wake a runtime
+/// worker, which would then wake this thread.
+///
+/// The protocol, step by step: spawn (on the spawner thread); make the child routable;
+/// read its link until its first packet answers the handshake (here, or in the task
+/// that serves the link, [`serve`]), judged by [`judge_answer`]; record the child,
+/// with a watchdog if it must beat; list it; and hand the serving task what it needs
+/// to reap the child once the link ends ([`reap`]).
+pub(crate) async fn start_child(req: spawn::Request, here: bool) -> Result<Arc<Child>, Error> {
     let name = req.name.clone();
     let identity = req.hello.identity.clone();
     let number = *identity
@@ -124,6 +130,7 @@ pub(crate) async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error
     let limits = req.hello.limits;
     let heartbeat = req.hello.heartbeat;
     let timeout = req.handshake_timeout;
+    let started = std::time::Instant::now();
     let spawned = if spawn::may_spawn_here(&req) {
         spawn::spawn(req)?
     } else {
@@ -141,12 +148,49 @@ pub(crate) async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error
     let killer = pidfd
         .try_clone()
         .map_err(|e| Error::os("cannot duplicate the child's pidfd", e))?;
-    // Routable before the reader starts: a child may call out (a function at once,
-    // an actor from its `start`) before its handshake is processed here, and the
-    // answers must find their way back down.
+    // Routable before anything is read: a child may call out (a function at once, an
+    // actor from its `start`) before its handshake is processed here, and the answers
+    // must find their way back down.
     router::add_child(number, Arc::clone(&link));
-    let served = serve_link(name.clone(), Arc::clone(&link), killer);
-    if let Err(e) = await_handshake(&mut waiter, served.first, timeout, &name, pid).await {
+    let reading = Arc::new(Mutex::new(Reading::new()));
+    let last_beat = Arc::clone(&lock(&reading).last_beat);
+    let (reaping_tx, reaping_rx) = oneshot::channel();
+    // Started now, with the link's flusher, so that one wake-up of a runtime worker
+    // starts both. A start reading the answer here leaves the link to the task once
+    // it has let go of the ring (see `Link::news`).
+    tokio::spawn(serve(
+        name.clone(),
+        Arc::clone(&link),
+        killer,
+        Arc::clone(&reading),
+        number,
+        reaping_rx,
+        here,
+    ));
+    let answer = if here && answer_here(&reading, &link, started + timeout) {
+        Ok(lock(&reading).answer.take())
+    } else {
+        // The task reads the link from now on, and hands the answer over (or has
+        // read it already).
+        let (first_tx, first) = oneshot::channel();
+        let read = {
+            let mut r = lock(&reading);
+            let read = r.answer.take();
+            if read.is_none() && !r.ended {
+                r.answer_to = Some(first_tx);
+            }
+            (read, r.ended)
+        };
+        match read {
+            (Some(answer), _) => Ok(Some(answer)),
+            (None, true) => Ok(None),
+            (None, false) => {
+                let left = timeout.saturating_sub(started.elapsed());
+                tokio::time::timeout(left, first).await.map(Result::ok)
+            }
+        }
+    };
+    if let Err(e) = judge_answer(&mut waiter, answer, timeout, &name, pid).await {
         router::remove_child(number, &identity);
         return Err(e);
     }
@@ -174,106 +218,185 @@ pub(crate) async fn start_child(req: spawn::Request) -> Result<Arc<Child>, Error
         tokio::spawn(watchdog(
             Arc::downgrade(&child),
             child.exit.clone(),
-            served.last_beat,
+            last_beat,
             interval,
         ));
     }
 
-    // Listed before the task that unlists it at its exit starts: a child that exits at
-    // once could otherwise be unlisted first and listed after, and stay listed, with
-    // its pidfd and its link, for as long as this process lives.
+    // Listed before the task that unlists it at its exit is handed it: a child that
+    // exits at once could otherwise be unlisted first and listed after, and stay
+    // listed, with its pidfd and its link, for as long as this process lives.
     children().push(Arc::clone(&child));
-    tokio::spawn(reap(
-        Arc::clone(&child),
-        number,
+    let _ = reaping_tx.send(Reaping {
+        child: Arc::clone(&child),
         waiter,
-        served.reader,
         capture,
         exit_tx,
-    ));
+    });
     Ok(child)
 }
 
-/// What [`serve_link`] hands back: the handshake's answer to come, the time of the
-/// last heartbeat, and the reader task, which ends with the child's exit report.
-struct Served {
-    first: oneshot::Receiver<Packet>,
+/// What the parent reads on a child's link and keeps from it: the handshake's answer,
+/// the time of the last heartbeat, and the exit report.
+struct Reading {
+    /// Where the handshake's answer goes while a start waits for it in another task.
+    answer_to: Option<oneshot::Sender<Packet>>,
+    /// The handshake's answer, read by a start on its own thread.
+    answer: Option<Packet>,
+    answered: bool,
+    /// The link has ended: nothing more will be read.
+    ended: bool,
     last_beat: Arc<Mutex<tokio::time::Instant>>,
-    reader: tokio::task::JoinHandle<Option<ExitReport>>,
+    report: Option<ExitReport>,
 }
 
-/// Starts the task that reads child `number`'s link until it ends: the first `Ready`
-/// or `Rejected` answers the handshake; envelopes are routed, logs re-emitted,
-/// heartbeats timed and the exit report kept. A link that breaks gets its child
-/// killed through `killer`: a child that cannot be talked to is not left running.
-fn serve_link(peer: String, link: Arc<Link>, killer: OwnedFd) -> Served {
-    let (first_tx, first) = oneshot::channel::<Packet>();
-    let last_beat = Arc::new(Mutex::new(tokio::time::Instant::now()));
-    let beat = Arc::clone(&last_beat);
-    let reader = tokio::spawn(async move {
-        let mut first = Some(first_tx);
-        let mut report: Option<ExitReport> = None;
-        let end = link
-            .read_loop(&peer, |packet| {
-                // The handshake's answer; an actor's `start` may log or call before it.
-                if matches!(packet, Packet::Ready { .. } | Packet::Rejected(_))
-                    && let Some(first) = first.take()
-                {
-                    let _ = first.send(packet);
-                    return;
-                }
-                match packet {
-                    Packet::Log(record) => crate::runtime::logging::from_child(record),
-                    Packet::Exiting(r) => report = Some(r),
-                    Packet::Heartbeat => {
-                        *beat.lock().unwrap_or_else(|e| e.into_inner()) =
-                            tokio::time::Instant::now()
-                    }
-                    other => {
-                        tracing::warn!(peer, packet = ?other, "unexpected packet from a child")
-                    }
-                }
-            })
-            .await;
-        link.shut().await;
-        let broke = match end {
-            LinkEnd::Eof => None,
-            LinkEnd::Broken(e) => Some(e.to_string()),
-            LinkEnd::Corrupt(c) => Some(c.to_string()),
-        };
-        if let Some(error) = broke {
-            // Nothing more can be read from it, so nothing can be asked of it: a child
-            // we cannot talk to is killed rather than left running unreachable.
-            tracing::error!(peer, %error, "control link to a child broke; killing the child");
-            let _ = rustix::process::pidfd_send_signal(&killer, rustix::process::Signal::KILL);
+/// The longest a start reading its child's answer itself sleeps before it looks at
+/// the link's socket: a refusal written there, or the child's end, wakes no futex.
+const ANSWER_SLICE_MAX: Duration = Duration::from_millis(16);
+
+impl Reading {
+    fn new() -> Reading {
+        Reading {
+            answer_to: None,
+            answer: None,
+            answered: false,
+            ended: false,
+            last_beat: Arc::new(Mutex::new(tokio::time::Instant::now())),
+            report: None,
         }
-        report
-    });
-    Served {
-        first,
-        last_beat,
-        reader,
+    }
+
+    /// Takes one packet: the first `Ready` or `Rejected` answers the handshake (an
+    /// actor's `start` may log or call before it); logs are re-emitted, heartbeats
+    /// timed and the exit report kept.
+    fn on_packet(&mut self, peer: &str, packet: Packet) {
+        if !self.answered && matches!(packet, Packet::Ready { .. } | Packet::Rejected(_)) {
+            self.answered = true;
+            match self.answer_to.take() {
+                Some(to) => {
+                    let _ = to.send(packet);
+                }
+                None => self.answer = Some(packet),
+            }
+            return;
+        }
+        match packet {
+            Packet::Log(record) => crate::runtime::logging::from_child(record),
+            Packet::Exiting(r) => self.report = Some(r),
+            Packet::Heartbeat => {
+                *self.last_beat.lock().unwrap_or_else(|e| e.into_inner()) =
+                    tokio::time::Instant::now()
+            }
+            other => {
+                tracing::warn!(peer, packet = ?other, "unexpected packet from a child")
+            }
+        }
     }
 }
 
-/// Waits up to `timeout` for the child's answer to its Hello. A child that does not
-/// answer is killed; one that refuses, or ends first, is reaped; each is the error
-/// that says so. The caller unroutes the child on an error.
-async fn await_handshake(
+fn lock(reading: &Mutex<Reading>) -> std::sync::MutexGuard<'_, Reading> {
+    reading.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads the child's first messages on this thread until its answer, asleep on the
+/// ring's futex between looks; `false` when the link's reader task must take over
+/// instead: something came on the socket (a refusal, the child's end), a message
+/// waits there, or `deadline` passed.
+fn answer_here(reading: &Mutex<Reading>, link: &Link, deadline: std::time::Instant) -> bool {
+    let Some(mut claim) = link.claim() else {
+        return false;
+    };
+    let mut slice = Duration::from_millis(1);
+    loop {
+        let whole = claim.take_all(&mut |packet| lock(reading).on_packet("a child", packet));
+        let answered = lock(reading).answered;
+        if answered || !whole {
+            return answered;
+        }
+        let now = std::time::Instant::now();
+        if now >= deadline || claim.socket_stirred() {
+            return false;
+        }
+        // Woken early by a packet, it is taken at the next turn. The reader task
+        // waits for news meanwhile, and never asks for the ring.
+        claim.sleep(slice.min(deadline - now));
+        slice = (slice * 2).min(ANSWER_SLICE_MAX);
+    }
+}
+
+/// What the task serving a child's link needs to reap it, once the child is started.
+struct Reaping {
+    child: Arc<Child>,
+    waiter: spawn::Waiter,
+    capture: Option<tokio::task::JoinHandle<Output>>,
+    exit_tx: watch::Sender<Option<ExitReason>>,
+}
+
+/// The task that serves child `number`'s link, then reaps it: reads the link until it
+/// ends (envelopes routed, packets to `reading`), then, if the start went through
+/// (`reaping`), reaps the child. One task for both: the child's end wakes one task,
+/// whose link has ended by the time its status is read. A link that breaks gets its
+/// child killed through `killer`: a child that cannot be talked to is not left
+/// running.
+async fn serve(
+    peer: String,
+    link: Arc<Link>,
+    killer: OwnedFd,
+    reading: Arc<Mutex<Reading>>,
+    number: u32,
+    reaping: oneshot::Receiver<Reaping>,
+    read_elsewhere: bool,
+) {
+    if read_elsewhere {
+        link.news().await;
+    }
+    let end = link
+        .read_loop(&peer, |packet| lock(&reading).on_packet(&peer, packet))
+        .await;
+    {
+        // No answer can come any more: a start still waiting for one learns so.
+        let mut r = lock(&reading);
+        r.ended = true;
+        r.answer_to = None;
+    }
+    link.shut().await;
+    let broke = match end {
+        LinkEnd::Eof => None,
+        LinkEnd::Broken(e) => Some(e.to_string()),
+        LinkEnd::Corrupt(c) => Some(c.to_string()),
+    };
+    if let Some(error) = broke {
+        // Nothing more can be read from it, so nothing can be asked of it: a child
+        // we cannot talk to is killed rather than left running unreachable.
+        tracing::error!(peer, %error, "control link to a child broke; killing the child");
+        let _ = rustix::process::pidfd_send_signal(&killer, rustix::process::Signal::KILL);
+    }
+    drop(killer);
+    // Dropped by a start that failed: it has waited for the child itself.
+    if let Ok(r) = reaping.await {
+        let report = lock(&reading).report.take();
+        reap(r.child, number, r.waiter, report, r.capture, r.exit_tx).await;
+    }
+}
+
+/// Judges the child's answer to its Hello (`Err` when none came in time). A child
+/// that does not answer is killed; one that refuses, or ends first, is reaped; each
+/// is the error that says so. The caller unroutes the child on an error.
+async fn judge_answer(
     waiter: &mut spawn::Waiter,
-    first: oneshot::Receiver<Packet>,
+    answer: Result<Option<Packet>, tokio::time::error::Elapsed>,
     timeout: Duration,
     name: &str,
     pid: u32,
 ) -> Result<(), Error> {
     let name = name.to_string();
-    let first = match tokio::time::timeout(timeout, first).await {
+    let first = match answer {
         Err(_) => {
             waiter.start_kill();
             let _ = waiter.wait().await;
             return Err(Error::HandshakeTimeout { name, pid, timeout });
         }
-        Ok(first) => first.ok(),
+        Ok(first) => first,
     };
     match first {
         Some(Packet::Ready { .. }) => Ok(()),
@@ -298,21 +421,21 @@ async fn await_handshake(
     }
 }
 
-/// Reaps `child`: waits for its exit, then for its reader's report and its captured
-/// output, decides its exit reason, unroutes and unlists it, and only then publishes
-/// the reason, having let go of the child's pidfd and link.
+/// Reaps `child`, whose link has ended with `report`: waits for its exit and its
+/// captured output, decides its exit reason, unroutes and unlists it, and only then
+/// publishes the reason, having let go of the child's pidfd and link.
 async fn reap(
     child: Arc<Child>,
     number: u32,
     mut waiter: spawn::Waiter,
-    reader: tokio::task::JoinHandle<Option<ExitReport>>,
+    report: Option<ExitReport>,
     capture: Option<tokio::task::JoinHandle<Output>>,
     exit_tx: watch::Sender<Option<ExitReason>>,
 ) {
+    crate::runtime::oom::baseline();
     let status = waiter.wait().await;
     // Its pidfd too is let go of before anyone learns the child exited (below).
     drop(waiter);
-    let report = reader.await.ok().flatten();
     // A status lost with its forkserver: the child's own report, if it sent one,
     // still says how it ended; without one, `ForkserverLost`.
     let status = status.map(|s| {
@@ -328,15 +451,25 @@ async fn reap(
     };
     let reason = match status {
         Ok(None) => ExitReason::ForkserverLost,
-        Ok(Some(status)) => multiproc_core::ExitFacts {
-            status,
-            report: report.as_ref(),
-            stop_requested: child.stop_requested.load(Ordering::SeqCst),
-            killed_after_timeout: child.killed.load(Ordering::SeqCst),
-            hung: child.hung.load(Ordering::SeqCst),
-            limits: child.limits,
+        Ok(Some(status)) => {
+            let killed_after_timeout = child.killed.load(Ordering::SeqCst);
+            let hung = child.hung.load(Ordering::SeqCst);
+            // Only a SIGKILL nobody here sent asks the cgroup.
+            let oom_killed = status == WaitStatus::Signaled(libc::SIGKILL)
+                && !killed_after_timeout
+                && !hung
+                && crate::runtime::oom::killed_since_last_look();
+            multiproc_core::ExitFacts {
+                status,
+                report: report.as_ref(),
+                stop_requested: child.stop_requested.load(Ordering::SeqCst),
+                killed_after_timeout,
+                hung,
+                oom_killed,
+                limits: child.limits,
+            }
+            .reason()
         }
-        .reason(),
         Err(e) => {
             tracing::error!(error = %e, "cannot wait for a child");
             ExitReason::Killed

@@ -6,8 +6,11 @@
 //! its spare, waiting for a request; each request goes to the spare (or, without one,
 //! to a child forked there and then), which goes on into the ordinary child bootstrap
 //! with the socket the parent sent, and the forkserver hands back the child's pid and
-//! a pidfd, forks the next spare, and relays the child's exit status when it ends (only
-//! the forkserver, its real parent, can read it).
+//! a pidfd and forks the next spare. Where the kernel keeps a reaped child's status for
+//! its pidfd, the forkserver ignores `SIGCHLD`, the kernel reaps its children, and each
+//! parent reads its child's status through the pidfd (see `autoreap`); elsewhere the
+//! forkserver, the child's real parent and so the only one that can reap it, relays the
+//! status when the child ends.
 //!
 //! # Failure
 //!
@@ -15,7 +18,7 @@
 //! any child's. Its own children are *not* tied to it: they watch their logical
 //! parent (the process that asked for them) through their control link and a pidfd,
 //! so if the forkserver dies, they keep running and the next request starts a new
-//! forkserver. Their exit status is then no longer relayed: once such a child ends and
+//! forkserver. A relayed exit status is then lost: once such a child ends and
 //! whoever inherited it has reaped it, the kernel tells it through the child's pidfd
 //! (`PIDFD_GET_INFO`, Linux 6.15 and later); where it cannot, the child's own report
 //! says how it ended, and without one the reason is `ExitReason::ForkserverLost`
@@ -35,14 +38,26 @@ use serde::{Deserialize, Serialize};
 use crate::runtime::exit::{EXIT_BOOTSTRAP_FAILED, EXIT_PARENT_GONE};
 use crate::runtime::handoff::{self, ENV_FORKSERVER, ENV_PARENT_PID};
 
+mod autoreap;
 mod client;
 mod spare;
 
-pub(crate) use client::{die_after_next_reply, fork, kill_forkserver, pid, serves};
+pub(crate) use client::{
+    autoreaps, die_after_next_reply, fork, kill_forkserver, pid, relay_exits, serves,
+};
 use spare::prefork;
 
-/// The forkserver's first byte to its parent: it serves.
-const READY: u8 = b'r';
+/// The forkserver's first byte to its parent: it serves, and relays its children's
+/// exits on the events socket.
+const READY_RELAYING: u8 = b'r';
+/// It serves, and the kernel reaps its children: their parents read their exits
+/// through their pidfds (see `autoreap`).
+const READY_AUTOREAPING: u8 = b'a';
+/// The parent's first byte (with the events socket): the forkserver may let the
+/// kernel reap its children if the kernel keeps their statuses for their pidfds.
+const MAY_AUTOREAP: u8 = b'e';
+/// The parent's first byte: the forkserver relays every exit (a test of that path).
+const MUST_RELAY: u8 = b'E';
 
 /// Parent → forkserver, with the child's end of its control socket attached.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -111,10 +126,26 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
         fds.pop()
             .ok_or_else(|| std::io::Error::other("no events socket"))?,
     );
+    // Before the first fork: the probe's child must be the only one.
+    let autoreaping = byte[0] == MAY_AUTOREAP && autoreap::probe();
     // The handshake: this byte tells the parent that `init()` brought us here, and not
-    // a `main` that forgot it and runs as a new root.
-    (&requests).write_all(&[READY])?;
+    // a `main` that forgot it and runs as a new root, and who reads the exits.
+    let ready = if autoreaping {
+        READY_AUTOREAPING
+    } else {
+        READY_RELAYING
+    };
+    (&requests).write_all(&[ready])?;
     crate::runtime::registry::warm();
+    // Every child flushes `stdout` as it ends (`exit_child`); made here once, its
+    // buffer and lock are the children's copies, not an allocation (and its page
+    // faults) in each of them.
+    {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+    }
+    // The children whose exits this forkserver relays: none when the kernel reaps them.
     let mut children: Vec<(u32, OwnedFd)> = Vec::new();
     let mut spare = prefork(&requests, &events, &children, child_main);
     loop {
@@ -170,7 +201,9 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
                     Ok((pid, pidfd)) => {
                         drop(socket);
                         write_frame(&requests, &Reply::Forked { pid }, &[pidfd.as_fd()])?;
-                        children.push((pid, pidfd));
+                        if !autoreaping {
+                            children.push((pid, pidfd));
+                        }
                         spare = prefork(&requests, &events, &children, child_main);
                         continue;
                     }
@@ -204,7 +237,9 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
                     match pidfd {
                         Ok(pidfd) => {
                             write_frame(&requests, &Reply::Forked { pid }, &[pidfd.as_fd()])?;
-                            children.push((pid, pidfd));
+                            if !autoreaping {
+                                children.push((pid, pidfd));
+                            }
                             spare = prefork(&requests, &events, &children, child_main);
                         }
                         Err(e) => {
@@ -230,6 +265,7 @@ fn run(child_main: fn(u32) -> !) -> std::io::Result<()> {
 
 /// In the forked child: take the socket as fd 0 and run the ordinary bootstrap.
 fn become_child(fork: Fork, socket: OwnedFd, child_main: fn(u32) -> !) -> ! {
+    autoreap::restore_sigchld();
     if rustix::stdio::dup2_stdin(&socket).is_err() {
         std::process::exit(EXIT_BOOTSTRAP_FAILED);
     }

@@ -5,6 +5,7 @@
 use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use multiproc_core::WaitStatus;
 
@@ -15,6 +16,28 @@ pub(crate) const ENV_PARENT_PID: &str = "MULTIPROC_PARENT_PID";
 
 /// Set in the forkserver's environment: "you are the forkserver".
 pub(crate) const ENV_FORKSERVER: &str = "MULTIPROC_FORKSERVER";
+
+/// Set in a child's environment by a parent that runs under a test harness: "become
+/// the child before `main`". The harness's `main` is not the user's and never calls
+/// `init()`; it would run every test again in every child instead.
+pub(crate) const ENV_EARLY: &str = "MULTIPROC_EARLY";
+
+/// Whether the children of this process must become themselves before `main`: set by
+/// `#[multiproc::test]`, and in every child started that way, so grandchildren too.
+static EARLY_CHILDREN: AtomicBool = AtomicBool::new(false);
+
+/// From now on, children of this process become themselves before `main`.
+pub(crate) fn start_children_early() {
+    EARLY_CHILDREN.store(true, Ordering::Relaxed);
+}
+
+/// Marks `cmd`, a child or forkserver about to be executed, for an early start if
+/// this process starts its children so.
+pub(crate) fn mark_early(cmd: &mut std::process::Command) {
+    if EARLY_CHILDREN.load(Ordering::Relaxed) {
+        cmd.env(ENV_EARLY, "1");
+    }
+}
 
 /// Moves the control socket off fd 0 and puts `/dev/null` there, as Python does for
 /// its children's stdin.

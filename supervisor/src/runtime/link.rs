@@ -1,4 +1,5 @@
-//! A control link: two rings in shared memory between a parent and a child, for the
+//! A control link: two rings in shared memory between a parent and a child (or two
+//! siblings, over a link their parent brokered: `link/sibling.rs`), for the
 //! messages, beside one Unix stream socket, the link's life line (its end is how
 //! either side learns the other is gone) and the path of what the rings cannot take.
 //! Every thread that sends writes, one task reads, and a caller waiting for a reply
@@ -34,7 +35,9 @@
 //! ring whose positions or record lengths cannot be true, and a socket stream that can
 //! no longer be framed, end the link.
 
+use std::collections::VecDeque;
 use std::io::ErrorKind;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -49,7 +52,9 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::runtime::ring::{Bell, Rings, Rx, Scribble, Tx, Wake};
 
+mod fds;
 mod read;
+pub(crate) mod sibling;
 
 pub(crate) use read::LinkEnd;
 
@@ -95,6 +100,8 @@ pub(crate) enum Peer {
     Parent,
     /// Child number `n` of this process.
     Child(u32),
+    /// Child number `n` of this process's parent, over a direct link.
+    Sibling(u32),
 }
 
 /// One end of a control link.
@@ -123,6 +130,11 @@ pub(crate) struct Link {
     corrupt: Mutex<Option<Corruption>>,
     /// The flusher task, until [`Link::shut`] waits for it.
     flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Whether the ring may be read: a direct link to a sibling is written at once
+    /// but read only once the parent says the sibling's routed messages are in.
+    readable: AtomicBool,
+    /// Descriptors received on the socket, for the packets that announced them.
+    received_fds: Mutex<VecDeque<OwnedFd>>,
 }
 
 #[derive(Debug)]
@@ -139,6 +151,8 @@ struct WriteState {
     scratch: Vec<u8>,
     /// Flush requests waiting for the backlog and the socket to drain.
     flushes: Vec<oneshot::Sender<()>>,
+    /// Descriptors to send with the socket bytes at the offset (in `sock`) each names.
+    sock_fds: VecDeque<(usize, Vec<OwnedFd>)>,
 }
 
 impl WriteState {
@@ -177,6 +191,7 @@ impl Link {
                 sock_at: 0,
                 scratch: Vec::new(),
                 flushes: Vec::new(),
+                sock_fds: VecDeque::new(),
             }),
             read: Mutex::new(read::ReadState::new(rx)),
             bell,
@@ -187,6 +202,8 @@ impl Link {
             closed: AtomicBool::new(false),
             corrupt: Mutex::new(None),
             flusher: Mutex::new(None),
+            readable: AtomicBool::new(true),
+            received_fds: Mutex::new(VecDeque::new()),
         });
         let flusher = crate::runtime::handle().spawn(Arc::clone(&link).flush_loop());
         *link.flusher.lock().unwrap_or_else(|e| e.into_inner()) = Some(flusher);
@@ -241,6 +258,31 @@ impl Link {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Sends `packet` on the socket, with `fds` attached to its first bytes (a
+    /// Unix socket carries descriptors beside bytes, a ring cannot). It is handed on
+    /// as soon as it is read, not in the ring's order: what must follow something
+    /// else must be ordered by its users.
+    pub(crate) fn send_with_fds(
+        &self,
+        packet: &Packet,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), SendError> {
+        let mut msg = vec![wire::PACKET | wire::DIRECT];
+        if let Err(e) = codec::encode_into(packet, &mut msg) {
+            return Err(SendError::Refused(packet.clone(), e.to_string()));
+        }
+        let mut st = self.state();
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        if !fds.is_empty() {
+            let at = st.sock.len();
+            st.sock_fds.push_back((at, fds));
+        }
+        self.put_socket_frame(&mut st, &msg);
         Ok(())
     }
 
@@ -386,12 +428,32 @@ impl Link {
     /// itself for the bytes it could not write would spin until the peer read them.
     fn write_socket_now(&self, st: &mut WriteState) -> bool {
         while st.sock_at < st.sock.len() {
+            // Bytes up to the next that carry descriptors, which go in a send of
+            // their own: the descriptors ride with its first byte.
+            let fds_here = st.sock_fds.front().is_some_and(|(at, _)| *at == st.sock_at);
+            let end = st
+                .sock_fds
+                .iter()
+                .map(|(at, _)| *at)
+                .find(|at| *at > st.sock_at)
+                .unwrap_or(st.sock.len());
+            let bytes = &st.sock[st.sock_at..end];
             // Straight to the socket, not through `try_write`: tokio's readiness of
             // a fresh link is empty until its reactor has polled.
-            match rustix::net::send(&self.stream, &st.sock[st.sock_at..], SendFlags::NOSIGNAL)
-                .map_err(std::io::Error::from)
-            {
-                Ok(n) => st.sock_at += n,
+            let sent = if fds_here {
+                let fds: Vec<BorrowedFd<'_>> = st.sock_fds[0].1.iter().map(AsFd::as_fd).collect();
+                fds::send(&self.stream, bytes, &fds)
+            } else {
+                rustix::net::send(&self.stream, bytes, SendFlags::NOSIGNAL)
+                    .map_err(std::io::Error::from)
+            };
+            match sent {
+                Ok(n) => {
+                    if fds_here && n > 0 {
+                        st.sock_fds.pop_front();
+                    }
+                    st.sock_at += n;
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.backlogged.store(true, Ordering::Release);
                     return false;
@@ -406,6 +468,7 @@ impl Link {
         }
         st.sock.clear();
         st.sock_at = 0;
+        st.sock_fds.clear();
         true
     }
 
@@ -583,6 +646,24 @@ impl Link {
     /// Where the messages read from it come from.
     pub(crate) fn peer(&self) -> Peer {
         self.peer
+    }
+
+    /// Holds the ring unread (callers do not read it for their replies) until
+    /// [`Link::release`].
+    pub(crate) fn hold(&self) {
+        self.readable.store(false, Ordering::Release);
+    }
+
+    /// Lets the ring be read.
+    pub(crate) fn release(&self) {
+        self.readable.store(true, Ordering::Release);
+    }
+
+    /// The next `n` descriptors received on the socket, in the order they came;
+    /// `None` (and none taken) when fewer came.
+    fn take_fds(&self, n: usize) -> Option<Vec<OwnedFd>> {
+        let mut fds = self.received_fds.lock().unwrap_or_else(|e| e.into_inner());
+        (fds.len() >= n).then(|| fds.drain(..n).collect())
     }
 
     fn corruption(&self) -> Option<Corruption> {

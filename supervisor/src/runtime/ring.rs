@@ -119,6 +119,17 @@ impl Rings {
         Rings::opened(seg, layout)
     }
 
+    /// One end of rings of `cap` bytes each, handed over as `fd` to both ends of a
+    /// link its maker does not take part in (a direct link between two siblings):
+    /// `creator` says which.
+    pub(crate) fn adopt_side(fd: &OwnedFd, cap: usize, creator: bool) -> Result<Rings, AdoptError> {
+        let mut rings = Rings::adopt(fd, cap)?;
+        if creator {
+            rings.side = Side::Creator;
+        }
+        Ok(rings)
+    }
+
     /// This end's writer (of the ring it writes) and reader (of the other).
     pub(crate) fn split(self) -> (Tx, Rx) {
         let other = match self.side {

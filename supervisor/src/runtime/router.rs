@@ -15,13 +15,14 @@
 //!   dropped and logged: nobody waits for it.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use multiproc_core::wire::{self, BodyKind, EnvelopeRef, PathRef};
 use multiproc_core::{Envelope, Hop, Identity, Packet, RemoteError, codec};
 
 use crate::runtime::current::me;
+use crate::runtime::link::sibling::{self, MAX_DIRECT_LINKS, Routed};
 use crate::runtime::link::{EnvelopeError, Link, Outgoing, Peer, SendError};
 use crate::runtime::mailbox::Mailbox;
 use crate::runtime::reply;
@@ -47,13 +48,13 @@ const INLINE: usize = 8;
 
 /// A caller's identity, inline when it is short (every tree in practice).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Caller {
+pub(crate) enum Caller {
     Inline(u8, [u32; INLINE]),
     Deep(Box<[u32]>),
 }
 
 impl Caller {
-    fn new(path: PathRef<'_>) -> Caller {
+    pub(crate) fn new(path: PathRef<'_>) -> Caller {
         if path.len() <= INLINE {
             let mut words = [0; INLINE];
             for (w, n) in words.iter_mut().zip(path.iter()) {
@@ -65,7 +66,7 @@ impl Caller {
         }
     }
 
-    fn identity(&self) -> Identity {
+    pub(crate) fn identity(&self) -> Identity {
         match self {
             Caller::Inline(len, words) => Identity::from_path(words[..*len as usize].to_vec()),
             Caller::Deep(path) => Identity::from_path(path.to_vec()),
@@ -97,6 +98,25 @@ struct Tables {
     parent: Option<LinkTx>,
     children: HashMap<u32, ChildLink>,
     local: Local,
+    /// For each child, the children it has a direct link with, brokered here.
+    brokered: HashMap<u32, HashSet<u32>>,
+}
+
+/// Envelopes this process passed from one of its children to another.
+static ROUTED_BETWEEN_CHILDREN: AtomicU64 = AtomicU64::new(0);
+
+/// Whether this process brokers direct links between its children.
+static BROKERS: AtomicBool = AtomicBool::new(true);
+
+/// How many envelopes this process passed from one of its children to another.
+pub(crate) fn routed_between_children() -> u64 {
+    ROUTED_BETWEEN_CHILDREN.load(Ordering::Relaxed)
+}
+
+/// Whether this process brokers direct links between its children (it does unless
+/// a test or a benchmark turns it off, to measure the routed path).
+pub(crate) fn set_brokering(on: bool) {
+    BROKERS.store(on, Ordering::Relaxed);
 }
 
 fn tables() -> MutexGuard<'static, Tables> {
@@ -189,9 +209,30 @@ pub(crate) fn add_child(n: u32, tx: LinkTx) {
     );
 }
 
-/// Forgets a child's link and fails the calls that were waiting on it.
+/// Forgets a child's link and fails the calls that were waiting on it. The children
+/// it had direct links with are told to read them to their end (see
+/// `link::sibling`), and a later child may be brokered a link anew.
 pub(crate) fn remove_child(n: u32, identity: &Identity) {
-    let link = tables().children.remove(&n);
+    let (link, partners) = {
+        let mut t = tables();
+        let link = t.children.remove(&n);
+        let partners = t.brokered.remove(&n).unwrap_or_default();
+        let mut links = Vec::new();
+        for p in partners {
+            if let Some(theirs) = t.brokered.get_mut(&p) {
+                theirs.remove(&n);
+            }
+            if let Some(child) = t.children.get(&p) {
+                links.push(Arc::clone(&child.tx));
+            }
+        }
+        (link, links)
+    };
+    for partner in partners {
+        let _ = partner.send(Outgoing::Packet(Packet::SiblingOpen {
+            peer: identity.clone(),
+        }));
+    }
     for (caller, corr) in link.map(|l| l.inflight).unwrap_or_default() {
         route(Envelope {
             to: caller.identity(),
@@ -215,13 +256,117 @@ pub(crate) fn forget_reply(corr: u64) {
 /// An envelope read from a link to `peer`: one that comes *up* out of a child, if it
 /// is an answer, closes the call that went in.
 pub(crate) fn incoming(peer: Peer, env: &EnvelopeRef<'_>) {
-    if let Peer::Child(n) = peer
-        && matches!(env.kind, BodyKind::Reply | BodyKind::Fail)
-        && let Some(link) = tables().children.get_mut(&n)
-    {
-        link.inflight.remove(&(Caller::new(env.to), env.corr));
+    match peer {
+        Peer::Child(n) => {
+            if matches!(env.kind, BodyKind::Reply | BodyKind::Fail)
+                && let Some(link) = tables().children.get_mut(&n)
+            {
+                link.inflight.remove(&(Caller::new(env.to), env.corr));
+            }
+            if let Hop::Child(to) = env.next_hop(me().identity.path())
+                && to != n
+            {
+                ROUTED_BETWEEN_CHILDREN.fetch_add(1, Ordering::Relaxed);
+                route_ref(env, false);
+                // After the envelope: it is ahead of the link's announcement.
+                broker(n, to);
+                return;
+            }
+        }
+        Peer::Sibling(n) => sibling::incoming(n, env),
+        Peer::Parent => {}
     }
     route_ref(env, false);
+}
+
+/// The identity of this process's child number `n`.
+fn child_identity(n: u32) -> Identity {
+    let mut path = me().identity.path().to_vec();
+    path.push(n);
+    Identity::from_path(path)
+}
+
+/// Gives children `a` and `b` a direct link, the first time one sends to the
+/// other through here (see `link::sibling`), unless either has its
+/// [`MAX_DIRECT_LINKS`] already.
+fn broker(a: u32, b: u32) {
+    if !BROKERS.load(Ordering::Relaxed) {
+        return;
+    }
+    let (to_a, to_b) = {
+        let mut t = tables();
+        let links = |t: &Tables, n: u32| t.brokered.get(&n).map_or(0, HashSet::len);
+        if t.brokered.get(&a).is_some_and(|s| s.contains(&b))
+            || links(&t, a) >= MAX_DIRECT_LINKS
+            || links(&t, b) >= MAX_DIRECT_LINKS
+        {
+            return;
+        }
+        let (Some(ca), Some(cb)) = (t.children.get(&a), t.children.get(&b)) else {
+            return;
+        };
+        let ends = (Arc::clone(&ca.tx), Arc::clone(&cb.tx));
+        t.brokered.entry(a).or_default().insert(b);
+        t.brokered.entry(b).or_default().insert(a);
+        ends
+    };
+    let ends = (|| -> std::io::Result<_> {
+        let (sa, sb) = std::os::unix::net::UnixStream::pair()?;
+        let (rings, mem) = crate::runtime::ring::Rings::create(crate::runtime::ring::CAPACITY)
+            .map_err(std::io::Error::other)?;
+        // This process takes no part in the link: only its children map the rings.
+        drop(rings);
+        let mem_b = mem.try_clone()?;
+        Ok(([sa.into(), mem], [sb.into(), mem_b]))
+    })();
+    let (fds_a, fds_b) = match ends {
+        Ok(ends) => ends,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot make a direct link between two children; they stay routed");
+            let mut t = tables();
+            t.brokered.entry(a).or_default().remove(&b);
+            t.brokered.entry(b).or_default().remove(&a);
+            return;
+        }
+    };
+    let cap = crate::runtime::ring::CAPACITY as u32;
+    let _ = to_a.send_with_fds(
+        &Packet::Sibling {
+            peer: child_identity(b),
+            rings: cap,
+            creator: true,
+        },
+        Vec::from(fds_a),
+    );
+    let _ = to_b.send_with_fds(
+        &Packet::Sibling {
+            peer: child_identity(a),
+            rings: cap,
+            creator: false,
+        },
+        Vec::from(fds_b),
+    );
+}
+
+/// Child `n` fenced its direct link to `peer`: everything it routed to `peer`
+/// through here is passed on, so `peer` may read the link.
+pub(crate) fn sibling_fence(n: u32, peer: &Identity) {
+    let to = match multiproc_core::wire::next_hop(me().identity.path(), peer.into()) {
+        Hop::Child(m) if peer.path().len() == me().identity.path().len() + 1 => m,
+        _ => return,
+    };
+    let link = {
+        let t = tables();
+        if !t.brokered.get(&n).is_some_and(|s| s.contains(&to)) {
+            return;
+        }
+        t.children.get(&to).map(|c| Arc::clone(&c.tx))
+    };
+    if let Some(link) = link {
+        let _ = link.send(Outgoing::Packet(Packet::SiblingOpen {
+            peer: child_identity(n),
+        }));
+    }
 }
 
 /// As [`incoming`], for an envelope that came as a packet.
@@ -254,6 +399,7 @@ pub(crate) fn route_ref(env: &EnvelopeRef<'_>, polls: bool) -> Option<LinkTx> {
     let hop = env.next_hop(me().identity.path());
     if hop == Hop::Parent {
         serve_parent();
+        return route_up(env, polls);
     }
     // Pick the link under the lock, write outside it: a write may be a syscall, and
     // callers or other readers routing should not wait for it.
@@ -299,6 +445,39 @@ pub(crate) fn route_ref(env: &EnvelopeRef<'_>, polls: bool) -> Option<LinkTx> {
     {
         child.inflight.remove(&key);
     }
+    match failed {
+        EnvelopeError::Closed => bounce(env, RemoteError::NoProcess(env.to.to_identity())),
+        EnvelopeError::Refused(why) => refuse(env, why),
+    }
+    None
+}
+
+fn parent_link() -> Option<LinkTx> {
+    tables().parent.clone()
+}
+
+/// Sends an envelope bound up the tree: on the direct link to the sibling it is
+/// for, or to the parent.
+fn route_up(env: &EnvelopeRef<'_>, polls: bool) -> Option<LinkTx> {
+    let failed = match sibling::route(env, polls) {
+        Routed::Direct(link) => return Some(link),
+        Routed::Answered => return None,
+        Routed::Refused(why) => EnvelopeError::Refused(why),
+        // The sibling table stays locked until the envelope is in the parent's
+        // link: a direct link fenced meanwhile would let later messages overtake it.
+        Routed::Parent(_fence) => match parent_link() {
+            Some(link) => {
+                if polls {
+                    link.expect_reply();
+                }
+                match link.send_envelope(env) {
+                    Ok(()) => return Some(link),
+                    Err(e) => e,
+                }
+            }
+            None => EnvelopeError::Closed,
+        },
+    };
     match failed {
         EnvelopeError::Closed => bounce(env, RemoteError::NoProcess(env.to.to_identity())),
         EnvelopeError::Refused(why) => refuse(env, why),

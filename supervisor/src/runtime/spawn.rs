@@ -57,11 +57,13 @@ pub(crate) struct Spawned {
 pub(crate) enum Waiter {
     /// Its own child: waited for directly.
     Os(tokio::process::Child),
-    /// A forkserver's child: the forkserver relays the status.
+    /// A forkserver's child: its status is read through its pidfd once the kernel
+    /// has reaped it, or relayed by a forkserver that reaps its children itself.
     Forked {
-        /// The relayed status; dropped if the forkserver died first.
-        exit: tokio::sync::oneshot::Receiver<WaitStatus>,
-        /// To see the exit when the relay is lost.
+        /// The relayed status (dropped if the forkserver died first); `None` when
+        /// the kernel reaps the child.
+        exit: Option<tokio::sync::oneshot::Receiver<WaitStatus>>,
+        /// To see the exit and read its status when nothing relays it.
         pidfd: OwnedFd,
     },
 }
@@ -72,13 +74,31 @@ impl Waiter {
     pub(crate) async fn wait(&mut self) -> std::io::Result<Option<WaitStatus>> {
         match self {
             Waiter::Os(child) => child.wait().await.map(|s| Some(wait_status(s))),
-            Waiter::Forked { exit, pidfd } => match exit.await {
-                Ok(status) => Ok(Some(status)),
-                Err(_) => {
-                    wait_pidfd(pidfd).await?;
-                    Ok(status_after_reap(pidfd).await)
+            Waiter::Forked { exit, pidfd } => {
+                if let Some(exit) = exit
+                    && let Ok(status) = exit.await
+                {
+                    return Ok(Some(status));
                 }
-            },
+                // Asked for by the task that saw the child's link end: the child closed
+                // its files, and the rest of its exit takes microseconds. Looking for
+                // that long costs less than a watch on the pidfd and the worker's sleep
+                // and wake-up.
+                let until = std::time::Instant::now() + EXIT_SPIN;
+                loop {
+                    if let Some(status) =
+                        crate::runtime::forkserver::exit_status_by_pidfd(pidfd.as_fd())
+                    {
+                        return Ok(Some(status));
+                    }
+                    if std::time::Instant::now() >= until {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                wait_pidfd(pidfd).await?;
+                Ok(status_after_reap(pidfd).await)
+            }
         }
     }
 
@@ -95,6 +115,9 @@ impl Waiter {
     }
 }
 
+/// How long a forked child's reaper looks for its status before it watches its pidfd.
+const EXIT_SPIN: Duration = Duration::from_micros(50);
+
 /// How long an orphaned forked child's new parent may take to reap it before its
 /// status counts as lost: an init reaps at once, but some container inits take a
 /// second or two.
@@ -106,6 +129,14 @@ const REAP_GRACE: Duration = Duration::from_secs(2);
 async fn status_after_reap(pidfd: &OwnedFd) -> Option<WaitStatus> {
     let deadline = tokio::time::Instant::now() + REAP_GRACE;
     let mut pause = Duration::from_millis(1);
+    // A child the kernel reaps has its status by the time its pidfd is readable on
+    // the kernels measured; a few turns cover one that publishes it a moment later.
+    for _ in 0..8 {
+        if let Some(status) = crate::runtime::forkserver::exit_status_by_pidfd(pidfd.as_fd()) {
+            return Some(status);
+        }
+        tokio::task::yield_now().await;
+    }
     loop {
         if let Some(status) = crate::runtime::forkserver::exit_status_by_pidfd(pidfd.as_fd()) {
             return Some(status);
@@ -119,23 +150,20 @@ async fn status_after_reap(pidfd: &OwnedFd) -> Option<WaitStatus> {
     }
 }
 
-/// Waits until a pidfd is readable (its process ended), from a blocking thread.
+/// Waits until a pidfd is readable (its process ended), in the runtime's epoll: the
+/// exit wakes the worker that reaps the child, and no other thread.
+#[allow(unsafe_code, reason = "an AsyncFd registers a raw descriptor")]
 async fn wait_pidfd(pidfd: &OwnedFd) -> std::io::Result<()> {
-    let fd = pidfd.try_clone()?;
-    tokio::task::spawn_blocking(move || {
-        let mut set = [rustix::event::PollFd::new(
-            &fd,
-            rustix::event::PollFlags::IN,
-        )];
-        loop {
-            match rustix::event::poll(&mut set, None) {
-                Err(rustix::io::Errno::INTR) => continue,
-                other => return other.map(|_| ()).map_err(std::io::Error::from),
-            }
-        }
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    // SAFETY: the duplicate is owned by the AsyncFd, which keeps it open until it is
+    // dropped, after deregistration; nothing else uses this descriptor.
+    let watch = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(
+            pidfd.try_clone()?,
+            tokio::io::Interest::READABLE,
+        )
+    }?;
+    let _ = watch.readable().await?;
+    Ok(())
 }
 
 /// Whether the child may be started on the calling thread: a request to a forkserver
@@ -179,6 +207,7 @@ pub(crate) fn spawn(mut req: Request) -> Result<Spawned, Error> {
         .stdin(Stdio::from(OwnedFd::from(child_end)))
         .env(handoff::ENV_BOOTSTRAP, "1")
         .env(handoff::ENV_PARENT_PID, std::process::id().to_string());
+    handoff::mark_early(&mut cmd);
     for (k, v) in &req.env {
         cmd.env(k, v);
     }

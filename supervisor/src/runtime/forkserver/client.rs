@@ -1,5 +1,5 @@
 //! The parent's side of the forkserver: starting it, asking it for children, and the
-//! exit statuses it relays.
+//! exit statuses it relays where the kernel does not reap its children.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -14,7 +14,10 @@ use std::time::Duration;
 use multiproc_core::{WaitStatus, codec};
 use tokio::sync::oneshot;
 
-use super::{Exited, Fork, READY, Reply, read_frame, write_frame};
+use super::{
+    Exited, Fork, MAY_AUTOREAP, MUST_RELAY, READY_AUTOREAPING, READY_RELAYING, Reply, read_frame,
+    write_frame,
+};
 use crate::runtime::error::Error;
 use crate::runtime::exit::EXIT_INIT_NOT_CALLED;
 use crate::runtime::handoff::{self, ENV_FORKSERVER, ENV_PARENT_PID};
@@ -33,6 +36,9 @@ struct Client {
     requests: StdUnixStream,
     exits: Arc<Mutex<Exits>>,
     process: tokio::process::Child,
+    /// The kernel reaps its children: their exits are read through their pidfds, and
+    /// nothing is relayed.
+    autoreaps: bool,
 }
 
 fn client() -> MutexGuard<'static, Option<Client>> {
@@ -49,7 +55,9 @@ fn lock(exits: &Mutex<Exits>) -> MutexGuard<'_, Exits> {
 pub(crate) struct Forked {
     pub(crate) pid: u32,
     pub(crate) pidfd: OwnedFd,
-    pub(crate) exit: oneshot::Receiver<WaitStatus>,
+    /// The status the forkserver will relay; `None` when it is read through the
+    /// pidfd: the kernel reaps the child, or the relay is lost.
+    pub(crate) exit: Option<oneshot::Receiver<WaitStatus>>,
 }
 
 /// Whether a request may be made from any thread: a forkserver serves (so the request
@@ -100,6 +108,7 @@ fn request(
         env,
     };
     let exchange = write_frame(&c.requests, &request, &[socket.as_fd()])
+        .and_then(|()| wait_readable(&c.requests))
         .and_then(|()| read_frame::<Reply>(&c.requests, 1));
     let (reply, mut fds) = match exchange {
         Ok(got) => got,
@@ -118,6 +127,13 @@ fn request(
             if DIE_AFTER_REPLY.swap(false, Ordering::SeqCst) {
                 die_after_reply(c);
             }
+            if c.autoreaps {
+                return Ok(Forked {
+                    pid,
+                    pidfd,
+                    exit: None,
+                });
+            }
             let (tx, rx) = oneshot::channel();
             let mut exits = lock(&c.exits);
             match exits.early.remove(&pid) {
@@ -133,13 +149,30 @@ fn request(
             Ok(Forked {
                 pid,
                 pidfd,
-                exit: rx,
+                exit: Some(rx),
             })
         }
         Reply::Failed { errno } => Err(Error::spawning(
             "the forkserver could not fork the child",
             std::io::Error::from_raw_os_error(errno),
         )),
+    }
+}
+
+/// Waits until the forkserver's reply can be read. In `poll`, not in `recvmsg`: a
+/// thread asleep in a Unix socket's `recvmsg` is also woken when the peer reads what
+/// this end wrote (the room freed for writing wakes every sleeper on the socket), so
+/// it would wake once for the forkserver's read of the request and sleep again before
+/// the reply; `poll` wakes for what it asked for only.
+fn wait_readable(sock: &StdUnixStream) -> std::io::Result<()> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    let mut set = [PollFd::new(sock, PollFlags::IN)];
+    loop {
+        match poll(&mut set, None) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -154,12 +187,14 @@ fn start(timeout: Duration) -> Result<Client, Error> {
     cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
         .env(ENV_FORKSERVER, "1")
         .env(ENV_PARENT_PID, std::process::id().to_string());
+    handoff::mark_early(&mut cmd);
     let process = tokio::process::Command::from(cmd)
         .spawn()
         .map_err(|e| Error::spawning("cannot start the forkserver", e))?;
-    if let Err(e) = handshake(&requests, &their_events, timeout) {
-        return Err(failed_start(process, e, timeout));
-    }
+    let autoreaps = match handshake(&requests, &their_events, timeout) {
+        Ok(autoreaps) => autoreaps,
+        Err(e) => return Err(failed_start(process, e, timeout)),
+    };
     drop(their_events);
     let exits = Arc::new(Mutex::new(Exits::default()));
     let relayed = Arc::clone(&exits);
@@ -201,26 +236,56 @@ fn start(timeout: Duration) -> Result<Client, Error> {
         requests,
         exits,
         process,
+        autoreaps,
     })
 }
 
-/// Hands the forkserver its events socket and reads its answer.
+/// Hands the forkserver its events socket and reads its answer: `true` when the
+/// kernel reaps its children.
 fn handshake(
     requests: &StdUnixStream,
     events: &StdUnixStream,
     timeout: Duration,
-) -> std::io::Result<()> {
-    multiproc_transport::send_with_fds(requests.as_fd(), b"e", &[events.as_fd()])?;
+) -> std::io::Result<bool> {
+    let mode = if RELAY_EXITS.load(Ordering::SeqCst) {
+        MUST_RELAY
+    } else {
+        MAY_AUTOREAP
+    };
+    multiproc_transport::send_with_fds(requests.as_fd(), &[mode], &[events.as_fd()])?;
     requests.set_read_timeout(Some(timeout))?;
     let mut answer = [0u8; 1];
     (&*requests).read_exact(&mut answer)?;
     requests.set_read_timeout(None)?;
-    if answer[0] != READY {
-        return Err(std::io::Error::other(
+    match answer[0] {
+        READY_AUTOREAPING => Ok(true),
+        READY_RELAYING => Ok(false),
+        _ => Err(std::io::Error::other(
             "the forkserver's handshake is garbage",
-        ));
+        )),
     }
-    Ok(())
+}
+
+/// Set by a test: forkservers started from now on relay every exit, even where the
+/// kernel could reap their children.
+static RELAY_EXITS: AtomicBool = AtomicBool::new(false);
+
+/// Makes the forkservers started from now on relay their children's exits (`true`),
+/// or let the kernel reap them where it can (`false`, the default). Only for tests
+/// that run both paths.
+pub(crate) fn relay_exits(relay: bool) {
+    RELAY_EXITS.store(relay, Ordering::SeqCst);
+}
+
+/// Whether the running forkserver lets the kernel reap its children; `None` if none
+/// runs. Only for tests.
+pub(crate) fn autoreaps() -> Option<bool> {
+    let mut guard = client();
+    let c = guard.as_mut()?;
+    match c.process.try_wait() {
+        Ok(None) => Some(c.autoreaps),
+        _ => None,
+    }
 }
 
 /// The error for a forkserver that did not answer its handshake, once it has ended

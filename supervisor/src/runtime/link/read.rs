@@ -30,7 +30,7 @@ use multiproc_core::wire::{self, EnvelopeRef};
 use multiproc_core::{Packet, codec};
 use multiproc_transport::{FrameDecoder, FrameError, MAX_FRAME_LEN};
 
-use super::Link;
+use super::{Link, Peer};
 use crate::runtime::ring::{Next, Peek, Rx};
 use crate::runtime::router;
 
@@ -142,6 +142,17 @@ impl Link {
         }
     }
 
+    /// Waits, without reading, until the socket is readable (a doorbell, a frame, its
+    /// end) or a caller that read the ring for the reader task lets go of it with
+    /// something left: for a reader task started while its link is read elsewhere
+    /// (a start reading its child's answer on its own thread).
+    pub(crate) async fn news(&self) {
+        tokio::select! {
+            _ = self.stream.readable() => {}
+            () = self.kick.notified() => {}
+        }
+    }
+
     /// Reads what has come, and says what to wait for next.
     fn turn(&self, peer: &str, on_packet: &mut impl FnMut(Packet)) -> Turn {
         let Some(mut rd) = self.try_read() else {
@@ -213,7 +224,8 @@ impl Link {
         on_packet: &mut impl FnMut(Packet),
     ) -> Result<(), FrameError> {
         while !rd.eof {
-            match self.stream.try_read(rd.decoder.read_buf()) {
+            let mut fds = self.received_fds.lock().unwrap_or_else(|e| e.into_inner());
+            match super::fds::recv(&self.stream, rd.decoder.read_buf(), &mut fds) {
                 Ok(0) => rd.eof = true,
                 Ok(n) => rd.decoder.commit(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -301,6 +313,25 @@ impl Link {
             },
             Some(wire::PACKET) => match codec::decode::<Packet>(&msg[1..]) {
                 Ok(Packet::Envelope(env)) => router::incoming_owned(self.peer(), env),
+                Ok(Packet::Sibling {
+                    peer: sibling,
+                    rings,
+                    creator,
+                }) if self.peer() == Peer::Parent => match self.take_fds(2) {
+                    Some(fds) => super::sibling::install(sibling, rings, creator, fds),
+                    None => tracing::warn!(
+                        peer,
+                        "a sibling link came without its descriptors; calls stay routed"
+                    ),
+                },
+                Ok(Packet::SiblingOpen { peer: sibling }) if self.peer() == Peer::Parent => {
+                    super::sibling::open(&sibling)
+                }
+                Ok(Packet::SiblingFence { peer: sibling }) => {
+                    if let Peer::Child(n) = self.peer() {
+                        router::sibling_fence(n, &sibling);
+                    }
+                }
                 Ok(packet) => match on_packet {
                     Some(on_packet) => on_packet(packet),
                     None => tracing::warn!(peer, "a packet was read by a caller"),
@@ -317,6 +348,10 @@ impl Link {
     /// and read the ring for its reply: the peer need not ring for it. Whoever holds
     /// the read lock next announces sleep again before it lets go.
     pub(crate) fn expect_reply(&self) {
+        // A held ring is read by nobody yet: whoever reads it first looks at it anyway.
+        if !self.readable.load(Ordering::Acquire) {
+            return;
+        }
         // Only while holding the reader: whoever holds it next announces sleep again
         // with a fresh look at the ring before it lets go, so clearing it here can only
         // save a doorbell, never lose a message. Without the reader, this could
@@ -329,6 +364,9 @@ impl Link {
     /// The ring to read for the reader task, while a caller spins; `None` when the
     /// task (or another caller) reads it now.
     pub(crate) fn claim(&self) -> Option<Claim<'_>> {
+        if !self.readable.load(Ordering::Acquire) {
+            return None;
+        }
         let rd = self.try_read()?;
         rd.rx.awake();
         Some(Claim {
@@ -377,6 +415,37 @@ impl Claim<'_> {
                 self.left = true;
             }
         }
+    }
+}
+
+impl Claim<'_> {
+    /// Hands on everything the ring holds, packets to `on_packet`: for a start that
+    /// reads its child's first messages on its own thread, before the link has a
+    /// reader task. `false` when it stopped at a message announced on the socket,
+    /// which is left to the reader task.
+    pub(crate) fn take_all(&mut self, on_packet: &mut dyn FnMut(Packet)) -> bool {
+        let Some(rd) = self.rd.as_mut() else {
+            return false;
+        };
+        match self.link.read_ring(rd, "a child", &mut Some(on_packet)) {
+            Ok((_, declined)) => self.left = declined,
+            Err(c) => {
+                *self.link.corrupt.lock().unwrap_or_else(|e| e.into_inner()) = Some(c);
+                self.left = true;
+            }
+        }
+        !self.left
+    }
+
+    /// Whether the link's socket has something to read or has ended (a frame written
+    /// without a marker, a doorbell, the peer gone), without reading it.
+    pub(crate) fn socket_stirred(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let mut set = [PollFd::new(&self.link.stream, PollFlags::IN)];
+        !matches!(
+            poll(&mut set, Some(&rustix::event::Timespec::default())),
+            Ok(0)
+        )
     }
 }
 
