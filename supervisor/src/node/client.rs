@@ -250,6 +250,7 @@ pub async fn connect_with(
 /// let node = multiproc_supervisor::node::connect_tls(
 ///     "10.0.0.7:7070", "s3cret", config, "worker-a.example",
 /// ).await?;
+/// assert!(node.is_up());
 /// # Ok(()) }
 /// ```
 ///
