@@ -74,6 +74,36 @@ fn check_acquired(took: bool) -> BoxResult {
     }
 }
 
+/// Says it started, then waits for a lock its root holds; reports how the wait
+/// ended to `report` (a TCP address of the test).
+fn acquire_and_report(lock: Lock, started: Event, report: String) -> BoxResult {
+    use std::io::Write;
+    started.set()?;
+    let outcome = match lock.acquire(true, None) {
+        Err(SyncError::Node(NodeError::NodeDown { .. })) => "NodeDown".to_string(),
+        other => format!("{other:?}"),
+    };
+    std::net::TcpStream::connect(report)?.write_all(outcome.as_bytes())?;
+    Ok(())
+}
+
+/// A root of its own: holds a lock, places `acquire_and_report` on the node at
+/// `addr`, says when its acquire is on its way, and waits to be killed.
+fn sub_root(addr: String, report: String, mut up: Connection) -> BoxResult {
+    let node = node::connect(&addr, COOKIE)?;
+    let (lock, started) = (Lock::new()?, Event::new()?);
+    check_acquired(lock.acquire(true, None)?)?;
+    let mut p = Process::new(acquire_and_report, (lock.clone(), started.clone(), report)).on(&node);
+    p.start()?;
+    if !started.wait(Some(SOON))? {
+        return Err("the placed process never started".into());
+    }
+    up.send(&"in flight")?;
+    loop {
+        std::thread::park();
+    }
+}
+
 fn takes_lock_and_value(_lock: Lock, _v: multiproc::Value<u64>) {}
 
 /// A node over TLS with this certificate chain and key (DER): serves on a free
@@ -114,6 +144,8 @@ multiproc::register!(holds_until);
 multiproc::register!(holds_for_ever);
 multiproc::register!(answers);
 multiproc::register!(takes_lock_and_value);
+multiproc::register!(acquire_and_report);
+multiproc::register!(sub_root);
 
 // ---- tests ----
 
@@ -210,6 +242,39 @@ fn a_node_killed_holding_a_lock_leaves_it_owner_died() -> TestResult {
         matches!(p.join()?, ExitReason::NodeDown { .. }),
         "the placed process died with its node"
     );
+    Ok(())
+}
+
+fn an_operation_in_flight_when_the_root_dies_is_node_down() -> TestResult {
+    let n = TestNode::start("ra", COOKIE, None, Duration::from_secs(5));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let report = listener.local_addr()?.to_string();
+    let (mut up, theirs) = pipe(true)?;
+    let mut root = Process::new(sub_root, (n.addr.clone(), report, theirs));
+    root.start()?;
+    check!(
+        up.poll(Some(SOON))?,
+        "the sub-root never placed its process"
+    );
+    let said: String = up.recv()?;
+    check_eq!(said, "in flight");
+    // The root dies with the wait at its gateway, or on its way there.
+    root.kill()?;
+    root.join()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut outcome = String::new();
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.read_to_string(&mut outcome);
+        }
+        let _ = tx.send(outcome);
+    });
+    let outcome = rx
+        .recv_timeout(SOON)
+        .map_err(|_| "the placed process never reported")?;
+    check_eq!(outcome, "NodeDown");
+    drop(n);
     Ok(())
 }
 
@@ -579,6 +644,10 @@ fn main() {
             a_node_killed_holding_a_lock_leaves_it_owner_died,
         ),
         trial("a_value_is_refused_naming_it", a_value_is_refused_naming_it),
+        trial(
+            "an_operation_in_flight_when_the_root_dies_is_node_down",
+            an_operation_in_flight_when_the_root_dies_is_node_down,
+        ),
         trial(
             "a_partition_is_node_down_the_node_lets_go_and_it_heals",
             a_partition_is_node_down_the_node_lets_go_and_it_heals,

@@ -245,11 +245,20 @@ pub async fn connect_with(
 /// [`connect`], inside the encrypted session.
 ///
 /// ```no_run
-/// # async fn run(config: std::sync::Arc<multiproc_supervisor::node::rustls::ClientConfig>)
-/// # -> Result<(), multiproc_supervisor::node::NodeError> {
-/// let node = multiproc_supervisor::node::connect_tls(
-///     "10.0.0.7:7070", "s3cret", config, "worker-a.example",
-/// ).await?;
+/// use std::sync::Arc;
+/// use multiproc_supervisor::node::{self, rustls};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut trusted = rustls::RootCertStore::empty();
+/// # let ca_der: rustls::pki_types::CertificateDer<'static> = Vec::new().into();
+/// trusted.add(ca_der)?; // the authority that issued the nodes' certificates
+/// let config = rustls::ClientConfig::builder()
+///     .with_root_certificates(trusted)
+///     .with_no_client_auth();
+/// let node = node::connect_tls("10.0.0.7:7070", "s3cret", Arc::new(config), "worker-a.example")
+///     .await?;
+/// assert!(node.is_up());
 /// # Ok(()) }
 /// ```
 ///
