@@ -364,12 +364,17 @@ fn a_corrupt_direct_ring_fails_the_call_and_drops_the_link() -> TestResult {
     let (d, rd) = peer()?;
     linked(&rc, &d, &rd)?;
     let d_id = d.identity().clone();
-    check_eq!(
-        rc.call(Msg::DamageThenCall(
-            rd.as_async().clone(),
-            RingDamage::LengthPastRing
-        ))?,
-        Out::Remote(RemoteError::LinkBroken(d_id))
+    // The callee's notice that the link broke usually reaches the caller before the
+    // socket's end; when the end wins (seen once in about thirty loaded runs), the
+    // call fails as if the callee had exited. Either way it fails, typed, at once.
+    let failed = rc.call(Msg::DamageThenCall(
+        rd.as_async().clone(),
+        RingDamage::LengthPastRing,
+    ))?;
+    check!(
+        failed == Out::Remote(RemoteError::LinkBroken(d_id.clone()))
+            || failed == Out::Remote(RemoteError::Exited(d_id.clone())),
+        "the call on a link its callee found corrupt: {failed:?}"
     );
     check_eq!(link_to(&rc, &d)?, None);
     check_eq!(
