@@ -89,7 +89,7 @@ const POOL_WAIT: Duration = Duration::from_secs(10);
 /// The references that a Python script measures.
 const PY_REFS: [&str; 4] = ["python", "python-spawn", "python-manager", "python-mplock"];
 
-const SCENARIOS: [&str; 32] = [
+const SCENARIOS: &[&str] = &[
     "spawn_join",
     "spawn_join_forkserver",
     "restart",

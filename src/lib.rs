@@ -67,6 +67,12 @@
 //!   the API for scripts and for code written in Python's style.
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "multiproc runs on Linux only: it is built on pidfds, PR_SET_PDEATHSIG, memfds, futexes \
+     and /proc (see the README)"
+);
+
 pub use multiproc_core::Dynamic;
 pub use multiproc_core::RetryPolicy;
 pub use multiproc_core::{
@@ -80,6 +86,9 @@ pub use multiproc_core::{
 /// bytemuck, which [`Pod`] is built on: its derives make a `#[repr(C)]` struct `Pod`,
 /// with `#[bytemuck(crate = "multiproc::bytemuck")]` so that they find it here.
 pub use multiproc_supervisor::bytemuck;
+/// A progress callback that moves an `indicatif` bar (feature `indicatif`).
+#[cfg(feature = "indicatif")]
+pub use multiproc_supervisor::progress_bar;
 pub use multiproc_supervisor::{
     Actor, ActorRef, BoxError, CallError, ChildInfo, CurrentProcess, DEFAULT_HANDSHAKE_TIMEOUT,
     DEFAULT_SHUTDOWN_TIMEOUT, DirectLink, EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED,
@@ -96,7 +105,7 @@ pub use multiproc_supervisor::{
     Value, ValueGuard,
 };
 pub use multiproc_supervisor::{
-    AsyncResult, Imap, MAX_NODE_FRAME_LEN, Pool, PoolBuilder, PoolError, Task, TaskError,
+    AsyncResult, Imap, MAX_NODE_FRAME_LEN, Pool, PoolBuilder, PoolError, Progress, Task, TaskError,
     WorkerInfo,
 };
 pub use multiproc_supervisor::{
@@ -156,6 +165,9 @@ pub use multiproc_supervisor::blocking;
 
 #[doc(inline)]
 pub use multiproc_supervisor::node;
+
+#[doc(inline)]
+pub use multiproc_supervisor::observe;
 
 /// The names most programs need, async: processes, actors, pools, pipes and the
 /// errors a program matches.
@@ -444,6 +456,8 @@ mod book {
     struct Sync;
     #[doc = include_str!("../book/src/sharing.md")]
     struct Sharing;
+    #[doc = include_str!("../book/src/observe.md")]
+    struct Observe;
     #[doc = include_str!("../book/src/testing.md")]
     struct Testing;
     #[doc = include_str!("../book/src/architecture.md")]

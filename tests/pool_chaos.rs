@@ -166,9 +166,9 @@ fn sigkill(pidfd: &OwnedFd) -> bool {
     rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL).is_ok()
 }
 
-/// This process's forkserver: the child whose environment carries multiproc's
-/// forkserver marker. The test finds and kills it by its pid, as anything outside the
-/// program could.
+/// This process's forkserver: the child named `forkserver` (its `comm`, which `top`
+/// shows, and the end of its command line). The test finds and kills it by its pid,
+/// as anything outside the program could.
 fn forkserver() -> Option<(i32, OwnedFd)> {
     let me = std::process::id() as i32;
     std::fs::read_dir("/proc")
@@ -179,11 +179,11 @@ fn forkserver() -> Option<(i32, OwnedFd)> {
             // Checked again once the pidfd is open: it then names the process that was
             // checked, not one that took over its pid.
             let fd = cgroup::pidfd(pid)?;
-            let marked = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-            let marked = marked
-                .split(|&b| b == 0)
-                .any(|var| var.starts_with(b"MULTIPROC_FORKSERVER="));
-            (marked && parent_of(pid) == Some(me)).then_some((pid, fd))
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let title = cmdline.split(|&b| b == 0).next()?;
+            let named = comm.trim_end() == "forkserver" && title.ends_with(b": forkserver");
+            (named && parent_of(pid) == Some(me)).then_some((pid, fd))
         })
 }
 

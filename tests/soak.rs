@@ -86,17 +86,35 @@ fn a_joined_child_leaves_no_fd_behind() -> TestResult {
         // The first child of a method makes what lasts (the forkserver, its sockets).
         child(method)?;
         let start = Usage::now().fds;
+        let before = open_fds();
         let _busy = BusyCpus::start();
         for i in 0..iterations() / 4 {
             child(method)?;
             let now = Usage::now().fds;
             check!(
                 now == start,
-                "{method:?}: {now} fds once child {i} was joined, not {start}"
+                "{method:?}: {now} fds once child {i} was joined, not {start}: {:?}, not {before:?}",
+                open_fds()
             );
         }
     }
     Ok(())
+}
+
+/// What this process's descriptors point at, to name a leak.
+fn open_fds() -> Vec<String> {
+    let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(|e| {
+                let e = e.ok()?;
+                let target = std::fs::read_link(e.path()).ok()?;
+                Some(format!("{}={}", e.file_name().to_string_lossy(), target.display()))
+            })
+            .collect()
+        })
+        .unwrap_or_default();
+    fds.sort();
+    fds
 }
 
 fn pool_loop() -> TestResult {

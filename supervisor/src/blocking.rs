@@ -111,6 +111,23 @@ mod sync;
 
 pub use pool::{AsyncResult, Imap, Pool, PoolBuilder};
 
+/// A snapshot of the running tree, blocking; see [`crate::observe`].
+pub mod observe {
+    pub use crate::observe::{ProcessInfo, ProcessKind, ProcessState, Snapshot};
+
+    /// A snapshot of the tree below (and including) this process; see
+    /// [`crate::observe::snapshot`].
+    ///
+    /// ```
+    /// let snap = multiproc_supervisor::blocking::observe::snapshot();
+    /// assert_eq!(snap.processes[0].pid, Some(std::process::id()));
+    /// ```
+    pub fn snapshot() -> Snapshot {
+        crate::runtime::block_on(crate::observe::snapshot())
+    }
+}
+pub use observe::snapshot;
+
 /// Nodes, blocking; see [`crate::node`].
 pub mod node {
     pub use crate::node::{

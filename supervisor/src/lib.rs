@@ -5,11 +5,18 @@
 //! Most users reach this crate through the `multiproc` facade, which re-exports it.
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "multiproc runs on Linux only: it is built on pidfds, PR_SET_PDEATHSIG, memfds, futexes \
+     and /proc (see the README)"
+);
+
 pub mod blocking;
 #[doc(hidden)]
 pub mod fuzz;
 mod manager;
 pub mod node;
+pub mod observe;
 mod pool;
 mod process;
 mod runtime;
@@ -25,8 +32,11 @@ pub use manager::{
     ValueProxy, serve_manager,
 };
 pub use multiproc_core::StartMethod;
+#[cfg(feature = "indicatif")]
+pub use pool::progress_bar;
 pub use pool::{
-    AsyncResult, Imap, MAX_NODE_FRAME_LEN, Pool, PoolBuilder, PoolError, TaskError, WorkerInfo,
+    AsyncResult, Imap, MAX_NODE_FRAME_LEN, Pool, PoolBuilder, PoolError, Progress, TaskError,
+    WorkerInfo,
 };
 pub use process::actor::{Actor, ActorRef, BoxError};
 pub use process::target::{Outcome, Target, Task};

@@ -32,6 +32,7 @@
 mod async_handle;
 mod async_link;
 mod builder;
+pub(crate) use builder::servers_among;
 mod channel;
 mod client;
 mod config;

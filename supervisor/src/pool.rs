@@ -45,6 +45,8 @@
 //! lifecycle state is an atomic beside the lock, so refusing work costs no lock.
 
 mod actor;
+mod progress;
+pub(crate) use actor::all_workers;
 mod async_result;
 mod builder;
 mod channel;
@@ -83,6 +85,9 @@ pub use builder::PoolBuilder;
 pub use error::{PoolError, TaskError};
 pub use imap::Imap;
 pub use probe::{NoPod, NoTarget, NoTask, Probe, ViaPod, ViaTarget, ViaTask};
+pub use progress::Progress;
+#[cfg(feature = "indicatif")]
+pub use progress::progress_bar;
 pub use remote::MAX_NODE_FRAME_LEN;
 pub use slab::run_slab;
 
@@ -105,6 +110,8 @@ pub struct WorkerInfo {
     pub pid: u32,
     /// The node it runs on ([`PoolBuilder::nodes`]); `None` for this host.
     pub node: Option<String>,
+    /// The tasks it has answered (a chunk of a `map` counts once).
+    pub tasks_done: u64,
 }
 
 /// The handle's side: the actor's mailbox, closed (and the pool closed with it) when
@@ -520,8 +527,12 @@ impl Pool {
             .ok()
             .and_then(|entry| Self::slab::<F, M>(entry));
         let (tx, rx) = mpsc::unbounded_channel();
+        let mut input = items.into_iter();
+        let total = match input.size_hint() {
+            (low, Some(high)) if low == high => Some(low),
+            _ => None,
+        };
         let feed: Feed = {
-            let mut input = items.into_iter();
             let mut buf: Vec<F::Args> = Vec::new();
             let chunk = chunksize.max(1);
             Box::new(move |pool: &Pool, first: usize, chunks: usize| {
@@ -557,6 +568,9 @@ impl Pool {
             decode: decode_chunk::<F::Output>,
             slab,
             done: false,
+            items_done: 0,
+            total,
+            on_progress: None,
         }
     }
 

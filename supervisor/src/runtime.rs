@@ -12,6 +12,7 @@
 //!   carries its messages in; [`reply`]: calls waiting for their replies;
 //!   [`mailbox`]: the hosted actor's mailbox.
 //! - [`uplink`]: a child's link to its parent, served at once or once first needed.
+//! - [`title`]: a child's name in `ps` and `top`.
 //! - [`executor`]: the tokio runtime and the spawner thread; [`logging`]: forwarding
 //!   a child's logs to its parent; [`shm`]: shared memory segments passed between
 //!   processes.
@@ -38,6 +39,7 @@ pub(crate) mod shm;
 pub(crate) mod signals;
 pub(crate) mod spawn;
 pub(crate) mod stop;
+pub(crate) mod title;
 pub(crate) mod uplink;
 
 pub(crate) use executor::{

@@ -54,5 +54,6 @@ pub use dynamic::DynamicSupervisor;
 pub use error::AdminError;
 pub use event::{Events, SupervisorEvent, SupervisorExit};
 pub use handle::SupervisorRef;
+pub(crate) use handle::running;
 pub use status::{ChildCounts, ChildState, ChildStatus};
 pub use supervisor::Supervisor;

@@ -62,6 +62,12 @@
 //! an argument of a child process.
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "multiproc runs on Linux only: it is built on pidfds, PR_SET_PDEATHSIG, memfds, futexes \
+     and /proc (see the README)"
+);
+
 pub mod auth;
 mod connection;
 mod endpoint;

@@ -168,6 +168,14 @@ impl Pool {
             f: F,
             items: impl IntoIterator<Item = F::Args>
         ) -> Result<Vec<F::Output>, PoolError> => block;
+        /// `map`, calling `on_progress` as chunks come back; see
+        /// [`crate::Pool::map_with_progress`].
+        pub fn map_with_progress[F: Task<M>, M](
+            &self,
+            f: F,
+            items: impl IntoIterator<Item = F::Args>,
+            on_progress: impl FnMut(crate::Progress) + Send + 'static
+        ) -> Result<Vec<F::Output>, PoolError> => block;
         /// Python's `starmap_async`.
         pub fn starmap_async[F: Task<M>, M](
             &self,
@@ -269,6 +277,17 @@ impl<R: Send + 'static> AsyncResult<R> {
 }
 
 impl<R: Send + 'static> Imap<R> {
+    /// Calls `on_progress` each time a chunk's results come back; see
+    /// [`crate::Imap::with_progress`].
+    pub fn with_progress(self, on_progress: impl FnMut(crate::Progress) + Send + 'static) -> Self {
+        Imap(self.0.with_progress(on_progress))
+    }
+
+    /// How far the results have come; see [`crate::Imap::progress`].
+    pub fn progress(&self) -> crate::Progress {
+        self.0.progress()
+    }
+
     mirror! {
         /// The next result, waiting at most `timeout` (Python's `next(timeout)`):
         /// `Some(Err(PoolError::Timeout))` when none came in time; the iterator goes on.

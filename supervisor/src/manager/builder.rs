@@ -80,6 +80,7 @@ impl ManagerBuilder {
     pub fn start(self) -> Result<Manager, ManagerError> {
         let (mut process, ours) = self.process()?;
         crate::runtime::block_on(process.start()).map_err(not_started)?;
+        servers().push(process.identity().clone());
         let mut ours = BlockingConnection::from(ours);
         let address = listening(ours.recv::<Result<Address, String>>())?;
         let target = ServerAddr {
@@ -101,6 +102,7 @@ impl ManagerBuilder {
     pub async fn start_async(self) -> Result<Manager, ManagerError> {
         let (mut process, mut ours) = self.process()?;
         process.start().await.map_err(not_started)?;
+        servers().push(process.identity().clone());
         let address = listening(ours.recv::<Result<Address, String>>().await)?;
         let target = ServerAddr {
             address,
@@ -152,4 +154,20 @@ fn listening(
             "the server ended before it listened: {e}"
         ))),
     }
+}
+
+/// The identities of the manager servers this process started, for a snapshot of the
+/// tree to tell them from other children.
+fn servers() -> std::sync::MutexGuard<'static, Vec<multiproc_core::Identity>> {
+    static SERVERS: std::sync::Mutex<Vec<multiproc_core::Identity>> =
+        std::sync::Mutex::new(Vec::new());
+    SERVERS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Which of `live` (the identities of this process's live children) are manager
+/// servers; forgets the servers that are no longer among them.
+pub(crate) fn servers_among(live: &[multiproc_core::Identity]) -> Vec<multiproc_core::Identity> {
+    let mut list = servers();
+    list.retain(|id| live.contains(id));
+    list.clone()
 }

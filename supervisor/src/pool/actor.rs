@@ -48,6 +48,8 @@ struct WorkerSlot {
     /// It said it is ready for a task (its initializer, if any, has run).
     ready: bool,
     kill_on_start: bool,
+    /// Tasks it answered.
+    tasks_done: u64,
 }
 
 struct TaskSlot {
@@ -83,6 +85,25 @@ pub(crate) struct PoolActor {
 /// The actor's state. Its own task handles the workers' events, timeouts and the
 /// mailbox; a caller submitting work takes the lock and dispatches it itself.
 pub(crate) type Core = Arc<Mutex<PoolActor>>;
+
+/// The pools of this process whose actor lives, for a snapshot of the tree: weak, so
+/// that the list keeps none alive; the gone are dropped at each look.
+fn registry() -> std::sync::MutexGuard<'static, Vec<WeakCore>> {
+    static RUNNING: std::sync::Mutex<Vec<WeakCore>> = std::sync::Mutex::new(Vec::new());
+    let mut list = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    list.retain(|p| p.strong_count() > 0);
+    list
+}
+
+fn note_running(core: &Core) {
+    registry().push(Arc::downgrade(core));
+}
+
+/// The workers of every pool of this process.
+pub(crate) fn all_workers() -> Vec<WorkerInfo> {
+    let pools: Vec<Core> = registry().iter().filter_map(Weak::upgrade).collect();
+    pools.iter().flat_map(|p| lock(p).worker_list()).collect()
+}
 
 /// The actor's state as the workers' tasks hold it: they must not keep it alive.
 pub(super) type WeakCore = Weak<Mutex<PoolActor>>;
@@ -160,6 +181,7 @@ pub(crate) fn start(
         })
     });
     lock(&core).act(actions);
+    note_running(&core);
     runtime::handle().spawn(run(Arc::clone(&core), requests, events));
     (tx, core)
 }
@@ -254,21 +276,27 @@ impl PoolActor {
             Request::Join(tx) => self.joiners.push(tx),
             Request::WaitReady(tx) => self.ready_waiters.push(tx),
             Request::Workers(tx) => {
-                let mut list: Vec<WorkerInfo> = self
-                    .workers
-                    .values()
-                    .filter_map(|w| {
-                        w.started.as_ref().map(|s| WorkerInfo {
-                            name: w.name.clone(),
-                            pid: s.pid,
-                            node: s.node.clone(),
-                        })
-                    })
-                    .collect();
-                list.sort_by(|a, b| (&a.node, a.pid).cmp(&(&b.node, b.pid)));
-                let _ = tx.send(list);
+                let _ = tx.send(self.worker_list());
             }
         }
+    }
+
+    /// The workers that started, by pid.
+    pub(crate) fn worker_list(&self) -> Vec<WorkerInfo> {
+        let mut list: Vec<WorkerInfo> = self
+            .workers
+            .values()
+            .filter_map(|w| {
+                w.started.as_ref().map(|s| WorkerInfo {
+                    name: w.name.clone(),
+                    pid: s.pid,
+                    node: s.node.clone(),
+                    tasks_done: w.tasks_done,
+                })
+            })
+            .collect();
+        list.sort_by(|a, b| (&a.node, a.pid).cmp(&(&b.node, b.pid)));
+        list
     }
 
     fn on_event(&mut self, event: Event, out: &mut Vec<Action>) {
@@ -312,6 +340,9 @@ impl PoolActor {
                             let task = h.task;
                             if self.tasks.contains_key(&task) {
                                 self.answers.insert(task, Done { frame });
+                            }
+                            if let Some(slot) = self.workers.get_mut(&w) {
+                                slot.tasks_done += 1;
                             }
                             self.sched.done(w, task, now, out);
                         }
@@ -510,6 +541,7 @@ impl PoolActor {
                 started: None,
                 ready: false,
                 kill_on_start: false,
+                tasks_done: 0,
             },
         );
     }

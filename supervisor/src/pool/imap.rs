@@ -9,6 +9,7 @@ use multiproc_core::Reorder;
 use tokio::sync::mpsc;
 
 use super::chunk::{ChunkFailure, ChunkOutcome};
+use super::progress::{OnProgress, Progress};
 use super::{Pool, PoolError, TaskError};
 use crate::runtime::registry::PodTask;
 
@@ -40,6 +41,10 @@ pub struct Imap<R> {
     /// The bulk path's witness, which reads answers sent as slabs.
     pub(super) slab: Option<PodTask>,
     pub(super) done: bool,
+    /// Items whose chunk came back, and the input's length when it said it.
+    pub(super) items_done: usize,
+    pub(super) total: Option<usize>,
+    pub(super) on_progress: Option<OnProgress>,
 }
 
 impl<R> fmt::Debug for Imap<R> {
@@ -54,6 +59,22 @@ impl<R: Send + 'static> Imap<R> {
     /// How many chunks may be in flight at once.
     pub fn window(&self) -> usize {
         self.window
+    }
+
+    /// Calls `on_progress` each time a chunk's results come back, from the task that
+    /// takes the results (inside [`next`](Imap::next)).
+    pub fn with_progress(mut self, on_progress: impl FnMut(Progress) + Send + 'static) -> Self {
+        self.on_progress = Some(Box::new(on_progress));
+        self
+    }
+
+    /// How far the results have come.
+    pub fn progress(&self) -> Progress {
+        Progress {
+            done: self.items_done,
+            submitted: self.next_index,
+            total: self.total,
+        }
     }
 
     /// The next result: `None` when the input is exhausted and every result taken.
@@ -137,6 +158,11 @@ impl<R: Send + 'static> Imap<R> {
                 }
             };
             self.received += 1;
+            self.items_done += self.sizes.get(&seq).map_or(1, |&(_, items)| items);
+            let progress = self.progress();
+            if let Some(report) = self.on_progress.as_mut() {
+                report(progress);
+            }
             let outcomes = match self.order.as_mut() {
                 Some(order) => {
                     order.insert(seq, (seq, outcome));

@@ -33,6 +33,7 @@ use crate::runtime::panic::{install_panic_hook, panic_message, take_panic};
 use crate::runtime::registry::EntryOutcome;
 use crate::runtime::ring::Rings;
 use crate::runtime::router;
+use crate::runtime::title;
 use crate::runtime::{heartbeat, logging, registry, signals, uplink};
 
 /// Most file descriptors a Hello may carry.
@@ -371,6 +372,8 @@ type Handshake = (
 
 /// Becomes the process the Hello names: who it is, its panic hook and heartbeat.
 fn become_child(hello: &Hello, entry: &registry::Entry, parent_pid: u32) {
+    // Before the runtime's threads, which take the thread name they are started with.
+    title::set(&hello.name);
     current::set_me(Me {
         identity: hello.identity.clone(),
         name: hello.name.clone(),

@@ -347,6 +347,8 @@ async fn serve(
     reaping: oneshot::Receiver<Reaping>,
     read_elsewhere: bool,
 ) {
+    // Before the child can be killed: a kill counted earlier is not put down to it.
+    crate::runtime::oom::baseline();
     if read_elsewhere {
         link.news().await;
     }
@@ -371,6 +373,9 @@ async fn serve(
         tracing::error!(peer, %error, "control link to a child broke; killing the child");
         let _ = rustix::process::pidfd_send_signal(&killer, rustix::process::Signal::KILL);
     }
+    // Let go of the link and the pidfd before the child is reaped: the reap publishes
+    // its exit, and a joiner then finds none of the child's descriptors left.
+    drop(link);
     drop(killer);
     // Dropped by a start that failed: it has waited for the child itself.
     if let Ok(r) = reaping.await {
@@ -432,7 +437,6 @@ async fn reap(
     capture: Option<tokio::task::JoinHandle<Output>>,
     exit_tx: watch::Sender<Option<ExitReason>>,
 ) {
-    crate::runtime::oom::baseline();
     let status = waiter.wait().await;
     // Its pidfd too is let go of before anyone learns the child exited (below).
     drop(waiter);
@@ -513,6 +517,32 @@ pub fn active_children() -> Vec<ChildInfo> {
             identity: c.identity.clone(),
             pid: c.pid,
             daemon: c.daemon,
+        })
+        .collect()
+}
+
+/// A live child as a snapshot of the tree sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Observed {
+    pub(crate) name: String,
+    pub(crate) identity: Identity,
+    pub(crate) pid: u32,
+    pub(crate) kind: EntryKind,
+    /// Asked to stop, and not yet gone.
+    pub(crate) stopping: bool,
+}
+
+/// The children of this process that are still running, with what a snapshot shows.
+pub(crate) fn observed() -> Vec<Observed> {
+    children()
+        .iter()
+        .filter(|c| !c.has_exited())
+        .map(|c| Observed {
+            name: c.name.clone(),
+            identity: c.identity.clone(),
+            pid: c.pid,
+            kind: c.kind,
+            stopping: c.stop_requested.load(Ordering::Relaxed),
         })
         .collect()
 }

@@ -47,6 +47,9 @@ pub(crate) use client::{
 };
 use spare::prefork;
 
+/// The forkserver's name in `ps` and `top`.
+const FORKSERVER_NAME: &str = "forkserver";
+
 /// The forkserver's first byte to its parent: it serves, and relays its children's
 /// exits on the events socket.
 const READY_RELAYING: u8 = b'r';
@@ -107,6 +110,7 @@ pub(crate) fn serve(child_main: fn(u32) -> !) -> ! {
         // ^C belongs to the root; the forked children install their own handling.
         libc::signal(libc::SIGINT, libc::SIG_IGN);
     }
+    crate::runtime::title::set(FORKSERVER_NAME);
     let code = match run(child_main) {
         Ok(()) => 0,
         Err(e) => {

@@ -196,14 +196,8 @@ pub(crate) fn spawn(mut req: Request) -> Result<Spawned, Error> {
         return fork(req, parent_end, child_end, rings);
     }
     let exe = executable().map_err(|e| Error::os("cannot find this program's executable", e))?;
-    let argv0 = std::env::args_os()
-        .next()
-        .unwrap_or_else(|| OsString::from("multiproc"));
-    let mut arg0 = argv0;
-    arg0.push(format!(" [{}]", req.name));
-
     let mut cmd = std::process::Command::new(exe);
-    cmd.arg0(arg0)
+    cmd.arg0(crate::runtime::title::arg0(&req.name))
         .stdin(Stdio::from(OwnedFd::from(child_end)))
         .env(handoff::ENV_BOOTSTRAP, "1")
         .env(handoff::ENV_PARENT_PID, std::process::id().to_string());

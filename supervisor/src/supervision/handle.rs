@@ -18,6 +18,26 @@ pub struct SupervisorRef {
     pub(super) done: watch::Receiver<Option<SupervisorExit>>,
 }
 
+/// The supervisors started in this process and not yet ended, for a snapshot of the
+/// tree. A held `SupervisorRef` keeps no supervisor running, and ended ones are
+/// dropped at each look.
+fn registry() -> std::sync::MutexGuard<'static, Vec<SupervisorRef>> {
+    static RUNNING: std::sync::Mutex<Vec<SupervisorRef>> = std::sync::Mutex::new(Vec::new());
+    let mut list = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    list.retain(|s| s.done.borrow().is_none());
+    list
+}
+
+/// Lists a supervisor that just started.
+pub(super) fn note_running(sup: &SupervisorRef) {
+    registry().push(sup.clone());
+}
+
+/// The supervisors running in this process.
+pub(crate) fn running() -> Vec<SupervisorRef> {
+    registry().clone()
+}
+
 impl SupervisorRef {
     async fn ask<T: Send + 'static>(
         &self,

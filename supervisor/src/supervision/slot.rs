@@ -25,6 +25,10 @@ pub(super) struct Slot {
     pub(super) started_at: Instant,
     /// The node its process runs (or last ran) on; `None` for this host.
     pub(super) node: Option<String>,
+    /// How many times it was started again.
+    pub(super) restarts: u32,
+    /// How its last process ended.
+    pub(super) last_exit: Option<multiproc_core::ExitReason>,
 }
 
 impl Slot {
@@ -40,6 +44,8 @@ impl Slot {
             backoff: BackoffState::default(),
             started_at: Instant::now(),
             node: None,
+            restarts: 0,
+            last_exit: None,
         }
     }
 }

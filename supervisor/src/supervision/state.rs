@@ -121,6 +121,7 @@ impl State {
         process.start().await?;
         let slot = &mut self.slots[i];
         slot.node = node;
+        slot.restarts += u32::from(restart);
         slot.incarnation = next_incarnation();
         slot.state = ChildState::Running;
         slot.started_at = Instant::now();
@@ -228,6 +229,7 @@ impl State {
         let ran_for = self.slots[i].started_at.elapsed();
         self.slots[i].process = None;
         self.slots[i].state = ChildState::Stopped;
+        self.slots[i].last_exit = Some(reason.clone());
         self.emit(SupervisorEvent::ChildExited {
             id: id.clone(),
             reason: reason.clone(),
@@ -375,6 +377,8 @@ impl State {
                 state: s.state,
                 kind: s.spec.kind,
                 node: s.node.clone(),
+                restarts: s.restarts,
+                last_exit: s.last_exit.clone(),
             })
             .collect()
     }

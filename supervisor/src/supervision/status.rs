@@ -31,6 +31,10 @@ pub struct ChildStatus {
     pub kind: ChildKind,
     /// The node its process runs (or last ran) on; `None` for this host.
     pub node: Option<String>,
+    /// How many times the supervisor started it again.
+    pub restarts: u32,
+    /// How its last process ended; `None` if none has.
+    pub last_exit: Option<multiproc_core::ExitReason>,
 }
 
 /// Counts of children, as OTP's `count_children`.

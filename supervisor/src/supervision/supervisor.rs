@@ -135,7 +135,9 @@ impl Supervisor {
                         std::io::Error::other(e.to_string()),
                     ),
                 })?;
-            Ok(SupervisorRef { cell, events, done })
+            let sup = SupervisorRef { cell, events, done };
+            super::handle::note_running(&sup);
+            Ok(sup)
         })
         .await
     }

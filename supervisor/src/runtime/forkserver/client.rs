@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
+use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,12 +16,13 @@ use multiproc_core::{WaitStatus, codec};
 use tokio::sync::oneshot;
 
 use super::{
-    Exited, Fork, MAY_AUTOREAP, MUST_RELAY, READY_AUTOREAPING, READY_RELAYING, Reply, read_frame,
-    write_frame,
+    Exited, FORKSERVER_NAME, Fork, MAY_AUTOREAP, MUST_RELAY, READY_AUTOREAPING, READY_RELAYING,
+    Reply, read_frame, write_frame,
 };
 use crate::runtime::error::Error;
 use crate::runtime::exit::EXIT_INIT_NOT_CALLED;
 use crate::runtime::handoff::{self, ENV_FORKSERVER, ENV_PARENT_PID};
+use crate::runtime::title;
 
 /// Exit statuses relayed by the forkserver, by pid, and waiters for them.
 #[derive(Default)]
@@ -184,7 +186,9 @@ fn start(timeout: Duration) -> Result<Client, Error> {
     let (events, their_events) = StdUnixStream::pair().map_err(os("cannot create a socketpair"))?;
     let exe = handoff::executable().map_err(os("cannot find this program's executable"))?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.stdin(Stdio::from(OwnedFd::from(theirs)))
+    cmd.arg0(title::arg0(FORKSERVER_NAME))
+        .arg(title::room())
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
         .env(ENV_FORKSERVER, "1")
         .env(ENV_PARENT_PID, std::process::id().to_string());
     handoff::mark_early(&mut cmd);

@@ -7,6 +7,9 @@ use std::os::unix::net::UnixStream as StdUnixStream;
 use super::{Fork, become_child, read_request, write_frame};
 use crate::runtime::exit::{EXIT_BOOTSTRAP_FAILED, EXIT_PARENT_GONE};
 
+/// A spare's name in `ps` until its request names it.
+const SPARE_NAME: &str = "spare";
+
 /// A child forked ahead of its request, waiting for it: the next request costs the
 /// forkserver a message to it instead of a fork, and the fork (a tenth of a start and
 /// join, most of it copying the forkserver's page tables) happens while nobody waits.
@@ -70,6 +73,7 @@ pub(super) fn prefork(
                 }
             }
             std::mem::forget(orders);
+            crate::runtime::title::set(SPARE_NAME);
             // A forkserver that ends (its parent gone) closes its end: nothing to wait for.
             match read_request(&theirs) {
                 Ok(Some((fork, mut fds))) => match fds.pop() {
