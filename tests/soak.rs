@@ -108,7 +108,11 @@ fn open_fds() -> Vec<String> {
             dir.filter_map(|e| {
                 let e = e.ok()?;
                 let target = std::fs::read_link(e.path()).ok()?;
-                Some(format!("{}={}", e.file_name().to_string_lossy(), target.display()))
+                Some(format!(
+                    "{}={}",
+                    e.file_name().to_string_lossy(),
+                    target.display()
+                ))
             })
             .collect()
         })
