@@ -78,8 +78,9 @@ fn check_acquired(took: bool) -> BoxResult {
 /// ended to `report` (a TCP address of the test).
 fn acquire_and_report(lock: Lock, started: Event, report: String) -> BoxResult {
     use std::io::Write;
-    started.set()?;
-    let outcome = match lock.acquire(true, None) {
+    // The root may die before the answer to `set` comes back: that operation is
+    // the one in flight then.
+    let outcome = match started.set().and_then(|()| lock.acquire(true, None)) {
         Err(SyncError::Node(NodeError::NodeDown { .. })) => "NodeDown".to_string(),
         other => format!("{other:?}"),
     };

@@ -74,7 +74,10 @@ async fn relayed(env: &Envelope, call: Vec<u8>) -> FarReply {
             .into_iter()
             .find(|cell| cell.get_id().node() == session)
             .map(ActorRef::<AgentMsg>::from)
-            .ok_or_else(|| FarError::Failed("the root has no gateway".into()))?;
+            // The gateway starts before the root's session: gone, it went with the
+            // session (the engine forgets a lost peer's groups before the agent hears
+            // of the loss).
+            .ok_or_else(|| root_down("its gateway is gone with its session"))?;
     let bytes =
         codec::encode(&GatewayCall { token, call }).map_err(|e| FarError::Failed(e.to_string()))?;
     let answer = tokio::select! {
