@@ -72,7 +72,7 @@ impl PoolBuilder {
     /// delivered, tasks already sent to it run, and a replacement starts at once.
     /// A task that needs more memory than the machine has is another matter: the
     /// kernel's OOM killer ends its worker mid-task, and the task fails with
-    /// [`ExitReason::OutOfMemory`](crate::ExitReason::OutOfMemory) where the
+    /// [`ExitReason::OutOfMemory`](multiproc_core::ExitReason::OutOfMemory) where the
     /// kernel says so.
     pub fn max_rss_per_child(mut self, bytes: u64) -> Self {
         self.max_rss = Some(bytes);
