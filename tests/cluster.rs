@@ -390,13 +390,28 @@ fn a_supervisor_restarts_the_children_of_a_dead_node_elsewhere() -> TestResult {
     check_eq!(where_b, Some("kappa".to_string()));
     a.process.kill()?;
     let mut exits = Vec::new();
+    let mut restarted_on = None;
+    let mut started = Vec::new();
     for e in events.by_ref() {
         match e {
+            SupervisorEvent::ChildStarted { id, node, .. } => started.push((id, node)),
             SupervisorEvent::ChildExited { id, reason } => exits.push((id, reason)),
-            SupervisorEvent::Restarted { id, .. } if id == "on_a" => break,
+            SupervisorEvent::Restarted { id, node, .. } if id == "on_a" => {
+                restarted_on = Some(node);
+                break;
+            }
             _ => {}
         }
     }
+    // The events say where each child runs.
+    check_eq!(
+        started,
+        vec![
+            ("on_a".to_string(), Some("iota".to_string())),
+            ("on_b".to_string(), Some("kappa".to_string())),
+        ]
+    );
+    check_eq!(restarted_on, Some(Some("kappa".to_string())));
     check_eq!(
         exits,
         vec![(

@@ -24,6 +24,9 @@ pub enum SupervisorEvent {
         name: String,
         /// Its pid.
         pid: u32,
+        /// The node it runs on ([`ChildSpec::on`](multiproc_core::ChildSpec::on));
+        /// `None` for this host.
+        node: Option<String>,
     },
     /// A child's process ended, on its own or stopped by the supervisor.
     ChildExited {
@@ -47,6 +50,9 @@ pub enum SupervisorEvent {
         name: String,
         /// Its new pid.
         pid: u32,
+        /// The node it runs on now: with `RestartPlacement::AnyLiveNode`, maybe
+        /// another than before; `None` for this host.
+        node: Option<String>,
     },
     /// Starting a child again failed; it will be retried.
     RestartFailed {

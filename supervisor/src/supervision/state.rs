@@ -132,6 +132,7 @@ impl State {
             process.name().to_string(),
             process.pid().unwrap_or(0),
         );
+        let node = process.node().map(|n| n.name().to_string());
         if let (Some(me), Ok(sentinel)) = (self.myself.clone(), process.sentinel()) {
             watch_exit(me, id.clone(), slot.incarnation, sentinel);
         }
@@ -140,9 +141,19 @@ impl State {
             let _ = waiter.send(Ok(slot.identity.clone().expect("set just above")));
         }
         self.emit(if restart {
-            SupervisorEvent::Restarted { id, name, pid }
+            SupervisorEvent::Restarted {
+                id,
+                name,
+                pid,
+                node,
+            }
         } else {
-            SupervisorEvent::ChildStarted { id, name, pid }
+            SupervisorEvent::ChildStarted {
+                id,
+                name,
+                pid,
+                node,
+            }
         });
         Ok(())
     }
