@@ -109,7 +109,7 @@ fn takes_lock_and_value(_lock: Lock, _v: multiproc::Value<u64>) {}
 
 /// A node over TLS with this certificate chain and key (DER): serves on a free
 /// loopback port, sends its address up, then each node event as text.
-fn tls_node(chain: Vec<Vec<u8>>, key: Vec<u8>, mut up: Connection) -> BoxResult {
+fn tls_node(chain: Vec<Vec<u8>>, key: Vec<u8>, up: Connection) -> BoxResult {
     let chain = chain.into_iter().map(CertificateDer::from).collect();
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key));
     let config = rustls::ServerConfig::builder()
@@ -118,19 +118,7 @@ fn tls_node(chain: Vec<Vec<u8>>, key: Vec<u8>, mut up: Connection) -> BoxResult 
     let config = NodeConfig::new("tls", "127.0.0.1:0".parse()?, COOKIE)
         .tls(Arc::new(config))
         .grace(Duration::from_secs(5));
-    let serving = node::serve(config)?;
-    let mut events = serving.events();
-    up.send(&serving.addr().to_string())?;
-    std::thread::spawn(move || {
-        while let Some(event) = node::next_event(&mut events) {
-            if up.send(&event.to_string()).is_err() {
-                return;
-            }
-        }
-    });
-    multiproc::blocking::wait_for_stop();
-    node::shutdown(serving);
-    Ok(())
+    common::node::serve_and_report(config, up)
 }
 
 /// Exits with `code`: something to place.

@@ -21,12 +21,21 @@ pub struct NodeArgs {
 
 /// Node mode: serves on a free loopback port, sends the address up, then each node
 /// event as text, until asked to stop.
-fn node_main(args: NodeArgs, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+fn node_main(args: NodeArgs, up: Connection) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(id) = args.claim {
         multiproc::__private::test_hooks::claim_build_id(id);
     }
     let config = NodeConfig::new(args.name, "127.0.0.1:0".parse()?, args.cookie)
         .grace(Duration::from_millis(args.grace_ms));
+    serve_and_report(config, up)
+}
+
+/// Serves `config`, sends the address up `up`, then each node event as text, until
+/// asked to stop: the life of a test node.
+pub fn serve_and_report(
+    config: NodeConfig,
+    mut up: Connection,
+) -> Result<(), Box<dyn std::error::Error>> {
     let serving = node::serve(config)?;
     let mut events = serving.events();
     up.send(&serving.addr().to_string())?;
