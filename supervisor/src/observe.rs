@@ -8,6 +8,9 @@
 //! children, which only they could describe) comes from `/proc`, as kind
 //! [`ProcessKind::Descendant`], named by its command line. Figures (resident memory,
 //! CPU time, age) come from `/proc` for every process on this host.
+//!
+//! With the feature `observer`, [`Observer`] serves the snapshot live over HTTP: a
+//! page that shows the tree as it changes, JSON, and server-sent events.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -17,7 +20,15 @@ use multiproc_core::{ChildKind, EntryKind, ExitReason, Identity};
 
 use crate::supervision::ChildState;
 
+#[cfg(feature = "observer")]
+mod observer;
 mod proc;
+
+#[cfg(feature = "observer")]
+pub use observer::{
+    DEFAULT_HISTORY, DEFAULT_OBSERVER_ADDR, DEFAULT_SAMPLE_INTERVAL, Observer, ObserverBuilder,
+    ObserverError, ObserverHandle,
+};
 
 /// What a process of the tree runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

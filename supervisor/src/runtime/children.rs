@@ -483,6 +483,12 @@ async fn reap(
     router::remove_child(number, &child.identity);
     children().retain(|c| !Arc::ptr_eq(c, &child));
     tracing::debug!(child = %child.name, %reason, "child exited");
+    #[cfg(feature = "observer")]
+    runtime::exits::publish(|| runtime::exits::ChildExit {
+        name: child.name.clone(),
+        pid: child.pid,
+        reason: reason.clone(),
+    });
     // Let go of the child (its pidfd, its link) before anyone learns it exited: a
     // joiner that then drops its `Process` frees them at once, not whenever this
     // task gets round to it.
