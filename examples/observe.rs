@@ -73,7 +73,11 @@ fn work(n: u64) -> u64 {
 multiproc::register!(steady, api, crash_prone, work);
 
 /// Reads `path` from the observer at `addr`, as a browser would.
-fn fetch(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> Result<String, Box<dyn Error>> {
+fn fetch(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> Result<String, Box<dyn Error>> {
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
@@ -128,7 +132,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("observer: {}", observer.url());
     // ANCHOR_END: serve
 
-    let pool = Pool::builder().processes(3).max_tasks_per_child(40).start()?;
+    let pool = Pool::builder()
+        .processes(3)
+        .max_tasks_per_child(40)
+        .start()?;
     let stop = Arc::new(AtomicBool::new(false));
     let worker = {
         let (pool, stop) = (pool.clone(), Arc::clone(&stop));

@@ -70,7 +70,9 @@ fn open(addr: SocketAddr, path: &str, extra: &[&str]) -> Result<TcpStream, Strin
         req.push_str("\r\n");
     }
     req.push_str("\r\n");
-    stream.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    stream
+        .write_all(req.as_bytes())
+        .map_err(|e| e.to_string())?;
     Ok(stream)
 }
 
@@ -171,7 +173,9 @@ impl Events {
             }
             seen.push(k);
         }
-        Err(format!("no {kind} event as wanted within {within:?}; saw {seen:?}"))
+        Err(format!(
+            "no {kind} event as wanted within {within:?}; saw {seen:?}"
+        ))
     }
 }
 
@@ -203,9 +207,11 @@ fn processes(snap: &Value) -> Vec<Value> {
 }
 
 fn snapshot_json_shows_the_tree() -> TestResult {
-    let sup = SupervisorRef::start(
-        Supervisor::new(quick_flags()).child(function_child("steady", leaf, ())?),
-    )?;
+    let sup = SupervisorRef::start(Supervisor::new(quick_flags()).child(function_child(
+        "steady",
+        leaf,
+        (),
+    )?))?;
     let observer = serve(Observer::builder())?;
     let answer = get(observer.local_addr(), "/api/snapshot", &[])?;
     check_eq!(answer.status, 200);
@@ -215,7 +221,11 @@ fn snapshot_json_shows_the_tree() -> TestResult {
     check_eq!(list[0]["kind"], "root");
     check_eq!(list[0]["pid"], std::process::id());
     check_eq!(list[0]["depth"], 0);
-    check!(list[0]["rss_bytes"].as_u64() > Some(0), "no RSS: {}", list[0]);
+    check!(
+        list[0]["rss_bytes"].as_u64() > Some(0),
+        "no RSS: {}",
+        list[0]
+    );
     let steady = list
         .iter()
         .find(|p| p["supervised_as"] == "steady")
@@ -260,7 +270,11 @@ fn the_page_and_its_assets_are_served_with_a_strict_policy() -> TestResult {
 fn a_wrong_or_missing_token_is_refused_with_401() -> TestResult {
     let observer = serve(Observer::builder().token("s3cret-Token_1"))?;
     let addr = observer.local_addr();
-    check!(observer.url().ends_with("/?token=s3cret-Token_1"), "{}", observer.url());
+    check!(
+        observer.url().ends_with("/?token=s3cret-Token_1"),
+        "{}",
+        observer.url()
+    );
     for (path, headers) in [
         ("/", &[][..]),
         ("/api/snapshot", &[][..]),
@@ -269,10 +283,17 @@ fn a_wrong_or_missing_token_is_refused_with_401() -> TestResult {
         ("/api/snapshot?token=wrong", &[][..]),
         ("/api/snapshot?token=s3cret-Token_", &[][..]),
         ("/api/snapshot", &["Authorization: Bearer wrong"][..]),
-        ("/api/snapshot", &["Authorization: Basic czNjcmV0LVRva2VuXzE="][..]),
+        (
+            "/api/snapshot",
+            &["Authorization: Basic czNjcmV0LVRva2VuXzE="][..],
+        ),
     ] {
         let answer = get(addr, path, headers)?;
-        check!(answer.status == 401, "{path} {headers:?}: {}", answer.status);
+        check!(
+            answer.status == 401,
+            "{path} {headers:?}: {}",
+            answer.status
+        );
         check_eq!(
             answer.header("www-authenticate"),
             Some("Bearer realm=\"multiproc observer\"")
@@ -311,7 +332,9 @@ fn a_bad_path_method_or_host_gets_a_clear_status() -> TestResult {
     let (status, headers) = head(&mut BufReader::new(post))?;
     check_eq!(status, 405);
     check!(
-        headers.iter().any(|(n, v)| n == "allow" && v == "GET, HEAD"),
+        headers
+            .iter()
+            .any(|(n, v)| n == "allow" && v == "GET, HEAD"),
         "{headers:?}"
     );
     observe::shutdown(observer);
@@ -367,9 +390,11 @@ fn an_observer_started_in_a_child_is_a_typed_error() -> TestResult {
 }
 
 fn the_stream_reports_a_killed_child_the_moment_it_dies() -> TestResult {
-    let sup = SupervisorRef::start(
-        Supervisor::new(quick_flags()).child(function_child("victim", leaf, ())?),
-    )?;
+    let sup = SupervisorRef::start(Supervisor::new(quick_flags()).child(function_child(
+        "victim",
+        leaf,
+        (),
+    )?))?;
     // A long interval: what the test sees of the kill is the event, not a snapshot.
     let observer = serve(Observer::builder().sample_every(Duration::from_secs(60)))?;
     let mut events = Events::open(observer.local_addr(), "/api/events")?;
@@ -455,11 +480,20 @@ fn figures_over_time_are_kept_per_process() -> TestResult {
     // The window holds four samples, however many were taken.
     check_eq!(times.len(), 4);
     check!(
-        series["rss"].as_array().unwrap().iter().all(|r| r.as_u64() > Some(0)),
+        series["rss"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r.as_u64() > Some(0)),
         "{series}"
     );
     check!(
-        series["cpu"].as_array().unwrap().iter().skip(1).all(Value::is_number),
+        series["cpu"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .skip(1)
+            .all(Value::is_number),
         "{series}"
     );
     observe::shutdown(observer);
@@ -499,7 +533,10 @@ fn main() {
             "an_address_in_use_is_a_typed_error",
             an_address_in_use_is_a_typed_error,
         ),
-        trial("bad_settings_are_typed_errors", bad_settings_are_typed_errors),
+        trial(
+            "bad_settings_are_typed_errors",
+            bad_settings_are_typed_errors,
+        ),
         trial(
             "an_observer_started_in_a_child_is_a_typed_error",
             an_observer_started_in_a_child_is_a_typed_error,

@@ -128,8 +128,8 @@ pub mod observe {
 
     #[cfg(feature = "observer")]
     pub use crate::observe::{
-        DEFAULT_HISTORY, DEFAULT_OBSERVER_ADDR, DEFAULT_SAMPLE_INTERVAL, Observer,
-        ObserverBuilder, ObserverError, ObserverHandle,
+        DEFAULT_HISTORY, DEFAULT_OBSERVER_ADDR, DEFAULT_SAMPLE_INTERVAL, Observer, ObserverBuilder,
+        ObserverError, ObserverHandle,
     };
 
     /// Starts an observer, blocking until it listens; see

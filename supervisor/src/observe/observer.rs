@@ -142,6 +142,7 @@ impl Observer {
     pub fn builder() -> ObserverBuilder {
         ObserverBuilder {
             addr: DEFAULT_OBSERVER_ADDR,
+            title: None,
             token: None,
             interval: DEFAULT_SAMPLE_INTERVAL,
             history: DEFAULT_HISTORY,
@@ -162,6 +163,7 @@ impl Observer {
 #[derive(Clone)]
 pub struct ObserverBuilder {
     addr: SocketAddr,
+    title: Option<String>,
     token: Option<String>,
     interval: Duration,
     history: Duration,
@@ -171,6 +173,7 @@ impl std::fmt::Debug for ObserverBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObserverBuilder")
             .field("addr", &self.addr)
+            .field("title", &self.title)
             .field("token", &self.token.as_ref().map(|_| "…"))
             .field("interval", &self.interval)
             .field("history", &self.history)
@@ -191,6 +194,13 @@ impl ObserverBuilder {
     /// [`ObserverHandle::url`] gives). Others get `401 Unauthorized`.
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
+        self
+    }
+
+    /// Names the program on the page (its program name, as `ps` shows it in the
+    /// children's titles, unless set): the service's name, say.
+    pub fn title(mut self, title: impl Into<String>) -> Self {
+        self.title = Some(title.into());
         self
     }
 
@@ -264,7 +274,11 @@ impl ObserverBuilder {
         let local = listener.local_addr().map_err(bind_error)?;
         let samples = (self.history.as_secs_f64() / self.interval.as_secs_f64()).ceil();
         let samples = (samples as usize).clamp(1, MAX_SAMPLES);
-        let feed = Arc::new(Feed::new(self.interval, samples));
+        let title = self
+            .title
+            .clone()
+            .unwrap_or_else(|| crate::runtime::title::program().to_string());
+        let feed = Arc::new(Feed::new(title, self.interval, samples));
         let (stop_tx, stop) = watch::channel(false);
         let sampler = tokio::spawn(feed::run(Arc::clone(&feed), stop.clone()));
         let ctx = Arc::new(Ctx {

@@ -66,12 +66,13 @@ fn now_ms() -> u64 {
 }
 
 impl Feed {
-    /// A feed that takes a snapshot every `interval` and keeps `samples` of each.
-    pub(super) fn new(interval: Duration, samples: usize) -> Feed {
+    /// A feed that names the program `program`, takes a snapshot every `interval`
+    /// and keeps `samples` of each process.
+    pub(super) fn new(program: String, interval: Duration, samples: usize) -> Feed {
         Feed {
             interval,
             samples,
-            program: crate::runtime::title::program().to_string(),
+            program,
             state: Mutex::new(State {
                 latest: None,
                 history: History::new(samples, MAX_PROCESSES),
@@ -102,13 +103,7 @@ impl Feed {
     /// `snap` as JSON, with each process's CPU share of the last round.
     pub(super) fn render(&self, snap: &Snapshot) -> Bytes {
         let state = self.lock();
-        let view = json::snapshot(
-            snap,
-            now_ms(),
-            &self.program,
-            self.span_ms(),
-            &state.cpu,
-        );
+        let view = json::snapshot(snap, now_ms(), &self.program, self.span_ms(), &state.cpu);
         json::to_bytes(&view)
     }
 
@@ -219,7 +214,12 @@ impl Feed {
             text: String::new(),
         };
         let view = match event {
-            SupervisorEvent::ChildStarted { id, name, pid, node } => {
+            SupervisorEvent::ChildStarted {
+                id,
+                name,
+                pid,
+                node,
+            } => {
                 state.spec_of.insert(pid, id.clone());
                 state.node_of.insert(id.clone(), node.clone());
                 EventView {
@@ -232,7 +232,12 @@ impl Feed {
                     ..blank
                 }
             }
-            SupervisorEvent::Restarted { id, name, pid, node } => {
+            SupervisorEvent::Restarted {
+                id,
+                name,
+                pid,
+                node,
+            } => {
                 state.spec_of.insert(pid, id.clone());
                 state.node_of.insert(id.clone(), node.clone());
                 EventView {
@@ -265,7 +270,7 @@ impl Feed {
             SupervisorEvent::Restarting { id, delay } => EventView {
                 kind: "restarting",
                 level: "warn",
-                text: format!("{id} restarts in {delay:?}"),
+                text: format!("{id} restarts in {} ms", delay.as_millis()),
                 spec: Some(id),
                 ..blank
             },

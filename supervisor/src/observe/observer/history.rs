@@ -65,7 +65,13 @@ impl History {
 
     /// Records `key`'s reading taken at `now` (monotonic, for the CPU share) and
     /// `t_ms` (wall clock); returns its CPU share since its previous reading.
-    pub(super) fn record(&mut self, key: &str, now: Duration, t_ms: u64, r: Reading) -> Option<f32> {
+    pub(super) fn record(
+        &mut self,
+        key: &str,
+        now: Duration,
+        t_ms: u64,
+        r: Reading,
+    ) -> Option<f32> {
         let round = self.round;
         let ring = self.rings.entry(key.to_owned()).or_insert_with(|| Ring {
             samples: VecDeque::new(),

@@ -118,7 +118,11 @@ fn host_allowed(req: &Request<Incoming>, local: SocketAddr) -> bool {
     if !local.ip().is_loopback() {
         return true;
     }
-    let Some(host) = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) else {
+    let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
         return false;
     };
     let name = match host.strip_prefix('[') {
@@ -200,7 +204,11 @@ fn stream(ctx: &Ctx) -> Response<Body> {
     let mut stop = ctx.stop.clone();
     tokio::spawn(async move {
         // A reconnecting `EventSource` waits this long (ms) before it tries again.
-        if tx.send(Bytes::from_static(b"retry: 2000\n\n")).await.is_err() {
+        if tx
+            .send(Bytes::from_static(b"retry: 2000\n\n"))
+            .await
+            .is_err()
+        {
             return;
         }
         for frame in first {

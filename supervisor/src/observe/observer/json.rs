@@ -15,7 +15,8 @@ use crate::observe::{ProcessInfo, ProcessKind, ProcessState, Snapshot};
 pub(super) struct SnapshotView<'a> {
     /// When it was taken, in milliseconds since the Unix epoch.
     pub(super) t: u64,
-    /// The program's name, as `ps` shows it in the children's titles.
+    /// The program's name, as `ps` shows it in the children's titles, or the title
+    /// the observer was given.
     pub(super) program: &'a str,
     /// Milliseconds between two snapshots of the live stream.
     pub(super) interval_ms: u64,

@@ -112,7 +112,7 @@ function addSamples(snap) {
 }
 
 function sparkline(values, kind, format) {
-  const w = 92, h = 22, pad = 2;
+  const w = 76, h = 22, pad = 2;
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("class", `spark ${kind}`);
   svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
@@ -172,6 +172,8 @@ function renderTree(snap) {
     if (!matches(p, filter, onlySupervised)) continue;
     rows.push(row(p, parent, collapsed));
   }
+  // Mailbox depths are shown once some process reports one.
+  $("tree").classList.toggle("no-mailbox", !snap.processes.some((p) => p.mailbox_depth !== null));
   const body = $("rows");
   if (!rows.length) {
     rows.push(el("tr", { class: "empty" }, el("td", { colspan: 13, text: "No process matches the filter." })));
@@ -231,7 +233,7 @@ function row(p, parent, collapsed) {
     restarts,
     el("td", { "data-field": "last-exit" }, exit),
     el("td", { class: "num", "data-field": "served", text: p.calls_served ?? "–" }),
-    el("td", { class: "num", "data-field": "mailbox", text: p.mailbox_depth ?? "–" }),
+    el("td", { class: "num mailbox", "data-field": "mailbox", text: p.mailbox_depth ?? "–" }),
     el("td", { class: "num", "data-field": "uptime", text: duration(p.uptime_ms) }),
     el("td", { class: "num", "data-field": "rss", text: bytes(p.rss_bytes) }),
     el("td", { class: "spark" }, sparkline(s.rss, "mem", bytes)),
