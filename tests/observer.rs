@@ -246,7 +246,7 @@ fn the_page_and_its_assets_are_served_with_a_strict_policy() -> TestResult {
     let addr = observer.local_addr();
     let page = get(addr, "/", &[])?;
     check_eq!(page.status, 200);
-    check!(page.body.contains("<table id=\"tree\">"), "{}", page.body);
+    check!(page.body.contains("<table id=\"tree\""), "{}", page.body);
     let policy = page.header("content-security-policy").unwrap_or_default();
     check!(policy.contains("default-src 'none'"), "{policy}");
     for (path, kind) in [

@@ -82,7 +82,10 @@ impl History {
         let cpu = match (ring.last_cpu, r.cpu_time) {
             (Some((pid, before, then)), Some(cpu)) if pid == r.pid && now > then => {
                 let used = cpu.saturating_sub(before).as_secs_f64();
-                Some((used / (now - then).as_secs_f64() * 100.0) as f32)
+                // To a tenth of a percent: `/proc` counts CPU time in ticks, and no
+                // more digits than that mean anything.
+                let share = used / (now - then).as_secs_f64() * 100.0;
+                Some(((share * 10.0).round() / 10.0) as f32)
             }
             _ => None,
         };
