@@ -17,7 +17,7 @@ use tungstenite::{Message, WebSocket};
 /// How long the browser gets to start and say where it listens.
 const LAUNCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one protocol call may take, beyond what it waits for itself.
-const CALL_SLACK: Duration = Duration::from_secs(30);
+const CALL_SLACK: Duration = Duration::from_secs(60);
 /// How long the browser gets to close on its own before it is killed.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -124,11 +124,12 @@ impl Browser {
             .strip_prefix("ws://")
             .and_then(|rest| rest.split('/').next())
             .ok_or(format!("odd DevTools address {url}"))?;
-        let stream = TcpStream::connect(host).map_err(|e| e.to_string())?;
+        let stream = TcpStream::connect(host).map_err(|e| format!("DevTools at {host}: {e}"))?;
         stream
             .set_read_timeout(Some(CALL_SLACK))
             .map_err(|e| e.to_string())?;
-        let (ws, _) = tungstenite::client(url.as_str(), stream).map_err(|e| e.to_string())?;
+        let (ws, _) = tungstenite::client(url.as_str(), stream)
+            .map_err(|e| format!("DevTools websocket at {url}: {e}"))?;
         Ok(Browser {
             child,
             profile,
@@ -178,7 +179,9 @@ impl Browser {
         let id = self.send(session, method, params)?;
         let deadline = Instant::now() + wait + CALL_SLACK;
         loop {
-            let msg = self.read(deadline.saturating_duration_since(Instant::now()))?;
+            let msg = self
+                .read(deadline.saturating_duration_since(Instant::now()))
+                .map_err(|e| format!("{method}: no answer: {e}"))?;
             if msg["id"] == id {
                 if let Some(error) = msg.get("error") {
                     return Err(format!("{method}: {error}"));
