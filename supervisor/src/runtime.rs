@@ -29,6 +29,8 @@ pub(crate) mod heartbeat;
 pub(crate) mod link;
 pub(crate) mod logging;
 pub(crate) mod mailbox;
+#[cfg(feature = "metrics")]
+pub(crate) mod metrics;
 pub(crate) mod oom;
 pub(crate) mod panic;
 pub(crate) mod registry;

@@ -55,6 +55,10 @@ struct WorkerSlot {
 struct TaskSlot {
     frame: Arc<Vec<u8>>,
     reply: ReplyTo,
+    /// When the pool was handed it, and whether a worker was sent it yet: its
+    /// queue wait and its duration.
+    #[cfg(feature = "metrics")]
+    submitted: (std::time::Instant, bool),
 }
 
 pub(crate) struct PoolActor {
@@ -256,6 +260,8 @@ impl PoolActor {
                 TaskSlot {
                     frame: t.frame,
                     reply: t.reply,
+                    #[cfg(feature = "metrics")]
+                    submitted: (std::time::Instant::now(), false),
                 },
             );
             self.sched.submit(id, items, now, out);
@@ -376,6 +382,12 @@ impl PoolActor {
             match action {
                 Action::Spawn(w) => self.spawn(w),
                 Action::Dispatch { worker, task } => {
+                    #[cfg(feature = "metrics")]
+                    if let Some((at, sent)) = self.tasks.get_mut(&task).map(|t| &mut t.submitted)
+                        && !std::mem::replace(sent, true)
+                    {
+                        crate::runtime::metrics::task_waited(at.elapsed());
+                    }
                     let frame = self.tasks.get(&task).map(|t| Arc::clone(&t.frame));
                     let to = self.workers.get(&worker).and_then(|s| s.started.as_ref());
                     if let (Some(frame), Some(to)) = (frame, to) {
@@ -399,6 +411,8 @@ impl PoolActor {
                         },
                         Finished::Failed(f) => Err(self.failure(f)),
                     };
+                    #[cfg(feature = "metrics")]
+                    crate::runtime::metrics::task_took(slot.submitted.0.elapsed());
                     slot.reply.send(outcome);
                 }
                 Action::Broke(exceeded) => {

@@ -209,10 +209,15 @@ impl<A: Actor> ActorRef<A> {
     /// spin, it sleeps on the link's futex rather than waiting for the link's reader
     /// task to wake it, one thread wake-up less per call.
     async fn call_with(&self, msg: A::Msg, may_sleep: bool) -> Result<A::Reply, CallError> {
+        #[cfg(feature = "metrics")]
+        let sent = std::time::Instant::now();
         if let Some(on) = &self.on {
             let payload = remote_payload(&msg, on)?;
             drop(msg);
-            return self.remote(on, payload).await;
+            let out = self.remote(on, payload).await;
+            #[cfg(feature = "metrics")]
+            crate::runtime::metrics::call_took(sent.elapsed());
+            return out;
         }
         // Spinning briefly for the reply saves the wake-up of this thread, which costs
         // more than the round trip itself (see `runtime::spin`); reading the link's
@@ -243,6 +248,8 @@ impl<A: Actor> ActorRef<A> {
             None => pending.wait(reply::<A>).await,
         };
         runtime::spin::record(started.elapsed());
+        #[cfg(feature = "metrics")]
+        crate::runtime::metrics::call_took(sent.elapsed());
         out
     }
 
@@ -269,11 +276,17 @@ impl<A: Actor> ActorRef<A> {
             })
             .await;
         }
+        #[cfg(feature = "metrics")]
+        let sent = std::time::Instant::now();
         let (pending, _) = self.send(&msg, BodyKind::Call, false)?;
         let pending = pending.expect("a call has a reply to wait for");
         runtime::run(async move {
             match tokio::time::timeout(timeout, pending.wait(reply::<A>)).await {
-                Ok(out) => out,
+                Ok(out) => {
+                    #[cfg(feature = "metrics")]
+                    crate::runtime::metrics::call_took(sent.elapsed());
+                    out
+                }
                 Err(_) => Err(CallError::Timeout(timeout)),
             }
         })

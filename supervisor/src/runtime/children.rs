@@ -227,6 +227,8 @@ pub(crate) async fn start_child(req: spawn::Request, here: bool) -> Result<Arc<C
     // exits at once could otherwise be unlisted first and listed after, and stay
     // listed, with its pidfd and its link, for as long as this process lives.
     children().push(Arc::clone(&child));
+    #[cfg(feature = "metrics")]
+    crate::runtime::metrics::child_started();
     let _ = reaping_tx.send(Reaping {
         child: Arc::clone(&child),
         waiter,
@@ -282,6 +284,8 @@ impl Reading {
         }
         match packet {
             Packet::Log(record) => crate::runtime::logging::from_child(record),
+            #[cfg(feature = "metrics")]
+            Packet::Metrics(batch) => crate::runtime::metrics::from_child(batch),
             Packet::Exiting(r) => self.report = Some(r),
             Packet::Heartbeat => {
                 *self.last_beat.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -483,6 +487,8 @@ async fn reap(
     router::remove_child(number, &child.identity);
     children().retain(|c| !Arc::ptr_eq(c, &child));
     tracing::debug!(child = %child.name, %reason, "child exited");
+    #[cfg(feature = "metrics")]
+    crate::runtime::metrics::child_exited(&child.name, &reason);
     // Let go of the child (its pidfd, its link) before anyone learns it exited: a
     // joiner that then drops its `Process` frees them at once, not whenever this
     // task gets round to it.

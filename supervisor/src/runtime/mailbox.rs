@@ -60,6 +60,8 @@ impl Mailbox {
             mail.payload.clear();
             mail.payload.extend_from_slice(env.payload);
             q.mails.push_back(mail);
+            #[cfg(feature = "metrics")]
+            crate::runtime::metrics::mailbox_depth(q.mails.len());
         }
         // A stored permit when the actor is busy: it cannot miss this one.
         self.arrived.notify_one();
@@ -72,6 +74,8 @@ impl Mailbox {
             {
                 let mut q = self.queue();
                 if let Some(mail) = q.mails.pop_front() {
+                    #[cfg(feature = "metrics")]
+                    crate::runtime::metrics::mailbox_depth(q.mails.len());
                     return Some(mail);
                 }
                 if q.closed {
