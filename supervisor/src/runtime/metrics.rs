@@ -169,7 +169,7 @@ static METADATA: Metadata<'static> =
 
 /// In a child: records into a forwarding recorder from now on.
 pub(crate) fn install_forwarder() {
-    let _ = metrics::set_global_recorder(&*forward());
+    let _ = metrics::set_global_recorder(forward());
 }
 
 /// In a child: sends what was recorded since the last batch, now (before its exit
