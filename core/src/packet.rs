@@ -265,6 +265,10 @@ pub struct LogRecord {
     pub fields: Vec<LogField>,
     /// The spans the event happened in, outermost first.
     pub spans: Vec<LogSpan>,
+    /// The span of the root's caller whose call or pool task the event happened in
+    /// (the number the root gave it), if the caller was in one.
+    #[serde(default)]
+    pub caller: Option<u64>,
 }
 
 /// A span of a descendant process, as an event there saw it.

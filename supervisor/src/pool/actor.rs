@@ -26,6 +26,7 @@ use super::shared::{BROKEN, CLOSED, RUNNING, Shared};
 use super::{PoolError, TaskError, WorkerInfo, wire};
 use crate::node::Node;
 use crate::runtime;
+use crate::runtime::logging::carry::Carried;
 
 /// What the pool's handles ask.
 pub(crate) enum Request {
@@ -55,6 +56,9 @@ struct WorkerSlot {
 struct TaskSlot {
     frame: Arc<Vec<u8>>,
     reply: ReplyTo,
+    /// Its hold on its caller's span: let go of once the records its worker stamped
+    /// are replayed.
+    carried: Option<Carried>,
     /// When the pool was handed it, and whether a worker was sent it yet: its
     /// queue wait and its duration.
     #[cfg(feature = "metrics")]
@@ -260,6 +264,7 @@ impl PoolActor {
                 TaskSlot {
                     frame: t.frame,
                     reply: t.reply,
+                    carried: t.carried,
                     #[cfg(feature = "metrics")]
                     submitted: (std::time::Instant::now(), false),
                 },
@@ -413,6 +418,13 @@ impl PoolActor {
                     };
                     #[cfg(feature = "metrics")]
                     crate::runtime::metrics::task_took(slot.submitted.0.elapsed());
+                    if let Some(carried) = slot.carried {
+                        let stamped = match &outcome {
+                            Ok(done) => wire::split(&done.frame).map_or(0, |(h, _)| h.stamped),
+                            Err(_) => 0,
+                        };
+                        carried.release_after(stamped);
+                    }
                     slot.reply.send(outcome);
                 }
                 Action::Broke(exceeded) => {

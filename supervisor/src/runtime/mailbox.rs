@@ -24,6 +24,8 @@ pub(crate) struct Mail {
     pub(crate) corr: u64,
     /// The message, still encoded.
     pub(crate) payload: Vec<u8>,
+    /// The caller's span, for a call made in one.
+    pub(crate) span: Option<u64>,
 }
 
 /// An actor's mailbox.
@@ -57,6 +59,7 @@ impl Mailbox {
             mail.from.clear();
             mail.from.extend(env.from.iter());
             mail.corr = env.corr;
+            mail.span = env.span;
             mail.payload.clear();
             mail.payload.extend_from_slice(env.payload);
             q.mails.push_back(mail);
