@@ -31,6 +31,7 @@ pub(crate) mod logging;
 pub(crate) mod mailbox;
 pub(crate) mod oom;
 pub(crate) mod panic;
+mod parked;
 pub(crate) mod registry;
 pub(crate) mod reply;
 pub(crate) mod ring;
@@ -46,3 +47,4 @@ pub(crate) use executor::{
     block_on, cancel_deferred_start, defer_start, ensure, handle, on_spawner, on_spawner_thread,
     on_worker, run, spin, start_deferred,
 };
+pub(crate) use parked::spawn_parked;
