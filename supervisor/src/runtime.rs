@@ -33,6 +33,7 @@ pub(crate) mod mailbox;
 pub(crate) mod metrics;
 pub(crate) mod oom;
 pub(crate) mod panic;
+mod parked;
 pub(crate) mod registry;
 pub(crate) mod reply;
 pub(crate) mod ring;
@@ -48,3 +49,4 @@ pub(crate) use executor::{
     block_on, cancel_deferred_start, defer_start, ensure, handle, on_spawner, on_spawner_thread,
     on_worker, run, spin, start_deferred,
 };
+pub(crate) use parked::spawn_parked;

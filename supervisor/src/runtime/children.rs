@@ -155,10 +155,7 @@ pub(crate) async fn start_child(req: spawn::Request, here: bool) -> Result<Arc<C
     let reading = Arc::new(Mutex::new(Reading::new()));
     let last_beat = Arc::clone(&lock(&reading).last_beat);
     let (reaping_tx, reaping_rx) = oneshot::channel();
-    // Started now, with the link's flusher, so that one wake-up of a runtime worker
-    // starts both. A start reading the answer here leaves the link to the task once
-    // it has let go of the ring (see `Link::news`).
-    tokio::spawn(serve(
+    let serving = serve(
         name.clone(),
         Arc::clone(&link),
         killer,
@@ -166,7 +163,15 @@ pub(crate) async fn start_child(req: spawn::Request, here: bool) -> Result<Arc<C
         number,
         reaping_rx,
         here,
-    ));
+    );
+    if here {
+        // A start reading the answer here leaves the link to the task once it has
+        // let go of the ring (see `Link::news`): until then the task only waits, and
+        // a worker woken just to see it wait is a wake-up per start for nothing.
+        let _ = runtime::spawn_parked(serving);
+    } else {
+        tokio::spawn(serving);
+    }
     let answer = if here && answer_here(&reading, &link, started + timeout) {
         Ok(lock(&reading).answer.take())
     } else {
