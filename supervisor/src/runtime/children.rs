@@ -168,7 +168,7 @@ pub(crate) async fn start_child(req: spawn::Request, here: bool) -> Result<Arc<C
         // A start reading the answer here leaves the link to the task once it has
         // let go of the ring (see `Link::news`): until then the task only waits, and
         // a worker woken just to see it wait is a wake-up per start for nothing.
-        let _ = runtime::spawn_parked(serving);
+        drop(runtime::spawn_parked(serving));
     } else {
         tokio::spawn(serving);
     }
