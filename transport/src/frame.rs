@@ -216,6 +216,18 @@ impl FrameDecoder {
         }
     }
 
+    /// Creates a decoder that refuses frames over `max` bytes, with room for
+    /// `capacity` bytes made now: a reader whose first read may come at any time later
+    /// (in a loop that must not allocate) makes its buffer up front. A read asks for
+    /// 16 KiB of room past what is buffered: with twice that, small frames never make
+    /// the buffer grow.
+    pub fn with_capacity(max: usize, capacity: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::with_capacity(capacity),
+            ..FrameDecoder::new(max)
+        }
+    }
+
     /// The maximum frame length.
     pub fn max_frame_len(&self) -> usize {
         self.max
@@ -519,6 +531,33 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Doorbells and small frames, read in pieces that split their headers, never
+    /// move a buffer made with room for twice a read.
+    #[test]
+    fn a_buffer_made_up_front_never_grows_for_small_frames() {
+        let mut d = FrameDecoder::with_capacity(MAX_FRAME_LEN, 2 * READ_CHUNK);
+        let mut stream = Vec::new();
+        for i in 0..10_000u32 {
+            let payload = &i.to_be_bytes()[..(i % 5) as usize];
+            stream.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+            stream.extend_from_slice(payload);
+        }
+        let first = d.read_buf().as_ptr();
+        let capacity = d.capacity();
+        let mut frames = 0;
+        for piece in stream.chunks(7) {
+            let buf = d.read_buf();
+            buf[..piece.len()].copy_from_slice(piece);
+            d.commit(piece.len());
+            while d.next_frame().unwrap().is_some() {
+                frames += 1;
+            }
+            assert_eq!(d.capacity(), capacity, "the buffer grew");
+        }
+        assert_eq!(frames, 10_000);
+        assert_eq!(d.read_buf().as_ptr(), first, "the buffer moved");
+    }
 
     async fn frames_of(bytes: Vec<u8>, max: usize) -> Vec<Result<Vec<u8>, String>> {
         let mut r = FrameReader::new(&bytes[..], max);
