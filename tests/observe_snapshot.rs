@@ -39,30 +39,31 @@ fn double(x: u32) -> u32 {
 
 multiproc::register!(leaf, parent_of_one, exits_3, double);
 
-/// An actor that holds its mailbox shut while it waits on its gate.
-struct Gated {
-    gate: multiproc::Connection,
-}
+/// An actor that handles nothing more, once told to hold, until its gate opens.
+struct Gated;
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 enum GateMsg {
     Ping,
-    /// Handles nothing more until a byte comes through the gate.
-    Hold,
+    /// Connects to the gate (a Unix socket at this path) and waits for its byte.
+    Hold(std::path::PathBuf),
 }
 
 impl multiproc::Actor for Gated {
-    type Args = Connection;
+    type Args = ();
     type Msg = GateMsg;
     type Reply = ();
 
-    async fn start(gate: Connection) -> Result<Self, multiproc::BoxError> {
-        Ok(Gated { gate: gate.into() })
+    async fn start((): ()) -> Result<Self, multiproc::BoxError> {
+        Ok(Gated)
     }
 
     async fn handle(&mut self, msg: GateMsg) {
-        if let GateMsg::Hold = msg {
-            let _ = self.gate.recv::<u8>().await;
+        use tokio::io::AsyncReadExt;
+        if let GateMsg::Hold(path) = msg
+            && let Ok(mut gate) = tokio::net::UnixStream::connect(path).await
+        {
+            let _ = gate.read_u8().await;
         }
     }
 }
@@ -221,8 +222,11 @@ fn restarts_and_last_exits_show() -> TestResult {
 /// An actor child shows the messages waiting in its mailbox and those it handled,
 /// as they change: read from its link's shared memory, no message to it.
 fn an_actor_shows_its_mailbox_and_what_it_handled() -> TestResult {
-    let (gate_in, mut gate_out) = pipe(true)?;
-    let mut p = Process::actor::<Gated>(gate_in);
+    let gate_path =
+        std::env::temp_dir().join(format!("multiproc-gate-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&gate_path);
+    let gate = std::os::unix::net::UnixListener::bind(&gate_path)?;
+    let mut p = Process::actor::<Gated>(());
     p.start()?;
     let actor = p.actor_ref::<Gated>();
     for _ in 0..10 {
@@ -242,7 +246,7 @@ fn an_actor_shows_its_mailbox_and_what_it_handled() -> TestResult {
         figures(&snap)
     );
     // Held on the eleventh message, with five more behind it.
-    actor.cast(GateMsg::Hold)?;
+    actor.cast(GateMsg::Hold(gate_path.clone()))?;
     for _ in 0..5 {
         actor.cast(GateMsg::Ping)?;
     }
@@ -266,7 +270,8 @@ fn an_actor_shows_its_mailbox_and_what_it_handled() -> TestResult {
         snap.to_string().contains("mailbox=5"),
         "not in the text:\n{snap}"
     );
-    gate_out.send(&1u8)?;
+    let (mut held, _) = gate.accept()?;
+    std::io::Write::write_all(&mut held, &[1])?;
     actor.call(GateMsg::Ping)?;
     let snap = multiproc::blocking::snapshot();
     check!(
@@ -276,6 +281,7 @@ fn an_actor_shows_its_mailbox_and_what_it_handled() -> TestResult {
         figures(&snap)
     );
     p.stop(Duration::from_secs(10))?;
+    let _ = std::fs::remove_file(&gate_path);
     Ok(())
 }
 
