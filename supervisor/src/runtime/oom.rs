@@ -2,11 +2,12 @@
 //! process's memory cgroup (cgroup v2 `memory.events`, v1 `memory.oom_control`),
 //! which children share unless moved, read when a child dies of SIGKILL.
 //!
-//! The count says that the kernel killed some process of the cgroup, not which: a
-//! rise since the last SIGKILLed child is put down to the next one seen, the usual
-//! case of one child over the cgroup's limit. A process of the cgroup that multiproc
-//! did not start, killed by the OOM killer, could be taken for a child that was
-//! SIGKILLed by someone else at the same time.
+//! The count says that the kernel killed some process of the cgroup, not which: each
+//! rise is put down to one SIGKILLed child, the usual case of children over the
+//! cgroup's limit. Two children killed before either is seen are both counted, as each
+//! takes one kill from the count. A process of the cgroup that multiproc did not start,
+//! killed by the OOM killer, could be taken for a child that was SIGKILLed by someone
+//! else later.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -49,7 +50,8 @@ fn read_count() -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
-/// The count when last looked at; `u64::MAX` before the first look.
+/// The kills already put down to a child (or seen before the first child started);
+/// `u64::MAX` before the first look.
 static SEEN: AtomicU64 = AtomicU64::new(u64::MAX);
 
 /// Takes the count as it is before a child could be killed: called when a child is
@@ -62,12 +64,39 @@ pub(crate) fn baseline() {
     }
 }
 
-/// Whether the OOM killer killed a process of this cgroup since the last look: asked
-/// for a child that died of SIGKILL that multiproc did not send.
+/// Whether the OOM killer killed a process of this cgroup that no child has been
+/// given yet: asked for a child that died of SIGKILL that multiproc did not send.
 pub(crate) fn killed_since_last_look() -> bool {
     let Some(now) = read_count() else {
         return false;
     };
-    let before = SEEN.swap(now, Ordering::Relaxed);
-    before != u64::MAX && now > before
+    take_one(&SEEN, now)
+}
+
+/// Takes one kill of `now` not yet in `seen`, if there is one.
+fn take_one(seen: &AtomicU64, now: u64) -> bool {
+    seen.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |given| {
+        (given != u64::MAX && now > given).then_some(given + 1)
+    })
+    .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_kills_seen_in_one_read_go_to_two_children() {
+        let seen = AtomicU64::new(3);
+        assert!(take_one(&seen, 5));
+        assert!(take_one(&seen, 5));
+        assert!(!take_one(&seen, 5));
+        assert_eq!(seen.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn nothing_is_given_before_the_baseline() {
+        let seen = AtomicU64::new(u64::MAX);
+        assert!(!take_one(&seen, 7));
+    }
 }
