@@ -76,7 +76,7 @@ pub(crate) fn killed_since_last_look() -> bool {
 /// Takes one kill of `now` not yet in `seen`, if there is one.
 fn take_one(seen: &AtomicU64, now: u64) -> bool {
     seen.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |given| {
-        (given != u64::MAX && now > given).then_some(given + 1)
+        (given != u64::MAX && now > given).then(|| given + 1)
     })
     .is_ok()
 }
