@@ -19,6 +19,7 @@ pub mod node;
 pub mod observe;
 mod pool;
 mod process;
+mod remote;
 mod runtime;
 mod shared;
 mod supervision;
@@ -119,7 +120,7 @@ pub mod __private {
         /// Makes this process claim `id` as its build id in node sessions, as a
         /// different build of the program would.
         pub fn claim_build_id(id: u64) {
-            crate::node::agent::claim_build_id(id)
+            crate::remote::wire::claim_build_id(id)
         }
 
         /// Kills this process's forkserver; its pid, if one ran.

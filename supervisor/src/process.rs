@@ -9,15 +9,16 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use multiproc_core::{EntryKind, ExitReason, Hello, Identity, Limits, StartMethod, codec};
+use multiproc_core::{
+    EntryKind, ExitReason, Hello, Identity, Limits, NodeError, StartMethod, codec,
+};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::node::Node;
-use crate::node::NodeError;
-use crate::node::remote::{self, RemoteChild};
 use crate::process::actor::{Actor, ActorRef};
 use crate::process::target::Target;
+use crate::remote::client::Node;
+use crate::remote::placed::{self, RemoteChild};
 use crate::runtime;
 use crate::runtime::children::{Child, start_child, wait_exit};
 use crate::runtime::error::Error;
@@ -509,7 +510,7 @@ impl Process {
             args,
         };
         let exported = crate::sync::far::export(objs, node.inner.token);
-        let child = remote::start(node, self.name.clone(), start, self.daemon).await?;
+        let child = placed::start(node, self.name.clone(), start, self.daemon).await?;
         exported.bind(child.pid, child.exit.clone());
         self.state = State::Remote(child);
         Ok(())
