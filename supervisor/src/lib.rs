@@ -50,7 +50,7 @@ pub use runtime::current::{
 pub use runtime::error::{CallError, Error};
 pub use runtime::exit::{EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE};
 pub use runtime::heartbeat::heartbeat;
-pub use runtime::link::sibling::{DirectLink, MAX_DIRECT_LINKS, direct_links};
+pub use runtime::router::direct::{DirectLink, MAX_DIRECT_LINKS, direct_links};
 pub use runtime::spawn::Output;
 pub use runtime::stop::{stop_requested, wait_for_stop};
 pub use shared::{
@@ -178,16 +178,7 @@ pub mod __private {
             crate::sync::__primitive_counts()
         }
 
-        /// What [`damage_uplink`] does to this child's ring to its parent.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-        pub enum RingDamage {
-            /// The ring's tail behind its head.
-            TailBehindHead,
-            /// The ring's tail more than a ring ahead of its head.
-            TailPastRing,
-            /// A record whose length runs past the ring.
-            LengthPastRing,
-        }
+        pub use crate::runtime::link::RingDamage;
 
         /// In a child: damages the ring it writes to its parent as `damage` says and
         /// wakes the parent's reader to look; `false` in the root.
@@ -234,7 +225,7 @@ pub mod __private {
         /// link, as `damage` says, and wakes the sibling's reader to look; `false`
         /// when it has no direct link to `sibling`.
         pub fn damage_direct_link(sibling: &multiproc_core::Identity, damage: RingDamage) -> bool {
-            crate::runtime::link::sibling::damage_for_test(sibling, damage)
+            crate::runtime::router::direct::damage_for_test(sibling, damage)
         }
 
         /// In a child: writes a whole record into the ring to its parent but is
