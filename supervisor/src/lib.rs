@@ -40,7 +40,6 @@ pub use pool::{
     WorkerInfo,
 };
 pub use process::actor::{Actor, ActorRef, BoxError};
-pub use process::target::{Outcome, Target, Task};
 pub use process::{DEFAULT_HANDSHAKE_TIMEOUT, Process, Sentinel};
 pub use runtime::bootstrap::init;
 pub use runtime::children::{ChildInfo, DEFAULT_SHUTDOWN_TIMEOUT, active_children, stop_children};
@@ -53,6 +52,7 @@ pub use runtime::heartbeat::heartbeat;
 pub use runtime::router::direct::{DirectLink, MAX_DIRECT_LINKS, direct_links};
 pub use runtime::spawn::Output;
 pub use runtime::stop::{stop_requested, wait_for_stop};
+pub use runtime::target::{Outcome, Target, Task};
 pub use shared::{
     Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, SharedMemoryError, SharedMemoryRef,
     Value, ValueGuard,
@@ -81,10 +81,10 @@ pub mod __private {
         run_slab, run_task,
     };
     pub use crate::process::actor::run_actor;
-    pub use crate::process::target::run_function;
     pub use crate::runtime::bootstrap::init_for_tests;
     pub use crate::runtime::registry::EntryOutcome;
     pub use crate::runtime::registry::{ENTRIES, Entry, PodTask, TaskFn, no_pod, type_id_of};
+    pub use crate::runtime::target::run_function;
     pub use linkme;
     pub use multiproc_core::EntryKind;
 

@@ -1,10 +1,13 @@
 //! `Process`: one child OS process, created from a registered function or actor; the
-//! actor a child can host ([`actor`]) and the functions it can run ([`target`]).
+//! actor a child can host ([`actor`]), what a process runs (`plan`) and how it starts
+//! (`start`). The functions it can run are typed by `runtime::target`.
 
 pub(crate) mod actor;
 mod plan;
 mod start;
-pub(crate) mod target;
+
+// The pool still names `Target` and `Task` by their old path, under `process`.
+pub(crate) use crate::runtime::target;
 
 use std::ffi::OsString;
 use std::sync::Arc;
@@ -15,7 +18,6 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::process::actor::{Actor, ActorRef};
-use crate::process::target::Target;
 use crate::remote::client::Node;
 use crate::remote::placed::RemoteChild;
 use crate::runtime;
@@ -25,6 +27,7 @@ use crate::runtime::error::Error;
 use crate::runtime::link::Outgoing;
 use crate::runtime::registry::{self, Entry};
 use crate::runtime::spawn::Output;
+use crate::runtime::target::Target;
 use plan::Plan;
 
 /// How long `start` waits for a new child to answer the handshake.
