@@ -12,6 +12,10 @@
 //! - [`connect`] reaches a node by address and returns a [`Node`];
 //!   [`Process::on`](crate::Process::on) places a process there.
 //! - [`NodeError`] is everything that can go wrong, on either side.
+//!
+//! Here is node mode, above the processes it starts; the root's side (connecting, the
+//! `Node` handle, what is placed on a node) is `crate::remote`, below them, and
+//! re-exported here.
 
 mod agent;
 mod config;
@@ -24,6 +28,7 @@ pub use event::{NodeEvent, NodeEvents};
 pub use multiproc_core::{NodeError, Refusal};
 pub use serve::{Serving, serve};
 
+// The pool still names `connected` by this path.
 pub(crate) use crate::remote::client::connected;
 pub use crate::remote::client::{ConnectOptions, Node, connect, connect_tls, connect_with};
 /// The TLS library nodes use (rustls), for [`NodeConfig::tls`] and [`connect_tls`]:
