@@ -26,8 +26,8 @@
 //! wait here is cancel-safe). On the node, an operation in flight when the root is
 //! lost fails with `SyncError::Node(NodeError::NodeDown { .. })`.
 //!
-//! Here: `wire` (what travels), `encode` (a handle's two encodings), `forward` (an
-//! operation's way up from the node) and `export` (the root's side).
+//! Here: `wire` (what travels), `encode` (a handle's two encodings), `forward` (the
+//! handle on a node, and its operations' way up) and `export` (the root's side).
 
 mod encode;
 mod export;

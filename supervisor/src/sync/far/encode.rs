@@ -7,13 +7,8 @@ use std::cell::RefCell;
 use serde::{Deserialize, Serialize};
 
 use super::export::Obj;
+use super::forward::Far;
 use super::wire::FarKey;
-
-/// A handle on a node: its operations travel to the root's gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Far {
-    pub(super) key: FarKey,
-}
 
 /// A handle here, or far.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,10 +1,9 @@
-//! A far operation's way: asked of a far handle on a node, passed up the node's tree
-//! to the node program, relayed from there to the root's gateway, and answered back.
+//! A handle on a node (`Far`), and the way of its operations: up the node's tree to
+//! the node program, relayed from there to the root's gateway, and answered back.
 
 use multiproc_core::{Body, Envelope, Identity, NodeError, RemoteError, codec};
 
-use super::encode::Far;
-use super::wire::{FarCall, FarError, FarOp, FarReply, FarValue};
+use super::wire::{FarCall, FarError, FarKey, FarOp, FarReply, FarValue};
 use crate::runtime::current::me;
 use crate::runtime::router;
 use crate::sync::SyncError;
@@ -24,6 +23,12 @@ pub(crate) struct Relay {
 /// The registered relay; there is one, node mode's.
 #[linkme::distributed_slice]
 pub(crate) static RELAYS: [Relay];
+
+/// A handle on a node: its operations travel to the root's gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Far {
+    pub(super) key: FarKey,
+}
 
 impl Far {
     /// Runs `op` at the root's gateway.
