@@ -1,6 +1,7 @@
 //! Children's `tracing` events in the root's subscriber, as they happened: their own
 //! target, level, fields and spans, inside a `process{name=…}` span, filtered by the
-//! root's `RUST_LOG` (default here: `info,logs::noisy=off`).
+//! root's `RUST_LOG` (default here: `info,logs::noisy=off`). A pool task's events are
+//! also inside the span its caller called `map` in, and a `task{…}` span of its own.
 //!
 //! ```console
 //! cargo run --release --example logs
@@ -43,7 +44,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     p.join()?;
 
     let pool = Pool::new(2)?;
-    let squares = pool.map(square, vec![3, 4])?;
+    // ANCHOR: caller_span
+    let batch = tracing::info_span!("batch", size = 2);
+    let squares = batch.in_scope(|| pool.map(square, vec![3, 4]))?;
+    // ANCHOR_END: caller_span
     pool.close();
     pool.join()?;
     println!("squares: {squares:?}");

@@ -166,6 +166,8 @@ pub use multiproc_supervisor::blocking;
 #[doc(inline)]
 pub use multiproc_supervisor::node;
 
+#[cfg(feature = "metrics")]
+pub use multiproc_supervisor::metrics;
 #[doc(inline)]
 pub use multiproc_supervisor::observe;
 

@@ -65,6 +65,8 @@ pub use packet::{
     Body, BootstrapError, EntryKind, Envelope, ExitReport, Hello, LogField, LogRecord, LogSpan,
     LogValue, PROTOCOL_VERSION, Packet, RemoteError,
 };
+#[cfg(feature = "metrics")]
+pub use packet::{MetricBatch, MetricChange, MetricUpdate};
 pub use pool::{AfterDeath, ItemFailure, Reorder, RetryPolicy, chunks, default_chunksize};
 pub use spec::{
     AutoShutdown, ChildKind, ChildSpec, DEFAULT_WORKER_SHUTDOWN, NodeName, Placement, Restart,

@@ -85,6 +85,10 @@ pub enum Packet {
     /// reads corrupt and drops the link; the calls in flight on it failed for that,
     /// not because this process exited.
     SiblingBroken,
+    /// Child → parent: what a descendant recorded through the `metrics` facade since
+    /// its last batch; the root records it again, labelled with the process.
+    #[cfg(feature = "metrics")]
+    Metrics(Box<MetricBatch>),
 }
 
 /// What the child needs to know to start: decoded from [`Packet::Hello`]'s body.
@@ -261,6 +265,10 @@ pub struct LogRecord {
     pub fields: Vec<LogField>,
     /// The spans the event happened in, outermost first.
     pub spans: Vec<LogSpan>,
+    /// The span of the root's caller whose call or pool task the event happened in
+    /// (the number the root gave it), if the caller was in one.
+    #[serde(default)]
+    pub caller: Option<u64>,
 }
 
 /// A span of a descendant process, as an event there saw it.
@@ -300,6 +308,40 @@ pub enum LogValue {
     Bool(bool),
     /// Anything else, formatted as it was recorded (`Debug`, `Display`, errors).
     Text(String),
+}
+
+/// What one process recorded through the `metrics` facade since its last batch.
+#[cfg(feature = "metrics")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricBatch {
+    /// The name of the process that recorded it.
+    pub process: String,
+    /// One update per metric that changed.
+    pub updates: Vec<MetricUpdate>,
+}
+
+/// A change of one metric.
+#[cfg(feature = "metrics")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricUpdate {
+    /// The metric's name.
+    pub name: String,
+    /// Its labels, as recorded.
+    pub labels: Vec<(String, String)>,
+    /// What changed.
+    pub change: MetricChange,
+}
+
+/// How a metric changed.
+#[cfg(feature = "metrics")]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MetricChange {
+    /// A counter grew by this much.
+    Counter(u64),
+    /// A gauge's value now.
+    Gauge(f64),
+    /// A histogram's samples, in the order recorded.
+    Histogram(Vec<f64>),
 }
 
 /// How a child's entry point ended, sent just before it exits.

@@ -9,9 +9,13 @@
 //! 1      body kind (BodyKind)
 //! 2      n = to's length, 3  m = from's length (levels of the tree, at most 255)
 //! 4..12  corr (u64)
-//! 12..   to (n × u32), from (m × u32), then the payload (for Fail: the codec's
-//!        encoding of the RemoteError)
+//! 12..   [span (u64), when the body kind has SPAN set] to (n × u32), from (m × u32),
+//!        then the payload (for Fail: the codec's encoding of the RemoteError)
 //! ```
+//!
+//! A call may carry its caller's span: a number the root gave the `tracing` span its
+//! caller was in, which the callee's forwarded log records name (see the supervisor's
+//! `runtime/logging`). Most calls carry none, and their envelope has no room for one.
 //!
 //! ```
 //! use multiproc_core::wire::{BodyKind, EnvelopeRef, PathRef};
@@ -23,6 +27,7 @@
 //!     corr: 7,
 //!     kind: BodyKind::Call,
 //!     payload: b"hi",
+//!     span: None,
 //! };
 //! let mut bytes = vec![0; env.encoded_len()];
 //! env.write(&mut bytes);
@@ -41,8 +46,10 @@ pub const ENVELOPE: u8 = 2;
 /// (only before the ring is in use: a child's refusal of its Hello).
 pub const DIRECT: u8 = 0x80;
 
-/// Bytes before an envelope's paths.
+/// Bytes before an envelope's paths (and its span, if it carries one).
 const FIXED: usize = 12;
+/// Set on the body kind's byte when a span follows the correlation number.
+const SPAN: u8 = 0x40;
 
 /// What an envelope carries, as its byte in the layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,12 +193,19 @@ pub struct EnvelopeRef<'a> {
     pub kind: BodyKind,
     /// The payload, still encoded.
     pub payload: &'a [u8],
+    /// The caller's span, as the root numbers it, for a call made in one.
+    pub span: Option<u64>,
 }
 
 impl<'a> EnvelopeRef<'a> {
+    /// Bytes before the paths.
+    fn fixed(&self) -> usize {
+        FIXED + if self.span.is_some() { 8 } else { 0 }
+    }
+
     /// The bytes of its message, the type byte included.
     pub fn encoded_len(&self) -> usize {
-        FIXED + 4 * (self.to.len() + self.from.len()) + self.payload.len()
+        self.fixed() + 4 * (self.to.len() + self.from.len()) + self.payload.len()
     }
 
     /// Writes its message into `out`, which is [`encoded_len`](Self::encoded_len)
@@ -204,11 +218,15 @@ impl<'a> EnvelopeRef<'a> {
         assert_eq!(out.len(), self.encoded_len(), "the message's length");
         let levels = |p: &PathRef<'_>| u8::try_from(p.len()).expect("a tree under 256 levels deep");
         out[0] = ENVELOPE;
-        out[1] = self.kind as u8;
+        out[1] = self.kind as u8 | if self.span.is_some() { SPAN } else { 0 };
         out[2] = levels(&self.to);
         out[3] = levels(&self.from);
         out[4..FIXED].copy_from_slice(&self.corr.to_le_bytes());
         let mut at = FIXED;
+        if let Some(span) = self.span {
+            out[at..at + 8].copy_from_slice(&span.to_le_bytes());
+            at += 8;
+        }
         for n in self.to.iter().chain(self.from.iter()) {
             out[at..at + 4].copy_from_slice(&n.to_le_bytes());
             at += 4;
@@ -235,20 +253,29 @@ impl<'a> EnvelopeRef<'a> {
         if bytes[0] & !DIRECT != ENVELOPE {
             return Err(WireError::Unknown(bytes[0]));
         }
-        let kind = BodyKind::from_byte(bytes[1]).ok_or(WireError::Unknown(bytes[1]))?;
+        let kind = BodyKind::from_byte(bytes[1] & !SPAN).ok_or(WireError::Unknown(bytes[1]))?;
+        let fixed = if bytes[1] & SPAN != 0 {
+            FIXED + 8
+        } else {
+            FIXED
+        };
         let (n, m) = (bytes[2] as usize, bytes[3] as usize);
-        let paths = FIXED + 4 * (n + m);
+        let paths = fixed + 4 * (n + m);
         if bytes.len() < paths {
             return Err(WireError::Truncated(bytes.len()));
         }
-        let mut corr = [0u8; 8];
-        corr.copy_from_slice(&bytes[4..FIXED]);
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
         Ok(EnvelopeRef {
-            to: PathRef::Bytes(&bytes[FIXED..FIXED + 4 * n]),
-            from: PathRef::Bytes(&bytes[FIXED + 4 * n..paths]),
-            corr: u64::from_le_bytes(corr),
+            to: PathRef::Bytes(&bytes[fixed..fixed + 4 * n]),
+            from: PathRef::Bytes(&bytes[fixed + 4 * n..paths]),
+            corr: word(4),
             kind,
             payload: &bytes[paths..],
+            span: (fixed > FIXED).then(|| word(FIXED)),
         })
     }
 
@@ -306,6 +333,7 @@ pub fn write_envelope(env: &Envelope, out: &mut Vec<u8>) -> Result<(), crate::Co
         corr: env.corr,
         kind,
         payload,
+        span: None,
     }
     .write_to(out);
     Ok(())
@@ -342,6 +370,7 @@ mod tests {
             corr: 1,
             kind: BodyKind::Reply,
             payload: b"x",
+            span: None,
         };
         let mut bytes = Vec::new();
         env.write_to(&mut bytes);
@@ -367,6 +396,29 @@ mod tests {
             EnvelopeRef::parse(&fail).unwrap().to_envelope(),
             Err(WireError::BadFail(_))
         ));
+    }
+
+    #[test]
+    fn a_span_rides_with_its_call() {
+        for span in [None, Some(0), Some(u64::MAX)] {
+            let env = EnvelopeRef {
+                to: PathRef::Words(&[1, 2]),
+                from: PathRef::Words(&[3]),
+                corr: 9,
+                kind: BodyKind::Call,
+                payload: b"msg",
+                span,
+            };
+            let mut bytes = Vec::new();
+            env.write_to(&mut bytes);
+            let back = EnvelopeRef::parse(&bytes).unwrap();
+            assert_eq!(
+                (back.span, back.corr, back.kind, back.payload),
+                (span, 9, BodyKind::Call, &b"msg"[..])
+            );
+            assert!(back.to.is(&[1, 2]) && back.from.is(&[3]));
+            assert_eq!(back.encoded_len(), bytes.len());
+        }
     }
 
     fn body() -> impl Strategy<Value = Body> {

@@ -119,6 +119,7 @@ fn packet() -> impl Strategy<Value = Packet> {
                         value: LogValue::Bool(true),
                     }],
                 }],
+                caller: line.map(u64::from),
             }))
         ),
         ".{0,12}".prop_map(|message| Packet::Exiting(ExitReport::Failed { message })),

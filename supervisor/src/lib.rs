@@ -17,6 +17,17 @@ pub mod fuzz;
 mod manager;
 pub mod node;
 pub mod observe;
+
+/// The tree's metrics through the `metrics` facade (feature `metrics`): the names it
+/// records under. Install a recorder in the root; children's metrics reach it with
+/// a `process` label.
+#[cfg(feature = "metrics")]
+pub mod metrics {
+    pub use crate::runtime::metrics::{
+        CALL_DURATION, EXITS, INTENSITY_SHUTDOWNS, LIVE_PROCESSES, MAILBOX_DEPTH, PROCESS_LABEL,
+        RESTARTS, STARTS, TASK_DURATION, TASK_QUEUE_WAIT,
+    };
+}
 mod pool;
 mod process;
 mod remote;

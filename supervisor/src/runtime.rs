@@ -30,8 +30,11 @@ pub(crate) mod heartbeat;
 pub(crate) mod link;
 pub(crate) mod logging;
 pub(crate) mod mailbox;
+#[cfg(feature = "metrics")]
+pub(crate) mod metrics;
 pub(crate) mod oom;
 pub(crate) mod panic;
+mod parked;
 pub(crate) mod registry;
 pub(crate) mod reply;
 pub(crate) mod ring;
@@ -48,3 +51,4 @@ pub(crate) use executor::{
     block_on, cancel_deferred_start, defer_start, ensure, handle, on_spawner, on_spawner_thread,
     on_worker, run, spin, start_deferred,
 };
+pub(crate) use parked::spawn_parked;

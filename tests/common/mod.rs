@@ -80,6 +80,8 @@ pub fn trial(name: &'static str, f: fn() -> TestResult) -> Trial {
 }
 
 static LOGS: Mutex<Vec<ChildEvent>> = Mutex::new(Vec::new());
+/// Notified at each event forwarded from a child.
+static LOGGED: std::sync::Condvar = std::sync::Condvar::new();
 
 /// An event a child forwarded, as the root's subscriber saw it.
 #[derive(Debug, Clone)]
@@ -105,6 +107,25 @@ pub fn child_logs() -> Vec<(String, String)> {
 /// Every event forwarded from a child so far.
 pub fn child_events() -> Vec<ChildEvent> {
     LOGS.lock().unwrap().clone()
+}
+
+/// Waits until `count` events forwarded from children match `matches`, at most
+/// `timeout`; returns those seen (fewer on a timeout).
+pub fn wait_child_events(
+    count: usize,
+    timeout: Duration,
+    matches: impl Fn(&ChildEvent) -> bool,
+) -> Vec<ChildEvent> {
+    let deadline = Instant::now() + timeout;
+    let mut logs = LOGS.lock().unwrap();
+    loop {
+        let seen: Vec<ChildEvent> = logs.iter().filter(|e| matches(e)).cloned().collect();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if seen.len() >= count || left.is_zero() {
+            return seen;
+        }
+        logs = LOGGED.wait_timeout(logs, left).unwrap().0;
+    }
 }
 
 /// Fields as `name=value`, `message` and `process` apart.
@@ -179,6 +200,7 @@ fn install_log_capture(directives: &str) {
                 fields: f.rest,
                 spans,
             });
+            LOGGED.notify_all();
         }
     }
     let subscriber = tracing_subscriber::registry()

@@ -216,6 +216,18 @@ impl FrameDecoder {
         }
     }
 
+    /// Creates a decoder that refuses frames over `max` bytes, with room for
+    /// `capacity` bytes made now: a reader whose first read may come at any time later
+    /// (in a loop that must not allocate) makes its buffer up front. A read asks for
+    /// 16 KiB of room past what is buffered: with twice that, small frames never make
+    /// the buffer grow.
+    pub fn with_capacity(max: usize, capacity: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::with_capacity(capacity),
+            ..FrameDecoder::new(max)
+        }
+    }
+
     /// The maximum frame length.
     pub fn max_frame_len(&self) -> usize {
         self.max

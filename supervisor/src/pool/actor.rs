@@ -26,6 +26,7 @@ use super::shared::{BROKEN, CLOSED, RUNNING, Shared};
 use super::{PoolError, TaskError, WorkerInfo, wire};
 use crate::node::Node;
 use crate::runtime;
+use crate::runtime::logging::carry::Carried;
 
 /// What the pool's handles ask.
 pub(crate) enum Request {
@@ -55,6 +56,13 @@ struct WorkerSlot {
 struct TaskSlot {
     frame: Arc<Vec<u8>>,
     reply: ReplyTo,
+    /// Its hold on its caller's span: let go of once the records its worker stamped
+    /// are replayed.
+    carried: Option<Carried>,
+    /// When the pool was handed it, and whether a worker was sent it yet: its
+    /// queue wait and its duration.
+    #[cfg(feature = "metrics")]
+    submitted: (std::time::Instant, bool),
 }
 
 pub(crate) struct PoolActor {
@@ -256,6 +264,9 @@ impl PoolActor {
                 TaskSlot {
                     frame: t.frame,
                     reply: t.reply,
+                    carried: t.carried,
+                    #[cfg(feature = "metrics")]
+                    submitted: (std::time::Instant::now(), false),
                 },
             );
             self.sched.submit(id, items, now, out);
@@ -376,6 +387,12 @@ impl PoolActor {
             match action {
                 Action::Spawn(w) => self.spawn(w),
                 Action::Dispatch { worker, task } => {
+                    #[cfg(feature = "metrics")]
+                    if let Some((at, sent)) = self.tasks.get_mut(&task).map(|t| &mut t.submitted)
+                        && !std::mem::replace(sent, true)
+                    {
+                        crate::runtime::metrics::task_waited(at.elapsed());
+                    }
                     let frame = self.tasks.get(&task).map(|t| Arc::clone(&t.frame));
                     let to = self.workers.get(&worker).and_then(|s| s.started.as_ref());
                     if let (Some(frame), Some(to)) = (frame, to) {
@@ -399,6 +416,15 @@ impl PoolActor {
                         },
                         Finished::Failed(f) => Err(self.failure(f)),
                     };
+                    #[cfg(feature = "metrics")]
+                    crate::runtime::metrics::task_took(slot.submitted.0.elapsed());
+                    if let Some(carried) = slot.carried {
+                        let stamped = match &outcome {
+                            Ok(done) => wire::split(&done.frame).map_or(0, |(h, _)| h.stamped),
+                            Err(_) => 0,
+                        };
+                        carried.release_after(stamped);
+                    }
                     slot.reply.send(outcome);
                 }
                 Action::Broke(exceeded) => {

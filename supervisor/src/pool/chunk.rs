@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::slab::Plain;
 use super::wire::{self, ItemFailure};
 use super::{PoolError, TaskError};
+use crate::runtime::logging::carry::Carried;
 use crate::runtime::registry::PodTask;
 
 /// A submitted chunk's raw answer: the body of its `DONE` frame, decoded by the caller.
@@ -55,6 +56,8 @@ pub(crate) struct NewTask {
     pub items: u32,
     pub frame: Arc<Vec<u8>>,
     pub reply: ReplyTo,
+    /// Its hold on its caller's span, until its records are replayed.
+    pub carried: Option<Carried>,
 }
 
 /// Cuts items into chunks and encodes each into its `RUN` frame: as one slab of plain
@@ -87,11 +90,13 @@ pub(super) struct Chunker<'a, A, R> {
     count: u32,
     /// Each chunk closed: its task id and item count, in input order.
     closed: Vec<(u64, u32)>,
+    /// The caller's span, which each chunk carries.
+    carried: Option<Carried>,
 }
 
 impl<'a, A: Serialize, R: FnMut(usize, u64) -> ReplyTo> Chunker<'a, A, R> {
     /// `reply(seq, id)` says where the outcome of the `seq`th chunk, task `id`, goes;
-    /// with `slab`, chunks go as slabs.
+    /// with `slab`, chunks go as slabs; each carries `carried`, its caller's span.
     pub(super) fn new(
         entry: &'a str,
         chunksize: usize,
@@ -99,8 +104,9 @@ impl<'a, A: Serialize, R: FnMut(usize, u64) -> ReplyTo> Chunker<'a, A, R> {
         next_task: &'a AtomicU64,
         slab: Option<Plain<A>>,
         reply: R,
+        carried: Option<Carried>,
     ) -> Self {
-        let header_max = wire::start(wire::RUN, u64::MAX, entry, u32::MAX, wire::SLAB).len() - 4;
+        let header_max = wire::start_run(u64::MAX, entry, u32::MAX, wire::SLAB, u64::MAX).len() - 4;
         let room = max_frame_len.saturating_sub(header_max);
         Chunker {
             entry,
@@ -116,6 +122,7 @@ impl<'a, A: Serialize, R: FnMut(usize, u64) -> ReplyTo> Chunker<'a, A, R> {
             plain: Vec::new(),
             count: 0,
             closed: Vec::new(),
+            carried,
         }
     }
 
@@ -201,9 +208,10 @@ impl<'a, A: Serialize, R: FnMut(usize, u64) -> ReplyTo> Chunker<'a, A, R> {
     /// Turns the chunk being filled into a task; returns its frame's length.
     fn close(&mut self, tasks: &mut Vec<NewTask>) -> usize {
         let id = self.next_task.fetch_add(1, Ordering::Relaxed);
+        let span = self.carried.as_ref().map_or(0, Carried::number);
         let frame = match &self.slab {
             Some(plain) => {
-                let mut frame = wire::start(wire::RUN, id, self.entry, self.count, wire::SLAB);
+                let mut frame = wire::start_run(id, self.entry, self.count, wire::SLAB, span);
                 frame.reserve(self.plain.len() * plain.size);
                 plain
                     .encode(&self.plain, &mut frame)
@@ -212,7 +220,7 @@ impl<'a, A: Serialize, R: FnMut(usize, u64) -> ReplyTo> Chunker<'a, A, R> {
                 frame
             }
             None => {
-                let mut frame = wire::start(wire::RUN, id, self.entry, self.count, wire::SERDE);
+                let mut frame = wire::start_run(id, self.entry, self.count, wire::SERDE, span);
                 frame.extend_from_slice(&self.body);
                 self.body.clear();
                 frame
@@ -227,6 +235,7 @@ impl<'a, A: Serialize, R: FnMut(usize, u64) -> ReplyTo> Chunker<'a, A, R> {
             items: self.count,
             frame: Arc::new(frame),
             reply: (self.reply)(seq, id),
+            carried: self.carried.clone(),
         });
         self.count = 0;
         len

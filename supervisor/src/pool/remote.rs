@@ -103,9 +103,11 @@ fn answer(body: &[u8], max: usize) -> Vec<u8> {
     }
     let mut results = Vec::new();
     let mut failures: Vec<(u32, ItemFailure)> = Vec::new();
-    run_chunk(&header, args, &mut results, &mut failures);
+    // A node's worker logs to its node's root, which knows nothing of this root's
+    // spans: its task carries none.
+    let _ = run_chunk(&header, args, None, &mut results, &mut failures);
     let mut head = Vec::new();
-    let with_results = match done_head(&mut head, &header, &failures, &results, max) {
+    let with_results = match done_head(&mut head, &header, &failures, &results, max, 0) {
         Ok(w) => w,
         Err(_) => return Vec::new(),
     };

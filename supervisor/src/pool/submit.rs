@@ -48,6 +48,7 @@ impl Pool {
             &shared.next_task,
             slab,
             reply,
+            crate::runtime::logging::carry::current(),
         );
         let mut tasks = Vec::new();
         let mut batched = 0;
@@ -108,6 +109,7 @@ impl Pool {
             items,
             frame: Arc::new(frame),
             reply: ReplyTo::One(tx),
+            carried: None,
         }])?;
         let outcome = rx.await.map_err(|_| shared.ended_error())?;
         decode_chunk::<F::Output>(outcome, Self::slab::<F, M>(entry))

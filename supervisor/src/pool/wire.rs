@@ -2,7 +2,8 @@
 //! or its socket for what they cannot take: `channel.rs`).
 //!
 //! Every frame is CPython's framing (a 4-byte big-endian length) around a header, a
-//! rmp-serde tuple `(tag, task, entry, items, codec)`, followed by the payload: the
+//! rmp-serde tuple `(tag, task, entry, items, codec, span, stamped)`, followed by the
+//! payload: the
 //! arguments of a `RUN`, or for a `DONE` the list of items that failed and then the
 //! results of the others. The codec says how the arguments and results are encoded:
 //! [`SERDE`], one rmp-serde value after the other (appended, not wrapped, so a chunk of
@@ -53,16 +54,37 @@ pub(crate) struct Header {
     pub items: u32,
     /// [`SERDE`] or [`SLAB`]: how the payload's values are encoded.
     pub codec: u8,
+    /// A `RUN`'s caller's span, as the root numbers it (see `runtime/logging/carry`);
+    /// 0 for none.
+    pub span: u64,
+    /// A `DONE`'s count of the log records the worker stamped with that span while
+    /// it ran the chunk: the root keeps the span until it has replayed them.
+    pub stamped: u64,
 }
 
 pub use multiproc_core::ItemFailure;
 
 /// A frame under construction: room for the length, then the header.
 pub(crate) fn start(tag: u8, task: u64, entry: &str, items: u32, codec: u8) -> Vec<u8> {
-    let mut frame = vec![0u8; 4];
-    let header = (tag, task, entry, items, codec);
-    codec::encode_into(&header, &mut frame).expect("a header always encodes");
+    let mut frame = Vec::new();
+    start_full(&mut frame, (tag, task, entry, items, codec, 0, 0));
     frame
+}
+
+/// As [`start`], for a `RUN` made in its caller's span `span` (0: none).
+pub(crate) fn start_run(task: u64, entry: &str, items: u32, codec: u8, span: u64) -> Vec<u8> {
+    let mut frame = Vec::new();
+    start_full(&mut frame, (RUN, task, entry, items, codec, span, 0));
+    frame
+}
+
+/// The header's fields, in order.
+type Fields<'a> = (u8, u64, &'a str, u32, u8, u64, u64);
+
+fn start_full(frame: &mut Vec<u8>, header: Fields<'_>) {
+    frame.clear();
+    frame.extend_from_slice(&[0; 4]);
+    codec::encode_into(&header, frame).expect("a header always encodes");
 }
 
 /// As [`start`], into `frame`, whose allocation is reused.
@@ -74,10 +96,13 @@ pub(crate) fn start_in(
     items: u32,
     codec: u8,
 ) {
-    frame.clear();
-    frame.extend_from_slice(&[0; 4]);
-    let header = (tag, task, entry, items, codec);
-    codec::encode_into(&header, frame).expect("a header always encodes");
+    start_full(frame, (tag, task, entry, items, codec, 0, 0));
+}
+
+/// As [`start_in`], for a `DONE` whose worker stamped `stamped` log records with its
+/// task's caller's span.
+pub(crate) fn start_done_in(frame: &mut Vec<u8>, task: u64, items: u32, codec: u8, stamped: u64) {
+    start_full(frame, (DONE, task, "", items, codec, 0, stamped));
 }
 
 /// As [`finish_with`], in place.
@@ -134,12 +159,24 @@ mod tests {
         assert_eq!(len, f.len() - 4);
         let (h, mut rest) = split(&f[4..]).unwrap();
         assert_eq!(
-            (h.tag, h.task, h.entry.as_str(), h.items, h.codec),
-            (RUN, 7, "m::square", 2, SERDE)
+            (h.tag, h.task, h.entry.as_str(), h.items, h.codec, h.span),
+            (RUN, 7, "m::square", 2, SERDE, 0)
         );
         assert_eq!(take::<u64>(&mut rest).unwrap(), 3);
         assert_eq!(take::<u64>(&mut rest).unwrap(), 4);
         assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn a_run_carries_its_span_and_a_done_its_stamped_records() {
+        let f = finish(start_run(3, "m::f", 1, SERDE, 42), usize::MAX).unwrap();
+        let (h, _) = split(&f[4..]).unwrap();
+        assert_eq!((h.tag, h.task, h.span, h.stamped), (RUN, 3, 42, 0));
+        let mut d = Vec::new();
+        start_done_in(&mut d, 3, 1, SERDE, 5);
+        let d = finish(d, usize::MAX).unwrap();
+        let (h, _) = split(&d[4..]).unwrap();
+        assert_eq!((h.tag, h.task, h.span, h.stamped), (DONE, 3, 0, 5));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use super::slab::fail_args;
 use super::wire::{self, DONE, EXIT, HEAVY, ItemFailure, READY, RUN, SERDE, SLAB};
 use crate::process::target::Task;
 use crate::runtime;
+use crate::runtime::logging::carry;
 use crate::runtime::panic::{panic_message, quiet_panics, take_panic};
 use crate::runtime::registry::EntryOutcome;
 use crate::runtime::registry::{self, Entry};
@@ -129,7 +130,8 @@ fn serve(port: &mut Port, max: usize, max_rss: Option<u64>) -> Result<(), String
         let (header, args) = wire::split(body)?;
         match header.tag {
             RUN => {
-                run_chunk(&header, args, &mut results, &mut failures);
+                let span = (header.span != 0).then_some(header.span);
+                let stamped = run_chunk(&header, args, span, &mut results, &mut failures);
                 // Before the result: the pool then retires this worker before its
                 // caller can send the next task, which goes to another.
                 if let (Some(limit), Some(heavy)) = (max_rss, &heavy)
@@ -141,7 +143,8 @@ fn serve(port: &mut Port, max: usize, max_rss: Option<u64>) -> Result<(), String
                         return pool_gone(e);
                     }
                 }
-                let with_results = done_head(&mut head, &header, &failures, &results, max)?;
+                let with_results =
+                    done_head(&mut head, &header, &failures, &results, max, stamped)?;
                 let tail: &[u8] = if with_results { &results } else { &[] };
                 // At once, not batched with the next chunk's: a result must not
                 // wait behind a task that turns out to be long (or to hang, and
@@ -165,8 +168,32 @@ fn resident_bytes() -> Option<u64> {
 }
 
 /// Runs one chunk's items by its header's entry and codec, into `results` and
-/// `failures` (cleared first).
+/// `failures` (cleared first), inside a span `task{id, entry, items}` and as the
+/// handling of a task made in its caller's span `span`, if any; returns how many log
+/// records it stamped with that span.
 pub(super) fn run_chunk(
+    header: &wire::Header,
+    args: &[u8],
+    span: Option<u64>,
+    results: &mut Vec<u8>,
+    failures: &mut Vec<(u32, ItemFailure)>,
+) -> u64 {
+    let before = carry::stamped();
+    carry::within(span, || {
+        let task = tracing::info_span!(
+            target: "multiproc::pool",
+            "task",
+            id = header.task,
+            entry = %header.entry,
+            items = header.items
+        );
+        let _in = task.enter();
+        run_items(header, args, results, failures);
+    });
+    carry::stamped() - before
+}
+
+fn run_items(
     header: &wire::Header,
     args: &[u8],
     results: &mut Vec<u8>,
@@ -192,8 +219,9 @@ pub(super) fn done_head(
     failures: &[(u32, ItemFailure)],
     results: &[u8],
     max: usize,
+    stamped: u64,
 ) -> Result<bool, String> {
-    wire::start_in(head, DONE, header.task, "", header.items, header.codec);
+    wire::start_done_in(head, header.task, header.items, header.codec, stamped);
     codec::encode_into(&failures, head).map_err(|e| e.to_string())?;
     let len = match wire::finish_in(head, results.len(), max) {
         Ok(()) => return Ok(true),

@@ -24,6 +24,7 @@ use crate::remote::placed::{self, OnNode};
 use crate::runtime;
 use crate::runtime::current::me;
 use crate::runtime::error::CallError;
+use crate::runtime::logging::carry::{self, Carried};
 use crate::runtime::mailbox::Mail;
 use crate::runtime::registry::EntryOutcome;
 use crate::runtime::{router, stop};
@@ -202,17 +203,23 @@ impl<A: Actor> ActorRef<A> {
     /// spin, it sleeps on the link's futex rather than waiting for the link's reader
     /// task to wake it, one thread wake-up less per call.
     async fn call_with(&self, msg: A::Msg, may_sleep: bool) -> Result<A::Reply, CallError> {
+        #[cfg(feature = "metrics")]
+        let sent = std::time::Instant::now();
         if let Some(on) = &self.on {
             let payload = remote_payload(&msg, on)?;
             drop(msg);
-            return self.remote(on, payload).await;
+            let out = self.remote(on, payload).await;
+            #[cfg(feature = "metrics")]
+            crate::runtime::metrics::call_took(sent.elapsed());
+            return out;
         }
         // Spinning briefly for the reply saves the wake-up of this thread, which costs
         // more than the round trip itself (see `runtime::spin`); reading the link's
         // ring meanwhile saves the wake-up of its reader task. Never on the runtime's
         // own workers: they are what delivers the reply.
         let polls = !runtime::on_worker();
-        let (pending, link) = self.send(&msg, BodyKind::Call, polls)?;
+        // Held until the reply: the records the call caused come up before it.
+        let (pending, link, _carried) = self.send(&msg, BodyKind::Call, polls)?;
         let pending = pending.expect("a call has a reply to wait for");
         let started = std::time::Instant::now();
         let mut answer = None;
@@ -236,6 +243,8 @@ impl<A: Actor> ActorRef<A> {
             None => pending.wait(reply::<A>).await,
         };
         runtime::spin::record(started.elapsed());
+        #[cfg(feature = "metrics")]
+        crate::runtime::metrics::call_took(sent.elapsed());
         out
     }
 
@@ -262,11 +271,18 @@ impl<A: Actor> ActorRef<A> {
             })
             .await;
         }
-        let (pending, _) = self.send(&msg, BodyKind::Call, false)?;
+        #[cfg(feature = "metrics")]
+        let sent = std::time::Instant::now();
+        let (pending, _, carried) = self.send(&msg, BodyKind::Call, false)?;
         let pending = pending.expect("a call has a reply to wait for");
         runtime::run(async move {
+            let _carried = carried;
             match tokio::time::timeout(timeout, pending.wait(reply::<A>)).await {
-                Ok(out) => out,
+                Ok(out) => {
+                    #[cfg(feature = "metrics")]
+                    crate::runtime::metrics::call_took(sent.elapsed());
+                    out
+                }
                 Err(_) => Err(CallError::Timeout(timeout)),
             }
         })
@@ -290,13 +306,21 @@ impl<A: Actor> ActorRef<A> {
     }
 
     /// Encodes `msg` into this thread's buffer and routes it; a call's reply to wait
-    /// for, and the link it went out on.
+    /// for, the link it went out on, and its hold on its caller's span.
+    #[allow(clippy::type_complexity, reason = "three parts, each named where used")]
     fn send(
         &self,
         msg: &A::Msg,
         kind: BodyKind,
         polls: bool,
-    ) -> Result<(Option<router::PendingReply>, Option<router::LinkTx>), CallError> {
+    ) -> Result<
+        (
+            Option<router::PendingReply>,
+            Option<router::LinkTx>,
+            Option<Carried>,
+        ),
+        CallError,
+    > {
         ENCODED.with_borrow_mut(|payload| {
             payload.clear();
             codec::encode_into(msg, payload).map_err(CallError::Encode)?;
@@ -306,12 +330,12 @@ impl<A: Actor> ActorRef<A> {
                 shrink(payload);
                 return Err(CallError::TooLarge { len, max });
             }
-            let (corr, pending) = match kind {
+            let (corr, pending, carried) = match kind {
                 BodyKind::Call => {
                     let corr = router::next_corr();
-                    (corr, Some(router::expect_reply(corr)))
+                    (corr, Some(router::expect_reply(corr)), carry::current())
                 }
-                _ => (0, None),
+                _ => (0, None, None),
             };
             let link = router::route_ref(
                 &EnvelopeRef {
@@ -320,11 +344,12 @@ impl<A: Actor> ActorRef<A> {
                     corr,
                     kind,
                     payload,
+                    span: carried.as_ref().map(Carried::number),
                 },
                 polls,
             );
             shrink(payload);
-            Ok((pending, link))
+            Ok((pending, link, carried))
         })
     }
 }
@@ -361,6 +386,7 @@ pub(crate) fn raw_send(to: &Identity, payload: &[u8], call: bool) -> Option<rout
             corr,
             kind,
             payload,
+            span: None,
         },
         false,
     );
@@ -386,14 +412,17 @@ fn reply<A: Actor>(answer: Result<&[u8], RemoteError>) -> Result<A::Reply, CallE
     }
 }
 
-/// Polls a future inside `catch_unwind`, so a panicking handler fails its one call.
-struct CatchUnwind<F>(F);
+/// Polls a future inside `catch_unwind`, so a panicking handler fails its one call,
+/// as the handling of a call made in its caller's span (if it carries one).
+struct CatchUnwind<F>(F, Option<u64>);
 
 impl<F: Future + Unpin> Future for CatchUnwind<F> {
     type Output = Result<F::Output, Box<dyn Any + Send>>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let span = self.1;
         let fut = &mut self.0;
-        match std::panic::catch_unwind(AssertUnwindSafe(move || Pin::new(fut).poll(cx))) {
+        let poll = || carry::within(span, || Pin::new(fut).poll(cx));
+        match std::panic::catch_unwind(AssertUnwindSafe(poll)) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
             Err(panic) => Poll::Ready(Err(panic)),
@@ -414,6 +443,7 @@ async fn handle_one<A: Actor>(actor: &mut A, mail: &Mail, out: &mut Vec<u8>) -> 
                     corr: mail.corr,
                     kind,
                     payload,
+                    span: None,
                 },
                 false,
             );
@@ -435,7 +465,7 @@ async fn handle_one<A: Actor>(actor: &mut A, mail: &Mail, out: &mut Vec<u8>) -> 
         }
     };
     let handling = std::pin::pin!(actor.handle(msg));
-    match CatchUnwind(handling).await {
+    match CatchUnwind(handling, mail.span).await {
         Ok(r) => {
             out.clear();
             match codec::encode_into(&r, out) {

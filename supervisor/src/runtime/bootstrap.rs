@@ -260,6 +260,8 @@ fn child_main(origin: Origin) -> i32 {
         return EXIT_PARENT_GONE;
     }
     logging::install_forwarder(hello.log_level);
+    #[cfg(feature = "metrics")]
+    runtime::metrics::install_forwarder();
     signals::ignore_sigint();
 
     let outcome = run_entry(entry, hello.args, fds);
@@ -423,6 +425,10 @@ fn report_exit(outcome: EntryOutcome) -> i32 {
         }
     };
     let report = Packet::Exiting(report);
+    // What it recorded goes up before its end, so it is counted by the time its
+    // parent sees it exit.
+    #[cfg(feature = "metrics")]
+    runtime::metrics::flush();
     // Without a runtime this child started no children: nothing to finish.
     if uplink::report_early(&report) {
         return code;

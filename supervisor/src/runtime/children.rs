@@ -160,10 +160,7 @@ pub(crate) async fn start_child(req: spawn::Request, here: bool) -> Result<Arc<C
     let reading = Arc::new(Mutex::new(Reading::new()));
     let last_beat = Arc::clone(&lock(&reading).last_beat);
     let (reaping_tx, reaping_rx) = oneshot::channel();
-    // Started now, with the link's flusher, so that one wake-up of a runtime worker
-    // starts both. A start reading the answer here leaves the link to the task once
-    // it has let go of the ring (see `Link::news`).
-    tokio::spawn(serve(
+    let serving = serve(
         name.clone(),
         Arc::clone(&link),
         killer,
@@ -171,7 +168,15 @@ pub(crate) async fn start_child(req: spawn::Request, here: bool) -> Result<Arc<C
         number,
         reaping_rx,
         here,
-    ));
+    );
+    if here {
+        // A start reading the answer here leaves the link to the task once it has
+        // let go of the ring (see `Link::news`): until then the task only waits, and
+        // a worker woken just to see it wait is a wake-up per start for nothing.
+        drop(runtime::spawn_parked(serving));
+    } else {
+        tokio::spawn(serving);
+    }
     let answer = if here && answer_here(&reading, &link, started + timeout) {
         Ok(lock(&reading).answer.take())
     } else {
@@ -232,6 +237,8 @@ pub(crate) async fn start_child(req: spawn::Request, here: bool) -> Result<Arc<C
     // exits at once could otherwise be unlisted first and listed after, and stay
     // listed, with its pidfd and its link, for as long as this process lives.
     children().push(Arc::clone(&child));
+    #[cfg(feature = "metrics")]
+    crate::runtime::metrics::child_started();
     let _ = reaping_tx.send(Reaping {
         child: Arc::clone(&child),
         waiter,
@@ -287,6 +294,8 @@ impl Reading {
         }
         match packet {
             Packet::Log(record) => crate::runtime::logging::from_child(record),
+            #[cfg(feature = "metrics")]
+            Packet::Metrics(batch) => crate::runtime::metrics::from_child(batch),
             Packet::Exiting(r) => self.report = Some(r),
             Packet::Heartbeat => {
                 *self.last_beat.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -488,6 +497,8 @@ async fn reap(
     router::remove_child(number, &child.identity);
     children().retain(|c| !Arc::ptr_eq(c, &child));
     tracing::debug!(child = %child.name, %reason, "child exited");
+    #[cfg(feature = "metrics")]
+    crate::runtime::metrics::child_exited(&child.name, &reason);
     // Let go of the child (its pidfd, its link) before anyone learns it exited: a
     // joiner that then drops its `Process` frees them at once, not whenever this
     // task gets round to it.

@@ -106,7 +106,7 @@ pub(crate) struct Link {
     /// What the writer found corrupt in the reader's position; the reader ends with it.
     corrupt: Mutex<Option<Corruption>>,
     /// The flusher task, until [`Link::shut`] waits for it.
-    flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    flusher: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     /// Whether the ring may be read: a direct link to a sibling is written at once
     /// but read only once the parent says the sibling's routed messages are in.
     readable: AtomicBool,
@@ -149,7 +149,9 @@ impl Link {
             readable: AtomicBool::new(true),
             received_fds: Mutex::new(VecDeque::new()),
         });
-        let flusher = crate::runtime::handle().spawn(Arc::clone(&link).flush_loop());
+        // Parked: it first waits for a message that does not fit, which most links
+        // never send, and a worker woken to see it wait costs every start a wake-up.
+        let flusher = crate::runtime::spawn_parked(Arc::clone(&link).flush_loop());
         *link.flusher.lock().unwrap_or_else(|e| e.into_inner()) = Some(flusher);
         link
     }

@@ -8,6 +8,7 @@
 //! made for them ([`replay`]), so its own filter (`RUST_LOG`, an `EnvFilter`) judges a
 //! child's event by the child's target and level, as it would its own.
 
+pub(crate) mod carry;
 mod replay;
 
 use std::cell::RefCell;
@@ -204,6 +205,7 @@ impl Subscriber for Forward {
             process: me().name.clone(),
             fields: fields.0,
             spans: self.context(event),
+            caller: carry::stamp(),
         };
         let _ = up.send(Outgoing::Packet(Packet::Log(Box::new(record))));
     }

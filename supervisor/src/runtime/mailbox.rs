@@ -24,6 +24,8 @@ pub(crate) struct Mail {
     pub(crate) corr: u64,
     /// The message, still encoded.
     pub(crate) payload: Vec<u8>,
+    /// The caller's span, for a call made in one.
+    pub(crate) span: Option<u64>,
 }
 
 /// An actor's mailbox.
@@ -57,9 +59,12 @@ impl Mailbox {
             mail.from.clear();
             mail.from.extend(env.from.iter());
             mail.corr = env.corr;
+            mail.span = env.span;
             mail.payload.clear();
             mail.payload.extend_from_slice(env.payload);
             q.mails.push_back(mail);
+            #[cfg(feature = "metrics")]
+            crate::runtime::metrics::mailbox_depth(q.mails.len());
         }
         // A stored permit when the actor is busy: it cannot miss this one.
         self.arrived.notify_one();
@@ -72,6 +77,8 @@ impl Mailbox {
             {
                 let mut q = self.queue();
                 if let Some(mail) = q.mails.pop_front() {
+                    #[cfg(feature = "metrics")]
+                    crate::runtime::metrics::mailbox_depth(q.mails.len());
                     return Some(mail);
                 }
                 if q.closed {

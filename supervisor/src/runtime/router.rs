@@ -510,6 +510,7 @@ fn fail(to: PathRef<'_>, from: &[u32], corr: u64, err: &RemoteError) {
             corr,
             kind: BodyKind::Fail,
             payload: &payload,
+            span: None,
         },
         false,
     );

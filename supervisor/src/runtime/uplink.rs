@@ -100,7 +100,7 @@ pub(crate) fn defer(sock: StdUnixStream, rings: Rings) -> Result<(), (StdUnixStr
     };
     // A fresh ring has room for a Ready: it cannot fail but by a parent's scribbles,
     // which the served link then finds.
-    let _ = write(&sock, &mut tx, &ready);
+    let _ = write(&sock, &mut tx, &ready, Ring::AsAsked);
     // From now on a message in the ring rings the doorbell, which wakes the watcher.
     let asleep = rx.announce_sleep();
     *state = Some(Early {
@@ -117,8 +117,19 @@ pub(crate) fn defer(sock: StdUnixStream, rings: Rings) -> Result<(), (StdUnixStr
     Ok(())
 }
 
-/// Writes `packet` into the ring and wakes the parent's reader as it asked.
-fn write(sock: &StdUnixStream, tx: &mut Tx, packet: &Packet) -> Result<(), ()> {
+/// Whether a write into the ring rings the doorbell when the parent's reader asks.
+#[derive(Clone, Copy, PartialEq)]
+enum Ring {
+    AsAsked,
+    /// Not: this process is about to end, and the end of its socket wakes the
+    /// reader, which reads the ring to its end before it sees the end. A doorbell
+    /// too would cost the parent a second wake-up for the same exit.
+    NotBeforeExit,
+}
+
+/// Writes `packet` into the ring and wakes the parent's reader as it asked (see
+/// [`Ring`]).
+fn write(sock: &StdUnixStream, tx: &mut Tx, packet: &Packet, ring: Ring) -> Result<(), ()> {
     let mut msg = vec![wire::PACKET];
     codec::encode_into(packet, &mut msg).map_err(|_| ())?;
     if msg.len() > tx.max_message() {
@@ -126,6 +137,7 @@ fn write(sock: &StdUnixStream, tx: &mut Tx, packet: &Packet) -> Result<(), ()> {
     }
     match tx.write(&msg).map_err(|_| ())? {
         Wake::No => {}
+        Wake::Doorbell if ring == Ring::NotBeforeExit => {}
         Wake::Doorbell => {
             let _ = rustix::net::send(sock, &[0; 4], SendFlags::NOSIGNAL | SendFlags::DONTWAIT);
         }
@@ -154,7 +166,7 @@ pub(crate) fn report_early(report: &Packet) -> bool {
     let Some(e) = state.as_mut() else {
         return false;
     };
-    if write(&e.sock, &mut e.tx, report).is_err() {
+    if write(&e.sock, &mut e.tx, report, Ring::NotBeforeExit).is_err() {
         drop(state);
         serve_now();
         return false;

@@ -34,18 +34,33 @@ pub(super) struct State {
     pub(super) myself: Option<CellRef<Msg>>,
     pub(super) done: watch::Sender<Option<SupervisorExit>>,
     pub(super) max_children: Option<usize>,
+    /// The `supervisor` label of its metrics.
+    pub(super) name: String,
 }
 
 impl State {
     pub(super) fn emit(&self, event: SupervisorEvent) {
         match &event {
             SupervisorEvent::ChildExited { reason, .. } if !reason.is_normal() => {
-                tracing::warn!(?event, "supervisor")
+                tracing::warn!(supervisor = %self.name, ?event, "supervisor")
             }
             SupervisorEvent::RestartFailed { .. } | SupervisorEvent::IntensityExceeded { .. } => {
-                tracing::error!(?event, "supervisor")
+                tracing::error!(supervisor = %self.name, ?event, "supervisor")
             }
-            _ => tracing::info!(?event, "supervisor"),
+            _ => tracing::info!(supervisor = %self.name, ?event, "supervisor"),
+        }
+        #[cfg(feature = "metrics")]
+        match &event {
+            SupervisorEvent::ChildStarted { id, .. } => {
+                crate::runtime::metrics::supervised_start(&self.name, id, false)
+            }
+            SupervisorEvent::Restarted { id, .. } => {
+                crate::runtime::metrics::supervised_start(&self.name, id, true)
+            }
+            SupervisorEvent::IntensityExceeded { .. } => {
+                crate::runtime::metrics::intensity_shutdown(&self.name)
+            }
+            _ => {}
         }
         self.events.send(event);
     }

@@ -1,5 +1,7 @@
 //! `Supervisor`: the flags and children of a supervisor being set up, and its start.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use multiproc_core::{ChildSpec, RestartWindow, SupervisorFlags};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -12,6 +14,9 @@ use super::{AdminError, Events, SupervisorExit, SupervisorRef};
 use crate::runtime;
 use crate::runtime::error::Error;
 
+/// The number in the next default name.
+static NEXT_NAME: AtomicU64 = AtomicU64::new(1);
+
 /// A supervisor being set up: flags and children, then [`start`](Supervisor::start).
 #[derive(Debug)]
 pub struct Supervisor {
@@ -20,6 +25,7 @@ pub struct Supervisor {
     events: Hub,
     done: watch::Sender<Option<SupervisorExit>>,
     max_children: Option<usize>,
+    name: String,
 }
 
 impl Supervisor {
@@ -32,7 +38,16 @@ impl Supervisor {
             events: Hub::new(done.subscribe()),
             done,
             max_children: None,
+            name: format!("Supervisor-{}", NEXT_NAME.fetch_add(1, Ordering::Relaxed)),
         }
+    }
+
+    /// Names the supervisor (by default `Supervisor-N`, N counting the supervisors
+    /// made in this process): the `supervisor` label of its metrics (feature
+    /// `metrics`).
+    pub fn name(mut self, name: impl Into<String>) -> Supervisor {
+        self.name = name.into();
+        self
     }
 
     /// Refuses `start_child` beyond `max` children (running or restarting).
@@ -106,6 +121,7 @@ impl Supervisor {
             events,
             done,
             max_children,
+            name,
         } = self;
         runtime::run(async move {
             let mut state = State {
@@ -117,6 +133,7 @@ impl Supervisor {
                 myself: None,
                 done,
                 max_children,
+                name,
             };
             for i in 0..state.slots.len() {
                 if let Err(source) = state.start_slot(i, false).await {

@@ -2,6 +2,33 @@
 
 use super::*;
 
+/// Doorbells and small frames, read in pieces that split their headers, never
+/// move a buffer made with room for twice a read.
+#[test]
+fn a_buffer_made_up_front_never_grows_for_small_frames() {
+    let mut d = FrameDecoder::with_capacity(MAX_FRAME_LEN, 2 * READ_CHUNK);
+    let mut stream = Vec::new();
+    for i in 0..10_000u32 {
+        let payload = &i.to_be_bytes()[..(i % 5) as usize];
+        stream.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        stream.extend_from_slice(payload);
+    }
+    let first = d.read_buf().as_ptr();
+    let capacity = d.capacity();
+    let mut frames = 0;
+    for piece in stream.chunks(7) {
+        let buf = d.read_buf();
+        buf[..piece.len()].copy_from_slice(piece);
+        d.commit(piece.len());
+        while d.next_frame().unwrap().is_some() {
+            frames += 1;
+        }
+        assert_eq!(d.capacity(), capacity, "the buffer grew");
+    }
+    assert_eq!(frames, 10_000);
+    assert_eq!(d.read_buf().as_ptr(), first, "the buffer moved");
+}
+
 async fn frames_of(bytes: Vec<u8>, max: usize) -> Vec<Result<Vec<u8>, String>> {
     let mut r = FrameReader::new(&bytes[..], max);
     let mut out = Vec::new();

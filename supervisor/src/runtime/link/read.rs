@@ -38,6 +38,9 @@ const SPIN_MAX_US: u64 = 50;
 /// The least it spins, while messages come often.
 const SPIN_FLOOR_US: u64 = 20;
 
+/// The room a link's socket reader makes up front: twice the 16 KiB a read asks for.
+const READ_BUF: usize = 32 << 10;
+
 /// Where a link's reader hands what it reads: the router, which registers itself at
 /// link time, so that a link, below it, names no router.
 pub(crate) struct Inbox {
@@ -95,7 +98,10 @@ impl ReadState {
     pub(super) fn new(rx: Rx) -> ReadState {
         ReadState {
             rx,
-            decoder: FrameDecoder::new(MAX_FRAME_LEN),
+            // Made now: the socket is first read whenever a doorbell or a large
+            // message first comes, which may be in the middle of calls that must not
+            // allocate (a parent's callers read the ring themselves).
+            decoder: FrameDecoder::with_capacity(MAX_FRAME_LEN, READ_BUF),
             announced: VecDeque::new(),
             msg: Vec::new(),
             eof: false,

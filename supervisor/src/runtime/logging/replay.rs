@@ -29,6 +29,12 @@ const PROCESS: &str = "process";
 
 /// Emits a child's event here, inside its spans and a span for its process.
 pub(super) fn emit(record: &LogRecord) {
+    // The caller's span, if the event happened in a call or task made in one, holds
+    // all the rest; counted as replayed whether or not the filter lets the event on.
+    let _caller = record
+        .caller
+        .and_then(super::carry::replayed)
+        .map(tracing::Span::entered);
     let names: Vec<&str> = record.fields.iter().map(|f| f.name.as_str()).collect();
     let Some(event) = site(Site {
         kind: SiteKind::Event,
@@ -383,6 +389,7 @@ mod tests {
                 value: LogValue::Text("hi".into()),
             }],
             spans: Vec::new(),
+            caller: None,
         }
     }
 
