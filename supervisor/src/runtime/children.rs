@@ -46,6 +46,8 @@ pub(crate) struct Child {
     stop_requested: AtomicBool,
     killed: AtomicBool,
     pub(crate) output: Mutex<Option<Output>>,
+    /// Its actor's mailbox depth and messages handled, as it shows them.
+    figures: crate::runtime::ring::ActorFigures,
 }
 
 /// The children started by this process and not yet reaped.
@@ -148,6 +150,7 @@ pub(crate) async fn start_child(req: spawn::Request, here: bool) -> Result<Arc<C
         pidfd,
         pid,
     } = spawned;
+    let figures = rings.actor_figures();
     // A parent's readers never spin: its callers read their own replies.
     let link = Link::new(stream, rings, Peer::Child(number), false);
     let killer = pidfd
@@ -221,6 +224,7 @@ pub(crate) async fn start_child(req: spawn::Request, here: bool) -> Result<Arc<C
         stop_requested: AtomicBool::new(false),
         killed: AtomicBool::new(false),
         output: Mutex::new(None),
+        figures,
     });
 
     let capture = spawn::capture(&mut waiter);
@@ -497,6 +501,12 @@ async fn reap(
     router::remove_child(number, &child.identity);
     children().retain(|c| !Arc::ptr_eq(c, &child));
     tracing::debug!(child = %child.name, %reason, "child exited");
+    #[cfg(feature = "observer")]
+    runtime::exits::publish(|| runtime::exits::ChildExit {
+        name: child.name.clone(),
+        pid: child.pid,
+        reason: reason.clone(),
+    });
     #[cfg(feature = "metrics")]
     crate::runtime::metrics::child_exited(&child.name, &reason);
     // Let go of the child (its pidfd, its link) before anyone learns it exited: a

@@ -47,6 +47,8 @@ pub(crate) struct Observed {
     pub(crate) kind: EntryKind,
     /// Asked to stop, and not yet gone.
     pub(crate) stopping: bool,
+    /// For an actor: messages waiting in its mailbox, and messages it has handled.
+    pub(crate) actor: Option<(u64, u64)>,
 }
 
 /// The children of this process that are still running, with what a snapshot shows.
@@ -60,6 +62,7 @@ pub(crate) fn observed() -> Vec<Observed> {
             pid: c.pid,
             kind: c.kind,
             stopping: c.stop_requested.load(Ordering::Relaxed),
+            actor: (c.kind == EntryKind::Actor).then(|| c.figures.read()),
         })
         .collect()
 }
