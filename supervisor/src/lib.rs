@@ -30,6 +30,7 @@ pub mod metrics {
 }
 mod pool;
 mod process;
+mod remote;
 mod runtime;
 mod shared;
 mod supervision;
@@ -50,7 +51,6 @@ pub use pool::{
     WorkerInfo,
 };
 pub use process::actor::{Actor, ActorRef, BoxError};
-pub use process::target::{Outcome, Target, Task};
 pub use process::{DEFAULT_HANDSHAKE_TIMEOUT, Process, Sentinel};
 pub use runtime::bootstrap::init;
 pub use runtime::children::{ChildInfo, DEFAULT_SHUTDOWN_TIMEOUT, active_children, stop_children};
@@ -60,9 +60,10 @@ pub use runtime::current::{
 pub use runtime::error::{CallError, Error};
 pub use runtime::exit::{EXIT_BOOTSTRAP_FAILED, EXIT_INIT_NOT_CALLED, EXIT_PARENT_GONE};
 pub use runtime::heartbeat::heartbeat;
-pub use runtime::link::sibling::{DirectLink, MAX_DIRECT_LINKS, direct_links};
+pub use runtime::router::direct::{DirectLink, MAX_DIRECT_LINKS, direct_links};
 pub use runtime::spawn::Output;
 pub use runtime::stop::{stop_requested, wait_for_stop};
+pub use runtime::target::{Outcome, Target, Task};
 pub use shared::{
     Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, SharedMemoryError, SharedMemoryRef,
     Value, ValueGuard,
@@ -91,10 +92,10 @@ pub mod __private {
         run_slab, run_task,
     };
     pub use crate::process::actor::run_actor;
-    pub use crate::process::target::run_function;
     pub use crate::runtime::bootstrap::init_for_tests;
     pub use crate::runtime::registry::EntryOutcome;
     pub use crate::runtime::registry::{ENTRIES, Entry, PodTask, TaskFn, no_pod, type_id_of};
+    pub use crate::runtime::target::run_function;
     pub use linkme;
     pub use multiproc_core::EntryKind;
 
@@ -130,7 +131,7 @@ pub mod __private {
         /// Makes this process claim `id` as its build id in node sessions, as a
         /// different build of the program would.
         pub fn claim_build_id(id: u64) {
-            crate::node::agent::claim_build_id(id)
+            crate::remote::wire::claim_build_id(id)
         }
 
         /// Kills this process's forkserver; its pid, if one ran.
@@ -188,16 +189,7 @@ pub mod __private {
             crate::sync::__primitive_counts()
         }
 
-        /// What [`damage_uplink`] does to this child's ring to its parent.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-        pub enum RingDamage {
-            /// The ring's tail behind its head.
-            TailBehindHead,
-            /// The ring's tail more than a ring ahead of its head.
-            TailPastRing,
-            /// A record whose length runs past the ring.
-            LengthPastRing,
-        }
+        pub use crate::runtime::link::RingDamage;
 
         /// In a child: damages the ring it writes to its parent as `damage` says and
         /// wakes the parent's reader to look; `false` in the root.
@@ -244,7 +236,7 @@ pub mod __private {
         /// link, as `damage` says, and wakes the sibling's reader to look; `false`
         /// when it has no direct link to `sibling`.
         pub fn damage_direct_link(sibling: &multiproc_core::Identity, damage: RingDamage) -> bool {
-            crate::runtime::link::sibling::damage_for_test(sibling, damage)
+            crate::runtime::router::direct::damage_for_test(sibling, damage)
         }
 
         /// In a child: writes a whole record into the ring to its parent but is

@@ -12,21 +12,25 @@
 //! - [`connect`] reaches a node by address and returns a [`Node`];
 //!   [`Process::on`](crate::Process::on) places a process there.
 //! - [`NodeError`] is everything that can go wrong, on either side.
+//!
+//! Here is node mode, above the processes it starts; the root's side (connecting, the
+//! `Node` handle, what is placed on a node) is `crate::remote`, below them, and
+//! re-exported here.
 
-pub(crate) mod agent;
-mod client;
+mod agent;
 mod config;
-mod engine;
-pub(crate) mod relay;
-pub(crate) mod remote;
+mod event;
+mod relay;
 mod serve;
-mod wire;
 
-pub(crate) use client::connected;
-pub use client::{ConnectOptions, Node, connect, connect_tls, connect_with};
 pub use config::{DEFAULT_GRACE, NodeConfig};
+pub use event::{NodeEvent, NodeEvents};
 pub use multiproc_core::{NodeError, Refusal};
-pub use serve::{NodeEvent, NodeEvents, Serving, serve};
+pub use serve::{Serving, serve};
+
+// The pool still names `connected` by this path.
+pub(crate) use crate::remote::client::connected;
+pub use crate::remote::client::{ConnectOptions, Node, connect, connect_tls, connect_with};
 /// The TLS library nodes use (rustls), for [`NodeConfig::tls`] and [`connect_tls`]:
 /// its `ServerConfig` and `ClientConfig`, certificates and keys.
 pub use tokio_rustls::rustls;
@@ -70,7 +74,7 @@ fn serve_until_stopped(listen: &str) -> Result<(), NodeError> {
     let cookie = std::env::var(ENV_NODE_COOKIE).map_err(|_| NodeError::Config {
         message: format!("{ENV_NODE_COOKIE} must be set with {ENV_NODE_LISTEN}"),
     })?;
-    let name = std::env::var(ENV_NODE_NAME).unwrap_or_else(|_| engine::hostname());
+    let name = std::env::var(ENV_NODE_NAME).unwrap_or_else(|_| crate::remote::engine::hostname());
     // SIGTERM and SIGINT end the node as they end a root's tree.
     crate::runtime::signals::install_root_handlers();
     let serving = crate::runtime::block_on(serve(NodeConfig::new(name, addr, cookie)))?;
@@ -83,46 +87,4 @@ fn serve_until_stopped(listen: &str) -> Result<(), NodeError> {
     crate::runtime::block_on(crate::runtime::stop::wait_for_stop());
     crate::runtime::block_on(serving.shutdown());
     Ok(())
-}
-
-/// Where a supervised child with `placement` starts: its node at the first start;
-/// at a restart, by its restart placement (`last` is where it ran).
-pub(crate) fn place(
-    placement: &multiproc_core::Placement,
-    last: Option<&str>,
-    restart: bool,
-) -> Result<Node, NodeError> {
-    use multiproc_core::RestartPlacement;
-    let up = |name: &str| client::connected(name).filter(Node::is_up);
-    let down = |name: &str| NodeError::NodeDown {
-        node: name.to_string(),
-        why: match client::connected(name) {
-            Some(node) => node
-                .down_error()
-                .map_or_else(String::new, |e| e.to_string()),
-            None => "not connected from this process".to_string(),
-        },
-    };
-    if !restart || placement.restart == RestartPlacement::SameNode {
-        return up(&placement.node).ok_or_else(|| down(&placement.node));
-    }
-    let last = last.unwrap_or(&placement.node);
-    up(last)
-        .or_else(|| client::live_nodes().into_iter().next())
-        .ok_or_else(|| NodeError::NodeDown {
-            node: last.to_string(),
-            why: "no live node to restart on".to_string(),
-        })
-}
-
-impl multiproc_core::NodeName for &Node {
-    fn node_name(&self) -> String {
-        self.name().to_string()
-    }
-}
-
-/// The build id a node announces and a root presents: the executable and its set of
-/// registered entries, so both sides run the same entries under the same names.
-pub(crate) fn build_id() -> u64 {
-    agent::claimed_build_id().unwrap_or_else(crate::runtime::registry::build_id)
 }

@@ -1,30 +1,34 @@
 //! `Process`: one child OS process, created from a registered function or actor; the
-//! actor a child can host ([`actor`]) and the functions it can run ([`target`]).
+//! actor a child can host ([`actor`]), what a process runs (`plan`) and how it starts
+//! (`start`). The functions it can run are typed by `runtime::target`.
 
 pub(crate) mod actor;
-pub(crate) mod target;
+mod plan;
+mod start;
+
+// The pool still names `Target` and `Task` by their old path, under `process`.
+pub(crate) use crate::runtime::target;
 
 use std::ffi::OsString;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use multiproc_core::{EntryKind, ExitReason, Hello, Identity, Limits, StartMethod, codec};
+use multiproc_core::{EntryKind, ExitReason, Identity, Limits, StartMethod};
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::node::Node;
-use crate::node::NodeError;
-use crate::node::remote::{self, RemoteChild};
 use crate::process::actor::{Actor, ActorRef};
-use crate::process::target::Target;
+use crate::remote::client::Node;
+use crate::remote::placed::RemoteChild;
 use crate::runtime;
-use crate::runtime::children::{Child, start_child, wait_exit};
+use crate::runtime::children::{Child, wait_exit};
+use crate::runtime::current;
 use crate::runtime::error::Error;
 use crate::runtime::link::Outgoing;
 use crate::runtime::registry::{self, Entry};
 use crate::runtime::spawn::Output;
-use crate::runtime::{bootstrap, current, spawn};
+use crate::runtime::target::Target;
+use plan::Plan;
 
 /// How long `start` waits for a new child to answer the handshake.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,29 +62,6 @@ pub struct Process {
     /// The node to start on; `None` for this host.
     node: Option<Node>,
     state: State,
-}
-
-#[derive(Debug)]
-struct Plan {
-    entry: &'static Entry,
-    args: Vec<u8>,
-    fds: Vec<OwnedFd>,
-    /// The arguments hold a handle to a one-machine object.
-    one_machine: bool,
-    /// The arguments encoded for a node, when they hold handles that work there
-    /// through the gateway (`sync::far`).
-    far: Option<FarPlan>,
-}
-
-#[derive(Debug)]
-struct FarPlan {
-    args: Vec<u8>,
-    /// The handles to export, in the order the far encoding met them.
-    objs: Vec<(crate::sync::far::FarKey, crate::sync::far::Obj)>,
-    /// The far encoding still holds a handle to a one-machine object.
-    one_machine: bool,
-    /// Which, as far as the arguments' type tells.
-    named: String,
 }
 
 #[derive(Debug)]
@@ -120,58 +101,11 @@ impl Process {
 
     /// A process that runs what a supervisor's child spec names.
     pub(crate) fn from_start(start: &multiproc_core::StartSpec) -> Process {
-        Process::build(|_| {
-            registry::by_name(&start.entry)
-                .filter(|e| e.kind == start.kind)
-                .map(|entry| Plan {
-                    entry,
-                    args: start.args.clone(),
-                    fds: Vec::new(),
-                    one_machine: false,
-                    far: None,
-                })
-                .ok_or_else(|| Error::UnknownEntry(start.entry.clone()))
-        })
+        Process::build(|_| Plan::of_start(start))
     }
 
     fn with_plan<T: Serialize>(entry: Result<&'static Entry, Error>, args: &T) -> Process {
-        Process::build(|name| {
-            let entry = entry?;
-            let (((encoded, fds), one_machine), farable) = crate::sync::far::farable_in(|| {
-                crate::sync::handles_in(|| multiproc_transport::collect_fds(|| codec::encode(args)))
-            });
-            // Handles that work from a node are encoded for one as well: which
-            // encoding goes is known at `start`, after `on`.
-            let far = farable
-                .then(|| {
-                    let (((far_args, _fds), one_machine), objs) =
-                        crate::sync::far::encode_far(|| {
-                            crate::sync::handles_in(|| {
-                                multiproc_transport::collect_fds(|| codec::encode(args))
-                            })
-                        });
-                    far_args.ok().map(|args| FarPlan {
-                        args,
-                        objs,
-                        one_machine,
-                        named: crate::sync::far::one_machine_types(std::any::type_name::<T>()),
-                    })
-                })
-                .flatten();
-            match encoded {
-                Ok(args) => Ok(Plan {
-                    entry,
-                    args,
-                    fds,
-                    one_machine,
-                    far,
-                }),
-                Err(source) => Err(Error::Args {
-                    name: name.to_string(),
-                    source,
-                }),
-            }
-        })
+        Process::build(|name| Plan::encode(entry?, args, name))
     }
 
     /// Takes the next number of this process's counter (whatever happens next, as
@@ -368,153 +302,6 @@ impl Process {
         }
     }
 
-    /// Starts the child and waits until it has answered the handshake: for an actor,
-    /// until its `start` has succeeded.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::AlreadyStarted`], [`Error::Closed`], [`Error::Unregistered`] (with the
-    /// macro to add), [`Error::InitNotCalled`] (the child's `main`, or the
-    /// forkserver's, skipped `init()`), [`Error::Bootstrap`] (version or build mismatch),
-    /// [`Error::NoHandshake`] / [`Error::HandshakeTimeout`] (the child never reached
-    /// `init()`), [`Error::DaemonWithChildren`], [`Error::Exhausted`] when the system
-    /// has no room for the process, its socket or a thread (the error names the limit:
-    /// a cgroup's `pids.max`, `RLIMIT_NOFILE`, …), [`Error::Os`].
-    pub async fn start(&mut self) -> Result<(), Error> {
-        self.start_with(Place::Task).await
-    }
-
-    /// As [`start`](Self::start), run where it is polled: for a caller that polls it
-    /// to its end, as the blocking API does. Spawned as a task, the start costs a
-    /// wake-up of a runtime worker and one back, a tenth of a forkserver start.
-    pub(crate) async fn start_in_place(&mut self) -> Result<(), Error> {
-        self.start_with(Place::Here).await
-    }
-
-    async fn start_with(&mut self, place: Place) -> Result<(), Error> {
-        match self.state {
-            State::Created => {}
-            State::Started(_) | State::Remote(_) => {
-                return Err(Error::AlreadyStarted(self.name.clone()));
-            }
-            State::Closed => return Err(Error::Closed(self.name.clone())),
-        }
-        let Some(plan) = self.plan.take() else {
-            return Err(Error::AlreadyStarted(self.name.clone()));
-        };
-        if let Some(node) = self.node.clone() {
-            return self.start_on(&node, plan?).await;
-        }
-        bootstrap::check_init();
-        if current::me().daemon {
-            return Err(Error::DaemonWithChildren);
-        }
-        let plan = plan?;
-        // Room for the rest of the Hello (names, identities) around the arguments.
-        const HELLO_OVERHEAD: usize = 4096;
-        let max = multiproc_transport::MAX_FRAME_LEN - HELLO_OVERHEAD;
-        if plan.args.len() > max {
-            return Err(Error::ArgsTooLarge {
-                name: self.name.clone(),
-                len: plan.args.len(),
-                max,
-            });
-        }
-        let me = current::me();
-        let hello = Hello {
-            identity: self.identity.clone(),
-            name: self.name.clone(),
-            parent_name: me.name.clone(),
-            parent_identity: me.identity.clone(),
-            daemon: self.daemon,
-            kind: plan.entry.kind,
-            entry: plan.entry.name.to_string(),
-            args: plan.args,
-            fds: plan.fds.len() as u32,
-            log_level: crate::runtime::logging::forward_level(),
-            limits: self.limits,
-            heartbeat: self.heartbeat,
-            // The spawn makes the link's rings.
-            rings: None,
-        };
-        let request = spawn::Request {
-            name: self.name.clone(),
-            hello,
-            fds: plan.fds,
-            env: std::mem::take(&mut self.env),
-            capture: self.capture,
-            handshake_timeout: self.handshake_timeout,
-            daemon: self.daemon,
-            versions: self.versions,
-            supervised: self.supervised,
-            method: self.method,
-        };
-        runtime::ensure()?;
-        // Polled where it runs, the start has this thread to itself: it reads the
-        // child's answer itself (see `start_child`).
-        let here = place == Place::Here;
-        let started = async move {
-            let child = start_child(request, here).await?;
-            // Once a child exists, the root stops its tree on a signal and this process
-            // finishes its children at exit; in the same task, so a dropped `start` does
-            // not leave a child without them.
-            crate::runtime::signals::install_root_handlers();
-            crate::runtime::children::register_exit_handler();
-            Ok::<_, Error>(child)
-        };
-        let child = match place {
-            Place::Here => started.await?,
-            Place::Task => runtime::run(started).await?,
-        };
-        self.state = State::Started(child);
-        Ok(())
-    }
-
-    async fn start_on(&mut self, node: &Node, plan: Plan) -> Result<(), Error> {
-        if !plan.fds.is_empty() {
-            return Err(NodeError::NotAcrossNodes {
-                what: format!("a Connection or fd among the arguments of {}", self.name),
-                node: node.name().to_string(),
-            }
-            .into());
-        }
-        let (args, objs, one_machine, named) = match plan.far {
-            Some(far) => {
-                // The handles' local encoding lent one credit each to their hosts
-                // (see `sync::refs`); those bytes never leave, so take them back.
-                crate::sync::far::reclaim(&far.objs);
-                (far.args, far.objs, far.one_machine, far.named)
-            }
-            None => (plan.args, Vec::new(), plan.one_machine, String::new()),
-        };
-        if one_machine {
-            let what = if named.is_empty() {
-                "a Value, Array, SharedMemory, RLock, Semaphore, Condition or Barrier".into()
-            } else {
-                named
-            };
-            return Err(NodeError::NotAcrossNodes {
-                what: format!(
-                    "{what} handle among the arguments of {} (a Queue, Lock or Event would \
-                     work)",
-                    self.name
-                ),
-                node: node.name().to_string(),
-            }
-            .into());
-        }
-        let start = multiproc_core::StartSpec {
-            kind: plan.entry.kind,
-            entry: plan.entry.name.to_string(),
-            args,
-        };
-        let exported = crate::sync::far::export(objs, node.inner.token);
-        let child = remote::start(node, self.name.clone(), start, self.daemon).await?;
-        exported.bind(child.pid, child.exit.clone());
-        self.state = State::Remote(child);
-        Ok(())
-    }
-
     /// Waits for the process to exit and returns why it did.
     ///
     /// For a process on another node: its exit there, or `ExitReason::NodeDown` when
@@ -666,13 +453,4 @@ impl Sentinel {
     pub fn is_ready(&self) -> bool {
         self.exit.borrow().is_some()
     }
-}
-
-/// Where a start runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Place {
-    /// In a task of its own, which a dropped caller cannot cut short.
-    Task,
-    /// Where it is polled, by a caller that polls it to its end.
-    Here,
 }

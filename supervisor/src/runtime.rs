@@ -4,7 +4,8 @@
 //!
 //! - [`bootstrap`]: `init()`, and a child's life from its handshake to its exit;
 //!   [`spawn`] and [`forkserver`], the start methods; [`registry`], the entry points a
-//!   child can run by name.
+//!   child can run by name, and [`target`], the typed faces of the functions among
+//!   them.
 //! - [`error`]: what can go wrong starting, stopping or calling a process.
 //! - [`current`]: who this process is; [`signals`] and [`stop`]: how it is asked to end.
 //! - [`link`] and [`router`]: the control links to the parent and children, and the
@@ -44,6 +45,7 @@ pub(crate) mod shm;
 pub(crate) mod signals;
 pub(crate) mod spawn;
 pub(crate) mod stop;
+pub(crate) mod target;
 pub(crate) mod title;
 pub(crate) mod uplink;
 

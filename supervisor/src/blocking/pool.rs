@@ -5,8 +5,8 @@ use std::time::Duration;
 use multiproc_core::{RestartIntensity, RetryPolicy, StartMethod};
 
 use crate::pool::{PoolError, TaskError, WorkerInfo};
-use crate::process::target::{Target, Task};
 use crate::runtime::block_on;
+use crate::runtime::target::{Target, Task};
 
 face!(
     /// A pool of worker processes, with blocking methods; see [`crate::Pool`].
@@ -174,7 +174,7 @@ impl Pool {
             &self,
             f: F,
             items: impl IntoIterator<Item = F::Args>,
-            on_progress: impl FnMut(crate::Progress) + Send + 'static
+            on_progress: impl FnMut(crate::pool::Progress) + Send + 'static
         ) -> Result<Vec<F::Output>, PoolError> => block;
         /// Python's `starmap_async`.
         pub fn starmap_async[F: Task<M>, M](
@@ -279,12 +279,15 @@ impl<R: Send + 'static> AsyncResult<R> {
 impl<R: Send + 'static> Imap<R> {
     /// Calls `on_progress` each time a chunk's results come back; see
     /// [`crate::Imap::with_progress`].
-    pub fn with_progress(self, on_progress: impl FnMut(crate::Progress) + Send + 'static) -> Self {
+    pub fn with_progress(
+        self,
+        on_progress: impl FnMut(crate::pool::Progress) + Send + 'static,
+    ) -> Self {
         Imap(self.0.with_progress(on_progress))
     }
 
     /// How far the results have come; see [`crate::Imap::progress`].
-    pub fn progress(&self) -> crate::Progress {
+    pub fn progress(&self) -> crate::pool::Progress {
         self.0.progress()
     }
 

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use multiproc_core::{ExitReason, Identity, Limits, StartMethod};
 
-use crate::node::Node;
 use crate::process::actor::Actor;
-use crate::process::target::Target;
+use crate::remote::client::Node;
 use crate::runtime::block_on;
 use crate::runtime::error::{CallError, Error};
 use crate::runtime::spawn::Output;
+use crate::runtime::target::Target;
 
 face!(
     /// A child process, with blocking methods; see [`crate::Process`].

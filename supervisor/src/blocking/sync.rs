@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use crate::process::target::Target;
 use crate::runtime::block_on;
 use crate::runtime::error::Error;
+use crate::runtime::target::Target;
 use crate::sync::{Guard, SyncError};
 
 /// The face of a lock or semaphore in shared memory: acquire and release work on the

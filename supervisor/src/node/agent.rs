@@ -12,24 +12,13 @@ use ractor::{ActorProcessingErr, ActorRef};
 use ractor_cluster::NodeId;
 use tokio::sync::broadcast;
 
-use super::engine::{Engine, SessionEvent};
-use super::serve::NodeEvent;
-use super::wire::{AGENT_GROUP, AGENT_SCOPE, AgentMsg, NODE_PROTOCOL, Reply, Request};
+use super::event::NodeEvent;
 use crate::process::Process;
+use crate::remote::engine::{Engine, SessionEvent};
+use crate::remote::wire::{
+    self, AGENT_GROUP, AGENT_SCOPE, AgentMsg, NODE_PROTOCOL, Reply, Request,
+};
 use multiproc_core::Refusal;
-
-static CLAIMED_BUILD: Mutex<Option<u64>> = Mutex::new(None);
-
-/// The build id this process claims instead of its own, if a test set one.
-pub(crate) fn claimed_build_id() -> Option<u64> {
-    *CLAIMED_BUILD.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Makes this process claim `id` as its build id in node sessions (tests of the
-/// build check).
-pub(crate) fn claim_build_id(id: u64) {
-    *CLAIMED_BUILD.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
-}
 
 /// What the agent shares with the tasks that answer its requests.
 pub(crate) struct Shared {
@@ -238,9 +227,9 @@ impl Shared {
                 node: NODE_PROTOCOL,
                 root: protocol,
             })
-        } else if build_id != super::build_id() {
+        } else if build_id != wire::build_id() {
             Some(Refusal::Build {
-                node: super::build_id(),
+                node: wire::build_id(),
                 root: build_id,
             })
         } else {
@@ -408,6 +397,12 @@ impl Shared {
         for token in tokens {
             self.release(token).await;
         }
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("name", &self.name).finish()
     }
 }
 

@@ -20,6 +20,7 @@ use multiproc_transport::MAX_FRAME_LEN;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::remote::placed::{self, OnNode};
 use crate::runtime;
 use crate::runtime::current::me;
 use crate::runtime::error::CallError;
@@ -107,14 +108,6 @@ impl<A> Clone for ActorRef<A> {
     }
 }
 
-/// An actor's place on another node: the node's name and the agent's number for
-/// the process there. A call goes through this process's session with that node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct OnNode {
-    pub(crate) node: String,
-    pub(crate) id: u64,
-}
-
 impl<A> PartialEq for ActorRef<A> {
     fn eq(&self, other: &Self) -> bool {
         self.addr == other.addr && self.on == other.on
@@ -170,7 +163,7 @@ impl<A: Actor> ActorRef<A> {
     /// A call to the actor on another node; the message is encoded before anything
     /// waits, so no reference to it is held across the wait.
     async fn remote(&self, on: &OnNode, payload: Vec<u8>) -> Result<A::Reply, CallError> {
-        let bytes = crate::node::remote::actor_call(&self.addr, on, payload).await?;
+        let bytes = placed::actor_call(&self.addr, on, payload).await?;
         codec::decode(&bytes).map_err(CallError::Decode)
     }
 
@@ -307,7 +300,7 @@ impl<A: Actor> ActorRef<A> {
             // As a local cast: sent now, in order with the calls that follow, not
             // confirmed.
             let payload = remote_payload(&msg, on)?;
-            return crate::node::remote::actor_cast(on, payload);
+            return placed::actor_cast(on, payload);
         }
         self.send(&msg, BodyKind::Cast, false).map(|_| ())
     }
@@ -366,7 +359,7 @@ impl<A: Actor> ActorRef<A> {
 fn remote_payload<M: Serialize>(msg: &M, on: &OnNode) -> Result<Vec<u8>, CallError> {
     let (payload, handles) = crate::sync::handles_in(|| codec::encode(msg));
     if handles {
-        return Err(crate::node::NodeError::NotAcrossNodes {
+        return Err(multiproc_core::NodeError::NotAcrossNodes {
             what: "a Queue, Lock, Event, Value, Array or SharedMemory handle in a message"
                 .to_string(),
             node: on.node.clone(),

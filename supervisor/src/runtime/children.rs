@@ -1,11 +1,11 @@
 //! The children of this process: starting one (spawn, handshake, the tasks that
-//! serve its link and reap it), the table of those alive, and what becomes of them
-//! when this process exits.
+//! serve its link and reap it, the heartbeat watchdog) and the table of those alive;
+//! what the table shows (`children/info.rs`) and what becomes of them when this
+//! process exits (`children/finish.rs`).
 
 use std::os::fd::{AsFd, OwnedFd};
-use std::panic::catch_unwind;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use multiproc_core::{EntryKind, ExitReason, ExitReport, Identity, Limits, Packet, WaitStatus};
@@ -17,8 +17,13 @@ use crate::runtime::router::{self, LinkTx};
 use crate::runtime::spawn::{self, Output};
 use crate::runtime::{self, exit};
 
-/// How long a child asked to stop gets before it is killed, when stopping a tree.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+mod finish;
+mod info;
+
+pub use finish::{DEFAULT_SHUTDOWN_TIMEOUT, stop_children};
+pub(crate) use finish::{finish_children, is_exiting, register_exit_handler};
+pub(crate) use info::observed;
+pub use info::{ChildInfo, active_children};
 
 /// What the parent keeps about a started child; shared with the tasks serving it.
 #[derive(Debug)]
@@ -511,129 +516,6 @@ async fn reap(
     let _ = exit_tx.send(Some(reason));
 }
 
-/// A live child of this process, as listed by [`active_children`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChildInfo {
-    /// Its name.
-    pub name: String,
-    /// Its identity.
-    pub identity: Identity,
-    /// Its OS process id.
-    pub pid: u32,
-    /// Whether it is a daemon.
-    pub daemon: bool,
-}
-
-/// The children of this process that are still running.
-///
-/// ```
-/// assert!(multiproc_supervisor::active_children().is_empty());
-/// ```
-pub fn active_children() -> Vec<ChildInfo> {
-    children()
-        .iter()
-        .filter(|c| !c.has_exited())
-        .map(|c| ChildInfo {
-            name: c.name.clone(),
-            identity: c.identity.clone(),
-            pid: c.pid,
-            daemon: c.daemon,
-        })
-        .collect()
-}
-
-/// A live child as a snapshot of the tree sees it.
-#[derive(Debug, Clone)]
-pub(crate) struct Observed {
-    pub(crate) name: String,
-    pub(crate) identity: Identity,
-    pub(crate) pid: u32,
-    pub(crate) kind: EntryKind,
-    /// Asked to stop, and not yet gone.
-    pub(crate) stopping: bool,
-    /// For an actor: messages waiting in its mailbox, and messages it has handled.
-    pub(crate) actor: Option<(u64, u64)>,
-}
-
-/// The children of this process that are still running, with what a snapshot shows.
-pub(crate) fn observed() -> Vec<Observed> {
-    children()
-        .iter()
-        .filter(|c| !c.has_exited())
-        .map(|c| Observed {
-            name: c.name.clone(),
-            identity: c.identity.clone(),
-            pid: c.pid,
-            kind: c.kind,
-            stopping: c.stop_requested.load(Ordering::Relaxed),
-            actor: (c.kind == EntryKind::Actor).then(|| c.figures.read()),
-        })
-        .collect()
-}
-
-/// Stops every child of this process: asks each (and, through it, its own children)
-/// to stop, waits up to `timeout`, then kills those still running. Returns once all
-/// have exited.
-///
-/// The shutdown the root performs on SIGINT or SIGTERM, for programs (and test
-/// harnesses) that want it without a signal: a failed test's children, say, which
-/// would otherwise be joined at exit.
-///
-/// ```
-/// # multiproc_supervisor::block_on(async {
-/// multiproc_supervisor::stop_children(std::time::Duration::from_secs(1)).await;
-/// assert!(multiproc_supervisor::active_children().is_empty());
-/// # });
-/// ```
-pub async fn stop_children(timeout: Duration) {
-    let all: Vec<Arc<Child>> = children().clone();
-    runtime::run(async move {
-        for c in &all {
-            c.request_stop();
-        }
-        for c in &all {
-            c.stop(timeout).await;
-        }
-    })
-    .await;
-}
-
-/// Set once this process has begun to wind its children down for exit: supervisors
-/// then let their children go instead of restarting them.
-static EXITING: AtomicBool = AtomicBool::new(false);
-
-/// Whether this process is winding its children down for exit.
-pub(crate) fn is_exiting() -> bool {
-    EXITING.load(Ordering::SeqCst)
-}
-
-/// What every process does before it exits, as Python's exit handler: daemon children
-/// are terminated (SIGTERM, then SIGKILL after [`DEFAULT_SHUTDOWN_TIMEOUT`]), the others
-/// are joined, except supervised children and actors, which serve until they are
-/// stopped and so are stopped (joining them would wait forever).
-pub(crate) async fn finish_children() {
-    EXITING.store(true, Ordering::SeqCst);
-    let all: Vec<Arc<Child>> = children().clone();
-    let stops = |c: &Child| !c.daemon && (c.supervised || c.kind == EntryKind::Actor);
-    // Every signal and request goes out before the first wait, so the children wind
-    // down together and the exit takes the slowest one's time, not the sum. A daemon
-    // is not asked: it need not look at `wait_for_stop`, and Python does not ask.
-    for c in &all {
-        if c.daemon {
-            let _ = c.signal(rustix::process::Signal::TERM);
-        } else if stops(c) {
-            c.request_stop();
-        }
-    }
-    for c in &all {
-        if c.daemon || stops(c) {
-            c.kill_after(DEFAULT_SHUTDOWN_TIMEOUT).await;
-        } else {
-            c.wait().await;
-        }
-    }
-}
-
 /// Kills `child` as hung if it goes `interval` without a heartbeat.
 ///
 /// Holds the child weakly, so its pidfd and link are freed with its `Process`, not
@@ -662,32 +544,4 @@ pub(crate) async fn watchdog(
             return;
         }
     }
-}
-
-/// Joins non-daemon children and terminates daemon ones when the process exits normally
-/// (returning from `main` or `std::process::exit`), as Python's exit handler does.
-pub(crate) fn register_exit_handler() {
-    static ONCE: Once = Once::new();
-    extern "C" fn on_exit() {
-        if exit::EXITING.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        exit::take_exit_lock();
-        if children().is_empty() {
-            return;
-        }
-        // The main thread's thread-locals (tokio's context among them) are gone by
-        // now, so wait on a plain channel while the runtime's workers do the work.
-        // Never unwind into libc.
-        let _ = catch_unwind(|| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            runtime::handle().spawn(async move {
-                finish_children().await;
-                let _ = tx.send(());
-            });
-            let _ = rx.recv();
-        });
-    }
-    // `on_exit` never unwinds (it catches panics).
-    ONCE.call_once(|| exit::at_exit(on_exit));
 }

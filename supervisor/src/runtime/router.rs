@@ -2,7 +2,7 @@
 //! to the parent, and matches replies with the calls that wait for them.
 //!
 //! Envelopes travel as [`EnvelopeRef`]s, borrowed from the caller or from a link's
-//! buffer: routing one allocates nothing (paths up to [`INLINE`] levels deep).
+//! buffer: routing one allocates nothing (paths up to [`INLINE`](caller::INLINE) levels deep).
 //!
 //! # Invariants
 //!
@@ -21,8 +21,15 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use multiproc_core::wire::{self, BodyKind, EnvelopeRef, PathRef};
 use multiproc_core::{Envelope, Hop, Identity, Packet, RemoteError, codec};
 
+mod caller;
+pub(crate) mod direct;
+mod inbox;
+mod sibling;
+
+use caller::Caller;
+use direct::{MAX_DIRECT_LINKS, Routed};
+
 use crate::runtime::current::me;
-use crate::runtime::link::sibling::{self, MAX_DIRECT_LINKS, Routed};
 use crate::runtime::link::{EnvelopeError, Link, Outgoing, Peer, SendError};
 use crate::runtime::mailbox::Mailbox;
 use crate::runtime::reply;
@@ -42,37 +49,6 @@ pub(crate) struct Service {
 /// The registered services; one takes every `Service` envelope (there is one today).
 #[linkme::distributed_slice]
 pub(crate) static SERVICES: [Service];
-
-/// Levels of a caller's identity kept inline in the table of calls in flight.
-const INLINE: usize = 8;
-
-/// A caller's identity, inline when it is short (every tree in practice).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) enum Caller {
-    Inline(u8, [u32; INLINE]),
-    Deep(Box<[u32]>),
-}
-
-impl Caller {
-    pub(crate) fn new(path: PathRef<'_>) -> Caller {
-        if path.len() <= INLINE {
-            let mut words = [0; INLINE];
-            for (w, n) in words.iter_mut().zip(path.iter()) {
-                *w = n;
-            }
-            Caller::Inline(path.len() as u8, words)
-        } else {
-            Caller::Deep(path.iter().collect())
-        }
-    }
-
-    pub(crate) fn identity(&self) -> Identity {
-        match self {
-            Caller::Inline(len, words) => Identity::from_path(words[..*len as usize].to_vec()),
-            Caller::Deep(path) => Identity::from_path(path.to_vec()),
-        }
-    }
-}
 
 struct ChildLink {
     tx: LinkTx,
@@ -211,7 +187,7 @@ pub(crate) fn add_child(n: u32, tx: LinkTx) {
 
 /// Forgets a child's link and fails the calls that were waiting on it. The children
 /// it had direct links with are told to read them to their end (see
-/// `link::sibling`), and a later child may be brokered a link anew.
+/// `router/sibling.rs`), and a later child may be brokered a link anew.
 pub(crate) fn remove_child(n: u32, identity: &Identity) {
     let (link, partners) = {
         let mut t = tables();
@@ -273,7 +249,7 @@ pub(crate) fn incoming(peer: Peer, env: &EnvelopeRef<'_>) {
                 return;
             }
         }
-        Peer::Sibling(n) => sibling::incoming(n, env),
+        Peer::Sibling(n) => direct::incoming(n, env),
         Peer::Parent => {}
     }
     route_ref(env, false);
@@ -287,7 +263,7 @@ fn child_identity(n: u32) -> Identity {
 }
 
 /// Gives children `a` and `b` a direct link, the first time one sends to the
-/// other through here (see `link::sibling`), unless either has its
+/// other through here (see `router/sibling.rs`), unless either has its
 /// [`MAX_DIRECT_LINKS`] already.
 fn broker(a: u32, b: u32) {
     if !BROKERS.load(Ordering::Relaxed) {
@@ -459,7 +435,7 @@ fn parent_link() -> Option<LinkTx> {
 /// Sends an envelope bound up the tree: on the direct link to the sibling it is
 /// for, or to the parent.
 fn route_up(env: &EnvelopeRef<'_>, polls: bool) -> Option<LinkTx> {
-    let failed = match sibling::route(env, polls) {
+    let failed = match direct::route(env, polls) {
         Routed::Direct(link) => return Some(link),
         Routed::Answered => return None,
         Routed::Refused(why) => EnvelopeError::Refused(why),

@@ -4,9 +4,9 @@
 use multiproc_core::{ChildSpec, EntryKind, StartSpec, codec};
 
 use crate::process::actor::Actor;
-use crate::process::target::Target;
 use crate::runtime::error::Error;
 use crate::runtime::registry;
+use crate::runtime::target::Target;
 
 /// A child spec for the registered function `f` with `args`.
 ///

@@ -68,7 +68,7 @@ impl DynamicSupervisor {
         if let (Some(placement), true) = (&self.template.placement, handles) {
             return Err(AdminError::Start {
                 id: id.clone(),
-                source: crate::node::NodeError::NotAcrossNodes {
+                source: multiproc_core::NodeError::NotAcrossNodes {
                     what: format!(
                         "a Queue, Lock, Event, Value, Array or SharedMemory handle among \
                          the arguments of {id}"

@@ -127,7 +127,8 @@ impl State {
         }
         let node = match &spec.placement {
             Some(placement) => {
-                let node = crate::node::place(placement, self.slots[i].node.as_deref(), restart)?;
+                let node =
+                    crate::remote::place::place(placement, self.slots[i].node.as_deref(), restart)?;
                 process = process.on(&node);
                 Some(node.name().to_string())
             }

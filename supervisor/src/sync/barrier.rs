@@ -47,7 +47,7 @@ impl Barrier {
     /// [`crate::Error::Unregistered`] for an unregistered function; an argument that
     /// does not encode is [`crate::Error::Args`]; [`crate::Error::Exhausted`] as for
     /// [`new`](Barrier::new).
-    pub fn with_action<F: crate::process::target::Target<M>, M>(
+    pub fn with_action<F: crate::runtime::target::Target<M>, M>(
         parties: usize,
         f: F,
         args: F::Args,

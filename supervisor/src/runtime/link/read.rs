@@ -32,7 +32,6 @@ use multiproc_transport::{FrameDecoder, FrameError, MAX_FRAME_LEN};
 
 use super::{Link, Peer};
 use crate::runtime::ring::{Next, Peek, Rx};
-use crate::runtime::router;
 
 /// The most a child's reader spins before it sleeps, in microseconds.
 const SPIN_MAX_US: u64 = 50;
@@ -41,6 +40,20 @@ const SPIN_FLOOR_US: u64 = 20;
 
 /// The room a link's socket reader makes up front: twice the 16 KiB a read asks for.
 const READ_BUF: usize = 32 << 10;
+
+/// Where a link's reader hands what it reads: the router, which registers itself at
+/// link time, so that a link, below it, names no router.
+pub(crate) struct Inbox {
+    /// An envelope read from the link to `peer`.
+    pub(crate) envelope: fn(Peer, &EnvelopeRef<'_>),
+    /// A packet read from `link` (named `peer` in logs); one it does not take is
+    /// given back, for the link's owner.
+    pub(crate) packet: fn(&Link, &str, Packet) -> Option<Packet>,
+}
+
+/// The registered inbox; there is one, the router's.
+#[linkme::distributed_slice]
+pub(crate) static INBOXES: [Inbox];
 
 /// How a link's reader ended.
 #[derive(Debug)]
@@ -127,8 +140,8 @@ impl ReadState {
 }
 
 impl Link {
-    /// Reads messages until the link ends: envelopes go to the router, other packets
-    /// to `on_packet`.
+    /// Reads messages until the link ends: envelopes go to the inbox, packets the
+    /// inbox does not take to `on_packet`.
     pub(crate) async fn read_loop(&self, peer: &str, mut on_packet: impl FnMut(Packet)) -> LinkEnd {
         loop {
             match self.turn(peer, &mut on_packet) {
@@ -308,39 +321,24 @@ impl Link {
         }
     }
 
-    /// Hands one message on.
+    /// Hands one message on: to the inbox, and a packet the inbox leaves to the
+    /// link's owner to `on_packet`.
     fn dispatch(&self, msg: &[u8], peer: &str, on_packet: &mut Option<&mut dyn FnMut(Packet)>) {
+        let Some(inbox) = INBOXES.first() else {
+            return tracing::error!(peer, "no inbox takes what a control link reads");
+        };
         match msg.first().map(|t| t & !wire::DIRECT) {
             Some(wire::ENVELOPE) => match EnvelopeRef::parse(msg) {
-                Ok(env) => router::incoming(self.peer(), &env),
+                Ok(env) => (inbox.envelope)(self.peer(), &env),
                 Err(e) => {
                     tracing::warn!(peer, error = %e, "skipped a malformed envelope on a control link");
                 }
             },
             Some(wire::PACKET) => match codec::decode::<Packet>(&msg[1..]) {
-                Ok(Packet::Envelope(env)) => router::incoming_owned(self.peer(), env),
-                Ok(Packet::Sibling {
-                    peer: sibling,
-                    rings,
-                    creator,
-                }) if self.peer() == Peer::Parent => match self.take_fds(2) {
-                    Some(fds) => super::sibling::install(sibling, rings, creator, fds),
-                    None => tracing::warn!(
-                        peer,
-                        "a sibling link came without its descriptors; calls stay routed"
-                    ),
-                },
-                Ok(Packet::SiblingOpen { peer: sibling }) if self.peer() == Peer::Parent => {
-                    super::sibling::open(&sibling)
-                }
-                Ok(Packet::SiblingFence { peer: sibling }) => {
-                    if let Peer::Child(n) = self.peer() {
-                        router::sibling_fence(n, &sibling);
-                    }
-                }
-                Ok(packet) => match on_packet {
-                    Some(on_packet) => on_packet(packet),
-                    None => tracing::warn!(peer, "a packet was read by a caller"),
+                Ok(packet) => match ((inbox.packet)(self, peer, packet), on_packet) {
+                    (None, _) => {}
+                    (Some(packet), Some(on_packet)) => on_packet(packet),
+                    (Some(_), None) => tracing::warn!(peer, "a packet was read by a caller"),
                 },
                 Err(e) => {
                     tracing::warn!(peer, error = %e, "skipped a malformed frame on a control link");

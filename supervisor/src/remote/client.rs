@@ -12,7 +12,8 @@ use ractor_cluster::NodeId;
 use tokio::sync::{broadcast, watch};
 
 use super::engine::{self, Engine, SessionEvent};
-use super::wire::{AGENT_GROUP, AGENT_SCOPE, AgentMsg, NODE_PROTOCOL, Reply, Request};
+use super::gateway;
+use super::wire::{self, AGENT_GROUP, AGENT_SCOPE, AgentMsg, NODE_PROTOCOL, Reply, Request};
 use crate::runtime;
 use multiproc_core::{NodeError, Refusal};
 
@@ -171,6 +172,12 @@ impl Node {
     }
 }
 
+impl multiproc_core::NodeName for &Node {
+    fn node_name(&self) -> String {
+        self.name().to_string()
+    }
+}
+
 async fn call(
     agent: &ActorRef<AgentMsg>,
     node: &str,
@@ -314,7 +321,7 @@ async fn connect_over(
         }
         let engine = engine::for_cookie(&cookie).await?;
         // Before the session: its first exchange of groups names the gateway.
-        super::relay::ensure_gateway().await?;
+        gateway::ensure_gateway().await?;
         let events = engine.events.subscribe();
         let plain = tls.is_none();
         let opened = match tls {
@@ -380,7 +387,7 @@ async fn connect_over(
         let me = crate::runtime::current::me();
         let hello = Request::Hello {
             protocol: NODE_PROTOCOL,
-            build_id: super::build_id(),
+            build_id: wire::build_id(),
             root: engine.name.clone(),
             process: me.name.clone(),
             heartbeat_timeout_ms: options.heartbeat_timeout.as_millis() as u64,

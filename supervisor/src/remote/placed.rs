@@ -1,4 +1,5 @@
-//! A process placed on a node: started by the node's agent, watched from here.
+//! A process placed on a node: started by the node's agent, watched from here; and
+//! messages to the actor it hosts, relayed by that agent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,10 +7,12 @@ use std::time::Duration;
 use multiproc_core::{ExitReason, StartSpec};
 use tokio::sync::watch;
 
-use super::client::Node;
+use multiproc_core::NodeError;
+use serde::{Deserialize, Serialize};
+
+use super::client::{self, Node};
 use super::wire::{Reply, Request};
 use crate::runtime;
-use multiproc_core::NodeError;
 
 /// The root's record of a process running on a node.
 #[derive(Debug)]
@@ -84,8 +87,16 @@ pub(crate) async fn start(
     .await
 }
 
-fn node_of(on: &crate::process::actor::OnNode) -> Result<Node, NodeError> {
-    let node = super::client::connected(&on.node).ok_or_else(|| NodeError::NodeDown {
+/// An actor's place on another node: the node's name and the agent's number for
+/// the process there. A call goes through this process's session with that node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OnNode {
+    pub(crate) node: String,
+    pub(crate) id: u64,
+}
+
+fn node_of(on: &OnNode) -> Result<Node, NodeError> {
+    let node = client::connected(&on.node).ok_or_else(|| NodeError::NodeDown {
         node: on.node.clone(),
         why: "not connected from this process".into(),
     })?;
@@ -98,7 +109,7 @@ fn node_of(on: &crate::process::actor::OnNode) -> Result<Node, NodeError> {
 /// Casts an encoded message to the actor at `on`: sent now, on the node's session,
 /// so it keeps its order with the calls sent after it.
 pub(crate) fn actor_cast(
-    on: &crate::process::actor::OnNode,
+    on: &OnNode,
     payload: Vec<u8>,
 ) -> Result<(), crate::runtime::error::CallError> {
     let node = node_of(on)?;
@@ -114,7 +125,7 @@ pub(crate) fn actor_cast(
 /// Relays a call to the actor `addr` (known here) at `on`; its encoded reply.
 pub(crate) async fn actor_call(
     addr: &multiproc_core::Identity,
-    on: &crate::process::actor::OnNode,
+    on: &OnNode,
     payload: Vec<u8>,
 ) -> Result<Vec<u8>, crate::runtime::error::CallError> {
     use crate::runtime::error::CallError;

@@ -1,6 +1,8 @@
 //! What a root and a node's agent say to each other: serde values, encoded with the
 //! project's codec, inside `ractor_cluster`'s serialized casts and calls.
 
+use std::sync::Mutex;
+
 use multiproc_core::{ExitReason, RemoteError, StartSpec};
 use ractor::RpcReplyPort;
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
@@ -10,6 +12,25 @@ use multiproc_core::Refusal;
 
 /// The version of [`Request`] and [`Reply`]; a Hello with another one is refused.
 pub(crate) const NODE_PROTOCOL: u32 = 2;
+
+static CLAIMED_BUILD: Mutex<Option<u64>> = Mutex::new(None);
+
+/// The build id a node announces and a root presents: the executable and its set of
+/// registered entries, so both sides run the same entries under the same names.
+pub(crate) fn build_id() -> u64 {
+    claimed_build_id().unwrap_or_else(crate::runtime::registry::build_id)
+}
+
+/// The build id this process claims instead of its own, if a test set one.
+fn claimed_build_id() -> Option<u64> {
+    *CLAIMED_BUILD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Makes this process claim `id` as its build id in node sessions (tests of the
+/// build check).
+pub(crate) fn claim_build_id(id: u64) {
+    *CLAIMED_BUILD.lock().unwrap_or_else(|e| e.into_inner()) = Some(id);
+}
 
 /// The process group (in its own scope) a node's agent joins, where a root finds it.
 pub(crate) const AGENT_SCOPE: &str = "multiproc";

@@ -1,0 +1,100 @@
+//! A root's gateway: the actor its nodes reach it through, on behalf of the processes
+//! it placed there. What the gateway runs is a service's (the far handles' operations,
+//! `sync::far`), registered at link time, so this layer names none.
+//!
+//! The gateway is a ractor actor in a process group of multiproc's scope, as the
+//! node's agent is: the engine tells every session about it, so a node finds the
+//! gateway of each of its roots among the group's members by the session's node id.
+//! It is started before a root's first session, so that session's first exchange of
+//! groups already names it.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use ractor::{ActorProcessingErr, ActorRef};
+use ractor_cluster::NodeId;
+use tokio::sync::OnceCell;
+
+use super::wire::{AGENT_SCOPE, AgentMsg};
+
+/// The process group of roots' gateways.
+const GATEWAY_GROUP: &str = "multiproc.root.gateway";
+
+/// An answer being made: the encoded answer, or `None` to leave the call unanswered.
+pub(crate) type Answer = Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>>;
+
+/// The service that answers the calls a root's gateway receives.
+pub(crate) struct GatewayService {
+    /// Answers one encoded call; the gateway runs the answer in a task of its own.
+    pub(crate) serve: fn(Vec<u8>) -> Answer,
+}
+
+/// The registered service; there is one, the far handles'.
+#[linkme::distributed_slice]
+pub(crate) static GATEWAY_SERVICES: [GatewayService];
+
+/// The gateway of the root at the other end of `session`, if it is still there.
+pub(crate) fn of_session(session: NodeId) -> Option<ActorRef<AgentMsg>> {
+    ractor::pg::get_scoped_members(&AGENT_SCOPE.to_string(), &GATEWAY_GROUP.to_string())
+        .into_iter()
+        .find(|cell| cell.get_id().node() == session)
+        .map(ActorRef::<AgentMsg>::from)
+}
+
+/// A root's gateway: answers its nodes' calls, each in its own task (a lock's
+/// acquire may wait long).
+struct Gateway;
+
+impl ractor::Actor for Gateway {
+    type Msg = AgentMsg;
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        (): (),
+    ) -> Result<(), ActorProcessingErr> {
+        ractor::pg::join_scoped(
+            AGENT_SCOPE.to_string(),
+            GATEWAY_GROUP.to_string(),
+            vec![myself.get_cell()],
+        );
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<AgentMsg>,
+        message: AgentMsg,
+        (): &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        let AgentMsg::Call(bytes, reply) = message else {
+            return Ok(());
+        };
+        let Some(service) = GATEWAY_SERVICES.first() else {
+            return Ok(());
+        };
+        let answer = (service.serve)(bytes);
+        tokio::spawn(async move {
+            if let Some(bytes) = answer.await {
+                let _ = reply.send(bytes);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Starts this process's gateway once, on the process runtime.
+pub(crate) async fn ensure_gateway() -> Result<(), multiproc_core::NodeError> {
+    static GATEWAY: OnceCell<ActorRef<AgentMsg>> = OnceCell::const_new();
+    GATEWAY
+        .get_or_try_init(|| async {
+            ractor::Actor::spawn(None, Gateway, ())
+                .await
+                .map(|(a, _)| a)
+                .map_err(|e| multiproc_core::NodeError::Engine(e.to_string()))
+        })
+        .await
+        .map(|_| ())
+}

@@ -1,0 +1,151 @@
+//! A handle on a node (`Far`), and the way of its operations: up the node's tree to
+//! the node program, relayed from there to the root's gateway, and answered back.
+
+use multiproc_core::{Body, Envelope, Identity, NodeError, RemoteError, codec};
+
+use super::wire::{FarCall, FarError, FarKey, FarOp, FarReply, FarValue};
+use crate::runtime::current::me;
+use crate::runtime::router;
+use crate::sync::SyncError;
+use crate::sync::wire::{Op, Request};
+
+/// How a node program relays the far operations of the processes it runs to their
+/// roots. Node mode registers it at link time: the primitives, below it, name no
+/// node.
+pub(crate) struct Relay {
+    /// Whether this process serves as a node.
+    pub(crate) is_node: fn() -> bool,
+    /// Relays the far operation `call`, asked by the envelope's sender, to its root,
+    /// and answers it.
+    pub(crate) relay: fn(Envelope, Vec<u8>),
+}
+
+/// The registered relay; there is one, node mode's.
+#[linkme::distributed_slice]
+pub(crate) static RELAYS: [Relay];
+
+/// A handle on a node: its operations travel to the root's gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Far {
+    pub(super) key: FarKey,
+}
+
+impl Far {
+    /// Runs `op` at the root's gateway.
+    pub(crate) async fn ask(&self, op: FarOp) -> Result<FarValue, SyncError> {
+        let call = FarCall {
+            key: self.key.clone(),
+            pid: crate::runtime::shm::my_pid(),
+            op,
+        };
+        let call = codec::encode(&call).map_err(SyncError::Encode)?;
+        let request = Request {
+            prim: 0,
+            secret: 0,
+            op: Op::Far(call),
+        };
+        let bytes = codec::encode(&request).map_err(SyncError::Encode)?;
+        let Some(up) = me().parent.as_ref().map(|p| p.identity.clone()) else {
+            return Err(not_on_node());
+        };
+        let corr = router::next_corr();
+        let rx = router::expect_reply(corr);
+        router::route(Envelope {
+            to: up,
+            from: me().identity.clone(),
+            corr,
+            body: Body::Service(bytes),
+        });
+        match rx.await {
+            Body::Reply(bytes) => codec::decode::<FarReply>(&bytes)
+                .map_err(SyncError::Decode)?
+                .map_err(SyncError::from),
+            Body::Fail(e) => Err(SyncError::Remote(e)),
+            _ => Err(SyncError::Remote(RemoteError::Decode(
+                "a request came back".into(),
+            ))),
+        }
+    }
+
+    pub(crate) async fn bool(&self, op: FarOp) -> Result<bool, SyncError> {
+        match self.ask(op).await? {
+            FarValue::Bool(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn done(&self, op: FarOp) -> Result<(), SyncError> {
+        match self.ask(op).await? {
+            FarValue::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn item(&self, op: FarOp) -> Result<Vec<u8>, SyncError> {
+        match self.ask(op).await? {
+            FarValue::Item(bytes) => Ok(bytes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn size(&self) -> Result<(usize, bool), SyncError> {
+        match self.ask(FarOp::Size).await? {
+            FarValue::Size { size, full } => Ok((size, full)),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(value: FarValue) -> SyncError {
+    SyncError::Remote(RemoteError::Decode(format!(
+        "unexpected far answer {value:?}"
+    )))
+}
+
+fn not_on_node() -> SyncError {
+    SyncError::Node(NodeError::Remote {
+        node: "(none)".to_string(),
+        message: "a far handle used outside the node tree it was sent to".to_string(),
+    })
+}
+
+/// A far operation reached this process, on its way to the node program: the
+/// node relays it, any other process passes it to its parent.
+pub(crate) fn forward(env: Envelope, call: Vec<u8>) {
+    if let Some(node) = RELAYS.first().filter(|r| (r.is_node)()) {
+        return (node.relay)(env, call);
+    }
+    match me().parent.as_ref() {
+        Some(parent) => {
+            let request = Request {
+                prim: 0,
+                secret: 0,
+                op: Op::Far(call),
+            };
+            let Ok(bytes) = codec::encode(&request) else {
+                return;
+            };
+            router::route(Envelope {
+                to: parent.identity.clone(),
+                from: env.from,
+                corr: env.corr,
+                body: Body::Service(bytes),
+            });
+        }
+        None => answer(&env.from, env.corr, &Err(FarError::from(not_on_node()))),
+    }
+}
+
+/// Sends a far operation's answer to the process that asked.
+pub(crate) fn answer(to: &Identity, corr: u64, reply: &FarReply) {
+    let body = match codec::encode(reply) {
+        Ok(bytes) => Body::Reply(bytes),
+        Err(e) => Body::Fail(RemoteError::Encode(e.to_string())),
+    };
+    router::route(Envelope {
+        to: to.clone(),
+        from: me().identity.clone(),
+        corr,
+        body,
+    });
+}
