@@ -47,7 +47,6 @@ use multiproc_core::wire::{self, EnvelopeRef};
 use multiproc_core::{Packet, codec};
 use multiproc_transport::MAX_FRAME_LEN;
 use rustix::net::SendFlags;
-use tokio::net::UnixStream;
 use tokio::sync::{Notify, oneshot};
 
 use crate::runtime::ring::{Bell, Rings, Rx, Scribble, Tx, Wake};
@@ -55,6 +54,9 @@ use crate::runtime::ring::{Bell, Rings, Rx, Scribble, Tx, Wake};
 mod fds;
 mod read;
 pub(crate) mod sibling;
+mod socket;
+
+pub(crate) use socket::Socket;
 
 pub(crate) use read::LinkEnd;
 
@@ -107,7 +109,7 @@ pub(crate) enum Peer {
 /// One end of a control link.
 #[derive(Debug)]
 pub(crate) struct Link {
-    stream: UnixStream,
+    stream: Socket,
     peer: Peer,
     /// Whether the reader spins a little before it sleeps (a child's link to its
     /// parent, where calls come back to back; never in a parent, whose callers read
@@ -164,7 +166,7 @@ impl WriteState {
 impl Link {
     /// Wraps a connected socket (registered with the process runtime) and this end
     /// of the link's rings, and starts its flusher task.
-    pub(crate) fn new(stream: UnixStream, rings: Rings, peer: Peer, spin: bool) -> Arc<Link> {
+    pub(crate) fn new(stream: Socket, rings: Rings, peer: Peer, spin: bool) -> Arc<Link> {
         let (tx, rx) = rings.split();
         Link::from_parts(stream, tx, rx, peer, spin)
     }
@@ -172,7 +174,7 @@ impl Link {
     /// As [`Link::new`], with rings already split (and written to, or read from, before
     /// the link was served: a child's early messages to its parent).
     pub(crate) fn from_parts(
-        stream: UnixStream,
+        stream: Socket,
         tx: Tx,
         rx: Rx,
         peer: Peer,
@@ -553,22 +555,8 @@ impl Link {
 
     /// Writes what it can of the socket bytes and the backlog: `None` when all is
     /// written, else what it waits for.
-    /// Waits until the socket takes bytes again. The bytes it refused were refused to
-    /// our own `send`, not tokio's, which leaves tokio's readiness set: without
-    /// clearing it, `writable` would return at once for as long as the peer does not
-    /// drain the socket, and the flusher would spin on it. Cleared inside `try_io` by a
-    /// probe of the socket, so a readiness that comes after the probe is kept.
+    /// Waits until the socket takes bytes again.
     async fn writable(&self) -> std::io::Result<()> {
-        let _ = self.stream.try_io(tokio::io::Interest::WRITABLE, || {
-            let mut fds = [rustix::event::PollFd::new(
-                &self.stream,
-                rustix::event::PollFlags::OUT,
-            )];
-            match rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default())) {
-                Ok(n) if n > 0 => Ok(()),
-                _ => Err(ErrorKind::WouldBlock.into()),
-            }
-        });
         self.stream.writable().await
     }
 
