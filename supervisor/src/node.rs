@@ -17,9 +17,11 @@ pub(crate) mod agent;
 mod client;
 mod config;
 mod engine;
+pub(crate) mod placed;
 pub(crate) mod relay;
 pub(crate) mod remote;
 mod serve;
+mod stream;
 mod wire;
 
 pub(crate) use client::connected;

@@ -10,6 +10,7 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
+use multiproc_core::wire::BodyKind;
 use multiproc_core::{Envelope, codec};
 use ractor::rpc::CallResult;
 use ractor::{ActorProcessingErr, ActorRef};
@@ -17,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
 use super::agent::Shared;
-use super::wire::{AGENT_SCOPE, AgentMsg};
+use super::wire::{AGENT_SCOPE, AgentMsg, Answer};
 use crate::sync::far::{self, FarError, FarReply};
 
 /// The process group of roots' gateways.
@@ -51,6 +52,15 @@ pub(crate) fn is_node() -> bool {
     node().is_some()
 }
 
+/// The gateway of the root at the other end of the session `session`, if the engine
+/// knows it.
+pub(crate) fn gateway_of(session: ractor_cluster::NodeId) -> Option<ActorRef<AgentMsg>> {
+    ractor::pg::get_scoped_members(&AGENT_SCOPE.to_string(), &GATEWAY_GROUP.to_string())
+        .into_iter()
+        .find(|cell| cell.get_id().node() == session)
+        .map(ActorRef::<AgentMsg>::from)
+}
+
 /// Relays the far operation `call`, asked by `env.from`, to its root; answers it.
 pub(crate) fn relay(env: Envelope, call: Vec<u8>) {
     crate::runtime::handle().spawn(async move {
@@ -69,15 +79,10 @@ async fn relayed(env: &Envelope, call: Vec<u8>) -> FarReply {
     if *lost.borrow() {
         return Err(root_down("its session was lost"));
     }
+    // The gateway starts before the root's session: gone, it went with the session
+    // (the engine forgets a lost peer's groups before the agent hears of the loss).
     let gateway =
-        ractor::pg::get_scoped_members(&AGENT_SCOPE.to_string(), &GATEWAY_GROUP.to_string())
-            .into_iter()
-            .find(|cell| cell.get_id().node() == session)
-            .map(ActorRef::<AgentMsg>::from)
-            // The gateway starts before the root's session: gone, it went with the
-            // session (the engine forgets a lost peer's groups before the agent hears
-            // of the loss).
-            .ok_or_else(|| root_down("its gateway is gone with its session"))?;
+        gateway_of(session).ok_or_else(|| root_down("its gateway is gone with its session"))?;
     let bytes =
         codec::encode(&GatewayCall { token, call }).map_err(|e| FarError::Failed(e.to_string()))?;
     let answer = tokio::select! {
@@ -93,8 +98,10 @@ async fn relayed(env: &Envelope, call: Vec<u8>) -> FarReply {
     }
 }
 
-/// A root's gateway: answers far operations from its nodes, each in its own task
-/// (a lock's acquire may wait long).
+/// A root's gateway: answers far operations from its nodes, each in its own task on
+/// the process runtime (a lock's acquire may wait long), and hands the answers of
+/// actor calls to their callers. It runs on the engine's thread, beside the sessions
+/// that bring it both.
 struct Gateway;
 
 impl ractor::Actor for Gateway {
@@ -121,29 +128,42 @@ impl ractor::Actor for Gateway {
         message: AgentMsg,
         (): &mut (),
     ) -> Result<(), ActorProcessingErr> {
-        let AgentMsg::Call(bytes, reply) = message else {
-            return Ok(());
-        };
-        tokio::spawn(async move {
-            let answer = match codec::decode::<GatewayCall>(&bytes) {
-                Ok(c) => far::serve(c.token, &c.call).await,
-                Err(e) => Err(FarError::Failed(e.to_string())),
-            };
-            if let Ok(bytes) = codec::encode(&answer) {
-                let _ = reply.send(bytes);
+        match message {
+            AgentMsg::Cast(bytes) => match codec::decode::<Answer>(&bytes) {
+                // Straight into the caller's slot, which wakes it: no task between.
+                Ok(a) => {
+                    let kind = if a.fail {
+                        BodyKind::Fail
+                    } else {
+                        BodyKind::Reply
+                    };
+                    crate::runtime::reply::deliver(a.corr, kind, &a.payload);
+                }
+                Err(e) => tracing::warn!(error = %e, "dropped a node's answer that does not decode"),
+            },
+            AgentMsg::Call(bytes, reply) => {
+                crate::runtime::handle().spawn(async move {
+                    let answer = match codec::decode::<GatewayCall>(&bytes) {
+                        Ok(c) => far::serve(c.token, &c.call).await,
+                        Err(e) => Err(FarError::Failed(e.to_string())),
+                    };
+                    if let Ok(bytes) = codec::encode(&answer) {
+                        let _ = reply.send(bytes);
+                    }
+                });
             }
-        });
+        }
         Ok(())
     }
 }
 
-/// Starts this process's gateway once, on the process runtime.
+/// Starts this process's gateway once, on the engine's thread.
 pub(crate) async fn ensure_gateway() -> Result<(), multiproc_core::NodeError> {
     static GATEWAY: OnceCell<ActorRef<AgentMsg>> = OnceCell::const_new();
     GATEWAY
         .get_or_try_init(|| async {
-            ractor::Actor::spawn(None, Gateway, ())
-                .await
+            super::engine::on_engine(ractor::Actor::spawn(None, Gateway, ()))
+                .await?
                 .map(|(a, _)| a)
                 .map_err(|e| multiproc_core::NodeError::Engine(e.to_string()))
         })

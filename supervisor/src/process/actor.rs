@@ -167,11 +167,22 @@ impl<A: Actor> ActorRef<A> {
         self.on.as_ref().map(|o| o.node.as_str())
     }
 
+    /// Where the actor runs, if on a node this process placed it on: this process
+    /// holds the session, and calls go straight to it. Any other process of the
+    /// tree sends them to this one, along the tree, as to a local actor.
+    fn placed_here(&self) -> Option<&OnNode> {
+        self.on.as_ref().filter(|_| {
+            self.addr
+                .path()
+                .split_last()
+                .is_some_and(|(_, up)| up == me().identity.path())
+        })
+    }
+
     /// A call to the actor on another node; the message is encoded before anything
     /// waits, so no reference to it is held across the wait.
     async fn remote(&self, on: &OnNode, payload: Vec<u8>) -> Result<A::Reply, CallError> {
-        let bytes = crate::node::remote::actor_call(&self.addr, on, payload).await?;
-        codec::decode(&bytes).map_err(CallError::Decode)
+        crate::node::remote::actor_call(&self.addr, on, payload, reply::<A>).await
     }
 
     /// The actor of type `A` hosted by the process with this identity (as
@@ -212,7 +223,7 @@ impl<A: Actor> ActorRef<A> {
     async fn call_with(&self, msg: A::Msg, may_sleep: bool) -> Result<A::Reply, CallError> {
         #[cfg(feature = "metrics")]
         let sent = std::time::Instant::now();
-        if let Some(on) = &self.on {
+        if let Some(on) = self.placed_here() {
             let payload = remote_payload(&msg, on)?;
             drop(msg);
             let out = self.remote(on, payload).await;
@@ -266,7 +277,7 @@ impl<A: Actor> ActorRef<A> {
         msg: A::Msg,
         timeout: Duration,
     ) -> Result<A::Reply, CallError> {
-        if let Some(on) = &self.on {
+        if let Some(on) = self.placed_here() {
             let payload = remote_payload(&msg, on)?;
             drop(msg);
             let (me, on) = (self.clone(), on.clone());
@@ -303,7 +314,7 @@ impl<A: Actor> ActorRef<A> {
     ///
     /// [`CallError::Encode`] / [`CallError::TooLarge`] (nothing sent).
     pub fn cast(&self, msg: A::Msg) -> Result<(), CallError> {
-        if let Some(on) = &self.on {
+        if let Some(on) = self.placed_here() {
             // As a local cast: sent now, in order with the calls that follow, not
             // confirmed.
             let payload = remote_payload(&msg, on)?;
@@ -330,7 +341,19 @@ impl<A: Actor> ActorRef<A> {
     > {
         ENCODED.with_borrow_mut(|payload| {
             payload.clear();
-            codec::encode_into(msg, payload).map_err(CallError::Encode)?;
+            match &self.on {
+                None => codec::encode_into(msg, payload).map_err(CallError::Encode)?,
+                // For a node, by way of the process that placed it there.
+                Some(on) => {
+                    let (encoded, handles) =
+                        crate::sync::handles_in(|| codec::encode_into(msg, payload));
+                    encoded.map_err(CallError::Encode)?;
+                    if handles {
+                        payload.clear();
+                        return Err(not_across(on));
+                    }
+                }
+            }
             let max = MAX_FRAME_LEN - ENVELOPE_OVERHEAD;
             if payload.len() > max {
                 let len = payload.len();
@@ -366,25 +389,32 @@ impl<A: Actor> ActorRef<A> {
 fn remote_payload<M: Serialize>(msg: &M, on: &OnNode) -> Result<Vec<u8>, CallError> {
     let (payload, handles) = crate::sync::handles_in(|| codec::encode(msg));
     if handles {
-        return Err(crate::node::NodeError::NotAcrossNodes {
-            what: "a Queue, Lock, Event, Value, Array or SharedMemory handle in a message"
-                .to_string(),
-            node: on.node.clone(),
-        }
-        .into());
+        return Err(not_across(on));
     }
     payload.map_err(CallError::Encode)
 }
 
+fn not_across(on: &OnNode) -> CallError {
+    crate::node::NodeError::NotAcrossNodes {
+        what: "a Queue, Lock, Event, Value, Array or SharedMemory handle in a message"
+            .to_string(),
+        node: on.node.clone(),
+    }
+    .into()
+}
+
 /// Sends `payload` (an encoded message) to the actor of the process `to`, here, now
-/// (so messages keep the order they came in); for a call, the reply to wait for.
-/// What a node's agent does for a root's call or cast.
-pub(crate) fn raw_send(to: &Identity, payload: &[u8], call: bool) -> Option<router::PendingReply> {
-    let (corr, pending, kind) = if call {
-        let corr = router::next_corr();
-        (corr, Some(router::expect_reply(corr)), BodyKind::Call)
-    } else {
-        (0, None, BodyKind::Cast)
+/// (so messages keep the order they came in): a cast, or with `then`, a call whose
+/// answer (its kind and payload, as they came) `then` takes where it arrives. What a
+/// node's agent does for a root's call or cast.
+pub(crate) fn raw_send(to: &Identity, payload: &[u8], then: Option<crate::runtime::reply::Then>) {
+    let (corr, kind) = match then {
+        Some(then) => {
+            let corr = router::next_corr();
+            router::expect_reply_then(corr, then);
+            (corr, BodyKind::Call)
+        }
+        None => (0, BodyKind::Cast),
     };
     router::route_ref(
         &EnvelopeRef {
@@ -397,7 +427,6 @@ pub(crate) fn raw_send(to: &Identity, payload: &[u8], call: bool) -> Option<rout
         },
         false,
     );
-    pending
 }
 
 thread_local! {
@@ -415,6 +444,11 @@ fn shrink(buf: &mut Vec<u8>) {
 fn reply<A: Actor>(answer: Result<&[u8], RemoteError>) -> Result<A::Reply, CallError> {
     match answer {
         Ok(bytes) => codec::decode(bytes).map_err(CallError::Decode),
+        // Relayed by the process that placed the actor: the same error as a call
+        // made there.
+        Err(RemoteError::NodeDown { node, why }) => {
+            Err(crate::node::NodeError::NodeDown { node, why }.into())
+        }
         Err(e) => Err(CallError::Remote(e)),
     }
 }
