@@ -63,6 +63,10 @@
 //!   it.
 //! - **No orphans**: however the root dies, its descendants die with it; SIGINT or
 //!   SIGTERM at the root stops the whole tree gracefully.
+//! - **Seeing the tree**: [`observe::snapshot`] is every process with its kind, state,
+//!   restarts, last exit, memory and CPU; with the feature `observer`,
+//!   `observe::Observer` serves it live over HTTP: a page that shows the tree as it
+//!   changes, JSON, and server-sent events.
 //! - **Async first, blocking too**: every operation is `async`; [`blocking`] mirrors
 //!   the API for scripts and for code written in Python's style.
 #![doc(test(attr(deny(warnings))))]

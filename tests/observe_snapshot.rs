@@ -39,6 +39,37 @@ fn double(x: u32) -> u32 {
 
 multiproc::register!(leaf, parent_of_one, exits_3, double);
 
+/// An actor that handles nothing more, once told to hold, until its gate opens.
+struct Gated;
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum GateMsg {
+    Ping,
+    /// Connects to the gate (a Unix socket at this path) and waits for its byte.
+    Hold(std::path::PathBuf),
+}
+
+impl multiproc::Actor for Gated {
+    type Args = ();
+    type Msg = GateMsg;
+    type Reply = ();
+
+    async fn start((): ()) -> Result<Self, multiproc::BoxError> {
+        Ok(Gated)
+    }
+
+    async fn handle(&mut self, msg: GateMsg) {
+        use tokio::io::AsyncReadExt;
+        if let GateMsg::Hold(path) = msg
+            && let Ok(mut gate) = tokio::net::UnixStream::connect(path).await
+        {
+            let _ = gate.read_u8().await;
+        }
+    }
+}
+
+multiproc::register_actor!(Gated);
+
 fn one(snap: &Snapshot, kind: ProcessKind) -> Result<&multiproc::observe::ProcessInfo, String> {
     let found: Vec<_> = snap.processes.iter().filter(|p| p.kind == kind).collect();
     match found.as_slice() {
@@ -188,8 +219,78 @@ fn restarts_and_last_exits_show() -> TestResult {
     Ok(())
 }
 
+/// An actor child shows the messages waiting in its mailbox and those it handled,
+/// as they change: read from its link's shared memory, no message to it.
+fn an_actor_shows_its_mailbox_and_what_it_handled() -> TestResult {
+    let gate_path =
+        std::env::temp_dir().join(format!("multiproc-gate-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&gate_path);
+    let gate = std::os::unix::net::UnixListener::bind(&gate_path)?;
+    let mut p = Process::actor::<Gated>(());
+    p.start()?;
+    let actor = p.actor_ref::<Gated>();
+    for _ in 0..10 {
+        actor.call(GateMsg::Ping)?;
+    }
+    let figures = |snap: &Snapshot| {
+        snap.processes
+            .iter()
+            .find(|q| q.pid == p.pid())
+            .map(|q| (q.kind, q.mailbox_depth, q.calls_served))
+    };
+    let snap = multiproc::blocking::snapshot();
+    check!(
+        figures(&snap) == Some((ProcessKind::Actor, Some(0), Some(10))),
+        "after ten calls: {:?}
+{snap}",
+        figures(&snap)
+    );
+    // Held on the eleventh message, with five more behind it.
+    actor.cast(GateMsg::Hold(gate_path.clone()))?;
+    for _ in 0..5 {
+        actor.cast(GateMsg::Ping)?;
+    }
+    // Nothing signals the child's reader taking the casts in: look until they show,
+    // within a bound.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut snap = multiproc::blocking::snapshot();
+    while figures(&snap) != Some((ProcessKind::Actor, Some(5), Some(10)))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::yield_now();
+        snap = multiproc::blocking::snapshot();
+    }
+    check!(
+        figures(&snap) == Some((ProcessKind::Actor, Some(5), Some(10))),
+        "five waiting behind the held message: {:?}
+{snap}",
+        figures(&snap)
+    );
+    check!(
+        snap.to_string().contains("mailbox=5"),
+        "not in the text:\n{snap}"
+    );
+    let (mut held, _) = gate.accept()?;
+    std::io::Write::write_all(&mut held, &[1])?;
+    actor.call(GateMsg::Ping)?;
+    let snap = multiproc::blocking::snapshot();
+    check!(
+        figures(&snap) == Some((ProcessKind::Actor, Some(0), Some(17))),
+        "after the gate opened and one more call: {:?}
+{snap}",
+        figures(&snap)
+    );
+    p.stop(Duration::from_secs(10))?;
+    let _ = std::fs::remove_file(&gate_path);
+    Ok(())
+}
+
 fn main() {
     common::run(vec![
+        trial(
+            "an_actor_shows_its_mailbox_and_what_it_handled",
+            an_actor_shows_its_mailbox_and_what_it_handled,
+        ),
         trial(
             "the_root_comes_first_with_its_figures",
             the_root_comes_first_with_its_figures,

@@ -280,7 +280,8 @@ pub fn seen(cap: usize, head: u64, tail: u64, header: [u8; HEADER]) -> Result<Se
     }
 }
 
-/// Where the parts of a link's shared memory are: one page of counters, then the two
+/// Where the parts of a link's shared memory are: one page of counters (the rings'
+/// words, and the opener's figures of its actor), then the two
 /// rings' buffers. Each ring has a line the writer writes (`tail`, `want_room`) and
 /// one the reader writes (`head`, `asleep`, `seq`), 128 bytes apart so that neither
 /// end's stores invalidate the line the other end writes.
@@ -320,6 +321,13 @@ impl Layout {
     pub const CONTROL: usize = 4096;
     /// The first word of the memory, checked by the end that maps it.
     pub const MAGIC: u64 = u64::from_le_bytes(*b"mprings1");
+    /// `u64`: how many messages wait in the mailbox of the actor the opener's process
+    /// hosts. The opener writes it and the creator reads it, in a line of its own,
+    /// away from the rings' words.
+    pub const MAILBOX_DEPTH: usize = 1024;
+    /// `u64`: how many messages that actor has handled, next to
+    /// [`MAILBOX_DEPTH`](Self::MAILBOX_DEPTH).
+    pub const HANDLED: usize = 1032;
 
     /// A layout of two rings of `cap` bytes each, if `cap` is [valid](valid_capacity).
     pub fn new(cap: usize) -> Option<Layout> {

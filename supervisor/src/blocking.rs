@@ -125,6 +125,39 @@ pub mod observe {
     pub fn snapshot() -> Snapshot {
         crate::runtime::block_on(crate::observe::snapshot())
     }
+
+    #[cfg(feature = "observer")]
+    pub use crate::observe::{
+        DEFAULT_HISTORY, DEFAULT_OBSERVER_ADDR, DEFAULT_SAMPLE_INTERVAL, Observer, ObserverBuilder,
+        ObserverError, ObserverHandle,
+    };
+
+    /// Starts an observer, blocking until it listens; see
+    /// [`crate::observe::ObserverBuilder::serve`].
+    ///
+    /// ```
+    /// use multiproc_supervisor::blocking::observe::{self, Observer};
+    ///
+    /// let observer = observe::serve(Observer::builder().bind("127.0.0.1:0".parse()?))?;
+    /// assert!(observer.url().starts_with("http://127.0.0.1:"));
+    /// observe::shutdown(observer);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::observe::ObserverBuilder::serve`].
+    #[cfg(feature = "observer")]
+    pub fn serve(builder: ObserverBuilder) -> Result<ObserverHandle, ObserverError> {
+        crate::runtime::block_on(builder.serve())
+    }
+
+    /// Stops an observer and waits until it has; see
+    /// [`crate::observe::ObserverHandle::shutdown`].
+    #[cfg(feature = "observer")]
+    pub fn shutdown(observer: ObserverHandle) {
+        crate::runtime::block_on(observer.shutdown())
+    }
 }
 pub use observe::snapshot;
 

@@ -8,6 +8,9 @@
 //! children, which only they could describe) comes from `/proc`, as kind
 //! [`ProcessKind::Descendant`], named by its command line. Figures (resident memory,
 //! CPU time, age) come from `/proc` for every process on this host.
+//!
+//! With the feature `observer`, [`Observer`] serves the snapshot live over HTTP: a
+//! page that shows the tree as it changes, JSON, and server-sent events.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -17,7 +20,15 @@ use multiproc_core::{ChildKind, EntryKind, ExitReason, Identity};
 
 use crate::supervision::ChildState;
 
+#[cfg(feature = "observer")]
+mod observer;
 mod proc;
+
+#[cfg(feature = "observer")]
+pub use observer::{
+    DEFAULT_HISTORY, DEFAULT_OBSERVER_ADDR, DEFAULT_SAMPLE_INTERVAL, Observer, ObserverBuilder,
+    ObserverError, ObserverHandle,
+};
 
 /// What a process of the tree runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,9 +93,11 @@ pub struct ProcessInfo {
     pub restarts: u32,
     /// How its last process ended, for a supervised child that was restarted or ended.
     pub last_exit: Option<ExitReason>,
-    /// Messages waiting in its mailbox, where known.
+    /// Messages waiting in its actor's mailbox: known for an actor child of this
+    /// process, which shows it in its link's shared memory as it changes.
     pub mailbox_depth: Option<usize>,
-    /// Calls (for a pool worker, tasks) it has answered, where known.
+    /// Messages (calls and casts) its actor has handled, for an actor child of this
+    /// process; tasks done, for a pool worker.
     pub calls_served: Option<u64>,
     /// How long its process has run.
     pub uptime: Option<Duration>,
@@ -186,6 +199,9 @@ impl fmt::Display for Snapshot {
             if let Some(n) = p.calls_served {
                 write!(f, " served={n}")?;
             }
+            if let Some(n) = p.mailbox_depth {
+                write!(f, " mailbox={n}")?;
+            }
             if let Some(rss) = p.rss_bytes {
                 write!(f, " rss={}KiB", rss / 1024)?;
             }
@@ -261,6 +277,9 @@ fn take(supervised: Vec<crate::supervision::ChildStatus>) -> Snapshot {
         }
         if let Some(w) = workers.get(&c.pid) {
             p.calls_served = Some(w.tasks_done);
+        } else if let Some((waiting, handled)) = c.actor {
+            p.mailbox_depth = Some(usize::try_from(waiting).unwrap_or(usize::MAX));
+            p.calls_served = Some(handled);
         }
         if let Some(s) = by_identity.get(&c.identity) {
             supervise(&mut p, s);

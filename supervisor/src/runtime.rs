@@ -23,6 +23,8 @@ pub(crate) mod current;
 pub(crate) mod error;
 mod executor;
 pub(crate) mod exit;
+#[cfg(feature = "observer")]
+pub(crate) mod exits;
 pub(crate) mod forkserver;
 pub(crate) mod handoff;
 pub(crate) mod heartbeat;

@@ -508,6 +508,7 @@ async fn handle_one<A: Actor>(actor: &mut A, mail: &Mail, out: &mut Vec<u8>) -> 
     let handling = std::pin::pin!(actor.handle(msg));
     match CatchUnwind(handling, mail.span).await {
         Ok(r) => {
+            crate::runtime::mailbox::handled_one();
             out.clear();
             match codec::encode_into(&r, out) {
                 Ok(()) => answer(BodyKind::Reply, out),

@@ -341,7 +341,10 @@ fn handshake() -> Result<Handshake, i32> {
     };
     let rings = match (hello.rings, fds.pop()) {
         (Some(cap), Some(fd)) => match Rings::adopt(&fd, cap as usize) {
-            Ok(rings) => rings,
+            Ok(rings) => {
+                crate::runtime::mailbox::show_figures(rings.actor_figures());
+                rings
+            }
             Err(e) => return refuse(&mut sock, BootstrapError::BadHello(e.to_string())),
         },
         _ => {

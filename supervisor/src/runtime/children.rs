@@ -41,6 +41,8 @@ pub(crate) struct Child {
     stop_requested: AtomicBool,
     killed: AtomicBool,
     pub(crate) output: Mutex<Option<Output>>,
+    /// Its actor's mailbox depth and messages handled, as it shows them.
+    figures: crate::runtime::ring::ActorFigures,
 }
 
 /// The children started by this process and not yet reaped.
@@ -143,6 +145,7 @@ pub(crate) async fn start_child(req: spawn::Request, here: bool) -> Result<Arc<C
         pidfd,
         pid,
     } = spawned;
+    let figures = rings.actor_figures();
     // A parent's readers never spin: its callers read their own replies.
     let link = Link::new(stream, rings, Peer::Child(number), false);
     let killer = pidfd
@@ -216,6 +219,7 @@ pub(crate) async fn start_child(req: spawn::Request, here: bool) -> Result<Arc<C
         stop_requested: AtomicBool::new(false),
         killed: AtomicBool::new(false),
         output: Mutex::new(None),
+        figures,
     });
 
     let capture = spawn::capture(&mut waiter);
@@ -492,6 +496,12 @@ async fn reap(
     router::remove_child(number, &child.identity);
     children().retain(|c| !Arc::ptr_eq(c, &child));
     tracing::debug!(child = %child.name, %reason, "child exited");
+    #[cfg(feature = "observer")]
+    runtime::exits::publish(|| runtime::exits::ChildExit {
+        name: child.name.clone(),
+        pid: child.pid,
+        reason: reason.clone(),
+    });
     #[cfg(feature = "metrics")]
     crate::runtime::metrics::child_exited(&child.name, &reason);
     // Let go of the child (its pidfd, its link) before anyone learns it exited: a
@@ -541,6 +551,8 @@ pub(crate) struct Observed {
     pub(crate) kind: EntryKind,
     /// Asked to stop, and not yet gone.
     pub(crate) stopping: bool,
+    /// For an actor: messages waiting in its mailbox, and messages it has handled.
+    pub(crate) actor: Option<(u64, u64)>,
 }
 
 /// The children of this process that are still running, with what a snapshot shows.
@@ -554,6 +566,7 @@ pub(crate) fn observed() -> Vec<Observed> {
             pid: c.pid,
             kind: c.kind,
             stopping: c.stop_requested.load(Ordering::Relaxed),
+            actor: (c.kind == EntryKind::Actor).then(|| c.figures.read()),
         })
         .collect()
 }

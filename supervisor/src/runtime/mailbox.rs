@@ -6,13 +6,40 @@
 //! that arrive while the actor starts wait in it, in order.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use multiproc_core::wire::{BodyKind, EnvelopeRef};
 use tokio::sync::Notify;
 
+use crate::runtime::ring::ActorFigures;
+
 /// Buffers kept for reuse at most, so a burst does not keep its memory for ever.
 const SPARE_MAX: usize = 1024;
+
+/// Where this process, a child, shows its parent its actor's figures.
+static FIGURES: OnceLock<ActorFigures> = OnceLock::new();
+
+/// Shows this process's actor figures to its parent through `figures` (set once, by
+/// the child's bootstrap).
+pub(crate) fn show_figures(figures: ActorFigures) {
+    let _ = FIGURES.set(figures);
+}
+
+/// Counts a message the actor's handler has returned from: before its reply goes,
+/// so that a caller who has the reply sees it counted.
+pub(crate) fn handled_one() {
+    if let Some(f) = FIGURES.get() {
+        f.handled_one();
+    }
+}
+
+fn depth(depth: usize) {
+    if let Some(f) = FIGURES.get() {
+        f.set_depth(depth);
+    }
+    #[cfg(feature = "metrics")]
+    crate::runtime::metrics::mailbox_depth(depth);
+}
 
 /// One message for the actor.
 #[derive(Debug, Default)]
@@ -63,8 +90,7 @@ impl Mailbox {
             mail.payload.clear();
             mail.payload.extend_from_slice(env.payload);
             q.mails.push_back(mail);
-            #[cfg(feature = "metrics")]
-            crate::runtime::metrics::mailbox_depth(q.mails.len());
+            depth(q.mails.len());
         }
         // A stored permit when the actor is busy: it cannot miss this one.
         self.arrived.notify_one();
@@ -77,8 +103,7 @@ impl Mailbox {
             {
                 let mut q = self.queue();
                 if let Some(mail) = q.mails.pop_front() {
-                    #[cfg(feature = "metrics")]
-                    crate::runtime::metrics::mailbox_depth(q.mails.len());
+                    depth(q.mails.len());
                     return Some(mail);
                 }
                 if q.closed {

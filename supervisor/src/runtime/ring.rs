@@ -38,6 +38,39 @@ use crate::runtime::shm::{self, MapError, Segment, SegmentRef};
 /// socket; an idle link touches a page or two of it.
 pub(crate) const CAPACITY: usize = 64 << 10;
 
+/// The words in a link's shared memory where a child's actor says how many messages
+/// wait in its mailbox and how many it has handled: a store per message in the child,
+/// two loads for a snapshot in the parent, no message on the link. A child may write
+/// anything there; the parent only shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct ActorFigures {
+    seg: Arc<Segment>,
+}
+
+impl ActorFigures {
+    pub(crate) fn set_depth(&self, depth: usize) {
+        self.seg
+            .u64_at(Layout::MAILBOX_DEPTH)
+            .store(depth as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn handled_one(&self) {
+        let handled = self.seg.u64_at(Layout::HANDLED);
+        // One writer: a load and a store, not a locked add.
+        handled.store(handled.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    /// Messages waiting, and messages handled.
+    pub(crate) fn read(&self) -> (u64, u64) {
+        (
+            self.seg
+                .u64_at(Layout::MAILBOX_DEPTH)
+                .load(Ordering::Relaxed),
+            self.seg.u64_at(Layout::HANDLED).load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Why a peer's rings cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AdoptError {
@@ -128,6 +161,14 @@ impl Rings {
             rings.side = Side::Creator;
         }
         Ok(rings)
+    }
+
+    /// The figures of the actor hosted by the process at the opening end (a child,
+    /// on its link to its parent): written there, read at the creating end.
+    pub(crate) fn actor_figures(&self) -> ActorFigures {
+        ActorFigures {
+            seg: Arc::clone(&self.seg),
+        }
     }
 
     /// This end's writer (of the ring it writes) and reader (of the other).

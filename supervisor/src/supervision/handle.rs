@@ -39,6 +39,12 @@ pub(crate) fn running() -> Vec<SupervisorRef> {
 }
 
 impl SupervisorRef {
+    /// What tells this supervisor from the others running in this process.
+    #[cfg(feature = "observer")]
+    pub(crate) fn key(&self) -> ractor::ActorId {
+        self.cell.get_id()
+    }
+
     async fn ask<T: Send + 'static>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Msg,
