@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::node::{COOKIE, TestNode};
 use common::{TestResult, trial};
 use multiproc::blocking::node::{self, NodeError};
-use multiproc::blocking::{Connection, Lock, Process, pipe};
+use multiproc::blocking::{Connection, Lock, Process, Queue, pipe};
 use multiproc::{Actor, ActorRef, BoxError, CallError, ExitReason, RemoteError};
 use serde::{Deserialize, Serialize};
 
@@ -84,15 +84,10 @@ fn uses_the_handle(counter: ActorRef<Counter>, mut up: Connection) -> Result<(),
     up.send(&outcome(blocking.call(CounterMsg::Add(5))))?;
     blocking.cast(CounterMsg::Add(1))?;
     up.send(&outcome(blocking.call(CounterMsg::Get)))?;
-    up.send(&outcome(
-        blocking.call_timeout(CounterMsg::Add(4), WAIT),
-    ))?;
-    up.send(&outcome(
-        blocking.call(CounterMsg::WithLock(Lock::new()?)),
-    ))?;
-    let by_address = multiproc::blocking::ActorRef::<Counter>::from(ActorRef::at(
-        counter.addr().clone(),
-    ));
+    up.send(&outcome(blocking.call_timeout(CounterMsg::Add(4), WAIT)))?;
+    up.send(&outcome(blocking.call(CounterMsg::WithLock(Lock::new()?))))?;
+    let by_address =
+        multiproc::blocking::ActorRef::<Counter>::from(ActorRef::at(counter.addr().clone()));
     up.send(&outcome(by_address.call(CounterMsg::Add(1))))?;
     Ok(())
 }
@@ -130,7 +125,16 @@ fn calls_once(counter: ActorRef<Counter>, mut up: Connection) -> Result<(), BoxE
     Ok(())
 }
 
+/// A process placed on a node with a handle from the root's tree: it reports its
+/// call through a queue (which does cross).
+fn calls_from_a_node(counter: ActorRef<Counter>, reports: Queue<Outcome>) -> Result<(), BoxError> {
+    let blocking = multiproc::blocking::ActorRef::from(counter);
+    reports.put(&outcome(blocking.call(CounterMsg::Get)), true, None)?;
+    Ok(())
+}
+
 multiproc::register_actor!(Counter);
+multiproc::register!(calls_from_a_node);
 multiproc::register!(uses_the_handle);
 multiproc::register!(calls_until_the_node_dies);
 multiproc::register!(hands_it_on);
@@ -222,6 +226,27 @@ fn a_local_childs_call_fails_with_node_down_when_the_node_dies() -> TestResult {
     Ok(())
 }
 
+fn a_handle_sent_to_a_node_is_refused_there() -> TestResult {
+    let n = TestNode::start("mu", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let mut p = Process::actor::<Counter>(7).on(&node);
+    p.start()?;
+    let counter = p.actor_ref::<Counter>();
+    let reports = Queue::<Outcome>::new(0)?;
+    let mut caller = Process::new(
+        calls_from_a_node,
+        (counter.as_async().clone(), reports.clone()),
+    )
+    .on(&node);
+    caller.start()?;
+    // Its address is a path in this tree, not in the node's: refused, typed, rather
+    // than delivered to whatever process the node's tree has there.
+    check_eq!(reports.get(true, Some(WAIT))?, Outcome::NotAcrossNodes);
+    check_eq!(caller.join()?, ExitReason::Normal);
+    check_eq!(counter.call(CounterMsg::Get)?, 7);
+    Ok(())
+}
+
 fn main() {
     common::cgroup::confine("cluster_handles");
     // One at a time: a process's connections to nodes are shared.
@@ -237,6 +262,10 @@ fn main() {
         trial(
             "a_local_childs_call_fails_with_node_down_when_the_node_dies",
             a_local_childs_call_fails_with_node_down_when_the_node_dies,
+        ),
+        trial(
+            "a_handle_sent_to_a_node_is_refused_there",
+            a_handle_sent_to_a_node_is_refused_there,
         ),
     ]);
 }

@@ -509,7 +509,8 @@ impl Process {
             args,
         };
         let exported = crate::sync::far::export(objs, node.inner.token);
-        let child = remote::start(node, &self.identity, self.name.clone(), start, self.daemon).await?;
+        let child =
+            remote::start(node, &self.identity, self.name.clone(), start, self.daemon).await?;
         exported.bind(child.pid, child.exit.clone());
         self.state = State::Remote(child);
         Ok(())

@@ -125,7 +125,8 @@ fn engine_runtime() -> Result<&'static tokio::runtime::Handle, NodeError> {
     if let Some(handle) = RUNTIME.get() {
         return Ok(handle);
     }
-    let failed = |e: std::io::Error| NodeError::Engine(format!("cannot start {ENGINE_THREAD}: {e}"));
+    let failed =
+        |e: std::io::Error| NodeError::Engine(format!("cannot start {ENGINE_THREAD}: {e}"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -139,7 +139,9 @@ impl ractor::Actor for Gateway {
                     };
                     crate::runtime::reply::deliver(a.corr, kind, &a.payload);
                 }
-                Err(e) => tracing::warn!(error = %e, "dropped a node's answer that does not decode"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropped a node's answer that does not decode")
+                }
             },
             AgentMsg::Call(bytes, reply) => {
                 crate::runtime::handle().spawn(async move {

@@ -93,8 +93,28 @@ pub struct ActorRef<A> {
     /// Where the actor runs when it is on another node.
     #[serde(default)]
     on: Option<OnNode>,
+    /// Decoded on another host than its tree's (it went to a node inside a placed
+    /// process's arguments): its address means nothing in this tree.
+    #[serde(default, serialize_with = "foreign_or_far")]
+    foreign: bool,
     #[serde(skip)]
     _actor: PhantomData<fn() -> A>,
+}
+
+/// A handle encoded for a node (in a placed process's arguments, in a message to a
+/// placed actor) is foreign there: an address is a path in one process tree, and the
+/// node's tree is another.
+fn foreign_or_far<S: serde::Serializer>(foreign: &bool, s: S) -> Result<S::Ok, S::Error> {
+    let far = crate::sync::far::encoding_far() || FOR_NODE.get();
+    (*foreign || far).serialize(s)
+}
+
+/// Runs `f`, an encoding of a message that goes to a node.
+fn for_node<R>(f: impl FnOnce() -> R) -> R {
+    let outer = FOR_NODE.replace(true);
+    let out = f();
+    FOR_NODE.set(outer);
+    out
 }
 
 impl<A> Clone for ActorRef<A> {
@@ -102,6 +122,7 @@ impl<A> Clone for ActorRef<A> {
         ActorRef {
             addr: self.addr.clone(),
             on: self.on.clone(),
+            foreign: self.foreign,
             _actor: PhantomData,
         }
     }
@@ -148,6 +169,7 @@ impl<A: Actor> ActorRef<A> {
         ActorRef {
             addr,
             on: None,
+            foreign: false,
             _actor: PhantomData,
         }
     }
@@ -158,6 +180,7 @@ impl<A: Actor> ActorRef<A> {
         ActorRef {
             addr,
             on: Some(OnNode { node, id }),
+            foreign: false,
             _actor: PhantomData,
         }
     }
@@ -165,6 +188,22 @@ impl<A: Actor> ActorRef<A> {
     /// The name of the node the actor runs on; `None` for this host.
     pub fn node(&self) -> Option<&str> {
         self.on.as_ref().map(|o| o.node.as_str())
+    }
+
+    /// Fails a call with a handle of another host's tree (see `foreign`), which would
+    /// otherwise reach whatever process has that address in this one.
+    fn check_here(&self) -> Result<(), CallError> {
+        if !self.foreign {
+            return Ok(());
+        }
+        Err(crate::node::NodeError::NotAcrossNodes {
+            what: format!(
+                "the handle of the actor {} of another host's process tree",
+                self.addr
+            ),
+            node: self.node().unwrap_or("this node").to_string(),
+        }
+        .into())
     }
 
     /// Where the actor runs, if on a node this process placed it on: this process
@@ -221,6 +260,7 @@ impl<A: Actor> ActorRef<A> {
     /// spin, it sleeps on the link's futex rather than waiting for the link's reader
     /// task to wake it, one thread wake-up less per call.
     async fn call_with(&self, msg: A::Msg, may_sleep: bool) -> Result<A::Reply, CallError> {
+        self.check_here()?;
         #[cfg(feature = "metrics")]
         let sent = std::time::Instant::now();
         if let Some(on) = self.placed_here() {
@@ -277,6 +317,7 @@ impl<A: Actor> ActorRef<A> {
         msg: A::Msg,
         timeout: Duration,
     ) -> Result<A::Reply, CallError> {
+        self.check_here()?;
         if let Some(on) = self.placed_here() {
             let payload = remote_payload(&msg, on)?;
             drop(msg);
@@ -314,6 +355,7 @@ impl<A: Actor> ActorRef<A> {
     ///
     /// [`CallError::Encode`] / [`CallError::TooLarge`] (nothing sent).
     pub fn cast(&self, msg: A::Msg) -> Result<(), CallError> {
+        self.check_here()?;
         if let Some(on) = self.placed_here() {
             // As a local cast: sent now, in order with the calls that follow, not
             // confirmed.
@@ -346,7 +388,7 @@ impl<A: Actor> ActorRef<A> {
                 // For a node, by way of the process that placed it there.
                 Some(on) => {
                     let (encoded, handles) =
-                        crate::sync::handles_in(|| codec::encode_into(msg, payload));
+                        crate::sync::handles_in(|| for_node(|| codec::encode_into(msg, payload)));
                     encoded.map_err(CallError::Encode)?;
                     if handles {
                         payload.clear();
@@ -387,7 +429,7 @@ impl<A: Actor> ActorRef<A> {
 /// Encodes a message for an actor on another node, refusing one that holds a handle
 /// to a one-machine object.
 fn remote_payload<M: Serialize>(msg: &M, on: &OnNode) -> Result<Vec<u8>, CallError> {
-    let (payload, handles) = crate::sync::handles_in(|| codec::encode(msg));
+    let (payload, handles) = crate::sync::handles_in(|| for_node(|| codec::encode(msg)));
     if handles {
         return Err(not_across(on));
     }
@@ -396,8 +438,7 @@ fn remote_payload<M: Serialize>(msg: &M, on: &OnNode) -> Result<Vec<u8>, CallErr
 
 fn not_across(on: &OnNode) -> CallError {
     crate::node::NodeError::NotAcrossNodes {
-        what: "a Queue, Lock, Event, Value, Array or SharedMemory handle in a message"
-            .to_string(),
+        what: "a Queue, Lock, Event, Value, Array or SharedMemory handle in a message".to_string(),
         node: on.node.clone(),
     }
     .into()
@@ -432,6 +473,8 @@ pub(crate) fn raw_send(to: &Identity, payload: &[u8], then: Option<crate::runtim
 thread_local! {
     /// Where this thread encodes the messages it sends, reused.
     static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// This thread encodes a message for a node (see `foreign_or_far`).
+    static FOR_NODE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Lets go of a buffer grown for a large message.

@@ -173,13 +173,7 @@ impl Link {
 
     /// As [`Link::new`], with rings already split (and written to, or read from, before
     /// the link was served: a child's early messages to its parent).
-    pub(crate) fn from_parts(
-        stream: Socket,
-        tx: Tx,
-        rx: Rx,
-        peer: Peer,
-        spin: bool,
-    ) -> Arc<Link> {
+    pub(crate) fn from_parts(stream: Socket, tx: Tx, rx: Rx, peer: Peer, spin: bool) -> Arc<Link> {
         let bell = rx.bell();
         let link = Arc::new(Link {
             stream,
