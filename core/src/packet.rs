@@ -240,15 +240,11 @@ pub enum RemoteError {
     /// parent.
     #[error("the direct link to the process with the identity {0} broke before it replied")]
     LinkBroken(Identity),
-    /// The process runs on another node, which is down or unreachable from the
-    /// process that placed it there (which relays the calls of the rest of the tree).
-    #[error("node {node} is down: {why}")]
-    NodeDown {
-        /// The node's name.
-        node: String,
-        /// What showed it down.
-        why: String,
-    },
+    /// The process runs on another node, and the process that placed it there (which
+    /// relays the calls of the rest of the tree) could not reach it: its node is down,
+    /// say. Boxed: an envelope stays small.
+    #[error(transparent)]
+    Node(Box<crate::NodeError>),
 }
 
 /// A `tracing` event from a descendant process, with what the root needs to emit it

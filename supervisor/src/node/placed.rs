@@ -7,7 +7,7 @@
 //! the rest of the tree here, as to any child, and this relay sends them on over the
 //! session: a cast as it comes, a call with its answer routed back to its caller
 //! where it arrives (no task waits for it). A call in flight when the node goes down
-//! fails with [`RemoteError::NodeDown`], which its caller sees as
+//! fails with [`RemoteError::Node`], which its caller sees as
 //! `CallError::Node(NodeError::NodeDown { .. })`, as a call made here would.
 
 use std::collections::HashMap;
@@ -151,11 +151,11 @@ fn answer(to: &Identity, caller: &Identity, corr: u64, kind: BodyKind, payload: 
 /// could not go).
 fn fail(relay: u64, node: &str, e: NodeError) {
     let e = match e {
-        NodeError::NodeDown { node, why } => RemoteError::NodeDown { node, why },
-        other => RemoteError::NodeDown {
+        down @ NodeError::NodeDown { .. } => RemoteError::Node(Box::new(down)),
+        other => RemoteError::Node(Box::new(NodeError::NodeDown {
             node: node.to_string(),
             why: other.to_string(),
-        },
+        })),
     };
     if let Ok(payload) = codec::encode(&e) {
         crate::runtime::reply::deliver(relay, BodyKind::Fail, &payload);

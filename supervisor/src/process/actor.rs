@@ -489,9 +489,7 @@ fn reply<A: Actor>(answer: Result<&[u8], RemoteError>) -> Result<A::Reply, CallE
         Ok(bytes) => codec::decode(bytes).map_err(CallError::Decode),
         // Relayed by the process that placed the actor: the same error as a call
         // made there.
-        Err(RemoteError::NodeDown { node, why }) => {
-            Err(crate::node::NodeError::NodeDown { node, why }.into())
-        }
+        Err(RemoteError::Node(e)) => Err(CallError::Node(*e)),
         Err(e) => Err(CallError::Remote(e)),
     }
 }
