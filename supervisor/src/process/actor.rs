@@ -85,7 +85,9 @@ pub trait Actor: Sized + Send + 'static {
 /// The address of an actor of type `A` in some process of the tree.
 ///
 /// A plain value: clone it, send it to another process as an argument or inside a
-/// message, and call the actor from there; messages are routed along the tree.
+/// message, and call the actor from there; messages are routed along the tree. The
+/// handle of an actor placed on a node works so too, from any process of this tree:
+/// its messages go through the process that placed it, which holds the session.
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct ActorRef<A> {
