@@ -1,6 +1,7 @@
 //! Node scenarios: `remote_call_roundtrip` (an actor call to an actor placed on a node
 //! on loopback, against the same call to a local child, Python's `BaseManager` proxy
-//! call over TCP and a bare TCP ping-pong), `node_down_detect` (SIGKILL of a node to
+//! call over TCP and a bare TCP ping-pong; with what each costs the processes it
+//! crosses in sleeps and CPU time), `node_down_detect` (SIGKILL of a node to
 //! the `NodeDown` exit of a process placed there) and `pool_map_2nodes` (a pool's map
 //! with its workers on two nodes against the same workers on one node).
 
@@ -112,6 +113,9 @@ pub(crate) fn remote_call_roundtrip(py: Option<&Python>) -> Res {
         }
         Ok(us(t0) / n as f64)
     };
+    // The processes a remote call wakes: this one, the node program, the actor's.
+    let remote_pids = [std::process::id(), node.pid(), remote.pid().unwrap_or(0)];
+    let local_pids = [std::process::id(), local.pid().unwrap_or(0)];
     let mut server = py
         .filter(|_| wanted("python-manager"))
         .map(|py| py.serve("remote_manager.py", &[], &[("ITERS", CALL_BATCH)]))
@@ -128,14 +132,26 @@ pub(crate) fn remote_call_roundtrip(py: Option<&Python>) -> Res {
         Samples::default(),
         Samples::default(),
     );
+    let (mut mp_use, mut loc_use, mut raw_use, mut py_use) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
+        let before = Cost::of(&remote_pids);
         mp.push(vec![batch(&remote_ref, CALL_BATCH)?]);
+        mp_use.push(Cost::of(&remote_pids).since(before));
+        let before = Cost::of(&local_pids);
         loc.push(vec![batch(&local_ref, CALL_BATCH)?]);
+        loc_use.push(Cost::of(&local_pids).since(before));
         if let Some(s) = server.as_mut() {
+            let pids = s.pids();
+            let before = Cost::of(&pids);
             python.push(s.rep()?.samples);
+            py_use.push(Cost::of(&pids).since(before));
         }
         if let Some(t) = tcp.as_mut() {
+            let pids = [std::process::id(), t.child.child.id()];
+            let before = Cost::of(&pids);
             raw.push(vec![t.batch(CALL_BATCH)?]);
+            raw_use.push(Cost::of(&pids).since(before));
         }
     }
     if let Some(TcpEcho { child, conn }) = tcp {
@@ -160,7 +176,86 @@ pub(crate) fn remote_call_roundtrip(py: Option<&Python>) -> Res {
     // The floor: 8 bytes there and back over loopback TCP between two processes, no
     // framing, no session, no actor.
     sc.report("raw-tcp", &mp, &raw);
+    // What a call costs the processes it crosses, which the machine's load changes
+    // far less than the time: their threads' sleeps (voluntary context switches: each
+    // one a wake-up to come) and preemptions, and their CPU time.
+    println!(
+        "remote_call_roundtrip: per call, sleeps+preemptions and CPU of the processes crossed: multiproc={} python-manager={} local-call={} raw-tcp={}",
+        Cost::median(&mp_use),
+        Cost::median(&py_use),
+        Cost::median(&loc_use),
+        Cost::median(&raw_use),
+    );
     Ok(())
+}
+
+/// Context switches and CPU time of every thread of some processes, from /proc.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cost {
+    voluntary: f64,
+    involuntary: f64,
+    cpu_ns: f64,
+}
+
+impl Cost {
+    /// So far, over every thread of `pids` (`/proc/PID/task/*/status` and
+    /// `schedstat`, whose first field is the thread's time on a CPU, in ns).
+    fn of(pids: &[u32]) -> Cost {
+        let mut total = Cost::default();
+        for pid in pids {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            for task in tasks.flatten() {
+                let read =
+                    |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
+                for line in read("status").lines() {
+                    let count = |prefix: &str| {
+                        line.strip_prefix(prefix)
+                            .and_then(|n| n.trim().parse::<f64>().ok())
+                    };
+                    if let Some(n) = count("voluntary_ctxt_switches:") {
+                        total.voluntary += n;
+                    } else if let Some(n) = count("nonvoluntary_ctxt_switches:") {
+                        total.involuntary += n;
+                    }
+                }
+                let schedstat = read("schedstat");
+                if let Some(ns) = schedstat
+                    .split_whitespace()
+                    .next()
+                    .and_then(|n| n.parse::<f64>().ok())
+                {
+                    total.cpu_ns += ns;
+                }
+            }
+        }
+        total
+    }
+
+    /// Per call of a batch, from the totals before it.
+    fn since(self, before: Cost) -> Cost {
+        let n = CALL_BATCH as f64;
+        Cost {
+            voluntary: (self.voluntary - before.voluntary) / n,
+            involuntary: (self.involuntary - before.involuntary) / n,
+            cpu_ns: (self.cpu_ns - before.cpu_ns) / n,
+        }
+    }
+
+    /// The rounds' medians, as text.
+    fn median(rounds: &[Cost]) -> String {
+        if rounds.is_empty() {
+            return "-".to_string();
+        }
+        let of = |f: fn(&Cost) -> f64| median(&rounds.iter().map(f).collect::<Vec<_>>());
+        format!(
+            "{}+{} {}us",
+            num(of(|c| c.voluntary)),
+            num(of(|c| c.involuntary)),
+            num(of(|c| c.cpu_ns) / 1000.0)
+        )
+    }
 }
 
 /// A raw child echoing 8-byte messages over loopback TCP, and this end's connection.

@@ -106,6 +106,29 @@ impl PyServer {
         Ok(Some(line.trim_end().to_string()))
     }
 
+    /// The script's process and its descendants (a manager's server, say).
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.child.id()];
+        let mut at = 0;
+        while at < pids.len() {
+            let pid = pids[at];
+            at += 1;
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                continue;
+            };
+            for task in tasks.flatten() {
+                let children = std::fs::read_to_string(task.path().join("children"));
+                pids.extend(
+                    children
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        pids
+    }
+
     pub(crate) fn rep(&mut self) -> Res<PyReply> {
         let stdin = self.stdin.as_mut().ok_or("stdin closed")?;
         stdin.write_all(b"rep\n")?;

@@ -39,8 +39,9 @@ pub enum Refusal {
     },
 }
 
-/// Everything that can go wrong with a node.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Everything that can go wrong with a node. Plain data: a call relayed for another
+/// process carries it back there (inside `RemoteError::Node`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
     /// The node's address could not be reached (nothing listens there, no route).

@@ -240,6 +240,11 @@ pub enum RemoteError {
     /// parent.
     #[error("the direct link to the process with the identity {0} broke before it replied")]
     LinkBroken(Identity),
+    /// The process runs on another node, and the process that placed it there (which
+    /// relays the calls of the rest of the tree) could not reach it: its node is down,
+    /// say. Boxed: an envelope stays small.
+    #[error(transparent)]
+    Node(Box<crate::NodeError>),
 }
 
 /// A `tracing` event from a descendant process, with what the root needs to emit it

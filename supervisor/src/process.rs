@@ -274,7 +274,8 @@ impl Process {
     /// run).
     ///
     /// For a process on another node, calls go through this process's session with
-    /// that node (a handle passed to another process needs its own session there).
+    /// that node; a handle passed to another process of this tree sends its calls
+    /// here, along the tree, and this process relays them.
     pub fn actor_ref<A: Actor>(&self) -> ActorRef<A> {
         match (&self.state, &self.node) {
             (State::Remote(r), _) => {

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use multiproc_core::wire::BodyKind;
 use multiproc_core::{ExitReason, codec};
 use ractor::{ActorProcessingErr, ActorRef};
 use ractor_cluster::NodeId;
@@ -16,7 +17,7 @@ use super::event::NodeEvent;
 use crate::process::Process;
 use crate::remote::engine::{Engine, SessionEvent};
 use crate::remote::wire::{
-    self, AGENT_GROUP, AGENT_SCOPE, AgentMsg, NODE_PROTOCOL, Reply, Request,
+    self, AGENT_GROUP, AGENT_SCOPE, AgentMsg, Answer, NODE_PROTOCOL, Reply, Request,
 };
 use multiproc_core::Refusal;
 
@@ -38,6 +39,8 @@ struct Root {
     /// The root's process name, for events and logs.
     process: String,
     session: NodeId,
+    /// The root's gateway, where the answers of its actor calls go.
+    gateway: ActorRef<AgentMsg>,
     lost: bool,
     /// Turns true when the root is lost: far operations relayed to it fail then.
     lost_tx: tokio::sync::watch::Sender<bool>,
@@ -86,6 +89,14 @@ impl Shared {
             .get(&id)
             .cloned()
             .ok_or_else(|| Reply::Failed(format!("no process {id} here")))
+    }
+
+    /// The process `id` of the root `token`, and that root's gateway.
+    fn actor(&self, token: u64, id: u64) -> Option<(multiproc_core::Identity, ActorRef<AgentMsg>)> {
+        let roots = self.roots();
+        let root = roots.get(&token)?;
+        let p = root.procs.get(&id)?;
+        Some((p.identity().clone(), root.gateway.clone()))
     }
 
     /// The root whose placed process `from` is (or descends from): its token, its
@@ -261,6 +272,11 @@ impl Shared {
         let Some(session) = session else {
             return Reply::Failed(format!("no session from {root}"));
         };
+        // The root started it before its session: the engine announced it before the
+        // session was ready, so before this Hello.
+        let Some(gateway) = crate::remote::gateway::of_session(session) else {
+            return Reply::Failed(format!("no gateway from {root}"));
+        };
         let token = self.next.fetch_add(1, Ordering::Relaxed);
         self.roots().insert(
             token,
@@ -268,6 +284,7 @@ impl Shared {
                 engine_name: root,
                 process: process.clone(),
                 session,
+                gateway,
                 lost: false,
                 lost_tx: tokio::sync::watch::channel(false).0,
                 pinged: tokio::time::Instant::now(),
@@ -406,7 +423,10 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// The agent's actor: decodes each request and answers it in its own task, so a
+/// The agent's actor. An actor's message is routed as it arrives, in place: a cast
+/// and the call after it reach the actor in that order, as on one host, and a call's
+/// answer goes back to the root from the task that reads it off the actor's link,
+/// with no task of its own. Every other request is answered in its own task, so a
 /// long `Watch` never holds up the next request.
 pub(crate) struct Agent;
 
@@ -440,39 +460,67 @@ impl ractor::Actor for Agent {
             AgentMsg::Cast(bytes) => (bytes, None),
         };
         let request = codec::decode::<Request>(&bytes);
-        // An actor's message is routed here, in arrival order: a cast and the call
-        // after it reach the actor in that order, as on one host.
-        let routed = match &request {
-            Ok(Request::Actor {
-                token,
-                id,
-                payload,
-                call,
-            }) => Some(shared.process(*token, *id).map(|p| {
-                crate::process::actor::raw_send(p.identity(), payload, *call && reply.is_some())
-            })),
-            _ => None,
-        };
+        if let Ok(Request::Actor {
+            token,
+            id,
+            payload,
+            corr,
+        }) = &request
+        {
+            route_actor(shared, *token, *id, payload, *corr);
+            return Ok(());
+        }
         let Some(reply) = reply else {
             return Ok(());
         };
         let shared = Arc::clone(shared);
         tokio::spawn(async move {
-            let answer = match (routed, request) {
-                (Some(Ok(Some(pending))), _) => Reply::Answer(
-                    pending
-                        .wait(|a| a.map(|b| Some(serde_bytes::ByteBuf::from(b.to_vec()))))
-                        .await,
-                ),
-                (Some(Ok(None)), _) => Reply::Answer(Ok(None)),
-                (Some(Err(failed)), _) => failed,
-                (None, Ok(request)) => shared.answer(request).await,
-                (None, Err(e)) => Reply::Failed(format!("undecodable request: {e}")),
+            let answer = match request {
+                Ok(request) => shared.answer(request).await,
+                Err(e) => Reply::Failed(format!("undecodable request: {e}")),
             };
             if let Ok(bytes) = codec::encode(&answer) {
                 let _ = reply.send(bytes);
             }
         });
         Ok(())
+    }
+}
+
+/// Hands a root's message to the actor process `id`; for a call (`corr` not 0), its
+/// answer goes back to the root's gateway as it comes off the actor's link.
+fn route_actor(shared: &Shared, token: u64, id: u64, payload: &[u8], corr: u64) {
+    let Some((to, gateway)) = shared.actor(token, id) else {
+        // The node does not know the process (not started, or joined and gone): the
+        // root names it in the error.
+        if corr != 0
+            && let Some(gateway) = shared.roots().get(&token).map(|r| r.gateway.clone())
+            && let Ok(payload) = codec::encode(&multiproc_core::RemoteError::NoProcess(
+                crate::runtime::current::me().identity.clone(),
+            ))
+        {
+            answer(&gateway, corr, BodyKind::Fail, &payload);
+        }
+        return;
+    };
+    let then = (corr != 0).then(|| -> crate::runtime::reply::Then {
+        Box::new(move |kind, payload| answer(&gateway, corr, kind, payload))
+    });
+    crate::process::actor::raw_send(&to, payload, then);
+}
+
+/// Casts the answer to a root's call `corr` to its gateway.
+fn answer(gateway: &ActorRef<AgentMsg>, corr: u64, kind: BodyKind, payload: &[u8]) {
+    let answer = Answer {
+        corr,
+        fail: kind != BodyKind::Reply,
+        payload: payload.to_vec(),
+    };
+    match codec::encode(&answer) {
+        // A root whose session is gone has no one waiting.
+        Ok(bytes) => {
+            let _ = gateway.cast(AgentMsg::Cast(bytes));
+        }
+        Err(e) => tracing::warn!(error = %e, "an actor's answer did not encode"),
     }
 }

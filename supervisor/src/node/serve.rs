@@ -98,12 +98,8 @@ async fn accept(
             continue;
         };
         let Some(tls) = tls.clone() else {
-            let opened = NodeServerMessage::ConnectionOpened {
-                stream: Box::new(NetworkStream::Raw {
-                    peer_addr,
-                    local_addr,
-                    stream,
-                }),
+            let opened = NodeServerMessage::ConnectionOpenedExternal {
+                stream: Box::new(crate::remote::stream::Buffered::new(stream, peer_addr)),
                 is_server: true,
             };
             if server.cast(opened).is_err() {

@@ -86,7 +86,9 @@ pub trait Actor: Sized + Send + 'static {
 /// The address of an actor of type `A` in some process of the tree.
 ///
 /// A plain value: clone it, send it to another process as an argument or inside a
-/// message, and call the actor from there; messages are routed along the tree.
+/// message, and call the actor from there; messages are routed along the tree. The
+/// handle of an actor placed on a node works so too, from any process of this tree:
+/// its messages go through the process that placed it, which holds the session.
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct ActorRef<A> {
@@ -94,8 +96,28 @@ pub struct ActorRef<A> {
     /// Where the actor runs when it is on another node.
     #[serde(default)]
     on: Option<OnNode>,
+    /// Decoded on another host than its tree's (it went to a node inside a placed
+    /// process's arguments): its address means nothing in this tree.
+    #[serde(default, serialize_with = "foreign_or_far")]
+    foreign: bool,
     #[serde(skip)]
     _actor: PhantomData<fn() -> A>,
+}
+
+/// A handle encoded for a node (in a placed process's arguments, in a message to a
+/// placed actor) is foreign there: an address is a path in one process tree, and the
+/// node's tree is another.
+fn foreign_or_far<S: serde::Serializer>(foreign: &bool, s: S) -> Result<S::Ok, S::Error> {
+    let far = crate::sync::far::encoding_far() || FOR_NODE.get();
+    (*foreign || far).serialize(s)
+}
+
+/// Runs `f`, an encoding of a message that goes to a node.
+fn for_node<R>(f: impl FnOnce() -> R) -> R {
+    let outer = FOR_NODE.replace(true);
+    let out = f();
+    FOR_NODE.set(outer);
+    out
 }
 
 impl<A> Clone for ActorRef<A> {
@@ -103,6 +125,7 @@ impl<A> Clone for ActorRef<A> {
         ActorRef {
             addr: self.addr.clone(),
             on: self.on.clone(),
+            foreign: self.foreign,
             _actor: PhantomData,
         }
     }
@@ -141,6 +164,7 @@ impl<A: Actor> ActorRef<A> {
         ActorRef {
             addr,
             on: None,
+            foreign: false,
             _actor: PhantomData,
         }
     }
@@ -151,6 +175,7 @@ impl<A: Actor> ActorRef<A> {
         ActorRef {
             addr,
             on: Some(OnNode { node, id }),
+            foreign: false,
             _actor: PhantomData,
         }
     }
@@ -160,11 +185,38 @@ impl<A: Actor> ActorRef<A> {
         self.on.as_ref().map(|o| o.node.as_str())
     }
 
+    /// Fails a call with a handle of another host's tree (see `foreign`), which would
+    /// otherwise reach whatever process has that address in this one.
+    fn check_here(&self) -> Result<(), CallError> {
+        if !self.foreign {
+            return Ok(());
+        }
+        Err(multiproc_core::NodeError::NotAcrossNodes {
+            what: format!(
+                "the handle of the actor {} of another host's process tree",
+                self.addr
+            ),
+            node: self.node().unwrap_or("this node").to_string(),
+        }
+        .into())
+    }
+
+    /// Where the actor runs, if on a node this process placed it on: this process
+    /// holds the session, and calls go straight to it. Any other process of the
+    /// tree sends them to this one, along the tree, as to a local actor.
+    fn placed_here(&self) -> Option<&OnNode> {
+        self.on.as_ref().filter(|_| {
+            self.addr
+                .path()
+                .split_last()
+                .is_some_and(|(_, up)| up == me().identity.path())
+        })
+    }
+
     /// A call to the actor on another node; the message is encoded before anything
     /// waits, so no reference to it is held across the wait.
     async fn remote(&self, on: &OnNode, payload: Vec<u8>) -> Result<A::Reply, CallError> {
-        let bytes = placed::actor_call(&self.addr, on, payload).await?;
-        codec::decode(&bytes).map_err(CallError::Decode)
+        placed::actor_call(&self.addr, on, payload, reply::<A>).await
     }
 
     /// The actor of type `A` hosted by the process with this identity (as
@@ -203,9 +255,10 @@ impl<A: Actor> ActorRef<A> {
     /// spin, it sleeps on the link's futex rather than waiting for the link's reader
     /// task to wake it, one thread wake-up less per call.
     async fn call_with(&self, msg: A::Msg, may_sleep: bool) -> Result<A::Reply, CallError> {
+        self.check_here()?;
         #[cfg(feature = "metrics")]
         let sent = std::time::Instant::now();
-        if let Some(on) = &self.on {
+        if let Some(on) = self.placed_here() {
             let payload = remote_payload(&msg, on)?;
             drop(msg);
             let out = self.remote(on, payload).await;
@@ -259,7 +312,8 @@ impl<A: Actor> ActorRef<A> {
         msg: A::Msg,
         timeout: Duration,
     ) -> Result<A::Reply, CallError> {
-        if let Some(on) = &self.on {
+        self.check_here()?;
+        if let Some(on) = self.placed_here() {
             let payload = remote_payload(&msg, on)?;
             drop(msg);
             let (me, on) = (self.clone(), on.clone());
@@ -296,7 +350,8 @@ impl<A: Actor> ActorRef<A> {
     ///
     /// [`CallError::Encode`] / [`CallError::TooLarge`] (nothing sent).
     pub fn cast(&self, msg: A::Msg) -> Result<(), CallError> {
-        if let Some(on) = &self.on {
+        self.check_here()?;
+        if let Some(on) = self.placed_here() {
             // As a local cast: sent now, in order with the calls that follow, not
             // confirmed.
             let payload = remote_payload(&msg, on)?;
@@ -323,7 +378,19 @@ impl<A: Actor> ActorRef<A> {
     > {
         ENCODED.with_borrow_mut(|payload| {
             payload.clear();
-            codec::encode_into(msg, payload).map_err(CallError::Encode)?;
+            match &self.on {
+                None => codec::encode_into(msg, payload).map_err(CallError::Encode)?,
+                // For a node, by way of the process that placed it there.
+                Some(on) => {
+                    let (encoded, handles) =
+                        crate::sync::handles_in(|| for_node(|| codec::encode_into(msg, payload)));
+                    encoded.map_err(CallError::Encode)?;
+                    if handles {
+                        payload.clear();
+                        return Err(not_across(on));
+                    }
+                }
+            }
             let max = MAX_FRAME_LEN - ENVELOPE_OVERHEAD;
             if payload.len() > max {
                 let len = payload.len();
@@ -357,27 +424,33 @@ impl<A: Actor> ActorRef<A> {
 /// Encodes a message for an actor on another node, refusing one that holds a handle
 /// to a one-machine object.
 fn remote_payload<M: Serialize>(msg: &M, on: &OnNode) -> Result<Vec<u8>, CallError> {
-    let (payload, handles) = crate::sync::handles_in(|| codec::encode(msg));
+    let (payload, handles) = crate::sync::handles_in(|| for_node(|| codec::encode(msg)));
     if handles {
-        return Err(multiproc_core::NodeError::NotAcrossNodes {
-            what: "a Queue, Lock, Event, Value, Array or SharedMemory handle in a message"
-                .to_string(),
-            node: on.node.clone(),
-        }
-        .into());
+        return Err(not_across(on));
     }
     payload.map_err(CallError::Encode)
 }
 
+fn not_across(on: &OnNode) -> CallError {
+    multiproc_core::NodeError::NotAcrossNodes {
+        what: "a Queue, Lock, Event, Value, Array or SharedMemory handle in a message".to_string(),
+        node: on.node.clone(),
+    }
+    .into()
+}
+
 /// Sends `payload` (an encoded message) to the actor of the process `to`, here, now
-/// (so messages keep the order they came in); for a call, the reply to wait for.
-/// What a node's agent does for a root's call or cast.
-pub(crate) fn raw_send(to: &Identity, payload: &[u8], call: bool) -> Option<router::PendingReply> {
-    let (corr, pending, kind) = if call {
-        let corr = router::next_corr();
-        (corr, Some(router::expect_reply(corr)), BodyKind::Call)
-    } else {
-        (0, None, BodyKind::Cast)
+/// (so messages keep the order they came in): a cast, or with `then`, a call whose
+/// answer (its kind and payload, as they came) `then` takes where it arrives. What a
+/// node's agent does for a root's call or cast.
+pub(crate) fn raw_send(to: &Identity, payload: &[u8], then: Option<crate::runtime::reply::Then>) {
+    let (corr, kind) = match then {
+        Some(then) => {
+            let corr = router::next_corr();
+            router::expect_reply_then(corr, then);
+            (corr, BodyKind::Call)
+        }
+        None => (0, BodyKind::Cast),
     };
     router::route_ref(
         &EnvelopeRef {
@@ -390,12 +463,13 @@ pub(crate) fn raw_send(to: &Identity, payload: &[u8], call: bool) -> Option<rout
         },
         false,
     );
-    pending
 }
 
 thread_local! {
     /// Where this thread encodes the messages it sends, reused.
     static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// This thread encodes a message for a node (see `foreign_or_far`).
+    static FOR_NODE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Lets go of a buffer grown for a large message.
@@ -408,6 +482,9 @@ fn shrink(buf: &mut Vec<u8>) {
 fn reply<A: Actor>(answer: Result<&[u8], RemoteError>) -> Result<A::Reply, CallError> {
     match answer {
         Ok(bytes) => codec::decode(bytes).map_err(CallError::Decode),
+        // Relayed by the process that placed the actor: the same error as a call
+        // made there.
+        Err(RemoteError::Node(e)) => Err(CallError::Node(*e)),
         Err(e) => Err(CallError::Remote(e)),
     }
 }

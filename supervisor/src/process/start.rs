@@ -155,7 +155,8 @@ impl Process {
             args,
         };
         let exported = crate::sync::far::export(objs, node.inner.token);
-        let child = placed::start(node, self.name.clone(), start, self.daemon).await?;
+        let child =
+            placed::start(node, &self.identity, self.name.clone(), start, self.daemon).await?;
         exported.bind(child.pid, child.exit.clone());
         self.state = State::Remote(child);
         Ok(())

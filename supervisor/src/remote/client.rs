@@ -324,12 +324,23 @@ async fn connect_over(
         gateway::ensure_gateway().await?;
         let events = engine.events.subscribe();
         let plain = tls.is_none();
-        let opened = match tls {
-            None => ractor_cluster::client_connect(&engine.server, addr).await,
-            Some((connector, name)) => {
-                ractor_cluster::client_connect_enc(&engine.server, addr, connector, name).await
+        // On the engine's thread: the session's socket is in that runtime's epoll.
+        let server = engine.server.clone();
+        let opened = engine::on_engine(async move {
+            match tls {
+                None => {
+                    let stream = tokio::net::TcpStream::connect(addr)
+                        .await
+                        .map_err(ractor_cluster::ClientConnectErr::Socket)?;
+                    let stream = Box::new(super::stream::Buffered::new(stream, addr));
+                    ractor_cluster::client_connect_external(&server, stream).await
+                }
+                Some((connector, name)) => {
+                    ractor_cluster::client_connect_enc(&server, addr, connector, name).await
+                }
             }
-        };
+        })
+        .await?;
         opened.map_err(|e| match e {
             ractor_cluster::ClientConnectErr::Encryption(io) => NodeError::Refused {
                 addr: addr_text.clone(),
@@ -501,7 +512,12 @@ async fn watch_node(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let why = loop {
         tokio::select! {
-            _ = down.closed() => return,
+            _ = down.closed() => {
+                // Every handle is gone (disconnected): what the rest of the tree
+                // relayed through this session has no answer coming.
+                super::route::node_lost(&name, token, "disconnected");
+                return;
+            }
             event = events.recv() => match event {
                 Ok(SessionEvent::Disconnected(s)) if s.node_id == node_id => {
                     break "session lost".to_string();
@@ -526,6 +542,7 @@ async fn watch_node(
     };
     tracing::warn!(node = %name, "node down: {why}");
     mark_down(&down, &why);
+    super::route::node_lost(&name, token, &why);
     // Fails the calls in flight on the session now, not when TCP gives up.
     session.stop(Some("node down".to_string()));
 }

@@ -15,18 +15,21 @@ use ractor::{ActorProcessingErr, ActorRef};
 use ractor_cluster::NodeId;
 use tokio::sync::OnceCell;
 
-use super::wire::{AGENT_SCOPE, AgentMsg};
+use multiproc_core::codec;
+use multiproc_core::wire::BodyKind;
+
+use super::wire::{AGENT_SCOPE, AgentMsg, Answer};
 
 /// The process group of roots' gateways.
 const GATEWAY_GROUP: &str = "multiproc.root.gateway";
 
 /// An answer being made: the encoded answer, or `None` to leave the call unanswered.
-pub(crate) type Answer = Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>>;
+pub(crate) type Answering = Pin<Box<dyn Future<Output = Option<Vec<u8>>> + Send>>;
 
 /// The service that answers the calls a root's gateway receives.
 pub(crate) struct GatewayService {
     /// Answers one encoded call; the gateway runs the answer in a task of its own.
-    pub(crate) serve: fn(Vec<u8>) -> Answer,
+    pub(crate) serve: fn(Vec<u8>) -> Answering,
 }
 
 /// The registered service; there is one, the far handles'.
@@ -41,8 +44,10 @@ pub(crate) fn of_session(session: NodeId) -> Option<ActorRef<AgentMsg>> {
         .map(ActorRef::<AgentMsg>::from)
 }
 
-/// A root's gateway: answers its nodes' calls, each in its own task (a lock's
-/// acquire may wait long).
+/// A root's gateway: answers its nodes' calls, each in its own task on the process
+/// runtime (a lock's acquire may wait long), and hands the answers of actor calls to
+/// their callers. It runs on the engine's thread, beside the sessions that bring it
+/// both.
 struct Gateway;
 
 impl ractor::Actor for Gateway {
@@ -69,29 +74,44 @@ impl ractor::Actor for Gateway {
         message: AgentMsg,
         (): &mut (),
     ) -> Result<(), ActorProcessingErr> {
-        let AgentMsg::Call(bytes, reply) = message else {
-            return Ok(());
-        };
-        let Some(service) = GATEWAY_SERVICES.first() else {
-            return Ok(());
-        };
-        let answer = (service.serve)(bytes);
-        tokio::spawn(async move {
-            if let Some(bytes) = answer.await {
-                let _ = reply.send(bytes);
+        match message {
+            AgentMsg::Cast(bytes) => match codec::decode::<Answer>(&bytes) {
+                // Straight into the caller's slot, which wakes it: no task between.
+                Ok(a) => {
+                    let kind = if a.fail {
+                        BodyKind::Fail
+                    } else {
+                        BodyKind::Reply
+                    };
+                    crate::runtime::reply::deliver(a.corr, kind, &a.payload);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropped a node's answer that does not decode")
+                }
+            },
+            AgentMsg::Call(bytes, reply) => {
+                let Some(service) = GATEWAY_SERVICES.first() else {
+                    return Ok(());
+                };
+                let answer = (service.serve)(bytes);
+                crate::runtime::handle().spawn(async move {
+                    if let Some(bytes) = answer.await {
+                        let _ = reply.send(bytes);
+                    }
+                });
             }
-        });
+        }
         Ok(())
     }
 }
 
-/// Starts this process's gateway once, on the process runtime.
+/// Starts this process's gateway once, on the engine's thread.
 pub(crate) async fn ensure_gateway() -> Result<(), multiproc_core::NodeError> {
     static GATEWAY: OnceCell<ActorRef<AgentMsg>> = OnceCell::const_new();
     GATEWAY
         .get_or_try_init(|| async {
-            ractor::Actor::spawn(None, Gateway, ())
-                .await
+            super::engine::on_engine(ractor::Actor::spawn(None, Gateway, ()))
+                .await?
                 .map(|(a, _)| a)
                 .map_err(|e| multiproc_core::NodeError::Engine(e.to_string()))
         })

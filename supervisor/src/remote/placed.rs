@@ -2,6 +2,7 @@
 //! messages to the actor it hosts, relayed by that agent.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use multiproc_core::{ExitReason, StartSpec};
@@ -13,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::client::{self, Node};
 use super::wire::{Reply, Request};
 use crate::runtime;
+use crate::runtime::error::CallError;
+use crate::runtime::router;
 
 /// The root's record of a process running on a node.
 #[derive(Debug)]
@@ -21,6 +24,22 @@ pub(crate) struct RemoteChild {
     pub(crate) id: u64,
     pub(crate) pid: u32,
     pub(crate) exit: watch::Receiver<Option<ExitReason>>,
+    identity: multiproc_core::Identity,
+    /// Set when this record is dropped: see [`Drop`].
+    dropped: Arc<AtomicBool>,
+}
+
+/// The rest of the tree reaches the process through here (`placed`) while it runs.
+/// Once it has exited, calls find no process, as the node says; but one whose node
+/// went down stays known while this record lives, so that its calls say `NodeDown`,
+/// as those made here do.
+impl Drop for RemoteChild {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+        if self.exit.borrow().is_some() {
+            super::route::gone(&self.identity);
+        }
+    }
 }
 
 fn unexpected(node: &Node, reply: Reply) -> NodeError {
@@ -34,11 +53,12 @@ fn unexpected(node: &Node, reply: Reply) -> NodeError {
 /// the node's answer, or `NodeDown` if the node goes first.
 pub(crate) async fn start(
     node: &Node,
+    identity: &multiproc_core::Identity,
     name: String,
     start: StartSpec,
     daemon: bool,
 ) -> Result<Arc<RemoteChild>, NodeError> {
-    let node = node.clone();
+    let (node, identity) = (node.clone(), identity.clone());
     runtime::run(async move {
         if let Some(e) = node.down_error() {
             return Err(e);
@@ -60,7 +80,10 @@ pub(crate) async fn start(
             other => return Err(unexpected(&node, other)),
         };
         let (tx, rx) = watch::channel(None);
-        let watcher = node.clone();
+        super::route::placed(&identity, &node, id);
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (watcher, placed, record_dropped) =
+            (node.clone(), identity.clone(), Arc::clone(&dropped));
         tokio::spawn(async move {
             let reason = match watcher
                 .call(&Request::Watch {
@@ -75,13 +98,19 @@ pub(crate) async fn start(
                     node: watcher.name().to_string(),
                 },
             };
+            let node_down = matches!(reason, ExitReason::NodeDown { .. });
             let _ = tx.send(Some(reason));
+            if !node_down || record_dropped.load(Ordering::SeqCst) {
+                super::route::gone(&placed);
+            }
         });
         Ok(Arc::new(RemoteChild {
             node,
             id,
             pid,
             exit: rx,
+            identity,
+            dropped,
         }))
     })
     .await
@@ -117,42 +146,52 @@ pub(crate) fn actor_cast(
         token: node.inner.token,
         id: on.id,
         payload,
-        call: false,
+        corr: 0,
     };
     Ok(node.cast(&request)?)
 }
 
-/// Relays a call to the actor `addr` (known here) at `on`; its encoded reply.
-pub(crate) async fn actor_call(
+/// Relays a call to the actor `addr` (known here) at `on`; its answer, read by `f`.
+///
+/// The request is a cast into the engine's mailbox, from the calling thread; the
+/// node casts the answer to this process's gateway, on the engine's thread, which
+/// puts it in the call's slot and wakes the caller: one thread wake-up each way,
+/// with no task of the process runtime between. Runs on the caller's own executor.
+pub(crate) async fn actor_call<R>(
     addr: &multiproc_core::Identity,
     on: &OnNode,
     payload: Vec<u8>,
-) -> Result<Vec<u8>, crate::runtime::error::CallError> {
-    use crate::runtime::error::CallError;
+    f: impl FnOnce(Result<&[u8], multiproc_core::RemoteError>) -> Result<R, CallError>,
+) -> Result<R, CallError> {
     let node = node_of(on)?;
-    let (addr, id) = (addr.clone(), on.id);
-    runtime::run(async move {
-        if let Some(e) = node.down_error() {
-            return Err(e.into());
-        }
-        let request = Request::Actor {
-            token: node.inner.token,
-            id,
-            payload,
-            call: true,
-        };
-        match node.call(&request).await? {
-            Reply::Answer(Ok(Some(bytes))) => Ok(bytes.into_vec()),
-            Reply::Answer(Ok(None)) => Err(unexpected(&node, Reply::Answer(Ok(None))).into()),
-            Reply::Answer(Err(e)) => Err(CallError::Remote(e)),
+    let corr = router::next_corr();
+    // Before the request leaves: the answer may come before this thread looks.
+    let pending = router::expect_reply(corr);
+    let request = Request::Actor {
+        token: node.inner.token,
+        id: on.id,
+        payload,
+        corr,
+    };
+    node.cast(&request)?;
+    let mut down = node.inner.down.clone();
+    tokio::select! {
+        biased;
+        answer = pending.wait(|answer| match answer {
             // The node does not know the process (not started, or joined and gone).
-            Reply::Failed(_) => Err(CallError::Remote(multiproc_core::RemoteError::NoProcess(
-                addr,
-            ))),
-            other => Err(unexpected(&node, other).into()),
-        }
-    })
-    .await
+            Err(multiproc_core::RemoteError::NoProcess(_)) => {
+                Err(CallError::Remote(multiproc_core::RemoteError::NoProcess(addr.clone())))
+            }
+            answer => f(answer),
+        }) => answer,
+        _ = down.wait_for(Option::is_some) => Err(node
+            .down_error()
+            .unwrap_or_else(|| NodeError::NodeDown {
+                node: node.name().to_string(),
+                why: "session lost".into(),
+            })
+            .into()),
+    }
 }
 
 impl RemoteChild {

@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 
-use multiproc_core::{ExitReason, RemoteError, StartSpec};
+use multiproc_core::{ExitReason, StartSpec};
 use ractor::RpcReplyPort;
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use multiproc_core::Refusal;
 
 /// The version of [`Request`] and [`Reply`]; a Hello with another one is refused.
-pub(crate) const NODE_PROTOCOL: u32 = 2;
+pub(crate) const NODE_PROTOCOL: u32 = 3;
 
 static CLAIMED_BUILD: Mutex<Option<u64>> = Mutex::new(None);
 
@@ -107,15 +107,28 @@ pub(crate) enum Request {
         id: u64,
         timeout_ms: u64,
     },
-    /// A message to the actor process `id` hosts: a call (answered with its reply)
-    /// or a cast.
+    /// A message to the actor process `id` hosts, sent as a cast of the engine: a
+    /// call (`corr` is not 0), answered with an [`Answer`] cast to the root's gateway,
+    /// or a cast (`corr` is 0).
     Actor {
         token: u64,
         id: u64,
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
-        call: bool,
+        corr: u64,
     },
+}
+
+/// A node's answer to an actor call, cast to the gateway of the root that made it:
+/// the actor's reply, or an encoded `RemoteError` (`fail`), for the call `corr` of
+/// that root. One cast each way, rather than the engine's call: the engine answers a
+/// call through a task it spawns per call, and its reply through one more actor.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Answer {
+    pub(crate) corr: u64,
+    pub(crate) fail: bool,
+    #[serde(with = "serde_bytes")]
+    pub(crate) payload: Vec<u8>,
 }
 
 /// An agent's answer.
@@ -133,8 +146,6 @@ pub(crate) enum Reply {
         pid: u32,
     },
     Exited(ExitReason),
-    /// An actor's reply (`None` for a cast), or why the call failed there.
-    Answer(Result<Option<serde_bytes::ByteBuf>, RemoteError>),
     Done,
     /// What was asked failed there; the node's error, formatted.
     Failed(String),

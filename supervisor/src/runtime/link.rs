@@ -27,14 +27,16 @@ use multiproc_core::Packet;
 use multiproc_core::spsc::Corruption;
 use multiproc_core::wire;
 use rustix::net::SendFlags;
-use tokio::net::UnixStream;
 use tokio::sync::{Notify, oneshot};
 
 use crate::runtime::ring::{Bell, Rings, Rx, Scribble, Tx};
 
 mod fds;
 mod read;
+mod socket;
 mod write;
+
+pub(crate) use socket::Socket;
 
 pub(crate) use read::{INBOXES, Inbox, LinkEnd};
 use write::WriteState;
@@ -84,7 +86,7 @@ pub(crate) enum Peer {
 /// One end of a control link.
 #[derive(Debug)]
 pub(crate) struct Link {
-    stream: UnixStream,
+    stream: Socket,
     peer: Peer,
     /// Whether the reader spins a little before it sleeps (a child's link to its
     /// parent, where calls come back to back; never in a parent, whose callers read
@@ -117,20 +119,14 @@ pub(crate) struct Link {
 impl Link {
     /// Wraps a connected socket (registered with the process runtime) and this end
     /// of the link's rings, and starts its flusher task.
-    pub(crate) fn new(stream: UnixStream, rings: Rings, peer: Peer, spin: bool) -> Arc<Link> {
+    pub(crate) fn new(stream: Socket, rings: Rings, peer: Peer, spin: bool) -> Arc<Link> {
         let (tx, rx) = rings.split();
         Link::from_parts(stream, tx, rx, peer, spin)
     }
 
     /// As [`Link::new`], with rings already split (and written to, or read from, before
     /// the link was served: a child's early messages to its parent).
-    pub(crate) fn from_parts(
-        stream: UnixStream,
-        tx: Tx,
-        rx: Rx,
-        peer: Peer,
-        spin: bool,
-    ) -> Arc<Link> {
+    pub(crate) fn from_parts(stream: Socket, tx: Tx, rx: Rx, peer: Peer, spin: bool) -> Arc<Link> {
         let bell = rx.bell();
         let link = Arc::new(Link {
             stream,

@@ -1,6 +1,7 @@
 //! Calls from this process waiting for their replies: one slot per call, taken from a
 //! pool and given back, so a call allocates nothing once the pool and the table are
-//! warm.
+//! warm; or, for a call relayed on (a node's agent answering a root), what to do with
+//! the answer, run where it arrives.
 //!
 //! # Invariants
 //!
@@ -8,6 +9,8 @@
 //!   [`expect`] until its [`PendingReply`] is dropped; a reply is delivered only into
 //!   the slot that still waits for that number, so a late reply for a call that gave
 //!   up never lands in the next call that reuses the slot.
+//! - An action registered with [`expect_then`] runs once, with the answer, or never
+//!   (the answer never came).
 //! - Correlation numbers are never reused within a process.
 
 use std::collections::HashMap;
@@ -54,8 +57,17 @@ impl Slot {
     }
 }
 
-fn table() -> MutexGuard<'static, HashMap<u64, Arc<Slot>>> {
-    static TABLE: OnceLock<Mutex<HashMap<u64, Arc<Slot>>>> = OnceLock::new();
+/// What to do with a relayed call's answer: its kind and payload as they came.
+pub(crate) type Then = Box<dyn FnOnce(BodyKind, &[u8]) + Send>;
+
+/// Who waits for an answer.
+enum Waiter {
+    Slot(Arc<Slot>),
+    Then(Then),
+}
+
+fn table() -> MutexGuard<'static, HashMap<u64, Waiter>> {
+    static TABLE: OnceLock<Mutex<HashMap<u64, Waiter>>> = OnceLock::new();
     TABLE
         .get_or_init(Mutex::default)
         .lock()
@@ -71,15 +83,24 @@ fn pool() -> MutexGuard<'static, Vec<Arc<Slot>>> {
 pub(crate) fn expect(corr: u64) -> PendingReply {
     let slot = pool().pop().unwrap_or_default();
     slot.lock().corr = corr;
-    table().insert(corr, Arc::clone(&slot));
+    table().insert(corr, Waiter::Slot(Arc::clone(&slot)));
     PendingReply { slot, corr }
+}
+
+/// Registers a call whose answer `then` takes, in the task that reads it, with no
+/// task waiting for it.
+pub(crate) fn expect_then(corr: u64, then: Then) {
+    table().insert(corr, Waiter::Then(then));
 }
 
 /// Delivers the answer to call `corr`, if it still waits: a reply's bytes, or a
 /// failure's encoding.
 pub(crate) fn deliver(corr: u64, kind: BodyKind, payload: &[u8]) {
-    let Some(slot) = table().remove(&corr) else {
-        return;
+    let slot = match table().remove(&corr) {
+        Some(Waiter::Slot(slot)) => slot,
+        // Outside the table's lock: it may send, and route.
+        Some(Waiter::Then(then)) => return then(kind, payload),
+        None => return,
     };
     let waker = {
         let mut inner = slot.lock();
@@ -182,7 +203,7 @@ impl Drop for PendingReply {
         {
             let mut t = table();
             if t.get(&self.corr)
-                .is_some_and(|s| Arc::ptr_eq(s, &self.slot))
+                .is_some_and(|w| matches!(w, Waiter::Slot(s) if Arc::ptr_eq(s, &self.slot)))
             {
                 t.remove(&self.corr);
             }

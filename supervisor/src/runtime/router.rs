@@ -50,6 +50,19 @@ pub(crate) struct Service {
 #[linkme::distributed_slice]
 pub(crate) static SERVICES: [Service];
 
+/// Where an envelope for a child of this process that has no link here goes: a
+/// child placed on another node, whose messages the node service relays over its
+/// session (registered at link time, as the services are).
+pub(crate) struct Placed {
+    /// Takes the envelope for child `n` if it is placed elsewhere; `false` if no such
+    /// child is known (the router then answers `NoProcess`).
+    pub(crate) route: fn(u32, &EnvelopeRef<'_>) -> bool,
+}
+
+/// The registered relay of placed children (there is one: the node service's).
+#[linkme::distributed_slice]
+pub(crate) static PLACED: [Placed];
+
 struct ChildLink {
     tx: LinkTx,
     /// (caller, corr) of calls sent into this link and not yet answered.
@@ -222,6 +235,11 @@ pub(crate) fn remove_child(n: u32, identity: &Identity) {
 /// Registers a call waiting for its reply.
 pub(crate) fn expect_reply(corr: u64) -> PendingReply {
     reply::expect(corr)
+}
+
+/// Registers a call whose answer `then` takes where it arrives.
+pub(crate) fn expect_reply_then(corr: u64, then: reply::Then) {
+    reply::expect_then(corr, then);
 }
 
 /// Forgets a call that stopped waiting (timed out).
@@ -414,7 +432,15 @@ pub(crate) fn route_ref(env: &EnvelopeRef<'_>, polls: bool) -> Option<LinkTx> {
                 Err(e) => e,
             }
         }
-        None => EnvelopeError::Closed,
+        None => {
+            // Not a child with a link here: one placed on a node, maybe.
+            if let Hop::Child(n) = hop
+                && PLACED.first().is_some_and(|p| (p.route)(n, env))
+            {
+                return None;
+            }
+            EnvelopeError::Closed
+        }
     };
     if let Some((n, key)) = call
         && let Some(child) = tables().children.get_mut(&n)

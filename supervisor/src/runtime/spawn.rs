@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use multiproc_core::{Hello, Packet, StartMethod, WaitStatus, codec};
 use tokio::io::AsyncReadExt;
-use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
 use crate::runtime::error::Error;
@@ -45,7 +44,7 @@ pub(crate) struct Request {
 #[derive(Debug)]
 pub(crate) struct Spawned {
     pub(crate) waiter: Waiter,
-    pub(crate) stream: UnixStream,
+    pub(crate) stream: crate::runtime::link::Socket,
     /// The parent's end of the link's rings.
     pub(crate) rings: Rings,
     pub(crate) pidfd: OwnedFd,
@@ -235,7 +234,10 @@ pub(crate) fn spawn(mut req: Request) -> Result<Spawned, Error> {
 }
 
 /// Sends the child its Hello (and descriptors) and makes our end of the link async.
-fn hand_over(parent_end: StdUnixStream, req: &Request) -> Result<UnixStream, Error> {
+fn hand_over(
+    parent_end: StdUnixStream,
+    req: &Request,
+) -> Result<crate::runtime::link::Socket, Error> {
     // A child that died before reading gives EPIPE here; the handshake then reports
     // how it ended, which says more than the write error would.
     let _ = send_hello(&parent_end, &req.hello, req.versions, &req.fds);
@@ -243,11 +245,9 @@ fn hand_over(parent_end: StdUnixStream, req: &Request) -> Result<UnixStream, Err
 }
 
 /// Our end of the link, made async.
-fn into_async(parent_end: StdUnixStream) -> Result<UnixStream, Error> {
-    parent_end
-        .set_nonblocking(true)
-        .map_err(|e| Error::os("cannot configure the socket", e))?;
-    UnixStream::from_std(parent_end).map_err(|e| Error::os("cannot register the socket", e))
+fn into_async(parent_end: StdUnixStream) -> Result<crate::runtime::link::Socket, Error> {
+    crate::runtime::link::Socket::new(parent_end)
+        .map_err(|e| Error::os("cannot register the socket", e))
 }
 
 /// The forkserver path of [`spawn`].

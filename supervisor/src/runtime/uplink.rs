@@ -271,8 +271,7 @@ fn serve(
     parent_pidfd: Option<OwnedFd>,
 ) -> std::io::Result<router::LinkTx> {
     let _enter = handle.enter();
-    sock.set_nonblocking(true)?;
-    let stream = tokio::net::UnixStream::from_std(sock)?;
+    let stream = crate::runtime::link::Socket::new(sock)?;
     // This end's reader spins a little: calls to a child come back to back.
     let link = Link::from_parts(stream, tx, rx, Peer::Parent, true);
     router::set_parent(Arc::clone(&link));

@@ -18,7 +18,7 @@ const MAX_FDS: usize = 4;
 
 /// Sends `bytes` without waiting, with `fds` attached to the first one.
 pub(super) fn send(
-    sock: &tokio::net::UnixStream,
+    sock: &super::Socket,
     bytes: &[u8],
     fds: &[BorrowedFd<'_>],
 ) -> std::io::Result<usize> {
@@ -40,13 +40,13 @@ pub(super) fn send(
 /// A read whose descriptors did not all fit is an error: the frame they came for
 /// could not be used, and the stream's framing would be lost with them.
 pub(super) fn recv(
-    sock: &tokio::net::UnixStream,
+    sock: &super::Socket,
     buf: &mut [u8],
     fds: &mut VecDeque<OwnedFd>,
 ) -> std::io::Result<usize> {
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let msg = sock.try_io(tokio::io::Interest::READABLE, || {
+    let msg = sock.try_read(|| {
         rustix::net::recvmsg(
             sock,
             &mut [IoSliceMut::new(buf)],

@@ -411,27 +411,13 @@ impl Link {
         }
     }
 
-    /// Writes what it can of the socket bytes and the backlog: `None` when all is
-    /// written, else what it waits for.
-    /// Waits until the socket takes bytes again. The bytes it refused were refused to
-    /// our own `send`, not tokio's, which leaves tokio's readiness set: without
-    /// clearing it, `writable` would return at once for as long as the peer does not
-    /// drain the socket, and the flusher would spin on it. Cleared inside `try_io` by a
-    /// probe of the socket, so a readiness that comes after the probe is kept.
+    /// Waits until the socket takes bytes again.
     async fn writable(&self) -> std::io::Result<()> {
-        let _ = self.stream.try_io(tokio::io::Interest::WRITABLE, || {
-            let mut fds = [rustix::event::PollFd::new(
-                &self.stream,
-                rustix::event::PollFlags::OUT,
-            )];
-            match rustix::event::poll(&mut fds, Some(&rustix::event::Timespec::default())) {
-                Ok(n) if n > 0 => Ok(()),
-                _ => Err(ErrorKind::WouldBlock.into()),
-            }
-        });
         self.stream.writable().await
     }
 
+    /// Writes what it can of the socket bytes and the backlog: `None` when all is
+    /// written, else what it waits for.
     fn drain(&self, st: &mut WriteState) -> Result<Option<Waits>, ()> {
         loop {
             self.write_socket_now(st);

@@ -119,9 +119,8 @@ fn link_from(n: u32, cap: u32, creator: bool, fds: Vec<OwnedFd>) -> std::io::Res
     };
     let rings = Rings::adopt_side(&mem, cap as usize, creator).map_err(std::io::Error::other)?;
     let sock = std::os::unix::net::UnixStream::from(sock);
-    sock.set_nonblocking(true)?;
     let _enter = crate::runtime::handle().enter();
-    let stream = tokio::net::UnixStream::from_std(sock)?;
+    let stream = crate::runtime::link::Socket::new(sock)?;
     let (tx, rx) = rings.split();
     // Its reader spins a little, as a child's link to its parent: calls between
     // siblings come back to back as well.

@@ -8,7 +8,7 @@ use multiproc_core::codec;
 use tokio::sync::watch;
 
 use super::wire::{FarCall, FarError, FarKey, FarOp, FarReply, FarValue, GatewayCall};
-use crate::remote::gateway::{Answer, GATEWAY_SERVICES, GatewayService};
+use crate::remote::gateway::{Answering, GATEWAY_SERVICES, GatewayService};
 use crate::sync::refs::Addr;
 use crate::sync::wire::Op;
 use crate::sync::{Event, Lock, Queue, SyncError};
@@ -251,7 +251,7 @@ static FAR_OPERATIONS: GatewayService = GatewayService {
 };
 
 /// Runs a far operation a node relayed to this root's gateway; its encoded answer.
-fn serve_gateway_call(bytes: Vec<u8>) -> Answer {
+fn serve_gateway_call(bytes: Vec<u8>) -> Answering {
     Box::pin(async move {
         let answer = match codec::decode::<GatewayCall>(&bytes) {
             Ok(c) => serve(c.token, &c.call).await,

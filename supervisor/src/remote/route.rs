@@ -1,0 +1,179 @@
+//! Processes placed on nodes from here, reached from anywhere in this tree.
+//!
+//! A placed process has an address in this process's tree (a child of it), and an
+//! [`ActorRef`](crate::ActorRef) to it is a plain value that travels to any process of
+//! the tree, as a local actor's does. Only this process holds the session with the
+//! node and the node's number for the process, so the router brings the messages of
+//! the rest of the tree here, as to any child, and this relay sends them on over the
+//! session: a cast as it comes, a call with its answer routed back to its caller
+//! where it arrives (no task waits for it). A call in flight when the node goes down
+//! fails with [`RemoteError::Node`], which its caller sees as
+//! `CallError::Node(NodeError::NodeDown { .. })`, as a call made here would.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use multiproc_core::wire::{BodyKind, EnvelopeRef};
+use multiproc_core::{Identity, NodeError, RemoteError, codec};
+
+use super::client::Node;
+use super::wire::Request;
+use crate::runtime::current::me;
+use crate::runtime::router;
+
+/// A child of this process running on a node: the node, and its number there.
+struct Child {
+    node: Node,
+    id: u64,
+}
+
+/// The children placed from here, by their number in this process.
+fn children() -> MutexGuard<'static, HashMap<u32, Child>> {
+    static CHILDREN: OnceLock<Mutex<HashMap<u32, Child>>> = OnceLock::new();
+    CHILDREN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Relayed calls waiting for their node's answer: the node's name and this
+/// process's token there, by the relay's correlation number.
+fn relayed() -> MutexGuard<'static, HashMap<u64, (String, u64)>> {
+    static RELAYED: OnceLock<Mutex<HashMap<u64, (String, u64)>>> = OnceLock::new();
+    RELAYED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Records that the process `identity` (a child of this process) runs on `node` as
+/// its number `id`.
+pub(crate) fn placed(identity: &Identity, node: &Node, id: u64) {
+    if let Some(&n) = identity.path().last() {
+        let node = node.clone();
+        children().insert(n, Child { node, id });
+    }
+}
+
+/// Forgets the placed process `identity`: it has exited (later calls find no
+/// process, as for a local child).
+pub(crate) fn gone(identity: &Identity) {
+    if let Some(n) = identity.path().last() {
+        children().remove(n);
+    }
+}
+
+#[allow(
+    unsafe_code,
+    reason = "linkme places the registration in its link section"
+)]
+#[linkme::distributed_slice(router::PLACED)]
+static RELAY: router::Placed = router::Placed { route };
+
+/// Takes an envelope for child `n` if it is placed on a node.
+fn route(n: u32, env: &EnvelopeRef<'_>) -> bool {
+    let Some((node, id)) = children().get(&n).map(|c| (c.node.clone(), c.id)) else {
+        return false;
+    };
+    match env.kind {
+        // Not confirmed, as a local cast: one that cannot go is dropped.
+        BodyKind::Cast => {
+            if let Err(e) = send(&node, id, env.payload, 0) {
+                tracing::debug!(error = %e, "dropped a cast to a process on a node");
+            }
+            true
+        }
+        BodyKind::Call => {
+            relay_call(&node, id, env);
+            true
+        }
+        // Answers and service requests have nothing to do on a node.
+        _ => false,
+    }
+}
+
+fn send(node: &Node, id: u64, payload: &[u8], corr: u64) -> Result<(), NodeError> {
+    if let Some(e) = node.down_error() {
+        return Err(e);
+    }
+    node.cast(&Request::Actor {
+        token: node.inner.token,
+        id,
+        payload: payload.to_vec(),
+        corr,
+    })
+}
+
+/// Sends the call `env` on to the node; its answer goes back to its caller.
+fn relay_call(node: &Node, id: u64, env: &EnvelopeRef<'_>) {
+    let (to, caller, corr) = (env.to.to_identity(), env.from.to_identity(), env.corr);
+    let relay = router::next_corr();
+    // Recorded before the node is looked at: if it goes down from now on, `node_lost`
+    // finds this call.
+    relayed().insert(relay, (node.name().to_string(), node.inner.token));
+    router::expect_reply_then(
+        relay,
+        Box::new(move |kind, payload| {
+            relayed().remove(&relay);
+            answer(&to, &caller, corr, kind, payload);
+        }),
+    );
+    if let Err(e) = send(node, id, env.payload, relay) {
+        fail(relay, node.name(), e);
+    }
+}
+
+/// Routes a node's answer to the caller; a process the node does not know is named
+/// by its address here, as a direct call names it.
+fn answer(to: &Identity, caller: &Identity, corr: u64, kind: BodyKind, payload: &[u8]) {
+    let unknown = kind == BodyKind::Fail
+        && matches!(
+            codec::decode::<RemoteError>(payload),
+            Ok(RemoteError::NoProcess(_))
+        );
+    let renamed = unknown
+        .then(|| codec::encode(&RemoteError::NoProcess(to.clone())).ok())
+        .flatten();
+    router::route_ref(
+        &EnvelopeRef {
+            to: caller.into(),
+            from: (&me().identity).into(),
+            corr,
+            kind,
+            payload: renamed.as_deref().unwrap_or(payload),
+            span: None,
+        },
+        false,
+    );
+}
+
+/// Fails the relayed call `relay` to `node` with `e` (the node is down, or the call
+/// could not go).
+fn fail(relay: u64, node: &str, e: NodeError) {
+    let e = match e {
+        down @ NodeError::NodeDown { .. } => RemoteError::Node(Box::new(down)),
+        other => RemoteError::Node(Box::new(NodeError::NodeDown {
+            node: node.to_string(),
+            why: other.to_string(),
+        })),
+    };
+    if let Ok(payload) = codec::encode(&e) {
+        crate::runtime::reply::deliver(relay, BodyKind::Fail, &payload);
+    }
+}
+
+/// The node `name`, connected with `token`, is down: the calls relayed to it fail.
+pub(crate) fn node_lost(name: &str, token: u64, why: &str) {
+    let lost: Vec<u64> = relayed()
+        .iter()
+        .filter(|(_, (n, t))| n == name && *t == token)
+        .map(|(&relay, _)| relay)
+        .collect();
+    for relay in lost {
+        let e = NodeError::NodeDown {
+            node: name.to_string(),
+            why: why.to_string(),
+        };
+        fail(relay, name, e);
+    }
+}
