@@ -17,7 +17,7 @@ use super::event::NodeEvent;
 use crate::process::Process;
 use crate::remote::engine::{Engine, SessionEvent};
 use crate::remote::wire::{
-    self, AGENT_GROUP, AGENT_SCOPE, AgentMsg, Answer, NODE_PROTOCOL, Reply, Request,
+    self, AGENT_GROUP, AGENT_SCOPE, AgentMsg, Answer, NODE_PROTOCOL, Reply, Request, ToGateway,
 };
 use multiproc_core::Refusal;
 
@@ -30,6 +30,9 @@ pub(crate) struct Shared {
     roots: Mutex<HashMap<u64, Root>>,
     /// Processes being started, by identity, with their root's token.
     placing: Mutex<HashMap<multiproc_core::Identity, u64>>,
+    /// Calls of placed processes to actors of their roots' trees, waiting for their
+    /// answers: the root's token, by the relay's correlation number.
+    relayed: Mutex<HashMap<u64, u64>>,
     next: AtomicU64,
 }
 
@@ -68,6 +71,7 @@ impl Shared {
             events,
             roots: Mutex::new(HashMap::new()),
             placing: Mutex::new(HashMap::new()),
+            relayed: Mutex::new(HashMap::new()),
             next: AtomicU64::new(seed | 1),
         })
     }
@@ -119,6 +123,35 @@ impl Shared {
                     .any(|p| from.path().starts_with(p.identity().path())))
             .then(|| (token, root.session, root.lost_tx.subscribe()))
         })
+    }
+
+    fn relayed(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        self.relayed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The gateway of the root `token`, unless that root is lost.
+    pub(crate) fn gateway(&self, token: u64) -> Option<ActorRef<AgentMsg>> {
+        let roots = self.roots();
+        roots
+            .get(&token)
+            .filter(|r| !r.lost)
+            .map(|r| r.gateway.clone())
+    }
+
+    /// Records the relayed call `corr` to the root `token`: it fails with `NodeDown`
+    /// if that root is lost first. `false` if it is lost already.
+    pub(crate) fn relaying(&self, corr: u64, token: u64) -> bool {
+        let roots = self.roots();
+        if roots.get(&token).is_none_or(|r| r.lost) {
+            return false;
+        }
+        self.relayed().insert(corr, token);
+        true
+    }
+
+    /// The relayed call `corr` was answered (or gave up).
+    pub(crate) fn answered(&self, corr: u64) {
+        self.relayed().remove(&corr);
     }
 
     async fn answer(self: &Arc<Self>, request: Request) -> Reply {
@@ -209,8 +242,10 @@ impl Shared {
                 }
                 Err(reply) => reply,
             },
-            // Routed as it arrives, in `handle`.
-            Request::Actor { .. } => Reply::Failed("an actor message out of order".into()),
+            // Routed as they arrive, in `handle`.
+            Request::Actor { .. } | Request::Answer(_) => {
+                Reply::Failed("an actor message out of order".into())
+            }
             Request::Stop {
                 token,
                 id,
@@ -367,6 +402,21 @@ impl Shared {
     /// Counts the roots that `which` picks lost: what they run here stops after the
     /// grace period.
     fn lose(self: &Arc<Self>, which: impl Fn(u64, &Root) -> bool) {
+        let mut failed = Vec::new();
+        self.lose_roots(which, &mut failed);
+        // Outside the tables' locks: an answer routes.
+        for (corr, process) in failed {
+            let down = root_down(&format!("its session was lost ({process})"));
+            crate::runtime::reply::deliver(corr, BodyKind::Fail, &down);
+        }
+    }
+
+    /// Marks the roots lost; the relayed calls to them that must fail go to `failed`.
+    fn lose_roots(
+        self: &Arc<Self>,
+        which: impl Fn(u64, &Root) -> bool,
+        failed: &mut Vec<(u64, String)>,
+    ) {
         let mut roots = self.roots();
         for (&token, root) in roots.iter_mut().filter(|(t, r)| which(**t, r)) {
             if root.lost {
@@ -374,6 +424,16 @@ impl Shared {
             }
             root.lost = true;
             let _ = root.lost_tx.send(true);
+            {
+                let mut relayed = self.relayed();
+                relayed.retain(|&corr, t| {
+                    let keep = *t != token;
+                    if !keep {
+                        failed.push((corr, root.process.clone()));
+                    }
+                    keep
+                });
+            }
             tracing::warn!(
                 root = %root.process,
                 running = root.procs.len(),
@@ -470,6 +530,16 @@ impl ractor::Actor for Agent {
             route_actor(shared, *token, *id, payload, *corr);
             return Ok(());
         }
+        if let Ok(Request::Answer(a)) = &request {
+            shared.answered(a.corr);
+            let kind = if a.fail {
+                BodyKind::Fail
+            } else {
+                BodyKind::Reply
+            };
+            crate::runtime::reply::deliver(a.corr, kind, &a.payload);
+            return Ok(());
+        }
         let Some(reply) = reply else {
             return Ok(());
         };
@@ -506,16 +576,25 @@ fn route_actor(shared: &Shared, token: u64, id: u64, payload: &[u8], corr: u64) 
     let then = (corr != 0).then(|| -> crate::runtime::reply::Then {
         Box::new(move |kind, payload| answer(&gateway, corr, kind, payload))
     });
-    crate::process::actor::raw_send(&to, payload, then);
+    crate::runtime::router::raw_send(&to, payload, then);
+}
+
+/// A `RemoteError` saying that the root is lost, encoded as a failed call's answer.
+fn root_down(why: &str) -> Vec<u8> {
+    let e = multiproc_core::RemoteError::Node(Box::new(multiproc_core::NodeError::NodeDown {
+        node: "the root".to_string(),
+        why: why.to_string(),
+    }));
+    codec::encode(&e).unwrap_or_default()
 }
 
 /// Casts the answer to a root's call `corr` to its gateway.
 fn answer(gateway: &ActorRef<AgentMsg>, corr: u64, kind: BodyKind, payload: &[u8]) {
-    let answer = Answer {
+    let answer = ToGateway::Answer(Answer {
         corr,
         fail: kind != BodyKind::Reply,
         payload: payload.to_vec(),
-    };
+    });
     match codec::encode(&answer) {
         // A root whose session is gone has no one waiting.
         Ok(bytes) => {

@@ -1,6 +1,8 @@
 //! A root's gateway: the actor its nodes reach it through, on behalf of the processes
 //! it placed there. What the gateway runs is a service's (the far handles' operations,
-//! `sync::far`), registered at link time, so this layer names none.
+//! `sync::far`), registered at link time, so this layer names none; the messages of
+//! those processes to actors of this tree (far actors, `process::actor`) it routes
+//! into the tree itself, as they come.
 //!
 //! The gateway is a ractor actor in a process group of multiproc's scope, as the
 //! node's agent is: the engine tells every session about it, so a node finds the
@@ -18,7 +20,7 @@ use tokio::sync::OnceCell;
 use multiproc_core::codec;
 use multiproc_core::wire::BodyKind;
 
-use super::wire::{AGENT_SCOPE, AgentMsg, Answer};
+use super::wire::{AGENT_SCOPE, AgentMsg, Answer, Request, ToGateway};
 
 /// The process group of roots' gateways.
 const GATEWAY_GROUP: &str = "multiproc.root.gateway";
@@ -75,9 +77,9 @@ impl ractor::Actor for Gateway {
         (): &mut (),
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            AgentMsg::Cast(bytes) => match codec::decode::<Answer>(&bytes) {
+            AgentMsg::Cast(bytes) => match codec::decode::<ToGateway>(&bytes) {
                 // Straight into the caller's slot, which wakes it: no task between.
-                Ok(a) => {
+                Ok(ToGateway::Answer(a)) => {
                     let kind = if a.fail {
                         BodyKind::Fail
                     } else {
@@ -85,8 +87,15 @@ impl ractor::Actor for Gateway {
                     };
                     crate::runtime::reply::deliver(a.corr, kind, &a.payload);
                 }
+                Ok(ToGateway::Actor {
+                    node,
+                    token,
+                    to,
+                    payload,
+                    corr,
+                }) => into_tree(&node, token, &to, &payload, corr),
                 Err(e) => {
-                    tracing::warn!(error = %e, "dropped a node's answer that does not decode")
+                    tracing::warn!(error = %e, "dropped a node's message that does not decode")
                 }
             },
             AgentMsg::Call(bytes, reply) => {
@@ -103,6 +112,33 @@ impl ractor::Actor for Gateway {
         }
         Ok(())
     }
+}
+
+/// Routes a node's message for one of its processes into this tree, as it comes (so
+/// a cast and the call after it keep their order); a call's answer is cast back to
+/// the node's agent from where it arrives, with no task waiting for it.
+fn into_tree(node: &str, token: u64, to: &multiproc_core::Identity, payload: &[u8], corr: u64) {
+    if corr == 0 {
+        return crate::runtime::router::raw_send(to, payload, None);
+    }
+    // The node this process is connected to under that token: a session can only
+    // be from a node this process is connected to, but its name is the node's word.
+    let Some(back) = super::client::connected(node).filter(|n| n.inner.token == token) else {
+        return tracing::warn!(
+            node,
+            "dropped a call from a node this process does not know"
+        );
+    };
+    let then: crate::runtime::reply::Then = Box::new(move |kind, payload| {
+        let answer = Request::Answer(Answer {
+            corr,
+            fail: kind != BodyKind::Reply,
+            payload: payload.to_vec(),
+        });
+        // A node that is gone has no one waiting.
+        let _ = back.cast(&answer);
+    });
+    crate::runtime::router::raw_send(to, payload, Some(then));
 }
 
 /// Starts this process's gateway once, on the engine's thread.
