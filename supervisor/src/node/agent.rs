@@ -17,7 +17,7 @@ use super::event::NodeEvent;
 use crate::process::Process;
 use crate::remote::engine::{Engine, SessionEvent};
 use crate::remote::wire::{
-    self, AGENT_GROUP, AGENT_SCOPE, AgentMsg, Answer, NODE_PROTOCOL, Reply, Request, ToGateway,
+    self, AGENT_GROUP, AGENT_SCOPE, AgentMsg, NODE_PROTOCOL, Reply, Request,
 };
 use multiproc_core::Refusal;
 
@@ -96,7 +96,11 @@ impl Shared {
     }
 
     /// The process `id` of the root `token`, and that root's gateway.
-    fn actor(&self, token: u64, id: u64) -> Option<(multiproc_core::Identity, ActorRef<AgentMsg>)> {
+    pub(super) fn actor(
+        &self,
+        token: u64,
+        id: u64,
+    ) -> Option<(multiproc_core::Identity, ActorRef<AgentMsg>)> {
         let roots = self.roots();
         let root = roots.get(&token)?;
         let p = root.procs.get(&id)?;
@@ -527,7 +531,7 @@ impl ractor::Actor for Agent {
             corr,
         }) = &request
         {
-            route_actor(shared, *token, *id, payload, *corr);
+            super::relay::route_actor(shared, *token, *id, payload, *corr);
             return Ok(());
         }
         if let Ok(Request::Answer(a)) = &request {
@@ -557,28 +561,6 @@ impl ractor::Actor for Agent {
     }
 }
 
-/// Hands a root's message to the actor process `id`; for a call (`corr` not 0), its
-/// answer goes back to the root's gateway as it comes off the actor's link.
-fn route_actor(shared: &Shared, token: u64, id: u64, payload: &[u8], corr: u64) {
-    let Some((to, gateway)) = shared.actor(token, id) else {
-        // The node does not know the process (not started, or joined and gone): the
-        // root names it in the error.
-        if corr != 0
-            && let Some(gateway) = shared.roots().get(&token).map(|r| r.gateway.clone())
-            && let Ok(payload) = codec::encode(&multiproc_core::RemoteError::NoProcess(
-                crate::runtime::current::me().identity.clone(),
-            ))
-        {
-            answer(&gateway, corr, BodyKind::Fail, &payload);
-        }
-        return;
-    };
-    let then = (corr != 0).then(|| -> crate::runtime::reply::Then {
-        Box::new(move |kind, payload| answer(&gateway, corr, kind, payload))
-    });
-    crate::runtime::router::raw_send(&to, payload, then);
-}
-
 /// A `RemoteError` saying that the root is lost, encoded as a failed call's answer.
 fn root_down(why: &str) -> Vec<u8> {
     let e = multiproc_core::RemoteError::Node(Box::new(multiproc_core::NodeError::NodeDown {
@@ -586,20 +568,4 @@ fn root_down(why: &str) -> Vec<u8> {
         why: why.to_string(),
     }));
     codec::encode(&e).unwrap_or_default()
-}
-
-/// Casts the answer to a root's call `corr` to its gateway.
-fn answer(gateway: &ActorRef<AgentMsg>, corr: u64, kind: BodyKind, payload: &[u8]) {
-    let answer = ToGateway::Answer(Answer {
-        corr,
-        fail: kind != BodyKind::Reply,
-        payload: payload.to_vec(),
-    });
-    match codec::encode(&answer) {
-        // A root whose session is gone has no one waiting.
-        Ok(bytes) => {
-            let _ = gateway.cast(AgentMsg::Cast(bytes));
-        }
-        Err(e) => tracing::warn!(error = %e, "an actor's answer did not encode"),
-    }
 }

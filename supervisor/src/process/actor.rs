@@ -31,7 +31,7 @@ use crate::runtime::{router, stop};
 
 mod far;
 
-use far::Reach;
+use far::{Reach, for_node, not_across, remote_payload};
 
 /// An error type for actors' fallible start.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -108,14 +108,6 @@ pub struct ActorRef<A> {
     reach: Reach,
     #[serde(skip)]
     _actor: PhantomData<fn() -> A>,
-}
-
-/// Runs `f`, an encoding of a message that goes to a node.
-fn for_node<R>(f: impl FnOnce() -> R) -> R {
-    let outer = FOR_NODE.replace(true);
-    let out = f();
-    FOR_NODE.set(outer);
-    out
 }
 
 impl<A> Clone for ActorRef<A> {
@@ -432,29 +424,9 @@ impl<A: Actor> ActorRef<A> {
     }
 }
 
-/// Encodes a message for an actor on another node, refusing one that holds a handle
-/// to a one-machine object.
-fn remote_payload<M: Serialize>(msg: &M, on: &OnNode) -> Result<Vec<u8>, CallError> {
-    let (payload, handles) = crate::sync::handles_in(|| for_node(|| codec::encode(msg)));
-    if handles {
-        return Err(not_across(on));
-    }
-    payload.map_err(CallError::Encode)
-}
-
-fn not_across(on: &OnNode) -> CallError {
-    multiproc_core::NodeError::NotAcrossNodes {
-        what: "a Queue, Lock, Event, Value, Array or SharedMemory handle in a message".to_string(),
-        node: on.node.clone(),
-    }
-    .into()
-}
-
 thread_local! {
     /// Where this thread encodes the messages it sends, reused.
     static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    /// This thread encodes a message for a node (see `far::reach_for`).
-    static FOR_NODE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Lets go of a buffer grown for a large message.

@@ -16,7 +16,8 @@ use multiproc_core::{Identity, NodeError, codec};
 use multiproc_transport::MAX_FRAME_LEN;
 use serde::{Deserialize, Serialize};
 
-use super::{Actor, ENVELOPE_OVERHEAD, FOR_NODE, reply};
+use super::{Actor, ENVELOPE_OVERHEAD, reply};
+use crate::remote::placed::OnNode;
 use crate::runtime;
 use crate::runtime::error::CallError;
 use crate::runtime::router;
@@ -34,8 +35,36 @@ pub(super) enum Reach {
 }
 
 thread_local! {
+    /// This thread encodes a message for a node.
+    static FOR_NODE: Cell<bool> = const { Cell::new(false) };
     /// This thread encodes a message from a node to its root's tree.
     static TO_ROOT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, an encoding of a message that goes to a node.
+pub(super) fn for_node<R>(f: impl FnOnce() -> R) -> R {
+    let outer = FOR_NODE.replace(true);
+    let out = f();
+    FOR_NODE.set(outer);
+    out
+}
+
+/// Encodes a message for an actor placed on another node, refusing one that holds a
+/// handle to a one-machine object.
+pub(super) fn remote_payload<M: Serialize>(msg: &M, on: &OnNode) -> Result<Vec<u8>, CallError> {
+    let (payload, handles) = crate::sync::handles_in(|| for_node(|| codec::encode(msg)));
+    if handles {
+        return Err(not_across(on));
+    }
+    payload.map_err(CallError::Encode)
+}
+
+pub(super) fn not_across(on: &OnNode) -> CallError {
+    NodeError::NotAcrossNodes {
+        what: "a Queue, Lock, Event, Value, Array or SharedMemory handle in a message".to_string(),
+        node: on.node.clone(),
+    }
+    .into()
 }
 
 /// Serializes `reach` as the process that decodes the handle will see it.
