@@ -587,13 +587,13 @@ fn a_dynamic_supervisor_places_its_children_on_a_node() -> TestResult {
 
 /// A static child spec keeps its arguments encoded for this host, so one that holds a
 /// handle to an object of this host (even a Queue, which a placed `Process` could
-/// take) is refused on a node, with the child's id; the same spec starts here.
+/// take) is refused on a node, naming the child; the same spec starts here.
 fn a_child_spec_holding_handles_is_refused_on_a_node() -> TestResult {
     let a = TestNode::start("xi", COOKIE, None, Duration::from_secs(5));
     let node_a = node::connect(&a.addr, COOKIE)?;
     let sup = SupervisorRef::start(Supervisor::new(SupervisorFlags::default()))?;
     let value = multiproc::Value::new(1u64)?;
-    let queue = multiproc::blocking::Queue::<u64>::new()?;
+    let queue = multiproc::blocking::Queue::<u64>::new(0)?;
     for spec in [
         function_child("value-holder", takes_value_and_waits, value.clone())?,
         function_child("queue-holder", takes_queue_and_waits, queue.clone())?,
@@ -601,10 +601,11 @@ fn a_child_spec_holding_handles_is_refused_on_a_node() -> TestResult {
         let id = spec.id.clone();
         match sup.start_child(spec.on(&node_a)) {
             Err(multiproc::AdminError::Start {
+                id: refused,
                 source: multiproc::Error::Node(NodeError::NotAcrossNodes { what, node }),
-                ..
             }) => {
-                check!(what.contains(&id), "{what}");
+                check_eq!(refused, id);
+                check!(what.contains("supervised child"), "{what}");
                 check_eq!(node, "xi");
             }
             other => return Err(format!("{id}: expected NotAcrossNodes, got {other:?}").into()),
@@ -612,7 +613,11 @@ fn a_child_spec_holding_handles_is_refused_on_a_node() -> TestResult {
     }
     // Nothing was left behind on the node.
     check_eq!(sup.which_children()?.len(), 0);
-    sup.start_child(function_child("queue-here", takes_queue_and_waits, queue.clone())?)?;
+    sup.start_child(function_child(
+        "queue-here",
+        takes_queue_and_waits,
+        queue.clone(),
+    )?)?;
     check_eq!(placed(&sup, "queue-here")?.0, None);
     check_eq!(sup.shutdown(), SupervisorExit::Shutdown);
     Ok(())

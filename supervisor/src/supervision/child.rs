@@ -39,9 +39,8 @@ fn child_spec<T: serde::Serialize>(
     entry: &'static registry::Entry,
     args: &T,
 ) -> Result<ChildSpec, Error> {
-    let ((encoded, fds), holds_handles) = crate::sync::handles_in(|| {
-        multiproc_transport::collect_fds(|| codec::encode(args))
-    });
+    let ((encoded, fds), holds_handles) =
+        crate::sync::handles_in(|| multiproc_transport::collect_fds(|| codec::encode(args)));
     let args = encoded.map_err(|source| Error::Args {
         name: id.clone(),
         source,
