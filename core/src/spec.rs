@@ -81,6 +81,11 @@ pub struct StartSpec {
     /// Its encoded arguments.
     #[serde(with = "serde_bytes")]
     pub args: Vec<u8>,
+    /// The arguments hold handles to objects of the host that encoded them (a
+    /// `Queue`, a `Lock`, a `Value`, …): the child may start on that host's tree
+    /// only, and one placed on a node is refused with `NodeError::NotAcrossNodes`.
+    #[serde(default)]
+    pub holds_handles: bool,
 }
 
 /// One child of a supervisor, as OTP's `child_spec()`.
@@ -199,7 +204,12 @@ impl ChildSpec {
     /// ```
     /// use multiproc_core::{ChildSpec, EntryKind, Shutdown, SpecError, StartSpec};
     /// use std::time::Duration;
-    /// let start = StartSpec { kind: EntryKind::Function, entry: "app::work".into(), args: vec![] };
+    /// let start = StartSpec {
+    ///     kind: EntryKind::Function,
+    ///     entry: "app::work".into(),
+    ///     args: vec![],
+    ///     holds_handles: false,
+    /// };
     /// let mut spec = ChildSpec::new("worker", start);
     /// assert_eq!(spec.validate(), Ok(()));
     /// spec.shutdown = Shutdown::Timeout(Duration::ZERO);
@@ -334,6 +344,7 @@ mod tests {
                 kind: EntryKind::Function,
                 entry: "m::f".into(),
                 args: vec![],
+                holds_handles: false,
             },
         )
     }

@@ -19,6 +19,9 @@ pub(super) struct Plan {
     pub(super) fds: Vec<OwnedFd>,
     /// The arguments hold a handle to a one-machine object.
     pub(super) one_machine: bool,
+    /// The arguments, encoded by a supervisor's child spec for this host, hold
+    /// handles: they cannot go to a node (a spec keeps no far encoding).
+    pub(super) spec_handles: bool,
     /// The arguments encoded for a node, when they hold handles that work there
     /// through the gateway (`sync::far`).
     pub(super) far: Option<FarPlan>,
@@ -70,6 +73,7 @@ impl Plan {
                 args,
                 fds,
                 one_machine,
+                spec_handles: false,
                 far,
             }),
             Err(source) => Err(Error::Args {
@@ -88,6 +92,7 @@ impl Plan {
                 args: start.args.clone(),
                 fds: Vec::new(),
                 one_machine: false,
+                spec_handles: start.holds_handles,
                 far: None,
             })
             .ok_or_else(|| Error::UnknownEntry(start.entry.clone()))

@@ -124,6 +124,17 @@ impl Process {
             }
             .into());
         }
+        if plan.spec_handles {
+            return Err(NodeError::NotAcrossNodes {
+                what: format!(
+                    "a handle to an object of this host among the arguments of {}, a \
+                     supervised child (only a Process placed with `on` takes far handles)",
+                    self.name
+                ),
+                node: node.name().to_string(),
+            }
+            .into());
+        }
         let (args, objs, one_machine, named) = match plan.far {
             Some(far) => {
                 // The handles' local encoding lent one credit each to their hosts
@@ -153,6 +164,7 @@ impl Process {
             kind: plan.entry.kind,
             entry: plan.entry.name.to_string(),
             args,
+            holds_handles: false,
         };
         let exported = crate::sync::far::export(objs, node.inner.token);
         let child =

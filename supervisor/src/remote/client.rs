@@ -17,6 +17,23 @@ use super::wire::{self, AGENT_GROUP, AGENT_SCOPE, AgentMsg, NODE_PROTOCOL, Reply
 use crate::runtime;
 use multiproc_core::{NodeError, Refusal};
 
+/// What must hear of a session's end: the relay of the calls the rest of the tree
+/// sent through it (`route`), registered at link time so that the session, below
+/// the relay, names nothing above it.
+pub(crate) struct SessionEnd {
+    /// Told the node's name, this process's token there, and why the session ended.
+    pub(crate) ended: fn(&str, u64, &str),
+}
+
+#[linkme::distributed_slice]
+pub(crate) static SESSION_ENDS: [SessionEnd];
+
+fn session_ended(name: &str, token: u64, why: &str) {
+    for end in SESSION_ENDS {
+        (end.ended)(name, token, why);
+    }
+}
+
 /// The nodes this process is connected to, by name: a connection lasts until
 /// [`Node::disconnect`], as in Erlang, so handles and child specs that name a node
 /// (an actor's address, `ChildSpec::on`) find it without holding it.
@@ -515,7 +532,7 @@ async fn watch_node(
             _ = down.closed() => {
                 // Every handle is gone (disconnected): what the rest of the tree
                 // relayed through this session has no answer coming.
-                super::route::node_lost(&name, token, "disconnected");
+                session_ended(&name, token, "disconnected");
                 return;
             }
             event = events.recv() => match event {
@@ -542,7 +559,7 @@ async fn watch_node(
     };
     tracing::warn!(node = %name, "node down: {why}");
     mark_down(&down, &why);
-    super::route::node_lost(&name, token, &why);
+    session_ended(&name, token, &why);
     // Fails the calls in flight on the session now, not when TCP gives up.
     session.stop(Some("node down".to_string()));
 }

@@ -162,8 +162,15 @@ fn fail(relay: u64, node: &str, e: NodeError) {
     }
 }
 
+#[allow(
+    unsafe_code,
+    reason = "linkme places the registration in its link section"
+)]
+#[linkme::distributed_slice(super::client::SESSION_ENDS)]
+static ROUTE_END: super::client::SessionEnd = super::client::SessionEnd { ended: node_lost };
+
 /// The node `name`, connected with `token`, is down: the calls relayed to it fail.
-pub(crate) fn node_lost(name: &str, token: u64, why: &str) {
+fn node_lost(name: &str, token: u64, why: &str) {
     let lost: Vec<u64> = relayed()
         .iter()
         .filter(|(_, (n, t))| n == name && *t == token)

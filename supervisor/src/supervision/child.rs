@@ -39,7 +39,8 @@ fn child_spec<T: serde::Serialize>(
     entry: &'static registry::Entry,
     args: &T,
 ) -> Result<ChildSpec, Error> {
-    let (encoded, fds) = multiproc_transport::collect_fds(|| codec::encode(args));
+    let ((encoded, fds), holds_handles) =
+        crate::sync::handles_in(|| multiproc_transport::collect_fds(|| codec::encode(args)));
     let args = encoded.map_err(|source| Error::Args {
         name: id.clone(),
         source,
@@ -59,6 +60,7 @@ fn child_spec<T: serde::Serialize>(
             kind: entry.kind,
             entry: entry.name.to_string(),
             args,
+            holds_handles,
         },
     ))
 }

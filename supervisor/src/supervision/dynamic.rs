@@ -81,6 +81,7 @@ impl DynamicSupervisor {
         let mut spec = self.template.clone();
         spec.id = id.clone();
         spec.start.args = encoded;
+        spec.start.holds_handles = handles;
         self.sup.start_child(spec).await?;
         Ok(id)
     }
