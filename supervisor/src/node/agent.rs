@@ -153,9 +153,10 @@ impl Shared {
         true
     }
 
-    /// The relayed call `corr` was answered (or gave up).
-    pub(crate) fn answered(&self, corr: u64) {
-        self.relayed().remove(&corr);
+    /// The relayed call `corr` was answered (or could not go); `false` if it was not
+    /// waiting (failed already, or not a relayed call).
+    pub(crate) fn answered(&self, corr: u64) -> bool {
+        self.relayed().remove(&corr).is_some()
     }
 
     async fn answer(self: &Arc<Self>, request: Request) -> Reply {
@@ -535,7 +536,11 @@ impl ractor::Actor for Agent {
             return Ok(());
         }
         if let Ok(Request::Answer(a)) = &request {
-            shared.answered(a.corr);
+            // Only into a relayed call's action: a root's answer has nothing to do
+            // with this process's own calls.
+            if !shared.answered(a.corr) {
+                return Ok(());
+            }
             let kind = if a.fail {
                 BodyKind::Fail
             } else {

@@ -148,7 +148,7 @@ fn relay_to_root(env: &Envelope, to: Identity, payload: Vec<u8>) -> Result<(), R
                 .map_err(|_| root_down("its session was lost"))
         });
     if sent.is_err() && corr != 0 {
-        shared.answered(corr);
+        let _ = shared.answered(corr);
         router::forget_reply(corr);
     }
     sent
