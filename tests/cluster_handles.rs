@@ -34,6 +34,9 @@ enum CounterMsg {
     WithLock(Lock),
     /// Answers after this many milliseconds (a slow handler, for timeouts).
     Slow(u64),
+    /// Casts `Add(n)` to the actor of this handle (sent back from a node, it is a
+    /// handle of this tree again).
+    CastTo(ActorRef<Counter>, i64),
 }
 
 impl Actor for Counter {
@@ -50,6 +53,9 @@ impl Actor for Counter {
             CounterMsg::Add(n) => self.0 += n,
             CounterMsg::Get | CounterMsg::WithLock(_) => {}
             CounterMsg::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            CounterMsg::CastTo(to, n) => {
+                let _ = to.cast(CounterMsg::Add(n));
+            }
             CounterMsg::HangAfterConnecting(addr) => {
                 let _conn = std::net::TcpStream::connect(addr);
                 std::future::pending::<()>().await
@@ -190,6 +196,9 @@ fn calls_the_root(
     report(outcome(liar.call("not a CounterMsg".to_string())))?;
     report(outcome(blocking.call(CounterMsg::Get)))?;
     report(outcome(blocking.call(CounterMsg::WithLock(Lock::new()?))))?;
+    report(outcome(
+        blocking.call(CounterMsg::CastTo(blocking.as_async().clone(), 7)),
+    ))?;
     // A child of this process on the node: its call goes up through this one.
     let (mut ours, theirs) = pipe(true)?;
     let mut child = Process::new(calls_once, (counter, theirs));
@@ -395,12 +404,14 @@ fn a_root_actor_answers_a_process_placed_on_a_node() -> TestResult {
         Undecodable,
         Reply(31),
         NotAcrossNodes,
-        Reply(131),
+        // The handle went back in the message, and the actor cast to itself with it.
+        Reply(31),
+        Reply(138),
     ] {
         check_eq!(reports.get(true, Some(WAIT))?, expected);
     }
     check_eq!(caller.join()?, ExitReason::Normal);
-    check_eq!(counter.call(CounterMsg::Get)?, 131);
+    check_eq!(counter.call(CounterMsg::Get)?, 138);
     actor.stop(WAIT)?;
     // Gone: a caller on the node gets what a caller here gets.
     let here = outcome(counter.call(CounterMsg::Get));
