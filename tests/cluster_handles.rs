@@ -280,6 +280,25 @@ fn recv<T: serde::de::DeserializeOwned>(conn: &mut Connection) -> Result<T, BoxE
     Ok(conn.recv()?)
 }
 
+/// The next connection to `listener`, waiting at most [`WAIT`].
+fn accept(listener: &std::net::TcpListener) -> Result<std::net::TcpStream, BoxError> {
+    let listener = listener.try_clone()?;
+    listener.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (conn, _) = rt.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        match tokio::time::timeout(WAIT, listener.accept()).await {
+            Ok(accepted) => Ok::<_, BoxError>(accepted?),
+            Err(_) => Err(format!("no connection within {WAIT:?}").into()),
+        }
+    })?;
+    let conn = conn.into_std()?;
+    conn.set_nonblocking(false)?;
+    Ok(conn)
+}
+
 // ---- tests ----
 
 fn a_placed_actors_handle_works_from_a_local_child() -> TestResult {
@@ -340,7 +359,7 @@ fn a_local_childs_call_fails_with_node_down_when_the_node_dies() -> TestResult {
     child.start()?;
     // The handler connected: the child's call is in flight, and will never be
     // answered.
-    let _arrived = listener.accept()?;
+    let _arrived = accept(&listener)?;
     n.process.kill()?;
     let lambda = || Outcome::NodeDown {
         node: "lambda".to_string(),
@@ -446,9 +465,9 @@ fn a_placed_processs_call_fails_with_node_down_when_its_root_dies() -> TestResul
     root.start()?;
     // The handler connected: the caller's call is in flight, and will never be
     // answered.
-    let _arrived = hang.accept()?;
+    let _arrived = accept(&hang)?;
     root.kill()?;
-    let (mut conn, _) = report.accept()?;
+    let mut conn = accept(&report)?;
     conn.set_read_timeout(Some(WAIT))?;
     let mut text = String::new();
     conn.read_to_string(&mut text)?;
