@@ -17,7 +17,7 @@ use super::event::NodeEvent;
 use crate::process::Process;
 use crate::remote::engine::{Engine, SessionEvent};
 use crate::remote::wire::{
-    self, AGENT_GROUP, AGENT_SCOPE, AgentMsg, NODE_PROTOCOL, Reply, Request,
+    self, AGENT_GROUP, AGENT_SCOPE, AgentMsg, Answer, NODE_PROTOCOL, Reply, Request, ToGateway,
 };
 use multiproc_core::Refusal;
 
@@ -96,11 +96,7 @@ impl Shared {
     }
 
     /// The process `id` of the root `token`, and that root's gateway.
-    pub(super) fn actor(
-        &self,
-        token: u64,
-        id: u64,
-    ) -> Option<(multiproc_core::Identity, ActorRef<AgentMsg>)> {
+    fn actor(&self, token: u64, id: u64) -> Option<(multiproc_core::Identity, ActorRef<AgentMsg>)> {
         let roots = self.roots();
         let root = roots.get(&token)?;
         let p = root.procs.get(&id)?;
@@ -408,20 +404,6 @@ impl Shared {
     /// grace period.
     fn lose(self: &Arc<Self>, which: impl Fn(u64, &Root) -> bool) {
         let mut failed = Vec::new();
-        self.lose_roots(which, &mut failed);
-        // Outside the tables' locks: an answer routes.
-        for (corr, process) in failed {
-            let down = root_down(&format!("its session was lost ({process})"));
-            crate::runtime::reply::deliver(corr, BodyKind::Fail, &down);
-        }
-    }
-
-    /// Marks the roots lost; the relayed calls to them that must fail go to `failed`.
-    fn lose_roots(
-        self: &Arc<Self>,
-        which: impl Fn(u64, &Root) -> bool,
-        failed: &mut Vec<(u64, String)>,
-    ) {
         let mut roots = self.roots();
         for (&token, root) in roots.iter_mut().filter(|(t, r)| which(**t, r)) {
             if root.lost {
@@ -429,16 +411,14 @@ impl Shared {
             }
             root.lost = true;
             let _ = root.lost_tx.send(true);
-            {
-                let mut relayed = self.relayed();
-                relayed.retain(|&corr, t| {
-                    let keep = *t != token;
-                    if !keep {
-                        failed.push((corr, root.process.clone()));
-                    }
-                    keep
-                });
-            }
+            // Its relayed calls have no answer coming.
+            self.relayed().retain(|&corr, t| {
+                let keep = *t != token;
+                if !keep {
+                    failed.push(corr);
+                }
+                keep
+            });
             tracing::warn!(
                 root = %root.process,
                 running = root.procs.len(),
@@ -454,6 +434,16 @@ impl Shared {
                 tokio::time::sleep(me.grace).await;
                 me.release(token).await;
             });
+        }
+        drop(roots);
+        // Outside the tables' locks: an answer routes.
+        let e = multiproc_core::RemoteError::Node(Box::new(multiproc_core::NodeError::NodeDown {
+            node: "the root".to_string(),
+            why: "its session was lost".to_string(),
+        }));
+        let down = codec::encode(&e).unwrap_or_default();
+        for corr in failed {
+            crate::runtime::reply::deliver(corr, BodyKind::Fail, &down);
         }
     }
 
@@ -532,7 +522,7 @@ impl ractor::Actor for Agent {
             corr,
         }) = &request
         {
-            super::relay::route_actor(shared, *token, *id, payload, *corr);
+            route_actor(shared, *token, *id, payload, *corr);
             return Ok(());
         }
         if let Ok(Request::Answer(a)) = &request {
@@ -566,11 +556,40 @@ impl ractor::Actor for Agent {
     }
 }
 
-/// A `RemoteError` saying that the root is lost, encoded as a failed call's answer.
-fn root_down(why: &str) -> Vec<u8> {
-    let e = multiproc_core::RemoteError::Node(Box::new(multiproc_core::NodeError::NodeDown {
-        node: "the root".to_string(),
-        why: why.to_string(),
-    }));
-    codec::encode(&e).unwrap_or_default()
+/// Hands a root's message to the actor process `id`; for a call (`corr` not 0), its
+/// answer goes back to the root's gateway as it comes off the actor's link.
+fn route_actor(shared: &Shared, token: u64, id: u64, payload: &[u8], corr: u64) {
+    let Some((to, gateway)) = shared.actor(token, id) else {
+        // The node does not know the process (not started, or joined and gone): the
+        // root names it in the error.
+        if corr != 0
+            && let Some(gateway) = shared.gateway(token)
+            && let Ok(payload) = codec::encode(&multiproc_core::RemoteError::NoProcess(
+                crate::runtime::current::me().identity.clone(),
+            ))
+        {
+            answer_root(&gateway, corr, BodyKind::Fail, &payload);
+        }
+        return;
+    };
+    let then = (corr != 0).then(|| -> crate::runtime::reply::Then {
+        Box::new(move |kind, payload| answer_root(&gateway, corr, kind, payload))
+    });
+    crate::runtime::router::raw_send(&to, payload, then);
+}
+
+/// Casts the answer to a root's call `corr` to its gateway.
+fn answer_root(gateway: &ActorRef<AgentMsg>, corr: u64, kind: BodyKind, payload: &[u8]) {
+    let answer = ToGateway::Answer(Answer {
+        corr,
+        fail: kind != BodyKind::Reply,
+        payload: payload.to_vec(),
+    });
+    match codec::encode(&answer) {
+        // A root whose session is gone has no one waiting.
+        Ok(bytes) => {
+            let _ = gateway.cast(AgentMsg::Cast(bytes));
+        }
+        Err(e) => tracing::warn!(error = %e, "an actor's answer did not encode"),
+    }
 }

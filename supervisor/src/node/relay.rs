@@ -1,19 +1,17 @@
-//! What crosses the node session for actors and far handles. Up: the node relays
-//! what its placed processes ask to the gateway of the root that placed them
-//! (`remote/gateway.rs`), which runs it (`sync::far`); their messages to actors of
-//! the root's tree likewise, which the gateway routes into that tree. Down: a root's
-//! messages to the actor of a process it placed, routed into the node's tree.
+//! Far handles' operations over the node session: the node relays what its placed
+//! processes ask to the gateway of the root that placed them (`remote/gateway.rs`),
+//! and the root's gateway runs it (`sync::far`); their messages to actors of the
+//! root's tree likewise, which the gateway routes into that tree.
 
 use std::sync::{Arc, Mutex, Weak};
 
 use multiproc_core::wire::{BodyKind, EnvelopeRef};
 use multiproc_core::{Envelope, Identity, NodeError, RemoteError, codec};
-use ractor::ActorRef;
 use ractor::rpc::CallResult;
 
 use super::agent::Shared;
 use crate::remote::gateway;
-use crate::remote::wire::{AgentMsg, Answer, ToGateway};
+use crate::remote::wire::{AgentMsg, ToGateway};
 use crate::runtime::current::me;
 use crate::runtime::router;
 use crate::sync::far::{self, FarError, FarReply, GatewayCall};
@@ -170,42 +168,4 @@ fn answer_actor(caller: &Identity, corr: u64, kind: BodyKind, payload: &[u8]) {
         },
         false,
     );
-}
-
-/// Hands a root's message to the actor process `id`; for a call (`corr` not 0), its
-/// answer goes back to the root's gateway as it comes off the actor's link.
-pub(super) fn route_actor(shared: &Shared, token: u64, id: u64, payload: &[u8], corr: u64) {
-    let Some((to, gateway)) = shared.actor(token, id) else {
-        // The node does not know the process (not started, or joined and gone): the
-        // root names it in the error.
-        if corr != 0
-            && let Some(gateway) = shared.gateway(token)
-            && let Ok(payload) = codec::encode(&multiproc_core::RemoteError::NoProcess(
-                crate::runtime::current::me().identity.clone(),
-            ))
-        {
-            answer_root(&gateway, corr, BodyKind::Fail, &payload);
-        }
-        return;
-    };
-    let then = (corr != 0).then(|| -> crate::runtime::reply::Then {
-        Box::new(move |kind, payload| answer_root(&gateway, corr, kind, payload))
-    });
-    crate::runtime::router::raw_send(&to, payload, then);
-}
-
-/// Casts the answer to a root's call `corr` to its gateway.
-fn answer_root(gateway: &ActorRef<AgentMsg>, corr: u64, kind: BodyKind, payload: &[u8]) {
-    let answer = ToGateway::Answer(Answer {
-        corr,
-        fail: kind != BodyKind::Reply,
-        payload: payload.to_vec(),
-    });
-    match codec::encode(&answer) {
-        // A root whose session is gone has no one waiting.
-        Ok(bytes) => {
-            let _ = gateway.cast(AgentMsg::Cast(bytes));
-        }
-        Err(e) => tracing::warn!(error = %e, "an actor's answer did not encode"),
-    }
 }

@@ -1,8 +1,8 @@
 //! A root's gateway: the actor its nodes reach it through, on behalf of the processes
 //! it placed there. What the gateway runs is a service's (the far handles' operations,
 //! `sync::far`), registered at link time, so this layer names none; the messages of
-//! those processes to actors of this tree (far actors, `process::actor`) it routes
-//! into the tree itself, as they come.
+//! those processes to actors of this tree (far actors, `process::actor`) it hands, as
+//! they come, to the relay that knows the nodes (`route`).
 //!
 //! The gateway is a ractor actor in a process group of multiproc's scope, as the
 //! node's agent is: the engine tells every session about it, so a node finds the
@@ -20,7 +20,7 @@ use tokio::sync::OnceCell;
 use multiproc_core::codec;
 use multiproc_core::wire::BodyKind;
 
-use super::wire::{AGENT_SCOPE, AgentMsg, Answer, Request, ToGateway};
+use super::wire::{AGENT_SCOPE, AgentMsg, ToGateway};
 
 /// The process group of roots' gateways.
 const GATEWAY_GROUP: &str = "multiproc.root.gateway";
@@ -37,6 +37,19 @@ pub(crate) struct GatewayService {
 /// The registered service; there is one, the far handles'.
 #[linkme::distributed_slice]
 pub(crate) static GATEWAY_SERVICES: [GatewayService];
+
+/// Where the gateway hands the messages of the processes this root placed to actors
+/// of its tree: the relay that knows this root's nodes (`route`), registered at link
+/// time so that the gateway, below the sessions, names none.
+pub(crate) struct IntoTree {
+    /// Routes the message `payload` of a process on the node `node` (this root's
+    /// token there: `token`) to the actor `to`; a call when `corr` is not 0.
+    pub(crate) route: fn(&str, u64, &multiproc_core::Identity, &[u8], u64),
+}
+
+/// The registered relay; there is one, `route`'s.
+#[linkme::distributed_slice]
+pub(crate) static INTO_TREE: [IntoTree];
 
 /// The gateway of the root at the other end of `session`, if it is still there.
 pub(crate) fn of_session(session: NodeId) -> Option<ActorRef<AgentMsg>> {
@@ -93,7 +106,11 @@ impl ractor::Actor for Gateway {
                     to,
                     payload,
                     corr,
-                }) => into_tree(&node, token, &to, &payload, corr),
+                }) => {
+                    if let Some(relay) = INTO_TREE.first() {
+                        (relay.route)(&node, token, &to, &payload, corr);
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "dropped a node's message that does not decode")
                 }
@@ -112,33 +129,6 @@ impl ractor::Actor for Gateway {
         }
         Ok(())
     }
-}
-
-/// Routes a node's message for one of its processes into this tree, as it comes (so
-/// a cast and the call after it keep their order); a call's answer is cast back to
-/// the node's agent from where it arrives, with no task waiting for it.
-fn into_tree(node: &str, token: u64, to: &multiproc_core::Identity, payload: &[u8], corr: u64) {
-    if corr == 0 {
-        return crate::runtime::router::raw_send(to, payload, None);
-    }
-    // The node this process is connected to under that token: a session can only
-    // be from a node this process is connected to, but its name is the node's word.
-    let Some(back) = super::client::connected(node).filter(|n| n.inner.token == token) else {
-        return tracing::warn!(
-            node,
-            "dropped a call from a node this process does not know"
-        );
-    };
-    let then: crate::runtime::reply::Then = Box::new(move |kind, payload| {
-        let answer = Request::Answer(Answer {
-            corr,
-            fail: kind != BodyKind::Reply,
-            payload: payload.to_vec(),
-        });
-        // A node that is gone has no one waiting.
-        let _ = back.cast(&answer);
-    });
-    crate::runtime::router::raw_send(to, payload, Some(then));
 }
 
 /// Starts this process's gateway once, on the engine's thread.
