@@ -60,6 +60,7 @@ pub(crate) mod port;
 mod probe;
 mod reader;
 mod remote;
+mod report;
 mod shared;
 mod slab;
 mod submit;

@@ -19,9 +19,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use super::chunk::{ChunkFailure, Done, NewTask, ReplyTo};
-use super::launch::{Event, Launch, Started, launch};
+use super::launch::{Launch, launch};
 use super::place::{self, Place};
 use super::remote;
+use super::report::{Event, Report, Reporter, Started};
 use super::shared::{BROKEN, CLOSED, RUNNING, Shared};
 use super::{PoolError, TaskError, WorkerInfo, wire};
 use crate::node::Node;
@@ -134,25 +135,23 @@ pub(crate) fn submit(core: &Core, tasks: Vec<NewTask>) {
     }
 }
 
-/// Hands a worker's event to the actor at once, on the calling task, under the lock:
-/// the workers' tasks deliver their starts and answers this way, so an answer reaches
-/// its caller without a switch to the actor's task. `Err` when the pool is gone.
-pub(super) fn deliver(core: &WeakCore, event: Event) -> Result<(), Event> {
-    let Some(core) = core.upgrade() else {
-        return Err(event);
-    };
-    let mut actor = lock(&core);
-    let mut out = Vec::new();
-    let before = actor.sched.next_deadline();
-    actor.on_event(event, &mut out);
-    actor.act(out);
-    let after = actor.sched.next_deadline();
-    // The actor's task sleeps until the deadline it read before, and ends only when
-    // it looks and finds the pool finished.
-    if after.is_some_and(|a| before.is_none_or(|b| a < b)) || actor.sched.is_finished() {
-        actor.deadline_moved.notify_one();
+/// A worker's event, handed to the actor at once, on the worker's task, under the
+/// lock: the workers' tasks deliver their starts and answers this way, so an answer
+/// reaches its caller without a switch to the actor's task.
+impl Report for Mutex<PoolActor> {
+    fn report(&self, event: Event) {
+        let mut actor = self.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        let before = actor.sched.next_deadline();
+        actor.on_event(event, &mut out);
+        actor.act(out);
+        let after = actor.sched.next_deadline();
+        // The actor's task sleeps until the deadline it read before, and ends only
+        // when it looks and finds the pool finished.
+        if after.is_some_and(|a| before.is_none_or(|b| a < b)) || actor.sched.is_finished() {
+            actor.deadline_moved.notify_one();
+        }
     }
-    Ok(())
 }
 
 /// Starts the actor; returns its request mailbox and its state.
@@ -548,13 +547,13 @@ impl PoolActor {
                 n.clone(),
                 Arc::clone(&self.launch),
                 self.events.clone(),
-                self.me.clone(),
+                Reporter::new(self.me.clone()),
             ),
             Some(None) => launch(
                 w,
                 Arc::clone(&self.launch),
                 self.events.clone(),
-                self.me.clone(),
+                Reporter::new(self.me.clone()),
                 Arc::clone(&self.shared),
             ),
             None => format!("worker {w}"),
