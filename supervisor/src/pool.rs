@@ -94,8 +94,8 @@ pub use slab::run_slab;
 pub use wire::ItemFailure;
 pub use worker::{not_a_task, run_task};
 
-use crate::process::target::Task;
 use crate::runtime::registry::{self, Entry, PodTask};
+use crate::runtime::target::Task;
 use chunk::{ReplyTo, decode_chunk};
 use control::Control;
 use shared::{CLOSED, RUNNING, Shared, TERMINATED};

@@ -10,8 +10,8 @@ use tokio::sync::mpsc;
 use super::chunk::{ReplyTo, decode_chunk, decode_into};
 use super::imap::Feed;
 use super::{AsyncResult, Imap, Pool, PoolError, TaskError};
-use crate::process::target::Task;
 use crate::runtime::registry::PodTask;
+use crate::runtime::target::Task;
 
 impl Pool {
     /// `f` over every item, results in input order (Python's `map`), in chunks of

@@ -99,18 +99,18 @@ impl PoolActor {
             None => true,
             Some(name) => {
                 !self.lost_nodes.contains(name)
-                    && crate::node::connected(name).is_some_and(|n| n.is_up())
+                    && crate::remote::client::connected(name).is_some_and(|n| n.is_up())
             }
         };
         match place::choose(places, &live, up) {
             Some(i) => match &places[i].node {
                 None => Ok(None),
-                Some(name) => crate::node::connected(name).map(Some).ok_or_else(|| {
-                    multiproc_core::NodeError::NodeDown {
+                Some(name) => crate::remote::client::connected(name)
+                    .map(Some)
+                    .ok_or_else(|| multiproc_core::NodeError::NodeDown {
                         node: name.clone(),
                         why: "not connected from this process".into(),
-                    }
-                }),
+                    }),
             },
             None => Err(multiproc_core::NodeError::NodeDown {
                 node: places
