@@ -82,7 +82,24 @@ impl Actor for Starter {
     }
 }
 
-multiproc::register_actor!(Counter, Echo, Starter);
+/// An actor started with a `Connection`: it sends each number it is given on it.
+struct Teller(Connection);
+
+impl Actor for Teller {
+    type Args = Connection;
+    type Msg = u64;
+    type Reply = u64;
+
+    async fn start(conn: Connection) -> Result<Self, BoxError> {
+        Ok(Teller(conn))
+    }
+
+    async fn handle(&mut self, n: u64) -> u64 {
+        self.0.send(&n).map_or(0, |()| n + 1)
+    }
+}
+
+multiproc::register_actor!(Counter, Echo, Starter, Teller);
 
 fn waits_for_stop() {
     multiproc::blocking::wait_for_stop();
@@ -121,6 +138,21 @@ multiproc::register!(
     hosts_grandchild,
     leaves_an_actor
 );
+
+/// A `Connection` in an actor's arguments reaches it with its descriptor, as a
+/// function process's does.
+fn an_actor_takes_a_connection_in_its_arguments() -> TestResult {
+    let (mut here, there) = pipe(false)?;
+    let mut p = Process::actor::<Teller>(there);
+    p.start()?;
+    let teller = p.actor_ref::<Teller>();
+    for n in [7u64, 8, 9] {
+        check_eq!(teller.call(n)?, n + 1);
+        check_eq!(here.recv::<u64>()?, n);
+    }
+    check_eq!(p.stop(Duration::from_secs(5))?, ExitReason::Shutdown);
+    Ok(())
+}
 
 fn counter(first: i64) -> Result<(Process, ActorRef<Counter>), multiproc::Error> {
     let mut p = Process::actor::<Counter>(first);
@@ -421,6 +453,10 @@ fn main() {
         trial(
             "unregistered_actor_names_the_macro",
             unregistered_actor_names_the_macro,
+        ),
+        trial(
+            "an_actor_takes_a_connection_in_its_arguments",
+            an_actor_takes_a_connection_in_its_arguments,
         ),
         trial(
             "a_handler_can_use_the_blocking_api",

@@ -28,8 +28,6 @@ pub use event::{NodeEvent, NodeEvents};
 pub use multiproc_core::{NodeError, Refusal};
 pub use serve::{Serving, serve};
 
-// The pool still names `connected` by this path.
-pub(crate) use crate::remote::client::connected;
 pub use crate::remote::client::{ConnectOptions, Node, connect, connect_tls, connect_with};
 /// The TLS library nodes use (rustls), for [`NodeConfig::tls`] and [`connect_tls`]:
 /// its `ServerConfig` and `ClientConfig`, certificates and keys.

@@ -14,7 +14,8 @@
 //!
 //! # Layout
 //!
-//! - The caller's side: [`Pool`] (here) and its [`PoolBuilder`] (`builder.rs`);
+//! - The caller's side: [`Pool`] (here; its `map` family in `map.rs`) and its
+//!   [`PoolBuilder`] (`builder.rs`);
 //!   `chunk.rs` cuts items into chunks, encodes them and decodes the answers, as
 //!   rmp-serde values or, for plain data, as slabs of bytes (`slab.rs`, the bulk path);
 //!   `submit.rs` hands the chunks to the actor;
@@ -55,27 +56,26 @@ mod control;
 mod error;
 mod imap;
 mod launch;
+mod map;
 mod place;
 pub(crate) mod port;
 mod probe;
 mod reader;
 mod remote;
+mod report;
 mod shared;
 mod slab;
 mod submit;
 pub(crate) mod wire;
 mod worker;
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use multiproc_core::{
-    EntryKind, Reorder, RestartIntensity, RetryPolicy, StartMethod, default_chunksize,
-};
+use multiproc_core::{EntryKind, RestartIntensity, RetryPolicy, StartMethod};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
@@ -94,11 +94,10 @@ pub use slab::run_slab;
 pub use wire::ItemFailure;
 pub use worker::{not_a_task, run_task};
 
-use crate::process::target::Task;
 use crate::runtime::registry::{self, Entry, PodTask};
-use chunk::{ReplyTo, decode_chunk, decode_into};
+use crate::runtime::target::Task;
+use chunk::{ReplyTo, decode_chunk};
 use control::Control;
-use imap::Feed;
 use shared::{CLOSED, RUNNING, Shared, TERMINATED};
 
 /// A worker's name, process id and node.
@@ -249,329 +248,6 @@ impl Pool {
     /// its chunks then go as slabs.
     pub(crate) fn slab<F: Task<M>, M>(entry: &Entry) -> Option<PodTask> {
         (entry.pod)().and_then(PodTask::check::<F::Args, F::Output>)
-    }
-
-    /// `f` over every item, results in input order (Python's `map`), in chunks of
-    /// Python's default size: `ceil(len / (4 × processes))`.
-    ///
-    /// # Errors
-    ///
-    /// The first failed item, as [`PoolError::Task`] with its index; the pool's own
-    /// errors otherwise.
-    pub async fn map<F: Task<M>, M>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = F::Args>,
-    ) -> Result<Vec<F::Output>, PoolError> {
-        let mut r = self.map_async(f, items);
-        self.interruptible(r.get()).await
-    }
-
-    /// [`map`](Pool::map) with an explicit chunksize (at least 1).
-    ///
-    /// # Errors
-    ///
-    /// As [`map`](Pool::map), and [`PoolError::Invalid`] for a chunksize of 0.
-    pub async fn map_chunked<F: Task<M>, M>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = F::Args>,
-        chunksize: usize,
-    ) -> Result<Vec<F::Output>, PoolError> {
-        let mut r = self.map_async_chunked(f, items, chunksize);
-        self.interruptible(r.get()).await
-    }
-
-    /// [`map`](Pool::map), returning at once.
-    pub fn map_async<F: Task<M>, M>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = F::Args>,
-    ) -> AsyncResult<Vec<F::Output>> {
-        let items = items.into_iter();
-        match items.size_hint() {
-            // A known length (a range, a Vec, …): encoded straight from the input, with
-            // no copy of it.
-            (len, Some(max)) if len == max => {
-                let chunksize = default_chunksize(len, self.processes()).max(1);
-                self.map_items(f, items, len, chunksize)
-            }
-            _ => {
-                let items: Vec<F::Args> = items.collect();
-                let chunksize = default_chunksize(items.len(), self.processes()).max(1);
-                let len = items.len();
-                self.map_items(f, items.into_iter(), len, chunksize)
-            }
-        }
-    }
-
-    /// [`map_chunked`](Pool::map_chunked), returning at once.
-    pub fn map_async_chunked<F: Task<M>, M>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = F::Args>,
-        chunksize: usize,
-    ) -> AsyncResult<Vec<F::Output>> {
-        let items = items.into_iter();
-        let len = items.size_hint().0;
-        self.map_items(f, items, len, chunksize)
-    }
-
-    /// `len` is a capacity hint for the results.
-    fn map_items<F: Task<M>, M>(
-        &self,
-        f: F,
-        items: impl Iterator<Item = F::Args>,
-        len: usize,
-        chunksize: usize,
-    ) -> AsyncResult<Vec<F::Output>> {
-        let _ = f;
-        let entry = match Self::task_entry::<F>() {
-            Ok(e) => e,
-            Err(e) => return AsyncResult::failed(e),
-        };
-        let slab = Self::slab::<F, M>(entry);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let plain = slab.map(PodTask::plain);
-        let chunks = match self.submit_chunks(entry.name, items, chunksize, plain, |seq, _| {
-            ReplyTo::Many(tx.clone(), seq)
-        }) {
-            Ok(ids) => ids.len(),
-            Err(e) => return AsyncResult::failed(e),
-        };
-        drop(tx);
-        let shared = Arc::clone(&self.inner.shared);
-        AsyncResult::new(
-            async move {
-                let mut out = Vec::with_capacity(len);
-                let mut order = Reorder::default();
-                let mut seen = 0;
-                while seen < chunks {
-                    let (seq, outcome) = rx.recv().await.ok_or_else(|| shared.ended_error())?;
-                    seen += 1;
-                    order.insert(seq, outcome);
-                    while let Some(outcome) = order.pop() {
-                        let start = out.len();
-                        decode_into::<F::Output>(outcome, &mut out, start, slab)?;
-                    }
-                }
-                Ok(out)
-            },
-            Some(self.ctl()),
-            None,
-        )
-    }
-
-    /// `f` over every item, each item's own result in input order: unlike
-    /// [`map`](Pool::map) (Python's, which fails as a whole at the first failed item),
-    /// a task that fails, panics or loses its worker is an `Err` at its place, and
-    /// every other result is kept. Chunks are of Python's default size; the items of a
-    /// chunk whose worker died all fail with [`TaskError::WorkerDied`] (a chunksize of
-    /// 1 loses no more than the task that was running).
-    ///
-    /// # Errors
-    ///
-    /// The pool's own errors only ([`PoolError::Terminated`], an unregistered task,
-    /// [`PoolError::Interrupted`], …): a task's failure is its item's `Err`.
-    pub async fn map_results<F: Task<M>, M>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = F::Args>,
-    ) -> Result<Vec<Result<F::Output, TaskError>>, PoolError> {
-        let items: Vec<F::Args> = items.into_iter().collect();
-        let chunksize = default_chunksize(items.len(), self.processes()).max(1);
-        self.map_results_chunked(f, items, chunksize).await
-    }
-
-    /// [`map_results`](Pool::map_results) with an explicit chunksize (at least 1).
-    ///
-    /// # Errors
-    ///
-    /// As [`map_results`](Pool::map_results), and [`PoolError::Invalid`] for a
-    /// chunksize of 0.
-    pub async fn map_results_chunked<F: Task<M>, M>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = F::Args>,
-        chunksize: usize,
-    ) -> Result<Vec<Result<F::Output, TaskError>>, PoolError> {
-        let mut r = self.map_results_async(f, items, chunksize);
-        self.interruptible(r.get()).await
-    }
-
-    fn map_results_async<F: Task<M>, M>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = F::Args>,
-        chunksize: usize,
-    ) -> AsyncResult<Vec<Result<F::Output, TaskError>>> {
-        let _ = f;
-        let entry = match Self::task_entry::<F>() {
-            Ok(e) => e,
-            Err(e) => return AsyncResult::failed(e),
-        };
-        let items = items.into_iter();
-        let len = items.size_hint().0;
-        let slab = Self::slab::<F, M>(entry);
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let plain = slab.map(PodTask::plain);
-        let sizes: Vec<usize> =
-            match self.submit_chunks(entry.name, items, chunksize, plain, |seq, _| {
-                ReplyTo::Many(tx.clone(), seq)
-            }) {
-                Ok(ids) => ids.into_iter().map(|(_, n)| n as usize).collect(),
-                Err(e) => return AsyncResult::failed(e),
-            };
-        drop(tx);
-        let shared = Arc::clone(&self.inner.shared);
-        AsyncResult::new(
-            async move {
-                let mut out = Vec::with_capacity(len);
-                let mut order = Reorder::default();
-                let mut seen = 0;
-                let mut next_chunk = 0;
-                while seen < sizes.len() {
-                    let (seq, outcome) = rx.recv().await.ok_or_else(|| shared.ended_error())?;
-                    seen += 1;
-                    order.insert(seq, outcome);
-                    while let Some(outcome) = order.pop() {
-                        let n = sizes[next_chunk];
-                        next_chunk += 1;
-                        let mut results = decode_chunk::<F::Output>(outcome, slab)?;
-                        // A chunk that failed as a whole (its worker died, it timed
-                        // out) is one error: each of its items gets it.
-                        if results.len() != n {
-                            let error = match results.pop() {
-                                Some(Err(e)) => e,
-                                _ => TaskError::Decode {
-                                    message: format!(
-                                        "a chunk of {n} items answered with {} results",
-                                        results.len() + 1
-                                    ),
-                                },
-                            };
-                            results = (0..n).map(|_| Err(error.clone())).collect();
-                        }
-                        out.extend(results);
-                    }
-                }
-                Ok(out)
-            },
-            Some(self.ctl()),
-            None,
-        )
-    }
-
-    /// Python's `starmap`: in Rust a function of several arguments already takes them
-    /// as one tuple, so this is [`map`](Pool::map) under Python's name.
-    ///
-    /// # Errors
-    ///
-    /// As [`map`](Pool::map).
-    pub async fn starmap<F: Task<M>, M>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = F::Args>,
-    ) -> Result<Vec<F::Output>, PoolError> {
-        self.map(f, items).await
-    }
-
-    /// Python's `starmap_async`; see [`starmap`](Pool::starmap).
-    pub fn starmap_async<F: Task<M>, M>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = F::Args>,
-    ) -> AsyncResult<Vec<F::Output>> {
-        self.map_async(f, items)
-    }
-
-    /// `f` over a lazily read input, results in input order (Python's `imap`). At most
-    /// a bounded window of chunks is in flight, so an endless input takes bounded
-    /// memory; the input is read as results are taken.
-    pub fn imap<F: Task<M>, M, I>(&self, f: F, items: I, chunksize: usize) -> Imap<F::Output>
-    where
-        I: IntoIterator<Item = F::Args>,
-        I::IntoIter: Send + 'static,
-    {
-        self.imap_inner(f, items, chunksize, true)
-    }
-
-    /// As [`imap`](Pool::imap), with results in completion order (Python's
-    /// `imap_unordered`).
-    pub fn imap_unordered<F: Task<M>, M, I>(
-        &self,
-        f: F,
-        items: I,
-        chunksize: usize,
-    ) -> Imap<F::Output>
-    where
-        I: IntoIterator<Item = F::Args>,
-        I::IntoIter: Send + 'static,
-    {
-        self.imap_inner(f, items, chunksize, false)
-    }
-
-    fn imap_inner<F: Task<M>, M, I>(
-        &self,
-        f: F,
-        items: I,
-        chunksize: usize,
-        ordered: bool,
-    ) -> Imap<F::Output>
-    where
-        I: IntoIterator<Item = F::Args>,
-        I::IntoIter: Send + 'static,
-    {
-        let _ = f;
-        let slab = Self::task_entry::<F>()
-            .ok()
-            .and_then(|entry| Self::slab::<F, M>(entry));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let mut input = items.into_iter();
-        let total = match input.size_hint() {
-            (low, Some(high)) if low == high => Some(low),
-            _ => None,
-        };
-        let feed: Feed = {
-            let mut buf: Vec<F::Args> = Vec::new();
-            let chunk = chunksize.max(1);
-            Box::new(move |pool: &Pool, first: usize, chunks: usize| {
-                let entry = Self::task_entry::<F>()?;
-                buf.clear();
-                buf.extend(input.by_ref().take(chunk * chunks));
-                let plain = slab.map(PodTask::plain);
-                let chunks =
-                    pool.submit_chunks(entry.name, buf.drain(..), chunk, plain, |seq, _| {
-                        ReplyTo::Many(tx.clone(), first + seq)
-                    })?;
-                Ok(chunks.into_iter().map(|(_, n)| n as usize).collect())
-            })
-        };
-        let window = (self.processes() * 64).max(128);
-        Imap {
-            pool: self.clone(),
-            feed: Some(feed),
-            rx,
-            order: if ordered {
-                Some(Reorder::default())
-            } else {
-                None
-            },
-            sizes: std::collections::HashMap::new(),
-            next_index: 0,
-            sent: 0,
-            received: 0,
-            released: 0,
-            window,
-            chunksize,
-            ready: VecDeque::new(),
-            decode: decode_chunk::<F::Output>,
-            slab,
-            done: false,
-            items_done: 0,
-            total,
-            on_progress: None,
-        }
     }
 
     /// Stops taking work; the workers exit once every submitted task has finished.

@@ -6,9 +6,6 @@ pub(crate) mod actor;
 mod plan;
 mod start;
 
-// The pool still names `Target` and `Task` by their old path, under `process`.
-pub(crate) use crate::runtime::target;
-
 use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::Duration;

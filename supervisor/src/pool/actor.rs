@@ -18,13 +18,13 @@ use multiproc_core::{Exhausted, ExitReason};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+mod workers;
+
 use super::chunk::{ChunkFailure, Done, NewTask, ReplyTo};
-use super::launch::{Event, Launch, Started, launch};
-use super::place::{self, Place};
-use super::remote;
+use super::launch::Launch;
+use super::report::{Event, Report, Started};
 use super::shared::{BROKEN, CLOSED, RUNNING, Shared};
 use super::{PoolError, TaskError, WorkerInfo, wire};
-use crate::node::Node;
 use crate::runtime;
 use crate::runtime::logging::carry::Carried;
 
@@ -134,25 +134,23 @@ pub(crate) fn submit(core: &Core, tasks: Vec<NewTask>) {
     }
 }
 
-/// Hands a worker's event to the actor at once, on the calling task, under the lock:
-/// the workers' tasks deliver their starts and answers this way, so an answer reaches
-/// its caller without a switch to the actor's task. `Err` when the pool is gone.
-pub(super) fn deliver(core: &WeakCore, event: Event) -> Result<(), Event> {
-    let Some(core) = core.upgrade() else {
-        return Err(event);
-    };
-    let mut actor = lock(&core);
-    let mut out = Vec::new();
-    let before = actor.sched.next_deadline();
-    actor.on_event(event, &mut out);
-    actor.act(out);
-    let after = actor.sched.next_deadline();
-    // The actor's task sleeps until the deadline it read before, and ends only when
-    // it looks and finds the pool finished.
-    if after.is_some_and(|a| before.is_none_or(|b| a < b)) || actor.sched.is_finished() {
-        actor.deadline_moved.notify_one();
+/// A worker's event, handed to the actor at once, on the worker's task, under the
+/// lock: the workers' tasks deliver their starts and answers this way, so an answer
+/// reaches its caller without a switch to the actor's task.
+impl Report for Mutex<PoolActor> {
+    fn report(&self, event: Event) {
+        let mut actor = self.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        let before = actor.sched.next_deadline();
+        actor.on_event(event, &mut out);
+        actor.act(out);
+        let after = actor.sched.next_deadline();
+        // The actor's task sleeps until the deadline it read before, and ends only
+        // when it looks and finds the pool finished.
+        if after.is_some_and(|a| before.is_none_or(|b| a < b)) || actor.sched.is_finished() {
+            actor.deadline_moved.notify_one();
+        }
     }
-    Ok(())
 }
 
 /// Starts the actor; returns its request mailbox and its state.
@@ -506,117 +504,6 @@ impl PoolActor {
         match &self.last_exhausted {
             Some(x) => PoolError::Exhausted(x.clone()),
             None => PoolError::Broken { reason },
-        }
-    }
-
-    fn kill(&mut self, w: WorkerId) {
-        if let Some(slot) = self.workers.get_mut(&w) {
-            match &slot.started {
-                Some(s) => {
-                    let _ = s.process.kill();
-                }
-                None => slot.kill_on_start = true,
-            }
-        }
-    }
-
-    fn note_lost(&mut self, reason: &ExitReason) {
-        if let ExitReason::NodeDown { node } = reason {
-            self.lost_nodes.insert(node.clone());
-        }
-    }
-
-    fn spawn(&mut self, w: WorkerId) {
-        let node = match self.place() {
-            Ok(node) => Some(node),
-            Err(e) => {
-                let reason = match e {
-                    multiproc_core::NodeError::NodeDown { node, .. } => {
-                        ExitReason::NodeDown { node }
-                    }
-                    e => ExitReason::Failed {
-                        message: e.to_string(),
-                    },
-                };
-                let _ = self.events.send(Event::Started(w, Err((reason, None))));
-                None
-            }
-        };
-        let name = match &node {
-            Some(Some(n)) => remote::launch_on(
-                w,
-                n.clone(),
-                Arc::clone(&self.launch),
-                self.events.clone(),
-                self.me.clone(),
-            ),
-            Some(None) => launch(
-                w,
-                Arc::clone(&self.launch),
-                self.events.clone(),
-                self.me.clone(),
-                Arc::clone(&self.shared),
-            ),
-            None => format!("worker {w}"),
-        };
-        self.workers.insert(
-            w,
-            WorkerSlot {
-                name,
-                node: node.flatten().map(|n| n.name().to_string()),
-                started: None,
-                ready: false,
-                kill_on_start: false,
-                tasks_done: 0,
-            },
-        );
-    }
-}
-
-impl PoolActor {
-    /// Where the next worker goes: `Some(node)`, or `None` for this host (see
-    /// `place.rs`); an error when every place is a node that is down.
-    fn place(&self) -> Result<Option<Node>, multiproc_core::NodeError> {
-        let places = &self.launch.places;
-        if let [only] = places.as_slice()
-            && only.node.is_none()
-        {
-            return Ok(None);
-        }
-        let mut live = vec![0; places.len()];
-        for (w, slot) in &self.workers {
-            if !self.sched.has_worker(*w) {
-                continue;
-            }
-            if let Some(i) = places.iter().position(|p| p.node == slot.node) {
-                live[i] += 1;
-            }
-        }
-        let up = |p: &Place| match &p.node {
-            None => true,
-            Some(name) => {
-                !self.lost_nodes.contains(name)
-                    && crate::node::connected(name).is_some_and(|n| n.is_up())
-            }
-        };
-        match place::choose(places, &live, up) {
-            Some(i) => match &places[i].node {
-                None => Ok(None),
-                Some(name) => crate::node::connected(name).map(Some).ok_or_else(|| {
-                    multiproc_core::NodeError::NodeDown {
-                        node: name.clone(),
-                        why: "not connected from this process".into(),
-                    }
-                }),
-            },
-            None => Err(multiproc_core::NodeError::NodeDown {
-                node: places
-                    .iter()
-                    .filter_map(|p| p.node.clone())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                why: "no live node and no local workers to place a worker on".into(),
-            }),
         }
     }
 }

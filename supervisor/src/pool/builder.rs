@@ -11,9 +11,9 @@ use super::place::Place;
 use super::remote::MAX_NODE_FRAME_LEN;
 use super::shared::{RUNNING, Shared};
 use super::{Handle, Pool, PoolError, actor, launch};
-use crate::process::target::Target;
 use crate::runtime::error::Error;
 use crate::runtime::registry;
+use crate::runtime::target::Target;
 use multiproc_core::NodeError;
 
 /// How a pool is set up; [`Pool::builder`] starts one.
@@ -270,7 +270,7 @@ fn places(local: usize, nodes: &[(String, usize)]) -> Result<Vec<Place>, PoolErr
         {
             return Err(PoolError::Invalid(format!("node {name} is named twice")));
         }
-        let node = crate::node::connected(name).ok_or_else(|| {
+        let node = crate::remote::client::connected(name).ok_or_else(|| {
             PoolError::Node(NodeError::NodeDown {
                 node: name.clone(),
                 why: "not connected from this process (node::connect it first)".into(),

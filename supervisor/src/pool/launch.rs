@@ -10,51 +10,16 @@ use multiproc_transport::Connection;
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-use super::actor::{self, WeakCore};
 use super::channel::{self, Chan};
 use super::place::Place;
 use super::reader::WorkerReader;
+use super::report::{Event, Outbox, Reporter, Started};
 use super::shared::Shared;
 use super::worker::{Setup, worker_entry};
 use crate::process::Process;
 use crate::runtime;
 use crate::runtime::ring::Rings;
 use multiproc_core::StartMethod;
-
-/// What the workers' tasks report.
-pub(super) enum Event {
-    /// A worker started, or did not: how it ended, and the limit that refused it
-    /// when the system had no room for it.
-    Started(WorkerId, Result<Started, (ExitReason, Option<Exhausted>)>),
-    Frames(WorkerId, Vec<Vec<u8>>),
-    Exited(WorkerId, ExitReason),
-}
-
-pub(super) struct Started {
-    pub(super) process: Arc<Process>,
-    pub(super) pid: u32,
-    /// The node it runs on; `None` for this host.
-    pub(super) node: Option<String>,
-    pub(super) to_worker: Outbox,
-}
-
-/// Frames for one worker: its link's writing end, or for a worker on a node, the
-/// queue of the task that calls it (`remote.rs`).
-pub(super) enum Outbox {
-    Local(Arc<Chan>),
-    Node(mpsc::UnboundedSender<Arc<Vec<u8>>>),
-}
-
-impl Outbox {
-    pub(super) fn send(&self, frame: Arc<Vec<u8>>) {
-        match self {
-            Outbox::Local(chan) => chan.send(frame),
-            Outbox::Node(tx) => {
-                let _ = tx.send(frame);
-            }
-        }
-    }
-}
 
 /// How workers are launched.
 pub(crate) struct Launch {
@@ -79,7 +44,7 @@ pub(super) fn launch(
     w: WorkerId,
     launch: Arc<Launch>,
     events: mpsc::UnboundedSender<Event>,
-    core: WeakCore,
+    core: Reporter,
     shared: Arc<Shared>,
 ) -> String {
     let fail = |message: String, exhausted: Option<Exhausted>| {
@@ -146,7 +111,7 @@ pub(super) fn launch(
             node: None,
             to_worker: Outbox::Local(Arc::clone(&chan)),
         };
-        if actor::deliver(&core, Event::Started(w, Ok(started))).is_err() {
+        if core.deliver(Event::Started(w, Ok(started))).is_err() {
             let _ = process.kill();
         }
         let reader = WorkerReader::new(

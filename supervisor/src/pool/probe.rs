@@ -4,9 +4,8 @@
 use super::slab::{fail_args, run_slab};
 use super::wire::ItemFailure;
 use super::worker::{fail_all, run_task};
-use crate::process::target::Target;
-use crate::process::target::Task;
 use crate::runtime::registry::{EntryOutcome, PodTask};
+use crate::runtime::target::{Target, Task};
 use crate::shared::Pod;
 
 /// Sorts a registered function into what it can be: a process entry (`Target`), a pool
@@ -23,7 +22,7 @@ pub trait ViaTarget<M> {
 
 impl<F: Target<M> + Copy, M> ViaTarget<M> for &Probe<F> {
     fn entry_run(&self, args: Vec<u8>) -> EntryOutcome {
-        crate::process::target::run_function(self.0, args)
+        crate::runtime::target::run_function(self.0, args)
     }
 }
 

@@ -2,7 +2,7 @@
 //! it, and `map_with_progress`.
 
 use super::{Pool, PoolError};
-use crate::process::target::Task;
+use crate::runtime::target::Task;
 
 /// How far a `map` (or an `imap`) has come, given to its progress callback each
 /// time a chunk's results come back.

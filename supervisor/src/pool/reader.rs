@@ -15,9 +15,8 @@ use multiproc_core::scheduler::WorkerId;
 use multiproc_transport::FrameDecoder;
 use tokio::net::UnixStream;
 
-use super::actor::{self, WeakCore};
 use super::channel::Chan;
-use super::launch::Event;
+use super::report::{Event, Reporter};
 use crate::process::Process;
 use crate::runtime::ring::{Next, Peek, Rx};
 
@@ -29,7 +28,7 @@ pub(super) struct WorkerReader {
     w: WorkerId,
     chan: Arc<Chan>,
     process: Arc<Process>,
-    core: WeakCore,
+    core: Reporter,
     state: Mutex<ReadState>,
 }
 
@@ -51,7 +50,7 @@ impl WorkerReader {
         w: WorkerId,
         chan: Arc<Chan>,
         process: Arc<Process>,
-        core: WeakCore,
+        core: Reporter,
         rx: Rx,
         max_frame_len: usize,
     ) -> Arc<WorkerReader> {
@@ -197,8 +196,7 @@ impl WorkerReader {
                 }
             }
         }
-        if !frames.is_empty() && actor::deliver(&self.core, Event::Frames(self.w, frames)).is_err()
-        {
+        if !frames.is_empty() && self.core.deliver(Event::Frames(self.w, frames)).is_err() {
             // The pool is gone: so is what the worker was doing for it.
             let _ = self.process.kill();
         }

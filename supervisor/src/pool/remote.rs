@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 use tokio::sync::mpsc;
 
-use super::actor::{self, WeakCore};
-use super::launch::{Event, Launch, Outbox, Started};
+use super::launch::Launch;
+use super::report::{Event, Outbox, Reporter, Started};
 use super::wire::{self, EXIT, ItemFailure, READY, RUN, SERDE};
 use super::worker::{done_head, run_chunk, run_initializer};
 use crate::node::Node;
@@ -127,7 +127,7 @@ pub(super) fn launch_on(
     node: Node,
     launch: Arc<Launch>,
     events: mpsc::UnboundedSender<Event>,
-    core: WeakCore,
+    core: Reporter,
 ) -> String {
     let setup = NodeSetup {
         init: launch.init.clone(),
@@ -164,8 +164,8 @@ pub(super) fn launch_on(
         let ready = wire::finish(wire::start(READY, 0, "", 0, SERDE), usize::MAX)
             .expect("no limit")
             .split_off(4);
-        if actor::deliver(&core, Event::Started(w, Ok(started))).is_err()
-            || actor::deliver(&core, Event::Frames(w, vec![ready])).is_err()
+        if core.deliver(Event::Started(w, Ok(started))).is_err()
+            || core.deliver(Event::Frames(w, vec![ready])).is_err()
         {
             let _ = process.kill();
         }
@@ -173,32 +173,32 @@ pub(super) fn launch_on(
             let exit = process.join();
             tokio::pin!(exit);
             loop {
-            tokio::select! {
-                biased;
-                frame = rx.recv() => {
-                    let Some(frame) = frame else {
-                        // The pool is gone: so is what the worker does for it.
-                        let _ = process.kill();
-                        break (&mut exit).await;
-                    };
-                    // Under the node frame limit the length prefix is 4 bytes.
-                    let body = &frame[4..];
-                    match wire::split(body) {
-                        Ok((h, _)) if h.tag == EXIT => {
-                            break process.stop(EXIT_TIMEOUT).await;
+                tokio::select! {
+                    biased;
+                    frame = rx.recv() => {
+                        let Some(frame) = frame else {
+                            // The pool is gone: so is what the worker does for it.
+                            let _ = process.kill();
+                            break (&mut exit).await;
+                        };
+                        // Under the node frame limit the length prefix is 4 bytes.
+                        let body = &frame[4..];
+                        match wire::split(body) {
+                            Ok((h, _)) if h.tag == EXIT => {
+                                break process.stop(EXIT_TIMEOUT).await;
+                            }
+                            _ => {}
                         }
-                        _ => {}
+                        // A failed call (the process died, the node went down) is seen as
+                        // the process's exit, which the next turn takes.
+                        if let Ok(done) = worker.call(ByteBuf::from(body.to_vec())).await
+                            && core.deliver(Event::Frames(w, vec![done.into_vec()])).is_err()
+                        {
+                            let _ = process.kill();
+                        }
                     }
-                    // A failed call (the process died, the node went down) is seen as
-                    // the process's exit, which the next turn takes.
-                    if let Ok(done) = worker.call(ByteBuf::from(body.to_vec())).await
-                        && actor::deliver(&core, Event::Frames(w, vec![done.into_vec()])).is_err()
-                    {
-                        let _ = process.kill();
-                    }
+                    reason = &mut exit => break reason,
                 }
-                reason = &mut exit => break reason,
-            }
             }
         };
         let reason = reason.unwrap_or(ExitReason::Killed);

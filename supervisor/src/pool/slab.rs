@@ -15,9 +15,9 @@ use std::any::{Any, TypeId};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use super::wire::ItemFailure;
-use crate::process::target::Task;
 use crate::runtime::panic::{panic_message, take_panic};
 use crate::runtime::registry::PodTask;
+use crate::runtime::target::Task;
 use crate::shared::Pod;
 
 impl PodTask {

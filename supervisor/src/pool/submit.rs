@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use super::chunk::{Chunker, NewTask, ReplyTo, decode_chunk};
 use super::slab::Plain;
 use super::{Pool, PoolError, TaskError, actor, wire};
-use crate::process::target::Task;
+use crate::runtime::target::Task;
 
 /// Chunks go to the actor in batches of about this many bytes, so the workers start on
 /// the first while the caller encodes the rest.

@@ -17,7 +17,6 @@ use super::channel;
 use super::port::{Got, Port};
 use super::slab::fail_args;
 use super::wire::{self, DONE, EXIT, HEAVY, ItemFailure, READY, RUN, SERDE, SLAB};
-use crate::process::target::Task;
 use crate::runtime;
 use crate::runtime::logging::carry;
 use crate::runtime::panic::{panic_message, quiet_panics, take_panic};
@@ -26,6 +25,7 @@ use crate::runtime::registry::{self, Entry};
 use crate::runtime::ring::Rings;
 use crate::runtime::shm::SegmentRef;
 use crate::runtime::stop;
+use crate::runtime::target::Task;
 
 /// What a worker is started with.
 #[derive(Debug, Serialize, De)]
@@ -53,7 +53,7 @@ static WORKER: Entry = Entry {
     name: WORKER_ENTRY,
     kind: EntryKind::Function,
     type_id: || std::any::TypeId::of::<Setup>(),
-    run: |args| crate::process::target::run_function(worker_main, args),
+    run: |args| crate::runtime::target::run_function(worker_main, args),
     task: not_a_task,
     slab: not_a_task,
     pod: registry::no_pod,

@@ -522,27 +522,30 @@ async fn handle_one<A: Actor>(actor: &mut A, mail: &Mail, out: &mut Vec<u8>) -> 
 /// the registry) by the bootstrap.
 #[doc(hidden)]
 pub fn run_actor<A: Actor>(args: Vec<u8>) -> EntryOutcome {
+    // Decoded on this thread, where the descriptors that came with the Hello are
+    // provided: a `Connection` among the arguments takes its own there.
+    let args = codec::decode::<A::Args>(&args).map_err(|e| format!("bad arguments: {e}"));
     // A task on the runtime's worker, beside the link's reader: a message goes from
     // one to the other without waking a thread.
     runtime::block_on(runtime::run(host::<A>(args)))
 }
 
-async fn host<A: Actor>(args: Vec<u8>) -> EntryOutcome {
+async fn host<A: Actor>(args: Result<A::Args, String>) -> EntryOutcome {
     let outcome = serve::<A>(args).await;
     router::clear_local();
     outcome
 }
 
-async fn serve<A: Actor>(args: Vec<u8>) -> EntryOutcome {
+async fn serve<A: Actor>(args: Result<A::Args, String>) -> EntryOutcome {
     let failed = |message: String| {
         router::to_parent(Packet::Rejected(BootstrapError::ActorStart(
             message.clone(),
         )));
         EntryOutcome::Failed(message)
     };
-    let args: A::Args = match codec::decode(&args) {
+    let args = match args {
         Ok(a) => a,
-        Err(e) => return failed(format!("bad arguments: {e}")),
+        Err(e) => return failed(e),
     };
     let mut actor = match A::start(args).await {
         Ok(a) => a,
