@@ -529,6 +529,12 @@ fn takes_queue_and_waits(_q: multiproc::blocking::Queue<u64>) {
 
 multiproc::register!(takes_queue_and_waits);
 
+fn takes_actor_ref_and_waits(_counter: multiproc::ActorRef<Counter>) {
+    multiproc::blocking::wait_for_stop();
+}
+
+multiproc::register!(takes_actor_ref_and_waits);
+
 /// A dynamic supervisor whose template is placed on a node: its children run there,
 /// the node's death is their exit, and this host's objects may not go there.
 fn a_dynamic_supervisor_places_its_children_on_a_node() -> TestResult {
@@ -597,6 +603,12 @@ fn a_child_spec_holding_handles_is_refused_on_a_node() -> TestResult {
     for spec in [
         function_child("value-holder", takes_value_and_waits, value.clone())?,
         function_child("queue-holder", takes_queue_and_waits, queue.clone())?,
+        // Its address is a path in this tree, not in the node's.
+        function_child(
+            "ref-holder",
+            takes_actor_ref_and_waits,
+            multiproc::ActorRef::<Counter>::at(multiproc::current_process().identity().clone()),
+        )?,
     ] {
         let id = spec.id.clone();
         match sup.start_child(spec.on(&node_a)) {

@@ -17,7 +17,7 @@ use super::event::NodeEvent;
 use crate::process::Process;
 use crate::remote::engine::{Engine, SessionEvent};
 use crate::remote::wire::{
-    self, AGENT_GROUP, AGENT_SCOPE, AgentMsg, Answer, NODE_PROTOCOL, Reply, Request,
+    self, AGENT_GROUP, AGENT_SCOPE, AgentMsg, Answer, NODE_PROTOCOL, Reply, Request, ToGateway,
 };
 use multiproc_core::Refusal;
 
@@ -30,6 +30,9 @@ pub(crate) struct Shared {
     roots: Mutex<HashMap<u64, Root>>,
     /// Processes being started, by identity, with their root's token.
     placing: Mutex<HashMap<multiproc_core::Identity, u64>>,
+    /// Calls of placed processes to actors of their roots' trees, waiting for their
+    /// answers: the root's token, by the relay's correlation number.
+    relayed: Mutex<HashMap<u64, u64>>,
     next: AtomicU64,
 }
 
@@ -68,6 +71,7 @@ impl Shared {
             events,
             roots: Mutex::new(HashMap::new()),
             placing: Mutex::new(HashMap::new()),
+            relayed: Mutex::new(HashMap::new()),
             next: AtomicU64::new(seed | 1),
         })
     }
@@ -119,6 +123,36 @@ impl Shared {
                     .any(|p| from.path().starts_with(p.identity().path())))
             .then(|| (token, root.session, root.lost_tx.subscribe()))
         })
+    }
+
+    fn relayed(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        self.relayed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The gateway of the root `token`, unless that root is lost.
+    pub(crate) fn gateway(&self, token: u64) -> Option<ActorRef<AgentMsg>> {
+        let roots = self.roots();
+        roots
+            .get(&token)
+            .filter(|r| !r.lost)
+            .map(|r| r.gateway.clone())
+    }
+
+    /// Records the relayed call `corr` to the root `token`: it fails with `NodeDown`
+    /// if that root is lost first. `false` if it is lost already.
+    pub(crate) fn relaying(&self, corr: u64, token: u64) -> bool {
+        let roots = self.roots();
+        if roots.get(&token).is_none_or(|r| r.lost) {
+            return false;
+        }
+        self.relayed().insert(corr, token);
+        true
+    }
+
+    /// The relayed call `corr` was answered (or could not go); `false` if it was not
+    /// waiting (failed already, or not a relayed call).
+    pub(crate) fn answered(&self, corr: u64) -> bool {
+        self.relayed().remove(&corr).is_some()
     }
 
     async fn answer(self: &Arc<Self>, request: Request) -> Reply {
@@ -209,8 +243,10 @@ impl Shared {
                 }
                 Err(reply) => reply,
             },
-            // Routed as it arrives, in `handle`.
-            Request::Actor { .. } => Reply::Failed("an actor message out of order".into()),
+            // Routed as they arrive, in `handle`.
+            Request::Actor { .. } | Request::Answer(_) => {
+                Reply::Failed("an actor message out of order".into())
+            }
             Request::Stop {
                 token,
                 id,
@@ -367,6 +403,7 @@ impl Shared {
     /// Counts the roots that `which` picks lost: what they run here stops after the
     /// grace period.
     fn lose(self: &Arc<Self>, which: impl Fn(u64, &Root) -> bool) {
+        let mut failed = Vec::new();
         let mut roots = self.roots();
         for (&token, root) in roots.iter_mut().filter(|(t, r)| which(**t, r)) {
             if root.lost {
@@ -374,6 +411,14 @@ impl Shared {
             }
             root.lost = true;
             let _ = root.lost_tx.send(true);
+            // Its relayed calls have no answer coming.
+            self.relayed().retain(|&corr, t| {
+                let keep = *t != token;
+                if !keep {
+                    failed.push(corr);
+                }
+                keep
+            });
             tracing::warn!(
                 root = %root.process,
                 running = root.procs.len(),
@@ -389,6 +434,16 @@ impl Shared {
                 tokio::time::sleep(me.grace).await;
                 me.release(token).await;
             });
+        }
+        drop(roots);
+        // Outside the tables' locks: an answer routes.
+        let e = multiproc_core::RemoteError::Node(Box::new(multiproc_core::NodeError::NodeDown {
+            node: "the root".to_string(),
+            why: "its session was lost".to_string(),
+        }));
+        let down = codec::encode(&e).unwrap_or_default();
+        for corr in failed {
+            crate::runtime::reply::deliver(corr, BodyKind::Fail, &down);
         }
     }
 
@@ -470,6 +525,20 @@ impl ractor::Actor for Agent {
             route_actor(shared, *token, *id, payload, *corr);
             return Ok(());
         }
+        if let Ok(Request::Answer(a)) = &request {
+            // Only into a relayed call's action: a root's answer has nothing to do
+            // with this process's own calls.
+            if !shared.answered(a.corr) {
+                return Ok(());
+            }
+            let kind = if a.fail {
+                BodyKind::Fail
+            } else {
+                BodyKind::Reply
+            };
+            crate::runtime::reply::deliver(a.corr, kind, &a.payload);
+            return Ok(());
+        }
         let Some(reply) = reply else {
             return Ok(());
         };
@@ -494,28 +563,28 @@ fn route_actor(shared: &Shared, token: u64, id: u64, payload: &[u8], corr: u64) 
         // The node does not know the process (not started, or joined and gone): the
         // root names it in the error.
         if corr != 0
-            && let Some(gateway) = shared.roots().get(&token).map(|r| r.gateway.clone())
+            && let Some(gateway) = shared.gateway(token)
             && let Ok(payload) = codec::encode(&multiproc_core::RemoteError::NoProcess(
                 crate::runtime::current::me().identity.clone(),
             ))
         {
-            answer(&gateway, corr, BodyKind::Fail, &payload);
+            answer_root(&gateway, corr, BodyKind::Fail, &payload);
         }
         return;
     };
     let then = (corr != 0).then(|| -> crate::runtime::reply::Then {
-        Box::new(move |kind, payload| answer(&gateway, corr, kind, payload))
+        Box::new(move |kind, payload| answer_root(&gateway, corr, kind, payload))
     });
-    crate::process::actor::raw_send(&to, payload, then);
+    crate::runtime::router::raw_send(&to, payload, then);
 }
 
 /// Casts the answer to a root's call `corr` to its gateway.
-fn answer(gateway: &ActorRef<AgentMsg>, corr: u64, kind: BodyKind, payload: &[u8]) {
-    let answer = Answer {
+fn answer_root(gateway: &ActorRef<AgentMsg>, corr: u64, kind: BodyKind, payload: &[u8]) {
+    let answer = ToGateway::Answer(Answer {
         corr,
         fail: kind != BodyKind::Reply,
         payload: payload.to_vec(),
-    };
+    });
     match codec::encode(&answer) {
         // A root whose session is gone has no one waiting.
         Ok(bytes) => {

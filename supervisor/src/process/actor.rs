@@ -29,6 +29,10 @@ use crate::runtime::mailbox::Mail;
 use crate::runtime::registry::EntryOutcome;
 use crate::runtime::{router, stop};
 
+mod far;
+
+use far::{Reach, for_node, not_across, remote_payload};
+
 /// An error type for actors' fallible start.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -88,7 +92,10 @@ pub trait Actor: Sized + Send + 'static {
 /// A plain value: clone it, send it to another process as an argument or inside a
 /// message, and call the actor from there; messages are routed along the tree. The
 /// handle of an actor placed on a node works so too, from any process of this tree:
-/// its messages go through the process that placed it, which holds the session.
+/// its messages go through the process that placed it, which holds the session. And
+/// a handle of this tree, sent to a process placed on a node, works there (and in its
+/// descendants there) through the placing process's gateway; sent on from that node
+/// to another, its calls fail with `NodeError::NotAcrossNodes`.
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct ActorRef<A> {
@@ -96,28 +103,11 @@ pub struct ActorRef<A> {
     /// Where the actor runs when it is on another node.
     #[serde(default)]
     on: Option<OnNode>,
-    /// Decoded on another host than its tree's (it went to a node inside a placed
-    /// process's arguments): its address means nothing in this tree.
-    #[serde(default, serialize_with = "foreign_or_far")]
-    foreign: bool,
+    /// Whether its address is one in this process's tree (see `far`).
+    #[serde(default, serialize_with = "far::reach_for")]
+    reach: Reach,
     #[serde(skip)]
     _actor: PhantomData<fn() -> A>,
-}
-
-/// A handle encoded for a node (in a placed process's arguments, in a message to a
-/// placed actor) is foreign there: an address is a path in one process tree, and the
-/// node's tree is another.
-fn foreign_or_far<S: serde::Serializer>(foreign: &bool, s: S) -> Result<S::Ok, S::Error> {
-    let far = crate::sync::far::encoding_far() || FOR_NODE.get();
-    (*foreign || far).serialize(s)
-}
-
-/// Runs `f`, an encoding of a message that goes to a node.
-fn for_node<R>(f: impl FnOnce() -> R) -> R {
-    let outer = FOR_NODE.replace(true);
-    let out = f();
-    FOR_NODE.set(outer);
-    out
 }
 
 impl<A> Clone for ActorRef<A> {
@@ -125,7 +115,7 @@ impl<A> Clone for ActorRef<A> {
         ActorRef {
             addr: self.addr.clone(),
             on: self.on.clone(),
-            foreign: self.foreign,
+            reach: self.reach,
             _actor: PhantomData,
         }
     }
@@ -164,7 +154,7 @@ impl<A: Actor> ActorRef<A> {
         ActorRef {
             addr,
             on: None,
-            foreign: false,
+            reach: Reach::Here,
             _actor: PhantomData,
         }
     }
@@ -175,7 +165,7 @@ impl<A: Actor> ActorRef<A> {
         ActorRef {
             addr,
             on: Some(OnNode { node, id }),
-            foreign: false,
+            reach: Reach::Here,
             _actor: PhantomData,
         }
     }
@@ -185,10 +175,10 @@ impl<A: Actor> ActorRef<A> {
         self.on.as_ref().map(|o| o.node.as_str())
     }
 
-    /// Fails a call with a handle of another host's tree (see `foreign`), which would
-    /// otherwise reach whatever process has that address in this one.
+    /// Fails a call with a handle of a tree this process has no way to (see `far`),
+    /// which would otherwise reach whatever process has that address in this one.
     fn check_here(&self) -> Result<(), CallError> {
-        if !self.foreign {
+        if self.reach != Reach::Lost {
             return Ok(());
         }
         Err(multiproc_core::NodeError::NotAcrossNodes {
@@ -256,6 +246,11 @@ impl<A: Actor> ActorRef<A> {
     /// task to wake it, one thread wake-up less per call.
     async fn call_with(&self, msg: A::Msg, may_sleep: bool) -> Result<A::Reply, CallError> {
         self.check_here()?;
+        if self.reach == Reach::ByRoot {
+            let payload = far::payload(&msg)?;
+            drop(msg);
+            return far::call::<A>(&self.addr, payload, None).await;
+        }
         #[cfg(feature = "metrics")]
         let sent = std::time::Instant::now();
         if let Some(on) = self.placed_here() {
@@ -313,6 +308,11 @@ impl<A: Actor> ActorRef<A> {
         timeout: Duration,
     ) -> Result<A::Reply, CallError> {
         self.check_here()?;
+        if self.reach == Reach::ByRoot {
+            let payload = far::payload(&msg)?;
+            drop(msg);
+            return far::call::<A>(&self.addr, payload, Some(timeout)).await;
+        }
         if let Some(on) = self.placed_here() {
             let payload = remote_payload(&msg, on)?;
             drop(msg);
@@ -351,6 +351,9 @@ impl<A: Actor> ActorRef<A> {
     /// [`CallError::Encode`] / [`CallError::TooLarge`] (nothing sent).
     pub fn cast(&self, msg: A::Msg) -> Result<(), CallError> {
         self.check_here()?;
+        if self.reach == Reach::ByRoot {
+            return far::cast(&self.addr, &msg);
+        }
         if let Some(on) = self.placed_here() {
             // As a local cast: sent now, in order with the calls that follow, not
             // confirmed.
@@ -421,55 +424,9 @@ impl<A: Actor> ActorRef<A> {
     }
 }
 
-/// Encodes a message for an actor on another node, refusing one that holds a handle
-/// to a one-machine object.
-fn remote_payload<M: Serialize>(msg: &M, on: &OnNode) -> Result<Vec<u8>, CallError> {
-    let (payload, handles) = crate::sync::handles_in(|| for_node(|| codec::encode(msg)));
-    if handles {
-        return Err(not_across(on));
-    }
-    payload.map_err(CallError::Encode)
-}
-
-fn not_across(on: &OnNode) -> CallError {
-    multiproc_core::NodeError::NotAcrossNodes {
-        what: "a Queue, Lock, Event, Value, Array or SharedMemory handle in a message".to_string(),
-        node: on.node.clone(),
-    }
-    .into()
-}
-
-/// Sends `payload` (an encoded message) to the actor of the process `to`, here, now
-/// (so messages keep the order they came in): a cast, or with `then`, a call whose
-/// answer (its kind and payload, as they came) `then` takes where it arrives. What a
-/// node's agent does for a root's call or cast.
-pub(crate) fn raw_send(to: &Identity, payload: &[u8], then: Option<crate::runtime::reply::Then>) {
-    let (corr, kind) = match then {
-        Some(then) => {
-            let corr = router::next_corr();
-            router::expect_reply_then(corr, then);
-            (corr, BodyKind::Call)
-        }
-        None => (0, BodyKind::Cast),
-    };
-    router::route_ref(
-        &EnvelopeRef {
-            to: to.into(),
-            from: (&me().identity).into(),
-            corr,
-            kind,
-            payload,
-            span: None,
-        },
-        false,
-    );
-}
-
 thread_local! {
     /// Where this thread encodes the messages it sends, reused.
     static ENCODED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    /// This thread encodes a message for a node (see `foreign_or_far`).
-    static FOR_NODE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Lets go of a buffer grown for a large message.

@@ -1,6 +1,8 @@
 //! A root's gateway: the actor its nodes reach it through, on behalf of the processes
 //! it placed there. What the gateway runs is a service's (the far handles' operations,
-//! `sync::far`), registered at link time, so this layer names none.
+//! `sync::far`), registered at link time, so this layer names none; the messages of
+//! those processes to actors of this tree (far actors, `process::actor`) it hands, as
+//! they come, to the relay that knows the nodes (`route`).
 //!
 //! The gateway is a ractor actor in a process group of multiproc's scope, as the
 //! node's agent is: the engine tells every session about it, so a node finds the
@@ -18,7 +20,7 @@ use tokio::sync::OnceCell;
 use multiproc_core::codec;
 use multiproc_core::wire::BodyKind;
 
-use super::wire::{AGENT_SCOPE, AgentMsg, Answer};
+use super::wire::{AGENT_SCOPE, AgentMsg, ToGateway};
 
 /// The process group of roots' gateways.
 const GATEWAY_GROUP: &str = "multiproc.root.gateway";
@@ -35,6 +37,19 @@ pub(crate) struct GatewayService {
 /// The registered service; there is one, the far handles'.
 #[linkme::distributed_slice]
 pub(crate) static GATEWAY_SERVICES: [GatewayService];
+
+/// Where the gateway hands the messages of the processes this root placed to actors
+/// of its tree: the relay that knows this root's nodes (`route`), registered at link
+/// time so that the gateway, below the sessions, names none.
+pub(crate) struct IntoTree {
+    /// Routes the message `payload` of a process on the node `node` (this root's
+    /// token there: `token`) to the actor `to`; a call when `corr` is not 0.
+    pub(crate) route: fn(&str, u64, &multiproc_core::Identity, &[u8], u64),
+}
+
+/// The registered relay; there is one, `route`'s.
+#[linkme::distributed_slice]
+pub(crate) static INTO_TREE: [IntoTree];
 
 /// The gateway of the root at the other end of `session`, if it is still there.
 pub(crate) fn of_session(session: NodeId) -> Option<ActorRef<AgentMsg>> {
@@ -75,9 +90,9 @@ impl ractor::Actor for Gateway {
         (): &mut (),
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            AgentMsg::Cast(bytes) => match codec::decode::<Answer>(&bytes) {
+            AgentMsg::Cast(bytes) => match codec::decode::<ToGateway>(&bytes) {
                 // Straight into the caller's slot, which wakes it: no task between.
-                Ok(a) => {
+                Ok(ToGateway::Answer(a)) => {
                     let kind = if a.fail {
                         BodyKind::Fail
                     } else {
@@ -85,8 +100,19 @@ impl ractor::Actor for Gateway {
                     };
                     crate::runtime::reply::deliver(a.corr, kind, &a.payload);
                 }
+                Ok(ToGateway::Actor {
+                    node,
+                    token,
+                    to,
+                    payload,
+                    corr,
+                }) => {
+                    if let Some(relay) = INTO_TREE.first() {
+                        (relay.route)(&node, token, &to, &payload, corr);
+                    }
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "dropped a node's answer that does not decode")
+                    tracing::warn!(error = %e, "dropped a node's message that does not decode")
                 }
             },
             AgentMsg::Call(bytes, reply) => {

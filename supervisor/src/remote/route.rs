@@ -17,7 +17,7 @@ use multiproc_core::wire::{BodyKind, EnvelopeRef};
 use multiproc_core::{Identity, NodeError, RemoteError, codec};
 
 use super::client::Node;
-use super::wire::Request;
+use super::wire::{Answer, Request};
 use crate::runtime::current::me;
 use crate::runtime::router;
 
@@ -183,4 +183,38 @@ fn node_lost(name: &str, token: u64, why: &str) {
         };
         fail(relay, name, e);
     }
+}
+
+#[allow(
+    unsafe_code,
+    reason = "linkme places the registration in its link section"
+)]
+#[linkme::distributed_slice(super::gateway::INTO_TREE)]
+static INTO: super::gateway::IntoTree = super::gateway::IntoTree { route: into_tree };
+
+/// Routes a node's message for one of its processes into this tree, as it comes (so
+/// a cast and the call after it keep their order); a call's answer is cast back to
+/// the node's agent from where it arrives, with no task waiting for it.
+fn into_tree(node: &str, token: u64, to: &multiproc_core::Identity, payload: &[u8], corr: u64) {
+    if corr == 0 {
+        return router::raw_send(to, payload, None);
+    }
+    // The node this process is connected to under that token: a session can only
+    // be from a node this process is connected to, but its name is the node's word.
+    let Some(back) = super::client::connected(node).filter(|n| n.inner.token == token) else {
+        return tracing::warn!(
+            node,
+            "dropped a call from a node this process does not know"
+        );
+    };
+    let then: crate::runtime::reply::Then = Box::new(move |kind, payload| {
+        let answer = Request::Answer(Answer {
+            corr,
+            fail: kind != BodyKind::Reply,
+            payload: payload.to_vec(),
+        });
+        // A node that is gone has no one waiting.
+        let _ = back.cast(&answer);
+    });
+    router::raw_send(to, payload, Some(then));
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use multiproc_core::Refusal;
 
 /// The version of [`Request`] and [`Reply`]; a Hello with another one is refused.
-pub(crate) const NODE_PROTOCOL: u32 = 3;
+pub(crate) const NODE_PROTOCOL: u32 = 4;
 
 static CLAIMED_BUILD: Mutex<Option<u64>> = Mutex::new(None);
 
@@ -117,11 +117,33 @@ pub(crate) enum Request {
         payload: Vec<u8>,
         corr: u64,
     },
+    /// The answer to the call `corr` the node relayed to this root's gateway for one
+    /// of its processes ([`ToGateway::Actor`]).
+    Answer(Answer),
 }
 
-/// A node's answer to an actor call, cast to the gateway of the root that made it:
+/// What a node casts to a root's gateway.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ToGateway {
+    /// The answer to the root's actor call `corr` (see [`Request::Actor`]).
+    Answer(Answer),
+    /// A message from a process the root placed on the node `node` (where the root's
+    /// token is `token`) to the actor `to` of the root's tree: a call when `corr` is
+    /// not 0, answered with a [`Request::Answer`] cast to the node's agent.
+    Actor {
+        node: String,
+        token: u64,
+        to: multiproc_core::Identity,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+        corr: u64,
+    },
+}
+
+/// The answer to an actor call relayed across a session, cast back to the side that
+/// asked: from a node to a root's gateway, or from a root's gateway to a node's agent:
 /// the actor's reply, or an encoded `RemoteError` (`fail`), for the call `corr` of
-/// that root. One cast each way, rather than the engine's call: the engine answers a
+/// the side that asked. One cast each way, rather than the engine's call: the engine answers a
 /// call through a task it spawns per call, and its reply through one more actor.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Answer {

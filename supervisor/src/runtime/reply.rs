@@ -96,9 +96,11 @@ pub(crate) fn expect_then(corr: u64, then: Then) {
 /// Delivers the answer to call `corr`, if it still waits: a reply's bytes, or a
 /// failure's encoding.
 pub(crate) fn deliver(corr: u64, kind: BodyKind, payload: &[u8]) {
-    let slot = match table().remove(&corr) {
+    // Out of the table's lock before a `then` runs: it may route, and an answer
+    // routed to this process is delivered here again.
+    let waiter = table().remove(&corr);
+    let slot = match waiter {
         Some(Waiter::Slot(slot)) => slot,
-        // Outside the table's lock: it may send, and route.
         Some(Waiter::Then(then)) => return then(kind, payload),
         None => return,
     };

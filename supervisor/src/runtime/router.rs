@@ -247,6 +247,32 @@ pub(crate) fn forget_reply(corr: u64) {
     reply::forget(corr);
 }
 
+/// Sends `payload` (an encoded message) to the actor of the process `to`, here, now
+/// (so messages keep the order they came in): a cast, or with `then`, a call whose
+/// answer (its kind and payload, as they came) `then` takes where it arrives. What a
+/// node's agent does for a root's call or cast, and a root's gateway for a node's.
+pub(crate) fn raw_send(to: &Identity, payload: &[u8], then: Option<reply::Then>) {
+    let (corr, kind) = match then {
+        Some(then) => {
+            let corr = next_corr();
+            expect_reply_then(corr, then);
+            (corr, BodyKind::Call)
+        }
+        None => (0, BodyKind::Cast),
+    };
+    route_ref(
+        &EnvelopeRef {
+            to: to.into(),
+            from: (&me().identity).into(),
+            corr,
+            kind,
+            payload,
+            span: None,
+        },
+        false,
+    );
+}
+
 /// An envelope read from a link to `peer`: one that comes *up* out of a child, if it
 /// is an answer, closes the call that went in.
 pub(crate) fn incoming(peer: Peer, env: &EnvelopeRef<'_>) {

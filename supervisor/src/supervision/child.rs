@@ -39,8 +39,12 @@ fn child_spec<T: serde::Serialize>(
     entry: &'static registry::Entry,
     args: &T,
 ) -> Result<ChildSpec, Error> {
-    let ((encoded, fds), holds_handles) =
-        crate::sync::handles_in(|| multiproc_transport::collect_fds(|| codec::encode(args)));
+    // An actor's handle counts too: a spec keeps no far encoding, and this tree's
+    // address would mean another process on a node.
+    let (((encoded, fds), handles), refs) = crate::sync::far::farable_in(|| {
+        crate::sync::handles_in(|| multiproc_transport::collect_fds(|| codec::encode(args)))
+    });
+    let holds_handles = handles || refs;
     let args = encoded.map_err(|source| Error::Args {
         name: id.clone(),
         source,

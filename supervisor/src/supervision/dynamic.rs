@@ -56,7 +56,10 @@ impl DynamicSupervisor {
     pub async fn start_child<T: serde::Serialize>(&self, args: &T) -> Result<String, AdminError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}-{n}", self.template.id);
-        let (encoded, handles) = crate::sync::handles_in(|| codec::encode(args));
+        // An actor's handle counts too (see `child_spec`).
+        let ((encoded, handles), refs) =
+            crate::sync::far::farable_in(|| crate::sync::handles_in(|| codec::encode(args)));
+        let handles = handles || refs;
         let encoded = encoded.map_err(|source| AdminError::Start {
             id: id.clone(),
             source: Error::Args {
@@ -70,8 +73,8 @@ impl DynamicSupervisor {
                 id: id.clone(),
                 source: multiproc_core::NodeError::NotAcrossNodes {
                     what: format!(
-                        "a Queue, Lock, Event, Value, Array or SharedMemory handle among \
-                         the arguments of {id}"
+                        "a Queue, Lock, Event, Value, Array, SharedMemory or ActorRef handle \
+                         among the arguments of {id}"
                     ),
                     node: placement.node.clone(),
                 }

@@ -35,8 +35,8 @@ mod forward;
 mod wire;
 
 pub(crate) use encode::{
-    Side, deserialize, encode_far, encoding_far, farable_in, one_machine_types, serialize,
+    Side, deserialize, encode_far, encoding_far, farable, farable_in, one_machine_types, serialize,
 };
 pub(crate) use export::{Obj, export, reclaim};
-pub(crate) use forward::{RELAYS, Relay, answer, forward};
+pub(crate) use forward::{RELAYS, Relay, actor_up, answer, forward, forward_actor};
 pub(crate) use wire::{FarError, FarKey, FarOp, FarReply, GatewayCall};

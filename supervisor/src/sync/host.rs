@@ -143,8 +143,10 @@ fn serve(env: Envelope) {
         // Never answered: the router answers it with `Exited` when this process ends.
         return;
     }
-    if let Op::Far(call) = request.op {
-        return super::far::forward(env, call);
+    match request.op {
+        Op::Far(call) => return super::far::forward(env, call),
+        Op::FarActor { to, payload } => return super::far::forward_actor(env, to, payload),
+        _ => {}
     }
     let mut replies: Replies = Vec::new();
     let mut watch = None;

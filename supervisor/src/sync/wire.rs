@@ -57,6 +57,14 @@ pub(crate) enum Op {
     /// A far handle's operation (`far::FarCall`), on its way up to the node program
     /// that relays it to the root (`prim` and `secret` are 0).
     Far(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A message from a process on a node to the actor `to` of its root's tree, on
+    /// its way up to the node program (`process::actor`'s far actors); a call when
+    /// the envelope's `corr` is not 0.
+    FarActor {
+        to: multiproc_core::Identity,
+        #[serde(with = "serde_bytes")]
+        payload: Vec<u8>,
+    },
 }
 
 impl Op {

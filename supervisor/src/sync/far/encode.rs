@@ -44,6 +44,12 @@ pub(crate) fn encoding_far() -> bool {
     COLLECT.with(|c| c.borrow().is_some())
 }
 
+/// Counts a value serialized that a far encoding would carry differently (an actor's
+/// handle): the arguments that hold one are encoded for a node as well.
+pub(crate) fn farable() {
+    FARABLE.set(FARABLE.get() + 1);
+}
+
 /// Runs `f` (an encoding) and says whether it serialized a handle that can be
 /// used from a node.
 pub(crate) fn farable_in<R>(f: impl FnOnce() -> R) -> (R, bool) {

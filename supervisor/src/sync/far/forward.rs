@@ -18,6 +18,9 @@ pub(crate) struct Relay {
     /// Relays the far operation `call`, asked by the envelope's sender, to its root,
     /// and answers it.
     pub(crate) relay: fn(Envelope, Vec<u8>),
+    /// Relays a message of the envelope's sender to the actor `to` of its root's
+    /// tree; a call's answer goes back to the sender.
+    pub(crate) relay_actor: fn(Envelope, Identity, Vec<u8>),
 }
 
 /// The registered relay; there is one, node mode's.
@@ -133,6 +136,57 @@ pub(crate) fn forward(env: Envelope, call: Vec<u8>) {
             });
         }
         None => answer(&env.from, env.corr, &Err(FarError::from(not_on_node()))),
+    }
+}
+
+/// Sends a message of this process (on a node) to the actor `to` of its root's
+/// tree, up the node's tree: a call's answer comes back as `corr`'s. `false` if
+/// this process has no parent to send it through.
+pub(crate) fn actor_up(
+    to: &Identity,
+    payload: Vec<u8>,
+    corr: u64,
+) -> Result<bool, multiproc_core::CodecError> {
+    let Some(up) = me().parent.as_ref().map(|p| p.identity.clone()) else {
+        return Ok(false);
+    };
+    let request = Request {
+        prim: 0,
+        secret: 0,
+        op: Op::FarActor {
+            to: to.clone(),
+            payload,
+        },
+    };
+    router::route(Envelope {
+        to: up,
+        from: me().identity.clone(),
+        corr,
+        body: Body::Service(codec::encode(&request)?),
+    });
+    Ok(true)
+}
+
+/// A message to an actor of a root's tree reached this process, on its way up to
+/// the node program: the node relays it, any other process passes it on as it came.
+pub(crate) fn forward_actor(env: Envelope, to: Identity, payload: Vec<u8>) {
+    if let Some(node) = RELAYS.first().filter(|r| (r.is_node)()) {
+        return (node.relay_actor)(env, to, payload);
+    }
+    match me().parent.as_ref() {
+        Some(parent) => router::route(Envelope {
+            to: parent.identity.clone(),
+            ..env
+        }),
+        // Decoded in a tree that is on no node: its address may mean another
+        // process here.
+        None => router::bounce_envelope(
+            env,
+            RemoteError::Node(Box::new(NodeError::NotAcrossNodes {
+                what: format!("the handle of the actor {to}, sent to a node"),
+                node: "this host".to_string(),
+            })),
+        ),
     }
 }
 

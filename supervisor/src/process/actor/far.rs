@@ -1,0 +1,155 @@
+//! An actor's handle on another host than its tree's: how far it reaches there.
+//!
+//! A handle encoded for a node (in a placed process's arguments, in a message to a
+//! placed actor) is *far* there: its address is a path in the tree of the root that
+//! placed the process, not in the node's. Its messages go up the node's tree to the
+//! node program, which relays them over the session to that root's gateway
+//! (`node/relay.rs`, `remote/gateway.rs`); the gateway routes them into the root's
+//! tree, and casts a call's answer back to the node, which hands it to the caller.
+//! Encoded for a node once more (from a node, to another), it reaches nothing: its
+//! tree is two sessions away, and the refusal says so.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use multiproc_core::{Identity, NodeError, codec};
+use multiproc_transport::MAX_FRAME_LEN;
+use serde::{Deserialize, Serialize};
+
+use super::{Actor, ENVELOPE_OVERHEAD, reply};
+use crate::remote::placed::OnNode;
+use crate::runtime;
+use crate::runtime::error::CallError;
+use crate::runtime::router;
+
+/// Where a handle's address means something, seen from the process that holds it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) enum Reach {
+    /// In this process's tree.
+    #[default]
+    Here,
+    /// In the tree of the root that placed this process on its node: through it.
+    ByRoot,
+    /// In a tree this process has no way to.
+    Lost,
+}
+
+thread_local! {
+    /// This thread encodes a message for a node.
+    static FOR_NODE: Cell<bool> = const { Cell::new(false) };
+    /// This thread encodes a message from a node to its root's tree.
+    static TO_ROOT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, an encoding of a message that goes to a node.
+pub(super) fn for_node<R>(f: impl FnOnce() -> R) -> R {
+    let outer = FOR_NODE.replace(true);
+    let out = f();
+    FOR_NODE.set(outer);
+    out
+}
+
+/// Encodes a message for an actor placed on another node, refusing one that holds a
+/// handle to a one-machine object.
+pub(super) fn remote_payload<M: Serialize>(msg: &M, on: &OnNode) -> Result<Vec<u8>, CallError> {
+    let (payload, handles) = crate::sync::handles_in(|| for_node(|| codec::encode(msg)));
+    if handles {
+        return Err(not_across(on));
+    }
+    payload.map_err(CallError::Encode)
+}
+
+pub(super) fn not_across(on: &OnNode) -> CallError {
+    NodeError::NotAcrossNodes {
+        what: "a Queue, Lock, Event, Value, Array or SharedMemory handle in a message".to_string(),
+        node: on.node.clone(),
+    }
+    .into()
+}
+
+/// Serializes `reach` as the process that decodes the handle will see it.
+pub(super) fn reach_for<S: serde::Serializer>(reach: &Reach, s: S) -> Result<S::Ok, S::Error> {
+    let to_node = crate::sync::far::encoding_far() || FOR_NODE.get();
+    let seen = match (*reach, to_node, TO_ROOT.get()) {
+        (Reach::Here, true, _) => Reach::ByRoot,
+        // Back home.
+        (Reach::ByRoot, false, true) => Reach::Here,
+        (_, true, _) | (_, false, true) => Reach::Lost,
+        (reach, false, false) => {
+            // Arguments that hold one are encoded for a node as well, where it is
+            // seen otherwise.
+            crate::sync::far::farable();
+            reach
+        }
+    };
+    seen.serialize(s)
+}
+
+/// Encodes a message for the root's tree: handles to this host's objects do not
+/// travel.
+pub(super) fn payload<M: Serialize>(msg: &M) -> Result<Vec<u8>, CallError> {
+    let outer = TO_ROOT.replace(true);
+    let (payload, handles) = crate::sync::handles_in(|| codec::encode(msg));
+    TO_ROOT.set(outer);
+    if handles {
+        return Err(NodeError::NotAcrossNodes {
+            what: "a Queue, Lock, Event, Value, Array or SharedMemory handle in a message"
+                .to_string(),
+            node: "the root".to_string(),
+        }
+        .into());
+    }
+    let payload = payload.map_err(CallError::Encode)?;
+    let max = MAX_FRAME_LEN - ENVELOPE_OVERHEAD;
+    if payload.len() > max {
+        return Err(CallError::TooLarge {
+            len: payload.len(),
+            max,
+        });
+    }
+    Ok(payload)
+}
+
+/// Sends the message up the node's tree.
+fn up(to: &Identity, payload: Vec<u8>, corr: u64) -> Result<(), CallError> {
+    if crate::sync::far::actor_up(to, payload, corr).map_err(CallError::Encode)? {
+        Ok(())
+    } else {
+        Err(NodeError::NotAcrossNodes {
+            what: format!("the handle of the actor {to} of another host's process tree"),
+            node: "this host".to_string(),
+        }
+        .into())
+    }
+}
+
+/// Casts `msg` to the actor `to` of the root's tree: sent now, in order with the
+/// calls that follow.
+pub(super) fn cast<M: Serialize>(to: &Identity, msg: &M) -> Result<(), CallError> {
+    up(to, payload(msg)?, 0)
+}
+
+/// Calls the actor `to` of the root's tree with `payload` (a message's
+/// [`payload`]); gives up after `timeout`, if any.
+pub(super) async fn call<A: Actor>(
+    to: &Identity,
+    payload: Vec<u8>,
+    timeout: Option<Duration>,
+) -> Result<A::Reply, CallError> {
+    let corr = router::next_corr();
+    // Before the message leaves: the answer may come before this thread looks.
+    let pending = router::expect_reply(corr);
+    up(to, payload, corr)?;
+    match timeout {
+        None => pending.wait(reply::<A>).await,
+        Some(timeout) => {
+            runtime::run(async move {
+                match tokio::time::timeout(timeout, pending.wait(reply::<A>)).await {
+                    Ok(out) => out,
+                    Err(_) => Err(CallError::Timeout(timeout)),
+                }
+            })
+            .await
+        }
+    }
+}
