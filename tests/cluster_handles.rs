@@ -32,6 +32,9 @@ enum CounterMsg {
     HangAfterConnecting(String),
     /// A message that carries a one-machine handle: refused before it leaves.
     WithLock(Lock),
+    /// A message that carries a queue: from a node, where it is the root's far
+    /// handle, it goes no further either.
+    WithQueue(Queue<Outcome>),
     /// Answers after this many milliseconds (a slow handler, for timeouts).
     Slow(u64),
     /// Casts `Add(n)` to the actor of this handle (sent back from a node, it is a
@@ -51,7 +54,7 @@ impl Actor for Counter {
     async fn handle(&mut self, msg: CounterMsg) -> i64 {
         match msg {
             CounterMsg::Add(n) => self.0 += n,
-            CounterMsg::Get | CounterMsg::WithLock(_) => {}
+            CounterMsg::Get | CounterMsg::WithLock(_) | CounterMsg::WithQueue(_) => {}
             CounterMsg::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
             CounterMsg::CastTo(to, n) => {
                 let _ = to.cast(CounterMsg::Add(n));
@@ -196,6 +199,7 @@ fn calls_the_root(
     report(outcome(liar.call("not a CounterMsg".to_string())))?;
     report(outcome(blocking.call(CounterMsg::Get)))?;
     report(outcome(blocking.call(CounterMsg::WithLock(Lock::new()?))))?;
+    report(outcome(blocking.call(CounterMsg::WithQueue(reports.clone()))))?;
     report(outcome(
         blocking.call(CounterMsg::CastTo(blocking.as_async().clone(), 7)),
     ))?;
@@ -422,6 +426,7 @@ fn a_root_actor_answers_a_process_placed_on_a_node() -> TestResult {
         Reply(31),
         Undecodable,
         Reply(31),
+        NotAcrossNodes,
         NotAcrossNodes,
         // The handle went back in the message, and the actor cast to itself with it.
         Reply(31),

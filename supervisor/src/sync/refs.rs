@@ -175,6 +175,12 @@ thread_local! {
     static SERIALIZED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
+/// Counts a handle serialized that [`handles_in`] must see though it is no `Addr`: a
+/// far handle, whose host is another host's root.
+pub(crate) fn note_handle() {
+    SERIALIZED.set(SERIALIZED.get() + 1);
+}
+
 /// Runs `f` (an encoding) and says whether it serialized a handle to a one-machine
 /// object (a primitive, a `Value`, an `Array`, a `SharedMemory`): what may not cross
 /// to another node, whose processes do not share this host's memory or tree.

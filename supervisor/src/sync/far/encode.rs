@@ -108,7 +108,12 @@ pub(crate) fn serialize<H: Serialize, S: serde::Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     match side {
-        Side::Far(far) => WireRef::<H>::Far(&far.key).serialize(s),
+        // Its key means something to this node's session with its root only: it
+        // goes no further (to the root, to another node) than a one-machine handle.
+        Side::Far(far) => {
+            crate::sync::refs::note_handle();
+            WireRef::<H>::Far(&far.key).serialize(s)
+        }
         Side::Here(here) => {
             let far = COLLECT.with(|c| {
                 c.borrow_mut().as_mut().map(|c| {
