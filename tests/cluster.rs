@@ -28,6 +28,18 @@ fn exits_with(code: i32) {
 
 fn returns() {}
 
+/// Exits with the number in the environment variable `name` (255 if it is missing).
+fn exits_with_env(name: String) {
+    let code = std::env::var(name).ok().and_then(|v| v.parse().ok());
+    std::process::exit(code.unwrap_or(255));
+}
+
+/// Exits with its soft limit on open files (255 if it cannot be read or is larger).
+fn exits_with_open_files_limit() {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+    std::process::exit(soft.and_then(|n| i32::try_from(n).ok()).filter(|n| *n < 255).unwrap_or(255));
+}
+
 fn waits_for_stop() {
     multiproc::blocking::wait_for_stop();
 }
@@ -85,7 +97,7 @@ impl Actor for Counter {
 }
 
 multiproc::register_actor!(Counter);
-multiproc::register!(exits_with);
+multiproc::register!(exits_with, exits_with_env, exits_with_open_files_limit);
 multiproc::register!(returns);
 multiproc::register!(waits_for_stop);
 multiproc::register!(takes_connection);
@@ -635,6 +647,39 @@ fn a_child_spec_holding_handles_is_refused_on_a_node() -> TestResult {
     Ok(())
 }
 
+/// A placed process gets the settings made at the root (environment, limits, start
+/// method), applied by its node; captured output, which would stay on the node, is
+/// refused.
+fn a_placed_process_gets_its_settings() -> TestResult {
+    let n = TestNode::start("omicron", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let mut p = Process::new(exits_with_env, "MULTIPROC_TEST_PLACED".to_string())
+        .env("MULTIPROC_TEST_PLACED", "42")
+        .on(&node);
+    p.start()?;
+    check_eq!(p.join()?, ExitReason::Exited(42));
+    for method in [multiproc::StartMethod::Fork, multiproc::StartMethod::Forkserver] {
+        let mut q = Process::new(exits_with_open_files_limit, ())
+            .limits(multiproc::Limits {
+                open_files: Some(37),
+                ..multiproc::Limits::default()
+            })
+            .start_method(method)
+            .on(&node);
+        q.start()?;
+        check_eq!(q.join()?, ExitReason::Exited(37));
+    }
+    let mut r = Process::new(returns, ()).capture_output().on(&node);
+    match r.start() {
+        Err(multiproc::Error::Node(NodeError::NotAcrossNodes { what, node })) => {
+            check!(what.contains("captured output"), "{what}");
+            check_eq!(node, "omicron");
+        }
+        other => return Err(format!("expected NotAcrossNodes, got {other:?}").into()),
+    }
+    Ok(())
+}
+
 /// This test program started afresh with `env`: node mode by the environment if the
 /// environment says so. Killed when dropped, and by the parent-death signal when the
 /// thread that started it (the test's) ends.
@@ -795,6 +840,10 @@ fn main() {
         trial(
             "a_lost_roots_processes_are_stopped_after_grace",
             a_lost_roots_processes_are_stopped_after_grace,
+        ),
+        trial(
+            "a_placed_process_gets_its_settings",
+            a_placed_process_gets_its_settings,
         ),
         trial(
             "a_child_spec_holding_handles_is_refused_on_a_node",

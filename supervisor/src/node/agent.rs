@@ -14,6 +14,8 @@ use ractor_cluster::NodeId;
 use tokio::sync::broadcast;
 
 use super::event::NodeEvent;
+
+mod roots;
 use crate::process::Process;
 use crate::remote::engine::{Engine, SessionEvent};
 use crate::remote::wire::{
@@ -182,11 +184,12 @@ impl Shared {
                 name,
                 start,
                 daemon,
+                settings,
             } => {
                 if !self.roots().contains_key(&token) {
                     return Reply::Failed("unknown root (no Hello, or released)".into());
                 }
-                let mut p = Process::from_start(&start)
+                let mut p = placed(Process::from_start(&start), settings)
                     .named(name)
                     .daemon(daemon)
                     .supervised();
@@ -336,140 +339,6 @@ impl Shared {
             pid: std::process::id(),
         }
     }
-
-    /// Follows the engine's sessions: a session that closes before authenticating is
-    /// a refused cookie; a root's session that closes starts its grace period.
-    async fn follow_sessions(self: Arc<Self>, mut events: broadcast::Receiver<SessionEvent>) {
-        let mut authenticated = HashSet::new();
-        loop {
-            let event = match events.recv().await {
-                Ok(e) => e,
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            match event {
-                SessionEvent::Authenticated(s) => {
-                    authenticated.insert(s.node_id);
-                }
-                SessionEvent::Ready(_) => {}
-                SessionEvent::Disconnected(s) => {
-                    if !authenticated.remove(&s.node_id) {
-                        if s.is_server {
-                            tracing::warn!(peer = %s.peer_addr, "refused a peer: wrong cookie");
-                            let _ = self.events.send(NodeEvent::Refused {
-                                peer: s.peer_addr.clone(),
-                                reason: Refusal::Cookie,
-                            });
-                        }
-                        continue;
-                    }
-                    self.session_lost(s.node_id);
-                }
-            }
-        }
-    }
-
-    /// Counts the root `token` lost once it has not pinged for `silence`: a
-    /// partition leaves its TCP session open here for as long as TCP keeps trying,
-    /// and the node must not wait for that to stop what it runs for the root.
-    async fn watch_silence(self: Arc<Self>, token: u64, silence: Duration) {
-        loop {
-            let deadline = match self.roots().get(&token) {
-                Some(root) if !root.lost => root.pinged + silence,
-                _ => return,
-            };
-            if tokio::time::Instant::now() < deadline {
-                tokio::time::sleep_until(deadline).await;
-                continue;
-            }
-            let session = self.roots().get(&token).map(|r| r.session);
-            tracing::warn!("a root sent no heartbeat for {silence:?}: counted lost");
-            self.lose(|t, _| t == token);
-            // Closes the stale session, so that a root that comes back opens a fresh
-            // one.
-            if let (Some(session), Ok(sessions)) = (session, self.engine.sessions().await)
-                && let Some(info) = sessions.get(&session)
-            {
-                info.actor.stop(Some("root silent".to_string()));
-            }
-            return;
-        }
-    }
-
-    fn session_lost(self: &Arc<Self>, session: NodeId) {
-        self.lose(|_, root| root.session == session);
-    }
-
-    /// Counts the roots that `which` picks lost: what they run here stops after the
-    /// grace period.
-    fn lose(self: &Arc<Self>, which: impl Fn(u64, &Root) -> bool) {
-        let mut failed = Vec::new();
-        let mut roots = self.roots();
-        for (&token, root) in roots.iter_mut().filter(|(t, r)| which(**t, r)) {
-            if root.lost {
-                continue;
-            }
-            root.lost = true;
-            let _ = root.lost_tx.send(true);
-            // Its relayed calls have no answer coming.
-            self.relayed().retain(|&corr, t| {
-                let keep = *t != token;
-                if !keep {
-                    failed.push(corr);
-                }
-                keep
-            });
-            tracing::warn!(
-                root = %root.process,
-                running = root.procs.len(),
-                "lost a root's session; its processes stop after {:?}",
-                self.grace
-            );
-            let _ = self.events.send(NodeEvent::RootLost {
-                root: root.process.clone(),
-                running: root.procs.len(),
-            });
-            let me = Arc::clone(self);
-            tokio::spawn(async move {
-                tokio::time::sleep(me.grace).await;
-                me.release(token).await;
-            });
-        }
-        drop(roots);
-        // Outside the tables' locks: an answer routes.
-        let e = multiproc_core::RemoteError::Node(Box::new(multiproc_core::NodeError::NodeDown {
-            node: "the root".to_string(),
-            why: "its session was lost".to_string(),
-        }));
-        let down = codec::encode(&e).unwrap_or_default();
-        for corr in failed {
-            crate::runtime::reply::deliver(corr, BodyKind::Fail, &down);
-        }
-    }
-
-    /// Stops everything the root `token` still runs here and forgets the root.
-    async fn release(&self, token: u64) {
-        let Some(root) = self.roots().remove(&token) else {
-            return;
-        };
-        let stopped = root.procs.len();
-        for p in root.procs.values() {
-            let _ = p.stop(Duration::from_secs(1)).await;
-        }
-        tracing::warn!(root = %root.process, engine = %root.engine_name, stopped, "released a lost root");
-        let _ = self.events.send(NodeEvent::Released {
-            root: root.process,
-            stopped,
-        });
-    }
-
-    /// Stops everything every root runs here (the node is shutting down).
-    pub(crate) async fn release_all(&self) {
-        let tokens: Vec<u64> = self.roots().keys().copied().collect();
-        for token in tokens {
-            self.release(token).await;
-        }
-    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -592,4 +461,23 @@ fn answer_root(gateway: &ActorRef<AgentMsg>, corr: u64, kind: BodyKind, payload:
         }
         Err(e) => tracing::warn!(error = %e, "an actor's answer did not encode"),
     }
+}
+
+/// A process started for a root, with the settings its root gave it.
+fn placed(mut p: Process, settings: wire::Settings) -> Process {
+    use std::os::unix::ffi::OsStringExt;
+    p = p
+        .limits(settings.limits)
+        .start_method(settings.method)
+        .handshake_timeout(settings.handshake_timeout);
+    if let Some(interval) = settings.heartbeat {
+        p = p.heartbeat(interval);
+    }
+    for (k, v) in settings.env {
+        p = p.env(
+            std::ffi::OsString::from_vec(k.into_vec()),
+            std::ffi::OsString::from_vec(v.into_vec()),
+        );
+    }
+    p
 }

@@ -2,12 +2,16 @@
 //! handshake answers, or on a node, with its arguments for there and the handles
 //! among them exported.
 
+use std::os::unix::ffi::OsStringExt;
+
 use multiproc_core::{Hello, NodeError};
+use serde_bytes::ByteBuf;
 
 use super::plan::Plan;
 use super::{Process, State};
 use crate::remote::client::Node;
 use crate::remote::placed;
+use crate::remote::wire::Settings;
 use crate::runtime;
 use crate::runtime::children::start_child;
 use crate::runtime::error::Error;
@@ -124,6 +128,16 @@ impl Process {
             }
             .into());
         }
+        if self.capture {
+            return Err(NodeError::NotAcrossNodes {
+                what: format!(
+                    "the captured output of {}: a placed process writes to its node's",
+                    self.name
+                ),
+                node: node.name().to_string(),
+            }
+            .into());
+        }
         if plan.spec_handles {
             return Err(NodeError::NotAcrossNodes {
                 what: format!(
@@ -167,8 +181,25 @@ impl Process {
             holds_handles: false,
         };
         let exported = crate::sync::far::export(objs, node.inner.token);
-        let child =
-            placed::start(node, &self.identity, self.name.clone(), start, self.daemon).await?;
+        let settings = Settings {
+            env: std::mem::take(&mut self.env)
+                .into_iter()
+                .map(|(k, v)| (ByteBuf::from(k.into_vec()), ByteBuf::from(v.into_vec())))
+                .collect(),
+            limits: self.limits,
+            heartbeat: self.heartbeat,
+            method: self.method,
+            handshake_timeout: self.handshake_timeout,
+        };
+        let child = placed::start(
+            node,
+            &self.identity,
+            self.name.clone(),
+            start,
+            self.daemon,
+            settings,
+        )
+        .await?;
         exported.bind(child.pid, child.exit.clone());
         self.state = State::Remote(child);
         Ok(())

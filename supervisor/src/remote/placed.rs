@@ -12,7 +12,7 @@ use multiproc_core::NodeError;
 use serde::{Deserialize, Serialize};
 
 use super::client::{self, Node};
-use super::wire::{Reply, Request};
+use super::wire::{Reply, Request, Settings};
 use crate::runtime;
 use crate::runtime::error::CallError;
 use crate::runtime::router;
@@ -57,6 +57,7 @@ pub(crate) async fn start(
     name: String,
     start: StartSpec,
     daemon: bool,
+    settings: Settings,
 ) -> Result<Arc<RemoteChild>, NodeError> {
     let (node, identity) = (node.clone(), identity.clone());
     runtime::run(async move {
@@ -68,6 +69,7 @@ pub(crate) async fn start(
             name,
             start,
             daemon,
+            settings,
         };
         let (id, pid) = match node.call(&request).await? {
             Reply::Spawned { id, pid } => (id, pid),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use multiproc_core::Refusal;
 
 /// The version of [`Request`] and [`Reply`]; a Hello with another one is refused.
-pub(crate) const NODE_PROTOCOL: u32 = 4;
+pub(crate) const NODE_PROTOCOL: u32 = 5;
 
 static CLAIMED_BUILD: Mutex<Option<u64>> = Mutex::new(None);
 
@@ -96,6 +96,7 @@ pub(crate) enum Request {
         name: String,
         start: StartSpec,
         daemon: bool,
+        settings: Settings,
     },
     /// Answer when process `id` exits.
     Watch { token: u64, id: u64 },
@@ -151,6 +152,18 @@ pub(crate) struct Answer {
     pub(crate) fail: bool,
     #[serde(with = "serde_bytes")]
     pub(crate) payload: Vec<u8>,
+}
+
+/// What a placed process starts with besides its entry: what `Process`'s setters
+/// made of it at the root, applied by the node as to a process of its own.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Settings {
+    /// Environment variables, as bytes (an `OsString` is bytes on Linux).
+    pub(crate) env: Vec<(serde_bytes::ByteBuf, serde_bytes::ByteBuf)>,
+    pub(crate) limits: multiproc_core::Limits,
+    pub(crate) heartbeat: Option<std::time::Duration>,
+    pub(crate) method: multiproc_core::StartMethod,
+    pub(crate) handshake_timeout: std::time::Duration,
 }
 
 /// An agent's answer.
