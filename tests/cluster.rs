@@ -37,7 +37,11 @@ fn exits_with_env(name: String) {
 /// Exits with its soft limit on open files (255 if it cannot be read or is larger).
 fn exits_with_open_files_limit() {
     let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-    std::process::exit(soft.and_then(|n| i32::try_from(n).ok()).filter(|n| *n < 255).unwrap_or(255));
+    std::process::exit(
+        soft.and_then(|n| i32::try_from(n).ok())
+            .filter(|n| *n < 255)
+            .unwrap_or(255),
+    );
 }
 
 fn waits_for_stop() {
@@ -658,7 +662,10 @@ fn a_placed_process_gets_its_settings() -> TestResult {
         .on(&node);
     p.start()?;
     check_eq!(p.join()?, ExitReason::Exited(42));
-    for method in [multiproc::StartMethod::Fork, multiproc::StartMethod::Forkserver] {
+    for method in [
+        multiproc::StartMethod::Spawn,
+        multiproc::StartMethod::Forkserver,
+    ] {
         let mut q = Process::new(exits_with_open_files_limit, ())
             .limits(multiproc::Limits {
                 open_files: Some(37),

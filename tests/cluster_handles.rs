@@ -199,7 +199,9 @@ fn calls_the_root(
     report(outcome(liar.call("not a CounterMsg".to_string())))?;
     report(outcome(blocking.call(CounterMsg::Get)))?;
     report(outcome(blocking.call(CounterMsg::WithLock(Lock::new()?))))?;
-    report(outcome(blocking.call(CounterMsg::WithQueue(reports.clone()))))?;
+    report(outcome(
+        blocking.call(CounterMsg::WithQueue(reports.clone())),
+    ))?;
     report(outcome(
         blocking.call(CounterMsg::CastTo(blocking.as_async().clone(), 7)),
     ))?;

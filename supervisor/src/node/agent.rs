@@ -2,7 +2,7 @@
 //! asks for as this node's own children, and stops them once their root has been
 //! unreachable longer than the grace period: no orphans across hosts.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use super::event::NodeEvent;
 
 mod roots;
 use crate::process::Process;
-use crate::remote::engine::{Engine, SessionEvent};
+use crate::remote::engine::Engine;
 use crate::remote::wire::{
     self, AGENT_GROUP, AGENT_SCOPE, AgentMsg, Answer, NODE_PROTOCOL, Reply, Request, ToGateway,
 };

@@ -4,18 +4,14 @@
 //! buffers, not by a ractor actor: ractor boxes every message, and the path from
 //! `ActorRef::call` to the handler and back allocates nothing once warm.
 
-use std::any::Any;
 use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use multiproc_core::wire::{BodyKind, EnvelopeRef, PathRef};
-use multiproc_core::{BootstrapError, Identity, Packet, RemoteError, codec};
+use multiproc_core::wire::{BodyKind, EnvelopeRef};
+use multiproc_core::{Identity, RemoteError, codec};
 use multiproc_transport::MAX_FRAME_LEN;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -25,9 +21,7 @@ use crate::runtime;
 use crate::runtime::current::me;
 use crate::runtime::error::CallError;
 use crate::runtime::logging::carry::{self, Carried};
-use crate::runtime::mailbox::Mail;
-use crate::runtime::registry::EntryOutcome;
-use crate::runtime::{router, stop};
+use crate::runtime::router;
 
 mod far;
 mod host;

@@ -6,6 +6,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use multiproc_core::wire::BodyKind;
+use multiproc_core::{Refusal, codec};
 use ractor_cluster::NodeId;
 use tokio::sync::broadcast;
 
@@ -16,7 +18,10 @@ use crate::remote::engine::SessionEvent;
 impl Shared {
     /// Follows the engine's sessions: a session that closes before authenticating is
     /// a refused cookie; a root's session that closes starts its grace period.
-    pub(super) async fn follow_sessions(self: Arc<Self>, mut events: broadcast::Receiver<SessionEvent>) {
+    pub(super) async fn follow_sessions(
+        self: Arc<Self>,
+        mut events: broadcast::Receiver<SessionEvent>,
+    ) {
         let mut authenticated = HashSet::new();
         loop {
             let event = match events.recv().await {

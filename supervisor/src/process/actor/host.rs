@@ -8,11 +8,12 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use multiproc_core::wire::BodyKind;
-use multiproc_core::{BootstrapError, Packet, codec};
+use multiproc_core::wire::{BodyKind, EnvelopeRef, PathRef};
+use multiproc_core::{BootstrapError, Packet, RemoteError, codec};
 
-use super::Actor;
+use super::{Actor, shrink};
 use crate::runtime;
+use crate::runtime::current::me;
 use crate::runtime::logging::carry;
 use crate::runtime::mailbox::Mail;
 use crate::runtime::registry::EntryOutcome;
