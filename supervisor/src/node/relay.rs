@@ -5,14 +5,13 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
-use multiproc_core::wire::{BodyKind, EnvelopeRef};
+use multiproc_core::wire::BodyKind;
 use multiproc_core::{Envelope, Identity, NodeError, RemoteError, codec};
 use ractor::rpc::CallResult;
 
 use super::agent::Shared;
 use crate::remote::gateway;
 use crate::remote::wire::{AgentMsg, ToGateway};
-use crate::runtime::current::me;
 use crate::runtime::router;
 use crate::sync::far::{self, FarError, FarReply, GatewayCall};
 
@@ -157,15 +156,5 @@ fn answer_actor(caller: &Identity, corr: u64, kind: BodyKind, payload: &[u8]) {
     if corr == 0 {
         return;
     }
-    router::route_ref(
-        &EnvelopeRef {
-            to: caller.into(),
-            from: (&me().identity).into(),
-            corr,
-            kind,
-            payload,
-            span: None,
-        },
-        false,
-    );
+    router::send_from_here(caller.into(), corr, kind, payload);
 }

@@ -18,7 +18,6 @@ use multiproc_core::{Identity, NodeError, RemoteError, codec};
 
 use super::client::Node;
 use super::wire::{Answer, Request};
-use crate::runtime::current::me;
 use crate::runtime::router;
 
 /// A child of this process running on a node: the node, and its number there.
@@ -134,16 +133,11 @@ fn answer(to: &Identity, caller: &Identity, corr: u64, kind: BodyKind, payload: 
     let renamed = unknown
         .then(|| codec::encode(&RemoteError::NoProcess(to.clone())).ok())
         .flatten();
-    router::route_ref(
-        &EnvelopeRef {
-            to: caller.into(),
-            from: (&me().identity).into(),
-            corr,
-            kind,
-            payload: renamed.as_deref().unwrap_or(payload),
-            span: None,
-        },
-        false,
+    router::send_from_here(
+        caller.into(),
+        corr,
+        kind,
+        renamed.as_deref().unwrap_or(payload),
     );
 }
 

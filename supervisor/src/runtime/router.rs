@@ -260,9 +260,15 @@ pub(crate) fn raw_send(to: &Identity, payload: &[u8], then: Option<reply::Then>)
         }
         None => (0, BodyKind::Cast),
     };
+    send_from_here(to.into(), corr, kind, payload);
+}
+
+/// Routes an envelope from this process to `to`, without a span, and without
+/// reading replies on the way: an answer, or a message sent on another's behalf.
+pub(crate) fn send_from_here(to: PathRef<'_>, corr: u64, kind: BodyKind, payload: &[u8]) {
     route_ref(
         &EnvelopeRef {
-            to: to.into(),
+            to,
             from: (&me().identity).into(),
             corr,
             kind,

@@ -8,12 +8,11 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use multiproc_core::wire::{BodyKind, EnvelopeRef, PathRef};
+use multiproc_core::wire::{BodyKind, PathRef};
 use multiproc_core::{BootstrapError, Packet, RemoteError, codec};
 
 use super::{Actor, shrink};
 use crate::runtime;
-use crate::runtime::current::me;
 use crate::runtime::logging::carry;
 use crate::runtime::mailbox::Mail;
 use crate::runtime::registry::EntryOutcome;
@@ -43,17 +42,7 @@ async fn handle_one<A: Actor>(actor: &mut A, mail: &Mail, out: &mut Vec<u8>) -> 
     let is_call = mail.kind == Some(BodyKind::Call);
     let answer = |kind: BodyKind, payload: &[u8]| {
         if is_call {
-            router::route_ref(
-                &EnvelopeRef {
-                    to: PathRef::Words(&mail.from),
-                    from: (&me().identity).into(),
-                    corr: mail.corr,
-                    kind,
-                    payload,
-                    span: None,
-                },
-                false,
-            );
+            router::send_from_here(PathRef::Words(&mail.from), mail.corr, kind, payload);
         }
     };
     let fail = |e: RemoteError| {
