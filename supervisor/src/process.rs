@@ -190,8 +190,10 @@ impl Process {
     /// asks the node to run the registered entry there, as a child of the node
     /// program; the name stays this tree's (`Process-N`). Only registered entries
     /// cross, by name, with their encoded arguments; no code travels.
-    /// Settings that only make sense on this host (environment, captured output,
-    /// limits, start method, heartbeat) apply to local processes only.
+    /// Its environment variables, limits, start method, heartbeat and handshake
+    /// timeout go with it and are applied by the node; captured output would stay
+    /// there, so [`capture_output`](Process::capture_output) on a placed process is
+    /// refused at `start` with `NodeError::NotAcrossNodes`.
     pub fn on(mut self, node: &Node) -> Self {
         self.node = Some(node.clone());
         self
