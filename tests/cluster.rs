@@ -341,19 +341,29 @@ fn a_call_in_flight_fails_when_its_node_dies() -> TestResult {
     let counter = p.actor_ref::<Counter>();
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?.to_string();
-    let caller = std::thread::spawn(move || counter.call(CounterMsg::HangAfterConnecting(addr)));
-    // The handler connected: the call is in flight, and will never be answered.
+    let (ended, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = counter.call(CounterMsg::HangAfterConnecting(addr.clone()));
+        let _ = ended.send(r);
+        // Wakes the `accept` below if the call ended before its handler connected.
+        let _ = std::net::TcpStream::connect(addr);
+    });
     let _arrived = listener.accept()?;
+    if let Ok(early) = result.try_recv() {
+        return Err(format!("the call ended before it reached its handler: {early:?}").into());
+    }
+    // The handler connected: the call is in flight, and will never be answered.
     n.process.kill()?;
-    match caller.join().unwrap() {
-        Err(CallError::Node(NodeError::NodeDown { node, .. })) => check_eq!(node, "theta"),
-        other => return Err(format!("expected NodeDown, got {other:?}").into()),
+    match result.recv_timeout(Duration::from_secs(30)) {
+        Ok(Err(CallError::Node(NodeError::NodeDown { node, .. }))) => check_eq!(node, "theta"),
+        Ok(other) => return Err(format!("expected NodeDown, got {other:?}").into()),
+        Err(_) => return Err("the call was still waiting 30 s after its node was killed".into()),
     }
     check_eq!(
-        p.join()?,
-        ExitReason::NodeDown {
+        p.join_timeout(Duration::from_secs(30))?,
+        Some(ExitReason::NodeDown {
             node: "theta".to_string()
-        }
+        })
     );
     Ok(())
 }
