@@ -117,6 +117,27 @@ impl SemState {
         back
     }
 
+    /// `n` permits that process `pid` took for others died with them (a host takes
+    /// permits for processes on another node): they come back as a dead holder's
+    /// (a bounded semaphore's only up to its value); how many came back.
+    pub fn give_back(&mut self, pid: u32, n: u32) -> u64 {
+        if let Some(h) = self.holding(pid) {
+            h.count -= n.min(h.count);
+            if h.count == 0 {
+                *h = Holding::default();
+            }
+        }
+        let mut back = u64::from(n);
+        if self.bounded != 0 {
+            back = back.min(self.initial.saturating_sub(self.value));
+        }
+        self.value += back;
+        if back > 0 {
+            self.died = 1;
+        }
+        back
+    }
+
     fn holding(&mut self, pid: u32) -> Option<&mut Holding> {
         self.holders
             .iter_mut()
@@ -170,6 +191,18 @@ mod tests {
         assert_eq!(s.try_acquire(7), Some(true));
         s.release(7).unwrap();
         assert_eq!(s.try_acquire(7), Some(false), "told once");
+    }
+
+    #[test]
+    fn permits_given_back_for_others_come_back_as_a_dead_holders() {
+        let mut s = SemState::new(2, true);
+        assert_eq!(s.try_acquire(3), Some(false));
+        assert_eq!(s.try_acquire(3), Some(false));
+        assert_eq!(s.give_back(3, 1), 1);
+        assert_eq!(s.try_acquire(4), Some(true), "told");
+        s.release(4).unwrap();
+        assert_eq!(s.give_back(3, 5), 1, "a bounded one stops at its value");
+        assert_eq!(s.value, 2);
     }
 
     #[test]
@@ -246,6 +279,15 @@ impl RLockState {
         Ok(false)
     }
 
+    /// Thread `thread` of process `pid` died (a stand-in for a process on another
+    /// node): if it owned the lock, it is free, and the next is told.
+    pub fn owner_died(&mut self, pid: u32, thread: u32) -> bool {
+        if self.thread != thread {
+            return false;
+        }
+        self.process_died(pid)
+    }
+
     /// Process `pid` died: if it owned the lock, it is free, and the next is told.
     pub fn process_died(&mut self, pid: u32) -> bool {
         if self.pid != pid || pid == 0 {
@@ -274,6 +316,15 @@ mod rlock_tests {
         assert_eq!(r.release(1, 1), Ok(false));
         assert_eq!(r.release(1, 1), Ok(true));
         assert_eq!(r.try_acquire(2, 1), Some(false));
+    }
+
+    #[test]
+    fn only_the_owning_thread_dies_with_it() {
+        let mut r = RLockState::default();
+        assert_eq!(r.try_acquire(1, 7), Some(false));
+        assert!(!r.owner_died(1, 8), "another thread of the owner's process");
+        assert!(r.owner_died(1, 7));
+        assert_eq!(r.try_acquire(1, 8), Some(true));
     }
 
     #[test]

@@ -281,19 +281,28 @@ impl Sem {
     /// `process` died: its permits are freed (the next grant says so) and its waits
     /// forgotten. Returns the waits now granted.
     pub fn process_died(&mut self, process: &Identity) -> Vec<Grant> {
-        self.waiting.retain(|(_, h)| h.process != *process);
-        let dead: Vec<Holder> = self
-            .held
-            .keys()
-            .filter(|h| h.process == *process)
-            .cloned()
+        self.holders_died(|h| h.process == *process).0
+    }
+
+    /// The holders `dead` names died (some threads of a process that lives on: a
+    /// host's stand-ins for processes on another node): as
+    /// [`process_died`](Sem::process_died), and the waits forgotten, which their
+    /// callers must answer themselves.
+    pub fn holders_died(&mut self, dead: impl Fn(&Holder) -> bool) -> (Vec<Grant>, Vec<WaitId>) {
+        let forgotten = self
+            .waiting
+            .iter()
+            .filter(|(_, h)| dead(h))
+            .map(|(w, _)| *w)
             .collect();
-        for h in dead {
+        self.waiting.retain(|(_, h)| !dead(h));
+        let gone: Vec<Holder> = self.held.keys().filter(|h| dead(h)).cloned().collect();
+        for h in gone {
             let n = self.held.remove(&h).unwrap_or(0);
             self.value += if self.kind == SemKind::RLock { 1 } else { n };
             self.owner_died = true;
         }
-        self.serve()
+        (self.serve(), forgotten)
     }
 }
 

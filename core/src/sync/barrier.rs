@@ -138,7 +138,16 @@ impl BarrierState {
     /// `process` died: if one of its parties was waiting, the barrier breaks (Python's
     /// barrier would leave the others waiting for ever).
     pub fn process_died(&mut self, process: &Identity) -> Vec<(WaitId, BarrierOutcome)> {
-        if self.arrived.iter().any(|(_, h)| h.process == *process) {
+        self.holders_died(|h| h.process == *process)
+    }
+
+    /// The parties `dead` names died (see [`super::Sem::holders_died`]): as
+    /// [`process_died`](BarrierState::process_died).
+    pub fn holders_died(
+        &mut self,
+        dead: impl Fn(&Holder) -> bool,
+    ) -> Vec<(WaitId, BarrierOutcome)> {
+        if self.arrived.iter().any(|(_, h)| dead(h)) {
             self.break_all(BarrierBroken::PartyDied)
         } else {
             Vec::new()

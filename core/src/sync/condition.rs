@@ -140,19 +140,30 @@ impl ConditionState {
 
     /// `process` died: its lock levels and waits are gone.
     pub fn process_died(&mut self, process: &Identity) -> (Vec<Grant>, Vec<Woken>) {
-        self.sleeping.retain(|(_, h, _)| h.process != *process);
-        let gone: Vec<WaitId> = self
-            .lock
-            .waiting
+        let (grants, woken, _) = self.holders_died(|h| h.process == *process);
+        (grants, woken)
+    }
+
+    /// The holders `dead` names died (see [`Sem::holders_died`]): as
+    /// [`process_died`](ConditionState::process_died), and the waits forgotten.
+    pub fn holders_died(
+        &mut self,
+        dead: impl Fn(&Holder) -> bool,
+    ) -> (Vec<Grant>, Vec<Woken>, Vec<WaitId>) {
+        let mut forgotten: Vec<WaitId> = self
+            .sleeping
             .iter()
-            .filter(|(_, h)| h.process == *process)
-            .map(|(w, _)| *w)
+            .filter(|(_, h, _)| dead(h))
+            .map(|(w, _, _)| *w)
             .collect();
-        for w in gone {
-            self.depth.remove(&w);
+        self.sleeping.retain(|(_, h, _)| !dead(h));
+        let (grants, queued) = self.lock.holders_died(&dead);
+        for w in &queued {
+            self.depth.remove(w);
         }
-        let grants = self.lock.process_died(process);
-        self.sort(grants)
+        forgotten.extend(queued);
+        let (grants, woken) = self.sort(grants);
+        (grants, woken, forgotten)
     }
 }
 

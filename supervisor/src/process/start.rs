@@ -160,14 +160,14 @@ impl Process {
         };
         if one_machine {
             let what = if named.is_empty() {
-                "a Value, Array, SharedMemory, RLock, Semaphore, Condition or Barrier".into()
+                "a Value, Array or SharedMemory".into()
             } else {
                 named
             };
             return Err(NodeError::NotAcrossNodes {
                 what: format!(
-                    "{what} handle among the arguments of {} (a Queue, Lock or Event would \
-                     work)",
+                    "{what} handle among the arguments of {} (a queue, lock, semaphore, \
+                     Condition, Event or Barrier would work)",
                     self.name
                 ),
                 node: node.name().to_string(),

@@ -7,6 +7,7 @@ use multiproc_core::codec;
 use serde::{Deserialize, Serialize};
 
 use super::client::unexpected;
+use super::far::{self, FarOp, Side};
 use super::host::State;
 use super::refs::Addr;
 use super::wire::{Answer, Op};
@@ -16,13 +17,62 @@ use super::{SyncError, thread_token};
 /// runs the action (a registered function), then all pass. A timeout, an `abort`, a
 /// failed action or a party that dies while waiting breaks it for everyone
 /// ([`SyncError::BrokenBarrier`], with the reason) until `reset`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On another node (a process placed with [`Process::on`](crate::Process::on) that
+/// got it among its arguments) every operation travels to the process that placed
+/// it, which waits there as a party for the far thread: a far party's process that
+/// exits while it waits, or whose node is lost, breaks it as a dead party does. When
+/// a far party comes last, the action runs in the process that placed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Barrier {
+    side: Side<Hosted>,
+}
+
+/// A barrier as its handles here carry it: its address, and its action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Hosted {
     addr: Addr,
     action: Option<(String, Vec<u8>)>,
 }
 
+impl Serialize for Barrier {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        far::serialize(
+            &self.side,
+            || match &self.side {
+                Side::Here(h) => (far::FarKey::of(&h.addr), far::Obj::Barrier(self.clone())),
+                Side::Far(_) => unreachable!("a far handle is not exported again"),
+            },
+            s,
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for Barrier {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Barrier, D::Error> {
+        Ok(Barrier {
+            side: far::deserialize(d)?,
+        })
+    }
+}
+
 impl Barrier {
+    /// Its address at its host; `None` for a far handle.
+    pub(super) fn addr(&self) -> Option<&Addr> {
+        match &self.side {
+            Side::Here(h) => Some(&h.addr),
+            Side::Far(_) => None,
+        }
+    }
+
+    /// The barrier here (a far handle's operations go before they would need it).
+    fn here(&self) -> Result<&Hosted, SyncError> {
+        match &self.side {
+            Side::Here(h) => Ok(h),
+            Side::Far(_) => Err(SyncError::Forged),
+        }
+    }
+
     /// A barrier for `parties` (at least 1), hosted by this process.
     ///
     /// # Errors
@@ -32,10 +82,12 @@ impl Barrier {
     pub fn new(parties: usize) -> Result<Barrier, SyncError> {
         crate::runtime::ensure()?;
         Ok(Barrier {
-            addr: Addr::new(State::Barrier(multiproc_core::sync::BarrierState::new(
-                parties, false,
-            ))),
-            action: None,
+            side: Side::Here(Hosted {
+                addr: Addr::new(State::Barrier(multiproc_core::sync::BarrierState::new(
+                    parties, false,
+                ))),
+                action: None,
+            }),
         })
     }
 
@@ -60,10 +112,12 @@ impl Barrier {
             source,
         })?;
         Ok(Barrier {
-            addr: Addr::new(State::Barrier(multiproc_core::sync::BarrierState::new(
-                parties, true,
-            ))),
-            action: Some((entry.name.to_string(), args)),
+            side: Side::Here(Hosted {
+                addr: Addr::new(State::Barrier(multiproc_core::sync::BarrierState::new(
+                    parties, true,
+                ))),
+                action: Some((entry.name.to_string(), args)),
+            }),
         })
     }
 
@@ -75,15 +129,27 @@ impl Barrier {
     /// [`SyncError::BrokenBarrier`] when it breaks, or is broken, with the reason;
     /// [`SyncError::OwnerGone`].
     pub async fn wait(&self, timeout: Option<Duration>) -> Result<usize, SyncError> {
+        if let Side::Far(far) = &self.side {
+            return far.count(FarOp::BarrierWait { timeout }).await;
+        }
+        self.wait_as(thread_token(), timeout).await
+    }
+
+    /// As [`wait`](Self::wait), for `thread` of this process (the gateway's
+    /// stand-in for a far thread).
+    pub(super) async fn wait_as(
+        &self,
+        thread: u64,
+        timeout: Option<Duration>,
+    ) -> Result<usize, SyncError> {
         use multiproc_core::sync::BarrierBroken;
-        let op = Op::BarrierWait {
-            thread: thread_token(),
-        };
-        match self.addr.ask_timeout(op, timeout).await? {
+        let here = self.here()?;
+        let op = Op::BarrierWait { thread };
+        match here.addr.ask_timeout(op, timeout).await? {
             Some(Answer::Passed(i)) => Ok(i),
             Some(Answer::RunAction(i)) => {
-                let ok = self.run_action();
-                self.addr.ask(Op::BarrierActionDone { ok }).await?;
+                let ok = here.run_action();
+                here.addr.ask(Op::BarrierActionDone { ok }).await?;
                 if ok {
                     Ok(i)
                 } else {
@@ -95,6 +161,15 @@ impl Barrier {
         }
     }
 
+    /// This process's `threads`, stand-ins for far parties, are gone: if one was
+    /// waiting, it breaks, as when a party's process dies.
+    pub(super) async fn holders_gone(&self, threads: &[u64]) -> Result<(), SyncError> {
+        let threads = threads.to_vec();
+        self.here()?.addr.done(Op::HoldersGone { threads }).await
+    }
+}
+
+impl Hosted {
     fn run_action(&self) -> bool {
         let Some((name, args)) = &self.action else {
             return true;
@@ -109,14 +184,19 @@ impl Barrier {
             Ok(crate::runtime::registry::EntryOutcome::Returned)
         )
     }
+}
 
+impl Barrier {
     /// Breaks it: waiting and future parties fail until `reset`.
     ///
     /// # Errors
     ///
     /// [`SyncError::OwnerGone`].
     pub async fn abort(&self) -> Result<(), SyncError> {
-        self.addr.done(Op::BarrierAbort).await
+        match &self.side {
+            Side::Far(far) => far.done(FarOp::Abort).await,
+            Side::Here(h) => h.addr.done(Op::BarrierAbort).await,
+        }
     }
 
     /// Makes it whole again; parties waiting now fail.
@@ -125,7 +205,10 @@ impl Barrier {
     ///
     /// [`SyncError::OwnerGone`].
     pub async fn reset(&self) -> Result<(), SyncError> {
-        self.addr.done(Op::BarrierReset).await
+        match &self.side {
+            Side::Far(far) => far.done(FarOp::Reset).await,
+            Side::Here(h) => h.addr.done(Op::BarrierReset).await,
+        }
     }
 
     /// `(parties, n_waiting, broken)`.
@@ -134,7 +217,11 @@ impl Barrier {
     ///
     /// [`SyncError::OwnerGone`].
     pub async fn info(&self) -> Result<(usize, usize, bool), SyncError> {
-        match self.addr.ask(Op::BarrierInfo).await? {
+        let h = match &self.side {
+            Side::Far(far) => return far.info().await,
+            Side::Here(h) => h,
+        };
+        match h.addr.ask(Op::BarrierInfo).await? {
             Answer::BarrierInfo {
                 parties,
                 n_waiting,

@@ -7,6 +7,7 @@ use multiproc_core::sync::SemKind;
 use serde::{Deserialize, Serialize};
 
 use super::client::{acquired, unexpected};
+use super::far::{self, FarOp, Side};
 use super::host::State;
 use super::refs::Addr;
 use super::wire::{Answer, Op};
@@ -15,12 +16,53 @@ use super::{Guard, Release, SyncError, thread_token};
 /// Python's `Condition`: a lock (an `RLock` unless made with
 /// [`Condition::with_lock`]) that waiters give up while they sleep. `acquire`,
 /// `release` and `guard` are the lock's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On another node (a process placed with [`Process::on`](crate::Process::on) that
+/// got it among its arguments) every operation travels to the process that placed
+/// it, which runs it for the far thread: the far thread holds the lock, waits and
+/// notifies as a thread here does, and its process's exit or its node's loss frees
+/// the lock as a dead holder's.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Condition {
-    addr: Addr,
+    side: Side<Addr>,
+}
+
+impl Serialize for Condition {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        far::serialize(
+            &self.side,
+            || match &self.side {
+                Side::Here(addr) => (far::FarKey::of(addr), far::Obj::Condition(self.clone())),
+                Side::Far(_) => unreachable!("a far handle is not exported again"),
+            },
+            s,
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for Condition {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Condition, D::Error> {
+        Ok(Condition {
+            side: far::deserialize(d)?,
+        })
+    }
 }
 
 impl Condition {
+    /// Its address at its host; `None` for a far handle.
+    pub(super) fn addr(&self) -> Option<&Addr> {
+        match &self.side {
+            Side::Here(addr) => Some(addr),
+            Side::Far(_) => None,
+        }
+    }
+
+    /// Its address, for an operation here (a far handle's go before they would
+    /// need it).
+    fn here(&self) -> Result<&Addr, SyncError> {
+        self.addr().ok_or(SyncError::Forged)
+    }
+
     /// Acquires it (Python's `acquire(block, timeout)`): `Ok(false)` when it
     /// would block and `block` is false, or `timeout` ran out (`timeout` is
     /// ignored when `block` is false).
@@ -31,12 +73,23 @@ impl Condition {
     /// died holding it; [`SyncError::OwnerGone`] when its host has exited;
     /// [`SyncError::Forged`].
     pub async fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
-        let op = Op::Acquire {
-            thread: thread_token(),
-            block,
-        };
+        if let Side::Far(far) = &self.side {
+            return far.bool(FarOp::Acquire { block, timeout }).await;
+        }
+        self.acquire_as(thread_token(), block, timeout).await
+    }
+
+    /// As [`acquire`](Self::acquire), for `thread` of this process (the gateway's
+    /// stand-in for a far thread).
+    pub(super) async fn acquire_as(
+        &self,
+        thread: u64,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<bool, SyncError> {
+        let op = Op::Acquire { thread, block };
         let timeout = if block { timeout } else { None };
-        acquired(self.addr.ask_timeout(op, timeout).await?)
+        acquired(self.here()?.ask_timeout(op, timeout).await?)
     }
 
     /// Releases it.
@@ -45,11 +98,22 @@ impl Condition {
     ///
     /// [`SyncError::Misuse`] (see the type), [`SyncError::OwnerGone`].
     pub async fn release(&self) -> Result<(), SyncError> {
-        self.addr
-            .done(Op::Release {
-                thread: thread_token(),
-            })
-            .await
+        if let Side::Far(far) = &self.side {
+            return far.done(FarOp::Release).await;
+        }
+        self.release_as(thread_token()).await
+    }
+
+    /// As [`release`](Self::release), for `thread` of this process.
+    pub(super) async fn release_as(&self, thread: u64) -> Result<(), SyncError> {
+        self.here()?.done(Op::Release { thread }).await
+    }
+
+    /// This process's `threads`, stand-ins for far threads, are gone: what they
+    /// held is freed, as a dead process's, and their waits end.
+    pub(super) async fn holders_gone(&self, threads: &[u64]) -> Result<(), SyncError> {
+        let threads = threads.to_vec();
+        self.here()?.done(Op::HoldersGone { threads }).await
     }
 
     /// Acquires it for as long as the guard lives (Python's `with lock:`).
@@ -92,8 +156,8 @@ impl Condition {
     fn over(kind: SemKind) -> Result<Condition, SyncError> {
         crate::runtime::ensure()?;
         Ok(Condition {
-            addr: Addr::new(State::Condition(multiproc_core::sync::ConditionState::new(
-                kind,
+            side: Side::Here(Addr::new(State::Condition(
+                multiproc_core::sync::ConditionState::new(kind),
             ))),
         })
     }
@@ -107,10 +171,20 @@ impl Condition {
     /// not, the lock is held again, but a holder died meanwhile);
     /// [`SyncError::OwnerGone`].
     pub async fn wait(&self, timeout: Option<Duration>) -> Result<bool, SyncError> {
-        let op = Op::CondWait {
-            thread: thread_token(),
-        };
-        match self.addr.ask_timeout(op, timeout).await? {
+        if let Side::Far(far) = &self.side {
+            return far.bool(FarOp::Wait { timeout }).await;
+        }
+        self.wait_as(thread_token(), timeout).await
+    }
+
+    /// As [`wait`](Self::wait), for `thread` of this process.
+    pub(super) async fn wait_as(
+        &self,
+        thread: u64,
+        timeout: Option<Duration>,
+    ) -> Result<bool, SyncError> {
+        let op = Op::CondWait { thread };
+        match self.here()?.ask_timeout(op, timeout).await? {
             Some(Answer::Woken {
                 owner_died: true, ..
             }) => Err(SyncError::OwnerDied),
@@ -156,12 +230,15 @@ impl Condition {
     ///
     /// [`SyncError::Misuse`] without the lock; [`SyncError::OwnerGone`].
     pub async fn notify(&self, n: usize) -> Result<(), SyncError> {
-        self.addr
-            .done(Op::CondNotify {
-                thread: thread_token(),
-                n,
-            })
-            .await
+        if let Side::Far(far) = &self.side {
+            return far.done(FarOp::Notify { n }).await;
+        }
+        self.notify_as(thread_token(), n).await
+    }
+
+    /// As [`notify`](Self::notify), for `thread` of this process.
+    pub(super) async fn notify_as(&self, thread: u64, n: usize) -> Result<(), SyncError> {
+        self.here()?.done(Op::CondNotify { thread, n }).await
     }
 
     /// Wakes every waiter.

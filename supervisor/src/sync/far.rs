@@ -32,6 +32,8 @@
 mod encode;
 mod export;
 mod forward;
+mod owner;
+mod run;
 mod wire;
 
 pub(crate) use encode::{

@@ -367,6 +367,10 @@ impl Host {
             Op::Cancel { corr: asked } => {
                 Some(Answer::Cancelled(self.cancel(id, from, asked, replies)))
             }
+            Op::HoldersGone { threads } => {
+                self.holders_gone(id, from, &threads, replies);
+                Some(Answer::Done)
+            }
             op => self.operate(id, from, corr, op, replies),
         }
     }
@@ -422,6 +426,28 @@ impl Host {
             self.complete(wakeups, replies);
         }
         gone
+    }
+
+    /// `from`'s threads `threads` died (see `Op::HoldersGone`): what they held of
+    /// primitive `id` is freed, a barrier they waited on breaks, and their waits are
+    /// answered `Cancelled` (to the gateway, which waits for them in their stead).
+    fn holders_gone(&mut self, id: u64, from: &Identity, threads: &[u64], replies: &mut Replies) {
+        let dead = |h: &Holder| h.process == *from && threads.contains(&h.thread);
+        let state = &mut self.prims.get_mut(&id).expect("checked").state;
+        let (wakeups, forgotten) = match state {
+            State::Condition(c) => {
+                let (grants, woken, forgotten) = c.holders_died(dead);
+                (Wakeups::Cond((grants, woken)), forgotten)
+            }
+            State::Barrier(b) => (Wakeups::Barrier(b.holders_died(dead)), Vec::new()),
+            State::Mapped | State::Watched(_) => return,
+        };
+        for wait in forgotten {
+            if let Some((to, corr)) = self.done(wait) {
+                replies.push((to, corr, Answer::Cancelled(true)));
+            }
+        }
+        self.complete(wakeups, replies);
     }
 
     /// An operation of primitive `id`'s own kind; `None` when its answer waits, and

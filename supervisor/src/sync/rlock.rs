@@ -5,6 +5,7 @@ use std::time::Duration;
 use multiproc_core::sem_state::RLockState;
 use serde::{Deserialize, Serialize};
 
+use super::far::{self, FarOp, Side};
 use super::guarded::{self, Guarded};
 use super::host::State;
 use super::mapped::Mapped;
@@ -24,9 +25,35 @@ pub(crate) type RLockMem = Guarded<RLockState>;
 /// free, or again, costs no message. The process that created it hosts it: when
 /// its owner's process dies, the host frees it and the next acquirer is told
 /// ([`SyncError::OwnerDied`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// On another node (a process placed with [`Process::on`](crate::Process::on) that
+/// got it among its arguments) every operation travels to the process that placed
+/// it, which runs it here for the far thread: it owns the lock as a thread here
+/// would, and its process's exit or its node's loss frees it as a dead owner's.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RLock {
-    mem: Mapped<RLockMem>,
+    side: Side<Mapped<RLockMem>>,
+}
+
+impl Serialize for RLock {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        far::serialize(
+            &self.side,
+            || match &self.side {
+                Side::Here(mem) => (far::FarKey::of(&mem.addr), far::Obj::RLock(self.clone())),
+                Side::Far(_) => unreachable!("a far handle is not exported again"),
+            },
+            s,
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for RLock {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RLock, D::Error> {
+        Ok(RLock {
+            side: far::deserialize(d)?,
+        })
+    }
 }
 
 impl RLock {
@@ -37,22 +64,47 @@ impl RLock {
     /// As [`Lock::new`](super::Lock::new).
     pub fn new() -> Result<RLock, SyncError> {
         Ok(RLock {
-            mem: Mapped::create(
+            side: Side::Here(Mapped::create(
                 "multiproc-rlock",
                 guarded::guarded_len::<RLockState>(),
                 RLOCK_MAGIC,
                 |seg| RLockMem::init(seg, RLockState::default()),
                 |r| State::Watched(Box::new(r.clone())),
-            )?,
+            )?),
         })
     }
 
-    async fn state(&self) -> Result<&RLockMem, SyncError> {
-        self.mem.attached(RLOCK_MAGIC, RLockMem::new).await
+    /// Its memory and host, here; a far handle has neither (its operations go
+    /// before they would need them).
+    fn mem(&self) -> Result<&Mapped<RLockMem>, SyncError> {
+        match &self.side {
+            Side::Here(mem) => Ok(mem),
+            Side::Far(_) => Err(SyncError::Forged),
+        }
     }
 
-    fn state_blocking(&self) -> Result<&RLockMem, SyncError> {
-        self.mem.attached_blocking(RLOCK_MAGIC, RLockMem::new)
+    async fn state(&self) -> Result<(&RLockMem, &multiproc_core::Identity), SyncError> {
+        let mem = self.mem()?;
+        Ok((
+            mem.attached(RLOCK_MAGIC, RLockMem::new).await?,
+            &mem.addr.owner,
+        ))
+    }
+
+    fn state_blocking(&self) -> Result<(&RLockMem, &multiproc_core::Identity), SyncError> {
+        let mem = self.mem()?;
+        Ok((
+            mem.attached_blocking(RLOCK_MAGIC, RLockMem::new)?,
+            &mem.addr.owner,
+        ))
+    }
+
+    /// Its address at its host; `None` for a far handle.
+    pub(super) fn addr(&self) -> Option<&super::Addr> {
+        match &self.side {
+            Side::Here(mem) => Some(&mem.addr),
+            Side::Far(_) => None,
+        }
     }
 
     /// This thread, as an owner (never 0).
@@ -70,9 +122,21 @@ impl RLock {
     /// [`SyncError::OwnerDied`] when it *was* acquired but its previous owner died
     /// holding it; [`SyncError::OwnerGone`]; [`SyncError::Forged`].
     pub async fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
-        let state = self.state().await?;
-        let me = RLock::me();
-        let owner = &self.mem.addr.owner;
+        if let Side::Far(far) = &self.side {
+            return far.bool(FarOp::Acquire { block, timeout }).await;
+        }
+        self.acquire_for(RLock::me(), block, timeout).await
+    }
+
+    /// Acquires it for thread `me` of this process (the gateway's stand-in for a
+    /// far thread).
+    pub(super) async fn acquire_for(
+        &self,
+        me: u32,
+        block: bool,
+        timeout: Option<Duration>,
+    ) -> Result<bool, SyncError> {
+        let (state, owner) = self.state().await?;
         park::acquire(
             block,
             || state.acquire(me, Some(Duration::ZERO), owner),
@@ -91,9 +155,11 @@ impl RLock {
         block: bool,
         timeout: Option<Duration>,
     ) -> Result<bool, SyncError> {
-        let state = self.state_blocking()?;
+        if let Side::Far(_) = &self.side {
+            return crate::runtime::block_on(self.acquire(block, timeout));
+        }
+        let (state, owner) = self.state_blocking()?;
         let me = RLock::me();
-        let owner = &self.mem.addr.owner;
         park::acquire_blocking(
             block,
             || state.acquire(me, Some(Duration::ZERO), owner),
@@ -107,9 +173,31 @@ impl RLock {
     ///
     /// [`SyncError::Misuse`] when this thread does not own it; [`SyncError::OwnerGone`].
     pub async fn release(&self) -> Result<(), SyncError> {
-        self.state()
-            .await?
-            .release(RLock::me(), &self.mem.addr.owner)
+        if let Side::Far(far) = &self.side {
+            return far.done(FarOp::Release).await;
+        }
+        self.release_for(RLock::me()).await
+    }
+
+    /// Releases it once for thread `me` of this process (see
+    /// [`acquire_for`](RLock::acquire_for)).
+    pub(super) async fn release_for(&self, me: u32) -> Result<(), SyncError> {
+        let (state, owner) = self.state().await?;
+        state.release(me, owner)
+    }
+
+    /// Thread `thread` of this process, a far thread's stand-in, is gone: if it
+    /// owns the lock, the lock is freed as a dead owner's.
+    pub(super) async fn owner_gone(&self, thread: u32) {
+        if let Ok((state, owner)) = self.state().await {
+            let (state, owner) = (state.clone(), owner.clone());
+            // Taking the state's lock word may wait for another process.
+            let _ = tokio::task::spawn_blocking(move || {
+                let me = shm::my_pid();
+                state.locked(&owner, |s| ((), s.owner_died(me, thread)))
+            })
+            .await;
+        }
     }
 
     /// As [`release`](RLock::release), from a thread that may block.
@@ -118,8 +206,11 @@ impl RLock {
     ///
     /// As [`release`](RLock::release).
     pub(crate) fn release_blocking(&self) -> Result<(), SyncError> {
-        self.state_blocking()?
-            .release(RLock::me(), &self.mem.addr.owner)
+        if let Side::Far(_) = &self.side {
+            return crate::runtime::block_on(self.release());
+        }
+        let (state, owner) = self.state_blocking()?;
+        state.release(RLock::me(), owner)
     }
 
     /// Acquires it for as long as the guard lives (Python's `with rlock:`).

@@ -6,6 +6,7 @@ use std::time::Duration;
 use multiproc_core::sem_state::SemState;
 use serde::{Deserialize, Serialize};
 
+use super::far::{self, FarOp, Side};
 use super::guarded::{self, Guarded};
 use super::host::State;
 use super::mapped::Mapped;
@@ -28,9 +29,35 @@ macro_rules! shared_semaphore {
         /// Its state is in shared memory: a free permit costs no message. The process
         /// that created it hosts it: when a process dies holding permits they come
         /// back, and the next acquirer is told ([`SyncError::OwnerDied`]).
-        #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+        ///
+        /// On another node (a process placed with [`Process::on`](crate::Process::on)
+        /// that got it among its arguments) every operation travels to the process
+        /// that placed it, which runs it here; the permits a far process holds come
+        /// back when it exits or its node is lost.
+        #[derive(Debug, Clone, PartialEq, Eq)]
         pub struct $name {
-            mem: Mapped<SemMem>,
+            side: Side<Mapped<SemMem>>,
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                far::serialize(
+                    &self.side,
+                    || match &self.side {
+                        Side::Here(mem) => (far::FarKey::of(&mem.addr), far::Obj::$name(self.clone())),
+                        Side::Far(_) => unreachable!("a far handle is not exported again"),
+                    },
+                    s,
+                )
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
+                Ok($name {
+                    side: far::deserialize(d)?,
+                })
+            }
         }
 
         impl $name {
@@ -43,24 +70,60 @@ macro_rules! shared_semaphore {
             /// [`SyncError::Memory`] when it refuses otherwise.
             pub fn new(value: usize) -> Result<$name, SyncError> {
                 Ok($name {
-                    mem: Mapped::create(
+                    side: Side::Here(Mapped::create(
                         "multiproc-semaphore",
                         guarded::guarded_len::<SemState>(),
                         SEM_MAGIC,
                         |seg| SemMem::init(seg, SemState::new(value as u64, $bounded)),
                         |sem| State::Watched(Box::new(sem.clone())),
-                    )?,
+                    )?),
                 })
             }
 
-            /// Its memory, mapped (the host told, so that it can give back this
-            /// process's permits).
-            async fn sem(&self) -> Result<&SemMem, SyncError> {
-                self.mem.attached(SEM_MAGIC, SemMem::new).await
+            /// Its memory here; a far handle has none (its operations go before they
+            /// would need it).
+            fn mem(&self) -> Result<&Mapped<SemMem>, SyncError> {
+                match &self.side {
+                    Side::Here(mem) => Ok(mem),
+                    Side::Far(_) => Err(SyncError::Forged),
+                }
             }
 
-            fn sem_blocking(&self) -> Result<&SemMem, SyncError> {
-                self.mem.attached_blocking(SEM_MAGIC, SemMem::new)
+            /// Its memory, mapped (the host told, so that it can give back this
+            /// process's permits), and its host.
+            async fn sem(&self) -> Result<(&SemMem, &multiproc_core::Identity), SyncError> {
+                let mem = self.mem()?;
+                Ok((mem.attached(SEM_MAGIC, SemMem::new).await?, &mem.addr.owner))
+            }
+
+            fn sem_blocking(&self) -> Result<(&SemMem, &multiproc_core::Identity), SyncError> {
+                let mem = self.mem()?;
+                Ok((mem.attached_blocking(SEM_MAGIC, SemMem::new)?, &mem.addr.owner))
+            }
+
+            /// Its address at its host; `None` for a far handle.
+            pub(super) fn addr(&self) -> Option<&super::Addr> {
+                match &self.side {
+                    Side::Here(mem) => Some(&mem.addr),
+                    Side::Far(_) => None,
+                }
+            }
+
+            /// `n` permits this process took for a far process are back, as a dead
+            /// holder's: that process exited, or its node was lost.
+            pub(super) async fn give_back(&self, n: u32) {
+                if let Ok((sem, owner)) = self.sem().await {
+                    let (sem, owner) = (sem.clone(), owner.clone());
+                    // Taking the state's lock word may wait for another process.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let me = shm::my_pid();
+                        sem.locked(&owner, |s| {
+                            let back = s.give_back(me, n);
+                            ((), back > 0)
+                        })
+                    })
+                    .await;
+                }
             }
 
             /// Acquires a permit (Python's `acquire(block, timeout)`): `Ok(false)`
@@ -73,8 +136,10 @@ macro_rules! shared_semaphore {
             /// holding permits since the last acquire; [`SyncError::OwnerGone`];
             /// [`SyncError::Forged`].
             pub async fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
-                let sem = self.sem().await?;
-                let owner = &self.mem.addr.owner;
+                if let Side::Far(far) = &self.side {
+                    return far.bool(FarOp::Acquire { block, timeout }).await;
+                }
+                let (sem, owner) = self.sem().await?;
                 park::acquire(
                     block,
                     || sem.acquire(Some(Duration::ZERO), owner),
@@ -89,8 +154,10 @@ macro_rules! shared_semaphore {
             ///
             /// As [`acquire`](Self::acquire).
             pub(crate) fn acquire_blocking(&self, block: bool, timeout: Option<Duration>) -> Result<bool, SyncError> {
-                let sem = self.sem_blocking()?;
-                let owner = &self.mem.addr.owner;
+                if let Side::Far(_) = &self.side {
+                    return crate::runtime::block_on(self.acquire(block, timeout));
+                }
+                let (sem, owner) = self.sem_blocking()?;
                 park::acquire_blocking(
                     block,
                     || sem.acquire(Some(Duration::ZERO), owner),
@@ -105,7 +172,11 @@ macro_rules! shared_semaphore {
             /// [`SyncError::Misuse`] past a bounded semaphore's value;
             /// [`SyncError::OwnerGone`].
             pub async fn release(&self) -> Result<(), SyncError> {
-                self.sem().await?.release(&self.mem.addr.owner)
+                if let Side::Far(far) = &self.side {
+                    return far.done(FarOp::Release).await;
+                }
+                let (sem, owner) = self.sem().await?;
+                sem.release(owner)
             }
 
             /// As [`release`](Self::release), from a thread that may block.
@@ -114,7 +185,11 @@ macro_rules! shared_semaphore {
             ///
             /// As [`release`](Self::release).
             pub(crate) fn release_blocking(&self) -> Result<(), SyncError> {
-                self.sem_blocking()?.release(&self.mem.addr.owner)
+                if let Side::Far(_) = &self.side {
+                    return crate::runtime::block_on(self.release());
+                }
+                let (sem, owner) = self.sem_blocking()?;
+                sem.release(owner)
             }
 
             /// Its value now (Python's `get_value`).
@@ -123,7 +198,11 @@ macro_rules! shared_semaphore {
             ///
             /// [`SyncError::OwnerGone`], [`SyncError::Forged`].
             pub async fn get_value(&self) -> Result<usize, SyncError> {
-                Ok(self.sem().await?.value(&self.mem.addr.owner)? as usize)
+                if let Side::Far(far) = &self.side {
+                    return far.count(FarOp::Value).await;
+                }
+                let (sem, owner) = self.sem().await?;
+                Ok(sem.value(owner)? as usize)
             }
 
             /// As [`get_value`](Self::get_value), from a thread that may block.
@@ -132,7 +211,11 @@ macro_rules! shared_semaphore {
             ///
             /// As [`get_value`](Self::get_value).
             pub(crate) fn get_value_blocking(&self) -> Result<usize, SyncError> {
-                Ok(self.sem_blocking()?.value(&self.mem.addr.owner)? as usize)
+                if let Side::Far(_) = &self.side {
+                    return crate::runtime::block_on(self.get_value());
+                }
+                let (sem, owner) = self.sem_blocking()?;
+                Ok(sem.value(owner)? as usize)
             }
 
             /// Acquires a permit for as long as the guard lives.

@@ -54,6 +54,13 @@ pub(crate) enum Op {
     Claim,
     /// The sender's last handle is gone.
     Detach,
+    /// The sender's threads `threads` died: stand-ins for processes on another node
+    /// that the sender (their root's gateway) ran a condition's or a barrier's
+    /// operations for. Their lock levels are freed and their waits forgotten, as a
+    /// dead process's.
+    HoldersGone {
+        threads: Vec<u64>,
+    },
     /// A far handle's operation (`far::FarCall`), on its way up to the node program
     /// that relays it to the root (`prim` and `secret` are 0).
     Far(#[serde(with = "serde_bytes")] Vec<u8>),

@@ -7,27 +7,20 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use multiproc_core::codec;
 use tokio::sync::watch;
 
-use super::wire::{FarCall, FarError, FarKey, FarOp, FarReply, FarValue, GatewayCall};
+use super::owner;
+pub(crate) use super::run::Obj;
+use super::run::{Hold, run};
+use super::wire::{FarCall, FarError, FarKey, FarReply, GatewayCall};
 use crate::remote::gateway::{Answering, GATEWAY_SERVICES, GatewayService};
-use crate::sync::refs::Addr;
 use crate::sync::wire::Op;
-use crate::sync::{Event, Lock, Queue, SyncError};
-
-/// A real handle the gateway runs operations on.
-#[derive(Debug, Clone)]
-pub(crate) enum Obj {
-    Lock(Lock),
-    Event(Event),
-    Queue(Queue<()>),
-}
 
 /// A primitive exported to one node (by its token there).
 struct Entry {
     obj: Obj,
     /// The placed processes it was exported with, still running.
     bindings: usize,
-    /// The far pid that holds it (a lock taken through the gateway).
-    held: Option<u32>,
+    /// What far processes hold of it, by pid (see `Obj::note`).
+    held: HashMap<u32, u32>,
     /// Turns true when the entry goes: the operations waiting on it stop.
     gone: watch::Sender<bool>,
 }
@@ -38,16 +31,6 @@ fn exports() -> MutexGuard<'static, HashMap<(FarKey, u64), Entry>> {
         .get_or_init(Mutex::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-}
-
-impl Obj {
-    fn addr(&self) -> Option<&Addr> {
-        match self {
-            Obj::Lock(l) => l.addr(),
-            Obj::Event(e) => e.addr(),
-            Obj::Queue(q) => q.addr(),
-        }
-    }
 }
 
 /// Takes back the credits that the local encoding of `objs` lent their hosts.
@@ -78,7 +61,7 @@ pub(crate) fn export(objs: Vec<(FarKey, Obj)>, token: u64) -> Exported {
             .or_insert_with(|| Entry {
                 obj,
                 bindings: 0,
-                held: None,
+                held: HashMap::new(),
                 gone: watch::channel(false).0,
             })
             .bindings += 1;
@@ -88,8 +71,8 @@ pub(crate) fn export(objs: Vec<(FarKey, Obj)>, token: u64) -> Exported {
 
 impl Exported {
     /// Keeps the export while the placed process (`pid` on its node) runs: when
-    /// `exit` resolves, frees a lock it held (all locks held there if its node went
-    /// down) and withdraws the export.
+    /// `exit` resolves, frees what it held (what every process there held if its
+    /// node went down) as a dead holder's, and withdraws the export.
     pub(crate) fn bind(
         mut self,
         pid: u32,
@@ -102,10 +85,21 @@ impl Exported {
         crate::runtime::handle().spawn(async move {
             let reason = crate::runtime::children::wait_exit(&mut exit).await;
             let node_down = matches!(reason, multiproc_core::ExitReason::NodeDown { .. });
-            for obj in withdraw(keys, token, |held| node_down || held == pid) {
-                if let Obj::Lock(lock) = obj {
-                    lock.holder_gone().await;
-                }
+            let stand_ins = owner::forget(token, (!node_down).then_some(pid));
+            // Told before their waits are dropped: a barrier breaks for a dead party.
+            let served: Vec<Obj> = {
+                let exports = exports();
+                keys.iter()
+                    .filter_map(|k| exports.get(&(k.clone(), token)))
+                    .map(|e| e.obj.clone())
+                    .filter(Obj::host_served)
+                    .collect()
+            };
+            for obj in served {
+                obj.gone(&stand_ins, 0).await;
+            }
+            for (obj, units) in withdraw(keys, token, |held| node_down || held == pid) {
+                obj.gone(&stand_ins, units).await;
             }
         });
     }
@@ -118,10 +112,11 @@ impl Drop for Exported {
     }
 }
 
-/// Withdraws one binding of each key; the primitives whose far holder `died` (by
-/// its pid) are returned, no longer held, for the caller to free.
-fn withdraw(keys: Vec<FarKey>, token: u64, died: impl Fn(u32) -> bool) -> Vec<Obj> {
-    let mut freed = Vec::new();
+/// Withdraws one binding of each key; returns each primitive with what the far
+/// processes that `died` (by pid) held of it, no longer counted, for the caller to
+/// free.
+fn withdraw(keys: Vec<FarKey>, token: u64, died: impl Fn(u32) -> bool) -> Vec<(Obj, u32)> {
+    let mut found = Vec::new();
     let mut exports = exports();
     for key in keys {
         let k = (key, token);
@@ -129,17 +124,22 @@ fn withdraw(keys: Vec<FarKey>, token: u64, died: impl Fn(u32) -> bool) -> Vec<Ob
             continue;
         };
         entry.bindings -= 1;
-        if entry.held.is_some_and(&died) {
-            entry.held = None;
-            freed.push(entry.obj.clone());
-        }
+        let mut units = 0;
+        entry.held.retain(|&pid, &mut n| {
+            let dead = died(pid);
+            if dead {
+                units += n;
+            }
+            !dead
+        });
+        found.push((entry.obj.clone(), units));
         if entry.bindings == 0
             && let Some(entry) = exports.remove(&k)
         {
             let _ = entry.gone.send(true);
         }
     }
-    freed
+    found
 }
 
 /// Runs a far operation that came from the node of `token`.
@@ -151,94 +151,29 @@ pub(crate) async fn serve(token: u64, call: &[u8]) -> FarReply {
         let entry = exports.get(&k).ok_or(FarError::NotExported)?;
         (entry.obj.clone(), entry.gone.subscribe())
     };
-    let op = run(&obj, call.op);
-    let value = tokio::select! {
-        v = op => v,
+    let me = owner::stand_in(token, call.pid, call.thread);
+    let (value, hold) = tokio::select! {
+        v = run(&obj, call.op, me) => v,
         _ = gone.wait_for(|g| *g) => return Err(FarError::NotExported),
     };
-    let took = matches!(
-        (&obj, &value),
-        (
-            Obj::Lock(_),
-            Ok(Took::Lock(true)) | Err(SyncError::OwnerDied)
-        )
-    );
-    let released = matches!((&obj, &value), (Obj::Lock(_), Ok(Took::Released)));
-    if took || released {
+    if hold != Hold::Same {
         let left = {
             let mut exports = exports();
             match exports.get_mut(&k) {
                 Some(entry) => {
-                    entry.held = took.then_some(call.pid);
+                    obj.note(&mut entry.held, call.pid, hold);
                     false
                 }
-                None => took,
+                None => hold == Hold::Took,
             }
         };
         if left {
             // The process left while it took the lock: it holds nothing.
-            if let Obj::Lock(lock) = &obj {
-                lock.holder_gone().await;
-            }
+            obj.gone(&[me], 1).await;
             return Err(FarError::NotExported);
         }
     }
-    value.map(Took::value).map_err(FarError::from)
-}
-
-/// An operation's outcome, before it travels.
-enum Took {
-    Lock(bool),
-    Released,
-    Value(FarValue),
-}
-
-impl Took {
-    fn value(self) -> FarValue {
-        match self {
-            Took::Lock(b) => FarValue::Bool(b),
-            Took::Released => FarValue::Done,
-            Took::Value(v) => v,
-        }
-    }
-}
-
-async fn run(obj: &Obj, op: FarOp) -> Result<Took, SyncError> {
-    let v = |v| Ok(Took::Value(v));
-    match (obj, op) {
-        (Obj::Lock(l), FarOp::Acquire { block, timeout }) => {
-            l.acquire(block, timeout).await.map(Took::Lock)
-        }
-        (Obj::Lock(l), FarOp::Release) => l.release().await.map(|()| Took::Released),
-        (Obj::Lock(l), FarOp::Locked) => v(FarValue::Bool(l.locked().await?)),
-        (Obj::Event(e), FarOp::Set) => e.set().await.map(|()| Took::Value(FarValue::Done)),
-        (Obj::Event(e), FarOp::Clear) => e.clear().await.map(|()| Took::Value(FarValue::Done)),
-        (Obj::Event(e), FarOp::IsSet) => v(FarValue::Bool(e.is_set().await?)),
-        (Obj::Event(e), FarOp::Wait { timeout }) => v(FarValue::Bool(e.wait(timeout).await?)),
-        (
-            Obj::Queue(q),
-            FarOp::Put {
-                item,
-                block,
-                timeout,
-            },
-        ) => q
-            .put_raw(&item, block, timeout)
-            .await
-            .map(|()| Took::Value(FarValue::Done)),
-        (Obj::Queue(q), FarOp::Get { block, timeout }) => {
-            v(FarValue::Item(q.get_raw(block, timeout).await?))
-        }
-        (Obj::Queue(q), FarOp::Size) => {
-            let (size, full) = q.size_raw().await?;
-            v(FarValue::Size { size, full })
-        }
-        (Obj::Queue(q), FarOp::TaskDone) => {
-            q.task_done().await.map(|()| Took::Value(FarValue::Done))
-        }
-        (Obj::Queue(q), FarOp::Join) => q.join().await.map(|()| Took::Value(FarValue::Done)),
-        _ => Err(SyncError::Forged),
-    }
+    value.map_err(FarError::from)
 }
 
 #[allow(

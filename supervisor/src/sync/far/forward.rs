@@ -39,6 +39,7 @@ impl Far {
         let call = FarCall {
             key: self.key.clone(),
             pid: crate::runtime::shm::my_pid(),
+            thread: crate::sync::thread_token(),
             op,
         };
         let call = codec::encode(&call).map_err(SyncError::Encode)?;
@@ -87,6 +88,25 @@ impl Far {
     pub(crate) async fn item(&self, op: FarOp) -> Result<Vec<u8>, SyncError> {
         match self.ask(op).await? {
             FarValue::Item(bytes) => Ok(bytes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn count(&self, op: FarOp) -> Result<usize, SyncError> {
+        match self.ask(op).await? {
+            FarValue::Count(n) => Ok(n),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A barrier's `(parties, n_waiting, broken)`.
+    pub(crate) async fn info(&self) -> Result<(usize, usize, bool), SyncError> {
+        match self.ask(FarOp::Info).await? {
+            FarValue::Info {
+                parties,
+                n_waiting,
+                broken,
+            } => Ok((parties, n_waiting, broken)),
             other => Err(unexpected(other)),
         }
     }

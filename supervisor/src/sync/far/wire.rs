@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use multiproc_core::queue::QueueError;
-use multiproc_core::sync::Misuse;
+use multiproc_core::sync::{BarrierBroken, Misuse};
 use multiproc_core::{Identity, NodeError};
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +57,17 @@ pub(crate) enum FarOp {
     Size,
     TaskDone,
     Join,
+    /// A semaphore's value.
+    Value,
+    Notify {
+        n: usize,
+    },
+    BarrierWait {
+        timeout: Option<Duration>,
+    },
+    Abort,
+    Reset,
+    Info,
 }
 
 /// What travels from a far handle to the gateway.
@@ -65,6 +76,9 @@ pub(crate) struct FarCall {
     pub(super) key: FarKey,
     /// The asking process's pid on its node: who holds a lock it takes.
     pub(super) pid: u32,
+    /// The asking thread there: who owns an `RLock` it takes, or waits on a
+    /// condition or barrier.
+    pub(super) thread: u64,
     pub(super) op: FarOp,
 }
 
@@ -73,7 +87,17 @@ pub(crate) enum FarValue {
     Bool(bool),
     Done,
     Item(#[serde(with = "serde_bytes")] Vec<u8>),
-    Size { size: usize, full: bool },
+    Size {
+        size: usize,
+        full: bool,
+    },
+    /// A semaphore's value, a barrier party's index.
+    Count(usize),
+    Info {
+        parties: usize,
+        n_waiting: usize,
+        broken: bool,
+    },
 }
 
 /// A far operation's failure, as it travels.
@@ -90,6 +114,7 @@ pub(crate) enum FarError {
         capacity: usize,
     },
     Forged,
+    Broken(BarrierBroken),
     /// The key was not exported to this node, or its process has exited.
     NotExported,
     NodeDown {
@@ -113,6 +138,7 @@ impl From<SyncError> for FarError {
             SyncError::OwnerGone(id) => FarError::OwnerGone(id),
             SyncError::TooLarge { len, capacity } => FarError::TooLarge { len, capacity },
             SyncError::Forged => FarError::Forged,
+            SyncError::BrokenBarrier(why) => FarError::Broken(why),
             SyncError::Node(NodeError::NodeDown { node, why }) => FarError::NodeDown { node, why },
             e => FarError::Failed(e.to_string()),
         }
@@ -130,6 +156,7 @@ impl From<FarError> for SyncError {
             FarError::OwnerGone(id) => SyncError::OwnerGone(id),
             FarError::TooLarge { len, capacity } => SyncError::TooLarge { len, capacity },
             FarError::Forged | FarError::NotExported => SyncError::Forged,
+            FarError::Broken(why) => SyncError::BrokenBarrier(why),
             FarError::NodeDown { node, why } => SyncError::Node(NodeError::NodeDown { node, why }),
             FarError::Failed(message) => SyncError::Node(NodeError::Remote {
                 node: "(the root)".to_string(),
