@@ -12,11 +12,14 @@ use std::time::Duration;
 
 use common::node::{COOKIE, TestNode};
 use common::{TestResult, trial};
+use multiproc::blocking::Lock;
 use multiproc::blocking::node;
+use multiproc::blocking::node::NodeError;
 use multiproc::blocking::{
     Barrier, BoundedSemaphore, Condition, Event, Process, Queue, RLock, Semaphore,
 };
-use multiproc::{BarrierBroken, ExitReason, Misuse, SyncError};
+use multiproc::{Actor, BarrierBroken, BoxError, CallError, ExitReason, Misuse, SyncError};
+use serde::{Deserialize, Serialize};
 
 type BoxResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -134,6 +137,44 @@ fn waits_for_ever(barrier: Barrier) -> BoxResult {
     Ok(())
 }
 
+/// An actor placed on a node that gets handles in its messages.
+struct Keeper;
+
+#[derive(Debug, Serialize, Deserialize)]
+enum KeeperMsg {
+    /// Puts twice the number in the queue.
+    Double(Queue<u64>, u64),
+    /// Takes the lock and keeps it; sets the event once it has it.
+    Take(Lock, Event),
+    /// A one-machine object: refused before it leaves.
+    Keep(multiproc::Value<u64>),
+}
+
+impl Actor for Keeper {
+    type Args = ();
+    type Msg = KeeperMsg;
+    type Reply = String;
+
+    async fn start((): ()) -> Result<Self, BoxError> {
+        Ok(Keeper)
+    }
+
+    async fn handle(&mut self, msg: KeeperMsg) -> String {
+        match msg {
+            KeeperMsg::Double(q, n) => {
+                format!("{:?}", q.as_async().put(&(2 * n), true, Some(SOON)).await)
+            }
+            KeeperMsg::Take(lock, taken) => {
+                let took = lock.as_async().acquire(true, Some(SOON)).await;
+                let said = taken.as_async().set().await;
+                format!("{took:?} {said:?}")
+            }
+            KeeperMsg::Keep(_) => "kept".to_string(),
+        }
+    }
+}
+
+multiproc::register_actor!(Keeper);
 multiproc::register!(holds_rlock);
 multiproc::register!(releases_an_rlock);
 multiproc::register!(takes_permits);
@@ -334,6 +375,38 @@ fn a_barrier_has_a_party_at_the_root_and_one_on_a_node() -> TestResult {
     Ok(())
 }
 
+fn handles_in_a_message_to_a_placed_actor_work_there() -> TestResult {
+    let n = TestNode::start("me", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let mut p = Process::actor::<Keeper>(()).on(&node);
+    p.start()?;
+    let keeper = p.actor_ref::<Keeper>();
+    let q = Queue::<u64>::new(0)?;
+    for x in [1, 2] {
+        check_eq!(keeper.call(KeeperMsg::Double(q.clone(), x))?, "Ok(())");
+        check_eq!(q.get(true, Some(SOON))?, 2 * x);
+    }
+    let (lock, taken) = (Lock::new()?, Event::new()?);
+    check_eq!(
+        keeper.call(KeeperMsg::Take(lock.clone(), taken.clone()))?,
+        "Ok(true) Ok(())"
+    );
+    check!(taken.is_set()?, "set from the node");
+    check!(!lock.acquire(false, None)?, "taken here while held there");
+    match keeper.call(KeeperMsg::Keep(multiproc::Value::new(1)?)) {
+        Err(CallError::Node(NodeError::NotAcrossNodes { what, .. })) => {
+            check!(what.contains("Value"), "{what}");
+        }
+        other => return Err(format!("expected NotAcrossNodes, got {other:?}").into()),
+    }
+    // The actor's process holds it: killed, it leaves it as a dead holder's.
+    p.kill()?;
+    check_eq!(p.join()?, ExitReason::Signaled(9));
+    expect_owner_died(lock.acquire(true, Some(SOON)))?;
+    lock.release()?;
+    Ok(())
+}
+
 fn main() {
     // Nodes and their processes come and go: bounded, whatever a regression does.
     common::cgroup::confine("cluster_toolbox");
@@ -354,6 +427,10 @@ fn main() {
         trial(
             "a_barrier_has_a_party_at_the_root_and_one_on_a_node",
             a_barrier_has_a_party_at_the_root_and_one_on_a_node,
+        ),
+        trial(
+            "handles_in_a_message_to_a_placed_actor_work_there",
+            handles_in_a_message_to_a_placed_actor_work_there,
         ),
     ]);
 }

@@ -82,7 +82,7 @@ pub(crate) async fn start(
             other => return Err(unexpected(&node, other)),
         };
         let (tx, rx) = watch::channel(None);
-        super::route::placed(&identity, &node, id);
+        super::route::placed(&identity, &node, id, pid, rx.clone());
         let dropped = Arc::new(AtomicBool::new(false));
         let (watcher, placed, record_dropped) =
             (node.clone(), identity.clone(), Arc::clone(&dropped));
@@ -124,6 +124,14 @@ pub(crate) async fn start(
 pub(crate) struct OnNode {
     pub(crate) node: String,
     pub(crate) id: u64,
+}
+
+/// The process at `on` if this process placed it: its node's token for this
+/// process, its pid there and its exit (what far handles in a message to it are
+/// bound to).
+pub(crate) fn placed_here(on: &OnNode) -> Option<(u64, u32, watch::Receiver<Option<ExitReason>>)> {
+    super::route::placed_from_here(&on.node, on.id)
+        .map(|(node, pid, exit)| (node.inner.token, pid, exit))
 }
 
 fn node_of(on: &OnNode) -> Result<Node, NodeError> {

@@ -14,16 +14,20 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use multiproc_core::wire::{BodyKind, EnvelopeRef};
-use multiproc_core::{Identity, NodeError, RemoteError, codec};
+use multiproc_core::{ExitReason, Identity, NodeError, RemoteError, codec};
+use tokio::sync::watch;
 
 use super::client::Node;
 use super::wire::{Answer, Request};
 use crate::runtime::router;
 
-/// A child of this process running on a node: the node, and its number there.
+/// A child of this process running on a node: the node, its number and pid there,
+/// and its exit.
 struct Child {
     node: Node,
     id: u64,
+    pid: u32,
+    exit: watch::Receiver<Option<ExitReason>>,
 }
 
 /// The children placed from here, by their number in this process.
@@ -46,12 +50,39 @@ fn relayed() -> MutexGuard<'static, HashMap<u64, (String, u64)>> {
 }
 
 /// Records that the process `identity` (a child of this process) runs on `node` as
-/// its number `id`.
-pub(crate) fn placed(identity: &Identity, node: &Node, id: u64) {
+/// its number `id`, with `pid` there, until `exit` says it ended.
+pub(crate) fn placed(
+    identity: &Identity,
+    node: &Node,
+    id: u64,
+    pid: u32,
+    exit: watch::Receiver<Option<ExitReason>>,
+) {
     if let Some(&n) = identity.path().last() {
         let node = node.clone();
-        children().insert(n, Child { node, id });
+        children().insert(
+            n,
+            Child {
+                node,
+                id,
+                pid,
+                exit,
+            },
+        );
     }
+}
+
+/// The process placed from here as number `id` on the node `node`: its node, its
+/// pid there and its exit. `None` if this process did not place it (another process
+/// of the tree holds the session), or it is gone.
+pub(crate) fn placed_from_here(
+    node: &str,
+    id: u64,
+) -> Option<(Node, u32, watch::Receiver<Option<ExitReason>>)> {
+    children()
+        .values()
+        .find(|c| c.id == id && c.node.name() == node)
+        .map(|c| (c.node.clone(), c.pid, c.exit.clone()))
 }
 
 /// Forgets the placed process `identity`: it has exited (later calls find no

@@ -49,19 +49,33 @@ pub(super) fn for_node<R>(f: impl FnOnce() -> R) -> R {
     out
 }
 
-/// Encodes a message for an actor placed on another node, refusing one that holds a
-/// handle to a one-machine object.
+/// Encodes a message for an actor this process placed on a node, refusing one that
+/// holds a handle to a one-machine object. A queue, lock, semaphore, condition,
+/// event or barrier in it is far there: exported to the node, bound to the actor's
+/// process (see `sync::far`).
 pub(super) fn remote_payload<M: Serialize>(msg: &M, on: &OnNode) -> Result<Vec<u8>, CallError> {
-    let (payload, handles) = crate::sync::handles_in(|| for_node(|| codec::encode(msg)));
-    if handles {
+    let Some((token, pid, exit)) = crate::remote::placed::placed_here(on) else {
+        // Gone: the node says so, unless the message could not have gone anyway.
+        let (payload, handles) = crate::sync::handles_in(|| for_node(|| codec::encode(msg)));
+        if handles {
+            return Err(not_across(on));
+        }
+        return payload.map_err(CallError::Encode);
+    };
+    let ((payload, one_machine), objs) = crate::sync::far::encode_far(|| {
+        crate::sync::handles_in(|| for_node(|| codec::encode(msg)))
+    });
+    if one_machine {
         return Err(not_across(on));
     }
-    payload.map_err(CallError::Encode)
+    let payload = payload.map_err(CallError::Encode)?;
+    crate::sync::far::export_to_running(objs, token, pid, exit);
+    Ok(payload)
 }
 
 pub(super) fn not_across(on: &OnNode) -> CallError {
     NodeError::NotAcrossNodes {
-        what: "a Queue, Lock, Event, Value, Array or SharedMemory handle in a message".to_string(),
+        what: "a Value, Array or SharedMemory handle in a message".to_string(),
         node: on.node.clone(),
     }
     .into()

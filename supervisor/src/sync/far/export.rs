@@ -69,6 +69,37 @@ pub(crate) fn export(objs: Vec<(FarKey, Obj)>, token: u64) -> Exported {
     Exported { keys, token }
 }
 
+/// The keys exported for a message to an actor placed on a node, by the node's
+/// token and the actor's pid there: bound once to the actor's exit, however many
+/// messages carry them.
+fn bound() -> MutexGuard<'static, std::collections::HashSet<(FarKey, u64, u32)>> {
+    static BOUND: OnceLock<Mutex<std::collections::HashSet<(FarKey, u64, u32)>>> = OnceLock::new();
+    BOUND
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// Exports `objs`, met in a message to the actor that runs as `pid` on the node of
+/// `token`, for as long as that process runs (until `exit` says it ended); the
+/// ones already exported to it stay as they are.
+pub(crate) fn export_to_running(
+    objs: Vec<(FarKey, Obj)>,
+    token: u64,
+    pid: u32,
+    exit: watch::Receiver<Option<multiproc_core::ExitReason>>,
+) {
+    let fresh: Vec<(FarKey, Obj)> = {
+        let mut bound = bound();
+        objs.into_iter()
+            .filter(|(k, _)| bound.insert((k.clone(), token, pid)))
+            .collect()
+    };
+    if !fresh.is_empty() {
+        export(fresh, token).bind(pid, exit);
+    }
+}
+
 impl Exported {
     /// Keeps the export while the placed process (`pid` on its node) runs: when
     /// `exit` resolves, frees what it held (what every process there held if its
@@ -98,6 +129,7 @@ impl Exported {
             for obj in served {
                 obj.gone(&stand_ins, 0).await;
             }
+            bound().retain(|(_, t, p)| !(*t == token && (node_down || *p == pid)));
             for (obj, units) in withdraw(keys, token, |held| node_down || held == pid) {
                 obj.gone(&stand_ins, units).await;
             }
