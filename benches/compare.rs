@@ -53,7 +53,7 @@ mod soak_child;
 #[path = "compare/stamp.rs"]
 mod stamp;
 
-use far::remote_lock_roundtrip;
+use far::{remote_lock_roundtrip, remote_rlock_roundtrip};
 use ipc::{call_roundtrip, call_roundtrip_1k, call_throughput, stream};
 use node::{node_down_detect, pool_map_2nodes, remote_call_roundtrip};
 use pool::{apply_async_latency, imap_unordered_chunk1, pool_map, pool_start, pool_worker_killed};
@@ -122,6 +122,7 @@ const SCENARIOS: &[&str] = &[
     "node_down_detect",
     "pool_map_2nodes",
     "remote_lock_roundtrip",
+    "remote_rlock_roundtrip",
 ];
 
 // ---------------------------------------------------------------------------------
@@ -299,6 +300,9 @@ fn main() -> Res {
     }
     if has("remote_lock_roundtrip") {
         timed("remote_lock_roundtrip", &remote_lock_roundtrip)?;
+    }
+    if has("remote_rlock_roundtrip") {
+        timed("remote_rlock_roundtrip", &remote_rlock_roundtrip)?;
     }
     for scenario in soak::SCENARIOS.into_iter().filter(|s| has(s)) {
         soak::run(scenario)?;

@@ -1,11 +1,12 @@
-//! `remote_lock_roundtrip`: an acquire and a release of a `Lock` from a process placed
-//! on a node on loopback (each one travels to the root's gateway and back), against
-//! the same pair from a local child (shared memory, no message).
+//! `remote_lock_roundtrip` (`remote_rlock_roundtrip`): an acquire and a release of a
+//! `Lock` (an `RLock`) from a process placed on a node on loopback (each one travels
+//! to the root's gateway and back), against the same pair from a local child (shared
+//! memory, no message).
 
 use std::time::{Duration, Instant};
 
 use multiproc::blocking::node::{self, Node, NodeConfig};
-use multiproc::blocking::{Connection, Lock, Process, Queue, pipe};
+use multiproc::blocking::{Connection, Lock, Process, Queue, RLock, pipe};
 
 use crate::{Better, ROUNDS, Res, STOP_TIMEOUT, Samples, Scenario};
 
@@ -51,7 +52,27 @@ fn lock_pairs(
     }
 }
 
-multiproc::register!(far_bench_node, lock_pairs);
+/// As `lock_pairs`, with an `RLock` (its far owner is a stand-in thread of the root).
+fn rlock_pairs(
+    lock: RLock,
+    asks: Queue<u64>,
+    figures: Queue<f64>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    loop {
+        let n = asks.get(true, None)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        for _ in 0..n {
+            lock.acquire(true, None)?;
+            lock.release()?;
+        }
+        figures.put(&(t0.elapsed().as_secs_f64() * 1e6 / n as f64), true, None)?;
+    }
+}
+
+multiproc::register!(far_bench_node, lock_pairs, rlock_pairs);
 
 /// A node process, child of the bench, killed when dropped.
 struct NodeProcess(Process);
@@ -81,10 +102,21 @@ struct Pairs {
     figures: Queue<f64>,
 }
 
+/// The lock a `Pairs` process takes.
+enum Either {
+    Lock(Lock),
+    RLock(RLock),
+}
+
 impl Pairs {
-    fn start(lock: &Lock, node: Option<&Node>) -> Res<Pairs> {
+    fn start(lock: &Either, node: Option<&Node>) -> Res<Pairs> {
         let (asks, figures) = (Queue::new(0)?, Queue::new(0)?);
-        let mut process = Process::new(lock_pairs, (lock.clone(), asks.clone(), figures.clone()));
+        let mut process = match lock {
+            Either::Lock(l) => Process::new(lock_pairs, (l.clone(), asks.clone(), figures.clone())),
+            Either::RLock(l) => {
+                Process::new(rlock_pairs, (l.clone(), asks.clone(), figures.clone()))
+            }
+        };
         if let Some(node) = node {
             process = process.on(node);
         }
@@ -110,10 +142,18 @@ impl Pairs {
 
 /// `remote_lock_roundtrip`.
 pub(crate) fn remote_lock_roundtrip() -> Res {
+    pairs_roundtrip("remote_lock_roundtrip", &Either::Lock(Lock::new()?))
+}
+
+/// `remote_rlock_roundtrip`.
+pub(crate) fn remote_rlock_roundtrip() -> Res {
+    pairs_roundtrip("remote_rlock_roundtrip", &Either::RLock(RLock::new()?))
+}
+
+fn pairs_roundtrip(name: &'static str, lock: &Either) -> Res {
     let (node_process, node) = start_node()?;
-    let lock = Lock::new()?;
-    let remote = Pairs::start(&lock, Some(&node))?;
-    let local = Pairs::start(&lock, None)?;
+    let remote = Pairs::start(lock, Some(&node))?;
+    let local = Pairs::start(lock, None)?;
     remote.round(WARMUP)?;
     local.round(WARMUP)?;
     let (mut far, mut near) = (Samples::default(), Samples::default());
@@ -125,7 +165,7 @@ pub(crate) fn remote_lock_roundtrip() -> Res {
     local.end()?;
     node_process.0.stop(STOP_TIMEOUT)?;
     Scenario {
-        name: "remote_lock_roundtrip",
+        name,
         unit: "us",
         better: Better::Lower,
     }

@@ -1,5 +1,5 @@
-//! Queues, locks and events used from another node, through the process that placed
-//! the user there.
+//! Queues, locks, semaphores, conditions, events and barriers used from another
+//! node, through the process that placed the user there.
 //!
 //! A process on a node shares no memory with the host of a primitive, so its handle
 //! is *far*: it names the primitive (`FarKey`) and every operation travels. The
@@ -21,13 +21,21 @@
 //!
 //! A lock taken by the gateway for a far process is held by the root in the lock's
 //! word. When the placed process exits holding it, or its node goes down, the
-//! gateway frees it as a dead holder's: the next acquirer gets `OwnerDied`. An
-//! operation waiting at the gateway when its process exits is cancelled (every
-//! wait here is cancel-safe). On the node, an operation in flight when the root is
-//! lost fails with `SyncError::Node(NodeError::NodeDown { .. })`.
+//! gateway frees it as a dead holder's: the next acquirer gets `OwnerDied`. What
+//! has an owner (an `RLock`, a condition's lock, a barrier's party) is owned by a
+//! far thread's *stand-in*, a thread number of the root that no real thread has
+//! (`owner`), freed the same way; a semaphore's permits a far process took come
+//! back. An operation waiting at the gateway when its process exits is cancelled
+//! (every wait here is cancel-safe). On the node, an operation in flight when the
+//! root is lost fails with `SyncError::Node(NodeError::NodeDown { .. })`.
+//!
+//! A message to an actor placed from here is encoded far as well, its handles
+//! exported to the actor's process (`export_to_running`).
 //!
 //! Here: `wire` (what travels), `encode` (a handle's two encodings), `forward` (the
-//! handle on a node, and its operations' way up) and `export` (the root's side).
+//! handle on a node, and its operations' way up), `export` (the root's side), `run`
+//! (each operation run there, and what a far process's end frees) and `owner` (far
+//! threads' stand-ins).
 
 mod encode;
 mod export;
