@@ -189,14 +189,17 @@ pub(crate) async fn serve(token: u64, call: &[u8]) -> FarReply {
         _ = gone.wait_for(|g| *g) => return Err(FarError::NotExported),
     };
     if hold != Hold::Same {
+        // Its process may have ended while this ran (its stand-ins are forgotten
+        // then), though another process of its node keeps the export.
+        let ended = !owner::stands_in(token, call.pid, call.thread, me);
         let left = {
             let mut exports = exports();
             match exports.get_mut(&k) {
-                Some(entry) => {
+                Some(entry) if !ended => {
                     obj.note(&mut entry.held, call.pid, hold);
                     false
                 }
-                None => hold == Hold::Took,
+                _ => hold == Hold::Took,
             }
         };
         if left {

@@ -41,3 +41,9 @@ pub(super) fn forget(token: u64, pid: Option<u32>) -> Vec<u32> {
     });
     gone
 }
+
+/// Whether `stand_in` still stands in for thread `thread` of process `pid` on the
+/// node of `token`: not if that process has ended since (its stand-ins forgotten).
+pub(super) fn stands_in(token: u64, pid: u32, thread: u64, stand_in: u32) -> bool {
+    stand_ins().get(&(token, pid, thread)) == Some(&stand_in)
+}
