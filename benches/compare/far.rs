@@ -142,15 +142,24 @@ impl Pairs {
 
 /// `remote_lock_roundtrip`.
 pub(crate) fn remote_lock_roundtrip() -> Res {
-    pairs_roundtrip("remote_lock_roundtrip", &Either::Lock(Lock::new()?))
+    pairs_roundtrip(
+        "remote_lock_roundtrip",
+        "local-lock",
+        &Either::Lock(Lock::new()?),
+    )
 }
 
 /// `remote_rlock_roundtrip`.
 pub(crate) fn remote_rlock_roundtrip() -> Res {
-    pairs_roundtrip("remote_rlock_roundtrip", &Either::RLock(RLock::new()?))
+    pairs_roundtrip(
+        "remote_rlock_roundtrip",
+        "local-rlock",
+        &Either::RLock(RLock::new()?),
+    )
 }
 
-fn pairs_roundtrip(name: &'static str, lock: &Either) -> Res {
+/// `name`: pairs from a node, against `reference`, the same pairs from a local child.
+fn pairs_roundtrip(name: &'static str, reference: &str, lock: &Either) -> Res {
     let (node_process, node) = start_node()?;
     let remote = Pairs::start(lock, Some(&node))?;
     let local = Pairs::start(lock, None)?;
@@ -169,6 +178,6 @@ fn pairs_roundtrip(name: &'static str, lock: &Either) -> Res {
         unit: "us",
         better: Better::Lower,
     }
-    .report("local-lock", &far, &near);
+    .report(reference, &far, &near);
     Ok(())
 }
