@@ -36,6 +36,7 @@
 //! the child's incarnation, so the actor alone decides whether it is still current.
 
 mod actor;
+mod away;
 mod child;
 mod child_ref;
 mod dynamic;

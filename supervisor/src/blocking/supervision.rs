@@ -92,6 +92,9 @@ impl SupervisorRef {
 face!(
     /// A stable handle to a supervised actor child, with blocking calls; see
     /// [`crate::SupervisedRef`].
+    ///
+    /// The async handle is what travels between processes:
+    /// `SupervisedRef::from(handle)` turns a received one into a blocking one.
     #[derive(Debug)]
     SupervisedRef<A>(crate::supervision::SupervisedRef<A>)
 );
@@ -118,6 +121,13 @@ impl<A: Actor> SupervisedRef<A> {
         ///
         /// As [`crate::SupervisedRef::try_call`].
         pub fn try_call(&self, msg: A::Msg) -> Result<A::Reply, CallError> => block;
+
+        /// Casts to the child's current process.
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::SupervisedRef::cast`].
+        pub fn cast(&self, msg: A::Msg) -> Result<(), CallError> => block;
     }
 }
 

@@ -7,8 +7,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::event::Hub;
 use super::message::Msg;
-use super::{AdminError, ChildCounts, ChildStatus, Events, SupervisedRef, SupervisorExit};
-use crate::process::actor::Actor;
+use super::{AdminError, ChildCounts, ChildStatus, Events, SupervisorExit};
 
 /// A running supervisor: its admin API, its events and its end.
 #[derive(Debug, Clone)]
@@ -38,7 +37,18 @@ pub(crate) fn running() -> Vec<SupervisorRef> {
     registry().clone()
 }
 
+/// The running supervisor of this process numbered `number`.
+pub(super) fn running_numbered(number: u64) -> Option<SupervisorRef> {
+    registry().iter().find(|s| s.number() == number).cloned()
+}
+
 impl SupervisorRef {
+    /// Its number among this process's actors: what a handle of one of its
+    /// children names it by in other processes (with a secret, `away`).
+    pub(super) fn number(&self) -> u64 {
+        self.cell.get_id().pid()
+    }
+
     /// What tells this supervisor from the others running in this process.
     #[cfg(feature = "observer")]
     pub(crate) fn key(&self) -> ractor::ActorId {
@@ -64,15 +74,6 @@ impl SupervisorRef {
     /// that comes after [`Supervisor::start`](crate::Supervisor::start).
     pub fn events_from_start(&self) -> Events {
         self.events.replay()
-    }
-
-    /// A stable handle to the actor child `id`, across its restarts.
-    pub fn child_ref<A: Actor>(&self, id: &str) -> SupervisedRef<A> {
-        SupervisedRef {
-            sup: self.clone(),
-            id: id.to_string(),
-            _actor: std::marker::PhantomData,
-        }
     }
 
     /// The children, in start order.

@@ -49,6 +49,11 @@ pub(super) fn for_node<R>(f: impl FnOnce() -> R) -> R {
     out
 }
 
+/// Whether this thread encodes a message for a node now.
+pub(super) fn encoding_for_node() -> bool {
+    FOR_NODE.get()
+}
+
 /// Encodes a message for an actor placed on another node, refusing one that holds a
 /// handle to a one-machine object.
 pub(super) fn remote_payload<M: Serialize>(msg: &M, on: &OnNode) -> Result<Vec<u8>, CallError> {

@@ -2,6 +2,9 @@
 //! processes placed there, and the gateway's service that runs their operations.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use multiproc_core::codec;
@@ -19,6 +22,23 @@ pub(crate) enum Obj {
     Lock(Lock),
     Event(Event),
     Queue(Queue<()>),
+    /// A supervisor's children's addresses, asked through `FarOp::Resolve`.
+    Resolver(Resolver),
+}
+
+/// Answers, for a supervisor of this tree, what address its child has now (encoded
+/// by the supervisor's side, which the primitives do not name).
+#[derive(Clone)]
+pub(crate) struct Resolver(pub(crate) Arc<ResolveFn>);
+
+/// A resolver's function: (child, wait) → the encoded answer.
+pub(crate) type ResolveFn =
+    dyn Fn(String, bool) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send>> + Send + Sync;
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver").finish_non_exhaustive()
+    }
 }
 
 /// A primitive exported to one node (by its token there).
@@ -46,6 +66,7 @@ impl Obj {
             Obj::Lock(l) => l.addr(),
             Obj::Event(e) => e.addr(),
             Obj::Queue(q) => q.addr(),
+            Obj::Resolver(_) => None,
         }
     }
 }
@@ -237,6 +258,9 @@ async fn run(obj: &Obj, op: FarOp) -> Result<Took, SyncError> {
             q.task_done().await.map(|()| Took::Value(FarValue::Done))
         }
         (Obj::Queue(q), FarOp::Join) => q.join().await.map(|()| Took::Value(FarValue::Done)),
+        (Obj::Resolver(r), FarOp::Resolve { child, wait }) => {
+            v(FarValue::Item((r.0)(child, wait).await))
+        }
         _ => Err(SyncError::Forged),
     }
 }
