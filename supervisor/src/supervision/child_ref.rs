@@ -35,11 +35,19 @@ const MAX_TRIES: u32 = 5;
 /// restart reaches the new incarnation; when the address it got has no process any
 /// more (the child was restarted meanwhile), the message reached nobody, and it asks
 /// again and sends it there.
-#[derive(Debug)]
 pub struct SupervisedRef<A> {
     sup: Sup,
     id: String,
     _actor: PhantomData<fn() -> A>,
+}
+
+impl<A> std::fmt::Debug for SupervisedRef<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisedRef")
+            .field("sup", &self.sup)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<A> Clone for SupervisedRef<A> {
