@@ -141,6 +141,10 @@ impl<A> fmt::Debug for ActorRef<A> {
     }
 }
 
+/// A call sent: the wait for its answer.
+pub(crate) type SentCall<A> =
+    Pin<Box<dyn Future<Output = Result<<A as Actor>::Reply, CallError>> + Send>>;
+
 /// The least a caller spins for its reply (unless its calls are long): a round trip
 /// takes about 1.5 µs when both ends run, and a sleep and a wake-up 20–50 µs on these
 /// VMs, so a hiccup of a few microseconds on the other side must not cost one.
@@ -314,10 +318,7 @@ impl<A: Actor> ActorRef<A> {
     /// A call of `msg`, sent now (the message is only borrowed, for a caller that
     /// may send it again: a supervised child's handle, when the address had no
     /// process); the future waits for its answer.
-    pub(crate) fn call_sent(
-        &self,
-        msg: &A::Msg,
-    ) -> Result<Pin<Box<dyn Future<Output = Result<A::Reply, CallError>> + Send>>, CallError> {
+    pub(crate) fn call_sent(&self, msg: &A::Msg) -> Result<SentCall<A>, CallError> {
         self.check_here()?;
         if self.reach == Reach::ByRoot {
             let payload = far::payload(msg)?;
