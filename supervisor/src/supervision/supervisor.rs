@@ -11,6 +11,7 @@ use super::event::Hub;
 use super::slot::Slot;
 use super::state::State;
 use super::{AdminError, Events, SupervisorExit, SupervisorRef};
+use crate::node::Node;
 use crate::runtime;
 use crate::runtime::error::Error;
 
@@ -20,12 +21,14 @@ static NEXT_NAME: AtomicU64 = AtomicU64::new(1);
 /// A supervisor being set up: flags and children, then [`start`](Supervisor::start).
 #[derive(Debug)]
 pub struct Supervisor {
-    flags: SupervisorFlags,
-    children: Vec<ChildSpec>,
-    events: Hub,
-    done: watch::Sender<Option<SupervisorExit>>,
-    max_children: Option<usize>,
-    name: String,
+    pub(super) flags: SupervisorFlags,
+    pub(super) children: Vec<ChildSpec>,
+    pub(super) events: Hub,
+    pub(super) done: watch::Sender<Option<SupervisorExit>>,
+    pub(super) max_children: Option<usize>,
+    pub(super) name: String,
+    /// The node its own actor is to run on; `None` for this process.
+    pub(super) node: Option<Node>,
 }
 
 impl Supervisor {
@@ -38,6 +41,7 @@ impl Supervisor {
             events: Hub::new(done.subscribe()),
             done,
             max_children: None,
+            node: None,
             name: format!("Supervisor-{}", NEXT_NAME.fetch_add(1, Ordering::Relaxed)),
         }
     }
@@ -53,6 +57,21 @@ impl Supervisor {
     /// Refuses `start_child` beyond `max` children (running or restarting).
     pub fn max_children(mut self, max: usize) -> Supervisor {
         self.max_children = Some(max);
+        self
+    }
+
+    /// Runs the supervisor itself on `node`: [`start`](Supervisor::start) places a
+    /// process there that hosts it, and its children are that process's children,
+    /// so their restarts happen there, whatever the link to this process does. The
+    /// returned [`SupervisorRef`] works as a local one's, each request a call to the
+    /// node (see the book's *Distribution* chapter for what differs).
+    ///
+    /// Child specs travel by their registered entry and encoded arguments: one whose
+    /// arguments hold a handle of this host (a `Queue`, `Lock`, `Value`, an
+    /// `ActorRef`, …) or that is itself placed ([`ChildSpec::on`]) is refused with
+    /// [`NodeError::NotAcrossNodes`](multiproc_core::NodeError::NotAcrossNodes).
+    pub fn on(mut self, node: &Node) -> Supervisor {
+        self.node = Some(node.clone());
         self
     }
 
@@ -87,9 +106,9 @@ impl Supervisor {
             exit = sup.join() => exit,
         };
         match exit {
-            SupervisorExit::IntensityExceeded | SupervisorExit::Escalated { .. } => {
-                Err(AdminError::Escalated(exit))
-            }
+            SupervisorExit::IntensityExceeded
+            | SupervisorExit::Escalated { .. }
+            | SupervisorExit::Lost { .. } => Err(AdminError::Escalated(exit)),
             SupervisorExit::Shutdown | SupervisorExit::AutoShutdown => Ok(()),
         }
     }
@@ -103,7 +122,10 @@ impl Supervisor {
     /// fails to start, after the ones already started were stopped in reverse order
     /// (with [`Error::Exhausted`] as its source when the system had no room for it,
     /// naming the limit).
-    pub async fn start(self) -> Result<SupervisorRef, AdminError> {
+    pub async fn start(mut self) -> Result<SupervisorRef, AdminError> {
+        if let Some(node) = self.node.take() {
+            return super::placed::start(self, node).await;
+        }
         self.flags.validate(&self.children)?;
         // The runtime is where every child would start: without it, the first one
         // cannot.
@@ -122,6 +144,7 @@ impl Supervisor {
             done,
             max_children,
             name,
+            node: _,
         } = self;
         runtime::run(async move {
             let mut state = State {
@@ -152,7 +175,11 @@ impl Supervisor {
                         std::io::Error::other(e.to_string()),
                     ),
                 })?;
-            let sup = SupervisorRef { cell, events, done };
+            let sup = SupervisorRef {
+                to: super::handle::To::Local(cell),
+                events,
+                done,
+            };
             super::handle::note_running(&sup);
             Ok(sup)
         })
