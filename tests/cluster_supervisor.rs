@@ -12,8 +12,8 @@ use common::{TestResult, trial};
 use multiproc::blocking::node::{self, NodeError};
 use multiproc::blocking::{Connection, DynamicSupervisor, Events, Process, SupervisorRef, pipe};
 use multiproc::{
-    AdminError, CallError, ChildState, ExitReason, RestartIntensity, Supervisor, SupervisorEvent,
-    SupervisorExit, SupervisorFlags, function_child,
+    AdminError, CallError, ChildKind, ChildState, ExitReason, RestartIntensity, RestartPlacement,
+    Supervisor, SupervisorEvent, SupervisorExit, SupervisorFlags, function_child,
 };
 
 /// How long any one event may take to come.
@@ -54,7 +54,19 @@ fn root_with_a_supervisor_there(
     }
 }
 
-multiproc::register!(waits_for_stop, fails_at_once, takes_value_and_waits);
+/// A supervisor as the work of its process, with one child: a subtree, wherever that
+/// process runs.
+fn subtree() -> Result<(), Box<dyn std::error::Error>> {
+    let sup = Supervisor::new(flags()).child(function_child("leaf", waits_for_stop, ())?);
+    Ok(multiproc::blocking::run_supervisor(sup)?)
+}
+
+multiproc::register!(
+    waits_for_stop,
+    fails_at_once,
+    takes_value_and_waits,
+    subtree
+);
 multiproc::register!(root_with_a_supervisor_there);
 
 // ---- helpers ----
@@ -358,6 +370,41 @@ fn a_lost_roots_supervisor_is_stopped_with_its_children() -> TestResult {
     Ok(())
 }
 
+/// A subtree placed as a supervisor child of a supervisor here: its node's death is
+/// its exit, and the supervisor here starts it again on a live node.
+fn a_subtree_on_a_dead_node_is_restarted_on_a_live_one() -> TestResult {
+    let a = TestNode::start("sup-f", COOKIE, None, Duration::from_secs(5));
+    let b = TestNode::start("sup-g", COOKIE, None, Duration::from_secs(5));
+    let node_a = node::connect(&a.addr, COOKIE)?;
+    let _node_b = node::connect(&b.addr, COOKIE)?;
+    let mut spec = function_child("subtree", subtree, ())?
+        .on(&node_a)
+        .restart_on(RestartPlacement::AnyLiveNode);
+    spec.kind = ChildKind::Supervisor;
+    let sup = Supervisor::new(flags()).child(spec);
+    let mut events = Events::from(sup.events());
+    let sup = SupervisorRef::start(sup)?;
+    check_eq!(child(&sup, "subtree")?.0, Some("sup-f".to_string()));
+    a.process.kill()?;
+    let exit = wait_for(&mut events, |e| match e {
+        SupervisorEvent::ChildExited { id, reason } if id == "subtree" => Some(reason),
+        _ => None,
+    })?;
+    check_eq!(
+        exit,
+        ExitReason::NodeDown {
+            node: "sup-f".to_string()
+        }
+    );
+    let moved = wait_for(&mut events, |e| match e {
+        SupervisorEvent::Restarted { id, node, .. } if id == "subtree" => Some(node),
+        _ => None,
+    })?;
+    check_eq!(moved, Some("sup-g".to_string()));
+    check_eq!(sup.shutdown(), SupervisorExit::Shutdown);
+    Ok(())
+}
+
 /// An actor type, only for the type of a stable handle.
 struct Counter;
 
@@ -395,6 +442,10 @@ fn main() {
         trial(
             "what_cannot_travel_is_refused",
             what_cannot_travel_is_refused,
+        ),
+        trial(
+            "a_subtree_on_a_dead_node_is_restarted_on_a_live_one",
+            a_subtree_on_a_dead_node_is_restarted_on_a_live_one,
         ),
         trial(
             "a_lost_roots_supervisor_is_stopped_with_its_children",

@@ -14,6 +14,10 @@ use super::{AdminError, ChildCounts, ChildStatus, Events, SupervisedRef, Supervi
 use crate::process::actor::Actor;
 
 /// A running supervisor: its admin API, its events and its end.
+///
+/// The supervisor runs in this process, or on a node ([`Supervisor::on`](crate::Supervisor::on)):
+/// there, each request is a call to the node, and one that cannot reach it fails with
+/// [`AdminError::Node`] (`NodeDown` once the node is lost).
 #[derive(Debug, Clone)]
 pub struct SupervisorRef {
     pub(super) to: To,
@@ -111,7 +115,8 @@ impl SupervisorRef {
     ///
     /// # Errors
     ///
-    /// [`AdminError::Gone`] once the supervisor has ended.
+    /// [`AdminError::Gone`] once the supervisor has ended; [`AdminError::Node`] for one on
+    /// a node that cannot be reached.
     pub async fn which_children(&self) -> Result<Vec<ChildStatus>, AdminError> {
         match self.local() {
             Ok(cell) => ask(cell, Msg::Which).await,
@@ -123,7 +128,8 @@ impl SupervisorRef {
     ///
     /// # Errors
     ///
-    /// [`AdminError::Gone`] once the supervisor has ended.
+    /// [`AdminError::Gone`] once the supervisor has ended; [`AdminError::Node`] for one on
+    /// a node that cannot be reached.
     pub async fn count_children(&self) -> Result<ChildCounts, AdminError> {
         match self.local() {
             Ok(cell) => ask(cell, Msg::Count).await,
@@ -136,7 +142,8 @@ impl SupervisorRef {
     /// # Errors
     ///
     /// [`AdminError::AlreadyStarted`], [`AdminError::AlreadyPresent`],
-    /// [`AdminError::Invalid`], [`AdminError::Start`], [`AdminError::Gone`].
+    /// [`AdminError::Invalid`], [`AdminError::Start`] (with `NotAcrossNodes` for a spec
+    /// that cannot go to the supervisor's node), [`AdminError::Gone`], [`AdminError::Node`].
     pub async fn start_child(&self, spec: ChildSpec) -> Result<(), AdminError> {
         match self.local() {
             Ok(cell) => ask(cell, |tx| Msg::StartChild(spec, tx)).await?,

@@ -1,20 +1,17 @@
-//! A supervisor whose own actor runs on a node ([`Supervisor::on`]): the placing
-//! side. The supervisor runs there in a placed process (`hosted.rs`); here its
-//! [`SupervisorRef`] calls that process's actor, a task brings its events back into
-//! the same [`Hub`] a local supervisor feeds, and its end is the supervisor's
-//! `ShutDown` event, or else the end of that process.
+//! A supervisor whose own actor runs on a node (`Supervisor::on`): the placing side.
+//! The supervisor runs there in a placed process (`hosted.rs`); here its
+//! `SupervisorRef` calls that process's actor, a task brings its events back into the
+//! same [`Hub`] a local supervisor feeds, and its end is the supervisor's `ShutDown`
+//! event, or else the end of that process.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use multiproc_core::{ChildSpec, ExitReason, NodeError};
+use multiproc_core::{ChildSpec, ExitReason, NodeError, SupervisorFlags};
 use tokio::sync::watch;
 
 use super::event::Hub;
-use super::handle::To;
 use super::hosted::{Admin, HOSTED_ENTRY, Hosted, Reply, Request, Setup};
 use super::{AdminError, ChildCounts, ChildStatus, SupervisorEvent, SupervisorExit};
-use super::{Supervisor, SupervisorRef};
 use crate::node::Node;
 use crate::process::Process;
 use crate::process::actor::ActorRef;
@@ -128,18 +125,17 @@ pub(super) fn travels(spec: &ChildSpec, node: &str) -> Result<(), AdminError> {
     })
 }
 
-/// Starts `sup` on `node`: its process is placed there and its children started by
-/// it, then the handle is returned.
-pub(super) async fn start(sup: Supervisor, node: Node) -> Result<SupervisorRef, AdminError> {
-    let Supervisor {
-        flags,
-        children,
-        events,
-        done,
-        max_children,
-        name,
-        node: _,
-    } = sup;
+/// Starts a supervisor with these settings on `node`: its process is placed there
+/// and starts the children; `events` and `done` are then fed from there.
+pub(super) async fn start(
+    node: &Node,
+    flags: SupervisorFlags,
+    children: Vec<ChildSpec>,
+    max_children: Option<usize>,
+    name: String,
+    events: Hub,
+    done: watch::Sender<Option<SupervisorExit>>,
+) -> Result<Placed, AdminError> {
     flags.validate(&children)?;
     for c in &children {
         travels(c, node.name())?;
@@ -164,21 +160,16 @@ pub(super) async fn start(sup: Supervisor, node: Node) -> Result<SupervisorRef, 
         events: queue.clone(),
     };
     let entry = registry::by_name(HOSTED_ENTRY).expect("the hosted supervisor is a built-in");
-    let mut process = Process::with_entry(entry, &setup).on(&node);
+    let mut process = Process::with_entry(entry, &setup).on(node);
+    let node = node.name().to_string();
     runtime::run(async move {
         process
             .start()
             .await
             .map_err(|source| AdminError::Start { id: first, source })?;
         let actor = process.actor_ref::<Hosted>();
-        let node = node.name().to_string();
-        let ended = done.subscribe();
-        runtime::handle().spawn(pump(process, queue, events.clone(), done, node.clone()));
-        Ok(SupervisorRef {
-            to: To::Placed(Arc::new(Placed { actor, node })),
-            events,
-            done: ended,
-        })
+        runtime::handle().spawn(pump(process, queue, events, done, node.clone()));
+        Ok(Placed { actor, node })
     })
     .await
 }

@@ -21,14 +21,14 @@ static NEXT_NAME: AtomicU64 = AtomicU64::new(1);
 /// A supervisor being set up: flags and children, then [`start`](Supervisor::start).
 #[derive(Debug)]
 pub struct Supervisor {
-    pub(super) flags: SupervisorFlags,
-    pub(super) children: Vec<ChildSpec>,
-    pub(super) events: Hub,
-    pub(super) done: watch::Sender<Option<SupervisorExit>>,
-    pub(super) max_children: Option<usize>,
-    pub(super) name: String,
+    flags: SupervisorFlags,
+    children: Vec<ChildSpec>,
+    events: Hub,
+    done: watch::Sender<Option<SupervisorExit>>,
+    max_children: Option<usize>,
+    name: String,
     /// The node its own actor is to run on; `None` for this process.
-    pub(super) node: Option<Node>,
+    node: Option<Node>,
 }
 
 impl Supervisor {
@@ -124,7 +124,31 @@ impl Supervisor {
     /// naming the limit).
     pub async fn start(mut self) -> Result<SupervisorRef, AdminError> {
         if let Some(node) = self.node.take() {
-            return super::placed::start(self, node).await;
+            let Supervisor {
+                flags,
+                children,
+                events,
+                done,
+                max_children,
+                name,
+                node: _,
+            } = self;
+            let ended = done.subscribe();
+            let placed = super::placed::start(
+                &node,
+                flags,
+                children,
+                max_children,
+                name,
+                events.clone(),
+                done,
+            )
+            .await?;
+            return Ok(SupervisorRef {
+                to: super::handle::To::Placed(std::sync::Arc::new(placed)),
+                events,
+                done: ended,
+            });
         }
         self.flags.validate(&self.children)?;
         // The runtime is where every child would start: without it, the first one
