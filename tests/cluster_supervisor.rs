@@ -173,6 +173,25 @@ fn a_dynamic_supervisor_runs_on_a_node_and_restarts_there() -> TestResult {
     check_eq!(restarted.pid, Some(new_pid));
     check_eq!(restarted.last_exit, Some(ExitReason::Signaled(9)));
 
+    // The admin requests, each a call to the node.
+    let state = |id: &str| -> Result<ChildState, String> {
+        let children = sup.which_children().map_err(|e| e.to_string())?;
+        let c = children.iter().find(|c| c.id == id).ok_or("no child")?;
+        Ok(c.state)
+    };
+    sup.terminate_child(&first)?;
+    check_eq!(state(&first)?, ChildState::Stopped);
+    check!(
+        common::wait_gone(new_pid, Duration::from_secs(10)),
+        "a terminated child's process is gone"
+    );
+    sup.restart_child(&first)?;
+    check_eq!(state(&first)?, ChildState::Running);
+    match sup.delete_child(&first) {
+        Err(AdminError::Running(id)) => check_eq!(id, first),
+        other => return Err(format!("expected Running, got {other:?}").into()),
+    }
+    let (_, new_pid) = child(&sup, &first)?;
     dynamic.terminate_child(&second)?;
     check_eq!(sup.which_children()?.len(), 1);
     match sup.terminate_child("nobody") {
@@ -280,6 +299,19 @@ fn a_killed_node_ends_its_supervisor_node_down() -> TestResult {
         common::wait_gone(pid, Duration::from_secs(10)),
         "the child is gone with its node"
     );
+    // A supervisor is not started on a node known to be down.
+    match DynamicSupervisor::start_on(
+        &node,
+        flags(),
+        function_child("job", waits_for_stop, ())?,
+        None,
+    ) {
+        Err(AdminError::Start {
+            source: multiproc::Error::Node(NodeError::NodeDown { .. }),
+            ..
+        }) => {}
+        other => return Err(format!("expected NodeDown, got {other:?}").into()),
+    }
     Ok(())
 }
 
