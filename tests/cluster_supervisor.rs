@@ -67,7 +67,23 @@ multiproc::register!(
     takes_value_and_waits,
     subtree
 );
-multiproc::register!(root_with_a_supervisor_there);
+/// A root of its own: starts a dynamic supervisor with one child on the node at
+/// `addr`, sends the child's pid up, and returns, so that its exit finishes it.
+fn root_that_returns(addr: String, mut up: Connection) -> Result<(), Box<dyn std::error::Error>> {
+    let node = node::connect(&addr, COOKIE)?;
+    let dynamic = DynamicSupervisor::start_on(
+        &node,
+        flags(),
+        function_child("job", waits_for_stop, ())?,
+        None,
+    )?;
+    let id = dynamic.start_child(&())?;
+    let (_, pid) = child(&dynamic.supervisor(), &id)?;
+    up.send(&pid)?;
+    Ok(())
+}
+
+multiproc::register!(root_with_a_supervisor_there, root_that_returns);
 
 // ---- helpers ----
 
@@ -402,6 +418,26 @@ fn a_lost_roots_supervisor_is_stopped_with_its_children() -> TestResult {
     Ok(())
 }
 
+/// A root that exits stops its supervisor on a node, children first, at once (not
+/// after the node's grace period, a minute here).
+fn a_roots_exit_stops_its_supervisor_on_a_node() -> TestResult {
+    let n = TestNode::start("sup-h", COOKIE, None, Duration::from_secs(60));
+    let (mut ours, theirs) = pipe(true)?;
+    let mut root = Process::new(root_that_returns, (n.addr.clone(), theirs));
+    root.start()?;
+    check!(
+        ours.poll(Some(Duration::from_secs(20)))?,
+        "the root reports its supervisor's child"
+    );
+    let pid: u32 = ours.recv()?;
+    check_eq!(root.join()?, ExitReason::Normal);
+    check!(
+        common::wait_gone(pid, Duration::from_secs(10)),
+        "the child of an exited root's supervisor is gone"
+    );
+    Ok(())
+}
+
 /// A subtree placed as a supervisor child of a supervisor here: its node's death is
 /// its exit, and the supervisor here starts it again on a live node.
 fn a_subtree_on_a_dead_node_is_restarted_on_a_live_one() -> TestResult {
@@ -478,6 +514,10 @@ fn main() {
         trial(
             "a_subtree_on_a_dead_node_is_restarted_on_a_live_one",
             a_subtree_on_a_dead_node_is_restarted_on_a_live_one,
+        ),
+        trial(
+            "a_roots_exit_stops_its_supervisor_on_a_node",
+            a_roots_exit_stops_its_supervisor_on_a_node,
         ),
         trial(
             "a_lost_roots_supervisor_is_stopped_with_its_children",
