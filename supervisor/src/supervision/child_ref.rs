@@ -39,14 +39,23 @@ impl<A: Actor> SupervisedRef<A> {
     async fn current(&self, wait: bool) -> Result<crate::process::actor::ActorRef<A>, CallError> {
         let (tx, rx) = oneshot::channel();
         let gone = || CallError::NotRunning(self.id.clone(), "its supervisor ended".into());
-        self.sup
-            .cell
-            .cast(Msg::Resolve {
-                id: self.id.clone(),
-                wait,
-                reply: tx,
+        // The child's address is one of the node's tree, which this process cannot
+        // reach by it.
+        let cell = self.sup.local().map_err(|placed| {
+            CallError::Node(multiproc_core::NodeError::NotAcrossNodes {
+                what: format!(
+                    "a SupervisedRef to the child {} of a supervisor running on a node",
+                    self.id
+                ),
+                node: placed.node().to_string(),
             })
-            .map_err(|_| gone())?;
+        })?;
+        cell.cast(Msg::Resolve {
+            id: self.id.clone(),
+            wait,
+            reply: tx,
+        })
+        .map_err(|_| gone())?;
         let identity = rx.await.map_err(|_| gone())??;
         Ok(crate::process::actor::ActorRef::at(identity))
     }
