@@ -64,6 +64,30 @@ fn root_main(addr: String, mut up: Connection) -> Result<(), Box<dyn std::error:
     }
 }
 
+/// Runs until the connection it makes to `addr` is closed.
+fn reads_until_closed(addr: String) {
+    use std::io::Read;
+    if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+        let _ = s.read(&mut [0u8; 1]);
+    }
+}
+
+/// A root of its own: places a daemon and a process it must join on the node at
+/// `addr`, sends up their pids, and returns, so that its exit finishes them.
+fn root_places_and_returns(
+    addr: String,
+    listen: String,
+    mut up: Connection,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let node = node::connect(&addr, COOKIE)?;
+    let mut daemon = Process::new(waits_for_stop, ()).daemon(true).on(&node);
+    daemon.start()?;
+    let mut joined = Process::new(reads_until_closed, listen).on(&node);
+    joined.start()?;
+    up.send(&(daemon.pid(), joined.pid()))?;
+    Ok(())
+}
+
 /// An actor placed on nodes.
 struct Counter(i64);
 
@@ -107,6 +131,7 @@ multiproc::register!(waits_for_stop);
 multiproc::register!(takes_connection);
 multiproc::register!(takes_value);
 multiproc::register!(root_main);
+multiproc::register!(root_places_and_returns, reads_until_closed);
 
 // ---- tests ----
 
@@ -297,6 +322,43 @@ fn a_lost_roots_processes_are_stopped_after_grace() -> TestResult {
     check!(
         common::wait_gone(pid, Duration::from_secs(10)),
         "the remote process of a dead root is gone"
+    );
+    Ok(())
+}
+
+/// A root's exit does to what it placed what it does to its local children:
+/// daemons are stopped, the others joined; not left to the node's grace period.
+fn a_roots_exit_finishes_what_it_placed() -> TestResult {
+    // A grace far longer than the test's waits: only the root's exit can end them.
+    let n = TestNode::start("rho", COOKIE, None, Duration::from_secs(600));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let listen = listener.local_addr()?.to_string();
+    let (mut ours, theirs) = pipe(true)?;
+    let mut root = Process::new(root_places_and_returns, (n.addr.clone(), listen, theirs));
+    root.start()?;
+    check!(
+        ours.poll(Some(Duration::from_secs(10)))?,
+        "the root reports its processes"
+    );
+    let (daemon, joined): (Option<u32>, Option<u32>) = ours.recv()?;
+    let (daemon, joined) = (daemon.ok_or("a pid")?, joined.ok_or("a pid")?);
+    let (conn, _) = listener.accept()?;
+    check!(
+        common::wait_gone(daemon, Duration::from_secs(10)),
+        "the root's exit stopped its placed daemon"
+    );
+    check!(
+        root.is_alive(),
+        "the root's exit waits for the placed process it must join"
+    );
+    drop(conn);
+    check_eq!(
+        root.join_timeout(Duration::from_secs(30))?,
+        Some(ExitReason::Normal)
+    );
+    check!(
+        common::wait_gone(joined, Duration::from_secs(10)),
+        "the joined process has exited"
     );
     Ok(())
 }
@@ -819,6 +881,10 @@ fn main() {
             a_same_node_restart_fails_while_its_node_is_down,
         ),
         trial("remote_actor_call", remote_actor_call),
+        trial(
+            "a_roots_exit_finishes_what_it_placed",
+            a_roots_exit_finishes_what_it_placed,
+        ),
         trial("node_mode_by_the_environment", node_mode_by_the_environment),
         trial(
             "node_mode_with_bad_settings_says_why",

@@ -28,6 +28,11 @@ impl SupervisorRef {
         block_on(supervisor.start()).map(SupervisorRef)
     }
 
+    /// The node its own actor runs on; see [`crate::SupervisorRef::node`].
+    pub fn node(&self) -> Option<&str> {
+        self.0.node()
+    }
+
     mirror! {
         /// The children; see [`crate::SupervisorRef::which_children`].
         ///
@@ -207,6 +212,27 @@ impl DynamicSupervisor {
         max_children: Option<usize>,
     ) -> Result<DynamicSupervisor, AdminError> {
         block_on(crate::supervision::DynamicSupervisor::start(
+            flags,
+            template,
+            max_children,
+        ))
+        .map(DynamicSupervisor)
+    }
+
+    /// Starts it with its own actor on `node`; see
+    /// [`crate::DynamicSupervisor::start_on`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::DynamicSupervisor::start_on`].
+    pub fn start_on(
+        node: &crate::node::Node,
+        flags: SupervisorFlags,
+        template: ChildSpec,
+        max_children: Option<usize>,
+    ) -> Result<DynamicSupervisor, AdminError> {
+        block_on(crate::supervision::DynamicSupervisor::start_on(
+            node,
             flags,
             template,
             max_children,

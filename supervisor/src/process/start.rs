@@ -4,7 +4,7 @@
 
 use std::os::unix::ffi::OsStringExt;
 
-use multiproc_core::{Hello, NodeError};
+use multiproc_core::{EntryKind, Hello, NodeError};
 use serde_bytes::ByteBuf;
 
 use super::plan::Plan;
@@ -191,15 +191,23 @@ impl Process {
             method: self.method,
             handshake_timeout: self.handshake_timeout,
         };
+        let ending = if self.daemon || self.supervised || plan.entry.kind == EntryKind::Actor {
+            placed::Ending::Stop
+        } else {
+            placed::Ending::Join
+        };
         let child = placed::start(
             node,
             &self.identity,
             self.name.clone(),
             start,
             self.daemon,
+            ending,
             settings,
         )
         .await?;
+        // The exit finishes it as it finishes a local child.
+        crate::runtime::children::register_exit_handler();
         exported.bind(child.pid, child.exit.clone());
         self.state = State::Remote(child);
         Ok(())

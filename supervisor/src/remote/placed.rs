@@ -27,6 +27,62 @@ pub(crate) struct RemoteChild {
     identity: multiproc_core::Identity,
     /// Set when this record is dropped: see [`Drop`].
     dropped: Arc<AtomicBool>,
+    /// How this process's exit handler ends it: see [`finish`].
+    ending: Ending,
+}
+
+/// What becomes of a placed process when the process that placed it exits: what
+/// becomes of a local child (`runtime::children::finish_children`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Joined: the exit waits for it.
+    Join,
+    /// Stopped (a daemon, a supervised child, an actor), killed if it does not stop
+    /// in time.
+    Stop,
+}
+
+/// The processes placed from here and not seen to exit. Held strongly: a dropped
+/// `Process` leaves its process running, and the exit still finishes it, as it
+/// does a local child's.
+fn running() -> std::sync::MutexGuard<'static, Vec<Arc<RemoteChild>>> {
+    static RUNNING: std::sync::Mutex<Vec<Arc<RemoteChild>>> = std::sync::Mutex::new(Vec::new());
+    let mut all = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
+    all.retain(|c| c.exit.borrow().is_none());
+    all
+}
+
+#[allow(
+    unsafe_code,
+    reason = "linkme places the registration in its link section"
+)]
+#[linkme::distributed_slice(crate::runtime::children::FINISH_ELSEWHERE)]
+static PLACED: crate::runtime::children::FinishElsewhere =
+    crate::runtime::children::FinishElsewhere {
+        running: || !running().is_empty(),
+        finish: || Box::pin(finish()),
+    };
+
+/// Finishes every process placed from here, together: a node that is down has
+/// nothing left to finish ([`RemoteChild::stop`] and the exit watch end with
+/// `NodeDown`).
+async fn finish() {
+    let all: Vec<Arc<RemoteChild>> = running().clone();
+    let mut ends = tokio::task::JoinSet::new();
+    for c in all {
+        ends.spawn(async move {
+            match c.ending {
+                Ending::Stop => {
+                    c.stop(crate::runtime::children::DEFAULT_SHUTDOWN_TIMEOUT)
+                        .await;
+                }
+                Ending::Join => {
+                    crate::runtime::children::wait_exit(&mut c.exit.clone()).await;
+                }
+            }
+        });
+    }
+    while ends.join_next().await.is_some() {}
 }
 
 /// The rest of the tree reaches the process through here (`placed`) while it runs.
@@ -57,6 +113,7 @@ pub(crate) async fn start(
     name: String,
     start: StartSpec,
     daemon: bool,
+    ending: Ending,
     settings: Settings,
 ) -> Result<Arc<RemoteChild>, NodeError> {
     let (node, identity) = (node.clone(), identity.clone());
@@ -106,14 +163,17 @@ pub(crate) async fn start(
                 super::route::gone(&placed);
             }
         });
-        Ok(Arc::new(RemoteChild {
+        let child = Arc::new(RemoteChild {
             node,
             id,
             pid,
             exit: rx,
             identity,
             dropped,
-        }))
+            ending,
+        });
+        running().push(Arc::clone(&child));
+        Ok(child)
     })
     .await
 }

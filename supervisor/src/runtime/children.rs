@@ -21,7 +21,9 @@ mod finish;
 mod info;
 
 pub use finish::{DEFAULT_SHUTDOWN_TIMEOUT, stop_children};
-pub(crate) use finish::{finish_children, is_exiting, register_exit_handler};
+pub(crate) use finish::{
+    FINISH_ELSEWHERE, FinishElsewhere, finish_children, is_exiting, register_exit_handler,
+};
 pub(crate) use info::observed;
 pub use info::{ChildInfo, active_children};
 

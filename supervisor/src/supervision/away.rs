@@ -75,13 +75,20 @@ pub(super) async fn resolve_here(
 ) -> Result<Identity, CallError> {
     let (tx, rx) = oneshot::channel();
     let gone = || CallError::NotRunning(id.to_string(), "its supervisor ended".into());
-    sup.cell
-        .cast(Msg::Resolve {
-            id: id.to_string(),
-            wait,
-            reply: tx,
+    // The child's address is one of the node's tree, which this process cannot
+    // reach by it.
+    let cell = sup.local().map_err(|placed| {
+        CallError::Node(NodeError::NotAcrossNodes {
+            what: format!("a SupervisedRef to the child {id} of a supervisor running on a node"),
+            node: placed.node().to_string(),
         })
-        .map_err(|_| gone())?;
+    })?;
+    cell.cast(Msg::Resolve {
+        id: id.to_string(),
+        wait,
+        reply: tx,
+    })
+    .map_err(|_| gone())?;
     rx.await.map_err(|_| gone())?
 }
 
@@ -101,14 +108,14 @@ fn secret_of(number: u64) -> u64 {
     h.finish()
 }
 
-/// The key of a supervisor of this process.
-pub(super) fn key_of(sup: &SupervisorRef) -> Key {
-    let number = sup.number();
-    Key {
+/// The key of a supervisor of this process; `None` for one running on a node.
+pub(super) fn key_of(sup: &SupervisorRef) -> Option<Key> {
+    let number = sup.number()?;
+    Some(Key {
         host: me().identity.clone(),
         number,
         secret: secret_of(number),
-    }
+    })
 }
 
 fn answer_of(found: Result<Identity, CallError>) -> Answer {

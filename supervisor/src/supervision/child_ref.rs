@@ -176,7 +176,14 @@ struct SupWire<'a>(&'a Sup);
 impl Serialize for SupWire<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let side = match self.0 {
-            Sup::Here(sup) => Side::Here(away::key_of(sup)),
+            Sup::Here(sup) => match away::key_of(sup) {
+                Some(key) => Side::Here(key),
+                None => {
+                    return Err(serde::ser::Error::custom(
+                        "a SupervisedRef of a supervisor running on a node does not travel",
+                    ));
+                }
+            },
             Sup::Away(side) => side.clone(),
         };
         if matches!(side, Side::Here(_))

@@ -41,6 +41,23 @@ pub async fn stop_children(timeout: Duration) {
     .await;
 }
 
+/// Children of this process that are not in its table: those it placed on other
+/// nodes. Declared here, filled by the layer that places them, so that the exit
+/// handler finishes them with the local ones without knowing of nodes.
+pub(crate) struct FinishElsewhere {
+    /// Whether any such child is still running.
+    pub(crate) running: fn() -> bool,
+    /// Finishes them as [`finish_children`] finishes local ones.
+    pub(crate) finish: fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+}
+
+#[linkme::distributed_slice]
+pub(crate) static FINISH_ELSEWHERE: [FinishElsewhere];
+
+fn running_elsewhere() -> bool {
+    FINISH_ELSEWHERE.iter().any(|f| (f.running)())
+}
+
 /// Set once this process has begun to wind its children down for exit: supervisors
 /// then let their children go instead of restarting them.
 static EXITING: AtomicBool = AtomicBool::new(false);
@@ -68,12 +85,19 @@ pub(crate) async fn finish_children() {
             c.request_stop();
         }
     }
+    let elsewhere: Vec<_> = FINISH_ELSEWHERE
+        .iter()
+        .map(|f| runtime::handle().spawn((f.finish)()))
+        .collect();
     for c in &all {
         if c.daemon || stops(c) {
             c.kill_after(DEFAULT_SHUTDOWN_TIMEOUT).await;
         } else {
             c.wait().await;
         }
+    }
+    for f in elsewhere {
+        let _ = f.await;
     }
 }
 /// Joins non-daemon children and terminates daemon ones when the process exits normally
@@ -85,7 +109,7 @@ pub(crate) fn register_exit_handler() {
             return;
         }
         exit::take_exit_lock();
-        if children().is_empty() {
+        if children().is_empty() && !running_elsewhere() {
             return;
         }
         // The main thread's thread-locals (tokio's context among them) are gone by
