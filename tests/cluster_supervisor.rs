@@ -387,6 +387,16 @@ fn what_cannot_travel_is_refused() -> TestResult {
         Err(CallError::Node(NodeError::NotAcrossNodes { node, .. })) => check_eq!(node, "sup-d"),
         other => return Err(format!("expected NotAcrossNodes, got {other:?}").into()),
     }
+    // Nor does it travel: in a child's arguments or a message, it is refused as it is
+    // encoded.
+    match multiproc::codec::encode(job.as_async()) {
+        Err(e) => check!(
+            e.to_string()
+                .contains("supervisor running on a node does not travel"),
+            "{e}"
+        ),
+        Ok(_) => return Err("a SupervisedRef of a supervisor on a node was encoded".into()),
+    }
     check_eq!(sup.shutdown(), SupervisorExit::Shutdown);
     Ok(())
 }
