@@ -403,6 +403,49 @@ fn a_placed_actors_handle_works_from_another_process_on_its_node() -> TestResult
     Ok(())
 }
 
+/// Erlang's transparency: an actor on one node, called from a process on another,
+/// by way of the root that placed both.
+fn a_placed_actors_handle_works_from_a_process_on_another_node() -> TestResult {
+    let a = TestNode::start("rho", COOKIE, None, Duration::from_secs(5));
+    let b = TestNode::start("sigma", COOKIE, None, Duration::from_secs(5));
+    let (node_a, node_b) = (
+        node::connect(&a.addr, COOKIE)?,
+        node::connect(&b.addr, COOKIE)?,
+    );
+    let mut p = Process::actor::<Counter>(11).on(&node_a);
+    p.start()?;
+    let counter = p.actor_ref::<Counter>();
+    let reports = Queue::<Outcome>::new(0)?;
+    let mut caller = Process::new(
+        calls_from_a_node,
+        (counter.as_async().clone(), reports.clone()),
+    )
+    .on(&node_b);
+    caller.start()?;
+    check_eq!(reports.get(true, Some(WAIT))?, Outcome::Reply(11));
+    check_eq!(caller.join()?, ExitReason::Normal);
+    // The actor's node dies: the next call from the other node fails typed.
+    drop(a);
+    check!(
+        matches!(p.join()?, ExitReason::NodeDown { .. }),
+        "the actor's exit is NodeDown"
+    );
+    let mut again = Process::new(
+        calls_from_a_node,
+        (counter.as_async().clone(), reports.clone()),
+    )
+    .on(&node_b);
+    again.start()?;
+    check_eq!(
+        reports.get(true, Some(WAIT))?,
+        Outcome::NodeDown {
+            node: "rho".to_string()
+        }
+    );
+    check_eq!(again.join()?, ExitReason::Normal);
+    Ok(())
+}
+
 fn a_root_actor_answers_a_process_placed_on_a_node() -> TestResult {
     let n = TestNode::start("nu", COOKIE, None, Duration::from_secs(5));
     let node = node::connect(&n.addr, COOKIE)?;
@@ -535,6 +578,10 @@ fn main() {
         trial(
             "a_placed_actors_handle_works_from_another_process_on_its_node",
             a_placed_actors_handle_works_from_another_process_on_its_node,
+        ),
+        trial(
+            "a_placed_actors_handle_works_from_a_process_on_another_node",
+            a_placed_actors_handle_works_from_a_process_on_another_node,
         ),
         trial(
             "a_root_actor_answers_a_process_placed_on_a_node",

@@ -288,7 +288,7 @@ impl SupervisorFlags {
 }
 
 /// A child spec or supervisor flags are invalid; names the field and the value.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[non_exhaustive]
 pub enum SpecError {
     /// A child's id is empty.

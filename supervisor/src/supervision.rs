@@ -27,6 +27,9 @@
 //!   per child.
 //! - `child.rs` makes child specs; `event.rs`, `status.rs` and `error.rs` are what
 //!   the supervisor reports.
+//! - A supervisor on a node ([`Supervisor::on`]): `hosted.rs` is the built-in actor
+//!   that runs it in a process placed there; `placed.rs` is this side, the calls of
+//!   its [`SupervisorRef`] and the task that brings its events back.
 //!
 //! # Concurrency
 //!
@@ -36,13 +39,16 @@
 //! the child's incarnation, so the actor alone decides whether it is still current.
 
 mod actor;
+mod away;
 mod child;
 mod child_ref;
 mod dynamic;
 mod error;
 mod event;
 mod handle;
+mod hosted;
 mod message;
+mod placed;
 mod slot;
 mod state;
 mod status;

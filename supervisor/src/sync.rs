@@ -19,6 +19,7 @@
 //! (`SyncError::Forged`). When the host process is gone, every request fails with
 //! `SyncError::OwnerGone`: nothing blocks for ever.
 
+mod above;
 mod barrier;
 mod client;
 mod condition;
@@ -41,6 +42,7 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub(crate) use above::{ABOVE, Above, ask_above};
 pub use barrier::Barrier;
 pub use condition::Condition;
 pub use error::SyncError;
@@ -49,7 +51,7 @@ pub use guard::{Guard, Release};
 pub(crate) use host::{State, secret};
 pub use lock::Lock;
 pub use queue::{JoinableQueue, Queue, SimpleQueue};
-pub(crate) use refs::{Addr, handles_in};
+pub(crate) use refs::{Addr, handles_in, note_handle};
 pub use rlock::RLock;
 pub use semaphore::{BoundedSemaphore, Semaphore};
 

@@ -28,6 +28,11 @@ impl SupervisorRef {
         block_on(supervisor.start()).map(SupervisorRef)
     }
 
+    /// The node its own actor runs on; see [`crate::SupervisorRef::node`].
+    pub fn node(&self) -> Option<&str> {
+        self.0.node()
+    }
+
     mirror! {
         /// The children; see [`crate::SupervisorRef::which_children`].
         ///
@@ -92,6 +97,9 @@ impl SupervisorRef {
 face!(
     /// A stable handle to a supervised actor child, with blocking calls; see
     /// [`crate::SupervisedRef`].
+    ///
+    /// The async handle is what travels between processes:
+    /// `SupervisedRef::from(handle)` turns a received one into a blocking one.
     #[derive(Debug)]
     SupervisedRef<A>(crate::supervision::SupervisedRef<A>)
 );
@@ -118,6 +126,13 @@ impl<A: Actor> SupervisedRef<A> {
         ///
         /// As [`crate::SupervisedRef::try_call`].
         pub fn try_call(&self, msg: A::Msg) -> Result<A::Reply, CallError> => block;
+
+        /// Casts to the child's current process.
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::SupervisedRef::cast`].
+        pub fn cast(&self, msg: A::Msg) -> Result<(), CallError> => block;
     }
 }
 
@@ -197,6 +212,27 @@ impl DynamicSupervisor {
         max_children: Option<usize>,
     ) -> Result<DynamicSupervisor, AdminError> {
         block_on(crate::supervision::DynamicSupervisor::start(
+            flags,
+            template,
+            max_children,
+        ))
+        .map(DynamicSupervisor)
+    }
+
+    /// Starts it with its own actor on `node`; see
+    /// [`crate::DynamicSupervisor::start_on`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::DynamicSupervisor::start_on`].
+    pub fn start_on(
+        node: &crate::node::Node,
+        flags: SupervisorFlags,
+        template: ChildSpec,
+        max_children: Option<usize>,
+    ) -> Result<DynamicSupervisor, AdminError> {
+        block_on(crate::supervision::DynamicSupervisor::start_on(
+            node,
             flags,
             template,
             max_children,

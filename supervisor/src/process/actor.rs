@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::time::Duration;
 
 use multiproc_core::wire::{BodyKind, EnvelopeRef};
@@ -29,6 +30,12 @@ mod host;
 pub use host::run_actor;
 
 use far::{Reach, for_node, not_across, remote_payload};
+
+/// Whether this thread encodes a message for an actor on another node: a handle
+/// that cannot travel there says so (`sync::handles_in` refuses the message).
+pub(crate) fn encoding_for_node() -> bool {
+    far::encoding_for_node()
+}
 
 /// An error type for actors' fallible start.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -134,6 +141,10 @@ impl<A> fmt::Debug for ActorRef<A> {
     }
 }
 
+/// A call sent: the wait for its answer.
+pub(crate) type SentCall<A> =
+    Pin<Box<dyn Future<Output = Result<<A as Actor>::Reply, CallError>> + Send>>;
+
 /// The least a caller spins for its reply (unless its calls are long): a round trip
 /// takes about 1.5 µs when both ends run, and a sleep and a wake-up 20–50 µs on these
 /// VMs, so a hiccup of a few microseconds on the other side must not cost one.
@@ -163,6 +174,17 @@ impl<A: Actor> ActorRef<A> {
             addr,
             on: Some(OnNode { node, id }),
             reach: Reach::Here,
+            _actor: PhantomData,
+        }
+    }
+
+    /// The actor hosted by the process `addr` of the tree of the root that placed
+    /// this process on its node: its messages go through that root's gateway.
+    pub(crate) fn by_root(addr: Identity) -> Self {
+        ActorRef {
+            addr,
+            on: None,
+            reach: Reach::ByRoot,
             _actor: PhantomData,
         }
     }
@@ -291,6 +313,31 @@ impl<A: Actor> ActorRef<A> {
         #[cfg(feature = "metrics")]
         crate::runtime::metrics::call_took(sent.elapsed());
         out
+    }
+
+    /// A call of `msg`, sent now (the message is only borrowed, for a caller that
+    /// may send it again: a supervised child's handle, when the address had no
+    /// process); the future waits for its answer.
+    pub(crate) fn call_sent(&self, msg: &A::Msg) -> Result<SentCall<A>, CallError> {
+        self.check_here()?;
+        if self.reach == Reach::ByRoot {
+            let payload = far::payload(msg)?;
+            let addr = self.addr.clone();
+            return Ok(Box::pin(async move {
+                far::call::<A>(&addr, payload, None).await
+            }));
+        }
+        if let Some(on) = self.placed_here() {
+            let payload = remote_payload(msg, on)?;
+            let (me, on) = (self.clone(), on.clone());
+            return Ok(Box::pin(async move { me.remote(&on, payload).await }));
+        }
+        let (pending, _, carried) = self.send(msg, BodyKind::Call, false)?;
+        let pending = pending.expect("a call has a reply to wait for");
+        Ok(Box::pin(async move {
+            let _carried = carried;
+            pending.wait(reply::<A>).await
+        }))
     }
 
     /// Like [`call`](ActorRef::call), but gives up after `timeout` with

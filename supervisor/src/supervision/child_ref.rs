@@ -1,13 +1,22 @@
 //! `SupervisedRef`: a stable handle to a supervised actor child, which follows it
-//! across its restarts.
+//! across its restarts, from any process of the tree or placed on a node.
 
-use tokio::sync::oneshot;
+use std::marker::PhantomData;
+use std::time::Duration;
 
 use super::SupervisorRef;
-use super::message::Msg;
-use crate::process::actor::Actor;
+use super::away::{self, Key, Sup, resolve};
+use crate::process::actor::{Actor, ActorRef};
 use crate::runtime;
 use crate::runtime::error::CallError;
+use crate::sync::far::{self, Side};
+use multiproc_core::{Identity, RemoteError};
+use serde::{Deserialize, Serialize};
+
+/// How many times a call looks the child up again when the address it got has no
+/// process (the child was restarted since): the message never reached anyone, so
+/// sending it again is safe.
+const MAX_TRIES: u32 = 5;
 
 /// A stable handle to a supervised actor child, across its restarts: each call goes to
 /// the child's current process.
@@ -18,11 +27,27 @@ use crate::runtime::error::CallError;
 /// [`try_call`](SupervisedRef::try_call) does not wait. A call already inside a process that dies
 /// fails with `RemoteError::Exited`, and is not repeated: the message may have had
 /// effects.
-#[derive(Debug)]
+///
+/// A plain value: put it in a child's arguments, a placed process's (its calls then
+/// go through the placing root's gateway), or a message to an actor of this tree.
+/// Each call asks the supervisor where the child runs now (away from the
+/// supervisor's process, that is one more round trip to it), so a call made after a
+/// restart reaches the new incarnation; when the address it got has no process any
+/// more (the child was restarted meanwhile), the message reached nobody, and it asks
+/// again and sends it there.
 pub struct SupervisedRef<A> {
-    pub(super) sup: SupervisorRef,
-    pub(super) id: String,
-    pub(super) _actor: std::marker::PhantomData<fn() -> A>,
+    sup: Sup,
+    id: String,
+    _actor: PhantomData<fn() -> A>,
+}
+
+impl<A> std::fmt::Debug for SupervisedRef<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisedRef")
+            .field("sup", &self.sup)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<A> Clone for SupervisedRef<A> {
@@ -30,35 +55,70 @@ impl<A> Clone for SupervisedRef<A> {
         SupervisedRef {
             sup: self.sup.clone(),
             id: self.id.clone(),
-            _actor: std::marker::PhantomData,
+            _actor: PhantomData,
         }
     }
 }
 
+impl<A> SupervisedRef<A> {
+    pub(super) fn new(sup: Sup, id: String) -> Self {
+        SupervisedRef {
+            sup,
+            id,
+            _actor: PhantomData,
+        }
+    }
+
+    /// The child's id in its supervisor.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 impl<A: Actor> SupervisedRef<A> {
-    async fn current(&self, wait: bool) -> Result<crate::process::actor::ActorRef<A>, CallError> {
-        let (tx, rx) = oneshot::channel();
-        let gone = || CallError::NotRunning(self.id.clone(), "its supervisor ended".into());
-        self.sup
-            .cell
-            .cast(Msg::Resolve {
-                id: self.id.clone(),
-                wait,
-                reply: tx,
-            })
-            .map_err(|_| gone())?;
-        let identity = rx.await.map_err(|_| gone())??;
-        Ok(crate::process::actor::ActorRef::at(identity))
+    /// The child's actor at `addr`, as this process reaches it.
+    fn actor(&self, addr: Identity) -> ActorRef<A> {
+        match &self.sup {
+            Sup::Away(Side::Far(_)) => ActorRef::by_root(addr),
+            _ => ActorRef::at(addr),
+        }
+    }
+
+    /// The child's current actor, as its supervisor says.
+    async fn current(&self, wait: bool) -> Result<ActorRef<A>, CallError> {
+        Ok(self.actor(resolve(&self.sup, &self.id, wait).await?))
+    }
+
+    async fn call_with(&self, msg: A::Msg, wait: bool) -> Result<A::Reply, CallError> {
+        let mut failed: Option<Identity> = None;
+        for tries in 1.. {
+            let actor = self.current(wait).await?;
+            if failed.as_ref() == Some(actor.addr()) {
+                // The supervisor has not seen that exit yet: give it time to.
+                tokio::time::sleep(Duration::from_millis(5 << tries)).await;
+            }
+            let out = actor.call_sent(&msg)?.await;
+            match out {
+                Err(CallError::Remote(RemoteError::NoProcess(_))) if tries < MAX_TRIES => {
+                    failed = Some(actor.addr().clone());
+                }
+                // `Exited` among them: the message may have had effects there.
+                out => return out,
+            }
+        }
+        unreachable!("the loop returns by its last try")
     }
 
     /// Calls the child, waiting through a restart if there is one.
     ///
     /// # Errors
     ///
-    /// [`CallError::NotRunning`], [`CallError::Restarting`] (too many waiting), and
-    /// those of [`ActorRef::call`](crate::ActorRef::call).
+    /// [`CallError::NotRunning`] (the child is stopped, or its supervisor ended),
+    /// [`CallError::Restarting`] (too many waiting), [`CallError::Node`] (from a
+    /// node: its session with the root is down), and those of
+    /// [`ActorRef::call`](crate::ActorRef::call).
     pub async fn call(&self, msg: A::Msg) -> Result<A::Reply, CallError> {
-        self.current(true).await?.call(msg).await
+        self.call_with(msg, true).await
     }
 
     /// Like [`call`](SupervisedRef::call), within `timeout` in all (the wait for a
@@ -70,7 +130,7 @@ impl<A: Actor> SupervisedRef<A> {
     pub async fn call_timeout(
         &self,
         msg: A::Msg,
-        timeout: std::time::Duration,
+        timeout: Duration,
     ) -> Result<A::Reply, CallError> {
         let this = self.clone();
         runtime::run(async move {
@@ -87,6 +147,92 @@ impl<A: Actor> SupervisedRef<A> {
     ///
     /// [`CallError::Restarting`] while it restarts; as [`call`](SupervisedRef::call).
     pub async fn try_call(&self, msg: A::Msg) -> Result<A::Reply, CallError> {
-        self.current(false).await?.call(msg).await
+        self.call_with(msg, false).await
+    }
+
+    /// Sends `msg` to the child's current process without waiting for an answer: it
+    /// asks the supervisor where the child runs (waiting through a restart), so that
+    /// a cast after a restart reaches the new incarnation. Delivery is not confirmed.
+    ///
+    /// # Errors
+    ///
+    /// [`CallError::NotRunning`], [`CallError::Restarting`] (too many waiting),
+    /// [`CallError::Node`], and those of [`ActorRef::cast`](crate::ActorRef::cast).
+    pub async fn cast(&self, msg: A::Msg) -> Result<(), CallError> {
+        self.current(true).await?.cast(msg)
+    }
+}
+
+impl SupervisorRef {
+    /// A stable handle to the actor child `id`, across its restarts.
+    pub fn child_ref<A: Actor>(&self, id: &str) -> SupervisedRef<A> {
+        SupervisedRef::new(Sup::Here(self.clone()), id.to_string())
+    }
+}
+
+/// The supervisor as it travels: see `sync::far` for its two encodings.
+struct SupWire<'a>(&'a Sup);
+
+impl Serialize for SupWire<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let side = match self.0 {
+            Sup::Here(sup) => match away::key_of(sup) {
+                Some(key) => Side::Here(key),
+                None => {
+                    return Err(serde::ser::Error::custom(
+                        "a SupervisedRef of a supervisor running on a node does not travel",
+                    ));
+                }
+            },
+            Sup::Away(side) => side.clone(),
+        };
+        if matches!(side, Side::Here(_))
+            && crate::process::actor::encoding_for_node()
+            && !far::encoding_far()
+        {
+            // In a message to an actor placed on a node, which has no export to
+            // answer it there: the message is refused, as one with a lock.
+            crate::sync::note_handle();
+        }
+        let export = || {
+            let Side::Here(key) = &side else {
+                unreachable!("a far handle is never exported again")
+            };
+            (
+                key.far_key(),
+                far::Obj::Resolver(away::resolver(self.0.clone())),
+            )
+        };
+        far::serialize(&side, export, s)
+    }
+}
+
+#[derive(Serialize)]
+struct WireRef<'a> {
+    sup: SupWire<'a>,
+    id: &'a str,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(deserialize_with = "far::deserialize")]
+    sup: Side<Key>,
+    id: String,
+}
+
+impl<A> Serialize for SupervisedRef<A> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        WireRef {
+            sup: SupWire(&self.sup),
+            id: &self.id,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, A> Deserialize<'de> for SupervisedRef<A> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let wire = Wire::deserialize(d)?;
+        Ok(SupervisedRef::new(Sup::Away(wire.sup), wire.id))
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use multiproc_core::{ChildSpec, SupervisorFlags, codec};
 
 use super::{AdminError, Supervisor, SupervisorRef};
+use crate::node::Node;
 use crate::runtime::error::Error;
 
 /// One child spec, many children started on demand with their own arguments (Elixir's
@@ -29,6 +30,34 @@ impl DynamicSupervisor {
         template: ChildSpec,
         max_children: Option<usize>,
     ) -> Result<DynamicSupervisor, AdminError> {
+        DynamicSupervisor::start_in(None, flags, template, max_children).await
+    }
+
+    /// Starts a dynamic supervisor with no children whose own actor runs on `node`
+    /// (see [`Supervisor::on`]): its children run there, as children of the process
+    /// that hosts it, and are restarted there by it.
+    ///
+    /// # Errors
+    ///
+    /// As [`start`](DynamicSupervisor::start); [`AdminError::Start`] with
+    /// [`NodeError::NotAcrossNodes`](multiproc_core::NodeError::NotAcrossNodes) for a
+    /// template that cannot go there (placed itself, or holding handles of this
+    /// host), and with the node's error when the node is down or refuses.
+    pub async fn start_on(
+        node: &Node,
+        flags: SupervisorFlags,
+        template: ChildSpec,
+        max_children: Option<usize>,
+    ) -> Result<DynamicSupervisor, AdminError> {
+        DynamicSupervisor::start_in(Some(node), flags, template, max_children).await
+    }
+
+    async fn start_in(
+        node: Option<&Node>,
+        flags: SupervisorFlags,
+        template: ChildSpec,
+        max_children: Option<usize>,
+    ) -> Result<DynamicSupervisor, AdminError> {
         let flags = SupervisorFlags {
             strategy: multiproc_core::Strategy::OneForOne,
             ..flags
@@ -37,6 +66,10 @@ impl DynamicSupervisor {
         let mut sup = Supervisor::new(flags);
         if let Some(max) = max_children {
             sup = sup.max_children(max);
+        }
+        if let Some(node) = node {
+            super::placed::travels(&template, node.name())?;
+            sup = sup.on(node);
         }
         Ok(DynamicSupervisor {
             sup: sup.start().await?,

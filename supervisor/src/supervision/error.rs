@@ -39,6 +39,10 @@ pub enum AdminError {
     /// The supervisor has ended.
     #[error("the supervisor has ended")]
     Gone,
+    /// The supervisor runs on a node that cannot be reached (`NodeDown`), or the
+    /// request could not go there (`NotAcrossNodes`).
+    #[error(transparent)]
+    Node(#[from] multiproc_core::NodeError),
     /// The supervisor has as many children as it may.
     #[error("the supervisor has its maximum of {0} children")]
     MaxChildren(usize),

@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use multiproc_core::ExitReason;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch};
 
 /// How many events a slow subscriber may fall behind before it misses some.
 pub(super) const EVENT_BUFFER: usize = 1024;
 
 /// Something a supervisor did or saw, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum SupervisorEvent {
     /// A child started (first start, or a start through the admin API).
@@ -81,7 +82,7 @@ pub enum SupervisorEvent {
 }
 
 /// Why a supervisor ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum SupervisorExit {
     /// It was asked to shut down.
@@ -96,6 +97,13 @@ pub enum SupervisorExit {
         /// The child.
         id: String,
         /// How it ended.
+        reason: ExitReason,
+    },
+    /// A supervisor running on a node ([`Supervisor::on`](crate::Supervisor::on)) was
+    /// lost: its process there ended before the supervisor reported its own end. When
+    /// the node died or went silent, `reason` is [`ExitReason::NodeDown`].
+    Lost {
+        /// How the supervisor's process on the node ended, as seen from here.
         reason: ExitReason,
     },
 }

@@ -1,21 +1,36 @@
 //! `SupervisorRef`: a running supervisor's admin API, its events and its end. Each
-//! method sends the actor a message and awaits its reply.
+//! method sends the actor a message and awaits its reply; for a supervisor running on
+//! a node, that message is a call to the actor hosting it there (`placed.rs`).
 
 use multiproc_core::ChildSpec;
 use ractor::ActorRef as CellRef;
 use tokio::sync::{oneshot, watch};
 
 use super::event::Hub;
+use super::hosted::Admin;
 use super::message::Msg;
-use super::{AdminError, ChildCounts, ChildStatus, Events, SupervisedRef, SupervisorExit};
-use crate::process::actor::Actor;
+use super::placed::Placed;
+use super::{AdminError, ChildCounts, ChildStatus, Events, SupervisorExit};
 
 /// A running supervisor: its admin API, its events and its end.
+///
+/// The supervisor runs in this process, or on a node ([`Supervisor::on`](crate::Supervisor::on)):
+/// there, each request is a call to the node, and one that cannot reach it fails with
+/// [`AdminError::Node`] (`NodeDown` once the node is lost).
 #[derive(Debug, Clone)]
 pub struct SupervisorRef {
-    pub(super) cell: CellRef<Msg>,
+    pub(super) to: To,
     pub(super) events: Hub,
     pub(super) done: watch::Receiver<Option<SupervisorExit>>,
+}
+
+/// Where a supervisor's actor runs.
+#[derive(Debug, Clone)]
+pub(super) enum To {
+    /// In this process.
+    Local(CellRef<Msg>),
+    /// In a process placed on a node.
+    Placed(std::sync::Arc<Placed>),
 }
 
 /// The supervisors started in this process and not yet ended, for a snapshot of the
@@ -38,20 +53,58 @@ pub(crate) fn running() -> Vec<SupervisorRef> {
     registry().clone()
 }
 
+/// The running supervisor of this process numbered `number`.
+pub(super) fn running_numbered(number: u64) -> Option<SupervisorRef> {
+    registry()
+        .iter()
+        .find(|s| s.number() == Some(number))
+        .cloned()
+}
+
+async fn ask<T: Send + 'static>(
+    cell: &CellRef<Msg>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Msg,
+) -> Result<T, AdminError> {
+    let (tx, rx) = oneshot::channel();
+    cell.cast(make(tx)).map_err(|_| AdminError::Gone)?;
+    rx.await.map_err(|_| AdminError::Gone)
+}
+
 impl SupervisorRef {
-    /// What tells this supervisor from the others running in this process.
-    #[cfg(feature = "observer")]
-    pub(crate) fn key(&self) -> ractor::ActorId {
-        self.cell.get_id()
+    /// Its number among this process's actors: what a handle of one of its
+    /// children names it by in other processes (with a secret, `away`); `None` for
+    /// one running on a node.
+    pub(super) fn number(&self) -> Option<u64> {
+        match &self.to {
+            To::Local(cell) => Some(cell.get_id().pid()),
+            To::Placed(_) => None,
+        }
     }
 
-    async fn ask<T: Send + 'static>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<T>) -> Msg,
-    ) -> Result<T, AdminError> {
-        let (tx, rx) = oneshot::channel();
-        self.cell.cast(make(tx)).map_err(|_| AdminError::Gone)?;
-        rx.await.map_err(|_| AdminError::Gone)
+    /// What tells this supervisor from the others running in this process; `None`
+    /// for one running on a node (only this process's are listed).
+    #[cfg(feature = "observer")]
+    pub(crate) fn key(&self) -> Option<ractor::ActorId> {
+        match &self.to {
+            To::Local(cell) => Some(cell.get_id()),
+            To::Placed(_) => None,
+        }
+    }
+
+    /// The local actor, or the placed one's handle.
+    pub(super) fn local(&self) -> Result<&CellRef<Msg>, &Placed> {
+        match &self.to {
+            To::Local(cell) => Ok(cell),
+            To::Placed(placed) => Err(placed),
+        }
+    }
+
+    /// The node this supervisor's own actor runs on; `None` for this process.
+    pub fn node(&self) -> Option<&str> {
+        match &self.to {
+            To::Local(_) => None,
+            To::Placed(placed) => Some(placed.node()),
+        }
     }
 
     /// A stream of the supervisor's events from now on.
@@ -66,31 +119,30 @@ impl SupervisorRef {
         self.events.replay()
     }
 
-    /// A stable handle to the actor child `id`, across its restarts.
-    pub fn child_ref<A: Actor>(&self, id: &str) -> SupervisedRef<A> {
-        SupervisedRef {
-            sup: self.clone(),
-            id: id.to_string(),
-            _actor: std::marker::PhantomData,
-        }
-    }
-
     /// The children, in start order.
     ///
     /// # Errors
     ///
-    /// [`AdminError::Gone`] once the supervisor has ended.
+    /// [`AdminError::Gone`] once the supervisor has ended; [`AdminError::Node`] for one on
+    /// a node that cannot be reached.
     pub async fn which_children(&self) -> Result<Vec<ChildStatus>, AdminError> {
-        self.ask(Msg::Which).await
+        match self.local() {
+            Ok(cell) => ask(cell, Msg::Which).await,
+            Err(placed) => placed.which_children().await,
+        }
     }
 
     /// Counts of specs, running children, supervisors and workers.
     ///
     /// # Errors
     ///
-    /// [`AdminError::Gone`] once the supervisor has ended.
+    /// [`AdminError::Gone`] once the supervisor has ended; [`AdminError::Node`] for one on
+    /// a node that cannot be reached.
     pub async fn count_children(&self) -> Result<ChildCounts, AdminError> {
-        self.ask(Msg::Count).await
+        match self.local() {
+            Ok(cell) => ask(cell, Msg::Count).await,
+            Err(placed) => placed.count_children().await,
+        }
     }
 
     /// Adds a child and starts it.
@@ -98,9 +150,13 @@ impl SupervisorRef {
     /// # Errors
     ///
     /// [`AdminError::AlreadyStarted`], [`AdminError::AlreadyPresent`],
-    /// [`AdminError::Invalid`], [`AdminError::Start`], [`AdminError::Gone`].
+    /// [`AdminError::Invalid`], [`AdminError::Start`] (with `NotAcrossNodes` for a spec
+    /// that cannot go to the supervisor's node), [`AdminError::Gone`], [`AdminError::Node`].
     pub async fn start_child(&self, spec: ChildSpec) -> Result<(), AdminError> {
-        self.ask(|tx| Msg::StartChild(spec, tx)).await?
+        match self.local() {
+            Ok(cell) => ask(cell, |tx| Msg::StartChild(spec, tx)).await?,
+            Err(placed) => placed.start_child(spec).await,
+        }
     }
 
     /// Stops a child by its shutdown policy; its spec is kept (unless temporary).
@@ -109,7 +165,10 @@ impl SupervisorRef {
     ///
     /// [`AdminError::NotFound`], [`AdminError::Gone`].
     pub async fn terminate_child(&self, id: &str) -> Result<(), AdminError> {
-        self.ask(|tx| Msg::Terminate(id.to_string(), tx)).await?
+        match self.local() {
+            Ok(cell) => ask(cell, |tx| Msg::Terminate(id.to_string(), tx)).await?,
+            Err(placed) => placed.admin(Admin::Terminate(id.to_string())).await,
+        }
     }
 
     /// Starts a stopped child again.
@@ -119,7 +178,10 @@ impl SupervisorRef {
     /// [`AdminError::Running`], [`AdminError::Restarting`], [`AdminError::NotFound`],
     /// [`AdminError::Start`], [`AdminError::Gone`].
     pub async fn restart_child(&self, id: &str) -> Result<(), AdminError> {
-        self.ask(|tx| Msg::Restart(id.to_string(), tx)).await?
+        match self.local() {
+            Ok(cell) => ask(cell, |tx| Msg::Restart(id.to_string(), tx)).await?,
+            Err(placed) => placed.admin(Admin::Restart(id.to_string())).await,
+        }
     }
 
     /// Forgets a stopped child's spec.
@@ -129,13 +191,19 @@ impl SupervisorRef {
     /// [`AdminError::Running`], [`AdminError::Restarting`], [`AdminError::NotFound`],
     /// [`AdminError::Gone`].
     pub async fn delete_child(&self, id: &str) -> Result<(), AdminError> {
-        self.ask(|tx| Msg::Delete(id.to_string(), tx)).await?
+        match self.local() {
+            Ok(cell) => ask(cell, |tx| Msg::Delete(id.to_string(), tx)).await?,
+            Err(placed) => placed.admin(Admin::Delete(id.to_string())).await,
+        }
     }
 
     /// Stops every child in reverse start order and ends the supervisor.
     pub async fn shutdown(&self) -> SupervisorExit {
-        if self.cell.cast(Msg::Shutdown).is_err() {
-            return self.join().await;
+        match self.local() {
+            Ok(cell) => {
+                let _ = cell.cast(Msg::Shutdown);
+            }
+            Err(placed) => placed.shutdown().await,
         }
         self.join().await
     }

@@ -1,9 +1,10 @@
 //! What `which_children` and `count_children` report.
 
 use multiproc_core::ChildKind;
+use serde::{Deserialize, Serialize};
 
 /// The state of one child, as `which_children` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChildState {
     /// Its process runs.
     Running,
@@ -14,7 +15,7 @@ pub enum ChildState {
 }
 
 /// One child, as `which_children` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChildStatus {
     /// Its id.
     pub id: String,
@@ -38,7 +39,7 @@ pub struct ChildStatus {
 }
 
 /// Counts of children, as OTP's `count_children`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ChildCounts {
     /// Child specs held.
     pub specs: usize,

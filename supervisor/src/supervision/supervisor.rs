@@ -11,6 +11,7 @@ use super::event::Hub;
 use super::slot::Slot;
 use super::state::State;
 use super::{AdminError, Events, SupervisorExit, SupervisorRef};
+use crate::node::Node;
 use crate::runtime;
 use crate::runtime::error::Error;
 
@@ -26,6 +27,8 @@ pub struct Supervisor {
     done: watch::Sender<Option<SupervisorExit>>,
     max_children: Option<usize>,
     name: String,
+    /// The node its own actor is to run on; `None` for this process.
+    node: Option<Node>,
 }
 
 impl Supervisor {
@@ -38,6 +41,7 @@ impl Supervisor {
             events: Hub::new(done.subscribe()),
             done,
             max_children: None,
+            node: None,
             name: format!("Supervisor-{}", NEXT_NAME.fetch_add(1, Ordering::Relaxed)),
         }
     }
@@ -53,6 +57,21 @@ impl Supervisor {
     /// Refuses `start_child` beyond `max` children (running or restarting).
     pub fn max_children(mut self, max: usize) -> Supervisor {
         self.max_children = Some(max);
+        self
+    }
+
+    /// Runs the supervisor itself on `node`: [`start`](Supervisor::start) places a
+    /// process there that hosts it, and its children are that process's children,
+    /// so their restarts happen there, whatever the link to this process does. The
+    /// returned [`SupervisorRef`] works as a local one's, each request a call to the
+    /// node (see the book's *Distribution* chapter for what differs).
+    ///
+    /// Child specs travel by their registered entry and encoded arguments: one whose
+    /// arguments hold a handle of this host (a `Queue`, `Lock`, `Value`, an
+    /// `ActorRef`, …) or that is itself placed ([`ChildSpec::on`]) is refused with
+    /// [`NodeError::NotAcrossNodes`](multiproc_core::NodeError::NotAcrossNodes).
+    pub fn on(mut self, node: &Node) -> Supervisor {
+        self.node = Some(node.clone());
         self
     }
 
@@ -87,9 +106,9 @@ impl Supervisor {
             exit = sup.join() => exit,
         };
         match exit {
-            SupervisorExit::IntensityExceeded | SupervisorExit::Escalated { .. } => {
-                Err(AdminError::Escalated(exit))
-            }
+            SupervisorExit::IntensityExceeded
+            | SupervisorExit::Escalated { .. }
+            | SupervisorExit::Lost { .. } => Err(AdminError::Escalated(exit)),
             SupervisorExit::Shutdown | SupervisorExit::AutoShutdown => Ok(()),
         }
     }
@@ -103,7 +122,34 @@ impl Supervisor {
     /// fails to start, after the ones already started were stopped in reverse order
     /// (with [`Error::Exhausted`] as its source when the system had no room for it,
     /// naming the limit).
-    pub async fn start(self) -> Result<SupervisorRef, AdminError> {
+    pub async fn start(mut self) -> Result<SupervisorRef, AdminError> {
+        if let Some(node) = self.node.take() {
+            let Supervisor {
+                flags,
+                children,
+                events,
+                done,
+                max_children,
+                name,
+                node: _,
+            } = self;
+            let ended = done.subscribe();
+            let placed = super::placed::start(
+                &node,
+                flags,
+                children,
+                max_children,
+                name,
+                events.clone(),
+                done,
+            )
+            .await?;
+            return Ok(SupervisorRef {
+                to: super::handle::To::Placed(std::sync::Arc::new(placed)),
+                events,
+                done: ended,
+            });
+        }
         self.flags.validate(&self.children)?;
         // The runtime is where every child would start: without it, the first one
         // cannot.
@@ -122,6 +168,7 @@ impl Supervisor {
             done,
             max_children,
             name,
+            node: _,
         } = self;
         runtime::run(async move {
             let mut state = State {
@@ -152,7 +199,11 @@ impl Supervisor {
                         std::io::Error::other(e.to_string()),
                     ),
                 })?;
-            let sup = SupervisorRef { cell, events, done };
+            let sup = SupervisorRef {
+                to: super::handle::To::Local(cell),
+                events,
+                done,
+            };
             super::handle::note_running(&sup);
             Ok(sup)
         })

@@ -146,6 +146,7 @@ fn serve(env: Envelope) {
     match request.op {
         Op::Far(call) => return super::far::forward(env, call),
         Op::FarActor { to, payload } => return super::far::forward_actor(env, to, payload),
+        Op::Above(bytes) => return super::above::serve(env, bytes),
         _ => {}
     }
     let mut replies: Replies = Vec::new();

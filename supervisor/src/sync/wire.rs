@@ -72,6 +72,9 @@ pub(crate) enum Op {
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
     },
+    /// A request for a service above the primitives that this process hosts too
+    /// (`above`): what it means is that service's.
+    Above(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 impl Op {

@@ -334,6 +334,7 @@ fn supervisor_exit(reason: &SupervisorExit) -> String {
         SupervisorExit::IntensityExceeded => "restart intensity exceeded".to_owned(),
         SupervisorExit::AutoShutdown => "a significant child ended".to_owned(),
         SupervisorExit::Escalated { id, reason } => format!("{id} escalated its exit: {reason}"),
+        SupervisorExit::Lost { reason } => format!("its process on a node was lost: {reason}"),
     }
 }
 
@@ -378,10 +379,10 @@ fn watch_supervisors(
     from_start: bool,
 ) {
     let running = crate::supervision::running();
-    let keys: HashSet<ractor::ActorId> = running.iter().map(|s| s.key()).collect();
+    let keys: HashSet<ractor::ActorId> = running.iter().filter_map(|s| s.key()).collect();
     watched.retain(|k| keys.contains(k));
     for sup in running {
-        if !watched.insert(sup.key()) {
+        if !sup.key().is_some_and(|k| watched.insert(k)) {
             continue;
         }
         let mut events = if from_start {

@@ -49,6 +49,11 @@ pub(super) fn for_node<R>(f: impl FnOnce() -> R) -> R {
     out
 }
 
+/// Whether this thread encodes a message for a node now.
+pub(super) fn encoding_for_node() -> bool {
+    FOR_NODE.get()
+}
+
 /// Encodes a message for an actor this process placed on a node, refusing one that
 /// holds a handle to a one-machine object. A queue, lock, semaphore, condition,
 /// event or barrier in it is far there: exported to the node, bound to the actor's

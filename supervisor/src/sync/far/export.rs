@@ -8,8 +8,8 @@ use multiproc_core::codec;
 use tokio::sync::watch;
 
 use super::owner;
-pub(crate) use super::run::Obj;
 use super::run::{Hold, run};
+pub(crate) use super::run::{Obj, Resolver};
 use super::wire::{FarCall, FarError, FarKey, FarReply, GatewayCall};
 use crate::remote::gateway::{Answering, GATEWAY_SERVICES, GatewayService};
 use crate::sync::wire::Op;

@@ -8,6 +8,9 @@
 //! gateway (`Entry::held`), by its pid.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use super::wire::{FarOp, FarValue};
 use crate::sync::refs::Addr;
@@ -26,6 +29,23 @@ pub(crate) enum Obj {
     Barrier(Barrier),
     Event(Event),
     Queue(Queue<()>),
+    /// A supervisor's children's addresses, asked through `FarOp::Resolve`.
+    Resolver(Resolver),
+}
+
+/// Answers, for a supervisor of this tree, what address its child has now (encoded
+/// by the supervisor's side, which the primitives do not name).
+#[derive(Clone)]
+pub(crate) struct Resolver(pub(crate) Arc<ResolveFn>);
+
+/// A resolver's function: (child, wait) → the encoded answer.
+pub(crate) type ResolveFn =
+    dyn Fn(String, bool) -> Pin<Box<dyn Future<Output = Vec<u8>> + Send>> + Send + Sync;
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver").finish_non_exhaustive()
+    }
 }
 
 /// What an operation did to what its far process holds.
@@ -47,6 +67,7 @@ impl Obj {
             Obj::Barrier(b) => b.addr(),
             Obj::Event(e) => e.addr(),
             Obj::Queue(q) => q.addr(),
+            Obj::Resolver(_) => None,
         }
     }
 
@@ -193,6 +214,9 @@ pub(super) async fn run(obj: &Obj, op: FarOp, me: u32) -> (Result<FarValue, Sync
             .map(|(size, full)| FarValue::Size { size, full }),
         (Obj::Queue(q), FarOp::TaskDone) => q.task_done().await.map(|()| Done),
         (Obj::Queue(q), FarOp::Join) => q.join().await.map(|()| Done),
+        (Obj::Resolver(r), FarOp::Resolve { child, wait }) => {
+            Ok(FarValue::Item((r.0)(child, wait).await))
+        }
         _ => Err(SyncError::Forged),
     };
     (value, Hold::Same)

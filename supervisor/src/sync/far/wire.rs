@@ -27,6 +27,11 @@ impl FarKey {
             secret: addr.secret,
         }
     }
+
+    /// The key of something else its owner serves to nodes (a supervisor).
+    pub(crate) fn new(owner: Identity, id: u64, secret: u64) -> FarKey {
+        FarKey { owner, id, secret }
+    }
 }
 
 /// An operation on a far primitive.
@@ -68,6 +73,12 @@ pub(crate) enum FarOp {
     Abort,
     Reset,
     Info,
+    /// The current address of the child `child` of a supervisor, waiting through
+    /// its restart if `wait` (its answer is the supervisor's, encoded: an `Item`).
+    Resolve {
+        child: String,
+        wait: bool,
+    },
 }
 
 /// What travels from a far handle to the gateway.

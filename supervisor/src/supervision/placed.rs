@@ -1,0 +1,255 @@
+//! A supervisor whose own actor runs on a node (`Supervisor::on`): the placing side.
+//! The supervisor runs there in a placed process (`hosted.rs`); here its
+//! `SupervisorRef` calls that process's actor, a task brings its events back into the
+//! same [`Hub`] a local supervisor feeds, and its end is the supervisor's `ShutDown`
+//! event, or else the end of that process.
+
+use std::time::Duration;
+
+use multiproc_core::{ChildSpec, ExitReason, NodeError, SupervisorFlags};
+use tokio::sync::watch;
+
+use super::event::Hub;
+use super::hosted::{Admin, HOSTED_ENTRY, Hosted, Reply, Request, Setup};
+use super::{AdminError, ChildCounts, ChildStatus, SupervisorEvent, SupervisorExit};
+use crate::node::Node;
+use crate::process::Process;
+use crate::process::actor::ActorRef;
+use crate::runtime;
+use crate::runtime::error::{CallError, Error};
+use crate::runtime::registry;
+use crate::sync::Queue;
+
+/// How long the events still on their way may take once the supervisor's process
+/// has exited on a live node: its last event is put before it exits, so only a
+/// process killed before its end waits this long.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// The placing side's handle to a supervisor on a node.
+#[derive(Debug)]
+pub(crate) struct Placed {
+    actor: ActorRef<Hosted>,
+    node: String,
+}
+
+impl Placed {
+    /// The node's name.
+    pub(super) fn node(&self) -> &str {
+        &self.node
+    }
+
+    async fn call(&self, request: Request) -> Result<Reply, AdminError> {
+        self.actor.call(request).await.map_err(|e| match e {
+            CallError::Node(e) => AdminError::Node(e),
+            // Its process has exited: so has the supervisor.
+            _ => AdminError::Gone,
+        })
+    }
+
+    fn done(&self, reply: Reply) -> Result<(), AdminError> {
+        match reply {
+            Reply::Done(r) => r.map_err(|refusal| refusal.into_error(&self.node)),
+            other => Err(unexpected(&self.node, &other)),
+        }
+    }
+
+    pub(super) async fn which_children(&self) -> Result<Vec<ChildStatus>, AdminError> {
+        match self.call(Request::Which).await? {
+            Reply::Which(mut children) => {
+                for c in &mut children {
+                    c.node.get_or_insert_with(|| self.node.clone());
+                }
+                Ok(children)
+            }
+            other => self.done(other).map(|()| Vec::new()),
+        }
+    }
+
+    pub(super) async fn count_children(&self) -> Result<ChildCounts, AdminError> {
+        match self.call(Request::Count).await? {
+            Reply::Count(counts) => Ok(counts),
+            other => self.done(other).map(|()| ChildCounts::default()),
+        }
+    }
+
+    pub(super) async fn start_child(&self, spec: ChildSpec) -> Result<(), AdminError> {
+        travels(&spec, &self.node)?;
+        let reply = self.call(Request::Start(spec)).await?;
+        self.done(reply)
+    }
+
+    pub(super) async fn admin(&self, admin: Admin) -> Result<(), AdminError> {
+        let reply = self.call(Request::Admin(admin)).await?;
+        self.done(reply)
+    }
+
+    /// Asks the supervisor to stop its children and end; a supervisor already gone
+    /// (its node down among others) has nothing left to stop.
+    pub(super) async fn shutdown(&self) {
+        let _ = self.call(Request::Shutdown).await;
+    }
+}
+
+fn unexpected(node: &str, reply: &Reply) -> AdminError {
+    AdminError::Node(NodeError::Remote {
+        node: node.to_string(),
+        message: format!("unexpected answer from the supervisor: {reply:?}"),
+    })
+}
+
+/// Refuses a child spec that cannot go to `node`: one whose arguments hold handles of
+/// this host (see `StartSpec::holds_handles`), or one placed on a node itself (the
+/// supervisor there has no session of its own).
+pub(super) fn travels(spec: &ChildSpec, node: &str) -> Result<(), AdminError> {
+    let id = &spec.id;
+    let what = if spec.start.holds_handles {
+        format!(
+            "a Queue, Lock, Event, Value, Array, SharedMemory or ActorRef handle among the \
+             arguments of {id}"
+        )
+    } else if let Some(p) = &spec.placement {
+        format!(
+            "the child {id}, placed on node {}, of a supervisor running on a node",
+            p.node
+        )
+    } else {
+        return Ok(());
+    };
+    Err(AdminError::Start {
+        id: id.clone(),
+        source: NodeError::NotAcrossNodes {
+            what,
+            node: node.to_string(),
+        }
+        .into(),
+    })
+}
+
+/// Starts a supervisor with these settings on `node`: its process is placed there
+/// and starts the children; `events` and `done` are then fed from there.
+pub(super) async fn start(
+    node: &Node,
+    flags: SupervisorFlags,
+    children: Vec<ChildSpec>,
+    max_children: Option<usize>,
+    name: String,
+    events: Hub,
+    done: watch::Sender<Option<SupervisorExit>>,
+) -> Result<Placed, AdminError> {
+    flags.validate(&children)?;
+    for c in &children {
+        travels(c, node.name())?;
+    }
+    let first = children.first().map(|c| c.id.clone()).unwrap_or_default();
+    let failed = |source: Error| AdminError::Start {
+        id: first.clone(),
+        source,
+    };
+    runtime::ensure().map_err(failed)?;
+    let queue = Queue::<SupervisorEvent>::new(0).map_err(|e| {
+        failed(Error::os(
+            "cannot make the queue that brings a supervisor's events from its node",
+            std::io::Error::other(e),
+        ))
+    })?;
+    let setup = Setup {
+        flags,
+        children,
+        max_children,
+        name,
+        events: queue.clone(),
+    };
+    let entry = registry::by_name(HOSTED_ENTRY).expect("the hosted supervisor is a built-in");
+    let mut process = Process::with_entry(entry, &setup).on(node);
+    let node = node.name().to_string();
+    runtime::run(async move {
+        process
+            .start()
+            .await
+            .map_err(|source| AdminError::Start { id: first, source })?;
+        let actor = process.actor_ref::<Hosted>();
+        runtime::handle().spawn(pump(process, queue, events, done, node.clone()));
+        Ok(Placed { actor, node })
+    })
+    .await
+}
+
+/// Brings the supervisor's events into `hub`, each with its node, until the
+/// supervisor's end or its process's; then reports the end.
+async fn pump(
+    process: Process,
+    queue: Queue<SupervisorEvent>,
+    hub: Hub,
+    done: watch::Sender<Option<SupervisorExit>>,
+    node: String,
+) {
+    let pass = |event: SupervisorEvent| {
+        let event = with_node(event, &node);
+        if let SupervisorEvent::ShutDown { reason } = &event {
+            // Sent before the end is, as a local supervisor does (see `Events`).
+            hub.send(event.clone());
+            done.send_replace(Some(reason.clone()));
+            return;
+        }
+        hub.send(event);
+    };
+    let ended = || done.borrow().is_some();
+    let exit = process.join();
+    tokio::pin!(exit);
+    let reason = loop {
+        tokio::select! {
+            biased;
+            reason = &mut exit => break reason,
+            event = queue.get(true, None) => match event {
+                Ok(event) => pass(event),
+                Err(_) => break (&mut exit).await,
+            },
+        }
+    };
+    let reason = reason.unwrap_or(ExitReason::Killed);
+    // What was sent before the process exited may still be on its way, unless the
+    // node is gone.
+    let linger = !matches!(reason, ExitReason::NodeDown { .. });
+    while !ended() {
+        match queue.get(linger, linger.then_some(LINGER)).await {
+            Ok(event) => pass(event),
+            Err(_) => break,
+        }
+    }
+    if !ended() {
+        let exit = SupervisorExit::Lost { reason };
+        hub.send(SupervisorEvent::ShutDown {
+            reason: exit.clone(),
+        });
+        done.send_replace(Some(exit));
+    }
+}
+
+/// `event` as seen here: a child that runs on the supervisor's host runs on `node`.
+fn with_node(event: SupervisorEvent, node: &str) -> SupervisorEvent {
+    match event {
+        SupervisorEvent::ChildStarted {
+            id,
+            name,
+            pid,
+            node: None,
+        } => SupervisorEvent::ChildStarted {
+            id,
+            name,
+            pid,
+            node: Some(node.to_string()),
+        },
+        SupervisorEvent::Restarted {
+            id,
+            name,
+            pid,
+            node: None,
+        } => SupervisorEvent::Restarted {
+            id,
+            name,
+            pid,
+            node: Some(node.to_string()),
+        },
+        other => other,
+    }
+}
