@@ -40,8 +40,8 @@
 mod encode;
 mod export;
 mod forward;
+mod ops;
 mod owner;
-mod run;
 mod wire;
 
 pub(crate) use encode::{

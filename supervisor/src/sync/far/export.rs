@@ -7,9 +7,9 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use multiproc_core::codec;
 use tokio::sync::watch;
 
+use super::ops::{Hold, run};
+pub(crate) use super::ops::{Obj, Resolver};
 use super::owner;
-use super::run::{Hold, run};
-pub(crate) use super::run::{Obj, Resolver};
 use super::wire::{FarCall, FarError, FarKey, FarReply, GatewayCall};
 use crate::remote::gateway::{Answering, GATEWAY_SERVICES, GatewayService};
 use crate::sync::wire::Op;
