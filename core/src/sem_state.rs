@@ -105,16 +105,9 @@ impl SemState {
         let Some(h) = self.holding(pid) else {
             return 0;
         };
-        let mut back = u64::from(h.count);
+        let n = u64::from(h.count);
         *h = Holding::default();
-        if self.bounded != 0 {
-            back = back.min(self.initial.saturating_sub(self.value));
-        }
-        self.value += back;
-        if back > 0 {
-            self.died = 1;
-        }
-        back
+        self.come_back(n)
     }
 
     /// `n` permits that process `pid` took for others died with them (a host takes
@@ -127,10 +120,17 @@ impl SemState {
                 *h = Holding::default();
             }
         }
-        let mut back = u64::from(n);
-        if self.bounded != 0 {
-            back = back.min(self.initial.saturating_sub(self.value));
-        }
+        self.come_back(u64::from(n))
+    }
+
+    /// `n` permits of a dead holder come back (a bounded semaphore's only up to its
+    /// value), and the next acquirer is told; how many came back.
+    fn come_back(&mut self, n: u64) -> u64 {
+        let back = if self.bounded != 0 {
+            n.min(self.initial.saturating_sub(self.value))
+        } else {
+            n
+        };
         self.value += back;
         if back > 0 {
             self.died = 1;

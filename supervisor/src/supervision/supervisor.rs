@@ -122,17 +122,17 @@ impl Supervisor {
     /// fails to start, after the ones already started were stopped in reverse order
     /// (with [`Error::Exhausted`] as its source when the system had no room for it,
     /// naming the limit).
-    pub async fn start(mut self) -> Result<SupervisorRef, AdminError> {
-        if let Some(node) = self.node.take() {
-            let Supervisor {
-                flags,
-                children,
-                events,
-                done,
-                max_children,
-                name,
-                node: _,
-            } = self;
+    pub async fn start(self) -> Result<SupervisorRef, AdminError> {
+        let Supervisor {
+            flags,
+            children,
+            events,
+            done,
+            max_children,
+            name,
+            node,
+        } = self;
+        if let Some(node) = node {
             let ended = done.subscribe();
             let placed = super::placed::start(
                 &node,
@@ -150,26 +150,13 @@ impl Supervisor {
                 done: ended,
             });
         }
-        self.flags.validate(&self.children)?;
+        flags.validate(&children)?;
         // The runtime is where every child would start: without it, the first one
         // cannot.
         runtime::ensure().map_err(|source| AdminError::Start {
-            id: self
-                .children
-                .first()
-                .map(|c| c.id.clone())
-                .unwrap_or_default(),
+            id: children.first().map(|c| c.id.clone()).unwrap_or_default(),
             source,
         })?;
-        let Supervisor {
-            flags,
-            children,
-            events,
-            done,
-            max_children,
-            name,
-            node: _,
-        } = self;
         runtime::run(async move {
             let mut state = State {
                 flags,

@@ -35,26 +35,7 @@ pub(super) struct Hosted {
     action: Option<(String, Vec<u8>)>,
 }
 
-impl Serialize for Barrier {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        far::serialize(
-            &self.side,
-            || match &self.side {
-                Side::Here(h) => (far::FarKey::of(&h.addr), far::Obj::Barrier(self.clone())),
-                Side::Far(_) => unreachable!("a far handle is not exported again"),
-            },
-            s,
-        )
-    }
-}
-
-impl<'de> Deserialize<'de> for Barrier {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Barrier, D::Error> {
-        Ok(Barrier {
-            side: far::deserialize(d)?,
-        })
-    }
-}
+far::far_handle!(Barrier, Barrier, |h| &h.addr);
 
 impl Barrier {
     /// Its address at its host; `None` for a far handle.

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use multiproc_core::sync::SemKind;
-use serde::{Deserialize, Serialize};
 
 use super::client::{acquired, unexpected};
 use super::far::{self, FarOp, Side};
@@ -27,26 +26,7 @@ pub struct Condition {
     side: Side<Addr>,
 }
 
-impl Serialize for Condition {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        far::serialize(
-            &self.side,
-            || match &self.side {
-                Side::Here(addr) => (far::FarKey::of(addr), far::Obj::Condition(self.clone())),
-                Side::Far(_) => unreachable!("a far handle is not exported again"),
-            },
-            s,
-        )
-    }
-}
-
-impl<'de> Deserialize<'de> for Condition {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Condition, D::Error> {
-        Ok(Condition {
-            side: far::deserialize(d)?,
-        })
-    }
-}
+far::far_handle!(Condition, Condition, |addr| addr);
 
 impl Condition {
     /// Its address at its host; `None` for a far handle.

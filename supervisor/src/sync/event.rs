@@ -4,8 +4,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::SyncError;
 use super::far::{self, FarOp, Side};
 use super::host::State;
@@ -26,26 +24,7 @@ pub struct Event {
     side: Side<Mapped<EventWord>>,
 }
 
-impl Serialize for Event {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        far::serialize(
-            &self.side,
-            || match &self.side {
-                Side::Here(mem) => (far::FarKey::of(&mem.addr), far::Obj::Event(self.clone())),
-                Side::Far(_) => unreachable!("a far handle is not exported again"),
-            },
-            s,
-        )
-    }
-}
-
-impl<'de> Deserialize<'de> for Event {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Event, D::Error> {
-        Ok(Event {
-            side: far::deserialize(d)?,
-        })
-    }
-}
+far::far_handle!(Event, Event, |mem| &mem.addr);
 
 impl Event {
     /// A new event, clear, hosted by this process.

@@ -50,3 +50,38 @@ pub(crate) use encode::{
 pub(crate) use export::{Obj, Resolver, export, export_to_running, reclaim};
 pub(crate) use forward::{RELAYS, Relay, actor_up, answer, forward, forward_actor};
 pub(crate) use wire::{FarError, FarKey, FarOp, FarReply, GatewayCall};
+
+/// `Serialize` and `Deserialize` for the handle `$ty { side }` of a primitive: here,
+/// the handle as it is; in a far encoding, its key, and a clone of it exported to
+/// the gateway as `Obj::$obj`. `$addr` reads its address from what `Side::Here`
+/// holds.
+macro_rules! far_handle {
+    ($ty:ident, $obj:ident, |$here:ident| $addr:expr) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                $crate::sync::far::serialize(
+                    &self.side,
+                    || match &self.side {
+                        $crate::sync::far::Side::Here($here) => (
+                            $crate::sync::far::FarKey::of($addr),
+                            $crate::sync::far::Obj::$obj(self.clone()),
+                        ),
+                        $crate::sync::far::Side::Far(_) => {
+                            unreachable!("a far handle is not exported again")
+                        }
+                    },
+                    s,
+                )
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                Ok($ty {
+                    side: $crate::sync::far::deserialize(d)?,
+                })
+            }
+        }
+    };
+}
+pub(crate) use far_handle;

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use multiproc_core::lock_word::{self, Try};
-use serde::{Deserialize, Serialize};
 
 use super::far::{self, FarOp, Side};
 use super::host::{State, Watched};
@@ -32,26 +31,7 @@ pub struct Lock {
     side: Side<Mapped<LockWord>>,
 }
 
-impl Serialize for Lock {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        far::serialize(
-            &self.side,
-            || match &self.side {
-                Side::Here(mem) => (far::FarKey::of(&mem.addr), far::Obj::Lock(self.clone())),
-                Side::Far(_) => unreachable!("a far handle is not exported again"),
-            },
-            s,
-        )
-    }
-}
-
-impl<'de> Deserialize<'de> for Lock {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Lock, D::Error> {
-        Ok(Lock {
-            side: far::deserialize(d)?,
-        })
-    }
-}
+far::far_handle!(Lock, Lock, |mem| &mem.addr);
 
 impl Lock {
     /// A new lock, hosted by this process.

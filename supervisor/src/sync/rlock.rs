@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use multiproc_core::sem_state::RLockState;
-use serde::{Deserialize, Serialize};
 
 use super::far::{self, FarOp, Side};
 use super::guarded::{self, Guarded};
@@ -35,26 +34,7 @@ pub struct RLock {
     side: Side<Mapped<RLockMem>>,
 }
 
-impl Serialize for RLock {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        far::serialize(
-            &self.side,
-            || match &self.side {
-                Side::Here(mem) => (far::FarKey::of(&mem.addr), far::Obj::RLock(self.clone())),
-                Side::Far(_) => unreachable!("a far handle is not exported again"),
-            },
-            s,
-        )
-    }
-}
-
-impl<'de> Deserialize<'de> for RLock {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RLock, D::Error> {
-        Ok(RLock {
-            side: far::deserialize(d)?,
-        })
-    }
-}
+far::far_handle!(RLock, RLock, |mem| &mem.addr);
 
 impl RLock {
     /// A new recursive lock, hosted by this process.

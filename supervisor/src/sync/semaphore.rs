@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use multiproc_core::sem_state::SemState;
-use serde::{Deserialize, Serialize};
 
 use super::far::{self, FarOp, Side};
 use super::guarded::{self, Guarded};
@@ -39,26 +38,7 @@ macro_rules! shared_semaphore {
             side: Side<Mapped<SemMem>>,
         }
 
-        impl Serialize for $name {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                far::serialize(
-                    &self.side,
-                    || match &self.side {
-                        Side::Here(mem) => (far::FarKey::of(&mem.addr), far::Obj::$name(self.clone())),
-                        Side::Far(_) => unreachable!("a far handle is not exported again"),
-                    },
-                    s,
-                )
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<$name, D::Error> {
-                Ok($name {
-                    side: far::deserialize(d)?,
-                })
-            }
-        }
+        far::far_handle!($name, $name, |mem| &mem.addr);
 
         impl $name {
             /// A new one of `value` permits, hosted by this process.
