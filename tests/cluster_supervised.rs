@@ -31,7 +31,7 @@ enum CounterMsg {
     Add(i64),
     Get,
     Pid,
-    /// Carries a supervised child's handle: refused on its way to a node.
+    /// Carries a supervised child's handle: the answer is that child's count.
     With(SupervisedRef<Counter>),
 }
 
@@ -47,7 +47,10 @@ impl Actor for Counter {
     async fn handle(&mut self, msg: CounterMsg) -> i64 {
         match msg {
             CounterMsg::Add(n) => self.0 += n,
-            CounterMsg::Get | CounterMsg::With(_) => {}
+            CounterMsg::Get => {}
+            CounterMsg::With(child) => {
+                return child.call(CounterMsg::Get).await.unwrap_or(-1);
+            }
             CounterMsg::Pid => return i64::from(std::process::id()),
         }
         self.0
@@ -269,23 +272,19 @@ fn a_placed_processs_calls_follow_the_actor_across_a_sigkill_and_restart() -> Te
     Ok(())
 }
 
-fn a_supervised_ref_in_a_message_to_a_placed_actor_is_refused() -> TestResult {
+fn a_supervised_ref_in_a_message_to_a_placed_actor_works_there() -> TestResult {
     let n = TestNode::start("tau", COOKIE, None, Duration::from_secs(5));
     let node = node::connect(&n.addr, COOKIE)?;
     let sup =
-        SupervisorRef::start(Supervisor::new(flags()).child(actor_child::<Counter>("c", 0)?))?;
+        SupervisorRef::start(Supervisor::new(flags()).child(actor_child::<Counter>("c", 5)?))?;
     let mut placed = Process::actor::<Counter>(1).on(&node);
     placed.start()?;
     let placed_ref = placed.actor_ref::<Counter>();
-    // Its supervisor is exported with a placed process's arguments only: in a
-    // message, it could not be answered there.
-    let refused = placed_ref.call(CounterMsg::With(sup.child_ref::<Counter>("c").into_async()));
-    check!(
-        matches!(
-            refused,
-            Err(CallError::Node(NodeError::NotAcrossNodes { .. }))
-        ),
-        "{refused:?}"
+    // From the process that placed the actor, its supervisor is exported with the
+    // message, bound to the actor's process, as a queue or a lock would be.
+    check_eq!(
+        placed_ref.call(CounterMsg::With(sup.child_ref::<Counter>("c").into_async()))?,
+        5
     );
     check_eq!(placed_ref.call(CounterMsg::Get)?, 1);
     placed.stop(WAIT)?;
@@ -332,8 +331,8 @@ fn main() {
             a_placed_processs_calls_follow_the_actor_across_a_sigkill_and_restart,
         ),
         trial(
-            "a_supervised_ref_in_a_message_to_a_placed_actor_is_refused",
-            a_supervised_ref_in_a_message_to_a_placed_actor_is_refused,
+            "a_supervised_ref_in_a_message_to_a_placed_actor_works_there",
+            a_supervised_ref_in_a_message_to_a_placed_actor_works_there,
         ),
         trial(
             "a_placed_processs_call_fails_with_node_down_when_its_root_dies",
