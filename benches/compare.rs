@@ -26,6 +26,8 @@ use multiproc::StartMethod;
 #[path = "../tests/common/cgroup.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod cgroup;
+#[path = "compare/engine.rs"]
+mod engine;
 #[path = "compare/far.rs"]
 mod far;
 #[path = "compare/ipc.rs"]

@@ -11,6 +11,7 @@ use multiproc::blocking::node::{self, Node, NodeConfig};
 use multiproc::blocking::{Connection, Pool, Process, pipe};
 use multiproc::{Actor, BoxError, ExitReason};
 
+use crate::engine::EngineEcho;
 use crate::pool::sq;
 use crate::python::Python;
 use crate::raw::RawChild;
@@ -121,19 +122,24 @@ pub(crate) fn remote_call_roundtrip(py: Option<&Python>) -> Res {
         .map(|py| py.serve("remote_manager.py", &[], &[("ITERS", CALL_BATCH)]))
         .transpose()?;
     let mut tcp = wanted("raw").then(TcpEcho::start).transpose()?;
+    let mut engine = wanted("raw").then(EngineEcho::start).transpose()?;
     batch(&remote_ref, CALL_WARMUP)?;
     batch(&local_ref, CALL_WARMUP)?;
     if let Some(t) = tcp.as_mut() {
         t.batch(CALL_WARMUP)?;
     }
-    let (mut mp, mut loc, mut python, mut raw) = (
+    if let Some(e) = engine.as_mut() {
+        e.batch(CALL_WARMUP)?;
+    }
+    let (mut mp, mut loc, mut python, mut raw, mut bare) = (
+        Samples::default(),
         Samples::default(),
         Samples::default(),
         Samples::default(),
         Samples::default(),
     );
-    let (mut mp_use, mut loc_use, mut raw_use, mut py_use) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut mp_use, mut loc_use, mut raw_use, mut py_use, mut bare_use) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         let before = Cost::of(&remote_pids);
         mp.push(vec![batch(&remote_ref, CALL_BATCH)?]);
@@ -153,6 +159,15 @@ pub(crate) fn remote_call_roundtrip(py: Option<&Python>) -> Res {
             raw.push(vec![t.batch(CALL_BATCH)?]);
             raw_use.push(Cost::of(&pids).since(before));
         }
+        if let Some(e) = engine.as_mut() {
+            let pids = e.pids();
+            let before = Cost::of(&pids);
+            bare.push(vec![e.batch(CALL_BATCH)?]);
+            bare_use.push(Cost::of(&pids).since(before));
+        }
+    }
+    if let Some(e) = engine {
+        e.finish()?;
     }
     if let Some(TcpEcho { child, conn }) = tcp {
         // The child serves the connection until its end.
@@ -176,15 +191,19 @@ pub(crate) fn remote_call_roundtrip(py: Option<&Python>) -> Res {
     // The floor: 8 bytes there and back over loopback TCP between two processes, no
     // framing, no session, no actor.
     sc.report("raw-tcp", &mp, &raw);
+    // The engine's floor: a call through a `ractor_cluster` session to an actor of
+    // the other process, with nothing of multiproc (`compare/engine.rs`).
+    sc.report("ractor-cluster", &mp, &bare);
     // What a call costs the processes it crosses, which the machine's load changes
     // far less than the time: their threads' sleeps (voluntary context switches: each
     // one a wake-up to come) and preemptions, and their CPU time.
     println!(
-        "remote_call_roundtrip: per call, sleeps+preemptions and CPU of the processes crossed: multiproc={} python-manager={} local-call={} raw-tcp={}",
+        "remote_call_roundtrip: per call, sleeps+preemptions and CPU of the processes crossed: multiproc={} python-manager={} local-call={} raw-tcp={} ractor-cluster={}",
         Cost::median(&mp_use),
         Cost::median(&py_use),
         Cost::median(&loc_use),
         Cost::median(&raw_use),
+        Cost::median(&bare_use),
     );
     Ok(())
 }

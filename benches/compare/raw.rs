@@ -89,6 +89,8 @@ pub(crate) fn raw_role(role: &str) -> Res {
         // The same echo over loopback TCP: the floor of a call to a node on this
         // host. It listens on a free port, says which on its socket, and serves one
         // connection.
+        // An echo actor behind a `ractor_cluster` node server: the engine's floor.
+        "raw-engine-echo" => crate::engine::serve(stdin_socket()?),
         "raw-tcp-echo" => {
             let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
             let mut sock = stdin_socket()?;
