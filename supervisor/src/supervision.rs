@@ -49,6 +49,7 @@ mod handle;
 mod hosted;
 mod message;
 mod placed;
+mod relay;
 mod slot;
 mod state;
 mod status;

@@ -340,6 +340,18 @@ impl<A: Actor> ActorRef<A> {
         }))
     }
 
+    /// `msg` encoded as a call or cast of this actor would carry it, for one that goes
+    /// inside another message to the same process (a supervisor hosted there
+    /// forwards it to one of its children): for a process placed on a node, handles
+    /// in it are exported to that process, or refused, as in [`call`](ActorRef::call).
+    pub(crate) fn encode_for<M: Serialize>(&self, msg: &M) -> Result<Vec<u8>, CallError> {
+        self.check_here()?;
+        match self.placed_here() {
+            Some(on) => remote_payload(msg, on),
+            None => codec::encode(msg).map_err(CallError::Encode),
+        }
+    }
+
     /// Like [`call`](ActorRef::call), but gives up after `timeout` with
     /// [`CallError::Timeout`]. The message may still be handled.
     ///

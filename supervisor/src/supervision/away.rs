@@ -13,11 +13,9 @@ use std::sync::{Arc, OnceLock};
 
 use multiproc_core::{Body, Envelope, Identity, NodeError, RemoteError, codec};
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 
 use super::SupervisorRef;
 use super::handle::running_numbered;
-use super::message::Msg;
 use crate::runtime;
 use crate::runtime::current::me;
 use crate::runtime::error::CallError;
@@ -67,35 +65,10 @@ pub(super) enum Sup {
     Away(Side<Key>),
 }
 
-/// The address of child `id` of the supervisor `sup` of this process.
-pub(super) async fn resolve_here(
-    sup: &SupervisorRef,
-    id: &str,
-    wait: bool,
-) -> Result<Identity, CallError> {
-    let (tx, rx) = oneshot::channel();
-    let gone = || CallError::NotRunning(id.to_string(), "its supervisor ended".into());
-    // The child's address is one of the node's tree, which this process cannot
-    // reach by it.
-    let cell = sup.local().map_err(|placed| {
-        CallError::Node(NodeError::NotAcrossNodes {
-            what: format!("a SupervisedRef to the child {id} of a supervisor running on a node"),
-            node: placed.node().to_string(),
-        })
-    })?;
-    cell.cast(Msg::Resolve {
-        id: id.to_string(),
-        wait,
-        reply: tx,
-    })
-    .map_err(|_| gone())?;
-    rx.await.map_err(|_| gone())?
-}
-
 /// The address of child `id` of the supervisor `sup`, wherever it runs.
 pub(super) async fn resolve(sup: &Sup, id: &str, wait: bool) -> Result<Identity, CallError> {
     match sup {
-        Sup::Here(sup) => resolve_here(sup, id, wait).await,
+        Sup::Here(sup) => sup.resolve(id, wait).await,
         Sup::Away(side) => resolve_away(side, id, wait).await,
     }
 }
@@ -139,7 +112,7 @@ fn found(child: &str, answer: Answer) -> Result<Identity, CallError> {
 async fn answer(ask: Ask) -> Answer {
     let sup = running_numbered(ask.number).filter(|_| ask.secret == secret_of(ask.number));
     match sup {
-        Some(sup) => answer_of(resolve_here(&sup, &ask.child, ask.wait).await),
+        Some(sup) => answer_of(sup.resolve(&ask.child, ask.wait).await),
         // Ended, or never ran here: a running supervisor's key would match.
         None => Answer::NotRunning("its supervisor ended".into()),
     }

@@ -6,17 +6,14 @@ use std::time::Duration;
 
 use super::SupervisorRef;
 use super::away::{self, Key, Sup, resolve};
+use super::placed::Placed;
+use super::relay::{Delivery, MAX_TRIES};
 use crate::process::actor::{Actor, ActorRef};
 use crate::runtime;
 use crate::runtime::error::CallError;
 use crate::sync::far::{self, Side};
-use multiproc_core::{Identity, RemoteError};
+use multiproc_core::{Identity, RemoteError, codec};
 use serde::{Deserialize, Serialize};
-
-/// How many times a call looks the child up again when the address it got has no
-/// process (the child was restarted since): the message never reached anyone, so
-/// sending it again is safe.
-const MAX_TRIES: u32 = 5;
 
 /// A stable handle to a supervised actor child, across its restarts: each call goes to
 /// the child's current process.
@@ -84,12 +81,39 @@ impl<A: Actor> SupervisedRef<A> {
         }
     }
 
+    /// The supervisor's handle, when it runs on a node: messages then go through the
+    /// actor hosting it there.
+    fn placed(&self) -> Option<&Placed> {
+        match &self.sup {
+            Sup::Here(sup) => sup.local().err(),
+            Sup::Away(_) => None,
+        }
+    }
+
+    /// A call through the supervisor on a node: the child's reply, decoded here.
+    async fn call_placed(
+        &self,
+        placed: &Placed,
+        msg: A::Msg,
+        wait: bool,
+        timeout: Option<Duration>,
+    ) -> Result<A::Reply, CallError> {
+        let payload = placed.encode(&msg)?;
+        drop(msg);
+        let send = Delivery::Call { wait, timeout };
+        let reply = placed.to_child(&self.id, payload, send).await?;
+        codec::decode(&reply).map_err(CallError::Decode)
+    }
+
     /// The child's current actor, as its supervisor says.
     async fn current(&self, wait: bool) -> Result<ActorRef<A>, CallError> {
         Ok(self.actor(resolve(&self.sup, &self.id, wait).await?))
     }
 
     async fn call_with(&self, msg: A::Msg, wait: bool) -> Result<A::Reply, CallError> {
+        if let Some(placed) = self.placed() {
+            return self.call_placed(placed, msg, wait, None).await;
+        }
         let mut failed: Option<Identity> = None;
         for tries in 1.. {
             let actor = self.current(wait).await?;
@@ -134,7 +158,14 @@ impl<A: Actor> SupervisedRef<A> {
     ) -> Result<A::Reply, CallError> {
         let this = self.clone();
         runtime::run(async move {
-            tokio::time::timeout(timeout, this.call(msg))
+            // The supervisor on a node gives up as well, and serves the next.
+            let call = async {
+                match this.placed() {
+                    Some(placed) => this.call_placed(placed, msg, true, Some(timeout)).await,
+                    None => this.call(msg).await,
+                }
+            };
+            tokio::time::timeout(timeout, call)
                 .await
                 .unwrap_or(Err(CallError::Timeout(timeout)))
         })
@@ -159,6 +190,11 @@ impl<A: Actor> SupervisedRef<A> {
     /// [`CallError::NotRunning`], [`CallError::Restarting`] (too many waiting),
     /// [`CallError::Node`], and those of [`ActorRef::cast`](crate::ActorRef::cast).
     pub async fn cast(&self, msg: A::Msg) -> Result<(), CallError> {
+        if let Some(placed) = self.placed() {
+            let payload = placed.encode(&msg)?;
+            drop(msg);
+            return placed.to_child(&self.id, payload, Delivery::Cast).await.map(drop);
+        }
         self.current(true).await?.cast(msg)
     }
 }

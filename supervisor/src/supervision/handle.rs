@@ -2,7 +2,7 @@
 //! method sends the actor a message and awaits its reply; for a supervisor running on
 //! a node, that message is a call to the actor hosting it there (`placed.rs`).
 
-use multiproc_core::ChildSpec;
+use multiproc_core::{ChildSpec, Identity, NodeError};
 use ractor::ActorRef as CellRef;
 use tokio::sync::{oneshot, watch};
 
@@ -11,6 +11,7 @@ use super::hosted::Admin;
 use super::message::Msg;
 use super::placed::Placed;
 use super::{AdminError, ChildCounts, ChildStatus, Events, SupervisorExit};
+use crate::runtime::error::CallError;
 
 /// A running supervisor: its admin API, its events and its end.
 ///
@@ -97,6 +98,30 @@ impl SupervisorRef {
             To::Local(cell) => Ok(cell),
             To::Placed(placed) => Err(placed),
         }
+    }
+
+    /// The address of its child `id`, as this process reaches it: waiting through a
+    /// restart with `wait`.
+    pub(super) async fn resolve(&self, id: &str, wait: bool) -> Result<Identity, CallError> {
+        let (tx, rx) = oneshot::channel();
+        let gone = || CallError::NotRunning(id.to_string(), "its supervisor ended".into());
+        // The child's address is one of the node's tree, which this process cannot
+        // reach by it.
+        let cell = self.local().map_err(|placed| {
+            CallError::Node(NodeError::NotAcrossNodes {
+                what: format!(
+                    "a SupervisedRef to the child {id} of a supervisor running on a node"
+                ),
+                node: placed.node().to_string(),
+            })
+        })?;
+        cell.cast(Msg::Resolve {
+            id: id.to_string(),
+            wait,
+            reply: tx,
+        })
+        .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 
     /// The node this supervisor's own actor runs on; `None` for this process.

@@ -9,6 +9,7 @@
 use multiproc_core::{ChildSpec, EntryKind, NodeError, SpecError, SupervisorFlags};
 use serde::{Deserialize, Serialize};
 
+use super::relay::{self, Delivery, Miss};
 use super::{
     AdminError, ChildCounts, ChildStatus, Events, Supervisor, SupervisorEvent, SupervisorExit,
     SupervisorRef,
@@ -64,6 +65,12 @@ pub(super) enum Request {
     /// Stops the children and ends the supervisor; answered once its last event has
     /// gone up.
     Shutdown,
+    /// A `SupervisedRef`'s message for the actor child `id`, encoded as its type's.
+    Child {
+        id: String,
+        payload: Vec<u8>,
+        send: Delivery,
+    },
 }
 
 /// The hosting actor's answer.
@@ -72,6 +79,8 @@ pub(super) enum Reply {
     Which(Vec<ChildStatus>),
     Count(ChildCounts),
     Done(Result<(), Refusal>),
+    /// The child's reply, encoded (empty for a cast).
+    Child(Result<Vec<u8>, Miss>),
 }
 
 /// An [`AdminError`] as it crosses: the reason a child could not start is the text
@@ -193,6 +202,9 @@ impl Actor for Hosted {
             Request::Shutdown => {
                 self.finish().await;
                 done(Ok(()))
+            }
+            Request::Child { id, payload, send } => {
+                Reply::Child(relay::to_child(&self.sup, &id, &payload, send).await)
             }
         }
     }

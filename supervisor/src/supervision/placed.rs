@@ -6,11 +6,13 @@
 
 use std::time::Duration;
 
-use multiproc_core::{ChildSpec, ExitReason, NodeError, SupervisorFlags};
+use multiproc_core::{ChildSpec, ExitReason, NodeError, RemoteError, SupervisorFlags};
+use serde::Serialize;
 use tokio::sync::watch;
 
 use super::event::Hub;
 use super::hosted::{Admin, HOSTED_ENTRY, Hosted, Reply, Request, Setup};
+use super::relay::Delivery;
 use super::{AdminError, ChildCounts, ChildStatus, SupervisorEvent, SupervisorExit};
 use crate::node::Node;
 use crate::process::Process;
@@ -87,6 +89,43 @@ impl Placed {
     /// (its node down among others) has nothing left to stop.
     pub(super) async fn shutdown(&self) {
         let _ = self.call(Request::Shutdown).await;
+    }
+}
+
+impl Placed {
+    /// A message for one of the supervisor's children, encoded for its host.
+    pub(super) fn encode<M: Serialize>(&self, msg: &M) -> Result<Vec<u8>, CallError> {
+        self.actor.encode_for(msg)
+    }
+
+    /// Sends `payload` (an [`encode`](Placed::encode)d message) to the supervisor's
+    /// actor child `id`, through the actor hosting the supervisor; the child's reply,
+    /// or why none came.
+    pub(super) async fn to_child(
+        &self,
+        id: &str,
+        payload: Vec<u8>,
+        send: Delivery,
+    ) -> Result<Vec<u8>, CallError> {
+        let request = Request::Child {
+            id: id.to_string(),
+            payload,
+            send,
+        };
+        let reply = self.actor.call(request).await.map_err(|e| match e {
+            // Its process has exited: so has the supervisor.
+            CallError::Remote(RemoteError::NoProcess(_) | RemoteError::Exited(_)) => {
+                CallError::NotRunning(id.to_string(), "its supervisor ended".into())
+            }
+            e => e,
+        })?;
+        match reply {
+            Reply::Child(out) => out.map_err(|miss| miss.into_error(id, &self.node)),
+            other => Err(CallError::Node(NodeError::Remote {
+                node: self.node.clone(),
+                message: format!("unexpected answer from the supervisor: {other:?}"),
+            })),
+        }
     }
 }
 
