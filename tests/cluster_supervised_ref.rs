@@ -1,0 +1,245 @@
+//! A `SupervisedRef` of a supervisor that runs on a node, used from the root that
+//! placed it: real node processes on loopback (this test program in node mode,
+//! children of the test), real sessions, real signals.
+
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::node::{COOKIE, TestNode};
+use common::{TestResult, trial};
+use multiproc::blocking::node::{self, NodeError};
+use multiproc::blocking::{Events, SupervisedRef, SupervisorRef};
+use multiproc::{
+    Backoff, CallError, RestartIntensity, Supervisor, SupervisorEvent, SupervisorExit,
+    SupervisorFlags, actor_child,
+};
+use serde::{Deserialize, Serialize};
+
+/// How long any one event may take to come.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a restart waits: long enough to see the child between its exit and
+/// its new incarnation.
+const RESTART_DELAY: Duration = Duration::from_millis(1500);
+
+/// A counter that says which process it runs in.
+struct Tally(u64);
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Op {
+    Add(u64),
+    /// Answers after this many milliseconds: a call that outlasts its timeout.
+    Slow(u64),
+}
+
+impl multiproc::Actor for Tally {
+    type Args = ();
+    type Msg = Op;
+    /// (pid, total)
+    type Reply = (u32, u64);
+
+    async fn start((): ()) -> Result<Self, multiproc::BoxError> {
+        Ok(Tally(0))
+    }
+
+    async fn handle(&mut self, op: Op) -> (u32, u64) {
+        match op {
+            Op::Add(n) => self.0 += n,
+            Op::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+        }
+        (std::process::id(), self.0)
+    }
+}
+
+multiproc::register_actor!(Tally);
+
+fn flags(backoff: Backoff) -> SupervisorFlags {
+    SupervisorFlags {
+        intensity: RestartIntensity {
+            max_restarts: 5,
+            within: Duration::from_secs(60),
+        },
+        backoff,
+        ..SupervisorFlags::default()
+    }
+}
+
+/// A supervisor on `node` with the one child `tally`.
+fn start_on(node: &node::Node, backoff: Backoff) -> Result<SupervisorRef, String> {
+    let child = actor_child::<Tally>("tally", ()).map_err(|e| e.to_string())?;
+    SupervisorRef::start(Supervisor::new(flags(backoff)).child(child).on(node))
+        .map_err(|e| e.to_string())
+}
+
+/// The next event that `want` keeps, within [`EVENT_TIMEOUT`] each.
+fn wait_for<T>(
+    events: &mut Events,
+    mut want: impl FnMut(SupervisorEvent) -> Option<T>,
+) -> Result<T, String> {
+    loop {
+        let event = events
+            .recv_timeout(EVENT_TIMEOUT)
+            .map_err(|e| format!("no awaited event: {e:?}"))?;
+        if let Some(t) = want(event) {
+            return Ok(t);
+        }
+    }
+}
+
+fn kill(pid: u32) -> TestResult {
+    let pid = rustix::process::Pid::from_raw(pid as i32).ok_or("a pid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL)?;
+    Ok(())
+}
+
+fn not_running<T: std::fmt::Debug>(
+    r: Result<T, CallError>,
+    id: &str,
+    why: &str,
+) -> Result<(), String> {
+    match r {
+        Err(CallError::NotRunning(child, reason)) if child == id && reason.contains(why) => Ok(()),
+        other => Err(format!("expected NotRunning({id}, {why}), got {other:?}")),
+    }
+}
+
+// ---- tests ----
+
+/// Calls and casts reach the child on the node; after a SIGKILL there, the next
+/// call reaches its new incarnation, with a fresh count.
+fn calls_reach_the_child_on_a_node_across_its_restarts() -> TestResult {
+    let n = TestNode::start("ref-a", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let backoff = Backoff {
+        min: RESTART_DELAY,
+        max: RESTART_DELAY,
+        factor: 1,
+        jitter: 0.0,
+        reset_after: Duration::from_secs(60),
+    };
+    let sup = start_on(&node, backoff)?;
+    let tally: SupervisedRef<Tally> = sup.child_ref("tally");
+    let (pid, total) = tally.call(Op::Add(2))?;
+    check_eq!(total, 2);
+    let listed = sup.which_children()?[0].pid;
+    check_eq!(listed, Some(pid));
+    tally.cast(Op::Add(3))?;
+    check_eq!(tally.try_call(Op::Add(1))?, (pid, 6));
+    check_eq!(
+        tally.call_timeout(Op::Add(1), Duration::from_secs(5))?,
+        (pid, 7)
+    );
+
+    let mut events = sup.events();
+    kill(pid)?;
+    wait_for(&mut events, |e| match e {
+        SupervisorEvent::ChildExited { id, .. } if id == "tally" => Some(()),
+        _ => None,
+    })?;
+    // Between its exit and its restart: try_call does not wait, call does.
+    match tally.try_call(Op::Add(1)) {
+        Err(CallError::Restarting(id)) => check_eq!(id, "tally"),
+        other => return Err(format!("expected Restarting, got {other:?}").into()),
+    }
+    let (new_pid, total) = tally.call(Op::Add(1))?;
+    check!(new_pid != pid, "a new incarnation: {new_pid}");
+    check_eq!(total, 1);
+    let restarted = wait_for(&mut events, |e| match e {
+        SupervisorEvent::Restarted { id, pid, .. } if id == "tally" => Some(pid),
+        _ => None,
+    })?;
+    check_eq!(restarted, new_pid);
+
+    // A call that outlasts its timeout; the child serves the next one after it.
+    let asked = Instant::now();
+    match tally.call_timeout(Op::Slow(3000), Duration::from_millis(300)) {
+        Err(CallError::Timeout(t)) => check_eq!(t, Duration::from_millis(300)),
+        other => return Err(format!("expected Timeout, got {other:?}").into()),
+    }
+    check!(
+        asked.elapsed() < Duration::from_secs(2),
+        "the timeout took {:?}",
+        asked.elapsed()
+    );
+    check_eq!(tally.call(Op::Add(1))?, (new_pid, 2));
+
+    // Stopped, unknown, ended: typed.
+    sup.terminate_child("tally")?;
+    not_running(tally.call(Op::Add(1)), "tally", "it is stopped")?;
+    not_running(tally.cast(Op::Add(1)), "tally", "it is stopped")?;
+    let nobody: SupervisedRef<Tally> = sup.child_ref("nobody");
+    not_running(nobody.call(Op::Add(1)), "nobody", "no child has this id")?;
+    sup.restart_child("tally")?;
+    check_eq!(tally.call(Op::Add(4))?.1, 4);
+    check_eq!(sup.shutdown(), SupervisorExit::Shutdown);
+    not_running(tally.call(Op::Add(1)), "tally", "its supervisor ended")?;
+    Ok(())
+}
+
+/// The node SIGKILLed: a call in flight and the calls after fail with `NodeDown`,
+/// without waiting.
+fn a_killed_node_fails_its_childs_calls_node_down() -> TestResult {
+    let n = TestNode::start("ref-b", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let sup = start_on(&node, Backoff::NONE)?;
+    let tally: SupervisedRef<Tally> = sup.child_ref("tally");
+    check_eq!(tally.call(Op::Add(1))?.1, 1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let in_flight = {
+        let tally: SupervisedRef<Tally> = sup.child_ref("tally");
+        std::thread::spawn(move || {
+            let _ = tx.send(());
+            tally.call(Op::Slow(60_000))
+        })
+    };
+    rx.recv_timeout(EVENT_TIMEOUT)?;
+    let killed = Instant::now();
+    n.process.kill()?;
+    let node_down = |r: Result<(), CallError>| -> TestResult {
+        match r {
+            Err(CallError::Node(NodeError::NodeDown { node, .. })) => check_eq!(node, "ref-b"),
+            other => return Err(format!("expected NodeDown, got {other:?}").into()),
+        }
+        Ok(())
+    };
+    node_down(in_flight.join().unwrap().map(drop))?;
+    check!(
+        killed.elapsed() < Duration::from_secs(5),
+        "the call in flight failed after {:?}",
+        killed.elapsed()
+    );
+    let asked = Instant::now();
+    node_down(tally.call(Op::Add(1)).map(drop))?;
+    node_down(tally.try_call(Op::Add(1)).map(drop))?;
+    node_down(tally.cast(Op::Add(1)))?;
+    node_down(
+        tally
+            .call_timeout(Op::Add(1), Duration::from_secs(30))
+            .map(drop),
+    )?;
+    check!(
+        asked.elapsed() < Duration::from_secs(2),
+        "calls failed at once, not after {:?}",
+        asked.elapsed()
+    );
+    Ok(())
+}
+
+fn main() {
+    // Supervisors restart processes: bounded, whatever a regression does.
+    common::cgroup::confine("cluster_supervised_ref");
+    // One at a time: a process's connections to nodes are shared.
+    common::run_serial(vec![
+        trial(
+            "calls_reach_the_child_on_a_node_across_its_restarts",
+            calls_reach_the_child_on_a_node_across_its_restarts,
+        ),
+        trial(
+            "a_killed_node_fails_its_childs_calls_node_down",
+            a_killed_node_fails_its_childs_calls_node_down,
+        ),
+    ]);
+}
