@@ -381,14 +381,18 @@ fn what_cannot_travel_is_refused() -> TestResult {
     let sup = dynamic.supervisor();
     not_across(sup.start_child(placed), "placed")?;
     check_eq!(sup.which_children()?.len(), 0);
-    // A stable handle would name a process of the node's tree.
+    // A stable handle calls through the supervisor there (`cluster_supervised_ref`):
+    // the refused child never started.
     let job = sup.child_ref::<Counter>("v-1");
     match job.call(()) {
-        Err(CallError::Node(NodeError::NotAcrossNodes { node, .. })) => check_eq!(node, "sup-d"),
-        other => return Err(format!("expected NotAcrossNodes, got {other:?}").into()),
+        Err(CallError::NotRunning(id, why)) => {
+            check_eq!(id, "v-1");
+            check_eq!(why, "no child has this id");
+        }
+        other => return Err(format!("expected NotRunning, got {other:?}").into()),
     }
-    // Nor does it travel: in a child's arguments or a message, it is refused as it is
-    // encoded.
+    // But it does not travel: in a child's arguments or a message, it is refused as
+    // it is encoded.
     match multiproc::codec::encode(job.as_async()) {
         Err(e) => check!(
             e.to_string()
