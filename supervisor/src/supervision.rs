@@ -29,7 +29,8 @@
 //!   the supervisor reports.
 //! - A supervisor on a node ([`Supervisor::on`]): `hosted.rs` is the built-in actor
 //!   that runs it in a process placed there; `placed.rs` is this side, the calls of
-//!   its [`SupervisorRef`] and the task that brings its events back.
+//!   its [`SupervisorRef`] and the task that brings its events back; `relay.rs`
+//!   forwards a [`SupervisedRef`]'s messages to a child there.
 //!
 //! # Concurrency
 //!

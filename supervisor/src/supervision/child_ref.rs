@@ -32,6 +32,12 @@ use serde::{Deserialize, Serialize};
 /// restart reaches the new incarnation; when the address it got has no process any
 /// more (the child was restarted meanwhile), the message reached nobody, and it asks
 /// again and sends it there.
+///
+/// Of a supervisor running on a node ([`Supervisor::on`](crate::Supervisor::on)),
+/// it works in the process that placed the supervisor: each message goes, encoded
+/// here, to the actor hosting the supervisor there, which forwards it to the child
+/// (one message at a time), and fails with [`CallError::Node`] once the node is
+/// down. Such a handle does not travel.
 pub struct SupervisedRef<A> {
     sup: Sup,
     id: String,
@@ -193,7 +199,10 @@ impl<A: Actor> SupervisedRef<A> {
         if let Some(placed) = self.placed() {
             let payload = placed.encode(&msg)?;
             drop(msg);
-            return placed.to_child(&self.id, payload, Delivery::Cast).await.map(drop);
+            return placed
+                .to_child(&self.id, payload, Delivery::Cast)
+                .await
+                .map(drop);
         }
         self.current(true).await?.cast(msg)
     }

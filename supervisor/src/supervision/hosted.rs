@@ -4,7 +4,8 @@
 //! and sends the supervisor's events up to it through a queue.
 //!
 //! What travels, both ways: the supervisor's setup (flags, child specs, the queue),
-//! the [`Request`]s and their [`Reply`]s, and an [`AdminError`] as a [`Refusal`].
+//! the [`Request`]s and their [`Reply`]s, and an [`AdminError`] as a [`Refusal`]. A
+//! `SupervisedRef`'s message to a child is a request too, forwarded by `relay.rs`.
 
 use multiproc_core::{ChildSpec, EntryKind, NodeError, SpecError, SupervisorFlags};
 use serde::{Deserialize, Serialize};
