@@ -100,21 +100,28 @@ impl DynamicSupervisor {
                 source,
             },
         })?;
-        // A template placed on a node: its children may not take this host's objects.
-        if let (Some(placement), true) = (&self.template.placement, handles) {
+        let mut spec = self.template.clone();
+        spec.far = if handles {
+            crate::process::FarSpec::encode(args)
+        } else {
+            multiproc_core::Attached::default()
+        };
+        // A template placed on a node: its children take this host's queues, locks
+        // and events there as far handles, not its one-machine objects.
+        let one_machine = crate::process::FarSpec::of(&spec).and_then(|f| f.one_machine());
+        if let (Some(placement), Some(what)) = (&self.template.placement, one_machine) {
             return Err(AdminError::Start {
                 id: id.clone(),
                 source: multiproc_core::NodeError::NotAcrossNodes {
                     what: format!(
-                        "a Queue, Lock, Event, Value, Array, SharedMemory or ActorRef handle \
-                         among the arguments of {id}"
+                        "{what} handle among the arguments of {id} (a queue, lock, \
+                         semaphore, Condition, Event or Barrier would work)"
                     ),
                     node: placement.node.clone(),
                 }
                 .into(),
             });
         }
-        let mut spec = self.template.clone();
         spec.id = id.clone();
         spec.start.args = encoded;
         spec.start.holds_handles = handles;
