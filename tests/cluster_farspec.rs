@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::node::{COOKIE, TestNode};
 use common::{TestResult, trial};
 use multiproc::blocking::node::{self, NodeError};
-use multiproc::blocking::{DynamicSupervisor, Events, Lock, Queue, SupervisorRef};
+use multiproc::blocking::{DynamicSupervisor, Event, Events, Lock, Queue, SupervisorRef};
 use multiproc::{
     AdminError, Restart, Supervisor, SupervisorEvent, SupervisorExit, SupervisorFlags, SyncError,
     function_child,
@@ -30,8 +30,16 @@ fn puts_its_pid(pids: Queue<u32>) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Takes the root's lock, says so with its pid, and holds it until killed.
-fn holds_the_lock(lock: Lock, pids: Queue<u32>) -> Result<(), Box<dyn std::error::Error>> {
+/// Once `go` is set, takes the root's lock, says so with its pid, and holds it
+/// until killed.
+fn holds_the_lock(
+    lock: Lock,
+    pids: Queue<u32>,
+    go: Event,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if !go.wait(Some(WAIT))? {
+        return Err("never told to go".into());
+    }
     if !lock.acquire(true, Some(WAIT))? {
         return Err("the lock stayed taken".into());
     }
@@ -135,9 +143,10 @@ fn a_placed_childs_queue_works_across_its_restarts() -> TestResult {
 fn a_placed_childs_lock_is_freed_when_it_is_killed() -> TestResult {
     let n = TestNode::start("fs-b", COOKIE, None, Duration::from_secs(5));
     let node = node::connect(&n.addr, COOKIE)?;
-    let (lock, pids) = (Lock::new()?, Queue::<u32>::new(0)?);
-    let mut spec =
-        function_child("holder", holds_the_lock, (lock.clone(), pids.clone()))?.on(&node);
+    let (lock, pids, go) = (Lock::new()?, Queue::<u32>::new(0)?, Event::new()?);
+    go.set()?;
+    let args = (lock.clone(), pids.clone(), go.clone());
+    let mut spec = function_child("holder", holds_the_lock, args)?.on(&node);
     spec.restart = Restart::Temporary;
     let sup = SupervisorRef::start(Supervisor::new(SupervisorFlags::default()).child(spec))?;
     let pid = pids.get(true, Some(WAIT))?;
@@ -194,6 +203,78 @@ fn a_placed_template_takes_a_queue_and_refuses_a_value() -> TestResult {
     Ok(())
 }
 
+/// A supervisor on the node, its child spec holding a root lock and queue: the child
+/// takes the lock there; SIGKILLed, the root's next acquire gets `OwnerDied`; the
+/// node restarts it, and its new incarnation takes the same lock again.
+fn a_node_supervisors_child_holds_a_root_lock() -> TestResult {
+    let n = TestNode::start("fs-d", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let (lock, pids, go) = (Lock::new()?, Queue::<u32>::new(0)?, Event::new()?);
+    go.set()?;
+    let args = (lock.clone(), pids.clone(), go.clone());
+    let sup = SupervisorRef::start(
+        Supervisor::new(SupervisorFlags::default())
+            .child(function_child("holder", holds_the_lock, args)?)
+            .on(&node),
+    )?;
+    check_eq!(sup.node(), Some("fs-d"));
+    let mut events = sup.events_from_start();
+    let first = pids.get(true, Some(WAIT))?;
+    check_eq!(child_pid(&sup, "holder")?.1, Some(first));
+    check!(!lock.acquire(false, None)?, "held on the node");
+    // Its next incarnation waits: the root is the next acquirer.
+    go.clear()?;
+    kill(first)?;
+    match lock.acquire(true, Some(WAIT)) {
+        Err(SyncError::OwnerDied) => {}
+        other => return Err(format!("expected OwnerDied, got {other:?}").into()),
+    }
+    wait_for(&mut events, |e| match e {
+        SupervisorEvent::Restarted { id, .. } if id == "holder" => Some(()),
+        _ => None,
+    })?;
+    lock.release()?;
+    go.set()?;
+    let second = pids.get(true, Some(WAIT))?;
+    check!(second != first, "a new incarnation: {second}");
+    check!(!lock.acquire(false, None)?, "held again on the node");
+    check_eq!(sup.shutdown(), SupervisorExit::Shutdown);
+    Ok(())
+}
+
+/// A dynamic supervisor on the node: `start_child` with a root queue, the child
+/// puts to it; a `Value` is refused, typed, naming it.
+fn a_node_dynamic_supervisors_children_take_a_root_queue() -> TestResult {
+    let n = TestNode::start("fs-e", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let pids = Queue::<u32>::new(0)?;
+    let dynamic = DynamicSupervisor::start_on(
+        &node,
+        SupervisorFlags::default(),
+        function_child("job", puts_its_pid, pids.clone())?,
+        None,
+    )?;
+    let id = dynamic.start_child(&pids)?;
+    let pid = pids.get(true, Some(WAIT))?;
+    check_eq!(
+        child_pid(&dynamic.supervisor(), &id)?,
+        (Some("fs-e".to_string()), Some(pid))
+    );
+    let value = multiproc::Value::new(1u64)?;
+    match dynamic.start_child(&value) {
+        Err(AdminError::Start {
+            source: multiproc::Error::Node(NodeError::NotAcrossNodes { what, node }),
+            ..
+        }) => {
+            check!(what.contains("Value"), "{what}");
+            check_eq!(node, "fs-e");
+        }
+        other => return Err(format!("expected NotAcrossNodes, got {other:?}").into()),
+    }
+    check_eq!(dynamic.supervisor().shutdown(), SupervisorExit::Shutdown);
+    Ok(())
+}
+
 fn main() {
     common::cgroup::confine("cluster_farspec");
     // One at a time: a process's connections to nodes are shared.
@@ -209,6 +290,14 @@ fn main() {
         trial(
             "a_placed_template_takes_a_queue_and_refuses_a_value",
             a_placed_template_takes_a_queue_and_refuses_a_value,
+        ),
+        trial(
+            "a_node_supervisors_child_holds_a_root_lock",
+            a_node_supervisors_child_holds_a_root_lock,
+        ),
+        trial(
+            "a_node_dynamic_supervisors_children_take_a_root_queue",
+            a_node_dynamic_supervisors_children_take_a_root_queue,
         ),
     ]);
 }

@@ -68,7 +68,7 @@ impl DynamicSupervisor {
             sup = sup.max_children(max);
         }
         if let Some(node) = node {
-            super::placed::travels(&template, node.name())?;
+            super::placed::travels(template.clone(), node.name())?;
             sup = sup.on(node);
         }
         Ok(DynamicSupervisor {

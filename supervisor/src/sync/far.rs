@@ -45,9 +45,10 @@ mod owner;
 mod wire;
 
 pub(crate) use encode::{
-    Side, deserialize, encode_far, encoding_far, farable, farable_in, one_machine_types, serialize,
+    Carry, Side, deserialize, encode_far, encoding_far, farable, farable_in, one_machine_types,
+    serialize,
 };
-pub(crate) use export::{Obj, Resolver, export, export_to_running, reclaim};
+pub(crate) use export::{Obj, Resolver, died, export, export_to_running, reclaim};
 pub(crate) use forward::{RELAYS, Relay, actor_up, answer, forward, forward_actor};
 pub(crate) use wire::{FarError, FarKey, FarOp, FarReply, GatewayCall};
 

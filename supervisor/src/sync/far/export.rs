@@ -137,6 +137,21 @@ impl Exported {
     }
 }
 
+/// The far process `pid` on the node of `token` has ended while what it used stays
+/// exported (a child of a supervisor there, restarted under the same export): frees
+/// what it held as a dead holder's, as its export's end would.
+pub(crate) async fn died(token: u64, pid: u32) {
+    let stand_ins = owner::forget(token, Some(pid));
+    let found: Vec<(Obj, u32)> = exports()
+        .iter_mut()
+        .filter(|((_, t), _)| *t == token)
+        .map(|(_, entry)| (entry.obj.clone(), entry.held.remove(&pid).unwrap_or(0)))
+        .collect();
+    for (obj, units) in found {
+        obj.gone(&stand_ins, units).await;
+    }
+}
+
 impl Drop for Exported {
     fn drop(&mut self) {
         // Not started: nothing ran there to hold anything.
