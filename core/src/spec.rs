@@ -82,8 +82,9 @@ pub struct StartSpec {
     #[serde(with = "serde_bytes")]
     pub args: Vec<u8>,
     /// The arguments hold handles to objects of the host that encoded them (a
-    /// `Queue`, a `Lock`, a `Value`, …): the child may start on that host's tree
-    /// only, and one placed on a node is refused with `NodeError::NotAcrossNodes`.
+    /// `Queue`, a `Lock`, a `Value`, …): on a node, the child takes the far encoding
+    /// its spec keeps ([`ChildSpec::far`]), and without one it is refused with
+    /// `NodeError::NotAcrossNodes`.
     #[serde(default)]
     pub holds_handles: bool,
 }

@@ -29,7 +29,7 @@ mod host;
 
 pub use host::run_actor;
 
-use far::{Reach, for_node, not_across, remote_payload};
+use far::{Reach, for_node, remote_payload};
 
 /// Whether this thread encodes a message for an actor on another node: a handle
 /// that cannot travel there says so (`sync::handles_in` refuses the message).
@@ -437,6 +437,7 @@ impl<A: Actor> ActorRef<A> {
     > {
         ENCODED.with_borrow_mut(|payload| {
             payload.clear();
+            let mut wire_kind = kind;
             match &self.on {
                 None => codec::encode_into(msg, payload).map_err(CallError::Encode)?,
                 // For a node, by way of the process that placed it there.
@@ -445,8 +446,9 @@ impl<A: Actor> ActorRef<A> {
                         crate::sync::handles_in(|| for_node(|| codec::encode_into(msg, payload)));
                     encoded.map_err(CallError::Encode)?;
                     if handles {
-                        payload.clear();
-                        return Err(not_across(on));
+                        // Its handles go to the placer too, which exports them.
+                        *payload = far::relayed(msg, on, kind == BodyKind::Call)?;
+                        wire_kind = BodyKind::Service;
                     }
                 }
             }
@@ -468,7 +470,7 @@ impl<A: Actor> ActorRef<A> {
                     to: (&self.addr).into(),
                     from: (&me().identity).into(),
                     corr,
-                    kind,
+                    kind: wire_kind,
                     payload,
                     span: carried.as_ref().map(Carried::number),
                 },

@@ -41,8 +41,9 @@ impl DynamicSupervisor {
     ///
     /// As [`start`](DynamicSupervisor::start); [`AdminError::Start`] with
     /// [`NodeError::NotAcrossNodes`](multiproc_core::NodeError::NotAcrossNodes) for a
-    /// template that cannot go there (placed itself, or holding handles of this
-    /// host), and with the node's error when the node is down or refuses.
+    /// template that cannot go there (placed itself, or holding a one-machine
+    /// object of this host), and with the node's error when the node is down or
+    /// refuses.
     pub async fn start_on(
         node: &Node,
         flags: SupervisorFlags,
