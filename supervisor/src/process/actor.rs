@@ -96,7 +96,8 @@ pub trait Actor: Sized + Send + 'static {
 /// A plain value: clone it, send it to another process as an argument or inside a
 /// message, and call the actor from there; messages are routed along the tree. The
 /// handle of an actor placed on a node works so too, from any process of this tree:
-/// its messages go through the process that placed it, which holds the session. And
+/// its messages go through the process that placed it, which holds the session and
+/// exports to the actor's process the queues, locks and events they hold. And
 /// a handle of this tree, sent to a process placed on a node, works there (and in its
 /// descendants there) through the placing process's gateway; sent on from that node
 /// to another, its calls fail with `NodeError::NotAcrossNodes`.
