@@ -275,6 +275,39 @@ fn a_node_dynamic_supervisors_children_take_a_root_queue() -> TestResult {
     Ok(())
 }
 
+/// The process of a supervisor on the node SIGKILLed while its child holds a root
+/// lock: no `ChildExited` comes from there, and the lock is freed with the export,
+/// `OwnerDied` for the root's next acquire.
+fn a_node_supervisors_end_frees_what_its_children_held() -> TestResult {
+    let n = TestNode::start("fs-f", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let (lock, pids, go) = (Lock::new()?, Queue::<u32>::new(0)?, Event::new()?);
+    go.set()?;
+    let args = (lock.clone(), pids.clone(), go.clone());
+    let sup = SupervisorRef::start(
+        Supervisor::new(SupervisorFlags::default())
+            .child(function_child("holder", holds_the_lock, args)?)
+            .on(&node),
+    )?;
+    let pid = pids.get(true, Some(WAIT))?;
+    // Its parent there is the process that hosts the supervisor.
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = &stat[stat.rfind(')').ok_or("a stat line")? + 2..];
+    let host: u32 = after_name.split(' ').nth(1).ok_or("a ppid")?.parse()?;
+    check!(!lock.acquire(false, None)?, "held on the node");
+    kill(host)?;
+    match lock.acquire(true, Some(WAIT)) {
+        Err(SyncError::OwnerDied) => {}
+        other => return Err(format!("expected OwnerDied, got {other:?}").into()),
+    }
+    lock.release()?;
+    check!(
+        matches!(sup.join(), SupervisorExit::Lost { .. }),
+        "its end is Lost"
+    );
+    Ok(())
+}
+
 fn main() {
     common::cgroup::confine("cluster_farspec");
     // One at a time: a process's connections to nodes are shared.
@@ -298,6 +331,10 @@ fn main() {
         trial(
             "a_node_dynamic_supervisors_children_take_a_root_queue",
             a_node_dynamic_supervisors_children_take_a_root_queue,
+        ),
+        trial(
+            "a_node_supervisors_end_frees_what_its_children_held",
+            a_node_supervisors_end_frees_what_its_children_held,
         ),
     ]);
 }
