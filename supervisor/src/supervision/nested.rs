@@ -82,28 +82,27 @@ pub(super) fn spec(
 /// # Examples
 ///
 /// ```no_run
-/// use multiproc::blocking::{node, SupervisorRef};
-/// use multiproc::{RestartPlacement, Supervisor, SupervisorFlags, function_child};
+/// use multiproc_core::{ChildSpec, RestartPlacement, SupervisorFlags};
+/// use multiproc_supervisor::Supervisor;
+/// use multiproc_supervisor::blocking::{node, SupervisorRef};
 ///
-/// fn serve() { multiproc::blocking::wait_for_stop(); }
-/// multiproc::register!(serve);
-///
-/// fn main() -> Result<(), Box<dyn std::error::Error>> {
-///     multiproc::init();
+/// /// `front` and `back`: specs of registered functions (`function_child`).
+/// fn edge_on_a(front: ChildSpec, back: ChildSpec) -> Result<(), Box<dyn std::error::Error>> {
 ///     let a = node::connect("10.0.0.7:7070", "s3cret")?;
 ///     let _b = node::connect("10.0.0.8:7070", "s3cret")?;
-///     let nested = Supervisor::new(SupervisorFlags::default())
-///         .child(function_child("front", serve, ())?)
+///     let edge = Supervisor::new(SupervisorFlags::default())
+///         .child(front)
 ///         .on(&a)
 ///         .into_child("edge")?
 ///         .restart_on(RestartPlacement::AnyLiveNode);
-///     let root = SupervisorRef::start(Supervisor::new(SupervisorFlags::default()).child(nested))?;
+///     let root = SupervisorRef::start(Supervisor::new(SupervisorFlags::default()).child(edge))?;
 ///     let edge = root.child_supervisor("edge");
 ///     // Wherever `edge` runs now: on `a`, or after `a`'s death, on `b`.
-///     edge.start_child(function_child("back", serve, ())?)?;
+///     edge.start_child(back)?;
 ///     assert_eq!(edge.which_children()?.len(), 2);
 ///     Ok(())
 /// }
+/// # fn main() { let _ = edge_on_a; }
 /// ```
 #[derive(Debug, Clone)]
 pub struct ChildSupervisorRef {
