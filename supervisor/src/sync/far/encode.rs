@@ -102,11 +102,16 @@ pub(crate) struct Carry(pub(crate) Vec<(FarKey, Obj)>);
 
 impl Serialize for Carry {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        COLLECT.with(|c| {
-            if let Some(c) = c.borrow_mut().as_mut() {
-                c.objs.extend(self.0.iter().cloned());
-            }
+        let collected = COLLECT.with(|c| {
+            c.borrow_mut()
+                .as_mut()
+                .map(|c| c.objs.extend(self.0.iter().cloned()))
+                .is_some()
         });
+        if !collected && !self.0.is_empty() {
+            // Encoded for here, it is encoded for a node as well (see `farable`).
+            farable();
+        }
         s.serialize_unit()
     }
 }
