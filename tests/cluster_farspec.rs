@@ -308,6 +308,33 @@ fn a_node_supervisors_end_frees_what_its_children_held() -> TestResult {
     Ok(())
 }
 
+/// A supervisor on the node as a child of one here (`Supervisor::into_child`), its
+/// own child holding a root queue: each incarnation of the nested supervisor starts
+/// it with the same far queue, restarted here after its process is killed.
+fn a_nested_supervisors_child_takes_a_root_queue() -> TestResult {
+    let n = TestNode::start("fs-g", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let pids = Queue::<u32>::new(0)?;
+    let nested = Supervisor::new(SupervisorFlags::default())
+        .child(function_child("worker", puts_its_pid, pids.clone())?)
+        .on(&node)
+        .into_child("nested")?;
+    let sup = SupervisorRef::start(Supervisor::new(SupervisorFlags::default()).child(nested))?;
+    let mut events = sup.events_from_start();
+    let first = pids.get(true, Some(WAIT))?;
+    let (on, host) = child_pid(&sup, "nested")?;
+    check_eq!(on.as_deref(), Some("fs-g"));
+    kill(host.ok_or("the nested supervisor's pid")?)?;
+    wait_for(&mut events, |e| match e {
+        SupervisorEvent::Restarted { id, .. } if id == "nested" => Some(()),
+        _ => None,
+    })?;
+    let second = pids.get(true, Some(WAIT))?;
+    check!(second != first, "a new incarnation: {second}");
+    check_eq!(sup.shutdown(), SupervisorExit::Shutdown);
+    Ok(())
+}
+
 fn main() {
     common::cgroup::confine("cluster_farspec");
     // One at a time: a process's connections to nodes are shared.
@@ -335,6 +362,10 @@ fn main() {
         trial(
             "a_node_supervisors_end_frees_what_its_children_held",
             a_node_supervisors_end_frees_what_its_children_held,
+        ),
+        trial(
+            "a_nested_supervisors_child_takes_a_root_queue",
+            a_nested_supervisors_child_takes_a_root_queue,
         ),
     ]);
 }
