@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::node::{COOKIE, TestNode};
 use common::{TestResult, trial};
 use multiproc::blocking::node::{self, NodeError};
-use multiproc::blocking::{Events, SupervisedRef, SupervisorRef};
+use multiproc::blocking::{Event, Events, SupervisedRef, SupervisorRef};
 use multiproc::{
     Backoff, CallError, RestartIntensity, Supervisor, SupervisorEvent, SupervisorExit,
     SupervisorFlags, actor_child,
@@ -33,6 +33,9 @@ enum Op {
     Add(u64),
     /// Answers after this many milliseconds: a call that outlasts its timeout.
     Slow(u64),
+    /// Sets the first event, then answers once the second is set (events of the
+    /// root, exported to the node with the message).
+    Hold(multiproc::Event, multiproc::Event),
 }
 
 impl multiproc::Actor for Tally {
@@ -49,6 +52,10 @@ impl multiproc::Actor for Tally {
         match op {
             Op::Add(n) => self.0 += n,
             Op::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            Op::Hold(holding, release) => {
+                let _ = holding.set().await;
+                let _ = release.wait(Some(EVENT_TIMEOUT * 3)).await;
+            }
         }
         (std::process::id(), self.0)
     }
@@ -69,9 +76,16 @@ fn flags(backoff: Backoff) -> SupervisorFlags {
 
 /// A supervisor on `node` with the one child `tally`.
 fn start_on(node: &node::Node, backoff: Backoff) -> Result<SupervisorRef, String> {
-    let child = actor_child::<Tally>("tally", ()).map_err(|e| e.to_string())?;
-    SupervisorRef::start(Supervisor::new(flags(backoff)).child(child).on(node))
-        .map_err(|e| e.to_string())
+    start_with(node, backoff, &["tally"])
+}
+
+/// A supervisor on `node` with a `Tally` child of each id.
+fn start_with(node: &node::Node, backoff: Backoff, ids: &[&str]) -> Result<SupervisorRef, String> {
+    let mut sup = Supervisor::new(flags(backoff));
+    for id in ids {
+        sup = sup.child(actor_child::<Tally>(*id, ()).map_err(|e| e.to_string())?);
+    }
+    SupervisorRef::start(sup.on(node)).map_err(|e| e.to_string())
 }
 
 /// The next event that `want` keeps, within [`EVENT_TIMEOUT`] each.
@@ -228,6 +242,53 @@ fn a_killed_node_fails_its_childs_calls_node_down() -> TestResult {
     Ok(())
 }
 
+/// A call held in child `a` on the node holds up neither a call to child `b`, nor the
+/// next call to `a` sent meanwhile, nor the supervisor's admin requests.
+fn a_held_call_holds_up_no_other_call() -> TestResult {
+    let n = TestNode::start("ref-c", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let sup = start_with(&node, Backoff::NONE, &["a", "b"])?;
+    let (a, b): (SupervisedRef<Tally>, SupervisedRef<Tally>) =
+        (sup.child_ref("a"), sup.child_ref("b"));
+    let (holding, release) = (Event::new()?, Event::new()?);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let held = {
+        let a: SupervisedRef<Tally> = sup.child_ref("a");
+        let hold = Op::Hold(holding.clone().into_async(), release.clone().into_async());
+        std::thread::spawn(move || {
+            let out = a.call_timeout(hold, EVENT_TIMEOUT * 2);
+            let _ = tx.send(());
+            out
+        })
+    };
+    check!(
+        holding.wait(Some(EVENT_TIMEOUT))?,
+        "the call reached child a"
+    );
+    let (_, b_total) = b.call(Op::Add(5))?;
+    check_eq!(b_total, 5);
+    check_eq!(sup.which_children()?.len(), 2);
+    check_eq!(sup.count_children()?.active, 2);
+    // A cast to the held child is sent on, in its turn: it waits in the child's
+    // mailbox, not in the supervisor.
+    a.cast(Op::Add(1))?;
+    check!(
+        rx.try_recv().is_err(),
+        "the held call answered before the others"
+    );
+    // Timed out, given up on, while the child still holds the first call.
+    match a.call_timeout(Op::Add(1), Duration::from_millis(300)) {
+        Err(CallError::Timeout(t)) => check_eq!(t, Duration::from_millis(300)),
+        other => return Err(format!("expected Timeout, got {other:?}").into()),
+    }
+    release.set()?;
+    let (a_pid, _) = held.join().unwrap()?;
+    // In order: the cast, then the timed-out call (handled all the same), then this.
+    check_eq!(a.call(Op::Add(0))?, (a_pid, 2));
+    check_eq!(sup.shutdown(), SupervisorExit::Shutdown);
+    Ok(())
+}
+
 fn main() {
     // Supervisors restart processes: bounded, whatever a regression does.
     common::cgroup::confine("cluster_supervised_ref");
@@ -240,6 +301,10 @@ fn main() {
         trial(
             "a_killed_node_fails_its_childs_calls_node_down",
             a_killed_node_fails_its_childs_calls_node_down,
+        ),
+        trial(
+            "a_held_call_holds_up_no_other_call",
+            a_held_call_holds_up_no_other_call,
         ),
     ]);
 }

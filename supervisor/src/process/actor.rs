@@ -27,6 +27,7 @@ use crate::runtime::router;
 mod far;
 mod host;
 
+pub(crate) use host::defer_reply;
 pub use host::run_actor;
 
 use far::{Reach, for_node, not_across, remote_payload};
