@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::node::{COOKIE, TestNode};
 use common::{TestResult, trial};
 use multiproc::blocking::node::{self, NodeError};
-use multiproc::blocking::{Event, Events, SupervisedRef, SupervisorRef};
+use multiproc::blocking::{Event, Events, Process, Queue, SupervisedRef, SupervisorRef};
 use multiproc::{
     Backoff, CallError, RestartIntensity, Supervisor, SupervisorEvent, SupervisorExit,
     SupervisorFlags, actor_child,
@@ -62,6 +62,61 @@ impl multiproc::Actor for Tally {
 }
 
 multiproc::register_actor!(Tally);
+multiproc::register!(calls_from_the_tree);
+
+/// What the test asks the caller in a local child to do.
+#[derive(Debug, Serialize, Deserialize)]
+enum Ask {
+    Call(Op),
+    TryCall(Op),
+    CallTimeout(Op, Duration),
+    Cast(Op),
+    Quit,
+}
+
+/// What the caller reports of one request.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+enum Outcome {
+    Reply(u32, u64),
+    Cast,
+    NotRunning(String),
+    Restarting,
+    NodeDown { node: String },
+    Other(String),
+}
+
+fn outcome(r: Result<(u32, u64), CallError>) -> Outcome {
+    match r {
+        Ok((pid, total)) => Outcome::Reply(pid, total),
+        Err(CallError::NotRunning(_, why)) => Outcome::NotRunning(why),
+        Err(CallError::Restarting(_)) => Outcome::Restarting,
+        Err(CallError::Node(NodeError::NodeDown { node, .. })) => Outcome::NodeDown { node },
+        Err(e) => Outcome::Other(format!("{e:?}")),
+    }
+}
+
+/// In a child of the root, with a handle of the child of a supervisor on a node:
+/// does what it is asked through `asks`, reports through `reports`.
+fn calls_from_the_tree(
+    tally: multiproc::SupervisedRef<Tally>,
+    asks: Queue<Ask>,
+    reports: Queue<Outcome>,
+) -> Result<(), multiproc::BoxError> {
+    let tally = SupervisedRef::from(tally);
+    loop {
+        let out = match asks.get(true, Some(EVENT_TIMEOUT * 3))? {
+            Ask::Call(op) => outcome(tally.call(op)),
+            Ask::TryCall(op) => outcome(tally.try_call(op)),
+            Ask::CallTimeout(op, t) => outcome(tally.call_timeout(op, t)),
+            Ask::Cast(op) => match tally.cast(op) {
+                Ok(()) => Outcome::Cast,
+                Err(e) => outcome(Err(e)),
+            },
+            Ask::Quit => return Ok(()),
+        };
+        reports.put(&out, true, None)?;
+    }
+}
 
 fn flags(backoff: Backoff) -> SupervisorFlags {
     SupervisorFlags {
@@ -289,6 +344,85 @@ fn a_held_call_holds_up_no_other_call() -> TestResult {
     Ok(())
 }
 
+/// The handle given to a child of the root, on this host: its calls reach the child
+/// on the node, its new incarnation after a SIGKILL there, and fail with `NodeDown`
+/// once the node is killed. Given to a process placed on a node, it is refused.
+fn the_handle_works_from_a_child_of_the_root() -> TestResult {
+    let n = TestNode::start("ref-d", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let sup = start_on(&node, Backoff::NONE)?;
+    let tally: SupervisedRef<Tally> = sup.child_ref("tally");
+    let (asks, reports) = (Queue::<Ask>::new(0)?, Queue::<Outcome>::new(0)?);
+    let mut caller = Process::new(
+        calls_from_the_tree,
+        (tally.into_async(), asks.clone(), reports.clone()),
+    );
+    caller.start()?;
+    let ask = |a: Ask| -> Result<Outcome, String> {
+        asks.put(&a, true, None).map_err(|e| e.to_string())?;
+        reports
+            .get(true, Some(EVENT_TIMEOUT))
+            .map_err(|e| format!("no report for {a:?}: {e}"))
+    };
+    let pid = sup.which_children()?[0].pid.ok_or("a pid")?;
+    check_eq!(ask(Ask::Call(Op::Add(2)))?, Outcome::Reply(pid, 2));
+    check_eq!(ask(Ask::Cast(Op::Add(3)))?, Outcome::Cast);
+    check_eq!(ask(Ask::TryCall(Op::Add(1)))?, Outcome::Reply(pid, 6));
+    check_eq!(
+        ask(Ask::CallTimeout(Op::Slow(3000), Duration::from_millis(300)))?,
+        Outcome::Other(format!(
+            "{:?}",
+            CallError::Timeout(Duration::from_millis(300))
+        ))
+    );
+
+    let mut events = sup.events();
+    kill(pid)?;
+    let new_pid = wait_for(&mut events, |e| match e {
+        SupervisorEvent::Restarted { id, pid, .. } if id == "tally" => Some(pid),
+        _ => None,
+    })?;
+    check!(new_pid != pid, "a new incarnation: {new_pid}");
+    check_eq!(ask(Ask::Call(Op::Add(1)))?, Outcome::Reply(new_pid, 1));
+
+    // To a node, it does not go: refused before anything is sent.
+    let tally: SupervisedRef<Tally> = sup.child_ref("tally");
+    let mut placed = Process::new(
+        calls_from_the_tree,
+        (tally.into_async(), asks.clone(), reports.clone()),
+    )
+    .on(&node);
+    match placed.start() {
+        Err(multiproc::Error::Node(NodeError::NotAcrossNodes { node, .. })) => {
+            check_eq!(node, "ref-d");
+        }
+        other => return Err(format!("expected NotAcrossNodes, got {other:?}").into()),
+    }
+
+    n.process.kill()?;
+    let killed = Instant::now();
+    check_eq!(
+        ask(Ask::Call(Op::Add(1)))?,
+        Outcome::NodeDown {
+            node: "ref-d".into()
+        }
+    );
+    check_eq!(
+        ask(Ask::Cast(Op::Add(1)))?,
+        Outcome::NodeDown {
+            node: "ref-d".into()
+        }
+    );
+    check!(
+        killed.elapsed() < Duration::from_secs(5),
+        "NodeDown came after {:?}",
+        killed.elapsed()
+    );
+    asks.put(&Ask::Quit, true, None)?;
+    caller.join()?;
+    Ok(())
+}
+
 fn main() {
     // Supervisors restart processes: bounded, whatever a regression does.
     common::cgroup::confine("cluster_supervised_ref");
@@ -305,6 +439,10 @@ fn main() {
         trial(
             "a_held_call_holds_up_no_other_call",
             a_held_call_holds_up_no_other_call,
+        ),
+        trial(
+            "the_handle_works_from_a_child_of_the_root",
+            the_handle_works_from_a_child_of_the_root,
         ),
     ]);
 }
