@@ -1,5 +1,5 @@
-//! A `SupervisedRef`'s message to a child of a supervisor on a node: the root sends
-//! it, already encoded as the child's type's, to the actor hosting the supervisor
+//! A `SupervisedRef`'s message to a child of a supervisor on a node: a process of
+//! the placing root's tree sends it, already encoded as the child's type's, to the actor hosting the supervisor
 //! there (`hosted.rs`), which forwards it to the child's current process, in its own
 //! tree, and answers with the child's reply as it came: later, from a task of its
 //! own, so that the hosting actor serves the next request meanwhile.
