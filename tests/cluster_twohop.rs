@@ -1,0 +1,276 @@
+//! Handles two sessions away, by way of the root: an `ActorRef` of the root's tree,
+//! sent on by a process placed on one node to an actor placed on another, works
+//! there; its calls go through the root, which holds both sessions. Real node
+//! processes on loopback (this test program in node mode), real TCP sessions, real
+//! SIGKILL.
+
+#![allow(clippy::unwrap_used, reason = "a test fails by panicking")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::node::{COOKIE, EnvNode};
+use common::{TestResult, trial};
+use multiproc::blocking::node::{self, NodeError};
+use multiproc::blocking::{Process, Queue};
+use multiproc::{Actor, ActorRef, BoxError, CallError, ExitReason, RemoteError};
+use serde::{Deserialize, Serialize};
+
+/// How long a test waits for something that should come at once.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The actor the handles name.
+struct Counter(i64);
+
+#[derive(Debug, Serialize, Deserialize)]
+enum CounterMsg {
+    Add(i64),
+    Get,
+    /// Answers after this many milliseconds (a slow handler, for timeouts).
+    Slow(u64),
+    /// Connects to this address (so the test knows the call arrived), then never
+    /// answers.
+    HangAfterConnecting(String),
+}
+
+impl Actor for Counter {
+    type Args = i64;
+    type Msg = CounterMsg;
+    type Reply = i64;
+
+    async fn start(first: i64) -> Result<Self, BoxError> {
+        Ok(Counter(first))
+    }
+
+    async fn handle(&mut self, msg: CounterMsg) -> i64 {
+        match msg {
+            CounterMsg::Add(n) => self.0 += n,
+            CounterMsg::Get => {}
+            CounterMsg::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            CounterMsg::HangAfterConnecting(addr) => {
+                let _conn = std::net::TcpStream::connect(addr);
+                std::future::pending::<()>().await
+            }
+        }
+        self.0
+    }
+}
+
+/// How one call ended, as the test checks it.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+enum Outcome {
+    Reply(i64),
+    NodeDown { node: String },
+    NoProcess,
+    NotAcrossNodes,
+    Exited,
+    Timeout,
+    Other(String),
+}
+
+fn outcome(r: Result<i64, CallError>) -> Outcome {
+    match r {
+        Ok(n) => Outcome::Reply(n),
+        Err(CallError::Node(NodeError::NodeDown { node, .. })) => Outcome::NodeDown { node },
+        Err(CallError::Remote(RemoteError::NoProcess(_))) => Outcome::NoProcess,
+        Err(CallError::Node(NodeError::NotAcrossNodes { .. })) => Outcome::NotAcrossNodes,
+        Err(CallError::Remote(RemoteError::Exited(_))) => Outcome::Exited,
+        Err(CallError::Timeout(_)) => Outcome::Timeout,
+        Err(e) => Outcome::Other(format!("{e:?}")),
+    }
+}
+
+/// A call to a [`Caller`]: the outcome it reports, or how the call to it failed.
+fn relayed(r: Result<Outcome, CallError>) -> Outcome {
+    r.unwrap_or_else(|e| Outcome::Other(format!("the caller's call: {e:?}")))
+}
+
+/// Placed on a node: calls the handles it is given, or keeps, and answers how each
+/// call ended.
+struct Caller(Vec<ActorRef<Counter>>);
+
+#[derive(Debug, Serialize, Deserialize)]
+enum CallerMsg {
+    /// Calls this handle with the message.
+    Call(ActorRef<Counter>, CounterMsg),
+    /// Keeps these handles for later calls; answers how many it keeps.
+    Keep(Vec<ActorRef<Counter>>),
+    /// Calls the kept handle with this index.
+    CallKept(usize, CounterMsg),
+    /// Calls the kept handle with this index, giving up after this many milliseconds.
+    CallKeptWithin(usize, CounterMsg, u64),
+}
+
+impl Actor for Caller {
+    type Args = ();
+    type Msg = CallerMsg;
+    type Reply = Outcome;
+
+    async fn start((): ()) -> Result<Self, BoxError> {
+        Ok(Caller(Vec::new()))
+    }
+
+    async fn handle(&mut self, msg: CallerMsg) -> Outcome {
+        match msg {
+            CallerMsg::Call(to, msg) => outcome(to.call(msg).await),
+            CallerMsg::Keep(handles) => {
+                self.0 = handles;
+                Outcome::Reply(self.0.len() as i64)
+            }
+            CallerMsg::CallKept(i, msg) => outcome(self.0[i].call(msg).await),
+            CallerMsg::CallKeptWithin(i, msg, ms) => outcome(
+                self.0[i]
+                    .call_timeout(msg, Duration::from_millis(ms))
+                    .await,
+            ),
+        }
+    }
+}
+
+/// On a node: sends the handles of the root's tree it was given on to the actor
+/// `caller`, placed on another node, which calls them there; reports each outcome.
+fn passes_on(
+    home: ActorRef<Counter>,
+    near: ActorRef<Counter>,
+    caller: ActorRef<Caller>,
+    reports: Queue<Outcome>,
+) -> Result<(), BoxError> {
+    let caller = multiproc::blocking::ActorRef::from(caller);
+    let report = |o: Outcome| reports.put(&o, true, None);
+    report(relayed(
+        caller.call(CallerMsg::Call(home.clone(), CounterMsg::Add(1))),
+    ))?;
+    report(relayed(
+        caller.call(CallerMsg::Call(near.clone(), CounterMsg::Get)),
+    ))?;
+    report(relayed(caller.call(CallerMsg::Keep(vec![home, near]))))?;
+    Ok(())
+}
+
+multiproc::register!(passes_on);
+multiproc::register_actor!(Counter);
+multiproc::register_actor!(Caller);
+
+/// The next connection to `listener`, waiting at most [`WAIT`].
+fn accept(listener: &std::net::TcpListener) -> Result<std::net::TcpStream, BoxError> {
+    let listener = listener.try_clone()?;
+    listener.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (conn, _) = rt.block_on(async {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        match tokio::time::timeout(WAIT, listener.accept()).await {
+            Ok(accepted) => Ok::<_, BoxError>(accepted?),
+            Err(_) => Err(format!("no connection within {WAIT:?}").into()),
+        }
+    })?;
+    Ok(conn.into_std()?)
+}
+
+// ---- tests ----
+
+/// Erlang's transparency, one more hop: a handle of the root's tree, on node A, sent
+/// in a message to an actor on node B, which calls it there; its failures are the
+/// ones a caller in the root sees.
+fn a_root_handle_sent_on_from_one_node_to_another_works_there() -> TestResult {
+    // Nodes of their own trees, as on other hosts: a handle's path in the root's tree
+    // names another process there, or none.
+    let (a, a_addr) = EnvNode::serve("tau")?;
+    let (_b, b_addr) = EnvNode::serve("upsilon")?;
+    let (node_a, node_b) = (
+        node::connect(&a_addr, COOKIE)?,
+        node::connect(&b_addr, COOKIE)?,
+    );
+    let mut home = Process::actor::<Counter>(3);
+    home.start()?;
+    let home_ref = home.actor_ref::<Counter>();
+    let mut near = Process::actor::<Counter>(40).on(&node_a);
+    near.start()?;
+    let near_ref = near.actor_ref::<Counter>();
+    let mut caller = Process::actor::<Caller>(()).on(&node_b);
+    caller.start()?;
+    let caller_ref = caller.actor_ref::<Caller>();
+    let reports = Queue::<Outcome>::new(0)?;
+    let mut sender = Process::new(
+        passes_on,
+        (
+            home_ref.as_async().clone(),
+            near_ref.as_async().clone(),
+            caller_ref.as_async().clone(),
+            reports.clone(),
+        ),
+    )
+    .on(&node_a);
+    sender.start()?;
+    // From B: an actor of the root, and one the root placed on A.
+    check_eq!(reports.get(true, Some(WAIT))?, Outcome::Reply(4));
+    check_eq!(reports.get(true, Some(WAIT))?, Outcome::Reply(40));
+    check_eq!(reports.get(true, Some(WAIT))?, Outcome::Reply(2));
+    check_eq!(sender.join()?, ExitReason::Normal);
+
+    // Kept on B, they work there after the process that sent them is gone.
+    check_eq!(
+        caller_ref.call(CallerMsg::CallKept(0, CounterMsg::Add(1)))?,
+        Outcome::Reply(5)
+    );
+    check_eq!(home_ref.call(CounterMsg::Get)?, 5);
+    check_eq!(
+        caller_ref.call(CallerMsg::CallKeptWithin(1, CounterMsg::Slow(500), 50))?,
+        Outcome::Timeout
+    );
+    // The late answer of the call that gave up is not taken for this one's.
+    check_eq!(
+        caller_ref.call(CallerMsg::CallKept(1, CounterMsg::Add(2)))?,
+        Outcome::Reply(42)
+    );
+
+    // The target exited: B's caller gets what a caller in the root gets.
+    home.stop(WAIT)?;
+    let here = outcome(home_ref.call(CounterMsg::Get));
+    check!(
+        matches!(here, Outcome::NoProcess | Outcome::Exited),
+        "{here:?}"
+    );
+    check_eq!(
+        caller_ref.call(CallerMsg::CallKept(0, CounterMsg::Get))?,
+        here
+    );
+
+    // The target's node dies mid-call: B's call fails, naming that node.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let hang = CallerMsg::CallKept(
+        1,
+        CounterMsg::HangAfterConnecting(listener.local_addr()?.to_string()),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let in_flight = caller_ref.clone();
+    let call = std::thread::spawn(move || {
+        let _ = tx.send(in_flight.call(hang));
+    });
+    let _arrived = accept(&listener)?;
+    drop(a);
+    let tau = || Outcome::NodeDown {
+        node: "tau".to_string(),
+    };
+    check_eq!(rx.recv_timeout(WAIT)??, tau());
+    call.join().unwrap();
+    // Known down: the next call fails the same way.
+    check_eq!(
+        caller_ref.call(CallerMsg::CallKept(1, CounterMsg::Get))?,
+        tau()
+    );
+    check_eq!(near.join()?, ExitReason::NodeDown { node: "tau".into() });
+    caller.stop(WAIT)?;
+    Ok(())
+}
+
+fn main() {
+    common::cgroup::confine("cluster_twohop");
+    // One at a time: a process's connections to nodes are shared.
+    common::run_serial(vec![trial(
+        "a_root_handle_sent_on_from_one_node_to_another_works_there",
+        a_root_handle_sent_on_from_one_node_to_another_works_there,
+    )]);
+}
