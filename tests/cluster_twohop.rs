@@ -1,6 +1,8 @@
 //! Handles two sessions away, by way of the root: an `ActorRef` of the root's tree,
 //! sent on by a process placed on one node to an actor placed on another, works
-//! there; its calls go through the root, which holds both sessions. Real node
+//! there; and the handle of an actor a placed process started on its node, sent to
+//! the root's tree, works there and on another node. Their calls go through the
+//! root, which holds the sessions. Real node
 //! processes on loopback (this test program in node mode), real TCP sessions, real
 //! SIGKILL.
 
@@ -61,11 +63,15 @@ impl Actor for Counter {
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 enum Outcome {
     Reply(i64),
-    NodeDown { node: String },
+    NodeDown {
+        node: String,
+    },
     NoProcess,
     NotAcrossNodes,
     Exited,
     Timeout,
+    /// The handles a [`Caller`] keeps.
+    Handles(Vec<ActorRef<Counter>>),
     Other(String),
 }
 
@@ -100,6 +106,8 @@ enum CallerMsg {
     CallKept(usize, CounterMsg),
     /// Calls the kept handle with this index, giving up after this many milliseconds.
     CallKeptWithin(usize, CounterMsg, u64),
+    /// Answers the handles it keeps.
+    Give,
 }
 
 impl Actor for Caller {
@@ -118,12 +126,15 @@ impl Actor for Caller {
                 self.0 = handles;
                 Outcome::Reply(self.0.len() as i64)
             }
-            CallerMsg::CallKept(i, msg) => outcome(self.0[i].call(msg).await),
-            CallerMsg::CallKeptWithin(i, msg, ms) => outcome(
-                self.0[i]
-                    .call_timeout(msg, Duration::from_millis(ms))
-                    .await,
-            ),
+            CallerMsg::CallKept(i, msg) => match self.0.get(i) {
+                Some(to) => outcome(to.call(msg).await),
+                None => Outcome::Other(format!("no handle {i} kept")),
+            },
+            CallerMsg::CallKeptWithin(i, msg, ms) => match self.0.get(i) {
+                Some(to) => outcome(to.call_timeout(msg, Duration::from_millis(ms)).await),
+                None => Outcome::Other(format!("no handle {i} kept")),
+            },
+            CallerMsg::Give => Outcome::Handles(self.0.clone()),
         }
     }
 }
@@ -148,7 +159,41 @@ fn passes_on(
     Ok(())
 }
 
+/// On a node: starts two counters of its own there, in its subtree, and sends their
+/// handles to `keeper`, an actor of the root's tree; stops the second at the first
+/// word on `go`, says so, and ends at the next.
+fn starts_its_own(
+    keeper: ActorRef<Caller>,
+    go: Queue<u8>,
+    reports: Queue<Outcome>,
+) -> Result<(), BoxError> {
+    let mut first = Process::actor::<Counter>(70);
+    first.start()?;
+    let mut second = Process::actor::<Counter>(80);
+    second.start()?;
+    let handles = vec![
+        first.actor_ref::<Counter>().as_async().clone(),
+        second.actor_ref::<Counter>().as_async().clone(),
+    ];
+    let keeper = multiproc::blocking::ActorRef::from(keeper);
+    reports.put(&relayed(keeper.call(CallerMsg::Keep(handles))), true, None)?;
+    go.get(true, None)?;
+    second.stop(WAIT)?;
+    reports.put(&Outcome::Reply(0), true, None)?;
+    go.get(true, None)?;
+    Ok(())
+}
+
+/// On a node: one call with `counter`, reported.
+fn calls_once(counter: ActorRef<Counter>, reports: Queue<Outcome>) -> Result<(), BoxError> {
+    let blocking = multiproc::blocking::ActorRef::from(counter);
+    reports.put(&outcome(blocking.call(CounterMsg::Add(1))), true, None)?;
+    Ok(())
+}
+
 multiproc::register!(passes_on);
+multiproc::register!(starts_its_own);
+multiproc::register!(calls_once);
 multiproc::register_actor!(Counter);
 multiproc::register_actor!(Caller);
 
@@ -266,11 +311,99 @@ fn a_root_handle_sent_on_from_one_node_to_another_works_there() -> TestResult {
     Ok(())
 }
 
+/// The other way: an actor a process on node A started in its own subtree there,
+/// its handle sent to the root's tree, is called there, and from node B by way of
+/// the root; its node dies mid-call, and the call says which node.
+fn a_nodes_own_actor_sent_to_the_root_works_there() -> TestResult {
+    let (a, a_addr) = EnvNode::serve("phi")?;
+    let (_b, b_addr) = EnvNode::serve("chi")?;
+    let (node_a, node_b) = (
+        node::connect(&a_addr, COOKIE)?,
+        node::connect(&b_addr, COOKIE)?,
+    );
+    let mut keeper = Process::actor::<Caller>(());
+    keeper.start()?;
+    let keeper_ref = keeper.actor_ref::<Caller>();
+    let (go, reports) = (Queue::<u8>::new(0)?, Queue::<Outcome>::new(0)?);
+    let mut p = Process::new(
+        starts_its_own,
+        (keeper_ref.as_async().clone(), go.clone(), reports.clone()),
+    )
+    .on(&node_a);
+    p.start()?;
+    check_eq!(reports.get(true, Some(WAIT))?, Outcome::Reply(2));
+    // The keeper, an actor of the root's tree, calls them on A.
+    check_eq!(
+        keeper_ref.call(CallerMsg::CallKept(0, CounterMsg::Add(1)))?,
+        Outcome::Reply(71)
+    );
+    // And the root itself, with the handles the keeper gives it.
+    let Outcome::Handles(handles) = keeper_ref.call(CallerMsg::Give)? else {
+        return Err("the keeper gave no handles".into());
+    };
+    check_eq!(handles.len(), 2);
+    check_eq!(handles[0].node(), Some("phi"));
+    let first = multiproc::blocking::ActorRef::from(handles[0].clone());
+    let second = multiproc::blocking::ActorRef::from(handles[1].clone());
+    check_eq!(first.call(CounterMsg::Add(1))?, 72);
+    check_eq!(second.call(CounterMsg::Get)?, 80);
+    first.cast(CounterMsg::Add(10))?;
+    check_eq!(first.call(CounterMsg::Get)?, 82);
+    check_eq!(
+        outcome(first.call_timeout(CounterMsg::Slow(500), Duration::from_millis(50))),
+        Outcome::Timeout
+    );
+    // The late answer of the call that gave up is not taken for this one's.
+    check_eq!(first.call(CounterMsg::Get)?, 82);
+
+    // From node B, by way of the root.
+    let mut from_b = Process::new(calls_once, (handles[0].clone(), reports.clone())).on(&node_b);
+    from_b.start()?;
+    check_eq!(reports.get(true, Some(WAIT))?, Outcome::Reply(83));
+    check_eq!(from_b.join()?, ExitReason::Normal);
+
+    // The target exited: the root's call says so, as for a local actor.
+    go.put(&1, true, None)?;
+    check_eq!(reports.get(true, Some(WAIT))?, Outcome::Reply(0));
+    let gone = outcome(second.call(CounterMsg::Get));
+    check!(
+        matches!(gone, Outcome::NoProcess | Outcome::Exited),
+        "{gone:?}"
+    );
+
+    // Its node dies mid-call: the call fails, naming that node.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let hang = CounterMsg::HangAfterConnecting(listener.local_addr()?.to_string());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let in_flight = first.clone();
+    let call = std::thread::spawn(move || {
+        let _ = tx.send(outcome(in_flight.call(hang)));
+    });
+    let _arrived = accept(&listener)?;
+    drop(a);
+    let phi = || Outcome::NodeDown {
+        node: "phi".to_string(),
+    };
+    check_eq!(rx.recv_timeout(WAIT)?, phi());
+    call.join().unwrap();
+    // Known down: the next call fails the same way.
+    check_eq!(outcome(first.call(CounterMsg::Get)), phi());
+    check_eq!(p.join()?, ExitReason::NodeDown { node: "phi".into() });
+    keeper.stop(WAIT)?;
+    Ok(())
+}
+
 fn main() {
     common::cgroup::confine("cluster_twohop");
     // One at a time: a process's connections to nodes are shared.
-    common::run_serial(vec![trial(
-        "a_root_handle_sent_on_from_one_node_to_another_works_there",
-        a_root_handle_sent_on_from_one_node_to_another_works_there,
-    )]);
+    common::run_serial(vec![
+        trial(
+            "a_root_handle_sent_on_from_one_node_to_another_works_there",
+            a_root_handle_sent_on_from_one_node_to_another_works_there,
+        ),
+        trial(
+            "a_nodes_own_actor_sent_to_the_root_works_there",
+            a_nodes_own_actor_sent_to_the_root_works_there,
+        ),
+    ]);
 }

@@ -103,14 +103,14 @@ pub trait Actor: Sized + Send + 'static {
 /// arguments of a process that node places itself elsewhere, its calls fail with
 /// `NodeError::NotAcrossNodes`.
 #[derive(Serialize, Deserialize)]
-#[serde(bound = "")]
+#[serde(bound = "", into = "far::Wire")]
 pub struct ActorRef<A> {
     addr: Identity,
     /// Where the actor runs when it is on another node.
     #[serde(default)]
     on: Option<OnNode>,
     /// Whether its address is one in this process's tree (see `far`).
-    #[serde(default, serialize_with = "far::reach_for")]
+    #[serde(default)]
     reach: Reach,
     #[serde(skip)]
     _actor: PhantomData<fn() -> A>,
@@ -124,6 +124,12 @@ impl<A> Clone for ActorRef<A> {
             reach: self.reach,
             _actor: PhantomData,
         }
+    }
+}
+
+impl<A> From<ActorRef<A>> for far::Wire {
+    fn from(r: ActorRef<A>) -> far::Wire {
+        far::wire(r.addr, r.on, r.reach)
     }
 }
 

@@ -98,10 +98,34 @@ pub(super) fn not_across(on: &OnNode) -> CallError {
     .into()
 }
 
-/// Serializes `reach` as the process that decodes the handle will see it.
-pub(super) fn reach_for<S: serde::Serializer>(reach: &Reach, s: S) -> Result<S::Ok, S::Error> {
+/// An [`ActorRef`](super::ActorRef) as it travels: as the process that decodes it
+/// will see it.
+#[derive(Serialize)]
+pub(super) struct Wire {
+    addr: Identity,
+    on: Option<OnNode>,
+    reach: Reach,
+}
+
+/// The handle `addr` (`on`, `reach`) as the process that decodes it will see it.
+pub(super) fn wire(addr: Identity, on: Option<OnNode>, reach: Reach) -> Wire {
     let to_node = crate::sync::far::encoding_far() || FOR_NODE.get();
-    let seen = match (*reach, to_node, TO_ROOT.get()) {
+    if let (Reach::Here, None, false, Some(onward)) = (reach, &on, to_node, TO_ROOT.get())
+        && let Some((addr, on)) = in_root_tree(&addr)
+    {
+        // An actor of this node's subtree under a placed process: its root's tree
+        // reaches it through the process it placed here, along the same path below.
+        let reach = match onward {
+            Onward::Tree => Reach::Here,
+            Onward::Placed => Reach::ByRoot,
+        };
+        return Wire {
+            addr,
+            on: Some(on),
+            reach,
+        };
+    }
+    let reach = match (reach, to_node, TO_ROOT.get()) {
         (Reach::Here, true, _) => Reach::ByRoot,
         // Back home.
         (Reach::ByRoot, false, Some(Onward::Tree)) => Reach::Here,
@@ -116,7 +140,21 @@ pub(super) fn reach_for<S: serde::Serializer>(reach: &Reach, s: S) -> Result<S::
             reach
         }
     };
-    seen.serialize(s)
+    Wire { addr, on, reach }
+}
+
+/// `addr`, in this node's tree, as an address in the tree of the root that placed
+/// this process (or its ancestor here), if it is in the subtree of that placed
+/// process: its path there, and the node it runs on.
+fn in_root_tree(addr: &Identity) -> Option<(Identity, OnNode)> {
+    let placed = crate::remote::wire::PlacedAs::of_this_process()?;
+    let below = addr.path().strip_prefix(placed.here.path())?;
+    let path = [placed.root.path(), below].concat();
+    let on = OnNode {
+        node: placed.node.clone(),
+        id: placed.id,
+    };
+    Some((Identity::from_path(path), on))
 }
 
 /// Encodes a message for the root's tree, to end up as `onward` says: handles to
