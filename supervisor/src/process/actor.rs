@@ -101,7 +101,10 @@ pub trait Actor: Sized + Send + 'static {
 /// descendants there) through the placing process's gateway, and in an actor of
 /// this tree on another node that it sends the handle to in a message; in the
 /// arguments of a process that node places itself elsewhere, its calls fail with
-/// `NodeError::NotAcrossNodes`.
+/// `NodeError::NotAcrossNodes`. The handle of an actor that a placed process started
+/// on its node, sent to this tree in a message, works here too (and from other
+/// nodes), through the process that placed it; [`node`](ActorRef::node) names its
+/// node.
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "", into = "far::Wire")]
 pub struct ActorRef<A> {

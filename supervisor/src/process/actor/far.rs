@@ -11,6 +11,10 @@
 //! the handle's address is still a path in the tree that placed the receiver. Encoded
 //! for a node the node itself connects to (in the arguments of a process it places),
 //! it reaches nothing: its tree is two sessions away, and the refusal says so.
+//!
+//! The other way, a handle of the subtree of a placed process on the node, sent to
+//! its root's tree, becomes an address there: the placed process's identity in that
+//! tree, with the same path below it, on the node (`remote::wire::PlacedAs`).
 
 use std::cell::Cell;
 use std::time::Duration;
