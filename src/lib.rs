@@ -101,8 +101,9 @@ pub use multiproc_supervisor::{
     init, parent_process, stop_children, stop_requested, wait_for_stop,
 };
 pub use multiproc_supervisor::{
-    AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,
-    Supervisor, SupervisorEvent, SupervisorExit, SupervisorRef, actor_child, function_child,
+    AdminError, ChildCounts, ChildState, ChildStatus, ChildSupervisorRef, DynamicSupervisor,
+    Events, SupervisedRef, Supervisor, SupervisorEvent, SupervisorExit, SupervisorRef, actor_child,
+    function_child,
 };
 pub use multiproc_supervisor::{
     Array, ArrayGuard, Pod, RawArray, RawValue, SharedMemory, SharedMemoryError, SharedMemoryRef,

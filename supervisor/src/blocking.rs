@@ -230,7 +230,9 @@ pub mod node {
     }
 }
 pub use process::{ActorRef, Process, stop_children, wait_for_stop};
-pub use supervision::{DynamicSupervisor, Events, SupervisedRef, SupervisorRef, run_supervisor};
+pub use supervision::{
+    ChildSupervisorRef, DynamicSupervisor, Events, SupervisedRef, SupervisorRef, run_supervisor,
+};
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, Event, JoinableQueue, Lock, Queue, RLock, Semaphore,
     SimpleQueue,

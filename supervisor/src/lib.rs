@@ -69,8 +69,9 @@ pub use shared::{
     Value, ValueGuard,
 };
 pub use supervision::{
-    AdminError, ChildCounts, ChildState, ChildStatus, DynamicSupervisor, Events, SupervisedRef,
-    Supervisor, SupervisorEvent, SupervisorExit, SupervisorRef, actor_child, function_child,
+    AdminError, ChildCounts, ChildState, ChildStatus, ChildSupervisorRef, DynamicSupervisor,
+    Events, SupervisedRef, Supervisor, SupervisorEvent, SupervisorExit, SupervisorRef, actor_child,
+    function_child,
 };
 pub use sync::{
     Barrier, BoundedSemaphore, Condition, Event, Guard, JoinableQueue, Lock, Queue, RLock, Release,

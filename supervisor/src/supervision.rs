@@ -31,6 +31,9 @@
 //!   that runs it in a process placed there; `placed.rs` is this side, the calls of
 //!   its [`SupervisorRef`] and the task that brings its events back; `relay.rs`
 //!   forwards a [`SupervisedRef`]'s messages to a child there.
+//! - A supervisor on a node as the child of one here ([`Supervisor::into_child`]):
+//!   `nested.rs` makes its spec (the hosting process, placed) and
+//!   [`ChildSupervisorRef`], the parent's handle that follows its restarts.
 //!
 //! # Concurrency
 //!
@@ -49,6 +52,7 @@ mod event;
 mod handle;
 mod hosted;
 mod message;
+mod nested;
 mod placed;
 mod relay;
 mod slot;
@@ -63,5 +67,6 @@ pub use error::AdminError;
 pub use event::{Events, SupervisorEvent, SupervisorExit};
 pub use handle::SupervisorRef;
 pub(crate) use handle::running;
+pub use nested::ChildSupervisorRef;
 pub use status::{ChildCounts, ChildState, ChildStatus};
 pub use supervisor::Supervisor;

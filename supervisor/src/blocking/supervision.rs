@@ -91,6 +91,72 @@ impl SupervisorRef {
 
         /// A stable handle to the actor child `id`; see [`crate::SupervisedRef`].
         pub fn child_ref[A: Actor](&self, id: &str) -> SupervisedRef<A> => wrap;
+
+        /// The handle of the supervisor child `id` on a node, across its restarts;
+        /// see [`crate::ChildSupervisorRef`].
+        pub fn child_supervisor(&self, id: &str) -> ChildSupervisorRef => wrap;
+    }
+}
+
+face!(
+    /// A supervisor on a node, child of a supervisor here that restarts it, with
+    /// blocking calls; see [`crate::ChildSupervisorRef`].
+    #[derive(Debug, Clone)]
+    ChildSupervisorRef(crate::supervision::ChildSupervisorRef)
+);
+
+impl ChildSupervisorRef {
+    /// Its id in its parent.
+    pub fn id(&self) -> &str {
+        self.0.id()
+    }
+
+    mirror! {
+        /// The nested supervisor's children; see
+        /// [`crate::ChildSupervisorRef::which_children`].
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::ChildSupervisorRef::which_children`].
+        pub fn which_children(&self) -> Result<Vec<ChildStatus>, AdminError> => block;
+
+        /// Counts; see [`crate::ChildSupervisorRef::count_children`].
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::ChildSupervisorRef::count_children`].
+        pub fn count_children(&self) -> Result<ChildCounts, AdminError> => block;
+
+        /// Adds and starts a child there; see
+        /// [`crate::ChildSupervisorRef::start_child`].
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::ChildSupervisorRef::start_child`].
+        pub fn start_child(&self, spec: ChildSpec) -> Result<(), AdminError> => block;
+
+        /// Stops a child there; see [`crate::ChildSupervisorRef::terminate_child`].
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::ChildSupervisorRef::terminate_child`].
+        pub fn terminate_child(&self, id: &str) -> Result<(), AdminError> => block;
+
+        /// Starts a stopped child there again; see
+        /// [`crate::ChildSupervisorRef::restart_child`].
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::ChildSupervisorRef::restart_child`].
+        pub fn restart_child(&self, id: &str) -> Result<(), AdminError> => block;
+
+        /// Forgets a stopped child there; see
+        /// [`crate::ChildSupervisorRef::delete_child`].
+        ///
+        /// # Errors
+        ///
+        /// As [`crate::ChildSupervisorRef::delete_child`].
+        pub fn delete_child(&self, id: &str) -> Result<(), AdminError> => block;
     }
 }
 

@@ -68,6 +68,9 @@ impl ractor::Actor for SupervisorActor {
             }
             Msg::Shutdown => state.finish(SupervisorExit::Shutdown).await,
             Msg::Resolve { id, wait, reply } => state.resolve(&id, wait, reply),
+            Msg::Hosted(id, tx) => {
+                let _ = tx.send(state.hosted(id));
+            }
         }
         Ok(())
     }

@@ -34,7 +34,7 @@ pub fn actor_child<A: Actor>(id: impl Into<String>, args: A::Args) -> Result<Chi
     child_spec(id.into(), entry, &args)
 }
 
-fn child_spec<T: serde::Serialize>(
+pub(super) fn child_spec<T: serde::Serialize>(
     id: String,
     entry: &'static registry::Entry,
     args: &T,

@@ -49,4 +49,19 @@ pub enum AdminError {
     /// The supervisor gave up on its own (see [`Supervisor::run`](crate::Supervisor::run)).
     #[error("the supervisor gave up: {0:?}")]
     Escalated(SupervisorExit),
+    /// The supervisor child `id` that a [`ChildSupervisorRef`](crate::ChildSupervisorRef)
+    /// names does not run, and will not until its parent is asked to start it: it is
+    /// stopped, deleted, or its parent ended.
+    #[error("the supervisor `{id}` is not running: {why}")]
+    NotRunning {
+        /// Its id in its parent.
+        id: String,
+        /// Why.
+        why: String,
+    },
+    /// The child `id` is not a supervisor on a node made with
+    /// [`Supervisor::into_child`](crate::Supervisor::into_child), so no
+    /// [`ChildSupervisorRef`](crate::ChildSupervisorRef) reaches it.
+    #[error("the child `{0}` is not a supervisor on a node (Supervisor::into_child)")]
+    NotHosted(String),
 }

@@ -44,8 +44,10 @@ pub(super) struct Setup {
     pub(super) children: Vec<ChildSpec>,
     pub(super) max_children: Option<usize>,
     pub(super) name: String,
-    /// A queue of the placing process, reached from the node through its gateway.
-    pub(super) events: Queue<SupervisorEvent>,
+    /// A queue of the placing process, reached from the node through its gateway;
+    /// `None` for a supervisor child (`Supervisor::into_child`), whose spec keeps no
+    /// handle of this host to send again at each restart.
+    pub(super) events: Option<Queue<SupervisorEvent>>,
 }
 
 /// An admin request that names a child and answers done or refused.
@@ -99,6 +101,8 @@ pub(super) enum Refusal {
     Node(NodeError),
     MaxChildren(usize),
     Escalated(SupervisorExit),
+    NotRunning { id: String, why: String },
+    NotHosted(String),
 }
 
 impl Refusal {
@@ -118,6 +122,8 @@ impl Refusal {
             AdminError::Node(e) => Refusal::Node(e),
             AdminError::MaxChildren(max) => Refusal::MaxChildren(max),
             AdminError::Escalated(exit) => Refusal::Escalated(exit),
+            AdminError::NotRunning { id, why } => Refusal::NotRunning { id, why },
+            AdminError::NotHosted(id) => Refusal::NotHosted(id),
         }
     }
 
@@ -143,6 +149,8 @@ impl Refusal {
             Refusal::Node(e) => AdminError::Node(e),
             Refusal::MaxChildren(max) => AdminError::MaxChildren(max),
             Refusal::Escalated(exit) => AdminError::Escalated(exit),
+            Refusal::NotRunning { id, why } => AdminError::NotRunning { id, why },
+            Refusal::NotHosted(id) => AdminError::NotHosted(id),
         }
     }
 }
@@ -215,16 +223,17 @@ impl Actor for Hosted {
     }
 }
 
-/// Sends each event up, in order, until the supervisor's end; then ends the process
-/// that hosts it, as a local supervisor's end ends its [`Supervisor::run`].
-async fn forward(mut events: Events, up: Queue<SupervisorEvent>) {
-    let mut sending = true;
+/// Sends each event up (if anyone listens), in order, until the supervisor's end;
+/// then ends the process that hosts it, as a local supervisor's end ends its
+/// [`Supervisor::run`].
+async fn forward(mut events: Events, up: Option<Queue<SupervisorEvent>>) {
+    let mut sending = up.is_some();
     while let Some(event) = events.next().await {
         let last = matches!(event, SupervisorEvent::ShutDown { .. });
         // A put fails when the placing process is gone: nobody is left to tell, and
         // the node stops this process after its grace period.
-        if sending && up.put(&event, true, None).await.is_err() {
-            sending = false;
+        if let Some(up) = up.as_ref().filter(|_| sending) {
+            sending = up.put(&event, true, None).await.is_ok();
         }
         if last {
             break;

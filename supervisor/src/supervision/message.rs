@@ -6,6 +6,7 @@ use std::time::Duration;
 use multiproc_core::{ChildSpec, ExitReason};
 use tokio::sync::oneshot;
 
+use super::placed::Placed;
 use super::{AdminError, ChildCounts, ChildStatus};
 use crate::runtime::error::CallError;
 
@@ -34,6 +35,8 @@ pub(super) enum Msg {
     Restart(String, oneshot::Sender<Result<(), AdminError>>),
     Delete(String, oneshot::Sender<Result<(), AdminError>>),
     Shutdown,
+    /// Where the supervisor child `id` (`Supervisor::into_child`) runs now.
+    Hosted(String, oneshot::Sender<Result<Placed, AdminError>>),
 }
 
 // Never crosses nodes: a local message (ractor's `cluster` feature asks every message

@@ -35,6 +35,11 @@ pub(crate) struct Placed {
 }
 
 impl Placed {
+    /// The supervisor hosted by `actor` on `node`.
+    pub(super) fn of(actor: ActorRef<Hosted>, node: String) -> Placed {
+        Placed { actor, node }
+    }
+
     /// The node's name.
     pub(super) fn node(&self) -> &str {
         &self.node
@@ -196,7 +201,7 @@ pub(super) async fn start(
         children,
         max_children,
         name,
-        events: queue.clone(),
+        events: Some(queue.clone()),
     };
     let entry = registry::by_name(HOSTED_ENTRY).expect("the hosted supervisor is a built-in");
     let mut process = Process::with_entry(entry, &setup).on(node);

@@ -12,7 +12,9 @@ use ractor::ActorRef as CellRef;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
+use super::hosted::{HOSTED_ENTRY, Hosted};
 use super::message::Msg;
+use super::placed::Placed;
 use super::slot::{Slot, next_incarnation, random_unit};
 use super::{AdminError, ChildCounts, ChildState, ChildStatus, SupervisorEvent, SupervisorExit};
 use crate::process::Process;
@@ -492,6 +494,31 @@ impl State {
         let i = self.stopped(&id)?;
         self.slots.remove(i);
         Ok(())
+    }
+
+    /// The running incarnation of the supervisor child `id` on its node, as a
+    /// `ChildSupervisorRef` calls it.
+    pub(super) fn hosted(&self, id: String) -> Result<Placed, AdminError> {
+        let not_running = |id: String, why: &str| AdminError::NotRunning {
+            id,
+            why: why.to_string(),
+        };
+        let Some(i) = self.index(&id) else {
+            return Err(not_running(id, "no child has this id"));
+        };
+        let slot = &self.slots[i];
+        if slot.spec.start.entry != HOSTED_ENTRY {
+            return Err(AdminError::NotHosted(id));
+        }
+        match (slot.state, &slot.process, &slot.node) {
+            (ChildState::Running, Some(process), Some(node)) => {
+                Ok(Placed::of(process.actor_ref::<Hosted>(), node.clone()))
+            }
+            // A running child has its process, and `into_child` placed it: only a
+            // restarting one lacks them.
+            (ChildState::Running | ChildState::Restarting, ..) => Err(AdminError::Restarting(id)),
+            (ChildState::Stopped, ..) => Err(not_running(id, "it is stopped")),
+        }
     }
 }
 

@@ -75,6 +75,37 @@ impl Supervisor {
         self
     }
 
+    /// This supervisor, set up to run on a node ([`on`](Supervisor::on)), as the
+    /// child `id` of a supervisor here: the child is the process that hosts it there,
+    /// of kind [`ChildKind::Supervisor`](multiproc_core::ChildKind::Supervisor) and
+    /// shutdown `Infinity` (it stops its own children first), so the parent restarts
+    /// it when it ends or its node dies, by the spec's
+    /// [`restart_on`](ChildSpec::restart_on), with its children, which are in the
+    /// spec. The parent's [`SupervisorRef::child_supervisor`] is its handle, across
+    /// restarts. Its own events do not come back: [`events`](Supervisor::events)
+    /// taken before this ends without any.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::Invalid`] for a bad child spec, or with
+    /// [`SpecError::InvalidStart`](multiproc_core::SpecError::InvalidStart) when no
+    /// node was set; [`AdminError::Start`] for a child that cannot go to the node
+    /// (as for [`on`](Supervisor::on)).
+    ///
+    /// # Examples
+    ///
+    /// See [`ChildSupervisorRef`](crate::ChildSupervisorRef).
+    pub fn into_child(self, id: impl Into<String>) -> Result<ChildSpec, AdminError> {
+        super::nested::spec(
+            id.into(),
+            self.node,
+            self.flags,
+            self.children,
+            self.max_children,
+            self.name,
+        )
+    }
+
     /// Adds a child; children start in the order they are added.
     pub fn child(mut self, spec: ChildSpec) -> Supervisor {
         self.children.push(spec);

@@ -1,0 +1,238 @@
+//! A supervisor on a node that a supervisor here restarts: its child spec
+//! ([`Supervisor::into_child`](crate::Supervisor::into_child)), and the parent's
+//! handle to it, which follows it across its restarts as a `SupervisedRef` follows
+//! an actor child.
+//!
+//! The child is the process hosting the supervisor (`hosted.rs`), placed on the
+//! node; each call of the handle asks the parent for that child's current process,
+//! then calls it there as a `SupervisorRef` of `Supervisor::on` does (`placed.rs`).
+
+use multiproc_core::{ChildKind, ChildSpec, NodeError, Shutdown, SpecError, SupervisorFlags};
+use tokio::sync::oneshot;
+
+use super::child::child_spec;
+use super::hosted::{HOSTED_ENTRY, Setup};
+use super::message::Msg;
+use super::placed::{Placed, travels};
+use super::{AdminError, ChildCounts, ChildStatus, SupervisorRef};
+use crate::node::Node;
+use crate::runtime::registry;
+
+/// The child spec of a supervisor with these settings, hosted on `node`: its
+/// arguments are the whole setup, so each restart starts its children again.
+pub(super) fn spec(
+    id: String,
+    node: Option<Node>,
+    flags: SupervisorFlags,
+    children: Vec<ChildSpec>,
+    max_children: Option<usize>,
+    name: String,
+) -> Result<ChildSpec, AdminError> {
+    let Some(node) = node else {
+        return Err(SpecError::InvalidStart {
+            child: id,
+            value: "a supervisor with no node: set one with Supervisor::on".into(),
+        }
+        .into());
+    };
+    flags.validate(&children)?;
+    for c in &children {
+        travels(c, node.name())?;
+    }
+    let setup = Setup {
+        flags,
+        children,
+        max_children,
+        name,
+        events: None,
+    };
+    let entry = registry::by_name(HOSTED_ENTRY).expect("the hosted supervisor is a built-in");
+    let mut spec = child_spec(id.clone(), entry, &setup)
+        .map_err(|source| AdminError::Start { id, source })?
+        .on(&node);
+    spec.kind = ChildKind::Supervisor;
+    // OTP's default for a supervisor child: it stops its own children first, each
+    // by its own shutdown policy.
+    spec.shutdown = Shutdown::Infinity;
+    Ok(spec)
+}
+
+/// A supervisor on a node, child of a supervisor here that restarts it: its admin
+/// API, each call made to its current incarnation.
+///
+/// From [`SupervisorRef::child_supervisor`]. The parent's child is the process
+/// hosting the supervisor on its node ([`Supervisor::into_child`](crate::Supervisor::into_child)):
+/// when that node dies, the parent restarts it by its spec (on a live node with
+/// [`RestartPlacement::AnyLiveNode`](multiproc_core::RestartPlacement::AnyLiveNode)),
+/// the nested supervisor's own children with it, and the same handle then reaches
+/// the new one. Each call first asks the parent where the child runs now, one more
+/// round trip, here.
+///
+/// Between incarnations a call fails at once, never waits: with
+/// [`AdminError::Restarting`] (the child's id in its parent) while the parent is
+/// restarting it, with [`AdminError::NotRunning`] once it is stopped, deleted or the
+/// parent ended, and with [`AdminError::Node`] (`NodeDown`) for a call in flight
+/// when its node dies, or made before the parent has seen that.
+///
+/// The nested supervisor's events do not come back here (its spec holds no handle of
+/// this host, to send again at each restart): the parent's events say where each
+/// incarnation runs (`ChildStarted`, `Restarted` with its `node`), and
+/// `which_children` what its children are.
+///
+/// # Examples
+///
+/// ```no_run
+/// use multiproc_core::{ChildSpec, RestartPlacement, SupervisorFlags};
+/// use multiproc_supervisor::Supervisor;
+/// use multiproc_supervisor::blocking::{node, SupervisorRef};
+///
+/// /// `front` and `back`: specs of registered functions (`function_child`).
+/// fn edge_on_a(front: ChildSpec, back: ChildSpec) -> Result<(), Box<dyn std::error::Error>> {
+///     let a = node::connect("10.0.0.7:7070", "s3cret")?;
+///     let _b = node::connect("10.0.0.8:7070", "s3cret")?;
+///     let edge = Supervisor::new(SupervisorFlags::default())
+///         .child(front)
+///         .on(&a)
+///         .into_child("edge")?
+///         .restart_on(RestartPlacement::AnyLiveNode);
+///     let root = SupervisorRef::start(Supervisor::new(SupervisorFlags::default()).child(edge))?;
+///     let edge = root.child_supervisor("edge");
+///     // Wherever `edge` runs now: on `a`, or after `a`'s death, on `b`.
+///     edge.start_child(back)?;
+///     assert_eq!(edge.which_children()?.len(), 2);
+///     Ok(())
+/// }
+/// # fn main() { let _ = edge_on_a; }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ChildSupervisorRef {
+    parent: SupervisorRef,
+    id: String,
+}
+
+impl SupervisorRef {
+    /// The handle of the supervisor child `id`, made with
+    /// [`Supervisor::into_child`](crate::Supervisor::into_child): see
+    /// [`ChildSupervisorRef`]. Nothing is checked until a call.
+    pub fn child_supervisor(&self, id: &str) -> ChildSupervisorRef {
+        ChildSupervisorRef {
+            parent: self.clone(),
+            id: id.to_string(),
+        }
+    }
+}
+
+impl ChildSupervisorRef {
+    /// Its id in its parent.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The current incarnation, as the parent says.
+    async fn current(&self) -> Result<Placed, AdminError> {
+        let ended = || AdminError::NotRunning {
+            id: self.id.clone(),
+            why: "its supervisor ended".into(),
+        };
+        let cell = self.parent.local().map_err(|placed| {
+            AdminError::Node(NodeError::NotAcrossNodes {
+                what: format!(
+                    "a handle of the supervisor child {} of a supervisor running on a node",
+                    self.id
+                ),
+                node: placed.node().to_string(),
+            })
+        })?;
+        let (tx, rx) = oneshot::channel();
+        cell.cast(Msg::Hosted(self.id.clone(), tx))
+            .map_err(|_| ended())?;
+        rx.await.map_err(|_| ended())?
+    }
+
+    /// The outcome of a call to an incarnation: one that had exited (`Gone`) is
+    /// reported as the parent sees the child now.
+    async fn settle<T>(&self, out: Result<T, AdminError>) -> Result<T, AdminError> {
+        match out {
+            Err(AdminError::Gone) => match self.current().await {
+                Err(e) => Err(e),
+                // The parent has not seen that exit yet, or has restarted it since.
+                Ok(_) => Err(AdminError::Restarting(self.id.clone())),
+            },
+            out => out,
+        }
+    }
+
+    /// The nested supervisor's children, in start order; each names its node.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`SupervisorRef::which_children`], and between incarnations
+    /// [`AdminError::Restarting`] or [`AdminError::NotRunning`] (see
+    /// [`ChildSupervisorRef`]); [`AdminError::NotHosted`] for a child that is not a
+    /// supervisor on a node.
+    pub async fn which_children(&self) -> Result<Vec<ChildStatus>, AdminError> {
+        let placed = self.current().await?;
+        self.settle(placed.which_children().await).await
+    }
+
+    /// Counts of the nested supervisor's specs, running children, supervisors and
+    /// workers.
+    ///
+    /// # Errors
+    ///
+    /// As [`which_children`](ChildSupervisorRef::which_children).
+    pub async fn count_children(&self) -> Result<ChildCounts, AdminError> {
+        let placed = self.current().await?;
+        self.settle(placed.count_children().await).await
+    }
+
+    /// Adds a child to the nested supervisor and starts it on its node. Only this
+    /// incarnation learns of it: a restart of the nested supervisor starts the
+    /// children of its spec.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`SupervisorRef::start_child`] for a supervisor on a node; as
+    /// [`which_children`](ChildSupervisorRef::which_children).
+    pub async fn start_child(&self, spec: ChildSpec) -> Result<(), AdminError> {
+        let placed = self.current().await?;
+        self.settle(placed.start_child(spec).await).await
+    }
+
+    /// Stops a child of the nested supervisor; see [`SupervisorRef::terminate_child`].
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::NotFound`]; as [`which_children`](ChildSupervisorRef::which_children).
+    pub async fn terminate_child(&self, id: &str) -> Result<(), AdminError> {
+        let placed = self.current().await?;
+        let admin = super::hosted::Admin::Terminate(id.to_string());
+        self.settle(placed.admin(admin).await).await
+    }
+
+    /// Starts a stopped child of the nested supervisor again; see
+    /// [`SupervisorRef::restart_child`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`SupervisorRef::restart_child`]; as
+    /// [`which_children`](ChildSupervisorRef::which_children).
+    pub async fn restart_child(&self, id: &str) -> Result<(), AdminError> {
+        let placed = self.current().await?;
+        let admin = super::hosted::Admin::Restart(id.to_string());
+        self.settle(placed.admin(admin).await).await
+    }
+
+    /// Forgets a stopped child of the nested supervisor; see
+    /// [`SupervisorRef::delete_child`].
+    ///
+    /// # Errors
+    ///
+    /// Those of [`SupervisorRef::delete_child`]; as
+    /// [`which_children`](ChildSupervisorRef::which_children).
+    pub async fn delete_child(&self, id: &str) -> Result<(), AdminError> {
+        let placed = self.current().await?;
+        let admin = super::hosted::Admin::Delete(id.to_string());
+        self.settle(placed.admin(admin).await).await
+    }
+}
