@@ -99,17 +99,22 @@ pub trait Actor: Sized + Send + 'static {
 /// handle of an actor placed on a node works so too, from any process of this tree:
 /// its messages go through the process that placed it, which holds the session. And
 /// a handle of this tree, sent to a process placed on a node, works there (and in its
-/// descendants there) through the placing process's gateway; sent on from that node
-/// to another, its calls fail with `NodeError::NotAcrossNodes`.
+/// descendants there) through the placing process's gateway, and in an actor of
+/// this tree on another node that it sends the handle to in a message; in the
+/// arguments of a process that node places itself elsewhere, its calls fail with
+/// `NodeError::NotAcrossNodes`. The handle of an actor that a placed process started
+/// on its node, sent to this tree in a message, works here too (and from other
+/// nodes), through the process that placed it; [`node`](ActorRef::node) names its
+/// node.
 #[derive(Serialize, Deserialize)]
-#[serde(bound = "")]
+#[serde(bound = "", into = "far::Wire")]
 pub struct ActorRef<A> {
     addr: Identity,
     /// Where the actor runs when it is on another node.
     #[serde(default)]
     on: Option<OnNode>,
     /// Whether its address is one in this process's tree (see `far`).
-    #[serde(default, serialize_with = "far::reach_for")]
+    #[serde(default)]
     reach: Reach,
     #[serde(skip)]
     _actor: PhantomData<fn() -> A>,
@@ -123,6 +128,12 @@ impl<A> Clone for ActorRef<A> {
             reach: self.reach,
             _actor: PhantomData,
         }
+    }
+}
+
+impl<A> From<ActorRef<A>> for far::Wire {
+    fn from(r: ActorRef<A>) -> far::Wire {
+        far::wire(r.addr, r.on, r.reach)
     }
 }
 
@@ -211,6 +222,15 @@ impl<A: Actor> ActorRef<A> {
         .into())
     }
 
+    /// Where a message to this actor of the root's tree, sent from a node, ends up:
+    /// an actor the root's tree placed on a node gets it as it left here.
+    fn onward(&self) -> far::Onward {
+        match self.on {
+            Some(_) => far::Onward::Placed,
+            None => far::Onward::Tree,
+        }
+    }
+
     /// Where the actor runs, if on a node this process placed it on: this process
     /// holds the session, and calls go straight to it. Any other process of the
     /// tree sends them to this one, along the tree, as to a local actor.
@@ -267,7 +287,7 @@ impl<A: Actor> ActorRef<A> {
     async fn call_with(&self, msg: A::Msg, may_sleep: bool) -> Result<A::Reply, CallError> {
         self.check_here()?;
         if self.reach == Reach::ByRoot {
-            let payload = far::payload(&msg)?;
+            let payload = far::payload(&msg, self.onward())?;
             drop(msg);
             return far::call::<A>(&self.addr, payload, None).await;
         }
@@ -322,7 +342,7 @@ impl<A: Actor> ActorRef<A> {
     pub(crate) fn call_sent(&self, msg: &A::Msg) -> Result<SentCall<A>, CallError> {
         self.check_here()?;
         if self.reach == Reach::ByRoot {
-            let payload = far::payload(msg)?;
+            let payload = far::payload(msg, self.onward())?;
             let addr = self.addr.clone();
             return Ok(Box::pin(async move {
                 far::call::<A>(&addr, payload, None).await
@@ -375,7 +395,7 @@ impl<A: Actor> ActorRef<A> {
     ) -> Result<A::Reply, CallError> {
         self.check_here()?;
         if self.reach == Reach::ByRoot {
-            let payload = far::payload(&msg)?;
+            let payload = far::payload(&msg, self.onward())?;
             drop(msg);
             return far::call::<A>(&self.addr, payload, Some(timeout)).await;
         }
@@ -418,7 +438,7 @@ impl<A: Actor> ActorRef<A> {
     pub fn cast(&self, msg: A::Msg) -> Result<(), CallError> {
         self.check_here()?;
         if self.reach == Reach::ByRoot {
-            return far::cast(&self.addr, &msg);
+            return far::cast(&self.addr, &msg, self.onward());
         }
         if let Some(on) = self.placed_here() {
             // As a local cast: sent now, in order with the calls that follow, not

@@ -100,21 +100,27 @@ pub(crate) fn gone(identity: &Identity) {
 #[linkme::distributed_slice(router::PLACED)]
 static RELAY: router::Placed = router::Placed { route };
 
-/// Takes an envelope for child `n` if it is placed on a node.
+/// Takes an envelope for child `n`, or a process below it, if `n` is placed on a
+/// node.
 fn route(n: u32, env: &EnvelopeRef<'_>) -> bool {
     let Some((node, id)) = children().get(&n).map(|c| (c.node.clone(), c.id)) else {
         return false;
     };
+    // A process the placed one started on its node, whose handle came here from
+    // there: its path below the placed process, the same there as here.
+    let depth = crate::runtime::current::me().identity.path().len() + 1;
+    let to = env.to.to_identity();
+    let below = to.path().get(depth..).unwrap_or_default();
     match env.kind {
         // Not confirmed, as a local cast: one that cannot go is dropped.
         BodyKind::Cast => {
-            if let Err(e) = send(&node, id, env.payload, 0) {
+            if let Err(e) = send(&node, id, below, env.payload, 0) {
                 tracing::debug!(error = %e, "dropped a cast to a process on a node");
             }
             true
         }
         BodyKind::Call => {
-            relay_call(&node, id, env);
+            relay_call(&node, id, below, env);
             true
         }
         // Answers and service requests have nothing to do on a node.
@@ -122,20 +128,21 @@ fn route(n: u32, env: &EnvelopeRef<'_>) -> bool {
     }
 }
 
-fn send(node: &Node, id: u64, payload: &[u8], corr: u64) -> Result<(), NodeError> {
+fn send(node: &Node, id: u64, below: &[u32], payload: &[u8], corr: u64) -> Result<(), NodeError> {
     if let Some(e) = node.down_error() {
         return Err(e);
     }
     node.cast(&Request::Actor {
         token: node.inner.token,
         id,
+        below: below.to_vec(),
         payload: payload.to_vec(),
         corr,
     })
 }
 
 /// Sends the call `env` on to the node; its answer goes back to its caller.
-fn relay_call(node: &Node, id: u64, env: &EnvelopeRef<'_>) {
+fn relay_call(node: &Node, id: u64, below: &[u32], env: &EnvelopeRef<'_>) {
     let (to, caller, corr) = (env.to.to_identity(), env.from.to_identity(), env.corr);
     let relay = router::next_corr();
     // Recorded before the node is looked at: if it goes down from now on, `node_lost`
@@ -148,7 +155,7 @@ fn relay_call(node: &Node, id: u64, env: &EnvelopeRef<'_>) {
             answer(&to, &caller, corr, kind, payload);
         }),
     );
-    if let Err(e) = send(node, id, env.payload, relay) {
+    if let Err(e) = send(node, id, below, env.payload, relay) {
         fail(relay, node.name(), e);
     }
 }
