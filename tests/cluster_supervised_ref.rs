@@ -393,8 +393,9 @@ fn the_handle_works_from_a_child_of_the_root() -> TestResult {
     )
     .on(&node);
     match placed.start() {
-        Err(multiproc::Error::Node(NodeError::NotAcrossNodes { node, .. })) => {
+        Err(multiproc::Error::Node(NodeError::NotAcrossNodes { node, what })) => {
             check_eq!(node, "ref-d");
+            check!(what.contains("SupervisedRef"), "{what}");
         }
         other => return Err(format!("expected NotAcrossNodes, got {other:?}").into()),
     }
