@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::node::{COOKIE, TestNode};
+use common::node::{COOKIE, EnvNode, TestNode};
 use common::{TestResult, trial};
 use multiproc::blocking::node::{self, NodeError, Refusal};
 use multiproc::blocking::{Connection, Process, pipe};
@@ -740,54 +740,6 @@ fn a_placed_process_gets_its_settings() -> TestResult {
         other => return Err(format!("expected NotAcrossNodes, got {other:?}").into()),
     }
     Ok(())
-}
-
-/// This test program started afresh with `env`: node mode by the environment if the
-/// environment says so. Killed when dropped, and by the parent-death signal when the
-/// thread that started it (the test's) ends.
-struct EnvNode(std::process::Child);
-
-impl EnvNode {
-    #[allow(unsafe_code, reason = "pre_exec, to tie the node to the test's thread")]
-    fn start(env: &[(&str, &str)]) -> std::io::Result<EnvNode> {
-        use std::os::unix::process::CommandExt;
-        let mut cmd = std::process::Command::new(std::env::current_exe()?);
-        cmd.envs(env.iter().copied())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        // SAFETY: only an async-signal-safe prctl between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                rustix::process::set_parent_process_death_signal(Some(
-                    rustix::process::Signal::KILL,
-                ))?;
-                Ok(())
-            });
-        }
-        cmd.spawn().map(EnvNode)
-    }
-
-    /// The first line it prints, within 10 s.
-    fn first_line(&mut self) -> Result<String, String> {
-        use std::io::BufRead;
-        let stdout = self.0.stdout.take().ok_or("no stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        rx.recv_timeout(Duration::from_secs(10))
-            .map_err(|_| "no line within 10 s".to_string())
-    }
-}
-
-impl Drop for EnvNode {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn node_mode_by_the_environment() -> TestResult {

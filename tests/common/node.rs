@@ -105,4 +105,73 @@ impl Drop for TestNode {
     }
 }
 
+/// This test program started afresh with `env`: node mode by the environment if the
+/// environment says so. Killed when dropped, and by the parent-death signal when the
+/// thread that started it (the test's) ends.
+pub struct EnvNode(pub std::process::Child);
+
+impl EnvNode {
+    #[allow(unsafe_code, reason = "pre_exec, to tie the node to the test's thread")]
+    pub fn start(env: &[(&str, &str)]) -> std::io::Result<EnvNode> {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = std::process::Command::new(std::env::current_exe()?);
+        cmd.envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        // SAFETY: only an async-signal-safe prctl between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
+                Ok(())
+            });
+        }
+        cmd.spawn().map(EnvNode)
+    }
+
+    /// The first line it prints, within 10 s.
+    pub fn first_line(&mut self) -> Result<String, String> {
+        use std::io::BufRead;
+        let stdout = self.0.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .map_err(|_| "no line within 10 s".to_string())
+    }
+}
+
+impl Drop for EnvNode {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl EnvNode {
+    /// A node named `name`, by the environment, on a free loopback port: the node
+    /// and its address. It is the root of a process tree of its own, as a node on
+    /// another host is.
+    pub fn serve(name: &str) -> Result<(EnvNode, String), String> {
+        let mut n = EnvNode::start(&[
+            ("MULTIPROC_NODE_LISTEN", "127.0.0.1:0"),
+            ("MULTIPROC_NODE_NAME", name),
+            ("MULTIPROC_NODE_COOKIE", COOKIE),
+        ])
+        .map_err(|e| e.to_string())?;
+        let line = n.first_line()?;
+        let addr = line
+            .trim()
+            .strip_prefix(&format!("multiproc node {name} listening on "))
+            .ok_or(format!("unexpected first line: {line:?}"))?
+            .to_string();
+        Ok((n, addr))
+    }
+}
+
 multiproc::register!(node_main);

@@ -182,6 +182,7 @@ impl Shared {
             Request::Spawn {
                 token,
                 name,
+                identity: in_root,
                 start,
                 daemon,
                 settings,
@@ -189,10 +190,18 @@ impl Shared {
                 if !self.roots().contains_key(&token) {
                     return Reply::Failed("unknown root (no Hello, or released)".into());
                 }
+                let id = self.next.fetch_add(1, Ordering::Relaxed);
                 let mut p = placed(Process::from_start(&start), settings)
                     .named(name)
                     .daemon(daemon)
                     .supervised();
+                let placed_as = wire::PlacedAs {
+                    node: self.name.clone(),
+                    id,
+                    here: p.identity().clone(),
+                    root: in_root,
+                };
+                p = p.env(wire::PLACED_ENV, placed_as.to_env());
                 // It may use a far handle before `start` returns: its root is known
                 // by its identity from now on.
                 let identity = p.identity().clone();
@@ -204,7 +213,6 @@ impl Shared {
                     return Reply::Failed(e.to_string());
                 }
                 let pid = p.pid().unwrap_or(0);
-                let id = self.next.fetch_add(1, Ordering::Relaxed);
                 let p = Arc::new(p);
                 let mut roots = self.roots();
                 let reply = match roots.get_mut(&token) {
@@ -387,11 +395,12 @@ impl ractor::Actor for Agent {
         if let Ok(Request::Actor {
             token,
             id,
+            below,
             payload,
             corr,
         }) = &request
         {
-            route_actor(shared, *token, *id, payload, *corr);
+            route_actor(shared, *token, *id, below, payload, *corr);
             return Ok(());
         }
         if let Ok(Request::Answer(a)) = &request {
@@ -425,10 +434,11 @@ impl ractor::Actor for Agent {
     }
 }
 
-/// Hands a root's message to the actor process `id`; for a call (`corr` not 0), its
-/// answer goes back to the root's gateway as it comes off the actor's link.
-fn route_actor(shared: &Shared, token: u64, id: u64, payload: &[u8], corr: u64) {
-    let Some((to, gateway)) = shared.actor(token, id) else {
+/// Hands a root's message to the actor process `id`, or the one at `below` in its
+/// subtree; for a call (`corr` not 0), its answer goes back to the root's gateway as
+/// it comes off the actor's link.
+fn route_actor(shared: &Shared, token: u64, id: u64, below: &[u32], payload: &[u8], corr: u64) {
+    let Some((placed, gateway)) = shared.actor(token, id) else {
         // The node does not know the process (not started, or joined and gone): the
         // root names it in the error.
         if corr != 0
@@ -441,6 +451,8 @@ fn route_actor(shared: &Shared, token: u64, id: u64, payload: &[u8], corr: u64) 
         }
         return;
     };
+    // Only below a process of this root: `below` cannot climb out of its subtree.
+    let to = multiproc_core::Identity::from_path([placed.path(), below].concat());
     let then = (corr != 0).then(|| -> crate::runtime::reply::Then {
         Box::new(move |kind, payload| answer_root(&gateway, corr, kind, payload))
     });

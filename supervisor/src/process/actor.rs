@@ -27,9 +27,10 @@ use crate::runtime::router;
 mod far;
 mod host;
 
+pub(crate) use host::defer_reply;
 pub use host::run_actor;
 
-use far::{Reach, for_node, remote_payload};
+use far::{Reach, for_node, not_across, remote_payload};
 
 /// Whether this thread encodes a message for an actor on another node: a handle
 /// that cannot travel there says so (`sync::handles_in` refuses the message).
@@ -99,17 +100,22 @@ pub trait Actor: Sized + Send + 'static {
 /// its messages go through the process that placed it, which holds the session and
 /// exports to the actor's process the queues, locks and events they hold. And
 /// a handle of this tree, sent to a process placed on a node, works there (and in its
-/// descendants there) through the placing process's gateway; sent on from that node
-/// to another, its calls fail with `NodeError::NotAcrossNodes`.
+/// descendants there) through the placing process's gateway, and in an actor of
+/// this tree on another node that it sends the handle to in a message; in the
+/// arguments of a process that node places itself elsewhere, its calls fail with
+/// `NodeError::NotAcrossNodes`. The handle of an actor that a placed process started
+/// on its node, sent to this tree in a message, works here too (and from other
+/// nodes), through the process that placed it; [`node`](ActorRef::node) names its
+/// node.
 #[derive(Serialize, Deserialize)]
-#[serde(bound = "")]
+#[serde(bound = "", into = "far::Wire")]
 pub struct ActorRef<A> {
     addr: Identity,
     /// Where the actor runs when it is on another node.
     #[serde(default)]
     on: Option<OnNode>,
     /// Whether its address is one in this process's tree (see `far`).
-    #[serde(default, serialize_with = "far::reach_for")]
+    #[serde(default)]
     reach: Reach,
     #[serde(skip)]
     _actor: PhantomData<fn() -> A>,
@@ -123,6 +129,12 @@ impl<A> Clone for ActorRef<A> {
             reach: self.reach,
             _actor: PhantomData,
         }
+    }
+}
+
+impl<A> From<ActorRef<A>> for far::Wire {
+    fn from(r: ActorRef<A>) -> far::Wire {
+        far::wire(r.addr, r.on, r.reach)
     }
 }
 
@@ -211,6 +223,15 @@ impl<A: Actor> ActorRef<A> {
         .into())
     }
 
+    /// Where a message to this actor of the root's tree, sent from a node, ends up:
+    /// an actor the root's tree placed on a node gets it as it left here.
+    fn onward(&self) -> far::Onward {
+        match self.on {
+            Some(_) => far::Onward::Placed,
+            None => far::Onward::Tree,
+        }
+    }
+
     /// Where the actor runs, if on a node this process placed it on: this process
     /// holds the session, and calls go straight to it. Any other process of the
     /// tree sends them to this one, along the tree, as to a local actor.
@@ -267,7 +288,7 @@ impl<A: Actor> ActorRef<A> {
     async fn call_with(&self, msg: A::Msg, may_sleep: bool) -> Result<A::Reply, CallError> {
         self.check_here()?;
         if self.reach == Reach::ByRoot {
-            let payload = far::payload(&msg)?;
+            let payload = far::payload(&msg, self.onward())?;
             drop(msg);
             return far::call::<A>(&self.addr, payload, None).await;
         }
@@ -322,7 +343,7 @@ impl<A: Actor> ActorRef<A> {
     pub(crate) fn call_sent(&self, msg: &A::Msg) -> Result<SentCall<A>, CallError> {
         self.check_here()?;
         if self.reach == Reach::ByRoot {
-            let payload = far::payload(msg)?;
+            let payload = far::payload(msg, self.onward())?;
             let addr = self.addr.clone();
             return Ok(Box::pin(async move {
                 far::call::<A>(&addr, payload, None).await
@@ -347,9 +368,18 @@ impl<A: Actor> ActorRef<A> {
     /// in it are exported to that process, or refused, as in [`call`](ActorRef::call).
     pub(crate) fn encode_for<M: Serialize>(&self, msg: &M) -> Result<Vec<u8>, CallError> {
         self.check_here()?;
-        match self.placed_here() {
-            Some(on) => remote_payload(msg, on),
-            None => codec::encode(msg).map_err(CallError::Encode),
+        match (self.placed_here(), &self.on) {
+            (Some(on), _) => remote_payload(msg, on),
+            // From elsewhere in the tree, as `send` encodes for a node.
+            (None, Some(on)) => {
+                let (payload, handles) =
+                    crate::sync::handles_in(|| for_node(|| codec::encode(msg)));
+                if handles {
+                    return Err(not_across(on));
+                }
+                payload.map_err(CallError::Encode)
+            }
+            (None, None) => codec::encode(msg).map_err(CallError::Encode),
         }
     }
 
@@ -366,7 +396,7 @@ impl<A: Actor> ActorRef<A> {
     ) -> Result<A::Reply, CallError> {
         self.check_here()?;
         if self.reach == Reach::ByRoot {
-            let payload = far::payload(&msg)?;
+            let payload = far::payload(&msg, self.onward())?;
             drop(msg);
             return far::call::<A>(&self.addr, payload, Some(timeout)).await;
         }
@@ -409,7 +439,7 @@ impl<A: Actor> ActorRef<A> {
     pub fn cast(&self, msg: A::Msg) -> Result<(), CallError> {
         self.check_here()?;
         if self.reach == Reach::ByRoot {
-            return far::cast(&self.addr, &msg);
+            return far::cast(&self.addr, &msg, self.onward());
         }
         if let Some(on) = self.placed_here() {
             // As a local cast: sent now, in order with the calls that follow, not

@@ -124,6 +124,7 @@ pub(crate) async fn start(
         let request = Request::Spawn {
             token: node.inner.token,
             name,
+            identity: identity.clone(),
             start,
             daemon,
             settings,
@@ -215,6 +216,7 @@ pub(crate) fn actor_cast(
     let request = Request::Actor {
         token: node.inner.token,
         id: on.id,
+        below: Vec::new(),
         payload,
         corr: 0,
     };
@@ -240,6 +242,7 @@ pub(crate) async fn actor_call<R>(
     let request = Request::Actor {
         token: node.inner.token,
         id: on.id,
+        below: Vec::new(),
         payload,
         corr,
     };

@@ -102,23 +102,29 @@ pub(crate) fn gone(identity: &Identity) {
 #[linkme::distributed_slice(router::PLACED)]
 static RELAY: router::Placed = router::Placed { route };
 
-/// Takes an envelope for child `n` if it is placed on a node.
+/// Takes an envelope for child `n`, or a process below it, if `n` is placed on a
+/// node.
 fn route(n: u32, env: &EnvelopeRef<'_>) -> bool {
     let Some((node, id)) = children().get(&n).map(|c| (c.node.clone(), c.id)) else {
         return false;
     };
+    // A process the placed one started on its node, whose handle came here from
+    // there: its path below the placed process, the same there as here.
+    let depth = crate::runtime::current::me().identity.path().len() + 1;
+    let to = env.to.to_identity();
+    let below = to.path().get(depth..).unwrap_or_default();
     match env.kind {
         // A message with handles, from another process of the tree.
-        BodyKind::Service => relay_with_handles(n, &node, id, env),
+        BodyKind::Service => relay_with_handles(n, &node, id, below, env),
         // Not confirmed, as a local cast: one that cannot go is dropped.
         BodyKind::Cast => {
-            if let Err(e) = send(&node, id, env.payload, 0) {
+            if let Err(e) = send(&node, id, below, env.payload, 0) {
                 tracing::debug!(error = %e, "dropped a cast to a process on a node");
             }
             true
         }
         BodyKind::Call => {
-            relay_call(&node, id, env, env.payload);
+            relay_call(&node, id, below, env, env.payload);
             true
         }
         // Answers have nothing to do on a node.
@@ -126,13 +132,14 @@ fn route(n: u32, env: &EnvelopeRef<'_>) -> bool {
     }
 }
 
-fn send(node: &Node, id: u64, payload: &[u8], corr: u64) -> Result<(), NodeError> {
+fn send(node: &Node, id: u64, below: &[u32], payload: &[u8], corr: u64) -> Result<(), NodeError> {
     if let Some(e) = node.down_error() {
         return Err(e);
     }
     node.cast(&Request::Actor {
         token: node.inner.token,
         id,
+        below: below.to_vec(),
         payload: payload.to_vec(),
         corr,
     })
@@ -141,7 +148,7 @@ fn send(node: &Node, id: u64, payload: &[u8], corr: u64) -> Result<(), NodeError
 /// Exports the handles a `Relayed` message names to the actor's process, then sends
 /// the message on: exported before it leaves, they are there when the actor uses
 /// them.
-fn relay_with_handles(n: u32, node: &Node, id: u64, env: &EnvelopeRef<'_>) -> bool {
+fn relay_with_handles(n: u32, node: &Node, id: u64, below: &[u32], env: &EnvelopeRef<'_>) -> bool {
     let Ok(relayed) = codec::decode::<Relayed>(env.payload) else {
         return false;
     };
@@ -156,8 +163,8 @@ fn relay_with_handles(n: u32, node: &Node, id: u64, env: &EnvelopeRef<'_>) -> bo
         }
     }
     if relayed.call {
-        relay_call(node, id, env, &relayed.payload);
-    } else if let Err(e) = send(node, id, &relayed.payload, 0) {
+        relay_call(node, id, below, env, &relayed.payload);
+    } else if let Err(e) = send(node, id, below, &relayed.payload, 0) {
         tracing::debug!(error = %e, "dropped a cast to a process on a node");
     }
     true
@@ -165,7 +172,7 @@ fn relay_with_handles(n: u32, node: &Node, id: u64, env: &EnvelopeRef<'_>) -> bo
 
 /// Sends the call `env` (its message `payload`) on to the node; its answer goes back
 /// to its caller.
-fn relay_call(node: &Node, id: u64, env: &EnvelopeRef<'_>, payload: &[u8]) {
+fn relay_call(node: &Node, id: u64, below: &[u32], env: &EnvelopeRef<'_>, payload: &[u8]) {
     let (to, caller, corr) = (env.to.to_identity(), env.from.to_identity(), env.corr);
     let relay = router::next_corr();
     // Recorded before the node is looked at: if it goes down from now on, `node_lost`
@@ -178,7 +185,7 @@ fn relay_call(node: &Node, id: u64, env: &EnvelopeRef<'_>, payload: &[u8]) {
             answer(&to, &caller, corr, kind, payload);
         }),
     );
-    if let Err(e) = send(node, id, payload, relay) {
+    if let Err(e) = send(node, id, below, payload, relay) {
         fail(relay, node.name(), e);
     }
 }

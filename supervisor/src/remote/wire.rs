@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use multiproc_core::Refusal;
 
 /// The version of [`Request`] and [`Reply`]; a Hello with another one is refused.
-pub(crate) const NODE_PROTOCOL: u32 = 7;
+pub(crate) const NODE_PROTOCOL: u32 = 9;
 
 static CLAIMED_BUILD: Mutex<Option<u64>> = Mutex::new(None);
 
@@ -94,6 +94,8 @@ pub(crate) enum Request {
     Spawn {
         token: u64,
         name: String,
+        /// Its identity in the root's tree.
+        identity: multiproc_core::Identity,
         start: StartSpec,
         daemon: bool,
         settings: Settings,
@@ -114,6 +116,9 @@ pub(crate) enum Request {
     Actor {
         token: u64,
         id: u64,
+        /// The path, below process `id`, of the process the message is for (empty:
+        /// `id` itself): an actor a placed process started in its subtree there.
+        below: Vec<u32>,
         #[serde(with = "serde_bytes")]
         payload: Vec<u8>,
         corr: u64,
@@ -152,6 +157,51 @@ pub(crate) struct Answer {
     pub(crate) fail: bool,
     #[serde(with = "serde_bytes")]
     pub(crate) payload: Vec<u8>,
+}
+
+/// The environment variable that tells a process placed on a node, and its
+/// descendants there, where the placed process stands in its root's tree.
+pub(crate) const PLACED_ENV: &str = "MULTIPROC_PLACED_AS";
+
+/// Where a process placed on a node stands, on the node and in its root's tree: what
+/// a handle of its subtree there becomes when it is sent to that tree.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PlacedAs {
+    /// The node's name.
+    pub(crate) node: String,
+    /// The agent's number for the process.
+    pub(crate) id: u64,
+    /// Its identity in the node's tree.
+    pub(crate) here: multiproc_core::Identity,
+    /// Its identity in its root's tree.
+    pub(crate) root: multiproc_core::Identity,
+}
+
+impl PlacedAs {
+    /// As [`PLACED_ENV`] carries it: the encoded value in hex.
+    pub(crate) fn to_env(&self) -> String {
+        multiproc_core::codec::encode(self)
+            .unwrap_or_default()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// What this process's environment says: whether it (or an ancestor of it on
+    /// this host) was placed here by a root. Read once.
+    pub(crate) fn of_this_process() -> Option<&'static PlacedAs> {
+        static PLACED: std::sync::OnceLock<Option<PlacedAs>> = std::sync::OnceLock::new();
+        PLACED
+            .get_or_init(|| {
+                let hex = std::env::var(PLACED_ENV).ok()?;
+                let bytes = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+                    .collect::<Option<Vec<u8>>>()?;
+                multiproc_core::codec::decode(&bytes).ok()
+            })
+            .as_ref()
+    }
 }
 
 /// What a placed process starts with besides its entry: what `Process`'s setters

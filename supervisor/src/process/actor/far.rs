@@ -6,8 +6,15 @@
 //! node program, which relays them over the session to that root's gateway
 //! (`node/relay.rs`, `remote/gateway.rs`); the gateway routes them into the root's
 //! tree, and casts a call's answer back to the node, which hands it to the caller.
-//! Encoded for a node once more (from a node, to another), it reaches nothing: its
-//! tree is two sessions away, and the refusal says so.
+//! Sent on from the node in a message to an actor the same tree placed on a node (this
+//! one or another), it stays far there: the root passes the message on as it came, and
+//! the handle's address is still a path in the tree that placed the receiver. Encoded
+//! for a node the node itself connects to (in the arguments of a process it places),
+//! it reaches nothing: its tree is two sessions away, and the refusal says so.
+//!
+//! The other way, a handle of the subtree of a placed process on the node, sent to
+//! its root's tree, becomes an address there: the placed process's identity in that
+//! tree, with the same path below it, on the node (`remote::wire::PlacedAs`).
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -34,11 +41,20 @@ pub(super) enum Reach {
     Lost,
 }
 
+/// Where a message from a node to its root's tree ends up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Onward {
+    /// In a process of the root's tree, which decodes it.
+    Tree,
+    /// In a process that tree placed on a node: the root passes it on undecoded.
+    Placed,
+}
+
 thread_local! {
     /// This thread encodes a message for a node.
     static FOR_NODE: Cell<bool> = const { Cell::new(false) };
-    /// This thread encodes a message from a node to its root's tree.
-    static TO_ROOT: Cell<bool> = const { Cell::new(false) };
+    /// This thread encodes a message from a node to its root's tree, going there.
+    static TO_ROOT: Cell<Option<Onward>> = const { Cell::new(None) };
 }
 
 /// Runs `f`, an encoding of a message that goes to a node.
@@ -113,34 +129,77 @@ pub(super) fn relayed<M: Serialize>(
 
 pub(super) fn not_across(on: &OnNode) -> CallError {
     NodeError::NotAcrossNodes {
-        what: "a Value, Array or SharedMemory handle in a message".to_string(),
+        what: "a Value, Array or SharedMemory handle, or a SupervisedRef of a supervisor on a \
+               node, in a message"
+            .to_string(),
         node: on.node.clone(),
     }
     .into()
 }
 
-/// Serializes `reach` as the process that decodes the handle will see it.
-pub(super) fn reach_for<S: serde::Serializer>(reach: &Reach, s: S) -> Result<S::Ok, S::Error> {
+/// An [`ActorRef`](super::ActorRef) as it travels: as the process that decodes it
+/// will see it.
+#[derive(Serialize)]
+pub(super) struct Wire {
+    addr: Identity,
+    on: Option<OnNode>,
+    reach: Reach,
+}
+
+/// The handle `addr` (`on`, `reach`) as the process that decodes it will see it.
+pub(super) fn wire(addr: Identity, on: Option<OnNode>, reach: Reach) -> Wire {
     let to_node = crate::sync::far::encoding_far() || FOR_NODE.get();
-    let seen = match (*reach, to_node, TO_ROOT.get()) {
+    if let (Reach::Here, None, false, Some(onward)) = (reach, &on, to_node, TO_ROOT.get())
+        && let Some((addr, on)) = in_root_tree(&addr)
+    {
+        // An actor of this node's subtree under a placed process: its root's tree
+        // reaches it through the process it placed here, along the same path below.
+        let reach = match onward {
+            Onward::Tree => Reach::Here,
+            Onward::Placed => Reach::ByRoot,
+        };
+        return Wire {
+            addr,
+            on: Some(on),
+            reach,
+        };
+    }
+    let reach = match (reach, to_node, TO_ROOT.get()) {
         (Reach::Here, true, _) => Reach::ByRoot,
         // Back home.
-        (Reach::ByRoot, false, true) => Reach::Here,
-        (_, true, _) | (_, false, true) => Reach::Lost,
-        (reach, false, false) => {
+        (Reach::ByRoot, false, Some(Onward::Tree)) => Reach::Here,
+        // To a process the same tree placed: its address is a path in that tree
+        // there too, reached through the same gateway.
+        (Reach::ByRoot, false, Some(Onward::Placed)) => Reach::ByRoot,
+        (_, true, _) | (_, false, Some(_)) => Reach::Lost,
+        (reach, false, None) => {
             // Arguments that hold one are encoded for a node as well, where it is
             // seen otherwise.
             crate::sync::far::farable();
             reach
         }
     };
-    seen.serialize(s)
+    Wire { addr, on, reach }
 }
 
-/// Encodes a message for the root's tree: handles to this host's objects do not
-/// travel.
-pub(super) fn payload<M: Serialize>(msg: &M) -> Result<Vec<u8>, CallError> {
-    let outer = TO_ROOT.replace(true);
+/// `addr`, in this node's tree, as an address in the tree of the root that placed
+/// this process (or its ancestor here), if it is in the subtree of that placed
+/// process: its path there, and the node it runs on.
+fn in_root_tree(addr: &Identity) -> Option<(Identity, OnNode)> {
+    let placed = crate::remote::wire::PlacedAs::of_this_process()?;
+    let below = addr.path().strip_prefix(placed.here.path())?;
+    let path = [placed.root.path(), below].concat();
+    let on = OnNode {
+        node: placed.node.clone(),
+        id: placed.id,
+    };
+    Some((Identity::from_path(path), on))
+}
+
+/// Encodes a message for the root's tree, to end up as `onward` says: handles to
+/// this host's objects do not travel.
+pub(super) fn payload<M: Serialize>(msg: &M, onward: Onward) -> Result<Vec<u8>, CallError> {
+    let outer = TO_ROOT.replace(Some(onward));
     let (payload, handles) = crate::sync::handles_in(|| codec::encode(msg));
     TO_ROOT.set(outer);
     if handles {
@@ -177,8 +236,8 @@ fn up(to: &Identity, payload: Vec<u8>, corr: u64) -> Result<(), CallError> {
 
 /// Casts `msg` to the actor `to` of the root's tree: sent now, in order with the
 /// calls that follow.
-pub(super) fn cast<M: Serialize>(to: &Identity, msg: &M) -> Result<(), CallError> {
-    up(to, payload(msg)?, 0)
+pub(super) fn cast<M: Serialize>(to: &Identity, msg: &M, onward: Onward) -> Result<(), CallError> {
+    up(to, payload(msg, onward)?, 0)
 }
 
 /// Calls the actor `to` of the root's tree with `payload` (a message's
