@@ -13,10 +13,10 @@ use multiproc_core::{ChildKind, ChildSpec, NodeError, Shutdown, SpecError, Super
 use tokio::sync::{oneshot, watch};
 
 use super::child::child_spec;
+use super::event::Hub;
 use super::hosted::{HOSTED_ENTRY, Setup};
 use super::message::Msg;
 use super::placed::{Placed, travels};
-use super::event::Hub;
 use super::{
     AdminError, ChildCounts, ChildStatus, Events, SupervisorEvent, SupervisorExit, SupervisorRef,
 };
