@@ -65,7 +65,12 @@ async fn handle_one<A: Actor>(actor: &mut A, mail: &Mail, out: &mut Vec<u8>) -> 
         Ok(r) => {
             crate::runtime::mailbox::handled_one();
             out.clear();
-            match codec::encode_into(&r, out) {
+            let encoded = if from_placing_root(&mail.from) {
+                super::to_root(|| codec::encode_into(&r, out))
+            } else {
+                codec::encode_into(&r, out)
+            };
+            match encoded {
                 Ok(()) => answer(BodyKind::Reply, out),
                 Err(e) => fail(RemoteError::Encode(e.to_string())),
             }
@@ -78,6 +83,15 @@ async fn handle_one<A: Actor>(actor: &mut A, mail: &Mail, out: &mut Vec<u8>) -> 
             Err(message)
         }
     }
+}
+
+/// Whether a call came from the root that placed this process (or its ancestor) on
+/// this node: the node's agent hands such calls to it, and nothing else of the node
+/// program calls into a placed subtree. Its reply goes to that root's tree.
+fn from_placing_root(from: &[u32]) -> bool {
+    crate::remote::wire::PlacedAs::of_this_process()
+        .and_then(|placed| placed.here.path().split_last())
+        .is_some_and(|(_, agent)| agent == from)
 }
 
 /// Runs actor `A` in this child process until it is asked to stop. Called (through
