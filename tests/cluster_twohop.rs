@@ -197,8 +197,9 @@ impl Actor for Spawner {
     }
 }
 
-/// On a node: calls the handle `first` (from a reply to the root), then one it takes
-/// from `handles` (put there by a process on another node), then one it gets in the
+/// On a node: calls the handle `first` (from a reply to the root), then the two it
+/// takes from `handles` (put there by a process on another node, then by the root),
+/// then one it gets in the
 /// reply of `spawner` (on another node) to its own call; reports each outcome.
 fn takes_and_calls(
     spawner: ActorRef<Spawner>,
@@ -211,6 +212,7 @@ fn takes_and_calls(
         outcome(multiproc::blocking::ActorRef::from(to).call(CounterMsg::Add(1)))
     };
     report(call(first))?;
+    report(call(handles.get(true, Some(WAIT))?))?;
     report(call(handles.get(true, Some(WAIT))?))?;
     let spawner = multiproc::blocking::ActorRef::from(spawner);
     report(match spawner.call(SpawnerMsg::Start(60)) {
@@ -525,6 +527,10 @@ fn a_nodes_own_actor_in_a_reply_or_a_queue_item_works_in_the_root() -> TestResul
         spawner_ref.call(SpawnerMsg::StartInto(100, handles.clone()))?,
         Outcome::Reply(0)
     );
+    // And one of the root's tree, put by the root.
+    let mut home = Process::actor::<Counter>(5);
+    home.start()?;
+    handles.put(home.actor_ref::<Counter>().as_async(), true, None)?;
     let reports = Queue::<Outcome>::new(0)?;
     let mut from_b = Process::new(
         takes_and_calls,
@@ -539,6 +545,7 @@ fn a_nodes_own_actor_in_a_reply_or_a_queue_item_works_in_the_root() -> TestResul
     from_b.start()?;
     check_eq!(reports.get(true, Some(WAIT))?, Outcome::Reply(82));
     check_eq!(reports.get(true, Some(WAIT))?, Outcome::Reply(101));
+    check_eq!(reports.get(true, Some(WAIT))?, Outcome::Reply(6));
     check_eq!(reports.get(true, Some(WAIT))?, Outcome::Reply(61));
     check_eq!(from_b.join()?, ExitReason::Normal);
 
@@ -574,6 +581,7 @@ fn a_nodes_own_actor_in_a_reply_or_a_queue_item_works_in_the_root() -> TestResul
     check_eq!(outcome(first.call(CounterMsg::Get)), psi());
     check_eq!(outcome(second.call(CounterMsg::Get)), psi());
     check_eq!(spawner.join()?, ExitReason::NodeDown { node: "psi".into() });
+    home.stop(WAIT)?;
     Ok(())
 }
 
