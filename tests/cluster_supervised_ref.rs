@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::node::{COOKIE, TestNode};
 use common::{TestResult, trial};
 use multiproc::blocking::node::{self, NodeError};
-use multiproc::blocking::{Events, SupervisedRef, SupervisorRef};
+use multiproc::blocking::{Event, Events, Process, Queue, SupervisedRef, SupervisorRef};
 use multiproc::{
     Backoff, CallError, RestartIntensity, Supervisor, SupervisorEvent, SupervisorExit,
     SupervisorFlags, actor_child,
@@ -33,6 +33,9 @@ enum Op {
     Add(u64),
     /// Answers after this many milliseconds: a call that outlasts its timeout.
     Slow(u64),
+    /// Sets the first event, then answers once the second is set (events of the
+    /// root, exported to the node with the message).
+    Hold(multiproc::Event, multiproc::Event),
 }
 
 impl multiproc::Actor for Tally {
@@ -49,12 +52,71 @@ impl multiproc::Actor for Tally {
         match op {
             Op::Add(n) => self.0 += n,
             Op::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            Op::Hold(holding, release) => {
+                let _ = holding.set().await;
+                let _ = release.wait(Some(EVENT_TIMEOUT * 3)).await;
+            }
         }
         (std::process::id(), self.0)
     }
 }
 
 multiproc::register_actor!(Tally);
+multiproc::register!(calls_from_the_tree);
+
+/// What the test asks the caller in a local child to do.
+#[derive(Debug, Serialize, Deserialize)]
+enum Ask {
+    Call(Op),
+    TryCall(Op),
+    CallTimeout(Op, Duration),
+    Cast(Op),
+    Quit,
+}
+
+/// What the caller reports of one request.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+enum Outcome {
+    Reply(u32, u64),
+    Cast,
+    NotRunning(String),
+    Restarting,
+    NodeDown { node: String },
+    Other(String),
+}
+
+fn outcome(r: Result<(u32, u64), CallError>) -> Outcome {
+    match r {
+        Ok((pid, total)) => Outcome::Reply(pid, total),
+        Err(CallError::NotRunning(_, why)) => Outcome::NotRunning(why),
+        Err(CallError::Restarting(_)) => Outcome::Restarting,
+        Err(CallError::Node(NodeError::NodeDown { node, .. })) => Outcome::NodeDown { node },
+        Err(e) => Outcome::Other(format!("{e:?}")),
+    }
+}
+
+/// In a child of the root, with a handle of the child of a supervisor on a node:
+/// does what it is asked through `asks`, reports through `reports`.
+fn calls_from_the_tree(
+    tally: multiproc::SupervisedRef<Tally>,
+    asks: Queue<Ask>,
+    reports: Queue<Outcome>,
+) -> Result<(), multiproc::BoxError> {
+    let tally = SupervisedRef::from(tally);
+    loop {
+        let out = match asks.get(true, Some(EVENT_TIMEOUT * 3))? {
+            Ask::Call(op) => outcome(tally.call(op)),
+            Ask::TryCall(op) => outcome(tally.try_call(op)),
+            Ask::CallTimeout(op, t) => outcome(tally.call_timeout(op, t)),
+            Ask::Cast(op) => match tally.cast(op) {
+                Ok(()) => Outcome::Cast,
+                Err(e) => outcome(Err(e)),
+            },
+            Ask::Quit => return Ok(()),
+        };
+        reports.put(&out, true, None)?;
+    }
+}
 
 fn flags(backoff: Backoff) -> SupervisorFlags {
     SupervisorFlags {
@@ -69,9 +131,16 @@ fn flags(backoff: Backoff) -> SupervisorFlags {
 
 /// A supervisor on `node` with the one child `tally`.
 fn start_on(node: &node::Node, backoff: Backoff) -> Result<SupervisorRef, String> {
-    let child = actor_child::<Tally>("tally", ()).map_err(|e| e.to_string())?;
-    SupervisorRef::start(Supervisor::new(flags(backoff)).child(child).on(node))
-        .map_err(|e| e.to_string())
+    start_with(node, backoff, &["tally"])
+}
+
+/// A supervisor on `node` with a `Tally` child of each id.
+fn start_with(node: &node::Node, backoff: Backoff, ids: &[&str]) -> Result<SupervisorRef, String> {
+    let mut sup = Supervisor::new(flags(backoff));
+    for id in ids {
+        sup = sup.child(actor_child::<Tally>(*id, ()).map_err(|e| e.to_string())?);
+    }
+    SupervisorRef::start(sup.on(node)).map_err(|e| e.to_string())
 }
 
 /// The next event that `want` keeps, within [`EVENT_TIMEOUT`] each.
@@ -228,6 +297,133 @@ fn a_killed_node_fails_its_childs_calls_node_down() -> TestResult {
     Ok(())
 }
 
+/// A call held in child `a` on the node holds up neither a call to child `b`, nor the
+/// next call to `a` sent meanwhile, nor the supervisor's admin requests.
+fn a_held_call_holds_up_no_other_call() -> TestResult {
+    let n = TestNode::start("ref-c", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let sup = start_with(&node, Backoff::NONE, &["a", "b"])?;
+    let (a, b): (SupervisedRef<Tally>, SupervisedRef<Tally>) =
+        (sup.child_ref("a"), sup.child_ref("b"));
+    let (holding, release) = (Event::new()?, Event::new()?);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let held = {
+        let a: SupervisedRef<Tally> = sup.child_ref("a");
+        let hold = Op::Hold(holding.clone().into_async(), release.clone().into_async());
+        std::thread::spawn(move || {
+            let out = a.call_timeout(hold, EVENT_TIMEOUT * 2);
+            let _ = tx.send(());
+            out
+        })
+    };
+    check!(
+        holding.wait(Some(EVENT_TIMEOUT))?,
+        "the call reached child a"
+    );
+    let (_, b_total) = b.call(Op::Add(5))?;
+    check_eq!(b_total, 5);
+    check_eq!(sup.which_children()?.len(), 2);
+    check_eq!(sup.count_children()?.active, 2);
+    // A cast to the held child is sent on, in its turn: it waits in the child's
+    // mailbox, not in the supervisor.
+    a.cast(Op::Add(1))?;
+    check!(
+        rx.try_recv().is_err(),
+        "the held call answered before the others"
+    );
+    // Timed out, given up on, while the child still holds the first call.
+    match a.call_timeout(Op::Add(1), Duration::from_millis(300)) {
+        Err(CallError::Timeout(t)) => check_eq!(t, Duration::from_millis(300)),
+        other => return Err(format!("expected Timeout, got {other:?}").into()),
+    }
+    release.set()?;
+    let (a_pid, _) = held.join().unwrap()?;
+    // In order: the cast, then the timed-out call (handled all the same), then this.
+    check_eq!(a.call(Op::Add(0))?, (a_pid, 2));
+    check_eq!(sup.shutdown(), SupervisorExit::Shutdown);
+    Ok(())
+}
+
+/// The handle given to a child of the root, on this host: its calls reach the child
+/// on the node, its new incarnation after a SIGKILL there, and fail with `NodeDown`
+/// once the node is killed. Given to a process placed on a node, it is refused.
+fn the_handle_works_from_a_child_of_the_root() -> TestResult {
+    let n = TestNode::start("ref-d", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let sup = start_on(&node, Backoff::NONE)?;
+    let tally: SupervisedRef<Tally> = sup.child_ref("tally");
+    let (asks, reports) = (Queue::<Ask>::new(0)?, Queue::<Outcome>::new(0)?);
+    let mut caller = Process::new(
+        calls_from_the_tree,
+        (tally.into_async(), asks.clone(), reports.clone()),
+    );
+    caller.start()?;
+    let ask = |a: Ask| -> Result<Outcome, String> {
+        asks.put(&a, true, None).map_err(|e| e.to_string())?;
+        reports
+            .get(true, Some(EVENT_TIMEOUT))
+            .map_err(|e| format!("no report for {a:?}: {e}"))
+    };
+    let pid = sup.which_children()?[0].pid.ok_or("a pid")?;
+    check_eq!(ask(Ask::Call(Op::Add(2)))?, Outcome::Reply(pid, 2));
+    check_eq!(ask(Ask::Cast(Op::Add(3)))?, Outcome::Cast);
+    check_eq!(ask(Ask::TryCall(Op::Add(1)))?, Outcome::Reply(pid, 6));
+    check_eq!(
+        ask(Ask::CallTimeout(Op::Slow(3000), Duration::from_millis(300)))?,
+        Outcome::Other(format!(
+            "{:?}",
+            CallError::Timeout(Duration::from_millis(300))
+        ))
+    );
+
+    let mut events = sup.events();
+    kill(pid)?;
+    let new_pid = wait_for(&mut events, |e| match e {
+        SupervisorEvent::Restarted { id, pid, .. } if id == "tally" => Some(pid),
+        _ => None,
+    })?;
+    check!(new_pid != pid, "a new incarnation: {new_pid}");
+    check_eq!(ask(Ask::Call(Op::Add(1)))?, Outcome::Reply(new_pid, 1));
+
+    // To a node, it does not go: refused before anything is sent.
+    let tally: SupervisedRef<Tally> = sup.child_ref("tally");
+    let mut placed = Process::new(
+        calls_from_the_tree,
+        (tally.into_async(), asks.clone(), reports.clone()),
+    )
+    .on(&node);
+    match placed.start() {
+        Err(multiproc::Error::Node(NodeError::NotAcrossNodes { node, what })) => {
+            check_eq!(node, "ref-d");
+            check!(what.contains("SupervisedRef"), "{what}");
+        }
+        other => return Err(format!("expected NotAcrossNodes, got {other:?}").into()),
+    }
+
+    n.process.kill()?;
+    let killed = Instant::now();
+    check_eq!(
+        ask(Ask::Call(Op::Add(1)))?,
+        Outcome::NodeDown {
+            node: "ref-d".into()
+        }
+    );
+    check_eq!(
+        ask(Ask::Cast(Op::Add(1)))?,
+        Outcome::NodeDown {
+            node: "ref-d".into()
+        }
+    );
+    check!(
+        killed.elapsed() < Duration::from_secs(5),
+        "NodeDown came after {:?}",
+        killed.elapsed()
+    );
+    asks.put(&Ask::Quit, true, None)?;
+    caller.join()?;
+    Ok(())
+}
+
 fn main() {
     // Supervisors restart processes: bounded, whatever a regression does.
     common::cgroup::confine("cluster_supervised_ref");
@@ -240,6 +436,14 @@ fn main() {
         trial(
             "a_killed_node_fails_its_childs_calls_node_down",
             a_killed_node_fails_its_childs_calls_node_down,
+        ),
+        trial(
+            "a_held_call_holds_up_no_other_call",
+            a_held_call_holds_up_no_other_call,
+        ),
+        trial(
+            "the_handle_works_from_a_child_of_the_root",
+            the_handle_works_from_a_child_of_the_root,
         ),
     ]);
 }

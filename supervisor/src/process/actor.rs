@@ -27,6 +27,7 @@ use crate::runtime::router;
 mod far;
 mod host;
 
+pub(crate) use host::defer_reply;
 pub use host::run_actor;
 
 use far::{Reach, for_node, not_across, remote_payload};
@@ -380,9 +381,18 @@ impl<A: Actor> ActorRef<A> {
     /// in it are exported to that process, or refused, as in [`call`](ActorRef::call).
     pub(crate) fn encode_for<M: Serialize>(&self, msg: &M) -> Result<Vec<u8>, CallError> {
         self.check_here()?;
-        match self.placed_here() {
-            Some(on) => remote_payload(msg, on),
-            None => codec::encode(msg).map_err(CallError::Encode),
+        match (self.placed_here(), &self.on) {
+            (Some(on), _) => remote_payload(msg, on),
+            // From elsewhere in the tree, as `send` encodes for a node.
+            (None, Some(on)) => {
+                let (payload, handles) =
+                    crate::sync::handles_in(|| for_node(|| codec::encode(msg)));
+                if handles {
+                    return Err(not_across(on));
+                }
+                payload.map_err(CallError::Encode)
+            }
+            (None, None) => codec::encode(msg).map_err(CallError::Encode),
         }
     }
 

@@ -160,13 +160,14 @@ impl Process {
         };
         if one_machine {
             let what = if named.is_empty() {
-                "a Value, Array or SharedMemory".into()
+                "a Value, Array or SharedMemory handle, or a SupervisedRef of a supervisor on a node,"
+                    .to_string()
             } else {
-                named
+                format!("{named} handle")
             };
             return Err(NodeError::NotAcrossNodes {
                 what: format!(
-                    "{what} handle among the arguments of {} (a queue, lock, semaphore, \
+                    "{what} among the arguments of {} (a queue, lock, semaphore, \
                      Condition, Event or Barrier would work)",
                     self.name
                 ),

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SupervisorRef;
 use super::handle::running_numbered;
+use super::placed::Placed;
 use crate::runtime;
 use crate::runtime::current::me;
 use crate::runtime::error::CallError;
@@ -63,6 +64,9 @@ pub(super) enum Sup {
     /// In another process of this tree (`Side::Here`), or of the tree of the root
     /// that placed this process on its node (`Side::Far`).
     Away(Side<Key>),
+    /// On a node, placed by another process of this tree: reached through the actor
+    /// hosting it there, by way of that process.
+    Node(Placed),
 }
 
 /// The address of child `id` of the supervisor `sup`, wherever it runs.
@@ -70,6 +74,12 @@ pub(super) async fn resolve(sup: &Sup, id: &str, wait: bool) -> Result<Identity,
     match sup {
         Sup::Here(sup) => sup.resolve(id, wait).await,
         Sup::Away(side) => resolve_away(side, id, wait).await,
+        // Its children's addresses are the node's: messages go through the
+        // hosting actor instead, which resolves them there.
+        Sup::Node(placed) => Err(CallError::NotRunning(
+            id.to_string(),
+            format!("its supervisor runs on node {}", placed.node()),
+        )),
     }
 }
 

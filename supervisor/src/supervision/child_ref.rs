@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::SupervisorRef;
 use super::away::{self, Key, Sup, resolve};
+use super::hosted::Hosted;
 use super::placed::Placed;
 use super::relay::{Delivery, MAX_TRIES};
 use crate::process::actor::{Actor, ActorRef};
@@ -34,10 +35,13 @@ use serde::{Deserialize, Serialize};
 /// again and sends it there.
 ///
 /// Of a supervisor running on a node ([`Supervisor::on`](crate::Supervisor::on)),
-/// it works in the process that placed the supervisor: each message goes, encoded
-/// here, to the actor hosting the supervisor there, which forwards it to the child
-/// (one message at a time), and fails with [`CallError::Node`] once the node is
-/// down. Such a handle does not travel.
+/// it works in the process that placed the supervisor and in the other processes of
+/// its tree on this host (in a child's arguments, in a message): each message goes,
+/// encoded there, to the actor hosting the supervisor on the node (by way of the
+/// placing process), which forwards it to the child, in order for one child but
+/// without waiting for another's answer, and fails with [`CallError::Node`] once
+/// the node is down. Such a handle does not travel to a node: a message or
+/// arguments holding it are refused with `NodeError::NotAcrossNodes`.
 pub struct SupervisedRef<A> {
     sup: Sup,
     id: String,
@@ -76,6 +80,16 @@ impl<A> SupervisedRef<A> {
     pub fn id(&self) -> &str {
         &self.id
     }
+
+    /// The supervisor's handle, when it runs on a node: messages then go through the
+    /// actor hosting it there.
+    fn placed(&self) -> Option<&Placed> {
+        match &self.sup {
+            Sup::Here(sup) => sup.local().err(),
+            Sup::Node(placed) => Some(placed),
+            Sup::Away(_) => None,
+        }
+    }
 }
 
 impl<A: Actor> SupervisedRef<A> {
@@ -84,15 +98,6 @@ impl<A: Actor> SupervisedRef<A> {
         match &self.sup {
             Sup::Away(Side::Far(_)) => ActorRef::by_root(addr),
             _ => ActorRef::at(addr),
-        }
-    }
-
-    /// The supervisor's handle, when it runs on a node: messages then go through the
-    /// actor hosting it there.
-    fn placed(&self) -> Option<&Placed> {
-        match &self.sup {
-            Sup::Here(sup) => sup.local().err(),
-            Sup::Away(_) => None,
         }
     }
 
@@ -215,7 +220,8 @@ impl SupervisorRef {
     }
 }
 
-/// The supervisor as it travels: see `sync::far` for its two encodings.
+/// The supervisor as it travels in this tree: see `sync::far` for its two
+/// encodings.
 struct SupWire<'a>(&'a Sup);
 
 impl Serialize for SupWire<'_> {
@@ -223,13 +229,10 @@ impl Serialize for SupWire<'_> {
         let side = match self.0 {
             Sup::Here(sup) => match away::key_of(sup) {
                 Some(key) => Side::Here(key),
-                None => {
-                    return Err(serde::ser::Error::custom(
-                        "a SupervisedRef of a supervisor running on a node does not travel",
-                    ));
-                }
+                None => unreachable!("a supervisor on a node travels as `WireRef::Node`"),
             },
             Sup::Away(side) => side.clone(),
+            Sup::Node(_) => unreachable!("a supervisor on a node travels as `WireRef::Node`"),
         };
         if matches!(side, Side::Here(_))
             && crate::process::actor::encoding_for_node()
@@ -252,23 +255,53 @@ impl Serialize for SupWire<'_> {
     }
 }
 
+/// A supervised child's handle as it travels: of a supervisor of this host, or of
+/// one on a node, by the handle of the actor hosting it there.
 #[derive(Serialize)]
-struct WireRef<'a> {
-    sup: SupWire<'a>,
-    id: &'a str,
+enum WireRef<'a> {
+    Tree {
+        sup: SupWire<'a>,
+        id: &'a str,
+    },
+    Node {
+        hosted: &'a ActorRef<Hosted>,
+        node: &'a str,
+        id: &'a str,
+    },
 }
 
 #[derive(Deserialize)]
-struct Wire {
-    #[serde(deserialize_with = "far::deserialize")]
-    sup: Side<Key>,
-    id: String,
+enum Wire {
+    Tree {
+        #[serde(deserialize_with = "far::deserialize")]
+        sup: Side<Key>,
+        id: String,
+    },
+    Node {
+        hosted: ActorRef<Hosted>,
+        node: String,
+        id: String,
+    },
 }
 
 impl<A> Serialize for SupervisedRef<A> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        WireRef {
-            sup: SupWire(&self.sup),
+        let Some(placed) = self.placed() else {
+            return WireRef::Tree {
+                sup: SupWire(&self.sup),
+                id: &self.id,
+            }
+            .serialize(s);
+        };
+        if crate::process::actor::encoding_for_node() || far::encoding_far() {
+            // Its hosting actor is reached through the placing process's session,
+            // which a node has no way to: refused, as a one-machine handle.
+            crate::sync::note_handle();
+        }
+        let (hosted, node) = placed.parts();
+        WireRef::Node {
+            hosted,
+            node,
             id: &self.id,
         }
         .serialize(s)
@@ -277,7 +310,11 @@ impl<A> Serialize for SupervisedRef<A> {
 
 impl<'de, A> Deserialize<'de> for SupervisedRef<A> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let wire = Wire::deserialize(d)?;
-        Ok(SupervisedRef::new(Sup::Away(wire.sup), wire.id))
+        Ok(match Wire::deserialize(d)? {
+            Wire::Tree { sup, id } => SupervisedRef::new(Sup::Away(sup), id),
+            Wire::Node { hosted, node, id } => {
+                SupervisedRef::new(Sup::Node(Placed::from_parts(hosted, node)), id)
+            }
+        })
     }
 }

@@ -10,12 +10,12 @@
 use multiproc_core::{ChildSpec, EntryKind, NodeError, SpecError, SupervisorFlags};
 use serde::{Deserialize, Serialize};
 
-use super::relay::{self, Delivery, Miss};
+use super::relay::{Delivery, Job, Lanes, Miss};
 use super::{
     AdminError, ChildCounts, ChildStatus, Events, Supervisor, SupervisorEvent, SupervisorExit,
     SupervisorRef,
 };
-use crate::process::actor::{Actor, BoxError};
+use crate::process::actor::{Actor, BoxError, defer_reply};
 use crate::runtime;
 use crate::runtime::registry::{self, Entry};
 use crate::sync::Queue;
@@ -159,6 +159,7 @@ impl Refusal {
 pub(super) struct Hosted {
     sup: SupervisorRef,
     forward: Option<tokio::task::JoinHandle<()>>,
+    lanes: Lanes,
 }
 
 impl Hosted {
@@ -190,6 +191,7 @@ impl Actor for Hosted {
         Ok(Hosted {
             sup,
             forward: Some(forward),
+            lanes: Lanes::default(),
         })
     }
 
@@ -213,7 +215,17 @@ impl Actor for Hosted {
                 done(Ok(()))
             }
             Request::Child { id, payload, send } => {
-                Reply::Child(relay::to_child(&self.sup, &id, &payload, send).await)
+                // Answered from the child's lane, once its reply comes: the next
+                // request is served meanwhile. (Sent as a cast, nobody waits.)
+                let deferred = defer_reply();
+                let job = Job::new(payload, send, move |out| {
+                    if let Some(deferred) = deferred {
+                        deferred.answer(&Reply::Child(out));
+                    }
+                });
+                self.lanes.push(&self.sup, id, job);
+                // Not sent: the lane answers.
+                Reply::Child(Ok(Vec::new()))
             }
         }
     }

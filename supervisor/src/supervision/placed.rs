@@ -27,8 +27,10 @@ use crate::sync::Queue;
 /// process killed before its end waits this long.
 const LINGER: Duration = Duration::from_secs(1);
 
-/// The placing side's handle to a supervisor on a node.
-#[derive(Debug)]
+/// The placing side's handle to a supervisor on a node; a `SupervisedRef` of it
+/// carries it to the other processes of the placing tree, whose calls to the
+/// hosting actor go through the placing process (`remote/route.rs`).
+#[derive(Debug, Clone)]
 pub(crate) struct Placed {
     actor: ActorRef<Hosted>,
     node: String,
@@ -43,6 +45,15 @@ impl Placed {
     /// The node's name.
     pub(super) fn node(&self) -> &str {
         &self.node
+    }
+
+    /// The hosting actor's handle and the node's name, as they travel.
+    pub(super) fn parts(&self) -> (&ActorRef<Hosted>, &str) {
+        (&self.actor, &self.node)
+    }
+
+    pub(super) fn from_parts(actor: ActorRef<Hosted>, node: String) -> Placed {
+        Placed { actor, node }
     }
 
     async fn call(&self, request: Request) -> Result<Reply, AdminError> {

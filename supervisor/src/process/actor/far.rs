@@ -121,7 +121,9 @@ pub(super) fn remote_payload<M: Serialize>(msg: &M, on: &OnNode) -> Result<Vec<u
 
 pub(super) fn not_across(on: &OnNode) -> CallError {
     NodeError::NotAcrossNodes {
-        what: "a Value, Array or SharedMemory handle in a message".to_string(),
+        what: "a Value, Array or SharedMemory handle, or a SupervisedRef of a supervisor on a \
+               node, in a message"
+            .to_string(),
         node: on.node.clone(),
     }
     .into()

@@ -1,15 +1,20 @@
 //! Hosting an actor in a child: its arguments decoded, `start`, then its mailbox served
 //! until the stop, with the heartbeat between messages; a panicking handler fails
-//! its one call and ends the process.
+//! its one call and ends the process. A handler may take its call's answer with it
+//! ([`defer_reply`]) and send it later, from a task of its own, so that a call whose
+//! answer waits on another process does not hold the mailbox up.
 
 use std::any::Any;
+use std::cell::RefCell;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use multiproc_core::wire::{BodyKind, PathRef};
 use multiproc_core::{BootstrapError, Packet, RemoteError, codec};
+use serde::Serialize;
 
 use super::{Actor, shrink};
 use crate::runtime;
@@ -18,17 +23,146 @@ use crate::runtime::mailbox::Mail;
 use crate::runtime::registry::EntryOutcome;
 use crate::runtime::{router, stop};
 
+/// Where the answer to the call being handled goes: its caller and correlation.
+struct Caller {
+    to: Vec<u32>,
+    corr: u64,
+}
+
+/// A deferred answer's meeting point: the hosting loop brings the caller once the
+/// handler has returned, the handler's task the answer, whichever comes first waits
+/// there for the other.
+enum Slot {
+    Open,
+    Caller(Caller),
+    Answer(BodyKind, Vec<u8>),
+    Sent,
+}
+
+type SharedSlot = Arc<Mutex<Slot>>;
+
+fn lock(slot: &SharedSlot) -> MutexGuard<'_, Slot> {
+    slot.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where a call being handled stands with its answer, on the thread that polls its
+/// handler.
+enum Offer {
+    /// A cast, or nothing polled.
+    None,
+    /// A call whose answer the handler may take.
+    Open,
+    /// Taken: the handler answers through this slot.
+    Taken(SharedSlot),
+}
+
+thread_local! {
+    static HANDLING: RefCell<Offer> = const { RefCell::new(Offer::None) };
+}
+
+/// The answer to the call the running handler is handling, to send later: the
+/// hosting loop then sends none when the handler returns (what it returns is
+/// dropped). `None` for a cast, or outside a handler's poll.
+pub(crate) fn defer_reply() -> Option<Deferred> {
+    HANDLING.with_borrow_mut(|offer| match offer {
+        Offer::Open => {
+            let slot: SharedSlot = Arc::new(Mutex::new(Slot::Open));
+            *offer = Offer::Taken(slot.clone());
+            Some(Deferred { slot: Some(slot) })
+        }
+        _ => None,
+    })
+}
+
+/// A call's answer taken out of its handler: sent by [`answer`](Deferred::answer),
+/// or, if dropped unsent, a failure, so that no caller waits for nothing.
+pub(crate) struct Deferred {
+    slot: Option<SharedSlot>,
+}
+
+impl Deferred {
+    /// Sends `reply` to the caller, as the hosting loop would have.
+    pub(crate) fn answer<R: Serialize>(mut self, reply: &R) {
+        let Some(slot) = self.slot.take() else {
+            return;
+        };
+        match codec::encode(reply) {
+            Ok(bytes) => deliver(&slot, BodyKind::Reply, bytes),
+            Err(e) => deliver(
+                &slot,
+                BodyKind::Fail,
+                failure(RemoteError::Encode(e.to_string())),
+            ),
+        }
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            let e = RemoteError::Panicked("the answer to this call was dropped unsent".into());
+            deliver(&slot, BodyKind::Fail, failure(e));
+        }
+    }
+}
+
+fn failure(e: RemoteError) -> Vec<u8> {
+    codec::encode(&e).unwrap_or_default()
+}
+
+/// The handler's side: sends the answer if the caller is known, else leaves it.
+fn deliver(slot: &SharedSlot, kind: BodyKind, payload: Vec<u8>) {
+    let mut guard = lock(slot);
+    let caller = match std::mem::replace(&mut *guard, Slot::Sent) {
+        Slot::Caller(caller) => caller,
+        Slot::Open => {
+            *guard = Slot::Answer(kind, payload);
+            return;
+        }
+        other => {
+            *guard = other;
+            return;
+        }
+    };
+    drop(guard);
+    router::send_from_here(PathRef::Words(&caller.to), caller.corr, kind, &payload);
+}
+
+/// The hosting loop's side, once the handler returned: sends an answer already
+/// given, else leaves the caller for it.
+fn await_answer(slot: &SharedSlot, mail: &Mail) {
+    let mut guard = lock(slot);
+    match std::mem::replace(&mut *guard, Slot::Sent) {
+        Slot::Answer(kind, payload) => {
+            drop(guard);
+            router::send_from_here(PathRef::Words(&mail.from), mail.corr, kind, &payload);
+        }
+        Slot::Open => {
+            *guard = Slot::Caller(Caller {
+                to: mail.from.clone(),
+                corr: mail.corr,
+            });
+        }
+        other => *guard = other,
+    }
+}
+
 /// Polls a future inside `catch_unwind`, so a panicking handler fails its one call,
-/// as the handling of a call made in its caller's span (if it carries one).
-struct CatchUnwind<F>(F, Option<u64>);
+/// as the handling of a call made in its caller's span (if it carries one); while
+/// it is polled, its call's answer may be taken ([`defer_reply`]).
+struct CatchUnwind<F>(F, Option<u64>, Offer);
 
 impl<F: Future + Unpin> Future for CatchUnwind<F> {
     type Output = Result<F::Output, Box<dyn Any + Send>>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let span = self.1;
+        let offer = std::mem::replace(&mut self.2, Offer::None);
+        let outer = HANDLING.replace(offer);
         let fut = &mut self.0;
         let poll = || carry::within(span, || Pin::new(fut).poll(cx));
-        match std::panic::catch_unwind(AssertUnwindSafe(poll)) {
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(poll));
+        self.2 = HANDLING.replace(outer);
+        match polled {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
             Err(panic) => Poll::Ready(Err(panic)),
@@ -61,7 +195,27 @@ async fn handle_one<A: Actor>(actor: &mut A, mail: &Mail, out: &mut Vec<u8>) -> 
         }
     };
     let handling = std::pin::pin!(actor.handle(msg));
-    match CatchUnwind(handling, mail.span).await {
+    let offer = if is_call { Offer::Open } else { Offer::None };
+    let mut catching = CatchUnwind(handling, mail.span, offer);
+    let handled = (&mut catching).await;
+    match (handled, &catching.2) {
+        (Ok(_), Offer::Taken(slot)) => {
+            await_answer(slot, mail);
+            crate::runtime::mailbox::handled_one();
+            Ok(())
+        }
+        (handled, _) => answered(handled, &answer, &fail, out),
+    }
+}
+
+/// The hosting loop's answer to a call its handler did not take the answer of.
+fn answered<R: Serialize>(
+    handled: Result<R, Box<dyn Any + Send>>,
+    answer: &impl Fn(BodyKind, &[u8]),
+    fail: &impl Fn(RemoteError),
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    match handled {
         Ok(r) => {
             crate::runtime::mailbox::handled_one();
             out.clear();
