@@ -30,8 +30,11 @@ enum CounterMsg {
     /// Connects to this address (so the test knows the call arrived), then never
     /// answers.
     HangAfterConnecting(String),
-    /// A message that carries a one-machine handle: refused before it leaves.
+    /// A message that carries a lock: from a node, where it is the root's far
+    /// handle, it goes no further.
     WithLock(Lock),
+    /// A message that carries a one-machine handle: refused before it leaves.
+    WithValue(multiproc::Value<u64>),
     /// A message that carries a queue: from a node, where it is the root's far
     /// handle, it goes no further either.
     WithQueue(Queue<Outcome>),
@@ -54,7 +57,10 @@ impl Actor for Counter {
     async fn handle(&mut self, msg: CounterMsg) -> i64 {
         match msg {
             CounterMsg::Add(n) => self.0 += n,
-            CounterMsg::Get | CounterMsg::WithLock(_) | CounterMsg::WithQueue(_) => {}
+            CounterMsg::Get
+            | CounterMsg::WithLock(_)
+            | CounterMsg::WithValue(_)
+            | CounterMsg::WithQueue(_) => {}
             CounterMsg::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
             CounterMsg::CastTo(to, n) => {
                 let _ = to.cast(CounterMsg::Add(n));
@@ -122,7 +128,9 @@ fn uses_the_handle(counter: ActorRef<Counter>, mut up: Connection) -> Result<(),
     blocking.cast(CounterMsg::Add(1))?;
     up.send(&outcome(blocking.call(CounterMsg::Get)))?;
     up.send(&outcome(blocking.call_timeout(CounterMsg::Add(4), WAIT)))?;
-    up.send(&outcome(blocking.call(CounterMsg::WithLock(Lock::new()?))))?;
+    up.send(&outcome(
+        blocking.call(CounterMsg::WithValue(multiproc::Value::new(1)?)),
+    ))?;
     let by_address =
         multiproc::blocking::ActorRef::<Counter>::from(ActorRef::at(counter.addr().clone()));
     up.send(&outcome(by_address.call(CounterMsg::Add(1))))?;

@@ -175,7 +175,36 @@ impl Actor for Keeper {
 }
 
 multiproc::register_actor!(Keeper);
+
+/// A local child of the root with a placed `Keeper`'s handle, and no session with
+/// its node: sends it a queue (a call, then a cast), a lock and an event, and a
+/// `Value`; reports each answer.
+fn sends_handles_to_the_keeper(
+    keeper: multiproc::ActorRef<Keeper>,
+    q: Queue<u64>,
+    lock: Lock,
+    taken: Event,
+    reports: Queue<String>,
+) -> BoxResult {
+    let keeper = multiproc::blocking::ActorRef::from(keeper);
+    let report = |s: String| reports.put(&s, true, None);
+    report(format!(
+        "{:?}",
+        keeper.call(KeeperMsg::Double(q.clone(), 10))
+    ))?;
+    keeper.cast(KeeperMsg::Double(q.clone(), 11))?;
+    report(format!("{:?}", keeper.call(KeeperMsg::Take(lock, taken))))?;
+    let refused = match keeper.call(KeeperMsg::Keep(multiproc::Value::new(1)?)) {
+        Err(CallError::Node(NodeError::NotAcrossNodes { what, .. })) => {
+            format!("NotAcrossNodes: {what}")
+        }
+        other => format!("{other:?}"),
+    };
+    report(refused)?;
+    Ok(())
+}
 multiproc::register!(holds_rlock);
+multiproc::register!(sends_handles_to_the_keeper);
 multiproc::register!(releases_an_rlock);
 multiproc::register!(takes_permits);
 multiproc::register!(notifies);
@@ -407,6 +436,49 @@ fn handles_in_a_message_to_a_placed_actor_work_there() -> TestResult {
     Ok(())
 }
 
+/// A local child of the root, with the handle of an actor the root placed, sends it
+/// a queue, a lock and an event in messages: they work there, exported by the root
+/// (which holds the session) to the actor's process; the actor killed holding the
+/// lock, the root's next acquire gets `OwnerDied`; a `Value` is refused, typed.
+fn handles_in_a_message_from_a_local_child_work_there() -> TestResult {
+    let n = TestNode::start("mf", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let mut p = Process::actor::<Keeper>(()).on(&node);
+    p.start()?;
+    let keeper = p.actor_ref::<Keeper>().as_async().clone();
+    let (q, lock, taken) = (Queue::<u64>::new(0)?, Lock::new()?, Event::new()?);
+    let reports = Queue::<String>::new(0)?;
+    let mut child = Process::new(
+        sends_handles_to_the_keeper,
+        (
+            keeper,
+            q.clone(),
+            lock.clone(),
+            taken.clone(),
+            reports.clone(),
+        ),
+    );
+    child.start()?;
+    check_eq!(reports.get(true, Some(SOON))?, "Ok(\"Ok(())\")");
+    check_eq!(q.get(true, Some(SOON))?, 20);
+    // The cast, and the call after it, in that order.
+    check_eq!(q.get(true, Some(SOON))?, 22);
+    check_eq!(reports.get(true, Some(SOON))?, "Ok(\"Ok(true) Ok(())\")");
+    let refused = reports.get(true, Some(SOON))?;
+    check!(
+        refused.starts_with("NotAcrossNodes: ") && refused.contains("Value"),
+        "{refused}"
+    );
+    check_eq!(child.join()?, ExitReason::Normal);
+    check!(taken.is_set()?, "set from the node");
+    check!(!lock.acquire(false, None)?, "taken here while held there");
+    p.kill()?;
+    check_eq!(p.join()?, ExitReason::Signaled(9));
+    expect_owner_died(lock.acquire(true, Some(SOON)))?;
+    lock.release()?;
+    Ok(())
+}
+
 fn main() {
     // Nodes and their processes come and go: bounded, whatever a regression does.
     common::cgroup::confine("cluster_toolbox");
@@ -431,6 +503,10 @@ fn main() {
         trial(
             "handles_in_a_message_to_a_placed_actor_work_there",
             handles_in_a_message_to_a_placed_actor_work_there,
+        ),
+        trial(
+            "handles_in_a_message_from_a_local_child_work_there",
+            handles_in_a_message_from_a_local_child_work_there,
         ),
     ]);
 }

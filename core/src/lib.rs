@@ -69,7 +69,7 @@ pub use packet::{
 pub use packet::{MetricBatch, MetricChange, MetricUpdate};
 pub use pool::{AfterDeath, ItemFailure, Reorder, RetryPolicy, chunks, default_chunksize};
 pub use spec::{
-    AutoShutdown, ChildKind, ChildSpec, DEFAULT_WORKER_SHUTDOWN, NodeName, Placement, Restart,
-    RestartPlacement, Shutdown, SpecError, StartMethod, StartSpec, SupervisorFlags,
+    Attached, AutoShutdown, ChildKind, ChildSpec, DEFAULT_WORKER_SHUTDOWN, NodeName, Placement,
+    Restart, RestartPlacement, Shutdown, SpecError, StartMethod, StartSpec, SupervisorFlags,
 };
 pub use strategy::{RestartPlan, Strategy, plan_restart, should_restart};

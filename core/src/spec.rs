@@ -82,8 +82,9 @@ pub struct StartSpec {
     #[serde(with = "serde_bytes")]
     pub args: Vec<u8>,
     /// The arguments hold handles to objects of the host that encoded them (a
-    /// `Queue`, a `Lock`, a `Value`, …): the child may start on that host's tree
-    /// only, and one placed on a node is refused with `NodeError::NotAcrossNodes`.
+    /// `Queue`, a `Lock`, a `Value`, …): on a node, the child takes the far encoding
+    /// its spec keeps ([`ChildSpec::far`]), and without one it is refused with
+    /// `NodeError::NotAcrossNodes`.
     #[serde(default)]
     pub holds_handles: bool,
 }
@@ -117,7 +118,35 @@ pub struct ChildSpec {
     /// restarts go.
     #[serde(default)]
     pub placement: Option<Placement>,
+    /// What the process that made the spec keeps with it for a node and that does
+    /// not travel: its arguments encoded for a node, with the handles among them to
+    /// export there. Set by the library; a spec decoded elsewhere has none.
+    #[serde(skip)]
+    pub far: Attached,
 }
+
+/// Something a spec carries within its process only (see [`ChildSpec::far`]): no
+/// part of the spec's value, so specs compare equal whatever they carry.
+#[derive(Clone, Default)]
+pub struct Attached(pub Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>);
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Attached(..)"
+        } else {
+            "Attached(None)"
+        })
+    }
+}
+
+impl PartialEq for Attached {
+    fn eq(&self, _: &Attached) -> bool {
+        true
+    }
+}
+
+impl Eq for Attached {}
 
 /// Where a supervised child runs when it is placed on a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +201,7 @@ impl ChildSpec {
             decider: crate::Decider::default(),
             heartbeat: None,
             placement: None,
+            far: Attached::default(),
         }
     }
 

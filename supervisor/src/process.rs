@@ -6,6 +6,8 @@ pub(crate) mod actor;
 mod plan;
 mod start;
 
+pub(crate) use plan::FarSpec;
+
 use std::ffi::OsString;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,9 +98,15 @@ impl Process {
         Process::with_plan(Ok(entry), args)
     }
 
-    /// A process that runs what a supervisor's child spec names.
+    /// A process that runs what a start spec names.
     pub(crate) fn from_start(start: &multiproc_core::StartSpec) -> Process {
         Process::build(|_| Plan::of_start(start))
+    }
+
+    /// A process that runs what a supervisor's child spec names: on a node, with
+    /// the far encoding of its arguments the spec keeps, if any.
+    pub(crate) fn from_spec(spec: &multiproc_core::ChildSpec) -> Process {
+        Process::build(|_| Plan::of_spec(spec))
     }
 
     fn with_plan<T: Serialize>(entry: Result<&'static Entry, Error>, args: &T) -> Process {

@@ -99,7 +99,8 @@ pub trait Actor: Sized + Send + 'static {
 /// A plain value: clone it, send it to another process as an argument or inside a
 /// message, and call the actor from there; messages are routed along the tree. The
 /// handle of an actor placed on a node works so too, from any process of this tree:
-/// its messages go through the process that placed it, which holds the session. And
+/// its messages go through the process that placed it, which holds the session and
+/// exports to the actor's process the queues, locks and events they hold. And
 /// a handle of this tree, sent to a process placed on a node, works there (and in its
 /// descendants there) through the placing process's gateway, and in an actor of
 /// this tree on another node that it sends the handle to in a message; in the
@@ -481,6 +482,7 @@ impl<A: Actor> ActorRef<A> {
     > {
         ENCODED.with_borrow_mut(|payload| {
             payload.clear();
+            let mut wire_kind = kind;
             match &self.on {
                 None => codec::encode_into(msg, payload).map_err(CallError::Encode)?,
                 // For a node, by way of the process that placed it there.
@@ -489,8 +491,9 @@ impl<A: Actor> ActorRef<A> {
                         crate::sync::handles_in(|| for_node(|| codec::encode_into(msg, payload)));
                     encoded.map_err(CallError::Encode)?;
                     if handles {
-                        payload.clear();
-                        return Err(not_across(on));
+                        // Its handles go to the placer too, which exports them.
+                        *payload = far::relayed(msg, on, kind == BodyKind::Call)?;
+                        wire_kind = BodyKind::Service;
                     }
                 }
             }
@@ -512,7 +515,7 @@ impl<A: Actor> ActorRef<A> {
                     to: (&self.addr).into(),
                     from: (&me().identity).into(),
                     corr,
-                    kind,
+                    kind: wire_kind,
                     payload,
                     span: carried.as_ref().map(Carried::number),
                 },

@@ -3,8 +3,10 @@
 //! for a node as well (which one goes is known at `start`, after `on`).
 
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use multiproc_core::{StartSpec, codec};
+use multiproc_core::{Attached, ChildSpec, codec};
 use serde::Serialize;
 
 use crate::runtime::error::Error;
@@ -20,7 +22,8 @@ pub(super) struct Plan {
     /// The arguments hold a handle to a one-machine object.
     pub(super) one_machine: bool,
     /// The arguments, encoded by a supervisor's child spec for this host, hold
-    /// handles: they cannot go to a node (a spec keeps no far encoding).
+    /// handles, and the spec keeps no far encoding (it was decoded here from
+    /// another process): they cannot go to a node.
     pub(super) spec_handles: bool,
     /// The arguments encoded for a node, when they hold handles that work there
     /// through the gateway (`sync::far`).
@@ -37,6 +40,93 @@ pub(super) struct FarPlan {
     pub(super) one_machine: bool,
     /// Which, as far as the arguments' type tells.
     pub(super) named: String,
+    /// For a spec's arguments, started again at each restart: set once the credits
+    /// their local encoding lent are taken back (they are lent once).
+    pub(super) reclaimed: Option<Arc<AtomicBool>>,
+}
+
+impl FarPlan {
+    /// Whether the credits lent by the local encoding are to be taken back now.
+    pub(super) fn reclaim_now(&self) -> bool {
+        self.reclaimed
+            .as_ref()
+            .is_none_or(|done| !done.swap(true, Ordering::AcqRel))
+    }
+}
+
+/// A child spec's arguments encoded for a node, kept with the spec (in
+/// [`ChildSpec::far`]) for as long as it can be started: each start on a node
+/// exports the handles again, bound to that incarnation.
+#[derive(Debug)]
+pub(crate) struct FarSpec {
+    args: Vec<u8>,
+    objs: Vec<(FarKey, Obj)>,
+    one_machine: bool,
+    named: String,
+    reclaimed: Arc<AtomicBool>,
+}
+
+impl FarSpec {
+    /// `args` encoded for a node, if they hold handles that a node sees otherwise.
+    pub(crate) fn encode<T: Serialize>(args: &T) -> Attached {
+        Attached(far_plan(args).map(|p| {
+            Arc::new(FarSpec {
+                args: p.args,
+                objs: p.objs,
+                one_machine: p.one_machine,
+                named: p.named,
+                reclaimed: Arc::default(),
+            }) as Arc<dyn std::any::Any + Send + Sync>
+        }))
+    }
+
+    /// The far encoding `spec` keeps, if any.
+    pub(crate) fn of(spec: &ChildSpec) -> Option<&FarSpec> {
+        spec.far.0.as_ref()?.downcast_ref::<FarSpec>()
+    }
+
+    /// The arguments for a node.
+    pub(crate) fn args(&self) -> &[u8] {
+        &self.args
+    }
+
+    /// The handles to export with them.
+    pub(crate) fn objs(&self) -> Vec<(FarKey, Obj)> {
+        self.objs.clone()
+    }
+
+    /// The one-machine handles they still hold, named as far as the type tells
+    /// (`None` when they hold none).
+    pub(crate) fn one_machine(&self) -> Option<String> {
+        self.one_machine.then(|| {
+            if self.named.is_empty() {
+                "a Value, Array or SharedMemory".into()
+            } else {
+                self.named.clone()
+            }
+        })
+    }
+
+    /// Takes back, once, the credits that the spec's local encoding lent.
+    pub(crate) fn reclaim_once(&self) {
+        if !self.reclaimed.swap(true, Ordering::AcqRel) {
+            far::reclaim(&self.objs);
+        }
+    }
+}
+
+/// `args` encoded for a node: their handles as keys, with clones of them to export.
+fn far_plan<T: Serialize>(args: &T) -> Option<FarPlan> {
+    let (((far_args, _fds), one_machine), objs) = far::encode_far(|| {
+        crate::sync::handles_in(|| multiproc_transport::collect_fds(|| codec::encode(args)))
+    });
+    far_args.ok().map(|args| FarPlan {
+        args,
+        objs,
+        one_machine,
+        named: far::one_machine_types(std::any::type_name::<T>()),
+        reclaimed: None,
+    })
 }
 
 impl Plan {
@@ -52,21 +142,7 @@ impl Plan {
         });
         // Handles that work from a node are encoded for one as well: which
         // encoding goes is known at `start`, after `on`.
-        let far = farable
-            .then(|| {
-                let (((far_args, _fds), one_machine), objs) = far::encode_far(|| {
-                    crate::sync::handles_in(|| {
-                        multiproc_transport::collect_fds(|| codec::encode(args))
-                    })
-                });
-                far_args.ok().map(|args| FarPlan {
-                    args,
-                    objs,
-                    one_machine,
-                    named: far::one_machine_types(std::any::type_name::<T>()),
-                })
-            })
-            .flatten();
+        let far = farable.then(|| far_plan(args)).flatten();
         match encoded {
             Ok(args) => Ok(Plan {
                 entry,
@@ -83,8 +159,32 @@ impl Plan {
         }
     }
 
-    /// What a supervisor's child spec names, its arguments encoded already.
-    pub(super) fn of_start(start: &StartSpec) -> Result<Plan, Error> {
+    /// What a supervisor's child spec names, its arguments encoded already (for a
+    /// node too, when the spec keeps them so).
+    pub(super) fn of_spec(spec: &ChildSpec) -> Result<Plan, Error> {
+        let start = &spec.start;
+        let far = FarSpec::of(spec).map(|f| FarPlan {
+            args: f.args.clone(),
+            objs: f.objs.clone(),
+            one_machine: f.one_machine,
+            named: f.named.clone(),
+            reclaimed: Some(f.reclaimed.clone()),
+        });
+        registry::by_name(&start.entry)
+            .filter(|e| e.kind == start.kind)
+            .map(|entry| Plan {
+                entry,
+                args: start.args.clone(),
+                fds: Vec::new(),
+                one_machine: false,
+                spec_handles: start.holds_handles && far.is_none(),
+                far,
+            })
+            .ok_or_else(|| Error::UnknownEntry(start.entry.clone()))
+    }
+
+    /// What a bare start spec names (a node's, started for its root).
+    pub(super) fn of_start(start: &multiproc_core::StartSpec) -> Result<Plan, Error> {
         registry::by_name(&start.entry)
             .filter(|e| e.kind == start.kind)
             .map(|entry| Plan {

@@ -142,7 +142,8 @@ impl Process {
             return Err(NodeError::NotAcrossNodes {
                 what: format!(
                     "a handle to an object of this host among the arguments of {}, a \
-                     supervised child (only a Process placed with `on` takes far handles)",
+                     supervised child whose spec was made in another process (its far \
+                     encoding stays with the process that made it)",
                     self.name
                 ),
                 node: node.name().to_string(),
@@ -152,8 +153,11 @@ impl Process {
         let (args, objs, one_machine, named) = match plan.far {
             Some(far) => {
                 // The handles' local encoding lent one credit each to their hosts
-                // (see `sync::refs`); those bytes never leave, so take them back.
-                crate::sync::far::reclaim(&far.objs);
+                // (see `sync::refs`); those bytes never leave, so take them back
+                // (once for a spec's, which every restart starts again).
+                if far.reclaim_now() {
+                    crate::sync::far::reclaim(&far.objs);
+                }
                 (far.args, far.objs, far.one_machine, far.named)
             }
             None => (plan.args, Vec::new(), plan.one_machine, String::new()),

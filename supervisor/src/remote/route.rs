@@ -20,6 +20,8 @@ use tokio::sync::watch;
 use super::client::Node;
 use super::wire::{Answer, Request};
 use crate::runtime::router;
+use crate::sync::far;
+use crate::sync::far::relayed::Relayed;
 
 /// A child of this process running on a node: the node, its number and pid there,
 /// and its exit.
@@ -112,6 +114,8 @@ fn route(n: u32, env: &EnvelopeRef<'_>) -> bool {
     let to = env.to.to_identity();
     let below = to.path().get(depth..).unwrap_or_default();
     match env.kind {
+        // A message with handles, from another process of the tree.
+        BodyKind::Service => relay_with_handles(n, &node, id, below, env),
         // Not confirmed, as a local cast: one that cannot go is dropped.
         BodyKind::Cast => {
             if let Err(e) = send(&node, id, below, env.payload, 0) {
@@ -120,10 +124,10 @@ fn route(n: u32, env: &EnvelopeRef<'_>) -> bool {
             true
         }
         BodyKind::Call => {
-            relay_call(&node, id, below, env);
+            relay_call(&node, id, below, env, env.payload);
             true
         }
-        // Answers and service requests have nothing to do on a node.
+        // Answers have nothing to do on a node.
         _ => false,
     }
 }
@@ -141,8 +145,34 @@ fn send(node: &Node, id: u64, below: &[u32], payload: &[u8], corr: u64) -> Resul
     })
 }
 
-/// Sends the call `env` on to the node; its answer goes back to its caller.
-fn relay_call(node: &Node, id: u64, below: &[u32], env: &EnvelopeRef<'_>) {
+/// Exports the handles a `Relayed` message names to the actor's process, then sends
+/// the message on: exported before it leaves, they are there when the actor uses
+/// them.
+fn relay_with_handles(n: u32, node: &Node, id: u64, below: &[u32], env: &EnvelopeRef<'_>) -> bool {
+    let Ok(relayed) = codec::decode::<Relayed>(env.payload) else {
+        return false;
+    };
+    let Some((pid, exit)) = children().get(&n).map(|c| (c.pid, c.exit.clone())) else {
+        return false;
+    };
+    match far::relayed::decode(&relayed.handles) {
+        Ok(objs) => far::export_to_running(objs, node.inner.token, pid, exit),
+        Err(e) => {
+            router::bounce(env, RemoteError::Decode(e.to_string()));
+            return true;
+        }
+    }
+    if relayed.call {
+        relay_call(node, id, below, env, &relayed.payload);
+    } else if let Err(e) = send(node, id, below, &relayed.payload, 0) {
+        tracing::debug!(error = %e, "dropped a cast to a process on a node");
+    }
+    true
+}
+
+/// Sends the call `env` (its message `payload`) on to the node; its answer goes back
+/// to its caller.
+fn relay_call(node: &Node, id: u64, below: &[u32], env: &EnvelopeRef<'_>, payload: &[u8]) {
     let (to, caller, corr) = (env.to.to_identity(), env.from.to_identity(), env.corr);
     let relay = router::next_corr();
     // Recorded before the node is looked at: if it goes down from now on, `node_lost`
@@ -155,7 +185,7 @@ fn relay_call(node: &Node, id: u64, below: &[u32], env: &EnvelopeRef<'_>) {
             answer(&to, &caller, corr, kind, payload);
         }),
     );
-    if let Err(e) = send(node, id, below, env.payload, relay) {
+    if let Err(e) = send(node, id, below, payload, relay) {
         fail(relay, node.name(), e);
     }
 }

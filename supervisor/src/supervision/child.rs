@@ -39,12 +39,19 @@ pub(super) fn child_spec<T: serde::Serialize>(
     entry: &'static registry::Entry,
     args: &T,
 ) -> Result<ChildSpec, Error> {
-    // An actor's handle counts too: a spec keeps no far encoding, and this tree's
-    // address would mean another process on a node.
+    // An actor's handle counts too: this tree's address would mean another process
+    // on a node.
     let (((encoded, fds), handles), refs) = crate::sync::far::farable_in(|| {
         crate::sync::handles_in(|| multiproc_transport::collect_fds(|| codec::encode(args)))
     });
     let holds_handles = handles || refs;
+    // Encoded for a node as well, should the spec be placed on one (`on` comes
+    // after): kept with the spec, in this process.
+    let far = if holds_handles {
+        crate::process::FarSpec::encode(args)
+    } else {
+        multiproc_core::Attached::default()
+    };
     let args = encoded.map_err(|source| Error::Args {
         name: id.clone(),
         source,
@@ -58,7 +65,7 @@ pub(super) fn child_spec<T: serde::Serialize>(
             },
         });
     }
-    Ok(ChildSpec::new(
+    let mut spec = ChildSpec::new(
         id,
         StartSpec {
             kind: entry.kind,
@@ -66,5 +73,7 @@ pub(super) fn child_spec<T: serde::Serialize>(
             args,
             holds_handles,
         },
-    ))
+    );
+    spec.far = far;
+    Ok(spec)
 }

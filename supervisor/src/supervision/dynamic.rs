@@ -41,8 +41,9 @@ impl DynamicSupervisor {
     ///
     /// As [`start`](DynamicSupervisor::start); [`AdminError::Start`] with
     /// [`NodeError::NotAcrossNodes`](multiproc_core::NodeError::NotAcrossNodes) for a
-    /// template that cannot go there (placed itself, or holding handles of this
-    /// host), and with the node's error when the node is down or refuses.
+    /// template that cannot go there (placed itself, or holding a one-machine
+    /// object of this host), and with the node's error when the node is down or
+    /// refuses.
     pub async fn start_on(
         node: &Node,
         flags: SupervisorFlags,
@@ -68,7 +69,7 @@ impl DynamicSupervisor {
             sup = sup.max_children(max);
         }
         if let Some(node) = node {
-            super::placed::travels(&template, node.name())?;
+            super::placed::travels(template.clone(), node.name())?;
             sup = sup.on(node);
         }
         Ok(DynamicSupervisor {
@@ -100,21 +101,28 @@ impl DynamicSupervisor {
                 source,
             },
         })?;
-        // A template placed on a node: its children may not take this host's objects.
-        if let (Some(placement), true) = (&self.template.placement, handles) {
+        let mut spec = self.template.clone();
+        spec.far = if handles {
+            crate::process::FarSpec::encode(args)
+        } else {
+            multiproc_core::Attached::default()
+        };
+        // A template placed on a node: its children take this host's queues, locks
+        // and events there as far handles, not its one-machine objects.
+        let one_machine = crate::process::FarSpec::of(&spec).and_then(|f| f.one_machine());
+        if let (Some(placement), Some(what)) = (&self.template.placement, one_machine) {
             return Err(AdminError::Start {
                 id: id.clone(),
                 source: multiproc_core::NodeError::NotAcrossNodes {
                     what: format!(
-                        "a Queue, Lock, Event, Value, Array, SharedMemory or ActorRef handle \
-                         among the arguments of {id}"
+                        "{what} handle among the arguments of {id} (a queue, lock, \
+                         semaphore, Condition, Event or Barrier would work)"
                     ),
                     node: placement.node.clone(),
                 }
                 .into(),
             });
         }
-        let mut spec = self.template.clone();
         spec.id = id.clone();
         spec.start.args = encoded;
         spec.start.holds_handles = handles;

@@ -19,6 +19,7 @@ use crate::process::actor::{Actor, BoxError, defer_reply};
 use crate::runtime;
 use crate::runtime::registry::{self, Entry};
 use crate::sync::Queue;
+use crate::sync::far::Carry;
 
 /// The registered name of the hosting actor: a built-in, present in every build.
 pub(super) const HOSTED_ENTRY: &str = "multiproc::supervision::hosted";
@@ -48,6 +49,9 @@ pub(super) struct Setup {
     /// `None` for a supervisor child (`Supervisor::into_child`), whose spec keeps no
     /// handle of this host to send again at each restart.
     pub(super) events: Option<Queue<SupervisorEvent>>,
+    /// The handles the children's arguments name, exported with the setup (bound
+    /// to the hosting process's life).
+    pub(super) carry: Carry,
 }
 
 /// An admin request that names a child and answers done or refused.
@@ -63,7 +67,8 @@ pub(super) enum Admin {
 pub(super) enum Request {
     Which,
     Count,
-    Start(ChildSpec),
+    /// A spec, and the handles its arguments name (exported with the message).
+    Start(ChildSpec, Carry),
     Admin(Admin),
     /// Stops the children and ends the supervisor; answered once its last event has
     /// gone up.
@@ -206,7 +211,7 @@ impl Actor for Hosted {
                 Ok(counts) => Reply::Count(counts),
                 Err(e) => done(Err(e)),
             },
-            Request::Start(spec) => done(self.sup.start_child(spec).await),
+            Request::Start(spec, _) => done(self.sup.start_child(spec).await),
             Request::Admin(Admin::Terminate(id)) => done(self.sup.terminate_child(&id).await),
             Request::Admin(Admin::Restart(id)) => done(self.sup.restart_child(&id).await),
             Request::Admin(Admin::Delete(id)) => done(self.sup.delete_child(&id).await),

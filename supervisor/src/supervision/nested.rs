@@ -17,6 +17,7 @@ use super::placed::{Placed, travels};
 use super::{AdminError, ChildCounts, ChildStatus, SupervisorRef};
 use crate::node::Node;
 use crate::runtime::registry;
+use crate::sync::far::Carry;
 
 /// The child spec of a supervisor with these settings, hosted on `node`: its
 /// arguments are the whole setup, so each restart starts its children again.
@@ -36,15 +37,24 @@ pub(super) fn spec(
         .into());
     };
     flags.validate(&children)?;
-    for c in &children {
-        travels(c, node.name())?;
-    }
+    let mut carried = Vec::new();
+    let children = children
+        .into_iter()
+        .map(|c| {
+            let (c, carry) = travels(c, node.name())?;
+            carried.extend(carry.0);
+            Ok(c)
+        })
+        .collect::<Result<Vec<_>, AdminError>>()?;
+    // The handles the children's arguments name go with each incarnation: the
+    // spec keeps them in its far encoding, as a placed child's arguments.
     let setup = Setup {
         flags,
         children,
         max_children,
         name,
         events: None,
+        carry: Carry(carried),
     };
     let entry = registry::by_name(HOSTED_ENTRY).expect("the hosted supervisor is a built-in");
     let mut spec = child_spec(id.clone(), entry, &setup)

@@ -15,12 +15,14 @@ use super::hosted::{Admin, HOSTED_ENTRY, Hosted, Reply, Request, Setup};
 use super::relay::Delivery;
 use super::{AdminError, ChildCounts, ChildStatus, SupervisorEvent, SupervisorExit};
 use crate::node::Node;
+use crate::process::FarSpec;
 use crate::process::Process;
 use crate::process::actor::ActorRef;
 use crate::runtime;
 use crate::runtime::error::{CallError, Error};
 use crate::runtime::registry;
 use crate::sync::Queue;
+use crate::sync::far::Carry;
 
 /// How long the events still on their way may take once the supervisor's process
 /// has exited on a live node: its last event is put before it exits, so only a
@@ -91,8 +93,8 @@ impl Placed {
     }
 
     pub(super) async fn start_child(&self, spec: ChildSpec) -> Result<(), AdminError> {
-        travels(&spec, &self.node)?;
-        let reply = self.call(Request::Start(spec)).await?;
+        let (spec, carry) = travels(spec, &self.node)?;
+        let reply = self.call(Request::Start(spec, carry)).await?;
         self.done(reply)
     }
 
@@ -152,32 +154,49 @@ fn unexpected(node: &str, reply: &Reply) -> AdminError {
     })
 }
 
-/// Refuses a child spec that cannot go to `node`: one whose arguments hold handles of
-/// this host (see `StartSpec::holds_handles`), or one placed on a node itself (the
-/// supervisor there has no session of its own).
-pub(super) fn travels(spec: &ChildSpec, node: &str) -> Result<(), AdminError> {
-    let id = &spec.id;
-    let what = if spec.start.holds_handles {
-        format!(
-            "a Queue, Lock, Event, Value, Array, SharedMemory or ActorRef handle among the \
-             arguments of {id}"
-        )
-    } else if let Some(p) = &spec.placement {
-        format!(
-            "the child {id}, placed on node {}, of a supervisor running on a node",
-            p.node
-        )
-    } else {
-        return Ok(());
-    };
-    Err(AdminError::Start {
+/// A child spec as it goes to `node`: its arguments encoded for a node, with the
+/// handles they name to export with it (see `process::FarSpec`). Refuses one that
+/// cannot go: whose arguments hold a one-machine object, or that has no far
+/// encoding here (it was decoded from another process), or that is placed on a node
+/// itself (the supervisor there has no session of its own).
+pub(super) fn travels(mut spec: ChildSpec, node: &str) -> Result<(ChildSpec, Carry), AdminError> {
+    let id = spec.id.clone();
+    let refuse = |what: String| AdminError::Start {
         id: id.clone(),
         source: NodeError::NotAcrossNodes {
             what,
             node: node.to_string(),
         }
         .into(),
-    })
+    };
+    if let Some(p) = &spec.placement {
+        return Err(refuse(format!(
+            "the child {id}, placed on node {}, of a supervisor running on a node",
+            p.node
+        )));
+    }
+    if !spec.start.holds_handles {
+        return Ok((spec, Carry::default()));
+    }
+    let Some(far) = FarSpec::of(&spec) else {
+        return Err(refuse(format!(
+            "a Queue, Lock, Event, Value, Array, SharedMemory or ActorRef handle among the \
+             arguments of {id}, whose spec was made in another process"
+        )));
+    };
+    if let Some(what) = far.one_machine() {
+        return Err(refuse(format!(
+            "{what} handle among the arguments of {id} (a queue, lock, semaphore, \
+             Condition, Event or Barrier would work)"
+        )));
+    }
+    // Its local encoding lent credits that no process decodes (see `sync::refs`).
+    far.reclaim_once();
+    let carry = Carry(far.objs());
+    spec.start.args = far.args().to_vec();
+    spec.start.holds_handles = false;
+    spec.far = multiproc_core::Attached::default();
+    Ok((spec, carry))
 }
 
 /// Starts a supervisor with these settings on `node`: its process is placed there
@@ -192,9 +211,15 @@ pub(super) async fn start(
     done: watch::Sender<Option<SupervisorExit>>,
 ) -> Result<Placed, AdminError> {
     flags.validate(&children)?;
-    for c in &children {
-        travels(c, node.name())?;
-    }
+    let mut carried = Vec::new();
+    let children = children
+        .into_iter()
+        .map(|c| {
+            let (c, carry) = travels(c, node.name())?;
+            carried.extend(carry.0);
+            Ok(c)
+        })
+        .collect::<Result<Vec<_>, AdminError>>()?;
     let first = children.first().map(|c| c.id.clone()).unwrap_or_default();
     let failed = |source: Error| AdminError::Start {
         id: first.clone(),
@@ -213,9 +238,11 @@ pub(super) async fn start(
         max_children,
         name,
         events: Some(queue.clone()),
+        carry: Carry(carried),
     };
     let entry = registry::by_name(HOSTED_ENTRY).expect("the hosted supervisor is a built-in");
     let mut process = Process::with_entry(entry, &setup).on(node);
+    let token = node.inner.token;
     let node = node.name().to_string();
     runtime::run(async move {
         process
@@ -223,7 +250,7 @@ pub(super) async fn start(
             .await
             .map_err(|source| AdminError::Start { id: first, source })?;
         let actor = process.actor_ref::<Hosted>();
-        runtime::handle().spawn(pump(process, queue, events, done, node.clone()));
+        runtime::handle().spawn(pump(process, queue, events, done, node.clone(), token));
         Ok(Placed { actor, node })
     })
     .await
@@ -237,8 +264,24 @@ async fn pump(
     hub: Hub,
     done: watch::Sender<Option<SupervisorExit>>,
     node: String,
+    token: u64,
 ) {
-    let pass = |event: SupervisorEvent| {
+    // Each child's pid there: what a killed one held of the handles exported with
+    // the supervisor is freed as a dead holder's, as for a placed process.
+    let mut pids = std::collections::HashMap::new();
+    let mut pass = async |event: SupervisorEvent| {
+        match &event {
+            SupervisorEvent::ChildStarted { id, pid, .. }
+            | SupervisorEvent::Restarted { id, pid, .. } => {
+                pids.insert(id.clone(), *pid);
+            }
+            SupervisorEvent::ChildExited { id, .. } => {
+                if let Some(pid) = pids.remove(id) {
+                    crate::sync::far::died(token, pid).await;
+                }
+            }
+            _ => {}
+        }
         let event = with_node(event, &node);
         if let SupervisorEvent::ShutDown { reason } = &event {
             // Sent before the end is, as a local supervisor does (see `Events`).
@@ -256,7 +299,7 @@ async fn pump(
             biased;
             reason = &mut exit => break reason,
             event = queue.get(true, None) => match event {
-                Ok(event) => pass(event),
+                Ok(event) => pass(event).await,
                 Err(_) => break (&mut exit).await,
             },
         }
@@ -267,7 +310,7 @@ async fn pump(
     let linger = !matches!(reason, ExitReason::NodeDown { .. });
     while !ended() {
         match queue.get(linger, linger.then_some(LINGER)).await {
-            Ok(event) => pass(event),
+            Ok(event) => pass(event).await,
             Err(_) => break,
         }
     }

@@ -120,7 +120,7 @@ impl State {
     /// Starts slot `i`'s process and a task that reports its exit.
     pub(super) async fn start_slot(&mut self, i: usize, restart: bool) -> Result<(), Error> {
         let spec = &self.slots[i].spec;
-        let mut process = Process::from_start(&spec.start)
+        let mut process = Process::from_spec(spec)
             .supervised()
             .limits(spec.limits)
             .start_method(self.flags.start_method);

@@ -30,7 +30,12 @@
 //! root is lost fails with `SyncError::Node(NodeError::NodeDown { .. })`.
 //!
 //! A message to an actor placed from here is encoded far as well, its handles
-//! exported to the actor's process (`export_to_running`).
+//! exported to the actor's process (`export_to_running`). A supervised child's spec
+//! keeps its far encoding (`process::FarSpec`): each start on a node exports the
+//! handles again; one sent to a supervisor on a node carries them (`Carry`), and a
+//! child there that ends frees what it held (`died`). A message to a placed actor
+//! from another process of the tree brings its handles to the placer, which
+//! exports them (`relayed`).
 //!
 //! Here: `wire` (what travels), `encode` (a handle's two encodings), `forward` (the
 //! handle on a node, and its operations' way up), `export` (the root's side), `run`
@@ -42,12 +47,14 @@ mod export;
 mod forward;
 mod ops;
 mod owner;
+pub(crate) mod relayed;
 mod wire;
 
 pub(crate) use encode::{
-    Side, deserialize, encode_far, encoding_far, farable, farable_in, one_machine_types, serialize,
+    Carry, Side, deserialize, encode_far, encoding_far, farable, farable_in, one_machine_types,
+    serialize,
 };
-pub(crate) use export::{Obj, Resolver, export, export_to_running, reclaim};
+pub(crate) use export::{Obj, Resolver, died, export, export_to_running, reclaim};
 pub(crate) use forward::{RELAYS, Relay, actor_up, answer, forward, forward_actor};
 pub(crate) use wire::{FarError, FarKey, FarOp, FarReply, GatewayCall};
 

@@ -119,6 +119,39 @@ pub(super) fn remote_payload<M: Serialize>(msg: &M, on: &OnNode) -> Result<Vec<u
     Ok(payload)
 }
 
+/// Encodes a message for an actor placed on a node by another process of this
+/// tree, which holds the session, when it holds handles of this host: the message
+/// far, in a `Relayed` envelope with the handles themselves, which the placer
+/// exports to the actor's process before sending the message on. Refuses a
+/// one-machine handle, and a supervised child's handle (only the process of its
+/// supervisor exports it).
+pub(super) fn relayed<M: Serialize>(
+    msg: &M,
+    on: &OnNode,
+    call: bool,
+) -> Result<Vec<u8>, CallError> {
+    let ((payload, one_machine), objs) = crate::sync::far::encode_far(|| {
+        crate::sync::handles_in(|| for_node(|| codec::encode(msg)))
+    });
+    if one_machine {
+        return Err(not_across(on));
+    }
+    let payload = payload.map_err(CallError::Encode)?;
+    let Some(handles) = crate::sync::far::relayed::encode(objs) else {
+        return Err(NodeError::NotAcrossNodes {
+            what: "a SupervisedRef in a message to an actor placed by another process".into(),
+            node: on.node.clone(),
+        }
+        .into());
+    };
+    let relayed = crate::sync::far::relayed::Relayed {
+        call,
+        handles: handles.map_err(CallError::Encode)?,
+        payload,
+    };
+    codec::encode(&relayed).map_err(CallError::Encode)
+}
+
 pub(super) fn not_across(on: &OnNode) -> CallError {
     NodeError::NotAcrossNodes {
         what: "a Value, Array or SharedMemory handle, or a SupervisedRef of a supervisor on a \

@@ -93,6 +93,36 @@ pub(crate) fn encode_far<R>(f: impl FnOnce() -> R) -> (R, Vec<(FarKey, Obj)>) {
     (out, collected.map(|c| c.objs).unwrap_or_default())
 }
 
+/// Handles exported with a far encoding that does not hold them as values: those
+/// named by a child spec's arguments, already encoded for a node, that go with it.
+/// A unit on the wire; in a far encoding, its handles are collected to export with
+/// the rest.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Carry(pub(crate) Vec<(FarKey, Obj)>);
+
+impl Serialize for Carry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let collected = COLLECT.with(|c| {
+            c.borrow_mut()
+                .as_mut()
+                .map(|c| c.objs.extend(self.0.iter().cloned()))
+                .is_some()
+        });
+        if !collected && !self.0.is_empty() {
+            // Encoded for here, it is encoded for a node as well (see `farable`).
+            farable();
+        }
+        s.serialize_unit()
+    }
+}
+
+impl<'de> Deserialize<'de> for Carry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Carry, D::Error> {
+        <()>::deserialize(d)?;
+        Ok(Carry::default())
+    }
+}
+
 pub(crate) fn serialize<H: Serialize, S: serde::Serializer>(
     side: &Side<H>,
     export: impl FnOnce() -> (FarKey, Obj),

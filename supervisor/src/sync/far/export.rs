@@ -137,6 +137,21 @@ impl Exported {
     }
 }
 
+/// The far process `pid` on the node of `token` has ended while what it used stays
+/// exported (a child of a supervisor there, restarted under the same export): frees
+/// what it held as a dead holder's, as its export's end would.
+pub(crate) async fn died(token: u64, pid: u32) {
+    let stand_ins = owner::forget(token, Some(pid));
+    let found: Vec<(Obj, u32)> = exports()
+        .iter_mut()
+        .filter(|((_, t), _)| *t == token)
+        .map(|(_, entry)| (entry.obj.clone(), entry.held.remove(&pid).unwrap_or(0)))
+        .collect();
+    for (obj, units) in found {
+        obj.gone(&stand_ins, units).await;
+    }
+}
+
 impl Drop for Exported {
     fn drop(&mut self) {
         // Not started: nothing ran there to hold anything.
@@ -145,8 +160,8 @@ impl Drop for Exported {
 }
 
 /// Withdraws one binding of each key; returns each primitive with what the far
-/// processes that `died` (by pid) held of it, no longer counted, for the caller to
-/// free.
+/// processes that `died` (by pid) held of it (every far process, for a key whose
+/// last binding this is), no longer counted, for the caller to free.
 fn withdraw(keys: Vec<FarKey>, token: u64, died: impl Fn(u32) -> bool) -> Vec<(Obj, u32)> {
     let mut found = Vec::new();
     let mut exports = exports();
@@ -156,9 +171,13 @@ fn withdraw(keys: Vec<FarKey>, token: u64, died: impl Fn(u32) -> bool) -> Vec<(O
             continue;
         };
         entry.bindings -= 1;
+        // Its last binding gone, no process there can use it any more: what any of
+        // them holds (a descendant of the bound process, a child of a supervisor
+        // there whose exit was not seen) is a dead holder's.
+        let last = entry.bindings == 0;
         let mut units = 0;
         entry.held.retain(|&pid, &mut n| {
-            let dead = died(pid);
+            let dead = last || died(pid);
             if dead {
                 units += n;
             }
