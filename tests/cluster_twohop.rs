@@ -1,8 +1,9 @@
 //! Handles two sessions away, by way of the root: an `ActorRef` of the root's tree,
 //! sent on by a process placed on one node to an actor placed on another, works
 //! there; and the handle of an actor a placed process started on its node, sent to
-//! the root's tree, works there and on another node. Their calls go through the
-//! root, which holds the sessions. Real node
+//! the root's tree, works there and on another node, whether it came in a message,
+//! in a call's reply or in a queue's item. Their calls go through the root, which
+//! holds the sessions. Real node
 //! processes on loopback (this test program in node mode), real TCP sessions, real
 //! SIGKILL.
 
@@ -139,6 +140,88 @@ impl Actor for Caller {
     }
 }
 
+/// Placed on a node: starts counters in its own subtree there, and gives their
+/// handles in its replies, or puts them into a queue of the root's tree.
+struct Spawner(Vec<Process>);
+
+#[derive(Debug, Serialize, Deserialize)]
+enum SpawnerMsg {
+    /// Starts a counter from this number; answers its handle.
+    Start(i64),
+    /// Starts a counter from this number and puts its handle into the queue;
+    /// answers `Reply(0)`.
+    StartInto(i64, Queue<ActorRef<Counter>>),
+    /// Stops the counter started last; answers `Reply(0)`.
+    StopLast,
+}
+
+impl Actor for Spawner {
+    type Args = ();
+    type Msg = SpawnerMsg;
+    type Reply = Outcome;
+
+    async fn start((): ()) -> Result<Self, BoxError> {
+        Ok(Spawner(Vec::new()))
+    }
+
+    async fn handle(&mut self, msg: SpawnerMsg) -> Outcome {
+        let started = |first: i64| -> Result<(Process, ActorRef<Counter>), String> {
+            let mut p = Process::actor::<Counter>(first);
+            p.start().map_err(|e| e.to_string())?;
+            let handle = p.actor_ref::<Counter>().as_async().clone();
+            Ok((p, handle))
+        };
+        match msg {
+            SpawnerMsg::Start(first) => match started(first) {
+                Ok((p, handle)) => {
+                    self.0.push(p);
+                    Outcome::Handles(vec![handle])
+                }
+                Err(e) => Outcome::Other(e),
+            },
+            SpawnerMsg::StartInto(first, handles) => match started(first) {
+                Ok((p, handle)) => {
+                    self.0.push(p);
+                    match handles.put(&handle, true, None) {
+                        Ok(()) => Outcome::Reply(0),
+                        Err(e) => Outcome::Other(format!("the put: {e:?}")),
+                    }
+                }
+                Err(e) => Outcome::Other(e),
+            },
+            SpawnerMsg::StopLast => match self.0.pop().map(|p| p.stop(WAIT)) {
+                Some(Ok(_)) => Outcome::Reply(0),
+                other => Outcome::Other(format!("{other:?}")),
+            },
+        }
+    }
+}
+
+/// On a node: calls the handle `first` (from a reply to the root), then the two it
+/// takes from `handles` (put there by a process on another node, then by the root),
+/// then one it gets in the
+/// reply of `spawner` (on another node) to its own call; reports each outcome.
+fn takes_and_calls(
+    spawner: ActorRef<Spawner>,
+    first: ActorRef<Counter>,
+    handles: Queue<ActorRef<Counter>>,
+    reports: Queue<Outcome>,
+) -> Result<(), BoxError> {
+    let report = |o: Outcome| reports.put(&o, true, None);
+    let call = |to: ActorRef<Counter>| {
+        outcome(multiproc::blocking::ActorRef::from(to).call(CounterMsg::Add(1)))
+    };
+    report(call(first))?;
+    report(call(handles.get(true, Some(WAIT))?))?;
+    report(call(handles.get(true, Some(WAIT))?))?;
+    let spawner = multiproc::blocking::ActorRef::from(spawner);
+    report(match spawner.call(SpawnerMsg::Start(60)) {
+        Ok(Outcome::Handles(mut replied)) if replied.len() == 1 => call(replied.remove(0)),
+        other => Outcome::Other(format!("{other:?}")),
+    })?;
+    Ok(())
+}
+
 /// On a node: sends the handles of the root's tree it was given on to the actor
 /// `caller`, placed on another node, which calls them there; reports each outcome.
 fn passes_on(
@@ -194,8 +277,10 @@ fn calls_once(counter: ActorRef<Counter>, reports: Queue<Outcome>) -> Result<(),
 multiproc::register!(passes_on);
 multiproc::register!(starts_its_own);
 multiproc::register!(calls_once);
+multiproc::register!(takes_and_calls);
 multiproc::register_actor!(Counter);
 multiproc::register_actor!(Caller);
+multiproc::register_actor!(Spawner);
 
 /// The next connection to `listener`, waiting at most [`WAIT`].
 fn accept(listener: &std::net::TcpListener) -> Result<std::net::TcpStream, BoxError> {
@@ -393,6 +478,113 @@ fn a_nodes_own_actor_sent_to_the_root_works_there() -> TestResult {
     Ok(())
 }
 
+/// Erlang's `gen_server:call` returning a pid: a placed actor on node A answers the
+/// root's call with the handle of an actor it started in its own subtree there, or
+/// puts one into a queue of the root's tree; each works in the root, and on node B by
+/// way of the root; its node dies mid-call, and the calls say which node.
+fn a_nodes_own_actor_in_a_reply_or_a_queue_item_works_in_the_root() -> TestResult {
+    let (a, a_addr) = EnvNode::serve("psi")?;
+    let (_b, b_addr) = EnvNode::serve("omega")?;
+    let (node_a, node_b) = (
+        node::connect(&a_addr, COOKIE)?,
+        node::connect(&b_addr, COOKIE)?,
+    );
+    let mut spawner = Process::actor::<Spawner>(()).on(&node_a);
+    spawner.start()?;
+    let spawner_ref = spawner.actor_ref::<Spawner>();
+
+    // In a reply.
+    let Outcome::Handles(replied) = spawner_ref.call(SpawnerMsg::Start(70))? else {
+        return Err("the spawner answered no handle".into());
+    };
+    check_eq!(replied.len(), 1);
+    check_eq!(replied[0].node(), Some("psi"));
+    let first = multiproc::blocking::ActorRef::from(replied[0].clone());
+    check_eq!(first.call(CounterMsg::Add(1))?, 71);
+    first.cast(CounterMsg::Add(10))?;
+    check_eq!(first.call(CounterMsg::Get)?, 81);
+    check_eq!(
+        outcome(first.call_timeout(CounterMsg::Slow(500), Duration::from_millis(50))),
+        Outcome::Timeout
+    );
+    // The late answer of the call that gave up is not taken for this one's.
+    check_eq!(first.call(CounterMsg::Get)?, 81);
+
+    // In a queue's item, taken in the root.
+    let handles = Queue::<ActorRef<Counter>>::new(0)?;
+    check_eq!(
+        spawner_ref.call(SpawnerMsg::StartInto(90, handles.clone()))?,
+        Outcome::Reply(0)
+    );
+    let item = handles.get(true, Some(WAIT))?;
+    check_eq!(item.node(), Some("psi"));
+    let second = multiproc::blocking::ActorRef::from(item);
+    check_eq!(second.call(CounterMsg::Add(1))?, 91);
+
+    // From node B, by way of the root: the replied handle, an item put on A and taken
+    // on B, and a handle in the reply to B's own call.
+    check_eq!(
+        spawner_ref.call(SpawnerMsg::StartInto(100, handles.clone()))?,
+        Outcome::Reply(0)
+    );
+    // And one of the root's tree, put by the root.
+    let mut home = Process::actor::<Counter>(5);
+    home.start()?;
+    handles.put(home.actor_ref::<Counter>().as_async(), true, None)?;
+    let reports = Queue::<Outcome>::new(0)?;
+    let mut from_b = Process::new(
+        takes_and_calls,
+        (
+            spawner_ref.as_async().clone(),
+            replied[0].clone(),
+            handles.clone(),
+            reports.clone(),
+        ),
+    )
+    .on(&node_b);
+    from_b.start()?;
+    check_eq!(reports.get(true, Some(WAIT))?, Outcome::Reply(82));
+    check_eq!(reports.get(true, Some(WAIT))?, Outcome::Reply(101));
+    check_eq!(reports.get(true, Some(WAIT))?, Outcome::Reply(6));
+    check_eq!(reports.get(true, Some(WAIT))?, Outcome::Reply(61));
+    check_eq!(from_b.join()?, ExitReason::Normal);
+
+    // The target exited: the root's call says so, as for a local actor.
+    let Outcome::Handles(doomed) = spawner_ref.call(SpawnerMsg::Start(50))? else {
+        return Err("the spawner answered no handle".into());
+    };
+    let doomed = multiproc::blocking::ActorRef::from(doomed[0].clone());
+    check_eq!(doomed.call(CounterMsg::Get)?, 50);
+    check_eq!(spawner_ref.call(SpawnerMsg::StopLast)?, Outcome::Reply(0));
+    let gone = outcome(doomed.call(CounterMsg::Get));
+    check!(
+        matches!(gone, Outcome::NoProcess | Outcome::Exited),
+        "{gone:?}"
+    );
+
+    // Its node dies mid-call: the call fails, naming that node.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let hang = CounterMsg::HangAfterConnecting(listener.local_addr()?.to_string());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let in_flight = first.clone();
+    let call = std::thread::spawn(move || {
+        let _ = tx.send(outcome(in_flight.call(hang)));
+    });
+    let _arrived = accept(&listener)?;
+    drop(a);
+    let psi = || Outcome::NodeDown {
+        node: "psi".to_string(),
+    };
+    check_eq!(rx.recv_timeout(WAIT)?, psi());
+    call.join().unwrap();
+    // Known down: the next calls fail the same way, the queue's item's too.
+    check_eq!(outcome(first.call(CounterMsg::Get)), psi());
+    check_eq!(outcome(second.call(CounterMsg::Get)), psi());
+    check_eq!(spawner.join()?, ExitReason::NodeDown { node: "psi".into() });
+    home.stop(WAIT)?;
+    Ok(())
+}
+
 fn main() {
     common::cgroup::confine("cluster_twohop");
     // One at a time: a process's connections to nodes are shared.
@@ -404,6 +596,10 @@ fn main() {
         trial(
             "a_nodes_own_actor_sent_to_the_root_works_there",
             a_nodes_own_actor_sent_to_the_root_works_there,
+        ),
+        trial(
+            "a_nodes_own_actor_in_a_reply_or_a_queue_item_works_in_the_root",
+            a_nodes_own_actor_in_a_reply_or_a_queue_item_works_in_the_root,
         ),
     ]);
 }

@@ -16,6 +16,6 @@ pub(crate) mod engine;
 pub(crate) mod gateway;
 pub(crate) mod place;
 pub(crate) mod placed;
-mod route;
+pub(crate) mod route;
 pub(crate) mod stream;
 pub(crate) mod wire;

@@ -38,6 +38,8 @@ pub(crate) fn encoding_for_node() -> bool {
     far::encoding_for_node()
 }
 
+pub(crate) use far::{from_root, to_root};
+
 /// An error type for actors' fallible start.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -108,7 +110,7 @@ pub trait Actor: Sized + Send + 'static {
 /// nodes), through the process that placed it; [`node`](ActorRef::node) names its
 /// node.
 #[derive(Serialize, Deserialize)]
-#[serde(bound = "", into = "far::Wire")]
+#[serde(bound = "", into = "far::Wire", from = "far::Wire")]
 pub struct ActorRef<A> {
     addr: Identity,
     /// Where the actor runs when it is on another node.
@@ -135,6 +137,18 @@ impl<A> Clone for ActorRef<A> {
 impl<A> From<ActorRef<A>> for far::Wire {
     fn from(r: ActorRef<A>) -> far::Wire {
         far::wire(r.addr, r.on, r.reach)
+    }
+}
+
+impl<A> From<far::Wire> for ActorRef<A> {
+    fn from(w: far::Wire) -> ActorRef<A> {
+        let (addr, on, reach) = w.arrived();
+        ActorRef {
+            addr,
+            on,
+            reach,
+            _actor: PhantomData,
+        }
     }
 }
 

@@ -18,10 +18,27 @@ use multiproc_core::{ExitReason, Identity, NodeError, RemoteError, codec};
 use tokio::sync::watch;
 
 use super::client::Node;
-use super::wire::{Answer, Request};
+use super::wire::{Answer, Relayed, Request};
 use crate::runtime::router;
-use crate::sync::far;
-use crate::sync::far::relayed::Relayed;
+
+/// Exports the encoded handles of a [`Relayed`] message to the process `pid`, placed
+/// with the session `token`, until it exits.
+pub(crate) type Export = fn(
+    &[u8],
+    u64,
+    u32,
+    watch::Receiver<Option<ExitReason>>,
+) -> Result<(), multiproc_core::CodecError>;
+
+/// What exports the handles of a [`Relayed`] message to the actor's process: the far
+/// handles' (`sync::far`), registered at link time, so that this layer names none.
+pub(crate) struct ExportRelayed {
+    pub(crate) export: Export,
+}
+
+/// The registered export; there is one, the far handles'.
+#[linkme::distributed_slice]
+pub(crate) static EXPORT_RELAYED: [ExportRelayed];
 
 /// A child of this process running on a node: the node, its number and pid there,
 /// and its exit.
@@ -155,12 +172,12 @@ fn relay_with_handles(n: u32, node: &Node, id: u64, below: &[u32], env: &Envelop
     let Some((pid, exit)) = children().get(&n).map(|c| (c.pid, c.exit.clone())) else {
         return false;
     };
-    match far::relayed::decode(&relayed.handles) {
-        Ok(objs) => far::export_to_running(objs, node.inner.token, pid, exit),
-        Err(e) => {
-            router::bounce(env, RemoteError::Decode(e.to_string()));
-            return true;
-        }
+    let exported = EXPORT_RELAYED
+        .iter()
+        .try_for_each(|e| (e.export)(&relayed.handles, node.inner.token, pid, exit.clone()));
+    if let Err(e) = exported {
+        router::bounce(env, RemoteError::Decode(e.to_string()));
+        return true;
     }
     if relayed.call {
         relay_call(node, id, below, env, &relayed.payload);

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use multiproc_core::Refusal;
 
 /// The version of [`Request`] and [`Reply`]; a Hello with another one is refused.
-pub(crate) const NODE_PROTOCOL: u32 = 9;
+pub(crate) const NODE_PROTOCOL: u32 = 10;
 
 static CLAIMED_BUILD: Mutex<Option<u64>> = Mutex::new(None);
 
@@ -234,4 +234,20 @@ pub(crate) enum Reply {
     Done,
     /// What was asked failed there; the node's error, formatted.
     Failed(String),
+}
+
+/// A message for an actor placed from another process of the tree, with the handles
+/// its far encoding names: the placer, which holds the session, exports them to the
+/// actor's process before it sends the message on (see `sync::far::relayed`).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Relayed {
+    /// A call (else a cast).
+    pub(crate) call: bool,
+    /// The handles, encoded for this tree (each lends its host a credit, which the
+    /// placer's decoding takes back).
+    #[serde(with = "serde_bytes")]
+    pub(crate) handles: Vec<u8>,
+    /// The message, encoded for the node.
+    #[serde(with = "serde_bytes")]
+    pub(crate) payload: Vec<u8>,
 }

@@ -339,7 +339,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 if self.closed {
                     return Err(SyncError::Closed);
                 }
-                let item = codec::encode(item).map_err(SyncError::Encode)?;
+                // For the root's tree, where any process may take it.
+                let item = crate::process::actor::to_root(|| codec::encode(item))
+                    .map_err(SyncError::Encode)?;
                 return far
                     .done(FarOp::Put {
                         item,
@@ -439,7 +441,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Side::Here(l) => l,
             Side::Far(far) => {
                 let bytes = far.item(FarOp::Get { block, timeout }).await?;
-                return codec::decode::<T>(&bytes).map_err(SyncError::Decode);
+                return crate::process::actor::from_root(|| codec::decode::<T>(&bytes))
+                    .map_err(SyncError::Decode);
             }
         };
         let mem = l.mem().await?;

@@ -14,7 +14,12 @@
 //!
 //! The other way, a handle of the subtree of a placed process on the node, sent to
 //! its root's tree, becomes an address there: the placed process's identity in that
-//! tree, with the same path below it, on the node (`remote::wire::PlacedAs`).
+//! tree, with the same path below it, on the node (`remote::wire::PlacedAs`). So it
+//! does in a call's reply to the root's tree, and in an item a process of the node
+//! puts into a queue of that tree: both are encoded as for the root's tree itself
+//! ([`to_root`]). Whoever takes them there decodes them as they are, and a process on
+//! a node that takes one from the root (a reply to its call, an item it gets) sees
+//! what the root's tree would, one hop further ([`from_root`]).
 
 use std::cell::Cell;
 use std::time::Duration;
@@ -55,6 +60,26 @@ thread_local! {
     static FOR_NODE: Cell<bool> = const { Cell::new(false) };
     /// This thread encodes a message from a node to its root's tree, going there.
     static TO_ROOT: Cell<Option<Onward>> = const { Cell::new(None) };
+    /// This thread decodes a reply or a queue item that came from its root's tree.
+    static FROM_ROOT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, an encoding of a reply or queue item that goes from this node to its
+/// root's tree, where any process may decode it, or pass it on undecoded to a node.
+pub(crate) fn to_root<R>(f: impl FnOnce() -> R) -> R {
+    let outer = TO_ROOT.replace(Some(Onward::Tree));
+    let out = f();
+    TO_ROOT.set(outer);
+    out
+}
+
+/// Runs `f`, a decoding of a reply or queue item that came from the root's tree to
+/// this node, encoded as for a process of that tree.
+pub(crate) fn from_root<R>(f: impl FnOnce() -> R) -> R {
+    let outer = FROM_ROOT.replace(true);
+    let out = f();
+    FROM_ROOT.set(outer);
+    out
 }
 
 /// Runs `f`, an encoding of a message that goes to a node.
@@ -139,11 +164,25 @@ pub(super) fn not_across(on: &OnNode) -> CallError {
 
 /// An [`ActorRef`](super::ActorRef) as it travels: as the process that decodes it
 /// will see it.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub(super) struct Wire {
     addr: Identity,
     on: Option<OnNode>,
     reach: Reach,
+}
+
+impl Wire {
+    /// The handle as this thread decodes it: one hop further for a process on a
+    /// node that takes it from its root's tree.
+    pub(super) fn arrived(self) -> (Identity, Option<OnNode>, Reach) {
+        let reach = match (self.reach, FROM_ROOT.get()) {
+            (reach, false) => reach,
+            (Reach::Here, true) => Reach::ByRoot,
+            // A handle that the root's tree reaches by its own root, or not at all.
+            (Reach::ByRoot | Reach::Lost, true) => Reach::Lost,
+        };
+        (self.addr, self.on, reach)
+    }
 }
 
 /// The handle `addr` (`on`, `reach`) as the process that decodes it will see it.
@@ -252,10 +291,10 @@ pub(super) async fn call<A: Actor>(
     let pending = router::expect_reply(corr);
     up(to, payload, corr)?;
     match timeout {
-        None => pending.wait(reply::<A>).await,
+        None => pending.wait(from_root_reply::<A>).await,
         Some(timeout) => {
             runtime::run(async move {
-                match tokio::time::timeout(timeout, pending.wait(reply::<A>)).await {
+                match tokio::time::timeout(timeout, pending.wait(from_root_reply::<A>)).await {
                     Ok(out) => out,
                     Err(_) => Err(CallError::Timeout(timeout)),
                 }
@@ -263,4 +302,11 @@ pub(super) async fn call<A: Actor>(
             .await
         }
     }
+}
+
+/// A reply from the root's tree, decoded as [`from_root`] says.
+fn from_root_reply<A: Actor>(
+    answer: Result<&[u8], multiproc_core::RemoteError>,
+) -> Result<A::Reply, CallError> {
+    from_root(|| reply::<A>(answer))
 }

@@ -50,8 +50,9 @@ fn lock(slot: &SharedSlot) -> MutexGuard<'_, Slot> {
 enum Offer {
     /// A cast, or nothing polled.
     None,
-    /// A call whose answer the handler may take.
-    Open,
+    /// A call whose answer the handler may take; whether it goes to the root's
+    /// tree ([`from_placing_root`]).
+    Open { to_root: bool },
     /// Taken: the handler answers through this slot.
     Taken(SharedSlot),
 }
@@ -65,10 +66,14 @@ thread_local! {
 /// dropped). `None` for a cast, or outside a handler's poll.
 pub(crate) fn defer_reply() -> Option<Deferred> {
     HANDLING.with_borrow_mut(|offer| match offer {
-        Offer::Open => {
+        Offer::Open { to_root } => {
+            let to_root = *to_root;
             let slot: SharedSlot = Arc::new(Mutex::new(Slot::Open));
             *offer = Offer::Taken(slot.clone());
-            Some(Deferred { slot: Some(slot) })
+            Some(Deferred {
+                slot: Some(slot),
+                to_root,
+            })
         }
         _ => None,
     })
@@ -78,6 +83,8 @@ pub(crate) fn defer_reply() -> Option<Deferred> {
 /// or, if dropped unsent, a failure, so that no caller waits for nothing.
 pub(crate) struct Deferred {
     slot: Option<SharedSlot>,
+    /// The answer goes to the root's tree.
+    to_root: bool,
 }
 
 impl Deferred {
@@ -86,7 +93,12 @@ impl Deferred {
         let Some(slot) = self.slot.take() else {
             return;
         };
-        match codec::encode(reply) {
+        let encoded = if self.to_root {
+            super::to_root(|| codec::encode(reply))
+        } else {
+            codec::encode(reply)
+        };
+        match encoded {
             Ok(bytes) => deliver(&slot, BodyKind::Reply, bytes),
             Err(e) => deliver(
                 &slot,
@@ -195,7 +207,12 @@ async fn handle_one<A: Actor>(actor: &mut A, mail: &Mail, out: &mut Vec<u8>) -> 
         }
     };
     let handling = std::pin::pin!(actor.handle(msg));
-    let offer = if is_call { Offer::Open } else { Offer::None };
+    let to_root = from_placing_root(&mail.from);
+    let offer = if is_call {
+        Offer::Open { to_root }
+    } else {
+        Offer::None
+    };
     let mut catching = CatchUnwind(handling, mail.span, offer);
     let handled = (&mut catching).await;
     match (handled, &catching.2) {
@@ -204,13 +221,14 @@ async fn handle_one<A: Actor>(actor: &mut A, mail: &Mail, out: &mut Vec<u8>) -> 
             crate::runtime::mailbox::handled_one();
             Ok(())
         }
-        (handled, _) => answered(handled, &answer, &fail, out),
+        (handled, _) => answered(handled, to_root, &answer, &fail, out),
     }
 }
 
 /// The hosting loop's answer to a call its handler did not take the answer of.
 fn answered<R: Serialize>(
     handled: Result<R, Box<dyn Any + Send>>,
+    to_root: bool,
     answer: &impl Fn(BodyKind, &[u8]),
     fail: &impl Fn(RemoteError),
     out: &mut Vec<u8>,
@@ -219,7 +237,12 @@ fn answered<R: Serialize>(
         Ok(r) => {
             crate::runtime::mailbox::handled_one();
             out.clear();
-            match codec::encode_into(&r, out) {
+            let encoded = if to_root {
+                super::to_root(|| codec::encode_into(&r, out))
+            } else {
+                codec::encode_into(&r, out)
+            };
+            match encoded {
                 Ok(()) => answer(BodyKind::Reply, out),
                 Err(e) => fail(RemoteError::Encode(e.to_string())),
             }
@@ -232,6 +255,15 @@ fn answered<R: Serialize>(
             Err(message)
         }
     }
+}
+
+/// Whether a call came from the root that placed this process (or its ancestor) on
+/// this node: the node's agent hands such calls to it, and nothing else of the node
+/// program calls into a placed subtree. Its reply goes to that root's tree.
+fn from_placing_root(from: &[u32]) -> bool {
+    crate::remote::wire::PlacedAs::of_this_process()
+        .and_then(|placed| placed.here.path().split_last())
+        .is_some_and(|(_, agent)| agent == from)
 }
 
 /// Runs actor `A` in this child process until it is asked to stop. Called (through

@@ -5,26 +5,16 @@
 //! process before it sends the message on, so they are exported before the actor
 //! can use them.
 
-use multiproc_core::{CodecError, codec};
+use multiproc_core::{CodecError, ExitReason, codec};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use super::export::Obj;
 use super::wire::FarKey;
+use crate::remote::route::{EXPORT_RELAYED, ExportRelayed};
 use crate::sync::{Barrier, BoundedSemaphore, Condition, Event, Lock, Queue, RLock, Semaphore};
 
-/// A message for a placed actor, with the handles its far encoding names.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Relayed {
-    /// A call (else a cast).
-    pub(crate) call: bool,
-    /// The handles, encoded for this tree (each lends its host a credit, which the
-    /// placer's decoding takes back).
-    #[serde(with = "serde_bytes")]
-    pub(crate) handles: Vec<u8>,
-    /// The message, encoded for the node.
-    #[serde(with = "serde_bytes")]
-    pub(crate) payload: Vec<u8>,
-}
+pub(crate) use crate::remote::wire::Relayed;
 
 /// A handle as it goes to the placer.
 #[derive(Serialize, Deserialize)]
@@ -61,8 +51,27 @@ pub(crate) fn encode(objs: Vec<(FarKey, Obj)>) -> Option<Result<Vec<u8>, CodecEr
     handles.map(|h| codec::encode(&h))
 }
 
+#[allow(
+    unsafe_code,
+    reason = "linkme places the registration in its link section"
+)]
+#[linkme::distributed_slice(EXPORT_RELAYED)]
+static EXPORT: ExportRelayed = ExportRelayed { export };
+
+/// Exports the handles a [`Relayed`] carries to the process `pid`, placed with the
+/// session `token`, until it exits.
+fn export(
+    handles: &[u8],
+    token: u64,
+    pid: u32,
+    exit: watch::Receiver<Option<ExitReason>>,
+) -> Result<(), CodecError> {
+    super::export_to_running(decode(handles)?, token, pid, exit);
+    Ok(())
+}
+
 /// The handles a [`Relayed`] carries, with their keys, to export.
-pub(crate) fn decode(bytes: &[u8]) -> Result<Vec<(FarKey, Obj)>, CodecError> {
+fn decode(bytes: &[u8]) -> Result<Vec<(FarKey, Obj)>, CodecError> {
     let handles: Vec<Handle> = codec::decode(bytes)?;
     Ok(handles
         .into_iter()
