@@ -150,6 +150,72 @@ fn a_nested_supervisor_handle_follows_its_restart_to_a_live_node() -> TestResult
     Ok(())
 }
 
+fn kill(pid: u32) -> TestResult {
+    let pid = rustix::process::Pid::from_raw(pid as i32).ok_or("a pid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL)?;
+    Ok(())
+}
+
+/// The pid of each running child, as the handle reports them.
+fn pids(nested: &ChildSupervisorRef) -> Result<Vec<(String, u32)>, String> {
+    let children = nested.which_children().map_err(|e| e.to_string())?;
+    Ok(children
+        .into_iter()
+        .filter_map(|c| Some((c.id, c.pid?)))
+        .collect())
+}
+
+/// The nested supervisor's events come back through its handle: its child
+/// SIGKILLed on A is `ChildExited` then `Restarted`; after A's death, the same
+/// subscription sees the incarnation on B start its children.
+fn a_nested_supervisors_events_come_back_across_its_restarts() -> TestResult {
+    let a = TestNode::start("nest-e", COOKIE, None, Duration::from_secs(5));
+    let b = TestNode::start("nest-f", COOKIE, None, Duration::from_secs(5));
+    let node_a = node::connect(&a.addr, COOKIE)?;
+    let _node_b = node::connect(&b.addr, COOKIE)?;
+    let root = Supervisor::new(flags()).child(nested_on(&node_a)?);
+    let mut root_events = Events::from(root.events());
+    let root = SupervisorRef::start(root)?;
+    let nested = root.child_supervisor("nested");
+    let mut events = nested.events()?;
+    let before = pids(&nested)?;
+    let one = before.iter().find(|(id, _)| id == "one").ok_or("no one")?.1;
+
+    kill(one)?;
+    wait_for(&mut events, |e| match e {
+        SupervisorEvent::ChildExited { id, .. } if id == "one" => Some(()),
+        _ => None,
+    })?;
+    let again = wait_for(&mut events, |e| match e {
+        SupervisorEvent::Restarted { id, pid, .. } if id == "one" => Some(pid),
+        _ => None,
+    })?;
+    check!(again != one, "a new process for one");
+    check_eq!(
+        pids(&nested)?,
+        vec![("one".to_string(), again), before[1].clone()]
+    );
+
+    a.process.kill()?;
+    let moved = wait_for(&mut root_events, |e| match e {
+        SupervisorEvent::Restarted { id, node, .. } if id == "nested" => Some(node),
+        _ => None,
+    })?;
+    check_eq!(moved.as_deref(), Some("nest-f"));
+    let mut started = Vec::new();
+    while started.len() < 2 {
+        started.push(wait_for(&mut events, |e| match e {
+            SupervisorEvent::ChildStarted { id, pid, .. } => Some((id, pid)),
+            _ => None,
+        })?);
+    }
+    // B's processes: the ones its supervisor reports now.
+    check_eq!(started, pids(&nested)?);
+    check_eq!(children(&nested)?, on("nest-f", &["one", "two"]));
+    check_eq!(root.shutdown(), SupervisorExit::Shutdown);
+    Ok(())
+}
+
 /// While the root waits to restart the nested supervisor, the handle says
 /// `Restarting` at once, naming it.
 fn a_handle_between_incarnations_says_restarting() -> TestResult {
@@ -215,6 +281,14 @@ fn bad_input_is_refused_typed() -> TestResult {
         Err(AdminError::NotHosted(id)) if id == "worker" => {}
         other => return Err(format!("not NotHosted: {other:?}").into()),
     }
+    match root.child_supervisor("worker").events() {
+        Err(AdminError::NotHosted(id)) if id == "worker" => {}
+        other => return Err(format!("events not NotHosted: {other:?}").into()),
+    }
+    not_running(
+        root.child_supervisor("nested").events(),
+        "no child has this id",
+    )?;
     not_running(
         root.child_supervisor("nested").which_children(),
         "no child has this id",
@@ -231,6 +305,10 @@ fn main() {
         trial(
             "a_nested_supervisor_handle_follows_its_restart_to_a_live_node",
             a_nested_supervisor_handle_follows_its_restart_to_a_live_node,
+        ),
+        trial(
+            "a_nested_supervisors_events_come_back_across_its_restarts",
+            a_nested_supervisors_events_come_back_across_its_restarts,
         ),
         trial(
             "a_handle_between_incarnations_says_restarting",

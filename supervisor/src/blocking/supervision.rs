@@ -111,6 +111,16 @@ impl ChildSupervisorRef {
         self.0.id()
     }
 
+    /// A stream of the nested supervisor's events across its incarnations; see
+    /// [`crate::ChildSupervisorRef::events`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::ChildSupervisorRef::events`].
+    pub fn events(&self) -> Result<Events, AdminError> {
+        crate::runtime::block_on(self.0.events()).map(Events::from)
+    }
+
     mirror! {
         /// The nested supervisor's children; see
         /// [`crate::ChildSupervisorRef::which_children`].

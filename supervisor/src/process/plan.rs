@@ -64,6 +64,8 @@ pub(crate) struct FarSpec {
     one_machine: bool,
     named: String,
     reclaimed: Arc<AtomicBool>,
+    /// What the spec's maker keeps alive with it, here (see [`FarSpec::keeping`]).
+    kept: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl FarSpec {
@@ -76,8 +78,31 @@ impl FarSpec {
                 one_machine: p.one_machine,
                 named: p.named,
                 reclaimed: Arc::default(),
+                kept: None,
             }) as Arc<dyn std::any::Any + Send + Sync>
         }))
+    }
+
+    /// `far` (a spec's [`FarSpec::encode`]), keeping `kept` alive as long as a
+    /// clone of the spec lives: what serves the spec's incarnations from here.
+    pub(crate) fn keeping(
+        far: &Attached,
+        kept: Arc<dyn std::any::Any + Send + Sync>,
+    ) -> Option<Attached> {
+        let f = far.0.as_ref()?.downcast_ref::<FarSpec>()?;
+        Some(Attached(Some(Arc::new(FarSpec {
+            args: f.args.clone(),
+            objs: f.objs.clone(),
+            one_machine: f.one_machine,
+            named: f.named.clone(),
+            reclaimed: f.reclaimed.clone(),
+            kept: Some(kept),
+        }))))
+    }
+
+    /// What [`keeping`](FarSpec::keeping) attached.
+    pub(crate) fn kept(&self) -> Option<&Arc<dyn std::any::Any + Send + Sync>> {
+        self.kept.as_ref()
     }
 
     /// The far encoding `spec` keeps, if any.

@@ -71,6 +71,9 @@ impl ractor::Actor for SupervisorActor {
             Msg::Hosted(id, tx) => {
                 let _ = tx.send(state.hosted(id));
             }
+            Msg::Nest(id, tx) => {
+                let _ = tx.send(state.nest(id));
+            }
         }
         Ok(())
     }

@@ -45,9 +45,9 @@ pub(super) struct Setup {
     pub(super) children: Vec<ChildSpec>,
     pub(super) max_children: Option<usize>,
     pub(super) name: String,
-    /// A queue of the placing process, reached from the node through its gateway;
-    /// `None` for a supervisor child (`Supervisor::into_child`), whose spec keeps no
-    /// handle of this host to send again at each restart.
+    /// A queue of the placing process, reached from the node through its gateway
+    /// (for a supervisor child, `Supervisor::into_child`, exported again with each
+    /// incarnation); `None` sends nowhere.
     pub(super) events: Option<Queue<SupervisorEvent>>,
     /// The handles the children's arguments name, exported with the setup (bound
     /// to the hosting process's life).

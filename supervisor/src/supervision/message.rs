@@ -37,6 +37,11 @@ pub(super) enum Msg {
     Shutdown,
     /// Where the supervisor child `id` (`Supervisor::into_child`) runs now.
     Hosted(String, oneshot::Sender<Result<Placed, AdminError>>),
+    /// What the spec of the supervisor child keeps here (`nested.rs`).
+    Nest(
+        String,
+        oneshot::Sender<Result<multiproc_core::Attached, AdminError>>,
+    ),
 }
 
 // Never crosses nodes: a local message (ractor's `cluster` feature asks every message

@@ -7,16 +7,25 @@
 //! node; each call of the handle asks the parent for that child's current process,
 //! then calls it there as a `SupervisorRef` of `Supervisor::on` does (`placed.rs`).
 
+use std::sync::Arc;
+
 use multiproc_core::{ChildKind, ChildSpec, NodeError, Shutdown, SpecError, SupervisorFlags};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::child::child_spec;
+use super::event::Hub;
 use super::hosted::{HOSTED_ENTRY, Setup};
 use super::message::Msg;
 use super::placed::{Placed, travels};
-use super::{AdminError, ChildCounts, ChildStatus, SupervisorRef};
+use super::{
+    AdminError, ChildCounts, ChildStatus, Events, SupervisorEvent, SupervisorExit, SupervisorRef,
+};
 use crate::node::Node;
+use crate::process::FarSpec;
+use crate::runtime;
+use crate::runtime::error::Error;
 use crate::runtime::registry;
+use crate::sync::Queue;
 use crate::sync::far::Carry;
 
 /// The child spec of a supervisor with these settings, hosted on `node`: its
@@ -48,23 +57,79 @@ pub(super) fn spec(
         .collect::<Result<Vec<_>, AdminError>>()?;
     // The handles the children's arguments name go with each incarnation: the
     // spec keeps them in its far encoding, as a placed child's arguments.
+    let failed = |source: Error| AdminError::Start {
+        id: id.clone(),
+        source,
+    };
+    runtime::ensure().map_err(failed)?;
+    // A queue of this process that each incarnation puts its events on: a far
+    // handle in the spec, exported again at each restart.
+    let queue = Queue::<SupervisorEvent>::new(0).map_err(|e| {
+        failed(Error::os(
+            "cannot make the queue that brings a nested supervisor's events from its node",
+            std::io::Error::other(e),
+        ))
+    })?;
     let setup = Setup {
         flags,
         children,
         max_children,
         name,
-        events: None,
+        events: Some(queue.clone()),
         carry: Carry(carried),
     };
     let entry = registry::by_name(HOSTED_ENTRY).expect("the hosted supervisor is a built-in");
     let mut spec = child_spec(id.clone(), entry, &setup)
-        .map_err(|source| AdminError::Start { id, source })?
+        .map_err(failed)?
         .on(&node);
+    let nest = Arc::new(Nest::start(queue)) as Arc<dyn std::any::Any + Send + Sync>;
+    spec.far = FarSpec::keeping(&spec.far, nest).ok_or_else(|| {
+        failed(Error::os(
+            "the nested supervisor's setup has no encoding for a node",
+            std::io::Error::other("its queue was not met"),
+        ))
+    })?;
     spec.kind = ChildKind::Supervisor;
     // OTP's default for a supervisor child: it stops its own children first, each
     // by its own shutdown policy.
     spec.shutdown = Shutdown::Infinity;
     Ok(spec)
+}
+
+/// The way back of a nested supervisor's events: the hub its subscribers read, fed
+/// from the spec's queue by a task that lives as long as a clone of the spec does.
+#[derive(Debug)]
+struct Nest {
+    hub: Hub,
+    /// Never sent: dropped with the spec, it ends the subscriptions.
+    _open: watch::Sender<Option<SupervisorExit>>,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+impl Nest {
+    fn start(queue: Queue<SupervisorEvent>) -> Nest {
+        let (open, done) = watch::channel(None);
+        let hub = Hub::new(done);
+        let pump = runtime::handle().spawn({
+            let hub = hub.clone();
+            async move {
+                while let Ok(event) = queue.get(true, None).await {
+                    hub.send(event);
+                }
+            }
+        });
+        Nest {
+            hub,
+            _open: open,
+            pump,
+        }
+    }
+}
+
+impl Drop for Nest {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
 }
 
 /// A supervisor on a node, child of a supervisor here that restarts it: its admin
@@ -84,10 +149,10 @@ pub(super) fn spec(
 /// parent ended, and with [`AdminError::Node`] (`NodeDown`) for a call in flight
 /// when its node dies, or made before the parent has seen that.
 ///
-/// The nested supervisor's events do not come back here (its spec holds no handle of
-/// this host, to send again at each restart): the parent's events say where each
-/// incarnation runs (`ChildStarted`, `Restarted` with its `node`), and
-/// `which_children` what its children are.
+/// The nested supervisor's events come back here through a queue of this process
+/// that its spec names, exported again to each incarnation:
+/// [`events`](ChildSupervisorRef::events). The parent's events say where each
+/// incarnation runs (`ChildStarted`, `Restarted` with its `node`).
 ///
 /// # Examples
 ///
@@ -140,6 +205,14 @@ impl ChildSupervisorRef {
 
     /// The current incarnation, as the parent says.
     async fn current(&self) -> Result<Placed, AdminError> {
+        self.ask(|tx| Msg::Hosted(self.id.clone(), tx)).await
+    }
+
+    /// The parent's answer to `msg`.
+    async fn ask<T>(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<Result<T, AdminError>>) -> Msg,
+    ) -> Result<T, AdminError> {
         let ended = || AdminError::NotRunning {
             id: self.id.clone(),
             why: "its supervisor ended".into(),
@@ -154,9 +227,37 @@ impl ChildSupervisorRef {
             })
         })?;
         let (tx, rx) = oneshot::channel();
-        cell.cast(Msg::Hosted(self.id.clone(), tx))
-            .map_err(|_| ended())?;
+        cell.cast(msg(tx)).map_err(|_| ended())?;
         rx.await.map_err(|_| ended())?
+    }
+
+    /// A stream of the nested supervisor's events from now on, those of each of its
+    /// incarnations in order, wherever it runs; its children's events name no node
+    /// (the parent's `ChildStarted` and `Restarted` of this child say where it runs).
+    ///
+    /// At a restart of the nested supervisor, a subscriber sees the new
+    /// incarnation's `ChildStarted`s, one per child of its spec, after whatever the
+    /// old one sent before it ended: its `ShutDown` when it was stopped, nothing
+    /// more when its node died. The stream itself does not end at an incarnation's
+    /// `ShutDown`; it ends once the parent has dropped the child's spec (deleted,
+    /// or the parent ended) and every event was read.
+    ///
+    /// # Errors
+    ///
+    /// [`AdminError::NotRunning`] when the parent has no child `id` or has ended;
+    /// [`AdminError::NotHosted`] for a child that is not a supervisor on a node
+    /// made by [`Supervisor::into_child`](crate::Supervisor::into_child) in this
+    /// process.
+    pub async fn events(&self) -> Result<Events, AdminError> {
+        let far = self.ask(|tx| Msg::Nest(self.id.clone(), tx)).await?;
+        let nest = far
+            .0
+            .as_ref()
+            .and_then(|far| far.downcast_ref::<FarSpec>())
+            .and_then(FarSpec::kept)
+            .and_then(|kept| kept.downcast_ref::<Nest>())
+            .ok_or_else(|| AdminError::NotHosted(self.id.clone()))?;
+        Ok(nest.hub.subscribe())
     }
 
     /// The outcome of a call to an incarnation: one that had exited (`Gone`) is

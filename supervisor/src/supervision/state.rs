@@ -522,6 +522,24 @@ impl State {
     }
 }
 
+impl State {
+    /// What the spec of the supervisor child `id` keeps here, whatever its state: its
+    /// events' way back (`nested.rs`).
+    pub(super) fn nest(&self, id: String) -> Result<multiproc_core::Attached, AdminError> {
+        let Some(i) = self.index(&id) else {
+            return Err(AdminError::NotRunning {
+                id,
+                why: "no child has this id".into(),
+            });
+        };
+        let spec = &self.slots[i].spec;
+        if spec.start.entry != HOSTED_ENTRY {
+            return Err(AdminError::NotHosted(id));
+        }
+        Ok(spec.far.clone())
+    }
+}
+
 pub(super) fn watch_exit(
     me: CellRef<Msg>,
     id: String,
