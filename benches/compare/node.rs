@@ -121,25 +121,33 @@ pub(crate) fn remote_call_roundtrip(py: Option<&Python>) -> Res {
         .filter(|_| wanted("python-manager"))
         .map(|py| py.serve("remote_manager.py", &[], &[("ITERS", CALL_BATCH)]))
         .transpose()?;
-    let mut tcp = wanted("raw").then(TcpEcho::start).transpose()?;
+    let mut tcp = wanted("raw").then(|| TcpEcho::start(false)).transpose()?;
+    let mut spin = wanted("raw").then(|| TcpEcho::start(true)).transpose()?;
     let mut engine = wanted("raw").then(EngineEcho::start).transpose()?;
     batch(&remote_ref, CALL_WARMUP)?;
     batch(&local_ref, CALL_WARMUP)?;
-    if let Some(t) = tcp.as_mut() {
+    for t in tcp.iter_mut().chain(spin.iter_mut()) {
         t.batch(CALL_WARMUP)?;
     }
     if let Some(e) = engine.as_mut() {
         e.batch(CALL_WARMUP)?;
     }
-    let (mut mp, mut loc, mut python, mut raw, mut bare) = (
+    let (mut mp, mut loc, mut python, mut raw, mut bare, mut spun) = (
+        Samples::default(),
         Samples::default(),
         Samples::default(),
         Samples::default(),
         Samples::default(),
         Samples::default(),
     );
-    let (mut mp_use, mut loc_use, mut raw_use, mut py_use, mut bare_use) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut mp_use, mut loc_use, mut raw_use, mut py_use, mut bare_use, mut spun_use) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     for _ in 0..ROUNDS {
         let before = Cost::of(&remote_pids);
         mp.push(vec![batch(&remote_ref, CALL_BATCH)?]);
@@ -159,6 +167,12 @@ pub(crate) fn remote_call_roundtrip(py: Option<&Python>) -> Res {
             raw.push(vec![t.batch(CALL_BATCH)?]);
             raw_use.push(Cost::of(&pids).since(before));
         }
+        if let Some(t) = spin.as_mut() {
+            let pids = [std::process::id(), t.child.child.id()];
+            let before = Cost::of(&pids);
+            spun.push(vec![t.batch(CALL_BATCH)?]);
+            spun_use.push(Cost::of(&pids).since(before));
+        }
         if let Some(e) = engine.as_mut() {
             let pids = e.pids();
             let before = Cost::of(&pids);
@@ -169,7 +183,7 @@ pub(crate) fn remote_call_roundtrip(py: Option<&Python>) -> Res {
     if let Some(e) = engine {
         e.finish()?;
     }
-    if let Some(TcpEcho { child, conn }) = tcp {
+    for TcpEcho { child, conn } in tcp.into_iter().chain(spin) {
         // The child serves the connection until its end.
         drop(conn);
         child.finish()?;
@@ -191,6 +205,9 @@ pub(crate) fn remote_call_roundtrip(py: Option<&Python>) -> Res {
     // The floor: 8 bytes there and back over loopback TCP between two processes, no
     // framing, no session, no actor.
     sc.report("raw-tcp", &mp, &raw);
+    // The same with both ends polling their non-blocking sockets: the floor of a
+    // round trip over TCP between two processes here, whatever the engine.
+    sc.report("raw-tcp-spin", &mp, &spun);
     // The engine's floor: a call through a `ractor_cluster` session to an actor of
     // the other process, with nothing of multiproc (`compare/engine.rs`).
     sc.report("ractor-cluster", &mp, &bare);
@@ -198,11 +215,12 @@ pub(crate) fn remote_call_roundtrip(py: Option<&Python>) -> Res {
     // far less than the time: their threads' sleeps (voluntary context switches: each
     // one a wake-up to come) and preemptions, and their CPU time.
     println!(
-        "remote_call_roundtrip: per call, sleeps+preemptions and CPU of the processes crossed: multiproc={} python-manager={} local-call={} raw-tcp={} ractor-cluster={}",
+        "remote_call_roundtrip: per call, sleeps+preemptions and CPU of the processes crossed: multiproc={} python-manager={} local-call={} raw-tcp={} raw-tcp-spin={} ractor-cluster={}",
         Cost::median(&mp_use),
         Cost::median(&py_use),
         Cost::median(&loc_use),
         Cost::median(&raw_use),
+        Cost::median(&spun_use),
         Cost::median(&bare_use),
     );
     Ok(())
@@ -284,24 +302,31 @@ struct TcpEcho {
 }
 
 impl TcpEcho {
-    fn start() -> Res<TcpEcho> {
+    /// `spin`: both ends poll their non-blocking sockets.
+    fn start(spin: bool) -> Res<TcpEcho> {
         use std::io::Read;
-        let mut child = RawChild::start("raw-tcp-echo", &[])?;
+        let role = if spin {
+            "raw-tcp-spin-echo"
+        } else {
+            "raw-tcp-echo"
+        };
+        let mut child = RawChild::start(role, &[])?;
         let mut port = [0u8; 2];
         child.sock.read_exact(&mut port)?;
         let conn = std::net::TcpStream::connect(("127.0.0.1", u16::from_be_bytes(port)))?;
         conn.set_nodelay(true)?;
+        conn.set_nonblocking(spin)?;
         Ok(TcpEcho { child, conn })
     }
 
     /// µs per round trip over `n`.
     fn batch(&mut self, n: usize) -> Res<f64> {
-        use std::io::{Read, Write};
+        use std::io::Write;
         let t0 = Instant::now();
         let mut back = [0u8; 8];
         for i in 0..n as u64 {
             self.conn.write_all(&i.to_le_bytes())?;
-            self.conn.read_exact(&mut back)?;
+            crate::raw::read_full(&mut self.conn, &mut back)?;
             check(i, u64::from_le_bytes(back))?;
         }
         Ok(us(t0) / n as f64)

@@ -49,6 +49,21 @@ impl Drop for RawChild {
     }
 }
 
+/// `read_exact` that, on a non-blocking socket, spins until all of `buf` came.
+pub(crate) fn read_full(conn: &mut impl Read, buf: &mut [u8]) -> std::io::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        match conn.read(&mut buf[got..]) {
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 pub(crate) fn raw_role(role: &str) -> Res {
     match role {
         // What every multiproc child costs at least: exec, a tokio runtime, one task.
@@ -86,20 +101,23 @@ pub(crate) fn raw_role(role: &str) -> Res {
                 }
             }
         }
-        // The same echo over loopback TCP: the floor of a call to a node on this
-        // host. It listens on a free port, says which on its socket, and serves one
-        // connection.
         // An echo actor behind a `ractor_cluster` node server: the engine's floor.
         "raw-engine-echo" => crate::engine::serve(stdin_socket()?),
-        "raw-tcp-echo" => {
+        // The same echo over loopback TCP: the floor of a call to a node on this
+        // host. It listens on a free port, says which on its socket, and serves one
+        // connection; `-spin` polls its non-blocking socket instead of sleeping in
+        // `read`, the floor of a call whose both ends spin.
+        "raw-tcp-echo" | "raw-tcp-spin-echo" => {
+            let spin = role == "raw-tcp-spin-echo";
             let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
             let mut sock = stdin_socket()?;
             sock.write_all(&listener.local_addr()?.port().to_be_bytes())?;
             let (mut conn, _) = listener.accept()?;
             conn.set_nodelay(true)?;
+            conn.set_nonblocking(spin)?;
             let mut buf = [0u8; 8];
             loop {
-                match conn.read_exact(&mut buf) {
+                match read_full(&mut conn, &mut buf) {
                     Ok(()) => conn.write_all(&buf)?,
                     Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(()),
                     Err(e) => return Err(e.into()),
