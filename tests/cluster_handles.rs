@@ -30,13 +30,12 @@ enum CounterMsg {
     /// Connects to this address (so the test knows the call arrived), then never
     /// answers.
     HangAfterConnecting(String),
-    /// A message that carries a lock: from a node, where it is the root's far
-    /// handle, it goes no further.
+    /// A message that carries a lock: one made on a node goes no further.
     WithLock(Lock),
     /// A message that carries a one-machine handle: refused before it leaves.
     WithValue(multiproc::Value<u64>),
     /// A message that carries a queue: from a node, where it is the root's far
-    /// handle, it goes no further either.
+    /// handle, it is the root's queue again.
     WithQueue(Queue<Outcome>),
     /// Answers after this many milliseconds (a slow handler, for timeouts).
     Slow(u64),
@@ -479,8 +478,9 @@ fn a_root_actor_answers_a_process_placed_on_a_node() -> TestResult {
         Reply(31),
         Undecodable,
         Reply(31),
+        // A lock made on the node; the root's own queue, back home.
         NotAcrossNodes,
-        NotAcrossNodes,
+        Reply(31),
         // The handle went back in the message, and the actor cast to itself with it.
         Reply(31),
         Reply(138),

@@ -38,7 +38,7 @@ pub(crate) fn encoding_for_node() -> bool {
     far::encoding_for_node()
 }
 
-pub(crate) use far::{from_root, to_root};
+pub(crate) use far::{from_root, going_home, to_root};
 
 /// An error type for actors' fallible start.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -25,7 +25,10 @@
 //! has an owner (an `RLock`, a condition's lock, a barrier's party) is owned by a
 //! far thread's *stand-in*, a thread number of the root that no real thread has
 //! (`owner`), freed the same way; a semaphore's permits a far process took come
-//! back. An operation waiting at the gateway when its process exits is cancelled
+//! back. The gateway sees the placed processes end, not their descendants on the
+//! node: a process there that forwards a child's far operation watches that child,
+//! and tells the gateway when it ends (`FarOp::Died`), which frees what it held the
+//! same way. An operation waiting at the gateway when its process exits is cancelled
 //! (every wait here is cancel-safe). On the node, an operation in flight when the
 //! root is lost fails with `SyncError::Node(NodeError::NodeDown { .. })`.
 //!
@@ -36,6 +39,13 @@
 //! child there that ends frees what it held (`died`). A message to a placed actor
 //! from another process of the tree brings its handles to the placer, which
 //! exports them (`relayed`).
+//!
+//! # Home
+//!
+//! A far handle carries, beside its key, the handle as the root's tree encodes it,
+//! lending nothing. In what a process on the node sends to the root's tree (a
+//! message, a reply, a queue item), it is that encoding again: the root's own
+//! primitive there, its credit counted as it is claimed.
 //!
 //! Here: `wire` (what travels), `encode` (a handle's two encodings), `forward` (the
 //! handle on a node, and its operations' way up), `export` (the root's side), `run`

@@ -181,6 +181,30 @@ pub(crate) fn note_handle() {
     SERIALIZED.set(SERIALIZED.get() + 1);
 }
 
+/// Runs `f`, an encoding that [`handles_in`] must not see (a handle's own encoding,
+/// inside another's).
+pub(crate) fn uncounted<R>(f: impl FnOnce() -> R) -> R {
+    let before = SERIALIZED.get();
+    let out = f();
+    SERIALIZED.set(before);
+    out
+}
+
+thread_local! {
+    /// This thread decodes handles whose bytes lent no credit (see `claimed_unlent`).
+    static UNLENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, a decoding of handles whose encoding lent nothing (far handles back in
+/// their root's tree): each lends as it claims, so the host's count of credits in
+/// flight stays true.
+pub(crate) fn claimed_unlent<R>(f: impl FnOnce() -> R) -> R {
+    let outer = UNLENT.replace(true);
+    let out = f();
+    UNLENT.set(outer);
+    out
+}
+
 /// Runs `f` (an encoding) and says whether it serialized a handle to a one-machine
 /// object (a primitive, a `Value`, an `Array`, a `SharedMemory`): what may not cross
 /// to another node, whose processes do not share this host's memory or tree.
@@ -217,6 +241,9 @@ impl<'de> Deserialize<'de> for Addr {
             id: w.id,
             secret: w.secret,
         };
+        if UNLENT.get() {
+            addr.tell(Op::Lend);
+        }
         addr.tell(Op::Claim);
         Ok(addr)
     }

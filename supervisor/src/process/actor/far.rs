@@ -90,6 +90,12 @@ pub(super) fn for_node<R>(f: impl FnOnce() -> R) -> R {
     out
 }
 
+/// Whether this thread encodes a message from this node that the root's tree decodes:
+/// a far handle of that tree in it goes home.
+pub(crate) fn going_home() -> bool {
+    TO_ROOT.get() == Some(Onward::Tree) && !FOR_NODE.get() && !crate::sync::far::encoding_far()
+}
+
 /// Whether this thread encodes a message for a node now.
 pub(super) fn encoding_for_node() -> bool {
     FOR_NODE.get()
@@ -243,7 +249,8 @@ pub(super) fn payload<M: Serialize>(msg: &M, onward: Onward) -> Result<Vec<u8>, 
     TO_ROOT.set(outer);
     if handles {
         return Err(NodeError::NotAcrossNodes {
-            what: "a Queue, Lock, Event, Value, Array or SharedMemory handle in a message"
+            what: "a Value, Array or SharedMemory handle, or a queue, lock or other primitive \
+                   made on this node, in a message"
                 .to_string(),
             node: "the root".to_string(),
         }

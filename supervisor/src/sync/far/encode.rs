@@ -19,13 +19,17 @@ pub(crate) enum Side<H> {
 #[derive(Serialize)]
 enum WireRef<'a, H> {
     Here(&'a H),
-    Far(&'a FarKey),
+    Far(&'a FarKey, #[serde(with = "serde_bytes")] &'a [u8]),
+    Home(#[serde(with = "serde_bytes")] &'a [u8]),
 }
 
 #[derive(Deserialize)]
 enum Wire<H> {
     Here(H),
-    Far(FarKey),
+    /// The key, and the handle as its root's tree encodes it (see `Far::home`).
+    Far(FarKey, #[serde(with = "serde_bytes")] Vec<u8>),
+    /// A far handle back in its root's tree: the handle there.
+    Home(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// What a far encoding collected.
@@ -129,11 +133,16 @@ pub(crate) fn serialize<H: Serialize, S: serde::Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     match side {
-        // Its key means something to this node's session with its root only: it
-        // goes no further (to the root, to another node) than a one-machine handle.
+        // Back in the tree it came from, it is the handle it was there.
+        Side::Far(far) if crate::process::actor::going_home() => {
+            WireRef::<H>::Home(&far.home).serialize(s)
+        }
+        // Within the node's tree it stays far, through the same gateway. Its key
+        // means something to this node's session with its root only: counted as a
+        // one-machine handle, it goes to no other node.
         Side::Far(far) => {
             crate::sync::refs::note_handle();
-            WireRef::<H>::Far(&far.key).serialize(s)
+            WireRef::<H>::Far(&far.key, &far.home).serialize(s)
         }
         Side::Here(here) => {
             let far = COLLECT.with(|c| {
@@ -144,7 +153,13 @@ pub(crate) fn serialize<H: Serialize, S: serde::Serializer>(
                 })
             });
             match far {
-                Some(key) => WireRef::<H>::Far(&key).serialize(s),
+                Some(key) => {
+                    // Encoded far, it lends nothing: decoded at home, it lends as it
+                    // claims (`refs::claimed_unlent`).
+                    let home = crate::sync::refs::uncounted(|| multiproc_core::codec::encode(here))
+                        .map_err(serde::ser::Error::custom)?;
+                    WireRef::<H>::Far(&key, &home).serialize(s)
+                }
                 None => {
                     FARABLE.set(FARABLE.get() + 1);
                     WireRef::Here(here).serialize(s)
@@ -154,12 +169,16 @@ pub(crate) fn serialize<H: Serialize, S: serde::Serializer>(
     }
 }
 
-pub(crate) fn deserialize<'de, H: Deserialize<'de>, D: serde::Deserializer<'de>>(
+pub(crate) fn deserialize<'de, H: serde::de::DeserializeOwned, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Side<H>, D::Error> {
     Ok(match Wire::<H>::deserialize(d)? {
         Wire::Here(h) => Side::Here(h),
-        Wire::Far(key) => Side::Far(Far { key }),
+        Wire::Far(key, home) => Side::Far(Far { key, home }),
+        Wire::Home(home) => Side::Here(
+            crate::sync::refs::claimed_unlent(|| multiproc_core::codec::decode::<H>(&home))
+                .map_err(serde::de::Error::custom)?,
+        ),
     })
 }
 

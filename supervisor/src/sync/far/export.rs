@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use super::ops::{Hold, run};
 pub(crate) use super::ops::{Obj, Resolver};
 use super::owner;
-use super::wire::{FarCall, FarError, FarKey, FarReply, GatewayCall};
+use super::wire::{FarCall, FarError, FarKey, FarOp, FarReply, FarValue, GatewayCall};
 use crate::remote::gateway::{Answering, GATEWAY_SERVICES, GatewayService};
 use crate::sync::wire::Op;
 
@@ -196,6 +196,10 @@ fn withdraw(keys: Vec<FarKey>, token: u64, died: impl Fn(u32) -> bool) -> Vec<(O
 /// Runs a far operation that came from the node of `token`.
 pub(crate) async fn serve(token: u64, call: &[u8]) -> FarReply {
     let call: FarCall = codec::decode(call).map_err(|e| FarError::Failed(e.to_string()))?;
+    if let FarOp::Died = call.op {
+        died(token, call.pid).await;
+        return Ok(FarValue::Done);
+    }
     let k = (call.key, token);
     let (obj, mut gone) = {
         let exports = exports();

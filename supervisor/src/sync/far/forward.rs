@@ -31,6 +31,9 @@ pub(crate) static RELAYS: [Relay];
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Far {
     pub(super) key: FarKey,
+    /// The handle as its root's tree encodes it, lending nothing: what it becomes
+    /// when a message takes it back there.
+    pub(super) home: Vec<u8>,
 }
 
 impl Far {
@@ -42,33 +45,7 @@ impl Far {
             thread: crate::sync::thread_token(),
             op,
         };
-        let call = codec::encode(&call).map_err(SyncError::Encode)?;
-        let request = Request {
-            prim: 0,
-            secret: 0,
-            op: Op::Far(call),
-        };
-        let bytes = codec::encode(&request).map_err(SyncError::Encode)?;
-        let Some(up) = me().parent.as_ref().map(|p| p.identity.clone()) else {
-            return Err(not_on_node());
-        };
-        let corr = router::next_corr();
-        let rx = router::expect_reply(corr);
-        router::route(Envelope {
-            to: up,
-            from: me().identity.clone(),
-            corr,
-            body: Body::Service(bytes),
-        });
-        match rx.await {
-            Body::Reply(bytes) => codec::decode::<FarReply>(&bytes)
-                .map_err(SyncError::Decode)?
-                .map_err(SyncError::from),
-            Body::Fail(e) => Err(SyncError::Remote(e)),
-            _ => Err(SyncError::Remote(RemoteError::Decode(
-                "a request came back".into(),
-            ))),
-        }
+        up(&call).await
     }
 
     pub(crate) async fn bool(&self, op: FarOp) -> Result<bool, SyncError> {
@@ -119,6 +96,81 @@ impl Far {
     }
 }
 
+/// The children of this process that asked far operations: each one's end is told to
+/// the gateway (see `watch_child`).
+fn watched() -> std::sync::MutexGuard<'static, std::collections::HashSet<Identity>> {
+    static WATCHED: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<Identity>>> =
+        std::sync::OnceLock::new();
+    WATCHED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+/// `from` asked a far operation through this process: if it is a child of this one,
+/// its end is told to the root's gateway. The gateway sees a placed process end, not
+/// its descendants, so what a descendant killed while holding a lock is freed as a
+/// dead holder's only then: its parent here is the one to see it end.
+fn watch_child(from: &Identity) {
+    if watched().contains(from) {
+        return;
+    }
+    let found = crate::runtime::children::children()
+        .iter()
+        .find(|c| c.identity == *from)
+        .map(|c| (c.pid, c.exit.clone()));
+    let Some((pid, mut exit)) = found else {
+        return;
+    };
+    if !watched().insert(from.clone()) {
+        return;
+    }
+    let from = from.clone();
+    crate::runtime::handle().spawn(async move {
+        crate::runtime::children::wait_exit(&mut exit).await;
+        watched().remove(&from);
+        let call = FarCall {
+            key: FarKey::new(me().identity.clone(), 0, 0),
+            pid,
+            thread: 0,
+            op: FarOp::Died,
+        };
+        // Lost with the root's session, there is nothing left to free.
+        let _ = up(&call).await;
+    });
+}
+
+/// Sends `call` up the node's tree, to the root's gateway; its answer.
+async fn up(call: &FarCall) -> Result<FarValue, SyncError> {
+    let call = codec::encode(call).map_err(SyncError::Encode)?;
+    let request = Request {
+        prim: 0,
+        secret: 0,
+        op: Op::Far(call),
+    };
+    let bytes = codec::encode(&request).map_err(SyncError::Encode)?;
+    let Some(up) = me().parent.as_ref().map(|p| p.identity.clone()) else {
+        return Err(not_on_node());
+    };
+    let corr = router::next_corr();
+    let rx = router::expect_reply(corr);
+    router::route(Envelope {
+        to: up,
+        from: me().identity.clone(),
+        corr,
+        body: Body::Service(bytes),
+    });
+    match rx.await {
+        Body::Reply(bytes) => codec::decode::<FarReply>(&bytes)
+            .map_err(SyncError::Decode)?
+            .map_err(SyncError::from),
+        Body::Fail(e) => Err(SyncError::Remote(e)),
+        _ => Err(SyncError::Remote(RemoteError::Decode(
+            "a request came back".into(),
+        ))),
+    }
+}
+
 fn unexpected(value: FarValue) -> SyncError {
     SyncError::Remote(RemoteError::Decode(format!(
         "unexpected far answer {value:?}"
@@ -138,6 +190,7 @@ pub(crate) fn forward(env: Envelope, call: Vec<u8>) {
     if let Some(node) = RELAYS.first().filter(|r| (r.is_node)()) {
         return (node.relay)(env, call);
     }
+    watch_child(&env.from);
     match me().parent.as_ref() {
         Some(parent) => {
             let request = Request {

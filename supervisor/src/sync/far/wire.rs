@@ -79,6 +79,9 @@ pub(crate) enum FarOp {
         child: String,
         wait: bool,
     },
+    /// The process `pid` of the asker's node (a descendant of a placed process, not
+    /// placed itself) has ended: what it held is a dead holder's. Its key is none.
+    Died,
 }
 
 /// What travels from a far handle to the gateway.
