@@ -30,15 +30,8 @@ mod host;
 pub(crate) use host::defer_reply;
 pub use host::run_actor;
 
-use far::{Reach, for_node, not_across, remote_payload};
-
-/// Whether this thread encodes a message for an actor on another node: a handle
-/// that cannot travel there says so (`sync::handles_in` refuses the message).
-pub(crate) fn encoding_for_node() -> bool {
-    far::encoding_for_node()
-}
-
-pub(crate) use far::{from_root, going_home, to_root};
+use crate::sync::far::way::{self, for_node};
+use far::{Reach, not_across, remote_payload};
 
 /// An error type for actors' fallible start.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -239,10 +232,10 @@ impl<A: Actor> ActorRef<A> {
 
     /// Where a message to this actor of the root's tree, sent from a node, ends up:
     /// an actor the root's tree placed on a node gets it as it left here.
-    fn onward(&self) -> far::Onward {
+    fn onward(&self) -> way::Onward {
         match self.on {
-            Some(_) => far::Onward::Placed,
-            None => far::Onward::Tree,
+            Some(_) => way::Onward::Placed,
+            None => way::Onward::Tree,
         }
     }
 

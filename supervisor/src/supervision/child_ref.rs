@@ -235,7 +235,7 @@ impl Serialize for SupWire<'_> {
             Sup::Node(_) => unreachable!("a supervisor on a node travels as `WireRef::Node`"),
         };
         if matches!(side, Side::Here(_))
-            && crate::process::actor::encoding_for_node()
+            && crate::sync::far::way::encoding_for_node()
             && !far::encoding_far()
         {
             // In a message to an actor placed on a node, which has no export to
@@ -293,7 +293,7 @@ impl<A> Serialize for SupervisedRef<A> {
             }
             .serialize(s);
         };
-        if crate::process::actor::encoding_for_node() || far::encoding_far() {
+        if crate::sync::far::way::encoding_for_node() || far::encoding_far() {
             // Its hosting actor is reached through the placing process's session,
             // which a node has no way to: refused, as a one-machine handle.
             crate::sync::note_handle();

@@ -58,6 +58,7 @@ mod forward;
 mod ops;
 mod owner;
 pub(crate) mod relayed;
+pub(crate) mod way;
 mod wire;
 
 pub(crate) use encode::{

@@ -340,8 +340,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     return Err(SyncError::Closed);
                 }
                 // For the root's tree, where any process may take it.
-                let item = crate::process::actor::to_root(|| codec::encode(item))
-                    .map_err(SyncError::Encode)?;
+                let item =
+                    super::far::way::to_root(|| codec::encode(item)).map_err(SyncError::Encode)?;
                 return far
                     .done(FarOp::Put {
                         item,
@@ -441,7 +441,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Side::Here(l) => l,
             Side::Far(far) => {
                 let bytes = far.item(FarOp::Get { block, timeout }).await?;
-                return crate::process::actor::from_root(|| codec::decode::<T>(&bytes))
+                return super::far::way::from_root(|| codec::decode::<T>(&bytes))
                     .map_err(SyncError::Decode);
             }
         };

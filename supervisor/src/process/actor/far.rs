@@ -17,11 +17,11 @@
 //! tree, with the same path below it, on the node (`remote::wire::PlacedAs`). So it
 //! does in a call's reply to the root's tree, and in an item a process of the node
 //! puts into a queue of that tree: both are encoded as for the root's tree itself
-//! ([`to_root`]). Whoever takes them there decodes them as they are, and a process on
-//! a node that takes one from the root (a reply to its call, an item it gets) sees
-//! what the root's tree would, one hop further ([`from_root`]).
+//! ([`to_root`](crate::sync::far::way::to_root)). Whoever takes them there decodes
+//! them as they are, and a process on a node that takes one from the root (a reply to
+//! its call, an item it gets) sees what the root's tree would, one hop further
+//! ([`from_root`]).
 
-use std::cell::Cell;
 use std::time::Duration;
 
 use multiproc_core::{Identity, NodeError, codec};
@@ -33,6 +33,7 @@ use crate::remote::placed::OnNode;
 use crate::runtime;
 use crate::runtime::error::CallError;
 use crate::runtime::router;
+use crate::sync::far::way::{self, Onward, for_node, from_root};
 
 /// Where a handle's address means something, seen from the process that holds it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,61 +45,6 @@ pub(super) enum Reach {
     ByRoot,
     /// In a tree this process has no way to.
     Lost,
-}
-
-/// Where a message from a node to its root's tree ends up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Onward {
-    /// In a process of the root's tree, which decodes it.
-    Tree,
-    /// In a process that tree placed on a node: the root passes it on undecoded.
-    Placed,
-}
-
-thread_local! {
-    /// This thread encodes a message for a node.
-    static FOR_NODE: Cell<bool> = const { Cell::new(false) };
-    /// This thread encodes a message from a node to its root's tree, going there.
-    static TO_ROOT: Cell<Option<Onward>> = const { Cell::new(None) };
-    /// This thread decodes a reply or a queue item that came from its root's tree.
-    static FROM_ROOT: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f`, an encoding of a reply or queue item that goes from this node to its
-/// root's tree, where any process may decode it, or pass it on undecoded to a node.
-pub(crate) fn to_root<R>(f: impl FnOnce() -> R) -> R {
-    let outer = TO_ROOT.replace(Some(Onward::Tree));
-    let out = f();
-    TO_ROOT.set(outer);
-    out
-}
-
-/// Runs `f`, a decoding of a reply or queue item that came from the root's tree to
-/// this node, encoded as for a process of that tree.
-pub(crate) fn from_root<R>(f: impl FnOnce() -> R) -> R {
-    let outer = FROM_ROOT.replace(true);
-    let out = f();
-    FROM_ROOT.set(outer);
-    out
-}
-
-/// Runs `f`, an encoding of a message that goes to a node.
-pub(super) fn for_node<R>(f: impl FnOnce() -> R) -> R {
-    let outer = FOR_NODE.replace(true);
-    let out = f();
-    FOR_NODE.set(outer);
-    out
-}
-
-/// Whether this thread encodes a message from this node that the root's tree decodes:
-/// a far handle of that tree in it goes home.
-pub(crate) fn going_home() -> bool {
-    TO_ROOT.get() == Some(Onward::Tree) && !FOR_NODE.get() && !crate::sync::far::encoding_far()
-}
-
-/// Whether this thread encodes a message for a node now.
-pub(super) fn encoding_for_node() -> bool {
-    FOR_NODE.get()
 }
 
 /// Encodes a message for an actor this process placed on a node, refusing one that
@@ -181,7 +127,7 @@ impl Wire {
     /// The handle as this thread decodes it: one hop further for a process on a
     /// node that takes it from its root's tree.
     pub(super) fn arrived(self) -> (Identity, Option<OnNode>, Reach) {
-        let reach = match (self.reach, FROM_ROOT.get()) {
+        let reach = match (self.reach, way::coming_from_root()) {
             (reach, false) => reach,
             (Reach::Here, true) => Reach::ByRoot,
             // A handle that the root's tree reaches by its own root, or not at all.
@@ -193,8 +139,8 @@ impl Wire {
 
 /// The handle `addr` (`on`, `reach`) as the process that decodes it will see it.
 pub(super) fn wire(addr: Identity, on: Option<OnNode>, reach: Reach) -> Wire {
-    let to_node = crate::sync::far::encoding_far() || FOR_NODE.get();
-    if let (Reach::Here, None, false, Some(onward)) = (reach, &on, to_node, TO_ROOT.get())
+    let to_node = crate::sync::far::encoding_far() || way::encoding_for_node();
+    if let (Reach::Here, None, false, Some(onward)) = (reach, &on, to_node, way::going_to_root())
         && let Some((addr, on)) = in_root_tree(&addr)
     {
         // An actor of this node's subtree under a placed process: its root's tree
@@ -209,7 +155,7 @@ pub(super) fn wire(addr: Identity, on: Option<OnNode>, reach: Reach) -> Wire {
             reach,
         };
     }
-    let reach = match (reach, to_node, TO_ROOT.get()) {
+    let reach = match (reach, to_node, way::going_to_root()) {
         (Reach::Here, true, _) => Reach::ByRoot,
         // Back home.
         (Reach::ByRoot, false, Some(Onward::Tree)) => Reach::Here,
@@ -244,9 +190,7 @@ fn in_root_tree(addr: &Identity) -> Option<(Identity, OnNode)> {
 /// Encodes a message for the root's tree, to end up as `onward` says: handles to
 /// this host's objects do not travel.
 pub(super) fn payload<M: Serialize>(msg: &M, onward: Onward) -> Result<Vec<u8>, CallError> {
-    let outer = TO_ROOT.replace(Some(onward));
-    let (payload, handles) = crate::sync::handles_in(|| codec::encode(msg));
-    TO_ROOT.set(outer);
+    let (payload, handles) = way::toward(onward, || crate::sync::handles_in(|| codec::encode(msg)));
     if handles {
         return Err(NodeError::NotAcrossNodes {
             what: "a Value, Array or SharedMemory handle, or a queue, lock or other primitive \

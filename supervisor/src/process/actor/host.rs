@@ -94,7 +94,7 @@ impl Deferred {
             return;
         };
         let encoded = if self.to_root {
-            super::to_root(|| codec::encode(reply))
+            crate::sync::far::way::to_root(|| codec::encode(reply))
         } else {
             codec::encode(reply)
         };
@@ -238,7 +238,7 @@ fn answered<R: Serialize>(
             crate::runtime::mailbox::handled_one();
             out.clear();
             let encoded = if to_root {
-                super::to_root(|| codec::encode_into(&r, out))
+                crate::sync::far::way::to_root(|| codec::encode_into(&r, out))
             } else {
                 codec::encode_into(&r, out)
             };

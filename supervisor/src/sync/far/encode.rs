@@ -134,9 +134,7 @@ pub(crate) fn serialize<H: Serialize, S: serde::Serializer>(
 ) -> Result<S::Ok, S::Error> {
     match side {
         // Back in the tree it came from, it is the handle it was there.
-        Side::Far(far) if crate::process::actor::going_home() => {
-            WireRef::<H>::Home(&far.home).serialize(s)
-        }
+        Side::Far(far) if super::way::going_home() => WireRef::<H>::Home(&far.home).serialize(s),
         // Within the node's tree it stays far, through the same gateway. Its key
         // means something to this node's session with its root only: counted as a
         // one-machine handle, it goes to no other node.
