@@ -4,11 +4,11 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use super::{ChildSupervisorRef, SupervisorRef};
 use super::away::{self, Key, Sup, resolve};
 use super::hosted::Hosted;
 use super::placed::Placed;
 use super::relay::{Delivery, MAX_TRIES};
+use super::{ChildSupervisorRef, SupervisorRef};
 use crate::process::actor::{Actor, ActorRef};
 use crate::runtime;
 use crate::runtime::error::CallError;

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use multiproc_core::{
-    ChildKind, ChildSpec, Identity, NodeError, RemoteError, Shutdown, SpecError, SupervisorFlags,
+    ChildKind, ChildSpec, ExitReason, Identity, NodeError, RemoteError, Shutdown, SpecError,
+    SupervisorFlags,
 };
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
@@ -24,13 +25,13 @@ use super::message::Msg;
 use super::placed::{Placed, travels};
 use super::relay::{Delivery, MAX_TRIES};
 use super::{
-    AdminError, ChildCounts, ChildState, ChildStatus, Events, SupervisedRef, SupervisorEvent, SupervisorExit,
-    SupervisorRef,
+    AdminError, ChildCounts, ChildState, ChildStatus, Events, SupervisedRef, SupervisorEvent,
+    SupervisorExit, SupervisorRef,
 };
 use crate::node::Node;
 use crate::process::FarSpec;
-use crate::runtime;
 use crate::process::actor::Actor;
+use crate::runtime;
 use crate::runtime::error::{CallError, Error};
 use crate::runtime::registry;
 use crate::sync::Queue;
@@ -453,10 +454,10 @@ impl ChildSupervisorRef {
     /// Waits until the nested supervisor is gone for good, and says how it ended:
     ///
     /// - stopped by the parent's [`terminate_child`](SupervisorRef::terminate_child)
-    ///   or deleted: [`SupervisorExit::Shutdown`];
-    /// - stopped because the parent did not restart its last exit (a transient or
-    ///   temporary child): `Shutdown` for an ordinary exit, else
-    ///   [`SupervisorExit::Lost`] with how its process ended;
+    ///   or deleted, or ended normally and not restarted (a transient child):
+    ///   [`SupervisorExit::Shutdown`];
+    /// - ended otherwise and not restarted (a temporary child): [`SupervisorExit::Lost`]
+    ///   with how its process ended, as the parent's `ChildExited` said;
     /// - the parent ended, the nested supervisor with it: the parent's own exit,
     ///   `Shutdown` when it was shut down, [`SupervisorExit::IntensityExceeded`]
     ///   when it gave up because its children (the nested one among them) restarted
@@ -464,9 +465,9 @@ impl ChildSupervisorRef {
     ///
     /// Restarts, on another node among them, are waited through: so is a restart
     /// that [`restart_child`](SupervisorRef::restart_child) makes before this sees
-    /// the stop. A parent with no child of this id (never had, or deleted) answers
-    /// `Shutdown` at once; of a parent running on a node, whose children this
-    /// process cannot ask, it is the parent's end.
+    /// the stop. A parent with no child of this id (never had, or deleted before the
+    /// call) answers `Shutdown` at once; of a parent running on a node, whose
+    /// children this process cannot ask, it is the parent's end.
     pub async fn join(&self) -> SupervisorExit {
         let parent = self.parent.clone();
         tokio::select! {
@@ -481,6 +482,17 @@ impl ChildSupervisorRef {
     async fn gone(&self) -> SupervisorExit {
         // Subscribed before the first look: no stop falls between the two.
         let mut events = self.parent.events();
+        // How its last process ended, if it was not started again since.
+        let mut exited: Option<ExitReason> = None;
+        let mut note = |event: SupervisorEvent| match event {
+            SupervisorEvent::ChildExited { id, reason } if id == self.id => exited = Some(reason),
+            SupervisorEvent::ChildStarted { id, .. } | SupervisorEvent::Restarted { id, .. }
+                if id == self.id =>
+            {
+                exited = None;
+            }
+            _ => {}
+        };
         loop {
             let children = match self.parent.local() {
                 Ok(cell) => {
@@ -495,19 +507,23 @@ impl ChildSupervisorRef {
             let Some(children) = children else {
                 return std::future::pending().await;
             };
-            match children.into_iter().find(|c| c.id == self.id) {
-                None => return SupervisorExit::Shutdown,
-                Some(c) if c.state == ChildState::Stopped => {
-                    return match c.last_exit {
-                        Some(reason) if !reason.is_normal() => SupervisorExit::Lost { reason },
-                        _ => SupervisorExit::Shutdown,
-                    };
+            let running = children
+                .iter()
+                .any(|c| c.id == self.id && c.state != ChildState::Stopped);
+            if !running {
+                // The parent sent its events before it answered.
+                while let Ok(event) = events.try_recv() {
+                    note(event);
                 }
-                Some(_) => {}
+                return match exited {
+                    Some(reason) if !reason.is_normal() => SupervisorExit::Lost { reason },
+                    _ => SupervisorExit::Shutdown,
+                };
             }
             // Any event of the parent may be its stop: look again.
-            if events.next().await.is_none() {
-                return std::future::pending().await;
+            match events.next().await {
+                Some(event) => note(event),
+                None => return std::future::pending().await,
             }
         }
     }
