@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::node::{COOKIE, TestNode};
 use common::{TestResult, trial};
 use multiproc::blocking::node::{self, NodeError};
-use multiproc::blocking::{ChildSupervisorRef, Events, SupervisedRef, SupervisorRef};
+use multiproc::blocking::{ChildSupervisorRef, Events, Process, SupervisedRef, SupervisorRef};
 use multiproc::{
     AdminError, Backoff, CallError, ChildKind, ChildState, ExitReason, RestartIntensity,
     RestartPlacement, SpecError, Supervisor, SupervisorEvent, SupervisorExit, SupervisorFlags,
@@ -50,6 +50,23 @@ impl multiproc::Actor for Tally {
 }
 
 multiproc::register_actor!(Tally);
+
+/// Takes a handle to a nested supervisor's child: one that may not get it.
+struct Holder;
+
+impl multiproc::Actor for Holder {
+    type Args = ();
+    type Msg = multiproc::SupervisedRef<Tally>;
+    type Reply = ();
+
+    async fn start((): ()) -> Result<Self, multiproc::BoxError> {
+        Ok(Holder)
+    }
+
+    async fn handle(&mut self, _: multiproc::SupervisedRef<Tally>) {}
+}
+
+multiproc::register_actor!(Holder);
 
 fn flags() -> SupervisorFlags {
     SupervisorFlags {
@@ -384,6 +401,31 @@ fn a_child_ref_follows_the_child_and_its_supervisor_to_another_node() -> TestRes
     let (first, at) = tally_at(&nested)?;
     check_eq!(at.as_deref(), Some("nest-g"));
     check_eq!(tally.call(1)?, (first, 1));
+
+    // It works in the parent's process only: refused before anything is sent.
+    let mut far = Process::actor::<Holder>(()).on(&node_a);
+    far.start()?;
+    match far
+        .actor_ref::<Holder>()
+        .call(nested.child_ref("tally").into_async())
+    {
+        Err(CallError::Node(NodeError::NotAcrossNodes { node, what })) => {
+            check_eq!(node, "nest-g");
+            check!(what.contains("SupervisedRef"), "{what}");
+        }
+        other => return Err(format!("to a node, not NotAcrossNodes: {other:?}").into()),
+    }
+    let mut near = Process::actor::<Holder>(());
+    near.start()?;
+    match near
+        .actor_ref::<Holder>()
+        .call(nested.child_ref("tally").into_async())
+    {
+        Err(CallError::Encode(e)) => check!(e.to_string().contains("parent's process"), "{e}"),
+        other => return Err(format!("to a process here, not Encode: {other:?}").into()),
+    }
+    far.kill()?;
+    near.kill()?;
 
     let mut events = nested.events()?;
     kill(first)?;
