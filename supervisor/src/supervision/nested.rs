@@ -163,6 +163,12 @@ impl Drop for Nest {
 /// [`events`](ChildSupervisorRef::events). The parent's events say where each
 /// incarnation runs (`ChildStarted`, `Restarted` with its `node`).
 ///
+/// [`child_ref`](ChildSupervisorRef::child_ref) gives a [`SupervisedRef`] of one of
+/// its actor children that follows the child and the nested supervisor across
+/// their restarts; [`join`](ChildSupervisorRef::join) waits until the nested
+/// supervisor is gone for good. Neither this handle nor those `SupervisedRef`s
+/// travel: they ask the parent's actor, in this process.
+///
 /// # Examples
 ///
 /// ```no_run
