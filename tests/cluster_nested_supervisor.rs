@@ -503,7 +503,7 @@ fn a_child_ref_between_incarnations_says_restarting() -> TestResult {
 
 /// `join` waits through the nested supervisor's restart on another node and
 /// returns once it is terminated, once its parent shuts down, once its parent gives
-/// up; at once for an id its parent has not.
+/// up, once it ends as a temporary child; at once for an id its parent has not.
 fn join_returns_once_the_nested_supervisor_is_gone() -> TestResult {
     let a = TestNode::start("nest-j", COOKIE, None, Duration::from_secs(5));
     let b = TestNode::start("nest-k", COOKIE, None, Duration::from_secs(5));
@@ -572,6 +572,26 @@ fn join_returns_once_the_nested_supervisor_is_gone() -> TestResult {
         SupervisorExit::IntensityExceeded
     );
     check_eq!(root.join(), SupervisorExit::IntensityExceeded);
+
+    // A temporary one is not restarted: its end is how its process ended.
+    let c = TestNode::start("nest-l", COOKIE, None, Duration::from_secs(5));
+    let node_c = node::connect(&c.addr, COOKIE)?;
+    let mut temporary = tally_on(&node_c, flags())?;
+    temporary.restart = multiproc::Restart::Temporary;
+    let root = SupervisorRef::start(Supervisor::new(flags()).child(temporary))?;
+    let nested = root.child_supervisor("nested");
+    check_eq!(tally_at(&nested)?.1, Some("nest-l".to_string()));
+    let joined = join(&nested);
+    c.process.kill()?;
+    check_eq!(
+        joined.recv_timeout(EVENT_TIMEOUT)?,
+        SupervisorExit::Lost {
+            reason: ExitReason::NodeDown {
+                node: "nest-l".to_string()
+            }
+        }
+    );
+    check_eq!(root.shutdown(), SupervisorExit::Shutdown);
     Ok(())
 }
 
