@@ -471,9 +471,10 @@ impl ChildSupervisorRef {
     ///
     /// Restarts, on another node among them, are waited through: so is a restart
     /// that [`restart_child`](SupervisorRef::restart_child) makes before this sees
-    /// the stop. A parent with no child of this id (never had, or deleted before the
-    /// call) answers `Shutdown` at once; of a parent running on a node, whose
-    /// children this process cannot ask, it is the parent's end.
+    /// the stop. It answers at once for a nested supervisor already gone, by the
+    /// parent's last events (`Shutdown` for an id it never had); of a parent
+    /// running on a node, whose children this process cannot ask, it is the
+    /// parent's end.
     pub async fn join(&self) -> SupervisorExit {
         let parent = self.parent.clone();
         tokio::select! {
@@ -486,8 +487,9 @@ impl ChildSupervisorRef {
     /// The nested supervisor's end within a parent that runs on; pending forever
     /// once the parent has ended (its own end says it then).
     async fn gone(&self) -> SupervisorExit {
-        // Subscribed before the first look: no stop falls between the two.
-        let mut events = self.parent.events();
+        // Its history as well: a temporary child's end may have come before this
+        // call, and only its `ChildExited` says how.
+        let mut events = self.parent.events_from_start();
         // How its last process ended, if it was not started again since.
         let mut exited: Option<ExitReason> = None;
         let mut note = |event: SupervisorEvent| match event {
@@ -500,6 +502,9 @@ impl ChildSupervisorRef {
             _ => {}
         };
         loop {
+            while let Ok(event) = events.try_recv() {
+                note(event);
+            }
             let children = match self.parent.local() {
                 Ok(cell) => {
                     let (tx, rx) = oneshot::channel();
