@@ -11,10 +11,11 @@ use std::time::Duration;
 use common::node::{COOKIE, TestNode};
 use common::{TestResult, trial};
 use multiproc::blocking::node::{self, NodeError};
-use multiproc::blocking::{ChildSupervisorRef, Events, SupervisorRef};
+use multiproc::blocking::{ChildSupervisorRef, Events, Process, SupervisedRef, SupervisorRef};
 use multiproc::{
-    AdminError, Backoff, ChildKind, ChildState, ExitReason, RestartIntensity, RestartPlacement,
-    SpecError, Supervisor, SupervisorEvent, SupervisorExit, SupervisorFlags, function_child,
+    AdminError, Backoff, CallError, ChildKind, ChildState, ExitReason, RestartIntensity,
+    RestartPlacement, SpecError, Supervisor, SupervisorEvent, SupervisorExit, SupervisorFlags,
+    actor_child, function_child,
 };
 
 /// How long any one event may take to come.
@@ -28,6 +29,44 @@ fn waits_for_stop() {
 }
 
 multiproc::register!(waits_for_stop);
+
+/// A counter that says which process it runs in.
+struct Tally(u64);
+
+impl multiproc::Actor for Tally {
+    type Args = ();
+    type Msg = u64;
+    /// (pid, total)
+    type Reply = (u32, u64);
+
+    async fn start((): ()) -> Result<Self, multiproc::BoxError> {
+        Ok(Tally(0))
+    }
+
+    async fn handle(&mut self, n: u64) -> (u32, u64) {
+        self.0 += n;
+        (std::process::id(), self.0)
+    }
+}
+
+multiproc::register_actor!(Tally);
+
+/// Takes a handle to a nested supervisor's child: one that may not get it.
+struct Holder;
+
+impl multiproc::Actor for Holder {
+    type Args = ();
+    type Msg = multiproc::SupervisedRef<Tally>;
+    type Reply = ();
+
+    async fn start((): ()) -> Result<Self, multiproc::BoxError> {
+        Ok(Holder)
+    }
+
+    async fn handle(&mut self, _: multiproc::SupervisedRef<Tally>) {}
+}
+
+multiproc::register_actor!(Holder);
 
 fn flags() -> SupervisorFlags {
     SupervisorFlags {
@@ -49,6 +88,32 @@ fn nested_on(a: &node::Node) -> Result<multiproc::ChildSpec, Box<dyn std::error:
         .on(a)
         .into_child("nested")?
         .restart_on(RestartPlacement::AnyLiveNode))
+}
+
+/// The nested supervisor `nested` on `a` with the actor child `tally`, itself
+/// restarted by `flags`, restarted on any live node.
+fn tally_on(
+    a: &node::Node,
+    flags: SupervisorFlags,
+) -> Result<multiproc::ChildSpec, Box<dyn std::error::Error>> {
+    Ok(Supervisor::new(flags)
+        .child(actor_child::<Tally>("tally", ())?)
+        .on(a)
+        .into_child("nested")?
+        .restart_on(RestartPlacement::AnyLiveNode))
+}
+
+/// Flags whose restarts wait [`NEVER`]: a child stays `Restarting`.
+fn slow() -> SupervisorFlags {
+    SupervisorFlags {
+        backoff: Backoff {
+            min: NEVER,
+            max: NEVER,
+            jitter: 0.0,
+            ..Backoff::default()
+        },
+        ..flags()
+    }
 }
 
 /// (id, node, running) of each child, as the handle reports them.
@@ -293,6 +358,239 @@ fn bad_input_is_refused_typed() -> TestResult {
         root.child_supervisor("nested").which_children(),
         "no child has this id",
     )?;
+    let unknown: SupervisedRef<Tally> = root.child_supervisor("nested").child_ref("tally");
+    match unknown.call(1) {
+        Err(CallError::NotRunning(id, why)) if id == "tally" => check!(
+            why.contains("nested") && why.contains("no child has this id"),
+            "{why}"
+        ),
+        other => return Err(format!("child_ref not NotRunning: {other:?}").into()),
+    }
+    let worker: SupervisedRef<Tally> = root.child_supervisor("worker").child_ref("tally");
+    match worker.try_call(1) {
+        Err(CallError::NotHosted(id)) if id == "worker" => {}
+        other => return Err(format!("child_ref not NotHosted: {other:?}").into()),
+    }
+    check_eq!(root.shutdown(), SupervisorExit::Shutdown);
+    Ok(())
+}
+
+/// The pid and node of `tally`, as the nested supervisor reports them.
+fn tally_at(nested: &ChildSupervisorRef) -> Result<(u32, Option<String>), String> {
+    let children = nested.which_children().map_err(|e| e.to_string())?;
+    let tally = children
+        .into_iter()
+        .find(|c| c.id == "tally")
+        .ok_or("no tally")?;
+    Ok((tally.pid.ok_or("tally not running")?, tally.node))
+}
+
+/// A `SupervisedRef` from the nested supervisor's handle reaches its child's new
+/// process after a SIGKILL of the child, and after A's death the one the nested
+/// supervisor restarted on B starts there.
+fn a_child_ref_follows_the_child_and_its_supervisor_to_another_node() -> TestResult {
+    let a = TestNode::start("nest-g", COOKIE, None, Duration::from_secs(5));
+    let b = TestNode::start("nest-h", COOKIE, None, Duration::from_secs(5));
+    let node_a = node::connect(&a.addr, COOKIE)?;
+    let _node_b = node::connect(&b.addr, COOKIE)?;
+    let root = Supervisor::new(flags()).child(tally_on(&node_a, flags())?);
+    let mut root_events = Events::from(root.events());
+    let root = SupervisorRef::start(root)?;
+    let nested = root.child_supervisor("nested");
+    let tally: SupervisedRef<Tally> = nested.child_ref("tally");
+    let (first, at) = tally_at(&nested)?;
+    check_eq!(at.as_deref(), Some("nest-g"));
+    check_eq!(tally.call(1)?, (first, 1));
+
+    // It works in the parent's process only: refused before anything is sent.
+    let mut far = Process::actor::<Holder>(()).on(&node_a);
+    far.start()?;
+    match far
+        .actor_ref::<Holder>()
+        .call(nested.child_ref("tally").into_async())
+    {
+        Err(CallError::Node(NodeError::NotAcrossNodes { node, what })) => {
+            check_eq!(node, "nest-g");
+            check!(what.contains("SupervisedRef"), "{what}");
+        }
+        other => return Err(format!("to a node, not NotAcrossNodes: {other:?}").into()),
+    }
+    let mut near = Process::actor::<Holder>(());
+    near.start()?;
+    match near
+        .actor_ref::<Holder>()
+        .call(nested.child_ref("tally").into_async())
+    {
+        Err(CallError::Encode(e)) => check!(e.to_string().contains("parent's process"), "{e}"),
+        other => return Err(format!("to a process here, not Encode: {other:?}").into()),
+    }
+    far.kill()?;
+    near.kill()?;
+
+    let mut events = nested.events()?;
+    kill(first)?;
+    let second = wait_for(&mut events, |e| match e {
+        SupervisorEvent::Restarted { id, pid, .. } if id == "tally" => Some(pid),
+        _ => None,
+    })?;
+    check!(second != first, "a new process for tally");
+    check_eq!(tally.call(2)?, (second, 2));
+    check_eq!(tally.try_call(3)?, (second, 5));
+
+    a.process.kill()?;
+    let moved = wait_for(&mut root_events, |e| match e {
+        SupervisorEvent::Restarted { id, node, .. } if id == "nested" => Some(node),
+        _ => None,
+    })?;
+    check_eq!(moved.as_deref(), Some("nest-h"));
+    let (third, at) = tally_at(&nested)?;
+    check_eq!(at.as_deref(), Some("nest-h"));
+    check_eq!(tally.call(4)?, (third, 4));
+    check_eq!(tally.call_timeout(1, EVENT_TIMEOUT)?, (third, 5));
+    tally.cast(10)?;
+    check_eq!(tally.try_call(0)?, (third, 15));
+
+    check_eq!(root.shutdown(), SupervisorExit::Shutdown);
+    match tally.call(1) {
+        Err(CallError::NotRunning(id, why)) if id == "tally" => check!(
+            why.contains("nested") && why.contains("its supervisor ended"),
+            "{why}"
+        ),
+        other => return Err(format!("not NotRunning: {other:?}").into()),
+    }
+    Ok(())
+}
+
+/// Between two incarnations of the child, or of the nested supervisor, `try_call`
+/// says `Restarting` at once and `call_timeout` gives up with `Timeout`.
+fn a_child_ref_between_incarnations_says_restarting() -> TestResult {
+    let a = TestNode::start("nest-i", COOKIE, None, Duration::from_secs(5));
+    let node_a = node::connect(&a.addr, COOKIE)?;
+    let root = Supervisor::new(slow()).child(tally_on(&node_a, slow())?);
+    let mut root_events = Events::from(root.events());
+    let root = SupervisorRef::start(root)?;
+    let nested = root.child_supervisor("nested");
+    let tally: SupervisedRef<Tally> = nested.child_ref("tally");
+    let (pid, _) = tally_at(&nested)?;
+    check_eq!(tally.try_call(1)?, (pid, 1));
+    let restarting = |out: Result<(u32, u64), CallError>| match out {
+        Err(CallError::Restarting(id)) if id == "tally" => Ok(()),
+        other => Err(format!("not Restarting: {other:?}")),
+    };
+    let wait = Duration::from_millis(300);
+
+    // The child restarts, the nested supervisor runs.
+    let mut events = nested.events()?;
+    kill(pid)?;
+    wait_for(&mut events, |e| match e {
+        SupervisorEvent::Restarting { id, .. } if id == "tally" => Some(()),
+        _ => None,
+    })?;
+    restarting(tally.try_call(1))?;
+    check_eq!(tally.call_timeout(1, wait), Err(CallError::Timeout(wait)));
+
+    // The nested supervisor restarts.
+    a.process.kill()?;
+    wait_for(&mut root_events, |e| match e {
+        SupervisorEvent::Restarting { id, .. } if id == "nested" => Some(()),
+        _ => None,
+    })?;
+    restarting(tally.try_call(1))?;
+    check_eq!(tally.call_timeout(1, wait), Err(CallError::Timeout(wait)));
+    check_eq!(root.shutdown(), SupervisorExit::Shutdown);
+    Ok(())
+}
+
+/// `join` waits through the nested supervisor's restart on another node and
+/// returns once it is terminated, once its parent shuts down, once its parent gives
+/// up, once it ends as a temporary child; at once for an id its parent has not.
+fn join_returns_once_the_nested_supervisor_is_gone() -> TestResult {
+    let a = TestNode::start("nest-j", COOKIE, None, Duration::from_secs(5));
+    let b = TestNode::start("nest-k", COOKIE, None, Duration::from_secs(5));
+    let node_a = node::connect(&a.addr, COOKIE)?;
+    let node_b = node::connect(&b.addr, COOKIE)?;
+    let root = Supervisor::new(flags()).child(tally_on(&node_a, flags())?);
+    let mut root_events = Events::from(root.events());
+    let root = SupervisorRef::start(root)?;
+    let nested = root.child_supervisor("nested");
+    let join = |nested: &ChildSupervisorRef| {
+        let nested = nested.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(nested.join()));
+        rx
+    };
+
+    let joined = join(&nested);
+    a.process.kill()?;
+    let moved = wait_for(&mut root_events, |e| match e {
+        SupervisorEvent::Restarted { id, node, .. } if id == "nested" => Some(node),
+        _ => None,
+    })?;
+    check_eq!(moved.as_deref(), Some("nest-k"));
+    check_eq!(tally_at(&nested)?.1, Some("nest-k".to_string()));
+    check!(
+        joined.try_recv().is_err(),
+        "join returned across a restart of the nested supervisor"
+    );
+    root.terminate_child("nested")?;
+    check_eq!(
+        joined.recv_timeout(EVENT_TIMEOUT)?,
+        SupervisorExit::Shutdown
+    );
+
+    root.restart_child("nested")?;
+    let joined = join(&nested);
+    check_eq!(tally_at(&nested)?.1, Some("nest-k".to_string()));
+    check!(joined.try_recv().is_err(), "join returned while it runs");
+    check_eq!(root.shutdown(), SupervisorExit::Shutdown);
+    check_eq!(
+        joined.recv_timeout(EVENT_TIMEOUT)?,
+        SupervisorExit::Shutdown
+    );
+    check_eq!(nested.join(), SupervisorExit::Shutdown);
+
+    // A parent that may not restart it gives up at its node's death.
+    let brittle = SupervisorFlags {
+        intensity: RestartIntensity {
+            max_restarts: 0,
+            within: Duration::from_secs(60),
+        },
+        ..flags()
+    };
+    let root = SupervisorRef::start(Supervisor::new(brittle).child(tally_on(&node_b, flags())?))?;
+    let nested = root.child_supervisor("nested");
+    check_eq!(tally_at(&nested)?.1, Some("nest-k".to_string()));
+    let joined = join(&nested);
+    check_eq!(
+        root.child_supervisor("nope").join(),
+        SupervisorExit::Shutdown
+    );
+    check!(joined.try_recv().is_err(), "join returned while it runs");
+    b.process.kill()?;
+    check_eq!(
+        joined.recv_timeout(EVENT_TIMEOUT)?,
+        SupervisorExit::IntensityExceeded
+    );
+    check_eq!(root.join(), SupervisorExit::IntensityExceeded);
+
+    // A temporary one is not restarted: its end is how its process ended.
+    let c = TestNode::start("nest-l", COOKIE, None, Duration::from_secs(5));
+    let node_c = node::connect(&c.addr, COOKIE)?;
+    let mut temporary = tally_on(&node_c, flags())?;
+    temporary.restart = multiproc::Restart::Temporary;
+    let root = SupervisorRef::start(Supervisor::new(flags()).child(temporary))?;
+    let nested = root.child_supervisor("nested");
+    check_eq!(tally_at(&nested)?.1, Some("nest-l".to_string()));
+    let joined = join(&nested);
+    c.process.kill()?;
+    check_eq!(
+        joined.recv_timeout(EVENT_TIMEOUT)?,
+        SupervisorExit::Lost {
+            reason: ExitReason::NodeDown {
+                node: "nest-l".to_string()
+            }
+        }
+    );
     check_eq!(root.shutdown(), SupervisorExit::Shutdown);
     Ok(())
 }
@@ -313,6 +611,18 @@ fn main() {
         trial(
             "a_handle_between_incarnations_says_restarting",
             a_handle_between_incarnations_says_restarting,
+        ),
+        trial(
+            "a_child_ref_follows_the_child_and_its_supervisor_to_another_node",
+            a_child_ref_follows_the_child_and_its_supervisor_to_another_node,
+        ),
+        trial(
+            "a_child_ref_between_incarnations_says_restarting",
+            a_child_ref_between_incarnations_says_restarting,
+        ),
+        trial(
+            "join_returns_once_the_nested_supervisor_is_gone",
+            join_returns_once_the_nested_supervisor_is_gone,
         ),
         trial("bad_input_is_refused_typed", bad_input_is_refused_typed),
     ]);

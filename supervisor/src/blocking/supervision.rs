@@ -167,6 +167,16 @@ impl ChildSupervisorRef {
         ///
         /// As [`crate::ChildSupervisorRef::delete_child`].
         pub fn delete_child(&self, id: &str) -> Result<(), AdminError> => block;
+
+        /// Waits until the nested supervisor is gone for good (stopped, deleted,
+        /// or its parent ended); see [`crate::ChildSupervisorRef::join`] for what
+        /// each outcome returns.
+        pub fn join(&self) -> SupervisorExit => block;
+
+        /// A stable handle to the nested supervisor's actor child `id`, across its
+        /// restarts and the nested supervisor's; see
+        /// [`crate::ChildSupervisorRef::child_ref`].
+        pub fn child_ref[A: Actor](&self, id: &str) -> SupervisedRef<A> => wrap;
     }
 }
 

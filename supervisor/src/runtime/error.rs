@@ -206,4 +206,10 @@ pub enum CallError {
     /// deleted, or its supervisor ended).
     #[error("the child `{0}` is not running: {1}")]
     NotRunning(String, String),
+    /// The child of the parent (its id here) through which a handle from
+    /// [`ChildSupervisorRef::child_ref`](crate::ChildSupervisorRef::child_ref)
+    /// reaches its own child is not a supervisor on a node made with
+    /// [`Supervisor::into_child`](crate::Supervisor::into_child).
+    #[error("the child `{0}` is not a supervisor on a node (Supervisor::into_child)")]
+    NotHosted(String),
 }

@@ -67,6 +67,9 @@ pub(super) enum Sup {
     /// On a node, placed by another process of this tree: reached through the actor
     /// hosting it there, by way of that process.
     Node(Placed),
+    /// A supervisor on a node that the supervisor of this process restarts
+    /// (`Supervisor::into_child`): each call finds its current incarnation first.
+    Nested(super::ChildSupervisorRef),
 }
 
 /// The address of child `id` of the supervisor `sup`, wherever it runs.
@@ -79,6 +82,10 @@ pub(super) async fn resolve(sup: &Sup, id: &str, wait: bool) -> Result<Identity,
         Sup::Node(placed) => Err(CallError::NotRunning(
             id.to_string(),
             format!("its supervisor runs on node {}", placed.node()),
+        )),
+        Sup::Nested(nested) => Err(CallError::NotRunning(
+            id.to_string(),
+            format!("its supervisor {} runs on a node", nested.id()),
         )),
     }
 }

@@ -4,11 +4,11 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use super::SupervisorRef;
 use super::away::{self, Key, Sup, resolve};
 use super::hosted::Hosted;
 use super::placed::Placed;
 use super::relay::{Delivery, MAX_TRIES};
+use super::{ChildSupervisorRef, SupervisorRef};
 use crate::process::actor::{Actor, ActorRef};
 use crate::runtime;
 use crate::runtime::error::CallError;
@@ -42,6 +42,13 @@ use serde::{Deserialize, Serialize};
 /// without waiting for another's answer, and fails with [`CallError::Node`] once
 /// the node is down. Such a handle does not travel to a node: a message or
 /// arguments holding it are refused with `NodeError::NotAcrossNodes`.
+///
+/// Of a supervisor on a node that a supervisor of this process restarts
+/// ([`ChildSupervisorRef::child_ref`]), each message first asks the parent where the
+/// nested supervisor runs now, then goes as above to the actor hosting it there:
+/// it follows the child's restarts and the nested supervisor's, to another node
+/// among them. Such a handle works in the parent's process only; sent anywhere, it
+/// is refused (`NotAcrossNodes` to a node).
 pub struct SupervisedRef<A> {
     sup: Sup,
     id: String,
@@ -87,7 +94,7 @@ impl<A> SupervisedRef<A> {
         match &self.sup {
             Sup::Here(sup) => sup.local().err(),
             Sup::Node(placed) => Some(placed),
-            Sup::Away(_) => None,
+            Sup::Away(_) | Sup::Nested(_) => None,
         }
     }
 }
@@ -121,7 +128,24 @@ impl<A: Actor> SupervisedRef<A> {
         Ok(self.actor(resolve(&self.sup, &self.id, wait).await?))
     }
 
+    /// A call through the current incarnation of the nested supervisor that has
+    /// the child.
+    async fn call_nested(
+        &self,
+        nested: &ChildSupervisorRef,
+        msg: A::Msg,
+        wait: bool,
+        timeout: Option<Duration>,
+    ) -> Result<A::Reply, CallError> {
+        let send = || Delivery::Call { wait, timeout };
+        let reply = nested.to_child(&self.id, msg, send, wait).await?;
+        codec::decode(&reply).map_err(CallError::Decode)
+    }
+
     async fn call_with(&self, msg: A::Msg, wait: bool) -> Result<A::Reply, CallError> {
+        if let Sup::Nested(nested) = &self.sup {
+            return self.call_nested(nested, msg, wait, None).await;
+        }
         if let Some(placed) = self.placed() {
             return self.call_placed(placed, msg, wait, None).await;
         }
@@ -171,9 +195,12 @@ impl<A: Actor> SupervisedRef<A> {
         runtime::run(async move {
             // The supervisor on a node gives up as well, and serves the next.
             let call = async {
-                match this.placed() {
-                    Some(placed) => this.call_placed(placed, msg, true, Some(timeout)).await,
-                    None => this.call(msg).await,
+                match (&this.sup, this.placed()) {
+                    (Sup::Nested(nested), _) => {
+                        this.call_nested(nested, msg, true, Some(timeout)).await
+                    }
+                    (_, Some(placed)) => this.call_placed(placed, msg, true, Some(timeout)).await,
+                    (_, None) => this.call(msg).await,
                 }
             };
             tokio::time::timeout(timeout, call)
@@ -201,6 +228,10 @@ impl<A: Actor> SupervisedRef<A> {
     /// [`CallError::NotRunning`], [`CallError::Restarting`] (too many waiting),
     /// [`CallError::Node`], and those of [`ActorRef::cast`](crate::ActorRef::cast).
     pub async fn cast(&self, msg: A::Msg) -> Result<(), CallError> {
+        if let Sup::Nested(nested) = &self.sup {
+            let send = || Delivery::Cast;
+            return nested.to_child(&self.id, msg, send, true).await.map(drop);
+        }
         if let Some(placed) = self.placed() {
             let payload = placed.encode(&msg)?;
             drop(msg);
@@ -233,6 +264,7 @@ impl Serialize for SupWire<'_> {
             },
             Sup::Away(side) => side.clone(),
             Sup::Node(_) => unreachable!("a supervisor on a node travels as `WireRef::Node`"),
+            Sup::Nested(_) => unreachable!("a nested supervisor's child's handle does not travel"),
         };
         if matches!(side, Side::Here(_))
             && crate::sync::far::way::encoding_for_node()
@@ -286,6 +318,19 @@ enum Wire {
 
 impl<A> Serialize for SupervisedRef<A> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if let Sup::Nested(nested) = &self.sup {
+            if crate::process::actor::encoding_for_node() || far::encoding_far() {
+                // Refused as a one-machine handle: `NotAcrossNodes`.
+                crate::sync::note_handle();
+            }
+            // Its calls ask the parent's actor, which only this process reaches.
+            return Err(serde::ser::Error::custom(format!(
+                "a SupervisedRef to the child {} of the supervisor child {} works only in \
+                 its parent's process",
+                self.id,
+                nested.id()
+            )));
+        }
         let Some(placed) = self.placed() else {
             return WireRef::Tree {
                 sup: SupWire(&self.sup),

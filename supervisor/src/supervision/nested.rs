@@ -8,22 +8,31 @@
 //! then calls it there as a `SupervisorRef` of `Supervisor::on` does (`placed.rs`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use multiproc_core::{ChildKind, ChildSpec, NodeError, Shutdown, SpecError, SupervisorFlags};
+use multiproc_core::{
+    ChildKind, ChildSpec, ExitReason, Identity, NodeError, RemoteError, Shutdown, SpecError,
+    SupervisorFlags,
+};
+use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 
+use super::away::Sup;
 use super::child::child_spec;
 use super::event::Hub;
 use super::hosted::{HOSTED_ENTRY, Setup};
 use super::message::Msg;
 use super::placed::{Placed, travels};
+use super::relay::{Delivery, MAX_TRIES};
 use super::{
-    AdminError, ChildCounts, ChildStatus, Events, SupervisorEvent, SupervisorExit, SupervisorRef,
+    AdminError, ChildCounts, ChildState, ChildStatus, Events, SupervisedRef, SupervisorEvent,
+    SupervisorExit, SupervisorRef,
 };
 use crate::node::Node;
 use crate::process::FarSpec;
+use crate::process::actor::Actor;
 use crate::runtime;
-use crate::runtime::error::Error;
+use crate::runtime::error::{CallError, Error};
 use crate::runtime::registry;
 use crate::sync::Queue;
 use crate::sync::far::Carry;
@@ -153,6 +162,12 @@ impl Drop for Nest {
 /// that its spec names, exported again to each incarnation:
 /// [`events`](ChildSupervisorRef::events). The parent's events say where each
 /// incarnation runs (`ChildStarted`, `Restarted` with its `node`).
+///
+/// [`child_ref`](ChildSupervisorRef::child_ref) gives a [`SupervisedRef`] of one of
+/// its actor children that follows the child and the nested supervisor across
+/// their restarts; [`join`](ChildSupervisorRef::join) waits until the nested
+/// supervisor is gone for good. Neither this handle nor those `SupervisedRef`s
+/// travel: they ask the parent's actor, in this process.
 ///
 /// # Examples
 ///
@@ -345,5 +360,182 @@ impl ChildSupervisorRef {
         let placed = self.current().await?;
         let admin = super::hosted::Admin::Delete(id.to_string());
         self.settle(placed.admin(admin).await).await
+    }
+}
+
+impl ChildSupervisorRef {
+    /// A stable handle to the actor child `id` of the nested supervisor: each call
+    /// asks the parent where the nested supervisor runs now, then goes to the actor
+    /// hosting it there, which finds the child's current process. It follows the
+    /// child's restarts and the nested supervisor's, to another node among them.
+    /// Nothing is checked until a call.
+    ///
+    /// A [`call`](SupervisedRef::call) waits through a restart of either;
+    /// [`try_call`](SupervisedRef::try_call) fails at once with
+    /// [`CallError::Restarting`] (naming the child) between incarnations of either.
+    /// The handle works in the parent's process: sent to another process, it is
+    /// refused (`NodeError::NotAcrossNodes` to a node).
+    ///
+    /// Its calls' errors, beyond those of a [`SupervisedRef`]:
+    /// [`CallError::NotRunning`] when the nested supervisor is stopped, deleted or
+    /// unknown, or its parent ended; [`CallError::NotHosted`] when the parent's
+    /// child `self.id()` is not a supervisor on a node; [`CallError::Node`]
+    /// (`NodeDown`) for a call in flight when the nested supervisor's node dies.
+    pub fn child_ref<A: Actor>(&self, id: &str) -> SupervisedRef<A> {
+        SupervisedRef::new(Sup::Nested(self.clone()), id.to_string())
+    }
+
+    /// Sends `msg` to the nested supervisor's actor child `child`, through the
+    /// incarnation the parent names now; the child's reply, encoded.
+    pub(super) async fn to_child<M: Serialize>(
+        &self,
+        child: &str,
+        msg: M,
+        send: impl Fn() -> Delivery,
+        wait: bool,
+    ) -> Result<Vec<u8>, CallError> {
+        let mut failed: Option<Identity> = None;
+        for tries in 1.. {
+            let placed = self.incarnation(child, wait).await?;
+            if failed.as_ref() == Some(placed.addr()) {
+                // The parent has not seen that incarnation end yet.
+                if !wait {
+                    return Err(CallError::Restarting(child.to_string()));
+                }
+                tokio::time::sleep(Duration::from_millis(5 << tries)).await;
+            }
+            let payload = placed.encode(&msg)?;
+            match placed.through(child, payload, send()).await {
+                // That incarnation ended before the message reached it: no effect
+                // anywhere, so the next one may have it.
+                Err(CallError::Remote(RemoteError::NoProcess(_))) if tries < MAX_TRIES => {
+                    failed = Some(placed.addr().clone());
+                }
+                out => return out,
+            }
+        }
+        unreachable!("the loop returns by its last try")
+    }
+
+    /// The nested supervisor's current incarnation, for a call to its child
+    /// `child`: with `wait`, the next one while the parent restarts it.
+    async fn incarnation(&self, child: &str, wait: bool) -> Result<Placed, CallError> {
+        for _ in 0..MAX_TRIES {
+            match self.current().await {
+                Err(AdminError::Restarting(_)) if wait => {
+                    // The parent answers once the child runs again (or never will).
+                    self.parent
+                        .resolve(&self.id, true)
+                        .await
+                        .map_err(|e| match e {
+                            CallError::NotRunning(_, why) => self.not_running(child, &why),
+                            CallError::Restarting(_) => CallError::Restarting(child.to_string()),
+                            e => e,
+                        })?;
+                }
+                out => return out.map_err(|e| self.call_error(child, e)),
+            }
+        }
+        Err(CallError::Restarting(child.to_string()))
+    }
+
+    fn not_running(&self, child: &str, why: &str) -> CallError {
+        CallError::NotRunning(
+            child.to_string(),
+            format!("its supervisor {} is not running: {why}", self.id),
+        )
+    }
+
+    /// The parent's refusal, as the error of a call to `child`.
+    fn call_error(&self, child: &str, e: AdminError) -> CallError {
+        match e {
+            AdminError::NotRunning { why, .. } => self.not_running(child, &why),
+            AdminError::Restarting(_) => CallError::Restarting(child.to_string()),
+            AdminError::NotHosted(id) => CallError::NotHosted(id),
+            AdminError::Node(e) => CallError::Node(e),
+            e => self.not_running(child, &e.to_string()),
+        }
+    }
+
+    /// Waits until the nested supervisor is gone for good, and says how it ended:
+    ///
+    /// - stopped by the parent's [`terminate_child`](SupervisorRef::terminate_child)
+    ///   or deleted, or ended normally and not restarted (a transient child):
+    ///   [`SupervisorExit::Shutdown`];
+    /// - ended otherwise and not restarted (a temporary child): [`SupervisorExit::Lost`]
+    ///   with how its process ended, as the parent's `ChildExited` said;
+    /// - the parent ended, the nested supervisor with it: the parent's own exit,
+    ///   `Shutdown` when it was shut down, [`SupervisorExit::IntensityExceeded`]
+    ///   when it gave up because its children (the nested one among them) restarted
+    ///   too often.
+    ///
+    /// Restarts, on another node among them, are waited through: so is a restart
+    /// that [`restart_child`](SupervisorRef::restart_child) makes before this sees
+    /// the stop. It answers at once for a nested supervisor already gone, by the
+    /// parent's last events (`Shutdown` for an id it never had); of a parent
+    /// running on a node, whose children this process cannot ask, it is the
+    /// parent's end.
+    pub async fn join(&self) -> SupervisorExit {
+        let parent = self.parent.clone();
+        tokio::select! {
+            biased;
+            exit = parent.join() => exit,
+            exit = self.gone() => exit,
+        }
+    }
+
+    /// The nested supervisor's end within a parent that runs on; pending forever
+    /// once the parent has ended (its own end says it then).
+    async fn gone(&self) -> SupervisorExit {
+        // Its history as well: a temporary child's end may have come before this
+        // call, and only its `ChildExited` says how.
+        let mut events = self.parent.events_from_start();
+        // How its last process ended, if it was not started again since.
+        let mut exited: Option<ExitReason> = None;
+        let mut note = |event: SupervisorEvent| match event {
+            SupervisorEvent::ChildExited { id, reason } if id == self.id => exited = Some(reason),
+            SupervisorEvent::ChildStarted { id, .. } | SupervisorEvent::Restarted { id, .. }
+                if id == self.id =>
+            {
+                exited = None;
+            }
+            _ => {}
+        };
+        loop {
+            while let Ok(event) = events.try_recv() {
+                note(event);
+            }
+            let children = match self.parent.local() {
+                Ok(cell) => {
+                    let (tx, rx) = oneshot::channel();
+                    match cell.cast(Msg::Which(tx)) {
+                        Ok(()) => rx.await.ok(),
+                        Err(_) => None,
+                    }
+                }
+                Err(_) => None,
+            };
+            let Some(children) = children else {
+                return std::future::pending().await;
+            };
+            let running = children
+                .iter()
+                .any(|c| c.id == self.id && c.state != ChildState::Stopped);
+            if !running {
+                // The parent sent its events before it answered.
+                while let Ok(event) = events.try_recv() {
+                    note(event);
+                }
+                return match exited {
+                    Some(reason) if !reason.is_normal() => SupervisorExit::Lost { reason },
+                    _ => SupervisorExit::Shutdown,
+                };
+            }
+            // Any event of the parent may be its stop: look again.
+            match events.next().await {
+                Some(event) => note(event),
+                None => return std::future::pending().await,
+            }
+        }
     }
 }

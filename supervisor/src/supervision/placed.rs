@@ -44,6 +44,11 @@ impl Placed {
         Placed { actor, node }
     }
 
+    /// The hosting process's address: what tells one incarnation from the next.
+    pub(super) fn addr(&self) -> &multiproc_core::Identity {
+        self.actor.addr()
+    }
+
     /// The node's name.
     pub(super) fn node(&self) -> &str {
         &self.node
@@ -125,18 +130,30 @@ impl Placed {
         payload: Vec<u8>,
         send: Delivery,
     ) -> Result<Vec<u8>, CallError> {
-        let request = Request::Child {
-            id: id.to_string(),
-            payload,
-            send,
-        };
-        let reply = self.actor.call(request).await.map_err(|e| match e {
+        self.through(id, payload, send).await.map_err(|e| match e {
             // Its process has exited: so has the supervisor.
             CallError::Remote(RemoteError::NoProcess(_) | RemoteError::Exited(_)) => {
                 CallError::NotRunning(id.to_string(), "its supervisor ended".into())
             }
             e => e,
-        })?;
+        })
+    }
+
+    /// As [`to_child`](Placed::to_child), with the hosting process's own end as it
+    /// came: a nested supervisor's next incarnation may take the message if this
+    /// one never got it (`NoProcess`).
+    pub(super) async fn through(
+        &self,
+        id: &str,
+        payload: Vec<u8>,
+        send: Delivery,
+    ) -> Result<Vec<u8>, CallError> {
+        let request = Request::Child {
+            id: id.to_string(),
+            payload,
+            send,
+        };
+        let reply = self.actor.call(request).await?;
         match reply {
             Reply::Child(out) => out.map_err(|miss| miss.into_error(id, &self.node)),
             other => Err(CallError::Node(NodeError::Remote {
