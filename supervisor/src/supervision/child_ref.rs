@@ -319,7 +319,7 @@ enum Wire {
 impl<A> Serialize for SupervisedRef<A> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if let Sup::Nested(nested) = &self.sup {
-            if crate::process::actor::encoding_for_node() || far::encoding_far() {
+            if crate::sync::far::way::encoding_for_node() || far::encoding_far() {
                 // Refused as a one-machine handle: `NotAcrossNodes`.
                 crate::sync::note_handle();
             }
