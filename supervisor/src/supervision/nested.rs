@@ -20,9 +20,9 @@ use tokio::sync::{oneshot, watch};
 use super::away::Sup;
 use super::child::child_spec;
 use super::event::Hub;
-use super::hosted::{HOSTED_ENTRY, Setup};
+use super::hosted::HOSTED_ENTRY;
 use super::message::Msg;
-use super::placed::{Placed, travels};
+use super::placed::{Placed, hosting};
 use super::relay::{Delivery, MAX_TRIES};
 use super::{
     AdminError, ChildCounts, ChildState, ChildStatus, Events, SupervisedRef, SupervisorEvent,
@@ -35,7 +35,6 @@ use crate::runtime;
 use crate::runtime::error::{CallError, Error};
 use crate::runtime::registry;
 use crate::sync::Queue;
-use crate::sync::far::Carry;
 
 /// The child spec of a supervisor with these settings, hosted on `node`: its
 /// arguments are the whole setup, so each restart starts its children again.
@@ -54,38 +53,13 @@ pub(super) fn spec(
         }
         .into());
     };
-    flags.validate(&children)?;
-    let mut carried = Vec::new();
-    let children = children
-        .into_iter()
-        .map(|c| {
-            let (c, carry) = travels(c, node.name())?;
-            carried.extend(carry.0);
-            Ok(c)
-        })
-        .collect::<Result<Vec<_>, AdminError>>()?;
-    // The handles the children's arguments name go with each incarnation: the
-    // spec keeps them in its far encoding, as a placed child's arguments.
+    // The handles the children's arguments name, and the queue its events come back
+    // on, go with each incarnation: the spec keeps them in its far encoding, as a
+    // placed child's arguments, exported again at each restart.
+    let (setup, queue) = hosting(&node, flags, children, max_children, name, &id)?;
     let failed = |source: Error| AdminError::Start {
         id: id.clone(),
         source,
-    };
-    runtime::ensure().map_err(failed)?;
-    // A queue of this process that each incarnation puts its events on: a far
-    // handle in the spec, exported again at each restart.
-    let queue = Queue::<SupervisorEvent>::new(0).map_err(|e| {
-        failed(Error::os(
-            "cannot make the queue that brings a nested supervisor's events from its node",
-            std::io::Error::other(e),
-        ))
-    })?;
-    let setup = Setup {
-        flags,
-        children,
-        max_children,
-        name,
-        events: Some(queue.clone()),
-        carry: Carry(carried),
     };
     let entry = registry::by_name(HOSTED_ENTRY).expect("the hosted supervisor is a built-in");
     let mut spec = child_spec(id.clone(), entry, &setup)

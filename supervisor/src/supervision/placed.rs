@@ -216,17 +216,18 @@ pub(super) fn travels(mut spec: ChildSpec, node: &str) -> Result<(ChildSpec, Car
     Ok((spec, carry))
 }
 
-/// Starts a supervisor with these settings on `node`: its process is placed there
-/// and starts the children; `events` and `done` are then fed from there.
-pub(super) async fn start(
+/// What a supervisor hosted on `node` starts with, and the queue of this process its
+/// events come back on (a far handle there): its children's specs, made fit to
+/// travel, carry the handles their arguments name. `id` names the spec that a
+/// failure here is told of.
+pub(super) fn hosting(
     node: &Node,
     flags: SupervisorFlags,
     children: Vec<ChildSpec>,
     max_children: Option<usize>,
     name: String,
-    events: Hub,
-    done: watch::Sender<Option<SupervisorExit>>,
-) -> Result<Placed, AdminError> {
+    id: &str,
+) -> Result<(Setup, Queue<SupervisorEvent>), AdminError> {
     flags.validate(&children)?;
     let mut carried = Vec::new();
     let children = children
@@ -237,9 +238,8 @@ pub(super) async fn start(
             Ok(c)
         })
         .collect::<Result<Vec<_>, AdminError>>()?;
-    let first = children.first().map(|c| c.id.clone()).unwrap_or_default();
     let failed = |source: Error| AdminError::Start {
-        id: first.clone(),
+        id: id.to_string(),
         source,
     };
     runtime::ensure().map_err(failed)?;
@@ -257,6 +257,22 @@ pub(super) async fn start(
         events: Some(queue.clone()),
         carry: Carry(carried),
     };
+    Ok((setup, queue))
+}
+
+/// Starts a supervisor with these settings on `node`: its process is placed there
+/// and starts the children; `events` and `done` are then fed from there.
+pub(super) async fn start(
+    node: &Node,
+    flags: SupervisorFlags,
+    children: Vec<ChildSpec>,
+    max_children: Option<usize>,
+    name: String,
+    events: Hub,
+    done: watch::Sender<Option<SupervisorExit>>,
+) -> Result<Placed, AdminError> {
+    let first = children.first().map(|c| c.id.clone()).unwrap_or_default();
+    let (setup, queue) = hosting(node, flags, children, max_children, name, &first)?;
     let entry = registry::by_name(HOSTED_ENTRY).expect("the hosted supervisor is a built-in");
     let mut process = Process::with_entry(entry, &setup).on(node);
     let token = node.inner.token;
