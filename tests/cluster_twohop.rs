@@ -282,6 +282,32 @@ multiproc::register_actor!(Counter);
 multiproc::register_actor!(Caller);
 multiproc::register_actor!(Spawner);
 
+/// Kills `node` (named `name`) while `target`, an actor there, is in a call: that
+/// call and the next fail with `NodeDown` naming the node, the outcome returned.
+fn node_dies_mid_call(
+    target: &multiproc::blocking::ActorRef<Counter>,
+    node: EnvNode,
+    name: &str,
+) -> Result<Outcome, BoxError> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let hang = CounterMsg::HangAfterConnecting(listener.local_addr()?.to_string());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let in_flight = target.clone();
+    let call = std::thread::spawn(move || {
+        let _ = tx.send(outcome(in_flight.call(hang)));
+    });
+    let _arrived = accept(&listener)?;
+    let down = Outcome::NodeDown {
+        node: name.to_string(),
+    };
+    drop(node);
+    check_eq!(rx.recv_timeout(WAIT)?, down);
+    call.join().unwrap();
+    // Known down: the next call fails the same way.
+    check_eq!(outcome(target.call(CounterMsg::Get)), down);
+    Ok(down)
+}
+
 /// The next connection to `listener`, waiting at most [`WAIT`].
 fn accept(listener: &std::net::TcpListener) -> Result<std::net::TcpStream, BoxError> {
     let listener = listener.try_clone()?;
@@ -456,23 +482,8 @@ fn a_nodes_own_actor_sent_to_the_root_works_there() -> TestResult {
         "{gone:?}"
     );
 
-    // Its node dies mid-call: the call fails, naming that node.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let hang = CounterMsg::HangAfterConnecting(listener.local_addr()?.to_string());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let in_flight = first.clone();
-    let call = std::thread::spawn(move || {
-        let _ = tx.send(outcome(in_flight.call(hang)));
-    });
-    let _arrived = accept(&listener)?;
-    drop(a);
-    let phi = || Outcome::NodeDown {
-        node: "phi".to_string(),
-    };
-    check_eq!(rx.recv_timeout(WAIT)?, phi());
-    call.join().unwrap();
-    // Known down: the next call fails the same way.
-    check_eq!(outcome(first.call(CounterMsg::Get)), phi());
+    // Its node dies mid-call: the call fails, naming that node, and so do the next.
+    node_dies_mid_call(&first, a, "phi")?;
     check_eq!(p.join()?, ExitReason::NodeDown { node: "phi".into() });
     keeper.stop(WAIT)?;
     Ok(())
@@ -562,24 +573,10 @@ fn a_nodes_own_actor_in_a_reply_or_a_queue_item_works_in_the_root() -> TestResul
         "{gone:?}"
     );
 
-    // Its node dies mid-call: the call fails, naming that node.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let hang = CounterMsg::HangAfterConnecting(listener.local_addr()?.to_string());
-    let (tx, rx) = std::sync::mpsc::channel();
-    let in_flight = first.clone();
-    let call = std::thread::spawn(move || {
-        let _ = tx.send(outcome(in_flight.call(hang)));
-    });
-    let _arrived = accept(&listener)?;
-    drop(a);
-    let psi = || Outcome::NodeDown {
-        node: "psi".to_string(),
-    };
-    check_eq!(rx.recv_timeout(WAIT)?, psi());
-    call.join().unwrap();
-    // Known down: the next calls fail the same way, the queue's item's too.
-    check_eq!(outcome(first.call(CounterMsg::Get)), psi());
-    check_eq!(outcome(second.call(CounterMsg::Get)), psi());
+    // Its node dies mid-call: the call fails, naming that node, and so do the next,
+    // the queue's item's too.
+    let psi = node_dies_mid_call(&first, a, "psi")?;
+    check_eq!(outcome(second.call(CounterMsg::Get)), psi);
     check_eq!(spawner.join()?, ExitReason::NodeDown { node: "psi".into() });
     home.stop(WAIT)?;
     Ok(())
