@@ -49,20 +49,43 @@ impl Drop for RawChild {
     }
 }
 
-/// `read_exact` that, on a non-blocking socket, spins until all of `buf` came.
-pub(crate) fn read_full(conn: &mut impl Read, buf: &mut [u8]) -> std::io::Result<()> {
+/// `read_exact` that, on a non-blocking socket, spins until all of `buf` came, for
+/// at most [`SPIN`] at a time: a spinning end between rounds would take the CPU
+/// from the other scenarios' processes, so it then sleeps in a blocking `read`.
+pub(crate) fn read_full(conn: &mut std::net::TcpStream, buf: &mut [u8]) -> std::io::Result<()> {
     let mut got = 0;
+    let mut since = None;
     while got < buf.len() {
         match conn.read(&mut buf[got..]) {
             Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Ok(n) => {
+                got += n;
+                since = None;
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                let t0 = *since.get_or_insert_with(std::time::Instant::now);
+                if t0.elapsed() < SPIN {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                conn.set_nonblocking(false)?;
+                let n = conn.read(&mut buf[got..]);
+                conn.set_nonblocking(true)?;
+                match n? {
+                    0 => return Err(ErrorKind::UnexpectedEof.into()),
+                    n => got += n,
+                }
+                since = None;
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
     Ok(())
 }
+
+/// How long a spinning reader polls before it sleeps: far above a round trip.
+const SPIN: std::time::Duration = std::time::Duration::from_millis(1);
 
 pub(crate) fn raw_role(role: &str) -> Res {
     match role {
