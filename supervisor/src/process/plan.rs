@@ -187,7 +187,6 @@ impl Plan {
     /// What a supervisor's child spec names, its arguments encoded already (for a
     /// node too, when the spec keeps them so).
     pub(super) fn of_spec(spec: &ChildSpec) -> Result<Plan, Error> {
-        let start = &spec.start;
         let far = FarSpec::of(spec).map(|f| FarPlan {
             args: f.args.clone(),
             objs: f.objs.clone(),
@@ -195,17 +194,11 @@ impl Plan {
             named: f.named.clone(),
             reclaimed: Some(f.reclaimed.clone()),
         });
-        registry::by_name(&start.entry)
-            .filter(|e| e.kind == start.kind)
-            .map(|entry| Plan {
-                entry,
-                args: start.args.clone(),
-                fds: Vec::new(),
-                one_machine: false,
-                spec_handles: start.holds_handles && far.is_none(),
-                far,
-            })
-            .ok_or_else(|| Error::UnknownEntry(start.entry.clone()))
+        // Handles with a far encoding can go to a node; only those without cannot.
+        let mut plan = Plan::of_start(&spec.start)?;
+        plan.spec_handles &= far.is_none();
+        plan.far = far;
+        Ok(plan)
     }
 
     /// What a bare start spec names (a node's, started for its root).
