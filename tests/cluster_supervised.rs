@@ -146,6 +146,27 @@ fn calls_until_the_root_dies(
     Ok(())
 }
 
+/// A local child of the root, with the handle of an actor the root placed: sends it
+/// the handle of a child of the root's supervisor, then of a supervisor of its own,
+/// running and then ended, and reports each answer.
+fn sends_supervised_refs(
+    placed: multiproc::ActorRef<Counter>,
+    roots: SupervisedRef<Counter>,
+    reports: Queue<String>,
+) -> Result<(), BoxError> {
+    let placed = multiproc::blocking::ActorRef::from(placed);
+    let report = |r: Result<i64, CallError>| reports.put(&format!("{r:?}"), true, None);
+    report(placed.call(CounterMsg::With(roots)))?;
+    let own =
+        SupervisorRef::start(Supervisor::new(flags()).child(actor_child::<Counter>("d", 7)?))?;
+    let mine = own.child_ref::<Counter>("d").into_async();
+    report(placed.call(CounterMsg::With(mine.clone())))?;
+    own.shutdown();
+    report(placed.call(CounterMsg::With(mine)))?;
+    Ok(())
+}
+
+multiproc::register!(sends_supervised_refs);
 multiproc::register!(calls_from_a_node);
 multiproc::register!(roots_a_supervised_caller);
 multiproc::register!(calls_until_the_root_dies);
@@ -292,6 +313,37 @@ fn a_supervised_ref_in_a_message_to_a_placed_actor_works_there() -> TestResult {
     Ok(())
 }
 
+/// The placing root relays a local child's message to its placed actor and exports
+/// the supervised handles in it: the actor's calls through them ask the root's
+/// supervisor, or the child's own (through the root, which asks the child), and an
+/// ended supervisor is an error there (the actor answers -1).
+fn a_supervised_ref_from_a_local_child_to_a_placed_actor_works_there() -> TestResult {
+    let n = TestNode::start("phi", COOKIE, None, Duration::from_secs(5));
+    let node = node::connect(&n.addr, COOKIE)?;
+    let sup =
+        SupervisorRef::start(Supervisor::new(flags()).child(actor_child::<Counter>("c", 5)?))?;
+    let mut placed = Process::actor::<Counter>(1).on(&node);
+    placed.start()?;
+    let reports = Queue::<String>::new(0)?;
+    let mut child = Process::new(
+        sends_supervised_refs,
+        (
+            placed.actor_ref::<Counter>().as_async().clone(),
+            sup.child_ref::<Counter>("c").into_async(),
+            reports.clone(),
+        ),
+    );
+    child.start()?;
+    for want in ["Ok(5)", "Ok(7)", "Ok(-1)"] {
+        check_eq!(reports.get(true, Some(WAIT))?, want);
+    }
+    check_eq!(child.join_timeout(WAIT)?, Some(ExitReason::Normal));
+    check_eq!(placed.actor_ref::<Counter>().call(CounterMsg::Get)?, 1);
+    placed.stop(WAIT)?;
+    sup.shutdown();
+    Ok(())
+}
+
 fn a_placed_processs_call_fails_with_node_down_when_its_root_dies() -> TestResult {
     use std::io::Read as _;
     let n = TestNode::start("upsilon", COOKIE, None, Duration::from_secs(5));
@@ -333,6 +385,10 @@ fn main() {
         trial(
             "a_supervised_ref_in_a_message_to_a_placed_actor_works_there",
             a_supervised_ref_in_a_message_to_a_placed_actor_works_there,
+        ),
+        trial(
+            "a_supervised_ref_from_a_local_child_to_a_placed_actor_works_there",
+            a_supervised_ref_from_a_local_child_to_a_placed_actor_works_there,
         ),
         trial(
             "a_placed_processs_call_fails_with_node_down_when_its_root_dies",

@@ -11,7 +11,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, OnceLock};
 
-use multiproc_core::{Body, Envelope, Identity, NodeError, RemoteError, codec};
+use multiproc_core::{Body, CodecError, Envelope, Identity, NodeError, RemoteError, codec};
 use serde::{Deserialize, Serialize};
 
 use super::SupervisorRef;
@@ -196,15 +196,39 @@ fn gateway_failed(child: &str, e: SyncError) -> CallError {
     }
 }
 
-/// What the root's gateway runs for a node's handle of `sup`: `sup`'s answer, encoded.
-pub(super) fn resolver(sup: Sup) -> Resolver {
-    Resolver(Arc::new(move |child, wait| {
-        let sup = sup.clone();
-        Box::pin(async move {
-            let answer = answer_of(resolve(&sup, &child, wait).await);
-            codec::encode(&answer).unwrap_or_default()
-        })
-    }))
+/// What the root's gateway runs for a node's handle of `sup`, named `key` in this
+/// tree: `sup`'s answer, encoded.
+pub(super) fn resolver(sup: Sup, key: &Key) -> Resolver {
+    Resolver {
+        resolve: Arc::new(move |child, wait| {
+            let sup = sup.clone();
+            Box::pin(async move {
+                let answer = answer_of(resolve(&sup, &child, wait).await);
+                codec::encode(&answer).unwrap_or_default()
+            })
+        }),
+        // A key is a plain struct, whose encoding cannot fail.
+        named: codec::encode(key).unwrap_or_default(),
+    }
+}
+
+#[allow(
+    unsafe_code,
+    reason = "linkme places the registration in its link section"
+)]
+#[linkme::distributed_slice(crate::sync::far::relayed::RESOLVER_OF)]
+static RESOLVER_OF: crate::sync::far::relayed::ResolverOf =
+    crate::sync::far::relayed::ResolverOf { make: resolver_of };
+
+/// The resolver of the supervisor `named` names, for a placer that relays a message
+/// from another process of the tree: it asks the supervisor's process, as any
+/// handle away from it does.
+fn resolver_of(named: &[u8]) -> Result<(FarKey, Resolver), CodecError> {
+    let key: Key = codec::decode(named)?;
+    Ok((
+        key.far_key(),
+        resolver(Sup::Away(Side::Here(key.clone())), &key),
+    ))
 }
 
 #[allow(

@@ -280,7 +280,7 @@ impl Serialize for SupWire<'_> {
             };
             (
                 key.far_key(),
-                far::Obj::Resolver(away::resolver(self.0.clone())),
+                far::Obj::Resolver(away::resolver(self.0.clone(), key)),
             )
         };
         far::serialize(&side, export, s)

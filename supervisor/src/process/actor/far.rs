@@ -74,9 +74,9 @@ pub(super) fn remote_payload<M: Serialize>(msg: &M, on: &OnNode) -> Result<Vec<u
 /// Encodes a message for an actor placed on a node by another process of this
 /// tree, which holds the session, when it holds handles of this host: the message
 /// far, in a `Relayed` envelope with the handles themselves, which the placer
-/// exports to the actor's process before sending the message on. Refuses a
-/// one-machine handle, and a supervised child's handle (only the process of its
-/// supervisor exports it).
+/// exports to the actor's process before sending the message on (a supervised
+/// child's handle as its supervisor's name, which the placer asks). Refuses a
+/// one-machine handle.
 pub(super) fn relayed<M: Serialize>(
     msg: &M,
     on: &OnNode,
@@ -89,16 +89,9 @@ pub(super) fn relayed<M: Serialize>(
         return Err(not_across(on));
     }
     let payload = payload.map_err(CallError::Encode)?;
-    let Some(handles) = crate::sync::far::relayed::encode(objs) else {
-        return Err(NodeError::NotAcrossNodes {
-            what: "a SupervisedRef in a message to an actor placed by another process".into(),
-            node: on.node.clone(),
-        }
-        .into());
-    };
     let relayed = crate::sync::far::relayed::Relayed {
         call,
-        handles: handles.map_err(CallError::Encode)?,
+        handles: crate::sync::far::relayed::encode(objs).map_err(CallError::Encode)?,
         payload,
     };
     codec::encode(&relayed).map_err(CallError::Encode)

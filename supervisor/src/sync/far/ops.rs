@@ -36,7 +36,13 @@ pub(crate) enum Obj {
 /// Answers, for a supervisor of this tree, what address its child has now (encoded
 /// by the supervisor's side, which the primitives do not name).
 #[derive(Clone)]
-pub(crate) struct Resolver(pub(crate) Arc<ResolveFn>);
+pub(crate) struct Resolver {
+    pub(crate) resolve: Arc<ResolveFn>,
+    /// The supervisor's name in this tree, encoded by its side, from which another
+    /// process of the tree makes the same resolver (`relayed::RESOLVER_OF`): a
+    /// placer relays a message it did not write.
+    pub(crate) named: Vec<u8>,
+}
 
 /// A resolver's function: (child, wait) → the encoded answer.
 pub(crate) type ResolveFn =
@@ -215,7 +221,7 @@ pub(super) async fn run(obj: &Obj, op: FarOp, me: u32) -> (Result<FarValue, Sync
         (Obj::Queue(q), FarOp::TaskDone) => q.task_done().await.map(|()| Done),
         (Obj::Queue(q), FarOp::Join) => q.join().await.map(|()| Done),
         (Obj::Resolver(r), FarOp::Resolve { child, wait }) => {
-            Ok(FarValue::Item((r.0)(child, wait).await))
+            Ok(FarValue::Item((r.resolve)(child, wait).await))
         }
         _ => Err(SyncError::Forged),
     };
