@@ -345,8 +345,9 @@ fn a_held_call_holds_up_no_other_call() -> TestResult {
 }
 
 /// The handle given to a child of the root, on this host: its calls reach the child
-/// on the node, its new incarnation after a SIGKILL there, and fail with `NodeDown`
-/// once the node is killed. Given to a process placed on a node, it is refused.
+/// on the node, its new incarnation after a SIGKILL there, carry the root's events
+/// there, and fail with `NodeDown` once the node is killed. Given to a process
+/// placed on a node, it is refused.
 fn the_handle_works_from_a_child_of_the_root() -> TestResult {
     let n = TestNode::start("ref-d", COOKIE, None, Duration::from_secs(5));
     let node = node::connect(&n.addr, COOKIE)?;
@@ -384,6 +385,29 @@ fn the_handle_works_from_a_child_of_the_root() -> TestResult {
     })?;
     check!(new_pid != pid, "a new incarnation: {new_pid}");
     check_eq!(ask(Ask::Call(Op::Add(1)))?, Outcome::Reply(new_pid, 1));
+
+    // The root's events in a call and a cast from the child: the root, which placed
+    // the supervisor, exports them with the request, as it does its own.
+    let hold = || -> Result<(Op, Event, Event), multiproc::SyncError> {
+        let (holding, release) = (Event::new()?, Event::new()?);
+        let op = Op::Hold(holding.clone().into_async(), release.clone().into_async());
+        Ok((op, holding, release))
+    };
+    let (op, holding, release) = hold()?;
+    asks.put(&Ask::Call(op), true, None)?;
+    check!(holding.wait(Some(EVENT_TIMEOUT))?, "set on the node");
+    release.set()?;
+    check_eq!(
+        reports.get(true, Some(EVENT_TIMEOUT))?,
+        Outcome::Reply(new_pid, 1)
+    );
+    let (op, holding, release) = hold()?;
+    check_eq!(ask(Ask::Cast(op))?, Outcome::Cast);
+    check!(
+        holding.wait(Some(EVENT_TIMEOUT))?,
+        "set on the node by the cast"
+    );
+    release.set()?;
 
     // To a node, it does not go: refused before anything is sent.
     let tally: SupervisedRef<Tally> = sup.child_ref("tally");

@@ -30,6 +30,7 @@ mod host;
 pub(crate) use host::defer_reply;
 pub use host::run_actor;
 
+use crate::sync::far::Carry;
 use crate::sync::far::way::{self, for_node};
 use far::{Reach, not_across, remote_payload};
 
@@ -373,20 +374,25 @@ impl<A: Actor> ActorRef<A> {
     /// inside another message to the same process (a supervisor hosted there
     /// forwards it to one of its children): for a process placed on a node, handles
     /// in it are exported to that process, or refused, as in [`call`](ActorRef::call).
-    pub(crate) fn encode_for<M: Serialize>(&self, msg: &M) -> Result<Vec<u8>, CallError> {
+    /// From another process than the placer, they are encoded far and returned, to
+    /// go with the outer message (a [`Carry`] in it), which the placer exports.
+    pub(crate) fn encode_for<M: Serialize>(&self, msg: &M) -> Result<(Vec<u8>, Carry), CallError> {
         self.check_here()?;
         match (self.placed_here(), &self.on) {
-            (Some(on), _) => remote_payload(msg, on),
-            // From elsewhere in the tree, as `send` encodes for a node.
+            (Some(on), _) => Ok((remote_payload(msg, on)?, Carry::default())),
             (None, Some(on)) => {
-                let (payload, handles) =
-                    crate::sync::handles_in(|| for_node(|| codec::encode(msg)));
-                if handles {
+                let ((payload, one_machine), objs) = crate::sync::far::encode_far(|| {
+                    crate::sync::handles_in(|| for_node(|| codec::encode(msg)))
+                });
+                if one_machine {
                     return Err(not_across(on));
                 }
-                payload.map_err(CallError::Encode)
+                Ok((payload.map_err(CallError::Encode)?, Carry(objs)))
             }
-            (None, None) => codec::encode(msg).map_err(CallError::Encode),
+            (None, None) => Ok((
+                codec::encode(msg).map_err(CallError::Encode)?,
+                Carry::default(),
+            )),
         }
     }
 
@@ -480,10 +486,13 @@ impl<A: Actor> ActorRef<A> {
                 None => codec::encode_into(msg, payload).map_err(CallError::Encode)?,
                 // For a node, by way of the process that placed it there.
                 Some(on) => {
-                    let (encoded, handles) =
-                        crate::sync::handles_in(|| for_node(|| codec::encode_into(msg, payload)));
+                    // A `Carry` (handles of a message inside this one) counts as
+                    // farable only: its handles go to the placer as well.
+                    let ((encoded, handles), carries) = crate::sync::far::farable_in(|| {
+                        crate::sync::handles_in(|| for_node(|| codec::encode_into(msg, payload)))
+                    });
                     encoded.map_err(CallError::Encode)?;
-                    if handles {
+                    if handles || carries {
                         // Its handles go to the placer too, which exports them.
                         *payload = far::relayed(msg, on, kind == BodyKind::Call)?;
                         wire_kind = BodyKind::Service;

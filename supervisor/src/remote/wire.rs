@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use multiproc_core::Refusal;
 
 /// The version of [`Request`] and [`Reply`]; a Hello with another one is refused.
-pub(crate) const NODE_PROTOCOL: u32 = 11;
+pub(crate) const NODE_PROTOCOL: u32 = 12;
 
 static CLAIMED_BUILD: Mutex<Option<u64>> = Mutex::new(None);
 

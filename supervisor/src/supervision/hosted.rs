@@ -73,11 +73,14 @@ pub(super) enum Request {
     /// Stops the children and ends the supervisor; answered once its last event has
     /// gone up.
     Shutdown,
-    /// A `SupervisedRef`'s message for the actor child `id`, encoded as its type's.
+    /// A `SupervisedRef`'s message for the actor child `id`, encoded as its type's,
+    /// and the handles it names (exported with the request, when it comes from
+    /// another process than the placer).
     Child {
         id: String,
         payload: Vec<u8>,
         send: Delivery,
+        carry: Carry,
     },
 }
 
@@ -219,7 +222,9 @@ impl Actor for Hosted {
                 self.finish().await;
                 done(Ok(()))
             }
-            Request::Child { id, payload, send } => {
+            Request::Child {
+                id, payload, send, ..
+            } => {
                 // Answered from the child's lane, once its reply comes: the next
                 // request is served meanwhile. (Sent as a cast, nobody waits.)
                 let deferred = defer_reply();

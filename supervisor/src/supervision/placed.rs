@@ -116,9 +116,11 @@ impl Placed {
 }
 
 impl Placed {
-    /// A message for one of the supervisor's children, encoded for its host.
-    pub(super) fn encode<M: Serialize>(&self, msg: &M) -> Result<Vec<u8>, CallError> {
-        self.actor.encode_for(msg)
+    /// A message for one of the supervisor's children, encoded for its host, with
+    /// the handles it names when they go with the request.
+    pub(super) fn encode<M: Serialize>(&self, msg: &M) -> Result<ForChild, CallError> {
+        let (payload, carry) = self.actor.encode_for(msg)?;
+        Ok(ForChild { payload, carry })
     }
 
     /// Sends `payload` (an [`encode`](Placed::encode)d message) to the supervisor's
@@ -127,10 +129,10 @@ impl Placed {
     pub(super) async fn to_child(
         &self,
         id: &str,
-        payload: Vec<u8>,
+        msg: ForChild,
         send: Delivery,
     ) -> Result<Vec<u8>, CallError> {
-        self.through(id, payload, send).await.map_err(|e| match e {
+        self.through(id, msg, send).await.map_err(|e| match e {
             // Its process has exited: so has the supervisor.
             CallError::Remote(RemoteError::NoProcess(_) | RemoteError::Exited(_)) => {
                 CallError::NotRunning(id.to_string(), "its supervisor ended".into())
@@ -145,13 +147,14 @@ impl Placed {
     pub(super) async fn through(
         &self,
         id: &str,
-        payload: Vec<u8>,
+        msg: ForChild,
         send: Delivery,
     ) -> Result<Vec<u8>, CallError> {
         let request = Request::Child {
             id: id.to_string(),
-            payload,
+            payload: msg.payload,
             send,
+            carry: msg.carry,
         };
         let reply = self.actor.call(request).await?;
         match reply {
@@ -162,6 +165,12 @@ impl Placed {
             })),
         }
     }
+}
+
+/// A message for a child of a supervisor on a node, as [`Placed::encode`] makes it.
+pub(super) struct ForChild {
+    payload: Vec<u8>,
+    carry: Carry,
 }
 
 fn unexpected(node: &str, reply: &Reply) -> AdminError {
