@@ -347,7 +347,7 @@ fn a_held_call_holds_up_no_other_call() -> TestResult {
 /// The handle given to a child of the root, on this host: its calls reach the child
 /// on the node, its new incarnation after a SIGKILL there, carry the root's events
 /// there, and fail with `NodeDown` once the node is killed. Given to a process
-/// placed on a node, it is refused.
+/// placed on another node, it works there the same way, through the root.
 fn the_handle_works_from_a_child_of_the_root() -> TestResult {
     let n = TestNode::start("ref-d", COOKIE, None, Duration::from_secs(5));
     let node = node::connect(&n.addr, COOKIE)?;
@@ -409,18 +409,34 @@ fn the_handle_works_from_a_child_of_the_root() -> TestResult {
     );
     release.set()?;
 
-    // To a node, it does not go: refused before anything is sent.
+    // Placed on another node, it works there too: its calls go through the root,
+    // which holds both sessions. A root's event that the process on that node
+    // holds is a far handle there, which goes to no other node: refused, typed.
+    let n2 = TestNode::start("ref-d2", COOKIE, None, Duration::from_secs(5));
+    let node2 = node::connect(&n2.addr, COOKIE)?;
+    let (far_asks, far_reports) = (Queue::<Ask>::new(0)?, Queue::<Outcome>::new(0)?);
     let tally: SupervisedRef<Tally> = sup.child_ref("tally");
     let mut placed = Process::new(
         calls_from_the_tree,
-        (tally.into_async(), asks.clone(), reports.clone()),
+        (tally.into_async(), far_asks.clone(), far_reports.clone()),
     )
-    .on(&node);
-    match placed.start() {
-        Err(multiproc::Error::Node(NodeError::NotAcrossNodes { node, what })) => {
-            check_eq!(node, "ref-d");
-            check!(what.contains("SupervisedRef"), "{what}");
-        }
+    .on(&node2);
+    placed.start()?;
+    let far_ask = |a: Ask| -> Result<Outcome, String> {
+        far_asks.put(&a, true, None).map_err(|e| e.to_string())?;
+        far_reports
+            .get(true, Some(EVENT_TIMEOUT))
+            .map_err(|e| format!("no report from the node for {a:?}: {e}"))
+    };
+    check_eq!(far_ask(Ask::Call(Op::Add(1)))?, Outcome::Reply(new_pid, 2));
+    check_eq!(far_ask(Ask::Cast(Op::Add(1)))?, Outcome::Cast);
+    check_eq!(
+        far_ask(Ask::TryCall(Op::Add(0)))?,
+        Outcome::Reply(new_pid, 3)
+    );
+    let (op, _, _) = hold()?;
+    match far_ask(Ask::Call(op))? {
+        Outcome::Other(e) if e.contains("NotAcrossNodes") => {}
         other => return Err(format!("expected NotAcrossNodes, got {other:?}").into()),
     }
 
@@ -443,8 +459,16 @@ fn the_handle_works_from_a_child_of_the_root() -> TestResult {
         "NodeDown came after {:?}",
         killed.elapsed()
     );
+    check_eq!(
+        far_ask(Ask::Call(Op::Add(1)))?,
+        Outcome::NodeDown {
+            node: "ref-d".into()
+        }
+    );
     asks.put(&Ask::Quit, true, None)?;
     caller.join()?;
+    far_asks.put(&Ask::Quit, true, None)?;
+    check_eq!(placed.join()?, multiproc::ExitReason::Normal);
     Ok(())
 }
 

@@ -378,6 +378,10 @@ impl<A: Actor> ActorRef<A> {
     /// go with the outer message (a [`Carry`] in it), which the placer exports.
     pub(crate) fn encode_for<M: Serialize>(&self, msg: &M) -> Result<(Vec<u8>, Carry), CallError> {
         self.check_here()?;
+        if self.reach == Reach::ByRoot {
+            // On a node, for an actor of the root's tree: as its own call would go.
+            return Ok((far::payload(msg, self.onward())?, Carry::default()));
+        }
         match (self.placed_here(), &self.on) {
             (Some(on), _) => Ok((remote_payload(msg, on)?, Carry::default())),
             (None, Some(on)) => {

@@ -164,8 +164,7 @@ impl Process {
         };
         if one_machine {
             let what = if named.is_empty() {
-                "a Value, Array or SharedMemory handle, or a SupervisedRef of a supervisor on a node,"
-                    .to_string()
+                "a Value, Array or SharedMemory handle, or a SupervisedRef from a ChildSupervisorRef,".to_string()
             } else {
                 format!("{named} handle")
             };

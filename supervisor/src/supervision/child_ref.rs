@@ -40,8 +40,11 @@ use serde::{Deserialize, Serialize};
 /// encoded there, to the actor hosting the supervisor on the node (by way of the
 /// placing process), which forwards it to the child, in order for one child but
 /// without waiting for another's answer, and fails with [`CallError::Node`] once
-/// the node is down. Such a handle does not travel to a node: a message or
-/// arguments holding it are refused with `NodeError::NotAcrossNodes`.
+/// the node is down. It works on the root's nodes too (in a placed process's
+/// arguments, in a message to a placed actor): its messages go through the root,
+/// which relays them to the actor hosting the supervisor, on that node or another;
+/// a far handle in such a message is refused with `NodeError::NotAcrossNodes`, as
+/// any far handle sent on from a node.
 ///
 /// Of a supervisor on a node that a supervisor of this process restarts
 /// ([`ChildSupervisorRef::child_ref`]), each message first asks the parent where the
@@ -338,11 +341,8 @@ impl<A> Serialize for SupervisedRef<A> {
             }
             .serialize(s);
         };
-        if crate::sync::far::way::encoding_for_node() || far::encoding_far() {
-            // Its hosting actor is reached through the placing process's session,
-            // which a node has no way to: refused, as a one-machine handle.
-            crate::sync::note_handle();
-        }
+        // To a node, its hosting actor's handle is the root's, reached through it
+        // (`Reach::ByRoot`), as any actor the root placed.
         let (hosted, node) = placed.parts();
         WireRef::Node {
             hosted,

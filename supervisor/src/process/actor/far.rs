@@ -99,8 +99,8 @@ pub(super) fn relayed<M: Serialize>(
 
 pub(super) fn not_across(on: &OnNode) -> CallError {
     NodeError::NotAcrossNodes {
-        what: "a Value, Array or SharedMemory handle, or a SupervisedRef of a supervisor on a \
-               node, in a message"
+        what: "a Value, Array or SharedMemory handle, or a SupervisedRef from a \
+               ChildSupervisorRef, in a message"
             .to_string(),
         node: on.node.clone(),
     }
