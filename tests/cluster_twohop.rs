@@ -35,6 +35,8 @@ enum CounterMsg {
     /// Connects to this address (so the test knows the call arrived), then never
     /// answers.
     HangAfterConnecting(String),
+    /// Puts the count into this queue of the root's tree.
+    PutInto(multiproc::Queue<i64>),
 }
 
 impl Actor for Counter {
@@ -51,6 +53,9 @@ impl Actor for Counter {
             CounterMsg::Add(n) => self.0 += n,
             CounterMsg::Get => {}
             CounterMsg::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            CounterMsg::PutInto(q) => {
+                let _ = q.put(&self.0, true, None).await;
+            }
             CounterMsg::HangAfterConnecting(addr) => {
                 let _conn = std::net::TcpStream::connect(addr);
                 std::future::pending::<()>().await
@@ -466,6 +471,10 @@ fn a_nodes_own_actor_sent_to_the_root_works_there() -> TestResult {
     );
     // The late answer of the call that gave up is not taken for this one's.
     check_eq!(first.call(CounterMsg::Get)?, 82);
+    // A root's queue in a message to it: exported to its placed ancestor there.
+    let q = Queue::<i64>::new(0)?;
+    check_eq!(first.call(CounterMsg::PutInto(q.clone().into_async()))?, 82);
+    check_eq!(q.get(true, Some(WAIT))?, 82);
 
     // From node B, by way of the root.
     let mut from_b = Process::new(calls_once, (handles[0].clone(), reports.clone())).on(&node_b);
