@@ -136,8 +136,7 @@ multiproc::register!(root_places_and_returns, reads_until_closed);
 // ---- tests ----
 
 fn remote_spawn_and_join() -> TestResult {
-    let mut n = TestNode::start("alpha", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (mut n, node) = TestNode::connected("alpha")?;
     check_eq!(node.name(), "alpha");
     check!(node.is_up(), "a node just connected is up");
     let again = node::connect(&n.addr, COOKIE)?;
@@ -226,8 +225,7 @@ fn unreachable_address_is_a_typed_error() -> TestResult {
 }
 
 fn a_connection_argument_cannot_cross() -> TestResult {
-    let n = TestNode::start("delta", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("delta")?;
     let (_ours, theirs) = pipe(true)?;
     let mut p = Process::new(takes_connection, theirs).on(&node);
     match p.start() {
@@ -271,8 +269,7 @@ impl Actor for Carrier {
 multiproc::register_actor!(Carrier);
 
 fn a_killed_node_is_node_down() -> TestResult {
-    let n = TestNode::start("epsilon", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (n, node) = TestNode::connected("epsilon")?;
     let mut p = Process::new(waits_for_stop, ()).on(&node);
     p.start()?;
     let killed = Instant::now();
@@ -364,8 +361,7 @@ fn a_roots_exit_finishes_what_it_placed() -> TestResult {
 }
 
 fn remote_actor_call() -> TestResult {
-    let n = TestNode::start("eta", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("eta")?;
     let mut p = Process::actor::<Counter>(10).on(&node);
     p.start()?;
     let counter = p.actor_ref::<Counter>();
@@ -396,8 +392,7 @@ fn remote_actor_call() -> TestResult {
 }
 
 fn a_call_in_flight_fails_when_its_node_dies() -> TestResult {
-    let n = TestNode::start("theta", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (n, node) = TestNode::connected("theta")?;
     let mut p = Process::actor::<Counter>(0).on(&node);
     p.start()?;
     let counter = p.actor_ref::<Counter>();
@@ -520,8 +515,7 @@ fn a_supervisor_restarts_the_children_of_a_dead_node_elsewhere() -> TestResult {
 }
 
 fn a_same_node_restart_fails_while_its_node_is_down() -> TestResult {
-    let a = TestNode::start("lambda", COOKIE, None, Duration::from_secs(5));
-    let node_a = node::connect(&a.addr, COOKIE)?;
+    let (a, node_a) = TestNode::connected("lambda")?;
     let (sup, mut events) = supervisor(vec![
         function_child("pinned", waits_for_stop, ())?.on(&node_a),
     ])?;
@@ -620,8 +614,7 @@ multiproc::register!(takes_queue_and_waits);
 /// A dynamic supervisor whose template is placed on a node: its children run there,
 /// the node's death is their exit, and this host's objects may not go there.
 fn a_dynamic_supervisor_places_its_children_on_a_node() -> TestResult {
-    let a = TestNode::start("nu", COOKIE, None, Duration::from_secs(5));
-    let node_a = node::connect(&a.addr, COOKIE)?;
+    let (a, node_a) = TestNode::connected("nu")?;
     let flags = SupervisorFlags {
         intensity: RestartIntensity {
             max_restarts: 5,
@@ -677,8 +670,7 @@ fn a_dynamic_supervisor_places_its_children_on_a_node() -> TestResult {
 /// node, naming the type and the child (queues and actor handles go there far, see
 /// `cluster_farspec`); the same spec's queue starts here.
 fn a_child_spec_holding_handles_is_refused_on_a_node() -> TestResult {
-    let a = TestNode::start("xi", COOKIE, None, Duration::from_secs(5));
-    let node_a = node::connect(&a.addr, COOKIE)?;
+    let (_a, node_a) = TestNode::connected("xi")?;
     let sup = SupervisorRef::start(Supervisor::new(SupervisorFlags::default()))?;
     let value = multiproc::Value::new(1u64)?;
     let queue = multiproc::blocking::Queue::<u64>::new(0)?;
@@ -710,8 +702,7 @@ fn a_child_spec_holding_handles_is_refused_on_a_node() -> TestResult {
 /// method), applied by its node; captured output, which would stay on the node, is
 /// refused.
 fn a_placed_process_gets_its_settings() -> TestResult {
-    let n = TestNode::start("omicron", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("omicron")?;
     let mut p = Process::new(exits_with_env, "MULTIPROC_TEST_PLACED".to_string())
         .env("MULTIPROC_TEST_PLACED", "42")
         .on(&node);

@@ -10,9 +10,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::node::{COOKIE, TestNode};
+use common::node::TestNode;
 use common::{TestResult, trial};
-use multiproc::blocking::node;
 use multiproc::blocking::node::NodeError;
 use multiproc::blocking::{Event, Lock, Process, Queue};
 use multiproc::{Actor, BoxError, CallError, ExitReason, SyncError};
@@ -181,8 +180,7 @@ fn expect_owner_died(got: Result<bool, SyncError>) -> TestResult {
 /// the lock comes out as the root's lock. A `Value` and an `Array` of the node are
 /// refused, typed.
 fn a_root_queue_and_lock_sent_home_are_the_roots_own() -> TestResult {
-    let n = TestNode::start("fh", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("fh")?;
     let mut home = Process::actor::<Home>(());
     home.start()?;
     let (q, lock) = (Queue::<u64>::new(0)?, Lock::new()?);
@@ -228,8 +226,7 @@ fn a_root_queue_and_lock_sent_home_are_the_roots_own() -> TestResult {
 /// its node: the actor puts into the queue and holds the lock there; killed, the
 /// root's next acquire gets `OwnerDied` while the placed process still runs.
 fn a_far_lock_handed_down_on_its_node_works_and_dies_with_its_holder() -> TestResult {
-    let n = TestNode::start("fd", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("fd")?;
     let (q, lock, reports) = (
         Queue::<u64>::new(0)?,
         Lock::new()?,

@@ -9,9 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::node::{COOKIE, TestNode};
+use common::node::TestNode;
 use common::{TestResult, trial};
-use multiproc::blocking::node::{self, NodeError};
+use multiproc::blocking::node::NodeError;
 use multiproc::blocking::{DynamicSupervisor, Event, Events, Lock, Queue, SupervisorRef};
 use multiproc::{
     AdminError, Restart, Supervisor, SupervisorEvent, SupervisorExit, SupervisorFlags, SyncError,
@@ -109,8 +109,7 @@ fn expect_value_refused(got: Result<(), AdminError>, id: &str, node: &str) -> Te
 /// it; killed there, it is restarted, and its new incarnation puts to the same
 /// queue.
 fn a_placed_childs_queue_works_across_its_restarts() -> TestResult {
-    let n = TestNode::start("fs-a", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("fs-a")?;
     let pids = Queue::<u32>::new(0)?;
     let sup = SupervisorRef::start(
         Supervisor::new(SupervisorFlags::default())
@@ -141,8 +140,7 @@ fn a_placed_childs_queue_works_across_its_restarts() -> TestResult {
 /// A lock in a placed child's spec, taken there: its holder SIGKILLed, the root's
 /// next acquire gets `OwnerDied`.
 fn a_placed_childs_lock_is_freed_when_it_is_killed() -> TestResult {
-    let n = TestNode::start("fs-b", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("fs-b")?;
     let (lock, pids, go) = (Lock::new()?, Queue::<u32>::new(0)?, Event::new()?);
     go.set()?;
     let args = (lock.clone(), pids.clone(), go.clone());
@@ -165,8 +163,7 @@ fn a_placed_childs_lock_is_freed_when_it_is_killed() -> TestResult {
 /// `start_child`; a `Value` is still refused, typed, naming it, and so is one in a
 /// static spec placed on a node.
 fn a_placed_template_takes_a_queue_and_refuses_a_value() -> TestResult {
-    let n = TestNode::start("fs-c", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("fs-c")?;
     let pids = Queue::<u32>::new(0)?;
     let template = function_child("job", puts_its_pid, pids.clone())?.on(&node);
     let dynamic = DynamicSupervisor::start(SupervisorFlags::default(), template, None)?;
@@ -207,8 +204,7 @@ fn a_placed_template_takes_a_queue_and_refuses_a_value() -> TestResult {
 /// takes the lock there; SIGKILLed, the root's next acquire gets `OwnerDied`; the
 /// node restarts it, and its new incarnation takes the same lock again.
 fn a_node_supervisors_child_holds_a_root_lock() -> TestResult {
-    let n = TestNode::start("fs-d", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("fs-d")?;
     let (lock, pids, go) = (Lock::new()?, Queue::<u32>::new(0)?, Event::new()?);
     go.set()?;
     let args = (lock.clone(), pids.clone(), go.clone());
@@ -245,8 +241,7 @@ fn a_node_supervisors_child_holds_a_root_lock() -> TestResult {
 /// A dynamic supervisor on the node: `start_child` with a root queue, the child
 /// puts to it; a `Value` is refused, typed, naming it.
 fn a_node_dynamic_supervisors_children_take_a_root_queue() -> TestResult {
-    let n = TestNode::start("fs-e", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("fs-e")?;
     let pids = Queue::<u32>::new(0)?;
     let dynamic = DynamicSupervisor::start_on(
         &node,
@@ -279,8 +274,7 @@ fn a_node_dynamic_supervisors_children_take_a_root_queue() -> TestResult {
 /// lock: no `ChildExited` comes from there, and the lock is freed with the export,
 /// `OwnerDied` for the root's next acquire.
 fn a_node_supervisors_end_frees_what_its_children_held() -> TestResult {
-    let n = TestNode::start("fs-f", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("fs-f")?;
     let (lock, pids, go) = (Lock::new()?, Queue::<u32>::new(0)?, Event::new()?);
     go.set()?;
     let args = (lock.clone(), pids.clone(), go.clone());
@@ -312,8 +306,7 @@ fn a_node_supervisors_end_frees_what_its_children_held() -> TestResult {
 /// own child holding a root queue: each incarnation of the nested supervisor starts
 /// it with the same far queue, restarted here after its process is killed.
 fn a_nested_supervisors_child_takes_a_root_queue() -> TestResult {
-    let n = TestNode::start("fs-g", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("fs-g")?;
     let pids = Queue::<u32>::new(0)?;
     let nested = Supervisor::new(SupervisorFlags::default())
         .child(function_child("worker", puts_its_pid, pids.clone())?)

@@ -315,8 +315,7 @@ fn accept(listener: &std::net::TcpListener) -> Result<std::net::TcpStream, BoxEr
 // ---- tests ----
 
 fn a_placed_actors_handle_works_from_a_local_child() -> TestResult {
-    let n = TestNode::start("iota", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("iota")?;
     let mut p = Process::actor::<Counter>(10).on(&node);
     p.start()?;
     let counter = p.actor_ref::<Counter>();
@@ -343,8 +342,7 @@ fn a_placed_actors_handle_works_from_a_local_child() -> TestResult {
 }
 
 fn a_grandchild_calls_through_the_tree() -> TestResult {
-    let n = TestNode::start("kappa", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("kappa")?;
     let mut p = Process::actor::<Counter>(1).on(&node);
     p.start()?;
     let counter = p.actor_ref::<Counter>();
@@ -357,8 +355,7 @@ fn a_grandchild_calls_through_the_tree() -> TestResult {
 }
 
 fn a_local_childs_call_fails_with_node_down_when_the_node_dies() -> TestResult {
-    let n = TestNode::start("lambda", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (n, node) = TestNode::connected("lambda")?;
     let mut p = Process::actor::<Counter>(0).on(&node);
     p.start()?;
     let counter = p.actor_ref::<Counter>();
@@ -391,8 +388,7 @@ fn a_local_childs_call_fails_with_node_down_when_the_node_dies() -> TestResult {
 }
 
 fn a_placed_actors_handle_works_from_another_process_on_its_node() -> TestResult {
-    let n = TestNode::start("mu", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("mu")?;
     let mut p = Process::actor::<Counter>(7).on(&node);
     p.start()?;
     let counter = p.actor_ref::<Counter>();
@@ -454,8 +450,7 @@ fn a_placed_actors_handle_works_from_a_process_on_another_node() -> TestResult {
 }
 
 fn a_root_actor_answers_a_process_placed_on_a_node() -> TestResult {
-    let n = TestNode::start("nu", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("nu")?;
     let mut actor = Process::actor::<Counter>(10);
     actor.start()?;
     let counter = actor.actor_ref::<Counter>();

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::node::{COOKIE, TestNode};
+use common::node::TestNode;
 use common::{TestResult, trial};
 use multiproc::blocking::node::{self, NodeError};
 use multiproc::blocking::{ChildSupervisorRef, Events, Process, SupervisedRef, SupervisorRef};
@@ -160,10 +160,8 @@ fn not_running(out: Result<impl std::fmt::Debug, AdminError>, want_why: &str) ->
 /// `NodeDown` exit, the root restarts it on B with its children, and the same handle
 /// reaches it there; stopped, deleted, or its parent ended, it says `NotRunning`.
 fn a_nested_supervisor_handle_follows_its_restart_to_a_live_node() -> TestResult {
-    let a = TestNode::start("nest-a", COOKIE, None, Duration::from_secs(5));
-    let b = TestNode::start("nest-b", COOKIE, None, Duration::from_secs(5));
-    let node_a = node::connect(&a.addr, COOKIE)?;
-    let _node_b = node::connect(&b.addr, COOKIE)?;
+    let (a, node_a) = TestNode::connected("nest-a")?;
+    let (_b, _node_b) = TestNode::connected("nest-b")?;
     let root = Supervisor::new(flags()).child(nested_on(&node_a)?);
     let mut events = Events::from(root.events());
     let root = SupervisorRef::start(root)?;
@@ -234,10 +232,8 @@ fn pids(nested: &ChildSupervisorRef) -> Result<Vec<(String, u32)>, String> {
 /// SIGKILLed on A is `ChildExited` then `Restarted`; after A's death, the same
 /// subscription sees the incarnation on B start its children.
 fn a_nested_supervisors_events_come_back_across_its_restarts() -> TestResult {
-    let a = TestNode::start("nest-e", COOKIE, None, Duration::from_secs(5));
-    let b = TestNode::start("nest-f", COOKIE, None, Duration::from_secs(5));
-    let node_a = node::connect(&a.addr, COOKIE)?;
-    let _node_b = node::connect(&b.addr, COOKIE)?;
+    let (a, node_a) = TestNode::connected("nest-e")?;
+    let (_b, _node_b) = TestNode::connected("nest-f")?;
     let root = Supervisor::new(flags()).child(nested_on(&node_a)?);
     let mut root_events = Events::from(root.events());
     let root = SupervisorRef::start(root)?;
@@ -284,8 +280,7 @@ fn a_nested_supervisors_events_come_back_across_its_restarts() -> TestResult {
 /// While the root waits to restart the nested supervisor, the handle says
 /// `Restarting` at once, naming it.
 fn a_handle_between_incarnations_says_restarting() -> TestResult {
-    let a = TestNode::start("nest-c", COOKIE, None, Duration::from_secs(5));
-    let node_a = node::connect(&a.addr, COOKIE)?;
+    let (a, node_a) = TestNode::connected("nest-c")?;
     let slow = SupervisorFlags {
         backoff: Backoff {
             min: NEVER,
@@ -316,8 +311,7 @@ fn a_handle_between_incarnations_says_restarting() -> TestResult {
 /// Bad input gets its typed error: no node, a child that cannot go there, a child
 /// that is no supervisor on a node, an id that names nothing.
 fn bad_input_is_refused_typed() -> TestResult {
-    let a = TestNode::start("nest-d", COOKIE, None, Duration::from_secs(5));
-    let node_a = node::connect(&a.addr, COOKIE)?;
+    let (_a, node_a) = TestNode::connected("nest-d")?;
     match Supervisor::new(flags()).into_child("nested") {
         Err(AdminError::Invalid(SpecError::InvalidStart { child, .. })) if child == "nested" => {}
         other => return Err(format!("not InvalidStart: {other:?}").into()),
@@ -389,10 +383,8 @@ fn tally_at(nested: &ChildSupervisorRef) -> Result<(u32, Option<String>), String
 /// process after a SIGKILL of the child, and after A's death the one the nested
 /// supervisor restarted on B starts there.
 fn a_child_ref_follows_the_child_and_its_supervisor_to_another_node() -> TestResult {
-    let a = TestNode::start("nest-g", COOKIE, None, Duration::from_secs(5));
-    let b = TestNode::start("nest-h", COOKIE, None, Duration::from_secs(5));
-    let node_a = node::connect(&a.addr, COOKIE)?;
-    let _node_b = node::connect(&b.addr, COOKIE)?;
+    let (a, node_a) = TestNode::connected("nest-g")?;
+    let (_b, _node_b) = TestNode::connected("nest-h")?;
     let root = Supervisor::new(flags()).child(tally_on(&node_a, flags())?);
     let mut root_events = Events::from(root.events());
     let root = SupervisorRef::start(root)?;
@@ -464,8 +456,7 @@ fn a_child_ref_follows_the_child_and_its_supervisor_to_another_node() -> TestRes
 /// Between two incarnations of the child, or of the nested supervisor, `try_call`
 /// says `Restarting` at once and `call_timeout` gives up with `Timeout`.
 fn a_child_ref_between_incarnations_says_restarting() -> TestResult {
-    let a = TestNode::start("nest-i", COOKIE, None, Duration::from_secs(5));
-    let node_a = node::connect(&a.addr, COOKIE)?;
+    let (a, node_a) = TestNode::connected("nest-i")?;
     let root = Supervisor::new(slow()).child(tally_on(&node_a, slow())?);
     let mut root_events = Events::from(root.events());
     let root = SupervisorRef::start(root)?;
@@ -505,10 +496,8 @@ fn a_child_ref_between_incarnations_says_restarting() -> TestResult {
 /// returns once it is terminated, once its parent shuts down, once its parent gives
 /// up, once it ends as a temporary child; at once for an id its parent has not.
 fn join_returns_once_the_nested_supervisor_is_gone() -> TestResult {
-    let a = TestNode::start("nest-j", COOKIE, None, Duration::from_secs(5));
-    let b = TestNode::start("nest-k", COOKIE, None, Duration::from_secs(5));
-    let node_a = node::connect(&a.addr, COOKIE)?;
-    let node_b = node::connect(&b.addr, COOKIE)?;
+    let (a, node_a) = TestNode::connected("nest-j")?;
+    let (b, node_b) = TestNode::connected("nest-k")?;
     let root = Supervisor::new(flags()).child(tally_on(&node_a, flags())?);
     let mut root_events = Events::from(root.events());
     let root = SupervisorRef::start(root)?;
@@ -574,8 +563,7 @@ fn join_returns_once_the_nested_supervisor_is_gone() -> TestResult {
     check_eq!(root.join(), SupervisorExit::IntensityExceeded);
 
     // A temporary one is not restarted: its end is how its process ended.
-    let c = TestNode::start("nest-l", COOKIE, None, Duration::from_secs(5));
-    let node_c = node::connect(&c.addr, COOKIE)?;
+    let (c, node_c) = TestNode::connected("nest-l")?;
     let mut temporary = tally_on(&node_c, flags())?;
     temporary.restart = multiproc::Restart::Temporary;
     let root = SupervisorRef::start(Supervisor::new(flags()).child(temporary))?;

@@ -59,10 +59,8 @@ multiproc::register!(square_where, gated, byte_count, bytes_of);
 // ---- helpers ----
 
 fn two_nodes(a: &str, b: &str) -> Result<(TestNode, TestNode, node::Node, node::Node), String> {
-    let na = TestNode::start(a, COOKIE, None, GRACE);
-    let nb = TestNode::start(b, COOKIE, None, GRACE);
-    let ha = node::connect(&na.addr, COOKIE).map_err(|e| e.to_string())?;
-    let hb = node::connect(&nb.addr, COOKIE).map_err(|e| e.to_string())?;
+    let (na, ha) = TestNode::connected(a)?;
+    let (nb, hb) = TestNode::connected(b)?;
     Ok((na, nb, ha, hb))
 }
 

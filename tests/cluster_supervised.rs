@@ -231,8 +231,7 @@ fn accept(listener: &std::net::TcpListener) -> Result<std::net::TcpStream, BoxEr
 // ---- tests ----
 
 fn a_placed_processs_calls_follow_the_actor_across_a_sigkill_and_restart() -> TestResult {
-    let n = TestNode::start("sigma", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("sigma")?;
     let sup = Supervisor::new(flags()).child(actor_child::<Counter>("c", 0)?);
     let mut events = Events::from(sup.events());
     let sup = SupervisorRef::start(sup)?;
@@ -294,8 +293,7 @@ fn a_placed_processs_calls_follow_the_actor_across_a_sigkill_and_restart() -> Te
 }
 
 fn a_supervised_ref_in_a_message_to_a_placed_actor_works_there() -> TestResult {
-    let n = TestNode::start("tau", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("tau")?;
     let sup =
         SupervisorRef::start(Supervisor::new(flags()).child(actor_child::<Counter>("c", 5)?))?;
     let mut placed = Process::actor::<Counter>(1).on(&node);
@@ -318,8 +316,7 @@ fn a_supervised_ref_in_a_message_to_a_placed_actor_works_there() -> TestResult {
 /// supervisor, or the child's own (through the root, which asks the child), and an
 /// ended supervisor is an error there (the actor answers -1).
 fn a_supervised_ref_from_a_local_child_to_a_placed_actor_works_there() -> TestResult {
-    let n = TestNode::start("phi", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("phi")?;
     let sup =
         SupervisorRef::start(Supervisor::new(flags()).child(actor_child::<Counter>("c", 5)?))?;
     let mut placed = Process::actor::<Counter>(1).on(&node);

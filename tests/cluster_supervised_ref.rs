@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::node::{COOKIE, TestNode};
+use common::node::TestNode;
 use common::{TestResult, trial};
 use multiproc::blocking::node::{self, NodeError};
 use multiproc::blocking::{Event, Events, Process, Queue, SupervisedRef, SupervisorRef};
@@ -180,8 +180,7 @@ fn not_running<T: std::fmt::Debug>(
 /// Calls and casts reach the child on the node; after a SIGKILL there, the next
 /// call reaches its new incarnation, with a fresh count.
 fn calls_reach_the_child_on_a_node_across_its_restarts() -> TestResult {
-    let n = TestNode::start("ref-a", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("ref-a")?;
     let backoff = Backoff {
         min: RESTART_DELAY,
         max: RESTART_DELAY,
@@ -251,8 +250,7 @@ fn calls_reach_the_child_on_a_node_across_its_restarts() -> TestResult {
 /// The node SIGKILLed: a call in flight and the calls after fail with `NodeDown`,
 /// without waiting.
 fn a_killed_node_fails_its_childs_calls_node_down() -> TestResult {
-    let n = TestNode::start("ref-b", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (n, node) = TestNode::connected("ref-b")?;
     let sup = start_on(&node, Backoff::NONE)?;
     let tally: SupervisedRef<Tally> = sup.child_ref("tally");
     check_eq!(tally.call(Op::Add(1))?.1, 1);
@@ -300,8 +298,7 @@ fn a_killed_node_fails_its_childs_calls_node_down() -> TestResult {
 /// A call held in child `a` on the node holds up neither a call to child `b`, nor the
 /// next call to `a` sent meanwhile, nor the supervisor's admin requests.
 fn a_held_call_holds_up_no_other_call() -> TestResult {
-    let n = TestNode::start("ref-c", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("ref-c")?;
     let sup = start_with(&node, Backoff::NONE, &["a", "b"])?;
     let (a, b): (SupervisedRef<Tally>, SupervisedRef<Tally>) =
         (sup.child_ref("a"), sup.child_ref("b"));
@@ -349,8 +346,7 @@ fn a_held_call_holds_up_no_other_call() -> TestResult {
 /// there, and fail with `NodeDown` once the node is killed. Given to a process
 /// placed on another node, it works there the same way, through the root.
 fn the_handle_works_from_a_child_of_the_root() -> TestResult {
-    let n = TestNode::start("ref-d", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (n, node) = TestNode::connected("ref-d")?;
     let sup = start_on(&node, Backoff::NONE)?;
     let tally: SupervisedRef<Tally> = sup.child_ref("tally");
     let (asks, reports) = (Queue::<Ask>::new(0)?, Queue::<Outcome>::new(0)?);
@@ -412,8 +408,7 @@ fn the_handle_works_from_a_child_of_the_root() -> TestResult {
     // Placed on another node, it works there too: its calls go through the root,
     // which holds both sessions. A root's event that the process on that node
     // holds is a far handle there, which goes to no other node: refused, typed.
-    let n2 = TestNode::start("ref-d2", COOKIE, None, Duration::from_secs(5));
-    let node2 = node::connect(&n2.addr, COOKIE)?;
+    let (_n2, node2) = TestNode::connected("ref-d2")?;
     let (far_asks, far_reports) = (Queue::<Ask>::new(0)?, Queue::<Outcome>::new(0)?);
     let tally: SupervisedRef<Tally> = sup.child_ref("tally");
     let mut placed = Process::new(

@@ -134,8 +134,7 @@ fn kill(pid: u32) -> TestResult {
 /// Children started through the root run on the node, a killed one is restarted
 /// there, and the root sees it all in `which_children` and the events.
 fn a_dynamic_supervisor_runs_on_a_node_and_restarts_there() -> TestResult {
-    let n = TestNode::start("sup-a", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("sup-a")?;
     let dynamic = DynamicSupervisor::start_on(
         &node,
         flags(),
@@ -234,8 +233,7 @@ fn a_dynamic_supervisor_runs_on_a_node_and_restarts_there() -> TestResult {
 /// A static supervisor on a node starts its children there, and its own end
 /// (restart intensity) is seen here.
 fn a_supervisor_on_a_node_reports_its_end() -> TestResult {
-    let n = TestNode::start("sup-b", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("sup-b")?;
     let flags = SupervisorFlags {
         intensity: RestartIntensity {
             max_restarts: 1,
@@ -267,8 +265,7 @@ fn a_supervisor_on_a_node_reports_its_end() -> TestResult {
 /// The node SIGKILLed: the supervisor's end is `Lost` with `NodeDown`, and every call
 /// after fails typed, without waiting.
 fn a_killed_node_ends_its_supervisor_node_down() -> TestResult {
-    let n = TestNode::start("sup-c", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (n, node) = TestNode::connected("sup-c")?;
     let dynamic = DynamicSupervisor::start_on(
         &node,
         flags(),
@@ -333,8 +330,7 @@ fn a_killed_node_ends_its_supervisor_node_down() -> TestResult {
 
 /// What cannot go to the node is refused, typed, before anything is sent.
 fn what_cannot_travel_is_refused() -> TestResult {
-    let n = TestNode::start("sup-d", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("sup-d")?;
     let value = multiproc::Value::new(1u64)?;
     let not_across = |r: Result<(), AdminError>, id: &str| -> TestResult {
         match r {
@@ -456,10 +452,8 @@ fn a_roots_exit_stops_its_supervisor_on_a_node() -> TestResult {
 /// A subtree placed as a supervisor child of a supervisor here: its node's death is
 /// its exit, and the supervisor here starts it again on a live node.
 fn a_subtree_on_a_dead_node_is_restarted_on_a_live_one() -> TestResult {
-    let a = TestNode::start("sup-f", COOKIE, None, Duration::from_secs(5));
-    let b = TestNode::start("sup-g", COOKIE, None, Duration::from_secs(5));
-    let node_a = node::connect(&a.addr, COOKIE)?;
-    let _node_b = node::connect(&b.addr, COOKIE)?;
+    let (a, node_a) = TestNode::connected("sup-f")?;
+    let (_b, _node_b) = TestNode::connected("sup-g")?;
     let mut spec = function_child("subtree", subtree, ())?
         .on(&node_a)
         .restart_on(RestartPlacement::AnyLiveNode);

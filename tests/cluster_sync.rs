@@ -139,8 +139,7 @@ multiproc::register!(sub_root);
 // ---- tests ----
 
 fn queue_put_and_get_both_ways() -> TestResult {
-    let n = TestNode::start("qa", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("qa")?;
     let input = Queue::<u64>::joinable(0)?;
     let output = Queue::<u64>::new(0)?;
     let mut p = Process::new(doubles, (input.clone(), output.clone(), 5)).on(&node);
@@ -161,8 +160,7 @@ fn queue_put_and_get_both_ways() -> TestResult {
 }
 
 fn a_lock_excludes_across_a_node_and_the_root() -> TestResult {
-    let n = TestNode::start("la", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("la")?;
     let lock = Lock::new()?;
     let (holding, go) = (Event::new()?, Event::new()?);
     // The root holds it: the node's acquire waits.
@@ -194,8 +192,7 @@ fn a_lock_excludes_across_a_node_and_the_root() -> TestResult {
 }
 
 fn an_event_is_set_and_waited_across_a_node() -> TestResult {
-    let n = TestNode::start("ea", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("ea")?;
     let (ping, pong) = (Event::new()?, Event::new()?);
     let mut p = Process::new(answers, (ping.clone(), pong.clone())).on(&node);
     p.start()?;
@@ -207,8 +204,7 @@ fn an_event_is_set_and_waited_across_a_node() -> TestResult {
 }
 
 fn a_node_killed_holding_a_lock_leaves_it_owner_died() -> TestResult {
-    let n = TestNode::start("ka", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (n, node) = TestNode::connected("ka")?;
     let lock = Lock::new()?;
     let holding = Event::new()?;
     let mut p = Process::new(holds_for_ever, (lock.clone(), holding.clone())).on(&node);
@@ -268,8 +264,7 @@ fn an_operation_in_flight_when_the_root_dies_is_node_down() -> TestResult {
 }
 
 fn a_value_is_refused_naming_it() -> TestResult {
-    let n = TestNode::start("va", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("va")?;
     let value = multiproc::Value::new(7u64)?;
     let mut p = Process::new(takes_lock_and_value, (Lock::new()?, value)).on(&node);
     match p.start() {

@@ -10,10 +10,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::node::{COOKIE, TestNode};
+use common::node::TestNode;
 use common::{TestResult, trial};
 use multiproc::blocking::Lock;
-use multiproc::blocking::node;
 use multiproc::blocking::node::NodeError;
 use multiproc::blocking::{
     Barrier, BoundedSemaphore, Condition, Event, Process, Queue, RLock, Semaphore,
@@ -227,8 +226,7 @@ fn expect_owner_died(got: Result<bool, SyncError>) -> TestResult {
 // ---- tests ----
 
 fn an_rlock_is_owned_by_its_far_thread_and_freed_when_it_is_killed() -> TestResult {
-    let n = TestNode::start("rl", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("rl")?;
     let (lock, q, holding) = (RLock::new()?, Queue::<String>::new(0)?, Event::new()?);
     // Held here: a far release is the non-owner's error, as here.
     check!(lock.acquire(false, None)?, "a new lock is free");
@@ -263,8 +261,7 @@ fn an_rlock_is_owned_by_its_far_thread_and_freed_when_it_is_killed() -> TestResu
 }
 
 fn semaphore_permits_count_across_a_node_and_come_back_with_it() -> TestResult {
-    let n = TestNode::start("se", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (n, node) = TestNode::connected("se")?;
     let (sem, bounded) = (Semaphore::new(2)?, BoundedSemaphore::new(1)?);
     let (q, holding) = (Queue::<String>::new(0)?, Event::new()?);
     let mut p = Process::new(
@@ -315,8 +312,7 @@ fn semaphore_permits_count_across_a_node_and_come_back_with_it() -> TestResult {
 }
 
 fn a_condition_waits_and_notifies_across_a_node() -> TestResult {
-    let n = TestNode::start("co", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("co")?;
     let (cond, q, waiting) = (Condition::new()?, Queue::<String>::new(0)?, Event::new()?);
     // The root waits; the node notifies (it gets the lock only once the root sleeps).
     check!(cond.acquire(true, None)?, "a new condition's lock is free");
@@ -355,8 +351,7 @@ fn a_condition_waits_and_notifies_across_a_node() -> TestResult {
 }
 
 fn a_barrier_has_a_party_at_the_root_and_one_on_a_node() -> TestResult {
-    let n = TestNode::start("ba", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("ba")?;
     let (barrier, q, go) = (Barrier::new(2)?, Queue::<String>::new(0)?, Event::new()?);
     let mut p = Process::new(party, (barrier.clone(), q.clone(), go.clone())).on(&node);
     p.start()?;
@@ -405,8 +400,7 @@ fn a_barrier_has_a_party_at_the_root_and_one_on_a_node() -> TestResult {
 }
 
 fn handles_in_a_message_to_a_placed_actor_work_there() -> TestResult {
-    let n = TestNode::start("me", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("me")?;
     let mut p = Process::actor::<Keeper>(()).on(&node);
     p.start()?;
     let keeper = p.actor_ref::<Keeper>();
@@ -441,8 +435,7 @@ fn handles_in_a_message_to_a_placed_actor_work_there() -> TestResult {
 /// (which holds the session) to the actor's process; the actor killed holding the
 /// lock, the root's next acquire gets `OwnerDied`; a `Value` is refused, typed.
 fn handles_in_a_message_from_a_local_child_work_there() -> TestResult {
-    let n = TestNode::start("mf", COOKIE, None, Duration::from_secs(5));
-    let node = node::connect(&n.addr, COOKIE)?;
+    let (_n, node) = TestNode::connected("mf")?;
     let mut p = Process::actor::<Keeper>(()).on(&node);
     p.start()?;
     let keeper = p.actor_ref::<Keeper>().as_async().clone();

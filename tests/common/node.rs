@@ -79,6 +79,15 @@ impl TestNode {
         node
     }
 
+    /// A node named `name`, with the test cookie and a 5 s grace, and this
+    /// process's session to it.
+    #[allow(dead_code, reason = "not every test program connects this way")]
+    pub fn connected(name: &str) -> Result<(TestNode, node::Node), String> {
+        let n = TestNode::start(name, COOKIE, None, Duration::from_secs(5));
+        let session = node::connect(&n.addr, COOKIE).map_err(|e| e.to_string())?;
+        Ok((n, session))
+    }
+
     pub fn recv(&mut self, timeout: Duration) -> Result<String, String> {
         match self.events.poll(Some(timeout)) {
             Ok(true) => self.events.recv().map_err(|e| e.to_string()),
