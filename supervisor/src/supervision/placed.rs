@@ -133,10 +133,11 @@ impl Placed {
         send: Delivery,
     ) -> Result<Vec<u8>, CallError> {
         self.through(id, msg, send).await.map_err(|e| match e {
-            // Its process has exited: so has the supervisor.
-            CallError::Remote(RemoteError::NoProcess(_) | RemoteError::Exited(_)) => {
-                CallError::NotRunning(id.to_string(), "its supervisor ended".into())
-            }
+            // Its process has exited, or is exiting with its actor stopped (after a
+            // shutdown, until the process is gone): so has the supervisor.
+            CallError::Remote(
+                RemoteError::NoProcess(_) | RemoteError::Exited(_) | RemoteError::NoActor(_),
+            ) => CallError::NotRunning(id.to_string(), "its supervisor ended".into()),
             e => e,
         })
     }
