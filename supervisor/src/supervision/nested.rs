@@ -380,9 +380,12 @@ impl ChildSupervisorRef {
             }
             let payload = placed.encode(&msg)?;
             match placed.through(child, payload, send()).await {
-                // That incarnation ended before the message reached it: no effect
-                // anywhere, so the next one may have it.
-                Err(CallError::Remote(RemoteError::NoProcess(_))) if tries < MAX_TRIES => {
+                // That incarnation ended before the message reached it (its process
+                // gone, or exiting with its actor stopped): no effect anywhere, so
+                // the next one may have it.
+                Err(CallError::Remote(RemoteError::NoProcess(_) | RemoteError::NoActor(_)))
+                    if tries < MAX_TRIES =>
+                {
                     failed = Some(placed.addr().clone());
                 }
                 out => return out,
