@@ -281,16 +281,7 @@ fn a_nested_supervisors_events_come_back_across_its_restarts() -> TestResult {
 /// `Restarting` at once, naming it.
 fn a_handle_between_incarnations_says_restarting() -> TestResult {
     let (a, node_a) = TestNode::connected("nest-c")?;
-    let slow = SupervisorFlags {
-        backoff: Backoff {
-            min: NEVER,
-            max: NEVER,
-            jitter: 0.0,
-            ..Backoff::default()
-        },
-        ..flags()
-    };
-    let root = Supervisor::new(slow).child(nested_on(&node_a)?);
+    let root = Supervisor::new(slow()).child(nested_on(&node_a)?);
     let mut events = Events::from(root.events());
     let root = SupervisorRef::start(root)?;
     let nested = root.child_supervisor("nested");
